@@ -35,6 +35,12 @@ pub(crate) fn number(error: &sqlx::Error) -> Option<u16> {
     }
 }
 
+/// Whether the server chose `error`'s statement as a deadlock's victim: it rolled the
+/// statement's transaction back whole, so an autocommitted statement can run again.
+pub(crate) fn deadlocked(error: &sqlx::Error) -> bool {
+    number(error) == Some(code::DEADLOCK)
+}
+
 /// Converts a `sqlx` error: a refused login becomes [`Error::Authentication`] (the
 /// server's message names the user, never the password), a lost connection, a server
 /// going down and a lock wait that timed out [`Error::Connection`] (the transaction

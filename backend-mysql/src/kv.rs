@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::rate_limiter::Rate;
 use distsync_core::raw::{name_connect_timeout, RetryPolicy};
 use distsync_core::session::KeepAlive;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{
-    Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnOp, TxnResponse, WatchResponse,
+    Kv, LeaseId, Range, RangeResponse, RateDecision, Revision, Txn, TxnOp, TxnResponse,
+    WatchResponse,
 };
 use futures::stream::BoxStream;
 use sqlx::mysql::MySqlPoolOptions;
@@ -335,6 +337,23 @@ impl Kv for MysqlKv {
     async fn clock(&self) -> Result<Option<Duration>> {
         self.detached("reading the server's clock", |core| async move {
             crate::clock::now(&core.pool).await.map(Some)
+        })
+        .await
+    }
+
+    /// One statement on the limiter's row, on the server's clock, outside the revision
+    /// order (see `rate_limit.rs`): one round trip a decision.
+    async fn rate_limit(
+        &self,
+        key: &str,
+        rate: &Rate,
+        permits: u32,
+    ) -> Result<Option<RateDecision>> {
+        let (key, rate) = (key.to_owned(), *rate);
+        self.detached("deciding a rate limit", move |core| async move {
+            crate::rate_limit::decide(&core.pool, &core.tables, &key, &rate, permits)
+                .await
+                .map(Some)
         })
         .await
     }

@@ -15,7 +15,7 @@
 //! checked in CI):
 //!
 //! <!-- gaps:begin -->
-//! - **mysql**: rate limiter; outbox and exactly-once in the caller's transaction
+//! - **mysql**: outbox and exactly-once in the caller's transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
@@ -185,19 +185,23 @@
 //!
 //! # The server's clock
 //!
-//! Queue ages go by the server's clock, never a client's, so clients whose clocks
-//! disagree see one age: [`Kv::clock`] is the server's `UTC_TIMESTAMP(6)`, read in a
-//! statement of its own. An enqueue dates its item with the clock read beside its
-//! first read, at no extra latency, and `oldest_age` is the clock less the oldest date
-//! of the items not held.
+//! Queue ages and the rate limiter go by the server's clock, never a client's, so
+//! clients whose clocks disagree see one age and share one rate. [`Kv::clock`] is the
+//! server's `UTC_TIMESTAMP(6)`, read in a statement of its own: an enqueue dates its
+//! item with the clock read beside its first read, at no extra latency, and
+//! `oldest_age` is the clock less the oldest date of the items not held.
 //!
-//! The rate limiter is not offered yet, although the clock is there for it. The
-//! recipes' GCRA on one key reads the key, then the clock, and writes the new
-//! theoretical arrival time by a compare-and-swap on the key's revision: four round
-//! trips a decision, where PostgreSQL's and Redis's one statement or script is one. On
-//! a loaded two-core machine that missed the contention case's one-second bound on a
-//! request, and let the limiter go idle mid-burst, in 6 of 26 runs beside two CPU hogs.
-//! A decision in one statement, on a table of its own, is what the limiter needs here.
+//! The rate limiter reads the same clock inside the one statement that decides
+//! ([`Kv::rate_limit`]): an `INSERT … ON DUPLICATE KEY UPDATE` on the limiter's `kv`
+//! row runs GCRA on the theoretical arrival time stored there (in the recipes' text,
+//! so `status` reads it) and answers in its OK packet (`LAST_INSERT_ID(…)`), one round
+//! trip under the row's lock alone. The recipes' GCRA by compare-and-swap takes four
+//! round trips and a pass through the revision row a decision, which on a loaded
+//! two-core machine misses the contention case's one-second bound on a request and
+//! lets the limiter go idle mid-burst (6 of 26 runs beside two CPU hogs). The
+//! statement leaves the revision row and the log alone: the row stands outside the
+//! revision order (revisions `1`, no lease, no history), which nothing that reads a
+//! limiter needs (`rate_limit.rs` goes through each reader).
 //!
 //! # Not done yet
 //!
@@ -205,10 +209,10 @@
 //!   yet, so `max_session_ttl=` is refused and `exclusive_across_restart` is not
 //!   declared.
 //! - TLS: `ca=`, `cert=`, `key=` are refused.
-//! - The rate limiter (see "The server's clock").
 //! - Transactions of the caller's (exactly-once effects).
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
+//! [`Kv::rate_limit`]: distsync_kv::kv::Kv::rate_limit
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -227,6 +231,7 @@ mod kv;
 mod lease;
 mod optimistic;
 mod range;
+mod rate_limit;
 mod reaper;
 mod replication;
 mod schema;
@@ -278,10 +283,10 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 ///   `innodb_flush_log_at_trx_commit=1`, [`Kv::describe`](distsync_kv::kv::Kv::describe)
 ///   shows it);
 /// - linearizable: one primary, writers serialized on the revision row;
-/// - queue ages: on the server's clock (see the crate docs, "The server's clock");
-/// - not offered yet: the rate limiter (see the crate docs, "The server's clock"),
-///   holds exclusive across a store that forgot (no epoch marker yet), and
-///   transactions of the caller's;
+/// - queue ages and the rate limiter: on the server's clock, the limiter's decision in
+///   one statement (see the crate docs, "The server's clock");
+/// - not offered yet: holds exclusive across a store that forgot (no epoch marker
+///   yet), and transactions of the caller's;
 /// - surviving a failover: false here; a backend connected to a semi-synchronous
 ///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica");
 /// - the largest value: [`max_value_size`] of MariaDB's default `max_allowed_packet`
@@ -290,7 +295,6 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(max_value_size(DEFAULT_MAX_ALLOWED_PACKET))
-        .with_rate_limiter(false)
         .with_exclusive_across_restart(false)
         .with_session_bound(false)
         .with_caller_transactions(false)

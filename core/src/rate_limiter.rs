@@ -25,10 +25,9 @@
 //! # The store's clock is the only clock
 //!
 //! `now` is always read by the store inside the atomic step (Redis: `TIME` in the
-//! script; PostgreSQL: `clock_timestamp()` in the statement; MySQL: `UTC_TIMESTAMP(6)`,
-//! read between the read of the TAT and the compare-and-swap that writes the next one,
-//! so that a decision whose TAT moved meanwhile is not applied; the memory store: the
-//! process clock, which is the store's; ZooKeeper, which has no read of the time: the
+//! script; PostgreSQL: `clock_timestamp()` in the statement; MySQL: `UTC_TIMESTAMP(6)`
+//! in the one statement that reads the TAT and writes the next one; the memory store:
+//! the process clock, which is the store's; ZooKeeper, which has no read of the time: the
 //! `mtime` the leader stamps on the grant's own write, against which the stored TAT
 //! is kept, see the `distsync-zookeeper` crate). No client clock enters a decision, so a
 //! client whose clock is skewed, or that is paused, cannot obtain more than the rate:
@@ -329,9 +328,9 @@ impl Admission {
 /// The decision of GCRA at store time `now_us` on the stored TAT `tat_us` (both in
 /// microseconds on the store's clock; `None`: no state, an idle limiter): the
 /// admission and, when granted, the new TAT. Backends that decide in Rust on a time
-/// the store read (the memory store, MySQL: the kv recipes' compare-and-swap) call it;
-/// the Redis script and the PostgreSQL statement compute the same formula (see the
-/// [module docs](self)).
+/// the store read (the memory store: the kv recipes' compare-and-swap) call it; the
+/// Redis script and the PostgreSQL and MySQL statements compute the same formula (see
+/// the [module docs](self)).
 ///
 /// ```
 /// use std::time::Duration;
