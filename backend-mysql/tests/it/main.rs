@@ -10,5 +10,6 @@ mod connect;
 mod failover;
 mod lease;
 mod queue_age;
+mod rate_limiter;
 mod txn;
 mod watch;
