@@ -320,10 +320,10 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
 }
 
 /// Awaits a step that writes or reads a value at the limit, for at most [`AT_LIMIT`]. A
-/// transient error there says the store was slow or out of reach (a replica
-/// acknowledgement that timed out on a loaded machine), not that it takes less than
-/// it declares: the run lapses and runs again, as a set-up step's does. A timeout or
-/// any other error is a violation.
+/// transient error or a lost session there says the store was slow or out of reach (a
+/// replica acknowledgement that timed out on a loaded machine, a session that expired
+/// meanwhile), not that it takes less than it declares: the run lapses and runs again,
+/// as a set-up step's does. A timeout or any other error is a violation.
 async fn at_limit<T>(what: impl Display, step: impl Future<Output = Result<T>>) -> Check<T> {
     within(AT_LIMIT, &what, async { Ok(step.await) })
         .await?
