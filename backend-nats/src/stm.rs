@@ -15,15 +15,19 @@
 //!
 //! | level | reads | commit checks |
 //! |---|---|---|
-//! | `SerializableSnapshot` | as of the stream sequence of the first read (a batched direct get with `up_to_seq`) | the read set, and the keys written at their sequence as of the snapshot |
+//! | `SerializableSnapshot` | as of the stream sequence of the first read (a later message retries, see below) | the read set, and the keys written at their sequence as of the snapshot |
 //! | `Serializable` | as above | the read set |
 //! | `RepeatableReads` | the latest value, cached | the read set |
 //! | `ReadCommitted` | the latest value | none |
 //!
-//! A read at an old sequence misses a key rewritten more than [`crate::HISTORY`]
-//! times since (JetStream keeps no older revision, and says nothing): such a key reads
-//! as missing at sequence 0, which its current sequence then refuses at the commit,
-//! so the transaction retries on a newer snapshot rather than commit a wrong read.
+//! The bucket keeps one message a key ([`crate::HISTORY`]), so a key's value at the
+//! snapshot is its only message when that message is at or before the snapshot, and
+//! unknown when the key was rewritten since: JetStream keeps no older revision. A read
+//! after the first therefore reads the key's latest message (one request, as a read at
+//! the snapshot would be), and a message after the snapshot makes the attempt retry
+//! ([`StmRetry`]) on a newer snapshot, which the retry's `begin` takes with the key in
+//! its prefetch. A body never sees as missing, or as older than it was, a key that
+//! existed when its snapshot was taken, and never acts on a state that never was.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +39,9 @@ use distsync_core::{Bytes, Isolation, Name, Result};
 use crate::keys::{self, Kind};
 use crate::shared::Shared;
 use crate::store::Write;
+
+// Reads take a key's latest message for its value at the snapshot (module docs).
+const _: () = assert!(crate::HISTORY == 1);
 
 /// How long a scratch compare's message is kept.
 const SCRATCH_TTL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -152,21 +159,27 @@ impl StmAttempt for Attempt {
             self.reads.insert(key.clone(), read);
             return Ok(value);
         }
-        let up_to = if self.snapshots() {
-            self.snapshot
-        } else {
-            None
-        };
-        let (mut reads, last) = self.read_at(&[key], up_to).await?;
-        if self.snapshots() && self.snapshot.is_none() {
-            self.snapshot = Some(last);
-        }
+        // The latest message is the key's only one (see the module docs).
+        let (mut reads, last) = self.read_at(&[key], None).await?;
         let read = reads.remove(&keys::key(Kind::Stm, key)).unwrap_or(Read {
             seq: 0,
             value: None,
         });
+        let rewritten = match self.snapshot {
+            Some(snapshot) if self.snapshots() => read.seq > snapshot,
+            _ => {
+                if self.snapshots() {
+                    self.snapshot = Some(last);
+                }
+                false
+            }
+        };
         let value = read.value.clone();
+        // Kept even when rewritten, so that the retry prefetches it.
         self.reads.insert(key.clone(), read);
+        if rewritten {
+            return Err(StmRetry.into());
+        }
         Ok(value)
     }
 

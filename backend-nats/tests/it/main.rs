@@ -11,3 +11,4 @@ mod killed_holder;
 mod names;
 mod queue_dropped;
 mod scale;
+mod stm;
