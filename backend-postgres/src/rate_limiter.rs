@@ -52,12 +52,7 @@ impl RateLimiter for PgRateLimiter {
             ("d", Ok(wait)) => Ok(Admission::Denied {
                 retry_after: Duration::from_micros(wait),
             }),
-            ("m", _) => Err(Error::InvalidArgument(format!(
-                "rate limiter {:?} is in use at another rate ({rest}, permits/period µs/burst) \
-                 than {}",
-                self.name.as_str(),
-                self.rate.fingerprint()
-            ))),
+            ("m", _) => Err(self.rate.in_use_at_another_rate(&self.name, rest)),
             _ => Err(Error::backend(
                 BACKEND,
                 format!("unexpected rate_limit reply {reply:?}"),

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
-use distsync_core::{Error, Name, Result};
+use distsync_core::{Name, Result};
 use redis::Value;
 
 use crate::error::{array, int, unexpected};
@@ -103,12 +103,9 @@ impl RateLimiter for RedisRateLimiter {
                     u64::try_from(int(what, wait)?).unwrap_or(0),
                 ),
             }),
-            [_, Value::BulkString(theirs)] => Err(Error::InvalidArgument(format!(
-                "rate limiter {:?} is in use at another rate ({}, permits/period µs/burst) \
-                 than {fingerprint}",
-                self.name.as_str(),
-                String::from_utf8_lossy(theirs)
-            ))),
+            [_, Value::BulkString(theirs)] => Err(self
+                .rate
+                .in_use_at_another_rate(&self.name, &String::from_utf8_lossy(theirs))),
             _ => Err(unexpected(what, &Value::Array(reply.clone()))),
         }
     }

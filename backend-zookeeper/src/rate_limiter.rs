@@ -14,8 +14,9 @@
 //!
 //! # The node
 //!
-//! The node holds `<base µs> <added µs> <rate fingerprint>` in decimal text, and its
-//! theoretical arrival time (TAT) is `max(base, mtime) + added`. A grant of `n`
+//! The node holds a [`StampedTat`] record, `<base µs> <added µs> <rate fingerprint>`
+//! in decimal text, and its theoretical arrival time (TAT) is `max(base, mtime) +
+//! added`. A grant of `n`
 //! permits at interval `T` writes `base` = the TAT it read and `added` = `n·T`,
 //! without knowing when its write lands: ZooKeeper fills in the `mtime`. So every
 //! grant is GCRA's step at the instant the leader applies it, not at the earlier
@@ -81,6 +82,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
+use distsync_core::raw::StampedTat;
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
@@ -91,52 +93,6 @@ use crate::keys::{self, Kind};
 use crate::queue::nodes::server_now;
 use crate::store::Shared;
 use crate::BACKEND;
-
-/// A limiter node's content: its TAT is `max(base, mtime) + added` (see the module
-/// docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Stored {
-    base_us: u64,
-    added_us: u64,
-    fingerprint: String,
-}
-
-impl Stored {
-    /// Parses a node's data; `Ok(None)` for no data (an ancestor of a longer name),
-    /// `Err(())` for data this module does not write.
-    pub(crate) fn parse(data: &[u8]) -> std::result::Result<Option<Self>, ()> {
-        if data.is_empty() {
-            return Ok(None);
-        }
-        let text = std::str::from_utf8(data).map_err(drop)?;
-        let mut parts = text.splitn(3, ' ');
-        let base_us = parts.next().and_then(|p| p.parse().ok()).ok_or(())?;
-        let added_us = parts.next().and_then(|p| p.parse().ok()).ok_or(())?;
-        let fingerprint = parts.next().filter(|p| !p.is_empty()).ok_or(())?;
-        Ok(Some(Self {
-            base_us,
-            added_us,
-            fingerprint: fingerprint.to_owned(),
-        }))
-    }
-
-    /// The text of a node.
-    fn render(&self) -> String {
-        format!("{} {} {}", self.base_us, self.added_us, self.fingerprint)
-    }
-
-    /// The TAT in µs of a node of this content last written at `mtime_ms`.
-    pub(crate) fn tat_us(&self, mtime_ms: i64) -> u64 {
-        self.base_us
-            .max(ms_to_us(mtime_ms))
-            .saturating_add(self.added_us)
-    }
-
-    /// The rate the node was written with (`None`: not a fingerprint).
-    pub(crate) fn rate(&self) -> Option<Rate> {
-        Rate::from_fingerprint(&self.fingerprint)
-    }
-}
 
 /// A ZooKeeper time (ms since the epoch) in µs; times before the epoch are 0.
 pub(crate) fn ms_to_us(ms: i64) -> u64 {
@@ -179,10 +135,10 @@ impl ZkRateLimiter {
     }
 
     /// The node: its content and its stat (`None`: missing).
-    async fn read(&self, client: &zk::Client) -> Result<Option<(Option<Stored>, zk::Stat)>> {
+    async fn read(&self, client: &zk::Client) -> Result<Option<(Option<StampedTat>, zk::Stat)>> {
         match bounded(&self.direct.shared, client.get_data(&self.path)).await? {
             Ok((data, stat)) => {
-                let stored = Stored::parse(&data).map_err(|()| {
+                let stored = StampedTat::parse(&data).map_err(|_| {
                     Error::backend(
                         BACKEND,
                         format!("{} does not hold a rate limiter", self.path),
@@ -201,7 +157,7 @@ impl ZkRateLimiter {
         &self,
         client: &zk::Client,
         version: Option<i32>,
-        stored: &Stored,
+        stored: &StampedTat,
     ) -> Result<bool> {
         swap(
             &self.direct.shared,
@@ -240,14 +196,11 @@ impl RateLimiter for ZkRateLimiter {
             let version = node.as_ref().map(|(_, stat)| stat.version);
             let tat = match &node {
                 Some((Some(stored), stat)) => {
-                    let tat = stored.tat_us(stat.mtime);
-                    if tat > now && stored.fingerprint != fingerprint {
-                        return Err(Error::InvalidArgument(format!(
-                            "rate limiter {:?} is in use at another rate ({}, \
-                             permits/period µs/burst) than {fingerprint}",
-                            self.name.as_str(),
-                            stored.fingerprint
-                        )));
+                    let tat = stored.tat_us(ms_to_us(stat.mtime));
+                    if tat > now && stored.fingerprint() != fingerprint {
+                        return Err(self
+                            .rate
+                            .in_use_at_another_rate(&self.name, stored.fingerprint()));
                     }
                     // A passed TAT is an idle limiter: `gcra` starts from `now`.
                     Some(tat)
@@ -263,63 +216,12 @@ impl RateLimiter for ZkRateLimiter {
                 // answer and its `retry_after` are today's.
                 continue;
             }
-            let stored = Stored {
-                base_us: tat.unwrap_or(0),
-                added_us: self
-                    .rate
-                    .emission_interval_micros()
-                    .saturating_mul(u64::from(permits)),
-                fingerprint: fingerprint.clone(),
-            };
+            let stored = StampedTat::granted(&self.rate, tat, permits);
             if self.swap(&client, version, &stored).await? {
                 return Ok(Admission::Granted);
             }
             kept = Some(now);
             tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nodes_parse_and_render() {
-        let stored = Stored {
-            base_us: 1_700_000_000_123_456,
-            added_us: 20_000,
-            fingerprint: "10/200000/5".to_owned(),
-        };
-        let text = stored.render();
-        assert_eq!(text, "1700000000123456 20000 10/200000/5");
-        assert_eq!(Stored::parse(text.as_bytes()), Ok(Some(stored.clone())));
-        assert_eq!(Stored::parse(b""), Ok(None));
-        for bad in [&b"12"[..], b"x 1 1/1/1", b"1 2 ", b"1 x 1/1/1", b"\xff"] {
-            assert_eq!(Stored::parse(bad), Err(()), "{bad:?}");
-        }
-        assert_eq!(
-            stored.rate(),
-            Some(
-                Rate::new(10, std::time::Duration::from_millis(200))
-                    .unwrap()
-                    .with_burst(5)
-                    .unwrap()
-            )
-        );
-    }
-
-    #[test]
-    fn the_tat_starts_from_the_later_of_base_and_mtime() {
-        let stored = Stored {
-            base_us: 5_000_000,
-            added_us: 1_000,
-            fingerprint: "1/1000/1".to_owned(),
-        };
-        // Written before the base passed: the base counts.
-        assert_eq!(stored.tat_us(4_000), 5_001_000);
-        // Written after: the write's own time counts, not an earlier reading.
-        assert_eq!(stored.tat_us(6_000), 6_001_000);
-        assert_eq!(stored.tat_us(-1), 5_001_000);
     }
 }

@@ -28,6 +28,7 @@
 //! ZooKeeper session. The walk runs on a short session of its own and only reads, but
 //! for that one clock write when it finds a rate limiter.
 
+use distsync_core::raw::StampedTat;
 use distsync_core::status::{
     CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
     LineStatus, RateLimiterStatus, StatusReport,
@@ -38,7 +39,7 @@ use zookeeper_client as zk;
 use crate::error::map;
 use crate::keys::{self, Kind};
 use crate::queue::nodes::server_now;
-use crate::rate_limiter::{clock_path, ms_to_us, Stored};
+use crate::rate_limiter::{clock_path, ms_to_us};
 use crate::store::Shared;
 
 /// The nodes of the subtree at `path` (`path` included), parents first, each with its
@@ -317,7 +318,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                         Err(error) => return Err(map(error)),
                     };
                     // No data: the ancestor of a longer name. Other data: no limiter.
-                    let Ok(Some(stored)) = Stored::parse(&data) else {
+                    let Ok(Some(stored)) = StampedTat::parse(&data) else {
                         continue;
                     };
                     let now = match clock {
@@ -325,10 +326,9 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                         None => *clock.insert(report_clock(shared, &client).await?),
                     };
                     let rate = stored.rate();
-                    let next_due = rate
-                        .as_ref()
-                        .zip(now)
-                        .map(|(rate, now)| rate.next_due(Some(stored.tat_us(stat.mtime)), now));
+                    let next_due = rate.as_ref().zip(now).map(|(rate, now)| {
+                        rate.next_due(Some(stored.tat_us(ms_to_us(stat.mtime))), now)
+                    });
                     report.rate_limiters.push(
                         RateLimiterStatus::new(name)
                             .with_rate(rate)

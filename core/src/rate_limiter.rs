@@ -194,6 +194,18 @@ impl Rate {
         )
     }
 
+    /// The refusal of a request at this rate to the limiter `name` while its live
+    /// state was stored at the rate whose [`Rate::fingerprint`] is `theirs`: every
+    /// backend answers it alike, so that a caller matches one error.
+    pub fn in_use_at_another_rate(&self, name: &Name, theirs: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "rate limiter {:?} is in use at another rate ({theirs}, permits/period µs/burst) \
+             than {}",
+            name.as_str(),
+            self.fingerprint()
+        ))
+    }
+
     /// The rate a [`Rate::fingerprint`] was made from, or `None` for text that is not
     /// one: what `status` reads back from a stored limiter.
     ///

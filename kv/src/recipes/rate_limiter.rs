@@ -58,17 +58,6 @@ impl KvRateLimiter {
         Ok(u64::try_from(now.as_micros()).unwrap_or(u64::MAX))
     }
 
-    /// The refusal of a request at this handle's rate while the limiter's live state
-    /// was stored at the rate whose fingerprint is `theirs`.
-    fn other_rate(&self, theirs: &str) -> Error {
-        Error::InvalidArgument(format!(
-            "rate limiter {:?} is in use at another rate ({theirs}, permits/period µs/burst) \
-             than {}",
-            self.name.as_str(),
-            self.rate.fingerprint()
-        ))
-    }
-
     /// GCRA by a read of the key, a read of the store's clock and a compare-and-swap
     /// on the key's revision, for a store that decides nothing in one request.
     async fn compare_and_swap(&self, permits: u32) -> Result<Admission> {
@@ -85,7 +74,7 @@ impl KvRateLimiter {
             let tat = match stored.and_then(|kv| parse(&kv.value)) {
                 Some((tat, theirs)) if tat > now => {
                     if theirs != fingerprint {
-                        return Err(self.other_rate(theirs));
+                        return Err(self.rate.in_use_at_another_rate(&self.name, theirs));
                     }
                     Some(tat)
                 }
@@ -135,7 +124,9 @@ impl RateLimiter for KvRateLimiter {
         self.rate.check_request(permits)?;
         match self.kv.rate_limit(&self.key, &self.rate, permits).await? {
             Some(RateDecision::Decided(admission)) => Ok(admission),
-            Some(RateDecision::OtherRate(theirs)) => Err(self.other_rate(&theirs)),
+            Some(RateDecision::OtherRate(theirs)) => {
+                Err(self.rate.in_use_at_another_rate(&self.name, &theirs))
+            }
             None => self.compare_and_swap(permits).await,
         }
     }

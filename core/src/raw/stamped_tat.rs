@@ -1,0 +1,132 @@
+//! A rate limiter's state on a store that stamps each write with its own time but has
+//! no request that reads the time in the step that decides (ZooKeeper's `mtime`,
+//! JetStream's message time stamp).
+//!
+//! GCRA ([`crate::rate_limiter::gcra`]) decides at a "now" read before the grant's
+//! write, and the write lands a round trip later. A record of `base` (the TAT the grant
+//! read) and `added` (`n·T`) whose TAT is `max(base, stamp) + added`, `stamp` being the
+//! store's time of the write that stored it, makes every grant GCRA's step at the
+//! instant the store applied it: a limiter idle when read starts its TAT from the
+//! grant's own time, never from the earlier reading. Since `now ≤ stamp`, a request
+//! granted at `now` is granted at `stamp` too, so the early reading can only refuse
+//! more, never grant more.
+
+use crate::rate_limiter::Rate;
+
+/// A limiter's stored record, `<base µs> <added µs> <rate fingerprint>` in decimal
+/// text (see the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampedTat {
+    base_us: u64,
+    added_us: u64,
+    fingerprint: String,
+}
+
+impl StampedTat {
+    /// The record of a grant of `permits` permits at `rate` that read the TAT `tat_us`
+    /// (`None`: an idle limiter, whose TAT is the grant's own stamp).
+    pub fn granted(rate: &Rate, tat_us: Option<u64>, permits: u32) -> Self {
+        Self {
+            base_us: tat_us.unwrap_or(0),
+            added_us: rate
+                .emission_interval_micros()
+                .saturating_mul(u64::from(permits)),
+            fingerprint: rate.fingerprint(),
+        }
+    }
+
+    /// Parses a stored record; `Ok(None)` for an empty value (a store's placeholder,
+    /// such as a ZooKeeper node that is only the parent of a longer name), `Err(())`
+    /// for anything a limiter does not write.
+    ///
+    /// # Errors
+    /// [`NotStampedTat`] for a value that is not such a record.
+    pub fn parse(data: &[u8]) -> Result<Option<Self>, NotStampedTat> {
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(data).map_err(|_| NotStampedTat)?;
+        let mut parts = text.splitn(3, ' ');
+        let mut number = || {
+            parts
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or(NotStampedTat)
+        };
+        let (base_us, added_us) = (number()?, number()?);
+        let fingerprint = (parts.next())
+            .filter(|p| !p.is_empty())
+            .ok_or(NotStampedTat)?;
+        Ok(Some(Self {
+            base_us,
+            added_us,
+            fingerprint: fingerprint.to_owned(),
+        }))
+    }
+
+    /// The text to store.
+    pub fn render(&self) -> String {
+        format!("{} {} {}", self.base_us, self.added_us, self.fingerprint)
+    }
+
+    /// The TAT in µs of a record stored by a write the store stamped `stamp_us`.
+    pub fn tat_us(&self, stamp_us: u64) -> u64 {
+        self.base_us.max(stamp_us).saturating_add(self.added_us)
+    }
+
+    /// The [`Rate::fingerprint`] of the rate the record was written at.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The rate the record was written at (`None`: not a fingerprint).
+    pub fn rate(&self) -> Option<Rate> {
+        Rate::from_fingerprint(&self.fingerprint)
+    }
+}
+
+/// A stored value that is not a [`StampedTat`] record: something other than a rate
+/// limiter wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotStampedTat;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn records_parse_and_render() {
+        let rate = Rate::new(10, Duration::from_millis(200))
+            .unwrap()
+            .with_burst(5)
+            .unwrap();
+        let record = StampedTat::granted(&rate, Some(1_700_000_000_123_456), 1);
+        let text = record.render();
+        assert_eq!(
+            text,
+            format!("1700000000123456 20000 {}", rate.fingerprint())
+        );
+        assert_eq!(StampedTat::parse(text.as_bytes()), Ok(Some(record.clone())));
+        assert_eq!(StampedTat::parse(b""), Ok(None));
+        for bad in [&b"12"[..], b"x 1 1/1/1", b"1 2 ", b"1 x 1/1/1", b"\xff"] {
+            assert_eq!(StampedTat::parse(bad), Err(NotStampedTat), "{bad:?}");
+        }
+        assert_eq!(record.rate(), Some(rate));
+    }
+
+    #[test]
+    fn the_tat_starts_from_the_later_of_base_and_stamp() {
+        let rate = Rate::new(1, Duration::from_millis(1)).unwrap();
+        let record = StampedTat::granted(&rate, Some(5_000_000), 1);
+        // Stored before the base passed: the base counts.
+        assert_eq!(record.tat_us(4_000_000), 5_001_000);
+        // After: the write's own time counts, not an earlier reading.
+        assert_eq!(record.tat_us(6_000_000), 6_001_000);
+        // An idle limiter's grant starts from its own stamp.
+        assert_eq!(
+            StampedTat::granted(&rate, None, 2).tat_us(7_000_000),
+            7_002_000
+        );
+    }
+}
