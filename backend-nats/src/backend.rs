@@ -277,6 +277,20 @@ impl Backend for NatsBackend {
         )))
     }
 
+    /// GCRA on one key, on the server's message time stamps (see
+    /// `src/rate_limiter.rs`).
+    fn rate_limiter(
+        &self,
+        name: Name,
+        rate: distsync_core::rate_limiter::Rate,
+    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
+        Ok(Box::new(crate::rate_limiter::NatsRateLimiter::new(
+            &self.shared,
+            name,
+            rate,
+        )))
+    }
+
     /// The lock's line, the first `permits` live keys hold (see `src/semaphore.rs`).
     fn semaphore(
         &self,

@@ -107,6 +107,8 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
                     .latches
                     .insert(name_of(entry)?, LatchState { initial, remaining });
             }
+            // A limiter's state is bound to time: migration copies none, on any backend.
+            Kind::RateLimit => {}
             _ => {}
         }
     }

@@ -38,12 +38,14 @@ pub(crate) enum Kind {
     /// A queue's items, holds and records: `queue.<name>.<role>...` (see
     /// `src/queue.rs`).
     Queue,
+    /// A rate limiter's state: `ratelimit.<name>` (see `src/rate_limiter.rs`).
+    RateLimit,
 }
 
 impl Kind {
     /// Every kind, for listings of a name's keys (which read in pages when the keys
     /// are more than one batched direct get returns, see `src/scan.rs`).
-    pub(crate) const ALL: [Kind; 11] = [
+    pub(crate) const ALL: [Kind; 12] = [
         Kind::Lock,
         Kind::Election,
         Kind::Semaphore,
@@ -55,6 +57,7 @@ impl Kind {
         Kind::Latch,
         Kind::Stm,
         Kind::Queue,
+        Kind::RateLimit,
     ];
 
     /// The subject filters of every kind's keys: what a listing of every name reads
@@ -86,6 +89,7 @@ impl Kind {
             Kind::Latch => "latch",
             Kind::Stm => "stm",
             Kind::Queue => "queue",
+            Kind::RateLimit => "ratelimit",
         }
     }
 }
@@ -134,7 +138,8 @@ pub(crate) fn unescape(token: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The key of the one-key primitive `name` of `kind` (a counter, a latch, an STM key).
+/// The key of the one-key primitive `name` of `kind` (a counter, a latch, an STM key,
+/// a rate limiter).
 pub(crate) fn key(kind: Kind, name: &Name) -> String {
     format!("{}.{}", kind.token(), escape(name.as_str()))
 }

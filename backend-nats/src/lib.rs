@@ -97,6 +97,11 @@
 //!   at, each key only read checked by a scratch message whose compare points at it.
 //! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
 //!   compare-and-set on its sequence; a latch's waiters watch its key.
+//! * **The rate limiter** (see `src/rate_limiter.rs`) is one key per limiter, changed
+//!   by compare-and-set on its sequence, on the server's clock: JetStream's time stamp
+//!   on a message it stores, read back from a write to a clock key (see
+//!   `src/clock.rs`), and the limiter's own write's stamp, against which its TAT is
+//!   kept (as ZooKeeper's `mtime`).
 //! * **Status** lists every kind's keys in one batched direct get (see
 //!   `src/status.rs`); **breaking a lock** reads its holder's session there and
 //!   revokes it: the keys carry their session's id, so another process's session is
@@ -150,6 +155,7 @@
 mod backend;
 mod barrier;
 mod bucket;
+mod clock;
 mod config;
 mod counter;
 mod driver;
@@ -161,6 +167,7 @@ mod keys;
 mod lock;
 mod purge;
 mod queue;
+mod rate_limiter;
 mod rwlock;
 mod scan;
 mod semaphore;
@@ -198,8 +205,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// before its client-side deadline. Breaking a lock and release requests, through
 /// status (which records each hold's session). STM at all four levels and guarded writes
 /// (`put_if_held`: a write whose compare points at the holder's key). Counters and
-/// latches. Export for migration (one listing of the bucket), and so group membership
-/// and shards.
+/// latches. The rate limiter, on the server's clock (message time stamps). Export for
+/// migration (one listing of the bucket), and so group membership and shards.
 ///
 /// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
 /// interval acknowledges writes before they are on disk, see the crate docs),
@@ -232,6 +239,7 @@ pub fn capabilities() -> Capabilities {
         .with_break_lock(true)
         .with_release_request(true)
         .with_latch(true)
+        .with_rate_limiter(true)
         .with_queue(true)
         .with_priority_queue(true)
         .with_reliable_delivery(true)

@@ -4,19 +4,23 @@
 //! A line's entries are its live contender keys in token order (see `src/lock.rs`);
 //! each names its session (the key's fourth token, or an unfair holder's value), and
 //! a holder's token is its create sequence. The store keeps no join time, so no age
-//! is given. A lock's waiters include its unfair lock's wait line.
+//! is given. A lock's waiters include its unfair lock's wait line. A rate limiter's
+//! next due time is on the server's clock, read by one write to the clock key when the
+//! report has limiters (see `src/clock.rs`).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use distsync_core::status::{
     CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
-    LineStatus, StatusReport,
+    LineStatus, RateLimiterStatus, StatusReport,
 };
 use distsync_core::{FencingToken, Result};
 
+use crate::clock;
 use crate::counter::{parse_counter, parse_latch};
 use crate::keys::{self, Kind};
+use crate::rate_limiter::recorded;
 use crate::session::CREATE_HEADER;
 use crate::shared::Shared;
 use crate::store::Entry;
@@ -72,8 +76,10 @@ impl Contender {
 pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
     let (entries, _) = shared.store.list(&Kind::every_key()).await?;
     let mut report = StatusReport::new(crate::BACKEND, prefix);
-    // By kind and name: the live entries.
+    // By kind and name: the live entries; the rate limiters' apart, read with their
+    // time stamps.
     let mut grouped: BTreeMap<(&'static str, String), Vec<Entry>> = BTreeMap::new();
+    let mut limiters = Vec::new();
     for entry in entries.into_iter().filter(Entry::live) {
         let Some(name) = keys::name_of(&entry.key) else {
             continue;
@@ -85,8 +91,13 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         let Some(kind) = Kind::of(&entry.key) else {
             continue;
         };
+        if kind == Kind::RateLimit {
+            limiters.push((name, entry));
+            continue;
+        }
         grouped.entry((kind.token(), name)).or_default().push(entry);
     }
+    report.rate_limiters = rate_limiters(shared, limiters).await;
     let mut unfair_waiting: BTreeMap<String, Vec<Contender>> = BTreeMap::new();
     for ((kind, name), entries) in grouped {
         let mut line: Vec<Contender> = entries.into_iter().map(Contender::of).collect();
@@ -210,4 +221,37 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
     }
     report.sort();
     Ok(report)
+}
+
+/// The rate limiters' rates and next due times on the server's clock, read once and
+/// only when there are limiters (see `src/clock.rs`: a reading is a write to the clock
+/// key). A login that may not write it, or a clock that cannot be read, leaves the
+/// next due times unknown rather than failing the report; a key that holds no
+/// limiter's record is left out.
+async fn rate_limiters(shared: &Shared, limiters: Vec<(String, Entry)>) -> Vec<RateLimiterStatus> {
+    if limiters.is_empty() {
+        return Vec::new();
+    }
+    let now = match clock::now_with(&shared.store, &[]).await {
+        Ok((now, _)) => Some(now),
+        Err(error) => {
+            tracing::debug!(%error, "status: the server's clock cannot be read; no next due times");
+            None
+        }
+    };
+    limiters
+        .into_iter()
+        .filter_map(|(name, entry)| {
+            let (record, tat) = recorded(&entry).ok().flatten()?;
+            let rate = record.rate();
+            let next_due = rate
+                .zip(now)
+                .map(|(rate, now)| rate.next_due(Some(tat), now));
+            Some(
+                RateLimiterStatus::new(name)
+                    .with_rate(rate)
+                    .with_next_due(next_due),
+            )
+        })
+        .collect()
 }

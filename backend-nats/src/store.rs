@@ -61,6 +61,8 @@ const ROLLUP: &str = "Nats-Rollup";
 /// A direct get's answer: the message's subject and sequence.
 const SUBJECT: &str = "Nats-Subject";
 const SEQUENCE: &str = "Nats-Sequence";
+/// A direct get's header carrying the time the stream stored the message (RFC 3339).
+const TIME_STAMP: &str = "Nats-Time-Stamp";
 /// The end of a batched direct get: the stream sequence the answer is as of (the
 /// answering replica's last sequence when it read). Not
 /// `Nats-Last-Sequence`, which is the last sequence among the messages returned.
@@ -114,6 +116,25 @@ impl Entry {
     /// Whether the key holds a value (not a tombstone).
     pub(crate) fn live(&self) -> bool {
         self.op == Op::Put
+    }
+
+    /// The time the stream stored the message, in µs since the Unix epoch, on the
+    /// server's clock (the leader's, for a replicated stream); see `src/clock.rs`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] for a message read without its time stamp, or with one that
+    /// is not RFC 3339 or is before the epoch.
+    pub(crate) fn stamp_us(&self) -> Result<u64> {
+        let stamp = self.header(TIME_STAMP).ok_or_else(|| {
+            Error::backend(
+                BACKEND,
+                format!("{} was read without its time stamp", self.key),
+            )
+        })?;
+        chrono::DateTime::parse_from_rfc3339(stamp)
+            .ok()
+            .and_then(|time| u64::try_from(time.timestamp_micros()).ok())
+            .ok_or_else(|| Error::backend(BACKEND, format!("a message's time stamp `{stamp}`")))
     }
 
     /// A header of the message, if it has it.

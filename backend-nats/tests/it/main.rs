@@ -10,5 +10,6 @@ mod export;
 mod killed_holder;
 mod names;
 mod queue_dropped;
+mod rate_limiter;
 mod scale;
 mod stm;

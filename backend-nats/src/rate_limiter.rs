@@ -1,0 +1,179 @@
+//! The rate limiter: GCRA (see [`distsync_core::rate_limiter`]) on one key,
+//! `ratelimit.<name>`, changed by compare-and-set on its sequence, with the server's
+//! message time stamps as the only clock (`src/clock.rs`).
+//!
+//! # The key
+//!
+//! The key holds a [`StampedTat`] record, `<base µs> <added µs> <rate fingerprint>`,
+//! and its theoretical arrival time (TAT) is `max(base, stamp) + added`, `stamp` being
+//! the time JetStream stored the key's message. A grant of `n` permits at interval `T`
+//! writes `base` = the TAT it read and `added` = `n·T` without knowing when its write
+//! lands; JetStream stamps it. So every grant is GCRA's step at the instant the stream
+//! stored it, not at the earlier instant its "now" was read, and a limiter idle when
+//! read starts its TAT from the grant's own time.
+//!
+//! # A request
+//!
+//! A request writes the clock key and lists it with the limiter's key (two round
+//! trips, see `src/clock.rs`): the listing is at or after the clock's write, so the
+//! key is read as of "now" or later. It runs [`gcra`] at that "now" and, when granted,
+//! writes the new record with `Nats-Expected-Last-Subject-Sequence` = the sequence read
+//! (0 where the key has no message): a third round trip. A compare that lost a race
+//! wrote nothing; the request reads the key again and decides at the same "now" (still
+//! earlier than its next write), and reads the clock again only if that decision is a
+//! refusal. A denial writes nothing but the clock.
+//!
+//! # Why a "now" read early is only stricter
+//!
+//! The clock is read before the grant is stored, so `now ≤ stamp`. GCRA grants at
+//! `now` only when `max(TAT, now) + n·T − B·T ≤ now`, and the left side minus `now` does
+//! not grow as time passes: a request granted at `now` is granted at `stamp` too, and
+//! the key records the step at `stamp`. An early `now` can refuse what `stamp` would
+//! have granted, with a `retry_after` up to a round trip too long; it never grants
+//! more. The grants stored in any window `[t0, t1]` of the server's clock number at
+//! most `B + (t1 − t0)/T`, as on the stores that read their clock in the deciding step
+//! (Redis, PostgreSQL). A replicated stream's time stamps are its leader's: after a
+//! failover the new leader's clock decides, and a TAT never moves back (`base` keeps
+//! it), as on a Redis or PostgreSQL failover.
+//!
+//! # Lost replies, rates, status and migration
+//!
+//! A grant whose answer is lost (a timeout, a dropped connection) may have been
+//! stored: the request answers the error and is not sent again, so such a permit
+//! counts against the limit unseen (stricter, never looser). While the TAT is in the
+//! future a request at another rate gets [`Error::InvalidArgument`]; once it has
+//! passed, the next grant's rate takes over, as on every backend. A key holding
+//! anything else is refused with [`Error::Backend`] rather than overwritten. `status`
+//! lists every limiter with its rate and next due time on the server's clock;
+//! `export` skips them, as migration copies no limiter's state on any backend. A
+//! limiter keeps nothing of a session.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
+use distsync_core::raw::StampedTat;
+use distsync_core::{Error, Name, Result};
+
+use crate::clock;
+use crate::keys::{self, Kind};
+use crate::shared::Shared;
+use crate::store::{Entry, Write};
+use crate::BACKEND;
+
+/// A limiter key's record and the TAT it gives; `None` for a missing key or a
+/// tombstone (an idle limiter).
+///
+/// # Errors
+/// [`Error::Backend`] for a key holding something a limiter does not write.
+pub(crate) fn recorded(entry: &Entry) -> Result<Option<(StampedTat, u64)>> {
+    if !entry.live() {
+        return Ok(None);
+    }
+    match StampedTat::parse(&entry.value) {
+        Ok(Some(record)) => {
+            let tat = record.tat_us(entry.stamp_us()?);
+            Ok(Some((record, tat)))
+        }
+        Ok(None) | Err(_) => Err(Error::backend(
+            BACKEND,
+            format!("{} does not hold a rate limiter", entry.key),
+        )),
+    }
+}
+
+/// The rate limiter `name` at `rate`.
+pub(crate) struct NatsRateLimiter {
+    shared: Arc<Shared>,
+    name: Name,
+    key: String,
+    rate: Rate,
+}
+
+impl NatsRateLimiter {
+    pub(crate) fn new(shared: &Arc<Shared>, name: Name, rate: Rate) -> Self {
+        Self {
+            key: keys::key(Kind::RateLimit, &name),
+            shared: Arc::clone(shared),
+            name,
+            rate,
+        }
+    }
+
+    /// The key's last message (`None`: it has none) and, with `fresh`, the server's
+    /// "now" read just before it (see `src/clock.rs`).
+    async fn read(&self, fresh: bool) -> Result<(Option<u64>, Option<Entry>)> {
+        let keys = [self.key.clone()];
+        if fresh {
+            let (now, entries) = clock::now_with(&self.shared.store, &keys).await?;
+            Ok((Some(now), entries.into_iter().find(|e| e.key == self.key)))
+        } else {
+            Ok((None, self.shared.store.last(&self.key).await?))
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for NatsRateLimiter {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
+        self.rate.check_request(permits)?;
+        let fingerprint = self.rate.fingerprint();
+        // A reading kept from a lost race: still earlier than the next write, so still
+        // a valid "now" (see the module docs), and it saves the clock's write.
+        let mut kept: Option<u64> = None;
+        loop {
+            let fresh = kept.is_none();
+            let (read_now, entry) = self.read(fresh).await?;
+            let Some(now) = read_now.or(kept.take()) else {
+                return Err(Error::backend(
+                    BACKEND,
+                    "a rate limit decided without a clock",
+                ));
+            };
+            let seq = entry.as_ref().map_or(0, |entry| entry.seq);
+            let tat = match entry.as_ref().map(recorded).transpose()?.flatten() {
+                Some((record, tat)) => {
+                    if tat > now && record.fingerprint() != fingerprint {
+                        return Err(self
+                            .rate
+                            .in_use_at_another_rate(&self.name, record.fingerprint()));
+                    }
+                    // A passed TAT is an idle limiter: `gcra` starts from `now`.
+                    Some(tat)
+                }
+                None => None,
+            };
+            let (admission, _) = gcra(&self.rate, tat, now, permits);
+            if !admission.is_granted() {
+                if fresh {
+                    return Ok(admission);
+                }
+                // Refused at a kept reading: decide again at a fresh one, so that the
+                // answer and its `retry_after` are today's.
+                continue;
+            }
+            let record = StampedTat::granted(&self.rate, tat, permits);
+            let write = Write::put(self.key.as_str(), record.render()).if_at(seq);
+            if self
+                .shared
+                .store
+                .publish(write)
+                .await?
+                .compared()?
+                .is_some()
+            {
+                return Ok(Admission::Granted);
+            }
+            kept = Some(now);
+            tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
+        }
+    }
+}
