@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distsync_core::rate_limiter::{Rate, RateLimiter};
+use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
 use distsync_core::{Backend, Error};
 use tokio::time::Instant;
 
@@ -148,7 +148,17 @@ fn judge(granted: u64, answered: u64, span: Duration, detail: String) -> Check {
 }
 
 fn limiter(backend: &dyn Backend, h: &Harness, rate: Rate) -> Check<Arc<dyn RateLimiter>> {
-    let name = h.name("limiter").ctx("naming the limiter")?;
+    named_limiter(backend, h, "limiter", rate)
+}
+
+/// A handle on the case's limiter `label` at `rate`.
+fn named_limiter(
+    backend: &dyn Backend,
+    h: &Harness,
+    label: &str,
+    rate: Rate,
+) -> Check<Arc<dyn RateLimiter>> {
+    let name = h.name(label).ctx("naming the limiter")?;
     Ok(Arc::from(
         backend
             .rate_limiter(name, rate)
@@ -170,13 +180,30 @@ async fn contention(h: Harness) -> Check {
             })
         })
         .collect();
-    // Asked while the clients keep the limiter live (its TAT in the future): another
-    // rate is refused. Asked after them, the limiter may be idle again by the time the
-    // request lands (its TAT is at most a burst, 100 ms, ahead), on a store where a new
-    // handle's first request opens a connection (a ZooKeeper session per handle).
+    // Another rate is refused while the limiter is live (its TAT in the future),
+    // asked amid the contention, on a limiter of its own that one grant keeps live for
+    // an hour. The contended limiter's TAT is at most a burst (100 ms) ahead: a request
+    // landing after the clients stalled that long finds it idle, where the other rate
+    // rightly takes over, and the clients' next requests are then the ones refused.
     tokio::time::sleep_until(start + WINDOW / 2).await;
+    let hourly = Rate::new(1, Duration::from_secs(3600)).ctx("an hourly rate")?;
+    let live = named_limiter(h.backend().as_ref(), &h, "live", hourly)?;
+    match within(
+        PROMPT,
+        "taking the live limiter's one permit",
+        live.try_acquire(1),
+    )
+    .await?
+    {
+        Admission::Granted => {}
+        denied => {
+            return violated(format!(
+                "the first request to an idle limiter was answered {denied:?}, not a grant"
+            ))
+        }
+    }
     let other = Rate::new(11, Duration::from_millis(200)).ctx("another rate")?;
-    let disagreeing = limiter(h.backend().as_ref(), &h, other)?;
+    let disagreeing = named_limiter(h.backend().as_ref(), &h, "live", other)?;
     let answer = within(PROMPT, "asking at another rate", async {
         Ok(disagreeing.try_acquire(1).await)
     })
