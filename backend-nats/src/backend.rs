@@ -97,6 +97,7 @@ fn replicated(capabilities: Capabilities, replicas: usize) -> Capabilities {
     capabilities
         .with_survives_failover(!single)
         .with_queue(single)
+        .with_queue_age(single)
         .with_priority_queue(single)
         .with_reliable_delivery(single)
 }

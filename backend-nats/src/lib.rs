@@ -117,8 +117,8 @@
 //!   ack-wait timer, which is why it is not a work-queue stream) and counts the
 //!   delivery in the item; an ack purges item and hold in one atomic batch; a
 //!   dequeue moves the item into an in-flight record of its call in one atomic batch.
-//!   No enqueue time is recorded (`oldest_age` is unsupported), and every waiting
-//!   consumer is woken by each change of the queue.
+//!   An item's age is its message's time stamp against the server's clock (see
+//!   `src/clock.rs`), and every waiting consumer is woken by each change of the queue.
 //! * **Waits** run one loop (see `src/wait.rs`): look, wait for a change, look again,
 //!   riding out transient failures as core's retry policy says of waits.
 //!
@@ -205,8 +205,9 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// before its client-side deadline. Breaking a lock and release requests, through
 /// status (which records each hold's session). STM at all four levels and guarded writes
 /// (`put_if_held`: a write whose compare points at the holder's key). Counters and
-/// latches. The rate limiter, on the server's clock (message time stamps). Export for
-/// migration (one listing of the bucket), and so group membership and shards.
+/// latches. The rate limiter and queue ages, on the server's clock (message time
+/// stamps). Export for migration (one listing of the bucket), and so group membership
+/// and shards.
 ///
 /// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
 /// interval acknowledges writes before they are on disk, see the crate docs),
@@ -241,6 +242,7 @@ pub fn capabilities() -> Capabilities {
         .with_latch(true)
         .with_rate_limiter(true)
         .with_queue(true)
+        .with_queue_age(true)
         .with_priority_queue(true)
         .with_reliable_delivery(true)
         .with_export(true)

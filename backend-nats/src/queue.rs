@@ -137,8 +137,15 @@
 //!
 //! # What it does not give
 //!
-//! No enqueue time is recorded ([`Queue::oldest_age`] is unsupported). [`Queue::len`]
-//! reads every waiting item of the queue, in pages.
+//! # Ages
+//!
+//! An item's enqueue time is its message's time stamp, on the server's clock (see
+//! `src/clock.rs`): a receive rewrites the item's delivery record, never the item, so
+//! the stamp stays the enqueue's through deliveries and `nack`s. A claim carries it
+//! onto the in-flight record, and a put-back onto the item written anew
+//! ([`ENQUEUED_HEADER`]), so an item taken and given up on keeps its age though not its
+//! place. [`Queue::oldest_age`] reads every waiting item, as [`Queue::len`] does, then
+//! the server's clock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -169,6 +176,10 @@ const DELIVERIES_HEADER: &str = "Ds-Deliveries";
 const HOLDER_HEADER: &str = "Ds-Holder";
 /// The item key an in-flight record was claimed from.
 const ITEM_HEADER: &str = "Ds-Item";
+/// When the item was first enqueued (µs since the epoch, on the server's clock), on an
+/// in-flight record and on an item put back from one, which are written later than
+/// that: an item written at its enqueue has its own message's time stamp instead.
+const ENQUEUED_HEADER: &str = "Ds-Enqueued";
 
 /// The most free items a read of the head of a queue looks for: two per claim of
 /// the handle under way (they share the read), so that a lone consumer reads little.
@@ -343,6 +354,9 @@ struct Item {
     /// Whether the record was read; if not, its sequence and count are the ones the
     /// item's own batch wrote (see [`Records::Unread`]).
     checked: bool,
+    /// When it was enqueued, on the server's clock (`None`: its message carries no
+    /// readable time).
+    enqueued_us: Option<u64>,
 }
 
 impl From<&Item> for Entry {
@@ -370,6 +384,15 @@ impl From<&Item> for Entry {
 enum Records {
     Read = 0,
     Unread = 1,
+}
+
+/// When the item `entry` holds was enqueued: its [`ENQUEUED_HEADER`] where it was
+/// written after that (put back), else its message's own time stamp.
+fn enqueued_of(entry: &Entry) -> Option<u64> {
+    match entry.header(ENQUEUED_HEADER) {
+        Some(enqueued) => enqueued.parse().ok(),
+        None => entry.stamp_us().ok(),
+    }
 }
 
 /// The count of deliveries an entry's header gives (0 without one).
@@ -559,10 +582,13 @@ impl NatsQueue {
             Write::purge(item.record.as_str())
                 .if_at(item.record_seq)
                 .ttl(CALL_KEY_WINDOW),
-            Write::put(record.as_str(), item.value.clone())
-                .header(ITEM_HEADER, &item.key)
-                .header(DELIVERIES_HEADER, &item.deliveries.to_string())
-                .if_at(0),
+            enqueued(
+                Write::put(record.as_str(), item.value.clone())
+                    .header(ITEM_HEADER, &item.key)
+                    .header(DELIVERIES_HEADER, &item.deliveries.to_string())
+                    .if_at(0),
+                item.enqueued_us,
+            ),
         ];
         let unseen = Unseen {
             kept: Arc::clone(&self.kept),
@@ -849,6 +875,7 @@ async fn read_head(
                     // The record of the item's own batch, just before it.
                     record_seq: entry.seq - 1,
                     deliveries: deliveries_of(&entry),
+                    enqueued_us: enqueued_of(&entry),
                     key: entry.key,
                     seq: entry.seq,
                     value: entry.value,
@@ -1004,6 +1031,7 @@ async fn free_items(
             None => (0, 0),
         };
         items.push(Item {
+            enqueued_us: enqueued_of(&entry),
             key: entry.key,
             seq: entry.seq,
             record,
@@ -1401,14 +1429,25 @@ async fn put_back(shared: &Shared, record: &str) -> Result<()> {
                 Write::put(priority_key(root, priority), Bytes::new()),
                 Write::put(delivery_key(root, id_of(&key)), Bytes::new())
                     .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
-                Write::put(key.as_str(), entry.value.clone())
-                    .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
+                enqueued(
+                    Write::put(key.as_str(), entry.value.clone())
+                        .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
+                    enqueued_of(&entry),
+                ),
                 Write::purge(record).if_at(entry.seq).ttl(CALL_KEY_WINDOW),
             ];
             store.batch(writes).await?.compared()?;
             Ok(())
         })
         .await
+}
+
+/// `write` carrying the item's enqueue time `enqueued_us`, if known.
+fn enqueued(write: Write, enqueued_us: Option<u64>) -> Write {
+    match enqueued_us {
+        Some(enqueued) => write.header(ENQUEUED_HEADER, &enqueued.to_string()),
+        None => write,
+    }
 }
 
 /// Purges a handed-over item's record in the background.
@@ -1539,6 +1578,24 @@ impl Queue for NatsQueue {
         .await?
         .items
         .len())
+    }
+
+    /// The waiting items' earliest enqueue time against the server's clock, read after
+    /// them (see the module docs, "Ages").
+    async fn oldest_age(&self) -> Result<Option<Duration>> {
+        let head = read_head(
+            &self.shared,
+            &self.root,
+            usize::MAX,
+            &self.floors,
+            Records::Read,
+        )
+        .await?;
+        let Some(oldest) = head.items.iter().filter_map(|item| item.enqueued_us).min() else {
+            return Ok(None);
+        };
+        let (now, _) = crate::clock::now_with(&self.shared.store, &[]).await?;
+        Ok(Some(Duration::from_micros(now.saturating_sub(oldest))))
     }
 }
 

@@ -9,6 +9,7 @@ mod dropped_connection;
 mod export;
 mod killed_holder;
 mod names;
+mod queue_age;
 mod queue_dropped;
 mod rate_limiter;
 mod scale;
