@@ -51,8 +51,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
-use distsync_core::raw::StampedTat;
+use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
+use distsync_core::raw::{StampedStep, StampedTat};
 use distsync_core::{Error, Name, Result};
 
 use crate::clock;
@@ -125,7 +125,6 @@ impl RateLimiter for NatsRateLimiter {
 
     async fn try_acquire(&self, permits: u32) -> Result<Admission> {
         self.rate.check_request(permits)?;
-        let fingerprint = self.rate.fingerprint();
         // A reading kept from a lost race: still earlier than the next write, so still
         // a valid "now" (see the module docs), and it saves the clock's write.
         let mut kept: Option<u64> = None;
@@ -139,38 +138,26 @@ impl RateLimiter for NatsRateLimiter {
                 ));
             };
             let seq = entry.as_ref().map_or(0, |entry| entry.seq);
-            let tat = match entry.as_ref().map(recorded).transpose()?.flatten() {
-                Some((record, tat)) => {
-                    if tat > now && record.fingerprint() != fingerprint {
-                        return Err(self
-                            .rate
-                            .in_use_at_another_rate(&self.name, record.fingerprint()));
-                    }
-                    // A passed TAT is an idle limiter: `gcra` starts from `now`.
-                    Some(tat)
-                }
-                None => None,
-            };
-            let (admission, _) = gcra(&self.rate, tat, now, permits);
-            if !admission.is_granted() {
-                if fresh {
-                    return Ok(admission);
-                }
+            let read = entry.as_ref().map(recorded).transpose()?.flatten();
+            let read = read.as_ref().map(|(record, tat)| (record, *tat));
+            match StampedTat::decide(&self.rate, &self.name, read, now, permits)? {
+                StampedStep::Refused(admission) if fresh => return Ok(admission),
                 // Refused at a kept reading: decide again at a fresh one, so that the
                 // answer and its `retry_after` are today's.
-                continue;
-            }
-            let record = StampedTat::granted(&self.rate, tat, permits);
-            let write = Write::put(self.key.as_str(), record.render()).if_at(seq);
-            if self
-                .shared
-                .store
-                .publish(write)
-                .await?
-                .compared()?
-                .is_some()
-            {
-                return Ok(Admission::Granted);
+                StampedStep::Refused(_) => continue,
+                StampedStep::Write(record) => {
+                    let write = Write::put(self.key.as_str(), record.render()).if_at(seq);
+                    if self
+                        .shared
+                        .store
+                        .publish(write)
+                        .await?
+                        .compared()?
+                        .is_some()
+                    {
+                        return Ok(Admission::Granted);
+                    }
+                }
             }
             kept = Some(now);
             tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");

@@ -81,8 +81,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
-use distsync_core::raw::StampedTat;
+use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
+use distsync_core::raw::{StampedStep, StampedTat};
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
@@ -182,7 +182,6 @@ impl RateLimiter for ZkRateLimiter {
 
     async fn try_acquire(&self, permits: u32) -> Result<Admission> {
         self.rate.check_request(permits)?;
-        let fingerprint = self.rate.fingerprint();
         let client = self.direct.client().await?;
         // A reading kept from a lost race: still earlier than the next write, so
         // still a valid "now" (see the module docs), and it saves a write per retry.
@@ -194,31 +193,20 @@ impl RateLimiter for ZkRateLimiter {
             };
             let node = self.read(&client).await?;
             let version = node.as_ref().map(|(_, stat)| stat.version);
-            let tat = match &node {
-                Some((Some(stored), stat)) => {
-                    let tat = stored.tat_us(ms_to_us(stat.mtime));
-                    if tat > now && stored.fingerprint() != fingerprint {
-                        return Err(self
-                            .rate
-                            .in_use_at_another_rate(&self.name, stored.fingerprint()));
-                    }
-                    // A passed TAT is an idle limiter: `gcra` starts from `now`.
-                    Some(tat)
-                }
+            let read = match &node {
+                Some((Some(stored), stat)) => Some((stored, stored.tat_us(ms_to_us(stat.mtime)))),
                 _ => None,
             };
-            let (admission, _) = gcra(&self.rate, tat, now, permits);
-            if !admission.is_granted() {
-                if fresh {
-                    return Ok(admission);
-                }
+            match StampedTat::decide(&self.rate, &self.name, read, now, permits)? {
+                StampedStep::Refused(admission) if fresh => return Ok(admission),
                 // Refused at a kept reading: decide again at a fresh one, so that the
                 // answer and its `retry_after` are today's.
-                continue;
-            }
-            let stored = StampedTat::granted(&self.rate, tat, permits);
-            if self.swap(&client, version, &stored).await? {
-                return Ok(Admission::Granted);
+                StampedStep::Refused(_) => continue,
+                StampedStep::Write(stored) => {
+                    if self.swap(&client, version, &stored).await? {
+                        return Ok(Admission::Granted);
+                    }
+                }
             }
             kept = Some(now);
             tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");

@@ -135,7 +135,7 @@ pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
 pub use session_bound::{MaxSessionTtl, check_session_ttl};
-pub use stamped_tat::{NotStampedTat, StampedTat};
+pub use stamped_tat::{NotStampedTat, StampedStep, StampedTat};
 pub use store_side::{
     GuardStoreSide, SessionStoreSide, leadership, lock_guard, permit, read_guard, start_session,
     with_guarded_write, with_release_request_watch,

@@ -11,7 +11,19 @@
 //! granted at `now` is granted at `stamp` too, so the early reading can only refuse
 //! more, never grant more.
 
-use crate::rate_limiter::Rate;
+use crate::error::Result;
+use crate::name::Name;
+use crate::rate_limiter::{Admission, Rate, gcra};
+
+/// What a request decided on a stamped record ([`StampedTat::decide`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StampedStep {
+    /// Granted at `now`: the request holds once this record is written in place of
+    /// the one read (by a compare on what was read; a lost race decides again).
+    Write(StampedTat),
+    /// Refused at `now`: nothing is written.
+    Refused(Admission),
+}
 
 /// A limiter's stored record, `<base µs> <added µs> <rate fingerprint>` in decimal
 /// text (see the [module docs](self)).
@@ -74,6 +86,34 @@ impl StampedTat {
         self.base_us.max(stamp_us).saturating_add(self.added_us)
     }
 
+    /// GCRA's step at `now_us` for `permits` permits at `rate` on the limiter `name`,
+    /// whose record was read as `read` (with the TAT it gives, see
+    /// [`StampedTat::tat_us`]; `None`: no record, an idle limiter). A passed TAT is an
+    /// idle limiter, which any rate takes over.
+    ///
+    /// # Errors
+    /// [`Rate::in_use_at_another_rate`] while the TAT is live and was written at
+    /// another rate.
+    pub fn decide(
+        rate: &Rate,
+        name: &Name,
+        read: Option<(&StampedTat, u64)>,
+        now_us: u64,
+        permits: u32,
+    ) -> Result<StampedStep> {
+        let tat = match read {
+            Some((record, tat)) if tat > now_us && record.fingerprint != rate.fingerprint() => {
+                return Err(rate.in_use_at_another_rate(name, &record.fingerprint));
+            }
+            Some((_, tat)) => Some(tat),
+            None => None,
+        };
+        Ok(match gcra(rate, tat, now_us, permits) {
+            (Admission::Granted, _) => StampedStep::Write(Self::granted(rate, tat, permits)),
+            (refused, _) => StampedStep::Refused(refused),
+        })
+    }
+
     /// The [`Rate::fingerprint`] of the rate the record was written at.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -113,6 +153,37 @@ mod tests {
             assert_eq!(StampedTat::parse(bad), Err(NotStampedTat), "{bad:?}");
         }
         assert_eq!(record.rate(), Some(rate));
+    }
+
+    #[test]
+    fn a_live_record_of_another_rate_refuses_and_an_idle_one_is_taken_over() {
+        let name = Name::new("api").unwrap();
+        let ours = Rate::new(1, Duration::from_secs(1)).unwrap();
+        let theirs = Rate::new(2, Duration::from_secs(1)).unwrap();
+        let record = StampedTat::granted(&theirs, None, 1);
+        let tat = record.tat_us(10_000_000);
+        let live = StampedTat::decide(&ours, &name, Some((&record, tat)), tat - 1, 1);
+        assert!(
+            matches!(live, Err(crate::Error::InvalidArgument(_))),
+            "{live:?}"
+        );
+        let idle = StampedTat::decide(&ours, &name, Some((&record, tat)), tat, 1).unwrap();
+        assert_eq!(
+            idle,
+            StampedStep::Write(StampedTat::granted(&ours, Some(tat), 1))
+        );
+        let first = StampedTat::decide(&ours, &name, None, tat, 1).unwrap();
+        assert_eq!(
+            first,
+            StampedStep::Write(StampedTat::granted(&ours, None, 1))
+        );
+        // The burst of 1 spent: refused until the TAT passes, nothing to write.
+        let spent = StampedTat::granted(&ours, None, 1);
+        let refused = StampedTat::decide(&ours, &name, Some((&spent, 5_000_000)), 4_500_000, 1);
+        assert!(matches!(
+            refused,
+            Ok(StampedStep::Refused(Admission::Denied { .. }))
+        ));
     }
 
     #[test]
