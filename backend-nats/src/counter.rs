@@ -9,8 +9,8 @@
 //! never lost, and a refused compare wrote nothing and is tried again. A write whose
 //! answer is lost is never sent again: its error says it may have been applied.
 //!
-//! A latch's waiters watch its key from the sequence they read + 1 and read again on
-//! every message. Neither keeps anything of a session.
+//! A latch's waiters, and a counter's `changed`, watch its key from the sequence they
+//! read + 1 and read again on every message. Neither keeps anything of a session.
 
 use std::sync::Arc;
 
@@ -137,6 +137,48 @@ impl Counter for NatsCounter {
             .compared()?;
         Ok(())
     }
+
+    /// Watches the key from the sequence after the value read, as a latch's waiters do,
+    /// rather than reading every poll period: what a standby candidate of a hand-over
+    /// waits on (see `distsync_core::hand_over`).
+    async fn changed(&self, seen: i64) -> Result<i64> {
+        watch_until(&self.shared, &self.key, "a counter change", || async {
+            let (value, seq) = self.current().await?;
+            Ok(((value != seen).then_some(value), seq))
+        })
+        .await
+    }
+}
+
+/// Waits until `look` (a read of `key`, answering what it waits for, if there, and the
+/// sequence it read the key at) answers `Some`, watching `key` from the sequence after
+/// each read, so that no change after the read is missed; `what` names the wait in an
+/// outage's log lines.
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads and watches, and a dropped watch deletes its consumer.
+async fn watch_until<T, F, Fut>(
+    shared: &Shared,
+    key: &str,
+    what: &'static str,
+    look: F,
+) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(Option<T>, u64)>>,
+{
+    wait::until(what, None, || async {
+        let (found, seq) = look().await?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        let mut events = shared.store.watch(key, seq + 1).await?;
+        match events.next().await {
+            Some(Err(error)) => Err(error),
+            _ => Ok(None),
+        }
+    })
+    .await
 }
 
 /// The count-down latch `name`.
@@ -204,16 +246,9 @@ impl CountDownLatch for NatsLatch {
     }
 
     async fn wait(&self) -> Result<()> {
-        wait::until("a latch", None, || async {
+        watch_until(&self.shared, &self.key, "a latch", || async {
             let (remaining, seq) = self.current().await?;
-            if remaining == 0 {
-                return Ok(Some(()));
-            }
-            let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
-            match events.next().await {
-                Some(Err(error)) => Err(error),
-                _ => Ok(None),
-            }
+            Ok(((remaining == 0).then_some(()), seq))
         })
         .await
     }

@@ -96,7 +96,8 @@
 //!   is one atomic batch, each key written compared with the sequence it was read
 //!   at, each key only read checked by a scratch message whose compare points at it.
 //! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
-//!   compare-and-set on its sequence; a latch's waiters watch its key.
+//!   compare-and-set on its sequence; a latch's waiters and a counter's `changed` watch
+//!   its key (which a hand-over's standby candidates wait on).
 //! * **The rate limiter** (see `src/rate_limiter.rs`) is one key per limiter, changed
 //!   by compare-and-set on its sequence, on the server's clock: JetStream's time stamp
 //!   on a message it stores, read back from a write to a clock key (see
@@ -205,9 +206,11 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// before its client-side deadline. Breaking a lock and release requests, through
 /// status (which records each hold's session). STM at all four levels and guarded writes
 /// (`put_if_held`: a write whose compare points at the holder's key). Counters and
-/// latches. The rate limiter and queue ages, on the server's clock (message time
-/// stamps). Export for migration (one listing of the bucket), and so group membership
-/// and shards.
+/// latches. Leadership hand-over, gapless: a resignation purges the leader's key, and
+/// the next candidate's key is the line's lowest in the same step; a standby candidate
+/// watches the hand-over record's counters. The rate limiter and queue ages, on the
+/// server's clock (message time stamps). Export for migration (one listing of the
+/// bucket), and so group membership and shards.
 ///
 /// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
 /// interval acknowledges writes before they are on disk, see the crate docs),
@@ -224,6 +227,8 @@ pub fn capabilities() -> Capabilities {
         .with_fifo_waiters(true)
         .with_unfair_lock(true)
         .with_election(true)
+        .with_hand_over(true)
+        .with_gapless_hand_over(true)
         .with_semaphore(true)
         .with_rwlock(true)
         .with_barrier(true)
