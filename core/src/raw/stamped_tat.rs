@@ -1,15 +1,5 @@
 //! A rate limiter's state on a store that stamps each write with its own time but has
-//! no request that reads the time in the step that decides (ZooKeeper's `mtime`,
-//! JetStream's message time stamp).
-//!
-//! GCRA ([`crate::rate_limiter::gcra`]) decides at a "now" read before the grant's
-//! write, and the write lands a round trip later. A record of `base` (the TAT the grant
-//! read) and `added` (`n·T`) whose TAT is `max(base, stamp) + added`, `stamp` being the
-//! store's time of the write that stored it, makes every grant GCRA's step at the
-//! instant the store applied it: a limiter idle when read starts its TAT from the
-//! grant's own time, never from the earlier reading. Since `now ≤ stamp`, a request
-//! granted at `now` is granted at `stamp` too, so the early reading can only refuse
-//! more, never grant more.
+//! no request that reads the time in the step that decides: see [`StampedTat`].
 
 use crate::error::Result;
 use crate::name::Name;
@@ -26,7 +16,18 @@ pub enum StampedStep {
 }
 
 /// A limiter's stored record, `<base µs> <added µs> <rate fingerprint>` in decimal
-/// text (see the [module docs](self)).
+/// text, on a store that stamps each write with its own time but has no request that
+/// reads the time in the step that decides (ZooKeeper's `mtime`, JetStream's message
+/// time stamp).
+///
+/// GCRA ([`crate::rate_limiter::gcra`]) decides at a "now" read before the grant's
+/// write, and the write lands a round trip later. A record of `base` (the TAT the grant
+/// read) and `added` (`n·T`) whose TAT is `max(base, stamp) + added`, `stamp` being the
+/// store's time of the write that stored it, makes every grant GCRA's step at the
+/// instant the store applied it: a limiter idle when read starts its TAT from the
+/// grant's own time, never from the earlier reading. Since `now ≤ stamp`, a request
+/// granted at `now` is granted at `stamp` too, so the early reading can only refuse
+/// more, never grant more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StampedTat {
     base_us: u64,
