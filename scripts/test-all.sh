@@ -101,11 +101,12 @@ tls_conformance() {
     : "${DISTSYNC_ETCD_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_POSTGRES_TLS_URL:?not set: scripts/servers.sh env prints it}"
     : "${DISTSYNC_ZOOKEEPER_TLS_URL:?not set: scripts/servers.sh env prints it}"
+    : "${DISTSYNC_MYSQL_TLS_URL:?not set: scripts/servers.sh env prints it}"
     # By variable name: the URLs carry passwords, which stay out of the command line.
     # The runner is the `build` step's.
     DISTSYNC_RUNNER_BUILT=1 scripts/runner.sh --backend-env DISTSYNC_REDIS_TLS_URL \
         --backend-env DISTSYNC_ETCD_TLS_URL --backend-env DISTSYNC_POSTGRES_TLS_URL \
-        --backend-env DISTSYNC_ZOOKEEPER_TLS_URL \
+        --backend-env DISTSYNC_ZOOKEEPER_TLS_URL --backend-env DISTSYNC_MYSQL_TLS_URL \
         --case lock_mutual_exclusion --case election_one_leader --case queue_fifo 2>&1 | mask_passwords
 }
 
@@ -345,7 +346,8 @@ step_start doctests idle cargo_tests cargo test -q --workspace --all-features --
 step_start package idle package_then_out_of_tree_build
 # TLS, client certificates and authentication (etcd RBAC limited to the namespace,
 # Redis ACL, PostgreSQL SCRAM with a required client certificate, ZooKeeper SASL
-# DIGEST-MD5 with a required client certificate): the runner over those servers (their
+# DIGEST-MD5 with a required client certificate, MariaDB with a password and a required
+# client certificate): the runner over those servers (their
 # typed errors are the `tls_auth` and `tls_logs` tests of the `test` step); three cases
 # a store, which wait on the servers more than they compute.
 step_start tls-conform tls_conformance

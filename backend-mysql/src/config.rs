@@ -8,7 +8,9 @@ use distsync_core::raw::{
     parse_duration, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
-use sqlx::mysql::MySqlConnectOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+
+use crate::tls;
 
 /// The URL schemes of this backend: `mysql://` and its synonym `mariadb://`.
 pub const SCHEMES: [&str; 2] = ["mysql", "mariadb"];
@@ -27,11 +29,28 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// (`pool_size=`).
 pub const DEFAULT_POOL_SIZE: u32 = 8;
 
-/// What a MySQL URL's query takes besides the options every backend's URL shares.
-const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(
-    &["table_prefix", "poll_interval", "pool_size"],
-    crate::MIN_SESSION_TTL,
-);
+/// What a MySQL URL's query takes besides the options every backend's URL shares: the
+/// TLS files as every backend spells them (`ca`, `cert`, `key`) and as sqlx and MySQL's
+/// clients do (`ssl-ca`, `ssl-cert`, `ssl-key`), so that a URL written for sqlx keeps
+/// its TLS; any other key is refused, as sqlx would ignore it.
+const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
+    file_keys: [
+        &["ca", "ssl-ca", "sslca"],
+        &["cert", "ssl-cert", "sslcert"],
+        &["key", "ssl-key", "sslkey"],
+    ],
+    ..UrlGrammar::new(
+        &[
+            "table_prefix",
+            "poll_interval",
+            "pool_size",
+            "ssl-mode",
+            "sslmode",
+            "ssl_mode",
+        ],
+        crate::MIN_SESSION_TTL,
+    )
+};
 
 /// A parsed backend URL: where the server is, the tables' prefix, the timeouts.
 ///
@@ -41,22 +60,37 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(
 /// | parameter | meaning | default |
 /// |---|---|---|
 /// | `table_prefix` | the prefix of every table: 1 to 32 ASCII letters, digits and `_` | [`DEFAULT_TABLE_PREFIX`] |
+/// | `ssl-mode` (or `sslmode`, `ssl_mode`) | as MySQL's clients, in any case: `disabled`; `preferred` (TLS when the server offers it, unverified; plaintext otherwise); `required` (TLS, unverified; as `verify_ca` when `ca` is given, so a given CA is never ignored); `verify_ca` (the server's certificate chains to a trusted CA); `verify_identity` (and names the host); `disabled` and `preferred` are refused beside a TLS file | `verify_identity` when the URL gives `ca`, `cert` or `key`; `preferred` otherwise |
+/// | `ca` (or `ssl-ca`) | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
+/// | `cert`, `key` (or `ssl-cert`, `ssl-key`) | PEM client certificate and its key, both or neither (for a user created `REQUIRE X509`) | none |
 /// | `poll_interval` | how often a process with open watches reads the log for other processes' writes (its own are seen at once) | [`DEFAULT_POLL_INTERVAL`] |
 /// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside two of its own for lease grants and renewals | [`DEFAULT_POOL_SIZE`] |
 /// | `connect_timeout` | connecting in all, the tables' creation included | 5 s |
 /// | `timeout` | one statement's answer, and waiting for a pool connection | 10 s |
 ///
-/// Not offered yet, and refused with [`Error::Unsupported`]: TLS (`ca`, `cert`,
-/// `key`), and `max_session_ttl` (the lock-delay after a store that forgot: the
-/// backend keeps no epoch marker yet).
+/// TLS is sqlx's rustls (cargo feature `tls`, on by default); a mode that requires it
+/// in a build without the feature is [`Error::Unsupported`]. The files are read when
+/// the backend connects: one that cannot be read is [`Error::InvalidArgument`] naming
+/// its path.
 ///
-/// The password is never shown: `Display`, `Debug` and errors show `***` instead.
+/// Not offered yet, and refused with [`Error::Unsupported`]: `max_session_ttl` (the
+/// lock-delay after a store that forgot: the backend keeps no epoch marker yet).
+///
+/// The password is never shown: `Display`, `Debug` and errors show `***` instead; nor
+/// is a key's content, which only the connection reads.
 ///
 /// ```
 /// # use distsync_mysql::MysqlConfig;
 /// let config: MysqlConfig = "mysql://app:s3cret@10.0.0.1/locks?table_prefix=ds_".parse()?;
 /// assert_eq!(config.table_prefix(), "ds_");
 /// assert!(!format!("{config} {config:?}").contains("s3cret"));
+/// let secure = MysqlConfig::parse(
+///     "mysql://app:s3cret@db.internal/locks?ca=/etc/mysql/ca.pem&cert=/etc/mysql/app.pem\
+///      &key=/etc/mysql/app-key.pem",
+/// )?;
+/// assert_eq!(secure.ca_file(), Some("/etc/mysql/ca.pem"));
+/// assert_eq!(secure.client_cert_files(), Some(("/etc/mysql/app.pem", "/etc/mysql/app-key.pem")));
+/// assert!(!format!("{secure} {secure:?}").contains("s3cret"));
 /// # Ok::<(), distsync_core::Error>(())
 /// ```
 #[derive(Clone)]
@@ -67,6 +101,10 @@ pub struct MysqlConfig {
     pool_size: u32,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// The PEM file of CA certificates to trust (`ca=`).
+    ca_file: Option<String>,
+    /// The PEM client certificate and its key (`cert=`, `key=`).
+    client_cert_files: Option<(String, String)>,
     /// The URL with its password masked, for `Display` and errors.
     display: String,
 }
@@ -75,6 +113,7 @@ impl fmt::Debug for MysqlConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MysqlConfig")
             .field("url", &self.display)
+            .field("ssl_mode", &self.options.get_ssl_mode())
             .field("table_prefix", &self.table_prefix)
             .field("poll_interval", &self.poll_interval)
             .field("pool_size", &self.pool_size)
@@ -104,8 +143,10 @@ impl MysqlConfig {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
-    /// missing host or database, or an invalid parameter; [`Error::Unsupported`] for
-    /// TLS files and `max_session_ttl`.
+    /// missing host or database, or an invalid parameter (`cert` without `key` or the
+    /// reverse, a TLS file beside an `ssl-mode` that may connect without TLS);
+    /// [`Error::Unsupported`] for `max_session_ttl`, and for an `ssl-mode` (or a TLS
+    /// file) that requires TLS in a build without the cargo feature `tls`.
     pub fn parse(url: &str) -> Result<Self> {
         let display = distsync_core::redact_url(url);
         let invalid = |reason: String| Error::InvalidUrl {
@@ -152,6 +193,7 @@ impl MysqlConfig {
         let mut table_prefix = DEFAULT_TABLE_PREFIX.to_owned();
         let mut poll_interval = DEFAULT_POLL_INTERVAL;
         let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut ssl_mode = None;
         let shared = UrlOptions::parse(parsed.query().unwrap_or(""), &GRAMMAR, |key, value| {
             match key {
                 "table_prefix" => {
@@ -169,13 +211,25 @@ impl MysqlConfig {
                         .filter(|size| (1..=1000).contains(size))
                         .ok_or_else(|| format!("pool_size: {value:?} is not from 1 to 1000"))?;
                 }
+                "ssl-mode" | "sslmode" | "ssl_mode" => ssl_mode = Some(tls::parse_mode(value)?),
                 _ => return Ok(false),
             }
             Ok(true)
         })
         .map_err(&invalid)?;
-        if shared.ca_file.is_some() || shared.client_cert_files.is_some() {
-            return Err(Error::unsupported(crate::BACKEND, "TLS (ca=, cert=, key=)"));
+        let ca = shared.ca_file.is_some();
+        let files = ca || shared.client_cert_files.is_some();
+        let ssl_mode = tls::effective_mode(ssl_mode, files, ca);
+        if let Some(how) = tls::without_tls(ssl_mode) {
+            shared.check_tls(false, how).map_err(&invalid)?;
+        }
+        tls::check_mode(ssl_mode)?;
+        options = options.ssl_mode(ssl_mode);
+        if let Some(ca) = &shared.ca_file {
+            options = options.ssl_ca(ca);
+        }
+        if let Some((cert, key)) = &shared.client_cert_files {
+            options = options.ssl_client_cert(cert).ssl_client_key(key);
         }
         if shared.max_session_ttl.or(None).is_some() {
             return Err(Error::unsupported(
@@ -190,6 +244,8 @@ impl MysqlConfig {
             pool_size,
             connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            ca_file: shared.ca_file,
+            client_cert_files: shared.client_cert_files,
             display,
         })
     }
@@ -224,6 +280,35 @@ impl MysqlConfig {
     /// How long one statement may wait for its answer.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// The TLS mode: the URL's `ssl-mode`, or its default (see the type's docs).
+    pub fn ssl_mode(&self) -> MySqlSslMode {
+        self.options.get_ssl_mode()
+    }
+
+    /// The path of the CA certificates file (`ca=`), if any.
+    pub fn ca_file(&self) -> Option<&str> {
+        self.ca_file.as_deref()
+    }
+
+    /// The paths of the client certificate and key files (`cert=`, `key=`), if any.
+    pub fn client_cert_files(&self) -> Option<(&str, &str)> {
+        (self.client_cert_files.as_ref()).map(|(cert, key)| (cert.as_str(), key.as_str()))
+    }
+
+    /// The certificate and key files, each with what it holds, for the check at connect
+    /// ([`crate::tls::check_files`]).
+    pub(crate) fn tls_files(&self) -> Vec<(&'static str, String)> {
+        let mut files = Vec::new();
+        if let Some(ca) = &self.ca_file {
+            files.push(("CA certificate", ca.clone()));
+        }
+        if let Some((cert, key)) = &self.client_cert_files {
+            files.push(("client certificate", cert.clone()));
+            files.push(("client key", key.clone()));
+        }
+        files
     }
 }
 
@@ -293,12 +378,69 @@ mod tests {
             );
             assert!(!error.to_string().contains("hunter2"), "{error}");
         }
-        for url in [
-            "mysql://app@h/db?ca=/x.pem",
-            "mysql://app@h/db?max_session_ttl=30s",
+        let error = MysqlConfig::parse("mysql://app@h/db?max_session_ttl=30s").unwrap_err();
+        assert!(matches!(error, Error::Unsupported { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn tls_files_verify_the_server_and_its_name_unless_the_url_says_otherwise() {
+        let config = MysqlConfig::parse(
+            "mysql://app:hunter2@127.0.0.1/db?ca=/c/ca.pem&cert=/c/a.pem&key=/c/a.key",
+        )
+        .unwrap();
+        assert!(matches!(config.ssl_mode(), MySqlSslMode::VerifyIdentity));
+        assert_eq!(config.ca_file(), Some("/c/ca.pem"));
+        assert_eq!(config.client_cert_files(), Some(("/c/a.pem", "/c/a.key")));
+        assert_eq!(config.tls_files().len(), 3);
+        let shown = format!("{config} {config:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("VerifyIdentity"),
+            "{shown}"
+        );
+        // sqlx's spellings, and a mode of the URL's own.
+        let config =
+            MysqlConfig::parse("mysql://app@h/db?ssl-ca=/c/ca.pem&ssl-mode=VERIFY_CA").unwrap();
+        assert!(matches!(config.ssl_mode(), MySqlSslMode::VerifyCa));
+        assert_eq!(config.ca_file(), Some("/c/ca.pem"));
+        // `required` with a CA checks the chain; a client certificate alone does not.
+        let config = MysqlConfig::parse("mysql://app@h/db?ca=/c/ca.pem&ssl_mode=required").unwrap();
+        assert!(matches!(config.ssl_mode(), MySqlSslMode::VerifyCa));
+        let config =
+            MysqlConfig::parse("mysql://app@h/db?cert=/a.pem&key=/a.key&sslmode=required").unwrap();
+        assert!(matches!(config.ssl_mode(), MySqlSslMode::Required));
+        // No file: MySQL's default, or the URL's mode.
+        let config = MysqlConfig::parse("mysql://app@h/db").unwrap();
+        assert!(matches!(config.ssl_mode(), MySqlSslMode::Preferred));
+        assert!(config.tls_files().is_empty());
+        let config = MysqlConfig::parse("mysql://app@h/db?ssl-mode=disabled").unwrap();
+        assert!(matches!(config.ssl_mode(), MySqlSslMode::Disabled));
+    }
+
+    #[test]
+    fn tls_mistakes_are_invalid_urls_without_the_password() {
+        for (url, says) in [
+            ("mysql://app:hunter2@h/db?cert=/a.pem", "`key`"),
+            ("mysql://app:hunter2@h/db?ssl-key=/a.key", "`cert`"),
+            ("mysql://app:hunter2@h/db?ca=", "needs a file path"),
+            (
+                "mysql://app:hunter2@h/db?ca=/c.pem&ssl-mode=disabled",
+                "turns TLS off",
+            ),
+            (
+                "mysql://app:hunter2@h/db?sslca=/c.pem&ssl-mode=preferred",
+                "without TLS",
+            ),
+            (
+                "mysql://app:hunter2@h/db?ssl-mode=verify-full",
+                "verify_identity",
+            ),
         ] {
             let error = MysqlConfig::parse(url).unwrap_err();
-            assert!(matches!(error, Error::Unsupported { .. }), "{error:?}");
+            assert!(
+                matches!(&error, Error::InvalidUrl { reason, .. } if reason.contains(says)),
+                "{url}: {error:?}"
+            );
+            assert!(!error.to_string().contains("hunter2"), "{error}");
         }
     }
 }

@@ -136,10 +136,14 @@ impl MysqlKv {
     /// created so far stay (creating them again is a no-op).
     ///
     /// # Errors
-    /// [`Error::Connection`] when the server does not answer within the connect
-    /// timeout; [`Error::Authentication`] for a refused login; [`Error::Backend`] when
-    /// the tables cannot be created (the user lacks `CREATE`).
+    /// [`Error::InvalidArgument`] for a TLS file that cannot be read (before any
+    /// connection); [`Error::Connection`] when the server does not answer within the
+    /// connect timeout, or TLS fails (an untrusted server certificate, a client
+    /// certificate the server's TLS refuses); [`Error::Authentication`] for a refused
+    /// login (a wrong password, no client certificate for a user that requires one);
+    /// [`Error::Backend`] when the tables cannot be created (the user lacks `CREATE`).
     pub async fn connect(config: &MysqlConfig) -> Result<Self> {
+        crate::tls::check_files(&config.tls_files())?;
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
         let (pool, lease_pool, semi_sync, max_allowed_packet) =

@@ -235,6 +235,7 @@ mod rate_limit;
 mod reaper;
 mod replication;
 mod schema;
+mod tls;
 mod txn;
 mod watch;
 

@@ -1,0 +1,162 @@
+//! TLS to the server: sqlx's rustls support (cargo feature `tls`, on by default), with
+//! ring as its crypto provider and the system's root certificates plus the URL's `ca=`.
+//!
+//! Which `ssl-mode` a URL gets: the one it names, or, when it names none, the strictest
+//! (`verify_identity`) as soon as it names a TLS file, since a URL that gives a CA or a
+//! client certificate means the connection to be TLS and the server to be checked; with
+//! no file, MySQL's own default, `preferred`. A mode that may connect without TLS
+//! (`disabled`, `preferred`) beside a TLS file is refused: the file would go unused
+//! without a word. `required` with `ca=` checks the chain (`verify_ca`), as libpq's
+//! `sslmode=require` does with a root certificate, so a given CA is never ignored.
+//!
+//! Every connection the backend opens (its pools and the first connection made at
+//! connect) is made from the one [`MySqlConnectOptions`](sqlx::mysql::MySqlConnectOptions)
+//! of its [`MysqlConfig`](crate::MysqlConfig), so all of them use the same mode and files.
+//!
+//! Errors: a certificate or key file that cannot be read is [`Error::InvalidArgument`]
+//! naming the path (checked at connect, before any connection); an untrusted server
+//! certificate, or a client certificate the server's TLS refuses, is
+//! [`Error::Connection`] with sqlx's TLS error as its source; a login the server refuses
+//! (a wrong password, no client certificate for a user that `REQUIRE`s one) is
+//! [`Error::Authentication`].
+
+use distsync_core::{Error, Result};
+use sqlx::mysql::MySqlSslMode;
+
+/// The `ssl-mode` values, as MySQL's clients spell them (in any case).
+const MODES: &str = "disabled, preferred, required, verify_ca, verify_identity";
+
+/// Parses an `ssl-mode=` value.
+///
+/// # Errors
+/// The reason, listing the accepted values, for the URL's [`Error::InvalidUrl`].
+pub(crate) fn parse_mode(value: &str) -> std::result::Result<MySqlSslMode, String> {
+    value
+        .parse()
+        .map_err(|_| format!("ssl-mode {value:?} is not one of {MODES}"))
+}
+
+/// Whether `mode` connects over TLS or not at all.
+pub(crate) fn requires_tls(mode: MySqlSslMode) -> bool {
+    matches!(
+        mode,
+        MySqlSslMode::Required | MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity
+    )
+}
+
+/// The mode of a URL that asks for `asked` (`None`: no `ssl-mode=`) and names a TLS
+/// file (`files`), a CA among them (`ca`); see the module's docs.
+pub(crate) fn effective_mode(asked: Option<MySqlSslMode>, files: bool, ca: bool) -> MySqlSslMode {
+    match asked {
+        None if files => MySqlSslMode::VerifyIdentity,
+        None => MySqlSslMode::Preferred,
+        Some(MySqlSslMode::Required) if ca => MySqlSslMode::VerifyCa,
+        Some(mode) => mode,
+    }
+}
+
+/// Why `mode` cannot go with a TLS file, for [`UrlOptions::check_tls`]: `None` when it
+/// can (it requires TLS).
+///
+/// [`UrlOptions::check_tls`]: distsync_core::raw::UrlOptions::check_tls
+pub(crate) fn without_tls(mode: MySqlSslMode) -> Option<&'static str> {
+    match mode {
+        MySqlSslMode::Disabled => Some("ssl-mode=disabled turns TLS off"),
+        MySqlSslMode::Preferred => Some(
+            "ssl-mode=preferred may connect without TLS; give required, verify_ca or \
+             verify_identity, or no ssl-mode (verify_identity)",
+        ),
+        _ => None,
+    }
+}
+
+/// Refuses a mode that needs TLS in a build without it.
+///
+/// # Errors
+/// [`Error::Unsupported`] when `mode` requires TLS and the cargo feature `tls` is off.
+pub(crate) fn check_mode(mode: MySqlSslMode) -> Result<()> {
+    if requires_tls(mode) && !cfg!(feature = "tls") {
+        return Err(Error::unsupported(
+            crate::BACKEND,
+            format!(
+                "TLS (ssl-mode={mode:?}): this build of distsync-mysql has no TLS support \
+                 (enable its cargo feature `tls`)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every certificate and key file (`(what, path)`, as the configuration
+/// lists them) can be read, so that a wrong path is a typed error naming it rather than
+/// a failed handshake.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the file (its path, never its contents).
+pub(crate) fn check_files(files: &[(&'static str, String)]) -> Result<()> {
+    for (what, path) in files {
+        std::fs::File::open(path).map_err(|error| {
+            Error::InvalidArgument(format!(
+                "{}: cannot read the {what} file {path:?}: {error}",
+                crate::BACKEND
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_in_any_case_and_others_are_refused() {
+        assert!(matches!(
+            parse_mode("VERIFY_IDENTITY"),
+            Ok(MySqlSslMode::VerifyIdentity)
+        ));
+        assert!(matches!(
+            parse_mode("verify_ca"),
+            Ok(MySqlSslMode::VerifyCa)
+        ));
+        let refused = parse_mode("verify-full").unwrap_err();
+        assert!(refused.contains("verify_identity"), "{refused}");
+    }
+
+    #[test]
+    fn a_tls_file_without_a_mode_verifies_the_server_and_its_name() {
+        let mode = |asked, files, ca| format!("{:?}", effective_mode(asked, files, ca));
+        assert_eq!(mode(None, false, false), "Preferred");
+        assert_eq!(mode(None, true, false), "VerifyIdentity");
+        assert_eq!(mode(None, true, true), "VerifyIdentity");
+        assert_eq!(mode(Some(MySqlSslMode::Required), true, true), "VerifyCa");
+        assert_eq!(mode(Some(MySqlSslMode::Required), true, false), "Required");
+        assert_eq!(mode(Some(MySqlSslMode::Disabled), false, false), "Disabled");
+    }
+
+    #[test]
+    fn only_modes_that_require_tls_go_with_files() {
+        assert!(without_tls(MySqlSslMode::Disabled).is_some());
+        assert!(without_tls(MySqlSslMode::Preferred).is_some());
+        for mode in [
+            MySqlSslMode::Required,
+            MySqlSslMode::VerifyCa,
+            MySqlSslMode::VerifyIdentity,
+        ] {
+            assert!(without_tls(mode).is_none(), "{mode:?}");
+            assert_eq!(check_mode(mode).is_ok(), cfg!(feature = "tls"), "{mode:?}");
+        }
+        assert!(check_mode(MySqlSslMode::Preferred).is_ok());
+    }
+
+    #[test]
+    fn unreadable_files_are_invalid_arguments_naming_the_path() {
+        let files = [("CA certificate", "/nonexistent/ds/ca.crt".to_owned())];
+        match check_files(&files) {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.contains("/nonexistent/ds/ca.crt"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
