@@ -203,12 +203,24 @@
 //! revision order (revisions `1`, no lease, no history), which nothing that reads a
 //! limiter needs (`rate_limit.rs` goes through each reader).
 //!
+//! # TLS
+//!
+//! `ca=`, `cert=` and `key=` in the URL, as on every other store (see [`MysqlConfig`]):
+//! sqlx's rustls (the cargo feature `tls`, on by default), with MySQL's `ssl-mode`.
+//! The files alone mean TLS with the server's certificate and host name checked
+//! (`verify_identity`), so moving to a server that requires TLS and a client
+//! certificate (`require_secure_transport=ON`, a user created `REQUIRE X509`) is a
+//! change of URL. A file that cannot be read is
+//! [`Error::InvalidArgument`](distsync_core::Error) at connect; a login the server
+//! refuses (a wrong password, no client certificate) is
+//! [`Error::Authentication`](distsync_core::Error); a certificate either side refuses,
+//! [`Error::Connection`](distsync_core::Error).
+//!
 //! # Not done yet
 //!
 //! - A store that forgets (a wiped data directory, a restored dump): no epoch marker
 //!   yet, so `max_session_ttl=` is refused and `exclusive_across_restart` is not
 //!   declared.
-//! - TLS: `ca=`, `cert=`, `key=` are refused.
 //! - Transactions of the caller's (exactly-once effects).
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
