@@ -75,7 +75,8 @@
 # throwaway CA's server certificate, its data directory of its own), whose user
 # `distsync` logs in with a password (under <state directory>/tls) and a client
 # certificate of the CA (`REQUIRE X509`), owning the database `distsync`
-# (DISTSYNC_MYSQL_TLS_URL); the first server's settings otherwise.
+# (DISTSYNC_MYSQL_TLS_URL); the first server's settings otherwise, with fewer
+# connections and a smaller buffer pool.
 #
 # The Redis Sentinel group: two redis-server nodes (redis-ha-1 starts as the primary,
 # redis-ha-2 as its replica) and three Sentinels (sentinel-1..3) watching the service
@@ -549,7 +550,8 @@ tls_ensure() {
     log "made a throwaway CA, certificates and passwords in $TLS"
     # Servers of an earlier set of certificates and passwords (the directory was
     # removed) cannot be reached with the new ones: stop them; etcd keeps its users in
-    # its data, so that goes too (mysql-tls's user gets the new password when it starts).
+    # its data, so that goes too (mysql-tls's user is given the new password once the
+    # server is up again).
     local name
     for name in etcd-tls redis-tls zookeeper-tls mysql-tls; do stop_owned "$name" || true; done
     rm -rf "$DIR/etcd-tls/data"
