@@ -38,6 +38,11 @@ pub(crate) fn tls_url() -> Option<url::Url> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
+    // Connecting creates the test's own tables over TLS, a handshake per connection
+    // and a DDL statement per table: beside CPU and disk hogs that outlasts the
+    // default 5 s, which these tests do not judge (a refusal comes at once whatever
+    // the bound, and `connect_err` checks its own).
+    let url = with_param(&url, "connect_timeout", "30s");
     Some(with_param(&url, "table_prefix", &prefix))
 }
 
