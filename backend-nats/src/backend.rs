@@ -92,12 +92,21 @@ impl NatsBackend {
 /// acknowledged once a majority of the stream's replicas has it, so the loss of one
 /// server (its leader included) keeps it (`survives_failover`); queues are offered on
 /// one replica only, as [`QUEUES_REPLICATED`] says why.
+///
+/// Leadership hand-over is offered on one replica only too: a hand-over to a named
+/// candidate reads the election's line through `status`, which lists the whole bucket
+/// (a name is one subject token, so no prefix narrows the listing), and on three
+/// replicas, with a bucket grown by other runs' keys, `election_resign_to_named` took
+/// 13–42 s against its 6 s bound, where one server takes about a second. It is claimed
+/// there once `status` reads one name's keys.
 fn replicated(capabilities: Capabilities, replicas: usize) -> Capabilities {
     let single = replicas <= 1;
     capabilities
         .with_survives_failover(!single)
         .with_queue(single)
         .with_queue_age(single)
+        .with_hand_over(single)
+        .with_gapless_hand_over(single)
         .with_priority_queue(single)
         .with_reliable_delivery(single)
 }

@@ -208,7 +208,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// (`put_if_held`: a write whose compare points at the holder's key). Counters and
 /// latches. Leadership hand-over, gapless: a resignation purges the leader's key, and
 /// the next candidate's key is the line's lowest in the same step; a standby candidate
-/// watches the hand-over record's counters. The rate limiter and queue ages, on the
+/// watches the hand-over record's counters (one replica only: see [`NatsBackend`]'s
+/// capabilities on a replicated bucket). The rate limiter and queue ages, on the
 /// server's clock (message time stamps). Export for migration (one listing of the
 /// bucket), and so group membership and shards.
 ///
