@@ -298,7 +298,7 @@ impl MysqlConfig {
     }
 
     /// The certificate and key files, each with what it holds, for the check at connect
-    /// ([`crate::tls::check_files`]).
+    /// ([`distsync_core::raw::check_tls_files`]).
     pub(crate) fn tls_files(&self) -> Vec<(&'static str, String)> {
         let mut files = Vec::new();
         if let Some(ca) = &self.ca_file {

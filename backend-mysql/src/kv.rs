@@ -143,7 +143,7 @@ impl MysqlKv {
     /// login (a wrong password, no client certificate for a user that requires one);
     /// [`Error::Backend`] when the tables cannot be created (the user lacks `CREATE`).
     pub async fn connect(config: &MysqlConfig) -> Result<Self> {
-        crate::tls::check_files(&config.tls_files())?;
+        distsync_core::raw::check_tls_files(crate::BACKEND, &config.tls_files())?;
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
         let (pool, lease_pool, semi_sync, max_allowed_packet) =

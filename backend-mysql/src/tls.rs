@@ -87,24 +87,6 @@ pub(crate) fn check_mode(mode: MySqlSslMode) -> Result<()> {
     Ok(())
 }
 
-/// Checks that every certificate and key file (`(what, path)`, as the configuration
-/// lists them) can be read, so that a wrong path is a typed error naming it rather than
-/// a failed handshake.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming the file (its path, never its contents).
-pub(crate) fn check_files(files: &[(&'static str, String)]) -> Result<()> {
-    for (what, path) in files {
-        std::fs::File::open(path).map_err(|error| {
-            Error::InvalidArgument(format!(
-                "{}: cannot read the {what} file {path:?}: {error}",
-                crate::BACKEND
-            ))
-        })?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,16 +129,5 @@ mod tests {
             assert_eq!(check_mode(mode).is_ok(), cfg!(feature = "tls"), "{mode:?}");
         }
         assert!(check_mode(MySqlSslMode::Preferred).is_ok());
-    }
-
-    #[test]
-    fn unreadable_files_are_invalid_arguments_naming_the_path() {
-        let files = [("CA certificate", "/nonexistent/ds/ca.crt".to_owned())];
-        match check_files(&files) {
-            Err(Error::InvalidArgument(message)) => {
-                assert!(message.contains("/nonexistent/ds/ca.crt"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }

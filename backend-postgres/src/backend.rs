@@ -17,7 +17,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::amnesia::Amnesia;
 use crate::capabilities::capabilities_with_bound;
 use crate::connection::config::PostgresConfig;
-use crate::connection::{checks, liveness, pool_setup, tls};
+use crate::connection::{checks, liveness, pool_setup};
 use crate::epoch;
 use crate::error::{map, BACKEND};
 use crate::limits::Limits;
@@ -82,7 +82,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 /// - the schema-creation error.
 pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend> {
     url.unflushed_grants_bound()?;
-    tls::check_files(url.files())?;
+    distsync_core::raw::check_tls_files(crate::error::BACKEND, url.files())?;
     let pool = within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
         pool_options(POOL_SIZE, url)
@@ -127,7 +127,7 @@ pub async fn backend_from_pool(
     url: &PostgresConfig,
 ) -> Result<PostgresBackend> {
     url.unflushed_grants_bound()?;
-    tls::check_files(url.files())?;
+    distsync_core::raw::check_tls_files(crate::error::BACKEND, url.files())?;
     within_connect_timeout(url, async {
         checks::refuse_transaction_pooling(&url.options).await?;
         let commit: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")

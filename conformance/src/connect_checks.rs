@@ -1,12 +1,13 @@
 //! Helpers the backend crates' connection tests share (`tests/it/tls_auth.rs`,
 //! `tests/it/connect.rs`): the TLS test files, a server that never answers, a port
-//! nothing listens on, a connect that must fail in time (or at once), and the check that
-//! an error never shows a secret.
+//! nothing listens on, a connect that must fail in time (or at once), the check that
+//! an error never shows a secret, a URL's query parameters changed one at a time, and
+//! one round trip of a lock, an election and a queue over a connection that works.
 
 use std::future::Future;
 use std::time::Duration;
 
-use distsync_core::{redact_url, Error, Result};
+use distsync_core::{redact_url, Bytes, Coordinator, Error, Result};
 use tokio::time::Instant;
 
 use crate::log_capture::LogCapture;
@@ -177,4 +178,62 @@ where
         "the wrong password is in the logs"
     );
     logs
+}
+
+/// `url` with its query parameter `key` set to `value` (any earlier value removed).
+pub fn with_param(url: &url::Url, key: &str, value: &str) -> url::Url {
+    let mut url = without_param(url, key);
+    url.query_pairs_mut().append_pair(key, value);
+    url
+}
+
+/// `url` without its query parameter `key`.
+pub fn without_param(url: &url::Url, key: &str) -> url::Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != key)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    let mut url = url.clone();
+    url.query_pairs_mut().clear().extend_pairs(&pairs);
+    url
+}
+
+/// One round trip of each kind over `coordinator`: a lock (and a second session refused
+/// it), an election and a queue.
+///
+/// # Panics
+/// When a call fails or answers what it must not.
+pub async fn lock_election_and_queue(coordinator: &Coordinator) {
+    let session = coordinator.session().await.unwrap();
+    let guard = coordinator
+        .locker(&session, "l")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let other = coordinator.session().await.unwrap();
+    assert!(coordinator
+        .locker(&other, "l")
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .is_none());
+    guard.unlock().await.unwrap();
+    let election = coordinator.election(&session, "e").unwrap();
+    let leadership = election.campaign(Bytes::from_static(b"me")).await.unwrap();
+    let leader = election.leader().await.unwrap().expect("a leader");
+    assert_eq!(leader.value, Bytes::from_static(b"me"));
+    leadership.resign().await.unwrap();
+    let queue = coordinator.queue("q").unwrap();
+    queue.enqueue(Bytes::from_static(b"1")).await.unwrap();
+    queue.enqueue(Bytes::from_static(b"2")).await.unwrap();
+    assert_eq!(queue.dequeue().await.unwrap(), Bytes::from_static(b"1"));
+    assert_eq!(
+        queue.try_dequeue().await.unwrap(),
+        Some(Bytes::from_static(b"2"))
+    );
+    other.close().await.unwrap();
+    session.close().await.unwrap();
 }

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use distsync_conformance::connect_checks::{self, assert_no_secret, tls_dir};
+use distsync_conformance::connect_checks::{
+    self, assert_no_secret, lock_election_and_queue, tls_dir, with_param, without_param,
+};
 use distsync_core::raw::DEFAULT_CONNECT_TIMEOUT;
 use distsync_core::{Coordinator, Error};
 use distsync_mysql::MysqlConfig;
@@ -51,60 +53,6 @@ pub(crate) fn password(url: &url::Url) -> String {
     url.password()
         .expect("the TLS URL has a password")
         .to_owned()
-}
-
-/// `url` with query parameter `key` set to `value`.
-fn with_param(url: &url::Url, key: &str, value: &str) -> url::Url {
-    let mut url = without_param(url, key);
-    url.query_pairs_mut().append_pair(key, value);
-    url
-}
-
-/// `url` without query parameter `key`.
-fn without_param(url: &url::Url, key: &str) -> url::Url {
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(name, _)| name != key)
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
-    let mut url = url.clone();
-    url.query_pairs_mut().clear().extend_pairs(&pairs);
-    url
-}
-
-/// A lock (and a second session refused it), an election and a queue round trip.
-async fn lock_election_and_queue(coordinator: &Coordinator) {
-    let session = coordinator.session().await.unwrap();
-    let guard = coordinator
-        .locker(&session, "l")
-        .unwrap()
-        .lock()
-        .await
-        .unwrap();
-    let other = coordinator.session().await.unwrap();
-    assert!(coordinator
-        .locker(&other, "l")
-        .unwrap()
-        .try_lock()
-        .await
-        .unwrap()
-        .is_none());
-    guard.unlock().await.unwrap();
-    let election = coordinator.election(&session, "e").unwrap();
-    let leadership = election.campaign(Bytes::from_static(b"me")).await.unwrap();
-    let leader = election.leader().await.unwrap().expect("a leader");
-    assert_eq!(leader.value, Bytes::from_static(b"me"));
-    leadership.resign().await.unwrap();
-    let queue = coordinator.queue("q").unwrap();
-    queue.enqueue(Bytes::from_static(b"1")).await.unwrap();
-    queue.enqueue(Bytes::from_static(b"2")).await.unwrap();
-    assert_eq!(queue.dequeue().await.unwrap(), Bytes::from_static(b"1"));
-    assert_eq!(
-        queue.try_dequeue().await.unwrap(),
-        Some(Bytes::from_static(b"2"))
-    );
-    other.close().await.unwrap();
-    session.close().await.unwrap();
 }
 
 /// The TLS cipher of a connection made as `config` says (empty: no TLS), and the

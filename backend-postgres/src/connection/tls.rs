@@ -40,41 +40,9 @@ pub(crate) fn check_mode(mode: PgSslMode) -> Result<()> {
     Ok(())
 }
 
-/// Checks that every certificate and key file (`(what, path)`, as
-/// `PostgresConfig::files` lists them) can be read, so that a wrong path is a typed
-/// error naming it rather than a failed handshake.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming the file (its path, never its contents).
-pub(crate) fn check_files(files: &[(&'static str, String)]) -> Result<()> {
-    for (what, path) in files {
-        // sqlx also takes inline PEM text in place of a path; nothing to read then.
-        if path.trim_start().starts_with("-----BEGIN") {
-            continue;
-        }
-        std::fs::File::open(path).map_err(|error| {
-            Error::InvalidArgument(format!(
-                "postgres: cannot read the {what} file {path:?}: {error}"
-            ))
-        })?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unreadable_files_are_invalid_arguments_naming_the_path() {
-        let files = [("CA certificate", "/nonexistent/ds/ca.crt".to_owned())];
-        match check_files(&files) {
-            Err(Error::InvalidArgument(message)) => {
-                assert!(message.contains("/nonexistent/ds/ca.crt"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn tls_modes_need_the_feature() {

@@ -141,8 +141,8 @@ pub use store_side::{
     with_guarded_write, with_release_request_watch,
 };
 pub use url_options::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions, parse_duration,
-    parse_url_flag,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions, check_tls_files,
+    parse_duration, parse_url_flag,
 };
 
 #[doc(inline)]

@@ -6,6 +6,28 @@ use std::time::Duration;
 
 use super::session_bound::MaxSessionTtl;
 
+/// Checks that every certificate and key file of a URL (`(what, path)`, e.g.
+/// `("CA certificate", "/etc/ssl/ca.pem")`) can be read, so that a wrong path is a
+/// typed error naming it rather than a failed handshake. A value that is PEM text
+/// itself (sqlx takes inline certificates in place of a path) has nothing to read.
+///
+/// # Errors
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming `backend` and the
+/// file (its path, never its contents).
+pub fn check_tls_files(backend: &str, files: &[(&str, String)]) -> crate::Result<()> {
+    for (what, path) in files {
+        if path.trim_start().starts_with("-----BEGIN") {
+            continue;
+        }
+        std::fs::File::open(path).map_err(|error| {
+            crate::Error::InvalidArgument(format!(
+                "{backend}: cannot read the {what} file {path:?}: {error}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// How long connecting may take when the URL does not say (`connect_timeout=`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -231,6 +253,20 @@ pub fn parse_url_flag(key: &str, value: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreadable_tls_files_are_invalid_arguments_naming_the_path() {
+        let files = [("CA certificate", "/nonexistent/ds/ca.crt".to_owned())];
+        match check_tls_files("store", &files) {
+            Err(crate::Error::InvalidArgument(message)) => {
+                assert!(message.contains("/nonexistent/ds/ca.crt"), "{message}");
+                assert!(message.starts_with("store: "), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let inline = [("CA certificate", "-----BEGIN CERTIFICATE-----\n".to_owned())];
+        assert!(check_tls_files("store", &inline).is_ok());
+    }
 
     const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
         session_ttl_bounds: (Duration::from_secs(1), Duration::from_secs(3600)),
