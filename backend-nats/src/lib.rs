@@ -13,10 +13,9 @@
 //! checked in CI):
 //!
 //! <!-- gaps:begin -->
-//! - **nats**: rate limiter; queue age; leadership hand-over; outbox and exactly-once in
-//!   the caller's transaction
-//! - **nats-cluster**: queue; priority queue; rate limiter; queue age; leadership
-//!   hand-over; outbox and exactly-once in the caller's transaction
+//! - **nats**: outbox and exactly-once in the caller's transaction
+//! - **nats-cluster**: queue; priority queue; queue age; leadership hand-over; outbox and
+//!   exactly-once in the caller's transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
