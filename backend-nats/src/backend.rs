@@ -63,7 +63,7 @@ impl NatsBackend {
             dropped,
         );
         let deadline = tokio::time::Instant::now() + config.connect_timeout();
-        let replicas = crate::bucket::ensure(&store, config.replicas(), deadline).await?;
+        let made = crate::bucket::ensure(&store, config.replicas(), deadline).await?;
         tracing::debug!(
             backend = BACKEND,
             servers = ?config.servers(),
@@ -71,9 +71,11 @@ impl NatsBackend {
             tls = config.tls(),
             "connected"
         );
+        let capabilities =
+            crate::capabilities().with_exclusive_across_restart(config.max_session_ttl().is_some());
         Ok(Self {
-            shared: Arc::new(Shared::new(config, store)),
-            capabilities: replicated(crate::capabilities(), replicas)
+            shared: Arc::new(Shared::new(config, store, made.created)),
+            capabilities: replicated(capabilities, made.replicas)
                 .with_max_value_size(max_value_size),
         })
     }

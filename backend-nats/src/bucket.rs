@@ -148,7 +148,7 @@ pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
 /// # Errors
 /// [`Error::InvalidArgument`] for a bucket that lacks a setting (see the module
 /// docs); the store's error, the last transient one once `deadline` has passed.
-pub(crate) async fn ensure(store: &Store, replicas: usize, deadline: Instant) -> Result<usize> {
+pub(crate) async fn ensure(store: &Store, replicas: usize, deadline: Instant) -> Result<Made> {
     RetryPolicy::default()
         .idempotent_until("nats bucket", Some(deadline), None, || {
             ensure_once(store, replicas)
@@ -156,25 +156,63 @@ pub(crate) async fn ensure(store: &Store, replicas: usize, deadline: Instant) ->
         .await
 }
 
-async fn ensure_once(store: &Store, replicas: usize) -> Result<usize> {
-    let existing = store
+/// What [`ensure`] found or made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Made {
+    /// The stream's replicas.
+    pub(crate) replicas: usize,
+    /// When the stream was made, in ns since the Unix epoch: a stream made again (a
+    /// wiped server, a deleted bucket) has another, which is how a client tells that
+    /// the store forgot (see `src/amnesia.rs`).
+    pub(crate) created: i128,
+}
+
+/// The bucket's stream, `None` when the server has none.
+async fn existing(store: &Store) -> Result<Option<async_nats::jetstream::stream::Stream>> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    match store
         .answer(store.jetstream.get_stream(&store.stream))
-        .await?;
-    let config = match existing {
-        Ok(mut stream) => store
-            .answer(stream.info())
-            .await?
-            .map_err(|error| Error::backend(BACKEND, error))?
-            .config
-            .clone(),
-        Err(error) => {
-            use async_nats::jetstream::context::GetStreamErrorKind;
-            use async_nats::jetstream::ErrorCode;
-            match error.kind() {
-                GetStreamErrorKind::JetStream(api)
-                    if api.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
-                _ => return Err(Error::connection(BACKEND, error)),
+        .await?
+    {
+        Ok(stream) => Ok(Some(stream)),
+        Err(error) => match error.kind() {
+            GetStreamErrorKind::JetStream(api)
+                if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
             }
+            _ => Err(Error::connection(BACKEND, error)),
+        },
+    }
+}
+
+/// When the bucket's stream was made (see [`Made::created`]), `None` when the
+/// server has no such stream.
+///
+/// # Errors
+/// The store's error.
+pub(crate) async fn created(store: &Store) -> Result<Option<i128>> {
+    let Some(mut stream) = existing(store).await? else {
+        return Ok(None);
+    };
+    let info = store
+        .answer(stream.info())
+        .await?
+        .map_err(|error| Error::backend(BACKEND, error))?;
+    Ok(Some(info.created.unix_timestamp_nanos()))
+}
+
+async fn ensure_once(store: &Store, replicas: usize) -> Result<Made> {
+    let (config, created) = match existing(store).await? {
+        Some(mut stream) => {
+            let info = store
+                .answer(stream.info())
+                .await?
+                .map_err(|error| Error::backend(BACKEND, error))?;
+            (info.config.clone(), info.created)
+        }
+        None => {
             tracing::debug!(stream = %store.stream, "making the bucket");
             let made = store
                 .answer(
@@ -184,7 +222,8 @@ async fn ensure_once(store: &Store, replicas: usize) -> Result<usize> {
                 )
                 .await?
                 .map_err(create_stream_error)?;
-            made.cached_info().config.clone()
+            let info = made.cached_info();
+            (info.config.clone(), info.created)
         }
     };
     let missing = missing(store, &config);
@@ -197,7 +236,10 @@ async fn ensure_once(store: &Store, replicas: usize) -> Result<usize> {
         )));
     }
     store.anchor().await?;
-    Ok(config.num_replicas)
+    Ok(Made {
+        replicas: config.num_replicas,
+        created: created.unix_timestamp_nanos(),
+    })
 }
 
 /// Maps an error of making the bucket's stream: JetStream not answering, a timeout and

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, MaxSessionTtl, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    join_host_port, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
@@ -37,6 +37,9 @@ const MOST_REPLICAS: usize = 5;
 /// * `replicas`: the bucket's replicas when this backend makes it (1 to 5); an
 ///   existing bucket keeps its own.
 /// * `creds`: a NATS credentials file (a user JWT and its NKey seed).
+/// * `max_session_ttl`: the bound on session TTLs that turns on the lock-delay after
+///   the store forgets (see `src/amnesia.rs`), at least [`crate::MIN_SESSION_TTL`];
+///   longer sessions are refused; `off` or absent: none.
 /// * `user:password@`: a plain login; `connect_timeout` and `timeout` as every backend
 ///   reads them.
 ///
@@ -62,6 +65,7 @@ pub struct NatsConfig {
     tls: Option<TlsFiles>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    max_session_ttl: Option<Duration>,
 }
 
 /// The PEM files of a `tls://` URL: the CA certificates to trust, and the client's
@@ -84,6 +88,7 @@ impl fmt::Debug for NatsConfig {
             .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("max_session_ttl", &self.max_session_ttl)
             .finish()
     }
 }
@@ -127,6 +132,13 @@ impl NatsConfig {
     /// How long one request may take.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
+    /// lock-delay after the store forgets (see the crate docs, "When the store
+    /// forgets"): sessions with a longer TTL are refused.
+    pub fn max_session_ttl(&self) -> Option<Duration> {
+        self.max_session_ttl
     }
 
     /// Sets how long one request may take (at least 1 ms).
@@ -211,12 +223,6 @@ impl FromStr for NatsConfig {
         shared
             .check_tls(tls, &format!("use `{TLS_SCHEME}://`"))
             .map_err(&invalid)?;
-        if matches!(shared.max_session_ttl, MaxSessionTtl::At(_)) {
-            return Err(Error::unsupported(
-                crate::BACKEND,
-                "`max_session_ttl=`: this backend has no lock-delay after a store that forgot",
-            ));
-        }
         if user.is_some() && creds.is_some() {
             return Err(invalid(
                 "give either a login (`user:password@`) or `creds`, not both".into(),
@@ -244,6 +250,7 @@ impl FromStr for NatsConfig {
             tls,
             connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            max_session_ttl: shared.max_session_ttl.or(None),
         })
     }
 }
@@ -345,9 +352,19 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn max_session_ttl_is_a_bound_at_least_the_shortest_session() {
+        let default: NatsConfig = "nats://a:1".parse().unwrap();
+        assert_eq!(default.max_session_ttl(), None);
+        let bounded: NatsConfig = "nats://a:1?max_session_ttl=30s".parse().unwrap();
+        assert_eq!(bounded.max_session_ttl(), Some(Duration::from_secs(30)));
+        let off: NatsConfig = "nats://a:1?max_session_ttl=off".parse().unwrap();
+        assert_eq!(off.max_session_ttl(), None);
         assert!(matches!(
-            "nats://a:1?max_session_ttl=30s".parse::<NatsConfig>(),
-            Err(Error::Unsupported { .. })
+            "nats://a:1?max_session_ttl=10ms".parse::<NatsConfig>(),
+            Err(Error::InvalidUrl { .. })
         ));
     }
 }

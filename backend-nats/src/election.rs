@@ -32,10 +32,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{leadership, Election, LeaderInfo, Leadership, Proclaim};
-use distsync_core::{Error, FencingToken, Name, Result, Session};
+use distsync_core::{Error, Name, Result, Session};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
+use crate::amnesia::Amnesia;
 use crate::keys::Kind;
 use crate::lock::NatsLocker;
 use crate::session::{LeaseInner, CREATE_HEADER};
@@ -87,11 +88,11 @@ fn token_of(entry: &Entry) -> u64 {
 }
 
 /// The leader of a set of live candidates by key: the lowest token.
-fn leader_of(candidates: &BTreeMap<String, (u64, Bytes)>) -> Option<LeaderInfo> {
+fn leader_of(candidates: &BTreeMap<String, (u64, Bytes)>, amnesia: &Amnesia) -> Option<LeaderInfo> {
     candidates
         .iter()
         .min_by_key(|(_, (token, _))| *token)
-        .map(|(key, (token, value))| LeaderInfo::new(value.clone(), FencingToken(*token), key))
+        .map(|(key, (token, value))| LeaderInfo::new(value.clone(), amnesia.token(*token), key))
 }
 
 /// The live candidates of a listing, by key.
@@ -121,7 +122,7 @@ impl Election for NatsElection {
         let resigned = key.clone();
         Ok(leadership(
             key.clone(),
-            FencingToken(candidate.token),
+            self.lease.shared.amnesia.token(candidate.token),
             &self.session,
             Arc::new(NatsProclaim {
                 lease: Arc::clone(&self.lease),
@@ -135,7 +136,7 @@ impl Election for NatsElection {
     async fn leader(&self) -> Result<Option<LeaderInfo>> {
         let store = &self.lease.shared.store;
         let (entries, _) = store.list(&[format!("{}.>", self.line.line())]).await?;
-        Ok(leader_of(&candidates(entries)))
+        Ok(leader_of(&candidates(entries), &self.lease.shared.amnesia))
     }
 
     fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
@@ -180,7 +181,7 @@ struct Observer {
 impl Observer {
     /// Queues the leader if it differs from the one last emitted.
     fn note_leader(&mut self) {
-        let Some(leader) = leader_of(&self.candidates) else {
+        let Some(leader) = leader_of(&self.candidates, &self.shared.amnesia) else {
             return;
         };
         let now = (leader.key.clone(), leader.value.clone());

@@ -33,7 +33,7 @@
 //! `nats://[user:password@]host:port[,host:port...][/][?bucket=distsync&replicas=1]`
 //! (see [`NatsConfig`]), `creds=` for a credentials file, `tls://...?ca=ca.pem` (with
 //! `cert=` and `key=` for a client certificate) over TLS, and the options every
-//! backend's URL shares (`connect_timeout`, `timeout`).
+//! backend's URL shares (`connect_timeout`, `timeout`, `max_session_ttl`).
 //!
 //! ## The server and the bucket
 //!
@@ -127,7 +127,22 @@
 //! With its default `sync_interval` (two minutes) nats-server acknowledges a write
 //! before it is synced to disk: a process kill loses nothing (the data is in the
 //! page cache), an OS crash or power loss may lose acknowledged writes. So
-//! `survives_restart` and `exclusive_across_restart` are not claimed.
+//! `survives_restart` is not claimed, nor `exclusive_across_restart` without a bound
+//! on session TTLs (below).
+//!
+//! ## When the store forgets
+//!
+//! A server whose store directory was wiped, or a bucket deleted and made again,
+//! forgets every key, sessions' keys with them. The client tells it from the bucket's
+//! stream (gone, or made at another time) and from an epoch marker key, loses its
+//! sessions, holds every grant back for a lock-delay and keeps fencing tokens growing
+//! with an offset (see `src/amnesia.rs`). A client that never knew the old store
+//! tells only from a missing marker, and waits the lock-delay only with a bound on
+//! session TTLs, `max_session_ttl=` in the URL ([`NatsConfig::max_session_ttl`]): with
+//! it the backend declares `exclusive_across_restart` (a restart and a wipe; a power
+//! loss at the default sync interval loses recent writes but not the marker, which
+//! the bound does not cover, see "Durability"), and a bucket's first session on a
+//! server waits the bound once before its first grant.
 //!
 //! ## Replicated buckets
 //!
@@ -152,6 +167,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod amnesia;
 mod backend;
 mod barrier;
 mod bucket;
@@ -213,7 +229,9 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// bucket), and so group membership and shards.
 ///
 /// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
-/// interval acknowledges writes before they are on disk, see the crate docs),
+/// interval acknowledges writes before they are on disk, see the crate docs; a
+/// [`NatsBackend`] whose URL bounds session TTLs declares `exclusive_across_restart`,
+/// see "When the store forgets" there),
 /// `linearizable` (reads are direct gets, which a cluster's followers may answer a
 /// moment behind another client's write), `survives_failover` (claimed by a
 /// [`NatsBackend`] whose bucket has more than one replica, see the crate docs), and

@@ -50,7 +50,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{lock_guard, with_guarded_write, GuardedWrite, Locker, RetryPolicy};
-use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
+use distsync_core::{Error, LockGuard, Name, Result, Session};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -264,7 +264,7 @@ pub(crate) fn hold_guard(
     let released = key.clone();
     let guard = lock_guard(
         key.clone(),
-        FencingToken(token),
+        lease.shared.amnesia.token(token),
         session,
         Box::new(move || Box::pin(async move { releasing.release(&released).await })),
     );

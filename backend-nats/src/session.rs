@@ -102,6 +102,9 @@ pub(crate) struct LeaseInner {
     closed: AtomicBool,
     /// The session's lost token, set once the session has started.
     lost: OnceLock<CancellationToken>,
+    /// The store's epoch the session was opened in (see `src/amnesia.rs`): a session
+    /// of an earlier epoch is gone with the store that forgot it.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for LeaseInner {
@@ -175,14 +178,7 @@ impl LeaseInner {
         value: Bytes,
         deadline: Option<Instant>,
     ) -> Result<u64> {
-        self.create_at_until(key, value, 0, deadline)
-            .await?
-            .ok_or_else(|| {
-                Error::backend(
-                    BACKEND,
-                    format!("the fresh key {key} already had a message"),
-                )
-            })
+        fresh(key, self.create_at_until(key, value, 0, deadline).await?)
     }
 
     /// Creates `key` holding `value` with the session's TTL if its last sequence is
@@ -204,7 +200,21 @@ impl LeaseInner {
 
     /// As [`create_at`](Self::create_at), riding out transient failures until
     /// `deadline` if given (a one-shot call), else until the session ends (a wait).
+    /// A contender key waits out a lock-delay first (see `src/amnesia.rs`).
     async fn create_at_until(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<u64>> {
+        self.shared.amnesia.before_grant(&self.shared.store).await;
+        self.write_key(key, value, expected, deadline).await
+    }
+
+    /// Writes `key` as [`create_at_until`](Self::create_at_until) does, with no
+    /// lock-delay: the session's own key, which grants nothing.
+    async fn write_key(
         &self,
         key: &str,
         value: Bytes,
@@ -416,7 +426,7 @@ impl LeaseInner {
 
     /// One renewal of every key (see the module docs).
     async fn renew(&self) -> Result<KeepAlive> {
-        if self.is_over() {
+        if self.is_over() || self.shared.amnesia.epoch() > self.epoch {
             return Ok(KeepAlive::Gone);
         }
         let mut keys = self.keys.lock().await;
@@ -442,6 +452,10 @@ impl LeaseInner {
 /// # Errors
 /// The store's error.
 pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
+    shared
+        .amnesia
+        .before_session(&shared.store, options.ttl)
+        .await?;
     let grant_sent = tokio::time::Instant::now();
     let id = session_id();
     let inner = Arc::new(LeaseInner {
@@ -452,9 +466,11 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         next: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         lost: OnceLock::new(),
+        epoch: shared.amnesia.epoch(),
     });
     let value = Bytes::from(format!("{}", options.ttl.as_millis()));
-    inner.create(&inner.own_key(), value).await?;
+    let own_key = inner.own_key();
+    fresh(&own_key, inner.write_key(&own_key, value, 0, None).await?)?;
     let session = distsync_core::raw::start_session(
         BACKEND,
         SessionId(id),
@@ -507,6 +523,19 @@ pub(crate) async fn revoke_elsewhere(shared: &Shared, id: u64) -> Result<()> {
     Ok(())
 }
 
+/// The create sequence of `key`, a key fresh to its writer, which nobody else writes.
+///
+/// # Errors
+/// [`Error::Backend`] when the key had a message already (`None`).
+fn fresh(key: &str, seq: Option<u64>) -> Result<u64> {
+    seq.ok_or_else(|| {
+        Error::backend(
+            BACKEND,
+            format!("the fresh key {key} already had a message"),
+        )
+    })
+}
+
 /// A fresh session id: 64 random bits (see [`distsync_core::raw::call_id`]), never 0.
 fn session_id() -> u64 {
     let id = distsync_core::raw::call_id();
@@ -517,6 +546,14 @@ fn session_id() -> u64 {
 impl Lease for NatsLease {
     async fn keep_alive(&self) -> Result<KeepAlive> {
         let answer = self.inner.renew().await;
+        if !matches!(answer, Ok(KeepAlive::Renewed)) {
+            // A key gone or a store not answering may be a store that forgot: the
+            // bucket and the marker tell, looked at beside the renewals.
+            let shared = &self.inner.shared;
+            shared
+                .amnesia
+                .look_after_loss(&shared.store, &shared.config);
+        }
         if matches!(answer, Ok(KeepAlive::Gone)) {
             self.inner.fail();
         }

@@ -2,8 +2,9 @@
 //! bucket, and the sessions this process holds.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use crate::amnesia::Amnesia;
 use crate::config::NatsConfig;
 use crate::session::LeaseInner;
 use crate::store::Store;
@@ -12,6 +13,8 @@ use crate::store::Store;
 pub(crate) struct Shared {
     pub(crate) config: NatsConfig,
     pub(crate) store: Store,
+    /// Whether the store forgot, and what follows (see `src/amnesia.rs`).
+    pub(crate) amnesia: Arc<Amnesia>,
     /// The sessions opened through this backend and not yet dropped, by id: a revoke of
     /// one of them is its own close.
     sessions: Mutex<HashMap<u64, Weak<LeaseInner>>>,
@@ -26,8 +29,10 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: NatsConfig, store: Store) -> Self {
+    /// The state of a backend whose bucket's stream was made at `created`.
+    pub(crate) fn new(config: NatsConfig, store: Store, created: i128) -> Self {
         Self {
+            amnesia: Arc::new(Amnesia::new(config.max_session_ttl(), created)),
             config,
             store,
             sessions: Mutex::new(HashMap::new()),

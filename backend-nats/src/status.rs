@@ -17,6 +17,7 @@ use distsync_core::status::{
 };
 use distsync_core::{FencingToken, Result};
 
+use crate::amnesia::Amnesia;
 use crate::clock;
 use crate::counter::{parse_counter, parse_latch};
 use crate::keys::{self, Kind};
@@ -30,14 +31,15 @@ struct Contender {
     /// Its place in line: its token, or 0 for an unfair lock's holder, which fair
     /// contenders take for the head.
     order: u64,
-    token: u64,
+    /// Its fencing token, as its holder sees it (see `src/amnesia.rs`).
+    shown: FencingToken,
     key: String,
     session: Option<String>,
     value: Bytes,
 }
 
 impl Contender {
-    fn of(entry: Entry) -> Self {
+    fn of(entry: Entry, amnesia: &Amnesia) -> Self {
         let unfair = keys::is_unfair_holder(&entry.key);
         let session = if unfair {
             std::str::from_utf8(&entry.value)
@@ -57,7 +59,7 @@ impl Contender {
             .unwrap_or(entry.seq);
         Self {
             order: if unfair { 0 } else { token },
-            token,
+            shown: amnesia.token(token),
             session: session.map(|id| distsync_core::SessionId(id).to_string()),
             key: entry.key,
             value: entry.value,
@@ -65,10 +67,10 @@ impl Contender {
     }
 
     /// Its hold, in `mode`, with its token if `holder`.
-    fn hold(&self, mode: HoldMode, token: Option<u64>) -> HoldStatus {
+    fn hold(&self, mode: HoldMode, holder: bool) -> HoldStatus {
         HoldStatus::new(self.key.clone(), mode)
             .with_session(self.session.clone())
-            .with_token(token.map(FencingToken))
+            .with_token(holder.then_some(self.shown))
     }
 }
 
@@ -100,21 +102,23 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
     report.rate_limiters = rate_limiters(shared, limiters).await;
     let mut unfair_waiting: BTreeMap<String, Vec<Contender>> = BTreeMap::new();
     for ((kind, name), entries) in grouped {
-        let mut line: Vec<Contender> = entries.into_iter().map(Contender::of).collect();
+        let mut line: Vec<Contender> = entries
+            .into_iter()
+            .map(|entry| Contender::of(entry, &shared.amnesia))
+            .collect();
         line.sort_by_key(|contender| contender.order);
         match kind {
             "lock" => {
                 let mut status = LineStatus::new(LineKind::Lock, name);
                 for (at, contender) in line.iter().enumerate() {
                     if at == 0 {
-                        let token = Some(contender.token);
                         status
                             .holders
-                            .push(contender.hold(HoldMode::Exclusive, token));
+                            .push(contender.hold(HoldMode::Exclusive, true));
                     } else {
                         status
                             .waiters
-                            .push(contender.hold(HoldMode::Exclusive, None));
+                            .push(contender.hold(HoldMode::Exclusive, false));
                     }
                 }
                 report.lines.push(status);
@@ -125,17 +129,17 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
             "election" => {
                 let leader = line
                     .first()
-                    .map(|first| LeaderStatus::new(first.value.clone(), FencingToken(first.token)));
+                    .map(|first| LeaderStatus::new(first.value.clone(), first.shown));
                 let mut status = LineStatus::new(LineKind::Election, name).with_leader(leader);
                 for (at, contender) in line.iter().enumerate() {
                     if at == 0 {
                         status
                             .holders
-                            .push(contender.hold(HoldMode::Exclusive, Some(contender.token)));
+                            .push(contender.hold(HoldMode::Exclusive, true));
                     } else {
                         status
                             .waiters
-                            .push(contender.hold(HoldMode::Exclusive, None));
+                            .push(contender.hold(HoldMode::Exclusive, false));
                     }
                 }
                 report.lines.push(status);
@@ -154,13 +158,12 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                         HoldMode::Shared
                     };
                     if holding {
-                        let token = writer.then_some(contender.token);
-                        status.holders.push(contender.hold(mode, token));
+                        status.holders.push(contender.hold(mode, writer));
                         if writer {
                             holding = false;
                         }
                     } else {
-                        status.waiters.push(contender.hold(mode, None));
+                        status.waiters.push(contender.hold(mode, false));
                     }
                 }
                 report.lines.push(status);
@@ -172,11 +175,9 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 let mut status = LineStatus::new(LineKind::Semaphore, name).with_permits(permits);
                 for (at, contender) in line.iter().enumerate() {
                     if at < permits.unwrap_or(0) {
-                        status
-                            .holders
-                            .push(contender.hold(HoldMode::Permit, Some(contender.token)));
+                        status.holders.push(contender.hold(HoldMode::Permit, true));
                     } else {
-                        status.waiters.push(contender.hold(HoldMode::Permit, None));
+                        status.waiters.push(contender.hold(HoldMode::Permit, false));
                     }
                 }
                 report.lines.push(status);
@@ -216,7 +217,8 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         };
         let line = &mut report.lines[index];
         for contender in waiting {
-            line.waiters.push(contender.hold(HoldMode::Exclusive, None));
+            line.waiters
+                .push(contender.hold(HoldMode::Exclusive, false));
         }
     }
     report.sort();

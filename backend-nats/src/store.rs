@@ -374,6 +374,12 @@ impl Store {
         }
     }
 
+    /// Drops the read floor: the stream was made again (a store that forgot, see
+    /// `src/amnesia.rs`), and its sequences start again from 1.
+    pub(crate) fn forget_floor(&self) {
+        self.floor.store(0, Ordering::Relaxed);
+    }
+
     /// Raises the read floor to `seq`, a sequence the stream is known to have reached.
     fn saw(&self, seq: u64) {
         self.floor.fetch_max(seq, Ordering::Relaxed);

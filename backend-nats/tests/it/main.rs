@@ -2,6 +2,7 @@
 //! against a real nats-server with JetStream (`DISTSYNC_NATS_URL`; skipped loudly
 //! when unset, a failure under `CI=true`).
 
+mod amnesia;
 mod bucket;
 mod common;
 mod connect;
