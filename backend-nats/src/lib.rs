@@ -240,6 +240,7 @@ pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
         .with_max_value_size(max_value_size(DEFAULT_MAX_PAYLOAD))
         .with_min_session_ttl(MIN_SESSION_TTL)
+        .with_session_bound(true)
         .with_lock(true)
         .with_fencing(true)
         .with_fifo_waiters(true)
