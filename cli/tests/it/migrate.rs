@@ -1,7 +1,7 @@
 //! `distsync migrate` end to end: the real binary copying between real servers, each test
 //! in namespaces of its own (etcd `/<ns>`, Redis `?namespace=<ns>:`, PostgreSQL
-//! `?schema=<ns>`, MySQL `?table_prefix=<ns>_`), which it deletes afterwards where the
-//! server's command line tool is installed.
+//! `?schema=<ns>`, MySQL `?table_prefix=<ns>_`, NATS `?bucket=<ns>`), which it deletes
+//! afterwards where the server's command line tool is installed.
 #![cfg(unix)]
 
 use crate::common;
@@ -54,6 +54,7 @@ impl Store {
             "redis" => format!("{base}{separator}namespace={namespace}:"),
             "postgres" => format!("{base}{separator}schema={namespace}"),
             "mysql" => format!("{base}{separator}table_prefix={namespace}_"),
+            "nats" => format!("{base}{separator}bucket={namespace}"),
             other => panic!("no namespaces for {other}"),
         };
         Store {
@@ -143,6 +144,9 @@ impl Drop for Store {
                 ],
             ),
             "mysql" => drop_mysql_tables(&self.server, ns),
+            // A bucket is one stream on the suite's own server, which goes with the
+            // server; no NATS tool is installed to delete it sooner.
+            "nats" => true,
             _ => true,
         };
         if !deleted {

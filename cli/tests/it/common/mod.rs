@@ -18,7 +18,7 @@ pub(crate) const RUN_UNTIL_TERMINATED: &str = "trap 'exit 143' TERM; while :; do
 /// A backend to run a test against.
 #[derive(Clone, Debug)]
 pub(crate) struct Backend {
-    /// `etcd`, `redis`, `postgres`, `zookeeper`, `mysql` or `memory`.
+    /// `etcd`, `redis`, `postgres`, `zookeeper`, `mysql`, `nats` or `memory`.
     pub label: &'static str,
     /// Its URL.
     pub url: String,
@@ -43,6 +43,7 @@ pub(crate) fn servers() -> Vec<Backend> {
             "DISTSYNC_ZOOKEEPER_URL",
         ),
         ("mysql", cfg!(feature = "mysql"), "DISTSYNC_MYSQL_URL"),
+        ("nats", cfg!(feature = "nats"), "DISTSYNC_NATS_URL"),
     ];
     let mut found = Vec::new();
     for (label, enabled, var) in candidates {
