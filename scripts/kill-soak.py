@@ -6,7 +6,7 @@ never outlives its holder, over minutes rather than a test's seconds.
     scripts/kill-soak.py URL shards  [--members 3] [--seconds 150]
     scripts/kill-soak.py URL schedule [--members 3] [--seconds 150]
 
-`shards` runs `distsync shards NAME 16 -- CMD`; `schedule` runs `distsync schedule NAME
+`shards` runs `distsync shards NAME 16 -- CMD` (`--shards N` for another count); `schedule` runs `distsync schedule NAME
 2s --ttl 2s -- CMD` with a CMD of 1 to 4 s, longer than the TTL. Every 5 to 20 s one
 member's `distsync` gets SIGKILL (nothing else of its process tree does), and a new
 member starts in its place.
@@ -89,13 +89,14 @@ def main():
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=150)
     parser.add_argument("--bound", type=float, default=1.0)
+    parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--distsync", default="target/debug/distsync")
     args = parser.parse_args()
 
     records = tempfile.mkdtemp(prefix="kill-soak-")
     name = f"kill-soak/{args.command}/{os.getpid()}-{int(time.time())}"
     if args.command == "shards":
-        what = ["--ttl", "6s", "shards", name, "16"]
+        what = ["--ttl", "6s", "shards", name, str(args.shards)]
     else:
         what = ["--ttl", "2s", "schedule", name, "2s"]
 

@@ -10,6 +10,9 @@
 //! side), and the new token must be above the holder's (tokens keep growing across
 //! the forgetting).
 //!
+//! Before the wipe the holder locks and unlocks a few times, so that its token is well
+//! above the first ones the wiped store hands out.
+//!
 //! The clients carry the column's lock-delay ([`Bound::Column`]): where the column's
 //! backend declares `exclusive_across_restart` and the private server's URL does not
 //! carry a bound on session TTLs, they connect with [`PRIVATE_MAX_SESSION_TTL`] (as a
@@ -30,6 +33,9 @@ use crate::check::{
 use crate::faults::private::PRIVATE_MAX_SESSION_TTL;
 use crate::faults::PrivateServer;
 use crate::harness::Harness;
+
+/// How many times the holder locks and unlocks before the wipe.
+const CYCLES: usize = 20;
 
 /// How long a private server may take to stop, be wiped and start.
 const START: std::time::Duration = std::time::Duration::from_secs(120);
@@ -100,10 +106,24 @@ pub(super) async fn one_holder(h: Harness, bound: Bound) -> Check {
         .locker(&holder, lock.clone())
         .ctx("making the holder's locker")?;
     // A store with a lock-delay grants a brand-new server's first lock only after it.
-    let guard = eventually(RECOVERY, "the holder's first grant", || async {
+    let mut guard = eventually(RECOVERY, "the holder's first grant", || async {
         Ok(locker.try_lock().await.ok().flatten())
     })
     .await?;
+    // Tokens well above the first ones a wiped store hands out: a token that went back
+    // across the wipe then shows, whatever the store's counters start from.
+    for _ in 0..CYCLES {
+        guard
+            .unlock()
+            .bounded("the holder unlocking before the wipe")
+            .await?;
+        guard = within(
+            PROMPT,
+            "the holder locking again before the wipe",
+            locker.lock(),
+        )
+        .await?;
+    }
     let first = guard.token();
     let lost_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let watch = {
