@@ -38,7 +38,7 @@ pub struct Report {
 pub struct BackendReport {
     /// Which backend.
     pub kind: BackendKind,
-    /// The URL measured.
+    /// The URL measured, its password masked: the report is published.
     pub url: String,
     /// The server's version.
     pub server: Option<String>,
@@ -61,11 +61,12 @@ pub struct BackendReport {
 }
 
 impl BackendReport {
-    /// A report of `kind` at `url` (the server `server`) with no figures yet.
-    pub fn new(kind: BackendKind, url: String, server: Option<String>) -> Self {
+    /// A report of `kind` at `url` (the server `server`) with no figures yet; it keeps
+    /// `url` with its password masked.
+    pub fn new(kind: BackendKind, url: &str, server: Option<String>) -> Self {
         Self {
             kind,
-            url,
+            url: distsync::store::redact_url(url),
             server,
             cycle: Vec::new(),
             handoff: Vec::new(),
@@ -130,11 +131,7 @@ pub async fn run(args: &Args) -> Report {
 async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
     let kind = target.kind;
     let runs = |case: Case| plan.runs(case) && kind.measures(case);
-    let mut report = BackendReport::new(
-        kind,
-        target.url.clone(),
-        machine::server_version(target).await,
-    );
+    let mut report = BackendReport::new(kind, &target.url, machine::server_version(target).await);
     if runs(Case::Cycle) {
         tracing::info!(backend = %kind, "cycle: distsync, raw sequence and peers");
         let (ready, mut failed) = cycle::contenders(target, run_id, plan).await;
@@ -210,4 +207,20 @@ async fn backend(target: &Target, run_id: &str, plan: &Plan) -> BackendReport {
         report.aggregate = Some(crate::aggregate::run(target, run_id, plan).await);
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_keeps_no_password() {
+        let report = BackendReport::new(
+            BackendKind::Mysql,
+            "mysql://app:s3cret@127.0.0.1:3306/app",
+            None,
+        );
+        assert_eq!(report.url, "mysql://app:***@127.0.0.1:3306/app");
+        assert!(!format!("{report:?}").contains("s3cret"));
+    }
 }
