@@ -655,6 +655,11 @@ impl Kv for EtcdKv {
         Ok(lease)
     }
 
+    async fn lease_grant_for_records(&self, ttl: Duration) -> Result<LeaseId> {
+        // No session: outside the bound and the marker's longest TTL (see `amnesia`).
+        self.lease_grant_raw(ttl).await
+    }
+
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
         if self.amnesia.lease_forgotten(lease) {
             // Granted by a store that has since forgotten it (see `amnesia`).

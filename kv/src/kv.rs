@@ -588,6 +588,15 @@ pub trait Kv: Send + Sync + 'static {
     /// Grants a lease of `ttl` (rounded up to whole seconds by etcd).
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId>;
 
+    /// Grants a lease of `ttl` for records that are no session and outlive any (a
+    /// queue's `enqueue_once` record, kept for the dedup window): a store that bounds
+    /// session TTLs (`max_session_ttl=`) bounds sessions only, so such a lease is
+    /// neither refused by the bound nor waited out by the lock-delay after the store
+    /// forgets. By default [`Kv::lease_grant`], for a store with no such bound.
+    async fn lease_grant_for_records(&self, ttl: Duration) -> Result<LeaseId> {
+        self.lease_grant(ttl).await
+    }
+
     /// Renews a lease once.
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive>;
 

@@ -12,6 +12,7 @@ mod kv;
 mod leader;
 mod queue_faults;
 mod restart;
+mod session_bound;
 mod status;
 mod tls_auth;
 mod tls_logs;

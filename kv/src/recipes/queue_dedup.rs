@@ -100,7 +100,7 @@ impl KvQueue {
         }
         let lease = self
             .kv
-            .lease_grant(window.window() + window.reuse())
+            .lease_grant_for_records(window.window() + window.reuse())
             .await?;
         self.dedup_leases.store(window, Some(lease));
         Ok((lease, true))
