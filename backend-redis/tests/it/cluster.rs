@@ -4,7 +4,8 @@
 //! slots (see `src/cluster.rs`). A session renews holds on every master, a hold gone
 //! in one slot ends the session and frees what it held in the others, closing a
 //! session frees every slot at once, a waiter is woken whichever node serves its
-//! lock, and what a cluster cannot do atomically is refused with `Unsupported`. The
+//! lock, a name's holder is read from its own slot (which a break acts on), and what a
+//! cluster cannot do atomically is refused with `Unsupported`. The
 //! conformance runner's `redis-cluster` column runs the suite and the master
 //! failover cases.
 
@@ -315,6 +316,50 @@ async fn a_revoke_from_another_client_frees_every_slot_at_once() {
     tokio::time::timeout(Duration::from_secs(10), session.lost())
         .await
         .expect("the owner learns of the revoke");
+    drop(guards);
+}
+
+#[tokio::test]
+async fn a_names_holder_is_read_from_its_slot_and_broken_from_another_client() {
+    let Some(url) = cluster_url() else { return };
+    let url = own_namespace(&url, "break");
+    let owner = distsync_redis::backend(&url).await.unwrap();
+    let other = distsync_redis::backend(&url).await.unwrap();
+    let session = owner
+        .session(SessionOptions::with_ttl(SESSION_TTL))
+        .await
+        .unwrap();
+    let guards = lock_all(&owner, &session).await;
+    // Every name's line is read from its own slot, whichever master serves it.
+    for (name, guard) in names().iter().zip(&guards) {
+        let report = other.status_of(name).await.unwrap();
+        let line = report
+            .line(distsync_core::status::LineKind::Lock, name.as_str())
+            .unwrap_or_else(|| panic!("no line for {name}: {report:?}"));
+        assert_eq!(line.holders.len(), 1, "{name}: {line:?}");
+        assert_eq!(
+            line.holders[0].session.as_deref(),
+            Some(session.id().to_string().as_str()),
+            "{name}"
+        );
+        assert_eq!(line.holders[0].token, Some(guard.token()), "{name}");
+        assert_eq!(line.holders[0].key, guard.key(), "{name}");
+    }
+    let name = &names()[3];
+    let broken = other
+        .break_lock(name)
+        .await
+        .unwrap()
+        .expect("the lock is held");
+    assert_eq!(broken.session, session.id());
+    assert_eq!(broken.token, Some(guards[3].token()));
+    tokio::time::timeout(Duration::from_secs(10), session.lost())
+        .await
+        .expect("the owner learns of the break");
+    // The break ended the session: every name it held is free.
+    assert!(all_free(&other).await);
+    assert_eq!(other.break_lock(name).await.unwrap(), None);
+    assert!(other.status_of(name).await.unwrap().lines.is_empty());
     drop(guards);
 }
 
