@@ -341,6 +341,13 @@ impl Backend for RedisBackend {
         crate::status::status(&self.shared, self.shared.namespace(), prefix).await
     }
 
+    /// The lines of `name` alone: one read-only script call in the name's hash slot,
+    /// no scan (`name_status.rs`), so that breaks, release requests and hand-overs
+    /// work under Redis Cluster too.
+    async fn status_of(&self, name: &Name) -> Result<distsync_core::status::StatusReport> {
+        crate::name_status::status_of(&self.shared, name).await
+    }
+
     /// The keys of the names under `prefix`: two `SCAN MATCH` patterns, each key
     /// checked exactly (`purge.rs`). Unsupported on a Redis Cluster.
     async fn count_prefix(&self, prefix: &Name) -> Result<u64> {

@@ -84,20 +84,31 @@ pub fn capabilities_under_eviction() -> Capabilities {
 
 /// What the Redis backend claims on a Redis Cluster (`redis+cluster://`): as under
 /// Sentinel ([`capabilities_under_sentinel`]: a master's failover to its replica is a
-/// Sentinel failover for the slots it served), without `guarded_writes`
-/// (`LockGuard::put_if_held` checks a lock's grant and writes an STM key in one
-/// script, and the two live in different hash slots, which no script may span), and
-/// without `break_lock`, `release_request` and `hand_over` (a break, a release request
-/// and a hand-over read the holder or the candidates from a store-wide scan, which a
-/// cluster does not answer), and without `export` (a migration's export is such a scan
-/// too, read by one script, which cannot span the cluster's slots).
+/// Sentinel failover for the slots it served), without `export` (a migration's export
+/// is a store-wide scan read by one script, which cannot span the cluster's slots)
+/// and without `guarded_writes`.
+///
+/// A break, a release request and a hand-over are offered: they read the holder or
+/// the candidates from the name's own slot (`Backend::status_of`, one script call)
+/// and then act elsewhere (on the holder's session, a request counter, the hand-over
+/// records), each step safe on its own, as on one server.
+///
+/// `LockGuard::put_if_held` checks a lock's grant and writes an STM key in one script
+/// on one server; under Cluster the two live in different hash slots, which no script
+/// may span, and no two-step form keeps its promise, a write that commits only while
+/// the hold is current. A fence in the STM slot that every grant raises before it is
+/// reported (the write then checks the hold in the lock's slot, then the fence in the
+/// STM slot) still lets a write checked just before the hold ends land after it
+/// ended, until the next holder raises the fence; one fence cannot tell a semaphore's
+/// permits apart (they hold at once, under different tokens); and every grant of the
+/// cluster would wait on the one master of the STM slot. Writing the guarded key
+/// under the lock's hash tag instead takes it out of the STM, whose keys share one
+/// slot so that a transaction can read and write several of them, and where the
+/// write's readers look for it.
 pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
     capabilities_under_sentinel(wait_replicas)
         .with_export(false)
         .with_guarded_writes(false)
-        .with_break_lock(false)
-        .with_release_request(false)
-        .with_hand_over(false)
 }
 
 /// What the Redis backend claims under Sentinel (`redis+sentinel://`): with replica

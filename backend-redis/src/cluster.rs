@@ -29,6 +29,10 @@
 //! * a **revoke**, by the owner or by id from any client, reads the registry, releases
 //!   each held entry (one call per entry, sent at once) and then deletes the session
 //!   key and the registry;
+//! * a **break**, a **release request** and a **hand-over** read the one name's holder
+//!   or candidates with one call in the name's slot ([`crate::name_status`]), then
+//!   act elsewhere: a revoke of the holder's session (above), a raise of a request
+//!   counter, a write of the hand-over records (counters, each in its own slot);
 //! * **wake-ups** are published with `PUBLISH`, which a cluster delivers to the
 //!   subscribers of every node: the backend subscribes on one node the URL names
 //!   ([`ClusterNodes::next_node`]), and on the next one when that node fails (every

@@ -204,7 +204,9 @@
 //!   slot and writes an STM key in another, which no script may do, so it is
 //!   [`distsync_core::Error::Unsupported`], as are a [`GuardedScript`] (the caller's
 //!   keys are in other slots than the lock's), `status` reports and migration exports
-//!   (a store-wide scan).
+//!   (a store-wide scan). A lock break, a release request and a leadership hand-over
+//!   read the one name's holder or candidates from its own slot
+//!   ([`distsync_core::Backend::status_of`]) and work as on one server.
 //!
 //! The session's registry lives in the session key's slot, so under Cluster it is
 //! updated by a call of its own sent beside the one that takes or releases a key, and
@@ -262,6 +264,7 @@ mod hold;
 mod info;
 mod keys;
 mod lock;
+mod name_status;
 mod notify;
 mod options;
 mod persistence;

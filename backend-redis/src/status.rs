@@ -40,7 +40,8 @@ use crate::scripts::Lua;
 use crate::store::Shared;
 
 /// The script, compiled (hashed) once per process.
-static STATUS: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/status.lua")));
+pub(crate) static STATUS: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("../lua/status.lua")));
 
 /// What a key after the hash tag says the primitive is, and what the script reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -254,7 +255,12 @@ fn counts<const N: usize>(fields: &[Value]) -> Result<[usize; N]> {
 /// One line (prefix `p`) from the script's answer: the permit count, then per entry
 /// its id, entry value, token and election value (a lock's unfair holder and waiters
 /// come as entries too, their values starting with `u`).
-fn line(kind: LineKind, name: String, p: &str, fields: Vec<Value>) -> Result<LineStatus> {
+pub(crate) fn line(
+    kind: LineKind,
+    name: String,
+    p: &str,
+    fields: Vec<Value>,
+) -> Result<LineStatus> {
     let mut fields = fields.into_iter();
     let text = |field: Option<Value>| -> Result<String> {
         let field = field.ok_or_else(|| unexpected("status", &Value::Nil))?;

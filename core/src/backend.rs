@@ -47,7 +47,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Breaks the lock `name` (see [`crate::broken`]): ends its holder's session in the
     /// store and returns the hold it ended, or `None` when nobody holds it.
     ///
-    /// The default reads the holder from [`Backend::status`] and ends its session with
+    /// The default reads the holder from [`Backend::status_of`] and ends its session with
     /// [`Backend::revoke_session`], so a backend whose status records holders'
     /// sessions and whose revoke reaches another process's session needs nothing more.
     /// A backend with a per-hold way to end one hold overrides it, and says so in its
@@ -65,16 +65,13 @@ pub trait Backend: Send + Sync + 'static {
         if !self.capabilities().break_lock {
             return Err(crate::Error::unsupported(backend, "breaking a lock"));
         }
-        let report = self
-            .status(name.as_str())
-            .await
-            .map_err(|error| match error {
-                crate::Error::Unsupported { .. } => crate::Error::unsupported(
-                    backend,
-                    "breaking a lock (it cannot list who holds what)",
-                ),
-                other => other,
-            })?;
+        let report = self.status_of(name).await.map_err(|error| match error {
+            crate::Error::Unsupported { .. } => crate::Error::unsupported(
+                backend,
+                "breaking a lock (it cannot list who holds what)",
+            ),
+            other => other,
+        })?;
         let Some(hold) = crate::broken::BrokenHold::holder_in(&report, name)? else {
             return Ok(None);
         };
@@ -86,7 +83,7 @@ pub trait Backend: Send + Sync + 'static {
     /// returns the hold asked, or `None` when nobody holds it (nothing is recorded).
     ///
     /// The default is the portable protocol: the holder's fencing token read from
-    /// [`Backend::status`], raised into the lock's request counter
+    /// [`Backend::status_of`], raised into the lock's request counter
     /// ([`crate::revocation::request_by_counter`]); the guards a
     /// [`Coordinator`](crate::Coordinator) hands out watch that counter. A backend with a
     /// native protocol (ZooKeeper: Curator's `__REVOKE__`) overrides this and gives its
@@ -110,7 +107,7 @@ pub trait Backend: Send + Sync + 'static {
             ));
         }
         let counter = self.counter(crate::revocation::request_counter_name(name)?)?;
-        let report = self.status(name.as_str()).await?;
+        let report = self.status_of(name).await?;
         crate::revocation::request_by_counter(&report, name, counter.as_ref()).await
     }
 
@@ -240,6 +237,27 @@ pub trait Backend: Send + Sync + 'static {
             self.capabilities().backend,
             "status",
         ))
+    }
+
+    /// Who holds and waits for the lock, read-write lock, election and semaphore named
+    /// exactly `name`, under this backend's namespace: the report's lines of that name
+    /// ([`StatusReport::line`]), which [`Backend::break_lock`],
+    /// [`Backend::request_release`] and a leadership hand-over
+    /// ([`crate::hand_over`]) read. Reads only.
+    ///
+    /// The default is [`Backend::status`] under the prefix `name` (whose report may
+    /// also list names that start with `name`: readers take the lines named exactly
+    /// `name`). A backend that reads one name's lines without listing the store
+    /// overrides it: it then serves breaks, release requests and hand-overs where no
+    /// listing is possible or cheap (Redis: the keys of one name share a hash slot).
+    ///
+    /// # Errors
+    /// As [`Backend::status`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn status_of(&self, name: &Name) -> Result<StatusReport> {
+        self.status(name.as_str()).await
     }
 
     /// The rate limiter `name` at `rate`, decided on the store's clock (see

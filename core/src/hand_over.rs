@@ -365,9 +365,9 @@ pub(crate) fn record_for(backend: &Arc<dyn Backend>, name: &Name) -> Result<Arc<
         ));
     }
     let for_status = Arc::clone(backend);
-    let status: StatusFn = Arc::new(move |prefix: String| {
+    let status: StatusFn = Arc::new(move |name: Name| {
         let backend = Arc::clone(&for_status);
-        Box::pin(async move { backend.status(&prefix).await })
+        Box::pin(async move { backend.status_of(&name).await })
     });
     let record = HandOverRecord::new(capabilities.backend, name, status, |counter| {
         backend.counter(counter)

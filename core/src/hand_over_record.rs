@@ -96,10 +96,10 @@ impl Candidates {
     }
 }
 
-/// Reads the status report under a prefix: the backend's `status`, given as a closure so
-/// that this module does not depend on the backend trait.
+/// Reads the status report of one name: the backend's `status_of`, given as a closure
+/// so that this module does not depend on the backend trait.
 pub(crate) type StatusFn =
-    Arc<dyn Fn(String) -> BoxFuture<'static, Result<StatusReport>> + Send + Sync>;
+    Arc<dyn Fn(Name) -> BoxFuture<'static, Result<StatusReport>> + Send + Sync>;
 
 /// A term or a session id as a counter value. Session ids use all 64 bits: they are
 /// stored as the same bits.
@@ -205,7 +205,7 @@ impl HandOverRecord {
     /// On etcd and memory an election whose candidates all campaign with an empty
     /// value is reported as a lock (see [`crate::status`]): that line is read then.
     pub(crate) async fn candidates(&self) -> Result<Candidates> {
-        let report = (self.status)(self.name.as_str().to_owned()).await?;
+        let report = (self.status)(self.name.clone()).await?;
         let line = report
             .line(LineKind::Election, self.name.as_str())
             .or_else(|| report.line(LineKind::Lock, self.name.as_str()));

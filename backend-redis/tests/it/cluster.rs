@@ -4,7 +4,8 @@
 //! slots (see `src/cluster.rs`). A session renews holds on every master, a hold gone
 //! in one slot ends the session and frees what it held in the others, closing a
 //! session frees every slot at once, a waiter is woken whichever node serves its
-//! lock, and what a cluster cannot do atomically is refused with `Unsupported`. The
+//! lock, a name's holder is read from its own slot (which a break acts on), and what a
+//! cluster cannot do atomically is refused with `Unsupported`. The
 //! conformance runner's `redis-cluster` column runs the suite and the master
 //! failover cases.
 
@@ -292,30 +293,93 @@ async fn what_spans_two_slots_is_declared_and_refused() {
     session.close().await.unwrap();
 }
 
+/// Every name held through one session of one client (`owner`), beside a second
+/// client (`other`), in a namespace of the test's own.
+struct Held {
+    url: String,
+    /// Kept: its connections serve the session's renewals.
+    _owner: distsync_redis::RedisBackend,
+    other: distsync_redis::RedisBackend,
+    session: distsync_core::Session,
+    guards: Vec<LockGuard>,
+}
+
+impl Held {
+    /// `None` (the test is skipped) without a cluster.
+    async fn all(tag: &str) -> Option<Self> {
+        let url = own_namespace(&cluster_url()?, tag);
+        let owner = distsync_redis::backend(&url).await.unwrap();
+        let other = distsync_redis::backend(&url).await.unwrap();
+        let session = owner
+            .session(SessionOptions::with_ttl(SESSION_TTL))
+            .await
+            .unwrap();
+        let guards = lock_all(&owner, &session).await;
+        Some(Self {
+            url,
+            _owner: owner,
+            other,
+            session,
+            guards,
+        })
+    }
+}
+
 #[tokio::test]
 async fn a_revoke_from_another_client_frees_every_slot_at_once() {
-    let Some(url) = cluster_url() else { return };
-    let url = own_namespace(&url, "revoke");
-    let owner = distsync_redis::backend(&url).await.unwrap();
-    let other = distsync_redis::backend(&url).await.unwrap();
-    let session = owner
-        .session(SessionOptions::with_ttl(SESSION_TTL))
-        .await
-        .unwrap();
-    let guards = lock_all(&owner, &session).await;
-    let keys: Vec<String> = guards.iter().map(|g| g.key().to_owned()).collect();
+    let Some(held) = Held::all("revoke").await else {
+        return;
+    };
+    let keys: Vec<String> = held.guards.iter().map(|g| g.key().to_owned()).collect();
     // The other client knows only the session's id: the store's registry lists the
     // holds, which live in other slots than the session key.
-    other.revoke_session(session.id()).await.unwrap();
-    let mut conn = raw(&url).await;
+    held.other.revoke_session(held.session.id()).await.unwrap();
+    let mut conn = raw(&held.url).await;
     for key in &keys {
         assert!(!exists(&mut conn, key).await, "{key} outlived the revoke");
     }
-    assert!(all_free(&other).await);
-    tokio::time::timeout(Duration::from_secs(10), session.lost())
+    assert!(all_free(&held.other).await);
+    tokio::time::timeout(Duration::from_secs(10), held.session.lost())
         .await
         .expect("the owner learns of the revoke");
-    drop(guards);
+}
+
+#[tokio::test]
+async fn a_names_holder_is_read_from_its_slot_and_broken_from_another_client() {
+    let Some(held) = Held::all("break").await else {
+        return;
+    };
+    // Every name's line is read from its own slot, whichever master serves it.
+    for (name, guard) in names().iter().zip(&held.guards) {
+        let report = held.other.status_of(name).await.unwrap();
+        let line = report
+            .line(distsync_core::status::LineKind::Lock, name.as_str())
+            .unwrap_or_else(|| panic!("no line for {name}: {report:?}"));
+        assert_eq!(line.holders.len(), 1, "{name}: {line:?}");
+        assert_eq!(
+            line.holders[0].session.as_deref(),
+            Some(held.session.id().to_string().as_str()),
+            "{name}"
+        );
+        assert_eq!(line.holders[0].token, Some(guard.token()), "{name}");
+        assert_eq!(line.holders[0].key, guard.key(), "{name}");
+    }
+    let name = &names()[3];
+    let broken = held
+        .other
+        .break_lock(name)
+        .await
+        .unwrap()
+        .expect("the lock is held");
+    assert_eq!(broken.session, held.session.id());
+    assert_eq!(broken.token, Some(held.guards[3].token()));
+    tokio::time::timeout(Duration::from_secs(10), held.session.lost())
+        .await
+        .expect("the owner learns of the break");
+    // The break ended the session: every name it held is free.
+    assert!(all_free(&held.other).await);
+    assert_eq!(held.other.break_lock(name).await.unwrap(), None);
+    assert!(held.other.status_of(name).await.unwrap().lines.is_empty());
 }
 
 /// The id of the master serving `key`'s slot (`CLUSTER MYID` routed there).
