@@ -89,11 +89,12 @@ pub fn capabilities_under_eviction() -> Capabilities {
 /// script, and the two live in different hash slots, which no script may span), and
 /// without `break_lock`, `release_request` and `hand_over` (a break, a release request
 /// and a hand-over read the holder or the candidates from a store-wide scan, which a
-/// cluster does not answer), and without `export` (a migration's export is such a scan
-/// too, read by one script, which cannot span the cluster's slots).
+/// cluster does not answer). `export` stays: a migration's export, `status` and the
+/// group member lists built on it scan every master and read each hash slot with a
+/// script of its own (`crate::scan`, `crate::export`, `crate::status`), which lists
+/// every name present throughout the scan but reads the namespace at no one instant.
 pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
     capabilities_under_sentinel(wait_replicas)
-        .with_export(false)
         .with_guarded_writes(false)
         .with_break_lock(false)
         .with_release_request(false)
