@@ -72,7 +72,7 @@ async fn exists(conn: &mut redis::cluster_async::ClusterConnection, key: &str) -
         == 1
 }
 
-async fn lock_all(
+pub(crate) async fn lock_all(
     backend: &distsync_redis::RedisBackend,
     session: &distsync_core::Session,
 ) -> Vec<LockGuard> {

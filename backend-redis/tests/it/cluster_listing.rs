@@ -11,7 +11,7 @@ use distsync_conformance::{check_counter_status, check_status};
 use distsync_core::status::LineKind;
 use distsync_core::{Backend, Coordinator, Isolation, SessionOptions};
 
-use crate::cluster::{cluster_url, master_of, names, own_namespace, raw};
+use crate::cluster::{cluster_url, lock_all, master_of, names, own_namespace, raw};
 
 /// The masters serving the names of [`names`] under `namespace`, by id: the test
 /// means something only if they are more than one.
@@ -24,31 +24,29 @@ async fn masters_of_names(url: &str, namespace: &str) -> BTreeSet<String> {
     masters
 }
 
-#[tokio::test]
-async fn status_lists_the_holds_of_every_master() {
-    let Some(url) = cluster_url() else { return };
-    let url = own_namespace(&url, "status-spread");
+/// A backend on the cluster under a namespace of its own (`tag`), whose names of
+/// [`names`] are served by more than one master; `None` when no cluster is set.
+async fn spread_backend(tag: &str) -> Option<distsync_redis::RedisBackend> {
+    let url = own_namespace(&cluster_url()?, tag);
     let backend = distsync_redis::backend(&url).await.unwrap();
     let masters = masters_of_names(&url, backend.namespace()).await;
     assert!(
         masters.len() > 1,
         "the names sit on one master: {masters:?}"
     );
+    Some(backend)
+}
+
+#[tokio::test]
+async fn status_lists_the_holds_of_every_master() {
+    let Some(backend) = spread_backend("status-spread").await else {
+        return;
+    };
     let session = backend
         .session(SessionOptions::with_ttl(Duration::from_secs(15)))
         .await
         .unwrap();
-    let mut guards = Vec::new();
-    for name in names() {
-        guards.push(
-            backend
-                .locker(&session, name)
-                .unwrap()
-                .lock()
-                .await
-                .unwrap(),
-        );
-    }
+    let guards = lock_all(&backend, &session).await;
     let report = backend.status("").await.unwrap();
     for name in names() {
         let line = report
@@ -86,14 +84,9 @@ async fn status_on_a_cluster_passes_the_common_checks() {
 
 #[tokio::test]
 async fn an_export_reads_the_state_of_every_master() {
-    let Some(url) = cluster_url() else { return };
-    let url = own_namespace(&url, "export-spread");
-    let backend = distsync_redis::backend(&url).await.unwrap();
-    let masters = masters_of_names(&url, backend.namespace()).await;
-    assert!(
-        masters.len() > 1,
-        "the names sit on one master: {masters:?}"
-    );
+    let Some(backend) = spread_backend("export-spread").await else {
+        return;
+    };
     let coordinator = Coordinator::new(backend);
     for (n, name) in names().into_iter().enumerate() {
         coordinator
