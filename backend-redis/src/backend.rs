@@ -349,7 +349,7 @@ impl Backend for RedisBackend {
     }
 
     /// The keys of the names under `prefix`: two `SCAN MATCH` patterns, each key
-    /// checked exactly (`purge.rs`). Unsupported on a Redis Cluster.
+    /// checked exactly (`purge.rs`); on a Redis Cluster on every master (`scan.rs`).
     async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
         crate::purge::count_prefix(&self.shared, prefix).await
     }

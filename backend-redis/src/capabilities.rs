@@ -84,9 +84,12 @@ pub fn capabilities_under_eviction() -> Capabilities {
 
 /// What the Redis backend claims on a Redis Cluster (`redis+cluster://`): as under
 /// Sentinel ([`capabilities_under_sentinel`]: a master's failover to its replica is a
-/// Sentinel failover for the slots it served), without `export` (a migration's export
-/// is a store-wide scan read by one script, which cannot span the cluster's slots)
-/// and without `guarded_writes`.
+/// Sentinel failover for the slots it served), without `guarded_writes`.
+///
+/// `export` stays: a migration's export, `status` and the group member lists built on
+/// it scan every master and read each hash slot with a script of its own
+/// (`crate::scan`, `crate::export`, `crate::status`), which lists every name present
+/// throughout the scan but reads the namespace at no one instant.
 ///
 /// A break, a release request and a hand-over are offered: they read the holder or
 /// the candidates from the name's own slot (`Backend::status_of`, one script call)
@@ -107,7 +110,6 @@ pub fn capabilities_under_eviction() -> Capabilities {
 /// write's readers look for it.
 pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
     capabilities_under_sentinel(wait_replicas)
-        .with_export(false)
         .with_guarded_writes(false)
 }
 

@@ -39,9 +39,10 @@
 //!   waiter then re-reads, as after any reconnection of [`crate::notify`]).
 //!
 //! What a cluster cannot do atomically is refused rather than done unsafely:
-//! `LockGuard::put_if_held` (a lock's slot and the STM keys' slot differ) and the
-//! store-wide scans of `distsync status` and migration exports are
-//! [`distsync_core::Error::Unsupported`] under Cluster.
+//! `LockGuard::put_if_held` (a lock's slot and the STM keys' slot differ) is
+//! [`distsync_core::Error::Unsupported`] under Cluster. The scans of `distsync status`,
+//! migration exports and group member lists run on every master ([`crate::scan`]) and
+//! read one slot per script call ([`slot_groups`]).
 //!
 //! A key taken at the instant of a revoke by another client may be missing from the
 //! registry read (its listing still on its way): its owner learns of the revoke at
@@ -144,12 +145,31 @@ impl ClusterNodes {
 pub(crate) fn by_slot<'a>(
     pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Vec<Vec<(&'a String, &'a String)>> {
-    let mut groups: HashMap<Slot, Vec<(&String, &String)>> = HashMap::new();
-    for (key, value) in pairs {
+    slot_groups(pairs, true, |(key, _)| key.as_str())
+}
+
+/// `items` in the groups one command or script call may name: on a Redis Cluster
+/// (`cluster`) one group per hash slot of `key(item)`, each in the order of `items`,
+/// else all of them in one.
+pub(crate) fn slot_groups<T>(
+    items: impl IntoIterator<Item = T>,
+    cluster: bool,
+    key: impl Fn(&T) -> &str,
+) -> Vec<Vec<T>> {
+    if !cluster {
+        let all: Vec<T> = items.into_iter().collect();
+        return if all.is_empty() {
+            Vec::new()
+        } else {
+            vec![all]
+        };
+    }
+    let mut groups: HashMap<Slot, Vec<T>> = HashMap::new();
+    for item in items {
         groups
-            .entry(Slot::for_key(key))
+            .entry(Slot::for_key(key(&item)))
             .or_default()
-            .push((key, value));
+            .push(item);
     }
     groups.into_values().collect()
 }

@@ -31,9 +31,13 @@
 //! **Consistency.** Two steps. `SCAN` with `MATCH {<ns>*` (cursor by cursor, never
 //! `KEYS`) finds the candidate keys without blocking the server; then one script
 //! (`lua/export.lua`) reads all of them at one instant. The scan is not atomic: a key
-//! created while it runs may be missed. On a quiesced source, which is what migration
-//! is for and what the refusal on `active_holds` guards, nothing is created and the two
-//! steps give one consistent snapshot. The script holds the server while it reads, for
+//! created while it runs may be missed. On a Redis Cluster the scan runs on every
+//! master (`crate::scan`: a failover or resharding during it gives a new scan or an
+//! error, never a master left out) and the script runs once per hash slot, since no
+//! script reads two slots: each primitive is read at one instant, the namespace as a
+//! whole is not. On a quiesced source, which is what migration is for and what the
+//! refusal on `active_holds` guards, nothing is created or changed and the steps give
+//! one consistent snapshot. The script holds the server while it reads, for
 //! a time proportional to the size of the state (the items are read with `ZRANGE`):
 //! export a large store off-peak.
 //!
@@ -53,6 +57,7 @@ use distsync_core::{Error, Name, Result};
 use redis::Value;
 
 use crate::capabilities::BACKEND;
+use crate::cluster::slot_groups;
 use crate::error::{array, bytes, int, string, unexpected};
 use crate::scan::{glob_escape, scan_matching};
 use crate::scripts::SCRIPTS;
@@ -90,25 +95,27 @@ pub(crate) async fn export(shared: &Shared, namespace: &str) -> Result<Snapshot>
     if keys.is_empty() {
         return Ok(gathered.snapshot);
     }
-    let mut call = shared.script(&SCRIPTS.export);
-    for key in &keys {
-        call.key(key.as_str());
-    }
-    let reply = array("export", shared.eval(&call).await?)?;
-    if reply.len() != keys.len() {
-        return Err(Error::backend(
-            BACKEND,
-            format!("export read {} of {} keys", reply.len(), keys.len()),
-        ));
-    }
-    for (key, found) in keys.iter().zip(reply) {
-        let Some(relative) = key
-            .strip_prefix('{')
-            .and_then(|key| key.strip_prefix(namespace))
-        else {
-            continue;
-        };
-        gathered.add(key, relative, Found::parse(found)?)?;
+    for group in slot_groups(&keys, shared.is_cluster(), |key| key.as_str()) {
+        let mut call = shared.script(&SCRIPTS.export);
+        for key in &group {
+            call.key(key.as_str());
+        }
+        let reply = array("export", shared.eval(&call).await?)?;
+        if reply.len() != group.len() {
+            return Err(Error::backend(
+                BACKEND,
+                format!("export read {} of {} keys", reply.len(), group.len()),
+            ));
+        }
+        for (key, found) in group.into_iter().zip(reply) {
+            let Some(relative) = key
+                .strip_prefix('{')
+                .and_then(|key| key.strip_prefix(namespace))
+            else {
+                continue;
+            };
+            gathered.add(key, relative, Found::parse(found)?)?;
+        }
     }
     Ok(gathered.finish())
 }
@@ -155,14 +162,6 @@ pub(crate) async fn scan(
     namespace: &str,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>> {
-    if shared.is_cluster() {
-        // A scan would visit one master, and one script cannot read keys of every
-        // slot at one instant.
-        return Err(distsync_core::Error::unsupported(
-            crate::capabilities::BACKEND,
-            "store-wide scans (status reports and migration exports) on a Redis Cluster",
-        ));
-    }
     let pattern = format!("{{{}*", glob_escape(namespace));
     let keys: std::collections::BTreeSet<String> = scan_matching(shared, &pattern)
         .await?

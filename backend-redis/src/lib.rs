@@ -202,11 +202,17 @@
 //!   Sentinel (a master's failover to its replica is a Sentinel failover for its
 //!   slots), without `guarded_writes`: `LockGuard::put_if_held` checks a lock in one
 //!   slot and writes an STM key in another, which no script may do, so it is
-//!   [`distsync_core::Error::Unsupported`], as are a [`GuardedScript`] (the caller's
-//!   keys are in other slots than the lock's), `status` reports and migration exports
-//!   (a store-wide scan). A lock break, a release request and a leadership hand-over
-//!   read the one name's holder or candidates from its own slot
-//!   ([`distsync_core::Backend::status_of`]) and work as on one server.
+//!   [`distsync_core::Error::Unsupported`], as is a [`GuardedScript`] (the caller's
+//!   keys are in other slots than the lock's); a lock break, a release request and a
+//!   leadership hand-over read the one name's holder or candidates from its own slot
+//!   ([`distsync_core::Backend::status_of`]) and work as on one server;
+//! * `status` reports, migration exports and group member lists scan every master
+//!   and check that the scan read every master the cluster had throughout (a failover
+//!   or resharding during it gives a new scan, then a transient error, never a list
+//!   short of a master's names), then read each hash slot with a script call of its
+//!   own: a name present throughout the scan is listed, one created or removed during
+//!   it may or may not be, and each primitive is read at one instant but the
+//!   namespace as a whole is not.
 //!
 //! The session's registry lives in the session key's slot, so under Cluster it is
 //! updated by a call of its own sent beside the one that takes or releases a key, and

@@ -13,11 +13,9 @@
 //! acknowledgement (`wait_replicas`) the command and its `WAIT` go, as one pipeline, to
 //! the master of its first key, which refuses keys of another slot (`CROSSSLOT`).
 
-use std::collections::HashMap;
-
 use distsync_core::{Name, Result};
-use redis::cluster_routing::Slot;
 
+use crate::cluster::slot_groups;
 use crate::error::int;
 use crate::keys::escape_name;
 use crate::scan::{glob_escape, scan_matching};
@@ -67,7 +65,7 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
 pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
     let keys = keys_under(shared, prefix).await?;
     let mut unlinked = 0_u64;
-    for group in by_slot(keys, shared.is_cluster()) {
+    for group in slot_groups(keys, shared.is_cluster(), String::as_str) {
         for batch in group.chunks(BATCH) {
             let reply = shared.query(redis::cmd("UNLINK").arg(batch)).await?;
             unlinked += u64::try_from(int("UNLINK", &reply)?).unwrap_or(0);
@@ -77,30 +75,21 @@ pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     Ok(unlinked)
 }
 
-/// `keys` in groups that one `UNLINK` may name: one group per hash slot on a Redis
-/// Cluster, else all of them.
-fn by_slot(keys: Vec<String>, cluster: bool) -> Vec<Vec<String>> {
-    if !cluster {
-        return vec![keys];
-    }
-    let mut groups: HashMap<Slot, Vec<String>> = HashMap::new();
-    for key in keys {
-        groups.entry(Slot::for_key(&key)).or_default().push(key);
-    }
-    groups.into_values().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::cluster_routing::Slot;
 
     #[test]
     fn cluster_unlinks_are_grouped_by_slot() {
         let keys: Vec<String> = ["{a}:lock", "{b}:lock", "{a}:lock:e:1", "{c}:queue"]
             .map(String::from)
             .to_vec();
-        assert_eq!(by_slot(keys.clone(), false), vec![keys.clone()]);
-        let groups = by_slot(keys, true);
+        assert_eq!(
+            slot_groups(keys.clone(), false, String::as_str),
+            vec![keys.clone()]
+        );
+        let groups = slot_groups(keys, true, String::as_str);
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 4);
         for group in &groups {
             let slot = Slot::for_key(&group[0]);

@@ -3,7 +3,9 @@
 //! Two steps, as [`crate::export`]: a `SCAN` of the namespace (`MATCH {<ns>*`, cursor
 //! by cursor, never `KEYS`) finds the primitives by their keys' shapes
 //! ([`crate::keys`]), then one read-only script (`lua/status.lua`) reads them all at
-//! one instant:
+//! one instant; on a Redis Cluster the scan covers every master (`crate::scan`) and
+//! the script runs once per hash slot (no script reads two slots), so each primitive
+//! is read at one instant and the report as a whole is not:
 //!
 //! | found by | read |
 //! |---|---|
@@ -19,8 +21,9 @@
 //! A key is matched exactly on what follows the hash tag, so an STM key (whose name may
 //! contain `}` and `:`) is never taken for a primitive. An entry's session is the part
 //! of its id before the `.` (shown in hex, as [`SessionId`] displays it); Redis records
-//! no grant time, so ages are `None`. A key created during the scan may be missed (the
-//! scan is not atomic); what the script reads is consistent.
+//! no grant time, so ages are `None`. A primitive whose keys exist throughout the scan
+//! is listed; one created or removed during it may or may not be (the scan is not
+//! atomic); what each script call reads is consistent.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -35,6 +38,7 @@ use distsync_core::{FencingToken, Result, SessionId};
 use redis::Value;
 
 use crate::capabilities::BACKEND;
+use crate::cluster::slot_groups;
 use crate::error::{array, bytes, int, unexpected};
 use crate::scripts::Lua;
 use crate::store::Shared;
@@ -141,25 +145,11 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
     if found.is_empty() {
         return Ok(report);
     }
-    let mut call = shared.script(&STATUS);
-    for ((what, _), p) in &found {
-        let word = match what {
-            What::Line(_) => "line",
-            What::Queue => "queue",
-            What::Barrier => "barrier",
-            What::DoubleBarrier => "dbar",
-            What::Counter => "counter",
-            What::Latch => "latch",
-            What::RateLimiter => "limit",
-        };
-        call.arg(word).arg(p.as_str());
+    let mut answered = Vec::with_capacity(found.len());
+    for group in slot_groups(found, shared.is_cluster(), |(_, p)| p.as_str()) {
+        answered.extend(read_group(shared, group).await?);
     }
-    let reply = shared.eval(&call).await?;
-    let answers = array("status", reply.clone())?;
-    if answers.len() != found.len() {
-        return Err(unexpected("status", &reply));
-    }
-    for (((what, name), p), answer) in found.into_iter().zip(answers) {
+    for ((what, name), p, answer) in answered {
         let fields = array("status", answer)?;
         match what {
             What::Line(kind) => report.lines.push(line(kind.kind(), name, &p, fields)?),
@@ -221,6 +211,42 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
     }
     report.sort();
     Ok(report)
+}
+
+/// Primitives found by the scan (`(what, name)` and prefix `p`) with the script's
+/// answer for each: one script call for all of them, which declares the first `p` as
+/// its key so that under Redis Cluster it runs on the master of that slot (every `p`
+/// of a group shares it, see `slot_groups`).
+async fn read_group(
+    shared: &Shared,
+    group: Vec<((What, String), String)>,
+) -> Result<Vec<((What, String), String, Value)>> {
+    let mut call = shared.script(&STATUS);
+    if let Some((_, p)) = group.first() {
+        call.key(p.as_str());
+    }
+    for ((what, _), p) in &group {
+        let word = match what {
+            What::Line(_) => "line",
+            What::Queue => "queue",
+            What::Barrier => "barrier",
+            What::DoubleBarrier => "dbar",
+            What::Counter => "counter",
+            What::Latch => "latch",
+            What::RateLimiter => "limit",
+        };
+        call.arg(word).arg(p.as_str());
+    }
+    let reply = shared.eval(&call).await?;
+    let answers = array("status", reply.clone())?;
+    if answers.len() != group.len() {
+        return Err(unexpected("status", &reply));
+    }
+    Ok(group
+        .into_iter()
+        .zip(answers)
+        .map(|((found, p), answer)| (found, p, answer))
+        .collect())
 }
 
 /// `N` texts from the script (`''` for a nil).

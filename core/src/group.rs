@@ -15,7 +15,11 @@
 //!   (a replica restarted under its old id takes its place once its old session has
 //!   ended, never beside it);
 //! - the member list is read from the store's [`status`](crate::status) of the prefix
-//!   `g/members/`, one read per call.
+//!   `g/members/`, one read per call. A read lists every member whose entry lives
+//!   throughout it; one that joins or leaves during it may or may not be listed (on
+//!   a Redis Cluster the read scans master after master and is no snapshot). Nothing
+//!   built on the list needs more: a member missed by one read is seen by the next,
+//!   and the shards' exclusion comes from their locks, never from the list.
 //!
 //! [`Group::changes`] follows the list by reading it every
 //! [`Group::with_poll`] interval (one second by default) and reporting what differs
@@ -132,8 +136,7 @@ impl Coordinator {
     /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] on a store that
     /// cannot scan its names (the member list is a [`status`](Coordinator::status)
     /// read of the group's prefix): one without
-    /// [`Capabilities::export`](crate::Capabilities::export), such as a Redis Cluster,
-    /// whose names live in slots on different nodes.
+    /// [`Capabilities::export`](crate::Capabilities::export).
     pub fn group(&self, name: &str) -> Result<Group> {
         let name = Name::new(name)?;
         if !self.capabilities().export {

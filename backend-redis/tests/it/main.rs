@@ -4,6 +4,7 @@
 
 mod amnesia;
 mod cluster;
+mod cluster_listing;
 mod connect;
 mod deadline;
 mod entry_points;

@@ -18,7 +18,7 @@ use distsync_core::Isolation;
 
 /// What a group needs beside its primitives: its member list is a status read of a
 /// prefix (`Coordinator::status`), a scan of the store's names, which a store that
-/// cannot scan its names whole (a Redis Cluster: no `export` either) refuses. There is
+/// cannot scan its names whole (no `export` either) refuses. There is
 /// no capability of its own for it; `export` is the one that says the store scans.
 const LISTS: Need = Need::Export;
 

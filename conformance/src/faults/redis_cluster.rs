@@ -13,10 +13,12 @@
 //!
 //! As under Sentinel, a case that fails the cluster over first takes its turn
 //! (`faults/group.rs`); [`RedisClusterFaults`] offers the cluster ([`Hook::Failover`]),
-//! second clients, and holders in child processes connected to the cluster's URL
-//! ([`Hook::ChildHolder`], [`Hook::PausedHolder`]), not the hooks that need one server's
-//! address.
+//! second clients, holders in child processes connected to the cluster's URL
+//! ([`Hook::ChildHolder`], [`Hook::PausedHolder`]), partitioned clients, and a store of
+//! a case's own as a namespace of its own ([`Hook::FreshStore`]); not the hooks that
+//! need one server's address.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,8 +30,8 @@ use super::proxy::Proxy;
 use super::server::{delete_redis_session, take_over_redis_session, ProxiedClient};
 use super::tools::require;
 use super::{
-    hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, HolderSpec, Hook,
-    Partitioned,
+    hook_error, unsupported, Cluster, Connect, ExternalHolder, Faults, FreshStore, HolderSpec,
+    Hook, Partitioned,
 };
 use crate::harness::Harness;
 
@@ -363,7 +365,9 @@ impl Faults for RedisClusterFaults {
             Hook::KillSession | Hook::SessionTakeover => {
                 require("redis-cli", "redis-tools").map(drop)
             }
-            Hook::Partition => self.parts().map(drop).map_err(|error| error.to_string()),
+            Hook::Partition | Hook::FreshStore => {
+                self.parts().map(drop).map_err(|error| error.to_string())
+            }
             other => Err(format!(
                 "{other}: not offered on a Redis Cluster (the hooks need one server's address)"
             )),
@@ -431,6 +435,34 @@ impl Faults for RedisClusterFaults {
         let (host, port) = self.first_node()?;
         let target = ["-c", "-h", host.as_str(), "-p", port.as_str()];
         take_over_redis_session(&tool, &target, &namespace_of(&self.url), session).await
+    }
+
+    /// A namespace of the case's own on the shared cluster: the cluster cannot be
+    /// started privately, and everything the backend reads or writes, an export
+    /// included (`{<namespace>*`), stays under its namespace. The new namespace is the
+    /// URL's with `~fresh-<process>-<time>-<count>` before its last `:`, so that no
+    /// export of the URL's own namespace reads it; its hooks are the cluster's, over
+    /// the new URL (a partitioned client goes through proxies of every node). Its
+    /// durable keys (queue items, STM keys, counters) stay in the cluster.
+    async fn fresh_store(&self, _backend: &dyn Backend) -> Result<FreshStore> {
+        static FRESH: AtomicUsize = AtomicUsize::new(0);
+        let namespace = namespace_of(&self.url);
+        let stem = namespace.strip_suffix(':').unwrap_or(&namespace);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let fresh = format!(
+            "{stem}~fresh-{}-{nanos}-{}:",
+            std::process::id(),
+            FRESH.fetch_add(1, Ordering::Relaxed)
+        );
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("namespace", &fresh)
+            .finish();
+        let url = with_query(&self.url, &query);
+        let backend = (self.connect)(url.clone()).await?;
+        let faults = Arc::new(RedisClusterFaults::new(&url, Arc::clone(&self.connect)));
+        Ok(FreshStore::new(backend, faults, None))
     }
 
     /// A holder in a child process (this process's registered launcher) connected to
