@@ -109,8 +109,7 @@ pub fn capabilities_under_eviction() -> Capabilities {
 /// slot so that a transaction can read and write several of them, and where the
 /// write's readers look for it.
 pub fn capabilities_under_cluster(wait_replicas: u32) -> Capabilities {
-    capabilities_under_sentinel(wait_replicas)
-        .with_guarded_writes(false)
+    capabilities_under_sentinel(wait_replicas).with_guarded_writes(false)
 }
 
 /// What the Redis backend claims under Sentinel (`redis+sentinel://`): with replica

@@ -39,7 +39,7 @@ pub(crate) fn assert_contains_all(report: &str, expected: &[&str]) {
 
 /// A report of one backend of `kind`, with the figures `fill` gives it (none else).
 pub(crate) fn report(kind: BackendKind, fill: impl FnOnce(&mut BackendReport)) -> Report {
-    let mut backend = BackendReport::new(kind, "memory://".into(), None);
+    let mut backend = BackendReport::new(kind, "memory://", None);
     fill(&mut backend);
     Report {
         machine: Machine::read(),
