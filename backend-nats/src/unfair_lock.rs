@@ -137,13 +137,14 @@ impl NatsUnfairLocker {
                     if line.is_empty() {
                         return Ok(None);
                     }
-                    if gone_after(&self.lease, &format!("{}.>", self.line), last).await? {
+                    let filter = format!("{}.>", self.line);
+                    if gone_after(&self.lease, &filter, last, &line).await? {
                         self.wakeups.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(None)
                 }
                 Some(at) => {
-                    gone_after(&self.lease, &line[at - 1].1, last).await?;
+                    gone_after(&self.lease, &line[at - 1].1, last, &line[at - 1..at]).await?;
                     Ok(None)
                 }
             }
