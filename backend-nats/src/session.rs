@@ -165,19 +165,12 @@ impl LeaseInner {
 
     /// Creates `key` holding `value` with the session's TTL, only if it has no
     /// message, and records it for renewal. Returns its sequence: its create sequence.
-    /// For a key fresh to this call, which nobody else writes.
+    /// For a key fresh to this call, which nobody else writes. Gives up with the
+    /// store's error once a new attempt would start after `deadline` (a one-shot
+    /// call's budget), if given.
     ///
     /// # Errors
     /// [`Error::SessionLost`] once the session is over; the store's error.
-    pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<u64> {
-        self.create_until(key, value, None).await
-    }
-
-    /// As [`create`](Self::create), giving up with the store's error once a new
-    /// attempt would start after `deadline` (a one-shot call's budget), if given.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
     pub(crate) async fn create_until(
         &self,
         key: &str,
