@@ -206,7 +206,7 @@ impl DoubleBarrier for NatsDoubleBarrier {
                 }
                 return Ok(Some(()));
             }
-            gone_after(&self.lease, &filter, last).await?;
+            gone_after(&self.lease, &filter, last, &[]).await?;
             Ok(None)
         })
         .await

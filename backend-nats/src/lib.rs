@@ -68,11 +68,13 @@
 //!   means the server ended the key (expired or revoked) and fires `lost()`, as does
 //!   the client-side deadline. A crashed holder's keys end a TTL after their last
 //!   renewal, and the delete marker JetStream writes wakes the next waiter.
-//! * **The lock** (see `src/lock.rs`) is a line: one create-only key per
-//!   acquisition, the token its stream sequence, the lowest live key holds, each
-//!   waiter watches only its predecessor (one wake-up per release), a release purges
-//!   the key with a compare. A guarded write (`put_if_held`) is one message whose
-//!   compare points at the holder's key.
+//! * **The lock** (see `src/lock.rs`) is a line of contender keys, the token a key's
+//!   create sequence, the lowest live key holds, each waiter watches only its
+//!   predecessor (one wake-up per release), a release purges the key with a compare.
+//!   A session enters the line again with the key it released there, created over
+//!   its tombstone, so that the line, which each acquisition lists, holds one key per
+//!   session however many acquisitions it has seen (see `src/released.rs`). A guarded
+//!   write (`put_if_held`) is one message whose compare points at the holder's key.
 //! * **The unfair lock** (see `src/unfair_lock.rs`) is a holder key in the fair
 //!   lock's line, which fair contenders take for its head, so the two exclude each
 //!   other; a take is a create with a compare and a listing, and holds only when the
@@ -184,6 +186,7 @@ mod lock;
 mod purge;
 mod queue;
 mod rate_limiter;
+mod released;
 mod rwlock;
 mod scan;
 mod semaphore;

@@ -2,11 +2,13 @@
 //!
 //! # Layout
 //!
-//! The lock `<name>` is the line `lock.<name>.q`; each acquisition creates a key of
-//! its own, `lock.<name>.q.<session>.<n>`, create-only
-//! (`Nats-Expected-Last-Subject-Sequence: 0`) with the session's TTL, and the session
-//! renews it (see `src/session.rs`). A key is never reused: a released key's tombstone
-//! would refuse a second create on it.
+//! The lock `<name>` is the line `lock.<name>.q`; an acquisition creates the key
+//! `lock.<name>.q.<session>.<n>` with the session's TTL, and the session renews it
+//! (see `src/session.rs`). The key is the one its session released in the line
+//! lately, created again with a compare on its tombstone's sequence, or else a fresh
+//! one, create-only (`Nats-Expected-Last-Subject-Sequence: 0`): the line then holds
+//! one key per session that used it lately, live or a tombstone, however many
+//! acquisitions it has seen, and a listing reads no more (see `src/released.rs`).
 //!
 //! # Protocol
 //!
@@ -15,9 +17,11 @@
 //! 2. **Wait**: list the line's last messages (one batched direct get), keep the live
 //!    keys, order them by token. The lowest holds the lock. Any other contender
 //!    watches only the key just before it, from the listing's stream sequence + 1, and
-//!    ignores its renewals (puts); a purge, a delete or the marker JetStream writes
-//!    when its TTL ends it wakes the contender, which lists again. One wake-up per
-//!    release: no herd.
+//!    ignores its renewals (puts of the same token); a purge, a delete, the marker
+//!    JetStream writes when its TTL ends it, or a create of the key by a later
+//!    acquisition (a new token: the bucket keeps one message per key, so it may have
+//!    replaced the purge before the watch read it) wakes the contender, which lists
+//!    again. One wake-up per release: no herd.
 //! 3. **Release**: stop renewing the key and purge it with a compare on its current
 //!    sequence. A crashed holder's key ends with its TTL, and the marker wakes the
 //!    next.
@@ -71,6 +75,11 @@ pub(crate) struct NatsLocker {
     name: Name,
     /// `lock.<name>.q`.
     line: String,
+    /// Whether a contender enters with the key its session released in the line
+    /// lately (see `src/released.rs`): the lock's contenders do; the lines of the
+    /// other primitives, whose waits do not tell a key written again from a renewal,
+    /// make a key per entry.
+    reuses_keys: bool,
     wakeups: AtomicU64,
 }
 
@@ -115,31 +124,33 @@ impl Drop for Contender {
     }
 }
 
-/// The live contenders of a listing, in line: by token, an unfair lock's holder key
-/// first (see `src/unfair_lock.rs`).
+/// The live contenders of a listing, in line, each with its token: by token, an
+/// unfair lock's holder key first (see `src/unfair_lock.rs`).
 pub(crate) fn contenders(entries: Vec<Entry>) -> Vec<(u64, String)> {
     let mut line: Vec<(u64, String)> = entries
         .into_iter()
         .filter(Entry::live)
-        .map(|entry| {
-            let token = if keys::is_unfair_holder(&entry.key) {
-                0
-            } else {
-                entry
-                    .header(CREATE_HEADER)
-                    .and_then(|create| create.parse().ok())
-                    .unwrap_or(entry.seq)
-            };
-            (token, entry.key)
-        })
+        .map(|entry| (token_of(&entry), entry.key))
         .collect();
-    line.sort();
+    line.sort_by_key(|(token, key)| (!keys::is_unfair_holder(key), *token));
     line
+}
+
+/// The token of a live contender key: its create sequence, which renewals carry in
+/// [`CREATE_HEADER`] (the create itself is the message at it).
+pub(crate) fn token_of(entry: &Entry) -> u64 {
+    entry
+        .header(CREATE_HEADER)
+        .and_then(|create| create.parse().ok())
+        .unwrap_or(entry.seq)
 }
 
 impl NatsLocker {
     pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        Self::in_line(session, lease, name, Kind::Lock)
+        Self {
+            reuses_keys: true,
+            ..Self::in_line(session, lease, name, Kind::Lock)
+        }
     }
 
     /// A line of contenders of `kind` (an election's candidates run the lock's
@@ -156,6 +167,7 @@ impl NatsLocker {
             lease,
             name,
             line,
+            reuses_keys: false,
             wakeups: AtomicU64::new(0),
         }
     }
@@ -176,7 +188,7 @@ impl NatsLocker {
         Ok((contenders(entries), last))
     }
 
-    /// Step 1: a fresh contender key in the line.
+    /// Step 1: a contender key in the line.
     async fn enter(&self) -> Result<Contender> {
         self.enter_with(Bytes::new()).await
     }
@@ -194,14 +206,20 @@ impl NatsLocker {
         self.enter_until(value, Some(Instant::now() + budget)).await
     }
 
-    /// A fresh contender key holding `value`, its creation retried until `deadline`
-    /// if given.
+    /// A contender key holding `value` (the session's last in the line, or a fresh
+    /// one, as [`reuses_keys`](Self::reuses_keys) says), its creation retried until
+    /// `deadline` if given.
     async fn enter_until(&self, value: Bytes, deadline: Option<Instant>) -> Result<Contender> {
         if self.session.is_lost() {
             return Err(Error::SessionLost);
         }
-        let key = keys::contender(&self.line, self.lease.id, self.lease.next_number());
-        let token = self.lease.create_until(&key, value, deadline).await?;
+        let (key, token) = if self.reuses_keys {
+            self.lease.enter_line(&self.line, value, deadline).await?
+        } else {
+            let key = keys::contender(&self.line, self.lease.id, self.lease.next_number());
+            let token = self.lease.create_until(&key, value, deadline).await?;
+            (key, token)
+        };
         Ok(Contender {
             lease: Arc::clone(&self.lease),
             key,
@@ -211,11 +229,15 @@ impl NatsLocker {
     }
 
     /// The place of `contender` in a listing: `Ok(None)` when it heads the line, else
-    /// the key before it.
-    fn place(&self, contender: &Contender, line: &[(u64, String)]) -> Result<Option<String>> {
+    /// the contender before it (its token and key).
+    fn place<'l>(
+        &self,
+        contender: &Contender,
+        line: &'l [(u64, String)],
+    ) -> Result<Option<&'l (u64, String)>> {
         match line.iter().position(|(_, key)| *key == contender.key) {
             Some(0) => Ok(None),
-            Some(at) => Ok(Some(line[at - 1].1.clone())),
+            Some(at) => Ok(Some(&line[at - 1])),
             None if self.session.is_lost() || self.lease.is_over() => Err(Error::SessionLost),
             None => Err(Error::backend(
                 BACKEND,
@@ -235,7 +257,8 @@ impl NatsLocker {
             let Some(before) = self.place(contender, &line)? else {
                 return Ok(Some(()));
             };
-            let woken = gone_after(&self.lease, &before, last).await?;
+            let woken =
+                gone_after(&self.lease, &before.1, last, std::slice::from_ref(before)).await?;
             if woken {
                 self.wakeups.fetch_add(1, Ordering::Relaxed);
             }
@@ -278,13 +301,25 @@ pub(crate) fn hold_guard(
 }
 
 /// Waits until a key matching `filter` ends (a purge, a delete, or the marker of an
-/// expired TTL) after the stream sequence `last`; puts (renewals) are ignored.
-/// `Ok(true)` when one ended, `Ok(false)` after [`SAFETY_NET`] or when the watch
-/// ended without one: the caller lists again either way.
+/// expired TTL) after the stream sequence `last`, or a contender of `listed` (keys
+/// with their tokens, as the listing at `last` read them) is replaced by a create of
+/// its key with another token: the bucket keeps one message per key, so a key
+/// released and entered again may show the watch its create only. Other puts
+/// (renewals, and keys entering the line) are ignored. `Ok(true)` when one ended,
+/// `Ok(false)` after [`SAFETY_NET`] or when the watch ended without one: the caller
+/// lists again either way.
 ///
 /// # Errors
 /// [`Error::SessionLost`] once the session is lost; the store's error.
-pub(crate) async fn gone_after(lease: &LeaseInner, filter: &str, last: u64) -> Result<bool> {
+pub(crate) async fn gone_after(
+    lease: &LeaseInner,
+    filter: &str,
+    last: u64,
+    listed: &[(u64, String)],
+) -> Result<bool> {
+    let replaced = |entry: &Entry| {
+        (listed.iter()).any(|(token, key)| *key == entry.key && *token != token_of(entry))
+    };
     let mut events = lease.shared.store.watch(filter, last + 1).await?;
     let safety_net = tokio::time::sleep(SAFETY_NET);
     tokio::pin!(safety_net);
@@ -293,7 +328,7 @@ pub(crate) async fn gone_after(lease: &LeaseInner, filter: &str, last: u64) -> R
             () = lease.lost() => return Err(Error::SessionLost),
             () = &mut safety_net => return Ok(false),
             event = events.next() => match event {
-                Some(Ok(entry)) if entry.live() => {}
+                Some(Ok(entry)) if entry.live() && !replaced(&entry) => {}
                 Some(Ok(_)) => return Ok(true),
                 Some(Err(error)) => return Err(error),
                 None => return Ok(false),
@@ -355,5 +390,85 @@ impl GuardedWrite for HeldWrite {
             })
             .await?;
         Ok(matches!(written, Some(Some(_))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::{Backend, SessionOptions};
+
+    use super::*;
+
+    /// A lock's uncontended acquisitions of one session, connected to the test
+    /// server's bucket `lock_line`, on a name of its own.
+    async fn locker() -> Option<(crate::NatsBackend, Session, NatsLocker)> {
+        let url = distsync_conformance::server_url("DISTSYNC_NATS_URL")?;
+        let config: crate::NatsConfig = url.parse().unwrap();
+        let config = config.with_bucket("lock_line").unwrap();
+        let backend = crate::NatsBackend::connect(config).await.unwrap();
+        let session = backend.session(SessionOptions::default()).await.unwrap();
+        let lease = Arc::clone(crate::session::lease_of(&session, &backend.shared).unwrap());
+        let name = Name::new(format!("line-{}", distsync_core::raw::call_id())).unwrap();
+        let locker = NatsLocker::new(session.clone(), lease, name);
+        Some((backend, session, locker))
+    }
+
+    /// Each acquisition lists the line, so the line must not grow with the lock's
+    /// history: a session's acquisitions write one key over its tombstone, and the
+    /// line holds that one key after any number of them (two should a stall past
+    /// `REUSE_WITHIN` between two of them have made a fresh key), where a key per
+    /// acquisition would leave a tombstone each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_line_does_not_grow_with_the_acquisitions_of_a_session() {
+        let Some((backend, session, locker)) = locker().await else {
+            return;
+        };
+        const ACQUISITIONS: usize = 50;
+        let mut tokens = Vec::new();
+        for _ in 0..ACQUISITIONS {
+            let guard = locker.lock().await.unwrap();
+            tokens.push(guard.token());
+            guard.unlock().await.unwrap();
+        }
+        assert!(tokens.windows(2).all(|two| two[0] < two[1]), "{tokens:?}");
+        let (entries, _) = backend
+            .shared
+            .store
+            .list(&[format!("{}.>", locker.line())])
+            .await
+            .unwrap();
+        assert!(
+            (1..=2).contains(&entries.len()),
+            "{} messages in the line after {ACQUISITIONS} acquisitions: {entries:?}",
+            entries.len()
+        );
+        session.close().await.unwrap();
+    }
+
+    /// A waiter watching a key that is released and entered again at once may be
+    /// shown only the new create (the bucket keeps one message per key, and the create
+    /// replaced the purge): it wakes on the new token, not at the safety net.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_wakes_when_the_key_it_watches_is_entered_again() {
+        let Some((_backend, session, locker)) = locker().await else {
+            return;
+        };
+        let first = locker.lock().await.unwrap();
+        let (listed, last) = locker.listing().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        first.unlock().await.unwrap();
+        let again = locker.lock().await.unwrap();
+        assert_eq!(again.key(), listed[0].1, "the key is entered again");
+        assert!(again.token().0 > listed[0].0);
+        let woken = tokio::time::timeout(
+            SAFETY_NET / 2,
+            gone_after(&locker.lease, &listed[0].1, last, &listed),
+        )
+        .await
+        .expect("woken before the safety net")
+        .unwrap();
+        assert!(woken);
+        again.unlock().await.unwrap();
+        session.close().await.unwrap();
     }
 }

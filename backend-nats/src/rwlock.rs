@@ -88,7 +88,7 @@ impl NatsRwLock {
             match blocker {
                 None => Ok(Some(())),
                 Some(key) => {
-                    gone_after(&self.lease, &key, last).await?;
+                    gone_after(&self.lease, &key, last, &[]).await?;
                     Ok(None)
                 }
             }

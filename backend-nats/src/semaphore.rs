@@ -126,7 +126,7 @@ impl Semaphore for NatsSemaphore {
             if held {
                 return Ok(Some(()));
             }
-            gone_after(&self.lease, &filter, last).await?;
+            gone_after(&self.lease, &filter, last, &[]).await?;
             Ok(None)
         })
         .await?;

@@ -46,6 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
+use crate::released::ReleasedKeys;
 use crate::shared::Shared;
 use crate::store::Write;
 use crate::BACKEND;
@@ -81,12 +82,14 @@ pub(crate) struct NatsLease {
 }
 
 /// A key the session holds: its value (rewritten by each renewal), its current
-/// sequence, and its create sequence.
+/// sequence, its create sequence, and the line whose key it is when its release
+/// leaves it for the session's next entry there (see `src/released.rs`).
 #[derive(Clone, Debug)]
 struct Held {
     value: Bytes,
     seq: u64,
     create: u64,
+    line: Option<String>,
 }
 
 /// What the lease and everything held through it share.
@@ -98,6 +101,9 @@ pub(crate) struct LeaseInner {
     keys: tokio::sync::Mutex<BTreeMap<String, Held>>,
     /// The number of the session's next contender key.
     next: AtomicU64,
+    /// The contender keys released lately, which the session's next entry into their
+    /// line writes again.
+    released: ReleasedKeys,
     /// Set by a close: renewals answer `Gone` from then on.
     closed: AtomicBool,
     /// The session's lost token, set once the session has started.
@@ -159,26 +165,22 @@ impl LeaseInner {
 
     /// Creates `key` holding `value` with the session's TTL, only if it has no
     /// message, and records it for renewal. Returns its sequence: its create sequence.
-    /// For a key fresh to this call, which nobody else writes.
+    /// For a key fresh to this call, which nobody else writes. Gives up with the
+    /// store's error once a new attempt would start after `deadline` (a one-shot
+    /// call's budget), if given.
     ///
     /// # Errors
     /// [`Error::SessionLost`] once the session is over; the store's error.
-    pub(crate) async fn create(&self, key: &str, value: Bytes) -> Result<u64> {
-        self.create_until(key, value, None).await
-    }
-
-    /// As [`create`](Self::create), giving up with the store's error once a new
-    /// attempt would start after `deadline` (a one-shot call's budget), if given.
-    ///
-    /// # Errors
-    /// As [`create`](Self::create).
     pub(crate) async fn create_until(
         &self,
         key: &str,
         value: Bytes,
         deadline: Option<Instant>,
     ) -> Result<u64> {
-        fresh(key, self.create_at_until(key, value, 0, deadline).await?)
+        fresh(
+            key,
+            self.create_at_until(key, value, 0, deadline, None).await?,
+        )
     }
 
     /// Creates `key` holding `value` with the session's TTL if its last sequence is
@@ -195,11 +197,48 @@ impl LeaseInner {
         value: Bytes,
         expected: u64,
     ) -> Result<Option<u64>> {
-        self.create_at_until(key, value, expected, None).await
+        self.create_at_until(key, value, expected, None, None).await
+    }
+
+    /// Enters the line `line` (`<kind>.<name>.q`) with a contender key holding
+    /// `value`, created with the session's TTL and recorded for renewal, and returns
+    /// the key and its create sequence. The key is the one this session released in
+    /// that line lately, written over its tombstone, or else a fresh one (see
+    /// `src/released.rs`); its release leaves it for the next entry. Transient
+    /// failures are ridden out until `deadline` if given (a one-shot call), else until
+    /// the session ends (a wait).
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over; the store's error.
+    pub(crate) async fn enter_line(
+        &self,
+        line: &str,
+        value: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<(String, u64)> {
+        if let Some((key, tombstone)) = self.released.take(line) {
+            let created = self
+                .create_at_until(&key, value.clone(), tombstone, deadline, Some(line))
+                .await?;
+            if let Some(token) = created {
+                return Ok((key, token));
+            }
+            // The tombstone is no longer the key's last message (its TTL ended it):
+            // a fresh key instead.
+        }
+        let key = keys::contender(line, self.id, self.next_number());
+        let token = fresh(
+            &key,
+            self.create_at_until(&key, value, 0, deadline, Some(line))
+                .await?,
+        )?;
+        Ok((key, token))
     }
 
     /// As [`create_at`](Self::create_at), riding out transient failures until
-    /// `deadline` if given (a one-shot call), else until the session ends (a wait).
+    /// `deadline` if given (a one-shot call), else until the session ends (a wait);
+    /// a key of the line `line`, if given, is left for the session's next entry there
+    /// when released.
     /// A contender key waits out a lock-delay first (see `src/amnesia.rs`).
     async fn create_at_until(
         &self,
@@ -207,9 +246,10 @@ impl LeaseInner {
         value: Bytes,
         expected: u64,
         deadline: Option<Instant>,
+        line: Option<&str>,
     ) -> Result<Option<u64>> {
         self.shared.amnesia.before_grant(&self.shared.store).await;
-        self.write_key(key, value, expected, deadline).await
+        self.write_key(key, value, expected, deadline, line).await
     }
 
     /// Writes `key` as [`create_at_until`](Self::create_at_until) does, with no
@@ -220,6 +260,7 @@ impl LeaseInner {
         value: Bytes,
         expected: u64,
         deadline: Option<Instant>,
+        line: Option<&str>,
     ) -> Result<Option<u64>> {
         let store = &self.shared.store;
         // Whether an attempt failed after it may have reached the store.
@@ -260,7 +301,7 @@ impl LeaseInner {
                 _ => return Ok(None),
             },
         };
-        self.adopt(key, value, seq).await?;
+        self.adopt_in(key, value, seq, line).await?;
         Ok(Some(seq))
     }
 
@@ -270,6 +311,12 @@ impl LeaseInner {
     /// # Errors
     /// [`Error::SessionLost`] when the session is over: the key is then purged.
     pub(crate) async fn adopt(&self, key: &str, value: Bytes, seq: u64) -> Result<()> {
+        self.adopt_in(key, value, seq, None).await
+    }
+
+    /// As [`adopt`](Self::adopt), for a contender key of the line `line`, if given,
+    /// which its release leaves for the session's next entry there.
+    async fn adopt_in(&self, key: &str, value: Bytes, seq: u64, line: Option<&str>) -> Result<()> {
         let mut keys = self.keys.lock().await;
         if self.is_over() {
             drop(keys);
@@ -282,6 +329,7 @@ impl LeaseInner {
                 value,
                 seq,
                 create: seq,
+                line: line.map(str::to_owned),
             },
         );
         Ok(())
@@ -297,7 +345,8 @@ impl LeaseInner {
     /// Stops renewing `key` and purges it (a compare on the sequence the session last
     /// wrote, so that a key the server already ended is left alone), riding out
     /// transient failures until the session is lost. A key the session does not hold is
-    /// left alone.
+    /// left alone. A contender key whose tombstone this purge wrote is left for the
+    /// session's next entry into its line (see `src/released.rs`).
     ///
     /// # Errors
     /// [`Error::SessionLost`] when the session is lost while the store fails (the key
@@ -311,11 +360,14 @@ impl LeaseInner {
             // Through a stream leader's election (seconds): the purge compares the
             // sequence the key was last renewed at, so one applied before its answer
             // was lost makes the next a refused compare, which is no error.
-            RetryPolicy::default()
+            let tombstone = RetryPolicy::default()
                 .release("releasing a hold", self.lost_token(), || {
                     self.purge_checked(key, Some(held.seq))
                 })
                 .await?;
+            if let (Some(line), Some(tombstone)) = (held.line, tombstone) {
+                self.released.record(&line, key.to_owned(), tombstone);
+            }
         }
         Ok(())
     }
@@ -327,14 +379,14 @@ impl LeaseInner {
         }
     }
 
-    /// Purges `key`, at `seq` if given; a failed compare is no error.
-    async fn purge_checked(&self, key: &str, seq: Option<u64>) -> Result<()> {
+    /// Purges `key`, at `seq` if given; a failed compare is no error. Returns the
+    /// tombstone's sequence, or `None` when the compare failed.
+    async fn purge_checked(&self, key: &str, seq: Option<u64>) -> Result<Option<u64>> {
         let mut write = Write::purge(key).ttl(TOMBSTONE_TTL);
         if let Some(seq) = seq {
             write = write.if_at(seq);
         }
-        self.shared.store.publish(write).await?.compared()?;
-        Ok(())
+        self.shared.store.publish(write).await?.compared()
     }
 
     /// Runs `write`, made from the held key `key`'s subject and current sequence,
@@ -464,13 +516,17 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         ttl: options.ttl,
         keys: tokio::sync::Mutex::new(BTreeMap::new()),
         next: AtomicU64::new(0),
+        released: ReleasedKeys::default(),
         closed: AtomicBool::new(false),
         lost: OnceLock::new(),
         epoch: shared.amnesia.epoch(),
     });
     let value = Bytes::from(format!("{}", options.ttl.as_millis()));
     let own_key = inner.own_key();
-    fresh(&own_key, inner.write_key(&own_key, value, 0, None).await?)?;
+    fresh(
+        &own_key,
+        inner.write_key(&own_key, value, 0, None, None).await?,
+    )?;
     let session = distsync_core::raw::start_session(
         BACKEND,
         SessionId(id),

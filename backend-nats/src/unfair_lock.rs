@@ -8,7 +8,8 @@
 //! `src/lock.rs`): the two kinds of lock of one name exclude each other. Its value
 //! names the holding session and attempt, so that a create whose answer was lost is
 //! recognised and a revoke finds the session's hold. Takes that lose wait in the
-//! line `unfair.<name>.q.<session>.<n>`.
+//! line `unfair.<name>.q.<session>.<n>`, entered again with the key the session
+//! released there lately, as the fair line is (see `src/released.rs`).
 //!
 //! # Protocol
 //!
@@ -137,13 +138,14 @@ impl NatsUnfairLocker {
                     if line.is_empty() {
                         return Ok(None);
                     }
-                    if gone_after(&self.lease, &format!("{}.>", self.line), last).await? {
+                    let filter = format!("{}.>", self.line);
+                    if gone_after(&self.lease, &filter, last, &line).await? {
                         self.wakeups.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(None)
                 }
                 Some(at) => {
-                    gone_after(&self.lease, &line[at - 1].1, last).await?;
+                    gone_after(&self.lease, &line[at - 1].1, last, &line[at - 1..at]).await?;
                     Ok(None)
                 }
             }
@@ -162,8 +164,12 @@ impl Locker for NatsUnfairLocker {
         if let Some(guard) = self.take().await? {
             return Ok(guard);
         }
-        let key = keys::contender(&self.waiting, self.lease.id, self.lease.next_number());
-        let token = self.lease.create(&key, Bytes::new()).await?;
+        // The key this session released in the wait line lately, if any: a line of one
+        // key per session lists no tombstones of earlier waits (see `src/released.rs`).
+        let (key, token) = self
+            .lease
+            .enter_line(&self.waiting, Bytes::new(), None)
+            .await?;
         // Dropped (granted or cancelled), the waiter's key is purged.
         let entry = Contender {
             lease: Arc::clone(&self.lease),

@@ -1,0 +1,98 @@
+//! The contender keys a session released cleanly, kept for its next entry into the
+//! same line.
+//!
+//! A release purges its key, and the purge's tombstone stays in the bucket for
+//! [`TOMBSTONE_TTL`]; a listing of a line reads every key's last message, tombstones
+//! included. Were every acquisition to make a key of its own, a busy lock's listing
+//! would read one tombstone per acquisition of the last [`TOMBSTONE_TTL`], and each
+//! acquisition would cost more the more acquisitions came before it. A session that
+//! enters a line again therefore writes the key it released there last: a create
+//! compared with the tombstone's sequence, which replaces the tombstone (the bucket
+//! keeps one message per key). A line then lists at most one key per contender of
+//! its last [`TOMBSTONE_TTL`], whatever the number of acquisitions.
+//!
+//! A key is held by one contender at a time: it is taken out of here when a
+//! contender enters with it, and put back only by a release whose purge this
+//! session wrote (so the tombstone's sequence is known). A key whose release failed
+//! or found the key already ended is never reused: its session makes a fresh one.
+//! Only a tombstone younger than [`REUSE_WITHIN`] is reused, as an older one may be
+//! gone by its TTL (a create compared with it would be refused).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::session::TOMBSTONE_TTL;
+
+/// How long after its release a key is entered again: a second less than its
+/// tombstone stays, so that the compared create finds the tombstone in place.
+pub(crate) const REUSE_WITHIN: Duration = TOMBSTONE_TTL.saturating_sub(Duration::from_secs(1));
+
+/// A key released by the session's own purge.
+struct Released {
+    key: String,
+    /// The sequence of the purge's tombstone: what the next create compares with.
+    tombstone: u64,
+    at: Instant,
+}
+
+/// The keys of one session released lately, by line (see the module docs).
+#[derive(Default)]
+pub(crate) struct ReleasedKeys {
+    lines: Mutex<Lines>,
+}
+
+/// The released keys by line, and how many lines a record may find before it prunes
+/// the stale ones (twice as many as the last pruning left, so that pruning costs a
+/// constant per record on average).
+#[derive(Default)]
+struct Lines {
+    by_line: HashMap<String, Vec<Released>>,
+    prune_at: usize,
+}
+
+impl ReleasedKeys {
+    /// A key of `line` released less than [`REUSE_WITHIN`] ago and its tombstone's
+    /// sequence, taken out of the set; `None` when there is none.
+    pub(crate) fn take(&self, line: &str) -> Option<(String, u64)> {
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let by_line = &mut lines.by_line;
+        let released = by_line.get_mut(line)?;
+        let now = Instant::now();
+        released.retain(|key| now.duration_since(key.at) < REUSE_WITHIN);
+        let taken = released.pop();
+        if released.is_empty() {
+            by_line.remove(line);
+        }
+        taken.map(|key| (key.key, key.tombstone))
+    }
+
+    /// Records `key` of `line`, released by a purge stored at `tombstone`. Lines
+    /// whose keys are all too old to reuse are forgotten, so that the set holds only
+    /// the lines of the last [`REUSE_WITHIN`].
+    pub(crate) fn record(&self, line: &str, key: String, tombstone: u64) {
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if lines.by_line.len() >= lines.prune_at.max(PRUNE_ABOVE) {
+            lines.by_line.retain(|_, released| {
+                released.retain(|key| now.duration_since(key.at) < REUSE_WITHIN);
+                !released.is_empty()
+            });
+            lines.prune_at = 2 * lines.by_line.len();
+        }
+        lines
+            .by_line
+            .entry(line.to_owned())
+            .or_default()
+            .push(Released {
+                key,
+                tombstone,
+                at: now,
+            });
+    }
+}
+
+/// The fewest lines the set holds before a record prunes the stale ones.
+const PRUNE_ABOVE: usize = 64;
