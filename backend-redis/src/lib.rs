@@ -16,9 +16,8 @@
 //! <!-- gaps:begin -->
 //! - **redis**: outbox and exactly-once in the caller's transaction
 //! - **redis-sentinel**: outbox and exactly-once in the caller's transaction
-//! - **redis-cluster**: lock break; release requests; leadership hand-over; export
-//!   (migration), group membership and shards; outbox and exactly-once in the caller's
-//!   transaction; writes guarded by a hold (`put_if_held`, guarded scripts)
+//! - **redis-cluster**: outbox and exactly-once in the caller's transaction; writes guarded
+//!   by a hold (`put_if_held`, guarded scripts)
 //! <!-- gaps:end -->
 //!
 //! ```no_run
