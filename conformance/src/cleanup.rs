@@ -96,8 +96,9 @@ pub struct StoreWide {
     pub store: StoreKind,
     /// The key, row or node, with placeholders: `<ns>` the Redis `namespace=` or the
     /// etcd URL's path, `<schema>` the PostgreSQL `schema=` (a row of table `t` is
-    /// `<schema>.t`), `<root>` the ZooKeeper URL's path; `<id>` a decimal number,
-    /// `<tag>` any text without braces, `<kind>` one of [`ZOOKEEPER_KINDS`], `<parent>`
+    /// `<schema>.t`), `<root>` the ZooKeeper URL's path, `<bucket>` the NATS
+    /// `bucket=` (a key `k` is the subject `$KV.<bucket>.k`); `<id>` a decimal number,
+    /// `<hex>` a hexadecimal one, `<tag>` any text without braces, `<kind>` one of [`ZOOKEEPER_KINDS`], `<parent>`
     /// a name the run's namespace lies under (`conf` for `conf/run-<id>`).
     pub entry: &'static str,
     /// When a run creates it.
@@ -329,6 +330,57 @@ pub const STORE_WIDE: &[StoreWide] = &[
         size: "a node",
         expiry: Some("its session: `max_session_ttl`"),
     },
+    StoreWide {
+        store: StoreKind::Nats,
+        entry: "$KV.<bucket>.distsync",
+        created: "with the bucket (`?bucket=`), by the first client, which makes it",
+        purpose: "the anchor: a key every listing asks for too, so that each answer ends \
+                  with the stream sequence the replica that gave it was at",
+        kept: "every client's listings read it; without it a listing could not tell how \
+               far its replica had got",
+        size: "one message",
+        expiry: None,
+    },
+    StoreWide {
+        store: StoreKind::Nats,
+        entry: "$KV.<bucket>.clock",
+        created: "by the first rate limiter or queue age reading",
+        purpose: "a key written to read the server's clock (its message's time stamp)",
+        kept: "other clients write it at any time; its tombstone would only be written over",
+        size: "one empty message",
+        expiry: None,
+    },
+    StoreWide {
+        store: StoreKind::Nats,
+        entry: "$KV.<bucket>.session.<hex>",
+        created: "for a holder the run killed (SIGKILL) or paused, whose session it cannot \
+                  close",
+        purpose: "the session's key, rewritten by every renewal",
+        kept: "it is the session: it ends with its TTL, and the run cannot tell its \
+               sessions from another client's",
+        size: "one message",
+        expiry: Some("its `Nats-TTL`: the session's TTL"),
+    },
+    StoreWide {
+        store: StoreKind::Nats,
+        entry: "$KV.<bucket>.amnesia",
+        created: "with `max_session_ttl=` in the URL, by the first client that finds none",
+        purpose: "the store's epoch marker: a random id, the longest session TTL and the \
+                  token offset",
+        kept: "a missing marker is how clients tell that the store forgot: each would end \
+               its sessions and wait out the lock-delay",
+        size: "one message of about 40 bytes",
+        expiry: None,
+    },
+    StoreWide {
+        store: StoreKind::Nats,
+        entry: "$KV.<bucket>.amnesia-hold",
+        created: "with the marker above, in the same batch",
+        purpose: "the lock-delay of a new marker: other clients wait while it lives",
+        kept: "it goes with its TTL",
+        size: "one message",
+        expiry: Some("its `Nats-TTL`: `max_session_ttl`"),
+    },
 ];
 
 /// The entries of [`STORE_WIDE`] found on `store`.
@@ -390,7 +442,7 @@ impl Place<'_> {
         };
         let tail_matches = |taken: usize| self.matches(rest, &text[taken..]);
         match placeholder {
-            "ns" | "schema" | "root" => {
+            "ns" | "schema" | "root" | "bucket" => {
                 text.starts_with(self.namespace) && tail_matches(self.namespace.len())
             }
             "kind" => ZOOKEEPER_KINDS
@@ -404,6 +456,10 @@ impl Place<'_> {
             }
             "id" => {
                 let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+                (1..=digits).any(tail_matches)
+            }
+            "hex" => {
+                let digits = text.bytes().take_while(u8::is_ascii_hexdigit).count();
                 (1..=digits).any(tail_matches)
             }
             "tag" => {
@@ -429,7 +485,9 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_known() {
-        let known = ["ns", "schema", "root", "kind", "parent", "id", "tag"];
+        let known = [
+            "ns", "schema", "root", "bucket", "kind", "parent", "id", "hex", "tag",
+        ];
         for entry in STORE_WIDE {
             let mut rest = entry.entry;
             while let Some(open) = rest.find('<') {
@@ -490,6 +548,29 @@ mod tests {
             "/z1/lock/con",
         ] {
             assert_eq!(zk(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn nats_entries() {
+        let nats = |found| entry(StoreKind::Nats, "b1", found);
+        assert_eq!(nats("$KV.b1.distsync"), Some("$KV.<bucket>.distsync"));
+        assert_eq!(nats("$KV.b1.clock"), Some("$KV.<bucket>.clock"));
+        assert_eq!(
+            nats("$KV.b1.session.00000000000001af"),
+            Some("$KV.<bucket>.session.<hex>")
+        );
+        assert_eq!(
+            nats("$KV.b1.amnesia-hold"),
+            Some("$KV.<bucket>.amnesia-hold")
+        );
+        for other in [
+            "$KV.b1.session.xyz",
+            "$KV.b2.clock",
+            "$KV.b1.lock.conf/run-18eb/x",
+            "$KV.b1.counter.other",
+        ] {
+            assert_eq!(nats(other), None, "{other}");
         }
     }
 }
