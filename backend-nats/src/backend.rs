@@ -94,21 +94,12 @@ impl NatsBackend {
 /// acknowledged once a majority of the stream's replicas has it, so the loss of one
 /// server (its leader included) keeps it (`survives_failover`); queues are offered on
 /// one replica only, as [`QUEUES_REPLICATED`] says why.
-///
-/// Leadership hand-over is offered on one replica only too: a hand-over to a named
-/// candidate reads the election's line through `status`, which lists the whole bucket
-/// (a name is one subject token, so no prefix narrows the listing), and on three
-/// replicas, with a bucket grown by other runs' keys, `election_resign_to_named` took
-/// 13–42 s against its 6 s bound, where one server takes about a second. It is claimed
-/// there once `status` reads one name's keys.
 fn replicated(capabilities: Capabilities, replicas: usize) -> Capabilities {
     let single = replicas <= 1;
     capabilities
         .with_survives_failover(!single)
         .with_queue(single)
         .with_queue_age(single)
-        .with_hand_over(single)
-        .with_gapless_hand_over(single)
         .with_priority_queue(single)
         .with_reliable_delivery(single)
 }
@@ -327,6 +318,12 @@ impl Backend for NatsBackend {
     /// Every kind's keys in one listing (see `src/status.rs`).
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
         crate::status::status(&self.shared, prefix).await
+    }
+
+    /// The keys of one name's lines only (see `src/status.rs`): what breaks, release
+    /// requests and hand-overs read, in a time that does not grow with the bucket.
+    async fn status_of(&self, name: &Name) -> Result<distsync_core::status::StatusReport> {
+        crate::status::status_of(&self.shared, name).await
     }
 
     async fn count_prefix(&self, prefix: &Name) -> Result<u64> {

@@ -105,7 +105,9 @@
 //!   `src/clock.rs`), and the limiter's own write's stamp, against which its TAT is
 //!   kept (as ZooKeeper's `mtime`).
 //! * **Status** lists every kind's keys in one batched direct get (see
-//!   `src/status.rs`); **breaking a lock** reads its holder's session there and
+//!   `src/status.rs`); the status of one name lists that name's lines alone, one
+//!   subject filter per kind of line. **Breaking a lock**, release requests and
+//!   hand-overs read a holder there; a break reads its holder's session and
 //!   revokes it: the keys carry their session's id, so another process's session is
 //!   ended by purging them, and its owner's next renewal is refused.
 //! * **Purging a prefix** purges the live keys of the names under it (see
@@ -226,8 +228,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// (`put_if_held`: a write whose compare points at the holder's key). Counters and
 /// latches. Leadership hand-over, gapless: a resignation purges the leader's key, and
 /// the next candidate's key is the line's lowest in the same step; a standby candidate
-/// watches the hand-over record's counters (one replica only: see [`NatsBackend`]'s
-/// capabilities on a replicated bucket). The rate limiter and queue ages, on the
+/// watches the hand-over record's counters; the record reads the election's line alone
+/// (see `src/status.rs`), not the bucket. The rate limiter and queue ages, on the
 /// server's clock (message time stamps). Export for migration (one listing of the
 /// bucket), and so group membership and shards.
 ///

@@ -1,5 +1,9 @@
 //! Who holds what ([`Backend::status`](distsync_core::Backend::status)), read from
-//! one batched direct get of every kind's keys.
+//! one batched direct get of every kind's keys, and who holds one name
+//! ([`Backend::status_of`](distsync_core::Backend::status_of)), read from one batched
+//! direct get of that name's lines only: a name is one subject token (see
+//! `src/keys.rs`), so one filter per kind of line selects its keys, and the read does
+//! not grow with the other names in the bucket. Both decode their keys alike.
 //!
 //! A line's entries are its live contender keys in token order (see `src/lock.rs`);
 //! each names its session (the key's fourth token, or an unfair holder's value), and
@@ -15,7 +19,7 @@ use distsync_core::status::{
     CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
     LineStatus, RateLimiterStatus, StatusReport,
 };
-use distsync_core::{FencingToken, Result};
+use distsync_core::{FencingToken, Name, Result};
 
 use crate::amnesia::Amnesia;
 use crate::clock;
@@ -74,10 +78,52 @@ impl Contender {
     }
 }
 
+/// The kinds of key a name's lines are made of: the lock (its unfair holder among
+/// them) and its unfair lock's wait line, the election, the semaphore and the
+/// read-write lock.
+const LINES: [Kind; 5] = [
+    Kind::Lock,
+    Kind::UnfairWait,
+    Kind::Election,
+    Kind::Semaphore,
+    Kind::RwLock,
+];
+
 /// The report of every name starting with `prefix`.
 pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
     let (entries, _) = shared.store.list(&Kind::every_key()).await?;
-    let mut report = StatusReport::new(crate::BACKEND, prefix);
+    report(shared, StatusReport::new(crate::BACKEND, prefix), entries).await
+}
+
+/// The report of the lines named `name`.
+pub(crate) async fn status_of(shared: &Shared, name: &Name) -> Result<StatusReport> {
+    let entries = lines_of(shared, name).await?;
+    report(
+        shared,
+        StatusReport::new(crate::BACKEND, name.as_str()),
+        entries,
+    )
+    .await
+}
+
+/// The keys of the lines named `name`, tombstones included: one listing of a filter
+/// per kind of line, `<kind>.<name>.q.>`, which no other name's key matches.
+async fn lines_of(shared: &Shared, name: &Name) -> Result<Vec<Entry>> {
+    let filters: Vec<String> = LINES
+        .iter()
+        .map(|kind| format!("{}.>", keys::line(*kind, name)))
+        .collect();
+    let (entries, _) = shared.store.list(&filters).await?;
+    Ok(entries)
+}
+
+/// `report` filled in from `entries`, the latest message of each key read: the live
+/// keys of the names it covers.
+async fn report(
+    shared: &Shared,
+    mut report: StatusReport,
+    entries: Vec<Entry>,
+) -> Result<StatusReport> {
     // By kind and name: the live entries; the rate limiters' apart, read with their
     // time stamps.
     let mut grouped: BTreeMap<(&'static str, String), Vec<Entry>> = BTreeMap::new();
@@ -256,4 +302,167 @@ async fn rate_limiters(shared: &Shared, limiters: Vec<(String, Entry)>) -> Vec<R
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use distsync_core::status::LineKind;
+    use distsync_core::{Backend, Name, SessionOptions};
+    use futures::{StreamExt, TryStreamExt};
+
+    use crate::keys;
+    use crate::store::Write;
+
+    /// The other names' keys the bucket holds beside the name read: more than one
+    /// batched direct get returns, so that a read of the bucket would walk pages.
+    const NOISE: usize = 5_000;
+    /// How long the noise keys live: past the test, so that runs in a row rewrite the
+    /// same keys rather than grow the bucket.
+    const NOISE_TTL: Duration = Duration::from_secs(120);
+    /// The most the test's waits take.
+    const WITHIN: Duration = Duration::from_secs(30);
+
+    /// The keys a line of `kind` named `name` may hold, by the filters `status_of`
+    /// reads: every key of `name`'s lock, unfair wait line, election, semaphore and
+    /// read-write lock, and no other.
+    fn of_lines(key: &str, name: &Name) -> bool {
+        super::LINES
+            .iter()
+            .any(|kind| key.starts_with(&format!("{}.", keys::line(*kind, name))))
+    }
+
+    /// `status_of` reads the keys of the name's lines and nothing else, in a bucket of
+    /// thousands of other keys: names that start with the name, the name's other
+    /// kinds (a counter, a barrier, a proclaim's key), other elections. Its report
+    /// is the one the listing of the whole bucket gives for that name.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_status_of_a_name_reads_its_lines_alone() {
+        let Some(url) = distsync_conformance::server_url("DISTSYNC_NATS_URL") else {
+            return;
+        };
+        let config: crate::NatsConfig = url.parse().unwrap();
+        let config = config.with_bucket("status_of").unwrap();
+        let backend = crate::NatsBackend::connect(config).await.unwrap();
+        let name = Name::new(format!("status-of-{}", distsync_core::raw::call_id())).unwrap();
+        let token = keys::escape(name.as_str());
+
+        // Keys that share a prefix with the name's, or its token under other kinds.
+        let mut noise: Vec<String> = [
+            format!("election.{token}-1.q.00000000000000aa.1"),
+            format!("election.{token}x.q.00000000000000aa.1"),
+            format!("lock.{token}=2Ea.q.00000000000000aa.1"),
+            format!("election.{token}.p.00000000000000aa.1.1"),
+            format!("counter.{token}"),
+            format!("barrier.{token}"),
+            format!("queue.{token}.i.1"),
+        ]
+        .into();
+        noise.extend(
+            (0..NOISE).map(|n| format!("election.status-of-noise-{n}.q.00000000000000bb.1")),
+        );
+        let store = &backend.shared.store;
+        tokio::time::timeout(
+            WITHIN * 4,
+            futures::stream::iter(&noise)
+                .map(|key| store.publish(Write::put(key.as_str(), "noise").ttl(NOISE_TTL)))
+                .buffer_unordered(64)
+                .try_collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the noise written in time")
+        .unwrap();
+
+        // The name's election, with a leader and a waiting candidate, and its lock.
+        let first = backend.session(SessionOptions::default()).await.unwrap();
+        let second = backend.session(SessionOptions::default()).await.unwrap();
+        let leadership = backend
+            .election(&first, name.clone())
+            .unwrap()
+            .campaign("first")
+            .await
+            .unwrap();
+        let election = backend.election(&second, name.clone()).unwrap();
+        let waiting = tokio::spawn(async move { election.campaign("second").await });
+        let guard = backend
+            .locker(&second, name.clone())
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        let read = loop {
+            let read = super::lines_of(&backend.shared, &name).await.unwrap();
+            if read.iter().filter(|entry| entry.live()).count() == 3 {
+                break read;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the waiting candidate's key not read within {WITHIN:?}: {read:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // What was read: the name's lines' keys only, none of the noise.
+        let strays: Vec<&str> = read
+            .iter()
+            .map(|entry| entry.key.as_str())
+            .filter(|key| !of_lines(key, &name))
+            .collect();
+        assert!(
+            strays.is_empty(),
+            "read beside the name's lines: {strays:?}"
+        );
+        let live: BTreeSet<&str> = read
+            .iter()
+            .filter(|entry| entry.live())
+            .map(|entry| entry.key.as_str())
+            .collect();
+        // The name is new: its lines' three keys, no tombstone.
+        assert_eq!(read.len(), 3, "{read:?}");
+
+        let report = backend.status_of(&name).await.unwrap();
+        let line = report.line(LineKind::Election, name.as_str()).unwrap();
+        let leader = line.leader.as_ref().unwrap();
+        assert_eq!(leader.value.as_ref(), b"first");
+        assert_eq!(leader.term, leadership.term());
+        let sessions = |holds: &[distsync_core::status::HoldStatus]| -> Vec<Option<String>> {
+            holds.iter().map(|hold| hold.session.clone()).collect()
+        };
+        assert_eq!(sessions(&line.holders), [Some(first.id().to_string())]);
+        assert_eq!(sessions(&line.waiters), [Some(second.id().to_string())]);
+        let lock = report.line(LineKind::Lock, name.as_str()).unwrap();
+        assert_eq!(lock.holders[0].token, Some(guard.token()));
+        assert_eq!(report.lines.len(), 2, "{report:?}");
+        let reported: BTreeSet<&str> = report
+            .lines
+            .iter()
+            .flat_map(|line| line.holders.iter().chain(&line.waiters))
+            .map(|hold| hold.key.as_str())
+            .collect();
+        assert_eq!(reported, live);
+
+        // The listing of the whole bucket (in pages: it holds the noise) tells the same.
+        let listed = backend.status(name.as_str()).await.unwrap();
+        let exactly: Vec<_> = listed
+            .lines
+            .iter()
+            .filter(|line| line.name == name.as_str())
+            .cloned()
+            .collect();
+        assert_eq!(exactly, report.lines);
+
+        guard.unlock().await.unwrap();
+        leadership.resign().await.unwrap();
+        let succeeded = tokio::time::timeout(WITHIN, waiting)
+            .await
+            .expect("the second candidate elected in time")
+            .unwrap()
+            .unwrap();
+        succeeded.resign().await.unwrap();
+        first.close().await.unwrap();
+        second.close().await.unwrap();
+    }
 }
