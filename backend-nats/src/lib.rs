@@ -156,10 +156,12 @@
 //! client keeps a read floor, the highest stream sequence it wrote or saw, and asks a
 //! read again while its answer is below it (see `src/store.rs`). So a client reads
 //! its own writes and never goes back in time; it may not see another client's write
-//! of a moment ago, so `linearizable` is not claimed. Queues are refused there
-//! ([`distsync_core::Error::Unsupported`]): under concurrent consumers on three
-//! replicas the conformance suite saw acknowledged items lost, which one server does
-//! not lose.
+//! of a moment ago, so `linearizable` is not claimed. Queues work there as on one
+//! server. A compare the stream's leader refuses while another write to the key is in
+//! flight carries no sequence, so the read that follows may come from a replica that
+//! has not applied that write yet: a dropped `dequeue`'s put-back reads again until
+//! the claim's record shows, rather than take it for a claim that never landed (which
+//! left items in in-flight records, see `src/queue.rs`).
 //!
 //! ## Why `async-nats`
 //!

@@ -116,7 +116,11 @@
 //! back: a tombstone written to its key, compared with no message, refuses a claim
 //! still on its way (a reconnecting client sends what it held back); refused itself,
 //! it means the record is there, and the record is put back as the item in one batch
-//! compared with the record. A put-back item is written anew, its count on the item
+//! compared with the record. On a replicated bucket the refusal may come while the
+//! claim is still on its way (the stream's leader refuses a compare on a key with a
+//! write in flight, without naming its sequence): a read that does not show the record
+//! yet is asked again, never taken for a claim that did not land, which left the item
+//! in a record no one put back. A put-back item is written anew, its count on the item
 //! and on its record, so it goes behind the items of its priority that wait: the
 //! place of an item a consumer took and gave up on is not kept (only a receive's
 //! `nack` keeps it). A record outlives its call only if the process dies between the
@@ -1081,13 +1085,30 @@ async fn abandon_hold(shared: &Shared, key: &str) -> Result<()> {
             if store.publish(abandon).await?.compared()?.is_some() {
                 return Ok(());
             }
-            if let Some(entry) = store.last(key).await?.filter(Entry::live) {
+            if let Some(entry) = Some(after_refusal(store, key).await?).filter(Entry::live) {
                 let purge = Write::purge(key).if_at(entry.seq).ttl(TOMBSTONE_TTL);
                 store.publish(purge).await?.compared()?;
             }
             Ok(())
         })
         .await
+}
+
+/// The last message of `key` after a write to it compared with no message was
+/// refused. The refusal means that a message of `key` is stored or on its way: the
+/// leader of a replicated stream refuses a compare on a key another write to it is in
+/// flight on (code 10164, without the sequence, so the read floor does not cover it),
+/// and a replica may answer before it has that write. A read that shows no message is
+/// behind it, and is a transient error: the caller asks again, and its compare, once
+/// the write is stored, is refused at that write's sequence, which the read floor then
+/// covers.
+async fn after_refusal(store: &Store, key: &str) -> Result<Entry> {
+    store.last(key).await?.ok_or_else(|| {
+        Error::connection(
+            crate::BACKEND,
+            format!("{key}: the write that refused a compare is not readable yet"),
+        )
+    })
 }
 
 /// An item claimed by a dequeue call: its in-flight record, its value and the
@@ -1414,7 +1435,7 @@ async fn put_back(shared: &Shared, record: &str) -> Result<()> {
             if store.publish(abandon).await?.compared()?.is_some() {
                 return Ok(());
             }
-            let Some(entry) = store.last(record).await?.filter(Entry::live) else {
+            let Some(entry) = Some(after_refusal(store, record).await?).filter(Entry::live) else {
                 return Ok(());
             };
             let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
