@@ -119,13 +119,13 @@
 //! compared with the record. On a replicated bucket the refusal may come while the
 //! claim is still on its way (the stream's leader refuses a compare on a key with a
 //! write in flight, without naming its sequence): a read that does not show the record
-//! yet is asked again, never taken for a claim that did not land, which left the item
-//! in a record no one put back. A put-back item is written anew, its count on the item
-//! and on its record, so it goes behind the items of its priority that wait: the
-//! place of an item a consumer took and gave up on is not kept (only a receive's
-//! `nack` keeps it). A record outlives its call only if the process dies between the
-//! claim and the purge, or while the handle keeps the claim: the item is then neither
-//! lost nor delivered twice, and stays in the record for an operator.
+//! yet is asked again, never taken for a claim that did not land, which would leave
+//! the item in a record no one puts back. A put-back item is written anew, its count
+//! on the item and on its record, so it goes behind the items of its priority that
+//! wait: the place of an item a consumer took and gave up on is not kept (only a
+//! receive's `nack` keeps it). A record outlives its call only if the process dies
+//! between the claim and the purge, or while the handle keeps the claim: the item is
+//! then neither lost nor delivered twice, and stays in the record for an operator.
 //!
 //! # Waiting
 //!
@@ -1704,5 +1704,242 @@ impl Settle for NatsSettle {
                 Error::SessionLost => Ok(()),
                 error => Err(error),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A put-back (or an abandoned hold) whose tombstone the stream's leader refuses
+    //! while the write it races is still in flight, on the three-server cluster of
+    //! `scripts/servers.sh`: both followers are paused (SIGSTOP), so the leader takes
+    //! the claim in but cannot commit it, refuses every compare on its key with code
+    //! 10164 (no sequence), and answers reads from its store, which has not applied
+    //! it. That is the window in which a follower behind the claim answers on a
+    //! running cluster, held open for as long as the test needs it.
+
+    use super::*;
+    use distsync_conformance::faults::cluster::servers_script;
+    use distsync_conformance::faults::NATS_CLUSTER_VAR;
+
+    /// How long the followers stay paused once the cleanup started, in which it must
+    /// not end: the write it races cannot land. With the request timeout the claim
+    /// waits first, well below the ten seconds after which a stream leader without a
+    /// quorum steps down.
+    const PAUSED: Duration = Duration::from_secs(3);
+
+    /// How long the cleanup may take once the followers are back.
+    const AFTER_RESUME: Duration = Duration::from_secs(30);
+
+    /// The followers of a stream, paused until dropped (also on a panic, so that a
+    /// failed test leaves the cluster running).
+    struct PausedFollowers(Vec<usize>);
+
+    impl PausedFollowers {
+        fn pause(followers: Vec<usize>) -> Self {
+            let mut paused = Self(Vec::new());
+            for member in followers {
+                let outcome = servers("nats-pause-member", member);
+                assert!(outcome.is_ok(), "{outcome:?}");
+                paused.0.push(member);
+            }
+            paused
+        }
+    }
+
+    impl Drop for PausedFollowers {
+        fn drop(&mut self) {
+            // No panic here: this also runs while a failed assertion unwinds.
+            for member in std::mem::take(&mut self.0) {
+                if let Err(error) = servers("nats-resume-member", member) {
+                    eprintln!("{error}");
+                }
+            }
+        }
+    }
+
+    /// Runs `scripts/servers.sh <command> <member>`; why it failed, if it did.
+    fn servers(command: &str, member: usize) -> std::result::Result<(), String> {
+        let status = std::process::Command::new("bash")
+            .arg(servers_script())
+            .arg(command)
+            .arg(member.to_string())
+            .status()
+            .map_err(|error| format!("servers.sh {command} {member}: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("servers.sh {command} {member}: {status}"))
+        }
+    }
+
+    /// A backend on the bucket `bucket` of the cluster at `url`, connected to its
+    /// stream's leader alone (a paused server answers no client), and the members
+    /// (numbered in URL order, as `servers.sh` names them `nats-N`) that follow it.
+    async fn on_the_leader(url: &str, bucket: &str) -> (crate::NatsBackend, Vec<usize>) {
+        let config: crate::NatsConfig = url.parse().expect("the cluster's URL");
+        let config = config.with_bucket(bucket).expect("a bucket name");
+        let servers = config.servers().to_vec();
+        let any = crate::NatsBackend::connect(config).await.expect("connect");
+        let store = &any.shared.store;
+        let mut stream = store
+            .jetstream
+            .get_stream(&store.stream)
+            .await
+            .expect("the stream");
+        let info = stream.info().await.expect("the stream's info");
+        let leader = (info.cluster.as_ref())
+            .and_then(|cluster| cluster.leader.as_deref())
+            .and_then(|name| name.strip_prefix("nats-"))
+            .and_then(|member| member.parse::<usize>().ok())
+            .filter(|member| (1..=servers.len()).contains(member))
+            .expect("the stream's leader is a member of the URL");
+        drop(any);
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let login = hosts.rsplit_once('@').map(|(login, _)| format!("{login}@"));
+        let alone = format!(
+            "{scheme}://{}{}?{query}",
+            login.unwrap_or_default(),
+            servers[leader - 1]
+        );
+        let config: crate::NatsConfig = alone.parse().expect("the leader's URL");
+        let config = config
+            .with_bucket(bucket)
+            .expect("a bucket name")
+            .with_request_timeout(Duration::from_secs(1));
+        let backend = crate::NatsBackend::connect(config).await.expect("connect");
+        let followers = (1..=servers.len()).filter(|m| *m != leader).collect();
+        (backend, followers)
+    }
+
+    /// Checks that the compare of a tombstone on `key` is refused without a sequence
+    /// and that a read shows no message there: the write in flight is neither
+    /// readable nor named by the refusal.
+    async fn in_flight_unreadable(store: &Store, key: &str) {
+        let refused = store
+            .publish(Write::purge(key).if_at(0))
+            .await
+            .expect("the leader answers");
+        let Published::Refused { code, description } = refused else {
+            panic!("the tombstone on {key} was not refused: {refused:?}")
+        };
+        assert_eq!(code, 10164, "{description}");
+        let read = store.last(key).await.expect("the leader answers a read");
+        assert!(read.is_none(), "the write in flight is readable: {read:?}");
+    }
+
+    /// Runs `cleanup` while the write to `key` is in flight: it must not end while
+    /// the followers are paused (a refusal with no sequence and an empty read tell it
+    /// nothing), and it ends once they are back.
+    async fn cleanup_waits_for_the_write(
+        paused: PausedFollowers,
+        store: &Store,
+        key: &str,
+        cleanup: tokio::task::JoinHandle<Result<()>>,
+    ) {
+        in_flight_unreadable(store, key).await;
+        let mut cleanup = cleanup;
+        let early = tokio::time::timeout(PAUSED, &mut cleanup).await;
+        assert!(
+            early.is_err(),
+            "the cleanup of {key} ended while the write it races was still in flight: {early:?}"
+        );
+        drop(paused);
+        tokio::time::timeout(AFTER_RESUME, cleanup)
+            .await
+            .expect("the cleanup ends once the write landed")
+            .expect("the cleanup's task")
+            .expect("the cleanup");
+    }
+
+    /// A dequeue's claim whose answer was lost (its batch in flight past the request
+    /// timeout) is put back at the call's end: its item is neither lost nor left in
+    /// the in-flight record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_put_back_refused_while_its_claim_is_in_flight_puts_the_item_back() {
+        let Some(url) = distsync_conformance::server_url(NATS_CLUSTER_VAR) else {
+            return;
+        };
+        let (backend, followers) = on_the_leader(&url, "put_back_in_flight").await;
+        let shared = &backend.shared;
+        let name = Name::new(format!("put_back_{}", call_id())).expect("a name");
+        let queue = NatsQueue::new(shared, name);
+        queue
+            .enqueue_bytes(Bytes::from_static(b"item"))
+            .await
+            .expect("enqueue");
+        let head = queue.queued(Records::Read).await.expect("the head");
+        let item = head.untried().next().expect("the item just enqueued");
+
+        let paused = PausedFollowers::pause(followers);
+        let call = Call::new(shared);
+        let claimed = queue.claim_item(&call, item).await;
+        assert!(
+            claimed.as_ref().is_err_and(Error::is_transient),
+            "a claim the leader cannot commit is answered: {:?}",
+            claimed.map(|claimed| claimed.map(|claimed| claimed.record))
+        );
+        // Taken from the call, so that its end puts nothing back: the test does.
+        let records = std::mem::take(&mut *call.records());
+        let [record] = records.as_slice() else {
+            panic!("the call knows {records:?}, not its one claim");
+        };
+        let cleanup = tokio::spawn({
+            let (shared, record) = (Arc::clone(shared), record.clone());
+            async move { put_back(&shared, &record).await }
+        });
+        cleanup_waits_for_the_write(paused, &shared.store, record, cleanup).await;
+
+        let left = shared.store.last(record).await.expect("a read");
+        assert!(
+            !left.as_ref().is_some_and(Entry::live),
+            "the item stays in its in-flight record {record}"
+        );
+        let dequeued = queue.try_dequeue().await.expect("try_dequeue");
+        assert_eq!(dequeued.as_deref(), Some(&b"item"[..]), "the item is lost");
+        assert_eq!(queue.try_dequeue().await.expect("try_dequeue"), None);
+    }
+
+    /// A receive's hold whose batch is in flight when the receive ends is purged: the
+    /// item is not held until the session ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_hold_refused_while_its_batch_is_in_flight_is_purged() {
+        let Some(url) = distsync_conformance::server_url(NATS_CLUSTER_VAR) else {
+            return;
+        };
+        let (backend, followers) = on_the_leader(&url, "hold_in_flight").await;
+        let shared = &backend.shared;
+        let hold = format!("hold_in_flight.{}", call_id());
+
+        let paused = PausedFollowers::pause(followers);
+        // The receive's batch, as far as the hold is concerned: the hold's creation,
+        // compared with no message, on a session's TTL.
+        let receive = tokio::spawn({
+            let (shared, hold) = (Arc::clone(shared), hold.clone());
+            async move {
+                let write = Write::put(hold.as_str(), Bytes::from_static(b"item"))
+                    .if_at(0)
+                    .ttl(Duration::from_secs(60));
+                shared.store.publish(write).await
+            }
+        });
+        // The receive's answer is lost: the leader cannot commit its batch.
+        let answer = receive.await.expect("the receive's task");
+        assert!(
+            answer.as_ref().is_err_and(Error::is_transient),
+            "a write the leader cannot commit is answered: {answer:?}"
+        );
+        let cleanup = tokio::spawn({
+            let (shared, hold) = (Arc::clone(shared), hold.clone());
+            async move { abandon_hold(&shared, &hold).await }
+        });
+        cleanup_waits_for_the_write(paused, &shared.store, &hold, cleanup).await;
+
+        let left = shared.store.last(&hold).await.expect("a read");
+        assert!(
+            left.as_ref()
+                .is_some_and(|entry| entry.seq > 0 && !entry.live()),
+            "the hold {hold} is not purged: {left:?}"
+        );
     }
 }
