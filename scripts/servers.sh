@@ -46,10 +46,6 @@
 #   scripts/servers.sh nats-stop-member N   stop NATS cluster member N (1-3)
 #   scripts/servers.sh nats-kill-member N   kill it (SIGKILL; its store stays, nats-start-member starts it)
 #   scripts/servers.sh nats-start-member N  start it again
-#   scripts/servers.sh nats-pause-member N  SIGSTOP it (it neither answers nor replicates:
-#                                           a stream whose followers are all paused
-#                                           takes writes in that it cannot commit)
-#   scripts/servers.sh nats-resume-member N SIGCONT it
 #
 # ZooKeeper (Debian's 3.8, `zookeeper`): one standalone server run straight from its
 # jars (QuorumPeerMain with a private zoo.cfg, never the system service), loopback
@@ -1642,18 +1638,6 @@ zk-stop-member | zk-kill-member | zk-start-member | nats-stop-member | nats-kill
     *-kill-member) kill_owned "$name" ;;
     *) bring_up "$name" ;;
     esac
-    ;;
-nats-pause-member | nats-resume-member)
-    name=$(nats_member_arg "${1:-}")
-    lock_state_dir
-    pid=$(owned_pid "$name") || die "$name is not running under $DIR"
-    if [[ $cmd == nats-pause-member ]]; then
-        kill -STOP "$pid"
-        log "paused $name (pid $pid)"
-    else
-        kill -CONT "$pid"
-        log "resumed $name (pid $pid)"
-    fi
     ;;
 redis-cluster-resume-replica-of)
     key=$(rc_key_arg "${1:-}")

@@ -1711,17 +1711,20 @@ impl Settle for NatsSettle {
 mod tests {
     //! A put-back (or an abandoned hold) whose tombstone the stream's leader refuses
     //! while the write it races is still in flight, on the three-server cluster of
-    //! `scripts/servers.sh`: both followers are paused (SIGSTOP), so the leader takes
-    //! the claim in but cannot commit it, refuses every compare on its key with code
-    //! 10164 (no sequence), and answers reads from its store, which has not applied
-    //! it. That is the window in which a follower behind the claim answers on a
-    //! running cluster, held open for as long as the test needs it.
+    //! `scripts/servers.sh`: both followers are killed (SIGKILL, their stores kept),
+    //! so the leader takes the claim in but cannot commit it, refuses every compare on
+    //! its key with code 10164 (no sequence), and answers reads from its store, which
+    //! has not applied it. That is the window in which a follower behind the claim
+    //! answers on a running cluster, held open for as long as the test needs it.
+    //! Killed, not paused: a paused server keeps its interest in the direct gets,
+    //! which any replica answers, so reads would go unanswered rather than read the
+    //! leader's store.
 
     use super::*;
     use distsync_conformance::faults::cluster::servers_script;
     use distsync_conformance::faults::NATS_CLUSTER_VAR;
 
-    /// How long the followers stay paused once the cleanup started, in which it must
+    /// How long the followers stay down once the cleanup started, in which it must
     /// not end: the write it races cannot land. With the request timeout the claim
     /// waits first, well below the ten seconds after which a stream leader without a
     /// quorum steps down.
@@ -1730,27 +1733,27 @@ mod tests {
     /// How long the cleanup may take once the followers are back.
     const AFTER_RESUME: Duration = Duration::from_secs(30);
 
-    /// The followers of a stream, paused until dropped (also on a panic, so that a
-    /// failed test leaves the cluster running).
-    struct PausedFollowers(Vec<usize>);
+    /// The followers of a stream, killed, started again when dropped (also on a
+    /// panic, so that a failed test leaves the cluster running).
+    struct StoppedFollowers(Vec<usize>);
 
-    impl PausedFollowers {
-        fn pause(followers: Vec<usize>) -> Self {
-            let mut paused = Self(Vec::new());
+    impl StoppedFollowers {
+        fn kill(followers: Vec<usize>) -> Self {
+            let mut stopped = Self(Vec::new());
             for member in followers {
-                let outcome = servers("nats-pause-member", member);
+                let outcome = servers("nats-kill-member", member);
                 assert!(outcome.is_ok(), "{outcome:?}");
-                paused.0.push(member);
+                stopped.0.push(member);
             }
-            paused
+            stopped
         }
     }
 
-    impl Drop for PausedFollowers {
+    impl Drop for StoppedFollowers {
         fn drop(&mut self) {
             // No panic here: this also runs while a failed assertion unwinds.
             for member in std::mem::take(&mut self.0) {
-                if let Err(error) = servers("nats-resume-member", member) {
+                if let Err(error) = servers("nats-start-member", member) {
                     eprintln!("{error}");
                 }
             }
@@ -1773,7 +1776,7 @@ mod tests {
     }
 
     /// A backend on the bucket `bucket` of the cluster at `url`, connected to its
-    /// stream's leader alone (a paused server answers no client), and the members
+    /// stream's leader alone (the others are killed), and the members
     /// (numbered in URL order, as `servers.sh` names them `nats-N`) that follow it.
     async fn on_the_leader(url: &str, bucket: &str) -> (crate::NatsBackend, Vec<usize>) {
         let config: crate::NatsConfig = url.parse().expect("the cluster's URL");
@@ -1829,10 +1832,10 @@ mod tests {
     }
 
     /// Runs `cleanup` while the write to `key` is in flight: it must not end while
-    /// the followers are paused (a refusal with no sequence and an empty read tell it
+    /// the followers are down (a refusal with no sequence and an empty read tell it
     /// nothing), and it ends once they are back.
     async fn cleanup_waits_for_the_write(
-        paused: PausedFollowers,
+        stopped: StoppedFollowers,
         store: &Store,
         key: &str,
         cleanup: tokio::task::JoinHandle<Result<()>>,
@@ -1844,7 +1847,7 @@ mod tests {
             early.is_err(),
             "the cleanup of {key} ended while the write it races was still in flight: {early:?}"
         );
-        drop(paused);
+        drop(stopped);
         tokio::time::timeout(AFTER_RESUME, cleanup)
             .await
             .expect("the cleanup ends once the write landed")
@@ -1871,7 +1874,7 @@ mod tests {
         let head = queue.queued(Records::Read).await.expect("the head");
         let item = head.untried().next().expect("the item just enqueued");
 
-        let paused = PausedFollowers::pause(followers);
+        let stopped = StoppedFollowers::kill(followers);
         let call = Call::new(shared);
         let claimed = queue.claim_item(&call, item).await;
         assert!(
@@ -1888,7 +1891,7 @@ mod tests {
             let (shared, record) = (Arc::clone(shared), record.clone());
             async move { put_back(&shared, &record).await }
         });
-        cleanup_waits_for_the_write(paused, &shared.store, record, cleanup).await;
+        cleanup_waits_for_the_write(stopped, &shared.store, record, cleanup).await;
 
         let left = shared.store.last(record).await.expect("a read");
         assert!(
@@ -1911,7 +1914,7 @@ mod tests {
         let shared = &backend.shared;
         let hold = format!("hold_in_flight.{}", call_id());
 
-        let paused = PausedFollowers::pause(followers);
+        let stopped = StoppedFollowers::kill(followers);
         // The receive's batch, as far as the hold is concerned: the hold's creation,
         // compared with no message, on a session's TTL.
         let receive = tokio::spawn({
@@ -1933,7 +1936,7 @@ mod tests {
             let (shared, hold) = (Arc::clone(shared), hold.clone());
             async move { abandon_hold(&shared, &hold).await }
         });
-        cleanup_waits_for_the_write(paused, &shared.store, &hold, cleanup).await;
+        cleanup_waits_for_the_write(stopped, &shared.store, &hold, cleanup).await;
 
         let left = shared.store.last(&hold).await.expect("a read");
         assert!(
