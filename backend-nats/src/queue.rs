@@ -50,11 +50,13 @@
 //! A priority none of whose items are left has its `p.` key purged, compared with the
 //! sequence the claim read, so an enqueue at that priority meanwhile keeps it. A page
 //! carries no sequence it was answered at, and on a replicated bucket any replica
-//! answers it, one behind the stream among them: so an empty page is asked again of
-//! the stream's leader (a plain message get) before the key goes. A key purged while
-//! items remain would hide them from every read and from [`Queue::len`]. A page from a
-//! replica behind the stream otherwise only shows fewer items than there are, which a
-//! later read sees.
+//! answers it, one behind the stream among them: so where a walk of a priority ends,
+//! the stream's leader is asked (a plain message get) for a message after it. One up
+//! to the sequence the read started at means the replica was behind, and the page is
+//! asked again: a consumer that found nothing waits for messages after that sequence
+//! only, and would otherwise not see those items until the safety net; and a key
+//! purged while items remain would hide them from every read and from [`Queue::len`].
+//! Only when the leader has no message of the priority at all does its key go.
 //!
 //! The calls of one handle share the read in flight (see [`NatsQueue::queued`]); a
 //! read that started before the call is as good as a fresh one, as every claim
@@ -170,7 +172,7 @@ use crate::keys::{self, Kind};
 use crate::scan::PAGE;
 use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
-use crate::store::{Entry, Published, Store, Write};
+use crate::store::{Entry, Published, Store, Write, BELOW_FLOOR, FLOOR_PAUSE};
 use crate::wait;
 
 /// How many times `receive` delivered the item (on its delivery record, and on a
@@ -861,6 +863,12 @@ async fn read_head(
         // walked, and what lies before its first free item is mostly a few tombstones
         // of items other handles consumed since this one's last read.
         let mut batch = want.min(PAGE);
+        // Whether the stream's leader has no message of the priority from the floor on.
+        let mut none_left = false;
+        let (mut pause, deadline) = (
+            Duration::from_millis(1),
+            tokio::time::Instant::now() + store.request_timeout,
+        );
         loop {
             let page = store.page(&filter, from, batch).await?;
             batch = batch.saturating_mul(4).min(PAGE);
@@ -898,15 +906,39 @@ async fn read_head(
             if items.len() >= want {
                 return Ok(Head::new(items, last, true));
             }
-            if !more {
-                break;
+            if more {
+                continue;
+            }
+            // A page may come from a replica behind the stream (it carries no sequence
+            // to check), so the walk's end is asked again of the stream's leader. A
+            // message there up to `last` is one the replica has not applied yet: a
+            // consumer that found nothing waits for messages after `last` only, and
+            // would not see that item until the safety net; and a priority's key purged
+            // while items remain hides them from every read. A message after `last`
+            // is a write since the read, which the wait sees.
+            match first_message(store, &filter, from).await? {
+                Some(seq) if seq <= last => {
+                    tracing::debug!(
+                        filter,
+                        from,
+                        seq,
+                        last,
+                        "a page of a queue's head came from a replica behind the stream; asked again"
+                    );
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(Error::connection(crate::BACKEND, BELOW_FLOOR));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FLOOR_PAUSE);
+                }
+                Some(_) => break,
+                None => {
+                    none_left = !any;
+                    break;
+                }
             }
         }
-        // A page may come from a replica behind the stream (it carries no sequence to
-        // check), so an empty one is asked again of the stream's leader before the
-        // priority's key goes: a key purged while items remain hides them from every
-        // read.
-        if !any && !any_message(store, &filter, floor).await? {
+        if none_left {
             // No item is left at this priority: its key goes, unless an enqueue
             // rewrote it since it was read.
             let forget = Write::purge(priority_key(root, priority))
@@ -918,15 +950,19 @@ async fn read_head(
     Ok(Head::new(items, last, false))
 }
 
-/// Whether the stream's leader has a message (a tombstone included) of a key
-/// matching `filter` at the sequence `from` or after: a plain (not direct) get,
-/// which the leader alone answers, after every write it acknowledged.
-async fn any_message(store: &Store, filter: &str, from: u64) -> Result<bool> {
+/// The sequence of the stream leader's first message (a tombstone included) of a key
+/// matching `filter` at the sequence `from` or after, if it has one: a plain (not
+/// direct) get, which the leader alone answers, after every write it acknowledged.
+async fn first_message(store: &Store, filter: &str, from: u64) -> Result<Option<u64>> {
     /// A stream message get's answer: the message, or the API's error.
     #[derive(serde::Deserialize)]
     struct Got {
-        message: Option<serde::de::IgnoredAny>,
+        message: Option<Message>,
         error: Option<GetError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        seq: u64,
     }
     #[derive(serde::Deserialize)]
     struct GetError {
@@ -948,8 +984,8 @@ async fn any_message(store: &Store, filter: &str, from: u64) -> Result<bool> {
         )
     })?;
     match (got.message, got.error) {
-        (Some(_), _) => Ok(true),
-        (None, Some(error)) if error.code == 404 => Ok(false),
+        (Some(message), _) => Ok(Some(message.seq)),
+        (None, Some(error)) if error.code == 404 => Ok(None),
         // No leader yet, or none with a quorum.
         (None, Some(error)) if error.code == 503 => Err(Error::connection(
             crate::BACKEND,
@@ -1724,6 +1760,10 @@ mod tests {
     use distsync_conformance::faults::cluster::servers_script;
     use distsync_conformance::faults::NATS_CLUSTER_VAR;
 
+    /// The tests of this module kill members of the cluster: one at a time under
+    /// `cargo test` (nextest runs each alone, `.config/nextest.toml`).
+    static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// How long the followers stay down once the cleanup started, in which it must
     /// not end: the write it races cannot land. With the request timeout the claim
     /// waits first, well below the ten seconds after which a stream leader without a
@@ -1863,6 +1903,7 @@ mod tests {
         let Some(url) = distsync_conformance::server_url(NATS_CLUSTER_VAR) else {
             return;
         };
+        let _one_at_a_time = CLUSTER.lock().await;
         let (backend, followers) = on_the_leader(&url, "put_back_in_flight").await;
         let shared = &backend.shared;
         let name = Name::new(format!("put_back_{}", call_id())).expect("a name");
@@ -1910,6 +1951,7 @@ mod tests {
         let Some(url) = distsync_conformance::server_url(NATS_CLUSTER_VAR) else {
             return;
         };
+        let _one_at_a_time = CLUSTER.lock().await;
         let (backend, followers) = on_the_leader(&url, "hold_in_flight").await;
         let shared = &backend.shared;
         let hold = format!("hold_in_flight.{}", call_id());
