@@ -14,8 +14,8 @@
 //!
 //! <!-- gaps:begin -->
 //! - **nats**: outbox and exactly-once in the caller's transaction
-//! - **nats-cluster**: queue; priority queue; queue age; leadership hand-over; outbox and
-//!   exactly-once in the caller's transaction
+//! - **nats-cluster**: leadership hand-over; outbox and exactly-once in the caller's
+//!   transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
@@ -158,10 +158,14 @@
 //! client keeps a read floor, the highest stream sequence it wrote or saw, and asks a
 //! read again while its answer is below it (see `src/store.rs`). So a client reads
 //! its own writes and never goes back in time; it may not see another client's write
-//! of a moment ago, so `linearizable` is not claimed. Queues are refused there
-//! ([`distsync_core::Error::Unsupported`]): under concurrent consumers on three
-//! replicas the conformance suite saw acknowledged items lost, which one server does
-//! not lose.
+//! of a moment ago, so `linearizable` is not claimed. Queues work there as on one
+//! server. A compare the stream's leader refuses while another write to the key is in
+//! flight carries no sequence, so the read that follows may come from a replica that
+//! has not applied that write yet: a dropped `dequeue`'s put-back (and an abandoned
+//! receive's hold) sends its compare again until the refusal names the write's
+//! sequence or the read shows it, rather than take it for a write that never landed,
+//! which would leave the item in an in-flight record no one puts back (see
+//! `src/queue.rs`).
 //!
 //! ## Why `async-nats`
 //!

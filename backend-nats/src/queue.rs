@@ -50,11 +50,13 @@
 //! A priority none of whose items are left has its `p.` key purged, compared with the
 //! sequence the claim read, so an enqueue at that priority meanwhile keeps it. A page
 //! carries no sequence it was answered at, and on a replicated bucket any replica
-//! answers it, one behind the stream among them: so an empty page is asked again of
-//! the stream's leader (a plain message get) before the key goes. A key purged while
-//! items remain would hide them from every read and from [`Queue::len`]. A page from a
-//! replica behind the stream otherwise only shows fewer items than there are, which a
-//! later read sees.
+//! answers it, one behind the stream among them: so where a walk of a priority ends,
+//! the stream's leader is asked (a plain message get) for a message after it. One up
+//! to the sequence the read started at means the replica was behind, and the page is
+//! asked again: a consumer that found nothing waits for messages after that sequence
+//! only, and would otherwise not see those items until the safety net; and a key
+//! purged while items remain would hide them from every read and from [`Queue::len`].
+//! Only when the leader has no message of the priority at all does its key go.
 //!
 //! The calls of one handle share the read in flight (see [`NatsQueue::queued`]); a
 //! read that started before the call is as good as a fresh one, as every claim
@@ -116,12 +118,16 @@
 //! back: a tombstone written to its key, compared with no message, refuses a claim
 //! still on its way (a reconnecting client sends what it held back); refused itself,
 //! it means the record is there, and the record is put back as the item in one batch
-//! compared with the record. A put-back item is written anew, its count on the item
-//! and on its record, so it goes behind the items of its priority that wait: the
-//! place of an item a consumer took and gave up on is not kept (only a receive's
-//! `nack` keeps it). A record outlives its call only if the process dies between the
-//! claim and the purge, or while the handle keeps the claim: the item is then neither
-//! lost nor delivered twice, and stays in the record for an operator.
+//! compared with the record. On a replicated bucket the refusal may come while the
+//! claim is still on its way (the stream's leader refuses a compare on a key with a
+//! write in flight, without naming its sequence): a read that does not show the record
+//! yet is asked again, never taken for a claim that did not land, which would leave
+//! the item in a record no one puts back. A put-back item is written anew, its count
+//! on the item and on its record, so it goes behind the items of its priority that
+//! wait: the place of an item a consumer took and gave up on is not kept (only a
+//! receive's `nack` keeps it). A record outlives its call only if the process dies
+//! between the claim and the purge, or while the handle keeps the claim: the item is
+//! then neither lost nor delivered twice, and stays in the record for an operator.
 //!
 //! # Waiting
 //!
@@ -166,7 +172,7 @@ use crate::keys::{self, Kind};
 use crate::scan::PAGE;
 use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
-use crate::store::{Entry, Published, Store, Write};
+use crate::store::{Entry, Published, Store, Write, BELOW_FLOOR, FLOOR_PAUSE};
 use crate::wait;
 
 /// How many times `receive` delivered the item (on its delivery record, and on a
@@ -857,6 +863,12 @@ async fn read_head(
         // walked, and what lies before its first free item is mostly a few tombstones
         // of items other handles consumed since this one's last read.
         let mut batch = want.min(PAGE);
+        // Whether the stream's leader has no message of the priority from the floor on.
+        let mut none_left = false;
+        let (mut pause, deadline) = (
+            Duration::from_millis(1),
+            tokio::time::Instant::now() + store.request_timeout,
+        );
         loop {
             let page = store.page(&filter, from, batch).await?;
             batch = batch.saturating_mul(4).min(PAGE);
@@ -894,15 +906,39 @@ async fn read_head(
             if items.len() >= want {
                 return Ok(Head::new(items, last, true));
             }
-            if !more {
-                break;
+            if more {
+                continue;
+            }
+            // A page may come from a replica behind the stream (it carries no sequence
+            // to check), so the walk's end is asked again of the stream's leader. A
+            // message there up to `last` is one the replica has not applied yet: a
+            // consumer that found nothing waits for messages after `last` only, and
+            // would not see that item until the safety net; and a priority's key purged
+            // while items remain hides them from every read. A message after `last`
+            // is a write since the read, which the wait sees.
+            match first_message(store, &filter, from).await? {
+                Some(seq) if seq <= last => {
+                    tracing::debug!(
+                        filter,
+                        from,
+                        seq,
+                        last,
+                        "a page of a queue's head came from a replica behind the stream; asked again"
+                    );
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(Error::connection(crate::BACKEND, BELOW_FLOOR));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FLOOR_PAUSE);
+                }
+                Some(_) => break,
+                None => {
+                    none_left = !any;
+                    break;
+                }
             }
         }
-        // A page may come from a replica behind the stream (it carries no sequence to
-        // check), so an empty one is asked again of the stream's leader before the
-        // priority's key goes: a key purged while items remain hides them from every
-        // read.
-        if !any && !any_message(store, &filter, floor).await? {
+        if none_left {
             // No item is left at this priority: its key goes, unless an enqueue
             // rewrote it since it was read.
             let forget = Write::purge(priority_key(root, priority))
@@ -914,15 +950,19 @@ async fn read_head(
     Ok(Head::new(items, last, false))
 }
 
-/// Whether the stream's leader has a message (a tombstone included) of a key
-/// matching `filter` at the sequence `from` or after: a plain (not direct) get,
-/// which the leader alone answers, after every write it acknowledged.
-async fn any_message(store: &Store, filter: &str, from: u64) -> Result<bool> {
+/// The sequence of the stream leader's first message (a tombstone included) of a key
+/// matching `filter` at the sequence `from` or after, if it has one: a plain (not
+/// direct) get, which the leader alone answers, after every write it acknowledged.
+async fn first_message(store: &Store, filter: &str, from: u64) -> Result<Option<u64>> {
     /// A stream message get's answer: the message, or the API's error.
     #[derive(serde::Deserialize)]
     struct Got {
-        message: Option<serde::de::IgnoredAny>,
+        message: Option<Message>,
         error: Option<GetError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        seq: u64,
     }
     #[derive(serde::Deserialize)]
     struct GetError {
@@ -944,8 +984,8 @@ async fn any_message(store: &Store, filter: &str, from: u64) -> Result<bool> {
         )
     })?;
     match (got.message, got.error) {
-        (Some(_), _) => Ok(true),
-        (None, Some(error)) if error.code == 404 => Ok(false),
+        (Some(message), _) => Ok(Some(message.seq)),
+        (None, Some(error)) if error.code == 404 => Ok(None),
         // No leader yet, or none with a quorum.
         (None, Some(error)) if error.code == 503 => Err(Error::connection(
             crate::BACKEND,
@@ -1081,13 +1121,30 @@ async fn abandon_hold(shared: &Shared, key: &str) -> Result<()> {
             if store.publish(abandon).await?.compared()?.is_some() {
                 return Ok(());
             }
-            if let Some(entry) = store.last(key).await?.filter(Entry::live) {
+            if let Some(entry) = Some(after_refusal(store, key).await?).filter(Entry::live) {
                 let purge = Write::purge(key).if_at(entry.seq).ttl(TOMBSTONE_TTL);
                 store.publish(purge).await?.compared()?;
             }
             Ok(())
         })
         .await
+}
+
+/// The last message of `key` after a write to it compared with no message was
+/// refused. The refusal means that a message of `key` is stored or on its way: the
+/// leader of a replicated stream refuses a compare on a key another write to it is in
+/// flight on (code 10164, without the sequence, so the read floor does not cover it),
+/// and a replica may answer before it has that write. A read that shows no message is
+/// behind it, and is a transient error: the caller asks again, and its compare, once
+/// the write is stored, is refused at that write's sequence, which the read floor then
+/// covers.
+async fn after_refusal(store: &Store, key: &str) -> Result<Entry> {
+    store.last(key).await?.ok_or_else(|| {
+        Error::connection(
+            crate::BACKEND,
+            format!("{key}: the write that refused a compare is not readable yet"),
+        )
+    })
 }
 
 /// An item claimed by a dequeue call: its in-flight record, its value and the
@@ -1414,7 +1471,7 @@ async fn put_back(shared: &Shared, record: &str) -> Result<()> {
             if store.publish(abandon).await?.compared()?.is_some() {
                 return Ok(());
             }
-            let Some(entry) = store.last(record).await?.filter(Entry::live) else {
+            let Some(entry) = Some(after_refusal(store, record).await?).filter(Entry::live) else {
                 return Ok(());
             };
             let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
@@ -1683,5 +1740,251 @@ impl Settle for NatsSettle {
                 Error::SessionLost => Ok(()),
                 error => Err(error),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A put-back (or an abandoned hold) whose tombstone the stream's leader refuses
+    //! while the write it races is still in flight, on the three-server cluster of
+    //! `scripts/servers.sh`: both followers are killed (SIGKILL, their stores kept),
+    //! so the leader takes the claim in but cannot commit it, refuses every compare on
+    //! its key with code 10164 (no sequence), and answers reads from its store, which
+    //! has not applied it. That is the window in which a follower behind the claim
+    //! answers on a running cluster, held open for as long as the test needs it.
+    //! Killed, not paused: a paused server keeps its interest in the direct gets,
+    //! which any replica answers, so reads would go unanswered rather than read the
+    //! leader's store.
+
+    use super::*;
+    use distsync_conformance::faults::cluster::servers_script;
+    use distsync_conformance::faults::NATS_CLUSTER_VAR;
+
+    /// The tests of this module kill members of the cluster: one at a time under
+    /// `cargo test` (nextest runs each alone, `.config/nextest.toml`).
+    static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// How long the followers stay down once the cleanup started, in which it must
+    /// not end: the write it races cannot land. With the request timeout the claim
+    /// waits first, well below the ten seconds after which a stream leader without a
+    /// quorum steps down.
+    const PAUSED: Duration = Duration::from_secs(3);
+
+    /// How long the cleanup may take once the followers are back.
+    const AFTER_RESUME: Duration = Duration::from_secs(30);
+
+    /// The followers of a stream, killed, started again when dropped (also on a
+    /// panic, so that a failed test leaves the cluster running).
+    struct StoppedFollowers(Vec<usize>);
+
+    impl StoppedFollowers {
+        fn kill(followers: Vec<usize>) -> Self {
+            let mut stopped = Self(Vec::new());
+            for member in followers {
+                let outcome = servers("nats-kill-member", member);
+                assert!(outcome.is_ok(), "{outcome:?}");
+                stopped.0.push(member);
+            }
+            stopped
+        }
+    }
+
+    impl Drop for StoppedFollowers {
+        fn drop(&mut self) {
+            // No panic here: this also runs while a failed assertion unwinds.
+            for member in std::mem::take(&mut self.0) {
+                if let Err(error) = servers("nats-start-member", member) {
+                    eprintln!("{error}");
+                }
+            }
+        }
+    }
+
+    /// Runs `scripts/servers.sh <command> <member>`; why it failed, if it did.
+    fn servers(command: &str, member: usize) -> std::result::Result<(), String> {
+        let status = std::process::Command::new("bash")
+            .arg(servers_script())
+            .arg(command)
+            .arg(member.to_string())
+            .status()
+            .map_err(|error| format!("servers.sh {command} {member}: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("servers.sh {command} {member}: {status}"))
+        }
+    }
+
+    /// A backend on the bucket `bucket` of the cluster at `url`, connected to its
+    /// stream's leader alone (the others are killed), and the members
+    /// (numbered in URL order, as `servers.sh` names them `nats-N`) that follow it.
+    async fn on_the_leader(url: &str, bucket: &str) -> (crate::NatsBackend, Vec<usize>) {
+        let config: crate::NatsConfig = url.parse().expect("the cluster's URL");
+        let config = config.with_bucket(bucket).expect("a bucket name");
+        let servers = config.servers().to_vec();
+        let any = crate::NatsBackend::connect(config).await.expect("connect");
+        let store = &any.shared.store;
+        let mut stream = store
+            .jetstream
+            .get_stream(&store.stream)
+            .await
+            .expect("the stream");
+        let info = stream.info().await.expect("the stream's info");
+        let leader = (info.cluster.as_ref())
+            .and_then(|cluster| cluster.leader.as_deref())
+            .and_then(|name| name.strip_prefix("nats-"))
+            .and_then(|member| member.parse::<usize>().ok())
+            .filter(|member| (1..=servers.len()).contains(member))
+            .expect("the stream's leader is a member of the URL");
+        drop(any);
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let login = hosts.rsplit_once('@').map(|(login, _)| format!("{login}@"));
+        let alone = format!(
+            "{scheme}://{}{}?{query}",
+            login.unwrap_or_default(),
+            servers[leader - 1]
+        );
+        let config: crate::NatsConfig = alone.parse().expect("the leader's URL");
+        let config = config
+            .with_bucket(bucket)
+            .expect("a bucket name")
+            .with_request_timeout(Duration::from_secs(1));
+        let backend = crate::NatsBackend::connect(config).await.expect("connect");
+        let followers = (1..=servers.len()).filter(|m| *m != leader).collect();
+        (backend, followers)
+    }
+
+    /// Checks that the compare of a tombstone on `key` is refused without a sequence
+    /// and that a read shows no message there: the write in flight is neither
+    /// readable nor named by the refusal.
+    async fn in_flight_unreadable(store: &Store, key: &str) {
+        let refused = store
+            .publish(Write::purge(key).if_at(0))
+            .await
+            .expect("the leader answers");
+        let Published::Refused { code, description } = refused else {
+            panic!("the tombstone on {key} was not refused: {refused:?}")
+        };
+        assert_eq!(code, 10164, "{description}");
+        let read = store.last(key).await.expect("the leader answers a read");
+        assert!(read.is_none(), "the write in flight is readable: {read:?}");
+    }
+
+    /// Runs `cleanup` while the write to `key` is in flight: it must not end while
+    /// the followers are down (a refusal with no sequence and an empty read tell it
+    /// nothing), and it ends once they are back.
+    async fn cleanup_waits_for_the_write(
+        stopped: StoppedFollowers,
+        store: &Store,
+        key: &str,
+        cleanup: tokio::task::JoinHandle<Result<()>>,
+    ) {
+        in_flight_unreadable(store, key).await;
+        let mut cleanup = cleanup;
+        let early = tokio::time::timeout(PAUSED, &mut cleanup).await;
+        assert!(
+            early.is_err(),
+            "the cleanup of {key} ended while the write it races was still in flight: {early:?}"
+        );
+        drop(stopped);
+        tokio::time::timeout(AFTER_RESUME, cleanup)
+            .await
+            .expect("the cleanup ends once the write landed")
+            .expect("the cleanup's task")
+            .expect("the cleanup");
+    }
+
+    /// A dequeue's claim whose answer was lost (its batch in flight past the request
+    /// timeout) is put back at the call's end: its item is neither lost nor left in
+    /// the in-flight record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_put_back_refused_while_its_claim_is_in_flight_puts_the_item_back() {
+        let Some(url) = distsync_conformance::server_url(NATS_CLUSTER_VAR) else {
+            return;
+        };
+        let _one_at_a_time = CLUSTER.lock().await;
+        let (backend, followers) = on_the_leader(&url, "put_back_in_flight").await;
+        let shared = &backend.shared;
+        let name = Name::new(format!("put_back_{}", call_id())).expect("a name");
+        let queue = NatsQueue::new(shared, name);
+        queue
+            .enqueue_bytes(Bytes::from_static(b"item"))
+            .await
+            .expect("enqueue");
+        let head = queue.queued(Records::Read).await.expect("the head");
+        let item = head.untried().next().expect("the item just enqueued");
+
+        let stopped = StoppedFollowers::kill(followers);
+        let call = Call::new(shared);
+        let claimed = queue.claim_item(&call, item).await;
+        assert!(
+            claimed.as_ref().is_err_and(Error::is_transient),
+            "a claim the leader cannot commit is answered: {:?}",
+            claimed.map(|claimed| claimed.map(|claimed| claimed.record))
+        );
+        // Taken from the call, so that its end puts nothing back: the test does.
+        let records = std::mem::take(&mut *call.records());
+        let [record] = records.as_slice() else {
+            panic!("the call knows {records:?}, not its one claim");
+        };
+        let cleanup = tokio::spawn({
+            let (shared, record) = (Arc::clone(shared), record.clone());
+            async move { put_back(&shared, &record).await }
+        });
+        cleanup_waits_for_the_write(stopped, &shared.store, record, cleanup).await;
+
+        let left = shared.store.last(record).await.expect("a read");
+        assert!(
+            !left.as_ref().is_some_and(Entry::live),
+            "the item stays in its in-flight record {record}"
+        );
+        let dequeued = queue.try_dequeue().await.expect("try_dequeue");
+        assert_eq!(dequeued.as_deref(), Some(&b"item"[..]), "the item is lost");
+        assert_eq!(queue.try_dequeue().await.expect("try_dequeue"), None);
+    }
+
+    /// A receive's hold whose batch is in flight when the receive ends is purged: the
+    /// item is not held until the session ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_hold_refused_while_its_batch_is_in_flight_is_purged() {
+        let Some(url) = distsync_conformance::server_url(NATS_CLUSTER_VAR) else {
+            return;
+        };
+        let _one_at_a_time = CLUSTER.lock().await;
+        let (backend, followers) = on_the_leader(&url, "hold_in_flight").await;
+        let shared = &backend.shared;
+        let hold = format!("hold_in_flight.{}", call_id());
+
+        let stopped = StoppedFollowers::kill(followers);
+        // The receive's batch, as far as the hold is concerned: the hold's creation,
+        // compared with no message, on a session's TTL.
+        let receive = tokio::spawn({
+            let (shared, hold) = (Arc::clone(shared), hold.clone());
+            async move {
+                let write = Write::put(hold.as_str(), Bytes::from_static(b"item"))
+                    .if_at(0)
+                    .ttl(Duration::from_secs(60));
+                shared.store.publish(write).await
+            }
+        });
+        // The receive's answer is lost: the leader cannot commit its batch.
+        let answer = receive.await.expect("the receive's task");
+        assert!(
+            answer.as_ref().is_err_and(Error::is_transient),
+            "a write the leader cannot commit is answered: {answer:?}"
+        );
+        let cleanup = tokio::spawn({
+            let (shared, hold) = (Arc::clone(shared), hold.clone());
+            async move { abandon_hold(&shared, &hold).await }
+        });
+        cleanup_waits_for_the_write(stopped, &shared.store, &hold, cleanup).await;
+
+        let left = shared.store.last(&hold).await.expect("a read");
+        assert!(
+            left.as_ref()
+                .is_some_and(|entry| entry.seq > 0 && !entry.live()),
+            "the hold {hold} is not purged: {left:?}"
+        );
     }
 }

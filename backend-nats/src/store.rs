@@ -24,7 +24,8 @@
 //! behind its replica is: late, never wrong. Paged reads by sequence
 //! (`src/scan.rs`: listings of more keys than one batched direct get returns, a queue's
 //! head) carry no sequence to check, so they may come from a replica behind the floor:
-//! what they serve is decided again by a compared write (a claim), or is a count.
+//! what they serve is decided again by a compared write (a claim), or is a count, and
+//! where a queue's head read ends, the stream's leader says whether a message follows.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -845,13 +846,14 @@ fn op_of(headers: Option<&HeaderMap>) -> Op {
 
 /// The error of a listing no replica answered at the read floor in time: transient,
 /// the replicas catch up.
-const BELOW_FLOOR: &str = "no replica has caught up with what this client wrote or saw yet";
+pub(crate) const BELOW_FLOOR: &str =
+    "no replica has caught up with what this client wrote or saw yet";
 
 /// A batched direct get's status for more matching keys than the server answers.
 const TOO_MANY_RESULTS: u16 = 413;
 
 /// The longest pause between two askings of a listing behind the read floor.
-const FLOOR_PAUSE: Duration = Duration::from_millis(50);
+pub(crate) const FLOOR_PAUSE: Duration = Duration::from_millis(50);
 
 /// The key's sequence a refused compare names (`wrong last sequence: 7`), if it does:
 /// the stream had reached it.
