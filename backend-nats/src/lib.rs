@@ -14,8 +14,7 @@
 //!
 //! <!-- gaps:begin -->
 //! - **nats**: outbox and exactly-once in the caller's transaction
-//! - **nats-cluster**: leadership hand-over; outbox and exactly-once in the caller's
-//!   transaction
+//! - **nats-cluster**: outbox and exactly-once in the caller's transaction
 //! <!-- gaps:end -->
 //!
 //! ```no_run
