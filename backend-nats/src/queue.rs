@@ -1815,6 +1815,26 @@ mod tests {
         }
     }
 
+    /// How long a cluster started just before the tests may take to elect its
+    /// JetStream leader and make a replicated bucket.
+    const READY_WITHIN: Duration = Duration::from_secs(60);
+
+    /// A backend of `config` once the cluster answers: these tests run first, and CI
+    /// starts the cluster just before them, so a connection that times out is made
+    /// again until [`READY_WITHIN`]; any other error, or one past it, fails the test.
+    async fn when_ready(config: crate::NatsConfig) -> crate::NatsBackend {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        loop {
+            match crate::NatsBackend::connect(config.clone()).await {
+                Ok(backend) => return backend,
+                Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => panic!("connecting to the cluster: {error}"),
+            }
+        }
+    }
+
     /// A backend on the bucket `bucket` of the cluster at `url`, connected to its
     /// stream's leader alone (the others are killed), and the members
     /// (numbered in URL order, as `servers.sh` names them `nats-N`) that follow it.
@@ -1822,7 +1842,7 @@ mod tests {
         let config: crate::NatsConfig = url.parse().expect("the cluster's URL");
         let config = config.with_bucket(bucket).expect("a bucket name");
         let servers = config.servers().to_vec();
-        let any = crate::NatsBackend::connect(config).await.expect("connect");
+        let any = when_ready(config).await;
         let store = &any.shared.store;
         let mut stream = store
             .jetstream
