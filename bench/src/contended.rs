@@ -10,7 +10,9 @@
 //! - the peers that wait for a taken lock ([`crate::peers::contended`]): etcd's Lock
 //!   RPC and Go's `concurrency.Mutex` (a process per client), rslock's `acquire` on
 //!   Redis (a retry loop with a random sleep, at its default delay and at a short one),
-//!   `distributed-lock` and the raw advisory pair on PostgreSQL, Curator's
+//!   `distributed-lock`, the raw advisory pair and the durable floor (one row update
+//!   and a synchronous commit per grant, [`crate::raw::durable_floor`]; not on the
+//!   unflushed backend) on PostgreSQL, the same three on MySQL, Curator's
 //!   `InterProcessMutex` on ZooKeeper (a JVM per client, so with a few clients only,
 //!   [`Plan::contended_jvm_clients`]).
 //!

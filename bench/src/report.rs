@@ -834,7 +834,13 @@ impl SqlTargets {
                         "{clients} clients on one lock: fair grants/s ÷ the durable floor's \
                          (one row update and a synchronous commit per grant) ≥ ×{floor:.2}"
                     ),
-                    Err("the durable floor is not in the bench yet".into()),
+                    contended_ratio(
+                        backend,
+                        clients,
+                        &contending(Role::Library),
+                        &contending_label(crate::raw::durable_floor::LABEL),
+                        Some(floor),
+                    ),
                 ));
             }
         }

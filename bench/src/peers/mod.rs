@@ -135,6 +135,10 @@ pub enum ContendedPeer {
     /// a connection per client: it waits for the key too.
     #[cfg(feature = "postgres")]
     RawPostgres,
+    /// PostgreSQL's durable floor ([`crate::raw::durable_floor`]): one row update and a
+    /// synchronous commit per grant, a connection per client, all on one row.
+    #[cfg(feature = "postgres")]
+    DurableFloorPostgres,
     /// `distributed-lock` on MySQL ([`distributed_lock`]), a pool per client.
     #[cfg(feature = "distributed-lock")]
     DistributedLockMysql,
@@ -142,6 +146,9 @@ pub enum ContendedPeer {
     /// per client: it waits for the name too.
     #[cfg(feature = "mysql")]
     RawMysql,
+    /// MySQL's durable floor ([`crate::raw::durable_floor`]), as PostgreSQL's.
+    #[cfg(feature = "mysql")]
+    DurableFloorMysql,
     /// Curator's `InterProcessMutex` ([`curator`]), a JVM per client.
     #[cfg(feature = "zookeeper")]
     Curator,
@@ -165,6 +172,10 @@ impl ContendedPeer {
             Self::RawPostgres => crate::raw::postgres::LABEL,
             #[cfg(feature = "mysql")]
             Self::RawMysql => crate::raw::mysql::LABEL,
+            #[cfg(feature = "postgres")]
+            Self::DurableFloorPostgres => crate::raw::durable_floor::LABEL,
+            #[cfg(feature = "mysql")]
+            Self::DurableFloorMysql => crate::raw::durable_floor::LABEL,
             #[cfg(feature = "zookeeper")]
             Self::Curator => curator::LABEL,
         }
@@ -177,6 +188,10 @@ impl ContendedPeer {
             Self::RawPostgres => Role::Raw,
             #[cfg(feature = "mysql")]
             Self::RawMysql => Role::Raw,
+            #[cfg(feature = "postgres")]
+            Self::DurableFloorPostgres => Role::Raw,
+            #[cfg(feature = "mysql")]
+            Self::DurableFloorMysql => Role::Raw,
             #[allow(unreachable_patterns)]
             _ => Role::Peer,
         }
@@ -212,6 +227,12 @@ impl ContendedPeer {
             Self::DistributedLockMysql => distributed_lock::mysql(url, name).await,
             #[cfg(feature = "mysql")]
             Self::RawMysql => crate::raw::mysql::start(url, name).await,
+            #[cfg(feature = "postgres")]
+            Self::DurableFloorPostgres => {
+                crate::raw::durable_floor::start_postgres(url, name).await
+            }
+            #[cfg(feature = "mysql")]
+            Self::DurableFloorMysql => crate::raw::durable_floor::start_mysql(url, name).await,
             #[cfg(feature = "zookeeper")]
             Self::Curator => curator::start(url, name).await,
         }
@@ -241,6 +262,10 @@ pub fn contended(target: &Target) -> Vec<ContendedPeer> {
             #[cfg(feature = "distributed-lock")]
             peers.push(ContendedPeer::DistributedLockPostgres);
             peers.push(ContendedPeer::RawPostgres);
+            // The floor of durable grants: the unflushed backend's are not durable.
+            if target.kind == crate::target::BackendKind::Postgres {
+                peers.push(ContendedPeer::DurableFloorPostgres);
+            }
         }
         #[cfg(feature = "zookeeper")]
         crate::target::BackendKind::Zookeeper => peers.push(ContendedPeer::Curator),
@@ -249,6 +274,7 @@ pub fn contended(target: &Target) -> Vec<ContendedPeer> {
             #[cfg(feature = "distributed-lock")]
             peers.push(ContendedPeer::DistributedLockMysql);
             peers.push(ContendedPeer::RawMysql);
+            peers.push(ContendedPeer::DurableFloorMysql);
         }
         _ => {}
     }

@@ -13,7 +13,11 @@
 //!   one connection;
 //! - NATS (`async-nats`): a JetStream KV create of one key, then a purge of it;
 //! - memory: none (there is no client crate beneath it).
+//!
+//! Beside them, the SQL stores' durable floor ([`durable_floor`]): one row update and
+//! a synchronous commit per grant, the fewest a durable grant can cost.
 
+pub mod durable_floor;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "mysql")]

@@ -11,13 +11,18 @@ use crate::Result;
 
 /// One store's statements for its session lock on the connection type `C`.
 #[async_trait]
-pub(crate) trait Statements<C>: Send {
+pub(crate) trait Statements<C>: Send + Sync {
     /// Takes the lock, waiting while another connection holds it (so the pair also
     /// runs in the contended case).
     async fn lock(&self, conn: &mut C) -> Result<()>;
 
     /// Releases the lock; an error if this connection did not hold it.
     async fn unlock(&self, conn: &mut C) -> Result<()>;
+
+    /// Removes what the statements made on the server, before the connection closes.
+    async fn close(&self, _conn: &mut C) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A session lock cycled on its own connection.
@@ -55,7 +60,8 @@ impl<C: sqlx::Connection, S: Statements<C>> Cycler for SessionLock<C, S> {
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            self.statements.close(&mut conn).await?;
             conn.close().await?;
         }
         Ok(())
