@@ -4,6 +4,7 @@
 //! client of the caller's, with the [`capabilities`] of the crate root.
 
 use distsync_core::{Backend, Coordinator, Error, Result};
+use distsync_kv::forgetful::ForgetfulKv;
 use distsync_kv::recipes::KvBackend;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
@@ -12,8 +13,10 @@ use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::{capabilities, capabilities_with_bound, EtcdConfig, BACKEND};
 use distsync_core::raw::{name_connect_timeout, refusing_hosts, Failure, Idempotence, RetryPolicy};
 
-/// The etcd backend: every primitive of [`distsync_kv::recipes`] over [`EtcdKv`].
-pub type EtcdBackend = KvBackend<EtcdKv>;
+/// The etcd backend: every primitive of [`distsync_kv::recipes`] over [`EtcdKv`], with
+/// the epoch marker of a store that can forget ([`ForgetfulKv`]; see the crate docs,
+/// "When the store forgets").
+pub type EtcdBackend = KvBackend<ForgetfulKv<EtcdKv>>;
 
 /// Connects to the etcd cluster a URL names and returns the backend.
 ///
@@ -80,10 +83,13 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
     // into a silent partition fails within about one `timeout=` (plus its last
     // attempt's), not a retry budget of timeouts.
     Ok(KvBackend::with_kv(
-        EtcdKv::from_client(client)
-            .with_retry(RetryPolicy::within(config.request_timeout()))
-            .with_keepalive_timeout(config.request_timeout())
-            .with_amnesia(config.namespace(), config.max_session_ttl()),
+        ForgetfulKv::new(
+            EtcdKv::from_client(client)
+                .with_retry(RetryPolicy::within(config.request_timeout()))
+                .with_keepalive_timeout(config.request_timeout()),
+            config.namespace(),
+            config.max_session_ttl(),
+        ),
         config.namespace(),
         capabilities_with_bound(config.max_session_ttl()),
     )
@@ -105,7 +111,7 @@ pub fn backend_from_client(client: Client, namespace: &str) -> Result<EtcdBacken
         .namespace()
         .to_owned();
     Ok(KvBackend::with_kv(
-        EtcdKv::from_client(client).with_amnesia(&namespace, None),
+        ForgetfulKv::new(EtcdKv::from_client(client), &namespace, None),
         namespace,
         capabilities(),
     ))

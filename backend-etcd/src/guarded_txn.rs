@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use distsync_core::raw::SessionStoreSide as _;
 use distsync_core::{Error, LockGuard, Result};
+use distsync_kv::forgetful::ForgetfulKv;
 use distsync_kv::recipes::{hold_of, KvLease};
 
 use crate::{EtcdKv, BACKEND};
@@ -73,7 +74,7 @@ pub fn held_compare(guard: &LockGuard) -> Result<etcd_client::Compare> {
     let hold = hold_of(guard).map_err(|_| not_etcd())?;
     let kv = guard
         .session()
-        .lease_for::<KvLease<EtcdKv>>(BACKEND)
+        .lease_for::<KvLease<ForgetfulKv<EtcdKv>>>(BACKEND)
         .map_err(|_| not_etcd())?
         .kv();
     if !std::ptr::addr_eq(Arc::as_ptr(hold.store()), Arc::as_ptr(kv)) {
@@ -83,5 +84,5 @@ pub fn held_compare(guard: &LockGuard) -> Result<etcd_client::Compare> {
                 .into(),
         ));
     }
-    Ok(kv.lower_compare(&hold.compare()))
+    Ok(crate::kv::compare(&kv.lower_compare(&hold.compare())))
 }

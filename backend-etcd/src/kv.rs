@@ -1,5 +1,6 @@
 //! [`EtcdKv`]: distsync's revisioned key-value model ([`Kv`]) on etcd's v3 API.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,7 @@ use distsync_kv::kv::{
 };
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
 use futures::stream::BoxStream;
-use futures::StreamExt as _;
 
-use crate::amnesia::{self, Amnesia, Marker, Ticket};
 use crate::error::{classify, is_lease_not_found, protocol, to_error, BACKEND};
 use crate::keepalive::KeepAlives;
 use crate::key_value::key_value;
@@ -57,14 +56,18 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Keys are full store keys; the namespace is added by
 /// [`KvBackend`](distsync_kv::recipes::KvBackend). Keys that are not UTF-8 (written
-/// by another program) are read lossily.
+/// by another program) are read lossily. Revisions are the store's own: the backend
+/// puts it under a [`ForgetfulKv`](distsync_kv::forgetful::ForgetfulKv), which tells
+/// a store that forgot from them, from the cluster id ([`Kv::identity`]) and from its
+/// epoch marker (see the crate docs, "When the store forgets").
 #[derive(Clone)]
 pub struct EtcdKv {
     client: Client,
     retry: RetryPolicy,
     watches: Arc<Watches>,
     keepalives: Arc<KeepAlives>,
-    amnesia: Arc<Amnesia>,
+    /// The cluster id of the latest answer with a header (0: none yet).
+    cluster_id: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for EtcdKv {
@@ -119,7 +122,7 @@ impl EtcdKv {
             keepalives: Arc::new(KeepAlives::new(client.clone(), DEFAULT_REQUEST_TIMEOUT)),
             client,
             retry: RetryPolicy::default(),
-            amnesia: Arc::new(Amnesia::new(None, None)),
+            cluster_id: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -130,227 +133,13 @@ impl EtcdKv {
         self
     }
 
-    /// Watches for a store that forgets under `namespace` (its epoch marker lives
-    /// there), with `bound` on session TTLs (the lock-delay's length for a client
-    /// that never knew the old store; see the crate docs, "When the store forgets").
-    pub(crate) fn with_amnesia(mut self, namespace: &str, bound: Option<Duration>) -> Self {
-        self.amnesia = Arc::new(Amnesia::new(Some(namespace.to_owned()), bound));
-        self
-    }
-
-    /// Judges an answer's header (see `amnesia`); `true` when the store forgot.
-    fn seen(&self, ticket: Ticket, header: Option<&etcd_client::ResponseHeader>) -> bool {
-        header.is_some_and(|header| {
-            self.amnesia
-                .observe(ticket, header.cluster_id(), header.revision())
-        })
-    }
-
-    /// After a detection: the marker read again and the token offset written into
-    /// it, so that other clients adopt it. A failure is logged: the next loss or
-    /// lock-delay reads it again.
-    async fn publish(&self) {
-        if let Err(error) = self.sync_marker(None).await {
-            tracing::debug!(backend = BACKEND, %error, "writing the epoch marker failed");
-        }
-    }
-
-    /// Waits out a lock-delay before a grant, then reads the marker again (adopting
-    /// the token offset an old holder wrote during the delay).
-    ///
-    /// Cancel-safe: it only waits and reads.
-    async fn hold(&self) {
-        loop {
-            while let Some(until) = self.amnesia.hold() {
-                tokio::time::sleep_until(until).await;
-            }
-            if !self.amnesia.take_reread() {
-                return;
-            }
-            self.publish().await;
-        }
-    }
-
-    /// Reads the epoch marker and the hold key in one transaction, judges them, and
-    /// writes the marker where it is missing or records less than this client knows
-    /// (a longer session TTL `ttl`, a higher token offset). A missing marker, with a
-    /// bound, is written with the hold key under a lease of the bound, and starts
-    /// the lock-delay. Does nothing for a client that does not know its namespace.
-    ///
-    /// Cancel-safe: each write is one transaction, compared against what was read.
-    async fn sync_marker(&self, ttl: Option<Duration>) -> Result<()> {
-        let Some(namespace) = self.amnesia.namespace() else {
-            return Ok(());
-        };
-        let marker_key = amnesia::marker_key(namespace);
-        let hold_key = amnesia::hold_key(namespace);
-        for _ in 0..8 {
-            let ticket = self.amnesia.ticket();
-            let read = etcd_client::Txn::new().and_then(vec![
-                etcd_client::TxnOp::get(marker_key.as_str(), None),
-                etcd_client::TxnOp::get(hold_key.as_str(), None),
-            ]);
-            let response = self
-                .retry
-                .one_shot("epoch marker", Idempotence::Idempotent, classify, || {
-                    let mut kv = self.client.kv_client();
-                    let read = read.clone();
-                    async move { kv.txn(read).await }
-                })
-                .await
-                .map_err(to_error)?;
-            self.seen(ticket, response.header());
-            let mut gets = response.op_responses().into_iter().map(|op| match op {
-                etcd_client::TxnOpResponse::Get(get) => get.kvs().first().cloned(),
-                _ => None,
-            });
-            let (stored, held) = (gets.next().flatten(), gets.next().flatten());
-            let marker = stored
-                .as_ref()
-                .and_then(|stored| Marker::parse(stored.value()));
-            self.amnesia.observe_marker(marker.as_ref());
-            // A hold key waited out once is not waited again (it lives on until
-            // etcd expires its lease, a little after the delay).
-            if let Some(held) = held.filter(|held| self.amnesia.new_hold(held.create_revision())) {
-                let delay = std::str::from_utf8(held.value())
-                    .ok()
-                    .and_then(|ms| ms.parse().ok())
-                    .map_or_else(|| self.amnesia.longest_ttl(), Duration::from_millis);
-                self.amnesia.hold_for(delay);
-            }
-            // A store with no marker may have forgotten. A client with the bound, or
-            // one that saw the store forget, writes it with the hold key, under a
-            // lease of the lock-delay, so that every client that opens a session
-            // while it lives waits it out too; a client with neither leaves it to
-            // them (it cannot tell a new store from one that forgot, nor bound the
-            // wait).
-            let hold = match (&stored, self.amnesia.bound()) {
-                (Some(_), _) => None,
-                (None, Some(_)) => Some(self.amnesia.longest_ttl()),
-                (None, None) if self.amnesia.detected() => Some(self.amnesia.longest_ttl()),
-                (None, None) => return Ok(()),
-            };
-            let Some(write) = self
-                .amnesia
-                .marker_to_write(marker.as_ref(), ttl.unwrap_or_default())
-            else {
-                return Ok(());
-            };
-            let compare = match &stored {
-                None => etcd_client::Compare::create_revision(
-                    marker_key.as_str(),
-                    etcd_client::CompareOp::Equal,
-                    0,
-                ),
-                Some(stored) => etcd_client::Compare::mod_revision(
-                    marker_key.as_str(),
-                    etcd_client::CompareOp::Equal,
-                    stored.mod_revision(),
-                ),
-            };
-            let mut ops = vec![etcd_client::TxnOp::put(
-                marker_key.as_str(),
-                write.encode(),
-                None,
-            )];
-            if let Some(bound) = hold {
-                let lease = self.lease_grant_raw(bound).await?;
-                ops.push(etcd_client::TxnOp::put(
-                    hold_key.as_str(),
-                    bound.as_millis().to_string(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ));
-            }
-            let write_txn = etcd_client::Txn::new().when(vec![compare]).and_then(ops);
-            let ticket = self.amnesia.ticket();
-            let response = self
-                .retry
-                .one_shot("epoch marker", Idempotence::Mutation, classify, || {
-                    let mut kv = self.client.kv_client();
-                    let write_txn = write_txn.clone();
-                    async move { kv.txn(write_txn).await }
-                })
-                .await
-                .map_err(to_error)?;
-            self.seen(ticket, response.header());
-            if response.succeeded() {
-                self.amnesia.wrote_marker(&write);
-                if let Some(bound) = hold {
-                    // The hold key was created at the transaction's revision.
-                    if let Some(header) = response.header() {
-                        self.amnesia.new_hold(header.revision());
-                    }
-                    tracing::info!(
-                        backend = BACKEND,
-                        lock_delay = ?bound,
-                        "no epoch marker: the store is new or forgot; grants wait the lock-delay"
-                    );
-                    self.amnesia.hold_for(bound);
-                }
-                return Ok(());
+    /// Records the cluster id of an answer's header ([`Kv::identity`]).
+    fn seen(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(id) = header.map(etcd_client::ResponseHeader::cluster_id) {
+            if id != 0 {
+                self.cluster_id.store(id, Ordering::Relaxed);
             }
         }
-        Err(Error::backend(
-            BACKEND,
-            "the epoch marker kept changing under this client's writes",
-        ))
-    }
-
-    /// A lease grant, its header judged; not recorded as a session's.
-    async fn lease_grant_raw(&self, ttl: Duration) -> Result<LeaseId> {
-        let seconds = ttl_seconds(ttl)?;
-        let ticket = self.amnesia.ticket();
-        // Repeating a grant whose answer was lost leaks a lease nobody renews; it
-        // expires after its TTL, holding nothing.
-        let response = self
-            .retry
-            .one_shot("lease grant", Idempotence::Idempotent, classify, || {
-                let mut lease = self.client.lease_client();
-                async move { lease.grant(seconds, None).await }
-            })
-            .await
-            .map_err(to_error)?;
-        if !response.error().is_empty() {
-            return Err(protocol(format!("lease grant: {}", response.error())));
-        }
-        self.seen(ticket, response.header());
-        Ok(response.id())
-    }
-
-    /// `range` with its revisions as the store knows them (see `amnesia`).
-    fn lower_range(&self, mut range: Range) -> Range {
-        for revision in [
-            &mut range.max_create_revision,
-            &mut range.max_mod_revision,
-            &mut range.revision,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *revision = self.amnesia.down(*revision);
-        }
-        range
-    }
-
-    /// `compare` as etcd's client sends it, its revision as the store knows it (see
-    /// `amnesia`): what every transaction of this client compares, and what a
-    /// caller's own transaction must compare to agree with it.
-    pub(crate) fn lower_compare(&self, compare: &Compare) -> etcd_client::Compare {
-        let mut compare = compare.clone();
-        if compare.target != CompareTarget::Version {
-            compare.value = self.amnesia.down(compare.value);
-        }
-        self::compare(&compare)
-    }
-
-    /// A range answer with its revisions as reported up (see `amnesia`).
-    fn raise_range(&self, mut response: RangeResponse) -> RangeResponse {
-        response.revision = self.amnesia.up(response.revision);
-        for kv in &mut response.kvs {
-            kv.create_revision = self.amnesia.up(kv.create_revision);
-            kv.mod_revision = self.amnesia.up(kv.mod_revision);
-        }
-        response
     }
 
     /// The underlying client, e.g. to compact or to inspect the cluster.
@@ -434,7 +223,9 @@ fn range_response(
     }
 }
 
-fn compare(compare: &Compare) -> etcd_client::Compare {
+/// `compare` as etcd's client sends it: what every transaction of this client
+/// compares, and what a caller's own transaction compares to agree with it.
+pub(crate) fn compare(compare: &Compare) -> etcd_client::Compare {
     let op = match compare.op {
         CompareOp::Equal => etcd_client::CompareOp::Equal,
         CompareOp::NotEqual => etcd_client::CompareOp::NotEqual,
@@ -520,10 +311,12 @@ impl Kv for EtcdKv {
         Ok(facts)
     }
 
+    fn identity(&self) -> u64 {
+        self.cluster_id.load(Ordering::Relaxed)
+    }
+
     async fn range(&self, range: Range) -> Result<RangeResponse> {
-        let range = self.lower_range(range);
         let options = get_options(&range)?;
-        let ticket = self.amnesia.ticket();
         let response = self
             .retry
             .one_shot("range", Idempotence::Idempotent, classify, || {
@@ -534,31 +327,12 @@ impl Kv for EtcdKv {
             })
             .await
             .map_err(to_error)?;
-        if self.seen(ticket, response.header()) {
-            self.publish().await;
-        }
-        Ok(self.raise_range(range_response(&response, 0)))
+        self.seen(response.header());
+        Ok(range_response(&response, 0))
     }
 
-    async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
-        // A put bound to a lease joins a line of holders: no grant during a lock-delay.
-        let joins =
-            txn.success.iter().chain(&txn.failure).any(
-                |op| matches!(op, TxnOp::Put { lease, ignore_lease: false, .. } if *lease != 0),
-            );
-        if joins {
-            self.hold().await;
-        }
-        for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
-            if let TxnOp::Range(range) = op {
-                *range = self.lower_range(std::mem::take(range));
-            }
-        }
-        let compares: Vec<etcd_client::Compare> = txn
-            .compares
-            .iter()
-            .map(|compare| self.lower_compare(compare))
-            .collect();
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let compares: Vec<etcd_client::Compare> = txn.compares.iter().map(compare).collect();
         let success = txn.success.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
         let failure = txn.failure.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
         let request = etcd_client::Txn::new()
@@ -575,7 +349,6 @@ impl Kv for EtcdKv {
         } else {
             Idempotence::Mutation
         };
-        let ticket = self.amnesia.ticket();
         let response = self
             .retry
             .one_shot("txn", idempotence, classify, || {
@@ -585,9 +358,7 @@ impl Kv for EtcdKv {
             })
             .await
             .map_err(to_error)?;
-        if self.seen(ticket, response.header()) {
-            self.publish().await;
-        }
+        self.seen(response.header());
         let revision = response.header().map_or(0, |header| header.revision());
         let responses = response
             .op_responses()
@@ -597,9 +368,9 @@ impl Kv for EtcdKv {
                 etcd_client::TxnOpResponse::Delete(delete) => {
                     Ok(TxnOpResponse::Delete(delete.deleted()))
                 }
-                etcd_client::TxnOpResponse::Get(get) => Ok(TxnOpResponse::Range(
-                    self.raise_range(range_response(&get, revision)),
-                )),
+                etcd_client::TxnOpResponse::Get(get) => {
+                    Ok(TxnOpResponse::Range(range_response(&get, revision)))
+                }
                 etcd_client::TxnOpResponse::Txn(_) => Err(protocol(
                     "etcd answered a nested transaction that was not sent",
                 )),
@@ -608,7 +379,7 @@ impl Kv for EtcdKv {
         Ok(TxnResponse {
             succeeded: response.succeeded(),
             responses,
-            revision: self.amnesia.up(revision),
+            revision,
         })
     }
 
@@ -618,54 +389,31 @@ impl Kv for EtcdKv {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        let start_revision = self.amnesia.down(start_revision);
-        let stream = self
-            .watches
+        self.watches
             .open(&self.retry, key, prefix, start_revision)
-            .await?;
-        let amnesia = Arc::clone(&self.amnesia);
-        Ok(stream
-            .map(move |item| {
-                item.map(|response| match response {
-                    WatchResponse::Events(mut events) => {
-                        for event in &mut events {
-                            event.kv.create_revision = amnesia.up(event.kv.create_revision);
-                            event.kv.mod_revision = amnesia.up(event.kv.mod_revision);
-                        }
-                        WatchResponse::Events(events)
-                    }
-                    WatchResponse::Compacted(revision) => {
-                        WatchResponse::Compacted(amnesia.up(revision))
-                    }
-                })
-            })
-            .boxed())
+            .await
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        self.amnesia.check_ttl(ttl)?;
-        // The marker records the TTL before any session of it exists: a lock-delay
-        // after the store forgets waits for the longest one recorded.
-        if self.amnesia.needs_marker(ttl) {
-            self.sync_marker(Some(ttl)).await?;
+        let seconds = ttl_seconds(ttl)?;
+        // Repeating a grant whose answer was lost leaks a lease nobody renews; it
+        // expires after its TTL, holding nothing.
+        let response = self
+            .retry
+            .one_shot("lease grant", Idempotence::Idempotent, classify, || {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(seconds, None).await }
+            })
+            .await
+            .map_err(to_error)?;
+        if !response.error().is_empty() {
+            return Err(protocol(format!("lease grant: {}", response.error())));
         }
-        self.amnesia.record_ttl(ttl);
-        let lease = self.lease_grant_raw(ttl).await?;
-        self.amnesia.lease_granted(lease);
-        Ok(lease)
-    }
-
-    async fn lease_grant_for_records(&self, ttl: Duration) -> Result<LeaseId> {
-        // No session: outside the bound and the marker's longest TTL (see `amnesia`).
-        self.lease_grant_raw(ttl).await
+        self.seen(response.header());
+        Ok(response.id())
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
-        if self.amnesia.lease_forgotten(lease) {
-            // Granted by a store that has since forgotten it (see `amnesia`).
-            self.amnesia.lease_ended(lease);
-            return Ok(KeepAlive::Gone);
-        }
         // On the client's shared keepalive stream (see `keepalive`); a renewal whose
         // stream broke is retried on a new one.
         let outcome = self
@@ -681,16 +429,11 @@ impl Kv for EtcdKv {
                 lease = format_args!("{lease:x}"),
                 "lease is gone"
             );
-            self.amnesia.lease_ended(lease);
-            // A lease gone may be a store that forgot: the marker tells (one read, on
-            // the loss path only), and a detection publishes the token offset.
-            self.publish().await;
         }
         Ok(outcome)
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.amnesia.lease_ended(lease);
         self.retry
             .one_shot("lease revoke", Idempotence::Idempotent, classify, || {
                 let mut client = self.client.lease_client();

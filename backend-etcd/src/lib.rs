@@ -44,7 +44,7 @@
 //!   growing. `max_session_ttl=` in the URL (sessions above it refused; give it in
 //!   every client's URL) makes a client that never knew the old store wait it out too,
 //!   and the backend then declares `exclusive_across_restart`. See docs/FENCING.md,
-//!   "When etcd or PostgreSQL forgets".
+//!   "When etcd, PostgreSQL or MySQL forgets".
 //! - An application with its own configured [`etcd_client::Client`] hands it over with
 //!   [`backend_from_client`].
 //! - **An application's own transaction guarded by a lock**, for data kept in etcd:
@@ -80,7 +80,6 @@ use std::time::Duration;
 
 use distsync_core::Capabilities;
 
-mod amnesia;
 mod backend;
 mod config;
 mod driver;

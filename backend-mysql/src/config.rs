@@ -67,14 +67,12 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
 /// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside two of its own for lease grants and renewals | [`DEFAULT_POOL_SIZE`] |
 /// | `connect_timeout` | connecting in all, the tables' creation included | 5 s |
 /// | `timeout` | one statement's answer, and waiting for a pool connection | 10 s |
+/// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a wiped data directory, the tables dropped: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; `off`: none; empty: the default | none: no lock-delay for a store found without its marker (InnoDB keeps every committed write) |
 ///
 /// TLS is sqlx's rustls (cargo feature `tls`, on by default); a mode that requires it
 /// in a build without the feature is [`Error::Unsupported`]. The files are read when
 /// the backend connects: one that cannot be read is [`Error::InvalidArgument`] naming
 /// its path.
-///
-/// Not offered yet, and refused with [`Error::Unsupported`]: `max_session_ttl` (the
-/// lock-delay after a store that forgot: the backend keeps no epoch marker yet).
 ///
 /// The password is never shown: `Display`, `Debug` and errors show `***` instead; nor
 /// is a key's content, which only the connection reads.
@@ -101,6 +99,7 @@ pub struct MysqlConfig {
     pool_size: u32,
     connect_timeout: Duration,
     request_timeout: Duration,
+    max_session_ttl: Option<Duration>,
     /// The PEM file of CA certificates to trust (`ca=`).
     ca_file: Option<String>,
     /// The PEM client certificate and its key (`cert=`, `key=`).
@@ -119,6 +118,7 @@ impl fmt::Debug for MysqlConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("max_session_ttl", &self.max_session_ttl)
             .finish()
     }
 }
@@ -145,8 +145,8 @@ impl MysqlConfig {
     /// [`Error::InvalidUrl`] (password masked) for an unparsable URL, another scheme, a
     /// missing host or database, or an invalid parameter (`cert` without `key` or the
     /// reverse, a TLS file beside an `ssl-mode` that may connect without TLS);
-    /// [`Error::Unsupported`] for `max_session_ttl`, and for an `ssl-mode` (or a TLS
-    /// file) that requires TLS in a build without the cargo feature `tls`.
+    /// [`Error::Unsupported`] for an `ssl-mode` (or a TLS file) that requires TLS in a
+    /// build without the cargo feature `tls`.
     pub fn parse(url: &str) -> Result<Self> {
         let display = distsync_core::redact_url(url);
         let invalid = |reason: String| Error::InvalidUrl {
@@ -231,12 +231,6 @@ impl MysqlConfig {
         if let Some((cert, key)) = &shared.client_cert_files {
             options = options.ssl_client_cert(cert).ssl_client_key(key);
         }
-        if shared.max_session_ttl.or(None).is_some() {
-            return Err(Error::unsupported(
-                crate::BACKEND,
-                "max_session_ttl= (a lock-delay after the store forgot)",
-            ));
-        }
         Ok(Self {
             options,
             table_prefix,
@@ -244,6 +238,7 @@ impl MysqlConfig {
             pool_size,
             connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            max_session_ttl: shared.max_session_ttl.or(None),
             ca_file: shared.ca_file,
             client_cert_files: shared.client_cert_files,
             display,
@@ -280,6 +275,13 @@ impl MysqlConfig {
     /// How long one statement may wait for its answer.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
+    /// lock-delay after the store forgets (see the crate docs, "When the store
+    /// forgets"): sessions with a longer TTL are refused.
+    pub fn max_session_ttl(&self) -> Option<Duration> {
+        self.max_session_ttl
     }
 
     /// The TLS mode: the URL's `ssl-mode`, or its default (see the type's docs).
@@ -378,8 +380,11 @@ mod tests {
             );
             assert!(!error.to_string().contains("hunter2"), "{error}");
         }
-        let error = MysqlConfig::parse("mysql://app@h/db?max_session_ttl=30s").unwrap_err();
-        assert!(matches!(error, Error::Unsupported { .. }), "{error:?}");
+        let bounded = MysqlConfig::parse("mysql://app@h/db?max_session_ttl=30s").unwrap();
+        assert_eq!(bounded.max_session_ttl(), Some(Duration::from_secs(30)));
+        assert_eq!(MysqlConfig::parse("mysql://app@h/db").unwrap().max_session_ttl(), None);
+        let error = MysqlConfig::parse("mysql://app@h/db?max_session_ttl=1ms").unwrap_err();
+        assert!(matches!(error, Error::InvalidUrl { .. }), "{error:?}");
     }
 
     #[test]

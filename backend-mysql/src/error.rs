@@ -23,6 +23,26 @@ mod code {
     pub(super) const INTERRUPTED: u16 = 1317;
     /// `ER_CONNECTION_KILLED`.
     pub(super) const KILLED: u16 = 1927;
+    /// `ER_NO_SUCH_TABLE`.
+    pub(super) const NO_SUCH_TABLE: u16 = 1146;
+    /// `ER_LOCK_NOWAIT` (MySQL 8's answer to `NOWAIT` on a held row; MariaDB answers
+    /// [`LOCK_WAIT_TIMEOUT`]).
+    pub(super) const LOCK_NOWAIT: u16 = 3572;
+}
+
+/// Whether `error` is a locking read refused at once (`NOWAIT`) or after
+/// `innodb_lock_wait_timeout`: another transaction holds the row.
+pub(crate) fn is_lock_refused(error: &sqlx::Error) -> bool {
+    matches!(
+        number(error),
+        Some(code::LOCK_NOWAIT | code::LOCK_WAIT_TIMEOUT)
+    )
+}
+
+/// Whether `error` is the server's answer for a table that does not exist: the store
+/// forgot (its data wiped, its tables dropped).
+pub(crate) fn is_missing_table(error: &sqlx::Error) -> bool {
+    number(error) == Some(code::NO_SUCH_TABLE)
 }
 
 /// The server's error number, if `error` is a database error.

@@ -23,7 +23,7 @@ use crate::error::{map, within, Bound};
 use crate::replication::SemiSync;
 use crate::schema::Tables;
 use crate::watch::Hub;
-use crate::{lease, reaper, txn, MysqlConfig, BACKEND};
+use crate::{callers, lease, reaper, txn, MysqlConfig, BACKEND};
 
 /// How long, in seconds, the server lets a connection sit idle inside a transaction
 /// before it ends the connection (and rolls the transaction back).
@@ -250,9 +250,15 @@ impl MysqlKv {
         .await
     }
 
-    /// The pool of connections, e.g. to inspect the tables.
+    /// The pool of connections, e.g. to inspect the tables, or to begin a transaction
+    /// of the caller's that an [`crate::Outbox`] or [`crate::ack_in`] joins.
     pub fn pool(&self) -> &MySqlPool {
         &self.core.pool
+    }
+
+    /// The backend's tables.
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.core.tables
     }
 }
 
@@ -279,6 +285,13 @@ impl Kv for MysqlKv {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        if callers::active() {
+            // A recipe inside the caller's transaction (see `callers`): its writers
+            // are woken by the watch hub's poll once the caller commits.
+            return callers::route(&self.core.tables, txn)
+                .await
+                .map(|applied| applied.response);
+        }
         self.detached("a transaction", |core| async move {
             let applied = txn::run(&core.pool, &core.tables, txn).await?;
             if !applied.events.is_empty() {

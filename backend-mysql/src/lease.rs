@@ -60,9 +60,13 @@ pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> R
 }
 
 /// Renews `lease` for its TTL from the server's `NOW(6)`, if it has not expired:
-/// [`KeepAlive::Gone`] otherwise (expired, revoked or never granted).
+/// [`KeepAlive::Gone`] otherwise (expired, revoked or never granted). A store without
+/// the leases table forgot every lease: the tables are created again (so that the
+/// client reads the epoch marker of the store as it is now, see the crate docs, "When
+/// the store forgets"), and the lease is gone.
 ///
-/// Cancel safety: cancel-safe; a renewal applied whose reply is lost only extends it.
+/// Cancel safety: cancel-safe; a renewal applied whose reply is lost only extends it,
+/// and creating the tables is idempotent.
 pub(crate) async fn keep_alive(
     pool: &MySqlPool,
     tables: &Tables,
@@ -75,8 +79,18 @@ pub(crate) async fn keep_alive(
     ))
     .bind(lease)
     .execute(pool)
-    .await
-    .map_err(map)?;
+    .await;
+    let renewed = match renewed {
+        Err(error) if crate::error::is_missing_table(&error) => {
+            tracing::warn!(
+                backend = BACKEND,
+                "the leases table is missing: the store forgot; creating the tables again"
+            );
+            tables.create(pool).await?;
+            return Ok(KeepAlive::Gone);
+        }
+        renewed => renewed.map_err(map)?,
+    };
     Ok(if renewed.rows_affected() == 0 {
         KeepAlive::Gone
     } else {
@@ -208,7 +222,7 @@ async fn end_on(
     }
     let answer = batch::run(
         conn,
-        &optimistic::locked(tables, &seen, body, !rows.is_empty()),
+        &optimistic::locked(tables, &seen.condition(tables), body, !rows.is_empty()),
     )
     .await?;
     let outcome = answer

@@ -5,7 +5,8 @@
 //! revision, ranges, multi-key transactions with compares, watches from a revision,
 //! leases), on InnoDB tables, and every primitive comes from the tested recipes of
 //! [`distsync_kv::recipes`], exactly as the etcd backend gets them:
-//! [`MysqlBackend`] is `KvBackend<MysqlKv>`.
+//! [`MysqlBackend`] is `KvBackend<ForgetfulKv<MysqlKv>>` (the store with the epoch
+//! marker of [`distsync_kv::forgetful`], see "When the store forgets").
 //!
 //! ## What it does not offer
 //!
@@ -216,12 +217,23 @@
 //! [`Error::Authentication`](distsync_core::Error); a certificate either side refuses,
 //! [`Error::Connection`](distsync_core::Error).
 //!
-//! # Not done yet
+//! # When the store forgets
 //!
-//! - A store that forgets (a wiped data directory, a restored dump): no epoch marker
-//!   yet, so `max_session_ttl=` is refused and `exclusive_across_restart` is not
-//!   declared.
-//! - Transactions of the caller's (exactly-once effects).
+//! InnoDB keeps every committed row across a restart. What forgets is an operator's
+//! act: a data directory wiped and the server started again at the same address, the
+//! tables dropped, a dump restored. The leases are then gone with every key they held,
+//! and the revision starts again at 1. The backend is the recipes over
+//! [`distsync_kv::forgetful::ForgetfulKv`], the same detection the etcd backend makes:
+//! a revision going back, and an epoch marker row (key `/amnesia`) read when a client
+//! opens its first session and when a renewal finds its lease gone. On detection the
+//! client's sessions are lost, nothing is granted through it for the longest session
+//! TTL known, and fencing tokens keep growing (an offset written into the marker).
+//! A renewal that finds the tables missing creates them again and reports its lease
+//! gone, so a holder's client tells the store forgot as soon as it is back.
+//!
+//! `max_session_ttl=` in the URL (sessions above it refused; give it in every client's
+//! URL) makes a client that never knew the old store wait it out too, and the backend
+//! then declares `exclusive_across_restart` ([`capabilities_with_bound`]).
 //!
 //! [`Kv::clock`]: distsync_kv::kv::Kv::clock
 //! [`Kv::rate_limit`]: distsync_kv::kv::Kv::rate_limit
@@ -232,8 +244,10 @@ use std::time::Duration;
 
 use distsync_core::Capabilities;
 
+mod acknowledge_in;
 mod backend;
 mod batch;
+mod callers;
 mod clock;
 mod compaction;
 mod config;
@@ -242,15 +256,19 @@ mod error;
 mod kv;
 mod lease;
 mod optimistic;
+mod outbox;
 mod range;
 mod rate_limit;
 mod reaper;
 mod replication;
 mod schema;
 mod tls;
+mod transaction_lock;
+mod transactional;
 mod txn;
 mod watch;
 
+pub use acknowledge_in::{ack_in, PendingAck};
 pub use backend::{backend, backend_with_config, connect, MysqlBackend};
 pub use compaction::DEFAULT_RETAINED_REVISIONS;
 pub use config::{
@@ -259,6 +277,12 @@ pub use config::{
 };
 pub use driver::DRIVER;
 pub use kv::MysqlKv;
+pub use outbox::Outbox;
+/// The `sqlx` this crate is built with: the connections an [`Outbox`], [`ack_in`] and a
+/// [`TransactionLock`] take must come from this version.
+pub use sqlx;
+pub use transaction_lock::TransactionLock;
+pub use transactional::Transactional;
 
 /// The backend's name, as it appears in [`Capabilities::backend`], in errors and in
 /// log fields.
@@ -298,18 +322,27 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 /// - linearizable: one primary, writers serialized on the revision row;
 /// - queue ages and the rate limiter: on the server's clock, the limiter's decision in
 ///   one statement (see the crate docs, "The server's clock");
-/// - not offered yet: holds exclusive across a store that forgot (no epoch marker
-///   yet), and transactions of the caller's;
+/// - holds exclusive across a store that forgot: only with a bound on session TTLs
+///   (`max_session_ttl=`, [`capabilities_with_bound`]), which a client that never
+///   knew the old store needs to wait out the lock-delay;
+/// - transactions of the caller's: an outbox and acknowledgements inside them
+///   ([`Outbox`], [`ack_in`]);
 /// - surviving a failover: false here; a backend connected to a semi-synchronous
 ///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica");
 /// - the largest value: [`max_value_size`] of MariaDB's default `max_allowed_packet`
 ///   ([`DEFAULT_MAX_ALLOWED_PACKET`]); a connected backend declares that of the
 ///   server's own.
 pub fn capabilities() -> Capabilities {
+    capabilities_with_bound(None)
+}
+
+/// [`capabilities`] of a backend whose URL bounds session TTLs (`max_session_ttl=`,
+/// [`MysqlConfig::max_session_ttl`]): `exclusive_across_restart` with a bound.
+pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(max_value_size(DEFAULT_MAX_ALLOWED_PACKET))
-        .with_exclusive_across_restart(false)
-        .with_session_bound(false)
-        .with_caller_transactions(false)
+        .with_exclusive_across_restart(max_session_ttl.is_some())
+        .with_session_bound(true)
+        .with_caller_transactions(true)
         .with_survives_failover(false)
 }

@@ -124,13 +124,18 @@ impl Seen {
     }
 }
 
-/// The locked batch: the revision lock, `@ok` from `seen`, `body` (the writes, each
-/// conditional on `@ok` and written at `@r`, and any tagged reads among them), the
-/// new revision if `writes` (else the revision stays), the commit and the
-/// [`OUTCOME`].
-pub(crate) fn locked(tables: &Tables, seen: &Seen, body: Vec<String>, writes: bool) -> Vec<String> {
+/// The locked batch: the revision lock, `@ok` from `unchanged` (a condition, e.g.
+/// [`Seen::condition`]), `body` (the writes, each conditional on `@ok` and written at
+/// `@r`, and any tagged reads among them), the new revision if `writes` (else the
+/// revision stays), the commit and the [`OUTCOME`].
+pub(crate) fn locked(
+    tables: &Tables,
+    unchanged: &str,
+    body: Vec<String>,
+    writes: bool,
+) -> Vec<String> {
     let mut statements = vec![
-        "START TRANSACTION".to_owned(),
+        START.to_owned(),
         format!(
             "SELECT revision + 1 INTO @r FROM {} WHERE id = 1 FOR UPDATE",
             tables.meta
@@ -138,7 +143,7 @@ pub(crate) fn locked(tables: &Tables, seen: &Seen, body: Vec<String>, writes: bo
         // A plain `SELECT … INTO`, not `SET @ok = (SELECT …)`: InnoDB reads a `SET`'s
         // subqueries with shared locks, which would make this writer, holding the
         // revision row, wait on a lease row that a lease's end has claimed.
-        format!("SELECT ({}) INTO @ok", seen.condition(tables)),
+        format!("SELECT ({unchanged}) INTO @ok"),
     ];
     statements.extend(body);
     if writes {
@@ -147,11 +152,24 @@ pub(crate) fn locked(tables: &Tables, seen: &Seen, body: Vec<String>, writes: bo
             tables.meta
         ));
     }
-    statements.push("COMMIT".to_owned());
+    statements.push(COMMIT.to_owned());
     statements.push(format!(
         "SELECT {OUTCOME}, CAST(@ok AS SIGNED), CAST(@r AS SIGNED)"
     ));
     statements
+}
+
+/// The statements that open and end a locked batch's transaction.
+const START: &str = "START TRANSACTION";
+const COMMIT: &str = "COMMIT";
+
+/// A [`locked`] batch run inside the caller's open transaction: without the
+/// statements that open and commit one (the caller commits).
+pub(crate) fn inside_callers(locked: Vec<String>) -> Vec<String> {
+    locked
+        .into_iter()
+        .filter(|statement| statement != START && statement != COMMIT)
+        .collect()
 }
 
 /// The revision a locked batch wrote at, from its [`OUTCOME`] row; `None` if what

@@ -22,6 +22,10 @@ pub(crate) struct Tables {
     pub(crate) log: String,
     /// The leases, with their expiry on the server's clock.
     pub(crate) leases: String,
+    /// One row per transaction lock's name, locked by its holder's transaction.
+    pub(crate) txn_locks: String,
+    /// The transaction locks' token counter (`AUTO_INCREMENT`; rows removed again).
+    pub(crate) txn_lock_tokens: String,
 }
 
 impl Tables {
@@ -32,6 +36,8 @@ impl Tables {
             kv: format!("{prefix}kv"),
             log: format!("{prefix}log"),
             leases: format!("{prefix}leases"),
+            txn_locks: format!("{prefix}txn_locks"),
+            txn_lock_tokens: format!("{prefix}txn_lock_tokens"),
         }
     }
 
@@ -46,6 +52,8 @@ impl Tables {
             kv,
             log,
             leases,
+            txn_locks,
+            txn_lock_tokens,
         } = self;
         let statements = [
             format!(
@@ -86,6 +94,16 @@ impl Tables {
                     ttl_us BIGINT NOT NULL,
                     expires_at DATETIME(6) NOT NULL,
                     KEY by_expiry (expires_at)
+                ) ENGINE=InnoDB"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {txn_locks} (
+                    name VARBINARY({MAX_KEY_BYTES}) NOT NULL PRIMARY KEY
+                ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {txn_lock_tokens} (
+                    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY
                 ) ENGINE=InnoDB"
             ),
         ];

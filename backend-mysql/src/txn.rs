@@ -49,6 +49,53 @@ use crate::BACKEND;
 /// The statement that opens a read-only transaction on one snapshot.
 pub(crate) const READ_ONLY: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
 
+/// Where a transaction runs.
+///
+/// In the caller's transaction ([`run_in_callers`]) the snapshot is the caller's,
+/// taken when its transaction first read, perhaps before commits this transaction
+/// must see: so the revision row is locked first (`FOR UPDATE`, held until the caller
+/// commits or rolls back, every writer of the store waiting meanwhile), every read is
+/// a locking read (which reads the latest committed rows and the transaction's own),
+/// and with the revision row held nothing read can change before the writes, which
+/// need no check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// A transaction of the backend's own, on a connection of its pool.
+    Own,
+    /// Inside the caller's open transaction, which the caller ends.
+    Callers,
+}
+
+impl Scope {
+    /// `select` (a `SELECT` of the store's rows) as this scope reads: a locking read
+    /// in the caller's transaction.
+    fn read(self, select: String) -> String {
+        match self {
+            Self::Own => select,
+            Self::Callers => select + " LOCK IN SHARE MODE",
+        }
+    }
+
+    /// The select of the revision row `select`, locking it in the caller's
+    /// transaction.
+    fn read_meta(self, select: String) -> String {
+        match self {
+            Self::Own => select,
+            Self::Callers => select + " FOR UPDATE",
+        }
+    }
+
+    /// The statements that open (`READ_ONLY`) and end a read-only batch of this scope:
+    /// none in the caller's transaction.
+    fn read_only(self, mut body: Vec<String>) -> Vec<String> {
+        if self == Self::Own {
+            body.insert(0, READ_ONLY.to_owned());
+            body.push("COMMIT".to_owned());
+        }
+        body
+    }
+}
+
 /// What a transaction did: its answer, and its changes if it made any.
 pub(crate) struct Applied {
     /// The answer.
@@ -113,7 +160,7 @@ pub(crate) async fn run(pool: &MySqlPool, tables: &Tables, txn: Txn) -> Result<A
     let writes = (txn.success.iter().chain(&txn.failure)).any(|op| !matches!(op, TxnOp::Range(_)));
     let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
     let applied = if !writes && txn.compares.is_empty() {
-        ranges_only(open.conn(), tables, &txn.success).await
+        ranges_only(open.conn(), tables, &txn.success, Scope::Own).await
     } else {
         optimistic_on(open.conn(), tables, &txn).await
     };
@@ -129,26 +176,52 @@ pub(crate) async fn run(pool: &MySqlPool, tables: &Tables, txn: Txn) -> Result<A
     }
 }
 
-/// A transaction of ranges and no compares: one snapshot, one batch, no lock.
+/// Runs `txn` on `conn`, inside the transaction the caller opened on it and ends
+/// (see [`Scope::Callers`]): no statement opens or ends a transaction, and none is
+/// repeated.
+///
+/// Cancel safety: dropping the future part-way leaves the caller's transaction with
+/// any prefix of the statements run: the caller rolls it back.
+pub(crate) async fn run_in_callers(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    txn: Txn,
+) -> Result<Applied> {
+    txn.check_branches()?;
+    let writes = (txn.success.iter().chain(&txn.failure)).any(|op| !matches!(op, TxnOp::Range(_)));
+    if !writes && txn.compares.is_empty() {
+        return ranges_only(conn, tables, &txn.success, Scope::Callers).await;
+    }
+    let snapshot = Snapshot::read(conn, tables, &txn, Scope::Callers).await?;
+    let branch = Branch::play(tables, &snapshot, &txn, Scope::Callers)?;
+    branch.commit(conn).await?.ok_or_else(|| {
+        Error::backend(
+            BACKEND,
+            "a transaction in the caller's transaction found its reads changed under the \
+             revision lock",
+        )
+    })
+}
+
+/// A transaction of ranges and no compares: one snapshot, one batch, no lock (of its
+/// own; in the caller's transaction, locking reads).
 async fn ranges_only(
     conn: &mut MySqlConnection,
     tables: &Tables,
     ops: &[TxnOp],
+    scope: Scope,
 ) -> Result<Applied> {
-    let mut statements = vec![
-        READ_ONLY.to_owned(),
-        format!(
-            "SELECT {OUTCOME}, revision, compacted FROM {} WHERE id = 1",
-            tables.meta
-        ),
-    ];
+    let mut statements = vec![scope.read_meta(format!(
+        "SELECT {OUTCOME}, revision, compacted FROM {} WHERE id = 1",
+        tables.meta
+    ))];
     let mut answers = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
         if let TxnOp::Range(range) = op {
-            answers.push(Answer::range(tables, range, index, &mut statements));
+            answers.push(Answer::range(tables, range, index, &mut statements, scope));
         }
     }
-    statements.push("COMMIT".to_owned());
+    let statements = scope.read_only(statements);
     let rows = batch::run(conn, &statements).await?;
     let (outcome, tagged) = sort(&rows)?;
     let current: Revision = outcome.try_get(1).map_err(map)?;
@@ -171,8 +244,8 @@ async fn ranges_only(
 /// A transaction with compares or writes, in two phases (see the module docs).
 async fn optimistic_on(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -> Result<Applied> {
     for _ in 0..optimistic::TRIES {
-        let snapshot = Snapshot::read(conn, tables, txn).await?;
-        let branch = Branch::play(tables, &snapshot, txn)?;
+        let snapshot = Snapshot::read(conn, tables, txn, Scope::Own).await?;
+        let branch = Branch::play(tables, &snapshot, txn, Scope::Own)?;
         if let Some(applied) = branch.commit(conn).await? {
             return Ok(applied);
         }
@@ -240,41 +313,44 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads what `txn` needs, in one round trip without a lock.
-    async fn read(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -> Result<Self> {
+    /// Reads what `txn` needs, in one round trip without a lock (of its own; in the
+    /// caller's transaction, with the revision row's lock and locking reads).
+    async fn read(
+        conn: &mut MySqlConnection,
+        tables: &Tables,
+        txn: &Txn,
+        scope: Scope,
+    ) -> Result<Self> {
         let (keys, leases, prefixes) = known_in_advance(txn);
-        let mut statements = vec![
-            READ_ONLY.to_owned(),
-            format!(
-                "SELECT {META}, revision, compacted FROM {} WHERE id = 1",
-                tables.meta
-            ),
-        ];
+        let mut statements = vec![scope.read_meta(format!(
+            "SELECT {META}, revision, compacted FROM {} WHERE id = 1",
+            tables.meta
+        ))];
         if !keys.is_empty() {
-            statements.push(format!(
+            statements.push(scope.read(format!(
                 "SELECT {ROW}, k, create_revision, mod_revision, version, lease FROM {} \
                  WHERE k IN {}",
                 tables.kv,
                 batch::bytes_list(keys.iter().map(|key| key.as_bytes()))
-            ));
+            )));
         }
         if !leases.is_empty() {
             let ids: Vec<String> = leases.iter().map(ToString::to_string).collect();
-            statements.push(format!(
+            statements.push(scope.read(format!(
                 "SELECT {LIVE_LEASE}, id FROM {} WHERE id IN ({}) AND expires_at > NOW(6)",
                 tables.leases,
                 ids.join(", ")
-            ));
+            )));
         }
         for (index, prefix) in (0..).zip(&prefixes) {
-            statements.push(format!(
+            statements.push(scope.read(format!(
                 "SELECT {}, k FROM {} WHERE {} ORDER BY k",
                 PREFIX + index,
                 tables.kv,
                 KeyFilter::new(prefix, true, None).literal()
-            ));
+            )));
         }
-        statements.push("COMMIT".to_owned());
+        let statements = scope.read_only(statements);
         let mut meta = None;
         let mut snapshot = Self {
             current: 0,
@@ -325,12 +401,22 @@ enum Answer {
 }
 
 impl Answer {
-    /// The answer of the `index`-th op, the range `range`, whose statements it adds
-    /// to `statements`.
-    fn range(tables: &Tables, range: &Range, index: usize, statements: &mut Vec<String>) -> Self {
+    /// The answer of the `index`-th op, the range `range`, whose statements (read as
+    /// `scope` reads) it adds to `statements`.
+    fn range(
+        tables: &Tables,
+        range: &Range,
+        index: usize,
+        statements: &mut Vec<String>,
+        scope: Scope,
+    ) -> Self {
         let past = range.revision.filter(|at| *at > 0);
         let tag = i64::try_from(index).unwrap_or(i64::MAX / 2 - 1) * 2 + 1;
-        statements.extend(range::statements(tables, range, past, tag));
+        statements.extend(
+            range::statements(tables, range, past, tag)
+                .into_iter()
+                .map(|statement| scope.read(statement)),
+        );
         Self::Range {
             range: range.clone(),
             past: past.is_some(),
@@ -379,6 +465,7 @@ fn respond(
 /// The chosen branch, played out on what phase 1 read.
 struct Branch<'a> {
     tables: &'a Tables,
+    scope: Scope,
     snapshot: &'a Snapshot,
     succeeded: bool,
     /// The keys as the branch leaves them so far (`None`: missing).
@@ -394,10 +481,11 @@ struct Branch<'a> {
 
 impl<'a> Branch<'a> {
     /// Evaluates the compares on `snapshot` and plays the chosen branch out.
-    fn play(tables: &'a Tables, snapshot: &'a Snapshot, txn: &Txn) -> Result<Self> {
+    fn play(tables: &'a Tables, snapshot: &'a Snapshot, txn: &Txn, scope: Scope) -> Result<Self> {
         let succeeded = holds(&txn.compares, &snapshot.rows);
         let mut branch = Self {
             tables,
+            scope,
             snapshot,
             succeeded,
             state: snapshot
@@ -468,6 +556,7 @@ impl<'a> Branch<'a> {
                     range,
                     index,
                     &mut self.statements,
+                    self.scope,
                 ))
             }
         }
@@ -594,22 +683,27 @@ impl<'a> Branch<'a> {
     async fn commit(self, conn: &mut MySqlConnection) -> Result<Option<Applied>> {
         let tables = self.tables;
         let writes = !self.rows.is_empty();
+        // In the caller's transaction the revision row is held since phase 1: what
+        // it read cannot have changed (see `Scope`).
+        let unchanged = match self.scope {
+            Scope::Own => self.seen.condition(tables),
+            Scope::Callers => "TRUE".to_owned(),
+        };
         let statements = if writes {
             let mut body = self.statements;
             body.extend(log_rows(tables, &self.rows));
-            optimistic::locked(tables, &self.seen, body, true)
+            let locked = optimistic::locked(tables, &unchanged, body, true);
+            match self.scope {
+                Scope::Own => locked,
+                Scope::Callers => optimistic::inside_callers(locked),
+            }
         } else {
-            let mut statements = vec![
-                READ_ONLY.to_owned(),
-                format!(
-                    "SELECT {OUTCOME}, CAST(({}) AS SIGNED), revision FROM {} WHERE id = 1",
-                    self.seen.condition(tables),
-                    tables.meta
-                ),
-            ];
+            let mut statements = vec![format!(
+                "SELECT {OUTCOME}, CAST(({unchanged}) AS SIGNED), revision FROM {} WHERE id = 1",
+                tables.meta
+            )];
             statements.extend(self.statements);
-            statements.push("COMMIT".to_owned());
-            statements
+            self.scope.read_only(statements)
         };
         let rows = batch::run(conn, &statements).await?;
         let (outcome, tagged) = sort(&rows)?;

@@ -567,6 +567,14 @@ pub trait Kv: Send + Sync + 'static {
     /// The backend's short name, for errors and logs.
     fn backend(&self) -> &'static str;
 
+    /// The store's identity as its latest answer gave it, where the store gives one
+    /// (etcd: the cluster id in every answer's header); 0 for none. Another identity
+    /// than before is a store that forgot
+    /// ([`ForgetfulKv`](crate::forgetful::ForgetfulKv)).
+    fn identity(&self) -> u64 {
+        0
+    }
+
     /// Reads a key or a prefix.
     async fn range(&self, range: Range) -> Result<RangeResponse>;
 
@@ -592,7 +600,8 @@ pub trait Kv: Send + Sync + 'static {
     /// queue's `enqueue_once` record, kept for the dedup window): a store that bounds
     /// session TTLs (`max_session_ttl=`) bounds sessions only, so such a lease is
     /// neither refused by the bound nor waited out by the lock-delay after the store
-    /// forgets. By default [`Kv::lease_grant`], for a store with no such bound.
+    /// forgets ([`ForgetfulKv`](crate::forgetful::ForgetfulKv)). By default
+    /// [`Kv::lease_grant`], for a store with no such bound.
     async fn lease_grant_for_records(&self, ttl: Duration) -> Result<LeaseId> {
         self.lease_grant(ttl).await
     }

@@ -32,6 +32,8 @@
 #[cfg(any(test, feature = "contract-tests"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "contract-tests")))]
 pub mod contract_tests;
+pub mod amnesia;
+pub mod forgetful;
 pub mod kv;
 pub mod memory;
 pub mod recipes;

@@ -107,7 +107,7 @@ async fn every_session_renews_on_one_stream() {
         assert!(!session.is_lost(), "session {} was lost", session.id());
     }
     // Every lease is alive at etcd itself.
-    let mut leases = backend.kv().client().lease_client();
+    let mut leases = backend.kv().store().client().lease_client();
     let listed = leases.leases().await.unwrap();
     let ids: Vec<i64> = listed.leases().iter().map(|lease| lease.id()).collect();
     assert!(ids.len() >= SESSIONS, "{} leases at etcd", ids.len());
@@ -153,6 +153,7 @@ async fn a_revoked_lease_renews_as_gone_and_the_stream_carries_on() {
     let other = distsync_etcd::backend(server.url()).await.unwrap();
     other
         .kv()
+        .store()
         .client()
         .lease_client()
         .revoke(revoked)

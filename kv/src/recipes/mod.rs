@@ -112,6 +112,7 @@ use key::{KeySpace, Kind};
 mod mutex;
 mod purge;
 mod queue;
+pub use queue::{ack_once, delivery_backend};
 mod rate_limiter;
 mod rwmutex;
 mod semaphore;

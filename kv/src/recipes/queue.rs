@@ -326,6 +326,7 @@ fn after_prefix(prefix: &str) -> String {
 mod dedup;
 #[path = "queue_delivery.rs"]
 mod delivery;
+pub use delivery::{ack_once, delivery_backend};
 #[path = "queue_sweep.rs"]
 mod queue_sweep;
 

@@ -217,20 +217,66 @@ impl KvSettle {
     fn mine(&self) -> Compare {
         Compare::create_revision(&self.hold, CompareOp::Equal, self.created)
     }
-}
 
-#[async_trait]
-impl Settle for KvSettle {
-    async fn ack(&self) -> Result<()> {
+    /// The acknowledgement: the item, its hold key, its counter and its time deleted
+    /// while the hold is this delivery's; the item read otherwise.
+    fn ack_txn(&self) -> Txn {
         let item = self.layout.item(self.position);
-        let txn = Txn::when(vec![self.mine()])
+        Txn::when(vec![self.mine()])
             .and_then(vec![
                 TxnOp::delete(&item),
                 TxnOp::delete(&self.hold),
                 TxnOp::delete(self.layout.deliveries(self.position)),
                 TxnOp::delete(self.layout.enqueued(self.position)),
             ])
-            .or_else(vec![TxnOp::Range(Range::key(&item))]);
+            .or_else(vec![TxnOp::Range(Range::key(&item))])
+    }
+}
+
+/// The settle side of a delivery of a [`KvBackend`](crate::recipes::KvBackend) queue.
+fn kv_settle(delivery: &Delivery) -> Option<&KvSettle> {
+    delivery
+        .settle_side()
+        .and_then(|side| (side as &dyn std::any::Any).downcast_ref::<KvSettle>())
+}
+
+/// The backend whose store holds the item of `delivery` ([`Kv::backend`]), for a
+/// delivery from a [`KvBackend`](crate::recipes::KvBackend) queue; `None` for another.
+pub fn delivery_backend(delivery: &Delivery) -> Option<&'static str> {
+    kv_settle(delivery).map(|settle| settle.kv.backend())
+}
+
+/// Acknowledges `delivery` (from a [`KvBackend`](crate::recipes::KvBackend) queue) in
+/// one transaction of its store, sent once: for a store that runs it inside a
+/// transaction of the caller's, where a repeat cannot be told from another consumer's
+/// acknowledgement. `Ok` only when this transaction removed the item while its hold
+/// was this delivery's.
+///
+/// # Errors
+/// [`Error::SessionLost`] when the hold is no longer this delivery's (its session
+/// ended; the item is back in the queue, or another consumer's);
+/// [`Error::InvalidArgument`] for a delivery of another kind of queue; the store's
+/// error.
+///
+/// # Cancel safety
+/// Dropping the future part-way leaves the acknowledgement sent or not.
+pub async fn ack_once(delivery: &Delivery) -> Result<()> {
+    let Some(settle) = kv_settle(delivery) else {
+        return Err(Error::InvalidArgument(
+            "a delivery of a queue over a revisioned key-value store is needed".into(),
+        ));
+    };
+    if settle.kv.txn(settle.ack_txn()).await?.succeeded {
+        Ok(())
+    } else {
+        Err(Error::SessionLost)
+    }
+}
+
+#[async_trait]
+impl Settle for KvSettle {
+    async fn ack(&self) -> Result<()> {
+        let txn = self.ack_txn();
         let attempt = || self.kv.txn(txn.clone());
         let response = self
             .kv

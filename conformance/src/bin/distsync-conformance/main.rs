@@ -104,6 +104,8 @@ use distsync_core::{Backend, Capabilities, Name};
 use futures::StreamExt as _;
 use tokio::time::Instant;
 
+#[cfg(feature = "mysql")]
+mod mysql_transactions;
 #[cfg(feature = "postgres")]
 mod postgres_transactions;
 
@@ -358,8 +360,8 @@ fn all_backends() -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-/// A worker of the transaction cases ([`effects_worker`]): on the PostgreSQL database
-/// its spec names.
+/// A worker of the transaction cases ([`effects_worker`]): on the PostgreSQL or MySQL
+/// database its spec names.
 async fn run_worker(spec: Result<WorkerSpec, String>) -> ExitCode {
     let spec = match spec {
         Ok(spec) => spec,
@@ -369,8 +371,8 @@ async fn run_worker(spec: Result<WorkerSpec, String>) -> ExitCode {
         }
     };
     #[cfg(feature = "postgres")]
-    let status = match postgres_transactions::PostgresTransactions::connect(&spec.url).await {
-        Ok(transactions) => effects_worker::work(Arc::new(transactions), spec).await,
+    let status = match worker_database(&spec.url).await {
+        Ok(transactions) => effects_worker::work(transactions, spec).await,
         Err(error) => {
             println!(
                 "{}error connecting to {}: {error}",
@@ -393,11 +395,36 @@ async fn run_worker(spec: Result<WorkerSpec, String>) -> ExitCode {
     std::process::exit(status)
 }
 
+/// The database of a worker whose spec names `url`: MySQL's for a `mysql://` URL (no
+/// fenced writes: workers place and apply), PostgreSQL's otherwise.
+#[cfg(feature = "postgres")]
+async fn worker_database(
+    url: &str,
+) -> distsync_core::Result<Arc<dyn distsync_conformance::faults::CallerTransactions>> {
+    #[cfg(feature = "mysql")]
+    if is_mysql(url) {
+        return Ok(Arc::new(
+            mysql_transactions::MysqlTransactions::connect(url, None).await?,
+        ));
+    }
+    Ok(Arc::new(
+        postgres_transactions::PostgresTransactions::connect(url).await?,
+    ))
+}
+
+/// Whether `url` is the MySQL backend's.
+#[cfg(feature = "mysql")]
+fn is_mysql(url: &str) -> bool {
+    distsync::store::driver_for(url)
+        .is_ok_and(|driver| driver.name == distsync::store::mysql::BACKEND)
+}
+
 /// The database of the caller's a column's cases write in (see
-/// `postgres_transactions`): a PostgreSQL column's own; for another store, the run's
-/// PostgreSQL beside it (a column of the run, or `DISTSYNC_POSTGRES_URL`'s), connected
-/// once into `beside`; none without one, and the cases that need it are then
-/// unsupported, saying why.
+/// `postgres_transactions`): a PostgreSQL column's own; a MySQL column's own (see
+/// `mysql_transactions`), with the run's PostgreSQL beside it for fenced writes; for
+/// another store, the run's PostgreSQL beside it (a column of the run, or
+/// `DISTSYNC_POSTGRES_URL`'s), connected once into `beside`; none without one, and the
+/// cases that need it are then unsupported, saying why.
 #[cfg(feature = "postgres")]
 async fn caller_database(
     url: &str,
@@ -438,7 +465,21 @@ async fn caller_database(
             None => None,
         });
     }
-    beside.clone().flatten()
+    let beside = beside.clone().flatten();
+    #[cfg(feature = "mysql")]
+    if is_mysql(url) {
+        return match mysql_transactions::MysqlTransactions::connect(url, beside).await {
+            Ok(transactions) => Some(Arc::new(transactions)),
+            Err(error) => {
+                eprintln!(
+                    "!!! no database of the caller's at {}: {error}",
+                    distsync::store::redact_url(url)
+                );
+                None
+            }
+        };
+    }
+    beside
 }
 
 async fn run_child() -> ExitCode {

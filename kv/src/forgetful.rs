@@ -1,0 +1,539 @@
+//! [`ForgetfulKv`]: a [`Kv`] over a store that can forget everything (its data wiped
+//! and started again at the same address, its tables dropped and created again), with
+//! the lock-delay after it forgets and fencing tokens that keep growing across it.
+//!
+//! **What tells it.** Every answer's revision, judged by [`Amnesia`]: a revision below
+//! the highest one seen before the request was sent means the store forgot, as does
+//! another identity than before where the store gives one ([`Kv::identity`], etcd's
+//! cluster id: a new cluster at the same address). The epoch
+//! marker (`<namespace>/amnesia`, a random id, the longest session TTL in use and the
+//! token offset) is read when the client opens its first session (and a session longer
+//! than any recorded), and again when a renewal finds its lease gone: missing, or
+//! carrying another id, it means the store is not the one the client knew.
+//!
+//! **On detection** the client's sessions are lost (their next renewal answers at once
+//! that they are gone, so `lost()` fires) and a warning names the reason. Then nothing
+//! is granted through this client until the lock-delay has passed: every put bound to
+//! a lease (joining a lock's, write lock's, election's or semaphore's line) waits until
+//! the longest session TTL that could have existed has passed since the detection (the
+//! marker's, the client's own longest, and the configured bound). A holder's
+//! client-side deadline falls within its TTL, so every old holder's `lost()` comes
+//! before anyone is granted again.
+//!
+//! **Clients that never knew the old store** cannot tell a store that forgot from a
+//! new one: for them a missing marker is the only sign. With a bound on session TTLs
+//! (the URL's `max_session_ttl=`) the client that finds the marker missing writes it
+//! together with a hold key (`<namespace>/amnesia-hold`) bound to a lease of the
+//! bound's length, and every client that opens a session while the hold key lives (or
+//! writes it) waits out the bound before its first grant. A session longer than the
+//! bound is refused ([`distsync_core::Error::InvalidArgument`]), so the bound covers
+//! every session. The price: a namespace's first session on a store waits the bound
+//! once before its first grant. A client without the bound leaves a missing marker
+//! alone (unless it saw the store forget, then it writes the marker and the hold key
+//! for its own lock-delay): it cannot tell a new store from one that forgot, and grants
+//! without a wait. Only the bound makes a backend declare `exclusive_across_restart`,
+//! and every client of a namespace must give it (the same one, or a larger one).
+//!
+//! **Fencing tokens** are create revisions, which start again at 1 on a store that
+//! forgot. The client reports every revision it reads as the store's plus an offset,
+//! and sends every revision it writes less it, so the recipes above see one revision
+//! sequence. The offset is 0 until a client detects that the store forgot; it then
+//! becomes the highest revision that client reported, and is written into the marker.
+//! Every client adopts the marker's offset when it reads the marker, and a client
+//! reads it again at the end of every lock-delay: an old holder alive across the
+//! forgetting detects it within a third of its TTL (its renewal), within the delay,
+//! so tokens handed out after the delay are above every token it saw. A token handed
+//! out by the old store to a client that is gone by then is not known to anyone: the
+//! offset covers the tokens of clients alive across the forgetting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distsync_core::rate_limiter::Rate;
+use distsync_core::raw::{EpochMarker, RetryPolicy};
+use distsync_core::{Error, KeepAlive, Result};
+use futures::stream::BoxStream;
+use futures::StreamExt as _;
+
+use crate::amnesia::{self, Amnesia};
+use crate::kv::{
+    Compare, CompareOp, CompareTarget, Kv, LeaseId, Range, RangeResponse, RateDecision, Revision,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
+};
+
+/// How many times the marker is read and written again when another client changed it
+/// in between.
+const MARKER_TRIES: usize = 8;
+
+/// A [`Kv`] over a store `K` that can forget, with the epoch marker, the lock-delay and
+/// the token offset (see the [module docs](self)). `K` answers with the store's own
+/// revisions; the recipes above see the reported ones.
+pub struct ForgetfulKv<K: Kv> {
+    store: K,
+    amnesia: Arc<Amnesia>,
+}
+
+impl<K: Kv + std::fmt::Debug> std::fmt::Debug for ForgetfulKv<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgetfulKv")
+            .field("store", &self.store)
+            .field("amnesia", &self.amnesia)
+            .finish()
+    }
+}
+
+impl<K: Kv> ForgetfulKv<K> {
+    /// `store`, its epoch marker under `namespace` (the recipes' namespace: the marker
+    /// is `<namespace>/amnesia`), with `bound` on session TTLs (`None`: no lock-delay
+    /// for a client that never knew the old store).
+    pub fn new(store: K, namespace: &str, bound: Option<Duration>) -> Self {
+        Self {
+            amnesia: Arc::new(Amnesia::new(
+                store.backend(),
+                Some(namespace.to_owned()),
+                bound,
+            )),
+            store,
+        }
+    }
+
+    /// The store underneath, answering with its own revisions.
+    pub fn store(&self) -> &K {
+        &self.store
+    }
+
+    /// The configured bound on session TTLs.
+    pub fn bound(&self) -> Option<Duration> {
+        self.amnesia.bound()
+    }
+
+    /// After a sign: the marker read again and the token offset written into it, so
+    /// that other clients adopt it. A failure is logged: the next loss or lock-delay
+    /// reads it again.
+    async fn publish(&self) {
+        if let Err(error) = self.sync_marker(None).await {
+            tracing::debug!(
+                backend = self.store.backend(),
+                %error,
+                "writing the epoch marker failed"
+            );
+        }
+    }
+
+    /// Waits out a lock-delay before a grant, then reads the marker again (adopting
+    /// the token offset an old holder wrote during the delay).
+    ///
+    /// Cancel-safe: it only waits and reads.
+    async fn hold(&self) {
+        loop {
+            while let Some(until) = self.amnesia.hold() {
+                tokio::time::sleep_until(until).await;
+            }
+            if !self.amnesia.take_reread() {
+                return;
+            }
+            self.publish().await;
+        }
+    }
+
+    /// A transaction on the store, its answer's revision judged; a sign publishes.
+    async fn judged_txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let ticket = self.amnesia.ticket();
+        let response = self.store.txn(txn).await?;
+        if self.amnesia.observe(ticket, self.store.identity(), response.revision) {
+            self.publish().await;
+        }
+        Ok(response)
+    }
+
+    /// Reads the epoch marker and the hold key in one transaction, judges them, and
+    /// writes the marker where it is missing or records less than this client knows
+    /// (a longer session TTL `ttl`, a higher token offset). A missing marker, with a
+    /// bound, is written with the hold key under a lease of the bound, and starts the
+    /// lock-delay.
+    ///
+    /// Cancel-safe: each write is one transaction, compared against what was read.
+    async fn sync_marker(&self, ttl: Option<Duration>) -> Result<()> {
+        let Some(namespace) = self.amnesia.namespace() else {
+            return Ok(());
+        };
+        let marker_key = amnesia::marker_key(namespace);
+        let hold_key = amnesia::hold_key(namespace);
+        for _ in 0..MARKER_TRIES {
+            let ticket = self.amnesia.ticket();
+            let read = self
+                .store
+                .txn(Txn::default().and_then(vec![
+                    TxnOp::Range(Range::key(marker_key.as_str())),
+                    TxnOp::Range(Range::key(hold_key.as_str())),
+                ]))
+                .await?;
+            self.amnesia.observe(ticket, self.store.identity(), read.revision);
+            let first = |index: usize| read.range(index).and_then(|range| range.kvs.first());
+            let (stored, held) = (first(0), first(1));
+            let marker = stored.and_then(|stored| EpochMarker::parse(&stored.value));
+            self.amnesia.observe_marker(marker.as_ref());
+            // A hold key waited out once is not waited again (it lives on until the
+            // store expires its lease, a little after the delay).
+            if let Some(held) = held.filter(|held| self.amnesia.new_hold(held.create_revision)) {
+                let delay = std::str::from_utf8(&held.value)
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map_or_else(|| self.amnesia.longest_ttl(), Duration::from_millis);
+                self.amnesia.hold_for(delay);
+            }
+            // A store with no marker may have forgotten. A client with the bound, or
+            // one that saw the store forget, writes it with the hold key, under a lease
+            // of the lock-delay, so that every client that opens a session while it
+            // lives waits it out too; a client with neither leaves it to them (it
+            // cannot tell a new store from one that forgot, nor bound the wait).
+            let hold = match (stored, self.amnesia.bound()) {
+                (Some(_), _) => None,
+                (None, Some(_)) => Some(self.amnesia.longest_ttl()),
+                (None, None) if self.amnesia.detected() => Some(self.amnesia.longest_ttl()),
+                (None, None) => return Ok(()),
+            };
+            let Some(write) = self
+                .amnesia
+                .marker_to_write(marker.as_ref(), ttl.unwrap_or_default())
+            else {
+                return Ok(());
+            };
+            let compare = match stored {
+                None => Compare::create_revision(marker_key.as_str(), CompareOp::Equal, 0),
+                Some(stored) => Compare::mod_revision(
+                    marker_key.as_str(),
+                    CompareOp::Equal,
+                    stored.mod_revision,
+                ),
+            };
+            let mut ops = vec![TxnOp::put(marker_key.as_str(), write.encode(), 0)];
+            if let Some(bound) = hold {
+                let lease = self.store.lease_grant(bound).await?;
+                ops.push(TxnOp::put(
+                    hold_key.as_str(),
+                    bound.as_millis().to_string(),
+                    lease,
+                ));
+            }
+            let ticket = self.amnesia.ticket();
+            let written = self
+                .store
+                .txn(Txn::when(vec![compare]).and_then(ops))
+                .await?;
+            self.amnesia.observe(ticket, self.store.identity(), written.revision);
+            if written.succeeded {
+                self.amnesia.wrote_marker(&write);
+                if let Some(bound) = hold {
+                    // The hold key was created at the transaction's revision.
+                    self.amnesia.new_hold(written.revision);
+                    tracing::info!(
+                        backend = self.store.backend(),
+                        lock_delay = ?bound,
+                        "no epoch marker: the store is new or forgot; grants wait the lock-delay"
+                    );
+                    self.amnesia.hold_for(bound);
+                }
+                return Ok(());
+            }
+        }
+        Err(Error::backend(
+            self.store.backend(),
+            "the epoch marker kept changing under this client's writes",
+        ))
+    }
+
+    /// `range` with its revisions as the store knows them.
+    fn lower_range(&self, mut range: Range) -> Range {
+        for revision in [
+            &mut range.max_create_revision,
+            &mut range.max_mod_revision,
+            &mut range.revision,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *revision = self.amnesia.down(*revision);
+        }
+        range
+    }
+
+    /// `compare` with its revision as the store knows it: what every transaction of
+    /// this client compares, and what a caller's own transaction on the store must
+    /// compare to agree with it.
+    pub fn lower_compare(&self, compare: &Compare) -> Compare {
+        let mut compare = compare.clone();
+        if compare.target != CompareTarget::Version {
+            compare.value = self.amnesia.down(compare.value);
+        }
+        compare
+    }
+
+    /// A range answer with its revisions as reported up.
+    fn raise_range(&self, mut response: RangeResponse) -> RangeResponse {
+        response.revision = self.amnesia.up(response.revision);
+        for kv in &mut response.kvs {
+            kv.create_revision = self.amnesia.up(kv.create_revision);
+            kv.mod_revision = self.amnesia.up(kv.mod_revision);
+        }
+        response
+    }
+}
+
+#[async_trait]
+impl<K: Kv> Kv for ForgetfulKv<K> {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    fn identity(&self) -> u64 {
+        self.store.identity()
+    }
+
+    async fn range(&self, range: Range) -> Result<RangeResponse> {
+        let range = self.lower_range(range);
+        let ticket = self.amnesia.ticket();
+        let response = self.store.range(range).await?;
+        if self.amnesia.observe(ticket, self.store.identity(), response.revision) {
+            self.publish().await;
+        }
+        Ok(self.raise_range(response))
+    }
+
+    async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
+        // A put bound to a lease joins a line of holders: no grant during a lock-delay.
+        let joins =
+            txn.success.iter().chain(&txn.failure).any(
+                |op| matches!(op, TxnOp::Put { lease, ignore_lease: false, .. } if *lease != 0),
+            );
+        if joins {
+            self.hold().await;
+        }
+        for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+            if let TxnOp::Range(range) = op {
+                *range = self.lower_range(std::mem::take(range));
+            }
+        }
+        txn.compares = txn
+            .compares
+            .iter()
+            .map(|compare| self.lower_compare(compare))
+            .collect();
+        let mut response = self.judged_txn(txn).await?;
+        response.revision = self.amnesia.up(response.revision);
+        response.responses = response
+            .responses
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Range(range) => TxnOpResponse::Range(self.raise_range(range)),
+                other => other,
+            })
+            .collect();
+        Ok(response)
+    }
+
+    async fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        start_revision: Revision,
+    ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+        let stream = self
+            .store
+            .watch(key, prefix, self.amnesia.down(start_revision))
+            .await?;
+        let amnesia = Arc::clone(&self.amnesia);
+        Ok(stream
+            .map(move |item| {
+                item.map(|response| match response {
+                    WatchResponse::Events(mut events) => {
+                        for event in &mut events {
+                            event.kv.create_revision = amnesia.up(event.kv.create_revision);
+                            event.kv.mod_revision = amnesia.up(event.kv.mod_revision);
+                        }
+                        WatchResponse::Events(events)
+                    }
+                    WatchResponse::Compacted(revision) => {
+                        WatchResponse::Compacted(amnesia.up(revision))
+                    }
+                })
+            })
+            .boxed())
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        self.amnesia.check_ttl(ttl)?;
+        // The marker records the TTL before any session of it exists: a lock-delay
+        // after the store forgets waits for the longest one recorded.
+        if self.amnesia.needs_marker(ttl) {
+            self.sync_marker(Some(ttl)).await?;
+        }
+        self.amnesia.record_ttl(ttl);
+        let lease = self.store.lease_grant(ttl).await?;
+        self.amnesia.lease_granted(lease);
+        Ok(lease)
+    }
+
+    /// Straight to the store: a record's lease holds no grant, so neither the bound
+    /// nor the lock-delay concerns it.
+    async fn lease_grant_for_records(&self, ttl: Duration) -> Result<LeaseId> {
+        self.store.lease_grant_for_records(ttl).await
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+        if self.amnesia.lease_forgotten(lease) {
+            // Granted by a store that has since forgotten it.
+            self.amnesia.lease_ended(lease);
+            return Ok(KeepAlive::Gone);
+        }
+        let outcome = self.store.lease_keep_alive(lease).await?;
+        if outcome == KeepAlive::Gone {
+            self.amnesia.lease_ended(lease);
+            // A lease gone may be a store that forgot: the marker tells (one read, on
+            // the loss path only), and a detection publishes the token offset.
+            self.publish().await;
+        }
+        Ok(outcome)
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.amnesia.lease_ended(lease);
+        self.store.lease_revoke(lease).await
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        self.store.retry_policy()
+    }
+
+    async fn clock(&self) -> Result<Option<Duration>> {
+        self.store.clock().await
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        rate: &Rate,
+        permits: u32,
+    ) -> Result<Option<RateDecision>> {
+        self.store.rate_limit(key, rate, permits).await
+    }
+
+    async fn describe(&self) -> Result<Vec<(String, String)>> {
+        self.store.describe().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::memory::MemoryKv;
+
+    /// A store that forgets on demand: a fresh memory store in place of the old one.
+    #[derive(Default)]
+    struct Wipeable(Mutex<MemoryKv>);
+
+    impl Wipeable {
+        fn now(&self) -> MemoryKv {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        }
+
+        fn wipe(&self) {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = MemoryKv::new();
+        }
+    }
+
+    #[async_trait]
+    impl Kv for Arc<Wipeable> {
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+        async fn range(&self, range: Range) -> Result<RangeResponse> {
+            self.now().range(range).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+            self.now().txn(txn).await
+        }
+        async fn watch(
+            &self,
+            key: &str,
+            prefix: bool,
+            start_revision: Revision,
+        ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
+            self.now().watch(key, prefix, start_revision).await
+        }
+        async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+            self.now().lease_grant(ttl).await
+        }
+        async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
+            self.now().lease_keep_alive(lease).await
+        }
+        async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+            self.now().lease_revoke(lease).await
+        }
+    }
+
+    /// A lock-like grant: a key of the lease, created; its create revision.
+    async fn grant(kv: &ForgetfulKv<Arc<Wipeable>>, key: &str, lease: LeaseId) -> Revision {
+        let response = kv
+            .txn(
+                Txn::when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
+                    .and_then(vec![TxnOp::put(key, "held", lease)]),
+            )
+            .await
+            .unwrap();
+        assert!(response.succeeded);
+        response.revision
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_wipe_the_holder_loses_and_a_newcomer_waits_with_a_higher_token() {
+        let bound = Duration::from_secs(5);
+        let store = Arc::new(Wipeable::default());
+        let holder = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let started = tokio::time::Instant::now();
+        let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
+        // A brand-new store: the first grant waits the bound.
+        let token = grant(&holder, "ns/lock", lease).await;
+        assert!(started.elapsed() >= bound);
+        for other in 0..20 {
+            grant(&holder, &format!("ns/other/{other}"), 0).await;
+        }
+        let highest = holder.range(Range::key("ns/lock")).await.unwrap().revision;
+
+        store.wipe();
+        // The holder's next renewal finds its lease gone, and the marker with it.
+        assert_eq!(
+            holder.lease_keep_alive(lease).await.unwrap(),
+            KeepAlive::Gone
+        );
+        let newcomer = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let back = tokio::time::Instant::now();
+        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        let token = grant(&newcomer, "ns/lock", lease).await;
+        assert!(
+            back.elapsed() >= Duration::from_secs(4),
+            "granted {:?} after the wipe",
+            back.elapsed()
+        );
+        assert!(token > highest, "token {token} after {highest}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_above_the_bound_is_refused() {
+        let store = Arc::new(Wipeable::default());
+        let kv = ForgetfulKv::new(store, "ns/", Some(Duration::from_secs(5)));
+        assert!(matches!(
+            kv.lease_grant(Duration::from_secs(6)).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
