@@ -41,17 +41,26 @@ pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> R
     let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX).max(1000);
     for _ in 0..GRANT_TRIES {
         let id = fresh_id();
-        let inserted = sqlx::query(&format!(
+        let sql = format!(
             "INSERT IGNORE INTO {} (id, ttl_us, expires_at) \
              VALUES (?, ?, NOW(6) + INTERVAL ? MICROSECOND)",
             tables.leases
-        ))
-        .bind(id)
-        .bind(ttl_us)
-        .bind(ttl_us)
-        .execute(pool)
-        .await
-        .map_err(map)?;
+        );
+        let insert = || {
+            sqlx::query(&sql)
+            .bind(id)
+            .bind(ttl_us)
+            .bind(ttl_us)
+            .execute(pool)
+        };
+        let inserted = match insert().await {
+            // The store forgot (see `keep_alive`): its tables again, then the grant.
+            Err(error) if crate::error::is_missing_table(&error) => {
+                tables.create(pool).await?;
+                insert().await.map_err(map)?
+            }
+            inserted => inserted.map_err(map)?,
+        };
         if inserted.rows_affected() == 1 {
             return Ok(id);
         }

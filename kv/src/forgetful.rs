@@ -46,6 +46,7 @@
 //! out by the old store to a client that is gone by then is not known to anyone: the
 //! offset covers the tokens of clients alive across the forgetting.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +63,13 @@ use crate::kv::{
     Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
 };
 
+/// How often a probe after a failed renewal reads the marker again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long a probe after a failed renewal reads the marker at most: a store being
+/// wiped and started again (a fresh data directory installed) is back within it.
+const PROBE_WINDOW: Duration = Duration::from_secs(60);
+
 /// How many times the marker is read and written again when another client changed it
 /// in between.
 const MARKER_TRIES: usize = 8;
@@ -70,8 +78,10 @@ const MARKER_TRIES: usize = 8;
 /// the token offset (see the [module docs](self)). `K` answers with the store's own
 /// revisions; the recipes above see the reported ones.
 pub struct ForgetfulKv<K: Kv> {
-    store: K,
+    store: Arc<K>,
     amnesia: Arc<Amnesia>,
+    /// Whether a probe of the store runs (see [`ForgetfulKv::probe`]).
+    probing: Arc<AtomicBool>,
 }
 
 impl<K: Kv + std::fmt::Debug> std::fmt::Debug for ForgetfulKv<K> {
@@ -94,7 +104,8 @@ impl<K: Kv> ForgetfulKv<K> {
                 Some(namespace.to_owned()),
                 bound,
             )),
-            store,
+            store: Arc::new(store),
+            probing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -106,6 +117,42 @@ impl<K: Kv> ForgetfulKv<K> {
     /// The configured bound on session TTLs.
     pub fn bound(&self) -> Option<Duration> {
         self.amnesia.bound()
+    }
+
+    /// After a renewal failed (the store down, perhaps being wiped): the marker read
+    /// in the background until the store answers, for at most [`PROBE_WINDOW`] (or twice
+    /// the longest session TTL, if longer), so that a client whose sessions end at their deadline while the
+    /// store is down still tells a store that forgot when it is back, and publishes
+    /// the token offset before a newcomer's lock-delay ends. One probe at a time.
+    fn probe(&self) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let probe = Self {
+            store: Arc::clone(&self.store),
+            amnesia: Arc::clone(&self.amnesia),
+            probing: Arc::clone(&self.probing),
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.probing.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(async move {
+            let until =
+                tokio::time::Instant::now() + PROBE_WINDOW.max(probe.amnesia.longest_ttl() * 2);
+            while let Err(error) = probe.sync_marker(None).await {
+                if tokio::time::Instant::now() >= until {
+                    tracing::debug!(
+                        backend = probe.store.backend(),
+                        %error,
+                        "the store did not answer the epoch marker's read after a failed renewal"
+                    );
+                    break;
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            probe.probing.store(false, Ordering::Release);
+        });
     }
 
     /// After a sign: the marker read again and the token offset written into it, so
@@ -387,7 +434,13 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
             self.amnesia.lease_ended(lease);
             return Ok(KeepAlive::Gone);
         }
-        let outcome = self.store.lease_keep_alive(lease).await?;
+        let outcome = match self.store.lease_keep_alive(lease).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.probe();
+                return Err(error);
+            }
+        };
         if outcome == KeepAlive::Gone {
             self.amnesia.lease_ended(lease);
             // A lease gone may be a store that forgot: the marker tells (one read, on

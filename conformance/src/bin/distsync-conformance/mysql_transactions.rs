@@ -15,8 +15,9 @@ use distsync::store::mysql::{ack_in, MysqlBackend, Transactional as _};
 use distsync_conformance::faults::CallerTransactions;
 use distsync_core::{Backend, Delivery, Error, FencingToken, Name, Result};
 
-/// The prefix of the cases' tables, apart from the backend's own.
-const PREFIX: &str = "distsync_conformance_";
+/// The prefix of the cases' tables, apart from the backend's own: short, as MySQL names
+/// a table in at most 64 characters and a scope takes up to 42.
+const PREFIX: &str = "dsc_";
 
 /// A MySQL database, with a backend of the library over it, and the PostgreSQL
 /// database beside it for fenced writes (when there is one).
