@@ -382,7 +382,12 @@ mod tests {
         }
         let bounded = MysqlConfig::parse("mysql://app@h/db?max_session_ttl=30s").unwrap();
         assert_eq!(bounded.max_session_ttl(), Some(Duration::from_secs(30)));
-        assert_eq!(MysqlConfig::parse("mysql://app@h/db").unwrap().max_session_ttl(), None);
+        assert_eq!(
+            MysqlConfig::parse("mysql://app@h/db")
+                .unwrap()
+                .max_session_ttl(),
+            None
+        );
         let error = MysqlConfig::parse("mysql://app@h/db?max_session_ttl=1ms").unwrap_err();
         assert!(matches!(error, Error::InvalidUrl { .. }), "{error:?}");
     }

@@ -48,10 +48,10 @@ pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> R
         );
         let insert = || {
             sqlx::query(&sql)
-            .bind(id)
-            .bind(ttl_us)
-            .bind(ttl_us)
-            .execute(pool)
+                .bind(id)
+                .bind(ttl_us)
+                .bind(ttl_us)
+                .execute(pool)
         };
         let inserted = match insert().await {
             // The store forgot (see `keep_alive`): its tables again, then the grant.

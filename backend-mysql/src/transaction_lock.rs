@@ -96,7 +96,11 @@ impl TransactionLock {
 
     /// Locks the name's row (`FOR UPDATE` and `wait`, `""` or `" NOWAIT"`), then
     /// draws the token; `None` when `NOWAIT` found it held.
-    async fn acquire(&self, conn: &mut MySqlConnection, wait: &str) -> Result<Option<FencingToken>> {
+    async fn acquire(
+        &self,
+        conn: &mut MySqlConnection,
+        wait: &str,
+    ) -> Result<Option<FencingToken>> {
         if !conn.is_in_transaction() {
             return Err(Error::InvalidArgument(format!(
                 "transaction lock {:?}: the connection has no transaction open",

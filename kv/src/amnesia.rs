@@ -31,8 +31,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use distsync_core::Result;
 use crate::kv::{LeaseId, Revision};
+use distsync_core::Result;
 use tokio::time::Instant;
 
 /// The marker key under a namespace (a "kind" no primitive uses; lock and election

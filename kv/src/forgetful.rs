@@ -188,7 +188,10 @@ impl<K: Kv> ForgetfulKv<K> {
     async fn judged_txn(&self, txn: Txn) -> Result<TxnResponse> {
         let ticket = self.amnesia.ticket();
         let response = self.store.txn(txn).await?;
-        if self.amnesia.observe(ticket, self.store.identity(), response.revision) {
+        if self
+            .amnesia
+            .observe(ticket, self.store.identity(), response.revision)
+        {
             self.publish().await;
         }
         Ok(response)
@@ -216,7 +219,8 @@ impl<K: Kv> ForgetfulKv<K> {
                     TxnOp::Range(Range::key(hold_key.as_str())),
                 ]))
                 .await?;
-            self.amnesia.observe(ticket, self.store.identity(), read.revision);
+            self.amnesia
+                .observe(ticket, self.store.identity(), read.revision);
             let first = |index: usize| read.range(index).and_then(|range| range.kvs.first());
             let (stored, held) = (first(0), first(1));
             let marker = stored.and_then(|stored| EpochMarker::parse(&stored.value));
@@ -269,7 +273,8 @@ impl<K: Kv> ForgetfulKv<K> {
                 .store
                 .txn(Txn::when(vec![compare]).and_then(ops))
                 .await?;
-            self.amnesia.observe(ticket, self.store.identity(), written.revision);
+            self.amnesia
+                .observe(ticket, self.store.identity(), written.revision);
             if written.succeeded {
                 self.amnesia.wrote_marker(&write);
                 if let Some(bound) = hold {
@@ -342,7 +347,10 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
         let range = self.lower_range(range);
         let ticket = self.amnesia.ticket();
         let response = self.store.range(range).await?;
-        if self.amnesia.observe(ticket, self.store.identity(), response.revision) {
+        if self
+            .amnesia
+            .observe(ticket, self.store.identity(), response.revision)
+        {
             self.publish().await;
         }
         Ok(self.raise_range(response))
@@ -555,7 +563,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
         // A brand-new store: the first grant waits the bound.
-        let token = grant(&holder, "ns/lock", lease).await;
+        grant(&holder, "ns/lock", lease).await;
         assert!(started.elapsed() >= bound);
         for other in 0..20 {
             grant(&holder, &format!("ns/other/{other}"), 0).await;

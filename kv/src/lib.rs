@@ -29,10 +29,10 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod amnesia;
 #[cfg(any(test, feature = "contract-tests"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "contract-tests")))]
 pub mod contract_tests;
-pub mod amnesia;
 pub mod forgetful;
 pub mod kv;
 pub mod memory;
