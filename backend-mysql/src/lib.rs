@@ -325,8 +325,8 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 /// - holds exclusive across a store that forgot: only with a bound on session TTLs
 ///   (`max_session_ttl=`, [`capabilities_with_bound`]), which a client that never
 ///   knew the old store needs to wait out the lock-delay;
-/// - transactions of the caller's: an outbox and acknowledgements inside them
-///   ([`Outbox`], [`ack_in`]);
+/// - transactions of the caller's ([`Outbox`], [`ack_in`]) are offered but not
+///   declared yet, nor the bound's `session_bound` (see the comment in the code);
 /// - surviving a failover: false here; a backend connected to a semi-synchronous
 ///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica");
 /// - the largest value: [`max_value_size`] of MariaDB's default `max_allowed_packet`
@@ -342,7 +342,10 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(max_value_size(DEFAULT_MAX_ALLOWED_PACKET))
         .with_exclusive_across_restart(max_session_ttl.is_some())
-        .with_session_bound(true)
-        .with_caller_transactions(true)
+        // Not declared until their cases hold on MariaDB: the wipe with the bound
+        // still measures a token going back, and the exactly-once case a paused
+        // consumer's connection ended by `idle_transaction_timeout`.
+        .with_session_bound(false)
+        .with_caller_transactions(false)
         .with_survives_failover(false)
 }
