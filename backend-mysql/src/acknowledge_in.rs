@@ -23,6 +23,28 @@ impl PendingAck {
     pub fn committed(self) {
         self.delivery.settled_elsewhere();
     }
+
+    /// Commits `tx`, the transaction the delivery was acknowledged in, then ends the
+    /// delivery as [`PendingAck::committed`] does; a commit that fails drops the
+    /// delivery instead, which nacks it.
+    ///
+    /// # Errors
+    /// The commit's error as [`database_error`](crate::database_error) reads it:
+    /// [`Error::Connection`] (transient) when the connection broke before the commit's
+    /// answer came. The server ends a connection that sat idle inside its transaction
+    /// for longer than `idle_transaction_timeout` (a consumer paused or stalled on a
+    /// connection of the backend's pool, see [`Outbox`](crate::Outbox)) and rolls the
+    /// transaction back; a lost answer may follow a commit. Either way an item the
+    /// commit did not remove is delivered again: receive again and run the work again.
+    ///
+    /// # Cancel safety
+    /// Dropping the future part-way leaves the commit sent or not, as a lost answer
+    /// does; the delivery is dropped with the future, which nacks it.
+    pub async fn commit(self, tx: sqlx::Transaction<'_, sqlx::MySql>) -> Result<()> {
+        tx.commit().await.map_err(crate::database_error)?;
+        self.committed();
+        Ok(())
+    }
 }
 
 /// Acknowledges `delivery` (received from a MySQL queue) inside the transaction open
@@ -50,7 +72,8 @@ impl PendingAck {
 /// nothing to deliver.
 ///
 /// The delivery stays with the [`PendingAck`] until the caller knows the outcome:
-/// [`PendingAck::committed`] after the commit ends it with no request; dropped instead
+/// [`PendingAck::commit`] commits and ends it with no request (as
+/// [`PendingAck::committed`] does after a commit of the caller's own); dropped instead
 /// (the transaction rolled back, or the commit failed and `?` returned), it nacks the
 /// item in the background as a dropped [`Delivery`] does. A nack after a commit whose
 /// reply was lost finds no hold and does nothing.
@@ -70,8 +93,7 @@ impl PendingAck {
 ///     .execute(&mut *tx)
 ///     .await?;
 /// let ack = distsync::store::mysql::ack_in(&mut tx, delivery).await?; // rolls back on Err
-/// tx.commit().await?; // the write and the removal of the item, together
-/// ack.committed();
+/// ack.commit(tx).await?; // the write and the removal of the item, together
 /// # Ok(()) }
 /// ```
 ///
@@ -80,7 +102,12 @@ impl PendingAck {
 ///   session ended first): nothing was written; roll the transaction back.
 /// - [`Error::InvalidArgument`] for a delivery from another backend (it is dropped,
 ///   which nacks it as any dropped delivery).
-/// - The database's error; the transaction is then in doubt (roll it back).
+/// - [`Error::Connection`] (transient) when the connection broke: the server ended it
+///   and rolled the transaction back (MariaDB's `idle_transaction_timeout`, when the
+///   caller stopped inside the transaction for longer), or a lock wait timed out (roll
+///   the transaction back). The delivery is dropped, which nacks it, and the item is
+///   delivered again: receive again and run the work again.
+/// - The database's other errors; the transaction is then in doubt (roll it back).
 ///
 /// # Cancel safety
 /// Dropping the future part-way leaves the transaction in an unknown state: roll it

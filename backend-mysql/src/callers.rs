@@ -9,9 +9,13 @@
 //! ([`txn::run_in_callers`]), so its writes commit or roll back with the caller's.
 //! Leases, the clock and watches stay on the backend's own connections.
 //!
-//! No statement is repeated on the caller's connection: a failure is returned as one
-//! that is not transient, so no recipe retries it, and the caller's transaction is in
-//! doubt as every other write of it is.
+//! No statement is repeated on the caller's connection: a failure reaches the recipe
+//! as one that is not transient, so no recipe retries it. The caller gets it back as
+//! it was: a connection that broke (the server ended it, as MariaDB's
+//! `idle_transaction_timeout` does to a client that stopped inside its transaction)
+//! stays [`Error::Connection`], transient: the server rolled the caller's transaction
+//! back with the connection (or, after a lock wait that timed out, the caller rolls it
+//! back), and the whole transaction can run again.
 
 use std::future::Future;
 
@@ -78,29 +82,26 @@ pub(crate) async fn inside<T>(
     let (sender, mut requests) = mpsc::channel::<Request>(1);
     let work = CALLERS.scope(sender, work);
     tokio::pin!(work);
+    // The connection's failure, kept for the caller while the recipe sees it as final.
+    let mut broke = None;
     loop {
         tokio::select! {
-            done = &mut work => return done,
+            done = &mut work => return done.map_err(|error| broke.unwrap_or(error)),
             Some(request) = requests.recv() => {
-                let applied = txn::run_in_callers(conn, &request.tables, request.txn)
-                    .await
-                    .map_err(not_repeated);
+                let applied = match txn::run_in_callers(conn, &request.tables, request.txn).await {
+                    Err(error) if error.is_transient() => {
+                        let not_repeated = Error::backend(
+                            BACKEND,
+                            format!("in the caller's transaction (not repeated): {error}"),
+                        );
+                        broke = Some(error);
+                        Err(not_repeated)
+                    }
+                    applied => applied,
+                };
                 // A recipe that stopped waiting has no use for the answer.
                 drop(request.answer.send(applied));
             }
         }
-    }
-}
-
-/// `error` as one no recipe repeats: a statement of the caller's transaction is
-/// never sent twice.
-fn not_repeated(error: Error) -> Error {
-    if error.is_transient() {
-        Error::backend(
-            BACKEND,
-            format!("in the caller's transaction (not repeated): {error}"),
-        )
-    } else {
-        error
     }
 }

@@ -94,6 +94,15 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
     }
 }
 
+/// An error of `sqlx` on a connection of the backend's pool, as the library reads its
+/// own: for the caller's own statements in a transaction that an
+/// [`Outbox`](crate::Outbox) or [`ack_in`](crate::ack_in) joins, so that a broken
+/// connection reads as [`Error::Connection`] (transient: the transaction rolled back
+/// with it, run it again) whichever statement met it.
+pub fn database_error(error: sqlx::Error) -> Error {
+    map(error)
+}
+
 /// The URL option that bounds a wait, named in the error when it runs out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Bound {

@@ -142,6 +142,12 @@
 //!   server ends a connection that sits idle inside a transaction for longer, rolling
 //!   it back. MySQL 8 has no such setting: there a stopped client holds its
 //!   transaction's rows until its connection dies (`wait_timeout`, TCP keepalive).
+//!   The caller's own transactions on [`Transactional::pool`] (an [`Outbox`]'s,
+//!   [`ack_in`]'s) hold the revision row too and get the same second: a caller that
+//!   stalls inside one finds it rolled back, reported as
+//!   [`Error::Connection`](distsync_core::Error), transient, by [`ack_in`],
+//!   [`PendingAck::commit`] and [`database_error`] (for the caller's own statements);
+//!   an acknowledged item then comes back to the queue and is delivered again.
 //!
 //! # Failover to a replica
 //!
@@ -276,6 +282,7 @@ pub use config::{
     SCHEMES,
 };
 pub use driver::DRIVER;
+pub use error::database_error;
 pub use kv::MysqlKv;
 pub use outbox::Outbox;
 /// The `sqlx` this crate is built with: the connections an [`Outbox`], [`ack_in`] and a
@@ -325,8 +332,8 @@ pub fn max_value_size(max_allowed_packet: usize) -> usize {
 /// - holds exclusive across a store that forgot: only with a bound on session TTLs
 ///   (`max_session_ttl=`, [`capabilities_with_bound`]), which a client that never
 ///   knew the old store needs to wait out the lock-delay;
-/// - transactions of the caller's ([`Outbox`], [`ack_in`]) are offered but not
-///   declared yet, nor the bound's `session_bound` (see the comment in the code);
+/// - transactions of the caller's: an outbox and acknowledgements inside them
+///   ([`Outbox`], [`ack_in`]);
 /// - surviving a failover: false here; a backend connected to a semi-synchronous
 ///   `AFTER_SYNC` primary declares it (see the crate docs, "Failover to a replica");
 /// - the largest value: [`max_value_size`] of MariaDB's default `max_allowed_packet`
@@ -342,10 +349,7 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(max_value_size(DEFAULT_MAX_ALLOWED_PACKET))
         .with_exclusive_across_restart(max_session_ttl.is_some())
-        // Not declared until their cases hold on MariaDB: the wipe with the bound
-        // still measures a token going back, and the exactly-once case a paused
-        // consumer's connection ended by `idle_transaction_timeout`.
-        .with_session_bound(false)
-        .with_caller_transactions(false)
+        .with_session_bound(true)
+        .with_caller_transactions(true)
         .with_survives_failover(false)
 }

@@ -31,9 +31,12 @@ use crate::callers;
 /// stopped (and frees the row); a connection of the caller's own pool has what the
 /// caller set. It must reach the database the backend coordinates in.
 ///
-/// No statement is repeated on the caller's connection: a failure (a lost connection
-/// included) is returned, and the caller's transaction is then in doubt as every
-/// other write of it is; roll it back. Statements run under the caller's own
+/// No statement is repeated on the caller's connection: a failure is returned, and the
+/// caller's transaction is then in doubt as every other write of it is; roll it back.
+/// A connection that broke (the server ended it, the idle timeout above) is
+/// [`Error::Connection`](distsync_core::Error), transient: the transaction rolled back
+/// with it and can run again ([`database_error`](crate::database_error) reads the
+/// caller's own statements' errors the same way). Statements run under the caller's own
 /// settings (`innodb_lock_wait_timeout`), not the URL's `timeout=`. One handle runs
 /// its enqueues one at a time.
 ///

@@ -119,7 +119,8 @@ impl<K: Kv> ForgetfulKv<K> {
         self.amnesia.bound()
     }
 
-    /// After a renewal failed (the store down, perhaps being wiped): the marker read
+    /// After a renewal failed or went unanswered (the store down, perhaps being
+    /// wiped): the marker read
     /// in the background until the store answers, for at most [`PROBE_WINDOW`] (or twice
     /// the longest session TTL, if longer), so that a client whose sessions end at their deadline while the
     /// store is down still tells a store that forgot when it is back, and publishes
@@ -333,6 +334,25 @@ impl<K: Kv> ForgetfulKv<K> {
     }
 }
 
+/// Starts [`ForgetfulKv::probe`] when dropped before [`ProbeUnlessAnswered::answered`]:
+/// a renewal that failed or was given up unanswered.
+struct ProbeUnlessAnswered<'a, K: Kv>(Option<&'a ForgetfulKv<K>>);
+
+impl<K: Kv> ProbeUnlessAnswered<'_, K> {
+    /// The store answered: no probe.
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<K: Kv> Drop for ProbeUnlessAnswered<'_, K> {
+    fn drop(&mut self) {
+        if let Some(kv) = self.0 {
+            kv.probe();
+        }
+    }
+}
+
 #[async_trait]
 impl<K: Kv> Kv for ForgetfulKv<K> {
     fn backend(&self) -> &'static str {
@@ -442,13 +462,12 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
             self.amnesia.lease_ended(lease);
             return Ok(KeepAlive::Gone);
         }
-        let outcome = match self.store.lease_keep_alive(lease).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                self.probe();
-                return Err(error);
-            }
-        };
+        // A renewal that fails, or that is given up before it answers (a session drops
+        // it at its deadline while the store is down and the client keeps trying to
+        // connect), starts the probe.
+        let unanswered = ProbeUnlessAnswered(Some(self));
+        let outcome = self.store.lease_keep_alive(lease).await?;
+        unanswered.answered();
         if outcome == KeepAlive::Gone {
             self.amnesia.lease_ended(lease);
             // A lease gone may be a store that forgot: the marker tells (one read, on
@@ -493,8 +512,9 @@ mod tests {
     use crate::memory::MemoryKv;
 
     /// A store that forgets on demand: a fresh memory store in place of the old one.
+    /// While down, a renewal never answers and every other request fails.
     #[derive(Default)]
-    struct Wipeable(Mutex<MemoryKv>);
+    struct Wipeable(Mutex<MemoryKv>, AtomicBool);
 
     impl Wipeable {
         fn now(&self) -> MemoryKv {
@@ -510,6 +530,17 @@ mod tests {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = MemoryKv::new();
         }
+
+        fn set_down(&self, down: bool) {
+            self.1.store(down, Ordering::SeqCst);
+        }
+
+        fn up(&self) -> Result<MemoryKv> {
+            if self.1.load(Ordering::SeqCst) {
+                return Err(Error::connection("test", "the store is down"));
+            }
+            Ok(self.now())
+        }
     }
 
     #[async_trait]
@@ -518,10 +549,10 @@ mod tests {
             "test"
         }
         async fn range(&self, range: Range) -> Result<RangeResponse> {
-            self.now().range(range).await
+            self.up()?.range(range).await
         }
         async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-            self.now().txn(txn).await
+            self.up()?.txn(txn).await
         }
         async fn watch(
             &self,
@@ -535,7 +566,10 @@ mod tests {
             self.now().lease_grant(ttl).await
         }
         async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
-            self.now().lease_keep_alive(lease).await
+            match self.up() {
+                Ok(store) => store.lease_keep_alive(lease).await,
+                Err(_) => std::future::pending().await,
+            }
         }
         async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
             self.now().lease_revoke(lease).await
@@ -585,6 +619,34 @@ mod tests {
             "granted {:?} after the wipe",
             back.elapsed()
         );
+        assert!(token > highest, "token {token} after {highest}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_unanswered_while_the_store_is_wiped_still_raises_the_tokens() {
+        let bound = Duration::from_secs(5);
+        let store = Arc::new(Wipeable::default());
+        let holder = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
+        grant(&holder, "ns/lock", lease).await;
+        for other in 0..20 {
+            grant(&holder, &format!("ns/other/{other}"), 0).await;
+        }
+        let highest = holder.range(Range::key("ns/lock")).await.unwrap().revision;
+
+        // The store goes down: the holder's session gives its renewal up unanswered at
+        // its deadline, and never learns from a renewal that the lease is gone.
+        store.set_down(true);
+        let renewal = holder.lease_keep_alive(lease);
+        assert!(tokio::time::timeout(Duration::from_secs(4), renewal)
+            .await
+            .is_err());
+        store.wipe();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        store.set_down(false);
+        let newcomer = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        let token = grant(&newcomer, "ns/lock", lease).await;
         assert!(token > highest, "token {token} after {highest}");
     }
 

@@ -56,8 +56,10 @@ pub trait CallerTransactions: Send + Sync {
     ///
     /// # Errors
     /// [`distsync_core::Error::SessionLost`] when the acknowledgement is refused (the
-    /// delivery is stale; the transaction rolled back, its effect row with it); the
-    /// database's error.
+    /// delivery is stale; the transaction rolled back, its effect row with it); a
+    /// transient error when the store ended the transaction (its connection broke, the
+    /// transaction rolled back with it: the item is delivered again); the database's
+    /// error.
     async fn apply(&self, scope: &str, delivery: Delivery) -> Result<()>;
 
     /// The order ids of `scope`, ascending.

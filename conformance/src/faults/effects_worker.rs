@@ -12,7 +12,10 @@
 //! - a consumer: `received <id>` when it holds an item, then `applied <id>` when the
 //!   transaction of its effect and its acknowledgement committed, or `refused <id>`
 //!   when the acknowledgement was refused (the delivery went stale: the consumer
-//!   exits); `lost` when its session is lost while it waits (it exits);
+//!   exits), or `rolled back <id>` when the store ended the transaction (a transient
+//!   error: the connection broke and the transaction rolled back with it; the item
+//!   is delivered again, and the consumer receives again); `lost` when its session is
+//!   lost while it waits (it exits);
 //! - `error <message>` when something fails (it then exits with status 1).
 //!
 //! A worker runs until it is killed or its stdin closes.
@@ -81,6 +84,9 @@ pub enum Said {
     Applied(u64),
     /// An item's acknowledgement refused, its effect rolled back.
     Refused(u64),
+    /// An item's transaction ended by the store (a transient error), its effect rolled
+    /// back; the item is delivered again.
+    RolledBack(u64),
     /// The consumer's session was lost while it waited.
     Lost,
 }
@@ -102,6 +108,8 @@ impl Said {
                     Self::Applied(id)
                 } else if let Some(id) = number("refused ") {
                     Self::Refused(id)
+                } else if let Some(id) = number("rolled back ") {
+                    Self::RolledBack(id)
                 } else if let Some(error) = message.strip_prefix("error ") {
                     return Some(Err(error.to_owned()));
                 } else {
@@ -120,6 +128,7 @@ impl std::fmt::Display for Said {
             Self::Received(id) => write!(f, "received {id}"),
             Self::Applied(id) => write!(f, "applied {id}"),
             Self::Refused(id) => write!(f, "refused {id}"),
+            Self::RolledBack(id) => write!(f, "rolled back {id}"),
             Self::Lost => f.write_str("lost"),
         }
     }
@@ -270,6 +279,12 @@ async fn run(transactions: &dyn CallerTransactions, spec: &WorkerSpec) -> Result
                         say(Said::Refused(id));
                         return Ok(());
                     }
+                    // The delivery went with the transaction (nacked), and the item
+                    // comes back: as a consumer retries, receive again.
+                    Err(error) if error.is_transient() => {
+                        tracing::debug!(%error, id, "a consumer's transaction rolled back");
+                        say(Said::RolledBack(id));
+                    }
                     Err(error) => return Err(error),
                 }
             }
@@ -289,6 +304,7 @@ mod tests {
             Said::Received(4),
             Said::Applied(5),
             Said::Refused(6),
+            Said::RolledBack(7),
             Said::Lost,
         ] {
             assert_eq!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync::store::mysql::sqlx::{self, MySqlPool};
-use distsync::store::mysql::{ack_in, MysqlBackend, Transactional as _};
+use distsync::store::mysql::{ack_in, database_error, MysqlBackend, Transactional as _};
 use distsync_conformance::faults::CallerTransactions;
 use distsync_core::{Backend, Delivery, Error, FencingToken, Name, Result};
 
@@ -68,7 +68,7 @@ impl MysqlTransactions {
         let ids: Vec<i64> = sqlx::query_scalar(query)
             .fetch_all(&self.pool)
             .await
-            .map_err(database)?;
+            .map_err(database_error)?;
         Ok(ids
             .into_iter()
             .map(|id| u64::try_from(id).unwrap_or(0))
@@ -76,10 +76,6 @@ impl MysqlTransactions {
     }
 }
 
-/// A database error as the library reports it (its message; no URL).
-fn database(error: sqlx::Error) -> Error {
-    Error::backend("mysql", error)
-}
 
 /// The item's id (its decimal digits).
 fn item_id(delivery: &Delivery) -> Result<i64> {
@@ -122,7 +118,7 @@ impl CallerTransactions for MysqlTransactions {
             sqlx::query(&statement)
                 .execute(&self.pool)
                 .await
-                .map_err(database)?;
+                .map_err(database_error)?;
         }
         match &self.fences {
             Some(fences) => fences.prepare(scope).await,
@@ -138,7 +134,7 @@ impl CallerTransactions for MysqlTransactions {
         ))
         .execute(&self.pool)
         .await
-        .map_err(database)?;
+        .map_err(database_error)?;
         match &self.fences {
             Some(fences) => fences.forget(scope).await,
             None => Ok(()),
@@ -147,7 +143,7 @@ impl CallerTransactions for MysqlTransactions {
 
     async fn place(&self, scope: &str, queue: &Name, id: u64) -> Result<()> {
         let outbox = self.backend.outbox(queue.as_str())?;
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
         sqlx::query(&format!(
             "INSERT INTO {} VALUES (?)",
             Self::table(scope, "orders")
@@ -155,14 +151,14 @@ impl CallerTransactions for MysqlTransactions {
         .bind(bigint(id)?)
         .execute(&mut *tx)
         .await
-        .map_err(database)?;
+        .map_err(database_error)?;
         outbox.enqueue(&mut tx, id.to_string()).await?;
-        tx.commit().await.map_err(database)
+        tx.commit().await.map_err(database_error)
     }
 
     async fn apply(&self, scope: &str, delivery: Delivery) -> Result<()> {
         let id = item_id(&delivery)?;
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
         sqlx::query(&format!(
             "INSERT INTO {} VALUES (?)",
             Self::table(scope, "effects")
@@ -170,12 +166,9 @@ impl CallerTransactions for MysqlTransactions {
         .bind(id)
         .execute(&mut *tx)
         .await
-        .map_err(database)?;
+        .map_err(database_error)?;
         // On an error the transaction is dropped, which rolls it back.
-        let pending = ack_in(&mut tx, delivery).await?;
-        tx.commit().await.map_err(database)?;
-        pending.committed();
-        Ok(())
+        ack_in(&mut tx, delivery).await?.commit(tx).await
     }
 
     async fn orders(&self, scope: &str) -> Result<Vec<u64>> {

@@ -49,7 +49,10 @@ const TAKE_OVER_SLACK: Duration = Duration::from_secs(5);
 struct Paused {
     /// Acknowledgements refused to a consumer woken from its pause.
     refused: usize,
-    /// Of those, the items another consumer had applied by the time it woke.
+    /// Transactions the store ended while their consumer was paused (a connection idle
+    /// inside a transaction ended by the server), found rolled back on waking.
+    rolled_back: usize,
+    /// Of those two, the items another consumer had applied by the time it woke.
     taken_over: usize,
 }
 
@@ -165,17 +168,19 @@ pub(super) async fn crashes_and_pauses(h: Harness) -> Check {
     Ok(Holds::figure(
         format!(
             "{kills} kills, {PAUSES} pauses: {} items applied once each, {} stale \
-             acknowledgements refused",
+             acknowledgements refused, {} transactions rolled back by the store",
             ITEMS + PAUSES as u64,
-            paused.refused
+            paused.refused,
+            paused.rolled_back
         ),
         format!(
             "{KILL_LANES} consumers at a time, each killed after 0 to 2 applied items and up \
              to 3 ms after receiving the next; of the consumers paused past their session \
-             TTL ({:?}), {} were refused, their items applied by another ({} before they \
-             woke)",
+             TTL ({:?}), {} were refused and {} found their transaction rolled back by the \
+             store, their items applied by another ({} before they woke)",
             h.holder_ttl(),
             paused.refused,
+            paused.rolled_back,
             paused.taken_over
         ),
     ))
@@ -214,7 +219,8 @@ async fn kill_lane(
             match said.ctx("a consumer's next step")? {
                 Said::Received(_) if applied == wanted => break,
                 Said::Applied(_) => applied += 1,
-                Said::Received(_) => {}
+                // A transaction the store ended (the item comes back): no kill point.
+                Said::Received(_) | Said::RolledBack(_) => {}
                 Said::Refused(_) | Said::Lost => break,
                 other => return violated(format!("a consumer said `{other}`")),
             }
@@ -231,7 +237,9 @@ async fn kill_lane(
 /// over once the paused one's session has expired and applies it (unless the pause came
 /// after the acknowledgement, whose row lock keeps the item from everyone else, or after
 /// the commit); then the paused consumer is woken, and is either refused (its write
-/// rolled back) or commits the application it had made before the pause.
+/// rolled back), finds that the store ended its transaction while it was paused (a
+/// server that ends a connection idle inside a transaction: its write rolled back, a
+/// transient error) or commits the application it had made before the pause.
 async fn pause_lane(
     launcher: &'static Launcher,
     spec: WorkerSpec,
@@ -279,7 +287,9 @@ async fn pause_lane(
         first.resume().ctx("resuming a consumer")?;
         let outcome = within(LONG, "the woken consumer's answer", async {
             loop {
-                if let said @ (Said::Applied(_) | Said::Refused(_)) = first.next().await? {
+                if let said @ (Said::Applied(_) | Said::Refused(_) | Said::RolledBack(_)) =
+                    first.next().await?
+                {
                     return Ok(said);
                 }
             }
@@ -288,8 +298,14 @@ async fn pause_lane(
         // Applied: the pause came after its commit, or after its acknowledgement (whose
         // row lock kept the item from the second consumer); whether anyone applied it
         // twice is judged with every other item at the end.
-        if matches!(outcome, Said::Refused(_)) {
-            seen.refused += 1;
+        // Refused, or rolled back by the store (its connection ended while it was
+        // paused inside the transaction): its effect row went with its transaction.
+        match outcome {
+            Said::Refused(_) => seen.refused += 1,
+            Said::RolledBack(_) => seen.rolled_back += 1,
+            _ => {}
+        }
+        if matches!(outcome, Said::Refused(_) | Said::RolledBack(_)) {
             seen.taken_over += usize::from(taken_over);
         }
         first.kill().await.ctx("stopping a consumer")?;
