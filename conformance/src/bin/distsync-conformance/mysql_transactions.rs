@@ -76,7 +76,6 @@ impl MysqlTransactions {
     }
 }
 
-
 /// The item's id (its decimal digits).
 fn item_id(delivery: &Delivery) -> Result<i64> {
     std::str::from_utf8(delivery.item())
