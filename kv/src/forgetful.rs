@@ -576,6 +576,21 @@ mod tests {
         }
     }
 
+    /// Renews `lease` every second in the background until the store no longer knows
+    /// it, as a session does: a grant waits out a lock-delay longer than the lease's
+    /// TTL, and the memory store expires a lease nobody renews.
+    fn keep_renewing(kv: &Arc<ForgetfulKv<Arc<Wipeable>>>, lease: LeaseId) {
+        let kv = Arc::clone(kv);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !matches!(kv.lease_keep_alive(lease).await, Ok(KeepAlive::Renewed)) {
+                    return;
+                }
+            }
+        });
+    }
+
     /// A lock-like grant: a key of the lease, created; its create revision.
     async fn grant(kv: &ForgetfulKv<Arc<Wipeable>>, key: &str, lease: LeaseId) -> Revision {
         let response = kv
@@ -593,9 +608,10 @@ mod tests {
     async fn after_a_wipe_the_holder_loses_and_a_newcomer_waits_with_a_higher_token() {
         let bound = Duration::from_secs(5);
         let store = Arc::new(Wipeable::default());
-        let holder = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let holder = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
         let started = tokio::time::Instant::now();
         let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&holder, lease);
         // A brand-new store: the first grant waits the bound.
         grant(&holder, "ns/lock", lease).await;
         assert!(started.elapsed() >= bound);
@@ -610,9 +626,10 @@ mod tests {
             holder.lease_keep_alive(lease).await.unwrap(),
             KeepAlive::Gone
         );
-        let newcomer = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
         let back = tokio::time::Instant::now();
         let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&newcomer, lease);
         let token = grant(&newcomer, "ns/lock", lease).await;
         assert!(
             back.elapsed() >= Duration::from_secs(4),
@@ -626,8 +643,9 @@ mod tests {
     async fn a_renewal_unanswered_while_the_store_is_wiped_still_raises_the_tokens() {
         let bound = Duration::from_secs(5);
         let store = Arc::new(Wipeable::default());
-        let holder = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let holder = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
         let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&holder, lease);
         grant(&holder, "ns/lock", lease).await;
         for other in 0..20 {
             grant(&holder, &format!("ns/other/{other}"), 0).await;
@@ -644,8 +662,9 @@ mod tests {
         store.wipe();
         tokio::time::sleep(Duration::from_secs(2)).await;
         store.set_down(false);
-        let newcomer = ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound));
+        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
         let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&newcomer, lease);
         let token = grant(&newcomer, "ns/lock", lease).await;
         assert!(token > highest, "token {token} after {highest}");
     }
