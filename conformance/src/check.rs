@@ -369,6 +369,45 @@ where
     }
 }
 
+/// Polls `probe` as [`eventually`] does until it yields `Some`, for as long as the
+/// count it reports alongside keeps changing: a violation only when the count stood
+/// still for `stuck`. For work that many processes do at once (consumers applying
+/// items): on a loaded machine they do it slowly, and a bound on the whole would take a
+/// slow machine for work that stopped; a count that stands still for `stuck` is work
+/// that stopped (an item nobody can take). The evidence gives the count.
+pub(crate) async fn eventually_progressing<T, F, Fut>(
+    stuck: Duration,
+    doing: impl Display,
+    mut probe: F,
+) -> Check<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Check<(u64, Option<T>)>>,
+{
+    let started = Instant::now();
+    let (mut count, mut since) = (None, started);
+    let mut step = Duration::from_millis(5);
+    loop {
+        let (now, value) = within_check(stuck, &doing, probe()).await?;
+        if let Some(value) = value {
+            crate::slack::record(&doing, since.elapsed(), stuck);
+            return Ok(value);
+        }
+        if count != Some(now) {
+            (count, since) = (Some(now), Instant::now());
+        }
+        if Instant::now() + step > since + stuck {
+            crate::slack::record(&doing, stuck, stuck);
+            return violated(format!(
+                "{doing}: stood at {now} for {stuck:?}, {:?} after the wait began",
+                started.elapsed()
+            ));
+        }
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(100));
+    }
+}
+
 /// A spawned part of a case (a contender, a waiter, a consumer). Aborted when dropped,
 /// so a case that stops early leaves nothing running.
 pub(crate) struct Task<T> {
