@@ -33,27 +33,63 @@ use crate::Result;
 /// The label of the floor's row.
 pub const LABEL: &str = "floor: one row update + synchronous commit";
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
 /// The floor's table.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const TABLE: &str = "distsync_bench_floor";
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
 /// The floor's row: the lock name's.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 struct Floor {
     name: String,
 }
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
 /// An update that did not find the row: someone deleted it under the run.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 fn missing(name: &str) -> crate::BoxError {
     format!("the durable floor's row for {name} is missing").into()
 }
 
-#[cfg(feature = "postgres")]
+/// The floor's statements on the connection type `$conn`, whose SQL writes a
+/// parameter as `$param`: the two stores differ in nothing else.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+macro_rules! floor_statements {
+    ($conn:ty, $param:literal) => {
+        #[async_trait]
+        impl Statements<$conn> for Floor {
+            async fn lock(&self, conn: &mut $conn) -> Result<()> {
+                let updated = sqlx::query(&format!(
+                    "UPDATE {TABLE} SET grants = grants + 1 WHERE name = {}",
+                    $param
+                ))
+                .bind(&self.name)
+                .execute(conn)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(missing(&self.name));
+                }
+                Ok(())
+            }
+
+            async fn unlock(&self, _conn: &mut $conn) -> Result<()> {
+                Ok(())
+            }
+
+            async fn close(&self, conn: &mut $conn) -> Result<()> {
+                sqlx::query(&format!("DELETE FROM {TABLE} WHERE name = {}", $param))
+                    .bind(&self.name)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
 /// Connects to the database of the distsync URL `url`, makes the table and the
 /// row of `name` (one client at a time, under a transaction-scoped advisory lock:
 /// `CREATE TABLE IF NOT EXISTS` races with itself on PostgreSQL) and sets
 /// synchronous commits.
+#[cfg(feature = "postgres")]
 pub async fn start_postgres(url: &str, name: &str) -> Started {
     let made = async {
         let mut conn = PgConnection::connect_with(&crate::raw::postgres::options(url)?).await?;
@@ -88,38 +124,12 @@ pub async fn start_postgres(url: &str, name: &str) -> Started {
 }
 
 #[cfg(feature = "postgres")]
-#[async_trait]
-impl Statements<PgConnection> for Floor {
-    async fn lock(&self, conn: &mut PgConnection) -> Result<()> {
-        let updated = sqlx::query(&format!(
-            "UPDATE {TABLE} SET grants = grants + 1 WHERE name = $1"
-        ))
-        .bind(&self.name)
-        .execute(conn)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(missing(&self.name));
-        }
-        Ok(())
-    }
+floor_statements!(PgConnection, "$1");
 
-    async fn unlock(&self, _conn: &mut PgConnection) -> Result<()> {
-        Ok(())
-    }
-
-    async fn close(&self, conn: &mut PgConnection) -> Result<()> {
-        sqlx::query(&format!("DELETE FROM {TABLE} WHERE name = $1"))
-            .bind(&self.name)
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-}
-
-#[cfg(feature = "mysql")]
 /// Connects to the database of the distsync URL `url` and makes the table and
 /// the row of `name` (MariaDB's `CREATE TABLE IF NOT EXISTS` only warns when
 /// another client made it first).
+#[cfg(feature = "mysql")]
 pub async fn start_mysql(url: &str, name: &str) -> Started {
     let made = async {
         let mut conn = MySqlConnection::connect_with(&crate::raw::mysql::options(url)?).await?;
@@ -142,30 +152,4 @@ pub async fn start_mysql(url: &str, name: &str) -> Started {
 }
 
 #[cfg(feature = "mysql")]
-#[async_trait]
-impl Statements<MySqlConnection> for Floor {
-    async fn lock(&self, conn: &mut MySqlConnection) -> Result<()> {
-        let updated = sqlx::query(&format!(
-            "UPDATE {TABLE} SET grants = grants + 1 WHERE name = ?"
-        ))
-        .bind(&self.name)
-        .execute(conn)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(missing(&self.name));
-        }
-        Ok(())
-    }
-
-    async fn unlock(&self, _conn: &mut MySqlConnection) -> Result<()> {
-        Ok(())
-    }
-
-    async fn close(&self, conn: &mut MySqlConnection) -> Result<()> {
-        sqlx::query(&format!("DELETE FROM {TABLE} WHERE name = ?"))
-            .bind(&self.name)
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-}
+floor_statements!(MySqlConnection, "?");
