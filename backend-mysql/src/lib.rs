@@ -286,7 +286,7 @@ pub use error::database_error;
 pub use kv::MysqlKv;
 pub use outbox::Outbox;
 /// The `sqlx` this crate is built with: the connections an [`Outbox`], [`ack_in`] and a
-/// [`TransactionLock`] take must come from this version.
+/// [`TransactionLock`] take must come from this version, as must [`MysqlKv::pool`]'s.
 pub use sqlx;
 pub use transaction_lock::TransactionLock;
 pub use transactional::Transactional;

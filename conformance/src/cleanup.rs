@@ -4,8 +4,8 @@
 //!
 //! Outside the run's namespace a run may leave only the store-wide entries of
 //! [`STORE_WIDE`]: entries every client of the same store namespace (Redis
-//! `namespace=`, PostgreSQL `schema=`, etcd's and ZooKeeper's URL path) shares, which
-//! removing could break. docs/CONFORMANCE.md ("What a run leaves behind") lists them
+//! `namespace=`, PostgreSQL `schema=`, etcd's and ZooKeeper's URL path, NATS `bucket=`,
+//! MySQL `table_prefix=`) shares, which removing could break. docs/CONFORMANCE.md ("What a run leaves behind") lists them
 //! from this table, and the runner's tests check a run's leftovers against it.
 
 use std::fmt;
@@ -97,9 +97,12 @@ pub struct StoreWide {
     /// The key, row or node, with placeholders: `<ns>` the Redis `namespace=` or the
     /// etcd URL's path, `<schema>` the PostgreSQL `schema=` (a row of table `t` is
     /// `<schema>.t`), `<root>` the ZooKeeper URL's path, `<bucket>` the NATS
-    /// `bucket=` (a key `k` is the subject `$KV.<bucket>.k`); `<id>` a decimal number,
-    /// `<hex>` a hexadecimal one, `<tag>` any text without braces, `<kind>` one of [`ZOOKEEPER_KINDS`], `<parent>`
-    /// a name the run's namespace lies under (`conf` for `conf/run-<id>`).
+    /// `bucket=` (a key `k` is the subject `$KV.<bucket>.k`), `<prefix>` the MySQL
+    /// `table_prefix=` (a row of table `t` is `<prefix>t`, or `<prefix>t:<key>` where
+    /// a key or an id tells the rows apart); `<id>` a decimal number, `<hex>` a
+    /// hexadecimal one, `<tag>` any text without braces, `<key>` any text, `<kind>` one
+    /// of [`ZOOKEEPER_KINDS`], `<parent>` a name the run's namespace lies under (`conf`
+    /// for `conf/run-<id>`).
     pub entry: &'static str,
     /// When a run creates it.
     pub created: &'static str,
@@ -381,6 +384,63 @@ pub const STORE_WIDE: &[StoreWide] = &[
         size: "one message",
         expiry: Some("its `Nats-TTL`: `max_session_ttl`"),
     },
+    StoreWide {
+        store: StoreKind::Mysql,
+        entry: "<prefix>",
+        created: "by the first client of the prefix",
+        purpose: "the tables `<prefix>meta`, `<prefix>kv`, `<prefix>log` and \
+                  `<prefix>leases` every client of the prefix runs on",
+        kept: "other clients of the prefix use them; dropped, they are a store that \
+               forgot (its revision, and with it every fencing token, starts again at 1)",
+        size: "the log's rows aside, about 80 KB on disk once purged (measured)",
+        expiry: None,
+    },
+    StoreWide {
+        store: StoreKind::Mysql,
+        entry: "<prefix>meta",
+        created: "with the tables",
+        purpose: "the store's revision and compaction point, which every write takes the \
+                  next revision from",
+        kept: "the revision must only grow: fencing tokens are create revisions, and \
+               watches resume from a revision",
+        size: "one row",
+        expiry: None,
+    },
+    StoreWide {
+        store: StoreKind::Mysql,
+        entry: "<prefix>log:<key>",
+        created: "by every write of the run: one row per change of a key, the purge's \
+                  deletes included",
+        purpose: "the history of the run's keys: a row its key wrote again since, or a \
+                  tombstone",
+        kept: "every client of the prefix may read at a past revision or watch from one \
+               within the window: removing a key's history ahead of compaction would \
+               show them a state the store never had, or miss an event",
+        size: "a row per change: 7 657 rows after the test's two runs of 12 cases (1 MB \
+               of keys and values; 4.3 MB on disk with the indexes), measured",
+        expiry: Some(
+            "compaction, once its revision leaves the window of the last 10 000 \
+             revisions (every client's reaper compacts to it every 10 s)",
+        ),
+    },
+    StoreWide {
+        store: StoreKind::Mysql,
+        entry: "<prefix>leases:<id>",
+        created: "for a holder the run killed (SIGKILL) or paused, whose session it cannot \
+                  close; and by each queue handle that enqueued, for its idempotency records \
+                  (a plain enqueue's call key, `enqueue_once`'s key)",
+        purpose: "a session's lease, or the lease a queue handle attaches its idempotency \
+                  records to, with its expiry on the server's clock",
+        kept: "a lease is no name's but its client's (a session, or a queue handle that \
+               attaches its next records to it): the purge removes the keys under the run's \
+               namespace, the records among them, and the lease ends with its TTL",
+        size: "one row each (two after the test's two runs, measured)",
+        expiry: Some(
+            "its TTL (a session's; 11 min for call keys' records, 25 h for \
+             `enqueue_once`'s), then the next round of a client's reaper (every client \
+             process runs one, at least once a second)",
+        ),
+    },
 ];
 
 /// The entries of [`STORE_WIDE`] found on `store`.
@@ -389,10 +449,11 @@ pub fn store_wide(store: StoreKind) -> impl Iterator<Item = &'static StoreWide> 
 }
 
 /// The entry of [`STORE_WIDE`] on `store` that `found` (a Redis key, an etcd key, a
-/// PostgreSQL `<schema>.<table>` row, a ZooKeeper path) is, for a run under `run`
-/// whose URL gave the store namespace `namespace` (Redis `namespace=`, etcd's path,
-/// PostgreSQL `schema=`, ZooKeeper's root); `None` for an entry the table does not
-/// list.
+/// PostgreSQL `<schema>.<table>` row, a ZooKeeper path, a NATS subject, a MySQL
+/// `<prefix><table>[:<key>]` row) is, for a run under `run` whose URL gave the store
+/// namespace `namespace` (Redis `namespace=`, etcd's path, PostgreSQL `schema=`,
+/// ZooKeeper's root, NATS `bucket=`, MySQL `table_prefix=`); `None` for an entry the
+/// table does not list.
 ///
 /// ```
 /// use distsync_conformance::cleanup::store_wide_entry;
@@ -442,7 +503,7 @@ impl Place<'_> {
         };
         let tail_matches = |taken: usize| self.matches(rest, &text[taken..]);
         match placeholder {
-            "ns" | "schema" | "root" | "bucket" => {
+            "ns" | "schema" | "root" | "bucket" | "prefix" => {
                 text.starts_with(self.namespace) && tail_matches(self.namespace.len())
             }
             "kind" => ZOOKEEPER_KINDS
@@ -462,6 +523,10 @@ impl Place<'_> {
                 let digits = text.bytes().take_while(u8::is_ascii_hexdigit).count();
                 (1..=digits).any(tail_matches)
             }
+            "key" => text
+                .char_indices()
+                .map(|(at, c)| at + c.len_utf8())
+                .any(tail_matches),
             "tag" => {
                 let free = text.find(['{', '}']).unwrap_or(text.len());
                 text.char_indices()
@@ -486,7 +551,7 @@ mod tests {
     #[test]
     fn every_placeholder_is_known() {
         let known = [
-            "ns", "schema", "root", "bucket", "kind", "parent", "id", "hex", "tag",
+            "ns", "schema", "root", "bucket", "prefix", "kind", "parent", "id", "hex", "tag", "key",
         ];
         for entry in STORE_WIDE {
             let mut rest = entry.entry;
@@ -571,6 +636,26 @@ mod tests {
             "$KV.b1.counter.other",
         ] {
             assert_eq!(nats(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn mysql_entries() {
+        let mysql = |found| entry(StoreKind::Mysql, "p1_", found);
+        assert_eq!(mysql("p1_meta"), Some("<prefix>meta"));
+        assert_eq!(
+            mysql("p1_log:/queue/conf%2Frun-18eb%2Fx/00001"),
+            Some("<prefix>log:<key>")
+        );
+        assert_eq!(mysql("p1_leases:3120"), Some("<prefix>leases:<id>"));
+        for other in [
+            "p1_kv:/counter/other",
+            "p1_log:",
+            "p1_leases:12a",
+            "p2_meta",
+            "p1_other",
+        ] {
+            assert_eq!(mysql(other), None, "{other}");
         }
     }
 }

@@ -1,9 +1,10 @@
 //! A safe run leaves nothing behind on a shared store but the store-wide entries
 //! `distsync_conformance::cleanup::STORE_WIDE` lists. Each test gives the runner a
 //! store namespace of its own (Redis `namespace=`, PostgreSQL `schema=`, etcd's and
-//! ZooKeeper's URL path, NATS `bucket=`) on the server of `scripts/servers.sh env`, runs the safe
-//! profile there (on Redis and PostgreSQL two runs at once, each under a name namespace
-//! of its own and each the other's concurrent suite), and then:
+//! ZooKeeper's URL path, NATS `bucket=`, MySQL `table_prefix=`) on the server of
+//! `scripts/servers.sh env`, runs the safe profile there (on Redis, PostgreSQL and
+//! MySQL two runs at once, each under a name namespace of its own and each the other's
+//! concurrent suite), and then:
 //!
 //! - nothing is left under either run's namespace, counted with
 //!   [`distsync_core::Backend::count_prefix`];
@@ -129,6 +130,12 @@ impl Place {
                 let bucket = format!("cleanup-test-{id}");
                 set_query(&mut url, "bucket", &bucket);
                 bucket
+            }
+            StoreKind::Mysql => {
+                // At most 32 characters (the backend's bound on a prefix).
+                let prefix = format!("clean_{id}_").replace('-', "_");
+                set_query(&mut url, "table_prefix", &prefix);
+                prefix
             }
             _ => {
                 url.set_path(&format!("/cleanup-test-{id}"));
@@ -568,6 +575,126 @@ mod nats_store {
     }
 }
 
+#[cfg(feature = "mysql")]
+mod mysql_store {
+    use super::Found;
+    use distsync::store::mysql::{sqlx, MysqlConfig, MysqlKv};
+    use distsync_kv::kv::Revision;
+
+    /// Whether a row `l` of the log goes with compaction to the revision `?`: a
+    /// tombstone before it, or a row its key wrote again at or before it.
+    const COMPACTED: &str = "(l.deleted = 1 AND l.revision < ?) OR EXISTS (SELECT 1 FROM {log} n \
+         WHERE n.k = l.k AND n.revision > l.revision AND n.revision <= ?)";
+
+    /// A client of the tables `url` names.
+    pub(super) async fn store(url: &str) -> MysqlKv {
+        let config = MysqlConfig::parse(url).expect("a MySQL URL");
+        MysqlKv::connect(&config)
+            .await
+            .expect("connecting to MySQL")
+    }
+
+    /// The tables of the database whose names start with `prefix`.
+    async fn tables(store: &MysqlKv, prefix: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND LEFT(table_name, CHAR_LENGTH(?)) = ? \
+             ORDER BY 1",
+        )
+        .bind(prefix)
+        .bind(prefix)
+        .fetch_all(store.pool())
+        .await
+        .expect("listing the tables")
+    }
+
+    /// The store's revision.
+    async fn revision(store: &MysqlKv, prefix: &str) -> Revision {
+        sqlx::query_scalar(&format!("SELECT revision FROM {prefix}meta WHERE id = 1"))
+            .fetch_one(store.pool())
+            .await
+            .expect("reading the revision")
+    }
+
+    /// Every row of every table of `prefix`: `<prefix>meta`, `<prefix>kv:<key>`,
+    /// `<prefix>log:<key>` and `<prefix>leases:<id>` (`<table>` for a table the backend
+    /// does not make), with whether it goes on its own: a `kv` row with its lease, a
+    /// lease at its expiry, a `log` row with compaction once the store's revision has
+    /// passed it (a tombstone, or a row its key wrote again since).
+    pub(super) async fn rows(store: &MysqlKv, prefix: &str) -> Vec<Found> {
+        let tables = tables(store, prefix).await;
+        assert!(!tables.is_empty(), "no tables with prefix {prefix}");
+        let mut found = Vec::new();
+        for table in tables {
+            // The row's label (`None`: the table names the row) and whether it expires.
+            let (label, expires) = match &table[prefix.len()..] {
+                "meta" => (None, "0".to_owned()),
+                "kv" => (Some("k"), "lease <> 0".to_owned()),
+                // Compaction to any revision to come.
+                "log" => (
+                    Some("l.k"),
+                    COMPACTED
+                        .replace("{log}", &table)
+                        .replace('?', &Revision::MAX.to_string()),
+                ),
+                "leases" => (Some("CAST(id AS CHAR)"), "1".to_owned()),
+                _ => (None, "NULL".to_owned()),
+            };
+            let labelled = label.is_some();
+            let sql = format!(
+                "SELECT {}, CAST({expires} AS SIGNED) FROM {table} l",
+                label.unwrap_or("''")
+            );
+            let rows: Vec<(Vec<u8>, Option<i64>)> = sqlx::query_as(&sql)
+                .fetch_all(store.pool())
+                .await
+                .expect("reading the rows");
+            found.extend(rows.into_iter().map(|(label, expires)| Found {
+                entry: if labelled {
+                    format!("{table}:{}", String::from_utf8_lossy(&label))
+                } else {
+                    table.clone()
+                },
+                expires: expires.map(|expires| expires != 0),
+            }));
+        }
+        found.sort_by(|a, b| a.entry.cmp(&b.entry));
+        found
+    }
+
+    /// Compacts the store to its current revision, then returns the keys of the log
+    /// rows below it that compaction leaves although they are history (tombstones,
+    /// rows their key wrote again): none, when the run's history goes with compaction.
+    pub(super) async fn history_after_compaction(store: &MysqlKv, prefix: &str) -> Vec<String> {
+        let now = revision(store, prefix).await;
+        store.compact(now).await.expect("compacting");
+        let log = format!("{prefix}log");
+        let sql = format!(
+            "SELECT l.k FROM {log} l WHERE {}",
+            COMPACTED.replace("{log}", &log)
+        );
+        let keys: Vec<Vec<u8>> = sqlx::query_scalar(&sql)
+            .bind(now)
+            .bind(now)
+            .fetch_all(store.pool())
+            .await
+            .expect("reading the log");
+        keys.iter()
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .collect()
+    }
+
+    /// Drops every table of `prefix`.
+    pub(super) async fn drop_all(store: &MysqlKv, prefix: &str) {
+        for table in tables(store, prefix).await {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(store.pool())
+                .await
+                .expect("dropping a table");
+        }
+    }
+}
+
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_safe_runs_at_once_leave_only_store_wide_keys_on_redis() {
@@ -660,6 +787,25 @@ async fn a_safe_run_leaves_only_store_wide_keys_on_nats() {
     check_found(&place, &runs, &found, |key| key.contains(UNDOCUMENTED));
 }
 
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_safe_runs_at_once_leave_only_store_wide_rows_on_mysql() {
+    let Some(base) = server_url("DISTSYNC_MYSQL_URL") else {
+        return;
+    };
+    let place = Place::fresh(StoreKind::Mysql, &base);
+    let runs = run_and_check(&place, 2, &CASES).await;
+    let store = mysql_store::store(&place.url).await;
+    let found = mysql_store::rows(&store, &place.namespace).await;
+    let history = mysql_store::history_after_compaction(&store, &place.namespace).await;
+    mysql_store::drop_all(&store, &place.namespace).await;
+    check_found(&place, &runs, &found, |row| row.contains(UNDOCUMENTED));
+    assert!(
+        history.is_empty(),
+        "history compaction to the current revision leaves: {history:?}"
+    );
+}
+
 /// The memory store in this process, where every key can be read: after the cases and
 /// the clean-up, it holds nothing at all (the memory store has no store-wide entry).
 #[tokio::test(flavor = "multi_thread")]
@@ -736,6 +882,7 @@ fn the_docs_table_follows_store_wide() {
             StoreKind::Postgres => "| PostgreSQL |",
             StoreKind::Etcd => "| etcd |",
             StoreKind::Nats => "| NATS |",
+            StoreKind::Mysql => "| MySQL |",
             _ => "| ZooKeeper |",
         };
         assert!(row.starts_with(store), "{row} is not {entry:?}");
