@@ -5,8 +5,9 @@
 //! Outside the run's namespace a run may leave only the store-wide entries of
 //! [`STORE_WIDE`]: entries every client of the same store namespace (Redis
 //! `namespace=`, PostgreSQL `schema=`, etcd's and ZooKeeper's URL path, NATS `bucket=`,
-//! MySQL `table_prefix=`) shares, which removing could break. docs/CONFORMANCE.md ("What a run leaves behind") lists them
-//! from this table, and the runner's tests check a run's leftovers against it.
+//! MySQL `table_prefix=`) shares, which removing could break. docs/CONFORMANCE.md
+//! ("What a run leaves behind") lists them from this table, and the runner's tests check
+//! a run's leftovers against it.
 
 use std::fmt;
 use std::time::Duration;
