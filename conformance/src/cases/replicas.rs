@@ -28,8 +28,8 @@ pub(super) const CASES: &[Case] = &[
         id: "replicas_group_membership",
         group: Group::Replicas,
         guarantee: "a killed member or one whose session ended leaves the member list within its \
-                    TTL and a second, a live one stays listed, changes() reports the joins and \
-                    the leaves",
+                    TTL and two seconds, a live one stays listed, changes() reports the joins \
+                    and the leaves",
         needs: &[Need::Election, LISTS],
         claim: Claim::Offered,
         hooks: &[Hook::AnyExternalHolder],
