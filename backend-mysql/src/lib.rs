@@ -16,7 +16,7 @@
 //! checked in CI):
 //!
 //! <!-- gaps:begin -->
-//! - **mysql**: outbox and exactly-once in the caller's transaction
+//! - **mysql**: nothing
 //! <!-- gaps:end -->
 //!
 //! ```no_run
