@@ -185,16 +185,22 @@ impl<K: Kv> ForgetfulKv<K> {
         }
     }
 
-    /// A transaction on the store, its answer's revision judged; a sign publishes.
-    async fn judged_txn(&self, txn: Txn) -> Result<TxnResponse> {
-        let ticket = self.amnesia.ticket();
-        let response = self.store.txn(txn).await?;
+    /// Judges an answer's `revision` against what was known when its request left
+    /// (`ticket`); a sign that the store forgot publishes.
+    async fn judge(&self, ticket: amnesia::Ticket, revision: Revision) {
         if self
             .amnesia
-            .observe(ticket, self.store.identity(), response.revision)
+            .observe(ticket, self.store.identity(), revision)
         {
             self.publish().await;
         }
+    }
+
+    /// A transaction on the store, its answer's revision judged.
+    async fn judged_txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let ticket = self.amnesia.ticket();
+        let response = self.store.txn(txn).await?;
+        self.judge(ticket, response.revision).await;
         Ok(response)
     }
 
@@ -367,12 +373,7 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
         let range = self.lower_range(range);
         let ticket = self.amnesia.ticket();
         let response = self.store.range(range).await?;
-        if self
-            .amnesia
-            .observe(ticket, self.store.identity(), response.revision)
-        {
-            self.publish().await;
-        }
+        self.judge(ticket, response.revision).await;
         Ok(self.raise_range(response))
     }
 
