@@ -63,12 +63,13 @@ use crate::kv::{
     Txn, TxnOp, TxnOpResponse, TxnResponse, WatchResponse,
 };
 
-/// How often a probe after a failed renewal reads the marker again.
+/// How soon a probe after a failed renewal reads the marker again, at first: the wait
+/// doubles up to [`PROBE_INTERVAL_MAX`].
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How long a probe after a failed renewal reads the marker at most: a store being
-/// wiped and started again (a fresh data directory installed) is back within it.
-const PROBE_WINDOW: Duration = Duration::from_secs(60);
+/// The longest wait between a probe's reads: well below any lock-delay, so that an old
+/// holder publishes its token offset before a newcomer's lock-delay ends.
+const PROBE_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
 /// How many times the marker is read and written again when another client changed it
 /// in between.
@@ -120,39 +121,50 @@ impl<K: Kv> ForgetfulKv<K> {
     }
 
     /// After a renewal failed or went unanswered (the store down, perhaps being
-    /// wiped): the marker read
-    /// in the background until the store answers, for at most [`PROBE_WINDOW`] (or twice
-    /// the longest session TTL, if longer), so that a client whose sessions end at their deadline while the
-    /// store is down still tells a store that forgot when it is back, and publishes
-    /// the token offset before a newcomer's lock-delay ends. One probe at a time.
+    /// wiped): the marker read in the background until the store answers, so that a
+    /// client whose sessions end at their deadline while the store is down still tells
+    /// a store that forgot when it is back, and publishes the token offset before a
+    /// newcomer's lock-delay ends. However long the store takes to come back (a wiped
+    /// server reinstalled on a loaded machine can take minutes), the probe goes on
+    /// while this client lives: a probe that gave up would leave the tokens this
+    /// client saw unknown to the store, and a newcomer's tokens could go back below
+    /// them. One probe at a time; it ends when the client is dropped.
     fn probe(&self) {
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let probe = Self {
-            store: Arc::clone(&self.store),
-            amnesia: Arc::clone(&self.amnesia),
-            probing: Arc::clone(&self.probing),
-        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.probing.store(false, Ordering::Release);
             return;
         };
+        // Weak: the probe keeps neither the store's connections nor the client alive.
+        let store = Arc::downgrade(&self.store);
+        let amnesia = Arc::downgrade(&self.amnesia);
+        let probing = Arc::clone(&self.probing);
         runtime.spawn(async move {
-            let until =
-                tokio::time::Instant::now() + PROBE_WINDOW.max(probe.amnesia.longest_ttl() * 2);
-            while let Err(error) = probe.sync_marker(None).await {
-                if tokio::time::Instant::now() >= until {
-                    tracing::debug!(
+            let mut interval = PROBE_INTERVAL;
+            loop {
+                let (Some(store), Some(amnesia)) = (store.upgrade(), amnesia.upgrade()) else {
+                    break;
+                };
+                let probe = Self {
+                    store,
+                    amnesia,
+                    probing: Arc::clone(&probing),
+                };
+                match probe.sync_marker(None).await {
+                    Ok(()) => break,
+                    Err(error) => tracing::debug!(
                         backend = probe.store.backend(),
                         %error,
                         "the store did not answer the epoch marker's read after a failed renewal"
-                    );
-                    break;
+                    ),
                 }
-                tokio::time::sleep(PROBE_INTERVAL).await;
+                drop(probe);
+                tokio::time::sleep(interval).await;
+                interval = (interval * 2).min(PROBE_INTERVAL_MAX);
             }
-            probe.probing.store(false, Ordering::Release);
+            probing.store(false, Ordering::Release);
         });
     }
 
@@ -640,8 +652,16 @@ mod tests {
         assert!(token > highest, "token {token} after {highest}");
     }
 
+    /// However long the store stays down (a wiped server reinstalled on a loaded
+    /// machine can take minutes), the holder's client tells the forgetting when it is
+    /// back and the newcomer's token is above the holder's.
+    #[rstest::rstest]
+    #[case::briefly(Duration::from_secs(2))]
+    #[case::for_minutes(Duration::from_secs(300))]
     #[tokio::test(start_paused = true)]
-    async fn a_renewal_unanswered_while_the_store_is_wiped_still_raises_the_tokens() {
+    async fn a_renewal_unanswered_while_the_store_is_wiped_still_raises_the_tokens(
+        #[case] down_for: Duration,
+    ) {
         let bound = Duration::from_secs(5);
         let store = Arc::new(Wipeable::default());
         let holder = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
@@ -661,7 +681,7 @@ mod tests {
             .await
             .is_err());
         store.wipe();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(down_for).await;
         store.set_down(false);
         let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
         let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
