@@ -1823,16 +1823,8 @@ mod tests {
     /// starts the cluster just before them, so a connection that times out is made
     /// again until [`READY_WITHIN`]; any other error, or one past it, fails the test.
     async fn when_ready(config: crate::NatsConfig) -> crate::NatsBackend {
-        let deadline = tokio::time::Instant::now() + READY_WITHIN;
-        loop {
-            match crate::NatsBackend::connect(config.clone()).await {
-                Ok(backend) => return backend,
-                Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(error) => panic!("connecting to the cluster: {error}"),
-            }
-        }
+        let connect = || crate::NatsBackend::connect(config.clone());
+        once_answered("connecting to the cluster", READY_WITHIN, connect).await
     }
 
     /// A backend on the bucket `bucket` of the cluster at `url`, connected to its
@@ -1873,6 +1865,28 @@ mod tests {
         let backend = crate::NatsBackend::connect(config).await.expect("connect");
         let followers = (1..=servers.len()).filter(|m| *m != leader).collect();
         (backend, followers)
+    }
+
+    /// The answer of `call` once the cluster serves it, asked again on a transient
+    /// error until `within` has passed; any other error, or one past it, fails the
+    /// test. A cluster just started, or whose killed followers just started again,
+    /// elects a stream leader first (JetStream answers "temporarily unavailable", or
+    /// not at all, meanwhile).
+    async fn once_answered<T, F, Fut>(what: &str, within: Duration, mut call: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match call().await {
+                Ok(answer) => return answer,
+                Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!("{what}: {error:?}"),
+            }
+        }
     }
 
     /// Checks that the compare of a tombstone on `key` is refused without a sequence
@@ -1954,14 +1968,15 @@ mod tests {
         });
         cleanup_waits_for_the_write(stopped, &shared.store, record, cleanup).await;
 
-        let left = shared.store.last(record).await.expect("a read");
+        let left = once_answered("a read", AFTER_RESUME, || shared.store.last(record)).await;
         assert!(
             !left.as_ref().is_some_and(Entry::live),
             "the item stays in its in-flight record {record}"
         );
-        let dequeued = queue.try_dequeue().await.expect("try_dequeue");
+        let dequeued = once_answered("try_dequeue", AFTER_RESUME, || queue.try_dequeue()).await;
         assert_eq!(dequeued.as_deref(), Some(&b"item"[..]), "the item is lost");
-        assert_eq!(queue.try_dequeue().await.expect("try_dequeue"), None);
+        let after = once_answered("try_dequeue", AFTER_RESUME, || queue.try_dequeue()).await;
+        assert_eq!(after, None);
     }
 
     /// A receive's hold whose batch is in flight when the receive ends is purged: the
@@ -2000,7 +2015,7 @@ mod tests {
         });
         cleanup_waits_for_the_write(stopped, &shared.store, &hold, cleanup).await;
 
-        let left = shared.store.last(&hold).await.expect("a read");
+        let left = once_answered("a read", AFTER_RESUME, || shared.store.last(&hold)).await;
         assert!(
             left.as_ref()
                 .is_some_and(|entry| entry.seq > 0 && !entry.live()),
