@@ -175,7 +175,3 @@ LANGUAGE sql STABLE AS $$
       FROM {s}.lock_names n
      WHERE n.kind = p_kind AND n.name = p_name
 $$;
-
--- The revision of this file's objects (crate::schema::UNFAIR_LOCK_REVISION), last: a
--- schema whose function carries an older one gets them all again.
-COMMENT ON FUNCTION {s}.unfair_acquire(integer, bigint, bigint, boolean) IS 'revision 2';

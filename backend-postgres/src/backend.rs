@@ -74,8 +74,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   answer within the connect timeout;
 /// - [`Error::Authentication`] for a wrong user or password, or a login `pg_hba.conf`
 ///   refuses (e.g. without the client certificate it requires);
-/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`connection::checks`),
-///   or with `grants=unflushed` on a schema made by a client that predates the mode;
+/// - [`Error::Unsupported`] behind a pooler in transaction pooling mode (`connection::checks`);
 /// - [`Error::IncompatibleLayout`] for a schema written by a newer, incompatible
 ///   client ([`LAYOUT_VERSION`](crate::LAYOUT_VERSION)), [`Error::Unsupported`] for one
 ///   of an older layout; either is left untouched (see docs/MIGRATING.md);
@@ -183,7 +182,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     // one that STM bodies can exhaust.
     let holds = pool_options(url.hold_connections(), url)
         .connect_lazy_with(url.options.clone().application_name("distsync/holds"));
-    let installed = schema::ensure(&pool, &url.schema).await?;
+    let oid = schema::ensure(&pool, &url.schema).await?;
     let pools = store::Pools {
         pool,
         holds,
@@ -200,7 +199,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     let shared = Shared::new(
         pools,
         url.schema.clone(),
-        installed.oid,
+        oid,
         Limits::default(),
         Amnesia::new(url.max_session_ttl()),
         Sentinel::new(url.unflushed_grants()),
@@ -230,12 +229,10 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         "connected"
     );
     // Facts of the connected server refine what the backend type claims: a synchronous
-    // standby gives `survives_failover`; a schema without the unfair lock's objects that
-    // this role could not add them to takes `unfair_lock` away (see `schema::ensure`).
-    // Unflushed grants commit without waiting for the standby either.
-    let mut capabilities = capabilities_with_bound(url.max_session_ttl())
+    // standby gives `survives_failover`. Unflushed grants commit without waiting for the
+    // standby either.
+    let capabilities = capabilities_with_bound(url.max_session_ttl())
         .with_survives_failover(synchronous_standby && !url.unflushed_grants());
-    capabilities.unfair_lock = installed.unfair_lock;
     let shared = Arc::new(shared);
     let weak = Arc::downgrade(&shared);
     shared.sentinel.on_moved(Box::new(move |reason, granted| {
@@ -403,15 +400,8 @@ impl Backend for PostgresBackend {
         }))
     }
 
-    /// The unfair lock (see `unfair_lock`); [`Error::Unsupported`] on a backend whose
-    /// schema lacks its objects ([`Capabilities::unfair_lock`] false).
+    /// The unfair lock (see `unfair_lock`).
     fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        if !self.capabilities.unfair_lock {
-            return Err(Error::unsupported(
-                BACKEND,
-                "the unfair lock (the schema lacks its objects, and this role could not add them)",
-            ));
-        }
         Ok(Box::new(unfair_lock::PgUnfairLocker::new(
             self.lease(session)?,
             session.clone(),

@@ -24,9 +24,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   commit asynchronously, see `waiter_line`; under unflushed grants, see below);
 /// - `fifo_waiters`: entries in arrival order (see `waiter_line`);
 /// - `unfair_lock`: the holder is an entry of the fair lock's line, its waiters rows
-///   apart, of which a release wakes the first (see `unfair_lock`). A connected backend
-///   takes it away where the schema lacks the unfair lock's objects and its role may
-///   not add them (see `schema::ensure`);
+///   apart, of which a release wakes the first (see `unfair_lock`);
 /// - `lost_notification`: a gone or expired heartbeat row, or a `NOTIFY` from the
 ///   process that ended the session;
 /// - `partition_safe`: the lease gate: a hold left without a clean release (its

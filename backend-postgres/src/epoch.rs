@@ -287,24 +287,14 @@ async fn sentinel_id(shared: &Shared) -> std::result::Result<String, sqlx::Error
 /// under.
 ///
 /// # Errors
-/// [`Error::Unsupported`] for a schema without the sentinel (made by a client that
-/// predates the mode); the database's error.
+/// The database's error (a schema dropped since the client connected included).
 pub(crate) async fn sentinel_connected(shared: &Shared) -> Result<()> {
     if !shared.sentinel.enabled() {
         return Ok(());
     }
-    match sentinel_id(shared).await {
-        Ok(id) => {
-            shared.sentinel.adopt(id);
-            Ok(())
-        }
-        Err(error) if schema::is_missing_object(&error) => Err(Error::unsupported(
-            BACKEND,
-            "grants=unflushed on a schema without its crash sentinel (made by an older \
-             client: migrate it to a new schema, see docs/MIGRATING.md)",
-        )),
-        Err(error) => Err(map(error)),
-    }
+    let id = sentinel_id(shared).await.map_err(map)?;
+    shared.sentinel.adopt(id);
+    Ok(())
 }
 
 /// The heartbeat found the crash sentinel moved (see [`crate::unflushed_grants`]):

@@ -12,11 +12,13 @@
 //! the transaction that creates them. A client reads it when it connects:
 //! - no marker: it creates the objects and writes [`LAYOUT_VERSION`];
 //! - its own version: it uses the schema as it is, creating nothing (a role that may only
-//!   use the objects connects too) but the unfair lock's objects if they are missing;
+//!   use the objects connects too);
 //! - a newer version: the schema was written by a newer, incompatible client; it is
 //!   refused with [`Error::IncompatibleLayout`] and left untouched;
-//! - an older version: refused with [`Error::Unsupported`] and left untouched; its state
-//!   moves to a new schema with `distsync migrate` (docs/MIGRATING.md).
+//! - an older version: refused with [`Error::Unsupported`] and left untouched. Nothing
+//!   upgrades a schema in place: the message says to drop it (or to point the client at
+//!   another one), and `distsync migrate` moves its state to a new schema
+//!   (docs/MIGRATING.md).
 //!
 //! # Layout
 //! - `sessions` (`sql/sessions.sql`): one heartbeat row per session (a random id, TTL,
@@ -52,8 +54,7 @@
 //! - the sequence `transaction_lock_tokens` (`sql/transaction_locks.sql`): the fencing
 //!   tokens of transaction locks (see `transaction_lock.rs`).
 //! - `unfair_waiters` and the functions and triggers of the unfair lock
-//!   (`sql/unfair_lock.sql`, see [`crate::unfair_lock`]): added to a schema of this
-//!   version that lacks them when a client connects (see [`ensure`]).
+//!   (`sql/unfair_lock.sql`, see [`crate::unfair_lock`]).
 //!
 //! Changes are announced with `NOTIFY` on the channel `distsync_<schema oid>` (payload
 //! `<kind>:<name>`: `q` queue, `b` barrier, `d` double barrier, `e` election; `s:<id>`
@@ -92,23 +93,8 @@ const DDL: [&str; 18] = [
     include_str!("../sql/unflushed_grants.sql"),
     include_str!("../sql/counter.sql"),
     include_str!("../sql/transaction_locks.sql"),
-    UNFAIR_LOCK,
+    include_str!("../sql/unfair_lock.sql"),
 ];
-
-/// The unfair lock's objects (`sql/unfair_lock.sql`): added to the layout without a new
-/// version, since a client without them never touches them and its statements run
-/// alike beside them (see [`ensure`]).
-const UNFAIR_LOCK: &str = include_str!("../sql/unfair_lock.sql");
-
-/// The revision of [`UNFAIR_LOCK`], which its last statement writes as the comment of
-/// `unfair_acquire` (`revision <n>`): raised with every change of the file, so that a
-/// schema holding an older revision gets this one when a client connects, and one
-/// holding a newer revision is left as it is.
-const UNFAIR_LOCK_REVISION: u32 = 2;
-
-/// The revision of the unfair lock's objects in the schema: the comment of its function
-/// (the file runs in one transaction, so one object stands for all); NULL without it.
-const UNFAIR_LOCK_INSTALLED: &str = "SELECT obj_description(to_regprocedure($1), 'pg_proc')";
 
 /// Quotes a validated schema name as an SQL identifier.
 pub(crate) fn quote(schema: &str) -> String {
@@ -120,27 +106,8 @@ pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
     template.replace("{s}", quoted_schema)
 }
 
-/// What [`ensure`] found or made of the schema.
-pub(crate) struct Installed {
-    /// The schema's OID (its notification channel is `distsync_<oid>`).
-    pub(crate) oid: u32,
-    /// Whether the schema has the unfair lock's objects.
-    pub(crate) unfair_lock: bool,
-}
-
-/// Checks the schema's layout marker, creating the schema's objects if it has none, and
-/// adds the unfair lock's objects to a schema of this layout that lacks them.
-///
-/// The unfair lock's table, functions and triggers (`sql/unfair_lock.sql`) joined the
-/// layout without a new version: they are only read and written by the unfair lock,
-/// and their triggers on `semaphore_entries` only wake its waiters, so clients without
-/// them work as before beside them, and a schema of this version made by such a client
-/// is still this layout. Every statement of the file is idempotent (`IF NOT EXISTS`,
-/// `OR REPLACE`), and it is run under the creation's advisory lock in a transaction of
-/// its own, when the schema's revision of them is older than [`UNFAIR_LOCK_REVISION`]
-/// (none counts as 0). A role that may not create objects in a schema lacking them
-/// connects without the unfair lock (its capability `unfair_lock` is false), with a
-/// warning.
+/// Checks the schema's layout marker, creating the schema's objects if it has none;
+/// the schema's OID (its notification channel is `distsync_<oid>`).
 ///
 /// # Errors
 /// [`Error::IncompatibleLayout`] for a schema of a newer layout, [`Error::Unsupported`]
@@ -148,7 +115,7 @@ pub(crate) struct Installed {
 ///
 /// # Cancel safety
 /// Cancel-safe: the objects are created in one transaction, rolled back if dropped.
-pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<Installed> {
+pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<u32> {
     let quoted = quote(schema);
     let found = {
         let mut conn = pool.acquire().await.map_err(map)?;
@@ -158,77 +125,12 @@ pub(crate) async fn ensure(pool: &PgPool, schema: &str) -> Result<Installed> {
         Some(found) => accept(schema, found)?,
         None => install(pool, schema, &quoted).await?,
     }
-    let unfair_lock = {
-        let mut conn = pool.acquire().await.map_err(map)?;
-        unfair_lock_revision(&mut conn, &quoted).await? >= UNFAIR_LOCK_REVISION
-    } || match add_unfair_lock(pool, &quoted).await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(
-                schema,
-                %error,
-                "the schema lacks the unfair lock's objects (revision {UNFAIR_LOCK_REVISION}) \
-                 and they could not be added; the unfair lock is unsupported on this backend"
-            );
-            false
-        }
-    };
     let oid: Oid = sqlx::query_scalar("SELECT oid FROM pg_namespace WHERE nspname = $1")
         .bind(schema)
         .fetch_one(pool)
         .await
         .map_err(map)?;
-    Ok(Installed {
-        oid: oid.0,
-        unfair_lock,
-    })
-}
-
-/// The revision of the unfair lock's objects in the schema, 0 without them.
-async fn unfair_lock_revision(conn: &mut PgConnection, quoted: &str) -> Result<u32> {
-    let comment: Option<String> = sqlx::query_scalar(UNFAIR_LOCK_INSTALLED)
-        .bind(render(
-            "{s}.unfair_acquire(integer, bigint, bigint, boolean)",
-            quoted,
-        ))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map)?;
-    Ok(comment
-        .as_deref()
-        .and_then(|comment| comment.strip_prefix("revision "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
-}
-
-/// Adds the unfair lock's objects (or replaces an older revision of them) in a schema
-/// of this layout, one creator at a time (see [`ensure`]).
-async fn add_unfair_lock(pool: &PgPool, quoted: &str) -> Result<()> {
-    let mut tx = PgTransaction::begin(pool, None).await.map_err(map)?;
-    let conn: &mut PgConnection = &mut tx;
-    sqlx::query(SETUP_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(map)?;
-    let found = unfair_lock_revision(conn, quoted).await?;
-    if found >= UNFAIR_LOCK_REVISION {
-        return tx.commit().await.map_err(map);
-    }
-    sqlx::query("SET LOCAL client_min_messages = warning")
-        .execute(&mut *conn)
-        .await
-        .map_err(map)?;
-    conn.execute(render(UNFAIR_LOCK, quoted).as_str())
-        .await
-        .map_err(map)?;
-    tx.commit().await.map_err(map)?;
-    tracing::info!(
-        schema = quoted,
-        from = found,
-        to = UNFAIR_LOCK_REVISION,
-        "the unfair lock's objects were added to the schema"
-    );
-    Ok(())
+    Ok(oid.0)
 }
 
 /// Whether a client of [`LAYOUT_VERSION`] may use a schema marked `found`.
@@ -246,7 +148,8 @@ fn accept(schema: &str, found: i32) -> Result<()> {
             BACKEND,
             format!(
                 "schema {schema:?} of layout version {found}, older than this client's \
-                 {LAYOUT_VERSION} (move its state to a new schema with `distsync migrate`)"
+                 {LAYOUT_VERSION}: drop the schema, or move its state to a new schema with \
+                 `distsync migrate`"
             ),
         ));
     }
@@ -318,24 +221,4 @@ async fn layout_version(conn: &mut PgConnection, quoted: &str) -> Result<Option<
         .fetch_one(&mut *conn)
         .await
         .map_err(map)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{UNFAIR_LOCK, UNFAIR_LOCK_REVISION};
-
-    #[test]
-    fn the_unfair_lock_file_ends_with_its_revision() {
-        let last = UNFAIR_LOCK
-            .lines()
-            .rfind(|line| !line.trim().is_empty())
-            .unwrap_or_default();
-        assert_eq!(
-            last,
-            format!(
-                "COMMENT ON FUNCTION {{s}}.unfair_acquire(integer, bigint, bigint, boolean) \
-                 IS 'revision {UNFAIR_LOCK_REVISION}';"
-            )
-        );
-    }
 }
