@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 
 use distsync::replicas::{MEMBERS_SEGMENT, SHARDS_SEGMENT};
-use distsync::store::status::{HoldStatus, LineKind, LineStatus, StatusReport};
+use distsync::store::status::{HoldStatus, LineKind, LineStatus, RateLimiterStatus, StatusReport};
 use serde_json::{json, Value};
 
 use crate::args::{StatusArgs, StatusFormat};
@@ -67,127 +67,139 @@ const HEADER: [&str; 8] = [
 /// A missing field.
 const NONE: &str = "-";
 
-/// The table's rows, header first.
-fn rows(report: &StatusReport) -> Vec<[String; 8]> {
+/// A row of the table, in [`HEADER`]'s order.
+type Row = [String; 8];
+
+/// The table's rows, header first: every line's holders and waiters, then the records
+/// (queues, barriers, counters, latches, rate limiters).
+fn rows(report: &StatusReport) -> Vec<Row> {
     let mut rows = vec![HEADER.map(str::to_owned)];
     let members = group_members(report);
     for line in &report.lines {
-        if let Some(row) = member_row(line) {
-            rows.push(row);
-            continue;
-        }
-        if let Some((group, shard)) = shard_of(line, &members) {
-            for hold in &line.holders {
-                let owner = hold
-                    .session
-                    .as_ref()
-                    .and_then(|session| members.get(&(group, session.as_str())))
-                    .map_or(NONE, |id| id);
-                rows.push(entry_row(
-                    "shard",
-                    group,
-                    shard.to_owned(),
-                    hold,
-                    &format!("owner={owner}"),
-                ));
-            }
-            for (rank, hold) in line.waiters.iter().enumerate() {
-                rows.push(entry_row(
-                    "shard",
-                    group,
-                    format!("{shard}:waiter-{}", rank + 1),
-                    hold,
-                    NONE,
-                ));
-            }
-            continue;
-        }
-        let detail = match (&line.leader, line.permits) {
-            (Some(leader), _) => format!("value={}", text(&leader.value)),
-            (None, Some(permits)) => format!("permits={permits}"),
-            (None, None) => NONE.to_owned(),
-        };
-        let holder_role = if line.kind == LineKind::Election {
-            "leader"
-        } else {
-            "holder"
-        };
-        for hold in &line.holders {
-            rows.push(entry_row(
-                line.kind.as_str(),
-                &line.name,
-                holder_role.to_owned(),
-                hold,
-                &detail,
-            ));
-        }
-        for (rank, hold) in line.waiters.iter().enumerate() {
-            rows.push(entry_row(
-                line.kind.as_str(),
-                &line.name,
-                format!("waiter-{}", rank + 1),
-                hold,
-                NONE,
-            ));
-        }
+        rows.extend(line_rows(line, &members));
     }
-    for queue in &report.queues {
-        rows.push(plain_row(
-            "queue",
-            &queue.name,
+    rows.extend(record_rows(report));
+    rows
+}
+
+/// One line's rows: a group member's, a shard's owner and waiters, or a primitive's
+/// holders and waiters.
+fn line_rows(line: &LineStatus, members: &BTreeMap<(&str, &str), &str>) -> Vec<Row> {
+    if let Some(row) = member_row(line) {
+        return vec![row];
+    }
+    if let Some((group, shard)) = shard_of(line, members) {
+        return shard_rows(line, group, shard, members);
+    }
+    let detail = match (&line.leader, line.permits) {
+        (Some(leader), _) => format!("value={}", text(&leader.value)),
+        (None, Some(permits)) => format!("permits={permits}"),
+        (None, None) => NONE.to_owned(),
+    };
+    let holder_role = if line.kind == LineKind::Election {
+        "leader"
+    } else {
+        "holder"
+    };
+    let kind = line.kind.as_str();
+    let holders = (line.holders.iter())
+        .map(|hold| entry_row(kind, &line.name, holder_role.to_owned(), hold, &detail));
+    let waiters = line.waiters.iter().enumerate().map(|(rank, hold)| {
+        entry_row(kind, &line.name, format!("waiter-{}", rank + 1), hold, NONE)
+    });
+    holders.chain(waiters).collect()
+}
+
+/// A shard's rows: its owner, named by the group member whose session holds it, and
+/// its waiters.
+fn shard_rows(
+    line: &LineStatus,
+    group: &str,
+    shard: &str,
+    members: &BTreeMap<(&str, &str), &str>,
+) -> Vec<Row> {
+    let holders = line.holders.iter().map(|hold| {
+        let owner = (hold.session.as_ref())
+            .and_then(|session| members.get(&(group, session.as_str())))
+            .map_or(NONE, |id| id);
+        entry_row(
+            "shard",
+            group,
+            shard.to_owned(),
+            hold,
+            &format!("owner={owner}"),
+        )
+    });
+    let waiters = line.waiters.iter().enumerate().map(|(rank, hold)| {
+        entry_row(
+            "shard",
+            group,
+            format!("{shard}:waiter-{}", rank + 1),
+            hold,
             NONE,
-            format!("ready={} in_flight={}", queue.ready, queue.in_flight),
-        ));
-    }
-    for barrier in &report.barriers {
-        rows.push(plain_row("barrier", barrier, "held", NONE.to_owned()));
-    }
-    for barrier in &report.double_barriers {
-        rows.push(plain_row(
-            "double-barrier",
-            &barrier.name,
-            NONE,
-            format!(
-                "participants={} ready={}",
-                barrier.participants, barrier.ready
-            ),
-        ));
-    }
-    for counter in &report.counters {
-        rows.push(plain_row(
+        )
+    });
+    holders.chain(waiters).collect()
+}
+
+/// The rows of the records that have no holders: queues, barriers, double barriers,
+/// counters, latches and rate limiters.
+fn record_rows(report: &StatusReport) -> Vec<Row> {
+    let queues = report.queues.iter().map(|queue| {
+        let detail = format!("ready={} in_flight={}", queue.ready, queue.in_flight);
+        plain_row("queue", &queue.name, NONE, detail)
+    });
+    let barriers = (report.barriers.iter())
+        .map(|barrier| plain_row("barrier", barrier, "held", NONE.to_owned()));
+    let double_barriers = report.double_barriers.iter().map(|barrier| {
+        let detail = format!(
+            "participants={} ready={}",
+            barrier.participants, barrier.ready
+        );
+        plain_row("double-barrier", &barrier.name, NONE, detail)
+    });
+    let counters = report.counters.iter().map(|counter| {
+        plain_row(
             "counter",
             &counter.name,
             NONE,
             format!("value={}", counter.value),
-        ));
-    }
-    for latch in &report.latches {
+        )
+    });
+    let latches = report.latches.iter().map(|latch| {
         let role = if latch.is_open() { "open" } else { NONE };
-        rows.push(plain_row(
-            "latch",
-            &latch.name,
-            role,
-            format!("count={} initial={}", latch.count, latch.initial),
-        ));
+        let detail = format!("count={} initial={}", latch.count, latch.initial);
+        plain_row("latch", &latch.name, role, detail)
+    });
+    let limiters = (report.rate_limiters.iter())
+        .map(|limiter| plain_row("ratelimit", &limiter.name, NONE, limiter_detail(limiter)));
+    queues
+        .chain(barriers)
+        .chain(double_barriers)
+        .chain(counters)
+        .chain(latches)
+        .chain(limiters)
+        .collect()
+}
+
+/// A rate limiter's DETAIL: its rate and burst (`?` where the store does not keep
+/// them) and when its next permit is due.
+fn limiter_detail(limiter: &RateLimiterStatus) -> String {
+    let mut detail = limiter.rate.map_or_else(
+        || "rate=?".to_owned(),
+        |rate| {
+            format!(
+                "rate={}/{:?} burst={}",
+                rate.permits(),
+                rate.period(),
+                rate.burst()
+            )
+        },
+    );
+    if let Some(due) = limiter.next_due {
+        detail.push_str(&format!(" next_due={}ms", due.as_millis()));
     }
-    for limiter in &report.rate_limiters {
-        let mut detail = limiter.rate.map_or_else(
-            || "rate=?".to_owned(),
-            |rate| {
-                format!(
-                    "rate={}/{:?} burst={}",
-                    rate.permits(),
-                    rate.period(),
-                    rate.burst()
-                )
-            },
-        );
-        if let Some(due) = limiter.next_due {
-            detail.push_str(&format!(" next_due={}ms", due.as_millis()));
-        }
-        rows.push(plain_row("ratelimit", &limiter.name, NONE, detail));
-    }
-    rows
+    detail
 }
 
 /// A group member's entry (`GROUP/members/ID`, see `distsync::replicas`) as a `member`
