@@ -809,7 +809,7 @@ struct SqlTargets {
 }
 
 impl SqlTargets {
-    fn push(self, backend: &BackendReport, targets: &mut Vec<(&'static str, String, Judged)>) {
+    fn push(self, backend: &BackendReport, targets: &mut Vec<Target>) {
         let class = self.class;
         let peer = contending_label("distributed-lock");
         for clients in contended_counts(backend) {
@@ -887,126 +887,166 @@ impl SqlTargets {
 /// The class of the unfair lock's targets and figures.
 const UNFAIR_CLASS: &str = "unfair lock, against the fair lock and the peers without a line";
 
-/// The targets measured on `backend`: class, target and its judgement.
-fn backend_targets(backend: &BackendReport) -> Vec<(&'static str, String, Judged)> {
-    const FAIR: &str = "fair lock, against the peers that keep a line";
-    const UNFAIR: &str = UNFAIR_CLASS;
-    const DURABLE: &str = "fair lock, durable grants, at production settings";
-    const UNFLUSHED: &str = "fair lock, unflushed grants (a declared mode), at production settings";
-    const CYCLE: &str = "lock, uncontended, at production settings";
-    let fair = || of(Role::Library);
-    let unfair = || of(Role::Unfair);
-    let at_least_one = Some((1.0, true));
-    let mut targets = Vec::new();
-    match backend.kind {
-        BackendKind::Etcd => {
-            targets.push((
-                FAIR,
-                "Lock RPC cycle p50 ÷ distsync's ≥ ×1.00".into(),
-                cycle_ratio(backend, labelled("etcd Lock RPC"), fair(), at_least_one),
-            ));
-            targets.push((
-                FAIR,
-                "Go concurrency.Mutex cycle p50 ÷ distsync's ≥ ×1.00".into(),
-                cycle_ratio(
-                    backend,
-                    labelled("Go concurrency.Mutex"),
-                    fair(),
-                    at_least_one,
-                ),
-            ));
-        }
-        BackendKind::Zookeeper => {
-            targets.push((
-                FAIR,
-                "Curator InterProcessMutex cycle p50 ÷ distsync's ≥ ×1.00".into(),
-                cycle_ratio(backend, labelled("Curator"), fair(), at_least_one),
-            ));
-        }
-        BackendKind::Redis => {
-            targets.push((
-                UNFAIR,
-                "rslock cycle p50 ÷ the unfair lock's ≥ ×1.00".into(),
-                cycle_ratio(backend, labelled("rslock"), unfair(), at_least_one),
-            ));
-            for clients in contended_counts(backend) {
-                targets.push((
-                    UNFAIR,
-                    format!(
-                        "{clients} clients on one lock: unfair grants/s ÷ rslock's (its \
-                         default retry) ≥ ×1.00"
-                    ),
-                    contended_ratio(
-                        backend,
-                        clients,
-                        &contending(Role::Unfair),
-                        &contending_label("rslock"),
-                        Some(1.0),
-                    ),
-                ));
-            }
-        }
-        BackendKind::Postgres | BackendKind::PostgresUnflushed => {
-            let sql = if backend.kind == BackendKind::Postgres {
-                SqlTargets {
-                    class: DURABLE,
-                    contended: 0.5,
-                    floor: Some(0.8),
-                    own_raw: None,
-                    cycle: 3.0,
-                }
-            } else {
-                SqlTargets {
-                    class: UNFLUSHED,
-                    contended: 1.0,
-                    floor: None,
-                    own_raw: Some(0.3),
-                    cycle: 2.0,
-                }
-            };
-            let class = sql.class;
-            sql.push(backend, &mut targets);
-            let handoff = backend
-                .handoff
-                .iter()
-                .find(|result| !result.unfair && result.peer.is_none() && result.waiters == 1)
-                .and_then(|result| result.samples.summary());
-            targets.push((
-                class,
-                "hand-off p50 with one waiter ≤ 0.6 ms".into(),
-                handoff
-                    .map(|summary| {
-                        let met = summary.p50 <= std::time::Duration::from_micros(600);
-                        (fmt_duration(summary.p50), Some(met))
-                    })
-                    .ok_or_else(|| "not in this run".to_owned()),
-            ));
-        }
+/// A target: its class, what it asks and its judgement.
+type Target = (&'static str, String, Judged);
+
+/// The class of the fair lock's targets against peers that keep a line.
+const FAIR_CLASS: &str = "fair lock, against the peers that keep a line";
+
+/// The class of the SQL stores' durable targets.
+const DURABLE_CLASS: &str = "fair lock, durable grants, at production settings";
+
+/// The targets measured on `backend`: its store's own, then the unfair lock's.
+fn backend_targets(backend: &BackendReport) -> Vec<Target> {
+    let mut targets = match backend.kind {
+        BackendKind::Etcd => etcd_targets(backend),
+        BackendKind::Zookeeper => vec![(
+            FAIR_CLASS,
+            "Curator InterProcessMutex cycle p50 ÷ distsync's ≥ ×1.00".into(),
+            cycle_ratio(
+                backend,
+                labelled("Curator"),
+                of(Role::Library),
+                Some((1.0, true)),
+            ),
+        )],
+        BackendKind::Redis => redis_targets(backend),
+        BackendKind::Postgres | BackendKind::PostgresUnflushed => postgres_targets(backend),
         // The PostgreSQL durable targets, against MySQL's own floor and
         // distributed-lock's MySQL provider.
-        BackendKind::Mysql => SqlTargets {
-            class: DURABLE,
+        BackendKind::Mysql => {
+            let mut targets = Vec::new();
+            SqlTargets {
+                class: DURABLE_CLASS,
+                contended: 0.5,
+                floor: Some(0.8),
+                own_raw: None,
+                cycle: 3.0,
+            }
+            .push(backend, &mut targets);
+            targets
+        }
+        BackendKind::Nats => vec![(
+            "lock, uncontended, at production settings",
+            "uncontended fair cycle p50 ÷ the raw KV create + purge pair's ≤ ×1.50".into(),
+            cycle_ratio(
+                backend,
+                of(Role::Library),
+                of(Role::Raw),
+                Some((1.5, false)),
+            ),
+        )],
+        BackendKind::Memory => Vec::new(),
+    };
+    targets.extend(unfair_targets(backend));
+    targets
+}
+
+/// etcd's targets: the fair lock's cycle against the Lock RPC and Go's
+/// `concurrency.Mutex`.
+fn etcd_targets(backend: &BackendReport) -> Vec<Target> {
+    [
+        ("etcd Lock RPC", "Lock RPC"),
+        ("Go concurrency.Mutex", "Go concurrency.Mutex"),
+    ]
+    .into_iter()
+    .map(|(label, peer)| {
+        (
+            FAIR_CLASS,
+            format!("{peer} cycle p50 ÷ distsync's ≥ ×1.00"),
+            cycle_ratio(
+                backend,
+                labelled(label),
+                of(Role::Library),
+                Some((1.0, true)),
+            ),
+        )
+    })
+    .collect()
+}
+
+/// Redis's targets: the unfair lock against rslock, uncontended and contended (its
+/// default retry).
+fn redis_targets(backend: &BackendReport) -> Vec<Target> {
+    let mut targets = vec![(
+        UNFAIR_CLASS,
+        "rslock cycle p50 ÷ the unfair lock's ≥ ×1.00".into(),
+        cycle_ratio(
+            backend,
+            labelled("rslock"),
+            of(Role::Unfair),
+            Some((1.0, true)),
+        ),
+    )];
+    for clients in contended_counts(backend) {
+        targets.push((
+            UNFAIR_CLASS,
+            format!(
+                "{clients} clients on one lock: unfair grants/s ÷ rslock's (its default \
+                 retry) ≥ ×1.00"
+            ),
+            contended_ratio(
+                backend,
+                clients,
+                &contending(Role::Unfair),
+                &contending_label("rslock"),
+                Some(1.0),
+            ),
+        ));
+    }
+    targets
+}
+
+/// PostgreSQL's targets in its grant mode (durable or unflushed), and the hand-off
+/// with one waiter.
+fn postgres_targets(backend: &BackendReport) -> Vec<Target> {
+    let sql = if backend.kind == BackendKind::Postgres {
+        SqlTargets {
+            class: DURABLE_CLASS,
             contended: 0.5,
             floor: Some(0.8),
             own_raw: None,
             cycle: 3.0,
         }
-        .push(backend, &mut targets),
-        BackendKind::Nats => {
-            targets.push((
-                CYCLE,
-                "uncontended fair cycle p50 ÷ the raw KV create + purge pair's ≤ ×1.50".into(),
-                cycle_ratio(backend, fair(), of(Role::Raw), Some((1.5, false))),
-            ));
+    } else {
+        SqlTargets {
+            class: "fair lock, unflushed grants (a declared mode), at production settings",
+            contended: 1.0,
+            floor: None,
+            own_raw: Some(0.3),
+            cycle: 2.0,
         }
-        BackendKind::Memory => {}
-    }
-    // The unfair lock trades arrival order for throughput: under contention it grants
-    // at least as often as the fair lock, on every store that has both.
+    };
+    let class = sql.class;
+    let mut targets = Vec::new();
+    sql.push(backend, &mut targets);
+    let handoff = backend
+        .handoff
+        .iter()
+        .find(|result| !result.unfair && result.peer.is_none() && result.waiters == 1)
+        .and_then(|result| result.samples.summary());
+    targets.push((
+        class,
+        "hand-off p50 with one waiter ≤ 0.6 ms".into(),
+        handoff
+            .map(|summary| {
+                let met = summary.p50 <= std::time::Duration::from_micros(600);
+                (fmt_duration(summary.p50), Some(met))
+            })
+            .ok_or_else(|| "not in this run".to_owned()),
+    ));
+    targets
+}
+
+/// The unfair lock's targets on every store that has both locks: it trades arrival
+/// order for throughput, so under contention it grants at least as often as the fair
+/// lock; and a release wakes few of its waiters.
+fn unfair_targets(backend: &BackendReport) -> Vec<Target> {
+    let mut targets = Vec::new();
     if backend.kind != BackendKind::Memory {
         for clients in contended_counts(backend) {
             targets.push((
-                UNFAIR,
+                UNFAIR_CLASS,
                 format!("{clients} clients on one lock: unfair grants/s ÷ the fair lock's ≥ ×1.00"),
                 contended_ratio(
                     backend,
