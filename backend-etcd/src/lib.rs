@@ -54,8 +54,9 @@
 //!   of Go's `concurrency.Mutex` and `Election`. Read-write locks, queues, barriers,
 //!   double barriers and STM keys use Go's `recipe.RWMutex`, `Queue`/`PriorityQueue`,
 //!   `Barrier`, `DoubleBarrier` and `concurrency.STM` keys with the URL's `layout=go`
-//!   ([`KeyLayout::Go`]), and distsync's own layout by default, in which distinct
-//!   names never share a key (Go's layout cannot keep a lock `a` apart from an STM key
+//!   ([`KeyLayout::Go`](distsync_kv::recipes::KeyLayout::Go), whose path is
+//!   `distsync::store::raw::recipes::KeyLayout`), and distsync's own layout by default,
+//!   in which distinct names never share a key (Go's layout cannot keep a lock `a` apart from an STM key
 //!   `a/x`: Go's own recipes read every key under a name). Use the namespace the Go
 //!   programs use (usually none). Both directions are tested against etcd's own Go
 //!   code; docs/MIGRATING.md shows a migration from Go.
@@ -92,7 +93,6 @@ mod watch;
 
 pub use backend::{backend, backend_from_client, backend_with_config, connect, EtcdBackend};
 pub use config::{EtcdConfig, DEFAULT_PORT, SCHEME};
-pub use distsync_kv::recipes::KeyLayout;
 pub use driver::DRIVER;
 pub use guarded_txn::held_compare;
 pub use kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};

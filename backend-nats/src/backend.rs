@@ -11,7 +11,8 @@ use distsync_core::raw::{
     name_connect_timeout, Barrier, DoubleBarrier, Election, Locker, Queue, RwLock,
 };
 use distsync_core::{
-    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
+    Backend, Capabilities, Coordinator, Error, Name, Result, Session, SessionId, SessionOptions,
+    Stm,
 };
 use tokio::sync::Notify;
 
@@ -36,50 +37,75 @@ impl std::fmt::Debug for NatsBackend {
     }
 }
 
-impl NatsBackend {
-    /// Connects with `config`, checks the server (2.12 or later, with JetStream), and
-    /// makes the bucket or checks that it has what this backend relies on.
-    ///
-    /// # Errors
-    /// [`Error::Connection`] when no server answers in time,
-    /// [`Error::Authentication`] for a refused login, [`Error::Unsupported`] for a
-    /// server below 2.12 or without JetStream, [`Error::InvalidArgument`] for a bucket
-    /// that lacks a setting (see `src/bucket.rs`), or the store's error.
-    ///
-    /// # Cancel safety
-    /// Dropping the future drops the half-made connection; nothing is held yet.
-    pub async fn connect(config: NatsConfig) -> Result<Self> {
-        let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let client = connect_client(&config, Arc::clone(&connected), Arc::clone(&dropped)).await?;
-        let server = client.server_info();
-        crate::bucket::check_server(&server)?;
-        // The server says how large a message it takes: values are held to that.
-        let max_value_size = crate::max_value_size(server.max_payload);
-        let store = Store::new(
-            client,
-            config.bucket(),
-            config.request_timeout(),
-            connected,
-            dropped,
-        );
-        let deadline = tokio::time::Instant::now() + config.connect_timeout();
-        let made = crate::bucket::ensure(&store, config.replicas(), deadline).await?;
-        tracing::debug!(
-            backend = BACKEND,
-            servers = ?config.servers(),
-            bucket = config.bucket(),
-            tls = config.tls(),
-            "connected"
-        );
-        let capabilities =
-            crate::capabilities().with_exclusive_across_restart(config.max_session_ttl().is_some());
-        Ok(Self {
-            shared: Arc::new(Shared::new(config, store, made.created)),
-            capabilities: replicated(capabilities, made.replicas)
-                .with_max_value_size(max_value_size),
-        })
-    }
+/// Connects to the NATS servers a `nats://` or `tls://` URL names and returns a
+/// [`Coordinator`] over them.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a bad URL (its password redacted), or
+/// [`backend_with_config`]'s.
+///
+/// # Cancel safety
+/// Dropping the future drops the half-made connection; nothing is held yet.
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
 
+/// The [`NatsBackend`] for a `nats://` or `tls://` URL.
+///
+/// # Errors
+/// As [`connect`].
+///
+/// # Cancel safety
+/// As [`connect`].
+pub async fn backend(url: &str) -> Result<NatsBackend> {
+    backend_with_config(&url.parse()?).await
+}
+
+/// Like [`backend`], from an already parsed (or built) configuration: checks the
+/// server (2.12 or later, with JetStream), and makes the bucket or checks that it has
+/// what this backend relies on.
+///
+/// # Errors
+/// [`Error::Connection`] when no server answers in time,
+/// [`Error::Authentication`] for a refused login, [`Error::Unsupported`] for a
+/// server below 2.12 or without JetStream, [`Error::InvalidArgument`] for a bucket
+/// that lacks a setting (see `src/bucket.rs`), or the store's error.
+///
+/// # Cancel safety
+/// Dropping the future drops the half-made connection; nothing is held yet.
+pub async fn backend_with_config(config: &NatsConfig) -> Result<NatsBackend> {
+    let config = config.clone();
+    let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let client = connect_client(&config, Arc::clone(&connected), Arc::clone(&dropped)).await?;
+    let server = client.server_info();
+    crate::bucket::check_server(&server)?;
+    // The server says how large a message it takes: values are held to that.
+    let max_value_size = crate::max_value_size(server.max_payload);
+    let store = Store::new(
+        client,
+        config.bucket(),
+        config.request_timeout(),
+        connected,
+        dropped,
+    );
+    let deadline = tokio::time::Instant::now() + config.connect_timeout();
+    let made = crate::bucket::ensure(&store, config.replicas(), deadline).await?;
+    tracing::debug!(
+        backend = BACKEND,
+        servers = ?config.servers(),
+        bucket = config.bucket(),
+        tls = config.tls(),
+        "connected"
+    );
+    let capabilities =
+        crate::capabilities().with_exclusive_across_restart(config.max_session_ttl().is_some());
+    Ok(NatsBackend {
+        shared: Arc::new(Shared::new(config, store, made.created)),
+        capabilities: replicated(capabilities, made.replicas).with_max_value_size(max_value_size),
+    })
+}
+
+impl NatsBackend {
     /// The configuration in use.
     pub fn config(&self) -> &NatsConfig {
         &self.shared.config

@@ -205,9 +205,9 @@ mod wait;
 
 use std::time::Duration;
 
-use distsync_core::{Capabilities, Coordinator, Result};
+use distsync_core::Capabilities;
 
-pub use backend::NatsBackend;
+pub use backend::{backend, backend_with_config, connect, NatsBackend};
 pub use bucket::{HISTORY, MARKER_TTL, MIN_SERVER_VERSION};
 pub use config::{NatsConfig, DEFAULT_BUCKET};
 pub use driver::DRIVER;
@@ -295,28 +295,4 @@ const HEADER_ROOM: usize = 4 * 1024;
 /// 1 MiB, which gives 1 044 480 bytes.
 pub fn max_value_size(max_payload: usize) -> usize {
     max_payload.saturating_sub(HEADER_ROOM)
-}
-
-/// Connects to the NATS servers a `nats://` or `tls://` URL names and returns a
-/// [`Coordinator`] over them.
-///
-/// # Errors
-/// [`distsync_core::Error::InvalidUrl`] for a bad URL (its password redacted), or
-/// [`NatsBackend::connect`]'s.
-///
-/// # Cancel safety
-/// Dropping the future drops the half-made connection; nothing is held yet.
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
-}
-
-/// The [`NatsBackend`] for a `nats://` or `tls://` URL.
-///
-/// # Errors
-/// As [`connect`].
-///
-/// # Cancel safety
-/// As [`connect`].
-pub async fn backend(url: &str) -> Result<NatsBackend> {
-    NatsBackend::connect(url.parse()?).await
 }

@@ -405,7 +405,7 @@ mod tests {
         let url = distsync_conformance::server_url("DISTSYNC_NATS_URL")?;
         let config: crate::NatsConfig = url.parse().unwrap();
         let config = config.with_bucket("lock_line").unwrap();
-        let backend = crate::NatsBackend::connect(config).await.unwrap();
+        let backend = crate::backend_with_config(&config).await.unwrap();
         let session = backend.session(SessionOptions::default()).await.unwrap();
         let lease = Arc::clone(crate::session::lease_of(&session, &backend.shared).unwrap());
         let name = Name::new(format!("line-{}", distsync_core::raw::call_id())).unwrap();

@@ -1823,7 +1823,7 @@ mod tests {
     /// starts the cluster just before them, so a connection that times out is made
     /// again until [`READY_WITHIN`]; any other error, or one past it, fails the test.
     async fn when_ready(config: crate::NatsConfig) -> crate::NatsBackend {
-        let connect = || crate::NatsBackend::connect(config.clone());
+        let connect = || crate::backend_with_config(&config);
         once_answered("connecting to the cluster", READY_WITHIN, connect).await
     }
 
@@ -1862,7 +1862,7 @@ mod tests {
             .with_bucket(bucket)
             .expect("a bucket name")
             .with_request_timeout(Duration::from_secs(1));
-        let backend = crate::NatsBackend::connect(config).await.expect("connect");
+        let backend = crate::backend_with_config(&config).await.expect("connect");
         let followers = (1..=servers.len()).filter(|m| *m != leader).collect();
         (backend, followers)
     }

@@ -345,7 +345,7 @@ mod tests {
         };
         let config: crate::NatsConfig = url.parse().unwrap();
         let config = config.with_bucket("status_of").unwrap();
-        let backend = crate::NatsBackend::connect(config).await.unwrap();
+        let backend = crate::backend_with_config(&config).await.unwrap();
         let name = Name::new(format!("status-of-{}", distsync_core::raw::call_id())).unwrap();
         let token = keys::escape(name.as_str());
 

@@ -923,7 +923,7 @@ mod tests {
             .with_bucket("read_floor")
             .unwrap()
             .with_request_timeout(Duration::from_secs(1));
-        let backend = crate::NatsBackend::connect(config).await.unwrap();
+        let backend = crate::backend_with_config(&config).await.unwrap();
         let store = &backend.shared.store;
         let written = store.publish(Write::put("k", "1")).await.unwrap();
         let Published::Stored(seq) = written else {

@@ -80,21 +80,40 @@ pub async fn backend_with_config(config: &RedisConfig) -> Result<RedisBackend> {
     RedisBackend::start(target, config.options().clone(), config.server().to_owned()).await
 }
 
-/// A backend over a [`redis::Client`] of your own, with `options` for the namespace,
-/// eviction and timeouts: [`RedisBackend::from_client`] as a function, as the other
-/// backend crates offer theirs (`distsync_etcd::backend_from_client`,
-/// `distsync_postgres::backend_from_pool`).
+/// A backend over a [`redis::Client`] of your own (built with its TLS
+/// certificates, credentials and database), with `options` for the namespace,
+/// eviction and timeouts. The client must address a single server or a primary
+/// (not a Cluster), and may connect any number of times: the backend opens a
+/// multiplexed connection (through a connection manager, which reconnects) and a
+/// pub/sub connection for wake-ups. Connects and checks the server as
+/// [`backend`] does. (The etcd and PostgreSQL crates offer theirs alike:
+/// `backend_from_client`, `backend_from_pool`.)
 ///
-/// # Cancel safety
-/// This function is cancel-safe: a dropped call leaves nothing behind.
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+/// use distsync::store::redis::{backend_from_client, redis, RedisOptions};
+/// let client = redis::Client::open("redis://127.0.0.1:6379/0").expect("a valid URL");
+/// let backend = backend_from_client(client, RedisOptions::new().namespace("myapp:")).await?;
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 /// As [`backend_with_config`].
+///
+/// # Cancel safety
+/// This function is cancel-safe: a dropped call leaves nothing behind.
 pub async fn backend_from_client(
     client: redis::Client,
     options: RedisOptions,
 ) -> Result<RedisBackend> {
-    RedisBackend::from_client(client, options).await
+    let info = client.get_connection_info();
+    let scheme = match info.addr() {
+        redis::ConnectionAddr::TcpTls { .. } => "rediss",
+        _ => "redis",
+    };
+    // Host, port and database only: never the credentials.
+    let server = format!("{scheme}://{}/{}", info.addr(), info.redis_settings().db());
+    RedisBackend::start(Target::Server(Box::new(client)), options, server).await
 }
 
 /// The Redis backend (`redis://host:port[/db][?namespace=...]`).
@@ -117,38 +136,6 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend over a [`redis::Client`] of your own (built with its TLS
-    /// certificates, credentials and database), with `options` for the namespace,
-    /// eviction and timeouts. The client must address a single server or a primary
-    /// (not a Cluster), and may connect any number of times: the backend opens a
-    /// multiplexed connection (through a connection manager, which reconnects) and a
-    /// pub/sub connection for wake-ups. Connects and checks the server as
-    /// [`backend`] does.
-    ///
-    /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-    /// use distsync::store::redis::{redis, RedisBackend, RedisOptions};
-    /// let client = redis::Client::open("redis://127.0.0.1:6379/0").expect("a valid URL");
-    /// let backend = RedisBackend::from_client(client, RedisOptions::new().namespace("myapp:")).await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// As [`backend_with_config`].
-    ///
-    /// # Cancel safety
-    /// This method is cancel-safe: a dropped call leaves nothing behind.
-    pub async fn from_client(client: redis::Client, options: RedisOptions) -> Result<Self> {
-        let info = client.get_connection_info();
-        let scheme = match info.addr() {
-            redis::ConnectionAddr::TcpTls { .. } => "rediss",
-            _ => "redis",
-        };
-        // Host, port and database only: never the credentials.
-        let server = format!("{scheme}://{}/{}", info.addr(), info.redis_settings().db());
-        Self::start(Target::Server(Box::new(client)), options, server).await
-    }
-
     async fn start(target: Target, options: RedisOptions, server: String) -> Result<Self> {
         let topology = match &target {
             Target::Server(_) => Topology::Server,

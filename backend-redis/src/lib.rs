@@ -48,7 +48,7 @@
 //! [`RedisConfig`] parsed from one (`url.parse::<RedisConfig>()`) and adjusted in
 //! code; [`capabilities()`], [`BACKEND`] and [`MIN_SESSION_TTL`]. An application that
 //! already has a configured [`redis::Client`] hands it over with
-//! [`RedisBackend::from_client`] and [`RedisOptions`]. A write of the application's own
+//! [`backend_from_client`] and [`RedisOptions`]. A write of the application's own
 //! Redis keys that must happen only while a lock is held is a [`GuardedScript`]: the
 //! application's Lua, run by the server after checking the hold, in one script.
 //!
@@ -310,5 +310,5 @@ pub use crate::persistence::Persistence;
 pub use crate::queue::STALE_CLAIM;
 pub use crate::scripts::script_source;
 
-/// Re-export of the client crate, for [`RedisBackend::from_client`].
+/// Re-export of the client crate, for [`backend_from_client`].
 pub use redis;

@@ -27,7 +27,7 @@ pub const MAX_SESSION_TTL_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Options of a [`crate::RedisBackend`]: the key namespace, whether an evicting server
 /// is accepted, and the timeouts. A URL sets them through its query
-/// ([`crate::RedisConfig`]); [`crate::RedisBackend::from_client`] takes them with a client
+/// ([`crate::RedisConfig`]); [`crate::backend_from_client`] takes them with a client
 /// of your own.
 ///
 /// ```

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock};
 use distsync_core::{
-    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
+    Backend, Capabilities, Coordinator, Error, Name, Result, Session, SessionId, SessionOptions,
+    Stm,
 };
 
 use crate::config::ZkConfig;
@@ -35,38 +36,64 @@ impl std::fmt::Debug for ZkBackend {
     }
 }
 
-impl ZkBackend {
-    /// Connects with `config`: opens one short session to check that the servers
-    /// answer and the login is accepted, then closes it.
-    ///
-    /// # Errors
-    /// [`Error::Connection`] when no server answers in time,
-    /// [`Error::Authentication`] for a refused login, or the store's error.
-    ///
-    /// # Cancel safety
-    /// Dropping the future drops the probe session (closed by the client).
-    pub async fn connect(config: ZkConfig) -> Result<Self> {
-        let capabilities = crate::capabilities_with_bound(config.max_session_ttl());
-        let shared = Arc::new(Shared::new(config));
-        let probe = shared.connect_probe(crate::MIN_SESSION_TTL * 4).await?;
-        // A digest login is checked by the server only when a request needs it: ask
-        // for the root's stat so a wrong password fails here rather than later.
-        probe.check_stat("/").await.map_err(map)?;
-        drop(probe);
-        tracing::debug!(
-            backend = crate::BACKEND,
-            servers = %shared.config.connect_string(),
-            root = shared.config.root(),
-            tls = shared.config.tls(),
-            "connected"
-        );
-        Ok(Self {
-            sessionless: Arc::new(crate::direct::Direct::new(&shared)),
-            shared,
-            capabilities,
-        })
-    }
+/// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a
+/// [`Coordinator`] over them.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a bad URL (its password redacted),
+/// [`Error::Unsupported`] for `zks://` or `sasl=` in a build without
+/// the `tls` or `sasl` feature, or [`backend_with_config`]'s.
+///
+/// # Cancel safety
+/// Dropping the future drops the half-made connection; nothing is held yet.
+pub async fn connect(url: &str) -> Result<Coordinator> {
+    Ok(Coordinator::new(backend(url).await?))
+}
 
+/// The [`ZkBackend`] for a `zk://` or `zks://` URL.
+///
+/// # Errors
+/// As [`connect`].
+///
+/// # Cancel safety
+/// As [`connect`].
+pub async fn backend(url: &str) -> Result<ZkBackend> {
+    backend_with_config(&url.parse()?).await
+}
+
+/// Like [`backend`], from an already parsed (or built) configuration: opens one short
+/// session to check that the servers answer and the login is accepted, then closes it.
+///
+/// # Errors
+/// [`Error::Connection`] when no server answers in time,
+/// [`Error::Authentication`] for a refused login, or the store's error.
+///
+/// # Cancel safety
+/// Dropping the future drops the probe session (closed by the client).
+pub async fn backend_with_config(config: &ZkConfig) -> Result<ZkBackend> {
+    let config = config.clone();
+    let capabilities = crate::capabilities_with_bound(config.max_session_ttl());
+    let shared = Arc::new(Shared::new(config));
+    let probe = shared.connect_probe(crate::MIN_SESSION_TTL * 4).await?;
+    // A digest login is checked by the server only when a request needs it: ask
+    // for the root's stat so a wrong password fails here rather than later.
+    probe.check_stat("/").await.map_err(map)?;
+    drop(probe);
+    tracing::debug!(
+        backend = crate::BACKEND,
+        servers = %shared.config.connect_string(),
+        root = shared.config.root(),
+        tls = shared.config.tls(),
+        "connected"
+    );
+    Ok(ZkBackend {
+        sessionless: Arc::new(crate::direct::Direct::new(&shared)),
+        shared,
+        capabilities,
+    })
+}
+
+impl ZkBackend {
     /// The configuration in use.
     pub fn config(&self) -> &ZkConfig {
         &self.shared.config

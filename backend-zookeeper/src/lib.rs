@@ -59,7 +59,7 @@
 //! ## Entry points
 //!
 //! As in every backend crate: [`connect`] (a [`distsync_core::Coordinator`]) and
-//! [`backend`] (the [`ZkBackend`]) from a URL; [`ZkBackend::connect`] from a
+//! [`backend`] (the [`ZkBackend`]) from a URL; [`backend_with_config`] from a
 //! [`ZkConfig`] adjusted in code; [`capabilities()`] (and
 //! [`capabilities_with_bound`]), [`BACKEND`],
 //! [`MIN_SESSION_TTL`] and [`DRIVER`].
@@ -174,9 +174,9 @@ mod unfair_lock;
 
 use std::time::Duration;
 
-use distsync_core::{Capabilities, Coordinator, Result};
+use distsync_core::Capabilities;
 
-pub use backend::ZkBackend;
+pub use backend::{backend, backend_with_config, connect, ZkBackend};
 pub use config::{ZkConfig, DEFAULT_ROOT};
 pub use driver::DRIVER;
 pub use hold_check::{add_hold_check, hold_check_writer, hold_was_lost};
@@ -279,29 +279,4 @@ pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilitie
         .with_hand_over(true)
         .with_gapless_hand_over(true)
         .with_export(true)
-}
-
-/// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a
-/// [`Coordinator`] over them.
-///
-/// # Errors
-/// [`distsync_core::Error::InvalidUrl`] for a bad URL (its password redacted),
-/// [`distsync_core::Error::Unsupported`] for `zks://` or `sasl=` in a build without
-/// the `tls` or `sasl` feature, or [`ZkBackend::connect`]'s.
-///
-/// # Cancel safety
-/// Dropping the future drops the half-made connection; nothing is held yet.
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
-}
-
-/// The [`ZkBackend`] for a `zk://` or `zks://` URL.
-///
-/// # Errors
-/// As [`connect`].
-///
-/// # Cancel safety
-/// As [`connect`].
-pub async fn backend(url: &str) -> Result<ZkBackend> {
-    ZkBackend::connect(url.parse()?).await
 }

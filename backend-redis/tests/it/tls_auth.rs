@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use distsync_conformance::connect_checks::{self, assert_no_secret, silent_server, tls_dir};
 use distsync_core::{Coordinator, Error};
-use distsync_redis::{RedisBackend, RedisConfig, RedisOptions};
+use distsync_redis::{RedisConfig, RedisOptions};
 
 /// Generous bound for "within the timeout": the timeout plus scheduling slack.
 const SLACK: Duration = Duration::from_secs(2);
@@ -210,7 +210,9 @@ async fn from_client_takes_a_tls_client_of_your_own() {
     let options = RedisOptions::new()
         .namespace(parsed.namespace())
         .connect_timeout(Duration::from_secs(3));
-    let backend = RedisBackend::from_client(client, options).await.unwrap();
+    let backend = distsync_redis::backend_from_client(client, options)
+        .await
+        .unwrap();
     let debug = format!("{backend:?}");
     assert!(!debug.contains(url.password().unwrap()), "{debug}");
     assert!(debug.contains("rediss://"), "{debug}");
