@@ -1,9 +1,9 @@
-//! The factories of the etcd backend: [`backend`], [`backend_with_config`],
-//! [`backend_from_client`] and [`connect`] build an [`EtcdBackend`] (every primitive of
+//! The factories of the etcd backend: [`backend`], [`backend_with_config`] and
+//! [`backend_from_client`] build an [`EtcdBackend`] (every primitive of
 //! [`distsync_kv::recipes`] over [`EtcdKv`]) from a URL, a parsed [`EtcdConfig`] or a
 //! client of the caller's, with the [`capabilities`] of the crate root.
 
-use distsync_core::{Backend, Coordinator, Error, Result};
+use distsync_core::{Backend, Error, Result};
 use distsync_kv::forgetful::ForgetfulKv;
 use distsync_kv::recipes::KvBackend;
 use etcd_client::{Client, ConnectOptions, GetOptions};
@@ -247,18 +247,6 @@ fn connect_error(error: etcd_client::Error) -> Error {
         }
     }
     to_error(error)
-}
-
-/// Connects to the etcd cluster a URL names (see [`backend`]) and returns a
-/// [`Coordinator`] over it. This is what `distsync::connect("etcd://…")` calls.
-///
-/// Cancel-safe: dropping the future drops the connection attempt.
-///
-/// # Errors
-/// As [`backend`].
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    let backend = backend(url).await?;
-    Ok(Coordinator::new(backend))
 }
 
 /// Checks at compile time that the backend is a [`Backend`].

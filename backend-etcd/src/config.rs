@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, parse_host_port, parse_url_flag, MultiHostUrl, UrlGrammar, UrlOptions,
+    join_host_port, parse_host_port, parse_url_flag, Login, MultiHostUrl, UrlGrammar, UrlOptions,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Name, Result};
@@ -66,11 +66,11 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar::new(&["tls", "layout"], crate::
 /// assert!(!format!("{secure} {secure:?}").contains("s3cret"));
 /// # Ok::<(), distsync::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EtcdConfig {
     endpoints: Vec<String>,
     namespace: String,
-    user: Option<(String, String)>,
+    user: Option<Login>,
     tls: bool,
     ca: Option<String>,
     cert: Option<String>,
@@ -79,25 +79,6 @@ pub struct EtcdConfig {
     request_timeout: Duration,
     layout: KeyLayout,
     max_session_ttl: Option<Duration>,
-}
-
-impl fmt::Debug for EtcdConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdConfig")
-            .field("endpoints", &self.endpoints)
-            .field("namespace", &self.namespace)
-            .field("user", &self.user())
-            .field("password", &self.user.as_ref().map(|_| "***"))
-            .field("tls", &self.tls)
-            .field("ca", &self.ca)
-            .field("cert", &self.cert)
-            .field("key", &self.key)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("layout", &self.layout)
-            .field("max_session_ttl", &self.max_session_ttl)
-            .finish()
-    }
 }
 
 impl EtcdConfig {
@@ -188,7 +169,7 @@ impl EtcdConfig {
 
     /// Logs in as `user` with `password` (etcd auth).
     pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.user = Some((user.into(), password.into()));
+        self.user = Some(Login::new(user, password));
         self
     }
 
@@ -218,14 +199,12 @@ impl EtcdConfig {
 
     /// The user to log in as, if any.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_ref().map(|(user, _)| user.as_str())
+        self.user.as_ref().map(Login::user)
     }
 
     /// The user and password (for building a client; never print them).
     pub(crate) fn credentials(&self) -> Option<(&str, &str)> {
-        self.user
-            .as_ref()
-            .map(|(user, password)| (user.as_str(), password.as_str()))
+        self.user.as_ref().map(Login::parts)
     }
 
     /// Whether to connect over TLS.

@@ -66,7 +66,7 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-//! let coordinator = distsync::store::etcd::connect("etcd://127.0.0.1:2379").await?;
+//! let coordinator = distsync::connect("etcd://127.0.0.1:2379").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! // Key `jobs/nightly/<lease id in hex>`, as `etcdctl lock jobs/nightly` writes it.
@@ -91,7 +91,7 @@ mod key_value;
 mod kv;
 mod watch;
 
-pub use backend::{backend, backend_from_client, backend_with_config, connect, EtcdBackend};
+pub use backend::{backend, backend_from_client, backend_with_config, EtcdBackend};
 pub use config::{EtcdConfig, DEFAULT_PORT, SCHEME};
 pub use driver::DRIVER;
 pub use guarded_txn::held_compare;

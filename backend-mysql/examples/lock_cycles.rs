@@ -14,7 +14,7 @@ use distsync_core::Result;
 
 /// The cycles one client runs in `seconds` on its own name.
 async fn cycles(url: String, name: String, seconds: Duration) -> Result<u64> {
-    let coordinator = distsync_mysql::connect(&url).await?;
+    let coordinator = distsync::connect(&url).await?;
     let session = coordinator.session().await?;
     let locker = coordinator.locker(&session, &name)?;
     let start = Instant::now();

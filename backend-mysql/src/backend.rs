@@ -1,8 +1,8 @@
-//! The factories of the MySQL backend: [`backend`], [`backend_with_config`] and
-//! [`connect`] build a [`MysqlBackend`] (every primitive of
+//! The factories of the MySQL backend: [`backend`] and [`backend_with_config`] build a
+//! [`MysqlBackend`] (every primitive of
 //! [`distsync_kv::recipes`] over [`MysqlKv`]) from a URL or a parsed [`MysqlConfig`].
 
-use distsync_core::{Backend, Coordinator, Result};
+use distsync_core::{Backend, Result};
 use distsync_kv::forgetful::ForgetfulKv;
 use distsync_kv::recipes::KvBackend;
 
@@ -47,17 +47,6 @@ pub async fn backend_with_config(config: &MysqlConfig) -> Result<MysqlBackend> {
         "",
         capabilities,
     ))
-}
-
-/// Connects to the server a URL names (see [`backend`]) and returns a
-/// [`Coordinator`] over it. This is what `distsync::connect("mysql://…")` calls.
-///
-/// Cancel-safe: dropping the future drops the connection attempt.
-///
-/// # Errors
-/// As [`backend`].
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
 }
 
 /// Checks at compile time that the backend is a [`Backend`].

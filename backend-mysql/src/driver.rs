@@ -17,5 +17,5 @@ pub const DRIVER: Driver = Driver::new(
 );
 
 fn connect(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
-    Box::pin(crate::connect(url))
+    Box::pin(async move { crate::backend(url).await.map(Coordinator::new) })
 }

@@ -21,7 +21,7 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync_core::Result<()> {
-//! let coordinator = distsync_mysql::connect("mysql://app:PASSWORD@127.0.0.1:3306/app").await?;
+//! let coordinator = distsync::connect("mysql://app:PASSWORD@127.0.0.1:3306/app").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! println!("holding with fencing token {}", guard.token());
@@ -275,7 +275,7 @@ mod txn;
 mod watch;
 
 pub use acknowledge_in::{ack_in, PendingAck};
-pub use backend::{backend, backend_with_config, connect, MysqlBackend};
+pub use backend::{backend, backend_with_config, MysqlBackend};
 pub use compaction::DEFAULT_RETAINED_REVISIONS;
 pub use config::{
     MysqlConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_TABLE_PREFIX,

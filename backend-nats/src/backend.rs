@@ -11,8 +11,7 @@ use distsync_core::raw::{
     name_connect_timeout, Barrier, DoubleBarrier, Election, Locker, Queue, RwLock,
 };
 use distsync_core::{
-    Backend, Capabilities, Coordinator, Error, Name, Result, Session, SessionId, SessionOptions,
-    Stm,
+    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
 };
 use tokio::sync::Notify;
 
@@ -37,8 +36,8 @@ impl std::fmt::Debug for NatsBackend {
     }
 }
 
-/// Connects to the NATS servers a `nats://` or `tls://` URL names and returns a
-/// [`Coordinator`] over them.
+/// The [`NatsBackend`] for a `nats://` or `tls://` URL (what `distsync::connect` wraps
+/// in a [`distsync_core::Coordinator`] for these schemes).
 ///
 /// # Errors
 /// [`Error::InvalidUrl`] for a bad URL (its password redacted), or
@@ -46,17 +45,6 @@ impl std::fmt::Debug for NatsBackend {
 ///
 /// # Cancel safety
 /// Dropping the future drops the half-made connection; nothing is held yet.
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
-}
-
-/// The [`NatsBackend`] for a `nats://` or `tls://` URL.
-///
-/// # Errors
-/// As [`connect`].
-///
-/// # Cancel safety
-/// As [`connect`].
 pub async fn backend(url: &str) -> Result<NatsBackend> {
     backend_with_config(&url.parse()?).await
 }

@@ -1,11 +1,10 @@
 //! The connection settings, parsed from a `nats://` or `tls://` URL.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    join_host_port, Login, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
@@ -55,12 +54,12 @@ const MOST_REPLICAS: usize = 5;
 /// assert!(!format!("{config:?}").contains("secret"));
 /// # Ok::<(), distsync::Error>(())
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct NatsConfig {
     servers: Vec<String>,
     bucket: String,
     replicas: usize,
-    user: Option<(String, String)>,
+    user: Option<Login>,
     creds: Option<String>,
     tls: Option<TlsFiles>,
     connect_timeout: Duration,
@@ -74,23 +73,6 @@ pub struct NatsConfig {
 pub(crate) struct TlsFiles {
     pub(crate) ca: String,
     pub(crate) client: Option<(String, String)>,
-}
-
-impl fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsConfig")
-            .field("servers", &self.servers)
-            .field("bucket", &self.bucket)
-            .field("replicas", &self.replicas)
-            .field("user", &self.user.as_ref().map(|(user, _)| user))
-            .field("password", &self.user.as_ref().map(|_| "***"))
-            .field("creds", &self.creds)
-            .field("tls", &self.tls)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("max_session_ttl", &self.max_session_ttl)
-            .finish()
-    }
 }
 
 impl NatsConfig {
@@ -111,7 +93,7 @@ impl NatsConfig {
 
     /// The plain login's user, if any.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_ref().map(|(user, _)| user.as_str())
+        self.user.as_ref().map(Login::user)
     }
 
     /// The path of the credentials file, if any.
@@ -160,9 +142,7 @@ impl NatsConfig {
 
     /// The plain login's user and password (never print them).
     pub(crate) fn login(&self) -> Option<(&str, &str)> {
-        self.user
-            .as_ref()
-            .map(|(user, password)| (user.as_str(), password.as_str()))
+        self.user.as_ref().map(Login::parts)
     }
 
     /// The TLS files, for a `tls://` URL.

@@ -19,5 +19,5 @@ tls://...?ca=ca.pem[&cert=client.pem&key=client-key.pem]  the same over TLS",
 );
 
 fn connect(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
-    Box::pin(crate::connect(url))
+    Box::pin(async move { crate::backend(url).await.map(Coordinator::new) })
 }

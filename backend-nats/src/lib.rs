@@ -19,7 +19,7 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-//! let coordinator = distsync::store::nats::connect("nats://127.0.0.1:4222/?bucket=locks").await?;
+//! let coordinator = distsync::connect("nats://127.0.0.1:4222/?bucket=locks").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! // ... send guard.token() (the holder key's stream sequence) with every write ...
@@ -207,7 +207,7 @@ use std::time::Duration;
 
 use distsync_core::Capabilities;
 
-pub use backend::{backend, backend_with_config, connect, NatsBackend};
+pub use backend::{backend, backend_with_config, NatsBackend};
 pub use bucket::{HISTORY, MARKER_TTL, MIN_SERVER_VERSION};
 pub use config::{NatsConfig, DEFAULT_BUCKET};
 pub use driver::DRIVER;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
 use distsync_core::{
-    Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Error, Locker, Name,
-    Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
+    Backend, Barrier, Capabilities, DoubleBarrier, Election, Error, Locker, Name, Queue, Result,
+    RwLock, Session, SessionId, SessionOptions, Stm,
 };
 use sqlx::postgres::PgPoolOptions;
 
@@ -39,16 +39,6 @@ const POOL_SIZE: u32 = 8;
 /// Connections of the reaper (the sessions' batched renewals, ending sessions, the
 /// sweep), apart from the pool.
 const REAPER_SIZE: u32 = 2;
-
-/// Connects to the database named by `url` and returns a [`Coordinator`] over it.
-///
-/// Cancel-safe: dropping the future drops the connection attempt.
-///
-/// # Errors
-/// As [`backend`].
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
-}
 
 /// Connects to the database named by `url` (see [`PostgresConfig::parse`] for the URL form,
 /// TLS and timeouts), creating the schema's objects if needed.
@@ -540,10 +530,9 @@ impl Backend for PostgresBackend {
 mod send_check {
     fn assert_send<T: Send>(_: T) {}
 
-    /// `connect` and `backend` can be spawned (compile-time check).
+    /// `backend`'s future can be spawned (compile-time check).
     #[allow(dead_code)]
     fn futures_are_send() {
         assert_send(super::backend(""));
-        assert_send(super::connect(""));
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-//! let coordinator = distsync::store::postgres::connect("postgres://app@db:5432/app?schema=locks").await?;
+//! let coordinator = distsync::connect("postgres://app@db:5432/app?schema=locks").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! // ... pass guard.token() with every write to the protected resource ...
@@ -213,7 +213,7 @@ mod unflushed_grants;
 mod waiter_line;
 
 pub use acknowledge_in::{ack_in, PendingAck};
-pub use backend::{backend, backend_from_pool, backend_with_config, connect, PostgresBackend};
+pub use backend::{backend, backend_from_pool, backend_with_config, PostgresBackend};
 pub use capabilities::{
     capabilities, capabilities_with_bound, BACKEND, MAX_VALUE_SIZE, MIN_SESSION_TTL,
 };

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
 use distsync_core::{
-    Backend, Barrier, Capabilities, Coordinator, DoubleBarrier, Election, Locker, Name, Queue,
-    Result, RwLock, Session, SessionId, SessionOptions, Stm,
+    Backend, Barrier, Capabilities, DoubleBarrier, Election, Locker, Name, Queue, Result, RwLock,
+    Session, SessionId, SessionOptions, Stm,
 };
 
 use crate::capabilities::{measured, Topology};
@@ -20,18 +20,6 @@ use crate::sentinel::Sentinels;
 use crate::session::RedisLease;
 use crate::store::Shared;
 use crate::target::Target;
-
-/// Connects to the Redis server `url` names and returns a [`Coordinator`] over it (see
-/// [`RedisConfig`] for the URL forms: TLS, credentials, Sentinel, timeouts).
-///
-/// # Cancel safety
-/// This function is cancel-safe: a dropped call leaves nothing behind.
-///
-/// # Errors
-/// As [`backend`].
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
-}
 
 /// Connects to the Redis server `url` names and returns the backend itself.
 ///

@@ -32,5 +32,5 @@ redis+cluster://[user[:password]@]host[:port][,host[:port]...]\
 );
 
 fn connect(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
-    Box::pin(crate::connect(url))
+    Box::pin(async move { crate::backend(url).await.map(Coordinator::new) })
 }

@@ -50,7 +50,7 @@ static TEMPLATE: LazyLock<String> =
 ///     GuardedScript::new("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 /// });
 ///
-/// let coordinator = distsync::store::redis::connect("redis://127.0.0.1:6379/0").await?;
+/// let coordinator = distsync::connect("redis://127.0.0.1:6379/0").await?;
 /// let session = coordinator.session().await?;
 /// let guard = coordinator.locker(&session, "accounts/7")?.lock().await?;
 /// match CREDIT

@@ -22,7 +22,7 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-//! let coordinator = distsync::store::redis::connect("redis://127.0.0.1:6379/0?namespace=myapp:").await?;
+//! let coordinator = distsync::connect("redis://127.0.0.1:6379/0?namespace=myapp:").await?;
 //! let session = coordinator.session().await?;
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
 //! // ... send guard.token() with every write to the protected resource ...
@@ -43,8 +43,8 @@
 //!
 //! ## Entry points
 //!
-//! As in every backend crate: [`connect`] (a [`distsync_core::Coordinator`]) and
-//! [`backend`] (the [`RedisBackend`]) from a URL; [`backend_with_config`] from a
+//! As in every backend crate: [`backend`] (the [`RedisBackend`]) from a URL, which
+//! `distsync::connect` wraps in a [`distsync_core::Coordinator`]; [`backend_with_config`] from a
 //! [`RedisConfig`] parsed from one (`url.parse::<RedisConfig>()`) and adjusted in
 //! code; [`capabilities()`], [`BACKEND`] and [`MIN_SESSION_TTL`]. An application that
 //! already has a configured [`redis::Client`] hands it over with
@@ -142,7 +142,7 @@
 //!
 //! **Eviction.** A server that may evict keys (any `maxmemory-policy` but
 //! `noeviction`) can delete held entries, waiter lines, counters and queue items, so
-//! [`connect`] refuses it with [`distsync_core::Error::InvalidArgument`] naming the
+//! [`backend`] refuses it with [`distsync_core::Error::InvalidArgument`] naming the
 //! setting and the fix, unless the URL says `allow_eviction=true`; the backend then
 //! declares [`capabilities_under_eviction()`] (no `fencing`, no `fifo_waiters`; and
 //! two holders of one lock become possible, which no flag expresses).
@@ -293,9 +293,7 @@ mod tls;
 mod unfair_lock;
 mod waiter_line;
 
-pub use crate::backend::{
-    backend, backend_from_client, backend_with_config, connect, RedisBackend,
-};
+pub use crate::backend::{backend, backend_from_client, backend_with_config, RedisBackend};
 pub use crate::capabilities::{
     capabilities, capabilities_under_cluster, capabilities_under_eviction,
     capabilities_under_sentinel, BACKEND, MAX_VALUE_SIZE, MIN_SESSION_TTL,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock};
 use distsync_core::{
-    Backend, Capabilities, Coordinator, Error, Name, Result, Session, SessionId, SessionOptions,
-    Stm,
+    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
 };
 
 use crate::config::ZkConfig;
@@ -36,8 +35,8 @@ impl std::fmt::Debug for ZkBackend {
     }
 }
 
-/// Connects to the ZooKeeper servers a `zk://` or `zks://` URL names and returns a
-/// [`Coordinator`] over them.
+/// The [`ZkBackend`] for a `zk://` or `zks://` URL (what `distsync::connect` wraps in
+/// a [`distsync_core::Coordinator`] for these schemes).
 ///
 /// # Errors
 /// [`Error::InvalidUrl`] for a bad URL (its password redacted),
@@ -46,17 +45,6 @@ impl std::fmt::Debug for ZkBackend {
 ///
 /// # Cancel safety
 /// Dropping the future drops the half-made connection; nothing is held yet.
-pub async fn connect(url: &str) -> Result<Coordinator> {
-    Ok(Coordinator::new(backend(url).await?))
-}
-
-/// The [`ZkBackend`] for a `zk://` or `zks://` URL.
-///
-/// # Errors
-/// As [`connect`].
-///
-/// # Cancel safety
-/// As [`connect`].
 pub async fn backend(url: &str) -> Result<ZkBackend> {
     backend_with_config(&url.parse()?).await
 }

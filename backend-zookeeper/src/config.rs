@@ -1,11 +1,10 @@
 //! The connection settings, parsed from a `zk://` or `zks://` URL.
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    join_host_port, Login, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
@@ -63,11 +62,11 @@ pub const DEFAULT_ROOT: &str = "/distsync";
 /// # }
 /// # Ok::<(), distsync::Error>(())
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ZkConfig {
     hosts: Vec<String>,
     root: String,
-    user: Option<(String, String)>,
+    user: Option<Login>,
     sasl: bool,
     tls: Option<TlsFiles>,
     connect_timeout: Duration,
@@ -83,22 +82,6 @@ pub(crate) struct TlsFiles {
     pub(crate) client: Option<(String, String)>,
 }
 
-impl fmt::Debug for ZkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ZkConfig")
-            .field("hosts", &self.hosts)
-            .field("root", &self.root)
-            .field("user", &self.user.as_ref().map(|(user, _)| user))
-            .field("password", &self.user.as_ref().map(|_| "***"))
-            .field("sasl", &self.sasl)
-            .field("tls", &self.tls)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("max_session_ttl", &self.max_session_ttl)
-            .finish()
-    }
-}
-
 impl ZkConfig {
     /// The servers, as `host:port`.
     pub fn hosts(&self) -> &[String] {
@@ -112,7 +95,7 @@ impl ZkConfig {
 
     /// The digest login's user, if any.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_ref().map(|(user, _)| user.as_str())
+        self.user.as_ref().map(Login::user)
     }
 
     /// Whether the user logs in through SASL DIGEST-MD5 (`sasl=digest-md5`) rather
@@ -186,19 +169,16 @@ impl ZkConfig {
     /// The digest login as the `digest` scheme's auth bytes (`user:password`), unless
     /// the user logs in through SASL.
     pub(crate) fn digest(&self) -> Option<Vec<u8>> {
-        self.user
-            .as_ref()
-            .filter(|_| !self.sasl)
-            .map(|(user, password)| format!("{user}:{password}").into_bytes())
+        self.user.as_ref().filter(|_| !self.sasl).map(|login| {
+            let (user, password) = login.parts();
+            format!("{user}:{password}").into_bytes()
+        })
     }
 
     /// The SASL DIGEST-MD5 login's user and password (never print them).
     #[cfg_attr(not(feature = "sasl"), allow(dead_code))]
     pub(crate) fn sasl_login(&self) -> Option<(&str, &str)> {
-        self.user
-            .as_ref()
-            .filter(|_| self.sasl)
-            .map(|(user, password)| (user.as_str(), password.as_str()))
+        self.user.as_ref().filter(|_| self.sasl).map(Login::parts)
     }
 
     /// The TLS files, for a `zks://` URL.

@@ -20,5 +20,5 @@ zks://...  TLS: answers Unsupported (the client crate takes certificates in code
 );
 
 fn connect(url: &str) -> BoxFuture<'_, Result<Coordinator>> {
-    Box::pin(crate::connect(url))
+    Box::pin(async move { crate::backend(url).await.map(Coordinator::new) })
 }

@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-//! let coordinator = distsync::store::zookeeper::connect("zk://127.0.0.1:2181").await?;
+//! let coordinator = distsync::connect("zk://127.0.0.1:2181").await?;
 //! let session = coordinator.session().await?;
 //! // Curator's InterProcessMutex on /distsync/lock/jobs/nightly is the same lock.
 //! let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
@@ -58,8 +58,8 @@
 //!
 //! ## Entry points
 //!
-//! As in every backend crate: [`connect`] (a [`distsync_core::Coordinator`]) and
-//! [`backend`] (the [`ZkBackend`]) from a URL; [`backend_with_config`] from a
+//! As in every backend crate: [`backend`] (the [`ZkBackend`]) from a URL, which
+//! `distsync::connect` wraps in a [`distsync_core::Coordinator`]; [`backend_with_config`] from a
 //! [`ZkConfig`] adjusted in code; [`capabilities()`] (and
 //! [`capabilities_with_bound`]), [`BACKEND`],
 //! [`MIN_SESSION_TTL`] and [`DRIVER`].
@@ -176,7 +176,7 @@ use std::time::Duration;
 
 use distsync_core::Capabilities;
 
-pub use backend::{backend, backend_with_config, connect, ZkBackend};
+pub use backend::{backend, backend_with_config, ZkBackend};
 pub use config::{ZkConfig, DEFAULT_ROOT};
 pub use driver::DRIVER;
 pub use hold_check::{add_hold_check, hold_check_writer, hold_was_lost};

@@ -809,6 +809,15 @@ struct SqlTargets {
 }
 
 impl SqlTargets {
+    /// The durable grants' targets, on PostgreSQL and on MySQL.
+    const DURABLE: Self = Self {
+        class: DURABLE_CLASS,
+        contended: 0.5,
+        floor: Some(0.8),
+        own_raw: None,
+        cycle: 3.0,
+    };
+
     fn push(self, backend: &BackendReport, targets: &mut Vec<Target>) {
         let class = self.class;
         let peer = contending_label("distributed-lock");
@@ -913,14 +922,7 @@ fn backend_targets(backend: &BackendReport) -> Vec<Target> {
         // distributed-lock's MySQL provider.
         BackendKind::Mysql => {
             let mut targets = Vec::new();
-            SqlTargets {
-                class: DURABLE_CLASS,
-                contended: 0.5,
-                floor: Some(0.8),
-                own_raw: None,
-                cycle: 3.0,
-            }
-            .push(backend, &mut targets);
+            SqlTargets::DURABLE.push(backend, &mut targets);
             targets
         }
         BackendKind::Nats => vec![(
@@ -1009,13 +1011,7 @@ fn redis_targets(backend: &BackendReport) -> Vec<Target> {
 /// with one waiter.
 fn postgres_targets(backend: &BackendReport) -> Vec<Target> {
     let sql = if backend.kind == BackendKind::Postgres {
-        SqlTargets {
-            class: DURABLE_CLASS,
-            contended: 0.5,
-            floor: Some(0.8),
-            own_raw: None,
-            cycle: 3.0,
-        }
+        SqlTargets::DURABLE
     } else {
         SqlTargets {
             class: "fair lock, unflushed grants (a declared mode), at production settings",

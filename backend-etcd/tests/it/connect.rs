@@ -10,7 +10,7 @@ async fn a_refused_port_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-e41", |url| async move {
-        distsync_etcd::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }
@@ -23,7 +23,7 @@ async fn a_cluster_whose_every_member_refuses_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-e41", |url| async move {
-        distsync_etcd::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }

@@ -49,7 +49,7 @@ async fn a_txn_guarded_by_a_hold_lost_unknowingly_does_not_apply() {
     let Some(url) = etcd_url() else {
         return;
     };
-    let coordinator = distsync::store::etcd::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let mut client = client(&url).await;
     let name = format!("distsync-test/held-compare/{}", unique("lost"));
     let data = format!("{name}-data");

@@ -459,7 +459,7 @@ async fn connecting_to_nothing_is_a_connection_error() {
     let error = within(
         WAIT,
         "connect to fail",
-        distsync_etcd::connect(&format!("etcd://127.0.0.1:{port}")),
+        distsync::connect(&format!("etcd://127.0.0.1:{port}")),
     )
     .await
     .unwrap_err();
@@ -474,7 +474,7 @@ async fn connecting_to_nothing_is_a_connection_error() {
         "{error:?}"
     );
     assert!(matches!(
-        distsync_etcd::connect("etcd://").await.unwrap_err(),
+        distsync::connect("etcd://").await.unwrap_err(),
         Error::InvalidUrl { .. }
     ));
 }

@@ -29,8 +29,8 @@ pub(crate) async fn store(query: &str) -> Option<(MysqlKv, String)> {
 /// with pools of their own; `None` (the test is skipped) without a server.
 pub(crate) async fn two_clients() -> Option<(MysqlKv, String, Coordinator, Coordinator)> {
     let (kv, url) = store("").await?;
-    let a = distsync_mysql::connect(&url).await.unwrap();
-    let b = distsync_mysql::connect(&url).await.unwrap();
+    let a = distsync::connect(&url).await.unwrap();
+    let b = distsync::connect(&url).await.unwrap();
     Some((kv, url, a, b))
 }
 

@@ -10,7 +10,7 @@ async fn a_refused_port_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-3f1", |url| async move {
-        distsync_mysql::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }

@@ -10,7 +10,7 @@ async fn a_refused_port_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-n85", |url| async move {
-        distsync_nats::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }

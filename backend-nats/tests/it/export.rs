@@ -24,7 +24,7 @@ impl Bucket {
     async fn new(what: &str) -> Option<Self> {
         let name = crate::common::unique_name(what).as_str().to_owned();
         let url = crate::common::url(&name)?;
-        let coordinator = distsync_nats::connect(&url).await.expect("connecting");
+        let coordinator = distsync::connect(&url).await.expect("connecting");
         let server = url.split_once("/?").map_or(url.as_str(), |(s, _)| s);
         let client = async_nats::connect(server).await.expect("a raw client");
         Some(Self {

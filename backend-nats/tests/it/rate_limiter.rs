@@ -49,8 +49,8 @@ async fn two_clients_share_a_burst_kept_against_the_servers_time_stamps() {
     let Some(url) = crate::common::url(bucket.as_str()) else {
         return;
     };
-    let a = distsync_nats::connect(&url).await.expect("connecting");
-    let b = distsync_nats::connect(&url).await.expect("connecting");
+    let a = distsync::connect(&url).await.expect("connecting");
+    let b = distsync::connect(&url).await.expect("connecting");
     let rate = Rate::new(3, Duration::from_secs(60)).unwrap();
     let first = a.rate_limiter("api", rate).unwrap();
     let second = b.rate_limiter("api", rate).unwrap();
@@ -113,7 +113,7 @@ async fn a_key_that_holds_no_limiter_is_refused_not_overwritten() {
     let Some(url) = crate::common::url(bucket.as_str()) else {
         return;
     };
-    let coordinator = distsync_nats::connect(&url).await.expect("connecting");
+    let coordinator = distsync::connect(&url).await.expect("connecting");
     let raw = raw_bucket(&url, bucket.as_str()).await;
     raw.put("ratelimit.api", "not a limiter".into())
         .await

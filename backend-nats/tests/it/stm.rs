@@ -31,8 +31,8 @@ async fn a_key_rewritten_after_the_snapshot_is_never_read_as_missing() {
     let Some(url) = crate::common::url(bucket.as_str()) else {
         return;
     };
-    let reader = distsync_nats::connect(&url).await.expect("connecting");
-    let writer = distsync_nats::connect(&url).await.expect("connecting");
+    let reader = distsync::connect(&url).await.expect("connecting");
+    let writer = distsync::connect(&url).await.expect("connecting");
     put(&writer, "a", "1").await;
     put(&writer, "b", "1").await;
 

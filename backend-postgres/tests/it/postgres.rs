@@ -395,11 +395,11 @@ async fn arguments_are_checked() {
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        distsync_postgres::connect("postgres://h/db?schema=bad-name").await,
+        distsync::connect("postgres://h/db?schema=bad-name").await,
         Err(Error::InvalidUrl { .. })
     ));
     assert!(matches!(
-        distsync_postgres::connect("redis://127.0.0.1:6379").await,
+        distsync::connect("redis://127.0.0.1:6379").await,
         Err(Error::InvalidUrl { .. })
     ));
 }

@@ -10,8 +10,8 @@ async fn status_lists_holders_waiters_leaders_queues_and_barriers() {
     let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
         return;
     };
-    let coordinator: Coordinator = distsync_postgres::connect(&url).await.unwrap();
-    let other: Coordinator = distsync_postgres::connect(&url).await.unwrap();
+    let coordinator: Coordinator = distsync::connect(&url).await.unwrap();
+    let other: Coordinator = distsync::connect(&url).await.unwrap();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -27,7 +27,7 @@ async fn status_lists_counters_latches_and_rate_limiters() {
     let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
         return;
     };
-    let coordinator: Coordinator = distsync_postgres::connect(&url).await.unwrap();
+    let coordinator: Coordinator = distsync::connect(&url).await.unwrap();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

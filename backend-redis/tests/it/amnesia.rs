@@ -35,7 +35,7 @@ async fn after_a_restart_without_persistence_nobody_is_granted_before_the_old_ho
         .await
         .unwrap();
     let url = server.url("?max_session_ttl=3s");
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
 
     // The server is brand new: the first grant of a name waits out the rest of the
     // bound (the server may have held sessions before it started, as far as it knows).
@@ -132,7 +132,7 @@ async fn on_a_brand_new_server_every_kind_of_grant_waits_out_the_bound() {
     let server = tokio::task::spawn_blocking(|| PrivateRedis::start(&[]))
         .await
         .unwrap();
-    let coordinator = distsync_redis::connect(&server.url("?max_session_ttl=3s"))
+    let coordinator = distsync::connect(&server.url("?max_session_ttl=3s"))
         .await
         .unwrap();
     let session = coordinator
@@ -189,7 +189,7 @@ async fn a_new_name_on_a_long_running_server_waits_for_nothing() {
         "{}&max_session_ttl=2s",
         support::with_namespace(&server, &namespace)
     );
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let session = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(
             Duration::from_secs(2),
@@ -218,7 +218,7 @@ async fn a_session_above_the_bound_is_refused() {
         "{}&max_session_ttl=2s",
         support::with_namespace(&server, &namespace)
     );
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let refused = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(
             Duration::from_secs(3),
@@ -289,7 +289,7 @@ async fn a_line_marked_under_another_replication_id_waits_out_the_bound() {
         "{}&max_session_ttl=2s",
         support::with_namespace(bare, &namespace)
     );
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let session = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(
             Duration::from_secs(2),
@@ -449,7 +449,7 @@ async fn after_a_promotion_new_names_wait_only_within_the_bound_of_its_first_sig
         sentinel.port()
     );
     let client = || async {
-        let coordinator = distsync_redis::connect(&url).await.unwrap();
+        let coordinator = distsync::connect(&url).await.unwrap();
         let session = coordinator
             .session_with(distsync_core::SessionOptions::with_ttl(
                 Duration::from_secs(2),

@@ -72,8 +72,8 @@ async fn status_lists_the_holds_of_every_master() {
 async fn status_on_a_cluster_passes_the_common_checks() {
     let Some(url) = cluster_url() else { return };
     let url = own_namespace(&url, "status-checks");
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
-    let other = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
+    let other = distsync::connect(&url).await.unwrap();
     if let Err(error) = check_status(&coordinator, &other, "app/").await {
         panic!("{error}");
     }

@@ -10,7 +10,7 @@ async fn a_refused_port_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-r52", |url| async move {
-        distsync_redis::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }
@@ -22,7 +22,7 @@ async fn a_refused_sentinel_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-r52", |url| async move {
-        distsync_redis::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }
@@ -35,7 +35,7 @@ async fn a_cluster_whose_every_node_refuses_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-r52", |url| async move {
-        distsync_redis::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }

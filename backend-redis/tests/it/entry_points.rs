@@ -87,7 +87,7 @@ async fn sessions_shorter_than_min_session_ttl_are_refused() {
 async fn connect_and_backend_reach_the_same_store() {
     let Some(url) = server_url() else { return };
     let url = with_namespace(&url, &unique_namespace("entry"));
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let backend = distsync_redis::backend(&url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     // A session of one entry point is usable by the other: the same store.

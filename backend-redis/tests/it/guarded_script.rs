@@ -39,7 +39,7 @@ impl Fixture {
         let namespace = unique_namespace("guarded-script");
         let url = with_namespace(&server, &namespace);
         Some(Self {
-            coordinator: distsync_redis::connect(&url).await.unwrap(),
+            coordinator: distsync::connect(&url).await.unwrap(),
             namespace,
             url,
         })
@@ -47,7 +47,7 @@ impl Fixture {
 
     /// A second, independent client of the same store (another process).
     async fn other_client(&self) -> Coordinator {
-        distsync_redis::connect(&self.url).await.unwrap()
+        distsync::connect(&self.url).await.unwrap()
     }
 
     /// A key of the caller's own (outside distsync's namespace layout).
@@ -302,7 +302,7 @@ async fn redis_cluster_refuses_it_as_unsupported() {
         "{base}?namespace={}&max_session_ttl=off",
         unique_namespace("guarded-script-cluster")
     );
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let session = coordinator
         .session_with(SessionOptions::with_ttl(SESSION_TTL))
         .await

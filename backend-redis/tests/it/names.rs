@@ -13,7 +13,7 @@ use support::{server_url, unique_namespace, with_namespace};
 
 async fn coordinator() -> Option<Coordinator> {
     let url = with_namespace(&server_url()?, &unique_namespace("test-names"));
-    Some(distsync_redis::connect(&url).await.unwrap())
+    Some(distsync::connect(&url).await.unwrap())
 }
 
 async fn within<T>(future: impl std::future::Future<Output = T>) -> T {

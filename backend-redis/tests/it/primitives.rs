@@ -37,7 +37,7 @@ impl Fixture {
 
     /// A second, independent client of the same store (another "process").
     async fn other_client(&self) -> Coordinator {
-        distsync_redis::connect(&self.url).await.unwrap()
+        distsync::connect(&self.url).await.unwrap()
     }
 
     async fn raw(&self) -> redis::aio::MultiplexedConnection {
@@ -244,11 +244,11 @@ async fn bad_arguments_are_typed_errors() {
         "same store, other client"
     );
     assert!(matches!(
-        distsync_redis::connect("redis://127.0.0.1:1").await,
+        distsync::connect("redis://127.0.0.1:1").await,
         Err(Error::Connection { .. })
     ));
     assert!(matches!(
-        distsync_redis::connect("redis://host/not-a-db").await,
+        distsync::connect("redis://host/not-a-db").await,
         Err(Error::InvalidUrl { .. })
     ));
 }
@@ -769,7 +769,7 @@ async fn stm_bank_keeps_the_sum_at_serializable_levels() {
         Isolation::Serializable,
         Isolation::RepeatableReads,
     ] {
-        let coordinator = distsync_redis::connect(&support::with_namespace(
+        let coordinator = distsync::connect(&support::with_namespace(
             &server_url().unwrap(),
             &format!("{}{isolation}:", f.namespace),
         ))

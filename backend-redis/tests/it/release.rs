@@ -40,7 +40,7 @@ async fn a_guard_dropped_while_the_server_is_down_is_released_when_it_is_back() 
         return;
     }
     let mut server = PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let coordinator = distsync_redis::connect(&server.url("")).await.unwrap();
+    let coordinator = distsync::connect(&server.url("")).await.unwrap();
     // A TTL far longer than the test: only the release can free the lock in time.
     let ttl = Duration::from_secs(120);
     let holder = session(&coordinator, ttl).await;
@@ -58,7 +58,7 @@ async fn a_guard_dropped_while_the_server_is_down_is_released_when_it_is_back() 
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.run();
 
-    let other = distsync_redis::connect(&server.url("")).await.unwrap();
+    let other = distsync::connect(&server.url("")).await.unwrap();
     let waiter = session(&other, ttl).await;
     let granted = tokio::time::timeout(
         Duration::from_secs(20),

@@ -43,7 +43,7 @@ async fn a_restart_without_persistence_ends_sessions_and_waiters_recover() {
     let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
     // What Redis itself does across a restart: without the lock-delay.
     let url = format!("{}?max_session_ttl=off", server.url());
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
 
     let holder = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(RENEWED_TTL))
@@ -144,7 +144,7 @@ async fn sessions_from_before_a_restart_report_lost_and_their_ids_never_come_bac
     let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
     // What Redis itself does across a restart: without the lock-delay.
     let url = format!("{}?max_session_ttl=off", server.url());
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
 
     let mut before = Vec::new();
     for _ in 0..20 {
@@ -226,7 +226,7 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
         servers_available();
         return;
     };
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let mut conn = raw(&url).await;
     // Renewals every 1 s: the steps below run before the next one.
     let session = coordinator

@@ -27,7 +27,7 @@ impl Fixture {
         let server = server_url()?;
         let namespace = unique_namespace("semtest");
         let url = with_namespace(&server, &namespace);
-        let coordinator = distsync_redis::connect(&url).await.unwrap();
+        let coordinator = distsync::connect(&url).await.unwrap();
         Some(Self {
             server,
             url,
@@ -104,7 +104,7 @@ async fn each_release_wakes_only_the_waiter_it_lets_in() {
     let held_b = within(pb.acquire()).await.unwrap();
     let mut waiters = Vec::new();
     for i in 0..3 {
-        let coordinator = distsync_redis::connect(&f.url).await.unwrap();
+        let coordinator = distsync::connect(&f.url).await.unwrap();
         waiters.push(tokio::spawn(async move {
             let session = coordinator.session().await.unwrap();
             let permit = coordinator
@@ -286,7 +286,7 @@ async fn a_paused_holder_loses_its_permit_after_its_ttl() {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let coordinator = distsync_redis::connect(&url).await.unwrap();
+            let coordinator = distsync::connect(&url).await.unwrap();
             let session = coordinator
                 .session_with(distsync_core::SessionOptions::with_ttl(CRASH_TTL))
                 .await

@@ -12,8 +12,8 @@ use support::{server_url, unique_namespace, with_namespace};
 async fn clients() -> Option<(Coordinator, Coordinator)> {
     let url = with_namespace(&server_url()?, &unique_namespace("status"));
     Some((
-        distsync_redis::connect(&url).await.unwrap(),
-        distsync_redis::connect(&url).await.unwrap(),
+        distsync::connect(&url).await.unwrap(),
+        distsync::connect(&url).await.unwrap(),
     ))
 }
 

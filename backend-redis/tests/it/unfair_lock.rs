@@ -40,7 +40,7 @@ impl Fixture {
             .unwrap_or_default()
             .to_owned();
         Some(Self {
-            coordinator: distsync_redis::connect(&url).await.unwrap(),
+            coordinator: distsync::connect(&url).await.unwrap(),
             namespace,
             url,
         })
@@ -48,7 +48,7 @@ impl Fixture {
 
     /// Another client of the same store (another "process").
     async fn other_client(&self) -> Coordinator {
-        distsync_redis::connect(&self.url).await.unwrap()
+        distsync::connect(&self.url).await.unwrap()
     }
 
     async fn raw(&self) -> redis::aio::MultiplexedConnection {
@@ -650,9 +650,9 @@ async fn works_on_a_redis_cluster() {
     // The URL's own options (replica acknowledgement): without it, a new name on a
     // master promoted since it started waits out the lock-delay (`src/amnesia.rs`).
     let url = with_namespace(&url, &unique_namespace("unfair-cluster"));
-    let coordinator = distsync_redis::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     assert!(coordinator.capabilities().unfair_lock);
-    let other = distsync_redis::connect(&url).await.unwrap();
+    let other = distsync::connect(&url).await.unwrap();
     let ttl = SessionOptions::with_ttl(Duration::from_secs(15));
     let (a, b) = (
         coordinator.session_with(ttl.clone()).await.unwrap(),
@@ -717,8 +717,8 @@ async fn works_under_sentinel_with_replica_acknowledgement() {
         unique_namespace("unfair-sentinel")
     );
     let run = async {
-        let coordinator = distsync_redis::connect(&url).await?;
-        let other = distsync_redis::connect(&url).await?;
+        let coordinator = distsync::connect(&url).await?;
+        let other = distsync::connect(&url).await?;
         let ttl = SessionOptions::with_ttl(Duration::from_secs(5));
         let a = coordinator.session_with(ttl.clone()).await?;
         let b = other.session_with(ttl).await?;

@@ -10,7 +10,7 @@ async fn a_refused_port_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-z74", |url| async move {
-        distsync_zookeeper::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }
@@ -23,7 +23,7 @@ async fn an_ensemble_whose_every_server_refuses_fails_at_once() {
         refused_port()
     );
     assert_refused_at_once(&url, "pw-z74", |url| async move {
-        distsync_zookeeper::connect(&url).await
+        distsync::connect(&url).await
     })
     .await;
 }

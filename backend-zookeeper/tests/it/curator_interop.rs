@@ -19,7 +19,7 @@ async fn rust_side(
     setup: &Setup,
     name: &str,
 ) -> (Coordinator, Session, std::sync::Arc<dyn Locker>) {
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let locker = coordinator.locker(&session, name).unwrap();
     (coordinator, session, locker)

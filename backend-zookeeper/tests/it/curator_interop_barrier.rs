@@ -17,7 +17,7 @@ use tokio::time::timeout;
 async fn a_rust_barrier_holds_a_curator_waiter_until_released() {
     let Some(setup) = setup() else { return };
     let name = unique("barrier-rust-holds");
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let barrier = coordinator
         .backend()
         .barrier(Name::new(&name).unwrap())
@@ -39,7 +39,7 @@ async fn a_curator_barrier_holds_a_rust_waiter_until_removed() {
     let mut set = JavaPeer::start(&setup, "barrier-set", &node(&setup, &name), &[]);
     set.said("set").await;
     set.exits().await;
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let barrier = coordinator
         .backend()
         .barrier(Name::new(&name).unwrap())

@@ -24,7 +24,7 @@ async fn rust_side(
     name: &str,
     count: usize,
 ) -> (distsync_core::Coordinator, Session, Box<dyn DoubleBarrier>) {
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let barrier = coordinator
         .backend()

@@ -22,7 +22,7 @@ use tokio::time::timeout;
 async fn a_rust_leader_holds_a_curator_latch_back_until_it_resigns() {
     let Some(setup) = setup() else { return };
     let name = unique("election-rust-leads");
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let election = coordinator
         .backend()
@@ -97,7 +97,7 @@ async fn a_curator_leader_holds_a_rust_candidate_back_until_it_closes() {
     java.said("started").await;
     let java_term = java_leads(&mut java).await;
 
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let election = coordinator
         .backend()
@@ -178,7 +178,7 @@ async fn a_curator_leader_selector_is_a_mutex_shared_with_a_rust_lock() {
     let Some(setup) = setup() else { return };
     let name = unique("selector-as-lock");
     let path = common::node(&setup, "lock", &name);
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let locker = coordinator.locker(&session, &name).unwrap();
     let guard = locker.lock().await.unwrap();

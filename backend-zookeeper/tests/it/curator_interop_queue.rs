@@ -36,7 +36,7 @@ async fn java_put(setup: &Setup, name: &str, priority: &str, items: &[&str]) {
 }
 
 async fn queue(setup: &Setup, name: &str) -> (Coordinator, Arc<dyn Queue>) {
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let queue = coordinator.queue(name).unwrap();
     (coordinator, queue)
 }

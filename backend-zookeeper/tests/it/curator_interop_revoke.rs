@@ -17,7 +17,7 @@ async fn a_curator_revoker_asks_a_rust_holder_to_release() {
     let Some(setup) = setup() else { return };
     let name = unique("revoke-rust-holder");
     let path = common::node(&setup, "lock", &name);
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let guard = coordinator
         .locker(&session, &name)
@@ -58,7 +58,7 @@ async fn a_rust_request_asks_a_revocable_curator_holder_to_release() {
     let Some(setup) = setup() else { return };
     let name = unique("revoke-java-holder");
     let path = common::node(&setup, "lock", &name);
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     assert!(
         coordinator.request_release(&name).await.unwrap().is_none(),
         "a request with no holder names none"

@@ -16,7 +16,7 @@ use tokio::time::timeout;
 
 /// A Rust contender: its own coordinator and session.
 async fn rust_side(setup: &Setup, name: &str) -> (Coordinator, Session, Box<dyn RwLock>) {
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let lock = coordinator
         .backend()

@@ -20,7 +20,7 @@ const MAX: NonZeroUsize = NonZeroUsize::new(2).unwrap();
 
 /// A Rust contender: its own coordinator and session.
 async fn rust_side(setup: &Setup, name: &str) -> (Coordinator, Session, Box<dyn Semaphore>) {
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let session = coordinator.session().await.unwrap();
     let semaphore = coordinator
         .backend()

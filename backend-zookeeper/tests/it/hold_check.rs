@@ -34,7 +34,7 @@ fn unique(what: &str) -> String {
 async fn setup() -> Option<(Coordinator, ZkConfig, zk::Client)> {
     let url = server_url("DISTSYNC_ZOOKEEPER_URL")?;
     let config: ZkConfig = url.parse().unwrap();
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let client = within(
         "the caller's client connects",
         zk::Client::connect(&config.hosts().join(",")),

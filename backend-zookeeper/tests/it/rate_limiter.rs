@@ -34,8 +34,8 @@ async fn clients() -> Option<(Coordinator, Coordinator, ZkConfig, String)> {
         .unwrap()
         .as_nanos();
     Some((
-        distsync_zookeeper::connect(&url).await.unwrap(),
-        distsync_zookeeper::connect(&url).await.unwrap(),
+        distsync::connect(&url).await.unwrap(),
+        distsync::connect(&url).await.unwrap(),
         url.parse().unwrap(),
         format!("rate-limiter-test-{}-{nanos}", std::process::id()),
     ))

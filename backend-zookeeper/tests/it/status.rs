@@ -27,8 +27,8 @@ async fn clients() -> Option<(Coordinator, Coordinator, String)> {
         .unwrap()
         .as_nanos();
     Some((
-        distsync_zookeeper::connect(&url).await.unwrap(),
-        distsync_zookeeper::connect(&url).await.unwrap(),
+        distsync::connect(&url).await.unwrap(),
+        distsync::connect(&url).await.unwrap(),
         format!("status-test-{}-{nanos}/", std::process::id()),
     ))
 }

@@ -179,7 +179,7 @@ fn assert_growing(tokens: &[u64]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unfair_contenders_exclude_each_other_and_tokens_grow() {
     let Some((url, _)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let name = unique("exclusion");
     let mut contenders = Vec::new();
     for _ in 0..6 {
@@ -196,7 +196,7 @@ async fn unfair_contenders_exclude_each_other_and_tokens_grow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fair_and_unfair_contenders_of_one_name_exclude_each_other_and_tokens_grow() {
     let Some((url, _)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let name = unique("mixed");
     let mut contenders = Vec::new();
     for i in 0..6 {
@@ -213,7 +213,7 @@ async fn fair_and_unfair_contenders_of_one_name_exclude_each_other_and_tokens_gr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fair_waiter_waits_for_an_unfair_holder_and_the_reverse() {
     let Some((url, _)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let name = unique("fair-unfair");
     let unfair = contender(&coordinator, &name, true).await;
     let fair = contender(&coordinator, &name, false).await;
@@ -245,7 +245,7 @@ async fn a_fair_waiter_waits_for_an_unfair_holder_and_the_reverse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_lock_takes_a_free_lock_and_leaves_nothing_when_held() {
     let Some((url, config)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let client = observer(&config).await;
     let name = unique("try-lock");
     let a = contender(&coordinator, &name, true).await;
@@ -268,7 +268,7 @@ async fn try_lock_takes_a_free_lock_and_leaves_nothing_when_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_holder_session_fires_lost_and_frees_the_lock() {
     let Some((url, _)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let name = unique("revoked");
     let a = contender(&coordinator, &name, true).await;
     let b = contender(&coordinator, &name, true).await;
@@ -298,7 +298,7 @@ async fn a_revoked_holder_session_fires_lost_and_frees_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_waiter_leaves_nothing_and_the_line_moves_on() {
     let Some((url, config)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let client = observer(&config).await;
     let name = unique("cancelled");
     let holder = contender(&coordinator, &name, true).await;
@@ -337,7 +337,7 @@ async fn a_cancelled_waiter_leaves_nothing_and_the_line_moves_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_holder_releases_in_one_write() {
     let Some((url, config)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let client = observer(&config).await;
     let name = unique("one-write");
     let a = contender(&coordinator, &name, true).await;
@@ -368,7 +368,7 @@ async fn a_line_holder_releases_in_one_write() {
 async fn a_release_wakes_one_waiter_not_the_herd() {
     const WAITERS: usize = 100;
     let Some((url, config)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let client = observer(&config).await;
     let name = unique("herd");
     let holder = contender(&coordinator, &name, true).await;
@@ -414,7 +414,7 @@ async fn a_release_wakes_one_waiter_not_the_herd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_break_and_release_requests_see_the_unfair_holder() {
     let Some((url, config)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let client = observer(&config).await;
     let name = unique("status");
     let a = contender(&coordinator, &name, true).await;
@@ -497,11 +497,11 @@ async fn a_break_lets_the_line_in_while_the_broken_holder_is_cut_off() {
     /// Well under the cut-off holder's session TTL, which would otherwise end the wait.
     const AT_ONCE: Duration = Duration::from_secs(5);
     let Some((url, config)) = url() else { return };
-    let coordinator = distsync_zookeeper::connect(&url).await.unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let (_, upstream) = rewrite_url(&url, "127.0.0.1:1".parse().unwrap()).unwrap();
     let proxy = Proxy::start(upstream).await.unwrap();
     let (proxied, _) = rewrite_url(&url, proxy.address()).unwrap();
-    let cut_off = distsync_zookeeper::connect(&proxied).await.unwrap();
+    let cut_off = distsync::connect(&proxied).await.unwrap();
     let client = observer(&config).await;
     let name = unique("break-cut-off");
     let a = contender(&coordinator, &name, true).await;
@@ -552,7 +552,7 @@ async fn a_break_lets_the_line_in_while_the_broken_holder_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curator_and_the_unfair_lock_exclude_each_other() {
     let Some(setup) = common::setup() else { return };
-    let coordinator = distsync_zookeeper::connect(&setup.url).await.unwrap();
+    let coordinator = distsync::connect(&setup.url).await.unwrap();
     let name = common::unique("unfair");
     let path = common::node(&setup, "lock", &name);
     let rust = contender(&coordinator, &name, true).await;

@@ -68,7 +68,7 @@ impl<'a> MultiHostUrl<'a> {
     ///
     /// # Errors
     /// The reason, never the password, for no password or an empty user.
-    pub fn login(&self) -> Result<Option<(String, String)>, String> {
+    pub fn login(&self) -> Result<Option<super::Login>, String> {
         let Some(userinfo) = self.userinfo else {
             return Ok(None);
         };
@@ -85,7 +85,7 @@ impl<'a> MultiHostUrl<'a> {
         if user.is_empty() {
             return Err("the user info has an empty user name".into());
         }
-        Ok(Some((user, password)))
+        Ok(Some(super::Login::new(user, password)))
     }
 }
 
@@ -209,9 +209,9 @@ mod tests {
         };
         assert_eq!(
             login("u:p%3Aw+d"),
-            Ok(Some(("u".to_owned(), "p:w+d".to_owned())))
+            Ok(Some(super::super::Login::new("u", "p:w+d")))
         );
-        assert_eq!(login("u:"), Ok(Some(("u".to_owned(), String::new()))));
+        assert_eq!(login("u:"), Ok(Some(super::super::Login::new("u", ""))));
         for bad in ["u", ":hunter2", "%20x"] {
             let reason = login(bad).unwrap_err();
             assert!(!reason.contains("hunter2"), "{reason}");

@@ -27,7 +27,7 @@ where
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let coordinator = distsync_redis::connect(&url).await.unwrap();
+            let coordinator = distsync::connect(&url).await.unwrap();
             let mut attempt = 1;
             loop {
                 let session = coordinator
