@@ -399,7 +399,7 @@ async fn arguments_are_checked() {
         Err(Error::InvalidUrl { .. })
     ));
     assert!(matches!(
-        distsync::connect("redis://127.0.0.1:6379").await,
+        distsync_postgres::backend("redis://127.0.0.1:6379").await,
         Err(Error::InvalidUrl { .. })
     ));
 }
