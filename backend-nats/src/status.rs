@@ -124,151 +124,190 @@ async fn report(
     mut report: StatusReport,
     entries: Vec<Entry>,
 ) -> Result<StatusReport> {
-    // By kind and name: the live entries; the rate limiters' apart, read with their
-    // time stamps.
-    let mut grouped: BTreeMap<(&'static str, String), Vec<Entry>> = BTreeMap::new();
-    let mut limiters = Vec::new();
-    for entry in entries.into_iter().filter(Entry::live) {
-        let Some(name) = keys::name_of(&entry.key) else {
-            continue;
-        };
-        if !report.covers(&name) || entry.key.split('.').nth(2) == Some("p") {
-            // A proclaim's own key (see `src/election.rs`) is no candidate.
-            continue;
-        }
-        let Some(kind) = Kind::of(&entry.key) else {
-            continue;
-        };
-        if kind == Kind::RateLimit {
-            limiters.push((name, entry));
-            continue;
-        }
-        grouped.entry((kind.token(), name)).or_default().push(entry);
-    }
-    report.rate_limiters = rate_limiters(shared, limiters).await;
+    let covered = Covered::of(&report, entries);
+    report.rate_limiters = rate_limiters(shared, covered.limiters).await;
     let mut unfair_waiting: BTreeMap<String, Vec<Contender>> = BTreeMap::new();
-    for ((kind, name), entries) in grouped {
+    for ((kind, name), entries) in covered.by_kind {
         let mut line: Vec<Contender> = entries
             .into_iter()
             .map(|entry| Contender::of(entry, &shared.amnesia))
             .collect();
         line.sort_by_key(|contender| contender.order);
         match kind {
-            "lock" => {
-                let mut status = LineStatus::new(LineKind::Lock, name);
-                for (at, contender) in line.iter().enumerate() {
-                    if at == 0 {
-                        status
-                            .holders
-                            .push(contender.hold(HoldMode::Exclusive, true));
-                    } else {
-                        status
-                            .waiters
-                            .push(contender.hold(HoldMode::Exclusive, false));
-                    }
-                }
-                report.lines.push(status);
-            }
+            "lock" => report.lines.push(lock(name, &line)),
             "unfair" => {
                 unfair_waiting.insert(name, line);
             }
-            "election" => {
-                let leader = line
-                    .first()
-                    .map(|first| LeaderStatus::new(first.value.clone(), first.shown));
-                let mut status = LineStatus::new(LineKind::Election, name).with_leader(leader);
-                for (at, contender) in line.iter().enumerate() {
-                    if at == 0 {
-                        status
-                            .holders
-                            .push(contender.hold(HoldMode::Exclusive, true));
-                    } else {
-                        status
-                            .waiters
-                            .push(contender.hold(HoldMode::Exclusive, false));
-                    }
-                }
-                report.lines.push(status);
-            }
-            "rwlock" => {
-                let mut status = LineStatus::new(LineKind::RwLock, name);
-                let mut holding = true;
-                for (at, contender) in line.iter().enumerate() {
-                    let writer = contender.value.as_ref() == b"w";
-                    if writer && at > 0 {
-                        holding = false;
-                    }
-                    let mode = if writer {
-                        HoldMode::Exclusive
-                    } else {
-                        HoldMode::Shared
-                    };
-                    if holding {
-                        status.holders.push(contender.hold(mode, writer));
-                        if writer {
-                            holding = false;
-                        }
-                    } else {
-                        status.waiters.push(contender.hold(mode, false));
-                    }
-                }
-                report.lines.push(status);
-            }
-            "semaphore" => {
-                let permits = line
-                    .first()
-                    .and_then(|first| std::str::from_utf8(&first.value).ok()?.parse().ok());
-                let mut status = LineStatus::new(LineKind::Semaphore, name).with_permits(permits);
-                for (at, contender) in line.iter().enumerate() {
-                    if at < permits.unwrap_or(0) {
-                        status.holders.push(contender.hold(HoldMode::Permit, true));
-                    } else {
-                        status.waiters.push(contender.hold(HoldMode::Permit, false));
-                    }
-                }
-                report.lines.push(status);
-            }
+            "election" => report.lines.push(election(name, &line)),
+            "rwlock" => report.lines.push(rw_lock(name, &line)),
+            "semaphore" => report.lines.push(semaphore(name, &line)),
             "barrier" => report.barriers.push(name),
-            "dbarrier" => {
-                let ready = line.iter().any(|c| c.key.ends_with(".ready"));
-                let participants = line.iter().filter(|c| !c.key.ends_with(".ready")).count();
-                report
-                    .double_barriers
-                    .push(DoubleBarrierStatus::new(name, participants, ready));
-            }
-            "counter" => {
-                if let Some(value) = line.first().and_then(|c| parse_counter(&c.value)) {
-                    report.counters.push(CounterStatus::new(name, value));
-                }
-            }
-            "latch" => {
-                if let Some((initial, count)) = line.first().and_then(|c| parse_latch(&c.value)) {
-                    report.latches.push(LatchStatus::new(name, initial, count));
-                }
-            }
+            "dbarrier" => report.double_barriers.push(double_barrier(name, &line)),
+            "counter" => report.counters.extend(counter(name, &line)),
+            "latch" => report.latches.extend(latch(name, &line)),
             _ => {}
         }
     }
-    for (name, waiting) in unfair_waiting {
-        let index = match report
-            .lines
+    add_unfair_waiters(&mut report.lines, unfair_waiting);
+    report.sort();
+    Ok(report)
+}
+
+/// The live entries of the names a report covers, by kind.
+struct Covered {
+    /// By kind and name, every kind's but the rate limiters'.
+    by_kind: BTreeMap<(&'static str, String), Vec<Entry>>,
+    /// The rate limiters', by name, read with their time stamps.
+    limiters: Vec<(String, Entry)>,
+}
+
+impl Covered {
+    /// The live entries among `entries` of the names `report` covers.
+    fn of(report: &StatusReport, entries: Vec<Entry>) -> Self {
+        let mut covered = Self {
+            by_kind: BTreeMap::new(),
+            limiters: Vec::new(),
+        };
+        for entry in entries.into_iter().filter(Entry::live) {
+            let Some(name) = keys::name_of(&entry.key) else {
+                continue;
+            };
+            if !report.covers(&name) || entry.key.split('.').nth(2) == Some("p") {
+                // A proclaim's own key (see `src/election.rs`) is no candidate.
+                continue;
+            }
+            let Some(kind) = Kind::of(&entry.key) else {
+                continue;
+            };
+            if kind == Kind::RateLimit {
+                covered.limiters.push((name, entry));
+                continue;
+            }
+            covered
+                .by_kind
+                .entry((kind.token(), name))
+                .or_default()
+                .push(entry);
+        }
+        covered
+    }
+}
+
+/// `status` with `line`, in token order, in it: the first holds, the others wait.
+fn exclusive_line(mut status: LineStatus, line: &[Contender]) -> LineStatus {
+    for (at, contender) in line.iter().enumerate() {
+        if at == 0 {
+            status
+                .holders
+                .push(contender.hold(HoldMode::Exclusive, true));
+        } else {
+            status
+                .waiters
+                .push(contender.hold(HoldMode::Exclusive, false));
+        }
+    }
+    status
+}
+
+/// A lock's line: its first contender (its unfair lock's holder, if any) holds.
+fn lock(name: String, line: &[Contender]) -> LineStatus {
+    exclusive_line(LineStatus::new(LineKind::Lock, name), line)
+}
+
+/// An election's line: its first candidate leads, with the value it proclaims.
+fn election(name: String, line: &[Contender]) -> LineStatus {
+    let leader = line
+        .first()
+        .map(|first| LeaderStatus::new(first.value.clone(), first.shown));
+    exclusive_line(
+        LineStatus::new(LineKind::Election, name).with_leader(leader),
+        line,
+    )
+}
+
+/// A read-write lock's line: a writer first in line holds alone, otherwise the readers
+/// before the first writer hold.
+fn rw_lock(name: String, line: &[Contender]) -> LineStatus {
+    let mut status = LineStatus::new(LineKind::RwLock, name);
+    let mut holding = true;
+    for (at, contender) in line.iter().enumerate() {
+        let writer = contender.value.as_ref() == b"w";
+        if writer && at > 0 {
+            holding = false;
+        }
+        let mode = if writer {
+            HoldMode::Exclusive
+        } else {
+            HoldMode::Shared
+        };
+        if holding {
+            status.holders.push(contender.hold(mode, writer));
+            if writer {
+                holding = false;
+            }
+        } else {
+            status.waiters.push(contender.hold(mode, false));
+        }
+    }
+    status
+}
+
+/// A semaphore's line: its permit count is the first contender's value, and as many
+/// contenders as it has permits hold.
+fn semaphore(name: String, line: &[Contender]) -> LineStatus {
+    let permits = line
+        .first()
+        .and_then(|first| std::str::from_utf8(&first.value).ok()?.parse().ok());
+    let mut status = LineStatus::new(LineKind::Semaphore, name).with_permits(permits);
+    for (at, contender) in line.iter().enumerate() {
+        if at < permits.unwrap_or(0) {
+            status.holders.push(contender.hold(HoldMode::Permit, true));
+        } else {
+            status.waiters.push(contender.hold(HoldMode::Permit, false));
+        }
+    }
+    status
+}
+
+/// A double barrier's participants (`ready` aside) and whether `ready` is set.
+fn double_barrier(name: String, line: &[Contender]) -> DoubleBarrierStatus {
+    let ready = line.iter().any(|c| c.key.ends_with(".ready"));
+    let participants = line.iter().filter(|c| !c.key.ends_with(".ready")).count();
+    DoubleBarrierStatus::new(name, participants, ready)
+}
+
+/// A counter's value; `None` if its key holds none.
+fn counter(name: String, line: &[Contender]) -> Option<CounterStatus> {
+    let value = line.first().and_then(|c| parse_counter(&c.value))?;
+    Some(CounterStatus::new(name, value))
+}
+
+/// A latch's initial and current counts; `None` if its key holds no latch.
+fn latch(name: String, line: &[Contender]) -> Option<LatchStatus> {
+    let (initial, count) = line.first().and_then(|c| parse_latch(&c.value))?;
+    Some(LatchStatus::new(name, initial, count))
+}
+
+/// The unfair locks' wait lines, `waiting` by name, added to their locks' lines in
+/// `lines` (made where a lock has no contender) as waiters.
+fn add_unfair_waiters(lines: &mut Vec<LineStatus>, waiting: BTreeMap<String, Vec<Contender>>) {
+    for (name, waiting) in waiting {
+        let index = match lines
             .iter()
             .position(|line| line.kind == LineKind::Lock && line.name == name)
         {
             Some(index) => index,
             None => {
-                report.lines.push(LineStatus::new(LineKind::Lock, name));
-                report.lines.len() - 1
+                lines.push(LineStatus::new(LineKind::Lock, name));
+                lines.len() - 1
             }
         };
-        let line = &mut report.lines[index];
+        let line = &mut lines[index];
         for contender in waiting {
             line.waiters
                 .push(contender.hold(HoldMode::Exclusive, false));
         }
     }
-    report.sort();
-    Ok(report)
 }
 
 /// The rate limiters' rates and next due times on the server's clock, read once and

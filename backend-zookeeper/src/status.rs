@@ -31,7 +31,7 @@
 use distsync_core::raw::StampedTat;
 use distsync_core::status::{
     CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
-    LineStatus, RateLimiterStatus, StatusReport,
+    LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
 };
 use distsync_core::{Error, FencingToken, Result, SessionId};
 use zookeeper_client as zk;
@@ -64,30 +64,6 @@ pub(crate) async fn walk(client: &zk::Client, path: &str) -> Result<Vec<(String,
     Ok(found)
 }
 
-/// The hold of the contender node `path` of `mode`, with its token when `holding`.
-/// `None` when it is gone since its parent was listed.
-async fn hold(
-    shared: &Shared,
-    client: &zk::Client,
-    path: String,
-    mode: HoldMode,
-    holding: bool,
-) -> Result<Option<HoldStatus>> {
-    let stat = match client.check_stat(&path).await {
-        Ok(Some(stat)) => stat,
-        Ok(None) | Err(zk::Error::NoNode) => return Ok(None),
-        Err(error) => return Err(map(error)),
-    };
-    let session =
-        (stat.ephemeral_owner != 0).then(|| SessionId(stat.ephemeral_owner as u64).to_string());
-    let token = holding.then_some(FencingToken(shared.amnesia.up(stat.czxid) as u64));
-    Ok(Some(
-        HoldStatus::new(path, mode)
-            .with_session(session)
-            .with_token(token),
-    ))
-}
-
 /// The permit count a distsync lease under `leases` records, if any.
 async fn permits(client: &zk::Client, leases: &str, children: &[String]) -> Option<usize> {
     for child in children {
@@ -117,250 +93,17 @@ async fn report_clock(shared: &Shared, client: &zk::Client) -> Result<Option<u64
 
 /// The report of every name under `prefix`.
 pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
-    let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
-    let root = shared.config.root();
+    let mut reader = Reader {
+        shared,
+        client: shared.connect(crate::MIN_SESSION_TTL * 4).await?,
+        clock: None,
+    };
     let mut report = StatusReport::new(crate::BACKEND, prefix);
-    // Read once, on the first rate limiter found.
-    let mut clock: Option<Option<u64>> = None;
+    // In `Kind::ALL`'s order: an unfair lock's wait line joins its lock's line, read
+    // before it.
     for kind in Kind::ALL {
-        let top = keys::kind_root(root, *kind);
-        // The deepest node every name under the prefix lies beneath.
-        let start = match prefix.rsplit_once('/') {
-            Some((dir, _)) if !dir.is_empty() => keys::under(&top, dir),
-            _ => top.clone(),
-        };
-        for (path, children) in walk(&client, &start).await? {
-            let Some(name) = path.strip_prefix(&format!("{top}/")).map(keys::decode) else {
-                continue;
-            };
-            if !name.starts_with(prefix) {
-                continue;
-            }
-            match kind {
-                Kind::Lock | Kind::Election => {
-                    let (lock_name, line_kind) = if *kind == Kind::Lock {
-                        (keys::LOCK_NAME, LineKind::Lock)
-                    } else {
-                        (keys::LATCH_NAME, LineKind::Election)
-                    };
-                    let line = keys::contenders(children, lock_name);
-                    let first = line.first().map(|(_, child)| child.clone());
-                    let mut status = LineStatus::new(line_kind, name.clone());
-                    for (index, (_, child)) in line.into_iter().enumerate() {
-                        let path = format!("{path}/{child}");
-                        let Some(entry) =
-                            hold(shared, &client, path, HoldMode::Exclusive, index == 0).await?
-                        else {
-                            continue;
-                        };
-                        if index == 0 {
-                            status.holders.push(entry);
-                        } else {
-                            status.waiters.push(entry);
-                        }
-                    }
-                    if let (LineKind::Election, Some(child)) = (line_kind, first) {
-                        let log_dir = keys::under(&keys::kind_root(root, Kind::ElectionLog), &name);
-                        let current =
-                            crate::election::current_value(&client, &path, &log_dir, &child);
-                        if let Some((value, term)) = current.await.map_err(map)? {
-                            let term = FencingToken(shared.amnesia.up(term) as u64);
-                            status = status.with_leader(Some(LeaderStatus::new(value, term)));
-                        }
-                    }
-                    if !status.holders.is_empty() || !status.waiters.is_empty() {
-                        report.lines.push(status);
-                    }
-                }
-                Kind::RwLock => {
-                    let line = keys::rw_contenders(children);
-                    let first_writer = line.iter().position(|(_, _, write)| *write);
-                    let mut status = LineStatus::new(LineKind::RwLock, name);
-                    for (index, (_, child, write)) in line.into_iter().enumerate() {
-                        let holding = match first_writer {
-                            Some(0) => index == 0,
-                            Some(writer) => index < writer,
-                            None => true,
-                        };
-                        let mode = if write {
-                            HoldMode::Exclusive
-                        } else {
-                            HoldMode::Shared
-                        };
-                        let path = format!("{path}/{child}");
-                        let Some(entry) = hold(shared, &client, path, mode, holding).await? else {
-                            continue;
-                        };
-                        if holding {
-                            status.holders.push(entry);
-                        } else {
-                            status.waiters.push(entry);
-                        }
-                    }
-                    if !status.holders.is_empty() || !status.waiters.is_empty() {
-                        report.lines.push(status);
-                    }
-                }
-                Kind::Semaphore => {
-                    if !children.iter().any(|child| child == "leases") {
-                        continue;
-                    }
-                    let leases_path = format!("{path}/leases");
-                    let leases = match client.list_children(&leases_path).await {
-                        Ok(leases) => keys::contenders(leases, keys::LEASE_NAME),
-                        Err(zk::Error::NoNode) => Vec::new(),
-                        Err(error) => return Err(map(error)),
-                    };
-                    let lined = match client.list_children(&format!("{path}/locks")).await {
-                        Ok(lined) => keys::contenders(lined, keys::LOCK_NAME),
-                        Err(zk::Error::NoNode) => Vec::new(),
-                        Err(error) => return Err(map(error)),
-                    };
-                    let names: Vec<String> = leases.iter().map(|(_, c)| c.clone()).collect();
-                    let mut status = LineStatus::new(LineKind::Semaphore, name)
-                        .with_permits(permits(&client, &leases_path, &names).await);
-                    for (_, child) in leases {
-                        let path = format!("{leases_path}/{child}");
-                        if let Some(entry) =
-                            hold(shared, &client, path, HoldMode::Shared, true).await?
-                        {
-                            status.holders.push(entry);
-                        }
-                    }
-                    for (_, child) in lined {
-                        let path = format!("{path}/locks/{child}");
-                        if let Some(entry) =
-                            hold(shared, &client, path, HoldMode::Shared, false).await?
-                        {
-                            status.waiters.push(entry);
-                        }
-                    }
-                    if !status.holders.is_empty() || !status.waiters.is_empty() {
-                        report.lines.push(status);
-                    }
-                }
-                Kind::Barrier => {
-                    if children.is_empty() {
-                        report.barriers.push(name);
-                    }
-                }
-                Kind::LockWait => {
-                    let line = keys::contenders(children, keys::WAIT_NAME);
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let index = match report
-                        .lines
-                        .iter()
-                        .position(|line| line.kind == LineKind::Lock && line.name == name)
-                    {
-                        Some(index) => index,
-                        None => {
-                            report.lines.push(LineStatus::new(LineKind::Lock, name));
-                            report.lines.len() - 1
-                        }
-                    };
-                    let status = &mut report.lines[index];
-                    // A line holder's place shares its holder node's protected prefix.
-                    let holding: Vec<String> = status
-                        .holders
-                        .iter()
-                        .filter_map(|hold| hold.key.rsplit_once('/'))
-                        .filter_map(|(_, child)| crate::unfair_lock::holder_prefix(child))
-                        .map(str::to_owned)
-                        .collect();
-                    for (_, child) in line {
-                        let prefix = child.rsplit_once(keys::WAIT_NAME).map(|(prefix, _)| prefix);
-                        if prefix.is_some_and(|prefix| holding.iter().any(|held| held == prefix)) {
-                            continue;
-                        }
-                        let path = format!("{path}/{child}");
-                        if let Some(entry) =
-                            hold(shared, &client, path, HoldMode::Exclusive, false).await?
-                        {
-                            status.waiters.push(entry);
-                        }
-                    }
-                }
-                // An election's proclaimed values are no line of their own.
-                Kind::ElectionLog => {}
-                // Durable values, held by nobody.
-                Kind::Stm => {}
-                // A node with no data is the ancestor of a longer name, no counter.
-                Kind::Counter => match client.get_data(&path).await {
-                    Ok((data, _)) if !data.is_empty() => {
-                        if let Some(value) = std::str::from_utf8(&data)
-                            .ok()
-                            .and_then(|text| text.parse().ok())
-                        {
-                            report.counters.push(CounterStatus::new(name, value));
-                        }
-                    }
-                    Ok(_) | Err(zk::Error::NoNode) => {}
-                    Err(error) => return Err(map(error)),
-                },
-                Kind::Latch => match client.get_data(&path).await {
-                    Ok((data, _)) => {
-                        let parsed = std::str::from_utf8(&data)
-                            .ok()
-                            .and_then(crate::counter::parse_latch);
-                        if let Some((initial, count)) = parsed {
-                            report.latches.push(LatchStatus::new(name, initial, count));
-                        }
-                    }
-                    Err(zk::Error::NoNode) => {}
-                    Err(error) => return Err(map(error)),
-                },
-                Kind::RateLimit => {
-                    let (data, stat) = match client.get_data(&path).await {
-                        Ok(read) => read,
-                        Err(zk::Error::NoNode) => continue,
-                        Err(error) => return Err(map(error)),
-                    };
-                    // No data: the ancestor of a longer name. Other data: no limiter.
-                    let Ok(Some(stored)) = StampedTat::parse(&data) else {
-                        continue;
-                    };
-                    let now = match clock {
-                        Some(now) => now,
-                        None => *clock.insert(report_clock(shared, &client).await?),
-                    };
-                    let rate = stored.rate();
-                    let next_due = rate.as_ref().zip(now).map(|(rate, now)| {
-                        rate.next_due(Some(stored.tat_us(ms_to_us(stat.mtime))), now)
-                    });
-                    report.rate_limiters.push(
-                        RateLimiterStatus::new(name)
-                            .with_rate(rate)
-                            .with_next_due(next_due),
-                    );
-                }
-                Kind::Queue => {
-                    let held = path.replacen(&top, &keys::kind_root(root, Kind::QueueLock), 1);
-                    let (ready, in_flight) = crate::queue::counts(&client, &path, &held).await?;
-                    if ready + in_flight > 0 {
-                        report.queues.push(distsync_core::status::QueueStatus::new(
-                            name, ready, in_flight,
-                        ));
-                    }
-                }
-                // A queue's held items and its records, counted with the queue.
-                Kind::QueueLock | Kind::QueueMeta => {}
-                Kind::DoubleBarrier => {
-                    let ready = children.iter().any(|child| child == "ready");
-                    let participants = children
-                        .iter()
-                        .filter(|child| keys::is_participant(child))
-                        .count();
-                    if participants > 0 || ready {
-                        report.double_barriers.push(DoubleBarrierStatus::new(
-                            name,
-                            participants,
-                            ready,
-                        ));
-                    }
-                }
-            }
+        for node in reader.named(*kind, prefix).await? {
+            reader.add(&mut report, *kind, node).await?;
         }
     }
     report
@@ -372,4 +115,348 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
     report.rate_limiters.sort_by(|a, b| a.name.cmp(&b.name));
     report.double_barriers.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(report)
+}
+
+/// A node of a kind's subtree whose name starts with the report's prefix.
+struct Node {
+    /// The name it stands for, decoded from its path.
+    name: String,
+    path: String,
+    children: Vec<String>,
+}
+
+/// What the report's nodes are read with: the store, the report's own session, and the
+/// leader's clock once read.
+struct Reader<'a> {
+    shared: &'a Shared,
+    client: zk::Client,
+    /// Read once, on the first rate limiter found.
+    clock: Option<Option<u64>>,
+}
+
+impl Reader<'_> {
+    /// The nodes of `kind`'s subtree whose names start with `prefix`, parents first.
+    async fn named(&self, kind: Kind, prefix: &str) -> Result<Vec<Node>> {
+        let top = keys::kind_root(self.shared.config.root(), kind);
+        // The deepest node every name under the prefix lies beneath.
+        let start = match prefix.rsplit_once('/') {
+            Some((dir, _)) if !dir.is_empty() => keys::under(&top, dir),
+            _ => top.clone(),
+        };
+        let below = format!("{top}/");
+        let nodes = walk(&self.client, &start).await?.into_iter();
+        Ok(nodes
+            .filter_map(|(path, children)| {
+                let name = keys::decode(path.strip_prefix(&below)?);
+                name.starts_with(prefix).then_some(Node {
+                    name,
+                    path,
+                    children,
+                })
+            })
+            .collect())
+    }
+
+    /// `node` of `kind`, added to `report`.
+    async fn add(&mut self, report: &mut StatusReport, kind: Kind, node: Node) -> Result<()> {
+        match kind {
+            Kind::Lock => push_occupied(&mut report.lines, self.lock(node).await?),
+            Kind::Election => push_occupied(&mut report.lines, self.election(node).await?),
+            Kind::RwLock => push_occupied(&mut report.lines, self.rw_lock(node).await?),
+            Kind::Semaphore => {
+                if let Some(line) = self.semaphore(node).await? {
+                    push_occupied(&mut report.lines, line);
+                }
+            }
+            // Held while it exists: a node with children is an ancestor of longer names.
+            Kind::Barrier => {
+                if node.children.is_empty() {
+                    report.barriers.push(node.name);
+                }
+            }
+            Kind::LockWait => self.unfair_waiters(&mut report.lines, node).await?,
+            // An election's proclaimed values are no line of their own.
+            Kind::ElectionLog => {}
+            // Durable values, held by nobody.
+            Kind::Stm => {}
+            Kind::Counter => report.counters.extend(self.counter(node).await?),
+            Kind::Latch => report.latches.extend(self.latch(node).await?),
+            Kind::RateLimit => report.rate_limiters.extend(self.rate_limiter(node).await?),
+            Kind::Queue => report.queues.extend(self.queue(node).await?),
+            // A queue's held items and its records, counted with the queue.
+            Kind::QueueLock | Kind::QueueMeta => {}
+            Kind::DoubleBarrier => report.double_barriers.extend(double_barrier(node)),
+        }
+        Ok(())
+    }
+
+    /// The hold of the contender node `path` of `mode`, with its token when `holding`.
+    /// `None` when it is gone since its parent was listed.
+    async fn hold(
+        &self,
+        path: String,
+        mode: HoldMode,
+        holding: bool,
+    ) -> Result<Option<HoldStatus>> {
+        let stat = match self.client.check_stat(&path).await {
+            Ok(Some(stat)) => stat,
+            Ok(None) | Err(zk::Error::NoNode) => return Ok(None),
+            Err(error) => return Err(map(error)),
+        };
+        let session =
+            (stat.ephemeral_owner != 0).then(|| SessionId(stat.ephemeral_owner as u64).to_string());
+        let token = holding.then_some(FencingToken(self.shared.amnesia.up(stat.czxid) as u64));
+        Ok(Some(
+            HoldStatus::new(path, mode)
+                .with_session(session)
+                .with_token(token),
+        ))
+    }
+
+    /// A lock's line: its `lock-` contenders.
+    async fn lock(&self, node: Node) -> Result<LineStatus> {
+        let line = keys::contenders(node.children, keys::LOCK_NAME);
+        self.exclusive_line(LineKind::Lock, node.name, &node.path, line)
+            .await
+    }
+
+    /// An election's line: its candidates, and the value its leader proclaims.
+    async fn election(&self, node: Node) -> Result<LineStatus> {
+        let line = keys::contenders(node.children, keys::LATCH_NAME);
+        let head = line.first().map(|(_, child)| child.clone());
+        let status = self
+            .exclusive_line(LineKind::Election, node.name.clone(), &node.path, line)
+            .await?;
+        let Some(head) = head else {
+            return Ok(status);
+        };
+        let root = self.shared.config.root();
+        let log_dir = keys::under(&keys::kind_root(root, Kind::ElectionLog), &node.name);
+        let current = crate::election::current_value(&self.client, &node.path, &log_dir, &head);
+        Ok(match current.await.map_err(map)? {
+            Some((value, term)) => {
+                let term = FencingToken(self.shared.amnesia.up(term) as u64);
+                status.with_leader(Some(LeaderStatus::new(value, term)))
+            }
+            None => status,
+        })
+    }
+
+    /// The line of `kind` named `name` whose contenders are `line`, the children of
+    /// `path` in sequence order: the first holds, the others wait.
+    async fn exclusive_line(
+        &self,
+        kind: LineKind,
+        name: String,
+        path: &str,
+        line: Vec<(u64, String)>,
+    ) -> Result<LineStatus> {
+        let mut status = LineStatus::new(kind, name);
+        for (index, (_, child)) in line.into_iter().enumerate() {
+            let path = format!("{path}/{child}");
+            let Some(entry) = self.hold(path, HoldMode::Exclusive, index == 0).await? else {
+                continue;
+            };
+            if index == 0 {
+                status.holders.push(entry);
+            } else {
+                status.waiters.push(entry);
+            }
+        }
+        Ok(status)
+    }
+
+    /// A read-write lock's line: a writer first in line holds alone, otherwise the
+    /// readers before the first writer hold.
+    async fn rw_lock(&self, node: Node) -> Result<LineStatus> {
+        let line = keys::rw_contenders(node.children);
+        let first_writer = line.iter().position(|(_, _, write)| *write);
+        let mut status = LineStatus::new(LineKind::RwLock, node.name);
+        for (index, (_, child, write)) in line.into_iter().enumerate() {
+            let holding = match first_writer {
+                Some(0) => index == 0,
+                Some(writer) => index < writer,
+                None => true,
+            };
+            let mode = if write {
+                HoldMode::Exclusive
+            } else {
+                HoldMode::Shared
+            };
+            let path = format!("{}/{child}", node.path);
+            let Some(entry) = self.hold(path, mode, holding).await? else {
+                continue;
+            };
+            if holding {
+                status.holders.push(entry);
+            } else {
+                status.waiters.push(entry);
+            }
+        }
+        Ok(status)
+    }
+
+    /// A semaphore's line: its leases hold, the acquirers lined up on `locks/` wait.
+    /// `None` for a node without leases (an ancestor of longer names).
+    async fn semaphore(&self, node: Node) -> Result<Option<LineStatus>> {
+        if !node.children.iter().any(|child| child == "leases") {
+            return Ok(None);
+        }
+        let leases_path = format!("{}/leases", node.path);
+        let leases = self.contenders(&leases_path, keys::LEASE_NAME).await?;
+        let locks_path = format!("{}/locks", node.path);
+        let lined = self.contenders(&locks_path, keys::LOCK_NAME).await?;
+        let names: Vec<String> = leases.iter().map(|(_, c)| c.clone()).collect();
+        let mut status = LineStatus::new(LineKind::Semaphore, node.name)
+            .with_permits(permits(&self.client, &leases_path, &names).await);
+        for (_, child) in leases {
+            let path = format!("{leases_path}/{child}");
+            if let Some(entry) = self.hold(path, HoldMode::Shared, true).await? {
+                status.holders.push(entry);
+            }
+        }
+        for (_, child) in lined {
+            let path = format!("{locks_path}/{child}");
+            if let Some(entry) = self.hold(path, HoldMode::Shared, false).await? {
+                status.waiters.push(entry);
+            }
+        }
+        Ok(Some(status))
+    }
+
+    /// The `lock_name` contenders among the children of `path`, in sequence order;
+    /// none if `path` does not exist.
+    async fn contenders(&self, path: &str, lock_name: &str) -> Result<Vec<(u64, String)>> {
+        match self.client.list_children(path).await {
+            Ok(children) => Ok(keys::contenders(children, lock_name)),
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    /// An unfair lock's wait line, `node`, added to its lock's line in `lines` (made if
+    /// the lock has no contender) as waiters; a line holder keeps its place there, and
+    /// is shown once, as the holder.
+    async fn unfair_waiters(&self, lines: &mut Vec<LineStatus>, node: Node) -> Result<()> {
+        let line = keys::contenders(node.children, keys::WAIT_NAME);
+        if line.is_empty() {
+            return Ok(());
+        }
+        let index = match lines
+            .iter()
+            .position(|line| line.kind == LineKind::Lock && line.name == node.name)
+        {
+            Some(index) => index,
+            None => {
+                lines.push(LineStatus::new(LineKind::Lock, node.name));
+                lines.len() - 1
+            }
+        };
+        let status = &mut lines[index];
+        // A line holder's place shares its holder node's protected prefix.
+        let holding: Vec<String> = status
+            .holders
+            .iter()
+            .filter_map(|hold| hold.key.rsplit_once('/'))
+            .filter_map(|(_, child)| crate::unfair_lock::holder_prefix(child))
+            .map(str::to_owned)
+            .collect();
+        for (_, child) in line {
+            let prefix = child.rsplit_once(keys::WAIT_NAME).map(|(prefix, _)| prefix);
+            if prefix.is_some_and(|prefix| holding.iter().any(|held| held == prefix)) {
+                continue;
+            }
+            let path = format!("{}/{child}", node.path);
+            if let Some(entry) = self.hold(path, HoldMode::Exclusive, false).await? {
+                status.waiters.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// A counter's value; `None` for a node with no data (the ancestor of a longer
+    /// name) or one gone since it was listed.
+    async fn counter(&self, node: Node) -> Result<Option<CounterStatus>> {
+        match self.client.get_data(&node.path).await {
+            Ok((data, _)) if !data.is_empty() => Ok(std::str::from_utf8(&data)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .map(|value| CounterStatus::new(node.name, value))),
+            Ok(_) | Err(zk::Error::NoNode) => Ok(None),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    /// A latch's initial and current counts; `None` for a node that holds no latch.
+    async fn latch(&self, node: Node) -> Result<Option<LatchStatus>> {
+        match self.client.get_data(&node.path).await {
+            Ok((data, _)) => Ok(std::str::from_utf8(&data)
+                .ok()
+                .and_then(crate::counter::parse_latch)
+                .map(|(initial, count)| LatchStatus::new(node.name, initial, count))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    /// A rate limiter's rate and next due time, on the leader's clock (read on the
+    /// first limiter); `None` for a node that holds no limiter.
+    async fn rate_limiter(&mut self, node: Node) -> Result<Option<RateLimiterStatus>> {
+        let (data, stat) = match self.client.get_data(&node.path).await {
+            Ok(read) => read,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(error) => return Err(map(error)),
+        };
+        // No data: the ancestor of a longer name. Other data: no limiter.
+        let Ok(Some(stored)) = StampedTat::parse(&data) else {
+            return Ok(None);
+        };
+        let now = match self.clock {
+            Some(now) => now,
+            None => *self
+                .clock
+                .insert(report_clock(self.shared, &self.client).await?),
+        };
+        let rate = stored.rate();
+        let next_due = rate
+            .as_ref()
+            .zip(now)
+            .map(|(rate, now)| rate.next_due(Some(stored.tat_us(ms_to_us(stat.mtime))), now));
+        Ok(Some(
+            RateLimiterStatus::new(node.name)
+                .with_rate(rate)
+                .with_next_due(next_due),
+        ))
+    }
+
+    /// A queue's ready and in-flight counts; `None` for an empty queue.
+    async fn queue(&self, node: Node) -> Result<Option<QueueStatus>> {
+        let root = self.shared.config.root();
+        let held = node.path.replacen(
+            &keys::kind_root(root, Kind::Queue),
+            &keys::kind_root(root, Kind::QueueLock),
+            1,
+        );
+        let (ready, in_flight) = crate::queue::counts(&self.client, &node.path, &held).await?;
+        Ok((ready + in_flight > 0).then(|| QueueStatus::new(node.name, ready, in_flight)))
+    }
+}
+
+/// `line` added to `lines` if anyone holds or waits in it.
+fn push_occupied(lines: &mut Vec<LineStatus>, line: LineStatus) {
+    if !line.holders.is_empty() || !line.waiters.is_empty() {
+        lines.push(line);
+    }
+}
+
+/// A double barrier's participants (`ready` aside) and whether `ready` is set; `None`
+/// for a node with neither (an ancestor of longer names).
+fn double_barrier(node: Node) -> Option<DoubleBarrierStatus> {
+    let ready = node.children.iter().any(|child| child == "ready");
+    let participants = node
+        .children
+        .iter()
+        .filter(|child| keys::is_participant(child))
+        .count();
+    (participants > 0 || ready).then(|| DoubleBarrierStatus::new(node.name, participants, ready))
 }
