@@ -705,7 +705,8 @@ async fn wait_for_turn(
 }
 
 /// Checks the entry's place in line and returns the check's answer. Once in line,
-/// connection trouble is ridden out (checking is idempotent), until the session ends.
+/// connection trouble is ridden out ([`ride_out`]: checking is idempotent), until the
+/// session ends.
 async fn check_again(
     lease: &Arc<LeaseInner>,
     entry: &Entry,
@@ -721,18 +722,28 @@ async fn check_again(
                 return Ok(state);
             }
             Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
-            Err(error) => {
-                let error = lease.statement_error(error);
-                if !WaitRetry::retryable(&error) {
-                    return Err(error.into());
-                }
-                tokio::select! {
-                    biased;
-                    () = lost.cancelled() => return Err(Error::SessionLost.into()),
-                    () = backoff.pause(&error) => {}
-                }
-            }
+            Err(error) => ride_out(lease, error, lost, backoff).await?,
         }
+    }
+}
+
+/// After a failed statement of an entry in line (a check, an unfair take's ask, both
+/// idempotent): the error the wait ends with, or `Ok` after the backoff's pause when
+/// the error is connection trouble, ridden out while the session lives.
+pub(crate) async fn ride_out(
+    lease: &LeaseInner,
+    error: sqlx::Error,
+    lost: &CancellationToken,
+    backoff: &mut WaitRetry,
+) -> Result<()> {
+    let error = lease.statement_error(error);
+    if !WaitRetry::retryable(&error) {
+        return Err(error);
+    }
+    tokio::select! {
+        biased;
+        () = lost.cancelled() => Err(Error::SessionLost),
+        () = backoff.pause(&error) => Ok(()),
     }
 }
 
