@@ -513,8 +513,8 @@ impl KvQueue {
         }
     }
 
-    /// Puts a new waiter key for `call` (Go's waiter layout) and returns it, armed, with
-    /// its create revision.
+    /// Puts a new waiter key holding `call` and returns it, armed, with its create
+    /// revision.
     async fn register_waiter(
         &self,
         call: &str,
@@ -556,8 +556,8 @@ impl KvQueue {
         // An item put before the registration woke nobody: look again, and at the
         // own key in the same read (a wake-up, then another consumer taking the
         // item, both before this read, must not leave this waiter out of line and
-        // asleep). Leaving by the drop of `waiting` passes on a wake-up this waiter
-        // got meanwhile.
+        // asleep). Leaving for an item (the drop of the armed waiter key) passes on a
+        // wake-up this waiter got meanwhile.
         let extra = vec![Range::key(key), predecessor.clone()];
         let read = || self.scan(extra.clone());
         let (first, extras, revision) = patiently(lost, "queue read", key, read).await?;
