@@ -107,98 +107,64 @@ fn kind(word: &str) -> Option<LineKind> {
     })
 }
 
-/// The report of everything in the schema whose name starts with `prefix`.
+/// The report of everything in the schema whose name starts with `prefix`: each kind
+/// of state read in turn, all in one snapshot.
 pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
-    let mut tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
+    let tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
         .await
         .map_err(map)?;
-    let entries: Vec<EntryRow> = sqlx::query_as(&shared.sql(ENTRIES))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let unfair_waiters: Vec<(String, i64)> = sqlx::query_as(&shared.sql(UNFAIR_WAITERS))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let leaders: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(&shared.sql(LEADERS))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let queues: Vec<(String, i64, i64)> = sqlx::query_as(&shared.sql(QUEUES))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let barriers: Vec<(String,)> = sqlx::query_as(&shared.sql(BARRIERS))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let double_barriers: Vec<(String, bool, i64)> = sqlx::query_as(&shared.sql(DOUBLE_BARRIERS))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let counters: Vec<(String, i64)> = sqlx::query_as(&shared.sql(COUNTERS))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let latches: Vec<(String, i64, i64)> = sqlx::query_as(&shared.sql(LATCHES))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    let rate_limits: Vec<(String, i64, String, i64)> = sqlx::query_as(&shared.sql(RATE_LIMITS))
-        .bind(prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map)?;
-    tx.commit().await.map_err(map)?;
-
+    let mut snapshot = Snapshot { tx, shared, prefix };
     let mut report = StatusReport::new(BACKEND, prefix);
-    let leaders: BTreeMap<String, LeaderStatus> = leaders
-        .into_iter()
-        .map(|(election, term, value)| {
-            let term = FencingToken(u64::try_from(term).unwrap_or_default());
-            (election, LeaderStatus::new(Bytes::from(value), term))
-        })
-        .collect();
+    report.lines = lines(&mut snapshot).await?;
+    report.queues = queues(&mut snapshot).await?;
+    report.barriers = barriers(&mut snapshot).await?;
+    report.double_barriers = double_barriers(&mut snapshot).await?;
+    report.counters = counters(&mut snapshot).await?;
+    report.latches = latches(&mut snapshot).await?;
+    report.rate_limiters = rate_limiters(&mut snapshot).await?;
+    snapshot.tx.commit().await.map_err(map)?;
+    report.sort();
+    Ok(report)
+}
+
+/// The report's read-only transaction, with what every statement of it binds.
+struct Snapshot<'a> {
+    tx: PgTransaction,
+    shared: &'a Shared,
+    prefix: &'a str,
+}
+
+impl Snapshot<'_> {
+    /// The rows of `sql` (a template of [`Shared::sql`]) for the report's prefix (its
+    /// `$1`).
+    async fn rows<T>(&mut self, sql: &str) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        sqlx::query_as(&self.shared.sql(sql))
+            .bind(self.prefix)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map)
+    }
+}
+
+/// The lines of locks, read-write locks, elections and semaphores: their live entries
+/// (holders and waiters), then the unfair locks' waiters, with the elections' leaders.
+async fn lines(snapshot: &mut Snapshot<'_>) -> Result<Vec<LineStatus>> {
+    let entries: Vec<EntryRow> = snapshot.rows(ENTRIES).await?;
+    let unfair_waiters: Vec<(String, i64)> = snapshot.rows(UNFAIR_WAITERS).await?;
+    let leaders = leaders(snapshot).await?;
+    let schema = &snapshot.shared.schema;
     let mut lines: BTreeMap<(LineKind, String), LineStatus> = BTreeMap::new();
     for (word, name, session, token, is_shared, permits) in entries {
         let Some(kind) = kind(&word) else {
             continue;
         };
-        let line = lines.entry((kind, name.clone())).or_insert_with(|| {
-            LineStatus::new(kind, name.clone())
-                .with_leader(
-                    (kind == LineKind::Election)
-                        .then(|| leaders.get(&name).cloned())
-                        .flatten(),
-                )
-                .with_permits(
-                    (kind == LineKind::Semaphore)
-                        .then(|| permits.and_then(|n| usize::try_from(n).ok()))
-                        .flatten(),
-                )
-        });
-        let session = SessionId(u64::try_from(session).unwrap_or_default()).to_string();
-        let mode = match (is_shared, kind) {
-            (true, _) => HoldMode::Shared,
-            (false, LineKind::Semaphore) => HoldMode::Permit,
-            (false, _) => HoldMode::Exclusive,
-        };
-        let hold = HoldStatus::new(format!("{}/{word}/{name}/{session}", shared.schema), mode)
-            .with_session(Some(session))
-            .with_token(
-                token
-                    .filter(|_| !is_shared)
-                    .and_then(|token| u64::try_from(token).ok())
-                    .map(FencingToken),
-            );
+        let line = lines
+            .entry((kind, name.clone()))
+            .or_insert_with(|| line(kind, &name, &leaders, permits));
+        let hold = entry_hold(schema, &word, &name, kind, session, token, is_shared);
         if token.is_some() {
             line.holders.push(hold);
         } else {
@@ -212,14 +178,79 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
         let session = SessionId(u64::try_from(session).unwrap_or_default()).to_string();
         line.waiters.push(
             HoldStatus::new(
-                format!("{}/lock/{name}/{session}", shared.schema),
+                format!("{schema}/lock/{name}/{session}"),
                 HoldMode::Exclusive,
             )
             .with_session(Some(session)),
         );
     }
-    report.lines = lines.into_values().collect();
-    report.queues = queues
+    Ok(lines.into_values().collect())
+}
+
+/// The leaders of elections, by election.
+async fn leaders(snapshot: &mut Snapshot<'_>) -> Result<BTreeMap<String, LeaderStatus>> {
+    let leaders: Vec<(String, i64, Vec<u8>)> = snapshot.rows(LEADERS).await?;
+    Ok(leaders
+        .into_iter()
+        .map(|(election, term, value)| {
+            let term = FencingToken(u64::try_from(term).unwrap_or_default());
+            (election, LeaderStatus::new(Bytes::from(value), term))
+        })
+        .collect())
+}
+
+/// A line of `kind` `name` without entries yet: an election's with its leader, a
+/// semaphore's with its permit count.
+fn line(
+    kind: LineKind,
+    name: &str,
+    leaders: &BTreeMap<String, LeaderStatus>,
+    permits: Option<i32>,
+) -> LineStatus {
+    LineStatus::new(kind, name.to_owned())
+        .with_leader(
+            (kind == LineKind::Election)
+                .then(|| leaders.get(name).cloned())
+                .flatten(),
+        )
+        .with_permits(
+            (kind == LineKind::Semaphore)
+                .then(|| permits.and_then(|n| usize::try_from(n).ok()))
+                .flatten(),
+        )
+}
+
+/// An entry of the line of `kind` (`word` in `lock_names.kind`) `name`, keyed as its
+/// guard is; an exclusive one shows its token once granted.
+fn entry_hold(
+    schema: &str,
+    word: &str,
+    name: &str,
+    kind: LineKind,
+    session: i64,
+    token: Option<i64>,
+    is_shared: bool,
+) -> HoldStatus {
+    let session = SessionId(u64::try_from(session).unwrap_or_default()).to_string();
+    let mode = match (is_shared, kind) {
+        (true, _) => HoldMode::Shared,
+        (false, LineKind::Semaphore) => HoldMode::Permit,
+        (false, _) => HoldMode::Exclusive,
+    };
+    HoldStatus::new(format!("{schema}/{word}/{name}/{session}"), mode)
+        .with_session(Some(session))
+        .with_token(
+            token
+                .filter(|_| !is_shared)
+                .and_then(|token| u64::try_from(token).ok())
+                .map(FencingToken),
+        )
+}
+
+/// The queues with items ready or in flight.
+async fn queues(snapshot: &mut Snapshot<'_>) -> Result<Vec<QueueStatus>> {
+    let queues: Vec<(String, i64, i64)> = snapshot.rows(QUEUES).await?;
+    Ok(queues
         .into_iter()
         .map(|(name, ready, in_flight)| {
             QueueStatus::new(
@@ -228,9 +259,19 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 usize::try_from(in_flight).unwrap_or_default(),
             )
         })
-        .collect();
-    report.barriers = barriers.into_iter().map(|(name,)| name).collect();
-    report.double_barriers = double_barriers
+        .collect())
+}
+
+/// The held barriers.
+async fn barriers(snapshot: &mut Snapshot<'_>) -> Result<Vec<String>> {
+    let barriers: Vec<(String,)> = snapshot.rows(BARRIERS).await?;
+    Ok(barriers.into_iter().map(|(name,)| name).collect())
+}
+
+/// The double barriers, with their live participants.
+async fn double_barriers(snapshot: &mut Snapshot<'_>) -> Result<Vec<DoubleBarrierStatus>> {
+    let double_barriers: Vec<(String, bool, i64)> = snapshot.rows(DOUBLE_BARRIERS).await?;
+    Ok(double_barriers
         .into_iter()
         .map(|(name, ready, participants)| {
             DoubleBarrierStatus::new(
@@ -239,12 +280,22 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 ready,
             )
         })
-        .collect();
-    report.counters = counters
+        .collect())
+}
+
+/// The counters written to.
+async fn counters(snapshot: &mut Snapshot<'_>) -> Result<Vec<CounterStatus>> {
+    let counters: Vec<(String, i64)> = snapshot.rows(COUNTERS).await?;
+    Ok(counters
         .into_iter()
         .map(|(name, value)| CounterStatus::new(name, value))
-        .collect();
-    report.latches = latches
+        .collect())
+}
+
+/// The count-down latches created.
+async fn latches(snapshot: &mut Snapshot<'_>) -> Result<Vec<LatchStatus>> {
+    let latches: Vec<(String, i64, i64)> = snapshot.rows(LATCHES).await?;
+    Ok(latches
         .into_iter()
         .map(|(name, initial, remaining)| {
             LatchStatus::new(
@@ -253,8 +304,13 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 u64::try_from(remaining).unwrap_or_default(),
             )
         })
-        .collect();
-    report.rate_limiters = rate_limits
+        .collect())
+}
+
+/// The rate limiters with state, their next due time on the server's clock.
+async fn rate_limiters(snapshot: &mut Snapshot<'_>) -> Result<Vec<RateLimiterStatus>> {
+    let rate_limits: Vec<(String, i64, String, i64)> = snapshot.rows(RATE_LIMITS).await?;
+    Ok(rate_limits
         .into_iter()
         .map(|(name, tat, fingerprint, now)| {
             let rate = Rate::from_fingerprint(&fingerprint);
@@ -268,7 +324,5 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
                 .with_rate(rate)
                 .with_next_due(next_due)
         })
-        .collect();
-    report.sort();
-    Ok(report)
+        .collect())
 }

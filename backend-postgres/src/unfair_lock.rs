@@ -73,7 +73,7 @@ use crate::guarded::lock_guard;
 use crate::notify::Wake;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
-use crate::waiter_line::{hold_key, seconds, Cleanup, Entry, HELD_FALLBACK};
+use crate::waiter_line::{hold_key, ride_out, seconds, Cleanup, Entry, HELD_FALLBACK};
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
 static ENTRIES: AtomicI64 = AtomicI64::new(-1);
@@ -290,17 +290,9 @@ impl PgUnfairLocker {
                     return Err(Error::backend(BACKEND, "a waiting take was not registered").into())
                 }
                 Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
+                // Asking again is idempotent: connection trouble is ridden out.
                 Err(error) => {
-                    let error = lease.statement_error(error);
-                    if !WaitRetry::retryable(&error) {
-                        return Err(error.into());
-                    }
-                    // Asking again is idempotent: connection trouble is ridden out.
-                    tokio::select! {
-                        biased;
-                        () = lost.cancelled() => return Err(Error::SessionLost.into()),
-                        () = backoff.pause(&error) => {}
-                    }
+                    ride_out(lease, error, &lost, &mut backoff).await?;
                     continue;
                 }
             };

@@ -39,12 +39,9 @@
 //!   passes from the entry that left to the next live candidate in one commit, and no
 //!   reader sees a moment without a leader (`Capabilities::gapless_hand_over`).
 //!
-//! The token in the wake-up is safe to act on: `sem_grant` writes the grant and sends
-//! the wake-up in one transaction, which commits synchronously, and PostgreSQL delivers
-//! a notification only once its transaction has committed, so after the WAL flush; the
-//! entry holds from then until it leaves. A wake-up without a token (`m:<session>.<entry>`,
-//! `sem_wake` after a check's grant) makes the waiter run its check, which grants it or
-//! reads its token.
+//! The token in the wake-up is safe to act on without a read ([`wait_for_turn`] says
+//! why). An acquisition ([`take`]) joins and waits in [`attempt`], whose docs give the
+//! order of its steps; each step's function says what it does and why.
 //!
 //! A holder's connection is any of the pool's: statements of one hold may run on
 //! different connections, and the pool stays at its size however many holds there are.
@@ -93,11 +90,11 @@
 //!
 //! # Waking, one by one (no herd)
 //! Every waiter subscribes to its own payload `m:<session>.<entry>` on the backend's
-//! one listening connection ([`crate::notify`]) before it joins. When an entry leaves (a
-//! row trigger on delete: a release, a withdrawn wait, the cascade of a closed or
-//! revoked session), `sem_grant` grants and notifies exactly the waiters that can now
-//! be granted: the next one in line, or the run of readers behind a writer. A grant by
-//! a check notifies those too (`sem_wake`: two permits freed by concurrent
+//! one listening connection ([`crate::notify`], see [`subscribe`]). When an entry
+//! leaves (a row trigger on delete: a release, a withdrawn wait, the cascade of a
+//! closed or revoked session), `sem_grant` grants and notifies exactly the waiters that
+//! can now be granted: the next one in line, or the run of readers behind a writer. A
+//! grant by a check notifies those too (`sem_wake`: two permits freed by concurrent
 //! transactions, each seeing only its own, still wake both waiters). No waiter blocks
 //! in the server, so PostgreSQL's deadlock detector has no part in a hand-off, and a
 //! hand-off is the release's statement (with one WAL flush when it grants) and one
@@ -158,9 +155,11 @@ use distsync_core::{Error, Name, ReadGuard, ReleaseFn, Result, Session};
 
 use crate::connection::unflushed::Release;
 use crate::error::{is_conflict, is_session_gone, map, sqlstate};
+use crate::notify::Subscription;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use distsync_core::raw::WaitRetry;
+use tokio_util::sync::CancellationToken;
 
 /// Entry numbers of this process; with the session id (never reused) they identify an
 /// entry.
@@ -503,6 +502,20 @@ pub(crate) async fn take(
     }
 }
 
+/// One attempt at a place in the line of `ask.kind` `name`, which [`take`] repeats
+/// while an answer tells it to ask again. Its steps, in order:
+/// 1. [`new_entry`]: a fresh entry of the line;
+/// 2. [`subscribe`] (only `wait`): its wake-ups, before it joins;
+/// 3. [`join_line`]: the join's statement, its entry withdrawn by the clean-up if the
+///    call is dropped or fails from here on while it is in line;
+/// 4. [`answer`]: what the join's answer means: granted, refused, a semaphore of
+///    another permit count, the session gone, the entry vanished, the store's
+///    lock-delay (all of which end the attempt), or waiting; a call that does not
+///    wait ends there;
+/// 5. [`wait_for_turn`]: a wake-up (one that carries the token grants), or the time
+///    the answer gave;
+/// 6. [`check_again`]: the check's statement, whose answer goes back to step 4.
+///
 /// `asked` is the crash sentinel's mark ([`crate::unflushed_grants::Sentinel::asking`])
 /// taken before the statement (or the wait for the wake-up) whose answer grants.
 async fn attempt(
@@ -515,22 +528,9 @@ async fn attempt(
     if lease.is_lost() {
         return Err(Error::SessionLost.into());
     }
-    let shared = &lease.shared;
-    let entry = Entry {
-        shared: Arc::clone(shared),
-        name_id: shared.name_id(ask.kind, name.as_str()).await?,
-        session: lease.id,
-        entry: ENTRIES.fetch_add(1, Ordering::Relaxed),
-        candidacy: ask.campaign.is_some(),
-    };
-    // Subscribed before joining: a wake-up committed after the join is never missed.
+    let entry = new_entry(lease, name, ask).await?;
     let mut wake = if wait {
-        let own = format!("m:{}.{}", entry.session, entry.entry);
-        let everyone = format!("M:{}", entry.name_id);
-        Some((
-            shared.hub.subscribe(own).await?,
-            shared.hub.subscribe(everyone).await?,
-        ))
+        Some(subscribe(&entry).await?)
     } else {
         None
     };
@@ -538,9 +538,71 @@ async fn attempt(
         entry: Some(entry.clone()),
         lease: Arc::clone(lease),
     };
-    // A waiting call outlasts a wait for a hold connection (many callers at once on a
-    // few `hold_connections`): no connection within the request timeout means its
-    // statement was never sent, so the join is tried again, until the session ends.
+    let mut state = join_line(lease, name, ask, wait, &entry, &mut cleanup).await?;
+    let lost = lease.lost_token();
+    let mut backoff = WaitRetry::new("a place in line");
+    let mut first = true;
+    loop {
+        let pause = match answer(lease, name, ask, state, first) {
+            Answer::Ends(ended) => {
+                cleanup.entry = None;
+                return ended.map(|granted| granted.map(|token| (entry, token)));
+            }
+            Answer::Waits(pause) => pause,
+        };
+        first = false;
+        let Some(wake) = wake.as_mut() else {
+            // Not waiting: a join that did not grant refuses (state 2); anything else
+            // is withdrawn by the clean-up.
+            return Ok(None);
+        };
+        if let Some(token) = wait_for_turn(lease, wake, &lost, pause, asked).await? {
+            cleanup.entry = None;
+            return Ok(Some((entry, token)));
+        }
+        state = check_again(lease, &entry, &lost, &mut backoff, asked).await?;
+    }
+}
+
+/// A new entry of the line of `ask.kind` `name` for `lease`'s session, its number drawn
+/// before it joins (see the module docs, "Cancel safety").
+async fn new_entry(lease: &Arc<LeaseInner>, name: &Name, ask: &Ask<'_>) -> Result<Entry> {
+    let shared = &lease.shared;
+    Ok(Entry {
+        shared: Arc::clone(shared),
+        name_id: shared.name_id(ask.kind, name.as_str()).await?,
+        session: lease.id,
+        entry: ENTRIES.fetch_add(1, Ordering::Relaxed),
+        candidacy: ask.campaign.is_some(),
+    })
+}
+
+/// The wake-ups of a waiting entry: its own (`m:<session>.<entry>`, which carries its
+/// token when a release granted it) and its name's (`M:<name id>`: re-check, see the
+/// module docs, "Waking, one by one"). Subscribed before joining, so a wake-up
+/// committed after the join is never missed.
+async fn subscribe(entry: &Entry) -> Result<(Subscription, Subscription)> {
+    let own = format!("m:{}.{}", entry.session, entry.entry);
+    let everyone = format!("M:{}", entry.name_id);
+    Ok((
+        entry.shared.hub.subscribe(own).await?,
+        entry.shared.hub.subscribe(everyone).await?,
+    ))
+}
+
+/// Joins the line with `entry` and returns the join's answer. A waiting call outlasts a
+/// wait for a hold connection (many callers at once on a few `hold_connections`): no
+/// connection within the request timeout means its statement was never sent, so the
+/// join is tried again, until the session ends. Where nothing joined, `cleanup` is
+/// disarmed.
+async fn join_line(
+    lease: &Arc<LeaseInner>,
+    name: &Name,
+    ask: &Ask<'_>,
+    wait: bool,
+    entry: &Entry,
+    cleanup: &mut Cleanup,
+) -> std::result::Result<Outcome, AttemptError> {
     let joined = loop {
         match entry.join(ask, name.as_str(), wait).await {
             Err(sqlx::Error::PoolTimedOut) if wait => {
@@ -553,108 +615,135 @@ async fn attempt(
             joined => break joined,
         }
     };
-    let mut state = match joined {
-        Ok(state) => state,
+    match joined {
+        Ok(state) => Ok(state),
         Err(error) if is_missing_name(&error) => {
             // The statement failed as a whole: nothing joined.
             cleanup.entry = None;
-            return Err(AttemptError::MissingName);
+            Err(AttemptError::MissingName)
         }
-        Err(error) => return Err(lease.statement_error(error).into()),
-    };
-    let lost = lease.lost_token();
-    let fallback = lease.ttl;
-    let mut backoff = WaitRetry::new("a place in line");
-    let mut first = true;
+        Err(error) => Err(lease.statement_error(error).into()),
+    }
+}
+
+/// What a join's or a check's answer means for the attempt.
+enum Answer {
+    /// The attempt ends, its entry no longer the clean-up's: granted with this token,
+    /// refused (`None`), or failed.
+    Ends(std::result::Result<Option<i64>, AttemptError>),
+    /// The entry waits in line, for a wake-up or this long at most.
+    Waits(Duration),
+}
+
+/// What `state`, the answer of the join (`first`) or of a check, means. An entry told
+/// to wait re-checks at the time the server gave (the earliest expiry of the live
+/// entries ahead of it, see the module docs, "The lease gate"), or after the session's
+/// TTL if it gave none. A lock-delay told to a join ends the attempt (nothing joined:
+/// [`take`] joins again after it); told to a check, the entry keeps its place, and the
+/// lock-delay is this client's too, so that its other joins wait it out without asking.
+fn answer(
+    lease: &Arc<LeaseInner>,
+    name: &Name,
+    ask: &Ask<'_>,
+    state: Outcome,
+    first: bool,
+) -> Answer {
+    match state {
+        Outcome::Granted(token) => Answer::Ends(Ok(Some(token))),
+        Outcome::Refused => Answer::Ends(Ok(None)),
+        Outcome::OtherCount(in_use) => Answer::Ends(Err(Error::InvalidArgument(format!(
+            "semaphore {:?} is in use with {in_use} permits, not {}",
+            name.as_str(),
+            ask.permits
+        ))
+        .into())),
+        Outcome::Gone => {
+            lease.fail();
+            Answer::Ends(Err(Error::SessionLost.into()))
+        }
+        Outcome::Vanished => Answer::Ends(Err(AttemptError::Vanished)),
+        // Only a join answers this before the loop's first check: nothing joined.
+        Outcome::Held(left) if first => Answer::Ends(Err(AttemptError::Held(left))),
+        Outcome::Held(left) => {
+            lease.shared.amnesia.hold_for(left);
+            Answer::Waits(left + Duration::from_millis(5))
+        }
+        Outcome::Waiting(until) => {
+            let fallback = lease.ttl;
+            Answer::Waits(until.map_or(fallback, |until| until + Duration::from_millis(5)))
+        }
+    }
+}
+
+/// Waits for a wake-up of the entry, or `pause`. Returns the token when the wake-up
+/// granted the entry: the release that let it in sent it, and it is durable, so no read
+/// is needed. `sem_grant` writes the grant and sends the wake-up in one transaction,
+/// which commits synchronously, and PostgreSQL delivers a notification only once its
+/// transaction has committed, so after the WAL flush; the entry holds from then until it
+/// leaves. `None` otherwise, and the entry's check follows, which grants it or reads
+/// its token: a wake-up without a token (`m:<session>.<entry>`, `sem_wake` after a
+/// check's grant; or the name's `M:<name id>`), or the pause's end.
+async fn wait_for_turn(
+    lease: &Arc<LeaseInner>,
+    (own, everyone): &mut (Subscription, Subscription),
+    lost: &CancellationToken,
+    pause: Duration,
+    asked: &mut u64,
+) -> std::result::Result<Option<i64>, AttemptError> {
+    *asked = lease.shared.sentinel.asking();
+    tokio::select! {
+        biased;
+        () = lost.cancelled() => return Err(Error::SessionLost.into()),
+        woke = own.changed() => {
+            woke?;
+            return Ok(own.token());
+        }
+        woke = everyone.changed() => { woke?; }
+        () = tokio::time::sleep(pause) => {}
+    }
+    Ok(None)
+}
+
+/// Checks the entry's place in line and returns the check's answer. Once in line,
+/// connection trouble is ridden out ([`ride_out`]: checking is idempotent), until the
+/// session ends.
+async fn check_again(
+    lease: &Arc<LeaseInner>,
+    entry: &Entry,
+    lost: &CancellationToken,
+    backoff: &mut WaitRetry,
+    asked: &mut u64,
+) -> std::result::Result<Outcome, AttemptError> {
     loop {
-        let pause = match state {
-            Outcome::Granted(token) => {
-                cleanup.entry = None;
-                return Ok(Some((entry, token)));
+        *asked = lease.shared.sentinel.asking();
+        match entry.check().await {
+            Ok(state) => {
+                backoff.succeeded();
+                return Ok(state);
             }
-            Outcome::Refused => {
-                cleanup.entry = None;
-                return Ok(None);
-            }
-            Outcome::OtherCount(in_use) => {
-                cleanup.entry = None;
-                return Err(Error::InvalidArgument(format!(
-                    "semaphore {:?} is in use with {in_use} permits, not {}",
-                    name.as_str(),
-                    ask.permits
-                ))
-                .into());
-            }
-            Outcome::Gone => {
-                cleanup.entry = None;
-                lease.fail();
-                return Err(Error::SessionLost.into());
-            }
-            Outcome::Vanished => {
-                cleanup.entry = None;
-                return Err(AttemptError::Vanished);
-            }
-            // Only a join answers this before the loop's first check: nothing joined.
-            Outcome::Held(left) if first => {
-                cleanup.entry = None;
-                return Err(AttemptError::Held(left));
-            }
-            // The entry keeps its place; the lock-delay is this client's too, so that
-            // its other joins wait it out without asking.
-            Outcome::Held(left) => {
-                shared.amnesia.hold_for(left);
-                left + Duration::from_millis(5)
-            }
-            Outcome::Waiting(until) => {
-                until.map_or(fallback, |until| until + Duration::from_millis(5))
-            }
-        };
-        first = false;
-        let Some((own, everyone)) = wake.as_mut() else {
-            // Not waiting: a join that did not grant refuses (state 2); anything else
-            // is withdrawn by the clean-up.
-            return Ok(None);
-        };
-        *asked = shared.sentinel.asking();
-        tokio::select! {
-            biased;
-            () = lost.cancelled() => return Err(Error::SessionLost.into()),
-            woke = own.changed() => {
-                woke?;
-                // Granted by the release that let it in, which sent the token: durable
-                // (the wake-up is delivered after the grant's synchronous commit), so no
-                // read is needed.
-                if let Some(token) = own.token() {
-                    cleanup.entry = None;
-                    return Ok(Some((entry, token)));
-                }
-            }
-            woke = everyone.changed() => { woke?; }
-            () = tokio::time::sleep(pause) => {}
+            Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
+            Err(error) => ride_out(lease, error, lost, backoff).await?,
         }
-        state = loop {
-            *asked = shared.sentinel.asking();
-            match entry.check().await {
-                Ok(state) => {
-                    backoff.succeeded();
-                    break state;
-                }
-                Err(error) if is_missing_name(&error) => return Err(AttemptError::MissingName),
-                Err(error) => {
-                    let error = lease.statement_error(error);
-                    if !WaitRetry::retryable(&error) {
-                        return Err(error.into());
-                    }
-                    // Once in line, connection trouble is ridden out (checking is
-                    // idempotent).
-                    tokio::select! {
-                        biased;
-                        () = lost.cancelled() => return Err(Error::SessionLost.into()),
-                        () = backoff.pause(&error) => {}
-                    }
-                }
-            }
-        };
+    }
+}
+
+/// After a failed statement of an entry in line (a check, an unfair take's ask, both
+/// idempotent): the error the wait ends with, or `Ok` after the backoff's pause when
+/// the error is connection trouble, ridden out while the session lives.
+pub(crate) async fn ride_out(
+    lease: &LeaseInner,
+    error: sqlx::Error,
+    lost: &CancellationToken,
+    backoff: &mut WaitRetry,
+) -> Result<()> {
+    let error = lease.statement_error(error);
+    if !WaitRetry::retryable(&error) {
+        return Err(error);
+    }
+    tokio::select! {
+        biased;
+        () = lost.cancelled() => Err(Error::SessionLost),
+        () = backoff.pause(&error) => Ok(()),
     }
 }
 

@@ -458,14 +458,71 @@ impl KvQueue {
     /// with stale in-flight records about, once the next one is due for its sweep).
     /// With `lost` (a receive through a session), gives up with
     /// [`Error::SessionLost`] when it fires.
+    ///
+    /// Its phases: [`Self::register_waiter`], then, until woken or an item is there,
+    /// [`Self::look_again`] and [`Self::wait_in_line`].
     async fn wait_for_item(
         &self,
         call: &str,
         lost: Option<&tokio_util::sync::CancellationToken>,
     ) -> Result<()> {
+        let (mut waiting, mine) = self.register_waiter(call, lost).await?;
+        let key = waiting.key.clone();
+        let waiters = format!("{}/", self.layout.waiters());
+        let predecessor = Range::prefix(waiters)
+            .last_create()
+            .max_create_revision(mine - 1);
+        let mut predecessor_left = false;
+        // Where a watch of the holds starts: after the last read that found no item to
+        // take (or the first read). A read right after the
+        // predecessor left leaves the items it finds to the predecessor, which may have
+        // been woken for them; but the predecessor may as well have left without taking
+        // any (a departed waiter's key, removed in the background, or a cancelled
+        // receive), and an item returned (a nack, a session's end) while it was first in
+        // line then woke nobody. Watching from the earlier read replays that return.
+        let mut holds_from = None;
+        loop {
+            let looked = self
+                .look_again(&key, mine, &predecessor, predecessor_left, lost)
+                .await?;
+            let (revision, item, before) = match looked {
+                Looked::ItemThere => return Ok(()),
+                Looked::OutOfLine => {
+                    waiting.armed = false;
+                    return Ok(());
+                }
+                Looked::InLine {
+                    revision,
+                    item,
+                    before,
+                } => (revision, item, before),
+            };
+            if !item || holds_from.is_none() {
+                holds_from = Some(revision + 1);
+            }
+            let waited = self
+                .wait_in_line(&key, revision, before.as_ref(), holds_from, lost)
+                .await?;
+            predecessor_left = match waited {
+                Waited::Woken => {
+                    waiting.armed = false;
+                    return Ok(());
+                }
+                Waited::LookAgain { predecessor_left } => predecessor_left,
+            };
+        }
+    }
+
+    /// Puts a new waiter key holding `call` and returns it, armed, with its create
+    /// revision.
+    async fn register_waiter(
+        &self,
+        call: &str,
+        lost: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<(Waiting, Revision)> {
         let kv = &*self.kv;
         let mut names = UniqueKeys::new(self.layout.waiters());
-        let mut waiting = loop {
+        loop {
             let key = names.next_key();
             let mut waiting = Waiting {
                 kv: Arc::clone(&self.kv),
@@ -481,109 +538,138 @@ impl KvQueue {
             // then removes it (it holds this call's id) when dropped.
             if let Some(revision) = patiently(lost, "queue wait", &key, register).await? {
                 waiting.create_revision = Some(revision);
-                break waiting;
-            }
-        };
-        let (key, mine) = match &waiting {
-            Waiting {
-                key,
-                create_revision: Some(revision),
-                ..
-            } => (key.clone(), *revision),
-            _ => return Err(Error::backend(kv.backend(), "waiter key without revision")),
-        };
-        let waiters = format!("{}/", self.layout.waiters());
-        let predecessor = Range::prefix(waiters)
-            .last_create()
-            .max_create_revision(mine - 1);
-        let mut predecessor_left = false;
-        // Where a watch of the holds starts: after the last read that found no item to
-        // take (or the first read). A read right after the
-        // predecessor left leaves the items it finds to the predecessor, which may have
-        // been woken for them; but the predecessor may as well have left without taking
-        // any (a departed waiter's key, removed in the background, or a cancelled
-        // receive), and an item returned (a nack, a session's end) while it was first in
-        // line then woke nobody. Watching from the earlier read replays that return.
-        let mut holds_from = None;
-        loop {
-            // An item put before the registration woke nobody: look again, and at the
-            // own key in the same read (a wake-up, then another consumer taking the
-            // item, both before this read, must not leave this waiter out of line and
-            // asleep). Leaving by the drop of `waiting` passes on a wake-up this waiter
-            // got meanwhile.
-            let extra = vec![Range::key(&key), predecessor.clone()];
-            let read = || self.scan(extra.clone());
-            let (first, extras, revision) = patiently(lost, "queue read", &key, read).await?;
-            // After the predecessor left the line, an item there is likely the one
-            // that woke it: this read only learns whether this waiter is first now.
-            if first.is_some() && !predecessor_left {
-                return Ok(());
-            }
-            if first.is_none() || holds_from.is_none() {
-                holds_from = Some(revision + 1);
-            }
-            let own = extras.first().and_then(|own| own.kvs.first());
-            if own.is_none_or(|found| found.create_revision != mine) {
-                waiting.armed = false;
-                return Ok(());
-            }
-            let before = extras.get(1).and_then(|range| range.kvs.first().cloned());
-            let woken = next_event(kv, &key, false, revision + 1, EventKind::Delete, lost);
-            // The first waiter in line also watches the holds, so that an item put back
-            // (a nack, a receiver's session ending) reaches one waiter; every other
-            // waiter watches its predecessor, and re-reads when it leaves the line.
-            let (watched, prefix, from) = match &before {
-                Some(waiter) => (waiter.key.clone(), false, revision + 1),
-                None => (
-                    self.layout.holds(),
-                    true,
-                    holds_from.unwrap_or(revision + 1),
-                ),
-            };
-            let changed = next_event(kv, &watched, prefix, from, EventKind::Delete, lost);
-            // Go's producers wake nobody: in Go's layout the first waiter also watches
-            // the items for a put (one waiter, so still no herd).
-            let watch_items = self.layout.shared_with_go && before.is_none();
-            let arrived = async {
-                if watch_items {
-                    next_event(
-                        kv,
-                        &self.layout.items,
-                        true,
-                        revision + 1,
-                        EventKind::Put,
-                        lost,
-                    )
-                    .await
-                } else {
-                    std::future::pending().await
-                }
-            };
-            let sweep_due = self.next_sweep_in();
-            predecessor_left = false;
-            tokio::select! {
-                event = woken => {
-                    if event?.is_some() {
-                        waiting.armed = false;
-                        return Ok(());
-                    }
-                    // The watch ended: read again.
-                }
-                event = changed => {
-                    predecessor_left = event?.is_some() && !prefix;
-                    continue;
-                }
-                event = arrived => {
-                    // An item (or a watch that ended): read again.
-                    event?;
-                    continue;
-                }
-                () = sleep_or_forever(sweep_due) => {
-                    self.sweep_now().await;
-                }
+                return Ok((waiting, revision));
             }
         }
     }
+
+    /// Reads the items, the own waiter key `key` (created at `mine`) and its
+    /// `predecessor` in line, at one revision: whether to go on waiting, and for what.
+    async fn look_again(
+        &self,
+        key: &str,
+        mine: Revision,
+        predecessor: &Range,
+        predecessor_left: bool,
+        lost: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<Looked> {
+        // An item put before the registration woke nobody: look again, and at the
+        // own key in the same read (a wake-up, then another consumer taking the
+        // item, both before this read, must not leave this waiter out of line and
+        // asleep). Leaving for an item (the drop of the armed waiter key) passes on a
+        // wake-up this waiter got meanwhile.
+        let extra = vec![Range::key(key), predecessor.clone()];
+        let read = || self.scan(extra.clone());
+        let (first, extras, revision) = patiently(lost, "queue read", key, read).await?;
+        // After the predecessor left the line, an item there is likely the one
+        // that woke it: this read only learns whether this waiter is first now.
+        if first.is_some() && !predecessor_left {
+            return Ok(Looked::ItemThere);
+        }
+        let own = extras.first().and_then(|own| own.kvs.first());
+        if own.is_none_or(|found| found.create_revision != mine) {
+            return Ok(Looked::OutOfLine);
+        }
+        Ok(Looked::InLine {
+            revision,
+            item: first.is_some(),
+            before: extras.get(1).and_then(|range| range.kvs.first().cloned()),
+        })
+    }
+
+    /// Waits, after the read at `revision`, for the own key `key` to be deleted (a
+    /// wake-up), or for what makes a new read worth it: the waiter `before` this one
+    /// leaving, or, for the first in line, a hold ending (from `holds_from`) or, in Go's
+    /// layout, an item put; or the next sweep falling due (run here).
+    async fn wait_in_line(
+        &self,
+        key: &str,
+        revision: Revision,
+        before: Option<&KeyValue>,
+        holds_from: Option<Revision>,
+        lost: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<Waited> {
+        let kv = &*self.kv;
+        let woken = next_event(kv, key, false, revision + 1, EventKind::Delete, lost);
+        // The first waiter in line also watches the holds, so that an item put back
+        // (a nack, a receiver's session ending) reaches one waiter; every other
+        // waiter watches its predecessor, and re-reads when it leaves the line.
+        let (watched, prefix, from) = match before {
+            Some(waiter) => (waiter.key.clone(), false, revision + 1),
+            None => (
+                self.layout.holds(),
+                true,
+                holds_from.unwrap_or(revision + 1),
+            ),
+        };
+        let changed = next_event(kv, &watched, prefix, from, EventKind::Delete, lost);
+        // Go's producers wake nobody: in Go's layout the first waiter also watches
+        // the items for a put (one waiter, so still no herd).
+        let watch_items = self.layout.shared_with_go && before.is_none();
+        let arrived = async {
+            if watch_items {
+                next_event(
+                    kv,
+                    &self.layout.items,
+                    true,
+                    revision + 1,
+                    EventKind::Put,
+                    lost,
+                )
+                .await
+            } else {
+                std::future::pending().await
+            }
+        };
+        let sweep_due = self.next_sweep_in();
+        tokio::select! {
+            event = woken => {
+                if event?.is_some() {
+                    return Ok(Waited::Woken);
+                }
+                // The watch ended: read again.
+            }
+            event = changed => {
+                let predecessor_left = event?.is_some() && !prefix;
+                return Ok(Waited::LookAgain { predecessor_left });
+            }
+            event = arrived => {
+                // An item (or a watch that ended): read again.
+                event?;
+            }
+            () = sleep_or_forever(sweep_due) => {
+                self.sweep_now().await;
+            }
+        }
+        Ok(Waited::LookAgain {
+            predecessor_left: false,
+        })
+    }
+}
+
+/// What a waiter's read of the queue found ([`KvQueue::look_again`]).
+enum Looked {
+    /// An item to take: the waiter stops waiting (its key withdrawn).
+    ItemThere,
+    /// The own waiter key is gone, or is another's (a producer woke this waiter): the
+    /// waiter stops waiting, with nothing to withdraw.
+    OutOfLine,
+    /// Still in line, as read at `revision`, with an item seen (`item`: one the
+    /// predecessor, which just left, may take) or not, behind the waiter `before` (or
+    /// first).
+    InLine {
+        revision: Revision,
+        item: bool,
+        before: Option<KeyValue>,
+    },
+}
+
+/// How a waiter's wait in line ended ([`KvQueue::wait_in_line`]).
+enum Waited {
+    /// Its key was deleted: a producer woke it.
+    Woken,
+    /// Something changed: read again, knowing whether the predecessor left the line.
+    LookAgain { predecessor_left: bool },
 }
 
 /// Sleeps for `delay`, or forever without one.
