@@ -584,11 +584,13 @@ impl Coordinator {
     }
 
     /// Asks the current leader of the election `name` to hand over to the candidate
-    /// campaigning through `session` (which must be waiting in line): the leader sees
-    /// it through
+    /// campaigning through the session `candidate` (which must be waiting in line): the
+    /// leader sees it through
     /// [`Leadership::preference_requested`](crate::Leadership::preference_requested) and
-    /// decides. Returns the request made, or `None` when the election has no leader
-    /// (nothing is recorded). A request is for the leader of the moment only; see
+    /// decides. A candidate asks for itself with its own session's id; an operator asks
+    /// for any candidate [`Coordinator::candidates`] lists (the console's "hand over").
+    /// Returns the request made, or `None` when the election has no leader (nothing is
+    /// recorded). A request is for the leader of the moment only; see
     /// [`crate::hand_over`].
     ///
     /// ```
@@ -597,45 +599,42 @@ impl Coordinator {
     /// let election = coordinator.election(&session, "scheduler")?;
     /// let campaign = election.campaign("node-2");
     /// // While the campaign waits in line (in a task or a `select!`):
-    /// coordinator.prefer(&session, "scheduler").await?;
+    /// coordinator.prefer("scheduler", session.id()).await?;
     /// # drop(campaign);
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidName`]; [`Error::InvalidArgument`] when `session` has no
+    /// [`Error::InvalidName`]; [`Error::InvalidArgument`] when `candidate` has no
     /// candidacy waiting in the election; [`Error::Unsupported`] on a backend without
     /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
     ///
     /// # Cancel safety
     /// Dropped part-way, the request was made or it was not; repeating it is harmless.
-    pub async fn prefer(&self, session: &Session, name: &str) -> Result<Option<PreferenceRequest>> {
+    pub async fn prefer(
+        &self,
+        name: &str,
+        candidate: SessionId,
+    ) -> Result<Option<PreferenceRequest>> {
         let record = record_for(self.backend(), &Name::new(name)?)?;
         let line = record.candidates().await?;
         let Some(term) = line.term() else {
             return Ok(None);
         };
-        if line.position(session.id()).is_none() {
+        if line.position(candidate).is_none() {
             return Err(Error::InvalidArgument(format!(
-                "session {} has no candidacy waiting in election {name:?}",
-                session.id()
+                "session {candidate} has no candidacy waiting in election {name:?}"
             )));
         }
-        let request = Record {
-            term,
-            candidate: session.id(),
-        };
+        let request = Record { term, candidate };
         record.write_preference(request).await?;
         tracing::info!(
             backend = record.backend(),
             election = name,
             term = term.0,
-            candidate = %session.id(),
+            candidate = %candidate,
             "asked the leader to hand over"
         );
-        Ok(Some(PreferenceRequest {
-            candidate: session.id(),
-            term,
-        }))
+        Ok(Some(PreferenceRequest { candidate, term }))
     }
 }
