@@ -376,6 +376,8 @@ mod markdown {
     struct Benchmarks;
     #[doc = include_str!("../docs/CONNECTING.md")]
     struct Connecting;
+    #[cfg_attr(feature = "console", doc = include_str!("../docs/CONSOLE.md"))]
+    struct Console;
     #[doc = include_str!("../docs/ERRORS.md")]
     struct Errors;
     #[doc = include_str!("../docs/FENCING.md")]
