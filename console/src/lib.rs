@@ -1,9 +1,10 @@
 //! A web console for operators: who holds what on any store, actions on it from a
 //! browser, and the metrics Prometheus scrapes.
 //!
-//! [`router`] is an [`axum::Router`](https://docs.rs/axum/0.8/axum/struct.Router.html) a service mounts beside its own routes;
-//! `distsync console --backend URL` serves the same router on its own. It reads the
-//! store through the [`Coordinator`](distsync_core::Coordinator) it is given, and nothing else:
+//! [`router`] is an [axum](https://docs.rs/axum/0.8) `Router` a service mounts beside
+//! its own routes; [`serve`] serves it alone on a listener, as `distsync console
+//! --backend URL` does. It reads the store through the
+//! [`Coordinator`](distsync_core::Coordinator) it is given, and nothing else:
 //!
 //! - **`GET /`**: one page (HTML, a script and a style sheet, no build step) that reads
 //!   `/api/board` once per refresh and shows locks, read-write locks and semaphores
@@ -45,13 +46,11 @@
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use distsync::store::console::{router, ConsoleOptions};
+//! use distsync::store::console::{serve, ConsoleOptions};
 //!
 //! let coordinator = distsync::connect("memory://").await?;
-//! let app = router(coordinator, ConsoleOptions::new());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-//!     .await?;
+//! serve(listener, coordinator, ConsoleOptions::new()).await?;
 //! # Ok(()) }
 //! ```
 
@@ -63,7 +62,9 @@ mod options;
 mod page;
 mod reading;
 mod router;
+mod serve;
 
 pub use actions_token::ActionsToken;
 pub use options::{ConsoleOptions, DEFAULT_PER_PAGE, DEFAULT_REFRESH};
 pub use router::router;
+pub use serve::serve;

@@ -1,9 +1,7 @@
 //! `distsync console [PREFIX]`: the operators' web console over the store, served until
 //! interrupted (see `distsync::store::console`).
 
-use std::net::SocketAddr;
-
-use distsync::store::console::{router, ActionsToken, ConsoleOptions};
+use distsync::store::console::{serve, ActionsToken, ConsoleOptions};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::args::ConsoleArgs;
@@ -41,13 +39,11 @@ pub(super) async fn run(ctx: &mut Ctx, args: ConsoleArgs) -> Result<u8, Failure>
     let backend = ctx.coordinator.capabilities().backend;
     let mode = if actions { "actions on" } else { "read-only" };
     eprintln!("distsync: console on http://{address}/ ({backend}, {mode})");
-    let app = router(ctx.coordinator.clone(), options)
-        .into_make_service_with_connect_info::<SocketAddr>();
     // An interrupt ends the server where it stands: a page's request cut short is
     // asked again by the page, and an action under way is done or not, as its call's
     // cancel-safety says.
     tokio::select! {
-        served = std::future::IntoFuture::into_future(axum::serve(listener, app)) => {
+        served = serve(listener, ctx.coordinator.clone(), options) => {
             served.map_err(|error| Failure::failed(format!("the console stopped: {error}")))?;
         }
         _ = ctx.interrupts.recv() => {}

@@ -2,11 +2,10 @@
 //! HTTP calls to it, names of its own and bounded waits.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use distsync::store::console::{router, ActionsToken, ConsoleOptions};
+use distsync::store::console::{serve as serve_console, ActionsToken, ConsoleOptions};
 use distsync::Coordinator;
 use distsync_conformance::server_url;
 use http_body_util::{BodyExt, Full};
@@ -73,9 +72,8 @@ pub(crate) async fn serve(coordinator: Coordinator, options: ConsoleOptions) -> 
         .await
         .expect("a free loopback port");
     let address = listener.local_addr().expect("the bound address");
-    let app = router(coordinator, options).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        serve_console(listener, coordinator, options)
             .await
             .expect("the console serves");
     });
