@@ -888,6 +888,9 @@ async fn main() -> ExitCode {
     report(&args, &reports, &info, dirty, &namespace)
 }
 
+/// Each store of the run by its column's label.
+type Stores = Vec<(String, Arc<dyn Backend>)>;
+
 /// A column as planned: its label, its store's capabilities and the cases it runs.
 type Planned = (String, Capabilities, Vec<&'static Case>);
 
@@ -993,13 +996,13 @@ fn plan_columns(
     args: &Args,
     harnesses: Vec<(String, Harness)>,
     namespace: &Name,
-) -> (Vec<Plan>, Vec<(String, Arc<dyn Backend>)>) {
+) -> (Vec<Plan>, Stores) {
     let kinds: Vec<&'static str> = harnesses
         .iter()
         .map(|(url, harness)| column(url, harness))
         .collect();
     let mut plans = Vec::new();
-    let mut stores: Vec<(String, Arc<dyn Backend>)> = Vec::new();
+    let mut stores: Stores = Vec::new();
     for (url, harness) in harnesses {
         let harness = harness.with_namespace(namespace);
         let name = column(&url, &harness);
