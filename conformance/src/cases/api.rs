@@ -9,7 +9,7 @@ mod timed;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use distsync_core::{Bytes, Error, Isolation, Result, SessionOptions};
+use distsync_core::{Bytes, Error, Isolation, Result, SessionOptions, Stm};
 
 use super::boxed;
 use crate::case::{Case, Claim, Group, Need};
@@ -123,40 +123,7 @@ async fn invalid_names_and_arguments(h: Harness) -> Check {
             .find(|&level| caps.supports_isolation(level))
         {
             let stm = coordinator.stm().ctx("getting the STM")?;
-            let key = bad.clone();
-            let got = tokio::time::timeout(
-                PROMPT,
-                stm.atomically(level, move |tx| {
-                    let key = key.clone();
-                    async move { tx.get(&key).await.map(drop) }
-                }),
-            )
-            .await;
-            match got {
-                Ok(result) => invalid_name(&bad, "STM get", result)?,
-                Err(_) => {
-                    return violated(format!(
-                        "STM get of {shown} did not return within {PROMPT:?}"
-                    ))
-                }
-            }
-            let key = bad.clone();
-            let put = tokio::time::timeout(
-                PROMPT,
-                stm.atomically(level, move |tx| {
-                    tx.put(&key, Bytes::from_static(b"v"));
-                    async move { Ok(()) }
-                }),
-            )
-            .await;
-            match put {
-                Ok(result) => invalid_name(&bad, "STM put", result)?,
-                Err(_) => {
-                    return violated(format!(
-                        "STM put of {shown} did not return within {PROMPT:?}"
-                    ))
-                }
-            }
+            invalid_stm_key(&stm, level, &bad, &shown).await?;
             checks += 2;
         }
     }
@@ -188,7 +155,58 @@ async fn invalid_names_and_arguments(h: Harness) -> Check {
         }
     }
 
-    let min = caps.min_session_ttl;
+    checks += ttls_below_the_minimum(&h, caps.min_session_ttl).await?;
+    within(PROMPT, "closing the session", session.close()).await?;
+    Ok(Holds::figure(
+        format!("{checks} typed errors"),
+        "InvalidName for 6 bad names on every primitive and STM key; InvalidArgument for count \
+         0, permits 0 and a TTL below the minimum",
+    ))
+}
+
+/// A bad STM key is `Error::InvalidName` naming it, in `get` and in `put`, at `level`.
+async fn invalid_stm_key(stm: &Stm, level: Isolation, bad: &str, shown: &str) -> Check<()> {
+    let key = bad.to_owned();
+    let got = tokio::time::timeout(
+        PROMPT,
+        stm.atomically(level, move |tx| {
+            let key = key.clone();
+            async move { tx.get(&key).await.map(drop) }
+        }),
+    )
+    .await;
+    match got {
+        Ok(result) => invalid_name(bad, "STM get", result)?,
+        Err(_) => {
+            return violated(format!(
+                "STM get of {shown} did not return within {PROMPT:?}"
+            ))
+        }
+    }
+    let key = bad.to_owned();
+    let put = tokio::time::timeout(
+        PROMPT,
+        stm.atomically(level, move |tx| {
+            tx.put(&key, Bytes::from_static(b"v"));
+            async move { Ok(()) }
+        }),
+    )
+    .await;
+    match put {
+        Ok(result) => invalid_name(bad, "STM put", result)?,
+        Err(_) => {
+            return violated(format!(
+                "STM put of {shown} did not return within {PROMPT:?}"
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A session TTL below the backend's minimum `min` is `Error::InvalidArgument`;
+/// returns how many were checked.
+async fn ttls_below_the_minimum(h: &Harness, min: Duration) -> Check<usize> {
+    let mut checks = 0;
     let mut below = vec![Duration::ZERO];
     if min > Duration::from_millis(1) {
         below.push(min / 2);
@@ -216,12 +234,7 @@ async fn invalid_names_and_arguments(h: Harness) -> Check {
             }
         }
     }
-    within(PROMPT, "closing the session", session.close()).await?;
-    Ok(Holds::figure(
-        format!("{checks} typed errors"),
-        "InvalidName for 6 bad names on every primitive and STM key; InvalidArgument for count \
-         0, permits 0 and a TTL below the minimum",
-    ))
+    Ok(checks)
 }
 
 fn shown(name: &str) -> String {

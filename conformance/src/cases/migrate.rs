@@ -522,15 +522,56 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
     let source = memory();
     seed.write(&*source, "memory source").await?;
     let before = export(&*source, "memory source").await?;
+    let run = CutRun {
+        what,
+        point,
+        seed,
+        expected,
+        source,
+        before,
+    };
+    let (took, tap, partitioned) = migrate_cut_off(&run, &store, mode).await?;
+    heal(&run, &*partitioned, &tap).await?;
+    same_state(
+        "memory source after the failed copy",
+        &export(&*run.source, "memory source").await?,
+        &run.before,
+    )?;
+    let direct = fresh.backend();
+    let reached = reached_a_prefix(&run, &**direct).await?;
+    drain_and_migrate_again(&run, &**direct, reached).await?;
+    Ok(took)
+}
 
-    let partitioned: Arc<dyn crate::faults::Partitioned> = Arc::from(
-        partitioned_client_with_timeouts(&store, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?,
-    );
-    let tap = CutTap::new(Arc::clone(&partitioned), mode, point);
+/// One cut migration's source, the items it copies and what it is judged by.
+struct CutRun {
+    /// The cut in words, for the evidence.
+    what: String,
+    point: CutPoint,
+    seed: Seed,
+    /// What a whole copy leaves in the destination.
+    expected: Snapshot,
+    source: Arc<dyn Backend>,
+    /// The source's export before the copy.
+    before: Snapshot,
+}
+
+/// The fault: migrates through a client of `store` that the tap cuts off at the run's
+/// point; `migrate` must fail, and within [`CUT_BOUND`]. Returns how long after the
+/// cut it failed, the tap and the cut-off client.
+async fn migrate_cut_off(
+    run: &CutRun,
+    store: &Harness,
+    mode: PartitionMode,
+) -> Check<(Duration, CutTap, Arc<dyn crate::faults::Partitioned>)> {
+    let what = &run.what;
+    let partitioned: Arc<dyn crate::faults::Partitioned> =
+        Arc::from(partitioned_client_with_timeouts(store, REQUEST_TIMEOUT, REQUEST_TIMEOUT).await?);
+    let tap = CutTap::new(Arc::clone(&partitioned), mode, run.point);
     let started = Instant::now();
     let result = tokio::time::timeout(
         CUT_BOUND,
-        migrate(&*source, &tap, &MigrateOptions::default()),
+        migrate(&*run.source, &tap, &MigrateOptions::default()),
     )
     .await;
     let ended = Instant::now();
@@ -562,6 +603,17 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
             tracing::debug!(%error, %what, "migration into a cut destination failed, as it must");
         }
     }
+    Ok((took, tap, partitioned))
+}
+
+/// Heals the cut, and waits until the destination holds all it ever will of the
+/// failed run.
+async fn heal(
+    run: &CutRun,
+    partitioned: &dyn crate::faults::Partitioned,
+    tap: &CutTap,
+) -> Check<()> {
+    let what = &run.what;
     // Bytes a silent partition holds are dropped, not delivered after the heal.
     partitioned.set(PartitionMode::Reset);
     partitioned.set(PartitionMode::Forward);
@@ -576,21 +628,26 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
                 "{what}: a read through the migration's queue handle after the heal"
             ))?;
     }
+    Ok(())
+}
 
-    same_state(
-        "memory source after the failed copy",
-        &export(&*source, "memory source").await?,
-        &before,
-    )?;
-    let direct = fresh.backend();
-    let partial = export(&**direct, "destination after the cut").await?;
-    let reached = partial.queues.get(&seed.queue).cloned().unwrap_or_default();
-    let copied = &expected.queues[&seed.queue];
+/// What reached the destination is a prefix of the items in order (cut mid-copy: the
+/// items acknowledged and at most the one in flight, and nothing after them); returns
+/// how many items its export holds.
+async fn reached_a_prefix(run: &CutRun, direct: &dyn Backend) -> Check<usize> {
+    let what = &run.what;
+    let partial = export(direct, "destination after the cut").await?;
+    let reached = partial
+        .queues
+        .get(&run.seed.queue)
+        .cloned()
+        .unwrap_or_default();
+    let copied = &run.expected.queues[&run.seed.queue];
     ensure!(
         reached.len() <= copied.len() && reached[..] == copied[..reached.len()],
         "{what}: the destination holds {reached:?}, not a prefix of the items copied in order"
     );
-    if let CutPoint::AfterItems(items) = point {
+    if let CutPoint::AfterItems(items) = run.point {
         ensure!(
             (items..=items + 1).contains(&reached.len()),
             "{what}: the destination holds {} items after the cut, expected {items} acknowledged \
@@ -605,19 +662,24 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
             "{what}: the copy went on after a failed write: the destination holds {partial:?}"
         );
     }
+    Ok(reached.len())
+}
 
-    // After the heal, as a user runs the migration again: drain what reached the
-    // destination's queue, then copy again, through a client of the store with its own
-    // timeouts (the reads above showed the cut-off client answering again; its 1 s
-    // request timeout is the cut's, and a loaded machine's store can take longer than
-    // that to answer, which says nothing of the migration). Whatever the drain finds is
-    // still a prefix of the items copied, with at most the one in flight at the cut.
-    let most = match point {
+/// After the heal, as a user runs the migration again: drain what reached the
+/// destination's queue, then copy again, through a client of the store with its own
+/// timeouts (the reads of [`heal`] showed the cut-off client answering again; its 1 s
+/// request timeout is the cut's, and a loaded machine's store can take longer than
+/// that to answer, which says nothing of the migration). Whatever the drain finds is
+/// still a prefix of the items copied, with at most the one in flight at the cut.
+async fn drain_and_migrate_again(run: &CutRun, direct: &dyn Backend, reached: usize) -> Check<()> {
+    let what = &run.what;
+    let copied = &run.expected.queues[&run.seed.queue];
+    let most = match run.point {
         CutPoint::AfterItems(items) => items + 1,
         CutPoint::AtVerification => copied.len(),
     };
     let queue = direct
-        .queue(seed.queue.clone())
+        .queue(run.seed.queue.clone())
         .ctx("draining the destination's queue")?;
     let mut drained = Vec::new();
     while let Some(item) = within(
@@ -639,11 +701,11 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
         );
     }
     ensure!(
-        drained.len() >= reached.len(),
+        drained.len() >= reached,
         "{what}: the destination's queue gave {} items after the heal, fewer than the {} its \
          export held",
         drained.len(),
-        reached.len()
+        reached
     );
     // A dequeue hands its item over first and deletes its in-flight record after, in
     // the background (etcd and memory): until then an export still lists the item.
@@ -654,29 +716,29 @@ async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Du
              drained"
         ),
         || async {
-            let emptied = export(&**direct, "destination after the drain").await?;
+            let emptied = export(direct, "destination after the drain").await?;
             Ok(emptied.queues.is_empty().then_some(()))
         },
     )
     .await?;
     let again = copy(
-        &*source,
-        &**direct,
+        &*run.source,
+        direct,
         &format!("{what}: migrating again after the heal"),
     )
     .await?;
-    check_report(&again, &seed, "the second run after the heal")?;
+    check_report(&again, &run.seed, "the second run after the heal")?;
     same_state(
         "destination after the second run",
-        &export(&**direct, "destination").await?,
-        &expected,
+        &export(direct, "destination").await?,
+        &run.expected,
     )?;
     same_state(
         "memory source after both runs",
-        &export(&*source, "memory source").await?,
-        &before,
+        &export(&*run.source, "memory source").await?,
+        &run.before,
     )?;
-    Ok(took)
+    Ok(())
 }
 
 /// A live lock in the source stops the migration before any write: the store as the

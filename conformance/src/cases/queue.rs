@@ -828,11 +828,13 @@ async fn reliable_concurrent(h: Harness) -> Check {
     const ITEMS: usize = 200;
     const CONSUMERS: usize = 4;
     let name = h.name("queue").ctx("naming the queue")?;
-    let held = Arc::new(Mutex::new(std::collections::BTreeSet::<Bytes>::new()));
-    let acked = Arc::new(Mutex::new(Vec::<Bytes>::new()));
-    let early = Arc::new(Mutex::new(Vec::<String>::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let cancelled = Arc::new(AtomicUsize::new(0));
+    let shared = Consumed {
+        held: Arc::new(Mutex::new(std::collections::BTreeSet::<Bytes>::new())),
+        acked: Arc::new(Mutex::new(Vec::<Bytes>::new())),
+        early: Arc::new(Mutex::new(Vec::<String>::new())),
+        count: Arc::new(AtomicUsize::new(0)),
+        cancelled: Arc::new(AtomicUsize::new(0)),
+    };
     let started = Instant::now();
     let mut consumers = Vec::new();
     for c in 0..CONSUMERS {
@@ -841,90 +843,10 @@ async fn reliable_concurrent(h: Harness) -> Check {
             .queue(name.clone())
             .ctx("making a consumer's queue")?;
         let session = h.session().set_up("opening a consumer's session").await?;
-        let (held, acked, early, count, cancelled) = (
-            held.clone(),
-            acked.clone(),
-            early.clone(),
-            count.clone(),
-            cancelled.clone(),
-        );
-        consumers.push(Task::spawn(format!("consumer {c}"), async move {
-            let mut rng = Rng::new(c as u64 + 11);
-            let mut nacks = 0usize;
-            let mut last_first_delivery: Option<Bytes> = None;
-            let deadline = Instant::now() + LONG;
-            while count.load(Ordering::SeqCst) < ITEMS {
-                ensure!(
-                    Instant::now() < deadline,
-                    "consumer {c} gave up after {LONG:?} with {} of {ITEMS} acknowledged",
-                    count.load(Ordering::SeqCst)
-                );
-                let delivery =
-                    match tokio::time::timeout(Duration::from_millis(200), queue.receive(&session))
-                        .await
-                    {
-                        Ok(delivery) => delivery.ctx(format!("consumer {c} receiving"))?,
-                        Err(_) => {
-                            cancelled.fetch_add(1, Ordering::SeqCst);
-                            continue;
-                        }
-                    };
-                let item = delivery.item().clone();
-                if !lock_vec(&held).insert(item.clone()) {
-                    return violated(format!(
-                        "consumer {c} received {} while another consumer held it",
-                        String::from_utf8_lossy(&item)
-                    ));
-                }
-                // Held for a turn of the other consumers, as a consumer works on it.
-                tokio::task::yield_now().await;
-                let order = if delivery.redeliveries() > 0 {
-                    Ok(())
-                } else {
-                    // First deliveries come in queue order (items are numbered), but
-                    // for items a cancelled receive put back (judged at the end).
-                    match &last_first_delivery {
-                        Some(last) if item == *last => violated(format!(
-                            "consumer {c} received {} twice as a first delivery",
-                            String::from_utf8_lossy(&item)
-                        )),
-                        Some(last) if item < *last => {
-                            lock_vec(&early).push(format!(
-                                "{} after {}",
-                                String::from_utf8_lossy(&item),
-                                String::from_utf8_lossy(last)
-                            ));
-                            Ok(())
-                        }
-                        _ => {
-                            last_first_delivery = Some(item.clone());
-                            Ok(())
-                        }
-                    }
-                };
-                // Release the in-flight mark before the store can give the item out,
-                // and on every way out: a mark left behind reads as a second holder.
-                lock_vec(&held).remove(&item);
-                order?;
-                let nack = rng.below(5) == 0;
-                if nack {
-                    nacks += 1;
-                    delivery
-                        .nack()
-                        .bounded(format!("consumer {c} nacking"))
-                        .await?;
-                } else {
-                    lock_vec(&acked).push(item);
-                    delivery
-                        .ack()
-                        .bounded(format!("consumer {c} acknowledging"))
-                        .await?;
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            drop(session);
-            Ok(nacks)
-        }));
+        consumers.push(Task::spawn(
+            format!("consumer {c}"),
+            consume(c, ITEMS, queue, session, shared.clone()),
+        ));
     }
     let producer = h.backend().queue(name.clone()).ctx("making the producer")?;
     for i in 0..ITEMS {
@@ -937,7 +859,7 @@ async fn reliable_concurrent(h: Harness) -> Check {
         .await?
         .into_iter()
         .sum();
-    let acked = std::mem::take(&mut *lock_vec(&acked));
+    let acked = std::mem::take(&mut *lock_vec(&shared.acked));
     let (counts, twice) = tally(&acked);
     ensure!(
         twice.is_empty(),
@@ -949,8 +871,8 @@ async fn reliable_concurrent(h: Harness) -> Check {
         "{} of {ITEMS} items acknowledged",
         counts.len()
     );
-    let cancelled = cancelled.load(Ordering::SeqCst);
-    let early = std::mem::take(&mut *lock_vec(&early));
+    let cancelled = shared.cancelled.load(Ordering::SeqCst);
+    let early = std::mem::take(&mut *lock_vec(&shared.early));
     ensure!(
         early.len() <= cancelled,
         "{} first deliveries out of queue order but only {cancelled} receives were \
@@ -976,6 +898,110 @@ async fn reliable_concurrent(h: Harness) -> Check {
              cancelled receives"
         ),
     ))
+}
+
+/// What the consumers of [`reliable_concurrent`] share: the items held now, those
+/// acknowledged, the first deliveries out of order, the count acknowledged and the
+/// receives cancelled.
+#[derive(Clone)]
+struct Consumed {
+    held: Arc<Mutex<std::collections::BTreeSet<Bytes>>>,
+    acked: Arc<Mutex<Vec<Bytes>>>,
+    early: Arc<Mutex<Vec<String>>>,
+    count: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
+}
+
+/// Consumer `c` of [`reliable_concurrent`]: receives (each receive bounded by 200 ms)
+/// until `items` are acknowledged, nacking about one delivery in five; returns its
+/// nacks.
+async fn consume(
+    c: usize,
+    items: usize,
+    queue: Box<dyn Queue>,
+    session: Session,
+    shared: Consumed,
+) -> Check<usize> {
+    let Consumed {
+        held,
+        acked,
+        early,
+        count,
+        cancelled,
+    } = shared;
+    let mut rng = Rng::new(c as u64 + 11);
+    let mut nacks = 0usize;
+    let mut last_first_delivery: Option<Bytes> = None;
+    let deadline = Instant::now() + LONG;
+    while count.load(Ordering::SeqCst) < items {
+        ensure!(
+            Instant::now() < deadline,
+            "consumer {c} gave up after {LONG:?} with {} of {items} acknowledged",
+            count.load(Ordering::SeqCst)
+        );
+        let delivery =
+            match tokio::time::timeout(Duration::from_millis(200), queue.receive(&session)).await {
+                Ok(delivery) => delivery.ctx(format!("consumer {c} receiving"))?,
+                Err(_) => {
+                    cancelled.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+            };
+        let item = delivery.item().clone();
+        if !lock_vec(&held).insert(item.clone()) {
+            return violated(format!(
+                "consumer {c} received {} while another consumer held it",
+                String::from_utf8_lossy(&item)
+            ));
+        }
+        // Held for a turn of the other consumers, as a consumer works on it.
+        tokio::task::yield_now().await;
+        let order = if delivery.redeliveries() > 0 {
+            Ok(())
+        } else {
+            // First deliveries come in queue order (items are numbered), but
+            // for items a cancelled receive put back (judged at the end).
+            match &last_first_delivery {
+                Some(last) if item == *last => violated(format!(
+                    "consumer {c} received {} twice as a first delivery",
+                    String::from_utf8_lossy(&item)
+                )),
+                Some(last) if item < *last => {
+                    lock_vec(&early).push(format!(
+                        "{} after {}",
+                        String::from_utf8_lossy(&item),
+                        String::from_utf8_lossy(last)
+                    ));
+                    Ok(())
+                }
+                _ => {
+                    last_first_delivery = Some(item.clone());
+                    Ok(())
+                }
+            }
+        };
+        // Release the in-flight mark before the store can give the item out,
+        // and on every way out: a mark left behind reads as a second holder.
+        lock_vec(&held).remove(&item);
+        order?;
+        let nack = rng.below(5) == 0;
+        if nack {
+            nacks += 1;
+            delivery
+                .nack()
+                .bounded(format!("consumer {c} nacking"))
+                .await?;
+        } else {
+            lock_vec(&acked).push(item);
+            delivery
+                .ack()
+                .bounded(format!("consumer {c} acknowledging"))
+                .await?;
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    drop(session);
+    Ok(nacks)
 }
 
 /// Reliable delivery, consumer crash: a consumer in a child process receives the first

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use distsync_core::{FencingToken, RwLock};
+use distsync_core::{FencingToken, RwLock, Session};
 use tokio::time::Instant;
 
 use super::scenario::{go_interop, partition, Held};
@@ -209,56 +209,11 @@ async fn writer_excludes(h: Harness) -> Check {
             .backend()
             .rwlock(&session, name.clone())
             .ctx("making an rwlock")?;
-        let (readers, writers, breaches) = (readers.clone(), writers.clone(), breaches.clone());
+        let detectors = (readers.clone(), writers.clone(), breaches.clone());
         let is_writer = i >= READERS;
         tasks.push(Task::spawn(
             format!("{} {i}", if is_writer { "writer" } else { "reader" }),
-            async move {
-                for round in 0..ROUNDS {
-                    if is_writer {
-                        let guard = lock
-                            .write()
-                            .await
-                            .ctx(format!("writer {i} write-locking"))?;
-                        let (w, r) = (
-                            writers.fetch_add(1, Ordering::SeqCst),
-                            readers.load(Ordering::SeqCst),
-                        );
-                        if w != 0 || r != 0 {
-                            lock_vec(&breaches).push(format!(
-                                "writer {i} round {round} found {w} writer(s), {r} reader(s)"
-                            ));
-                        }
-                        tokio::task::yield_now().await;
-                        let r = readers.load(Ordering::SeqCst);
-                        if r != 0 {
-                            lock_vec(&breaches)
-                                .push(format!("writer {i} round {round}: {r} reader(s) came in"));
-                        }
-                        writers.fetch_sub(1, Ordering::SeqCst);
-                        guard
-                            .unlock()
-                            .bounded(format!("writer {i} unlocking"))
-                            .await?;
-                    } else {
-                        let guard = lock.read().await.ctx(format!("reader {i} read-locking"))?;
-                        readers.fetch_add(1, Ordering::SeqCst);
-                        let w = writers.load(Ordering::SeqCst);
-                        if w != 0 {
-                            lock_vec(&breaches)
-                                .push(format!("reader {i} round {round} found {w} writer(s)"));
-                        }
-                        tokio::task::yield_now().await;
-                        readers.fetch_sub(1, Ordering::SeqCst);
-                        guard
-                            .unlock()
-                            .bounded(format!("reader {i} unlocking"))
-                            .await?;
-                    }
-                }
-                drop(session);
-                Ok(())
-            },
+            take_turns(i, is_writer, ROUNDS, lock, session, detectors),
         ));
     }
     join_all(&mut tasks, LONG).await?;
@@ -277,6 +232,65 @@ async fn writer_excludes(h: Harness) -> Check {
              writers x {ROUNDS}: no breach"
         ),
     ))
+}
+
+/// What the contenders of [`writer_excludes`] count: the readers inside, the writers
+/// inside, and the breaches found.
+type Detectors = (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>);
+
+/// Contender `i` of [`writer_excludes`], a writer or a reader, holds `lock` `rounds`
+/// times and records what it finds inside.
+async fn take_turns(
+    i: usize,
+    is_writer: bool,
+    rounds: usize,
+    lock: Box<dyn RwLock>,
+    session: Session,
+    (readers, writers, breaches): Detectors,
+) -> Check<()> {
+    for round in 0..rounds {
+        if is_writer {
+            let guard = lock
+                .write()
+                .await
+                .ctx(format!("writer {i} write-locking"))?;
+            let (w, r) = (
+                writers.fetch_add(1, Ordering::SeqCst),
+                readers.load(Ordering::SeqCst),
+            );
+            if w != 0 || r != 0 {
+                lock_vec(&breaches).push(format!(
+                    "writer {i} round {round} found {w} writer(s), {r} reader(s)"
+                ));
+            }
+            tokio::task::yield_now().await;
+            let r = readers.load(Ordering::SeqCst);
+            if r != 0 {
+                lock_vec(&breaches)
+                    .push(format!("writer {i} round {round}: {r} reader(s) came in"));
+            }
+            writers.fetch_sub(1, Ordering::SeqCst);
+            guard
+                .unlock()
+                .bounded(format!("writer {i} unlocking"))
+                .await?;
+        } else {
+            let guard = lock.read().await.ctx(format!("reader {i} read-locking"))?;
+            readers.fetch_add(1, Ordering::SeqCst);
+            let w = writers.load(Ordering::SeqCst);
+            if w != 0 {
+                lock_vec(&breaches).push(format!("reader {i} round {round} found {w} writer(s)"));
+            }
+            tokio::task::yield_now().await;
+            readers.fetch_sub(1, Ordering::SeqCst);
+            guard
+                .unlock()
+                .bounded(format!("reader {i} unlocking"))
+                .await?;
+        }
+    }
+    drop(session);
+    Ok(())
 }
 
 /// A waiting writer blocks later readers: R1 reads; W's `write()` waits; then a later

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use distsync_core::Error;
+use distsync_core::{Error, Name};
 use tokio::time::Instant;
 
 use super::scenario::{crash, pause, Target};
@@ -145,6 +145,21 @@ async fn bounded_holders(h: Harness) -> Check {
     }
     drop(sharing_sessions);
 
+    let (most, elapsed) = contend(&h, &name).await?;
+    let grants = CONTENDERS * ROUNDS;
+    Ok(Holds::figure(
+        format!(
+            "{grants} grants, at most {most} at once, {}",
+            per_second(grants, elapsed)
+        ),
+        format!("another count was refused: {message}"),
+    ))
+}
+
+/// [`CONTENDERS`] contenders, each with its own session, take one of the permits
+/// [`ROUNDS`] times each; never more than [`PERMITS`] inside at once. Returns the most
+/// inside at once and how long the rounds took.
+async fn contend(h: &Harness, name: &Name) -> Check<(usize, std::time::Duration)> {
     let inside = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let mut contenders = Vec::new();
@@ -189,14 +204,7 @@ async fn bounded_holders(h: Harness) -> Check {
         most <= PERMITS.get(),
         "{most} holders were inside at once with {PERMITS} permits"
     );
-    let grants = CONTENDERS * ROUNDS;
-    Ok(Holds::figure(
-        format!(
-            "{grants} grants, at most {most} at once, {}",
-            per_second(grants, elapsed)
-        ),
-        format!("another count was refused: {message}"),
-    ))
+    Ok((most, elapsed))
 }
 
 /// FIFO, cancelled waiters and session ends: two holders take both permits of 2; a

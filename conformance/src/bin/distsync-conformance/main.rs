@@ -793,20 +793,7 @@ async fn main() -> ExitCode {
         return run_child().await;
     }
     if args.outline || args.summary || args.gaps.is_some() {
-        let mut text = String::new();
-        if let Err(error) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("reading stdin: {error}");
-            return exit(ExitStatus::BadArguments);
-        }
-        let reduced = if let Some(backend) = &args.gaps {
-            gaps::gaps(&text, (backend != "all").then_some(backend.as_str()))
-        } else if args.summary {
-            matrix::summary(&text)
-        } else {
-            matrix::outline(&text)
-        };
-        print!("{reduced}");
-        return ExitCode::SUCCESS;
+        return reduce_stdin(&args);
     }
     if args.list {
         for case in CASES {
@@ -817,40 +804,9 @@ async fn main() -> ExitCode {
     let selected = |id: &str| {
         args.cases.is_empty() || args.cases.iter().any(|filter| id.contains(filter.as_str()))
     };
-    if !CASES.iter().any(|case| selected(case.id)) {
-        eprintln!("no case matches {:?}; see --list", args.cases);
-        return exit(ExitStatus::BadArguments);
-    }
-    if let Some(path) = &args.junit {
-        // Found out before the run, not after it: an unwritable report path is a bad
-        // argument.
-        if let Err(error) = std::fs::write(path, "") {
-            eprintln!("--junit {}: {error}", path.display());
-            return exit(ExitStatus::BadArguments);
-        }
-    }
-    let urls = if args.all {
-        match all_backends() {
-            Ok(urls) => urls,
-            Err(error) => {
-                eprintln!("--all: {error}");
-                return exit(ExitStatus::BadArguments);
-            }
-        }
-    } else if args.backends.is_empty() && args.backend_vars.is_empty() {
-        vec!["memory://".to_owned()]
-    } else {
-        let mut urls = args.backends.clone();
-        for var in &args.backend_vars {
-            match std::env::var(var) {
-                Ok(url) if !url.trim().is_empty() => urls.push(url),
-                _ => {
-                    eprintln!("--backend-env {var}: the variable is not set");
-                    return exit(ExitStatus::BadArguments);
-                }
-            }
-        }
-        urls
+    let urls = match checked_urls(&args, &selected) {
+        Ok(urls) => urls,
+        Err(status) => return exit(status),
     };
     match Launcher::current_exe(["--child".to_owned()]) {
         Ok(launcher) => {
@@ -859,78 +815,17 @@ async fn main() -> ExitCode {
         Err(error) => eprintln!("no child-process holders: {error}"),
     }
     let started = Instant::now();
-
-    let mut harnesses = Vec::new();
-    #[cfg(feature = "postgres")]
-    let mut beside = None;
-    for url in &urls {
-        eprintln!("connecting to {}", distsync::store::redact_url(url));
-        let backend = distsync::store::driver_for(url).map(|driver| driver.name);
-        let harness = if backend
-            .as_ref()
-            .is_ok_and(|name| *name == distsync::store::memory::BACKEND)
-        {
-            Ok(Harness::memory())
-        } else if url.starts_with(SENTINEL_SCHEME) {
-            Harness::connect_sentinel(url, facade()).await
-        } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
-            Harness::connect_redis_cluster(url, facade()).await
-        } else if ServerFaults::new(url, facade()).is_ok() {
-            Harness::connect(url, facade()).await
-        } else {
-            distsync::connect(url).await.map(Harness::from)
-        };
-        #[cfg(feature = "postgres")]
-        let harness = match harness {
-            Ok(harness) => match caller_database(url, &urls, &mut beside).await {
-                Some(transactions) => Ok(harness.with_caller_transactions(transactions)),
-                None => Ok(harness),
-            },
-            failed => failed,
-        };
-        match harness {
-            Ok(harness) => harnesses.push((url.clone(), harness)),
-            Err(error) => {
-                eprintln!("{}", connect_failure(url, &error));
-                return exit(connect_status(&error));
-            }
-        }
-    }
-
-    let kinds: Vec<&'static str> = harnesses
-        .iter()
-        .map(|(url, harness)| column(url, harness))
-        .collect();
+    let harnesses = match connect_all(&urls).await {
+        Ok(harnesses) => harnesses,
+        Err(status) => return exit(status),
+    };
     let namespace = args
         .namespace
         .clone()
         .unwrap_or_else(distsync_conformance::run_namespace);
     eprintln!("every case runs under {namespace}/");
-    let mut plans = Vec::new();
-    let mut stores: Vec<(String, Arc<dyn Backend>)> = Vec::new();
-    for (url, harness) in harnesses {
-        let harness = harness.with_namespace(&namespace);
-        let name = column(&url, &harness);
-        let same_kind = kinds.iter().filter(|kind| **kind == name).count();
-        let label = if same_kind > 1 {
-            distsync::store::redact_url(&url)
-        } else {
-            name.to_owned()
-        };
-        stores.push((label.clone(), Arc::clone(harness.backend())));
-        plans.push(Plan {
-            subset: match name {
-                "redis-sentinel" if args.all => Some(&SENTINEL_SUBSET[..]),
-                UNFLUSHED_COLUMN if args.all => Some(&UNFLUSHED_SUBSET[..]),
-                _ => None,
-            },
-            pair: promoted_store(name).filter(|_| ServerFaults::new(&url, facade()).is_ok()),
-            url,
-            label,
-            harness,
-        });
-    }
-    let planned: Vec<(String, Capabilities, Vec<&'static Case>)> = plans
+    let (plans, stores) = plan_columns(&args, harnesses, &namespace);
+    let planned: Vec<Planned> = plans
         .iter()
         .map(|plan| {
             (
@@ -987,33 +882,179 @@ async fn main() -> ExitCode {
     match ran {
         Ok(Ok(())) => {}
         Ok(Err(status)) => return exit(status),
-        Err(limit) => {
-            eprintln!("--timeout {limit:?} passed: the cases not finished are reported as errors");
-            for (label, capabilities, cases) in &planned {
-                for case in cases {
-                    let done = reports
-                        .iter()
-                        .any(|report| report.backend == *label && report.case.id == case.id);
-                    if !done {
-                        reports.push(Report {
-                            backend: label.clone(),
-                            case,
-                            declared: case.declared(capabilities),
-                            outcome: Outcome::Error {
-                                message: format!(
-                                    "not finished within the run's --timeout of {limit:?}"
-                                ),
-                            },
-                            elapsed: Duration::ZERO,
-                            tightest: None,
-                        });
-                    }
-                }
+        Err(limit) => report_unfinished(&mut reports, &planned, limit),
+    }
+    sort_in_suite_order(&mut reports, &planned);
+    report(&args, &reports, &info, dirty, &namespace)
+}
+
+/// Each store of the run by its column's label.
+type Stores = Vec<(String, Arc<dyn Backend>)>;
+
+/// A column as planned: its label, its store's capabilities and the cases it runs.
+type Planned = (String, Capabilities, Vec<&'static Case>);
+
+/// `--outline`, `--summary` and `--gaps`: reduces the matrix read from stdin.
+fn reduce_stdin(args: &Args) -> ExitCode {
+    let mut text = String::new();
+    if let Err(error) = std::io::stdin().read_to_string(&mut text) {
+        eprintln!("reading stdin: {error}");
+        return exit(ExitStatus::BadArguments);
+    }
+    let reduced = if let Some(backend) = &args.gaps {
+        gaps::gaps(&text, (backend != "all").then_some(backend.as_str()))
+    } else if args.summary {
+        matrix::summary(&text)
+    } else {
+        matrix::outline(&text)
+    };
+    print!("{reduced}");
+    ExitCode::SUCCESS
+}
+
+/// Checks the run's arguments before anything connects (a case selected, the JUnit
+/// path writable) and returns the URLs of the stores to run against.
+fn checked_urls(args: &Args, selected: &impl Fn(&str) -> bool) -> Result<Vec<String>, ExitStatus> {
+    if !CASES.iter().any(|case| selected(case.id)) {
+        eprintln!("no case matches {:?}; see --list", args.cases);
+        return Err(ExitStatus::BadArguments);
+    }
+    if let Some(path) = &args.junit {
+        // Found out before the run, not after it: an unwritable report path is a bad
+        // argument.
+        if let Err(error) = std::fs::write(path, "") {
+            eprintln!("--junit {}: {error}", path.display());
+            return Err(ExitStatus::BadArguments);
+        }
+    }
+    if args.all {
+        return all_backends().map_err(|error| {
+            eprintln!("--all: {error}");
+            ExitStatus::BadArguments
+        });
+    }
+    if args.backends.is_empty() && args.backend_vars.is_empty() {
+        return Ok(vec!["memory://".to_owned()]);
+    }
+    let mut urls = args.backends.clone();
+    for var in &args.backend_vars {
+        match std::env::var(var) {
+            Ok(url) if !url.trim().is_empty() => urls.push(url),
+            _ => {
+                eprintln!("--backend-env {var}: the variable is not set");
+                return Err(ExitStatus::BadArguments);
             }
         }
     }
-    // Suite order within each backend, backends in column order (cases finish out of
-    // order: the fault cases run concurrently).
+    Ok(urls)
+}
+
+/// Connects a harness to every store, in order; the first that fails ends the run.
+async fn connect_all(urls: &[String]) -> Result<Vec<(String, Harness)>, ExitStatus> {
+    let mut harnesses = Vec::new();
+    #[cfg(feature = "postgres")]
+    let mut beside = None;
+    for url in urls {
+        eprintln!("connecting to {}", distsync::store::redact_url(url));
+        let backend = distsync::store::driver_for(url).map(|driver| driver.name);
+        let harness = if backend
+            .as_ref()
+            .is_ok_and(|name| *name == distsync::store::memory::BACKEND)
+        {
+            Ok(Harness::memory())
+        } else if url.starts_with(SENTINEL_SCHEME) {
+            Harness::connect_sentinel(url, facade()).await
+        } else if url.starts_with(REDIS_CLUSTER_SCHEME) {
+            Harness::connect_redis_cluster(url, facade()).await
+        } else if ServerFaults::new(url, facade()).is_ok() {
+            Harness::connect(url, facade()).await
+        } else {
+            distsync::connect(url).await.map(Harness::from)
+        };
+        #[cfg(feature = "postgres")]
+        let harness = match harness {
+            Ok(harness) => match caller_database(url, urls, &mut beside).await {
+                Some(transactions) => Ok(harness.with_caller_transactions(transactions)),
+                None => Ok(harness),
+            },
+            failed => failed,
+        };
+        match harness {
+            Ok(harness) => harnesses.push((url.clone(), harness)),
+            Err(error) => {
+                eprintln!("{}", connect_failure(url, &error));
+                return Err(connect_status(&error));
+            }
+        }
+    }
+    Ok(harnesses)
+}
+
+/// A plan per connected store, under the run's namespace, and each store by its
+/// column's label (for the store facts and the clean-up).
+fn plan_columns(
+    args: &Args,
+    harnesses: Vec<(String, Harness)>,
+    namespace: &Name,
+) -> (Vec<Plan>, Stores) {
+    let kinds: Vec<&'static str> = harnesses
+        .iter()
+        .map(|(url, harness)| column(url, harness))
+        .collect();
+    let mut plans = Vec::new();
+    let mut stores: Stores = Vec::new();
+    for (url, harness) in harnesses {
+        let harness = harness.with_namespace(namespace);
+        let name = column(&url, &harness);
+        let same_kind = kinds.iter().filter(|kind| **kind == name).count();
+        let label = if same_kind > 1 {
+            distsync::store::redact_url(&url)
+        } else {
+            name.to_owned()
+        };
+        stores.push((label.clone(), Arc::clone(harness.backend())));
+        plans.push(Plan {
+            subset: match name {
+                "redis-sentinel" if args.all => Some(&SENTINEL_SUBSET[..]),
+                UNFLUSHED_COLUMN if args.all => Some(&UNFLUSHED_SUBSET[..]),
+                _ => None,
+            },
+            pair: promoted_store(name).filter(|_| ServerFaults::new(&url, facade()).is_ok()),
+            url,
+            label,
+            harness,
+        });
+    }
+    (plans, stores)
+}
+
+/// Past `--timeout`: every planned case with no report gets an error.
+fn report_unfinished(reports: &mut Vec<Report>, planned: &[Planned], limit: Duration) {
+    eprintln!("--timeout {limit:?} passed: the cases not finished are reported as errors");
+    for (label, capabilities, cases) in planned {
+        for case in cases {
+            let done = reports
+                .iter()
+                .any(|report| report.backend == *label && report.case.id == case.id);
+            if !done {
+                reports.push(Report {
+                    backend: label.clone(),
+                    case,
+                    declared: case.declared(capabilities),
+                    outcome: Outcome::Error {
+                        message: format!("not finished within the run's --timeout of {limit:?}"),
+                    },
+                    elapsed: Duration::ZERO,
+                    tightest: None,
+                });
+            }
+        }
+    }
+}
+
+/// Suite order within each backend, backends in column order (cases finish out of
+/// order: the fault cases run concurrently).
+fn sort_in_suite_order(reports: &mut [Report], planned: &[Planned]) {
     let position = |report: &Report| {
         let column = planned
             .iter()
@@ -1026,19 +1067,29 @@ async fn main() -> ExitCode {
         (column, row)
     };
     reports.sort_by_key(position);
+}
 
+/// Prints the matrix in `--format` (and to `--junit`), what stderr's reader needs to
+/// know of it, and returns the run's exit status.
+fn report(
+    args: &Args,
+    reports: &[Report],
+    info: &RunInfo,
+    dirty: bool,
+    namespace: &Name,
+) -> ExitCode {
     match args.format {
-        Format::Markdown => println!("{}", matrix::markdown_run(&reports, &info)),
-        Format::Json => println!("{}", matrix::json(&reports)),
-        Format::Junit => print!("{}", junit::junit(&reports, &info)),
+        Format::Markdown => println!("{}", matrix::markdown_run(reports, info)),
+        Format::Json => println!("{}", matrix::json(reports)),
+        Format::Junit => print!("{}", junit::junit(reports, info)),
     }
     if let Some(path) = &args.junit {
-        if let Err(error) = std::fs::write(path, junit::junit(&reports, &info)) {
+        if let Err(error) = std::fs::write(path, junit::junit(reports, info)) {
             eprintln!("--junit {}: {error}", path.display());
             return exit(ExitStatus::BadArguments);
         }
     }
-    let mut status = ExitStatus::of(&reports);
+    let mut status = ExitStatus::of(reports);
     if dirty {
         eprintln!("the run left entries under {namespace}/ (see the store facts)");
         if status == ExitStatus::Held {
@@ -1056,7 +1107,7 @@ async fn main() -> ExitCode {
              many: nothing measured there (see the notes)"
         );
     }
-    let starvation = Starvation::of(&reports);
+    let starvation = Starvation::of(reports);
     if starvation.inconclusive > 0 {
         eprintln!(
             "{starvation} (the runner itself stalled past the cases' slack; nothing measured \

@@ -134,25 +134,7 @@ pub(super) async fn requests_into_a_silent_partition(h: Harness) -> Check {
 
     // The same client works again: an enqueue goes through within LONG (retried, each
     // try with its own item, as a try that timed out may still have been applied).
-    let producer = client.queue(queue.clone()).ctx("making the producer")?;
-    let healed = Instant::now();
-    let mut tries = 0u32;
-    let after = loop {
-        tries += 1;
-        let item = Bytes::from(format!("after-{tries}"));
-        match producer
-            .enqueue(item.clone())
-            .bounded("enqueueing after the heal")
-            .await
-        {
-            Ok(()) => break item,
-            Err(_) if healed.elapsed() < LONG => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(error) => return Err(error),
-        }
-    };
-    let back = healed.elapsed();
+    let (after, back) = enqueue_after_the_heal(client.as_ref(), &queue).await?;
 
     // Nothing written before the cut was lost. Its order is not checked: a claim made
     // during the cut may still be retried after the heal, and its item put back only
@@ -188,4 +170,30 @@ pub(super) async fn requests_into_a_silent_partition(h: Harness) -> Check {
             ms(CONNECT_TIMEOUT)
         ),
     ))
+}
+
+/// Enqueues through `client` until an enqueue goes through, for at most [`LONG`] (each
+/// try with its own item, as a try that timed out may still have been applied);
+/// returns the item that went through and how long it took.
+async fn enqueue_after_the_heal(client: &dyn Backend, queue: &Name) -> Check<(Bytes, Duration)> {
+    let producer = client.queue(queue.clone()).ctx("making the producer")?;
+    let healed = Instant::now();
+    let mut tries = 0u32;
+    let after = loop {
+        tries += 1;
+        let item = Bytes::from(format!("after-{tries}"));
+        match producer
+            .enqueue(item.clone())
+            .bounded("enqueueing after the heal")
+            .await
+        {
+            Ok(()) => break item,
+            Err(_) if healed.elapsed() < LONG => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let back = healed.elapsed();
+    Ok((after, back))
 }

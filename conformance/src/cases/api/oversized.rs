@@ -7,7 +7,9 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-use distsync_core::{Bytes, Error, Isolation, Queue, Result, Stm};
+use distsync_core::{
+    Bytes, Capabilities, Coordinator, Error, Isolation, Queue, Result, Session, Stm,
+};
 use tokio::time::Instant;
 
 use crate::check::{ensure, violated, within, Bounded, Check, Context, Holds, LONG, PROMPT};
@@ -78,6 +80,43 @@ impl Refusals {
 /// taken and read back whole, then removed.
 pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
     let caps = h.capabilities().clone();
+    let mut values = set_up(&h, &caps).await?;
+    if caps.queue {
+        queue(&mut values).await?;
+    }
+    if caps.election {
+        election(&mut values).await?;
+    }
+    if caps.guarded_writes && caps.lock {
+        lock(&mut values).await?;
+    }
+    if caps.guarded_writes && caps.semaphore {
+        permit(&mut values).await?;
+    }
+    if values.stm.is_some() {
+        stm_put(&mut values).await?;
+    }
+    if caps.election {
+        group(&mut values).await?;
+    }
+    clean_up(values).await
+}
+
+/// What each primitive's check uses: the values over and at the limit, one session,
+/// the STM at a level the store offers (where it has one) and the tally so far.
+struct Values<'h> {
+    h: &'h Harness,
+    coordinator: Coordinator,
+    session: Session,
+    stm: Option<(Stm, Isolation)>,
+    limit: usize,
+    over: Bytes,
+    at: Bytes,
+    refusals: Refusals,
+    taken: Vec<&'static str>,
+}
+
+async fn set_up<'h>(h: &'h Harness, caps: &Capabilities) -> Check<Values<'h>> {
     let limit = caps.max_value_size;
     let over = Bytes::from(vec![b'o'; limit + 1]);
     let at = Bytes::from(vec![b'a'; limit]);
@@ -90,205 +129,263 @@ pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
         Some(level) => Some((coordinator.stm().ctx("getting the STM")?, level)),
         None => None,
     };
-    let mut refusals = Refusals::default();
-    let mut taken = Vec::new();
+    Ok(Values {
+        h,
+        coordinator,
+        session,
+        stm,
+        limit,
+        over,
+        at,
+        refusals: Refusals::default(),
+        taken: Vec::new(),
+    })
+}
 
-    if caps.queue {
-        let name = h.name("queue").ctx("naming the queue")?;
-        let queue = coordinator.queue(name.as_str()).ctx("making the queue")?;
-        let size = over.len();
-        refusals
-            .expect("enqueue", size, limit, queue.enqueue(over.clone()))
-            .await?;
-        refusals
-            .expect(
-                "enqueue_bytes",
-                size,
-                limit,
-                queue.enqueue_bytes(over.clone()),
-            )
-            .await?;
-        refusals
-            .expect(
-                "enqueue_with_priority",
-                size,
-                limit,
-                queue.enqueue_with_priority(over.clone(), 1),
-            )
-            .await?;
-        let key = distsync_core::queue::IdempotencyKey::new("oversized")
-            .ctx("making an idempotency key")?;
-        refusals
-            .expect(
-                "enqueue_once",
-                size,
-                limit,
-                queue.enqueue_once(&key, over.clone(), 0),
-            )
-            .await?;
-        let left = queue.len().bounded("reading the queue's length").await?;
-        ensure!(
-            left == 0,
-            "the queue holds {left} items after every oversized enqueue was refused"
-        );
-        at_limit("enqueueing an item at the limit", queue.enqueue(at.clone())).await?;
-        dequeued_whole(queue.as_ref(), &at, "enqueue").await?;
-        // An idempotent enqueue sends its record beside the item.
-        let once = within(AT_LIMIT, "enqueue_once at the limit", async {
-            Ok(queue.enqueue_once(&key, at.clone(), 0).await)
-        })
+/// Every enqueue refuses an item over the limit, and one at it comes back whole.
+async fn queue(values: &mut Values<'_>) -> Check<()> {
+    let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
+    let refusals = &mut values.refusals;
+    let name = values.h.name("queue").ctx("naming the queue")?;
+    let queue = values
+        .coordinator
+        .queue(name.as_str())
+        .ctx("making the queue")?;
+    let size = over.len();
+    refusals
+        .expect("enqueue", size, limit, queue.enqueue(over.clone()))
         .await?;
-        match once {
-            Err(Error::Unsupported { .. }) => {}
-            once => {
-                once.set_up_ctx("enqueue_once at the limit")?;
-                dequeued_whole(queue.as_ref(), &at, "enqueue_once").await?;
-            }
-        }
-        taken.push("queue");
-    }
-
-    if caps.election {
-        let name = h.name("election").ctx("naming the election")?;
-        let election = coordinator
-            .election(&session, name.as_str())
-            .ctx("making the election")?;
-        refusals
-            .expect(
-                "campaign",
-                over.len(),
-                limit,
-                election.campaign(over.clone()),
-            )
-            .await?;
-        let leader = election.leader().bounded("reading the leader").await?;
-        ensure!(
-            leader.is_none(),
-            "the election has a leader after the only campaign was refused"
-        );
-        let leadership = at_limit(
-            "campaigning with a value at the limit",
-            election.campaign(at.clone()),
+    refusals
+        .expect(
+            "enqueue_bytes",
+            size,
+            limit,
+            queue.enqueue_bytes(over.clone()),
         )
         .await?;
-        refusals
-            .expect(
-                "proclaim",
-                over.len(),
-                limit,
-                leadership.proclaim(over.clone()),
-            )
-            .await?;
-        at_limit(
-            "proclaiming a value at the limit",
-            leadership.proclaim(at.clone()),
+    refusals
+        .expect(
+            "enqueue_with_priority",
+            size,
+            limit,
+            queue.enqueue_with_priority(over.clone(), 1),
         )
         .await?;
-        let leader = at_limit("reading the leader", election.leader()).await?;
-        ensure!(
-            leader.as_ref().map(|leader| &leader.value) == Some(&at),
-            "the leader's value is {:?} bytes, not the {limit} it proclaimed",
-            leader.map(|leader| leader.value.len())
-        );
-        leadership.resign().bounded("resigning").await?;
-        taken.push("election");
-    }
-
-    if caps.guarded_writes && caps.lock {
-        let name = h.name("lock").ctx("naming the lock")?;
-        let key = h.key("lock-written");
-        let guard = coordinator
-            .locker(&session, name.as_str())
-            .ctx("making the locker")?
-            .lock()
-            .bounded("locking")
-            .await?;
-        refusals
-            .expect(
-                "put_if_held",
-                over.len(),
-                limit,
-                guard.put_if_held(&key, over.clone()),
-            )
-            .await?;
-        absent(stm.as_ref(), &key, "a lock's refused put_if_held").await?;
-        at_limit(
-            "put_if_held at the limit",
-            guard.put_if_held(&key, at.clone()),
+    let key =
+        distsync_core::queue::IdempotencyKey::new("oversized").ctx("making an idempotency key")?;
+    refusals
+        .expect(
+            "enqueue_once",
+            size,
+            limit,
+            queue.enqueue_once(&key, over.clone(), 0),
         )
         .await?;
-        read_back(stm.as_ref(), &key, &at).await?;
-        guard.unlock().bounded("unlocking").await?;
-        taken.push("put_if_held");
-    }
-
-    if caps.guarded_writes && caps.semaphore {
-        let name = h.name("semaphore").ctx("naming the semaphore")?;
-        let key = h.key("permit-written");
-        let permit = coordinator
-            .semaphore(&session, name.as_str(), 1)
-            .ctx("making the semaphore")?
-            .acquire()
-            .bounded("acquiring a permit")
-            .await?;
-        refusals
-            .expect(
-                "a permit's put_if_held",
-                over.len(),
-                limit,
-                permit.put_if_held(&key, over.clone()),
-            )
-            .await?;
-        absent(stm.as_ref(), &key, "a permit's refused put_if_held").await?;
-        permit.release().bounded("releasing the permit").await?;
-    }
-
-    if let Some((stm, level)) = &stm {
-        let key = h.key("stm");
-        refusals
-            .expect(
-                "STM put",
-                over.len(),
-                limit,
-                put(stm.clone(), *level, key.clone(), over.clone()),
-            )
-            .await?;
-        absent(Some(&(stm.clone(), *level)), &key, "a refused STM put").await?;
-        at_limit(
-            "an STM put at the limit",
-            put(stm.clone(), *level, key.clone(), at.clone()),
-        )
-        .await?;
-        read_back(Some(&(stm.clone(), *level)), &key, &at).await?;
-        taken.push("stm");
-    }
-
-    if caps.election {
-        match coordinator.group(h.name("group").ctx("naming the group")?.as_str()) {
-            Ok(group) => {
-                refusals
-                    .expect(
-                        "a group member's metadata",
-                        over.len(),
-                        limit,
-                        group.join(&session, "member", over.clone()),
-                    )
-                    .await?;
-                match group.members().await {
-                    Ok(members) => ensure!(
-                        members.is_empty(),
-                        "the group lists {} members after the only join was refused",
-                        members.len()
-                    ),
-                    Err(Error::Unsupported { .. }) => {}
-                    Err(error) => return violated(format!("listing the members: {error}")),
-                }
-            }
-            Err(Error::Unsupported { .. }) => {}
-            Err(error) => return violated(format!("making the group: {error}")),
+    let left = queue.len().bounded("reading the queue's length").await?;
+    ensure!(
+        left == 0,
+        "the queue holds {left} items after every oversized enqueue was refused"
+    );
+    at_limit("enqueueing an item at the limit", queue.enqueue(at.clone())).await?;
+    dequeued_whole(queue.as_ref(), &at, "enqueue").await?;
+    // An idempotent enqueue sends its record beside the item.
+    let once = within(AT_LIMIT, "enqueue_once at the limit", async {
+        Ok(queue.enqueue_once(&key, at.clone(), 0).await)
+    })
+    .await?;
+    match once {
+        Err(Error::Unsupported { .. }) => {}
+        once => {
+            once.set_up_ctx("enqueue_once at the limit")?;
+            dequeued_whole(queue.as_ref(), &at, "enqueue_once").await?;
         }
     }
+    values.taken.push("queue");
+    Ok(())
+}
 
+/// A campaign and a proclamation over the limit are refused; at it, the leader's value
+/// is the one proclaimed.
+async fn election(values: &mut Values<'_>) -> Check<()> {
+    let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
+    let refusals = &mut values.refusals;
+    let name = values.h.name("election").ctx("naming the election")?;
+    let election = values
+        .coordinator
+        .election(&values.session, name.as_str())
+        .ctx("making the election")?;
+    refusals
+        .expect(
+            "campaign",
+            over.len(),
+            limit,
+            election.campaign(over.clone()),
+        )
+        .await?;
+    let leader = election.leader().bounded("reading the leader").await?;
+    ensure!(
+        leader.is_none(),
+        "the election has a leader after the only campaign was refused"
+    );
+    let leadership = at_limit(
+        "campaigning with a value at the limit",
+        election.campaign(at.clone()),
+    )
+    .await?;
+    refusals
+        .expect(
+            "proclaim",
+            over.len(),
+            limit,
+            leadership.proclaim(over.clone()),
+        )
+        .await?;
+    at_limit(
+        "proclaiming a value at the limit",
+        leadership.proclaim(at.clone()),
+    )
+    .await?;
+    let leader = at_limit("reading the leader", election.leader()).await?;
+    ensure!(
+        leader.as_ref().map(|leader| &leader.value) == Some(&at),
+        "the leader's value is {:?} bytes, not the {limit} it proclaimed",
+        leader.map(|leader| leader.value.len())
+    );
+    leadership.resign().bounded("resigning").await?;
+    values.taken.push("election");
+    Ok(())
+}
+
+/// A lock's guarded write over the limit is refused and writes nothing; one at it is
+/// read back whole.
+async fn lock(values: &mut Values<'_>) -> Check<()> {
+    let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
+    let stm = values.stm.as_ref();
+    let name = values.h.name("lock").ctx("naming the lock")?;
+    let key = values.h.key("lock-written");
+    let guard = values
+        .coordinator
+        .locker(&values.session, name.as_str())
+        .ctx("making the locker")?
+        .lock()
+        .bounded("locking")
+        .await?;
+    values
+        .refusals
+        .expect(
+            "put_if_held",
+            over.len(),
+            limit,
+            guard.put_if_held(&key, over.clone()),
+        )
+        .await?;
+    absent(stm, &key, "a lock's refused put_if_held").await?;
+    at_limit(
+        "put_if_held at the limit",
+        guard.put_if_held(&key, at.clone()),
+    )
+    .await?;
+    read_back(stm, &key, &at).await?;
+    guard.unlock().bounded("unlocking").await?;
+    values.taken.push("put_if_held");
+    Ok(())
+}
+
+/// A permit's guarded write over the limit is refused and writes nothing.
+async fn permit(values: &mut Values<'_>) -> Check<()> {
+    let (limit, over) = (values.limit, values.over.clone());
+    let name = values.h.name("semaphore").ctx("naming the semaphore")?;
+    let key = values.h.key("permit-written");
+    let permit = values
+        .coordinator
+        .semaphore(&values.session, name.as_str(), 1)
+        .ctx("making the semaphore")?
+        .acquire()
+        .bounded("acquiring a permit")
+        .await?;
+    values
+        .refusals
+        .expect(
+            "a permit's put_if_held",
+            over.len(),
+            limit,
+            permit.put_if_held(&key, over.clone()),
+        )
+        .await?;
+    absent(values.stm.as_ref(), &key, "a permit's refused put_if_held").await?;
+    permit.release().bounded("releasing the permit").await?;
+    Ok(())
+}
+
+/// An STM put over the limit is refused and writes nothing; one at it is read back
+/// whole.
+async fn stm_put(values: &mut Values<'_>) -> Check<()> {
+    let Some((stm, level)) = &values.stm else {
+        return Ok(());
+    };
+    let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
+    let key = values.h.key("stm");
+    values
+        .refusals
+        .expect(
+            "STM put",
+            over.len(),
+            limit,
+            put(stm.clone(), *level, key.clone(), over.clone()),
+        )
+        .await?;
+    absent(Some(&(stm.clone(), *level)), &key, "a refused STM put").await?;
+    at_limit(
+        "an STM put at the limit",
+        put(stm.clone(), *level, key.clone(), at.clone()),
+    )
+    .await?;
+    read_back(Some(&(stm.clone(), *level)), &key, &at).await?;
+    values.taken.push("stm");
+    Ok(())
+}
+
+/// A group member's metadata over the limit is refused, and no member joins.
+async fn group(values: &mut Values<'_>) -> Check<()> {
+    let name = values.h.name("group").ctx("naming the group")?;
+    match values.coordinator.group(name.as_str()) {
+        Ok(group) => {
+            values
+                .refusals
+                .expect(
+                    "a group member's metadata",
+                    values.over.len(),
+                    values.limit,
+                    group.join(&values.session, "member", values.over.clone()),
+                )
+                .await?;
+            match group.members().await {
+                Ok(members) => ensure!(
+                    members.is_empty(),
+                    "the group lists {} members after the only join was refused",
+                    members.len()
+                ),
+                Err(Error::Unsupported { .. }) => {}
+                Err(error) => return violated(format!("listing the members: {error}")),
+            }
+        }
+        Err(Error::Unsupported { .. }) => {}
+        Err(error) => return violated(format!("making the group: {error}")),
+    }
+    Ok(())
+}
+
+/// Removes the values written at the limit, closes the session and gives the figure.
+async fn clean_up(values: Values<'_>) -> Check {
+    let Values {
+        h,
+        session,
+        stm,
+        limit,
+        refusals,
+        taken,
+        ..
+    } = values;
     if let Some((stm, level)) = &stm {
         // The values at the limit go, so that repeated runs leave nothing large behind.
         let keys = [h.key("lock-written"), h.key("stm")];

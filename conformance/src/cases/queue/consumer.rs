@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::consumer::ConsumerOptions;
-use distsync_core::{BoxError, Bytes, Coordinator};
+use distsync_core::consumer::{Consumer, ConsumerOptions};
+use distsync_core::{BoxError, Bytes, Coordinator, Queue};
 use tokio::time::Instant;
 
 use crate::check::{
@@ -123,6 +123,27 @@ pub(super) async fn poison_and_hung_handlers(h: Harness) -> Check {
     drop(run);
 
     let seen = std::mem::take(&mut *lock_vec(&seen));
+    let hang_after = handler_calls(&seen, started)?;
+    last_item_and_dead_letters(&queue, &consumer).await?;
+    let _ = session.close().await;
+    Ok(Holds::figure(
+        format!(
+            "hung item handled again after {}",
+            ms(hang_after.unwrap_or_default())
+        ),
+        format!(
+            "poison dead-lettered after exactly {MAX_DELIVERIES} handler calls; the 3 items \
+             behind it handled once each; a handler hung past the {} deadline dropped and \
+             its item handled again; the dead-letter queue listed and purged",
+            ms(DEADLINE)
+        ),
+    ))
+}
+
+/// The handler calls: the poison item's `max_deliveries`, the hanging item's two (the
+/// second after the deadline), each good item's one. Returns when the hanging item's
+/// second call came.
+fn handler_calls(seen: &Seen, started: Instant) -> Check<Option<Duration>> {
     let calls = |item: &str| seen.calls.get(item).copied().unwrap_or(0);
     ensure!(
         calls("poison") == MAX_DELIVERIES,
@@ -155,9 +176,14 @@ pub(super) async fn poison_and_hung_handlers(h: Harness) -> Check {
             ))
         }
     }
-    // Only the last item is left in the queue (back from the stopped run).
+    Ok(hang_after)
+}
+
+/// Only the last item is left in the queue (back from the stopped run), and the
+/// dead-letter queue lists the poison item alone and purges it.
+async fn last_item_and_dead_letters(queue: &Arc<dyn Queue>, consumer: &Consumer) -> Check<()> {
     let rest = eventually(PROMPT, "the last item back in the queue", || {
-        let queue = Arc::clone(&queue);
+        let queue = Arc::clone(queue);
         async move {
             let len = queue.len().await.ctx("len()")?;
             Ok((len > 0).then_some(len))
@@ -178,17 +204,5 @@ pub(super) async fn poison_and_hung_handlers(h: Harness) -> Check {
     );
     let purged = within(PROMPT, "purging the dead letters", consumer.purge()).await?;
     ensure!(purged == 1, "purge() removed {purged} items (expected 1)");
-    let _ = session.close().await;
-    Ok(Holds::figure(
-        format!(
-            "hung item handled again after {}",
-            ms(hang_after.unwrap_or_default())
-        ),
-        format!(
-            "poison dead-lettered after exactly {MAX_DELIVERIES} handler calls; the 3 items \
-             behind it handled once each; a handler hung past the {} deadline dropped and \
-             its item handled again; the dead-letter queue listed and purged",
-            ms(DEADLINE)
-        ),
-    ))
+    Ok(())
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use distsync_core::raw::retry::ONE_SHOT_BUDGET;
-use distsync_core::{Bytes, Error};
+use distsync_core::{Backend, Bytes, Error, Name};
 use tokio::time::Instant;
 
 use crate::check::{
@@ -54,59 +54,8 @@ pub(super) async fn dequeue_waits_through_an_outage(h: Harness) -> Check {
     partition.set(PartitionMode::Reset);
     let cut = Instant::now();
 
-    // A one-shot call during the outage: a transient error within the budget.
-    let one_shot = client
-        .queue(name.clone())
-        .ctx("making the one-shot client")?;
-    let bound = ONE_SHOT_BUDGET + MARGIN;
-    let started = Instant::now();
-    let try_took = match tokio::time::timeout(bound, one_shot.try_dequeue()).await {
-        Err(_) => {
-            return violated(format!(
-                "try_dequeue during the outage was still running after {} (budget {} and {})",
-                ms(bound),
-                ms(ONE_SHOT_BUDGET),
-                ms(MARGIN)
-            ))
-        }
-        Ok(Ok(item)) => {
-            return violated(format!(
-                "try_dequeue answered {item:?} although no connection reached the store"
-            ))
-        }
-        Ok(Err(error)) if error.is_transient() => started.elapsed(),
-        Ok(Err(error)) => {
-            return violated(format!(
-                "try_dequeue during the outage: expected a transient error, got {error}"
-            ))
-        }
-    };
-
-    // A deadline passing during the outage: the store's error, not a plain timeout.
-    let timed = client
-        .queue(name.clone())
-        .ctx("making the timed consumer")?;
-    let deadline_error = match distsync_core::timeout(DEADLINE, timed.dequeue()).await {
-        Ok(item) => {
-            return violated(format!(
-            "a dequeue under timeout() answered {item:?} although no connection reached the store"
-        ))
-        }
-        Err(Error::Timeout(_)) => {
-            return violated(format!(
-            "a dequeue under timeout({}) during the outage gave a plain Timeout, not the store's \
-                 error",
-            ms(DEADLINE)
-        ))
-        }
-        Err(error) if error.is_transient() => error,
-        Err(error) => {
-            return violated(format!(
-            "a dequeue under timeout() during the outage: expected the store's transient error, \
-                 got {error}"
-        ))
-        }
-    };
+    let try_took = one_shot_fails_within_its_budget(&*client, &name).await?;
+    let deadline_error = deadline_gives_the_store_error(&*client, &name).await?;
 
     if let Some(rest) = OUTAGE.checked_sub(cut.elapsed()) {
         tokio::time::sleep(rest).await;
@@ -175,4 +124,52 @@ pub(super) async fn dequeue_waits_through_an_outage(h: Harness) -> Check {
             ms(DEADLINE)
         ),
     ))
+}
+
+/// A one-shot call during the outage: a transient error within the budget (and a
+/// margin); returns how long it took.
+async fn one_shot_fails_within_its_budget(client: &dyn Backend, name: &Name) -> Check<Duration> {
+    let one_shot = client
+        .queue(name.clone())
+        .ctx("making the one-shot client")?;
+    let bound = ONE_SHOT_BUDGET + MARGIN;
+    let started = Instant::now();
+    match tokio::time::timeout(bound, one_shot.try_dequeue()).await {
+        Err(_) => violated(format!(
+            "try_dequeue during the outage was still running after {} (budget {} and {})",
+            ms(bound),
+            ms(ONE_SHOT_BUDGET),
+            ms(MARGIN)
+        )),
+        Ok(Ok(item)) => violated(format!(
+            "try_dequeue answered {item:?} although no connection reached the store"
+        )),
+        Ok(Err(error)) if error.is_transient() => Ok(started.elapsed()),
+        Ok(Err(error)) => violated(format!(
+            "try_dequeue during the outage: expected a transient error, got {error}"
+        )),
+    }
+}
+
+/// A deadline passing during the outage: the store's error, not a plain timeout;
+/// returns that error.
+async fn deadline_gives_the_store_error(client: &dyn Backend, name: &Name) -> Check<Error> {
+    let timed = client
+        .queue(name.clone())
+        .ctx("making the timed consumer")?;
+    match distsync_core::timeout(DEADLINE, timed.dequeue()).await {
+        Ok(item) => violated(format!(
+            "a dequeue under timeout() answered {item:?} although no connection reached the store"
+        )),
+        Err(Error::Timeout(_)) => violated(format!(
+            "a dequeue under timeout({}) during the outage gave a plain Timeout, not the store's \
+                 error",
+            ms(DEADLINE)
+        )),
+        Err(error) if error.is_transient() => Ok(error),
+        Err(error) => violated(format!(
+            "a dequeue under timeout() during the outage: expected the store's transient error, \
+                 got {error}"
+        )),
+    }
 }

@@ -14,15 +14,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::group::{Group, GroupChange};
-use distsync_core::{Error, SessionOptions};
+use distsync_core::group::{Group, GroupChange, Membership};
+use distsync_core::{Error, Session, SessionOptions};
 use futures::StreamExt as _;
 use tokio::time::Instant;
 
 use crate::check::{
     lock_vec, violated, within, within_set_up, Check, Context, Holds, Task, PROMPT,
 };
-use crate::faults::HoldKind;
+use crate::faults::{ExternalHolder, HoldKind};
 use crate::harness::Harness;
 
 /// How far past its TTL a gone member may still be listed: a second for the list's
@@ -53,14 +53,75 @@ fn joins(changes: &[(Instant, GroupChange)]) -> Vec<String> {
 }
 
 pub(crate) async fn run(h: Harness) -> Check {
+    let Members {
+        group,
+        seen,
+        _follower,
+        live_session,
+        live,
+        ended_session,
+        ended,
+        holder,
+    } = join_three(&h).await?;
+    all_three_listed(&group).await?;
+    three_joins_reported(&seen).await?;
+    let gone = fault_and_wait_gone(&h, &group, holder, &ended_session).await?;
+    let (joined, left) = joins_and_leaves_reported(&seen).await?;
+    let listed = group.members().await.ctx("listing the members")?;
+    if listed.len() != 1 || listed[0].id != LIVE {
+        return violated(format!("after the leaves the list reads {listed:?}"));
+    }
+    live.leave().await.ctx("leaving")?;
+    let _ = ended;
+    let _ = live_session.close().await;
+    let Gone {
+        killed_how,
+        killed_gone,
+        ended_gone,
+        killed_bound,
+        ended_bound,
+    } = gone;
+    Ok(Holds::figure(
+        format!(
+            "killed member gone {} after {killed_how}, ended session's {} after; live one listed \
+             throughout; changes(): {} joins, {} leaves",
+            crate::check::secs(killed_gone),
+            crate::check::secs(ended_gone),
+            joined.len(),
+            left.len()
+        ),
+        format!(
+            "bounds: TTL + {MARGIN:?} ({killed_bound:?} for the external member, {ended_bound:?} \
+             for the ended session's); the list read every 20 ms, changes() every {POLL:?}"
+        ),
+    ))
+}
+
+/// Every change the stream reports, with when.
+type Seen = Arc<Mutex<Vec<(Instant, GroupChange)>>>;
+
+/// The group, its `changes()` follower and the three members.
+struct Members {
+    group: Group,
+    seen: Seen,
+    _follower: Task<()>,
+    live_session: Session,
+    live: Membership,
+    ended_session: Session,
+    ended: Membership,
+    holder: Box<dyn ExternalHolder>,
+}
+
+/// Follows the group's changes, and joins the live member, the one whose session the
+/// store ends and the external one.
+async fn join_three(h: &Harness) -> Check<Members> {
     let coordinator = h.coordinator();
     let group: Group = coordinator
         .group(&h.key("group"))
         .ctx("naming the group")?
         .with_poll(POLL);
-    // Every change the stream reports, with when.
-    let seen: Arc<Mutex<Vec<(Instant, GroupChange)>>> = Arc::default();
-    let _follower = {
+    let seen: Seen = Arc::default();
+    let follower = {
         let (mut stream, seen) = (group.changes(), Arc::clone(&seen));
         Task::spawn("the changes() follower", async move {
             while let Some(change) = stream.next().await {
@@ -97,13 +158,26 @@ pub(crate) async fn run(h: Harness) -> Check {
         .strip_prefix(&format!("{}/", h.prefix()))
         .unwrap_or(entry.as_str())
         .to_owned();
-    let mut holder = within_set_up(
+    let holder = within_set_up(
         PROMPT * 2,
         "starting the external member",
         h.spawn_holder(HoldKind::Leadership, &suffix),
     )
     .await?;
-    // All three listed.
+    Ok(Members {
+        group,
+        seen,
+        _follower: follower,
+        live_session,
+        live,
+        ended_session,
+        ended,
+        holder,
+    })
+}
+
+/// All three listed, the live one with its metadata.
+async fn all_three_listed(group: &Group) -> Check<()> {
     let deadline = Instant::now() + PROMPT;
     loop {
         let members = group.members().await.ctx("listing the members")?;
@@ -116,7 +190,7 @@ pub(crate) async fn run(h: Harness) -> Check {
                     live.metadata
                 ));
             }
-            break;
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return violated(format!(
@@ -125,14 +199,16 @@ pub(crate) async fn run(h: Harness) -> Check {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
 
-    // changes() must have seen the three joins before the faults: a member that joins
-    // and leaves between two of its reads is not reported (see `distsync_core::group`).
+/// changes() must have seen the three joins before the faults: a member that joins
+/// and leaves between two of its reads is not reported (see `distsync_core::group`).
+async fn three_joins_reported(seen: &Seen) -> Check<()> {
     let deadline = Instant::now() + POLL * 10 + PROMPT;
     loop {
-        let joined = joins(&lock_vec(&seen));
+        let joined = joins(&lock_vec(seen));
         if joined == [ENDED, KILLED, LIVE] {
-            break;
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return violated(format!(
@@ -142,8 +218,25 @@ pub(crate) async fn run(h: Harness) -> Check {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
 
-    // The faults, at once.
+/// How the two faulted members left the list, and the bounds they met.
+struct Gone {
+    killed_how: &'static str,
+    killed_gone: Duration,
+    ended_gone: Duration,
+    killed_bound: Duration,
+    ended_bound: Duration,
+}
+
+/// The faults, at once: the external member killed and the other's session ended;
+/// both must leave the list within their bounds while the live one stays.
+async fn fault_and_wait_gone(
+    h: &Harness,
+    group: &Group,
+    mut holder: Box<dyn ExternalHolder>,
+    ended_session: &Session,
+) -> Check<Gone> {
     let faulted = Instant::now();
     let killed_how = match holder.kill().await {
         Ok(()) => "SIGKILL",
@@ -154,7 +247,7 @@ pub(crate) async fn run(h: Harness) -> Check {
         }
         Err(error) => return violated(format!("killing the external member: {error}")),
     };
-    h.end_session(&ended_session)
+    h.end_session(ended_session)
         .await
         .ctx("ending the member's session in the store")?;
     let killed_bound = h.holder_ttl() + MARGIN;
@@ -194,16 +287,22 @@ pub(crate) async fn run(h: Harness) -> Check {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (killed_gone, ended_gone) = (
-        killed_gone.unwrap_or_default(),
-        ended_gone.unwrap_or_default(),
-    );
     drop(holder);
+    Ok(Gone {
+        killed_how,
+        killed_gone: killed_gone.unwrap_or_default(),
+        ended_gone: ended_gone.unwrap_or_default(),
+        killed_bound,
+        ended_bound,
+    })
+}
 
-    // changes(): the joins and the leaves, within a few of its reads.
+/// changes(): the joins and the leaves, within a few of its reads, and never the live
+/// member's leave.
+async fn joins_and_leaves_reported(seen: &Seen) -> Check<(Vec<String>, Vec<String>)> {
     let deadline = Instant::now() + POLL * 10 + PROMPT;
-    let (joined, left) = loop {
-        let seen = lock_vec(&seen).clone();
+    loop {
+        let seen = lock_vec(seen).clone();
         let ids = |joins: bool| {
             let mut ids: Vec<String> = seen
                 .iter()
@@ -223,7 +322,7 @@ pub(crate) async fn run(h: Harness) -> Check {
             ));
         }
         if joined == [ENDED, KILLED, LIVE] && left == [ENDED, KILLED] {
-            break (joined, left);
+            return Ok((joined, left));
         }
         if Instant::now() >= deadline {
             return violated(format!(
@@ -231,26 +330,5 @@ pub(crate) async fn run(h: Harness) -> Check {
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let listed = group.members().await.ctx("listing the members")?;
-    if listed.len() != 1 || listed[0].id != LIVE {
-        return violated(format!("after the leaves the list reads {listed:?}"));
     }
-    live.leave().await.ctx("leaving")?;
-    let _ = ended;
-    let _ = live_session.close().await;
-    Ok(Holds::figure(
-        format!(
-            "killed member gone {} after {killed_how}, ended session's {} after; live one listed \
-             throughout; changes(): {} joins, {} leaves",
-            crate::check::secs(killed_gone),
-            crate::check::secs(ended_gone),
-            joined.len(),
-            left.len()
-        ),
-        format!(
-            "bounds: TTL + {MARGIN:?} ({killed_bound:?} for the external member, {ended_bound:?} \
-             for the ended session's); the list read every 20 ms, changes() every {POLL:?}"
-        ),
-    ))
 }

@@ -31,7 +31,7 @@ use super::shard_log::{ShardLog, Tracking};
 use crate::cases::scenario::mixed::{partition_schedule, proxied_clients, seed, SEED_VAR};
 use crate::check::{violated, within, Check, Context, Fail, Holds, LONG};
 use crate::faults::shards_member::ShardsMemberSpec;
-use crate::faults::{child, Hook};
+use crate::faults::{child, Hook, Partitioned};
 use crate::harness::Harness;
 use crate::history::{self, Event, Kind, Liveness, Recorder, Rules};
 use crate::rng::Rng;
@@ -67,10 +67,6 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     let quiet_tail = bound + MARGIN;
     let switches = proxied_clients(h, MEMBERS).await?;
     let group = h.key("sharded");
-    let options = ShardOptions::default()
-        .with_ttl(ttl)
-        .with_poll(POLL)
-        .with_retry(Duration::from_millis(50), Duration::from_millis(500));
     let clock = Recorder::new();
     let log = ShardLog::new(clock.clone(), SHARDS);
     let child_log = ChildLog::new(&clock, SHARDS);
@@ -93,15 +89,7 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         }),
         _ => None,
     };
-    let mut members: Vec<(Arc<Shards>, Tracking)> = Vec::new();
-    for (client, switch) in switches.iter().enumerate() {
-        let shards = Coordinator::from_arc(switch.backend())
-            .shards(&group, &format!("m{client}"), SHARDS, options.clone())
-            .ctx("starting a member")?;
-        let shards = Arc::new(shards);
-        let tracking = log.track(&shards, client);
-        members.push((shards, tracking));
-    }
+    let members = start_members(&switches, &group, &log, ttl)?;
     let started = Instant::now();
     let stop = started + LENGTH;
     let quiet = stop - quiet_tail;
@@ -123,7 +111,92 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     );
     let child_counts: Option<ChildCounts> = child_counts?;
     let faults: Vec<Event> = clock.events();
-    // Stop the members: trackers first (an open hold ends in its history now).
+    let (acquired, lost) = stop_members(members).await?;
+    drop(switches);
+
+    let healed = last_fault_end(&faults, until, ttl);
+    let rules = Rules {
+        capacity: 1,
+        liveness: healed.map(|healed| Liveness {
+            healed,
+            bound,
+            until,
+            contention: clock.contention(),
+        }),
+    };
+    let tally = judge_shards(&log, &child_log, &faults, &rules, healed, until)?;
+    let child = match &child_counts {
+        Some(c) => format!(
+            ", {} kills, {} pauses ({} past the TTL) of the member in a child process",
+            c.kills, c.pauses, c.long_pauses
+        ),
+        None => String::new(),
+    };
+    let child_detail = match &child_counts {
+        Some(c) => format!(
+            "; 1 member in a child process, started {} times, {} holds ({} ended by a kill, \
+             {} by a loss, {} released or at the end), {} stalls of its runtime recorded as \
+             pauses",
+            c.starts,
+            tally.child_holds.iter().sum::<usize>(),
+            tally.child_holds[0],
+            tally.child_holds[1],
+            tally.child_holds[2],
+            child_log.stalls()
+        ),
+        None => "; no member in a child process (the hooks start none on this store)".to_owned(),
+    };
+    let Tally {
+        holds,
+        lost_after_cut,
+        after_heal,
+        longest,
+        ..
+    } = tally;
+    Ok(Holds::figure(
+        format!(
+            "seed {seed}: {SHARDS} shards, {holds} owner changes, 0 double owners; {} partitions \
+             ({} silent){child}; longest without an owner {} ({} after the last fault)",
+            counts.partitions,
+            counts.silent,
+            crate::check::secs(longest),
+            crate::check::secs(after_heal)
+        ),
+        format!(
+            "{MEMBERS} members through their own proxies for {}; session TTL {ttl:?}, list read \
+             every {POLL:?}; {acquired} shards acquired, {lost} lost, {lost_after_cut} holds ended \
+             by lost() after a cut or pause; liveness bound {bound:?}{child_detail}",
+            crate::check::secs(LENGTH)
+        ),
+    ))
+}
+
+/// The in-process members, one through each proxy, each tracked by `log`.
+fn start_members(
+    switches: &[Box<dyn Partitioned>],
+    group: &str,
+    log: &ShardLog,
+    ttl: Duration,
+) -> Check<Vec<(Arc<Shards>, Tracking)>> {
+    let options = ShardOptions::default()
+        .with_ttl(ttl)
+        .with_poll(POLL)
+        .with_retry(Duration::from_millis(50), Duration::from_millis(500));
+    let mut members: Vec<(Arc<Shards>, Tracking)> = Vec::new();
+    for (client, switch) in switches.iter().enumerate() {
+        let shards = Coordinator::from_arc(switch.backend())
+            .shards(group, &format!("m{client}"), SHARDS, options.clone())
+            .ctx("starting a member")?;
+        let shards = Arc::new(shards);
+        let tracking = log.track(&shards, client);
+        members.push((shards, tracking));
+    }
+    Ok(members)
+}
+
+/// Stops the members, trackers first (an open hold ends in its history now), and
+/// returns the shards they acquired and lost.
+async fn stop_members(members: Vec<(Arc<Shards>, Tracking)>) -> Check<(u64, u64)> {
     let mut acquired = 0;
     let mut lost = 0;
     for (shards, tracking) in members {
@@ -144,13 +217,15 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             .await?;
         }
     }
-    drop(switches);
+    Ok((acquired, lost))
+}
 
-    // The last fault's end: a heal, a paused member's resume, a kill's lease (the
-    // killed session's holds and member entry last until it ends, and the member
-    // started again under the same id joins only then; the member killed at the end
-    // of the run does not count: nothing is required after it).
-    let healed = faults
+/// The last fault's end: a heal, a paused member's resume, a kill's lease (the
+/// killed session's holds and member entry last until it ends, and the member
+/// started again under the same id joins only then; the member killed at the end
+/// of the run does not count: nothing is required after it).
+fn last_fault_end(faults: &[Event], until: Duration, ttl: Duration) -> Option<Duration> {
+    faults
         .iter()
         .filter(|event| matches!(event.kind, Kind::Heal | Kind::Resume | Kind::Killed))
         .filter(|event| event.at < until)
@@ -158,23 +233,35 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             Kind::Killed => event.at + ttl,
             _ => event.at,
         })
-        .max();
-    let liveness = healed.map(|healed| Liveness {
-        healed,
-        bound,
-        until,
-        contention: clock.contention(),
-    });
-    let rules = Rules {
-        capacity: 1,
-        liveness,
+        .max()
+}
+
+/// What the shards' histories add up to.
+struct Tally {
+    holds: usize,
+    lost_after_cut: usize,
+    /// The child member's holds: ended by a kill, by a loss, otherwise.
+    child_holds: [usize; 3],
+    after_heal: Duration,
+    longest: Duration,
+}
+
+/// Judges each shard's history by `rules`: no violation, and owned at least once.
+fn judge_shards(
+    log: &ShardLog,
+    child_log: &ChildLog,
+    faults: &[Event],
+    rules: &Rules,
+    healed: Option<Duration>,
+    until: Duration,
+) -> Check<Tally> {
+    let mut tally = Tally {
+        holds: 0,
+        lost_after_cut: 0,
+        child_holds: [0usize; 3],
+        after_heal: Duration::ZERO,
+        longest: Duration::ZERO,
     };
-    let mut holds = 0;
-    let mut lost_after_cut = 0;
-    // The child member's holds: ended by a kill, by a loss, otherwise.
-    let mut child_holds = [0usize; 3];
-    let mut after_heal = Duration::ZERO;
-    let mut longest = Duration::ZERO;
     // Gaps are counted from the first grant of any shard (the group's start-up before
     // it is no gap).
     let first_grant = (0..SHARDS)
@@ -184,10 +271,10 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         .min()
         .unwrap_or(Duration::ZERO);
     for shard in 0..SHARDS {
-        let mut extra = faults.clone();
+        let mut extra = faults.to_vec();
         extra.extend(child_log.events(shard));
         let events = log.history(shard, &extra);
-        let verdict = history::check(&events, &rules);
+        let verdict = history::check(&events, rules);
         if let Some(violation) = verdict.violations.first() {
             let excerpt: Vec<String> = events.iter().map(ToString::to_string).collect();
             return violated(format!(
@@ -199,60 +286,28 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         if verdict.holds.is_empty() {
             return violated(format!("shard {shard} was never owned in {LENGTH:?}"));
         }
-        holds += verdict.holds.len();
-        lost_after_cut += verdict
+        tally.holds += verdict.holds.len();
+        tally.lost_after_cut += verdict
             .holds
             .iter()
             .filter(|hold| hold.ended_by == history::Ending::LostAfterFault)
             .count();
         for hold in verdict.holds.iter().filter(|hold| hold.client == MEMBERS) {
-            child_holds[match hold.ended_by {
+            tally.child_holds[match hold.ended_by {
                 history::Ending::Killed => 0,
                 history::Ending::LostAfterFault | history::Ending::Lost => 1,
                 _ => 2,
             }] += 1;
         }
         let from = healed.unwrap_or(Duration::ZERO);
-        after_heal = after_heal.max(longest_gap(&verdict.holds, from, until));
-        longest = longest.max(longest_gap(&verdict.holds, first_grant, until));
+        tally.after_heal = tally
+            .after_heal
+            .max(longest_gap(&verdict.holds, from, until));
+        tally.longest = tally
+            .longest
+            .max(longest_gap(&verdict.holds, first_grant, until));
     }
-    let child = match &child_counts {
-        Some(c) => format!(
-            ", {} kills, {} pauses ({} past the TTL) of the member in a child process",
-            c.kills, c.pauses, c.long_pauses
-        ),
-        None => String::new(),
-    };
-    let child_detail = match &child_counts {
-        Some(c) => format!(
-            "; 1 member in a child process, started {} times, {} holds ({} ended by a kill, \
-             {} by a loss, {} released or at the end), {} stalls of its runtime recorded as \
-             pauses",
-            c.starts,
-            child_holds.iter().sum::<usize>(),
-            child_holds[0],
-            child_holds[1],
-            child_holds[2],
-            child_log.stalls()
-        ),
-        None => "; no member in a child process (the hooks start none on this store)".to_owned(),
-    };
-    Ok(Holds::figure(
-        format!(
-            "seed {seed}: {SHARDS} shards, {holds} owner changes, 0 double owners; {} partitions \
-             ({} silent){child}; longest without an owner {} ({} after the last fault)",
-            counts.partitions,
-            counts.silent,
-            crate::check::secs(longest),
-            crate::check::secs(after_heal)
-        ),
-        format!(
-            "{MEMBERS} members through their own proxies for {}; session TTL {ttl:?}, list read \
-             every {POLL:?}; {acquired} shards acquired, {lost} lost, {lost_after_cut} holds ended \
-             by lost() after a cut or pause; liveness bound {bound:?}{child_detail}",
-            crate::check::secs(LENGTH)
-        ),
-    ))
+    Ok(tally)
 }
 
 /// The longest time in `[from, until]` during which none of `holds` was held.

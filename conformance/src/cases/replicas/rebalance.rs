@@ -119,23 +119,7 @@ pub(crate) async fn run(h: Harness) -> Check {
     }
     let elapsed = started.elapsed();
 
-    // Never two owners, tokens growing, per shard.
-    let rules = Rules {
-        capacity: 1,
-        liveness: None,
-    };
-    let mut holds = 0;
-    for shard in 0..SHARDS {
-        let events = log.history(shard, &[]);
-        let verdict = history::check(&events, &rules);
-        if let Some(violation) = verdict.violations.first() {
-            return violated(format!(
-                "shard {shard}: {violation} ({} violations on it)",
-                verdict.violations.len()
-            ));
-        }
-        holds += verdict.holds.len();
-    }
+    let holds = no_double_owner(&log)?;
     // The first join takes every shard: it is no move between members.
     let moves = &changes[1..];
     if let Some(over) = moves.iter().find(|c| c.moves as usize > c.target) {
@@ -173,6 +157,27 @@ pub(crate) async fn run(h: Harness) -> Check {
             summary(&changes)
         ),
     ))
+}
+
+/// Never two owners, tokens growing, per shard; returns the holds judged.
+fn no_double_owner(log: &ShardLog) -> Check<usize> {
+    let rules = Rules {
+        capacity: 1,
+        liveness: None,
+    };
+    let mut holds = 0;
+    for shard in 0..SHARDS {
+        let events = log.history(shard, &[]);
+        let verdict = history::check(&events, &rules);
+        if let Some(violation) = verdict.violations.first() {
+            return violated(format!(
+                "shard {shard}: {violation} ({} violations on it)",
+                verdict.violations.len()
+            ));
+        }
+        holds += verdict.holds.len();
+    }
+    Ok(holds)
 }
 
 fn total_acquired(members: &[Member]) -> u64 {

@@ -37,8 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync_core::schedule::Schedule;
-use distsync_core::scheduled_job::{JobOptions, Missed, ScheduledJob, RECORD_SUFFIX};
+use distsync_core::scheduled_job::{JobOptions, LastRun, Missed, ScheduledJob, RECORD_SUFFIX};
 use distsync_core::{Coordinator, Error, Isolation, SessionOptions, Stm};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cases::scenario::mixed::{partition_schedule, proxied_clients, seed, SEED_VAR};
@@ -46,7 +47,7 @@ use crate::check::{lock_vec, violated, Check, Context, Fail, Holds};
 use crate::faults::child::{
     JobEvent, JOB_AT_LEAST, JOB_AT_MOST, JOB_GRACE, JOB_INTERVAL, JOB_WORK,
 };
-use crate::faults::{ExternalHolder, HoldKind};
+use crate::faults::{ExternalHolder, HoldKind, Partitioned};
 use crate::harness::Harness;
 use crate::history::{self, Event, Kind, Recorder, Rules};
 use crate::rng::Rng;
@@ -202,11 +203,66 @@ pub(crate) async fn run(h: Harness) -> Check {
     })
 }
 
-#[allow(clippy::too_many_lines)]
 async fn run_seeded(h: &Harness, seed: u64) -> Check {
     let ttl = h.fault_ttl();
     let holder_ttl = h.holder_ttl();
     let meter = StallMeter::start();
+    let runners = start_runners(h, ttl).await?;
+    // The external runner: clients RUNNERS (killed) and RUNNERS + 1 (restarted).
+    let external = h.spawn_holder(HoldKind::JobRunner, "job").await;
+    let started = Instant::now();
+    let stop = started + LENGTH;
+    let quiet = stop - (ttl + MARGIN + TAIL);
+    let killer = kill_external(
+        h,
+        external,
+        runners.log.clone(),
+        runners.name.clone(),
+        h.coordinator(),
+        runners.schedule.clone(),
+    );
+    let partitions = partition_schedule(
+        &runners.log.clock,
+        ttl,
+        (quiet, stop),
+        &runners.switches,
+        Rng::new(seed),
+    );
+    let (killed, counts) = tokio::join!(killer, partitions);
+    let killed = killed?;
+    let until = runners.log.clock.now();
+    let lag = meter.stop();
+    let until_wall = millis(std::time::SystemTime::now());
+    let ended = stop_and_read(h, runners, killed, ttl).await?;
+
+    let judged = Judged {
+        seed,
+        ttl,
+        holder_ttl,
+        lag,
+        until,
+        until_wall,
+        partitions: counts.partitions,
+    };
+    let runs = check_runs(&ended)?;
+    let verdict = check_holds(&ended.events)?;
+    let occurrences = check_occurrences(&judged, &ended, &runs)?;
+    Ok(figure(&judged, &ended, &runs, &verdict, &occurrences))
+}
+
+/// What the set-up leaves running: the runners through their proxies and the probe.
+struct Runners {
+    switches: Vec<Box<dyn Partitioned>>,
+    name: String,
+    schedule: Schedule,
+    log: Log,
+    probes: Arc<Mutex<Vec<Probe>>>,
+    prober: JoinHandle<()>,
+    tasks: Vec<JoinHandle<Error>>,
+}
+
+/// Starts the probe and the [`RUNNERS`] in-process runners, each through its own proxy.
+async fn start_runners(h: &Harness, ttl: Duration) -> Check<Runners> {
     let switches = proxied_clients(h, RUNNERS).await?;
     let name = h.key("job");
     let schedule = Schedule::every(JOB_INTERVAL).ctx("the schedule")?;
@@ -229,107 +285,164 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             .ctx("scheduling the job")?;
         tasks.push(tokio::spawn(run_in_process(job, runner, log.clone())));
     }
-    // The external runner: clients RUNNERS (killed) and RUNNERS + 1 (restarted).
-    let external = h.spawn_holder(HoldKind::JobRunner, "job").await;
-    let in_process_external = matches!(external, Err(Error::Unsupported { .. }));
-    let started = Instant::now();
-    let stop = started + LENGTH;
-    let quiet = stop - (ttl + MARGIN + TAIL);
-    let external_log = log.clone();
-    let external_name = name.clone();
-    let external_coordinator = h.coordinator();
-    let external_schedule = schedule.clone();
-    let killer = async move {
-        let first = RUNNERS;
-        if in_process_external {
-            // Memory: a runner in process, its loop dropped.
-            let job = external_coordinator
-                .scheduled_job(
-                    &external_name,
-                    external_schedule.clone(),
-                    options(holder_ttl),
-                )
-                .ctx("scheduling the job")?;
-            let task = tokio::spawn(run_in_process(job, first, external_log.clone()));
-            tokio::time::sleep(KILL_AFTER).await;
-            task.abort();
-            external_log.clock.record(first, Kind::Killed);
-            tokio::time::sleep(DEAD_FOR).await;
-            let job = external_coordinator
-                .scheduled_job(&external_name, external_schedule, options(holder_ttl))
-                .ctx("scheduling the job")?;
-            let restarted = tokio::spawn(async move {
-                let _ = run_in_process(job, first + 1, external_log).await;
-            });
-            return Ok::<_, Fail>(("an in-process runner's loop dropped", Some(restarted), None));
-        }
-        let mut holder = external.ctx("starting the external runner")?;
-        // Follow it until it has run an occurrence past KILL_AFTER's first half, or
-        // KILL_AFTER: then kill it mid-run if it is running.
-        let deadline = Instant::now() + KILL_AFTER;
-        let half = Instant::now() + KILL_AFTER / 2;
-        {
-            let follow = follow_external(holder.as_mut(), first, &external_log);
-            tokio::pin!(follow);
-            let watch = async {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if Instant::now() >= deadline {
-                        return;
-                    }
-                    if Instant::now() >= half {
-                        let runs = lock_vec(&external_log.runs);
-                        let events = external_log.clock.events();
-                        let holding = events
-                            .iter()
-                            .rev()
-                            .find(|event| event.client == first)
-                            .is_some_and(|event| matches!(event.kind, Kind::Grant(_)));
-                        if holding && runs.iter().any(|run| run.runner == first) {
-                            return;
-                        }
-                    }
+    Ok(Runners {
+        switches,
+        name,
+        schedule,
+        log,
+        probes,
+        prober,
+        tasks,
+    })
+}
+
+/// How the external runner was killed, and what runs its restarted copy.
+struct Killed {
+    how: &'static str,
+    restarted: Option<JoinHandle<()>>,
+    stop_follower: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The fault: kills the external runner (client [`RUNNERS`]) and starts it again as
+/// client `RUNNERS + 1`; on the memory store, which has no child processes, drops an
+/// in-process runner's loop instead.
+async fn kill_external(
+    h: &Harness,
+    external: Result<Box<dyn ExternalHolder>, Error>,
+    log: Log,
+    name: String,
+    coordinator: Coordinator,
+    schedule: Schedule,
+) -> Check<Killed> {
+    let first = RUNNERS;
+    if matches!(external, Err(Error::Unsupported { .. })) {
+        return drop_in_process_runner(h.holder_ttl(), log, name, coordinator, schedule).await;
+    }
+    let mut holder = external.ctx("starting the external runner")?;
+    // Follow it until it has run an occurrence past KILL_AFTER's first half, or
+    // KILL_AFTER: then kill it mid-run if it is running.
+    let deadline = Instant::now() + KILL_AFTER;
+    let half = Instant::now() + KILL_AFTER / 2;
+    {
+        let follow = follow_external(holder.as_mut(), first, &log);
+        tokio::pin!(follow);
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if Instant::now() >= deadline {
+                    return;
                 }
-            };
-            tokio::select! {
-                () = &mut follow => {}
-                () = watch => {}
+                if Instant::now() >= half && running_a_run(&log, first) {
+                    return;
+                }
             }
+        };
+        tokio::select! {
+            () = &mut follow => {}
+            () = watch => {}
         }
-        holder.kill().await.ctx("killing the external runner")?;
-        external_log.clock.record(first, Kind::Killed);
+    }
+    holder.kill().await.ctx("killing the external runner")?;
+    log.clock.record(first, Kind::Killed);
+    drop(holder);
+    tokio::time::sleep(DEAD_FOR).await;
+    let mut holder = h
+        .spawn_holder(HoldKind::JobRunner, "job")
+        .await
+        .set_up_ctx("restarting the external runner")?;
+    log.clock.record(first + 1, Kind::Invoke);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let follower = tokio::spawn(async move {
+        tokio::select! {
+            () = follow_external(holder.as_mut(), first + 1, &log) => {}
+            _ = stop_rx => {}
+        }
         drop(holder);
-        tokio::time::sleep(DEAD_FOR).await;
-        let mut holder = h
-            .spawn_holder(HoldKind::JobRunner, "job")
-            .await
-            .set_up_ctx("restarting the external runner")?;
-        external_log.clock.record(first + 1, Kind::Invoke);
-        let follower_log = external_log.clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let follower = tokio::spawn(async move {
-            tokio::select! {
-                () = follow_external(holder.as_mut(), first + 1, &follower_log) => {}
-                _ = stop_rx => {}
-            }
-            drop(holder);
-        });
-        Ok(("SIGKILL", Some(follower), Some(stop_tx)))
-    };
-    let partitions = partition_schedule(&log.clock, ttl, (quiet, stop), &switches, Rng::new(seed));
-    let (killed, counts) = tokio::join!(killer, partitions);
-    let (killed_how, restarted, stop_follower) = killed?;
-    let until = log.clock.now();
-    let lag = meter.stop();
-    let until_wall = millis(std::time::SystemTime::now());
+    });
+    Ok(Killed {
+        how: "SIGKILL",
+        restarted: Some(follower),
+        stop_follower: Some(stop_tx),
+    })
+}
+
+/// Whether `runner` has run an occurrence and holds the job's lock now.
+fn running_a_run(log: &Log, runner: usize) -> bool {
+    let runs = lock_vec(&log.runs);
+    let events = log.clock.events();
+    let holding = events
+        .iter()
+        .rev()
+        .find(|event| event.client == runner)
+        .is_some_and(|event| matches!(event.kind, Kind::Grant(_)));
+    holding && runs.iter().any(|run| run.runner == runner)
+}
+
+/// Memory's fault: a runner in process (client [`RUNNERS`]), its loop dropped after
+/// [`KILL_AFTER`] and started again (client `RUNNERS + 1`) after [`DEAD_FOR`].
+async fn drop_in_process_runner(
+    holder_ttl: Duration,
+    log: Log,
+    name: String,
+    coordinator: Coordinator,
+    schedule: Schedule,
+) -> Check<Killed> {
+    let first = RUNNERS;
+    let job = coordinator
+        .scheduled_job(&name, schedule.clone(), options(holder_ttl))
+        .ctx("scheduling the job")?;
+    let task = tokio::spawn(run_in_process(job, first, log.clone()));
+    tokio::time::sleep(KILL_AFTER).await;
+    task.abort();
+    log.clock.record(first, Kind::Killed);
+    tokio::time::sleep(DEAD_FOR).await;
+    let job = coordinator
+        .scheduled_job(&name, schedule, options(holder_ttl))
+        .ctx("scheduling the job")?;
+    let restarted = tokio::spawn(async move {
+        let _ = run_in_process(job, first + 1, log).await;
+    });
+    Ok(Killed {
+        how: "an in-process runner's loop dropped",
+        restarted: Some(restarted),
+        stop_follower: None,
+    })
+}
+
+/// The history once every runner has stopped: the events, the runs, the store's
+/// record and the probe's reads.
+struct Ended {
+    events: Vec<Event>,
+    runs: Vec<Run>,
+    record: Option<LastRun>,
+    probes: Vec<Probe>,
+    killed_how: &'static str,
+}
+
+/// Stops the runners and the probe, and reads the store's record of the job.
+async fn stop_and_read(
+    h: &Harness,
+    runners: Runners,
+    killed: Killed,
+    ttl: Duration,
+) -> Check<Ended> {
+    let Runners {
+        switches,
+        name,
+        schedule,
+        log,
+        probes,
+        prober,
+        tasks,
+    } = runners;
     for task in &tasks {
         task.abort();
     }
     prober.abort();
-    if let Some(stop) = stop_follower {
+    if let Some(stop) = killed.stop_follower {
         let _ = stop.send(());
     }
-    if let Some(task) = restarted {
+    if let Some(task) = killed.restarted {
         task.abort();
         let _ = task.await;
     }
@@ -345,9 +458,41 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         .await
         .ctx("reading the job's record")?;
     drop(switches);
-
-    let events: Vec<Event> = log.clock.events();
+    let events = log.clock.events();
     let runs = lock_vec(&log.runs).clone();
+    let probes = lock_vec(&probes).clone();
+    Ok(Ended {
+        events,
+        runs,
+        record,
+        probes,
+        killed_how: killed.how,
+    })
+}
+
+/// What the run measured beside its history.
+struct Judged {
+    seed: u64,
+    ttl: Duration,
+    holder_ttl: Duration,
+    lag: Duration,
+    until: Duration,
+    until_wall: u64,
+    partitions: usize,
+}
+
+/// The runs' figures the later verdicts and the figure use.
+struct Runs {
+    by_start: Vec<Run>,
+    closest: u64,
+    seen: u64,
+    first_runs: u64,
+}
+
+/// No occurrence runs twice, the store counts every run seen, and no two runs start
+/// closer than `at_least`.
+fn check_runs(ended: &Ended) -> Check<Runs> {
+    let runs = &ended.runs;
     if runs.is_empty() {
         return violated(format!("no occurrence ran in {LENGTH:?}"));
     }
@@ -363,7 +508,7 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         }
     }
     // The store counts every run seen.
-    let Some(record) = record else {
+    let Some(record) = &ended.record else {
         return violated(format!("{} runs, and the store records none", runs.len()));
     };
     let seen = u64::try_from(runs.len()).unwrap_or(u64::MAX);
@@ -396,9 +541,18 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             ));
         }
     }
-    // The holds.
+    Ok(Runs {
+        by_start,
+        closest,
+        seen,
+        first_runs,
+    })
+}
+
+/// The holds: one runner at a time outside pauses, tokens growing with real time.
+fn check_holds(events: &[Event]) -> Check<history::Verdict> {
     let verdict = history::check(
-        &events,
+        events,
         &Rules {
             capacity: 1,
             liveness: None,
@@ -412,9 +566,27 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             excerpt.join(", ")
         ));
     }
-    // Every occurrence with no fault near its window ran. The wall clock of the
-    // recorder's start: events are mapped to wall time through it.
-    let wall_at_start = until_wall.saturating_sub(u64::try_from(until.as_millis()).unwrap_or(0));
+    Ok(verdict)
+}
+
+/// How the judged occurrences fell.
+struct Occurrences {
+    required: usize,
+    excused: usize,
+    short: usize,
+    slow: usize,
+    ran: usize,
+    allowance_ms: u64,
+    slow_read: Duration,
+}
+
+/// Every occurrence with no fault near its window ran.
+fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occurrences> {
+    let (events, probes, by_start) = (&ended.events, &ended.probes, &runs.by_start);
+    // The wall clock of the recorder's start: events are mapped to wall time through it.
+    let wall_at_start = judged
+        .until_wall
+        .saturating_sub(u64::try_from(judged.until.as_millis()).unwrap_or(0));
     let to_wall = |at: Duration| wall_at_start + u64::try_from(at.as_millis()).unwrap_or(0);
     // How far each fault reaches: a cut-off runner (waiting or holding) keeps the lock
     // until its session expires, a killed one until its session's TTL; a heal or the
@@ -426,13 +598,14 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         .chain(restart)
         .map(|event| {
             let session = match event.kind {
-                Kind::Cut => ttl,
-                Kind::Killed => holder_ttl,
+                Kind::Cut => judged.ttl,
+                Kind::Killed => judged.holder_ttl,
                 _ => Duration::ZERO,
             };
             (to_wall(event.at), session)
         })
         .collect();
+    let at_least = u64::try_from(JOB_AT_LEAST.as_millis()).unwrap_or(u64::MAX);
     let interval = u64::try_from(JOB_INTERVAL.as_millis()).unwrap_or(1);
     let grace = u64::try_from(JOB_GRACE.as_millis()).unwrap_or(0);
     let margin = u64::try_from(MARGIN.as_millis()).unwrap_or(0);
@@ -441,29 +614,20 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
     // claim): an occurrence that `at_least` after the previous start leaves less of its
     // grace than this is excused (its runners may all wake too late, by no fault of
     // the store's).
-    let allowance = STALL_FLOOR + lag * 2;
+    let allowance = STALL_FLOOR + judged.lag * 2;
     let allowance_ms = u64::try_from(allowance.as_millis()).unwrap_or(u64::MAX);
-    let probes = lock_vec(&probes).clone();
     let slow_read = JOB_GRACE / START_CALLS;
-    // The slowest probe read overlapping [from, to] (wall ms).
-    let slowest_read = |from: u64, to: u64| {
-        probes
-            .iter()
-            .filter(|probe| {
-                let took = u64::try_from(probe.took.as_millis()).unwrap_or(u64::MAX);
-                probe.sent_ms <= to && probe.sent_ms.saturating_add(took) >= from
-            })
-            .map(|probe| probe.took)
-            .max()
-            .unwrap_or_default()
+    let mut tally = Occurrences {
+        required: 0,
+        excused: 0,
+        short: 0,
+        slow: 0,
+        ran: 0,
+        allowance_ms,
+        slow_read,
     };
-    let mut reads: Vec<Duration> = probes.iter().map(|probe| probe.took).collect();
-    reads.sort_unstable();
-    let read_median = reads.get(reads.len() / 2).map_or(0, Duration::as_millis);
-    let slowest_overall = reads.last().map_or(0, Duration::as_millis);
-    let (mut required, mut excused, mut short, mut slow, mut ran) = (0, 0, 0, 0, 0);
     let mut occurrence = first_start - first_start % interval + interval;
-    while occurrence + grace + margin < until_wall {
+    while occurrence + grace + margin < judged.until_wall {
         let window_end = occurrence + grace;
         let faulted = faults.iter().any(|&(at, session)| {
             let reach = u64::try_from(session.as_millis()).unwrap_or(0) + margin;
@@ -476,18 +640,18 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
             .max();
         let eligible = previous.map_or(occurrence, |started| occurrence.max(started + at_least));
         let postponed = eligible + allowance_ms > window_end;
-        let was_run = runs.iter().any(|run| run.occurrence_ms == occurrence);
+        let was_run = ended.runs.iter().any(|run| run.occurrence_ms == occurrence);
         if was_run {
-            ran += 1;
+            tally.ran += 1;
         }
         if faulted {
-            excused += 1;
+            tally.excused += 1;
         } else if was_run {
-            required += 1;
+            tally.required += 1;
         } else if postponed {
-            short += 1;
-        } else if slowest_read(occurrence, window_end) > slow_read {
-            slow += 1;
+            tally.short += 1;
+        } else if slowest_read(probes, occurrence, window_end) > slow_read {
+            tally.slow += 1;
         } else {
             let excerpt: Vec<String> = events
                 .iter()
@@ -501,13 +665,55 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
                 "the occurrence {occurrence} was not run, with no fault within a session TTL \
                      and {MARGIN:?} of its window (grace {JOB_GRACE:?}), the store reading the \
                      job's record within {} ms then; the history near it: {}",
-                slowest_read(occurrence, window_end).as_millis(),
+                slowest_read(probes, occurrence, window_end).as_millis(),
                 excerpt.join(", ")
             ));
         }
         occurrence += interval;
     }
-    let latest = runs
+    Ok(tally)
+}
+
+/// The slowest probe read overlapping [from, to] (wall ms).
+fn slowest_read(probes: &[Probe], from: u64, to: u64) -> Duration {
+    probes
+        .iter()
+        .filter(|probe| {
+            let took = u64::try_from(probe.took.as_millis()).unwrap_or(u64::MAX);
+            probe.sent_ms <= to && probe.sent_ms.saturating_add(took) >= from
+        })
+        .map(|probe| probe.took)
+        .max()
+        .unwrap_or_default()
+}
+
+/// The figure and its detail of a run that holds.
+fn figure(
+    judged: &Judged,
+    ended: &Ended,
+    runs: &Runs,
+    verdict: &history::Verdict,
+    occurrences: &Occurrences,
+) -> Holds {
+    let Occurrences {
+        required,
+        excused,
+        short,
+        slow,
+        ran,
+        allowance_ms,
+        slow_read,
+    } = occurrences;
+    let (seed, ttl, holder_ttl) = (judged.seed, judged.ttl, judged.holder_ttl);
+    let (closest, first_runs) = (runs.closest, runs.first_runs);
+    let killed_how = ended.killed_how;
+    let at_least = u64::try_from(JOB_AT_LEAST.as_millis()).unwrap_or(u64::MAX);
+    let mut reads: Vec<Duration> = ended.probes.iter().map(|probe| probe.took).collect();
+    reads.sort_unstable();
+    let read_median = reads.get(reads.len() / 2).map_or(0, Duration::as_millis);
+    let slowest_overall = reads.last().map_or(0, Duration::as_millis);
+    let latest = ended
+        .runs
         .iter()
         .map(|run| run.started_ms.saturating_sub(run.occurrence_ms))
         .max()
@@ -517,16 +723,16 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
         .iter()
         .filter(|hold| hold.ended_by == history::Ending::LostAfterFault)
         .count();
-    Ok(Holds::figure(
+    Holds::figure(
         format!(
             "seed {seed}: {} runs, 0 twice, closest starts {closest} ms apart (at_least {} ms); \
              {required} occurrences with no fault near them run, {short} missed with under \
              {allowance_ms} ms of grace left by at_least, {slow} missed while the store took \
              over {slow_read:?} to read the record; {excused} near a fault excused; {} \
              partitions, 1 runner killed ({killed_how}) and restarted",
-            runs.len(),
+            ended.runs.len(),
             at_least,
-            counts.partitions,
+            judged.partitions,
         ),
         format!(
             "{RUNNERS} runners through their own proxies and 1 external one for {}; every \
@@ -537,9 +743,9 @@ async fn run_seeded(h: &Harness, seed: u64) -> Check {
              runtime lag up to {} ms; the record read in {read_median} ms (median) and \
              {slowest_overall} ms at the slowest ({} reads)",
             crate::check::secs(LENGTH),
-            first_runs - seen,
-            lag.as_millis(),
-            probes.len()
+            first_runs - runs.seen,
+            judged.lag.as_millis(),
+            ended.probes.len()
         ),
-    ))
+    )
 }

@@ -432,6 +432,57 @@ async fn run_seeded(
     bounds: Bounds,
 ) -> Check {
     let restarting = server.is_some();
+    let Contenders {
+        switches,
+        run,
+        mut clients,
+        mut schedule,
+    } = start_contenders(h, store, target, seed, length, bounds, restarting).await?;
+    let partitioning = partition_schedule(
+        &run.recorder,
+        run.ttl,
+        (run.quiet, run.stop),
+        &switches,
+        Rng::new(schedule.next_u64()),
+    );
+    let restarts = async {
+        match server {
+            Some(server) => {
+                let quiet = run.stop - bounds.restart_tail;
+                let rng = Rng::new(schedule.next_u64());
+                restart_schedule(&run.recorder, run.ttl, quiet, server, rng).await
+            }
+            None => Ok(Counts::default()),
+        }
+    };
+    let (partitions, restarts) = tokio::join!(partitioning, restarts);
+    let (mut counts, external) = join_contenders(&mut clients, &run).await?;
+    counts.add(partitions);
+    counts.add(restarts?);
+    drop(switches);
+    judge(&run, &counts, seed, length, bounds, restarting, &external)
+}
+
+/// The contenders running: the in-process ones through their proxies, the external
+/// one, and the seeded schedule the faults draw from next.
+struct Contenders {
+    switches: Vec<Box<dyn Partitioned>>,
+    run: Run,
+    clients: Vec<Task<Counts>>,
+    schedule: Rng,
+}
+
+/// Starts [`IN_PROCESS`] contenders, each through a proxy of its own, and the external
+/// one.
+async fn start_contenders(
+    h: &Harness,
+    store: &Store,
+    target: Target,
+    seed: u64,
+    length: Duration,
+    bounds: Bounds,
+    restarting: bool,
+) -> Check<Contenders> {
     let name = h
         .name(target.suffix())
         .ctx("naming what is contended for")?;
@@ -444,7 +495,7 @@ async fn run_seeded(
     let recorder = Recorder::new();
     let started = Instant::now();
     let run = Run {
-        recorder: recorder.clone(),
+        recorder,
         target,
         name,
         stop: started + length,
@@ -469,24 +520,16 @@ async fn run_seeded(
             external(run, IN_PROCESS, store, rng).await
         }));
     }
-    let partitioning = partition_schedule(
-        &run.recorder,
-        run.ttl,
-        (run.quiet, run.stop),
-        &switches,
-        Rng::new(schedule.next_u64()),
-    );
-    let restarts = async {
-        match server {
-            Some(server) => {
-                let quiet = started + length - bounds.restart_tail;
-                let rng = Rng::new(schedule.next_u64());
-                restart_schedule(&run.recorder, run.ttl, quiet, server, rng).await
-            }
-            None => Ok(Counts::default()),
-        }
-    };
-    let (partitions, restarts) = tokio::join!(partitioning, restarts);
+    Ok(Contenders {
+        switches,
+        run,
+        clients,
+        schedule,
+    })
+}
+
+/// Joins every contender: their counts added up, and the external one's in words.
+async fn join_contenders(clients: &mut [Task<Counts>], run: &Run) -> Check<(Counts, String)> {
     let mut counts = Counts::default();
     let mut external = String::new();
     for (client, task) in clients.iter_mut().enumerate() {
@@ -505,14 +548,24 @@ async fn run_seeded(
         }
         counts.add(counted);
     }
-    counts.add(partitions);
-    counts.add(restarts?);
-    drop(switches);
+    Ok((counts, external))
+}
 
-    let events = recorder.events();
+/// The verdict on the history, and the figure of a run that holds.
+fn judge(
+    run: &Run,
+    counts: &Counts,
+    seed: u64,
+    length: Duration,
+    bounds: Bounds,
+    restarting: bool,
+    external: &str,
+) -> Check {
+    let target = run.target;
+    let events = run.recorder.events();
     // The recorder's clock starts just before `started`: the run stops calling at
     // about `length` on it.
-    let liveness = liveness(&events, bounds, length, recorder.contention());
+    let liveness = liveness(&events, bounds, length, run.recorder.contention());
     // To the millisecond, for the figure.
     let bound = liveness
         .as_ref()

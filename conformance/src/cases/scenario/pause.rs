@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use distsync_core::Session;
 use tokio::time::Instant;
 
-use super::contender::{Contender, Target};
+use super::contender::{Contender, Granted, Target};
 use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
 use crate::cpu_pressure::Sampler;
 use crate::fenced::FencedCounter;
@@ -56,36 +57,7 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     holder.pause().await.ctx("pausing the holder")?;
     let (guard, granted_at, _contender) = waiter.join(ttl * 3 + PROMPT).await?;
     let took = granted_at.saturating_duration_since(paused);
-    // A holder renewing on schedule renewed at most TTL/3 before the pause, so its
-    // lease had at least 2/3 of the TTL left: a grant before half the TTL took it
-    // from a live lease. A holder whose renewals came late (a loaded machine starves
-    // the child) had less: the grant must then not come before the deadline the
-    // holder itself saw, when it told us.
-    let bound = match left {
-        Some(left) => (asked + left)
-            .saturating_duration_since(paused)
-            .min(ttl / 2),
-        None => ttl / 2,
-    };
-    ensure!(
-        took >= bound,
-        "the lock was granted {} after the holder was paused, before its lease (TTL {ttl:?}; {}) could have run out",
-        secs(took),
-        match left {
-            Some(left) => format!("{} left by the holder's clock when paused", secs(left)),
-            None => "its lease left unknown".to_owned(),
-        }
-    );
-    let starved = pressure.map_or(Duration::ZERO, |pressure| {
-        pressure.contention().within(Duration::ZERO, took)
-    });
-    ensure!(
-        took <= ttl + EXPIRY_SLACK + starved,
-        "the lock was granted only {} after the holder was paused (TTL {ttl:?}; {} of it the \
-         machine's runnable tasks waited for a CPU)",
-        secs(took),
-        secs(starved)
-    );
+    taken_over_in_time(took, ttl, (asked, left, paused), pressure.as_ref())?;
     ensure!(
         guard.token() > stale_token,
         "the new holder's token {} is not above the paused holder's {stale_token}",
@@ -123,8 +95,73 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
         !guard.is_lost(),
         "the new holder's guard reports lost after the stale holder woke"
     );
+    let _third = no_third_holder(&h, target, &guard).await?;
+    guard.release().bounded("the new holder releasing").await?;
+    drop(holder);
+    Ok(Holds::figure(
+        format!(
+            "taken over {} after the pause, lost() {} after waking",
+            secs(took),
+            secs(learned)
+        ),
+        format!(
+            "holder TTL {ttl:?}; the woken holder's write was refused ({refusal}); the new holder kept the lock"
+        ),
+    ))
+}
+
+/// The grant came neither before the paused holder's lease could have run out nor
+/// later than its TTL and [`EXPIRY_SLACK`] after the pause (the time the machine's
+/// runnable tasks waited for a CPU meanwhile not counted). `lease` is when the holder
+/// was asked for its lease, what it answered and when it was paused.
+fn taken_over_in_time(
+    took: Duration,
+    ttl: Duration,
+    (asked, left, paused): (Instant, Option<Duration>, Instant),
+    pressure: Option<&Sampler>,
+) -> Check<()> {
+    // A holder renewing on schedule renewed at most TTL/3 before the pause, so its
+    // lease had at least 2/3 of the TTL left: a grant before half the TTL took it
+    // from a live lease. A holder whose renewals came late (a loaded machine starves
+    // the child) had less: the grant must then not come before the deadline the
+    // holder itself saw, when it told us.
+    let bound = match left {
+        Some(left) => (asked + left)
+            .saturating_duration_since(paused)
+            .min(ttl / 2),
+        None => ttl / 2,
+    };
+    ensure!(
+        took >= bound,
+        "the lock was granted {} after the holder was paused, before its lease (TTL {ttl:?}; {}) could have run out",
+        secs(took),
+        match left {
+            Some(left) => format!("{} left by the holder's clock when paused", secs(left)),
+            None => "its lease left unknown".to_owned(),
+        }
+    );
+    let starved = pressure.map_or(Duration::ZERO, |pressure| {
+        pressure.contention().within(Duration::ZERO, took)
+    });
+    ensure!(
+        took <= ttl + EXPIRY_SLACK + starved,
+        "the lock was granted only {} after the holder was paused (TTL {ttl:?}; {} of it the \
+         machine's runnable tasks waited for a CPU)",
+        secs(took),
+        secs(starved)
+    );
+    Ok(())
+}
+
+/// A third client, trying while the new holder holds, gets nothing. Returns its
+/// session and contender, which the case keeps to its end.
+async fn no_third_holder(
+    h: &Harness,
+    target: Target,
+    guard: &Granted,
+) -> Check<(Session, Contender)> {
     let third_session = h.session().set_up("opening a third session").await?;
-    let third = Contender::new(&h, &third_session, target, false)
+    let third = Contender::new(h, &third_session, target, false)
         .bounded("making a third contender")
         .await?;
     if let Some(intruder) = within(
@@ -141,16 +178,5 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
             guard.token()
         ));
     }
-    guard.release().bounded("the new holder releasing").await?;
-    drop(holder);
-    Ok(Holds::figure(
-        format!(
-            "taken over {} after the pause, lost() {} after waking",
-            secs(took),
-            secs(learned)
-        ),
-        format!(
-            "holder TTL {ttl:?}; the woken holder's write was refused ({refusal}); the new holder kept the lock"
-        ),
-    ))
+    Ok((third_session, third))
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Backend, SessionOptions};
+use distsync_core::{Backend, Locker, Name, Queue, Session, SessionOptions};
 use tokio::time::Instant;
 
 use crate::check::{
@@ -145,55 +145,14 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
     // SESSION_RIDE_OUT gives the renewals room to ride out one leader change.
     let ttl = SESSION_RIDE_OUT.max(backend.capabilities().min_session_ttl);
     let name = h.name("mutex").ctx("naming the lock")?;
-    let section = Arc::new(CriticalSection::default());
-    let grants = Arc::new(Mutex::new(Vec::<Instant>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let transient = Arc::new(AtomicUsize::new(0));
-    let mut sessions = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 0..CONTENDERS {
-        let session = within(
-            PROMPT,
-            format!("opening session {i}"),
-            backend.session(SessionOptions::with_ttl(ttl)),
-        )
-        .await?;
-        let locker = backend
-            .locker(&session, name.clone())
-            .ctx("making a locker")?;
-        sessions.push(session);
-        let (section, grants, stop, transient) = (
-            section.clone(),
-            grants.clone(),
-            stop.clone(),
-            transient.clone(),
-        );
-        tasks.push(Task::spawn(format!("contender {i}"), async move {
-            let mut rounds = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                let guard = retrying(&transient, format!("contender {i} locking"), || {
-                    locker.lock()
-                })
-                .await?;
-                section.pass().await;
-                lock_vec(&grants).push(Instant::now());
-                match within_check(LONG, format!("contender {i} unlocking"), async {
-                    Ok(guard.unlock().await)
-                })
-                .await?
-                {
-                    Ok(()) => {}
-                    // The key stays with the session, whose next lock() finds it.
-                    Err(error) if error.is_transient() => {
-                        transient.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(error) => return violated(format!("contender {i} unlocking: {error}")),
-                }
-                rounds += 1;
-            }
-            Ok(rounds)
-        }));
-    }
+    let Contention {
+        section,
+        grants,
+        stop,
+        transient,
+        sessions,
+        mut tasks,
+    } = start_contenders(&*backend, ttl, &name).await?;
     let granted = || lock_vec(&grants).len();
     eventually(LONG, "contention before the fault", || async {
         Ok((granted() >= GRANTS).then_some(()))
@@ -212,47 +171,7 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
         Ok((granted() >= before + GRANTS).then_some(()))
     })
     .await?;
-    // New sessions, locks and queue items while the member is still down (requests
-    // balanced to it are retried on the others); no queue items on a backend that
-    // offers no queue.
-    let queue = if backend.capabilities().queue {
-        Some(
-            backend
-                .queue(h.name("jobs").ctx("naming the queue")?)
-                .ctx("making a queue")?,
-        )
-    } else {
-        None
-    };
-    let probe = h.name("probe").ctx("naming the probe lock")?;
-    for round in 0..ROUNDS_DOWN {
-        let session = retrying(
-            &transient,
-            format!("opening a session with a member down (round {round})"),
-            || backend.session(SessionOptions::with_ttl(ttl)),
-        )
-        .await?;
-        let locker = backend
-            .locker(&session, probe.clone())
-            .ctx("making a locker")?;
-        let guard = retrying(
-            &transient,
-            format!("locking with a member down (round {round})"),
-            || locker.lock(),
-        )
-        .await?;
-        guard.unlock().bounded("unlocking").await?;
-        // Not retried: a retry after an enqueue that was applied would duplicate it.
-        if let Some(queue) = &queue {
-            within(
-                PROMPT,
-                "enqueueing with a member down",
-                queue.enqueue(round.to_string()),
-            )
-            .await?;
-        }
-        session.close().bounded("closing a session").await?;
-    }
+    let queue = work_with_a_member_down(&h, &*backend, ttl, &transient).await?;
     restart.now().await?;
     drop(restart);
     stop.store(true, Ordering::SeqCst);
@@ -281,33 +200,7 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
         .map(|pair| pair[1].saturating_duration_since(pair[0]))
         .max()
         .unwrap_or_default();
-    // Everything works with all members back.
-    let session = within(
-        PROMPT,
-        "opening a session after the member is back",
-        backend.session(SessionOptions::with_ttl(ttl)),
-    )
-    .await?;
-    let guard = within(
-        PROMPT,
-        "locking after the member is back",
-        backend
-            .locker(&session, name)
-            .ctx("making a locker")?
-            .lock(),
-    )
-    .await?;
-    guard.unlock().bounded("unlocking").await?;
-    session.close().bounded("closing").await?;
-    if let Some(queue) = &queue {
-        for round in 0..ROUNDS_DOWN {
-            let item = within(PROMPT, "dequeueing", queue.dequeue()).await?;
-            ensure!(
-                item.as_ref() == round.to_string().as_bytes(),
-                "item {round} enqueued with a member down came back as {item:?}"
-            );
-        }
-    }
+    everything_works_back(&*backend, ttl, name, queue.as_deref()).await?;
     for session in sessions {
         session
             .close()
@@ -328,4 +221,176 @@ pub(super) async fn leader_loss(h: Harness) -> Check {
             }
         ),
     ))
+}
+
+/// The contenders for the lock, each in a session of its own, and what they share.
+struct Contention {
+    section: Arc<CriticalSection>,
+    grants: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    transient: Arc<AtomicUsize>,
+    sessions: Vec<Session>,
+    tasks: Vec<Task<usize>>,
+}
+
+/// Opens [`CONTENDERS`] sessions and starts a contender for the lock `name` in each.
+async fn start_contenders(backend: &dyn Backend, ttl: Duration, name: &Name) -> Check<Contention> {
+    let section = Arc::new(CriticalSection::default());
+    let grants = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let transient = Arc::new(AtomicUsize::new(0));
+    let mut sessions = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..CONTENDERS {
+        let session = within(
+            PROMPT,
+            format!("opening session {i}"),
+            backend.session(SessionOptions::with_ttl(ttl)),
+        )
+        .await?;
+        let locker = backend
+            .locker(&session, name.clone())
+            .ctx("making a locker")?;
+        sessions.push(session);
+        let (section, grants, stop, transient) = (
+            section.clone(),
+            grants.clone(),
+            stop.clone(),
+            transient.clone(),
+        );
+        tasks.push(Task::spawn(
+            format!("contender {i}"),
+            contend(i, locker, section, grants, stop, transient),
+        ));
+    }
+    Ok(Contention {
+        section,
+        grants,
+        stop,
+        transient,
+        sessions,
+        tasks,
+    })
+}
+
+/// Contender `i`: locks, passes the critical section and unlocks until `stop`;
+/// returns its rounds.
+async fn contend(
+    i: usize,
+    locker: Box<dyn Locker>,
+    section: Arc<CriticalSection>,
+    grants: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    transient: Arc<AtomicUsize>,
+) -> Check<usize> {
+    let mut rounds = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        let guard = retrying(&transient, format!("contender {i} locking"), || {
+            locker.lock()
+        })
+        .await?;
+        section.pass().await;
+        lock_vec(&grants).push(Instant::now());
+        match within_check(LONG, format!("contender {i} unlocking"), async {
+            Ok(guard.unlock().await)
+        })
+        .await?
+        {
+            Ok(()) => {}
+            // The key stays with the session, whose next lock() finds it.
+            Err(error) if error.is_transient() => {
+                transient.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(error) => return violated(format!("contender {i} unlocking: {error}")),
+        }
+        rounds += 1;
+    }
+    Ok(rounds)
+}
+
+/// New sessions, locks and queue items while the member is still down (requests
+/// balanced to it are retried on the others); no queue items on a backend that
+/// offers no queue. Returns the queue, where there is one.
+async fn work_with_a_member_down(
+    h: &Harness,
+    backend: &dyn Backend,
+    ttl: Duration,
+    transient: &AtomicUsize,
+) -> Check<Option<Box<dyn Queue>>> {
+    let queue = if backend.capabilities().queue {
+        Some(
+            backend
+                .queue(h.name("jobs").ctx("naming the queue")?)
+                .ctx("making a queue")?,
+        )
+    } else {
+        None
+    };
+    let probe = h.name("probe").ctx("naming the probe lock")?;
+    for round in 0..ROUNDS_DOWN {
+        let session = retrying(
+            transient,
+            format!("opening a session with a member down (round {round})"),
+            || backend.session(SessionOptions::with_ttl(ttl)),
+        )
+        .await?;
+        let locker = backend
+            .locker(&session, probe.clone())
+            .ctx("making a locker")?;
+        let guard = retrying(
+            transient,
+            format!("locking with a member down (round {round})"),
+            || locker.lock(),
+        )
+        .await?;
+        guard.unlock().bounded("unlocking").await?;
+        // Not retried: a retry after an enqueue that was applied would duplicate it.
+        if let Some(queue) = &queue {
+            within(
+                PROMPT,
+                "enqueueing with a member down",
+                queue.enqueue(round.to_string()),
+            )
+            .await?;
+        }
+        session.close().bounded("closing a session").await?;
+    }
+    Ok(queue)
+}
+
+/// Everything works with all members back: a session, the lock, and the items
+/// enqueued with the member down, in order.
+async fn everything_works_back(
+    backend: &dyn Backend,
+    ttl: Duration,
+    name: Name,
+    queue: Option<&dyn Queue>,
+) -> Check<()> {
+    let session = within(
+        PROMPT,
+        "opening a session after the member is back",
+        backend.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await?;
+    let guard = within(
+        PROMPT,
+        "locking after the member is back",
+        backend
+            .locker(&session, name)
+            .ctx("making a locker")?
+            .lock(),
+    )
+    .await?;
+    guard.unlock().bounded("unlocking").await?;
+    session.close().bounded("closing").await?;
+    if let Some(queue) = queue {
+        for round in 0..ROUNDS_DOWN {
+            let item = within(PROMPT, "dequeueing", queue.dequeue()).await?;
+            ensure!(
+                item.as_ref() == round.to_string().as_bytes(),
+                "item {round} enqueued with a member down came back as {item:?}"
+            );
+        }
+    }
+    Ok(())
 }

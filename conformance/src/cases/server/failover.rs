@@ -747,107 +747,32 @@ async fn acknowledged_while_lagging(
 
 /// The case body (see the module docs).
 pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
-    // A promoted pair is started here (two servers installed, the replica filled):
-    // more than a prompt.
-    let mut cluster = within(
-        LONG,
-        "finding the cluster",
-        h.faults().cluster(&**h.backend()),
-    )
-    .await?;
-    let backend = connect(&h, &*cluster, fault).await?;
-    let ttl = TTL.max(backend.capabilities().min_session_ttl);
-    let lock = h.name("mutex").ctx("naming the lock")?;
-    // A sharded store (Redis Cluster): the member killed serves this lock.
-    cluster.focus(&lock);
-    let held = on_lock_shard(&h, &*cluster, &lock, "held")?;
-    let skipped = Skipped::of(&*backend);
-    let queue: Option<Arc<dyn Queue>> = if skipped.queue {
-        None
-    } else {
-        Some(Arc::from(
-            backend
-                .queue(on_lock_shard(&h, &*cluster, &lock, "jobs")?)
-                .ctx("a queue")?,
-        ))
-    };
-    let election = if skipped.election {
-        None
-    } else {
-        Some(on_lock_shard(&h, &*cluster, &lock, "leader")?)
-    };
-    let seen = Arc::new(Seen::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = spawn_load(&backend, &lock, election, queue.as_ref(), ttl, &seen, &stop);
-    let holder_session = within(
-        PROMPT,
-        "opening the holder's session",
-        backend.session(SessionOptions::with_ttl(ttl)),
-    )
-    .await?;
-    // A first grant of a new name may wait out a lock-delay (on a server promoted
-    // since it started).
-    let holder = within(
-        PROMPT + fault.lock_delay(),
-        "taking the held lock",
-        backend
-            .locker(&holder_session, held.clone())
-            .ctx("the holder's locker")?
-            .lock(),
-    )
-    .await?;
-
+    let Load {
+        cluster,
+        backend,
+        ttl,
+        held,
+        skipped,
+        queue,
+        seen,
+        stop,
+        mut tasks,
+        holder_session,
+        holder,
+    } = start_load(&h, fault).await?;
     let granted = || lock_vec(&seen.tokens).len();
     eventually(LONG, "contention before the fault", || async {
         Ok((granted() >= GRANTS).then_some(()))
     })
     .await?;
-    let leader = leader_of(&*cluster, "a leader or primary").await?;
-    let mut restore = Restore {
-        commands: Vec::new(),
-    };
-    let lag_replica = pause_replica(&*cluster, fault, leader, &mut restore).await?;
-    let lagged = match lag_replica {
-        Some(replica) => Some(acknowledged_while_lagging(&seen, replica).await),
-        None => None,
-    };
-    // (A promoted pair is the case's own: nothing of servers.sh to restore.)
-    restore.commands.extend(cluster.restart_args(leader));
-    within(
-        LONG,
-        format!("killing member {leader}"),
-        cluster.kill_member(leader),
-    )
-    .await?;
-    // The member is gone (the hook waits for its process to end): grants from now on
-    // come from after the kill.
-    let killed = Instant::now();
-    let before = granted();
-    if let Some((replica, ..)) = lagged {
-        within(
-            PROMPT,
-            "resuming the replica",
-            cluster.resume_member(replica),
-        )
-        .await?;
-    }
-    let new_leader = eventually(RECOVERY, "a new leader or primary", || async {
-        Ok(cluster
-            .leader()
-            .await
-            .ok()
-            .flatten()
-            .filter(|member| *member != leader))
-    })
-    .await?;
-    let took_over = killed.elapsed();
-    within(
-        LONG,
-        format!("starting member {leader} again"),
-        cluster.start_member(leader),
-    )
-    .await?;
-    restore.commands.clear();
+    let FailedOver {
+        leader,
+        new_leader,
+        took_over,
+        killed,
+        before,
+        lagged,
+    } = kill_the_leader(&*cluster, fault, &seen).await?;
 
     let mut broken = Vec::new();
     // The lock must keep being granted: a grant or a release lost with the failover
@@ -915,4 +840,157 @@ pub(super) async fn failover(h: Harness, fault: Fault) -> Check {
         skipped,
     };
     judge(&seen, &present, broken, took, fault.judges_items())
+}
+
+/// The cluster, a client of it and the load on it before the fault: the contenders,
+/// the leader and the producer running, and the holder holding its lock.
+struct Load {
+    cluster: Box<dyn Cluster>,
+    backend: Arc<dyn Backend>,
+    ttl: Duration,
+    held: Name,
+    skipped: Skipped,
+    queue: Option<Arc<dyn Queue>>,
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<Task<()>>,
+    holder_session: Session,
+    holder: LockGuard,
+}
+
+/// Finds the cluster, connects to it and starts the load on the shard of the lock.
+async fn start_load(h: &Harness, fault: Fault) -> Check<Load> {
+    // A promoted pair is started here (two servers installed, the replica filled):
+    // more than a prompt.
+    let mut cluster = within(
+        LONG,
+        "finding the cluster",
+        h.faults().cluster(&**h.backend()),
+    )
+    .await?;
+    let backend = connect(h, &*cluster, fault).await?;
+    let ttl = TTL.max(backend.capabilities().min_session_ttl);
+    let lock = h.name("mutex").ctx("naming the lock")?;
+    // A sharded store (Redis Cluster): the member killed serves this lock.
+    cluster.focus(&lock);
+    let held = on_lock_shard(h, &*cluster, &lock, "held")?;
+    let skipped = Skipped::of(&*backend);
+    let queue: Option<Arc<dyn Queue>> = if skipped.queue {
+        None
+    } else {
+        Some(Arc::from(
+            backend
+                .queue(on_lock_shard(h, &*cluster, &lock, "jobs")?)
+                .ctx("a queue")?,
+        ))
+    };
+    let election = if skipped.election {
+        None
+    } else {
+        Some(on_lock_shard(h, &*cluster, &lock, "leader")?)
+    };
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = spawn_load(&backend, &lock, election, queue.as_ref(), ttl, &seen, &stop);
+    let holder_session = within(
+        PROMPT,
+        "opening the holder's session",
+        backend.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await?;
+    // A first grant of a new name may wait out a lock-delay (on a server promoted
+    // since it started).
+    let holder = within(
+        PROMPT + fault.lock_delay(),
+        "taking the held lock",
+        backend
+            .locker(&holder_session, held.clone())
+            .ctx("the holder's locker")?
+            .lock(),
+    )
+    .await?;
+    Ok(Load {
+        cluster,
+        backend,
+        ttl,
+        held,
+        skipped,
+        queue,
+        seen,
+        stop,
+        tasks,
+        holder_session,
+        holder,
+    })
+}
+
+/// The fault and the takeover: who led, who leads after, how long it took, when the
+/// killed member was gone and how many grants came before.
+struct FailedOver {
+    leader: usize,
+    new_leader: usize,
+    took_over: Duration,
+    killed: Instant,
+    before: usize,
+    lagged: Option<(usize, usize, usize, Duration)>,
+}
+
+/// Kills the leader (or primary), a replica lagging first where the fault asks for
+/// it, waits for a new one and starts the killed member again.
+async fn kill_the_leader(cluster: &dyn Cluster, fault: Fault, seen: &Seen) -> Check<FailedOver> {
+    let granted = || lock_vec(&seen.tokens).len();
+    let leader = leader_of(cluster, "a leader or primary").await?;
+    let mut restore = Restore {
+        commands: Vec::new(),
+    };
+    let lag_replica = pause_replica(cluster, fault, leader, &mut restore).await?;
+    let lagged = match lag_replica {
+        Some(replica) => Some(acknowledged_while_lagging(seen, replica).await),
+        None => None,
+    };
+    // (A promoted pair is the case's own: nothing of servers.sh to restore.)
+    restore.commands.extend(cluster.restart_args(leader));
+    within(
+        LONG,
+        format!("killing member {leader}"),
+        cluster.kill_member(leader),
+    )
+    .await?;
+    // The member is gone (the hook waits for its process to end): grants from now on
+    // come from after the kill.
+    let killed = Instant::now();
+    let before = granted();
+    if let Some((replica, ..)) = lagged {
+        within(
+            PROMPT,
+            "resuming the replica",
+            cluster.resume_member(replica),
+        )
+        .await?;
+    }
+    let new_leader = eventually(RECOVERY, "a new leader or primary", || async {
+        Ok(cluster
+            .leader()
+            .await
+            .ok()
+            .flatten()
+            .filter(|member| *member != leader))
+    })
+    .await?;
+    let took_over = killed.elapsed();
+    within(
+        LONG,
+        format!("starting member {leader} again"),
+        cluster.start_member(leader),
+    )
+    .await?;
+    restore.commands.clear();
+    Ok(FailedOver {
+        leader,
+        new_leader,
+        took_over,
+        killed,
+        before,
+        lagged,
+    })
 }

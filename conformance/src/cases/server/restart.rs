@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distsync_core::{
-    Backend, Bytes, Error, Isolation, LockGuard, Name, Result, Session, SessionOptions,
+    Backend, Bytes, Error, FencingToken, Isolation, LockGuard, Name, Result, Session,
+    SessionOptions,
 };
 use tokio::time::Instant;
 
@@ -169,8 +170,36 @@ pub(super) async fn live_clients(h: Harness) -> Check {
     let recovered = restarted.elapsed();
     let mut facts = Vec::new();
 
-    // A lease the store lost is noticed within one TTL of failed or refused renewals.
+    // Kept to the case's end where the restart left it held.
+    let _held = holder_and_waiter(held, &mut waiter, ttl, first_token, &mut facts).await?;
+    consumer_gets_the_next_item(&backend, &jobs, &mut consumer, &mut facts).await?;
+
+    drop((holder, waiting));
+    Ok(Holds::figure(
+        format!(
+            "working again {} after the server was back",
+            secs(recovered)
+        ),
+        facts.join("; "),
+    ))
+}
+
+/// The waiter's outcome of the lock its holder held across the restart.
+type Waited = (Result<LockGuard>, bool, Instant);
+
+/// A lease the store lost is noticed within one TTL of failed or refused renewals,
+/// and the waiter is granted only once the holder knows; a holder that kept its lock
+/// keeps it from the waiter until it unlocks. Returns the holder's guard where it is
+/// still held.
+async fn holder_and_waiter(
+    held: LockGuard,
+    waiter: &mut Task<Waited>,
+    ttl: Duration,
+    first_token: FencingToken,
+    facts: &mut Vec<String>,
+) -> Check<Option<LockGuard>> {
     let holder_lost = tokio::time::timeout(ttl * 2, held.lost()).await.is_ok();
+    let mut kept = None;
     if holder_lost {
         facts.push("holder lost()".to_owned());
         match held.unlock().await {
@@ -206,6 +235,7 @@ pub(super) async fn live_clients(h: Harness) -> Check {
                 }
                 Err(error) => facts.push(format!("waiter: {error}")),
             }
+            kept = Some(held);
         } else {
             within(
                 PROMPT,
@@ -225,7 +255,16 @@ pub(super) async fn live_clients(h: Harness) -> Check {
         }
     }
 
-    // The blocked consumer gets the next item or an error, never a hang or another item.
+    Ok(kept)
+}
+
+/// The blocked consumer gets the next item or an error, never a hang or another item.
+async fn consumer_gets_the_next_item(
+    backend: &Arc<dyn Backend>,
+    jobs: &Name,
+    consumer: &mut Task<Result<Bytes>>,
+    facts: &mut Vec<String>,
+) -> Check<()> {
     let producer = backend.queue(jobs.clone()).ctx("making a queue")?;
     eventually(RECOVERY, "enqueueing after the restart", || async {
         Ok(producer.enqueue(Bytes::from_static(b"after")).await.ok())
@@ -247,14 +286,7 @@ pub(super) async fn live_clients(h: Harness) -> Check {
         }
     }
 
-    drop((holder, waiting));
-    Ok(Holds::figure(
-        format!(
-            "working again {} after the server was back",
-            secs(recovered)
-        ),
-        facts.join("; "),
-    ))
+    Ok(())
 }
 
 /// The durable-state case (see the module docs).

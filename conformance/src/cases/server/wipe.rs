@@ -21,9 +21,10 @@
 //! backend, whatever its column declares.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use distsync_core::raw::GuardStoreSide as _;
-use distsync_core::{Backend, Capabilities, SessionOptions};
+use distsync_core::{Backend, Capabilities, LockGuard, Locker, Name, Session, SessionOptions};
 use tokio::time::Instant;
 
 use super::restart::{RECOVERY, TTL};
@@ -70,60 +71,14 @@ pub(super) async fn one_holder(h: Harness, bound: Bound) -> Check {
     )
     .await?;
     let query = bound_query(&*server, &capabilities, bound);
-    let connecting = within(
-        PROMPT,
-        "connecting the holder's client",
-        server.connect_with(&query),
-    )
-    .await;
-    let holder_client: Arc<dyn Backend> = match connecting {
-        // A store whose URL takes no bound has no lock-delay to turn on.
-        Err(Fail::Violated(reason))
-            if bound == Bound::Always && reason.contains("max_session_ttl") =>
-        {
-            return Err(Fail::Unsupported(format!(
-                "no bound on session TTLs: {reason}"
-            )))
-        }
-        connected => connected?,
-    };
-    if bound == Bound::Always && !holder_client.capabilities().exclusive_across_restart {
-        return Err(Fail::Unsupported(
-            "a client with max_session_ttl does not declare exclusive_across_restart: no \
-             lock-delay after the store forgets"
-                .to_owned(),
-        ));
-    }
+    let holder_client = connect_holder(&*server, &query, bound).await?;
     let ttl = TTL.max(capabilities.min_session_ttl);
-    let holder = within(
-        PROMPT,
-        "opening the holder's session",
-        holder_client.session(SessionOptions::with_ttl(ttl)),
-    )
-    .await?;
-    let lock = h.name("forgotten").ctx("naming the lock")?;
-    let locker = holder_client
-        .locker(&holder, lock.clone())
-        .ctx("making the holder's locker")?;
-    // A store with a lock-delay grants a brand-new server's first lock only after it.
-    let mut guard = eventually(RECOVERY, "the holder's first grant", || async {
-        Ok(locker.try_lock().await.ok().flatten())
-    })
-    .await?;
-    // Tokens well above the first ones a wiped store hands out: a token that went back
-    // across the wipe then shows, whatever the store's counters start from.
-    for _ in 0..CYCLES {
-        guard
-            .unlock()
-            .bounded("the holder unlocking before the wipe")
-            .await?;
-        guard = within(
-            PROMPT,
-            "the holder locking again before the wipe",
-            locker.lock(),
-        )
-        .await?;
-    }
+    let Holder {
+        session: holder,
+        lock,
+        _locker,
+        guard,
+    } = hold_before_the_wipe(&h, &*holder_client, ttl).await?;
     let first = guard.token();
     let lost_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let watch = {
@@ -196,4 +151,86 @@ pub(super) async fn one_holder(h: Harness, bound: Bound) -> Check {
         ),
         format!("tokens {first} → {token}; session TTL {ttl:?}"),
     ))
+}
+
+/// Connects the holder's client to `server` with `query`; a bound the store's URL
+/// does not take, or a client with it that declares no `exclusive_across_restart`,
+/// leaves [`Bound::Always`] nothing to measure.
+async fn connect_holder(
+    server: &dyn PrivateServer,
+    query: &str,
+    bound: Bound,
+) -> Check<Arc<dyn Backend>> {
+    let connecting = within(
+        PROMPT,
+        "connecting the holder's client",
+        server.connect_with(query),
+    )
+    .await;
+    let holder_client: Arc<dyn Backend> = match connecting {
+        // A store whose URL takes no bound has no lock-delay to turn on.
+        Err(Fail::Violated(reason))
+            if bound == Bound::Always && reason.contains("max_session_ttl") =>
+        {
+            return Err(Fail::Unsupported(format!(
+                "no bound on session TTLs: {reason}"
+            )))
+        }
+        connected => connected?,
+    };
+    if bound == Bound::Always && !holder_client.capabilities().exclusive_across_restart {
+        return Err(Fail::Unsupported(
+            "a client with max_session_ttl does not declare exclusive_across_restart: no \
+             lock-delay after the store forgets"
+                .to_owned(),
+        ));
+    }
+    Ok(holder_client)
+}
+
+/// The holder before the wipe: its session, the lock's name, its locker and its guard.
+struct Holder {
+    session: Session,
+    lock: Name,
+    _locker: Box<dyn Locker>,
+    guard: LockGuard,
+}
+
+/// The holder locks, then unlocks and locks [`CYCLES`] times.
+async fn hold_before_the_wipe(h: &Harness, client: &dyn Backend, ttl: Duration) -> Check<Holder> {
+    let holder = within(
+        PROMPT,
+        "opening the holder's session",
+        client.session(SessionOptions::with_ttl(ttl)),
+    )
+    .await?;
+    let lock = h.name("forgotten").ctx("naming the lock")?;
+    let locker = client
+        .locker(&holder, lock.clone())
+        .ctx("making the holder's locker")?;
+    // A store with a lock-delay grants a brand-new server's first lock only after it.
+    let mut guard = eventually(RECOVERY, "the holder's first grant", || async {
+        Ok(locker.try_lock().await.ok().flatten())
+    })
+    .await?;
+    // Tokens well above the first ones a wiped store hands out: a token that went back
+    // across the wipe then shows, whatever the store's counters start from.
+    for _ in 0..CYCLES {
+        guard
+            .unlock()
+            .bounded("the holder unlocking before the wipe")
+            .await?;
+        guard = within(
+            PROMPT,
+            "the holder locking again before the wipe",
+            locker.lock(),
+        )
+        .await?;
+    }
+    Ok(Holder {
+        session: holder,
+        lock,
+        _locker: locker,
+        guard,
+    })
 }

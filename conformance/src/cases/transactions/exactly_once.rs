@@ -83,87 +83,18 @@ pub(super) async fn crashes_and_pauses(h: Harness) -> Check {
         ttl_ms: u64::try_from(h.holder_ttl().as_millis()).unwrap_or(u64::MAX),
     };
 
-    // The lanes stop starting trials once half their time is used: on a loaded machine
-    // (every free item held by a killed consumer until its lease ends) fewer kills fit,
-    // and the figure says how many were made; what is judged is the effects.
-    let trials_until = Instant::now() + LONG;
-    let mut kill_lanes: Vec<Task<usize>> = (0..KILL_LANES)
-        .map(|lane| {
-            Task::spawn(
-                format!("consumer lane {lane}"),
-                kill_lane(launcher, spec.clone(), lane, trials_until),
-            )
-        })
-        .collect();
-    let paused_queue = h.name("paused").ctx("the paused consumers' queue's name")?;
-    let paused_spec = WorkerSpec {
-        queue: paused_queue.to_string(),
-        ..spec.clone()
-    };
-    let mut pause_lane = Task::spawn(
-        "the paused consumers",
-        pause_lane(
-            launcher,
-            paused_spec.clone(),
-            Arc::from(
-                h.backend()
-                    .queue(paused_queue)
-                    .ctx("the paused consumers' queue")?,
-            ),
-            Arc::clone(&transactions),
-            h.holder_ttl(),
-        ),
-    );
-    let kills: usize = join_all(&mut kill_lanes, LONG * 2).await?.into_iter().sum();
-    let paused = pause_lane.join(LONG * 2).await?;
+    let (kills, paused, paused_spec) = run_trials(&h, launcher, &spec, &transactions).await?;
 
-    // Consumers that are not killed apply what is left, the items of killed consumers
-    // once their sessions expire (on both queues: a second consumer of a pause trial may
-    // have been stopped holding its item).
-    let mut finishers = Vec::new();
-    for spec in [&spec, &spec, &paused_spec] {
-        finishers.push(within(START, "starting a consumer", Worker::spawn(launcher, spec)).await?);
-    }
-    // Judged on progress: every finisher's apply is a transaction of the store's,
-    // slow on a loaded machine; an item nobody can take stops the count.
-    let applied = eventually_progressing(
-        h.holder_ttl() * 3 + LONG,
-        "every item applied (distinct items applied)",
-        || async {
-            let applied = transactions
-                .effects(&scope)
-                .bounded("reading the effects")
-                .await?;
-            let distinct = (applied.windows(2).filter(|pair| pair[0] != pair[1]).count()
-                + usize::from(!applied.is_empty())) as u64;
-            Ok((
-                distinct,
-                (distinct >= ITEMS + PAUSES as u64).then_some(applied),
-            ))
-        },
+    let applied = finish(
+        &h,
+        launcher,
+        [&spec, &spec, &paused_spec],
+        &transactions,
+        &scope,
     )
     .await?;
-    drop(finishers);
 
-    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
-    for id in &applied {
-        *counts.entry(*id).or_default() += 1;
-    }
-    let twice: Vec<(u64, usize)> = counts
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, n)| (*id, *n))
-        .collect();
-    let strangers: Vec<u64> = counts
-        .keys()
-        .copied()
-        .filter(|id| *id >= ITEMS + PAUSES as u64)
-        .collect();
-    ensure!(
-        twice.is_empty() && strangers.is_empty(),
-        "after {kills} consumer kills and {PAUSES} pauses: items applied more than once \
-         (id, times) {twice:?}, effects of items never enqueued {strangers:?}"
-    );
+    applied_once(&applied, kills)?;
     let left = items.len().bounded("the queue's length").await?;
     ensure!(
         left == 0,
@@ -329,4 +260,112 @@ async fn pause_lane(
         first.kill().await.ctx("stopping a consumer")?;
     }
     Ok(seen)
+}
+
+/// The trials: [`KILL_LANES`] lanes of consumers killed at random points, and a lane
+/// of consumers paused past their session on a queue of its own. Returns the kills,
+/// what the pause lane saw, and the paused consumers' worker spec.
+async fn run_trials(
+    h: &Harness,
+    launcher: &'static Launcher,
+    spec: &WorkerSpec,
+    transactions: &Arc<dyn CallerTransactions>,
+) -> Check<(usize, Paused, WorkerSpec)> {
+    // The lanes stop starting trials once half their time is used: on a loaded machine
+    // (every free item held by a killed consumer until its lease ends) fewer kills fit,
+    // and the figure says how many were made; what is judged is the effects.
+    let trials_until = Instant::now() + LONG;
+    let mut kill_lanes: Vec<Task<usize>> = (0..KILL_LANES)
+        .map(|lane| {
+            Task::spawn(
+                format!("consumer lane {lane}"),
+                kill_lane(launcher, spec.clone(), lane, trials_until),
+            )
+        })
+        .collect();
+    let paused_queue = h.name("paused").ctx("the paused consumers' queue's name")?;
+    let paused_spec = WorkerSpec {
+        queue: paused_queue.to_string(),
+        ..spec.clone()
+    };
+    let mut pause_lane = Task::spawn(
+        "the paused consumers",
+        pause_lane(
+            launcher,
+            paused_spec.clone(),
+            Arc::from(
+                h.backend()
+                    .queue(paused_queue)
+                    .ctx("the paused consumers' queue")?,
+            ),
+            Arc::clone(transactions),
+            h.holder_ttl(),
+        ),
+    );
+    let kills: usize = join_all(&mut kill_lanes, LONG * 2).await?.into_iter().sum();
+    let paused = pause_lane.join(LONG * 2).await?;
+    Ok((kills, paused, paused_spec))
+}
+
+/// Consumers that are not killed apply what is left; returns the effects applied once
+/// every item was.
+async fn finish(
+    h: &Harness,
+    launcher: &'static Launcher,
+    specs: [&WorkerSpec; 3],
+    transactions: &Arc<dyn CallerTransactions>,
+    scope: &str,
+) -> Check<Vec<u64>> {
+    // Consumers that are not killed apply what is left, the items of killed consumers
+    // once their sessions expire (on both queues: a second consumer of a pause trial may
+    // have been stopped holding its item).
+    let mut finishers = Vec::new();
+    for spec in specs {
+        finishers.push(within(START, "starting a consumer", Worker::spawn(launcher, spec)).await?);
+    }
+    // Judged on progress: every finisher's apply is a transaction of the store's,
+    // slow on a loaded machine; an item nobody can take stops the count.
+    let applied = eventually_progressing(
+        h.holder_ttl() * 3 + LONG,
+        "every item applied (distinct items applied)",
+        || async {
+            let applied = transactions
+                .effects(scope)
+                .bounded("reading the effects")
+                .await?;
+            let distinct = (applied.windows(2).filter(|pair| pair[0] != pair[1]).count()
+                + usize::from(!applied.is_empty())) as u64;
+            Ok((
+                distinct,
+                (distinct >= ITEMS + PAUSES as u64).then_some(applied),
+            ))
+        },
+    )
+    .await?;
+    drop(finishers);
+    Ok(applied)
+}
+
+/// Every item's effect applied once, and none of an item never enqueued.
+fn applied_once(applied: &[u64], kills: usize) -> Check<()> {
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for id in applied {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let twice: Vec<(u64, usize)> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| (*id, *n))
+        .collect();
+    let strangers: Vec<u64> = counts
+        .keys()
+        .copied()
+        .filter(|id| *id >= ITEMS + PAUSES as u64)
+        .collect();
+    ensure!(
+        twice.is_empty() && strangers.is_empty(),
+        "after {kills} consumer kills and {PAUSES} pauses: items applied more than once \
+         (id, times) {twice:?}, effects of items never enqueued {strangers:?}"
+    );
+    Ok(())
 }

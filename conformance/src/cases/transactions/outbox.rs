@@ -9,7 +9,7 @@ use crate::check::{
     ensure, join_all, violated, within, Bounded, Check, Context, Fail, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::caller_transactions::scope_of;
-use crate::faults::child;
+use crate::faults::child::{self, Launcher};
 use crate::faults::effects_worker::{Role, Said, Worker, WorkerSpec};
 use crate::harness::Harness;
 use crate::rng::Rng;
@@ -50,38 +50,10 @@ pub(super) async fn crashes(h: Harness) -> Check {
     };
     let mut lanes: Vec<Task<usize>> = (0..LANES)
         .map(|lane| {
-            let spec = spec.clone();
-            Task::spawn(format!("producer lane {lane}"), async move {
-                let mut rng = Rng::new(0x0b0c + lane as u64);
-                let mut placed = 0_usize;
-                for trial in (lane..TRIALS).step_by(LANES) {
-                    let spec = WorkerSpec {
-                        first: trial as u64 * IDS_PER_TRIAL,
-                        ..spec.clone()
-                    };
-                    let mut worker =
-                        within(START, "starting a producer", Worker::spawn(launcher, &spec))
-                            .await?;
-                    // A kill point: after 0 to 2 committed orders, up to 3 ms into the
-                    // next transaction (one takes a few ms: begin, the row, the item,
-                    // commit). A producer slower than STEP to get there (a loaded
-                    // machine) is killed where it is: only the tables at the end are
-                    // judged.
-                    let step_by = tokio::time::Instant::now() + STEP;
-                    for _ in 0..rng.below(3) {
-                        let Ok(said) = tokio::time::timeout_at(step_by, worker.next()).await else {
-                            break;
-                        };
-                        match said.ctx("a producer's next order")? {
-                            Said::Placed(_) => placed += 1,
-                            other => return violated(format!("a producer said `{other}`")),
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_micros(rng.below(3_000) as u64)).await;
-                    worker.kill().await.ctx("killing a producer")?;
-                }
-                Ok(placed)
-            })
+            Task::spawn(
+                format!("producer lane {lane}"),
+                producer_lane(launcher, spec.clone(), lane),
+            )
         })
         .collect();
     let placed_seen: usize = join_all(&mut lanes, LONG * 2).await?.into_iter().sum();
@@ -152,4 +124,37 @@ pub(super) async fn crashes(h: Harness) -> Check {
              its order or twice"
         ),
     ))
+}
+
+/// Producers started and killed one after the other, [`TRIALS`] / [`LANES`] of them;
+/// returns how many orders they reported committed.
+async fn producer_lane(launcher: &'static Launcher, spec: WorkerSpec, lane: usize) -> Check<usize> {
+    let mut rng = Rng::new(0x0b0c + lane as u64);
+    let mut placed = 0_usize;
+    for trial in (lane..TRIALS).step_by(LANES) {
+        let spec = WorkerSpec {
+            first: trial as u64 * IDS_PER_TRIAL,
+            ..spec.clone()
+        };
+        let mut worker =
+            within(START, "starting a producer", Worker::spawn(launcher, &spec)).await?;
+        // A kill point: after 0 to 2 committed orders, up to 3 ms into the
+        // next transaction (one takes a few ms: begin, the row, the item,
+        // commit). A producer slower than STEP to get there (a loaded
+        // machine) is killed where it is: only the tables at the end are
+        // judged.
+        let step_by = tokio::time::Instant::now() + STEP;
+        for _ in 0..rng.below(3) {
+            let Ok(said) = tokio::time::timeout_at(step_by, worker.next()).await else {
+                break;
+            };
+            match said.ctx("a producer's next order")? {
+                Said::Placed(_) => placed += 1,
+                other => return violated(format!("a producer said `{other}`")),
+            }
+        }
+        tokio::time::sleep(Duration::from_micros(rng.below(3_000) as u64)).await;
+        worker.kill().await.ctx("killing a producer")?;
+    }
+    Ok(placed)
 }
