@@ -24,10 +24,43 @@ use crate::support::{
     acting, coordinator, eventually, get_json, prefix, serve, within, Served, TOKEN,
 };
 
-/// chromedriver on a port of its choosing, killed when dropped.
+/// chromedriver on a port of its choosing, and every Chromium it starts: all killed
+/// when dropped, also when the test panics (a browser left behind would load every
+/// later test on the machine).
 struct Driver {
     url: String,
+    /// The profile directory every Chromium of this driver runs with: how its
+    /// processes are found again, whichever process group they moved to.
+    profile: PathBuf,
     _process: Child,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let marker = format!("--user-data-dir={}", self.profile.display());
+        let Ok(processes) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for process in processes.flatten() {
+            let Some(pid) = process
+                .file_name()
+                .to_str()
+                .and_then(|pid| pid.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(process.path().join("cmdline")) else {
+                continue;
+            };
+            let started_here = cmdline
+                .split(|byte| *byte == 0)
+                .any(|argument| argument == marker.as_bytes());
+            if let (true, Some(pid)) = (started_here, rustix::process::Pid::from_raw(pid)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
 }
 
 /// Starts chromedriver, or `None` (the test skipping) where none is installed outside CI.
@@ -66,8 +99,13 @@ async fn driver() -> Option<Driver> {
     .await;
     // Its further output is not read: keep draining it so that it never blocks.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let profile = std::env::temp_dir().join(format!(
+        "distsync-console-browser-{}-{port}",
+        std::process::id()
+    ));
     Some(Driver {
         url: format!("http://127.0.0.1:{port}"),
+        profile,
         _process: process,
     })
 }
@@ -79,7 +117,7 @@ async fn browser(driver: &Driver) -> Client {
         "goog:chromeOptions".to_owned(),
         serde_json::json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000"]
+                     "--window-size=1400,1000", format!("--user-data-dir={}", driver.profile.display())]
         }),
     );
     within(
