@@ -55,10 +55,9 @@ use crate::{hand_over, layers, lead};
 ///   [`semaphore`](Coordinator::semaphore), [`counter`](Coordinator::counter),
 ///   [`latch`](Coordinator::latch) and [`rate_limiter`](Coordinator::rate_limiter).
 /// - What the library builds on top is a concrete type: [`Coordinator::multi_locker`]
-///   ([`MultiLocker`](crate::MultiLocker)), [`consumer`](Coordinator::consumer)
-///   ([`Consumer`](crate::Consumer)), [`live_session`](Coordinator::live_session)
-///   ([`LiveSession`](crate::LiveSession)), [`stm`](Coordinator::stm) ([`Stm`]),
-///   [`session`](Coordinator::session) ([`Session`]).
+///   ([`MultiLocker`]), [`consumer`](Coordinator::consumer) ([`Consumer`]),
+///   [`live_session`](Coordinator::live_session) ([`LiveSession`]),
+///   [`stm`](Coordinator::stm) ([`Stm`]), [`session`](Coordinator::session) ([`Session`]).
 /// - Every value parameter takes `impl Into<Bytes> + Send`, on the trait objects too
 ///   (`queue.enqueue("build")`, `election.campaign("node-1")`): see the crate docs.
 ///
@@ -199,7 +198,7 @@ impl Coordinator {
         layers::locker_with(&self.backend, session, Name::new(name)?, options)
     }
 
-    /// A [`MultiLocker`](crate::multi_lock::MultiLocker) over `names`: all or nothing,
+    /// A [`MultiLocker`] over `names`: all or nothing,
     /// locked in a canonical order whatever order they are given in (no deadlock).
     /// Each part is an instrumented [`Coordinator::locker`].
     ///
