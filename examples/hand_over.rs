@@ -66,7 +66,7 @@ async fn hand_over(coordinator: &Coordinator, election: &str) -> Result<()> {
     }
 
     let (_, preferred, _) = &standbys[1];
-    coordinator.prefer(preferred, election).await?;
+    coordinator.prefer(election, preferred.id()).await?;
     let request = tokio::time::timeout(BOUND, leader.preference_requested())
         .await
         .map_err(|_| distsync::Error::Timeout(BOUND))??;

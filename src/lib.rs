@@ -127,6 +127,7 @@ pub mod queue {
     //! through a session, acknowledged or put back by the caller (at-least-once); [`Consumer`] runs that loop for you,
     //! with retries, a processing deadline and a dead-letter queue; [`Queue::dequeue`](crate::Queue::dequeue) removes
     //! the item as it returns it (at-most-once: a crash after it loses the item).
+    pub use distsync_core::consumer::DEAD_LETTER_SUFFIX;
     pub use distsync_core::queue::DEDUP_WINDOW;
     pub use distsync_core::{
         BoxError, Consumer, ConsumerOptions, Enqueued, IdempotencyKey, DEFAULT_PRIORITY,
@@ -167,12 +168,15 @@ pub use distsync_core::{fence, instrument};
 
 pub mod store {
     //! The stores: their drivers, the memory store for tests, each backend's own module (behind its cargo feature), who
-    //! holds what ([`status`]), moving state between stores ([`migrate`]), and what it takes to write a store
-    //! ([`raw`]).
+    //! holds what ([`status`]), the operators' web console over it (`console`, behind the `console` feature), moving
+    //! state between stores ([`migrate`]), and what it takes to write a store ([`raw`]).
     pub use distsync_core::migrate::{migrate, MigrateOptions, MigrationReport};
     pub use distsync_core::{redact_url, status, Driver};
     pub use distsync_kv::memory;
 
+    #[cfg(feature = "console")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+    pub use distsync_console as console;
     #[cfg(feature = "etcd")]
     #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
     pub use distsync_etcd as etcd;
@@ -372,6 +376,8 @@ mod markdown {
     struct Benchmarks;
     #[doc = include_str!("../docs/CONNECTING.md")]
     struct Connecting;
+    #[cfg_attr(feature = "console", doc = include_str!("../docs/CONSOLE.md"))]
+    struct Console;
     #[doc = include_str!("../docs/ERRORS.md")]
     struct Errors;
     #[doc = include_str!("../docs/FENCING.md")]

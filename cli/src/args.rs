@@ -258,6 +258,13 @@ pub(crate) enum Command {
     /// holds it.
     #[command(after_help = BREAK_AFTER_HELP)]
     Break(BreakArgs),
+    /// Serve the operators' web console over the store: who holds what (locks,
+    /// read-write locks, semaphores, elections, groups, shard owners, queues with their
+    /// dead letters, sessions), read once per --refresh however many pages are open;
+    /// actions (break a lock, ask its holder to release, ask a leader to hand over,
+    /// requeue or drop a dead letter) only with --actions-token-file; Prometheus metrics
+    /// at /metrics. Listens on loopback unless told otherwise; runs until interrupted.
+    Console(ConsoleArgs),
     /// Ask the holder of the lock NAME to release it (cooperative revocation: nothing is
     /// taken away; a `distsync lock --revocable` holder stops its CMD), print `asked
     /// NAME token=<token> key=<key>`. Exit 1 when nobody holds it.
@@ -310,6 +317,7 @@ impl Command {
             Command::Shards(args) => vec![args.name.clone()],
             Command::Migrate(_)
             | Command::Status(_)
+            | Command::Console(_)
             | Command::Completions { .. }
             | Command::Man => Vec::new(),
         }
@@ -899,6 +907,31 @@ pub(crate) struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub format: StatusFormat,
+}
+
+/// `distsync console`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Prints `console on http://ADDR/ (BACKEND, read-only|actions on)` on standard error once it \
+listens. The page needs no reload; /api/board is its data as JSON, /metrics the metrics. \
+Actions need the token: the page asks for it, and sends it as `Authorization: Bearer`; \
+without --actions-token-file every action gets 403. On memory:// the console sees only \
+its own process's store (empty): use it with a shared store. Exit codes: 0 interrupted \
+(SIGINT, SIGTERM), 2 a bad address or token file, 4 the store could not be reached.")]
+pub(crate) struct ConsoleArgs {
+    /// Only names starting with this (default: every name).
+    pub prefix: Option<String>,
+    /// The address to listen on (loopback by default: put a proxy with TLS in front to
+    /// reach it from elsewhere).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Turn the actions on for requests that carry the token in FILE (its first line, at
+    /// least 16 characters). Keep the file readable by the operator only.
+    #[arg(long, value_name = "FILE")]
+    pub actions_token_file: Option<std::path::PathBuf>,
+    /// Read the store at most once per DURATION (`500ms`, `2s`).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration::positive)]
+    pub refresh: Duration,
 }
 
 /// `distsync migrate`.

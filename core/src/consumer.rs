@@ -69,8 +69,8 @@ use crate::name::Name;
 use crate::queue::Queue;
 use crate::session::{Session, SessionOptions};
 
-/// The suffix of the default dead-letter queue's name.
-const DEAD_LETTER_SUFFIX: &str = ".dead";
+/// The suffix of the default dead-letter queue's name after the consumed queue's.
+pub const DEAD_LETTER_SUFFIX: &str = ".dead";
 
 /// The first pause after a store error the consumer rides out.
 const FIRST_STORE_RETRY: Duration = Duration::from_millis(100);
@@ -608,16 +608,7 @@ impl Consumer {
         }
         .await;
         let items = held.iter().map(|d| d.item().clone()).collect();
-        // Returned one by one, awaited, so that they are back when this returns; what
-        // a failed nack leaves held goes back when the session closes.
-        let mut returned = Ok(());
-        for delivery in held {
-            if returned.is_ok() {
-                returned = delivery.nack().await;
-            } else {
-                drop(delivery);
-            }
-        }
+        let returned = give_back(held).await;
         let closed = session.close().await;
         received?;
         returned?;
@@ -636,7 +627,7 @@ impl Consumer {
     /// # Cancel safety
     /// Each item is moved once or not at all (or is in both queues, as after a crash).
     pub async fn redrive(&self) -> Result<usize> {
-        self.drain(true).await
+        self.drain(true, None).await
     }
 
     /// Deletes every item of the dead-letter queue, and returns how many.
@@ -647,28 +638,84 @@ impl Consumer {
     /// # Cancel safety
     /// Each item is deleted or left in the dead-letter queue.
     pub async fn purge(&self) -> Result<usize> {
-        self.drain(false).await
+        self.drain(false, None).await
     }
 
-    /// Receives every dead-lettered item and acknowledges it, enqueuing it to the
-    /// consumed queue first when `redrive`.
-    async fn drain(&self, redrive: bool) -> Result<usize> {
+    /// Moves one dead-lettered item equal to `item` back to the consumed queue (at its
+    /// tail), and returns whether there was one: an operator's retry of one item (the
+    /// console's "requeue"). The items passed over on the way are returned to the
+    /// dead-letter queue, as [`Consumer::dead_letters`] returns them.
+    ///
+    /// # Errors
+    /// The store's error; the item is then in the dead-letter queue, or in both
+    /// queues if the error came between the enqueue and the removal.
+    ///
+    /// # Cancel safety
+    /// The item is moved once or not at all (or is in both queues, as after a crash);
+    /// the items passed over go back when the temporary session is dropped.
+    pub async fn redrive_item(&self, item: &[u8]) -> Result<bool> {
+        Ok(self.drain(true, Some(item)).await? == 1)
+    }
+
+    /// Deletes one dead-lettered item equal to `item`, and returns whether there was
+    /// one (the console's "drop"). The items passed over on the way are returned, as
+    /// [`Consumer::dead_letters`] returns them.
+    ///
+    /// # Errors
+    /// The store's error; the item is then deleted or left in the dead-letter queue.
+    ///
+    /// # Cancel safety
+    /// The item is deleted or left; the items passed over go back when the temporary
+    /// session is dropped.
+    pub async fn purge_item(&self, item: &[u8]) -> Result<bool> {
+        Ok(self.drain(false, Some(item)).await? == 1)
+    }
+
+    /// Receives dead-lettered items and acknowledges them, enqueuing each to the
+    /// consumed queue first when `redrive`: every item, or with `only` the first item
+    /// equal to it, the others received on the way being returned.
+    async fn drain(&self, redrive: bool, only: Option<&[u8]>) -> Result<usize> {
         let session = layers::session(self.backend.as_ref(), SessionOptions::default()).await?;
         let mut count = 0;
+        let mut passed = Vec::new();
         let drained = async {
             while let Some(delivery) = self.dead.try_receive(&session).await? {
+                if only.is_some_and(|item| delivery.item().as_ref() != item) {
+                    passed.push(delivery);
+                    continue;
+                }
                 if redrive {
                     self.queue.enqueue(delivery.item().clone()).await?;
                 }
                 delivery.ack().await?;
                 count += 1;
+                if only.is_some() {
+                    break;
+                }
             }
             Ok::<_, Error>(())
         }
         .await;
+        let returned = give_back(passed).await;
         let closed = session.close().await;
         drained?;
+        returned?;
         closed?;
         Ok(count)
     }
+}
+
+/// Returns received deliveries to their queue one by one, awaited, so that they are
+/// back when this returns; what a failed nack leaves held goes back when the session
+/// closes.
+async fn give_back(held: Vec<Delivery>) -> Result<()> {
+    let mut returned = Ok(());
+    for delivery in held {
+        if returned.is_ok() {
+            returned = delivery.nack().await;
+        } else {
+            drop(delivery);
+        }
+    }
+    returned
 }

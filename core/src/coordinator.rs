@@ -37,7 +37,7 @@ use crate::rwlock::RwLock;
 use crate::schedule::Schedule;
 use crate::scheduled_job::{JobOptions, ScheduledJob};
 use crate::semaphore::Semaphore;
-use crate::session::{Session, SessionOptions};
+use crate::session::{Session, SessionId, SessionOptions};
 use crate::shards::{ShardOptions, Shards};
 use crate::status::StatusReport;
 use crate::stm::Stm;
@@ -586,11 +586,13 @@ impl Coordinator {
     }
 
     /// Asks the current leader of the election `name` to hand over to the candidate
-    /// campaigning through `session` (which must be waiting in line): the leader sees
-    /// it through
+    /// campaigning through the session `candidate` (which must be waiting in line): the
+    /// leader sees it through
     /// [`Leadership::preference_requested`](crate::Leadership::preference_requested) and
-    /// decides. Returns the request made, or `None` when the election has no leader
-    /// (nothing is recorded). A request is for the leader of the moment only; see
+    /// decides. A candidate asks for itself with its own session's id; an operator asks
+    /// for any candidate [`Coordinator::candidates`] lists (the console's "hand over").
+    /// Returns the request made, or `None` when the election has no leader (nothing is
+    /// recorded). A request is for the leader of the moment only; see
     /// [`crate::hand_over`].
     ///
     /// ```
@@ -599,20 +601,24 @@ impl Coordinator {
     /// let election = coordinator.election(&session, "scheduler")?;
     /// let campaign = election.campaign("node-2");
     /// // While the campaign waits in line (in a task or a `select!`):
-    /// coordinator.prefer(&session, "scheduler").await?;
+    /// coordinator.prefer("scheduler", session.id()).await?;
     /// # drop(campaign);
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidName`]; [`Error::InvalidArgument`] when `session` has no
+    /// [`Error::InvalidName`]; [`Error::InvalidArgument`] when `candidate` has no
     /// candidacy waiting in the election; [`Error::Unsupported`] on a backend without
     /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
     ///
     /// # Cancel safety
     /// Dropped part-way, the request was made or it was not; repeating it is harmless.
-    pub async fn prefer(&self, session: &Session, name: &str) -> Result<Option<PreferenceRequest>> {
-        hand_over::prefer(&self.backend, session, &Name::new(name)?).await
+    pub async fn prefer(
+        &self,
+        name: &str,
+        candidate: SessionId,
+    ) -> Result<Option<PreferenceRequest>> {
+        hand_over::prefer(&self.backend, &Name::new(name)?, candidate).await
     }
 
     /// Breaks the lock `name`: ends its holder's session in the store, as an operator

@@ -571,38 +571,31 @@ pub(crate) async fn candidates(backend: &Arc<dyn Backend>, name: &Name) -> Resul
 }
 
 /// Asks the leader of the election `name` over `backend` to hand over to the candidate
-/// of `session` (see [`Coordinator::prefer`](crate::Coordinator::prefer)).
+/// of the session `candidate` (see [`Coordinator::prefer`](crate::Coordinator::prefer)).
 pub(crate) async fn prefer(
     backend: &Arc<dyn Backend>,
-    session: &Session,
     name: &Name,
+    candidate: SessionId,
 ) -> Result<Option<PreferenceRequest>> {
     let record = record_for(backend, name)?;
     let line = record.candidates().await?;
     let Some(term) = line.term() else {
         return Ok(None);
     };
-    if line.position(session.id()).is_none() {
+    if line.position(candidate).is_none() {
         return Err(Error::InvalidArgument(format!(
-            "session {} has no candidacy waiting in election {:?}",
-            session.id(),
+            "session {candidate} has no candidacy waiting in election {:?}",
             name.as_str()
         )));
     }
-    let request = Record {
-        term,
-        candidate: session.id(),
-    };
+    let request = Record { term, candidate };
     record.write_preference(request).await?;
     tracing::info!(
         backend = record.backend(),
         election = name.as_str(),
         term = term.0,
-        candidate = %session.id(),
+        candidate = %candidate,
         "asked the leader to hand over"
     );
-    Ok(Some(PreferenceRequest {
-        candidate: session.id(),
-        term,
-    }))
+    Ok(Some(PreferenceRequest { candidate, term }))
 }

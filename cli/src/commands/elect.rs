@@ -355,7 +355,7 @@ async fn ask_to_be_preferred(coordinator: &Coordinator, session: &Session, name:
         }
         tokio::time::sleep(JOIN_POLL).await;
     }
-    match coordinator.prefer(session, name.as_str()).await {
+    match coordinator.prefer(name.as_str(), session.id()).await {
         Ok(Some(request)) => eprintln!(
             "distsync: asked the leader of {name} (term {}) to hand over to session {}",
             request.term, request.candidate

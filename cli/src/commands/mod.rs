@@ -2,6 +2,7 @@
 
 mod barrier;
 mod break_lock;
+mod console;
 mod counter;
 mod double_barrier;
 mod elect;
@@ -71,6 +72,7 @@ pub(crate) async fn run(cli: Cli, url: Option<String>) -> Result<u8, Failure> {
         Command::Migrate(args) => migrate::run(args, &mut ctx.interrupts).await,
         Command::Status(args) => status::run(&mut ctx, args).await,
         Command::Break(args) => break_lock::run(&mut ctx, args).await,
+        Command::Console(args) => console::run(&mut ctx, args).await,
         Command::Revoke(args) => revoke::run(&mut ctx, args).await,
         Command::Group(args) => group::run(&mut ctx, args).await,
         Command::Shards(args) => shards::run(&mut ctx, args).await,

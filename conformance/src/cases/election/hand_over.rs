@@ -369,7 +369,7 @@ pub(in crate::cases) async fn prefer(h: Harness) -> Check {
     let asked = within(
         PROMPT,
         "c asking to be preferred",
-        setup.coordinator.prefer(&c.session, &setup.name),
+        setup.coordinator.prefer(&setup.name, c.session.id()),
     )
     .await?;
     ensure!(

@@ -1,0 +1,331 @@
+//! The page in a real browser: headless Chromium driven through chromedriver (Debian's
+//! `chromium` and `chromium-driver`; `DISTSYNC_CHROMEDRIVER` names another driver).
+//! A holder started here appears with its token, breaking it from the page makes its
+//! `lost()` fire, a poisoned item shows in the dead letters and is requeued from the
+//! page, names are shown as text, and a console without the token offers no action.
+//!
+//! With `DISTSYNC_CONSOLE_SCREENSHOTS=DIR` the test saves what the browser showed into
+//! DIR (docs/console/ holds the ones docs/CONSOLE.md shows).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use distsync::queue::ConsumerOptions;
+use distsync::store::console::ConsoleOptions;
+use distsync::{Coordinator, SessionOptions};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use rstest::rstest;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::{
+    acting, coordinator, eventually, get_json, prefix, serve, within, Served, TOKEN,
+};
+
+/// chromedriver on a port of its choosing, killed when dropped.
+struct Driver {
+    url: String,
+    _process: Child,
+}
+
+/// Starts chromedriver, or `None` (the test skipping) where none is installed outside CI.
+async fn driver() -> Option<Driver> {
+    let path = std::env::var("DISTSYNC_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+    let spawned = Command::new(&path)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let mut process = match spawned {
+        Ok(process) => process,
+        Err(error) => {
+            let ci = std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
+            assert!(
+                !ci,
+                "CI=true but {path} cannot be started ({error}): install chromium-driver"
+            );
+            eprintln!("\n!!! {path}: {error}: SKIPPING the browser test (apt-get install chromium-driver) !!!\n");
+            return None;
+        }
+    };
+    let mut lines = BufReader::new(process.stdout.take().expect("piped stdout")).lines();
+    let port = within("chromedriver's port", async {
+        while let Some(line) = lines.next_line().await.expect("chromedriver's output") {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return rest
+                    .trim_end_matches('.')
+                    .parse::<u16>()
+                    .expect("a port number");
+            }
+        }
+        panic!("chromedriver ended before it listened");
+    })
+    .await;
+    // Its further output is not read: keep draining it so that it never blocks.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Some(Driver {
+        url: format!("http://127.0.0.1:{port}"),
+        _process: process,
+    })
+}
+
+/// A headless Chromium session of `driver`.
+async fn browser(driver: &Driver) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000"]
+        }),
+    );
+    within(
+        "a Chromium session",
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver.url),
+    )
+    .await
+    .expect("chromedriver starts Chromium")
+}
+
+/// Waits until the element `css` shows `expected`; names what it showed instead when
+/// the bound passes.
+async fn text_becomes(client: &Client, css: &str, expected: &str) {
+    let seen = std::sync::Mutex::new(None);
+    let shown = tokio::time::timeout(crate::support::BOUND, async {
+        loop {
+            if let Ok(element) = client.find(Locator::Css(css)).await {
+                if let Ok(text) = element.text().await {
+                    if text.trim() == expected {
+                        return;
+                    }
+                    *seen.lock().unwrap() = Some(text);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if shown.is_err() {
+        let page = client.source().await.unwrap_or_default();
+        panic!(
+            "{css} never showed {expected:?} (last seen: {:?}); the page:\n{page}",
+            seen.lock().unwrap()
+        );
+    }
+}
+
+/// Clicks the element `css`. The page redraws its tables at each read, so an element
+/// found just before a redraw is replaced: it is found again, within the bound.
+async fn click(client: &Client, css: &str) {
+    eventually(&format!("a click on {css}"), || async {
+        let element = client.find(Locator::Css(css)).await.ok()?;
+        match element.click().await {
+            Ok(()) => Some(()),
+            Err(error) if error.is_stale_element_reference() => None,
+            Err(error) => panic!("clicking {css}: {error}"),
+        }
+    })
+    .await;
+}
+
+/// Saves what the browser shows as `name`.png when screenshots are asked for.
+async fn screenshot(client: &Client, name: &str) {
+    let Ok(dir) = std::env::var("DISTSYNC_CONSOLE_SCREENSHOTS") else {
+        return;
+    };
+    let png = client.screenshot().await.expect("a screenshot");
+    let path = PathBuf::from(dir).join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+}
+
+/// Waits until the page has shown a read of the store.
+async fn loaded(client: &Client, served: &Served) {
+    within("the page", client.goto(&served.base))
+        .await
+        .expect("the page loads");
+    eventually("the store shown up", || async {
+        let store = client.find(Locator::Id("store")).await.ok()?;
+        store.text().await.ok()?.ends_with(": up").then_some(())
+    })
+    .await;
+}
+
+/// Poisons `item` of the queue `jobs`: a consumer whose handler always fails moves it
+/// to the dead-letter queue after its one delivery.
+async fn poison(coordinator: &Coordinator, jobs: &str, item: &str) {
+    let options = ConsumerOptions::default()
+        .max_deliveries(1)
+        .retry(Duration::ZERO, Duration::ZERO);
+    let consumer = coordinator.consumer(jobs, options).unwrap();
+    consumer.queue().enqueue(item.to_owned()).await.unwrap();
+    let session = coordinator.session().await.unwrap();
+    let running = {
+        let consumer = consumer.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            consumer
+                .run(&session, |_item| async { Err::<(), &str>("poisoned") })
+                .await
+        })
+    };
+    eventually("the item dead-lettered", || async {
+        (consumer.dead_letter_queue().len().await.ok()? == 1).then_some(())
+    })
+    .await;
+    running.abort();
+    session.close().await.unwrap();
+}
+
+#[rstest]
+#[case::memory("memory")]
+#[case::redis("DISTSYNC_REDIS_URL")]
+#[case::postgres("DISTSYNC_POSTGRES_URL")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_breaks_and_requeues_from_the_page(#[case] store: &str) {
+    let Some(coordinator) = coordinator(store).await else {
+        return;
+    };
+    let Some(driver) = driver().await else {
+        return;
+    };
+    let label = coordinator.capabilities().backend;
+    let p = prefix("browser");
+    let served = serve(coordinator.clone(), acting(&p)).await;
+    let read_only = serve(coordinator.clone(), ConsoleOptions::new().prefix(&p)).await;
+    let session = coordinator
+        .session_with(SessionOptions::default())
+        .await
+        .unwrap();
+    let (held, other) = (format!("{p}orders/lock"), format!("{p}<b>bold</b>"));
+    let guard = coordinator
+        .locker(&session, &held)
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let _other = coordinator
+        .locker(&session, &other)
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let jobs = format!("{p}jobs");
+    poison(&coordinator, &jobs, "order 42: poisoned").await;
+
+    let client = browser(&driver).await;
+    loaded(&client, &served).await;
+    let row = format!("#locks tr[data-name=\"{held}\"]");
+    text_becomes(
+        &client,
+        &format!("{row} td.token"),
+        &guard.token().0.to_string(),
+    )
+    .await;
+    text_becomes(
+        &client,
+        &format!("{row} td.session"),
+        &session.id().to_string(),
+    )
+    .await;
+    // A name that looks like markup is shown as its text, never as markup.
+    let other_row = format!("#locks tr[data-name=\"{other}\"] td.name");
+    text_becomes(&client, &other_row, &other).await;
+    assert!(
+        client
+            .find_all(Locator::Css("#locks b"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "markup from a name"
+    );
+    screenshot(&client, &format!("console-{label}-board")).await;
+
+    client
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("operator"))
+        .await
+        .unwrap()
+        .send_keys("browser-test")
+        .await
+        .unwrap();
+    click(&client, &format!("{row} button[data-action=\"break\"]")).await;
+    // The confirmation lists what else the holder's session holds.
+    eventually("the confirmation listing the other hold", || async {
+        let list = client.find(Locator::Id("confirm-list")).await.ok()?;
+        list.text().await.ok()?.contains(&other).then_some(())
+    })
+    .await;
+    screenshot(&client, &format!("console-{label}-break")).await;
+    click(&client, "#confirm-yes").await;
+    within("the broken holder's loss", guard.lost()).await;
+    eventually("the broken lock gone from the page", || async {
+        client
+            .find_all(Locator::Css(&row))
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    let queue_row = format!("#queues tr[data-name=\"{jobs}\"]");
+    text_becomes(&client, &format!("{queue_row} td.dead-letter-count"), "1").await;
+    click(
+        &client,
+        &format!("{queue_row} button[data-action=\"dead-letters\"]"),
+    )
+    .await;
+    let letter = "#queues tr.dead-letter-row li[data-item]";
+    text_becomes(&client, &format!("{letter} code"), "order 42: poisoned").await;
+    screenshot(&client, &format!("console-{label}-dead-letters")).await;
+    click(
+        &client,
+        &format!("{letter} button[data-action=\"requeue\"]"),
+    )
+    .await;
+    click(&client, "#confirm-yes").await;
+    text_becomes(&client, &format!("{queue_row} td.ready"), "1").await;
+    text_becomes(&client, &format!("{queue_row} td.dead-letter-count"), "0").await;
+    let queue = coordinator.queue(&jobs).unwrap();
+    assert_eq!(
+        queue.try_dequeue().await.unwrap().as_deref(),
+        Some(&b"order 42: poisoned"[..])
+    );
+
+    // Without the token the page says it is read-only and offers no action.
+    loaded(&client, &read_only).await;
+    text_becomes(&client, "#mode", "read-only: actions are off").await;
+    let bystander = coordinator.session().await.unwrap();
+    let kept = format!("{p}kept");
+    let _kept = coordinator
+        .locker(&bystander, &kept)
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    text_becomes(
+        &client,
+        &format!("#locks tr[data-name=\"{kept}\"] td.name"),
+        &kept,
+    )
+    .await;
+    assert!(client
+        .find_all(Locator::Css("#locks button[data-action]"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(get_json(&read_only, "api/board").await["actions"], false);
+    client.close().await.unwrap();
+    bystander.close().await.unwrap();
+}
