@@ -286,7 +286,12 @@ impl Capabilities {
     /// # Errors
     /// [`crate::Error::TooLarge`] naming the backend, `what`, the size and the limit.
     pub fn check_value_size(&self, what: &'static str, size: usize) -> crate::Result<()> {
-        crate::value_size::ValueLimit::of(self).check(what, size)
+        self.value_limit().check(what, size)
+    }
+
+    /// The limit [`Capabilities::max_value_size`] sets, as the handles carry it.
+    pub(crate) fn value_limit(&self) -> crate::value_size::ValueLimit {
+        crate::value_size::ValueLimit::new(self.backend, self.max_value_size)
     }
 
     /// Checks a session TTL against [`Capabilities::min_session_ttl`].

@@ -1,5 +1,5 @@
 //! A queue consumer that survives poison items and hung handlers: [`Consumer`], made
-//! by [`Coordinator::consumer`].
+//! by [`Coordinator::consumer`](crate::Coordinator::consumer).
 //!
 //! Built on the [`Queue`] trait's at-least-once [`receive`](Queue::receive) alone, so
 //! it behaves the same on every backend that offers reliable delivery.
@@ -60,13 +60,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use crate::coordinator::Coordinator;
+use crate::backend::Backend;
 use crate::delivery::Delivery;
 use crate::error::{BoxError, Error, Result};
+use crate::layers;
 use crate::live_session::LiveSession;
 use crate::name::Name;
 use crate::queue::Queue;
-use crate::session::Session;
+use crate::session::{Session, SessionOptions};
 
 /// The suffix of the default dead-letter queue's name after the consumed queue's.
 pub const DEAD_LETTER_SUFFIX: &str = ".dead";
@@ -198,9 +199,9 @@ impl ConsumerOptions {
 /// handles, retries what fails with a backoff, drops handlers past a deadline and
 /// moves poison items to a dead-letter queue (see the [module docs](self)).
 ///
-/// Made by [`Coordinator::consumer`]. Cheap to clone (a few `Arc`s) and to share
-/// (`&self` methods); several tasks or processes may run consumers of one queue at
-/// once, each item going to one of them at a time.
+/// Made by [`Coordinator::consumer`](crate::Coordinator::consumer). Cheap to clone (a few
+/// `Arc`s) and to share (`&self` methods); several tasks or processes may run consumers of
+/// one queue at once, each item going to one of them at a time.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
@@ -236,7 +237,7 @@ impl ConsumerOptions {
 /// ```
 #[derive(Clone)]
 pub struct Consumer {
-    coordinator: Coordinator,
+    backend: Arc<dyn Backend>,
     queue: Arc<dyn Queue>,
     dead: Arc<dyn Queue>,
     options: ConsumerOptions,
@@ -261,9 +262,10 @@ enum Handled {
 }
 
 impl Consumer {
-    /// A consumer of the queue `name` (see [`Coordinator::consumer`]).
+    /// A consumer of the queue `name` (see
+    /// [`Coordinator::consumer`](crate::Coordinator::consumer)).
     pub(crate) fn new(
-        coordinator: &Coordinator,
+        backend: &Arc<dyn Backend>,
         name: &str,
         options: ConsumerOptions,
     ) -> Result<Self> {
@@ -288,9 +290,9 @@ impl Consumer {
             )));
         }
         Ok(Self {
-            coordinator: coordinator.clone(),
-            queue: coordinator.queue(main.as_str())?,
-            dead: coordinator.queue(dead.as_str())?,
+            backend: Arc::clone(backend),
+            queue: layers::queue(backend.as_ref(), main)?,
+            dead: layers::queue(backend.as_ref(), dead)?,
             options,
         })
     }
@@ -596,7 +598,7 @@ impl Consumer {
     /// Cancel-safe: the items received so far go back when the temporary session
     /// is dropped (at once in the background, at its TTL at the latest).
     pub async fn dead_letters(&self) -> Result<Vec<Bytes>> {
-        let session = self.coordinator.session().await?;
+        let session = layers::session(self.backend.as_ref(), SessionOptions::default()).await?;
         let mut held = Vec::new();
         let received = async {
             while let Some(delivery) = self.dead.try_receive(&session).await? {
@@ -673,7 +675,7 @@ impl Consumer {
     /// consumed queue first when `redrive`: every item, or with `only` the first item
     /// equal to it, the others received on the way being returned.
     async fn drain(&self, redrive: bool, only: Option<&[u8]>) -> Result<usize> {
-        let session = self.coordinator.session().await?;
+        let session = layers::session(self.backend.as_ref(), SessionOptions::default()).await?;
         let mut count = 0;
         let mut passed = Vec::new();
         let drained = async {
@@ -716,17 +718,4 @@ async fn give_back(held: Vec<Delivery>) -> Result<()> {
         }
     }
     returned
-}
-
-impl Coordinator {
-    /// A [`Consumer`] of the queue `name`: a handler run on each item with retries, a
-    /// processing deadline and a dead-letter queue (see the [module docs](self)).
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] for a bad queue or dead-letter queue name,
-    /// [`Error::InvalidArgument`] for `max_deliveries` of 0, a zero processing
-    /// deadline or a dead-letter queue that is the consumed queue; before any I/O.
-    pub fn consumer(&self, name: &str, options: ConsumerOptions) -> Result<Consumer> {
-        Consumer::new(self, name, options)
-    }
 }

@@ -1,29 +1,47 @@
-//! The handle users hold: a shared backend behind the metrics and tracing layer.
+//! The handle users hold: a shared backend behind the layers every handle carries.
+//!
+//! Every method of [`Coordinator`] is here, each a few lines: it checks its input and
+//! hands the work to the module of its concept (the crate's `layers` module for the
+//! primitives' handles, [`crate::lead`], [`crate::consumer`], [`crate::shards`], ...),
+//! which takes the backend, never a coordinator, so that every such module sits below
+//! this one.
 
 use std::fmt;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::backend::Backend;
 use crate::barrier::{Barrier, DoubleBarrier};
+use crate::broken::BrokenHold;
 use crate::capabilities::Capabilities;
+use crate::consumer::{Consumer, ConsumerOptions};
 use crate::counter::Counter;
-use crate::election::Election;
+use crate::election::{Election, Leadership};
 use crate::error::{Error, Result};
-use crate::instrument::{
-    InstrumentedBarrier, InstrumentedDoubleBarrier, InstrumentedElection, InstrumentedLocker,
-    InstrumentedQueue, InstrumentedRwLock, InstrumentedSemaphore,
-};
+use crate::group::Group;
+use crate::hand_over::{Candidates, PreferenceRequest};
 use crate::latch::CountDownLatch;
+use crate::lead::LeadOptions;
+use crate::live_session::LiveSession;
 use crate::lock::Locker;
+use crate::lock_options::LockOptions;
+use crate::multi_lock::MultiLocker;
 use crate::name::Name;
 use crate::queue::Queue;
 use crate::rate_limiter::{Rate, RateLimiter};
+use crate::revocation::ReleaseRequest;
 use crate::rwlock::RwLock;
-use crate::session::{Session, SessionOptions};
+use crate::schedule::Schedule;
+use crate::scheduled_job::{JobOptions, ScheduledJob};
+use crate::semaphore::Semaphore;
+use crate::session::{Session, SessionId, SessionOptions};
+use crate::shards::{ShardOptions, Shards};
 use crate::status::StatusReport;
 use crate::stm::Stm;
-use crate::value_size::ValueLimit;
+use crate::{hand_over, layers, lead};
 
 /// The handle an application holds: a shared backend plus conveniences that take
 /// plain `&str` names and validate them.
@@ -37,10 +55,9 @@ use crate::value_size::ValueLimit;
 ///   [`semaphore`](Coordinator::semaphore), [`counter`](Coordinator::counter),
 ///   [`latch`](Coordinator::latch) and [`rate_limiter`](Coordinator::rate_limiter).
 /// - What the library builds on top is a concrete type: [`Coordinator::multi_locker`]
-///   ([`MultiLocker`](crate::MultiLocker)), [`consumer`](Coordinator::consumer)
-///   ([`Consumer`](crate::Consumer)), [`live_session`](Coordinator::live_session)
-///   ([`LiveSession`](crate::LiveSession)), [`stm`](Coordinator::stm) ([`Stm`]),
-///   [`session`](Coordinator::session) ([`Session`]).
+///   ([`MultiLocker`]), [`consumer`](Coordinator::consumer) ([`Consumer`]),
+///   [`live_session`](Coordinator::live_session) ([`LiveSession`]),
+///   [`stm`](Coordinator::stm) ([`Stm`]), [`session`](Coordinator::session) ([`Session`]).
 /// - Every value parameter takes `impl Into<Bytes> + Send`, on the trait objects too
 ///   (`queue.enqueue("build")`, `election.campaign("node-1")`): see the crate docs.
 ///
@@ -135,18 +152,7 @@ impl Coordinator {
     ///
     /// As [`Coordinator::session`].
     pub async fn session_with(&self, options: SessionOptions) -> Result<Session> {
-        self.capabilities().check_session(&options)?;
-        self.backend.session(options).await
-    }
-
-    fn backend_name(&self) -> &'static str {
-        self.backend.capabilities().backend
-    }
-
-    /// The store's limit on a caller's value, which every handle this hands out
-    /// checks (see [`crate::value_size`]).
-    pub(crate) fn value_limit(&self) -> ValueLimit {
-        ValueLimit::of(self.backend.capabilities())
+        layers::session(self.backend.as_ref(), options).await
     }
 
     /// See [`Backend::locker`]. Acquisitions, waits, holds and releases are traced and
@@ -155,19 +161,7 @@ impl Coordinator {
     /// Handles are cheap to clone (an `Arc`) and can be shared across tasks; two tasks
     /// locking through one handle (one session) take turns.
     pub fn locker(&self, session: &Session, name: &str) -> Result<Arc<dyn Locker>> {
-        Ok(self.instrumented_locker(self.backend.locker(session, Name::new(name)?)?))
-    }
-
-    /// The store's locker `inner` with release requests and the metrics layer.
-    fn instrumented_locker(&self, inner: Box<dyn Locker>) -> Arc<dyn Locker> {
-        Arc::new(InstrumentedLocker {
-            backend: self.backend_name(),
-            limit: self.value_limit(),
-            inner: Box::new(crate::revocable::RevocableLocker::new(
-                self.backend.as_ref(),
-                inner,
-            )),
-        })
+        layers::locker(&self.backend, session, Name::new(name)?)
     }
 
     /// [`Coordinator::locker`] with `options`: [unfair](crate::lock_options::Fairness)
@@ -199,34 +193,24 @@ impl Coordinator {
         &self,
         session: &Session,
         name: &str,
-        options: crate::lock_options::LockOptions,
+        options: LockOptions,
     ) -> Result<Arc<dyn Locker>> {
-        let inner = options.store_locker(self.backend.as_ref(), session, Name::new(name)?)?;
-        crate::lock_delay::wrap(
-            self.instrumented_locker(inner),
-            |record| Ok(Arc::from(self.backend.counter(record)?)),
-            options,
-            self.backend_name(),
-        )
+        layers::locker_with(&self.backend, session, Name::new(name)?, options)
     }
 
-    /// A [`MultiLocker`](crate::multi_lock::MultiLocker) over `names`: all or nothing,
+    /// A [`MultiLocker`] over `names`: all or nothing,
     /// locked in a canonical order whatever order they are given in (no deadlock).
     /// Each part is an instrumented [`Coordinator::locker`].
     ///
     /// # Errors
     /// [`Error::InvalidName`] for a bad name,
     /// [`Error::InvalidArgument`] for no name.
-    pub fn multi_locker(
-        &self,
-        session: &Session,
-        names: &[&str],
-    ) -> Result<crate::multi_lock::MultiLocker> {
+    pub fn multi_locker(&self, session: &Session, names: &[&str]) -> Result<MultiLocker> {
         let lockers = names
             .iter()
             .map(|name| self.locker(session, name))
             .collect::<Result<Vec<_>>>()?;
-        crate::multi_lock::MultiLocker::new(lockers)
+        MultiLocker::new(lockers)
     }
 
     /// See [`Backend::election`]. Campaigns and terms are traced and counted; where the
@@ -234,41 +218,22 @@ impl Coordinator {
     /// leaderships can [`resign_to`](crate::Leadership::resign_to) (see
     /// [`crate::hand_over`]).
     pub fn election(&self, session: &Session, name: &str) -> Result<Arc<dyn Election>> {
-        Ok(Arc::new(InstrumentedElection {
-            backend: self.backend_name(),
-            limit: self.value_limit(),
-            inner: crate::hand_over::HandOverElection::wrap(
-                &self.backend,
-                session,
-                self.backend.election(session, Name::new(name)?)?,
-            ),
-        }))
+        layers::election(&self.backend, session, Name::new(name)?)
     }
 
     /// See [`Backend::rwlock`]. Read and write holds are traced and counted.
     pub fn rwlock(&self, session: &Session, name: &str) -> Result<Arc<dyn RwLock>> {
-        Ok(Arc::new(InstrumentedRwLock {
-            backend: self.backend_name(),
-            limit: self.value_limit(),
-            inner: self.backend.rwlock(session, Name::new(name)?)?,
-        }))
+        layers::rwlock(self.backend.as_ref(), session, Name::new(name)?)
     }
 
     /// See [`Backend::queue`]. Enqueues and dequeues are counted.
     pub fn queue(&self, name: &str) -> Result<Arc<dyn Queue>> {
-        Ok(Arc::new(InstrumentedQueue {
-            backend: self.backend_name(),
-            limit: self.value_limit(),
-            inner: self.backend.queue(Name::new(name)?)?,
-        }))
+        layers::queue(self.backend.as_ref(), Name::new(name)?)
     }
 
     /// See [`Backend::barrier`]. Waits are traced and counted.
     pub fn barrier(&self, name: &str) -> Result<Arc<dyn Barrier>> {
-        Ok(Arc::new(InstrumentedBarrier {
-            backend: self.backend_name(),
-            inner: self.backend.barrier(Name::new(name)?)?,
-        }))
+        layers::barrier(self.backend.as_ref(), Name::new(name)?)
     }
 
     /// See [`Backend::double_barrier`]. Entries, waits and participations are traced
@@ -293,12 +258,7 @@ impl Coordinator {
                 name.as_str()
             )
         })?;
-        Ok(Arc::new(InstrumentedDoubleBarrier {
-            backend: self.backend_name(),
-            inner: self.backend.double_barrier(session, name, count)?,
-            session: session.clone(),
-            entered: std::sync::Mutex::new(None),
-        }))
+        layers::double_barrier(self.backend.as_ref(), session, name, count)
     }
 
     /// See [`Backend::semaphore`]. Acquisitions, waits and holds of permits are traced
@@ -317,16 +277,12 @@ impl Coordinator {
         session: &Session,
         name: &str,
         permits: usize,
-    ) -> Result<Arc<dyn crate::semaphore::Semaphore>> {
+    ) -> Result<Arc<dyn Semaphore>> {
         let name = Name::new(name)?;
         let permits = non_zero(permits, || {
             format!("semaphore {:?}: permits must be at least 1", name.as_str())
         })?;
-        Ok(Arc::new(InstrumentedSemaphore {
-            backend: self.backend_name(),
-            limit: self.value_limit(),
-            inner: self.backend.semaphore(session, name, permits)?,
-        }))
+        layers::semaphore(self.backend.as_ref(), session, name, permits)
     }
 
     /// Who holds what under a prefix of names: see [`Backend::status`] and
@@ -418,7 +374,339 @@ impl Coordinator {
     /// # Errors
     /// [`Error::Unsupported`] when the backend offers no STM.
     pub fn stm(&self) -> Result<Stm> {
-        Ok(self.backend.stm()?.with_value_limit(self.value_limit()))
+        layers::stm(self.backend.as_ref())
+    }
+
+    /// A [`LiveSession`] that opens sessions with `options`: the first at its first
+    /// [`current`](LiveSession::current), then a new one after each loss.
+    ///
+    /// The options are checked here, with no I/O, as
+    /// [`Coordinator::session_with`] checks them, so that a bad option is reported
+    /// once instead of at every call.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a TTL below the backend's
+    /// [`Capabilities::min_session_ttl`](crate::Capabilities::min_session_ttl) or a
+    /// margin that leaves no room for a renewal.
+    pub fn live_session(&self, options: SessionOptions) -> Result<LiveSession> {
+        self.capabilities().check_session(&options)?;
+        Ok(LiveSession::new(Arc::clone(&self.backend), options))
+    }
+
+    /// Runs `work` while this process leads the election `name` with `value`, and
+    /// keeps campaigning, with the default [`LeadOptions`], until `work` returns; see
+    /// [`Coordinator::lead_with`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
+    /// coordinator
+    ///     .lead("scheduler", "node-1", |leadership| async move {
+    ///         // Runs only while leader; pass the term to what it writes.
+    ///         println!("leading in term {}", leadership.term());
+    ///         Ok(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Coordinator::lead_with`].
+    ///
+    /// # Cancel safety
+    /// As [`Coordinator::lead_with`].
+    pub async fn lead<F, Fut>(
+        &self,
+        name: &str,
+        value: impl Into<Bytes> + Send,
+        work: F,
+    ) -> Result<()>
+    where
+        F: FnMut(Arc<Leadership>) -> Fut + Send,
+        Fut: Future<Output = Result<()>> + Send,
+    {
+        self.lead_with(name, value, &LeadOptions::default(), work)
+            .await
+    }
+
+    /// Runs `work` while this process leads the election `name` with `value`: opens a
+    /// session, campaigns, and on every win calls `work` with the leadership (its
+    /// [`Leadership::term`] is the fencing token to pass to what the work writes).
+    ///
+    /// - When the leadership or its session is lost (the store ended it, a partition
+    ///   outlasted the session's client-side deadline), the work's future is dropped
+    ///   at once (before anyone else can be elected, by the session's deadline), and
+    ///   `lead` campaigns again on a fresh session.
+    /// - While the store cannot be reached, or sessions cannot be opened, it retries
+    ///   with backoff ([`LeadOptions::with_retry`]), forever: bound it with
+    ///   `tokio::time::timeout` or stop it by dropping it.
+    /// - When `work` returns, `lead` resigns, closes its session and returns what
+    ///   `work` returned. A `work` that should run forever never returns.
+    ///
+    /// Two processes calling `lead` on one name never run their work at once (the
+    /// election's guarantee), and a loss is logged (`tracing`, warn).
+    ///
+    /// # Errors
+    /// What `work` returned, or an error campaigning cannot recover from
+    /// ([`Error::InvalidName`], [`Error::Unsupported`], ...); lost sessions and
+    /// unreachable stores are retried instead.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the work and the leadership, which resigns in the
+    /// background (or ends with its session's TTL if no runtime is left).
+    pub async fn lead_with<F, Fut>(
+        &self,
+        name: &str,
+        value: impl Into<Bytes> + Send,
+        options: &LeadOptions,
+        work: F,
+    ) -> Result<()>
+    where
+        F: FnMut(Arc<Leadership>) -> Fut + Send,
+        Fut: Future<Output = Result<()>> + Send,
+    {
+        lead::lead(&self.backend, name, value.into(), options, work).await
+    }
+
+    /// A [`Consumer`] of the queue `name`: a handler run on each item with retries, a
+    /// processing deadline and a dead-letter queue (see the [module
+    /// docs](crate::consumer)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad queue or dead-letter queue name,
+    /// [`Error::InvalidArgument`] for `max_deliveries` of 0, a zero processing
+    /// deadline or a dead-letter queue that is the consumed queue; before any I/O.
+    pub fn consumer(&self, name: &str, options: ConsumerOptions) -> Result<Consumer> {
+        Consumer::new(&self.backend, name, options)
+    }
+
+    /// The group `name` (see [`crate::group`]). No I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] on a store that
+    /// cannot scan its names (the member list is a [`status`](Coordinator::status)
+    /// read of the group's prefix): one without
+    /// [`Capabilities::export`](crate::Capabilities::export).
+    pub fn group(&self, name: &str) -> Result<Group> {
+        Group::new(&self.backend, name)
+    }
+
+    /// Takes part in the sharded group `group` as `member`: `count` shards spread over
+    /// the group's live members (see [`crate::shards`]). Starts the member's loop in
+    /// the background and returns at once; [`Shards::changes`] reports the shards this
+    /// member owns as they change.
+    ///
+    /// Every member of a group must use the same `count` (it is the shard space, not a
+    /// per-member setting).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use distsync::replicas::ShardOptions;
+    /// let coordinator = distsync::connect("memory://").await?;
+    /// let shards = coordinator.shards("indexers", "host-a", 16, ShardOptions::default())?;
+    /// let mut changes = shards.changes();
+    /// // Alone in the group, this member comes to own all 16.
+    /// changes.wait_for(|owned| owned.len() == 16).await.expect("running");
+    /// let written = shards
+    ///     .while_owned(3, |token| async move { /* write with `token` */ token.get() })
+    ///     .await?
+    ///     .done(); // `None` had the shard moved away during the work
+    /// assert!(written.is_some_and(|token| token > 0));
+    /// shards.stop().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad group name or a member id that is not one name
+    /// segment; [`Error::InvalidArgument`] for a `count` of 0 or above
+    /// [`MAX_SHARDS`](crate::shards::MAX_SHARDS); [`Error::Unsupported`] where the store
+    /// cannot list a group (see [`Coordinator::group`]). Store errors do not end the loop:
+    /// they are logged and retried.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the loop is a task).
+    pub fn shards(
+        &self,
+        group: &str,
+        member: &str,
+        count: u32,
+        options: ShardOptions,
+    ) -> Result<Shards> {
+        Shards::start(&self.backend, group, member, count, options)
+    }
+
+    /// The job `name`, run once per occurrence of `schedule` across every replica that
+    /// schedules it with this name; see [`crate::scheduled_job`]. No I/O: call
+    /// [`ScheduledJob::run`] (or [`ScheduledJob::next`]) to take part.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// use std::time::Duration;
+    /// use distsync::replicas::{JobOptions, Schedule};
+    /// let coordinator = distsync::connect("memory://").await?;
+    /// let job = coordinator.scheduled_job(
+    ///     "billing/invoices",
+    ///     Schedule::cron("0 3 * * *")?, // 03:00 UTC daily
+    ///     JobOptions::default().with_at_most(Duration::from_secs(1800)),
+    /// )?;
+    /// assert_eq!(job.last_run().await?, None);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Every replica should pass the same schedule and options: each decides with its
+    /// own (a replica with a shorter `at_least` runs sooner than the others would).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad name or one longer than 255 bytes less
+    /// [`RECORD_SUFFIX`](crate::scheduled_job::RECORD_SUFFIX); [`Error::InvalidArgument`]
+    /// for a zero `at_most` or session options the backend refuses; [`Error::Unsupported`]
+    /// where the backend has no lock or no serializable STM.
+    pub fn scheduled_job(
+        &self,
+        name: &str,
+        schedule: Schedule,
+        options: JobOptions,
+    ) -> Result<ScheduledJob> {
+        ScheduledJob::new(&self.backend, name, schedule, options)
+    }
+
+    /// The candidates of the election `name`: the leader with its term, then the
+    /// others in the order they are to lead, each with the session id that names it in
+    /// [`Leadership::resign_to`](crate::Leadership::resign_to). A snapshot as far as the
+    /// store's status report is one (see [`crate::status`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`]; [`Error::Unsupported`] on a backend without
+    /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn candidates(&self, name: &str) -> Result<Candidates> {
+        hand_over::candidates(&self.backend, &Name::new(name)?).await
+    }
+
+    /// Asks the current leader of the election `name` to hand over to the candidate
+    /// campaigning through the session `candidate` (which must be waiting in line): the
+    /// leader sees it through
+    /// [`Leadership::preference_requested`](crate::Leadership::preference_requested) and
+    /// decides. A candidate asks for itself with its own session's id; an operator asks
+    /// for any candidate [`Coordinator::candidates`] lists (the console's "hand over").
+    /// Returns the request made, or `None` when the election has no leader (nothing is
+    /// recorded). A request is for the leader of the moment only; see
+    /// [`crate::hand_over`].
+    ///
+    /// ```
+    /// # async fn demo(coordinator: distsync::Coordinator, session: distsync::Session)
+    /// # -> distsync::Result<()> {
+    /// let election = coordinator.election(&session, "scheduler")?;
+    /// let campaign = election.campaign("node-2");
+    /// // While the campaign waits in line (in a task or a `select!`):
+    /// coordinator.prefer("scheduler", session.id()).await?;
+    /// # drop(campaign);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`]; [`Error::InvalidArgument`] when `candidate` has no
+    /// candidacy waiting in the election; [`Error::Unsupported`] on a backend without
+    /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
+    ///
+    /// # Cancel safety
+    /// Dropped part-way, the request was made or it was not; repeating it is harmless.
+    pub async fn prefer(
+        &self,
+        name: &str,
+        candidate: SessionId,
+    ) -> Result<Option<PreferenceRequest>> {
+        hand_over::prefer(&self.backend, &Name::new(name)?, candidate).await
+    }
+
+    /// Breaks the lock `name`: ends its holder's session in the store, as an operator
+    /// would, and returns who held it and since when; `None` when nobody holds it.
+    ///
+    /// The break is safe for the resource the lock protects: the holder's guard sees
+    /// `lost()` (its next renewal fails, so within its session's deadline), its
+    /// `put_if_held` is refused, and the next grant's fencing token is higher. It ends
+    /// **every** hold of the holder's session, not this lock's alone (on ZooKeeper,
+    /// where only a session's owner can end it, the hold alone: see
+    /// [`crate::broken`]). Waiters keep their places: the first of them is granted.
+    ///
+    /// ```
+    /// # async fn demo(coordinator: distsync::Coordinator) -> distsync::Result<()> {
+    /// match coordinator.break_lock("jobs/nightly").await? {
+    ///     Some(hold) => tracing::info!(%hold, "broke the lock"),
+    ///     None => tracing::info!("nobody held jobs/nightly"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`]; [`crate::Error::Unsupported`] where the backend
+    /// cannot end another process's hold or does not record who holds a lock; the
+    /// store's error.
+    ///
+    /// # Cancel safety
+    /// Not atomic: dropping the future after the holder was read may or may not have
+    /// ended its session. Calling it again is harmless: a hold already broken is gone
+    /// (the answer is then the next holder, if any, whose session that call ends).
+    pub async fn break_lock(&self, name: &str) -> Result<Option<BrokenHold>> {
+        let name = Name::new(name)?;
+        let broken = self.backend().break_lock(&name).await?;
+        if let Some(hold) = &broken {
+            tracing::info!(
+                backend = self.capabilities().backend,
+                %hold,
+                "broke a lock by ending its holder's session"
+            );
+        }
+        Ok(broken)
+    }
+
+    /// Asks the holder of the lock `name` to release it: cooperative revocation, the polite
+    /// form of [`Coordinator::break_lock`]. Returns the hold asked, or `None` when nobody
+    /// holds the lock (then nothing is recorded and no later holder is asked). The holder
+    /// learns of it through
+    /// [`LockGuard::release_requested`](crate::LockGuard::release_requested) and decides
+    /// when to unlock; see [`crate::revocation`] for the semantics and how soon it is seen.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let coordinator = distsync::connect("memory://").await?;
+    /// assert!(coordinator.request_release("jobs/nightly").await?.is_none());
+    /// let session = coordinator.session().await?;
+    /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
+    /// let asked = coordinator.request_release("jobs/nightly").await?.expect("a holder");
+    /// assert_eq!(asked.token, Some(guard.token()));
+    /// guard.release_requested().await?;
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`]; [`crate::Error::Unsupported`] on a backend without
+    /// [`Capabilities::release_request`](crate::Capabilities::release_request); the
+    /// store's error.
+    ///
+    /// # Cancel safety
+    /// Dropped part-way, the request was made or it was not; repeating it is harmless
+    /// (several requests for one hold are one).
+    pub async fn request_release(&self, name: &str) -> Result<Option<ReleaseRequest>> {
+        let name = Name::new(name)?;
+        let request = self.backend().request_release(&name).await?;
+        match &request {
+            Some(request) => tracing::info!(
+                backend = self.capabilities().backend,
+                %request,
+                "asked the holder to release the lock"
+            ),
+            None => tracing::debug!(
+                backend = self.capabilities().backend,
+                lock = %name,
+                "release request: nobody holds the lock"
+            ),
+        }
+        Ok(request)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Group membership: live processes join a named group through their sessions, and any
 //! process lists the members or follows their joins and leaves
-//! ([`Coordinator::group`]).
+//! ([`Coordinator::group`](crate::Coordinator::group)).
 //!
 //! It is the shape of Curator's `GroupMember` and tooz's groups, built on the
 //! election every store already offers, so it runs on every store with no store code:
@@ -34,12 +34,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::coordinator::Coordinator;
+use crate::backend::Backend;
 use crate::election::Leadership;
 use crate::error::{Error, Result};
 use crate::name::Name;
@@ -71,7 +72,7 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Clone)]
 pub struct Group {
-    coordinator: Coordinator,
+    backend: Arc<dyn Backend>,
     name: Name,
     prefix: String,
     poll: Duration,
@@ -129,33 +130,31 @@ impl fmt::Debug for Membership {
     }
 }
 
-impl Coordinator {
-    /// The group `name` (see [`crate::group`]). No I/O.
+impl Group {
+    /// The group `name` over `backend` (see
+    /// [`Coordinator::group`](crate::Coordinator::group)). No I/O.
     ///
     /// # Errors
     /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] on a store that
-    /// cannot scan its names (the member list is a [`status`](Coordinator::status)
-    /// read of the group's prefix): one without
-    /// [`Capabilities::export`](crate::Capabilities::export).
-    pub fn group(&self, name: &str) -> Result<Group> {
+    /// cannot scan its names.
+    pub(crate) fn new(backend: &Arc<dyn Backend>, name: &str) -> Result<Self> {
         let name = Name::new(name)?;
-        if !self.capabilities().export {
+        let capabilities = backend.capabilities();
+        if !capabilities.export {
             return Err(Error::unsupported(
-                self.capabilities().backend,
+                capabilities.backend,
                 "group membership and shards (the store cannot list its names)",
             ));
         }
         let prefix = format!("{name}/{MEMBERS_SEGMENT}/");
-        Ok(Group {
-            coordinator: self.clone(),
+        Ok(Self {
+            backend: Arc::clone(backend),
             name,
             prefix,
             poll: DEFAULT_POLL,
         })
     }
-}
 
-impl Group {
     /// The group's name.
     pub fn name(&self) -> &str {
         self.name.as_str()
@@ -208,10 +207,10 @@ impl Group {
         let entry = self.member_entry(id)?;
         // The member's election is the backend's own, not the coordinator's checked
         // one: its metadata is checked here, and its leadership gets the limit.
-        let limit = self.coordinator.value_limit();
+        let limit = self.backend.capabilities().value_limit();
         let metadata = metadata.into();
         limit.check("group member metadata", metadata.len())?;
-        let election = self.coordinator.backend().election(session, entry)?;
+        let election = self.backend.election(session, entry)?;
         let leadership = election
             .campaign_bytes(metadata)
             .await?
@@ -231,7 +230,7 @@ impl Group {
     /// # Cancel safety
     /// Cancel-safe: it only reads.
     pub async fn members(&self) -> Result<Vec<Member>> {
-        let report = self.coordinator.status(&self.prefix).await?;
+        let report = self.backend.status(&self.prefix).await?;
         Ok(self.members_in(&report))
     }
 

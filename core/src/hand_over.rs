@@ -48,7 +48,7 @@
 //!   term and the successor's session id, in counters under the election's name, see
 //!   [`crate::hand_over_record`]) and waits, for at most the caller's bound, until the
 //!   successor is next in line; then it resigns. Every candidate that campaigns through a
-//!   [`Coordinator`] waits for that record to change while it waits
+//!   [`Coordinator`](crate::Coordinator) waits for that record to change while it waits
 //!   ([`Counter::changed`](crate::Counter::changed)): one that stands ahead of the named
 //!   successor withdraws its candidacy and
 //!   campaigns again at the back of the line, still inside the same `campaign` call.
@@ -60,7 +60,7 @@
 //!   hands the leadership back in [`NotHandedOver`]: it still leads. A successor that
 //!   dies after the resignation is succeeded as any leader is (within its session's
 //!   TTL, by the next in line).
-//! - **Cost.** Every candidate that waits through a [`Coordinator`]
+//! - **Cost.** Every candidate that waits through a [`Coordinator`](crate::Coordinator)
 //!   (after its first [`HAND_OVER_POLL`] in line) reads the two record counters once, then
 //!   waits on the store's notifications of a change to either
 //!   ([`Counter::changed`](crate::Counter::changed)), and reads the election's line from the
@@ -89,7 +89,6 @@ use futures::stream::BoxStream;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::coordinator::Coordinator;
 use crate::election::{Election, LeaderInfo, Leadership};
 use crate::error::{Error, Result};
 pub use crate::hand_over_record::{Candidate, Candidates};
@@ -201,7 +200,7 @@ impl Leadership {
     /// session has no candidacy waiting; [`Error::Timeout`] when the candidates ahead
     /// of it did not step back in time; [`Error::NotLeader`] when the leadership was
     /// lost meanwhile; [`Error::Unsupported`] on a leadership not won through a
-    /// [`Coordinator`] or a backend without
+    /// [`Coordinator`](crate::Coordinator) or a backend without
     /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
     /// A failed resignation itself gives `leadership: None`.
     ///
@@ -300,7 +299,7 @@ impl Leadership {
     ///
     /// # Errors
     /// [`Error::NotLeader`] once the leadership is lost; [`Error::Unsupported`] (at
-    /// once) on a leadership not won through a [`Coordinator`] or a
+    /// once) on a leadership not won through a [`Coordinator`](crate::Coordinator) or a
     /// backend without [`Capabilities::hand_over`](crate::Capabilities::hand_over).
     ///
     /// The future does not borrow the leadership, so it can be handed to a task.
@@ -565,76 +564,38 @@ impl Election for HandOverElection {
     }
 }
 
-impl Coordinator {
-    /// The candidates of the election `name`: the leader with its term, then the
-    /// others in the order they are to lead, each with the session id that names it in
-    /// [`Leadership::resign_to`](crate::Leadership::resign_to). A snapshot as far as the
-    /// store's status report is one (see [`crate::status`]).
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`]; [`Error::Unsupported`] on a backend without
-    /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: it only reads.
-    pub async fn candidates(&self, name: &str) -> Result<Candidates> {
-        record_for(self.backend(), &Name::new(name)?)?
-            .candidates()
-            .await
-    }
+/// The candidates of the election `name` over `backend` (see
+/// [`Coordinator::candidates`](crate::Coordinator::candidates)).
+pub(crate) async fn candidates(backend: &Arc<dyn Backend>, name: &Name) -> Result<Candidates> {
+    record_for(backend, name)?.candidates().await
+}
 
-    /// Asks the current leader of the election `name` to hand over to the candidate
-    /// campaigning through the session `candidate` (which must be waiting in line): the
-    /// leader sees it through
-    /// [`Leadership::preference_requested`](crate::Leadership::preference_requested) and
-    /// decides. A candidate asks for itself with its own session's id; an operator asks
-    /// for any candidate [`Coordinator::candidates`] lists (the console's "hand over").
-    /// Returns the request made, or `None` when the election has no leader (nothing is
-    /// recorded). A request is for the leader of the moment only; see
-    /// [`crate::hand_over`].
-    ///
-    /// ```
-    /// # async fn demo(coordinator: distsync::Coordinator, session: distsync::Session)
-    /// # -> distsync::Result<()> {
-    /// let election = coordinator.election(&session, "scheduler")?;
-    /// let campaign = election.campaign("node-2");
-    /// // While the campaign waits in line (in a task or a `select!`):
-    /// coordinator.prefer("scheduler", session.id()).await?;
-    /// # drop(campaign);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`]; [`Error::InvalidArgument`] when `candidate` has no
-    /// candidacy waiting in the election; [`Error::Unsupported`] on a backend without
-    /// [`Capabilities::hand_over`](crate::Capabilities::hand_over); the store's error.
-    ///
-    /// # Cancel safety
-    /// Dropped part-way, the request was made or it was not; repeating it is harmless.
-    pub async fn prefer(
-        &self,
-        name: &str,
-        candidate: SessionId,
-    ) -> Result<Option<PreferenceRequest>> {
-        let record = record_for(self.backend(), &Name::new(name)?)?;
-        let line = record.candidates().await?;
-        let Some(term) = line.term() else {
-            return Ok(None);
-        };
-        if line.position(candidate).is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "session {candidate} has no candidacy waiting in election {name:?}"
-            )));
-        }
-        let request = Record { term, candidate };
-        record.write_preference(request).await?;
-        tracing::info!(
-            backend = record.backend(),
-            election = name,
-            term = term.0,
-            candidate = %candidate,
-            "asked the leader to hand over"
-        );
-        Ok(Some(PreferenceRequest { candidate, term }))
+/// Asks the leader of the election `name` over `backend` to hand over to the candidate
+/// of the session `candidate` (see [`Coordinator::prefer`](crate::Coordinator::prefer)).
+pub(crate) async fn prefer(
+    backend: &Arc<dyn Backend>,
+    name: &Name,
+    candidate: SessionId,
+) -> Result<Option<PreferenceRequest>> {
+    let record = record_for(backend, name)?;
+    let line = record.candidates().await?;
+    let Some(term) = line.term() else {
+        return Ok(None);
+    };
+    if line.position(candidate).is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "session {candidate} has no candidacy waiting in election {:?}",
+            name.as_str()
+        )));
     }
+    let request = Record { term, candidate };
+    record.write_preference(request).await?;
+    tracing::info!(
+        backend = record.backend(),
+        election = name.as_str(),
+        term = term.0,
+        candidate = %candidate,
+        "asked the leader to hand over"
+    );
+    Ok(Some(PreferenceRequest { candidate, term }))
 }

@@ -1,6 +1,6 @@
-//! Staying leader: [`Coordinator::lead`] runs work while this process leads an
-//! election, and campaigns again, on a fresh session, after every loss, until the work
-//! is done or the caller stops it.
+//! Staying leader: [`Coordinator::lead`](crate::Coordinator::lead) runs work while this
+//! process leads an election, and campaigns again, on a fresh session, after every loss,
+//! until the work is done or the caller stops it.
 //!
 //! It is the shape of Curator's `LeaderSelector` with `autoRequeue` and of client-go's
 //! `OnStartedLeading`/`OnStoppedLeading`, in async Rust: the work is a future, started
@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::backend::Backend;
 use crate::backoff::Backoff;
-use crate::coordinator::Coordinator;
 use crate::election::Leadership;
 use crate::error::{Error, Result};
+use crate::layers;
+use crate::name::Name;
 use crate::session::SessionOptions;
 
-/// How [`Coordinator::lead_with`] campaigns: the session every campaign runs on, and
-/// the pauses between attempts after a loss or while the store cannot be reached.
+/// How [`Coordinator::lead_with`](crate::Coordinator::lead_with) campaigns: the session
+/// every campaign runs on, and the pauses between attempts after a loss or while the store
+/// cannot be reached.
 ///
 /// ```
 /// use std::time::Duration;
@@ -88,124 +91,62 @@ fn campaigns_again(error: &Error) -> bool {
     error.is_transient() || error.needs_new_session() || matches!(error, Error::NotLeader)
 }
 
-impl Coordinator {
-    /// Runs `work` while this process leads the election `name` with `value`, and
-    /// keeps campaigning, with the default [`LeadOptions`], until `work` returns; see
-    /// [`Coordinator::lead_with`].
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-    /// let coordinator = distsync::connect("memory://").await?;
-    /// coordinator
-    ///     .lead("scheduler", "node-1", |leadership| async move {
-    ///         // Runs only while leader; pass the term to what it writes.
-    ///         println!("leading in term {}", leadership.term());
-    ///         Ok(())
-    ///     })
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// As [`Coordinator::lead_with`].
-    ///
-    /// # Cancel safety
-    /// As [`Coordinator::lead_with`].
-    pub async fn lead<F, Fut>(
-        &self,
-        name: &str,
-        value: impl Into<Bytes> + Send,
-        work: F,
-    ) -> Result<()>
-    where
-        F: FnMut(Arc<Leadership>) -> Fut + Send,
-        Fut: Future<Output = Result<()>> + Send,
-    {
-        self.lead_with(name, value, &LeadOptions::default(), work)
-            .await
-    }
-
-    /// Runs `work` while this process leads the election `name` with `value`: opens a
-    /// session, campaigns, and on every win calls `work` with the leadership (its
-    /// [`Leadership::term`] is the fencing token to pass to what the work writes).
-    ///
-    /// - When the leadership or its session is lost (the store ended it, a partition
-    ///   outlasted the session's client-side deadline), the work's future is dropped
-    ///   at once (before anyone else can be elected, by the session's deadline), and
-    ///   `lead` campaigns again on a fresh session.
-    /// - While the store cannot be reached, or sessions cannot be opened, it retries
-    ///   with backoff ([`LeadOptions::with_retry`]), forever: bound it with
-    ///   `tokio::time::timeout` or stop it by dropping it.
-    /// - When `work` returns, `lead` resigns, closes its session and returns what
-    ///   `work` returned. A `work` that should run forever never returns.
-    ///
-    /// Two processes calling `lead` on one name never run their work at once (the
-    /// election's guarantee), and a loss is logged (`tracing`, warn).
-    ///
-    /// # Errors
-    /// What `work` returned, or an error campaigning cannot recover from
-    /// ([`Error::InvalidName`], [`Error::Unsupported`], ...); lost sessions and
-    /// unreachable stores are retried instead.
-    ///
-    /// # Cancel safety
-    /// Dropping the future drops the work and the leadership, which resigns in the
-    /// background (or ends with its session's TTL if no runtime is left).
-    pub async fn lead_with<F, Fut>(
-        &self,
-        name: &str,
-        value: impl Into<Bytes> + Send,
-        options: &LeadOptions,
-        mut work: F,
-    ) -> Result<()>
-    where
-        F: FnMut(Arc<Leadership>) -> Fut + Send,
-        Fut: Future<Output = Result<()>> + Send,
-    {
-        let value = value.into();
-        let mut backoff = Backoff::new(options.first_retry, options.longest_retry);
-        loop {
-            let attempt = async {
-                let session = self.session_with(options.session.clone()).await?;
-                let election = self.election(&session, name)?;
-                let leadership = election.campaign(value.clone()).await?;
-                Ok::<_, Error>((session, leadership))
-            };
-            let (session, leadership) = match attempt.await {
-                Ok(won) => won,
-                Err(error) if campaigns_again(&error) => {
-                    tracing::warn!(election = name, %error, "campaign failed; retrying");
-                    tokio::time::sleep(backoff.next_pause()).await;
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            backoff.reset();
-            let leadership = Arc::new(leadership);
-            tracing::info!(election = name, term = %leadership.term(), "leading");
-            let lost = leadership.lost();
-            tokio::select! {
-                biased;
-                () = lost => {
-                    tracing::warn!(
-                        election = name,
-                        term = %leadership.term(),
-                        "leadership lost; work stopped, campaigning again",
-                    );
-                }
-                outcome = work(Arc::clone(&leadership)) => {
-                    if let Ok(leadership) = Arc::try_unwrap(leadership)
-                        && let Err(error) = leadership.resign().await {
-                            tracing::debug!(election = name, %error, "resigning after the work ended");
-                        }
-                    if let Err(error) = session.close().await {
-                        tracing::debug!(election = name, %error, "closing the session after the work ended");
-                    }
-                    return outcome;
-                }
+/// The loop of [`Coordinator::lead_with`](crate::Coordinator::lead_with) over `backend`:
+/// a session and a campaign, `work` while the term lasts, and again after every loss.
+pub(crate) async fn lead<F, Fut>(
+    backend: &Arc<dyn Backend>,
+    name: &str,
+    value: Bytes,
+    options: &LeadOptions,
+    mut work: F,
+) -> Result<()>
+where
+    F: FnMut(Arc<Leadership>) -> Fut + Send,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let mut backoff = Backoff::new(options.first_retry, options.longest_retry);
+    loop {
+        let attempt = async {
+            let session = layers::session(backend.as_ref(), options.session.clone()).await?;
+            let election = layers::election(backend, &session, Name::new(name)?)?;
+            let leadership = election.campaign(value.clone()).await?;
+            Ok::<_, Error>((session, leadership))
+        };
+        let (session, leadership) = match attempt.await {
+            Ok(won) => won,
+            Err(error) if campaigns_again(&error) => {
+                tracing::warn!(election = name, %error, "campaign failed; retrying");
+                tokio::time::sleep(backoff.next_pause()).await;
+                continue;
             }
-            drop(leadership);
-            drop(session);
-            tokio::time::sleep(backoff.next_pause()).await;
+            Err(error) => return Err(error),
+        };
+        backoff.reset();
+        let leadership = Arc::new(leadership);
+        tracing::info!(election = name, term = %leadership.term(), "leading");
+        let lost = leadership.lost();
+        tokio::select! {
+            biased;
+            () = lost => {
+                tracing::warn!(
+                    election = name,
+                    term = %leadership.term(),
+                    "leadership lost; work stopped, campaigning again",
+                );
+            }
+            outcome = work(Arc::clone(&leadership)) => {
+                if let Ok(leadership) = Arc::try_unwrap(leadership)
+                    && let Err(error) = leadership.resign().await {
+                        tracing::debug!(election = name, %error, "resigning after the work ended");
+                    }
+                if let Err(error) = session.close().await {
+                    tracing::debug!(election = name, %error, "closing the session after the work ended");
+                }
+                return outcome;
+            }
         }
+        drop(leadership);
+        drop(session);
+        tokio::time::sleep(backoff.next_pause()).await;
     }
 }

@@ -84,6 +84,7 @@ pub mod hand_over;
 pub mod hand_over_record;
 pub mod instrument;
 pub mod latch;
+mod layers;
 pub mod lead;
 pub mod live_session;
 pub mod lock;

@@ -1,4 +1,5 @@
-//! A session that is replaced after a loss: [`Coordinator::live_session`] hands out
+//! A session that is replaced after a loss:
+//! [`Coordinator::live_session`](crate::Coordinator::live_session) hands out
 //! [`LiveSession`], whose [`current`](LiveSession::current) is always a live
 //! [`Session`], opening a new one when the last one was lost.
 //!
@@ -17,9 +18,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::backoff::Backoff;
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
+use crate::layers;
 use crate::session::{Session, SessionOptions};
 
 /// The first pause after a failed attempt to open a session.
@@ -74,7 +76,7 @@ pub struct LiveSession {
 }
 
 struct Shared {
-    coordinator: Coordinator,
+    backend: Arc<dyn Backend>,
     options: SessionOptions,
     /// The session in use. Locked across the opening of a replacement, so that
     /// callers arriving meanwhile wait for it instead of opening one each.
@@ -88,7 +90,7 @@ struct Shared {
 impl fmt::Debug for LiveSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LiveSession")
-            .field("coordinator", &self.shared.coordinator)
+            .field("backend", &self.shared.backend.capabilities().backend)
             .field("options", &self.shared.options)
             .field("generation", &self.generation())
             .field("closed", &self.is_closed())
@@ -96,33 +98,21 @@ impl fmt::Debug for LiveSession {
     }
 }
 
-impl Coordinator {
-    /// A [`LiveSession`] that opens sessions with `options`: the first at its first
-    /// [`current`](LiveSession::current), then a new one after each loss.
-    ///
-    /// The options are checked here, with no I/O, as
-    /// [`Coordinator::session_with`] checks them, so that a bad option is reported
-    /// once instead of at every call.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a TTL below the backend's
-    /// [`Capabilities::min_session_ttl`](crate::Capabilities::min_session_ttl) or a
-    /// margin that leaves no room for a renewal.
-    pub fn live_session(&self, options: SessionOptions) -> Result<LiveSession> {
-        self.capabilities().check_session(&options)?;
-        Ok(LiveSession {
+impl LiveSession {
+    /// A live session over `backend` with `options`, checked by the caller
+    /// ([`Coordinator::live_session`](crate::Coordinator::live_session)). No I/O.
+    pub(crate) fn new(backend: Arc<dyn Backend>, options: SessionOptions) -> Self {
+        Self {
             shared: Arc::new(Shared {
-                coordinator: self.clone(),
+                backend,
                 options,
                 current: tokio::sync::Mutex::new(None),
                 generation: AtomicU64::new(0),
                 closed: CancellationToken::new(),
             }),
-        })
+        }
     }
-}
 
-impl LiveSession {
     /// The session in use if it is still live; otherwise (none opened yet, or the
     /// last one lost) a new one, which becomes the session in use.
     ///
@@ -143,9 +133,9 @@ impl LiveSession {
     ///
     /// # Cancel safety
     /// Cancel-safe: dropping the future leaves the session in use as it was, and a
-    /// replacement being opened is opened by the next call instead. A session the
-    /// store granted just as the future was dropped is never renewed, so the store
-    /// ends it after its TTL (as with [`Coordinator::session`]).
+    /// replacement being opened is opened by the next call instead. A session the store
+    /// granted just as the future was dropped is never renewed, so the store ends it after
+    /// its TTL (as with [`Coordinator::session`](crate::Coordinator::session)).
     pub async fn current(&self) -> Result<Session> {
         let shared = &*self.shared;
         let mut current = tokio::select! {
@@ -190,11 +180,7 @@ impl LiveSession {
         let shared = &*self.shared;
         let mut backoff = Backoff::new(FIRST_RETRY, LONGEST_RETRY);
         loop {
-            match shared
-                .coordinator
-                .session_with(shared.options.clone())
-                .await
-            {
+            match layers::session(shared.backend.as_ref(), shared.options.clone()).await {
                 Ok(session) => {
                     if !backoff.is_reset() {
                         tracing::info!(

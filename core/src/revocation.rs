@@ -56,7 +56,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::coordinator::Coordinator;
 use crate::counter::Counter;
 use crate::error::{Error, Result};
 use crate::guard::ReleaseRequestWatchFn;
@@ -261,54 +260,6 @@ async fn poll_counter(
                 }
             }
         }
-    }
-}
-
-impl Coordinator {
-    /// Asks the holder of the lock `name` to release it: cooperative revocation, the
-    /// polite form of [`Coordinator::break_lock`]. Returns the hold asked, or `None`
-    /// when nobody holds the lock (then nothing is recorded and no later holder is
-    /// asked). The holder learns of it through
-    /// [`LockGuard::release_requested`](crate::LockGuard::release_requested) and decides when to unlock; see
-    /// [`crate::revocation`] for the semantics and how soon it is seen.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-    /// let coordinator = distsync::connect("memory://").await?;
-    /// assert!(coordinator.request_release("jobs/nightly").await?.is_none());
-    /// let session = coordinator.session().await?;
-    /// let guard = coordinator.locker(&session, "jobs/nightly")?.lock().await?;
-    /// let asked = coordinator.request_release("jobs/nightly").await?.expect("a holder");
-    /// assert_eq!(asked.token, Some(guard.token()));
-    /// guard.release_requested().await?;
-    /// guard.unlock().await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// [`crate::Error::InvalidName`]; [`crate::Error::Unsupported`] on a backend without
-    /// [`Capabilities::release_request`](crate::Capabilities::release_request); the
-    /// store's error.
-    ///
-    /// # Cancel safety
-    /// Dropped part-way, the request was made or it was not; repeating it is harmless
-    /// (several requests for one hold are one).
-    pub async fn request_release(&self, name: &str) -> Result<Option<ReleaseRequest>> {
-        let name = Name::new(name)?;
-        let request = self.backend().request_release(&name).await?;
-        match &request {
-            Some(request) => tracing::info!(
-                backend = self.capabilities().backend,
-                %request,
-                "asked the holder to release the lock"
-            ),
-            None => tracing::debug!(
-                backend = self.capabilities().backend,
-                lock = %name,
-                "release request: nobody holds the lock"
-            ),
-        }
-        Ok(request)
     }
 }
 

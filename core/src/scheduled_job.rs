@@ -1,7 +1,7 @@
 //! Scheduled singleton jobs: a job that runs once per occurrence of a [`Schedule`]
 //! across every replica that schedules it, built on the store's lock and STM, so it
 //! works on every backend with no code of its own
-//! ([`Coordinator::scheduled_job`]).
+//! ([`Coordinator::scheduled_job`](crate::Coordinator::scheduled_job)).
 //!
 //! It replaces cron plus `flock` on a fleet, and is the shape of ShedLock's
 //! `@SchedulerLock(lockAtMostFor, lockAtLeastFor)` with the gaps closed: every replica
@@ -108,10 +108,11 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::backoff::Backoff;
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
+use crate::layers;
 use crate::name::{MAX_NAME_LEN, Name};
 use crate::schedule::{Schedule, from_millis, millis_since_epoch};
 use crate::session::{DEFAULT_TTL, Lost, Session, SessionOptions};
@@ -390,11 +391,12 @@ fn now_millis() -> u64 {
     millis_since_epoch(SystemTime::now())
 }
 
-/// A job scheduled across replicas ([`Coordinator::scheduled_job`]): call
-/// [`run`](Self::run) (the loop), or [`next`](Self::next) for one occurrence at a
-/// time. See the [module docs](self).
+/// A job scheduled across replicas
+/// ([`Coordinator::scheduled_job`](crate::Coordinator::scheduled_job)): call
+/// [`run`](Self::run) (the loop), or [`next`](Self::next) for one occurrence at a time. See
+/// the [module docs](self).
 pub struct ScheduledJob {
-    coordinator: Coordinator,
+    backend: Arc<dyn Backend>,
     name: Name,
     record_key: String,
     schedule: Schedule,
@@ -422,6 +424,66 @@ enum Claim {
 }
 
 impl ScheduledJob {
+    /// The job `name` over `backend` (see
+    /// [`Coordinator::scheduled_job`](crate::Coordinator::scheduled_job)). No I/O.
+    ///
+    /// # Errors
+    /// As [`Coordinator::scheduled_job`](crate::Coordinator::scheduled_job).
+    pub(crate) fn new(
+        backend: &Arc<dyn Backend>,
+        name: &str,
+        schedule: Schedule,
+        options: JobOptions,
+    ) -> Result<Self> {
+        let name = Name::new(name)?;
+        if name.as_str().len() + RECORD_SUFFIX.len() > MAX_NAME_LEN {
+            return Err(Error::InvalidName {
+                name: name.as_str().to_owned(),
+                reason: "is too long for a scheduled job (its record adds 23 bytes)",
+            });
+        }
+        let record_key = format!("{}{RECORD_SUFFIX}", name.as_str());
+        Name::new(record_key.as_str())?;
+        if options.at_most.is_zero() {
+            return Err(Error::InvalidArgument(format!(
+                "scheduled job {:?}: at_most must be more than zero",
+                name.as_str()
+            )));
+        }
+        let capabilities = backend.capabilities();
+        if !capabilities.lock {
+            return Err(Error::unsupported(
+                capabilities.backend,
+                "lock (scheduled jobs)",
+            ));
+        }
+        if !capabilities.supports_isolation(Isolation::SerializableSnapshot) {
+            return Err(Error::unsupported(
+                capabilities.backend,
+                "stm at SerializableSnapshot (scheduled jobs)",
+            ));
+        }
+        let session_options = match &options.session {
+            Some(session) => session.clone(),
+            None => SessionOptions::with_ttl(
+                options
+                    .at_most
+                    .min(DEFAULT_TTL)
+                    .max(capabilities.min_session_ttl),
+            ),
+        };
+        capabilities.check_session(&session_options)?;
+        Ok(Self {
+            backend: Arc::clone(backend),
+            name,
+            record_key,
+            schedule,
+            options,
+            session_options,
+            session: None,
+        })
+    }
+
     /// The job's name (its lock's).
     pub fn name(&self) -> &str {
         self.name.as_str()
@@ -447,9 +509,7 @@ impl ScheduledJob {
     /// Cancel-safe: it only reads.
     pub async fn last_run(&self) -> Result<Option<LastRun>> {
         let key = self.record_key.clone();
-        let value = self
-            .coordinator
-            .stm()?
+        let value = layers::stm(self.backend.as_ref())?
             .atomically(Isolation::SerializableSnapshot, move |tx| {
                 let key = key.clone();
                 async move { tx.get(&key).await }
@@ -461,7 +521,7 @@ impl ScheduledJob {
     }
 
     fn backend(&self) -> &'static str {
-        self.coordinator.capabilities().backend
+        self.backend.capabilities().backend
     }
 
     /// Runs `work` for every occurrence this replica wins, forever: waits for the next
@@ -593,7 +653,7 @@ impl ScheduledJob {
             Plan::Try { target, until } => (target, until),
         };
         let session = self.session().await?;
-        let locker = self.coordinator.locker(&session, self.name.as_str())?;
+        let locker = layers::locker(&self.backend, &session, self.name.clone())?;
         let wait = Duration::from_millis(until.saturating_sub(now_millis()));
         let guard = if wait.is_zero() {
             locker.try_lock().await?
@@ -657,10 +717,7 @@ impl ScheduledJob {
         if let Some(session) = self.session.as_ref().filter(|session| !session.is_lost()) {
             return Ok(session.clone());
         }
-        let session = self
-            .coordinator
-            .session_with(self.session_options.clone())
-            .await?;
+        let session = layers::session(self.backend.as_ref(), self.session_options.clone()).await?;
         self.session = Some(session.clone());
         Ok(session)
     }
@@ -671,9 +728,7 @@ impl ScheduledJob {
         let key = self.record_key.clone();
         let at_least = millis(self.options.at_least);
         let backend = self.backend();
-        let committed = self
-            .coordinator
-            .stm()?
+        let committed = layers::stm(self.backend.as_ref())?
             .atomically(Isolation::SerializableSnapshot, move |tx| {
                 let key = key.clone();
                 async move {
@@ -871,89 +926,6 @@ impl Occurrence {
             Some(guard) => guard.unlock().await,
             None => Ok(()),
         }
-    }
-}
-
-impl Coordinator {
-    /// The job `name`, run once per occurrence of `schedule` across every replica that
-    /// schedules it with this name; see [`crate::scheduled_job`]. No I/O: call
-    /// [`ScheduledJob::run`] (or [`ScheduledJob::next`]) to take part.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-    /// use std::time::Duration;
-    /// use distsync::replicas::{JobOptions, Schedule};
-    /// let coordinator = distsync::connect("memory://").await?;
-    /// let job = coordinator.scheduled_job(
-    ///     "billing/invoices",
-    ///     Schedule::cron("0 3 * * *")?, // 03:00 UTC daily
-    ///     JobOptions::default().with_at_most(Duration::from_secs(1800)),
-    /// )?;
-    /// assert_eq!(job.last_run().await?, None);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// Every replica should pass the same schedule and options: each decides with its
-    /// own (a replica with a shorter `at_least` runs sooner than the others would).
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] for a bad name or one longer than 255 bytes less
-    /// [`RECORD_SUFFIX`]; [`Error::InvalidArgument`] for a zero `at_most` or session
-    /// options the backend refuses; [`Error::Unsupported`] where the backend has no
-    /// lock or no serializable STM.
-    pub fn scheduled_job(
-        &self,
-        name: &str,
-        schedule: Schedule,
-        options: JobOptions,
-    ) -> Result<ScheduledJob> {
-        let name = Name::new(name)?;
-        if name.as_str().len() + RECORD_SUFFIX.len() > MAX_NAME_LEN {
-            return Err(Error::InvalidName {
-                name: name.as_str().to_owned(),
-                reason: "is too long for a scheduled job (its record adds 23 bytes)",
-            });
-        }
-        let record_key = format!("{}{RECORD_SUFFIX}", name.as_str());
-        Name::new(record_key.as_str())?;
-        if options.at_most.is_zero() {
-            return Err(Error::InvalidArgument(format!(
-                "scheduled job {:?}: at_most must be more than zero",
-                name.as_str()
-            )));
-        }
-        let capabilities = self.capabilities();
-        if !capabilities.lock {
-            return Err(Error::unsupported(
-                capabilities.backend,
-                "lock (scheduled jobs)",
-            ));
-        }
-        if !capabilities.supports_isolation(Isolation::SerializableSnapshot) {
-            return Err(Error::unsupported(
-                capabilities.backend,
-                "stm at SerializableSnapshot (scheduled jobs)",
-            ));
-        }
-        let session_options = match &options.session {
-            Some(session) => session.clone(),
-            None => SessionOptions::with_ttl(
-                options
-                    .at_most
-                    .min(DEFAULT_TTL)
-                    .max(capabilities.min_session_ttl),
-            ),
-        };
-        capabilities.check_session(&session_options)?;
-        Ok(ScheduledJob {
-            coordinator: self.clone(),
-            name,
-            record_key,
-            schedule,
-            options,
-            session_options,
-            session: None,
-        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! Shard ownership: a fixed number of shards spread over the live members of a group,
-//! each held by one member at a time as a fenced hold ([`Coordinator::shards`]).
+//! Shard ownership: a fixed number of shards spread over the live members of a group, each
+//! held by one member at a time as a fenced hold
+//! ([`Coordinator::shards`](crate::Coordinator::shards)).
 //!
 //! Every member runs the same loop:
 //!
@@ -59,11 +60,13 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::backoff::Backoff;
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::group::{Group, Membership};
 use crate::guard::LockGuard;
+use crate::layers;
+use crate::name::Name;
 use crate::session::{Lost, Session, SessionOptions};
 use crate::token::FencingToken;
 
@@ -74,9 +77,9 @@ pub const SHARDS_SEGMENT: &str = "shards";
 /// can hold every lock alone.
 pub const MAX_SHARDS: u32 = 4096;
 
-/// How [`Coordinator::shards`] takes part: the session each join runs on, how often
-/// the member list is read, the member's metadata, and the pauses between attempts
-/// after a loss.
+/// How [`Coordinator::shards`](crate::Coordinator::shards) takes part: the session each
+/// join runs on, how often the member list is read, the member's metadata, and the pauses
+/// between attempts after a loss.
 ///
 /// ```
 /// use std::time::Duration;
@@ -212,9 +215,10 @@ pub struct ShardCounts {
     pub lost: u64,
 }
 
-/// This member's part in a sharded group, from [`Coordinator::shards`]. Dropping it
-/// stops the loop: the work on its shards is stopped, its shards are released and it
-/// leaves the group, in the background ([`Shards::stop`] waits for that).
+/// This member's part in a sharded group, from
+/// [`Coordinator::shards`](crate::Coordinator::shards). Dropping it stops the loop: the
+/// work on its shards is stopped, its shards are released and it leaves the group, in the
+/// background ([`Shards::stop`] waits for that).
 pub struct Shards {
     shared: Arc<Shared>,
     owned: watch::Receiver<OwnedShards>,
@@ -418,54 +422,32 @@ pub fn assign<'a>(
     plan
 }
 
-impl Coordinator {
-    /// Takes part in the sharded group `group` as `member`: `count` shards spread over
-    /// the group's live members (see [`crate::shards`]). Starts the member's loop in
-    /// the background and returns at once; [`Shards::changes`] reports the shards this
-    /// member owns as they change.
-    ///
-    /// Every member of a group must use the same `count` (it is the shard space, not a
-    /// per-member setting).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-    /// use distsync::replicas::ShardOptions;
-    /// let coordinator = distsync::connect("memory://").await?;
-    /// let shards = coordinator.shards("indexers", "host-a", 16, ShardOptions::default())?;
-    /// let mut changes = shards.changes();
-    /// // Alone in the group, this member comes to own all 16.
-    /// changes.wait_for(|owned| owned.len() == 16).await.expect("running");
-    /// let written = shards
-    ///     .while_owned(3, |token| async move { /* write with `token` */ token.get() })
-    ///     .await?
-    ///     .done(); // `None` had the shard moved away during the work
-    /// assert!(written.is_some_and(|token| token > 0));
-    /// shards.stop().await;
-    /// # Ok(()) }
-    /// ```
+/// The lock that is ownership of `shard`.
+fn shard_lock_name(group: &Group, shard: u32) -> Result<String> {
+    let name = format!("{}/{SHARDS_SEGMENT}/{shard}", group.name());
+    crate::name::Name::new(name.as_str())?;
+    Ok(name)
+}
+
+impl Shards {
+    /// This member's part in the sharded group `group` over `backend`, its loop
+    /// started (see [`Coordinator::shards`](crate::Coordinator::shards)).
     ///
     /// # Errors
-    /// [`Error::InvalidName`] for a bad group name or a member id that is not one name
-    /// segment; [`Error::InvalidArgument`] for a `count` of 0 or above [`MAX_SHARDS`];
-    /// [`Error::Unsupported`] where the store cannot list a group (see
-    /// [`Coordinator::group`]).
-    /// Store errors do not end the loop: they are logged and retried.
-    ///
-    /// # Panics
-    /// Outside a tokio runtime (the loop is a task).
-    pub fn shards(
-        &self,
+    /// As [`Coordinator::shards`](crate::Coordinator::shards).
+    pub(crate) fn start(
+        backend: &Arc<dyn Backend>,
         group: &str,
         member: &str,
         count: u32,
         options: ShardOptions,
-    ) -> Result<Shards> {
+    ) -> Result<Self> {
         if count == 0 || count > MAX_SHARDS {
             return Err(Error::InvalidArgument(format!(
                 "a sharded group has 1 to {MAX_SHARDS} shards, not {count}"
             )));
         }
-        let group = self.group(group)?.with_poll(options.poll);
+        let group = Group::new(backend, group)?.with_poll(options.poll);
         group.member_entry(member)?;
         shard_lock_name(&group, count - 1)?;
         let shared = Arc::new(Shared {
@@ -481,7 +463,7 @@ impl Coordinator {
         let (publish, owned) = watch::channel(OwnedShards::default());
         let stop = CancellationToken::new();
         let task = tokio::spawn(member_loop(
-            self.clone(),
+            Arc::clone(backend),
             shared.clone(),
             options,
             publish,
@@ -494,16 +476,7 @@ impl Coordinator {
             task: Some(task),
         })
     }
-}
 
-/// The lock that is ownership of `shard`.
-fn shard_lock_name(group: &Group, shard: u32) -> Result<String> {
-    let name = format!("{}/{SHARDS_SEGMENT}/{shard}", group.name());
-    crate::name::Name::new(name.as_str())?;
-    Ok(name)
-}
-
-impl Shards {
     /// The group's name.
     pub fn group(&self) -> &str {
         self.shared.group.name()
@@ -705,7 +678,7 @@ enum Event {
 
 /// Joins, serves and joins again after every loss until stopped.
 async fn member_loop(
-    coordinator: Coordinator,
+    backend: Arc<dyn Backend>,
     shared: Arc<Shared>,
     options: ShardOptions,
     publish: watch::Sender<OwnedShards>,
@@ -714,7 +687,7 @@ async fn member_loop(
     let mut backoff = Backoff::new(options.first_retry, options.longest_retry);
     while !stop.is_cancelled() {
         let joined = async {
-            let session = coordinator.session_with(options.session.clone()).await?;
+            let session = layers::session(backend.as_ref(), options.session.clone()).await?;
             let membership = shared
                 .group
                 .join(&session, &shared.member, options.metadata.clone())
@@ -742,7 +715,7 @@ async fn member_loop(
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
         let mut serving = Serving {
-            coordinator: &coordinator,
+            backend: &backend,
             shared: &shared,
             session: &session,
             publish: &publish,
@@ -771,7 +744,7 @@ async fn member_loop(
 
 /// One membership's serving state.
 struct Serving<'a> {
-    coordinator: &'a Coordinator,
+    backend: &'a Arc<dyn Backend>,
     shared: &'a Arc<Shared>,
     session: &'a Session,
     publish: &'a watch::Sender<OwnedShards>,
@@ -815,10 +788,7 @@ impl Serving<'_> {
     /// (its own join not yet visible is no reason to take anything).
     async fn wanted(&self) -> Result<BTreeSet<u32>> {
         let group = &self.shared.group;
-        let report = self
-            .coordinator
-            .status(&format!("{}/", group.name()))
-            .await?;
+        let report = self.backend.status(&format!("{}/", group.name())).await?;
         let members = group.members_in(&report);
         let me = self.shared.member.as_str();
         if !members.iter().any(|member| member.id == me) {
@@ -873,7 +843,8 @@ impl Serving<'_> {
                 continue;
             }
             let locker = shard_lock_name(&self.shared.group, shard)
-                .and_then(|name| self.coordinator.locker(self.session, &name));
+                .and_then(Name::new)
+                .and_then(|name| layers::locker(self.backend, self.session, name));
             let events = events.clone();
             let task = tokio::spawn(async move {
                 let result = match locker {

@@ -22,7 +22,6 @@
 //! [`StmTx::put`]: crate::StmTx::put
 //! [`Capabilities::max_value_size`]: crate::Capabilities::max_value_size
 
-use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 
 /// A store's limit on a caller's value, as the handles of a
@@ -34,12 +33,10 @@ pub(crate) struct ValueLimit {
 }
 
 impl ValueLimit {
-    /// The limit `capabilities` declare.
-    pub(crate) fn of(capabilities: &Capabilities) -> Self {
-        Self {
-            backend: capabilities.backend,
-            max: capabilities.max_value_size,
-        }
+    /// The limit of `max` bytes of the store `backend`, as its capabilities declare it
+    /// (`Capabilities::value_limit`).
+    pub(crate) fn new(backend: &'static str, max: usize) -> Self {
+        Self { backend, max }
     }
 
     /// Refuses a value of `size` bytes above the limit; `what` names the value in the
@@ -65,15 +62,11 @@ pub(crate) fn check(limit: Option<ValueLimit>, what: &'static str, size: usize) 
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
     fn a_value_at_the_limit_passes_and_one_byte_over_is_refused_naming_both() {
-        let capabilities =
-            Capabilities::all("test", Duration::from_secs(1)).with_max_value_size(10);
-        let limit = ValueLimit::of(&capabilities);
+        let limit = ValueLimit::new("test", 10);
         assert!(limit.check("queue item", 10).is_ok());
         assert!(limit.check("queue item", 0).is_ok());
         let refused = limit.check("queue item", 11).unwrap_err();
