@@ -15,8 +15,8 @@
 //! - **`GET /api/board`**: the same as JSON (`filter`, `page` and `per_page` query
 //!   parameters); `GET /api/dead-letters?queue=NAME`: a dead-letter queue's items.
 //! - **`POST /api/actions/...`**: break a lock, ask its holder to release, ask an
-//!   election's leader to hand over, requeue or drop a dead letter. Off unless [`ConsoleOptions::actions`] gives a token;
-//!   a request without it gets `403 Forbidden`.
+//!   election's leader to hand over, requeue or drop a dead letter. Off unless
+//!   [`ConsoleOptions::actions`] gives a token; a request without it gets `403 Forbidden`.
 //! - **`GET /metrics`**: the Prometheus text format of the metrics layer's counters and
 //!   histograms (when [`ConsoleOptions::metrics`] hands over the process's exporter)
 //!   and of gauges read from the store: `distsync_store_up`, and per name

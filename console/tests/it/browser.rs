@@ -134,7 +134,7 @@ async fn browser(driver: &Driver) -> Client {
 /// the bound passes.
 async fn text_becomes(client: &Client, css: &str, expected: &str) {
     let seen = std::sync::Mutex::new(None);
-    let shown = tokio::time::timeout(crate::support::BOUND, async {
+    let found = tokio::time::timeout(crate::support::BOUND, async {
         loop {
             if let Ok(element) = client.find(Locator::Css(css)).await {
                 if let Ok(text) = element.text().await {
@@ -160,15 +160,33 @@ async fn text_becomes(client: &Client, css: &str, expected: &str) {
 /// Clicks the element `css`. The page redraws its tables at each read, so an element
 /// found just before a redraw is replaced: it is found again, within the bound.
 async fn click(client: &Client, css: &str) {
-    eventually(&format!("a click on {css}"), || async {
-        let element = client.find(Locator::Css(css)).await.ok()?;
-        match element.click().await {
-            Ok(()) => Some(()),
-            Err(error) if error.is_stale_element_reference() => None,
-            Err(error) => panic!("clicking {css}: {error}"),
+    let clicked = tokio::time::timeout(crate::support::BOUND, async {
+        loop {
+            if let Ok(element) = client.find(Locator::Css(css)).await {
+                match element.click().await {
+                    Ok(()) => return,
+                    Err(error) if error.is_stale_element_reference() => {}
+                    Err(error) => panic!("clicking {css}: {error}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
+    if clicked.is_err() {
+        panic!(
+            "{css} never clickable; the page showed:\n{}",
+            shown(client).await
+        );
+    }
+}
+
+/// What the page shows, as text: for the message of a wait that failed.
+async fn shown(client: &Client) -> String {
+    match client.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(error) => format!("(no page: {error})"),
+    }
 }
 
 /// Saves what the browser shows as `name`.png when screenshots are asked for.
