@@ -33,9 +33,6 @@ pub(crate) fn queues(report: &StatusReport, entries: &[Entry]) -> Vec<QueueStatu
     };
     let mut queues: BTreeMap<String, QueueStatus> = BTreeMap::new();
     for entry in entries.iter().filter(|entry| entry.live()) {
-        let Some(name) = keys::name_of(&entry.key).filter(|name| report.covers(name)) else {
-            continue;
-        };
         let (ready, in_flight) = if is_in_flight_record(&entry.key) {
             (0, 1)
         } else if let Some((root, _)) = item_place(&entry.key) {
@@ -46,6 +43,9 @@ pub(crate) fn queues(report: &StatusReport, entries: &[Entry]) -> Vec<QueueStatu
                 Standing::Consumed => continue,
             }
         } else {
+            continue;
+        };
+        let Some(name) = keys::name_of(&entry.key).filter(|name| report.covers(name)) else {
             continue;
         };
         let queue = queues
