@@ -104,7 +104,8 @@
 //!   `src/clock.rs`), and the limiter's own write's stamp, against which its TAT is
 //!   kept (as ZooKeeper's `mtime`).
 //! * **Status** lists every kind's keys in one batched direct get (see
-//!   `src/status.rs`); the status of one name lists that name's lines alone, one
+//!   `src/status.rs`; a queue's ready and in-flight items by its layout, see
+//!   `src/queue_status.rs`); the status of one name lists that name's lines alone, one
 //!   subject filter per kind of line. **Breaking a lock**, release requests and
 //!   hand-overs read a holder there; a break reads its holder's session and
 //!   revokes it: the keys carry their session's id, so another process's session is
@@ -190,6 +191,7 @@ mod keys;
 mod lock;
 mod purge;
 mod queue;
+mod queue_status;
 mod rate_limiter;
 mod released;
 mod rwlock;

@@ -820,6 +820,29 @@ pub(crate) fn is_in_flight_record(key: &str) -> bool {
     Kind::of(key) == Some(Kind::Queue) && key.split('.').nth(2) == Some("c")
 }
 
+/// Where a live item stands, as its delivery record tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Consumed: an ack or a claim purges the record in the batch that purges the
+    /// item, so an item seen live beside its record's tombstone was read before that
+    /// batch and its record after it.
+    Consumed,
+    /// Held by a receiver: its record names a hold key that is live.
+    Held,
+    /// Free to take: no record (none written yet), or one naming no live hold.
+    Free,
+}
+
+/// Where the item whose delivery record is `record` (`None`: none read) stands;
+/// `live_hold` tells whether the hold key a record names (its value) is live.
+pub(crate) fn standing(record: Option<&Entry>, live_hold: impl Fn(&Bytes) -> bool) -> Standing {
+    match record {
+        Some(record) if !record.live() => Standing::Consumed,
+        Some(record) if !record.value.is_empty() && live_hold(&record.value) => Standing::Held,
+        _ => Standing::Free,
+    }
+}
+
 /// The key that says the queue under `root` may have items at `priority`.
 fn priority_key(root: &str, priority: u16) -> String {
     format!("{root}.p.{priority:05}")
@@ -1063,13 +1086,12 @@ async fn free_items(
             break;
         }
         let record = delivery_key(root, id_of(&entry.key));
-        let (record_seq, deliveries) = match records.get(&record) {
-            // Consumed: an ack or a claim purged its record before its item.
-            Some(known) if !known.live() => continue,
-            Some(known) if held.contains(&known.value) => continue,
-            Some(known) => (known.seq, deliveries_of(known)),
-            None => (0, 0),
-        };
+        let known = records.get(&record);
+        if standing(known, |hold| held.contains(hold)) != Standing::Free {
+            continue;
+        }
+        let (record_seq, deliveries) =
+            known.map_or((0, 0), |known| (known.seq, deliveries_of(known)));
         items.push(Item {
             enqueued_us: enqueued_of(&entry),
             key: entry.key,

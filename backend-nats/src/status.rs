@@ -10,7 +10,8 @@
 //! a holder's token is its create sequence. The store keeps no join time, so no age
 //! is given. A lock's waiters include its unfair lock's wait line. A rate limiter's
 //! next due time is on the server's clock, read by one write to the clock key when the
-//! report has limiters (see `src/clock.rs`).
+//! report has limiters (see `src/clock.rs`). The queues are counted from the same
+//! listing of every key, tombstones included (see `src/queue_status.rs`).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,7 @@ use crate::amnesia::Amnesia;
 use crate::clock;
 use crate::counter::{parse_counter, parse_latch};
 use crate::keys::{self, Kind};
+use crate::queue_status;
 use crate::rate_limiter::recorded;
 use crate::session::CREATE_HEADER;
 use crate::shared::Shared;
@@ -124,6 +126,7 @@ async fn report(
     mut report: StatusReport,
     entries: Vec<Entry>,
 ) -> Result<StatusReport> {
+    report.queues = queue_status::queues(&report, &entries);
     let covered = Covered::of(&report, entries);
     report.rate_limiters = rate_limiters(shared, covered.limiters).await;
     let mut unfair_waiting: BTreeMap<String, Vec<Contender>> = BTreeMap::new();

@@ -11,6 +11,7 @@ mod failover;
 mod lease;
 mod queue_age;
 mod rate_limiter;
+mod status;
 mod tls_auth;
 mod tls_logs;
 mod txn;

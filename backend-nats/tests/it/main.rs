@@ -14,4 +14,5 @@ mod queue_age;
 mod queue_dropped;
 mod rate_limiter;
 mod scale;
+mod status;
 mod stm;

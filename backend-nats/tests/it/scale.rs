@@ -1,5 +1,6 @@
 //! Queues and listings at scale: a claim reads the head of a queue, never all of it,
-//! and status and export read a bucket of more keys than one batched direct get returns.
+//! and status (which counts the queue's items) and export read a bucket of more keys
+//! than one batched direct get returns.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,7 +55,15 @@ async fn thousands_of_items_drain_and_status_reads_a_big_bucket() {
     let report = tokio::time::timeout(DEADLINE, backend.status(""))
         .await
         .expect("status within the deadline");
-    report.expect("status of a bucket of thousands of keys");
+    let report = report.expect("status of a bucket of thousands of keys");
+    // Counted from that listing, read in pages: every item ready, none in flight.
+    let listed: Vec<_> = report
+        .queues
+        .iter()
+        .filter(|queue| queue.name == name.as_str())
+        .map(|queue| (queue.ready, queue.in_flight))
+        .collect();
+    assert_eq!(listed, [(ITEMS, 0)], "the queue in the status report");
     // The export reads the same listing: every item, by priority.
     let snapshot = tokio::time::timeout(DEADLINE, backend.export())
         .await
