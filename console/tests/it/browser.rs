@@ -148,11 +148,11 @@ async fn text_becomes(client: &Client, css: &str, expected: &str) {
         }
     })
     .await;
-    if shown.is_err() {
-        let page = client.source().await.unwrap_or_default();
+    if found.is_err() {
+        let last = seen.lock().unwrap().clone();
         panic!(
-            "{css} never showed {expected:?} (last seen: {:?}); the page:\n{page}",
-            seen.lock().unwrap()
+            "{css} never showed {expected:?} (last seen: {last:?}); the page showed:\n{}",
+            shown(client).await
         );
     }
 }
