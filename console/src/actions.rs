@@ -19,7 +19,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::{Extension, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -59,9 +60,24 @@ pub(crate) struct DeadLetterBody {
 }
 
 /// Who asked, for the log.
-struct Asker {
+pub(crate) struct Asker {
     from: String,
     operator: String,
+}
+
+/// An action's asker is named only once the request carries the token: every action
+/// handler takes one, so none can act without it (403 otherwise, before the body is
+/// read).
+impl FromRequestParts<Console> for Asker {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Response> {
+        let from = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| *address);
+        authorize(console, &parts.headers, from).map_err(refusal)
+    }
 }
 
 /// Checks the token and names the asker, or says why the action is refused (403).
@@ -125,21 +141,12 @@ fn nothing(why: &str) -> Response {
     Json(json!({ "done": false, "why": why })).into_response()
 }
 
-fn peer(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<SocketAddr> {
-    connect.map(|Extension(ConnectInfo(addr))| addr)
-}
-
 /// `POST /api/actions/break`.
 pub(crate) async fn break_lock(
     State(console): State<Console>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
+    asker: Asker,
     Json(body): Json<NameBody>,
 ) -> Response {
-    let asker = match authorize(&console, &headers, peer(connect)) {
-        Ok(asker) => asker,
-        Err(why) => return refusal(why),
-    };
     let outcome = console.coordinator().break_lock(&body.name).await;
     console.reading.forget().await;
     match outcome {
@@ -162,14 +169,9 @@ pub(crate) async fn break_lock(
 /// `POST /api/actions/request-release`.
 pub(crate) async fn request_release(
     State(console): State<Console>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
+    asker: Asker,
     Json(body): Json<NameBody>,
 ) -> Response {
-    let asker = match authorize(&console, &headers, peer(connect)) {
-        Ok(asker) => asker,
-        Err(why) => return refusal(why),
-    };
     match console.coordinator().request_release(&body.name).await {
         Ok(Some(request)) => {
             tracing::warn!(
@@ -186,14 +188,9 @@ pub(crate) async fn request_release(
 /// `POST /api/actions/prefer`.
 pub(crate) async fn prefer(
     State(console): State<Console>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
+    asker: Asker,
     Json(body): Json<PreferBody>,
 ) -> Response {
-    let asker = match authorize(&console, &headers, peer(connect)) {
-        Ok(asker) => asker,
-        Err(why) => return refusal(why),
-    };
     let Ok(candidate) = u64::from_str_radix(&body.candidate, 16).map(SessionId) else {
         return failure(&Error::InvalidArgument(format!(
             "{:?} is not a session id (hexadecimal, as the board lists it)",
@@ -217,34 +214,27 @@ pub(crate) async fn prefer(
 /// `POST /api/actions/requeue`.
 pub(crate) async fn requeue(
     State(console): State<Console>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
+    asker: Asker,
     Json(body): Json<DeadLetterBody>,
 ) -> Response {
-    dead_letter(console, peer(connect), headers, body, true).await
+    dead_letter(console, asker, body, true).await
 }
 
 /// `POST /api/actions/drop`.
 pub(crate) async fn drop_dead_letter(
     State(console): State<Console>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
+    asker: Asker,
     Json(body): Json<DeadLetterBody>,
 ) -> Response {
-    dead_letter(console, peer(connect), headers, body, false).await
+    dead_letter(console, asker, body, false).await
 }
 
 async fn dead_letter(
     console: Console,
-    from: Option<SocketAddr>,
-    headers: HeaderMap,
+    asker: Asker,
     body: DeadLetterBody,
     requeue: bool,
 ) -> Response {
-    let asker = match authorize(&console, &headers, from) {
-        Ok(asker) => asker,
-        Err(why) => return refusal(why),
-    };
     let Ok(item) = STANDARD.decode(&body.item) else {
         return failure(&Error::InvalidArgument("the item is not base64".into()));
     };
