@@ -430,23 +430,23 @@ impl Lease for RedisLease {
                 _ => Err(unexpected("keepalive", &reply)),
             }
         };
-        let Some(held) = &self.registry.held else {
+        let Some(keys) = &self.registry.held else {
             return renewal.await;
         };
         // Redis Cluster: the held keys slot by slot, all sent with the session key's
         // renewal (the same margin test applies to each key; see keepalive_held.lua).
-        let (held, pending_since) = held.snapshot();
+        let (held, pending_since) = keys.snapshot();
         let slots = crate::cluster::by_slot(held.iter().map(|(key, value)| (key, value)))
             .into_iter()
             .map(|group| {
                 let mut call = self.shared.script(&SCRIPTS.keepalive_held);
                 call.arg(self.ttl_ms()).arg(self.margin_ms());
-                for (key, value) in group {
+                for (key, value) in &group {
                     call.key(key).arg(value);
                 }
                 async move {
                     let reply = self.shared.eval(&call).await?;
-                    int("keepalive_held", &reply)
+                    held_slot_renewal(keys, &group, reply)
                 }
             });
         let (renewal, slots) = tokio::join!(renewal, futures::future::join_all(slots));
@@ -455,7 +455,7 @@ impl Lease for RedisLease {
             (outcome, _) => outcome,
         };
         for renewed in slots {
-            if renewed? != 1 {
+            if !renewed? {
                 outcome = KeepAlive::Gone;
             }
         }
@@ -487,6 +487,37 @@ impl Lease for RedisLease {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// Judges one slot's `keepalive_held.lua` reply for the keys of `group`: whether the
+/// session still holds all of them. A key the script found gone or holding another
+/// value is a loss only while `keys` still lists it with the same value: a hold
+/// released while the renewal was on its way was unlisted before its release was
+/// sent, so by the time the reply arrives it is no longer listed, and its absence
+/// says nothing about the session.
+fn held_slot_renewal(
+    keys: &HeldKeys,
+    group: &[(&String, &String)],
+    reply: redis::Value,
+) -> Result<bool> {
+    let reply = crate::error::array("keepalive_held", reply)?;
+    let Some((status, missing)) = reply.split_first() else {
+        return Err(unexpected("keepalive_held", &redis::Value::Array(reply)));
+    };
+    if int("keepalive_held", status)? != 1 {
+        return Ok(false);
+    }
+    let listed = keys.map();
+    for reply in missing {
+        let (key, value) = usize::try_from(int("keepalive_held", reply)?)
+            .ok()
+            .and_then(|position| group.get(position.checked_sub(1)?))
+            .ok_or_else(|| unexpected("keepalive_held", reply))?;
+        if listed.get(*key) == Some(*value) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Fires `lost` as soon as the store revokes session `id` (the revoke script

@@ -187,6 +187,56 @@ async fn a_hold_gone_in_one_slot_ends_the_session_and_frees_the_others() {
     drop(guards);
 }
 
+/// Holds taken and released while the session's renewals are on their way: a renewal
+/// that finds a key gone or taken by the next holder because its hold was released
+/// after the renewal listed it is no loss, and the session lives on. Two sessions pass
+/// every name back and forth for four TTLs, so that nearly every renewal races a
+/// release; a hold lost for real is `a_hold_gone_in_one_slot_ends_the_session_...`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_released_while_a_renewal_is_on_its_way_keep_the_session() {
+    let Some(url) = cluster_url() else { return };
+    let url = own_namespace(&url, "churn");
+    let backend = distsync_redis::backend(&url).await.unwrap();
+    let ttl = RENEWED_TTL;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        sessions.push(
+            backend
+                .session(SessionOptions::with_ttl(ttl))
+                .await
+                .unwrap(),
+        );
+    }
+    let until = tokio::time::Instant::now() + 4 * ttl;
+    let mut tasks = tokio::task::JoinSet::new();
+    for session in &sessions {
+        for name in names() {
+            let locker = backend.locker(session, name).unwrap();
+            tasks.spawn(async move {
+                let mut cycles = 0_u64;
+                while tokio::time::Instant::now() < until {
+                    locker.lock().await?.unlock().await?;
+                    cycles += 1;
+                }
+                Ok::<_, Error>(cycles)
+            });
+        }
+    }
+    let mut cycles = 0;
+    while let Some(joined) = tasks.join_next().await {
+        cycles += joined
+            .unwrap()
+            .expect("a lock or unlock failed while the holds came and went");
+    }
+    for session in sessions {
+        assert!(
+            !session.is_lost(),
+            "a session was lost while its holds came and went ({cycles} cycles)"
+        );
+        session.close().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn closing_a_session_frees_every_slot_at_once() {
     let Some(url) = cluster_url() else { return };
