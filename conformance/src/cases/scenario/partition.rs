@@ -22,7 +22,8 @@ use tokio::time::Instant;
 
 use crate::check::{
     ensure, eventually, lapsed, lapsed_when_lost, ms, proxied_client, secs, set_up, violated,
-    within, within_set_up, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
+    within, within_set_up, Bounded, Check, Context, Fail, Holds, Task, PROMPT, SET_UP_CALM_LIMIT,
+    SET_UP_TRIES,
 };
 use crate::faults::{PartitionMode, Partitioned};
 use crate::harness::Harness;
@@ -32,6 +33,15 @@ pub(crate) const TRIALS: usize = 10;
 
 /// Trials run at once.
 pub(crate) const PARALLEL: usize = 5;
+
+/// How long a trial's set-up may take, its tries and the waits between them included:
+/// per try, the proxied client, the two sessions, the hold and the waiter registering
+/// (each bounded by [`PROMPT`]) and the settle time ([`crate::harness::MAX_SETTLE`] at
+/// most); between tries, [`SET_UP_CALM_LIMIT`].
+const SET_UP_BOUND: Duration = Duration::from_secs(
+    (PROMPT.as_secs() * 5 + crate::harness::MAX_SETTLE.as_secs()) * SET_UP_TRIES as u64
+        + SET_UP_CALM_LIMIT.as_secs() * (SET_UP_TRIES as u64 - 1),
+);
 
 /// What the cut-off client holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,16 +84,35 @@ pub(crate) async fn cut_off_holder(h: Harness, held: Held, mode: PartitionMode) 
     let ttl = h.fault_ttl();
     let mut trials = Vec::with_capacity(TRIALS);
     for wave in 0..TRIALS.div_ceil(PARALLEL) {
-        let mut tasks: Vec<Task<Trial>> = (wave * PARALLEL..((wave + 1) * PARALLEL).min(TRIALS))
+        let tasks: Vec<(usize, Task<Trial>, _)> = (wave * PARALLEL
+            ..((wave + 1) * PARALLEL).min(TRIALS))
             .map(|i| {
                 let h = h.clone();
-                Task::spawn(format!("trial {i}"), async move {
-                    trial(&h, held, mode, i).await
-                })
+                let (set_up_done, ready) = tokio::sync::oneshot::channel();
+                let task = Task::spawn(format!("trial {i}"), async move {
+                    trial(&h, held, mode, i, set_up_done).await
+                });
+                (i, task, ready)
             })
             .collect();
-        for task in &mut tasks {
-            trials.push(task.join(ttl * 4 + PROMPT * 4).await?);
+        for (i, mut task, ready) in tasks {
+            // The set-up's own bound first: a set-up that overruns it (its tries and
+            // the waits between them on a starved machine) measured nothing, and must
+            // not eat into the time the fault phase is judged with. A trial that ended
+            // before its set-up completed says why when joined.
+            if within(
+                SET_UP_BOUND,
+                "a trial's set-up",
+                ready.map(Ok::<_, distsync_core::Error>),
+            )
+            .await
+            .is_err()
+            {
+                return Err(Fail::SetUpLapsed(format!(
+                    "trial {i}: the set-up did not complete within {SET_UP_BOUND:?}"
+                )));
+            }
+            trials.push(task.join(ttl * 3 + PROMPT * 4).await?);
         }
     }
     let smallest = trials.iter().map(|t| t.margin).min().unwrap_or_default();
@@ -123,7 +152,14 @@ struct SetUp {
     waiter: Task<Granted>,
 }
 
-async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<Trial> {
+/// One trial: its set-up (said done on `set_up_done`), the cut, the verdict.
+async fn trial(
+    h: &Harness,
+    held: Held,
+    mode: PartitionMode,
+    i: usize,
+    set_up_done: tokio::sync::oneshot::Sender<()>,
+) -> Check<Trial> {
     let SetUp {
         partition,
         _holder,
@@ -134,6 +170,8 @@ async fn trial(h: &Harness, held: Held, mode: PartitionMode, i: usize) -> Check<
         set_up_trial(h, held, format!("t{i}a{attempt}"))
     })
     .await?;
+    // The receiver is gone only when the case has already ended.
+    let _ = set_up_done.send(());
 
     let cut_at = Instant::now();
     partition.set(mode);
