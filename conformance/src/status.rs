@@ -606,3 +606,50 @@ async fn latch_opens(
     );
     Ok(())
 }
+
+/// The session TTL of [`check_session_expiry`]'s holder: long beside the check, so
+/// that a loaded machine reads the report well inside it.
+const EXPIRY_TTL: Duration = Duration::from_secs(20);
+
+/// Checks what the report says of a holder's session time left
+/// ([`HoldStatus::expires_in`](distsync_core::status::HoldStatus::expires_in)): a lock
+/// held through a session of a known TTL under `prefix` (a fresh one per run, ending
+/// with `/`), and, where the store reports it, a time left above zero and at most the
+/// TTL (a whole second more on a store that counts in whole seconds, as etcd's leases
+/// do). Returns what was reported, so that each store's test says whether it must be
+/// reported there.
+///
+/// # Errors
+/// What differs from the expected report.
+pub async fn check_session_expiry(
+    coordinator: &Coordinator,
+    prefix: &str,
+) -> Result<Option<Duration>, String> {
+    let ttl = EXPIRY_TTL.max(coordinator.capabilities().min_session_ttl);
+    let session = coordinator
+        .session_with(distsync_core::SessionOptions::with_ttl(ttl))
+        .await
+        .map_err(fail("session"))?;
+    let name = format!("{prefix}expiry");
+    let guard = coordinator
+        .locker(&session, &name)
+        .map_err(fail("locker"))?
+        .lock()
+        .await
+        .map_err(fail("lock"))?;
+    let report = coordinator.status(prefix).await.map_err(fail("status"))?;
+    let holder = report
+        .line(LineKind::Lock, &name)
+        .and_then(|line| line.holders.first())
+        .ok_or_else(|| format!("the held lock {name:?} is not in the report: {report:#?}"))?;
+    let expires_in = holder.expires_in;
+    if let Some(left) = expires_in {
+        ensure!(
+            !left.is_zero() && left <= ttl + Duration::from_secs(1),
+            "a session of {ttl:?} just renewed or opened reports {left:?} left"
+        );
+    }
+    guard.unlock().await.map_err(fail("unlock"))?;
+    session.close().await.map_err(fail("close"))?;
+    Ok(expires_in)
+}

@@ -28,6 +28,7 @@
 //! | [`HoldStatus::token`] | the key's create revision | the grant's token | the grant's token where the table keeps it |
 //! | [`HoldStatus::age`] | read-write locks (their keys carry the creation time) | not recorded | where a row keeps its creation time |
 //! | [`HoldStatus::session`] | the lease id (hex) | the session id (hex) | the session id (hex) |
+//! | [`HoldStatus::expires_in`] | the lease's TTL left | the session key's `PTTL` | the session row's deadline, less the server's clock |
 //!
 //! On etcd and memory, locks and elections share Go's key layout
 //! (`<ns><name>/<lease hex>`), so the store cannot tell them apart: a line with a
@@ -122,6 +123,12 @@ pub struct HoldStatus {
     pub token: Option<FencingToken>,
     /// How long ago the entry joined the line, if the store records when.
     pub age: Option<Duration>,
+    /// How long the session the entry is held through has left when the report was
+    /// read, unless it is renewed before then: the store's own count (a lease's TTL, a
+    /// key's expiry, a session row's deadline), so a session whose renewals stopped
+    /// shows it running down. `None` where the store does not say (ZooKeeper keeps a
+    /// session's timeout on the server only).
+    pub expires_in: Option<Duration>,
 }
 
 impl HoldStatus {
@@ -134,6 +141,7 @@ impl HoldStatus {
             session: None,
             token: None,
             age: None,
+            expires_in: None,
         }
     }
 
@@ -155,6 +163,13 @@ impl HoldStatus {
     #[must_use]
     pub fn with_age(mut self, age: Option<Duration>) -> Self {
         self.age = age;
+        self
+    }
+
+    /// Sets [`HoldStatus::expires_in`].
+    #[must_use]
+    pub fn with_expires_in(mut self, expires_in: Option<Duration>) -> Self {
+        self.expires_in = expires_in;
         self
     }
 }

@@ -612,6 +612,22 @@ pub trait Kv: Send + Sync + 'static {
     /// Revokes a lease, deleting every key attached to it.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
 
+    /// How long `lease` has left before the store expires it, unless renewed; `None`
+    /// when the lease is gone, or (the default) where the store cannot say. Status
+    /// reports read it for each session they show ([`HoldStatus::expires_in`]).
+    ///
+    /// [`HoldStatus::expires_in`]: distsync_core::status::HoldStatus::expires_in
+    ///
+    /// # Errors
+    /// The store's error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let _ = lease;
+        Ok(None)
+    }
+
     /// The retry policy of this store's client: recipes retry their one-shot calls
     /// and releases by it, so that none of them outlasts the client's request timeout
     /// by a budget of retries (see [`RetryPolicy::within`]). The default is core's
