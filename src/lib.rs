@@ -145,7 +145,7 @@ pub mod replicas {
     };
     pub use distsync_core::schedule::Schedule;
     pub use distsync_core::scheduled_job::{
-        JobOptions, LastRun, Missed, Occurrence, ScheduledJob, RECORD_SUFFIX,
+        JobOptions, JobStatus, LastRun, Missed, Occurrence, ScheduledJob, RECORD_SUFFIX,
     };
     pub use distsync_core::shards::{
         assign, OwnedShards, ShardCounts, ShardOptions, ShardPin, ShardWork, Shards, MAX_SHARDS,

@@ -52,10 +52,19 @@ function since(ms) {
   return el("td", { class: "time held-for", "data-age": ms }, duration(ms));
 }
 
+// A time cell that counts down from `ms` (as read): a session's time left, unless it renews.
+function left(ms) {
+  if (ms === null || ms === undefined) return el("td", { class: "time", title: "the store does not say" }, "—");
+  return el("td", { class: "time time-left", "data-left": ms, title: "unless the session renews" }, duration(ms));
+}
+
 function tick() {
   const passed = Date.now() - state.receivedAt;
   for (const cell of document.querySelectorAll("[data-age]")) {
     cell.textContent = duration(Number(cell.dataset.age) + passed);
+  }
+  for (const cell of document.querySelectorAll("[data-left]")) {
+    cell.textContent = duration(Math.max(0, Number(cell.dataset.left) - passed));
   }
 }
 
@@ -149,6 +158,7 @@ function renderLocks(section) {
       el("td", { class: "session" }, line.holders.length > 1 ? holderList(line.holders, false) : (holder && holder.session) || "—"),
       el("td", { class: "number token" }, holder && holder.token ? String(holder.token) : "—"),
       since(holder ? holder.age_ms : null),
+      left(holder ? holder.expires_in_ms : null),
       el("td", { class: "number" }, line.permits === null ? "—" : String(line.permits)),
       el("td", {}, holderList(line.waiters, true)),
       el("td", {},
@@ -251,17 +261,18 @@ function renderQueues(section) {
 function renderSessions(section) {
   return section.items.map((session) => el("tr", { "data-name": session.id },
     el("td", { class: "session" }, session.id),
+    left(session.expires_in_ms),
     el("td", {}, el("ul", {}, session.holds.map((hold) =>
       el("li", {}, `${hold.holding ? "holds" : "waits for"} ${hold.kind} ${hold.name}` + (hold.token ? ` (token ${hold.token})` : "")))))));
 }
 
 const SECTIONS = [
-  ["locks", renderLocks, 8, "no lock, read-write lock or semaphore is held or waited for"],
+  ["locks", renderLocks, 9, "no lock, read-write lock or semaphore is held or waited for"],
   ["elections", renderElections, 6, "no election has candidates"],
   ["groups", renderGroups, 2, "no group has members"],
   ["shards", renderShards, 5, "no shard is owned"],
   ["queues", renderQueues, 6, "no queue holds items"],
-  ["sessions", renderSessions, 2, "no session holds anything listed"],
+  ["sessions", renderSessions, 3, "no session holds anything listed"],
 ];
 
 function render() {

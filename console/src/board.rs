@@ -86,6 +86,9 @@ struct HoldView {
     token: Option<u64>,
     /// How long it had held or waited when the store was read, where the store records it.
     age_ms: Option<u128>,
+    /// How long its session had left when the store was read, unless renewed, where the
+    /// store says (the page counts it down between reads).
+    expires_in_ms: Option<u128>,
 }
 
 /// An election.
@@ -137,6 +140,8 @@ struct QueueView {
 #[derive(Debug, Serialize)]
 struct SessionView {
     id: String,
+    /// The least time left its holds report: they are all the session's, read at once.
+    expires_in_ms: Option<u128>,
     holds: Vec<SessionHoldView>,
 }
 
@@ -147,6 +152,8 @@ pub(crate) struct SessionHoldView {
     name: String,
     holding: bool,
     token: Option<u64>,
+    #[serde(skip)]
+    expires_in_ms: Option<u128>,
 }
 
 impl Board {
@@ -296,7 +303,11 @@ impl Sorted {
         sorted.queues = queue_views(store, filter);
         sorted.sessions = sessions
             .into_iter()
-            .map(|(id, holds)| SessionView { id, holds })
+            .map(|(id, holds)| SessionView {
+                id,
+                expires_in_ms: holds.iter().filter_map(|hold| hold.expires_in_ms).min(),
+                holds,
+            })
             .collect();
         sorted
     }
@@ -366,6 +377,7 @@ fn add_session_holds(sessions: &mut BTreeMap<String, Vec<SessionHoldView>>, line
                     name: line.name.clone(),
                     holding,
                     token: hold.token.map(|token| token.0),
+                    expires_in_ms: hold.expires_in.map(|left| left.as_millis()),
                 });
         }
     }
@@ -398,6 +410,7 @@ fn hold_view(hold: &HoldStatus) -> HoldView {
         session: hold.session.clone(),
         token: hold.token.map(|token| token.0),
         age_ms: hold.age.map(|age| age.as_millis()),
+        expires_in_ms: hold.expires_in.map(|left| left.as_millis()),
     }
 }
 

@@ -35,7 +35,7 @@ use crate::rate_limiter::{Rate, RateLimiter};
 use crate::revocation::ReleaseRequest;
 use crate::rwlock::RwLock;
 use crate::schedule::Schedule;
-use crate::scheduled_job::{JobOptions, ScheduledJob};
+use crate::scheduled_job::{self, JobOptions, JobStatus, ScheduledJob};
 use crate::semaphore::Semaphore;
 use crate::session::{Session, SessionId, SessionOptions};
 use crate::shards::{ShardOptions, Shards};
@@ -568,6 +568,21 @@ impl Coordinator {
         options: JobOptions,
     ) -> Result<ScheduledJob> {
         ScheduledJob::new(&self.backend, name, schedule, options)
+    }
+
+    /// The scheduled jobs whose names start with `prefix`, each with its schedule, its
+    /// last run and its due and next occurrences, for operators: every job that has
+    /// looked for an occurrence on this store is listed, whether it runs or not (see
+    /// [`JobStatus`](crate::scheduled_job::JobStatus)).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] where the backend has no serializable STM; the store's
+    /// error; [`Error::IncompatibleLayout`] for a record written by a newer distsync.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn scheduled_jobs(&self, prefix: &str) -> Result<Vec<JobStatus>> {
+        scheduled_job::statuses(self.backend.as_ref(), prefix).await
     }
 
     /// The candidates of the election `name`: the leader with its term, then the

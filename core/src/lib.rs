@@ -83,6 +83,7 @@ pub mod guard;
 pub mod hand_over;
 pub mod hand_over_record;
 pub mod instrument;
+mod job_index;
 pub mod latch;
 mod layers;
 pub mod lead;

@@ -163,6 +163,26 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The schedule as the store keeps it: `every <ms>` or `cron <expression>`
+    /// ([`Schedule::from_stored`] reads it back).
+    pub(crate) fn stored(&self) -> String {
+        match &self.kind {
+            Kind::Every(millis) => format!("every {millis}"),
+            Kind::Cron(_, text) => format!("cron {text}"),
+        }
+    }
+
+    /// The schedule [`Schedule::stored`] wrote; `None` for text it never writes.
+    pub(crate) fn from_stored(text: &str) -> Option<Self> {
+        match text.split_once(' ')? {
+            ("every", millis) => Self::every(Duration::from_millis(millis.parse().ok()?)).ok(),
+            ("cron", expression) => Self::cron(expression).ok(),
+            _ => None,
+        }
+    }
+}
+
 impl FromStr for Schedule {
     type Err = Error;
 
@@ -198,6 +218,18 @@ mod tests {
 
     fn secs(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn the_stored_text_reads_back() {
+        for schedule in [
+            Schedule::every(Duration::from_millis(1500)).unwrap(),
+            Schedule::cron("*/10 * * * * *").unwrap(),
+        ] {
+            assert_eq!(Schedule::from_stored(&schedule.stored()), Some(schedule));
+        }
+        assert_eq!(Schedule::from_stored("every 0"), None);
+        assert_eq!(Schedule::from_stored("hourly"), None);
     }
 
     #[test]

@@ -112,6 +112,7 @@ use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
+use crate::job_index;
 use crate::layers;
 use crate::name::{MAX_NAME_LEN, Name};
 use crate::schedule::{Schedule, from_millis, millis_since_epoch};
@@ -403,6 +404,8 @@ pub struct ScheduledJob {
     options: JobOptions,
     session_options: SessionOptions,
     session: Option<Session>,
+    /// Whether the job is in the store's index of jobs (see `job_index`).
+    indexed: bool,
 }
 
 impl fmt::Debug for ScheduledJob {
@@ -413,6 +416,61 @@ impl fmt::Debug for ScheduledJob {
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
+}
+
+/// A scheduled job as the store's index and its record tell
+/// ([`Coordinator::scheduled_jobs`](crate::Coordinator::scheduled_jobs)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// The job's name (its lock's).
+    pub name: String,
+    /// Its schedule, as the last replica to start it had it.
+    pub schedule: Schedule,
+    /// Its last run; `None` before the first.
+    pub last_run: Option<LastRun>,
+    /// The latest occurrence at or before the read: later than the last run's
+    /// occurrence when an occurrence is due and not yet run (or missed).
+    pub due: Option<SystemTime>,
+    /// The next occurrence after the read.
+    pub next: Option<SystemTime>,
+}
+
+/// The scheduled jobs whose names start with `prefix` (see
+/// [`Coordinator::scheduled_jobs`](crate::Coordinator::scheduled_jobs)): the index and
+/// every listed job's record, read in one transaction.
+pub(crate) async fn statuses(backend: &dyn Backend, prefix: &str) -> Result<Vec<JobStatus>> {
+    let name = backend.capabilities().backend;
+    let prefix = prefix.to_owned();
+    let read = layers::stm(backend)?
+        .atomically(Isolation::SerializableSnapshot, move |tx| {
+            let prefix = prefix.clone();
+            async move {
+                let mut jobs = Vec::new();
+                for (job, schedule) in job_index::read(&tx).await? {
+                    if !job.starts_with(&prefix) {
+                        continue;
+                    }
+                    let key = format!("{job}{RECORD_SUFFIX}");
+                    let record = tx.get(&key).await?;
+                    jobs.push((job, schedule, key, record));
+                }
+                Ok(jobs)
+            }
+        })
+        .await?;
+    let now = SystemTime::now();
+    read.into_iter()
+        .map(|(job, schedule, key, record)| {
+            Ok(JobStatus {
+                last_run: record.map(|bytes| decode(name, &key, &bytes)).transpose()?,
+                due: schedule.latest_at_or_before(now),
+                next: schedule.next_after(now),
+                name: job,
+                schedule,
+            })
+        })
+        .collect()
 }
 
 /// What a claim found.
@@ -481,6 +539,7 @@ impl ScheduledJob {
             options,
             session_options,
             session: None,
+            indexed: false,
         })
     }
 
@@ -636,6 +695,16 @@ impl ScheduledJob {
     /// One look at the clock and the record: waits, tries, and returns the occurrence
     /// if it won one.
     async fn attempt(&mut self) -> Result<Option<Occurrence>> {
+        if !self.indexed {
+            match job_index::register(self.backend.as_ref(), &self.name, &self.schedule).await {
+                Ok(()) => self.indexed = true,
+                Err(error) => tracing::warn!(
+                    job = self.name.as_str(),
+                    %error,
+                    "listing the job in the store's index of jobs failed; tried again at its next look"
+                ),
+            }
+        }
         let record = self.last_run().await?;
         let now = now_millis();
         let (target, until) = match plan(&self.schedule, &self.options, now, record.as_ref())? {

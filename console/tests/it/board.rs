@@ -59,6 +59,19 @@ async fn shows_holders_waiters_leaders_members_and_queues(#[case] store: &str) {
     assert_eq!(line["holders"][0]["session"], a_id.as_str());
     assert_eq!(line["holders"][0]["token"], guard.token().0);
     assert_eq!(line["waiters"][0]["session"], b_id.as_str());
+    // The session's time left, by the store's count, on every store but ZooKeeper
+    // (whose sessions' timeouts only the server knows).
+    let left = &line["holders"][0]["expires_in_ms"];
+    let ttl = SessionOptions::default().ttl().as_millis();
+    if coordinator.capabilities().backend == "zookeeper" {
+        assert!(left.is_null(), "{left}");
+    } else {
+        let left = left.as_u64().expect("the holder's session time left");
+        assert!(
+            left > 0 && u128::from(left) <= ttl + 1000,
+            "{left} ms of {ttl} ms"
+        );
+    }
     let elected = entry(&board, "elections", &election).expect("the election is listed");
     assert_eq!(elected["value"], "node-a");
     assert_eq!(elected["term"], leading.term().0);
@@ -72,7 +85,12 @@ async fn shows_holders_waiters_leaders_members_and_queues(#[case] store: &str) {
         .unwrap()
         .iter()
         .find(|session| session["id"] == a_id.as_str())
-        .expect("the holder's session is listed")["holds"]
+        .expect("the holder's session is listed");
+    assert_eq!(
+        holds["expires_in_ms"].is_null(),
+        line["holders"][0]["expires_in_ms"].is_null()
+    );
+    let holds = holds["holds"]
         .as_array()
         .unwrap()
         .iter()

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use distsync_core::coordinator::Coordinator;
 use distsync_core::error::Error;
 use distsync_core::schedule::Schedule;
-use distsync_core::scheduled_job::{JobOptions, Missed, Occurrence, ScheduledJob};
+use distsync_core::scheduled_job::{JobOptions, JobStatus, Missed, Occurrence, ScheduledJob};
 use distsync_kv::memory::MemoryBackend;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -288,4 +288,78 @@ async fn names_and_options_are_checked_before_any_io() {
         ),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// Reads the store's jobs under `prefix` until `done` accepts them, within [`DEADLINE`].
+async fn jobs_until(
+    coordinator: &Coordinator,
+    prefix: &str,
+    done: impl Fn(&[JobStatus]) -> bool,
+) -> Vec<JobStatus> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let jobs = coordinator.scheduled_jobs(prefix).await.unwrap();
+        if done(&jobs) {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within {DEADLINE:?}: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A job is listed from its first look for an occurrence, with its schedule and no run
+/// (a job that never runs is what an operator looks for), and with its last run once
+/// it runs; the prefix filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_lists_its_jobs_before_and_after_they_run() {
+    let coordinator = Coordinator::new(MemoryBackend::new());
+    assert!(coordinator.scheduled_jobs("").await.unwrap().is_empty());
+    let nightly = Schedule::cron("0 3 * * *").unwrap();
+    let mut waiting = coordinator
+        .scheduled_job("jobs/nightly", nightly.clone(), JobOptions::default())
+        .unwrap();
+    let waiting = tokio::spawn(async move { waiting.next().await });
+    let listed = jobs_until(&coordinator, "jobs/", |jobs| !jobs.is_empty()).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let job = &listed[0];
+    assert_eq!(
+        (job.name.as_str(), &job.schedule),
+        ("jobs/nightly", &nightly)
+    );
+    assert_eq!(job.last_run, None);
+    let now = SystemTime::now();
+    assert!(
+        job.next
+            .is_some_and(|next| next > now - Duration::from_secs(1)),
+        "{job:?}"
+    );
+    assert!(job.due.is_some_and(|due| due <= now), "{job:?}");
+
+    let often = Schedule::every(Duration::from_millis(100)).unwrap();
+    let (ran, mut ran_rx) = mpsc::unbounded_channel();
+    let running = replica(
+        coordinator
+            .scheduled_job("jobs/often", often.clone(), JobOptions::default())
+            .unwrap(),
+        0,
+        ran,
+    );
+    let first = runs(&mut ran_rx, 1).await[0];
+    let listed = jobs_until(&coordinator, "jobs/o", |jobs| {
+        jobs.iter().any(|job| job.last_run.is_some())
+    })
+    .await;
+    running.abort();
+    waiting.abort();
+    assert_eq!(listed.len(), 1, "the prefix lets one through: {listed:?}");
+    let last = listed[0].last_run.expect("the run is recorded");
+    assert!(
+        millis(last.occurrence) >= first.1 && last.runs >= 1,
+        "{last:?}"
+    );
+    assert_eq!(listed[0].schedule, often);
+    assert_eq!(coordinator.scheduled_jobs("").await.unwrap().len(), 2);
 }
