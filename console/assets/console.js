@@ -258,6 +258,28 @@ function renderQueues(section) {
   return rows;
 }
 
+function utc(ms) {
+  return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+}
+
+function renderJobs(section) {
+  const readAt = state.board.read_at_ms;
+  return section.items.map((job) => {
+    const ran = job.last_occurrence_ms !== null;
+    const state_ = !ran ? "never ran" : job.behind ? `behind: ${utc(job.due_ms)} has not run` : "on time";
+    return el("tr", { "data-name": job.name, class: job.behind ? "behind" : "" },
+      el("td", { class: "name" }, job.name),
+      el("td", {}, job.schedule),
+      el("td", { class: "time" }, ran ? utc(job.last_occurrence_ms) : "—"),
+      since(ran ? readAt - job.last_started_ms : null),
+      el("td", { class: "number" }, String(job.runs)),
+      el("td", { class: "number token" }, job.last_token ? String(job.last_token) : "—"),
+      el("td", { class: "time" }, job.next_ms === null ? "—" : utc(job.next_ms)),
+      left(job.next_ms === null ? null : job.next_ms - readAt),
+      el("td", { class: "job-state" }, state_));
+  });
+}
+
 function renderSessions(section) {
   return section.items.map((session) => el("tr", { "data-name": session.id },
     el("td", { class: "session" }, session.id),
@@ -272,6 +294,7 @@ const SECTIONS = [
   ["groups", renderGroups, 2, "no group has members"],
   ["shards", renderShards, 5, "no shard is owned"],
   ["queues", renderQueues, 6, "no queue holds items"],
+  ["jobs", renderJobs, 9, "no scheduled job has started on this store"],
   ["sessions", renderSessions, 3, "no session holds anything listed"],
 ];
 

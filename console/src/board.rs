@@ -15,6 +15,7 @@ use base64::Engine;
 use bytes::Bytes;
 use distsync_core::consumer::DEAD_LETTER_SUFFIX;
 use distsync_core::group::MEMBERS_SEGMENT;
+use distsync_core::scheduled_job::JobStatus;
 use distsync_core::shards::SHARDS_SEGMENT;
 use distsync_core::status::{HoldStatus, LineKind, LineStatus, StatusReport};
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,7 @@ pub(crate) struct Board {
     groups: Section<GroupView>,
     shards: Section<ShardView>,
     queues: Section<QueueView>,
+    jobs: Section<JobView>,
     sessions: Section<SessionView>,
 }
 
@@ -136,6 +138,28 @@ struct QueueView {
     dead_letters: usize,
 }
 
+/// A scheduled job: its schedule, its last run, and its occurrences around the read
+/// (times in milliseconds since the Unix epoch).
+#[derive(Debug, Serialize)]
+struct JobView {
+    name: String,
+    schedule: String,
+    /// The occurrence the last run ran for.
+    last_occurrence_ms: Option<u128>,
+    /// When the last run started, on the clock of the replica that ran it.
+    last_started_ms: Option<u128>,
+    last_token: Option<u64>,
+    runs: u64,
+    /// The latest occurrence at or before the read.
+    due_ms: Option<u128>,
+    /// The next occurrence after the read.
+    next_ms: Option<u128>,
+    /// Whether an occurrence later than the last run's is due and has not run (yet:
+    /// it may be starting, or be skipped by the job's options). A job that never ran
+    /// shows no last run instead.
+    behind: bool,
+}
+
 /// A session and what it holds or waits for.
 #[derive(Debug, Serialize)]
 struct SessionView {
@@ -183,6 +207,7 @@ impl Board {
             groups: Section::empty(),
             shards: Section::empty(),
             queues: Section::empty(),
+            jobs: Section::empty(),
             sessions: Section::empty(),
         };
         if let Ok(store) = &snapshot.outcome {
@@ -196,6 +221,7 @@ impl Board {
             board.groups = page.cut(sorted.groups);
             board.shards = page.cut(sorted.shards);
             board.queues = page.cut(sorted.queues);
+            board.jobs = page.cut(sorted.jobs);
             board.sessions = page.cut(sorted.sessions);
             let most = [
                 board.locks.total,
@@ -203,6 +229,7 @@ impl Board {
                 board.groups.total,
                 board.shards.total,
                 board.queues.total,
+                board.jobs.total,
                 board.sessions.total,
             ]
             .into_iter()
@@ -258,6 +285,7 @@ struct Sorted {
     groups: Vec<GroupView>,
     shards: Vec<ShardView>,
     queues: Vec<QueueView>,
+    jobs: Vec<JobView>,
     sessions: Vec<SessionView>,
 }
 
@@ -301,6 +329,12 @@ impl Sorted {
             .map(|(name, members)| GroupView { name, members })
             .collect();
         sorted.queues = queue_views(store, filter);
+        sorted.jobs = store
+            .jobs
+            .iter()
+            .filter(|job| job.name.starts_with(filter))
+            .map(job_view)
+            .collect();
         sorted.sessions = sessions
             .into_iter()
             .map(|(id, holds)| SessionView {
@@ -400,6 +434,23 @@ fn election_view(line: &LineStatus) -> ElectionView {
         value: line.leader.as_ref().map(|leader| shown(&leader.value)),
         term: line.leader.as_ref().map(|leader| leader.term.0),
         candidates: line.waiters.iter().map(hold_view).collect(),
+    }
+}
+
+fn job_view(job: &JobStatus) -> JobView {
+    let last = job.last_run.as_ref();
+    JobView {
+        name: job.name.clone(),
+        schedule: job.schedule.to_string(),
+        last_occurrence_ms: last.map(|run| millis_since_epoch(run.occurrence)),
+        last_started_ms: last.map(|run| millis_since_epoch(run.started)),
+        last_token: last.map(|run| run.token.get()),
+        runs: last.map_or(0, |run| run.runs),
+        due_ms: job.due.map(millis_since_epoch),
+        next_ms: job.next.map(millis_since_epoch),
+        behind: job
+            .due
+            .is_some_and(|due| last.is_some_and(|run| run.occurrence < due)),
     }
 }
 

@@ -1,10 +1,13 @@
 //! `GET /metrics`: the process's metrics layer, then gauges read from the store, in
 //! Prometheus's text format.
 
+use std::time::UNIX_EPOCH;
+
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+
 use metrics::{describe_gauge, gauge, with_local_recorder};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -67,6 +70,14 @@ fn store_gauges(snapshot: &Snapshot, backend: &'static str) -> String {
             "items in a queue's dead-letter queue"
         );
         describe_gauge!("distsync_store_group_members", "live members of a group");
+        describe_gauge!(
+            "distsync_store_job_last_run_timestamp_seconds",
+            "when a scheduled job's last run started (Unix time, the running replica's clock)"
+        );
+        describe_gauge!(
+            "distsync_store_job_runs",
+            "how many runs a scheduled job has had"
+        );
         gauge!("distsync_store_up", "backend" => backend)
             .set(f64::from(u8::from(snapshot.outcome.is_ok())));
         gauge!("distsync_store_read_seconds", "backend" => backend)
@@ -104,6 +115,15 @@ fn store_gauges(snapshot: &Snapshot, backend: &'static str) -> String {
             gauge!("distsync_store_queue_in_flight", &labels).set(queue.in_flight as f64);
             if let Some(age) = store.oldest.get(&queue.name) {
                 gauge!("distsync_store_queue_oldest_age_seconds", &labels).set(age.as_secs_f64());
+            }
+        }
+        for job in &store.jobs {
+            let labels = [("backend", backend.to_owned()), ("job", job.name.clone())];
+            let run = job.last_run.as_ref();
+            gauge!("distsync_store_job_runs", &labels).set(run.map_or(0, |run| run.runs) as f64);
+            if let Some(started) = run.and_then(|run| run.started.duration_since(UNIX_EPOCH).ok()) {
+                gauge!("distsync_store_job_last_run_timestamp_seconds", &labels)
+                    .set(started.as_secs_f64());
             }
         }
     });

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use distsync_core::scheduled_job::JobStatus;
 use distsync_core::status::StatusReport;
 use distsync_core::{Coordinator, Error};
 use futures::future::join_all;
@@ -35,6 +36,9 @@ pub(crate) struct Store {
     pub(crate) report: StatusReport,
     /// Each listed queue's oldest item age, where the backend records enqueue times.
     pub(crate) oldest: BTreeMap<String, Duration>,
+    /// The scheduled jobs the store lists, with their last runs (none where the
+    /// backend has no serializable STM, which jobs need).
+    pub(crate) jobs: Vec<JobStatus>,
 }
 
 /// The last read of the store under the console's prefix, read again when a viewer
@@ -133,6 +137,15 @@ impl Reading {
                 Err(error) => return Err(error),
             }
         }
-        Ok(Store { report, oldest })
+        let jobs = match self.coordinator.scheduled_jobs(&self.prefix).await {
+            Ok(jobs) => jobs,
+            Err(Error::Unsupported { .. }) => Vec::new(),
+            Err(error) => return Err(error),
+        };
+        Ok(Store {
+            report,
+            oldest,
+            jobs,
+        })
     }
 }

@@ -7,15 +7,22 @@
 //!
 //! The index is one STM key, `distsync-scheduled-jobs`: for each job its name and its schedule, as
 //! `<name>\0<schedule>\0`, sorted by name (a name holds no NUL byte). A job adds or
-//! updates its entry before its first look at its record, in a serializable
+//! updates its entry when it first looks for an occurrence, in a serializable
 //! transaction that writes only when the entry differs, so replicas starting together
-//! write it once. A failure there is logged and tried again at the job's next look:
-//! the index serves operators and never stops a job. A job removed from the code keeps
-//! its entry (and its record), shown with its last run.
+//! write it once. It does so in a task of its own ([`Indexing`]), retried with a
+//! backoff until it is done or the job is dropped: the index serves operators, and
+//! neither its round trips nor its conflicts between replicas starting at once may
+//! delay or stop a run. A job removed from the code keeps its entry (and its record),
+//! shown with its last run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
 
 use crate::backend::Backend;
+use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::layers;
 use crate::name::Name;
@@ -60,17 +67,46 @@ pub(crate) async fn read(tx: &StmTx) -> Result<Entries> {
         .unwrap_or_default())
 }
 
+/// The task that lists a job in the index ([`Indexing::start`]), stopped when this
+/// is dropped (with the job).
+#[derive(Debug)]
+pub(crate) struct Indexing(AbortHandle);
+
+impl Indexing {
+    /// Lists the job `name` with `schedule` in `backend`'s index in the background,
+    /// trying again after a failure (pauses from 100 ms doubling to 30 s) until done.
+    pub(crate) fn start(backend: &Arc<dyn Backend>, name: &Name, schedule: &Schedule) -> Self {
+        let (backend, name, schedule) = (Arc::clone(backend), name.clone(), schedule.clone());
+        let task = tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+            while let Err(error) = register(backend.as_ref(), &name, &schedule).await {
+                let pause = backoff.next_pause();
+                tracing::warn!(
+                    job = name.as_str(),
+                    %error,
+                    ?pause,
+                    "listing the job in the store's index of jobs failed; trying again"
+                );
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Self(task.abort_handle())
+    }
+}
+
+impl Drop for Indexing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Adds the job `name` with `schedule` to the index, or updates its schedule; writes
 /// nothing when the entry is already there. An index that would outgrow the store's
 /// largest value is left as it is, with a warning.
 ///
 /// # Errors
 /// The store's error.
-pub(crate) async fn register(
-    backend: &dyn Backend,
-    name: &Name,
-    schedule: &Schedule,
-) -> Result<()> {
+async fn register(backend: &dyn Backend, name: &Name, schedule: &Schedule) -> Result<()> {
     let limit = backend.capabilities().max_value_size;
     let name = name.as_str().to_owned();
     let schedule = schedule.clone();

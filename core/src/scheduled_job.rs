@@ -404,8 +404,8 @@ pub struct ScheduledJob {
     options: JobOptions,
     session_options: SessionOptions,
     session: Option<Session>,
-    /// Whether the job is in the store's index of jobs (see `job_index`).
-    indexed: bool,
+    /// The task listing the job in the store's index of jobs, from its first look.
+    indexing: Option<job_index::Indexing>,
 }
 
 impl fmt::Debug for ScheduledJob {
@@ -539,7 +539,7 @@ impl ScheduledJob {
             options,
             session_options,
             session: None,
-            indexed: false,
+            indexing: None,
         })
     }
 
@@ -695,15 +695,12 @@ impl ScheduledJob {
     /// One look at the clock and the record: waits, tries, and returns the occurrence
     /// if it won one.
     async fn attempt(&mut self) -> Result<Option<Occurrence>> {
-        if !self.indexed {
-            match job_index::register(self.backend.as_ref(), &self.name, &self.schedule).await {
-                Ok(()) => self.indexed = true,
-                Err(error) => tracing::warn!(
-                    job = self.name.as_str(),
-                    %error,
-                    "listing the job in the store's index of jobs failed; tried again at its next look"
-                ),
-            }
+        if self.indexing.is_none() {
+            self.indexing = Some(job_index::Indexing::start(
+                &self.backend,
+                &self.name,
+                &self.schedule,
+            ));
         }
         let record = self.last_run().await?;
         let now = now_millis();

@@ -1,9 +1,14 @@
 //! The board shows who holds and waits for what, on every store.
 
+use std::time::Duration;
+
+use distsync::replicas::{JobOptions, Schedule};
 use distsync::SessionOptions;
 use rstest::rstest;
 
-use crate::support::{acting, coordinator, entry, eventually, get_json, prefix, serve};
+use crate::support::{
+    acting, coordinator, entry, eventually, get, get_json, prefix, serve, within,
+};
 
 /// A lock's holder with its token and its waiter, an election's leader and candidate,
 /// a group's member, a queue's length and a session's holds all show, and the filter
@@ -62,7 +67,7 @@ async fn shows_holders_waiters_leaders_members_and_queues(#[case] store: &str) {
     // The session's time left, by the store's count, on every store but ZooKeeper
     // (whose sessions' timeouts only the server knows).
     let left = &line["holders"][0]["expires_in_ms"];
-    let ttl = SessionOptions::default().ttl().as_millis();
+    let ttl = SessionOptions::default().ttl.as_millis();
     if coordinator.capabilities().backend == "zookeeper" {
         assert!(left.is_null(), "{left}");
     } else {
@@ -119,4 +124,76 @@ async fn shows_holders_waiters_leaders_members_and_queues(#[case] store: &str) {
     while queue.try_dequeue().await.unwrap().is_some() {}
     a.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// Scheduled jobs show with their schedules: one that has never run, and one with its
+/// last run's token and run count, which the metrics carry too.
+#[rstest]
+#[case::memory("memory")]
+#[case::etcd("DISTSYNC_ETCD_URL")]
+#[case::redis("DISTSYNC_REDIS_URL")]
+#[case::postgres("DISTSYNC_POSTGRES_URL")]
+#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
+#[case::mysql("DISTSYNC_MYSQL_URL")]
+#[case::nats("DISTSYNC_NATS_URL")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shows_scheduled_jobs_with_their_last_runs(#[case] store: &str) {
+    let Some(coordinator) = coordinator(store).await else {
+        return;
+    };
+    let p = prefix("jobs");
+    let (nightly, often) = (format!("{p}nightly"), format!("{p}often"));
+    let mut never = coordinator
+        .scheduled_job(
+            &nightly,
+            Schedule::cron("0 3 * * *").unwrap(),
+            JobOptions::default(),
+        )
+        .unwrap();
+    let waiting = tokio::spawn(async move { never.next().await });
+    let mut job = coordinator
+        .scheduled_job(
+            &often,
+            Schedule::every(Duration::from_millis(500)).unwrap(),
+            JobOptions::default(),
+        )
+        .unwrap();
+    let occurrence = within("a run of the frequent job", job.next())
+        .await
+        .unwrap();
+    let token = occurrence.token().get();
+    occurrence.finish().await.unwrap();
+
+    let served = serve(coordinator.clone(), acting(&p)).await;
+    let board = eventually("both jobs on the board", || async {
+        let board = get_json(&served, "api/board").await;
+        entry(&board, "jobs", &nightly)?;
+        let ran = !entry(&board, "jobs", &often)?["last_occurrence_ms"].is_null();
+        ran.then_some(board)
+    })
+    .await;
+    waiting.abort();
+    let never = entry(&board, "jobs", &nightly).unwrap();
+    assert!(never["last_occurrence_ms"].is_null(), "{never}");
+    assert_eq!(never["runs"], 0);
+    assert!(
+        never["schedule"].as_str().unwrap().contains("0 3 * * *"),
+        "{never}"
+    );
+    assert!(never["next_ms"].as_u64().unwrap() > never["due_ms"].as_u64().unwrap());
+    let ran = entry(&board, "jobs", &often).unwrap();
+    assert_eq!(ran["last_token"], token);
+    assert!(ran["runs"].as_u64().unwrap() >= 1, "{ran}");
+
+    let (status, text) = get(&served, "metrics").await;
+    assert_eq!(status, 200);
+    let runs = text
+        .lines()
+        .find(|line| {
+            line.starts_with("distsync_store_job_runs{")
+                && line.contains(&format!("job=\"{often}\""))
+        })
+        .unwrap_or_else(|| panic!("no run count for {often}: {text}"));
+    let count: f64 = runs.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1.0, "{runs}");
 }
