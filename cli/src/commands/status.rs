@@ -323,7 +323,8 @@ fn hold_json(hold: &HoldStatus) -> Value {
         "mode": hold.mode.as_str(),
         "session": hold.session,
         "token": hold.token.map(|token| token.0),
-        "age_ms": hold.age.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        "age_ms": hold.age.map(millis),
+        "expires_in_ms": hold.expires_in.map(millis),
     })
 }
 
@@ -394,6 +395,7 @@ mod tests {
                 .with_session(Some("1f".into()))
                 .with_token(token.map(FencingToken))
                 .with_age(Some(Duration::from_millis(2500)))
+                .with_expires_in(Some(Duration::from_millis(9000)))
         };
         let mut report = StatusReport::new("memory", "jobs/");
         let mut lock = LineStatus::new(LineKind::Lock, "jobs/a");
@@ -494,6 +496,7 @@ mod tests {
         assert_eq!(lock["kind"], "lock");
         assert_eq!(lock["holders"][0]["token"], 7);
         assert_eq!(lock["holders"][0]["age_ms"], 2500);
+        assert_eq!(lock["holders"][0]["expires_in_ms"], 9000);
         assert_eq!(lock["waiters"][1]["key"], "k3");
         assert_eq!(lock["waiters"][1]["token"], Value::Null);
         assert_eq!(value["lines"][1]["leader"]["value"], "node-1");
