@@ -25,7 +25,9 @@
 //!
 //! A holder's token is its node's creation zxid (`czxid`), as its guard's is; its
 //! session is the node's ephemeral owner, the distsync session id of its client's
-//! ZooKeeper session. The walk runs on a short session of its own and only reads, but
+//! ZooKeeper session. A holder's session time left (`expires_in`) is not reported: a
+//! session's timeout and last heartbeat are known to the server only, and no request
+//! reads another client's. The walk runs on a short session of its own and only reads, but
 //! for that one clock write when it finds a rate limiter.
 
 use distsync_core::raw::StampedTat;
