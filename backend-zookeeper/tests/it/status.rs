@@ -2,7 +2,7 @@
 //! (`DISTSYNC_ZOOKEEPER_URL`; skipped loudly when unset, a failure under `CI=true`),
 //! under a fresh prefix, through the checks every backend runs.
 
-use distsync_conformance::{check_counter_status, check_status};
+use distsync_conformance::{check_counter_status, check_session_expiry, check_status};
 use distsync_core::Coordinator;
 
 fn url() -> Option<String> {
@@ -51,4 +51,14 @@ async fn status_lists_counters_latches_and_rate_limiters() {
     if let Err(error) = check_counter_status(&coordinator, &prefix).await {
         panic!("{error}");
     }
+}
+
+/// A holder's session time left is not reported: only the server knows a session's
+/// timeout and last heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_does_not_report_a_sessions_time_left() {
+    let Some((coordinator, _, prefix)) = clients().await else {
+        return;
+    };
+    assert_eq!(check_session_expiry(&coordinator, &prefix).await, Ok(None));
 }
