@@ -15,9 +15,10 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, ms, partitioned_client_with_timeouts, violated, Bounded, Check, Context, Holds, LONG,
+    ensure, ms, partitioned_client_with_timeouts, set_up, violated, Bounded, Check, Context, Holds,
+    LONG,
 };
-use crate::faults::PartitionMode;
+use crate::faults::{PartitionMode, Partitioned};
 use crate::harness::Harness;
 
 /// The partitioned client's `timeout=`.
@@ -68,29 +69,16 @@ fn requests<'a>(
 /// error (or `SessionLost`); after the heal the client works again, and the item it
 /// enqueued before the cut still comes out of the queue.
 pub(super) async fn requests_into_a_silent_partition(h: Harness) -> Check {
-    let partition = partitioned_client_with_timeouts(&h, REQUEST_TIMEOUT, CONNECT_TIMEOUT).await?;
+    let BeforeTheCut {
+        partition,
+        queue,
+        lock,
+        session,
+    } = set_up("the client before the cut", |attempt| {
+        before_the_cut(&h, attempt)
+    })
+    .await?;
     let client = partition.backend();
-    let queue = h.name("cut-off-queue").ctx("naming the queue")?;
-    let lock = h.name("cut-off-lock").ctx("naming the lock")?;
-    client
-        .queue(queue.clone())
-        .ctx("making the queue")?
-        .enqueue(Bytes::from_static(b"before"))
-        .bounded("enqueueing before the cut")
-        .await?;
-    let session = client
-        .session(SessionOptions::with_ttl(h.session_ttl()))
-        .bounded("opening a session before the cut")
-        .await?;
-    client
-        .locker(&session, lock.clone())
-        .ctx("making the locker")?
-        .lock()
-        .bounded("locking before the cut")
-        .await?
-        .unlock()
-        .bounded("unlocking before the cut")
-        .await?;
 
     partition.set(PartitionMode::Silent);
     let bound = REQUEST_TIMEOUT * 2 + SLACK;
@@ -170,6 +158,54 @@ pub(super) async fn requests_into_a_silent_partition(h: Harness) -> Check {
             ms(CONNECT_TIMEOUT)
         ),
     ))
+}
+
+/// The client to cut off, with an item it enqueued and a session it locked through.
+struct BeforeTheCut {
+    partition: Box<dyn Partitioned>,
+    queue: Name,
+    lock: Name,
+    session: Session,
+}
+
+/// One try (`attempt`, from 1, on names of its own) of the set-up before the cut: the
+/// partitioned client enqueues an item, opens a session and takes and releases a lock.
+/// A step the machine was too slow for (the client's 1-s request timeout, on a starved
+/// runner) measured nothing about partitions: it lapses, and [`set_up`] tries again.
+async fn before_the_cut(h: &Harness, attempt: usize) -> Check<BeforeTheCut> {
+    let partition = partitioned_client_with_timeouts(h, REQUEST_TIMEOUT, CONNECT_TIMEOUT).await?;
+    let client = partition.backend();
+    let queue = h
+        .name(&format!("cut-off-queue-{attempt}"))
+        .ctx("naming the queue")?;
+    let lock = h
+        .name(&format!("cut-off-lock-{attempt}"))
+        .ctx("naming the lock")?;
+    client
+        .queue(queue.clone())
+        .ctx("making the queue")?
+        .enqueue(Bytes::from_static(b"before"))
+        .set_up("enqueueing before the cut")
+        .await?;
+    let session = client
+        .session(SessionOptions::with_ttl(h.session_ttl()))
+        .set_up("opening a session before the cut")
+        .await?;
+    client
+        .locker(&session, lock.clone())
+        .ctx("making the locker")?
+        .lock()
+        .set_up("locking before the cut")
+        .await?
+        .unlock()
+        .set_up("unlocking before the cut")
+        .await?;
+    Ok(BeforeTheCut {
+        partition,
+        queue,
+        lock,
+        session,
+    })
 }
 
 /// Enqueues through `client` until an enqueue goes through, for at most [`LONG`] (each
