@@ -109,6 +109,47 @@ impl Sampler {
     }
 }
 
+/// How many times its bound a liveness wait ([`join_live`]) may last however starved
+/// the machine: a grant that never comes is still a violation.
+const STARVED_CAP: u32 = 4;
+
+/// Waits for `task`, whose result a liveness bound covers: `bound` from `since` plus the
+/// time the machine's runnable tasks waited for a CPU since then (as `pressure` counts
+/// it, which started at `since`), and at most [`STARVED_CAP`] times `bound`. Past that,
+/// a violation that says how much of the wait the machine was starved.
+///
+/// Cancel-safe: the task stays joinable.
+pub(crate) async fn join_live<T: Send + 'static>(
+    task: &mut crate::check::Task<T>,
+    since: Instant,
+    bound: Duration,
+    pressure: Option<&Sampler>,
+) -> crate::check::Check<T> {
+    let cap = bound * STARVED_CAP;
+    let starved = || {
+        pressure.map_or(Duration::ZERO, |pressure| {
+            pressure
+                .contention()
+                .within(Duration::ZERO, since.elapsed())
+        })
+    };
+    loop {
+        let limit = (bound + starved()).min(cap);
+        let left = (since + limit).saturating_duration_since(Instant::now());
+        if let Ok(result) = tokio::time::timeout(left, task.wait()).await {
+            return result;
+        }
+        let starved = starved();
+        if since.elapsed() >= (bound + starved).min(cap) {
+            return crate::check::violated(format!(
+                "waiting for {}: did not finish within {bound:?} and the {starved:?} the \
+                 machine's runnable tasks waited for a CPU meanwhile (at most {cap:?})",
+                task.what()
+            ));
+        }
+    }
+}
+
 impl Drop for Sampler {
     fn drop(&mut self) {
         self.task.abort();
@@ -135,6 +176,18 @@ mod tests {
 
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn a_liveness_wait_returns_what_finishes_and_ends_at_its_bound() {
+        let mut done = crate::check::Task::spawn("done", async { Ok(7) });
+        let joined = join_live(&mut done, Instant::now(), ms(100), None).await;
+        assert_eq!(joined.ok(), Some(7));
+        let mut never =
+            crate::check::Task::spawn("never", std::future::pending::<crate::check::Check<()>>());
+        let started = Instant::now();
+        assert!(join_live(&mut never, started, ms(100), None).await.is_err());
+        assert!(started.elapsed() >= ms(100));
     }
 
     fn contention(readings: &[(u64, u64)]) -> Contention {

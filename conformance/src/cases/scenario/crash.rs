@@ -11,6 +11,7 @@ use super::contender::{Contender, Target};
 use crate::check::{
     ensure, secs, violated, within, Bounded, Check, Context, Fail, Holds, Task, PROMPT,
 };
+use crate::cpu_pressure::{join_live, Sampler};
 use crate::harness::Harness;
 
 /// A killed holder's lock (or permit) is granted to a waiter with a higher token.
@@ -73,9 +74,13 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
         .await?;
     let mut waiter = waiter;
     let killed = Instant::now();
+    // A liveness bound: the time the machine's runnable tasks waited for a CPU meanwhile
+    // (the servers expiring the lease, the waiter woken) is added to it.
+    let pressure = Sampler::start(killed);
     holder.kill().await.ctx("killing the child")?;
     let limit = h.holder_ttl() * 3 + PROMPT;
-    let (guard, granted_at, contender) = waiter.join(limit).await?;
+    let (guard, granted_at, contender) =
+        join_live(&mut waiter, killed, limit, pressure.as_ref()).await?;
     let took = granted_at.saturating_duration_since(killed);
     ensure!(
         guard.token() > holder.token(),

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::contender::{Contender, Granted, Target};
 use crate::check::{ensure, secs, violated, within, Bounded, Check, Context, Holds, Task, PROMPT};
-use crate::cpu_pressure::Sampler;
+use crate::cpu_pressure::{join_live, Sampler};
 use crate::fenced::FencedCounter;
 use crate::harness::Harness;
 
@@ -55,7 +55,8 @@ pub(crate) async fn holder(h: Harness, target: Target) -> Check {
     // tasks waited for a CPU meanwhile comes off it (see `crate::cpu_pressure`).
     let pressure = Sampler::start(paused);
     holder.pause().await.ctx("pausing the holder")?;
-    let (guard, granted_at, _contender) = waiter.join(ttl * 3 + PROMPT).await?;
+    let (guard, granted_at, _contender) =
+        join_live(&mut waiter, paused, ttl * 3 + PROMPT, pressure.as_ref()).await?;
     let took = granted_at.saturating_duration_since(paused);
     taken_over_in_time(took, ttl, (asked, left, paused), pressure.as_ref())?;
     ensure!(
