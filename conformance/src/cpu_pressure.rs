@@ -150,6 +150,42 @@ pub(crate) async fn join_live<T: Send + 'static>(
     }
 }
 
+/// Polls `probe` as [`crate::check::eventually`] does until it yields `Some`, under a
+/// liveness bound counted as [`join_live`]'s: `bound` from `since`, plus the time the
+/// machine was CPU-starved since then, at most [`STARVED_CAP`] times `bound`.
+pub(crate) async fn eventually_live<T, F, Fut>(
+    since: Instant,
+    bound: Duration,
+    pressure: Option<&Sampler>,
+    doing: impl std::fmt::Display,
+    mut probe: F,
+) -> crate::check::Check<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::check::Check<Option<T>>>,
+{
+    let cap = bound * STARVED_CAP;
+    let mut step = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        let starved = pressure.map_or(Duration::ZERO, |pressure| {
+            pressure
+                .contention()
+                .within(Duration::ZERO, since.elapsed())
+        });
+        if since.elapsed() + step > (bound + starved).min(cap) {
+            return crate::check::violated(format!(
+                "{doing}: not the case within {bound:?} and the {starved:?} the machine's \
+                 runnable tasks waited for a CPU meanwhile (at most {cap:?})"
+            ));
+        }
+        tokio::time::sleep(step).await;
+        step = (step * 2).min(Duration::from_millis(100));
+    }
+}
+
 impl Drop for Sampler {
     fn drop(&mut self) {
         self.task.abort();

@@ -14,10 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::check::{
-    ensure, eventually, join_all, lock_vec, violated, within, within_set_up, Bounded, Check,
-    Context, Holds, Task, LONG, PROMPT,
+    ensure, join_all, lock_vec, violated, within, within_set_up, Bounded, Check, Context, Holds,
+    Task, LONG, PROMPT,
 };
+use crate::cpu_pressure::{eventually_live, Sampler};
 use crate::faults::HoldKind;
 use crate::fenced::{FencedCounter, PlainCounter};
 use crate::harness::Harness;
@@ -98,9 +101,15 @@ pub(super) async fn counter(h: Harness) -> Check {
                 counters.plain.writes(),
             )
         };
+        // A liveness bound: the time the machine was CPU-starved meanwhile (the store
+        // expiring the paused holder's lease, the workers woken) is added to it.
+        let paused = Instant::now();
+        let pressure = Sampler::start(paused);
         holder.pause().await.ctx("pausing the holder")?;
-        eventually(
+        eventually_live(
+            paused,
             ttl * 3 + PROMPT,
+            pressure.as_ref(),
             format!("round {round}: workers incrementing while the holder sleeps"),
             || async {
                 let writes = lock_vec(&counters).plain.writes();
