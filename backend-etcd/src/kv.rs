@@ -448,6 +448,35 @@ impl Kv for EtcdKv {
             .await
             .map_err(to_error)
     }
+
+    /// etcd's `LeaseTimeToLive`: whole seconds, rounded down by the leader (the lease
+    /// ends within a second after), and a `TTL` of -1 for a lease it does not know.
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        let response = self
+            .retry
+            .one_shot(
+                "lease time to live",
+                Idempotence::Idempotent,
+                classify,
+                || {
+                    let mut client = self.client.lease_client();
+                    async move {
+                        match client.time_to_live(lease, None).await {
+                            Ok(response) => Ok(Some(response)),
+                            Err(error) if is_lease_not_found(&error) => Ok(None),
+                            Err(error) => Err(error),
+                        }
+                    }
+                },
+            )
+            .await
+            .map_err(to_error)?;
+        let Some(response) = response else {
+            return Ok(None);
+        };
+        self.seen(response.header());
+        Ok(u64::try_from(response.ttl()).ok().map(Duration::from_secs))
+    }
 }
 
 #[cfg(test)]

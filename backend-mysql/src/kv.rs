@@ -345,6 +345,15 @@ impl Kv for MysqlKv {
         .await
     }
 
+    /// The lease row's deadline less the server's clock (see `lease.rs`): one
+    /// statement, one round trip.
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        self.detached("reading a lease's time left", move |core| async move {
+            lease::time_to_live(&core.pool, &core.tables, lease).await
+        })
+        .await
+    }
+
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::within(self.request_timeout)
     }

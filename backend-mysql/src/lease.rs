@@ -107,6 +107,31 @@ pub(crate) async fn keep_alive(
     })
 }
 
+/// How long `lease` has left on the server's clock: its deadline less `NOW(6)`, in one
+/// statement; `None` when it has expired, was revoked or was never granted, or when the
+/// store forgot every lease (no leases table: see [`keep_alive`]).
+///
+/// Cancel safety: cancel-safe; it only reads.
+pub(crate) async fn time_to_live(
+    pool: &MySqlPool,
+    tables: &Tables,
+    lease: LeaseId,
+) -> Result<Option<Duration>> {
+    let left: Option<i64> = match sqlx::query_scalar(&format!(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, NOW(6), expires_at) FROM {} \
+         WHERE id = ? AND expires_at > NOW(6)",
+        tables.leases
+    ))
+    .bind(lease)
+    .fetch_optional(pool)
+    .await
+    {
+        Err(error) if crate::error::is_missing_table(&error) => None,
+        left => left.map_err(map)?,
+    };
+    Ok(left.map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0))))
+}
+
 /// Ends `lease` and deletes its keys in one revision (none if it had no keys);
 /// `expired_only`: only if it has expired on the server's clock (the reaper's call,
 /// which another reaper may have made first: it then changes nothing). Returns the

@@ -8,12 +8,21 @@
 //! A line's entries are its live contender keys in token order (see `src/lock.rs`);
 //! each names its session (the key's fourth token, or an unfair holder's value), and
 //! a holder's token is its create sequence. The store keeps no join time, so no age
-//! is given. A lock's waiters include its unfair lock's wait line. A rate limiter's
-//! next due time is on the server's clock, read by one write to the clock key when the
-//! report has limiters (see `src/clock.rs`). The queues are counted from the same
-//! listing of every key, tombstones included (see `src/queue_status.rs`).
+//! is given. A lock's waiters include its unfair lock's wait line. The queues are
+//! counted from the same listing of every key, tombstones included (see
+//! `src/queue_status.rs`).
+//!
+//! A hold's time left is its contender key's: the key carries its session's TTL
+//! (`Nats-TTL`, rewritten by every renewal, see `src/session.rs`), and the server ends
+//! it that long after the time stamp of its last write, so the time left is that end
+//! less the server's clock. A rate limiter's next due time is on the server's clock
+//! too. The clock is read once, after the listing, by one write to the clock key, and
+//! only when the report has a line or a limiter (see `src/clock.rs`); a login that may
+//! not write it, or a clock that cannot be read, leaves both unknown rather than failing
+//! the report.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use distsync_core::status::{
@@ -42,10 +51,15 @@ struct Contender {
     key: String,
     session: Option<String>,
     value: Bytes,
+    /// How long until the server ends its key, if the key carries a TTL and the
+    /// server's clock was read.
+    expires_in: Option<Duration>,
 }
 
 impl Contender {
-    fn of(entry: Entry, amnesia: &Amnesia) -> Self {
+    /// The contender of `entry`, its time left counted from `now_us`, the server's
+    /// clock (µs since the Unix epoch), if read.
+    fn of(entry: Entry, amnesia: &Amnesia, now_us: Option<u64>) -> Self {
         let unfair = keys::is_unfair_holder(&entry.key);
         let session = if unfair {
             std::str::from_utf8(&entry.value)
@@ -63,7 +77,11 @@ impl Contender {
             .header(CREATE_HEADER)
             .and_then(|create| create.parse().ok())
             .unwrap_or(entry.seq);
+        let expires_in = now_us
+            .zip(entry.ends_at_us())
+            .map(|(now, ends)| Duration::from_micros(ends.saturating_sub(now)));
         Self {
+            expires_in,
             order: if unfair { 0 } else { token },
             shown: amnesia.token(token),
             session: session.map(|id| distsync_core::SessionId(id).to_string()),
@@ -77,6 +95,7 @@ impl Contender {
         HoldStatus::new(self.key.clone(), mode)
             .with_session(self.session.clone())
             .with_token(holder.then_some(self.shown))
+            .with_expires_in(self.expires_in)
     }
 }
 
@@ -128,12 +147,17 @@ async fn report(
 ) -> Result<StatusReport> {
     report.queues = queue_status::queues(&report, &entries);
     let covered = Covered::of(&report, entries);
-    report.rate_limiters = rate_limiters(shared, covered.limiters).await;
+    let now = if covered.needs_clock() {
+        server_clock(shared).await
+    } else {
+        None
+    };
+    report.rate_limiters = rate_limiters(covered.limiters, now);
     let mut unfair_waiting: BTreeMap<String, Vec<Contender>> = BTreeMap::new();
     for ((kind, name), entries) in covered.by_kind {
         let mut line: Vec<Contender> = entries
             .into_iter()
-            .map(|entry| Contender::of(entry, &shared.amnesia))
+            .map(|entry| Contender::of(entry, &shared.amnesia, now))
             .collect();
         line.sort_by_key(|contender| contender.order);
         match kind {
@@ -193,6 +217,16 @@ impl Covered {
                 .push(entry);
         }
         covered
+    }
+
+    /// Whether the report needs the server's clock: it has a line (its holds' time
+    /// left) or a rate limiter (its next due time).
+    fn needs_clock(&self) -> bool {
+        !self.limiters.is_empty()
+            || self
+                .by_kind
+                .keys()
+                .any(|(kind, _)| LINES.iter().any(|line| line.token() == *kind))
     }
 }
 
@@ -313,29 +347,32 @@ fn add_unfair_waiters(lines: &mut Vec<LineStatus>, waiting: BTreeMap<String, Vec
     }
 }
 
-/// The rate limiters' rates and next due times on the server's clock, read once and
-/// only when there are limiters (see `src/clock.rs`: a reading is a write to the clock
-/// key). A login that may not write it, or a clock that cannot be read, leaves the
-/// next due times unknown rather than failing the report; a key that holds no
-/// limiter's record is left out.
-async fn rate_limiters(shared: &Shared, limiters: Vec<(String, Entry)>) -> Vec<RateLimiterStatus> {
-    if limiters.is_empty() {
-        return Vec::new();
-    }
-    let now = match clock::now_with(&shared.store, &[]).await {
+/// The server's clock, in µs since the Unix epoch (see `src/clock.rs`: a reading is a
+/// write to the clock key); `None`, logged, when a login may not write it or the clock
+/// cannot be read.
+async fn server_clock(shared: &Shared) -> Option<u64> {
+    match clock::now_with(&shared.store, &[]).await {
         Ok((now, _)) => Some(now),
         Err(error) => {
-            tracing::debug!(%error, "status: the server's clock cannot be read; no next due times");
+            tracing::debug!(
+                %error,
+                "status: the server's clock cannot be read; no time left nor next due times"
+            );
             None
         }
-    };
+    }
+}
+
+/// The rate limiters' rates and next due times on the server's clock `now_us`, if
+/// read; a key that holds no limiter's record is left out.
+fn rate_limiters(limiters: Vec<(String, Entry)>, now_us: Option<u64>) -> Vec<RateLimiterStatus> {
     limiters
         .into_iter()
         .filter_map(|(name, entry)| {
             let (record, tat) = recorded(&entry).ok().flatten()?;
             let rate = record.rate();
             let next_due = rate
-                .zip(now)
+                .zip(now_us)
                 .map(|(rate, now)| rate.next_due(Some(tat), now));
             Some(
                 RateLimiterStatus::new(name)
@@ -351,7 +388,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::time::Duration;
 
-    use distsync_core::status::LineKind;
+    use distsync_core::status::{LineKind, LineStatus};
     use distsync_core::{Backend, Name, SessionOptions};
     use futures::{StreamExt, TryStreamExt};
 
@@ -366,6 +403,16 @@ mod tests {
     const NOISE_TTL: Duration = Duration::from_secs(120);
     /// The most the test's waits take.
     const WITHIN: Duration = Duration::from_secs(30);
+
+    /// `lines` with no hold's time left.
+    fn without_time_left(mut lines: Vec<LineStatus>) -> Vec<LineStatus> {
+        for line in &mut lines {
+            for hold in line.holders.iter_mut().chain(&mut line.waiters) {
+                hold.expires_in = None;
+            }
+        }
+        lines
+    }
 
     /// The keys a line of `kind` named `name` may hold, by the filters `status_of`
     /// reads: every key of `name`'s lock, unfair wait line, election, semaphore and
@@ -494,7 +541,8 @@ mod tests {
             .filter(|line| line.name == name.as_str())
             .cloned()
             .collect();
-        assert_eq!(exactly, report.lines);
+        // Two reads, two clock readings: the time left is the one field that moves.
+        assert_eq!(without_time_left(exactly), without_time_left(report.lines));
 
         guard.unlock().await.unwrap();
         leadership.resign().await.unwrap();

@@ -138,6 +138,16 @@ impl Entry {
             .ok_or_else(|| Error::backend(BACKEND, format!("a message's time stamp `{stamp}`")))
     }
 
+    /// When the server ends the message by its TTL (`Nats-TTL`, as [`ttl_header`]
+    /// writes it): its time stamp plus the TTL, in µs since the Unix epoch on the
+    /// server's clock; `None` for a message without a TTL, or one read without its
+    /// time stamp.
+    pub(crate) fn ends_at_us(&self) -> Option<u64> {
+        let ttl = self.header(TTL).and_then(parse_ttl_header)?;
+        let ttl_us = u64::try_from(ttl.as_micros()).ok()?;
+        self.stamp_us().ok()?.checked_add(ttl_us)
+    }
+
     /// A header of the message, if it has it.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -259,6 +269,13 @@ impl Write {
 pub(crate) fn ttl_header(ttl: Duration) -> String {
     let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
     format!("{}s", seconds.max(1))
+}
+
+/// A `Nats-TTL` header's TTL: whole seconds, as [`ttl_header`] writes them (`<n>s`)
+/// or bare; `None` for another form (`never`, another client's units).
+fn parse_ttl_header(header: &str) -> Option<Duration> {
+    let seconds = header.strip_suffix('s').unwrap_or(header);
+    seconds.parse().ok().map(Duration::from_secs)
 }
 
 /// How a batched direct get ([`Store::batched_get`]) ended.
@@ -889,6 +906,16 @@ mod tests {
         assert_eq!(ttl_header(Duration::from_millis(1)), "1s");
         assert_eq!(ttl_header(Duration::from_secs(2)), "2s");
         assert_eq!(ttl_header(Duration::from_millis(2001)), "3s");
+    }
+
+    #[test]
+    fn ttl_headers_read_back_as_written() {
+        for ttl in [1, 20, 3600].map(Duration::from_secs) {
+            assert_eq!(parse_ttl_header(&ttl_header(ttl)), Some(ttl));
+        }
+        assert_eq!(parse_ttl_header("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_ttl_header("never"), None);
+        assert_eq!(parse_ttl_header("1m"), None);
     }
 
     #[test]

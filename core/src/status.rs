@@ -28,7 +28,13 @@
 //! | [`HoldStatus::token`] | the key's create revision | the grant's token | the grant's token where the table keeps it |
 //! | [`HoldStatus::age`] | read-write locks (their keys carry the creation time) | not recorded | where a row keeps its creation time |
 //! | [`HoldStatus::session`] | the lease id (hex) | the session id (hex) | the session id (hex) |
-//! | [`HoldStatus::expires_in`] | the lease's TTL left | the session key's `PTTL` | the session row's deadline, less the server's clock |
+//! | [`HoldStatus::expires_in`] | the lease's TTL left (etcd's in whole seconds, rounded down) | the session key's `PTTL` | the session row's deadline, less the server's clock |
+//!
+//! On MySQL, [`HoldStatus::expires_in`] is the lease row's deadline less the server's
+//! clock; on NATS, the end of the entry's key (its last write's time stamp plus its
+//! `Nats-TTL`, the session's TTL) less the server's clock, `None` when that clock cannot
+//! be read; on ZooKeeper it is `None`, because a session's timeout is known to the
+//! server only.
 //!
 //! On etcd and memory, locks and elections share Go's key layout
 //! (`<ns><name>/<lease hex>`), so the store cannot tell them apart: a line with a

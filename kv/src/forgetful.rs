@@ -495,6 +495,10 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
         self.store.lease_revoke(lease).await
     }
 
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        self.store.lease_time_to_live(lease).await
+    }
+
     fn retry_policy(&self) -> RetryPolicy {
         self.store.retry_policy()
     }
@@ -586,6 +590,9 @@ mod tests {
         }
         async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
             self.now().lease_revoke(lease).await
+        }
+        async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+            self.up()?.lease_time_to_live(lease).await
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use distsync_conformance::{check_counter_status, check_status};
+use distsync_conformance::{check_counter_status, check_session_expiry, check_status};
 use distsync_core::status::{QueueStatus, StatusReport};
 use distsync_core::Coordinator;
 
@@ -44,6 +44,17 @@ async fn status_lists_counters_latches_and_rate_limiters() {
     };
     if let Err(error) = check_counter_status(&coordinator, &prefix).await {
         panic!("{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_holders_session_time_left() {
+    let Some((coordinator, _, prefix)) = clients().await else {
+        return;
+    };
+    match check_session_expiry(&coordinator, &prefix).await {
+        Ok(left) => assert!(left.is_some(), "NATS reports a contender key's time left"),
+        Err(error) => panic!("{error}"),
     }
 }
 

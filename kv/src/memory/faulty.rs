@@ -339,4 +339,9 @@ impl Kv for FaultyKv {
         self.request().await?;
         self.store.lease_revoke(lease).await
     }
+
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        self.request().await?;
+        self.store.lease_time_to_live(lease).await
+    }
 }

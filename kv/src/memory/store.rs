@@ -178,6 +178,12 @@ impl Kv for MemoryKv {
         self.revoke_lease(lease);
         Ok(())
     }
+
+    /// The lease's deadline less the store's (tokio) clock, kept exactly as granted.
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        self.ensure_reaper();
+        Ok(self.lease_ttl_remaining(lease))
+    }
 }
 
 /// The shared part of a store.

@@ -25,11 +25,17 @@
 //!
 //! Anything else (STM keys, sequence guards, waiting consumers, another
 //! application's keys) is not reported.
+//!
+//! Every hold's time left ([`HoldStatus::expires_in`]) is its lease's, by the store's
+//! count ([`Kv::lease_time_to_live`]): one read per distinct lease of the report, a
+//! bounded number at a time, after the range read; a lease gone in between has none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::kv::{KeyValue, Kv, Range};
+use futures::{StreamExt as _, TryStreamExt as _};
+
+use crate::kv::{KeyValue, Kv, LeaseId, Range};
 use distsync_core::error::Result;
 use distsync_core::rate_limiter::Rate;
 use distsync_core::status::{
@@ -39,6 +45,13 @@ use distsync_core::status::{
 use distsync_core::token::FencingToken;
 
 use super::key::{lease_hex, unescape, Kind};
+
+/// How many leases' time left a report reads at once: enough that a report of many
+/// sessions costs a few round trips, few enough not to flood the store.
+const LEASE_READS_AT_ONCE: usize = 16;
+
+/// The time left of each lease a report shows (`None`: gone since the range read).
+type TimeLeft = BTreeMap<LeaseId, Option<Duration>>;
 
 /// One entry of a line, before the line's rule says whether it holds.
 struct Entry {
@@ -83,10 +96,11 @@ pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result
             None => found.lock_or_election(relative.to_owned(), entry, prefix),
         }
     }
+    let left = time_left(kv, &found.lines).await?;
     let mut report = StatusReport::new(kv.backend(), prefix);
     for ((kind, name), mut entries) in found.lines {
         entries.sort_by_key(|entry| (entry.apart, entry.kv.create_revision));
-        report.lines.push(line(kind, name, entries));
+        report.lines.push(line(kind, name, entries, &left));
     }
     report.queues = found.queues.into_values().collect();
     report.barriers = found.barriers;
@@ -96,6 +110,24 @@ pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result
     report.rate_limiters = found.rate_limiters;
     report.sort();
     Ok(report)
+}
+
+/// The time left of every distinct lease of `lines`' entries, read
+/// [`LEASE_READS_AT_ONCE`] at a time.
+async fn time_left(
+    kv: &dyn Kv,
+    lines: &BTreeMap<(LineKind, String), Vec<Entry>>,
+) -> Result<TimeLeft> {
+    let leases: BTreeSet<LeaseId> = lines
+        .values()
+        .flatten()
+        .map(|entry| entry.kv.lease)
+        .collect();
+    futures::stream::iter(leases)
+        .map(|lease| async move { Ok((lease, kv.lease_time_to_live(lease).await?)) })
+        .buffer_unordered(LEASE_READS_AT_ONCE)
+        .try_collect()
+        .await
 }
 
 impl Found {
@@ -264,7 +296,8 @@ impl Found {
 
 /// A line from its entries in create-revision order (those apart from the line's order
 /// last), split into holders and waiters by the rule of its kind; entries apart wait.
-fn line(kind: LineKind, name: String, entries: Vec<Entry>) -> LineStatus {
+/// Each entry's time left is its lease's in `left`.
+fn line(kind: LineKind, name: String, entries: Vec<Entry>, left: &TimeLeft) -> LineStatus {
     let permits = (kind == LineKind::Semaphore)
         .then(|| {
             entries.first().and_then(|entry| {
@@ -299,7 +332,8 @@ fn line(kind: LineKind, name: String, entries: Vec<Entry>) -> LineStatus {
         let status = HoldStatus::new(entry.kv.key.clone(), entry.mode)
             .with_session(Some(lease_hex(entry.kv.lease)))
             .with_token(token)
-            .with_age(entry.age);
+            .with_age(entry.age)
+            .with_expires_in(left.get(&entry.kv.lease).copied().flatten());
         if holds {
             holders.push((status, entry.kv));
         } else {
@@ -432,6 +466,47 @@ mod tests {
         second_wait.await.unwrap().unwrap().unlock().await.unwrap();
         leadership.resign().await.unwrap();
         assert!(backend.status("").await.unwrap().is_empty());
+    }
+
+    /// Each hold reports its own session's time left: the holder's within its TTL, the
+    /// waiter's (a session twice as long) above the holder's TTL.
+    #[tokio::test]
+    async fn each_hold_reports_its_sessions_time_left() {
+        use distsync_core::SessionOptions;
+
+        let backend = MemoryBackend::new();
+        let ttl = Duration::from_secs(30);
+        let holder = backend
+            .session(SessionOptions::with_ttl(ttl))
+            .await
+            .unwrap();
+        let waiter = backend
+            .session(SessionOptions::with_ttl(ttl * 2))
+            .await
+            .unwrap();
+        let guard = backend
+            .locker(&holder, name("held"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let waiting = backend.locker(&waiter, name("held")).unwrap();
+        let wait = tokio::spawn(async move { waiting.lock().await });
+        let report = until_waiters(&backend, LineKind::Lock, "held", 1).await;
+        let line = report.line(LineKind::Lock, "held").unwrap();
+        let held = line.holders[0].expires_in.expect("the holder's time left");
+        assert!(!held.is_zero() && held <= ttl, "{held:?} left of {ttl:?}");
+        let waits = line.waiters[0].expires_in.expect("the waiter's time left");
+        assert!(
+            waits > ttl && waits <= ttl * 2,
+            "{waits:?} left of {:?}",
+            ttl * 2
+        );
+
+        guard.unlock().await.unwrap();
+        wait.await.unwrap().unwrap().unlock().await.unwrap();
+        holder.close().await.unwrap();
+        waiter.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -180,6 +180,9 @@ impl Kv for Recording {
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.store.lease_revoke(lease).await
     }
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
+        self.store.lease_time_to_live(lease).await
+    }
 }
 
 /// A backend over a fresh [`Recording`] store, with the memory backend's capabilities.
