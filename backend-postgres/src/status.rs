@@ -16,10 +16,14 @@
 //!
 //! An entry's key is built as a guard's (`crate::waiter_line::hold_key`):
 //! `<schema>/<kind>/<name>/<session id hex>`. The tables record no grant time, so
-//! ages are `None`. Every statement is kept here, so a change of the tables is one
-//! place to follow.
+//! ages are `None`. An entry's [`HoldStatus::expires_in`] is its session row's
+//! `expires_at` less the server's `clock_timestamp()` (the clock the sessions are
+//! granted and renewed on, [`crate::session`]), read by the same statement that lists
+//! the entry, with the one clock reading per row that also decides the entry is live.
+//! Every statement is kept here, so a change of the tables is one place to follow.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use distsync_core::rate_limiter::Rate;
 use distsync_core::status::{
@@ -32,31 +36,36 @@ use crate::connection::transaction::{PgTransaction, READ_ONLY};
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
 
-/// The live entries of every line whose name starts with `$1`, in line order.
+/// The live entries of every line whose name starts with `$1`, in line order, each
+/// with its session's time left in µs.
 const ENTRIES: &str = "\
-SELECT n.kind, n.name, e.session_id, e.token, e.shared, s.permits
+SELECT n.kind, n.name, e.session_id, e.token, e.shared, s.permits,
+       (extract(epoch FROM t.time_left) * 1000000)::bigint
   FROM {s}.semaphore_entries e
   JOIN {s}.sessions x ON x.id = e.session_id
+ CROSS JOIN LATERAL (SELECT x.expires_at - clock_timestamp() AS time_left) t
   JOIN {s}.lock_names n ON n.id = e.name_id
   LEFT JOIN {s}.semaphores s ON s.name_id = e.name_id
- WHERE NOT e.cancelled AND x.expires_at > clock_timestamp()
+ WHERE NOT e.cancelled AND t.time_left > interval '0'
    AND starts_with(n.name, $1)
  ORDER BY n.kind, n.name, e.ord";
 
 /// The live waiters of every unfair lock whose name starts with `$1`, in order of
-/// registration: they wait for the same lock as the line's entries, after them.
+/// registration: they wait for the same lock as the line's entries, after them. Each
+/// with its session's time left in µs, as [`ENTRIES`].
 const UNFAIR_WAITERS: &str = "\
-SELECT n.name, u.session_id
+SELECT n.name, u.session_id, (extract(epoch FROM t.time_left) * 1000000)::bigint
   FROM {s}.unfair_waiters u
   JOIN {s}.sessions x ON x.id = u.session_id
+ CROSS JOIN LATERAL (SELECT x.expires_at - clock_timestamp() AS time_left) t
   JOIN {s}.lock_names n ON n.id = u.name_id
- WHERE x.expires_at > clock_timestamp() AND n.kind = 'lock'
+ WHERE t.time_left > interval '0' AND n.kind = 'lock'
    AND starts_with(n.name, $1)
  ORDER BY n.name, u.ord";
 
 /// A row of [`ENTRIES`]: kind, name, session id, token (once granted), shared, the
-/// semaphore's permit count.
-type EntryRow = (String, String, i64, Option<i64>, bool, Option<i32>);
+/// semaphore's permit count, the session's time left (µs).
+type EntryRow = (String, String, i64, Option<i64>, bool, Option<i32>, i64);
 
 /// The leaders whose session is live.
 const LEADERS: &str = "\
@@ -153,25 +162,26 @@ impl Snapshot<'_> {
 /// (holders and waiters), then the unfair locks' waiters, with the elections' leaders.
 async fn lines(snapshot: &mut Snapshot<'_>) -> Result<Vec<LineStatus>> {
     let entries: Vec<EntryRow> = snapshot.rows(ENTRIES).await?;
-    let unfair_waiters: Vec<(String, i64)> = snapshot.rows(UNFAIR_WAITERS).await?;
+    let unfair_waiters: Vec<(String, i64, i64)> = snapshot.rows(UNFAIR_WAITERS).await?;
     let leaders = leaders(snapshot).await?;
     let schema = &snapshot.shared.schema;
     let mut lines: BTreeMap<(LineKind, String), LineStatus> = BTreeMap::new();
-    for (word, name, session, token, is_shared, permits) in entries {
+    for (word, name, session, token, is_shared, permits, left) in entries {
         let Some(kind) = kind(&word) else {
             continue;
         };
         let line = lines
             .entry((kind, name.clone()))
             .or_insert_with(|| line(kind, &name, &leaders, permits));
-        let hold = entry_hold(schema, &word, &name, kind, session, token, is_shared);
+        let hold = entry_hold(schema, &word, &name, kind, session, token, is_shared)
+            .with_expires_in(time_left(left));
         if token.is_some() {
             line.holders.push(hold);
         } else {
             line.waiters.push(hold);
         }
     }
-    for (name, session) in unfair_waiters {
+    for (name, session, left) in unfair_waiters {
         let line = lines
             .entry((LineKind::Lock, name.clone()))
             .or_insert_with(|| LineStatus::new(LineKind::Lock, name.clone()));
@@ -181,10 +191,17 @@ async fn lines(snapshot: &mut Snapshot<'_>) -> Result<Vec<LineStatus>> {
                 format!("{schema}/lock/{name}/{session}"),
                 HoldMode::Exclusive,
             )
-            .with_session(Some(session)),
+            .with_session(Some(session))
+            .with_expires_in(time_left(left)),
         );
     }
     Ok(lines.into_values().collect())
+}
+
+/// A session's time left from the µs a statement computed (above zero for every row
+/// it lists as live).
+fn time_left(micros: i64) -> Option<Duration> {
+    u64::try_from(micros).ok().map(Duration::from_micros)
 }
 
 /// The leaders of elections, by election.

@@ -1,12 +1,15 @@
 -- Reads who holds what (distsync status) at one instant; read-only.
--- ARGV: channel prefix, then pairs (what, p):
+-- ARGV: channel prefix, the session keys' prefix "{<ns>session:" ('' under Redis
+-- Cluster, where each session key lies in a slot of its own, which no script here may
+-- read: the client reads their PTTL itself), then pairs (what, p):
 --   line    p = "{<ns><name>}:<kind>" of a waiter line (lock, rw, elect, sem): returns
 --           {permit count or '', then per entry of p:q in arrival order: its id, the
 --           entry key's value ('' once it expired), its grant's token in p:g ('' while
---           waiting), its election value in p:v ('')}; a lock's unfair side (see
---           unfair_mine in lib.lua) follows as entries too: its holder p:u (id, value
---           "u<id>:<token>", token, ''), then its waiters of p:uq whose marker lives
---           (id, "u<id>", '', '')
+--           waiting), its election value in p:v (''), the PTTL of its session's key
+--           (see session_pttl; '' without a session keys' prefix)}; a lock's unfair
+--           side (see unfair_mine in lib.lua) follows as entries too: its holder p:u
+--           (id, value "u<id>:<token>", token, '', PTTL), then its waiters of p:uq
+--           whose marker lives (id, "u<id>", '', '', PTTL)
 --   queue   p = "{<ns><name>}:queue": {ready, in flight}: ready = ZCARD p:items plus
 --           the received items of p:held whose hold key is gone; in flight = HLEN
 --           p:inflight plus the received items whose hold key lives
@@ -18,8 +21,22 @@
 --           microseconds} ('' for a field that is gone): the next due time is
 --           computed on the server's clock, read in the same instant
 -- Returns one answer per pair, in order.
+local sessions = ARGV[2]
+local pttls = {}
+-- The PTTL of the key of the session an entry id "<session id>.<n>" is held through
+-- (-2 once it is gone), read once per session and call; '' when the call reads none.
+local function session_pttl(id)
+  local session = string.match(id, '^(%d+)%.')
+  if sessions == '' or not session then
+    return ''
+  end
+  if pttls[session] == nil then
+    pttls[session] = redis.call('PTTL', sessions .. session .. '}')
+  end
+  return pttls[session]
+end
 local out = {}
-for i = 2, #ARGV - 1, 2 do
+for i = 3, #ARGV - 1, 2 do
   local what, p = ARGV[i], ARGV[i + 1]
   local answer
   if what == 'line' then
@@ -29,6 +46,7 @@ for i = 2, #ARGV - 1, 2 do
       answer[#answer + 1] = redis.call('GET', p .. ':e:' .. id) or ''
       answer[#answer + 1] = redis.call('HGET', p .. ':g', id) or ''
       answer[#answer + 1] = redis.call('HGET', p .. ':v', id) or ''
+      answer[#answer + 1] = session_pttl(id)
     end
     if string.sub(p, -5) == ':lock' then
       local hold = redis.call('GET', p .. ':u')
@@ -38,6 +56,7 @@ for i = 2, #ARGV - 1, 2 do
         answer[#answer + 1] = hold
         answer[#answer + 1] = token
         answer[#answer + 1] = ''
+        answer[#answer + 1] = session_pttl(id)
       end
       for _, waiter in ipairs(redis.call('ZRANGE', p .. ':uq', 0, -1)) do
         if redis.call('EXISTS', p .. ':um:' .. waiter) == 1 then
@@ -45,6 +64,7 @@ for i = 2, #ARGV - 1, 2 do
           answer[#answer + 1] = 'u' .. waiter
           answer[#answer + 1] = ''
           answer[#answer + 1] = ''
+          answer[#answer + 1] = session_pttl(waiter)
         end
       end
     end

@@ -152,8 +152,8 @@ impl Keys {
         format!("{}{id}}}", self.session_prefix())
     }
 
-    /// What [`Keys::session`] puts before the id.
-    fn session_prefix(&self) -> String {
+    /// What [`Keys::session`] puts before the id: `{<ns>session:`.
+    pub(crate) fn session_prefix(&self) -> String {
         format!("{{{}session:", self.ns)
     }
 

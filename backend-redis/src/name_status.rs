@@ -9,6 +9,12 @@
 //! one slot, and the script reads the four lines at one instant. This is what serves
 //! lock breaks, release requests and leadership hand-overs under Redis Cluster, where
 //! a store-wide listing spans every master.
+//!
+//! On one server the same call reads each entry's session time left
+//! ([`HoldStatus::expires_in`](distsync_core::status::HoldStatus::expires_in)), as a
+//! listing does. Under Redis Cluster, where a session key lies in another slot, the
+//! entries carry none: their readers act on holders and tokens alone, and a read in
+//! each session's slot would add a round trip to every break and hand-over.
 
 use distsync_core::status::{LineKind, StatusReport};
 use distsync_core::{Name, Result};
@@ -16,7 +22,7 @@ use distsync_core::{Name, Result};
 use crate::capabilities::BACKEND;
 use crate::error::{array, unexpected};
 use crate::keys::Kind;
-use crate::status::{line, STATUS};
+use crate::status::{line, status_call};
 use crate::store::Shared;
 
 /// The kinds of primitive a waiter line serves, as the status report names them.
@@ -31,7 +37,7 @@ const LINES: [(Kind, LineKind); 4] = [
 /// name nobody uses has none, as in a listing of the store).
 pub(crate) async fn status_of(shared: &Shared, name: &Name) -> Result<StatusReport> {
     let prefixes = LINES.map(|(kind, _)| shared.keys.primitive(name, kind));
-    let mut call = shared.script(&STATUS);
+    let mut call = status_call(shared);
     // Declared, unread: it routes the call to the slot every prefix shares.
     call.key(&prefixes[0]);
     for p in &prefixes {

@@ -24,9 +24,19 @@
 //! no grant time, so ages are `None`. A primitive whose keys exist throughout the scan
 //! is listed; one created or removed during it may or may not be (the scan is not
 //! atomic); what each script call reads is consistent.
+//!
+//! An entry's [`HoldStatus::expires_in`] is the `PTTL` of its session's key
+//! (`{<ns>session:<id>}`, [`crate::keys`]), `None` once that key is gone. On one server
+//! (or the Sentinels' primary) the script reads it beside the entries, once per session
+//! and call. Under Redis Cluster a session key lies in a slot of its own, which no
+//! script of another slot may read: once every line is read, the client reads one
+//! `PTTL` per distinct session, each routed by its key to the master of its slot, at
+//! most [`SESSION_READS_AT_ONCE`] at a time ([`read_session_expiry`]), so there a
+//! session's time left is read a moment after its entries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use distsync_core::rate_limiter::Rate;
@@ -35,8 +45,10 @@ use distsync_core::status::{
     LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
 };
 use distsync_core::{FencingToken, Result, SessionId};
+use futures::{StreamExt as _, TryStreamExt as _};
 use redis::Value;
 
+use crate::call::Call;
 use crate::capabilities::BACKEND;
 use crate::cluster::slot_groups;
 use crate::error::{array, bytes, int, unexpected};
@@ -44,8 +56,25 @@ use crate::scripts::Lua;
 use crate::store::Shared;
 
 /// The script, compiled (hashed) once per process.
-pub(crate) static STATUS: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("../lua/status.lua")));
+static STATUS: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/status.lua")));
+
+/// How many session keys' `PTTL` one report reads at a time under Redis Cluster: enough
+/// to read a busy namespace's sessions in a few round trips, few enough to leave the
+/// connection to the other callers.
+const SESSION_READS_AT_ONCE: usize = 16;
+
+/// A call of the status script, before its `(what, p)` pairs: the channel prefix, then
+/// the session keys' prefix, on one server only (see the module docs), so that the
+/// script reads each entry's session `PTTL` there.
+pub(crate) fn status_call(shared: &Shared) -> Call<'static> {
+    let mut call = shared.script(&STATUS);
+    if shared.is_cluster() {
+        call.arg("");
+    } else {
+        call.arg(shared.keys.session_prefix());
+    }
+    call
+}
 
 /// What a key after the hash tag says the primitive is, and what the script reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -209,8 +238,54 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
             }
         }
     }
+    if shared.is_cluster() {
+        read_session_expiry(shared, &mut report.lines).await?;
+    }
     report.sort();
     Ok(report)
+}
+
+/// Sets every hold's [`HoldStatus::expires_in`] in `lines` under Redis Cluster: one
+/// `PTTL` per distinct session (its id read back from the hex [`line()`] shows), each
+/// routed by the session key to its slot's master, at most [`SESSION_READS_AT_ONCE`] at
+/// a time.
+///
+/// Cancel safety: cancel-safe (it only reads).
+async fn read_session_expiry(shared: &Shared, lines: &mut [LineStatus]) -> Result<()> {
+    let session_of = |hold: &HoldStatus| {
+        hold.session
+            .as_deref()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+    };
+    let sessions: BTreeSet<u64> = lines
+        .iter()
+        .flat_map(|line| line.holders.iter().chain(&line.waiters))
+        .filter_map(session_of)
+        .collect();
+    let left: HashMap<u64, Option<Duration>> = futures::stream::iter(sessions)
+        .map(|id| async move {
+            let key = shared.keys.session(id);
+            let reply = shared.query(redis::cmd("PTTL").arg(&key)).await?;
+            Ok::<_, distsync_core::Error>((id, time_left(int("PTTL", &reply)?)))
+        })
+        .buffer_unordered(SESSION_READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    for hold in lines
+        .iter_mut()
+        .flat_map(|line| line.holders.iter_mut().chain(&mut line.waiters))
+    {
+        hold.expires_in = session_of(hold)
+            .and_then(|id| left.get(&id).copied())
+            .flatten();
+    }
+    Ok(())
+}
+
+/// A session's time left from its key's `PTTL`: `None` for a key that is gone (`-2`)
+/// or has no expiry (`-1`, which no session key has).
+fn time_left(pttl: i64) -> Option<Duration> {
+    u64::try_from(pttl).ok().map(Duration::from_millis)
 }
 
 /// Primitives found by the scan (`(what, name)` and prefix `p`) with the script's
@@ -221,7 +296,7 @@ async fn read_group(
     shared: &Shared,
     group: Vec<((What, String), String)>,
 ) -> Result<Vec<((What, String), String, Value)>> {
-    let mut call = shared.script(&STATUS);
+    let mut call = status_call(shared);
     if let Some((_, p)) = group.first() {
         call.key(p.as_str());
     }
@@ -279,8 +354,9 @@ fn counts<const N: usize>(fields: &[Value]) -> Result<[usize; N]> {
 }
 
 /// One line (prefix `p`) from the script's answer: the permit count, then per entry
-/// its id, entry value, token and election value (a lock's unfair holder and waiters
-/// come as entries too, their values starting with `u`).
+/// its id, entry value, token, election value and session `PTTL` (`''` where the script
+/// reads none; a lock's unfair holder and waiters come as entries too, their values
+/// starting with `u`).
 pub(crate) fn line(
     kind: LineKind,
     name: String,
@@ -307,6 +383,10 @@ pub(crate) fn line(
             .transpose()?
             .flatten()
             .unwrap_or_default();
+        let expires_in = match fields.next() {
+            Some(Value::Int(pttl)) => time_left(pttl),
+            _ => None,
+        };
         let mode = match entry.as_bytes().first() {
             // The entry key expired with its session: not live.
             None => continue,
@@ -331,7 +411,8 @@ pub(crate) fn line(
                 granted
                     .filter(|_| mode != HoldMode::Shared)
                     .map(FencingToken),
-            );
+            )
+            .with_expires_in(expires_in);
         match granted {
             Some(term) => {
                 if kind == LineKind::Election && status.leader.is_none() {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use distsync_conformance::{check_counter_status, check_status};
+use distsync_conformance::{check_counter_status, check_session_expiry, check_status};
 use distsync_core::status::LineKind;
 use distsync_core::{Backend, Coordinator, Isolation, SessionOptions};
 
@@ -80,6 +80,22 @@ async fn status_on_a_cluster_passes_the_common_checks() {
     if let Err(error) = check_counter_status(&coordinator, "app/").await {
         panic!("{error}");
     }
+}
+
+/// A holder's session time left is reported under Cluster too, where the session key
+/// lies in another slot than the lock: its `PTTL`, read in the session's own slot. The
+/// URL drops the default `max_session_ttl` (15 s), below the check's session TTL (20 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn status_on_a_cluster_reports_a_holders_session_time_left() {
+    let Some(url) = cluster_url() else { return };
+    let url = own_namespace(&url, "status-expiry");
+    let coordinator = distsync::connect(&format!("{url}&max_session_ttl=off"))
+        .await
+        .unwrap();
+    let left = check_session_expiry(&coordinator, "app/")
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(left.is_some(), "no session time left reported");
 }
 
 #[tokio::test]

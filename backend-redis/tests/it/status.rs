@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use distsync_conformance::{check_counter_status, check_status};
+use distsync_conformance::{check_counter_status, check_session_expiry, check_status};
 use distsync_core::status::LineKind;
 use distsync_core::{Coordinator, Isolation};
 use support::{server_url, unique_namespace, with_namespace};
@@ -35,6 +35,25 @@ async fn status_lists_counters_latches_and_rate_limiters() {
     if let Err(error) = check_counter_status(&coordinator, "app/").await {
         panic!("{error}");
     }
+}
+
+/// A holder's session time left is reported: the `PTTL` of its session key, read by
+/// the status script beside the entries. The check's session TTL (20 s) is above the
+/// default `max_session_ttl` (15 s): the URL drops that bound, and with it the
+/// lock-delay whose length would hang on how long the server has been up.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_a_holders_session_time_left() {
+    let Some(server) = server_url() else {
+        return;
+    };
+    let url = with_namespace(&server, &unique_namespace("status"));
+    let coordinator = distsync::connect(&format!("{url}&max_session_ttl=off"))
+        .await
+        .unwrap();
+    let left = check_session_expiry(&coordinator, "app/")
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(left.is_some(), "no session time left reported");
 }
 
 /// An STM key may hold `}` and `:` in its name; one shaped like a lock's waiter line
