@@ -317,7 +317,15 @@ impl Backend for NatsBackend {
 
     /// Every kind's keys in one listing (see `src/status.rs`).
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
-        crate::status::status(&self.shared, prefix).await
+        crate::status::status(&self.shared, prefix, false).await
+    }
+
+    /// With a reading of the server's clock (see `src/status.rs`).
+    async fn status_with_time_left(
+        &self,
+        prefix: &str,
+    ) -> Result<distsync_core::status::StatusReport> {
+        crate::status::status(&self.shared, prefix, true).await
     }
 
     /// The keys of one name's lines only (see `src/status.rs`): what breaks, release

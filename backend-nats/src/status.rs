@@ -17,7 +17,9 @@
 //! it that long after the time stamp of its last write, so the time left is that end
 //! less the server's clock. A rate limiter's next due time is on the server's clock
 //! too. The clock is read once, after the listing, by one write to the clock key, and
-//! only when the report has a line or a limiter (see `src/clock.rs`); a login that may
+//! only when the report has a limiter, or a line and the time left is asked for (the
+//! operators' view, `Backend::status_with_time_left`: the library's own reads, for
+//! groups, shards, hand-over and breaks, write nothing) (see `src/clock.rs`); a login that may
 //! not write it, or a clock that cannot be read, leaves both unknown rather than failing
 //! the report.
 
@@ -110,10 +112,22 @@ const LINES: [Kind; 5] = [
     Kind::RwLock,
 ];
 
-/// The report of every name starting with `prefix`.
-pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport> {
+/// The report of every name starting with `prefix`; with each hold's time left when
+/// `with_time_left` (a reading of the server's clock, which is a write: see the module
+/// docs), or when the clock is read for a rate limiter anyway.
+pub(crate) async fn status(
+    shared: &Shared,
+    prefix: &str,
+    with_time_left: bool,
+) -> Result<StatusReport> {
     let (entries, _) = shared.store.list(&Kind::every_key()).await?;
-    report(shared, StatusReport::new(crate::BACKEND, prefix), entries).await
+    report(
+        shared,
+        StatusReport::new(crate::BACKEND, prefix),
+        entries,
+        with_time_left,
+    )
+    .await
 }
 
 /// The report of the lines named `name`.
@@ -123,6 +137,7 @@ pub(crate) async fn status_of(shared: &Shared, name: &Name) -> Result<StatusRepo
         shared,
         StatusReport::new(crate::BACKEND, name.as_str()),
         entries,
+        false,
     )
     .await
 }
@@ -144,10 +159,11 @@ async fn report(
     shared: &Shared,
     mut report: StatusReport,
     entries: Vec<Entry>,
+    with_time_left: bool,
 ) -> Result<StatusReport> {
     report.queues = queue_status::queues(&report, &entries);
     let covered = Covered::of(&report, entries);
-    let now = if covered.needs_clock() {
+    let now = if covered.needs_clock(with_time_left) {
         server_clock(shared).await
     } else {
         None
@@ -219,14 +235,15 @@ impl Covered {
         covered
     }
 
-    /// Whether the report needs the server's clock: it has a line (its holds' time
-    /// left) or a rate limiter (its next due time).
-    fn needs_clock(&self) -> bool {
+    /// Whether the report needs the server's clock: it has a rate limiter (its next due
+    /// time), or a line and `with_time_left` (its holds' time left).
+    fn needs_clock(&self, with_time_left: bool) -> bool {
         !self.limiters.is_empty()
-            || self
-                .by_kind
-                .keys()
-                .any(|(kind, _)| LINES.iter().any(|line| line.token() == *kind))
+            || with_time_left
+                && self
+                    .by_kind
+                    .keys()
+                    .any(|(kind, _)| LINES.iter().any(|line| line.token() == *kind))
     }
 }
 

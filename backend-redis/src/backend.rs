@@ -313,7 +313,15 @@ impl Backend for RedisBackend {
     /// Who holds what under the namespace: a `SCAN` of the namespace and one read-only
     /// script (the crate's `status.rs` says what is read).
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
-        crate::status::status(&self.shared, self.shared.namespace(), prefix).await
+        crate::status::status(&self.shared, self.shared.namespace(), prefix, false).await
+    }
+
+    /// Under Redis Cluster, one `PTTL` per session shown (see `src/status.rs`).
+    async fn status_with_time_left(
+        &self,
+        prefix: &str,
+    ) -> Result<distsync_core::status::StatusReport> {
+        crate::status::status(&self.shared, self.shared.namespace(), prefix, true).await
     }
 
     /// The lines of `name` alone: one read-only script call in the name's hash slot,

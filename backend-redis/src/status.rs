@@ -29,7 +29,9 @@
 //! (`{<ns>session:<id>}`, [`crate::keys`]), `None` once that key is gone. On one server
 //! (or the Sentinels' primary) the script reads it beside the entries, once per session
 //! and call. Under Redis Cluster a session key lies in a slot of its own, which no
-//! script of another slot may read: once every line is read, the client reads one
+//! script of another slot may read: there, when the time left is asked for (the
+//! operators' view, `Backend::status_with_time_left`; the library's own reads do not
+//! pay for it), once every line is read, the client reads one
 //! `PTTL` per distinct session, each routed by its key to the master of its slot, at
 //! most [`SESSION_READS_AT_ONCE`] at a time ([`read_session_expiry`]), so there a
 //! session's time left is read a moment after its entries.
@@ -139,7 +141,14 @@ fn split(relative: &str) -> Option<(&str, &str)> {
 }
 
 /// The report of everything under `namespace` whose name starts with `prefix`.
-pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Result<StatusReport> {
+/// `with_time_left`: under Redis Cluster, read each session's time left too (see the
+/// module docs); on one server the script reads it anyway.
+pub(crate) async fn status(
+    shared: &Shared,
+    namespace: &str,
+    prefix: &str,
+    with_time_left: bool,
+) -> Result<StatusReport> {
     let keys = crate::export::scan(shared, namespace, |relative| {
         split(relative).is_some_and(|(_, tail)| classify(tail).is_some())
     })
@@ -238,7 +247,7 @@ pub(crate) async fn status(shared: &Shared, namespace: &str, prefix: &str) -> Re
             }
         }
     }
-    if shared.is_cluster() {
+    if shared.is_cluster() && with_time_left {
         read_session_expiry(shared, &mut report.lines).await?;
     }
     report.sort();

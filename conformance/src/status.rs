@@ -608,8 +608,9 @@ async fn latch_opens(
 }
 
 /// The session TTL of [`check_session_expiry`]'s holder: long beside the check, so
-/// that a loaded machine reads the report well inside it.
-const EXPIRY_TTL: Duration = Duration::from_secs(20);
+/// that a loaded machine reads the report well inside it, and within every store's
+/// default bound on session TTLs (Redis without persistence: 15 s).
+const EXPIRY_TTL: Duration = Duration::from_secs(10);
 
 /// Checks what the report says of a holder's session time left
 /// ([`HoldStatus::expires_in`](distsync_core::status::HoldStatus::expires_in)): a lock

@@ -239,6 +239,24 @@ pub trait Backend: Send + Sync + 'static {
         ))
     }
 
+    /// As [`Backend::status`], with each hold's session time left
+    /// ([`HoldStatus::expires_in`](crate::status::HoldStatus::expires_in)) also where
+    /// reading it costs the store more than the report itself (a read per session on
+    /// etcd, MySQL and memory, a reading of the server's clock on NATS). The operators'
+    /// view, [`Coordinator::status`](crate::Coordinator::status), asks for it; the
+    /// library's own reads of who holds what (groups, shards, hand-over, breaks) use
+    /// [`Backend::status`] and do not pay for it. By default [`Backend::status`], for a
+    /// backend whose report carries the time left at no extra cost, or not at all.
+    ///
+    /// # Errors
+    /// As [`Backend::status`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    async fn status_with_time_left(&self, prefix: &str) -> Result<StatusReport> {
+        self.status(prefix).await
+    }
+
     /// Who holds and waits for the lock, read-write lock, election and semaphore named
     /// exactly `name`, under this backend's namespace: the report's lines of that name
     /// ([`StatusReport::line`]), which [`Backend::break_lock`],

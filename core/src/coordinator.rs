@@ -307,7 +307,7 @@ impl Coordinator {
     /// # Cancel safety
     /// Cancel-safe: it only reads.
     pub async fn status(&self, prefix: &str) -> Result<StatusReport> {
-        self.backend.status(prefix).await
+        self.backend.status_with_time_left(prefix).await
     }
 
     /// The shared counter `name` (see [`crate::counter`]). No I/O.

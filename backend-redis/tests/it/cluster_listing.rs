@@ -83,15 +83,12 @@ async fn status_on_a_cluster_passes_the_common_checks() {
 }
 
 /// A holder's session time left is reported under Cluster too, where the session key
-/// lies in another slot than the lock: its `PTTL`, read in the session's own slot. The
-/// URL drops the default `max_session_ttl` (15 s), below the check's session TTL (20 s).
+/// lies in another slot than the lock: its `PTTL`, read in the session's own slot.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_on_a_cluster_reports_a_holders_session_time_left() {
     let Some(url) = cluster_url() else { return };
     let url = own_namespace(&url, "status-expiry");
-    let coordinator = distsync::connect(&format!("{url}&max_session_ttl=off"))
-        .await
-        .unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let left = check_session_expiry(&coordinator, "app/")
         .await
         .unwrap_or_else(|error| panic!("{error}"));

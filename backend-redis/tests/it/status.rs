@@ -38,18 +38,14 @@ async fn status_lists_counters_latches_and_rate_limiters() {
 }
 
 /// A holder's session time left is reported: the `PTTL` of its session key, read by
-/// the status script beside the entries. The check's session TTL (20 s) is above the
-/// default `max_session_ttl` (15 s): the URL drops that bound, and with it the
-/// lock-delay whose length would hang on how long the server has been up.
+/// the status script beside the entries.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_reports_a_holders_session_time_left() {
     let Some(server) = server_url() else {
         return;
     };
     let url = with_namespace(&server, &unique_namespace("status"));
-    let coordinator = distsync::connect(&format!("{url}&max_session_ttl=off"))
-        .await
-        .unwrap();
+    let coordinator = distsync::connect(&url).await.unwrap();
     let left = check_session_expiry(&coordinator, "app/")
         .await
         .unwrap_or_else(|error| panic!("{error}"));

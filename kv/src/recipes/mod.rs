@@ -500,7 +500,15 @@ impl<K: Kv> Backend for KvBackend<K> {
     /// One range read of the namespace, classified by the recipes' layouts (see
     /// `recipes/status.rs`).
     async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
-        status::status(&*self.kv, self.space.namespace(), prefix).await
+        status::status(&*self.kv, self.space.namespace(), prefix, false).await
+    }
+
+    /// One lease read per session shown (see `recipes/status.rs`).
+    async fn status_with_time_left(
+        &self,
+        prefix: &str,
+    ) -> Result<distsync_core::status::StatusReport> {
+        status::status(&*self.kv, self.space.namespace(), prefix, true).await
     }
 
     /// The keys of the names under `prefix`, in both places a name reaches the store

@@ -26,9 +26,12 @@
 //! Anything else (STM keys, sequence guards, waiting consumers, another
 //! application's keys) is not reported.
 //!
-//! Every hold's time left ([`HoldStatus::expires_in`]) is its lease's, by the store's
+//! With the time left asked for (`Backend::status_with_time_left`, the operators'
+//! view), every hold's ([`HoldStatus::expires_in`]) is its lease's, by the store's
 //! count ([`Kv::lease_time_to_live`]): one read per distinct lease of the report, a
 //! bounded number at a time, after the range read; a lease gone in between has none.
+//! The library's own reads (groups, shards, hand-over) do not ask, and cost one range
+//! read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -77,7 +80,12 @@ struct Found {
 }
 
 /// The report of everything under `namespace` whose name starts with `prefix`.
-pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result<StatusReport> {
+pub(super) async fn status(
+    kv: &dyn Kv,
+    namespace: &str,
+    prefix: &str,
+    with_time_left: bool,
+) -> Result<StatusReport> {
     let everything = kv.range(Range::prefix(namespace)).await?;
     let now = unix_nanos();
     let mut found = Found {
@@ -96,7 +104,11 @@ pub(super) async fn status(kv: &dyn Kv, namespace: &str, prefix: &str) -> Result
             None => found.lock_or_election(relative.to_owned(), entry, prefix),
         }
     }
-    let left = time_left(kv, &found.lines).await?;
+    let left = if with_time_left {
+        time_left(kv, &found.lines).await?
+    } else {
+        TimeLeft::new()
+    };
     let mut report = StatusReport::new(kv.backend(), prefix);
     for ((kind, name), mut entries) in found.lines {
         entries.sort_by_key(|entry| (entry.apart, entry.kv.create_revision));
@@ -492,7 +504,12 @@ mod tests {
             .unwrap();
         let waiting = backend.locker(&waiter, name("held")).unwrap();
         let wait = tokio::spawn(async move { waiting.lock().await });
-        let report = until_waiters(&backend, LineKind::Lock, "held", 1).await;
+        until_waiters(&backend, LineKind::Lock, "held", 1).await;
+        // The library's own reads do not pay for it; the operators' view does.
+        let plain = backend.status("").await.unwrap();
+        let plain = plain.line(LineKind::Lock, "held").unwrap();
+        assert_eq!(plain.holders[0].expires_in, None);
+        let report = backend.status_with_time_left("").await.unwrap();
         let line = report.line(LineKind::Lock, "held").unwrap();
         let held = line.holders[0].expires_in.expect("the holder's time left");
         assert!(!held.is_zero() && held <= ttl, "{held:?} left of {ttl:?}");
