@@ -5,10 +5,11 @@ use distsync::queue::ConsumerOptions;
 use distsync::store::console::ConsoleOptions;
 use distsync::SessionOptions;
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
 use crate::support::{
-    acting, coordinator, eventually, get_json, post, prefix, serve, within, TOKEN,
+    acting, coordinator, eventually, every_store, get_json, post, prefix, serve, within, TOKEN,
 };
 
 fn sessions() -> SessionOptions {
@@ -53,14 +54,7 @@ async fn an_action_without_the_token_is_forbidden_and_does_nothing() {
 
 /// Breaking a lock ends its holder's session: the holder's `lost()` fires, and the
 /// answer names the session.
-#[rstest]
-#[case::memory("memory")]
-#[case::etcd("DISTSYNC_ETCD_URL")]
-#[case::redis("DISTSYNC_REDIS_URL")]
-#[case::postgres("DISTSYNC_POSTGRES_URL")]
-#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
-#[case::mysql("DISTSYNC_MYSQL_URL")]
-#[case::nats("DISTSYNC_NATS_URL")]
+#[apply(every_store)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn break_ends_the_holder_and_asking_reaches_it(#[case] store: &str) {
     let Some(coordinator) = coordinator(store).await else {
@@ -128,14 +122,7 @@ async fn break_ends_the_holder_and_asking_reaches_it(#[case] store: &str) {
 }
 
 /// Asking a leader to hand over reaches it as a preference request for the candidate.
-#[rstest]
-#[case::memory("memory")]
-#[case::etcd("DISTSYNC_ETCD_URL")]
-#[case::redis("DISTSYNC_REDIS_URL")]
-#[case::postgres("DISTSYNC_POSTGRES_URL")]
-#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
-#[case::mysql("DISTSYNC_MYSQL_URL")]
-#[case::nats("DISTSYNC_NATS_URL")]
+#[apply(every_store)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_over_reaches_the_leader(#[case] store: &str) {
     let Some(coordinator) = coordinator(store).await else {
@@ -197,14 +184,7 @@ async fn hand_over_reaches_the_leader(#[case] store: &str) {
 }
 
 /// A dead letter is listed, requeued to its queue, and dropped, each one by one.
-#[rstest]
-#[case::memory("memory")]
-#[case::etcd("DISTSYNC_ETCD_URL")]
-#[case::redis("DISTSYNC_REDIS_URL")]
-#[case::postgres("DISTSYNC_POSTGRES_URL")]
-#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
-#[case::mysql("DISTSYNC_MYSQL_URL")]
-#[case::nats("DISTSYNC_NATS_URL")]
+#[apply(every_store)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_requeued_and_dropped(#[case] store: &str) {
     let Some(coordinator) = coordinator(store).await else {

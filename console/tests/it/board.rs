@@ -5,22 +5,16 @@ use std::time::Duration;
 use distsync::replicas::{JobOptions, Schedule};
 use distsync::SessionOptions;
 use rstest::rstest;
+use rstest_reuse::apply;
 
 use crate::support::{
-    acting, coordinator, entry, eventually, get, get_json, prefix, serve, within,
+    acting, coordinator, entry, eventually, every_store, get, get_json, prefix, serve, within,
 };
 
 /// A lock's holder with its token and its waiter, an election's leader and candidate,
 /// a group's member, a queue's length and a session's holds all show, and the filter
 /// and the pages cut the board.
-#[rstest]
-#[case::memory("memory")]
-#[case::etcd("DISTSYNC_ETCD_URL")]
-#[case::redis("DISTSYNC_REDIS_URL")]
-#[case::postgres("DISTSYNC_POSTGRES_URL")]
-#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
-#[case::mysql("DISTSYNC_MYSQL_URL")]
-#[case::nats("DISTSYNC_NATS_URL")]
+#[apply(every_store)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shows_holders_waiters_leaders_members_and_queues(#[case] store: &str) {
     let Some(coordinator) = coordinator(store).await else {
@@ -128,14 +122,7 @@ async fn shows_holders_waiters_leaders_members_and_queues(#[case] store: &str) {
 
 /// Scheduled jobs show with their schedules: one that has never run, and one with its
 /// last run's token and run count, which the metrics carry too.
-#[rstest]
-#[case::memory("memory")]
-#[case::etcd("DISTSYNC_ETCD_URL")]
-#[case::redis("DISTSYNC_REDIS_URL")]
-#[case::postgres("DISTSYNC_POSTGRES_URL")]
-#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
-#[case::mysql("DISTSYNC_MYSQL_URL")]
-#[case::nats("DISTSYNC_NATS_URL")]
+#[apply(every_store)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shows_scheduled_jobs_with_their_last_runs(#[case] store: &str) {
     let Some(coordinator) = coordinator(store).await else {

@@ -8,8 +8,9 @@ use distsync::SessionOptions;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use prometheus_parse::{Sample, Scrape, Value};
 use rstest::rstest;
+use rstest_reuse::apply;
 
-use crate::support::{acting, coordinator, get, prefix, serve};
+use crate::support::{acting, coordinator, every_store, get, prefix, serve};
 
 /// The test binary's one global recorder (a process has at most one).
 fn recorder() -> PrometheusHandle {
@@ -39,14 +40,7 @@ fn gauge(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
         })
 }
 
-#[rstest]
-#[case::memory("memory")]
-#[case::etcd("DISTSYNC_ETCD_URL")]
-#[case::redis("DISTSYNC_REDIS_URL")]
-#[case::postgres("DISTSYNC_POSTGRES_URL")]
-#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
-#[case::mysql("DISTSYNC_MYSQL_URL")]
-#[case::nats("DISTSYNC_NATS_URL")]
+#[apply(every_store)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_gauges_and_the_layer_counters_parse(#[case] store: &str) {
     let handle = recorder();

@@ -11,6 +11,7 @@ use distsync_conformance::server_url;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rstest_reuse::template;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -181,3 +182,17 @@ pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T 
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {BOUND:?}"))
 }
+
+/// The stores every console test runs on: memory, and each server the environment
+/// names (a case skips, loudly, when its variable is unset outside CI). Apply it with
+/// `#[apply(every_store)]` above the test's `#[tokio::test]`.
+#[template]
+#[rstest]
+#[case::memory("memory")]
+#[case::etcd("DISTSYNC_ETCD_URL")]
+#[case::redis("DISTSYNC_REDIS_URL")]
+#[case::postgres("DISTSYNC_POSTGRES_URL")]
+#[case::zookeeper("DISTSYNC_ZOOKEEPER_URL")]
+#[case::mysql("DISTSYNC_MYSQL_URL")]
+#[case::nats("DISTSYNC_NATS_URL")]
+pub(crate) fn every_store(#[case] store: &str) {}
