@@ -2,10 +2,6 @@
 //! names (memory always), its metrics parsed as Prometheus parses them, and the page in
 //! a real browser (headless Chromium through chromedriver).
 
-// The template's macro is found through the crate root.
-#[allow(unused_imports)]
-use rstest_reuse;
-
 mod actions;
 mod board;
 mod browser;
