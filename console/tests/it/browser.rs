@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use distsync::queue::ConsumerOptions;
+use distsync::replicas::{JobOptions, Schedule};
 use distsync::store::console::ConsoleOptions;
 use distsync::{Coordinator, SessionOptions};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -237,6 +238,48 @@ async fn poison(coordinator: &Coordinator, jobs: &str, item: &str) {
     session.close().await.unwrap();
 }
 
+/// Two scheduled jobs under `prefix`: `reports/every-second`, running every second
+/// until the returned tasks are dropped, and `reports/nightly`, which looks for its
+/// first occurrence (and so is listed) but never runs in a test.
+fn scheduled_jobs(coordinator: &Coordinator, prefix: &str) -> ([String; 2], [AbortOnDrop; 2]) {
+    let names = [
+        format!("{prefix}reports/every-second"),
+        format!("{prefix}reports/nightly"),
+    ];
+    let mut often = coordinator
+        .scheduled_job(
+            &names[0],
+            Schedule::every(Duration::from_secs(1)).unwrap(),
+            JobOptions::default(),
+        )
+        .unwrap();
+    let mut nightly = coordinator
+        .scheduled_job(
+            &names[1],
+            Schedule::cron("0 3 * * *").unwrap(),
+            JobOptions::default(),
+        )
+        .unwrap();
+    let running = [
+        AbortOnDrop(tokio::spawn(async move {
+            let _ = often.run(|_occurrence| async {}).await;
+        })),
+        AbortOnDrop(tokio::spawn(async move {
+            let _ = nightly.next().await;
+        })),
+    ];
+    (names, running)
+}
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[rstest]
 #[case::memory("memory")]
 #[case::redis("DISTSYNC_REDIS_URL")]
@@ -272,6 +315,7 @@ async fn an_operator_sees_breaks_and_requeues_from_the_page(#[case] store: &str)
         .unwrap();
     let jobs = format!("{p}jobs");
     poison(&coordinator, &jobs, "order 42: poisoned").await;
+    let (scheduled, _running) = scheduled_jobs(&coordinator, &p);
 
     let client = browser(&driver).await;
     loaded(&client, &served).await;
@@ -299,6 +343,21 @@ async fn an_operator_sees_breaks_and_requeues_from_the_page(#[case] store: &str)
             .is_empty(),
         "markup from a name"
     );
+    // The scheduled jobs: one that runs every second, one that has never run.
+    for job in &scheduled {
+        text_becomes(
+            &client,
+            &format!("#jobs tr[data-name=\"{job}\"] td.name"),
+            job,
+        )
+        .await;
+    }
+    text_becomes(
+        &client,
+        &format!("#jobs tr[data-name=\"{}\"] td.job-state", scheduled[1]),
+        "never ran",
+    )
+    .await;
     screenshot(&client, &format!("console-{label}-board")).await;
 
     client
