@@ -573,7 +573,7 @@ impl Coordinator {
     /// The scheduled jobs whose names start with `prefix`, each with its schedule, its
     /// last run and its due and next occurrences, for operators: every job that has
     /// looked for an occurrence on this store is listed, whether it runs or not (see
-    /// [`JobStatus`](crate::scheduled_job::JobStatus)).
+    /// [`JobStatus`]).
     ///
     /// # Errors
     /// [`Error::Unsupported`] where the backend has no serializable STM; the store's
