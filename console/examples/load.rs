@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         size = body.len();
     }
     println!(
-        "store read per refresh: median {:?} (1 status read with the time left, {QUEUES} oldest-age reads, the jobs' index)",
+        "store read per refresh: median {:?} (status with time left, {QUEUES} oldest ages, jobs' index)",
         median(&mut reads)
     );
     println!(
