@@ -147,7 +147,21 @@ pub(crate) const SET_UP_CALM: Duration = Duration::from_millis(800);
 /// (every fault case of a column starting at once, child processes starting, CPU hogs
 /// beside the runner), and a try started at once inside the same burst lapses the same
 /// way.
-pub(crate) async fn set_up<T, F, Fut>(what: impl Display, mut attempt: F) -> Check<T>
+pub(crate) async fn set_up<T, F, Fut>(what: impl Display, attempt: F) -> Check<T>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Check<T>>,
+{
+    set_up_tries(SET_UP_TRIES, what, attempt).await
+}
+
+/// As [`set_up`], at most `most` tries in all: for a case whose own bounds leave room
+/// for more tries than [`SET_UP_TRIES`].
+pub(crate) async fn set_up_tries<T, F, Fut>(
+    most: usize,
+    what: impl Display,
+    mut attempt: F,
+) -> Check<T>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Check<T>>,
@@ -155,10 +169,8 @@ where
     let mut tries = 1;
     loop {
         match attempt(tries).await {
-            Err(Fail::SetUpLapsed(why)) if tries == SET_UP_TRIES => {
-                return Err(Fail::SetUpLapsed(format!(
-                    "{SET_UP_TRIES} tries, the last: {why}"
-                )))
+            Err(Fail::SetUpLapsed(why)) if tries >= most => {
+                return Err(Fail::SetUpLapsed(format!("{most} tries, the last: {why}")))
             }
             Err(Fail::SetUpLapsed(why)) => {
                 let calmed = crate::stall::calm(SET_UP_CALM, SET_UP_CALM_LIMIT).await;
