@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::check::{
     ensure, lapsed, lock_vec, ms, partitioned_client_with_timeouts, secs, set_up, violated,
-    within_check, Check, Holds, Task, PROMPT,
+    within_check, Check, Fail, Holds, Task, PROMPT,
 };
 use crate::faults::PartitionMode;
 use crate::harness::Harness;
@@ -209,9 +209,11 @@ pub(crate) async fn still_campaigning(task: &mut Task<()>) -> Check<()> {
 /// is a candidate again, by itself, and leads once B resigns, in a higher term.
 pub(crate) async fn through_partition(h: Harness, mode: PartitionMode) -> Check {
     let ttl = h.fault_ttl();
-    // A leading before any fault is set-up: a store too slow for it says nothing of the
-    // partition, so a try that lapses starts again, on an election of its own.
-    let (election, partition, terms, mut events, mut lead_a, first) =
+    // A leading before any fault, with B campaigning beside it for a settle period, is
+    // set-up: a store or a machine too slow to keep A's session says nothing of the
+    // partition, so a try whose A stops leading starts again, on an election of its own.
+    // B starting while A still leads is an overlap, a violation in any try.
+    let (partition, terms, mut events, mut lead_a, mut lead_b, first) =
         set_up("A leading before the cut", |attempt| {
             let h = &h;
             async move {
@@ -228,15 +230,23 @@ pub(crate) async fn through_partition(h: Harness, mode: PartitionMode) -> Check 
                     .await
                     .map_err(lapsed)?;
                 let (first, _) = started(led, "A")?;
-                Ok((election, partition, terms, events, lead_a, first))
+                let b = Coordinator::from_arc(Arc::clone(h.backend()));
+                let lead_b = contender(b, "B", election, options(ttl), &terms);
+                match tokio::time::timeout(h.settle(), events.recv()).await {
+                    Ok(Some(Event::Stopped { who: "A", .. })) => {
+                        return Err(Fail::SetUpLapsed(
+                            "A stopped leading before any fault, with no other leader".to_owned(),
+                        ))
+                    }
+                    Ok(Some(event)) => {
+                        return violated(format!("while A led, before any fault: {event:?}"))
+                    }
+                    _ => {}
+                }
+                Ok((partition, terms, events, lead_a, lead_b, first))
             }
         })
         .await?;
-    let b = Coordinator::from_arc(Arc::clone(h.backend()));
-    let mut lead_b = contender(b, "B", election, options(ttl), &terms);
-    if let Ok(Some(event)) = tokio::time::timeout(h.settle(), events.recv()).await {
-        return violated(format!("while A led, before any fault: {event:?}"));
-    }
 
     partition.set(mode);
     let cut = Instant::now();
