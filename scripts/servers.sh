@@ -1209,6 +1209,7 @@ mysql_start() {
     local home=$DIR/mysql
     mysql_init_datadir mysql
     spawn mysql mariadbd --no-defaults --user="$(id -un)" --datadir="$home" \
+        --tmpdir="$(mysql_tmpdir mysql)" \
         --port="$MYSQL_PORT" --bind-address="$HOST" --socket="$MYSQL_SOCKET" \
         --pid-file="$home/mariadbd.pid" --skip-name-resolve \
         --max-connections="${DISTSYNC_MYSQL_MAX_CONNECTIONS:-500}" \
@@ -1218,17 +1219,30 @@ mysql_start() {
 }
 
 # mysql_init_datadir NAME: the data directory $DIR/NAME of a MariaDB server, made by
-# mariadb-install-db unless it exists (root logs in on the socket only).
+# mariadb-install-db unless it exists (root logs in on the socket only), and its own
+# directory for temporary tables, $DIR/NAME.tmp. In the shared /tmp a bootstrap's
+# temporary table can meet another MariaDB's file of the same name, which fails the
+# bootstrap with "Unknown table 'mysql.tmp_user_sys'" (seen in one of six bootstraps run
+# side by side); a directory of its own has no other server in it. On a failure the log's
+# head is shown: the error comes first, the tool's general advice after it.
 mysql_init_datadir() {
     local name=$1 home=$DIR/$1
+    mkdir -p "$(mysql_tmpdir "$name")"
     [[ ! -d $home/mysql ]] || return 0
     mkdir -p "$home"
     chmod 700 "$home"
     log "mariadb-install-db $home"
     mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$home" \
+        --tmpdir="$(mysql_tmpdir "$name")" \
         --auth-root-authentication-method=socket --skip-test-db >"$DIR/$name-install.log" 2>&1 ||
-        { tail -n 20 "$DIR/$name-install.log" >&2; die "mariadb-install-db ($name) failed"; }
+        {
+            head -n 8 "$DIR/$name-install.log" >&2
+            die "mariadb-install-db ($name) failed; its log is $DIR/$name-install.log"
+        }
 }
+
+# mysql_tmpdir NAME: the directory of the MariaDB server NAME's temporary tables.
+mysql_tmpdir() { echo "$DIR/$1.tmp"; }
 
 # The MariaDB that requires TLS: its own data directory ($DIR/mysql-tls), the throwaway
 # CA's server certificate, and no connection but over TLS or the socket
@@ -1240,6 +1254,7 @@ mysql_tls_start() {
     local home=$DIR/mysql-tls
     mysql_init_datadir mysql-tls
     spawn mysql-tls mariadbd --no-defaults --user="$(id -un)" --datadir="$home" \
+        --tmpdir="$(mysql_tmpdir mysql-tls)" \
         --port="$MYSQL_TLS_PORT" --bind-address="$HOST" --socket="$MYSQL_TLS_SOCKET" \
         --pid-file="$home/mariadbd.pid" --skip-name-resolve \
         --ssl-ca="$TLS/ca.crt" --ssl-cert="$TLS/server.crt" --ssl-key="$TLS/server.key" \
