@@ -15,6 +15,7 @@ use distsync_core::{Error, FencingToken};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cpu_pressure::{timeout_live, unfinished, Starved};
 use crate::outcome::Outcome;
 
 /// How long an operation that should be prompt (a grant after a release, a refusal,
@@ -214,8 +215,8 @@ pub(crate) fn lapsed(fail: Fail) -> Fail {
     }
 }
 
-/// Awaits a set-up step (connecting, opening a session) for at most `limit`: a
-/// timeout, a transient error ([`Error::is_transient`]) or a lost session is
+/// Awaits a set-up step (connecting, opening a session) for `limit` as [`within`]
+/// counts it: a timeout, a transient error ([`Error::is_transient`]) or a lost session is
 /// [`Fail::SetUpLapsed`], any other error as [`within`] says.
 pub(crate) async fn within_set_up<T>(
     limit: Duration,
@@ -223,31 +224,33 @@ pub(crate) async fn within_set_up<T>(
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Check<T> {
     let started = Instant::now();
-    let result = tokio::time::timeout(limit, fut).await;
+    let result = timeout_live(limit, fut).await;
     crate::slack::record(&doing, started.elapsed(), limit);
     match result {
         Ok(Err(error)) if error.is_transient() || matches!(error, Error::SessionLost) => {
             Err(Fail::SetUpLapsed(format!("{doing}: {error}")))
         }
         Ok(result) => result.ctx(doing),
-        Err(_) => Err(Fail::SetUpLapsed(format!(
-            "{doing}: did not finish within {limit:?}"
+        Err(starved) => Err(Fail::SetUpLapsed(format!(
+            "{doing}: {}",
+            unfinished(limit, starved)
         ))),
     }
 }
 
-/// Awaits `fut` for at most `limit`; a timeout or an error is a violation.
+/// Awaits `fut` for `limit` of a machine with a CPU free
+/// ([`crate::cpu_pressure::timeout_live`]); a timeout or an error is a violation.
 pub(crate) async fn within<T>(
     limit: Duration,
     doing: impl Display,
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Check<T> {
     let started = Instant::now();
-    let result = tokio::time::timeout(limit, fut).await;
+    let result = timeout_live(limit, fut).await;
     crate::slack::record(&doing, started.elapsed(), limit);
     match result {
         Ok(result) => result.ctx(doing),
-        Err(_) => violated(format!("{doing}: did not finish within {limit:?}")),
+        Err(starved) => violated(format!("{doing}: {}", unfinished(limit, starved))),
     }
 }
 
@@ -269,18 +272,19 @@ pub(crate) trait Bounded<T>: Future<Output = Result<T, Error>> + Sized {
 
 impl<T, F: Future<Output = Result<T, Error>>> Bounded<T> for F {}
 
-/// Awaits a future whose output is already a [`Check`], for at most `limit`.
+/// Awaits a future whose output is already a [`Check`], for `limit` as [`within`]
+/// counts it.
 pub(crate) async fn within_check<T>(
     limit: Duration,
     doing: impl Display,
     fut: impl Future<Output = Check<T>>,
 ) -> Check<T> {
     let started = Instant::now();
-    let result = tokio::time::timeout(limit, fut).await;
+    let result = timeout_live(limit, fut).await;
     crate::slack::record(&doing, started.elapsed(), limit);
     match result {
         Ok(result) => result,
-        Err(_) => violated(format!("{doing}: did not finish within {limit:?}")),
+        Err(starved) => violated(format!("{doing}: {}", unfinished(limit, starved))),
     }
 }
 
@@ -351,7 +355,8 @@ where
     }
 }
 
-/// Polls `probe` with small growing steps until it yields `Some`, for at most `limit`.
+/// Polls `probe` with small growing steps until it yields `Some`, for `limit` stretched
+/// by the time the machine was CPU-starved meanwhile ([`Starved::stretch`]).
 ///
 /// For conditions the store does not notify about (a lock another client can now
 /// take, a leader gone); the steps start at 5 ms and double up to 100 ms.
@@ -365,16 +370,20 @@ where
     Fut: Future<Output = Check<Option<T>>>,
 {
     let started = Instant::now();
-    let deadline = started + limit;
+    let starved = Starved::since_now();
     let mut step = Duration::from_millis(5);
     loop {
         if let Some(value) = within_check(limit, &doing, probe()).await? {
             crate::slack::record(&doing, started.elapsed(), limit);
             return Ok(value);
         }
-        if Instant::now() + step > deadline {
+        if started.elapsed() + step > starved.stretch(limit) {
             crate::slack::record(&doing, limit, limit);
-            return violated(format!("{doing}: not the case within {limit:?}"));
+            return violated(format!(
+                "{doing}: not the case within {limit:?} and the {:?} the machine's runnable \
+                 tasks waited for a CPU meanwhile",
+                starved.so_far()
+            ));
         }
         tokio::time::sleep(step).await;
         step = (step * 2).min(Duration::from_millis(100));

@@ -11,7 +11,9 @@
 //! that: its ticker runs on time while the servers and children starve. So a liveness
 //! check takes the time the machine was starved within its window off the time the
 //! grant took ([`Contention::within`]), and a missed bound then means the store or the
-//! library was slow with CPU to spare, not that the machine was full.
+//! library was slow with CPU to spare, not that the machine was full. Every bounded step
+//! of a case ([`crate::check::within`], [`crate::check::eventually`]) counts its bound
+//! the same way ([`timeout_live`], [`Starved`]).
 //!
 //! The count is machine-wide: a task of another program waiting counts too. So on a
 //! loaded machine the check is more lenient, never stricter; a grant that never comes
@@ -150,6 +152,77 @@ pub(crate) async fn join_live<T: Send + 'static>(
     }
 }
 
+/// The time the machine's runnable tasks waited for a CPU since it was made: the
+/// starved time of a bound that counts it without a [`Sampler`] (two reads of the
+/// counter, at the start and whenever the bound is judged).
+pub(crate) struct Starved(Option<Duration>);
+
+impl Starved {
+    /// Starts counting now; nothing is ever counted where the file cannot be read.
+    pub(crate) fn since_now() -> Self {
+        Self(read_stalled())
+    }
+
+    /// The starved time since [`Starved::since_now`].
+    pub(crate) fn so_far(&self) -> Duration {
+        self.0
+            .and_then(|first| Some(read_stalled()?.saturating_sub(first)))
+            .unwrap_or_default()
+    }
+
+    /// `limit` stretched by the starved time so far, at most [`STARVED_CAP`] times it.
+    pub(crate) fn stretch(&self, limit: Duration) -> Duration {
+        (limit + self.so_far()).min(limit * STARVED_CAP)
+    }
+}
+
+/// How long a session's renewals can go unanswered before its client declares it lost,
+/// at the default margin: from the first renewal, a third of the TTL in, to the TTL less
+/// a fifth. A session lost after the machine was starved that long is explained by the
+/// machine: its renewal task waited for a CPU past its deadline on a serving store.
+pub(crate) fn ride_out(ttl: Duration) -> Duration {
+    ttl - ttl / 5 - ttl / 3
+}
+
+/// Awaits `fut` under a bound counted as [`join_live`]'s: `limit`, plus the time the
+/// machine's runnable tasks waited for a CPU since the wait began, at most
+/// [`STARVED_CAP`] times `limit` ([`Starved::stretch`]). Past that, `Err` with the
+/// starved time. This is the bound of every [`crate::check::within`]: a step a case
+/// expects within so long is promised that long of a machine with a CPU free, and an
+/// operation that never finishes still ends the wait. Without the pressure file the
+/// bound is `limit`.
+///
+/// Cancel-safety: dropping the future drops `fut`.
+pub(crate) async fn timeout_live<F: std::future::Future>(
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, Duration> {
+    let started = Instant::now();
+    let starved = Starved::since_now();
+    let mut deadline = started + limit;
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Ok(output) = tokio::time::timeout_at(deadline, fut.as_mut()).await {
+            return Ok(output);
+        }
+        let stretched = started + starved.stretch(limit);
+        if stretched <= deadline {
+            return Err(starved.so_far());
+        }
+        deadline = stretched;
+    }
+}
+
+/// How [`timeout_live`]'s wait of `limit` ended, for a failure's evidence: `did not
+/// finish within` the limit, with the starved time it was given and the cap.
+pub(crate) fn unfinished(limit: Duration, starved: Duration) -> String {
+    format!(
+        "did not finish within {limit:?} and the {starved:?} the machine's runnable tasks \
+         waited for a CPU meanwhile (at most {:?})",
+        limit * STARVED_CAP
+    )
+}
+
 /// Polls `probe` as [`crate::check::eventually`] does until it yields `Some`, under a
 /// liveness bound counted as [`join_live`]'s: `bound` from `since`, plus the time the
 /// machine was CPU-starved since then, at most [`STARVED_CAP`] times `bound`.
@@ -224,6 +297,25 @@ mod tests {
         let started = Instant::now();
         assert!(join_live(&mut never, started, ms(100), None).await.is_err());
         assert!(started.elapsed() >= ms(100));
+    }
+
+    #[tokio::test]
+    async fn a_live_timeout_returns_what_finishes_and_ends_an_endless_wait() {
+        assert_eq!(timeout_live(ms(100), async { 7 }).await, Ok(7));
+        let started = Instant::now();
+        let starved = timeout_live(ms(100), std::future::pending::<()>())
+            .await
+            .expect_err("a wait that never finishes ends");
+        let took = started.elapsed();
+        assert!(took >= ms(100), "ended after {took:?}, before its limit");
+        assert!(
+            took >= ms(100) + starved.min(ms(300)) - ms(1),
+            "ended after {took:?}, before its limit and the {starved:?} starved"
+        );
+        assert!(
+            unfinished(ms(100), starved).starts_with("did not finish within 100ms"),
+            "the evidence names the limit as the reachability judge reads it"
+        );
     }
 
     fn contention(readings: &[(u64, u64)]) -> Contention {

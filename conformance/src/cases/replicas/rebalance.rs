@@ -7,6 +7,13 @@
 //! target; `members` after the change); the figure sets the largest beside it and the
 //! owners that changed between the two stable assignments. Every shard's history (see
 //! [`super::shard_log`]) is judged by [`crate::history::check`]: never two owners.
+//!
+//! A member that loses shards without a fault (its session lapsed) takes them back, and
+//! those takes count as moves. A loss while the machine's runnable tasks waited for a
+//! CPU at least a session's ride-out ([`crate::cpu_pressure::ride_out`]) is the
+//! machine's doing: that change's moves are shown, not judged. A loss on a machine with
+//! CPU to spare is a violation, and a run where no change could be judged measured
+//! nothing ([`Fail::SetUpLapsed`], so it runs again).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +25,8 @@ use distsync_core::Coordinator;
 use tokio::time::Instant;
 
 use super::shard_log::{owners, ShardLog, Tracking};
-use crate::check::{violated, within, Check, Context, Holds};
+use crate::check::{violated, within, Check, Context, Fail, Holds};
+use crate::cpu_pressure::{ride_out, Starved};
 use crate::harness::Harness;
 use crate::history::{self, Recorder, Rules};
 
@@ -41,12 +49,43 @@ struct Member {
     tracking: Tracking,
 }
 
-/// One change's moves beside the fewest.
+/// One change's moves beside the fewest, and the shards lost meanwhile.
 struct Change {
     what: String,
     moves: u64,
     fewest: usize,
     target: usize,
+    /// Shards the members lost without releasing them during the change.
+    lost: u64,
+    /// How long the machine was CPU-starved during the change.
+    starved: Duration,
+}
+
+impl Change {
+    /// Whether the change's moves are judged: no shard lost, or a loss the machine's
+    /// starvation explains is not (see the module docs).
+    fn judged(&self) -> bool {
+        self.lost == 0
+    }
+}
+
+/// The members' moves and losses so far, those of members gone included.
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    acquired: u64,
+    lost: u64,
+}
+
+impl Tally {
+    fn of(members: &[Member], gone: Tally) -> Tally {
+        members.iter().fold(gone, |tally, m| {
+            let counts = m.shards.counts();
+            Tally {
+                acquired: tally.acquired + counts.acquired,
+                lost: tally.lost + counts.lost,
+            }
+        })
+    }
 }
 
 pub(crate) async fn run(h: Harness) -> Check {
@@ -59,12 +98,13 @@ pub(crate) async fn run(h: Harness) -> Check {
     let log = ShardLog::new(Recorder::new(), SHARDS);
     let mut members: Vec<Member> = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
-    // `acquired` of the members that already left.
-    let mut gone_acquired = 0;
+    // The tallies of the members that already left.
+    let mut gone = Tally::default();
     let mut previous: BTreeMap<u32, String> = BTreeMap::new();
     let started = Instant::now();
     let mut stable_times = Vec::new();
     for (client, id) in ids.iter().enumerate() {
+        let starved = Starved::since_now();
         let shards = Arc::new(
             coordinator
                 .shards(&group, id, SHARDS, options.clone())
@@ -81,17 +121,18 @@ pub(crate) async fn run(h: Harness) -> Check {
         stable_times.push(took);
         changes.push(change(
             format!("join of {id} ({} members)", current.len()),
-            &previous,
-            &assignment,
+            (&previous, &assignment),
             current.len(),
-            total_acquired(&members) + gone_acquired,
+            Tally::of(&members, gone),
             &changes,
+            starved.so_far(),
         ));
         previous = assignment;
     }
     while !members.is_empty() {
+        let starved = Starved::since_now();
         let leaving = members.remove(0);
-        let acquired = leaving.shards.counts().acquired;
+        let counts = leaving.shards.counts();
         leaving.tracking.stop().await;
         let Ok(shards) = Arc::try_unwrap(leaving.shards) else {
             return violated("a member's handle is still shared after its trackers stopped");
@@ -101,18 +142,19 @@ pub(crate) async fn run(h: Harness) -> Check {
             Ok(())
         })
         .await?;
-        gone_acquired += acquired;
+        gone.acquired += counts.acquired;
+        gone.lost += counts.lost;
         let current: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
         if !current.is_empty() {
             let (took, assignment) = stable(&members, &current).await?;
             stable_times.push(took);
             changes.push(change(
                 format!("leave of {} ({} members)", leaving.id, current.len()),
-                &previous,
-                &assignment,
+                (&previous, &assignment),
                 current.len(),
-                total_acquired(&members) + gone_acquired,
+                Tally::of(&members, gone),
                 &changes,
+                starved.so_far(),
             ));
             previous = assignment;
         }
@@ -120,8 +162,28 @@ pub(crate) async fn run(h: Harness) -> Check {
     let elapsed = started.elapsed();
 
     let holds = no_double_owner(&log)?;
+    let ride_out = ride_out(h.session_ttl());
+    if let Some(unexplained) = changes.iter().find(|c| c.lost > 0 && c.starved < ride_out) {
+        return violated(format!(
+            "during the {}, members lost {} shards without a fault while the machine was \
+             CPU-starved only {} (a session rides out {}); every change, moves/owners \
+             changed: {}",
+            unexplained.what,
+            unexplained.lost,
+            crate::check::secs(unexplained.starved),
+            crate::check::secs(ride_out),
+            summary(&changes)
+        ));
+    }
     // The first join takes every shard: it is no move between members.
-    let moves = &changes[1..];
+    let moves: Vec<&Change> = changes[1..].iter().filter(|c| c.judged()).collect();
+    if moves.is_empty() {
+        return Err(Fail::SetUpLapsed(format!(
+            "every change lost shards on a machine CPU-starved past a session's ride-out, so \
+             none could be judged: {}",
+            summary(&changes)
+        )));
+    }
     if let Some(over) = moves.iter().find(|c| c.moves as usize > c.target) {
         return violated(format!(
             "the {} moved {} shards, over the target of {} (every change, moves/owners \
@@ -132,8 +194,12 @@ pub(crate) async fn run(h: Harness) -> Check {
             summary(&changes)
         ));
     }
-    let joins = moves.iter().filter(|c| c.what.starts_with("join"));
-    let leaves = moves.iter().filter(|c| c.what.starts_with("leave"));
+    let unjudged = changes.len() - 1 - moves.len();
+    let joins = moves.iter().copied().filter(|c| c.what.starts_with("join"));
+    let leaves = moves
+        .iter()
+        .copied()
+        .filter(|c| c.what.starts_with("leave"));
     let worst = |it: &mut dyn Iterator<Item = &Change>| {
         it.max_by_key(|c| (c.moves as usize).saturating_sub(c.target))
             .map_or_else(String::new, |c| {
@@ -144,10 +210,15 @@ pub(crate) async fn run(h: Harness) -> Check {
     Ok(Holds::figure(
         format!(
             "{SHARDS} shards, {MEMBERS} members: most moves per join {}, per leave {}; {} \
-             changes, none over ceil(shards/members)+1; 0 double owners in {holds} holds",
+             changes, none over ceil(shards/members)+1{}; 0 double owners in {holds} holds",
             worst(&mut joins.clone()),
             worst(&mut leaves.clone()),
-            moves.len()
+            moves.len(),
+            if unjudged > 0 {
+                format!(" ({unjudged} more not judged: shards lost on a CPU-starved machine)")
+            } else {
+                String::new()
+            }
         ),
         format!(
             "moves against the owners that changed between stable assignments; stable within \
@@ -180,36 +251,46 @@ fn no_double_owner(log: &ShardLog) -> Check<usize> {
     Ok(holds)
 }
 
-fn total_acquired(members: &[Member]) -> u64 {
-    members.iter().map(|m| m.shards.counts().acquired).sum()
-}
-
-/// The change from the stable assignment `previous` to `current` among `members`
-/// members, `acquired` moves in all so far.
+/// The change from the stable assignment `previous` to `current` (`assignments`) among
+/// `members` members, at `tally` so far, the machine starved `starved` during it.
 fn change(
     what: String,
-    previous: &BTreeMap<u32, String>,
-    current: &BTreeMap<u32, String>,
+    (previous, current): (&BTreeMap<u32, String>, &BTreeMap<u32, String>),
     members: usize,
-    acquired: u64,
+    tally: Tally,
     before: &[Change],
+    starved: Duration,
 ) -> Change {
-    let so_far: u64 = before.iter().map(|c| c.moves).sum();
+    let moved: u64 = before.iter().map(|c| c.moves).sum();
+    let lost: u64 = before.iter().map(|c| c.lost).sum();
     let fewest = (0..SHARDS)
         .filter(|shard| previous.get(shard) != current.get(shard))
         .count();
     Change {
         what,
-        moves: acquired.saturating_sub(so_far),
+        moves: tally.acquired.saturating_sub(moved),
         fewest,
         target: (SHARDS as usize).div_ceil(members.max(1)) + 1,
+        lost: tally.lost.saturating_sub(lost),
+        starved,
     }
 }
 
 fn summary(changes: &[Change]) -> String {
     changes
         .iter()
-        .map(|c| format!("{} {}/{}", c.what, c.moves, c.fewest))
+        .map(|c| {
+            let lost = if c.lost > 0 {
+                format!(
+                    " ({} lost, machine starved {}, not judged)",
+                    c.lost,
+                    crate::check::secs(c.starved)
+                )
+            } else {
+                String::new()
+            };
+            format!("{} {}/{}{lost}", c.what, c.moves, c.fewest)
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -395,7 +395,7 @@ fn judge_losses(
     stall: Duration,
     starved: impl Fn(Instant, Instant) -> Duration,
 ) -> Check<String> {
-    let ride_out = ttl - ttl / 5 - ttl / 3;
+    let ride_out = crate::cpu_pressure::ride_out(ttl);
     for &(who, at) in losses {
         let since = at.checked_sub(ttl).unwrap_or(at);
         let starved = starved(since, at);
