@@ -10,7 +10,7 @@ bound: the next flakes on a busier machine.
 
 - A conformance cell's bound is its tightest bounded wait, from the line
   `tightest wait: WHAT: TOOK ms of its BOUND ms bound` of its <system-out>: the wait
-  that used the largest share of its bound, the whole case against its 180 s limit
+  that used the largest share of its bound, the whole case against its 300 s limit
   among them.
 - A test's bound is nextest's: the default profile's slow-timeout period times its
   terminate-after, read from .config/nextest.toml (the time after which nextest ends
