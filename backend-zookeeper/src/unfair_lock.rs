@@ -18,9 +18,12 @@
 //!
 //! 1. **Take**: create the holder node under a fresh protected prefix and, sent right
 //!    behind the create (ZooKeeper answers a session's requests in order), list the
-//!    lock's node. The take holds if the listing shows no other contender. Otherwise
-//!    it deletes its node again and waits: a fair line goes first, and another unfair
-//!    node is a holder (or a take that backs off in turn). An uncontended cycle is one
+//!    lock's node. The take holds if the listing shows no other contender, or only
+//!    other unfair takes all made after it (their creation zxids, read only on such a
+//!    collision: the first made of colliding takes holds, so a release that the
+//!    releaser and a waiter race for always ends with a holder). Otherwise it deletes
+//!    its node again and waits: a fair line goes first, and an unfair node made before
+//!    it is a holder (or a take that backs off in turn). An uncontended cycle is one
 //!    round trip to take (the create and the listing travel together) and one to
 //!    release (a delete), the requests of the fair lock.
 //! 2. **Wait**: a take that lost joins the wait line (its back-off delete, the line's
@@ -56,9 +59,10 @@
 //!
 //! A grant's token is its holder node's creation zxid, as the fair lock's: the two
 //! share one token source. Grants go in creation order across both kinds: an unfair
-//! take holds only when no other contender exists, so every node made before it is
-//! gone; a fair contender holds only when no node of a lower sequence exists, and an
-//! unfair node (sequence 0) made after it is such a node; a node made after a holder's
+//! take holds only when every other contender it lists is an unfair take made after
+//! it, so every node made before it is gone; a fair contender holds only when no node
+//! of a lower sequence exists, and an unfair node (sequence 0) made after it is such a
+//! node; a node made after a holder's
 //! waits for it (an unfair take sees the holder and backs off, a fair contender gets a
 //! higher sequence, since the holder's create moved the parent's counter). So
 //! successive holders carry strictly increasing zxids, the offset after an amnesia
@@ -127,6 +131,8 @@ struct Claim {
     child: String,
     /// The node's creation zxid, with the amnesia offset.
     token: i64,
+    /// The node's creation zxid as the server gave it: its place among colliding takes.
+    czxid: i64,
     armed: bool,
 }
 
@@ -219,6 +225,7 @@ impl ZkUnfairLocker {
             path: format!("{}/{child}", line.dir),
             child,
             token: 0,
+            czxid: 0,
             armed: true,
         };
         let data = line.session_data();
@@ -244,6 +251,7 @@ impl ZkUnfairLocker {
                         return Err(Error::SessionLost);
                     }
                     claim.token = shared.amnesia.up(stat.czxid);
+                    claim.czxid = stat.czxid;
                     break listed.ok();
                 }
                 // An earlier send of this create applied and its answer was lost: the
@@ -252,6 +260,7 @@ impl ZkUnfairLocker {
                     match line.retrying(|| client.check_stat(&claim.path)).await? {
                         Ok(Some(stat)) => {
                             claim.token = shared.amnesia.up(stat.czxid);
+                            claim.czxid = stat.czxid;
                             break None;
                         }
                         Ok(None) => {}
@@ -281,15 +290,101 @@ impl ZkUnfairLocker {
         if !children.contains(&claim.child) {
             return Err(self.gone(&claim.path));
         }
-        let mut others = keys::contenders(children, LOCK_NAME)
+        let others: Vec<String> = keys::contenders(children, LOCK_NAME)
             .into_iter()
-            .filter(|(_, child)| *child != claim.child);
+            .map(|(_, child)| child)
+            .filter(|child| *child != claim.child)
+            .collect();
+        if others.iter().all(|child| holder_prefix(child).is_some()) {
+            // Only other unfair takes: the first made holds (see `first_made`).
+            return match self.first_made(&claim, &others).await? {
+                None => Ok(Take::Held(claim)),
+                Some(blocker) => Ok(Take::Blocked(claim, blocker)),
+            };
+        }
         // The last one: a fair line must drain before this take can hold, so its tail
         // is the one whose end is worth a try.
-        match others.next_back() {
+        match others.last() {
             None => Ok(Take::Held(claim)),
-            Some((_, blocker)) => Ok(Take::Blocked(claim, blocker)),
+            Some(blocker) => Ok(Take::Blocked(claim, blocker.clone())),
         }
+    }
+
+    /// Of the unfair takes `others` that the take `claim` listed beside its own node (no
+    /// fair contender among them), the one made before it that is still there, if any:
+    /// the take made first holds, and the others back off behind it.
+    ///
+    /// Safe: a take that holds this way was made before every other node it listed,
+    /// and every take made after it lists after its own create, which the server
+    /// applies after this take's create (zxid order), so it lists this take's node and
+    /// backs off while that node stands. A take whose node is gone (withdrawn or
+    /// released) no longer counts. Tokens still grow: a holder was made after every
+    /// node still there when it listed, so after every earlier holder's. Without the
+    /// order, two takes that list each other both back off, and a release that a
+    /// waiter and the releaser (taking again) race for ends with no holder and two
+    /// more writes each.
+    async fn first_made(&self, claim: &Claim, others: &[String]) -> Result<Option<String>> {
+        Ok(self
+            .made_at(others)
+            .await?
+            .into_iter()
+            .filter(|(czxid, _)| *czxid < claim.czxid)
+            .min()
+            .map(|(_, child)| child))
+    }
+
+    /// The creation zxids of the children `children` of the lock's node that are still
+    /// there, read together (one round trip).
+    async fn made_at(&self, children: &[String]) -> Result<Vec<(i64, String)>> {
+        let client = self.lease().client()?;
+        let paths: Vec<String> = children
+            .iter()
+            .map(|child| format!("{}/{child}", self.lock.dir))
+            .collect();
+        let stats = self
+            .lock
+            .retrying(|| {
+                // Every read leaves when called.
+                let sent: Vec<_> = paths.iter().map(|path| client.check_stat(path)).collect();
+                async move {
+                    let mut stats = Vec::with_capacity(sent.len());
+                    for read in sent {
+                        stats.push(read.await?);
+                    }
+                    Ok(stats)
+                }
+            })
+            .await?
+            .map_err(|error| self.lease().error(error))?;
+        Ok(children
+            .iter()
+            .zip(stats)
+            .filter_map(|(child, stat)| Some((stat?.czxid, child.clone())))
+            .collect())
+    }
+
+    /// The lock's contenders that stay: of several unfair nodes, the first made alone
+    /// (the holder, or the take that is to hold); the others are takes that back off
+    /// into the wait line, and count once they stand there. So a waiter counts once,
+    /// and only where it waits: a caller that sees it counted sees it parked in line.
+    async fn staying(&self, line: Vec<(u64, String)>) -> Result<Vec<(u64, String)>> {
+        let unfair: Vec<String> = line
+            .iter()
+            .map(|(_, child)| child)
+            .filter(|child| holder_prefix(child).is_some())
+            .cloned()
+            .collect();
+        if unfair.len() < 2 {
+            return Ok(line);
+        }
+        let first = self.made_at(&unfair).await?.into_iter().min();
+        Ok(line
+            .into_iter()
+            .filter(|(_, child)| {
+                holder_prefix(child).is_none()
+                    || first.as_ref().is_some_and(|(_, first)| first == child)
+            })
+            .collect())
     }
 
     /// Deletes a blocked take's node: `sent` is its delete when already sent, which is
@@ -608,9 +703,11 @@ impl Locker for ZkUnfairLocker {
         self.lease().shared.one_shot("try_lock", attempt).await
     }
 
+    /// The lock's staying contenders (a take that backs off counts from its place in
+    /// the wait line, see `staying`) and the waiters in line apart from a line holder.
     async fn contenders(&self) -> Result<usize> {
         self.lock.check_session()?;
-        let lock = self.lock.line().await?;
+        let lock = self.staying(self.lock.line().await?).await?;
         Ok(lock.len() + waiting_apart(&self.waiters, &lock).await?)
     }
 

@@ -265,6 +265,46 @@ async fn try_lock_takes_a_free_lock_and_leaves_nothing_when_held() {
     b.session.close().await.unwrap();
 }
 
+/// Takes that collide on a free lock (each lists the others' nodes) do not all back
+/// off: the first made holds. Four `try_lock`s sent at once on a free lock, many
+/// rounds: exactly one of each round's holds, whatever the server's interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colliding_takes_of_a_free_lock_leave_exactly_one_holder() {
+    let Some((url, config)) = url() else { return };
+    let coordinator = distsync::connect(&url).await.unwrap();
+    let client = observer(&config).await;
+    let name = unique("collide");
+    let mut contenders = Vec::new();
+    for _ in 0..4 {
+        contenders.push(contender(&coordinator, &name, true).await);
+    }
+    for round in 0..40 {
+        let takes = contenders.iter().map(|c| {
+            let locker = Arc::clone(&c.locker);
+            tokio::spawn(async move { locker.try_lock().await })
+        });
+        let mut held = Vec::new();
+        for take in takes.collect::<Vec<_>>() {
+            if let Some(guard) = within("a try_lock", take).await.unwrap().unwrap() {
+                held.push(guard);
+            }
+        }
+        assert_eq!(
+            held.len(),
+            1,
+            "round {round}: {} holders of a free lock",
+            held.len()
+        );
+        for guard in held {
+            guard.unlock().await.unwrap();
+        }
+        until_nodes(&client, &config, &name, 0, 0).await;
+    }
+    for c in contenders {
+        c.session.close().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_holder_session_fires_lost_and_frees_the_lock() {
     let Some((url, _)) = url() else { return };
