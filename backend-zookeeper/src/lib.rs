@@ -76,7 +76,8 @@
 //!   no Curator recipe: its holder is a non-sequential ephemeral node that every fair
 //!   contender takes for sequence 0, the lowest, so the two kinds exclude each other;
 //!   a take is the create and a listing sent together, and holds when nobody else is
-//!   in the lock's node. Takes that lose wait in a line of their own
+//!   in the lock's node, or only unfair takes made after it (of colliding takes, the
+//!   first made holds). Takes that lose wait in a line of their own
 //!   (`<root>/lock_wait/<name>`): only its head watches the lock, the others their
 //!   predecessor, so a release wakes one waiter, which may lose to a newcomer and wait
 //!   again. The token is the holder node's creation zxid, as the fair lock's.
