@@ -505,15 +505,19 @@ impl<T> Drop for Task<T> {
     }
 }
 
-/// Joins every task, each for at most `limit` from now.
+/// Joins every task, all within `limit` from now, stretched by the time the machine was
+/// CPU-starved meanwhile ([`Starved::stretch`]).
 pub(crate) async fn join_all<T: Send + 'static>(
     tasks: &mut [Task<T>],
     limit: Duration,
 ) -> Check<Vec<T>> {
-    let deadline = Instant::now() + limit;
+    // One bound for all, stretched as `within`'s is: a first task that took its
+    // stretched time leaves the others what the stretch left, not nothing.
+    let started = Instant::now();
+    let starved = Starved::since_now();
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks.iter_mut() {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = starved.stretch(limit).saturating_sub(started.elapsed());
         results.push(task.join(left).await?);
     }
     Ok(results)
