@@ -233,12 +233,17 @@ pub(crate) fn compare(compare: &Compare) -> etcd_client::Compare {
         CompareOp::Greater => etcd_client::CompareOp::Greater,
     };
     let key = compare.key.as_str();
-    match compare.target {
+    let sent = match compare.target {
         CompareTarget::CreateRevision => {
             etcd_client::Compare::create_revision(key, op, compare.value)
         }
         CompareTarget::ModRevision => etcd_client::Compare::mod_revision(key, op, compare.value),
         CompareTarget::Version => etcd_client::Compare::version(key, op, compare.value),
+    };
+    if compare.prefix {
+        sent.with_prefix()
+    } else {
+        sent
     }
 }
 

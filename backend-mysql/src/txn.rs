@@ -258,11 +258,19 @@ async fn optimistic_on(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -
 }
 
 /// The keys, leases and prefixes a transaction's phase 1 reads: the rows of these
-/// keys, whether these leases are live, and the keys under these prefixes.
+/// keys, whether these leases are live, and the keys under these prefixes (with their
+/// rows).
 fn known_in_advance(txn: &Txn) -> (Vec<&str>, Vec<LeaseId>, Vec<&str>) {
-    let mut keys: Vec<&str> = txn.compares.iter().map(|c| c.key.as_str()).collect();
+    let mut keys = Vec::new();
     let mut leases = Vec::new();
     let mut prefixes = Vec::new();
+    for compare in &txn.compares {
+        if compare.prefix {
+            prefixes.push(compare.key.as_str());
+        } else {
+            keys.push(compare.key.as_str());
+        }
+    }
     for op in txn.success.iter().chain(&txn.failure) {
         match op {
             TxnOp::Put {
@@ -303,8 +311,9 @@ struct Snapshot {
     /// The last committed revision.
     current: Revision,
     compacted: Revision,
-    /// The keys asked for, and the rows of those that exist.
+    /// The keys asked for.
     asked: Vec<String>,
+    /// The rows of the keys asked for that exist, and of the keys under the prefixes.
     rows: HashMap<String, Current>,
     /// The live leases among those asked for.
     live: HashSet<LeaseId>,
@@ -344,7 +353,8 @@ impl Snapshot {
         }
         for (index, prefix) in (0..).zip(&prefixes) {
             statements.push(scope.read(format!(
-                "SELECT {}, k FROM {} WHERE {} ORDER BY k",
+                "SELECT {}, k, create_revision, mod_revision, version, lease FROM {} \
+                 WHERE {} ORDER BY k",
                 PREFIX + index,
                 tables.kv,
                 KeyFilter::new(prefix, true, None).literal()
@@ -379,6 +389,7 @@ impl Snapshot {
                         .and_then(|index| prefixes.get(index))
                         .ok_or_else(|| Error::backend(BACKEND, format!("an unknown tag {tag}")))?;
                     let key = key_string(row.try_get(1).map_err(map)?)?;
+                    snapshot.rows.insert(key.clone(), current_of(&row, 2)?);
                     snapshot
                         .prefixes
                         .entry((*prefix).to_owned())
@@ -390,6 +401,35 @@ impl Snapshot {
         (snapshot.current, snapshot.compacted) =
             meta.ok_or_else(|| Error::backend(BACKEND, "the revision row is missing"))?;
         Ok(snapshot)
+    }
+
+    /// The keys under `prefix`, one of the prefixes read, in key order.
+    fn under(&self, prefix: &str) -> &[String] {
+        self.prefixes
+            .get(prefix)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Whether `compare` holds against what was read: the row of its key (a key not
+    /// there is missing), or of every key under its prefix (none there: a missing key).
+    fn holds(&self, compare: &Compare) -> bool {
+        let holds = |current: Current| {
+            compare.holds(
+                current.create_revision,
+                current.mod_revision,
+                current.version,
+            )
+        };
+        let row = |key: &str| self.rows.get(key).copied().unwrap_or_default();
+        if !compare.prefix {
+            return holds(row(&compare.key));
+        }
+        let under = self.under(&compare.key);
+        if under.is_empty() {
+            return holds(Current::default());
+        }
+        under.iter().all(|key| holds(row(key)))
     }
 }
 
@@ -482,7 +522,7 @@ struct Branch<'a> {
 impl<'a> Branch<'a> {
     /// Evaluates the compares on `snapshot` and plays the chosen branch out.
     fn play(tables: &'a Tables, snapshot: &'a Snapshot, txn: &Txn, scope: Scope) -> Result<Self> {
-        let succeeded = holds(&txn.compares, &snapshot.rows);
+        let succeeded = txn.compares.iter().all(|compare| snapshot.holds(compare));
         let mut branch = Self {
             tables,
             scope,
@@ -499,7 +539,11 @@ impl<'a> Branch<'a> {
             seen: Seen::default(),
         };
         for compare in &txn.compares {
-            branch.see(&compare.key);
+            if compare.prefix {
+                branch.see_under(&compare.key);
+            } else {
+                branch.see(&compare.key);
+            }
         }
         let ops = if succeeded {
             &txn.success
@@ -520,6 +564,17 @@ impl<'a> Branch<'a> {
         }
         let revision = self.snapshot.rows.get(key).map(|row| row.mod_revision);
         self.seen.keys.push((key.to_owned(), revision));
+    }
+
+    /// Records that the branch depends on which keys are under `prefix` and on each
+    /// one's row, as phase 1 read them.
+    fn see_under(&mut self, prefix: &str) {
+        let under = self.snapshot.under(prefix).to_vec();
+        for key in &under {
+            self.see(key);
+        }
+        let filter = KeyFilter::new(prefix, true, None).literal();
+        self.seen.sets.push((filter, under));
     }
 
     fn op(&mut self, index: usize, op: &TxnOp) -> Result<Answer> {
@@ -643,12 +698,7 @@ impl<'a> Branch<'a> {
 
     /// Deletes every key starting with `prefix`; how many existed.
     fn delete_prefix(&mut self, prefix: &str) -> i64 {
-        let under = self
-            .snapshot
-            .prefixes
-            .get(prefix)
-            .cloned()
-            .unwrap_or_default();
+        let under = self.snapshot.under(prefix).to_vec();
         let filter = KeyFilter::new(prefix, true, None).literal();
         for key in &under {
             // Only the keys the branch has not written yet are as phase 1 read them.
@@ -785,19 +835,6 @@ pub(crate) fn event(row: LogRow, revision: Revision) -> WatchEvent {
         row.value,
         row.deleted,
     )
-}
-
-/// Whether every compare holds against `found`, the rows of the keys they name (a
-/// key not there is missing).
-fn holds(compares: &[Compare], found: &HashMap<String, Current>) -> bool {
-    compares.iter().all(|compare| {
-        let current = found.get(&compare.key).copied().unwrap_or_default();
-        compare.holds(
-            current.create_revision,
-            current.mod_revision,
-            current.version,
-        )
-    })
 }
 
 /// `create_revision, mod_revision, version, lease` from column `from` on.

@@ -191,6 +191,91 @@ pub async fn compares_choose_the_branch_and_missing_keys_are_zero<K: Kv + ?Sized
     assert!(!both.succeeded);
 }
 
+/// A compare over a prefix holds when it holds for every live key under the prefix,
+/// or, with none there, for a missing key (as etcd's compare with a range end): so a
+/// put guarded by `create_revision == 0` over a prefix lands only in an empty range,
+/// and a refused one writes nothing (no revision). Keys beside the prefix and deleted
+/// keys do not count. Every key is under `root`, which a store shared with other tests
+/// makes unique; the check reads no absolute revision.
+///
+/// # Panics
+/// On the first difference.
+pub async fn compares_over_a_prefix_hold_for_every_key_under_it<K: Kv + ?Sized>(
+    kv: &K,
+    root: &str,
+) {
+    let line = format!("{root}line/");
+    let key = |name: &str| format!("{line}{name}");
+    let empty = || Compare::create_revision(line.as_str(), CompareOp::Equal, 0).over_prefix();
+    let take = |name: &str| {
+        Txn::when(vec![empty()])
+            .and_then(vec![put(&key(name), name)])
+            .or_else(vec![TxnOp::Range(Range::prefix(line.as_str()))])
+    };
+    put_one(kv, &format!("{root}line"), "beside").await;
+    put_one(kv, &format!("{root}linez"), "beside").await;
+    let first = kv.txn(take("a")).await.unwrap();
+    assert!(first.succeeded, "keys beside the prefix count");
+    let second = kv.txn(take("b")).await.unwrap();
+    assert!(!second.succeeded, "a key under the prefix is not counted");
+    assert_eq!(second.revision, first.revision, "a refused take wrote");
+    assert_eq!(keys(second.range(0).unwrap()), [key("a")]);
+    assert!(get(kv, &key("b")).await.is_none());
+
+    put_one(kv, &key("b"), "b").await;
+    let rewritten = put_one(kv, &key("a"), "a2").await;
+    let holds = |compare: Compare| async move {
+        kv.txn(Txn::when(vec![compare.over_prefix()]))
+            .await
+            .unwrap()
+            .succeeded
+    };
+    let line = line.as_str();
+    let checks = [
+        (Compare::create_revision(line, CompareOp::Greater, 0), true),
+        (Compare::version(line, CompareOp::Greater, 0), true),
+        (Compare::version(line, CompareOp::Equal, 1), false),
+        (Compare::version(line, CompareOp::Equal, 2), false),
+        (
+            Compare::mod_revision(line, CompareOp::Less, rewritten + 1),
+            true,
+        ),
+        (
+            Compare::mod_revision(line, CompareOp::Less, rewritten),
+            false,
+        ),
+        (Compare::create_revision(line, CompareOp::NotEqual, 0), true),
+    ];
+    for (compare, expected) in checks {
+        assert_eq!(
+            holds(compare.clone()).await,
+            expected,
+            "{compare:?} over the prefix"
+        );
+    }
+    let nothing = format!("{root}nothing/");
+    assert!(holds(Compare::version(nothing.as_str(), CompareOp::Equal, 0)).await);
+    assert!(!holds(Compare::version(nothing.as_str(), CompareOp::Greater, 0)).await);
+
+    let delete_line = TxnOp::Delete {
+        key: line.to_owned(),
+        prefix: true,
+    };
+    kv.txn(Txn::default().and_then(vec![delete_line]))
+        .await
+        .unwrap();
+    assert!(
+        holds(Compare::create_revision(line, CompareOp::Equal, 0)).await,
+        "deleted keys count"
+    );
+    let third = kv.txn(take("c")).await.unwrap();
+    assert!(third.succeeded);
+    assert_eq!(
+        get(kv, &key("c")).await.unwrap().create_revision,
+        third.revision
+    );
+}
+
 /// A branch's ranges see its earlier writes, all under the transaction's one
 /// revision, which inner ranges carry as their header.
 ///

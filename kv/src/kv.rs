@@ -304,12 +304,18 @@ pub struct Compare {
     pub op: CompareOp,
     /// Against what.
     pub value: i64,
+    /// Compare every key that starts with `key` (etcd's compare over a range): the
+    /// compare holds when it holds for each of them or, with none there, for a missing
+    /// key. So `create_revision == 0` over a prefix holds exactly when nothing is under
+    /// it, which lets one transaction write only into an empty range, and a refused one
+    /// write nothing.
+    pub prefix: bool,
 }
 
 impl Compare {
     /// Whether this compare holds for a key of this create revision, mod revision and
     /// version (all `0` for a missing key), as etcd evaluates it. A store that keeps the
-    /// MVCC model itself calls it.
+    /// MVCC model itself calls it, once for each key of a [`Compare::prefix`] compare.
     pub fn holds(&self, create_revision: Revision, mod_revision: Revision, version: i64) -> bool {
         let actual = match self.target {
             CompareTarget::CreateRevision => create_revision,
@@ -331,6 +337,7 @@ impl Compare {
             target: CompareTarget::CreateRevision,
             op,
             value,
+            prefix: false,
         }
     }
 
@@ -341,7 +348,15 @@ impl Compare {
             target: CompareTarget::ModRevision,
             op,
             value,
+            prefix: false,
         }
+    }
+
+    /// This compare over every key under its key, as a prefix (see [`Compare::prefix`]).
+    #[must_use]
+    pub fn over_prefix(mut self) -> Self {
+        self.prefix = true;
+        self
     }
 
     /// `version(key) op value`.
@@ -351,6 +366,7 @@ impl Compare {
             target: CompareTarget::Version,
             op,
             value,
+            prefix: false,
         }
     }
 }

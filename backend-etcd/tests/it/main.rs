@@ -9,6 +9,7 @@ mod interop;
 mod isolation;
 mod keepalive;
 mod kv;
+mod kv_contract;
 mod leader;
 mod queue_faults;
 mod restart;

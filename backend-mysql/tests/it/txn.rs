@@ -25,6 +25,7 @@ async fn the_kv_contract_holds() {
     on_fresh_tables!(contract::a_branch_sees_its_own_writes_under_one_revision);
     on_fresh_tables!(|kv| contract::invalid_transactions_fail_typed_and_apply_nothing(kv, "mysql"));
     on_fresh_tables!(contract::ranges_sort_limit_count_and_bound_as_etcd);
+    on_fresh_tables!(|kv| contract::compares_over_a_prefix_hold_for_every_key_under_it(kv, ""));
 }
 
 /// Writers from two clients, each a compare-and-swap loop on one counter: commits in

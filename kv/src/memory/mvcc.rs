@@ -191,12 +191,24 @@ impl State {
 
     /// Whether a compare holds against the current state.
     pub(super) fn compare(&self, compare: &Compare) -> bool {
-        let kv = self.live(&compare.key);
-        compare.holds(
-            kv.map_or(0, |kv| kv.create_revision),
-            kv.map_or(0, |kv| kv.mod_revision),
-            kv.map_or(0, |kv| kv.version),
-        )
+        let holds = |kv: Option<&KeyValue>| {
+            compare.holds(
+                kv.map_or(0, |kv| kv.create_revision),
+                kv.map_or(0, |kv| kv.mod_revision),
+                kv.map_or(0, |kv| kv.version),
+            )
+        };
+        if !compare.prefix {
+            return holds(self.live(&compare.key));
+        }
+        let mut under = self
+            .matching(&compare.key, true)
+            .filter_map(|(_, entries)| entries.last()?.kv.as_ref())
+            .peekable();
+        if under.peek().is_none() {
+            return holds(None);
+        }
+        under.all(|kv| holds(Some(kv)))
     }
 
     /// Validates one operation of the branch about to run, against the state before
@@ -459,6 +471,7 @@ mod tests {
         contract::invalid_transactions_fail_typed_and_apply_nothing(&MemoryKv::new(), "memory")
             .await;
         contract::ranges_sort_limit_count_and_bound_as_etcd(&MemoryKv::new()).await;
+        contract::compares_over_a_prefix_hold_for_every_key_under_it(&MemoryKv::new(), "").await;
     }
 
     #[tokio::test]

@@ -8,17 +8,20 @@
 //!
 //! Protocol:
 //!
-//! - **An attempt** is the fair mutex's first transaction: put the own key if absent
-//!   and count the keys under `<ns><name>/`. Alone, the key holds (one transaction, the
-//!   whole uncontended acquisition); otherwise it is deleted again at once, so an
-//!   unfair contender never waits in the fair line. A key that was alone for a moment
-//!   between the attempt and its deletion never held: its owner did not learn it, and
-//!   the deletion frees the lock as a release does.
+//! - **An attempt** is one transaction: put the own key if nothing is under
+//!   `<ns><name>/` (a compare over the prefix, `create_revision == 0`), else read the
+//!   own key. Granted, the key holds (the whole uncontended acquisition); refused, it
+//!   wrote nothing: no key to delete again, no event for the head's watch, and of
+//!   attempts that race for a free lock exactly one holds. So an unfair contender
+//!   never stands in the fair line. The own key found there is one an earlier hold of
+//!   this session left, its release still running in the background: it holds if it
+//!   is the first created under the prefix, as in the fair mutex, and is deleted
+//!   otherwise.
 //! - **A waiter** puts its key in the unfair wait line and waits, as a fair waiter
 //!   does, for the deletion of the wait-line key created just before its own: only the
 //!   head of the wait line watches the lock. The head watches `<ns><name>/` and counts
 //!   its keys; while there are any, it waits for the next deletion among them (a
-//!   release, an expiry, a failed attempt of someone else) and counts again; it
+//!   release, an expiry, a fair waiter that left) and counts again; it
 //!   attempts only when it counts none. A newcomer can attempt first and win (that is
 //!   the unfairness): the head then learns it from its count, a read, and waits again
 //!   without writing. Having won, the head deletes its wait-line key before returning
@@ -119,17 +122,44 @@ impl KvUnfairMutex {
         }
     }
 
-    /// One attempt: the own key put if absent, the keys under the prefix counted; a
-    /// key that is not alone is deleted again before this returns.
+    /// One attempt: the own key put if nothing is under the prefix, one transaction
+    /// that writes nothing when refused (see the module docs).
     async fn attempt(&self) -> Result<Attempt> {
         let kv = &*self.kv;
-        let mut cleanup = Cleanup::new(
+        let cleanup = Cleanup::new(
             Arc::clone(&self.kv),
             &self.session,
             self.key.clone(),
             self.lease,
             None,
         );
+        let free = Compare::create_revision(&self.prefix, CompareOp::Equal, 0).over_prefix();
+        let txn = Txn::when(vec![free])
+            .and_then(vec![TxnOp::put(&self.key, Bytes::new(), self.lease)])
+            .or_else(vec![TxnOp::Range(Range::key(&self.key))]);
+        let response = match kv.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
+            }
+        };
+        if response.succeeded {
+            cleanup.disarm();
+            return Ok(Attempt::Held(response.revision));
+        }
+        if range_at(kv, &response, 0)?.kvs.is_empty() {
+            // Refused, and nothing was written.
+            cleanup.disarm();
+            return Ok(Attempt::Busy);
+        }
+        self.left_behind(cleanup).await
+    }
+
+    /// The own key was there when an attempt was refused: left by an earlier hold of
+    /// this session whose release runs in the background. It holds if it is the first
+    /// created under the prefix (the fair mutex's rule); otherwise it is deleted.
+    async fn left_behind(&self, mut cleanup: Cleanup) -> Result<Attempt> {
+        let kv = &*self.kv;
         let (mine, owns) = enter(kv, &self.session, self.lease, &self.key, &self.prefix).await?;
         cleanup.created_at(mine);
         if owns {
@@ -142,10 +172,11 @@ impl KvUnfairMutex {
 
     /// Waits as the head of the wait line until an attempt holds. It watches the
     /// prefix from now, then reads its count: only when the range is empty does it
-    /// attempt, so a head that a newcomer beat to the lock learns it from that read
-    /// rather than from an attempt's two writes. While the range is not empty, it
-    /// waits for a deletion after the read of a key other than its own (the own key's
-    /// deletions are this waiter's failed attempts), then reads again.
+    /// attempt, so a head that a newcomer beat to the lock learns it from that read,
+    /// which a releaser taking the lock again races with a read rather than an
+    /// attempt. While the range is not empty, it waits for a deletion after the read of
+    /// a key other than its own (the own key's deletions are this session's, a key an
+    /// earlier hold left behind), then reads again.
     async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<Revision> {
         let kv = &*self.kv;
         let mut events = None;
@@ -342,6 +373,28 @@ mod tests {
         guard.unlock().await.unwrap();
         let after = backend.kv().range(Range::prefix("jobs/")).await.unwrap();
         assert_eq!((after.count, after.revision), (0, before + 2));
+    }
+
+    #[tokio::test]
+    async fn a_refused_attempt_writes_nothing() {
+        let backend = backend();
+        let [s1, s2, s3] = sessions(&backend).await;
+        let held = backend
+            .unfair_locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let revision = || async { backend.kv().range(Range::key("x")).await.unwrap().revision };
+        let before = revision().await;
+        for s in [&s2, &s3, &s2] {
+            let locker = backend.unfair_locker(s, name("l")).unwrap();
+            assert!(locker.try_lock().await.unwrap().is_none());
+        }
+        assert_eq!(revision().await, before, "a refused try_lock wrote");
+        let line = backend.kv().range(Range::prefix("l/")).await.unwrap();
+        assert_eq!(line.count, 1, "only the holder's key is under the lock");
+        held.unlock().await.unwrap();
     }
 
     #[tokio::test]
