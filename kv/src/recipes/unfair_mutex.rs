@@ -24,8 +24,9 @@
 //!   release, an expiry, a fair waiter that left) and counts again; it
 //!   attempts only when it counts none. A newcomer can attempt first and win (that is
 //!   the unfairness): the head then learns it from its count, a read, and waits again
-//!   without writing. Having won, the head deletes its wait-line key before returning
-//!   the hold, which makes the next waiter the head. So a release wakes one waiter,
+//!   without writing. The head's attempt deletes its wait-line key in the same
+//!   transaction that grants it the lock (one write), which makes the next waiter the
+//!   head before the hold is returned. So a release wakes one waiter,
 //!   and a grant one more (the next head, which reads and, the lock being held,
 //!   watches): no herd.
 //! - **A release** deletes the holder's key: one transaction, as in the fair mutex.
@@ -86,8 +87,9 @@ pub(crate) struct KvUnfairMutex {
 
 /// What one attempt found.
 enum Attempt {
-    /// The own key holds, created at this revision.
-    Held(Revision),
+    /// The own key holds, created at this revision; `left_line`: the attempt deleted
+    /// the waiter's key of the wait line in its transaction.
+    Held { revision: Revision, left_line: bool },
     /// Another key was there; the own key is deleted again.
     Busy,
 }
@@ -123,8 +125,10 @@ impl KvUnfairMutex {
     }
 
     /// One attempt: the own key put if nothing is under the prefix, one transaction
-    /// that writes nothing when refused (see the module docs).
-    async fn attempt(&self) -> Result<Attempt> {
+    /// that writes nothing when refused (see the module docs). A head of the wait
+    /// line (`leave_line`) deletes its wait-line key in the granting transaction, so
+    /// that the next waiter heads the line from the grant on at no write of its own.
+    async fn attempt(&self, leave_line: bool) -> Result<Attempt> {
         let kv = &*self.kv;
         let cleanup = Cleanup::new(
             Arc::clone(&self.kv),
@@ -134,8 +138,12 @@ impl KvUnfairMutex {
             None,
         );
         let free = Compare::create_revision(&self.prefix, CompareOp::Equal, 0).over_prefix();
+        let mut take = vec![TxnOp::put(&self.key, Bytes::new(), self.lease)];
+        if leave_line {
+            take.push(TxnOp::delete(&self.waiter_key));
+        }
         let txn = Txn::when(vec![free])
-            .and_then(vec![TxnOp::put(&self.key, Bytes::new(), self.lease)])
+            .and_then(take)
             .or_else(vec![TxnOp::Range(Range::key(&self.key))]);
         let response = match kv.txn(txn).await {
             Ok(response) => response,
@@ -145,7 +153,10 @@ impl KvUnfairMutex {
         };
         if response.succeeded {
             cleanup.disarm();
-            return Ok(Attempt::Held(response.revision));
+            return Ok(Attempt::Held {
+                revision: response.revision,
+                left_line: leave_line,
+            });
         }
         if range_at(kv, &response, 0)?.kvs.is_empty() {
             // Refused, and nothing was written.
@@ -164,7 +175,10 @@ impl KvUnfairMutex {
         cleanup.created_at(mine);
         if owns {
             cleanup.disarm();
-            return Ok(Attempt::Held(mine));
+            return Ok(Attempt::Held {
+                revision: mine,
+                left_line: false,
+            });
         }
         cleanup.remove_now().await?;
         Ok(Attempt::Busy)
@@ -177,7 +191,7 @@ impl KvUnfairMutex {
     /// attempt. While the range is not empty, it waits for a deletion after the read of
     /// a key other than its own (the own key's deletions are this session's, a key an
     /// earlier hold left behind), then reads again.
-    async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<Revision> {
+    async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<(Revision, bool)> {
         let kv = &*self.kv;
         let mut events = None;
         loop {
@@ -196,8 +210,11 @@ impl KvUnfairMutex {
             .await?;
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             if line.count == 0 {
-                match self.attempt().await? {
-                    Attempt::Held(revision) => return Ok(revision),
+                match self.attempt(true).await? {
+                    Attempt::Held {
+                        revision,
+                        left_line,
+                    } => return Ok((revision, left_line)),
                     Attempt::Busy => continue,
                 }
             }
@@ -261,10 +278,15 @@ impl KvUnfairMutex {
             cleanup.disarm();
             return Err(Error::SessionLost);
         }
-        let held = self.lead_the_wait(lost).await?;
+        let (held, left_line) = self.lead_the_wait(lost).await?;
         // Before the hold is returned (so before its release can happen): the next
-        // waiter heads the line from here, and watches from after this grant.
-        cleanup.remove_now().await?;
+        // waiter heads the line from here, and watches from after this grant. The
+        // granting transaction deleted the key, unless an earlier hold's key held.
+        if left_line {
+            cleanup.disarm();
+        } else {
+            cleanup.remove_now().await?;
+        }
         Ok(held)
     }
 
@@ -272,8 +294,8 @@ impl KvUnfairMutex {
         let Some(gate) = gate(&self.session, &self.key, wait).await? else {
             return Ok(None);
         };
-        let revision = match self.attempt().await? {
-            Attempt::Held(revision) => revision,
+        let revision = match self.attempt(false).await? {
+            Attempt::Held { revision, .. } => revision,
             Attempt::Busy if !wait => return Ok(None),
             Attempt::Busy => {
                 let lost = self.session.lost_token().clone();
@@ -395,6 +417,37 @@ mod tests {
         let line = backend.kv().range(Range::prefix("l/")).await.unwrap();
         assert_eq!(line.count, 1, "only the holder's key is under the lock");
         held.unlock().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_head_is_granted_and_leaves_the_line_in_one_write() {
+        let backend = backend();
+        let [s1, s2] = sessions(&backend).await;
+        let held = backend
+            .unfair_locker(&s1, name("l"))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
+        let waiting = tokio::spawn(async move {
+            let guard = waiter.lock().await;
+            (guard, waiter)
+        });
+        settle().await;
+        assert!(!waiting.is_finished());
+        let revision = || async { backend.kv().range(Range::key("x")).await.unwrap().revision };
+        let before = revision().await;
+        held.unlock().await.unwrap();
+        let (guard, waiter) = within(waiting).await.unwrap();
+        let guard = guard.unwrap();
+        assert_eq!(
+            revision().await,
+            before + 2,
+            "the release, then the grant that also takes the waiter out of the line"
+        );
+        assert_eq!(waiter.contenders().await.unwrap(), 1, "the holder alone");
+        guard.unlock().await.unwrap();
     }
 
     #[tokio::test]
