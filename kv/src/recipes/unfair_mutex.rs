@@ -372,10 +372,24 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    use crate::kv::{Kv, Range};
+    use crate::kv::{Kv, Range, Revision};
+    use crate::memory::MemoryBackend;
     use crate::recipes::testing::{backend, name, session, sessions, settle, within};
     use distsync_core::backend::Backend;
+    use distsync_core::guard::LockGuard;
     use distsync_core::lock::Locker;
+    use distsync_core::session::Session;
+
+    /// `session`'s hold of the unfair lock `l`.
+    async fn hold(backend: &MemoryBackend, session: &Session) -> LockGuard {
+        let locker = backend.unfair_locker(session, name("l")).unwrap();
+        locker.lock().await.unwrap()
+    }
+
+    /// The store's current revision.
+    async fn revision(backend: &MemoryBackend) -> Revision {
+        backend.kv().range(Range::key("x")).await.unwrap().revision
+    }
 
     #[tokio::test]
     async fn the_holder_key_is_the_fair_mutexs_and_one_transaction_takes_it() {
@@ -401,19 +415,13 @@ mod tests {
     async fn a_refused_attempt_writes_nothing() {
         let backend = backend();
         let [s1, s2, s3] = sessions(&backend).await;
-        let held = backend
-            .unfair_locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
-        let revision = || async { backend.kv().range(Range::key("x")).await.unwrap().revision };
-        let before = revision().await;
+        let held = hold(&backend, &s1).await;
+        let before = revision(&backend).await;
         for s in [&s2, &s3, &s2] {
             let locker = backend.unfair_locker(s, name("l")).unwrap();
             assert!(locker.try_lock().await.unwrap().is_none());
         }
-        assert_eq!(revision().await, before, "a refused try_lock wrote");
+        assert_eq!(revision(&backend).await, before, "a refused try_lock wrote");
         let line = backend.kv().range(Range::prefix("l/")).await.unwrap();
         assert_eq!(line.count, 1, "only the holder's key is under the lock");
         held.unlock().await.unwrap();
@@ -423,12 +431,7 @@ mod tests {
     async fn a_head_is_granted_and_leaves_the_line_in_one_write() {
         let backend = backend();
         let [s1, s2] = sessions(&backend).await;
-        let held = backend
-            .unfair_locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = hold(&backend, &s1).await;
         let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
         let waiting = tokio::spawn(async move {
             let guard = waiter.lock().await;
@@ -436,13 +439,12 @@ mod tests {
         });
         settle().await;
         assert!(!waiting.is_finished());
-        let revision = || async { backend.kv().range(Range::key("x")).await.unwrap().revision };
-        let before = revision().await;
+        let before = revision(&backend).await;
         held.unlock().await.unwrap();
         let (guard, waiter) = within(waiting).await.unwrap();
         let guard = guard.unwrap();
         assert_eq!(
-            revision().await,
+            revision(&backend).await,
             before + 2,
             "the release, then the grant that also takes the waiter out of the line"
         );
@@ -561,8 +563,7 @@ mod tests {
         let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
         let waiting = tokio::spawn(async move { waiter.lock().await });
         settle().await;
-        let revision = || async { backend.kv().range(Range::key("x")).await.unwrap().revision };
-        let before = revision().await;
+        let before = revision(&backend).await;
         let releases = 10;
         for _ in 0..releases {
             // The release wakes the head, which looks only after the holder took the
@@ -573,7 +574,7 @@ mod tests {
         }
         assert!(!waiting.is_finished());
         assert_eq!(
-            revision().await - before,
+            revision(&backend).await - before,
             2 * releases,
             "only the holder's releases and takes write"
         );
@@ -591,12 +592,7 @@ mod tests {
     async fn a_cancelled_waiter_leaves_no_key_behind() {
         let backend = backend();
         let [s1, s2] = sessions(&backend).await;
-        let held = backend
-            .unfair_locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = hold(&backend, &s1).await;
         let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
         let waiting = tokio::spawn(async move { waiter.lock().await });
         settle().await;
@@ -631,12 +627,7 @@ mod tests {
     async fn a_revoked_holder_frees_the_lock_and_learns_it() {
         let backend = backend();
         let [s1, s2] = sessions(&backend).await;
-        let held = backend
-            .unfair_locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = hold(&backend, &s1).await;
         let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
         let waiting = tokio::spawn(async move { waiter.lock().await });
         settle().await;
