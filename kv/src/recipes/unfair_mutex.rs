@@ -90,7 +90,7 @@ enum Attempt {
     /// The own key holds, created at this revision; `left_line`: the attempt deleted
     /// the waiter's key of the wait line in its transaction.
     Held { revision: Revision, left_line: bool },
-    /// Another key was there; the own key is deleted again.
+    /// Another key was there; nothing of this attempt stays in the store.
     Busy,
 }
 
@@ -186,11 +186,10 @@ impl KvUnfairMutex {
 
     /// Waits as the head of the wait line until an attempt holds. It watches the
     /// prefix from now, then reads its count: only when the range is empty does it
-    /// attempt, so a head that a newcomer beat to the lock learns it from that read,
-    /// which a releaser taking the lock again races with a read rather than an
-    /// attempt. While the range is not empty, it waits for a deletion after the read of
-    /// a key other than its own (the own key's deletions are this session's, a key an
-    /// earlier hold left behind), then reads again.
+    /// attempt, so a releaser that takes the lock again at once meets the head's read,
+    /// not a take of its own. While the range is not empty, it waits for a deletion
+    /// after the read of a key other than its own (the own key's deletions are this
+    /// session's, a key an earlier hold left behind), then reads again.
     async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<(Revision, bool)> {
         let kv = &*self.kv;
         let mut events = None;
