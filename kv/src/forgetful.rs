@@ -9,7 +9,9 @@
 //! marker (`<namespace>/amnesia`, a random id, the longest session TTL in use and the
 //! token offset) is read when the client opens its first session (and a session longer
 //! than any recorded), and again when a renewal finds its lease gone: missing, or
-//! carrying another id, it means the store is not the one the client knew.
+//! carrying another id, it means the store is not the one the client knew. A session
+//! whose check of the marker failed after the read (its write timed out) leaves the
+//! check to the next session, which then waits out the lock-delay its write starts.
 //!
 //! **On detection** the client's sessions are lost (their next renewal answers at once
 //! that they are gone, so `lost()` fires) and a warning names the reason. Then nothing
@@ -529,9 +531,11 @@ mod tests {
     use crate::memory::MemoryKv;
 
     /// A store that forgets on demand: a fresh memory store in place of the old one.
-    /// While down, a renewal never answers and every other request fails.
+    /// While down, a renewal never answers and every other request fails. The count
+    /// of writes to refuse fails that many transactions that write (a write that timed
+    /// out, say).
     #[derive(Default)]
-    struct Wipeable(Mutex<MemoryKv>, AtomicBool);
+    struct Wipeable(Mutex<MemoryKv>, AtomicBool, std::sync::atomic::AtomicUsize);
 
     impl Wipeable {
         fn now(&self) -> MemoryKv {
@@ -552,6 +556,10 @@ mod tests {
             self.1.store(down, Ordering::SeqCst);
         }
 
+        fn refuse_writes(&self, count: usize) {
+            self.2.store(count, Ordering::SeqCst);
+        }
+
         fn up(&self) -> Result<MemoryKv> {
             if self.1.load(Ordering::SeqCst) {
                 return Err(Error::connection("test", "the store is down"));
@@ -569,6 +577,21 @@ mod tests {
             self.up()?.range(range).await
         }
         async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+            let writes = txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .any(|op| matches!(op, TxnOp::Put { .. }));
+            let refused = writes
+                && self
+                    .2
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok();
+            if refused {
+                return Err(Error::connection("test", "the write timed out"));
+            }
             self.up()?.txn(txn).await
         }
         async fn watch(
@@ -654,6 +677,47 @@ mod tests {
         assert!(
             back.elapsed() >= Duration::from_secs(4),
             "granted {:?} after the wipe",
+            back.elapsed()
+        );
+        assert!(token > highest, "token {token} after {highest}");
+    }
+
+    /// A newcomer whose first check of the marker read it missing and then failed to
+    /// write it (a write that timed out) checks it again at its next session: it waits
+    /// out the lock-delay, and adopts the offset the old holder publishes meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_marker_write_that_failed_is_made_again_before_any_grant() {
+        let bound = Duration::from_secs(5);
+        let store = Arc::new(Wipeable::default());
+        let holder = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
+        let held = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&holder, held);
+        grant(&holder, "ns/lock", held).await;
+        for other in 0..20 {
+            grant(&holder, &format!("ns/other/{other}"), 0).await;
+        }
+        let highest = holder.range(Range::key("ns/lock")).await.unwrap().revision;
+
+        store.wipe();
+        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
+        store.refuse_writes(1);
+        assert!(newcomer.lease_grant(Duration::from_secs(4)).await.is_err());
+        let back = tokio::time::Instant::now();
+        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&newcomer, lease);
+        let granting = {
+            let newcomer = Arc::clone(&newcomer);
+            tokio::spawn(async move { grant(&newcomer, "ns/lock", lease).await })
+        };
+        // The holder learns of the wipe only now, during the newcomer's lock-delay,
+        // from a read whose revision went back.
+        let read = holder.range(Range::key("ns/lock")).await.unwrap();
+        assert!(read.kvs.is_empty());
+        assert!(holder.amnesia.detected());
+        let token = granting.await.unwrap();
+        assert!(
+            back.elapsed() >= bound,
+            "granted {:?} after the newcomer's session",
             back.elapsed()
         );
         assert!(token > highest, "token {token} after {highest}");

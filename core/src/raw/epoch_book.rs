@@ -62,7 +62,10 @@ pub struct EpochBook {
     longest_ttl: Duration,
     /// The marker's id as this client read or wrote it.
     marker_id: Option<String>,
-    /// Whether the marker was read at least once (present or not).
+    /// Whether a session's check of the marker completed: read, and written where
+    /// this client had to write it. A check that failed half-way (the read done, the
+    /// write lost) leaves it unset, so that the next session checks again and waits
+    /// out the lock-delay a marker it writes starts.
     marker_checked: bool,
     /// The store's mark (create revision, `czxid`) of the last hold key or node that
     /// this client waited out or wrote.
@@ -110,7 +113,8 @@ impl EpochBook {
         self.epoch > 0
     }
 
-    /// Whether the marker was read at least once.
+    /// Whether a session's check of the marker completed at least once
+    /// ([`EpochBook::record_ttl`]).
     pub fn marker_checked(&self) -> bool {
         self.marker_checked
     }
@@ -126,7 +130,6 @@ impl EpochBook {
     /// means on this store, or `None`; on `Some` the caller resets what its own signs
     /// keep and calls [`EpochBook::forgot`].
     pub fn observe_marker(&mut self, marker: Option<&EpochMarker>, gone: &str) -> Option<String> {
-        self.marker_checked = true;
         let reason = match (&self.marker_id, marker) {
             (Some(known), None) => Some(format!("the epoch marker {known} is gone ({gone})")),
             (Some(known), Some(marker)) if *known != marker.id => Some(format!(
@@ -197,9 +200,12 @@ impl EpochBook {
         new
     }
 
-    /// Records a session TTL this client uses.
+    /// Records a session TTL this client uses, once the session's check of the marker
+    /// has completed (or was not needed): later sessions no longer than it skip the
+    /// check ([`EpochBook::needs_marker`]).
     pub fn record_ttl(&mut self, ttl: Duration) {
         self.longest_ttl = self.longest_ttl.max(ttl);
+        self.marker_checked = true;
     }
 
     /// The marker to write where there is none (`current`), or one raising the
@@ -284,6 +290,18 @@ mod tests {
         );
         let other = EpochMarker::fresh(Duration::ZERO, 0);
         assert!(book.observe_marker(Some(&other), "wiped").is_some());
+    }
+
+    #[test]
+    fn a_check_that_failed_after_the_read_is_made_again() {
+        let mut book = EpochBook::new(Some(Duration::from_secs(5)));
+        assert_eq!(book.observe_marker(None, "wiped"), None);
+        // The marker's write failed: no TTL recorded, the next session checks again.
+        assert!(book.needs_marker(Duration::from_secs(4)));
+        assert!(!book.marker_checked());
+        book.record_ttl(Duration::from_secs(4));
+        assert!(!book.needs_marker(Duration::from_secs(4)));
+        assert!(book.marker_checked());
     }
 
     #[tokio::test(start_paused = true)]
