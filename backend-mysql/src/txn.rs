@@ -414,22 +414,20 @@ impl Snapshot {
     /// Whether `compare` holds against what was read: the row of its key (a key not
     /// there is missing), or of every key under its prefix (none there: a missing key).
     fn holds(&self, compare: &Compare) -> bool {
-        let holds = |current: Current| {
-            compare.holds(
-                current.create_revision,
-                current.mod_revision,
-                current.version,
-            )
+        let revisions = |key: &str| {
+            self.rows
+                .get(key)
+                .map(|row| (row.create_revision, row.mod_revision, row.version))
         };
-        let row = |key: &str| self.rows.get(key).copied().unwrap_or_default();
-        if !compare.prefix {
-            return holds(row(&compare.key));
+        if compare.prefix {
+            compare.holds_for_each(
+                self.under(&compare.key)
+                    .iter()
+                    .filter_map(|key| revisions(key)),
+            )
+        } else {
+            compare.holds_for_each(revisions(&compare.key))
         }
-        let under = self.under(&compare.key);
-        if under.is_empty() {
-            return holds(Current::default());
-        }
-        under.iter().all(|key| holds(row(key)))
     }
 }
 

@@ -314,8 +314,7 @@ pub struct Compare {
 
 impl Compare {
     /// Whether this compare holds for a key of this create revision, mod revision and
-    /// version (all `0` for a missing key), as etcd evaluates it. A store that keeps the
-    /// MVCC model itself calls it, once for each key of a [`Compare::prefix`] compare.
+    /// version (all `0` for a missing key), as etcd evaluates it.
     pub fn holds(&self, create_revision: Revision, mod_revision: Revision, version: i64) -> bool {
         let actual = match self.target {
             CompareTarget::CreateRevision => create_revision,
@@ -328,6 +327,23 @@ impl Compare {
             CompareOp::Less => actual < self.value,
             CompareOp::Greater => actual > self.value,
         }
+    }
+
+    /// Whether this compare holds for the keys it compares, each given as its create
+    /// revision, mod revision and version: its key when live, or every live key under
+    /// its prefix ([`Compare::prefix`]). With none, it holds as for a missing key (all
+    /// `0`). A store that keeps the MVCC model itself calls it with what it read.
+    pub fn holds_for_each(
+        &self,
+        keys: impl IntoIterator<Item = (Revision, Revision, i64)>,
+    ) -> bool {
+        let mut keys = keys.into_iter().peekable();
+        if keys.peek().is_none() {
+            return self.holds(0, 0, 0);
+        }
+        keys.all(|(create_revision, mod_revision, version)| {
+            self.holds(create_revision, mod_revision, version)
+        })
     }
 
     /// `create_revision(key) op value`.

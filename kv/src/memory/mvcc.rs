@@ -191,24 +191,16 @@ impl State {
 
     /// Whether a compare holds against the current state.
     pub(super) fn compare(&self, compare: &Compare) -> bool {
-        let holds = |kv: Option<&KeyValue>| {
-            compare.holds(
-                kv.map_or(0, |kv| kv.create_revision),
-                kv.map_or(0, |kv| kv.mod_revision),
-                kv.map_or(0, |kv| kv.version),
+        let revisions = |kv: &KeyValue| (kv.create_revision, kv.mod_revision, kv.version);
+        if compare.prefix {
+            compare.holds_for_each(
+                self.matching(&compare.key, true)
+                    .filter_map(|(_, entries)| entries.last()?.kv.as_ref())
+                    .map(revisions),
             )
-        };
-        if !compare.prefix {
-            return holds(self.live(&compare.key));
+        } else {
+            compare.holds_for_each(self.live(&compare.key).map(revisions))
         }
-        let mut under = self
-            .matching(&compare.key, true)
-            .filter_map(|(_, entries)| entries.last()?.kv.as_ref())
-            .peekable();
-        if under.peek().is_none() {
-            return holds(None);
-        }
-        under.all(|kv| holds(Some(kv)))
     }
 
     /// Validates one operation of the branch about to run, against the state before
