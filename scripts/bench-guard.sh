@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The bench's regression guard, for CI: a short run of the lock
-# cycle on etcd, Redis and PostgreSQL (about 20 s for all three after the release
+# The bench's regression guard, for the release check: a short run of the lock
+# cycle on etcd, Redis, PostgreSQL and NATS (about 45 s for all four after the release
 # build; each implementation capped at 6 s) that measures, within one run, distsync's
-# cycle p50 over the raw store commands' and over each peer library's (etcd Lock RPC and
-# etcd's Go concurrency.Mutex, rslock, distributed-lock on Redis and PostgreSQL), in 16
+# cycle p50 over the raw store commands' and over each peer library's (etcd Lock RPC
+# and etcd's Go concurrency.Mutex, rslock, distributed-lock on Redis and PostgreSQL),
+# in 16
 # rounds of 200 cycles taken in turns of 10, and compares each ratio (the median of the
 # rounds' ratios) with the committed baseline bench/baseline.json. It prints a table
 # (ratio, baseline, noise, the ratio it fails above, verdict) and exits 1 when a ratio
@@ -37,7 +38,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 
-if [[ -z ${DISTSYNC_ETCD_URL:-} || -z ${DISTSYNC_REDIS_URL:-} || -z ${DISTSYNC_POSTGRES_URL:-} ]]; then
+if [[ -z ${DISTSYNC_ETCD_URL:-} || -z ${DISTSYNC_REDIS_URL:-} || -z ${DISTSYNC_POSTGRES_URL:-} ||
+      -z ${DISTSYNC_NATS_URL:-} ]]; then
     eval "$(scripts/servers.sh env)"
 fi
 # Warnings only: the table goes to standard output.

@@ -75,7 +75,8 @@ pub struct Args {
     #[command(flatten)]
     pub plan: Plan,
     /// Run the regression guard instead of the report: a short cycle run on etcd,
-    /// Redis and PostgreSQL (and ZooKeeper when `--backends` names it) whose p50 ratios
+    /// Redis, PostgreSQL and NATS (and MySQL/MariaDB or ZooKeeper when `--backends`
+    /// names it) whose p50 ratios
     /// (distsync ÷ the raw sequence, distsync ÷ each peer) are compared with the
     /// committed baseline (see `--baseline`); exits with 1 when one is worse by more
     /// than the noise allows. See `distsync_bench::guard`.

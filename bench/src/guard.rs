@@ -3,7 +3,8 @@
 //!
 //! Absolute latencies on a shared machine move by several times from run to run; the
 //! ratio of two implementations measured side by side in one run moves far less. So
-//! on etcd, Redis and PostgreSQL it measures distsync, the raw sequence and each peer
+//! on etcd, Redis, PostgreSQL and NATS (and MySQL/MariaDB or ZooKeeper when named) it
+//! measures distsync, the raw sequence and each peer
 //! (etcd's Go `concurrency.Mutex` timed in its own process) in 16 rounds (`--rounds`),
 //! taken in turns of [`BATCH`] cycles
 //! ([`crate::cycle::run`]). A ratio is the median over the rounds of *distsync p50 ÷
@@ -353,14 +354,19 @@ pub async fn measure_all(args: &Args, plan: &Plan, run_id: &str) -> Vec<BackendO
     outcomes
 }
 
-/// Whether the guard measures `kind` without `--backends` naming it: etcd, Redis and
-/// PostgreSQL. Memory has nothing to compare with (never measured); ZooKeeper's row pair (the raw
-/// sequence and the Curator peer, whose JVM takes seconds to start and warm up) would
-/// lengthen every CI run and has no baseline.
+/// Whether the guard measures `kind` without `--backends` naming it: etcd, Redis,
+/// PostgreSQL and NATS. Memory has nothing to compare with (never measured);
+/// ZooKeeper's row pair (the raw sequence and the Curator peer, whose JVM takes seconds
+/// to start and warm up) would lengthen every run and has no baseline. MySQL/MariaDB's
+/// floors, `GET_LOCK` and `RELEASE_LOCK` (raw, and `distributed-lock`'s), answer within
+/// tens of microseconds, where the machine's scheduling decides their p50: it moves
+/// between runs by up to three times while distsync's stays, so a ratio to them would
+/// fail unchanged code or pass a real regression (docs/BENCHMARKS.md, "Regression
+/// guard").
 pub fn guarded_by_default(kind: BackendKind) -> bool {
     matches!(
         kind,
-        BackendKind::Etcd | BackendKind::Redis | BackendKind::Postgres
+        BackendKind::Etcd | BackendKind::Redis | BackendKind::Postgres | BackendKind::Nats
     )
 }
 
@@ -513,7 +519,9 @@ pub async fn run(args: &Args) -> Result<GuardRun, String> {
     let started = Instant::now();
     let outcomes = measure_all(args, &plan, &run_id).await;
     if outcomes.is_empty() {
-        return Err("no backend selected: the guard measures etcd, redis and postgres".into());
+        return Err(
+            "no backend selected: the guard measures etcd, redis, postgres and nats".into(),
+        );
     }
     let mut rows = compare(&baseline, &outcomes);
     let mut timing = timings(&outcomes);

@@ -270,11 +270,17 @@ fn the_baseline_file_round_trips() {
 }
 
 #[test]
-fn zookeeper_is_guarded_only_when_named() {
+fn zookeeper_and_mysql_are_guarded_only_when_named() {
     use distsync_bench::target::BackendKind;
-    for kind in [BackendKind::Etcd, BackendKind::Redis, BackendKind::Postgres] {
+    for kind in [
+        BackendKind::Etcd,
+        BackendKind::Redis,
+        BackendKind::Postgres,
+        BackendKind::Nats,
+    ] {
         assert!(guarded_by_default(kind), "{kind}");
     }
+    assert!(!guarded_by_default(BackendKind::Mysql));
     assert!(!guarded_by_default(BackendKind::Zookeeper));
     assert!(!guarded_by_default(BackendKind::Memory));
 }
