@@ -647,21 +647,32 @@ mod tests {
         response.revision
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn after_a_wipe_the_holder_loses_and_a_newcomer_waits_with_a_higher_token() {
-        let bound = Duration::from_secs(5);
-        let store = Arc::new(Wipeable::default());
-        let holder = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
-        let started = tokio::time::Instant::now();
+    /// A holder on `store` with the bound `bound`: a session of 4 s kept renewed,
+    /// holding `ns/lock`, and 20 other keys written after it. Returns the client, its
+    /// lease and the highest revision it saw.
+    async fn holder_with_history(
+        store: &Arc<Wipeable>,
+        bound: Duration,
+    ) -> (Arc<ForgetfulKv<Arc<Wipeable>>>, LeaseId, Revision) {
+        let holder = Arc::new(ForgetfulKv::new(Arc::clone(store), "ns/", Some(bound)));
         let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
         keep_renewing(&holder, lease);
-        // A brand-new store: the first grant waits the bound.
         grant(&holder, "ns/lock", lease).await;
-        assert!(started.elapsed() >= bound);
         for other in 0..20 {
             grant(&holder, &format!("ns/other/{other}"), 0).await;
         }
         let highest = holder.range(Range::key("ns/lock")).await.unwrap().revision;
+        (holder, lease, highest)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_wipe_the_holder_loses_and_a_newcomer_waits_with_a_higher_token() {
+        let bound = Duration::from_secs(5);
+        let store = Arc::new(Wipeable::default());
+        let started = tokio::time::Instant::now();
+        let (holder, lease, highest) = holder_with_history(&store, bound).await;
+        // A brand-new store: the first grant waits the bound.
+        assert!(started.elapsed() >= bound);
 
         store.wipe();
         // The holder's next renewal finds its lease gone, and the marker with it.
@@ -689,14 +700,7 @@ mod tests {
     async fn a_marker_write_that_failed_is_made_again_before_any_grant() {
         let bound = Duration::from_secs(5);
         let store = Arc::new(Wipeable::default());
-        let holder = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
-        let held = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
-        keep_renewing(&holder, held);
-        grant(&holder, "ns/lock", held).await;
-        for other in 0..20 {
-            grant(&holder, &format!("ns/other/{other}"), 0).await;
-        }
-        let highest = holder.range(Range::key("ns/lock")).await.unwrap().revision;
+        let (holder, _, highest) = holder_with_history(&store, bound).await;
 
         store.wipe();
         let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
@@ -735,14 +739,7 @@ mod tests {
     ) {
         let bound = Duration::from_secs(5);
         let store = Arc::new(Wipeable::default());
-        let holder = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
-        let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
-        keep_renewing(&holder, lease);
-        grant(&holder, "ns/lock", lease).await;
-        for other in 0..20 {
-            grant(&holder, &format!("ns/other/{other}"), 0).await;
-        }
-        let highest = holder.range(Range::key("ns/lock")).await.unwrap().revision;
+        let (holder, lease, highest) = holder_with_history(&store, bound).await;
 
         // The store goes down: the holder's session gives its renewal up unanswered at
         // its deadline, and never learns from a renewal that the lease is gone.
