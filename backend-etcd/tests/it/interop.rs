@@ -1,7 +1,7 @@
 //! Interop with Go: Debian's `etcdctl lock` and `etcdctl elect` (etcd's Go
 //! `concurrency` package) against distsync on the same names, with no namespace.
-//! They exclude each other as lockers, and see one leader as candidates and
-//! observers, both ways round.
+//! They exclude each other as lockers (distsync's fair and unfair lock alike), and see
+//! one leader as candidates and observers, both ways round.
 
 use crate::common;
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use distsync_core::{Backend, LeaderInfo, Name, Session, SessionOptions};
+use distsync_core::{Backend, LeaderInfo, Locker, Name, Session, SessionOptions};
 use distsync_etcd::EtcdBackend;
 use distsync_kv::kv::{Kv, Range};
 use futures::stream::BoxStream;
@@ -151,6 +151,99 @@ async fn etcdctl_waits_while_distsync_holds_the_lock() {
         .lock()
         .await
         .unwrap();
+
+    let mut go = Etcdctl::spawn(
+        &setup.endpoints,
+        &["lock", &name, "--", "sh", "-c", "echo acquired"],
+    );
+    let queued = setup.await_contenders(&name, 2).await;
+    assert_eq!(queued[0].0, guard.key(), "distsync's key stays first");
+    assert!(go.is_running(), "etcdctl must wait for distsync");
+
+    guard.unlock().await.unwrap();
+    assert_eq!(go.line(WAIT).await, "acquired");
+    assert!(go.wait(WAIT).await, "etcdctl ran its command and unlocked");
+    assert!(setup.contenders(&name).await.is_empty());
+    session.close().await.unwrap();
+}
+
+/// distsync's unfair lock shares the fair lock's holder key, Go's: against a Go holder
+/// it takes nothing and waits in its own line, out of the range Go reads, and holds
+/// with Go's key layout once Go lets go.
+#[tokio::test]
+async fn distsync_unfair_waits_while_etcdctl_holds_the_lock() {
+    let Some(setup) = setup().await else { return };
+    let name = unique("interop-unfair-go-first");
+    let mut go = Etcdctl::spawn(&setup.endpoints, &["lock", &name]);
+    let go_key = go.line(WAIT).await;
+    assert!(
+        go_key.starts_with(&format!("{name}/")),
+        "etcdctl printed {go_key:?}"
+    );
+    let go_revision = setup.contenders(&name).await[0].1;
+
+    let session = setup.session().await;
+    let locker = setup
+        .backend
+        .unfair_locker(&session, Name::new(&name).unwrap())
+        .unwrap();
+    assert!(
+        locker.try_lock().await.unwrap().is_none(),
+        "try_lock must fail while etcdctl holds the lock"
+    );
+    assert_eq!(
+        setup.contenders(&name).await,
+        vec![(go_key.clone(), go_revision)],
+        "a refused take writes nothing under the lock"
+    );
+
+    let locker: Arc<dyn Locker> = Arc::from(locker);
+    let waiter = {
+        let locker = Arc::clone(&locker);
+        tokio::spawn(async move { locker.lock().await })
+    };
+    eventually(WAIT, "distsync's unfair waiter counted", || async {
+        (locker.contenders().await.unwrap() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        setup.contenders(&name).await.len(),
+        1,
+        "the unfair waiter stays out of the range Go reads"
+    );
+    assert!(!waiter.is_finished(), "distsync must wait for etcdctl");
+
+    assert!(
+        go.terminate(WAIT).await,
+        "etcdctl unlocks and exits cleanly"
+    );
+    let guard = within(WAIT, "distsync to get the lock", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(guard.key(), own_key(&name, &session));
+    assert!(guard.token().get() > go_revision as u64);
+    assert_eq!(setup.contenders(&name).await.len(), 1);
+    guard.unlock().await.unwrap();
+    assert!(setup.contenders(&name).await.is_empty());
+    session.close().await.unwrap();
+}
+
+/// A holder of distsync's unfair lock is the holder to Go: `etcdctl lock` queues behind
+/// its key and takes the lock once it is released.
+#[tokio::test]
+async fn etcdctl_waits_while_distsync_unfair_holds_the_lock() {
+    let Some(setup) = setup().await else { return };
+    let name = unique("interop-unfair-rust-first");
+    let session = setup.session().await;
+    let guard = setup
+        .backend
+        .unfair_locker(&session, Name::new(&name).unwrap())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    assert_eq!(guard.key(), own_key(&name, &session), "Go's key layout");
 
     let mut go = Etcdctl::spawn(
         &setup.endpoints,
