@@ -7,7 +7,8 @@
 //! zxid seen, another cluster id) and from the [`EpochMarker`]. What follows a sign is
 //! the same on every such store, and lives here:
 //!
-//! - the marker: read once per client (again for a session longer than any recorded),
+//! - the marker: read once per client (by each session until one's check completes,
+//!   and again for a session longer than any recorded),
 //!   adopted (its offset and TTL), and a marker the client knew found missing or
 //!   carrying another id is a sign ([`EpochBook::observe_marker`]);
 //! - on a sign ([`EpochBook::forgot`]): a new epoch, an offset above every token this
@@ -119,8 +120,9 @@ impl EpochBook {
         self.marker_checked
     }
 
-    /// Whether a session of `ttl` needs the marker read: the first session, or one
-    /// longer than any recorded.
+    /// Whether a session of `ttl` needs the marker read: every session until one's
+    /// check has completed ([`EpochBook::record_ttl`]), then one longer than any
+    /// recorded.
     pub fn needs_marker(&self, ttl: Duration) -> bool {
         !self.marker_checked || ttl > self.longest_ttl
     }
