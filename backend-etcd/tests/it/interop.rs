@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use distsync_core::{Backend, LeaderInfo, Locker, Name, Session, SessionOptions};
+use distsync_core::{Backend, LeaderInfo, LockGuard, Locker, Name, Session, SessionOptions};
 use distsync_etcd::EtcdBackend;
 use distsync_kv::kv::{Kv, Range};
 use futures::stream::BoxStream;
@@ -48,6 +48,17 @@ impl Setup {
             .session(SessionOptions::with_ttl(Duration::from_secs(10)))
             .await
             .unwrap()
+    }
+
+    /// A locker of `name` on `session`: the fair lock, or with `unfair` the unfair one.
+    fn locker(&self, session: &Session, name: &str, unfair: bool) -> Arc<dyn Locker> {
+        let name = Name::new(name).unwrap();
+        let locker = if unfair {
+            self.backend.unfair_locker(session, name)
+        } else {
+            self.backend.locker(session, name)
+        };
+        Arc::from(locker.unwrap())
     }
 
     /// The keys under `<name>/`, oldest first.
@@ -90,39 +101,28 @@ async fn etcdctl_leader(process: &mut Etcdctl) -> (String, String) {
     (key, value)
 }
 
-#[tokio::test]
-async fn distsync_waits_while_etcdctl_holds_the_lock() {
-    let Some(setup) = setup().await else { return };
-    let name = unique("interop-lock-go-first");
-    let mut go = Etcdctl::spawn(&setup.endpoints, &["lock", &name]);
+/// `etcdctl lock <name>` holding: the process, its key and the key's create revision.
+async fn etcdctl_holding(setup: &Setup, name: &str) -> (Etcdctl, String, i64) {
+    let mut go = Etcdctl::spawn(&setup.endpoints, &["lock", name]);
     let go_key = go.line(WAIT).await;
     assert!(
         go_key.starts_with(&format!("{name}/")),
         "etcdctl printed {go_key:?}"
     );
-    let go_revision = setup.contenders(&name).await[0].1;
+    let go_revision = setup.contenders(name).await[0].1;
+    (go, go_key, go_revision)
+}
 
-    let session = setup.session().await;
-    let locker = setup
-        .backend
-        .locker(&session, Name::new(&name).unwrap())
-        .unwrap();
-    assert!(
-        locker.try_lock().await.unwrap().is_none(),
-        "try_lock must fail while etcdctl holds the lock"
-    );
-    assert_eq!(setup.contenders(&name).await.len(), 1, "try_lock withdraws");
-
-    let waiter = tokio::spawn(async move { locker.lock().await });
-    let queued = setup.await_contenders(&name, 2).await;
-    assert_eq!(queued[0].0, go_key, "etcdctl's key stays first");
-    assert_eq!(
-        queued[1].0,
-        own_key(&name, &session),
-        "distsync queues Go's way"
-    );
-    assert!(!waiter.is_finished(), "distsync must wait for etcdctl");
-
+/// etcdctl lets go, and distsync's `waiter` on `session` holds with Go's key layout and
+/// a token above Go's `go_revision`, then releases.
+async fn etcdctl_lets_go(
+    setup: &Setup,
+    name: &str,
+    session: Session,
+    mut go: Etcdctl,
+    go_revision: i64,
+    waiter: tokio::task::JoinHandle<distsync_core::Result<LockGuard>>,
+) {
     assert!(
         go.terminate(WAIT).await,
         "etcdctl unlocks and exits cleanly"
@@ -131,40 +131,44 @@ async fn distsync_waits_while_etcdctl_holds_the_lock() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(guard.key(), own_key(&name, &session));
+    assert_eq!(guard.key(), own_key(name, &session));
     assert!(guard.token().get() > go_revision as u64);
-    assert_eq!(setup.contenders(&name).await.len(), 1);
+    assert_eq!(setup.contenders(name).await.len(), 1);
     guard.unlock().await.unwrap();
-    assert!(setup.contenders(&name).await.is_empty());
+    assert!(setup.contenders(name).await.is_empty());
     session.close().await.unwrap();
 }
 
+/// `lock()` of `locker` in a task of its own.
+fn waiting(locker: &Arc<dyn Locker>) -> tokio::task::JoinHandle<distsync_core::Result<LockGuard>> {
+    let locker = Arc::clone(locker);
+    tokio::spawn(async move { locker.lock().await })
+}
+
 #[tokio::test]
-async fn etcdctl_waits_while_distsync_holds_the_lock() {
+async fn distsync_waits_while_etcdctl_holds_the_lock() {
     let Some(setup) = setup().await else { return };
-    let name = unique("interop-lock-rust-first");
+    let name = unique("interop-lock-go-first");
+    let (go, go_key, go_revision) = etcdctl_holding(&setup, &name).await;
+
     let session = setup.session().await;
-    let guard = setup
-        .backend
-        .locker(&session, Name::new(&name).unwrap())
-        .unwrap()
-        .lock()
-        .await
-        .unwrap();
-
-    let mut go = Etcdctl::spawn(
-        &setup.endpoints,
-        &["lock", &name, "--", "sh", "-c", "echo acquired"],
+    let locker = setup.locker(&session, &name, false);
+    assert!(
+        locker.try_lock().await.unwrap().is_none(),
+        "try_lock must fail while etcdctl holds the lock"
     );
-    let queued = setup.await_contenders(&name, 2).await;
-    assert_eq!(queued[0].0, guard.key(), "distsync's key stays first");
-    assert!(go.is_running(), "etcdctl must wait for distsync");
+    assert_eq!(setup.contenders(&name).await.len(), 1, "try_lock withdraws");
 
-    guard.unlock().await.unwrap();
-    assert_eq!(go.line(WAIT).await, "acquired");
-    assert!(go.wait(WAIT).await, "etcdctl ran its command and unlocked");
-    assert!(setup.contenders(&name).await.is_empty());
-    session.close().await.unwrap();
+    let waiter = waiting(&locker);
+    let queued = setup.await_contenders(&name, 2).await;
+    assert_eq!(queued[0].0, go_key, "etcdctl's key stays first");
+    assert_eq!(
+        queued[1].0,
+        own_key(&name, &session),
+        "distsync queues Go's way"
+    );
+    assert!(!waiter.is_finished(), "distsync must wait for etcdctl");
+    etcdctl_lets_go(&setup, &name, session, go, go_revision, waiter).await;
 }
 
 /// distsync's unfair lock shares the fair lock's holder key, Go's: against a Go holder
@@ -174,34 +178,21 @@ async fn etcdctl_waits_while_distsync_holds_the_lock() {
 async fn distsync_unfair_waits_while_etcdctl_holds_the_lock() {
     let Some(setup) = setup().await else { return };
     let name = unique("interop-unfair-go-first");
-    let mut go = Etcdctl::spawn(&setup.endpoints, &["lock", &name]);
-    let go_key = go.line(WAIT).await;
-    assert!(
-        go_key.starts_with(&format!("{name}/")),
-        "etcdctl printed {go_key:?}"
-    );
-    let go_revision = setup.contenders(&name).await[0].1;
+    let (go, go_key, go_revision) = etcdctl_holding(&setup, &name).await;
 
     let session = setup.session().await;
-    let locker = setup
-        .backend
-        .unfair_locker(&session, Name::new(&name).unwrap())
-        .unwrap();
+    let locker = setup.locker(&session, &name, true);
     assert!(
         locker.try_lock().await.unwrap().is_none(),
         "try_lock must fail while etcdctl holds the lock"
     );
     assert_eq!(
         setup.contenders(&name).await,
-        vec![(go_key.clone(), go_revision)],
+        vec![(go_key, go_revision)],
         "a refused take writes nothing under the lock"
     );
 
-    let locker: Arc<dyn Locker> = Arc::from(locker);
-    let waiter = {
-        let locker = Arc::clone(&locker);
-        tokio::spawn(async move { locker.lock().await })
-    };
+    let waiter = waiting(&locker);
     eventually(WAIT, "distsync's unfair waiter counted", || async {
         (locker.contenders().await.unwrap() == 2).then_some(())
     })
@@ -212,37 +203,16 @@ async fn distsync_unfair_waits_while_etcdctl_holds_the_lock() {
         "the unfair waiter stays out of the range Go reads"
     );
     assert!(!waiter.is_finished(), "distsync must wait for etcdctl");
-
-    assert!(
-        go.terminate(WAIT).await,
-        "etcdctl unlocks and exits cleanly"
-    );
-    let guard = within(WAIT, "distsync to get the lock", waiter)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(guard.key(), own_key(&name, &session));
-    assert!(guard.token().get() > go_revision as u64);
-    assert_eq!(setup.contenders(&name).await.len(), 1);
-    guard.unlock().await.unwrap();
-    assert!(setup.contenders(&name).await.is_empty());
-    session.close().await.unwrap();
+    etcdctl_lets_go(&setup, &name, session, go, go_revision, waiter).await;
 }
 
-/// A holder of distsync's unfair lock is the holder to Go: `etcdctl lock` queues behind
-/// its key and takes the lock once it is released.
-#[tokio::test]
-async fn etcdctl_waits_while_distsync_unfair_holds_the_lock() {
+/// `etcdctl lock` queues behind a distsync holder, of the fair lock or (`unfair`) the
+/// unfair one, whose key is Go's, and takes the lock once it is released.
+async fn etcdctl_waits_while_distsync_holds(unfair: bool) {
     let Some(setup) = setup().await else { return };
-    let name = unique("interop-unfair-rust-first");
+    let name = unique("interop-lock-rust-first");
     let session = setup.session().await;
-    let guard = setup
-        .backend
-        .unfair_locker(&session, Name::new(&name).unwrap())
-        .unwrap()
-        .lock()
-        .await
-        .unwrap();
+    let guard = setup.locker(&session, &name, unfair).lock().await.unwrap();
     assert_eq!(guard.key(), own_key(&name, &session), "Go's key layout");
 
     let mut go = Etcdctl::spawn(
@@ -258,6 +228,16 @@ async fn etcdctl_waits_while_distsync_unfair_holds_the_lock() {
     assert!(go.wait(WAIT).await, "etcdctl ran its command and unlocked");
     assert!(setup.contenders(&name).await.is_empty());
     session.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn etcdctl_waits_while_distsync_holds_the_lock() {
+    etcdctl_waits_while_distsync_holds(false).await;
+}
+
+#[tokio::test]
+async fn etcdctl_waits_while_distsync_unfair_holds_the_lock() {
+    etcdctl_waits_while_distsync_holds(true).await;
 }
 
 #[tokio::test]
