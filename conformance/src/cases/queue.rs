@@ -311,10 +311,8 @@ async fn no_loss_no_duplicate(h: Harness) -> Check {
             let deadline = Instant::now() + LONG;
             while count.load(Ordering::SeqCst) < TOTAL {
                 if Instant::now() > deadline {
-                    return violated(format!(
-                        "consumer {c} gave up after {LONG:?} with {} of {TOTAL} items delivered",
-                        count.load(Ordering::SeqCst)
-                    ));
+                    // Late, not lost: what is left is drained after the consumers stop.
+                    return Ok(());
                 }
                 let limit = Duration::from_millis(TIMEOUTS_MS[rng.below(TIMEOUTS_MS.len())]);
                 match tokio::time::timeout(limit, queue.dequeue()).await {
@@ -349,6 +347,12 @@ async fn no_loss_no_duplicate(h: Harness) -> Check {
     }
     join_all(&mut producers, LONG).await?;
     let consumed = join_all(&mut consumers, LONG + PROMPT).await;
+    // What the consumers left at their deadline (a loaded machine slows a store's
+    // dequeues, and the short timeouts then cancel most of them) is late, not lost:
+    // drained here without cancellations, each dequeue within PROMPT. An item that
+    // does not come then is missing below.
+    let queue = h.backend().queue(name).ctx("making a queue")?;
+    let late = drain(&*queue, &delivered, &count, TOTAL).await;
     let delivered = std::mem::take(&mut *lock_vec(&delivered));
     let (counts, duplicates) = tally(&delivered);
     ensure!(
@@ -357,10 +361,8 @@ async fn no_loss_no_duplicate(h: Harness) -> Check {
         duplicates.len(),
         summary(&duplicates)
     );
-    // A consumer that gave up at its deadline says so, with how many items were
-    // delivered by then: what it left undelivered is late, not lost.
     consumed?;
-    let queue = h.backend().queue(name).ctx("making a queue")?;
+    let late = late?;
     let left = within(PROMPT, "len() at the end", queue.len()).await?;
     let missing: Vec<String> = (0..PRODUCERS)
         .flat_map(|p| (0..PER_PRODUCER).map(move |i| format!("p{p}-{i:03}")))
@@ -386,9 +388,35 @@ async fn no_loss_no_duplicate(h: Harness) -> Check {
     );
     let cancelled = cancelled.load(Ordering::SeqCst);
     Ok(Holds::figure(
-        format!("{TOTAL} items, {cancelled} cancelled dequeues, {}", per_second(TOTAL, started.elapsed())),
+        format!(
+            "{TOTAL} items, {cancelled} cancelled dequeues, {late} drained after the consumers' \
+             deadline, {}",
+            per_second(TOTAL, started.elapsed())
+        ),
         format!("{PRODUCERS} producers, {CONSUMERS} consumers with random 0-200 ms timeouts: each item exactly once"),
     ))
+}
+
+/// Dequeues into `delivered` until `count` reaches `total`, each dequeue within
+/// [`PROMPT`] and the whole within [`LONG`]: stops at the first that does not come.
+/// Returns how many it dequeued.
+async fn drain(
+    queue: &dyn Queue,
+    delivered: &Mutex<Vec<Bytes>>,
+    count: &AtomicUsize,
+    total: usize,
+) -> Check<usize> {
+    let deadline = Instant::now() + LONG;
+    let mut drained = 0;
+    while count.load(Ordering::SeqCst) < total && Instant::now() < deadline {
+        let Ok(item) = tokio::time::timeout(PROMPT, queue.dequeue()).await else {
+            break;
+        };
+        lock_vec(delivered).push(item.ctx("draining the queue")?);
+        count.fetch_add(1, Ordering::SeqCst);
+        drained += 1;
+    }
+    Ok(drained)
 }
 
 /// `try_dequeue` on an empty queue is `None` at once; a blocked `dequeue()` gets an
