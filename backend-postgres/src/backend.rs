@@ -205,6 +205,8 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
             "the server's epoch (pg_control_checkpoint) cannot be read: releases commit synchronously"
         );
     }
+    // The timeline a later promotion is told from (see `crate::connection::promotion`).
+    shared.promotion.seen(epoch.as_deref(), synchronous_standby);
     shared.unflushed.settle(shared.unflushed.mark(), epoch);
     // Under unflushed grants, the crash sentinel grants are made under (written again,
     // with the store's lock-delay, if a crash emptied it), before the marker is read:
@@ -227,7 +229,7 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
     let weak = Arc::downgrade(&shared);
     shared.sentinel.on_moved(Box::new(move |reason, granted| {
         if let Some(shared) = weak.upgrade() {
-            epoch::sentinel_moved(&shared, reason, granted);
+            epoch::grants_may_be_lost(&shared, reason, granted);
         }
     }));
     Ok(PostgresBackend {

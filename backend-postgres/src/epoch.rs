@@ -297,16 +297,18 @@ pub(crate) async fn sentinel_connected(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// The heartbeat found the crash sentinel moved (see [`crate::unflushed_grants`]):
-/// the server crashed or a standby was promoted, and grants committed without a flush
-/// may be lost while their sessions live on. If this client was `granted` anything
-/// since, that is the store forgetting its holds: every session of the client is lost
-/// at once and its lock-delay starts, here, before the store's own lock-delay (which
-/// the first grant or this client starts) can end; then, in the background, the token
-/// floor and the marker are written as after any forgetting. Either way the sentinel is
-/// read again (written again if missing), so that the grants from now on are known to
-/// be made under it.
-pub(crate) fn sentinel_moved(shared: &Arc<Shared>, reason: String, granted: bool) {
+/// The server may have lost grants and releases this client was acknowledged while
+/// their sessions live on: the heartbeat found the crash sentinel moved under unflushed
+/// grants (see [`crate::unflushed_grants`]: the server crashed or a standby was
+/// promoted), or a standby promoted that did not wait for every commit (see
+/// [`crate::connection::promotion`]). If this client was `granted` anything since, that
+/// is the store forgetting its holds: every session of the client is lost at once and
+/// its lock-delay starts, here, before the store's own lock-delay (which the first
+/// grant or this client starts) can end; then, in the background, the token floor and
+/// the marker are written as after any forgetting. Under unflushed grants the sentinel
+/// is read again either way (written again if missing), so that the grants from now on
+/// are known to be made under it.
+pub(crate) fn grants_may_be_lost(shared: &Arc<Shared>, reason: String, granted: bool) {
     let ended = granted.then(|| {
         let amnesia = &shared.amnesia;
         amnesia.hold_for(amnesia.delay(None));
@@ -326,12 +328,18 @@ pub(crate) fn sentinel_moved(shared: &Arc<Shared>, reason: String, granted: bool
                 return;
             };
             let done = async {
-                let id = sentinel_id(&shared).await.map_err(map)?;
+                let id = if shared.sentinel.enabled() {
+                    Some(sentinel_id(&shared).await.map_err(map)?)
+                } else {
+                    None
+                };
                 if granted {
                     let seen = look(&shared).await?;
                     forgot(&shared, &seen, reason.clone(), ended).await;
                 }
-                shared.sentinel.adopt(id);
+                if let Some(id) = id {
+                    shared.sentinel.adopt(id);
+                }
                 Ok::<_, Error>(())
             };
             match done.await {
@@ -340,7 +348,7 @@ pub(crate) fn sentinel_moved(shared: &Arc<Shared>, reason: String, granted: bool
                     tracing::debug!(
                         backend = BACKEND,
                         %error,
-                        "could not read the crash sentinel again yet"
+                        "could not read the store again yet after it may have lost grants"
                     );
                     drop(shared);
                     tokio::time::sleep(RETRY).await;

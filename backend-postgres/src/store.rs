@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use crate::amnesia::Amnesia;
 use crate::connection::bounded::Bounded;
 use crate::connection::heartbeat::{Heartbeat, Statements};
+use crate::connection::promotion::Promotion;
 use crate::connection::reused::Reused;
 use crate::connection::unflushed::Unflushed;
 use crate::error::{map, BACKEND};
@@ -75,6 +76,9 @@ pub(crate) struct Shared {
     pub(crate) amnesia: Amnesia,
     /// The crash sentinel under unflushed grants ([`crate::unflushed_grants`]).
     pub(crate) sentinel: Arc<Sentinel>,
+    /// The server's timeline as this client last read it
+    /// ([`crate::connection::promotion`]).
+    pub(crate) promotion: Arc<Promotion>,
     limits: std::sync::RwLock<Limits>,
     names: Mutex<HashMap<(LockKind, String), i32>>,
     sessions: Mutex<Registry>,
@@ -120,11 +124,14 @@ impl Shared {
         let quoted = schema::quote(&schema);
         let unflushed = Arc::new(Unflushed::default());
         let sentinel = Arc::new(sentinel);
+        let promotion = Arc::new(Promotion::default());
         let renew = if sentinel.enabled() {
             "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), \
-                    (SELECT id FROM {s}.grant_sentinel)"
+                    (SELECT id FROM {s}.grant_sentinel), \
+                    current_setting('synchronous_standby_names') <> ''"
         } else {
-            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), NULL::text"
+            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), NULL::text, \
+                    current_setting('synchronous_standby_names') <> ''"
         };
         let heartbeat = Heartbeat::start(
             reaper.clone(),
@@ -143,6 +150,7 @@ impl Shared {
             },
             Arc::clone(&unflushed),
             Arc::clone(&sentinel),
+            Arc::clone(&promotion),
         );
         Self {
             pool,
@@ -155,6 +163,7 @@ impl Shared {
             unflushed,
             amnesia,
             sentinel,
+            promotion,
             limits: std::sync::RwLock::new(limits),
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Registry::default()),

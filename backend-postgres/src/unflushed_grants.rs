@@ -32,7 +32,7 @@
 //!   crash at its next renewal, or reached its client-side deadline, before then.
 //! - **The holder learns it.** A client granted anything since it read the sentinel's id
 //!   treats a reading that differs ([`Sentinel::seen`]) as the store forgetting its holds
-//!   (`crate::epoch::sentinel_moved`): every session of the client is lost (`lost()`
+//!   (`crate::epoch::grants_may_be_lost`): every session of the client is lost (`lost()`
 //!   fires, with a warning naming the reason) before the renewal is acknowledged, its
 //!   own grants wait the lock-delay, and it raises the token floor to the highest token
 //!   it handed out, as after any forgetting ([`crate::amnesia`]), so tokens after the
@@ -56,8 +56,9 @@
 
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// What to do when the sentinel moved: called with the reason, and whether this client
-/// was granted anything under the id it knew (the holds that may be lost).
+/// What to do when grants may be lost (the sentinel moved, or a standby that did not
+/// wait for every commit was promoted): called with the reason, and whether this client
+/// was granted anything the server may have lost.
 pub(crate) type OnMoved = Box<dyn Fn(String, bool) + Send + Sync>;
 
 #[derive(Default)]
@@ -98,7 +99,7 @@ impl Sentinel {
         self.enabled
     }
 
-    /// Sets what to do when the sentinel moves (once; later calls are ignored).
+    /// Sets what to do when grants may be lost (once; later calls are ignored).
     pub(crate) fn on_moved(&self, on_moved: OnMoved) {
         let _ = self.on_moved.set(on_moved);
     }
@@ -143,6 +144,20 @@ impl Sentinel {
                     .to_owned(),
                 true,
             );
+        }
+    }
+
+    /// A standby was promoted that may lack commits acknowledged before (see
+    /// [`crate::connection::promotion`]): without unflushed grants, [`Sentinel::on_moved`]'s
+    /// function is called as for a move with a grant (any grant or release of this
+    /// client may be lost). Under unflushed grants nothing is done here: the sentinel,
+    /// which a promoted standby finds empty, tells the promotion itself.
+    pub(crate) fn promoted(&self, reason: String) {
+        if self.enabled {
+            return;
+        }
+        if let Some(on_moved) = self.on_moved.get() {
+            on_moved(reason, true);
         }
     }
 

@@ -23,7 +23,10 @@
 //! Under unflushed grants it reads the crash sentinel too, whose move says the server
 //! may have lost grants (see [`crate::unflushed_grants`]): read in the statement that
 //! renews, so a session renewed after a crash learns of it before its renewal is
-//! acknowledged.
+//! acknowledged. Otherwise it reads whether the server waits for a synchronous
+//! standby, which with the epoch's timeline tells a promotion that may have lost
+//! acknowledged commits (see [`crate::connection::promotion`]), again before any
+//! renewal after it is acknowledged.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::connection::bounded::Bounded;
+use crate::connection::promotion::Promotion;
 use crate::connection::unflushed::{Release, Unflushed};
 use crate::error::{map, BACKEND};
 use crate::unflushed_grants::Sentinel;
@@ -62,9 +66,15 @@ impl Heartbeat {
         sql: Statements,
         unflushed: Arc<Unflushed>,
         sentinel: Arc<Sentinel>,
+        promotion: Arc<Promotion>,
     ) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(pool, sql, unflushed, sentinel, receiver)).abort_handle();
+        let watch = Watch {
+            unflushed,
+            sentinel,
+            promotion,
+        };
+        let task = tokio::spawn(run(pool, sql, watch, receiver)).abort_handle();
         Self { requests, task }
     }
 
@@ -94,9 +104,10 @@ impl Heartbeat {
 
 /// The heartbeat's statements.
 pub(crate) struct Statements {
-    /// Renews the sessions `$1` and reads the server's epoch and, under unflushed
-    /// grants, the crash sentinel (NULL otherwise): `SELECT ARRAY(SELECT
-    /// renew_sessions($1)), server_epoch(), <sentinel>`.
+    /// Renews the sessions `$1` and reads the server's epoch, under unflushed grants
+    /// the crash sentinel (NULL otherwise), and whether the server waits for a
+    /// synchronous standby: `SELECT ARRAY(SELECT renew_sessions($1)), server_epoch(),
+    /// <sentinel>, current_setting('synchronous_standby_names') <> ''`.
     pub(crate) renew: String,
     /// Makes releases again, synchronously, from arrays of their arguments:
     /// `semaphore_leave` over `unnest($1, $2, $3, $4)`, for the entries that are there
@@ -106,13 +117,24 @@ pub(crate) struct Statements {
     pub(crate) release_again: String,
 }
 
+/// What the heartbeat's readings of the server feed.
+struct Watch {
+    unflushed: Arc<Unflushed>,
+    sentinel: Arc<Sentinel>,
+    promotion: Arc<Promotion>,
+}
+
 async fn run(
     pool: PgPool,
     sql: Statements,
-    unflushed: Arc<Unflushed>,
-    sentinel: Arc<Sentinel>,
+    watch: Watch,
     mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>,
 ) {
+    let Watch {
+        unflushed,
+        sentinel,
+        promotion,
+    } = watch;
     let mut batch: Vec<(i64, Reply)> = Vec::new();
     while let Some(first) = receiver.recv().await {
         batch.push(first);
@@ -124,16 +146,20 @@ async fn run(
         }
         let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
         let mark = unflushed.mark();
-        let renewed = sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>)>(&sql.renew)
-            .bind(&ids)
-            // Bounded: one silent connection does not stall every later renewal.
-            .fetch_one(Bounded::pool(&pool))
-            .await;
+        let renewed =
+            sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>, bool)>(&sql.renew)
+                .bind(&ids)
+                // Bounded: one silent connection does not stall every later renewal.
+                .fetch_one(Bounded::pool(&pool))
+                .await;
         match renewed {
-            Ok((renewed, epoch, sentinel_id)) => {
+            Ok((renewed, epoch, sentinel_id, synchronous)) => {
                 // Before any renewal is acknowledged: a session whose holds the server
                 // may have lost is lost first.
                 sentinel.seen(sentinel_id);
+                if let Some(reason) = promotion.seen(epoch.as_deref(), synchronous) {
+                    sentinel.promoted(reason);
+                }
                 let (again, _) = unflushed.settle(mark, epoch);
                 let renewed: HashSet<i64> = renewed.into_iter().collect();
                 tracing::trace!(sessions = ids.len(), renewed = renewed.len(), "heartbeat");

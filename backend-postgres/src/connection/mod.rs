@@ -1,5 +1,6 @@
 //! The backend's connections: their settings, bounds, liveness tests and checks, TLS,
-//! the heartbeat that renews sessions, and the releases awaiting a durable commit.
+//! the heartbeat that renews sessions, the releases awaiting a durable commit, and the
+//! promotions that may have lost acknowledged commits.
 //!
 //! The backend opens no dedicated connection per session or per hold: holds and
 //! waiters are rows ([`crate::waiter_line`]) and renewals are batched ([`crate::connection::heartbeat`]),
@@ -41,6 +42,7 @@ pub(crate) mod checks;
 pub(crate) mod config;
 pub(crate) mod heartbeat;
 pub(crate) mod liveness;
+pub(crate) mod promotion;
 pub(crate) mod reused;
 pub(crate) mod tls;
 pub(crate) mod transaction;

@@ -42,10 +42,19 @@ fn promoted_synchronous_standby_loses_nothing() {
     }
 }
 
-/// An asynchronous standby: measured and reported (declared not to survive).
+/// An asynchronous standby: measured and reported (declared not to survive), and the
+/// lock never stuck. A release or a withdrawn wait the standby lacks comes back as an
+/// entry of a session that lives on; the clients see the timeline move after a primary
+/// that did not wait for a standby and lose their sessions, whose entries then expire.
 #[test]
 fn promoted_asynchronous_standby_is_measured() {
     if let Some(report) = failover(false) {
         assert_eq!(report.declared, Some(false), "{report}");
+        if let Outcome::Violated { evidence } = &report.outcome {
+            assert!(
+                !evidence.contains("the lock stuck"),
+                "grants must resume after the promotion: {report}"
+            );
+        }
     }
 }
