@@ -147,8 +147,8 @@ async fn connect_client(
     if let Some(files) = config.tls_files() {
         options = options
             .require_tls(true)
-            .add_root_certificates(PathBuf::from(&files.ca));
-        if let Some((cert, key)) = &files.client {
+            .add_root_certificates(PathBuf::from(files.ca()));
+        if let Some((cert, key)) = files.client() {
             options = options.add_client_certificate(PathBuf::from(cert), PathBuf::from(key));
         }
     }

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, Login, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    join_host_port, Login, MultiHostUrl, TlsFiles, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
@@ -65,14 +65,6 @@ pub struct NatsConfig {
     connect_timeout: Duration,
     request_timeout: Duration,
     max_session_ttl: Option<Duration>,
-}
-
-/// The PEM files of a `tls://` URL: the CA certificates to trust, and the client's
-/// certificate and key when it presents one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TlsFiles {
-    pub(crate) ca: String,
-    pub(crate) client: Option<(String, String)>,
 }
 
 impl NatsConfig {
@@ -200,27 +192,12 @@ impl FromStr for NatsConfig {
             Ok(true)
         })
         .map_err(&invalid)?;
-        shared
-            .check_tls(tls, &format!("use `{TLS_SCHEME}://`"))
-            .map_err(&invalid)?;
+        let tls = shared.tls_files(tls, TLS_SCHEME).map_err(&invalid)?;
         if user.is_some() && creds.is_some() {
             return Err(invalid(
                 "give either a login (`user:password@`) or `creds`, not both".into(),
             ));
         }
-        let tls = if tls {
-            let ca = shared.ca_file.ok_or_else(|| {
-                invalid(format!(
-                    "`{TLS_SCHEME}://` needs `ca`, a PEM file of the CA certificates to trust"
-                ))
-            })?;
-            Some(TlsFiles {
-                ca,
-                client: shared.client_cert_files,
-            })
-        } else {
-            None
-        };
         Ok(Self {
             servers,
             bucket: bucket.unwrap_or_else(|| DEFAULT_BUCKET.to_owned()),
@@ -300,8 +277,8 @@ mod tests {
             .unwrap();
         assert!(config.tls());
         assert_eq!(
-            config.tls_files().and_then(|files| files.client.clone()),
-            Some(("/c/c.pem".to_owned(), "/c/k.pem".to_owned()))
+            config.tls_files().and_then(TlsFiles::client),
+            Some(("/c/c.pem", "/c/k.pem"))
         );
         assert_eq!(config.client_urls(), ["tls://a:1"]);
         let creds: NatsConfig = "nats://a:1?creds=/c/app.creds".parse().unwrap();

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, Login, MultiHostUrl, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
+    join_host_port, Login, MultiHostUrl, TlsFiles, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
 };
 use distsync_core::{Error, Result};
@@ -74,14 +74,6 @@ pub struct ZkConfig {
     max_session_ttl: Option<Duration>,
 }
 
-/// The PEM files of a `zks://` URL: the CA certificates to trust, and the client's
-/// certificate and key when it presents one (read at each connection, see `tls.rs`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TlsFiles {
-    pub(crate) ca: String,
-    pub(crate) client: Option<(String, String)>,
-}
-
 impl ZkConfig {
     /// The servers, as `host:port`.
     pub fn hosts(&self) -> &[String] {
@@ -111,15 +103,12 @@ impl ZkConfig {
 
     /// The path of the PEM file of the CA certificates trusted over TLS, if any.
     pub fn ca_file(&self) -> Option<&str> {
-        self.tls.as_ref().map(|files| files.ca.as_str())
+        self.tls.as_ref().map(TlsFiles::ca)
     }
 
     /// The paths of the PEM client certificate and its key presented over TLS, if any.
     pub fn client_cert_files(&self) -> Option<(&str, &str)> {
-        self.tls
-            .as_ref()
-            .and_then(|files| files.client.as_ref())
-            .map(|(cert, key)| (cert.as_str(), key.as_str()))
+        self.tls.as_ref().and_then(TlsFiles::client)
     }
 
     /// How long opening a session may take.
@@ -235,9 +224,7 @@ impl FromStr for ZkConfig {
             Ok(true)
         })
         .map_err(&invalid)?;
-        shared
-            .check_tls(tls, &format!("use `{TLS_SCHEME}://`"))
-            .map_err(&invalid)?;
+        config.tls = shared.tls_files(tls, TLS_SCHEME).map_err(&invalid)?;
         if let Some(sasl) = sasl {
             config.sasl = parse_sasl(&sasl).map_err(|error| match error {
                 SaslError::Invalid(reason) => invalid(reason),
@@ -251,15 +238,6 @@ impl FromStr for ZkConfig {
             return Err(invalid(
                 "`sasl=digest-md5` needs the login as `user:password@`".into(),
             ));
-        }
-        if tls {
-            let ca = shared.ca_file.ok_or_else(|| {
-                invalid(format!(
-                    "`{TLS_SCHEME}://` needs `ca`, a PEM file of the CA certificates to trust"
-                ))
-            })?;
-            let client = shared.client_cert_files;
-            config.tls = Some(TlsFiles { ca, client });
         }
         Ok(config)
     }

@@ -4,10 +4,11 @@
 //! The files are read at every connection (each distsync session opens one), so a
 //! certificate renewed on disk is picked up by the next session without a restart.
 
+use distsync_core::raw::TlsFiles;
 use distsync_core::{Error, Result};
 use zookeeper_client as zk;
 
-use crate::config::{TlsFiles, ZkConfig};
+use crate::config::ZkConfig;
 
 /// Installs ring as rustls' process-wide crypto provider unless one is installed
 /// already: the client crate asks rustls for the process's provider, and rustls cannot
@@ -44,11 +45,11 @@ fn options(files: &TlsFiles) -> Result<zk::TlsOptions> {
             crate::BACKEND
         ))
     };
-    let ca = read_pem("CA certificate", &files.ca)?;
+    let ca = read_pem("CA certificate", files.ca())?;
     let mut options = zk::TlsOptions::new()
         .with_pem_ca(&ca)
-        .map_err(|error| bad("CA certificate", &files.ca, error))?;
-    if let Some((cert, key)) = &files.client {
+        .map_err(|error| bad("CA certificate", files.ca(), error))?;
+    if let Some((cert, key)) = files.client() {
         let cert_pem = read_pem("client certificate", cert)?;
         let key_pem = read_pem("client key", key)?;
         options = options

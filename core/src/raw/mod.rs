@@ -39,7 +39,7 @@
 //!   defaults are [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`],
 //!   `max_session_ttl=`, TLS files) read in one grammar ([`UrlGrammar`] says what a
 //!   backend adds), with the value syntax of durations ([`parse_duration`]) and
-//!   flags ([`parse_url_flag`]);
+//!   flags ([`parse_url_flag`]), and the [`TlsFiles`] of a TLS URL;
 //! - [`name_connect_timeout`]: a connection attempt that fails before its bound (a
 //!   refused port) names the option that bounds connecting, as every store's does;
 //!   [`refusing_hosts`] tells a refusal by every server (fail at once) from servers
@@ -126,6 +126,7 @@ pub mod retry;
 mod session_bound;
 mod stamped_tat;
 mod store_side;
+mod tls_files;
 mod url_options;
 
 pub use call_id::call_id;
@@ -142,6 +143,7 @@ pub use store_side::{
     GuardStoreSide, SessionStoreSide, leadership, lock_guard, permit, read_guard, start_session,
     with_guarded_write, with_release_request_watch,
 };
+pub use tls_files::TlsFiles;
 pub use url_options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions, check_tls_files,
     parse_duration, parse_url_flag,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::session_bound::MaxSessionTtl;
+use super::tls_files::TlsFiles;
 
 /// Checks that every certificate and key file of a URL (`(what, path)`, e.g.
 /// `("CA certificate", "/etc/ssl/ca.pem")`) can be read, so that a wrong path is a
@@ -189,6 +190,37 @@ impl UrlOptions {
             Some(key) if !tls => Err(format!("`{key}` is for TLS: {how}")),
             _ => Ok(()),
         }
+    }
+
+    /// The TLS files of a URL whose scheme is `tls_scheme` (`tls` says whether the URL
+    /// has it) for a store whose TLS needs a CA file: `None` without TLS (files
+    /// refused then, as [`UrlOptions::check_tls`]), else the files, the CA required.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use distsync::store::raw::{UrlGrammar, UrlOptions};
+    ///
+    /// let grammar = UrlGrammar::new(&[], Duration::from_secs(1));
+    /// let options = UrlOptions::parse("ca=/c/ca.pem", &grammar, |_, _| Ok(false))?;
+    /// let files = options.tls_files(true, "zks")?.expect("TLS");
+    /// assert_eq!((files.ca(), files.client()), ("/c/ca.pem", None));
+    /// assert!(options.tls_files(false, "zks").unwrap_err().contains("`zks://`"));
+    /// let none = UrlOptions::parse("", &grammar, |_, _| Ok(false))?;
+    /// assert!(none.tls_files(true, "zks").unwrap_err().contains("needs `ca`"));
+    /// # Ok::<(), String>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The reason: a file without TLS, or TLS without `ca`.
+    pub fn tls_files(&self, tls: bool, tls_scheme: &str) -> Result<Option<TlsFiles>, String> {
+        self.check_tls(tls, &format!("use `{tls_scheme}://`"))?;
+        if !tls {
+            return Ok(None);
+        }
+        let ca = self.ca_file.clone().ok_or_else(|| {
+            format!("`{tls_scheme}://` needs `ca`, a PEM file of the CA certificates to trust")
+        })?;
+        Ok(Some(TlsFiles::new(ca, self.client_cert_files.clone())))
     }
 }
 
