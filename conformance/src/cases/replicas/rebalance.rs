@@ -89,26 +89,60 @@ impl Tally {
     }
 }
 
+/// The changes so far: each one's moves, the members' tallies of those gone, the last
+/// stable assignment and how long each change took to reach its own.
+#[derive(Default)]
+struct Changes {
+    list: Vec<Change>,
+    gone: Tally,
+    previous: BTreeMap<u32, String>,
+    stable_times: Vec<Duration>,
+}
+
+impl Changes {
+    /// Waits for the stable assignment of `members` after the change `what` (the
+    /// machine starved since `starved` began) and records the change.
+    async fn settle(&mut self, what: String, members: &[Member], starved: Starved) -> Check<()> {
+        let current: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+        let (took, assignment) = stable(members, &current).await?;
+        self.stable_times.push(took);
+        let change = change(
+            format!("{what} ({} members)", current.len()),
+            (&self.previous, &assignment),
+            current.len(),
+            Tally::of(members, self.gone),
+            &self.list,
+            starved.so_far(),
+        );
+        self.list.push(change);
+        self.previous = assignment;
+        Ok(())
+    }
+}
+
 pub(crate) async fn run(h: Harness) -> Check {
+    let log = ShardLog::new(Recorder::new(), SHARDS);
+    let started = Instant::now();
+    let mut changes = Changes::default();
+    let members = join_one_by_one(&h, &log, &mut changes).await?;
+    leave_one_by_one(members, &mut changes).await?;
+    verdict(&h, &log, &changes, started.elapsed())
+}
+
+/// The set-up: [`MEMBERS`] members join, one at a time, each change settled.
+async fn join_one_by_one(h: &Harness, log: &ShardLog, changes: &mut Changes) -> Check<Vec<Member>> {
     let coordinator: Coordinator = h.coordinator();
     let group = h.key("sharded");
     let options = ShardOptions::default()
         .with_ttl(h.session_ttl())
         .with_poll(POLL);
-    let ids: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}")).collect();
-    let log = ShardLog::new(Recorder::new(), SHARDS);
     let mut members: Vec<Member> = Vec::new();
-    let mut changes: Vec<Change> = Vec::new();
-    // The tallies of the members that already left.
-    let mut gone = Tally::default();
-    let mut previous: BTreeMap<u32, String> = BTreeMap::new();
-    let started = Instant::now();
-    let mut stable_times = Vec::new();
-    for (client, id) in ids.iter().enumerate() {
+    for client in 0..MEMBERS {
+        let id = format!("m{client}");
         let starved = Starved::since_now();
         let shards = Arc::new(
             coordinator
-                .shards(&group, id, SHARDS, options.clone())
+                .shards(&group, &id, SHARDS, options.clone())
                 .ctx("starting a member")?,
         );
         let tracking = log.track(&shards, client);
@@ -117,19 +151,15 @@ pub(crate) async fn run(h: Harness) -> Check {
             shards,
             tracking,
         });
-        let current: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
-        let (took, assignment) = stable(&members, &current).await?;
-        stable_times.push(took);
-        changes.push(change(
-            format!("join of {id} ({} members)", current.len()),
-            (&previous, &assignment),
-            current.len(),
-            Tally::of(&members, gone),
-            &changes,
-            starved.so_far(),
-        ));
-        previous = assignment;
+        changes
+            .settle(format!("join of {id}"), &members, starved)
+            .await?;
     }
+    Ok(members)
+}
+
+/// The members leave, one at a time, each change settled while any is left.
+async fn leave_one_by_one(mut members: Vec<Member>, changes: &mut Changes) -> Check<()> {
     while !members.is_empty() {
         let starved = Starved::since_now();
         let leaving = members.remove(0);
@@ -143,28 +173,24 @@ pub(crate) async fn run(h: Harness) -> Check {
             Ok(())
         })
         .await?;
-        gone.acquired += counts.acquired;
-        gone.lost += counts.lost;
-        let current: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
-        if !current.is_empty() {
-            let (took, assignment) = stable(&members, &current).await?;
-            stable_times.push(took);
-            changes.push(change(
-                format!("leave of {} ({} members)", leaving.id, current.len()),
-                (&previous, &assignment),
-                current.len(),
-                Tally::of(&members, gone),
-                &changes,
-                starved.so_far(),
-            ));
-            previous = assignment;
+        changes.gone.acquired += counts.acquired;
+        changes.gone.lost += counts.lost;
+        if !members.is_empty() {
+            changes
+                .settle(format!("leave of {}", leaving.id), &members, starved)
+                .await?;
         }
     }
-    let elapsed = started.elapsed();
+    Ok(())
+}
 
-    let holds = no_double_owner(&log)?;
+/// The verdict: never two owners of a shard, no shard lost on a machine with CPU to
+/// spare, and no judged change over its target.
+fn verdict(h: &Harness, log: &ShardLog, changes: &Changes, elapsed: Duration) -> Check {
+    let holds = no_double_owner(log)?;
+    let list = &changes.list;
     let ride_out = ride_out(h.session_ttl());
-    if let Some(unexplained) = changes.iter().find(|c| c.lost > 0 && c.starved < ride_out) {
+    if let Some(unexplained) = list.iter().find(|c| c.lost > 0 && c.starved < ride_out) {
         return violated(format!(
             "during the {}, members lost {} shards without a fault while the machine was \
              CPU-starved only {} (a session rides out {}); every change, moves/owners \
@@ -173,16 +199,16 @@ pub(crate) async fn run(h: Harness) -> Check {
             unexplained.lost,
             crate::check::secs(unexplained.starved),
             crate::check::secs(ride_out),
-            summary(&changes)
+            summary(list)
         ));
     }
     // The first join takes every shard: it is no move between members.
-    let moves: Vec<&Change> = changes[1..].iter().filter(|c| c.judged()).collect();
+    let moves: Vec<&Change> = list[1..].iter().filter(|c| c.judged()).collect();
     if moves.is_empty() {
         return Err(Fail::SetUpLapsed(format!(
             "every change lost shards on a machine CPU-starved past a session's ride-out, so \
              none could be judged: {}",
-            summary(&changes)
+            summary(list)
         )));
     }
     if let Some(over) = moves.iter().find(|c| c.moves as usize > c.target) {
@@ -192,10 +218,10 @@ pub(crate) async fn run(h: Harness) -> Check {
             over.what,
             over.moves,
             over.target,
-            summary(&changes)
+            summary(list)
         ));
     }
-    let unjudged = changes.len() - 1 - moves.len();
+    let unjudged = list.len() - 1 - moves.len();
     let joins = moves.iter().copied().filter(|c| c.what.starts_with("join"));
     let leaves = moves
         .iter()
@@ -207,7 +233,12 @@ pub(crate) async fn run(h: Harness) -> Check {
                 format!("{} (target {})", c.moves, c.target)
             })
     };
-    let slowest = stable_times.iter().max().copied().unwrap_or_default();
+    let slowest = changes
+        .stable_times
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or_default();
     Ok(Holds::figure(
         format!(
             "{SHARDS} shards, {MEMBERS} members: most moves per join {}, per leave {}; {} \
@@ -226,7 +257,7 @@ pub(crate) async fn run(h: Harness) -> Check {
              {} of each change (slowest), {} in all; member list read every {POLL:?}; moves: {}",
             crate::check::secs(slowest),
             crate::check::secs(elapsed),
-            summary(&changes)
+            summary(list)
         ),
     ))
 }
