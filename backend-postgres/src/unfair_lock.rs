@@ -68,12 +68,15 @@ use async_trait::async_trait;
 use distsync_core::raw::WaitRetry;
 use distsync_core::{Error, LockGuard, Locker, Name, Result, Session};
 
-use crate::error::{map, sqlstate, BACKEND};
+use crate::error::{map, BACKEND};
 use crate::guarded::lock_guard;
 use crate::notify::Wake;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
-use crate::waiter_line::{hold_key, ride_out, seconds, Cleanup, Entry, HELD_FALLBACK};
+use crate::waiter_line::{
+    attempts, hold_key, is_missing_name, ride_out, seconds, AttemptError, Cleanup, Entry,
+    HELD_FALLBACK,
+};
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
 static ENTRIES: AtomicI64 = AtomicI64::new(-1);
@@ -125,21 +128,6 @@ fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
     })
 }
 
-/// Why one attempt failed: the name's counter row is gone (register it again, once),
-/// the store's lock-delay runs for this long (under unflushed grants: ask again after
-/// it), or anything else.
-enum AttemptError {
-    MissingName,
-    Held(Duration),
-    Other(Error),
-}
-
-impl From<Error> for AttemptError {
-    fn from(error: Error) -> Self {
-        AttemptError::Other(error)
-    }
-}
-
 impl PgUnfairLocker {
     pub(crate) fn new(lease: Arc<LeaseInner>, session: Session, name: Name) -> Self {
         let acquire = lease
@@ -171,35 +159,15 @@ impl PgUnfairLocker {
     /// id whose row has gone (pruned) is looked up afresh, once.
     async fn take(&self, wait: bool) -> Result<Option<LockGuard>> {
         let lease = &self.lease;
-        let mut retried = false;
-        loop {
-            // Nothing is granted during the lock-delay after the store forgot, or the
-            // store's after a crash under unflushed grants (the take was told to wait).
-            crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
-            let mut asked = lease.shared.sentinel.asking();
-            match self.attempt(wait, &mut asked).await {
-                Err(AttemptError::Held(left)) => lease.shared.amnesia.hold_for(left),
-                Err(AttemptError::MissingName) if !retried => {
-                    tracing::debug!(name = %self.name, "name row gone; registering it again");
-                    lease.shared.forget_name(LockKind::Lock, self.name.as_str());
-                    retried = true;
-                }
-                Err(AttemptError::MissingName) => {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!("the lock name {:?} has no counter row", self.name.as_str()),
-                    ))
-                }
-                Err(AttemptError::Other(error)) => return Err(error),
-                Ok(None) => return Ok(None),
-                Ok(Some((entry, token))) => {
-                    lease.shared.amnesia.reported(token);
-                    lease.shared.sentinel.granted(asked);
-                    let key = hold_key(lease, "lock", &self.name);
-                    return Ok(Some(lock_guard(lease, &self.session, key, entry, token)));
-                }
-            }
-        }
+        let granted = attempts(lease, &self.name, LockKind::Lock, |mut asked| async move {
+            let attempted = self.attempt(wait, &mut asked).await;
+            (attempted, asked)
+        })
+        .await?;
+        Ok(granted.map(|(entry, token)| {
+            let key = hold_key(lease, "lock", &self.name);
+            lock_guard(lease, &self.session, key, entry, token)
+        }))
     }
 
     /// `asked` is the crash sentinel's mark
@@ -327,11 +295,6 @@ pub(crate) async fn contenders(shared: &Shared, name: &Name) -> Result<usize> {
             .await
             .map_err(map)?;
     Ok(usize::try_from(n).unwrap_or(0))
-}
-
-/// Whether `error` is `DS002`: the name has no counter row.
-fn is_missing_name(error: &sqlx::Error) -> bool {
-    sqlstate(error).as_deref() == Some("DS002")
 }
 
 #[async_trait]

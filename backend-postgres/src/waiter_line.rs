@@ -236,7 +236,7 @@ fn outcome(row: Row) -> Result<Outcome> {
 }
 
 /// Whether `error` is `DS002`: the name has no counter row.
-fn is_missing_name(error: &sqlx::Error) -> bool {
+pub(crate) fn is_missing_name(error: &sqlx::Error) -> bool {
     sqlstate(error).as_deref() == Some("DS002")
 }
 
@@ -453,14 +453,43 @@ pub(crate) async fn take(
     ask: &Ask<'_>,
     wait: bool,
 ) -> Result<Option<(Entry, i64)>> {
+    attempts(lease, name, ask.kind, |mut asked| async move {
+        let attempted = attempt(lease, name, ask, wait, &mut asked).await;
+        (attempted, asked)
+    })
+    .await
+}
+
+/// Runs `attempt` until it ends with a grant, a failed try or an error (the loop of
+/// every take of a line, fair or unfair): each attempt after the lock-delay, if one
+/// runs; again after a lock-delay the store told of, after an entry the server lost
+/// (a few times) and after the name's row was found gone (once, the name id looked up
+/// afresh). A grant's token is recorded for the token floor and the crash sentinel.
+///
+/// `attempt` gets the crash sentinel's mark ([`crate::unflushed_grants::Sentinel::asking`])
+/// and answers with the mark it took again before the ask whose answer grants.
+///
+/// Cancel-safe as `attempt` is.
+pub(crate) async fn attempts<Attempt, Attempted>(
+    lease: &Arc<LeaseInner>,
+    name: &Name,
+    kind: LockKind,
+    mut attempt: Attempt,
+) -> Result<Option<(Entry, i64)>>
+where
+    Attempt: FnMut(u64) -> Attempted,
+    Attempted: std::future::Future<
+        Output = (std::result::Result<Option<(Entry, i64)>, AttemptError>, u64),
+    >,
+{
     let mut retried = false;
     let mut rejoined = 0;
     loop {
         // Nothing is granted during the lock-delay after the store forgot, or the
         // store's after a crash under unflushed grants (the join was told to wait).
         crate::amnesia::wait_hold(&lease.shared.amnesia, &lease.lost_token()).await?;
-        let mut asked = lease.shared.sentinel.asking();
-        match attempt(lease, name, ask, wait, &mut asked).await {
+        let (attempted, asked) = attempt(lease.shared.sentinel.asking()).await;
+        match attempted {
             Err(AttemptError::Held(left)) => lease.shared.amnesia.hold_for(left),
             Err(AttemptError::Vanished) if rejoined < VANISHED_REJOINS => {
                 tracing::info!(%name, "an entry in line was lost by the server (a crash?); joining again");
@@ -477,7 +506,7 @@ pub(crate) async fn take(
             }
             Err(AttemptError::MissingName) if !retried => {
                 tracing::debug!(%name, "name row gone; registering it again");
-                lease.shared.forget_name(ask.kind, name.as_str());
+                lease.shared.forget_name(kind, name.as_str());
                 retried = true;
             }
             Err(AttemptError::MissingName) => {
@@ -485,7 +514,7 @@ pub(crate) async fn take(
                     crate::error::BACKEND,
                     format!(
                         "the {} name {:?} has no counter row",
-                        ask.kind.as_str(),
+                        kind.as_str(),
                         name.as_str()
                     ),
                 ))
@@ -751,7 +780,7 @@ pub(crate) async fn ride_out(
 /// the entry vanished (its asynchronous join lost in a crash of the server: join
 /// again), the store's lock-delay runs for this long (under unflushed grants: join
 /// again after it), or anything else.
-enum AttemptError {
+pub(crate) enum AttemptError {
     MissingName,
     Vanished,
     Held(Duration),
