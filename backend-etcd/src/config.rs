@@ -120,12 +120,8 @@ impl EtcdConfig {
     /// # Errors
     /// [`Error::InvalidUrl`] saying what is wrong, with the password masked.
     pub fn parse(url: &str) -> Result<Self> {
-        let shown = distsync_core::redact_url(url);
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: shown.clone(),
-            reason,
-        };
-        let parts = MultiHostUrl::parse(url, Some(DEFAULT_PORT)).map_err(invalid)?;
+        let invalid = Error::invalid_url(url);
+        let parts = MultiHostUrl::parse(url, Some(DEFAULT_PORT)).map_err(&invalid)?;
         if !parts.scheme.eq_ignore_ascii_case(SCHEME) {
             return Err(invalid(format!(
                 "expected a URL starting with `{SCHEME}://`"
@@ -141,7 +137,7 @@ impl EtcdConfig {
             .map(|(host, port)| join_host_port(host, *port))
             .collect();
         let mut config = Self {
-            user: parts.login().map_err(invalid)?,
+            user: parts.login().map_err(&invalid)?,
             ..Self::new(&endpoints, path).map_err(|error| invalid(error.to_string()))?
         };
         let mut tls = None;

@@ -149,10 +149,7 @@ impl MysqlConfig {
     /// build without the cargo feature `tls`.
     pub fn parse(url: &str) -> Result<Self> {
         let display = distsync_core::redact_url(url);
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: display.clone(),
-            reason,
-        };
+        let invalid = Error::invalid_url(url);
         let parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
         if !SCHEMES.contains(&parsed.scheme()) {
             return Err(invalid(format!(

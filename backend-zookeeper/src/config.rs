@@ -181,11 +181,7 @@ impl FromStr for ZkConfig {
     type Err = Error;
 
     fn from_str(url: &str) -> Result<Self> {
-        let shown = distsync_core::redact_url(url);
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: shown.clone(),
-            reason,
-        };
+        let invalid = Error::invalid_url(url);
         let parts = MultiHostUrl::parse(url, None).map_err(&invalid)?;
         let tls = parts.scheme.eq_ignore_ascii_case(TLS_SCHEME);
         if tls && !cfg!(feature = "tls") {

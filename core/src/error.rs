@@ -355,6 +355,25 @@ impl Error {
         }
     }
 
+    /// What makes an [`Error::InvalidUrl`] for `url`, from each reason found wrong with
+    /// it: the URL is redacted once ([`crate::redact_url`]), so no password reaches the
+    /// message, however many checks a parser runs.
+    ///
+    /// ```
+    /// use distsync::Error;
+    ///
+    /// let invalid = Error::invalid_url("redis://app:s3cret@h/0?colour=blue");
+    /// let error = invalid("unknown query parameter `colour`".to_owned());
+    /// assert!(matches!(&error, Error::InvalidUrl { url, .. } if url == "redis://app:***@h/0?colour=blue"));
+    /// ```
+    pub fn invalid_url(url: &str) -> impl Fn(String) -> Self {
+        let shown = crate::redact::redact_url(url);
+        move |reason| Self::InvalidUrl {
+            url: shown.clone(),
+            reason,
+        }
+    }
+
     /// An [`Error::Authentication`]; `message` must not contain the password.
     pub fn authentication(backend: &'static str, message: impl Into<String>) -> Self {
         Self::Authentication {

@@ -151,10 +151,7 @@ impl PostgresConfig {
     /// TLS in a build without the cargo feature `tls`.
     pub fn parse(url: &str) -> Result<Self> {
         let display = distsync_core::redact_url(url);
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: display.clone(),
-            reason,
-        };
+        let invalid = Error::invalid_url(url);
         let mut parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(invalid(format!(

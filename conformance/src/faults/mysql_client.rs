@@ -45,10 +45,7 @@ impl MysqlTarget {
     /// [`Error::InvalidUrl`] for a URL without a host or a database, or whose table
     /// prefix is not an identifier.
     pub(super) fn parse(url: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: distsync_core::redact_url(url),
-            reason,
-        };
+        let invalid = Error::invalid_url(url);
         let parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
         // Percent-decoding, with a `+` kept as it is (form decoding would make it a space).
         let decode = |text: &str| {

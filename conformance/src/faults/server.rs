@@ -563,10 +563,7 @@ const DISTSYNC_POSTGRES_PARAMS: [&str; 6] = [
 /// For `psql`: the URL without distsync's own parameters ([`DISTSYNC_POSTGRES_PARAMS`]),
 /// and the schema (by default `distsync`).
 fn postgres_target(url: &str) -> Result<(String, String)> {
-    let invalid = |reason: String| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason,
-    };
+    let invalid = Error::invalid_url(url);
     let mut parsed = url::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
     let mut schema = "distsync".to_owned();
     let mut rest = Vec::new();

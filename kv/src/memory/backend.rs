@@ -59,10 +59,7 @@ impl KvBackend<MemoryKv> {
     /// [`Error::InvalidUrl`] for a URL of another scheme, without `://`, or with a
     /// query or fragment (the memory backend takes no options).
     pub fn from_url(url: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: distsync_core::redact::redact_url(url),
-            reason,
-        };
+        let invalid = Error::invalid_url(url);
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(invalid("expected memory:// or memory://NAME".to_owned()));
         };
