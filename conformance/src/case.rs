@@ -472,7 +472,9 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
 /// [`Outcome::Inconclusive`]. A set-up that lapsed in every try with a live harness
 /// runs once more too (it measured nothing, and what starved it, the child processes
 /// or the store, is out of the meter's sight); its error stands if the second run fails
-/// as well. A stall during a run that held changes nothing: the rule keeps a starved
+/// as well. So does a body that found the machine starved through the window its
+/// verdict needed ([`Outcome::Inconclusive`] from the body itself): the second run's
+/// verdict stands. A stall during a run that held changes nothing: the rule keeps a starved
 /// machine from making a store look broken, and a verdict that the store kept its
 /// promise stands as measured.
 ///
@@ -532,7 +534,10 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> (Outcome, Option<
     // column's fault cases all start their children at once): it runs once more, as
     // one measured while the runner stalled does.
     let lapsed_live = matches!(first, Outcome::Error { .. }) && stalled <= slack;
-    if !lapsed_live && (!untrusted_when_stalled(&first) || stalled <= slack) {
+    // A body that found the machine starved through the window its verdict needed
+    // ([`crate::check::Fail::Starved`]) measured nothing either: it runs once more too.
+    let starved = matches!(first, Outcome::Inconclusive { .. });
+    if !lapsed_live && !starved && (!untrusted_when_stalled(&first) || stalled <= slack) {
         return (first, first_tightest);
     }
     tracing::info!(
@@ -540,7 +545,8 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> (Outcome, Option<
         ?stalled,
         ?slack,
         outcome = %first.kind(),
-        "a failure measured while the harness stalled, or a set-up that lapsed; the case runs again"
+        "a failure measured while the harness stalled, a set-up that lapsed or a starved verdict; \
+         the case runs again"
     );
     let (second, stalled_again, second_tightest) = run_body(case, harness).await;
     if stalled_again <= slack {
@@ -913,6 +919,30 @@ mod tests {
         let report = run_case(stalling(0b10, vec![lapsed(), violated()]), &harness).await;
         assert_eq!(runs(), 2, "{report}");
         assert_eq!(report.outcome, lapsed());
+
+        // A body that found the machine starved through its verdict's window, with a
+        // live harness: run again; the second run's verdict stands, whatever it is.
+        let starved = || {
+            Outcome::from(Err(crate::check::Fail::Starved {
+                starved: Duration::from_millis(2_500),
+                bound: Duration::from_secs(5),
+                why: "shard 1 was never owned".into(),
+            }))
+        };
+        let report = run_case(stalling(0, vec![starved(), Outcome::holds("ok")]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, Outcome::holds("ok"));
+        let report = run_case(stalling(0, vec![starved(), violated()]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, violated());
+        let report = run_case(stalling(0, vec![starved()]), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, starved());
+        assert!(!report.is_failure(), "{report}");
+        assert!(
+            report.to_string().contains("machine starved 2500 ms"),
+            "{report}"
+        );
     }
 
     #[test]

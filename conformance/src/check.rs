@@ -37,6 +37,20 @@ pub(crate) enum Fail {
     /// answered "unavailable". [`set_up`] starts such a set-up again; one that escapes
     /// it is reported as an [`Outcome::Error`]: the case measured nothing either way.
     SetUpLapsed(String),
+    /// The verdict needed a window through which the machine starved: runnable tasks
+    /// waited for a CPU (the kernel's pressure counter, [`crate::cpu_pressure`]) for so
+    /// long that what the window should have shown cannot be required of the store. A
+    /// history with no grant at all, whose liveness bound the starved time excused, is
+    /// one ([`crate::history::never_granted`]). Reported as [`Outcome::Inconclusive`],
+    /// and the case runs again once (see [`crate::run_case_in`]).
+    Starved {
+        /// How long the machine starved in the window.
+        starved: Duration,
+        /// The bound the window was judged with.
+        bound: Duration,
+        /// What the window was to show.
+        why: String,
+    },
 }
 
 /// What a case body returns when the guarantee holds.
@@ -75,6 +89,20 @@ impl From<Check> for Outcome {
             Err(Fail::Unsupported(reason)) => Outcome::Unsupported { reason },
             Err(Fail::SetUpLapsed(why)) => Outcome::Error {
                 message: format!("the set-up before the fault did not complete: {why}"),
+            },
+            Err(Fail::Starved {
+                starved,
+                bound,
+                why,
+            }) => Outcome::Inconclusive {
+                stalled: starved,
+                slack: bound,
+                detail: format!(
+                    "{why}: the machine starved {} ms of the window, past what its {} ms bound \
+                     leaves",
+                    starved.as_millis(),
+                    bound.as_millis()
+                ),
             },
         }
     }

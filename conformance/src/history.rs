@@ -60,6 +60,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::check::Fail;
 use crate::cpu_pressure::{Contention, Sampler};
 
 /// What happened to one client (or what the harness did to it).
@@ -193,6 +194,30 @@ pub(crate) struct Liveness {
     pub(crate) until: Duration,
     /// The machine's CPU pressure over the run ([`Recorder::contention`]).
     pub(crate) contention: Contention,
+}
+
+/// The verdict on a history without a single grant, `what` saying whose: a violation,
+/// unless `liveness` required a grant after the last fault and let this history pass
+/// only because the machine starved meanwhile. A run that ends before its bound plus
+/// the starved time cannot show that a grant was late (see [`check`]), so it cannot
+/// show that none would come either: the case is [`Fail::Starved`], inconclusive.
+pub(crate) fn never_granted(what: String, liveness: Option<&Liveness>) -> Fail {
+    let Some(liveness) = liveness else {
+        return Fail::Violated(what);
+    };
+    let waited = liveness.until.saturating_sub(liveness.healed);
+    let starved = liveness.contention.within(liveness.healed, liveness.until);
+    if waited <= liveness.bound || waited > liveness.bound + starved {
+        return Fail::Violated(what);
+    }
+    Fail::Starved {
+        starved,
+        bound: liveness.bound,
+        why: format!(
+            "{what}, with no grant in the {} ms after the last fault's end",
+            waited.as_millis()
+        ),
+    }
 }
 
 /// One hold, as the checker cut it.
@@ -1097,6 +1122,45 @@ mod tests {
         assert!(check(&events[..4], &rules(&[(30, 0), (1000, 990)]))
             .violations
             .is_empty());
+    }
+
+    #[test]
+    fn a_history_never_granted_is_inconclusive_only_when_starvation_excused_it() {
+        let liveness = |stalled: u64| Liveness {
+            healed: ms(200),
+            bound: ms(100),
+            until: ms(1000),
+            contention: Contention::from_readings(&[(ms(200), ms(0)), (ms(1000), ms(stalled))]),
+        };
+        let never = || "shard 1 was never owned".to_owned();
+        // Without a liveness requirement (no fault): a violation.
+        assert!(matches!(never_granted(never(), None), Fail::Violated(_)));
+        // 800 ms without a grant against a 100 ms bound, 100 ms of it starved: late.
+        assert!(matches!(
+            never_granted(never(), Some(&liveness(100))),
+            Fail::Violated(_)
+        ));
+        // 750 ms of it starved: the run could not show a grant late, nor missing.
+        match never_granted(never(), Some(&liveness(750))) {
+            Fail::Starved {
+                starved,
+                bound,
+                why,
+            } => {
+                assert_eq!((starved, bound), (ms(750), ms(100)));
+                assert!(why.starts_with("shard 1 was never owned, with no grant in the 800 ms"));
+            }
+            other => panic!("not starved: {other:?}"),
+        }
+        // A heal too close to the end to require a grant: a violation.
+        let late = Liveness {
+            healed: ms(950),
+            ..liveness(750)
+        };
+        assert!(matches!(
+            never_granted(never(), Some(&late)),
+            Fail::Violated(_)
+        ));
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum Outcome {
     /// ([`crate::Harness::stall_slack`]), and its second run stalled too: the runner,
     /// not the store, may be at fault, so nothing is said about the guarantee. Only a
     /// verdict reached with a live harness is `violated` (see [`crate::run_case_in`]).
+    /// A case whose verdict needed a window through which the machine starved of CPU,
+    /// in both runs, is inconclusive too: `stalled` is then the starved time, `slack`
+    /// the bound it was judged with.
     /// Not a failure of the run by itself; more than a tenth of the fault cells
     /// inconclusive is ([`crate::ExitStatus::Starved`]).
     Inconclusive {

@@ -284,7 +284,10 @@ fn judge_shards(
             ));
         }
         if verdict.holds.is_empty() {
-            return violated(format!("shard {shard} was never owned in {LENGTH:?}"));
+            return Err(history::never_granted(
+                format!("shard {shard} was never owned in {LENGTH:?}"),
+                rules.liveness.as_ref(),
+            ));
         }
         tally.holds += verdict.holds.len();
         tally.lost_after_cut += verdict

@@ -582,9 +582,12 @@ fn judge(
         return violated(evidence(&verdict, &events, run.ttl));
     }
     if grants == 0 {
-        return violated(format!(
-            "no grant in {length:?} (last error: {})",
-            counts.last_error.as_deref().unwrap_or("none")
+        return Err(history::never_granted(
+            format!(
+                "no grant in {length:?} (last error: {})",
+                counts.last_error.as_deref().unwrap_or("none")
+            ),
+            rules.liveness.as_ref(),
         ));
     }
     let by_external = verdict
