@@ -145,19 +145,36 @@ fn waiting(locker: &Arc<dyn Locker>) -> tokio::task::JoinHandle<distsync_core::R
     tokio::spawn(async move { locker.lock().await })
 }
 
-#[tokio::test]
-async fn distsync_waits_while_etcdctl_holds_the_lock() {
-    let Some(setup) = setup().await else { return };
-    let name = unique("interop-lock-go-first");
-    let (go, go_key, go_revision) = etcdctl_holding(&setup, &name).await;
-
+/// While `etcdctl lock` holds `name`, a distsync locker of it (of the fair lock or,
+/// `unfair`, the unfair one) is refused by `try_lock`, and the refused take leaves
+/// nothing under the lock: only Go's key is there. Returns etcdctl, its key and
+/// revision, and the locker's session and locker.
+async fn refused_while_etcdctl_holds(
+    setup: &Setup,
+    name: &str,
+    unfair: bool,
+) -> (Etcdctl, String, i64, Session, Arc<dyn Locker>) {
+    let (go, go_key, go_revision) = etcdctl_holding(setup, name).await;
     let session = setup.session().await;
-    let locker = setup.locker(&session, &name, false);
+    let locker = setup.locker(&session, name, unfair);
     assert!(
         locker.try_lock().await.unwrap().is_none(),
         "try_lock must fail while etcdctl holds the lock"
     );
-    assert_eq!(setup.contenders(&name).await.len(), 1, "try_lock withdraws");
+    assert_eq!(
+        setup.contenders(name).await,
+        vec![(go_key.clone(), go_revision)],
+        "a refused take writes nothing under the lock"
+    );
+    (go, go_key, go_revision, session, locker)
+}
+
+#[tokio::test]
+async fn distsync_waits_while_etcdctl_holds_the_lock() {
+    let Some(setup) = setup().await else { return };
+    let name = unique("interop-lock-go-first");
+    let (go, go_key, go_revision, session, locker) =
+        refused_while_etcdctl_holds(&setup, &name, false).await;
 
     let waiter = waiting(&locker);
     let queued = setup.await_contenders(&name, 2).await;
@@ -178,19 +195,8 @@ async fn distsync_waits_while_etcdctl_holds_the_lock() {
 async fn distsync_unfair_waits_while_etcdctl_holds_the_lock() {
     let Some(setup) = setup().await else { return };
     let name = unique("interop-unfair-go-first");
-    let (go, go_key, go_revision) = etcdctl_holding(&setup, &name).await;
-
-    let session = setup.session().await;
-    let locker = setup.locker(&session, &name, true);
-    assert!(
-        locker.try_lock().await.unwrap().is_none(),
-        "try_lock must fail while etcdctl holds the lock"
-    );
-    assert_eq!(
-        setup.contenders(&name).await,
-        vec![(go_key, go_revision)],
-        "a refused take writes nothing under the lock"
-    );
+    let (go, _, go_revision, session, locker) =
+        refused_while_etcdctl_holds(&setup, &name, true).await;
 
     let waiter = waiting(&locker);
     eventually(WAIT, "distsync's unfair waiter counted", || async {
