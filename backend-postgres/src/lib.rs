@@ -39,7 +39,7 @@
 //!
 //! # How it works
 //! Each part's design is documented in the prose of its module, private to the crate
-//! (`backend-postgres/src/<module>.rs`, linked from `docs/ARCHITECTURE.md`):
+//! (`backend-postgres/src/<module>.rs`; `docs/ARCHITECTURE.md` places the main ones):
 //! - `schema`: tables and functions (`backend-postgres/sql/*.sql`), created on first use
 //!   in the configured schema by an ordinary role (it needs `CREATE` on the database, or
 //!   an existing schema it may create objects in), and marked with their layout version

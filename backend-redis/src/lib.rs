@@ -105,8 +105,8 @@
 //! The modules document each part's layout and protocol, in their source files
 //! (`src/*.rs`: `waiter_line.rs`, `unfair_lock.rs`, `session.rs`, `notify.rs`, `queue.rs`, `barrier.rs`,
 //! `double_barrier.rs`, `election.rs`, `stm.rs`, `keys.rs`, `export.rs`, `status.rs`,
-//! `target.rs`, `sentinel.rs`, `cluster.rs`, `amnesia.rs`); `docs/ARCHITECTURE.md` links to
-//! each.
+//! `target.rs`, `sentinel.rs`, `cluster.rs`, `amnesia.rs`); `docs/ARCHITECTURE.md` places
+//! the main ones in the whole.
 //!
 //! ## Guarantees ([`capabilities()`])
 //!

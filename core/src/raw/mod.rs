@@ -111,9 +111,10 @@
 //!   what a configuration cannot give, and it is shown as such in the guarantee matrix
 //!   (docs/GUARANTEES.md).
 //!
-//! `docs/ARCHITECTURE.md` in the repository walks through the three implementation
-//! strategies (recipes over `distsync_kv::kv::Kv`, the Redis waiter line, PostgreSQL
-//! advisory locks) and the checklist for adding a backend.
+//! `docs/ARCHITECTURE.md` in the repository walks through the five implementation
+//! strategies (recipes over `distsync_kv::kv::Kv`, the Redis waiter line, PostgreSQL's
+//! entry rows, Curator's recipes on ZooKeeper, a NATS JetStream key-value bucket) and the
+//! checklist for adding a backend.
 
 mod call_id;
 mod connect_failure;

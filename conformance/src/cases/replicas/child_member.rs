@@ -236,7 +236,10 @@ impl ChildMember<'_> {
     async fn pump(&self, member: &mut ShardsMember, log: &ChildLog, until: Instant) -> Check<()> {
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(until) => return Ok(()),
+                // An event the member printed before the end is read before the end
+                // is taken, whatever a late poll finds ready: a loss left unread would
+                // stretch the hold it ends.
+                biased;
                 event = member.next_event() => match event {
                     Ok(Some(event)) => log.add(self.client, event),
                     Ok(None) => {
@@ -249,6 +252,7 @@ impl ChildMember<'_> {
                         return Err(Fail::SetUpLapsed(format!("the member in a child process: {error}")))
                     }
                 },
+                () = tokio::time::sleep_until(until) => return Ok(()),
             }
         }
     }

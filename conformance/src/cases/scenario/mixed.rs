@@ -838,6 +838,10 @@ async fn in_process(
                 let lost = guard.lost();
                 let hold = hold_time(&run, &mut rng);
                 tokio::select! {
+                    // A lost() that has fired ends the hold, whatever else a late poll
+                    // finds ready: recorded as a release, a hold the store may already
+                    // have given to another would read as two holders.
+                    biased;
                     () = lost => {
                         run.recorder.record(client, Kind::Lost);
                     }

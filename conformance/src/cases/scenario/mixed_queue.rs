@@ -350,6 +350,9 @@ async fn hold(
     let redeliveries = delivery.redeliveries();
     let lost = delivery.lost();
     let (ended, settled) = tokio::select! {
+        // A lost() that has fired ends the delivery, whatever else a late poll finds
+        // ready (see the in-process contenders of `super::mixed`).
+        biased;
         () = lost => {
             let at = recorder.record(client, Kind::Lost);
             drop(delivery);
