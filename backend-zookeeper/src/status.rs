@@ -108,14 +108,7 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
             reader.add(&mut report, *kind, node).await?;
         }
     }
-    report
-        .lines
-        .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-    report.barriers.sort();
-    report.counters.sort_by(|a, b| a.name.cmp(&b.name));
-    report.latches.sort_by(|a, b| a.name.cmp(&b.name));
-    report.rate_limiters.sort_by(|a, b| a.name.cmp(&b.name));
-    report.double_barriers.sort_by(|a, b| a.name.cmp(&b.name));
+    report.sort();
     Ok(report)
 }
 
