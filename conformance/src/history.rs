@@ -196,27 +196,19 @@ pub(crate) struct Liveness {
     pub(crate) contention: Contention,
 }
 
-/// The verdict on a history without a single grant, `what` saying whose: a violation,
-/// unless `liveness` required a grant after the last fault and let this history pass
-/// only because the machine starved meanwhile. A run that ends before its bound plus
-/// the starved time cannot show that a grant was late (see [`check`]), so it cannot
-/// show that none would come either: the case is [`Fail::Starved`], inconclusive.
-pub(crate) fn never_granted(what: String, liveness: Option<&Liveness>) -> Fail {
-    let Some(liveness) = liveness else {
-        return Fail::Violated(what);
-    };
-    let waited = liveness.until.saturating_sub(liveness.healed);
-    let starved = liveness.contention.within(liveness.healed, liveness.until);
-    if waited <= liveness.bound || waited > liveness.bound + starved {
-        return Fail::Violated(what);
-    }
-    Fail::Starved {
-        starved,
-        bound: liveness.bound,
-        why: format!(
-            "{what}, with no grant in the {} ms after the last fault's end",
-            waited.as_millis()
-        ),
+/// The verdict on a history without a single grant, `what` saying whose, as [`check`]
+/// judged it (`verdict`, with no violation): a violation, unless its liveness rule
+/// passed only because the machine starved meanwhile. A run that ends before its bound
+/// plus the starved time cannot show that a grant was late, so it cannot show that none
+/// would come either: the case is [`Fail::Starved`], inconclusive.
+pub(crate) fn never_granted(what: String, verdict: &Verdict, rules: &Rules) -> Fail {
+    match (verdict.excused_by_starvation, &rules.liveness) {
+        (Some(starved), Some(liveness)) => Fail::Starved {
+            starved,
+            bound: liveness.bound,
+            why: format!("{what}, with no grant after the last fault's end"),
+        },
+        _ => Fail::Violated(what),
     }
 }
 
@@ -361,6 +353,10 @@ pub(crate) struct Verdict {
     pub(crate) holds: Vec<Hold>,
     /// What is violated (empty when the history passes).
     pub(crate) violations: Vec<Violation>,
+    /// The machine's starved time that kept the liveness rule from being violated:
+    /// `Some` when the first grant after the heal (or its absence) was past the bound
+    /// and only the starved time taken off let it pass.
+    pub(crate) excused_by_starvation: Option<Duration>,
 }
 
 /// How many violations of one kind a verdict lists (the first ones are the evidence;
@@ -636,6 +632,9 @@ fn live(events: &[Event], liveness: &Liveness, verdict: &mut Verdict) {
             .map_or(from, |event| event.at)
             .max(liveness.until)
     });
+    if end <= from + liveness.bound {
+        return;
+    }
     let starved = liveness.contention.within(from, end);
     if end > from + liveness.bound + starved {
         verdict.violations.push(Violation::NoGrantAfterHeal {
@@ -644,6 +643,8 @@ fn live(events: &[Event], liveness: &Liveness, verdict: &mut Verdict) {
             first,
             starved,
         });
+    } else {
+        verdict.excused_by_starvation = Some(starved);
     }
 }
 
@@ -1126,41 +1127,54 @@ mod tests {
 
     #[test]
     fn a_history_never_granted_is_inconclusive_only_when_starvation_excused_it() {
-        let liveness = |stalled: u64| Liveness {
-            healed: ms(200),
-            bound: ms(100),
-            until: ms(1000),
-            contention: Contention::from_readings(&[(ms(200), ms(0)), (ms(1000), ms(stalled))]),
+        // A cut and its heal at 200 ms; nothing granted until the run's end (1,000 ms).
+        let events = history(&[(100, 0, Invoke), (150, 0, Cut), (200, 0, Heal)]);
+        let rules = |stalled: Option<u64>| Rules {
+            capacity: 1,
+            liveness: stalled.map(|stalled| Liveness {
+                healed: ms(200),
+                bound: ms(100),
+                until: ms(1000),
+                contention: Contention::from_readings(&[(ms(200), ms(0)), (ms(1000), ms(stalled))]),
+            }),
         };
-        let never = || "shard 1 was never owned".to_owned();
+        let never = |rules: &Rules| {
+            let verdict = check(&events, rules);
+            (
+                verdict.violations.len(),
+                never_granted("never owned".to_owned(), &verdict, rules),
+            )
+        };
         // Without a liveness requirement (no fault): a violation.
-        assert!(matches!(never_granted(never(), None), Fail::Violated(_)));
-        // 800 ms without a grant against a 100 ms bound, 100 ms of it starved: late.
-        assert!(matches!(
-            never_granted(never(), Some(&liveness(100))),
-            Fail::Violated(_)
-        ));
-        // 750 ms of it starved: the run could not show a grant late, nor missing.
-        match never_granted(never(), Some(&liveness(750))) {
-            Fail::Starved {
-                starved,
-                bound,
-                why,
-            } => {
+        assert!(matches!(never(&rules(None)), (0, Fail::Violated(_))));
+        // 800 ms without a grant against a 100 ms bound, 100 ms of it starved: the
+        // liveness rule is violated, and so is the case.
+        assert!(matches!(never(&rules(Some(100))), (1, Fail::Violated(_))));
+        // 750 ms of it starved: the run could show no grant late, nor one missing.
+        match never(&rules(Some(750))) {
+            (
+                0,
+                Fail::Starved {
+                    starved,
+                    bound,
+                    why,
+                },
+            ) => {
                 assert_eq!((starved, bound), (ms(750), ms(100)));
-                assert!(why.starts_with("shard 1 was never owned, with no grant in the 800 ms"));
+                assert!(why.starts_with("never owned, with no grant"), "{why}");
             }
-            other => panic!("not starved: {other:?}"),
+            (violations, other) => panic!("not starved ({violations} violations): {other:?}"),
         }
-        // A heal too close to the end to require a grant: a violation.
-        let late = Liveness {
-            healed: ms(950),
-            ..liveness(750)
+        // A heal too close to the run's end to require a grant: nothing excused by
+        // starvation, so a history never granted is a violation.
+        let late = Rules {
+            capacity: 1,
+            liveness: Some(Liveness {
+                healed: ms(950),
+                ..rules(Some(750)).liveness.unwrap()
+            }),
         };
-        assert!(matches!(
-            never_granted(never(), Some(&late)),
-            Fail::Violated(_)
-        ));
+        assert!(matches!(never(&late), (0, Fail::Violated(_))));
     }
 
     #[test]

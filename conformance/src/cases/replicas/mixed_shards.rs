@@ -286,7 +286,8 @@ fn judge_shards(
         if verdict.holds.is_empty() {
             return Err(history::never_granted(
                 format!("shard {shard} was never owned in {LENGTH:?}"),
-                rules.liveness.as_ref(),
+                &verdict,
+                rules,
             ));
         }
         tally.holds += verdict.holds.len();

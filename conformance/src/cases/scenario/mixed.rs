@@ -587,7 +587,8 @@ fn judge(
                 "no grant in {length:?} (last error: {})",
                 counts.last_error.as_deref().unwrap_or("none")
             ),
-            rules.liveness.as_ref(),
+            &verdict,
+            &rules,
         ));
     }
     let by_external = verdict
