@@ -42,10 +42,8 @@ pub(crate) fn program() -> std::result::Result<PathBuf, String> {
 /// The endpoints (`host:port,...`) and the namespace of an `etcd://` URL without
 /// credentials, as the Go peer takes them.
 pub(crate) fn endpoints_and_namespace(url: &str) -> Result<(String, String)> {
-    let invalid = |reason: &str| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason: reason.to_owned(),
-    };
+    let invalid_url = Error::invalid_url(url);
+    let invalid = |reason: &str| invalid_url(reason.to_owned());
     let rest = url
         .strip_prefix("etcd://")
         .ok_or_else(|| invalid("the Go peer runs against etcd:// only"))?;

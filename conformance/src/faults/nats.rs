@@ -52,10 +52,8 @@ impl NatsTarget {
     /// # Errors
     /// [`Error::InvalidUrl`] when `url` is not a `nats://` URL or names no server.
     pub(super) fn of_url(url: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: distsync_core::redact_url(url),
-            reason: reason.to_owned(),
-        };
+        let invalid_url = Error::invalid_url(url);
+        let invalid = |reason: &str| invalid_url(reason.to_owned());
         let rest = url
             .strip_prefix("nats://")
             .ok_or_else(|| invalid("not a nats:// URL"))?;

@@ -308,10 +308,8 @@ async fn until_reset(mode: &mut watch::Receiver<PartitionMode>) {
 /// # Errors
 /// [`Error::InvalidUrl`] for a URL without an authority, or naming several hosts.
 pub fn rewrite_url(url: &str, address: SocketAddr) -> Result<(String, String)> {
-    let invalid = |reason: &str| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason: reason.to_owned(),
-    };
+    let invalid_url = Error::invalid_url(url);
+    let invalid = |reason: &str| invalid_url(reason.to_owned());
     let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);

@@ -143,10 +143,9 @@ impl RedisClusterNodes {
     /// For a URL that is not a Redis Cluster URL, or missing tools.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
         if !url.starts_with(REDIS_CLUSTER_SCHEME) {
-            return Err(Error::InvalidUrl {
-                url: distsync_core::redact_url(url),
-                reason: "the Redis Cluster needs a redis+cluster:// URL".to_owned(),
-            });
+            return Err(Error::invalid_url(url)(
+                "the Redis Cluster needs a redis+cluster:// URL".to_owned(),
+            ));
         }
         Self::available().map_err(|reason| hook_error("the Redis Cluster", reason))?;
         Ok(Self {
@@ -320,10 +319,9 @@ impl RedisClusterFaults {
         };
         let nodes: Vec<&str> = hosts.split(',').filter(|host| !host.is_empty()).collect();
         if nodes.iter().any(|node| node.rsplit_once(':').is_none()) || nodes.is_empty() {
-            return Err(Error::InvalidUrl {
-                url: distsync_core::redact_url(&self.url),
-                reason: "every cluster node must be given as host:port".to_owned(),
-            });
+            return Err(Error::invalid_url(&self.url)(
+                "every cluster node must be given as host:port".to_owned(),
+            ));
         }
         Ok((credentials, nodes, query))
     }

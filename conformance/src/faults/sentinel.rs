@@ -58,10 +58,9 @@ impl SentinelGroup {
     /// For a URL that is not a Sentinel URL, or missing tools.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
         if !url.starts_with("redis+sentinel://") {
-            return Err(Error::InvalidUrl {
-                url: distsync_core::redact_url(url),
-                reason: "the Sentinel group needs a redis+sentinel:// URL".to_owned(),
-            });
+            return Err(Error::invalid_url(url)(
+                "the Sentinel group needs a redis+sentinel:// URL".to_owned(),
+            ));
         }
         Self::available().map_err(|reason| hook_error("the Sentinel group", reason))?;
         Ok(Self {

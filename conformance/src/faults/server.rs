@@ -83,10 +83,12 @@ impl ServerFaults {
     /// [`Error::InvalidUrl`] when `url` names no etcd, Redis, PostgreSQL, ZooKeeper or
     /// MySQL server.
     pub fn new(url: &str, connect: Connect) -> Result<Self> {
-        let kind = StoreKind::of_url(url).ok_or_else(|| Error::InvalidUrl {
-            url: distsync_core::redact_url(url),
-            reason: "fault hooks need an etcd://, redis://, postgres://, zk://, mysql:// or nats:// server"
-                .to_owned(),
+        let kind = StoreKind::of_url(url).ok_or_else(|| {
+            Error::invalid_url(url)(
+                "fault hooks need an etcd://, redis://, postgres://, zk://, mysql:// or nats:// \
+                 server"
+                    .to_owned(),
+            )
         })?;
         let cluster_var = match kind {
             StoreKind::Etcd => Some(ETCD_CLUSTER_VAR),
@@ -536,10 +538,8 @@ async fn redis_cli(
 /// For `redis-cli -u`: the URL without its query, and the key namespace
 /// (`?namespace=`, by default `distsync:`).
 fn redis_target(url: &str) -> Result<(String, String)> {
-    let mut parsed = url::Url::parse(url).map_err(|error| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason: error.to_string(),
-    })?;
+    let mut parsed =
+        url::Url::parse(url).map_err(|error| Error::invalid_url(url)(error.to_string()))?;
     let namespace = parsed
         .query_pairs()
         .find(|(key, _)| key == "namespace")

@@ -72,10 +72,8 @@ pub(crate) fn mariadb_client() -> std::result::Result<PathBuf, String> {
 
 /// The `host:port` endpoints of an `etcd://host:port[,host:port...][/namespace]` URL.
 pub(crate) fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
-    let invalid = |reason: &str| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason: reason.to_owned(),
-    };
+    let invalid_url = Error::invalid_url(url);
+    let invalid = |reason: &str| invalid_url(reason.to_owned());
     let rest = url
         .strip_prefix("etcd://")
         .ok_or_else(|| invalid("not an etcd:// URL"))?;

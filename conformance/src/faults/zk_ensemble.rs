@@ -65,10 +65,8 @@ impl ZkEnsemble {
 /// The `host:port` endpoints of a `zk://[user:password@]host:port[,host:port...][/root]`
 /// URL, in its order.
 fn zk_endpoints(url: &str) -> Result<Vec<String>> {
-    let invalid = |reason: &str| Error::InvalidUrl {
-        url: distsync_core::redact_url(url),
-        reason: reason.to_owned(),
-    };
+    let invalid_url = Error::invalid_url(url);
+    let invalid = |reason: &str| invalid_url(reason.to_owned());
     let rest = url
         .strip_prefix("zk://")
         .ok_or_else(|| invalid("not a zk:// URL"))?;
