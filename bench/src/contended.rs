@@ -196,8 +196,9 @@ pub async fn run(target: &Target, run_id: &str, plan: &Plan) -> Vec<ContendedRes
     results
 }
 
-/// Measures `implementation` with `clients` clients on the lock `name`.
-async fn measure(
+/// Measures `implementation` with `clients` clients on the lock `name`, for
+/// `plan.contended_time` after a warm-up, the clients made afresh and closed after.
+pub async fn measure(
     target: &Target,
     name: &str,
     implementation: Implementation,

@@ -19,6 +19,10 @@
 //! ratios are keyed [`UNFAIR_PREFIX`] + the other's label, and divide the unfair lock's
 //! p50 (not the fair lock's). A backend without the unfair lock gives one row saying
 //! so, which passes unless the baseline has ratios of its unfair lock.
+//!
+//! Beside the cycle, each backend's contended ratios ([`crate::guard_contended`]):
+//! grants per second on one lock at 2, 8 and 64 clients, the other's over distsync's,
+//! judged against their baseline entries in the same way.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -272,7 +276,7 @@ pub fn plan(args: &Args) -> Plan {
     }
 }
 
-/// Measures the ratios on one backend.
+/// Measures the ratios on one backend: the cycle's, then the contended ones.
 async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> BackendOutcome {
     let started = Instant::now();
     let mut outcome = BackendOutcome {
@@ -320,6 +324,19 @@ async fn backend(kind: BackendKind, url: String, run_id: &str, plan: &Plan) -> B
         if let Some(unfair) = unfair {
             let key = format!("{UNFAIR_PREFIX}{}", other.label);
             outcome.ratios.push((key, measure(unfair, other)));
+        }
+    }
+    let contended = crate::guard_contended::measure(&target, run_id, plan).await;
+    outcome.ratios.extend(contended.ratios);
+    if let Some(reason) = contended.unfair_unsupported {
+        if !outcome
+            .unsupported
+            .iter()
+            .any(|(key, _)| key == UNFAIR_UNSUPPORTED)
+        {
+            outcome
+                .unsupported
+                .push((UNFAIR_UNSUPPORTED.to_owned(), reason));
         }
     }
     outcome.elapsed = started.elapsed();

@@ -15,8 +15,9 @@
 //! Every loop is bounded by a count and a time cap, and all traffic goes to the URLs
 //! given (the test servers on loopback).
 //!
-//! `--guard` runs the CI regression guard instead ([`guard`]): a short cycle run whose
-//! ratios to the raw commands and to the peers are compared with `bench/baseline.json`.
+//! `--guard` runs the regression guard instead ([`guard`]): a short cycle run whose
+//! ratios to the raw commands and to the peers, and contended runs whose ratios of
+//! grants per second ([`guard_contended`]), are compared with `bench/baseline.json`.
 //!
 //! Modules, from the ground up: [`stats`], [`markdown`], [`target`], [`args`];
 //! [`contender`] (the contract every cycle implementation meets), [`raw`], [`peers`],
@@ -32,6 +33,7 @@ pub mod contender;
 pub mod cycle;
 pub mod election;
 pub mod guard;
+pub mod guard_contended;
 pub mod handoff;
 pub mod machine;
 pub mod markdown;
