@@ -228,10 +228,11 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
     };
     let coordinator = distsync::connect(&url).await.unwrap();
     let mut conn = raw(&url).await;
-    // Renewals every 1 s: the steps below run before the next one.
+    // Renewals every 3 s: the steps below run before the next one, even when the test
+    // waits a second or two for a CPU on a loaded runner.
     let session = coordinator
         .session_with(distsync_core::SessionOptions::with_ttl(
-            Duration::from_secs(3),
+            Duration::from_secs(9),
         ))
         .await
         .unwrap();
@@ -282,7 +283,8 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
         listed, 0,
         "the old session listed entries under the newcomer's key"
     );
-    within(Duration::from_secs(5), session.lost()).await;
+    // The next renewal, 3 s after the session's start, finds the key taken over.
+    within(Duration::from_secs(10), session.lost()).await;
     let (value, pttl): (Option<String>, i64) = redis::pipe()
         .cmd("GET")
         .arg(&key)

@@ -228,7 +228,9 @@ fn lock_delay_withholds_the_grant_after_a_kill_only() {
     for server in servers() {
         let name = unique("lock-delay");
         let url = Some(server.url.as_str());
-        let delayed = ["--ttl", "2s", "lock", &name, "--lock-delay", "3s", "--"];
+        // A TTL that the waiting client's renewals keep alive on a loaded runner, where a
+        // renewal can wait over a second for a CPU.
+        let delayed = ["--ttl", "5s", "lock", &name, "--lock-delay", "3s", "--"];
         let holder_args = [&delayed[..], &["sh", "-c", WAIT_FOR_A_LINE]].concat();
         let mut holder = Proc::spawn(url, &holder_args);
         let held = holder.expect(&format!("{name} key="));
