@@ -17,6 +17,7 @@
 //! does not pay for the whole protocol's definitions (docs/BENCHMARKS.md, "Redis
 //! cycle, and the peers", gives the server time per cycle either way).
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use redis::Script;
@@ -90,11 +91,14 @@ fn definitions(lib: &str) -> Vec<Definition<'_>> {
         .collect()
 }
 
-/// Whether `text` names `word` (as a whole identifier, in code or comments: a
-/// definition named only in a comment is sent too, which costs a little and is safe).
-fn mentions(text: &str, word: &str) -> bool {
+/// The identifiers `text` names (in code or comments: a definition named only in a
+/// comment is sent too, which costs a little and is safe). Read once per text, so
+/// composing every script stays a few milliseconds even in a debug build: a process's
+/// first Redis call pays for it.
+fn identifiers(text: &str) -> HashSet<&str> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|token| token == word)
+        .filter(|token| !token.is_empty())
+        .collect()
 }
 
 /// The line that ends a script's first part (see the module docs).
@@ -113,8 +117,9 @@ fn needed(definitions: &[Definition<'_>], body: &str, code_only: bool) -> Vec<bo
     let mut needed = vec![false; definitions.len()];
     let mut pending = vec![text(body)];
     while let Some(text_now) = pending.pop() {
+        let named = identifiers(&text_now);
         for (i, definition) in definitions.iter().enumerate() {
-            if !needed[i] && mentions(&text_now, definition.name) {
+            if !needed[i] && named.contains(definition.name) {
                 needed[i] = true;
                 pending.push(text(definition.text));
             }

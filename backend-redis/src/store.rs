@@ -248,6 +248,9 @@ impl Shared {
             ))),
         };
         tracing::debug!(backend = BACKEND, server, namespace = %options.namespace, "connected");
+        // The scripts are composed here, once per process, so that no session's
+        // deadline (counted from its first call's send) pays for it.
+        std::sync::LazyLock::force(&crate::scripts::SCRIPTS);
         let ack = Ack::new(
             options.wait_replicas,
             options.wait_timeout,
