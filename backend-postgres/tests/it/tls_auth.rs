@@ -192,7 +192,9 @@ async fn backend_from_pool_takes_a_pool_of_your_own() {
         .unwrap()
         .with_schema(&schema)
         .unwrap()
-        .with_connect_timeout(Duration::from_secs(3));
+        // Long enough for a TLS handshake and SCRAM's key derivation in a debug build on
+        // a loaded two-core runner, which took more than 3 s there.
+        .with_connect_timeout(Duration::from_secs(30));
     // The test server runs with synchronous_commit = off: a pool that leaves it so is
     // refused (fencing tokens must survive a crash of the server).
     let lax = PgPoolOptions::new()
