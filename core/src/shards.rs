@@ -256,6 +256,9 @@ struct ShardHold {
     token: FencingToken,
     /// Fires when the shard is being released or is lost: the work stops.
     ended: CancellationToken,
+    /// The session the shard is held through: its client-side deadline ends the hold
+    /// for [`ShardPin::is_ended`] even before `ended` fires.
+    session: Session,
     /// Held shared by every [`ShardPin`]; the loop takes it exclusively after `ended`,
     /// so a shard is released only once its work has stopped.
     running: Arc<tokio::sync::RwLock<()>>,
@@ -267,6 +270,7 @@ pub struct ShardPin {
     shard: u32,
     token: FencingToken,
     ended: CancellationToken,
+    session: Session,
     _running: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
@@ -296,9 +300,12 @@ impl ShardPin {
         Lost::from_future(self.ended.clone().cancelled_owned())
     }
 
-    /// Whether [`ShardPin::ended`] has fired.
+    /// Whether [`ShardPin::ended`] has fired, or the session's client-side deadline
+    /// has passed ([`Session::is_lost`]): from the deadline on the store may grant the
+    /// shard again, so a check between transactions stops there even when the runtime
+    /// is too busy to have run the loss yet.
     pub fn is_ended(&self) -> bool {
-        self.ended.is_cancelled()
+        self.ended.is_cancelled() || self.session.is_lost()
     }
 }
 
@@ -632,6 +639,7 @@ impl Shards {
             shard,
             token: hold.token,
             ended: hold.ended.clone(),
+            session: hold.session.clone(),
             _running: running,
         })
     }
@@ -872,6 +880,7 @@ impl Serving<'_> {
                 let hold = Arc::new(ShardHold {
                     token: guard.token(),
                     ended: CancellationToken::new(),
+                    session: guard.session().clone(),
                     running: Arc::new(tokio::sync::RwLock::new(())),
                 });
                 // The work stops at the loss itself, not when the loop gets to it (the

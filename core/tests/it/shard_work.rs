@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use distsync_core::shards::{ShardOptions, ShardWork, Shards, assign};
 use distsync_core::{Coordinator, Error};
+use futures::FutureExt;
 use tokio::time::timeout;
 
 const COUNT: u32 = 8;
@@ -138,4 +139,37 @@ async fn a_shard_that_moves_while_the_work_runs_ends_it_without_an_error() {
     ));
     a.stop().await;
     b.stop().await;
+}
+
+/// A pin checked between transactions stops at the session's client-side deadline,
+/// even when the runtime has had no turn to run the loss: the store may grant the
+/// shard to another member from then on. The only worker is blocked past the
+/// session's TTL, so nothing can have fired `ended()`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_pin_is_ended_at_the_session_deadline_before_the_loss_is_run() {
+    const TTL: Duration = Duration::from_millis(500);
+    let coordinator = distsync_kv::memory::connect("memory://").await.unwrap();
+    let shards = coordinator
+        .shards("deadline", "a", COUNT, options().with_ttl(TTL))
+        .expect("a valid group");
+    timeout(
+        DEADLINE,
+        shards
+            .changes()
+            .wait_for(|owned| owned.len() == COUNT as usize),
+    )
+    .await
+    .expect("owns every shard in time")
+    .expect("the loop runs");
+    let pin = shards.pin(3).await.expect("owned");
+    assert!(!pin.is_ended());
+    // Blocks the runtime's only thread: no renewal and no loss can run meanwhile.
+    std::thread::sleep(TTL);
+    assert!(
+        pin.ended().now_or_never().is_none(),
+        "the loss ran on a blocked runtime"
+    );
+    assert!(pin.is_ended(), "the deadline passed and the pin reads live");
+    drop(pin);
+    shards.stop().await;
 }
