@@ -15,7 +15,7 @@ use distsync_core::{Error, FencingToken};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cpu_pressure::{timeout_live, unfinished, Starved};
+use crate::cpu_pressure::{starved_past_cap, timeout_live, unfinished, Starved};
 use crate::outcome::Outcome;
 
 /// How long an operation that should be prompt (a grant after a release, a refusal,
@@ -133,6 +133,14 @@ pub(crate) trait Context<T> {
     /// nothing was measured yet); otherwise as [`Context::ctx`]. A step whose failure
     /// could itself be the violation the case looks for must use [`Context::ctx`].
     fn set_up_ctx(self, doing: impl Display) -> Check<T>;
+
+    /// For a step of a case that injects no fault: a session lost after the machine's
+    /// runnable tasks waited for a CPU, since `starved` began counting, for at least a
+    /// session's ride-out ([`crate::cpu_pressure::ride_out`] of `ttl`) is
+    /// [`Fail::Starved`]: its renewals can have waited for a CPU past their deadline on
+    /// a serving store, and the case measured nothing. Otherwise as [`Context::ctx`]: a
+    /// session lost on a machine that kept up is the library's or the store's failure.
+    fn live_ctx(self, doing: impl Display, starved: &Starved, ttl: Duration) -> Check<T>;
 }
 
 impl<T> Context<T> for Result<T, Error> {
@@ -147,6 +155,23 @@ impl<T> Context<T> for Result<T, Error> {
         match self {
             Err(error) if error.needs_new_session() || error.is_transient() => {
                 Err(Fail::SetUpLapsed(format!("{doing}: {error}")))
+            }
+            other => other.ctx(doing),
+        }
+    }
+
+    fn live_ctx(self, doing: impl Display, starved: &Starved, ttl: Duration) -> Check<T> {
+        match self {
+            Err(error) if error.needs_new_session() => {
+                let (so_far, ride_out) = (starved.so_far(), crate::cpu_pressure::ride_out(ttl));
+                if so_far >= ride_out {
+                    return Err(Fail::Starved {
+                        starved: so_far,
+                        bound: ride_out,
+                        why: format!("{doing}: {error}"),
+                    });
+                }
+                Err(error).ctx(doing)
             }
             other => other.ctx(doing),
         }
@@ -278,8 +303,22 @@ pub(crate) async fn within<T>(
     crate::slack::record(&doing, started.elapsed(), limit);
     match result {
         Ok(result) => result.ctx(doing),
-        Err(starved) => violated(format!("{doing}: {}", unfinished(limit, starved))),
+        Err(starved) => unfinished_wait(doing, limit, starved),
     }
+}
+
+/// The verdict on a wait of `limit` that [`timeout_live`] ended with `starved`: one the
+/// cap cut short ([`starved_past_cap`]) measured nothing ([`Fail::Starved`]); one given
+/// `limit` of a machine with a CPU free is a violation.
+fn unfinished_wait<T>(doing: impl Display, limit: Duration, starved: Duration) -> Check<T> {
+    if starved_past_cap(limit, starved) {
+        return Err(Fail::Starved {
+            starved,
+            bound: limit,
+            why: format!("{doing}: {}", unfinished(limit, starved)),
+        });
+    }
+    violated(format!("{doing}: {}", unfinished(limit, starved)))
 }
 
 /// `fut.bounded(doing)`: [`within`] with the [`PROMPT`] bound, for the one-shot
@@ -312,7 +351,7 @@ pub(crate) async fn within_check<T>(
     crate::slack::record(&doing, started.elapsed(), limit);
     match result {
         Ok(result) => result,
-        Err(starved) => violated(format!("{doing}: {}", unfinished(limit, starved))),
+        Err(starved) => unfinished_wait(doing, limit, starved),
     }
 }
 
@@ -407,6 +446,14 @@ where
         }
         if started.elapsed() + step > starved.stretch(limit) {
             crate::slack::record(&doing, limit, limit);
+            let so_far = starved.so_far();
+            if starved_past_cap(limit, so_far) {
+                return Err(Fail::Starved {
+                    starved: so_far,
+                    bound: limit,
+                    why: doing.to_string(),
+                });
+            }
             return violated(format!(
                 "{doing}: not the case within {limit:?} and the {:?} the machine's runnable \
                  tasks waited for a CPU meanwhile",

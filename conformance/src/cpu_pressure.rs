@@ -112,7 +112,10 @@ impl Sampler {
 }
 
 /// How many times its bound a liveness wait ([`join_live`]) may last however starved
-/// the machine: a grant that never comes is still a violation.
+/// the machine, so that a grant that never comes still ends the wait. A wait cut there
+/// by the cap ([`starved_past_cap`]) is inconclusive ([`crate::check::Fail::Starved`]):
+/// the machine did not give it its bound of CPU; one the machine did give it is a
+/// violation.
 const STARVED_CAP: u32 = 4;
 
 /// Waits for `task`, whose result a liveness bound covers: `bound` from `since` plus the
@@ -143,6 +146,13 @@ pub(crate) async fn join_live<T: Send + 'static>(
         }
         let starved = starved();
         if since.elapsed() >= (bound + starved).min(cap) {
+            if starved_past_cap(bound, starved) {
+                return Err(crate::check::Fail::Starved {
+                    starved,
+                    bound,
+                    why: format!("waiting for {}", task.what()),
+                });
+            }
             return crate::check::violated(format!(
                 "waiting for {}: did not finish within {bound:?} and the {starved:?} the \
                  machine's runnable tasks waited for a CPU meanwhile (at most {cap:?})",
@@ -155,6 +165,7 @@ pub(crate) async fn join_live<T: Send + 'static>(
 /// The time the machine's runnable tasks waited for a CPU since it was made: the
 /// starved time of a bound that counts it without a [`Sampler`] (two reads of the
 /// counter, at the start and whenever the bound is judged).
+#[derive(Clone, Copy)]
 pub(crate) struct Starved(Option<Duration>);
 
 impl Starved {
@@ -213,6 +224,13 @@ pub(crate) async fn timeout_live<F: std::future::Future>(
     }
 }
 
+/// Whether a wait of `limit` that [`timeout_live`] ended with `starved` was cut by the
+/// cap ([`STARVED_CAP`]) rather than given `limit` of a machine with a CPU free: the
+/// machine starved through so much of it that the wait measured nothing.
+pub(crate) fn starved_past_cap(limit: Duration, starved: Duration) -> bool {
+    limit + starved > limit * STARVED_CAP
+}
+
 /// How [`timeout_live`]'s wait of `limit` ended, for a failure's evidence: `did not
 /// finish within` the limit, with the starved time it was given and the cap.
 pub(crate) fn unfinished(limit: Duration, starved: Duration) -> String {
@@ -249,6 +267,13 @@ where
                 .within(Duration::ZERO, since.elapsed())
         });
         if since.elapsed() + step > (bound + starved).min(cap) {
+            if starved_past_cap(bound, starved) {
+                return Err(crate::check::Fail::Starved {
+                    starved,
+                    bound,
+                    why: doing.to_string(),
+                });
+            }
             return crate::check::violated(format!(
                 "{doing}: not the case within {bound:?} and the {starved:?} the machine's \
                  runnable tasks waited for a CPU meanwhile (at most {cap:?})"
@@ -316,6 +341,14 @@ mod tests {
             unfinished(ms(100), starved).starts_with("did not finish within 100ms"),
             "the evidence names the limit as the reachability judge reads it"
         );
+    }
+
+    #[test]
+    fn only_a_wait_the_cap_cut_short_is_starved_past_it() {
+        // A wait of 100 ms may last 400 ms: 300 ms starved still leaves it its 100 ms.
+        assert!(!starved_past_cap(ms(100), ms(0)));
+        assert!(!starved_past_cap(ms(100), ms(300)));
+        assert!(starved_past_cap(ms(100), ms(301)));
     }
 
     fn contention(readings: &[(u64, u64)]) -> Contention {

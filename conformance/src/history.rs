@@ -166,6 +166,11 @@ impl Recorder {
         self.start.elapsed()
     }
 
+    /// `instant` on the clock of the recorded events (zero before the start).
+    pub(crate) fn at(&self, instant: Instant) -> Duration {
+        instant.saturating_duration_since(self.start)
+    }
+
     /// The events so far.
     pub(crate) fn events(&self) -> Vec<Event> {
         crate::check::lock_vec(&self.events).clone()

@@ -20,8 +20,9 @@ use super::scenario::go_interop;
 use crate::case::{Case, Claim, Group, Need};
 use crate::check::{
     ensure, eventually, join_all, lock_vec, ms, per_second, proxied_client, violated, within,
-    Bounded, Check, Context, Holds, Task, LONG, PROMPT,
+    Bounded, Check, Context, Fail, Holds, Task, LONG, PROMPT,
 };
+use crate::cpu_pressure::{starved_past_cap, timeout_live, unfinished};
 use crate::faults::{HoldKind, Hook, PartitionMode};
 use crate::harness::Harness;
 use crate::rng::Rng;
@@ -409,8 +410,22 @@ async fn drain(
     let deadline = Instant::now() + LONG;
     let mut drained = 0;
     while count.load(Ordering::SeqCst) < total && Instant::now() < deadline {
-        let Ok(item) = tokio::time::timeout(PROMPT, queue.dequeue()).await else {
-            break;
+        // Each dequeue has PROMPT of a machine with a CPU free ([`timeout_live`]): one
+        // that the starved machine did not give even that measured nothing, and the
+        // items it left are not "never delivered".
+        let item = match timeout_live(PROMPT, queue.dequeue()).await {
+            Ok(item) => item,
+            Err(starved) if starved_past_cap(PROMPT, starved) => {
+                return Err(Fail::Starved {
+                    starved,
+                    bound: PROMPT,
+                    why: format!(
+                        "draining the queue after {drained} items: a dequeue {}",
+                        unfinished(PROMPT, starved)
+                    ),
+                });
+            }
+            Err(_) => break,
         };
         lock_vec(delivered).push(item.ctx("draining the queue")?);
         count.fetch_add(1, Ordering::SeqCst);

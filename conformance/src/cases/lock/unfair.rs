@@ -16,6 +16,7 @@ use crate::check::{
     ensure, join_all, partitioned_client_with_timeouts, violated, within, Bounded, Check, Context,
     Fail, Holds, Task, LONG, PROMPT,
 };
+use crate::cpu_pressure::Starved;
 use crate::faults::{Hook, PartitionMode};
 use crate::harness::Harness;
 
@@ -229,6 +230,8 @@ const WAKEUPS_PER_RELEASE: u64 = 3;
 /// holder's and the granted waiters'), where a herd would wake all 100 at each. Every
 /// waiter is then granted in turn, the count still within the bound.
 async fn no_herd(h: Harness) -> Check {
+    // No fault: a session lost on a machine starved past its ride-out says nothing.
+    let (starved, ttl) = (Starved::since_now(), h.session_ttl());
     let name = h.name("mutex").ctx("naming the lock")?;
     let holder_session = h.session().set_up("opening the holder's session").await?;
     let holder = locker_of(&h, Fairness::Unfair, &holder_session, name.clone())
@@ -246,7 +249,11 @@ async fn no_herd(h: Harness) -> Check {
         let waiting = Arc::clone(&locker);
         let granted = Arc::clone(&granted);
         waits.push(Task::spawn(format!("waiter {i}"), async move {
-            let guard = waiting.lock().await.ctx(format!("waiter {i} locking"))?;
+            let guard =
+                waiting
+                    .lock()
+                    .await
+                    .live_ctx(format!("waiter {i} locking"), &starved, ttl)?;
             // Counted before the release it makes, so never after the wake-up it causes.
             granted.fetch_add(1, Ordering::SeqCst);
             guard
@@ -275,7 +282,7 @@ async fn no_herd(h: Harness) -> Check {
                     "the holder, back in the line behind {HERD} waiters, was not granted within {LONG:?}"
                 ))
             })?;
-            held = Some(again.ctx("the holder locking again")?);
+            held = Some(again.live_ctx("the holder locking again", &starved, ttl)?);
         }
     }
     let during = woken() - before;

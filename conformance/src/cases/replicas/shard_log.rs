@@ -14,12 +14,21 @@
 //! partition then ends the hold where the partition started, as the history checker
 //! cuts every hold whose next event after a fault is `lost()`. A release taken for a
 //! loss only makes the check more lenient, never a false violation.
+//!
+//! An end is stamped when the work is dropped, or at the session's client-side
+//! deadline ([`Session::valid_until`], the last one the work saw) if that came first:
+//! from the deadline on [`Session::is_lost`] is true, whatever the runtime's lag, and
+//! that is what the library promises to come before the store may grant the shard
+//! again. The drop itself waits for the keepalive task that fires `lost()` and for the
+//! work's own task: on a starved runner that lag alone outlasts a session's margin,
+//! and a store that kept its promise would read as violated.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync_core::shards::Shards;
+use distsync_core::Session;
 use tokio::task::JoinHandle;
 
 use crate::check::lock_vec;
@@ -45,10 +54,20 @@ impl ShardLog {
         }
     }
 
-    /// Records `kind` for `client` on `shard` now; returns its index in the history.
-    fn record(&self, shard: u32, client: usize, kind: Kind) -> usize {
+    /// Records `kind` for `client` on `shard` now, or at `until` if that came first;
+    /// returns its index in the history.
+    fn record(
+        &self,
+        shard: u32,
+        client: usize,
+        kind: Kind,
+        until: Option<std::time::Instant>,
+    ) -> usize {
         let mut events = lock_vec(&self.shards[shard as usize]);
-        let at = self.clock.now();
+        let now = self.clock.now();
+        let at = until.map_or(now, |until| {
+            now.min(self.clock.at(tokio::time::Instant::from_std(until)))
+        });
         events.push(Event { at, client, kind });
         events.len() - 1
     }
@@ -100,6 +119,7 @@ impl ShardLog {
             let recorded: Arc<Mutex<Option<usize>>> = Arc::default();
             let work = {
                 let (mut changes, recorded) = (member.changes(), Arc::clone(&recorded));
+                let session = member.session();
                 async move {
                     // While this work runs the hold it entered is the one published.
                     let token = match changes.wait_for(|owned| owned.contains(shard)).await {
@@ -109,14 +129,16 @@ impl ShardLog {
                     let Some(token) = token else {
                         return std::future::pending::<()>().await;
                     };
-                    let _end = End {
+                    let mut health = session.as_ref().map(Session::health_watch);
+                    let end = End {
                         log: self,
                         shard,
                         client,
                         recorded: Arc::clone(&recorded),
+                        until: health.as_ref().and_then(|h| h.current().valid_until()),
                     };
-                    self.record(shard, client, Kind::Grant(token.get()));
-                    std::future::pending::<()>().await;
+                    self.record(shard, client, Kind::Grant(token.get()), None);
+                    follow_deadline(end, health.as_mut()).await;
                 }
             };
             let _ = member.while_owned(shard, |_| work).await;
@@ -148,17 +170,40 @@ impl ShardLog {
     }
 }
 
-/// Records the end of a hold when the work on it is dropped.
+/// Keeps `end`'s deadline the session's latest until the work is dropped (never
+/// returns).
+async fn follow_deadline(
+    mut end: End<'_>,
+    health: Option<&mut distsync_core::session::HealthWatch>,
+) {
+    let Some(health) = health else {
+        return std::future::pending().await;
+    };
+    loop {
+        match health.changed().await.valid_until() {
+            Some(until) => end.until = Some(until),
+            // Lost: the last deadline seen is the one that passed (or the loss came
+            // earlier, and the drop's own instant is the earlier one).
+            None => return std::future::pending().await,
+        }
+    }
+}
+
+/// Records the end of a hold when the work on it is dropped, or at `until` (the
+/// session's client-side deadline) if that came first.
 struct End<'a> {
     log: &'a ShardLog,
     shard: u32,
     client: usize,
     recorded: Arc<Mutex<Option<usize>>>,
+    until: Option<std::time::Instant>,
 }
 
 impl Drop for End<'_> {
     fn drop(&mut self) {
-        let index = self.log.record(self.shard, self.client, Kind::Release);
+        let index = self
+            .log
+            .record(self.shard, self.client, Kind::Release, self.until);
         *lock_vec(&self.recorded) = Some(index);
     }
 }

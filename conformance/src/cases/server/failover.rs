@@ -64,8 +64,8 @@ use tokio::time::Instant;
 
 use super::cluster::leader_of;
 use crate::check::{
-    ensure, eventually, join_all, lock_vec, retry_transient, secs, violated, within, Check,
-    Context, Fail, Holds, Task, LONG, PROMPT,
+    ensure, eventually, join_all, lock_vec, retry_transient, secs, set_up, violated, within,
+    within_set_up, Check, Context, Fail, Holds, Task, LONG, PROMPT,
 };
 use crate::faults::Cluster;
 use crate::harness::Harness;
@@ -469,10 +469,14 @@ fn on_lock_shard(h: &Harness, cluster: &dyn Cluster, lock: &Name, suffix: &str) 
 }
 
 /// A backend connected to the failover topology: with or without replica
-/// acknowledgement, as `fault` asks.
+/// acknowledgement, as `fault` asks. A connection that does not come up in time, or
+/// refused as transient, is a set-up that lapsed ([`within_set_up`]): nothing has
+/// been measured, and no fault has been injected, when the load connects.
 async fn connect(h: &Harness, cluster: &dyn Cluster, fault: Fault) -> Check<Arc<dyn Backend>> {
     let backend: Arc<dyn Backend> = match fault {
-        Fault::Leader | Fault::Promoted => within(PROMPT, "connecting", cluster.connect()).await?,
+        Fault::Leader | Fault::Promoted => {
+            within_set_up(PROMPT, "connecting", cluster.connect()).await?
+        }
         Fault::Primary {
             acknowledged,
             lock_delay,
@@ -485,7 +489,7 @@ async fn connect(h: &Harness, cluster: &dyn Cluster, fault: Fault) -> Check<Arc<
                 (false, true) => "wait_replicas=0",
                 (false, false) => "wait_replicas=0&max_session_ttl=off",
             };
-            within(PROMPT, "connecting", cluster.connect_with(query)).await?
+            within_set_up(PROMPT, "connecting", cluster.connect_with(query)).await?
         }
     };
     // Without acknowledgement, tokens keep growing across a promotion only under a
@@ -868,7 +872,11 @@ async fn start_load(h: &Harness, fault: Fault) -> Check<Load> {
         h.faults().cluster(&**h.backend()),
     )
     .await?;
-    let backend = connect(h, &*cluster, fault).await?;
+    let topology: &dyn Cluster = &*cluster;
+    let backend = set_up("connecting to the topology", |_| {
+        connect(h, topology, fault)
+    })
+    .await?;
     let ttl = TTL.max(backend.capabilities().min_session_ttl);
     let lock = h.name("mutex").ctx("naming the lock")?;
     // A sharded store (Redis Cluster): the member killed serves this lock.
