@@ -20,7 +20,7 @@
 #   example backend crate outside the workspace (examples/file-backend) running the
 #   suite from its own tests; the conformance runner over memory, etcd (with etcd's own
 #   Go recipes as peers), Redis, PostgreSQL, ZooKeeper, MySQL and NATS, a subset of
-#   cases on the Redis Sentinel group and the whole suite on the Redis Cluster, three
+#   cases on the Redis Sentinel group and the whole suite on the Redis Cluster, two
 #   columns at once (under CI=true the runner fails when a server's URL is not set),
 #   compared with docs/GUARANTEES.md and README's summary.
 # What protects a release rather than a change (the publish dry run that builds every
