@@ -25,8 +25,18 @@ fn options() -> ShardOptions {
 
 /// `member` of the group `group` on `coordinator`, once it owns every shard alone.
 async fn alone(coordinator: &Coordinator, group: &str, member: &str) -> Shards {
+    alone_with(coordinator, group, member, options()).await
+}
+
+/// As [`alone`], with `options`.
+async fn alone_with(
+    coordinator: &Coordinator,
+    group: &str,
+    member: &str,
+    options: ShardOptions,
+) -> Shards {
     let shards = coordinator
-        .shards(group, member, COUNT, options())
+        .shards(group, member, COUNT, options)
         .expect("a valid group");
     timeout(
         DEADLINE,
@@ -149,18 +159,7 @@ async fn a_shard_that_moves_while_the_work_runs_ends_it_without_an_error() {
 async fn a_pin_is_ended_at_the_session_deadline_before_the_loss_is_run() {
     const TTL: Duration = Duration::from_millis(500);
     let coordinator = distsync_kv::memory::connect("memory://").await.unwrap();
-    let shards = coordinator
-        .shards("deadline", "a", COUNT, options().with_ttl(TTL))
-        .expect("a valid group");
-    timeout(
-        DEADLINE,
-        shards
-            .changes()
-            .wait_for(|owned| owned.len() == COUNT as usize),
-    )
-    .await
-    .expect("owns every shard in time")
-    .expect("the loop runs");
+    let shards = alone_with(&coordinator, "deadline", "a", options().with_ttl(TTL)).await;
     let pin = shards.pin(3).await.expect("owned");
     assert!(!pin.is_ended());
     // Blocks the runtime's only thread: no renewal and no loss can run meanwhile.
