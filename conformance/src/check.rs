@@ -684,9 +684,26 @@ mod tests {
             futures::future::pending(),
         )
         .await;
+        // Violated, or starved when the machine did not give the wait its 10 ms (which
+        // of the two is `unfinished_wait`'s, tested below): either names the step.
         match result {
-            Err(Fail::Violated(evidence)) => {
+            Err(Fail::Violated(evidence) | Fail::Starved { why: evidence, .. }) => {
                 assert!(evidence.contains("waiting forever"), "{evidence}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wait_the_machine_gave_its_bound_is_violated_one_it_did_not_is_starved() {
+        let limit = Duration::from_millis(100);
+        let given: Check<()> = unfinished_wait("locking", limit, Duration::from_millis(300));
+        assert!(matches!(given, Err(Fail::Violated(_))), "{given:?}");
+        let cut: Check<()> = unfinished_wait("locking", limit, Duration::from_millis(301));
+        match cut {
+            Err(Fail::Starved { bound, why, .. }) => {
+                assert_eq!(bound, limit);
+                assert!(why.contains("locking"), "{why}");
             }
             other => panic!("{other:?}"),
         }
@@ -707,7 +724,11 @@ mod tests {
     async fn eventually_is_bounded() {
         let result: Check<()> =
             eventually(Duration::from_millis(30), "never", || async { Ok(None) }).await;
-        assert!(matches!(result, Err(Fail::Violated(_))));
+        // Starved instead when the machine did not give the wait its 30 ms.
+        assert!(
+            matches!(result, Err(Fail::Violated(_) | Fail::Starved { .. })),
+            "{result:?}"
+        );
         let mut n = 0;
         let got = eventually(Duration::from_secs(1), "third time", || {
             n += 1;
