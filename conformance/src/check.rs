@@ -310,7 +310,11 @@ pub(crate) async fn within<T>(
 /// The verdict on a wait of `limit` that [`timeout_live`] ended with `starved`: one the
 /// cap cut short ([`starved_past_cap`]) measured nothing ([`Fail::Starved`]); one given
 /// `limit` of a machine with a CPU free is a violation.
-fn unfinished_wait<T>(doing: impl Display, limit: Duration, starved: Duration) -> Check<T> {
+pub(crate) fn unfinished_wait<T>(
+    doing: impl Display,
+    limit: Duration,
+    starved: Duration,
+) -> Check<T> {
     if starved_past_cap(limit, starved) {
         return Err(Fail::Starved {
             starved,
@@ -446,19 +450,7 @@ where
         }
         if started.elapsed() + step > starved.stretch(limit) {
             crate::slack::record(&doing, limit, limit);
-            let so_far = starved.so_far();
-            if starved_past_cap(limit, so_far) {
-                return Err(Fail::Starved {
-                    starved: so_far,
-                    bound: limit,
-                    why: doing.to_string(),
-                });
-            }
-            return violated(format!(
-                "{doing}: not the case within {limit:?} and the {:?} the machine's runnable \
-                 tasks waited for a CPU meanwhile",
-                starved.so_far()
-            ));
+            return unfinished_wait(doing, limit, starved.so_far());
         }
         tokio::time::sleep(step).await;
         step = (step * 2).min(Duration::from_millis(100));
@@ -586,16 +578,28 @@ pub(crate) async fn join_all<T: Send + 'static>(
     tasks: &mut [Task<T>],
     limit: Duration,
 ) -> Check<Vec<T>> {
-    // One bound for all, stretched as `within`'s is: a first task that took its
-    // stretched time leaves the others what the stretch left, not nothing.
+    // One bound for all, stretched as `within`'s is, and judged as one wait: a first
+    // task that took the whole stretch leaves the next one nothing, and that is the
+    // machine's doing when the cap cut the stretch, not the next task's.
     let started = Instant::now();
-    let starved = Starved::since_now();
-    let mut results = Vec::with_capacity(tasks.len());
-    for task in tasks.iter_mut() {
-        let left = starved.stretch(limit).saturating_sub(started.elapsed());
-        results.push(task.join(left).await?);
+    let mut waiting = 0;
+    let joined = timeout_live(limit, async {
+        let mut results = Vec::with_capacity(tasks.len());
+        for (index, task) in tasks.iter_mut().enumerate() {
+            waiting = index;
+            results.push(task.wait().await?);
+        }
+        Ok(results)
+    })
+    .await;
+    let doing = tasks
+        .get(waiting)
+        .map_or_else(String::new, |task| format!("waiting for {}", task.what));
+    crate::slack::record(&doing, started.elapsed(), limit);
+    match joined {
+        Ok(results) => results,
+        Err(starved) => unfinished_wait(doing, limit, starved),
     }
-    Ok(results)
 }
 
 /// Checks tokens strictly increase in recorded order.

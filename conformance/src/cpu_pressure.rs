@@ -121,7 +121,7 @@ const STARVED_CAP: u32 = 4;
 /// Waits for `task`, whose result a liveness bound covers: `bound` from `since` plus the
 /// time the machine's runnable tasks waited for a CPU since then (as `pressure` counts
 /// it, which started at `since`), and at most [`STARVED_CAP`] times `bound`. Past that,
-/// a violation that says how much of the wait the machine was starved.
+/// judged as every bounded wait is ([`crate::check::unfinished_wait`]).
 ///
 /// Cancel-safe: the task stays joinable.
 pub(crate) async fn join_live<T: Send + 'static>(
@@ -146,18 +146,8 @@ pub(crate) async fn join_live<T: Send + 'static>(
         }
         let starved = starved();
         if since.elapsed() >= (bound + starved).min(cap) {
-            if starved_past_cap(bound, starved) {
-                return Err(crate::check::Fail::Starved {
-                    starved,
-                    bound,
-                    why: format!("waiting for {}", task.what()),
-                });
-            }
-            return crate::check::violated(format!(
-                "waiting for {}: did not finish within {bound:?} and the {starved:?} the \
-                 machine's runnable tasks waited for a CPU meanwhile (at most {cap:?})",
-                task.what()
-            ));
+            let doing = format!("waiting for {}", task.what());
+            return crate::check::unfinished_wait(doing, bound, starved);
         }
     }
 }
@@ -267,17 +257,7 @@ where
                 .within(Duration::ZERO, since.elapsed())
         });
         if since.elapsed() + step > (bound + starved).min(cap) {
-            if starved_past_cap(bound, starved) {
-                return Err(crate::check::Fail::Starved {
-                    starved,
-                    bound,
-                    why: doing.to_string(),
-                });
-            }
-            return crate::check::violated(format!(
-                "{doing}: not the case within {bound:?} and the {starved:?} the machine's \
-                 runnable tasks waited for a CPU meanwhile (at most {cap:?})"
-            ));
+            return crate::check::unfinished_wait(doing, bound, starved);
         }
         tokio::time::sleep(step).await;
         step = (step * 2).min(Duration::from_millis(100));

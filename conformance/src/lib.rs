@@ -101,6 +101,7 @@ pub mod gaps;
 mod harness;
 mod history;
 pub mod junit;
+mod last_deadline;
 pub mod log_capture;
 pub mod matrix;
 mod out_of_tree;

@@ -13,7 +13,10 @@
 //! CPU at least a session's ride-out ([`crate::cpu_pressure::ride_out`]) is the
 //! machine's doing: that change's moves are shown, not judged. A loss on a machine with
 //! CPU to spare is a violation, and a run where no change could be judged measured
-//! nothing ([`Fail::SetUpLapsed`], so it runs again).
+//! nothing ([`Fail::SetUpLapsed`], so it runs again). So is a change that reaches no
+//! stable assignment: a violation when the machine gave it [`STABLE_LIMIT`] of a CPU,
+//! inconclusive when the starvation cap cut the wait short
+//! ([`crate::check::unfinished_wait`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +28,7 @@ use distsync_core::Coordinator;
 use tokio::time::Instant;
 
 use super::shard_log::{owners, ShardLog, Tracking};
-use crate::check::{violated, within, Check, Context, Fail, Holds};
+use crate::check::{unfinished_wait, violated, within, Check, Context, Fail, Holds};
 use crate::cpu_pressure::{ride_out, Starved};
 use crate::harness::Harness;
 use crate::history::{self, Recorder, Rules};
@@ -361,14 +364,13 @@ async fn stable(
             Some(shard) => {
                 since = None;
                 if started.elapsed() >= starved.stretch(STABLE_LIMIT) {
-                    return violated(format!(
-                        "no stable assignment within {STABLE_LIMIT:?} and the {} the machine was \
-                         CPU-starved meanwhile, of the change to {current:?}: shard {shard} owned \
-                         by {:?}, the balanced assignment gives it to {:?}",
-                        crate::check::secs(starved.so_far()),
+                    let doing = format!(
+                        "the stable assignment of the change to {current:?} (shard {shard} owned \
+                         by {:?}, the balanced assignment gives it to {:?})",
                         now.get(&shard),
                         wanted.get(&shard)
-                    ));
+                    );
+                    return unfinished_wait(doing, STABLE_LIMIT, starved.so_far());
                 }
             }
         }

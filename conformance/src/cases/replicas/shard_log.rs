@@ -176,17 +176,12 @@ async fn follow_deadline(
     mut end: End<'_>,
     health: Option<&mut distsync_core::session::HealthWatch>,
 ) {
-    let Some(health) = health else {
-        return std::future::pending().await;
-    };
-    loop {
-        match health.changed().await.valid_until() {
-            Some(until) => end.until = Some(until),
-            // Lost: the last deadline seen is the one that passed (or the loss came
-            // earlier, and the drop's own instant is the earlier one).
-            None => return std::future::pending().await,
-        }
+    if let Some(health) = health {
+        // Lost: the last deadline seen is the one that passed (or the loss came earlier,
+        // and the drop's own instant is the earlier one).
+        crate::last_deadline::follow(health, &mut end.until).await;
     }
+    std::future::pending().await
 }
 
 /// Records the end of a hold when the work on it is dropped, or at `until` (the

@@ -317,17 +317,9 @@ fn learned_of_loss(session: &Session, mut lost: Lost) -> Task<Instant> {
             return Ok(learned(seen, deadline));
         }
         let mut lost = std::pin::pin!(lost);
-        loop {
-            tokio::select! {
-                () = &mut lost => break,
-                now = health.changed() => match now.valid_until() {
-                    Some(until) => deadline = Some(until),
-                    None => {
-                        lost.await;
-                        break;
-                    }
-                },
-            }
+        tokio::select! {
+            () = &mut lost => {}
+            () = crate::last_deadline::follow(&mut health, &mut deadline) => lost.await,
         }
         Ok(learned(Instant::now(), deadline))
     })
