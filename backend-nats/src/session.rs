@@ -66,13 +66,9 @@ pub(crate) fn lease_of<'s>(
     session: &'s Session,
     shared: &Arc<Shared>,
 ) -> Result<&'s Arc<LeaseInner>> {
-    let lease = session.lease_for::<NatsLease>(BACKEND)?;
-    if !Arc::ptr_eq(&lease.inner.shared, shared) {
-        return Err(Error::InvalidArgument(format!(
-            "session {} was granted by another nats backend",
-            session.id()
-        )));
-    }
+    let lease = session.lease_granted_here::<NatsLease>(BACKEND, |lease| {
+        Arc::ptr_eq(&lease.inner.shared, shared)
+    })?;
     Ok(&lease.inner)
 }
 

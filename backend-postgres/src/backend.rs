@@ -2,7 +2,6 @@
 //! application's) and [`PostgresBackend`], the [`Backend`] they return.
 
 use distsync_core::raw::name_connect_timeout;
-use distsync_core::raw::SessionStoreSide as _;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -23,7 +22,7 @@ use crate::error::{map, BACKEND};
 use crate::limits::Limits;
 use crate::outbox::Outbox;
 use crate::schema;
-use crate::session::{LeaseInner, PgLease};
+use crate::session::LeaseInner;
 use crate::store::{self, Shared};
 use crate::transaction_lock::TransactionLock;
 use crate::unflushed_grants::Sentinel;
@@ -316,14 +315,7 @@ impl PostgresBackend {
     }
 
     fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
-        let lease = &session.lease_for::<PgLease>(BACKEND)?.inner;
-        if !Arc::ptr_eq(&lease.shared, &self.shared) {
-            return Err(Error::InvalidArgument(format!(
-                "session {} was granted by another postgres backend",
-                session.id()
-            )));
-        }
-        Ok(Arc::clone(lease))
+        crate::session::lease_of(session, &self.shared).map(Arc::clone)
     }
 }
 

@@ -88,7 +88,6 @@ use tokio::sync::oneshot;
 
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::map;
-use crate::session::PgLease;
 use crate::store::Shared;
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::{Failure, Idempotence, WaitRetry};
@@ -563,14 +562,7 @@ impl PgQueue {
 
     /// The session's id, if `session` was granted by this backend.
     fn session_id(&self, session: &Session) -> Result<i64> {
-        let lease = &session.lease_for::<PgLease>(crate::error::BACKEND)?.inner;
-        if !Arc::ptr_eq(&lease.shared, &self.shared) {
-            return Err(Error::InvalidArgument(format!(
-                "session {} was granted by another postgres backend",
-                session.id()
-            )));
-        }
-        Ok(lease.id)
+        crate::session::lease_of(session, &self.shared).map(|lease| lease.id)
     }
 
     /// Holds the first item through `session`, if any. Cancel-safe: the hold runs in

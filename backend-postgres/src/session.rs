@@ -67,6 +67,19 @@ pub(crate) struct LeaseInner {
     renewed: AtomicBool,
 }
 
+/// The lease of `session`, which the backend of `shared` must have granted.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a session of another backend.
+pub(crate) fn lease_of<'s>(
+    session: &'s Session,
+    shared: &Arc<Shared>,
+) -> Result<&'s Arc<LeaseInner>> {
+    let lease = session
+        .lease_granted_here::<PgLease>(BACKEND, |lease| Arc::ptr_eq(&lease.inner.shared, shared))?;
+    Ok(&lease.inner)
+}
+
 /// Opens a session with `ttl`.
 pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
     let ttl = options.ttl;

@@ -255,16 +255,8 @@ impl RedisLease {
     /// # Errors
     /// [`Error::InvalidArgument`] for a session of another backend or another store.
     pub(crate) fn of<'s>(session: &'s Session, shared: &Shared) -> Result<&'s RedisLease> {
-        let lease = session.lease_for::<RedisLease>(BACKEND)?;
-        if lease.shared().store != shared.store {
-            return Err(Error::InvalidArgument(format!(
-                "session {} belongs to the store {}, not to {}",
-                session.id(),
-                lease.shared().store,
-                shared.store
-            )));
-        }
-        Ok(lease)
+        session
+            .lease_granted_here::<RedisLease>(BACKEND, |lease| lease.shared().store == shared.store)
     }
 
     /// The lease of `session`, while it is not lost.

@@ -59,13 +59,8 @@ pub(crate) fn lease_of<'s>(
     session: &'s Session,
     shared: &Arc<Shared>,
 ) -> Result<&'s Arc<LeaseInner>> {
-    let lease = session.lease_for::<ZkLease>(BACKEND)?;
-    if !Arc::ptr_eq(&lease.inner.shared, shared) {
-        return Err(Error::InvalidArgument(format!(
-            "session {} was granted by another zookeeper backend",
-            session.id()
-        )));
-    }
+    let lease = session
+        .lease_granted_here::<ZkLease>(BACKEND, |lease| Arc::ptr_eq(&lease.inner.shared, shared))?;
     Ok(&lease.inner)
 }
 

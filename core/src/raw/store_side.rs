@@ -67,6 +67,22 @@ pub trait SessionStoreSide {
     /// [`crate::Error::InvalidArgument`] for a session of another backend.
     fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T>;
 
+    /// Like [`SessionStoreSide::lease_for`], and only when `granted_here` recognises the
+    /// lease as the asking backend's own: its store (a lease id names a lease in one
+    /// store only) or its instance (where the backend keeps its sessions' state in
+    /// process). A backend takes a session's lease through this, so that a session of
+    /// another backend of the same kind is refused rather than tied to a lease id that
+    /// may name somebody else's lease in this store.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for a session of another backend, of this kind
+    /// or another.
+    fn lease_granted_here<T: 'static>(
+        &self,
+        backend: &'static str,
+        granted_here: impl FnOnce(&T) -> bool,
+    ) -> Result<&T>;
+
     /// Serialises, within this process, the holders of one resource that share this
     /// session: for a backend whose store key is per session (etcd's mutex and
     /// election keys are `<name>/<lease id>`), two tasks locking one name through one
@@ -92,6 +108,14 @@ impl SessionStoreSide for Session {
 
     fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
         Session::lease_for(self, backend)
+    }
+
+    fn lease_granted_here<T: 'static>(
+        &self,
+        backend: &'static str,
+        granted_here: impl FnOnce(&T) -> bool,
+    ) -> Result<&T> {
+        Session::lease_granted_here(self, backend, granted_here)
     }
 
     fn exclusive(&self, resource: &str) -> impl Future<Output = OwnedMutexGuard<()>> + Send {

@@ -286,6 +286,23 @@ impl Session {
         })
     }
 
+    /// Like [`Session::lease_for`], and only when `granted_here` recognises the lease as
+    /// the asking backend's own (its store or its instance).
+    pub(crate) fn lease_granted_here<T: 'static>(
+        &self,
+        backend: &'static str,
+        granted_here: impl FnOnce(&T) -> bool,
+    ) -> Result<&T> {
+        let lease = self.lease_for::<T>(backend)?;
+        if !granted_here(lease) {
+            return Err(Error::InvalidArgument(format!(
+                "session {} was granted by another {backend} backend",
+                self.inner.id
+            )));
+        }
+        Ok(lease)
+    }
+
     /// Serialises, within this process, the holders of one resource that share this
     /// session. For backends whose store key is per session (etcd's mutex and election
     /// keys are `<name>/<lease id>`): two tasks locking one name through one session

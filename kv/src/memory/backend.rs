@@ -178,6 +178,65 @@ mod tests {
             .is_none());
     }
 
+    /// Each memory store counts its lease ids from the same start, so a session of one
+    /// store taken by another would be tied to the other's lease of the same id (a
+    /// stranger's), and would neither keep nor end what it held.
+    #[tokio::test]
+    async fn a_session_of_another_store_is_refused_and_one_of_the_same_store_is_taken() {
+        use std::num::NonZeroUsize;
+
+        use distsync_core::{Backend, Name};
+
+        let (one, other) = (MemoryBackend::new(), MemoryBackend::new());
+        let session = one.session(Default::default()).await.unwrap();
+        let stranger = other.session(Default::default()).await.unwrap();
+        assert_eq!(session.id(), stranger.id(), "the ids the refusal protects");
+        let name = || Name::new("l").unwrap();
+        let two = NonZeroUsize::new(2).unwrap();
+        let made = [
+            ("lock", other.locker(&session, name()).err()),
+            ("unfair lock", other.unfair_locker(&session, name()).err()),
+            ("election", other.election(&session, name()).err()),
+            ("rwlock", other.rwlock(&session, name()).err()),
+            ("semaphore", other.semaphore(&session, name(), two).err()),
+            (
+                "double barrier",
+                other.double_barrier(&session, name(), two).err(),
+            ),
+        ];
+        for (kind, refused) in made {
+            match refused {
+                Some(Error::InvalidArgument(why)) => {
+                    assert!(why.contains("another memory backend"), "{kind}: {why}");
+                }
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+        let queue = other.queue(name()).unwrap();
+        queue.enqueue_bytes("x".into()).await.unwrap();
+        assert!(matches!(
+            queue.try_receive(&session).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(
+            queue.len().await.unwrap(),
+            1,
+            "the refused receive took nothing"
+        );
+
+        let (shared, twin) = (
+            MemoryBackend::shared("memory-lease-test"),
+            MemoryBackend::shared("memory-lease-test"),
+        );
+        let session = shared.session(Default::default()).await.unwrap();
+        let held = twin.locker(&session, name()).unwrap().lock().await.unwrap();
+        let other_session = shared.session(Default::default()).await.unwrap();
+        let locker = shared.locker(&other_session, name()).unwrap();
+        assert!(locker.try_lock().await.unwrap().is_none());
+        held.unlock().await.unwrap();
+        assert!(locker.try_lock().await.unwrap().is_some());
+    }
+
     #[tokio::test]
     async fn urls_name_a_fresh_or_a_shared_store() {
         let cases = [

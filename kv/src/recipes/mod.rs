@@ -242,7 +242,7 @@ impl<K: Kv> KvBackend<K> {
     }
 
     fn lease_of(&self, session: &Session) -> Result<LeaseId> {
-        Ok(session.lease_for::<KvLease<K>>(self.kv.backend())?.id)
+        lease_in(session, &self.kv)
     }
 
     fn offers(&self, offered: bool, what: &str) -> Result<()> {
@@ -297,6 +297,16 @@ impl<K: Kv> Lease for KvLease<K> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// The id of `session`'s lease, which `kv` must have granted: a lease id names a lease in
+/// one store only, so a session of another store (another etcd cluster, another memory
+/// store) is refused, while backends over one shared store
+/// ([`KvBackend::with_shared_kv`]) take each other's sessions.
+fn lease_in<K: Kv>(session: &Session, kv: &Arc<K>) -> Result<LeaseId> {
+    let lease = session
+        .lease_granted_here::<KvLease<K>>(kv.backend(), |lease| Arc::ptr_eq(&lease.kv, kv))?;
+    Ok(lease.id)
 }
 
 #[async_trait]
@@ -381,9 +391,8 @@ impl<K: Kv> Backend for KvBackend<K> {
         self.space.check(Kind::Queue, &name)?;
         // The recipe is Go's priority queue; `enqueue` is priority 0.
         self.offers(self.capabilities.queue, "queue")?;
-        let backend = self.kv.backend();
-        let lease_of: queue::LeaseOf =
-            Arc::new(move |session: &Session| Ok(session.lease_for::<KvLease<K>>(backend)?.id));
+        let kv = Arc::clone(&self.kv);
+        let lease_of: queue::LeaseOf = Arc::new(move |session: &Session| lease_in(session, &kv));
         Ok(Box::new(KvQueue::new(
             self.shared_kv(),
             &self.space,
