@@ -44,9 +44,18 @@ fn tls_url() -> Option<url::Url> {
     Some(with_param(&url, "schema", &schema))
 }
 
+/// [`tls_url`] with a connect timeout long enough for a TLS handshake and SCRAM's key
+/// derivation in a debug build on a loaded two-core runner (over 5 s there), for the
+/// tests that connect and do not measure the timeout.
+fn tls_url_to_connect() -> Option<url::Url> {
+    tls_url().map(|url| with_param(&url, "connect_timeout", "30s"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_election_and_queue_over_tls_with_a_password_and_a_client_certificate() {
-    let Some(url) = tls_url() else { return };
+    let Some(url) = tls_url_to_connect() else {
+        return;
+    };
     let password = url
         .password()
         .expect("the TLS URL has a password")
@@ -276,7 +285,9 @@ async fn a_silent_server_fails_connect_within_the_connect_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_gone_silent_after_connect_fails_pool_calls_within_the_request_timeout() {
     use distsync_conformance::faults::proxy::{rewrite_url, PartitionMode, Proxy};
-    let Some(url) = tls_url() else { return };
+    let Some(url) = tls_url_to_connect() else {
+        return;
+    };
     let password = url.password().unwrap().to_owned();
     let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
     let proxy = Proxy::start(upstream).await.unwrap();

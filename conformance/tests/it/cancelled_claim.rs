@@ -10,13 +10,16 @@
 //!
 //! The store here is the memory backend with one such claim made certain: the first
 //! receive after the fifth that claims an item's first delivery never returns; the
-//! case's 200 ms bound cancels it and the item goes back, uncounted. The other
-//! consumers have received later items by then, and the cancelling consumer waits
-//! until one of them has received the item again. The case must judge that item's
+//! case's 200 ms bound cancels it and the item goes back, uncounted, once another
+//! consumer has had a later item's first delivery (the case's items, `item-NNNN`, sort
+//! in queue order; however slowly the producer and the other consumers run). Until it
+//! is received again, only consumers that have had a later item's first delivery
+//! receive: the case judges order per consumer, so the one that gets it has seen a
+//! later item first. The case must judge that item's
 //! first delivery by the cancelled receive that explains it, and never report the
 //! consumer who gets it as holding it beside another.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -44,13 +47,17 @@ struct LateCancel {
 #[derive(Default)]
 struct Claims {
     state: Mutex<State>,
-    /// Signalled when an uncounted item is received again.
-    received_again: Notify,
+    /// Signalled when a receive returns an item's first delivery, and when an
+    /// uncounted item is received again.
+    changed: Notify,
 }
 
 #[derive(Default)]
 struct State {
     receives: usize,
+    /// Per consumer's session, the last item in queue order whose first delivery a
+    /// receive returned to it.
+    last_first: HashMap<SessionId, Bytes>,
     uncounted: HashSet<Bytes>,
     /// The session of the cancelled receive.
     canceller: Option<SessionId>,
@@ -61,6 +68,26 @@ impl Claims {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until `ready` holds of the state.
+    async fn until(&self, ready: impl Fn(&State) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            if ready(&self.state()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl State {
+    /// Whether `session` has had the first delivery of an item after `item`.
+    fn past(&self, session: SessionId, item: &Bytes) -> bool {
+        self.last_first
+            .get(&session)
+            .is_some_and(|last| last > item)
     }
 }
 
@@ -73,14 +100,20 @@ struct Claimed {
 
 impl Drop for Claimed {
     fn drop(&mut self) {
-        if let Some(delivery) = self.delivery.take() {
-            self.claims
-                .state()
-                .uncounted
-                .insert(delivery.item().clone());
-            // Nacked in the background: back at its place.
+        let Some(delivery) = self.delivery.take() else {
+            return;
+        };
+        let claims = Arc::clone(&self.claims);
+        let item = delivery.item().clone();
+        claims.state().uncounted.insert(item.clone());
+        // Put back once another consumer has had a later item's first delivery, then
+        // dropped, so nacked in the background: back at its place.
+        tokio::spawn(async move {
+            claims
+                .until(|state| state.last_first.keys().any(|s| state.past(*s, &item)))
+                .await;
             drop(delivery);
-        }
+        });
     }
 }
 
@@ -137,18 +170,15 @@ impl Queue for LateCancelQueue {
     }
 
     async fn receive(&self, session: &Session) -> Result<Delivery> {
-        // The cancelling consumer receives again once another has the item it put
-        // back, so that its first delivery comes to a consumer past it.
-        loop {
-            let again = self.claims.received_again.notified();
-            {
-                let state = self.claims.state();
-                if state.canceller != Some(session.id()) || state.uncounted.is_empty() {
-                    break;
-                }
-            }
-            again.await;
-        }
+        // While an item is put back uncounted, only a consumer past it receives, so that
+        // its first delivery comes to a consumer that has seen a later item first.
+        self.claims
+            .until(|state| {
+                state.uncounted.iter().all(|item| {
+                    state.canceller != Some(session.id()) && state.past(session.id(), item)
+                })
+            })
+            .await;
         let delivery = self.inner.receive(session).await?;
         let cancel = {
             let mut state = self.claims.state();
@@ -170,10 +200,19 @@ impl Queue for LateCancelQueue {
             // The reply never comes: the caller's timeout drops this call.
             return std::future::pending().await;
         }
+        if delivery.redeliveries() == 0 {
+            let mut state = self.claims.state();
+            let last = state.last_first.entry(session.id()).or_default();
+            if *last < *delivery.item() {
+                *last = delivery.item().clone();
+            }
+            drop(state);
+            self.claims.changed.notify_waiters();
+        }
         if !self.claims.state().uncounted.remove(delivery.item()) {
             return Ok(delivery);
         }
-        self.claims.received_again.notify_waiters();
+        self.claims.changed.notify_waiters();
         let (item, count) = (delivery.item().clone(), delivery.redeliveries());
         Ok(Delivery::new(
             item,
