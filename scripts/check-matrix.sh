@@ -56,11 +56,16 @@ runner=(scripts/runner.sh)
 
 # The notes of the cells that fail the run (`- **backend / case** (...): VIOLATED — ...`),
 # appended to the file $DISTSYNC_FAILED_CELLS names when it is set: test-all.sh prints
-# them in its closing summary, the part of a long CI log that is kept.
+# the first of them in its closing summary, the part of a long CI log that is kept. The
+# cells that fail the run by themselves (violated, error, unreachable) come first, then
+# the inconclusive ones, which fail it only in number: a summary cut short keeps the cause.
 keep_failed_cells() {
     [[ -n ${DISTSYNC_FAILED_CELLS:-} && -s $tmp/fresh.md ]] || return 0
-    { grep -E '^- \*\*.*\): (VIOLATED|ERROR|UNREACHABLE|inconclusive) — ' "$tmp/fresh.md" || true; } |
-        cut -c1-400 >>"$DISTSYNC_FAILED_CELLS"
+    local outcome
+    for outcome in VIOLATED ERROR UNREACHABLE inconclusive; do
+        { grep -E "^- \*\*.*\): $outcome — " "$tmp/fresh.md" || true; } |
+            cut -c1-400 >>"$DISTSYNC_FAILED_CELLS"
+    done
 }
 
 # The matrix as JUnit too, each cell with its tightest wait and slack, which
@@ -72,6 +77,9 @@ status=0
 keep_failed_cells
 if ((status > 1 && status != 5)) || [[ ! -s $tmp/fresh.md ]]; then
     echo "check-matrix: the runner failed (exit $status); nothing to compare" >&2
+    [[ -z ${DISTSYNC_FAILED_CELLS:-} ]] ||
+        echo "the runner failed with exit $status (3 unreachable, 4 an error or --timeout); nothing compared" \
+            >>"$DISTSYNC_FAILED_CELLS"
     exit 2
 fi
 cat "$tmp/fresh.md"

@@ -207,7 +207,15 @@ summary() {
     fi
     if [[ -s $DISTSYNC_FAILED_CELLS ]]; then
         printf '  conformance, what failed:\n' >&2
-        head -n 20 "$DISTSYNC_FAILED_CELLS" | mask_passwords | sed 's/^/    /' >&2
+        # What failed the run as a whole first (the runner's exit, a stale matrix), then
+        # the first cells (check-matrix.sh puts those that fail it by themselves first).
+        local cells more
+        { grep -v '^- \*\*' "$DISTSYNC_FAILED_CELLS" || true; } | mask_passwords | sed 's/^/    /' >&2
+        cells=$(grep -c '^- \*\*' "$DISTSYNC_FAILED_CELLS" || true)
+        { grep '^- \*\*' "$DISTSYNC_FAILED_CELLS" || true; } | head -n 20 | mask_passwords |
+            sed 's/^/    /' >&2
+        more=$((cells - 20))
+        ((more <= 0)) || printf '    (%d more cells in the log)\n' "$more" >&2
     fi
     disk_report
 }

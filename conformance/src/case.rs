@@ -313,7 +313,7 @@ impl Case {
 
     /// Whether this fault case starts or restarts store servers while it runs (a
     /// private server of its own, a cluster member): [`crate::run_suite`] runs those
-    /// after the other fault cases, all at once among themselves. Starting a server is
+    /// after the other fault cases, as many at once among themselves. Starting a server is
     /// the heaviest work of a run (a ZooKeeper server is a JVM, its start takes the
     /// machine's cores for seconds), and on a small machine it would starve the short
     /// sessions the partition cases open before their fault, which then end in set-up

@@ -198,7 +198,7 @@ pub(crate) const SET_UP_CALM: Duration = Duration::from_millis(800);
 ///
 /// Before each new try it waits (at most [`SET_UP_CALM_LIMIT`]) for the harness's
 /// runtime to keep up for [`SET_UP_CALM`]: a set-up lapses when the machine is starved
-/// (every fault case of a column starting at once, child processes starting, CPU hogs
+/// (a wave of fault cases starting at once, child processes starting, CPU hogs
 /// beside the runner), and a try started at once inside the same burst lapses the same
 /// way.
 pub(crate) async fn set_up<T, F, Fut>(what: impl Display, attempt: F) -> Check<T>

@@ -136,5 +136,5 @@ pub use profile::{controls_server, Profile, UnknownProfile};
 pub use reachability::StoreTrouble;
 pub use stall::{stall_slack, StallMeter, STALL_FLOOR, STALL_TICK};
 pub use status::{check_counter_status, check_session_expiry, check_status};
-pub use suite::{run_suite, run_suite_bounded, run_suite_in};
+pub use suite::{run_suite, run_suite_bounded, run_suite_in, FAULT_CASES_AT_ONCE};
 pub use testing::{run_test, run_tests, run_with, server_url, ExtraTest, CASES_ELSEWHERE_VAR};

@@ -182,7 +182,7 @@ pub(crate) const CALM_OVERSHOOT: Duration = Duration::from_millis(60);
 ///
 /// For a set-up that a starved machine let lapse (see [`crate::check::set_up`]): its next
 /// try waits out the burst that starved it (clients connecting, child processes
-/// starting, every fault case of a column starting at once) instead of starting inside
+/// starting, a wave of fault cases starting at once) instead of starting inside
 /// it and lapsing the same way. Bounded, so a machine that never calms down costs
 /// `limit`, not the case.
 ///

@@ -179,7 +179,7 @@ async fn arrival_order(h: Harness) -> Check {
     let waiter_backend = cut.backend();
     let waiter_session = waiter_backend
         .session(Default::default())
-        .bounded("opening the waiter's session")
+        .set_up("opening the waiter's session")
         .await?;
     let waiter = waiter_backend
         .unfair_locker(&waiter_session, name)
