@@ -38,7 +38,7 @@ const LEASE_CONNECTIONS: u32 = 2;
 /// A pool of at most `connections` to the server `config` names, each connection set
 /// up as the backend needs it (lock waits within the request timeout, and an idle
 /// transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
-async fn open_pool(config: &MysqlConfig, connections: u32) -> Result<MySqlPool> {
+fn open_pool(config: &MysqlConfig, connections: u32) -> MySqlPool {
     let lock_wait = config.request_timeout().as_secs().max(1);
     MySqlPoolOptions::new()
         .max_connections(connections)
@@ -74,9 +74,7 @@ async fn open_pool(config: &MysqlConfig, connections: u32) -> Result<MySqlPool> 
                 }
             })
         })
-        .connect_with(config.connect_options().clone())
-        .await
-        .map_err(map)
+        .connect_lazy_with(config.connect_options().clone())
 }
 
 /// What the backend's tasks share with it.
@@ -128,11 +126,12 @@ impl Drop for MysqlKv {
 }
 
 impl MysqlKv {
-    /// Connects to the server `config` names, creates the tables that are missing,
-    /// reads its semi-synchronous replication settings (see
-    /// [`MysqlKv::replica_has_every_commit`]) and starts the reaper.
+    /// Connects to the server `config` names, creates its tables unless they are there
+    /// (`schema::Tables::ensure`), reads its semi-synchronous replication settings (see
+    /// [`MysqlKv::replica_has_every_commit`]) on that one connection, and starts the
+    /// reaper; the pools connect as requests need them.
     ///
-    /// Cancel safety: dropping the future drops the pool being opened; tables
+    /// Cancel safety: dropping the future drops the connection being made; tables
     /// created so far stay (creating them again is a no-op).
     ///
     /// # Errors
@@ -146,33 +145,31 @@ impl MysqlKv {
         distsync_core::raw::check_tls_files(crate::BACKEND, &config.tls_files())?;
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
-        let (pool, lease_pool, semi_sync, max_allowed_packet) =
+        let (semi_sync, max_allowed_packet) =
             within(timeout, Bound::Connect, "connecting", async {
-                // One connection first, outside the pool: the pool retries a refused
-                // connection until its acquire timeout, so a wrong port would take the
-                // whole `connect_timeout` to fail instead of failing at once.
-                sqlx::mysql::MySqlConnection::connect_with(config.connect_options())
+                // One connection, outside the pools, does what connecting checks: the
+                // pools open theirs as requests need them (each within the request
+                // timeout), so that connecting costs one connection and a few round
+                // trips, and a refused port fails at once instead of after the pool's
+                // retries.
+                let mut conn = sqlx::mysql::MySqlConnection::connect_with(config.connect_options())
                     .await
-                    .map_err(|error| name_connect_timeout(map(error), timeout))?
-                    .close()
-                    .await
-                    .map_err(map)?;
-                let pool = open_pool(config, config.pool_size()).await?;
-                tables.create(&pool).await?;
-                let semi_sync = SemiSync::read(&pool).await?;
+                    .map_err(|error| name_connect_timeout(map(error), timeout))?;
+                tables.ensure(&mut conn).await?;
+                let semi_sync = SemiSync::read(&mut conn).await?;
                 let max_allowed_packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
-                    .fetch_one(&pool)
+                    .fetch_one(&mut conn)
                     .await
                     .map_err(map)?;
-                let lease_pool = open_pool(config, LEASE_CONNECTIONS).await?;
+                conn.close().await.map_err(map)?;
                 Ok((
-                    pool,
-                    lease_pool,
                     semi_sync,
                     usize::try_from(max_allowed_packet).unwrap_or(usize::MAX),
                 ))
             })
             .await?;
+        let pool = open_pool(config, config.pool_size());
+        let lease_pool = open_pool(config, LEASE_CONNECTIONS);
         tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
         let core = Arc::new(Core {
             hub: Hub::new(pool.clone(), tables.clone(), config.poll_interval()),

@@ -2,7 +2,7 @@
 //! replication ([`SemiSync`]), read once at connect, which decides whether the
 //! backend declares `survives_failover`.
 
-use sqlx::MySqlPool;
+use sqlx::MySqlConnection;
 
 use crate::error::{map, number};
 
@@ -29,16 +29,16 @@ pub(crate) struct SemiSync {
 }
 
 impl SemiSync {
-    /// The settings of the server `pool` reaches; `None` on a server without
+    /// The settings of the server `conn` is connected to; `None` on a server without
     /// MariaDB's semi-synchronous variables.
-    pub(crate) async fn read(pool: &MySqlPool) -> distsync_core::Result<Option<Self>> {
+    pub(crate) async fn read(conn: &mut MySqlConnection) -> distsync_core::Result<Option<Self>> {
         let read: Result<(i64, String, i64), sqlx::Error> = sqlx::query_as(
             // The server answers its unsigned variables as BIGINT UNSIGNED.
             "SELECT CAST(@@rpl_semi_sync_master_enabled AS SIGNED), \
              CAST(@@rpl_semi_sync_master_wait_point AS CHAR), \
              CAST(@@rpl_semi_sync_master_timeout AS SIGNED)",
         )
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await;
         match read {
             Ok((enabled, wait_point, timeout_ms)) => Ok(Some(Self {

@@ -1,6 +1,6 @@
 //! The backend's tables, their names under the URL's prefix, and their creation.
 
-use sqlx::MySqlPool;
+use sqlx::{MySqlConnection, MySqlPool};
 
 use distsync_core::Result;
 
@@ -41,12 +41,40 @@ impl Tables {
         }
     }
 
+    /// Creates the tables, as [`Tables::create`], unless the revision row is there:
+    /// it is written after every table, so a store that has it has them all, and a
+    /// client connecting to it reads one row instead of six `CREATE TABLE`s. A store
+    /// that lost a table since (it forgot, see the crate docs) has it created again by
+    /// the first request that finds it missing.
+    ///
+    /// Cancel safety: as [`Tables::create`].
+    pub(crate) async fn ensure(&self, conn: &mut MySqlConnection) -> Result<()> {
+        let found = sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT revision FROM {} WHERE id = 1",
+            self.meta
+        ))
+        .fetch_optional(&mut *conn)
+        .await;
+        match found {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self.create_on(conn).await,
+            Err(error) if crate::error::is_missing_table(&error) => self.create_on(conn).await,
+            Err(error) => Err(map(error)),
+        }
+    }
+
     /// Creates the tables that do not exist yet, and the revision row (an empty store
     /// is at revision 1, as etcd's). Idempotent, and safe when clients race to it.
     ///
     /// Cancel safety: each statement is atomic; a cancelled call leaves some tables
     /// created, which the next call completes.
     pub(crate) async fn create(&self, pool: &MySqlPool) -> Result<()> {
+        let mut conn = pool.acquire().await.map_err(map)?;
+        self.create_on(&mut conn).await
+    }
+
+    /// [`Tables::create`] on one connection.
+    async fn create_on(&self, conn: &mut MySqlConnection) -> Result<()> {
         let Self {
             meta,
             kv,
@@ -108,20 +136,23 @@ impl Tables {
             ),
         ];
         for statement in &statements {
-            sqlx::query(statement).execute(pool).await.map_err(map)?;
+            sqlx::query(statement)
+                .execute(&mut *conn)
+                .await
+                .map_err(map)?;
         }
         // The revision row, unless it is there: a plain read first, since inserting
         // over the row would wait for its lock, which a writer holds.
         let found: Option<i64> =
             sqlx::query_scalar(&format!("SELECT revision FROM {meta} WHERE id = 1"))
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(map)?;
         if found.is_none() {
             sqlx::query(&format!(
                 "INSERT IGNORE INTO {meta} (id, revision, compacted) VALUES (1, 1, 0)"
             ))
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map_err(map)?;
         }
