@@ -47,7 +47,7 @@ fn tls_url() -> Option<url::Url> {
 /// [`tls_url`] with a connect timeout long enough for a TLS handshake and SCRAM's key
 /// derivation in a debug build on a loaded two-core runner (over 5 s there), for the
 /// tests that connect and do not measure the timeout.
-fn tls_url_to_connect() -> Option<url::Url> {
+pub(crate) fn tls_url_to_connect() -> Option<url::Url> {
     tls_url().map(|url| with_param(&url, "connect_timeout", "30s"))
 }
 

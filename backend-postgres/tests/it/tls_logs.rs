@@ -7,12 +7,9 @@ use distsync_conformance::connect_checks::assert_logs_never_show;
 // One thread: the subscriber is the thread's default, and the backend's tasks run on it.
 #[tokio::test]
 async fn logs_never_show_the_password() {
-    let Some(raw) = distsync_conformance::server_url("DISTSYNC_POSTGRES_TLS_URL") else {
+    let Some(url) = crate::tls_auth::tls_url_to_connect() else {
         return;
     };
-    let mut url = url::Url::parse(&raw).unwrap();
-    url.query_pairs_mut()
-        .append_pair("schema", &format!("tls_logs_{}", std::process::id()));
     let password = url.password().unwrap().to_owned();
     let wrong_password = "not-the-password-0e6b";
     let mut wrong = url.clone();
