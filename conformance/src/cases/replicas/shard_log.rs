@@ -54,22 +54,25 @@ impl ShardLog {
         }
     }
 
-    /// Records `kind` for `client` on `shard` now, or at `until` if that came first;
-    /// returns its index in the history.
+    /// Records `kind` for `client` on `shard` now, or at `until` if that came first,
+    /// but not before `not_before`; returns its index in the history and its stamp.
     fn record(
         &self,
         shard: u32,
         client: usize,
         kind: Kind,
         until: Option<std::time::Instant>,
-    ) -> usize {
+        not_before: Duration,
+    ) -> (usize, Duration) {
         let mut events = lock_vec(&self.shards[shard as usize]);
         let now = self.clock.now();
-        let at = until.map_or(now, |until| {
-            now.min(self.clock.at(tokio::time::Instant::from_std(until)))
-        });
+        let at = until
+            .map_or(now, |until| {
+                now.min(self.clock.at(tokio::time::Instant::from_std(until)))
+            })
+            .max(not_before);
         events.push(Event { at, client, kind });
-        events.len() - 1
+        (events.len() - 1, at)
     }
 
     fn reclassify(&self, shard: u32, index: usize, kind: Kind) {
@@ -130,14 +133,22 @@ impl ShardLog {
                         return std::future::pending::<()>().await;
                     };
                     let mut health = session.as_ref().map(Session::health_watch);
+                    let until = health.as_ref().and_then(|h| h.current().valid_until());
+                    let (_, granted) = self.record(
+                        shard,
+                        client,
+                        Kind::Grant(token.get()),
+                        None,
+                        Duration::ZERO,
+                    );
                     let end = End {
                         log: self,
                         shard,
                         client,
                         recorded: Arc::clone(&recorded),
-                        until: health.as_ref().and_then(|h| h.current().valid_until()),
+                        until,
+                        granted,
                     };
-                    self.record(shard, client, Kind::Grant(token.get()), None);
                     follow_deadline(end, health.as_mut()).await;
                 }
             };
@@ -185,20 +196,28 @@ async fn follow_deadline(
 }
 
 /// Records the end of a hold when the work on it is dropped, or at `until` (the
-/// session's client-side deadline) if that came first.
+/// session's client-side deadline) if that came first, never before its grant: a
+/// starved runner can start the work after the deadline it read has passed (the
+/// member had not yet seen the loss), and that hold is empty, not one that ends before
+/// it began and leaves its grant open in the history.
 struct End<'a> {
     log: &'a ShardLog,
     shard: u32,
     client: usize,
     recorded: Arc<Mutex<Option<usize>>>,
     until: Option<std::time::Instant>,
+    granted: Duration,
 }
 
 impl Drop for End<'_> {
     fn drop(&mut self) {
-        let index = self
-            .log
-            .record(self.shard, self.client, Kind::Release, self.until);
+        let (index, _) = self.log.record(
+            self.shard,
+            self.client,
+            Kind::Release,
+            self.until,
+            self.granted,
+        );
         *lock_vec(&self.recorded) = Some(index);
     }
 }
@@ -234,4 +253,49 @@ pub(super) fn owners<'a>(
         }
     }
     owners
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{check, Rules, Violation};
+
+    /// A hold whose work starts after the session deadline it read (a starved runner)
+    /// is empty: its end is stamped at its grant, not at the earlier deadline, so the
+    /// next grant of the same member is no grant "while holding".
+    #[tokio::test]
+    async fn a_hold_that_starts_past_its_deadline_ends_at_its_grant() {
+        let log = ShardLog::new(Recorder::new(), 1);
+        let past = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let recorded = Arc::default();
+        let (_, granted) = log.record(0, 0, Kind::Grant(1), None, Duration::ZERO);
+        drop(End {
+            log: &log,
+            shard: 0,
+            client: 0,
+            recorded: Arc::clone(&recorded),
+            until: Some(past),
+            granted,
+        });
+        log.record(0, 0, Kind::Grant(2), None, Duration::ZERO);
+        let history = log.history(0, &[]);
+        assert_eq!(history[1].at, granted, "{history:?}");
+        let verdict = check(
+            &history,
+            &Rules {
+                capacity: 1,
+                liveness: None,
+            },
+        );
+        assert!(
+            !verdict
+                .violations
+                .iter()
+                .any(|violation| matches!(violation, Violation::Malformed(_))),
+            "{:?}",
+            verdict.violations
+        );
+        assert_eq!(*lock_vec(&recorded), Some(1));
+    }
 }

@@ -420,11 +420,12 @@ async fn drain(h: &Harness, run: &Run, cap: Instant) -> Check<Drained> {
         .backend()
         .queue(run.name.clone())
         .ctx("opening the queue to drain it")?;
-    let session = h
-        .backend()
-        .session(SessionOptions::with_ttl(run.ttl))
-        .bounded("opening the drain's session")
-        .await?;
+    let open = || {
+        h.backend()
+            .session(SessionOptions::with_ttl(run.ttl))
+            .bounded("opening the drain's session")
+    };
+    let mut session = open().await?;
     let started = Instant::now();
     let mut items = 0;
     let idle_limit = run.ttl * 2 + DRAIN_LIMIT;
@@ -439,13 +440,15 @@ async fn drain(h: &Harness, run: &Run, cap: Instant) -> Check<Drained> {
     // read as lost.
     'drain: while Instant::now() < deadline {
         let invoked = recorder.record(DRAINER, Kind::Invoke);
-        let mut receiving = std::pin::pin!(queue.receive(&session));
-        let received = loop {
-            tokio::select! {
-                received = &mut receiving => break received,
-                () = tokio::time::sleep(RECEIVE_WAIT) => {
-                    if pending() == 0 || Instant::now() >= deadline {
-                        break 'drain;
+        let received = {
+            let mut receiving = std::pin::pin!(queue.receive(&session));
+            loop {
+                tokio::select! {
+                    received = &mut receiving => break received,
+                    () = tokio::time::sleep(RECEIVE_WAIT) => {
+                        if pending() == 0 || Instant::now() >= deadline {
+                            break 'drain;
+                        }
                     }
                 }
             }
@@ -465,6 +468,13 @@ async fn drain(h: &Harness, run: &Run, cap: Instant) -> Check<Drained> {
                 lock_vec(&run.log.receipts).push(receipt);
                 items += 1;
                 deadline = (Instant::now() + idle_limit).min(cap);
+            }
+            // The drain's own session, which no fault touches, lost on a loaded machine
+            // (its renewals late past its short TTL): what it held goes back to the
+            // queue, as the contract says, and the drain goes on with a new one.
+            Err(Error::SessionLost) => {
+                tally.error(&Error::SessionLost);
+                session = open().await?;
             }
             Err(error) => return Err(Fail::Violated(format!("draining the queue: {error}"))),
         }
