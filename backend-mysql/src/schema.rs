@@ -49,13 +49,7 @@ impl Tables {
     ///
     /// Cancel safety: as [`Tables::create`].
     pub(crate) async fn ensure(&self, conn: &mut MySqlConnection) -> Result<()> {
-        let found = sqlx::query_scalar::<_, i64>(&format!(
-            "SELECT revision FROM {} WHERE id = 1",
-            self.meta
-        ))
-        .fetch_optional(&mut *conn)
-        .await;
-        match found {
+        match self.revision_row(conn).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => self.create_on(conn).await,
             Err(error) if crate::error::is_missing_table(&error) => self.create_on(conn).await,
@@ -71,6 +65,13 @@ impl Tables {
     pub(crate) async fn create(&self, pool: &MySqlPool) -> Result<()> {
         let mut conn = pool.acquire().await.map_err(map)?;
         self.create_on(&mut conn).await
+    }
+
+    /// The store's revision, read without a lock; `None` before the row is written.
+    async fn revision_row(&self, conn: &mut MySqlConnection) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar(&format!("SELECT revision FROM {} WHERE id = 1", self.meta))
+            .fetch_optional(conn)
+            .await
     }
 
     /// [`Tables::create`] on one connection.
@@ -143,12 +144,7 @@ impl Tables {
         }
         // The revision row, unless it is there: a plain read first, since inserting
         // over the row would wait for its lock, which a writer holds.
-        let found: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT revision FROM {meta} WHERE id = 1"))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(map)?;
-        if found.is_none() {
+        if self.revision_row(conn).await.map_err(map)?.is_none() {
             sqlx::query(&format!(
                 "INSERT IGNORE INTO {meta} (id, revision, compacted) VALUES (1, 1, 0)"
             ))
