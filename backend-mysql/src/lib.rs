@@ -257,6 +257,7 @@ mod callers;
 mod clock;
 mod compaction;
 mod config;
+mod doorbell;
 mod driver;
 mod error;
 mod kv;
