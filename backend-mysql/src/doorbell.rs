@@ -2,10 +2,10 @@
 //! watches, on a server that has no `LISTEN`/`NOTIFY`.
 //!
 //! A watch hub with open watches keeps one connection of its own, the **listener**,
-//! waiting in one statement: `SELECT revision, IF(revision > seen, 0, SLEEP(n))` on
-//! the revision row, `seen` being the last revision the hub delivered. The keys the
-//! hub watches are registered in the `bells` table under the listener's connection
-//! id. A process that commits a write looks up the listeners registered for a key it
+//! waiting in the server: it reads the store's revision, then sleeps unless that is
+//! past `seen`, the last revision the hub delivered (`SLEEP(n)`, in a statement that
+//! holds no table). The keys the hub watches are registered in the `bells` table
+//! under the listener's connection id. A process that commits a write looks up the listeners registered for a key it
 //! wrote (or a prefix of it) and interrupts their waits with `KILL QUERY`: the hub
 //! then reads the log, as its poll would, a round trip or two after the commit
 //! instead of up to a poll interval later. A release reaches the next waiter of a lock
@@ -14,17 +14,18 @@
 //! The poll stays, and it is what makes the watches correct: a ring that goes missing
 //! costs at most one poll interval, never a change. Rings go missing by design where
 //! making them sure would cost the writers: a registration made after the writer's
-//! look-up, a `KILL` the server refuses (another user's connection), a listener
-//! between two waits (its next wait starts past `seen` and returns at once, so that
-//! one is not missed), a table the server lost, and the writes made while the table
-//! was last seen empty (see [`Doorbell::ring_others`]).
+//! look-up, a `KILL` the server refuses (another user's connection), a `KILL` that
+//! lands between the listener's read of the revision and its sleep, a table the server
+//! lost, and the writes made while the table was last seen empty (see
+//! [`Doorbell::ring_others`]).
 //!
 //! `bells` is a `MEMORY` table: a registration is never flushed to disk, and a
 //! restart of the server empties it along with the connections it names. Connection
 //! ids are not reused while a server runs, so a stale row (its process gone) names no
 //! live connection: the `KILL` fails with "unknown thread" and the writer deletes it.
-//! The listener is the only user of its connection and runs nothing but its waits, so a
-//! `KILL QUERY` never interrupts anything else.
+//! The listener is the only user of its connection and runs nothing but its waits and
+//! its own registrations (an interrupted one counts as a ring), so a `KILL QUERY`
+//! never interrupts anything else.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -264,9 +265,13 @@ impl Listener {
     pub(crate) async fn wait(&mut self, meta: &str, seen: Revision) -> sqlx::Result<Woken> {
         let conn = self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)?;
         let wait = self.shared.wait;
+        // The revision is read by a statement of its own, so that the sleeping one
+        // holds no table: a `DROP` or `ALTER` of the revision table would wait for
+        // it, and every writer behind that.
         let sql = format!(
-            "SELECT CAST(IF(revision > {seen}, 2, SLEEP({:.3})) AS SIGNED) \
-             FROM {meta} WHERE id = 1",
+            "SET @distsync_revision = (SELECT revision FROM {meta} WHERE id = 1);\n\
+             SELECT CAST(IF(@distsync_revision IS NULL OR @distsync_revision > {seen}, 2, \
+                            SLEEP({:.3})) AS SIGNED)",
             wait.as_secs_f64()
         );
         let waited = tokio::time::timeout(wait + WAIT_SLACK, batch::text(conn, sql))
