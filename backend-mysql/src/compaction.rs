@@ -18,6 +18,9 @@ pub const DEFAULT_RETAINED_REVISIONS: i64 = 10_000;
 /// How many revisions one compaction transaction covers.
 const CHUNK: Revision = 1000;
 
+/// How many superseded rows one `DELETE` of a compaction names.
+const DELETES_PER_STATEMENT: usize = 500;
+
 /// Makes `revision` the oldest readable one (nothing when it is not above the current
 /// compaction point). The point moves first, in a transaction of its own, so a
 /// reader that saw the old point reads in a snapshot that still holds the rows
@@ -83,17 +86,35 @@ pub(crate) async fn compact(
             ],
         )
         .await?;
-        sqlx::query(&format!(
-            "DELETE l FROM {log} l JOIN {log} n \
-             ON n.k = l.k AND n.revision > l.revision AND n.revision <= ? \
-             WHERE l.revision >= ? AND l.revision < ?"
+        // The superseded rows are found first, each by one probe of the key index
+        // (a semi-join stops at the first newer version), then deleted by their
+        // primary keys: a `DELETE` joined to the newer versions would visit every
+        // pair of versions of a key, quadratic in a busy key's history.
+        let superseded: Vec<(Revision, i32)> = sqlx::query_as(&format!(
+            "SELECT l.revision, l.sub FROM {log} l \
+             WHERE l.revision >= ? AND l.revision < ? AND EXISTS \
+                   (SELECT 1 FROM {log} n \
+                     WHERE n.k = l.k AND n.revision > l.revision AND n.revision <= ?)"
         ))
-        .bind(revision)
         .bind(from)
         .bind(to)
-        .execute(open.conn())
+        .bind(revision)
+        .fetch_all(open.conn())
         .await
         .map_err(map)?;
+        for rows in superseded.chunks(DELETES_PER_STATEMENT) {
+            let keys: Vec<String> = rows
+                .iter()
+                .map(|(revision, sub)| format!("({revision}, {sub})"))
+                .collect();
+            sqlx::query(&format!(
+                "DELETE FROM {log} WHERE (revision, sub) IN ({})",
+                keys.join(", ")
+            ))
+            .execute(open.conn())
+            .await
+            .map_err(map)?;
+        }
         sqlx::query(&format!(
             "DELETE FROM {log} WHERE revision >= ? AND revision < ? AND deleted = 1"
         ))

@@ -22,7 +22,8 @@
 //! `bells` is a `MEMORY` table: a registration is never flushed to disk, and a
 //! restart of the server empties it along with the connections it names. Connection
 //! ids are not reused while a server runs, so a stale row (its process gone) names no
-//! live connection: the `KILL` fails with "unknown thread" and the writer deletes it.
+//! live connection: the `KILL` fails with "unknown thread" and the writer deletes it,
+//! and every listener that opens sweeps the rows of connections that are gone.
 //! The listener is the only user of its connection and runs nothing but its waits and
 //! its own registrations (an interrupted one counts as a ring), so a `KILL QUERY`
 //! never interrupts anything else.
@@ -178,7 +179,17 @@ impl Doorbell {
     pub(crate) async fn listen(&self, watched: HashSet<Watched>) -> sqlx::Result<Listener> {
         let options = self.shared.pool.connect_options();
         let mut conn = MySqlConnection::connect_with(&options).await?;
-        let sql = format!("{};\nSELECT CONNECTION_ID()", create(&self.shared.table));
+        // Rows of connections that are gone (processes that ended without closing
+        // their listener) are swept as a listener opens. A user without the `PROCESS`
+        // privilege sees only its own connections: other users' rows go too, whom it
+        // could not ring anyway, and who are left to their polls.
+        let sql = format!(
+            "{};\nDELETE FROM {table} WHERE conn NOT IN \
+                 (SELECT ID FROM information_schema.PROCESSLIST);\n\
+             SELECT CONNECTION_ID()",
+            create(&self.shared.table),
+            table = self.shared.table,
+        );
         let rows = batch::text(&mut conn, sql).await?;
         let id: u64 = rows
             .first()

@@ -35,6 +35,16 @@ async fn reads_and_watches_before_the_compaction_point_are_refused() {
         keys(&kv.range(Range::prefix("").at_revision(5)).await.unwrap()),
         ["b"]
     );
+    // What the compaction removed: the version of `a` that 3 superseded; kept: the
+    // newest versions at or below 4, and everything after.
+    assert_eq!(
+        log_rows(&kv, &url).await,
+        [
+            (3, "a".to_owned()),
+            (4, "b".to_owned()),
+            (5, "a".to_owned())
+        ]
+    );
     // Backwards does nothing; past the present is an error.
     assert_eq!(kv.compact(2).await.unwrap(), 4);
     assert!(matches!(
@@ -54,5 +64,28 @@ async fn reads_and_watches_before_the_compaction_point_are_refused() {
         events(at_five.next().await.unwrap().unwrap()),
         [(EventKind::Delete, "a".to_owned(), 5)]
     );
+    // At 5 the deletion of `a` supersedes its put at 3; the deletion itself, at the
+    // compaction point, stays (watched above).
+    assert_eq!(
+        log_rows(&kv, &url).await,
+        [(4, "b".to_owned()), (5, "a".to_owned())]
+    );
     drop_tables(&kv, &url).await;
+}
+
+/// The log's rows, as (revision, key), in revision order.
+async fn log_rows(kv: &distsync_mysql::MysqlKv, url: &str) -> Vec<(i64, String)> {
+    let prefix = distsync_mysql::MysqlConfig::parse(url)
+        .unwrap()
+        .table_prefix()
+        .to_owned();
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
+        "SELECT revision, k FROM {prefix}log ORDER BY revision, sub"
+    ))
+    .fetch_all(kv.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(revision, key)| (revision, String::from_utf8(key).unwrap()))
+        .collect()
 }
