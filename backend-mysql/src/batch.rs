@@ -45,6 +45,9 @@ pub(crate) fn tag(row: &MySqlRow) -> Result<i64> {
 /// Runs `statements` (each without its `;`) in one round trip; the rows of every
 /// `SELECT` among them, in order.
 ///
+/// Boxed as `Send` here, where its lifetimes are the caller's: inside a spawned task
+/// the compiler cannot prove sqlx's executor `Send` for every lifetime.
+///
 /// # Cancel safety
 /// A batch cut off may have run any prefix of its statements.
 pub(crate) fn run<'c>(
@@ -55,28 +58,12 @@ pub(crate) fn run<'c>(
         if statements.is_empty() {
             return Ok(Vec::new());
         }
-        text(conn, statements.join(";\n")).await.map_err(map)
-    })
-}
-
-/// Runs `sql` (one or more statements without arguments) as a text query; the rows of
-/// every `SELECT` in it, in order, and the server's own error, unmapped.
-///
-/// Boxed as `Send` here, where its lifetimes are the caller's: inside a spawned task
-/// the compiler cannot prove sqlx's executor `Send` for every lifetime.
-///
-/// # Cancel safety
-/// Cut off, it may have run any prefix of its statements.
-pub(crate) fn text(
-    conn: &mut MySqlConnection,
-    sql: String,
-) -> BoxFuture<'_, sqlx::Result<Vec<MySqlRow>>> {
-    Box::pin(async move {
+        let sql = statements.join(";\n");
         // A bare string is sent as a text query (no arguments, no prepared
         // statement), which is what lets the server run several statements.
         let mut steps = conn.fetch_many(sql.as_str());
         let mut rows = Vec::new();
-        while let Some(step) = steps.try_next().await? {
+        while let Some(step) = steps.try_next().await.map_err(map)? {
             if let Some(row) = step.right() {
                 rows.push(row);
             }

@@ -63,7 +63,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
 /// | `ssl-mode` (or `sslmode`, `ssl_mode`) | as MySQL's clients, in any case: `disabled`; `preferred` (TLS when the server offers it, unverified; plaintext otherwise); `required` (TLS, unverified; as `verify_ca` when `ca` is given, so a given CA is never ignored); `verify_ca` (the server's certificate chains to a trusted CA); `verify_identity` (and names the host); `disabled` and `preferred` are refused beside a TLS file | `verify_identity` when the URL gives `ca`, `cert` or `key`; `preferred` otherwise |
 /// | `ca` (or `ssl-ca`) | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
 /// | `cert`, `key` (or `ssl-cert`, `ssl-key`) | PEM client certificate and its key, both or neither (for a user created `REQUIRE X509`) | none |
-/// | `poll_interval` | how often a process with open watches reads the log for other processes' writes whose doorbell ring went missing (its own are seen at once; see the crate docs, "Watches") | [`DEFAULT_POLL_INTERVAL`] |
+/// | `poll_interval` | how often a process with open watches reads the log for other processes' writes (its own are seen at once) | [`DEFAULT_POLL_INTERVAL`] |
 /// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside two of its own for lease grants and renewals | [`DEFAULT_POOL_SIZE`] |
 /// | `connect_timeout` | connecting in all, the tables' creation included | 5 s |
 /// | `timeout` | one statement's answer, and waiting for a pool connection | 10 s |

@@ -21,8 +21,6 @@ mod code {
     pub(super) const SHUTDOWN: u16 = 1053;
     /// `ER_QUERY_INTERRUPTED` (`KILL QUERY`, `max_statement_time`).
     pub(super) const INTERRUPTED: u16 = 1317;
-    /// `ER_NO_SUCH_THREAD`: `KILL` of a connection that is gone.
-    pub(super) const NO_SUCH_THREAD: u16 = 1094;
     /// `ER_CONNECTION_KILLED`.
     pub(super) const KILLED: u16 = 1927;
     /// `ER_NO_SUCH_TABLE`.
@@ -45,16 +43,6 @@ pub(crate) fn is_lock_refused(error: &sqlx::Error) -> bool {
 /// forgot (its data wiped, its tables dropped).
 pub(crate) fn is_missing_table(error: &sqlx::Error) -> bool {
     number(error) == Some(code::NO_SUCH_TABLE)
-}
-
-/// Whether `error` is a statement interrupted by `KILL QUERY` (or `max_statement_time`).
-pub(crate) fn is_interrupted(error: &sqlx::Error) -> bool {
-    number(error) == Some(code::INTERRUPTED)
-}
-
-/// Whether `error` is the answer to a `KILL` of a connection that no longer exists.
-pub(crate) fn is_unknown_thread(error: &sqlx::Error) -> bool {
-    number(error) == Some(code::NO_SUCH_THREAD)
 }
 
 /// The server's error number, if `error` is a database error.

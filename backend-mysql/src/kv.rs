@@ -38,11 +38,6 @@ const LEASE_CONNECTIONS: u32 = 2;
 /// A pool of at most `connections` to the server `config` names, each connection set
 /// up as the backend needs it (lock waits within the request timeout, and an idle
 /// transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
-/// The keys `events` changed, for the doorbell ([`crate::doorbell`]).
-pub(crate) fn written(events: &[distsync_kv::kv::WatchEvent]) -> Vec<String> {
-    events.iter().map(|event| event.kv.key.clone()).collect()
-}
-
 fn open_pool(config: &MysqlConfig, connections: u32) -> MySqlPool {
     let lock_wait = config.request_timeout().as_secs().max(1);
     MySqlPoolOptions::new()
@@ -298,7 +293,6 @@ impl Kv for MysqlKv {
             let applied = txn::run(&core.pool, &core.tables, txn).await?;
             if !applied.events.is_empty() {
                 core.hub.ring();
-                core.hub.ring_others(written(&applied.events));
             }
             Ok(applied.response)
         })
@@ -337,9 +331,11 @@ impl Kv for MysqlKv {
     /// nothing, as on the memory store.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.detached("revoking a lease", move |core| async move {
-            if let Some((_, events)) = lease::end(&core.pool, &core.tables, lease, false).await? {
+            if lease::end(&core.pool, &core.tables, lease, false)
+                .await?
+                .is_some()
+            {
                 core.hub.ring();
-                core.hub.ring_others(written(&events));
             }
             Ok(())
         })

@@ -26,9 +26,6 @@ pub(crate) struct Tables {
     pub(crate) txn_locks: String,
     /// The transaction locks' token counter (`AUTO_INCREMENT`; rows removed again).
     pub(crate) txn_lock_tokens: String,
-    /// The keys each process's watch hub waits on, by its listener's connection
-    /// (`MEMORY`, created by the first listener: see [`crate::doorbell`]).
-    pub(crate) bells: String,
 }
 
 impl Tables {
@@ -41,7 +38,6 @@ impl Tables {
             leases: format!("{prefix}leases"),
             txn_locks: format!("{prefix}txn_locks"),
             txn_lock_tokens: format!("{prefix}txn_lock_tokens"),
-            bells: format!("{prefix}bells"),
         }
     }
 
@@ -87,7 +83,6 @@ impl Tables {
             leases,
             txn_locks,
             txn_lock_tokens,
-            bells: _,
         } = self;
         let statements = [
             format!(

@@ -5,18 +5,16 @@
 //! revision row at `r`, every row up to `r` is in the log: reading `(seen, r]` never
 //! skips a change that commits later.
 //!
-//! How the hub learns of a write: a write of this process wakes it at once; a write of
-//! another process rings it through the doorbell ([`crate::doorbell`]: the hub's
-//! listener connection waits in the server until that process interrupts it); and a
-//! bounded poll, one statement (the revision row) per `poll_interval` per process while
-//! the process has open watches, finds every write whose ring went missing. The poll
-//! is what the watches' correctness rests on; the doorbell only makes them prompt.
+//! How the hub learns of a write: a write of this process wakes it at once; writes of
+//! other processes are found by a bounded poll, one statement (the revision row) per
+//! `poll_interval` per process, and only while the process has open watches. That is
+//! the first version of the doorbell: a waiter in another process learns of a release
+//! within one poll interval.
 //!
 //! A new watch reads its own history (from its start revision to the hub's position)
 //! in one snapshot, then takes what the hub delivers after that position. When the hub
 //! cannot read the log, every open watch ends (the recipes re-read and watch again).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -29,7 +27,6 @@ use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::batch;
-use crate::doorbell::{Doorbell, Listener, Watched, Woken};
 use crate::error::map;
 use crate::range::{key_string, KeyFilter};
 use crate::schema::Tables;
@@ -72,22 +69,14 @@ struct Shared {
     tables: Tables,
     poll_interval: Duration,
     state: Mutex<State>,
-    /// Rung by this process's writes, by new watches and by the listener.
+    /// Rung by this process's writes and by new watches.
     bell: Notify,
-    /// Rung at the end of every delivery (the listener waits for it after a ring).
-    delivered: Notify,
-    /// Rung by new watches (an idle listener waits for it).
-    opened: Notify,
-    /// The doorbell: the rings of other processes' writes, and this process's rings
-    /// of theirs.
-    doorbell: Doorbell,
 }
 
 /// The watch hub of one backend; its task ends when the hub is dropped.
 pub(crate) struct Hub {
     shared: Arc<Shared>,
-    /// The delivering task and the listener's.
-    tasks: std::sync::Mutex<Option<[JoinHandle<()>; 2]>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -100,10 +89,8 @@ impl std::fmt::Debug for Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        if let Some(tasks) = self.tasks.lock().ok().and_then(|mut tasks| tasks.take()) {
-            for task in tasks {
-                task.abort();
-            }
+        if let Some(task) = self.task.lock().ok().and_then(|mut task| task.take()) {
+            task.abort();
         }
     }
 }
@@ -113,7 +100,6 @@ impl Hub {
     pub(crate) fn new(pool: MySqlPool, tables: Tables, poll_interval: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
-                doorbell: Doorbell::new(pool.clone(), &tables, poll_interval),
                 pool,
                 tables,
                 poll_interval,
@@ -122,22 +108,14 @@ impl Hub {
                     watchers: Vec::new(),
                 }),
                 bell: Notify::new(),
-                delivered: Notify::new(),
-                opened: Notify::new(),
             }),
-            tasks: std::sync::Mutex::new(None),
+            task: std::sync::Mutex::new(None),
         }
     }
 
     /// Tells the hub that this process wrote: it reads the log now.
     pub(crate) fn ring(&self) {
         self.shared.bell.notify_one();
-    }
-
-    /// Tells the hubs of other processes that watch one of `keys` (just committed by
-    /// this process) to read the log now (see [`crate::doorbell`]).
-    pub(crate) fn ring_others(&self, keys: Vec<String>) {
-        self.shared.doorbell.ring_others(keys);
     }
 
     /// Watches `key` (every key under it when `prefix`) from `start` (0 or below:
@@ -171,8 +149,6 @@ impl Hub {
             });
             state.seen
         };
-        self.shared.opened.notify_one();
-        self.shared.doorbell.register((key.to_owned(), prefix));
         self.ring();
         let history = if start <= upto {
             history(&self.shared, key, prefix, start, upto).await?
@@ -191,15 +167,12 @@ impl Hub {
     }
 
     fn start_task(&self) {
-        let Ok(mut tasks) = self.tasks.lock() else {
+        let Ok(mut task) = self.task.lock() else {
             return;
         };
-        if tasks.is_none() {
+        if task.is_none() {
             let shared = Arc::downgrade(&self.shared);
-            *tasks = Some([
-                tokio::spawn(run(shared.clone())),
-                tokio::spawn(listen(shared)),
-            ]);
+            *task = Some(tokio::spawn(run(shared)));
         }
     }
 }
@@ -328,81 +301,8 @@ async fn run(shared: Weak<Shared>) {
     }
 }
 
-/// The listener's task (see [`crate::doorbell`]): while watches are open, a connection
-/// of its own waits for the store to move past what the hub delivered, or for a writer
-/// of another process to ring, and then rings the hub's bell. Without watches it holds
-/// no connection. A listener that fails is opened again after a poll interval; the
-/// poll serves the watches meanwhile.
-async fn listen(shared: Weak<Shared>) {
-    let mut listener: Option<Listener> = None;
-    loop {
-        let Some(strong) = shared.upgrade() else {
-            return;
-        };
-        let (seen, watched) = {
-            let state = strong.state.lock().await;
-            let watched: HashSet<Watched> = (state.watchers.iter())
-                .filter(|watcher| !watcher.sender.is_closed())
-                .map(|watcher| (watcher.key.clone(), watcher.prefix))
-                .collect();
-            (state.seen, watched)
-        };
-        if watched.is_empty() {
-            let opened = strong.opened.notified();
-            if let Some(idle) = listener.take() {
-                idle.close().await;
-            }
-            // The hub's drop aborts the task here.
-            opened.await;
-            continue;
-        }
-        let mut current = match listener.take() {
-            Some(current) => current,
-            None => match strong.doorbell.listen(watched.clone()).await {
-                Ok(opened) => opened,
-                Err(error) => {
-                    tracing::debug!(backend = crate::BACKEND, %error, "doorbell: opening the listener");
-                    tokio::time::sleep(LISTENER_RETRY).await;
-                    continue;
-                }
-            },
-        };
-        let delivered = strong.delivered.notified();
-        let woken = match current.keep(watched).await {
-            Ok(()) => current.wait(&strong.tables.meta, seen).await,
-            Err(error) if crate::error::is_interrupted(&error) => Ok(Woken::Rung),
-            Err(error) => Err(error),
-        };
-        match woken {
-            Ok(Woken::Rung) => {
-                listener = Some(current);
-                strong.bell.notify_one();
-                // Until the hub has read the log: a wait started before it would
-                // find the store past `seen` and return at once.
-                let _ = tokio::time::timeout(strong.poll_interval, delivered).await;
-            }
-            Ok(Woken::Slept) => listener = Some(current),
-            Err(error) => {
-                tracing::debug!(backend = crate::BACKEND, %error, "doorbell: the listener's wait failed");
-                drop(current);
-                tokio::time::sleep(LISTENER_RETRY).await;
-            }
-        }
-    }
-}
-
-/// How long a listener that could not open or wait rests before it is opened again.
-const LISTENER_RETRY: Duration = Duration::from_secs(1);
-
 /// Reads and delivers every change after the hub's position.
 async fn deliver(shared: &Shared) -> Result<()> {
-    let delivered = deliver_changes(shared).await;
-    shared.delivered.notify_waiters();
-    delivered
-}
-
-/// [`deliver`]'s reading and handing out.
-async fn deliver_changes(shared: &Shared) -> Result<()> {
     let mut state = shared.state.lock().await;
     state.watchers.retain(|watcher| !watcher.sender.is_closed());
     if state.watchers.is_empty() {

@@ -43,7 +43,7 @@ pub(crate) async fn connect(url: &str) -> MysqlKv {
 /// Drops the tables of `kv`.
 pub(crate) async fn drop_tables(kv: &MysqlKv, url: &str) {
     let prefix = MysqlConfig::parse(url).unwrap().table_prefix().to_owned();
-    for table in ["meta", "kv", "log", "leases", "bells"] {
+    for table in ["meta", "kv", "log", "leases"] {
         sqlx::query(&format!("DROP TABLE IF EXISTS {prefix}{table}"))
             .execute(kv.pool())
             .await

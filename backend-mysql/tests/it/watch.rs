@@ -71,55 +71,6 @@ async fn a_watch_from_a_past_revision_replays_then_follows() {
     drop_tables(&kv, &url).await;
 }
 
-/// A write of another process reaches a watch through the doorbell: both clients poll
-/// once an hour, so the listener waits thirty seconds at a time, and the event arrives
-/// well inside the listener's wait, which only the writer's ring can end early.
-#[tokio::test]
-async fn a_write_of_another_process_rings_the_watch_before_any_poll() {
-    let Some((watcher, url)) = store("&poll_interval=1h").await else {
-        return;
-    };
-    let writer = connect(&url).await;
-    let mut watch = watcher.watch("bell/k", false, 0).await.unwrap();
-    registered(&watcher, &url, "bell/k").await;
-    put_one(&writer, "bell/k", "1").await;
-    let rung = timeout(std::time::Duration::from_secs(20), watch.next())
-        .await
-        .expect("the write reached the watch before the listener's 30 s wait ended");
-    let changed = events(rung.expect("the watch goes on").unwrap());
-    assert_eq!(changed.len(), 1);
-    assert_eq!(
-        (changed[0].0, changed[0].1.as_str()),
-        (EventKind::Put, "bell/k")
-    );
-    drop_tables(&watcher, &url).await;
-}
-
-/// Waits (a bounded poll of the table, within [`PATIENCE`]) until `key` is registered
-/// with the doorbell of some listener of `url`'s tables.
-async fn registered(kv: &distsync_mysql::MysqlKv, url: &str, key: &str) {
-    let prefix = distsync_mysql::MysqlConfig::parse(url)
-        .unwrap()
-        .table_prefix()
-        .to_owned();
-    let sql = format!("SELECT COUNT(*) FROM {prefix}bells WHERE k = ?");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let found: Result<i64, _> = sqlx::query_scalar(&sql)
-            .bind(key.as_bytes())
-            .fetch_one(kv.pool())
-            .await;
-        if matches!(found, Ok(n) if n > 0) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{key} was not registered with the doorbell within {PATIENCE:?}: {found:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// The next response of `watch`, as events, within [`PATIENCE`].
 async fn next(
     watch: &mut BoxStream<'static, distsync_core::Result<WatchResponse>>,
