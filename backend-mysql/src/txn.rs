@@ -22,9 +22,16 @@
 //! the keys under its prefix deletes). A branch that writes nothing (ranges only, or
 //! deletes of missing keys) takes no lock: a read-only snapshot with the same check
 //! answers it, at the snapshot's revision. When the check fails nothing was written
-//! and the transaction starts again from phase 1, at most [`optimistic::TRIES`] times
-//! ([`Error::Connection`] then). A transaction without a put or a delete in either
-//! branch takes no lock either; without compares it is one snapshot in one batch.
+//! and the transaction starts again from phase 1, at most [`UNLOCKED_TRIES`] times. A
+//! transaction without a put or a delete in either branch takes no lock either;
+//! without compares it is one snapshot in one batch.
+//!
+//! A transaction whose reads another writer changed [`UNLOCKED_TRIES`] times in a row
+//! (a prefix delete racing puts under its prefix, say) then takes the revision lock
+//! before it reads, as one in the caller's transaction does ([`Scope::Callers`]):
+//! nothing it reads can change before its writes, so it commits at the next try
+//! instead of starving. It holds the row across two round trips, which is why it is
+//! the fallback and not the rule.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
@@ -192,13 +199,18 @@ pub(crate) async fn run_in_callers(
     if !writes && txn.compares.is_empty() {
         return ranges_only(conn, tables, &txn.success, Scope::Callers).await;
     }
-    let snapshot = Snapshot::read(conn, tables, &txn, Scope::Callers).await?;
-    let branch = Branch::play(tables, &snapshot, &txn, Scope::Callers)?;
+    under_the_lock(conn, tables, &txn).await
+}
+
+/// Runs `txn`, which has compares or writes, in the open transaction on `conn`: the
+/// revision row locked first, then the reads and the writes (see [`Scope::Callers`]).
+async fn under_the_lock(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -> Result<Applied> {
+    let snapshot = Snapshot::read(conn, tables, txn, Scope::Callers).await?;
+    let branch = Branch::play(tables, &snapshot, txn, Scope::Callers)?;
     branch.commit(conn).await?.ok_or_else(|| {
         Error::backend(
             BACKEND,
-            "a transaction in the caller's transaction found its reads changed under the \
-             revision lock",
+            "a transaction found its reads changed under the revision lock",
         )
     })
 }
@@ -241,9 +253,15 @@ async fn ranges_only(
     })
 }
 
-/// A transaction with compares or writes, in two phases (see the module docs).
+/// How many times a transaction reads without the lock before it takes the lock
+/// first (see the module docs): enough for a few writers of the same keys, few
+/// enough that a starved transaction waits for a handful of round trips only.
+const UNLOCKED_TRIES: usize = 8;
+
+/// A transaction with compares or writes, in two phases, falling back to the lock
+/// first (see the module docs).
 async fn optimistic_on(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -> Result<Applied> {
-    for _ in 0..optimistic::TRIES {
+    for _ in 0..UNLOCKED_TRIES {
         let snapshot = Snapshot::read(conn, tables, txn, Scope::Own).await?;
         let branch = Branch::play(tables, &snapshot, txn, Scope::Own)?;
         if let Some(applied) = branch.commit(conn).await? {
@@ -254,7 +272,15 @@ async fn optimistic_on(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -
             "a transaction's reads changed before its commit: reading again"
         );
     }
-    Err(optimistic::exhausted("a transaction"))
+    tracing::debug!(
+        backend = BACKEND,
+        tries = UNLOCKED_TRIES,
+        "a transaction's reads kept changing: taking the revision lock before reading"
+    );
+    batch::run(conn, &["START TRANSACTION".to_owned()]).await?;
+    let applied = under_the_lock(conn, tables, txn).await?;
+    batch::run(conn, &["COMMIT".to_owned()]).await?;
+    Ok(applied)
 }
 
 /// The keys, leases and prefixes a transaction's phase 1 reads: the rows of these
