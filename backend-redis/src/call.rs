@@ -291,9 +291,16 @@ async fn run(
     };
     pipeline.cmd("WAIT").arg(ack.replicas).arg(timeout_ms);
     let replies = match (conn, key) {
-        (Connection::Cluster(cluster), Some(key)) => {
+        (Connection::Cluster(link), Some(key)) => {
             let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-            cluster.route_pipeline(pipeline, 0, 3, route).await?
+            let (generation, mut cluster) = link.connection();
+            match cluster.route_pipeline(pipeline, 0, 3, route).await {
+                Ok(replies) => replies,
+                Err(error) => {
+                    link.after(generation, &error).await;
+                    return Err(error);
+                }
+            }
         }
         (conn, _) => match pipeline.query_async::<Value>(conn).await? {
             Value::Array(replies) => replies,

@@ -44,6 +44,17 @@
 //! migration exports and group member lists run on every master ([`crate::scan`]) and
 //! read one slot per script call ([`slot_groups`]).
 //!
+//! **The connection is replaced when it has lost every node.** redis-rs's cluster
+//! client repairs a lost node connection in the background, but a slot-map refresh
+//! that reaches no node at all (every connection reset at that instant) leaves it
+//! with no connection, and it then refreshes from that empty list for good,
+//! answering every command "no connections found" even once the nodes answer again.
+//! [`ClusterLink`] keeps the connection in use and, when a command gets that answer,
+//! opens a new one from the nodes the URL names; commands go on over the old one
+//! until the new one is up. Without it, a partition of a few milliseconds could
+//! strand a process for good: its queue put-backs, releases and renewals all
+//! failing.
+//!
 //! A key taken at the instant of a revoke by another client may be missing from the
 //! registry read (its listing still on its way): its owner learns of the revoke at
 //! once (`<session key>:lost`) and releases what its client lists, and should the
@@ -51,12 +62,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use distsync_core::{Error, Result};
 use redis::cluster::{ClusterClient, NodeAddress};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult};
+use redis::{ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisResult};
 
 use crate::config::RedisConfig;
 use crate::options::RedisOptions;
@@ -138,6 +150,72 @@ impl ClusterNodes {
     /// A cluster connection (it discovers the other nodes and the slot map).
     pub(crate) async fn connect(&self) -> RedisResult<ClusterConnection> {
         self.client.get_async_connection().await
+    }
+}
+
+/// The cluster connection in use, and its replacement when redis-rs's client has lost
+/// every node (see the module docs).
+pub(crate) struct ClusterLink {
+    nodes: Arc<ClusterNodes>,
+    /// The connection in use and its generation, counted from 0.
+    current: Mutex<(u64, ClusterConnection)>,
+    /// Held while a new connection opens: one at a time, the others go on over the
+    /// old one.
+    replacing: tokio::sync::Mutex<()>,
+}
+
+impl ClusterLink {
+    /// A link over a first connection to `nodes`.
+    pub(crate) async fn connect(nodes: Arc<ClusterNodes>) -> RedisResult<Self> {
+        let first = nodes.connect().await?;
+        Ok(Self {
+            nodes,
+            current: Mutex::new((0, first)),
+            replacing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The connection in use and its generation (for [`ClusterLink::after`]).
+    pub(crate) fn connection(&self) -> (u64, ClusterConnection) {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Called with the error of a command sent over the connection of `generation`:
+    /// if the client answered that it has no connection, opens a new one and puts it
+    /// in use, unless another command already did (or is doing it now). A new
+    /// connection that fails to open leaves the old one in use, for the next failure
+    /// to try again.
+    ///
+    /// Cancel safety: cancel-safe; a replacement dropped part-way changes nothing.
+    pub(crate) async fn after(&self, generation: u64, error: &RedisError) {
+        if error.kind() != ErrorKind::ClusterConnectionNotFound {
+            return;
+        }
+        let Ok(_replacing) = self.replacing.try_lock() else {
+            return;
+        };
+        if self.connection().0 != generation {
+            return;
+        }
+        match self.nodes.connect().await {
+            Ok(fresh) => {
+                *self
+                    .current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (generation + 1, fresh);
+                tracing::info!(
+                    generation = generation + 1,
+                    "the cluster client had lost every node: a new cluster connection is in use"
+                );
+            }
+            Err(error) => tracing::debug!(
+                %error,
+                "the cluster client has lost every node, and a new connection did not open yet"
+            ),
+        }
     }
 }
 

@@ -65,8 +65,8 @@ fn take_batch(reply: Value, keys: &mut Vec<String>) -> Result<String> {
 ///
 /// Cancel safety: cancel-safe (it only reads).
 pub(crate) async fn scan_matching(shared: &Shared, pattern: &str) -> Result<Vec<String>> {
-    if let Connection::Cluster(cluster) = shared.conn() {
-        return scan_cluster(cluster, pattern).await;
+    if let Connection::Cluster(link) = shared.conn() {
+        return scan_cluster(link.connection().1, pattern).await;
     }
     let mut keys = Vec::new();
     let mut cursor = String::from("0");

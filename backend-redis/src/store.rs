@@ -18,6 +18,7 @@ use redis::{AsyncConnectionConfig, Value};
 
 use crate::call::{Ack, Call};
 use crate::capabilities::BACKEND;
+use crate::cluster::ClusterLink;
 use crate::error::redis_error;
 use crate::keys::Keys;
 use crate::notify::Notifier;
@@ -235,7 +236,11 @@ impl Shared {
             }
             Target::Cluster(nodes) => {
                 drop(probe);
-                Connection::Cluster(nodes.connect().await.map_err(redis_error)?)
+                Connection::Cluster(Arc::new(
+                    ClusterLink::connect(Arc::clone(nodes))
+                        .await
+                        .map_err(redis_error)?,
+                ))
             }
             Target::Sentinel(sentinels) => Connection::Sentinel(Arc::new(Following::new(
                 Arc::clone(sentinels),

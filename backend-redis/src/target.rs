@@ -5,10 +5,9 @@
 use std::sync::Arc;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use crate::cluster::ClusterNodes;
+use crate::cluster::{ClusterLink, ClusterNodes};
 use crate::sentinel::{error_reply, Current, Following, Sentinels};
 
 /// What a grant script call carries in place of the server's replication id
@@ -50,15 +49,23 @@ pub(crate) enum Connection {
     /// The primary the Sentinels name, found again after a failure.
     Sentinel(Arc<Following>),
     /// The master of each key's slot, through redis-rs's cluster client (which follows
-    /// `MOVED`/`ASK` redirections and reloads the slot map after a failover).
-    Cluster(ClusterConnection),
+    /// `MOVED`/`ASK` redirections and reloads the slot map after a failover), replaced
+    /// when that client has lost every node ([`ClusterLink`]).
+    Cluster(Arc<ClusterLink>),
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Server(manager) => manager.req_packed_command(cmd),
-            Self::Cluster(cluster) => cluster.req_packed_command(cmd),
+            Self::Cluster(link) => Box::pin(async move {
+                let (generation, mut cluster) = link.connection();
+                let reply = cluster.req_packed_command(cmd).await;
+                if let Err(error) = &reply {
+                    link.after(generation, error).await;
+                }
+                reply
+            }),
             Self::Sentinel(following) => Box::pin(async move {
                 let Current {
                     generation,
@@ -85,7 +92,14 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Server(manager) => manager.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(link) => Box::pin(async move {
+                let (generation, mut cluster) = link.connection();
+                let replies = cluster.req_packed_commands(pipeline, offset, count).await;
+                if let Err(error) = &replies {
+                    link.after(generation, error).await;
+                }
+                replies
+            }),
             Self::Sentinel(following) => Box::pin(async move {
                 let Current {
                     generation,

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use distsync_core::{
-    Bytes, Capabilities, Coordinator, Error, Isolation, Queue, Result, Session, Stm,
+    Bytes, Capabilities, Coordinator, Error, Isolation, Name, Queue, Result, Session, Stm,
 };
 use tokio::time::Instant;
 
@@ -78,9 +78,21 @@ impl Refusals {
 /// of a permit, STM, group metadata): one byte over the limit is refused with
 /// `TooLarge` at once and leaves nothing in the store; a value of exactly the limit is
 /// taken and read back whole, then removed.
+///
+/// A try whose write at the limit lapses (a replica acknowledgement of a value this
+/// size that timed out on a loaded machine, see [`at_limit`]) starts again on names of
+/// its own, as a set-up does ([`crate::check::set_up`]).
 pub(super) async fn refused_and_nothing_written(h: Harness) -> Check {
     let caps = h.capabilities().clone();
-    let mut values = set_up(&h, &caps).await?;
+    crate::check::set_up("writing values at the limit", |attempt| {
+        every_primitive(&h, &caps, attempt)
+    })
+    .await
+}
+
+/// One try of [`refused_and_nothing_written`], on names of try `attempt`.
+async fn every_primitive(h: &Harness, caps: &Capabilities, attempt: usize) -> Check {
+    let mut values = set_up(h, caps, attempt).await?;
     if caps.queue {
         queue(&mut values).await?;
     }
@@ -114,9 +126,24 @@ struct Values<'h> {
     at: Bytes,
     refusals: Refusals,
     taken: Vec<&'static str>,
+    /// The try these values are for ([`refused_and_nothing_written`]): every name and
+    /// key carries it.
+    attempt: usize,
 }
 
-async fn set_up<'h>(h: &'h Harness, caps: &Capabilities) -> Check<Values<'h>> {
+impl Values<'_> {
+    /// The name of the primitive `what` in this try.
+    fn name(&self, what: &str) -> Result<Name> {
+        self.h.name(&format!("{what}-{}", self.attempt))
+    }
+
+    /// The key `what` in this try.
+    fn key(&self, what: &str) -> String {
+        self.h.key(&format!("{what}-{}", self.attempt))
+    }
+}
+
+async fn set_up<'h>(h: &'h Harness, caps: &Capabilities, attempt: usize) -> Check<Values<'h>> {
     let limit = caps.max_value_size;
     let over = Bytes::from(vec![b'o'; limit + 1]);
     let at = Bytes::from(vec![b'a'; limit]);
@@ -139,14 +166,15 @@ async fn set_up<'h>(h: &'h Harness, caps: &Capabilities) -> Check<Values<'h>> {
         at,
         refusals: Refusals::default(),
         taken: Vec::new(),
+        attempt,
     })
 }
 
 /// Every enqueue refuses an item over the limit, and one at it comes back whole.
 async fn queue(values: &mut Values<'_>) -> Check<()> {
     let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
+    let name = values.name("queue").ctx("naming the queue")?;
     let refusals = &mut values.refusals;
-    let name = values.h.name("queue").ctx("naming the queue")?;
     let queue = values
         .coordinator
         .queue(name.as_str())
@@ -208,8 +236,8 @@ async fn queue(values: &mut Values<'_>) -> Check<()> {
 /// is the one proclaimed.
 async fn election(values: &mut Values<'_>) -> Check<()> {
     let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
+    let name = values.name("election").ctx("naming the election")?;
     let refusals = &mut values.refusals;
-    let name = values.h.name("election").ctx("naming the election")?;
     let election = values
         .coordinator
         .election(&values.session, name.as_str())
@@ -261,8 +289,8 @@ async fn election(values: &mut Values<'_>) -> Check<()> {
 async fn lock(values: &mut Values<'_>) -> Check<()> {
     let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
     let stm = values.stm.as_ref();
-    let name = values.h.name("lock").ctx("naming the lock")?;
-    let key = values.h.key("lock-written");
+    let name = values.name("lock").ctx("naming the lock")?;
+    let key = values.key("lock-written");
     let guard = values
         .coordinator
         .locker(&values.session, name.as_str())
@@ -294,8 +322,8 @@ async fn lock(values: &mut Values<'_>) -> Check<()> {
 /// A permit's guarded write over the limit is refused and writes nothing.
 async fn permit(values: &mut Values<'_>) -> Check<()> {
     let (limit, over) = (values.limit, values.over.clone());
-    let name = values.h.name("semaphore").ctx("naming the semaphore")?;
-    let key = values.h.key("permit-written");
+    let name = values.name("semaphore").ctx("naming the semaphore")?;
+    let key = values.key("permit-written");
     let permit = values
         .coordinator
         .semaphore(&values.session, name.as_str(), 1)
@@ -324,7 +352,7 @@ async fn stm_put(values: &mut Values<'_>) -> Check<()> {
         return Ok(());
     };
     let (limit, over, at) = (values.limit, values.over.clone(), values.at.clone());
-    let key = values.h.key("stm");
+    let key = values.key("stm");
     values
         .refusals
         .expect(
@@ -347,7 +375,7 @@ async fn stm_put(values: &mut Values<'_>) -> Check<()> {
 
 /// A group member's metadata over the limit is refused, and no member joins.
 async fn group(values: &mut Values<'_>) -> Check<()> {
-    let name = values.h.name("group").ctx("naming the group")?;
+    let name = values.name("group").ctx("naming the group")?;
     match values.coordinator.group(name.as_str()) {
         Ok(group) => {
             values
@@ -377,8 +405,8 @@ async fn group(values: &mut Values<'_>) -> Check<()> {
 
 /// Removes the values written at the limit, closes the session and gives the figure.
 async fn clean_up(values: Values<'_>) -> Check {
+    let keys = [values.key("lock-written"), values.key("stm")];
     let Values {
-        h,
         session,
         stm,
         limit,
@@ -388,7 +416,6 @@ async fn clean_up(values: Values<'_>) -> Check {
     } = values;
     if let Some((stm, level)) = &stm {
         // The values at the limit go, so that repeated runs leave nothing large behind.
-        let keys = [h.key("lock-written"), h.key("stm")];
         let cleared = stm.atomically(*level, move |tx| {
             for key in &keys {
                 tx.delete(key);
