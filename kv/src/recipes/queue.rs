@@ -1341,7 +1341,9 @@ mod tests {
     use crate::kv::{Kv, Range};
     use crate::memory::MemoryKv;
     use crate::memory::TxnFault;
-    use crate::recipes::testing::{backend, flaky_backend, name, session, settle, within};
+    use crate::recipes::testing::{
+        backend, flaky_backend, name, session, session_of, settle, within,
+    };
     use crate::recipes::KvBackend;
     use distsync_core::backend::Backend;
 
@@ -1682,6 +1684,30 @@ mod tests {
             seen.iter().all(|key| key.starts_with("app/")),
             "keys outside the namespace: {seen:?}"
         );
+    }
+
+    /// A session whose lease the store ended behind its back (expired while its process
+    /// was starved or paused, before its keepalive noticed) is lost at the next
+    /// receive, not a store error, and the item stays queued for another session.
+    #[tokio::test]
+    async fn a_receive_through_a_lease_the_store_ended_is_session_lost() {
+        let backend = KvBackend::with_kv(MemoryKv::new(), "", crate::memory::capabilities());
+        let s = session_of(&backend).await;
+        let q = backend.queue(name("q")).unwrap();
+        q.enqueue("a").await.unwrap();
+        backend
+            .kv()
+            .lease_revoke(crate::kv::LeaseId::try_from(s.id().0).unwrap())
+            .await
+            .unwrap();
+        let refused = q.try_receive(&s).await;
+        assert!(
+            matches!(refused, Err(distsync_core::Error::SessionLost)),
+            "{refused:?}"
+        );
+        assert!(s.is_lost());
+        let other = session_of(&backend).await;
+        assert_eq!(q.try_receive(&other).await.unwrap().unwrap().item(), "a");
     }
 
     #[tokio::test]

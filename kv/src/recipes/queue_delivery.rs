@@ -41,6 +41,7 @@ use distsync_core::delivery::{Delivery, Settle};
 use distsync_core::error::{Error, Result};
 use distsync_core::session::Session;
 
+use super::super::hold::explain_lease_error;
 use super::super::key::range_at;
 use super::super::wait::patiently;
 use super::queue_sweep::claim_call_id;
@@ -168,14 +169,20 @@ async fn hold_in_store(
         .await
     {
         Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(
-                key = %hold_key,
-                %error,
-                "queue hold failed with its outcome unknown; a hold taken goes with the session",
-            );
-            return Err(error);
-        }
+        // A session whose lease the store ended (expired while its process was
+        // starved or paused) is lost: the store refused the hold's put on that lease,
+        // and the caller opens a new session, as for a loss seen any other way.
+        Err(error) => match explain_lease_error(&**kv, session, lease, error).await {
+            Error::SessionLost => return Err(Error::SessionLost),
+            error => {
+                tracing::warn!(
+                    key = %hold_key,
+                    %error,
+                    "queue hold failed with its outcome unknown; a hold taken goes with the session",
+                );
+                return Err(error);
+            }
+        },
     };
     let created = if response.succeeded {
         response.revision
