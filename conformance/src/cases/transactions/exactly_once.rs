@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::time::Instant;
 
 use crate::check::{
@@ -33,9 +32,6 @@ const PAUSES: usize = 5;
 /// consumer takes one to three before its kill), so that each kill lands on work, not
 /// on an empty queue.
 const ITEMS: u64 = 800;
-
-/// How many of the [`ITEMS`] are enqueued at once.
-const ENQUEUES_AT_ONCE: usize = 8;
 
 /// How long a worker may take to start: a process, a runtime and a connection, on a
 /// machine busy with the other cases.
@@ -72,14 +68,11 @@ pub(super) async fn crashes_and_pauses(h: Harness) -> Check {
     let queue = h.name("work").ctx("the queue's name")?;
     let items = h.backend().queue(queue.clone()).ctx("the queue")?;
     // Before any fault: a machine too slow for it measured nothing.
-    // A few enqueues at a time: one after the other, a store whose commits take tens of
-    // milliseconds on a loaded runner spends most of the bound on round trips.
     within_set_up(LONG, "enqueueing the items", async {
-        futures::stream::iter(0..ITEMS)
-            .map(|id| items.enqueue(id.to_string()))
-            .buffer_unordered(ENQUEUES_AT_ONCE)
-            .try_collect::<()>()
-            .await
+        for id in 0..ITEMS {
+            items.enqueue(id.to_string()).await?;
+        }
+        Ok(())
     })
     .await?;
     let spec = WorkerSpec {
