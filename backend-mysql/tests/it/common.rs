@@ -40,11 +40,16 @@ pub(crate) async fn connect(url: &str) -> MysqlKv {
     MysqlKv::connect(&config).await.unwrap()
 }
 
+/// The full name of the store's table `table` (`log`, `kv`, …) under the table prefix
+/// of `url`.
+pub(crate) fn table(url: &str, table: &str) -> String {
+    format!("{}{table}", MysqlConfig::parse(url).unwrap().table_prefix())
+}
+
 /// Drops the tables of `kv`.
 pub(crate) async fn drop_tables(kv: &MysqlKv, url: &str) {
-    let prefix = MysqlConfig::parse(url).unwrap().table_prefix().to_owned();
-    for table in ["meta", "kv", "log", "leases"] {
-        sqlx::query(&format!("DROP TABLE IF EXISTS {prefix}{table}"))
+    for name in ["meta", "kv", "log", "leases"] {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(url, name)))
             .execute(kv.pool())
             .await
             .unwrap();

@@ -75,12 +75,9 @@ async fn reads_and_watches_before_the_compaction_point_are_refused() {
 
 /// The log's rows, as (revision, key), in revision order.
 async fn log_rows(kv: &distsync_mysql::MysqlKv, url: &str) -> Vec<(i64, String)> {
-    let prefix = distsync_mysql::MysqlConfig::parse(url)
-        .unwrap()
-        .table_prefix()
-        .to_owned();
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
-        "SELECT revision, k FROM {prefix}log ORDER BY revision, sub"
+        "SELECT revision, k FROM {} ORDER BY revision, sub",
+        table(url, "log")
     ))
     .fetch_all(kv.pool())
     .await

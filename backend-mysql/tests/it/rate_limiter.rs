@@ -8,7 +8,7 @@ use std::time::Duration;
 use distsync_core::rate_limiter::Rate;
 use distsync_core::{Error, Name};
 use distsync_kv::kv::{Kv, Range};
-use distsync_mysql::{MysqlConfig, MysqlKv};
+use distsync_mysql::MysqlKv;
 
 use crate::common::*;
 
@@ -22,12 +22,14 @@ async fn revision(kv: &MysqlKv) -> i64 {
 
 /// How many rows of `key` the history (`log`) table holds.
 async fn history(kv: &MysqlKv, url: &str, key: &str) -> i64 {
-    let prefix = MysqlConfig::parse(url).unwrap().table_prefix().to_owned();
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {prefix}log WHERE k = ?"))
-        .bind(key.as_bytes())
-        .fetch_one(kv.pool())
-        .await
-        .unwrap()
+    sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {} WHERE k = ?",
+        table(url, "log")
+    ))
+    .bind(key.as_bytes())
+    .fetch_one(kv.pool())
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
