@@ -468,11 +468,11 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
 /// its set-up lapsed in every try), and the harness stalled during it for longer than
 /// [`Harness::stall_slack`], the verdict is not trusted and the case runs once more,
 /// under a fresh prefix. The second run's verdict stands if the harness stayed live
-/// through it, whatever it is; if it stalled too, the case is
-/// [`Outcome::Inconclusive`]. A set-up that lapsed in every try with a live harness
-/// runs once more too (it measured nothing, and what starved it, the child processes
-/// or the store, is out of the meter's sight); its error stands if the second run fails
-/// as well. So does a body that found the machine starved through the window its
+/// through it, whatever it is; if it stalled too, a second run that held stands and
+/// any other verdict makes the case [`Outcome::Inconclusive`]. A set-up that lapsed
+/// in every try with a live harness runs once more too (it measured nothing, and what
+/// starved it, the child processes or the store, is out of the meter's sight); its
+/// error stands if the second run fails as well. So does a body that found the machine starved through the window its
 /// verdict needed ([`Outcome::Inconclusive`] from the body itself): the second run's
 /// verdict stands. A stall during a run that held changes nothing: the rule keeps a starved
 /// machine from making a store look broken, and a verdict that the store kept its
@@ -549,7 +549,9 @@ async fn judged_run(case: &'static Case, harness: &Harness) -> (Outcome, Option<
          the case runs again"
     );
     let (second, stalled_again, second_tightest) = run_body(case, harness).await;
-    if stalled_again <= slack {
+    // A second run that held stands however the harness stalled through it, as a first
+    // run that held does: a stall cannot make a store keep a promise it breaks.
+    if stalled_again <= slack || matches!(second, Outcome::Holds { .. }) {
         return (second, second_tightest);
     }
     // The first run's set-up lapsed with a live harness: that error stands against a
@@ -873,6 +875,12 @@ mod tests {
         // Violated with a stalled harness, then held with a live one: holds.
         let verdicts = vec![Outcome::violated("late"), Outcome::holds("on time")];
         let report = run_case(stalling(0b01, verdicts), &harness).await;
+        assert_eq!(runs(), 2, "{report}");
+        assert_eq!(report.outcome, Outcome::holds("on time"));
+
+        // Violated with a stalled harness, then held with a stalled one: holds.
+        let verdicts = vec![Outcome::violated("late"), Outcome::holds("on time")];
+        let report = run_case(stalling(0b11, verdicts), &harness).await;
         assert_eq!(runs(), 2, "{report}");
         assert_eq!(report.outcome, Outcome::holds("on time"));
 

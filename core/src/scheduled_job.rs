@@ -659,6 +659,11 @@ impl ScheduledJob {
     /// close to the previous run for `at_least`, or missed under [`Missed::Skip`]), are
     /// waited past. Store outages and lost sessions are retried with backoff (100 ms
     /// doubling to 5 s), forever: bound the call with [`crate::timeout`] if needed.
+    /// The backoff starts over at each occurrence and never pauses past the next one,
+    /// so an outage that ends costs the occurrences it covered and no more: a replica
+    /// that failed for a while is back in time for the first occurrence after it,
+    /// however long its pause had grown. The pace of the retries stays bounded: a few
+    /// per occurrence, then one at each occurrence's time.
     ///
     /// # Errors
     /// As [`Self::run`].
@@ -669,6 +674,8 @@ impl ScheduledJob {
     /// the occurrence may be recorded as run without running.
     pub async fn next(&mut self) -> Result<Occurrence> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        // The occurrence (its time, wall ms) the failures of `backoff` were counted in.
+        let mut failing_in = None;
         loop {
             match self.attempt().await {
                 Ok(Some(occurrence)) => return Ok(occurrence),
@@ -685,7 +692,9 @@ impl ScheduledJob {
                     if error.needs_new_session() {
                         self.session = None;
                     }
-                    tokio::time::sleep(backoff.next_pause()).await;
+                    let pause =
+                        retry_pause(&self.schedule, now_millis(), &mut backoff, &mut failing_in);
+                    tokio::time::sleep(pause).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -826,6 +835,33 @@ impl ScheduledJob {
 
 /// Sleeps until the wall-clock time `until` (milliseconds since the epoch), at least
 /// 1 ms and at most [`LONGEST_SLEEP`].
+/// The pause after an attempt failed at `now` (wall ms): `backoff`'s next, started
+/// over when the due occurrence is not the one `failing_in` names (the failures were
+/// counted in an earlier one), and cut short at the next occurrence's time, so that no
+/// pause carries a replica past an occurrence it could run.
+fn retry_pause(
+    schedule: &Schedule,
+    now: u64,
+    backoff: &mut Backoff,
+    failing_in: &mut Option<u64>,
+) -> Duration {
+    let due = schedule
+        .latest_at_or_before(from_millis(now))
+        .map(millis_since_epoch);
+    if due != *failing_in {
+        backoff.reset();
+        *failing_in = due;
+    }
+    let pause = backoff.next_pause();
+    match schedule
+        .next_after(from_millis(now))
+        .map(millis_since_epoch)
+    {
+        Some(next) => pause.min(Duration::from_millis(next.saturating_sub(now).max(1))),
+        None => pause,
+    }
+}
+
 async fn sleep_until_wall(until: u64) {
     let pause = Duration::from_millis(until.saturating_sub(now_millis()).max(1));
     tokio::time::sleep(pause.min(LONGEST_SLEEP)).await;
@@ -1012,6 +1048,29 @@ mod tests {
             token: FencingToken(1),
             runs: 1,
         }
+    }
+
+    #[test]
+    fn a_retry_pause_starts_over_at_each_occurrence_and_never_passes_the_next() {
+        let schedule = every_10s();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(60));
+        let mut failing_in = None;
+        let pauses: Vec<u64> = [21_000, 21_100, 21_300, 21_700, 22_500, 24_100, 27_300]
+            .into_iter()
+            .map(|now| {
+                let pause = retry_pause(&schedule, now, &mut backoff, &mut failing_in);
+                u64::try_from(pause.as_millis()).unwrap()
+            })
+            .collect();
+        // Doubling within the occurrence of 20 s, the last pause cut at 30 s.
+        assert_eq!(pauses, [100, 200, 400, 800, 1_600, 3_200, 2_700]);
+        assert_eq!(failing_in, Some(20 * S));
+        // A failure in the next occurrence starts over.
+        assert_eq!(
+            retry_pause(&schedule, 30_050, &mut backoff, &mut failing_in),
+            Duration::from_millis(100)
+        );
+        assert_eq!(failing_in, Some(30 * S));
     }
 
     #[test]

@@ -363,3 +363,50 @@ async fn the_store_lists_its_jobs_before_and_after_they_run() {
     assert_eq!(listed[0].schedule, often);
     assert_eq!(coordinator.scheduled_jobs("").await.unwrap().len(), 2);
 }
+
+/// A replica whose store failed long enough for its retry pauses to grow past the
+/// job's interval runs the first occurrence after the store answers again: no pause
+/// carries it past an occurrence it could run.
+#[tokio::test]
+async fn a_replica_runs_the_first_occurrence_after_an_outage() {
+    use distsync_kv::memory::{FaultyKv, MemoryKv, Partition, capabilities};
+    use distsync_kv::recipes::KvBackend;
+
+    /// Long enough for pauses of 100 ms doubling to pass a second many times over.
+    const OUTAGE: Duration = Duration::from_secs(7);
+    let kv = FaultyKv::new(MemoryKv::new());
+    let backend = std::sync::Arc::new(KvBackend::with_kv(kv.clone(), "", capabilities()));
+    let options = JobOptions::default()
+        .with_missed(Missed::Skip)
+        .with_grace(Duration::from_millis(900));
+    let mut job = Coordinator::from_arc(backend)
+        .scheduled_job(
+            "jobs/outage",
+            Schedule::every(Duration::from_secs(1)).unwrap(),
+            options,
+        )
+        .unwrap();
+    let first = tokio::time::timeout(DEADLINE, job.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let first_ms = millis(first.time());
+    first.finish().await.unwrap();
+    kv.partition(Partition::Reset);
+    let next = tokio::spawn(async move { job.next().await });
+    tokio::time::sleep(OUTAGE).await;
+    let healed = millis(SystemTime::now());
+    kv.partition(Partition::Open);
+    let occurrence = tokio::time::timeout(DEADLINE, next)
+        .await
+        .expect("no occurrence after the outage")
+        .unwrap()
+        .unwrap();
+    let ran = millis(occurrence.time());
+    assert!(
+        ran > first_ms && ran <= healed - healed % 1000 + 1000,
+        "after an outage healed at {healed}, the replica ran the occurrence {ran}, not the \
+         first one after the heal ({})",
+        healed - healed % 1000 + 1000
+    );
+}

@@ -667,12 +667,28 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
                 })
                 .map(ToString::to_string)
                 .collect();
+            // Each client's last event before the window's end, however long before:
+            // what every runner was doing when nothing ran.
+            let mut last: Vec<&Event> = Vec::new();
+            for event in events
+                .iter()
+                .filter(|event| to_wall(event.at) <= window_end)
+            {
+                last.retain(|seen| seen.client != event.client);
+                last.push(event);
+            }
+            let last: Vec<String> = last.iter().map(ToString::to_string).collect();
+            // The facts first: a CI summary keeps a violation's first few hundred
+            // characters.
             return violated(format!(
-                "the occurrence {occurrence} was not run, with no fault within a session TTL \
-                     and {MARGIN:?} of its window (grace {JOB_GRACE:?}), the store reading the \
-                     job's record within {} ms then; the history near it: {}",
+                "the occurrence {occurrence} ({:.3}s) was not run; each client's last event \
+                     by its window's end: [{}]; the history near it: [{}]; no fault was \
+                     within a session TTL and {MARGIN:?} of its window (grace {JOB_GRACE:?}), \
+                     and the store read the job's record within {} ms then",
+                Duration::from_millis(occurrence.saturating_sub(wall_at_start)).as_secs_f64(),
+                last.join(", "),
+                excerpt.join(", "),
                 slowest_read(probes, occurrence, window_end).as_millis(),
-                excerpt.join(", ")
             ));
         }
         occurrence += interval;
