@@ -833,8 +833,6 @@ impl ScheduledJob {
     }
 }
 
-/// Sleeps until the wall-clock time `until` (milliseconds since the epoch), at least
-/// 1 ms and at most [`LONGEST_SLEEP`].
 /// The pause after an attempt failed at `now` (wall ms): `backoff`'s next, started
 /// over when the due occurrence is not the one `failing_in` names (the failures were
 /// counted in an earlier one), and cut short at the next occurrence's time, so that no
@@ -862,6 +860,8 @@ fn retry_pause(
     }
 }
 
+/// Sleeps until the wall-clock time `until` (milliseconds since the epoch), at least
+/// 1 ms and at most [`LONGEST_SLEEP`].
 async fn sleep_until_wall(until: u64) {
     let pause = Duration::from_millis(until.saturating_sub(now_millis()).max(1));
     tokio::time::sleep(pause.min(LONGEST_SLEEP)).await;

@@ -47,6 +47,14 @@ fn replica(
     })
 }
 
+/// `job`'s next occurrence, within [`DEADLINE`].
+async fn next_in_time(job: &mut ScheduledJob) -> Occurrence {
+    tokio::time::timeout(DEADLINE, job.next())
+        .await
+        .expect("no occurrence within the deadline")
+        .unwrap()
+}
+
 /// Receives `count` runs, within [`DEADLINE`].
 async fn runs(ran: &mut mpsc::UnboundedReceiver<Ran>, count: usize) -> Vec<Ran> {
     let mut runs = Vec::new();
@@ -169,10 +177,7 @@ async fn after_a_gap(missed: Missed) -> (Occurrence, Option<u64>, SystemTime) {
         let mut job = Coordinator::from_arc(backend.clone())
             .scheduled_job("jobs/gap", schedule.clone(), options.clone())
             .unwrap();
-        let occurrence = tokio::time::timeout(DEADLINE, job.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let occurrence = next_in_time(&mut job).await;
         let first = millis(occurrence.time());
         occurrence.finish().await.unwrap();
         first
@@ -185,10 +190,7 @@ async fn after_a_gap(missed: Missed) -> (Occurrence, Option<u64>, SystemTime) {
     let mut job = Coordinator::from_arc(backend)
         .scheduled_job("jobs/gap", schedule, options)
         .unwrap();
-    let occurrence = tokio::time::timeout(DEADLINE, job.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let occurrence = next_in_time(&mut job).await;
     (occurrence, Some(first), called)
 }
 
@@ -244,10 +246,7 @@ async fn a_run_is_stopped_at_at_most_and_the_lock_released() {
             JobOptions::default().with_at_most(at_most),
         )
         .unwrap();
-    let occurrence = tokio::time::timeout(DEADLINE, job.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let occurrence = next_in_time(&mut job).await;
     let started = Instant::now();
     let outcome = occurrence.while_held(std::future::pending::<()>()).await;
     assert!(
@@ -259,10 +258,7 @@ async fn a_run_is_stopped_at_at_most_and_the_lock_released() {
     let token = occurrence.token();
     occurrence.finish().await.unwrap();
     // The lock is free again: the next occurrence runs with a greater token.
-    let next = tokio::time::timeout(DEADLINE, job.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let next = next_in_time(&mut job).await;
     assert!(next.token() > token);
     next.finish().await.unwrap();
 }
@@ -386,10 +382,7 @@ async fn a_replica_runs_the_first_occurrence_after_an_outage() {
             options,
         )
         .unwrap();
-    let first = tokio::time::timeout(DEADLINE, job.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = next_in_time(&mut job).await;
     let first_ms = millis(first.time());
     first.finish().await.unwrap();
     kv.partition(Partition::Reset);
