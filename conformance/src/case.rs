@@ -474,9 +474,9 @@ pub async fn run_case_as(case: &'static Case, harness: &Harness, label: &str) ->
 /// starved it, the child processes or the store, is out of the meter's sight); its
 /// error stands if the second run fails as well. So does a body that found the
 /// machine starved through the window its verdict needed ([`Outcome::Inconclusive`]
-/// from the body itself): the second run's verdict stands. A stall during a run that held changes nothing: the rule keeps a starved
-/// machine from making a store look broken, and a verdict that the store kept its
-/// promise stands as measured.
+/// from the body itself): the second run's verdict stands. A stall during a run that
+/// held changes nothing: the rule keeps a starved machine from making a store look
+/// broken, and a verdict that the store kept its promise stands as measured.
 ///
 /// Cancel-safety: as [`run_case`].
 pub async fn run_case_in(
