@@ -64,7 +64,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
 /// | `ca` (or `ssl-ca`) | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
 /// | `cert`, `key` (or `ssl-cert`, `ssl-key`) | PEM client certificate and its key, both or neither (for a user created `REQUIRE X509`) | none |
 /// | `poll_interval` | how often a process with open watches reads the log for other processes' writes (its own are seen at once) | [`DEFAULT_POLL_INTERVAL`] |
-/// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside two of its own for lease grants and renewals | [`DEFAULT_POOL_SIZE`] |
+/// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside three of its own: two for lease grants and renewals, one for the watch hub's reads of the log (a caller's transactions that fill the pool do not hold back the wake-ups of this process's waiters) | [`DEFAULT_POOL_SIZE`] |
 /// | `connect_timeout` | connecting in all, the tables' creation included | 5 s |
 /// | `timeout` | one statement's answer, and waiting for a pool connection | 10 s |
 /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a wiped data directory, the tables dropped: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; `off`: none; empty: the default | none: no lock-delay for a store found without its marker (InnoDB keeps every committed write) |

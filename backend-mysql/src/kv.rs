@@ -35,6 +35,9 @@ const UNKNOWN_VARIABLE: u16 = 1193;
 /// How many connections a backend keeps apart for its sessions' leases.
 const LEASE_CONNECTIONS: u32 = 2;
 
+/// How many connections a backend keeps apart for its watch hub's reads of the log.
+const HUB_CONNECTIONS: u32 = 1;
+
 /// A pool of at most `connections` to the server `config` names, each connection set
 /// up as the backend needs it (lock waits within the request timeout, and an idle
 /// transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
@@ -172,7 +175,12 @@ impl MysqlKv {
         let lease_pool = open_pool(config, LEASE_CONNECTIONS);
         tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
         let core = Arc::new(Core {
-            hub: Hub::new(pool.clone(), tables.clone(), config.poll_interval()),
+            hub: Hub::new(
+                open_pool(config, HUB_CONNECTIONS),
+                pool.clone(),
+                tables.clone(),
+                config.poll_interval(),
+            ),
             pool,
             lease_pool,
             tables,

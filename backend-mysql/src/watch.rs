@@ -7,9 +7,12 @@
 //!
 //! How the hub learns of a write: a write of this process wakes it at once; writes of
 //! other processes are found by a bounded poll, one statement (the revision row) per
-//! `poll_interval` per process, and only while the process has open watches. That is
-//! the first version of the doorbell: a waiter in another process learns of a release
-//! within one poll interval.
+//! `poll_interval` per process, and only while the process has open watches: a waiter
+//! in another process learns of a release within one poll interval.
+//!
+//! The hub reads the log through a connection of its own, not the backend's pool: a
+//! pool filled by other requests (the caller's own transactions among them) would
+//! otherwise hold back every wake-up of the process.
 //!
 //! A new watch reads its own history (from its start revision to the hub's position)
 //! in one snapshot, then takes what the hub delivers after that position. When the hub
@@ -65,6 +68,12 @@ struct State {
 
 /// What the hub's task shares with the backend.
 struct Shared {
+    /// The hub's own connection, for its reads of the log: a release reaches the
+    /// watches of this process however busy the backend's pool is with other
+    /// requests (a pool of one, so a connection lost is opened again).
+    reader: MySqlPool,
+    /// The backend's pool, for a new watch's read of its history (that watch's
+    /// caller's request).
     pool: MySqlPool,
     tables: Tables,
     poll_interval: Duration,
@@ -96,10 +105,17 @@ impl Drop for Hub {
 }
 
 impl Hub {
-    /// A hub over `pool`'s log; its task starts with the first watch.
-    pub(crate) fn new(pool: MySqlPool, tables: Tables, poll_interval: Duration) -> Self {
+    /// A hub over the log that `reader` (a pool of the hub's own) and `pool` (the
+    /// backend's) reach; its task starts with the first watch.
+    pub(crate) fn new(
+        reader: MySqlPool,
+        pool: MySqlPool,
+        tables: Tables,
+        poll_interval: Duration,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
+                reader,
                 pool,
                 tables,
                 poll_interval,
@@ -183,7 +199,7 @@ async fn current_revision(shared: &Shared) -> Result<Revision> {
         "SELECT revision FROM {} WHERE id = 1",
         shared.tables.meta
     ))
-    .fetch_one(&shared.pool)
+    .fetch_one(&shared.reader)
     .await
     .map_err(map)
 }
@@ -312,7 +328,7 @@ async fn deliver(shared: &Shared) -> Result<()> {
         "SELECT revision, compacted FROM {} WHERE id = 1",
         shared.tables.meta
     ))
-    .fetch_one(&shared.pool)
+    .fetch_one(&shared.reader)
     .await
     .map_err(map)?;
     if state.seen.saturating_add(1) < compacted {
@@ -332,7 +348,7 @@ async fn deliver(shared: &Shared) -> Result<()> {
         ))
         .bind(state.seen)
         .bind(upto)
-        .fetch_all(&shared.pool)
+        .fetch_all(&shared.reader)
         .await
         .map_err(map)?;
         let events = rows.iter().map(row_event).collect::<Result<Vec<_>>>()?;

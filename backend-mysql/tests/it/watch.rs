@@ -80,3 +80,23 @@ async fn next(
         .expect("an event in time");
     events(item.expect("the watch goes on").unwrap())
 }
+
+/// A pool the caller fills (its own transactions, say) holds back no delivery: the
+/// hub reads the log through a connection of its own.
+#[tokio::test]
+async fn a_full_pool_holds_back_no_delivery() {
+    let Some((kv, url)) = store("&pool_size=1").await else {
+        return;
+    };
+    let mut watch = kv.watch("k", false, 0).await.unwrap();
+    // The pool's one connection, held as a caller's open transaction holds it.
+    let held = kv.pool().acquire().await.unwrap();
+    let other = connect(&url).await;
+    let written = put_one(&other, "k", "1").await;
+    assert_eq!(
+        next(&mut watch).await,
+        [(EventKind::Put, "k".to_owned(), written)]
+    );
+    drop(held);
+    drop_tables(&kv, &url).await;
+}
