@@ -68,12 +68,13 @@ struct State {
 
 /// What the hub's task shares with the backend.
 struct Shared {
-    /// The hub's own connection, for its reads of the log: a release reaches the
-    /// watches of this process however busy the backend's pool is with other
-    /// requests (a pool of one, so a connection lost is opened again).
+    /// The hub's own connection, for its task's reads of the log: a release reaches
+    /// the watches of this process however busy the backend's pool is with other
+    /// requests (a pool of one, so a connection lost is opened again). Only the task
+    /// uses it, so no statement on it is ever cut off half-way by a dropped caller.
     reader: MySqlPool,
-    /// The backend's pool, for a new watch's read of its history (that watch's
-    /// caller's request).
+    /// The backend's pool, for a new watch's reads of the revision and its history
+    /// (that watch's caller's request).
     pool: MySqlPool,
     tables: Tables,
     poll_interval: Duration,
@@ -193,13 +194,15 @@ impl Hub {
     }
 }
 
-/// The store's revision.
+/// The store's revision, read for a new watch on the backend's pool: the read is
+/// that watch's caller's request, and a caller may drop it half-way, which the hub's
+/// own connection never sees (only the hub's task, never cut off, uses it).
 async fn current_revision(shared: &Shared) -> Result<Revision> {
     sqlx::query_scalar(&format!(
         "SELECT revision FROM {} WHERE id = 1",
         shared.tables.meta
     ))
-    .fetch_one(&shared.reader)
+    .fetch_one(&shared.pool)
     .await
     .map_err(map)
 }
