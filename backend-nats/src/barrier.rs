@@ -119,7 +119,7 @@ impl NatsDoubleBarrier {
     /// sequence they were read at.
     async fn state(&self) -> Result<(Vec<(u64, String)>, bool, u64)> {
         let store = &self.lease.shared.store;
-        let filters = [format!("{}.>", self.line.line()), self.ready.clone()];
+        let filters = [keys::every_in(self.line.line()), self.ready.clone()];
         let (entries, last) = store.list(&filters).await?;
         let ready = entries
             .iter()
@@ -196,7 +196,7 @@ impl DoubleBarrier for NatsDoubleBarrier {
         if let Some(contender) = self.entry.lock().await.take() {
             self.lease.release(&contender.key).await?;
         }
-        let filter = format!("{}.>", self.line.line());
+        let filter = keys::every_in(self.line.line());
         wait::until("a double barrier", None, || async {
             let (line, ready, last) = self.state().await?;
             if line.is_empty() {

@@ -37,7 +37,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::amnesia::Amnesia;
-use crate::keys::Kind;
+use crate::keys::{self, Kind};
 use crate::lock::NatsLocker;
 use crate::session::{LeaseInner, CREATE_HEADER};
 use crate::shared::Shared;
@@ -135,7 +135,7 @@ impl Election for NatsElection {
 
     async fn leader(&self) -> Result<Option<LeaderInfo>> {
         let store = &self.lease.shared.store;
-        let (entries, _) = store.list(&[format!("{}.>", self.line.line())]).await?;
+        let (entries, _) = store.list(&[keys::every_in(self.line.line())]).await?;
         Ok(leader_of(&candidates(entries), &self.lease.shared.amnesia))
     }
 
@@ -143,7 +143,7 @@ impl Election for NatsElection {
         let name = self.line.line().trim_end_matches(".q");
         let observer = Observer {
             shared: Arc::clone(&self.lease.shared),
-            filter: format!("{}.>", self.line.line()),
+            filter: keys::every_in(self.line.line()),
             watched: format!("{name}.>"),
             candidates: BTreeMap::new(),
             events: None,

@@ -149,6 +149,12 @@ pub(crate) fn line(kind: Kind, name: &Name) -> String {
     format!("{}.{}.q", kind.token(), escape(name.as_str()))
 }
 
+/// The filter of every key of the line `line`: its contenders, and an unfair lock's
+/// holder in the fair lock's line.
+pub(crate) fn every_in(line: &str) -> String {
+    format!("{line}.>")
+}
+
 /// A contender's key in the line `line`: the session's id and the contender's
 /// number in that session, each its own token, so that every key of a session is
 /// found by one subject filter ([`of_session`]).

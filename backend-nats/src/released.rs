@@ -17,6 +17,18 @@
 //! or found the key already ended is never reused: its session makes a fresh one.
 //! Only a tombstone younger than [`REUSE_WITHIN`] is reused, as an older one may be
 //! gone by its TTL (a create compared with it would be refused).
+//!
+//! # A line left empty
+//!
+//! A lock's holder that nobody joined releases its key with a purge compared with the
+//! whole line (`Nats-Expected-Last-Subject-Sequence-Subject` on `<line>.>`): it lands
+//! only while the holder's own create is still the line's last message, so no key
+//! entered, was renewed, or ended in the line while it held, and the line it leaves
+//! holds no live key. Its tombstone is recorded as **quiet**. The session's next entry
+//! into that line is compared with the whole line in the same way, on the quiet
+//! tombstone: it lands only while nothing was written to the line since that purge,
+//! so the line holds no other live key, and the entry heads the line without listing
+//! it (see `src/lock.rs`). A refused compare costs that entry the ordinary one.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -32,10 +44,18 @@ pub(crate) const REUSE_WITHIN: Duration = TOMBSTONE_TTL.saturating_sub(Duration:
 
 /// A key released by the session's own purge.
 struct Released {
-    key: String,
-    /// The sequence of the purge's tombstone: what the next create compares with.
-    tombstone: u64,
+    tombstone: Tombstone,
     at: Instant,
+}
+
+/// A released key, as its session's next entry into the line writes it again.
+pub(crate) struct Tombstone {
+    /// The key.
+    pub(crate) key: String,
+    /// The sequence of the purge's tombstone: what the next create compares with.
+    pub(crate) seq: u64,
+    /// Whether the purge left the line without a live key (see the module docs).
+    pub(crate) quiet: bool,
 }
 
 /// The keys of one session released lately, by line (see the module docs).
@@ -54,9 +74,9 @@ struct Lines {
 }
 
 impl ReleasedKeys {
-    /// A key of `line` released less than [`REUSE_WITHIN`] ago and its tombstone's
-    /// sequence, taken out of the set; `None` when there is none.
-    pub(crate) fn take(&self, line: &str) -> Option<(String, u64)> {
+    /// A key of `line` released less than [`REUSE_WITHIN`] ago, taken out of the set;
+    /// `None` when there is none.
+    pub(crate) fn take(&self, line: &str) -> Option<Tombstone> {
         let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let by_line = &mut lines.by_line;
         let released = by_line.get_mut(line)?;
@@ -66,13 +86,13 @@ impl ReleasedKeys {
         if released.is_empty() {
             by_line.remove(line);
         }
-        taken.map(|key| (key.key, key.tombstone))
+        taken.map(|released| released.tombstone)
     }
 
-    /// Records `key` of `line`, released by a purge stored at `tombstone`. Lines
-    /// whose keys are all too old to reuse are forgotten, so that the set holds only
-    /// the lines of the last [`REUSE_WITHIN`].
-    pub(crate) fn record(&self, line: &str, key: String, tombstone: u64) {
+    /// Records a key of `line` released by a purge, as `tombstone` says. Lines whose
+    /// keys are all too old to reuse are forgotten, so that the set holds only the
+    /// lines of the last [`REUSE_WITHIN`].
+    pub(crate) fn record(&self, line: &str, tombstone: Tombstone) {
         let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if lines.by_line.len() >= lines.prune_at.max(PRUNE_ABOVE) {
@@ -86,11 +106,7 @@ impl ReleasedKeys {
             .by_line
             .entry(line.to_owned())
             .or_default()
-            .push(Released {
-                key,
-                tombstone,
-                at: now,
-            });
+            .push(Released { tombstone, at: now });
     }
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use distsync_core::raw::{read_guard, RwLock};
 use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, Session};
 
-use crate::keys::Kind;
+use crate::keys::{self, Kind};
 use crate::lock::{gone_after, hold_guard, Contender, NatsLocker};
 use crate::session::{LeaseInner, CREATE_HEADER};
 use crate::wait;
@@ -50,7 +50,7 @@ impl NatsRwLock {
     /// line was read at.
     async fn blocker(&self, contender: &Contender, writer: bool) -> Result<(Option<String>, u64)> {
         let store = &self.lease.shared.store;
-        let (entries, last) = store.list(&[format!("{}.>", self.line.line())]).await?;
+        let (entries, last) = store.list(&[keys::every_in(self.line.line())]).await?;
         let mut line: Vec<(u64, String, bool)> = entries
             .into_iter()
             .filter(|entry| entry.live())

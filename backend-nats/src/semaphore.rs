@@ -17,7 +17,7 @@ use bytes::Bytes;
 use distsync_core::raw::{permit, Permit, Semaphore};
 use distsync_core::{Error, Name, Result, Session};
 
-use crate::keys::Kind;
+use crate::keys::{self, Kind};
 use crate::lock::{contenders, gone_after, hold_guard, Contender, NatsLocker};
 use crate::session::LeaseInner;
 use crate::wait;
@@ -60,7 +60,7 @@ impl NatsSemaphore {
     /// `contender`'s key is gone.
     async fn holds(&self, contender: &Contender) -> Result<(bool, u64)> {
         let store = &self.lease.shared.store;
-        let (entries, last) = store.list(&[format!("{}.>", self.line.line())]).await?;
+        let (entries, last) = store.list(&[keys::every_in(self.line.line())]).await?;
         let mine = self.permits.get().to_string();
         // The oldest live key sets the number: a newer one naming another is refused.
         let oldest = (entries.iter())
@@ -120,7 +120,7 @@ impl Semaphore for NatsSemaphore {
 
     async fn acquire(&self) -> Result<Permit> {
         let contender = self.enter().await?;
-        let filter = format!("{}.>", self.line.line());
+        let filter = keys::every_in(self.line.line());
         wait::until("a permit", self.lease.lost_token(), || async {
             let (held, last) = self.holds(&contender).await?;
             if held {

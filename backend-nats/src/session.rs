@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::keys;
-use crate::released::ReleasedKeys;
+use crate::released::{ReleasedKeys, Tombstone};
 use crate::shared::Shared;
 use crate::store::Write;
 use crate::BACKEND;
@@ -175,7 +175,8 @@ impl LeaseInner {
     ) -> Result<u64> {
         fresh(
             key,
-            self.create_at_until(key, value, 0, deadline, None).await?,
+            self.create_at_until(key, value, Compare::Key(0), deadline, None)
+                .await?,
         )
     }
 
@@ -193,16 +194,18 @@ impl LeaseInner {
         value: Bytes,
         expected: u64,
     ) -> Result<Option<u64>> {
-        self.create_at_until(key, value, expected, None, None).await
+        self.create_at_until(key, value, Compare::Key(expected), None, None)
+            .await
     }
 
     /// Enters the line `line` (`<kind>.<name>.q`) with a contender key holding
-    /// `value`, created with the session's TTL and recorded for renewal, and returns
-    /// the key and its create sequence. The key is the one this session released in
-    /// that line lately, written over its tombstone, or else a fresh one (see
-    /// `src/released.rs`); its release leaves it for the next entry. Transient
-    /// failures are ridden out until `deadline` if given (a one-shot call), else until
-    /// the session ends (a wait).
+    /// `value`, created with the session's TTL and recorded for renewal. The key is
+    /// the one this session released in that line lately, written over its tombstone,
+    /// or else a fresh one (see `src/released.rs`); its release leaves it for the next
+    /// entry. A key whose release left the line empty is written only while nothing
+    /// else was written to the line since, in one compared write; refused, it is
+    /// written as any other. Transient failures are ridden out until `deadline` if
+    /// given (a one-shot call), else until the session ends (a wait).
     ///
     /// # Errors
     /// [`Error::SessionLost`] once the session is over; the store's error.
@@ -211,13 +214,31 @@ impl LeaseInner {
         line: &str,
         value: Bytes,
         deadline: Option<Instant>,
-    ) -> Result<(String, u64)> {
-        if let Some((key, tombstone)) = self.released.take(line) {
+    ) -> Result<Entered> {
+        if let Some(tombstone) = self.released.take(line) {
+            let Tombstone { key, seq, quiet } = tombstone;
+            if quiet {
+                let empty = Compare::Line(self.shared.store.subject(&keys::every_in(line)), seq);
+                let created = self
+                    .create_at_until(&key, value.clone(), empty, deadline, Some(line))
+                    .await?;
+                if let Some(token) = created {
+                    return Ok(Entered {
+                        key,
+                        token,
+                        alone: true,
+                    });
+                }
+            }
             let created = self
-                .create_at_until(&key, value.clone(), tombstone, deadline, Some(line))
+                .create_at_until(&key, value.clone(), Compare::Key(seq), deadline, Some(line))
                 .await?;
             if let Some(token) = created {
-                return Ok((key, token));
+                return Ok(Entered {
+                    key,
+                    token,
+                    alone: false,
+                });
             }
             // The tombstone is no longer the key's last message (its TTL ended it):
             // a fresh key instead.
@@ -225,10 +246,14 @@ impl LeaseInner {
         let key = keys::contender(line, self.id, self.next_number());
         let token = fresh(
             &key,
-            self.create_at_until(&key, value, 0, deadline, Some(line))
+            self.create_at_until(&key, value, Compare::Key(0), deadline, Some(line))
                 .await?,
         )?;
-        Ok((key, token))
+        Ok(Entered {
+            key,
+            token,
+            alone: false,
+        })
     }
 
     /// As [`create_at`](Self::create_at), riding out transient failures until
@@ -240,12 +265,12 @@ impl LeaseInner {
         &self,
         key: &str,
         value: Bytes,
-        expected: u64,
+        compare: Compare,
         deadline: Option<Instant>,
         line: Option<&str>,
     ) -> Result<Option<u64>> {
         self.shared.amnesia.before_grant(&self.shared.store).await;
-        self.write_key(key, value, expected, deadline, line).await
+        self.write_key(key, value, compare, deadline, line).await
     }
 
     /// Writes `key` as [`create_at_until`](Self::create_at_until) does, with no
@@ -254,14 +279,14 @@ impl LeaseInner {
         &self,
         key: &str,
         value: Bytes,
-        expected: u64,
+        compare: Compare,
         deadline: Option<Instant>,
         line: Option<&str>,
     ) -> Result<Option<u64>> {
         let store = &self.shared.store;
         // Whether an attempt failed after it may have reached the store.
         let sent = AtomicBool::new(false);
-        let (sent, value_ref) = (&sent, &value);
+        let (sent, value_ref, compare) = (&sent, &value, &compare);
         let answer = RetryPolicy::default()
             .idempotent_until(
                 "creating a key",
@@ -271,8 +296,8 @@ impl LeaseInner {
                     if self.is_over() {
                         return Err(Error::SessionLost);
                     }
-                    let write = Write::put(key, value_ref.clone())
-                        .if_at(expected)
+                    let write = compare
+                        .apply(Write::put(key, value_ref.clone()))
                         .ttl(self.ttl);
                     let answer = store
                         .publish(write)
@@ -352,18 +377,77 @@ impl LeaseInner {
     /// Not cancel-safe: a dropped release leaves the key unrenewed, to end with its TTL.
     pub(crate) async fn release(&self, key: &str) -> Result<()> {
         let held = self.keys.lock().await.remove(key);
-        if let Some(held) = held {
-            // Through a stream leader's election (seconds): the purge compares the
-            // sequence the key was last renewed at, so one applied before its answer
-            // was lost makes the next a refused compare, which is no error.
-            let tombstone = RetryPolicy::default()
-                .release("releasing a hold", self.lost_token(), || {
-                    self.purge_checked(key, Some(held.seq))
-                })
-                .await?;
-            if let (Some(line), Some(tombstone)) = (held.line, tombstone) {
-                self.released.record(&line, key.to_owned(), tombstone);
-            }
+        match held {
+            Some(held) => self.purge_held(key, held).await,
+            None => Ok(()),
+        }
+    }
+
+    /// As [`release`](Self::release), for the key of a lock's holder, which heads its
+    /// line alone: when the session has not renewed it, its purge is also tried
+    /// compared with the whole line, sent together with the ordinary one (one round
+    /// trip). The compared purge lands only while the key's create is still the line's
+    /// last message: no key entered, was renewed or ended in the line since, so the
+    /// holder leaves it without a live key, and the session's next entry can head it
+    /// without a listing (see `src/released.rs`). At most one of the two purges lands,
+    /// as each is compared with a sequence the other moves. Returns whether the line
+    /// was left empty.
+    ///
+    /// # Errors
+    /// As [`release`](Self::release).
+    ///
+    /// # Cancel safety
+    /// As [`release`](Self::release).
+    pub(crate) async fn release_holder(&self, key: &str) -> Result<bool> {
+        let Some(held) = self.keys.lock().await.remove(key) else {
+            return Ok(false);
+        };
+        let Some(line) = held.line.as_deref().filter(|_| held.seq == held.create) else {
+            return self.purge_held(key, held).await.map(|()| false);
+        };
+        let store = &self.shared.store;
+        let purge = || Write::purge(key).ttl(TOMBSTONE_TTL);
+        let filter = store.subject(&keys::every_in(line));
+        let (emptied, purged) = futures::join!(
+            store.publish(purge().if_other_at(&filter, held.create)),
+            store.publish(purge().if_at(held.seq)),
+        );
+        let emptied = emptied.and_then(crate::store::Published::compared);
+        let purged = purged.and_then(crate::store::Published::compared);
+        let (seq, quiet) = match (emptied, purged) {
+            (Ok(Some(seq)), _) => (seq, true),
+            (Ok(None), Ok(Some(seq))) => (seq, false),
+            // Either may have landed unanswered: the ordinary purge, retried, settles
+            // it (a refused compare there means one did, and the key is not reused).
+            _ => return self.purge_held(key, held).await.map(|()| false),
+        };
+        let key = key.to_owned();
+        self.released.record(line, Tombstone { key, seq, quiet });
+        Ok(quiet)
+    }
+
+    /// Purges the key `key`, held as `held` and no longer renewed, retrying until
+    /// done or the session is lost, and leaves it for the session's next entry into
+    /// its line when this purge wrote its tombstone.
+    async fn purge_held(&self, key: &str, held: Held) -> Result<()> {
+        // Through a stream leader's election (seconds): the purge compares the
+        // sequence the key was last renewed at, so one applied before its answer was
+        // lost makes the next a refused compare, which is no error.
+        let tombstone = RetryPolicy::default()
+            .release("releasing a hold", self.lost_token(), || {
+                self.purge_checked(key, Some(held.seq))
+            })
+            .await?;
+        if let (Some(line), Some(seq)) = (held.line, tombstone) {
+            let key = key.to_owned();
+            self.released.record(
+                &line,
+                Tombstone {
+                    key,
+                    seq,
+                    quiet: false,
+                },
+            );
         }
         Ok(())
     }
@@ -521,7 +605,9 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     let own_key = inner.own_key();
     fresh(
         &own_key,
-        inner.write_key(&own_key, value, 0, None, None).await?,
+        inner
+            .write_key(&own_key, value, Compare::Key(0), None, None)
+            .await?,
     )?;
     let session = distsync_core::raw::start_session(
         BACKEND,
@@ -579,6 +665,35 @@ pub(crate) async fn revoke_elsewhere(shared: &Shared, id: u64) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Backend`] when the key had a message already (`None`).
+/// A key entered into a line ([`LeaseInner::enter_line`]).
+pub(crate) struct Entered {
+    /// The key.
+    pub(crate) key: String,
+    /// Its create sequence.
+    pub(crate) token: u64,
+    /// Whether it was written into a line with no other live key, which it then heads
+    /// (see `src/released.rs`).
+    pub(crate) alone: bool,
+}
+
+/// What a create is compared with.
+enum Compare {
+    /// The key's own last sequence (0: the key has none).
+    Key(u64),
+    /// The last sequence of every subject the filter (a full subject) matches.
+    Line(String, u64),
+}
+
+impl Compare {
+    /// `write`, compared as this says.
+    fn apply(&self, write: Write) -> Write {
+        match self {
+            Compare::Key(seq) => write.if_at(*seq),
+            Compare::Line(filter, seq) => write.if_other_at(filter, *seq),
+        }
+    }
+}
+
 fn fresh(key: &str, seq: Option<u64>) -> Result<u64> {
     seq.ok_or_else(|| {
         Error::backend(

@@ -147,7 +147,7 @@ pub(crate) async fn status_of(shared: &Shared, name: &Name) -> Result<StatusRepo
 async fn lines_of(shared: &Shared, name: &Name) -> Result<Vec<Entry>> {
     let filters: Vec<String> = LINES
         .iter()
-        .map(|kind| format!("{}.>", keys::line(*kind, name)))
+        .map(|kind| keys::every_in(&keys::line(*kind, name)))
         .collect();
     let (entries, _) = shared.store.list(&filters).await?;
     Ok(entries)

@@ -74,7 +74,7 @@ impl NatsUnfairLocker {
     /// The live keys of the fair line and the stream sequence they were read at.
     async fn fair_line(&self) -> Result<(Vec<(u64, String)>, u64)> {
         let store = &self.lease.shared.store;
-        let (entries, last) = store.list(&[format!("{}.>", self.line)]).await?;
+        let (entries, last) = store.list(&[keys::every_in(&self.line)]).await?;
         Ok((contenders(entries), last))
     }
 
@@ -118,7 +118,7 @@ impl NatsUnfairLocker {
     async fn wait(&self, entry: &Contender) -> Result<LockGuard> {
         let store = &self.lease.shared.store;
         wait::until("the unfair lock", self.lease.lost_token(), || async {
-            let (entries, last) = store.list(&[format!("{}.>", self.waiting)]).await?;
+            let (entries, last) = store.list(&[keys::every_in(&self.waiting)]).await?;
             let line = contenders(entries);
             let place = line.iter().position(|(_, key)| *key == entry.key);
             match place {
@@ -138,7 +138,7 @@ impl NatsUnfairLocker {
                     if line.is_empty() {
                         return Ok(None);
                     }
-                    let filter = format!("{}.>", self.line);
+                    let filter = keys::every_in(&self.line);
                     if gone_after(&self.lease, &filter, last, &line).await? {
                         self.wakeups.fetch_add(1, Ordering::Relaxed);
                     }
@@ -166,16 +166,18 @@ impl Locker for NatsUnfairLocker {
         }
         // The key this session released in the wait line lately, if any: a line of one
         // key per session lists no tombstones of earlier waits (see `src/released.rs`).
-        let (key, token) = self
+        let entered = self
             .lease
             .enter_line(&self.waiting, Bytes::new(), None)
             .await?;
-        // Dropped (granted or cancelled), the waiter's key is purged.
+        // Dropped (granted or cancelled), the waiter's key is purged. Alone in the
+        // wait line or not, it waits for the lock.
         let entry = Contender {
             lease: Arc::clone(&self.lease),
-            key,
-            token,
+            key: entered.key,
+            token: entered.token,
             armed: true,
+            alone: false,
         };
         self.wait(&entry).await
     }
@@ -186,7 +188,7 @@ impl Locker for NatsUnfairLocker {
 
     async fn contenders(&self) -> Result<usize> {
         let store = &self.lease.shared.store;
-        let filters = [format!("{}.>", self.line), format!("{}.>", self.waiting)];
+        let filters = [keys::every_in(&self.line), keys::every_in(&self.waiting)];
         let (entries, _) = store.list(&filters).await?;
         Ok(entries.iter().filter(|entry| entry.live()).count())
     }
