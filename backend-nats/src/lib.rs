@@ -72,10 +72,12 @@
 //!   predecessor (one wake-up per release), a release purges the key with a compare.
 //!   A session enters the line again with the key it released there, created over
 //!   its tombstone, so that the line, which each acquisition lists, holds one key per
-//!   session however many acquisitions it has seen (see `src/released.rs`). A line
-//!   its holder left with no other key written since is entered again with a compare
-//!   on the whole line and held without a listing: an uncontended cycle is a create
-//!   and a purge, the raw pair. A guarded
+//!   session however many acquisitions it has seen (see `src/released.rs`). On a
+//!   server outside a JetStream cluster, a line its holder left with no other key
+//!   written since is entered again with a compare on the whole line and held without
+//!   a listing: an uncontended cycle is a create and a purge, the raw pair (a cluster
+//!   checks such a compare before the writes in flight are stored, so there every
+//!   entry lists the line). A guarded
 //!   write (`put_if_held`) is one message whose compare points at the holder's key.
 //! * **The unfair lock** (see `src/unfair_lock.rs`) is a holder key in the fair
 //!   lock's line, which fair contenders take for its head, so the two exclude each

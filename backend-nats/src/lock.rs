@@ -39,8 +39,9 @@
 //! A lock taken and released again and again by one session is then the raw pair of
 //! a create and a purge. Any other write to the line (a contender's key, a renewal,
 //! an unfair holder, a TTL's marker) refuses that compare, and the entry is made and
-//! listed as above. Both compares are JetStream's own, applied by the stream's
-//! leader in the same step as the write, so a follower's stale read plays no part.
+//! listed as above. Only a server outside a JetStream cluster checks a compare with
+//! the whole line in one step with the write
+//! ([`crate::store::Store::compares_lines`]): in a cluster every entry lists the line.
 //!
 //! Waiters are granted in token order, which is arrival order ([`fifo_waiters`]);
 //! the stream sequence only grows, so successive holders' tokens grow too
@@ -69,7 +70,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{lock_guard, with_guarded_write, GuardedWrite, Locker, RetryPolicy};
+use distsync_core::raw::{
+    lock_guard, with_guarded_write, GuardedWrite, Locker, ReleaseFn, RetryPolicy,
+};
 use distsync_core::{Error, LockGuard, Name, Result, Session};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -345,9 +348,27 @@ impl NatsLocker {
     fn grant(&self, mut contender: Contender) -> LockGuard {
         contender.armed = false;
         let key = std::mem::take(&mut contender.key);
-        let emptying = (self.reuses_keys && contender.alone && self.emptying.worth_trying())
-            .then(|| Arc::clone(&self.emptying));
-        hold_guard_released(&self.session, &self.lease, key, contender.token, emptying)
+        let store = &self.lease.shared.store;
+        if !(self.reuses_keys
+            && contender.alone
+            && store.compares_lines()
+            && self.emptying.worth_trying())
+        {
+            return hold_guard(&self.session, &self.lease, key, contender.token);
+        }
+        let (lease, emptying, released) = (
+            Arc::clone(&self.lease),
+            Arc::clone(&self.emptying),
+            key.clone(),
+        );
+        let release: ReleaseFn = Box::new(move || {
+            Box::pin(async move {
+                let emptied = lease.release_holder(&released).await?;
+                emptying.tried(emptied);
+                Ok(())
+            })
+        });
+        hold_guard_with(&self.session, &self.lease, key, contender.token, release)
     }
 }
 
@@ -359,36 +380,25 @@ pub(crate) fn hold_guard(
     key: String,
     token: u64,
 ) -> LockGuard {
-    hold_guard_released(session, lease, key, token, None)
+    let (releasing, released) = (Arc::clone(lease), key.clone());
+    let release: ReleaseFn =
+        Box::new(move || Box::pin(async move { releasing.release(&released).await }));
+    hold_guard_with(session, lease, key, token, release)
 }
 
-/// [`hold_guard`], whose release tries to leave the line empty when `emptying` is
-/// given ([`LeaseInner::release_holder`]), recording there how the try went.
-fn hold_guard_released(
+/// [`hold_guard`] whose release is `release` (which purges the key).
+pub(crate) fn hold_guard_with(
     session: &Session,
     lease: &Arc<LeaseInner>,
     key: String,
     token: u64,
-    emptying: Option<Arc<Emptying>>,
+    release: ReleaseFn,
 ) -> LockGuard {
-    let lease_of_release = Arc::clone(lease);
-    let released = key.clone();
     let guard = lock_guard(
         key.clone(),
         lease.shared.amnesia.token(token),
         session,
-        Box::new(move || {
-            Box::pin(async move {
-                match emptying {
-                    None => lease_of_release.release(&released).await,
-                    Some(emptying) => {
-                        let emptied = lease_of_release.release_holder(&released).await?;
-                        emptying.tried(emptied);
-                        Ok(())
-                    }
-                }
-            })
-        }),
+        release,
     );
     with_guarded_write(
         guard,
@@ -641,6 +651,29 @@ mod tests {
         assert!(!fourth.alone);
         taken(&locker, fourth).await.unlock().await.unwrap();
         other_session.close().await.unwrap();
+        session.close().await.unwrap();
+    }
+
+    /// A cluster checks a compare with the whole line before the writes in flight are
+    /// stored: there a release never leaves a quiet tombstone, and every entry lists.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_never_heads_a_line_unlisted() {
+        let Some(url) = distsync_conformance::server_url("DISTSYNC_NATS_CLUSTER_URL") else {
+            return;
+        };
+        let config: crate::NatsConfig = url.parse().unwrap();
+        let config = config.with_bucket("lock_line").unwrap();
+        let backend = crate::backend_with_config(&config).await.unwrap();
+        assert!(!backend.shared.store.compares_lines());
+        let session = backend.session(SessionOptions::default()).await.unwrap();
+        let lease = Arc::clone(crate::session::lease_of(&session, &backend.shared).unwrap());
+        let name = Name::new(format!("line-{}", distsync_core::raw::call_id())).unwrap();
+        let locker = NatsLocker::new(session.clone(), lease, name);
+        for _ in 0..3 {
+            let contender = locker.enter().await.unwrap();
+            assert!(!contender.alone);
+            taken(&locker, contender).await.unlock().await.unwrap();
+        }
         session.close().await.unwrap();
     }
 

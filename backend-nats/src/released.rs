@@ -28,7 +28,10 @@
 //! into that line is compared with the whole line in the same way, on the quiet
 //! tombstone: it lands only while nothing was written to the line since that purge,
 //! so the line holds no other live key, and the entry heads the line without listing
-//! it (see `src/lock.rs`). A refused compare costs that entry the ordinary one.
+//! it (see `src/lock.rs`). A refused compare costs that entry the ordinary one. Only
+//! a server outside a JetStream cluster checks such a compare in one step with the
+//! write ([`crate::store::Store::compares_lines`]); a cluster's releases record no
+//! quiet tombstone.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};

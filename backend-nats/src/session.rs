@@ -192,10 +192,9 @@ impl LeaseInner {
         &self,
         key: &str,
         value: Bytes,
-        expected: u64,
+        compare: Compare,
     ) -> Result<Option<u64>> {
-        self.create_at_until(key, value, Compare::Key(expected), None, None)
-            .await
+        self.create_at_until(key, value, compare, None, None).await
     }
 
     /// Enters the line `line` (`<kind>.<name>.q`) with a contender key holding
@@ -218,7 +217,7 @@ impl LeaseInner {
         if let Some(tombstone) = self.released.take(line) {
             let Tombstone { key, seq, quiet } = tombstone;
             if quiet {
-                let empty = Compare::Line(self.shared.store.subject(&keys::every_in(line)), seq);
+                let empty = Compare::line(&self.shared.store, line, seq);
                 let created = self
                     .create_at_until(&key, value.clone(), empty, deadline, Some(line))
                     .await?;
@@ -407,9 +406,9 @@ impl LeaseInner {
         };
         let store = &self.shared.store;
         let purge = || Write::purge(key).ttl(TOMBSTONE_TTL);
-        let filter = store.subject(&keys::every_in(line));
+        let emptying = Compare::line(store, line, held.create).apply(purge());
         let (emptied, purged) = futures::join!(
-            store.publish(purge().if_other_at(&filter, held.create)),
+            store.publish(emptying),
             store.publish(purge().if_at(held.seq)),
         );
         let emptied = emptied.and_then(crate::store::Published::compared);
@@ -424,6 +423,37 @@ impl LeaseInner {
         let key = key.to_owned();
         self.released.record(line, Tombstone { key, seq, quiet });
         Ok(quiet)
+    }
+
+    /// As [`release`](Self::release), for a holder's key in the line `line` that its
+    /// own waiters do not write to (an unfair lock's holder key, in the fair lock's
+    /// line): when the session has not renewed it, the purge is compared with the
+    /// whole line at the key's create, and only when that is refused (a fair contender
+    /// wrote to the line meanwhile) sent again compared with the key alone. Returns the
+    /// tombstone's sequence when the line was left empty: a create compared with the
+    /// line at it lands only while nothing was written there since.
+    ///
+    /// # Errors
+    /// As [`release`](Self::release).
+    ///
+    /// # Cancel safety
+    /// As [`release`](Self::release).
+    pub(crate) async fn release_emptying(&self, key: &str, line: &str) -> Result<Option<u64>> {
+        let Some(held) = self.keys.lock().await.remove(key) else {
+            return Ok(None);
+        };
+        if held.seq == held.create {
+            let store = &self.shared.store;
+            let purge = Write::purge(key).ttl(TOMBSTONE_TTL);
+            let emptying = Compare::line(store, line, held.create).apply(purge);
+            let answer = store.publish(emptying).await;
+            if let Ok(Some(seq)) = answer.and_then(crate::store::Published::compared) {
+                return Ok(Some(seq));
+            }
+            // Refused, or unanswered: had it landed, the purge below is a refused
+            // compare, which is no error.
+        }
+        self.purge_held(key, held).await.map(|()| None)
     }
 
     /// Purges the key `key`, held as `held` and no longer renewed, retrying until
@@ -676,8 +706,8 @@ pub(crate) struct Entered {
     pub(crate) alone: bool,
 }
 
-/// What a create is compared with.
-enum Compare {
+/// What a write is compared with.
+pub(crate) enum Compare {
     /// The key's own last sequence (0: the key has none).
     Key(u64),
     /// The last sequence of every subject the filter (a full subject) matches.
@@ -685,6 +715,11 @@ enum Compare {
 }
 
 impl Compare {
+    /// The last sequence of every key of the line `line` (0: none has a message).
+    pub(crate) fn line(store: &crate::store::Store, line: &str, seq: u64) -> Self {
+        Compare::Line(store.subject(&keys::every_in(line)), seq)
+    }
+
     /// `write`, compared as this says.
     fn apply(&self, write: Write) -> Write {
         match self {

@@ -322,9 +322,27 @@ pub(crate) struct Store {
     /// Notified each time the client's connection drops: every wait for an answer ends
     /// then (see [`Store::within`]).
     dropped: Arc<Notify>,
+    /// See [`Store::compares_lines`].
+    compares_lines: bool,
 }
 
 impl Store {
+    /// Whether a write compared with a whole line (a subject filter with a wildcard,
+    /// [`crate::session::Compare::Line`]) is checked in one step with its storing:
+    /// only on a server outside a JetStream cluster, which checks and stores each
+    /// write of a stream in turn. In a cluster the stream's leader checks a compare
+    /// before it proposes the write, and guards against writes still in flight only
+    /// those to the compared subject itself (nats-server keeps the subjects of
+    /// proposed compares and writes by name, and a filter is no key's name): a
+    /// contender's key proposed but not yet stored escapes the check, and a create
+    /// compared with the line would hold beside it (measured: two holders of one lock
+    /// on a three-server cluster). So the lock's compares with the line are made only
+    /// where this holds, and a cluster lists the line instead. A server that reports a
+    /// cluster name counts as one.
+    pub(crate) fn compares_lines(&self) -> bool {
+        self.compares_lines
+    }
+
     /// The bucket `bucket` through `client`, whose connection events notify
     /// `connected` (each connection made) and `dropped` (each connection lost).
     pub(crate) fn new(
@@ -335,7 +353,9 @@ impl Store {
         dropped: Arc<Notify>,
     ) -> Self {
         let jetstream = async_nats::jetstream::new(client.clone());
+        let compares_lines = client.server_info().cluster.is_none();
         Self {
+            compares_lines,
             client,
             jetstream,
             stream: format!("KV_{bucket}"),

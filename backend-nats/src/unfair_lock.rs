@@ -13,22 +13,40 @@
 //!
 //! # Protocol
 //!
-//! 1. **Take**: create the holder key with a compare on its last sequence (0, or the
-//!    tombstone its last holder left), then list the fair line. The take holds when
-//!    the holder key is the only live key there; otherwise (a fair contender, holding
-//!    or waiting, was there) it purges the holder key again and loses. A take holds
-//!    only where the line is empty, so every fair contender that arrives later
-//!    creates its key after it and carries a higher token.
+//! 1. **Take**, on a server outside a JetStream cluster (where a compare with the
+//!    whole line is checked in one step with its write, see
+//!    [`crate::store::Store::compares_lines`]): list the fair line; with a live key
+//!    there (the holder, or a fair contender holding or waiting) the take loses.
+//!    Otherwise create the holder key compared with the whole line
+//!    (`Nats-Expected-Last-Subject-Sequence-Subject` on `lock.<name>.q.>`) at the last
+//!    sequence the listing read: it lands only while nothing was written to the line
+//!    since, so the line is still empty and the take holds. Refused (another take, or
+//!    a fair contender, wrote first), it lists again. A handle whose last release left
+//!    the line empty (below) takes with no listing: its create is compared with the
+//!    line at that release's tombstone, so an uncontended cycle, and the releaser's
+//!    take again in a contended one, is a create and a purge.
+//!
+//!    **In a cluster**: create the holder key with a compare on its last sequence (0,
+//!    or the tombstone its last holder left), then list the fair line. The take holds
+//!    when the holder key is the only live key there; otherwise (a fair contender,
+//!    holding or waiting, was there) it purges the holder key again and loses.
+//!
+//!    Either way a take holds only where the line is empty, so every fair contender
+//!    that arrives later creates its key after it and carries a higher token.
 //! 2. **Wait**: a take that lost enters the wait line. Its head lists the fair line
 //!    and watches it for any key ending after that listing, then takes again: a
 //!    release wakes one waiter, which may lose to a newcomer and wait again. Every
 //!    other waiter watches only its predecessor in the wait line.
-//! 3. **Release**: purge the holder key with a compare, as a fair hold's.
+//! 3. **Release**: outside a cluster, purge the holder key compared with the whole
+//!    line at its create: unfair waiters wait in a line of their own and write
+//!    nothing to the fair line, so the compare lands unless a fair contender joined
+//!    meanwhile, and the line is left empty. Refused, and in a cluster, the key is
+//!    purged with a compare on its own sequence, as a fair hold's.
 //!
 //! The token of a hold is the holder key's create sequence.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,12 +54,13 @@ use distsync_core::raw::Locker;
 use distsync_core::{Error, LockGuard, Name, Result, Session};
 
 use crate::keys::{self, Kind};
-use crate::lock::{contenders, gone_after, hold_guard, Contender};
-use crate::session::LeaseInner;
+use crate::lock::{contenders, gone_after, hold_guard, hold_guard_with, Contender};
+use crate::session::{Compare, LeaseInner};
 use crate::wait;
 
-/// How many times a take reads the holder key again when its create found a
-/// tombstone newer than the one it read (a release or an expiry in between).
+/// How many times a take reads again when its create found the line (or, in a
+/// cluster, the holder key) written since it read it (another take, a fair
+/// contender, a release or an expiry).
 const TAKE_TRIES: usize = 3;
 
 /// An unfair mutex named `name`.
@@ -55,6 +74,9 @@ pub(crate) struct NatsUnfairLocker {
     holder: String,
     /// The wait line, `unfair.<name>.q`.
     waiting: String,
+    /// The fair line's last sequence as this handle's last release left it empty,
+    /// taken by the next take (see the module docs).
+    emptied: Arc<Mutex<Option<u64>>>,
     wakeups: AtomicU64,
 }
 
@@ -64,6 +86,7 @@ impl NatsUnfairLocker {
             line: keys::line(Kind::Lock, &name),
             holder: keys::unfair_holder(&name),
             waiting: keys::line(Kind::UnfairWait, &name),
+            emptied: Arc::default(),
             session,
             lease,
             name,
@@ -78,11 +101,62 @@ impl NatsUnfairLocker {
         Ok((contenders(entries), last))
     }
 
+    /// The fair line's last sequence when no key there is live, `None` when one is.
+    async fn empty_line_at(&self) -> Result<Option<u64>> {
+        let store = &self.lease.shared.store;
+        let (entries, _) = store.list(&[keys::every_in(&self.line)]).await?;
+        if entries.iter().any(crate::store::Entry::live) {
+            return Ok(None);
+        }
+        Ok(Some(
+            entries.iter().map(|entry| entry.seq).max().unwrap_or(0),
+        ))
+    }
+
     /// Step 1: one take; `None` when the lock is held or the take lost.
     async fn take(&self) -> Result<Option<LockGuard>> {
         if self.session.is_lost() {
             return Err(Error::SessionLost);
         }
+        if self.lease.shared.store.compares_lines() {
+            self.take_on_empty_line().await
+        } else {
+            self.take_then_list().await
+        }
+    }
+
+    /// Step 1 outside a cluster: a create compared with the line as a listing (or
+    /// this handle's last release) left it.
+    async fn take_on_empty_line(&self) -> Result<Option<LockGuard>> {
+        let mut emptied = self
+            .emptied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        for _ in 0..TAKE_TRIES {
+            let last = match emptied.take() {
+                Some(last) => last,
+                None => match self.empty_line_at().await? {
+                    Some(last) => last,
+                    None => return Ok(None),
+                },
+            };
+            let value = keys::owner_value(self.lease.id, self.lease.next_number());
+            let empty = Compare::line(&self.lease.shared.store, &self.line, last);
+            let created = self
+                .lease
+                .create_at(&self.holder, Bytes::from(value), empty)
+                .await?;
+            if let Some(token) = created {
+                return Ok(Some(self.hold(token)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Step 1 in a cluster: a create compared with the holder key's last sequence,
+    /// then a listing of the line that tells whether it holds.
+    async fn take_then_list(&self) -> Result<Option<LockGuard>> {
         let store = &self.lease.shared.store;
         for _ in 0..TAKE_TRIES {
             let expected = match store.last(&self.holder).await? {
@@ -93,7 +167,7 @@ impl NatsUnfairLocker {
             let value = keys::owner_value(self.lease.id, self.lease.next_number());
             let Some(token) = self
                 .lease
-                .create_at(&self.holder, Bytes::from(value), expected)
+                .create_at(&self.holder, Bytes::from(value), Compare::Key(expected))
                 .await?
             else {
                 continue;
@@ -112,6 +186,27 @@ impl NatsUnfairLocker {
             return Ok(None);
         }
         Ok(None)
+    }
+
+    /// The guard of a take that holds with `token`: its release tries to leave the
+    /// line empty, and records it for this handle's next take.
+    fn hold(&self, token: u64) -> LockGuard {
+        let lease = Arc::clone(&self.lease);
+        let (holder, line) = (self.holder.clone(), self.line.clone());
+        let emptied = Arc::clone(&self.emptied);
+        hold_guard_with(
+            &self.session,
+            &self.lease,
+            self.holder.clone(),
+            token,
+            Box::new(move || {
+                Box::pin(async move {
+                    let left = lease.release_emptying(&holder, &line).await?;
+                    *emptied.lock().unwrap_or_else(PoisonError::into_inner) = left;
+                    Ok(())
+                })
+            }),
+        )
     }
 
     /// Step 2, for a take that lost: waits in the wait line until a take holds.
@@ -195,5 +290,99 @@ impl Locker for NatsUnfairLocker {
 
     fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::{Backend, SessionOptions};
+
+    use super::*;
+    use crate::lock::NatsLocker;
+
+    /// A session of the test server's bucket `unfair_line`, or `None` after a loud
+    /// skip notice.
+    async fn backend() -> Option<crate::NatsBackend> {
+        let url = distsync_conformance::server_url("DISTSYNC_NATS_URL")?;
+        let config: crate::NatsConfig = url.parse().unwrap();
+        let config = config.with_bucket("unfair_line").unwrap();
+        Some(crate::backend_with_config(&config).await.unwrap())
+    }
+
+    /// A session of `backend` and its lease.
+    async fn open(backend: &crate::NatsBackend) -> (Session, Arc<LeaseInner>) {
+        let session = backend.session(SessionOptions::default()).await.unwrap();
+        let lease = Arc::clone(crate::session::lease_of(&session, &backend.shared).unwrap());
+        (session, lease)
+    }
+
+    /// A release that nobody's write followed leaves the line empty, and the handle's
+    /// next take holds without a listing; once a fair contender has written to the
+    /// line, that take's compare is refused and the take finds the fair holder.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_take_after_an_emptying_release_holds_only_while_the_line_is_untouched() {
+        let Some(backend) = backend().await else {
+            return;
+        };
+        let name = Name::new(format!("unfair-{}", distsync_core::raw::call_id())).unwrap();
+        let (session, lease) = open(&backend).await;
+        let unfair = NatsUnfairLocker::new(session.clone(), lease, name.clone());
+        let emptied = || *unfair.emptied.lock().unwrap();
+
+        unfair.lock().await.unwrap().unlock().await.unwrap();
+        let left = emptied().expect("an uncontended release leaves the line empty");
+        let again = unfair.try_lock().await.unwrap().expect("a free lock");
+        assert_eq!(emptied(), None, "the take used the release's record");
+        assert!(again.token().0 > left, "its create came after the release");
+        again.unlock().await.unwrap();
+        assert!(emptied().is_some());
+
+        let (fair_session, fair_lease) = open(&backend).await;
+        let fair = NatsLocker::new(fair_session.clone(), fair_lease, name);
+        let held = fair.lock().await.unwrap();
+        assert!(
+            unfair.try_lock().await.unwrap().is_none(),
+            "taken while the fair lock is held"
+        );
+        held.unlock().await.unwrap();
+        let taken = unfair.try_lock().await.unwrap().expect("a free lock");
+        taken.unlock().await.unwrap();
+        fair_session.close().await.unwrap();
+        session.close().await.unwrap();
+    }
+
+    /// A fair contender that joins the line while the unfair lock is held keeps the
+    /// release from leaving the line empty, and is granted by it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fair_contender_in_line_keeps_the_release_from_emptying_it() {
+        let Some(backend) = backend().await else {
+            return;
+        };
+        let name = Name::new(format!("unfair-{}", distsync_core::raw::call_id())).unwrap();
+        let (session, lease) = open(&backend).await;
+        let unfair = NatsUnfairLocker::new(session.clone(), lease, name.clone());
+        let held = unfair.lock().await.unwrap();
+        let (fair_session, fair_lease) = open(&backend).await;
+        let fair = NatsLocker::new(fair_session.clone(), fair_lease, name);
+        let waiting = tokio::spawn(async move { fair.lock().await.map(|guard| (guard, fair)) });
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while unfair.contenders().await.unwrap() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the fair contender never joined"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        held.unlock().await.unwrap();
+        assert_eq!(*unfair.emptied.lock().unwrap(), None);
+        let (granted, _fair) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("the fair contender is granted on the release")
+            .unwrap()
+            .unwrap();
+        assert!(unfair.try_lock().await.unwrap().is_none());
+        granted.unlock().await.unwrap();
+        fair_session.close().await.unwrap();
+        session.close().await.unwrap();
     }
 }
