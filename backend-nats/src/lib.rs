@@ -207,6 +207,8 @@ mod shared;
 mod status;
 mod stm;
 mod store;
+#[cfg(test)]
+mod test_server;
 mod unfair_lock;
 mod wait;
 

@@ -517,10 +517,7 @@ mod tests {
     /// A lock's uncontended acquisitions of one session, connected to the test
     /// server's bucket `lock_line`, on a name of its own.
     async fn locker() -> Option<(crate::NatsBackend, Session, NatsLocker)> {
-        let url = distsync_conformance::server_url("DISTSYNC_NATS_URL")?;
-        let config: crate::NatsConfig = url.parse().unwrap();
-        let config = config.with_bucket("lock_line").unwrap();
-        let backend = crate::backend_with_config(&config).await.unwrap();
+        let backend = crate::test_server::backend("DISTSYNC_NATS_URL", "lock_line").await?;
         let session = backend.session(SessionOptions::default()).await.unwrap();
         let lease = Arc::clone(crate::session::lease_of(&session, &backend.shared).unwrap());
         let name = Name::new(format!("line-{}", distsync_core::raw::call_id())).unwrap();
@@ -658,12 +655,10 @@ mod tests {
     /// stored: there a release never leaves a quiet tombstone, and every entry lists.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cluster_never_heads_a_line_unlisted() {
-        let Some(url) = distsync_conformance::server_url("DISTSYNC_NATS_CLUSTER_URL") else {
+        let cluster = crate::test_server::backend("DISTSYNC_NATS_CLUSTER_URL", "lock_line");
+        let Some(backend) = cluster.await else {
             return;
         };
-        let config: crate::NatsConfig = url.parse().unwrap();
-        let config = config.with_bucket("lock_line").unwrap();
-        let backend = crate::backend_with_config(&config).await.unwrap();
         assert!(!backend.shared.store.compares_lines());
         let session = backend.session(SessionOptions::default()).await.unwrap();
         let lease = Arc::clone(crate::session::lease_of(&session, &backend.shared).unwrap());

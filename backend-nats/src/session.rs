@@ -214,30 +214,17 @@ impl LeaseInner {
         value: Bytes,
         deadline: Option<Instant>,
     ) -> Result<Entered> {
-        if let Some(tombstone) = self.released.take(line) {
-            let Tombstone { key, seq, quiet } = tombstone;
-            if quiet {
-                let empty = Compare::line(&self.shared.store, line, seq);
+        if let Some(Tombstone { key, seq, quiet }) = self.released.take(line) {
+            // Compared with the whole line first when the release left it empty, then
+            // with the key's own tombstone.
+            let empty = quiet.then(|| (Compare::line(&self.shared.store, line, seq), true));
+            for (compare, alone) in empty.into_iter().chain([(Compare::Key(seq), false)]) {
                 let created = self
-                    .create_at_until(&key, value.clone(), empty, deadline, Some(line))
+                    .create_at_until(&key, value.clone(), compare, deadline, Some(line))
                     .await?;
                 if let Some(token) = created {
-                    return Ok(Entered {
-                        key,
-                        token,
-                        alone: true,
-                    });
+                    return Ok(Entered { key, token, alone });
                 }
-            }
-            let created = self
-                .create_at_until(&key, value.clone(), Compare::Key(seq), deadline, Some(line))
-                .await?;
-            if let Some(token) = created {
-                return Ok(Entered {
-                    key,
-                    token,
-                    alone: false,
-                });
             }
             // The tombstone is no longer the key's last message (its TTL ended it):
             // a fresh key instead.

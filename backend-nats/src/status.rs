@@ -446,12 +446,10 @@ mod tests {
     /// is the one the listing of the whole bucket gives for that name.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_status_of_a_name_reads_its_lines_alone() {
-        let Some(url) = distsync_conformance::server_url("DISTSYNC_NATS_URL") else {
+        let Some(backend) = crate::test_server::backend("DISTSYNC_NATS_URL", "status_of").await
+        else {
             return;
         };
-        let config: crate::NatsConfig = url.parse().unwrap();
-        let config = config.with_bucket("status_of").unwrap();
-        let backend = crate::backend_with_config(&config).await.unwrap();
         let name = Name::new(format!("status-of-{}", distsync_core::raw::call_id())).unwrap();
         let token = keys::escape(name.as_str());
 

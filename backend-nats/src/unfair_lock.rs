@@ -300,13 +300,19 @@ mod tests {
     use super::*;
     use crate::lock::NatsLocker;
 
-    /// A session of the test server's bucket `unfair_line`, or `None` after a loud
-    /// skip notice.
+    /// The test server's bucket `unfair_line`, or `None` after a loud skip notice.
     async fn backend() -> Option<crate::NatsBackend> {
-        let url = distsync_conformance::server_url("DISTSYNC_NATS_URL")?;
-        let config: crate::NatsConfig = url.parse().unwrap();
-        let config = config.with_bucket("unfair_line").unwrap();
-        Some(crate::backend_with_config(&config).await.unwrap())
+        crate::test_server::backend("DISTSYNC_NATS_URL", "unfair_line").await
+    }
+
+    /// The unfair lock of a name of its own on the test server, through a session of
+    /// its own, and that name.
+    async fn unfair_locker() -> Option<(crate::NatsBackend, Session, NatsUnfairLocker, Name)> {
+        let backend = backend().await?;
+        let name = Name::new(format!("unfair-{}", distsync_core::raw::call_id())).unwrap();
+        let (session, lease) = open(&backend).await;
+        let unfair = NatsUnfairLocker::new(session.clone(), lease, name.clone());
+        Some((backend, session, unfair, name))
     }
 
     /// A session of `backend` and its lease.
@@ -321,12 +327,9 @@ mod tests {
     /// line, that take's compare is refused and the take finds the fair holder.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_take_after_an_emptying_release_holds_only_while_the_line_is_untouched() {
-        let Some(backend) = backend().await else {
+        let Some((backend, session, unfair, name)) = unfair_locker().await else {
             return;
         };
-        let name = Name::new(format!("unfair-{}", distsync_core::raw::call_id())).unwrap();
-        let (session, lease) = open(&backend).await;
-        let unfair = NatsUnfairLocker::new(session.clone(), lease, name.clone());
         let emptied = || *unfair.emptied.lock().unwrap();
 
         unfair.lock().await.unwrap().unlock().await.unwrap();
@@ -355,12 +358,9 @@ mod tests {
     /// release from leaving the line empty, and is granted by it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fair_contender_in_line_keeps_the_release_from_emptying_it() {
-        let Some(backend) = backend().await else {
+        let Some((backend, session, unfair, name)) = unfair_locker().await else {
             return;
         };
-        let name = Name::new(format!("unfair-{}", distsync_core::raw::call_id())).unwrap();
-        let (session, lease) = open(&backend).await;
-        let unfair = NatsUnfairLocker::new(session.clone(), lease, name.clone());
         let held = unfair.lock().await.unwrap();
         let (fair_session, fair_lease) = open(&backend).await;
         let fair = NatsLocker::new(fair_session.clone(), fair_lease, name);
