@@ -298,13 +298,12 @@ impl LeaseInner {
             .await?;
         let seq = match answer {
             Some(seq) => seq,
+            // A refused compare with no attempt lost on the way: someone else's write,
+            // known without a read (a refused compare with the line is the common case).
+            None if !sent.load(Ordering::Relaxed) => return Ok(None),
             None => match store.last(key).await? {
                 // An earlier attempt of ours landed and its answer was lost.
-                Some(entry)
-                    if sent.load(Ordering::Relaxed) && entry.live() && entry.value == value =>
-                {
-                    entry.seq
-                }
+                Some(entry) if entry.live() && entry.value == value => entry.seq,
                 _ => return Ok(None),
             },
         };
@@ -678,10 +677,6 @@ pub(crate) async fn revoke_elsewhere(shared: &Shared, id: u64) -> Result<()> {
     Ok(())
 }
 
-/// The create sequence of `key`, a key fresh to its writer, which nobody else writes.
-///
-/// # Errors
-/// [`Error::Backend`] when the key had a message already (`None`).
 /// A key entered into a line ([`LeaseInner::enter_line`]).
 pub(crate) struct Entered {
     /// The key.
@@ -716,6 +711,10 @@ impl Compare {
     }
 }
 
+/// The create sequence of `key`, a key fresh to its writer, which nobody else writes.
+///
+/// # Errors
+/// [`Error::Backend`] when the key had a message already (`None`).
 fn fresh(key: &str, seq: Option<u64>) -> Result<u64> {
     seq.ok_or_else(|| {
         Error::backend(

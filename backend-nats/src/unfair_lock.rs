@@ -63,6 +63,19 @@ use crate::wait;
 /// contender, a release or an expiry).
 const TAKE_TRIES: usize = 3;
 
+/// The fair line's live contenders, in line, and the stream sequence they were read
+/// at ([`NatsUnfairLocker::fair_line`]).
+type Listing = (Vec<(u64, String)>, u64);
+
+/// What one take came to.
+enum Take {
+    /// The take holds the lock.
+    Held(LockGuard),
+    /// It lost; with the fair line as its last listing read it, when that listing
+    /// found a live key there and no write of the take followed it.
+    Lost(Option<Listing>),
+}
+
 /// An unfair mutex named `name`.
 pub(crate) struct NatsUnfairLocker {
     session: Session,
@@ -95,39 +108,49 @@ impl NatsUnfairLocker {
     }
 
     /// The live keys of the fair line and the stream sequence they were read at.
-    async fn fair_line(&self) -> Result<(Vec<(u64, String)>, u64)> {
+    async fn fair_line(&self) -> Result<Listing> {
         let store = &self.lease.shared.store;
         let (entries, last) = store.list(&[keys::every_in(&self.line)]).await?;
         Ok((contenders(entries), last))
     }
 
-    /// The fair line's last sequence when no key there is live, `None` when one is.
-    async fn empty_line_at(&self) -> Result<Option<u64>> {
+    /// The fair line's last sequence when no key there is live; else the line as
+    /// [`fair_line`](Self::fair_line) gives it.
+    async fn empty_line_at(&self) -> Result<std::result::Result<u64, Listing>> {
         let store = &self.lease.shared.store;
-        let (entries, _) = store.list(&[keys::every_in(&self.line)]).await?;
+        let (entries, last) = store.list(&[keys::every_in(&self.line)]).await?;
         if entries.iter().any(crate::store::Entry::live) {
-            return Ok(None);
+            return Ok(Err((contenders(entries), last)));
         }
-        Ok(Some(
-            entries.iter().map(|entry| entry.seq).max().unwrap_or(0),
-        ))
+        Ok(Ok(entries.iter().map(|entry| entry.seq).max().unwrap_or(0)))
     }
 
     /// Step 1: one take; `None` when the lock is held or the take lost.
     async fn take(&self) -> Result<Option<LockGuard>> {
+        Ok(match self.attempt().await? {
+            Take::Held(guard) => Some(guard),
+            Take::Lost(_) => None,
+        })
+    }
+
+    /// Step 1: one take, and what it found.
+    async fn attempt(&self) -> Result<Take> {
         if self.session.is_lost() {
             return Err(Error::SessionLost);
         }
         if self.lease.shared.store.compares_lines() {
             self.take_on_empty_line().await
         } else {
-            self.take_then_list().await
+            Ok(match self.take_then_list().await? {
+                Some(guard) => Take::Held(guard),
+                None => Take::Lost(None),
+            })
         }
     }
 
     /// Step 1 outside a cluster: a create compared with the line as a listing (or
     /// this handle's last release) left it.
-    async fn take_on_empty_line(&self) -> Result<Option<LockGuard>> {
+    async fn take_on_empty_line(&self) -> Result<Take> {
         let mut emptied = self
             .emptied
             .lock()
@@ -137,8 +160,8 @@ impl NatsUnfairLocker {
             let last = match emptied.take() {
                 Some(last) => last,
                 None => match self.empty_line_at().await? {
-                    Some(last) => last,
-                    None => return Ok(None),
+                    Ok(last) => last,
+                    Err(held) => return Ok(Take::Lost(Some(held))),
                 },
             };
             let value = keys::owner_value(self.lease.id, self.lease.next_number());
@@ -148,10 +171,10 @@ impl NatsUnfairLocker {
                 .create_at(&self.holder, Bytes::from(value), empty)
                 .await?;
             if let Some(token) = created {
-                return Ok(Some(self.hold(token)));
+                return Ok(Take::Held(self.hold(token)));
             }
         }
-        Ok(None)
+        Ok(Take::Lost(None))
     }
 
     /// Step 1 in a cluster: a create compared with the holder key's last sequence,
@@ -226,10 +249,16 @@ impl NatsUnfairLocker {
                     ),
                 )),
                 Some(0) => {
-                    if let Some(guard) = self.take().await? {
-                        return Ok(Some(guard));
-                    }
-                    let (line, last) = self.fair_line().await?;
+                    let listed = match self.attempt().await? {
+                        Take::Held(guard) => return Ok(Some(guard)),
+                        Take::Lost(listed) => listed,
+                    };
+                    // The take's own listing when it lost to a live key there: the line
+                    // to watch, with no second read.
+                    let (line, last) = match listed {
+                        Some(listed) => listed,
+                        None => self.fair_line().await?,
+                    };
                     if line.is_empty() {
                         return Ok(None);
                     }
