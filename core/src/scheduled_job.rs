@@ -69,7 +69,9 @@
 //! 2. takes the lock `<name>` on a session of its own (waiting, notified by the store,
 //!    until the occurrence's grace ends under [`Missed::Skip`], or until the next
 //!    occurrence under [`Missed::CatchUp`]): the lock makes runs exclusive, bounds a
-//!    crashed runner's hold by the session's TTL and gives the fencing token;
+//!    crashed runner's hold by the session's TTL and gives the fencing token. A grant
+//!    read after that end (a replica slowed past it) is handed back unused, so that
+//!    no run starts after its grace;
 //! 3. claims the occurrence in one serializable STM transaction: refused if it (or a
 //!    later one) is claimed or the last start is within `at_least`, else it writes the
 //!    new record. The claim, not the lock, is what makes "at most once per
@@ -748,6 +750,21 @@ impl ScheduledJob {
         };
         let granted = Instant::now();
         let started = now_millis();
+        if started > until {
+            // The grant came after the try's end (a wait that the timeout did not cut
+            // before its answer was read): under `Missed::Skip` the occurrence's grace is
+            // over, and under `CatchUp` a later occurrence is due. Planning again decides.
+            tracing::debug!(
+                job = self.name.as_str(),
+                occurrence = target,
+                late_ms = started.saturating_sub(until),
+                "granted after the try's end; handed back",
+            );
+            if let Err(error) = guard.unlock().await {
+                tracing::debug!(job = self.name.as_str(), %error, "releasing the job's lock");
+            }
+            return Ok(None);
+        }
         match self.claim(target, started, guard.token()).await? {
             Claim::Refused(run) => {
                 tracing::debug!(

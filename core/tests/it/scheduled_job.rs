@@ -403,3 +403,58 @@ async fn a_replica_runs_the_first_occurrence_after_an_outage() {
         healed - healed % 1000 + 1000
     );
 }
+
+/// A replica whose grant is read only after its occurrence's grace (the replica was
+/// slowed past it, here by blocking its only thread) hands the lock back and runs
+/// nothing late: its first run is a later occurrence, started within the grace.
+#[tokio::test(flavor = "current_thread")]
+async fn a_grant_read_after_the_grace_starts_no_late_run() {
+    let coordinator = Coordinator::new(MemoryBackend::new());
+    let grace = Duration::from_millis(300);
+    let mut job = coordinator
+        .scheduled_job(
+            "jobs/late",
+            Schedule::every(Duration::from_secs(1)).unwrap(),
+            JobOptions::default().with_grace(grace),
+        )
+        .unwrap();
+    // Another session holds the job's lock across the next occurrence's grace.
+    let session = coordinator.session().await.unwrap();
+    let guard = coordinator
+        .locker(&session, "jobs/late")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    wait_for_phase(1000, 900).await;
+    let held = millis(SystemTime::now()).div_ceil(1000) * 1000;
+    let replica = tokio::spawn(async move {
+        let occurrence = next_in_time(&mut job).await;
+        let run = (
+            millis(occurrence.time()),
+            millis(occurrence.started()) - millis(occurrence.time()),
+        );
+        occurrence.finish().await.unwrap();
+        run
+    });
+    // The replica waits in line from the occurrence on. The holder lets go 200 ms into
+    // the grace, and the replica's thread is blocked until 200 ms past the grace's end,
+    // before the replica can read its grant.
+    tokio::time::sleep(Duration::from_millis(
+        (held + 200).saturating_sub(millis(SystemTime::now())),
+    ))
+    .await;
+    guard.unlock().await.unwrap();
+    std::thread::sleep(Duration::from_millis(
+        (held + 500).saturating_sub(millis(SystemTime::now())),
+    ));
+    let (occurrence, late) = replica.await.unwrap();
+    assert!(
+        occurrence > held,
+        "the occurrence {held} ran {late} ms late, past its grace of {grace:?}"
+    );
+    assert!(
+        late <= 300,
+        "started {late} ms late, past the grace of {grace:?}"
+    );
+}

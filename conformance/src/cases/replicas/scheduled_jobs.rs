@@ -11,7 +11,9 @@
 //! - no occurrence runs twice, and the store's record ([`ScheduledJob::last_run`])
 //!   counts at least the runs seen (a claim whose runner died or was cut off before it
 //!   said so counts without a run);
-//! - no two runs start closer than `at_least` (by the starts the store records);
+//! - no two runs start closer than `at_least` (by the starts the store records), and
+//!   no run starts past its occurrence's grace (`Missed::Skip`: a replica that reads
+//!   its grant late hands it back);
 //! - each runner's holds of the job's lock are judged by [`crate::history::check`]:
 //!   one runner at a time outside pauses (a hold ended by `lost()` after a cut ends
 //!   where the cut started), tokens growing with real time;
@@ -23,24 +25,27 @@
 //!   `at_least` after the previous run's start leaves less of its grace than a runner
 //!   needs to start (a quarter second plus twice the worst lag of this runtime, which
 //!   a [`StallMeter`] of the case's own measures: under load runs start late and
-//!   the next occurrence's window shrinks), or when the store itself answered slowly
-//!   near its window: a probe reads the job's record (a start's first call, here at
-//!   read-committed isolation, which takes no part in the claims' serializable
-//!   transactions, so that the probe cannot make them conflict) every
-//!   [`PROBE_EVERY`], and a read that took over a [`START_CALLS`]th of the grace
-//!   overlapping the window means that no runner could have made the calls of a start
-//!   within the grace (a store server starved by the machine's other work, which the
-//!   runner's own stall meter cannot see). The partitions
-//!   stop early enough to leave [`TAIL`] of occurrences that must all run.
+//!   the next occurrence's window shrinks), or when a start itself was slow near its
+//!   window: a probe makes a start's calls directly on the store every
+//!   [`PROBE_EVERY`] (the job's record read, a lock of its own taken, a key of its own
+//!   written under it, the lock released), and calls that took over [`SLOW_START`]
+//!   overlapping the window mean that a runner at the head of the job's line could not
+//!   have started within the grace, and the runners behind it wait for it (a store
+//!   starved by the machine's other work, whose writes wait longer than its reads, or
+//!   a harness whose tasks ran late; neither shows in the runtime's lag alone). The
+//!   probe's calls are at read-committed isolation, which takes no part in the claims'
+//!   serializable transactions, so that the probe cannot make them conflict. The
+//!   partitions stop early enough to leave [`TAIL`] of occurrences that must all run.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distsync_core::schedule::Schedule;
 use distsync_core::scheduled_job::{JobOptions, LastRun, Missed, ScheduledJob, RECORD_SUFFIX};
-use distsync_core::{Coordinator, Error, Isolation, SessionOptions, Stm};
+use distsync_core::{Coordinator, Error, Isolation, Locker, Session, SessionOptions, Stm};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::cases::scenario::mixed::{partition_schedule, proxied_clients, seed, SEED_VAR};
 use crate::check::{lock_vec, violated, Check, Context, Fail, Holds};
@@ -72,41 +77,73 @@ const DEAD_FOR: Duration = Duration::from_millis(1500);
 /// The margin of the liveness excuse.
 const MARGIN: Duration = Duration::from_secs(1);
 
-/// How often the probe reads the job's record.
+/// How often the probe makes a start's calls.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 
-/// The store calls a start makes one after another (the record's read, the lock, the
-/// claim's read and its commit): a read slower than the grace divided by this leaves
-/// no runner the time to start within the grace.
-const START_CALLS: u32 = 4;
+/// A start's calls (the probe's) slower than this overlapping an occurrence's window
+/// leave a runner at the head of the line too little of the grace to start: half of
+/// it, as a runner's calls also cross its proxy and its wake-up comes on top.
+const SLOW_START: Duration = Duration::from_millis(JOB_GRACE.as_millis() as u64 / 2);
 
-/// One read of the probe: when it was sent (wall ms) and how long its answer took
-/// (until an error, for a failed read).
+/// One probe: when it was sent (wall ms) and how long its calls took (until an error,
+/// for a failed one).
 #[derive(Clone, Copy, Debug)]
 struct Probe {
     sent_ms: u64,
     took: Duration,
 }
 
-/// Reads the job's record `record` every [`PROBE_EVERY`] until dropped, recording
-/// each read.
-async fn probe(stm: Stm, record: String, probes: Arc<Mutex<Vec<Probe>>>) {
-    let mut every = tokio::time::interval(PROBE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let sent_ms = millis(std::time::SystemTime::now());
-        let sent = Instant::now();
-        let _ = stm
-            .atomically(Isolation::ReadCommitted, |tx| {
+/// What the probe calls: the job's record, a lock and a key of its own, on a session
+/// it keeps.
+struct Prober {
+    _session: Session,
+    stm: Stm,
+    locker: Arc<dyn Locker>,
+    record: String,
+    scratch: String,
+}
+
+impl Prober {
+    /// Makes a start's calls every [`PROBE_EVERY`] until dropped, recording each.
+    async fn run(self, probes: Arc<Mutex<Vec<Probe>>>) {
+        let mut every = tokio::time::interval(PROBE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let sent_ms = millis(std::time::SystemTime::now());
+            let sent = Instant::now();
+            let _ = self.start_calls().await;
+            lock_vec(&probes).push(Probe {
+                sent_ms,
+                took: sent.elapsed(),
+            });
+        }
+    }
+
+    /// A start's calls: the record read, the lock taken, a write under it, the lock
+    /// released.
+    async fn start_calls(&self) -> Result<(), Error> {
+        let record = self.record.clone();
+        self.stm
+            .atomically(Isolation::ReadCommitted, move |tx| {
                 let record = record.clone();
                 async move { tx.get(&record).await }
             })
+            .await?;
+        let guard = self.locker.lock().await?;
+        let scratch = self.scratch.clone();
+        let written = self
+            .stm
+            .atomically(Isolation::ReadCommitted, move |tx| {
+                let scratch = scratch.clone();
+                async move {
+                    tx.put(&scratch, "probe");
+                    Ok(())
+                }
+            })
             .await;
-        lock_vec(&probes).push(Probe {
-            sent_ms,
-            took: sent.elapsed(),
-        });
+        guard.unlock().await?;
+        written
     }
 }
 
@@ -274,19 +311,27 @@ async fn start_runners(h: &Harness, ttl: Duration) -> Check<Runners> {
         runs: Arc::default(),
     };
     let probes = Arc::new(Mutex::new(Vec::new()));
-    let prober = tokio::spawn(probe(
-        Coordinator::from_arc(Arc::clone(h.backend()))
-            .stm()
-            .ctx("the probe's STM")?,
-        format!("{name}{RECORD_SUFFIX}"),
-        Arc::clone(&probes),
-    ));
+    let direct = Coordinator::from_arc(Arc::clone(h.backend()));
+    let session = h.session().await.set_up_ctx("the probe's session")?;
+    let prober = Prober {
+        _session: session.clone(),
+        stm: direct.stm().ctx("the probe's STM")?,
+        locker: direct
+            .locker(&session, &h.key("probe"))
+            .ctx("the probe's lock")?,
+        record: format!("{name}{RECORD_SUFFIX}"),
+        scratch: h.key("probe-write"),
+    };
+    let prober = tokio::spawn(prober.run(Arc::clone(&probes)));
     let mut tasks = Vec::new();
     for (runner, switch) in switches.iter().enumerate() {
         let job = Coordinator::from_arc(switch.backend())
             .scheduled_job(&name, schedule.clone(), options(ttl))
             .ctx("scheduling the job")?;
-        tasks.push(tokio::spawn(run_in_process(job, runner, log.clone())));
+        let span = tracing::info_span!("runner", client = runner);
+        tasks.push(tokio::spawn(
+            run_in_process(job, runner, log.clone()).instrument(span),
+        ));
     }
     Ok(Runners {
         switches,
@@ -494,8 +539,8 @@ struct Runs {
     first_runs: u64,
 }
 
-/// No occurrence runs twice, the store counts every run seen, and no two runs start
-/// closer than `at_least`. A run with no occurrence run at all is judged occurrence by
+/// No occurrence runs twice, the store counts every run seen, no run starts past its
+/// grace, and no two runs start closer than `at_least`. A run with no occurrence run at all is judged occurrence by
 /// occurrence ([`check_occurrences`]), where a starved machine or store can excuse it.
 fn check_runs(ended: &Ended) -> Check<Runs> {
     let runs = &ended.runs;
@@ -509,6 +554,20 @@ fn check_runs(ended: &Ended) -> Check<Runs> {
                 pair[0].occurrence_ms, pair[0].runner, pair[0].token, pair[1].runner, pair[1].token
             ));
         }
+    }
+    // No start past the grace: by the runner's own clock, which set both its start and
+    // the end of its try.
+    let grace = u64::try_from(JOB_GRACE.as_millis()).unwrap_or(u64::MAX);
+    if let Some(late) = runs
+        .iter()
+        .find(|run| run.started_ms > run.occurrence_ms.saturating_add(grace))
+    {
+        return violated(format!(
+            "the occurrence {} started {} ms late on runner {}, past its grace of {grace} ms",
+            late.occurrence_ms,
+            late.started_ms - late.occurrence_ms,
+            late.runner
+        ));
     }
     // The store counts every run seen.
     let seen = u64::try_from(runs.len()).unwrap_or(u64::MAX);
@@ -579,7 +638,6 @@ struct Occurrences {
     slow: usize,
     ran: usize,
     allowance_ms: u64,
-    slow_read: Duration,
 }
 
 /// Every occurrence with no fault near its window ran.
@@ -622,7 +680,6 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
     // the store's).
     let allowance = STALL_FLOOR + judged.lag * 2;
     let allowance_ms = u64::try_from(allowance.as_millis()).unwrap_or(u64::MAX);
-    let slow_read = JOB_GRACE / START_CALLS;
     let mut tally = Occurrences {
         required: 0,
         excused: 0,
@@ -630,7 +687,6 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
         slow: 0,
         ran: 0,
         allowance_ms,
-        slow_read,
     };
     let mut occurrence = first_start - first_start % interval + interval;
     while occurrence + grace + margin < judged.until_wall {
@@ -656,7 +712,7 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
             tally.required += 1;
         } else if postponed {
             tally.short += 1;
-        } else if slowest_read(probes, occurrence, window_end) > slow_read {
+        } else if slowest_start(probes, occurrence, window_end) > SLOW_START {
             tally.slow += 1;
         } else {
             let excerpt: Vec<String> = events
@@ -681,14 +737,16 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
             // The facts first: a CI summary keeps a violation's first few hundred
             // characters.
             return violated(format!(
-                "the occurrence {occurrence} ({:.3}s) was not run; each client's last event \
-                     by its window's end: [{}]; the history near it: [{}]; no fault was \
-                     within a session TTL and {MARGIN:?} of its window (grace {JOB_GRACE:?}), \
-                     and the store read the job's record within {} ms then",
+                "the occurrence {occurrence} ({:.3}s) was not run, with a start's calls made \
+                     in {} ms then (slow over {SLOW_START:?}), the runtime's lag up to {} ms \
+                     and no fault within a session TTL and {MARGIN:?} of its window (grace \
+                     {JOB_GRACE:?}); each client's last event by its window's end: [{}]; the \
+                     history near it: [{}]",
                 Duration::from_millis(occurrence.saturating_sub(wall_at_start)).as_secs_f64(),
+                slowest_start(probes, occurrence, window_end).as_millis(),
+                judged.lag.as_millis(),
                 last.join(", "),
                 excerpt.join(", "),
-                slowest_read(probes, occurrence, window_end).as_millis(),
             ));
         }
         occurrence += interval;
@@ -701,17 +759,17 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
             bound: LENGTH,
             why: format!(
                 "no occurrence ran in {LENGTH:?}; of the windows, {} were near a fault, {} \
-                 left under {} ms of grace by at_least, {} saw the store take over {:?} to read \
-                 the record",
-                tally.excused, tally.short, tally.allowance_ms, tally.slow, tally.slow_read
+                 left under {} ms of grace by at_least, {} saw a start's calls take over \
+                 {SLOW_START:?}",
+                tally.excused, tally.short, tally.allowance_ms, tally.slow
             ),
         });
     }
     Ok(tally)
 }
 
-/// The slowest probe read overlapping [from, to] (wall ms).
-fn slowest_read(probes: &[Probe], from: u64, to: u64) -> Duration {
+/// The slowest of the probe's starts overlapping [from, to] (wall ms).
+fn slowest_start(probes: &[Probe], from: u64, to: u64) -> Duration {
     probes
         .iter()
         .filter(|probe| {
@@ -738,16 +796,15 @@ fn figure(
         slow,
         ran,
         allowance_ms,
-        slow_read,
     } = occurrences;
     let (seed, ttl, holder_ttl) = (judged.seed, judged.ttl, judged.holder_ttl);
     let (closest, first_runs) = (runs.closest, runs.first_runs);
     let killed_how = ended.killed_how;
     let at_least = u64::try_from(JOB_AT_LEAST.as_millis()).unwrap_or(u64::MAX);
-    let mut reads: Vec<Duration> = ended.probes.iter().map(|probe| probe.took).collect();
-    reads.sort_unstable();
-    let read_median = reads.get(reads.len() / 2).map_or(0, Duration::as_millis);
-    let slowest_overall = reads.last().map_or(0, Duration::as_millis);
+    let mut starts: Vec<Duration> = ended.probes.iter().map(|probe| probe.took).collect();
+    starts.sort_unstable();
+    let start_median = starts.get(starts.len() / 2).map_or(0, Duration::as_millis);
+    let slowest_overall = starts.last().map_or(0, Duration::as_millis);
     let latest = ended
         .runs
         .iter()
@@ -763,8 +820,8 @@ fn figure(
         format!(
             "seed {seed}: {} runs, 0 twice, closest starts {closest} ms apart (at_least {} ms); \
              {required} occurrences with no fault near them run, {short} missed with under \
-             {allowance_ms} ms of grace left by at_least, {slow} missed while the store took \
-             over {slow_read:?} to read the record; {excused} near a fault excused; {} \
+             {allowance_ms} ms of grace left by at_least, {slow} missed while a start's calls \
+             took over {SLOW_START:?}; {excused} near a fault excused; {} \
              partitions, 1 runner killed ({killed_how}) and restarted",
             ended.runs.len(),
             at_least,
@@ -776,8 +833,8 @@ fn figure(
              (external {holder_ttl:?}); {ran} occurrences run in the judged span; the store \
              counts {first_runs} runs ({} claimed without a run seen); {lost_after_cut} holds \
              ended by lost() after a cut; the latest start {latest} ms after its occurrence; \
-             runtime lag up to {} ms; the record read in {read_median} ms (median) and \
-             {slowest_overall} ms at the slowest ({} reads)",
+             runtime lag up to {} ms; the probe's start made in {start_median} ms (median) \
+             and {slowest_overall} ms at the slowest ({} probes)",
             crate::check::secs(LENGTH),
             first_runs - runs.seen,
             judged.lag.as_millis(),
@@ -851,6 +908,24 @@ mod tests {
                 assert!(why.contains("no occurrence ran"), "{why}");
             }
             other => panic!("expected an inconclusive run, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_run_started_past_its_grace_is_a_violation() {
+        let mut ended = nothing_ran(Duration::from_millis(5));
+        let grace = u64::try_from(JOB_GRACE.as_millis()).unwrap();
+        ended.runs.push(Run {
+            runner: 2,
+            occurrence_ms: 90_000,
+            token: 7,
+            started_ms: 90_000 + grace + 1,
+        });
+        match check_runs(&ended) {
+            Err(Fail::Violated(evidence)) => {
+                assert!(evidence.contains("past its grace"), "{evidence}");
+            }
+            other => panic!("expected a violation, got {:?}", other.map(|_| ())),
         }
     }
 
