@@ -18,17 +18,13 @@
 //!   is the first created under the prefix, as in the fair mutex, and is deleted
 //!   otherwise.
 //! - **A waiter** puts its key in the unfair wait line and waits, as a fair waiter
-//!   does, for the deletion of the wait-line key created just before its own. `lock`'s
-//!   first attempt puts that key in its refused branch: the attempt that finds the
-//!   lock taken joins the line in the same transaction, so a contender that loses a
-//!   race costs the store one write, not a refused write and then a join. Only the
-//!   head of the wait line watches the lock. The head watches `<ns><name>/`, reads
-//!   its count once, and keeps the count with the watch's events (a deletion takes one
-//!   off: a release, an expiry, a fair waiter that left; a creation adds one); it
-//!   attempts only when the count reaches none, so a hand-off costs it no read. A
-//!   newcomer can attempt first and win (that is the unfairness): its key's creation
-//!   puts the count up again, or the head's attempt is refused and it reads the count
-//!   again, and either way it waits again having written nothing. The head's attempt deletes its wait-line key in the same
+//!   does, for the deletion of the wait-line key created just before its own: only the
+//!   head of the wait line watches the lock. The head watches `<ns><name>/` and counts
+//!   its keys; while there are any, it waits for the next deletion among them (a
+//!   release, an expiry, a fair waiter that left) and counts again; it
+//!   attempts only when it counts none. A newcomer can attempt first and win (that is
+//!   the unfairness): the head then learns it from its count, a read, and waits again
+//!   without writing. The head's attempt deletes its wait-line key in the same
 //!   transaction that grants it the lock (one write), which makes the next waiter the
 //!   head before the hold is returned. So a release wakes one waiter,
 //!   and a grant one more (the next head, which reads and, the lock being held,
@@ -191,21 +187,16 @@ impl KvUnfairMutex {
     /// Waits as the head of the wait line until an attempt holds. It watches the
     /// prefix from now, then reads its count: only when the range is empty does it
     /// attempt, so a releaser that takes the lock again at once meets the head's read,
-    /// not a take of its own. While the range is not empty, it keeps the count with the
-    /// watch's events after the read (a deletion takes one off, a creation adds one)
-    /// and attempts as soon as the count reaches none: the hand-off costs the head no
-    /// read. The attempt decides (its compare is over the prefix); a refused one reads
-    /// the count again.
+    /// not a take of its own. While the range is not empty, it waits for a deletion
+    /// after the read of a key other than its own (the own key's deletions are this
+    /// session's, a key an earlier hold left behind), then reads again.
     async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<(Revision, bool)> {
         let kv = &*self.kv;
         let mut events = None;
         loop {
             let stream = match &mut events {
                 Some(stream) => stream,
-                None => {
-                    self.wakeups.fetch_add(1, Ordering::Relaxed);
-                    events.insert(watch(kv, &self.prefix, true, NOW, Some(lost)).await?)
-                }
+                None => events.insert(watch(kv, &self.prefix, true, NOW, Some(lost)).await?),
             };
             let line = read(
                 kv,
@@ -216,104 +207,63 @@ impl KvUnfairMutex {
                 Some(lost),
             )
             .await?;
-            if line.count > 0 {
-                let mut count = line.count;
-                let emptied = |event: &WatchEvent| {
-                    if event.kv.mod_revision <= line.revision {
-                        return false;
-                    }
-                    match event.kind {
-                        EventKind::Delete => count = count.saturating_sub(1),
-                        EventKind::Put if event.kv.create_revision == event.kv.mod_revision => {
-                            count += 1;
-                        }
-                        EventKind::Put => {}
-                    }
-                    count == 0
-                };
-                if next_matching(stream, &self.prefix, Some(lost), emptied)
-                    .await?
-                    .is_none()
-                {
-                    // The watch ended: a new one, and a new read.
-                    events = None;
-                    continue;
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+            if line.count == 0 {
+                match self.attempt(true).await? {
+                    Attempt::Held {
+                        revision,
+                        left_line,
+                    } => return Ok((revision, left_line)),
+                    Attempt::Busy => continue,
                 }
-                self.wakeups.fetch_add(1, Ordering::Relaxed);
             }
-            match self.attempt(true).await? {
-                Attempt::Held {
-                    revision,
-                    left_line,
-                } => return Ok((revision, left_line)),
-                Attempt::Busy => {}
+            let released = |event: &WatchEvent| {
+                event.kind == EventKind::Delete
+                    && event.kv.key != self.key
+                    && event.kv.mod_revision > line.revision
+            };
+            if next_matching(stream, &self.prefix, Some(lost), released)
+                .await?
+                .is_none()
+            {
+                // The watch ended: a new one, and a new read.
+                events = None;
             }
         }
     }
 
-    /// `lock`'s first attempt: the own key put if nothing is under the prefix, else the
-    /// own key put in the wait line, in one transaction; then, joined, waits to head the
-    /// line and waits as its head until held.
-    async fn take_or_wait(&self, lost: &CancellationToken) -> Result<Revision> {
+    /// Joins the wait line, waits to head it, then waits as its head until held.
+    async fn wait(&self, lost: &CancellationToken) -> Result<Revision> {
         let kv = &*self.kv;
-        let mut line = Cleanup::new(
+        let mut cleanup = Cleanup::new(
             Arc::clone(&self.kv),
             &self.session,
             self.waiter_key.clone(),
             self.lease,
             None,
         );
-        let take = Cleanup::new(
-            Arc::clone(&self.kv),
-            &self.session,
-            self.key.clone(),
-            self.lease,
-            None,
-        );
-        let free = Compare::create_revision(&self.prefix, CompareOp::Equal, 0).over_prefix();
-        // The wait-line key is read before it is put: one an earlier wait of this
-        // session left (its removal runs in the background) keeps its place.
-        let txn = Txn::when(vec![free])
-            .and_then(vec![TxnOp::put(&self.key, Bytes::new(), self.lease)])
-            .or_else(vec![
-                TxnOp::Range(Range::key(&self.waiter_key)),
-                TxnOp::put(&self.waiter_key, Bytes::new(), self.lease),
-                TxnOp::Range(Range::key(&self.key)),
-            ]);
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.waiter_key,
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![TxnOp::put(&self.waiter_key, Bytes::new(), self.lease)])
+        .or_else(vec![TxnOp::Range(Range::key(&self.waiter_key))]);
         let response = match kv.txn(txn).await {
             Ok(response) => response,
             Err(error) => {
                 return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
             }
         };
-        if response.succeeded {
-            take.disarm();
-            line.disarm();
-            return Ok(response.revision);
-        }
-        let created = range_at(kv, &response, 0)?
-            .kvs
-            .first()
-            .map_or(response.revision, |mine| mine.create_revision);
-        line.created_at(created);
-        if range_at(kv, &response, 2)?.kvs.is_empty() {
-            take.disarm();
-        } else if let Attempt::Held { revision, .. } = self.left_behind(take).await? {
-            line.remove_now().await?;
-            return Ok(revision);
-        }
-        self.wait_in_line(line, created, lost).await
-    }
-
-    /// Waits, with the own key in the wait line since `created` (`line` deletes it if
-    /// dropped), to head the line, then waits as its head until held.
-    async fn wait_in_line(
-        &self,
-        line: Cleanup,
-        created: Revision,
-        lost: &CancellationToken,
-    ) -> Result<Revision> {
-        let kv = &*self.kv;
+        let created = if response.succeeded {
+            response.revision
+        } else {
+            match range_at(kv, &response, 0)?.kvs.first() {
+                Some(mine) => mine.create_revision,
+                None => return Err(Error::backend(kv.backend(), "own waiter key vanished")),
+            }
+        };
+        cleanup.created_at(created);
         if !wait_turn(
             kv,
             &self.waiters,
@@ -324,7 +274,7 @@ impl KvUnfairMutex {
         )
         .await?
         {
-            line.disarm();
+            cleanup.disarm();
             return Err(Error::SessionLost);
         }
         let (held, left_line) = self.lead_the_wait(lost).await?;
@@ -332,9 +282,9 @@ impl KvUnfairMutex {
         // waiter heads the line from here, and watches from after this grant. The
         // granting transaction deleted the key, unless an earlier hold's key held.
         if left_line {
-            line.disarm();
+            cleanup.disarm();
         } else {
-            line.remove_now().await?;
+            cleanup.remove_now().await?;
         }
         Ok(held)
     }
@@ -343,25 +293,24 @@ impl KvUnfairMutex {
         let Some(gate) = gate(&self.session, &self.key, wait).await? else {
             return Ok(None);
         };
-        let revision = if wait {
-            let lost = self.session.lost_token().clone();
-            // A hold won while the wait is dropped is deleted again: each attempt is
-            // one transaction, and its key is only kept once returned here.
-            let mut key = Cleanup::new(
-                Arc::clone(&self.kv),
-                &self.session,
-                self.key.clone(),
-                self.lease,
-                None,
-            );
-            let revision = self.take_or_wait(&lost).await?;
-            key.created_at(revision);
-            key.disarm();
-            revision
-        } else {
-            match self.attempt(false).await? {
-                Attempt::Held { revision, .. } => revision,
-                Attempt::Busy => return Ok(None),
+        let revision = match self.attempt(false).await? {
+            Attempt::Held { revision, .. } => revision,
+            Attempt::Busy if !wait => return Ok(None),
+            Attempt::Busy => {
+                let lost = self.session.lost_token().clone();
+                // A hold won while the wait is dropped is deleted again: the attempt
+                // is one transaction, and its key is only kept once returned here.
+                let mut key = Cleanup::new(
+                    Arc::clone(&self.kv),
+                    &self.session,
+                    self.key.clone(),
+                    self.lease,
+                    None,
+                );
+                let revision = self.wait(&lost).await?;
+                key.created_at(revision);
+                key.disarm();
+                revision
             }
         };
         let held = HeldKey {
@@ -424,9 +373,7 @@ mod tests {
 
     use crate::kv::{Kv, Range, Revision};
     use crate::memory::MemoryBackend;
-    use crate::recipes::testing::{
-        backend, flaky_backend, name, session, session_of, sessions, settle, until_watches, within,
-    };
+    use crate::recipes::testing::{backend, name, session, sessions, settle, within};
     use distsync_core::backend::Backend;
     use distsync_core::guard::LockGuard;
     use distsync_core::lock::Locker;
@@ -477,41 +424,6 @@ mod tests {
         let line = backend.kv().range(Range::prefix("l/")).await.unwrap();
         assert_eq!(line.count, 1, "only the holder's key is under the lock");
         held.unlock().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_lock_that_finds_the_lock_taken_joins_the_line_in_its_one_transaction() {
-        let backend = flaky_backend();
-        let [s1, s2] = [session_of(&backend).await, session_of(&backend).await];
-        let held = backend
-            .unfair_locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
-        let before = backend.kv().txns();
-        let waiter = backend.unfair_locker(&s2, name("l")).unwrap();
-        let waiting = tokio::spawn(async move { waiter.lock().await });
-        until_watches(&backend, 1).await;
-        assert_eq!(
-            backend.kv().txns(),
-            before + 1,
-            "the refused take and the join are one transaction"
-        );
-        let line = backend
-            .kv()
-            .range(Range::prefix("/unfair-lock/"))
-            .await
-            .unwrap();
-        assert_eq!(line.count, 1, "the waiter's key is in the wait line");
-        held.unlock().await.unwrap();
-        within(waiting)
-            .await
-            .unwrap()
-            .unwrap()
-            .unlock()
-            .await
-            .unwrap();
     }
 
     #[tokio::test]
