@@ -760,9 +760,7 @@ impl ScheduledJob {
                 late_ms = started.saturating_sub(until),
                 "granted after the try's end; handed back",
             );
-            if let Err(error) = guard.unlock().await {
-                tracing::debug!(job = self.name.as_str(), %error, "releasing the job's lock");
-            }
+            self.hand_back(guard).await;
             return Ok(None);
         }
         match self.claim(target, started, guard.token()).await? {
@@ -773,9 +771,7 @@ impl ScheduledJob {
                     claimed = millis_since_epoch(run.occurrence),
                     "the occurrence is claimed, or at_least has not passed",
                 );
-                if let Err(error) = guard.unlock().await {
-                    tracing::debug!(job = self.name.as_str(), %error, "releasing the job's lock");
-                }
+                self.hand_back(guard).await;
                 Ok(None)
             }
             Claim::Won(previous) => {
@@ -801,6 +797,14 @@ impl ScheduledJob {
                     }),
                 }))
             }
+        }
+    }
+
+    /// Releases the job's lock unused; a failed release is left to the session, which
+    /// ends the hold at its TTL at the latest.
+    async fn hand_back(&self, guard: LockGuard) {
+        if let Err(error) = guard.unlock().await {
+            tracing::debug!(job = self.name.as_str(), %error, "releasing the job's lock");
         }
     }
 

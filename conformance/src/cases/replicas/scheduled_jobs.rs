@@ -540,8 +540,9 @@ struct Runs {
 }
 
 /// No occurrence runs twice, the store counts every run seen, no run starts past its
-/// grace, and no two runs start closer than `at_least`. A run with no occurrence run at all is judged occurrence by
-/// occurrence ([`check_occurrences`]), where a starved machine or store can excuse it.
+/// grace, and no two runs start closer than `at_least`. A run with no occurrence run at
+/// all is judged occurrence by occurrence ([`check_occurrences`]), where a starved
+/// machine or store can excuse it.
 fn check_runs(ended: &Ended) -> Check<Runs> {
     let runs = &ended.runs;
     // No occurrence twice.
