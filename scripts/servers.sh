@@ -768,6 +768,9 @@ nats_start() {
 # nats_member_start N: cluster member N, its configuration rewritten on every start (its
 # store kept): JetStream, the cluster `distsync-nats-cluster` with routes to all three
 # members on loopback, server name `nats-N` (what the stream leader is reported as).
+# The members do not advertise their client addresses to clients (`no_advertise`): a
+# client uses the servers its URL names, so a client the conformance suite sends through
+# a proxy per server stays behind the proxies when they cut it off.
 nats_member_start() {
     local n=$1 m dir=$DIR/nats-$1 routes=()
     nats_ensure_installed
@@ -781,6 +784,7 @@ nats_member_start() {
         echo "  name: distsync-nats-cluster"
         echo "  listen: $HOST:$(nats_route_port "$n")"
         echo "  routes: [$(IFS=,; echo "${routes[*]}")]"
+        echo "  no_advertise: true"
         echo "}"
     } >"$dir/nats.conf"
     spawn "nats-$n" "$NATS_VENV/bin/nats-server" --config "$dir/nats.conf"

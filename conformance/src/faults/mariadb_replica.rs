@@ -168,7 +168,7 @@ impl MariadbReplicaPair {
         .await?;
 
         let proxy = Proxy::start(format!("127.0.0.1:{}", primary.port)).await?;
-        let (url, _) = rewrite_url(&primary.url, proxy.address())?;
+        let url = rewrite_url(&primary.url, &[proxy.address()])?;
         let pair = Self {
             primary: tokio::sync::Mutex::new(primary),
             primary_socket,

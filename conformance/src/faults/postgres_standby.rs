@@ -130,7 +130,7 @@ impl PostgresStandbyPair {
         tools::run_command(start, &[]).await?;
 
         let proxy = Proxy::start(format!("127.0.0.1:{port}")).await?;
-        let (url, _) = rewrite_url(&primary.url, proxy.address())?;
+        let url = rewrite_url(&primary.url, &[proxy.address()])?;
         let pair = Self {
             primary,
             standby_port,

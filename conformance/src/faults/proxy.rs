@@ -302,25 +302,73 @@ async fn until_reset(mode: &mut watch::Receiver<PartitionMode>) {
     }
 }
 
-/// `url` with its (single) `host:port` replaced by `address`: how a client is sent
-/// through the proxy. User info, path and query are kept.
+/// The servers (`host:port`) `url` names, in its order: one, or the list of a cluster
+/// (`nats://a:1,b:2`, `zk://a:1,b:2`), each of which a partitioned client reaches
+/// through a proxy of its own.
 ///
 /// # Errors
-/// [`Error::InvalidUrl`] for a URL without an authority, or naming several hosts.
-pub fn rewrite_url(url: &str, address: SocketAddr) -> Result<(String, String)> {
-    let invalid_url = Error::invalid_url(url);
-    let invalid = |reason: &str| invalid_url(reason.to_owned());
+/// [`Error::InvalidUrl`] for a URL without an authority, or with an empty server.
+pub fn upstreams(url: &str) -> Result<Vec<String>> {
+    Ok(parts(url)?.hosts)
+}
+
+/// `url` with its servers replaced, one for one and in order, by `addresses`: how a
+/// client is sent through the proxies in front of them. User info, path and query are
+/// kept.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] as [`upstreams`], or when `addresses` are not as many as the
+/// servers `url` names.
+pub fn rewrite_url(url: &str, addresses: &[SocketAddr]) -> Result<String> {
+    let parts = parts(url)?;
+    if parts.hosts.len() != addresses.len() {
+        return Err(Error::invalid_url(url)(format!(
+            "{} proxies for {} servers",
+            addresses.len(),
+            parts.hosts.len()
+        )));
+    }
+    let addresses: Vec<String> = addresses.iter().map(SocketAddr::to_string).collect();
+    Ok(format!(
+        "{}://{}{}{}",
+        parts.scheme,
+        parts.user,
+        addresses.join(","),
+        parts.tail
+    ))
+}
+
+/// A URL cut around its servers.
+struct UrlParts<'a> {
+    scheme: &'a str,
+    /// `user:password@`, or empty.
+    user: &'a str,
+    hosts: Vec<String>,
+    /// Path, query and fragment.
+    tail: &'a str,
+}
+
+fn parts(url: &str) -> Result<UrlParts<'_>> {
+    let invalid = |reason: &str| Error::invalid_url(url)(reason.to_owned());
     let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("no scheme"))?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), authority),
+    let (user, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
     };
-    if host.is_empty() || host.contains(',') {
-        return Err(invalid("a partition proxy fronts exactly one host:port"));
+    let hosts: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+    if hosts.iter().any(String::is_empty) {
+        return Err(invalid(
+            "a partition proxy needs a host:port for every server",
+        ));
     }
-    Ok((format!("{scheme}://{user}{address}{tail}"), host.to_owned()))
+    Ok(UrlParts {
+        scheme,
+        user,
+        hosts,
+        tail,
+    })
 }
 
 #[cfg(test)]
@@ -330,25 +378,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_rewritten_to_the_proxy() {
+    fn urls_are_rewritten_to_the_proxies() {
         let proxy: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let url = "postgres://distsync@127.0.0.1:25432/distsync?schema=x";
+        assert_eq!(upstreams(url).unwrap(), ["127.0.0.1:25432"]);
         assert_eq!(
-            rewrite_url(
-                "postgres://distsync@127.0.0.1:25432/distsync?schema=x",
-                proxy
-            )
-            .unwrap(),
-            (
-                "postgres://distsync@127.0.0.1:4000/distsync?schema=x".to_owned(),
-                "127.0.0.1:25432".to_owned()
-            )
+            rewrite_url(url, &[proxy]).unwrap(),
+            "postgres://distsync@127.0.0.1:4000/distsync?schema=x"
         );
         assert_eq!(
-            rewrite_url("redis://127.0.0.1:26379", proxy).unwrap().0,
+            rewrite_url("redis://127.0.0.1:26379", &[proxy]).unwrap(),
             "redis://127.0.0.1:4000"
         );
-        assert!(rewrite_url("etcd://a:1,b:2/ns", proxy).is_err());
-        assert!(rewrite_url("nonsense", proxy).is_err());
+        let cluster = "nats://u:p@a:1,b:2,c:3?replicas=3";
+        assert_eq!(upstreams(cluster).unwrap(), ["a:1", "b:2", "c:3"]);
+        let proxies: Vec<SocketAddr> = ["127.0.0.1:4001", "127.0.0.1:4002", "127.0.0.1:4003"]
+            .iter()
+            .map(|address| address.parse().unwrap())
+            .collect();
+        assert_eq!(
+            rewrite_url(cluster, &proxies).unwrap(),
+            "nats://u:p@127.0.0.1:4001,127.0.0.1:4002,127.0.0.1:4003?replicas=3"
+        );
+        assert!(rewrite_url(cluster, &[proxy]).is_err());
+        assert!(upstreams("etcd://a:1,,b:2/ns").is_err());
+        assert!(upstreams("etcd:///ns").is_err());
+        assert!(upstreams("nonsense").is_err());
     }
 
     /// An echo server behind the proxy: bytes pass, stop when silent, pass again when

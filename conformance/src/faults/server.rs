@@ -314,7 +314,7 @@ impl Faults for ServerFaults {
                         .to_owned(),
                 ),
             },
-            Hook::Partition => proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())
+            Hook::Partition => proxy::upstreams(&self.url)
                 .map(drop)
                 .map_err(|error| error.to_string()),
             Hook::GoPeer => match self.kind {
@@ -452,14 +452,16 @@ impl Faults for ServerFaults {
         _backend: &dyn Backend,
         settings: &str,
     ) -> Result<Box<dyn Partitioned>> {
-        let (_, upstream) = proxy::rewrite_url(&self.url, ([127, 0, 0, 1], 0).into())?;
-        let proxy = Proxy::start(upstream).await?;
-        let (url, _) = proxy::rewrite_url(&self.url, proxy.address())?;
+        // A proxy in front of every server the URL names (a cluster's each), all cut
+        // and healed together.
+        let mut proxies = Vec::new();
+        for upstream in proxy::upstreams(&self.url)? {
+            proxies.push(Proxy::start(upstream).await?);
+        }
+        let addresses: Vec<_> = proxies.iter().map(Proxy::address).collect();
+        let url = proxy::rewrite_url(&self.url, &addresses)?;
         let backend = (self.connect)(with_query(&url, settings)).await?;
-        Ok(Box::new(ProxiedClient {
-            backend,
-            proxies: vec![proxy],
-        }))
+        Ok(Box::new(ProxiedClient { backend, proxies }))
     }
 }
 
