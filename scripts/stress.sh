@@ -147,10 +147,11 @@ fi
 # The runner's columns for the cases: memory, then every server whose URL is set.
 columns=(--backend memory://)
 for var in DISTSYNC_ETCD_URL DISTSYNC_REDIS_URL DISTSYNC_POSTGRES_URL DISTSYNC_ZOOKEEPER_URL \
-    DISTSYNC_MYSQL_URL DISTSYNC_NATS_URL; do
+    DISTSYNC_MYSQL_URL DISTSYNC_NATS_URL DISTSYNC_NATS_CLUSTER_URL; do
     label=${var#DISTSYNC_}
     label=${label%_URL}
     label=${label,,}
+    label=${label//_/-}
     if [[ -n ${STRESS_COLUMNS:-} && " $STRESS_COLUMNS " != *" $label "* ]]; then
         continue
     fi
@@ -203,6 +204,7 @@ elif grep -q '^every-column' <<<"$selection"; then
 else
     for label in $(printf '%s\n' "$selection" | awk '$1 == "column" { print $2 }'); do
         var=DISTSYNC_${label^^}_URL
+        var=${var//-/_}
         if [[ $label == memory ]]; then
             runner_rows "column-$label" 1 "$column_bound" --backend memory://
         elif [[ -n ${!var:-} ]]; then
