@@ -175,7 +175,7 @@ async fn an_unanswered_renewal_discards_the_stream() {
     };
     let endpoint = endpoint(server.url());
     let proxy = Proxy::start(endpoint.clone()).await.unwrap();
-    let (through, _) = rewrite_url(server.url(), proxy.address()).unwrap();
+    let through = rewrite_url(server.url(), &[proxy.address()]).unwrap();
     // A short request timeout, so the unanswered renewal gives up quickly.
     let backend = distsync_etcd::backend(&format!("{through}?timeout=500ms"))
         .await

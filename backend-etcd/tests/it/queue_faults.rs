@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use distsync_conformance::faults::proxy::{rewrite_url, PartitionMode, Proxy};
+use distsync_conformance::faults::proxy::{PartitionMode, Proxy};
 use distsync_core::{Backend, Name};
 use tokio::time::Instant;
 
@@ -28,9 +28,7 @@ async fn items_survive_lost_claim_replies() {
     };
     let url = format!("{url}/{}/", unique("distsync-test/queue-faults"));
     let direct = distsync_etcd::backend(&url).await.unwrap();
-    let (_, upstream) = rewrite_url(&url, "127.0.0.1:1".parse().unwrap()).unwrap();
-    let proxy = Proxy::start(upstream).await.unwrap();
-    let (proxied_url, _) = rewrite_url(&url, proxy.address()).unwrap();
+    let (proxy, proxied_url) = Proxy::front(&url).await.unwrap();
     let proxied = distsync_etcd::backend(&proxied_url).await.unwrap();
     let name = Name::new("jobs").unwrap();
     let producer = direct.queue(name.clone()).unwrap();

@@ -243,7 +243,7 @@ async fn a_server_gone_silent_after_connect_fails_calls_within_the_request_timeo
     let config = EtcdConfig::parse(&url).unwrap();
     let proxy = Proxy::start(config.endpoints()[0].clone()).await.unwrap();
     let url = with_param(&url, "timeout", "500ms");
-    let (through, _) = rewrite_url(&url, proxy.address()).unwrap();
+    let through = rewrite_url(&url, &[proxy.address()]).unwrap();
     let coordinator = Coordinator::new(distsync_etcd::backend(&through).await.unwrap());
     let queue = coordinator.queue("silent").unwrap();
     queue.enqueue(Bytes::from_static(b"x")).await.unwrap();

@@ -7,7 +7,7 @@
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distsync_conformance::faults::proxy::{self, Proxy};
+use distsync_conformance::faults::proxy::Proxy;
 use distsync_conformance::faults::PartitionMode;
 use distsync_conformance::server_url;
 use distsync_core::{Backend, Error, Name, Session, SessionOptions};
@@ -89,9 +89,7 @@ async fn session_expired(pool: &PgPool, schema: &str, session: &Session) -> bool
 /// declares it lost, and its row stays until it expires.
 /// A backend whose every connection goes through a proxy, to partition it away.
 async fn proxied_backend(url: &str) -> (Proxy, PostgresBackend) {
-    let (_, upstream) = proxy::rewrite_url(url, ([127, 0, 0, 1], 0).into()).unwrap();
-    let proxy = Proxy::start(upstream).await.unwrap();
-    let (proxied, _) = proxy::rewrite_url(url, proxy.address()).unwrap();
+    let (proxy, proxied) = Proxy::front(url).await.unwrap();
     let backend = distsync_postgres::backend(&proxied).await.unwrap();
     (proxy, backend)
 }

@@ -297,7 +297,7 @@ async fn a_server_gone_silent_after_connect_fails_pool_calls_within_the_request_
     // call is measured against.
     let timeout = Duration::from_secs(2);
     let url = with_param(&url, "timeout", "2s");
-    let (through, _) = rewrite_url(url.as_str(), proxy.address()).unwrap();
+    let through = rewrite_url(url.as_str(), &[proxy.address()]).unwrap();
     let coordinator = Coordinator::new(distsync_postgres::backend(&through).await.unwrap());
     let queue = coordinator.queue("silent").unwrap();
     queue.enqueue(Bytes::from_static(b"x")).await.unwrap();

@@ -276,7 +276,7 @@ async fn a_server_gone_silent_after_connect_fails_calls_within_the_request_timeo
     let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
     let proxy = Proxy::start(upstream).await.unwrap();
     let url = with_param(&url, "timeout", "500ms");
-    let (through, _) = rewrite_url(url.as_str(), proxy.address()).unwrap();
+    let through = rewrite_url(url.as_str(), &[proxy.address()]).unwrap();
     let coordinator = Coordinator::new(distsync_redis::backend(&through).await.unwrap());
     let queue = coordinator.queue("silent").unwrap();
     queue.enqueue(Bytes::from_static(b"x")).await.unwrap();

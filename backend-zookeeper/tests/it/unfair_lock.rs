@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_conformance::faults::proxy::{rewrite_url, PartitionMode, Proxy};
+use distsync_conformance::faults::proxy::{PartitionMode, Proxy};
 use distsync_conformance::server_url;
 use distsync_core::status::LineKind;
 use distsync_core::{Coordinator, Error, LockGuard, LockOptions, Locker, Session, SessionOptions};
@@ -538,9 +538,7 @@ async fn a_break_lets_the_line_in_while_the_broken_holder_is_cut_off() {
     const AT_ONCE: Duration = Duration::from_secs(5);
     let Some((url, config)) = url() else { return };
     let coordinator = distsync::connect(&url).await.unwrap();
-    let (_, upstream) = rewrite_url(&url, "127.0.0.1:1".parse().unwrap()).unwrap();
-    let proxy = Proxy::start(upstream).await.unwrap();
-    let (proxied, _) = rewrite_url(&url, proxy.address()).unwrap();
+    let (proxy, proxied) = Proxy::front(&url).await.unwrap();
     let cut_off = distsync::connect(&proxied).await.unwrap();
     let client = observer(&config).await;
     let name = unique("break-cut-off");

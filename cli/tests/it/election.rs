@@ -505,7 +505,7 @@ fn the_commands_exit_code_is_elects() {
 /// again, campaigns again and runs its command on its next win.
 #[test]
 fn a_cut_off_leader_stops_its_command_first_and_campaigns_again_once_healed() {
-    use distsync_conformance::faults::proxy::{self, Proxy};
+    use distsync_conformance::faults::proxy::Proxy;
     use distsync_conformance::faults::PartitionMode;
 
     // The proxy's tasks run on this runtime's threads while the test blocks on lines.
@@ -518,9 +518,7 @@ fn a_cut_off_leader_stops_its_command_first_and_campaigns_again_once_healed() {
             eprintln!("{label}: the backend does not declare partition_safe; skipping");
             continue;
         }
-        let (_, upstream) = proxy::rewrite_url(url, ([127, 0, 0, 1], 0).into()).unwrap();
-        let proxy = runtime.block_on(Proxy::start(upstream)).unwrap();
-        let (proxied, _) = proxy::rewrite_url(url, proxy.address()).unwrap();
+        let (proxy, proxied) = runtime.block_on(Proxy::front(url)).unwrap();
         let name = unique("elect-partition");
         let markers = Markers::new("elect-partition");
         let short = ["--ttl", "3s", "--grace", "1s"];

@@ -8,7 +8,7 @@ use crate::common;
 use std::path::Path;
 
 use common::{unique, Proc};
-use distsync_conformance::faults::proxy::{self, Proxy};
+use distsync_conformance::faults::proxy::Proxy;
 use distsync_conformance::faults::PartitionMode;
 
 /// The lines of the shared log, in order.
@@ -28,9 +28,7 @@ async fn cut_off_holder_stops_before_the_next_holder_starts(url: &str, mode: Par
         );
         return;
     }
-    let (_, upstream) = proxy::rewrite_url(url, ([127, 0, 0, 1], 0).into()).unwrap();
-    let proxy = Proxy::start(upstream).await.unwrap();
-    let (proxied, _) = proxy::rewrite_url(url, proxy.address()).unwrap();
+    let (proxy, proxied) = Proxy::front(url).await.unwrap();
     let dir = std::env::temp_dir().join(unique("distsync-partition"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("log");

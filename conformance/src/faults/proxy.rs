@@ -132,6 +132,20 @@ impl Proxy {
         })
     }
 
+    /// A proxy in front of the one server `url` names, and `url` sent through it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL that does not name exactly one server (a cluster's
+    /// need a proxy each, see [`upstreams`]); when no loopback port can be bound.
+    pub async fn front(url: &str) -> Result<(Self, String)> {
+        let [upstream] = <[String; 1]>::try_from(upstreams(url)?).map_err(|servers| {
+            Error::invalid_url(url)(format!("{} servers: a proxy fronts one", servers.len()))
+        })?;
+        let proxy = Self::start(upstream).await?;
+        let through = rewrite_url(url, &[proxy.address()])?;
+        Ok((proxy, through))
+    }
+
     /// Where clients connect (`127.0.0.1:port`).
     pub fn address(&self) -> SocketAddr {
         self.address
