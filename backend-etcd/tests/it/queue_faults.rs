@@ -37,10 +37,14 @@ async fn items_survive_lost_claim_replies() {
     }
 
     let consumer = proxied.queue(name.clone()).unwrap();
+    // The faults go on for at least FAULTS, and until an item has got through the proxy
+    // (a loaded machine may let none through in the first seconds), within DEADLINE.
+    const FAULTS: Duration = Duration::from_secs(4);
+    const DEADLINE: Duration = Duration::from_secs(60);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let faults = tokio::spawn(async move {
         let mut round = 0u64;
-        let until = Instant::now() + Duration::from_secs(4);
-        while Instant::now() < until {
+        while !*stopped.borrow_and_update() {
             round += 1;
             tokio::time::sleep(Duration::from_millis(15 + round * 7 % 20)).await;
             proxy.set(PartitionMode::Reset);
@@ -49,10 +53,11 @@ async fn items_survive_lost_claim_replies() {
         }
         proxy
     });
+    let started = Instant::now();
     let mut delivered: Vec<Bytes> = Vec::new();
     let mut limits = [1u64, 3, 10, 50, 200].into_iter().cycle();
     let mut failed = 0usize;
-    while !faults.is_finished() {
+    while (started.elapsed() < FAULTS || delivered.is_empty()) && started.elapsed() < DEADLINE {
         let limit = Duration::from_millis(limits.next().unwrap_or(10));
         match tokio::time::timeout(limit, consumer.try_dequeue()).await {
             Ok(Ok(Some(item))) => delivered.push(item),
@@ -62,9 +67,10 @@ async fn items_survive_lost_claim_replies() {
         // Spread the dequeues over the whole fault period.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
+    stop.send_replace(true);
     assert!(
         !delivered.is_empty(),
-        "no item got through the proxy ({failed} dequeues failed)"
+        "no item got through the proxy in {DEADLINE:?} of faults ({failed} dequeues failed)"
     );
     let proxy = faults.await.unwrap();
     proxy.heal();
