@@ -204,7 +204,6 @@ elif grep -q '^every-column' <<<"$selection"; then
 else
     for label in $(printf '%s\n' "$selection" | awk '$1 == "column" { print $2 }'); do
         var=DISTSYNC_${label^^}_URL
-        var=${var//-/_}
         if [[ $label == memory ]]; then
             runner_rows "column-$label" 1 "$column_bound" --backend memory://
         elif [[ -n ${!var:-} ]]; then

@@ -134,6 +134,9 @@ impl Proxy {
 
     /// A proxy in front of the one server `url` names, and `url` sent through it.
     ///
+    /// Cancel-safe: a proxy started before the future is dropped is dropped with it,
+    /// which stops it.
+    ///
     /// # Errors
     /// [`Error::InvalidUrl`] for a URL that does not name exactly one server (a cluster's
     /// need a proxy each, see [`upstreams`]); when no loopback port can be bound.
