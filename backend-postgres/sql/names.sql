@@ -3,14 +3,22 @@
 -- grant within a second of the last one leaves it, so that its update is HOT). Unused
 -- names are pruned (prune_names), their counters folded into `token_floor` first, so
 -- that a name registered again never goes backwards.
+-- A lock taken while nobody else wants it is held in its name's row (the solo holder,
+-- see crate::waiter_line, "The solo holder"): `holder_session` and `holder_entry` name
+-- it, its token is `token`. `lined` is true whenever the name's line may have an entry
+-- or the unfair lock a waiter: no solo holder is taken then. Half the page is left free,
+-- so that taking and releasing a solo hold update the row in place (HOT).
 CREATE TABLE IF NOT EXISTS {s}.lock_names (
-    id      serial PRIMARY KEY,
-    kind    text NOT NULL,
-    name    text NOT NULL,
-    token   bigint NOT NULL DEFAULT 0,
-    used_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    id             serial PRIMARY KEY,
+    kind           text NOT NULL,
+    name           text NOT NULL,
+    token          bigint NOT NULL DEFAULT 0,
+    used_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    holder_session bigint,
+    holder_entry   bigint,
+    lined          boolean NOT NULL DEFAULT false,
     UNIQUE (kind, name)
-);
+) WITH (fillfactor = 50);
 CREATE INDEX IF NOT EXISTS lock_names_used_at ON {s}.lock_names (used_at);
 
 CREATE TABLE IF NOT EXISTS {s}.token_floor (
@@ -43,10 +51,11 @@ BEGIN
 END
 $$;
 
--- Deletes up to p_limit names unused for p_idle seconds that have no entry in line (and
--- their semaphore rows), raising the token floor to their highest counter first. A name
--- locked by a grant in progress is skipped; a waiter whose name went meanwhile finds no
--- counter row (DS002) and registers it again. Returns how many went.
+-- Deletes up to p_limit names unused for p_idle seconds that have no entry in line and
+-- no solo holder whose session lives (and their semaphore rows), raising the token
+-- floor to their highest counter first. A name locked by a grant in progress is
+-- skipped; a waiter whose name went meanwhile finds no counter row (DS002) and
+-- registers it again. Returns how many went.
 CREATE OR REPLACE FUNCTION {s}.prune_names(p_idle double precision, p_limit integer)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
@@ -58,6 +67,8 @@ BEGIN
         SELECT n.id FROM {s}.lock_names n
          WHERE n.used_at < clock_timestamp() - p_idle * interval '1 second'
            AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries e WHERE e.name_id = n.id)
+           AND (n.holder_session IS NULL
+                OR NOT EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = n.holder_session))
          ORDER BY n.used_at
          LIMIT p_limit
            FOR UPDATE OF n SKIP LOCKED

@@ -20,7 +20,7 @@ CREATE INDEX IF NOT EXISTS unfair_waiters_line ON {s}.unfair_waiters (name_id, o
 CREATE OR REPLACE FUNCTION {s}.unfair_wake(k integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM {s}.semaphore_entries e
+    IF EXISTS (SELECT 1 FROM {s}.line_entries e
                  JOIN {s}.sessions x ON x.id = e.session_id
                 WHERE e.name_id = k AND NOT e.cancelled
                   AND x.expires_at > clock_timestamp()) THEN
@@ -107,12 +107,19 @@ CREATE OR REPLACE FUNCTION {s}.unfair_acquire(k integer, p_session bigint, p_ent
                                               OUT o_state integer, OUT o_token bigint,
                                               OUT o_wait double precision)
 LANGUAGE plpgsql AS $$
+DECLARE
+    locked boolean;
 BEGIN
     PERFORM 1 FROM {s}.semaphores m, {s}.sessions x
       WHERE m.name_id = k AND m.permits = 1
         AND x.id = p_session AND x.expires_at > clock_timestamp()
         FOR UPDATE OF m;
-    IF FOUND AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
+    locked := FOUND;
+    IF locked THEN
+        -- A solo holder joins the line first, so that its release wakes the waiters.
+        PERFORM {s}.line_claim(k);
+    END IF;
+    IF locked AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
         IF current_setting('distsync.unflushed_grants', true) <> '' THEN
             o_wait := {s}.grant_gate();
             IF o_wait IS NOT NULL THEN
@@ -165,7 +172,7 @@ $$;
 -- (holder and fair waiters) and its live unfair waiters. Reads only; registers nothing.
 CREATE OR REPLACE FUNCTION {s}.unfair_contenders(p_kind text, p_name text) RETURNS bigint
 LANGUAGE sql STABLE AS $$
-    SELECT (SELECT count(*) FROM {s}.semaphore_entries e
+    SELECT (SELECT count(*) FROM {s}.line_entries e
               JOIN {s}.sessions x ON x.id = e.session_id
              WHERE e.name_id = n.id AND NOT e.cancelled
                AND x.expires_at > clock_timestamp())

@@ -22,6 +22,57 @@ CREATE TABLE IF NOT EXISTS {s}.semaphore_entries (
 CREATE INDEX IF NOT EXISTS semaphore_entries_line ON {s}.semaphore_entries (name_id, ord);
 CREATE INDEX IF NOT EXISTS semaphore_entries_shared ON {s}.semaphore_entries (name_id) WHERE shared;
 
+-- Every entry of every line, the solo holders included (as the first entry of their
+-- name's line, `ord` 0): what readers of the holders read (status, export, the guarded
+-- write, the contenders). A solo holder whose session row has gone is gone, as an entry
+-- goes with its session's row.
+CREATE OR REPLACE VIEW {s}.line_entries AS
+    SELECT ord, name_id, session_id, entry, token, cancelled, shared, election, value
+      FROM {s}.semaphore_entries
+    UNION ALL
+    SELECT 0::bigint, n.id, n.holder_session, n.holder_entry, n.token, false, false,
+           NULL::text, NULL::bytea
+      FROM {s}.lock_names n
+     WHERE n.holder_session IS NOT NULL
+       AND EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = n.holder_session);
+
+-- Puts the solo holder of lock k, if any, into its line as an entry holding its token,
+-- and marks the name `lined`, so that no solo holder is taken while the line may have
+-- entries (names of other kinds have no solo holder). The caller holds the name's row
+-- lock (`semaphores`) and is about to read or join the line. The holder's entry goes
+-- first: the line has no live entry while a solo holder holds (`lined` was false). A
+-- holder whose session row has gone is dropped. Once in the line, the holder's release
+-- is an entry's delete, whose trigger wakes the waiters (see crate::waiter_line, "The
+-- solo holder").
+CREATE OR REPLACE FUNCTION {s}.line_claim(k integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    h_session bigint;
+    h_entry bigint;
+    h_token bigint;
+BEGIN
+    SELECT holder_session, holder_entry, token INTO h_session, h_entry, h_token
+      FROM {s}.lock_names
+     WHERE id = k AND kind = 'lock' AND (holder_session IS NOT NULL OR NOT lined)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE {s}.lock_names SET holder_session = NULL, holder_entry = NULL, lined = true
+     WHERE id = k;
+    IF h_session IS NULL THEN
+        RETURN;
+    END IF;
+    -- Waits for an end of the session in flight, so the entry never outlives its row.
+    PERFORM 1 FROM {s}.sessions WHERE id = h_session FOR KEY SHARE;
+    IF FOUND THEN
+        INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, token)
+             VALUES (k, h_session, h_entry, h_token)
+        ON CONFLICT (session_id, entry) DO NOTHING;
+    END IF;
+END
+$$;
+
 -- Notifies the waiters of name k that can be granted now, other than the entry
 -- `except_ord`: the live entries without a token that are exclusive with fewer than
 -- `permits` live entries ahead, or shared with no live exclusive entry ahead. A line
@@ -86,7 +137,8 @@ BEGIN
         IF NOT locked THEN
             PERFORM {s}.notify('M:' || OLD.name_id::text);
         END IF;
-        -- An empty line (an uncontended release) has nobody to wake.
+        -- An empty line has nobody to wake; with the name's lock, and no unfair waiter
+        -- either, the next uncontended take may hold solo again.
         IF EXISTS (SELECT 1 FROM {s}.semaphore_entries
                     WHERE name_id = OLD.name_id AND NOT cancelled) THEN
             IF locked THEN
@@ -94,6 +146,9 @@ BEGIN
             ELSE
                 PERFORM {s}.sem_wake(OLD.name_id, 0);
             END IF;
+        ELSIF locked AND NOT EXISTS (SELECT 1 FROM {s}.unfair_waiters
+                                      WHERE name_id = OLD.name_id) THEN
+            UPDATE {s}.lock_names SET lined = false WHERE id = OLD.name_id AND lined;
         END IF;
     END IF;
     RETURN NULL;
@@ -268,6 +323,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'distsync session % has ended', p_session USING ERRCODE = 'DS001';
     END IF;
+    -- A solo holder joins the line first, as its first entry.
+    PERFORM {s}.line_claim(k);
     -- Under unflushed grants, nothing joins during the store's lock-delay: a join told
     -- to wait has left nothing behind.
     IF current_setting('distsync.unflushed_grants', true) <> '' THEN
@@ -369,6 +426,12 @@ DECLARE
 BEGIN
     IF NOT p_sync THEN
         PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    -- A solo holder leaves its name's row: nobody waits behind it.
+    UPDATE {s}.lock_names SET holder_session = NULL, holder_entry = NULL
+     WHERE id = k AND holder_session = p_session AND holder_entry = p_entry;
+    IF FOUND THEN
+        RETURN true;
     END IF;
     PERFORM 1 FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
     DELETE FROM {s}.semaphore_entries

@@ -101,7 +101,7 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
     let holds: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(&shared.sql(
         "SELECT DISTINCT n.kind, n.name, e.session_id, \
                 CASE WHEN n.kind = 'semaphore' THEN e.entry END \
-         FROM {s}.semaphore_entries e \
+         FROM {s}.line_entries e \
          JOIN {s}.lock_names n ON n.id = e.name_id \
          JOIN {s}.sessions x ON x.id = e.session_id \
          WHERE NOT e.cancelled AND x.expires_at > clock_timestamp() \

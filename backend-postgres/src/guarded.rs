@@ -3,18 +3,21 @@
 //! a current grant of its line.
 //!
 //! A guard's entry (see [`crate::waiter_line`]) is current while
-//! - its row is still in `semaphore_entries` with the token of the guard's grant (a
-//!   release, a withdrawal or its session's end deletes it);
+//! - it is still in the line (`line_entries`: its row in `semaphore_entries`, or the
+//!   name's solo holder in `lock_names`) with the token of the guard's grant (a
+//!   release, a withdrawal or its session's end removes it);
 //! - its session's row has not expired (the lease gate: once expired, a row is never
 //!   renewed again, and the next waiter may be granted);
 //! - it is still within the first `permits` live entries of its line (first in line for
 //!   a lock or a write lock; entries only leave a line, so a granted entry stays there
 //!   until it leaves, and the check states the rule rather than trusts it).
 //!
-//! The function takes the name's row (`semaphores`) `FOR SHARE` before it checks: every
-//! grant takes that row `FOR UPDATE` (`semaphore_check`), so the next holder's grant
-//! runs wholly before or wholly after a guarded write of the previous one, and a write
-//! that passed its check commits before the next grant can be made. The write itself is
+//! The function takes the name's rows (`semaphores`, then `lock_names`) `FOR SHARE`
+//! before it checks: every grant of the line takes the first `FOR UPDATE`
+//! (`semaphore_check`), and a solo take, a solo release and a solo holder's move into
+//! the line write the second, so the next holder's grant runs wholly before or wholly
+//! after a guarded write of the previous one, and a write that passed its check commits
+//! before the next grant can be made. The write itself is
 //! an upsert of the `kv` row, as an STM commit writes it, so [`distsync_core::Stm`]
 //! reads it and STM transactions see it as a change. A holder whose session the store
 //! has ended (revoked, expired while it was paused) writes nothing, even before its own

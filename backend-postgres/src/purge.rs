@@ -64,7 +64,7 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     let names = shared.sql(&format!(
         "SELECT (SELECT count(*) FROM ({NAMES_UNDER}) n)
               + (SELECT count(*) FROM {{s}}.semaphores WHERE name_id IN ({NAMES_UNDER}))
-              + (SELECT count(*) FROM {{s}}.semaphore_entries WHERE name_id IN ({NAMES_UNDER}))
+              + (SELECT count(*) FROM {{s}}.line_entries WHERE name_id IN ({NAMES_UNDER}))
               + (SELECT count(*) FROM {{s}}.unfair_waiters WHERE name_id IN ({NAMES_UNDER}))"
     ));
     let n: i64 = sqlx::query_scalar(&names)

@@ -416,7 +416,7 @@ mod unflushed {
             .await;
             // Recovery: the server answers again.
             let count = backend.shared.sql(
-                "SELECT count(*) FROM {s}.semaphore_entries WHERE session_id = $1 AND NOT cancelled",
+                "SELECT count(*) FROM {s}.line_entries WHERE session_id = $1 AND NOT cancelled",
             );
             let back: i64 = within(Duration::from_secs(60), "the server back", async {
                 loop {

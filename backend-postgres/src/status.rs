@@ -5,7 +5,7 @@
 //!
 //! | state | read from |
 //! |---|---|
-//! | locks, read-write locks, elections, semaphores | the live entries of `semaphore_entries` (not withdrawn, their session's row not expired: the lease gate's definition of live), with their name's `lock_names.kind` and `name`, in line order (`ord`); an entry with a token holds, the others wait; a semaphore's permit count from `semaphores` |
+//! | locks, read-write locks, elections, semaphores | the live entries of `line_entries` (`semaphore_entries` and the solo holders in `lock_names`; not withdrawn, their session's row not expired: the lease gate's definition of live), with their name's `lock_names.kind` and `name`, in line order (`ord`); an entry with a token holds, the others wait; a semaphore's permit count from `semaphores` |
 //! | unfair lock waiters | the live rows of `unfair_waiters` (see [`crate::unfair_lock`]), listed after the lock's line, in order of registration |
 //! | leaders | `election_leaders` (value and term), for the elections whose leader's session is live |
 //! | queues | `queue_items` (ready) and `queue_inflight` (claimed, not yet handed over) counted per queue |
@@ -41,7 +41,7 @@ use crate::store::Shared;
 const ENTRIES: &str = "\
 SELECT n.kind, n.name, e.session_id, e.token, e.shared, s.permits,
        (extract(epoch FROM t.time_left) * 1000000)::bigint
-  FROM {s}.semaphore_entries e
+  FROM {s}.line_entries e
   JOIN {s}.sessions x ON x.id = e.session_id
  CROSS JOIN LATERAL (SELECT x.expires_at - clock_timestamp() AS time_left) t
   JOIN {s}.lock_names n ON n.id = e.name_id

@@ -142,9 +142,9 @@ impl Shared {
                      unnest($1::integer[], $2::bigint[], $3::bigint[], $4::boolean[]) \
                      AS u(k, s, e, t), \
                      LATERAL (SELECT {s}.semaphore_leave(u.k, u.s, u.e, u.t, true) AS gone \
-                              WHERE EXISTS (SELECT 1 FROM {s}.semaphore_entries x \
-                                             WHERE x.session_id = u.s AND x.entry = u.e \
-                                               AND NOT x.cancelled)) AS l",
+                              WHERE EXISTS (SELECT 1 FROM {s}.line_entries x \
+                                             WHERE x.name_id = u.k AND x.session_id = u.s \
+                                               AND x.entry = u.e AND NOT x.cancelled)) AS l",
                     &quoted,
                 ),
             },

@@ -13,11 +13,13 @@
 //!   entries: no release grants them, and they hold no place in the line.
 //!
 //! # Protocol
-//! - **Take**: one statement, `unfair_acquire`, which is the fair lock's try
-//!   (`semaphore_join` without waiting): under the name's row lock, if the line has no
-//!   live entry, it inserts the entry with the next token and commits durably. So the
-//!   uncontended cycle is one statement to take and one ([`Entry::leave`]) to release,
-//!   on a pooled connection, with no subscription and nothing registered.
+//! - **Take**: one statement. A lock nobody else wants is held solo, in its name's row
+//!   (see [`crate::waiter_line`], "The solo holder"); otherwise the same statement runs
+//!   `unfair_acquire`, which is the fair lock's try (`semaphore_join` without waiting):
+//!   under the name's row lock, if the line has no live entry, it inserts the entry
+//!   with the next token and commits durably. So the uncontended cycle is one statement
+//!   to take and one ([`Entry::leave`]) to release, on a pooled connection, with no
+//!   subscription and nothing registered.
 //! - **Wait**: a refused `lock()` subscribes to its own wake-up (`m:<session>.<entry>`,
 //!   on the backend's one listening connection, see [`crate::notify`]) and asks again
 //!   with `p_wait`: granted if the lock came free meanwhile, registered otherwise (kept
@@ -74,8 +76,8 @@ use crate::notify::Wake;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use crate::waiter_line::{
-    attempts, hold_key, is_missing_name, ride_out, seconds, AttemptError, Cleanup, Entry,
-    HELD_FALLBACK,
+    attempts, hold_key, is_missing_name, ride_out, seconds, solo_take_sql, AttemptError, Cleanup,
+    Entry, HELD_FALLBACK,
 };
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
@@ -90,7 +92,7 @@ pub(crate) struct PgUnfairLocker {
     lease: Arc<LeaseInner>,
     session: Session,
     name: Name,
-    /// `unfair_acquire`'s statement, rendered for the schema once.
+    /// The take's statement (a solo hold, else `unfair_acquire`), rendered once.
     acquire: String,
     /// The wake-ups the store sent this handle's waits.
     wakeups: AtomicU64,
@@ -130,9 +132,11 @@ fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
 
 impl PgUnfairLocker {
     pub(crate) fn new(lease: Arc<LeaseInner>, session: Session, name: Name) -> Self {
-        let acquire = lease
-            .shared
-            .sql("SELECT o_state, o_token, o_wait FROM {s}.unfair_acquire($1, $2, $3, $4)");
+        let acquire = solo_take_sql(
+            &lease.shared,
+            "{s}.unfair_acquire($1, $2, $3, $4)",
+            "f.o_state, f.o_token, f.o_wait",
+        );
         Self {
             lease,
             session,

@@ -3,7 +3,8 @@
 //!
 //! # Layout (created with the rest of the schema, see [`crate::schema`])
 //! - `lock_names`: one row per name (kind `lock`, `rwlock`, `election` or `semaphore`),
-//!   holding the name's fencing counter (an election's term).
+//!   holding the name's fencing counter (an election's term), and for a lock its solo
+//!   holder and the `lined` mark (see "The solo holder" below).
 //! - `semaphores`: one row per name with a line, with the permit count `permits` (1 for
 //!   locks, read-write locks and elections). Its row lock serializes the joins and
 //!   grants of one name.
@@ -45,6 +46,40 @@
 //!
 //! A holder's connection is any of the pool's: statements of one hold may run on
 //! different connections, and the pool stays at its size however many holds there are.
+//!
+//! # The solo holder: an uncontended lock in its name's row
+//! A lock (fair or unfair) taken while nobody else wants it holds in its name's row:
+//! one `UPDATE` of `lock_names` sets `holder_session` and `holder_entry` and bumps the
+//! fencing counter, whose new value is the token, and one `UPDATE` clears them on
+//! release. Both are plain statements on one row that change no indexed column, so
+//! PostgreSQL updates the row in place (HOT), with no entry row inserted and deleted,
+//! no trigger and no function call: this is what makes an uncontended cycle cost about
+//! what a row update costs, where a line entry's insert, delete and triggers cost
+//! several times that. The take is tried in the same statement as the line's join
+//! ([`solo_take_sql`]), which runs only when the solo take holds nothing, so a take
+//! that falls through to the line costs no extra round trip; the release likewise.
+//!
+//! The solo take holds only while the row says so: no solo holder and not `lined`,
+//! re-checked by PostgreSQL on the row's newest version when the take waited for the
+//! row's lock, so two takes never both hold. `lined` is set whenever the line may have
+//! an entry or the unfair lock a waiter: every join of a lock's line, under the name's
+//! row lock (`semaphores`), first moves the solo holder, if any, into the line as its
+//! first entry, with its token, and marks the name (`line_claim`). From then on the
+//! holder is an entry like any other, and its release is an entry's delete, whose
+//! trigger grants or wakes the waiters as described below. The mark is cleared by that
+//! trigger when it holds the name's row lock and finds the line empty and no unfair
+//! waiter: the next uncontended take holds solo again. A mark left set (a trigger that
+//! could not take the row lock) only sends takes through the line, which clears it at
+//! its next release.
+//!
+//! A solo holder is live while its session is, exactly as an entry: readers of holders
+//! (status, export, the guarded write, the unfair lock's contenders, the replay of
+//! unflushed releases) read the view `line_entries`, which shows it as the first entry
+//! of its line while its session's row exists. A holder whose session ended leaves its
+//! row behind: it counts for nobody, and the next join drops it (`line_claim`); an
+//! expired one is moved into the line and judged there as any entry of an expired
+//! session (`fence_expired`). A guarded write takes the name's row `FOR SHARE`, so it
+//! runs wholly before or after a solo take, release or move.
 //!
 //! # Asynchronous commits: only what a crash may lose at no harm
 //! Each statement is its own transaction, and a synchronous commit waits for its WAL
@@ -273,6 +308,42 @@ where
     }
 }
 
+/// The statement of a take that holds solo when it can (see the module docs, "The
+/// solo holder"): one `UPDATE` of the name's row, and `fallback`, the take's function
+/// over the line, in the same statement only when that holds nothing. `fallback` is a
+/// set-returning call with `$1` the name id, `$2` the session, `$3` the entry, whose
+/// columns are `columns`; the solo grant answers `(1, token, NULL, …)` in the same shape.
+/// Under unflushed grants the solo grant passes the store's gate (`grant_gate`) as the
+/// line's grants do, and commits as they do; a gate that holds leaves the answer to
+/// `fallback`, which tells the caller how long.
+pub(crate) fn solo_take_sql(shared: &Shared, fallback: &str, columns: &str) -> String {
+    let gate = if shared.sentinel.enabled() {
+        "{s}.grant_gate() IS NULL"
+    } else {
+        "true"
+    };
+    let solo_nulls = columns
+        .split(',')
+        .skip(2)
+        .map(|_| ", NULL")
+        .collect::<String>();
+    shared.sql(&format!(
+        "WITH solo AS (\
+             UPDATE {{s}}.lock_names \
+                SET token = token + 1, holder_session = $2, holder_entry = $3, \
+                    used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second' \
+                                   THEN clock_timestamp() ELSE used_at END \
+              WHERE id = $1 AND kind = 'lock' AND holder_session IS NULL AND NOT lined \
+                AND EXISTS (SELECT 1 FROM {{s}}.sessions \
+                             WHERE id = $2 AND expires_at > clock_timestamp()) \
+                AND {gate} \
+             RETURNING token) \
+         SELECT 1, token{solo_nulls} FROM solo \
+         UNION ALL \
+         SELECT {columns} FROM {fallback} AS f WHERE NOT EXISTS (SELECT 1 FROM solo)"
+    ))
+}
+
 impl Entry {
     async fn join(
         &self,
@@ -280,10 +351,16 @@ impl Entry {
         election: &str,
         wait: bool,
     ) -> std::result::Result<Outcome, sqlx::Error> {
-        let sql = self.shared.sql(
-            "SELECT o_state, o_token, o_wait, o_in_use \
-             FROM {s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9, true)",
-        );
+        let fallback = "{s}.semaphore_join($1, $2, $3, $4, $5, $6, $7, $8, $9, true)";
+        let columns = "f.o_state, f.o_token, f.o_wait, f.o_in_use";
+        let solo =
+            ask.kind == LockKind::Lock && ask.permits == 1 && !ask.shared && ask.campaign.is_none();
+        let sql = if solo {
+            solo_take_sql(&self.shared, fallback, columns)
+        } else {
+            self.shared
+                .sql(&format!("SELECT {columns} FROM {fallback} AS f"))
+        };
         let row: Row = again_after_conflicts(|| async {
             let mut taken = self.shared.holds.take().await?;
             let joined = sqlx::query_as(&sql)
@@ -353,7 +430,23 @@ impl Entry {
                 Some(self.shared.limits().log_keep_sql()),
             )
         } else {
-            ("SELECT {s}.semaphore_leave($1, $2, $3, $4, $5)", None)
+            // A solo holder leaves its name's row in the same statement's first step;
+            // anything else is semaphore_leave's. The commit is the one semaphore_leave
+            // would make.
+            (
+                "WITH solo AS (\
+                     UPDATE {s}.lock_names SET holder_session = NULL, holder_entry = NULL \
+                      WHERE id = $1 AND holder_session = $2 AND holder_entry = $3 \
+                        AND set_config('synchronous_commit', \
+                                       CASE WHEN $5 THEN 'on' ELSE 'off' END, true) \
+                            IS NOT NULL \
+                     RETURNING true AS gone) \
+                 SELECT gone FROM solo \
+                 UNION ALL \
+                 SELECT {s}.semaphore_leave($1, $2, $3, $4, $5) \
+                  WHERE NOT EXISTS (SELECT 1 FROM solo)",
+                None,
+            )
         };
         let sql = self.shared.sql(sql);
         let left = again_after_conflicts(|| async {

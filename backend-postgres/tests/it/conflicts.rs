@@ -50,7 +50,7 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
     let session = backend.session(SessionOptions::default()).await.unwrap();
     let locker: std::sync::Arc<dyn distsync_core::Locker> =
         backend.locker(&session, name.clone()).unwrap().into();
-    // The name's rows exist from a first hold.
+    // The name's row exists from a first hold.
     locker.lock().await.unwrap().unlock().await.unwrap();
     let k: i32 = sqlx::query_scalar(&format!(
         "SELECT id FROM \"{schema}\".lock_names WHERE kind = 'lock' AND name = $1"
@@ -59,11 +59,23 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
     .fetch_one(&pool)
     .await
     .unwrap();
+    // An uncontended lock holds solo, in its name's row, without the line's tables.
+    // Marked `lined`, as a contended name is, the name's grants go through its line;
+    // the line's release clears the mark again, so each grant below sets it first.
+    let lined = format!("UPDATE \"{schema}\".lock_names SET lined = true WHERE id = $1");
+    let line_the_name = || async {
+        let marked = sqlx::query(&lined).bind(k).execute(&pool).await.unwrap();
+        assert_eq!(marked.rows_affected(), 1);
+    };
+    // The name's semaphore row exists from a hold through its line.
+    line_the_name().await;
+    locker.lock().await.unwrap().unlock().await.unwrap();
     let before = deadlocks(&pool).await;
 
     let mut tries = 0;
     let grant = loop {
         tries += 1;
+        line_the_name().await;
         let mut other = pool.begin().await.unwrap();
         sqlx::query(&format!(
             "LOCK TABLE \"{schema}\".semaphore_entries IN SHARE MODE"

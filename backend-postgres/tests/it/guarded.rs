@@ -168,13 +168,14 @@ async fn a_released_entry_writes_nothing_and_the_next_holder_writes() {
     let locker = backend.locker(&session, name.clone()).unwrap();
     let guard = locker.lock().await.unwrap();
     let key = unique("guarded-key");
-    // The entry row deleted behind the guard's back (as a withdrawal would): the
-    // session is live, the guard believes it holds, the store says no.
+    // The hold removed behind the guard's back (as a withdrawal would): the session is
+    // live, the guard believes it holds, the store says no. An uncontended lock holds
+    // solo, in its name's row.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let schema = backend.schema();
     let deleted = sqlx::query(&format!(
-        "DELETE FROM {schema}.semaphore_entries e USING {schema}.lock_names n \
-         WHERE n.id = e.name_id AND n.kind = 'lock' AND n.name = $1"
+        "UPDATE {schema}.lock_names SET holder_session = NULL, holder_entry = NULL \
+         WHERE kind = 'lock' AND name = $1 AND holder_session IS NOT NULL"
     ))
     .bind(name.as_str())
     .execute(&pool)

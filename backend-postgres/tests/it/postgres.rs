@@ -71,7 +71,7 @@ where
 async fn line_entries(url: &str, schema: &str, kind: &str, name: &Name) -> i64 {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     let n: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {schema}.semaphore_entries e \
+        "SELECT count(*) FROM {schema}.line_entries e \
          JOIN {schema}.lock_names n ON n.id = e.name_id \
          WHERE n.kind = $1 AND n.name = $2 AND NOT e.cancelled"
     ))
@@ -103,7 +103,7 @@ async fn keepalives_sweep_a_stalled_holder_nobody_waits_for() {
     // The child's entry in the lock's line, expired or not: the sweep deletes the
     // stalled session's row, and its entry with it.
     let held = format!(
-        "SELECT count(*) FROM {schema}.semaphore_entries e \
+        "SELECT count(*) FROM {schema}.line_entries e \
          JOIN {schema}.lock_names n ON n.id = e.name_id \
          WHERE n.kind = 'lock' AND n.name = $1",
         schema = backend.schema()
@@ -987,7 +987,7 @@ async fn a_grant_whose_counter_row_is_gone_keeps_no_lock_and_registers_the_name_
     // The failed grant joined nothing under the vanished id (the statement failed as a
     // whole), and the hold is an entry under the name registered again.
     let orphans: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {schema}.semaphore_entries WHERE name_id = $1"
+        "SELECT count(*) FROM {schema}.line_entries WHERE name_id = $1"
     ))
     .bind(old)
     .fetch_one(&pool)
@@ -995,7 +995,7 @@ async fn a_grant_whose_counter_row_is_gone_keeps_no_lock_and_registers_the_name_
     .unwrap();
     assert_eq!(orphans, 0, "an entry is left under the vanished name's id");
     let (new, held): (i32, i64) = sqlx::query_as(&format!(
-        "SELECT n.id, (SELECT count(*) FROM {schema}.semaphore_entries e \
+        "SELECT n.id, (SELECT count(*) FROM {schema}.line_entries e \
                         WHERE e.name_id = n.id AND e.token IS NOT NULL) \
          FROM {schema}.lock_names n WHERE n.kind = 'lock' AND n.name = $1"
     ))

@@ -86,7 +86,7 @@ async fn a_grant_a_power_loss_drops_is_lost_to_its_holder_before_anyone_is_grant
         "{facts:?}"
     );
     let name = Name::new("hot").unwrap();
-    let entries = "SELECT count(*) FROM distsync.semaphore_entries \
+    let entries = "SELECT count(*) FROM distsync.line_entries \
                    WHERE session_id = $1 AND token = $2";
     for attempt in 1..=TRIES {
         // A small margin: the deadline as far off as the TTL allows.
