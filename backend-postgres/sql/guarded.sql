@@ -10,10 +10,10 @@ DECLARE
     my_ord bigint;
     ahead integer;
 BEGIN
-    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR SHARE;
-    -- A solo holder's take and release, and its move into the line, write the name's
-    -- row: the check runs wholly before or after each.
+    -- Every grant, solo take and release, and a solo holder's move into the line,
+    -- takes or writes the name's row: the check runs wholly before or after each.
     PERFORM 1 FROM {s}.lock_names WHERE id = k FOR SHARE;
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
     SELECT e.ord INTO my_ord
       FROM {s}.line_entries e
       JOIN {s}.sessions x ON x.id = e.session_id

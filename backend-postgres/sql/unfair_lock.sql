@@ -110,10 +110,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     locked boolean;
 BEGIN
-    PERFORM 1 FROM {s}.semaphores m, {s}.sessions x
-      WHERE m.name_id = k AND m.permits = 1
+    PERFORM 1 FROM {s}.lock_names l, {s}.semaphores m, {s}.sessions x
+      WHERE l.id = k AND m.name_id = k AND m.permits = 1
         AND x.id = p_session AND x.expires_at > clock_timestamp()
-        FOR UPDATE OF m;
+        FOR UPDATE OF l;
     locked := FOUND;
     IF locked THEN
         -- A solo holder joins the line first, so that its release wakes the waiters.
@@ -128,7 +128,7 @@ BEGIN
             END IF;
         END IF;
         WITH t AS (
-            UPDATE {s}.lock_names SET token = token + 1,
+            UPDATE {s}.lock_names SET token = token + 1, lined = lined OR kind = 'lock',
                    used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
                                   THEN clock_timestamp() ELSE used_at END
              WHERE id = k RETURNING token
@@ -156,6 +156,7 @@ BEGIN
     IF o_state <> 2 THEN
         RETURN;
     END IF;
+    UPDATE {s}.lock_names SET lined = true WHERE id = k AND NOT lined;
     INSERT INTO {s}.unfair_waiters (name_id, session_id, entry)
          VALUES (k, p_session, p_entry)
     ON CONFLICT (session_id, entry) DO NOTHING;

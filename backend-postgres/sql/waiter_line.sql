@@ -39,7 +39,7 @@ CREATE OR REPLACE VIEW {s}.line_entries AS
 -- Puts the solo holder of lock k, if any, into its line as an entry holding its token,
 -- and marks the name `lined`, so that no solo holder is taken while the line may have
 -- entries (names of other kinds have no solo holder). The caller holds the name's row
--- lock (`semaphores`) and is about to read or join the line. The holder's entry goes
+-- lock and is about to read or join the line. The holder's entry goes
 -- first: the line has no live entry while a solo holder holds (`lined` was false). A
 -- holder whose session row has gone is dropped. Once in the line, the holder's release
 -- is an entry's delete, whose trigger wakes the waiters (see crate::waiter_line, "The
@@ -53,8 +53,7 @@ DECLARE
 BEGIN
     SELECT holder_session, holder_entry, token INTO h_session, h_entry, h_token
       FROM {s}.lock_names
-     WHERE id = k AND kind = 'lock' AND (holder_session IS NOT NULL OR NOT lined)
-       FOR UPDATE;
+     WHERE id = k AND kind = 'lock' AND (holder_session IS NOT NULL OR NOT lined);
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -132,7 +131,7 @@ DECLARE
     locked boolean;
 BEGIN
     IF NOT OLD.cancelled THEN
-        PERFORM 1 FROM {s}.semaphores WHERE name_id = OLD.name_id FOR UPDATE SKIP LOCKED;
+        PERFORM 1 FROM {s}.lock_names WHERE id = OLD.name_id FOR UPDATE SKIP LOCKED;
         locked := FOUND;
         IF NOT locked THEN
             PERFORM {s}.notify('M:' || OLD.name_id::text);
@@ -166,7 +165,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     t bigint;
 BEGIN
-    UPDATE {s}.lock_names SET token = token + 1,
+    UPDATE {s}.lock_names SET token = token + 1, lined = lined OR kind = 'lock',
            used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
                           THEN clock_timestamp() ELSE used_at END
      WHERE id = k RETURNING token INTO t;
@@ -218,7 +217,8 @@ BEGIN
         o_state := 1;
         RETURN;
     END IF;
-    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    PERFORM 1 FROM {s}.lock_names WHERE id = k FOR UPDATE;
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
     -- Which sessions of the line are dead is settled once, under their row locks
     -- (fence_expired); every other entry counts as live below.
     dead := {s}.fence_expired(ARRAY(SELECT e.session_id FROM {s}.semaphore_entries e
@@ -313,11 +313,12 @@ DECLARE
     live_exclusive integer := 0;
     dead bigint[];
 BEGIN
-    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    PERFORM 1 FROM {s}.lock_names WHERE id = k FOR UPDATE;
+    SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
     IF NOT FOUND THEN
         INSERT INTO {s}.semaphores (name_id, permits) VALUES (k, p_permits)
         ON CONFLICT (name_id) DO NOTHING;
-        SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+        SELECT permits INTO n FROM {s}.semaphores WHERE name_id = k;
     END IF;
     PERFORM 1 FROM {s}.sessions WHERE id = p_session AND expires_at > clock_timestamp();
     IF NOT FOUND THEN
@@ -382,7 +383,7 @@ BEGIN
             -- The counter bumped and the entry inserted in one statement (next_token's
             -- update, inlined).
             WITH t AS (
-                UPDATE {s}.lock_names SET token = token + 1,
+                UPDATE {s}.lock_names SET token = token + 1, lined = lined OR kind = 'lock',
                        used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
                                       THEN clock_timestamp() ELSE used_at END
                  WHERE id = k RETURNING token
@@ -402,6 +403,7 @@ BEGIN
         o_state := 1;
         RETURN;
     END IF;
+    UPDATE {s}.lock_names SET lined = true WHERE id = k AND kind = 'lock' AND NOT lined;
     INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, shared, election, value)
          VALUES (k, p_session, p_entry, p_shared, p_election, p_value);
     SELECT c.o_state, c.o_token, c.o_wait INTO o_state, o_token, o_wait
@@ -433,7 +435,7 @@ BEGIN
     IF FOUND THEN
         RETURN true;
     END IF;
-    PERFORM 1 FROM {s}.semaphores WHERE name_id = k FOR UPDATE;
+    PERFORM 1 FROM {s}.lock_names WHERE id = k FOR UPDATE;
     DELETE FROM {s}.semaphore_entries
      WHERE session_id = p_session AND entry = p_entry AND NOT cancelled
     RETURNING election, token INTO gone_election, gone_token;

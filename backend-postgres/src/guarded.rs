@@ -12,12 +12,11 @@
 //!   a lock or a write lock; entries only leave a line, so a granted entry stays there
 //!   until it leaves, and the check states the rule rather than trusts it).
 //!
-//! The function takes the name's rows (`semaphores`, then `lock_names`) `FOR SHARE`
-//! before it checks: every grant of the line takes the first `FOR UPDATE`
-//! (`semaphore_check`), and a solo take, a solo release and a solo holder's move into
-//! the line write the second, so the next holder's grant runs wholly before or wholly
-//! after a guarded write of the previous one, and a write that passed its check commits
-//! before the next grant can be made. The write itself is
+//! The function takes the name's row (`lock_names`) `FOR SHARE` before it checks:
+//! every grant of the line takes that row `FOR UPDATE` (`semaphore_check`), and a solo
+//! take, a solo release and a solo holder's move into the line write it, so the next
+//! holder's grant runs wholly before or wholly after a guarded write of the previous
+//! one, and a write that passed its check commits before the next grant can be made. The write itself is
 //! an upsert of the `kv` row, as an STM commit writes it, so [`distsync_core::Stm`]
 //! reads it and STM transactions see it as a change. A holder whose session the store
 //! has ended (revoked, expired while it was paused) writes nothing, even before its own

@@ -4,10 +4,12 @@
 //! # Layout (created with the rest of the schema, see [`crate::schema`])
 //! - `lock_names`: one row per name (kind `lock`, `rwlock`, `election` or `semaphore`),
 //!   holding the name's fencing counter (an election's term), and for a lock its solo
-//!   holder and the `lined` mark (see "The solo holder" below).
+//!   holder and the `lined` mark (see "The solo holder" below). Its row lock serializes
+//!   the joins and grants of one name: the solo take writes this row, so every path
+//!   that decides about the name takes it first, and no two paths take the name's
+//!   locks in opposite orders.
 //! - `semaphores`: one row per name with a line, with the permit count `permits` (1 for
-//!   locks, read-write locks and elections). Its row lock serializes the joins and
-//!   grants of one name.
+//!   locks, read-write locks and elections).
 //! - `semaphore_entries`: one row per acquisition, ordered by `ord` (a sequence drawn
 //!   while holding the name's row lock, so arrival order), keyed by (session, entry
 //!   number drawn by the client), referencing its session row (deleted with it), with
@@ -63,12 +65,15 @@
 //! re-checked by PostgreSQL on the row's newest version when the take waited for the
 //! row's lock, so two takes never both hold. `lined` is set whenever the line may have
 //! an entry or the unfair lock a waiter: every join of a lock's line, under the name's
-//! row lock (`semaphores`), first moves the solo holder, if any, into the line as its
+//! row lock, first moves the solo holder, if any, into the line as its
 //! first entry, with its token, and marks the name (`line_claim`). From then on the
 //! holder is an entry like any other, and its release is an entry's delete, whose
 //! trigger grants or wakes the waiters as described below. The mark is cleared by that
 //! trigger when it holds the name's row lock and finds the line empty and no unfair
-//! waiter: the next uncontended take holds solo again. A mark left set (a trigger that
+//! waiter: the next uncontended take holds solo again. Every grant, and every entry or
+//! unfair waiter that joins, sets the mark again in the statement that writes it, so a
+//! deletion earlier in its transaction (a join forgets the entries of dead sessions
+//! first, and their trigger may find the line empty) never leaves a holder unmarked. A mark left set (a trigger that
 //! could not take the row lock) only sends takes through the line, which clears it at
 //! its next release.
 //!

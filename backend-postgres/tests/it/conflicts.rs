@@ -29,7 +29,7 @@ async fn deadlocks(pool: &sqlx::PgPool) -> i64 {
         .unwrap()
 }
 
-/// Another transaction takes the line's table first and the name's semaphore row
+/// Another transaction takes the line's table first and the name's row (`lock_names`)
 /// second, while a grant holds that row and waits for the table: a deadlock. Each of
 /// the two backends looks for it once its own `deadlock_timeout` (1 s) has run since
 /// it began to wait, and the one that looks first aborts itself. The grant waits
@@ -67,9 +67,6 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
         let marked = sqlx::query(&lined).bind(k).execute(&pool).await.unwrap();
         assert_eq!(marked.rows_affected(), 1);
     };
-    // The name's semaphore row exists from a hold through its line.
-    line_the_name().await;
-    locker.lock().await.unwrap().unlock().await.unwrap();
     let before = deadlocks(&pool).await;
 
     let mut tries = 0;
@@ -87,7 +84,7 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
             let locker = std::sync::Arc::clone(&locker);
             async move { locker.lock().await }
         });
-        // The grant holds the name's semaphore row and waits for the table.
+        // The grant holds the name's row and waits for the table.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let waiting: i64 = sqlx::query_scalar(&format!(
@@ -108,7 +105,7 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
         }
         // Now the other way round: a deadlock.
         let row = sqlx::query(&format!(
-            "SELECT 1 FROM \"{schema}\".semaphores WHERE name_id = $1 FOR UPDATE"
+            "SELECT 1 FROM \"{schema}\".lock_names WHERE id = $1 FOR UPDATE"
         ))
         .bind(k)
         .execute(&mut *other)
@@ -132,7 +129,7 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
                     "in {TRIES} deadlocks the grant was never the victim"
                 );
             }
-            Err(error) => panic!("taking the semaphore row: {error}"),
+            Err(error) => panic!("taking the name's row: {error}"),
         }
     };
 
