@@ -39,11 +39,10 @@ CREATE OR REPLACE VIEW {s}.line_entries AS
 -- Puts the solo holder of lock k, if any, into its line as an entry holding its token,
 -- and marks the name `lined`, so that no solo holder is taken while the line may have
 -- entries (names of other kinds have no solo holder). The caller holds the name's row
--- lock and is about to read or join the line. The holder's entry goes
--- first: the line has no live entry while a solo holder holds (`lined` was false). A
--- holder whose session row has gone is dropped. Once in the line, the holder's release
--- is an entry's delete, whose trigger wakes the waiters (see crate::waiter_line, "The
--- solo holder").
+-- lock and is about to read or join the line. The holder's entry goes first: the line
+-- has no live entry while a solo holder holds (`lined` was false). A holder whose
+-- session row has gone is dropped. Once in the line, the holder's release is an entry's
+-- delete, whose trigger wakes the waiters (see crate::waiter_line, "The solo holder").
 CREATE OR REPLACE FUNCTION {s}.line_claim(k integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
