@@ -73,9 +73,9 @@
 //! waiter: the next uncontended take holds solo again. Every grant, and every entry or
 //! unfair waiter that joins, sets the mark again in the statement that writes it, so a
 //! deletion earlier in its transaction (a join forgets the entries of dead sessions
-//! first, and their trigger may find the line empty) never leaves a holder unmarked. A mark left set (a trigger that
-//! could not take the row lock) only sends takes through the line, which clears it at
-//! its next release.
+//! first, and their trigger may find the line empty) never leaves a holder unmarked. A
+//! mark left set (a trigger that could not take the row lock) only sends takes through
+//! the line, which clears it at its next release.
 //!
 //! A solo holder is live while its session is, exactly as an entry: readers of holders
 //! (status, export, the guarded write, the unfair lock's contenders, the replay of
