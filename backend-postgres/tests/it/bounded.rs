@@ -5,43 +5,21 @@
 //! the rows it counts are its own. Against the server named by `DISTSYNC_POSTGRES_URL`
 //! (skipped loudly when unset; a failure under `CI=true`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use distsync_conformance::server_url;
 use distsync_core::{Backend, Name, SessionOptions};
-use distsync_postgres::{Limits, PostgresBackend};
+use distsync_postgres::Limits;
 use sqlx::PgPool;
 
-/// A backend on a schema of its own, the pool that counts its rows, and the schema.
-async fn scoped(what: &str) -> Option<(PostgresBackend, PgPool, String)> {
-    let url = server_url("DISTSYNC_POSTGRES_URL")?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = format!("bounded_{what}_{}_{nanos:x}", std::process::id());
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let backend = distsync_postgres::backend(&format!("{url}{separator}schema={schema}"))
-        .await
-        .unwrap();
-    let pool = PgPool::connect(&url).await.unwrap();
-    Some((backend, pool, schema))
-}
+use crate::support::{drop_schema, scoped};
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-async fn drop_schema(pool: &PgPool, schema: &str) {
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(pool)
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_name_table_and_the_name_cache_stay_bounded_and_tokens_never_go_back() {
-    let Some((backend, pool, schema)) = scoped("names").await else {
+    let Some((backend, pool, schema)) = scoped("bounded_names").await else {
         return;
     };
     let mut limits = Limits::default();
@@ -117,7 +95,7 @@ async fn the_name_table_and_the_name_cache_stay_bounded_and_tokens_never_go_back
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_election_log_stays_bounded_under_a_leader_that_proclaims_often() {
-    let Some((backend, pool, schema)) = scoped("log").await else {
+    let Some((backend, pool, schema)) = scoped("bounded_log").await else {
         return;
     };
     let mut limits = Limits::default();

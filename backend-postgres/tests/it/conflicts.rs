@@ -7,9 +7,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distsync_conformance::server_url;
 use distsync_core::{Backend, Name, SessionOptions};
 use tokio::time::Instant;
+
+use crate::support::{drop_schema, scoped};
 
 fn unique(what: &str) -> Name {
     let nanos = SystemTime::now()
@@ -45,19 +46,9 @@ async fn deadlocks(pool: &sqlx::PgPool) -> i64 {
 /// The grant that was the victim is repeated and succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
-    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+    let Some((backend, pool, schema)) = scoped("conflicts").await else {
         return;
     };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = format!("conflicts_{}_{nanos:x}", std::process::id());
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let backend = distsync_postgres::backend(&format!("{url}{separator}schema={schema}"))
-        .await
-        .unwrap();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let name = unique("deadlock");
     let session = backend.session(SessionOptions::default()).await.unwrap();
     let locker: std::sync::Arc<dyn distsync_core::Locker> =
@@ -163,9 +154,6 @@ async fn a_grant_aborted_as_a_deadlock_victim_is_repeated() {
     guard.unlock().await.unwrap();
     drop(locker);
     session.close().await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    drop_schema(&pool, &schema).await;
     pool.close().await;
 }

@@ -3,7 +3,10 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use distsync_conformance::server_url;
 use distsync_core::Name;
+use distsync_postgres::PostgresBackend;
+use sqlx::PgPool;
 
 /// A name no other test (or run) uses: `pgtest/<what>/<time>-<pid>`.
 pub(crate) fn unique(what: &str) -> Name {
@@ -29,4 +32,30 @@ pub(crate) async fn within<T>(limit: Duration, what: &str, future: impl Future<O
     tokio::time::timeout(limit, future)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {limit:?}"))
+}
+
+/// A backend on a schema of its own (named after `what`, the process and the time), a
+/// pool on the server's default schema, and the schema's name; `None` when
+/// `DISTSYNC_POSTGRES_URL` is unset (a failure under `CI=true`).
+pub(crate) async fn scoped(what: &str) -> Option<(PostgresBackend, PgPool, String)> {
+    let url = server_url("DISTSYNC_POSTGRES_URL")?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("{what}_{}_{nanos:x}", std::process::id());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let backend = distsync_postgres::backend(&format!("{url}{separator}schema={schema}"))
+        .await
+        .unwrap();
+    let pool = PgPool::connect(&url).await.unwrap();
+    Some((backend, pool, schema))
+}
+
+/// Drops a schema of [`scoped`].
+pub(crate) async fn drop_schema(pool: &PgPool, schema: &str) {
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(pool)
+        .await
+        .unwrap();
 }
