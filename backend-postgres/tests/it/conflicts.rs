@@ -5,20 +5,12 @@
 //! The test runs in a schema of its own: its table lock then holds back no other test's
 //! grants, and the only grant waiting for that table is its own.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use distsync_core::{Backend, Name, SessionOptions};
+use distsync_core::{Backend, SessionOptions};
 use tokio::time::Instant;
 
-use crate::support::{drop_schema, scoped};
-
-fn unique(what: &str) -> Name {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    Name::new(format!("pgtest/{what}/{nanos:x}-{}", std::process::id())).unwrap()
-}
+use crate::support::{drop_schema, scoped, unique};
 
 /// How many deadlocks the test injects at most before the grant is the victim of one.
 const TRIES: usize = 5;
