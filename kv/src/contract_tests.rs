@@ -230,7 +230,10 @@ pub async fn compares_over_a_prefix_hold_for_every_key_under_it<K: Kv + ?Sized>(
         .count();
     assert_eq!(written_since, 0, "a refused take wrote");
     if root.is_empty() {
-        assert_eq!(second.revision, first.revision, "a refused take made a revision");
+        assert_eq!(
+            second.revision, first.revision,
+            "a refused take made a revision"
+        );
     }
     assert_eq!(keys(second.range(0).unwrap()), [key("a")]);
     assert!(get(kv, &key("b")).await.is_none());

@@ -9,34 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distsync_conformance::faults::proxy::{rewrite_url, PartitionMode, Proxy};
-use distsync_conformance::faults::{private, PrivateServer};
-use distsync_conformance::{connector, StoreKind};
 use distsync_core::{Backend, Error, KeepAlive, SessionOptions};
-use distsync_etcd::EtcdConfig;
 use distsync_kv::kv::Kv;
 
-use common::{etcd_metric, eventually, within};
+use common::{etcd_metric, eventually, private_etcd, single_endpoint, within};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A private etcd, or `None` (skip) when none can be started here; under `CI=true` a
-/// missing etcd binary is a failure.
-async fn private_etcd() -> Option<Box<dyn PrivateServer>> {
-    if let Err(reason) = private::available(StoreKind::Etcd) {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true but no private etcd can be started: {reason}");
-        }
-        eprintln!("\n!!! SKIPPED: {reason}, so the keepalive stream tests did not run.\n");
-        return None;
-    }
-    let connect = connector(|url| async move { distsync_etcd::backend(&url).await });
-    Some(private::start(StoreKind::Etcd, connect).await.unwrap())
-}
-
-/// `host:port` of a single-member URL.
-fn endpoint(url: &str) -> String {
-    EtcdConfig::parse(url).unwrap().endpoints()[0].clone()
-}
 
 /// Keepalive streams etcd has started.
 async fn streams_started(endpoint: &str) -> f64 {
@@ -75,7 +53,7 @@ async fn every_session_renews_on_one_stream() {
     let Some(server) = private_etcd().await else {
         return;
     };
-    let endpoint = endpoint(server.url());
+    let endpoint = single_endpoint(server.url());
     let backend = distsync_etcd::backend(server.url()).await.unwrap();
     let streams_before = streams_started(&endpoint).await;
     let renewals_before = renewals_received(&endpoint).await;
@@ -136,7 +114,7 @@ async fn a_revoked_lease_renews_as_gone_and_the_stream_carries_on() {
     let Some(server) = private_etcd().await else {
         return;
     };
-    let endpoint = endpoint(server.url());
+    let endpoint = single_endpoint(server.url());
     let backend = distsync_etcd::backend(server.url()).await.unwrap();
     let kv = Arc::clone(backend.kv());
     let streams_before = streams_started(&endpoint).await;
@@ -173,7 +151,7 @@ async fn an_unanswered_renewal_discards_the_stream() {
     let Some(server) = private_etcd().await else {
         return;
     };
-    let endpoint = endpoint(server.url());
+    let endpoint = single_endpoint(server.url());
     let proxy = Proxy::start(endpoint.clone()).await.unwrap();
     let through = rewrite_url(server.url(), &[proxy.address()]).unwrap();
     // A short request timeout, so the unanswered renewal gives up quickly.

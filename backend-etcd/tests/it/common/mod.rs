@@ -8,6 +8,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use distsync_conformance::faults::{private, PrivateServer};
+use distsync_conformance::{connector, StoreKind};
+use distsync_etcd::EtcdConfig;
+
 /// The URL in `var`, or `None` after saying loudly that the tests are skipped. Under
 /// `CI=true` a missing server is a failure.
 pub(crate) fn server_url(var: &str, what: &str) -> Option<String> {
@@ -36,7 +40,7 @@ pub(crate) fn etcd_url() -> Option<String> {
 
 /// The endpoints of an `etcd://` URL, as etcdctl wants them (`host:port,host:port`).
 pub(crate) fn endpoints_of(url: &str) -> String {
-    distsync_etcd::EtcdConfig::parse(url)
+    EtcdConfig::parse(url)
         .expect("a valid etcd URL")
         .endpoints()
         .join(",")
@@ -103,4 +107,23 @@ pub(crate) async fn etcd_metric(endpoint: &str, name: &str, labels: &[&str]) -> 
             matches.then(|| value.trim().parse::<f64>().ok()).flatten()
         })
         .sum()
+}
+
+/// A private etcd, or `None` (skip) when none can be started here; under `CI=true` a
+/// missing etcd binary is a failure.
+pub(crate) async fn private_etcd() -> Option<Box<dyn PrivateServer>> {
+    if let Err(reason) = private::available(StoreKind::Etcd) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but no private etcd can be started: {reason}");
+        }
+        eprintln!("\n!!! SKIPPED: {reason}, so the tests on a private etcd did not run.\n");
+        return None;
+    }
+    let connect = connector(|url| async move { distsync_etcd::backend(&url).await });
+    Some(private::start(StoreKind::Etcd, connect).await.unwrap())
+}
+
+/// `host:port` of a single-member URL.
+pub(crate) fn single_endpoint(url: &str) -> String {
+    EtcdConfig::parse(url).unwrap().endpoints()[0].clone()
 }
