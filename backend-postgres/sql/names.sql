@@ -5,9 +5,12 @@
 -- that a name registered again never goes backwards.
 -- A lock taken while nobody else wants it is held in its name's row (the solo holder,
 -- see crate::waiter_line, "The solo holder"): `holder_session` and `holder_entry` name
--- it, its token is `token`. `lined` is true whenever the name's line may have an entry
--- or the unfair lock a waiter: no solo holder is taken then. Half the page is left free,
--- so that taking and releasing a solo hold update the row in place (HOT).
+-- it, its token is `token`. `lined` is true whenever the name's line may have an entry:
+-- no solo holder is taken then. `waiters` is true while the unfair lock may have a waiter
+-- (see crate::unfair_lock), set under the row's lock as a waiter registers and cleared
+-- under it once none is left: a solo holder's release reads it from the row it updates,
+-- and wakes the head only then. Half the page is left free, so that taking and releasing
+-- a solo hold update the row in place (HOT).
 CREATE TABLE IF NOT EXISTS {s}.lock_names (
     id             serial PRIMARY KEY,
     kind           text NOT NULL,
@@ -17,6 +20,7 @@ CREATE TABLE IF NOT EXISTS {s}.lock_names (
     holder_session bigint,
     holder_entry   bigint,
     lined          boolean NOT NULL DEFAULT false,
+    waiters        boolean NOT NULL DEFAULT false,
     UNIQUE (kind, name)
 ) WITH (fillfactor = 50);
 CREATE INDEX IF NOT EXISTS lock_names_used_at ON {s}.lock_names (used_at);

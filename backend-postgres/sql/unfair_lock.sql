@@ -1,8 +1,9 @@
--- The unfair lock (see crate::unfair_lock). Its holder is an exclusive entry in the line
--- of the name of kind `lock`, exactly as the fair lock's holder, so the two exclude each
--- other and share the name's fencing counter. Its waiters wait apart, one row each in
--- `unfair_waiters` (in order of registration, `ord`); only the first live one, the head,
--- is woken when the line empties, and it asks again, as a newcomer would.
+-- The unfair lock (see crate::unfair_lock). Its holder is the fair lock's (the solo
+-- holder in the name's row, or an exclusive entry of the name's line), so the two exclude
+-- each other and share the name's fencing counter. Its waiters wait apart, one row each in
+-- `unfair_waiters` (in order of registration, `ord`), and leave a solo holder where it
+-- is; only the first live one, the head, is woken when the lock comes free, and it asks
+-- again, as a newcomer would.
 CREATE TABLE IF NOT EXISTS {s}.unfair_waiters (
     ord        bigserial PRIMARY KEY,
     name_id    integer NOT NULL,
@@ -13,10 +14,27 @@ CREATE TABLE IF NOT EXISTS {s}.unfair_waiters (
 CREATE INDEX IF NOT EXISTS unfair_waiters_line ON {s}.unfair_waiters (name_id, ord);
 
 -- Wakes the head of the unfair waiters of name k (the live waiter registered first:
--- 'm:<session>.<entry>', no token, so it asks again) if the name's line has no live entry
--- left. A judgement of liveness from this statement's snapshot decides only whom to wake,
--- never a grant: a wake-up missed by it is made up by the head's re-check at the lease
--- end of the entry it waited behind.
+-- 'm:<session>.<entry>', no token, so it asks again). The caller knows the lock is free:
+-- a solo holder's release (the name's line is empty while a solo holder holds), or
+-- unfair_wake. Returns true, so that a release statement can call it in a condition.
+CREATE OR REPLACE FUNCTION {s}.unfair_wake_head(k integer) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
+       FROM (SELECT u.session_id, u.entry
+               FROM {s}.unfair_waiters u
+               JOIN {s}.sessions x ON x.id = u.session_id
+              WHERE u.name_id = k AND x.expires_at > clock_timestamp()
+              ORDER BY u.ord
+              LIMIT 1) AS w;
+    RETURN true;
+END
+$$;
+
+-- Wakes the head of the unfair waiters of name k if nobody holds the lock or waits in
+-- its line (no live entry, the solo holder included). A judgement of liveness from this
+-- statement's snapshot decides only whom to wake, never a grant: a wake-up missed by it
+-- is made up by the head's re-check at the lease end of the holder it waited behind.
 CREATE OR REPLACE FUNCTION {s}.unfair_wake(k integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -26,13 +44,7 @@ BEGIN
                   AND x.expires_at > clock_timestamp()) THEN
         RETURN;
     END IF;
-    PERFORM {s}.notify('m:' || w.session_id::text || '.' || w.entry::text)
-       FROM (SELECT u.session_id, u.entry
-               FROM {s}.unfair_waiters u
-               JOIN {s}.sessions x ON x.id = u.session_id
-              WHERE u.name_id = k AND x.expires_at > clock_timestamp()
-              ORDER BY u.ord
-              LIMIT 1) AS w;
+    PERFORM {s}.unfair_wake_head(k);
 END
 $$;
 
@@ -82,44 +94,59 @@ $$;
 CREATE OR REPLACE TRIGGER unfair_waiters_gone AFTER DELETE ON {s}.unfair_waiters
     FOR EACH ROW EXECUTE FUNCTION {s}.unfair_waiter_gone();
 
--- Takes the unfair lock k with entry (p_session, p_entry): granted if the name's line has
--- no live entry, as the fair lock's try (semaphore_join without waiting: under the name's
--- row lock, a durable grant with the next token, sessions judged expired under their row
--- locks by fence_expired). o_state:
---   1 granted (o_token); the entry's waiter row, if any, goes (not with p_wait: none);
+-- Takes the unfair lock k with entry (p_session, p_entry), under the name's row lock.
+-- A free lock (no live solo holder, an empty line, the name not `lined`) is held solo, in
+-- the name's row, with the next token, committed durably: the grant of the solo take,
+-- for a waiter that asks again and for a take that found the row locked. A live solo
+-- holder refuses it; anything else is the fair lock's try (semaphore_join without
+-- waiting: a holder in the line, a solo holder whose session has ended or expired moved
+-- into the line and judged there, sessions judged expired under their row locks by
+-- fence_expired). o_state:
+--   1 granted (o_token); the entry's waiter row, if any, goes (not with p_wait: none),
+--     and the name's `waiters` mark with the last of them;
 --   2 not granted, nothing registered (without p_wait);
 --   0 not granted, waiting (with p_wait): registered in unfair_waiters, keeping its place
---     if it was already there; o_wait: seconds until the first lease end among the line's
---     live entries (the waiter's safety net, should its wake-up be lost); a registration
---     commits asynchronously (lost in a crash, it is made again by the next re-check);
+--     if it was already there, and the name marked `waiters`; o_wait: seconds until the
+--     first lease end among the live holders and the line's entries (the waiter's safety
+--     net, should its wake-up be lost); o_holder: the session of a solo holder, whose end
+--     ('s:<id>') the waiter hears of, since no line's trigger wakes it then; a
+--     registration commits asynchronously (lost in a crash, it is made again by the next
+--     re-check);
 --   3 the name is a semaphore's count in use (nothing registered; not for a lock);
 --   4 the caller withdrew before this ran (nothing registered, the tombstone removed);
 --   6 under unflushed grants, during the store's lock-delay (grant_gate): nothing taken
 --     or registered, ask again in o_wait seconds.
 -- Raises DS001 when the session has ended, DS002 when the name has no counter row.
---
--- The uncontended case (the name's row there, the session live, no row at all in the
--- line) is semaphore_join's, inlined to spare the nested call on the hot path: the name's
--- row locked and the session checked in one statement, the line probed, the counter bumped
--- and the entry inserted in one. Anything else is semaphore_join's to decide.
 CREATE OR REPLACE FUNCTION {s}.unfair_acquire(k integer, p_session bigint, p_entry bigint,
                                               p_wait boolean,
                                               OUT o_state integer, OUT o_token bigint,
-                                              OUT o_wait double precision)
+                                              OUT o_wait double precision,
+                                              OUT o_holder bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    locked boolean;
+    is_lined boolean;
+    h_session bigint;
+    h_entry bigint;
+    h_token bigint;
 BEGIN
-    PERFORM 1 FROM {s}.lock_names l, {s}.semaphores m, {s}.sessions x
-      WHERE l.id = k AND m.name_id = k AND m.permits = 1
-        AND x.id = p_session AND x.expires_at > clock_timestamp()
-        FOR UPDATE OF l;
-    locked := FOUND;
-    IF locked THEN
-        -- A solo holder joins the line first, so that its release wakes the waiters.
-        PERFORM {s}.line_claim(k);
-    END IF;
-    IF locked AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
+    SELECT l.lined, l.holder_session, l.holder_entry, l.token
+      INTO is_lined, h_session, h_entry, h_token
+      FROM {s}.lock_names l
+      JOIN {s}.sessions x ON x.id = p_session AND x.expires_at > clock_timestamp()
+      LEFT JOIN {s}.semaphores m ON m.name_id = l.id
+     WHERE l.id = k AND l.kind = 'lock' AND coalesce(m.permits, 1) = 1
+       FOR UPDATE OF l;
+    IF FOUND AND h_session = p_session AND h_entry = p_entry THEN
+        -- Asked again after an answer that was lost: it holds.
+        o_state := 1;
+        o_token := h_token;
+    ELSIF FOUND AND NOT is_lined AND h_session IS NOT NULL
+          AND EXISTS (SELECT 1 FROM {s}.sessions
+                       WHERE id = h_session AND expires_at > clock_timestamp()) THEN
+        o_state := 2;
+        o_holder := h_session;
+    ELSIF FOUND AND NOT is_lined AND h_session IS NULL
+          AND NOT EXISTS (SELECT 1 FROM {s}.semaphore_entries WHERE name_id = k) THEN
         IF current_setting('distsync.unflushed_grants', true) <> '' THEN
             o_wait := {s}.grant_gate();
             IF o_wait IS NOT NULL THEN
@@ -127,19 +154,11 @@ BEGIN
                 RETURN;
             END IF;
         END IF;
-        WITH t AS (
-            UPDATE {s}.lock_names SET token = token + 1, lined = lined OR kind = 'lock',
-                   used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
-                                  THEN clock_timestamp() ELSE used_at END
-             WHERE id = k RETURNING token
-        )
-        INSERT INTO {s}.semaphore_entries (name_id, session_id, entry, token)
-             SELECT k, p_session, p_entry, t.token FROM t
-        RETURNING token INTO o_token;
-        IF o_token IS NULL THEN
-            RAISE EXCEPTION 'distsync lock name % has no counter row', k
-                USING ERRCODE = 'DS002';
-        END IF;
+        UPDATE {s}.lock_names
+           SET token = token + 1, holder_session = p_session, holder_entry = p_entry,
+               used_at = CASE WHEN used_at < clock_timestamp() - interval '1 second'
+                              THEN clock_timestamp() ELSE used_at END
+         WHERE id = k RETURNING token INTO o_token;
         o_state := 1;
     ELSE
         SELECT j.o_state, j.o_token, j.o_wait INTO o_state, o_token, o_wait
@@ -149,19 +168,22 @@ BEGIN
         RETURN;
     END IF;
     IF o_state = 1 THEN
-        -- The entry is in the line: the waiter row's delete trigger wakes nobody.
+        -- It holds: the waiter row's delete trigger wakes nobody.
         DELETE FROM {s}.unfair_waiters WHERE session_id = p_session AND entry = p_entry;
+        IF NOT EXISTS (SELECT 1 FROM {s}.unfair_waiters WHERE name_id = k) THEN
+            UPDATE {s}.lock_names SET waiters = false WHERE id = k AND waiters;
+        END IF;
         RETURN;
     END IF;
     IF o_state <> 2 THEN
         RETURN;
     END IF;
-    UPDATE {s}.lock_names SET lined = true WHERE id = k AND NOT lined;
+    UPDATE {s}.lock_names SET waiters = true WHERE id = k AND NOT waiters;
     INSERT INTO {s}.unfair_waiters (name_id, session_id, entry)
          VALUES (k, p_session, p_entry)
     ON CONFLICT (session_id, entry) DO NOTHING;
     SELECT extract(epoch FROM min(x.expires_at) - clock_timestamp()) INTO o_wait
-      FROM {s}.semaphore_entries e
+      FROM {s}.line_entries e
       JOIN {s}.sessions x ON x.id = e.session_id
      WHERE e.name_id = k AND NOT e.cancelled AND x.expires_at > clock_timestamp();
     PERFORM {s}.commit_async();

@@ -135,8 +135,9 @@ BEGIN
         IF NOT locked THEN
             PERFORM {s}.notify('M:' || OLD.name_id::text);
         END IF;
-        -- An empty line has nobody to wake; with the name's lock, and no unfair waiter
-        -- either, the next uncontended take may hold solo again.
+        -- An empty line has nobody to wake; with the name's lock, the next uncontended
+        -- take may hold solo again (the unfair lock's waiters, woken by
+        -- semaphore_entries_unfair_gone, take solo too).
         IF EXISTS (SELECT 1 FROM {s}.semaphore_entries
                     WHERE name_id = OLD.name_id AND NOT cancelled) THEN
             IF locked THEN
@@ -144,8 +145,7 @@ BEGIN
             ELSE
                 PERFORM {s}.sem_wake(OLD.name_id, 0);
             END IF;
-        ELSIF locked AND NOT EXISTS (SELECT 1 FROM {s}.unfair_waiters
-                                      WHERE name_id = OLD.name_id) THEN
+        ELSIF locked THEN
             UPDATE {s}.lock_names SET lined = false WHERE id = OLD.name_id AND lined;
         END IF;
     END IF;
@@ -424,14 +424,20 @@ LANGUAGE plpgsql AS $$
 DECLARE
     gone_election text;
     gone_token bigint;
+    unfair_waiting boolean;
 BEGIN
     IF NOT p_sync THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
-    -- A solo holder leaves its name's row: nobody waits behind it.
+    -- A solo holder leaves its name's row: nobody waits in its line, and the unfair
+    -- lock's head, if any, is woken (the row's newest version says whether one waits).
     UPDATE {s}.lock_names SET holder_session = NULL, holder_entry = NULL
-     WHERE id = k AND holder_session = p_session AND holder_entry = p_entry;
+     WHERE id = k AND holder_session = p_session AND holder_entry = p_entry
+    RETURNING waiters INTO unfair_waiting;
     IF FOUND THEN
+        IF unfair_waiting THEN
+            PERFORM {s}.unfair_wake_head(k);
+        END IF;
         RETURN true;
     END IF;
     PERFORM 1 FROM {s}.lock_names WHERE id = k FOR UPDATE;

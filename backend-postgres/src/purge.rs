@@ -42,7 +42,8 @@ fn binds(prefix: &Name) -> (String, String) {
     (prefix.as_str().to_owned(), format!("{prefix}/"))
 }
 
-/// How many rows [`purge_prefix`] would delete.
+/// How many rows [`purge_prefix`] would delete: a solo holder is state of its name's
+/// row, not a row of its own.
 pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
     let (exact, under) = binds(prefix);
     let mut tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
@@ -64,7 +65,7 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     let names = shared.sql(&format!(
         "SELECT (SELECT count(*) FROM ({NAMES_UNDER}) n)
               + (SELECT count(*) FROM {{s}}.semaphores WHERE name_id IN ({NAMES_UNDER}))
-              + (SELECT count(*) FROM {{s}}.line_entries WHERE name_id IN ({NAMES_UNDER}))
+              + (SELECT count(*) FROM {{s}}.semaphore_entries WHERE name_id IN ({NAMES_UNDER}))
               + (SELECT count(*) FROM {{s}}.unfair_waiters WHERE name_id IN ({NAMES_UNDER}))"
     ));
     let n: i64 = sqlx::query_scalar(&names)

@@ -72,7 +72,7 @@ use crate::error::{map, BACKEND};
 
 /// The layout version of the schema's tables and functions that this client reads and
 /// writes. A schema marked with another version is refused (see the module docs).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The DDL, in the order it runs; `{s}` stands for the quoted schema name.
 const DDL: [&str; 18] = [

@@ -1,38 +1,49 @@
 //! The unfair lock: the fair lock's holder and guard, without its line of waiters.
 //!
 //! # Layout (`sql/unfair_lock.sql`)
-//! - The holder is an exclusive entry in the line of the name of kind `lock` in
-//!   `semaphore_entries` (see [`crate::waiter_line`]), exactly as the fair lock's holder.
-//!   So the unfair and the fair lock of one name are one lock: they exclude each other,
-//!   share the name's fencing counter (`lock_names.token`, so tokens grow across the
-//!   holders of both), and the guarded write ([`crate::guarded`]), the status report, the
-//!   release (with its asynchronous commit, made again after a crash, see
-//!   [`crate::connection::unflushed`]), revocation and breaking work on it unchanged.
+//! - The holder is the fair lock's: the solo holder in the name's row of `lock_names`
+//!   while no fair contender waits, an exclusive entry of the name's line otherwise (see
+//!   [`crate::waiter_line`], "The solo holder"). So the unfair and the fair lock of one
+//!   name are one lock: they exclude each other, share the name's fencing counter
+//!   (`lock_names.token`, so tokens grow across the holders of both), and the guarded
+//!   write ([`crate::guarded`]), the status report, the release (with its asynchronous
+//!   commit, made again after a crash, see [`crate::connection::unflushed`]), revocation
+//!   and breaking work on it unchanged.
 //! - Its waiters are rows of `unfair_waiters` (name, session, entry number, `ord` in
 //!   order of registration), tied to their session's row (deleted with it). They are not
-//!   entries: no release grants them, and they hold no place in the line.
+//!   entries: no release grants them, they hold no place in the line, and they leave a
+//!   solo holder where it is. The name's `waiters` mark says that some may wait; it is set
+//!   and cleared under the name's row lock.
 //!
 //! # Protocol
-//! - **Take**: one statement. A lock nobody else wants is held solo, in its name's row
+//! - **Take**: one statement. A free lock is held solo: one `UPDATE` of the name's row
 //!   (see [`crate::waiter_line`], "The solo holder"); otherwise the same statement runs
-//!   `unfair_acquire`, which is the fair lock's try (`semaphore_join` without waiting):
-//!   under the name's row lock, if the line has no live entry, it inserts the entry
-//!   with the next token and commits durably. So the uncontended cycle is one statement
-//!   to take and one ([`Entry::leave`]) to release, on a pooled connection, with no
-//!   subscription and nothing registered.
+//!   `unfair_acquire`, which refuses while a live solo holder holds and is otherwise the
+//!   fair lock's try (`semaphore_join` without waiting). So the uncontended cycle is one
+//!   statement to take and one ([`Entry::leave`]) to release, on a pooled connection,
+//!   with no subscription and nothing registered. A contended one is the same two
+//!   statements as long as no fair contender joins: barging costs the releaser one row
+//!   update to release and one to take again, with no entry row, trigger or function.
 //! - **Wait**: a refused `lock()` subscribes to its own wake-up (`m:<session>.<entry>`,
 //!   on the backend's one listening connection, see [`crate::notify`]) and asks again
-//!   with `p_wait`: granted if the lock came free meanwhile, registered otherwise (kept
-//!   at its place if it was registered before). Then it waits for its wake-up, or until
-//!   the first lease end among the line's live entries (the safety net: a lost wake-up,
-//!   or a holder that vanished without a release, costs a wait to that instant, not a
-//!   polling interval), and asks again.
-//! - **Release and wake**: a trigger on the line's deletions (`unfair_entry_gone`, one
-//!   index probe when nobody waits unfairly) wakes the head, the live waiter registered
-//!   first, once the line has no live entry left. The head asks again; a newcomer may
-//!   have asked first and won (barging), and the head then waits again, still head. A
-//!   head that leaves (withdrawn, its session ended) wakes the next one if the lock is
-//!   free (`unfair_waiter_gone`), so a wake-up spent on a waiter that left is passed on.
+//!   with `unfair_acquire` alone: under the name's row lock, granted solo if the lock came
+//!   free meanwhile (and its waiter row deleted, the `waiters` mark with the last one),
+//!   registered otherwise (kept at its place if it was registered before) and the name
+//!   marked. Then it waits for its wake-up, for the end of the solo holder's session
+//!   (`s:<id>`, which deletes no entry, so no trigger of the line tells anyone), or until
+//!   the first lease end among the holder and the line's live entries (the safety net: a
+//!   lost wake-up, or a holder that vanished without a release, costs a wait to that
+//!   instant, not a polling interval), and asks again.
+//! - **Release and wake**: a solo holder's release reads the `waiters` mark from the row
+//!   it updates, on the row's newest version (after any registration that held the row's
+//!   lock, so a waiter registered before the release is always seen), and wakes the head,
+//!   the live waiter registered first (`unfair_wake_head`), only when it is set. A
+//!   release of a holder in the line is an entry's delete, whose trigger
+//!   (`unfair_entry_gone`, one index probe when nobody waits unfairly) wakes the head once
+//!   the line has no live entry left. The head asks again; a newcomer may have asked first
+//!   and won (barging), and the head then waits again, still head. A head that leaves
+//!   (withdrawn, its session ended) wakes the next one if the lock is free
+//!   (`unfair_waiter_gone`), so a wake-up spent on a waiter that left is passed on.
 //!
 //! # No herd
 //! A release wakes one waiter, the head; the others are not told. The wake-ups of a
@@ -72,7 +83,7 @@ use distsync_core::{Error, LockGuard, Locker, Name, Result, Session};
 
 use crate::error::{map, BACKEND};
 use crate::guarded::lock_guard;
-use crate::notify::Wake;
+use crate::notify::{Subscription, Wake};
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use crate::waiter_line::{
@@ -92,8 +103,11 @@ pub(crate) struct PgUnfairLocker {
     lease: Arc<LeaseInner>,
     session: Session,
     name: Name,
-    /// The take's statement (a solo hold, else `unfair_acquire`), rendered once.
+    /// The first take's statement (a solo hold, else `unfair_acquire`), rendered once.
     acquire: String,
+    /// A waiting take's statement (`unfair_acquire` alone, which also keeps the waiter
+    /// rows and the name's `waiters` mark under the name's row lock), rendered once.
+    acquire_waiting: String,
     /// The wake-ups the store sent this handle's waits.
     wakeups: AtomicU64,
 }
@@ -104,21 +118,22 @@ enum Answer {
     /// Not granted, nothing registered (a try).
     Refused,
     /// Not granted, registered: ask again at a wake-up or by this time (the first lease
-    /// end in the line), if any.
-    Waiting(Option<Duration>),
+    /// end among the holder and the line), if any, or when the session of the solo
+    /// holder, if one holds, ends.
+    Waiting(Option<Duration>, Option<i64>),
     /// Under unflushed grants, the store's lock-delay runs for this long: nothing taken
     /// or registered; ask again then.
     Held(Duration),
 }
 
-type Row = (Option<i32>, Option<i64>, Option<f64>);
+type Row = (Option<i32>, Option<i64>, Option<f64>, Option<i64>);
 
 fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
-    let (state, token, wait) = row;
+    let (state, token, wait, holder) = row;
     Ok(match (state, token) {
         (Some(1), Some(token)) => Answer::Granted(token),
         (Some(2), _) => Answer::Refused,
-        (Some(0), _) => Answer::Waiting(seconds(wait)),
+        (Some(0), _) => Answer::Waiting(seconds(wait), holder),
         (Some(6), _) => Answer::Held(seconds(wait).unwrap_or(HELD_FALLBACK)),
         // 4 (withdrawn before this ran) and anything else: the handle's own wait is
         // never withdrawn while it runs.
@@ -135,21 +150,31 @@ impl PgUnfairLocker {
         let acquire = solo_take_sql(
             &lease.shared,
             "{s}.unfair_acquire($1, $2, $3, $4)",
-            "f.o_state, f.o_token, f.o_wait",
+            "f.o_state, f.o_token, f.o_wait, f.o_holder",
+        );
+        let acquire_waiting = lease.shared.sql(
+            "SELECT o_state, o_token, o_wait, o_holder FROM {s}.unfair_acquire($1, $2, $3, $4)",
         );
         Self {
             lease,
             session,
             name,
             acquire,
+            acquire_waiting,
             wakeups: AtomicU64::new(0),
         }
     }
 
-    /// One `unfair_acquire` of `entry`, registering it as a waiter if `wait`.
+    /// One take of `entry`: the solo take, else `unfair_acquire`, for the first try;
+    /// `unfair_acquire` alone, registering the entry as a waiter, if `wait`.
     async fn ask(&self, entry: &Entry, wait: bool) -> std::result::Result<Answer, sqlx::Error> {
         let mut taken = entry.shared.holds.take().await?;
-        let row = sqlx::query_as(&self.acquire)
+        let sql = if wait {
+            &self.acquire_waiting
+        } else {
+            &self.acquire
+        };
+        let row = sqlx::query_as(sql)
             .bind(entry.name_id)
             .bind(entry.session)
             .bind(entry.entry)
@@ -238,6 +263,9 @@ impl PgUnfairLocker {
             .subscribe(format!("m:{}.{}", entry.session, entry.entry))
             .await?;
         let mut everyone = shared.hub.subscribe(format!("M:{}", entry.name_id)).await?;
+        // The end of the solo holder's session, when one holds: a solo holder is in no
+        // line, so no trigger wakes the head when its session ends (`s:<id>`).
+        let mut holder_end: Option<(i64, Subscription)> = None;
         let lost = lease.lost_token();
         let mut backoff = WaitRetry::new("the unfair lock");
         loop {
@@ -247,8 +275,15 @@ impl PgUnfairLocker {
                     cleanup.entry = None;
                     return Ok(Some((entry, token)));
                 }
-                Ok(Answer::Waiting(until)) => {
+                Ok(Answer::Waiting(until, holder)) => {
                     backoff.succeeded();
+                    holder_end = match (holder, holder_end.take()) {
+                        (Some(holder), Some((was, end))) if was == holder => Some((was, end)),
+                        (Some(holder), _) => {
+                            Some((holder, shared.hub.subscribe(format!("s:{holder}")).await?))
+                        }
+                        (None, _) => None,
+                    };
                     until.map_or(lease.ttl, |until| until + AFTER_LEASE_END)
                 }
                 // Nothing registered by this ask: asked again once the lock-delay ends,
@@ -273,6 +308,12 @@ impl PgUnfairLocker {
                 () = lost.cancelled() => return Err(Error::SessionLost.into()),
                 woke = own.changed() => self.woken(woke?),
                 woke = everyone.changed() => self.woken(woke?),
+                ended = async {
+                    match holder_end.as_mut() {
+                        Some((_, end)) => end.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.woken(ended?),
                 () = tokio::time::sleep(pause) => {}
             }
         }

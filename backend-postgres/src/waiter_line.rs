@@ -64,18 +64,19 @@
 //! The solo take holds only while the row says so: no solo holder and not `lined`,
 //! re-checked by PostgreSQL on the row's newest version when the take waited for the
 //! row's lock, so two takes never both hold. `lined` is set whenever the line may have
-//! an entry or the unfair lock a waiter: every join of a lock's line, under the name's
-//! row lock, first moves the solo holder, if any, into the line as its
-//! first entry, with its token, and marks the name (`line_claim`). From then on the
-//! holder is an entry like any other, and its release is an entry's delete, whose
-//! trigger grants or wakes the waiters as described below. The mark is cleared by that
-//! trigger when it holds the name's row lock and finds the line empty and no unfair
-//! waiter: the next uncontended take holds solo again. Every grant, and every entry or
-//! unfair waiter that joins, sets the mark again in the statement that writes it, so a
+//! an entry: every join of a lock's line, under the name's row lock, first moves the
+//! solo holder, if any, into the line as its first entry, with its token, and marks the
+//! name (`line_claim`). From then on the holder is an entry like any other, and its
+//! release is an entry's delete, whose trigger grants or wakes the waiters as described
+//! below. The mark is cleared by that trigger when it holds the name's row lock and
+//! finds the line empty: the next uncontended take holds solo again. Every grant, and
+//! every entry that joins, sets the mark again in the statement that writes it, so a
 //! deletion earlier in its transaction (a join forgets the entries of dead sessions
 //! first, and their trigger may find the line empty) never leaves a holder unmarked. A
 //! mark left set (a trigger that could not take the row lock) only sends takes through
-//! the line, which clears it at its next release.
+//! the line, which clears it at its next release. The unfair lock's waiters join no
+//! line: they wait beside a solo holder, whose release wakes their head (see
+//! [`crate::unfair_lock`]).
 //!
 //! A solo holder is live while its session is, exactly as an entry: readers of holders
 //! (status, export, the guarded write, the unfair lock's contenders, the replay of
@@ -435,9 +436,11 @@ impl Entry {
                 Some(self.shared.limits().log_keep_sql()),
             )
         } else {
-            // A solo holder leaves its name's row in the same statement's first step;
-            // anything else is semaphore_leave's. The commit is the one semaphore_leave
-            // would make.
+            // A solo holder leaves its name's row in the same statement's first step,
+            // and wakes the unfair lock's head if the row's newest version (the one
+            // updated, read after any registration that held the row's lock) says one
+            // waits; anything else is semaphore_leave's. The commit is the one
+            // semaphore_leave would make.
             (
                 "WITH solo AS (\
                      UPDATE {s}.lock_names SET holder_session = NULL, holder_entry = NULL \
@@ -445,8 +448,9 @@ impl Entry {
                         AND set_config('synchronous_commit', \
                                        CASE WHEN $5 THEN 'on' ELSE 'off' END, true) \
                             IS NOT NULL \
-                     RETURNING true AS gone) \
-                 SELECT gone FROM solo \
+                     RETURNING waiters) \
+                 SELECT CASE WHEN waiters THEN {s}.unfair_wake_head($1) ELSE true END \
+                   FROM solo \
                  UNION ALL \
                  SELECT {s}.semaphore_leave($1, $2, $3, $4, $5) \
                   WHERE NOT EXISTS (SELECT 1 FROM solo)",

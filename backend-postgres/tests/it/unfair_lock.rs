@@ -411,6 +411,88 @@ async fn a_release_wakes_one_of_100_waiters() {
     holder.close().await.unwrap();
 }
 
+/// A waiter behind a solo holder (one that holds in its name's row, in no line) leaves it
+/// there, and is woken when the holder's session ends with no release: the end of a
+/// session deletes no entry of that holder, so no line's trigger tells the waiter, and
+/// the holder's lease (ten minutes) is far beyond the bound of the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_solo_holders_session_end_wakes_its_unfair_waiter() {
+    let Some(store) = connect().await else { return };
+    let name = unique("unfair-solo-end").to_string();
+    let s = &store.schema;
+    // The holder, written as the solo take writes it, by a session no process renews.
+    let holder: i64 = sqlx::query_scalar(&format!(
+        "INSERT INTO {s}.sessions (ttl_ms, expires_at) \
+         VALUES (600000, clock_timestamp() + interval '10 minutes') RETURNING id"
+    ))
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    let k: i32 = sqlx::query_scalar(&format!("SELECT {s}.register_name('lock', $1)"))
+        .bind(&name)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let held: i64 = sqlx::query_scalar(&format!(
+        "UPDATE {s}.lock_names SET token = token + 1, holder_session = $2, holder_entry = 1 \
+          WHERE id = $1 AND holder_session IS NULL AND NOT lined RETURNING token"
+    ))
+    .bind(k)
+    .bind(holder)
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+
+    let b = store.coordinator.session().await.unwrap();
+    let waiter = store.unfair(&b, &name);
+    let waiting = tokio::spawn({
+        let waiter = Arc::clone(&waiter);
+        async move { waiter.lock().await }
+    });
+    store.until_waiter_rows(&name, 1).await;
+    let (solo, lined): (Option<i64>, bool) = sqlx::query_as(&format!(
+        "SELECT holder_session, lined FROM {s}.lock_names WHERE id = $1"
+    ))
+    .bind(k)
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (solo, lined),
+        (Some(holder), false),
+        "the waiter moved the solo holder into a line"
+    );
+    assert!(
+        !waiting.is_finished(),
+        "the waiter passed over a live holder"
+    );
+
+    let ended: i32 = sqlx::query_scalar(&format!("SELECT {s}.end_sessions(ARRAY[$1]::bigint[])"))
+        .bind(holder)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(ended, 1);
+    let taken = within(
+        PROMPT,
+        "the waiter, after the holder's session ended",
+        waiting,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        i64::try_from(taken.token().get()).unwrap() > held,
+        "the token did not grow"
+    );
+    assert!(
+        waiter.wakeups() >= 1,
+        "the waiter was granted without a wake-up"
+    );
+    taken.unlock().await.unwrap();
+    b.close().await.unwrap();
+}
+
 /// The status report names the unfair holder as the lock's (session and token), and
 /// breaking the lock ends its session.
 #[tokio::test(flavor = "multi_thread")]
@@ -464,10 +546,11 @@ async fn unfair_waiters_are_counted_listed_and_purged() {
     assert_eq!(line.waiters.len(), 1, "the unfair waiter: {line:?}");
     assert_eq!(line.waiters[0].session, Some(b.id().to_string()));
 
-    // The name's row, its semaphore row, the holder's entry and the unfair waiter's row.
+    // The name's row (which holds the holder: a solo holder, which the unfair waiter
+    // leaves there) and the unfair waiter's row.
     let backend = store.coordinator.backend();
-    assert_eq!(backend.count_prefix(&prefix).await.unwrap(), 4);
-    assert_eq!(backend.purge_prefix(&prefix).await.unwrap(), 4);
+    assert_eq!(backend.count_prefix(&prefix).await.unwrap(), 2);
+    assert_eq!(backend.purge_prefix(&prefix).await.unwrap(), 2);
     assert_eq!(store.waiter_rows(&name).await, 0, "the unfair waiter's row");
     assert_eq!(backend.count_prefix(&prefix).await.unwrap(), 0);
 
