@@ -58,9 +58,10 @@
 //!   fencing counter (the election term) durably. Waiters hold no connection and are
 //!   woken one by one through `NOTIFY`. A dropped wait withdraws its entry.
 //! - `unfair_lock` ([`LockOptions::unfair`](distsync_core::LockOptions::unfair)): the
-//!   holder is an entry of the fair lock's line, taken in one statement when the line is
-//!   empty and released in one (so the two exclude each other and share the token
-//!   counter); its waiters wait apart, and a release that empties the line wakes only
+//!   holder is the fair lock's (in the name's row while no fair contender waits, an
+//!   entry of its line otherwise), taken in one statement when the lock is free and
+//!   released in one (so the two exclude each other and share the token counter); its
+//!   waiters wait apart, beside the holder, and a release that frees the lock wakes only
 //!   the first of them, which asks again and may lose to a newcomer.
 //! - **Connections proportional to the process**: a backend uses at most 19
 //!   connections (pool 8, holds 8, reaper 2, one listener) however many sessions,

@@ -312,3 +312,49 @@ async fn a_session_whose_id_was_taken_over_reports_lost_and_leaves_the_new_owner
         .await
         .unwrap();
 }
+
+/// A private server whose port another server took while it was down does not come back
+/// as that other server: another `redis-server` on the port answers the readiness probe
+/// as well as this one would, so the start must see that its own process does not
+/// listen there (it could not bind, and exits) rather than hand a case a store that is
+/// not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_server_whose_port_was_taken_does_not_start_as_the_other() {
+    if !servers_available() {
+        return;
+    }
+    let connect = connector(|url| async move { distsync_redis::backend(&url).await });
+    let mut server = private::start(StoreKind::Redis, connect).await.unwrap();
+    let port = url::Url::parse(server.url())
+        .unwrap()
+        .port()
+        .expect("the private server's port");
+    server.stop().await.unwrap();
+
+    let mut other = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting another redis-server");
+    within(Duration::from_secs(30), async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let started = within(Duration::from_secs(90), server.start()).await;
+    let error = started.expect_err("the private server started as the other server on its port");
+    assert!(
+        error
+            .to_string()
+            .contains("another process answers on its port")
+            || error.to_string().contains("exited before it was ready"),
+        "not the private server's own failure to answer: {error}"
+    );
+    other.kill().await.unwrap();
+}

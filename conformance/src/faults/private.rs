@@ -582,14 +582,21 @@ impl Private {
             .map_err(|error| hook_error("starting nats-server", error))
     }
 
-    /// Waits until a backend can open and close a session on the server.
-    async fn wait_ready(&self) -> Result<()> {
+    /// Waits until a backend can open and close a session on the server, and fails if
+    /// the server process it started has exited, or if another process answers on its
+    /// port. The port was free when the server was first made, but another process (a
+    /// private server of another test or runner, drawn from the same range) may take it
+    /// while the server is down between a stop and a start: this server then cannot bind
+    /// it, and a probe that succeeds talks to that other process, whose state a case
+    /// would judge as this store's.
+    async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + WAIT;
         let mut last = String::from("no attempt");
         while Instant::now() < deadline {
+            self.still_running()?;
             if port_open(self.port).await {
                 match self.probe().await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return self.answers_itself(),
                     Err(error) => last = error.to_string(),
                 }
             }
@@ -599,6 +606,49 @@ impl Private {
             format!("the private server at {}", self.url),
             format!("not ready after {WAIT:?}: {last}"),
         ))
+    }
+
+    /// An error if the server process this started has exited (PostgreSQL, which
+    /// `pg_ctl` runs daemonised, is no child of ours: `pg_ctl start` fails instead).
+    fn still_running(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(hook_error(
+                format!("the private server at {}", self.url),
+                format!(
+                    "its process exited ({status}) before it was ready (port {} taken by \
+                     another process?); its log is under {}",
+                    self.port,
+                    self.dir.display()
+                ),
+            )),
+            Err(error) => Err(hook_error("checking the private server's process", error)),
+        }
+    }
+
+    /// After a probe that succeeded: an error unless the server process this started
+    /// (or one it started) is what listens on the port. PostgreSQL, which `pg_ctl` runs
+    /// daemonised, is no child of ours: `pg_ctl start` fails on a port taken instead.
+    fn answers_itself(&mut self) -> Result<()> {
+        self.still_running()?;
+        let Some(pid) = self.child.as_ref().and_then(Child::id) else {
+            return Ok(());
+        };
+        match tools::listens_on(pid, self.port) {
+            Some(false) => Err(hook_error(
+                format!("the private server at {}", self.url),
+                format!(
+                    "another process answers on its port {} (its own, pid {pid}, does not \
+                     listen there); its log is under {}",
+                    self.port,
+                    self.dir.display()
+                ),
+            )),
+            Some(true) | None => Ok(()),
+        }
     }
 
     async fn probe(&self) -> Result<()> {

@@ -169,6 +169,48 @@ pub(crate) async fn port_open(port: u16) -> bool {
     )
 }
 
+/// Whether the process `pid`, or a process it started, holds a socket listening on TCP
+/// port `port` (read from `/proc`: the listening sockets' inodes, then the open sockets
+/// of `pid` and its descendants); `None` where `/proc` cannot tell (another system, a
+/// process of another user).
+pub(crate) fn listens_on(pid: u32, port: u16) -> Option<bool> {
+    use procfs::net::TcpState;
+    use procfs::process::{all_processes, FDTarget};
+    use std::collections::{HashMap, HashSet};
+
+    let mut entries = procfs::net::tcp().ok()?;
+    entries.extend(procfs::net::tcp6().unwrap_or_default());
+    let listening: HashSet<u64> = entries
+        .into_iter()
+        .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
+        .map(|entry| entry.inode)
+        .collect();
+    if listening.is_empty() {
+        return Some(false);
+    }
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for process in all_processes().ok()?.flatten() {
+        if let Ok(stat) = process.stat() {
+            children.entry(stat.ppid).or_default().push(stat.pid);
+        }
+    }
+    let mut unseen = vec![i32::try_from(pid).ok()?];
+    let mut inspected = false;
+    while let Some(pid) = unseen.pop() {
+        unseen.extend(children.get(&pid).into_iter().flatten());
+        let Ok(fds) = procfs::process::Process::new(pid).and_then(|process| process.fd()) else {
+            continue;
+        };
+        inspected = true;
+        for fd in fds.flatten() {
+            if matches!(fd.target, FDTarget::Socket(inode) if listening.contains(&inode)) {
+                return Some(true);
+            }
+        }
+    }
+    inspected.then_some(false)
+}
+
 /// A fresh directory under the system's temporary directory, named after `what`.
 pub(crate) fn temp_dir(what: &str) -> Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
