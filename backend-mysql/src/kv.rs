@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
 use crate::error::{map, within, Bound};
+use crate::key_bell::{self, KeyBells};
 use crate::replication::SemiSync;
 use crate::schema::Tables;
 use crate::watch::Hub;
@@ -89,6 +90,8 @@ pub(crate) struct Core {
     pub(crate) lease_pool: MySqlPool,
     pub(crate) tables: Tables,
     pub(crate) hub: Hub,
+    /// The bells of the keys this process creates on a lease (`key_bell.rs`).
+    pub(crate) bells: Arc<KeyBells>,
     /// How many revisions the reaper keeps readable.
     pub(crate) retained: i64,
 }
@@ -174,13 +177,20 @@ impl MysqlKv {
         let pool = open_pool(config, config.pool_size());
         let lease_pool = open_pool(config, LEASE_CONNECTIONS);
         tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
+        let bells = Arc::new(KeyBells::new(
+            config.table_prefix(),
+            config.connect_options().clone(),
+            open_pool(config, key_bell::WAIT_CONNECTIONS),
+        ));
         let core = Arc::new(Core {
             hub: Hub::new(
                 open_pool(config, HUB_CONNECTIONS),
                 pool.clone(),
                 tables.clone(),
                 config.poll_interval(),
+                Arc::clone(&bells),
             ),
+            bells,
             pool,
             lease_pool,
             tables,
@@ -301,6 +311,7 @@ impl Kv for MysqlKv {
             let applied = txn::run(&core.pool, &core.tables, txn).await?;
             if !applied.events.is_empty() {
                 core.hub.ring();
+                core.bells.committed(&applied.events);
             }
             Ok(applied.response)
         })
@@ -339,11 +350,9 @@ impl Kv for MysqlKv {
     /// nothing, as on the memory store.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.detached("revoking a lease", move |core| async move {
-            if lease::end(&core.pool, &core.tables, lease, false)
-                .await?
-                .is_some()
-            {
+            if let Some((_, events)) = lease::end(&core.pool, &core.tables, lease, false).await? {
                 core.hub.ring();
+                core.bells.committed(&events);
             }
             Ok(())
         })

@@ -116,12 +116,18 @@
 //! [`WatchResponse::Events`](distsync_kv::kv::WatchResponse), to the watches they
 //! concern; a new watch first reads its own history from its start revision in one
 //! snapshot (a start of `0` is etcd's "from now": no history). **How the hub learns of
-//! writes (first version): a bounded poll.** A write of the same process rings it at
-//! once; other processes' writes are found by one statement (the revision row) per
-//! `poll_interval` (20 ms by default) per process, and only while the process has an
-//! open watch. There is no poll per waiter, and no statement at all in a process that
-//! waits on nothing; a waiter in another process learns of a release within one
-//! interval. The hub reads the log on a connection of its own (beside the pool, opened
+//! writes: key bells and a bounded poll.** A write of the same process rings it at
+//! once. A key created on a lease (a lock's, an election's, a semaphore's) has a
+//! *bell*, a MySQL named lock that its creator's process holds until it deletes the
+//! key and releases right after that commit; a watch of one key (a waiter's watch of
+//! the key ahead of it) waits on that bell in the server (`GET_LOCK`) and rings its
+//! hub the moment it is released, so a lock passes between processes without a poll
+//! interval. A bell is a hint: the hub still reads the log, and every missed bell (a
+//! key deleted by another process, a creator that died, more than four waited keys
+//! in one process) leaves that waiter to the poll: other processes' writes are found
+//! by one statement (the revision row) per `poll_interval` (20 ms by default) per
+//! process, and only while the process has an open watch. There is no poll per
+//! waiter, and no statement at all in a process that waits on nothing. The hub reads the log on a connection of its own (beside the pool, opened
 //! once the process watches), so that a pool filled by the caller's transactions holds
 //! back no wake-up. A doorbell that wakes a hub the moment another process commits (the hub
 //! waits in `SELECT IF(revision > seen, 0, SLEEP(1))` on a connection of its own, and
@@ -261,6 +267,7 @@ mod compaction;
 mod config;
 mod driver;
 mod error;
+mod key_bell;
 mod kv;
 mod lease;
 mod optimistic;

@@ -53,7 +53,7 @@ pub(crate) async fn run(core: Weak<Core>) {
 /// One round: ends what has expired, compacts when due; returns how long to sleep.
 async fn round(core: &Core, compacted_at: &mut Instant) -> distsync_core::Result<Duration> {
     for id in lease::expired(&core.pool, &core.tables, PER_ROUND).await? {
-        if let Some((revision, _)) = lease::end(&core.pool, &core.tables, id, true).await? {
+        if let Some((revision, events)) = lease::end(&core.pool, &core.tables, id, true).await? {
             tracing::debug!(
                 backend = crate::BACKEND,
                 lease = id,
@@ -61,6 +61,7 @@ async fn round(core: &Core, compacted_at: &mut Instant) -> distsync_core::Result
                 "lease expired"
             );
             core.hub.ring();
+            core.bells.committed(&events);
         }
     }
     if compacted_at.elapsed() >= COMPACT_EVERY {

@@ -5,10 +5,12 @@
 //! revision row at `r`, every row up to `r` is in the log: reading `(seen, r]` never
 //! skips a change that commits later.
 //!
-//! How the hub learns of a write: a write of this process wakes it at once; writes of
-//! other processes are found by a bounded poll, one statement (the revision row) per
-//! `poll_interval` per process, and only while the process has open watches: a waiter
-//! in another process learns of a release within one poll interval.
+//! How the hub learns of a write: a write of this process wakes it at once; a watch of
+//! one key also waits on the key's bell (`key_bell.rs`), which the process that
+//! deletes the key releases after its commit; every other write of other processes is
+//! found by a bounded poll, one statement (the revision row) per `poll_interval` per
+//! process, and only while the process has open watches: a waiter in another process
+//! learns of a release within one poll interval at worst.
 //!
 //! The hub reads the log through a connection of its own, not the backend's pool: a
 //! pool filled by other requests (the caller's own transactions among them) would
@@ -31,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::batch;
 use crate::error::map;
+use crate::key_bell::KeyBells;
 use crate::range::{key_string, KeyFilter};
 use crate::schema::Tables;
 use crate::txn::{event_of, READ_ONLY};
@@ -86,6 +89,8 @@ struct Shared {
 /// The watch hub of one backend; its task ends when the hub is dropped.
 pub(crate) struct Hub {
     shared: Arc<Shared>,
+    /// The bells a watch of one key waits on beside the poll.
+    bells: Arc<KeyBells>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -107,14 +112,17 @@ impl Drop for Hub {
 
 impl Hub {
     /// A hub over the log that `reader` (a pool of the hub's own) and `pool` (the
-    /// backend's) reach; its task starts with the first watch.
+    /// backend's) reach, whose watches of one key also wait on `bells`; its task
+    /// starts with the first watch.
     pub(crate) fn new(
         reader: MySqlPool,
         pool: MySqlPool,
         tables: Tables,
         poll_interval: Duration,
+        bells: Arc<KeyBells>,
     ) -> Self {
         Self {
+            bells,
             shared: Arc::new(Shared {
                 reader,
                 pool,
@@ -157,6 +165,19 @@ impl Hub {
             // A start of 0 or below is etcd's "from now": after the hub's position.
             if start <= 0 {
                 start = state.seen.saturating_add(1);
+            }
+            if !prefix {
+                let open = sender.clone();
+                let shared = Arc::downgrade(&self.shared);
+                self.bells.listen(
+                    key,
+                    move || !open.is_closed(),
+                    move || {
+                        if let Some(shared) = shared.upgrade() {
+                            shared.bell.notify_one();
+                        }
+                    },
+                );
             }
             state.watchers.push(Watcher {
                 key: key.to_owned(),

@@ -8,6 +8,7 @@ mod common;
 mod compaction;
 mod connect;
 mod failover;
+mod key_bell;
 mod lease;
 mod queue_age;
 mod rate_limiter;
