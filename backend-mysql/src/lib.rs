@@ -127,13 +127,12 @@
 //! in one process) leaves that waiter to the poll: other processes' writes are found
 //! by one statement (the revision row) per `poll_interval` (20 ms by default) per
 //! process, and only while the process has an open watch. There is no poll per
-//! waiter, and no statement at all in a process that waits on nothing. The hub reads the log on a connection of its own (beside the pool, opened
-//! once the process watches), so that a pool filled by the caller's transactions holds
-//! back no wake-up. A doorbell that wakes a hub the moment another process commits (the hub
-//! waits in `SELECT IF(revision > seen, 0, SLEEP(1))` on a connection of its own, and
-//! writers interrupt it with `KILL QUERY` after their commit) is the next step; as
-//! first built it rang every hub at every commit and cost more than the poll under
-//! the conformance suite's load.
+//! waiter, and no statement at all in a process that waits on nothing. The hub reads
+//! the log on a connection of its own (beside the pool, opened once the process
+//! watches), so that a pool filled by the caller's transactions holds back no wake-up.
+//! A bell is per key, not per commit: a doorbell that every commit rang would wake
+//! every hub of every process at every write, which costs more than the poll under
+//! load.
 //!
 //! # A client that stops half-way
 //!
