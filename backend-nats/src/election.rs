@@ -42,6 +42,7 @@ use crate::lock::NatsLocker;
 use crate::session::{LeaseInner, CREATE_HEADER};
 use crate::shared::Shared;
 use crate::store::{Entry, Write};
+use crate::BACKEND;
 
 /// How long a proclaim's own key is kept: an observer further behind than this
 /// misses the value (and still sees the leader key's latest).
@@ -49,12 +50,23 @@ pub const PROCLAIM_TTL: Duration = Duration::from_secs(60);
 
 /// The candidate key a proclaim's key (`election.<name>.p.<session>.<n>.<m>`) is of.
 fn candidate_of_proclaim(key: &str) -> Option<String> {
-    let tokens: Vec<&str> = key.split('.').collect();
-    match tokens.as_slice() {
-        [kind, name, "p", session, n, _] => Some(format!("{kind}.{name}.q.{session}.{n}")),
+    let parts = keys::parts(key)?;
+    match parts.rest.as_slice() {
+        ["p", session, n, _] => Some(format!("{}.{}.q.{session}.{n}", parts.kind, parts.name)),
         _ => None,
     }
 }
+
+/// The key of the `m`th proclaim of the candidate `key`
+/// (`election.<name>.q.<session>.<n>`): `election.<name>.p.<session>.<n>.<m>`.
+fn proclaim_key(key: &str, m: u64) -> Option<String> {
+    let parts = keys::parts(key)?;
+    match parts.rest.as_slice() {
+        ["q", session, n] => Some(format!("{}.{}.p.{session}.{n}.{m}", parts.kind, parts.name)),
+        _ => None,
+    }
+}
+
 /// An election named `name`.
 pub(crate) struct NatsElection {
     line: NatsLocker,
@@ -251,9 +263,34 @@ impl Proclaim for NatsProclaim {
             return Err(Error::NotLeader);
         }
         let n = self.proclaims.fetch_add(1, Ordering::Relaxed);
-        let key = format!("{}.{n}", self.key.replacen(".q.", ".p.", 1));
+        let key = proclaim_key(&self.key, n).ok_or_else(|| {
+            Error::backend(BACKEND, format!("{} is no candidate's key", self.key))
+        })?;
         let write = Write::put(key, value).ttl(PROCLAIM_TTL);
         self.lease.shared.store.publish(write).await?.compared()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::Name;
+
+    use super::{candidate_of_proclaim, proclaim_key};
+    use crate::keys::{self, Kind};
+
+    /// A proclaim's key and its candidate's read back from each other, whatever the
+    /// election's name holds (a segment `q` or `p` among them).
+    #[test]
+    fn a_proclaims_key_names_its_candidate() {
+        for name in ["e", "q", "p/q", "a/q/p"] {
+            let name = Name::new(name).unwrap();
+            let candidate = keys::contender(&keys::line(Kind::Election, &name), 0xab, 3);
+            let proclaim = proclaim_key(&candidate, 7).unwrap();
+            assert_eq!(keys::name_of(&proclaim).as_deref(), Some(name.as_str()));
+            assert!(proclaim.ends_with(".p.00000000000000ab.3.7"), "{proclaim}");
+            assert_eq!(candidate_of_proclaim(&proclaim), Some(candidate.clone()));
+            assert_eq!(candidate_of_proclaim(&candidate), None);
+        }
     }
 }

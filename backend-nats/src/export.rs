@@ -136,7 +136,7 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
 /// Whether `entry` is the one key of a one-key primitive (`<kind>.<name>`), not a
 /// longer key of its kind.
 fn is_one_key(entry: &Entry) -> bool {
-    entry.key.split('.').count() == 2
+    keys::parts(&entry.key).is_some_and(|parts| parts.rest.is_empty())
 }
 
 /// The name `entry`'s key belongs to.

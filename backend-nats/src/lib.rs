@@ -60,7 +60,9 @@
 //!
 //! ## How it works
 //!
-//! * **Names** are one subject token each, escaped injectively (see `src/keys.rs`).
+//! * **Names** are subject tokens, a segment each, escaped injectively and closed by
+//!   the token `=`, so that a prefix's names are one filter per kind (see
+//!   `src/keys.rs`).
 //! * **Sessions** (see `src/session.rs`) are a session key and per-key TTLs: every
 //!   key a session holds is written with `Nats-TTL` = its TTL and rewritten by each
 //!   renewal as a compare-and-set on the sequence it last wrote; a refused renewal
@@ -108,18 +110,19 @@
 //!   on a message it stores, read back from a write to a clock key (see
 //!   `src/clock.rs`), and the limiter's own write's stamp, against which its TAT is
 //!   kept (as ZooKeeper's `mtime`).
-//! * **Status** lists every kind's keys in one batched direct get (see
+//! * **Status** lists every kind's keys under the prefix in one batched direct get (see
 //!   `src/status.rs`; a queue's ready and in-flight items by its layout, see
 //!   `src/queue_status.rs`); the status of one name lists that name's lines alone, one
 //!   subject filter per kind of line. **Breaking a lock**, release requests and
 //!   hand-overs read a holder there; a break reads its holder's session and
 //!   revokes it: the keys carry their session's id, so another process's session is
-//!   ended by purging them, and its owner's next renewal is refused.
+//!   ended by purging them (found among every kind's keys), and its owner's next
+//!   renewal is refused.
 //! * **Purging a prefix** purges the live keys of the names under it (see
 //!   `src/purge.rs`).
-//! * **Export** (for migration) reads the same listing as status, each key by its
+//! * **Export** (for migration) reads every kind's keys, each key by its
 //!   kind's layout (see `src/export.rs`); group membership and shards read their
-//!   member list from status.
+//!   member list from the status of their prefix, which reads their names alone.
 //! * **The queue** (see `src/queue.rs`) is one key per item, its place its first
 //!   message's sequence within its priority; a receiver holds an item by a key of its
 //!   session naming it (so a delivery ends with the consumer's session, not with an

@@ -2,10 +2,10 @@
 //! ([`Backend::count_prefix`](distsync_core::Backend::count_prefix),
 //! [`Backend::purge_prefix`](distsync_core::Backend::purge_prefix)).
 //!
-//! A key's name is its second token, escaped (see `src/keys.rs`), and a prefix covers
-//! whole segments of a name, so the keys are listed per kind and matched after
-//! unescaping: one batched direct get per kind, O(keys of the bucket). Session keys
-//! belong to no name and are left alone.
+//! A name's segments are its keys' tokens after the kind's (see `src/keys.rs`), so the
+//! keys under the prefix's whole segments are listed, one filter per kind in one
+//! batched direct get, and matched after unescaping: O(keys under the prefix), not of
+//! the bucket. Session keys belong to no name and are left alone.
 //!
 //! A purge leaves a tombstone (the subject's last message), which the bucket keeps
 //! until it expires. The purge gives its tombstones a short TTL, and writes the same
@@ -18,14 +18,17 @@
 use distsync_core::raw::name_under;
 use distsync_core::{Name, Result};
 
-use crate::keys::{self, Kind};
+use crate::keys;
 use crate::session::TOMBSTONE_TTL;
 use crate::shared::Shared;
 use crate::store::{ttl_header, Entry, Write, TTL};
 
 /// The keys of the names under `prefix`, tombstones included.
 async fn keys_under(shared: &Shared, prefix: &Name) -> Result<Vec<Entry>> {
-    let (entries, _) = shared.store.list(&Kind::every_key()).await?;
+    // Every segment of a name is whole: the prefix's own keys and its descendants'
+    // are those under all of its segments.
+    let filters = keys::every_key_under(&format!("{prefix}/"));
+    let (entries, _) = shared.store.list(&filters).await?;
     Ok(entries
         .into_iter()
         .filter(|entry| keys::name_of(&entry.key).is_some_and(|name| name_under(&name, prefix)))

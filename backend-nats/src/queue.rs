@@ -805,19 +805,20 @@ pub(crate) fn delivery_key(root: &str, id: &str) -> String {
 /// The root (`queue.<name>`) and priority of the item key `key`
 /// (`queue.<name>.i.<priority>.<id>`); `None` for any other key.
 pub(crate) fn item_place(key: &str) -> Option<(&str, u16)> {
-    let mut tokens = key.splitn(5, '.');
-    let kind = tokens.next()?;
-    let name = tokens.next()?;
-    let (role, priority, _id) = (tokens.next()?, tokens.next()?, tokens.next()?);
-    if kind != Kind::Queue.token() || role != "i" {
-        return None;
+    let parts = keys::parts(key)?;
+    match parts.rest.as_slice() {
+        ["i", priority, _id, ..] if parts.kind == Kind::Queue.token() => Some((
+            &key[..parts.kind.len() + 1 + parts.name.len()],
+            priority.parse().ok()?,
+        )),
+        _ => None,
     }
-    Some((&key[..kind.len() + 1 + name.len()], priority.parse().ok()?))
 }
 
 /// Whether `key` is a dequeue call's in-flight record (`queue.<name>.c.<call id>`).
 pub(crate) fn is_in_flight_record(key: &str) -> bool {
-    Kind::of(key) == Some(Kind::Queue) && key.split('.').nth(2) == Some("c")
+    keys::parts(key)
+        .is_some_and(|parts| parts.kind == Kind::Queue.token() && parts.rest.first() == Some(&"c"))
 }
 
 /// Where a live item stands, as its delivery record tells it.

@@ -28,9 +28,9 @@
 //! # Ending a session
 //!
 //! [`Lease::revoke`] (a close) purges every key of the session. A session of another
-//! process is revoked by listing its keys, which carry its id
-//! ([`crate::keys::of_session`]), and purging them: its owner's next renewal is
-//! refused and its `lost()` fires.
+//! process is revoked by finding its keys, which carry its id
+//! ([`crate::keys::is_contender_of`]), among every kind's, and purging them: its
+//! owner's next renewal is refused and its `lost()` fires.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, Session
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::keys;
+use crate::keys::{self, Kind};
 use crate::released::{ReleasedKeys, Tombstone};
 use crate::shared::Shared;
 use crate::store::Write;
@@ -642,22 +642,25 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
 
 /// Ends the session `id` of another process (or of this one, dropped): purges every
 /// key that carries its id (its own key and its contender keys), and the unfair lock
-/// holder keys whose value names it.
+/// holder keys whose value names it. A contender key's session stands after its
+/// name, whose depth varies, so no filter selects a session's keys: this reads every
+/// kind's keys (in pages in a large bucket), which only a break or a revocation does.
 ///
 /// # Errors
 /// The store's error (some keys may be purged already).
 pub(crate) async fn revoke_elsewhere(shared: &Shared, id: u64) -> Result<()> {
     let store = &shared.store;
+    let session_key = format!("session.{id:016x}");
     let owner = format!("{id:016x}.");
-    let filters = [
-        keys::of_session(id),
-        format!("session.{id:016x}"),
-        keys::UNFAIR_HOLDERS.to_owned(),
-    ];
+    let mut filters = Kind::every_key();
+    filters.push(session_key.clone());
     let (entries, _) = store.list(&filters).await?;
     let ours = |entry: &crate::store::Entry| {
         entry.live()
-            && (!keys::is_unfair_holder(&entry.key) || entry.value.starts_with(owner.as_bytes()))
+            && (entry.key == session_key
+                || keys::is_contender_of(&entry.key, id)
+                || (keys::is_unfair_holder(&entry.key)
+                    && entry.value.starts_with(owner.as_bytes())))
     };
     for mut entry in entries {
         while ours(&entry) {

@@ -1,12 +1,13 @@
 //! Who holds what ([`Backend::status`](distsync_core::Backend::status)), read from
-//! one batched direct get of every kind's keys, and who holds one name
-//! ([`Backend::status_of`](distsync_core::Backend::status_of)), read from one batched
-//! direct get of that name's lines only: a name is one subject token (see
-//! `src/keys.rs`), so one filter per kind of line selects its keys, and the read does
-//! not grow with the other names in the bucket. Both decode their keys alike.
+//! one batched direct get of every kind's keys under the prefix's whole segments, and
+//! who holds one name ([`Backend::status_of`](distsync_core::Backend::status_of)),
+//! read from one batched direct get of that name's lines only: a name's segments are
+//! subject tokens and a closing token ends them (see `src/keys.rs`), so one filter per
+//! kind selects the keys of a prefix or of a name's lines, and neither read grows with
+//! the names outside them in the bucket. Both decode their keys alike.
 //!
 //! A line's entries are its live contender keys in token order (see `src/lock.rs`);
-//! each names its session (the key's fourth token, or an unfair holder's value), and
+//! each names its session (the key's token after `q`, or an unfair holder's value), and
 //! a holder's token is its create sequence. The store keeps no join time, so no age
 //! is given. A lock's waiters include its unfair lock's wait line. The queues are
 //! counted from the same listing of every key, tombstones included (see
@@ -69,11 +70,7 @@ impl Contender {
                 .and_then(|value| value.split('.').next())
                 .and_then(|hex| u64::from_str_radix(hex, 16).ok())
         } else {
-            entry
-                .key
-                .split('.')
-                .nth(3)
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            keys::session_of(&entry.key)
         };
         let token = entry
             .header(CREATE_HEADER)
@@ -120,7 +117,7 @@ pub(crate) async fn status(
     prefix: &str,
     with_time_left: bool,
 ) -> Result<StatusReport> {
-    let (entries, _) = shared.store.list(&Kind::every_key()).await?;
+    let (entries, _) = shared.store.list(&keys::every_key_under(prefix)).await?;
     report(
         shared,
         StatusReport::new(crate::BACKEND, prefix),
@@ -215,7 +212,9 @@ impl Covered {
             let Some(name) = keys::name_of(&entry.key) else {
                 continue;
             };
-            if !report.covers(&name) || entry.key.split('.').nth(2) == Some("p") {
+            let proclaim =
+                keys::parts(&entry.key).is_some_and(|parts| parts.rest.first() == Some(&"p"));
+            if !report.covers(&name) || proclaim {
                 // A proclaim's own key (see `src/election.rs`) is no candidate.
                 continue;
             }
@@ -451,21 +450,25 @@ mod tests {
             return;
         };
         let name = Name::new(format!("status-of-{}", distsync_core::raw::call_id())).unwrap();
-        let token = keys::escape(name.as_str());
+        let segment = keys::escape(name.as_str());
+        let tokens = keys::name_tokens(name.as_str());
 
-        // Keys that share a prefix with the name's, or its token under other kinds.
+        // Keys of names that start with the name's text or lie under it, and the name's
+        // tokens under other kinds.
         let mut noise: Vec<String> = [
-            format!("election.{token}-1.q.00000000000000aa.1"),
-            format!("election.{token}x.q.00000000000000aa.1"),
-            format!("lock.{token}=2Ea.q.00000000000000aa.1"),
-            format!("election.{token}.p.00000000000000aa.1.1"),
-            format!("counter.{token}"),
-            format!("barrier.{token}"),
-            format!("queue.{token}.i.1"),
+            format!("election.{segment}-1.=.q.00000000000000aa.1"),
+            format!("election.{segment}x.=.q.00000000000000aa.1"),
+            format!("lock.{segment}=2Ea.=.q.00000000000000aa.1"),
+            format!("election.{segment}.child.=.q.00000000000000aa.1"),
+            format!("lock.{segment}.q.=.q.00000000000000aa.1"),
+            format!("election.{tokens}.p.00000000000000aa.1.1"),
+            format!("counter.{tokens}"),
+            format!("barrier.{tokens}"),
+            format!("queue.{tokens}.i.1"),
         ]
         .into();
         noise.extend(
-            (0..NOISE).map(|n| format!("election.status-of-noise-{n}.q.00000000000000bb.1")),
+            (0..NOISE).map(|n| format!("election.status-of-noise-{n}.=.q.00000000000000bb.1")),
         );
         let store = &backend.shared.store;
         tokio::time::timeout(
@@ -569,5 +572,69 @@ mod tests {
         succeeded.resign().await.unwrap();
         first.close().await.unwrap();
         second.close().await.unwrap();
+    }
+
+    /// A report of a prefix reads the keys under the prefix's whole segments alone (a
+    /// group's member list reads its group, not the bucket): what it lists beside the
+    /// names the prefix covers is only a name its last segment's filter also matches,
+    /// and the report keeps the covered names alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prefixs_status_reads_the_names_under_it_alone() {
+        let Some(backend) = crate::test_server::backend("DISTSYNC_NATS_URL", "status_under").await
+        else {
+            return;
+        };
+        let root = format!("status-under-{}", distsync_core::raw::call_id());
+        let prefix = format!("{root}/group/");
+        let inside: BTreeSet<String> = ["m1", "m2", "deep/m3"]
+            .iter()
+            .map(|member| format!("{prefix}{member}"))
+            .collect();
+        // The group's own name, matched by the prefix's filter but not covered by it.
+        let group = format!("{root}/group");
+        let outside = [
+            group.clone(),
+            format!("{root}/groupx/m1"),
+            format!("{root}/other/m1"),
+            format!("{root}x/group/m1"),
+        ];
+        let session = backend.session(SessionOptions::default()).await.unwrap();
+        let mut guards = Vec::new();
+        for name in inside.iter().chain(&outside) {
+            let locker = backend
+                .locker(&session, Name::new(name.as_str()).unwrap())
+                .unwrap();
+            guards.push(
+                tokio::time::timeout(WITHIN, locker.lock())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+
+        let (entries, _) = backend
+            .shared
+            .store
+            .list(&keys::every_key_under(&prefix))
+            .await
+            .unwrap();
+        let listed: BTreeSet<String> = entries
+            .iter()
+            .filter(|entry| entry.live())
+            .filter_map(|entry| keys::name_of(&entry.key))
+            .collect();
+        let mut expected = inside.clone();
+        expected.insert(group);
+        assert_eq!(listed, expected);
+
+        let report = backend.status(&prefix).await.unwrap();
+        let reported: BTreeSet<String> =
+            report.lines.iter().map(|line| line.name.clone()).collect();
+        assert_eq!(reported, inside);
+
+        for guard in guards {
+            guard.unlock().await.unwrap();
+        }
+        session.close().await.unwrap();
     }
 }

@@ -109,7 +109,7 @@ async fn export_reads_every_kind_and_lists_live_holds() {
         .await
         .expect("an ack");
     // A dead consumer's in-flight record is left where it is, not exported.
-    bucket.put_raw("queue.acked.c.dead", b"lost").await;
+    bucket.put_raw("queue.acked.=.c.dead", b"lost").await;
 
     store
         .stm()
@@ -326,7 +326,7 @@ async fn a_migration_into_the_bucket_verifies_and_a_key_of_another_writer_is_an_
     );
 
     // A counter key that does not hold a number is a typed error, not a zero.
-    bucket.put_raw("counter.broken", b"twelve").await;
+    bucket.put_raw("counter.broken.=", b"twelve").await;
     match bucket.coordinator.backend().export().await {
         Err(Error::Backend { .. }) => {}
         other => panic!("a malformed counter was exported: {other:?}"),

@@ -70,7 +70,7 @@ async fn two_clients_share_a_burst_kept_against_the_servers_time_stamps() {
     // message's stamp + 40 s) as its base and added 20 s, and JetStream stamped it.
     let raw = raw_bucket(&url, bucket.as_str()).await;
     let entry = raw
-        .entry("ratelimit.api")
+        .entry("ratelimit.api.=")
         .await
         .unwrap()
         .expect("the limiter's key");
@@ -115,7 +115,7 @@ async fn a_key_that_holds_no_limiter_is_refused_not_overwritten() {
     };
     let coordinator = distsync::connect(&url).await.expect("connecting");
     let raw = raw_bucket(&url, bucket.as_str()).await;
-    raw.put("ratelimit.api", "not a limiter".into())
+    raw.put("ratelimit.api.=", "not a limiter".into())
         .await
         .unwrap();
     let rate = Rate::new(1, Duration::from_secs(1)).unwrap();
@@ -125,7 +125,7 @@ async fn a_key_that_holds_no_limiter_is_refused_not_overwritten() {
         .try_acquire(1)
         .await;
     assert!(matches!(answer, Err(Error::Backend { .. })), "{answer:?}");
-    let value = raw.get("ratelimit.api").await.unwrap();
+    let value = raw.get("ratelimit.api.=").await.unwrap();
     assert_eq!(value.as_deref(), Some(&b"not a limiter"[..]));
     drop_bucket(&url, bucket.as_str()).await;
 }

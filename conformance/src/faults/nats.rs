@@ -3,8 +3,10 @@
 //! the `nats` tool, never through the backend.
 //!
 //! A session of the NATS backend is its key `session.<id>` in the bucket, and every
-//! key it holds carries its id as a subject token (`<kind>.<name>.q.<id>.<n>`), so two
-//! subject filters find them all. No NATS command line tool installs from the package
+//! key it holds carries its id as the subject token after `q`
+//! (`<kind>.<name>.q.<id>.<n>`, where `<name>` is the name's segments and a closing
+//! `=`), so its keys are the session key and the subjects of the bucket whose tokens
+//! end `….=.q.<id>.<n>`. No NATS command line tool installs from the package
 //! registries here, so the hook is a client of the NATS authors' own crate (the
 //! `nats-client` feature); without it the hook is declared unsupported.
 
@@ -205,21 +207,21 @@ async fn purge_session(target: &NatsTarget, session: SessionId) -> Result<usize>
         .await
         .map_err(|error| failed("finding the bucket's stream", &error))?;
     let id = format!("{:016x}", session.0);
+    let own = format!("$KV.{bucket}.session.{id}");
+    let held = |subject: &str| {
+        let tokens: Vec<&str> = subject.rsplitn(5, '.').collect();
+        matches!(tokens.as_slice(), [_n, found, "q", "=", _] if *found == id)
+    };
     let mut subjects = Vec::new();
-    for filter in [
-        format!("$KV.{bucket}.session.{id}"),
-        format!("$KV.{bucket}.*.*.q.{id}.*"),
-    ] {
-        let mut found = stream
-            .info_with_subjects(filter)
-            .await
-            .map_err(|error| failed("listing the session's keys", &error))?;
-        while let Some(subject) = found.next().await {
-            subjects.push(
-                subject
-                    .map_err(|error| failed("listing the session's keys", &error))?
-                    .0,
-            );
+    let mut found = stream
+        .info_with_subjects(format!("$KV.{bucket}.>"))
+        .await
+        .map_err(|error| failed("listing the session's keys", &error))?;
+    while let Some(subject) = found.next().await {
+        let (subject, _count) =
+            subject.map_err(|error| failed("listing the session's keys", &error))?;
+        if subject == own || held(&subject) {
+            subjects.push(subject);
         }
     }
     for subject in &subjects {
