@@ -84,32 +84,38 @@ mod tests {
     fn claims_are_in_flight_and_consumed_items_not_counted() {
         let entries = [
             // Free: a record naming no hold, a record naming an ended hold, no record.
-            entry("queue.app/q.i.00000.1", Some("one")),
-            entry("queue.app/q.d.1", Some("")),
-            entry("queue.app/q.i.00000.2", Some("two")),
-            entry("queue.app/q.d.2", Some("queue.app/q.q.00000000000000aa.1")),
-            entry("queue.app/q.q.00000000000000aa.1", None),
-            entry("queue.app/q.i.00001.3", Some("three")),
-            // Held: a record naming a live hold.
-            entry("queue.app/q.i.00000.4", Some("four")),
-            entry("queue.app/q.d.4", Some("queue.app/q.q.00000000000000bb.1")),
+            entry("queue.app.q.=.i.00000.1", Some("one")),
+            entry("queue.app.q.=.d.1", Some("")),
+            entry("queue.app.q.=.i.00000.2", Some("two")),
             entry(
-                "queue.app/q.q.00000000000000bb.1",
-                Some("queue.app/q.i.00000.4"),
+                "queue.app.q.=.d.2",
+                Some("queue.app.q.=.q.00000000000000aa.1"),
+            ),
+            entry("queue.app.q.=.q.00000000000000aa.1", None),
+            entry("queue.app.q.=.i.00001.3", Some("three")),
+            // Held: a record naming a live hold.
+            entry("queue.app.q.=.i.00000.4", Some("four")),
+            entry(
+                "queue.app.q.=.d.4",
+                Some("queue.app.q.=.q.00000000000000bb.1"),
+            ),
+            entry(
+                "queue.app.q.=.q.00000000000000bb.1",
+                Some("queue.app.q.=.i.00000.4"),
             ),
             // Consumed: the record's tombstone, read after the item.
-            entry("queue.app/q.i.00000.5", Some("five")),
-            entry("queue.app/q.d.5", None),
+            entry("queue.app.q.=.i.00000.5", Some("five")),
+            entry("queue.app.q.=.d.5", None),
             // A claim under way, and one whose call purged it.
-            entry("queue.app/q.c.6", Some("six")),
-            entry("queue.app/q.c.7", None),
+            entry("queue.app.q.=.c.6", Some("six")),
+            entry("queue.app.q.=.c.7", None),
             // Bookkeeping.
-            entry("queue.app/q.p.00000", Some("")),
-            entry("queue.app/q.k.once", Some("queue.app/q.i.00000.1")),
+            entry("queue.app.q.=.p.00000", Some("")),
+            entry("queue.app.q.=.k.once", Some("queue.app.q.=.i.00000.1")),
             // Only claims, under an escaped name; a name outside the prefix; a lock.
-            entry("queue.app/x=2Ey.c.8", Some("eight")),
-            entry("queue.other.i.00000.9", Some("nine")),
-            entry("lock.app/q.q.00000000000000cc.1", Some("")),
+            entry("queue.app.x=2Ey.=.c.8", Some("eight")),
+            entry("queue.other.=.i.00000.9", Some("nine")),
+            entry("lock.app.q.=.q.00000000000000cc.1", Some("")),
         ];
         let report = StatusReport::new(crate::BACKEND, "app/");
         assert_eq!(
