@@ -554,9 +554,14 @@ mod nats_store {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let found = keys(url, bucket).await;
+            // A name's segments are the subject's tokens (the runs' hold only letters,
+            // digits and `-`, which are written as they are).
             let of_runs = |found: &Found| {
-                runs.iter()
-                    .any(|run| found.entry.contains(&format!(".{}", run.as_str())))
+                runs.iter().any(|run| {
+                    found
+                        .entry
+                        .contains(&format!(".{}.", run.as_str().replace('/', ".")))
+                })
             };
             if !found.iter().any(of_runs) || tokio::time::Instant::now() >= deadline {
                 return found;
