@@ -2,9 +2,12 @@
 //! before the window fail with [`StoreError::Compacted`](distsync_kv::StoreError) or end
 //! with [`WatchResponse::Compacted`](distsync_kv::kv::WatchResponse), as etcd's do.
 
+use std::time::Duration;
+
 use distsync_core::Result;
 use distsync_kv::kv::Revision;
-use sqlx::MySqlPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{MySql, MySqlConnection, MySqlPool};
 
 use distsync_kv::StoreError;
 
@@ -21,15 +24,79 @@ const CHUNK: Revision = 1000;
 /// How many superseded rows one `DELETE` of a compaction names.
 const DELETES_PER_STATEMENT: usize = 500;
 
+/// The name of the lock a process holds while it compacts a store's log (the bound
+/// bytes: the log table's name), so that one process at a time compacts it. Every
+/// process's reaper compacts on its own clock; two compactions at once delete the same
+/// rows, one by primary key and the other by revision range, in orders that deadlock,
+/// and the second does nothing the first does not. MySQL names are at most 64
+/// characters, server-wide: a hash that the database's name keeps apart from other
+/// databases' compactors.
+const COMPACTOR: &str = "CONCAT('distsync-compactor:', LEFT(SHA2(CONCAT(DATABASE(), ?), 256), 32))";
+
+/// The compactor's lock, held on a connection of the pool that every statement of the
+/// compaction runs on. Dropped before [`Compactor::release`] (an error, or the call cut
+/// off), the connection closes instead of going back to the pool: the server then rolls
+/// back an open chunk and releases the lock, so no pooled connection ever keeps it.
+struct Compactor {
+    conn: PoolConnection<MySql>,
+    /// Whether the connection holds neither the lock nor an open transaction.
+    clean: bool,
+}
+
+impl Compactor {
+    /// Takes the lock for the log of `tables`, waiting at most `wait` (in whole
+    /// seconds; zero: not at all) while another process holds it; `None` when that
+    /// process held it throughout.
+    async fn take(pool: &MySqlPool, tables: &Tables, wait: Duration) -> Result<Option<Self>> {
+        let mut compactor = Self {
+            conn: pool.acquire().await.map_err(map)?,
+            clean: false,
+        };
+        let got: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT GET_LOCK({COMPACTOR}, {})", wait.as_secs()))
+                .bind(tables.log.as_bytes())
+                .fetch_one(&mut *compactor.conn)
+                .await
+                .map_err(map)?;
+        if got == Some(1) {
+            return Ok(Some(compactor));
+        }
+        compactor.clean = true;
+        Ok(None)
+    }
+
+    /// The connection that holds the lock.
+    fn conn(&mut self) -> &mut MySqlConnection {
+        &mut self.conn
+    }
+
+    /// Releases the lock; the connection goes back to the pool.
+    async fn release(mut self, tables: &Tables) -> Result<()> {
+        sqlx::query(&format!("DO RELEASE_LOCK({COMPACTOR})"))
+            .bind(tables.log.as_bytes())
+            .execute(&mut *self.conn)
+            .await
+            .map_err(map)?;
+        self.clean = true;
+        Ok(())
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 /// Makes `revision` the oldest readable one (nothing when it is not above the current
-/// compaction point). The point moves first, in a transaction of its own, so a
-/// reader that saw the old point reads in a snapshot that still holds the rows
-/// deleted after it; then the log rows no read at or after `revision` needs go: per
-/// key, the rows followed by another at or before `revision`, and the tombstones
-/// before it. Returns the compaction point after the call.
+/// compaction point), as [`compact_holding`] does, once this process holds the store's
+/// compactor lock ([`COMPACTOR`]), waiting at most `wait` for it. Returns the compaction
+/// point after the call, or `None` when another process compacted throughout `wait`.
 ///
 /// Cancel safety: each statement is atomic; a cancelled call leaves rows that the
-/// next compaction removes.
+/// next compaction removes, and releases the lock (its connection closes).
 ///
 /// # Errors
 /// [`StoreError::FutureRevision`] for a revision above the current one.
@@ -37,12 +104,33 @@ pub(crate) async fn compact(
     pool: &MySqlPool,
     tables: &Tables,
     revision: Revision,
+    wait: Duration,
+) -> Result<Option<Revision>> {
+    let Some(mut compactor) = Compactor::take(pool, tables, wait).await? else {
+        return Ok(None);
+    };
+    let compacted = compact_holding(compactor.conn(), tables, revision).await?;
+    compactor.release(tables).await?;
+    Ok(Some(compacted))
+}
+
+/// Makes `revision` the oldest readable one (nothing when it is not above the current
+/// compaction point), on `conn`, which holds the compactor lock. The point moves
+/// first, in a transaction of its own, so a reader that saw the old point reads in a
+/// snapshot that still holds the rows deleted after it; then the log rows no read at
+/// or after `revision` needs go: per key, the rows followed by another at or before
+/// `revision`, and the tombstones before it. Returns the compaction point after the
+/// call.
+async fn compact_holding(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    revision: Revision,
 ) -> Result<Revision> {
     let (meta, log) = (&tables.meta, &tables.log);
     let (current, compacted): (Revision, Revision) = sqlx::query_as(&format!(
         "SELECT revision, compacted FROM {meta} WHERE id = 1"
     ))
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
     .map_err(map)?;
     if revision > current {
@@ -59,12 +147,14 @@ pub(crate) async fn compact(
         "UPDATE {meta} SET compacted = GREATEST(compacted, ?) WHERE id = 1"
     ))
     .bind(revision)
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(map)?;
     // In chunks of revisions, each its own READ COMMITTED transaction: no gap locks
     // (a REPEATABLE READ delete scanning the log would lock the gap where writers
-    // append), and no chunk holds its row locks long.
+    // append), and no chunk holds its row locks long. A chunk cut off before its commit
+    // closes the connection (see [`Compactor`]), rather than leave it inside the
+    // transaction for the pool to hand out.
     // Below the old point are only the rows earlier compactions kept (each key's
     // latest): one chunk, since a newer row may now supersede them.
     let mut from = 0;
@@ -74,12 +164,8 @@ pub(crate) async fn compact(
         } else {
             revision.min(from.saturating_add(CHUNK))
         };
-        // Begun by statements of this crate's ([`batch::Open`]): a chunk cut off before
-        // its commit closes its connection, rather than leaving it inside the transaction
-        // for the pool to hand out.
-        let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
         batch::run(
-            open.conn(),
+            conn,
             &[
                 "SET TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
                 "START TRANSACTION".to_owned(),
@@ -99,7 +185,7 @@ pub(crate) async fn compact(
         .bind(from)
         .bind(to)
         .bind(revision)
-        .fetch_all(open.conn())
+        .fetch_all(&mut *conn)
         .await
         .map_err(map)?;
         for rows in superseded.chunks(DELETES_PER_STATEMENT) {
@@ -111,7 +197,7 @@ pub(crate) async fn compact(
                 "DELETE FROM {log} WHERE (revision, sub) IN ({})",
                 keys.join(", ")
             ))
-            .execute(open.conn())
+            .execute(&mut *conn)
             .await
             .map_err(map)?;
         }
@@ -120,18 +206,19 @@ pub(crate) async fn compact(
         ))
         .bind(from)
         .bind(to)
-        .execute(open.conn())
+        .execute(&mut *conn)
         .await
         .map_err(map)?;
-        batch::run(open.conn(), &["COMMIT".to_owned()]).await?;
-        open.done();
+        batch::run(conn, &["COMMIT".to_owned()]).await?;
         from = to;
     }
     tracing::debug!(backend = crate::BACKEND, revision, "compacted");
     Ok(revision)
 }
 
-/// Compacts to keep the last `retain` revisions readable.
+/// Compacts to keep the last `retain` revisions readable, unless another process is
+/// compacting the store's log: then that one keeps the window, and this call does
+/// nothing.
 ///
 /// Cancel safety: as [`compact`].
 pub(crate) async fn keep_window(pool: &MySqlPool, tables: &Tables, retain: i64) -> Result<()> {
@@ -143,8 +230,15 @@ pub(crate) async fn keep_window(pool: &MySqlPool, tables: &Tables, retain: i64) 
     .await
     .map_err(map)?;
     let oldest = current.saturating_sub(retain).saturating_add(1);
-    if oldest > 1 {
-        compact(pool, tables, oldest).await?;
+    if oldest > 1
+        && compact(pool, tables, oldest, Duration::ZERO)
+            .await?
+            .is_none()
+    {
+        tracing::debug!(
+            backend = crate::BACKEND,
+            "another process is compacting the log; it keeps the window"
+        );
     }
     Ok(())
 }

@@ -56,6 +56,14 @@ const WAIT_SECONDS: u32 = 1;
 /// name keeps apart from other databases' bells.
 const NAME: &str = "CONCAT('distsync-bell:', LEFT(SHA2(CONCAT(DATABASE(), ?), 256), 32))";
 
+/// The options of the bells' connections: the server's, without sqlx's statement
+/// logging. A waiter's `GET_LOCK` blocks for up to [`WAIT_SECONDS`] by design, which
+/// sqlx would report as a slow statement at WARN, once a second a waiting key; and a
+/// hint's statements say nothing an operator needs.
+pub(crate) fn connect_options(server: &MySqlConnectOptions) -> MySqlConnectOptions {
+    server.clone().disable_statement_logging()
+}
+
 /// What the holder's task does, in the order the commits that asked for it finished.
 #[derive(Debug)]
 enum Change {

@@ -13,7 +13,7 @@ use distsync_kv::kv::{
     WatchResponse,
 };
 use futures::stream::BoxStream;
-use sqlx::mysql::MySqlPoolOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::Connection as _;
 use sqlx::MySqlPool;
 use tokio::task::JoinHandle;
@@ -43,6 +43,15 @@ const HUB_CONNECTIONS: u32 = 1;
 /// up as the backend needs it (lock waits within the request timeout, and an idle
 /// transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
 fn open_pool(config: &MysqlConfig, connections: u32) -> MySqlPool {
+    open_pool_with(config, config.connect_options().clone(), connections)
+}
+
+/// As [`open_pool`], each connection opened with `options`.
+fn open_pool_with(
+    config: &MysqlConfig,
+    options: MySqlConnectOptions,
+    connections: u32,
+) -> MySqlPool {
     let lock_wait = config.request_timeout().as_secs().max(1);
     MySqlPoolOptions::new()
         .max_connections(connections)
@@ -78,7 +87,7 @@ fn open_pool(config: &MysqlConfig, connections: u32) -> MySqlPool {
                 }
             })
         })
-        .connect_lazy_with(config.connect_options().clone())
+        .connect_lazy_with(options)
 }
 
 /// What the backend's tasks share with it.
@@ -177,10 +186,11 @@ impl MysqlKv {
         let pool = open_pool(config, config.pool_size());
         let lease_pool = open_pool(config, LEASE_CONNECTIONS);
         tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
+        let bell_options = key_bell::connect_options(config.connect_options());
         let bells = Arc::new(KeyBells::new(
             config.table_prefix(),
-            config.connect_options().clone(),
-            open_pool(config, key_bell::WAIT_CONNECTIONS),
+            bell_options.clone(),
+            open_pool_with(config, bell_options, key_bell::WAIT_CONNECTIONS),
         ));
         let core = Arc::new(Core {
             hub: Hub::new(
@@ -228,22 +238,36 @@ impl MysqlKv {
     /// watches from them get [`WatchResponse::Compacted`]. The reaper compacts on
     /// its own to keep the last
     /// [`DEFAULT_RETAINED_REVISIONS`](crate::DEFAULT_RETAINED_REVISIONS) revisions;
-    /// this is for tests and operators.
+    /// this is for tests and operators. One process at a time compacts a store's log:
+    /// while another process's compaction runs (its reaper's, say), this one waits for
+    /// it, within the request timeout.
     ///
     /// Cancel safety: as a statement each; a cancelled compaction leaves rows the
     /// next one removes.
     ///
     /// # Errors
     /// [`StoreError::FutureRevision`](distsync_kv::StoreError) for a revision not reached
-    /// yet; the server's error.
+    /// yet; [`Error::Connection`] when another process compacted throughout the request
+    /// timeout; the server's error.
     pub async fn compact(&self, revision: Revision) -> Result<Revision> {
-        within(
+        let compacted = within(
             self.request_timeout,
             Bound::Request,
             "compacting",
-            compaction::compact(&self.core.pool, &self.core.tables, revision),
+            compaction::compact(
+                &self.core.pool,
+                &self.core.tables,
+                revision,
+                self.request_timeout,
+            ),
         )
-        .await
+        .await?;
+        compacted.ok_or_else(|| {
+            Error::connection(
+                BACKEND,
+                "another process compacted the log throughout the request timeout",
+            )
+        })
     }
 
     /// Runs `work` in a task of its own and waits for it within the request timeout.

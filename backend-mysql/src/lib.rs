@@ -91,7 +91,11 @@
 //! rows followed by a newer one at or before the compaction point go, and tombstones
 //! before it. A range at an older revision fails with [`StoreError::Compacted`](distsync_kv::StoreError); a
 //! watch from one answers [`WatchResponse::Compacted`](distsync_kv::kv::WatchResponse)
-//! and ends, and the recipes re-read.
+//! and ends, and the recipes re-read. One process at a time compacts a store's log: it
+//! holds a named lock (`GET_LOCK`, named by a hash of the database and the log table's
+//! name) while it does, and a reaper that finds it held leaves the window to that
+//! process. Every process's reaper compacting at once would delete the same rows in
+//! orders that deadlock, each doing work the first one does.
 //!
 //! # Leases
 //!
