@@ -29,6 +29,13 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// (`pool_size=`).
 pub const DEFAULT_POOL_SIZE: u32 = 8;
 
+/// How many other processes' key bells a process waits on at once when the URL does not
+/// say (`key_bells=`), each on a connection of its own (see the crate docs, "Watches").
+pub const DEFAULT_KEY_BELLS: u32 = 4;
+
+/// The most `key_bells=` takes.
+const MAX_KEY_BELLS: u32 = 64;
+
 /// What a MySQL URL's query takes besides the options every backend's URL shares: the
 /// TLS files as every backend spells them (`ca`, `cert`, `key`) and as sqlx and MySQL's
 /// clients do (`ssl-ca`, `ssl-cert`, `ssl-key`), so that a URL written for sqlx keeps
@@ -44,6 +51,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
             "table_prefix",
             "poll_interval",
             "pool_size",
+            "key_bells",
             "ssl-mode",
             "sslmode",
             "ssl_mode",
@@ -64,7 +72,8 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
 /// | `ca` (or `ssl-ca`) | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
 /// | `cert`, `key` (or `ssl-cert`, `ssl-key`) | PEM client certificate and its key, both or neither (for a user created `REQUIRE X509`) | none |
 /// | `poll_interval` | how often a process with open watches reads the log for other processes' writes (its own are seen at once) | [`DEFAULT_POLL_INTERVAL`] |
-/// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside eight of its own, opened as they are needed: two for lease grants and renewals, one for the watch hub's reads of the log (a caller's transactions that fill the pool do not hold back the wake-ups of this process's waiters), one holding the key bells of the keys this process created, and four waiting on other processes' key bells (see the crate docs, "Watches"); count them in the server's `max_connections` for a fleet | [`DEFAULT_POOL_SIZE`] |
+/// | `pool_size` | the most connections of the backend's pool (1 to 1000), beside those of its own, opened as they are needed: two for lease grants and renewals, one for the watch hub's reads of the log (a caller's transactions that fill the pool do not hold back the wake-ups of this process's waiters), and those of the key bells (`key_bells`); count them in the server's `max_connections` for a fleet | [`DEFAULT_POOL_SIZE`] |
+/// | `key_bells` | how many other processes' key bells the process waits on at once (0 to 64), each on a connection of its own, beside one that holds the bells of the keys it created (see the crate docs, "Watches"); `0` turns key bells off in this process, which then neither holds nor waits on any: its waiters, and other processes' waiters for its keys, learn of a release by the poll | [`DEFAULT_KEY_BELLS`] |
 /// | `connect_timeout` | connecting in all, the tables' creation included | 5 s |
 /// | `timeout` | one statement's answer, and waiting for a pool connection | 10 s |
 /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a wiped data directory, the tables dropped: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; `off`: none; empty: the default | none: no lock-delay for a store found without its marker (InnoDB keeps every committed write) |
@@ -97,6 +106,7 @@ pub struct MysqlConfig {
     table_prefix: String,
     poll_interval: Duration,
     pool_size: u32,
+    key_bells: u32,
     connect_timeout: Duration,
     request_timeout: Duration,
     max_session_ttl: Option<Duration>,
@@ -116,6 +126,7 @@ impl fmt::Debug for MysqlConfig {
             .field("table_prefix", &self.table_prefix)
             .field("poll_interval", &self.poll_interval)
             .field("pool_size", &self.pool_size)
+            .field("key_bells", &self.key_bells)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("max_session_ttl", &self.max_session_ttl)
@@ -190,6 +201,7 @@ impl MysqlConfig {
         let mut table_prefix = DEFAULT_TABLE_PREFIX.to_owned();
         let mut poll_interval = DEFAULT_POLL_INTERVAL;
         let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut key_bells = DEFAULT_KEY_BELLS;
         let mut ssl_mode = None;
         let shared = UrlOptions::parse(parsed.query().unwrap_or(""), &GRAMMAR, |key, value| {
             match key {
@@ -207,6 +219,15 @@ impl MysqlConfig {
                         .ok()
                         .filter(|size| (1..=1000).contains(size))
                         .ok_or_else(|| format!("pool_size: {value:?} is not from 1 to 1000"))?;
+                }
+                "key_bells" => {
+                    key_bells = value
+                        .parse()
+                        .ok()
+                        .filter(|count| *count <= MAX_KEY_BELLS)
+                        .ok_or_else(|| {
+                            format!("key_bells: {value:?} is not from 0 to {MAX_KEY_BELLS}")
+                        })?;
                 }
                 "ssl-mode" | "sslmode" | "ssl_mode" => ssl_mode = Some(tls::parse_mode(value)?),
                 _ => return Ok(false),
@@ -233,6 +254,7 @@ impl MysqlConfig {
             table_prefix,
             poll_interval,
             pool_size,
+            key_bells,
             connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             max_session_ttl: shared.max_session_ttl.or(None),
@@ -262,6 +284,12 @@ impl MysqlConfig {
     /// The most connections of the backend's pool.
     pub fn pool_size(&self) -> u32 {
         self.pool_size
+    }
+
+    /// How many other processes' key bells the process waits on at once; `0`: key
+    /// bells are off in this process.
+    pub fn key_bells(&self) -> u32 {
+        self.key_bells
     }
 
     /// How long connecting may take in all.
@@ -369,6 +397,8 @@ mod tests {
             "mysql://app:hunter2@h/db?table_prefix=a-b",
             "mysql://app:hunter2@h/db?colour=blue",
             "mysql://app:hunter2@h/db?pool_size=0",
+            "mysql://app:hunter2@h/db?key_bells=65",
+            "mysql://app:hunter2@h/db?key_bells=-1",
         ] {
             let error = MysqlConfig::parse(url).unwrap_err();
             assert!(

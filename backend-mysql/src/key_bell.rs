@@ -23,7 +23,11 @@
 //! - a bell nobody holds (the creator could not take it: its connection was down, or
 //!   a woken waiter held it for a moment) is seen free (`IS_USED_LOCK` is null) and
 //!   not waited on: the poll wakes that waiter;
-//! - more waited keys at once than [`WAIT_CONNECTIONS`]: the others wait by the poll.
+//! - more waited keys at once than the process's wait connections (`key_bells` in
+//!   the URL, 4 by default): the others wait by the poll.
+//!
+//! With `key_bells=0` a process takes no part: it holds no bell (other processes'
+//! waiters for its keys find them free) and waits on none.
 //!
 //! Writes inside the caller's own transaction (`callers`) take no bell: they commit
 //! when the caller does, unseen here.
@@ -42,10 +46,6 @@ use sqlx::{ConnectOptions as _, MySqlConnection, MySqlPool};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::BACKEND;
-
-/// How many keys a process waits on by their bells at once (each wait holds one
-/// connection of the bells' pool); the keys beyond wait by the poll alone.
-pub(crate) const WAIT_CONNECTIONS: u32 = 4;
 
 /// How long one `GET_LOCK` of a waiter waits before it looks again whether its watch
 /// is still open.
@@ -74,34 +74,53 @@ enum Change {
 }
 
 /// The bells of one backend: the holder's task for the keys this process creates, and
-/// the pool its waits use.
+/// the pool its waits use; neither when the process takes no part ([`KeyBells::off`]).
 #[derive(Debug)]
 pub(crate) struct KeyBells {
     prefix: String,
-    changes: mpsc::UnboundedSender<Change>,
-    waits: MySqlPool,
+    changes: Option<mpsc::UnboundedSender<Change>>,
+    waits: Option<MySqlPool>,
     slots: Arc<Semaphore>,
 }
 
 impl KeyBells {
     /// Bells for the tables under `prefix`, held on a connection that `options` opens
-    /// (once a key is created), waited on through `waits` (a pool of
-    /// [`WAIT_CONNECTIONS`]). The holder's task ends with the bells, and its connection
-    /// closes then, releasing every bell it held.
-    pub(crate) fn new(prefix: &str, options: MySqlConnectOptions, waits: MySqlPool) -> Self {
+    /// (once a key is created), waited on through `waits`, at most `wait_connections`
+    /// keys at once (the pool's size). The holder's task ends with the bells, and its
+    /// connection closes then, releasing every bell it held.
+    pub(crate) fn new(
+        prefix: &str,
+        options: MySqlConnectOptions,
+        waits: MySqlPool,
+        wait_connections: u32,
+    ) -> Self {
         let (changes, receiver) = mpsc::unbounded_channel();
         tokio::spawn(hold(prefix.to_owned(), options, receiver));
         Self {
             prefix: prefix.to_owned(),
-            changes,
-            waits,
-            slots: Arc::new(Semaphore::new(WAIT_CONNECTIONS as usize)),
+            changes: Some(changes),
+            waits: Some(waits),
+            slots: Arc::new(Semaphore::new(wait_connections as usize)),
+        }
+    }
+
+    /// Bells turned off (`key_bells=0`): no bell is held or waited on, and no
+    /// connection opened for them.
+    pub(crate) fn off(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            changes: None,
+            waits: None,
+            slots: Arc::new(Semaphore::new(0)),
         }
     }
 
     /// Takes the bells of the keys `events` created on a lease, and releases those of
     /// the keys they deleted; called after the commit that made them.
     pub(crate) fn committed(&self, events: &[WatchEvent]) {
+        let Some(changes) = &self.changes else {
+            return;
+        };
         for event in events {
             let key = self.bound(&event.kv.key);
             let change = match event.kind {
@@ -112,7 +131,7 @@ impl KeyBells {
                 EventKind::Put => continue,
             };
             // The task ends only with the bells.
-            let _ = self.changes.send(change);
+            let _ = changes.send(change);
         }
     }
 
@@ -126,11 +145,14 @@ impl KeyBells {
         open: impl Fn() -> bool + Send + 'static,
         ring: impl FnOnce() + Send + 'static,
     ) {
+        let Some(waits) = &self.waits else {
+            return;
+        };
         let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             return;
         };
         let key = self.bound(key);
-        let pool = self.waits.clone();
+        let pool = waits.clone();
         tokio::spawn(async move {
             let _slot = slot;
             match wait(&pool, &key, open).await {

@@ -186,12 +186,18 @@ impl MysqlKv {
         let pool = open_pool(config, config.pool_size());
         let lease_pool = open_pool(config, LEASE_CONNECTIONS);
         tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
-        let bell_options = key_bell::connect_options(config.connect_options());
-        let bells = Arc::new(KeyBells::new(
-            config.table_prefix(),
-            bell_options.clone(),
-            open_pool_with(config, bell_options, key_bell::WAIT_CONNECTIONS),
-        ));
+        let bells = Arc::new(match config.key_bells() {
+            0 => KeyBells::off(config.table_prefix()),
+            waits => {
+                let options = key_bell::connect_options(config.connect_options());
+                KeyBells::new(
+                    config.table_prefix(),
+                    options.clone(),
+                    open_pool_with(config, options, waits),
+                    waits,
+                )
+            }
+        });
         let core = Arc::new(Core {
             hub: Hub::new(
                 open_pool(config, HUB_CONNECTIONS),

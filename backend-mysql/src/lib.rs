@@ -127,8 +127,9 @@
 //! the key ahead of it) waits on that bell in the server (`GET_LOCK`) and rings its
 //! hub the moment it is released, so a lock passes between processes without a poll
 //! interval. A bell is a hint: the hub still reads the log, and every missed bell (a
-//! key deleted by another process, a creator that died, more than four waited keys
-//! in one process) leaves that waiter to the poll: other processes' writes are found
+//! key deleted by another process, a creator that died, more waited keys in one
+//! process than its `key_bells` connections, four by default; `key_bells=0` turns
+//! bells off in a process) leaves that waiter to the poll: other processes' writes are found
 //! by one statement (the revision row) per `poll_interval` (20 ms by default) per
 //! process, and only while the process has an open watch. There is no poll per
 //! waiter, and no statement at all in a process that waits on nothing. The hub reads
@@ -290,8 +291,8 @@ pub use acknowledge_in::{ack_in, PendingAck};
 pub use backend::{backend, backend_with_config, MysqlBackend};
 pub use compaction::DEFAULT_RETAINED_REVISIONS;
 pub use config::{
-    MysqlConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POOL_SIZE, DEFAULT_PORT, DEFAULT_TABLE_PREFIX,
-    SCHEMES,
+    MysqlConfig, DEFAULT_KEY_BELLS, DEFAULT_POLL_INTERVAL, DEFAULT_POOL_SIZE, DEFAULT_PORT,
+    DEFAULT_TABLE_PREFIX, SCHEMES,
 };
 pub use driver::DRIVER;
 pub use error::database_error;

@@ -49,6 +49,14 @@ async fn pass_by_the_bell(hold: Duration) {
         .lock()
         .await
         .unwrap();
+    // The holder's process takes the bell of the key once it is created.
+    timeout(PATIENCE, async {
+        while bell_holder(&kv, &url, held.key()).await.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the bell of the holder's key held");
     let locker = second.locker(&waiter_session, "bells/a").unwrap();
     let waiter = tokio::spawn(async move { locker.lock().await });
     // The waiter is in line (its key is there) before the holder lets go.
@@ -79,4 +87,72 @@ async fn pass_by_the_bell(hold: Duration) {
     assert!(granted.token() > token);
     granted.unlock().await.unwrap();
     drop_tables(&kv, &url).await;
+}
+
+/// With `key_bells=0` a process takes no part in bells: the bell of the key it holds is
+/// free on the server while another process waits for it, and the lock passes to that
+/// waiter by the poll.
+#[tokio::test]
+async fn with_key_bells_off_no_bell_is_held_and_the_poll_passes_the_lock() {
+    let Some((kv, url)) = store("&key_bells=0&poll_interval=50ms").await else {
+        return;
+    };
+    let first = distsync::connect(&url).await.unwrap();
+    let second = distsync::connect(&url).await.unwrap();
+    let holder_session = first.session().await.unwrap();
+    let waiter_session = second.session().await.unwrap();
+    let held = first
+        .locker(&holder_session, "bells/off")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let locker = second.locker(&waiter_session, "bells/off").unwrap();
+    let waiter = tokio::spawn(async move { locker.lock().await });
+    timeout(PATIENCE, async {
+        while second
+            .locker(&waiter_session, "bells/off")
+            .unwrap()
+            .contenders()
+            .await
+            .unwrap()
+            < 2
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the waiter in line in time");
+    assert_eq!(bell_holder(&kv, &url, held.key()).await, None);
+    let token = held.token();
+    held.unlock().await.unwrap();
+    let granted = timeout(PATIENCE, waiter)
+        .await
+        .expect("the waiter woken by the poll")
+        .unwrap()
+        .unwrap();
+    assert!(granted.token() > token);
+    granted.unlock().await.unwrap();
+    drop_tables(&kv, &url).await;
+}
+
+/// The connection id that holds the bell of `key` in the tables of `url`, if any (the
+/// bell's name as the backend makes it: a hash of the database, the table prefix and
+/// the key).
+async fn bell_holder(kv: &distsync_mysql::MysqlKv, url: &str, key: &str) -> Option<i64> {
+    let mut bound = distsync_mysql::MysqlConfig::parse(url)
+        .unwrap()
+        .table_prefix()
+        .as_bytes()
+        .to_vec();
+    bound.push(0);
+    bound.extend_from_slice(key.as_bytes());
+    sqlx::query_scalar(
+        "SELECT IS_USED_LOCK(CONCAT('distsync-bell:', \
+         LEFT(SHA2(CONCAT(DATABASE(), ?), 256), 32)))",
+    )
+    .bind(bound)
+    .fetch_one(kv.pool())
+    .await
+    .unwrap()
 }
