@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::time::Instant;
 
 use crate::check::{
@@ -33,11 +32,6 @@ const PAUSES: usize = 5;
 /// consumer takes one to three before its kill), so that each kill lands on work, not
 /// on an empty queue.
 const ITEMS: u64 = 800;
-
-/// How many items are enqueued at a time. The items are independent, and one after
-/// another they took over half of the set-up's bound on MariaDB beside the other cases
-/// (about 40 ms each, mostly round trips and the wait for the revision row).
-const ENQUEUERS: usize = 8;
 
 /// How long a worker may take to start: a process, a runtime and a connection, on a
 /// machine busy with the other cases.
@@ -75,11 +69,10 @@ pub(super) async fn crashes_and_pauses(h: Harness) -> Check {
     let items = h.backend().queue(queue.clone()).ctx("the queue")?;
     // Before any fault: a machine too slow for it measured nothing.
     within_set_up(LONG, "enqueueing the items", async {
-        futures::stream::iter(0..ITEMS)
-            .map(|id| items.enqueue(id.to_string()))
-            .buffer_unordered(ENQUEUERS)
-            .try_for_each(|()| std::future::ready(Ok(())))
-            .await
+        for id in 0..ITEMS {
+            items.enqueue(id.to_string()).await?;
+        }
+        Ok(())
     })
     .await?;
     let spec = WorkerSpec {
