@@ -67,8 +67,12 @@ pub(super) async fn crashes_and_pauses(h: Harness) -> Check {
         .await?;
     let queue = h.name("work").ctx("the queue's name")?;
     let items = h.backend().queue(queue.clone()).ctx("the queue")?;
-    // Before any fault: a machine too slow for it measured nothing.
-    within_set_up(LONG, "enqueueing the items", async {
+    // Before any fault: a machine too slow for it measured nothing. One after another:
+    // producers at once race for the queue's tail and retry (on MariaDB, eight at a time
+    // took half again as long). The bound is twice a contention phase's: 800
+    // transactions on a store whose revision row a column's other cases share (on
+    // MariaDB in CI they took 32-35 s).
+    within_set_up(LONG * 2, "enqueueing the items", async {
         for id in 0..ITEMS {
             items.enqueue(id.to_string()).await?;
         }
