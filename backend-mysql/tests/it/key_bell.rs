@@ -34,9 +34,38 @@ async fn a_bell_waited_on_for_seconds_logs_no_warning() {
 /// A lock held by one process for `hold` once another waits for it, then released:
 /// the waiter, in a process that polls the log once an hour, is granted within
 /// [`PATIENCE`] of the release, with a higher token, so it heard the release by the
-/// bell of the holder's key.
+/// bell of the holder's key (held, on the server, before the waiter came).
 async fn pass_by_the_bell(hold: Duration) {
-    let Some((kv, url)) = store("&poll_interval=3600s").await else {
+    pass_between_processes("&poll_interval=3600s", hold, Bells::On).await;
+}
+
+/// With `key_bells=0` a process takes no part in bells: the bell of the key it holds is
+/// free on the server while another process waits for it, and the lock passes to that
+/// waiter by the poll.
+#[tokio::test]
+async fn with_key_bells_off_no_bell_is_held_and_the_poll_passes_the_lock() {
+    pass_between_processes(
+        "&key_bells=0&poll_interval=50ms",
+        Duration::ZERO,
+        Bells::Off,
+    )
+    .await;
+}
+
+/// Whether the processes of [`pass_between_processes`] hold key bells.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bells {
+    On,
+    Off,
+}
+
+/// Two processes on the tables of a fresh store whose URL has `query`: the first takes
+/// a lock; the bell of its key is held (`On`: checked before the second process waits)
+/// or not (`Off`: checked while it waits); the second waits in line, the first holds
+/// on for `hold` and lets go; the second is granted within [`PATIENCE`] of the release,
+/// with a higher token.
+async fn pass_between_processes(query: &str, hold: Duration, bells: Bells) {
+    let Some((kv, url)) = store(query).await else {
         return;
     };
     let first = distsync::connect(&url).await.unwrap();
@@ -49,14 +78,16 @@ async fn pass_by_the_bell(hold: Duration) {
         .lock()
         .await
         .unwrap();
-    // The holder's process takes the bell of the key once it is created.
-    timeout(PATIENCE, async {
-        while bell_holder(&kv, &url, held.key()).await.is_none() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the bell of the holder's key held");
+    if bells == Bells::On {
+        // The holder's process takes the bell of the key once it is created.
+        timeout(PATIENCE, async {
+            while bell_holder(&kv, &url, held.key()).await.is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the bell of the holder's key held");
+    }
     let locker = second.locker(&waiter_session, "bells/a").unwrap();
     let waiter = tokio::spawn(async move { locker.lock().await });
     // The waiter is in line (its key is there) before the holder lets go.
@@ -74,6 +105,9 @@ async fn pass_by_the_bell(hold: Duration) {
     })
     .await
     .expect("the waiter in line in time");
+    if bells == Bells::Off {
+        assert_eq!(bell_holder(&kv, &url, held.key()).await, None);
+    }
     // What the scenario is about when `hold` is not zero: a long hold.
     tokio::time::sleep(hold).await;
     assert!(!waiter.is_finished(), "granted while the lock was held");
@@ -81,54 +115,7 @@ async fn pass_by_the_bell(hold: Duration) {
     held.unlock().await.unwrap();
     let granted = timeout(PATIENCE, waiter)
         .await
-        .expect("the waiter woken by the bell, not the hourly poll")
-        .unwrap()
-        .unwrap();
-    assert!(granted.token() > token);
-    granted.unlock().await.unwrap();
-    drop_tables(&kv, &url).await;
-}
-
-/// With `key_bells=0` a process takes no part in bells: the bell of the key it holds is
-/// free on the server while another process waits for it, and the lock passes to that
-/// waiter by the poll.
-#[tokio::test]
-async fn with_key_bells_off_no_bell_is_held_and_the_poll_passes_the_lock() {
-    let Some((kv, url)) = store("&key_bells=0&poll_interval=50ms").await else {
-        return;
-    };
-    let first = distsync::connect(&url).await.unwrap();
-    let second = distsync::connect(&url).await.unwrap();
-    let holder_session = first.session().await.unwrap();
-    let waiter_session = second.session().await.unwrap();
-    let held = first
-        .locker(&holder_session, "bells/off")
-        .unwrap()
-        .lock()
-        .await
-        .unwrap();
-    let locker = second.locker(&waiter_session, "bells/off").unwrap();
-    let waiter = tokio::spawn(async move { locker.lock().await });
-    timeout(PATIENCE, async {
-        while second
-            .locker(&waiter_session, "bells/off")
-            .unwrap()
-            .contenders()
-            .await
-            .unwrap()
-            < 2
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the waiter in line in time");
-    assert_eq!(bell_holder(&kv, &url, held.key()).await, None);
-    let token = held.token();
-    held.unlock().await.unwrap();
-    let granted = timeout(PATIENCE, waiter)
-        .await
-        .expect("the waiter woken by the poll")
+        .expect("the waiter woken by the bell or the poll, within its bound")
         .unwrap()
         .unwrap();
     assert!(granted.token() > token);
