@@ -74,33 +74,41 @@ enum Change {
 }
 
 /// The bells of one backend: the holder's task for the keys this process creates, and
-/// the pool its waits use; neither when the process takes no part ([`KeyBells::off`]).
+/// the pool its waits use; none when the process takes no part ([`KeyBells::off`]).
 #[derive(Debug)]
 pub(crate) struct KeyBells {
     prefix: String,
-    changes: Option<mpsc::UnboundedSender<Change>>,
-    waits: Option<MySqlPool>,
+    ringing: Option<Ringing>,
+}
+
+/// What a process that takes part in bells runs them with.
+#[derive(Debug)]
+struct Ringing {
+    changes: mpsc::UnboundedSender<Change>,
+    waits: MySqlPool,
+    /// One per connection of `waits`: a key is waited on only with one free, so no wait
+    /// queues for a connection behind the others.
     slots: Arc<Semaphore>,
 }
 
 impl KeyBells {
     /// Bells for the tables under `prefix`, held on a connection that `options` opens
-    /// (once a key is created), waited on through `waits`, at most `wait_connections`
-    /// keys at once (the pool's size). The holder's task ends with the bells, and its
-    /// connection closes then, releasing every bell it held.
-    pub(crate) fn new(
-        prefix: &str,
-        options: MySqlConnectOptions,
-        waits: MySqlPool,
-        wait_connections: u32,
-    ) -> Self {
+    /// (once a key is created), waited on through `waits`, as many keys at once as the
+    /// pool has connections. The holder's task ends with the bells, and its connection
+    /// closes then, releasing every bell it held.
+    pub(crate) fn new(prefix: &str, options: MySqlConnectOptions, waits: MySqlPool) -> Self {
         let (changes, receiver) = mpsc::unbounded_channel();
         tokio::spawn(hold(prefix.to_owned(), options, receiver));
+        let slots = Arc::new(Semaphore::new(
+            waits.options().get_max_connections() as usize
+        ));
         Self {
             prefix: prefix.to_owned(),
-            changes: Some(changes),
-            waits: Some(waits),
-            slots: Arc::new(Semaphore::new(wait_connections as usize)),
+            ringing: Some(Ringing {
+                changes,
+                waits,
+                slots,
+            }),
         }
     }
 
@@ -109,16 +117,14 @@ impl KeyBells {
     pub(crate) fn off(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            changes: None,
-            waits: None,
-            slots: Arc::new(Semaphore::new(0)),
+            ringing: None,
         }
     }
 
     /// Takes the bells of the keys `events` created on a lease, and releases those of
     /// the keys they deleted; called after the commit that made them.
     pub(crate) fn committed(&self, events: &[WatchEvent]) {
-        let Some(changes) = &self.changes else {
+        let Some(Ringing { changes, .. }) = &self.ringing else {
             return;
         };
         for event in events {
@@ -145,10 +151,10 @@ impl KeyBells {
         open: impl Fn() -> bool + Send + 'static,
         ring: impl FnOnce() + Send + 'static,
     ) {
-        let Some(waits) = &self.waits else {
+        let Some(Ringing { waits, slots, .. }) = &self.ringing else {
             return;
         };
-        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+        let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
             return;
         };
         let key = self.bound(key);

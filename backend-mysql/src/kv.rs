@@ -194,7 +194,6 @@ impl MysqlKv {
                     config.table_prefix(),
                     options.clone(),
                     open_pool_with(config, options, waits),
-                    waits,
                 )
             }
         });
