@@ -61,7 +61,6 @@
 //! the old store to a client that is gone by then is known to nobody: the floor covers
 //! the tokens of clients alive across the forgetting.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -87,14 +86,7 @@ pub(crate) struct Marker {
 
 /// A new random marker id.
 pub(crate) fn fresh_id() -> String {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
+    format!("{:016x}", distsync_core::raw::random_u64())
 }
 
 /// What a check read from the store.

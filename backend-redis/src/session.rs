@@ -280,7 +280,7 @@ impl RedisLease {
         let ttl = options.ttl;
         crate::amnesia::check_ttl(shared, ttl)?;
         let ttl_ms = millis(ttl);
-        let nonce = crate::random::nonce();
+        let nonce = distsync_core::raw::call_id();
         let mut draws = 0;
         let (id, grant_sent) = loop {
             let id = crate::random::id();

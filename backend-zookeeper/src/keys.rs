@@ -257,7 +257,10 @@ pub(crate) fn contenders(children: Vec<String>, lock_name: &str) -> Vec<(u64, St
 /// A fresh Curator "protected" prefix, `_c_<uuid>-`: a client that lost the reply to
 /// its create finds its node by it.
 pub(crate) fn protected_prefix() -> String {
-    let (high, low) = (random_u64(), random_u64());
+    let (high, low) = (
+        distsync_core::raw::random_u64(),
+        distsync_core::raw::random_u64(),
+    );
     // A version-4 UUID's layout, as Java's `UUID.randomUUID()` prints it.
     let high = (high & !0xf000) | 0x4000;
     let low = (low & !(0b11 << 62)) | (0b10 << 62);
@@ -269,22 +272,6 @@ pub(crate) fn protected_prefix() -> String {
         low >> 48,
         low & 0xffff_ffff_ffff
     )
-}
-
-/// A random 64-bit value: SipHash keyed by the standard library's per-process random
-/// keys over a counter and the clock (unique, not cryptographic).
-fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    hasher.write_u128(now);
-    hasher.finish()
 }
 
 #[cfg(test)]

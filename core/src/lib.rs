@@ -71,6 +71,7 @@ pub mod barrier;
 pub mod broken;
 pub mod capabilities;
 pub mod consumer;
+mod contention;
 pub mod coordinator;
 pub mod counter;
 pub mod delivery;

@@ -125,9 +125,7 @@ const PRIVATE_PORTS: std::ops::Range<u16> = 27000..32000;
 /// under load): so the port is drawn from [`PRIVATE_PORTS`] instead, checked free by
 /// binding it.
 pub(crate) fn free_port() -> Result<u16> {
-    use std::collections::hash_map::RandomState;
     use std::collections::VecDeque;
-    use std::hash::{BuildHasher, Hasher};
     use std::sync::Mutex;
 
     // Ports handed out lately, not yet listened on maybe: never twice in a row (a
@@ -137,11 +135,8 @@ pub(crate) fn free_port() -> Result<u16> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let span = u64::from(PRIVATE_PORTS.end - PRIVATE_PORTS.start);
-    for attempt in 0..256u64 {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(attempt);
-        hasher.write_u32(std::process::id());
-        let offset = u16::try_from(hasher.finish() % span).unwrap_or(0);
+    for _ in 0..256 {
+        let offset = u16::try_from(distsync_core::raw::random_u64() % span).unwrap_or(0);
         let port = PRIVATE_PORTS.start + offset;
         if !recent.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             if recent.len() == 64 {

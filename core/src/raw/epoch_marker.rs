@@ -10,7 +10,6 @@
 //! it in a key or node of its own, in the text form [`EpochMarker::encode`] writes.
 
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 /// The content of an epoch marker (see the module docs).
@@ -36,15 +35,8 @@ pub struct EpochMarker {
 impl EpochMarker {
     /// A new marker with a random id.
     pub fn fresh(ttl: Duration, offset: i64) -> Self {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_nanos()),
-        );
-        hasher.write_u32(std::process::id());
         Self {
-            id: format!("{:016x}", hasher.finish()),
+            id: format!("{:016x}", crate::raw::random_u64()),
             ttl,
             offset,
         }

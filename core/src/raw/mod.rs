@@ -29,7 +29,9 @@
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
 //! - [`retry`]: the one retry policy of every backend ([`RetryPolicy`], [`WaitRetry`]):
 //!   what is retried after a transient store failure, for how long, per kind of call;
-//! - [`Backoff`]: the exponential pause schedule every retry loop uses.
+//! - [`Backoff`]: the exponential pause schedule every retry loop uses, and
+//!   [`Contention`]: the randomized pause of a client that lost a race for a compare;
+//! - [`random_u64`] and [`random_fraction`]: the one source of random ids and jitter;
 //! - [`EpochMarker`]: what a store that can forget keeps so that its clients tell it
 //!   forgot, and [`EpochBook`]: what a client keeps of its store's epochs (the marker
 //!   it knows, the lock-delay after the store forgot, the token offset);
@@ -123,6 +125,7 @@ mod epoch_marker;
 mod login;
 mod multi_host_url;
 mod prefix;
+mod random;
 pub mod retry;
 mod session_bound;
 mod stamped_tat;
@@ -137,6 +140,7 @@ pub use epoch_marker::EpochMarker;
 pub use login::Login;
 pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;
+pub use random::{random_fraction, random_u64};
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
 pub use session_bound::{MaxSessionTtl, check_session_ttl};
 pub use stamped_tat::{NotStampedTat, StampedStep, StampedTat};
@@ -154,6 +158,8 @@ pub use url_options::{
 pub use crate::backend::Backend;
 #[doc(inline)]
 pub use crate::backoff::Backoff;
+#[doc(inline)]
+pub use crate::contention::Contention;
 #[doc(inline)]
 pub use crate::delivery::Settle;
 #[doc(inline)]

@@ -34,7 +34,11 @@
 //! As Go's `newSequentialKV`: the sequence is one more than the last item key of that
 //! priority, and the transaction that puts the item also touches the sequence guard,
 //! succeeding only if the guard was not touched since the read, so two producers
-//! never take one number. The same transaction reads the oldest waiting consumer,
+//! never take one number. Producers that race for the tail all read it, and all but
+//! one lose the compare: a loser pauses a random part of its lost attempt's duration,
+//! a window that doubles with each loss in a row, before it reads again
+//! ([`Contention`]), so that concurrent producers spread out rather than race again in
+//! step. The same transaction reads the oldest waiting consumer,
 //! which the producer then wakes (see below). The transaction also puts the enqueue's
 //! idempotency record and runs only while it is absent, so a repeat after a lost
 //! reply, or an `enqueue_once` with a key seen within the window, appends nothing (see
@@ -67,8 +71,10 @@
 //! returns the item and deletes the record (acknowledges) in the background. If the
 //! call is dropped before it returns the item, the record is put back as an item,
 //! under its old key if that is free (front of its priority), else at the back of its
-//! priority. Put-backs and acknowledgements ride out transient failures (they are
-//! guarded on the record, so repeating them is harmless).
+//! priority. A call whose claim another consumer beat reads the first item again
+//! after a pause, as a producer that lost the tail does (see "Enqueue"). Put-backs
+//! and acknowledgements ride out transient failures (they are guarded on the record,
+//! so repeating them is harmless).
 //!
 //! A record outlives its call only if the process dies between the claim and the
 //! acknowledgement, or the store stays unreachable for minutes: the item is then
@@ -123,7 +129,7 @@ use distsync_core::queue::Queue;
 
 use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, patiently};
-use distsync_core::raw::RetryPolicy;
+use distsync_core::raw::{Contention, RetryPolicy};
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -433,7 +439,9 @@ impl KvQueue {
     async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
         let call = claim_call_id();
         self.sweep_if_due().await;
+        let mut contention = Contention::default();
         loop {
+            let attempt = Instant::now();
             // A waiting dequeue rides out transient errors (see `wait`).
             let (first, _) = if wait {
                 patiently(None, "queue read", &self.layout.root, || self.first_item()).await?
@@ -443,8 +451,12 @@ impl KvQueue {
             if let Some(item) = first {
                 match claim(&self.kv, &self.layout, &call, item).await? {
                     Some(claimed) => return Ok(Some(claimed.deliver())),
-                    // Another consumer took it first: read the new first item.
-                    None => continue,
+                    // Another consumer took it first: read the new first item,
+                    // after a pause (see the module docs, "Dequeue").
+                    None => {
+                        contention.lost(attempt.elapsed()).await;
+                        continue;
+                    }
                 }
             }
             if !wait {
@@ -844,7 +856,9 @@ async fn put_sequential(
     dedup: Option<(&str, LeaseId, &Bytes)>,
 ) -> Result<Put> {
     let guard_key = layout.guard(priority);
+    let mut contention = Contention::default();
     loop {
+        let attempt = Instant::now();
         // The store's clock beside the read, not after it: a new item's time only
         // dates it (an age is a figure, not a decision), so it costs no round trip
         // of its own where reading the clock is one.
@@ -927,6 +941,8 @@ async fn put_sequential(
                 });
             }
         }
+        // Another producer took the tail first (see the module docs, "Enqueue").
+        contention.lost(attempt.elapsed()).await;
     }
 }
 

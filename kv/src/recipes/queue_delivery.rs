@@ -46,7 +46,7 @@ use super::super::key::range_at;
 use super::super::wait::patiently;
 use super::queue_sweep::claim_call_id;
 use super::{Item, KvQueue, Layout, Position, CLAIM_BUDGET};
-use distsync_core::raw::RetryPolicy;
+use distsync_core::raw::{Contention, RetryPolicy};
 
 impl KvQueue {
     /// `receive` (`wait`) or `try_receive`.
@@ -62,7 +62,9 @@ impl KvQueue {
         let lost = session.lost_token().clone();
         let call = claim_call_id();
         self.sweep_if_due().await;
+        let mut contention = Contention::default();
         loop {
+            let attempt = Instant::now();
             let (first, _) = if wait {
                 patiently(Some(&lost), "queue read", &self.layout.root, || {
                     self.first_item()
@@ -74,8 +76,12 @@ impl KvQueue {
             if let Some(item) = first {
                 match hold(&self.kv, &self.layout, session, lease, &call, item).await? {
                     Some(delivery) => return Ok(Some(delivery)),
-                    // Taken or changed meanwhile: read the new first item.
-                    None => continue,
+                    // Taken or changed meanwhile: read the new first item, after a
+                    // pause (see the queue's module docs, "Dequeue").
+                    None => {
+                        contention.lost(attempt.elapsed()).await;
+                        continue;
+                    }
                 }
             }
             if !wait {
