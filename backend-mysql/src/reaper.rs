@@ -32,16 +32,36 @@ const COMPACT_EVERY: Duration = Duration::from_secs(10);
 const PER_ROUND: u32 = 100;
 
 /// The reaper's loop; it ends when the backend is dropped.
+///
+/// A round that fails (the server unreachable, a table gone) is tried again a second
+/// later. The first failure of a run of them is a warning; the others are logged at
+/// debug level, and the first round that succeeds after them at info level, so that a
+/// process cut off from its server for minutes logs two lines, not one a second.
 pub(crate) async fn run(core: Weak<Core>) {
     let mut compacted_at = Instant::now();
+    let mut failing = false;
     loop {
         let Some(core) = core.upgrade() else {
             return;
         };
         let sleep = match round(&core, &mut compacted_at).await {
-            Ok(sleep) => sleep,
+            Ok(sleep) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(backend = crate::BACKEND, "reaper: rounds succeed again");
+                }
+                sleep
+            }
+            Err(error) if failing => {
+                tracing::debug!(backend = crate::BACKEND, %error, "reaper: a round failed again");
+                LONGEST_SLEEP
+            }
             Err(error) => {
-                tracing::warn!(backend = crate::BACKEND, %error, "reaper: a round failed");
+                tracing::warn!(
+                    backend = crate::BACKEND,
+                    %error,
+                    "reaper: a round failed; the next failures are logged at debug level until a round succeeds"
+                );
+                failing = true;
                 LONGEST_SLEEP
             }
         };

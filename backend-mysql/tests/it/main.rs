@@ -12,6 +12,7 @@ mod key_bell;
 mod lease;
 mod queue_age;
 mod rate_limiter;
+mod reaper;
 mod status;
 mod tls_auth;
 mod tls_logs;
