@@ -1,23 +1,4 @@
-//! Randomized backoff after a lost race: an attempt whose compare failed because
-//! another client changed the key first (a queue's tail taken by another producer,
-//! an item claimed by another consumer).
-//!
-//! Clients that read the same state race for one compare, and all but one lose and
-//! read again at once, to race again: under `n` contenders a write costs about `n`
-//! attempts, each a read and a transaction on the store, and the store's work grows
-//! with the square of the contenders. A loser that first pauses a random part of a
-//! window spreads the next round out (Ethernet's binary exponential backoff). The
-//! window is the lost attempt's own duration, the time one winner's attempt takes on
-//! this store under this load, doubled with each loss in a row up to 4 times that: so
-//! the pause follows the store's speed rather than a constant that suits one store
-//! and starves another, and an attempt that never loses (one producer) pays nothing.
-//! The window stops growing early because a client that just won starts its next
-//! write with no pause: a loser whose window kept doubling would wait ever longer
-//! while winners win again (Ethernet's capture effect), and one caller's write would
-//! take many times the others'.
-//!
-//! What it gains on the kv queue's producers and consumers is measured in
-//! docs/BENCHMARKS.md ("Queue and STM").
+//! Randomized backoff after a lost race (see [`Contention`]).
 
 use std::time::Duration;
 
@@ -30,8 +11,27 @@ const MAX_DOUBLINGS: u32 = 2;
 /// in milliseconds, so a shorter sleep would round up to a millisecond or more.
 const SHORTEST_SLEEP: Duration = Duration::from_millis(1);
 
-/// The losses in a row of one client's attempts at one write (see the
-/// [module docs](self)).
+/// The losses in a row of one client's attempts at one write: randomized backoff after
+/// a lost race, an attempt whose compare failed because another client changed the key
+/// first (a queue's tail taken by another producer, an item claimed by another
+/// consumer).
+///
+/// Clients that read the same state race for one compare, and all but one lose and
+/// read again at once, to race again: under `n` contenders a write costs about `n`
+/// attempts, each a read and a transaction on the store, and the store's work grows
+/// with the square of the contenders. A loser that first pauses a random part of a
+/// window spreads the next round out (Ethernet's binary exponential backoff). The
+/// window is the lost attempt's own duration, the time one winner's attempt takes on
+/// this store under this load, doubled with each loss in a row up to 4 times that: so
+/// the pause follows the store's speed rather than a constant that suits one store
+/// and starves another, and an attempt that never loses (one producer) pays nothing.
+/// The window stops growing early because a client that just won starts its next
+/// write with no pause: a loser whose window kept doubling would wait ever longer
+/// while winners win again (Ethernet's capture effect), and one caller's write would
+/// take many times the others'.
+///
+/// What it gains on the kv queue's producers and consumers is measured in
+/// docs/BENCHMARKS.md ("Queue and STM").
 ///
 /// ```
 /// use std::time::Duration;

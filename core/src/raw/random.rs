@@ -13,7 +13,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A random 64-bit value (see the [module docs](self)).
+/// A random 64-bit value: SipHash keyed by the standard library's per-process random
+/// keys over a process-wide counter, the wall clock and the process id (not
+/// cryptographic; see the module's source for why that suffices).
 ///
 /// ```
 /// use distsync::store::raw::random_u64;
