@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use distsync_core::raw::call_id;
+use distsync_core::raw::random_u64;
 use distsync_core::session::KeepAlive;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{LeaseId, Revision, WatchEvent};
@@ -22,14 +22,9 @@ use crate::BACKEND;
 /// How many times a grant draws a new id when the one drawn is taken.
 const GRANT_TRIES: usize = 3;
 
-/// A fresh lease id: 63 random bits of core's call id, never `0`.
+/// A fresh lease id: 63 random bits of core's random source, never `0`.
 fn fresh_id() -> LeaseId {
-    let id = call_id();
-    let bits = id
-        .get(..16)
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .unwrap_or(1);
-    LeaseId::try_from(bits >> 1).unwrap_or(1).max(1)
+    LeaseId::try_from(random_u64() >> 1).unwrap_or(1).max(1)
 }
 
 /// Grants a lease of `ttl` (at least a millisecond), expiring `ttl` after the

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::raw::random_fraction;
+use crate::raw::retry::LONGEST_PAUSE;
 
 /// The window doubles with each loss in a row up to `2^MAX_DOUBLINGS` attempts.
 const MAX_DOUBLINGS: u32 = 2;
@@ -50,9 +51,13 @@ pub struct Contention {
 impl Contention {
     /// The pause before the next attempt, after one that took `attempt` and lost: a
     /// random part of `attempt` times 2 to the number of losses before this one (at
-    /// most 4).
+    /// most 4), and of the retry policy's longest pause at most
+    /// ([`LONGEST_PAUSE`](crate::raw::retry::LONGEST_PAUSE)): an attempt that rode out an
+    /// outage took the outage's length, which says nothing of the race.
     pub fn next_pause(&mut self, attempt: Duration) -> Duration {
-        let window = attempt.saturating_mul(1 << self.losses.min(MAX_DOUBLINGS));
+        let window = attempt
+            .saturating_mul(1 << self.losses.min(MAX_DOUBLINGS))
+            .min(LONGEST_PAUSE);
         self.losses = self.losses.saturating_add(1);
         window.mul_f64(random_fraction())
     }
@@ -96,6 +101,15 @@ mod tests {
             }
         }
         assert!(above_previous[..3].iter().all(|above| *above));
+    }
+
+    #[test]
+    fn an_attempt_that_rode_out_an_outage_pauses_no_longer_than_the_longest_retry_pause() {
+        let mut contention = Contention::default();
+        for _ in 0..50 {
+            let pause = contention.next_pause(Duration::from_secs(30));
+            assert!(pause < super::LONGEST_PAUSE, "{pause:?}");
+        }
     }
 
     #[test]

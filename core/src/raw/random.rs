@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A random 64-bit value: SipHash keyed by the standard library's per-process random
-/// keys over a process-wide counter, the wall clock and the process id (not
-/// cryptographic; see the module's source for why that suffices).
+/// keys (from the operating system) over a process-wide counter, the wall clock and the
+/// process id. Not cryptographic: ids only need to be unique and hard to guess by
+/// accident, and jitter only needs to differ between clients.
 ///
 /// ```
 /// use distsync::store::raw::random_u64;
