@@ -203,6 +203,7 @@ impl MysqlKv {
                 pool.clone(),
                 tables.clone(),
                 config.poll_interval(),
+                config.request_timeout(),
                 Arc::clone(&bells),
             ),
             bells,

@@ -135,6 +135,10 @@
 //! waiter, and no statement at all in a process that waits on nothing. The hub reads
 //! the log on a connection of its own (beside the pool, opened once the process
 //! watches), so that a pool filled by the caller's transactions holds back no wake-up.
+//! Each of its reads ends within the request timeout (`timeout=`): a server that stops
+//! answering (a silent partition) ends the process's open watches, and the recipes
+//! watch again once it answers, rather than wait on a connection that may never answer;
+//! and no read of the hub's holds back a new watch of the process.
 //! A bell is per key, not per commit: a doorbell that every commit rang would wake
 //! every hub of every process at every write, which costs more than the poll under
 //! load.

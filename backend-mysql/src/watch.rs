@@ -19,6 +19,12 @@
 //! A new watch reads its own history (from its start revision to the hub's position)
 //! in one snapshot, then takes what the hub delivers after that position. When the hub
 //! cannot read the log, every open watch ends (the recipes re-read and watch again).
+//!
+//! No statement runs while the hub's state is locked: a read of the log on a connection
+//! that stops answering (a silent partition, a server under load) would otherwise hold
+//! back every new watch of the process, past the heal. The hub's own reads are bounded
+//! by the request timeout, and a connection whose read failed or ran out of time is
+//! closed, not handed back to its pool (it may still be inside an unanswered statement).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -27,12 +33,13 @@ use bytes::Bytes;
 use distsync_core::Result;
 use distsync_kv::kv::{Revision, WatchEvent, WatchResponse};
 use futures::stream::{self, BoxStream, StreamExt};
-use sqlx::{MySqlPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{MySql, MySqlPool, Row};
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::batch;
-use crate::error::map;
+use crate::error::{map, within, Bound};
 use crate::key_bell::KeyBells;
 use crate::range::{key_string, KeyFilter};
 use crate::schema::Tables;
@@ -81,6 +88,10 @@ struct Shared {
     pool: MySqlPool,
     tables: Tables,
     poll_interval: Duration,
+    /// The most one read of the hub's may take (the URL's `timeout=`).
+    request_timeout: Duration,
+    /// Locked only to read or change the position and the watches, never across a
+    /// statement.
     state: Mutex<State>,
     /// Rung by this process's writes and by new watches.
     bell: Notify,
@@ -112,13 +123,14 @@ impl Drop for Hub {
 
 impl Hub {
     /// A hub over the log that `reader` (a pool of the hub's own) and `pool` (the
-    /// backend's) reach, whose watches of one key also wait on `bells`; its task
-    /// starts with the first watch.
+    /// backend's) reach, whose watches of one key also wait on `bells`, and whose own
+    /// reads each end within `request_timeout`; its task starts with the first watch.
     pub(crate) fn new(
         reader: MySqlPool,
         pool: MySqlPool,
         tables: Tables,
         poll_interval: Duration,
+        request_timeout: Duration,
         bells: Arc<KeyBells>,
     ) -> Self {
         Self {
@@ -128,6 +140,7 @@ impl Hub {
                 pool,
                 tables,
                 poll_interval,
+                request_timeout,
                 state: Mutex::new(State {
                     seen: 0,
                     watchers: Vec::new(),
@@ -156,11 +169,18 @@ impl Hub {
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
         self.start_task();
         let (sender, receiver) = mpsc::unbounded_channel();
+        // An idle hub read nothing since its last watch ended: it starts from the
+        // present, read before the state is locked.
+        let idle = self.shared.state.lock().await.watchers.is_empty();
+        let present = if idle {
+            Some(current_revision(&self.shared).await?)
+        } else {
+            None
+        };
         let upto = {
             let mut state = self.shared.state.lock().await;
-            if state.watchers.is_empty() {
-                // An idle hub read nothing: it starts from the present.
-                state.seen = current_revision(&self.shared).await?;
+            if let (true, Some(present)) = (state.watchers.is_empty(), present) {
+                state.seen = state.seen.max(present);
             }
             // A start of 0 or below is etcd's "from now": after the hub's position.
             if start <= 0 {
@@ -342,40 +362,40 @@ async fn run(shared: Weak<Shared>) {
 }
 
 /// Reads and delivers every change after the hub's position.
+///
+/// The reads run with the state unlocked; each batch is delivered under the lock, and
+/// only if the position is still the one the batch was read from: while watches are
+/// open only this task moves it, but once they have all ended a new watch moves an
+/// idle hub to the present, and what was read from before that is dropped.
 async fn deliver(shared: &Shared) -> Result<()> {
-    let mut state = shared.state.lock().await;
-    state.watchers.retain(|watcher| !watcher.sender.is_closed());
-    if state.watchers.is_empty() {
-        return Ok(());
-    }
-    let (current, compacted): (Revision, Revision) = sqlx::query_as(&format!(
-        "SELECT revision, compacted FROM {} WHERE id = 1",
-        shared.tables.meta
-    ))
-    .fetch_one(&shared.reader)
-    .await
-    .map_err(map)?;
-    if state.seen.saturating_add(1) < compacted {
-        // The hub fell behind the compaction point: what it missed is gone.
-        for watcher in state.watchers.drain(..) {
-            let _ = watcher.sender.send(Ok(WatchResponse::Compacted(compacted)));
+    let mut seen = {
+        let mut state = shared.state.lock().await;
+        state.watchers.retain(|watcher| !watcher.sender.is_closed());
+        if state.watchers.is_empty() {
+            return Ok(());
         }
-        state.seen = current;
+        state.seen
+    };
+    let mut reader = LogReader::open(shared).await?;
+    let (current, compacted) = reader.position().await?;
+    if seen.saturating_add(1) < compacted {
+        // The hub fell behind the compaction point: what it missed is gone.
+        let mut state = shared.state.lock().await;
+        if state.seen == seen {
+            for watcher in state.watchers.drain(..) {
+                let _ = watcher.sender.send(Ok(WatchResponse::Compacted(compacted)));
+            }
+            state.seen = current;
+        }
         return Ok(());
     }
-    while state.seen < current {
-        let upto = current.min(state.seen.saturating_add(BATCH));
-        let rows = sqlx::query(&format!(
-            "SELECT revision, sub, k, create_revision, version, lease, v, deleted FROM {} \
-             WHERE revision > ? AND revision <= ? ORDER BY revision, sub",
-            shared.tables.log
-        ))
-        .bind(state.seen)
-        .bind(upto)
-        .fetch_all(&shared.reader)
-        .await
-        .map_err(map)?;
-        let events = rows.iter().map(row_event).collect::<Result<Vec<_>>>()?;
+    while seen < current {
+        let upto = current.min(seen.saturating_add(BATCH));
+        let events = reader.changes(seen, upto).await?;
+        let mut state = shared.state.lock().await;
+        if state.seen != seen {
+            return Ok(());
+        }
         for (revision, events) in by_revision(events) {
             state.watchers.retain(|watcher| {
                 if revision < watcher.start {
@@ -393,6 +413,78 @@ async fn deliver(shared: &Shared) -> Result<()> {
             });
         }
         state.seen = upto;
+        seen = upto;
     }
     Ok(())
+}
+
+/// The hub's own connection for one delivery: each read ends within the request
+/// timeout, and a read that fails or runs out of time closes the connection when it is
+/// dropped, rather than hand back to the pool a connection that may still be inside a
+/// statement the server never answered.
+struct LogReader<'a> {
+    shared: &'a Shared,
+    conn: PoolConnection<MySql>,
+}
+
+impl<'a> LogReader<'a> {
+    /// Takes the hub's connection (its pool waits at most the request timeout).
+    async fn open(shared: &'a Shared) -> Result<Self> {
+        let conn = shared.reader.acquire().await.map_err(map)?;
+        Ok(Self { shared, conn })
+    }
+
+    /// The store's revision and its compaction point.
+    async fn position(&mut self) -> Result<(Revision, Revision)> {
+        let sql = format!(
+            "SELECT revision, compacted FROM {} WHERE id = 1",
+            self.shared.tables.meta
+        );
+        let conn = &mut *self.conn;
+        let read = within(
+            self.shared.request_timeout,
+            Bound::Request,
+            "reading the log's position",
+            async { sqlx::query_as(&sql).fetch_one(conn).await.map_err(map) },
+        )
+        .await;
+        self.closed_unless_ok(read)
+    }
+
+    /// The changes of revisions `(after, upto]`, in order.
+    async fn changes(
+        &mut self,
+        after: Revision,
+        upto: Revision,
+    ) -> Result<Vec<(Revision, WatchEvent)>> {
+        let sql = format!(
+            "SELECT revision, sub, k, create_revision, version, lease, v, deleted FROM {} \
+             WHERE revision > ? AND revision <= ? ORDER BY revision, sub",
+            self.shared.tables.log
+        );
+        let conn = &mut *self.conn;
+        let read = within(
+            self.shared.request_timeout,
+            Bound::Request,
+            "reading the log",
+            async {
+                let rows = sqlx::query(&sql)
+                    .bind(after)
+                    .bind(upto)
+                    .fetch_all(conn)
+                    .await
+                    .map_err(map)?;
+                rows.iter().map(row_event).collect::<Result<Vec<_>>>()
+            },
+        )
+        .await;
+        self.closed_unless_ok(read)
+    }
+
+    fn closed_unless_ok<T>(&mut self, read: Result<T>) -> Result<T> {
+        if read.is_err() {
+            self.conn.close_on_drop();
+        }
+        read
+    }
 }

@@ -1,6 +1,8 @@
 //! Watches: history from a past revision, then live changes, from this process and
 //! from another client of the same tables.
 
+use std::time::Duration;
+
 use distsync_kv::kv::{EventKind, Kv, Txn, TxnOp};
 use distsync_kv::kv::{Revision, WatchResponse};
 use futures::stream::BoxStream;
@@ -98,5 +100,66 @@ async fn a_full_pool_holds_back_no_delivery() {
         [(EventKind::Put, "k".to_owned(), written)]
     );
     drop(held);
+    drop_tables(&kv, &url).await;
+}
+
+/// A read of the log that its connection never answers (a silent partition) holds back
+/// no new watch of the process, and ends within the request timeout, which ends the
+/// hub's open watches (the recipes watch again); once the connection answers again, a
+/// new watch follows the log.
+#[tokio::test]
+async fn an_unanswered_read_of_the_log_holds_back_no_new_watch() {
+    use distsync_conformance::faults::proxy::{rewrite_url, upstreams, PartitionMode, Proxy};
+    let Some((kv, url)) = store("").await else {
+        return;
+    };
+    let proxy = Proxy::start(upstreams(&url).unwrap().remove(0))
+        .await
+        .unwrap();
+    let through = format!(
+        "{}&timeout=3s",
+        rewrite_url(&url, &[proxy.address()]).unwrap()
+    );
+    let cut = connect(&through).await;
+    let mut first = cut.watch("k", false, 0).await.unwrap();
+    proxy.set(PartitionMode::Silent);
+    // The hub reads the log every poll interval (20 ms) while a watch is open: within
+    // this second its read hangs on the silent connection. A watch from now needs no
+    // statement of a hub with watches open, so each opens at once all the same.
+    let silent = tokio::time::Instant::now();
+    let mut opened = Vec::new();
+    while silent.elapsed() < Duration::from_secs(1) {
+        let watch = timeout(Duration::from_millis(900), cut.watch("k", false, 0))
+            .await
+            .expect("a new watch opens while the hub's read goes unanswered")
+            .unwrap();
+        opened.push(watch);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The read runs out of time (3 s): the open watches end.
+    let ended = timeout(PATIENCE, first.next())
+        .await
+        .expect("the hub's unanswered read ends within the request timeout");
+    assert!(
+        !matches!(ended, Some(Ok(WatchResponse::Events(_)))),
+        "no write happened: the watch ends, it does not deliver"
+    );
+    proxy.heal();
+    let mut again = timeout(PATIENCE, async {
+        loop {
+            match cut.watch("k", false, 0).await {
+                Ok(watch) => return watch,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("a watch opens after the heal");
+    let written = put_one(&kv, "k", "1").await;
+    assert_eq!(
+        next(&mut again).await,
+        [(EventKind::Put, "k".to_owned(), written)]
+    );
+    drop(opened);
     drop_tables(&kv, &url).await;
 }
