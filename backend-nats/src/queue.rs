@@ -82,7 +82,12 @@
 //! with its sequence (naming the new hold, the count one higher) and the creation of
 //! a hold key naming the item, with the session's TTL, which the session then renews
 //! as its other keys. Of two receivers of one item only one batch passes; the other
-//! has written nothing and tries the next item. `ack` purges the item, its record
+//! has written nothing and tries the next item, after a pause of a random part of its
+//! lost attempt's duration ([`Contention`]): consumers that read one head would
+//! otherwise all race for each of its items at once, and the stream's work for one
+//! item would grow with the number of consumers. The next item, not a random one: the
+//! first deliveries follow queue order (a receiver tries an item only once it lost
+//! every item before it). A `dequeue`'s claims do the same. `ack` purges the item, its record
 //! and the hold in one atomic batch, the record and the hold each compared with its
 //! sequence (the hold's as the session last renewed it); `nack` purges the hold; the
 //! session's end (a crash, a partition past the TTL, a revoke) ends the hold key
@@ -161,7 +166,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::delivery::{Delivery, Settle};
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
-use distsync_core::raw::{call_id, Failure, Idempotence, Queue, RetryPolicy};
+use distsync_core::raw::{call_id, Contention, Failure, Idempotence, Queue, RetryPolicy};
 use distsync_core::{Error, Name, Result, Session};
 use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::{FutureExt, StreamExt};
@@ -542,14 +547,19 @@ impl NatsQueue {
         // After a head read without records taken by others, the next read reads
         // them: the items it stopped at may all be held, which only records tell.
         let mut records = Records::Unread;
+        let mut contention = Contention::default();
         loop {
             let head = self.queued(records).await?;
             records = Records::Read;
             let mut refused = Vec::new();
             for item in head.untried() {
+                let attempt = tokio::time::Instant::now();
                 match self.claim_item(call, item).await? {
                     Some(claimed) => return Ok(Ok(claimed)),
-                    None => refused.push(item),
+                    None => {
+                        refused.push(item);
+                        contention.lost(attempt.elapsed()).await;
+                    }
                 }
             }
             // A full head taken by others may hide free items behind it: read again
@@ -661,12 +671,15 @@ impl NatsQueue {
             return Err(Error::SessionLost);
         }
         let _claim = Claim::new(&self.claims);
+        let mut contention = Contention::default();
         loop {
             let head = self.queued(Records::Read).await?;
             for item in head.untried() {
+                let attempt = tokio::time::Instant::now();
                 if let Some(delivery) = self.hold(session, lease, item, once).await? {
                     return Ok(Ok(delivery));
                 }
+                contention.lost(attempt.elapsed()).await;
             }
             // A full head taken by others may hide free items behind it: read again.
             if !head.full {
