@@ -32,9 +32,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use distsync_core::Result;
 use distsync_kv::kv::{Revision, WatchEvent, WatchResponse};
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 use sqlx::pool::PoolConnection;
-use sqlx::{MySql, MySqlPool, Row};
+use sqlx::{MySql, MySqlConnection, MySqlPool, Row};
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 
@@ -440,15 +441,10 @@ impl<'a> LogReader<'a> {
             "SELECT revision, compacted FROM {} WHERE id = 1",
             self.shared.tables.meta
         );
-        let conn = &mut *self.conn;
-        let read = within(
-            self.shared.request_timeout,
-            Bound::Request,
-            "reading the log's position",
-            async { sqlx::query_as(&sql).fetch_one(conn).await.map_err(map) },
-        )
-        .await;
-        self.closed_unless_ok(read)
+        self.bounded("reading the log's position", move |conn| {
+            Box::pin(async move { sqlx::query_as(&sql).fetch_one(conn).await.map_err(map) })
+        })
+        .await
     }
 
     /// The changes of revisions `(after, upto]`, in order.
@@ -462,12 +458,8 @@ impl<'a> LogReader<'a> {
              WHERE revision > ? AND revision <= ? ORDER BY revision, sub",
             self.shared.tables.log
         );
-        let conn = &mut *self.conn;
-        let read = within(
-            self.shared.request_timeout,
-            Bound::Request,
-            "reading the log",
-            async {
+        self.bounded("reading the log", move |conn| {
+            Box::pin(async move {
                 let rows = sqlx::query(&sql)
                     .bind(after)
                     .bind(upto)
@@ -475,16 +467,23 @@ impl<'a> LogReader<'a> {
                     .await
                     .map_err(map)?;
                 rows.iter().map(row_event).collect::<Result<Vec<_>>>()
-            },
-        )
-        .await;
-        self.closed_unless_ok(read)
+            })
+        })
+        .await
     }
 
-    fn closed_unless_ok<T>(&mut self, read: Result<T>) -> Result<T> {
-        if read.is_err() {
+    /// Runs `read` on the connection within the request timeout; a read that fails or
+    /// runs out of time closes the connection once it is dropped.
+    async fn bounded<T>(
+        &mut self,
+        doing: &str,
+        read: impl for<'c> FnOnce(&'c mut MySqlConnection) -> BoxFuture<'c, Result<T>>,
+    ) -> Result<T> {
+        let timeout = self.shared.request_timeout;
+        let result = within(timeout, Bound::Request, doing, read(&mut self.conn)).await;
+        if result.is_err() {
             self.conn.close_on_drop();
         }
-        read
+        result
     }
 }
