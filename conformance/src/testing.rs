@@ -28,11 +28,11 @@ pub fn server_url(var: &str) -> Option<String> {
             let ci = std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
             assert!(
                 !ci,
-                "CI=true but {var} is not set: the conformance suite needs its server \
+                "CI=true but {var} is not set: this test needs its server \
                  (see scripts/servers.sh)"
             );
             eprintln!(
-                "\n!!! {var} is not set: SKIPPING this conformance test. \
+                "\n!!! {var} is not set: SKIPPING this test. \
                  Start the servers with scripts/servers.sh and export {var}. !!!\n"
             );
             None

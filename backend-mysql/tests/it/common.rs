@@ -7,13 +7,10 @@ use distsync_core::Coordinator;
 use distsync_kv::StoreError;
 use distsync_mysql::{MysqlConfig, MysqlKv};
 
-/// A store in fresh tables, or `None` (the test is skipped) without a server; `query`
-/// is added to the URL.
+/// A store in fresh tables, or `None` (the test is skipped, or fails under `CI=true`)
+/// without a server; `query` is added to the URL.
 pub(crate) async fn store(query: &str) -> Option<(MysqlKv, String)> {
-    let Ok(url) = std::env::var("DISTSYNC_MYSQL_URL") else {
-        eprintln!("DISTSYNC_MYSQL_URL is not set: SKIPPING (scripts/servers.sh starts MariaDB)");
-        return None;
-    };
+    let url = distsync_conformance::server_url("DISTSYNC_MYSQL_URL")?;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let prefix = format!(
         "t{}_{}_",

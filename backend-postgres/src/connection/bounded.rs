@@ -147,7 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_statement_past_its_limit_fails_as_a_connection_error_and_others_answer() {
-        let Ok(url) = std::env::var("DISTSYNC_POSTGRES_URL") else {
+        let Some(url) = distsync_conformance::server_url("DISTSYNC_POSTGRES_URL") else {
             return;
         };
         let pool = PgPoolOptions::new()

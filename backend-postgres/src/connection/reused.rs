@@ -228,7 +228,7 @@ mod tests {
     use sqlx::postgres::PgPoolOptions;
 
     fn url() -> Option<String> {
-        std::env::var("DISTSYNC_POSTGRES_URL").ok()
+        distsync_conformance::server_url("DISTSYNC_POSTGRES_URL")
     }
 
     async fn pool(size: u32) -> PgPool {

@@ -145,7 +145,7 @@ mod tests {
     use super::*;
 
     fn url() -> Option<String> {
-        std::env::var("DISTSYNC_POSTGRES_URL").ok()
+        distsync_conformance::server_url("DISTSYNC_POSTGRES_URL")
     }
 
     /// A pool of one connection, not tested when taken (no round trip of its own before

@@ -33,22 +33,6 @@ const KEYS: [(&str, &str); 4] = [
 /// The names every store is left holding, purged at the end.
 const NAMES: [&str; 3] = ["jobs", "acct", "gate"];
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// The URL in `var`, or `None` after a loud skip notice.
-fn server(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(!ci(), "CI=true but {var} is not set");
-            eprintln!("\n!!! {var} is not set: SKIPPING part of the migrate test. !!!\n");
-            None
-        }
-    }
-}
-
 /// A namespace nobody else uses: letters, digits and `_`, valid everywhere.
 fn namespace(what: &str) -> String {
     let nanos = SystemTime::now()
@@ -73,7 +57,7 @@ fn in_namespace(label: &str, url: &str, ns: &str) -> String {
 /// A store on a fresh ZooKeeper root, and that root's path; `None` when the server is
 /// unset.
 async fn zookeeper(what: &str) -> Option<(Coordinator, String)> {
-    let url = server("DISTSYNC_ZOOKEEPER_URL")?;
+    let url = distsync_conformance::server_url("DISTSYNC_ZOOKEEPER_URL")?;
     let ns = namespace(what);
     let store = distsync_zookeeper::backend(&in_namespace("zookeeper", &url, &ns))
         .await
@@ -83,7 +67,7 @@ async fn zookeeper(what: &str) -> Option<(Coordinator, String)> {
 
 /// Deletes the ZooKeeper node `root` and everything under it, children first.
 async fn remove_root(root: &str) {
-    let url = server("DISTSYNC_ZOOKEEPER_URL").expect("zookeeper is set");
+    let url = distsync_conformance::server_url("DISTSYNC_ZOOKEEPER_URL").expect("zookeeper is set");
     let hosts = url
         .trim_start_matches("zk://")
         .split(['/', '?'])
@@ -249,7 +233,7 @@ async fn round_trip(label: &'static str, var: Option<&str>) {
         return;
     };
     let url = match var {
-        Some(var) => match server(var) {
+        Some(var) => match distsync_conformance::server_url(var) {
             Some(url) => url,
             None => return,
         },

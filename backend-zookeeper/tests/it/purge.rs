@@ -8,27 +8,15 @@ use std::time::Duration;
 
 use distsync_core::{Backend, Name, SessionOptions};
 
-fn url() -> Option<String> {
-    match std::env::var("DISTSYNC_ZOOKEEPER_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                !std::env::var("CI").is_ok_and(|ci| ci.eq_ignore_ascii_case("true")),
-                "CI=true but DISTSYNC_ZOOKEEPER_URL is not set"
-            );
-            eprintln!("\n!!! DISTSYNC_ZOOKEEPER_URL is not set: SKIPPING the purge test !!!\n");
-            None
-        }
-    }
-}
-
 fn name(text: &str) -> Name {
     Name::new(text).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_removes_every_node_under_the_prefix_and_nothing_beside_it() {
-    let Some(url) = url() else { return };
+    let Some(url) = distsync_conformance::server_url("DISTSYNC_ZOOKEEPER_URL") else {
+        return;
+    };
     let backend = distsync_zookeeper::backend(&url).await.unwrap();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

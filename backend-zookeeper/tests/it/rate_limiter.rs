@@ -9,26 +9,10 @@ use distsync_core::{Coordinator, Error};
 use distsync_zookeeper::ZkConfig;
 use zookeeper_client as zk;
 
-fn url() -> Option<String> {
-    match std::env::var("DISTSYNC_ZOOKEEPER_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                !std::env::var("CI").is_ok_and(|ci| ci.eq_ignore_ascii_case("true")),
-                "CI=true but DISTSYNC_ZOOKEEPER_URL is not set"
-            );
-            eprintln!(
-                "\n!!! DISTSYNC_ZOOKEEPER_URL is not set: SKIPPING the rate limiter test !!!\n"
-            );
-            None
-        }
-    }
-}
-
 /// Two clients (two ZooKeeper sessions) of the same servers, the URL's config, and a
 /// name no other run uses.
 async fn clients() -> Option<(Coordinator, Coordinator, ZkConfig, String)> {
-    let url = url()?;
+    let url = distsync_conformance::server_url("DISTSYNC_ZOOKEEPER_URL")?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -5,23 +5,9 @@
 use distsync_conformance::{check_counter_status, check_session_expiry, check_status};
 use distsync_core::Coordinator;
 
-fn url() -> Option<String> {
-    match std::env::var("DISTSYNC_ZOOKEEPER_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            assert!(
-                !std::env::var("CI").is_ok_and(|ci| ci.eq_ignore_ascii_case("true")),
-                "CI=true but DISTSYNC_ZOOKEEPER_URL is not set"
-            );
-            eprintln!("\n!!! DISTSYNC_ZOOKEEPER_URL is not set: SKIPPING the status test !!!\n");
-            None
-        }
-    }
-}
-
 /// Two clients of the same servers, and a prefix no other run uses.
 async fn clients() -> Option<(Coordinator, Coordinator, String)> {
-    let url = url()?;
+    let url = distsync_conformance::server_url("DISTSYNC_ZOOKEEPER_URL")?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -12,30 +12,9 @@ use distsync_conformance::faults::{private, PrivateServer};
 use distsync_conformance::{connector, StoreKind};
 use distsync_etcd::EtcdConfig;
 
-/// The URL in `var`, or `None` after saying loudly that the tests are skipped. Under
-/// `CI=true` a missing server is a failure.
-pub(crate) fn server_url(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "{var} is unset but CI=true: {what} must run against a real server \
-                     (start it with scripts/servers.sh)"
-                );
-            }
-            eprintln!(
-                "\n!!! SKIPPED: {var} is unset, so {what} did not run. \
-                 Start the servers with scripts/servers.sh and export {var}.\n"
-            );
-            None
-        }
-    }
-}
-
-/// `DISTSYNC_ETCD_URL`, or `None` (skip) as [`server_url`] says.
+/// `DISTSYNC_ETCD_URL`, or `None` (skip) as [`distsync_conformance::server_url`] says.
 pub(crate) fn etcd_url() -> Option<String> {
-    server_url("DISTSYNC_ETCD_URL", "the etcd tests")
+    distsync_conformance::server_url("DISTSYNC_ETCD_URL")
 }
 
 /// The endpoints of an `etcd://` URL, as etcdctl wants them (`host:port,host:port`).

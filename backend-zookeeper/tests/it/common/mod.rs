@@ -21,25 +21,6 @@ pub(crate) const STEP: Duration = Duration::from_secs(20);
 /// How long a Curator waiter must stay silent to count as held back.
 pub(crate) const SETTLE: Duration = Duration::from_millis(300);
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// The value of `var`, or `None` after a loud skip notice (a failure under `CI=true`).
-fn required(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.trim().is_empty() => Some(value),
-        _ => {
-            assert!(!ci(), "CI=true but {var} ({what}) is not set");
-            eprintln!(
-                "\n!!! {var} ({what}) is not set: SKIPPING a Curator interop test. Run \
-                 scripts/servers.sh up and eval \"$(scripts/servers.sh env)\". !!!\n"
-            );
-            None
-        }
-    }
-}
-
 /// The ZooKeeper server and the Curator peer's launcher.
 pub(crate) struct Setup {
     pub(crate) url: String,
@@ -49,8 +30,8 @@ pub(crate) struct Setup {
 
 /// The setup from the environment, or `None` after a loud skip notice.
 pub(crate) fn setup() -> Option<Setup> {
-    let url = required("DISTSYNC_ZOOKEEPER_URL", "the ZooKeeper server")?;
-    let peer = required("DISTSYNC_CURATOR_PEER", "the Curator peer's launcher")?;
+    let url = distsync_conformance::server_url("DISTSYNC_ZOOKEEPER_URL")?;
+    let peer = distsync_conformance::server_url("DISTSYNC_CURATOR_PEER")?;
     let config = url.parse().expect("DISTSYNC_ZOOKEEPER_URL parses");
     Some(Setup { url, peer, config })
 }
