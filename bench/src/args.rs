@@ -37,7 +37,8 @@ pub enum Case {
 /// and peer libraries, and writes markdown tables.
 ///
 /// Servers come from the same variables as the tests (`eval "$(scripts/servers.sh env)"`).
-/// All traffic goes to the URLs given, which should be on this machine.
+/// All traffic goes to the URLs given, which should be on this machine. The help names
+/// each URL's variable but never shows its value, which may hold a password.
 #[derive(Parser, Clone, Debug)]
 #[command(name = "distsync-bench", version)]
 pub struct Args {
@@ -46,26 +47,26 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub backends: Vec<BackendKind>,
     /// etcd URL.
-    #[arg(long, env = "DISTSYNC_ETCD_URL")]
+    #[arg(long, env = "DISTSYNC_ETCD_URL", hide_env_values = true)]
     pub etcd_url: Option<String>,
     /// Redis URL.
-    #[arg(long, env = "DISTSYNC_REDIS_URL")]
+    #[arg(long, env = "DISTSYNC_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// PostgreSQL URL.
-    #[arg(long, env = "DISTSYNC_POSTGRES_URL")]
+    #[arg(long, env = "DISTSYNC_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
     /// PostgreSQL URL with unflushed grants (`grants=unflushed`), measured as the
     /// backend `postgres-unflushed`: the lock cases only.
-    #[arg(long, env = "DISTSYNC_POSTGRES_UNFLUSHED_URL")]
+    #[arg(long, env = "DISTSYNC_POSTGRES_UNFLUSHED_URL", hide_env_values = true)]
     pub postgres_unflushed_url: Option<String>,
     /// ZooKeeper URL.
-    #[arg(long, env = "DISTSYNC_ZOOKEEPER_URL")]
+    #[arg(long, env = "DISTSYNC_ZOOKEEPER_URL", hide_env_values = true)]
     pub zookeeper_url: Option<String>,
     /// MySQL/MariaDB URL.
-    #[arg(long, env = "DISTSYNC_MYSQL_URL")]
+    #[arg(long, env = "DISTSYNC_MYSQL_URL", hide_env_values = true)]
     pub mysql_url: Option<String>,
     /// NATS URL.
-    #[arg(long, env = "DISTSYNC_NATS_URL")]
+    #[arg(long, env = "DISTSYNC_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// Directory whose `BENCHMARKS.md` gets the tables (e.g. `docs`).
     /// Without it the tables go to standard output only.

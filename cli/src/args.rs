@@ -141,9 +141,11 @@ pub(crate) fn parse() -> Cli {
 pub(crate) struct Cli {
     /// The store's URL: memory://, etcd://…, redis://…, rediss://…, redis+sentinel://…,
     /// redis+cluster://…, postgres://…, zk://…, mysql://…, nats://… (forms: --help)
+    // The help names the variable but never shows its value, which may hold a password.
     #[arg(
         long,
         env = "DISTSYNC_URL",
+        hide_env_values = true,
         global = true,
         help_heading = "Global options",
         value_name = "URL"
@@ -156,6 +158,7 @@ pub(crate) struct Cli {
     #[arg(
         long,
         env = "DISTSYNC_URL_FILE",
+        hide_env_values = true,
         global = true,
         help_heading = "Global options",
         value_name = "PATH"

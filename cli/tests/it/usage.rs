@@ -68,6 +68,27 @@ fn the_backend_can_come_from_a_file_and_its_password_is_never_printed() {
 }
 
 #[test]
+fn the_help_names_the_url_variable_but_never_shows_its_password() {
+    for args in [
+        &["--help"][..],
+        &["lock", "--help"],
+        &["queue", "q", "len", "-h"],
+    ] {
+        let mut distsync = command(None, args);
+        distsync.env("DISTSYNC_URL", "redis://user:s3cret@127.0.0.1:1");
+        distsync.env("DISTSYNC_URL_FILE", "/run/s3cret-url");
+        let output = distsync.output().unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
+        assert!(help.contains("DISTSYNC_URL"), "{args:?}: {help}");
+        assert!(
+            !help.contains("s3cret"),
+            "{args:?} printed the variable's value: {help}"
+        );
+    }
+}
+
+#[test]
 fn an_invalid_name_is_a_usage_error_with_the_typed_message() {
     for args in [
         &["lock", "a//b"][..],
