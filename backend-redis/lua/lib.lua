@@ -328,8 +328,10 @@ end
 --              acquisition names itself "u<id>" (unfair_mine) until it knows its token
 --   p:uq       sorted set of the waiting acquisitions' ids, scored by arrival (µs)
 --   p:um:<id>  a waiter's marker, PX until a while after its next re-check: the waiter
---              is live while it exists
---   p:uw:<id>  the channel that wakes waiter <id> (the head of p:uq) to ask again
+--              is live while it exists; its value is the wake id <w> of the locker
+--              handle that waits (the id of that handle's first waiting acquisition)
+--   p:uw:<w>   the channel that wakes handle <w>'s waiter (the head of p:uq) to ask
+--              again; the handle stays subscribed to it between its waits
 -- While the fair line holds the lock and unfair waiters wait behind it, the line ends
 -- with a member "u" (UNFAIR_BEHIND, scored +inf) that has no entry key: to the line a
 -- dead entry, which keeps its last release off the uncontended path (release.lua), so
@@ -358,8 +360,9 @@ local function unfair_wake(p)
     if #head == 0 then
       return
     end
-    if redis.call('EXISTS', p .. ':um:' .. head[1]) == 1 then
-      publish(p .. ':uw:' .. head[1], '1')
+    local wake = redis.call('GET', p .. ':um:' .. head[1])
+    if wake then
+      publish(p .. ':uw:' .. wake, '1')
       return
     end
     redis.call('ZREM', p .. ':uq', head[1])

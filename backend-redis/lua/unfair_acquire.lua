@@ -7,8 +7,10 @@
 -- session nonce (under Redis Cluster: the client's bound on the session's time left,
 -- ms), then as fair_acquire.lua takes them: the longest session TTL any client may use
 -- (ms, 0 when not bounded), whether the client watches for failovers ('1' or '0'), the
--- server's replication id as the client read it ('' when it does not know). The lock's
--- prefix p is KEYS[1] without its ':u'.
+-- server's replication id as the client read it ('' when it does not know); then the
+-- wake id of the locker handle (the value of the marker p:um:<id>, naming the channel
+-- p:uw:<wake id> a release wakes the waiter on). The lock's prefix p is KEYS[1]
+-- without its ':u'.
 -- Returns {1, token} when the acquisition holds: p:u = "u<id>:<token>", with the PX of
 -- an entry key (session_px), listed in the session's registry, the token the next value
 -- of p:fence, the fair lock's counter. Returns {0, ms} when it does not: a try is
@@ -134,5 +136,5 @@ redis.call('ZADD', q, 'NX', tonumber(now[1]) * 1000000 + tonumber(now[2]), id)
 if redis.call('PTTL', q) < px then
   redis.call('PEXPIRE', q, px)
 end
-redis.call('SET', p .. ':um:' .. id, '1', 'PX', px)
+redis.call('SET', p .. ':um:' .. id, ARGV[10], 'PX', px)
 return {0, soonest}

@@ -9,8 +9,8 @@
 //! |---|---|
 //! | `p:u` | the holder, `u<id>:<token>`: held through the session as a fair entry key is |
 //! | `p:uq` | the wait line: a sorted set of the waiting acquisitions' ids by arrival (the server's clock, µs) |
-//! | `p:um:<id>` | a waiter's marker: it is waiting while the key lives (PX: a TTL after its next re-check is due) |
-//! | `p:uw:<id>` | the channel that wakes waiter `<id>` |
+//! | `p:um:<id>` | a waiter's marker: it is waiting while the key lives (PX: a TTL after its next re-check is due); its value is the waiting handle's wake id `<w>` |
+//! | `p:uw:<w>` | the channel that wakes the waiter of the locker handle whose wake id is `<w>` (the id of its first waiting acquisition) |
 //! | `p:fence`, `p:epoch` | the fair lock's fencing counter and epoch marker, shared |
 //!
 //! `<id>` is the acquisition's (`<session>.<n>`, drawn as a fair entry's id is), and
@@ -21,9 +21,14 @@
 //! increments `p:fence` and sets `p:u` through the session, as the fair lock's
 //! uncontended grant sets its entry, and answers the token: one round trip. Otherwise
 //! the same call puts the acquisition in the wait line and answers how long it may wait
-//! without a wake-up. The waiter then subscribes to its own channel, asks again once the
-//! subscription is confirmed (a release in between woke nobody), and from then on asks
-//! again when woken, or when that time is up. Letting go (`lua/unfair_release.lua`, one
+//! without a wake-up. A handle's first waiter then subscribes to the handle's channel,
+//! asks again once the subscription is confirmed (a release in between woke nobody), and
+//! from then on asks again when woken, or when that time is up. The handle keeps that
+//! subscription until it is dropped: its later waiters were subscribed before they
+//! joined the line, so none of them subscribes, unsubscribes or asks again before the
+//! first wake-up (a lock that barging keeps busy makes many short waits of one handle).
+//! A wake-up left over from an earlier wait is drained before the take; one that comes
+//! later costs one needless re-check. Letting go (`lua/unfair_release.lua`, one
 //! `EVALSHA`) deletes `p:u` and learns, in the same `EXISTS`, whether anyone waits; only
 //! then does it hand the lock on. `try_lock` is the first call alone, and never joins
 //! the wait line.
@@ -70,7 +75,7 @@
 //! lock: the grant reads the epoch marker in the same `GETEX` the fair grant uses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,7 +88,7 @@ use crate::background::{spawn_retrying, GiveUp};
 use crate::error::{int, unexpected};
 use crate::hold::Hold;
 use crate::keys::Kind;
-use crate::notify::Event;
+use crate::notify::{Event, Subscription};
 use crate::scripts::Lua;
 use crate::session::RedisLease;
 use crate::store::Shared;
@@ -117,6 +122,12 @@ struct Inner {
     promotion_record: String,
     /// Wake-ups received by this handle's waits.
     wakeups: AtomicU64,
+    /// The handle's wake id: the id of its first acquisition that waited, unique in
+    /// the store; its waiters' markers name it, and a release wakes them on
+    /// `p:uw:<wake id>`.
+    wake_id: OnceLock<String>,
+    /// The subscription to that channel, between waits (a wait takes it out).
+    wake: Mutex<Option<Subscription>>,
 }
 
 /// What the acquisition script is asked to do.
@@ -177,12 +188,38 @@ impl RedisUnfairLock {
                 session: session.clone(),
                 name,
                 wakeups: AtomicU64::new(0),
+                wake_id: OnceLock::new(),
+                wake: Mutex::new(None),
             }),
         }
     }
 }
 
 impl Inner {
+    /// The handle's wake id, `acquisition`'s own id if the handle has none yet.
+    fn wake_id(&self, acquisition: &Acquisition) -> &str {
+        self.wake_id.get_or_init(|| acquisition.id.clone())
+    }
+
+    /// The handle's subscription to its wake-up channel, if it has one: taken out for a
+    /// wait, and drained of the wake-ups earlier waits left.
+    fn take_wake(&self) -> Option<Subscription> {
+        let mut wake = self
+            .wake
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(wake) = &mut wake {
+            wake.drain();
+        }
+        wake
+    }
+
+    /// Keeps `wake` for the handle's next wait.
+    fn keep_wake(&self, wake: Subscription) {
+        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(wake);
+    }
+
     /// One call of the acquisition script.
     async fn call(&self, lease: &RedisLease, acquisition: &Acquisition, how: How) -> Result<Reply> {
         let mut call = self.shared.script(&ACQUIRE);
@@ -195,7 +232,8 @@ impl Inner {
             .arg(lease.session_check(&self.session))
             .arg(crate::amnesia::max_ttl_ms(&self.shared))
             .arg(crate::amnesia::watch_arg(&self.shared))
-            .arg(crate::amnesia::replid_arg(&self.shared));
+            .arg(crate::amnesia::replid_arg(&self.shared))
+            .arg(self.wake_id(acquisition));
         let registry = lease.registry();
         // Under Cluster, a take is pending for the session's renewals until listed
         // (see `HeldKeys`), and the store's registry names the acquisition from its
@@ -431,9 +469,15 @@ impl Locker for RedisUnfairLock {
         };
         let acquisition = Acquisition::new(lease);
         let mut armed = LetGoOnDrop::arm(inner, &acquisition, gate);
+        // Taken out (and drained) before the take: every wake-up published after the
+        // take joins the line reaches it.
+        let kept = inner.take_wake();
         // The first call reports connection trouble: nothing waits to ride it out for.
-        match inner.call(lease, &acquisition, How::Take).await? {
+        let first_delay = match inner.call(lease, &acquisition, How::Take).await? {
             Reply::Granted(token) => {
+                if let Some(wake) = kept {
+                    inner.keep_wake(wake);
+                }
                 let gate = armed.disarm();
                 return Ok(inner.guard(lease, acquisition, token, gate));
             }
@@ -441,40 +485,53 @@ impl Locker for RedisUnfairLock {
                 armed.disarm();
                 return Err(Error::SessionLost);
             }
-            Reply::Waiting(_) => {}
-        }
-        let channel = inner
-            .shared
-            .keys
-            .channel(&format!("{}:uw:{}", inner.prefix, acquisition.id));
+            Reply::Waiting(delay) => delay + RECHECK_MARGIN,
+        };
         let mut backoff = WaitRetry::new("the unfair lock");
-        let mut wake = inner
-            .shared
-            .notifier
-            .subscribe_waiting(channel, &mut backoff)
-            .await?;
+        // A subscription made now missed what was published since the take: the wait
+        // asks again first. One kept from an earlier wait has missed nothing.
+        let (mut wake, mut ask_first) = match kept {
+            Some(wake) => (wake, false),
+            None => {
+                let channel = inner.shared.keys.channel(&format!(
+                    "{}:uw:{}",
+                    inner.prefix,
+                    inner.wake_id(&acquisition)
+                ));
+                let wake = inner
+                    .shared
+                    .notifier
+                    .subscribe_waiting(channel, &mut backoff)
+                    .await?;
+                (wake, true)
+            }
+        };
+        let mut delay = first_delay;
         loop {
-            // The first check runs once the subscription is confirmed: a wake-up
-            // published before that was missed, and the check makes up for it.
-            let delay = match inner.call(lease, &acquisition, How::Check).await {
-                Ok(Reply::Granted(token)) => {
-                    let gate = armed.disarm();
-                    return Ok(inner.guard(lease, acquisition, token, gate));
-                }
-                Ok(Reply::Lost) => {
-                    armed.disarm();
-                    return Err(Error::SessionLost);
-                }
-                Ok(Reply::Waiting(delay)) => {
-                    backoff.succeeded();
-                    delay + RECHECK_MARGIN
-                }
-                // Once waiting, connection trouble is ridden out (asking is idempotent).
-                Err(error) => match backoff.failed(&error) {
-                    Some(pause) => pause,
-                    None => return Err(error),
-                },
-            };
+            if ask_first {
+                delay = match inner.call(lease, &acquisition, How::Check).await {
+                    Ok(Reply::Granted(token)) => {
+                        inner.keep_wake(wake);
+                        let gate = armed.disarm();
+                        return Ok(inner.guard(lease, acquisition, token, gate));
+                    }
+                    Ok(Reply::Lost) => {
+                        armed.disarm();
+                        return Err(Error::SessionLost);
+                    }
+                    Ok(Reply::Waiting(delay)) => {
+                        backoff.succeeded();
+                        delay + RECHECK_MARGIN
+                    }
+                    // Once waiting, connection trouble is ridden out (asking is
+                    // idempotent).
+                    Err(error) => match backoff.failed(&error) {
+                        Some(pause) => pause,
+                        None => return Err(error),
+                    },
+                };
+            }
+            ask_first = true;
             tokio::select! {
                 biased;
                 () = inner.session.lost() => return Err(Error::SessionLost),

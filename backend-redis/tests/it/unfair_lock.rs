@@ -531,6 +531,70 @@ async fn a_release_wakes_one_waiter_not_the_herd() {
     );
 }
 
+/// The channels a handle of the lock `name` listens on for its wake-ups
+/// (`{<ns><name>}:lock:uw:<wake id>`), as the server lists them.
+async fn wake_channels(f: &Fixture, name: &str) -> Vec<String> {
+    let mut raw = f.raw().await;
+    redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(format!("*{}", f.key(name, ":uw:*")))
+        .query_async(&mut raw)
+        .await
+        .unwrap()
+}
+
+/// Polls (bounded) until `name`'s wake-up channels number `n`.
+async fn wait_for_wake_channels(f: &Fixture, name: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let channels = wake_channels(f, name).await;
+        if channels.len() == n {
+            return channels;
+        }
+        assert!(Instant::now() < deadline, "{channels:?}, never {n} of them");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_keeps_its_wake_up_channel_between_waits_and_is_woken_on_it() {
+    let f = fixture!();
+    // A waiter that missed its wake-up would ask again only when the holder's TTL ran
+    // out (its safety net), granted then without a wake-up counted.
+    let ttl = SessionOptions::with_ttl(Duration::from_secs(15));
+    let holding = f.coordinator.session_with(ttl).await.unwrap();
+    let holder = f.coordinator.locker_with(&holding, "k", unfair()).unwrap();
+    let other = f.other_client().await;
+    let waiting = other.session().await.unwrap();
+    let waiter = other.locker_with(&waiting, "k", unfair()).unwrap();
+    let mut channel = None;
+    for round in 1..=3 {
+        let held = holder.lock().await.unwrap();
+        let wait = tokio::spawn({
+            let waiter = Arc::clone(&waiter);
+            async move { waiter.lock().await.unwrap().unlock().await.unwrap() }
+        });
+        wait_for_contenders(holder.as_ref(), 2).await;
+        let woken = waiter.wakeups();
+        held.unlock().await.unwrap();
+        within(Duration::from_secs(30), wait).await.unwrap();
+        // The first wait may be granted by the re-check it makes once subscribed; a
+        // later one waits for its wake-up alone.
+        assert!(
+            round == 1 || waiter.wakeups() > woken,
+            "round {round}: the waiter was not woken by the release"
+        );
+        // One channel, the same in every round: subscribed through the waits.
+        let channels = wait_for_wake_channels(&f, "k", 1).await;
+        match &channel {
+            None => channel = Some(channels),
+            Some(first) => assert_eq!(&channels, first, "round {round}"),
+        }
+    }
+    drop(waiter);
+    wait_for_wake_channels(&f, "k", 0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_the_holder_and_the_waiters() {
     let f = fixture!();
