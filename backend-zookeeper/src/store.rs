@@ -128,7 +128,41 @@ impl Shared {
 
     /// Opens a client session of `timeout` as `opening` says, unbounded: a client error
     /// is an [`Error::Connection`] unless it says more (a refused login).
+    ///
+    /// A connection that the server leaves unanswered after the TLS handshake (ZooKeeper
+    /// 3.8's Netty server does so now and then on a loaded machine: its log shows the
+    /// client's certificate accepted, then no session) is one the client would wait on
+    /// for the whole connect timeout, its per-connection timeout. So when half the connect timeout passes
+    /// without a session, a second connection opens beside the first, and the first
+    /// session either of them gets is kept (the other is dropped). A verdict that is
+    /// not about the connection (a refused login) ends the opening at once; a
+    /// connection error waits for the other connection's outcome.
     async fn open_client(&self, timeout: Duration, opening: Opening) -> Result<zk::Client> {
+        let first = self.open_one_client(timeout, opening);
+        tokio::pin!(first);
+        let beside_after = self.config.connect_timeout() / 2;
+        tokio::select! {
+            opened = &mut first => return opened,
+            () = tokio::time::sleep(beside_after) => {}
+        }
+        tracing::debug!(
+            after = ?beside_after,
+            "no zookeeper session yet; opening a second connection beside the first"
+        );
+        let second = self.open_one_client(timeout, opening);
+        tokio::pin!(second);
+        let (opened, other) = tokio::select! {
+            opened = &mut first => (opened, futures::future::Either::Left(second)),
+            opened = &mut second => (opened, futures::future::Either::Right(first)),
+        };
+        match opened {
+            Err(error) if error.is_transient() => other.await,
+            opened => opened,
+        }
+    }
+
+    /// One try of [`Shared::open_client`]: one client, on connections of its own.
+    async fn open_one_client(&self, timeout: Duration, opening: Opening) -> Result<zk::Client> {
         let connector = zk::Client::connector()
             .with_session_timeout(timeout)
             .with_connection_timeout(self.config.connect_timeout());
