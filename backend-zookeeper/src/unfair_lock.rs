@@ -32,8 +32,11 @@
 //!    lock's node (the holder, or the tail of a fair line); woken, it lists the lock's
 //!    node (a read) and takes only if nobody is there, else watches again: a newcomer
 //!    that was faster (barging, the holder taking again as a rule) costs it no failed
-//!    take, which would be two writes on the leader. The head's takes use its own
-//!    protected prefix, so its holder node is told from the others by it.
+//!    take, which would be two writes on the leader. A waiter that comes to head the
+//!    line looks the same way before its first take: the place ahead of it went with a
+//!    line holder's release, and that holder takes again at once as a rule. The head's
+//!    takes use its own protected prefix, so its holder node is told from the others
+//!    by it.
 //! 3. **Hold**: a head that takes the lock keeps its place in the wait line while it
 //!    holds, so the waiter behind it still watches that place.
 //! 4. **Release**: delete the holder node (Curator's guaranteed delete, as the fair
@@ -494,12 +497,15 @@ impl ZkUnfairLocker {
             if place == 0 {
                 break;
             }
-            // What the take saw is stale by the time this waiter heads the line.
-            blocker = None;
             let before = format!("{}/{}", self.waiters.dir, line[place - 1].1);
             if let Some(watcher) = self.watch(&before, None::<NoWatch>).await? {
                 self.woken(watcher).await?;
             }
+            // What the take saw is stale by now: look at the lock's node afresh. The
+            // place ahead went with its holder's release as a rule, and that holder
+            // takes again at once (barging): a take sent now would collide with its
+            // take and cost the leader two writes, the loser's create and delete.
+            blocker = self.lock.line().await?.pop().map(|(_, last)| last);
         }
         // The head: take when the lock's last contender goes. Woken, it looks (a read)
         // before it takes: a newcomer that took the lock meanwhile (the holder taking it

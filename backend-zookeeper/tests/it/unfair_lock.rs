@@ -372,6 +372,55 @@ async fn a_cancelled_waiter_leaves_nothing_and_the_line_moves_on() {
     }
 }
 
+/// A waiter that comes to head the line while the lock is held looks before it takes:
+/// it creates no holder node that would only be deleted again. The head of the line
+/// goes (cancelled) while a holder holds; the waiter behind it is woken, and from then
+/// until its grant the lock's node sees two child changes: the holder's release and the
+/// new head's take (a take sent at once would add its create and its back-off delete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_comes_to_head_the_line_looks_before_it_takes() {
+    let Some((url, config)) = url() else { return };
+    let coordinator = distsync::connect(&url).await.unwrap();
+    let client = observer(&config).await;
+    let name = unique("head-looks");
+    let lock = format!("{}/lock/{name}", config.root());
+    let holder = contender(&coordinator, &name, true).await;
+    let head = contender(&coordinator, &name, true).await;
+    let next = contender(&coordinator, &name, true).await;
+    let held = holder.locker.lock().await.unwrap();
+    let cancelled = waiting(&head.locker);
+    until_nodes(&client, &config, &name, 1, 1).await;
+    let behind = waiting(&next.locker);
+    until_nodes(&client, &config, &name, 1, 2).await;
+    let woken_before = next.locker.wakeups();
+    let (_, before) = client.get_children(&lock).await.unwrap();
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    // The head's place gone, the waiter behind it is woken and heads the line.
+    within("the new head's wake-up", async {
+        while next.locker.wakeups() == woken_before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    held.unlock().await.unwrap();
+    let granted = within("the new head's grant", behind)
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, after) = client.get_children(&lock).await.unwrap();
+    assert_eq!(
+        after.cversion - before.cversion,
+        2,
+        "child changes of the lock's node from the head's going to the next grant"
+    );
+    granted.unlock().await.unwrap();
+    until_nodes(&client, &config, &name, 0, 0).await;
+    for contender in [holder, head, next] {
+        contender.session.close().await.unwrap();
+    }
+}
+
 /// A holder that came from the line releases its holder node and its place in one
 /// transaction (one write on the leader): both nodes' last child changes share a zxid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
