@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::rate_limiter::Rate;
-use distsync_core::raw::{name_connect_timeout, RetryPolicy};
+use distsync_core::raw::{name_connect_timeout, RenewalBatch, RetryPolicy};
 use distsync_core::session::KeepAlive;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{
@@ -97,6 +97,9 @@ pub(crate) struct Core {
     /// renewal never waits for a connection behind writers queued on the revision
     /// row, so a store slow to write does not end the sessions of its clients.
     pub(crate) lease_pool: MySqlPool,
+    /// The sessions' renewals, batched: one statement for every lease due
+    /// ([`lease::renew`]), on [`Core::lease_pool`].
+    pub(crate) renewals: RenewalBatch<LeaseId>,
     pub(crate) tables: Tables,
     pub(crate) hub: Hub,
     /// The bells of the keys this process creates on a lease (`key_bell.rs`).
@@ -207,6 +210,12 @@ impl MysqlKv {
                 Arc::clone(&bells),
             ),
             bells,
+            renewals: {
+                let (pool, tables) = (lease_pool.clone(), tables.clone());
+                RenewalBatch::start(lease::MAX_RENEWALS, move |ids| {
+                    lease::renew(pool.clone(), tables.clone(), ids)
+                })
+            },
             pool,
             lease_pool,
             tables,
@@ -370,7 +379,11 @@ impl Kv for MysqlKv {
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<KeepAlive> {
         self.detached("renewing a lease", move |core| async move {
-            lease::keep_alive(&core.lease_pool, &core.tables, lease).await
+            match core.renewals.renew(lease).await {
+                Ok(true) => Ok(KeepAlive::Renewed),
+                Ok(false) => Ok(KeepAlive::Gone),
+                Err(message) => Err(Error::connection(BACKEND, message)),
+            }
         })
         .await
     }

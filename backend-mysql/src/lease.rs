@@ -3,13 +3,13 @@
 //! a revoke, or the expiry of a lease, deletes its keys in one revisioned
 //! transaction, as etcd's lessor does.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use distsync_core::raw::random_u64;
-use distsync_core::session::KeepAlive;
+use distsync_core::raw::{random_u64, BatchRenewed};
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{LeaseId, Revision, WatchEvent};
-use sqlx::{MySqlConnection, MySqlPool, Row};
+use sqlx::{Executor as _, MySqlConnection, MySqlPool, Row};
 
 use crate::batch;
 use crate::error::map;
@@ -63,43 +63,76 @@ pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> R
     Err(Error::backend(BACKEND, "could not draw an unused lease id"))
 }
 
-/// Renews `lease` for its TTL from the server's `NOW(6)`, if it has not expired:
-/// [`KeepAlive::Gone`] otherwise (expired, revoked or never granted). A store without
-/// the leases table forgot every lease: the tables are created again (so that the
-/// client reads the epoch marker of the store as it is now, see the crate docs, "When
-/// the store forgets"), and the lease is gone.
+/// The most leases one renewal statement names (a list of decimals, well inside any
+/// server's `max_allowed_packet`).
+pub(crate) const MAX_RENEWALS: usize = 5_000;
+
+/// Renews the leases `ids` that have not expired, together, on one connection of
+/// `pool`: one statement extends them and a second reads which it extended, in one
+/// round trip (see [`distsync_core::raw::RenewalBatch`], which hands each session its
+/// answer). Every lease outside the answer has expired, was revoked or was never
+/// granted.
 ///
-/// Cancel safety: cancel-safe; a renewal applied whose reply is lost only extends it,
-/// and creating the tables is idempotent.
-pub(crate) async fn keep_alive(
-    pool: &MySqlPool,
-    tables: &Tables,
-    lease: LeaseId,
-) -> Result<KeepAlive> {
-    let renewed = sqlx::query(&format!(
-        "UPDATE {} SET expires_at = NOW(6) + INTERVAL ttl_us MICROSECOND \
-         WHERE id = ? AND expires_at > NOW(6)",
-        tables.leases
-    ))
-    .bind(lease)
-    .execute(pool)
-    .await;
-    let renewed = match renewed {
+/// Each statement commits on its own. A lease the update extended expires a TTL after
+/// the update, so the read right after still finds it live; one it did not extend had
+/// expired before the update, or is gone, so the read does not find it live either. No
+/// other writer extends a lease (a lease is one session's, renewed by one process).
+///
+/// A store that forgot (no leases table) has its tables created again (so that its
+/// clients read the epoch marker of the store as it is now, see the crate docs, "When
+/// the store forgets"), and every lease of the batch is gone.
+pub(crate) async fn renew(
+    pool: MySqlPool,
+    tables: Tables,
+    ids: Vec<LeaseId>,
+) -> BatchRenewed<LeaseId> {
+    let list = ids
+        .iter()
+        .map(LeaseId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let statements = [
+        format!(
+            "UPDATE {} SET expires_at = NOW(6) + INTERVAL ttl_us MICROSECOND \
+             WHERE id IN ({list}) AND expires_at > NOW(6)",
+            tables.leases
+        ),
+        format!(
+            "SELECT id FROM {} WHERE id IN ({list}) AND expires_at > NOW(6)",
+            tables.leases
+        ),
+    ];
+    let renewed = async {
+        let mut conn = pool.acquire().await?;
+        // A text query: the server runs both statements in order, and the list's
+        // length varies, which would leave a prepared statement per length.
+        let rows = conn.fetch_all(statements.join(";\n").as_str()).await?;
+        rows.iter()
+            .map(|row| row.try_get::<LeaseId, _>(0))
+            .collect::<sqlx::Result<HashSet<LeaseId>>>()
+    };
+    let renewed = match renewed.await {
+        Ok(renewed) => Ok(renewed),
         Err(error) if crate::error::is_missing_table(&error) => {
             tracing::warn!(
                 backend = BACKEND,
                 "the leases table is missing: the store forgot; creating the tables again"
             );
-            tables.create(pool).await?;
-            return Ok(KeepAlive::Gone);
+            match tables.create(&pool).await {
+                Ok(()) => Ok(HashSet::new()),
+                Err(error) => Err(format!("renewing the session failed: {error}")),
+            }
         }
-        renewed => renewed.map_err(map)?,
+        Err(error) => {
+            let error = map(error);
+            tracing::warn!(backend = BACKEND, sessions = ids.len(), %error, "renewing sessions failed");
+            Err(format!("renewing the session failed: {error}"))
+        }
     };
-    Ok(if renewed.rows_affected() == 0 {
-        KeepAlive::Gone
-    } else {
-        KeepAlive::Renewed
-    })
+    BatchRenewed {
+        renewed,
+        then: None,
+    }
 }
 
 /// How long `lease` has left on the server's clock: its deadline less `NOW(6)`, in one

@@ -126,3 +126,54 @@ async fn a_revoke_racing_puts_on_its_lease_leaves_no_key() {
     assert_eq!(kv.range(Range::prefix("race/")).await.unwrap().count, 0);
     drop_tables(&kv, &url).await;
 }
+
+/// Renewals asked for at once are renewed together (one statement for many leases):
+/// each gets its own answer, a revoked lease is gone, and each renewed lease expires a
+/// TTL after a server time read before the renewals were asked for (its grant's expiry
+/// was earlier).
+#[tokio::test]
+async fn renewals_asked_for_at_once_each_get_their_own_answer() {
+    const LEASES: usize = 200;
+    let Some((kv, url)) = store("").await else {
+        return;
+    };
+    let ttl = Duration::from_secs(30);
+    let mut leases = Vec::new();
+    for _ in 0..LEASES {
+        leases.push(kv.lease_grant(ttl).await.unwrap());
+    }
+    for lease in leases.iter().step_by(2) {
+        kv.lease_revoke(*lease).await.unwrap();
+    }
+    let before: i64 = sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .fetch_one(kv.pool())
+        .await
+        .unwrap();
+    let answers =
+        futures::future::join_all(leases.iter().map(|lease| kv.lease_keep_alive(*lease))).await;
+    let expiries = format!(
+        "SELECT CAST(UNIX_TIMESTAMP(expires_at) * 1000000 AS SIGNED) FROM {} WHERE id = ?",
+        table(&url, "leases")
+    );
+    for (index, (lease, answer)) in leases.iter().zip(answers).enumerate() {
+        let expires: Option<i64> = sqlx::query_scalar(&expiries)
+            .bind(lease)
+            .fetch_optional(kv.pool())
+            .await
+            .unwrap();
+        if index % 2 == 0 {
+            assert_eq!(answer.unwrap(), KeepAlive::Gone, "revoked lease {index}");
+            assert_eq!(expires, None, "revoked lease {index}");
+        } else {
+            assert_eq!(answer.unwrap(), KeepAlive::Renewed, "lease {index}");
+            let expires = expires.expect("a renewed lease is there");
+            let ttl_micros = i64::try_from(ttl.as_micros()).unwrap();
+            assert!(
+                expires >= before + ttl_micros,
+                "lease {index} expires {} µs before a TTL after the renewals began",
+                before + ttl_micros - expires
+            );
+        }
+    }
+    drop_tables(&kv, &url).await;
+}

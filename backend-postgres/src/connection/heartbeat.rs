@@ -3,9 +3,10 @@
 //! Each session keeps its own keepalive task (`distsync_core::Session::start`: a
 //! renewal every TTL/3, its own client-side deadline `send time of the last
 //! acknowledged renewal + TTL − margin`, its own `lost()`), but its renewal does not
-//! run a statement of its own: it hands its id to the backend's heartbeat task and
-//! waits for the answer. The task takes every id handed to it while the previous batch
-//! ran and renews them together (`renew_sessions`: `UPDATE ... WHERE id = ANY($1) AND
+//! run a statement of its own: it hands its id to the backend's heartbeat task (core's
+//! `RenewalBatch`, which every store whose renewal is a statement shares) and waits for
+//! the answer. The task takes every id handed to it while the previous batch ran and
+//! renews them together (`renew_sessions`: `UPDATE ... WHERE id = ANY($1) AND
 //! expires_at > now() RETURNING id`), on the backend's reaper connections (never the
 //! pool that STM bodies can exhaust). So 10,000 sessions cost one connection and a
 //! few statements a second, not 10,000 connections.
@@ -31,10 +32,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use distsync_core::raw::{BatchRenewed, RenewalBatch};
 use distsync_core::{Error, Result};
+use futures::FutureExt as _;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 
 use crate::connection::bounded::Bounded;
 use crate::connection::promotion::Promotion;
@@ -45,18 +46,10 @@ use crate::unflushed_grants::Sentinel;
 /// The most sessions renewed by one statement.
 const MAX_BATCH: usize = 20_000;
 
-type Reply = oneshot::Sender<std::result::Result<bool, String>>;
-
-/// The heartbeat of one backend (see the module docs).
+/// The heartbeat of one backend (see the module docs): its batches are
+/// [`RenewalBatch`]'s, each renewed by [`renew_batch`].
 pub(crate) struct Heartbeat {
-    requests: mpsc::UnboundedSender<(i64, Reply)>,
-    task: AbortHandle,
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    batch: RenewalBatch<i64>,
 }
 
 impl Heartbeat {
@@ -68,14 +61,16 @@ impl Heartbeat {
         sentinel: Arc<Sentinel>,
         promotion: Arc<Promotion>,
     ) -> Self {
-        let (requests, receiver) = mpsc::unbounded_channel();
-        let watch = Watch {
+        let state = Arc::new(State {
+            pool,
+            sql,
             unflushed,
             sentinel,
             promotion,
-        };
-        let task = tokio::spawn(run(pool, sql, watch, receiver)).abort_handle();
-        Self { requests, task }
+        });
+        Self {
+            batch: RenewalBatch::start(MAX_BATCH, move |ids| renew_batch(Arc::clone(&state), ids)),
+        }
     }
 
     /// Renews session `id` in the next batch: `Ok(true)` renewed, `Ok(false)` its row
@@ -87,18 +82,10 @@ impl Heartbeat {
     /// # Errors
     /// [`Error::Connection`] when the batch's statement failed (retry later).
     pub(crate) async fn renew(&self, id: i64) -> Result<bool> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send((id, reply))
-            .map_err(|_| Error::connection(BACKEND, "the session heartbeat has stopped"))?;
-        match answer.await {
-            Ok(Ok(renewed)) => Ok(renewed),
-            Ok(Err(message)) => Err(Error::connection(BACKEND, message)),
-            Err(_) => Err(Error::connection(
-                BACKEND,
-                "the session heartbeat has stopped",
-            )),
-        }
+        self.batch
+            .renew(id)
+            .await
+            .map_err(|message| Error::connection(BACKEND, message))
     }
 }
 
@@ -117,72 +104,68 @@ pub(crate) struct Statements {
     pub(crate) release_again: String,
 }
 
-/// What the heartbeat's readings of the server feed.
-struct Watch {
+/// What every batch of the heartbeat uses: its connections, its statements and what
+/// its readings of the server feed.
+struct State {
+    pool: PgPool,
+    sql: Statements,
     unflushed: Arc<Unflushed>,
     sentinel: Arc<Sentinel>,
     promotion: Arc<Promotion>,
 }
 
-async fn run(
-    pool: PgPool,
-    sql: Statements,
-    watch: Watch,
-    mut receiver: mpsc::UnboundedReceiver<(i64, Reply)>,
-) {
-    let Watch {
-        unflushed,
-        sentinel,
-        promotion,
-    } = watch;
-    let mut batch: Vec<(i64, Reply)> = Vec::new();
-    while let Some(first) = receiver.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+/// Renews the sessions `ids` in one statement, which also reads the server's epoch
+/// (and the sentinel, and whether it waits for a standby); the releases the epoch says
+/// the server may have lost are made again once the sessions have their answers,
+/// before the next batch.
+async fn renew_batch(state: Arc<State>, ids: Vec<i64>) -> BatchRenewed<i64> {
+    let mark = state.unflushed.mark();
+    let renewed =
+        sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>, bool)>(&state.sql.renew)
+            .bind(&ids)
+            // Bounded: one silent connection does not stall every later renewal.
+            .fetch_one(Bounded::pool(&state.pool))
+            .await;
+    match renewed {
+        Ok((renewed, epoch, sentinel_id, synchronous)) => {
+            // Before any renewal is acknowledged: a session whose holds the server may
+            // have lost is lost first.
+            state.sentinel.seen(sentinel_id);
+            if let Some(reason) = state.promotion.seen(epoch.as_deref(), synchronous) {
+                state.sentinel.promoted(reason);
+            }
+            let (again, _) = state.unflushed.settle(mark, epoch);
+            let renewed: HashSet<i64> = renewed.into_iter().collect();
+            tracing::trace!(sessions = ids.len(), renewed = renewed.len(), "heartbeat");
+            let then = async move {
+                let State {
+                    pool,
+                    sql,
+                    unflushed,
+                    ..
+                } = &*state;
+                release_again(Bounded::pool(pool), &sql.release_again, unflushed, again).await;
+            };
+            BatchRenewed {
+                renewed: Ok(renewed),
+                then: Some(then.boxed()),
             }
         }
-        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-        let mark = unflushed.mark();
-        let renewed =
-            sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>, bool)>(&sql.renew)
-                .bind(&ids)
-                // Bounded: one silent connection does not stall every later renewal.
-                .fetch_one(Bounded::pool(&pool))
-                .await;
-        match renewed {
-            Ok((renewed, epoch, sentinel_id, synchronous)) => {
-                // Before any renewal is acknowledged: a session whose holds the server
-                // may have lost is lost first.
-                sentinel.seen(sentinel_id);
-                if let Some(reason) = promotion.seen(epoch.as_deref(), synchronous) {
-                    sentinel.promoted(reason);
-                }
-                let (again, _) = unflushed.settle(mark, epoch);
-                let renewed: HashSet<i64> = renewed.into_iter().collect();
-                tracing::trace!(sessions = ids.len(), renewed = renewed.len(), "heartbeat");
-                for (id, reply) in batch.drain(..) {
-                    let _ = reply.send(Ok(renewed.contains(&id)));
-                }
-                release_again(Bounded::pool(&pool), &sql.release_again, &unflushed, again).await;
+        // The schema's objects are gone (a recreated database or schema, a fresh
+        // initdb): so are the sessions' rows, which `crate::amnesia` then checks.
+        Err(error) if objects_gone(&error) => {
+            tracing::warn!(sessions = ids.len(), %error, "the schema of the sessions is gone");
+            BatchRenewed {
+                renewed: Ok(HashSet::new()),
+                then: None,
             }
-            // The schema's objects are gone (a recreated database or schema, a fresh
-            // initdb): so are the sessions' rows, which `crate::amnesia` then checks.
-            Err(error) if objects_gone(&error) => {
-                tracing::warn!(sessions = ids.len(), %error, "the schema of the sessions is gone");
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Ok(false));
-                }
-            }
-            Err(error) => {
-                let error = map(error);
-                tracing::warn!(sessions = ids.len(), %error, "session heartbeat failed");
-                let message = format!("renewing the session failed: {error}");
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(message.clone()));
-                }
+        }
+        Err(error) => {
+            let error = map(error);
+            tracing::warn!(sessions = ids.len(), %error, "session heartbeat failed");
+            BatchRenewed {
+                renewed: Err(format!("renewing the session failed: {error}")),
+                then: None,
             }
         }
     }

@@ -32,6 +32,8 @@
 //! - [`Backoff`]: the exponential pause schedule every retry loop uses, and
 //!   [`Contention`]: the randomized pause of a client that lost a race for a compare;
 //! - [`random_u64`] and [`random_fraction`]: the one source of random ids and jitter;
+//! - [`RenewalBatch`]: session renewals handed to one task that renews them together,
+//!   one statement for every session due, for a store whose renewal is a statement;
 //! - [`EpochMarker`]: what a store that can forget keeps so that its clients tell it
 //!   forgot, and [`EpochBook`]: what a client keeps of its store's epochs (the marker
 //!   it knows, the lock-delay after the store forgot, the token offset);
@@ -126,6 +128,7 @@ mod login;
 mod multi_host_url;
 mod prefix;
 mod random;
+mod renewal_batch;
 pub mod retry;
 mod session_bound;
 mod stamped_tat;
@@ -141,6 +144,7 @@ pub use login::Login;
 pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;
 pub use random::{random_fraction, random_u64};
+pub use renewal_batch::{BatchRenewed, RenewalBatch};
 pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
 pub use session_bound::{MaxSessionTtl, check_session_ttl};
 pub use stamped_tat::{NotStampedTat, StampedStep, StampedTat};
