@@ -111,7 +111,10 @@
 //! checks the lease's keys as read before, deletes them and commits), so a lease's
 //! expiry costs the store one write however many processes run a reaper. etcd's lessor
 //! expires leases the same way, on its leader. Grants and renewals use two
-//! connections of their own, so that a renewal never queues behind writers.
+//! connections of their own, so that a renewal never queues behind writers, and the
+//! renewals of a process's sessions go together: one statement renews every lease
+//! due (`distsync_core::raw::RenewalBatch`), so 10,000 sessions cost a few statements
+//! a second rather than 2,000.
 //!
 //! # Watches
 //!
