@@ -335,41 +335,96 @@ async fn a_revoked_holder_session_fires_lost_and_frees_the_lock() {
     b.session.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_waiter_leaves_nothing_and_the_line_moves_on() {
-    let Some((url, config)) = url() else { return };
+/// Three contenders of a fresh name with a line: the holder holds, the head waits first
+/// in the line and the next behind it, each wait in a task of its own.
+struct Line {
+    config: ZkConfig,
+    client: zk::Client,
+    name: String,
+    holder: Contender,
+    head: Contender,
+    next: Contender,
+    /// The holder's hold, until [`Line::unlock_holder`].
+    held: Option<LockGuard>,
+    head_waits: JoinHandle<distsync_core::Result<LockGuard>>,
+    next_waits: JoinHandle<distsync_core::Result<LockGuard>>,
+}
+
+/// A [`Line`] of a name made of `what`; `None` (the test skips) without a server.
+async fn line_of_two(what: &str) -> Option<Line> {
+    let (url, config) = url()?;
     let coordinator = distsync::connect(&url).await.unwrap();
     let client = observer(&config).await;
-    let name = unique("cancelled");
+    let name = unique(what);
     let holder = contender(&coordinator, &name, true).await;
     let head = contender(&coordinator, &name, true).await;
     let next = contender(&coordinator, &name, true).await;
     let held = holder.locker.lock().await.unwrap();
-    let cancelled = waiting(&head.locker);
+    let head_waits = waiting(&head.locker);
     until_nodes(&client, &config, &name, 1, 1).await;
-    let behind = waiting(&next.locker);
+    let next_waits = waiting(&next.locker);
     until_nodes(&client, &config, &name, 1, 2).await;
+    Some(Line {
+        config,
+        client,
+        name,
+        holder,
+        head,
+        next,
+        held: Some(held),
+        head_waits,
+        next_waits,
+    })
+}
+
+impl Line {
+    /// The head of the line goes: its wait is cancelled.
+    async fn cancel_head(&mut self) {
+        self.head_waits.abort();
+        assert!((&mut self.head_waits).await.unwrap_err().is_cancelled());
+    }
+
+    /// The holder lets go.
+    async fn unlock_holder(&mut self) {
+        self.held.take().unwrap().unlock().await.unwrap();
+    }
+
+    /// Waits, with a deadline, until the lock's node has `held` children and its wait
+    /// line `waiting`.
+    async fn until_nodes(&self, held: usize, waiting: usize) {
+        until_nodes(&self.client, &self.config, &self.name, held, waiting).await;
+    }
+
+    async fn close(self) {
+        for contender in [self.holder, self.head, self.next] {
+            contender.session.close().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiter_leaves_nothing_and_the_line_moves_on() {
+    let Some(mut line) = line_of_two("cancelled").await else {
+        return;
+    };
     // The head of the line goes; the waiter behind it takes its place.
-    cancelled.abort();
-    assert!(cancelled.await.unwrap_err().is_cancelled());
-    until_nodes(&client, &config, &name, 1, 1).await;
-    assert_eq!(holder.locker.contenders().await.unwrap(), 2);
-    held.unlock().await.unwrap();
-    let granted = within("the remaining waiter's grant", behind)
+    line.cancel_head().await;
+    line.until_nodes(1, 1).await;
+    assert_eq!(line.holder.locker.contenders().await.unwrap(), 2);
+    line.unlock_holder().await;
+    let granted = within("the remaining waiter's grant", &mut line.next_waits)
         .await
         .unwrap()
         .unwrap();
     granted.unlock().await.unwrap();
-    until_nodes(&client, &config, &name, 0, 0).await;
+    line.until_nodes(0, 0).await;
     // A `lock()` dropped by a timeout leaves nothing either.
-    let held = holder.locker.lock().await.unwrap();
-    let timed_out = tokio::time::timeout(Duration::from_millis(200), head.locker.lock()).await;
+    let held = line.holder.locker.lock().await.unwrap();
+    let timed_out = tokio::time::timeout(Duration::from_millis(200), line.head.locker.lock()).await;
     assert!(timed_out.is_err(), "granted while held");
     held.unlock().await.unwrap();
-    until_nodes(&client, &config, &name, 0, 0).await;
-    for contender in [holder, head, next] {
-        contender.session.close().await.unwrap();
-    }
+    line.until_nodes(0, 0).await;
+    line.close().await;
 }
 
 /// A waiter that comes to head the line while the lock is held looks before it takes:
@@ -379,46 +434,34 @@ async fn a_cancelled_waiter_leaves_nothing_and_the_line_moves_on() {
 /// new head's take (a take sent at once would add its create and its back-off delete).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_that_comes_to_head_the_line_looks_before_it_takes() {
-    let Some((url, config)) = url() else { return };
-    let coordinator = distsync::connect(&url).await.unwrap();
-    let client = observer(&config).await;
-    let name = unique("head-looks");
-    let lock = format!("{}/lock/{name}", config.root());
-    let holder = contender(&coordinator, &name, true).await;
-    let head = contender(&coordinator, &name, true).await;
-    let next = contender(&coordinator, &name, true).await;
-    let held = holder.locker.lock().await.unwrap();
-    let cancelled = waiting(&head.locker);
-    until_nodes(&client, &config, &name, 1, 1).await;
-    let behind = waiting(&next.locker);
-    until_nodes(&client, &config, &name, 1, 2).await;
-    let woken_before = next.locker.wakeups();
-    let (_, before) = client.get_children(&lock).await.unwrap();
-    cancelled.abort();
-    assert!(cancelled.await.unwrap_err().is_cancelled());
+    let Some(mut line) = line_of_two("head-looks").await else {
+        return;
+    };
+    let lock = format!("{}/lock/{}", line.config.root(), line.name);
+    let woken_before = line.next.locker.wakeups();
+    let (_, before) = line.client.get_children(&lock).await.unwrap();
+    line.cancel_head().await;
     // The head's place gone, the waiter behind it is woken and heads the line.
     within("the new head's wake-up", async {
-        while next.locker.wakeups() == woken_before {
+        while line.next.locker.wakeups() == woken_before {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    held.unlock().await.unwrap();
-    let granted = within("the new head's grant", behind)
+    line.unlock_holder().await;
+    let granted = within("the new head's grant", &mut line.next_waits)
         .await
         .unwrap()
         .unwrap();
-    let (_, after) = client.get_children(&lock).await.unwrap();
+    let (_, after) = line.client.get_children(&lock).await.unwrap();
     assert_eq!(
         after.cversion - before.cversion,
         2,
         "child changes of the lock's node from the head's going to the next grant"
     );
     granted.unlock().await.unwrap();
-    until_nodes(&client, &config, &name, 0, 0).await;
-    for contender in [holder, head, next] {
-        contender.session.close().await.unwrap();
-    }
+    line.until_nodes(0, 0).await;
+    line.close().await;
 }
 
 /// A holder that came from the line releases its holder node and its place in one
