@@ -212,8 +212,9 @@ impl MysqlKv {
             bells,
             renewals: {
                 let (pool, tables) = (lease_pool.clone(), tables.clone());
+                let timeout = config.request_timeout();
                 RenewalBatch::start(lease::MAX_RENEWALS, move |ids| {
-                    lease::renew(pool.clone(), tables.clone(), ids)
+                    lease::renew(pool.clone(), tables.clone(), timeout, ids)
                 })
             },
             pool,

@@ -78,12 +78,19 @@ pub(crate) const MAX_RENEWALS: usize = 5_000;
 /// expired before the update, or is gone, so the read does not find it live either. No
 /// other writer extends a lease (a lease is one session's, renewed by one process).
 ///
+/// The batch is bounded by `timeout` (the request timeout, as the pool's wait for a
+/// connection is): every later renewal of the process waits for it, so a connection
+/// that stops answering (a silent partition) fails the batch, and is closed rather than
+/// handed back to the pool, instead of holding every session's renewal until the
+/// kernel gives up on it.
+///
 /// A store that forgot (no leases table) has its tables created again (so that its
 /// clients read the epoch marker of the store as it is now, see the crate docs, "When
 /// the store forgets"), and every lease of the batch is gone.
 pub(crate) async fn renew(
     pool: MySqlPool,
     tables: Tables,
+    timeout: Duration,
     ids: Vec<LeaseId>,
 ) -> BatchRenewed<LeaseId> {
     let list = ids
@@ -106,7 +113,21 @@ pub(crate) async fn renew(
         let mut conn = pool.acquire().await?;
         // A text query: the server runs both statements in order, and the list's
         // length varies, which would leave a prepared statement per length.
-        let rows = conn.fetch_all(statements.join(";\n").as_str()).await?;
+        let sql = statements.join(";\n");
+        let rows = match tokio::time::timeout(timeout, conn.fetch_all(sql.as_str())).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(error)) => {
+                conn.close_on_drop();
+                return Err(error);
+            }
+            Err(_) => {
+                conn.close_on_drop();
+                return Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {timeout:?} (`timeout=` in the URL)"),
+                )));
+            }
+        };
         rows.iter()
             .map(|row| row.try_get::<LeaseId, _>(0))
             .collect::<sqlx::Result<HashSet<LeaseId>>>()
