@@ -1,20 +1,5 @@
-//! Session renewals batched: one task per backend renews together every session whose
-//! renewal was handed to it while its previous batch ran.
-//!
-//! Each session keeps its own keepalive (`Session::start`: a renewal every TTL/3, its
-//! own client-side deadline, its own `lost()`), but a backend whose renewal is a
-//! statement need not run one statement per session: its [`Lease::keep_alive`]
-//! hands the session's key to a [`RenewalBatch`] and waits for the answer. So 10,000
-//! sessions cost a few statements a second, not 2,000 (one each per TTL/3), and no
-//! renewal waits behind thousands of others for a connection.
-//!
-//! Partition safety is unchanged: the keepalive records its send time *before* it
-//! hands the key over, and the batch is sent after that, so the server's expiry (its
-//! clock at the renewal + TTL) is never earlier than the client-side deadline the
-//! answer extends. A batch that fails answers every session in it with the error, and
-//! each keepalive retries on its own schedule, as with a statement of its own.
-//!
-//! [`Lease::keep_alive`]: crate::raw::Lease::keep_alive
+//! Session renewals batched: [`RenewalBatch`] (its docs say why and how; the module is
+//! private).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -46,8 +31,26 @@ impl<K: std::fmt::Debug> std::fmt::Debug for BatchRenewed<K> {
 
 type Reply = oneshot::Sender<std::result::Result<bool, String>>;
 
-/// One backend's renewal task (see the [module docs](self)). Dropping it stops the
-/// task; renewals waiting then fail.
+/// One backend's renewal task: it renews together every session whose renewal was
+/// handed to it while its previous batch ran. Dropping it stops the task; renewals
+/// waiting then fail.
+///
+/// Each session keeps its own keepalive (`Session::start`: a renewal every TTL/3, its
+/// own client-side deadline, its own `lost()`), but a backend whose renewal is a
+/// statement need not run one statement per session: its [`Lease::keep_alive`] hands
+/// the session's key to a `RenewalBatch` and waits for the answer. So 10,000 sessions
+/// cost a few statements a second, not 2,000 (one each per TTL/3), and no renewal waits
+/// behind thousands of others for a connection.
+///
+/// Partition safety is unchanged: the keepalive records its send time *before* it
+/// hands the key over, and the batch is sent after that, so the server's expiry (its
+/// clock at the renewal + TTL) is never earlier than the client-side deadline the
+/// answer extends. A batch that fails answers every session in it with the error, and
+/// each keepalive retries on its own schedule, as with a statement of its own. Every
+/// later renewal waits for the batch in flight, so a backend bounds each batch (a
+/// connection that stops answering must not hold every session's renewal).
+///
+/// [`Lease::keep_alive`]: crate::raw::Lease::keep_alive
 pub struct RenewalBatch<K> {
     requests: mpsc::UnboundedSender<(K, Reply)>,
     task: AbortHandle,
