@@ -9,7 +9,7 @@ use distsync_core::raw::{name_connect_timeout, RenewalBatch, RetryPolicy};
 use distsync_core::session::KeepAlive;
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{
-    Kv, LeaseId, Range, RangeResponse, RateDecision, Revision, Txn, TxnOp, TxnResponse,
+    Kv, LeaseId, Range, RangeResponse, RateDecision, Revision, Txn, TxnOp, TxnResponse, WatchEvent,
     WatchResponse,
 };
 use futures::stream::BoxStream;
@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
 use crate::error::{map, within, Bound};
 use crate::key_bell::{self, KeyBells};
+use crate::own_keys::OwnKeys;
 use crate::replication::SemiSync;
 use crate::schema::Tables;
 use crate::watch::Hub;
@@ -106,6 +107,24 @@ pub(crate) struct Core {
     pub(crate) bells: Arc<KeyBells>,
     /// How many revisions the reaper keeps readable.
     pub(crate) retained: i64,
+    /// The keys this process last wrote on a lease, guessed by the next transaction
+    /// on them (`own_keys.rs`).
+    pub(crate) own_keys: OwnKeys,
+}
+
+impl Core {
+    /// Tells the watch hub, the key bells and the own keys of `events`, the changes
+    /// of a transaction this process committed: the hub reads the log at once, the
+    /// bells of created and deleted keys are taken and released, and the next
+    /// transaction on a key written here guesses its row.
+    pub(crate) fn committed(&self, events: &[WatchEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        self.hub.ring();
+        self.bells.committed(events);
+        self.own_keys.committed(events);
+    }
 }
 
 /// The revisioned key-value store of etcd's v3 model ([`Kv`]) on MySQL or MariaDB
@@ -221,6 +240,7 @@ impl MysqlKv {
             lease_pool,
             tables,
             retained: DEFAULT_RETAINED_REVISIONS,
+            own_keys: OwnKeys::default(),
         });
         let reaper = tokio::spawn(reaper::run(Arc::downgrade(&core)));
         Ok(Self {
@@ -348,11 +368,8 @@ impl Kv for MysqlKv {
                 .map(|applied| applied.response);
         }
         self.detached("a transaction", |core| async move {
-            let applied = txn::run(&core.pool, &core.tables, txn).await?;
-            if !applied.events.is_empty() {
-                core.hub.ring();
-                core.bells.committed(&applied.events);
-            }
+            let applied = txn::run(&core.pool, &core.tables, &core.own_keys, txn).await?;
+            core.committed(&applied.events);
             Ok(applied.response)
         })
         .await
@@ -395,8 +412,7 @@ impl Kv for MysqlKv {
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.detached("revoking a lease", move |core| async move {
             if let Some((_, events)) = lease::end(&core.pool, &core.tables, lease, false).await? {
-                core.hub.ring();
-                core.bells.committed(&events);
+                core.committed(&events);
             }
             Ok(())
         })

@@ -63,7 +63,11 @@
 //! row is held for the server's work and one commit's fsync. When something had
 //! changed, the batch wrote nothing and the writer reads again (another writer
 //! committed in between); after 64 such rounds it fails with the transient
-//! [`Error::Connection`](distsync_core::Error). Reads and transactions whose chosen
+//! [`Error::Connection`](distsync_core::Error). A transaction that names only the keys
+//! its process holds on a lease (a lock's, an election's key) skips the read: only that
+//! process writes them, so it guesses each as it last wrote it, and the batch checks
+//! the guess as it checks a read (`own_keys.rs`): a lock's take and release are one
+//! round trip each. Reads and transactions whose chosen
 //! branch writes nothing take no lock (one consistent snapshot, `START TRANSACTION
 //! WITH CONSISTENT SNAPSHOT, READ ONLY`, with the same check when compares chose the
 //! branch). A transaction that changes nothing leaves the revision as it was, as
@@ -283,6 +287,7 @@ mod kv;
 mod lease;
 mod optimistic;
 mod outbox;
+mod own_keys;
 mod range;
 mod rate_limit;
 mod reaper;

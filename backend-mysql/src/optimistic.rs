@@ -24,7 +24,7 @@
 //! leases read says whether all still live.
 
 use distsync_core::{Error, Result};
-use distsync_kv::kv::{LeaseId, Revision};
+use distsync_kv::kv::{KeyValue, LeaseId, Revision};
 use sqlx::mysql::MySqlRow;
 use sqlx::Row;
 
@@ -53,6 +53,9 @@ pub(crate) struct Seen {
     pub(crate) sets: Vec<(String, Vec<String>)>,
     /// The compaction point, when a read of the log depends on it.
     pub(crate) compacted: Option<Revision>,
+    /// Rows guessed, not read ([`crate::own_keys`]): each key there with exactly
+    /// these revisions, version and lease (the value is not compared).
+    pub(crate) exact: Vec<KeyValue>,
 }
 
 impl Seen {
@@ -109,6 +112,28 @@ impl Seen {
                     members.len()
                 ));
             }
+        }
+        if !self.exact.is_empty() {
+            let rows: Vec<String> = self
+                .exact
+                .iter()
+                .map(|row| {
+                    format!(
+                        "({}, {}, {}, {}, {})",
+                        batch::bytes(row.key.as_bytes()),
+                        row.create_revision,
+                        row.mod_revision,
+                        row.version,
+                        row.lease
+                    )
+                })
+                .collect();
+            parts.push(format!(
+                "(SELECT COUNT(*) FROM {kv} WHERE (k, create_revision, mod_revision, version, lease) \
+                 IN ({})) = {}",
+                rows.join(", "),
+                rows.len()
+            ));
         }
         if let Some(compacted) = self.compacted {
             parts.push(format!(
@@ -202,6 +227,26 @@ mod tests {
     #[test]
     fn nothing_seen_is_always_unchanged() {
         assert_eq!(Seen::default().condition(&Tables::new("t_")), "TRUE");
+    }
+
+    #[test]
+    fn guessed_rows_are_checked_whole() {
+        let seen = Seen {
+            exact: vec![KeyValue {
+                key: "a".to_owned(),
+                create_revision: 3,
+                mod_revision: 5,
+                version: 2,
+                lease: 9,
+                ..KeyValue::default()
+            }],
+            ..Seen::default()
+        };
+        assert_eq!(
+            seen.condition(&Tables::new("t_")),
+            "(SELECT COUNT(*) FROM t_kv WHERE (k, create_revision, mod_revision, version, lease) \
+             IN ((X'61', 3, 5, 2, 9))) = 1"
+        );
     }
 
     #[test]

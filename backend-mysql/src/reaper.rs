@@ -80,8 +80,7 @@ async fn round(core: &Core, compacted_at: &mut Instant) -> distsync_core::Result
                 revision,
                 "lease expired"
             );
-            core.hub.ring();
-            core.bells.committed(&events);
+            core.committed(&events);
         }
     }
     if compacted_at.elapsed() >= COMPACT_EVERY {

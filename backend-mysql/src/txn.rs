@@ -26,6 +26,12 @@
 //! transaction without a put or a delete in either branch takes no lock either;
 //! without compares it is one snapshot in one batch.
 //!
+//! A transaction that names only keys this process wrote on a lease (and keys it puts
+//! on a lease, not there before its first put) skips phase 1: its snapshot is guessed
+//! from what the process wrote ([`Snapshot::guessed`], [`crate::own_keys`]), and the
+//! check of phase 2 covers the guess as it covers a read. A wrong guess wrote nothing,
+//! and the transaction goes through both phases.
+//!
 //! A transaction whose reads another writer changed [`UNLOCKED_TRIES`] times in a row
 //! (a prefix delete racing puts under its prefix, say) then takes the revision lock
 //! before it reads, as one in the caller's transaction does ([`Scope::Callers`]):
@@ -49,6 +55,7 @@ use sqlx::{MySqlConnection, MySqlPool, Row};
 use crate::batch;
 use crate::error::map;
 use crate::optimistic::{self, Seen, OUTCOME};
+use crate::own_keys::OwnKeys;
 use crate::range::{self, key_string, KeyFilter};
 use crate::schema::{Tables, MAX_KEY_BYTES};
 use crate::BACKEND;
@@ -162,14 +169,19 @@ struct Current {
 /// Cancel safety: dropping the future before the commit rolls the transaction back
 /// (its connection is closed, [`batch::Open`]); once the last batch is sent, it may
 /// have been applied.
-pub(crate) async fn run(pool: &MySqlPool, tables: &Tables, txn: Txn) -> Result<Applied> {
+pub(crate) async fn run(
+    pool: &MySqlPool,
+    tables: &Tables,
+    own: &OwnKeys,
+    txn: Txn,
+) -> Result<Applied> {
     txn.check_branches()?;
     let writes = (txn.success.iter().chain(&txn.failure)).any(|op| !matches!(op, TxnOp::Range(_)));
     let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
     let applied = if !writes && txn.compares.is_empty() {
         ranges_only(open.conn(), tables, &txn.success, Scope::Own).await
     } else {
-        optimistic_on(open.conn(), tables, &txn).await
+        optimistic_on(open.conn(), tables, own, &txn).await
     };
     match applied {
         Ok(applied) => {
@@ -258,9 +270,28 @@ async fn ranges_only(
 /// enough that a starved transaction waits for a handful of round trips only.
 const UNLOCKED_TRIES: usize = 8;
 
-/// A transaction with compares or writes, in two phases, falling back to the lock
-/// first (see the module docs).
-async fn optimistic_on(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) -> Result<Applied> {
+/// A transaction with compares or writes: on a guess of this process's own keys in
+/// one batch when it names only those ([`crate::own_keys`]), else (or when the guess
+/// was wrong) in two phases, falling back to the lock first (see the module docs).
+async fn optimistic_on(
+    conn: &mut MySqlConnection,
+    tables: &Tables,
+    own: &OwnKeys,
+    txn: &Txn,
+) -> Result<Applied> {
+    if let Some(snapshot) = Snapshot::guessed(txn, own) {
+        // A branch the guess cannot play out (a refusal) is decided by a read.
+        if let Ok(branch) = Branch::play(tables, &snapshot, txn, Scope::Own) {
+            if let Some(applied) = branch.commit(conn).await? {
+                return Ok(applied);
+            }
+            tracing::debug!(
+                backend = BACKEND,
+                "a transaction's guess of its own keys was wrong: reading them"
+            );
+            own.forget(snapshot.asked.iter().map(String::as_str));
+        }
+    }
     for _ in 0..UNLOCKED_TRIES {
         let snapshot = Snapshot::read(conn, tables, txn, Scope::Own).await?;
         let branch = Branch::play(tables, &snapshot, txn, Scope::Own)?;
@@ -345,6 +376,9 @@ struct Snapshot {
     live: HashSet<LeaseId>,
     /// The keys under each prefix asked for, in key order.
     prefixes: HashMap<String, Vec<String>>,
+    /// The rows guessed rather than read ([`Snapshot::guessed`]), checked whole
+    /// under the lock; empty for a snapshot read.
+    guessed: Vec<KeyValue>,
 }
 
 impl Snapshot {
@@ -398,6 +432,7 @@ impl Snapshot {
                 .iter()
                 .map(|prefix| ((*prefix).to_owned(), Vec::new()))
                 .collect(),
+            guessed: Vec::new(),
         };
         for row in batch::run(conn, &statements).await? {
             match batch::tag(&row)? {
@@ -427,6 +462,63 @@ impl Snapshot {
         (snapshot.current, snapshot.compacted) =
             meta.ok_or_else(|| Error::backend(BACKEND, "the revision row is missing"))?;
         Ok(snapshot)
+    }
+
+    /// Phase 1 without its round trip: what `txn` would read, guessed from the keys
+    /// this process wrote on a lease ([`crate::own_keys`]), or `None` when it names
+    /// what a guess cannot stand for: a prefix (compared or deleted), a range at a
+    /// past revision, or a key that is neither one of `own` nor put on a lease by
+    /// `txn` (guessed missing then: a session's key before its first put). Every
+    /// lease named is guessed live. The revision and compaction point are unknown
+    /// (0), which only a range at a past revision would read.
+    fn guessed(txn: &Txn, own: &OwnKeys) -> Option<Self> {
+        let ops = || txn.success.iter().chain(&txn.failure);
+        let past = |range: &Range| range.revision.is_some_and(|at| at > 0);
+        let unguessable = txn.compares.iter().any(|compare| compare.prefix)
+            || ops().any(|op| match op {
+                TxnOp::Delete { prefix, .. } => *prefix,
+                TxnOp::Range(range) => past(range),
+                TxnOp::Put { .. } => false,
+            });
+        if unguessable {
+            return None;
+        }
+        let put_on_a_lease = |key: &str| {
+            ops().any(|op| {
+                matches!(op, TxnOp::Put { key: put, lease, ignore_lease: false, .. }
+                    if put == key && *lease != 0)
+            })
+        };
+        let (keys, leases, _) = known_in_advance(txn);
+        let mut rows = HashMap::new();
+        let mut guessed = Vec::new();
+        for key in &keys {
+            match own.get(key) {
+                Some(row) => {
+                    rows.insert(
+                        (*key).to_owned(),
+                        Current {
+                            create_revision: row.create_revision,
+                            mod_revision: row.mod_revision,
+                            version: row.version,
+                            lease: row.lease,
+                        },
+                    );
+                    guessed.push(row);
+                }
+                None if put_on_a_lease(key) => {}
+                None => return None,
+            }
+        }
+        Some(Self {
+            current: 0,
+            compacted: 0,
+            asked: keys.iter().map(|key| (*key).to_owned()).collect(),
+            rows,
+            live: leases.into_iter().collect(),
+            prefixes: HashMap::new(),
+            guessed,
+        })
     }
 
     /// The keys under `prefix`, one of the prefixes read, in key order.
@@ -560,7 +652,10 @@ impl<'a> Branch<'a> {
             statements: Vec::new(),
             answers: Vec::new(),
             rows: Vec::new(),
-            seen: Seen::default(),
+            seen: Seen {
+                exact: snapshot.guessed.clone(),
+                ..Seen::default()
+            },
         };
         for compare in &txn.compares {
             if compare.prefix {

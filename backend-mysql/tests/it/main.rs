@@ -10,6 +10,7 @@ mod connect;
 mod failover;
 mod key_bell;
 mod lease;
+mod own_keys;
 mod queue_age;
 mod rate_limiter;
 mod reaper;
