@@ -215,7 +215,13 @@ async fn unflushed_grants_need_a_bound_and_a_known_mode() {
     let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
         return;
     };
+    // A schema of its own: the grant gate of a schema is the lock-delay of every client
+    // of it, which the shared default schema's other clients (their longest session
+    // TTL, a crash sentinel found gone) would set for this one.
     let separator = if url.contains('?') { '&' } else { '?' };
+    let schema = format!("unflushed_bound_{}", std::process::id());
+    let url = format!("{url}{separator}schema={schema}");
+    let separator = '&';
     // Refused before connecting: the lock-delay after a crash needs the bound.
     match distsync_postgres::backend(&format!("{url}{separator}grants=unflushed")).await {
         Err(Error::InvalidArgument(reason)) => {
@@ -259,6 +265,10 @@ async fn unflushed_grants_need_a_bound_and_a_known_mode() {
     .unwrap();
     guard.unlock().await.unwrap();
     session.close().await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(unflushed.pool())
+        .await
+        .unwrap();
 }
 
 /// After a crash (the sentinel row gone, as recovery leaves it), every grant path asks
