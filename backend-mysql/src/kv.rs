@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 
 use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
 use crate::error::{map, within, Bound};
+use crate::guesses::Guesses;
 use crate::key_bell::{self, KeyBells};
-use crate::own_keys::OwnKeys;
 use crate::replication::SemiSync;
 use crate::schema::Tables;
 use crate::watch::Hub;
@@ -108,8 +108,8 @@ pub(crate) struct Core {
     /// How many revisions the reaper keeps readable.
     pub(crate) retained: i64,
     /// The keys this process last wrote on a lease, guessed by the next transaction
-    /// on them (`own_keys.rs`).
-    pub(crate) own_keys: OwnKeys,
+    /// on them (`guesses.rs`).
+    pub(crate) guesses: Guesses,
 }
 
 impl Core {
@@ -123,7 +123,7 @@ impl Core {
         }
         self.hub.ring();
         self.bells.committed(events);
-        self.own_keys.committed(events);
+        self.guesses.committed(events);
     }
 }
 
@@ -240,7 +240,7 @@ impl MysqlKv {
             lease_pool,
             tables,
             retained: DEFAULT_RETAINED_REVISIONS,
-            own_keys: OwnKeys::default(),
+            guesses: Guesses::default(),
         });
         let reaper = tokio::spawn(reaper::run(Arc::downgrade(&core)));
         Ok(Self {
@@ -368,7 +368,7 @@ impl Kv for MysqlKv {
                 .map(|applied| applied.response);
         }
         self.detached("a transaction", |core| async move {
-            let applied = txn::run(&core.pool, &core.tables, &core.own_keys, txn).await?;
+            let applied = txn::run(&core.pool, &core.tables, &core.guesses, txn).await?;
             core.committed(&applied.events);
             Ok(applied.response)
         })

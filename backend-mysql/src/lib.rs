@@ -66,8 +66,9 @@
 //! [`Error::Connection`](distsync_core::Error). A transaction that names only the keys
 //! its process holds on a lease (a lock's, an election's key) skips the read: only that
 //! process writes them, so it guesses each as it last wrote it, and the batch checks
-//! the guess as it checks a read (`own_keys.rs`): a lock's take and release are one
-//! round trip each. Reads and transactions whose chosen
+//! the guess as it checks a read (`guesses.rs`): a lock's take and release are one
+//! round trip each. A prefix compared as empty (the unfair lock's take) is guessed so
+//! too, unless a guess found it taken within the last second. Reads and transactions whose chosen
 //! branch writes nothing take no lock (one consistent snapshot, `START TRANSACTION
 //! WITH CONSISTENT SNAPSHOT, READ ONLY`, with the same check when compares chose the
 //! branch). A transaction that changes nothing leaves the revision as it was, as
@@ -282,12 +283,12 @@ mod compaction;
 mod config;
 mod driver;
 mod error;
+mod guesses;
 mod key_bell;
 mod kv;
 mod lease;
 mod optimistic;
 mod outbox;
-mod own_keys;
 mod range;
 mod rate_limit;
 mod reaper;

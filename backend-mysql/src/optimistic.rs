@@ -53,7 +53,7 @@ pub(crate) struct Seen {
     pub(crate) sets: Vec<(String, Vec<String>)>,
     /// The compaction point, when a read of the log depends on it.
     pub(crate) compacted: Option<Revision>,
-    /// Rows guessed, not read ([`crate::own_keys`]): each key there with exactly
+    /// Rows guessed, not read ([`crate::guesses`]): each key there with exactly
     /// these revisions, version and lease (the value is not compared).
     pub(crate) exact: Vec<KeyValue>,
 }

@@ -27,10 +27,10 @@
 //! without compares it is one snapshot in one batch.
 //!
 //! A transaction that names only keys this process wrote on a lease (and keys it puts
-//! on a lease, not there before its first put) skips phase 1: its snapshot is guessed
-//! from what the process wrote ([`Snapshot::guessed`], [`crate::own_keys`]), and the
-//! check of phase 2 covers the guess as it covers a read. A wrong guess wrote nothing,
-//! and the transaction goes through both phases.
+//! on a lease, not there before its first put) and prefixes it compares as empty skips
+//! phase 1: its snapshot is guessed ([`Snapshot::guessed`], [`crate::guesses`]), and
+//! the check of phase 2 covers the guess as it covers a read. A wrong guess wrote
+//! nothing, and the transaction goes through both phases.
 //!
 //! A transaction whose reads another writer changed [`UNLOCKED_TRIES`] times in a row
 //! (a prefix delete racing puts under its prefix, say) then takes the revision lock
@@ -54,8 +54,8 @@ use sqlx::{MySqlConnection, MySqlPool, Row};
 
 use crate::batch;
 use crate::error::map;
+use crate::guesses::Guesses;
 use crate::optimistic::{self, Seen, OUTCOME};
-use crate::own_keys::OwnKeys;
 use crate::range::{self, key_string, KeyFilter};
 use crate::schema::{Tables, MAX_KEY_BYTES};
 use crate::BACKEND;
@@ -172,7 +172,7 @@ struct Current {
 pub(crate) async fn run(
     pool: &MySqlPool,
     tables: &Tables,
-    own: &OwnKeys,
+    guesses: &Guesses,
     txn: Txn,
 ) -> Result<Applied> {
     txn.check_branches()?;
@@ -181,7 +181,7 @@ pub(crate) async fn run(
     let applied = if !writes && txn.compares.is_empty() {
         ranges_only(open.conn(), tables, &txn.success, Scope::Own).await
     } else {
-        optimistic_on(open.conn(), tables, own, &txn).await
+        optimistic_on(open.conn(), tables, guesses, &txn).await
     };
     match applied {
         Ok(applied) => {
@@ -270,16 +270,16 @@ async fn ranges_only(
 /// enough that a starved transaction waits for a handful of round trips only.
 const UNLOCKED_TRIES: usize = 8;
 
-/// A transaction with compares or writes: on a guess of this process's own keys in
-/// one batch when it names only those ([`crate::own_keys`]), else (or when the guess
-/// was wrong) in two phases, falling back to the lock first (see the module docs).
+/// A transaction with compares or writes: in one batch on a guess of what it would read
+/// when it names only what is guessed ([`crate::guesses`]), else (or when the guess was
+/// wrong) in two phases, falling back to the lock first (see the module docs).
 async fn optimistic_on(
     conn: &mut MySqlConnection,
     tables: &Tables,
-    own: &OwnKeys,
+    guesses: &Guesses,
     txn: &Txn,
 ) -> Result<Applied> {
-    if let Some(snapshot) = Snapshot::guessed(txn, own) {
+    if let Some(snapshot) = Snapshot::guessed(txn, guesses) {
         // A branch the guess cannot play out (a refusal) is decided by a read.
         if let Ok(branch) = Branch::play(tables, &snapshot, txn, Scope::Own) {
             if let Some(applied) = branch.commit(conn).await? {
@@ -287,9 +287,12 @@ async fn optimistic_on(
             }
             tracing::debug!(
                 backend = BACKEND,
-                "a transaction's guess of its own keys was wrong: reading them"
+                "a transaction's guess was wrong: reading what it guessed"
             );
-            own.forget(snapshot.asked.iter().map(String::as_str));
+            guesses.missed(
+                snapshot.asked.iter().map(String::as_str),
+                snapshot.prefixes.keys().map(String::as_str),
+            );
         }
     }
     for _ in 0..UNLOCKED_TRIES {
@@ -464,22 +467,22 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// Phase 1 without its round trip: what `txn` would read, guessed from the keys
-    /// this process wrote on a lease ([`crate::own_keys`]), or `None` when it names
-    /// what a guess cannot stand for: a prefix (compared or deleted), a range at a
-    /// past revision, or a key that is neither one of `own` nor put on a lease by
-    /// `txn` (guessed missing then: a session's key before its first put). Every
-    /// lease named is guessed live. The revision and compaction point are unknown
-    /// (0), which only a range at a past revision would read.
-    fn guessed(txn: &Txn, own: &OwnKeys) -> Option<Self> {
+    /// Phase 1 without its round trip: what `txn` would read, guessed ([`crate::guesses`])
+    /// rather than read, or `None` when it names what is not guessed: a key that is
+    /// neither one this process wrote on a lease nor put on a lease by `txn` (guessed
+    /// missing then: a session's key before its first put), a compared prefix lately
+    /// found not empty or holding a key this process wrote, a prefix delete, or a range
+    /// at a past revision. A compared prefix is guessed empty, and every lease named
+    /// live. The revision and compaction point are unknown (0), which only a range at a
+    /// past revision would read.
+    fn guessed(txn: &Txn, guesses: &Guesses) -> Option<Self> {
         let ops = || txn.success.iter().chain(&txn.failure);
         let past = |range: &Range| range.revision.is_some_and(|at| at > 0);
-        let unguessable = txn.compares.iter().any(|compare| compare.prefix)
-            || ops().any(|op| match op {
-                TxnOp::Delete { prefix, .. } => *prefix,
-                TxnOp::Range(range) => past(range),
-                TxnOp::Put { .. } => false,
-            });
+        let unguessable = ops().any(|op| match op {
+            TxnOp::Delete { prefix, .. } => *prefix,
+            TxnOp::Range(range) => past(range),
+            TxnOp::Put { .. } => false,
+        });
         if unguessable {
             return None;
         }
@@ -489,11 +492,16 @@ impl Snapshot {
                     if put == key && *lease != 0)
             })
         };
-        let (keys, leases, _) = known_in_advance(txn);
+        // Only compares name prefixes here: a prefix delete was ruled out above.
+        let (keys, leases, prefixes) = known_in_advance(txn);
+        if !prefixes.iter().all(|prefix| guesses.may_be_empty(prefix)) {
+            return None;
+        }
         let mut rows = HashMap::new();
         let mut guessed = Vec::new();
         for key in &keys {
-            match own.get(key) {
+            match guesses.get(key) {
+                Some(_) if prefixes.iter().any(|prefix| key.starts_with(prefix)) => return None,
                 Some(row) => {
                     rows.insert(
                         (*key).to_owned(),
@@ -516,7 +524,10 @@ impl Snapshot {
             asked: keys.iter().map(|key| (*key).to_owned()).collect(),
             rows,
             live: leases.into_iter().collect(),
-            prefixes: HashMap::new(),
+            prefixes: prefixes
+                .iter()
+                .map(|prefix| ((*prefix).to_owned(), Vec::new()))
+                .collect(),
             guessed,
         })
     }

@@ -1,23 +1,26 @@
-//! The keys this process last wrote on a lease, as it wrote them: what lets a
-//! transaction on them skip the read before its locked batch.
+//! What a transaction guesses instead of reading: the keys this process last wrote on a
+//! lease, as it wrote them, and which prefixes were lately found not empty.
 //!
 //! A transaction reads what it depends on in one round trip, then sends the batch that
-//! takes the revision lock, checks that read unchanged and writes ([`crate::txn`]). For
-//! the keys a session holds (a lock's, an election's, a semaphore's key, each named by
-//! its session's lease) that read tells nothing new: only the process of the session
-//! writes such a key, so it is as this process last wrote it, or missing before its
-//! first put; others only delete it (the reaper at the lease's expiry, a revoke, a
-//! break, a purge). So a transaction that names only such keys is played out on what
-//! this process wrote and sent at once as its locked batch: a take and a release of a
-//! lock cost one round trip each instead of two.
+//! takes the revision lock, checks that read unchanged and writes ([`crate::txn`]). Two
+//! kinds of read tell little enough to be guessed instead:
+//!
+//! - **A session's own keys.** A key a session holds (a lock's, an election's, a
+//!   semaphore's key, each named by its session's lease) is written by its process
+//!   only: it is as this process last wrote it, or missing before its first put; others
+//!   only delete it (the reaper at the lease's expiry, a revoke, a break, a purge). A
+//!   take and a release of a lock then cost one round trip each instead of two.
+//! - **A prefix compared as empty** (the unfair lock's take: nobody holds or waits under
+//!   the lock's name). It is guessed empty unless a guess of it was wrong within the
+//!   last [`MISSED_FOR`]: an uncontended take is one round trip, and a contended name
+//!   costs at most one wasted batch per process in that time, not one per take.
 //!
 //! A guess is never trusted: the batch checks under the lock that every guessed key is
 //! there with exactly the row guessed (revisions, version and lease), that every key
-//! guessed missing is missing and that every lease named is live, as it checks a read
-//! ([`crate::optimistic`]). A wrong guess (the key deleted by another process, a
-//! commit of this process not yet recorded here) writes nothing; its keys are
-//! forgotten here and the transaction runs its two phases as any other. A guess costs
-//! nothing when right and a round trip when wrong.
+//! guessed missing is missing, that every prefix guessed empty is, and that every lease
+//! named is live, as it checks a read ([`crate::optimistic`]). A wrong guess writes
+//! nothing; its keys are forgotten here, its prefixes are marked, and the transaction
+//! runs its two phases as any other.
 //!
 //! Only keys on a lease are kept, and only from commits of this process's own
 //! transactions (never from one in a caller's transaction, which may roll back). A
@@ -26,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use distsync_kv::kv::{EventKind, KeyValue, WatchEvent};
 
@@ -35,14 +39,19 @@ use distsync_kv::kv::{EventKind, KeyValue, WatchEvent};
 /// by keys others deleted (expired, broken, purged).
 const MAX_KEYS: usize = 100_000;
 
+/// How long a prefix found not empty by a wrong guess is read rather than guessed.
+pub(crate) const MISSED_FOR: Duration = Duration::from_secs(1);
+
 /// The keys this process last wrote on a lease, each as written (its value left
-/// empty: a transaction's read never needs it).
+/// empty: a transaction's read never needs it), and when a guess of a prefix being
+/// empty was last wrong.
 #[derive(Debug, Default)]
-pub(crate) struct OwnKeys {
+pub(crate) struct Guesses {
     keys: Mutex<HashMap<String, KeyValue>>,
+    not_empty: Mutex<HashMap<String, Instant>>,
 }
 
-impl OwnKeys {
+impl Guesses {
     /// Records the changes of a transaction this process committed.
     pub(crate) fn committed(&self, events: &[WatchEvent]) {
         let mut keys = self.lock();
@@ -78,21 +87,43 @@ impl OwnKeys {
         self.lock().get(key).cloned()
     }
 
-    /// Forgets `keys`: a guess about them was wrong.
-    pub(crate) fn forget<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+    /// Whether `prefix` may be guessed empty: no guess of it was wrong within the
+    /// last [`MISSED_FOR`].
+    pub(crate) fn may_be_empty(&self, prefix: &str) -> bool {
+        hints(&self.not_empty)
+            .get(prefix)
+            .is_none_or(|missed| missed.elapsed() >= MISSED_FOR)
+    }
+
+    /// A guess was wrong: forgets `keys` and marks `prefixes` not empty for a while.
+    pub(crate) fn missed<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+        prefixes: impl IntoIterator<Item = &'a str>,
+    ) {
         let mut known = self.lock();
         for key in keys {
             known.remove(key);
         }
+        drop(known);
+        let mut missed = hints(&self.not_empty);
+        missed.retain(|_, at| at.elapsed() < MISSED_FOR);
+        let now = Instant::now();
+        for prefix in prefixes {
+            missed.insert(prefix.to_owned(), now);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyValue>> {
-        // The map holds hints only: a panic elsewhere cannot leave it wrong in a way
-        // that matters, since every guess is checked.
-        self.keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        hints(&self.keys)
     }
+}
+
+/// The guard of a map of hints. They are hints only: a panic elsewhere cannot leave one
+/// wrong in a way that matters, since every guess is checked.
+fn hints<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -126,7 +157,7 @@ mod tests {
 
     #[test]
     fn keeps_keys_on_a_lease_until_deleted() {
-        let own = OwnKeys::default();
+        let own = Guesses::default();
         own.committed(&[put("held", 5, 9), put("shared", 5, 0)]);
         let held = own.get("held").expect("a key on a lease is kept");
         assert_eq!(
@@ -146,7 +177,7 @@ mod tests {
 
     #[test]
     fn an_older_commit_recorded_late_does_not_replace_a_newer_one() {
-        let own = OwnKeys::default();
+        let own = Guesses::default();
         own.committed(&[put("held", 8, 9)]);
         own.committed(&[put("held", 7, 9)]);
         assert_eq!(own.get("held").map(|kv| kv.mod_revision), Some(8));
@@ -154,18 +185,21 @@ mod tests {
 
     #[test]
     fn a_key_moved_off_its_lease_is_dropped() {
-        let own = OwnKeys::default();
+        let own = Guesses::default();
         own.committed(&[put("held", 5, 9)]);
         own.committed(&[put("held", 6, 0)]);
         assert!(own.get("held").is_none());
     }
 
     #[test]
-    fn forgotten_keys_are_gone() {
-        let own = OwnKeys::default();
+    fn a_wrong_guess_forgets_its_keys_and_marks_its_prefixes() {
+        let own = Guesses::default();
         own.committed(&[put("a", 5, 9), put("b", 5, 9)]);
-        own.forget(["a"]);
+        assert!(own.may_be_empty("lock/"));
+        own.missed(["a"], ["lock/"]);
         assert!(own.get("a").is_none());
         assert!(own.get("b").is_some());
+        assert!(!own.may_be_empty("lock/"), "a prefix just found not empty");
+        assert!(own.may_be_empty("other/"));
     }
 }

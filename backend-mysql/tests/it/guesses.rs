@@ -9,6 +9,10 @@ use distsync_mysql::MysqlKv;
 
 use crate::common::*;
 
+/// How long a prefix found taken is read rather than guessed (the backend's
+/// `guesses::MISSED_FOR`, private to it).
+const MISSED_FOR: Duration = Duration::from_secs(1);
+
 /// How many transactions the one connection of `kv`'s pool (`pool_size=1`) has begun:
 /// a read before the lock begins one, a locked batch another.
 async fn begun(kv: &MysqlKv) -> i64 {
@@ -133,5 +137,51 @@ async fn a_wrong_guess_writes_nothing_and_answers_as_the_store() {
         "{error:?}"
     );
     assert!(get(&kv, "lock/d").await.is_none());
+    drop_tables(&kv, &url).await;
+}
+
+/// The unfair lock's take: the own key on the lease when nobody is under `prefix`, else
+/// the own key's row.
+fn take_if_free(prefix: &str, key: &str, lease: LeaseId) -> Txn {
+    Txn::when(vec![
+        Compare::create_revision(prefix, CompareOp::Equal, 0).over_prefix()
+    ])
+    .and_then(vec![TxnOp::put(key, Bytes::new(), lease)])
+    .or_else(vec![TxnOp::Range(Range::key(key))])
+}
+
+#[tokio::test]
+async fn a_prefix_is_guessed_empty_until_a_guess_finds_it_taken() {
+    let Some((kv, url)) = store("&pool_size=1").await else {
+        return;
+    };
+    let other = connect(&url).await;
+    let lease = kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let theirs = other.lease_grant(Duration::from_secs(30)).await.unwrap();
+
+    let (batches, taken) = begun_by(&kv, take_if_free("free/", "free/mine", lease)).await;
+    assert!(taken.succeeded);
+    assert_eq!(batches, 1, "nobody under the prefix: the guess holds");
+
+    other
+        .txn(take_if_free("busy/", "busy/theirs", theirs))
+        .await
+        .unwrap();
+    let sent = std::time::Instant::now();
+    let (batches, refused) = begun_by(&kv, take_if_free("busy/", "busy/mine", lease)).await;
+    assert!(!refused.succeeded, "another holds the prefix");
+    assert!(
+        get(&kv, "busy/mine").await.is_none(),
+        "the wrong guess wrote nothing"
+    );
+    assert_eq!(
+        batches, 3,
+        "the wrong guess's batch, then the read and the refused branch's check"
+    );
+    let (batches, again) = begun_by(&kv, take_if_free("busy/", "busy/mine", lease)).await;
+    assert!(!again.succeeded);
+    if sent.elapsed() < MISSED_FOR {
+        assert_eq!(batches, 2, "a prefix just found taken is read, not guessed");
+    }
     drop_tables(&kv, &url).await;
 }
