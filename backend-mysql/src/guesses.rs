@@ -12,8 +12,10 @@
 //!   take and a release of a lock then cost one round trip each instead of two.
 //! - **A prefix compared as empty** (the unfair lock's take: nobody holds or waits under
 //!   the lock's name). It is guessed empty unless a guess of it was wrong within the
-//!   last [`MISSED_FOR`]: an uncontended take is one round trip, and a contended name
-//!   costs at most one wasted batch per process in that time, not one per take.
+//!   last [`MISSED_FOR`] and this process has deleted no key under it since: an
+//!   uncontended take is one round trip, a holder that releases and takes again (the
+//!   unfair lock's barging releaser) guesses its take, and a contended name costs a
+//!   process at most one wasted batch per release of its own or per [`MISSED_FOR`].
 //!
 //! A guess is never trusted: the batch checks under the lock that every guessed key is
 //! there with exactly the row guessed (revisions, version and lease), that every key
@@ -52,8 +54,20 @@ pub(crate) struct Guesses {
 }
 
 impl Guesses {
-    /// Records the changes of a transaction this process committed.
+    /// Records the changes of a transaction this process committed. A key it deleted
+    /// also lifts the mark of every prefix over it: the prefix may be empty again (a
+    /// holder that releases and takes again, as the unfair lock's releaser does, guesses
+    /// its take).
     pub(crate) fn committed(&self, events: &[WatchEvent]) {
+        let deleted: Vec<&str> = events
+            .iter()
+            .filter(|event| event.kind == EventKind::Delete)
+            .map(|event| event.kv.key.as_str())
+            .collect();
+        if !deleted.is_empty() {
+            hints(&self.not_empty)
+                .retain(|prefix, _| !deleted.iter().any(|key| key.starts_with(prefix.as_str())));
+        }
         let mut keys = self.lock();
         for event in events {
             let kv = &event.kv;
@@ -201,5 +215,22 @@ mod tests {
         assert!(own.get("b").is_some());
         assert!(!own.may_be_empty("lock/"), "a prefix just found not empty");
         assert!(own.may_be_empty("other/"));
+    }
+
+    #[test]
+    fn a_delete_under_a_marked_prefix_lifts_its_mark() {
+        let own = Guesses::default();
+        own.missed([], ["lock/", "queue/"]);
+        own.committed(&[put("lock/mine", 5, 9)]);
+        assert!(!own.may_be_empty("lock/"), "a put leaves the mark");
+        own.committed(&[delete("lock/mine", 6)]);
+        assert!(
+            own.may_be_empty("lock/"),
+            "a release may have emptied the prefix"
+        );
+        assert!(
+            !own.may_be_empty("queue/"),
+            "a delete elsewhere leaves other marks"
+        );
     }
 }

@@ -68,7 +68,8 @@
 //! process writes them, so it guesses each as it last wrote it, and the batch checks
 //! the guess as it checks a read (`guesses.rs`): a lock's take and release are one
 //! round trip each. A prefix compared as empty (the unfair lock's take) is guessed so
-//! too, unless a guess found it taken within the last second. Reads and transactions whose chosen
+//! too, unless a guess found it taken within the last second and the process has
+//! released nothing under it since. Reads and transactions whose chosen
 //! branch writes nothing take no lock (one consistent snapshot, `START TRANSACTION
 //! WITH CONSISTENT SNAPSHOT, READ ONLY`, with the same check when compares chose the
 //! branch). A transaction that changes nothing leaves the revision as it was, as
