@@ -68,7 +68,7 @@ impl Guesses {
             hints(&self.not_empty)
                 .retain(|prefix, _| !deleted.iter().any(|key| key.starts_with(prefix.as_str())));
         }
-        let mut keys = self.lock();
+        let mut keys = hints(&self.keys);
         for event in events {
             let kv = &event.kv;
             if event.kind == EventKind::Put && kv.lease != 0 {
@@ -98,7 +98,7 @@ impl Guesses {
     /// The row `key` had when this process last wrote it on a lease, if it did and
     /// has not deleted it since.
     pub(crate) fn get(&self, key: &str) -> Option<KeyValue> {
-        self.lock().get(key).cloned()
+        hints(&self.keys).get(key).cloned()
     }
 
     /// Whether `prefix` may be guessed empty: no guess of it was wrong within the
@@ -115,7 +115,7 @@ impl Guesses {
         keys: impl IntoIterator<Item = &'a str>,
         prefixes: impl IntoIterator<Item = &'a str>,
     ) {
-        let mut known = self.lock();
+        let mut known = hints(&self.keys);
         for key in keys {
             known.remove(key);
         }
@@ -126,10 +126,6 @@ impl Guesses {
         for prefix in prefixes {
             missed.insert(prefix.to_owned(), now);
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyValue>> {
-        hints(&self.keys)
     }
 }
 

@@ -64,7 +64,13 @@ impl Seen {
     pub(crate) fn condition(&self, tables: &Tables) -> String {
         let kv = &tables.kv;
         let mut parts = Vec::new();
-        let mut keys: Vec<&(String, Option<Revision>)> = self.keys.iter().collect();
+        // A guessed row's whole-row check below says all that the count and
+        // `mod_revision` checks of its key would.
+        let mut keys: Vec<&(String, Option<Revision>)> = self
+            .keys
+            .iter()
+            .filter(|(key, _)| !self.exact.iter().any(|row| row.key == *key))
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         if !keys.is_empty() {
@@ -245,6 +251,29 @@ mod tests {
         assert_eq!(
             seen.condition(&Tables::new("t_")),
             "(SELECT COUNT(*) FROM t_kv WHERE (k, create_revision, mod_revision, version, lease) \
+             IN ((X'61', 3, 5, 2, 9))) = 1"
+        );
+    }
+
+    #[test]
+    fn a_guessed_key_is_checked_once_whole() {
+        let guessed = KeyValue {
+            key: "a".to_owned(),
+            create_revision: 3,
+            mod_revision: 5,
+            version: 2,
+            lease: 9,
+            ..KeyValue::default()
+        };
+        let seen = Seen {
+            keys: vec![("a".to_owned(), Some(5)), ("b".to_owned(), None)],
+            exact: vec![guessed],
+            ..Seen::default()
+        };
+        assert_eq!(
+            seen.condition(&Tables::new("t_")),
+            "(SELECT COUNT(*) FROM t_kv WHERE k IN (X'62')) = 0 AND \
+             (SELECT COUNT(*) FROM t_kv WHERE (k, create_revision, mod_revision, version, lease) \
              IN ((X'61', 3, 5, 2, 9))) = 1"
         );
     }
