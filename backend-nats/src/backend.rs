@@ -51,7 +51,8 @@ pub async fn backend(url: &str) -> Result<NatsBackend> {
 
 /// Like [`backend`], from an already parsed (or built) configuration: checks the
 /// server (2.12 or later, with JetStream), and makes the bucket or checks that it has
-/// what this backend relies on.
+/// what this backend relies on. The backend keeps two client connections: one for
+/// everything but the sessions' renewals, and one for those (see `src/shared.rs`).
 ///
 /// # Errors
 /// [`Error::Connection`] when no server answers in time,
@@ -78,6 +79,9 @@ pub async fn backend_with_config(config: &NatsConfig) -> Result<NatsBackend> {
     );
     let deadline = tokio::time::Instant::now() + config.connect_timeout();
     let made = crate::bucket::ensure(&store, config.replicas(), deadline).await?;
+    let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let renewing = connect_client(&config, Arc::clone(&connected), Arc::clone(&dropped)).await?;
+    let renewals = store.through(renewing, connected, dropped);
     tracing::debug!(
         backend = BACKEND,
         servers = ?config.servers(),
@@ -88,7 +92,7 @@ pub async fn backend_with_config(config: &NatsConfig) -> Result<NatsBackend> {
     let capabilities =
         crate::capabilities().with_exclusive_across_restart(config.max_session_ttl().is_some());
     Ok(NatsBackend {
-        shared: Arc::new(Shared::new(config, store, made.created)),
+        shared: Arc::new(Shared::new(config, store, renewals, made.created)),
         capabilities: replicated(capabilities, made.replicas).with_max_value_size(max_value_size),
     })
 }

@@ -124,12 +124,7 @@ impl NatsDoubleBarrier {
         let ready = entries
             .iter()
             .any(|entry| entry.key == self.ready && entry.live());
-        let line = contenders(
-            entries
-                .into_iter()
-                .filter(|entry| entry.key != self.ready)
-                .collect(),
-        );
+        let line = contenders(entries.iter().filter(|entry| entry.key != self.ready));
         Ok((line, ready, last))
     }
 }

@@ -196,6 +196,7 @@ mod error;
 mod export;
 mod facts;
 mod keys;
+mod line_listing;
 mod lock;
 mod purge;
 mod queue;

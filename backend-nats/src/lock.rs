@@ -186,11 +186,11 @@ impl Drop for Contender {
 
 /// The live contenders of a listing, in line, each with its token: by token, an
 /// unfair lock's holder key first (see `src/unfair_lock.rs`).
-pub(crate) fn contenders(entries: Vec<Entry>) -> Vec<(u64, String)> {
+pub(crate) fn contenders<'e>(entries: impl IntoIterator<Item = &'e Entry>) -> Vec<(u64, String)> {
     let mut line: Vec<(u64, String)> = entries
         .into_iter()
-        .filter(Entry::live)
-        .map(|entry| (token_of(&entry), entry.key))
+        .filter(|entry| entry.live())
+        .map(|entry| (token_of(entry), entry.key.clone()))
         .collect();
     line.sort_by_key(|(token, key)| (!keys::is_unfair_holder(key), *token));
     line
@@ -238,15 +238,17 @@ impl NatsLocker {
         &self.line
     }
 
-    /// The line's live contenders by token, and the stream sequence it was read at.
+    /// The line's live contenders by token, and the stream sequence it was read at: a
+    /// listing sent after this call began, shared with the process's other waiters
+    /// that asked before it was sent (see `src/line_listing.rs`).
     pub(crate) async fn listing(&self) -> Result<(Vec<(u64, String)>, u64)> {
-        let (entries, last) = self
-            .lease
-            .shared
-            .store
-            .list(&[keys::every_in(&self.line)])
+        let shared = &self.lease.shared;
+        let listed = shared
+            .listings
+            .list(&shared.store, &keys::every_in(&self.line))
             .await?;
-        Ok((contenders(entries), last))
+        let (entries, last) = &*listed;
+        Ok((contenders(entries), *last))
     }
 
     /// Step 1: a contender key in the line.

@@ -74,7 +74,7 @@ impl NatsSemaphore {
                 String::from_utf8_lossy(&oldest.value)
             )));
         }
-        let line = contenders(entries);
+        let line = contenders(&entries);
         match line.iter().position(|(_, key)| *key == contender.key) {
             Some(place) => Ok((place < self.permits.get(), last)),
             None if self.lease.is_over() || self.session.is_lost() => Err(Error::SessionLost),

@@ -24,6 +24,8 @@
 //!
 //! The keys are renewed one after another under the session's key table lock, which
 //! a guarded write and a release take too: each sees the key's current sequence.
+//! Renewals go through a client connection of their own (`Shared::renewals`), so
+//! that no burst of the process's other requests delays them.
 //!
 //! # Ending a session
 //!
@@ -521,7 +523,7 @@ impl LeaseInner {
             .if_at(held.seq)
             .ttl(self.ttl)
             .header(CREATE_HEADER, &held.create.to_string());
-        match self.shared.store.publish(write).await?.compared()? {
+        match self.shared.renewals.publish(write).await?.compared()? {
             Some(seq) => {
                 held.seq = seq;
                 held.value = value;
@@ -583,7 +585,7 @@ impl LeaseInner {
                 .if_at(held.seq)
                 .ttl(self.ttl)
                 .header(CREATE_HEADER, &held.create.to_string());
-            match self.shared.store.publish(write).await?.compared()? {
+            match self.shared.renewals.publish(write).await?.compared()? {
                 Some(seq) => held.seq = seq,
                 None => {
                     tracing::debug!(session = %SessionId(self.id), key, "renewal refused: the key was ended");
@@ -757,5 +759,59 @@ impl Lease for NatsLease {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distsync_core::{Backend, Name, SessionOptions};
+
+    use super::*;
+
+    /// The messages a store's client connection has sent.
+    fn sent(store: &crate::store::Store) -> u64 {
+        store
+            .client
+            .statistics()
+            .out_messages
+            .load(Ordering::Relaxed)
+    }
+
+    /// A renewal rewrites each key of the session through the renewals' connection
+    /// and sends nothing through the one every other request takes: a burst there
+    /// (a thousand waiters listing their line) cannot hold the renewals back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renewals_go_through_a_connection_of_their_own() {
+        let Some(backend) = crate::test_server::backend("DISTSYNC_NATS_URL", "renewals").await
+        else {
+            return;
+        };
+        // Long enough that no scheduled renewal runs beside the one made here.
+        let options = SessionOptions::with_ttl(Duration::from_secs(60));
+        let session = backend.session(options).await.unwrap();
+        let name = Name::new(format!("renewed-{}", distsync_core::raw::call_id())).unwrap();
+        let guard = backend
+            .locker(&session, name)
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        let lease = Arc::clone(lease_of(&session, &backend.shared).unwrap());
+        let shared = &backend.shared;
+        let (others, renewals) = (sent(&shared.store), sent(&shared.renewals));
+        assert!(matches!(lease.renew().await, Ok(KeepAlive::Renewed)));
+        assert_eq!(
+            sent(&shared.renewals) - renewals,
+            2,
+            "the session's own key and its lock's key, rewritten on the renewals' connection"
+        );
+        assert_eq!(
+            sent(&shared.store),
+            others,
+            "nothing on the other connection"
+        );
+        assert!(!guard.is_lost());
+        guard.unlock().await.unwrap();
+        session.close().await.unwrap();
     }
 }

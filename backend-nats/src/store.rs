@@ -367,6 +367,24 @@ impl Store {
         }
     }
 
+    /// The same bucket through another client connection (`client`, whose events
+    /// notify `connected` and `dropped`), sharing this store's read floor: what one
+    /// writes, a read through the other never reads older than.
+    pub(crate) fn through(
+        &self,
+        client: async_nats::Client,
+        connected: Arc<Notify>,
+        dropped: Arc<Notify>,
+    ) -> Self {
+        Self {
+            jetstream: async_nats::jetstream::new(client.clone()),
+            client,
+            connected,
+            dropped,
+            ..self.clone()
+        }
+    }
+
     /// The next drop of the connection, from now on: taken before a request is sent,
     /// it ends the wait for the request's answers ([`Store::within`]).
     fn drops(&self) -> Drops<'_> {

@@ -111,7 +111,7 @@ impl NatsUnfairLocker {
     async fn fair_line(&self) -> Result<Listing> {
         let store = &self.lease.shared.store;
         let (entries, last) = store.list(&[keys::every_in(&self.line)]).await?;
-        Ok((contenders(entries), last))
+        Ok((contenders(&entries), last))
     }
 
     /// The fair line's last sequence when no key there is live; else the line as
@@ -120,7 +120,7 @@ impl NatsUnfairLocker {
         let store = &self.lease.shared.store;
         let (entries, last) = store.list(&[keys::every_in(&self.line)]).await?;
         if entries.iter().any(crate::store::Entry::live) {
-            return Ok(Err((contenders(entries), last)));
+            return Ok(Err((contenders(&entries), last)));
         }
         Ok(Ok(entries.iter().map(|entry| entry.seq).max().unwrap_or(0)))
     }
@@ -237,7 +237,7 @@ impl NatsUnfairLocker {
         let store = &self.lease.shared.store;
         wait::until("the unfair lock", self.lease.lost_token(), || async {
             let (entries, last) = store.list(&[keys::every_in(&self.waiting)]).await?;
-            let line = contenders(entries);
+            let line = contenders(&entries);
             let place = line.iter().position(|(_, key)| *key == entry.key);
             match place {
                 None if self.lease.is_over() => Err(Error::SessionLost),
