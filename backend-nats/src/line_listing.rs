@@ -131,22 +131,35 @@ mod tests {
         Some((backend, line))
     }
 
-    /// Many waiters asking at once (all asking before the first listing's answer
-    /// comes) cost two listings: the first, and one sent after them all.
+    /// Many waiters of the test server's line asking at once (every one asks before
+    /// the first listing is sent on) cost two listings: the first, and one sent after
+    /// they all asked; each has the line's key.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiters_asking_at_once_share_two_listings() {
+        const WAITERS: usize = 64;
         let Some((backend, line)) = line_with_a_key().await else {
             return;
         };
         let (store, listings) = (&backend.shared.store, &backend.shared.listings);
-        let filter = crate::keys::every_in(&line);
+        let filters = [crate::keys::every_in(&line)];
+        let asked = std::sync::atomic::AtomicUsize::new(0);
         let before = sent(store);
-        let listed =
-            futures::future::join_all((0..64).map(|_| listings.list(store, &filter))).await;
+        let waiters = (0..WAITERS).map(|_| async {
+            asked.fetch_add(1, Ordering::SeqCst);
+            listings
+                .in_turn(&filters[0], || async {
+                    while asked.load(Ordering::SeqCst) < WAITERS {
+                        tokio::task::yield_now().await;
+                    }
+                    store.list(&filters).await
+                })
+                .await
+        });
+        let listed = futures::future::join_all(waiters).await;
         assert_eq!(
             sent(store) - before,
             2,
-            "listing requests sent for 64 waiters"
+            "listing requests sent for {WAITERS} waiters"
         );
         for listed in listed {
             assert_eq!(listed.unwrap().0.len(), 1, "the line's one key");
