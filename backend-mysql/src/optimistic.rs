@@ -235,17 +235,22 @@ mod tests {
         assert_eq!(Seen::default().condition(&Tables::new("t_")), "TRUE");
     }
 
+    /// The row of key `a` as a guess has it.
+    fn guessed_row() -> KeyValue {
+        KeyValue {
+            key: "a".to_owned(),
+            create_revision: 3,
+            mod_revision: 5,
+            version: 2,
+            lease: 9,
+            ..KeyValue::default()
+        }
+    }
+
     #[test]
     fn guessed_rows_are_checked_whole() {
         let seen = Seen {
-            exact: vec![KeyValue {
-                key: "a".to_owned(),
-                create_revision: 3,
-                mod_revision: 5,
-                version: 2,
-                lease: 9,
-                ..KeyValue::default()
-            }],
+            exact: vec![guessed_row()],
             ..Seen::default()
         };
         assert_eq!(
@@ -257,17 +262,9 @@ mod tests {
 
     #[test]
     fn a_guessed_key_is_checked_once_whole() {
-        let guessed = KeyValue {
-            key: "a".to_owned(),
-            create_revision: 3,
-            mod_revision: 5,
-            version: 2,
-            lease: 9,
-            ..KeyValue::default()
-        };
         let seen = Seen {
             keys: vec![("a".to_owned(), Some(5)), ("b".to_owned(), None)],
-            exact: vec![guessed],
+            exact: vec![guessed_row()],
             ..Seen::default()
         };
         assert_eq!(
