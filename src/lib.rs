@@ -200,6 +200,7 @@ pub mod store {
         //! The backend author's API: the contract a store implements (the `Backend` trait,
         //! leases, guard constructors, retries), and the revisioned key-value model with
         //! the primitives built on it (`distsync-kv`).
+        pub use distsync_core::impl_primitives;
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
             call_id, check_session_ttl, join_host_port, leadership, lock_guard,
@@ -207,9 +208,9 @@ pub mod store {
             permit, random_fraction, random_u64, read_guard, refusing_hosts, retry, start_session,
             with_guarded_write, with_release_request_watch, Backend, Backoff, Contention,
             EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease, LossWatchFn,
-            MaxSessionTtl, MultiHostUrl, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide,
-            Settle, StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
-            DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+            Make, MaxSessionTtl, MultiHostUrl, OnSession, Primitives, ReleaseFn,
+            ReleaseRequestWatchFn, SessionStoreSide, Settle, StmAttempt, StmEngine, StmRetry,
+            UrlGrammar, UrlOptions, Write, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
         pub use distsync_kv::{kv, recipes};

@@ -1,9 +1,10 @@
 //! [`Transactional`]: the calls of a [`MysqlBackend`] that join the caller's own
 //! transactions, spelled as the PostgreSQL backend's.
 
+use distsync_core::Primitives;
 use std::sync::Arc;
 
-use distsync_core::{Backend as _, Name, Result};
+use distsync_core::{Name, Result};
 use sqlx::MySqlPool;
 
 use crate::{MysqlBackend, Outbox, TransactionLock};

@@ -1,24 +1,31 @@
 //! The backend: the connection, the bucket, the sessions of this process, the
 //! factories.
 
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use async_trait::async_trait;
-use distsync_core::raw::{
-    name_connect_timeout, Barrier, DoubleBarrier, Election, Locker, Queue, RwLock,
-};
+use distsync_core::raw::name_connect_timeout;
 use distsync_core::{
-    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
+    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions,
 };
 use tokio::sync::Notify;
 
+use crate::barrier::{NatsBarrier, NatsDoubleBarrier};
 use crate::config::NatsConfig;
+use crate::counter::{NatsCounter, NatsLatch};
+use crate::election::NatsElection;
+use crate::lock::NatsLocker;
+use crate::queue::NatsQueue;
+use crate::rate_limiter::NatsRateLimiter;
+use crate::rwlock::NatsRwLock;
+use crate::semaphore::NatsSemaphore;
 use crate::session::LeaseInner;
 use crate::shared::Shared;
+use crate::stm::NatsStm;
 use crate::store::Store;
+use crate::unfair_lock::NatsUnfairLocker;
 use crate::BACKEND;
 
 /// The NATS JetStream backend: sessions are per-key TTLs renewed by compare-and-set,
@@ -103,10 +110,35 @@ impl NatsBackend {
         &self.shared.config
     }
 
-    fn lease<'s>(&self, session: &'s Session) -> Result<&'s Arc<LeaseInner>> {
-        crate::session::lease_of(session, &self.shared)
+    /// What every handle is made from.
+    fn context(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
+        crate::session::lease_of(session, &self.shared).map(Arc::clone)
     }
 }
+
+// The unfair lock is a holder key that fair contenders take for the head of their
+// line, and a wait line of its own (see `src/unfair_lock.rs`); the semaphore is the
+// lock's line, the first `permits` live keys holding; the rate limiter is GCRA on one
+// key, on the server's message time stamps; a STM commit is one atomic batch of
+// compares and writes at a stream sequence (see `src/stm.rs`).
+distsync_core::impl_primitives!(NatsBackend {
+    locker: NatsLocker,
+    unfair_locker: NatsUnfairLocker,
+    election: NatsElection,
+    rwlock: NatsRwLock,
+    semaphore: NatsSemaphore,
+    double_barrier: NatsDoubleBarrier,
+    queue: NatsQueue,
+    barrier: NatsBarrier,
+    counter: NatsCounter,
+    latch: NatsLatch,
+    rate_limiter: NatsRateLimiter,
+    stm: NatsStm,
+});
 
 /// What a bucket of `replicas` replicas changes in `capabilities`: a write is
 /// acknowledged once a majority of the stream's replicas has it, so the loss of one
@@ -180,10 +212,6 @@ async fn connect_client(
 
 #[async_trait]
 impl Backend for NatsBackend {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
         crate::session::open(&self.shared, &options).await
@@ -197,121 +225,6 @@ impl Backend for NatsBackend {
             Some(lease) => lease.close().await,
             None => crate::session::revoke_elsewhere(&self.shared, id.0).await,
         }
-    }
-
-    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::lock::NatsLocker::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    /// A holder key that fair contenders take for the head of their line, and a wait
-    /// line of its own (see `src/unfair_lock.rs`).
-    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::unfair_lock::NatsUnfairLocker::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::election::NatsElection::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::rwlock::NatsRwLock::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
-        Ok(Box::new(crate::queue::NatsQueue::new(&self.shared, name)))
-    }
-
-    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
-        Ok(Box::new(crate::barrier::NatsBarrier::new(
-            &self.shared,
-            name,
-        )))
-    }
-
-    fn double_barrier(
-        &self,
-        session: &Session,
-        name: Name,
-        count: NonZeroUsize,
-    ) -> Result<Box<dyn DoubleBarrier>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::barrier::NatsDoubleBarrier::new(
-            session.clone(),
-            lease,
-            name,
-            count,
-        )))
-    }
-
-    /// Reads at a stream sequence, a commit one atomic batch of compares and writes
-    /// (see `src/stm.rs`).
-    fn stm(&self) -> Result<Stm> {
-        Ok(Stm::new(Arc::new(crate::stm::NatsStm::new(&self.shared))))
-    }
-
-    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
-        Ok(Box::new(crate::counter::NatsCounter::new(
-            &self.shared,
-            name,
-        )))
-    }
-
-    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
-        Ok(Box::new(crate::counter::NatsLatch::new(
-            &self.shared,
-            name,
-            count,
-        )))
-    }
-
-    /// GCRA on one key, on the server's message time stamps (see
-    /// `src/rate_limiter.rs`).
-    fn rate_limiter(
-        &self,
-        name: Name,
-        rate: distsync_core::rate_limiter::Rate,
-    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
-        Ok(Box::new(crate::rate_limiter::NatsRateLimiter::new(
-            &self.shared,
-            name,
-            rate,
-        )))
-    }
-
-    /// The lock's line, the first `permits` live keys hold (see `src/semaphore.rs`).
-    fn semaphore(
-        &self,
-        session: &Session,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Result<Box<dyn distsync_core::Semaphore>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::semaphore::NatsSemaphore::new(
-            session.clone(),
-            lease,
-            name,
-            permits,
-        )))
     }
 
     /// Every kind's keys in one listing, read by their layouts (see `src/export.rs`).

@@ -13,6 +13,7 @@
 //! watch the barrier's keys until it is there. `leave` purges the participant's key
 //! and waits until the line is empty, then purges the ready key for the next round.
 
+use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -205,5 +206,20 @@ impl DoubleBarrier for NatsDoubleBarrier {
             Ok(None)
         })
         .await
+    }
+}
+
+impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for NatsDoubleBarrier {
+    fn make(
+        _: &Arc<Shared>,
+        (on, count): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
+    ) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name, count))
+    }
+}
+
+impl Make<Arc<Shared>, Name> for NatsBarrier {
+    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self::new(context, name))
     }
 }

@@ -12,6 +12,7 @@
 //! A latch's waiters, and a counter's `changed`, watch its key from the sequence they
 //! read + 1 and read again on every message. Neither keeps anything of a session.
 
+use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -251,5 +252,17 @@ impl CountDownLatch for NatsLatch {
             Ok(((remaining == 0).then_some(()), seq))
         })
         .await
+    }
+}
+
+impl Make<Arc<Shared>, Name> for NatsCounter {
+    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self::new(context, name))
+    }
+}
+
+impl Make<Arc<Shared>, (Name, u64)> for NatsLatch {
+    fn make(context: &Arc<Shared>, (name, count): (Name, u64)) -> Result<Self> {
+        Ok(Self::new(context, name, count))
     }
 }

@@ -24,6 +24,7 @@
 //! the same value and emit nothing; a proclaim's own key sets its candidate's value.
 //! Messages come in stream order, so a value never follows a newer one.
 
+use distsync_core::raw::{Make, OnSession};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -269,6 +270,12 @@ impl Proclaim for NatsProclaim {
         let write = Write::put(key, value).ttl(PROCLAIM_TTL);
         self.lease.shared.store.publish(write).await?.compared()?;
         Ok(())
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsElection {
+    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
     }
 }
 

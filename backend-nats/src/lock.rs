@@ -64,6 +64,8 @@
 //! [`fifo_waiters`]: distsync_core::Capabilities::fifo_waiters
 //! [`fencing`]: distsync_core::Capabilities::fencing
 
+use crate::shared::Shared;
+use distsync_core::raw::{Make, OnSession};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -507,6 +509,12 @@ impl GuardedWrite for HeldWrite {
             })
             .await?;
         Ok(matches!(written, Some(Some(_))))
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsLocker {
+    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
     }
 }
 

@@ -158,6 +158,7 @@
 //! place. [`Queue::oldest_age`] reads every waiting item, as [`Queue::len`] does, then
 //! the server's clock.
 
+use distsync_core::raw::Make;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -1776,6 +1777,12 @@ impl Settle for NatsSettle {
                 Error::SessionLost => Ok(()),
                 error => Err(error),
             })
+    }
+}
+
+impl Make<Arc<Shared>, Name> for NatsQueue {
+    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self::new(context, name))
     }
 }
 

@@ -48,6 +48,7 @@
 //! `export` skips them, as migration copies no limiter's state on any backend. A
 //! limiter keeps nothing of a session.
 
+use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -162,5 +163,11 @@ impl RateLimiter for NatsRateLimiter {
             kept = Some(now);
             tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
         }
+    }
+}
+
+impl Make<Arc<Shared>, (Name, Rate)> for NatsRateLimiter {
+    fn make(context: &Arc<Shared>, (name, rate): (Name, Rate)) -> Result<Self> {
+        Ok(Self::new(context, name, rate))
     }
 }

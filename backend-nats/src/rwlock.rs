@@ -7,6 +7,8 @@
 //! so readers share the lock and a waiting writer blocks the readers behind it. A
 //! write hold's token is its key's create sequence.
 
+use crate::shared::Shared;
+use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -154,5 +156,11 @@ impl RwLock for NatsRwLock {
                 Ok(None)
             }
         }
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsRwLock {
+    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
     }
 }

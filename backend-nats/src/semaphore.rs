@@ -9,6 +9,8 @@
 //! the number of permits its acquirer named; one naming another number than a live
 //! key's is refused ([`Error::InvalidArgument`]), and its own key purged.
 
+use crate::shared::Shared;
+use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -141,5 +143,14 @@ impl Semaphore for NatsSemaphore {
             contender.withdraw().await?;
             Ok(None)
         }
+    }
+}
+
+impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for NatsSemaphore {
+    fn make(
+        _: &Arc<Shared>,
+        (on, permits): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
+    ) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name, permits))
     }
 }

@@ -764,6 +764,7 @@ impl Lease for NatsLease {
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use distsync_core::{Backend, Name, SessionOptions};
 
     use super::*;

@@ -401,6 +401,7 @@ fn rate_limiters(limiters: Vec<(String, Entry)>, now_us: Option<u64>) -> Vec<Rat
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use std::collections::BTreeSet;
     use std::time::Duration;
 

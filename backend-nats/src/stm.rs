@@ -29,6 +29,7 @@
 //! its prefetch. A body never sees as missing, or as older than it was, a key that
 //! existed when its snapshot was taken, and never acts on a state that never was.
 
+use distsync_core::raw::Make;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -250,5 +251,11 @@ impl StmAttempt for Attempt {
             Some(_) => Ok(true),
             None => Err(StmRetry.into()),
         }
+    }
+}
+
+impl Make<Arc<Shared>, ()> for NatsStm {
+    fn make(context: &Arc<Shared>, (): ()) -> Result<Self> {
+        Ok(Self::new(context))
     }
 }

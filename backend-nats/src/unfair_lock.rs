@@ -45,6 +45,8 @@
 //!
 //! The token of a hold is the holder key's create sequence.
 
+use crate::shared::Shared;
+use distsync_core::raw::{Make, OnSession};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -319,6 +321,12 @@ impl Locker for NatsUnfairLocker {
 
     fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsUnfairLocker {
+    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
     }
 }
 

@@ -2,14 +2,12 @@
 //! application's) and [`PostgresBackend`], the [`Backend`] they return.
 
 use distsync_core::raw::name_connect_timeout;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
 use distsync_core::{
-    Backend, Barrier, Capabilities, DoubleBarrier, Election, Error, Locker, Name, Queue, Result,
-    RwLock, Session, SessionId, SessionOptions, Stm,
+    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions,
 };
 use sqlx::postgres::PgPoolOptions;
 
@@ -314,6 +312,11 @@ impl PostgresBackend {
         })
     }
 
+    /// What every handle is made from.
+    fn context(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
         crate::session::lease_of(session, &self.shared).map(Arc::clone)
     }
@@ -355,12 +358,23 @@ impl PostgresBackend {
     }
 }
 
+distsync_core::impl_primitives!(PostgresBackend {
+    locker: lock::PgLocker,
+    unfair_locker: unfair_lock::PgUnfairLocker,
+    election: election::PgElection,
+    rwlock: rwlock::PgRwLock,
+    semaphore: semaphore::PgSemaphore,
+    double_barrier: double_barrier::PgDoubleBarrier,
+    queue: queue::PgQueue,
+    barrier: barrier::PgBarrier,
+    counter: crate::counter::PgCounter,
+    latch: crate::counter::PgLatch,
+    rate_limiter: crate::rate_limiter::PgRateLimiter,
+    stm: stm::PgStm,
+});
+
 #[async_trait]
 impl Backend for PostgresBackend {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
         self.shared.amnesia.check_ttl(options.ttl)?;
@@ -374,124 +388,6 @@ impl Backend for PostgresBackend {
         let id = i64::try_from(id.0)
             .map_err(|_| Error::InvalidArgument(format!("no postgres session has id {id}")))?;
         self.shared.end_sessions(&[id]).await
-    }
-
-    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        Ok(Box::new(lock::PgLocker {
-            lease: self.lease(session)?,
-            session: session.clone(),
-            name,
-        }))
-    }
-
-    /// The unfair lock (see `unfair_lock`).
-    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        Ok(Box::new(unfair_lock::PgUnfairLocker::new(
-            self.lease(session)?,
-            session.clone(),
-            name,
-        )))
-    }
-
-    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
-        Ok(Box::new(election::PgElection {
-            lease: self.lease(session)?,
-            session: session.clone(),
-            name,
-        }))
-    }
-
-    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
-        Ok(Box::new(rwlock::PgRwLock {
-            lease: self.lease(session)?,
-            session: session.clone(),
-            name,
-        }))
-    }
-
-    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
-        Ok(Box::new(queue::PgQueue {
-            shared: Arc::clone(&self.shared),
-            name,
-        }))
-    }
-
-    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
-        Ok(Box::new(barrier::PgBarrier {
-            shared: Arc::clone(&self.shared),
-            name,
-        }))
-    }
-
-    fn double_barrier(
-        &self,
-        session: &Session,
-        name: Name,
-        count: NonZeroUsize,
-    ) -> Result<Box<dyn DoubleBarrier>> {
-        let count = count.get();
-        let count_sql = i32::try_from(count).map_err(|_| {
-            Error::InvalidArgument(format!("double barrier count {count} is too large"))
-        })?;
-        Ok(Box::new(double_barrier::PgDoubleBarrier {
-            lease: self.lease(session)?,
-            participant: double_barrier::participant(),
-            name,
-            count,
-            count_sql,
-        }))
-    }
-
-    fn semaphore(
-        &self,
-        session: &Session,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Result<Box<dyn distsync_core::Semaphore>> {
-        let permits = permits.get();
-        let permits_sql = i32::try_from(permits).map_err(|_| {
-            Error::InvalidArgument(format!("semaphore permit count {permits} is too large"))
-        })?;
-        Ok(Box::new(semaphore::PgSemaphore {
-            lease: self.lease(session)?,
-            session: session.clone(),
-            name,
-            permits,
-            permits_sql,
-        }))
-    }
-
-    fn rate_limiter(
-        &self,
-        name: Name,
-        rate: distsync_core::rate_limiter::Rate,
-    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
-        Ok(Box::new(crate::rate_limiter::PgRateLimiter {
-            shared: Arc::clone(&self.shared),
-            name,
-            rate,
-        }))
-    }
-
-    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
-        Ok(Box::new(crate::counter::PgCounter {
-            shared: Arc::clone(&self.shared),
-            name,
-        }))
-    }
-
-    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
-        Ok(Box::new(crate::counter::PgLatch {
-            shared: Arc::clone(&self.shared),
-            name,
-            initial: count,
-        }))
-    }
-
-    fn stm(&self) -> Result<Stm> {
-        Ok(Stm::new(Arc::new(stm::PgStm {
-            shared: Arc::clone(&self.shared),
-        })))
     }
 
     async fn export(&self) -> Result<Snapshot> {

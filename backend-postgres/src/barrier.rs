@@ -1,5 +1,6 @@
 //! The barrier: a row in `barriers` while held; its deletion fires a `NOTIFY`.
 
+use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -91,5 +92,13 @@ impl Barrier for PgBarrier {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+impl Make<Arc<Shared>, Name> for PgBarrier {
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::clone(shared),
+            name,
+        })
     }
 }

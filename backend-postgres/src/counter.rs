@@ -18,6 +18,7 @@
 //!
 //! The tables and `latch_count_down` are in `sql/counter.sql`.
 
+use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -293,5 +294,23 @@ impl CountDownLatch for PgLatch {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+impl Make<Arc<Shared>, Name> for PgCounter {
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::clone(shared),
+            name,
+        })
+    }
+}
+
+impl Make<Arc<Shared>, (Name, u64)> for PgLatch {
+    fn make(shared: &Arc<Shared>, (name, initial): (Name, u64)) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::clone(shared),
+            name,
+            initial,
+        })
     }
 }

@@ -1,5 +1,5 @@
 //! The double barrier: one entry row per participant, and an open flag per barrier. A
-//! participant is a handle (`Backend::double_barrier`): N tasks sharing one session, each
+//! participant is a handle (`Primitives::double_barrier`): N tasks sharing one session, each
 //! with its own handle, are N participants, as on etcd and Redis. Its entry row is keyed
 //! by (barrier, session, participant number), the number drawn from a counter of this
 //! process (session ids are unique, so the pair is). `enter` adds the entry and, when it
@@ -11,6 +11,10 @@
 //! finds one (and wakes at the next participant's expiry while it waits for them to
 //! leave).
 
+use crate::store::Shared;
+use distsync_core::raw::Make;
+use distsync_core::raw::OnSession;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,5 +153,24 @@ impl DoubleBarrier for PgDoubleBarrier {
             }
         })
         .await
+    }
+}
+/// The count is an `int` in the tables: a count above `i32::MAX` is refused.
+impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for PgDoubleBarrier {
+    fn make(
+        _: &Arc<Shared>,
+        (on, count): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
+    ) -> Result<Self> {
+        let count = count.get();
+        let count_sql = i32::try_from(count).map_err(|_| {
+            Error::InvalidArgument(format!("double barrier count {count} is too large"))
+        })?;
+        Ok(Self {
+            lease: on.lease,
+            participant: participant(),
+            name: on.name,
+            count,
+            count_sql,
+        })
     }
 }

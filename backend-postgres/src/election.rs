@@ -18,6 +18,8 @@
 //! of an election and ten minutes of history by default; an observer that falls further
 //! behind skips entries but stays in order.
 
+use distsync_core::raw::Make;
+use distsync_core::raw::OnSession;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -288,5 +290,14 @@ impl Observer {
                 Ok(None)
             }
         }
+    }
+}
+impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for PgElection {
+    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self {
+            lease: on.lease,
+            session: on.session,
+            name: on.name,
+        })
     }
 }

@@ -75,6 +75,7 @@
 //! waiting consumer re-checks when its registration is due for renewal, or
 //! when the first hold it saw would expire.
 
+use distsync_core::raw::Make;
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -997,5 +998,13 @@ impl Queue for PgQueue {
         .await
         .map_err(map)?;
         Ok(micros.map(|m| Duration::from_micros(u64::try_from(m).unwrap_or(0))))
+    }
+}
+impl Make<Arc<Shared>, Name> for PgQueue {
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::clone(shared),
+            name,
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! on the row of `rate_limits` that holds the limiter's theoretical arrival time in µs
 //! of the server's `clock_timestamp()`; see [`distsync_core::rate_limiter`].
 
+use distsync_core::raw::Make;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,5 +59,14 @@ impl RateLimiter for PgRateLimiter {
                 format!("unexpected rate_limit reply {reply:?}"),
             )),
         }
+    }
+}
+impl Make<Arc<Shared>, (Name, Rate)> for PgRateLimiter {
+    fn make(shared: &Arc<Shared>, (name, rate): (Name, Rate)) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::clone(shared),
+            name,
+            rate,
+        })
     }
 }

@@ -11,6 +11,10 @@
 //! connection held; a release wakes only the waiter it lets in; each grant takes the
 //! next value of the name's fencing counter; a dropped acquisition withdraws its entry.
 
+use crate::store::Shared;
+use distsync_core::raw::Make;
+use distsync_core::raw::OnSession;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -84,5 +88,24 @@ impl Semaphore for PgSemaphore {
     /// Cancel-safety: cancel-safe; a dropped call withdraws what it may have joined.
     async fn try_acquire(&self) -> Result<Option<Permit>> {
         self.acquire_or_try(false).await
+    }
+}
+/// The permits are an `int` in the tables: a count above `i32::MAX` is refused.
+impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for PgSemaphore {
+    fn make(
+        _: &Arc<Shared>,
+        (on, permits): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
+    ) -> Result<Self> {
+        let permits = permits.get();
+        let permits_sql = i32::try_from(permits).map_err(|_| {
+            Error::InvalidArgument(format!("semaphore permit count {permits} is too large"))
+        })?;
+        Ok(Self {
+            lease: on.lease,
+            session: on.session,
+            name: on.name,
+            permits,
+            permits_sql,
+        })
     }
 }

@@ -3,6 +3,7 @@
 
 /// On a real server: a waiting acquisition and the holds' connections.
 mod waiter_line {
+    use distsync_core::Primitives;
     use std::time::Duration;
 
     use distsync_conformance::server_url;
@@ -61,6 +62,7 @@ mod waiter_line {
 /// On real servers: the commit mode of each statement of the line, and a crash of the
 /// server right after an asynchronous release.
 mod unflushed {
+    use distsync_core::Primitives;
     use std::time::Duration;
 
     use distsync_conformance::faults::private;

@@ -25,6 +25,7 @@
 //! Cancel safety: dropping an attempt rolls its transaction back; a dropped commit is
 //! applied wholly or not at all.
 
+use distsync_core::raw::Make;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -223,5 +224,12 @@ impl StmAttempt for PgAttempt {
             Err(error) if is_conflict(&error) => Ok(false),
             Err(error) => Err(map(error)),
         }
+    }
+}
+impl Make<Arc<Shared>, ()> for PgStm {
+    fn make(shared: &Arc<Shared>, (): ()) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::clone(shared),
+        })
     }
 }

@@ -73,6 +73,8 @@
 //! Entry numbers are drawn from a counter of this module going down from -1, so that
 //! they never meet those of the line's other holders in one session (going up from 1).
 
+use distsync_core::raw::Make;
+use distsync_core::raw::OnSession;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -378,5 +380,10 @@ impl Locker for PgUnfairLocker {
 
     fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)
+    }
+}
+impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for PgUnfairLocker {
+    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.lease, on.session, on.name))
     }
 }

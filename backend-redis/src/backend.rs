@@ -1,25 +1,32 @@
 //! [`RedisBackend`] and its factories: connecting (the state itself is opened by
 //! [`crate::store`]) and building each primitive over the shared connection state.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
-use distsync_core::{
-    Backend, Barrier, Capabilities, DoubleBarrier, Election, Locker, Name, Queue, Result, RwLock,
-    Session, SessionId, SessionOptions, Stm,
-};
+use distsync_core::{Backend, Capabilities, Name, Result, Session, SessionId, SessionOptions};
 
+use crate::barrier::RedisBarrier;
 use crate::capabilities::{measured, Topology};
 use crate::cluster::ClusterNodes;
 use crate::config::RedisConfig;
+use crate::counter::{RedisCounter, RedisLatch};
+use crate::double_barrier::RedisDoubleBarrier;
+use crate::election::RedisElection;
+use crate::lock::RedisLock;
 use crate::options::RedisOptions;
 use crate::persistence::Persistence;
+use crate::queue::RedisQueue;
+use crate::rate_limiter::RedisRateLimiter;
+use crate::rwlock::RedisRwLock;
+use crate::semaphore::RedisSemaphore;
 use crate::sentinel::Sentinels;
 use crate::session::RedisLease;
+use crate::stm::RedisStm;
 use crate::store::Shared;
 use crate::target::Target;
+use crate::unfair_lock::RedisUnfairLock;
 
 /// Connects to the Redis server `url` names and returns the backend itself.
 ///
@@ -170,6 +177,17 @@ impl RedisBackend {
         self.shared.namespace()
     }
 
+    /// What every handle is made from.
+    fn context(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The handles take the session itself: this only checks that it is this
+    /// backend's.
+    fn lease(&self, session: &Session) -> Result<()> {
+        RedisLease::of(session, &self.shared).map(drop)
+    }
+
     /// The server's persistence settings, read at connect (under Redis Cluster, the
     /// weakest among the nodes the URL names; under Sentinel, the primary's at
     /// connect). [`Backend::capabilities`] declares `survives_restart` from them.
@@ -178,12 +196,25 @@ impl RedisBackend {
     }
 }
 
+// The unfair lock (`src/unfair_lock.rs`) takes a free lock in one script call and
+// lets it go in one; it and the fair lock of the same name exclude each other.
+distsync_core::impl_primitives!(RedisBackend {
+    locker: RedisLock,
+    unfair_locker: RedisUnfairLock,
+    election: RedisElection,
+    rwlock: RedisRwLock,
+    semaphore: RedisSemaphore,
+    double_barrier: RedisDoubleBarrier,
+    queue: RedisQueue,
+    barrier: RedisBarrier,
+    counter: RedisCounter,
+    latch: RedisLatch,
+    rate_limiter: RedisRateLimiter,
+    stm: RedisStm,
+});
+
 #[async_trait]
 impl Backend for RedisBackend {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
         RedisLease::open(&self.shared, &options).await
@@ -191,117 +222,6 @@ impl Backend for RedisBackend {
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
         crate::session::revoke(&self.shared, id.0, None, None).await
-    }
-
-    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        RedisLease::of(session, &self.shared)?;
-        Ok(Box::new(crate::lock::RedisLock::new(
-            &self.shared,
-            session,
-            name,
-        )))
-    }
-
-    /// The unfair lock of `crate::unfair_lock`: one script call to take a free lock and
-    /// one to let it go; it and [`Backend::locker`]'s lock of the same name exclude each
-    /// other.
-    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        RedisLease::of(session, &self.shared)?;
-        Ok(Box::new(crate::unfair_lock::RedisUnfairLock::new(
-            &self.shared,
-            session,
-            name,
-        )))
-    }
-
-    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
-        RedisLease::of(session, &self.shared)?;
-        Ok(Box::new(crate::election::RedisElection::new(
-            &self.shared,
-            session,
-            name,
-        )))
-    }
-
-    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
-        RedisLease::of(session, &self.shared)?;
-        Ok(Box::new(crate::rwlock::RedisRwLock::new(
-            &self.shared,
-            session,
-            name,
-        )))
-    }
-
-    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
-        Ok(Box::new(crate::queue::RedisQueue::new(&self.shared, name)))
-    }
-
-    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
-        Ok(Box::new(crate::barrier::RedisBarrier::new(
-            &self.shared,
-            name,
-        )))
-    }
-
-    fn double_barrier(
-        &self,
-        session: &Session,
-        name: Name,
-        count: NonZeroUsize,
-    ) -> Result<Box<dyn DoubleBarrier>> {
-        RedisLease::of(session, &self.shared)?;
-        Ok(Box::new(crate::double_barrier::RedisDoubleBarrier::new(
-            &self.shared,
-            session,
-            name,
-            count.get(),
-        )))
-    }
-
-    fn semaphore(
-        &self,
-        session: &Session,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Result<Box<dyn distsync_core::Semaphore>> {
-        RedisLease::of(session, &self.shared)?;
-        Ok(Box::new(crate::semaphore::RedisSemaphore::new(
-            &self.shared,
-            session,
-            name,
-            permits,
-        )))
-    }
-
-    fn rate_limiter(
-        &self,
-        name: Name,
-        rate: distsync_core::rate_limiter::Rate,
-    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
-        Ok(Box::new(crate::rate_limiter::RedisRateLimiter::new(
-            &self.shared,
-            name,
-            rate,
-        )))
-    }
-
-    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
-        Ok(Box::new(crate::counter::RedisCounter::new(
-            &self.shared,
-            name,
-        )))
-    }
-
-    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
-        Ok(Box::new(crate::counter::RedisLatch::new(
-            &self.shared,
-            name,
-            count,
-        )))
-    }
-
-    fn stm(&self) -> Result<Stm> {
-        Ok(Stm::new(Arc::new(crate::stm::RedisStm::new(&self.shared))))
     }
 
     /// Queues, STM keys, held barriers and live holds of the namespace; see

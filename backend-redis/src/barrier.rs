@@ -1,5 +1,6 @@
 //! The barrier: one key, held while it exists; lowering it publishes a wake-up.
 
+use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -89,5 +90,11 @@ impl Barrier for RedisBarrier {
                 Event::Resync => {}
             }
         }
+    }
+}
+
+impl Make<Arc<Shared>, Name> for RedisBarrier {
+    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self::new(context, name))
     }
 }

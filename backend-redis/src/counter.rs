@@ -16,6 +16,7 @@
 //! may have been, [`distsync_core::Error::may_have_applied`]). The keys have no TTL; whether they
 //! survive a restart is the server's persistence ([`crate::Persistence`]).
 
+use distsync_core::raw::Make;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -336,5 +337,17 @@ impl CountDownLatch for RedisLatch {
                 Event::Message(_) | Event::Resync => {}
             }
         }
+    }
+}
+
+impl Make<Arc<Shared>, Name> for RedisCounter {
+    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self::new(context, name))
+    }
+}
+
+impl Make<Arc<Shared>, (Name, u64)> for RedisLatch {
+    fn make(context: &Arc<Shared>, (name, count): (Name, u64)) -> Result<Self> {
+        Ok(Self::new(context, name, count))
     }
 }

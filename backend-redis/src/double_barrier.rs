@@ -10,6 +10,8 @@
 //! participant whose session ends drops out the same way. Leavers waiting on a crashed
 //! participant re-check when its entry's TTL runs out.
 
+use distsync_core::raw::{Make, OnSession};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -244,5 +246,11 @@ async fn sleep_for(delay: Option<Duration>) {
     match delay {
         Some(delay) => tokio::time::sleep(delay).await,
         None => std::future::pending().await,
+    }
+}
+
+impl Make<Arc<Shared>, (OnSession<()>, NonZeroUsize)> for RedisDoubleBarrier {
+    fn make(context: &Arc<Shared>, (on, count): (OnSession<()>, NonZeroUsize)) -> Result<Self> {
+        Ok(Self::new(context, &on.session, on.name, count.get()))
     }
 }

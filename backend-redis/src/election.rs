@@ -10,6 +10,7 @@
 //! and when the leader's key would expire (a crashed leader is then forgotten and
 //! the next candidate promoted, by the read itself).
 
+use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -299,6 +300,12 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<()>> for RedisElection {
+    fn make(context: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
+        Ok(Self::new(context, &on.session, on.name))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The mutex: a waiter line of writers.
 
+use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -49,5 +50,11 @@ impl Locker for RedisLock {
     /// Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
         self.queue.contenders().await
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<()>> for RedisLock {
+    fn make(context: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
+        Ok(Self::new(context, &on.session, on.name))
     }
 }

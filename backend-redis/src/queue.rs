@@ -63,6 +63,7 @@
 //! to count), dropped with the item. A receive dropped before it returns puts back
 //! what it may have held (the clean-up script of a dequeue), uncounted.
 
+use distsync_core::raw::Make;
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -649,5 +650,11 @@ impl Queue for RedisQueue {
         let reply = self.shared.eval(&call).await?;
         let ms = int("queue_age", &reply)?;
         Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+    }
+}
+
+impl Make<Arc<Shared>, Name> for RedisQueue {
+    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self::new(context, name))
     }
 }

@@ -8,6 +8,7 @@
 //! forgets every TAT, so a limiter grants a fresh burst after it
 //! ([`distsync_core::Capabilities::survives_restart`] is `false` there).
 
+use distsync_core::raw::Make;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -108,5 +109,11 @@ impl RateLimiter for RedisRateLimiter {
                 .in_use_at_another_rate(&self.name, &String::from_utf8_lossy(theirs))),
             _ => Err(unexpected(what, &Value::Array(reply.clone()))),
         }
+    }
+}
+
+impl Make<Arc<Shared>, (Name, Rate)> for RedisRateLimiter {
+    fn make(context: &Arc<Shared>, (name, rate): (Name, Rate)) -> Result<Self> {
+        Ok(Self::new(context, name, rate))
     }
 }

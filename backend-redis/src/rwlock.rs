@@ -1,5 +1,6 @@
 //! The read-write lock: a waiter line of readers and writers.
 
+use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -62,5 +63,11 @@ impl RwLock for RedisRwLock {
     async fn try_write(&self) -> Result<Option<LockGuard>> {
         let granted = self.queue.try_acquire(Mode::Write).await?;
         Ok(granted.map(|granted| lock_guard(&self.queue, &granted)))
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<()>> for RedisRwLock {
+    fn make(context: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
+        Ok(Self::new(context, &on.session, on.name))
     }
 }

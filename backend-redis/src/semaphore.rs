@@ -17,6 +17,7 @@
 //!
 //! [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
 
+use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -84,5 +85,11 @@ impl Semaphore for RedisSemaphore {
             .try_acquire_with(Mode::Permit, Some(&self.count))
             .await?
             .map(|granted| permit(lock_guard(&self.queue, &granted))))
+    }
+}
+
+impl Make<Arc<Shared>, (OnSession<()>, NonZeroUsize)> for RedisSemaphore {
+    fn make(context: &Arc<Shared>, (on, permits): (OnSession<()>, NonZeroUsize)) -> Result<Self> {
+        Ok(Self::new(context, &on.session, on.name, permits))
     }
 }

@@ -19,6 +19,7 @@
 //! is the same serializable outcome, with more retries under contention. The keys the
 //! previous attempt read are fetched in one round trip when an attempt begins.
 
+use distsync_core::raw::Make;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -193,5 +194,11 @@ impl StmAttempt for Attempt {
             0 => Ok(false),
             _ => Err(unexpected("stm_commit", &reply)),
         }
+    }
+}
+
+impl Make<Arc<Shared>, ()> for RedisStm {
+    fn make(context: &Arc<Shared>, (): ()) -> Result<Self> {
+        Ok(Self::new(context))
     }
 }

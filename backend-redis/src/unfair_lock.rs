@@ -1,4 +1,4 @@
-//! The unfair lock ([`distsync_core::Backend::unfair_locker`]): one script call to take
+//! The unfair lock ([`distsync_core::raw::Primitives::unfair_locker`]): one script call to take
 //! a free lock and one to let it go, no line to join, no subscription, nothing read
 //! beforehand; a release wakes one waiter, and arrival order does not count.
 //!
@@ -74,6 +74,7 @@
 //! **The lock-delay after the store forgets** (`crate::amnesia`) applies as to the fair
 //! lock: the grant reads the epoch marker in the same `GETEX` the fair grant uses.
 
+use distsync_core::raw::{Make, OnSession};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -587,5 +588,11 @@ impl Locker for RedisUnfairLock {
 
     fn wakeups(&self) -> u64 {
         self.inner.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+impl Make<Arc<Shared>, OnSession<()>> for RedisUnfairLock {
+    fn make(context: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
+        Ok(Self::new(context, &on.session, on.name))
     }
 }

@@ -1,18 +1,28 @@
 //! The backend: the configuration, the sessions of this process, the factories.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::raw::{Barrier, DoubleBarrier, Election, Locker, Queue, RwLock};
 use distsync_core::{
-    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions, Stm,
+    Backend, Capabilities, Error, Name, Result, Session, SessionId, SessionOptions,
 };
 
+use crate::barrier::ZkBarrier;
 use crate::config::ZkConfig;
+use crate::counter::{ZkCounter, ZkLatch};
+use crate::direct::Direct;
+use crate::double_barrier::ZkDoubleBarrier;
+use crate::election::ZkElection;
 use crate::error::map;
+use crate::lock::ZkLocker;
+use crate::queue::ZkQueue;
+use crate::rate_limiter::ZkRateLimiter;
+use crate::rwlock::ZkRwLock;
+use crate::semaphore::ZkSemaphore;
 use crate::session::LeaseInner;
+use crate::stm::ZkStm;
 use crate::store::Shared;
+use crate::unfair_lock::ZkUnfairLocker;
 use crate::BACKEND;
 
 /// The ZooKeeper backend: sessions are ZooKeeper sessions, primitives are Curator's
@@ -24,7 +34,7 @@ pub struct ZkBackend {
     /// backend uses, opened on first use: they keep nothing ephemeral, and a handle made
     /// per request (or per campaign, for the hand-over and release-request records) must
     /// not cost a session and a connection each.
-    sessionless: Arc<crate::direct::Direct>,
+    sessionless: Arc<Direct>,
 }
 
 impl std::fmt::Debug for ZkBackend {
@@ -75,7 +85,7 @@ pub async fn backend_with_config(config: &ZkConfig) -> Result<ZkBackend> {
         "connected"
     );
     Ok(ZkBackend {
-        sessionless: Arc::new(crate::direct::Direct::new(&shared)),
+        sessionless: Arc::new(Direct::new(&shared)),
         shared,
         capabilities,
     })
@@ -86,18 +96,41 @@ impl ZkBackend {
     pub fn config(&self) -> &ZkConfig {
         &self.shared.config
     }
+}
 
-    fn lease<'s>(&self, session: &'s Session) -> Result<&'s Arc<LeaseInner>> {
-        crate::session::lease_of(session, &self.shared)
+impl ZkBackend {
+    /// What every handle is made from: the backend's one client of no session, which
+    /// carries the shared state too (the STM, rate limiters, counters and latches send
+    /// their requests through it, the others take the shared state from it).
+    fn context(&self) -> &Arc<Direct> {
+        &self.sessionless
+    }
+
+    fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
+        crate::session::lease_of(session, &self.shared).map(Arc::clone)
     }
 }
 
+// The unfair lock is a holder node of sequence 0 among the fair lock's contenders,
+// and a wait line beside the lock's node (see `src/unfair_lock.rs`); the rate limiter
+// is GCRA on one node, decided on the ZooKeeper leader's clock.
+distsync_core::impl_primitives!(ZkBackend {
+    locker: ZkLocker,
+    unfair_locker: ZkUnfairLocker,
+    election: ZkElection,
+    rwlock: ZkRwLock,
+    semaphore: ZkSemaphore,
+    double_barrier: ZkDoubleBarrier,
+    queue: ZkQueue,
+    barrier: ZkBarrier,
+    counter: ZkCounter,
+    latch: ZkLatch,
+    rate_limiter: ZkRateLimiter,
+    stm: ZkStm,
+});
+
 #[async_trait]
 impl Backend for ZkBackend {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
         self.shared.amnesia.check_ttl(options.ttl)?;
@@ -121,120 +154,9 @@ impl Backend for ZkBackend {
         }
     }
 
-    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::lock::ZkLocker::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    /// A holder node of sequence 0 among the fair lock's contenders, and a wait line
-    /// beside the lock's node (see `src/unfair_lock.rs`).
-    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::unfair_lock::ZkUnfairLocker::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::election::ZkElection::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::rwlock::ZkRwLock::new(
-            session.clone(),
-            lease,
-            name,
-        )))
-    }
-
-    fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
-        Ok(Box::new(crate::queue::ZkQueue::new(&self.shared, name)))
-    }
-
-    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
-        Ok(Box::new(crate::barrier::ZkBarrier::new(&self.shared, name)))
-    }
-
-    fn double_barrier(
-        &self,
-        session: &Session,
-        name: Name,
-        count: NonZeroUsize,
-    ) -> Result<Box<dyn DoubleBarrier>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::double_barrier::ZkDoubleBarrier::new(
-            session.clone(),
-            lease,
-            name,
-            count,
-        )))
-    }
-
-    fn stm(&self) -> Result<Stm> {
-        Ok(Stm::new(Arc::new(crate::stm::ZkStm::new(
-            &self.sessionless,
-        ))))
-    }
-
-    fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::Counter>> {
-        Ok(Box::new(crate::counter::ZkCounter::new(
-            &self.sessionless,
-            name,
-        )))
-    }
-
-    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn distsync_core::CountDownLatch>> {
-        Ok(Box::new(crate::counter::ZkLatch::new(
-            &self.sessionless,
-            name,
-            count,
-        )))
-    }
-
-    /// GCRA on one node, decided on the ZooKeeper leader's clock (see
-    /// `src/rate_limiter.rs`).
-    fn rate_limiter(
-        &self,
-        name: Name,
-        rate: distsync_core::rate_limiter::Rate,
-    ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
-        Ok(Box::new(crate::rate_limiter::ZkRateLimiter::new(
-            &self.sessionless,
-            name,
-            rate,
-        )))
-    }
-
     /// Queues, STM keys and held barriers, and the live holds (see `export.rs`).
     async fn export(&self) -> Result<distsync_core::migrate::Snapshot> {
         crate::export::export(&self.shared).await
-    }
-
-    fn semaphore(
-        &self,
-        session: &Session,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Result<Box<dyn distsync_core::Semaphore>> {
-        let lease = Arc::clone(self.lease(session)?);
-        Ok(Box::new(crate::semaphore::ZkSemaphore::new(
-            session.clone(),
-            lease,
-            name,
-            permits,
-        )))
     }
 
     async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
@@ -270,6 +192,7 @@ impl Backend for ZkBackend {
 #[cfg(test)]
 mod tests {
     use distsync_core::rate_limiter::Rate;
+    use distsync_core::Primitives;
 
     use super::*;
 

@@ -25,9 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::raw::Make;
 use distsync_core::{Barrier, Error, Name, Result};
 use zookeeper_client as zk;
 
+use crate::direct::Direct;
 use crate::error::{is_connection_loss, is_session_end, map};
 use crate::keys::{self, Kind};
 use crate::store::Shared;
@@ -122,5 +124,11 @@ impl Barrier for ZkBarrier {
                 Ok(Err(error)) => return Err(map(error)),
             }
         }
+    }
+}
+
+impl Make<Arc<Direct>, Name> for ZkBarrier {
+    fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
+        Ok(Self::new(&direct.shared, name))
     }
 }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
+use distsync_core::raw::Make;
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
@@ -403,5 +404,17 @@ impl ZkLatch {
             tracing::debug!(latch = %self.name, state = ?event.session_state, "latch watch ended by the session");
         }
         Ok(false)
+    }
+}
+
+impl Make<Arc<Direct>, Name> for ZkCounter {
+    fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
+        Ok(Self::new(direct, name))
+    }
+}
+
+impl Make<Arc<Direct>, (Name, u64)> for ZkLatch {
+    fn make(direct: &Arc<Direct>, (name, count): (Name, u64)) -> Result<Self> {
+        Ok(Self::new(direct, name, count))
     }
 }

@@ -36,9 +36,11 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::{Make, OnSession};
 use distsync_core::{DoubleBarrier, Error, Name, Result, Session};
 use zookeeper_client as zk;
 
+use crate::direct::Direct;
 use crate::keys::{self, Kind};
 use crate::lock::Line;
 use crate::session::LeaseInner;
@@ -273,5 +275,14 @@ impl DoubleBarrier for ZkDoubleBarrier {
             }
         }
         self.delete(&self.ready()).await
+    }
+}
+
+impl Make<Arc<Direct>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for ZkDoubleBarrier {
+    fn make(
+        _: &Arc<Direct>,
+        (on, count): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
+    ) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name, count))
     }
 }

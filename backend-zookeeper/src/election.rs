@@ -47,12 +47,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::raw::{leadership, GuardStoreSide as _};
+use distsync_core::raw::{Make, OnSession};
 use distsync_core::{
     Bytes, Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result, Session,
 };
 use futures::stream::{BoxStream, StreamExt};
 use zookeeper_client as zk;
 
+use crate::direct::Direct;
 use crate::error::{is_connection_loss, is_session_end, map};
 use crate::keys::{self, Kind, LATCH_NAME};
 use crate::lock::Line;
@@ -548,6 +550,12 @@ impl Observer {
 
 fn info(value: Vec<u8>, term: i64, key: &str) -> LeaderInfo {
     LeaderInfo::new(value, FencingToken(term as u64), key)
+}
+
+impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkElection {
+    fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
+    }
 }
 
 #[cfg(test)]

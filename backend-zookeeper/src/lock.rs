@@ -59,10 +59,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::raw::{lock_guard, GuardStoreSide as _, Locker};
+use distsync_core::raw::{Make, OnSession};
 use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+use crate::direct::Direct;
 use crate::keys::{self, Kind, LOCK_NAME};
 use crate::session::LeaseInner;
 
@@ -599,5 +601,11 @@ impl Locker for ZkLocker {
         // The unfair lock's waiters of this name wait apart (see `src/unfair_lock.rs`).
         let waiters = crate::unfair_lock::waiters_of(&self.line);
         Ok(line.len() + crate::unfair_lock::waiting_apart(&waiters, &line).await?)
+    }
+}
+
+impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkLocker {
+    fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
     }
 }

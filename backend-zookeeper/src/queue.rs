@@ -72,6 +72,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::raw::Make;
 use distsync_core::raw::{call_id, Failure, Idempotence, RetryPolicy, WaitRetry};
 use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
 use tokio::time::Instant;
@@ -797,6 +798,12 @@ impl Queue for ZkQueue {
                 inner.oldest_age()
             })
             .await
+    }
+}
+
+impl Make<Arc<Direct>, Name> for ZkQueue {
+    fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
+        Ok(Self::new(&direct.shared, name))
     }
 }
 

@@ -82,6 +82,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
+use distsync_core::raw::Make;
 use distsync_core::raw::{StampedStep, StampedTat};
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
@@ -211,5 +212,11 @@ impl RateLimiter for ZkRateLimiter {
             kept = Some(now);
             tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
         }
+    }
+}
+
+impl Make<Arc<Direct>, (Name, Rate)> for ZkRateLimiter {
+    fn make(direct: &Arc<Direct>, (name, rate): (Name, Rate)) -> Result<Self> {
+        Ok(Self::new(direct, name, rate))
     }
 }

@@ -42,9 +42,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::raw::{read_guard, GuardStoreSide as _};
+use distsync_core::raw::{Make, OnSession};
 use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock, Session};
 use zookeeper_client as zk;
 
+use crate::direct::Direct;
 use crate::keys::{self, Kind, READ_NAME, WRITE_NAME};
 use crate::lock::{Entry, Line};
 use crate::session::LeaseInner;
@@ -183,5 +185,11 @@ impl RwLock for ZkRwLock {
             .try_enter(&self.writers, true)
             .await?
             .map(|entry| self.writers.guard(entry)))
+    }
+}
+
+impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkRwLock {
+    fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
     }
 }

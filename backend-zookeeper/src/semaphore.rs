@@ -52,9 +52,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::raw::permit;
+use distsync_core::raw::{Make, OnSession};
 use distsync_core::{Error, Name, Permit, Result, Semaphore, Session};
 use zookeeper_client as zk;
 
+use crate::direct::Direct;
 use crate::keys::{self, Kind, LEASE_NAME, LOCK_NAME};
 use crate::lock::{Entry, Line};
 use crate::session::LeaseInner;
@@ -229,5 +231,14 @@ impl Semaphore for ZkSemaphore {
             .shared
             .one_shot("try_acquire", attempt)
             .await
+    }
+}
+
+impl Make<Arc<Direct>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for ZkSemaphore {
+    fn make(
+        _: &Arc<Direct>,
+        (on, permits): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
+    ) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name, permits))
     }
 }

@@ -40,6 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::Make;
 use distsync_core::raw::{GuardedWrite, StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Bytes, Error, Isolation, Name, Result};
 use zookeeper_client as zk;
@@ -455,6 +456,12 @@ impl GuardedWrite for ZkGuardedWrite {
         Err(Error::StmConflict {
             attempts: GUARDED_ATTEMPTS as u32,
         })
+    }
+}
+
+impl Make<Arc<Direct>, ()> for ZkStm {
+    fn make(direct: &Arc<Direct>, (): ()) -> Result<Self> {
+        Ok(Self::new(direct))
     }
 }
 

@@ -92,11 +92,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::raw::{lock_guard, GuardStoreSide as _, Locker, ReleaseFn};
+use distsync_core::raw::{Make, OnSession};
 use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
 use crate::direct::bounded;
+use crate::direct::Direct;
 use crate::keys::{self, Kind, LOCK_NAME, UNFAIR_HOLDER_NAME, WAIT_NAME};
 use crate::lock::{Entry, Line, Releasing};
 use crate::session::LeaseInner;
@@ -793,6 +795,12 @@ pub(crate) async fn break_place(
         }
     }
     Ok(())
+}
+
+impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkUnfairLocker {
+    fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+        Ok(Self::new(on.session, on.lease, on.name))
+    }
 }
 
 #[cfg(test)]

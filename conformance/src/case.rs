@@ -32,7 +32,7 @@ pub enum Group {
     Session,
     /// [`distsync_core::Locker`].
     Lock,
-    /// The unfair lock ([`distsync_core::Backend::unfair_locker`]).
+    /// The unfair lock ([`distsync_core::raw::Primitives::unfair_locker`]).
     UnfairLock,
     /// [`distsync_core::Election`].
     Election,

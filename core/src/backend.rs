@@ -1,43 +1,33 @@
 //! The backend trait: what a store implements.
 
-use std::num::NonZeroUsize;
-
 use async_trait::async_trait;
 
-use crate::barrier::{Barrier, DoubleBarrier};
-use crate::capabilities::Capabilities;
-use crate::election::Election;
 use crate::error::Result;
-use crate::lock::Locker;
 use crate::name::Name;
-use crate::queue::Queue;
-use crate::rwlock::RwLock;
+use crate::primitives::Primitives;
 use crate::session::{Session, SessionId, SessionOptions};
 use crate::snapshot::Snapshot;
 use crate::status::StatusReport;
-use crate::stm::Stm;
 
-/// A coordination store: grants sessions and makes primitives. Object-safe, so a
-/// backend can be chosen at run time (`Arc<dyn Backend>`).
+/// A coordination store: grants sessions, makes primitives ([`Primitives`]) and
+/// answers the operators' reads and writes. Object-safe, so a backend can be chosen at
+/// run time (`Arc<dyn Backend>`).
 ///
-/// Factories do no I/O; a primitive the backend does not offer is
-/// [`crate::Error::Unsupported`] there, as its [`Capabilities`] say. Sessions passed
-/// in must come from this backend ([`crate::Error::InvalidArgument`] otherwise).
+/// Sessions passed in must come from this backend ([`crate::Error::InvalidArgument`]
+/// otherwise).
 #[async_trait]
-pub trait Backend: Send + Sync + 'static {
-    /// What the backend offers and claims.
-    fn capabilities(&self) -> &Capabilities;
-
+pub trait Backend: Primitives + Send + Sync + 'static {
     /// Opens a session (a lease) kept alive in the background.
     ///
-    /// An implementation checks `options` with [`Capabilities::check_session`] before
-    /// any I/O: raw callers reach this method without a [`crate::Coordinator`], and one
-    /// shared check keeps every backend's answer the same.
+    /// An implementation checks `options` with
+    /// [`Capabilities::check_session`](crate::Capabilities::check_session) before any I/O:
+    /// raw callers reach this method without a [`crate::Coordinator`], and one shared check
+    /// keeps every backend's answer the same.
     ///
     /// # Errors
     /// [`crate::Error::InvalidArgument`] for a TTL below
-    /// [`Capabilities::min_session_ttl`] or a margin that leaves no room for a renewal,
-    /// or the store's error.
+    /// [`Capabilities::min_session_ttl`](crate::Capabilities::min_session_ttl) or a margin
+    /// that leaves no room for a renewal, or the store's error.
     async fn session(&self, options: SessionOptions) -> Result<Session>;
 
     /// Ends a session from the store side, as an operator would (etcd: lease revoke).
@@ -90,7 +80,8 @@ pub trait Backend: Send + Sync + 'static {
     /// lock guards their own watch.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] without [`Capabilities::release_request`];
+    /// [`crate::Error::Unsupported`] without
+    /// [`Capabilities::release_request`](crate::Capabilities::release_request);
     /// [`crate::Error::InvalidName`] for a name too long for its request counter; the
     /// store's error.
     ///
@@ -109,103 +100,6 @@ pub trait Backend: Send + Sync + 'static {
         let counter = self.counter(crate::revocation::request_counter_name(name)?)?;
         let report = self.status_of(name).await?;
         crate::revocation::request_by_counter(&report, name, counter.as_ref()).await
-    }
-
-    /// A mutex named `name`, held through `session`.
-    fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>>;
-
-    /// An unfair mutex named `name`, held through `session`: a release goes to the
-    /// first contender to ask, a newcomer included, and wakes one waiter, not all
-    /// (see [`crate::lock_options::Fairness`]). Everything else is as
-    /// [`Backend::locker`]: fencing tokens that only grow, the hold's `lost()` before
-    /// the store can grant anyone else, guarded writes. It and the fair lock of the
-    /// same name exclude each other.
-    ///
-    /// The default is [`crate::Error::Unsupported`], for a backend without
-    /// [`Capabilities::unfair_lock`].
-    fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        let _ = (session, name);
-        Err(crate::Error::unsupported(
-            self.capabilities().backend,
-            "the unfair lock",
-        ))
-    }
-
-    /// An election named `name`, campaigning through `session`.
-    fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>>;
-
-    /// A read-write lock named `name`, held through `session`.
-    fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>>;
-
-    /// A durable queue named `name`.
-    fn queue(&self, name: Name) -> Result<Box<dyn Queue>>;
-
-    /// A durable barrier named `name`.
-    fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>>;
-
-    /// A double barrier named `name` for `count` participants, entered through
-    /// `session`.
-    ///
-    /// `count` is a [`NonZeroUsize`] so that a backend never sees zero: the caller
-    /// rules it out once ([`crate::Coordinator::double_barrier`] turns a zero `usize`
-    /// into [`crate::Error::InvalidArgument`]).
-    fn double_barrier(
-        &self,
-        session: &Session,
-        name: Name,
-        count: NonZeroUsize,
-    ) -> Result<Box<dyn DoubleBarrier>>;
-
-    /// The STM over this backend's key-value space: the user's [`Stm`] handle around
-    /// the backend's [`StmEngine`](crate::raw::StmEngine), made with `Stm::new`.
-    fn stm(&self) -> Result<Stm>;
-
-    /// The counting semaphore `name` of `permits` permits, acquired through
-    /// `session`.
-    ///
-    /// `permits` is a [`NonZeroUsize`] so that a backend never sees zero: the caller
-    /// rules it out once ([`crate::Coordinator::semaphore`] turns a zero `usize` into
-    /// [`crate::Error::InvalidArgument`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
-    fn semaphore(
-        &self,
-        session: &Session,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Result<Box<dyn crate::semaphore::Semaphore>> {
-        let _ = (session, name, permits);
-        Err(crate::Error::unsupported(
-            self.capabilities().backend,
-            "semaphore",
-        ))
-    }
-
-    /// The shared counter `name` (see [`crate::counter`]). No I/O: a counter that was
-    /// never written reads 0.
-    ///
-    /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
-    fn counter(&self, name: Name) -> Result<Box<dyn crate::counter::Counter>> {
-        let _ = name;
-        Err(crate::Error::unsupported(
-            self.capabilities().backend,
-            "counter",
-        ))
-    }
-
-    /// The count-down latch `name` of initial count `count` (see [`crate::latch`]).
-    /// No I/O: the first `count_down` creates the latch in the store.
-    ///
-    /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
-    fn latch(&self, name: Name, count: u64) -> Result<Box<dyn crate::latch::CountDownLatch>> {
-        let _ = (name, count);
-        Err(crate::Error::unsupported(
-            self.capabilities().backend,
-            "latch",
-        ))
     }
 
     /// Reads the durable state under this backend's namespace (queues, STM keys, held
@@ -278,22 +172,6 @@ pub trait Backend: Send + Sync + 'static {
         self.status(name.as_str()).await
     }
 
-    /// The rate limiter `name` at `rate`, decided on the store's clock (see
-    /// [`crate::rate_limiter`]).
-    ///
-    /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend has none.
-    fn rate_limiter(
-        &self,
-        name: Name,
-        rate: crate::rate_limiter::Rate,
-    ) -> Result<Box<dyn crate::rate_limiter::RateLimiter>> {
-        let _ = (name, rate);
-        Err(crate::Error::unsupported(
-            self.capabilities().backend,
-            "rate limiter",
-        ))
-    }
     /// How many store entries (keys, rows) hold the state of primitives whose names
     /// are `prefix` or start with `prefix/`, under this backend's namespace: what
     /// [`Backend::purge_prefix`] would remove. Sessions are not counted (they belong to

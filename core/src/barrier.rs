@@ -7,7 +7,7 @@ use crate::name::Name;
 
 /// A barrier that blocks waiters while it is held, as etcd's `recipes.Barrier`.
 ///
-/// The hold is durable (not tied to a session). Created by [`crate::Backend::barrier`].
+/// The hold is durable (not tied to a session). Created by [`crate::raw::Primitives::barrier`].
 #[async_trait]
 pub trait Barrier: Send + Sync {
     /// The barrier's name.
@@ -41,7 +41,7 @@ pub trait Barrier: Send + Sync {
 /// `enter` returns when `count` participants have entered, `leave` when all have left.
 ///
 /// Entries are held through the session and die with it. Created by
-/// [`crate::Backend::double_barrier`].
+/// [`crate::raw::Primitives::double_barrier`].
 #[async_trait]
 pub trait DoubleBarrier: Send + Sync {
     /// The barrier's name.

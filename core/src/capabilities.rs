@@ -54,7 +54,7 @@ pub struct Capabilities {
     pub fencing: bool,
     /// Waiters are granted in arrival order.
     pub fifo_waiters: bool,
-    /// [`Backend::unfair_locker`](crate::Backend::unfair_locker): a lock whose release
+    /// [`Primitives::unfair_locker`](crate::raw::Primitives::unfair_locker): a lock whose release
     /// goes to the first to ask, not the longest waiter, at the fewest store calls
     /// the store allows (see [`crate::lock_options::Fairness`]).
     pub unfair_lock: bool,

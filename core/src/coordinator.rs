@@ -155,8 +155,8 @@ impl Coordinator {
         layers::session(self.backend.as_ref(), options).await
     }
 
-    /// See [`Backend::locker`]. Acquisitions, waits, holds and releases are traced and
-    /// counted (see [`crate::instrument`]).
+    /// See [`Primitives::locker`](crate::raw::Primitives::locker). Acquisitions, waits,
+    /// holds and releases are traced and counted (see [`crate::instrument`]).
     ///
     /// Handles are cheap to clone (an `Arc`) and can be shared across tasks; two tasks
     /// locking through one handle (one session) take turns.
@@ -165,11 +165,11 @@ impl Coordinator {
     }
 
     /// [`Coordinator::locker`] with `options`: [unfair](crate::lock_options::Fairness)
-    /// ([`Backend::unfair_locker`]: a release goes to the first to ask, for throughput
-    /// under contention), and with a [lock-delay](crate::lock_delay), a grant that
-    /// follows a holder's loss (a crash, a partition, an expiry) is withheld for the
-    /// delay, for resources that cannot check fencing tokens. `lock` (bounded or not)
-    /// and `try_lock` both honour it.
+    /// ([`Primitives::unfair_locker`](crate::raw::Primitives::unfair_locker): a release
+    /// goes to the first to ask, for throughput under contention), and with a
+    /// [lock-delay](crate::lock_delay), a grant that follows a holder's loss (a crash, a
+    /// partition, an expiry) is withheld for the delay, for resources that cannot check
+    /// fencing tokens. `lock` (bounded or not) and `try_lock` both honour it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
@@ -213,31 +213,32 @@ impl Coordinator {
         MultiLocker::new(lockers)
     }
 
-    /// See [`Backend::election`]. Campaigns and terms are traced and counted; where the
-    /// backend offers hand-overs, candidates step back for a named successor and
-    /// leaderships can [`resign_to`](crate::Leadership::resign_to) (see
-    /// [`crate::hand_over`]).
+    /// See [`Primitives::election`](crate::raw::Primitives::election). Campaigns and terms
+    /// are traced and counted; where the backend offers hand-overs, candidates step back
+    /// for a named successor and leaderships can
+    /// [`resign_to`](crate::Leadership::resign_to) (see [`crate::hand_over`]).
     pub fn election(&self, session: &Session, name: &str) -> Result<Arc<dyn Election>> {
         layers::election(&self.backend, session, Name::new(name)?)
     }
 
-    /// See [`Backend::rwlock`]. Read and write holds are traced and counted.
+    /// See [`Primitives::rwlock`](crate::raw::Primitives::rwlock). Read and write holds are
+    /// traced and counted.
     pub fn rwlock(&self, session: &Session, name: &str) -> Result<Arc<dyn RwLock>> {
         layers::rwlock(self.backend.as_ref(), session, Name::new(name)?)
     }
 
-    /// See [`Backend::queue`]. Enqueues and dequeues are counted.
+    /// See [`Primitives::queue`](crate::raw::Primitives::queue). Enqueues and dequeues are counted.
     pub fn queue(&self, name: &str) -> Result<Arc<dyn Queue>> {
         layers::queue(self.backend.as_ref(), Name::new(name)?)
     }
 
-    /// See [`Backend::barrier`]. Waits are traced and counted.
+    /// See [`Primitives::barrier`](crate::raw::Primitives::barrier). Waits are traced and counted.
     pub fn barrier(&self, name: &str) -> Result<Arc<dyn Barrier>> {
         layers::barrier(self.backend.as_ref(), Name::new(name)?)
     }
 
-    /// See [`Backend::double_barrier`]. Entries, waits and participations are traced
-    /// and counted.
+    /// See [`Primitives::double_barrier`](crate::raw::Primitives::double_barrier). Entries,
+    /// waits and participations are traced and counted.
     ///
     /// `count` is a plain `usize` for the caller's ease; it is checked here, once,
     /// and reaches the backend as a [`NonZeroUsize`].
@@ -261,8 +262,8 @@ impl Coordinator {
         layers::double_barrier(self.backend.as_ref(), session, name, count)
     }
 
-    /// See [`Backend::semaphore`]. Acquisitions, waits and holds of permits are traced
-    /// and counted.
+    /// See [`Primitives::semaphore`](crate::raw::Primitives::semaphore). Acquisitions,
+    /// waits and holds of permits are traced and counted.
     ///
     /// `permits` is a plain `usize` for the caller's ease (as
     /// `tokio::sync::Semaphore::new`); it is checked here, once, and reaches the
@@ -345,16 +346,15 @@ impl Coordinator {
     /// No I/O.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidName`] for a bad name; [`crate::Error::Unsupported`] where the backend
-    /// has no latch.
+    /// [`crate::Error::InvalidName`] for a bad name; [`crate::Error::Unsupported`] where
+    /// the backend has no latch.
     pub fn latch(&self, name: &str, count: u64) -> Result<Arc<dyn CountDownLatch>> {
         Ok(Arc::from(self.backend().latch(Name::new(name)?, count)?))
     }
 
-    /// The rate limiter `name` at `rate` (see [`Backend::rate_limiter`] and
+    /// The rate limiter `name` at `rate` (see
+    /// [`Primitives::rate_limiter`](crate::raw::Primitives::rate_limiter) and
     /// [`crate::rate_limiter`]).
-    ///
-    /// [`Backend::rate_limiter`]: crate::backend::Backend::rate_limiter
     ///
     /// # Errors
     /// [`Error::InvalidName`] for a bad name; [`Error::Unsupported`] where the backend

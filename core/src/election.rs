@@ -42,7 +42,7 @@ impl LeaderInfo {
 }
 
 /// Leader election, as etcd's `concurrency.Election`; candidacies are held through a
-/// session. Created by [`crate::Backend::election`].
+/// session. Created by [`crate::raw::Primitives::election`].
 #[async_trait]
 pub trait Election: Send + Sync {
     /// The election's name.

@@ -92,9 +92,11 @@ pub mod live_session;
 pub mod lock;
 pub mod lock_delay;
 pub mod lock_options;
+mod make;
 pub mod migrate;
 pub mod multi_lock;
 pub mod name;
+mod primitives;
 pub mod queue;
 pub mod rate_limiter;
 pub mod raw;
@@ -156,6 +158,8 @@ pub use backend::Backend;
 pub use election::Proclaim;
 #[doc(hidden)]
 pub use guard::ReleaseFn;
+#[doc(hidden)]
+pub use primitives::Primitives;
 #[doc(hidden)]
 pub use session::{KeepAlive, Lease};
 #[doc(hidden)]

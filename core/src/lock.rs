@@ -8,7 +8,7 @@ use crate::name::Name;
 
 /// A distributed mutex, held through a session.
 ///
-/// Created by [`crate::Backend::locker`]. Two tasks locking one name through one session
+/// Created by [`crate::raw::Primitives::locker`]. Two tasks locking one name through one session
 /// take turns in-process before reaching the store; tasks with different sessions
 /// contend in the store, FIFO where the backend declares
 /// [`fifo_waiters`](crate::Capabilities::fifo_waiters).

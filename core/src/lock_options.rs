@@ -12,11 +12,14 @@ use crate::session::Session;
 ///
 /// | | [`Fair`](Fairness::Fair) (the default) | [`Unfair`](Fairness::Unfair) |
 /// |---|---|---|
-/// | grant order | arrival order: the longest waiter is next | whoever asks first after a release, a newcomer included |
-/// | a release wakes | the next waiter, granted in the release's step | one waiter (the head of the wait line), which then asks again |
-/// | starvation | none | a waiter can lose to newcomers again and again |
-/// | contended throughput | each hand-over waits for the next waiter to learn it holds | a holder that locks again at once keeps the lock without a hand-over |
-/// | store calls per uncontended cycle | as the store's fair protocol needs | the fewest the store allows (one to take, one to release) |
+/// | grant order | arrival order: the longest waiter is next | whoever asks first after a
+/// release, a newcomer included | | a release wakes | the next waiter, granted in the
+/// release's step | one waiter (the head of the wait line), which then asks again | |
+/// starvation | none | a waiter can lose to newcomers again and again | | contended
+/// throughput | each hand-over waits for the next waiter to learn it holds | a holder that
+/// locks again at once keeps the lock without a hand-over | | store calls per uncontended
+/// cycle | as the store's fair protocol needs | the fewest the store allows (one to take,
+/// one to release) |
 ///
 /// Both keep everything else: the [fencing token](crate::LockGuard::token) that only
 /// grows, [`lost()`](crate::LockGuard::lost) before the store can grant anyone else,
@@ -95,8 +98,8 @@ impl LockOptions {
         self.fairness
     }
 
-    /// The store's lock of this fairness: [`Backend::locker`] or
-    /// [`Backend::unfair_locker`].
+    /// The store's lock of this fairness: [`Primitives::locker`](crate::raw::Primitives::locker) or
+    /// [`Primitives::unfair_locker`](crate::raw::Primitives::unfair_locker).
     pub(crate) fn store_locker(
         &self,
         backend: &dyn Backend,

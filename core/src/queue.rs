@@ -148,7 +148,7 @@ pub const DEFAULT_PRIORITY: u16 = 0;
 ///
 /// Items do not belong to a session and outlive their producer. Under any mix of
 /// concurrent producers and consumers, including consumers cancelled mid-dequeue, no
-/// item is lost or delivered twice. Created by [`crate::Backend::queue`].
+/// item is lost or delivered twice. Created by [`crate::raw::Primitives::queue`].
 ///
 /// Two ways to consume:
 /// - **at most once**: [`Queue::dequeue`] / [`Queue::try_dequeue`] remove the item as

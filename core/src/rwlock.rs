@@ -10,7 +10,7 @@ use crate::name::Name;
 ///
 /// Readers share; a writer excludes readers and writers. Fair as etcd's recipe: a
 /// waiting writer blocks the readers that arrive after it. Write grants carry fencing
-/// tokens. Created by [`crate::Backend::rwlock`].
+/// tokens. Created by [`crate::raw::Primitives::rwlock`].
 #[async_trait]
 pub trait RwLock: Send + Sync {
     /// The lock's name.

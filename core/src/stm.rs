@@ -328,7 +328,7 @@ impl fmt::Debug for Stm {
 }
 
 impl Stm {
-    /// The handle over a backend's engine, for [`Backend::stm`](crate::raw::Backend::stm)
+    /// The handle over a backend's engine, for [`Primitives::stm`](crate::raw::Primitives::stm)
     /// (backend authors; see [`crate::raw`]).
     #[doc(hidden)]
     pub fn new(engine: Arc<dyn StmEngine>) -> Self {

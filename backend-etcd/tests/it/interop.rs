@@ -4,6 +4,7 @@
 //! one leader as candidates and observers, both ways round.
 
 use crate::common;
+use distsync_core::Primitives;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,12 +5,13 @@
 //! makes the first retry, which then sees the second's write and writes nothing.
 
 use crate::common;
+use distsync_core::Primitives;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use distsync_core::{Backend, Isolation, Stm, StmOptions};
+use distsync_core::{Isolation, Stm, StmOptions};
 
 use common::{etcd_url, unique};
 

@@ -2,6 +2,7 @@
 //! revisioned key-value model the recipes are built on.
 
 use crate::common;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 

@@ -14,6 +14,7 @@
 //! and the waiter is granted.
 
 use crate::common;
+use distsync_core::Primitives;
 
 use std::sync::Arc;
 use std::time::Duration;

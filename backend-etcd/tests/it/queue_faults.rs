@@ -8,6 +8,7 @@
 //! claims found after a lost reply, retried acknowledgements and a dozen put-backs.)
 
 use crate::common;
+use distsync_core::Primitives;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

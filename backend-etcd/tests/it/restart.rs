@@ -8,6 +8,7 @@
 //! restart carry on.
 
 use crate::common;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 

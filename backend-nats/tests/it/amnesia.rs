@@ -6,6 +6,7 @@
 //! Runs when `DISTSYNC_NATS_URL` is set (the test servers are installed); skipped
 //! loudly otherwise, a failure under `CI=true`.
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use distsync_conformance::server_url;

@@ -1,11 +1,11 @@
 //! An answer the connection's drop cut off never comes (NATS keeps nothing for a client
 //! that is away): the call learns of the drop at once, not at the request timeout.
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use distsync_conformance::faults::proxy::Proxy;
 use distsync_conformance::faults::PartitionMode;
-use distsync_core::Backend;
 
 /// The request timeout of the client under test: far above what the call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);

@@ -2,6 +2,7 @@
 //! locks and then waits forever) frees its lock about a TTL after its last renewal:
 //! the server ends its key and the delete marker wakes the waiter.
 
+use distsync_core::Primitives;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Names as keys: names that differ only in characters a subject cannot hold (`.`,
 //! `*`, `>`, white space) or in their escaped spelling are distinct locks.
 
+use distsync_core::Primitives;
 use distsync_core::{Backend, Name, SessionOptions};
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! against a fresh reading of the server's clock, a receive and its `nack` leave it
 //! (they rewrite the delivery record, never the item), and a held item is not counted.
 
+use distsync_core::Primitives;
 use std::time::{Duration, Instant};
 
 use distsync_core::{Backend, SessionOptions};

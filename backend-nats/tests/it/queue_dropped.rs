@@ -2,9 +2,8 @@
 //! dropped goes to the handle's next dequeue, so a lone consumer whose calls keep
 //! timing out still gets every item once, in order.
 
+use distsync_core::Primitives;
 use std::time::Duration;
-
-use distsync_core::Backend;
 
 /// Items enqueued, then taken by one consumer whose dequeues mostly time out.
 const ITEMS: usize = 40;

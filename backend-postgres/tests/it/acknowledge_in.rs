@@ -3,6 +3,7 @@
 //! the item commit together or not at all, and a stale delivery's acknowledgement rolls
 //! its transaction back.
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use distsync_conformance::server_url;

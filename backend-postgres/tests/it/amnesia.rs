@@ -8,6 +8,7 @@
 //! Runs when `DISTSYNC_POSTGRES_URL` is set (the test servers are installed); skipped
 //! loudly otherwise, a failure under `CI=true`.
 
+use distsync_core::Primitives;
 use std::time::{Duration, Instant};
 
 use distsync_conformance::faults::private;

@@ -5,6 +5,7 @@
 //! the rows it counts are its own. Against the server named by `DISTSYNC_POSTGRES_URL`
 //! (skipped loudly when unset; a failure under `CI=true`).
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use distsync_core::{Backend, Name, SessionOptions};

@@ -5,6 +5,7 @@
 //! The test runs in a schema of its own: its table lock then holds back no other test's
 //! grants, and the only grant waiting for that table is its own.
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use distsync_core::{Backend, SessionOptions};

@@ -8,6 +8,7 @@
 //! Against the server named by `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a
 //! failure under `CI=true`).
 
+use distsync_core::Primitives;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

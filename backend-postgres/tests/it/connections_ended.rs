@@ -5,6 +5,7 @@
 //! database, which would break the statements in flight of any test running beside it
 //! in the same process (cargo runs test binaries one after the other).
 
+use distsync_core::Primitives;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::server_url;

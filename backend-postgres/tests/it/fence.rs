@@ -2,6 +2,7 @@
 //! paused writes with its old token, and the resource refuses it, on the test server
 //! (`DISTSYNC_POSTGRES_URL`; skipped loudly when unset, a failure under `CI=true`).
 
+use distsync_core::Primitives;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::server_url;

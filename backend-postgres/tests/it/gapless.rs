@@ -11,6 +11,7 @@
 //! PostgreSQL cluster (`distsync_conformance::faults::private`), whose superuser creates
 //! that role.
 
+use distsync_core::Primitives;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::faults::private;

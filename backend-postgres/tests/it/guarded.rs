@@ -4,6 +4,7 @@
 //! write locks and semaphore permits. Against the server named by
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`).
 
+use distsync_core::Primitives;
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -3,6 +3,7 @@
 //! exists if and only if it commits, its consumer is woken at the commit, and
 //! idempotency keys work across transactions.
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use distsync_conformance::server_url;

@@ -5,6 +5,7 @@
 //! cancel safety of campaigns, schema creation,
 //! export, and argument checks.
 
+use distsync_core::Primitives;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -4,12 +4,13 @@
 //! cancelled waiter leaves the line; an at-most-once claim left in flight by a dead
 //! consumer is put back after `STALE_CLAIM`, and not before.
 
+use distsync_core::Primitives;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::log_capture::LogCapture;
 use distsync_conformance::server_url;
-use distsync_core::{Backend, Name};
+use distsync_core::Name;
 use distsync_postgres::STALE_CLAIM;
 use tokio::time::Instant;
 

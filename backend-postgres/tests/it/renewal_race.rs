@@ -12,6 +12,7 @@
 //! queue's holder is a session of the backend, whose row the renewal renews beside its
 //! own heartbeat.
 
+use distsync_core::Primitives;
 use std::ops::Deref;
 use std::time::Duration;
 

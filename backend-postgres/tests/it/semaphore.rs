@@ -4,6 +4,7 @@
 //! the count forgotten once the line has expired, and a withdrawal that overtakes its
 //! join.
 
+use distsync_core::Primitives;
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

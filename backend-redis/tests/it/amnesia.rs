@@ -8,11 +8,12 @@
 //! loudly otherwise, a failure under `CI=true`.
 
 use crate::support;
+use distsync_core::Primitives;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distsync_core::{Backend as _, Error, LockGuard, Locker};
+use distsync_core::{Error, LockGuard, Locker};
 use tokio::time::Instant;
 
 use support::PrivateRedis;

@@ -11,6 +11,7 @@
 //! failover cases.
 
 use crate::support;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 

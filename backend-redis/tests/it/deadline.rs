@@ -4,6 +4,7 @@
 //! a failure under `CI=true`).
 
 use crate::support;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 

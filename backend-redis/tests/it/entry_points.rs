@@ -5,6 +5,7 @@
 //! skipped loudly when unset, a failure under `CI=true`).
 
 use crate::support;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 

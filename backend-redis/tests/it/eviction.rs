@@ -6,6 +6,7 @@
 //! loudly otherwise, a failure under `CI=true`.
 
 use crate::support;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 

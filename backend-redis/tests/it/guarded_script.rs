@@ -7,6 +7,7 @@
 //! not set, a failure under `CI=true`; the refusals that need no server always run.
 
 use crate::support;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 

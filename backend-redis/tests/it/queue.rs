@@ -6,10 +6,11 @@
 //! Each test uses its own namespace, so tests run in parallel on one server.
 
 use crate::support;
+use distsync_core::Primitives;
 
 use std::time::Duration;
 
-use distsync_core::{Backend, Name};
+use distsync_core::Name;
 use distsync_redis::STALE_CLAIM;
 use support::{server_url, unique_namespace, with_namespace};
 use tokio::time::Instant;

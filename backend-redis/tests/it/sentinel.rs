@@ -6,6 +6,7 @@
 //! replica before the test ends). The tests that use the group take turns
 //! ([`GROUP`]): one must not meet another's failover.
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use distsync_conformance::server_url;

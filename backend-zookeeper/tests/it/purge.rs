@@ -3,6 +3,7 @@
 //! under the prefix is counted and deleted, children first, and a sibling name that
 //! merely starts with the same characters is left alone.
 
+use distsync_core::Primitives;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 

@@ -172,7 +172,7 @@ pub fn any_external_holder(faults: &(impl Faults + ?Sized)) -> std::result::Resu
 pub enum HoldKind {
     /// A lock ([`distsync_core::Locker::lock`]); its token is the grant's.
     Lock,
-    /// An unfair lock ([`distsync_core::Backend::unfair_locker`]); its token is the
+    /// An unfair lock ([`distsync_core::raw::Primitives::unfair_locker`]); its token is the
     /// grant's.
     UnfairLock,
     /// A lock taken with the lock-delay [`HOLDER_LOCK_DELAY`]

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_conformance::{find, run_case, Harness, Outcome};
+use distsync_core::raw::Primitives;
 use distsync_core::raw::Settle;
 use distsync_core::{
     Backend, Barrier, Capabilities, Delivery, DoubleBarrier, Election, Locker, Name, Queue, Result,
@@ -229,16 +230,18 @@ impl Queue for LateCancelQueue {
 
 #[async_trait]
 impl Backend for LateCancel {
-    fn capabilities(&self) -> &Capabilities {
-        self.inner.capabilities()
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.inner.session(options).await
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
         self.inner.revoke_session(id).await
+    }
+}
+
+impl Primitives for LateCancel {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {

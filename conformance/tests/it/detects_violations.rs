@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_conformance::{find, run_case, Harness, Outcome};
+use distsync_core::raw::Primitives;
 use distsync_core::{
     Backend, Barrier, Capabilities, DoubleBarrier, Election, Error, FencingToken, LockGuard,
     Locker, Name, Queue, Result, RwLock, Session, SessionId, SessionOptions, Stm,
@@ -73,16 +74,18 @@ impl Locker for NoExclusion {
 
 #[async_trait]
 impl Backend for Broken {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.inner.session(options).await
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
         self.inner.revoke_session(id).await
+    }
+}
+
+impl Primitives for Broken {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {

@@ -5,8 +5,11 @@
 //! gathers, as OpenDAL's `raw` does, the traits a backend implements and the pieces it
 //! builds them from:
 //!
-//! - [`Backend`]: the object-safe store (sessions and primitive factories), held by a
-//!   `Coordinator` as `Arc<dyn Backend>`;
+//! - [`Backend`]: the object-safe store (sessions, and the operators' reads and
+//!   writes), held by a `Coordinator` as `Arc<dyn Backend>`, and [`Primitives`], its
+//!   factories, which a store writes with [`impl_primitives!`](crate::impl_primitives)
+//!   from the type of each handle, made by [`Make`] (those bound to a session from
+//!   [`OnSession`]);
 //! - [`Lease`] and [`KeepAlive`]: the store's side of a session, handed to
 //!   `Session::start` together with the instant the grant was sent;
 //! - the primitive traits a backend returns boxed ([`Locker`], [`Election`] with its
@@ -168,6 +171,8 @@ pub use crate::contention::Contention;
 pub use crate::delivery::Settle;
 #[doc(inline)]
 pub use crate::guard::{GuardedWrite, LossWatchFn, ReleaseFn, ReleaseRequestWatchFn};
+pub use crate::make::{Make, OnSession};
+pub use crate::primitives::Primitives;
 #[doc(inline)]
 pub use crate::session::{KeepAlive, Lease};
 #[doc(inline)]

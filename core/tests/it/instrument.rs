@@ -1,5 +1,6 @@
 //! The metrics and tracing layer, measured with a debugging recorder over the memory backend.
 
+use distsync_core::Primitives;
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
@@ -573,10 +574,6 @@ impl distsync_core::Locker for LateLocker {
 
 #[async_trait::async_trait]
 impl distsync_core::Backend for LateGrants {
-    fn capabilities(&self) -> &distsync_core::Capabilities {
-        self.0.capabilities()
-    }
-
     async fn session(
         &self,
         options: distsync_core::SessionOptions,
@@ -586,6 +583,12 @@ impl distsync_core::Backend for LateGrants {
 
     async fn revoke_session(&self, id: distsync_core::SessionId) -> distsync_core::Result<()> {
         self.0.revoke_session(id).await
+    }
+}
+
+impl Primitives for LateGrants {
+    fn capabilities(&self) -> &distsync_core::Capabilities {
+        self.0.capabilities()
     }
 
     fn locker(

@@ -68,6 +68,7 @@ use distsync_core::raw::{
     lock_guard, Barrier, DoubleBarrier, Election, GuardStoreSide, KeepAlive, Lease, Locker,
     ReleaseFn, RwLock,
 };
+use distsync_core::raw::Primitives;
 use distsync_core::{
     Backend, Capabilities, Coordinator, Error, FencingToken, LockGuard, Name, Queue, Result,
     Session, SessionId, SessionOptions, Stm,
@@ -539,10 +540,6 @@ fn unsupported<T>(what: &str) -> Result<T> {
 
 #[async_trait]
 impl Backend for FileBackend {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
         let grant_sent = tokio::time::Instant::now();
@@ -560,6 +557,25 @@ impl Backend for FileBackend {
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
         let store = Arc::clone(&self.store);
         blocking("ending a session", move || store.end_session(id)).await
+    }
+
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        let (store, prefix) = (Arc::clone(&self.store), prefix.as_str().to_owned());
+        blocking("counting a name prefix", move || {
+            Ok(store.paths_under(&prefix)?.len() as u64)
+        })
+        .await
+    }
+
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        let (store, prefix) = (Arc::clone(&self.store), prefix.as_str().to_owned());
+        blocking("purging a name prefix", move || store.purge(&prefix)).await
+    }
+}
+
+impl Primitives for FileBackend {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
@@ -604,19 +620,6 @@ impl Backend for FileBackend {
 
     fn stm(&self) -> Result<Stm> {
         unsupported("STM")
-    }
-
-    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
-        let (store, prefix) = (Arc::clone(&self.store), prefix.as_str().to_owned());
-        blocking("counting a name prefix", move || {
-            Ok(store.paths_under(&prefix)?.len() as u64)
-        })
-        .await
-    }
-
-    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
-        let (store, prefix) = (Arc::clone(&self.store), prefix.as_str().to_owned());
-        blocking("purging a name prefix", move || store.purge(&prefix)).await
     }
 }
 

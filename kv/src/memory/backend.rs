@@ -153,6 +153,7 @@ fn connect_boxed(url: &str) -> futures::future::BoxFuture<'_, Result<Coordinator
 #[cfg(test)]
 mod tests {
     use super::MemoryBackend;
+    use distsync_core::Primitives;
     use distsync_core::{Coordinator, Error};
 
     #[tokio::test]

@@ -71,7 +71,7 @@ impl Barrier for KvBarrier {
 #[cfg(test)]
 mod tests {
     use crate::recipes::testing::{backend, name, settle, within};
-    use distsync_core::backend::Backend;
+    use distsync_core::Primitives;
 
     #[tokio::test]
     async fn wait_passes_an_open_barrier_and_blocks_on_a_held_one() {

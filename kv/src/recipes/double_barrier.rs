@@ -253,7 +253,8 @@ impl DoubleBarrier for KvDoubleBarrier {
 mod tests {
     use crate::kv::{Kv, Range};
     use crate::recipes::testing::{backend, name, session, settle, within};
-    use distsync_core::backend::Backend;
+    use distsync_core::Primitives;
+
     use distsync_core::Error;
 
     #[tokio::test]

@@ -399,13 +399,14 @@ impl Observer {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use distsync_core::Primitives;
     use futures::StreamExt;
 
     use crate::kv::{Kv, Range, Txn, TxnOp};
     use crate::recipes::testing::{
         backend, flaky_backend, name, session, session_of, sessions, settle, until_watches, within,
     };
-    use distsync_core::backend::Backend;
+
     use distsync_core::Error;
 
     /// A leadership won at once opens no watch on the store until its `lost()` is

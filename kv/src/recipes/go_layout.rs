@@ -3,13 +3,13 @@
 //! and names that Go's layout would let meet are refused. (Against Go's own code on a
 //! real etcd: the conformance suite's `interop_go_*` cases.)
 
+use distsync_core::Primitives;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::kv::{Kv, Range, Txn, TxnOp};
 use crate::memory::{capabilities, MemoryKv};
-use distsync_core::backend::Backend;
 use distsync_core::error::Error;
 use distsync_core::stm::Isolation;
 

@@ -136,6 +136,7 @@ impl GuardedWrite for KvGuardedWrite {
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use futures::FutureExt as _;
 
     use super::*;

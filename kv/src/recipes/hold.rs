@@ -389,7 +389,8 @@ mod tests {
     use crate::kv::{Kv, Range};
     use crate::memory::TxnFault;
     use crate::recipes::testing::{flaky_backend, name, session_of, settle, within};
-    use distsync_core::backend::Backend;
+    use distsync_core::Primitives;
+
     use distsync_core::Error;
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! with its state before: an operation may only create, change or delete keys of its
 //! own primitive. At the end every primitive still sees exactly its own state.
 
+use distsync_core::Primitives;
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 

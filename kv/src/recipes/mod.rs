@@ -141,6 +141,7 @@ use distsync_core::lock::Locker;
 use distsync_core::migrate::Snapshot;
 use distsync_core::name::Name;
 use distsync_core::queue::Queue;
+use distsync_core::raw::Primitives;
 use distsync_core::rwlock::RwLock;
 use distsync_core::session::{KeepAlive, Lease, Session, SessionId, SessionOptions};
 use distsync_core::stm::Stm;
@@ -311,10 +312,6 @@ fn lease_in<K: Kv>(session: &Session, kv: &Arc<K>) -> Result<LeaseId> {
 
 #[async_trait]
 impl<K: Kv> Backend for KvBackend<K> {
-    fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
         let grant_sent = tokio::time::Instant::now();
@@ -334,6 +331,49 @@ impl<K: Kv> Backend for KvBackend<K> {
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
         self.kv.lease_revoke(id.0 as LeaseId).await
+    }
+
+    /// Classifies every key under the namespace by the recipes' layouts: leased keys
+    /// are live holds, `<name>/<%05d>/<%016d>` keys queue items, other empty keys held
+    /// barriers and the rest STM keys (so an empty-valued STM key reads as a barrier).
+    async fn export(&self) -> Result<Snapshot> {
+        export::export(&*self.kv, &self.space).await
+    }
+
+    /// One range read of the namespace, classified by the recipes' layouts (see
+    /// `recipes/status.rs`).
+    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
+        status::status(&*self.kv, self.space.namespace(), prefix, false).await
+    }
+
+    /// One lease read per session shown (see `recipes/status.rs`).
+    async fn status_with_time_left(
+        &self,
+        prefix: &str,
+    ) -> Result<distsync_core::status::StatusReport> {
+        status::status(&*self.kv, self.space.namespace(), prefix, true).await
+    }
+
+    /// The keys of the names under `prefix`, in both places a name reaches the store
+    /// (see `recipes/purge.rs`).
+    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
+        purge::count_prefix(&*self.kv, &self.space, prefix).await
+    }
+
+    /// The store's facts as its [`Kv`] reads them (etcd: version and cluster size).
+    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
+        self.kv.describe().await
+    }
+
+    /// Deletes the keys [`Backend::count_prefix`] counts, a batch per transaction.
+    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
+        purge::purge_prefix(&*self.kv, &self.space, prefix).await
+    }
+}
+
+impl<K: Kv> Primitives for KvBackend<K> {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
@@ -497,42 +537,5 @@ impl<K: Kv> Backend for KvBackend<K> {
             &self.space,
             self.capabilities.clone(),
         ))))
-    }
-
-    /// Classifies every key under the namespace by the recipes' layouts: leased keys
-    /// are live holds, `<name>/<%05d>/<%016d>` keys queue items, other empty keys held
-    /// barriers and the rest STM keys (so an empty-valued STM key reads as a barrier).
-    async fn export(&self) -> Result<Snapshot> {
-        export::export(&*self.kv, &self.space).await
-    }
-
-    /// One range read of the namespace, classified by the recipes' layouts (see
-    /// `recipes/status.rs`).
-    async fn status(&self, prefix: &str) -> Result<distsync_core::status::StatusReport> {
-        status::status(&*self.kv, self.space.namespace(), prefix, false).await
-    }
-
-    /// One lease read per session shown (see `recipes/status.rs`).
-    async fn status_with_time_left(
-        &self,
-        prefix: &str,
-    ) -> Result<distsync_core::status::StatusReport> {
-        status::status(&*self.kv, self.space.namespace(), prefix, true).await
-    }
-
-    /// The keys of the names under `prefix`, in both places a name reaches the store
-    /// (see `recipes/purge.rs`).
-    async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
-        purge::count_prefix(&*self.kv, &self.space, prefix).await
-    }
-
-    /// The store's facts as its [`Kv`] reads them (etcd: version and cluster size).
-    async fn describe_store(&self) -> Result<Vec<(String, String)>> {
-        self.kv.describe().await
-    }
-
-    /// Deletes the keys [`Backend::count_prefix`] counts, a batch per transaction.
-    async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
-        purge::purge_prefix(&*self.kv, &self.space, prefix).await
     }
 }

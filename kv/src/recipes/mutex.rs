@@ -223,6 +223,7 @@ mod tests {
         backend, name, recording_backend, session, session_of, sessions, settle, within,
     };
     use distsync_core::backend::Backend;
+    use distsync_core::Primitives;
 
     #[tokio::test]
     async fn key_is_gos_and_token_is_its_create_revision() {

@@ -1350,6 +1350,7 @@ impl Queue for KvQueue {
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use std::collections::BTreeSet;
 
     use bytes::Bytes;

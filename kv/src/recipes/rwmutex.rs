@@ -210,7 +210,7 @@ impl RwLock for KvRwMutex {
 mod tests {
     use crate::kv::{Kv, Range};
     use crate::recipes::testing::{backend, name, sessions, settle, within};
-    use distsync_core::backend::Backend;
+    use distsync_core::Primitives;
 
     #[tokio::test]
     async fn readers_share_and_a_waiting_writer_blocks_later_readers() {

@@ -227,9 +227,9 @@ mod tests {
     use crate::recipes::testing::{
         backend, flaky_backend, name, session_of, sessions, settle, until_watches, within,
     };
+    use distsync_core::Primitives;
     use std::num::NonZeroUsize;
 
-    use distsync_core::backend::Backend;
     use distsync_core::Error;
 
     const TWO: NonZeroUsize = NonZeroUsize::new(2).unwrap();

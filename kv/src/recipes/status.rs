@@ -384,6 +384,7 @@ fn age(nanos: &str, now: i128) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use std::time::Duration;
 
     use crate::memory::MemoryBackend;

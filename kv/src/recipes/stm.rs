@@ -221,6 +221,7 @@ impl StmAttempt for KvStmAttempt {
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
@@ -228,7 +229,7 @@ mod tests {
 
     use crate::kv::{Kv, Range, Txn, TxnOp};
     use crate::recipes::testing::{backend, within};
-    use distsync_core::backend::Backend;
+
     use distsync_core::stm::{Isolation, StmEngine, StmOptions};
     use distsync_core::{Error, Stm};
 

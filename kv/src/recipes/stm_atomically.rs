@@ -1,5 +1,6 @@
 //! `Stm::atomically` over the memory backend's engine: retries, give-ups and isolation.
 
+use distsync_core::Primitives;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -7,7 +8,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::recipes::stm::KvStm;
-use distsync_core::backend::Backend;
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
 use distsync_core::stm::{Isolation, Stm, StmAttempt, StmEngine, StmOptions, StmRetry, Write};

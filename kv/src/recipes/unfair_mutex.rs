@@ -368,6 +368,7 @@ impl Locker for KvUnfairMutex {
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

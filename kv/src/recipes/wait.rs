@@ -232,11 +232,11 @@ pub(crate) async fn wait_turn(
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::Primitives;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::kv::{Txn, TxnOp};
     use crate::recipes::testing::{name, recording_backend, session_of, settle, within};
-    use distsync_core::backend::Backend;
 
     #[tokio::test]
     async fn a_wait_opened_after_another_write_watches_from_now() {

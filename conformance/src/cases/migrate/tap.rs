@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
+use distsync_core::raw::Primitives;
 use distsync_core::{
     Backend, Barrier, Bytes, Capabilities, CountDownLatch, Counter, DoubleBarrier, Election,
     Locker, Name, Queue, Result, RwLock, Semaphore, Session, SessionId, SessionOptions, Stm,
@@ -119,16 +120,26 @@ impl CutTap {
 
 #[async_trait]
 impl Backend for CutTap {
-    fn capabilities(&self) -> &Capabilities {
-        self.inner.capabilities()
-    }
-
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.inner.session(options).await
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
         self.inner.revoke_session(id).await
+    }
+
+    async fn export(&self) -> Result<Snapshot> {
+        let nth = self.cut.exports.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.cut.point == CutPoint::AtVerification && nth == 2 {
+            self.cut.cut();
+        }
+        self.inner.export().await
+    }
+}
+
+impl Primitives for CutTap {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
@@ -187,14 +198,6 @@ impl Backend for CutTap {
 
     fn latch(&self, name: Name, count: u64) -> Result<Box<dyn CountDownLatch>> {
         self.inner.latch(name, count)
-    }
-
-    async fn export(&self) -> Result<Snapshot> {
-        let nth = self.cut.exports.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.cut.point == CutPoint::AtVerification && nth == 2 {
-            self.cut.cut();
-        }
-        self.inner.export().await
     }
 }
 
