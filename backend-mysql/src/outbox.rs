@@ -113,7 +113,7 @@ impl Outbox {
     ) -> Result<()> {
         let item = self.checked(item.into())?;
         let _running = self.running.lock().await;
-        callers::inside(conn, self.queue.enqueue_bytes_with_priority(item, priority)).await
+        callers::inside(conn, self.queue.enqueue_with_priority(item, priority)).await
     }
 
     /// Writes `item` at `priority` inside the transaction open on `conn` unless `key`
@@ -135,7 +135,7 @@ impl Outbox {
     ) -> Result<Enqueued> {
         let item = self.checked(item.into())?;
         let _running = self.running.lock().await;
-        callers::inside(conn, self.queue.enqueue_once_bytes(key, item, priority)).await
+        callers::inside(conn, self.queue.enqueue_once(key, item, priority)).await
     }
 
     /// `item`, within the backend's value limit: what no coordinator checks here, the

@@ -166,7 +166,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::delivery::{Delivery, Settle};
-use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::{call_id, Contention, Failure, Idempotence, Queue, RetryPolicy};
 use distsync_core::{Error, Name, Result, Session};
 use futures::future::{BoxFuture, Shared as SharedFuture};
@@ -1579,16 +1579,17 @@ impl Queue for NatsQueue {
         &self.name
     }
 
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        self.append(item, priority, None).await.map(drop)
-    }
-
-    async fn enqueue_once_bytes(
-        &self,
-        key: &IdempotencyKey,
-        item: Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
+    /// A call's own key needs no record: the item's key is fresh per call and written
+    /// only where absent, so a repeat of the call finds its own item. A caller's key
+    /// gets a record, written in the batch that appends the item.
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
+        let key = match key {
+            AppendKey::Call(_) => {
+                self.append(item, priority, None).await?;
+                return Ok(Enqueued::New);
+            }
+            AppendKey::Caller(key) => key,
+        };
         let record = format!("{}.k.{}", self.root, keys::escape(key.as_str()));
         let store = &self.shared.store;
         let budget = RetryPolicy::within(store.request_timeout);
@@ -1986,7 +1987,7 @@ mod tests {
         let name = Name::new(format!("put_back_{}", call_id())).expect("a name");
         let queue = NatsQueue::new(shared, name);
         queue
-            .enqueue_bytes(Bytes::from_static(b"item"))
+            .append_bytes(&AppendKey::call(), Bytes::from_static(b"item"), 0)
             .await
             .expect("enqueue");
         let head = queue.queued(Records::Read).await.expect("the head");

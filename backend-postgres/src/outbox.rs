@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued, IdempotencyKey};
 use distsync_core::{Name, Result};
 use sqlx::PgConnection;
 
@@ -103,9 +103,7 @@ impl Outbox {
         item: impl Into<Bytes>,
         priority: u16,
     ) -> Result<()> {
-        let call = distsync_core::raw::call_id();
-        let key = format!("g:{call}");
-        self.append(conn, &key, CALL_KEY_WINDOW, &item.into(), priority, &call)
+        self.append(conn, &AppendKey::call(), &item.into(), priority)
             .await
             .map(drop)
     }
@@ -128,31 +126,27 @@ impl Outbox {
         item: impl Into<Bytes>,
         priority: u16,
     ) -> Result<Enqueued> {
-        let call = distsync_core::raw::call_id();
-        let key = format!("u:{}", key.as_str());
-        self.append(conn, &key, DEDUP_WINDOW, &item.into(), priority, &call)
-            .await
+        let key = AppendKey::Caller(key.clone());
+        self.append(conn, &key, &item.into(), priority).await
     }
 
     async fn append(
         &self,
         conn: &mut PgConnection,
-        key: &str,
-        window: std::time::Duration,
+        key: &AppendKey,
         item: &Bytes,
         priority: u16,
-        call: &str,
     ) -> Result<Enqueued> {
         // The queue's own limit: what no coordinator checks here, the outbox does.
         crate::capabilities().check_value_size("queue item", item.len())?;
         Append {
             queue: self.name.as_str(),
-            key,
-            window,
+            key: &key.record(),
+            window: key.window(),
             item: item.as_ref(),
             priority,
         }
-        .run(&self.shared, conn, call)
+        .run(&self.shared, conn, &distsync_core::raw::call_id())
         .await
         .map_err(map)
     }

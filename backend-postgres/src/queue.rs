@@ -17,8 +17,8 @@
 //! lost to a lost reply.
 //!
 //! # Idempotent enqueue
-//! Every enqueue carries a key: a user's [`IdempotencyKey`] (`enqueue_once`, recorded
-//! for [`DEDUP_WINDOW`]) or one it draws (`enqueue`, for [`CALL_KEY_WINDOW`]). One
+//! Every enqueue carries an [`AppendKey`]: a caller's (`enqueue_once`) or one the call
+//! draws (`enqueue`), recorded for [the key's window](AppendKey::window). One
 //! statement upserts the record `queue_dedup (queue, key)` (valued with the call's id)
 //! only where none is live, and inserts the item only where it did: the check, the
 //! record and the append commit together. A repeat after a lost reply finds the record
@@ -90,7 +90,7 @@ use tokio::sync::oneshot;
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::map;
 use crate::store::Shared;
-use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued};
 use distsync_core::raw::{Failure, Idempotence, WaitRetry};
 
 /// How old an at-most-once claim must be before a consumer puts its item back: longer
@@ -908,24 +908,10 @@ impl Queue for PgQueue {
         &self.name
     }
 
-    /// Appends under a key of its own, repeated through lost replies (see the module
-    /// docs).
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        let key = format!("g:{}", distsync_core::raw::call_id());
-        self.enqueue_keyed(&key, CALL_KEY_WINDOW, &item, priority)
-            .await
-            .map(drop)
-    }
-
-    /// Appends unless `key` was seen within [`DEDUP_WINDOW`] (see the module docs).
-    async fn enqueue_once_bytes(
-        &self,
-        key: &IdempotencyKey,
-        item: Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
-        let key = format!("u:{}", key.as_str());
-        self.enqueue_keyed(&key, DEDUP_WINDOW, &item, priority)
+    /// Appends unless `key` was seen within its window, repeated through lost replies
+    /// (see the module docs).
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
+        self.enqueue_keyed(&key.record(), key.window(), &item, priority)
             .await
     }
 

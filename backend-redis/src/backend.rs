@@ -190,7 +190,8 @@ impl RedisBackend {
 
     /// The server's persistence settings, read at connect (under Redis Cluster, the
     /// weakest among the nodes the URL names; under Sentinel, the primary's at
-    /// connect). [`Backend::capabilities`] declares `survives_restart` from them.
+    /// connect). [`Primitives::capabilities`](distsync_core::raw::Primitives::capabilities)
+    /// declares `survives_restart` from them.
     pub fn persistence(&self) -> &Persistence {
         &self.persistence
     }

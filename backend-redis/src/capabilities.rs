@@ -28,7 +28,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// What the Redis backend offers and claims on a server that never evicts keys
 /// (`maxmemory-policy noeviction`, which [`crate::backend()`] checks) and runs
 /// without an append-only file fsynced on every write; see the crate documentation
-/// for why. A connected backend's [`Backend::capabilities`] are the ones measured at
+/// for why. A connected backend's [`Primitives::capabilities`] are the ones measured at
 /// connect: these, plus `survives_restart` on a server with `appendonly yes` and
 /// `appendfsync always` ([`crate::Persistence::survives_restart`]).
 ///
@@ -37,7 +37,7 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_millis(100);
 /// are script runs acknowledged as any other (`wait_replicas`), and it keeps what the
 /// configuration's fair lock keeps.
 ///
-/// [`Backend::capabilities`]: distsync_core::Backend::capabilities
+/// [`Primitives::capabilities`]: distsync_core::raw::Primitives::capabilities
 pub fn capabilities() -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(MAX_VALUE_SIZE)

@@ -29,7 +29,7 @@ use crate::error::redis_error;
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-/// use distsync::store::raw::Backend;
+/// use distsync::store::raw::Primitives;
 /// let backend = distsync::store::redis::backend("redis://127.0.0.1:6379/0").await?;
 /// let persistence = backend.persistence();
 /// // e.g. `appendonly=no appendfsync=everysec save=""`

@@ -16,15 +16,15 @@
 //!
 //! # Idempotent enqueue
 //!
-//! Every enqueue carries a key: a user's [`IdempotencyKey`] (`enqueue_once`) or one it
+//! Every enqueue carries an [`AppendKey`]: a caller's (`enqueue_once`) or one the call
 //! draws (`enqueue`). Its script sets the record `p:k:u:<key>` or `p:k:g:<call id>`
-//! (value: the call's id) with `SET NX PX` (for [`DEDUP_WINDOW`], or
-//! [`CALL_KEY_WINDOW`] for a drawn key) and appends only when that set succeeds, in the
-//! queue's hash slot. A repeat after a lost reply finds the record with its own call
-//! id and answers that the item is appended; another call with the same key finds
-//! another id and appends nothing. Records expire on the server's clock; a server that
-//! forgets them (a restart without persistence, a failover to a replica that missed
-//! them) forgets the dedup window with them, as it forgets items.
+//! (value: the call's id) with `SET NX PX` for [the key's window](AppendKey::window)
+//! and appends only when that set succeeds, in the queue's hash slot. A repeat after a
+//! lost reply finds the record with its own call id and answers that the item is
+//! appended; another call with the same key finds another id and appends nothing.
+//! Records expire on the server's clock; a server that forgets them (a restart without
+//! persistence, a failover to a replica that missed them) forgets the dedup window with
+//! them, as it forgets items.
 //!
 //! Blocking consumers wait on their own pub/sub channel and register in `p:waiters`
 //! (with a marker key `p:wm:<id>` of [`WAITER_TTL`]); each enqueue wakes exactly one
@@ -82,7 +82,7 @@ use crate::keys::Kind;
 use crate::scripts::{Lua, SCRIPTS};
 use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
-use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued};
 use distsync_core::raw::{Failure, Idempotence, WaitRetry};
 use tokio::time::Instant;
 
@@ -535,24 +535,10 @@ impl Queue for RedisQueue {
         &self.name
     }
 
-    /// Appends under a key of its own, repeated through lost replies (see the module
-    /// docs).
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        let key = format!("g:{}", self.shared.call_id());
-        self.enqueue_keyed(&key, CALL_KEY_WINDOW, &item, priority)
-            .await
-            .map(drop)
-    }
-
-    /// Appends unless `key` was seen within [`DEDUP_WINDOW`] (see the module docs).
-    async fn enqueue_once_bytes(
-        &self,
-        key: &IdempotencyKey,
-        item: Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
-        let key = format!("u:{}", key.as_str());
-        self.enqueue_keyed(&key, DEDUP_WINDOW, &item, priority)
+    /// Appends unless `key` was seen within its window, repeated through lost replies
+    /// (see the module docs).
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
+        self.enqueue_keyed(&key.record(), key.window(), &item, priority)
             .await
     }
 

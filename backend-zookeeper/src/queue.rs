@@ -71,7 +71,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::Make;
 use distsync_core::raw::{call_id, Failure, Idempotence, RetryPolicy, WaitRetry};
 use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
@@ -470,15 +470,15 @@ impl Inner {
     /// An enqueue under `key` (`c-<call id>` for a plain one).
     async fn enqueue(
         self: &Arc<Self>,
-        key: Option<&IdempotencyKey>,
+        key: &AppendKey,
         item: Bytes,
         priority: u16,
     ) -> Result<Enqueued> {
-        let call = call_id();
-        let (key_node, window) = match key {
-            Some(key) => (format!("k-{key}"), DEDUP_WINDOW),
-            None => (format!("c-{call}"), CALL_KEY_WINDOW),
+        let (key_node, call) = match key {
+            AppendKey::Caller(key) => (format!("k-{key}"), call_id()),
+            AppendKey::Call(call) => (format!("c-{call}"), call.clone()),
         };
+        let window = key.window();
         let sent = AtomicBool::new(false);
         let enqueued = self
             .policy()
@@ -486,7 +486,7 @@ impl Inner {
                 self.append(&key_node, &call, window, &item, priority, &sent)
             })
             .await?;
-        if key.is_none() {
+        if let AppendKey::Call(_) = key {
             // The call is answered: no attempt of it is left to repeat.
             if let Ok(client) = self.own.client().await {
                 let path = format!("{}/{key_node}", self.paths.keys);
@@ -722,17 +722,8 @@ impl Queue for ZkQueue {
         &self.inner.name
     }
 
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        self.inner.enqueue(None, item, priority).await.map(|_| ())
-    }
-
-    async fn enqueue_once_bytes(
-        &self,
-        key: &IdempotencyKey,
-        item: Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
-        self.inner.enqueue(Some(key), item, priority).await
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
+        self.inner.enqueue(key, item, priority).await
     }
 
     async fn dequeue(&self) -> Result<Bytes> {

@@ -321,7 +321,7 @@ macro_rules! guard_accessors {
         ///
         /// ```
         /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
-        /// # use distsync::store::raw::Backend;
+        /// # use distsync::store::raw::{Backend, Primitives};
         /// # let backend = distsync::store::memory::MemoryBackend::new();
         /// # let session = backend.session(Default::default()).await?;
         /// # let locker = backend.locker(&session, distsync::Name::new("jobs/nightly")?)?;

@@ -732,30 +732,14 @@ impl Queue for InstrumentedQueue {
         self.inner.name()
     }
 
-    async fn enqueue_bytes(&self, item: Bytes) -> Result<()> {
-        self.limit.check("queue item", item.len())?;
-        self.inner.enqueue_bytes(item).await?;
-        metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend).increment(1);
-        Ok(())
-    }
-
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        self.limit.check("queue item", item.len())?;
-        self.inner
-            .enqueue_bytes_with_priority(item, priority)
-            .await?;
-        metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend).increment(1);
-        Ok(())
-    }
-
-    async fn enqueue_once_bytes(
+    async fn append_bytes(
         &self,
-        key: &crate::queue::IdempotencyKey,
+        key: &crate::queue::AppendKey,
         item: Bytes,
         priority: u16,
     ) -> Result<crate::queue::Enqueued> {
         self.limit.check("queue item", item.len())?;
-        let enqueued = self.inner.enqueue_once_bytes(key, item, priority).await?;
+        let enqueued = self.inner.append_bytes(key, item, priority).await?;
         if enqueued.is_new() {
             metrics::counter!("distsync_queue_enqueued_total", "backend" => self.backend)
                 .increment(1);

@@ -34,7 +34,7 @@
 //!   object these are inherent methods of `dyn Election` and `dyn Queue` (`campaign`,
 //!   `enqueue`, ...), which need no import. An object-safe trait method cannot be
 //!   generic: what a backend implements takes [`Bytes`] under a name ending in
-//!   `_bytes` ([`Election::campaign_bytes`], [`Queue::enqueue_bytes_with_priority`],
+//!   `_bytes` ([`Election::campaign_bytes`], [`Queue::append_bytes`],
 //!   ...; see [`raw`]).
 //!
 //! ```

@@ -139,6 +139,44 @@ impl Enqueued {
     }
 }
 
+/// What makes one append safe to repeat: the record a store keeps of it for a window,
+/// in the same atomic step as the item, so that a repeat of the call (after a lost
+/// reply) or of the caller's key appends nothing. A backend receives one with every
+/// append ([`Queue::append_bytes`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AppendKey {
+    /// A key the call draws for itself ([`Queue::enqueue`](crate::Queue)): the call's
+    /// own retries never append twice. Remembered for [`CALL_KEY_WINDOW`].
+    Call(String),
+    /// The caller's key ([`Queue::enqueue_once`](crate::Queue)). Remembered for
+    /// [`DEDUP_WINDOW`].
+    Caller(IdempotencyKey),
+}
+
+impl AppendKey {
+    /// The key of a new call, drawn with [`crate::raw::call_id`].
+    pub fn call() -> Self {
+        Self::Call(crate::raw::call_id())
+    }
+
+    /// How long a store remembers the key.
+    pub fn window(&self) -> std::time::Duration {
+        match self {
+            Self::Call(_) => CALL_KEY_WINDOW,
+            Self::Caller(_) => DEDUP_WINDOW,
+        }
+    }
+
+    /// The key as one string for a store's record: `g:<call id>` or `u:<caller's key>`,
+    /// told apart by the prefix, so that no caller's key is taken for a call's.
+    pub fn record(&self) -> String {
+        match self {
+            Self::Call(call) => format!("g:{call}"),
+            Self::Caller(key) => format!("u:{}", key.as_str()),
+        }
+    }
+}
+
 /// The priority of [`Queue::enqueue`](crate::Queue): the highest (lowest number), so a queue used
 /// only with `enqueue` is plain FIFO.
 pub const DEFAULT_PRIORITY: u16 = 0;
@@ -169,58 +207,24 @@ pub trait Queue: Send + Sync {
     /// The queue's name.
     fn name(&self) -> &Name;
 
-    /// Appends `item` at [`DEFAULT_PRIORITY`]: what a backend may override (it calls
-    /// [`Queue::enqueue_bytes_with_priority`] by default); users call
-    /// [`Queue::enqueue`](#method.enqueue).
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`Queue::enqueue_bytes_with_priority`].
-    async fn enqueue_bytes(&self, item: Bytes) -> Result<()> {
-        self.enqueue_bytes_with_priority(item, DEFAULT_PRIORITY)
-            .await
-    }
-
-    /// Appends `item` behind the items of the same or a lower `priority` number: what
-    /// a backend implements; users call
-    /// [`Queue::enqueue_with_priority`](#method.enqueue_with_priority),
-    /// whose documentation states the contract (retries under a call key of its own,
-    /// never appending twice).
+    /// Appends `item` behind the items of the same or a lower `priority` number unless
+    /// `key` was seen on this queue within its [window](AppendKey::window): what a
+    /// backend implements, checking and recording the key in the same atomic step as
+    /// the append; users call [`Queue::enqueue`](#method.enqueue),
+    /// [`Queue::enqueue_with_priority`](#method.enqueue_with_priority) and
+    /// [`Queue::enqueue_once`](#method.enqueue_once), whose documentation states the
+    /// contract (the call repeats itself through transient failures, and a repeat finds
+    /// its own earlier attempt by the key).
     ///
     /// # Errors
     /// The store's error once the retries stop: an [`Error::Connection`] says the item
     /// may have been appended (once).
     ///
     /// # Cancel safety
-    ///
-    /// Must leave the item enqueued once or not at all when the future is dropped,
-    /// never twice, and nothing that blocks others behind.
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()>;
-
-    /// Appends `item` at `priority` unless `key` was seen on this queue within
-    /// [`DEDUP_WINDOW`]: what a backend implements; users call
-    /// [`Queue::enqueue_once`](#method.enqueue_once), whose
-    /// documentation states the contract.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] where the backend does not offer it (the default); the
-    /// store's error once the retries stop.
-    ///
-    /// # Cancel safety
     /// Must leave the item appended once or not at all when the future is dropped, with
-    /// the key recorded exactly when the item was appended.
-    async fn enqueue_once_bytes(
-        &self,
-        key: &IdempotencyKey,
-        item: Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
-        let _ = (key, item, priority);
-        Err(Error::unsupported(
-            "custom",
-            "idempotent enqueue (enqueue_once)",
-        ))
-    }
+    /// the key recorded exactly when the item was appended, and nothing that blocks
+    /// others behind.
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued>;
 
     /// Waits for an item and removes it.
     ///
@@ -348,7 +352,7 @@ impl<'a> dyn Queue + 'a {
     ///
     /// As [`enqueue_with_priority`](#method.enqueue_with_priority).
     pub async fn enqueue(&self, item: impl Into<Bytes> + Send) -> Result<()> {
-        self.enqueue_bytes(item.into()).await
+        self.enqueue_with_priority(item, DEFAULT_PRIORITY).await
     }
 
     /// Appends `item` behind the items of the same or a lower `priority` number.
@@ -376,8 +380,9 @@ impl<'a> dyn Queue + 'a {
         item: impl Into<Bytes> + Send,
         priority: u16,
     ) -> Result<()> {
-        self.enqueue_bytes_with_priority(item.into(), priority)
+        self.append_bytes(&AppendKey::call(), item.into(), priority)
             .await
+            .map(drop)
     }
 
     /// Appends `item` at `priority` unless `key` was seen on this queue within
@@ -417,7 +422,8 @@ impl<'a> dyn Queue + 'a {
         item: impl Into<Bytes> + Send,
         priority: u16,
     ) -> Result<Enqueued> {
-        self.enqueue_once_bytes(key, item.into(), priority).await
+        let key = AppendKey::Caller(key.clone());
+        self.append_bytes(&key, item.into(), priority).await
     }
 }
 

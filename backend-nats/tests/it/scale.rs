@@ -50,7 +50,7 @@ async fn thousands_of_items_drain_and_status_reads_a_big_bucket() {
                 // Three priorities, so that a claim walks more than one.
                 async move {
                     let priority = u16::try_from(n % 3).unwrap_or(0);
-                    (queue.enqueue_bytes_with_priority(Bytes::from(n.to_string()), priority)).await
+                    queue.enqueue_with_priority(n.to_string(), priority).await
                 }
             })
             .buffer_unordered(32)

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_conformance::{find, run_case, Harness, Outcome};
+use distsync_core::queue::{AppendKey, Enqueued};
 use distsync_core::raw::Primitives;
 use distsync_core::raw::Settle;
 use distsync_core::{
@@ -158,8 +159,8 @@ impl Queue for LateCancelQueue {
         self.inner.name()
     }
 
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        self.inner.enqueue_bytes_with_priority(item, priority).await
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
+        self.inner.append_bytes(key, item, priority).await
     }
 
     async fn dequeue(&self) -> Result<Bytes> {

@@ -16,7 +16,7 @@
 //!   [`Proclaim`] part, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`],
 //!   [`Semaphore`]; a method that takes a value is the `_bytes` one, taking
 //!   [`Bytes`](crate::Bytes): [`Election::campaign_bytes`],
-//!   [`Queue::enqueue_bytes_with_priority`], [`Queue::enqueue_once_bytes`],
+//!   [`Queue::append_bytes`] (with its [`AppendKey`]),
 //!   [`Proclaim::proclaim_bytes`], [`GuardedWrite::put_if_held_bytes`], which users
 //!   reach through generic methods of the same name without the suffix) and the STM
 //!   engine ([`StmEngine`], [`StmAttempt`], [`Write`], the conflict signal
@@ -185,7 +185,7 @@ pub use crate::guard::{LockGuard, ReadGuard};
 pub use crate::lock::Locker;
 pub use crate::migrate::{QueueItem, Snapshot};
 pub use crate::name::Name;
-pub use crate::queue::Queue;
+pub use crate::queue::{AppendKey, Queue};
 pub use crate::rwlock::RwLock;
 pub use crate::semaphore::{Permit, Semaphore};
 pub use crate::session::{Session, SessionId, SessionOptions};

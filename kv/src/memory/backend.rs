@@ -214,7 +214,7 @@ mod tests {
             }
         }
         let queue = other.queue(name()).unwrap();
-        queue.enqueue_bytes("x".into()).await.unwrap();
+        queue.enqueue("x").await.unwrap();
         assert!(matches!(
             queue.try_receive(&session).await,
             Err(Error::InvalidArgument(_))

@@ -208,7 +208,7 @@ impl<K: Kv> KvBackend<K> {
     /// let backend =
     ///     KvBackend::with_kv(MemoryKv::new(), "apps/", capabilities()).with_layout(KeyLayout::Go);
     /// assert_eq!(backend.layout(), KeyLayout::Go);
-    /// assert!(!distsync::store::raw::Backend::capabilities(&backend).queue_age);
+    /// assert!(!distsync::store::raw::Primitives::capabilities(&backend).queue_age);
     /// ```
     #[must_use]
     pub fn with_layout(mut self, layout: KeyLayout) -> Self {

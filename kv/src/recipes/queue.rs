@@ -1223,21 +1223,15 @@ impl Queue for KvQueue {
     /// Cancel-safety: dropping the future leaves the item either queued once or not
     /// at all (a waiting consumer may then not be woken until the next enqueue).
     ///
-    /// Repeated through lost replies under a key of its own (see the `dedup`
+    /// Repeated through lost replies, with the record of `key` (see the `dedup`
     /// submodule).
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        self.enqueue_call_key(item, priority).await
-    }
-
-    /// As [`KvQueue::enqueue_bytes_with_priority`], with the record of `key` kept for
-    /// [`distsync_core::queue::DEDUP_WINDOW`] (see the `dedup` submodule).
-    async fn enqueue_once_bytes(
+    async fn append_bytes(
         &self,
-        key: &distsync_core::queue::IdempotencyKey,
+        key: &distsync_core::queue::AppendKey,
         item: Bytes,
         priority: u16,
     ) -> Result<distsync_core::queue::Enqueued> {
-        self.enqueue_user_key(key, item, priority).await
+        self.append(key, item, priority).await
     }
 
     /// Takes the first item; while there is none, waits in line to be woken by a

@@ -1,12 +1,12 @@
-//! Idempotent enqueues ([`distsync_core::Queue::enqueue_once`](distsync_core::Queue), and the key every
-//! plain enqueue draws for its own retries).
+//! Idempotent enqueues ([`distsync_core::Queue::enqueue_once`](distsync_core::Queue),
+//! and the key every plain enqueue draws for its own retries).
 //!
 //! # Records
 //!
 //! An enqueue with a key puts, in the transaction that puts the item, the record
-//! `Q/k/u/<user key>` (a user's [`IdempotencyKey`]) or `Q/k/g/<call id>` (the key a
-//! plain enqueue draws), valued with the call's id, and runs only while that record is
-//! absent. A repeat after a lost reply fails on the record; its failure branch reads
+//! `Q/k/u/<user key>` (a caller's key, [`AppendKey::Caller`]) or `Q/k/g/<call id>`
+//! (the key a plain enqueue draws, [`AppendKey::Call`]), valued with the call's id,
+//! and runs only while that record is absent. A repeat after a lost reply fails on the record; its failure branch reads
 //! the record, and finds its own call id if its earlier attempt appended the item. Two
 //! producers with one user key race on the record's absence: one appends, the other
 //! answers [`Enqueued::Duplicate`].
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::kv::LeaseId;
 use distsync_core::error::Result;
-use distsync_core::queue::{Enqueued, IdempotencyKey, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::{call_id, Failure, Idempotence};
 
 use super::{put_sequential, KvQueue, Put};
@@ -164,24 +164,18 @@ impl KvQueue {
         }
     }
 
-    /// [`distsync_core::Queue::enqueue_once`](distsync_core::Queue).
-    pub(super) async fn enqueue_user_key(
+    /// [`distsync_core::Queue::append_bytes`](distsync_core::Queue): the record of a
+    /// call's key kept for the call's window, of a caller's for the dedup window.
+    pub(super) async fn append(
         &self,
-        key: &IdempotencyKey,
+        key: &AppendKey,
         item: Bytes,
         priority: u16,
     ) -> Result<Enqueued> {
-        let record = self.layout.dedup_user(key.as_str());
-        self.enqueue_keyed(record, Window::User, item, priority)
-            .await
-    }
-
-    /// [`distsync_core::Queue::enqueue_with_priority`](distsync_core::Queue): under a key
-    /// of its own.
-    pub(super) async fn enqueue_call_key(&self, item: Bytes, priority: u16) -> Result<()> {
-        let record = self.layout.dedup_call(&call_id());
-        self.enqueue_keyed(record, Window::Call, item, priority)
-            .await
-            .map(drop)
+        let (record, window) = match key {
+            AppendKey::Call(call) => (self.layout.dedup_call(call), Window::Call),
+            AppendKey::Caller(key) => (self.layout.dedup_user(key.as_str()), Window::User),
+        };
+        self.enqueue_keyed(record, window, item, priority).await
     }
 }

@@ -7,6 +7,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use distsync_core::queue::AppendKey;
 use distsync_core::{
     Bytes, Capabilities, Coordinator, Error, Isolation, Name, Queue, Result, Session, Stm,
 };
@@ -185,10 +186,10 @@ async fn queue(values: &mut Values<'_>) -> Check<()> {
         .await?;
     refusals
         .expect(
-            "enqueue_bytes",
+            "append_bytes",
             size,
             limit,
-            queue.enqueue_bytes(over.clone()),
+            queue.append_bytes(&AppendKey::call(), over.clone(), 0),
         )
         .await?;
     refusals

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use distsync_core::migrate::Snapshot;
+use distsync_core::queue::{AppendKey, Enqueued};
 use distsync_core::raw::Primitives;
 use distsync_core::{
     Backend, Barrier, Bytes, Capabilities, CountDownLatch, Counter, DoubleBarrier, Election,
@@ -213,15 +214,16 @@ impl Queue for TapQueue {
         self.inner.name()
     }
 
-    async fn enqueue_bytes_with_priority(&self, item: Bytes, priority: u16) -> Result<()> {
-        self.inner
-            .enqueue_bytes_with_priority(item, priority)
-            .await?;
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
+        let enqueued = self.inner.append_bytes(key, item, priority).await?;
+        if enqueued == Enqueued::Duplicate {
+            return Ok(enqueued);
+        }
         let written = self.cut.items.fetch_add(1, Ordering::SeqCst) + 1;
         if self.cut.point == CutPoint::AfterItems(written) {
             self.cut.cut();
         }
-        Ok(())
+        Ok(enqueued)
     }
 
     async fn dequeue(&self) -> Result<Bytes> {
