@@ -860,23 +860,22 @@ impl Append<'_> {
     }
 }
 
-impl PgQueue {
-    /// Appends `item` unless the record of `key` (`u:<user key>` or `g:<call id>`) is
-    /// live, recording it for `window`; one call id across the attempts, which repeat
-    /// through transient failures within the one-shot budget, each on a connection of
-    /// the pool and bounded as one request.
-    async fn enqueue_keyed(
-        &self,
-        key: &str,
-        window: Duration,
-        item: &Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
+#[async_trait]
+impl Queue for PgQueue {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Appends unless `key` was seen within its window: one call id across the attempts,
+    /// which repeat through transient failures within the one-shot budget, each on a
+    /// connection of the pool and bounded as one request (see
+    /// the module docs).
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
         let call = distsync_core::raw::call_id();
         let append = Append {
             queue: self.name.as_str(),
-            key,
-            window,
+            key: &key.record(),
+            window: key.window(),
             item: item.as_ref(),
             priority,
         };
@@ -898,20 +897,6 @@ impl PgQueue {
                 Failure::of,
                 attempt,
             )
-            .await
-    }
-}
-
-#[async_trait]
-impl Queue for PgQueue {
-    fn name(&self) -> &Name {
-        &self.name
-    }
-
-    /// Appends unless `key` was seen within its window, repeated through lost replies
-    /// (see the module docs).
-    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
-        self.enqueue_keyed(&key.record(), key.window(), &item, priority)
             .await
     }
 

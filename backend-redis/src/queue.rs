@@ -151,47 +151,6 @@ impl RedisQueue {
         }
     }
 
-    /// Appends `item` unless the record of `key` (`u:<user key>` or `g:<call id>`)
-    /// exists, setting it for `window`; one call id across the attempts, which repeat
-    /// through transient failures within the one-shot budget.
-    async fn enqueue_keyed(
-        &self,
-        key: &str,
-        window: Duration,
-        item: &Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
-        let id = self.shared.call_id();
-        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let attempt = || {
-            let mut call = self.shared.script_on(&DELIVERY.enqueue_once, &self.prefix);
-            call.arg(priority)
-                .arg(item.as_ref())
-                .arg(key)
-                .arg(&id)
-                .arg(window_ms);
-            async move { int("queue_enqueue_once", &self.shared.eval(&call).await?) }
-        };
-        let answer = self
-            .shared
-            .retry
-            .one_shot(
-                "queue enqueue",
-                Idempotence::Idempotent,
-                Failure::of,
-                attempt,
-            )
-            .await?;
-        match answer {
-            1 | 2 => Ok(Enqueued::New),
-            0 => Ok(Enqueued::Duplicate),
-            other => Err(Error::backend(
-                BACKEND,
-                format!("queue_enqueue_once answered {other}"),
-            )),
-        }
-    }
-
     /// One pop attempt of call `id`; `wait` registers the call as a waiter when empty.
     async fn pop(&self, id: &str, wait: bool) -> Result<Popped> {
         let mut call = self.shared.script_on(&SCRIPTS.queue_pop, &self.prefix);
@@ -535,11 +494,40 @@ impl Queue for RedisQueue {
         &self.name
     }
 
-    /// Appends unless `key` was seen within its window, repeated through lost replies
-    /// (see the module docs).
+    /// Appends unless `key` was seen within its window: one call id across the attempts,
+    /// which repeat through transient failures within the one-shot budget (see
+    /// the module docs).
     async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
-        self.enqueue_keyed(&key.record(), key.window(), &item, priority)
-            .await
+        let record = key.record();
+        let id = self.shared.call_id();
+        let window_ms = u64::try_from(key.window().as_millis()).unwrap_or(u64::MAX);
+        let attempt = || {
+            let mut call = self.shared.script_on(&DELIVERY.enqueue_once, &self.prefix);
+            call.arg(priority)
+                .arg(item.as_ref())
+                .arg(&record)
+                .arg(&id)
+                .arg(window_ms);
+            async move { int("queue_enqueue_once", &self.shared.eval(&call).await?) }
+        };
+        let answer = self
+            .shared
+            .retry
+            .one_shot(
+                "queue enqueue",
+                Idempotence::Idempotent,
+                Failure::of,
+                attempt,
+            )
+            .await?;
+        match answer {
+            1 | 2 => Ok(Enqueued::New),
+            0 => Ok(Enqueued::Duplicate),
+            other => Err(Error::backend(
+                BACKEND,
+                format!("queue_enqueue_once answered {other}"),
+            )),
+        }
     }
 
     /// Waits for an item and removes it.

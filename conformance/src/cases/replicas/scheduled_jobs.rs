@@ -716,39 +716,8 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
         } else if slowest_start(probes, occurrence, window_end) > SLOW_START {
             tally.slow += 1;
         } else {
-            let excerpt: Vec<String> = events
-                .iter()
-                .filter(|event| {
-                    let at = to_wall(event.at);
-                    at + 3000 >= occurrence && at <= window_end + 1000
-                })
-                .map(ToString::to_string)
-                .collect();
-            // Each client's last event before the window's end, however long before:
-            // what every runner was doing when nothing ran.
-            let mut last: Vec<&Event> = Vec::new();
-            for event in events
-                .iter()
-                .filter(|event| to_wall(event.at) <= window_end)
-            {
-                last.retain(|seen| seen.client != event.client);
-                last.push(event);
-            }
-            let last: Vec<String> = last.iter().map(ToString::to_string).collect();
-            // The facts first: a CI summary keeps a violation's first few hundred
-            // characters.
-            return violated(format!(
-                "the occurrence {occurrence} ({:.3}s) was not run, with a start's calls made \
-                     in {} ms then (slow over {SLOW_START:?}), the runtime's lag up to {} ms \
-                     and no fault within a session TTL and {MARGIN:?} of its window (grace \
-                     {JOB_GRACE:?}); each client's last event by its window's end: [{}]; the \
-                     history near it: [{}]",
-                Duration::from_millis(occurrence.saturating_sub(wall_at_start)).as_secs_f64(),
-                slowest_start(probes, occurrence, window_end).as_millis(),
-                judged.lag.as_millis(),
-                last.join(", "),
-                excerpt.join(", "),
-            ));
+            let window = (occurrence, window_end);
+            return violated(missed(judged, ended, window, wall_at_start));
         }
         occurrence += interval;
     }
@@ -767,6 +736,47 @@ fn check_occurrences(judged: &Judged, ended: &Ended, runs: &Runs) -> Check<Occur
         });
     }
     Ok(tally)
+}
+
+/// What a violation says of the occurrence `window` (its start and the end of its
+/// grace, wall ms) that nothing ran: the facts first, as a CI summary keeps a
+/// violation's first few hundred characters; then each client's last event by the
+/// window's end, however long before (what every runner was doing when nothing ran),
+/// and the history near it.
+fn missed(judged: &Judged, ended: &Ended, window: (u64, u64), wall_at_start: u64) -> String {
+    let (occurrence, window_end) = window;
+    let to_wall = |at: Duration| wall_at_start + u64::try_from(at.as_millis()).unwrap_or(0);
+    let excerpt: Vec<String> = ended
+        .events
+        .iter()
+        .filter(|event| {
+            let at = to_wall(event.at);
+            at + 3000 >= occurrence && at <= window_end + 1000
+        })
+        .map(ToString::to_string)
+        .collect();
+    let mut last: Vec<&Event> = Vec::new();
+    for event in ended
+        .events
+        .iter()
+        .filter(|event| to_wall(event.at) <= window_end)
+    {
+        last.retain(|seen| seen.client != event.client);
+        last.push(event);
+    }
+    let last: Vec<String> = last.iter().map(ToString::to_string).collect();
+    format!(
+        "the occurrence {occurrence} ({:.3}s) was not run, with a start's calls made \
+             in {} ms then (slow over {SLOW_START:?}), the runtime's lag up to {} ms \
+             and no fault within a session TTL and {MARGIN:?} of its window (grace \
+             {JOB_GRACE:?}); each client's last event by its window's end: [{}]; the \
+             history near it: [{}]",
+        Duration::from_millis(occurrence.saturating_sub(wall_at_start)).as_secs_f64(),
+        slowest_start(&ended.probes, occurrence, window_end).as_millis(),
+        judged.lag.as_millis(),
+        last.join(", "),
+        excerpt.join(", "),
+    )
 }
 
 /// The slowest of the probe's starts overlapping [from, to] (wall ms).
