@@ -49,7 +49,7 @@ pub struct OnSession<L> {
 /// from [`OnSession<L>`](crate::raw::OnSession).
 ///
 /// ```ignore
-/// distsync_core::impl_primitives!(ZkBackend {
+/// distsync::store::raw::impl_primitives!(ZkBackend {
 ///     locker: ZkLocker,
 ///     unfair_locker: ZkUnfairLocker,
 ///     election: ZkElection,
