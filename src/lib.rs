@@ -203,7 +203,7 @@ pub mod store {
         pub use distsync_core::impl_primitives;
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
-            call_id, check_session_ttl, join_host_port, leadership, lock_guard,
+            call_id, check_session_ttl, detached, join_host_port, leadership, lock_guard,
             name_connect_timeout, name_under, parse_duration, parse_host_port, parse_url_flag,
             permit, random_fraction, random_u64, read_guard, refusing_hosts, retry, start_session,
             with_guarded_write, with_release_request_watch, Backend, Backoff, Contention,

@@ -37,10 +37,10 @@
 //! # Cancel safety
 //! Once a claim is sent, the server commits it whether or not the client still reads
 //! the answer: a consumer dropped at that moment would lose the item. So the claim runs
-//! in a spawned task that hands the item over through a oneshot channel. If the consumer
-//! is gone by then (the send fails, or the consumer's drop finds the item in the
-//! channel), the item is put back with its original id and priority (moved back from
-//! `queue_inflight` in one statement), so it keeps its place.
+//! [`detached`](distsync_core::raw::detached) and answers with a [`Taken`]. If the
+//! consumer is gone by then, the unreceived `Taken` is dropped and puts the item back with
+//! its original id and priority (moved back from `queue_inflight` in one statement), so
+//! it keeps its place.
 //!
 //! # At-least-once delivery ([`Queue::receive`])
 //! A received item stays in its row (so at its place): the receive sets `held_by` (the
@@ -85,13 +85,12 @@ use bytes::Bytes;
 use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use sqlx::PgConnection;
-use tokio::sync::oneshot;
 
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::map;
 use crate::store::Shared;
 use distsync_core::queue::{AppendKey, Enqueued};
-use distsync_core::raw::{Failure, Idempotence, WaitRetry};
+use distsync_core::raw::{detached, Failure, Idempotence, WaitRetry};
 
 /// How old an at-most-once claim must be before a consumer puts its item back: longer
 /// than every budget its owner may still be acting within.
@@ -284,30 +283,6 @@ fn put_back(shared: Arc<Shared>, call: String) {
     });
 }
 
-/// A claim's outcome as the claim task hands it over.
-type Handed = Result<Option<(String, Claimed)>>;
-
-/// The consumer's end of a claim; puts back an item it never returned.
-struct ClaimReceiver {
-    receiver: oneshot::Receiver<Handed>,
-    done: bool,
-    shared: Arc<Shared>,
-}
-
-impl Drop for ClaimReceiver {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        // After close(), the claim task's send fails (and it puts the item back), or the
-        // item is already here.
-        self.receiver.close();
-        if let Ok(Ok(Some((call, _)))) = self.receiver.try_recv() {
-            put_back(Arc::clone(&self.shared), call);
-        }
-    }
-}
-
 /// An item claimed and not yet handed to the caller: its record stays in flight until
 /// [`Taken::hand_over`]; dropped before that (the caller went away while the waiter
 /// left the line), the item is put back at its place.
@@ -340,40 +315,23 @@ impl PgQueue {
     /// Removes the first item, if any, still recorded in flight (see [`Taken`]).
     /// Cancel-safe (see the module docs).
     async fn claim_protected(&self) -> Result<Option<Taken>> {
-        let (sender, receiver) = oneshot::channel();
         let shared = Arc::clone(&self.shared);
         let queue = self.name.as_str().to_owned();
-        tokio::spawn(async move {
-            let claimed = claim(&shared, &queue).await;
-            if let Err(Ok(Some((call, _)))) = sender.send(claimed) {
-                put_back(shared, call);
-            }
-        });
-        let mut receiver = ClaimReceiver {
-            receiver,
-            done: false,
-            shared: Arc::clone(&self.shared),
-        };
-        // Bounded as one request (`crate::connection::bounded`): past that, `receiver` drops
-        // unanswered, and the claim task puts back whatever it takes (the task goes on
-        // retrying a claim whose reply was lost, so no item stays in flight).
-        let limit = through_pool(&self.shared.pool);
-        let Ok(claimed) = tokio::time::timeout(limit, &mut receiver.receiver).await else {
-            return Err(map(timed_out(limit)));
-        };
-        receiver.done = true;
-        match claimed {
-            Ok(Ok(Some((call, (_, _, item))))) => Ok(Some(Taken {
+        let claiming = detached(crate::error::BACKEND, async move {
+            let claimed = claim(&shared, &queue).await?;
+            Ok(claimed.map(|(call, (_, _, item))| Taken {
                 item: Bytes::from(item),
                 call: Some(call),
-                shared: Arc::clone(&self.shared),
-            })),
-            Ok(Ok(None)) => Ok(None),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(Error::backend(
-                crate::error::BACKEND,
-                "the queue claim task stopped",
-            )),
+                shared,
+            }))
+        });
+        // Bounded as one request (`crate::connection::bounded`): past that, the answer
+        // goes unreceived, and the claim task puts back whatever it takes (it goes on
+        // retrying a claim whose reply was lost, so no item stays in flight).
+        let limit = through_pool(&self.shared.pool);
+        match tokio::time::timeout(limit, claiming).await {
+            Ok(claimed) => claimed,
+            Err(_) => Err(map(timed_out(limit))),
         }
     }
 }
@@ -566,27 +524,20 @@ impl PgQueue {
         crate::session::lease_of(session, &self.shared).map(|lease| lease.id)
     }
 
-    /// Holds the first item through `session`, if any. Cancel-safe: the hold runs in
-    /// a spawned task; a delivery nobody takes is dropped, which nacks it.
+    /// Holds the first item through `session`, if any. Cancel-safe: the hold runs
+    /// [`detached`]; a delivery nobody receives is dropped, which nacks it.
     async fn hold_protected(&self, session: &Session, held_by: i64) -> Result<Option<Delivery>> {
-        let (sender, receiver) = oneshot::channel();
         let shared = Arc::clone(&self.shared);
         let queue = self.name.as_str().to_owned();
         let session = session.clone();
-        tokio::spawn(async move {
-            let held = hold(&shared, &queue, &session, held_by).await;
-            // A send to a dropped receiver hands the delivery back: its drop nacks it.
-            drop(sender.send(held));
+        let holding = detached(crate::error::BACKEND, async move {
+            hold(&shared, &queue, &session, held_by).await
         });
-        // Bounded as one request: a delivery the task makes later is dropped, which
-        // nacks it.
+        // Bounded as one request: a delivery the task makes later goes unreceived and is
+        // dropped, which nacks it.
         let limit = through_pool(&self.shared.pool);
-        match tokio::time::timeout(limit, receiver).await {
-            Ok(Ok(held)) => held,
-            Ok(Err(_)) => Err(Error::backend(
-                crate::error::BACKEND,
-                "the queue hold task stopped",
-            )),
+        match tokio::time::timeout(limit, holding).await {
+            Ok(held) => held,
             Err(_) => Err(map(timed_out(limit))),
         }
     }

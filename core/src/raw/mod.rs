@@ -125,6 +125,7 @@
 
 mod call_id;
 mod connect_failure;
+mod detached;
 mod epoch_book;
 mod epoch_marker;
 mod login;
@@ -141,6 +142,7 @@ mod url_options;
 
 pub use call_id::call_id;
 pub use connect_failure::{name_connect_timeout, refusing_hosts};
+pub use detached::detached;
 pub use epoch_book::EpochBook;
 pub use epoch_marker::EpochMarker;
 pub use login::Login;

@@ -116,7 +116,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::kv::{
@@ -129,7 +128,7 @@ use distsync_core::queue::Queue;
 
 use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, patiently};
-use distsync_core::raw::{Contention, RetryPolicy};
+use distsync_core::raw::{detached, Contention, RetryPolicy};
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -949,38 +948,28 @@ async fn put_sequential(
 /// Claims `item` for call `call`: `Some` if this call took it (now, or in an earlier
 /// attempt whose reply was lost), `None` if another consumer did.
 ///
-/// The claim runs in a spawned task and its outcome comes back through a channel
-/// inside a [`Claimed`], which puts the item back if nobody receives it: a caller that
-/// drops the dequeue future while the claim is in flight loses no item.
+/// The claim runs [`detached`] and its outcome comes back inside a [`Claimed`], which
+/// puts the item back if nobody receives it: a caller that drops the dequeue future
+/// while the claim is in flight loses no item.
 async fn claim(
     kv: &Arc<dyn Kv>,
     layout: &Layout,
     call: &str,
     item: Item,
 ) -> Result<Option<Claimed>> {
-    let (answer, outcome) = oneshot::channel::<Result<Option<Claimed>>>();
     let store = Arc::clone(kv);
     let layout = layout.clone();
     let call = call.to_owned();
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|error| Error::backend(kv.backend(), error))?;
-    runtime.spawn(async move {
+    detached(kv.backend(), async move {
         let (result, next_waiter) = claim_in_store(&store, &layout, &call, item).await;
-        // A send to a dropped receiver hands the value back, which drops it here and
-        // puts the item back.
-        drop(answer.send(result));
         if next_waiter.is_some() {
-            // More items and more waiters: pass the turn on (see the module docs).
-            wake(&*store, &layout, next_waiter).await;
+            // More items and more waiters: pass the turn on (see the module docs), in a
+            // task of its own so that the claim's answer does not wait for it.
+            tokio::spawn(async move { wake(&*store, &layout, next_waiter).await });
         }
-    });
-    match outcome.await {
-        Ok(result) => result,
-        Err(_) => Err(Error::backend(
-            kv.backend(),
-            "queue claim task ended without an answer",
-        )),
-    }
+        result
+    })
+    .await
 }
 
 /// The claim transaction, repeated through transient failures (see the module docs);

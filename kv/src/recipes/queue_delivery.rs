@@ -24,16 +24,15 @@
 //! leaves), so a deleted hold key whose item is still there makes it claim.
 //!
 //! A hold whose reply is lost is repeated: the repeat finds the hold key with this
-//! call's id and this lease, and takes it as its own. The hold runs in a spawned task
-//! that hands the [`Delivery`] over through a channel; a receive dropped meanwhile
-//! drops the delivery, which nacks it.
+//! call's id and this lease, and takes it as its own. The hold runs
+//! [`detached`](distsync_core::raw::detached): a receive dropped meanwhile drops the
+//! [`Delivery`] unreceived, which nacks it.
 
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Revision, Txn, TxnOp};
@@ -46,7 +45,7 @@ use super::super::key::range_at;
 use super::super::wait::patiently;
 use super::queue_sweep::claim_call_id;
 use super::{Item, KvQueue, Layout, Position, CLAIM_BUDGET};
-use distsync_core::raw::{Contention, RetryPolicy};
+use distsync_core::raw::{detached, Contention, RetryPolicy};
 
 impl KvQueue {
     /// `receive` (`wait`) or `try_receive`.
@@ -102,25 +101,14 @@ async fn hold(
     call: &str,
     item: Item,
 ) -> Result<Option<Delivery>> {
-    let (answer, outcome) = oneshot::channel::<Result<Option<Delivery>>>();
     let store = Arc::clone(kv);
     let layout = layout.clone();
     let call = call.to_owned();
     let session = session.clone();
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|error| Error::backend(kv.backend(), error))?;
-    runtime.spawn(async move {
-        let result = hold_in_store(&store, &layout, &session, lease, &call, item).await;
-        // A send to a dropped receiver hands the delivery back, whose drop nacks it.
-        drop(answer.send(result));
-    });
-    match outcome.await {
-        Ok(result) => result,
-        Err(_) => Err(Error::backend(
-            kv.backend(),
-            "queue hold task ended without an answer",
-        )),
-    }
+    detached(kv.backend(), async move {
+        hold_in_store(&store, &layout, &session, lease, &call, item).await
+    })
+    .await
 }
 
 async fn hold_in_store(
