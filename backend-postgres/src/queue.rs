@@ -90,7 +90,7 @@ use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::map;
 use crate::store::Shared;
 use distsync_core::queue::{AppendKey, Enqueued};
-use distsync_core::raw::{detached, Failure, Idempotence, WaitRetry};
+use distsync_core::raw::{detached, CleanUp, Failure, Idempotence, WaitRetry};
 
 /// How old an at-most-once claim must be before a consumer puts its item back: longer
 /// than every budget its owner may still be acting within.
@@ -213,28 +213,21 @@ async fn claim_once(
 
 /// Deletes the in-flight record of a handed-over claim, through connection trouble.
 fn forget(shared: Arc<Shared>, call: String) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        let mut backoff = WaitRetry::new("forgetting a queue claim");
-        loop {
-            let deleted = sqlx::query(&shared.sql("DELETE FROM {s}.queue_inflight WHERE call = $1"))
+    CleanUp::new(
+        "forgetting a delivered queue claim",
+        "its record stays in flight and is swept as stale",
+    )
+    .of(&call)
+    .spawn(move |clean_up| async move {
+        let sql = shared.sql("DELETE FROM {s}.queue_inflight WHERE call = $1");
+        let delete = || async {
+            sqlx::query(&sql)
                 .bind(&call)
                 .execute(shared.bounded())
                 .await
-                .map_err(map);
-            match deleted {
-                Ok(_) => return,
-                Err(error) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
-                }
-                Err(error) => {
-                    tracing::error!(call, %error, "deleting a delivered queue claim's record failed");
-                    return;
-                }
-            }
-        }
+                .map_err(map)
+        };
+        clean_up.retry(delete).await.map(drop)
     });
 }
 
@@ -242,44 +235,28 @@ fn forget(shared: Arc<Shared>, call: String) {
 /// it out of `queue_inflight` in one statement; retried through connection trouble,
 /// and idempotent: once moved, the record is gone and a retry moves nothing.
 fn put_back(shared: Arc<Shared>, call: String) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::error!(
-            call,
-            "a queue item claimed by a dropped consumer outside a runtime stays in flight"
+    CleanUp::new(
+        "putting back a dropped consumer's queue item",
+        "it stays in flight until swept as stale",
+    )
+    .of(&call)
+    .spawn(move |clean_up| async move {
+        let sql = shared.sql(
+            "WITH moved AS (DELETE FROM {s}.queue_inflight WHERE call = $1 \
+                 RETURNING id, queue, priority, item) \
+             INSERT INTO {s}.queue_items (id, queue, priority, item) \
+             SELECT id, queue, priority, item FROM moved ON CONFLICT (id) DO NOTHING",
         );
-        return;
-    };
-    runtime.spawn(async move {
-        let mut backoff = WaitRetry::new("putting a queue item back");
-        loop {
-            let moved = sqlx::query(&shared.sql(
-                "WITH moved AS (DELETE FROM {s}.queue_inflight WHERE call = $1 \
-                     RETURNING id, queue, priority, item) \
-                 INSERT INTO {s}.queue_items (id, queue, priority, item) \
-                 SELECT id, queue, priority, item FROM moved ON CONFLICT (id) DO NOTHING",
-            ))
-            .bind(&call)
-            .execute(shared.bounded())
-            .await
-            .map_err(map);
-            match moved {
-                Ok(_) => {
-                    tracing::debug!(call, "item of a dropped consumer put back");
-                    return;
-                }
-                Err(error) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
-                }
-                Err(error) => {
-                    tracing::error!(
-                        call,
-                        %error,
-                        "putting back the item of a dropped consumer failed; it stays in flight"
-                    );
-                    return;
-                }
-            }
-        }
+        let move_back = || async {
+            sqlx::query(&sql)
+                .bind(&call)
+                .execute(shared.bounded())
+                .await
+                .map_err(map)
+        };
+        clean_up.retry(move_back).await?;
+        tracing::debug!(call, "item of a dropped consumer put back");
+        Ok(())
     });
 }
 
@@ -410,31 +387,17 @@ impl Drop for Waiter {
         if !self.registered {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let shared = Arc::clone(&self.shared);
         let queue = std::mem::take(&mut self.queue);
         let id = std::mem::take(&mut self.id);
-        runtime.spawn(async move {
-            let mut backoff = WaitRetry::new("a queue waiter's withdrawal");
-            let give_up = tokio::time::Instant::now() + WAITER_TTL;
-            loop {
-                match Waiter::pass(&shared, &queue, &id).await {
-                    Ok(()) => return,
-                    Err(error)
-                        if WaitRetry::retryable(&error)
-                            && tokio::time::Instant::now() < give_up =>
-                    {
-                        backoff.pause(&error).await;
-                    }
-                    Err(error) => {
-                        // Its place expires after WAITER_TTL; waiters re-check by then.
-                        tracing::debug!(%error, "withdrawing a queue waiter failed");
-                        return;
-                    }
-                }
-            }
+        // Past its TTL the place has expired, and every waiter re-checks by then.
+        CleanUp::new(
+            "a queue waiter's withdrawal",
+            "its place expires after its TTL",
+        )
+        .within(WAITER_TTL)
+        .spawn(move |clean_up| async move {
+            clean_up.retry(|| Waiter::pass(&shared, &queue, &id)).await
         });
     }
 }

@@ -199,7 +199,7 @@ use crate::error::{is_conflict, is_session_gone, map, sqlstate};
 use crate::notify::Subscription;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
-use distsync_core::raw::WaitRetry;
+use distsync_core::raw::{CleanUp, WaitRetry};
 use tokio_util::sync::CancellationToken;
 
 /// Entry numbers of this process; with the session id (never reused) they identify an
@@ -490,37 +490,18 @@ impl Entry {
     /// Withdraws the entry in the background (a dropped wait, a release that failed):
     /// retried until done or the session ends, whose end takes the entry with it.
     pub(crate) fn leave_in_background(self, lease: &Arc<LeaseInner>, tombstone: bool) {
-        let lost = lease.lost_token();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                session = self.session,
-                "entry abandoned outside a runtime; it ends with its session"
-            );
-            return;
-        };
-        runtime.spawn(async move {
-            let mut backoff = WaitRetry::new("withdrawing an entry");
-            loop {
-                let error = tokio::select! {
-                    biased;
-                    () = lost.cancelled() => return,
-                    left = self.leave(tombstone) => match left {
-                        Ok(_) => return,
-                        Err(error) if is_session_gone(&error) => return,
-                        Err(error) => map(error),
-                    },
+        CleanUp::new("withdrawing an entry", "it ends with its session")
+            .until_lost(lease.lost_token())
+            .spawn(move |clean_up| async move {
+                let leave = || async {
+                    match self.leave(tombstone).await {
+                        Ok(_) => Ok(()),
+                        Err(error) if is_session_gone(&error) => Ok(()),
+                        Err(error) => Err(map(error)),
+                    }
                 };
-                if !WaitRetry::retryable(&error) {
-                    tracing::warn!(
-                        session = self.session,
-                        %error,
-                        "withdrawing an entry failed; it ends with its session"
-                    );
-                    return;
-                }
-                backoff.pause(&error).await;
-            }
-        });
+                clean_up.retry(leave).await
+            });
     }
 }
 

@@ -58,6 +58,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::name::Name;
+use crate::raw::CleanUp;
 use crate::session::{Lost, Session};
 use tracing::Instrument;
 
@@ -354,13 +355,6 @@ impl Delivery {
         let Some(settle) = self.settle.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                session = %self.session.id(),
-                "queue delivery nacked after a delay outside a runtime; the item goes back when the session ends"
-            );
-            return;
-        };
         let session = self.session.clone();
         let span = self.settle_span(false);
         span.record(
@@ -371,17 +365,13 @@ impl Delivery {
             tokio::select! {
                 biased;
                 // The store puts the item back itself when the session ends.
-                () = session.lost() => return,
+                () = session.lost() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             }
-            if let Err(error) = settle.nack().await {
-                tracing::debug!(
-                    %error,
-                    "delayed nack of a queue delivery failed; the item goes back when the session ends",
-                );
-            }
+            settle.nack().await
         };
-        runtime.spawn(nack.instrument(span));
+        CleanUp::new("a delayed nack", "the item goes back when the session ends")
+            .spawn(|_| nack.instrument(span));
     }
 }
 
@@ -390,22 +380,11 @@ impl Drop for Delivery {
         let Some(settle) = self.settle.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                session = %self.session.id(),
-                "queue delivery dropped outside a runtime; the item goes back when the session ends"
-            );
-            return;
-        };
         let span = self.settle_span(false);
-        let nack = async move {
-            if let Err(error) = settle.nack().await {
-                tracing::debug!(
-                    %error,
-                    "background nack of a dropped queue delivery failed; the item goes back when the session ends",
-                );
-            }
-        };
-        runtime.spawn(nack.instrument(span));
+        CleanUp::new(
+            "nacking a dropped delivery",
+            "the item goes back when the session ends",
+        )
+        .spawn(|_| async move { settle.nack().await }.instrument(span));
     }
 }

@@ -8,6 +8,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::raw::CleanUp;
 use crate::session::{Lost, Session};
 use crate::token::FencingToken;
 
@@ -230,19 +231,9 @@ impl Drop for DetachOnDrop {
         let Some(release) = self.release.take() else {
             return;
         };
-        let key = std::mem::take(&mut self.key);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = release.await {
-                        tracing::debug!(%key, %error, "background release failed; the lease frees it");
-                    }
-                });
-            }
-            Err(_) => {
-                tracing::debug!(%key, "release abandoned outside a runtime; the lease frees it");
-            }
-        }
+        CleanUp::new("releasing a dropped hold", "the lease frees it")
+            .of(std::mem::take(&mut self.key))
+            .spawn(|_| release);
     }
 }
 

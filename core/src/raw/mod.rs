@@ -29,6 +29,8 @@
 //!   `mark_lost`, the typed lease, the in-process gate; [`GuardStoreSide`]), which no
 //!   user reaches without importing `raw`;
 //! - [`call_id`]: a fresh id that makes a store call idempotent by naming it;
+//! - [`CleanUp`]: the work a `Drop` cannot await (a release, a withdrawal, a put-back),
+//!   spawned and retried within its bound;
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
 //! - [`retry`]: the one retry policy of every backend ([`RetryPolicy`], [`WaitRetry`]):
 //!   what is retried after a transient store failure, for how long, per kind of call;
@@ -124,6 +126,7 @@
 //! checklist for adding a backend.
 
 mod call_id;
+mod clean_up;
 mod connect_failure;
 mod detached;
 mod epoch_book;
@@ -141,6 +144,7 @@ mod tls_files;
 mod url_options;
 
 pub use call_id::call_id;
+pub use clean_up::CleanUp;
 pub use connect_failure::{name_connect_timeout, refusing_hosts};
 pub use detached::detached;
 pub use epoch_book::EpochBook;

@@ -65,6 +65,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::raw::CleanUp;
 
 mod health;
 mod lease;
@@ -358,19 +359,9 @@ impl Drop for SessionInner {
         if was_closed {
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let lease = Arc::clone(&self.lease);
-            let id = self.id;
-            runtime.spawn(async move {
-                if let Err(error) = lease.revoke().await {
-                    tracing::debug!(
-                        session = %id,
-                        %error,
-                        "revoking a dropped session failed; it expires after its TTL",
-                    );
-                }
-            });
-        }
+        let lease = Arc::clone(&self.lease);
+        CleanUp::new("revoking a dropped session", "it expires after its TTL")
+            .spawn(|_| async move { lease.revoke().await });
     }
 }
 

@@ -21,7 +21,7 @@ use super::guarded::{KvGuardedWrite, LockHold};
 use super::heads::HeadMark;
 use super::key::{delete_if_created_at, KeySpace};
 use super::wait::{until_lost, wait_delete};
-use distsync_core::raw::RetryPolicy;
+use distsync_core::raw::{CleanUp, RetryPolicy};
 
 /// Takes the session's in-process gate for `resource` (see [`Session::exclusive`]):
 /// waiting for it unless `wait` is false, in which case a busy gate gives `None`.
@@ -136,21 +136,14 @@ impl Drop for Cleanup {
         let lease = self.lease;
         let create_revision = self.create_revision;
         let gate = self.gate.take();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) =
-                        remove_or_revoke(&kv, &session, lease, &key, create_revision).await
-                    {
-                        tracing::warn!(%key, %error, "removing an abandoned waiter failed; its lease frees it");
-                    }
-                    drop(gate);
-                });
-            }
-            Err(_) => {
-                tracing::warn!(%key, "waiter abandoned outside a runtime; its lease frees it");
-            }
-        }
+        CleanUp::new("removing an abandoned waiter", "its lease frees it")
+            .of(&key)
+            .spawn(move |_| async move {
+                // The removal retries by itself, within the session's TTL.
+                let removed = remove_or_revoke(&kv, &session, lease, &key, create_revision).await;
+                drop(gate);
+                removed.map(drop)
+            });
     }
 }
 
@@ -224,23 +217,10 @@ pub(crate) async fn remove_or_revoke(
 /// which the unrenewed lease has expired anyway).
 fn revoke_session(kv: &Arc<dyn Kv>, session: &Session, lease: LeaseId) {
     session.mark_lost();
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let kv = Arc::clone(kv);
-    let deadline = Instant::now() + session.ttl();
-    runtime.spawn(async move {
-        let revoke = || kv.lease_revoke(lease);
-        let revoked =
-            RetryPolicy::default().idempotent_until("revoke", Some(deadline), None, revoke);
-        if let Err(error) = revoked.await {
-            tracing::warn!(
-                lease = format_args!("{lease:x}"),
-                %error,
-                "revoking a session failed; its lease expires after its TTL",
-            );
-        }
-    });
+    CleanUp::new("revoking a session", "its lease expires after its TTL")
+        .within(session.ttl())
+        .spawn(move |clean_up| async move { clean_up.retry(|| kv.lease_revoke(lease)).await });
 }
 
 /// Whether `lease` is gone from the store; if so, marks `session` lost (so that its

@@ -128,7 +128,7 @@ use distsync_core::queue::Queue;
 
 use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, patiently};
-use distsync_core::raw::{detached, Contention, RetryPolicy};
+use distsync_core::raw::{detached, CleanUp, Contention, RetryPolicy};
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -707,31 +707,21 @@ impl Drop for Waiting {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                key = %self.key,
-                "queue waiter dropped outside a runtime; its key stays and absorbs one wake-up",
-            );
-            return;
-        };
         let kv = Arc::clone(&self.kv);
         let layout = self.layout.clone();
         let key = std::mem::take(&mut self.key);
         let call = std::mem::take(&mut self.call);
         let create_revision = self.create_revision;
-        runtime.spawn(async move {
-            let deadline = Instant::now() + WAKE_BUDGET;
-            let attempt = || withdraw(&*kv, &layout, &key, &call, create_revision);
-            match RetryPolicy::default()
-                .idempotent_until("queue waiter removal", Some(deadline), None, attempt)
-                .await {
-                Ok(Withdrawn::Removed) => {}
-                Ok(Withdrawn::WasWoken(next)) => wake(&*kv, &layout, next).await,
-                Err(error) => {
-                    tracing::warn!(%key, %error, "removing a queue waiter failed; its key absorbs one wake-up");
+        CleanUp::new("removing a queue waiter", "its key absorbs one wake-up")
+            .of(&key)
+            .within(WAKE_BUDGET)
+            .spawn(move |clean_up| async move {
+                let withdrawal = || withdraw(&*kv, &layout, &key, &call, create_revision);
+                if let Withdrawn::WasWoken(next) = clean_up.retry(withdrawal).await? {
+                    wake(&*kv, &layout, next).await;
                 }
-            }
-        });
+                Ok(())
+            });
     }
 }
 
@@ -1082,29 +1072,17 @@ impl Claimed {
             self.record_revision,
         )])
         .and_then(vec![TxnOp::delete(&record)]);
-        let acknowledge = async move {
-            let deadline = Instant::now() + ACK_BUDGET;
-            let attempt = || kv.txn(txn.clone());
-            // Not succeeding means the record is gone already: deleted by an attempt
-            // whose reply was lost (nothing else deletes it while this call holds it).
-            if let Err(error) = RetryPolicy::default()
-                .idempotent_until("queue acknowledgement", Some(deadline), None, attempt)
-                .await
-            {
-                tracing::error!(
-                    %record,
-                    %error,
-                    "deleting the in-flight record of a delivered queue item failed; \
-                     it stays, and must not be put back",
-                );
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(acknowledge)),
-            Err(_) => tracing::error!(
-                "queue item delivered outside a runtime; its in-flight record stays"
-            ),
-        }
+        // Not succeeding means the record is gone already: deleted by an attempt whose
+        // reply was lost (nothing else deletes it while this call holds it).
+        CleanUp::new(
+            "deleting a delivered queue item's in-flight record",
+            "the record stays, and must not be put back",
+        )
+        .of(&record)
+        .within(ACK_BUDGET)
+        .spawn(move |clean_up| async move {
+            clean_up.retry(|| kv.txn(txn.clone())).await.map(drop)
+        });
         value
     }
 }
@@ -1114,32 +1092,20 @@ impl Drop for Claimed {
         let Some(kv) = self.kv.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::error!(
-                record = %self.record,
-                "undelivered queue item dropped outside a runtime; it stays in its in-flight record",
-            );
-            return;
-        };
         let layout = self.layout.clone();
         let record = std::mem::take(&mut self.record);
         let revision = self.record_revision;
         let position = self.position;
         let value = std::mem::take(&mut self.value);
-        runtime.spawn(async move {
-            let deadline = Instant::now() + PUT_BACK_BUDGET;
+        CleanUp::new(
+            "putting back an undelivered queue item",
+            "it stays in its in-flight record until swept as stale",
+        )
+        .of(&record)
+        .within(PUT_BACK_BUDGET)
+        .spawn(move |clean_up| async move {
             let attempt = || put_back(&*kv, &layout, &record, revision, position, value.clone());
-            if let Err(error) =
-                RetryPolicy::default()
-                .idempotent_until("queue put-back", Some(deadline), None, attempt)
-                .await
-            {
-                tracing::error!(
-                    %record,
-                    %error,
-                    "putting back an undelivered queue item failed; it stays in its in-flight record",
-                );
-            }
+            clean_up.retry(attempt).await
         });
     }
 }
