@@ -224,7 +224,6 @@ pub use connection::config::{
 pub use driver::DRIVER;
 pub use limits::Limits;
 pub use outbox::Outbox;
-pub use queue::STALE_CLAIM;
 pub use schema::LAYOUT_VERSION;
 /// The `sqlx` this crate is built with, for [`backend_from_pool`] (its `PgPool` and
 /// `PgConnectOptions` must come from this version).

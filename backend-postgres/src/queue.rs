@@ -89,12 +89,8 @@ use sqlx::PgConnection;
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::map;
 use crate::store::Shared;
-use distsync_core::queue::{AppendKey, Enqueued};
+use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
 use distsync_core::raw::{detached, CleanUp, Failure, Idempotence, WaitRetry};
-
-/// How old an at-most-once claim must be before a consumer puts its item back: longer
-/// than every budget its owner may still be acting within.
-pub const STALE_CLAIM: Duration = Duration::from_secs(15 * 60);
 
 /// How long a waiting consumer's place in the line lasts without renewal.
 const WAITER_TTL: Duration = Duration::from_secs(30);

@@ -23,6 +23,14 @@ pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 
 /// the store applies late, short enough that the records of plain enqueues cost little.
 pub const CALL_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
+/// How old a [`Queue::dequeue`](crate::Queue::dequeue)'s claim must be before any
+/// consumer of its queue puts the item back: 15 minutes, longer than every budget its
+/// owner may still be acting within (the claim, the hand-over's acknowledgement, a
+/// put-back: at most ten minutes). A claim this old belongs to a process that died
+/// between taking the item and handing it over, or to a store unreachable for that
+/// long; its item is delivered again, at its place, the price of not losing it.
+pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// A name for one enqueue that makes repeating it harmless: a store that has seen the
 /// key on a queue (within [`DEDUP_WINDOW`]) does not enqueue again.
 ///

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distsync_conformance::log_capture::LogCapture;
 use distsync_conformance::server_url;
+use distsync_core::queue::STALE_CLAIM;
 use distsync_core::Name;
-use distsync_postgres::STALE_CLAIM;
 use tokio::time::Instant;
 
 fn unique(what: &str) -> Name {

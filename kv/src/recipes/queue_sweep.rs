@@ -13,8 +13,8 @@
 //! (immediate if a consumer is waiting), give or take the clock skew between the
 //! claiming and the sweeping hosts. The price: an item whose delivery succeeded but
 //! whose acknowledgement never reached the store (the store unreachable for
-//! [`STALE_CLAIM`]) is delivered again. Records without a time (written by versions
-//! before this one) are swept at once.
+//! [`STALE_CLAIM`]) is delivered again. A record whose call id carries no time is
+//! swept at once.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,12 +25,8 @@ use crate::kv::{Kv, Range};
 use distsync_core::error::Result;
 
 use super::{put_back, KvQueue, Layout};
+use distsync_core::queue::STALE_CLAIM;
 use distsync_core::raw::call_id;
-
-/// How old an in-flight record must be before a consumer puts its item back: longer
-/// than every budget its owner may still be acting within (claim, acknowledgement,
-/// put-back: at most ten minutes).
-pub(crate) const STALE_CLAIM: Duration = Duration::from_secs(15 * 60);
 
 /// How often a queue handle looks for stale records.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
