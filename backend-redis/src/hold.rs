@@ -1,14 +1,16 @@
 //! A key held through a session (a lock, rwlock or election entry), and releasing it.
 
 use distsync_core::raw::SessionStoreSide as _;
+use std::future::Future;
 use std::sync::Arc;
 
+use distsync_core::raw::CleanUp;
 use distsync_core::{Error, ReleaseFn, Result, Session};
+use tokio_util::sync::CancellationToken;
 
-use crate::background::{spawn_retrying, GiveUp};
 use crate::error::int;
 use crate::scripts::SCRIPTS;
-use crate::session::{PendingTake, RedisLease, Registry};
+use crate::session::{revoke, PendingTake, RedisLease, Registry};
 use crate::store::Shared;
 
 /// One session-held entry key and the value it must hold.
@@ -91,51 +93,31 @@ impl Hold {
         Ok(released)
     }
 
-    /// Releases in the background, retrying transient failures until the release
-    /// succeeds or the session ends (a session that keeps renewing would otherwise
-    /// keep the entry forever). Should the release fail for good, the session is
-    /// ended: `lost()` fires, and the session is revoked (or, if that fails too,
-    /// expires, its keepalive stopped), so the store frees the entry.
+    /// Releases in the background (a release compares the entry's value, so a retry
+    /// after one that landed deletes nothing else), retrying transient failures until
+    /// it succeeds or the session ends, which frees the entry. Should it fail for good,
+    /// the session is ended ([`end_session_if_refused`]): renewed, it would keep the
+    /// entry forever.
     pub(crate) fn release_in_background(self: Arc<Self>, session: &Session) {
         let lost = session.lost_token().clone();
-        let give_up: GiveUp = {
-            let hold = Arc::clone(&self);
-            let lost = lost.clone();
-            Box::new(move |error| {
-                Box::pin(async move {
-                    tracing::warn!(
-                        key = hold.key(),
-                        session = hold.session_id,
-                        %error,
-                        "a release failed for good; ending the session so that the store frees it"
-                    );
-                    lost.cancel();
-                    let revoked = crate::session::revoke(
-                        &hold.shared,
-                        hold.session_id,
-                        Some(&hold.session_nonce),
-                        Some(&hold.registry),
-                    )
+        CleanUp::new("releasing a session's key", "its session's end frees it")
+            .of(&self.key)
+            .until_lost(lost.clone())
+            .spawn(move |clean_up| async move {
+                let released = clean_up
+                    .retry(|| async { self.release().await.map(drop) })
                     .await;
-                    if let Err(error) = revoked {
-                        tracing::warn!(
-                            session = hold.session_id,
-                            %error,
-                            "revoking failed; the session expires after its TTL"
-                        );
-                    }
+                end_session_if_refused(released, || {
+                    end_session(
+                        &self.shared,
+                        &lost,
+                        self.session_id,
+                        &self.session_nonce,
+                        &self.registry,
+                    )
                 })
-            })
-        };
-        spawn_retrying(
-            "release",
-            Some(lost),
-            move || {
-                let hold = Arc::clone(&self);
-                Box::pin(async move { hold.release().await.map(|_| ()) })
-            },
-            Some(give_up),
-        );
+                .await
+            });
     }
 
     /// The release step of a guard: [`Error::SessionLost`] if the entry was already
@@ -184,6 +166,90 @@ impl Drop for Cleanup {
         if let Some((hold, session)) = self.armed.take() {
             tracing::debug!(key = hold.key(), "acquisition cancelled; withdrawing");
             hold.release_in_background(&session);
+        }
+    }
+}
+
+/// `released`, how a release retried in the background ended; should it have failed
+/// for good (an answer retrying cannot change, such as a refusal by the server's ACLs,
+/// rather than a transient failure or the end of the session), `end_session` runs
+/// first, so that the store frees what the session holds rather than its renewals
+/// keeping it. Returns `released`, for the clean-up to log.
+pub(crate) async fn end_session_if_refused<F, Fut>(
+    released: Result<()>,
+    end_session: F,
+) -> Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Err(error) = &released {
+        if !error.is_transient() && !matches!(error, Error::SessionLost) {
+            end_session().await;
+        }
+    }
+    released
+}
+
+/// Ends session `id` after a release in it failed for good: `lost` fires, stopping its
+/// keepalive, and the session is revoked (`nonce` and `registry` as [`revoke`] takes
+/// them), which frees what it holds; should that fail too, the unrenewed session
+/// expires after its TTL.
+pub(crate) async fn end_session(
+    shared: &Shared,
+    lost: &CancellationToken,
+    id: u64,
+    nonce: &str,
+    registry: &Registry,
+) {
+    tracing::warn!(
+        session = id,
+        "a release failed for good; ending its session"
+    );
+    lost.cancel();
+    if let Err(error) = revoke(shared, id, Some(nonce), Some(registry)).await {
+        tracing::warn!(session = id, %error, "revoking failed; the session expires after its TTL");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use distsync_core::{Error, Result};
+
+    use super::end_session_if_refused;
+
+    /// How many times `released` ended the session, and what it returned.
+    async fn ended(released: Result<()>) -> (u32, Result<()>) {
+        let ends = AtomicU32::new(0);
+        let returned = end_session_if_refused(released, || async {
+            ends.fetch_add(1, Ordering::SeqCst);
+        })
+        .await;
+        (ends.load(Ordering::SeqCst), returned)
+    }
+
+    #[tokio::test]
+    async fn a_refused_release_ends_its_session_once_and_is_returned() {
+        let refused = Error::backend("redis", "NOPERM this user has no permissions");
+        let (ends, returned) = ended(Err(refused)).await;
+        assert_eq!(ends, 1);
+        assert!(
+            matches!(returned, Err(Error::Backend { .. })),
+            "{returned:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_release_that_may_yet_succeed_leaves_the_session_alone() {
+        for released in [
+            Ok(()),
+            Err(Error::connection("redis", "down")),
+            Err(Error::SessionLost),
+        ] {
+            let (ends, _) = ended(released).await;
+            assert_eq!(ends, 0);
         }
     }
 }

@@ -249,7 +249,6 @@
 
 mod amnesia;
 mod backend;
-mod background;
 mod barrier;
 mod call;
 mod capabilities;
@@ -305,7 +304,6 @@ pub use crate::options::{
     RedisOptions, DEFAULT_MAX_SESSION_TTL, DEFAULT_WAIT_TIMEOUT, MAX_SESSION_TTL_LIMIT,
 };
 pub use crate::persistence::Persistence;
-pub use crate::queue::STALE_CLAIM;
 pub use crate::scripts::script_source;
 
 /// Re-export of the client crate, for [`backend_from_client`].

@@ -35,7 +35,8 @@
 //! A consumer *process* that crashes between the pop and the acknowledgement leaves
 //! its item in `p:inflight`, neither lost nor delivered twice. Each record is timed
 //! (`p:ift`, the server's clock at the claim) and a record older than
-//! [`STALE_CLAIM`] (15 minutes, as on the other backends) is put back at its place by
+//! [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM) (`QUEUE_STALE_MS` in `lua/lib.lua`)
+//! is put back at its place by
 //! the next dequeue or receive of the queue: the price is a second delivery of an item
 //! whose consumer got it but whose acknowledgement did not reach the store for that
 //! long.
@@ -72,10 +73,9 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::Settle;
+use distsync_core::raw::{CleanUp, Settle};
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 
-use crate::background::spawn_retrying;
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
 use crate::keys::Kind;
@@ -88,11 +88,6 @@ use tokio::time::Instant;
 
 /// How long a waiting consumer's registration lasts without renewal.
 pub(crate) const WAITER_TTL: Duration = Duration::from_secs(30);
-
-/// How old an at-most-once claim must be before another consumer puts its item back
-/// (`QUEUE_STALE_MS` in `lua/lib.lua`): longer than any acknowledgement or put-back
-/// its owner may still be attempting.
-pub const STALE_CLAIM: Duration = Duration::from_secs(15 * 60);
 
 /// The scripts of at-least-once delivery (with `lua/lib.lua` prepended, as in
 /// [`crate::scripts`]).
@@ -391,7 +386,10 @@ impl Settle for RedisSettle {
 }
 
 /// The clean-up of a dequeue call: dropped armed, it puts back what the call may
-/// have popped and withdraws the call as a waiter; on success it acknowledges.
+/// have popped and withdraws the call as a waiter; on success it acknowledges. Both
+/// run in the background for as long as they take, keyed by the call id (a retry after
+/// one that landed changes nothing); an item they leave claimed goes back once its
+/// record is stale (a dequeue's) or its hold expires (a receive's).
 struct Call {
     shared: Arc<Shared>,
     prefix: String,
@@ -429,22 +427,23 @@ impl Call {
         let inflight = format!("{}:inflight", self.prefix);
         let timed = format!("{}:ift", self.prefix);
         let id = self.id.clone();
-        spawn_retrying(
-            "queue acknowledgement",
-            None,
-            move || {
-                let shared = Arc::clone(&shared);
-                let mut command = redis::cmd("HDEL");
-                command.arg(&inflight).arg(&id);
-                let mut untime = redis::cmd("ZREM");
-                untime.arg(&timed).arg(&id);
-                Box::pin(async move {
-                    shared.query(&command).await?;
-                    shared.query(&untime).await.map(|_| ())
-                })
-            },
-            None,
-        );
+        CleanUp::new(
+            "forgetting a dequeued item's in-flight record",
+            "it is put back as stale and delivered again",
+        )
+        .of(format_args!("{inflight} {id}"))
+        .spawn(move |clean_up| async move {
+            let forget = || async {
+                shared
+                    .query(redis::cmd("HDEL").arg(&inflight).arg(&id))
+                    .await?;
+                shared
+                    .query(redis::cmd("ZREM").arg(&timed).arg(&id))
+                    .await
+                    .map(drop)
+            };
+            clean_up.retry(forget).await
+        });
     }
 
     /// Nothing was popped and the call is not registered as a waiter.
@@ -462,29 +461,25 @@ impl Drop for Call {
         let prefix = self.prefix.clone();
         let id = self.id.clone();
         let registry = self.registry.clone();
-        spawn_retrying(
-            "queue cancel",
-            None,
-            move || {
-                let shared = Arc::clone(&shared);
-                let prefix = prefix.clone();
-                let id = id.clone();
-                let registry = registry.clone();
-                Box::pin(async move {
-                    let hold = format!("{prefix}:e:{id}");
-                    registry.unlisted(&hold);
-                    registry.unregister(&shared, &hold).await?;
-                    let mut call = shared.script_on(&SCRIPTS.queue_cancel, &prefix);
-                    call.arg(&id).arg(registry.arg());
-                    let reply = shared.eval(&call).await?;
-                    if int("queue_cancel", &reply)? == 1 {
-                        tracing::debug!(%prefix, "cancelled dequeue put its item back");
-                    }
-                    Ok(())
-                })
-            },
-            None,
-        );
+        CleanUp::new(
+            "putting back a cancelled dequeue's item",
+            "its item goes back once stale or its hold expires",
+        )
+        .of(format_args!("{prefix} {id}"))
+        .spawn(move |clean_up| async move {
+            let hold = format!("{prefix}:e:{id}");
+            let put_back = || async {
+                registry.unlisted(&hold);
+                registry.unregister(&shared, &hold).await?;
+                let mut call = shared.script_on(&SCRIPTS.queue_cancel, &prefix);
+                call.arg(&id).arg(registry.arg());
+                int("queue_cancel", &shared.eval(&call).await?)
+            };
+            if clean_up.retry(put_back).await? == 1 {
+                tracing::debug!(%prefix, "cancelled dequeue put its item back");
+            }
+            Ok(())
+        });
     }
 }
 

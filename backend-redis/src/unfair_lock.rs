@@ -80,14 +80,13 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{GuardStoreSide as _, SessionStoreSide as _, WaitRetry};
+use distsync_core::raw::{CleanUp, GuardStoreSide as _, SessionStoreSide as _, WaitRetry};
 use distsync_core::{Error, FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
 use futures::FutureExt as _;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::background::{spawn_retrying, GiveUp};
 use crate::error::{int, unexpected};
-use crate::hold::Hold;
+use crate::hold::{end_session, end_session_if_refused, Hold};
 use crate::keys::Kind;
 use crate::notify::{Event, Subscription};
 use crate::scripts::Lua;
@@ -358,53 +357,40 @@ impl Inner {
     /// its renewals keeping it. The release script unlists only this acquisition's hold,
     /// so a retry that comes after the session took the lock again leaves that alone.
     fn let_go_in_background(self: Arc<Self>, value: String, gate: Option<OwnedMutexGuard<()>>) {
-        let give_up: GiveUp = {
-            let inner = Arc::clone(&self);
-            Box::new(move |error| Box::pin(async move { inner.end_session(&error).await }))
-        };
-        let stop = self.session.lost_token().clone();
-        spawn_retrying(
-            "unfair release",
-            Some(stop),
-            move || {
-                let _kept = &gate;
-                let inner = Arc::clone(&self);
-                let value = value.clone();
-                Box::pin(async move {
-                    let registry = RedisLease::of(&inner.session, &inner.shared)?.registry();
-                    inner.let_go(registry, &value).await.map(drop)
-                })
-            },
-            Some(give_up),
-        );
+        let lost = self.session.lost_token().clone();
+        CleanUp::new(
+            "letting go of an unfair lock acquisition",
+            "its session's end frees it",
+        )
+        .of(&self.holder)
+        .until_lost(lost)
+        .spawn(move |clean_up| async move {
+            let let_go = || async {
+                let registry = RedisLease::of(&self.session, &self.shared)?.registry();
+                self.let_go(registry, &value).await.map(drop)
+            };
+            let released = clean_up.retry(let_go).await;
+            let released = end_session_if_refused(released, || self.end_session()).await;
+            drop(gate);
+            released
+        });
     }
 
-    /// Ends the session after a release failed for good: `lost()` fires, and the
-    /// session is revoked (or, should that fail too, expires, its keepalive stopped).
-    async fn end_session(&self, error: &Error) {
-        tracing::warn!(
-            key = self.holder.as_str(),
-            session = %self.session.id(),
-            %error,
-            "an unfair lock's release failed for good; ending the session so that the store frees it"
-        );
-        self.session.lost_token().cancel();
-        let Ok(lease) = RedisLease::of(&self.session, &self.shared) else {
-            return;
-        };
-        let revoked = crate::session::revoke(
-            &self.shared,
-            lease.id(),
-            Some(lease.nonce()),
-            Some(lease.registry()),
-        )
-        .await;
-        if let Err(error) = revoked {
-            tracing::warn!(
-                session = %self.session.id(),
-                %error,
-                "revoking failed; the session expires after its TTL"
-            );
+    /// Ends the session after a release failed for good ([`crate::hold::end_session`]).
+    async fn end_session(&self) {
+        let lost = self.session.lost_token();
+        match RedisLease::of(&self.session, &self.shared) {
+            Ok(lease) => {
+                end_session(
+                    &self.shared,
+                    lost,
+                    lease.id(),
+                    lease.nonce(),
+                    lease.registry(),
+                )
+                .await;
+            }
+            Err(_) => lost.cancel(),
         }
     }
 }

@@ -10,8 +10,8 @@ use distsync_core::Primitives;
 
 use std::time::Duration;
 
+use distsync_core::queue::STALE_CLAIM;
 use distsync_core::Name;
-use distsync_redis::STALE_CLAIM;
 use support::{server_url, unique_namespace, with_namespace};
 use tokio::time::Instant;
 

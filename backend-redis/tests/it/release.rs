@@ -1,6 +1,6 @@
 //! Background releases that finish: a guard dropped while the server is unreachable is
 //! released once the server is back, however long that takes (the retry policy over
-//! an hour of failures is `background::tests` in the crate), on a private
+//! an hour of failures is tested in core's `raw::clean_up`), on a private
 //! `redis-server` with an append-only file, so that the held lock survives its restart.
 //!
 //! Runs when `DISTSYNC_REDIS_URL` is set (the test servers are installed); skipped
