@@ -42,6 +42,20 @@ pub(crate) fn api_request_error(error: async_nats::jetstream::context::RequestEr
     }
 }
 
+/// Maps an error of a request on a stream's consumer (its creation, its deletion): a
+/// request that failed or timed out and JetStream [`unavailable`] are
+/// [`Error::Connection`] (transient); any other refusal is [`Error::Backend`].
+pub(crate) fn consumer_error(error: async_nats::jetstream::stream::ConsumerError) -> Error {
+    use async_nats::jetstream::stream::ConsumerErrorKind;
+    match error.kind() {
+        ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => {
+            Error::connection(BACKEND, error)
+        }
+        ConsumerErrorKind::JetStream(api) if unavailable(&api) => Error::connection(BACKEND, error),
+        _ => Error::backend(BACKEND, error),
+    }
+}
+
 /// Maps an error of getting the bucket's stream: a request that failed and JetStream
 /// [`unavailable`] are [`Error::Connection`] (transient); any other is
 /// [`Error::Backend`].

@@ -73,7 +73,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{
-    lock_guard, with_guarded_write, GuardedWrite, Locker, ReleaseFn, RetryPolicy,
+    lock_guard, with_guarded_write, CleanUp, GuardedWrite, Locker, ReleaseFn, RetryPolicy,
 };
 use distsync_core::{Error, LockGuard, Name, Result, Session};
 use futures::StreamExt;
@@ -176,13 +176,10 @@ impl Drop for Contender {
             return;
         }
         let (lease, key) = (Arc::clone(&self.lease), std::mem::take(&mut self.key));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = lease.release(&key).await {
-                    tracing::debug!(key, %error, "a dropped contender's purge failed; its ttl ends it");
-                }
-            });
-        }
+        // The release retries its purge itself, until the session is lost.
+        CleanUp::new("purging a dropped contender's key", "its ttl ends it")
+            .of(&key)
+            .spawn(move |_| async move { lease.release(&key).await });
     }
 }
 

@@ -167,7 +167,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::delivery::{Delivery, Settle};
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
-use distsync_core::raw::{call_id, Contention, Failure, Idempotence, Queue, RetryPolicy};
+use distsync_core::raw::{call_id, CleanUp, Contention, Failure, Idempotence, Queue, RetryPolicy};
 use distsync_core::{Error, Name, Result, Session};
 use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::{FutureExt, StreamExt};
@@ -1135,36 +1135,32 @@ impl Drop for PendingHold {
             return;
         }
         let (shared, key) = (Arc::clone(&self.shared), std::mem::take(&mut self.key));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = abandon_hold(&shared, &key).await {
-                    tracing::debug!(key, %error, "a dropped receive's hold ends with its ttl");
-                }
-            });
-        }
+        CleanUp::new(
+            "abandoning a dropped receive's hold",
+            "it ends with its ttl",
+        )
+        .of(&key)
+        .within(CLEANUP_BUDGET)
+        .spawn(move |clean_up| async move { clean_up.retry(|| abandon_hold(&shared, &key)).await });
     }
 }
 
-/// Ends the hold key `key` of a receive that did not hand it to its session: a
-/// tombstone compared with no message refuses a batch still on its way; refused
-/// itself, it means the batch landed, and the hold is purged (the item is queued
-/// again, its delivery counted, as after a nack).
+/// Ends the hold key `key` of a receive that did not hand it to its session (one
+/// attempt, repeated as it is idempotent): a tombstone compared with no message
+/// refuses a batch still on its way; refused itself, it means the batch landed, and
+/// the hold is purged (the item is queued again, its delivery counted, as after a
+/// nack).
 async fn abandon_hold(shared: &Shared, key: &str) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + CLEANUP_BUDGET;
     let store = &shared.store;
-    RetryPolicy::default()
-        .idempotent_until("abandoning a hold", Some(deadline), None, || async {
-            let abandon = Write::purge(key).if_at(0).ttl(CALL_KEY_WINDOW);
-            if store.publish(abandon).await?.compared()?.is_some() {
-                return Ok(());
-            }
-            if let Some(entry) = Some(after_refusal(store, key).await?).filter(Entry::live) {
-                let purge = Write::purge(key).if_at(entry.seq).ttl(TOMBSTONE_TTL);
-                store.publish(purge).await?.compared()?;
-            }
-            Ok(())
-        })
-        .await
+    let abandon = Write::purge(key).if_at(0).ttl(CALL_KEY_WINDOW);
+    if store.publish(abandon).await?.compared()?.is_some() {
+        return Ok(());
+    }
+    if let Some(entry) = Some(after_refusal(store, key).await?).filter(Entry::live) {
+        let purge = Write::purge(key).if_at(entry.seq).ttl(TOMBSTONE_TTL);
+        store.publish(purge).await?.compared()?;
+    }
+    Ok(())
 }
 
 /// The last message of `key` after a write to it compared with no message was
@@ -1485,55 +1481,50 @@ impl Drop for Call {
 /// Puts the record `record` back in the background (see [`put_back`]).
 fn spawn_put_back(shared: &Arc<Shared>, record: String) {
     let shared = Arc::clone(shared);
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            if let Err(error) = put_back(&shared, &record).await {
-                tracing::warn!(record, %error, "a dropped dequeue's item stays in its in-flight record");
-            }
-        });
-    }
+    CleanUp::new(
+        "putting back a dropped dequeue's item",
+        "it stays in its in-flight record",
+    )
+    .of(&record)
+    .within(CLEANUP_BUDGET)
+    .spawn(move |clean_up| async move { clean_up.retry(|| put_back(&shared, &record)).await });
 }
 
-/// Puts the record `record` back as the item it was claimed from, at its place.
-/// A claim may still be on its way (a reconnecting client sends what it held back),
-/// so the record's key is first taken by a tombstone, compared with no message: a
-/// claim arriving after it is refused; a tombstone refused means the claim landed,
-/// and its record is put back.
+/// Puts the record `record` back as the item it was claimed from, at its place (one
+/// attempt, repeated as it is idempotent). A claim may still be on its way (a
+/// reconnecting client sends what it held back), so the record's key is first taken
+/// by a tombstone, compared with no message: a claim arriving after it is refused; a
+/// tombstone refused means the claim landed, and its record is put back.
 async fn put_back(shared: &Shared, record: &str) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + CLEANUP_BUDGET;
     let store = &shared.store;
-    RetryPolicy::default()
-        .idempotent_until("putting an item back", Some(deadline), None, || async {
-            let abandon = Write::purge(record).if_at(0).ttl(CALL_KEY_WINDOW);
-            if store.publish(abandon).await?.compared()?.is_some() {
-                return Ok(());
-            }
-            let Some(entry) = Some(after_refusal(store, record).await?).filter(Entry::live) else {
-                return Ok(());
-            };
-            let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
-                return Ok(());
-            };
-            let Some((root, priority)) = item_place(&key) else {
-                return Ok(());
-            };
-            // The item and its delivery record are written anew, its count kept; the
-            // compare on the in-flight record makes this happen once.
-            let writes = vec![
-                Write::put(priority_key(root, priority), Bytes::new()),
-                Write::put(delivery_key(root, id_of(&key)), Bytes::new())
-                    .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
-                enqueued(
-                    Write::put(key.as_str(), entry.value.clone())
-                        .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
-                    enqueued_of(&entry),
-                ),
-                Write::purge(record).if_at(entry.seq).ttl(CALL_KEY_WINDOW),
-            ];
-            store.batch(writes).await?.compared()?;
-            Ok(())
-        })
-        .await
+    let abandon = Write::purge(record).if_at(0).ttl(CALL_KEY_WINDOW);
+    if store.publish(abandon).await?.compared()?.is_some() {
+        return Ok(());
+    }
+    let Some(entry) = Some(after_refusal(store, record).await?).filter(Entry::live) else {
+        return Ok(());
+    };
+    let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
+        return Ok(());
+    };
+    let Some((root, priority)) = item_place(&key) else {
+        return Ok(());
+    };
+    // The item and its delivery record are written anew, its count kept; the compare
+    // on the in-flight record makes this happen once.
+    let writes = vec![
+        Write::put(priority_key(root, priority), Bytes::new()),
+        Write::put(delivery_key(root, id_of(&key)), Bytes::new())
+            .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
+        enqueued(
+            Write::put(key.as_str(), entry.value.clone())
+                .header(DELIVERIES_HEADER, &deliveries_of(&entry).to_string()),
+            enqueued_of(&entry),
+        ),
+        Write::purge(record).if_at(entry.seq).ttl(CALL_KEY_WINDOW),
+    ];
+    store.batch(writes).await?.compared()?;
+    Ok(())
 }
 
 /// `write` carrying the item's enqueue time `enqueued_us`, if known.
@@ -1547,29 +1538,20 @@ fn enqueued(write: Write, enqueued_us: Option<u64>) -> Write {
 /// Purges a handed-over item's record in the background.
 fn forget_record(shared: &Arc<Shared>, record: String, seq: u64) {
     let shared = Arc::clone(shared);
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + CLEANUP_BUDGET;
-        let store = &shared.store;
-        let purged = RetryPolicy::default()
-            .idempotent_until(
-                "forgetting a dequeued item",
-                Some(deadline),
-                None,
-                || async {
-                    store
-                        .publish(
-                            Write::purge(record.as_str())
-                                .if_at(seq)
-                                .ttl(CALL_KEY_WINDOW),
-                        )
-                        .await?
-                        .compared()
-                },
-            )
-            .await;
-        if let Err(error) = purged {
-            tracing::warn!(record, %error, "a dequeued item's in-flight record stays");
-        }
+    CleanUp::new(
+        "forgetting a dequeued item's record",
+        "the delivered item stays in its in-flight record",
+    )
+    .of(&record)
+    .within(CLEANUP_BUDGET)
+    .spawn(move |clean_up| async move {
+        let purge = || async {
+            let write = Write::purge(record.as_str())
+                .if_at(seq)
+                .ttl(CALL_KEY_WINDOW);
+            shared.store.publish(write).await?.compared()
+        };
+        clean_up.retry(purge).await.map(drop)
     });
 }
 
@@ -1949,6 +1931,11 @@ mod tests {
         assert!(read.is_none(), "the write in flight is readable: {read:?}");
     }
 
+    /// A clean-up retried for as long as its background run is.
+    fn retried() -> CleanUp {
+        CleanUp::new("a test's clean-up", "the test fails").within(CLEANUP_BUDGET)
+    }
+
     /// Runs `cleanup` while the write to `key` is in flight: it must not end while
     /// the followers are down (a refusal with no sequence and an empty read tell it
     /// nothing), and it ends once they are back.
@@ -2008,7 +1995,7 @@ mod tests {
         };
         let cleanup = tokio::spawn({
             let (shared, record) = (Arc::clone(shared), record.clone());
-            async move { put_back(&shared, &record).await }
+            async move { retried().retry(|| put_back(&shared, &record)).await }
         });
         cleanup_waits_for_the_write(stopped, &shared.store, record, cleanup).await;
 
@@ -2055,7 +2042,7 @@ mod tests {
         );
         let cleanup = tokio::spawn({
             let (shared, hold) = (Arc::clone(shared), hold.clone());
-            async move { abandon_hold(&shared, &hold).await }
+            async move { retried().retry(|| abandon_hold(&shared, &hold)).await }
         });
         cleanup_waits_for_the_write(stopped, &shared.store, &hold, cleanup).await;
 

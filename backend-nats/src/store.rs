@@ -36,15 +36,17 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::{DeliverPolicy, StreamErrorKind};
 use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::ErrorCode;
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use distsync_core::raw::CleanUp;
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::error::{api_request_error, get_stream_error, request_error, unavailable};
+use crate::error::{api_request_error, consumer_error, get_stream_error, request_error};
 use crate::BACKEND;
 
 /// The header that makes a write conditional on the key's last sequence (0: absent).
@@ -768,15 +770,7 @@ impl Store {
         let consumer = self
             .answer(stream.create_consumer(config))
             .await?
-            .map_err(|error| match error.kind() {
-                ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => {
-                    Error::connection(BACKEND, error)
-                }
-                ConsumerErrorKind::JetStream(api) if unavailable(&api) => {
-                    Error::connection(BACKEND, error)
-                }
-                _ => Error::backend(BACKEND, error),
-            })?;
+            .map_err(consumer_error)?;
         let messages =
             self.answer(consumer.messages())
                 .await?
@@ -871,18 +865,33 @@ impl futures::Stream for Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = stream.delete_consumer(&name).await {
-                    tracing::debug!(
-                        consumer = name,
-                        %error,
-                        "deleting a watch's consumer failed; it expires when inactive"
-                    );
-                }
+        CleanUp::new("deleting a watch's consumer", "it expires when inactive")
+            .of(&name)
+            .within(CONSUMER_INACTIVE)
+            .spawn(move |clean_up| async move {
+                let delete = || async {
+                    match stream.delete_consumer(&name).await {
+                        Ok(_) => Ok(()),
+                        Err(error) if gone(&error) => Ok(()),
+                        Err(error) => Err(consumer_error(error)),
+                    }
+                };
+                clean_up.retry(delete).await
             });
-        }
     }
+}
+
+/// How long after its last use the server deletes a watch's consumer by itself: the
+/// inactivity threshold the client gives an ordered consumer.
+const CONSUMER_INACTIVE: Duration = Duration::from_secs(30);
+
+/// Whether the server answered that the consumer is not there (deleted already, or
+/// expired).
+fn gone(error: &async_nats::jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        error.kind(),
+        ConsumerErrorKind::JetStream(api) if api.error_code() == ErrorCode::CONSUMER_NOT_FOUND
+    )
 }
 
 /// A message's operation from its headers.

@@ -58,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{lock_guard, GuardStoreSide as _, Locker};
+use distsync_core::raw::{lock_guard, CleanUp, GuardStoreSide as _, Locker};
 use distsync_core::raw::{Make, OnSession};
 use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use tokio_util::sync::CancellationToken;
@@ -509,41 +509,40 @@ impl Drop for Entry {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let lease = Arc::clone(&self.lease);
         let dir = std::mem::take(&mut self.dir);
         let prefix = std::mem::take(&mut self.prefix);
         let known = std::mem::take(&mut self.child);
-        runtime.spawn(async move {
-            // Sent after the create on the same session, so the listing includes it. A
-            // node left behind would stand in line until the session ends, so both
-            // requests are retried through connection losses for as long as it lives.
-            let Ok(client) = lease.client() else { return };
-            let children = match lease
-                .retrying(RETRY_PAUSE, || client.list_children(&dir))
-                .await
-            {
-                Ok(Ok(children)) => children,
-                Ok(Err(error)) => {
-                    tracing::debug!(%dir, %error, "could not list a cancelled contender's node");
-                    return;
+        // A node left behind would stand in line until the session ends, so the
+        // requests are retried for as long as it lives.
+        CleanUp::new(
+            "deleting a cancelled contender's node",
+            "it stands in line until its session ends",
+        )
+        .of(format!("{dir}/{prefix}"))
+        .until_lost(lease.lost_token())
+        .spawn(move |clean_up| async move {
+            // Sent after the create on the same session, so the listing includes it.
+            let list = || async {
+                let client = lease.client()?;
+                match lease.once(|| client.list_children(&dir)).await? {
+                    Ok(children) => Ok(children),
+                    Err(zk::Error::NoNode) => Ok(Vec::new()),
+                    Err(error) => Err(lease.error(error)),
                 }
-                Err(_) => return, // The session is over: its nodes go with it.
             };
-            for child in children
+            let mut deleted = Ok(());
+            for child in clean_up
+                .retry(list)
+                .await?
                 .into_iter()
                 .filter(|child| *child == known || child.starts_with(&prefix))
             {
                 let path = format!("{dir}/{child}");
-                match lease.retrying(RETRY_PAUSE, || client.delete(&path, None)).await {
-                    Ok(Ok(()) | Err(zk::Error::NoNode)) | Err(_) => {}
-                    Ok(Err(error)) => {
-                        tracing::debug!(node = %path, %error, "could not delete a cancelled contender's node");
-                    }
-                }
+                // A node that cannot be deleted does not keep the others in line.
+                deleted = deleted.and(clean_up.retry(|| lease.delete_once(&path)).await);
             }
+            deleted
         });
     }
 }

@@ -73,7 +73,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::Make;
-use distsync_core::raw::{call_id, Failure, Idempotence, RetryPolicy, WaitRetry};
+use distsync_core::raw::{call_id, CleanUp, Failure, Idempotence, RetryPolicy, WaitRetry};
 use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
 use tokio::time::Instant;
 use zookeeper_client as zk;
@@ -304,7 +304,7 @@ impl Inner {
             };
             ops().map_err(map)?;
             let put_back = PutBack {
-                inner: None,
+                shared: None,
                 client: client.clone(),
                 receipt: receipt.clone(),
                 path: path.clone(),
@@ -633,7 +633,7 @@ enum Read {
 /// cancelled, or failed not knowing), it puts the item back in the background if its
 /// receipt exists, recreating the node under its name, so at its place.
 struct PutBack {
-    inner: Option<(Arc<Shared>, Name)>,
+    shared: Option<Arc<Shared>>,
     client: zk::Client,
     receipt: String,
     path: String,
@@ -642,46 +642,34 @@ struct PutBack {
 
 impl PutBack {
     fn armed(mut self, queue: &Inner) -> Self {
-        self.inner = Some((Arc::clone(&queue.shared), queue.name.clone()));
+        self.shared = Some(Arc::clone(&queue.shared));
         self
     }
 
     fn disarm(&mut self) {
-        self.inner = None;
+        self.shared = None;
     }
 }
 
 impl Drop for PutBack {
     fn drop(&mut self) {
-        let Some((shared, name)) = self.inner.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                queue = %name,
-                "a dequeue dropped outside a runtime may have taken an item it did not return"
-            );
+        let Some(shared) = self.shared.take() else {
             return;
         };
         let client = self.client.clone();
         let receipt = std::mem::take(&mut self.receipt);
         let path = std::mem::take(&mut self.path);
         let data = std::mem::take(&mut self.data);
-        runtime.spawn(async move {
-            let deadline = Instant::now() + PUT_BACK_DEADLINE;
-            let outcome = RetryPolicy::default()
-                .idempotent_until("queue put-back", Some(deadline), None, || {
-                    put_back(&shared, &client, &receipt, &path, &data)
-                })
-                .await;
-            if let Err(error) = outcome {
-                tracing::error!(
-                    queue = %name,
-                    node = %path,
-                    %error,
-                    "could not put back the item of a dropped dequeue"
-                );
-            }
+        CleanUp::new(
+            "putting back the item of a dropped dequeue",
+            "the item the dequeue may have taken is lost",
+        )
+        .of(&path)
+        .within(PUT_BACK_DEADLINE)
+        .spawn(move |clean_up| async move {
+            clean_up
+                .retry(|| put_back(&shared, &client, &receipt, &path, &data))
+                .await
         });
     }
 }

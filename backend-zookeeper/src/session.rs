@@ -128,20 +128,8 @@ impl LeaseInner {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
     {
-        let timeout = self.shared.config.request_timeout();
         loop {
-            if self.is_over() {
-                return Err(Error::SessionLost);
-            }
-            let client = self.client()?;
-            let answer = match crate::direct::connected(&self.shared, &client).await {
-                // No answer in time counts as a lost connection.
-                Ok(()) => tokio::time::timeout(timeout, request())
-                    .await
-                    .unwrap_or(Err(zk::Error::ConnectionLoss)),
-                Err(_) => Err(zk::Error::ConnectionLoss),
-            };
-            match answer {
+            match self.once(&mut request).await? {
                 Err(error) if crate::error::is_connection_loss(&error) => {
                     tracing::debug!(session = %SessionId(self.id), %error, "zookeeper request not answered; retrying");
                     tokio::select! {
@@ -152,6 +140,55 @@ impl LeaseInner {
                 answer => return Ok(answer),
             }
         }
+    }
+
+    /// One attempt of [`retrying`](Self::retrying): `request` (whose call sends it: the
+    /// client sends a request when it is made, not when it is awaited) made once the
+    /// client is connected, and answered within the request timeout; no answer in time
+    /// counts as a lost connection.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over.
+    pub(crate) async fn once<T, Fut>(
+        &self,
+        request: impl FnOnce() -> Fut,
+    ) -> Result<std::result::Result<T, zk::Error>>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, zk::Error>>,
+    {
+        if self.is_over() {
+            return Err(Error::SessionLost);
+        }
+        let client = self.client()?;
+        let timeout = self.shared.config.request_timeout();
+        let answer = match crate::direct::connected(&self.shared, &client).await {
+            Ok(()) => tokio::time::timeout(timeout, request())
+                .await
+                .unwrap_or(Err(zk::Error::ConnectionLoss)),
+            Err(_) => Err(zk::Error::ConnectionLoss),
+        };
+        Ok(answer)
+    }
+
+    /// Deletes the node at `path`, which this session created, in one attempt (see
+    /// [`once`](Self::once)): the request of the clean-up of an abandoned node. A node
+    /// already gone counts as deleted.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over (the node went with it); the
+    /// store's error, transient after a lost connection.
+    pub(crate) async fn delete_once(&self, path: &str) -> Result<()> {
+        let client = self.client()?;
+        match self.once(|| client.delete(path, None)).await? {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(error) => Err(self.error(error)),
+        }
+    }
+
+    /// The session's lost token, which the store's end of the session also fires (a
+    /// token nobody fires before the session has started).
+    pub(crate) fn lost_token(&self) -> CancellationToken {
+        self.lost.get().cloned().unwrap_or_default()
     }
 
     /// Resolves once the session is declared lost (never before it has started).

@@ -91,7 +91,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{lock_guard, GuardStoreSide as _, Locker, ReleaseFn};
+use distsync_core::raw::{lock_guard, CleanUp, GuardStoreSide as _, Locker, ReleaseFn};
 use distsync_core::raw::{Make, OnSession};
 use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use tokio_util::sync::CancellationToken;
@@ -146,22 +146,18 @@ impl Drop for Claim {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let lease = Arc::clone(&self.lease);
         let path = std::mem::take(&mut self.path);
-        runtime.spawn(async move {
-            // Sent after the create on the same session, so it finds the node. A node
-            // left behind would keep the lock held for as long as the session lives.
-            let Ok(client) = lease.client() else { return };
-            match lease.retrying(RETRY_PAUSE, || client.delete(&path, None)).await {
-                Ok(Ok(()) | Err(zk::Error::NoNode)) | Err(_) => {}
-                Ok(Err(error)) => {
-                    tracing::debug!(node = %path, %error, "could not delete a cancelled unfair take's node");
-                }
-            }
-        });
+        // Sent after the create on the same session, so it finds the node. A node left
+        // behind would keep the lock held for as long as the session lives, so the
+        // delete is retried for as long.
+        CleanUp::new(
+            "deleting a cancelled unfair take's node",
+            "it holds the lock until its session ends",
+        )
+        .of(&path)
+        .until_lost(lease.lost_token())
+        .spawn(move |clean_up| async move { clean_up.retry(|| lease.delete_once(&path)).await });
     }
 }
 

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{
-    call_id, Failure, Idempotence, RetryPolicy, SessionStoreSide as _, Settle,
-};
+use distsync_core::raw::{call_id, CleanUp, Failure, Idempotence, SessionStoreSide as _, Settle};
 use distsync_core::{Delivery, Error, Result, Session};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
@@ -254,27 +252,20 @@ impl Drop for Undo {
         let Some(lease) = self.lease.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let lock = std::mem::take(&mut self.lock);
         let claim = std::mem::take(&mut self.claim);
         let count_path = std::mem::take(&mut self.count_path);
         let count = self.count;
-        runtime.spawn(async move {
-            let deadline = tokio::time::Instant::now() + RELEASE_DEADLINE;
-            let outcome = RetryPolicy::default()
-                .idempotent_until("queue receive undo", Some(deadline), None, || {
-                    undo(&lease, &lock, &claim, &count_path, count)
-                })
-                .await;
-            if let Err(error) = outcome {
-                tracing::debug!(
-                    node = %lock,
-                    %error,
-                    "could not undo a dropped receive; the item goes back when the session ends"
-                );
-            }
+        CleanUp::new(
+            "undoing a dropped receive's hold",
+            "the item goes back when the session ends",
+        )
+        .of(&lock)
+        .within(RELEASE_DEADLINE)
+        .spawn(move |clean_up| async move {
+            clean_up
+                .retry(|| undo(&lease, &lock, &claim, &count_path, count))
+                .await
         });
     }
 }
