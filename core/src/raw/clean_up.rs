@@ -127,10 +127,11 @@ impl CleanUp {
                 Err(Error::SessionLost) => {
                     tracing::debug!(
                         what,
+                        of,
                         "clean-up ended with its session, whose entries the store frees"
                     );
                 }
-                Err(error) => tracing::warn!(what, left, %error, "clean-up failed"),
+                Err(error) => tracing::warn!(what, of, left, %error, "clean-up failed"),
             }
         });
     }
