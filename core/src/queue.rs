@@ -23,7 +23,7 @@ pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 
 /// the store applies late, short enough that the records of plain enqueues cost little.
 pub const CALL_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
-/// How old a [`Queue::dequeue`](crate::Queue::dequeue)'s claim must be before any
+/// How old a [`Queue::dequeue`]'s claim must be before any
 /// consumer of its queue puts the item back: 15 minutes, longer than every budget its
 /// owner may still be acting within (the claim, the hand-over's acknowledgement, a
 /// put-back: at most ten minutes). A claim this old belongs to a process that died
