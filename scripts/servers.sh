@@ -901,6 +901,13 @@ sentinels_agree() {
     done
 }
 
+# A primary starts a replica's full resynchronisation at once. Redis waits 5 s by
+# default (repl-diskless-sync-delay) for more replicas to share the transfer, but each
+# primary here has one replica: the old primary that rejoins the promoted one after a
+# failover. Under replica acknowledgement (wait_replicas=1) nothing is acknowledged
+# until that replica has synced, so the default delay held every grant for 5 s more.
+REPL_SYNC_NOW=(--repl-diskless-sync-delay 0)
+
 # Node N starts as a replica of the other node when that one answers as the primary,
 # as the primary when the other answers as a replica; when the other does not answer,
 # node 1 starts as the primary and node 2 as its replica (the first `up`).
@@ -912,9 +919,10 @@ redis_ha_start() {
         replicaof=(--replicaof "$HOST" "$(ha_port "$other")")
     fi
     # No persistence (test servers); a short replication timeout so that a replica
-    # notices a dead primary quickly.
+    # notices a dead primary quickly; a full resync at once (REPL_SYNC_NOW).
     spawn "redis-ha-$n" redis-server --bind "$HOST" --port "$(ha_port "$n")" --save '' \
-        --appendonly no --dir "$DIR/redis-ha-$n" --repl-timeout 5 "${replicaof[@]}"
+        --appendonly no --dir "$DIR/redis-ha-$n" --repl-timeout 5 "${REPL_SYNC_NOW[@]}" \
+        "${replicaof[@]}"
 }
 
 # A Sentinel's configuration, rewritten at every start (the Sentinel rewrites it
@@ -1094,7 +1102,7 @@ redis_cluster_start() {
         --cluster-port "$(rc_bus_port "$n")" --cluster-enabled yes \
         --cluster-config-file "$DIR/redis-cluster-$n/nodes.conf" \
         --cluster-node-timeout 2000 --cluster-require-full-coverage no \
-        --cluster-replica-validity-factor 0 --maxmemory-policy noeviction \
+        --cluster-replica-validity-factor 0 --maxmemory-policy noeviction "${REPL_SYNC_NOW[@]}" \
         --appendonly no --save '' --dir "$DIR/redis-cluster-$n"
 }
 

@@ -172,6 +172,10 @@ struct Seen {
     terms: Mutex<Vec<u64>>,
     backwards: Mutex<Vec<String>>,
     acked: Mutex<Vec<String>>,
+    /// Sessions the load could not open through [`LONG`] of transient errors, and the
+    /// last error: the case's own checks (a lock stuck, the checker's session and
+    /// [`client_stuck`]) judge what that means; this is their evidence.
+    sessions_refused: Mutex<Vec<String>>,
 }
 
 impl Seen {
@@ -181,6 +185,25 @@ impl Seen {
             backend.session(SessionOptions::with_ttl(ttl))
         })
         .await
+    }
+
+    /// A session for the load (`who`): `None` when transient errors kept it from
+    /// opening for [`LONG`] (recorded, for the caller to try again), a violation for
+    /// any other error.
+    async fn load_session(
+        &self,
+        backend: &dyn Backend,
+        ttl: Duration,
+        who: &str,
+    ) -> Check<Option<Session>> {
+        match self.session(backend, ttl).await {
+            Ok(session) => Ok(Some(session)),
+            Err(error) if error.is_transient() => {
+                lock_vec(&self.sessions_refused).push(format!("{who}: {error}"));
+                Ok(None)
+            }
+            Err(error) => violated(format!("{who} opening a session: {error}")),
+        }
     }
 
     /// Records a token (a grant's or a term) in `list`, noting one that did not grow.
@@ -218,10 +241,10 @@ async fn contend(
     stop: Arc<AtomicBool>,
 ) -> Check<()> {
     while !stop.load(Ordering::SeqCst) {
-        let session = seen
-            .session(&*backend, ttl)
-            .await
-            .ctx("opening a session")?;
+        let who = format!("contender {i}");
+        let Some(session) = seen.load_session(&*backend, ttl, &who).await? else {
+            continue;
+        };
         let locker = backend.locker(&session, lock.clone()).ctx("a locker")?;
         // The token of a hold whose unlock did not finish (the failover cut it off):
         // its key may still be there, and this session's next lock() then resumes
@@ -285,10 +308,9 @@ async fn lead(
     stop: Arc<AtomicBool>,
 ) -> Check<()> {
     while !stop.load(Ordering::SeqCst) {
-        let session = seen
-            .session(&*backend, ttl)
-            .await
-            .ctx("opening the leader's session")?;
+        let Some(session) = seen.load_session(&*backend, ttl, "the leader").await? else {
+            continue;
+        };
         let candidate = backend
             .election(&session, election.clone())
             .ctx("an election")?;
@@ -672,11 +694,19 @@ fn judge(
         None => String::new(),
     };
     let next = first_after.map_or_else(|| "none".to_owned(), secs);
+    let refused = match lock_vec(&seen.sessions_refused).as_slice() {
+        [] => String::new(),
+        all @ [first, ..] => format!(
+            "; {} sessions of the load could not open for {} each (first: {first})",
+            all.len(),
+            secs(LONG)
+        ),
+    };
     let detail = format!(
         "member {leader} killed, member {new_leader} took over after {}; next grant after \
          {next}; {grants} grants, {} items acknowledged, {sessions_lost} sessions or \
          leaderships lost and renewed, {} timed waits gave up, {} transient errors \
-         retried; {holder_detail}{lag}{items_lost}{}",
+         retried; {holder_detail}{lag}{items_lost}{refused}{}",
         secs(took_over),
         acked_items.len(),
         seen.waits_timed_out.load(Ordering::SeqCst),
