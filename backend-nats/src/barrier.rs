@@ -13,6 +13,7 @@
 //! watch the barrier's keys until it is there. `leave` purges the participant's key
 //! and waits until the line is empty, then purges the ready key for the next round.
 
+use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -28,7 +29,6 @@ use crate::lock::{contenders, gone_after, Contender, NatsLocker};
 use crate::session::LeaseInner;
 use crate::shared::Shared;
 use crate::store::Write;
-use crate::wait;
 
 /// The barrier `name`.
 pub(crate) struct NatsBarrier {
@@ -66,20 +66,21 @@ impl Barrier for NatsBarrier {
     }
 
     async fn wait(&self) -> Result<()> {
-        wait::until("a barrier", None, || async {
-            let seq = match self.shared.store.last(&self.key).await? {
-                Some(entry) if entry.live() => entry.seq,
-                _ => return Ok(Some(())),
-            };
-            let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
-            while let Some(event) = events.next().await {
-                if !event?.live() {
-                    return Ok(Some(()));
+        RetryPolicy::default()
+            .wait_until("a barrier", None, || async {
+                let seq = match self.shared.store.last(&self.key).await? {
+                    Some(entry) if entry.live() => entry.seq,
+                    _ => return Ok(Some(())),
+                };
+                let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
+                while let Some(event) = events.next().await {
+                    if !event?.live() {
+                        return Ok(Some(()));
+                    }
                 }
-            }
-            Ok(None)
-        })
-        .await
+                Ok(None)
+            })
+            .await
     }
 }
 
@@ -151,41 +152,42 @@ impl DoubleBarrier for NatsDoubleBarrier {
         let key = entry.as_ref().map(|c| c.key.clone()).unwrap_or_default();
         drop(entry);
         let filter = format!("{}.>", keys::key(Kind::DoubleBarrier, &self.name));
-        wait::until("a double barrier", None, || async {
-            let (line, ready, last) = self.state().await?;
-            match line.iter().position(|(_, k)| *k == key) {
-                Some(place) if place >= self.count.get() => {
-                    self.lease.release(&key).await?;
-                    *self.entry.lock().await = None;
-                    Err(Error::TooManyParticipants {
-                        name: self.name.as_str().to_owned(),
-                        count: self.count.get(),
-                    })
-                }
-                Some(_) if ready => Ok(Some(())),
-                Some(_) if line.len() >= self.count.get() => {
-                    let write = Write::put(self.ready.as_str(), Bytes::from_static(b"ready"));
-                    self.lease.shared.store.publish(write).await?.compared()?;
-                    Ok(Some(()))
-                }
-                Some(_) => {
-                    let mut events = self.lease.shared.store.watch(&filter, last + 1).await?;
-                    tokio::select! {
-                        () = self.lease.lost() => Err(Error::SessionLost),
-                        event = events.next() => match event {
-                            Some(Err(error)) => Err(error),
-                            _ => Ok(None),
-                        },
+        RetryPolicy::default()
+            .wait_until("a double barrier", None, || async {
+                let (line, ready, last) = self.state().await?;
+                match line.iter().position(|(_, k)| *k == key) {
+                    Some(place) if place >= self.count.get() => {
+                        self.lease.release(&key).await?;
+                        *self.entry.lock().await = None;
+                        Err(Error::TooManyParticipants {
+                            name: self.name.as_str().to_owned(),
+                            count: self.count.get(),
+                        })
                     }
+                    Some(_) if ready => Ok(Some(())),
+                    Some(_) if line.len() >= self.count.get() => {
+                        let write = Write::put(self.ready.as_str(), Bytes::from_static(b"ready"));
+                        self.lease.shared.store.publish(write).await?.compared()?;
+                        Ok(Some(()))
+                    }
+                    Some(_) => {
+                        let mut events = self.lease.shared.store.watch(&filter, last + 1).await?;
+                        tokio::select! {
+                            () = self.lease.lost() => Err(Error::SessionLost),
+                            event = events.next() => match event {
+                                Some(Err(error)) => Err(error),
+                                _ => Ok(None),
+                            },
+                        }
+                    }
+                    None if self.lease.is_over() => Err(Error::SessionLost),
+                    None => Err(Error::backend(
+                        crate::BACKEND,
+                        format!("the participant key {key} vanished while its session lives"),
+                    )),
                 }
-                None if self.lease.is_over() => Err(Error::SessionLost),
-                None => Err(Error::backend(
-                    crate::BACKEND,
-                    format!("the participant key {key} vanished while its session lives"),
-                )),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     async fn leave(&self) -> Result<()> {
@@ -193,19 +195,20 @@ impl DoubleBarrier for NatsDoubleBarrier {
             self.lease.release(&contender.key).await?;
         }
         let filter = keys::every_in(self.line.line());
-        wait::until("a double barrier", None, || async {
-            let (line, ready, last) = self.state().await?;
-            if line.is_empty() {
-                if ready {
-                    let write = Write::purge(self.ready.as_str());
-                    self.lease.shared.store.publish(write).await?.compared()?;
+        RetryPolicy::default()
+            .wait_until("a double barrier", None, || async {
+                let (line, ready, last) = self.state().await?;
+                if line.is_empty() {
+                    if ready {
+                        let write = Write::purge(self.ready.as_str());
+                        self.lease.shared.store.publish(write).await?.compared()?;
+                    }
+                    return Ok(Some(()));
                 }
-                return Ok(Some(()));
-            }
-            gone_after(&self.lease, &filter, last, &[]).await?;
-            Ok(None)
-        })
-        .await
+                gone_after(&self.lease, &filter, last, &[]).await?;
+                Ok(None)
+            })
+            .await
     }
 }
 

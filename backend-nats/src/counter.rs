@@ -13,6 +13,7 @@
 //! read + 1 and read again on every message. Neither keeps anything of a session.
 
 use distsync_core::raw::Make;
+use distsync_core::raw::RetryPolicy;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,7 +25,6 @@ use futures::StreamExt;
 use crate::keys::{self, Kind};
 use crate::shared::Shared;
 use crate::store::Write;
-use crate::wait;
 use crate::BACKEND;
 
 /// A key's value as text and the sequence to compare against (0: no message).
@@ -168,18 +168,19 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(Option<T>, u64)>>,
 {
-    wait::until(what, None, || async {
-        let (found, seq) = look().await?;
-        if found.is_some() {
-            return Ok(found);
-        }
-        let mut events = shared.store.watch(key, seq + 1).await?;
-        match events.next().await {
-            Some(Err(error)) => Err(error),
-            _ => Ok(None),
-        }
-    })
-    .await
+    RetryPolicy::default()
+        .wait_until(what, None, || async {
+            let (found, seq) = look().await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            let mut events = shared.store.watch(key, seq + 1).await?;
+            match events.next().await {
+                Some(Err(error)) => Err(error),
+                _ => Ok(None),
+            }
+        })
+        .await
 }
 
 /// The count-down latch `name`.

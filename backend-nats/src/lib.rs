@@ -214,7 +214,6 @@ mod store;
 #[cfg(test)]
 mod test_server;
 mod unfair_lock;
-mod wait;
 
 use std::time::Duration;
 

@@ -82,7 +82,6 @@ use tokio::time::Instant;
 use crate::keys::{self, Kind};
 use crate::session::{Entered, LeaseInner, CREATE_HEADER};
 use crate::store::{Entry, Write};
-use crate::wait;
 use crate::BACKEND;
 
 /// How often a waiter lists the line again without a wake-up: a safety net for a
@@ -328,19 +327,20 @@ impl NatsLocker {
         if contender.alone {
             return Ok(true);
         }
-        wait::until("the lock", self.lease.lost_token(), || async {
-            let (line, last) = self.listing().await?;
-            let Some(before) = self.place(contender, &line)? else {
-                return Ok(Some(line.len() == 1));
-            };
-            let woken =
-                gone_after(&self.lease, &before.1, last, std::slice::from_ref(before)).await?;
-            if woken {
-                self.wakeups.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(None)
-        })
-        .await
+        RetryPolicy::default()
+            .wait_until("the lock", self.lease.lost_token(), || async {
+                let (line, last) = self.listing().await?;
+                let Some(before) = self.place(contender, &line)? else {
+                    return Ok(Some(line.len() == 1));
+                };
+                let woken =
+                    gone_after(&self.lease, &before.1, last, std::slice::from_ref(before)).await?;
+                if woken {
+                    self.wakeups.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None)
+            })
+            .await
     }
 
     /// The guard of a granted `contender`. When it heads a lock's line alone, its

@@ -179,7 +179,6 @@ use crate::scan::PAGE;
 use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
 use crate::store::{Entry, Published, Store, Write, BELOW_FLOOR, FLOOR_PAUSE};
-use crate::wait;
 
 /// How many times `receive` delivered the item (on its delivery record, and on a
 /// dequeue call's in-flight record).
@@ -1602,16 +1601,17 @@ impl Queue for NatsQueue {
 
     async fn dequeue(&self) -> Result<Bytes> {
         let call = Call::new(&self.shared);
-        let claimed = wait::until("an item", None, || async {
-            match self.claim(&call).await? {
-                Ok(claimed) => Ok(Some(claimed)),
-                Err(last) => tokio::select! {
-                    changed = self.changed_after(last, None) => changed.map(|()| None),
-                    () = self.kept.added.notified() => Ok(None),
-                },
-            }
-        })
-        .await?;
+        let claimed = RetryPolicy::default()
+            .wait_until("an item", None, || async {
+                match self.claim(&call).await? {
+                    Ok(claimed) => Ok(Some(claimed)),
+                    Err(last) => tokio::select! {
+                        changed = self.changed_after(last, None) => changed.map(|()| None),
+                        () = self.kept.added.notified() => Ok(None),
+                    },
+                }
+            })
+            .await?;
         forget_record(&self.shared, claimed.record, claimed.seq);
         Ok(claimed.value)
     }
@@ -1630,13 +1630,14 @@ impl Queue for NatsQueue {
     async fn receive(&self, session: &Session) -> Result<Delivery> {
         let lease = lease_of(session, &self.shared)?;
         let lost = lease.lost_token().cloned();
-        wait::until("an item", lost.as_ref(), || async {
-            match self.hold_first(session, lease, false).await? {
-                Ok(delivery) => Ok(Some(delivery)),
-                Err(last) => self.changed_after(last, lost.as_ref()).await.map(|()| None),
-            }
-        })
-        .await
+        RetryPolicy::default()
+            .wait_until("an item", lost.as_ref(), || async {
+                match self.hold_first(session, lease, false).await? {
+                    Ok(delivery) => Ok(Some(delivery)),
+                    Err(last) => self.changed_after(last, lost.as_ref()).await.map(|()| None),
+                }
+            })
+            .await
     }
 
     async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {

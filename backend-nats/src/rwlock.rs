@@ -8,6 +8,7 @@
 //! write hold's token is its key's create sequence.
 
 use crate::shared::Shared;
+use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
 
@@ -19,7 +20,6 @@ use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, Session};
 use crate::keys::{self, Kind};
 use crate::lock::{gone_after, hold_guard, Contender, NatsLocker};
 use crate::session::{LeaseInner, CREATE_HEADER};
-use crate::wait;
 
 /// A writer's key holds this; a reader's [`READER`].
 const WRITER: &[u8] = b"w";
@@ -85,17 +85,18 @@ impl NatsRwLock {
 
     /// Waits until `contender` holds.
     async fn wait(&self, contender: &Contender, writer: bool) -> Result<()> {
-        wait::until("the read-write lock", self.lease.lost_token(), || async {
-            let (blocker, last) = self.blocker(contender, writer).await?;
-            match blocker {
-                None => Ok(Some(())),
-                Some(key) => {
-                    gone_after(&self.lease, &key, last, &[]).await?;
-                    Ok(None)
+        RetryPolicy::default()
+            .wait_until("the read-write lock", self.lease.lost_token(), || async {
+                let (blocker, last) = self.blocker(contender, writer).await?;
+                match blocker {
+                    None => Ok(Some(())),
+                    Some(key) => {
+                        gone_after(&self.lease, &key, last, &[]).await?;
+                        Ok(None)
+                    }
                 }
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// A write hold of a granted `contender`.

@@ -10,6 +10,7 @@
 //! key's is refused ([`Error::InvalidArgument`]), and its own key purged.
 
 use crate::shared::Shared;
+use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use distsync_core::{Error, Name, Result, Session};
 use crate::keys::{self, Kind};
 use crate::lock::{contenders, gone_after, hold_guard, Contender, NatsLocker};
 use crate::session::LeaseInner;
-use crate::wait;
 
 /// A counting semaphore named `name` of `permits` permits.
 pub(crate) struct NatsSemaphore {
@@ -123,15 +123,16 @@ impl Semaphore for NatsSemaphore {
     async fn acquire(&self) -> Result<Permit> {
         let contender = self.enter().await?;
         let filter = keys::every_in(self.line.line());
-        wait::until("a permit", self.lease.lost_token(), || async {
-            let (held, last) = self.holds(&contender).await?;
-            if held {
-                return Ok(Some(()));
-            }
-            gone_after(&self.lease, &filter, last, &[]).await?;
-            Ok(None)
-        })
-        .await?;
+        RetryPolicy::default()
+            .wait_until("a permit", self.lease.lost_token(), || async {
+                let (held, last) = self.holds(&contender).await?;
+                if held {
+                    return Ok(Some(()));
+                }
+                gone_after(&self.lease, &filter, last, &[]).await?;
+                Ok(None)
+            })
+            .await?;
         Ok(self.grant(contender))
     }
 

@@ -46,6 +46,7 @@
 //! The token of a hold is the holder key's create sequence.
 
 use crate::shared::Shared;
+use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,7 +59,6 @@ use distsync_core::{Error, LockGuard, Name, Result, Session};
 use crate::keys::{self, Kind};
 use crate::lock::{contenders, gone_after, hold_guard, hold_guard_with, Contender};
 use crate::session::{Compare, LeaseInner};
-use crate::wait;
 
 /// How many times a take reads again when its create found the line (or, in a
 /// cluster, the holder key) written since it read it (another take, a fair
@@ -237,46 +237,47 @@ impl NatsUnfairLocker {
     /// Step 2, for a take that lost: waits in the wait line until a take holds.
     async fn wait(&self, entry: &Contender) -> Result<LockGuard> {
         let store = &self.lease.shared.store;
-        wait::until("the unfair lock", self.lease.lost_token(), || async {
-            let (entries, last) = store.list(&[keys::every_in(&self.waiting)]).await?;
-            let line = contenders(&entries);
-            let place = line.iter().position(|(_, key)| *key == entry.key);
-            match place {
-                None if self.lease.is_over() => Err(Error::SessionLost),
-                None => Err(Error::backend(
-                    crate::BACKEND,
-                    format!(
-                        "the waiter key {} vanished while its session lives",
-                        entry.key
-                    ),
-                )),
-                Some(0) => {
-                    let listed = match self.attempt().await? {
-                        Take::Held(guard) => return Ok(Some(guard)),
-                        Take::Lost(listed) => listed,
-                    };
-                    // The take's own listing when it lost to a live key there: the line
-                    // to watch, with no second read.
-                    let (line, last) = match listed {
-                        Some(listed) => listed,
-                        None => self.fair_line().await?,
-                    };
-                    if line.is_empty() {
-                        return Ok(None);
+        RetryPolicy::default()
+            .wait_until("the unfair lock", self.lease.lost_token(), || async {
+                let (entries, last) = store.list(&[keys::every_in(&self.waiting)]).await?;
+                let line = contenders(&entries);
+                let place = line.iter().position(|(_, key)| *key == entry.key);
+                match place {
+                    None if self.lease.is_over() => Err(Error::SessionLost),
+                    None => Err(Error::backend(
+                        crate::BACKEND,
+                        format!(
+                            "the waiter key {} vanished while its session lives",
+                            entry.key
+                        ),
+                    )),
+                    Some(0) => {
+                        let listed = match self.attempt().await? {
+                            Take::Held(guard) => return Ok(Some(guard)),
+                            Take::Lost(listed) => listed,
+                        };
+                        // The take's own listing when it lost to a live key there: the line
+                        // to watch, with no second read.
+                        let (line, last) = match listed {
+                            Some(listed) => listed,
+                            None => self.fair_line().await?,
+                        };
+                        if line.is_empty() {
+                            return Ok(None);
+                        }
+                        let filter = keys::every_in(&self.line);
+                        if gone_after(&self.lease, &filter, last, &line).await? {
+                            self.wakeups.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(None)
                     }
-                    let filter = keys::every_in(&self.line);
-                    if gone_after(&self.lease, &filter, last, &line).await? {
-                        self.wakeups.fetch_add(1, Ordering::Relaxed);
+                    Some(at) => {
+                        gone_after(&self.lease, &line[at - 1].1, last, &line[at - 1..at]).await?;
+                        Ok(None)
                     }
-                    Ok(None)
                 }
-                Some(at) => {
-                    gone_after(&self.lease, &line[at - 1].1, last, &line[at - 1..at]).await?;
-                    Ok(None)
-                }
-            }
-        })
-        .await
+            })
+            .await
     }
 }
 

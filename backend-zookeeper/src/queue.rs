@@ -73,7 +73,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::Make;
-use distsync_core::raw::{call_id, CleanUp, Failure, Idempotence, RetryPolicy, WaitRetry};
+use distsync_core::raw::{call_id, CleanUp, Failure, Idempotence, RetryPolicy};
 use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
 use tokio::time::Instant;
 use zookeeper_client as zk;
@@ -715,28 +715,22 @@ impl Queue for ZkQueue {
     }
 
     async fn dequeue(&self) -> Result<Bytes> {
-        let mut retry = WaitRetry::new("dequeue");
-        loop {
-            match self.inner.take(true).await {
-                Ok(Look::Found(item)) => {
-                    retry.succeeded();
-                    return Ok(item);
-                }
-                Ok(Look::Empty(watches)) => {
-                    retry.succeeded();
-                    if let Some((items, locks)) = watches {
-                        tokio::select! {
-                            _ = items.changed() => {}
-                            _ = locks.changed() => {}
+        RetryPolicy::default()
+            .wait_until("dequeue", None, || async {
+                Ok(match self.inner.take(true).await? {
+                    Look::Found(item) => Some(item),
+                    Look::Empty(watches) => {
+                        if let Some((items, locks)) = watches {
+                            tokio::select! {
+                                _ = items.changed() => {}
+                                _ = locks.changed() => {}
+                            }
                         }
+                        None
                     }
-                }
-                Err(error) => match retry.failed(&error) {
-                    Some(pause) => tokio::time::sleep(pause).await,
-                    None => return Err(error),
-                },
-            }
-        }
+                })
+            })
+            .await
     }
 
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {

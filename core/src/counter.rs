@@ -49,7 +49,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::name::Name;
-use crate::raw::WaitRetry;
+use crate::raw::RetryPolicy;
 
 /// How often the default [`Counter::changed`] (a backend without notifications) reads
 /// the counter: the bound on how late it sees a change, plus one read. A quarter of a
@@ -161,20 +161,16 @@ pub async fn poll_changed<C: Counter + ?Sized>(
     seen: i64,
     interval: Duration,
 ) -> Result<i64> {
-    let mut retry = WaitRetry::new("a counter change");
-    loop {
-        match counter.get().await {
-            Ok(value) if value != seen => return Ok(value),
-            Ok(_) => {
-                retry.succeeded();
-                tokio::time::sleep(interval).await;
+    RetryPolicy::default()
+        .wait_until("a counter change", None, || async {
+            let value = counter.get().await?;
+            if value != seen {
+                return Ok(Some(value));
             }
-            Err(error) => match retry.failed(&error) {
-                Some(pause) => tokio::time::sleep(pause).await,
-                None => return Err(error),
-            },
-        }
-    }
+            tokio::time::sleep(interval).await;
+            Ok(None)
+        })
+        .await
 }
 
 /// `current + delta`, or the [`Error::InvalidArgument`] every backend returns for an

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{call_id, CleanUp, Failure, Idempotence, SessionStoreSide as _, Settle};
+use distsync_core::raw::{
+    call_id, CleanUp, Failure, Idempotence, RetryPolicy, SessionStoreSide as _, Settle,
+};
 use distsync_core::{Delivery, Error, Result, Session};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
@@ -31,35 +33,26 @@ fn lease(inner: &Inner, session: &Session) -> Result<Arc<LeaseInner>> {
 /// Waits for an item and holds it through `session`.
 pub(super) async fn receive(inner: &Arc<Inner>, session: &Session) -> Result<Delivery> {
     let lease = lease(inner, session)?;
-    let mut retry = distsync_core::raw::WaitRetry::new("receive");
-    loop {
-        if session.is_lost() {
-            return Err(Error::SessionLost);
-        }
-        match look(inner, session, &lease, true).await {
-            Ok(Look::Found(delivery)) => {
-                retry.succeeded();
-                return Ok(delivery);
+    RetryPolicy::default()
+        .wait_until("receive", Some(session.lost_token()), || async {
+            if session.is_lost() {
+                return Err(Error::SessionLost);
             }
-            Ok(Look::Empty(watches)) => {
-                retry.succeeded();
-                if let Some((items, locks)) = watches {
-                    tokio::select! {
-                        () = session.lost() => return Err(Error::SessionLost),
-                        _ = items.changed() => {}
-                        _ = locks.changed() => {}
+            Ok(match look(inner, session, &lease, true).await? {
+                Look::Found(delivery) => Some(delivery),
+                Look::Empty(watches) => {
+                    if let Some((items, locks)) = watches {
+                        tokio::select! {
+                            () = session.lost() => return Err(Error::SessionLost),
+                            _ = items.changed() => {}
+                            _ = locks.changed() => {}
+                        }
                     }
+                    None
                 }
-            }
-            Err(error) => match retry.failed(&error) {
-                Some(pause) => tokio::select! {
-                    () = session.lost() => return Err(Error::SessionLost),
-                    () = tokio::time::sleep(pause) => {}
-                },
-                None => return Err(error),
-            },
-        }
-    }
+            })
+        })
+        .await
 }
 
 /// Holds the first available item through `session`, if there is one.

@@ -20,8 +20,9 @@
 //! "the store is down" and "nobody released in time" stay apart. An outage is logged
 //! once as a warning when it starts (what was waiting, and the error) and once at info
 //! level when the store answers again; errors carry no secrets, and neither do these
-//! lines. ([`WaitRetry`] is the state of one waiting loop, [`RetryPolicy::wait`] the
-//! loop for a single store call.)
+//! lines. ([`RetryPolicy::wait_until`] is the waiting loop of a blocking call, written
+//! once for every backend; [`RetryPolicy::wait`] the loop for a single store call; and
+//! [`WaitRetry`] the state of a loop that must be written by hand.)
 //!
 //! **One-shot calls** (`try_lock`, `try_dequeue`, `enqueue`, `len`, `leader`,
 //! `status`, a session's grant, ...) retry within a short budget (3 s by default, cut
@@ -316,6 +317,56 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T>>,
     {
         self.idempotent_until(what, None, lost, call).await
+    }
+
+    /// The waiting loop of a blocking call: runs `look` (one look at the store, which
+    /// waits for a change itself before it answers `None`, "not yet") until it answers
+    /// `Some`, riding out transient failures as [`wait`](RetryPolicy::wait) does. Each
+    /// answer of the store is a success for the policy: its pauses start over, and the
+    /// loop looks again.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use distsync::store::raw::retry::RetryPolicy;
+    /// use distsync::Error;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
+    /// let looks = AtomicU32::new(0);
+    /// let item = RetryPolicy::default()
+    ///     .wait_until("an item", None, || async {
+    ///         match looks.fetch_add(1, Ordering::SeqCst) {
+    ///             0 => Err(Error::connection("example", "connection refused")), // ridden out
+    ///             1 => Ok(None), // not yet: the look waited for a change
+    ///             _ => Ok(Some("item")),
+    ///         }
+    ///     })
+    ///     .await?;
+    /// assert_eq!((item, looks.load(Ordering::SeqCst)), ("item", 3));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] when `lost` fires while the store is failing; the error
+    /// of `look` when it is not transient.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future drops the look in flight, which is how a caller
+    /// bounds the wait.
+    pub async fn wait_until<T, F, Fut>(
+        self,
+        what: &'static str,
+        lost: Option<&CancellationToken>,
+        mut look: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>>>,
+    {
+        loop {
+            if let Some(value) = self.wait(what, lost, &mut look).await? {
+                return Ok(value);
+            }
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use crate::kv::{Compare, CompareOp, Kv, Range, RangeResponse, Revision, Txn, Txn
 use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
-use distsync_core::raw::WaitRetry;
+use distsync_core::raw::RetryPolicy;
 
 use super::key::{escape, KeySpace};
 
@@ -167,34 +167,33 @@ impl Counter for KvCounter {
     ///
     /// Cancel safety: cancel safe; it only reads and watches.
     async fn changed(&self, seen: i64) -> Result<i64> {
-        let mut retry = WaitRetry::new("a counter change");
-        loop {
-            let response = wait::read(&*self.kv, Range::key(&self.key), None).await?;
-            let value = self.read_from(&response)?.value;
-            if value != seen {
-                return Ok(value);
-            }
-            let from = response.revision + 1;
-            let mut watch = wait::patiently(None, "watch", &self.key, || {
-                self.kv.watch(&self.key, false, from)
-            })
-            .await?;
-            tokio::select! {
-                event = watch.next() => match event {
-                    // A failing watch pauses as any wait does, so that a watch refused
-                    // at once does not turn the wait into a loop of reads.
-                    Some(Err(error)) => match retry.failed(&error) {
-                        Some(pause) => tokio::time::sleep(pause).await,
-                        None => return Err(error),
-                    },
-                    Some(Ok(_)) => retry.succeeded(),
-                    None => tracing::debug!(key = %self.key, "counter watch ended; re-reading"),
-                },
-                () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
-                    tracing::trace!(key = %self.key, "no event within the safety net");
+        RetryPolicy::default()
+            .wait_until("a counter change", None, || async {
+                let response = wait::read(&*self.kv, Range::key(&self.key), None).await?;
+                let value = self.read_from(&response)?.value;
+                if value != seen {
+                    return Ok(Some(value));
                 }
-            }
-        }
+                let from = response.revision + 1;
+                let mut watch = wait::patiently(None, "watch", &self.key, || {
+                    self.kv.watch(&self.key, false, from)
+                })
+                .await?;
+                tokio::select! {
+                    event = watch.next() => match event {
+                        // A failing watch pauses as any wait does, so that a watch
+                        // refused at once does not turn the wait into a loop of reads.
+                        Some(Err(error)) => return Err(error),
+                        Some(Ok(_)) => {}
+                        None => tracing::debug!(key = %self.key, "counter watch ended; re-reading"),
+                    },
+                    () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
+                        tracing::trace!(key = %self.key, "no event within the safety net");
+                    }
+                }
+                Ok(None)
+            })
+            .await
     }
 }
 

@@ -175,14 +175,7 @@ impl Election for KvElection {
             return Err(Error::SessionLost);
         }
         let gate = cleanup.disarm();
-        let held = HeldKey {
-            kv: Arc::clone(&self.kv),
-            key: self.key.clone(),
-            create_revision: term,
-            session: self.session.clone(),
-            lease: self.lease,
-            _mark: None,
-        };
+        let held = HeldKey::new(&self.kv, &self.key, term, &self.session, self.lease);
         let token = FencingToken(u64::try_from(term).unwrap_or_default());
         let resign = held.release_fn(|| Error::NotLeader);
         let mut leadership = distsync_core::raw::leadership(

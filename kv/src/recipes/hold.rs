@@ -257,6 +257,31 @@ pub(crate) struct HeldKey {
 }
 
 impl HeldKey {
+    /// The hold of `key`, created at `create_revision`, through `session` (on its
+    /// `lease`), with no head mark.
+    pub(crate) fn new(
+        kv: &Arc<dyn Kv>,
+        key: &str,
+        create_revision: Revision,
+        session: &Session,
+        lease: LeaseId,
+    ) -> Self {
+        Self {
+            kv: Arc::clone(kv),
+            key: key.to_owned(),
+            create_revision,
+            session: session.clone(),
+            lease,
+            _mark: None,
+        }
+    }
+
+    /// The same hold, keeping `mark` (its line's head mark) until it is let go.
+    pub(crate) fn marked(mut self, mark: HeadMark) -> Self {
+        self._mark = Some(Arc::new(mark));
+        self
+    }
+
     /// The [`LockGuard`] of this hold (a lock, a write lock, a permit): its fencing token is
     /// the key's create revision; it releases through [`HeldKey::release_fn`], keeps
     /// the in-process `gate` until released, writes guarded STM keys under

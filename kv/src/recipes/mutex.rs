@@ -99,18 +99,8 @@ impl KvMutex {
             }
         }
         let gate = cleanup.disarm();
-        let held = HeldKey {
-            kv: Arc::clone(&self.kv),
-            key: self.key.clone(),
-            create_revision: my_revision,
-            session: self.session.clone(),
-            lease: self.lease,
-            _mark: Some(Arc::new(self.heads.granted(
-                &self.prefix,
-                &self.key,
-                my_revision,
-            ))),
-        };
+        let held = HeldKey::new(&self.kv, &self.key, my_revision, &self.session, self.lease)
+            .marked(self.heads.granted(&self.prefix, &self.key, my_revision));
         Ok(Some(held.lazy_lock_guard(gate, &self.space)))
     }
 }

@@ -135,14 +135,13 @@ impl KvRwMutex {
     }
 
     fn held_key(&self, held: &Acquired) -> HeldKey {
-        HeldKey {
-            kv: Arc::clone(&self.kv),
-            key: held.key.clone(),
-            create_revision: held.revision,
-            session: self.session.clone(),
-            lease: self.lease,
-            _mark: None,
-        }
+        HeldKey::new(
+            &self.kv,
+            &held.key,
+            held.revision,
+            &self.session,
+            self.lease,
+        )
     }
 
     fn read_guard(&self, acquired: Acquired) -> ReadGuard {

@@ -171,14 +171,7 @@ impl KvSemaphore {
             self.wake_successor(my_revision).await?;
         }
         let gate = cleanup.disarm();
-        let held = HeldKey {
-            kv: Arc::clone(&self.kv),
-            key: self.key.clone(),
-            create_revision: my_revision,
-            session: self.session.clone(),
-            lease: self.lease,
-            _mark: None,
-        };
+        let held = HeldKey::new(&self.kv, &self.key, my_revision, &self.session, self.lease);
         Ok(Some(permit(held.lazy_lock_guard(gate, &self.space))))
     }
 

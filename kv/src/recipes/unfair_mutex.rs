@@ -313,18 +313,8 @@ impl KvUnfairMutex {
                 revision
             }
         };
-        let held = HeldKey {
-            kv: Arc::clone(&self.kv),
-            key: self.key.clone(),
-            create_revision: revision,
-            session: self.session.clone(),
-            lease: self.lease,
-            _mark: Some(Arc::new(self.heads.granted(
-                &self.prefix,
-                &self.key,
-                revision,
-            ))),
-        };
+        let held = HeldKey::new(&self.kv, &self.key, revision, &self.session, self.lease)
+            .marked(self.heads.granted(&self.prefix, &self.key, revision));
         Ok(Some(held.lazy_lock_guard(Some(gate), &self.space)))
     }
 }
