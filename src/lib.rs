@@ -210,7 +210,7 @@ pub mod store {
             EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease, LossWatchFn,
             Make, MaxSessionTtl, MultiHostUrl, OnSession, Primitives, ReleaseFn,
             ReleaseRequestWatchFn, SessionStoreSide, Settle, StmAttempt, StmEngine, StmRetry,
-            UrlGrammar, UrlOptions, Write, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+            UrlGrammar, UrlOptions, Write, waited, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
         pub use distsync_kv::{kv, recipes};

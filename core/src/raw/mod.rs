@@ -142,6 +142,7 @@ mod stamped_tat;
 mod store_side;
 mod tls_files;
 mod url_options;
+mod waited;
 
 pub use call_id::call_id;
 pub use clean_up::CleanUp;
@@ -166,6 +167,7 @@ pub use url_options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions, check_tls_files,
     parse_duration, parse_url_flag,
 };
+pub use waited::waited;
 
 #[doc(inline)]
 pub use crate::backend::Backend;

@@ -9,6 +9,7 @@
 //! `etcdctl lock <name>`, so Go programs and distsync exclude each other on one etcd.
 //! The fencing token is the own key's create revision.
 
+use distsync_core::raw::waited;
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
 
@@ -184,13 +185,7 @@ impl Locker for KvMutex {
     /// Cancel-safety: cancel-safe; a dropped future removes the own key in the
     /// background (unless it already held the lock, which it then never returns).
     async fn lock(&self) -> Result<LockGuard> {
-        match self.acquire(true).await? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::backend(
-                self.kv.backend(),
-                "lock returned without a hold",
-            )),
-        }
+        waited(self.kv.backend(), "lock", self.acquire(true).await?)
     }
 
     /// Go's `TryLock`: puts the own key; if another key is older, deletes it again and

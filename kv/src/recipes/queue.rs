@@ -125,6 +125,7 @@ use crate::kv::{
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
 use distsync_core::queue::Queue;
+use distsync_core::raw::waited;
 
 use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, patiently};
@@ -1196,13 +1197,7 @@ impl Queue for KvQueue {
     /// dropped before the item is handed over, the item is put back, and a wake-up
     /// this consumer got is passed on.
     async fn dequeue(&self) -> Result<Bytes> {
-        match self.take(true).await? {
-            Some(item) => Ok(item),
-            None => Err(Error::backend(
-                self.kv.backend(),
-                "dequeue returned without an item",
-            )),
-        }
+        waited(self.kv.backend(), "dequeue", self.take(true).await?)
     }
 
     /// Takes the first item if there is one.
@@ -1221,13 +1216,11 @@ impl Queue for KvQueue {
         &self,
         session: &distsync_core::session::Session,
     ) -> Result<distsync_core::delivery::Delivery> {
-        match self.receive_through(session, true).await? {
-            Some(delivery) => Ok(delivery),
-            None => Err(Error::backend(
-                self.kv.backend(),
-                "receive returned without an item",
-            )),
-        }
+        waited(
+            self.kv.backend(),
+            "receive",
+            self.receive_through(session, true).await?,
+        )
     }
 
     /// As [`KvQueue::receive`], without waiting.

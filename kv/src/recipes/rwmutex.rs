@@ -10,6 +10,7 @@
 //! watches only the newest older blocking key. The write fencing token is the write
 //! key's create revision.
 
+use distsync_core::raw::waited;
 use distsync_core::raw::GuardStoreSide as _;
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::Arc;
@@ -154,10 +155,6 @@ impl KvRwMutex {
     fn write_guard(&self, acquired: Acquired) -> LockGuard {
         self.held_key(&acquired).lazy_lock_guard(None, &self.space)
     }
-
-    fn missing(&self) -> Error {
-        Error::backend(self.kv.backend(), "rwlock wait returned without a hold")
-    }
 }
 
 #[async_trait]
@@ -171,10 +168,8 @@ impl RwLock for KvRwMutex {
     /// Cancel-safety: cancel-safe; a dropped future deletes its read key in the
     /// background.
     async fn read(&self) -> Result<ReadGuard> {
-        match self.acquire(false, true).await? {
-            Some(held) => Ok(self.read_guard(held)),
-            None => Err(self.missing()),
-        }
+        let held = waited(self.kv.backend(), "read", self.acquire(false, true).await?)?;
+        Ok(self.read_guard(held))
     }
 
     /// Puts a read key; if an older write key exists, deletes it again: `None`.
@@ -190,10 +185,8 @@ impl RwLock for KvRwMutex {
     /// Cancel-safety: cancel-safe; a dropped future deletes its write key in the
     /// background.
     async fn write(&self) -> Result<LockGuard> {
-        match self.acquire(true, true).await? {
-            Some(held) => Ok(self.write_guard(held)),
-            None => Err(self.missing()),
-        }
+        let held = waited(self.kv.backend(), "write", self.acquire(true, true).await?)?;
+        Ok(self.write_guard(held))
     }
 
     /// Puts a write key; if any older key exists, deletes it again: `None`.

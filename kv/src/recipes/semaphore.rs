@@ -17,6 +17,7 @@
 //! any entry's withdraws and gets [`Error::InvalidArgument`]. Nothing stays behind
 //! once the last holder leaves.
 
+use distsync_core::raw::waited;
 use distsync_core::raw::{permit, SessionStoreSide as _};
 use std::sync::Arc;
 
@@ -200,13 +201,11 @@ impl Semaphore for KvSemaphore {
     }
 
     async fn acquire(&self) -> Result<Permit> {
-        match self.acquire_or_try(true).await? {
-            Some(permit) => Ok(permit),
-            None => Err(Error::backend(
-                self.kv.backend(),
-                "acquire returned without a permit",
-            )),
-        }
+        waited(
+            self.kv.backend(),
+            "acquire",
+            self.acquire_or_try(true).await?,
+        )
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {

@@ -38,6 +38,7 @@
 //! Mixed with fair contenders of the same name, an unfair attempt fails while the fair
 //! line has any key, so unfair contenders wait behind the fair line.
 
+use distsync_core::raw::waited;
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -331,13 +332,7 @@ impl Locker for KvUnfairMutex {
     /// Cancel-safety: cancel-safe; a dropped future deletes its wait-line key and any
     /// key an attempt in flight made, in the background.
     async fn lock(&self) -> Result<LockGuard> {
-        match self.acquire(true).await? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::backend(
-                self.kv.backend(),
-                "lock returned without a hold",
-            )),
-        }
+        waited(self.kv.backend(), "lock", self.acquire(true).await?)
     }
 
     /// One attempt: `None` when another key holds (or another task of this session).
