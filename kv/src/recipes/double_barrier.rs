@@ -24,7 +24,7 @@ use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
 use distsync_core::session::Session;
 
-use super::hold::{explain_lease_error, Cleanup};
+use super::hold::{explain_lease_error, WaiterKey};
 use super::key::{put_new_key, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, read, wait_delete};
 
@@ -98,7 +98,7 @@ impl KvDoubleBarrier {
         let mut names = UniqueKeys::new(self.waiters.clone());
         loop {
             let key = names.next_key();
-            let cleanup = Cleanup::new(
+            let cleanup = WaiterKey::new(
                 Arc::clone(&self.kv),
                 &self.session,
                 key.clone(),

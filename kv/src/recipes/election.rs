@@ -26,7 +26,7 @@ use distsync_core::name::Name;
 use distsync_core::session::Session;
 use distsync_core::token::FencingToken;
 
-use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
+use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
 use super::key::{lease_hex, range_at, KeySpace};
 use super::wait::{next_event, patiently, read, wait_turn};
 
@@ -120,7 +120,7 @@ impl Election for KvElection {
         };
         let lost = self.session.lost_token();
         let kv = &*self.kv;
-        let mut cleanup = Cleanup::new(
+        let mut cleanup = WaiterKey::new(
             Arc::clone(&self.kv),
             &self.session,
             self.key.clone(),

@@ -60,7 +60,7 @@ pub(crate) async fn explain_lease_error(
 /// Removes a waiter's key unless disarmed: dropping an acquisition future part-way
 /// runs the removal in the background (keeping the in-process gate until it is done,
 /// so the next task of the session does not find the stale key).
-pub(crate) struct Cleanup {
+pub(crate) struct WaiterKey {
     kv: Arc<dyn Kv>,
     session: Session,
     key: String,
@@ -70,9 +70,9 @@ pub(crate) struct Cleanup {
     armed: bool,
 }
 
-impl Cleanup {
+impl WaiterKey {
     /// Arms the removal of `key`, attached to `lease` (the lease of `session`), before
-    /// the write that creates it is sent. Until [`Cleanup::created_at`] is known, the
+    /// the write that creates it is sent. Until [`WaiterKey::created_at`] is known, the
     /// removal only deletes the key if it is attached to `lease`. The removal rides
     /// out transient store failures as a release does (see [`remove_or_revoke`]).
     pub(crate) fn new(
@@ -125,7 +125,7 @@ impl Cleanup {
     }
 }
 
-impl Drop for Cleanup {
+impl Drop for WaiterKey {
     fn drop(&mut self) {
         if !self.armed {
             return;

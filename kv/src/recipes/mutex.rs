@@ -24,7 +24,7 @@ use distsync_core::name::Name;
 use distsync_core::session::Session;
 
 use super::heads::Heads;
-use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
+use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
 use super::key::{lease_hex, range_at, KeySpace};
 use super::unfair_mutex::wait_line;
 use super::wait::wait_turn;
@@ -77,7 +77,7 @@ impl KvMutex {
         };
         let lost = self.session.lost_token();
         let kv = &*self.kv;
-        let mut cleanup = Cleanup::new(
+        let mut cleanup = WaiterKey::new(
             Arc::clone(&self.kv),
             &self.session,
             self.key.clone(),

@@ -25,7 +25,7 @@ use distsync_core::name::Name;
 use distsync_core::rwlock::RwLock;
 use distsync_core::session::Session;
 
-use super::hold::{explain_lease_error, Cleanup, HeldKey};
+use super::hold::{explain_lease_error, HeldKey, WaiterKey};
 use super::key::{put_new_key, KeySpace, Kind, UniqueKeys};
 use super::wait::{read, wait_delete};
 
@@ -76,7 +76,7 @@ impl KvRwMutex {
         let mut names = UniqueKeys::new(format!("{}{kind}", self.prefix));
         let (cleanup, revision) = loop {
             let key = names.next_key();
-            let mut cleanup = Cleanup::new(
+            let mut cleanup = WaiterKey::new(
                 Arc::clone(&self.kv),
                 &self.session,
                 key.clone(),

@@ -32,7 +32,7 @@ use distsync_core::name::Name;
 use distsync_core::semaphore::{Permit, Semaphore};
 use distsync_core::session::Session;
 
-use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
+use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
 use super::key::{lease_hex, range_at, KeySpace, Kind};
 use super::wait::{next_event, read};
 
@@ -102,7 +102,7 @@ impl KvSemaphore {
         };
         let lost = self.session.lost_token();
         let kv = &*self.kv;
-        let mut cleanup = Cleanup::new(
+        let mut cleanup = WaiterKey::new(
             Arc::clone(&self.kv),
             &self.session,
             self.key.clone(),

@@ -57,7 +57,7 @@ use distsync_core::name::Name;
 use distsync_core::session::Session;
 
 use super::heads::Heads;
-use super::hold::{explain_lease_error, gate, Cleanup, HeldKey};
+use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
 use super::key::{lease_hex, range_at, KeySpace, Kind};
 use super::mutex::{contenders, enter};
 use super::wait::{next_matching, read, wait_turn, watch, NOW};
@@ -131,7 +131,7 @@ impl KvUnfairMutex {
     /// that the next waiter heads the line from the grant on at no write of its own.
     async fn attempt(&self, leave_line: bool) -> Result<Attempt> {
         let kv = &*self.kv;
-        let cleanup = Cleanup::new(
+        let cleanup = WaiterKey::new(
             Arc::clone(&self.kv),
             &self.session,
             self.key.clone(),
@@ -170,7 +170,7 @@ impl KvUnfairMutex {
     /// The own key was there when an attempt was refused: left by an earlier hold of
     /// this session whose release runs in the background. It holds if it is the first
     /// created under the prefix (the fair mutex's rule); otherwise it is deleted.
-    async fn left_behind(&self, mut cleanup: Cleanup) -> Result<Attempt> {
+    async fn left_behind(&self, mut cleanup: WaiterKey) -> Result<Attempt> {
         let kv = &*self.kv;
         let (mine, owns) = enter(kv, &self.session, self.lease, &self.key, &self.prefix).await?;
         cleanup.created_at(mine);
@@ -236,7 +236,7 @@ impl KvUnfairMutex {
     /// Joins the wait line, waits to head it, then waits as its head until held.
     async fn wait(&self, lost: &CancellationToken) -> Result<Revision> {
         let kv = &*self.kv;
-        let mut cleanup = Cleanup::new(
+        let mut cleanup = WaiterKey::new(
             Arc::clone(&self.kv),
             &self.session,
             self.waiter_key.clone(),
@@ -301,7 +301,7 @@ impl KvUnfairMutex {
                 let lost = self.session.lost_token().clone();
                 // A hold won while the wait is dropped is deleted again: the attempt
                 // is one transaction, and its key is only kept once returned here.
-                let mut key = Cleanup::new(
+                let mut key = WaiterKey::new(
                     Arc::clone(&self.kv),
                     &self.session,
                     self.key.clone(),
