@@ -13,6 +13,7 @@
 //! watch the barrier's keys until it is there. `leave` purges the participant's key
 //! and waits until the line is empty, then purges the ready key for the next round.
 
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
@@ -70,15 +71,12 @@ impl Barrier for NatsBarrier {
             .wait_until("a barrier", None, || async {
                 let seq = match self.shared.store.last(&self.key).await? {
                     Some(entry) if entry.live() => entry.seq,
-                    _ => return Ok(Some(())),
+                    _ => return Ok(Ready(())),
                 };
-                let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
-                while let Some(event) = events.next().await {
-                    if !event?.live() {
-                        return Ok(Some(()));
-                    }
-                }
-                Ok(None)
+                Ok(NotYet(async move {
+                    let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
+                    events.next().await.transpose().map(drop)
+                }))
             })
             .await
     }
@@ -151,7 +149,7 @@ impl DoubleBarrier for NatsDoubleBarrier {
         }
         let key = entry.as_ref().map(|c| c.key.clone()).unwrap_or_default();
         drop(entry);
-        let filter = format!("{}.>", keys::key(Kind::DoubleBarrier, &self.name));
+        let filter = &format!("{}.>", keys::key(Kind::DoubleBarrier, &self.name));
         RetryPolicy::default()
             .wait_until("a double barrier", None, || async {
                 let (line, ready, last) = self.state().await?;
@@ -164,22 +162,19 @@ impl DoubleBarrier for NatsDoubleBarrier {
                             count: self.count.get(),
                         })
                     }
-                    Some(_) if ready => Ok(Some(())),
+                    Some(_) if ready => Ok(Ready(())),
                     Some(_) if line.len() >= self.count.get() => {
                         let write = Write::put(self.ready.as_str(), Bytes::from_static(b"ready"));
                         self.lease.shared.store.publish(write).await?.compared()?;
-                        Ok(Some(()))
+                        Ok(Ready(()))
                     }
-                    Some(_) => {
-                        let mut events = self.lease.shared.store.watch(&filter, last + 1).await?;
+                    Some(_) => Ok(NotYet(async move {
+                        let mut events = self.lease.shared.store.watch(filter, last + 1).await?;
                         tokio::select! {
                             () = self.lease.lost() => Err(Error::SessionLost),
-                            event = events.next() => match event {
-                                Some(Err(error)) => Err(error),
-                                _ => Ok(None),
-                            },
+                            event = events.next() => event.transpose().map(drop),
                         }
-                    }
+                    })),
                     None if self.lease.is_over() => Err(Error::SessionLost),
                     None => Err(Error::backend(
                         crate::BACKEND,
@@ -203,10 +198,9 @@ impl DoubleBarrier for NatsDoubleBarrier {
                         let write = Write::purge(self.ready.as_str());
                         self.lease.shared.store.publish(write).await?.compared()?;
                     }
-                    return Ok(Some(()));
+                    return Ok(Ready(()));
                 }
-                gone_after(&self.lease, &filter, last, &[]).await?;
-                Ok(None)
+                Ok(NotYet(gone_after(&self.lease, &filter, last, &[])))
             })
             .await
     }

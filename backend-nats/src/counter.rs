@@ -12,6 +12,7 @@
 //! A latch's waiters, and a counter's `changed`, watch its key from the sequence they
 //! read + 1 and read again on every message. Neither keeps anything of a session.
 
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
 use distsync_core::raw::RetryPolicy;
 use std::sync::Arc;
@@ -170,15 +171,13 @@ where
 {
     RetryPolicy::default()
         .wait_until(what, None, || async {
-            let (found, seq) = look().await?;
-            if found.is_some() {
-                return Ok(found);
-            }
-            let mut events = shared.store.watch(key, seq + 1).await?;
-            match events.next().await {
-                Some(Err(error)) => Err(error),
-                _ => Ok(None),
-            }
+            Ok(match look().await? {
+                (Some(found), _) => Ready(found),
+                (None, seq) => NotYet(async move {
+                    let mut events = shared.store.watch(key, seq + 1).await?;
+                    events.next().await.transpose().map(drop)
+                }),
+            })
         })
         .await
 }

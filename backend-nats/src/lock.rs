@@ -65,6 +65,7 @@
 //! [`fencing`]: distsync_core::Capabilities::fencing
 
 use crate::shared::Shared;
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{Make, OnSession};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -330,15 +331,16 @@ impl NatsLocker {
         RetryPolicy::default()
             .wait_until("the lock", self.lease.lost_token(), || async {
                 let (line, last) = self.listing().await?;
-                let Some(before) = self.place(contender, &line)? else {
-                    return Ok(Some(line.len() == 1));
+                let Some(before) = self.place(contender, &line)?.cloned() else {
+                    return Ok(Ready(line.len() == 1));
                 };
-                let woken =
-                    gone_after(&self.lease, &before.1, last, std::slice::from_ref(before)).await?;
-                if woken {
-                    self.wakeups.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(None)
+                Ok(NotYet(async move {
+                    let listed = std::slice::from_ref(&before);
+                    if gone_after(&self.lease, &before.1, last, listed).await? {
+                        self.wakeups.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }))
             })
             .await
     }

@@ -158,6 +158,7 @@
 //! place. [`Queue::oldest_age`] reads every waiting item, as [`Queue::len`] does, then
 //! the server's clock.
 
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -1603,13 +1604,15 @@ impl Queue for NatsQueue {
         let call = Call::new(&self.shared);
         let claimed = RetryPolicy::default()
             .wait_until("an item", None, || async {
-                match self.claim(&call).await? {
-                    Ok(claimed) => Ok(Some(claimed)),
-                    Err(last) => tokio::select! {
-                        changed = self.changed_after(last, None) => changed.map(|()| None),
-                        () = self.kept.added.notified() => Ok(None),
-                    },
-                }
+                Ok(match self.claim(&call).await? {
+                    Ok(claimed) => Ready(claimed),
+                    Err(last) => NotYet(async move {
+                        tokio::select! {
+                            changed = self.changed_after(last, None) => changed,
+                            () = self.kept.added.notified() => Ok(()),
+                        }
+                    }),
+                })
             })
             .await?;
         forget_record(&self.shared, claimed.record, claimed.seq);
@@ -1632,10 +1635,10 @@ impl Queue for NatsQueue {
         let lost = lease.lost_token().cloned();
         RetryPolicy::default()
             .wait_until("an item", lost.as_ref(), || async {
-                match self.hold_first(session, lease, false).await? {
-                    Ok(delivery) => Ok(Some(delivery)),
-                    Err(last) => self.changed_after(last, lost.as_ref()).await.map(|()| None),
-                }
+                Ok(match self.hold_first(session, lease, false).await? {
+                    Ok(delivery) => Ready(delivery),
+                    Err(last) => NotYet(self.changed_after(last, lost.as_ref())),
+                })
             })
             .await
     }

@@ -8,6 +8,7 @@
 //! write hold's token is its key's create sequence.
 
 use crate::shared::Shared;
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
@@ -88,13 +89,12 @@ impl NatsRwLock {
         RetryPolicy::default()
             .wait_until("the read-write lock", self.lease.lost_token(), || async {
                 let (blocker, last) = self.blocker(contender, writer).await?;
-                match blocker {
-                    None => Ok(Some(())),
+                Ok(match blocker {
+                    None => Ready(()),
                     Some(key) => {
-                        gone_after(&self.lease, &key, last, &[]).await?;
-                        Ok(None)
+                        NotYet(async move { gone_after(&self.lease, &key, last, &[]).await })
                     }
-                }
+                })
             })
             .await
     }

@@ -10,6 +10,7 @@
 //! key's is refused ([`Error::InvalidArgument`]), and its own key purged.
 
 use crate::shared::Shared;
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
@@ -126,11 +127,11 @@ impl Semaphore for NatsSemaphore {
         RetryPolicy::default()
             .wait_until("a permit", self.lease.lost_token(), || async {
                 let (held, last) = self.holds(&contender).await?;
-                if held {
-                    return Ok(Some(()));
-                }
-                gone_after(&self.lease, &filter, last, &[]).await?;
-                Ok(None)
+                Ok(if held {
+                    Ready(())
+                } else {
+                    NotYet(gone_after(&self.lease, &filter, last, &[]))
+                })
             })
             .await?;
         Ok(self.grant(contender))

@@ -46,8 +46,10 @@
 //! The token of a hold is the holder key's create sequence.
 
 use crate::shared::Shared;
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
+use futures::FutureExt as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -253,7 +255,7 @@ impl NatsUnfairLocker {
                     )),
                     Some(0) => {
                         let listed = match self.attempt().await? {
-                            Take::Held(guard) => return Ok(Some(guard)),
+                            Take::Held(guard) => return Ok(Ready(guard)),
                             Take::Lost(listed) => listed,
                         };
                         // The take's own listing when it lost to a live key there: the line
@@ -262,18 +264,31 @@ impl NatsUnfairLocker {
                             Some(listed) => listed,
                             None => self.fair_line().await?,
                         };
-                        if line.is_empty() {
-                            return Ok(None);
-                        }
-                        let filter = keys::every_in(&self.line);
-                        if gone_after(&self.lease, &filter, last, &line).await? {
-                            self.wakeups.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(None)
+                        Ok(NotYet(
+                            async move {
+                                if line.is_empty() {
+                                    return Ok(());
+                                }
+                                let filter = keys::every_in(&self.line);
+                                if gone_after(&self.lease, &filter, last, &line).await? {
+                                    self.wakeups.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(())
+                            }
+                            .boxed(),
+                        ))
                     }
                     Some(at) => {
-                        gone_after(&self.lease, &line[at - 1].1, last, &line[at - 1..at]).await?;
-                        Ok(None)
+                        let before = line[at - 1].clone();
+                        Ok(NotYet(
+                            async move {
+                                let listed = std::slice::from_ref(&before);
+                                gone_after(&self.lease, &before.1, last, listed)
+                                    .await
+                                    .map(drop)
+                            }
+                            .boxed(),
+                        ))
                     }
                 }
             })

@@ -18,6 +18,7 @@
 //! of an election and ten minutes of history by default; an observer that falls further
 //! behind skips entries but stays in order.
 
+use distsync_core::raw::waited;
 use distsync_core::raw::Make;
 use distsync_core::raw::OnSession;
 use std::collections::VecDeque;
@@ -116,14 +117,8 @@ impl Election for PgElection {
             shared: false,
             campaign: Some(value.as_ref()),
         };
-        let (entry, term) = waiter_line::take(&self.lease, &self.name, &ask, true)
-            .await?
-            .ok_or_else(|| {
-                Error::backend(
-                    crate::error::BACKEND,
-                    "a waiting campaign returned without leadership",
-                )
-            })?;
+        let taken = waiter_line::take(&self.lease, &self.name, &ask, true).await?;
+        let (entry, term) = waited(crate::error::BACKEND, "campaign", taken)?;
         let proclaim = Arc::new(PgProclaim {
             lease: Arc::clone(&self.lease),
             election: self.name.as_str().to_owned(),

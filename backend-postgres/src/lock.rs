@@ -1,6 +1,7 @@
 //! The mutex: an exclusive entry in the name's line (see [`crate::waiter_line`]).
 
 use crate::store::Shared;
+use distsync_core::raw::waited;
 use distsync_core::raw::Make;
 use distsync_core::raw::OnSession;
 use std::sync::Arc;
@@ -37,14 +38,8 @@ impl Locker for PgLocker {
     /// Cancel-safety: cancel-safe; a dropped wait withdraws its entry in the background
     /// (releasing the lock if it was granted in the meantime).
     async fn lock(&self) -> Result<LockGuard> {
-        let (entry, token) = acquire(&self.lease, LockKind::Lock, &self.name, false, true)
-            .await?
-            .ok_or_else(|| {
-                distsync_core::Error::backend(
-                    crate::error::BACKEND,
-                    "a waiting lock returned without the lock",
-                )
-            })?;
+        let taken = acquire(&self.lease, LockKind::Lock, &self.name, false, true).await?;
+        let (entry, token) = waited(crate::error::BACKEND, "lock", taken)?;
         Ok(self.guard(entry, token))
     }
 

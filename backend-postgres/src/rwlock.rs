@@ -5,12 +5,13 @@
 //! recipe does, and `try_read` fails while a writer holds or waits.
 
 use crate::store::Shared;
+use distsync_core::raw::waited;
 use distsync_core::raw::Make;
 use distsync_core::raw::OnSession;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock, Session};
+use distsync_core::{LockGuard, Name, ReadGuard, Result, RwLock, Session};
 
 use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
@@ -29,12 +30,11 @@ impl PgRwLock {
     }
 
     async fn wait_for(&self, exclusive: bool) -> Result<(Entry, i64)> {
-        self.take(exclusive, true).await?.ok_or_else(|| {
-            Error::backend(
-                crate::error::BACKEND,
-                "a waiting read-write lock returned without the lock",
-            )
-        })
+        waited(
+            crate::error::BACKEND,
+            "read-write lock",
+            self.take(exclusive, true).await?,
+        )
     }
 
     fn write_guard(&self, entry: Entry, token: i64) -> LockGuard {

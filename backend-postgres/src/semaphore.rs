@@ -12,6 +12,7 @@
 //! next value of the name's fencing counter; a dropped acquisition withdraws its entry.
 
 use crate::store::Shared;
+use distsync_core::raw::waited;
 use distsync_core::raw::Make;
 use distsync_core::raw::OnSession;
 use std::num::NonZeroUsize;
@@ -74,12 +75,11 @@ impl Semaphore for PgSemaphore {
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the background
     /// (releasing the permit if it was granted meanwhile), or leaves it to the session.
     async fn acquire(&self) -> Result<Permit> {
-        self.acquire_or_try(true).await?.ok_or_else(|| {
-            Error::backend(
-                crate::error::BACKEND,
-                "a waiting semaphore acquire returned without a permit",
-            )
-        })
+        waited(
+            crate::error::BACKEND,
+            "acquire",
+            self.acquire_or_try(true).await?,
+        )
     }
 
     /// Takes a permit if fewer than `permits` live entries are in line (a free permit,

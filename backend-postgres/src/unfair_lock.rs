@@ -73,6 +73,7 @@
 //! Entry numbers are drawn from a counter of this module going down from -1, so that
 //! they never meet those of the line's other holders in one session (going up from 1).
 
+use distsync_core::raw::waited;
 use distsync_core::raw::Make;
 use distsync_core::raw::OnSession;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -357,9 +358,7 @@ impl Locker for PgUnfairLocker {
     /// Cancel-safety: cancel-safe; a dropped wait withdraws in the background
     /// (releasing the lock if it was granted in the meantime).
     async fn lock(&self) -> Result<LockGuard> {
-        self.take(true).await?.ok_or_else(|| {
-            Error::backend(BACKEND, "a waiting unfair lock returned without the lock")
-        })
+        waited(BACKEND, "unfair lock", self.take(true).await?)
     }
 
     /// One statement: the lock if its line is empty, `None` otherwise (nothing

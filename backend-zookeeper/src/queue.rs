@@ -72,6 +72,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
 use distsync_core::raw::{call_id, CleanUp, Failure, Idempotence, RetryPolicy};
 use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
@@ -126,6 +127,17 @@ enum Look<T> {
     Found(T),
     /// Nothing available; with watches on the items and the locks when asked for.
     Empty(Option<(zk::OneshotWatcher, zk::OneshotWatcher)>),
+}
+
+/// Resolves once either of a look's watches fires (at once for a look that set none).
+async fn changed(watches: Option<(zk::OneshotWatcher, zk::OneshotWatcher)>) -> Result<()> {
+    if let Some((items, locks)) = watches {
+        tokio::select! {
+            _ = items.changed() => {}
+            _ = locks.changed() => {}
+        }
+    }
+    Ok(())
 }
 
 impl Inner {
@@ -718,16 +730,8 @@ impl Queue for ZkQueue {
         RetryPolicy::default()
             .wait_until("dequeue", None, || async {
                 Ok(match self.inner.take(true).await? {
-                    Look::Found(item) => Some(item),
-                    Look::Empty(watches) => {
-                        if let Some((items, locks)) = watches {
-                            tokio::select! {
-                                _ = items.changed() => {}
-                                _ = locks.changed() => {}
-                            }
-                        }
-                        None
-                    }
+                    Look::Found(item) => Ready(item),
+                    Look::Empty(watches) => NotYet(changed(watches)),
                 })
             })
             .await

@@ -49,7 +49,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::name::Name;
-use crate::raw::RetryPolicy;
+use crate::raw::{Look, RetryPolicy};
 
 /// How often the default [`Counter::changed`] (a backend without notifications) reads
 /// the counter: the bound on how late it sees a change, plus one read. A quarter of a
@@ -164,11 +164,14 @@ pub async fn poll_changed<C: Counter + ?Sized>(
     RetryPolicy::default()
         .wait_until("a counter change", None, || async {
             let value = counter.get().await?;
-            if value != seen {
-                return Ok(Some(value));
-            }
-            tokio::time::sleep(interval).await;
-            Ok(None)
+            Ok(if value == seen {
+                Look::NotYet(async {
+                    tokio::time::sleep(interval).await;
+                    Ok::<_, Error>(())
+                })
+            } else {
+                Look::Ready(value)
+            })
         })
         .await
 }

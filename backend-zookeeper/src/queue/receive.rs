@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{
     call_id, CleanUp, Failure, Idempotence, RetryPolicy, SessionStoreSide as _, Settle,
 };
@@ -39,17 +40,13 @@ pub(super) async fn receive(inner: &Arc<Inner>, session: &Session) -> Result<Del
                 return Err(Error::SessionLost);
             }
             Ok(match look(inner, session, &lease, true).await? {
-                Look::Found(delivery) => Some(delivery),
-                Look::Empty(watches) => {
-                    if let Some((items, locks)) = watches {
-                        tokio::select! {
-                            () = session.lost() => return Err(Error::SessionLost),
-                            _ = items.changed() => {}
-                            _ = locks.changed() => {}
-                        }
+                Look::Found(delivery) => Ready(delivery),
+                Look::Empty(watches) => NotYet(async {
+                    tokio::select! {
+                        () = session.lost() => Err(Error::SessionLost),
+                        changed = super::changed(watches) => changed,
                     }
-                    None
-                }
+                }),
             })
         })
         .await

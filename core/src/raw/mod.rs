@@ -155,7 +155,7 @@ pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;
 pub use random::{random_fraction, random_u64};
 pub use renewal_batch::{BatchRenewed, RenewalBatch};
-pub use retry::{Failure, Idempotence, RetryPolicy, WaitRetry};
+pub use retry::{Failure, Idempotence, Look, RetryPolicy, WaitRetry};
 pub use session_bound::{MaxSessionTtl, check_session_ttl};
 pub use stamped_tat::{NotStampedTat, StampedStep, StampedTat};
 pub use store_side::{

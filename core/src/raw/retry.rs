@@ -21,8 +21,9 @@
 //! once as a warning when it starts (what was waiting, and the error) and once at info
 //! level when the store answers again; errors carry no secrets, and neither do these
 //! lines. ([`RetryPolicy::wait_until`] is the waiting loop of a blocking call, written
-//! once for every backend; [`RetryPolicy::wait`] the loop for a single store call; and
-//! [`WaitRetry`] the state of a loop that must be written by hand.)
+//! once for every backend: a look at the store, then the wait for the change it names;
+//! [`RetryPolicy::wait`] the loop for a single store call; and [`WaitRetry`] the state
+//! of a loop that must be written by hand.)
 //!
 //! **One-shot calls** (`try_lock`, `try_dequeue`, `enqueue`, `len`, `leader`,
 //! `status`, a session's grant, ...) retry within a short budget (3 s by default, cut
@@ -320,25 +321,30 @@ impl RetryPolicy {
     }
 
     /// The waiting loop of a blocking call: runs `look` (one look at the store, which
-    /// waits for a change itself before it answers `None`, "not yet") until it answers
-    /// `Some`, riding out transient failures as [`wait`](RetryPolicy::wait) does. Each
-    /// answer of the store is a success for the policy: its pauses start over, and the
-    /// loop looks again.
+    /// answers at once) until it answers [`Look::Ready`], riding out its transient
+    /// failures as [`wait`](RetryPolicy::wait) does. A look that answers
+    /// [`Look::NotYet`] names the change to wait for (a watch from the revision it
+    /// read, a notification): the loop counts the store's answer as a success first
+    /// (so a [`crate::timeout`] deadline that passes during that wait is
+    /// [`Error::Timeout`], not the error of an outage that has ended), then waits for
+    /// the change and looks again. A wait for a change that fails with a transient
+    /// error pauses as a look does before the next look, so a watch refused at once
+    /// does not turn the wait into a loop of reads.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU32, Ordering};
-    /// use distsync::store::raw::retry::RetryPolicy;
+    /// use distsync::store::raw::retry::{Look, RetryPolicy};
     /// use distsync::Error;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {
     /// let looks = AtomicU32::new(0);
     /// let item = RetryPolicy::default()
     ///     .wait_until("an item", None, || async {
-    ///         match looks.fetch_add(1, Ordering::SeqCst) {
-    ///             0 => Err(Error::connection("example", "connection refused")), // ridden out
-    ///             1 => Ok(None), // not yet: the look waited for a change
-    ///             _ => Ok(Some("item")),
-    ///         }
+    ///         Ok(match looks.fetch_add(1, Ordering::SeqCst) {
+    ///             0 => return Err(Error::connection("example", "connection refused")),
+    ///             1 => Look::NotYet(async { Ok(()) }), // the change it waits for
+    ///             _ => Look::Ready("item"),
+    ///         })
     ///     })
     ///     .await?;
     /// assert_eq!((item, looks.load(Ordering::SeqCst)), ("item", 3));
@@ -347,12 +353,12 @@ impl RetryPolicy {
     ///
     /// # Errors
     /// [`Error::SessionLost`] when `lost` fires while the store is failing; the error
-    /// of `look` when it is not transient.
+    /// of `look`, or of the wait for a change, when it is not transient.
     ///
     /// # Cancel safety
-    /// Cancel-safe: dropping the future drops the look in flight, which is how a caller
-    /// bounds the wait.
-    pub async fn wait_until<T, F, Fut>(
+    /// Cancel-safe: dropping the future drops the look or the wait in flight, which is
+    /// how a caller bounds the wait.
+    pub async fn wait_until<T, C, W, F, Fut>(
         self,
         what: &'static str,
         lost: Option<&CancellationToken>,
@@ -360,14 +366,41 @@ impl RetryPolicy {
     ) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<Option<T>>>,
+        Fut: Future<Output = Result<Look<T, W>>>,
+        W: Future<Output = Result<C>>,
     {
+        let mut changes = WaitRetry::with_policy(what, &self);
         loop {
-            if let Some(value) = self.wait(what, lost, &mut look).await? {
-                return Ok(value);
+            let change = match self.wait(what, lost, &mut look).await? {
+                Look::Ready(value) => return Ok(value),
+                Look::NotYet(change) => change,
+            };
+            match change.await {
+                Ok(_) => changes.succeeded(),
+                Err(error) => {
+                    let pause = changes.failed(&error).ok_or(error)?;
+                    match lost {
+                        Some(lost) => tokio::select! {
+                            () = lost.cancelled() => return Err(Error::SessionLost),
+                            () = tokio::time::sleep(pause) => {}
+                        },
+                        None => tokio::time::sleep(pause).await,
+                    }
+                }
             }
         }
     }
+}
+
+/// What one look of [`RetryPolicy::wait_until`] found: what the caller waits for, or
+/// the change to wait for before the next look.
+#[derive(Debug)]
+pub enum Look<T, W> {
+    /// The wait is over, with this value.
+    Ready(T),
+    /// Not yet: wait for this change (a future that ends when it happened, or fails),
+    /// then look again.
+    NotYet(W),
 }
 
 /// The retry state of one waiting loop (see the [module docs](self)): the pause
@@ -600,6 +633,67 @@ mod tests {
         })
         .await;
         assert!(matches!(quiet, Err(Error::Timeout(_))), "{quiet:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_a_change_after_an_outage_times_out_as_a_plain_timeout() {
+        let looks = AtomicU32::new(0);
+        let healed = Instant::now() + Duration::from_secs(30);
+        let result = with_deadline(
+            Duration::from_secs(60),
+            RetryPolicy::default().wait_until("test", None, || async {
+                looks.fetch_add(1, Ordering::SeqCst);
+                if Instant::now() < healed {
+                    return Err(down());
+                }
+                // The store answers "not yet", and the change never comes.
+                Ok(Look::<(), _>::NotYet(std::future::pending::<Result<()>>()))
+            }),
+        )
+        .await;
+        assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+        assert!(looks.load(Ordering::SeqCst) > 2, "the outage was ridden out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_wait_for_a_change_pauses_before_the_next_look() {
+        let started = Instant::now();
+        let looks = AtomicU32::new(0);
+        let value = RetryPolicy::default()
+            .wait_until("test", None, || async {
+                Ok(match looks.fetch_add(1, Ordering::SeqCst) {
+                    0..3 => Look::NotYet(async { Err::<(), _>(down()) }),
+                    n => Look::Ready(n),
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 3);
+        // Three refused waits: three pauses of the wait schedule (10, 20, 40 ms).
+        assert!(started.elapsed() >= Duration::from_millis(70), "{:?}", started.elapsed());
+
+        let refused = RetryPolicy::default()
+            .wait_until("test", None, || async {
+                Ok(Look::<(), _>::NotYet(async { Err::<(), _>(Error::NotHeld) }))
+            })
+            .await;
+        assert!(matches!(refused, Err(Error::NotHeld)), "{refused:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_until_ends_with_session_lost_while_the_store_fails() {
+        let lost = CancellationToken::new();
+        let canceller = lost.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            canceller.cancel();
+        });
+        let result = RetryPolicy::default()
+            .wait_until("test", Some(&lost), || async {
+                Err::<Look<(), std::future::Pending<Result<()>>>, _>(down())
+            })
+            .await;
+        assert!(matches!(result, Err(Error::SessionLost)), "{result:?}");
     }
 
     #[tokio::test(start_paused = true)]

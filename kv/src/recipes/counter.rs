@@ -26,7 +26,7 @@ use crate::kv::{Compare, CompareOp, Kv, Range, RangeResponse, Revision, Txn, Txn
 use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
-use distsync_core::raw::RetryPolicy;
+use distsync_core::raw::{Look, RetryPolicy};
 
 use super::key::{escape, KeySpace};
 
@@ -172,26 +172,28 @@ impl Counter for KvCounter {
                 let response = wait::read(&*self.kv, Range::key(&self.key), None).await?;
                 let value = self.read_from(&response)?.value;
                 if value != seen {
-                    return Ok(Some(value));
+                    return Ok(Look::Ready(value));
                 }
                 let from = response.revision + 1;
-                let mut watch = wait::patiently(None, "watch", &self.key, || {
-                    self.kv.watch(&self.key, false, from)
-                })
-                .await?;
-                tokio::select! {
-                    event = watch.next() => match event {
-                        // A failing watch pauses as any wait does, so that a watch
-                        // refused at once does not turn the wait into a loop of reads.
-                        Some(Err(error)) => return Err(error),
-                        Some(Ok(_)) => {}
-                        None => tracing::debug!(key = %self.key, "counter watch ended; re-reading"),
-                    },
-                    () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
-                        tracing::trace!(key = %self.key, "no event within the safety net");
+                Ok(Look::NotYet(async move {
+                    let mut watch = wait::patiently(None, "watch", &self.key, || {
+                        self.kv.watch(&self.key, false, from)
+                    })
+                    .await?;
+                    tokio::select! {
+                        event = watch.next() => match event {
+                            Some(event) => event.map(drop),
+                            None => {
+                                tracing::debug!(key = %self.key, "counter watch ended; re-reading");
+                                Ok(())
+                            }
+                        },
+                        () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
+                            tracing::trace!(key = %self.key, "no event within the safety net");
+                            Ok(())
+                        }
                     }
-                }
-                Ok(None)
+                }))
             })
             .await
     }
