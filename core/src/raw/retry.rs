@@ -652,7 +652,10 @@ mod tests {
         )
         .await;
         assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
-        assert!(looks.load(Ordering::SeqCst) > 2, "the outage was ridden out");
+        assert!(
+            looks.load(Ordering::SeqCst) > 2,
+            "the outage was ridden out"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -670,11 +673,17 @@ mod tests {
             .unwrap();
         assert_eq!(value, 3);
         // Three refused waits: three pauses of the wait schedule (10, 20, 40 ms).
-        assert!(started.elapsed() >= Duration::from_millis(70), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(70),
+            "{:?}",
+            started.elapsed()
+        );
 
         let refused = RetryPolicy::default()
             .wait_until("test", None, || async {
-                Ok(Look::<(), _>::NotYet(async { Err::<(), _>(Error::NotHeld) }))
+                Ok(Look::<(), _>::NotYet(async {
+                    Err::<(), _>(Error::NotHeld)
+                }))
             })
             .await;
         assert!(matches!(refused, Err(Error::NotHeld)), "{refused:?}");
