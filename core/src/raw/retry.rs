@@ -285,14 +285,7 @@ impl RetryPolicy {
             if deadline.is_some_and(|deadline| Instant::now() + retry.pauses.peek() > deadline) {
                 return Err(error);
             }
-            let pause = retry.failed(&error).unwrap_or_default();
-            match lost {
-                Some(lost) => tokio::select! {
-                    () = lost.cancelled() => return Err(Error::SessionLost),
-                    () = tokio::time::sleep(pause) => {}
-                },
-                None => tokio::time::sleep(pause).await,
-            }
+            pause_unless_lost(retry.failed(&error).unwrap_or_default(), lost).await?;
         }
     }
 
@@ -378,16 +371,25 @@ impl RetryPolicy {
             match change.await {
                 Ok(_) => changes.succeeded(),
                 Err(error) => {
-                    let pause = changes.failed(&error).ok_or(error)?;
-                    match lost {
-                        Some(lost) => tokio::select! {
-                            () = lost.cancelled() => return Err(Error::SessionLost),
-                            () = tokio::time::sleep(pause) => {}
-                        },
-                        None => tokio::time::sleep(pause).await,
-                    }
+                    pause_unless_lost(changes.failed(&error).ok_or(error)?, lost).await?;
                 }
             }
+        }
+    }
+}
+
+/// Sleeps `pause`, or ends it with [`Error::SessionLost`] when `lost` fires first.
+///
+/// Cancel safety: cancel-safe, a sleep.
+async fn pause_unless_lost(pause: Duration, lost: Option<&CancellationToken>) -> Result<()> {
+    match lost {
+        Some(lost) => tokio::select! {
+            () = lost.cancelled() => Err(Error::SessionLost),
+            () = tokio::time::sleep(pause) => Ok(()),
+        },
+        None => {
+            tokio::time::sleep(pause).await;
+            Ok(())
         }
     }
 }
