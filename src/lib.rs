@@ -200,7 +200,6 @@ pub mod store {
         //! The backend author's API: the contract a store implements (the `Backend` trait,
         //! leases, guard constructors, retries), and the revisioned key-value model with
         //! the primitives built on it (`distsync-kv`).
-        pub use distsync_core::impl_primitives;
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
             call_id, check_session_ttl, detached, join_host_port, leadership, lock_guard,
@@ -209,10 +208,12 @@ pub mod store {
             waited, with_guarded_write, with_release_request_watch, Backend, Backoff, CleanUp,
             Contention, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease,
             LossWatchFn, Make, MaxSessionTtl, MultiHostUrl, OnSession, Primitives, ReleaseFn,
-            ReleaseRequestWatchFn, SessionStoreSide, Settle, StmAttempt, StmEngine, StmRetry,
-            UrlGrammar, UrlOptions, Write, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+            ReleaseRequestWatchFn, SessionStoreSide, Settle, SharedSettings, StmAttempt, StmEngine,
+            StmRetry, UrlGrammar, UrlOptions, Write, DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
+        pub use distsync_core::{config_accessors, impl_primitives};
         pub use distsync_kv::{kv, recipes};
     }
 

@@ -2,11 +2,10 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, parse_host_port, parse_url_flag, Login, MultiHostUrl, UrlGrammar, UrlOptions,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    join_host_port, parse_host_port, parse_url_flag, Login, MultiHostUrl, SharedSettings,
+    UrlGrammar, UrlOptions,
 };
 use distsync_core::{Error, Name, Result};
 use distsync_kv::recipes::KeyLayout;
@@ -75,11 +74,15 @@ pub struct EtcdConfig {
     ca: Option<String>,
     cert: Option<String>,
     key: Option<String>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
+    /// The timeouts and the bound on session TTLs (the URL's shared keys).
+    settings: SharedSettings,
     layout: KeyLayout,
-    max_session_ttl: Option<Duration>,
 }
+
+distsync_core::config_accessors!(EtcdConfig.settings {
+    timeouts,
+    max_session_ttl >= crate::MIN_SESSION_TTL,
+});
 
 impl EtcdConfig {
     /// A configuration for `endpoints` (`host:port` each) and `namespace` (may be
@@ -107,10 +110,8 @@ impl EtcdConfig {
             ca: None,
             cert: None,
             key: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            settings: SharedSettings::default(),
             layout: KeyLayout::default(),
-            max_session_ttl: None,
         })
     }
 
@@ -155,9 +156,7 @@ impl EtcdConfig {
         shared
             .check_tls(config.tls, "the URL says tls=false")
             .map_err(&invalid)?;
-        config.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        config.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        config.max_session_ttl = shared.max_session_ttl.or(None);
+        config.settings = SharedSettings::from_url(&shared);
         config.ca = shared.ca_file;
         (config.cert, config.key) = shared.client_cert_files.unzip();
         Ok(config)
@@ -177,19 +176,6 @@ impl EtcdConfig {
         self.ca = ca.map(str::to_owned);
         self.cert = client.map(|(cert, _)| cert.to_owned());
         self.key = client.map(|(_, key)| key.to_owned());
-        self
-    }
-
-    /// Sets how long connecting may take in all (a zero duration becomes 1 ms).
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Sets how long one request may wait for its answer (a zero duration becomes
-    /// 1 ms). Lock waits are watches and are not bounded by it.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -218,16 +204,6 @@ impl EtcdConfig {
         self.cert.as_deref().zip(self.key.as_deref())
     }
 
-    /// How long connecting may take in all.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// How long one request may wait for its answer.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
     /// The members to connect to, as `host:port`.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
@@ -248,22 +224,6 @@ impl EtcdConfig {
     #[must_use]
     pub fn with_layout(mut self, layout: KeyLayout) -> Self {
         self.layout = layout;
-        self
-    }
-
-    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
-    /// lock-delay after the store forgets (see the crate docs, "When the store
-    /// forgets"): sessions with a longer TTL are refused.
-    pub fn max_session_ttl(&self) -> Option<Duration> {
-        self.max_session_ttl
-    }
-
-    /// The same configuration with a bound on session TTLs (see
-    /// [`EtcdConfig::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`], etcd's
-    /// shortest lease, as in the URL).
-    #[must_use]
-    pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
-        self.max_session_ttl = Some(ttl.max(crate::MIN_SESSION_TTL));
         self
     }
 }
@@ -300,7 +260,7 @@ impl fmt::Display for EtcdConfig {
         if self.layout == KeyLayout::Go {
             query.append_pair("layout", "go");
         }
-        if let Some(ttl) = self.max_session_ttl {
+        if let Some(ttl) = self.settings.max_session_ttl {
             query.append_pair("max_session_ttl", &format!("{}ms", ttl.as_millis()));
         }
         let query = query.finish();
@@ -331,6 +291,8 @@ fn normalize_namespace(namespace: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distsync_core::raw::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+    use std::time::Duration;
 
     fn parse(url: &str) -> Result<EtcdConfig> {
         EtcdConfig::parse(url)

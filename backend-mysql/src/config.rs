@@ -4,9 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::raw::{
-    parse_duration, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
-};
+use distsync_core::raw::{parse_duration, SharedSettings, UrlGrammar, UrlOptions};
 use distsync_core::{Error, Result};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
@@ -107,9 +105,8 @@ pub struct MysqlConfig {
     poll_interval: Duration,
     pool_size: u32,
     key_bells: u32,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    max_session_ttl: Option<Duration>,
+    /// The timeouts and the bound on session TTLs (the URL's shared keys).
+    settings: SharedSettings,
     /// The PEM file of CA certificates to trust (`ca=`).
     ca_file: Option<String>,
     /// The PEM client certificate and its key (`cert=`, `key=`).
@@ -127,9 +124,7 @@ impl fmt::Debug for MysqlConfig {
             .field("poll_interval", &self.poll_interval)
             .field("pool_size", &self.pool_size)
             .field("key_bells", &self.key_bells)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("max_session_ttl", &self.max_session_ttl)
+            .field("settings", &self.settings)
             .finish()
     }
 }
@@ -148,6 +143,11 @@ impl FromStr for MysqlConfig {
         Self::parse(url)
     }
 }
+
+distsync_core::config_accessors!(MysqlConfig.settings {
+    timeouts,
+    max_session_ttl >= crate::MIN_SESSION_TTL,
+});
 
 impl MysqlConfig {
     /// Parses a backend URL (see the type's docs).
@@ -255,9 +255,7 @@ impl MysqlConfig {
             poll_interval,
             pool_size,
             key_bells,
-            connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-            max_session_ttl: shared.max_session_ttl.or(None),
+            settings: SharedSettings::from_url(&shared),
             ca_file: shared.ca_file,
             client_cert_files: shared.client_cert_files,
             display,
@@ -290,23 +288,6 @@ impl MysqlConfig {
     /// bells are off in this process.
     pub fn key_bells(&self) -> u32 {
         self.key_bells
-    }
-
-    /// How long connecting may take in all.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// How long one statement may wait for its answer.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
-    /// lock-delay after the store forgets (see the crate docs, "When the store
-    /// forgets"): sessions with a longer TTL are refused.
-    pub fn max_session_ttl(&self) -> Option<Duration> {
-        self.max_session_ttl
     }
 
     /// The TLS mode: the URL's `ssl-mode`, or its default (see the type's docs).
@@ -358,6 +339,7 @@ fn validate_prefix(prefix: &str) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distsync_core::raw::DEFAULT_CONNECT_TIMEOUT;
 
     #[test]
     fn a_full_url_parses_without_showing_the_password() {

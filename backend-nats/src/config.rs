@@ -1,11 +1,9 @@
 //! The connection settings, parsed from a `nats://` or `tls://` URL.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, Login, MultiHostUrl, TlsFiles, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT,
+    join_host_port, Login, MultiHostUrl, SharedSettings, TlsFiles, UrlGrammar, UrlOptions,
 };
 use distsync_core::{Error, Result};
 
@@ -62,10 +60,14 @@ pub struct NatsConfig {
     user: Option<Login>,
     creds: Option<String>,
     tls: Option<TlsFiles>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    max_session_ttl: Option<Duration>,
+    /// The timeouts and the bound on session TTLs (the URL's shared keys).
+    settings: SharedSettings,
 }
+
+distsync_core::config_accessors!(NatsConfig.settings {
+    timeouts,
+    max_session_ttl >= crate::MIN_SESSION_TTL,
+});
 
 impl NatsConfig {
     /// The servers, as `host:port`.
@@ -96,30 +98,6 @@ impl NatsConfig {
     /// Whether every server is reached over TLS (`tls://`).
     pub fn tls(&self) -> bool {
         self.tls.is_some()
-    }
-
-    /// How long connecting may take.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// How long one request may take.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
-    /// lock-delay after the store forgets (see the crate docs, "When the store
-    /// forgets"): sessions with a longer TTL are refused.
-    pub fn max_session_ttl(&self) -> Option<Duration> {
-        self.max_session_ttl
-    }
-
-    /// Sets how long one request may take (at least 1 ms).
-    #[must_use]
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout.max(Duration::from_millis(1));
-        self
     }
 
     /// The same configuration on another bucket.
@@ -201,9 +179,7 @@ impl FromStr for NatsConfig {
             user,
             creds,
             tls,
-            connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-            max_session_ttl: shared.max_session_ttl.or(None),
+            settings: SharedSettings::from_url(&shared),
         })
     }
 }
@@ -232,6 +208,7 @@ fn parse_replicas(value: &str) -> std::result::Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn parses_servers_bucket_login_and_timeouts() {

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use distsync_core::raw::{
     parse_duration, parse_host_port, parse_url_flag, MultiHostUrl, UrlGrammar, UrlOptions,
@@ -177,6 +176,8 @@ impl fmt::Display for RedisConfig {
         write!(f, "{}?namespace={}", self.display, self.options.namespace)
     }
 }
+
+distsync_core::config_accessors!(RedisConfig.options { timeouts });
 
 impl RedisConfig {
     /// Parses `url`.
@@ -466,28 +467,6 @@ impl RedisConfig {
         self.cert.as_deref().zip(self.key.as_deref())
     }
 
-    /// The connect timeout (`connect_timeout=`).
-    pub fn connect_timeout(&self) -> Duration {
-        self.options.connect_timeout
-    }
-
-    /// The request timeout (`timeout=`).
-    pub fn request_timeout(&self) -> Duration {
-        self.options.request_timeout
-    }
-
-    /// Overrides the connect timeout, in code (see [`RedisOptions::connect_timeout`]).
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.options = self.options.connect_timeout(timeout);
-        self
-    }
-
-    /// Overrides the request timeout, in code (see [`RedisOptions::request_timeout`]).
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.options = self.options.request_timeout(timeout);
-        self
-    }
-
     /// Everything but the server and credentials: namespace, eviction and timeouts.
     pub fn options(&self) -> &RedisOptions {
         &self.options
@@ -586,6 +565,7 @@ fn redis_url_of(parts: &MultiHostUrl<'_>, db: &str, query: &str) -> String {
 mod tests {
     use super::*;
     use distsync_core::raw::MaxSessionTtl;
+    use std::time::Duration;
 
     /// `bad` is an [`Error::InvalidUrl`] that does not show the password `secret`.
     fn assert_invalid_without_secret(bad: &str) {

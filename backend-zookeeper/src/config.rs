@@ -1,11 +1,9 @@
 //! The connection settings, parsed from a `zk://` or `zks://` URL.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use distsync_core::raw::{
-    join_host_port, Login, MultiHostUrl, TlsFiles, UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT,
+    join_host_port, Login, MultiHostUrl, SharedSettings, TlsFiles, UrlGrammar, UrlOptions,
 };
 use distsync_core::{Error, Result};
 
@@ -69,10 +67,14 @@ pub struct ZkConfig {
     user: Option<Login>,
     sasl: bool,
     tls: Option<TlsFiles>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    max_session_ttl: Option<Duration>,
+    /// The timeouts and the bound on session TTLs (the URL's shared keys).
+    settings: SharedSettings,
 }
+
+distsync_core::config_accessors!(ZkConfig.settings {
+    timeouts,
+    max_session_ttl >= crate::MIN_SESSION_TTL,
+});
 
 impl ZkConfig {
     /// The servers, as `host:port`.
@@ -109,45 +111,6 @@ impl ZkConfig {
     /// The paths of the PEM client certificate and its key presented over TLS, if any.
     pub fn client_cert_files(&self) -> Option<(&str, &str)> {
         self.tls.as_ref().and_then(TlsFiles::client)
-    }
-
-    /// How long opening a session may take.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// How long one request may take.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// Sets how long opening a session may take (at least 1 ms).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Sets how long one request may take (at least 1 ms).
-    #[must_use]
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
-    /// lock-delay after the store forgets (see the crate docs, "When the store
-    /// forgets"): sessions with a longer TTL are refused.
-    pub fn max_session_ttl(&self) -> Option<Duration> {
-        self.max_session_ttl
-    }
-
-    /// The same configuration with a bound on session TTLs (see
-    /// [`ZkConfig::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`]).
-    #[must_use]
-    pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
-        self.max_session_ttl = Some(ttl.max(crate::MIN_SESSION_TTL));
-        self
     }
 
     /// The connection string of the client: the hosts, comma-separated.
@@ -207,9 +170,7 @@ impl FromStr for ZkConfig {
             user,
             sasl: false,
             tls: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            max_session_ttl: None,
+            settings: SharedSettings::default(),
         };
         let mut sasl = None;
         let shared = UrlOptions::parse(query, &GRAMMAR, |key, value| {
@@ -227,9 +188,7 @@ impl FromStr for ZkConfig {
                 SaslError::Unsupported(what) => Error::unsupported(crate::BACKEND, what),
             })?;
         }
-        config.connect_timeout = shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        config.request_timeout = shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        config.max_session_ttl = shared.max_session_ttl.or(None);
+        config.settings = SharedSettings::from_url(&shared);
         if config.sasl && config.user.is_none() {
             return Err(invalid(
                 "`sasl=digest-md5` needs the login as `user:password@`".into(),
@@ -301,6 +260,7 @@ fn parse_root(path: &str) -> std::result::Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn parses_hosts_root_login_and_timeouts() {

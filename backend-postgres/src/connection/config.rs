@@ -5,9 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use distsync_core::raw::{
-    UrlGrammar, UrlOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
-};
+use distsync_core::raw::{SharedSettings, UrlGrammar, UrlOptions};
 use distsync_core::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
@@ -73,12 +71,9 @@ pub struct PostgresConfig {
     pub options: PgConnectOptions,
     /// The schema (namespace) of every table, function and lock key of this backend.
     pub schema: String,
-    connect_timeout: Duration,
-    request_timeout: Duration,
+    /// The timeouts and the bound on session TTLs (the URL's shared keys).
+    settings: SharedSettings,
     hold_connections: u32,
-    /// The bound on session TTLs (`max_session_ttl=`), which turns on the lock-delay
-    /// after the store forgets (see `crate::amnesia`).
-    max_session_ttl: Option<Duration>,
     /// Grants commit without waiting for the WAL flush (`grants=unflushed`, see
     /// `crate::unflushed_grants`).
     unflushed_grants: bool,
@@ -94,10 +89,8 @@ impl fmt::Debug for PostgresConfig {
             .field("url", &self.display)
             .field("schema", &self.schema)
             .field("ssl_mode", &self.options.get_ssl_mode())
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
+            .field("settings", &self.settings)
             .field("hold_connections", &self.hold_connections)
-            .field("max_session_ttl", &self.max_session_ttl)
             .field("unflushed_grants", &self.unflushed_grants)
             .finish()
     }
@@ -118,6 +111,11 @@ impl fmt::Display for PostgresConfig {
     }
 }
 
+distsync_core::config_accessors!(PostgresConfig.settings {
+    timeouts,
+    max_session_ttl >= crate::MIN_SESSION_TTL,
+});
+
 impl PostgresConfig {
     /// Parses a backend URL:
     /// `postgres[ql]://[user[:password]@]host[:port]/database[?param=value&...]`, with
@@ -132,11 +130,11 @@ impl PostgresConfig {
     /// | `sslmode` | `disable`, `allow` (as `disable`), `prefer` (TLS if the server offers it, unverified), `require` (TLS, unverified; as `verify-ca` when `sslrootcert` is given, as libpq does), `verify-ca` (the server's certificate chains to a trusted CA), `verify-full` (and names the host) | `prefer` (or `PGSSLMODE`) |
     /// | `sslrootcert` | PEM file of CA certificates to trust, added to the system's roots | the system's roots |
     /// | `sslcert`, `sslkey` | PEM client certificate and its key, both or neither | none |
-    /// | `connect_timeout` | connecting in all: TCP, TLS, login and the checks made at connect (a connection a pool opens later is part of a request, within `timeout`) | [`DEFAULT_CONNECT_TIMEOUT`] |
+    /// | `connect_timeout` | connecting in all: TCP, TLS, login and the checks made at connect (a connection a pool opens later is part of a request, within `timeout`) | [`DEFAULT_CONNECT_TIMEOUT`](distsync_core::raw::DEFAULT_CONNECT_TIMEOUT) |
     /// | `hold_connections` | the most connections the process's locks, read-write locks, candidacies and permits take at once to join, re-check and release their entries (renewals have connections of their own) (1 to [`MAX_HOLD_CONNECTIONS`]); with more tasks locking at the same moment than this, the rest wait for a free one (a waiting `lock()`, `acquire()` or `campaign()` as long as it waits for the grant; a `try_*` or a release within `timeout`), so size it to the locking tasks you run at once, within the server's `max_connections` | [`DEFAULT_HOLD_CONNECTIONS`] |
     /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a fresh `initdb`, a recreated database or schema, a restored backup: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; `off`: none; empty: the default | none: no lock-delay for a store found without its marker |
     /// | `grants` | `durable`: a grant (a lock, write lock, permit or leadership, with its fencing token) is acknowledged once its commit is flushed to disk; `unflushed`: it commits without waiting for the flush, a flush less per grant, and an acknowledged grant may be lost in a crash of the server or a promotion of a standby: its holder then gets `lost()` before anyone else is granted, and every grant after the crash waits the `max_session_ttl` bound once (see the crate docs, "Unflushed grants"); requires `max_session_ttl` ([`Error::InvalidArgument`] at connect otherwise) and the same mode in every client of the schema; empty: the default | `durable` |
-    /// | `timeout` | one request: taking a pool connection (waiting for a free one, opening one, or pinging an idle one), then again the statement's reply, so a call to a server gone silent (a partition, a hung middlebox) fails with a connection error within about twice it (a statement that timed out may have been applied, as after any lost reply); waits (`lock()`, `dequeue()`, ...) are not bounded by it, only each statement they make | [`DEFAULT_REQUEST_TIMEOUT`] |
+    /// | `timeout` | one request: taking a pool connection (waiting for a free one, opening one, or pinging an idle one), then again the statement's reply, so a call to a server gone silent (a partition, a hung middlebox) fails with a connection error within about twice it (a statement that timed out may have been applied, as after any lost reply); waits (`lock()`, `dequeue()`, ...) are not bounded by it, only each statement they make | [`DEFAULT_REQUEST_TIMEOUT`](distsync_core::raw::DEFAULT_REQUEST_TIMEOUT) |
     ///
     /// Timeouts are a whole number with the unit `ms`, `s`, `m` or `h` (`1500ms`, `2s`,
     /// `1m`); a bare number is refused, libpq's `connect_timeout=10` (seconds to libpq)
@@ -237,10 +235,8 @@ impl PostgresConfig {
         Ok(Self {
             options,
             schema,
-            connect_timeout: shared.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            request_timeout: shared.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            settings: SharedSettings::from_url(&shared),
             hold_connections,
-            max_session_ttl: shared.max_session_ttl.or(None),
             unflushed_grants,
             files,
             display,
@@ -265,10 +261,8 @@ impl PostgresConfig {
         Ok(Self {
             options,
             schema: DEFAULT_SCHEMA.to_owned(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            settings: SharedSettings::default(),
             hold_connections: DEFAULT_HOLD_CONNECTIONS,
-            max_session_ttl: None,
             unflushed_grants: false,
             files: Vec::new(),
             display,
@@ -284,18 +278,6 @@ impl PostgresConfig {
             .map_err(|reason| Error::InvalidArgument(format!("schema {schema:?} {reason}")))?;
         self.schema = schema.to_owned();
         Ok(self)
-    }
-
-    /// Overrides the connect timeout (see [`PostgresConfig::parse`]); zero counts as 1 ms.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Overrides the request timeout (see [`PostgresConfig::parse`]); zero counts as 1 ms.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout.max(Duration::from_millis(1));
-        self
     }
 
     /// Sets how many connections carry the holds (see `hold_connections` in
@@ -320,31 +302,6 @@ impl PostgresConfig {
     /// How many connections carry the holds (`hold_connections=`).
     pub fn hold_connections(&self) -> u32 {
         self.hold_connections
-    }
-
-    /// The bound on session TTLs (the URL's `max_session_ttl=`), which turns on the
-    /// lock-delay after the store forgets (see the crate docs, "When the store
-    /// forgets"): sessions with a longer TTL are refused.
-    pub fn max_session_ttl(&self) -> Option<Duration> {
-        self.max_session_ttl
-    }
-
-    /// The same configuration with a bound on session TTLs (see
-    /// [`PostgresConfig::max_session_ttl`]); a bound below
-    /// [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL) becomes it.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use distsync::store::postgres::PostgresConfig;
-    /// let config = PostgresConfig::parse("postgres://app@db.internal/app")?
-    ///     .with_max_session_ttl(Duration::from_secs(30));
-    /// assert_eq!(config.max_session_ttl(), Some(Duration::from_secs(30)));
-    /// # Ok::<(), distsync::Error>(())
-    /// ```
-    #[must_use]
-    pub fn with_max_session_ttl(mut self, ttl: Duration) -> Self {
-        self.max_session_ttl = Some(ttl.max(crate::MIN_SESSION_TTL));
-        self
     }
 
     /// Whether grants commit without waiting for the WAL flush (the URL's
@@ -379,7 +336,7 @@ impl PostgresConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] for unflushed grants without a bound on session TTLs.
     pub(crate) fn unflushed_grants_bound(&self) -> Result<Option<Duration>> {
-        match (self.unflushed_grants, self.max_session_ttl) {
+        match (self.unflushed_grants, self.settings.max_session_ttl) {
             (false, _) => Ok(None),
             (true, Some(bound)) => Ok(Some(bound)),
             (true, None) => Err(Error::InvalidArgument(
@@ -388,16 +345,6 @@ impl PostgresConfig {
                     .to_owned(),
             )),
         }
-    }
-
-    /// The connect timeout (`connect_timeout=`).
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// The request timeout (`timeout=`).
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
     }
 
     /// The certificate and key files the URL names, as (what, path).
@@ -446,6 +393,7 @@ fn validate_schema(schema: &str) -> std::result::Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distsync_core::raw::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
     #[test]
     fn parses_schema_and_keeps_other_parameters() {

@@ -63,8 +63,16 @@ fn a_closed_port_exits_3_naming_the_store_unreachable() {
 }
 
 /// Forwards connections from `listener` to `upstream` until `cut` is notified, then
-/// closes every connection and stops accepting.
-async fn proxy(listener: TcpListener, upstream: String, cut: Arc<Notify>) {
+/// closes every connection, tells `closed`, and from then on closes each new
+/// connection at once. The port stays bound to the proxy, so that no other process
+/// (another test's server or proxy) can take it and answer the runner in the store's
+/// place.
+async fn proxy(
+    listener: TcpListener,
+    upstream: String,
+    cut: Arc<Notify>,
+    closed: tokio::sync::oneshot::Sender<()>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -80,8 +88,11 @@ async fn proxy(listener: TcpListener, upstream: String, cut: Arc<Notify>) {
             }
         }
     }
-    drop(listener);
     tasks.shutdown().await;
+    let _ = closed.send(());
+    while let Ok((refused, _)) = listener.accept().await {
+        drop(refused);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,7 +120,8 @@ async fn a_store_gone_while_cases_run_exits_3_with_unreachable_cells() {
         .unwrap_or_default();
     through.set_query(Some(&format!("{query}timeout=1s&connect_timeout=1s")));
     let cut = Arc::new(Notify::new());
-    let proxying = tokio::spawn(proxy(listener, upstream, Arc::clone(&cut)));
+    let (closed, proxy_closed) = tokio::sync::oneshot::channel();
+    let proxying = tokio::spawn(proxy(listener, upstream, Arc::clone(&cut), closed));
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_distsync-conformance"))
         .args([
@@ -127,6 +139,12 @@ async fn a_store_gone_while_cases_run_exits_3_with_unreachable_cells() {
         .kill_on_drop(true)
         .spawn()
         .expect("starting the runner");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let matrix = tokio::spawn(async move {
+        let mut matrix = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut matrix).await;
+        String::from_utf8_lossy(&matrix).into_owned()
+    });
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = tokio::io::BufReader::new(stderr).lines();
     let mut seen = Vec::new();
@@ -144,20 +162,26 @@ async fn a_store_gone_while_cases_run_exits_3_with_unreachable_cells() {
     .await;
     assert_eq!(started, Ok(true), "{}", seen.join("\n"));
     cut.notify_one();
-    proxying.await.expect("the proxy");
+    proxy_closed
+        .await
+        .expect("the proxy closes its connections");
     let rest = tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             seen.push(line);
         }
         seen
     });
-    let output = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
-        .await
-        .expect("the runner ends")
-        .expect("the runner's output");
+    // A runner still going at the bound is killed, so that what it wrote is shown.
+    let ended = tokio::time::timeout(Duration::from_secs(240), child.wait()).await;
+    if ended.is_err() {
+        child.kill().await.expect("killing the runner");
+    }
     let stderr = rest.await.expect("stderr").join("\n");
-    let matrix = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(3), "{stderr}\n{matrix}");
+    let status = ended.unwrap_or_else(|_| panic!("the runner did not end in 240 s:\n{stderr}"));
+    let status = status.expect("the runner's status");
+    proxying.abort();
+    let matrix = matrix.await.expect("stdout");
+    assert_eq!(status.code(), Some(3), "{stderr}\n{matrix}");
     assert!(matrix.contains("| **UNREACHABLE** |"), "{matrix}");
     assert!(!matrix.contains("| **VIOLATED**"), "{matrix}");
     assert!(

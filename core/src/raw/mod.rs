@@ -53,6 +53,9 @@
 //!   refused port) names the option that bounds connecting, as every store's does;
 //!   [`refusing_hosts`] tells a refusal by every server (fail at once) from servers
 //!   not serving yet (wait);
+//! - [`SharedSettings`]: those shared options as a configuration holds them, and
+//!   [`config_accessors!`](crate::config_accessors): their accessors on a store's
+//!   configuration type, the same methods on every store;
 //! - [`MultiHostUrl`]: the parts of a URL that names several hosts (etcd, ZooKeeper,
 //!   Redis Sentinel and Cluster), its login, and one `host:port` rule
 //!   ([`parse_host_port`], [`join_host_port`]).
@@ -138,6 +141,7 @@ mod random;
 mod renewal_batch;
 pub mod retry;
 mod session_bound;
+mod shared_settings;
 mod stamped_tat;
 mod store_side;
 mod tls_files;
@@ -157,6 +161,7 @@ pub use random::{random_fraction, random_u64};
 pub use renewal_batch::{BatchRenewed, RenewalBatch};
 pub use retry::{Failure, Idempotence, Look, RetryPolicy, WaitRetry};
 pub use session_bound::{MaxSessionTtl, check_session_ttl};
+pub use shared_settings::SharedSettings;
 pub use stamped_tat::{NotStampedTat, StampedStep, StampedTat};
 pub use store_side::{
     GuardStoreSide, SessionStoreSide, leadership, lock_guard, permit, read_guard, start_session,

@@ -1,0 +1,145 @@
+//! The settings every store's configuration shares, with their accessors written once.
+
+use std::time::Duration;
+
+use super::url_options::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlOptions};
+
+/// The settings a store's configuration holds from the URL's shared keys
+/// ([`UrlOptions`]), the defaults filled in: a configuration keeps them in one field,
+/// and [`config_accessors!`](crate::config_accessors) writes their accessors on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedSettings {
+    /// How long connecting may take in all (`connect_timeout=`).
+    pub connect_timeout: Duration,
+    /// How long one request may wait for its answer (`timeout=`).
+    pub request_timeout: Duration,
+    /// The bound on session TTLs (`max_session_ttl=`), if any.
+    pub max_session_ttl: Option<Duration>,
+}
+
+impl Default for SharedSettings {
+    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], no bound.
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_session_ttl: None,
+        }
+    }
+}
+
+impl SharedSettings {
+    /// The settings a URL's shared `options` give, each default where the URL gives
+    /// none (a URL's `max_session_ttl=` left empty, or `off`, is no bound).
+    pub fn from_url(options: &UrlOptions) -> Self {
+        Self {
+            connect_timeout: options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            request_timeout: options.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            max_session_ttl: options.max_session_ttl.or(None),
+        }
+    }
+}
+
+/// Writes the accessors of the shared URL options ([`UrlOptions`](crate::raw::UrlOptions))
+/// on a store's configuration type, so that every store's configuration reads and sets
+/// them with the same methods, documented alike: an application that moves to another
+/// store keeps its code.
+///
+/// The type keeps the settings in the field named after the dot: a [`SharedSettings`],
+/// or any type with its `connect_timeout` and `request_timeout` fields (Redis's
+/// options). `timeouts` writes `connect_timeout`, `request_timeout`,
+/// `with_connect_timeout` and `with_request_timeout`; `max_session_ttl >= MIN` adds
+/// `max_session_ttl` and `with_max_session_ttl`, a bound below `MIN` (the store's
+/// shortest session TTL) becoming `MIN`, as in the URL.
+/// A store whose bound on session TTLs is not a plain option (Redis's depends on the
+/// server it finds) writes those two itself.
+///
+/// ```ignore
+/// distsync::store::raw::config_accessors!(EtcdConfig.settings {
+///     timeouts,
+///     max_session_ttl >= crate::MIN_SESSION_TTL,
+/// });
+/// distsync::store::raw::config_accessors!(RedisConfig.options { timeouts });
+/// ```
+#[macro_export]
+macro_rules! config_accessors {
+    ($config:ident . $field:ident { timeouts $(, max_session_ttl >= $min:expr)? $(,)? }) => {
+        impl $config {
+            /// How long connecting may take in all (the URL's `connect_timeout=`).
+            pub fn connect_timeout(&self) -> ::std::time::Duration {
+                self.$field.connect_timeout
+            }
+
+            /// How long one request to the store may wait for its answer (the URL's
+            /// `timeout=`). A blocking call (a lock, a dequeue) is made of many
+            /// requests and is not bounded by it.
+            pub fn request_timeout(&self) -> ::std::time::Duration {
+                self.$field.request_timeout
+            }
+
+            /// The same configuration with `timeout` for connecting (a zero duration
+            /// becomes 1 ms).
+            #[must_use]
+            pub fn with_connect_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+                self.$field.connect_timeout =
+                    timeout.max(::std::time::Duration::from_millis(1));
+                self
+            }
+
+            /// The same configuration with `timeout` for one request (a zero duration
+            /// becomes 1 ms).
+            #[must_use]
+            pub fn with_request_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+                self.$field.request_timeout =
+                    timeout.max(::std::time::Duration::from_millis(1));
+                self
+            }
+
+            $(
+                /// The bound on session TTLs (the URL's `max_session_ttl=`), which
+                /// turns on the lock-delay after the store forgets (see the crate
+                /// docs, "When the store forgets"): sessions with a longer TTL are
+                /// refused.
+                pub fn max_session_ttl(&self) -> ::std::option::Option<::std::time::Duration> {
+                    self.$field.max_session_ttl
+                }
+
+                /// The same configuration with a bound on session TTLs (see
+                /// [`Self::max_session_ttl`]); a bound below the store's shortest
+                /// session TTL becomes it, as in the URL.
+                #[must_use]
+                pub fn with_max_session_ttl(mut self, ttl: ::std::time::Duration) -> Self {
+                    self.$field.max_session_ttl = ::std::option::Option::Some(ttl.max($min));
+                    self
+                }
+            )?
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::SharedSettings;
+    use crate::raw::{MaxSessionTtl, UrlOptions};
+
+    #[test]
+    fn a_url_s_settings_fill_in_the_defaults_it_leaves_out() {
+        let none = SharedSettings::from_url(&UrlOptions::default());
+        assert_eq!(none, SharedSettings::default());
+        assert_eq!(none.connect_timeout, Duration::from_secs(5));
+        assert_eq!(none.max_session_ttl, None);
+        let mut options = UrlOptions::default();
+        options.connect_timeout = Some(Duration::from_secs(1));
+        options.request_timeout = Some(Duration::from_millis(250));
+        options.max_session_ttl = MaxSessionTtl::At(Duration::from_secs(30));
+        let given = SharedSettings::from_url(&options);
+        assert_eq!(given.connect_timeout, Duration::from_secs(1));
+        assert_eq!(given.request_timeout, Duration::from_millis(250));
+        assert_eq!(given.max_session_ttl, Some(Duration::from_secs(30)));
+        options.max_session_ttl = MaxSessionTtl::Off;
+        let off = SharedSettings::from_url(&options);
+        assert_eq!(off.max_session_ttl, None);
+    }
+}
