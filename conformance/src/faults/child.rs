@@ -440,12 +440,21 @@ impl ProtocolProcess {
             .map_err(|error| hook_error(format!("killing {} {}", self.what, self.pid), error))
     }
 
-    /// Sends `sig` (SIGSTOP, SIGCONT) to the process.
+    /// Sends `sig` (SIGSTOP, SIGCONT) to the process while it has not been reaped.
+    /// A reaped process (killed, or waited for) has nothing to stop or continue, and
+    /// its pid may already name another process of the machine (a test of the same
+    /// run), which must never receive the signal: then nothing is sent.
     ///
     /// # Errors
     /// When the signal cannot be sent.
     pub(crate) fn signal(&self, sig: libc::c_int) -> Result<()> {
-        signal(self.pid, sig)
+        match self.child.id() {
+            Some(pid) => signal(pid, sig),
+            None => {
+                tracing::debug!(pid = self.pid, sig, "not signalling a reaped {}", self.what);
+                Ok(())
+            }
+        }
     }
 }
 
