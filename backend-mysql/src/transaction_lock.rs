@@ -1,5 +1,6 @@
 //! A lock scoped to the caller's transaction (see [`TransactionLock`]).
 
+use distsync_core::raw::{require_open_transaction, waited};
 use distsync_core::{Error, FencingToken, Name, Result};
 use sqlx::{Connection as _, MySqlConnection, MySqlPool};
 
@@ -77,9 +78,8 @@ impl TransactionLock {
     /// Dropping the future part-way leaves the transaction in an unknown state (the lock
     /// may be held): roll it back.
     pub async fn lock(&self, conn: &mut MySqlConnection) -> Result<FencingToken> {
-        self.acquire(conn, "")
-            .await?
-            .ok_or_else(|| Error::backend(BACKEND, "the lock statement took nothing"))
+        let token = self.acquire(conn, "").await?;
+        waited(BACKEND, "transaction lock", token)
     }
 
     /// Takes the lock if it is free, as [`Self::lock`]; `None` at once if another
@@ -101,12 +101,7 @@ impl TransactionLock {
         conn: &mut MySqlConnection,
         wait: &str,
     ) -> Result<Option<FencingToken>> {
-        if !conn.is_in_transaction() {
-            return Err(Error::InvalidArgument(format!(
-                "transaction lock {:?}: the connection has no transaction open",
-                self.name.as_str()
-            )));
-        }
+        require_open_transaction(&self.name, conn.is_in_transaction())?;
         let name = self.name.as_str().as_bytes();
         // The row, outside the caller's transaction: a plain read first, since an
         // insert over a row another transaction holds would wait for it.

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{leadership, Election, LeaderInfo, Leadership, Proclaim};
+use distsync_core::raw::{
+    leadership, observe_leaders, Election, LeaderInfo, LeaderObserver, Leadership, Proclaim,
+};
 use distsync_core::{Error, Name, Result, Session};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -163,14 +165,7 @@ impl Election for NatsElection {
             shown: None,
             pending: VecDeque::new(),
         };
-        futures::stream::unfold(Some(observer), |state| async move {
-            let mut observer = state?;
-            match observer.next().await {
-                Ok(info) => Some((Ok(info), Some(observer))),
-                Err(error) => Some((Err(error), None)),
-            }
-        })
-        .boxed()
+        observe_leaders(observer)
     }
 }
 
@@ -203,9 +198,10 @@ impl Observer {
             self.pending.push_back(leader);
         }
     }
+}
 
-    /// The next leader to emit.
-    async fn next(&mut self) -> Result<LeaderInfo> {
+impl LeaderObserver for Observer {
+    async fn next_leader(&mut self) -> Result<LeaderInfo> {
         loop {
             if let Some(leader) = self.pending.pop_front() {
                 return Ok(leader);

@@ -16,12 +16,13 @@
 //!
 //! A request writes the clock key and lists it with the limiter's key (two round
 //! trips, see `src/clock.rs`): the listing is at or after the clock's write, so the
-//! key is read as of "now" or later. It runs [`gcra`] at that "now" and, when granted,
-//! writes the new record with `Nats-Expected-Last-Subject-Sequence` = the sequence read
-//! (0 where the key has no message): a third round trip. A compare that lost a race
-//! wrote nothing; the request reads the key again and decides at the same "now" (still
-//! earlier than its next write), and reads the clock again only if that decision is a
-//! refusal. A denial writes nothing but the clock.
+//! key is read as of "now" or later. It runs GCRA ([`StampedTat::decide`]) at that
+//! "now" and, when granted, writes the new record with
+//! `Nats-Expected-Last-Subject-Sequence` = the sequence read (0 where the key has no
+//! message): a third round trip. A compare that lost a race wrote nothing; the
+//! request reads the key again and decides at the same "now" (still earlier than its
+//! next write), and reads the clock again only if that decision is a refusal. A
+//! denial writes nothing but the clock.
 //!
 //! # Why a "now" read early is only stricter
 //!
@@ -48,12 +49,11 @@
 //! `export` skips them, as migration copies no limiter's state on any backend. A
 //! limiter keeps nothing of a session.
 
-use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
-use distsync_core::raw::{StampedStep, StampedTat};
+use distsync_core::rate_limiter::{Admission, Rate};
+use distsync_core::raw::{Make, RateStep, RateStepLimiter, StampedRead, StampedStore, StampedTat};
 use distsync_core::{Error, Name, Result};
 
 use crate::clock;
@@ -83,91 +83,60 @@ pub(crate) fn recorded(entry: &Entry) -> Result<Option<(StampedTat, u64)>> {
     }
 }
 
-/// The rate limiter `name` at `rate`.
-pub(crate) struct NatsRateLimiter {
+/// The rate limiter `name` at `rate` (see the module docs).
+pub(crate) type NatsRateLimiter = RateStepLimiter<NatsRateStep>;
+
+/// A limiter's key, decided by [`StampedTat::acquire`].
+pub(crate) struct NatsRateStep {
     shared: Arc<Shared>,
-    name: Name,
     key: String,
-    rate: Rate,
 }
 
-impl NatsRateLimiter {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name, rate: Rate) -> Self {
-        Self {
-            key: keys::key(Kind::RateLimit, &name),
-            shared: Arc::clone(shared),
-            name,
-            rate,
-        }
+#[async_trait]
+impl StampedStore for NatsRateStep {
+    /// The sequence of the key's last message (0: it has none).
+    type Version = u64;
+
+    async fn read(&self, kept_now_us: Option<u64>) -> Result<StampedRead<u64>> {
+        let (now_us, entry) = match kept_now_us {
+            Some(now) => (now, self.shared.store.last(&self.key).await?),
+            None => {
+                let keys = [self.key.clone()];
+                let (now, entries) = clock::now_with(&self.shared.store, &keys).await?;
+                (now, entries.into_iter().find(|e| e.key == self.key))
+            }
+        };
+        Ok(StampedRead {
+            now_us,
+            record: entry.as_ref().map(recorded).transpose()?.flatten(),
+            version: entry.as_ref().map_or(0, |entry| entry.seq),
+        })
     }
 
-    /// The key's last message (`None`: it has none) and, with `fresh`, the server's
-    /// "now" read just before it (see `src/clock.rs`).
-    async fn read(&self, fresh: bool) -> Result<(Option<u64>, Option<Entry>)> {
-        let keys = [self.key.clone()];
-        if fresh {
-            let (now, entries) = clock::now_with(&self.shared.store, &keys).await?;
-            Ok((Some(now), entries.into_iter().find(|e| e.key == self.key)))
-        } else {
-            Ok((None, self.shared.store.last(&self.key).await?))
-        }
+    async fn write_if(&self, seq: u64, record: &StampedTat) -> Result<bool> {
+        let write = Write::put(self.key.as_str(), record.render()).if_at(seq);
+        Ok(self
+            .shared
+            .store
+            .publish(write)
+            .await?
+            .compared()?
+            .is_some())
     }
 }
 
 #[async_trait]
-impl RateLimiter for NatsRateLimiter {
-    fn name(&self) -> &Name {
-        &self.name
-    }
-
-    fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
-        self.rate.check_request(permits)?;
-        // A reading kept from a lost race: still earlier than the next write, so still
-        // a valid "now" (see the module docs), and it saves the clock's write.
-        let mut kept: Option<u64> = None;
-        loop {
-            let fresh = kept.is_none();
-            let (read_now, entry) = self.read(fresh).await?;
-            let Some(now) = read_now.or(kept.take()) else {
-                return Err(Error::backend(
-                    BACKEND,
-                    "a rate limit decided without a clock",
-                ));
-            };
-            let seq = entry.as_ref().map_or(0, |entry| entry.seq);
-            let read = entry.as_ref().map(recorded).transpose()?.flatten();
-            let read = read.as_ref().map(|(record, tat)| (record, *tat));
-            match StampedTat::decide(&self.rate, &self.name, read, now, permits)? {
-                StampedStep::Refused(admission) if fresh => return Ok(admission),
-                // Refused at a kept reading: decide again at a fresh one, so that the
-                // answer and its `retry_after` are today's.
-                StampedStep::Refused(_) => continue,
-                StampedStep::Write(record) => {
-                    let write = Write::put(self.key.as_str(), record.render()).if_at(seq);
-                    if self
-                        .shared
-                        .store
-                        .publish(write)
-                        .await?
-                        .compared()?
-                        .is_some()
-                    {
-                        return Ok(Admission::Granted);
-                    }
-                }
-            }
-            kept = Some(now);
-            tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
-        }
+impl RateStep for NatsRateStep {
+    async fn step(&self, name: &Name, rate: &Rate, permits: u32) -> Result<Admission> {
+        StampedTat::acquire(self, rate, name, permits).await
     }
 }
 
-impl Make<Arc<Shared>, (Name, Rate)> for NatsRateLimiter {
-    fn make(context: &Arc<Shared>, (name, rate): (Name, Rate)) -> Result<Self> {
-        Ok(Self::new(context, name, rate))
+impl Make<Arc<Shared>, Name> for NatsRateStep {
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            key: keys::key(Kind::RateLimit, &name),
+            shared: Arc::clone(shared),
+        })
     }
 }

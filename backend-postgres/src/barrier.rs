@@ -9,7 +9,7 @@ use distsync_core::{Barrier, Name, Result};
 use crate::error::map;
 use crate::notify::Wake;
 use crate::store::Shared;
-use distsync_core::raw::WaitRetry;
+use crate::waiting::Waiting;
 
 pub(crate) struct PgBarrier {
     pub(crate) shared: Arc<Shared>,
@@ -65,31 +65,19 @@ impl Barrier for PgBarrier {
     ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
-        let mut backoff = WaitRetry::new("a barrier release");
         let payload = format!("b:{}", self.name);
-        let mut subscription = loop {
-            match self.shared.hub.subscribe(payload.clone()).await {
-                Ok(subscription) => break subscription,
-                Err(error) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
-                }
-                Err(error) => return Err(error),
-            }
-        };
+        let mut waiting = Waiting::subscribe(&self.shared, payload, "a barrier release").await?;
         loop {
             match self.is_held().await {
                 Ok(false) => return Ok(()),
                 Ok(true) => {
-                    backoff.succeeded();
+                    waiting.answered();
                     // Only a deletion notifies; after a resync, look again.
-                    if subscription.changed().await? == Wake::Notified {
+                    if waiting.changed().await? == Wake::Notified {
                         return Ok(());
                     }
                 }
-                Err(error) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
-                }
-                Err(error) => return Err(error),
+                Err(error) => waiting.failed(error).await?,
             }
         }
     }

@@ -24,12 +24,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::counter::{Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
-use distsync_core::raw::WaitRetry;
 use distsync_core::{Error, Name, Result};
 
 use crate::error::{map, BACKEND};
 use crate::notify::Wake;
 use crate::store::Shared;
+use crate::waiting::Waiting;
 
 /// Whether `error` is PostgreSQL's `numeric_value_out_of_range`.
 fn out_of_range(error: &sqlx::Error) -> bool {
@@ -155,22 +155,15 @@ impl Counter for PgCounter {
     ///
     /// Cancel-safety: cancel-safe; the subscription ends with the future.
     async fn changed(&self, seen: i64) -> Result<i64> {
-        let mut retry = WaitRetry::new("a counter change");
         let payload = format!("c:{}", self.name);
-        let mut subscription = loop {
-            match self.shared.hub.subscribe(payload.clone()).await {
-                Ok(subscription) => break subscription,
-                Err(error) if WaitRetry::retryable(&error) => retry.pause(&error).await,
-                Err(error) => return Err(error),
-            }
-        };
+        let mut waiting = Waiting::subscribe(&self.shared, payload, "a counter change").await?;
         loop {
             match self.get().await {
                 Ok(value) if value != seen => return Ok(value),
                 Ok(_) => {
-                    retry.succeeded();
+                    waiting.answered();
                     tokio::select! {
-                        wake = subscription.changed() => match wake? {
+                        wake = waiting.changed() => match wake? {
                             Wake::Notified | Wake::Resync => {}
                         },
                         () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
@@ -181,8 +174,7 @@ impl Counter for PgCounter {
                         }
                     }
                 }
-                Err(error) if WaitRetry::retryable(&error) => retry.pause(&error).await,
-                Err(error) => return Err(error),
+                Err(error) => waiting.failed(error).await?,
             }
         }
     }
@@ -268,30 +260,18 @@ impl CountDownLatch for PgLatch {
     ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
-        let mut backoff = WaitRetry::new("a latch to open");
         let payload = format!("l:{}", self.name);
-        let mut subscription = loop {
-            match self.shared.hub.subscribe(payload.clone()).await {
-                Ok(subscription) => break subscription,
-                Err(error) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
-                }
-                Err(error) => return Err(error),
-            }
-        };
+        let mut waiting = Waiting::subscribe(&self.shared, payload, "a latch to open").await?;
         loop {
             match self.count().await {
                 Ok(0) => return Ok(()),
                 Ok(_) => {
-                    backoff.succeeded();
-                    match subscription.changed().await? {
+                    waiting.answered();
+                    match waiting.changed().await? {
                         Wake::Notified | Wake::Resync => {}
                     }
                 }
-                Err(error) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
-                }
-                Err(error) => return Err(error),
+                Err(error) => waiting.failed(error).await?,
             }
         }
     }

@@ -30,14 +30,14 @@ use distsync_core::{
     Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, ReleaseFn, Result,
     Session,
 };
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 
 use crate::error::{is_session_gone, map};
 use crate::notify::Subscription;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use crate::waiter_line::{self, hold_key, Ask, Entry};
-use distsync_core::raw::WaitRetry;
+use distsync_core::raw::{observe_leaders, LeaderObserver, WaitRetry};
 
 pub(crate) struct PgElection {
     pub(crate) lease: Arc<LeaseInner>,
@@ -156,14 +156,7 @@ impl Election for PgElection {
             cursor: None,
             pending: VecDeque::new(),
         };
-        futures::stream::unfold(Some(observer), |state| async move {
-            let mut observer = state?;
-            match observer.next().await {
-                Ok(info) => Some((Ok(info), Some(observer))),
-                Err(error) => Some((Err(error), None)),
-            }
-        })
-        .boxed()
+        observe_leaders(observer)
     }
 }
 
@@ -192,9 +185,9 @@ struct Observer {
 
 type LogRow = (i64, i64, i64, Vec<u8>);
 
-impl Observer {
+impl LeaderObserver for Observer {
     /// The next leader to yield, waiting out connection trouble (see [`crate::retry`]).
-    async fn next(&mut self) -> Result<LeaderInfo> {
+    async fn next_leader(&mut self) -> Result<LeaderInfo> {
         let mut backoff = WaitRetry::new("a leader change");
         loop {
             match self.step().await {
@@ -207,7 +200,9 @@ impl Observer {
             }
         }
     }
+}
 
+impl Observer {
     /// One step: a leader to yield, or `None` after reading nothing new and waiting.
     async fn step(&mut self) -> Result<Option<LeaderInfo>> {
         if let Some(info) = self.pending.pop_front() {

@@ -42,6 +42,33 @@ fn binds(prefix: &Name) -> (String, String) {
     (prefix.as_str().to_owned(), format!("{prefix}/"))
 }
 
+/// The rows of `table` whose `column` holds the prefix (`$1`) or a name under it (`$2`).
+fn rows_under(table: &str, column: &str) -> String {
+    format!("{{s}}.{table} WHERE {column} = $1 OR starts_with({column}, $2)")
+}
+
+/// The one number that `sql` (bound to the prefix's `$1` and `$2`) counts, in `tx`.
+async fn count_in(tx: &mut PgTransaction, sql: &str, exact: &str, under: &str) -> Result<i64> {
+    sqlx::query_scalar(sql)
+        .bind(exact)
+        .bind(under)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(map)
+}
+
+/// How many rows the deletion `sql` (bound to the prefix's `$1` and `$2`) deletes, in
+/// `tx`.
+async fn delete_in(tx: &mut PgTransaction, sql: &str, exact: &str, under: &str) -> Result<i64> {
+    let done = sqlx::query(sql)
+        .bind(exact)
+        .bind(under)
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?;
+    Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
+}
+
 /// How many rows [`purge_prefix`] would delete: a solo holder is state of its name's
 /// row, not a row of its own.
 pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> {
@@ -52,15 +79,10 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     let mut total = 0_i64;
     for (table, column) in TABLES {
         let sql = shared.sql(&format!(
-            "SELECT count(*) FROM {{s}}.{table} WHERE {column} = $1 OR starts_with({column}, $2)"
+            "SELECT count(*) FROM {}",
+            rows_under(table, column)
         ));
-        let n: i64 = sqlx::query_scalar(&sql)
-            .bind(&exact)
-            .bind(&under)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map)?;
-        total += n;
+        total += count_in(&mut tx, &sql, &exact, &under).await?;
     }
     let names = shared.sql(&format!(
         "SELECT (SELECT count(*) FROM ({NAMES_UNDER}) n)
@@ -68,13 +90,7 @@ pub(crate) async fn count_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
               + (SELECT count(*) FROM {{s}}.semaphore_entries WHERE name_id IN ({NAMES_UNDER}))
               + (SELECT count(*) FROM {{s}}.unfair_waiters WHERE name_id IN ({NAMES_UNDER}))"
     ));
-    let n: i64 = sqlx::query_scalar(&names)
-        .bind(&exact)
-        .bind(&under)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map)?;
-    total += n;
+    total += count_in(&mut tx, &names, &exact, &under).await?;
     tx.commit().await.map_err(map)?;
     Ok(u64::try_from(total).unwrap_or(0))
 }
@@ -97,18 +113,12 @@ async fn purge_names(
         let sql = shared.sql(&format!(
             "DELETE FROM {{s}}.{table} WHERE name_id IN ({NAMES_UNDER})"
         ));
-        let done = sqlx::query(&sql)
-            .bind(exact)
-            .bind(under)
-            .execute(&mut **tx)
-            .await
-            .map_err(map)?;
-        deleted += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        deleted += delete_in(tx, &sql, exact, under).await?;
     }
-    let gone: Vec<(String, String, i64)> = sqlx::query_as(&shared.sql(
-        "DELETE FROM {s}.lock_names WHERE name = $1 OR starts_with(name, $2)
-         RETURNING kind, name, token",
-    ))
+    let gone: Vec<(String, String, i64)> = sqlx::query_as(&shared.sql(&format!(
+        "DELETE FROM {} RETURNING kind, name, token",
+        rows_under("lock_names", "name")
+    )))
     .bind(exact)
     .bind(under)
     .fetch_all(&mut **tx)
@@ -139,16 +149,8 @@ pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
         .map_err(map)?;
     let mut total = 0_i64;
     for (table, column) in TABLES {
-        let sql = shared.sql(&format!(
-            "DELETE FROM {{s}}.{table} WHERE {column} = $1 OR starts_with({column}, $2)"
-        ));
-        let done = sqlx::query(&sql)
-            .bind(&exact)
-            .bind(&under)
-            .execute(&mut *tx)
-            .await
-            .map_err(map)?;
-        total += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        let sql = shared.sql(&format!("DELETE FROM {}", rows_under(table, column)));
+        total += delete_in(&mut tx, &sql, &exact, &under).await?;
     }
     let (names, forgotten) = purge_names(shared, &mut tx, &exact, &under).await?;
     total += names;

@@ -89,6 +89,7 @@ use sqlx::PgConnection;
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::map;
 use crate::store::Shared;
+use crate::waiting::Waiting;
 use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
 use distsync_core::raw::{detached, CleanUp, Failure, Idempotence, WaitRetry};
 
@@ -112,26 +113,40 @@ const CLAIM_RETRIES_FOR: std::time::Duration = std::time::Duration::from_secs(30
 /// until it is handed over ([`forget`]) or put back ([`put_back`]).
 async fn claim(shared: &Arc<Shared>, queue: &str) -> Result<Option<(String, Claimed)>> {
     let call = distsync_core::raw::call_id();
-    let give_up = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
-    let mut backoff = WaitRetry::new("a queue claim's answer");
-    let claimed = loop {
-        match claim_once(shared, queue, &call).await {
-            Ok(claimed) => break claimed,
-            Err(error) => {
-                // A unique violation on `call`: an earlier attempt of this claim, whose
-                // reply was lost, committed concurrently; the next attempt finds it.
-                let racing = matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
-                let error = map(error);
-                if (racing || WaitRetry::retryable(&error)) && tokio::time::Instant::now() < give_up
-                {
-                    backoff.pause(&error).await;
-                } else {
-                    return Err(error);
-                }
-            }
-        }
-    };
+    let claimed = through_lost_replies("a queue claim's answer", || {
+        claim_once(shared, queue, &call)
+    })
+    .await?;
     Ok(claimed.map(|claimed| (call, claimed)))
+}
+
+/// Runs `attempt`, one attempt of a claim or a hold keyed by its call id, until it
+/// answers: the call id makes a repeat find what an earlier attempt took, so a lost
+/// reply is repeated, for up to [`CLAIM_RETRIES_FOR`]. Transient errors are retried
+/// after a pause (`what` names the wait in log lines); a unique violation on the call
+/// id at once (an earlier attempt, whose reply was lost, committed concurrently; the
+/// next attempt finds it). Any other error, or one past the deadline, is returned.
+async fn through_lost_replies<T, F, Fut>(what: &'static str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let give_up = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
+    let mut backoff = WaitRetry::new(what);
+    loop {
+        let error = match attempt().await {
+            Ok(answer) => return Ok(answer),
+            Err(error) => error,
+        };
+        let racing =
+            matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
+        let error = map(error);
+        if (racing || WaitRetry::retryable(&error)) && tokio::time::Instant::now() < give_up {
+            backoff.pause(&error).await;
+        } else {
+            return Err(error);
+        }
+    }
 }
 
 /// The common table expressions that put back the queue's stale claims (those older
@@ -419,16 +434,8 @@ impl PgQueue {
             id: distsync_core::raw::call_id(),
             registered: false,
         };
-        let mut backoff = WaitRetry::new("a queue item");
-        let mut subscription = loop {
-            match self.shared.hub.subscribe(format!("W:{}", waiter.id)).await {
-                Ok(subscription) => break subscription,
-                Err(error) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
-                }
-                Err(error) => return Err(error),
-            }
-        };
+        let payload = format!("W:{}", waiter.id);
+        let mut waiting = Waiting::subscribe(&self.shared, payload, "a queue item").await?;
         let mut in_line = false;
         let mut soonest = None;
         loop {
@@ -448,16 +455,15 @@ impl PgQueue {
                 Some(Ok(due)) => {
                     // Registered: try once more before waiting (an item may have come
                     // in between the attempt and the registration).
-                    backoff.succeeded();
+                    waiting.answered();
                     soonest = due;
                     in_line = true;
                     continue;
                 }
-                Some(Err(error)) if WaitRetry::retryable(&error) => {
-                    backoff.pause(&error).await;
+                Some(Err(error)) => {
+                    waiting.failed(error).await?;
                     continue;
                 }
-                Some(Err(error)) => return Err(error),
             }
             let cancelled = async {
                 match &lost {
@@ -469,7 +475,7 @@ impl PgQueue {
             // wake-up (or the renewal due) makes this consumer look again.
             tracing::trace!(queue = %self.name, waiter = %waiter.id, "waiting for a queue item");
             tokio::select! {
-                woken = subscription.changed() => { woken?; }
+                woken = waiting.changed() => { woken?; }
                 () = tokio::time::sleep(recheck_after(soonest)) => {}
                 () = cancelled => return Err(Error::SessionLost),
             }
@@ -517,25 +523,10 @@ async fn hold(
     held_by: i64,
 ) -> Result<Option<Delivery>> {
     let call = distsync_core::raw::call_id();
-    let give_up = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
-    let mut backoff = WaitRetry::new("a queue hold's answer");
-    let held = loop {
-        match hold_once(shared, queue, &call, held_by).await {
-            Ok(held) => break held,
-            Err(error) => {
-                // A unique violation on `held_call`: an earlier attempt of this hold,
-                // whose reply was lost, committed concurrently; the next finds it.
-                let racing = matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
-                let error = map(error);
-                if (racing || WaitRetry::retryable(&error)) && tokio::time::Instant::now() < give_up
-                {
-                    backoff.pause(&error).await;
-                } else {
-                    return Err(error);
-                }
-            }
-        }
-    };
+    let held = through_lost_replies("a queue hold's answer", || {
+        hold_once(shared, queue, &call, held_by)
+    })
+    .await?;
     match held {
         None => Ok(None),
         Some(Held::SessionGone) => Err(Error::SessionLost),

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use distsync_core::{Error, FencingToken, Name, Result};
+use distsync_core::raw::{require_open_transaction, waited};
+use distsync_core::{FencingToken, Name, Result};
 use sqlx::{Connection as _, PgConnection};
 
 use crate::error::map;
@@ -81,9 +82,8 @@ impl TransactionLock {
     /// Dropping the future part-way leaves the transaction in an unknown state (the lock
     /// may be held): roll it back.
     pub async fn lock(&self, conn: &mut PgConnection) -> Result<FencingToken> {
-        self.acquire(conn, "pg_advisory_xact_lock")
-            .await?
-            .ok_or_else(|| Error::backend(crate::error::BACKEND, "the lock statement took nothing"))
+        let token = self.acquire(conn, "pg_advisory_xact_lock").await?;
+        waited(crate::error::BACKEND, "transaction lock", token)
     }
 
     /// Takes the lock if it is free, as [`Self::lock`]; `None` at once if another
@@ -105,12 +105,7 @@ impl TransactionLock {
         conn: &mut PgConnection,
         function: &str,
     ) -> Result<Option<FencingToken>> {
-        if !conn.is_in_transaction() {
-            return Err(Error::InvalidArgument(format!(
-                "transaction lock {:?}: the connection has no transaction open",
-                self.name.as_str()
-            )));
-        }
+        require_open_transaction(&self.name, conn.is_in_transaction())?;
         let token: Option<i64> = sqlx::query_scalar(&self.shared.sql(&format!(
             "WITH taken AS (SELECT {function}(hashtextextended($1, 0))::text AS answer) \
              SELECT nextval('{{s}}.transaction_lock_tokens') FROM taken \

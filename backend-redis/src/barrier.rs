@@ -11,7 +11,7 @@ use crate::keys::Kind;
 use crate::notify::Event;
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
-use distsync_core::raw::WaitRetry;
+use crate::waiting::Waiting;
 
 /// A Redis barrier: the key `{<ns><name>}:barrier` (durable, no TTL) is the hold;
 /// `release` deletes it and publishes on `{<ns><name>}:barrier:ch` in one script.
@@ -63,31 +63,21 @@ impl Barrier for RedisBarrier {
     ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
-        let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
-        let mut backoff = WaitRetry::new("barrier wait");
-        let mut wake = self
-            .shared
-            .notifier
-            .subscribe_waiting(channel, &mut backoff)
-            .await?;
+        let channel = format!("{}:ch", self.key);
+        let mut waiting = Waiting::subscribe(&self.shared, &channel, "barrier wait").await?;
         loop {
-            match self.held().await {
+            let event = match self.held().await {
                 Ok(false) => return Ok(()),
-                Ok(true) => backoff.succeeded(),
-                Err(error) => {
-                    let pause = backoff.failed(&error).ok_or(error)?;
-                    tokio::select! {
-                        event = wake.recv() => if let Event::Message(_) = event? { return Ok(()) },
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    continue;
+                Ok(true) => {
+                    waiting.answered();
+                    Some(waiting.recv().await?)
                 }
-            }
-            match wake.recv().await? {
-                // A release happened after we subscribed: we may pass even if the
-                // barrier was raised again since.
-                Event::Message(_) => return Ok(()),
-                Event::Resync => {}
+                Err(error) => waiting.pause_after(error).await?,
+            };
+            // A release happened after we subscribed: we may pass even if the barrier
+            // was raised again since.
+            if let Some(Event::Message(_)) = event {
+                return Ok(());
             }
         }
     }

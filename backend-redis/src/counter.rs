@@ -22,7 +22,6 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use distsync_core::counter::Counter;
 use distsync_core::latch::{check_initial_count, CountDownLatch};
-use distsync_core::raw::WaitRetry;
 use distsync_core::{Error, Name, Result};
 use redis::Value;
 
@@ -30,9 +29,9 @@ use distsync_core::counter::CHANGED_SAFETY_NET;
 
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
-use crate::notify::Event;
 use crate::scripts::Lua;
 use crate::store::Shared;
+use crate::waiting::Waiting;
 
 /// `KEYS[1]` the counter; `ARGV[2]` the expected value, `ARGV[3]` the new one, both
 /// canonical decimals (as `INCRBY` and `SET` of an `i64` write them). A counter never
@@ -188,33 +187,20 @@ impl Counter for RedisCounter {
     ///
     /// Cancel-safety: cancel-safe; the subscription ends with the future.
     async fn changed(&self, seen: i64) -> Result<i64> {
-        let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
-        let mut retry = WaitRetry::new("a counter change");
-        let mut wake = self
-            .shared
-            .notifier
-            .subscribe_waiting(channel, &mut retry)
-            .await?;
+        let channel = format!("{}:ch", self.key);
+        let mut waiting = Waiting::subscribe(&self.shared, &channel, "a counter change").await?;
         loop {
-            wake.drain();
+            waiting.drain();
             match self.get().await {
                 Ok(value) if value != seen => return Ok(value),
-                Ok(_) => retry.succeeded(),
-                Err(error) => {
-                    let pause = retry.failed(&error).ok_or(error)?;
-                    tokio::select! {
-                        event = wake.recv() => { event?; }
-                        () = tokio::time::sleep(pause) => {}
+                Ok(_) => {
+                    waiting.answered();
+                    if waiting.next_within(CHANGED_SAFETY_NET).await?.is_none() {
+                        tracing::trace!(key = %self.key, "no message within the safety net");
                     }
-                    continue;
                 }
-            }
-            tokio::select! {
-                event = wake.recv() => match event? {
-                    Event::Message(_) | Event::Resync => {}
-                },
-                () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
-                    tracing::trace!(key = %self.key, "no message within the safety net");
+                Err(error) => {
+                    waiting.pause_after(error).await?;
                 }
             }
         }
@@ -312,29 +298,19 @@ impl CountDownLatch for RedisLatch {
     ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
-        let channel = self.shared.keys.channel(&format!("{}:ch", self.key));
-        let mut backoff = WaitRetry::new("latch wait");
-        let mut wake = self
-            .shared
-            .notifier
-            .subscribe_waiting(channel, &mut backoff)
-            .await?;
+        let channel = format!("{}:ch", self.key);
+        let mut waiting = Waiting::subscribe(&self.shared, &channel, "latch wait").await?;
         loop {
-            wake.drain();
+            waiting.drain();
             match self.count().await {
                 Ok(0) => return Ok(()),
-                Ok(_) => backoff.succeeded(),
-                Err(error) => {
-                    let pause = backoff.failed(&error).ok_or(error)?;
-                    tokio::select! {
-                        event = wake.recv() => { event?; }
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    continue;
+                Ok(_) => {
+                    waiting.answered();
+                    waiting.recv().await?;
                 }
-            }
-            match wake.recv().await? {
-                Event::Message(_) | Event::Resync => {}
+                Err(error) => {
+                    waiting.pause_after(error).await?;
+                }
             }
         }
     }

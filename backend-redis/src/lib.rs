@@ -291,6 +291,7 @@ mod target;
 mod tls;
 mod unfair_lock;
 mod waiter_line;
+mod waiting;
 
 pub use crate::backend::{backend, backend_from_client, backend_with_config, RedisBackend};
 pub use crate::capabilities::{

@@ -82,8 +82,9 @@ use crate::keys::Kind;
 use crate::scripts::{Lua, SCRIPTS};
 use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
+use crate::waiting::{self, Waiting};
 use distsync_core::queue::{AppendKey, Enqueued};
-use distsync_core::raw::{Failure, Idempotence, WaitRetry};
+use distsync_core::raw::{waited, Failure, Idempotence, WaitRetry};
 use tokio::time::Instant;
 
 /// How long a waiting consumer's registration lasts without renewal.
@@ -242,14 +243,8 @@ impl RedisQueue {
         let call = Call::receiving(self, lease);
         let mut backoff = WaitRetry::new("queue receive");
         let mut wake = if wait {
-            let channel = self
-                .shared
-                .keys
-                .channel(&format!("{}:w:{}", self.prefix, call.id));
-            let subscribing = self
-                .shared
-                .notifier
-                .subscribe_waiting(channel, &mut backoff);
+            let channel = format!("{}:w:{}", self.prefix, call.id);
+            let subscribing = waiting::subscribe(&self.shared, &channel, &mut backoff);
             tokio::select! {
                 () = lost.cancelled() => return Err(Error::SessionLost),
                 subscribed = subscribing => Some(subscribed?),
@@ -531,16 +526,8 @@ impl Queue for RedisQueue {
     /// item it may have popped, at its place in the queue.
     async fn dequeue(&self) -> Result<Bytes> {
         let call = Call::new(self);
-        let channel = self
-            .shared
-            .keys
-            .channel(&format!("{}:w:{}", self.prefix, call.id));
-        let mut backoff = WaitRetry::new("queue dequeue");
-        let mut wake = self
-            .shared
-            .notifier
-            .subscribe_waiting(channel, &mut backoff)
-            .await?;
+        let channel = format!("{}:w:{}", self.prefix, call.id);
+        let mut waiting = Waiting::subscribe(&self.shared, &channel, "queue dequeue").await?;
         loop {
             // A pop is idempotent per call id, so connection trouble is ridden out.
             let delay = match self.pop(&call.id, true).await {
@@ -549,17 +536,16 @@ impl Queue for RedisQueue {
                     return Ok(item);
                 }
                 Ok(Popped::Empty(soonest)) => {
-                    backoff.succeeded();
+                    waiting.answered();
                     recheck_after(soonest)
                 }
                 Ok(Popped::SessionGone) => {
                     return Err(unexpected("queue_pop", &redis::Value::Nil));
                 }
-                Err(error) => backoff.failed(&error).ok_or(error)?,
+                Err(error) => waiting.failed(error)?,
             };
-            tokio::select! {
-                event = wake.recv() => { event?; wake.drain(); }
-                () = tokio::time::sleep(delay) => {}
+            if waiting.next_within(delay).await?.is_some() {
+                waiting.drain();
             }
         }
     }
@@ -586,13 +572,11 @@ impl Queue for RedisQueue {
     /// Cancel-safety: cancel-safe. A dropped call puts back, in the background, an
     /// item it may have held, at its place, uncounted.
     async fn receive(&self, session: &Session) -> Result<Delivery> {
-        match self.receive_through(session, true).await? {
-            Some(delivery) => Ok(delivery),
-            None => Err(Error::backend(
-                BACKEND,
-                "a waiting receive returned nothing",
-            )),
-        }
+        waited(
+            BACKEND,
+            "receive",
+            self.receive_through(session, true).await?,
+        )
     }
 
     /// Holds the first item through `session` if there is one.

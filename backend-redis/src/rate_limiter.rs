@@ -8,11 +8,11 @@
 //! forgets every TAT, so a limiter grants a fresh burst after it
 //! ([`distsync_core::Capabilities::survives_restart`] is `false` there).
 
-use distsync_core::raw::Make;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
+use distsync_core::rate_limiter::{Admission, Rate};
+use distsync_core::raw::{Make, RateStep, RateStepLimiter};
 use distsync_core::{Name, Result};
 use redis::Value;
 
@@ -58,43 +58,23 @@ return {1}
 static RATE_LIMIT: LazyLock<Lua> = LazyLock::new(|| Lua::new(SCRIPT));
 
 /// A Redis rate limiter (see the module docs).
-pub(crate) struct RedisRateLimiter {
-    shared: Arc<Shared>,
-    name: Name,
-    key: String,
-    rate: Rate,
-}
+pub(crate) type RedisRateLimiter = RateStepLimiter<RedisRateStep>;
 
-impl RedisRateLimiter {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name, rate: Rate) -> Self {
-        Self {
-            key: shared.keys.primitive(&name, Kind::RateLimit),
-            shared: Arc::clone(shared),
-            name,
-            rate,
-        }
-    }
+/// A limiter's hash, decided by the script.
+pub(crate) struct RedisRateStep {
+    shared: Arc<Shared>,
+    key: String,
 }
 
 #[async_trait]
-impl RateLimiter for RedisRateLimiter {
-    fn name(&self) -> &Name {
-        &self.name
-    }
-
-    fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
-        self.rate.check_request(permits)?;
-        let fingerprint = self.rate.fingerprint();
+impl RateStep for RedisRateStep {
+    async fn step(&self, name: &Name, rate: &Rate, permits: u32) -> Result<Admission> {
         let mut call = self.shared.script(&RATE_LIMIT);
         call.key(&self.key)
-            .arg(self.rate.emission_interval_micros())
-            .arg(self.rate.burst())
+            .arg(rate.emission_interval_micros())
+            .arg(rate.burst())
             .arg(permits)
-            .arg(&fingerprint);
+            .arg(rate.fingerprint());
         let reply = array("rate limit", self.shared.eval(&call).await?)?;
         let what = "rate limit";
         match reply.as_slice() {
@@ -104,16 +84,19 @@ impl RateLimiter for RedisRateLimiter {
                     u64::try_from(int(what, wait)?).unwrap_or(0),
                 ),
             }),
-            [_, Value::BulkString(theirs)] => Err(self
-                .rate
-                .in_use_at_another_rate(&self.name, &String::from_utf8_lossy(theirs))),
+            [_, Value::BulkString(theirs)] => {
+                Err(rate.in_use_at_another_rate(name, &String::from_utf8_lossy(theirs)))
+            }
             _ => Err(unexpected(what, &Value::Array(reply.clone()))),
         }
     }
 }
 
-impl Make<Arc<Shared>, (Name, Rate)> for RedisRateLimiter {
-    fn make(context: &Arc<Shared>, (name, rate): (Name, Rate)) -> Result<Self> {
-        Ok(Self::new(context, name, rate))
+impl Make<Arc<Shared>, Name> for RedisRateStep {
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            key: shared.keys.primitive(&name, Kind::RateLimit),
+            shared: Arc::clone(shared),
+        })
     }
 }

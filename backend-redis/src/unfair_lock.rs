@@ -80,7 +80,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{CleanUp, GuardStoreSide as _, SessionStoreSide as _, WaitRetry};
+use distsync_core::raw::{CleanUp, GuardStoreSide as _, SessionStoreSide as _};
 use distsync_core::{Error, FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
 use futures::FutureExt as _;
 use tokio::sync::OwnedMutexGuard;
@@ -93,6 +93,7 @@ use crate::scripts::Lua;
 use crate::session::RedisLease;
 use crate::store::Shared;
 use crate::waiter_line::Granted;
+use crate::waiting::Waiting;
 
 /// The scripts, compiled (hashed) once per process.
 static ACQUIRE: LazyLock<Lua> =
@@ -474,23 +475,17 @@ impl Locker for RedisUnfairLock {
             }
             Reply::Waiting(delay) => delay + RECHECK_MARGIN,
         };
-        let mut backoff = WaitRetry::new("the unfair lock");
+        let what = "the unfair lock";
         // A subscription made now missed what was published since the take: the wait
         // asks again first. One kept from an earlier wait has missed nothing.
-        let (mut wake, mut ask_first) = match kept {
-            Some(wake) => (wake, false),
+        let (mut waiting, mut ask_first) = match kept {
+            Some(wake) => (Waiting::kept(wake, what), false),
             None => {
-                let channel = inner.shared.keys.channel(&format!(
-                    "{}:uw:{}",
-                    inner.prefix,
-                    inner.wake_id(&acquisition)
-                ));
-                let wake = inner
-                    .shared
-                    .notifier
-                    .subscribe_waiting(channel, &mut backoff)
-                    .await?;
-                (wake, true)
+                let channel = format!("{}:uw:{}", inner.prefix, inner.wake_id(&acquisition));
+                (
+                    Waiting::subscribe(&inner.shared, &channel, what).await?,
+                    true,
+                )
             }
         };
         let mut delay = first_delay;
@@ -498,7 +493,7 @@ impl Locker for RedisUnfairLock {
             if ask_first {
                 delay = match inner.call(lease, &acquisition, How::Check).await {
                     Ok(Reply::Granted(token)) => {
-                        inner.keep_wake(wake);
+                        inner.keep_wake(waiting.into_subscription());
                         let gate = armed.disarm();
                         return Ok(inner.guard(lease, acquisition, token, gate));
                     }
@@ -507,28 +502,25 @@ impl Locker for RedisUnfairLock {
                         return Err(Error::SessionLost);
                     }
                     Ok(Reply::Waiting(delay)) => {
-                        backoff.succeeded();
+                        waiting.answered();
                         delay + RECHECK_MARGIN
                     }
                     // Once waiting, connection trouble is ridden out (asking is
                     // idempotent).
-                    Err(error) => match backoff.failed(&error) {
-                        Some(pause) => pause,
-                        None => return Err(error),
-                    },
+                    Err(error) => waiting.failed(error)?,
                 };
             }
             ask_first = true;
             tokio::select! {
                 biased;
                 () = inner.session.lost() => return Err(Error::SessionLost),
-                event = wake.recv() => {
+                event = waiting.recv() => {
                     // A resync (the pub/sub connection came back) asks again too, but
                     // is not the store waking this waiter.
                     if let Event::Message(_) = event? {
                         inner.wakeups.fetch_add(1, Ordering::Relaxed);
                     }
-                    wake.drain();
+                    waiting.drain();
                 }
                 () = tokio::time::sleep(delay) => {}
             }

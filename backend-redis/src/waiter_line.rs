@@ -63,7 +63,7 @@ use crate::notify::Event;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
-use distsync_core::raw::WaitRetry;
+use crate::waiting::Waiting;
 
 /// Added to every re-check delay, so that the key has really expired by then.
 const RECHECK_MARGIN: Duration = Duration::from_millis(5);
@@ -277,13 +277,8 @@ impl WaiterLine {
             }
             Reply::Waiting(_) | Reply::Refused => {}
         }
-        let channel = self.shared.keys.channel(&format!("{}:w:{id}", self.prefix));
-        let mut backoff = WaitRetry::new("a place in line");
-        let mut wake = self
-            .shared
-            .notifier
-            .subscribe_waiting(channel, &mut backoff)
-            .await?;
+        let channel = format!("{}:w:{id}", self.prefix);
+        let mut waiting = Waiting::subscribe(&self.shared, &channel, "a place in line").await?;
         loop {
             // The first check runs as soon as the subscription is confirmed: a grant
             // published before that was missed, but the check sees it.
@@ -300,7 +295,7 @@ impl WaiterLine {
                     return Err(Error::SessionLost);
                 }
                 Ok(Reply::Waiting(delay)) => {
-                    backoff.succeeded();
+                    waiting.answered();
                     delay + RECHECK_MARGIN
                 }
                 // Only a try is refused, and only a join meets another count;
@@ -308,20 +303,17 @@ impl WaiterLine {
                 Ok(Reply::Refused | Reply::OtherCount(_)) => RECHECK_MARGIN,
                 // Once in line, connection trouble is ridden out (re-checking is
                 // idempotent).
-                Err(error) => match backoff.failed(&error) {
-                    Some(pause) => pause,
-                    None => return Err(error),
-                },
+                Err(error) => waiting.failed(error)?,
             };
             tokio::select! {
                 biased;
                 () = self.session.lost() => return Err(Error::SessionLost),
-                event = wake.recv() => {
+                event = waiting.recv() => {
                     if let Some(token) = self.granted_by(&event?) {
                         cleanup.disarm();
                         return Ok(Granted { hold, token });
                     }
-                    wake.drain();
+                    waiting.drain();
                 }
                 () = tokio::time::sleep(delay) => {}
             }

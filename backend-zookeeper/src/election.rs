@@ -46,12 +46,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{leadership, GuardStoreSide as _};
+use distsync_core::raw::{leadership, observe_leaders, GuardStoreSide as _, LeaderObserver};
 use distsync_core::raw::{Make, OnSession};
 use distsync_core::{
     Bytes, Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result, Session,
 };
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use zookeeper_client as zk;
 
 use crate::direct::Direct;
@@ -231,14 +231,7 @@ impl Election for ZkElection {
             started: false,
             pending: VecDeque::new(),
         };
-        futures::stream::unfold(Some(observer), |state| async move {
-            let mut observer = state?;
-            match observer.next().await {
-                Ok(info) => Some((Ok(info), Some(observer))),
-                Err(error) => Some((Err(error), None)),
-            }
-        })
-        .boxed()
+        observe_leaders(observer)
     }
 }
 
@@ -386,8 +379,8 @@ struct Observer {
     pending: VecDeque<LeaderInfo>,
 }
 
-impl Observer {
-    async fn next(&mut self) -> Result<LeaderInfo> {
+impl LeaderObserver for Observer {
+    async fn next_leader(&mut self) -> Result<LeaderInfo> {
         loop {
             if let Some(info) = self.pending.pop_front() {
                 return Ok(info);
@@ -412,7 +405,9 @@ impl Observer {
             }
         }
     }
+}
 
+impl Observer {
     /// Reads the election once: queues what changed, or waits for a change.
     async fn step(&mut self, client: &zk::Client) -> std::result::Result<(), zk::Error> {
         let (children, line_watch) = match client.list_and_watch_children(&self.dir).await {

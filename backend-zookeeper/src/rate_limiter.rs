@@ -23,11 +23,12 @@
 //! instant its "now" was read: a limiter idle when read starts its TAT from the
 //! grant's own time, never from a stale reading.
 //!
-//! A request writes the clock, then reads the node, runs [`gcra`] at that "now", and,
-//! when granted, writes the new node with `setData` at the version read (`create`
-//! where it is missing). The read comes after the clock write on the same session,
-//! so even a follower answers it with every write the leader ordered before that
-//! clock write: the read is not older than "now". A write that lost a race
+//! A request writes the clock, then reads the node, runs GCRA
+//! ([`StampedTat::decide`]) at that "now", and, when granted, writes the new node
+//! with `setData` at the version read (`create` where it is missing). The read comes
+//! after the clock write on the same session, so even a follower answers it with
+//! every write the leader ordered before that clock write: the read is not older
+//! than "now". A write that lost a race
 //! (`BadVersion`, `NodeExists`, `NoNode`) wrote nothing; the request reads the node
 //! again and decides at the same "now" (still earlier than its next write), and reads
 //! the clock again only if that decision is a refusal. A denial writes nothing but
@@ -60,7 +61,7 @@
 //! client that asks again at once after "not yet" fills the ensemble's write pipeline
 //! with answers of "not yet", enough from a few clients to delay other sessions' pings
 //! past their timeouts. Callers wait for the answer's `retry_after`, as
-//! [`RateLimiter::acquire`] does.
+//! [`RateLimiter::acquire`](distsync_core::RateLimiter::acquire) does.
 //!
 //! # Lost replies
 //!
@@ -81,9 +82,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::rate_limiter::{Admission, Rate, RateLimiter};
-use distsync_core::raw::Make;
-use distsync_core::raw::{StampedStep, StampedTat};
+use distsync_core::rate_limiter::{Admission, Rate};
+use distsync_core::raw::{Make, RateStep, RateStepLimiter, StampedRead, StampedStore, StampedTat};
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
@@ -106,117 +106,97 @@ pub(crate) fn clock_path(shared: &Shared) -> String {
     format!("{}/clock", shared.config.root())
 }
 
-/// The rate limiter `name` at `rate`.
-pub(crate) struct ZkRateLimiter {
+/// The rate limiter `name` at `rate` (see the module docs).
+pub(crate) type ZkRateLimiter = RateStepLimiter<ZkRateStep>;
+
+/// A limiter's node and the clock node it reads "now" from.
+pub(crate) struct ZkRateStep {
     /// The backend's client for requests of no session, shared by every handle.
     direct: Arc<Direct>,
-    name: Name,
     path: String,
     clock: String,
-    rate: Rate,
 }
 
-impl ZkRateLimiter {
-    pub(crate) fn new(direct: &Arc<Direct>, name: Name, rate: Rate) -> Self {
+#[async_trait]
+impl RateStep for ZkRateStep {
+    async fn step(&self, name: &Name, rate: &Rate, permits: u32) -> Result<Admission> {
+        let client = self.direct.client().await?;
+        let node = LimiterNode { step: self, client };
+        StampedTat::acquire(&node, rate, name, permits).await
+    }
+}
+
+impl Make<Arc<Direct>, Name> for ZkRateStep {
+    fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
         let shared = &direct.shared;
-        Self {
+        Ok(Self {
             path: keys::path(shared.config.root(), Kind::RateLimit, &name),
             clock: clock_path(shared),
             direct: Arc::clone(direct),
-            name,
-            rate,
-        }
+        })
     }
+}
 
+/// A limiter's node as one request reads and writes it: through one client, so
+/// that every read follows the clock write before it on the same session.
+struct LimiterNode<'a> {
+    step: &'a ZkRateStep,
+    client: zk::Client,
+}
+
+impl LimiterNode<'_> {
     /// The leader's "now" in µs: the `mtime` of a write to the clock node.
-    async fn now(&self, client: &zk::Client) -> Result<u64> {
+    async fn now(&self) -> Result<u64> {
+        let shared = &self.step.direct.shared;
         Ok(ms_to_us(
-            server_now(&self.direct.shared, client, &self.clock).await?,
+            server_now(shared, &self.client, &self.step.clock).await?,
         ))
-    }
-
-    /// The node: its content and its stat (`None`: missing).
-    async fn read(&self, client: &zk::Client) -> Result<Option<(Option<StampedTat>, zk::Stat)>> {
-        match bounded(&self.direct.shared, client.get_data(&self.path)).await? {
-            Ok((data, stat)) => {
-                let stored = StampedTat::parse(&data).map_err(|_| {
-                    Error::backend(
-                        BACKEND,
-                        format!("{} does not hold a rate limiter", self.path),
-                    )
-                })?;
-                Ok(Some((stored, stat)))
-            }
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(error) => Err(map(error)),
-        }
-    }
-
-    /// Writes `stored` if the node is still at `version` (`None`: still missing).
-    /// `Ok(false)` when it changed meanwhile (nothing written).
-    async fn swap(
-        &self,
-        client: &zk::Client,
-        version: Option<i32>,
-        stored: &StampedTat,
-    ) -> Result<bool> {
-        swap(
-            &self.direct.shared,
-            client,
-            &self.path,
-            version,
-            &stored.render(),
-        )
-        .await
     }
 }
 
 #[async_trait]
-impl RateLimiter for ZkRateLimiter {
-    fn name(&self) -> &Name {
-        &self.name
-    }
+impl StampedStore for LimiterNode<'_> {
+    /// The node's data version (`None`: missing).
+    type Version = Option<i32>;
 
-    fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
-        self.rate.check_request(permits)?;
-        let client = self.direct.client().await?;
-        // A reading kept from a lost race: still earlier than the next write, so
-        // still a valid "now" (see the module docs), and it saves a write per retry.
-        let mut kept: Option<u64> = None;
-        loop {
-            let (now, fresh) = match kept.take() {
-                Some(now) => (now, false),
-                None => (self.now(&client).await?, true),
-            };
-            let node = self.read(&client).await?;
-            let version = node.as_ref().map(|(_, stat)| stat.version);
-            let read = match &node {
-                Some((Some(stored), stat)) => Some((stored, stored.tat_us(ms_to_us(stat.mtime)))),
-                _ => None,
-            };
-            match StampedTat::decide(&self.rate, &self.name, read, now, permits)? {
-                StampedStep::Refused(admission) if fresh => return Ok(admission),
-                // Refused at a kept reading: decide again at a fresh one, so that the
-                // answer and its `retry_after` are today's.
-                StampedStep::Refused(_) => continue,
-                StampedStep::Write(stored) => {
-                    if self.swap(&client, version, &stored).await? {
-                        return Ok(Admission::Granted);
-                    }
-                }
+    async fn read(&self, kept_now_us: Option<u64>) -> Result<StampedRead<Option<i32>>> {
+        let now_us = match kept_now_us {
+            Some(now) => now,
+            None => self.now().await?,
+        };
+        let path = &self.step.path;
+        let shared = &self.step.direct.shared;
+        let (record, version) = match bounded(shared, self.client.get_data(path)).await? {
+            Ok((data, stat)) => {
+                let stored = StampedTat::parse(&data).map_err(|_| {
+                    Error::backend(BACKEND, format!("{path} does not hold a rate limiter"))
+                })?;
+                // A node without data is the ancestor of a longer name: an idle limiter.
+                let record = stored.map(|stored| {
+                    let tat = stored.tat_us(ms_to_us(stat.mtime));
+                    (stored, tat)
+                });
+                (record, Some(stat.version))
             }
-            kept = Some(now);
-            tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
-        }
+            Err(zk::Error::NoNode) => (None, None),
+            Err(error) => return Err(map(error)),
+        };
+        Ok(StampedRead {
+            now_us,
+            record,
+            version,
+        })
     }
-}
 
-impl Make<Arc<Direct>, (Name, Rate)> for ZkRateLimiter {
-    fn make(direct: &Arc<Direct>, (name, rate): (Name, Rate)) -> Result<Self> {
-        Ok(Self::new(direct, name, rate))
+    async fn write_if(&self, version: Option<i32>, record: &StampedTat) -> Result<bool> {
+        let shared = &self.step.direct.shared;
+        swap(
+            shared,
+            &self.client,
+            &self.step.path,
+            version,
+            &record.render(),
+        )
+        .await
     }
 }

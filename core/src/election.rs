@@ -218,3 +218,26 @@ impl Leadership {
         self.held.release().await
     }
 }
+
+/// A store's follower of one election: the leaders it finds, one at a time, which
+/// [`observe_leaders`] makes into the stream of [`Election::observe`].
+pub trait LeaderObserver: Send + 'static {
+    /// The next leader to yield, waiting while there is none; an error ends the
+    /// stream.
+    fn next_leader(&mut self) -> impl std::future::Future<Output = Result<LeaderInfo>> + Send;
+}
+
+/// The stream of [`Election::observe`] from a store's `observer`: its leaders in turn,
+/// up to and including its first error, after which the stream ends (the observer is
+/// dropped then), as the contract of `observe` says.
+pub fn observe_leaders(observer: impl LeaderObserver) -> BoxStream<'static, Result<LeaderInfo>> {
+    use futures::StreamExt as _;
+    futures::stream::unfold(Some(observer), |state| async move {
+        let mut observer = state?;
+        match observer.next_leader().await {
+            Ok(info) => Some((Ok(info), Some(observer))),
+            Err(error) => Some((Err(error), None)),
+        }
+    })
+    .boxed()
+}

@@ -13,7 +13,8 @@
 //! - [`Lease`] and [`KeepAlive`]: the store's side of a session, handed to
 //!   `Session::start` together with the instant the grant was sent;
 //! - the primitive traits a backend returns boxed ([`Locker`], [`Election`] with its
-//!   [`Proclaim`] part, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`],
+//!   [`Proclaim`] part and the [`LeaderObserver`] that [`observe_leaders`] makes its
+//!   `observe` stream of, [`RwLock`], [`Queue`], [`Barrier`], [`DoubleBarrier`],
 //!   [`Semaphore`]; a method that takes a value is the `_bytes` one, taking
 //!   [`Bytes`](crate::Bytes): [`Election::campaign_bytes`],
 //!   [`Queue::append_bytes`] (with its [`AppendKey`]),
@@ -29,6 +30,8 @@
 //!   `mark_lost`, the typed lease, the in-process gate; [`GuardStoreSide`]), which no
 //!   user reaches without importing `raw`;
 //! - [`call_id`]: a fresh id that makes a store call idempotent by naming it;
+//! - [`require_open_transaction`]: the check of a transaction lock (one held for the
+//!   rest of the caller's database transaction) before it locks;
 //! - [`CleanUp`]: the work a `Drop` cannot await (a release, a withdrawal, a put-back),
 //!   spawned and retried within its bound;
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
@@ -37,6 +40,9 @@
 //! - [`Backoff`]: the exponential pause schedule every retry loop uses, and
 //!   [`Contention`]: the randomized pause of a client that lost a race for a compare;
 //! - [`random_u64`] and [`random_fraction`]: the one source of random ids and jitter;
+//! - [`RateStep`]: a store's rate limiter as its one atomic step, which
+//!   [`RateStepLimiter`] makes a handle of, and [`StampedTat`]: the limiter's record on
+//!   a store that stamps writes with its time but cannot read it ([`StampedStore`]);
 //! - [`RenewalBatch`]: session renewals handed to one task that renews them together,
 //!   one statement for every session due, for a store whose renewal is a statement;
 //! - [`EpochMarker`]: what a store that can forget keeps so that its clients tell it
@@ -138,6 +144,7 @@ mod login;
 mod multi_host_url;
 mod prefix;
 mod random;
+mod rate_step;
 mod renewal_batch;
 pub mod retry;
 mod session_bound;
@@ -145,6 +152,7 @@ mod shared_settings;
 mod stamped_tat;
 mod store_side;
 mod tls_files;
+mod transaction_lock;
 mod url_options;
 mod waited;
 
@@ -158,16 +166,18 @@ pub use login::Login;
 pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;
 pub use random::{random_fraction, random_u64};
+pub use rate_step::{RateStep, RateStepLimiter};
 pub use renewal_batch::{BatchRenewed, RenewalBatch};
 pub use retry::{Failure, Idempotence, Look, RetryPolicy, WaitRetry};
 pub use session_bound::{MaxSessionTtl, check_session_ttl};
 pub use shared_settings::SharedSettings;
-pub use stamped_tat::{NotStampedTat, StampedStep, StampedTat};
+pub use stamped_tat::{NotStampedTat, StampedRead, StampedStep, StampedStore, StampedTat};
 pub use store_side::{
     GuardStoreSide, SessionStoreSide, leadership, lock_guard, permit, read_guard, start_session,
     with_guarded_write, with_release_request_watch,
 };
 pub use tls_files::TlsFiles;
+pub use transaction_lock::require_open_transaction;
 pub use url_options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlGrammar, UrlOptions, check_tls_files,
     parse_duration, parse_url_flag,
@@ -193,7 +203,9 @@ pub use crate::stm::{StmAttempt, StmEngine, StmRetry, Write};
 
 pub use crate::barrier::{Barrier, DoubleBarrier};
 pub use crate::capabilities::Capabilities;
-pub use crate::election::{Election, LeaderInfo, Leadership, Proclaim};
+pub use crate::election::{
+    Election, LeaderInfo, LeaderObserver, Leadership, Proclaim, observe_leaders,
+};
 pub use crate::guard::{LockGuard, ReadGuard};
 pub use crate::lock::Locker;
 pub use crate::migrate::{QueueItem, Snapshot};

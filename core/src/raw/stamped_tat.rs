@@ -1,5 +1,9 @@
 //! A rate limiter's state on a store that stamps each write with its own time but has
-//! no request that reads the time in the step that decides: see [`StampedTat`].
+//! no request that reads the time in the step that decides: see [`StampedTat`], and
+//! [`StampedTat::acquire`], the request such a store runs with its [`StampedStore`]
+//! reads and writes.
+
+use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::name::Name;
@@ -126,6 +130,92 @@ impl StampedTat {
     }
 }
 
+/// What [`StampedStore::read`] read: the store's "now" and the limiter's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampedRead<V> {
+    /// The store's time in µs, read before the record.
+    pub now_us: u64,
+    /// The record and the TAT it gives ([`StampedTat::tat_us`]); `None`: no record,
+    /// an idle limiter.
+    pub record: Option<(StampedTat, u64)>,
+    /// What a write of the next record compares with: the version read.
+    pub version: V,
+}
+
+/// A store's reads and compared write of a limiter's [`StampedTat`] record, which
+/// [`StampedTat::acquire`] decides a request with.
+#[async_trait]
+pub trait StampedStore: Send + Sync {
+    /// The version of a record that a write compares with (a sequence, a data version).
+    type Version: Send;
+
+    /// Reads the limiter's record, and the store's "now" before it: `kept_now_us` when
+    /// given (a reading kept from a race lost since, still earlier than the next
+    /// write), else a fresh reading of the store's clock, read so that the record is
+    /// as of that time or later.
+    ///
+    /// # Errors
+    /// [`crate::Error::Backend`] for a record a limiter does not write; the store's
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it writes nothing but, for a fresh "now", the store's clock.
+    async fn read(&self, kept_now_us: Option<u64>) -> Result<StampedRead<Self::Version>>;
+
+    /// Writes `record` if the limiter's record is still at `version`; `Ok(false)` when
+    /// it changed meanwhile (nothing written).
+    ///
+    /// # Errors
+    /// The store's error, after which the record may or may not be written.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped call may have written the record, which then counts
+    /// its permits unseen (stricter, never looser).
+    async fn write_if(&self, version: Self::Version, record: &StampedTat) -> Result<bool>;
+}
+
+impl StampedTat {
+    /// A request for `permits` permits (already checked against `rate`) on the limiter
+    /// `name` that `store` keeps: reads "now" and the record, decides
+    /// ([`StampedTat::decide`]) and, when granted, writes the next record by a compare
+    /// on the version read. A compare that lost a race decides again at the same "now",
+    /// which is still earlier than the next write (so only stricter, see
+    /// [`StampedTat`]) and saves a reading of the clock; a refusal at such a kept
+    /// reading decides again at a fresh one, so that the answer and its `retry_after`
+    /// are today's. A refusal writes nothing but the clock.
+    ///
+    /// # Errors
+    /// As [`StampedTat::decide`] and the store's reads and write.
+    ///
+    /// # Cancel safety
+    /// Cancel safe in that it never takes more than asked: a dropped call counted its
+    /// permits (a write that landed) or nothing.
+    pub async fn acquire<S: StampedStore + ?Sized>(
+        store: &S,
+        rate: &Rate,
+        name: &Name,
+        permits: u32,
+    ) -> Result<Admission> {
+        let mut kept: Option<u64> = None;
+        loop {
+            let fresh = kept.is_none();
+            let read = store.read(kept.take()).await?;
+            let record = read.record.as_ref().map(|(record, tat)| (record, *tat));
+            match Self::decide(rate, name, record, read.now_us, permits)? {
+                StampedStep::Refused(admission) if fresh => return Ok(admission),
+                StampedStep::Refused(_) => continue,
+                StampedStep::Write(record) => {
+                    if store.write_if(read.version, &record).await? {
+                        return Ok(Admission::Granted);
+                    }
+                }
+            }
+            kept = Some(read.now_us);
+            tracing::trace!(limiter = %name, "rate limiter: lost a race, deciding again");
+        }
+    }
+}
+
 /// A stored value that is not a [`StampedTat`] record: something other than a rate
 /// limiter wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +275,88 @@ mod tests {
             refused,
             Ok(StampedStep::Refused(Admission::Denied { .. }))
         ));
+    }
+
+    /// A store whose writes land at its clock's time, and whose first write loses to
+    /// a competitor's record, stored in its place.
+    struct Racing {
+        state: std::sync::Mutex<RacingState>,
+    }
+
+    struct RacingState {
+        clock_us: u64,
+        stored: Option<(StampedTat, u64)>,
+        version: u64,
+        competitor: Option<StampedTat>,
+        kept_readings: Vec<Option<u64>>,
+    }
+
+    /// A request for one permit at `rate` at 10 s whose first write loses to a
+    /// competitor's grant of one permit: its answer, the readings it was handed
+    /// (`None`: fresh) and the writes stored.
+    async fn acquire_after_a_lost_race(rate: Rate) -> (Admission, Vec<Option<u64>>, u64) {
+        let state = RacingState {
+            clock_us: 10_000_000,
+            stored: None,
+            version: 0,
+            competitor: Some(StampedTat::granted(&rate, None, 1)),
+            kept_readings: Vec::new(),
+        };
+        let store = Racing {
+            state: std::sync::Mutex::new(state),
+        };
+        let name = Name::new("api").unwrap();
+        let answer = StampedTat::acquire(&store, &rate, &name, 1).await.unwrap();
+        let state = store.state.into_inner().unwrap();
+        (answer, state.kept_readings, state.version)
+    }
+
+    #[async_trait]
+    impl StampedStore for Racing {
+        type Version = u64;
+
+        async fn read(&self, kept_now_us: Option<u64>) -> Result<StampedRead<u64>> {
+            let mut state = self.state.lock().unwrap();
+            state.kept_readings.push(kept_now_us);
+            let record = (state.stored.as_ref()).map(|(r, stamp)| (r.clone(), r.tat_us(*stamp)));
+            Ok(StampedRead {
+                now_us: kept_now_us.unwrap_or(state.clock_us),
+                record,
+                version: state.version,
+            })
+        }
+
+        async fn write_if(&self, version: u64, record: &StampedTat) -> Result<bool> {
+            let mut state = self.state.lock().unwrap();
+            let (record, won) = match state.competitor.take() {
+                Some(theirs) => (theirs, false),
+                None if version == state.version => (record.clone(), true),
+                None => return Ok(false),
+            };
+            state.stored = Some((record, state.clock_us));
+            state.version += 1;
+            Ok(won)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_decides_again_at_the_kept_reading() {
+        let rate = Rate::new(2, Duration::from_secs(2)).unwrap();
+        let (answer, readings, writes) = acquire_after_a_lost_race(rate).await;
+        assert_eq!(answer, Admission::Granted);
+        assert_eq!(readings, [None, Some(10_000_000)]);
+        assert_eq!(writes, 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_at_a_kept_reading_is_decided_again_at_a_fresh_one() {
+        let rate = Rate::new(1, Duration::from_secs(1)).unwrap();
+        let (answer, readings, writes) = acquire_after_a_lost_race(rate).await;
+        // The competitor's permit, stored at 10 s, is due again at 11 s.
+        let retry_after = Duration::from_secs(1);
+        assert_eq!(answer, Admission::Denied { retry_after });
+        assert_eq!(readings, [None, Some(10_000_000), None]);
+        assert_eq!(writes, 1);
     }
 
     #[test]

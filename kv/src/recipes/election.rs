@@ -6,8 +6,6 @@
 //! the deletion of the key created just before its own. This is the layout of
 //! `etcdctl elect <name>`, so Go programs and distsync see one election.
 
-use distsync_core::raw::GuardStoreSide as _;
-use distsync_core::raw::SessionStoreSide as _;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -16,49 +14,32 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::kv::{
-    Compare, CompareOp, EventKind, KeyValue, Kv, LeaseId, Range, Revision, Txn, TxnOp,
-    WatchResponse,
-};
+use crate::kv::{EventKind, KeyValue, Kv, Range, Revision, TxnOp, WatchResponse};
 use distsync_core::election::{Election, LeaderInfo, Leadership, Proclaim};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
-use distsync_core::session::Session;
-use distsync_core::token::FencingToken;
 
-use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
-use super::key::{lease_hex, range_at, KeySpace};
-use super::wait::{next_event, patiently, read, wait_turn};
+use super::hold::{fencing_token, SessionKv};
+use super::key::{if_created_at, lease_key, KeySpace};
+use super::wait::{next_event, read, watch, Events};
 
 /// An [`Election`] over a [`Kv`] store.
 pub(crate) struct KvElection {
-    kv: Arc<dyn Kv>,
-    session: Session,
-    lease: LeaseId,
+    keys: SessionKv,
     name: Name,
     prefix: String,
     key: String,
 }
 
 impl KvElection {
-    /// The election `name` under `namespace`, campaigning through `session` (lease
-    /// `lease`).
-    pub(crate) fn new(
-        kv: Arc<dyn Kv>,
-        space: &KeySpace,
-        name: Name,
-        session: Session,
-        lease: LeaseId,
-    ) -> Self {
-        let prefix = format!("{}{name}/", space.namespace());
-        let key = format!("{prefix}{}", lease_hex(lease));
+    /// The election `name` under `space`, campaigning through `keys`' session.
+    pub(crate) fn new(keys: SessionKv, space: &KeySpace, name: Name) -> Self {
+        let prefix = space.lock_line(&name);
         Self {
-            kv,
-            session,
-            lease,
+            key: lease_key(&prefix, keys.lease),
+            keys,
             name,
             prefix,
-            key,
         }
     }
 }
@@ -66,21 +47,15 @@ impl KvElection {
 /// Go's `Proclaim`: rewrites the leader key while it is still the one created in this
 /// term.
 struct KvProclaim {
-    kv: Arc<dyn Kv>,
+    keys: SessionKv,
     key: String,
     term: Revision,
-    lease: LeaseId,
 }
 
 impl KvProclaim {
     async fn put(&self, value: Bytes) -> Result<()> {
-        let txn = Txn::when(vec![Compare::create_revision(
-            &self.key,
-            CompareOp::Equal,
-            self.term,
-        )])
-        .and_then(vec![TxnOp::put(&self.key, value, self.lease)]);
-        if self.kv.txn(txn).await?.succeeded {
+        let put = TxnOp::put(&self.key, value, self.keys.lease);
+        if if_created_at(&*self.keys.kv, &self.key, self.term, put).await? {
             Ok(())
         } else {
             Err(Error::NotLeader)
@@ -96,11 +71,7 @@ impl Proclaim for KvProclaim {
 }
 
 fn leader_info(kv: KeyValue) -> LeaderInfo {
-    LeaderInfo::new(
-        kv.value,
-        FencingToken(u64::try_from(kv.create_revision).unwrap_or_default()),
-        kv.key,
-    )
+    LeaderInfo::new(kv.value, fencing_token(kv.create_revision), kv.key)
 }
 
 #[async_trait]
@@ -115,88 +86,38 @@ impl Election for KvElection {
     /// Cancel-safety: cancel-safe; a dropped future deletes the own key in the
     /// background, so it never leaves this candidate leader.
     async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
-        let Some(gate) = gate(&self.session, &self.key, true).await? else {
+        let Some(mut cleanup) = self.keys.contend(&self.key, true).await? else {
             return Err(Error::SessionLost);
         };
-        let lost = self.session.lost_token();
-        let kv = &*self.kv;
-        let mut cleanup = WaiterKey::new(
-            Arc::clone(&self.kv),
-            &self.session,
-            self.key.clone(),
-            self.lease,
-            Some(gate),
-        );
-        let txn = Txn::when(vec![Compare::create_revision(
-            &self.key,
-            CompareOp::Equal,
-            0,
-        )])
-        .and_then(vec![TxnOp::put(&self.key, value.clone(), self.lease)])
-        .or_else(vec![TxnOp::Range(Range::key(&self.key))]);
-        let response = match kv.txn(txn).await {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
-            }
+        let own = self
+            .keys
+            .put_own(&self.key, value.clone(), "candidate", vec![], vec![]);
+        let own = own.await?;
+        cleanup.created_at(own.create_revision);
+        let proclaim = KvProclaim {
+            keys: self.keys.clone(),
+            key: self.key.clone(),
+            term: own.create_revision,
         };
-        let proclaim = if response.succeeded {
-            cleanup.created_at(response.revision);
-            KvProclaim {
-                kv: Arc::clone(&self.kv),
-                key: self.key.clone(),
-                term: response.revision,
-                lease: self.lease,
+        if own.existing.is_some_and(|existing| existing.value != value) {
+            if let Err(error) = proclaim.put(value).await {
+                cleanup.remove_now().await?;
+                return Err(error);
             }
-        } else {
-            let existing = match range_at(kv, &response, 0)?.kvs.into_iter().next() {
-                Some(existing) => existing,
-                None => return Err(Error::backend(kv.backend(), "own candidate key vanished")),
-            };
-            cleanup.created_at(existing.create_revision);
-            let proclaim = KvProclaim {
-                kv: Arc::clone(&self.kv),
-                key: self.key.clone(),
-                term: existing.create_revision,
-                lease: self.lease,
-            };
-            if existing.value != value {
-                if let Err(error) = proclaim.put(value).await {
-                    cleanup.remove_now().await?;
-                    return Err(error);
-                }
-            }
-            proclaim
-        };
+        }
         let term = proclaim.term;
         // Errors (and a lost session) leave `cleanup` armed: the candidacy is withdrawn.
-        if !wait_turn(kv, &self.prefix, &self.key, term, None, Some(lost)).await? {
-            cleanup.disarm();
-            return Err(Error::SessionLost);
-        }
-        let gate = cleanup.disarm();
-        let held = HeldKey::new(&self.kv, &self.key, term, &self.session, self.lease);
-        let token = FencingToken(u64::try_from(term).unwrap_or_default());
-        let resign = held.release_fn(|| Error::NotLeader);
-        let mut leadership = distsync_core::raw::leadership(
-            self.key.clone(),
-            token,
-            &self.session,
-            Arc::new(proclaim),
-            resign,
-        );
-        if let Some(gate) = gate {
-            leadership = leadership.with_gate(gate);
-        }
+        cleanup.wait_turn(&self.prefix, term, None).await?;
         // The key watch starts with the first `lost()`/`is_lost()`/`while_held()`, as a
-        // lock's does (see `HeldKey::loss_watch`): a campaign nobody asks about opens
-        // no watch on the store.
-        Ok(leadership.with_loss_watch(held.loss_watch()))
+        // lock's does: a campaign nobody asks about opens no watch on the store.
+        let held = self.keys.held(&self.key, term);
+        Ok(held.leadership(cleanup.disarm(), Arc::new(proclaim)))
     }
 
     /// Go's `Leader`: the first-created candidate key.
     async fn leader(&self) -> Result<Option<LeaderInfo>> {
         let response = self
+            .keys
             .kv
             .range(Range::prefix(&self.prefix).first_create())
             .await?;
@@ -210,7 +131,7 @@ impl Election for KvElection {
     /// again; other errors end it.
     fn observe(&self) -> BoxStream<'static, Result<LeaderInfo>> {
         let observer = Observer {
-            kv: Arc::clone(&self.kv),
+            kv: Arc::clone(&self.keys.kv),
             prefix: self.prefix.clone(),
             state: ObserveState::Find { at: None },
             pending: VecDeque::new(),
@@ -236,7 +157,7 @@ enum ObserveState {
         key: String,
         term: Revision,
         from: Revision,
-        stream: Option<BoxStream<'static, Result<WatchResponse>>>,
+        stream: Option<Events>,
     },
 }
 
@@ -323,8 +244,7 @@ impl Observer {
                 };
                 // Open the watch now, not when the consumer next polls: a watch from a
                 // revision that is already past when it reaches etcd is served slowly.
-                let watch = || kv.watch(&leader.key, false, from);
-                let stream = patiently(None, "watch", &leader.key, watch).await?;
+                let stream = watch(kv, &leader.key, false, from, None).await?;
                 self.state = ObserveState::Follow {
                     key: leader.key.clone(),
                     term: leader.create_revision,
@@ -340,14 +260,11 @@ impl Observer {
                 from,
                 stream,
             } => {
-                let watch = match stream {
-                    Some(watch) => watch,
-                    None => {
-                        let open = || self.kv.watch(key, false, *from);
-                        stream.insert(patiently(None, "watch", key, open).await?)
-                    }
+                let events = match stream {
+                    Some(events) => events,
+                    None => stream.insert(watch(&*self.kv, key, false, *from, None).await?),
                 };
-                let resync = match watch.next().await {
+                let resync = match events.next().await {
                     Some(Ok(WatchResponse::Events(events))) => {
                         for event in events {
                             match event.kind {

@@ -2,25 +2,30 @@
 //! future is dropped, the release step handed to guards, and the watch that tells a
 //! guard its key was taken away.
 
-use distsync_core::raw::GuardStoreSide as _;
+use distsync_core::raw::GuardStoreSide;
 use distsync_core::raw::SessionStoreSide as _;
+use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::kv::{Kv, LeaseId, Range, Revision};
+use crate::kv::{
+    Compare, CompareOp, KeyValue, Kv, LeaseId, Range, Revision, Txn, TxnOp, TxnResponse,
+};
+use distsync_core::election::{Leadership, Proclaim};
 use distsync_core::error::{Error, Result};
-use distsync_core::guard::{LockGuard, ReleaseFn};
+use distsync_core::guard::{LockGuard, ReadGuard, ReleaseFn};
 use distsync_core::session::{KeepAlive, Session};
 use distsync_core::token::FencingToken;
 
 use super::guarded::{KvGuardedWrite, LockHold};
-use super::heads::HeadMark;
-use super::key::{delete_if_created_at, KeySpace};
-use super::wait::{until_lost, wait_delete};
+use super::heads::{HeadMark, Heads};
+use super::key::{if_created_at, range_at, KeySpace};
+use super::wait::{until_lost, wait_delete, wait_turn};
 use distsync_core::raw::{CleanUp, RetryPolicy};
 
 /// Takes the session's in-process gate for `resource` (see [`Session::exclusive`]):
@@ -57,14 +62,196 @@ pub(crate) async fn explain_lease_error(
     }
 }
 
+/// The fencing token of a hold whose key was created at `create_revision`.
+pub(crate) fn fencing_token(create_revision: Revision) -> FencingToken {
+    FencingToken(u64::try_from(create_revision).unwrap_or_default())
+}
+
+/// The store and the session, with its lease, through which a recipe puts its
+/// session-bound keys.
+#[derive(Clone)]
+pub(crate) struct SessionKv {
+    /// The store.
+    pub(crate) kv: Arc<dyn Kv>,
+    /// The session the keys are held through.
+    pub(crate) session: Session,
+    /// The session's lease, which every key is attached to.
+    pub(crate) lease: LeaseId,
+}
+
+/// What [`SessionKv::put_own`] found.
+pub(crate) struct OwnKey {
+    /// The own key's create revision.
+    pub(crate) create_revision: Revision,
+    /// The own key as it was, when it was there already (nothing was written).
+    pub(crate) existing: Option<KeyValue>,
+    /// The transaction's answer: the ranges of the extra operations from index 1 on.
+    pub(crate) response: TxnResponse,
+}
+
+impl SessionKv {
+    /// Takes the session's gate for `key` (see [`gate`]) and arms the removal of `key`
+    /// with it: `None` when `wait` is false and the gate is busy.
+    pub(crate) async fn contend(&self, key: &str, wait: bool) -> Result<Option<WaiterKey>> {
+        let Some(gate) = gate(&self.session, key, wait).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.waiter(key, Some(gate))))
+    }
+
+    /// Arms the removal of `key`, keeping `gate` until it is done (see [`WaiterKey`]).
+    pub(crate) fn waiter(&self, key: &str, gate: Option<OwnedMutexGuard<()>>) -> WaiterKey {
+        WaiterKey {
+            keys: self.clone(),
+            key: key.to_owned(),
+            create_revision: None,
+            gate,
+            armed: true,
+        }
+    }
+
+    /// The hold of `key`, created at `create_revision`, with no head mark.
+    pub(crate) fn held(&self, key: &str, create_revision: Revision) -> HeldKey {
+        HeldKey {
+            keys: self.clone(),
+            key: key.to_owned(),
+            create_revision,
+            _mark: None,
+        }
+    }
+
+    /// `error`, from a write attaching the lease, explained (see [`explain_lease_error`]).
+    pub(crate) async fn explain(&self, error: Error) -> Error {
+        explain_lease_error(&*self.kv, &self.session, self.lease, error).await
+    }
+
+    /// Runs `txn`, a write attaching the lease; an error is explained (see
+    /// [`explain_lease_error`]).
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        match self.kv.txn(txn).await {
+            Ok(response) => Ok(response),
+            Err(error) => Err(self.explain(error).await),
+        }
+    }
+
+    /// Puts `key` with `value` unless it is there, then runs `then`, in one
+    /// transaction; if it is there, reads it, then runs `otherwise`. A key that is
+    /// there already was left by an earlier hold of this session (whose release runs
+    /// in the background) and is reused, as Go does. `what` names the key in the error
+    /// for a key that vanished in between.
+    pub(crate) async fn put_own(
+        &self,
+        key: &str,
+        value: Bytes,
+        what: &str,
+        then: Vec<TxnOp>,
+        otherwise: Vec<TxnOp>,
+    ) -> Result<OwnKey> {
+        let put = std::iter::once(TxnOp::put(key, value, self.lease)).chain(then);
+        let read = std::iter::once(TxnOp::Range(Range::key(key))).chain(otherwise);
+        let txn = Txn::when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then(put.collect())
+            .or_else(read.collect());
+        let response = self.txn(txn).await?;
+        if response.succeeded {
+            let create_revision = response.revision;
+            return Ok(OwnKey {
+                create_revision,
+                existing: None,
+                response,
+            });
+        }
+        let Some(existing) = range_at(&*self.kv, &response, 0)?.kvs.into_iter().next() else {
+            return Err(Error::backend(
+                self.kv.backend(),
+                format!("own {what} key vanished"),
+            ));
+        };
+        Ok(OwnKey {
+            create_revision: existing.create_revision,
+            existing: Some(existing),
+            response,
+        })
+    }
+
+    /// Deletes `key` if it is ours: created at `create_revision` when known, else
+    /// attached to the lease. Whether it deleted it. Idempotent.
+    async fn remove(&self, key: &str, create_revision: Option<Revision>) -> Result<bool> {
+        let create_revision = match create_revision {
+            Some(revision) => revision,
+            None => {
+                let current = self.kv.range(Range::key(key)).await?;
+                match current.kvs.first() {
+                    Some(found) if found.lease == self.lease => found.create_revision,
+                    _ => return Ok(false),
+                }
+            }
+        };
+        if_created_at(&*self.kv, key, create_revision, TxnOp::delete(key)).await
+    }
+
+    /// A release that finishes: deletes `key` (see [`SessionKv::remove`]) through
+    /// transient store failures (an etcd leader change, a dropped connection), retrying
+    /// with backoff until it succeeds, the session ends, or one session TTL has passed.
+    /// Whether the key was there to delete (or gone after an attempt whose reply was
+    /// lost).
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] when the session ended while the release was failing (the
+    /// store frees the key with the lease). Otherwise, if the key cannot be deleted (a
+    /// non-transient error, or a TTL of transient ones), the session is revoked, so
+    /// that the store frees the key instead of a keepalive keeping it forever, and the
+    /// store's error is returned. Every other hold of that session is lost with it.
+    async fn remove_or_revoke(&self, key: &str, create_revision: Option<Revision>) -> Result<bool> {
+        let deadline = Instant::now() + self.session.ttl();
+        let mut attempts = 0u32;
+        let attempt = || {
+            attempts += 1;
+            // After a failed attempt, a key already gone was most likely deleted by that
+            // attempt, whose reply was lost: the release is done.
+            let retried = attempts > 1;
+            async move { Ok(self.remove(key, create_revision).await? || retried) }
+        };
+        let release = RetryPolicy::default().idempotent_until(
+            "release",
+            Some(deadline),
+            Some(self.session.lost_token()),
+            attempt,
+        );
+        match release.await {
+            Ok(removed) => Ok(removed),
+            Err(Error::SessionLost) => Err(Error::SessionLost),
+            Err(error) => {
+                tracing::warn!(%key, %error, "release failed; revoking its session so that the store frees the key");
+                self.revoke();
+                Err(error)
+            }
+        }
+    }
+
+    /// Ends the session now (its `lost()` fires and its keepalive stops) and revokes its
+    /// lease in the background, retrying through transient failures for one TTL (after
+    /// which the unrenewed lease has expired anyway).
+    fn revoke(&self) {
+        self.session.mark_lost();
+        let (kv, lease) = (Arc::clone(&self.kv), self.lease);
+        CleanUp::new("revoking a session", "its lease expires after its TTL")
+            .within(self.session.ttl())
+            .spawn(move |clean_up| async move { clean_up.retry(|| kv.lease_revoke(lease)).await });
+    }
+
+    /// Whether the lease is gone from the store (see [`lease_gone`]).
+    async fn lease_gone(&self) -> Result<bool> {
+        lease_gone(&*self.kv, &self.session, self.lease).await
+    }
+}
+
 /// Removes a waiter's key unless disarmed: dropping an acquisition future part-way
 /// runs the removal in the background (keeping the in-process gate until it is done,
 /// so the next task of the session does not find the stale key).
 pub(crate) struct WaiterKey {
-    kv: Arc<dyn Kv>,
-    session: Session,
+    keys: SessionKv,
     key: String,
-    lease: LeaseId,
     create_revision: Option<Revision>,
     gate: Option<OwnedMutexGuard<()>>,
     armed: bool,
@@ -74,7 +261,8 @@ impl WaiterKey {
     /// Arms the removal of `key`, attached to `lease` (the lease of `session`), before
     /// the write that creates it is sent. Until [`WaiterKey::created_at`] is known, the
     /// removal only deletes the key if it is attached to `lease`. The removal rides
-    /// out transient store failures as a release does (see [`remove_or_revoke`]).
+    /// out transient store failures as a release does (see
+    /// [`SessionKv::remove_or_revoke`]).
     pub(crate) fn new(
         kv: Arc<dyn Kv>,
         session: &Session,
@@ -82,15 +270,12 @@ impl WaiterKey {
         lease: LeaseId,
         gate: Option<OwnedMutexGuard<()>>,
     ) -> Self {
-        Self {
+        let keys = SessionKv {
             kv,
             session: session.clone(),
-            key,
             lease,
-            create_revision: None,
-            gate,
-            armed: true,
-        }
+        };
+        keys.waiter(&key, gate)
     }
 
     /// The key now known to have been created at `revision`.
@@ -111,17 +296,40 @@ impl WaiterKey {
 
     /// Removes the key now, then lets the gate go.
     pub(crate) async fn remove_now(mut self) -> Result<()> {
+        self.removal().await
+    }
+
+    /// Waits for the turn of the key, created at `create_revision`, in the line of the
+    /// keys under `prefix` (see [`wait_turn`]), until the session is lost. A key that
+    /// is gone meanwhile (its lease expired or was revoked) or was created again ends
+    /// the wait with [`Error::SessionLost`], leaving nothing to remove; other errors
+    /// (and a lost session) leave the removal armed.
+    pub(crate) async fn wait_turn(
+        &mut self,
+        prefix: &str,
+        create_revision: Revision,
+        heads: Option<&Arc<Heads>>,
+    ) -> Result<()> {
+        let (kv, lost) = (&*self.keys.kv, self.keys.session.lost_token());
+        if wait_turn(kv, prefix, &self.key, create_revision, heads, Some(lost)).await? {
+            return Ok(());
+        }
         self.armed = false;
-        let result = remove_or_revoke(
-            &self.kv,
-            &self.session,
-            self.lease,
-            &self.key,
-            self.create_revision,
-        )
-        .await;
-        drop(self.gate.take());
-        result.map(drop)
+        Err(Error::SessionLost)
+    }
+
+    /// Disarms the removal and hands it back: the deletion of the key, after which the
+    /// gate goes.
+    fn removal(&mut self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.armed = false;
+        let keys = self.keys.clone();
+        let key = std::mem::take(&mut self.key);
+        let (create_revision, gate) = (self.create_revision, self.gate.take());
+        async move {
+            let removed = keys.remove_or_revoke(&key, create_revision).await;
+            drop(gate);
+            removed.map(drop)
+        }
     }
 }
 
@@ -130,97 +338,13 @@ impl Drop for WaiterKey {
         if !self.armed {
             return;
         }
-        let kv = Arc::clone(&self.kv);
-        let session = self.session.clone();
-        let key = std::mem::take(&mut self.key);
-        let lease = self.lease;
-        let create_revision = self.create_revision;
-        let gate = self.gate.take();
+        let key = self.key.clone();
+        // The removal retries by itself, within the session's TTL.
+        let removal = self.removal();
         CleanUp::new("removing an abandoned waiter", "its lease frees it")
             .of(&key)
-            .spawn(move |_| async move {
-                // The removal retries by itself, within the session's TTL.
-                let removed = remove_or_revoke(&kv, &session, lease, &key, create_revision).await;
-                drop(gate);
-                removed.map(drop)
-            });
+            .spawn(move |_| removal);
     }
-}
-
-/// Deletes `key` if it is ours: created at `create_revision` when known, else attached
-/// to `lease`. Whether it deleted it. Idempotent.
-async fn remove(
-    kv: &dyn Kv,
-    key: &str,
-    lease: LeaseId,
-    create_revision: Option<Revision>,
-) -> Result<bool> {
-    let create_revision = match create_revision {
-        Some(revision) => revision,
-        None => {
-            let current = kv.range(Range::key(key)).await?;
-            match current.kvs.first() {
-                Some(found) if found.lease == lease => found.create_revision,
-                _ => return Ok(false),
-            }
-        }
-    };
-    delete_if_created_at(kv, key, create_revision).await
-}
-
-/// A release that finishes: deletes `key` (see [`remove`]) through transient store
-/// failures (an etcd leader change, a dropped connection), retrying with backoff
-/// until it succeeds, the session ends, or one session TTL has passed. Whether the key
-/// was there to delete (or gone after an attempt whose reply was lost).
-///
-/// # Errors
-/// [`Error::SessionLost`] when the session ended while the release was failing (the
-/// store frees the key with the lease). Otherwise, if the key cannot be deleted (a
-/// non-transient error, or a TTL of transient ones), the session is revoked, so that
-/// the store frees the key instead of a keepalive keeping it forever, and the store's
-/// error is returned. Every other hold of that session is lost with it.
-pub(crate) async fn remove_or_revoke(
-    kv: &Arc<dyn Kv>,
-    session: &Session,
-    lease: LeaseId,
-    key: &str,
-    create_revision: Option<Revision>,
-) -> Result<bool> {
-    let deadline = Instant::now() + session.ttl();
-    let mut attempts = 0u32;
-    let attempt = || {
-        attempts += 1;
-        // After a failed attempt, a key already gone was most likely deleted by that
-        // attempt, whose reply was lost: the release is done.
-        let retried = attempts > 1;
-        async move { Ok(remove(&**kv, key, lease, create_revision).await? || retried) }
-    };
-    let release = RetryPolicy::default().idempotent_until(
-        "release",
-        Some(deadline),
-        Some(session.lost_token()),
-        attempt,
-    );
-    match release.await {
-        Ok(removed) => Ok(removed),
-        Err(Error::SessionLost) => Err(Error::SessionLost),
-        Err(error) => {
-            tracing::warn!(%key, %error, "release failed; revoking its session so that the store frees the key");
-            revoke_session(kv, session, lease);
-            Err(error)
-        }
-    }
-}
-
-/// Ends `session` now (its `lost()` fires and its keepalive stops) and revokes its
-/// lease in the background, retrying through transient failures for one TTL (after
-/// which the unrenewed lease has expired anyway).
-fn revoke_session(kv: &Arc<dyn Kv>, session: &Session, lease: LeaseId) {
-    session.mark_lost();
-    let kv = Arc::clone(kv);
-    CleanUp::new("revoking a session", "its lease expires after its TTL")
-        .within(session.ttl())
-        .spawn(move |clean_up| async move { clean_up.retry(|| kv.lease_revoke(lease)).await });
 }
 
 /// Whether `lease` is gone from the store; if so, marks `session` lost (so that its
@@ -238,44 +362,27 @@ async fn lease_gone(kv: &dyn Kv, session: &Session, lease: LeaseId) -> Result<bo
     }
 }
 
+/// `guard`, keeping `gate` (if any) until it is released.
+fn gated<G: GuardStoreSide>(guard: G, gate: Option<OwnedMutexGuard<()>>) -> G {
+    match gate {
+        Some(gate) => guard.with_gate(gate),
+        None => guard,
+    }
+}
+
 /// A session-bound key now held by a guard: what its release step and its watch need.
 #[derive(Clone)]
 pub(crate) struct HeldKey {
-    /// The store.
-    pub(crate) kv: Arc<dyn Kv>,
-    /// The key.
-    pub(crate) key: String,
+    keys: SessionKv,
+    key: String,
     /// The revision that created it (the hold's identity, and its fencing token).
-    pub(crate) create_revision: Revision,
-    /// The session it is held through.
-    pub(crate) session: Session,
-    /// The session's lease.
-    pub(crate) lease: LeaseId,
+    create_revision: Revision,
     /// The hold's mark as a head of its line (locks): never read, only kept (by the
     /// release step's and the loss watch's copies) until the hold is let go.
-    pub(crate) _mark: Option<Arc<HeadMark>>,
+    _mark: Option<Arc<HeadMark>>,
 }
 
 impl HeldKey {
-    /// The hold of `key`, created at `create_revision`, through `session` (on its
-    /// `lease`), with no head mark.
-    pub(crate) fn new(
-        kv: &Arc<dyn Kv>,
-        key: &str,
-        create_revision: Revision,
-        session: &Session,
-        lease: LeaseId,
-    ) -> Self {
-        Self {
-            kv: Arc::clone(kv),
-            key: key.to_owned(),
-            create_revision,
-            session: session.clone(),
-            lease,
-            _mark: None,
-        }
-    }
-
     /// The same hold, keeping `mark` (its line's head mark) until it is let go.
     pub(crate) fn marked(mut self, mark: HeadMark) -> Self {
         self._mark = Some(Arc::new(mark));
@@ -293,23 +400,39 @@ impl HeldKey {
         space: &KeySpace,
     ) -> LockGuard {
         let watch = self.loss_watch();
-        self.guard(gate, space).with_loss_watch(watch)
-    }
-
-    fn guard(self, gate: Option<OwnedMutexGuard<()>>, space: &KeySpace) -> LockGuard {
-        let token = FencingToken(u64::try_from(self.create_revision).unwrap_or_default());
+        let token = fencing_token(self.create_revision);
         let release = self.release_fn(|| Error::NotHeld);
-        let mut guard = distsync_core::raw::with_guarded_write(
-            distsync_core::raw::lock_guard(self.key.clone(), token, &self.session, release),
+        let guard = distsync_core::raw::with_guarded_write(
+            distsync_core::raw::lock_guard(self.key.clone(), token, &self.keys.session, release),
             Arc::new(KvGuardedWrite {
-                hold: LockHold::new(self.kv, self.key, self.create_revision),
+                hold: LockHold::new(self.keys.kv, self.key, self.create_revision),
                 space: space.clone(),
             }),
         );
-        if let Some(gate) = gate {
-            guard = guard.with_gate(gate);
-        }
-        guard
+        gated(guard, gate).with_loss_watch(watch)
+    }
+
+    /// The [`ReadGuard`] of this hold (a read lock), released and watched as a lock's.
+    pub(crate) fn read_guard(self) -> ReadGuard {
+        let release = self.release_fn(|| Error::NotHeld);
+        distsync_core::raw::read_guard(self.key.clone(), &self.keys.session, release)
+            .with_loss_watch(self.loss_watch())
+    }
+
+    /// The [`Leadership`] of this hold (a leader key), keeping the in-process `gate`
+    /// until it resigns; `proclaim` rewrites the leader key. Its term is the key's create
+    /// revision, and it is released and watched as a lock's.
+    pub(crate) fn leadership(
+        self,
+        gate: Option<OwnedMutexGuard<()>>,
+        proclaim: Arc<dyn Proclaim>,
+    ) -> Leadership {
+        let token = fencing_token(self.create_revision);
+        let resign = self.release_fn(|| Error::NotLeader);
+        let session = &self.keys.session;
+        let leadership =
+            distsync_core::raw::leadership(self.key.clone(), token, session, proclaim, resign);
+        gated(leadership, gate).with_loss_watch(self.loss_watch())
     }
 
     /// The guard's deferred watch on the key (see [`distsync_core::guard::LossWatchFn`]):
@@ -322,32 +445,27 @@ impl HeldKey {
     /// and the first `lost()` is missed, and the watch starts at the store's current
     /// revision (which etcd serves as writes happen, not from its catch-up loop).
     /// Locks, write and read locks, permits and leaderships all use it.
-    pub(crate) fn loss_watch(&self) -> distsync_core::guard::LossWatchFn {
+    fn loss_watch(&self) -> distsync_core::guard::LossWatchFn {
         let held = self.clone();
         Box::new(move |lost| held.spawn_watch(lost))
     }
 
     /// The release step of the guard: deletes the key, through transient failures
-    /// (see [`remove_or_revoke`]). If it was already gone, answers
+    /// (see [`SessionKv::remove_or_revoke`]). If it was already gone, answers
     /// [`Error::SessionLost`] when the lease is gone too (marking the session lost),
     /// else `not_held()` (someone else deleted the key).
-    pub(crate) fn release_fn(&self, not_held: fn() -> Error) -> ReleaseFn {
+    fn release_fn(&self, not_held: fn() -> Error) -> ReleaseFn {
         let held = self.clone();
         Box::new(move || {
             async move {
-                let removed = remove_or_revoke(
-                    &held.kv,
-                    &held.session,
-                    held.lease,
-                    &held.key,
-                    Some(held.create_revision),
-                )
-                .await?;
-                if removed {
+                let keys = &held.keys;
+                if keys
+                    .remove_or_revoke(&held.key, Some(held.create_revision))
+                    .await?
+                {
                     return Ok(());
                 }
-                let kv = &*held.kv;
-                if lease_gone(kv, &held.session, held.lease).await? {
+                if keys.lease_gone().await? {
                     Err(Error::SessionLost)
                 } else {
                     Err(not_held())
@@ -367,14 +485,14 @@ impl HeldKey {
         };
         let held = self.clone();
         runtime.spawn(async move {
-            let kv = &*held.kv;
+            let kv = &*held.keys.kv;
             let deleted = wait_delete(kv, &held.key, held.create_revision, Some(&lost)).await;
             match deleted {
                 Ok(()) => {
                     if lost.is_cancelled() {
                         return;
                     }
-                    if let Err(error) = lease_gone(kv, &held.session, held.lease).await {
+                    if let Err(error) = held.keys.lease_gone().await {
                         tracing::debug!(key = %held.key, %error, "checking the lease of a lost hold failed");
                     }
                     tracing::debug!(key = %held.key, "held key deleted; hold lost");
@@ -393,6 +511,7 @@ impl HeldKey {
 mod tests {
     use crate::kv::{Kv, Range};
     use crate::memory::TxnFault;
+    use crate::recipes::mutex::locked;
     use crate::recipes::testing::{flaky_backend, name, session_of, settle, within};
     use distsync_core::Primitives;
 
@@ -404,12 +523,7 @@ mod tests {
             let backend = flaky_backend();
             let s1 = session_of(&backend).await;
             let s2 = session_of(&backend).await;
-            let held = backend
-                .locker(&s1, name("l"))
-                .unwrap()
-                .lock()
-                .await
-                .unwrap();
+            let held = locked(&backend, &s1, "l").await;
             let m2 = backend.locker(&s2, name("l")).unwrap();
             let waiter = tokio::spawn(async move { m2.lock().await });
             settle().await;
@@ -435,12 +549,7 @@ mod tests {
         let backend = flaky_backend();
         let s1 = session_of(&backend).await;
         let s2 = session_of(&backend).await;
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         settle().await;
@@ -473,12 +582,7 @@ mod tests {
     async fn a_release_that_cannot_finish_revokes_the_session() {
         let backend = flaky_backend();
         let s1 = session_of(&backend).await;
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         backend.kv().fail_txns(usize::MAX, TxnFault::NotApplied);
         let started = tokio::time::Instant::now();
         match held.unlock().await {
@@ -512,12 +616,7 @@ mod tests {
         let backend = flaky_backend();
         let s1 = session_of(&backend).await;
         let s2 = session_of(&backend).await;
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         // The waiter's reads and watches fail for a while, as on a member cut off
         // from the raft leader; it must neither give up nor miss the release.
         backend.kv().fail_reads(6);

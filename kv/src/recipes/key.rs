@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::kv::{Compare, CompareOp, Kv, LeaseId, Revision, Txn, TxnOp, TxnResponse};
+use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Revision, Txn, TxnOp, TxnResponse};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
 
@@ -148,6 +148,12 @@ impl KeySpace {
         }
     }
 
+    /// `<ns><name>/`: the line of the keys of a lock or an election `name` (Go's
+    /// layout in both layouts).
+    pub(crate) fn lock_line(&self, name: &Name) -> String {
+        format!("{}{name}/", self.namespace)
+    }
+
     /// Refuses, in Go's layout, a name of `kind` whose last segment Go's recipes write
     /// under another primitive's name (a number of 5, 16 or 19 digits, as priorities,
     /// sequences and unique keys are written; `read`, `write`, `waiters`, `ready`), so
@@ -219,6 +225,20 @@ pub(crate) fn lease_hex(lease: LeaseId) -> String {
     }
 }
 
+/// `<prefix><lease id, lowercase hex>`: the one key of a session's lease in the line
+/// `prefix`.
+pub(crate) fn lease_key(prefix: &str, lease: LeaseId) -> String {
+    format!("{prefix}{}", lease_hex(lease))
+}
+
+/// A read of the keys under `prefix` that counts them all but returns one at most.
+pub(crate) fn count_under(prefix: &str) -> Range {
+    Range {
+        limit: Some(1),
+        ..Range::prefix(prefix)
+    }
+}
+
 /// Nanoseconds since the Unix epoch, as Go's `time.Now().UnixNano()` (0 if the clock
 /// is before the epoch; uniqueness is enforced by the store anyway).
 fn unix_nanos() -> i128 {
@@ -267,18 +287,20 @@ pub(crate) async fn put_new_key(
     Ok(response.succeeded.then_some(response.revision))
 }
 
-/// Deletes `key` if it was created at `create_revision`; whether it was.
-pub(crate) async fn delete_if_created_at(
+/// Applies `op` if `key` was created at `create_revision` (a put or a delete of a
+/// key that is still the same hold's); whether it was.
+pub(crate) async fn if_created_at(
     kv: &dyn Kv,
     key: &str,
     create_revision: Revision,
+    op: TxnOp,
 ) -> Result<bool> {
     let txn = Txn::when(vec![Compare::create_revision(
         key,
         CompareOp::Equal,
         create_revision,
     )])
-    .and_then(vec![TxnOp::delete(key)]);
+    .and_then(vec![op]);
     Ok(kv.txn(txn).await?.succeeded)
 }
 

@@ -149,11 +149,11 @@ use distsync_core::stm::Stm;
 use self::barrier::KvBarrier;
 use self::double_barrier::KvDoubleBarrier;
 use self::election::KvElection;
+use self::hold::SessionKv;
 use self::mutex::KvMutex;
 use self::queue::KvQueue;
 use self::rwmutex::KvRwMutex;
 use self::stm::KvStm;
-use self::unfair_mutex::KvUnfairMutex;
 
 /// A [`Backend`] over any [`Kv`] store, with every key under `namespace`.
 pub struct KvBackend<K: Kv> {
@@ -256,6 +256,28 @@ impl<K: Kv> KvBackend<K> {
 
     fn shared_kv(&self) -> Arc<dyn Kv> {
         Arc::clone(&self.kv) as Arc<dyn Kv>
+    }
+
+    /// The store and `session`, whose lease must be this store's (see [`lease_in`]).
+    fn session_kv(&self, session: &Session) -> Result<SessionKv> {
+        let lease = self.lease_of(session)?;
+        Ok(SessionKv {
+            kv: self.shared_kv(),
+            session: session.clone(),
+            lease,
+        })
+    }
+
+    /// The lock `name`, held through `session`: `unfair` or fair.
+    fn mutex(&self, session: &Session, name: Name, unfair: bool) -> Result<Box<dyn Locker>> {
+        let keys = self.session_kv(session)?;
+        if unfair {
+            self.offers(self.capabilities.unfair_lock, "the unfair lock")?;
+        } else {
+            self.offers(self.capabilities.lock, "lock")?;
+        }
+        let mutex = KvMutex::new(keys, &self.space, name, Arc::clone(&self.heads), unfair);
+        Ok(Box::new(mutex))
     }
 }
 
@@ -377,54 +399,24 @@ impl<K: Kv> Primitives for KvBackend<K> {
     }
 
     fn locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        let lease = self.lease_of(session)?;
-        self.offers(self.capabilities.lock, "lock")?;
-        Ok(Box::new(KvMutex::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-            session.clone(),
-            lease,
-            Arc::clone(&self.heads),
-        )))
+        self.mutex(session, name, false)
     }
 
     fn unfair_locker(&self, session: &Session, name: Name) -> Result<Box<dyn Locker>> {
-        let lease = self.lease_of(session)?;
-        self.offers(self.capabilities.unfair_lock, "the unfair lock")?;
-        Ok(Box::new(KvUnfairMutex::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-            session.clone(),
-            lease,
-            Arc::clone(&self.heads),
-        )))
+        self.mutex(session, name, true)
     }
 
     fn election(&self, session: &Session, name: Name) -> Result<Box<dyn Election>> {
-        let lease = self.lease_of(session)?;
+        let keys = self.session_kv(session)?;
         self.offers(self.capabilities.election, "election")?;
-        Ok(Box::new(KvElection::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-            session.clone(),
-            lease,
-        )))
+        Ok(Box::new(KvElection::new(keys, &self.space, name)))
     }
 
     fn rwlock(&self, session: &Session, name: Name) -> Result<Box<dyn RwLock>> {
         self.space.check(Kind::RwLock, &name)?;
-        let lease = self.lease_of(session)?;
+        let keys = self.session_kv(session)?;
         self.offers(self.capabilities.rwlock, "rwlock")?;
-        Ok(Box::new(KvRwMutex::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-            session.clone(),
-            lease,
-        )))
+        Ok(Box::new(KvRwMutex::new(keys, &self.space, name)))
     }
 
     fn queue(&self, name: Name) -> Result<Box<dyn Queue>> {
@@ -476,16 +468,10 @@ impl<K: Kv> Primitives for KvBackend<K> {
         name: Name,
         permits: NonZeroUsize,
     ) -> Result<Box<dyn distsync_core::semaphore::Semaphore>> {
-        let lease = self.lease_of(session)?;
+        let keys = self.session_kv(session)?;
         self.offers(self.capabilities.semaphore, "semaphore")?;
-        Ok(Box::new(semaphore::KvSemaphore::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-            permits.get(),
-            session.clone(),
-            lease,
-        )))
+        let semaphore = semaphore::KvSemaphore::new(keys, &self.space, name, permits.get());
+        Ok(Box::new(semaphore))
     }
 
     fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::counter::Counter>> {

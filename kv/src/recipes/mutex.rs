@@ -8,84 +8,86 @@
 //! granted in arrival order. This is the layout of
 //! `etcdctl lock <name>`, so Go programs and distsync exclude each other on one etcd.
 //! The fencing token is the own key's create revision.
+//!
+//! The unfair mutex ([`super::unfair_mutex`]) is this mutex with another way to wait.
 
 use distsync_core::raw::waited;
-use distsync_core::raw::SessionStoreSide as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::OwnedMutexGuard;
 
-use crate::kv::{Compare, CompareOp, Kv, LeaseId, Range, Revision, Txn, TxnOp};
-use distsync_core::error::{Error, Result};
+use crate::kv::{Range, Revision, Txn, TxnOp};
+use distsync_core::error::Result;
 use distsync_core::guard::LockGuard;
 use distsync_core::lock::Locker;
 use distsync_core::name::Name;
-use distsync_core::session::Session;
 
 use super::heads::Heads;
-use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
-use super::key::{lease_hex, range_at, KeySpace};
+use super::hold::SessionKv;
+use super::key::{count_under, lease_key, range_at, KeySpace};
 use super::unfair_mutex::wait_line;
-use super::wait::wait_turn;
 
-/// A [`Locker`] over a [`Kv`] store.
+/// A [`Locker`] over a [`Kv`](crate::kv::Kv) store, fair or unfair.
 pub(crate) struct KvMutex {
-    kv: Arc<dyn Kv>,
-    session: Session,
-    lease: LeaseId,
+    pub(super) keys: SessionKv,
     name: Name,
-    prefix: String,
-    key: String,
-    /// The unfair wait line of the same name, whose waiters contend for this lock too.
-    unfair_waiters: String,
+    /// `<ns><name>/`: the fair line, where the holder's key lives.
+    pub(super) prefix: String,
+    /// The own key under `prefix`.
+    pub(super) key: String,
+    /// `<ns>/unfair-lock/<escaped name>/`: the unfair wait line of the same name, whose
+    /// waiters contend for this lock too.
+    pub(super) waiters: String,
+    /// Whether this locker waits in the unfair wait line rather than in the fair line.
+    unfair: bool,
     space: KeySpace,
     heads: Arc<Heads>,
+    /// How many times this locker, heading the unfair wait line, looked at the lock.
+    pub(super) wakeups: AtomicU64,
 }
 
 impl KvMutex {
-    /// The mutex `name` under `namespace`, held through `session` (lease `lease`);
+    /// The mutex `name` under `space`, held through `keys`' session, `unfair` or fair;
     /// `heads` is the backend's record of the lock keys that headed their line.
     pub(crate) fn new(
-        kv: Arc<dyn Kv>,
+        keys: SessionKv,
         space: &KeySpace,
         name: Name,
-        session: Session,
-        lease: LeaseId,
         heads: Arc<Heads>,
+        unfair: bool,
     ) -> Self {
-        let prefix = format!("{}{name}/", space.namespace());
-        let key = format!("{prefix}{}", lease_hex(lease));
-        let unfair_waiters = wait_line(space, &name);
+        let prefix = space.lock_line(&name);
         Self {
-            kv,
-            session,
-            lease,
-            name,
+            key: lease_key(&prefix, keys.lease),
+            keys,
             prefix,
-            key,
-            unfair_waiters,
+            waiters: wait_line(space, &name),
+            name,
+            unfair,
             space: space.clone(),
             heads,
+            wakeups: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until held (`wait`), or tries once, in the line of this locker's kind.
+    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
+        if self.unfair {
+            self.acquire_unfairly(wait).await
+        } else {
+            self.acquire_fairly(wait).await
         }
     }
 
     /// Go's `Lock` (`wait`) or `TryLock`.
-    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
-        let Some(gate) = gate(&self.session, &self.key, wait).await? else {
+    async fn acquire_fairly(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let Some(mut cleanup) = self.keys.contend(&self.key, wait).await? else {
             return Ok(None);
         };
-        let lost = self.session.lost_token();
-        let kv = &*self.kv;
-        let mut cleanup = WaiterKey::new(
-            Arc::clone(&self.kv),
-            &self.session,
-            self.key.clone(),
-            self.lease,
-            Some(gate),
-        );
-        let (my_revision, owns) =
-            enter(kv, &self.session, self.lease, &self.key, &self.prefix).await?;
+        let (my_revision, owns) = self.enter().await?;
         cleanup.created_at(my_revision);
         if !owns {
             if !wait {
@@ -93,84 +95,45 @@ impl KvMutex {
                 return Ok(None);
             }
             // Errors (and a lost session) leave `cleanup` armed: the key is removed.
-            let heads = Some(&self.heads);
-            if !wait_turn(kv, &self.prefix, &self.key, my_revision, heads, Some(lost)).await? {
-                cleanup.disarm();
-                return Err(Error::SessionLost);
-            }
+            cleanup
+                .wait_turn(&self.prefix, my_revision, Some(&self.heads))
+                .await?;
         }
-        let gate = cleanup.disarm();
-        let held = HeldKey::new(&self.kv, &self.key, my_revision, &self.session, self.lease)
-            .marked(self.heads.granted(&self.prefix, &self.key, my_revision));
-        Ok(Some(held.lazy_lock_guard(gate, &self.space)))
+        Ok(Some(self.guard(my_revision, cleanup.disarm())))
     }
-}
 
-/// Puts `key` (on `lease`) under `prefix` unless it is there, in the one transaction
-/// that also tells whether it heads the line: the key's create revision, and whether
-/// it is the first-created key under `prefix` (so holds the lock). A new key is the
-/// line's newest, so it heads the line exactly when it is the only key: an unsorted
-/// read of one key counts them, where Go's read of the first-created key makes etcd
-/// read and sort the whole line inside the write. A key that is already there (left
-/// by an earlier hold of this session, whose release runs in the background) is
-/// reused, as Go does.
-pub(super) async fn enter(
-    kv: &dyn Kv,
-    session: &Session,
-    lease: LeaseId,
-    key: &str,
-    prefix: &str,
-) -> Result<(Revision, bool)> {
-    let others = Range {
-        limit: Some(1),
-        ..Range::prefix(prefix)
-    };
-    let txn = Txn::when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
-        .and_then(vec![
-            TxnOp::put(key, Bytes::new(), lease),
-            TxnOp::Range(others),
-        ])
-        .or_else(vec![
-            TxnOp::Range(Range::key(key)),
-            TxnOp::Range(Range::prefix(prefix).first_create()),
-        ]);
-    let response = match kv.txn(txn).await {
-        Ok(response) => response,
-        Err(error) => return Err(explain_lease_error(kv, session, lease, error).await),
-    };
-    let mine = if response.succeeded {
-        response.revision
-    } else {
-        match range_at(kv, &response, 0)?.kvs.first() {
-            Some(mine) => mine.create_revision,
-            None => return Err(Error::backend(kv.backend(), "own lock key vanished")),
-        }
-    };
-    let line = range_at(kv, &response, 1)?;
-    let owns = if response.succeeded {
-        line.count <= 1
-    } else {
-        line.kvs
-            .first()
-            .is_none_or(|first| first.create_revision == mine)
-    };
-    Ok((mine, owns))
-}
+    /// Puts the own key under the prefix unless it is there, in the one transaction
+    /// that also tells whether it heads the line: the key's create revision, and
+    /// whether it is the first-created key under the prefix (so holds the lock). A new
+    /// key is the line's newest, so it heads the line exactly when it is the only key:
+    /// an unsorted read of one key counts them, where Go's read of the first-created
+    /// key makes etcd read and sort the whole line inside the write. A key that is
+    /// already there is reused (see [`SessionKv::put_own`]).
+    pub(super) async fn enter(&self) -> Result<(Revision, bool)> {
+        let others = TxnOp::Range(count_under(&self.prefix));
+        let first = TxnOp::Range(Range::prefix(&self.prefix).first_create());
+        let own = self
+            .keys
+            .put_own(&self.key, Bytes::new(), "lock", vec![others], vec![first])
+            .await?;
+        let line = range_at(&*self.keys.kv, &own.response, 1)?;
+        let owns = match own.existing {
+            None => line.count <= 1,
+            Some(_) => line
+                .kvs
+                .first()
+                .is_none_or(|first| first.create_revision == own.create_revision),
+        };
+        Ok((own.create_revision, owns))
+    }
 
-/// Every contender of the lock whose range is `prefix` (`<ns><name>/`: the holder and
-/// the fair waiters) and whose unfair wait line is `unfair_waiters`, of either kind:
-/// the keys of both, counted at one revision by one read-only transaction.
-pub(super) async fn contenders(kv: &dyn Kv, prefix: &str, unfair_waiters: &str) -> Result<usize> {
-    let count = |prefix: &str| {
-        TxnOp::Range(Range {
-            limit: Some(1),
-            ..Range::prefix(prefix)
-        })
-    };
-    let response = kv
-        .txn(Txn::when(Vec::new()).and_then(vec![count(prefix), count(unfair_waiters)]))
-        .await?;
-    Ok(range_at(kv, &response, 0)?.count + range_at(kv, &response, 1)?.count)
+    /// The guard of the own key, granted at `revision`: its hold marked as the head of
+    /// the line, keeping `gate` until released.
+    pub(super) fn guard(&self, revision: Revision, gate: Option<OwnedMutexGuard<()>>) -> LockGuard {
+        let mark = self.heads.granted(&self.prefix, &self.key, revision);
+        let held = self.keys.held(&self.key, revision).marked(mark);
+        held.lazy_lock_guard(gate, &self.space)
+    }
 }
 
 #[async_trait]
@@ -179,30 +142,55 @@ impl Locker for KvMutex {
         &self.name
     }
 
-    /// Waits until the lock is held: puts the own key, then waits for the deletion of
-    /// the key created just before it.
+    /// Waits until the lock is held. Fair: puts the own key, then waits for the
+    /// deletion of the key created just before it. Unfair: attempts at once; if held
+    /// by someone, waits in the unfair wait line (see [`super::unfair_mutex`]).
     ///
-    /// Cancel-safety: cancel-safe; a dropped future removes the own key in the
-    /// background (unless it already held the lock, which it then never returns).
+    /// Cancel-safety: cancel-safe; a dropped future removes its keys (the own key, a
+    /// wait-line key, a key an attempt in flight made) in the background, unless it
+    /// already held the lock, which it then never returns.
     async fn lock(&self) -> Result<LockGuard> {
-        waited(self.kv.backend(), "lock", self.acquire(true).await?)
+        waited(self.keys.kv.backend(), "lock", self.acquire(true).await?)
     }
 
-    /// Go's `TryLock`: puts the own key; if another key is older, deletes it again and
-    /// returns `None`. Also `None` when another task of this session holds the lock.
+    /// Fair, Go's `TryLock`: puts the own key; if another key is older, deletes it
+    /// again and returns `None`. Unfair: one attempt, `None` when another key holds.
+    /// Also `None` when another task of this session holds the lock.
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
         self.acquire(false).await
     }
 
-    /// The keys under `<ns><name>/` (the holder and every queued waiter) and the unfair
-    /// wait line's of the same name.
+    /// The keys under `<ns><name>/` (the holder and every fair waiter) and the unfair
+    /// wait line's of the same name, counted at one revision by one read-only
+    /// transaction.
     async fn contenders(&self) -> Result<usize> {
-        contenders(&*self.kv, &self.prefix, &self.unfair_waiters).await
+        let (kv, lines) = (&*self.keys.kv, [&self.prefix, &self.waiters]);
+        let counts = lines.map(|line| TxnOp::Range(count_under(line)));
+        let response = kv
+            .txn(Txn::when(Vec::new()).and_then(counts.into()))
+            .await?;
+        Ok(range_at(kv, &response, 0)?.count + range_at(kv, &response, 1)?.count)
     }
+
+    fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+/// `session`'s hold of the fair lock `name` of `backend`, waited for (for tests).
+#[cfg(test)]
+pub(super) async fn locked(
+    backend: &impl distsync_core::Primitives,
+    session: &distsync_core::session::Session,
+    name: &str,
+) -> LockGuard {
+    let locker = backend.locker(session, super::testing::name(name)).unwrap();
+    locker.lock().await.unwrap()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::locked;
     use crate::kv::{Kv, Range, Txn, TxnOp};
     use crate::recipes::testing::{
         backend, name, recording_backend, session, session_of, sessions, settle, within,
@@ -214,12 +202,7 @@ mod tests {
     async fn key_is_gos_and_token_is_its_create_revision() {
         let backend = backend();
         let s = session(&backend).await;
-        let guard = backend
-            .locker(&s, name("jobs/nightly"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let guard = locked(&backend, &s, "jobs/nightly").await;
         assert_eq!(guard.key(), format!("jobs/nightly/{:x}", s.id().0));
         let stored = backend.kv().range(Range::key(guard.key())).await.unwrap();
         assert_eq!(stored.kvs[0].create_revision as u64, guard.token().get());
@@ -240,12 +223,7 @@ mod tests {
     async fn waiters_are_handed_the_lock_in_arrival_order() {
         let backend = backend();
         let [s1, s2, s3] = sessions(&backend).await;
-        let first = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let first = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let m3 = backend.locker(&s3, name("l")).unwrap();
         let second = tokio::spawn(async move { m2.lock().await });
@@ -274,12 +252,7 @@ mod tests {
     async fn a_cancelled_waiter_leaves_no_key_behind() {
         let backend = backend();
         let [s1, s2, s3] = sessions(&backend).await;
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         settle().await;
@@ -307,12 +280,7 @@ mod tests {
     async fn try_lock_does_not_wait_and_withdraws() {
         let backend = backend();
         let [s1, s2] = sessions(&backend).await;
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         assert!(m2.try_lock().await.unwrap().is_none());
         assert_eq!(
@@ -344,12 +312,7 @@ mod tests {
     async fn a_key_deleted_before_lost_is_asked_is_lost_once_asked() {
         let backend = backend();
         let [s1, s2] = sessions(&backend).await;
-        let guard = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let guard = locked(&backend, &s1, "l").await;
         // Deleted behind the guard's back before anyone asked about a loss (no watch
         // runs on the key yet): asking must still learn it.
         let deleted = Txn::when(vec![]).and_then(vec![TxnOp::delete(guard.key())]);
@@ -369,12 +332,7 @@ mod tests {
     async fn revoking_the_session_fires_lost_and_frees_the_lock() {
         let backend = backend();
         let [s1, s2] = sessions(&backend).await;
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         backend.revoke_session(s1.id()).await.unwrap();
@@ -398,12 +356,7 @@ mod tests {
             session_of(&backend).await,
             session_of(&backend).await,
         );
-        let first = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let first = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let m3 = backend.locker(&s3, name("l")).unwrap();
         let second = tokio::spawn(async move { m2.lock().await });
@@ -434,12 +387,7 @@ mod tests {
     async fn a_waiter_behind_one_that_left_waits_for_the_holder() {
         let backend = backend();
         let [s1, s2, s3] = sessions(&backend).await;
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let m3 = backend.locker(&s3, name("l")).unwrap();
         let second = tokio::spawn(async move { m2.lock().await });
@@ -465,19 +413,9 @@ mod tests {
     async fn a_waiter_behind_the_holder_of_a_sub_name_waits_for_its_own_holder() {
         let backend = backend();
         let [s1, s2, s3] = sessions(&backend).await;
-        let outer = backend
-            .locker(&s1, name("a"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let outer = locked(&backend, &s1, "a").await;
         // `a/b` heads its own line, but its key also lies in `a`'s line, behind `outer`.
-        let inner = backend
-            .locker(&s2, name("a/b"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let inner = locked(&backend, &s2, "a/b").await;
         let m3 = backend.locker(&s3, name("a")).unwrap();
         let waiter = tokio::spawn(async move { m3.lock().await });
         settle().await;
@@ -494,12 +432,7 @@ mod tests {
     async fn a_waiter_whose_session_is_lost_gets_session_lost() {
         let backend = backend();
         let [s1, s2] = sessions(&backend).await;
-        let _held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let _held = locked(&backend, &s1, "l").await;
         let m2 = backend.locker(&s2, name("l")).unwrap();
         let waiter = tokio::spawn(async move { m2.lock().await });
         settle().await;

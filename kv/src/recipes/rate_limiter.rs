@@ -18,36 +18,40 @@ use super::key::escape;
 use crate::kv::{Compare, CompareOp, Kv, Range, RateDecision, Txn, TxnOp};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
-use distsync_core::rate_limiter::{gcra, Admission, Rate, RateLimiter};
+use distsync_core::rate_limiter::{gcra, Admission, Rate};
+use distsync_core::raw::{RateStep, RateStepLimiter};
 
 /// The key segment of rate limiters in the reserved area.
 pub(crate) const WORD: &str = "ratelimit";
 
-/// A [`RateLimiter`] over a [`Kv`] with a clock.
+/// A rate limiter's key on a [`Kv`] with a clock, and the store that decides on it:
+/// the step of the limiter [`KvRateLimiter::new`] makes.
 pub(crate) struct KvRateLimiter {
     kv: Arc<dyn Kv>,
     key: String,
-    name: Name,
-    rate: Rate,
 }
 
 impl std::fmt::Debug for KvRateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvRateLimiter")
-            .field("name", &self.name)
-            .field("rate", &self.rate)
+            .field("key", &self.key)
             .finish_non_exhaustive()
     }
 }
 
 impl KvRateLimiter {
-    pub(crate) fn new(kv: Arc<dyn Kv>, namespace: &str, name: Name, rate: Rate) -> Self {
-        Self {
+    /// The rate limiter `name` at `rate` on `kv`, under `namespace`.
+    pub(crate) fn new(
+        kv: Arc<dyn Kv>,
+        namespace: &str,
+        name: Name,
+        rate: Rate,
+    ) -> RateStepLimiter<Self> {
+        let step = Self {
             key: format!("{namespace}/{WORD}/{}", escape(name.as_str())),
             kv,
-            name,
-            rate,
-        }
+        };
+        RateStepLimiter::new(name, rate, step)
     }
 
     /// The store's time in microseconds.
@@ -60,8 +64,8 @@ impl KvRateLimiter {
 
     /// GCRA by a read of the key, a read of the store's clock and a compare-and-swap
     /// on the key's revision, for a store that decides nothing in one request.
-    async fn compare_and_swap(&self, permits: u32) -> Result<Admission> {
-        let fingerprint = self.rate.fingerprint();
+    async fn compare_and_swap(&self, name: &Name, rate: &Rate, permits: u32) -> Result<Admission> {
+        let fingerprint = rate.fingerprint();
         loop {
             let read = self.kv.range(Range::key(self.key.clone())).await?;
             let stored = read.kvs.first();
@@ -74,13 +78,13 @@ impl KvRateLimiter {
             let tat = match stored.and_then(|kv| parse(&kv.value)) {
                 Some((tat, theirs)) if tat > now => {
                     if theirs != fingerprint {
-                        return Err(self.rate.in_use_at_another_rate(&self.name, theirs));
+                        return Err(rate.in_use_at_another_rate(name, theirs));
                     }
                     Some(tat)
                 }
                 _ => None,
             };
-            let (admission, new_tat) = gcra(&self.rate, tat, now, permits);
+            let (admission, new_tat) = gcra(rate, tat, now, permits);
             let (Admission::Granted, Some(new_tat)) = (admission, new_tat) else {
                 return Ok(admission);
             };
@@ -97,7 +101,7 @@ impl KvRateLimiter {
             if self.kv.txn(txn).await?.succeeded {
                 return Ok(Admission::Granted);
             }
-            tracing::trace!(limiter = %self.name, "rate limiter: lost a race, deciding again");
+            tracing::trace!(limiter = %name, "rate limiter: lost a race, deciding again");
         }
     }
 }
@@ -111,23 +115,14 @@ fn parse(value: &Bytes) -> Option<(u64, &str)> {
 }
 
 #[async_trait]
-impl RateLimiter for KvRateLimiter {
-    fn name(&self) -> &Name {
-        &self.name
-    }
-
-    fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    async fn try_acquire(&self, permits: u32) -> Result<Admission> {
-        self.rate.check_request(permits)?;
-        match self.kv.rate_limit(&self.key, &self.rate, permits).await? {
+impl RateStep for KvRateLimiter {
+    async fn step(&self, name: &Name, rate: &Rate, permits: u32) -> Result<Admission> {
+        match self.kv.rate_limit(&self.key, rate, permits).await? {
             Some(RateDecision::Decided(admission)) => Ok(admission),
             Some(RateDecision::OtherRate(theirs)) => {
-                Err(self.rate.in_use_at_another_rate(&self.name, &theirs))
+                Err(rate.in_use_at_another_rate(name, &theirs))
             }
-            None => self.compare_and_swap(permits).await,
+            None => self.compare_and_swap(name, rate, permits).await,
         }
     }
 }

@@ -11,79 +11,54 @@
 //! key's create revision.
 
 use distsync_core::raw::waited;
-use distsync_core::raw::GuardStoreSide as _;
 use distsync_core::raw::SessionStoreSide as _;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::kv::{Kv, LeaseId, Range, Revision};
+use crate::kv::Range;
 use distsync_core::error::{Error, Result};
 use distsync_core::guard::{LockGuard, ReadGuard};
 use distsync_core::name::Name;
 use distsync_core::rwlock::RwLock;
-use distsync_core::session::Session;
 
-use super::hold::{explain_lease_error, HeldKey, WaiterKey};
+use super::hold::{HeldKey, SessionKv};
 use super::key::{put_new_key, KeySpace, Kind, UniqueKeys};
 use super::wait::{read, wait_delete};
 
-/// A [`RwLock`] over a [`Kv`] store.
+/// A [`RwLock`] over a [`Kv`](crate::kv::Kv) store.
 pub(crate) struct KvRwMutex {
-    kv: Arc<dyn Kv>,
-    session: Session,
-    lease: LeaseId,
+    keys: SessionKv,
     name: Name,
     prefix: String,
     space: KeySpace,
 }
 
-/// A key that is now held.
-struct Acquired {
-    key: String,
-    revision: Revision,
-}
-
 impl KvRwMutex {
-    /// The read-write lock `name` under `namespace`, held through `session` (lease
-    /// `lease`).
-    pub(crate) fn new(
-        kv: Arc<dyn Kv>,
-        space: &KeySpace,
-        name: Name,
-        session: Session,
-        lease: LeaseId,
-    ) -> Self {
+    /// The read-write lock `name` under `space`, held through `keys`' session.
+    pub(crate) fn new(keys: SessionKv, space: &KeySpace, name: Name) -> Self {
         Self {
-            kv,
-            session,
-            lease,
+            keys,
             prefix: format!("{}/", space.root(Kind::RwLock, &name)),
             space: space.clone(),
             name,
         }
     }
 
-    /// Go's `RLock`/`Lock` (`wait`), or their non-waiting form.
-    async fn acquire(&self, write: bool, wait: bool) -> Result<Option<Acquired>> {
-        if self.session.is_lost() {
+    /// Go's `RLock`/`Lock` (`wait`), or their non-waiting form: the hold of the own
+    /// key.
+    async fn acquire(&self, write: bool, wait: bool) -> Result<Option<HeldKey>> {
+        if self.keys.session.is_lost() {
             return Err(Error::SessionLost);
         }
-        let lost = self.session.lost_token();
-        let kv = &*self.kv;
+        let lost = self.keys.session.lost_token();
+        let kv = &*self.keys.kv;
         let kind = if write { "write" } else { "read" };
         let mut names = UniqueKeys::new(format!("{}{kind}", self.prefix));
         let (cleanup, revision) = loop {
             let key = names.next_key();
-            let mut cleanup = WaiterKey::new(
-                Arc::clone(&self.kv),
-                &self.session,
-                key.clone(),
-                self.lease,
-                None,
-            );
-            match put_new_key(kv, &key, Bytes::new(), self.lease).await {
+            let mut cleanup = self.keys.waiter(&key, None);
+            match put_new_key(kv, &key, Bytes::new(), self.keys.lease).await {
                 Ok(Some(revision)) => {
                     cleanup.created_at(revision);
                     break (cleanup, revision);
@@ -94,7 +69,7 @@ impl KvRwMutex {
                 }
                 Err(error) => {
                     cleanup.disarm();
-                    return Err(explain_lease_error(kv, &self.session, self.lease, error).await);
+                    return Err(self.keys.explain(error).await);
                 }
             }
         };
@@ -132,28 +107,11 @@ impl KvRwMutex {
             }
         }
         cleanup.disarm();
-        Ok(Some(Acquired { key, revision }))
+        Ok(Some(self.keys.held(&key, revision)))
     }
 
-    fn held_key(&self, held: &Acquired) -> HeldKey {
-        HeldKey::new(
-            &self.kv,
-            &held.key,
-            held.revision,
-            &self.session,
-            self.lease,
-        )
-    }
-
-    fn read_guard(&self, acquired: Acquired) -> ReadGuard {
-        let held = self.held_key(&acquired);
-        let release = held.release_fn(|| Error::NotHeld);
-        distsync_core::raw::read_guard(acquired.key, &self.session, release)
-            .with_loss_watch(held.loss_watch())
-    }
-
-    fn write_guard(&self, acquired: Acquired) -> LockGuard {
-        self.held_key(&acquired).lazy_lock_guard(None, &self.space)
+    fn write_guard(&self, held: HeldKey) -> LockGuard {
+        held.lazy_lock_guard(None, &self.space)
     }
 }
 
@@ -168,16 +126,17 @@ impl RwLock for KvRwMutex {
     /// Cancel-safety: cancel-safe; a dropped future deletes its read key in the
     /// background.
     async fn read(&self) -> Result<ReadGuard> {
-        let held = waited(self.kv.backend(), "read", self.acquire(false, true).await?)?;
-        Ok(self.read_guard(held))
+        let held = waited(
+            self.keys.kv.backend(),
+            "read",
+            self.acquire(false, true).await?,
+        );
+        held.map(HeldKey::read_guard)
     }
 
     /// Puts a read key; if an older write key exists, deletes it again: `None`.
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
-        Ok(self
-            .acquire(false, false)
-            .await?
-            .map(|held| self.read_guard(held)))
+        Ok(self.acquire(false, false).await?.map(HeldKey::read_guard))
     }
 
     /// Go's `Lock`: puts a write key, then waits for every older key to go.
@@ -185,16 +144,18 @@ impl RwLock for KvRwMutex {
     /// Cancel-safety: cancel-safe; a dropped future deletes its write key in the
     /// background.
     async fn write(&self) -> Result<LockGuard> {
-        let held = waited(self.kv.backend(), "write", self.acquire(true, true).await?)?;
-        Ok(self.write_guard(held))
+        let held = waited(
+            self.keys.kv.backend(),
+            "write",
+            self.acquire(true, true).await?,
+        );
+        held.map(|held| self.write_guard(held))
     }
 
     /// Puts a write key; if any older key exists, deletes it again: `None`.
     async fn try_write(&self) -> Result<Option<LockGuard>> {
-        Ok(self
-            .acquire(true, false)
-            .await?
-            .map(|held| self.write_guard(held)))
+        let held = self.acquire(true, false).await?;
+        Ok(held.map(|held| self.write_guard(held)))
     }
 }
 

@@ -19,28 +19,24 @@
 
 use distsync_core::raw::waited;
 use distsync_core::raw::{permit, SessionStoreSide as _};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::kv::{
-    Compare, CompareOp, EventKind, Kv, LeaseId, Range, Revision, SortOrder, SortTarget, Txn, TxnOp,
+    Compare, CompareOp, EventKind, Range, Revision, SortOrder, SortTarget, Txn, TxnOp,
 };
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
 use distsync_core::semaphore::{Permit, Semaphore};
-use distsync_core::session::Session;
 
-use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
-use super::key::{lease_hex, range_at, KeySpace, Kind};
+use super::hold::SessionKv;
+use super::key::{if_created_at, lease_key, range_at, KeySpace, Kind};
 use super::wait::{next_event, read};
 
-/// A [`Semaphore`] over a [`Kv`] store.
+/// A [`Semaphore`] over a [`Kv`](crate::kv::Kv) store.
 pub(crate) struct KvSemaphore {
-    kv: Arc<dyn Kv>,
-    session: Session,
-    lease: LeaseId,
+    keys: SessionKv,
     name: Name,
     permits: usize,
     space: KeySpace,
@@ -50,26 +46,16 @@ pub(crate) struct KvSemaphore {
 }
 
 impl KvSemaphore {
-    /// The semaphore `name` of `permits` under `namespace`, held through `session`.
-    pub(crate) fn new(
-        kv: Arc<dyn Kv>,
-        space: &KeySpace,
-        name: Name,
-        permits: usize,
-        session: Session,
-        lease: LeaseId,
-    ) -> Self {
+    /// The semaphore `name` of `permits` under `space`, held through `keys`' session.
+    pub(crate) fn new(keys: SessionKv, space: &KeySpace, name: Name, permits: usize) -> Self {
         let prefix = format!("{}/", space.root(Kind::Semaphore, &name));
-        let key = format!("{prefix}{}", lease_hex(lease));
         Self {
-            kv,
-            session,
-            lease,
+            key: lease_key(&prefix, keys.lease),
+            keys,
             name,
             permits,
             space: space.clone(),
             prefix,
-            key,
         }
     }
 
@@ -97,34 +83,21 @@ impl KvSemaphore {
     }
 
     async fn acquire_or_try(&self, wait: bool) -> Result<Option<Permit>> {
-        let Some(gate) = gate(&self.session, &self.key, wait).await? else {
+        let Some(mut cleanup) = self.keys.contend(&self.key, wait).await? else {
             return Ok(None);
         };
-        let lost = self.session.lost_token();
-        let kv = &*self.kv;
-        let mut cleanup = WaiterKey::new(
-            Arc::clone(&self.kv),
-            &self.session,
-            self.key.clone(),
-            self.lease,
-            Some(gate),
-        );
+        let (kv, lost) = (&*self.keys.kv, self.keys.session.lost_token());
         let txn = Txn::when(vec![Compare::create_revision(
             &self.key,
             CompareOp::Equal,
             0,
         )])
         .and_then(vec![
-            TxnOp::put(&self.key, self.count_bytes(), self.lease),
+            TxnOp::put(&self.key, self.count_bytes(), self.keys.lease),
             TxnOp::Range(self.entries()),
         ])
         .or_else(vec![TxnOp::Range(self.entries())]);
-        let response = match kv.txn(txn).await {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
-            }
-        };
+        let response = self.keys.txn(txn).await?;
         let mut entries = range_at(kv, &response, if response.succeeded { 1 } else { 0 })?;
         let Some(mine) = entries.kvs.iter().find(|e| e.key == self.key) else {
             return Err(Error::backend(kv.backend(), "own semaphore entry vanished"));
@@ -171,21 +144,17 @@ impl KvSemaphore {
         if waited {
             self.wake_successor(my_revision).await?;
         }
-        let gate = cleanup.disarm();
-        let held = HeldKey::new(&self.kv, &self.key, my_revision, &self.session, self.lease);
-        Ok(Some(permit(held.lazy_lock_guard(gate, &self.space))))
+        let held = self.keys.held(&self.key, my_revision);
+        Ok(Some(permit(
+            held.lazy_lock_guard(cleanup.disarm(), &self.space),
+        )))
     }
 
     /// Rewrites the own entry (same value and lease, only if it is still ours), so the
     /// waiter behind it, watching it, learns that it is now first in line.
     async fn wake_successor(&self, my_revision: Revision) -> Result<()> {
-        let txn = Txn::when(vec![Compare::create_revision(
-            &self.key,
-            CompareOp::Equal,
-            my_revision,
-        )])
-        .and_then(vec![TxnOp::put(&self.key, self.count_bytes(), self.lease)]);
-        self.kv.txn(txn).await?;
+        let rewrite = TxnOp::put(&self.key, self.count_bytes(), self.keys.lease);
+        if_created_at(&*self.keys.kv, &self.key, my_revision, rewrite).await?;
         Ok(())
     }
 }
@@ -202,7 +171,7 @@ impl Semaphore for KvSemaphore {
 
     async fn acquire(&self) -> Result<Permit> {
         waited(
-            self.kv.backend(),
+            self.keys.kv.backend(),
             "acquire",
             self.acquire_or_try(true).await?,
         )

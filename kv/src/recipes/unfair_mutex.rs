@@ -38,52 +38,24 @@
 //! Mixed with fair contenders of the same name, an unfair attempt fails while the fair
 //! line has any key, so unfair contenders wait behind the fair line.
 
-use distsync_core::raw::waited;
 use distsync_core::raw::SessionStoreSide as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
-use crate::kv::{
-    Compare, CompareOp, EventKind, Kv, LeaseId, Range, Revision, Txn, TxnOp, WatchEvent,
-};
-use distsync_core::error::{Error, Result};
+use crate::kv::{Compare, CompareOp, EventKind, Range, Revision, Txn, TxnOp, WatchEvent};
+use distsync_core::error::Result;
 use distsync_core::guard::LockGuard;
-use distsync_core::lock::Locker;
 use distsync_core::name::Name;
-use distsync_core::session::Session;
 
-use super::heads::Heads;
-use super::hold::{explain_lease_error, gate, HeldKey, WaiterKey};
-use super::key::{lease_hex, range_at, KeySpace, Kind};
-use super::mutex::{contenders, enter};
-use super::wait::{next_matching, read, wait_turn, watch, NOW};
+use super::hold::{gate, WaiterKey};
+use super::key::{count_under, lease_key, range_at, KeySpace, Kind};
+use super::mutex::KvMutex;
+use super::wait::{next_matching, read, watch, NOW};
 
 /// `<ns>/unfair-lock/<escaped name>/`: the unfair wait line of lock `name`.
 pub(super) fn wait_line(space: &KeySpace, name: &Name) -> String {
     format!("{}/", Kind::UnfairLock.prefix(space.namespace(), name))
-}
-
-/// An unfair [`Locker`] over a [`Kv`] store.
-pub(crate) struct KvUnfairMutex {
-    kv: Arc<dyn Kv>,
-    session: Session,
-    lease: LeaseId,
-    name: Name,
-    /// `<ns><name>/`: the fair mutex's range, where the holder's key lives.
-    prefix: String,
-    /// The own holding key under `prefix`.
-    key: String,
-    /// `<ns>/unfair-lock/<escaped name>/`: the unfair wait line.
-    waiters: String,
-    /// The own key in the wait line.
-    waiter_key: String,
-    space: KeySpace,
-    heads: Arc<Heads>,
-    wakeups: AtomicU64,
 }
 
 /// What one attempt found.
@@ -95,71 +67,28 @@ enum Attempt {
     Busy,
 }
 
-impl KvUnfairMutex {
-    /// The unfair mutex `name` under `space`, held through `session` (lease `lease`);
-    /// `heads` is the backend's record of the lock keys that headed their line.
-    pub(crate) fn new(
-        kv: Arc<dyn Kv>,
-        space: &KeySpace,
-        name: Name,
-        session: Session,
-        lease: LeaseId,
-        heads: Arc<Heads>,
-    ) -> Self {
-        let prefix = format!("{}{name}/", space.namespace());
-        let key = format!("{prefix}{}", lease_hex(lease));
-        let waiters = wait_line(space, &name);
-        let waiter_key = format!("{waiters}{}", lease_hex(lease));
-        Self {
-            kv,
-            session,
-            lease,
-            name,
-            prefix,
-            key,
-            waiters,
-            waiter_key,
-            space: space.clone(),
-            heads,
-            wakeups: AtomicU64::new(0),
-        }
-    }
-
+impl KvMutex {
     /// One attempt: the own key put if nothing is under the prefix, one transaction
     /// that writes nothing when refused (see the module docs). A head of the wait
-    /// line (`leave_line`) deletes its wait-line key in the granting transaction, so
-    /// that the next waiter heads the line from the grant on at no write of its own.
-    async fn attempt(&self, leave_line: bool) -> Result<Attempt> {
-        let kv = &*self.kv;
-        let cleanup = WaiterKey::new(
-            Arc::clone(&self.kv),
-            &self.session,
-            self.key.clone(),
-            self.lease,
-            None,
-        );
+    /// line deletes its wait-line key (`leave`) in the granting transaction, so that
+    /// the next waiter heads the line from the grant on at no write of its own.
+    async fn attempt(&self, leave: Option<&str>) -> Result<Attempt> {
+        let cleanup = self.keys.waiter(&self.key, None);
         let free = Compare::create_revision(&self.prefix, CompareOp::Equal, 0).over_prefix();
-        let mut take = vec![TxnOp::put(&self.key, Bytes::new(), self.lease)];
-        if leave_line {
-            take.push(TxnOp::delete(&self.waiter_key));
-        }
+        let mut take = vec![TxnOp::put(&self.key, Bytes::new(), self.keys.lease)];
+        take.extend(leave.map(TxnOp::delete));
         let txn = Txn::when(vec![free])
             .and_then(take)
             .or_else(vec![TxnOp::Range(Range::key(&self.key))]);
-        let response = match kv.txn(txn).await {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
-            }
-        };
+        let response = self.keys.txn(txn).await?;
         if response.succeeded {
             cleanup.disarm();
             return Ok(Attempt::Held {
                 revision: response.revision,
-                left_line: leave_line,
+                left_line: leave.is_some(),
             });
         }
-        if range_at(kv, &response, 0)?.kvs.is_empty() {
+        if range_at(&*self.keys.kv, &response, 0)?.kvs.is_empty() {
             // Refused, and nothing was written.
             cleanup.disarm();
             return Ok(Attempt::Busy);
@@ -171,8 +100,7 @@ impl KvUnfairMutex {
     /// this session whose release runs in the background. It holds if it is the first
     /// created under the prefix (the fair mutex's rule); otherwise it is deleted.
     async fn left_behind(&self, mut cleanup: WaiterKey) -> Result<Attempt> {
-        let kv = &*self.kv;
-        let (mine, owns) = enter(kv, &self.session, self.lease, &self.key, &self.prefix).await?;
+        let (mine, owns) = self.enter().await?;
         cleanup.created_at(mine);
         if owns {
             cleanup.disarm();
@@ -185,32 +113,25 @@ impl KvUnfairMutex {
         Ok(Attempt::Busy)
     }
 
-    /// Waits as the head of the wait line until an attempt holds. It watches the
-    /// prefix from now, then reads its count: only when the range is empty does it
-    /// attempt, so a releaser that takes the lock again at once meets the head's read,
-    /// not a take of its own. While the range is not empty, it waits for a deletion
-    /// after the read of a key other than its own (the own key's deletions are this
-    /// session's, a key an earlier hold left behind), then reads again.
-    async fn lead_the_wait(&self, lost: &CancellationToken) -> Result<(Revision, bool)> {
-        let kv = &*self.kv;
+    /// Waits as the head of the wait line, whose own key is `waiter_key`, until an
+    /// attempt holds. It watches the prefix from now, then reads its count: only when
+    /// the range is empty does it attempt, so a releaser that takes the lock again at
+    /// once meets the head's read, not a take of its own. While the range is not empty,
+    /// it waits for a deletion after the read of a key other than its own (the own
+    /// key's deletions are this session's, a key an earlier hold left behind), then
+    /// reads again.
+    async fn lead_the_wait(&self, waiter_key: &str) -> Result<(Revision, bool)> {
+        let (kv, lost) = (&*self.keys.kv, self.keys.session.lost_token());
         let mut events = None;
         loop {
             let stream = match &mut events {
                 Some(stream) => stream,
                 None => events.insert(watch(kv, &self.prefix, true, NOW, Some(lost)).await?),
             };
-            let line = read(
-                kv,
-                Range {
-                    limit: Some(1),
-                    ..Range::prefix(&self.prefix)
-                },
-                Some(lost),
-            )
-            .await?;
+            let line = read(kv, count_under(&self.prefix), Some(lost)).await?;
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             if line.count == 0 {
-                match self.attempt(true).await? {
+                match self.attempt(Some(waiter_key)).await? {
                     Attempt::Held {
                         revision,
                         left_line,
@@ -234,51 +155,16 @@ impl KvUnfairMutex {
     }
 
     /// Joins the wait line, waits to head it, then waits as its head until held.
-    async fn wait(&self, lost: &CancellationToken) -> Result<Revision> {
-        let kv = &*self.kv;
-        let mut cleanup = WaiterKey::new(
-            Arc::clone(&self.kv),
-            &self.session,
-            self.waiter_key.clone(),
-            self.lease,
-            None,
-        );
-        let txn = Txn::when(vec![Compare::create_revision(
-            &self.waiter_key,
-            CompareOp::Equal,
-            0,
-        )])
-        .and_then(vec![TxnOp::put(&self.waiter_key, Bytes::new(), self.lease)])
-        .or_else(vec![TxnOp::Range(Range::key(&self.waiter_key))]);
-        let response = match kv.txn(txn).await {
-            Ok(response) => response,
-            Err(error) => {
-                return Err(explain_lease_error(kv, &self.session, self.lease, error).await)
-            }
-        };
-        let created = if response.succeeded {
-            response.revision
-        } else {
-            match range_at(kv, &response, 0)?.kvs.first() {
-                Some(mine) => mine.create_revision,
-                None => return Err(Error::backend(kv.backend(), "own waiter key vanished")),
-            }
-        };
+    async fn wait(&self) -> Result<Revision> {
+        let waiter_key = lease_key(&self.waiters, self.keys.lease);
+        let mut cleanup = self.keys.waiter(&waiter_key, None);
+        let own = self
+            .keys
+            .put_own(&waiter_key, Bytes::new(), "waiter", vec![], vec![]);
+        let created = own.await?.create_revision;
         cleanup.created_at(created);
-        if !wait_turn(
-            kv,
-            &self.waiters,
-            &self.waiter_key,
-            created,
-            None,
-            Some(lost),
-        )
-        .await?
-        {
-            cleanup.disarm();
-            return Err(Error::SessionLost);
-        }
-        let (held, left_line) = self.lead_the_wait(lost).await?;
+        cleanup.wait_turn(&self.waiters, created, None).await?;
+        let (held, left_line) = self.lead_the_wait(&waiter_key).await?;
         // Before the hold is returned (so before its release can happen): the next
         // waiter heads the line from here, and watches from after this grant. The
         // granting transaction deleted the key, unless an earlier hold's key held.
@@ -290,69 +176,31 @@ impl KvUnfairMutex {
         Ok(held)
     }
 
-    async fn acquire(&self, wait: bool) -> Result<Option<LockGuard>> {
-        let Some(gate) = gate(&self.session, &self.key, wait).await? else {
+    /// An unfair `lock` (`wait`) or `try_lock`: one attempt, then the wait line.
+    pub(super) async fn acquire_unfairly(&self, wait: bool) -> Result<Option<LockGuard>> {
+        let Some(gate) = gate(&self.keys.session, &self.key, wait).await? else {
             return Ok(None);
         };
-        let revision = match self.attempt(false).await? {
+        let revision = match self.attempt(None).await? {
             Attempt::Held { revision, .. } => revision,
             Attempt::Busy if !wait => return Ok(None),
             Attempt::Busy => {
-                let lost = self.session.lost_token().clone();
                 // A hold won while the wait is dropped is deleted again: the attempt
                 // is one transaction, and its key is only kept once returned here.
-                let mut key = WaiterKey::new(
-                    Arc::clone(&self.kv),
-                    &self.session,
-                    self.key.clone(),
-                    self.lease,
-                    None,
-                );
-                let revision = self.wait(&lost).await?;
+                let mut key = self.keys.waiter(&self.key, None);
+                let revision = self.wait().await?;
                 key.created_at(revision);
                 key.disarm();
                 revision
             }
         };
-        let held = HeldKey::new(&self.kv, &self.key, revision, &self.session, self.lease)
-            .marked(self.heads.granted(&self.prefix, &self.key, revision));
-        Ok(Some(held.lazy_lock_guard(Some(gate), &self.space)))
-    }
-}
-
-#[async_trait]
-impl Locker for KvUnfairMutex {
-    fn name(&self) -> &Name {
-        &self.name
-    }
-
-    /// Attempts at once; if held by someone, waits in the unfair wait line (see the
-    /// module docs).
-    ///
-    /// Cancel-safety: cancel-safe; a dropped future deletes its wait-line key and any
-    /// key an attempt in flight made, in the background.
-    async fn lock(&self) -> Result<LockGuard> {
-        waited(self.kv.backend(), "lock", self.acquire(true).await?)
-    }
-
-    /// One attempt: `None` when another key holds (or another task of this session).
-    async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.acquire(false).await
-    }
-
-    /// The keys under `<ns><name>/` (the holder, and any fair waiters) and the unfair
-    /// wait line's.
-    async fn contenders(&self) -> Result<usize> {
-        contenders(&*self.kv, &self.prefix, &self.waiters).await
-    }
-
-    fn wakeups(&self) -> u64 {
-        self.wakeups.load(Ordering::Relaxed)
+        Ok(Some(self.guard(revision, Some(gate))))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::recipes::mutex::locked;
     use distsync_core::Primitives;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -441,12 +289,7 @@ mod tests {
     async fn fair_and_unfair_lockers_of_one_name_exclude_each_other() {
         let backend = backend();
         let [s1, s2, s3] = sessions(&backend).await;
-        let fair = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let fair = locked(&backend, &s1, "l").await;
         let unfair = backend.unfair_locker(&s2, name("l")).unwrap();
         assert!(unfair.try_lock().await.unwrap().is_none());
         let waiting = tokio::spawn(async move { unfair.lock().await });

@@ -232,6 +232,7 @@ pub(crate) async fn wait_turn(
 
 #[cfg(test)]
 mod tests {
+    use crate::recipes::mutex::locked;
     use distsync_core::Primitives;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -246,12 +247,7 @@ mod tests {
         let other = || Txn::when(vec![]).and_then(vec![TxnOp::put("other", "x", 0)]);
         backend.kv().before_watch(Box::new(move |_| Some(other())));
         let (s1, s2) = (session_of(&backend).await, session_of(&backend).await);
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         let waiter = backend.locker(&s2, name("l")).unwrap();
         let waiting = tokio::spawn(async move { waiter.lock().await });
         settle().await;
@@ -280,12 +276,7 @@ mod tests {
     async fn a_deletion_between_the_waiters_read_and_its_watch_wakes_it() {
         let backend = recording_backend();
         let (s1, s2) = (session_of(&backend).await, session_of(&backend).await);
-        let held = backend
-            .locker(&s1, name("l"))
-            .unwrap()
-            .lock()
-            .await
-            .unwrap();
+        let held = locked(&backend, &s1, "l").await;
         // The holder's key is deleted after the waiter read the line and before its
         // watch opens: the watch, from now, does not see that deletion.
         let holder = held.key().to_owned();
