@@ -74,9 +74,10 @@ impl TransactionLock {
     /// sqlx's `begin`) commits or rolls back; returns its fencing token.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `conn` has no transaction open (the lock would be
-    /// released as soon as taken); the database's error (`lock_timeout` passing
-    /// included): the transaction is then in doubt (roll it back).
+    /// [`Error::InvalidArgument`](distsync_core::Error::InvalidArgument) when `conn` has
+    /// no transaction open (the lock would be released as soon as taken); the
+    /// database's error (`lock_timeout` passing included): the transaction is then in
+    /// doubt (roll it back).
     ///
     /// # Cancel safety
     /// Dropping the future part-way leaves the transaction in an unknown state (the lock
