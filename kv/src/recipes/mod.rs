@@ -508,7 +508,7 @@ impl<K: Kv> Primitives for KvBackend<K> {
         rate: distsync_core::rate_limiter::Rate,
     ) -> Result<Box<dyn distsync_core::rate_limiter::RateLimiter>> {
         self.offers(self.capabilities.rate_limiter, "rate limiter")?;
-        Ok(Box::new(rate_limiter::KvRateLimiter::new(
+        Ok(Box::new(rate_limiter::KvRateStep::limiter(
             self.shared_kv(),
             self.space.namespace(),
             name,

@@ -25,23 +25,23 @@ use distsync_core::raw::{RateStep, RateStepLimiter};
 pub(crate) const WORD: &str = "ratelimit";
 
 /// A rate limiter's key on a [`Kv`] with a clock, and the store that decides on it:
-/// the step of the limiter [`KvRateLimiter::new`] makes.
-pub(crate) struct KvRateLimiter {
+/// the step of the limiter [`KvRateStep::limiter`] makes.
+pub(crate) struct KvRateStep {
     kv: Arc<dyn Kv>,
     key: String,
 }
 
-impl std::fmt::Debug for KvRateLimiter {
+impl std::fmt::Debug for KvRateStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvRateLimiter")
+        f.debug_struct("KvRateStep")
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
 }
 
-impl KvRateLimiter {
+impl KvRateStep {
     /// The rate limiter `name` at `rate` on `kv`, under `namespace`.
-    pub(crate) fn new(
+    pub(crate) fn limiter(
         kv: Arc<dyn Kv>,
         namespace: &str,
         name: Name,
@@ -115,7 +115,7 @@ fn parse(value: &Bytes) -> Option<(u64, &str)> {
 }
 
 #[async_trait]
-impl RateStep for KvRateLimiter {
+impl RateStep for KvRateStep {
     async fn step(&self, name: &Name, rate: &Rate, permits: u32) -> Result<Admission> {
         match self.kv.rate_limit(&self.key, rate, permits).await? {
             Some(RateDecision::Decided(admission)) => Ok(admission),
