@@ -224,6 +224,11 @@ impl Leadership {
 pub trait LeaderObserver: Send + 'static {
     /// The next leader to yield, waiting while there is none; an error ends the
     /// stream.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: it only reads and watches, writing nothing, so a dropped
+    /// call (the stream drops one only when it is dropped itself) leaves nothing
+    /// behind in the store.
     fn next_leader(&mut self) -> impl std::future::Future<Output = Result<LeaderInfo>> + Send;
 }
 
