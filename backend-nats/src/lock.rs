@@ -81,7 +81,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::keys::{self, Kind};
-use crate::session::{Entered, LeaseInner, CREATE_HEADER};
+use crate::session::{LeaseInner, CREATE_HEADER};
 use crate::store::{Entry, Write};
 use crate::BACKEND;
 
@@ -278,13 +278,9 @@ impl NatsLocker {
         let entered = if self.reuses_keys {
             self.lease.enter_line(&self.line, value, deadline).await?
         } else {
-            let key = keys::contender(&self.line, self.lease.id, self.lease.next_number());
-            let token = self.lease.create_until(&key, value, deadline).await?;
-            Entered {
-                key,
-                token,
-                alone: false,
-            }
+            self.lease
+                .enter_fresh(&self.line, value, deadline, false)
+                .await?
         };
         Ok(Contender {
             lease: Arc::clone(&self.lease),

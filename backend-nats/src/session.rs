@@ -161,25 +161,49 @@ impl LeaseInner {
         }
     }
 
-    /// Creates `key` holding `value` with the session's TTL, only if it has no
-    /// message, and records it for renewal. Returns its sequence: its create sequence.
-    /// For a key fresh to this call, which nobody else writes. Gives up with the
-    /// store's error once a new attempt would start after `deadline` (a one-shot
+    /// Enters the line `line` with a fresh contender key holding `value`, created with
+    /// the session's TTL and recorded for renewal; `keep` leaves the key for the
+    /// session's next entry there when released (see `src/released.rs`). Gives up with
+    /// the store's error once a new attempt would start after `deadline` (a one-shot
     /// call's budget), if given.
+    ///
+    /// A fresh key is this session's alone, so a refused create is one of its own
+    /// attempts that landed while its answer was lost, and whose TTL has ended it since
+    /// (the store was out of reach for longer than a TTL): that key names nothing, and
+    /// another fresh one is made.
     ///
     /// # Errors
     /// [`Error::SessionLost`] once the session is over; the store's error.
-    pub(crate) async fn create_until(
+    pub(crate) async fn enter_fresh(
         &self,
-        key: &str,
+        line: &str,
         value: Bytes,
         deadline: Option<Instant>,
-    ) -> Result<u64> {
-        fresh(
-            key,
-            self.create_at_until(key, value, Compare::Key(0), deadline, None)
-                .await?,
-        )
+        keep: bool,
+    ) -> Result<Entered> {
+        loop {
+            let key = keys::contender(line, self.id, self.next_number());
+            let created = self
+                .create_at_until(
+                    &key,
+                    value.clone(),
+                    Compare::Key(0),
+                    deadline,
+                    keep.then_some(line),
+                )
+                .await?;
+            if let Some(token) = created {
+                return Ok(Entered {
+                    key,
+                    token,
+                    alone: false,
+                });
+            }
+            tracing::debug!(session = %SessionId(self.id), key, "a fresh key ended before its create's answer came; entering with another");
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(Error::connection(BACKEND, FRESH_KEY_ENDED));
+            }
+        }
     }
 
     /// Creates `key` holding `value` with the session's TTL if its last sequence is
@@ -231,17 +255,7 @@ impl LeaseInner {
             // The tombstone is no longer the key's last message (its TTL ended it):
             // a fresh key instead.
         }
-        let key = keys::contender(line, self.id, self.next_number());
-        let token = fresh(
-            &key,
-            self.create_at_until(&key, value, Compare::Key(0), deadline, Some(line))
-                .await?,
-        )?;
-        Ok(Entered {
-            key,
-            token,
-            alone: false,
-        })
+        self.enter_fresh(line, value, deadline, true).await
     }
 
     /// As [`create_at`](Self::create_at), riding out transient failures until
@@ -606,27 +620,36 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         .amnesia
         .before_session(&shared.store, options.ttl)
         .await?;
-    let grant_sent = tokio::time::Instant::now();
-    let id = session_id();
-    let inner = Arc::new(LeaseInner {
-        shared: Arc::clone(shared),
-        id,
-        ttl: options.ttl,
-        keys: tokio::sync::Mutex::new(BTreeMap::new()),
-        next: AtomicU64::new(0),
-        released: ReleasedKeys::default(),
-        closed: AtomicBool::new(false),
-        lost: OnceLock::new(),
-        epoch: shared.amnesia.epoch(),
-    });
     let value = Bytes::from(format!("{}", options.ttl.as_millis()));
-    let own_key = inner.own_key();
-    fresh(
-        &own_key,
-        inner
-            .write_key(&own_key, value, Compare::Key(0), None, None)
-            .await?,
-    )?;
+    // A refused create of the fresh own key is an attempt of its own that landed while
+    // its answer was lost and that its TTL ended since (the store was out of reach for
+    // longer than the TTL): that session never started, and another id is drawn.
+    let (inner, grant_sent) = loop {
+        let grant_sent = tokio::time::Instant::now();
+        let inner = Arc::new(LeaseInner {
+            shared: Arc::clone(shared),
+            id: session_id(),
+            ttl: options.ttl,
+            keys: tokio::sync::Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+            released: ReleasedKeys::default(),
+            closed: AtomicBool::new(false),
+            lost: OnceLock::new(),
+            epoch: shared.amnesia.epoch(),
+        });
+        let own_key = inner.own_key();
+        let created = inner
+            .write_key(&own_key, value.clone(), Compare::Key(0), None, None)
+            .await?;
+        if created.is_some() {
+            break (inner, grant_sent);
+        }
+        tracing::debug!(
+            key = own_key,
+            "a fresh session key ended before its create's answer came; opening another"
+        );
+    };
+    let id = inner.id;
     let session = distsync_core::raw::start_session(
         BACKEND,
         SessionId(id),
@@ -716,18 +739,9 @@ impl Compare {
     }
 }
 
-/// The create sequence of `key`, a key fresh to its writer, which nobody else writes.
-///
-/// # Errors
-/// [`Error::Backend`] when the key had a message already (`None`).
-fn fresh(key: &str, seq: Option<u64>) -> Result<u64> {
-    seq.ok_or_else(|| {
-        Error::backend(
-            BACKEND,
-            format!("the fresh key {key} already had a message"),
-        )
-    })
-}
+/// Why a one-shot create of a fresh key gave up: its attempts landed and ended unanswered.
+const FRESH_KEY_ENDED: &str =
+    "a fresh key's create landed while its answer was lost, and its TTL ended it before nats answered again";
 
 /// A fresh session id: 64 random bits (see [`distsync_core::raw::call_id`]), never 0.
 fn session_id() -> u64 {

@@ -7,6 +7,7 @@ mod bucket;
 mod common;
 mod connect;
 mod dropped_connection;
+mod ended_create;
 mod export;
 mod killed_holder;
 mod names;
