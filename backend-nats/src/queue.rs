@@ -168,7 +168,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::delivery::{Delivery, Settle};
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
-use distsync_core::raw::{call_id, CleanUp, Contention, Failure, Idempotence, Queue, RetryPolicy};
+use distsync_core::raw::{
+    call_id, Claim, ClaimGuard, CleanUp, Contention, Failure, Idempotence, Queue, RetryPolicy,
+};
 use distsync_core::{Error, Name, Result, Session};
 use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::{FutureExt, StreamExt};
@@ -239,16 +241,16 @@ impl Drop for NatsQueue {
 }
 
 /// A claim under way on a handle, counted in [`NatsQueue::claims`] while it lives.
-struct Claim<'q>(&'q AtomicUsize);
+struct ClaimUnderWay<'q>(&'q AtomicUsize);
 
-impl<'q> Claim<'q> {
+impl<'q> ClaimUnderWay<'q> {
     fn new(claims: &'q AtomicUsize) -> Self {
         claims.fetch_add(1, Ordering::Relaxed);
         Self(claims)
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for ClaimUnderWay<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -544,7 +546,7 @@ impl NatsQueue {
             // Still unknown: a claim held back by a reconnecting client may land
             // later, which the put-back at the call's end stops.
         }
-        let _claim = Claim::new(&self.claims);
+        let _claim = ClaimUnderWay::new(&self.claims);
         // After a head read without records taken by others, the next read reads
         // them: the items it stopped at may all be held, which only records tell.
         let mut records = Records::Unread;
@@ -671,7 +673,7 @@ impl NatsQueue {
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
-        let _claim = Claim::new(&self.claims);
+        let _claim = ClaimUnderWay::new(&self.claims);
         let mut contention = Contention::default();
         loop {
             let head = self.queued(Records::Read).await?;
@@ -706,11 +708,10 @@ impl NatsQueue {
         let value = Bytes::from(item.key.clone());
         // Until the session renews the hold, a call dropped or failing after the batch
         // may have landed ends the hold in the background (as a nack would).
-        let mut pending = PendingHold {
+        let pending = ClaimGuard::new(PendingHold {
             shared: Arc::clone(&self.shared),
             key: hold.clone(),
-            done: false,
-        };
+        });
         let writes = vec![
             Write::put(item.record.as_str(), Bytes::from(hold.clone()))
                 .header(DELIVERIES_HEADER, &(item.deliveries + 1).to_string())
@@ -722,7 +723,7 @@ impl NatsQueue {
         let seq = match store.batch(writes).await.and_then(Published::compared) {
             Ok(Some(seq)) => seq,
             Ok(None) => {
-                pending.done = true;
+                pending.disarm();
                 return Ok(None);
             }
             Err(error) if error.is_transient() => {
@@ -744,7 +745,7 @@ impl NatsQueue {
                 }
             }
             Err(error) => {
-                pending.done = true;
+                pending.disarm();
                 return Err(error);
             }
         };
@@ -752,7 +753,7 @@ impl NatsQueue {
         // consecutive sequences: the record's rewrite is the one before.
         let adopted = lease.adopt(&hold, value, seq).await;
         // Renewed by the session now, or purged by `adopt` when the session is over.
-        pending.done = true;
+        pending.disarm();
         adopted?;
         let settle = NatsSettle {
             lease: Arc::clone(lease),
@@ -1126,22 +1127,21 @@ async fn free_items(
 struct PendingHold {
     shared: Arc<Shared>,
     key: String,
-    done: bool,
 }
 
-impl Drop for PendingHold {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (shared, key) = (Arc::clone(&self.shared), std::mem::take(&mut self.key));
+#[async_trait]
+impl Claim for PendingHold {
+    fn put_back_clean_up(&self) -> CleanUp {
         CleanUp::new(
             "abandoning a dropped receive's hold",
             "it ends with its ttl",
         )
-        .of(&key)
+        .of(&self.key)
         .within(CLEANUP_BUDGET)
-        .spawn(move |clean_up| async move { clean_up.retry(|| abandon_hold(&shared, &key)).await });
+    }
+
+    async fn put_back(&self) -> Result<()> {
+        abandon_hold(&self.shared, &self.key).await
     }
 }
 
@@ -1478,16 +1478,35 @@ impl Drop for Call {
     }
 }
 
-/// Puts the record `record` back in the background (see [`put_back`]).
+/// Puts the record `record` back in the background: a claim nobody takes any more.
 fn spawn_put_back(shared: &Arc<Shared>, record: String) {
-    let shared = Arc::clone(shared);
-    CleanUp::new(
-        "putting back a dropped dequeue's item",
-        "it stays in its in-flight record",
-    )
-    .of(&record)
-    .within(CLEANUP_BUDGET)
-    .spawn(move |clean_up| async move { clean_up.retry(|| put_back(&shared, &record)).await });
+    drop(ClaimGuard::new(RecordClaim {
+        shared: Arc::clone(shared),
+        record,
+    }));
+}
+
+/// The claim the in-flight record `record` holds, which nobody takes: put back (see
+/// [`put_back`]).
+struct RecordClaim {
+    shared: Arc<Shared>,
+    record: String,
+}
+
+#[async_trait]
+impl Claim for RecordClaim {
+    fn put_back_clean_up(&self) -> CleanUp {
+        CleanUp::new(
+            "putting back a dropped dequeue's item",
+            "it stays in its in-flight record",
+        )
+        .of(&self.record)
+        .within(CLEANUP_BUDGET)
+    }
+
+    async fn put_back(&self) -> Result<()> {
+        put_back(&self.shared, &self.record).await
+    }
 }
 
 /// Puts the record `record` back as the item it was claimed from, at its place (one

@@ -38,7 +38,7 @@
 //! Once a claim is sent, the server commits it whether or not the client still reads
 //! the answer: a consumer dropped at that moment would lose the item. So the claim runs
 //! [`detached`](distsync_core::raw::detached) and answers with a [`Taken`]. If the
-//! consumer is gone by then, the unreceived `Taken` is dropped and puts the item back with
+//! consumer is gone by then, the unreceived claim is dropped and puts the item back with
 //! its original id and priority (moved back from `queue_inflight` in one statement), so
 //! it keeps its place.
 //!
@@ -91,7 +91,7 @@ use crate::error::map;
 use crate::store::Shared;
 use crate::waiting::Waiting;
 use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
-use distsync_core::raw::{detached, CleanUp, Failure, Idempotence, WaitRetry};
+use distsync_core::raw::{detached, Claim, ClaimGuard, CleanUp, Failure, Idempotence, WaitRetry};
 
 /// How long a waiting consumer's place in the line lasts without renewal.
 const WAITER_TTL: Duration = Duration::from_secs(30);
@@ -110,7 +110,7 @@ const CLAIM_RETRIES_FOR: std::time::Duration = std::time::Duration::from_secs(30
 
 /// Claims the first item under a fresh call id, retrying the (idempotent) claim
 /// through lost replies. The item stays recorded in flight under the returned call id
-/// until it is handed over ([`forget`]) or put back ([`put_back`]).
+/// until it is handed over or put back ([`PgClaim`]).
 async fn claim(shared: &Arc<Shared>, queue: &str) -> Result<Option<(String, Claimed)>> {
     let call = distsync_core::raw::call_id();
     let claimed = through_lost_replies("a queue claim's answer", || {
@@ -222,82 +222,68 @@ async fn claim_once(
     }
 }
 
-/// Deletes the in-flight record of a handed-over claim, through connection trouble.
-fn forget(shared: Arc<Shared>, call: String) {
-    CleanUp::new(
-        "forgetting a delivered queue claim",
-        "its record stays in flight and is swept as stale",
-    )
-    .of(&call)
-    .spawn(move |clean_up| async move {
-        let sql = shared.sql("DELETE FROM {s}.queue_inflight WHERE call = $1");
-        let delete = || async {
-            sqlx::query(&sql)
-                .bind(&call)
-                .execute(shared.bounded())
-                .await
-                .map_err(map)
-        };
-        clean_up.retry(delete).await.map(drop)
-    });
+/// The claim `call` on an item moved into `queue_inflight`: the item goes back where it
+/// was (same id and priority) unless handed over, when its record is deleted instead.
+struct PgClaim {
+    shared: Arc<Shared>,
+    call: String,
 }
 
-/// Puts the item of the claim `call` back where it was (same id and priority), moving
-/// it out of `queue_inflight` in one statement; retried through connection trouble,
-/// and idempotent: once moved, the record is gone and a retry moves nothing.
-fn put_back(shared: Arc<Shared>, call: String) {
-    CleanUp::new(
-        "putting back a dropped consumer's queue item",
-        "it stays in flight until swept as stale",
-    )
-    .of(&call)
-    .spawn(move |clean_up| async move {
-        let sql = shared.sql(
+#[async_trait]
+impl Claim for PgClaim {
+    fn put_back_clean_up(&self) -> CleanUp {
+        CleanUp::new(
+            "putting back a dropped consumer's queue item",
+            "it stays in flight until swept as stale",
+        )
+        .of(&self.call)
+    }
+
+    /// Moves the item out of `queue_inflight` in one statement: once moved, the
+    /// record is gone and a repeat moves nothing.
+    async fn put_back(&self) -> Result<()> {
+        let sql = self.shared.sql(
             "WITH moved AS (DELETE FROM {s}.queue_inflight WHERE call = $1 \
                  RETURNING id, queue, priority, item) \
              INSERT INTO {s}.queue_items (id, queue, priority, item) \
              SELECT id, queue, priority, item FROM moved ON CONFLICT (id) DO NOTHING",
         );
-        let move_back = || async {
-            sqlx::query(&sql)
-                .bind(&call)
-                .execute(shared.bounded())
-                .await
-                .map_err(map)
-        };
-        clean_up.retry(move_back).await?;
-        tracing::debug!(call, "item of a dropped consumer put back");
+        sqlx::query(&sql)
+            .bind(&self.call)
+            .execute(self.shared.bounded())
+            .await
+            .map_err(map)?;
+        tracing::debug!(call = self.call, "item of a dropped consumer put back");
         Ok(())
-    });
+    }
+
+    fn forget_clean_up(&self) -> Option<CleanUp> {
+        Some(
+            CleanUp::new(
+                "forgetting a delivered queue claim",
+                "its record stays in flight and is swept as stale",
+            )
+            .of(&self.call),
+        )
+    }
+
+    async fn forget(&self) -> Result<()> {
+        let sql = self
+            .shared
+            .sql("DELETE FROM {s}.queue_inflight WHERE call = $1");
+        sqlx::query(&sql)
+            .bind(&self.call)
+            .execute(self.shared.bounded())
+            .await
+            .map_err(map)?;
+        Ok(())
+    }
 }
 
 /// An item claimed and not yet handed to the caller: its record stays in flight until
-/// [`Taken::hand_over`]; dropped before that (the caller went away while the waiter
-/// left the line), the item is put back at its place.
-struct Taken {
-    item: Bytes,
-    call: Option<String>,
-    shared: Arc<Shared>,
-}
-
-impl Taken {
-    /// The item, its in-flight record deleted in the background (no await: nothing
-    /// can drop the item after this).
-    fn hand_over(mut self) -> Bytes {
-        if let Some(call) = self.call.take() {
-            forget(Arc::clone(&self.shared), call);
-        }
-        std::mem::take(&mut self.item)
-    }
-}
-
-impl Drop for Taken {
-    fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            put_back(Arc::clone(&self.shared), call);
-        }
-    }
-}
+/// handed over; dropped before that (the caller went away while the waiter left the
+/// line), the item is put back at its place.
+type Taken = (Bytes, ClaimGuard<PgClaim>);
 
 impl PgQueue {
     /// Removes the first item, if any, still recorded in flight (see [`Taken`]).
@@ -307,10 +293,8 @@ impl PgQueue {
         let queue = self.name.as_str().to_owned();
         let claiming = detached(crate::error::BACKEND, async move {
             let claimed = claim(&shared, &queue).await?;
-            Ok(claimed.map(|(call, (_, _, item))| Taken {
-                item: Bytes::from(item),
-                call: Some(call),
-                shared,
+            Ok(claimed.map(|(call, (_, _, item))| {
+                (Bytes::from(item), ClaimGuard::new(PgClaim { shared, call }))
             }))
         });
         // Bounded as one request (`crate::connection::bounded`): past that, the answer
@@ -806,14 +790,18 @@ impl Queue for PgQueue {
     /// Cancel-safety: cancel-safe; an item claimed for a dropped call is put back in its
     /// place (see the module docs).
     async fn dequeue(&self) -> Result<Bytes> {
-        let taken = self
+        let (item, claim) = self
             .wait_for(Box::new(|| Box::pin(self.claim_protected())), None)
             .await?;
-        Ok(taken.hand_over())
+        claim.hand_over();
+        Ok(item)
     }
 
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
-        Ok(self.claim_protected().await?.map(Taken::hand_over))
+        Ok(self.claim_protected().await?.map(|(item, claim)| {
+            claim.hand_over();
+            item
+        }))
     }
 
     /// Waits for an item and holds it through `session` (see the module docs).

@@ -73,7 +73,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{CleanUp, Settle};
+use distsync_core::raw::{Claim, ClaimGuard, CleanUp, Settle};
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 
 use crate::capabilities::BACKEND;
@@ -240,10 +240,10 @@ impl RedisQueue {
             return Err(Error::SessionLost);
         }
         let lost = session.lost_token().clone();
-        let call = Call::receiving(self, lease);
+        let (id, call) = Call::receiving(self, lease);
         let mut backoff = WaitRetry::new("queue receive");
         let mut wake = if wait {
-            let channel = format!("{}:w:{}", self.prefix, call.id);
+            let channel = format!("{}:w:{}", self.prefix, id);
             let subscribing = waiting::subscribe(&self.shared, &channel, &mut backoff);
             tokio::select! {
                 () = lost.cancelled() => return Err(Error::SessionLost),
@@ -256,10 +256,10 @@ impl RedisQueue {
         let give_up = Instant::now() + self.shared.retry.budget();
         loop {
             // A receive is idempotent per call id, so connection trouble is ridden out.
-            let delay = match self.receive_once(&call.id, session, lease, wait).await {
+            let delay = match self.receive_once(&id, session, lease, wait).await {
                 Ok(Popped::Item(item, Some((earlier, record)))) => {
                     // Listed for the session's renewals by `receive_once`.
-                    let (hold, value) = (self.hold_key(&call.id), format!("q{}", call.id));
+                    let (hold, value) = (self.hold_key(&id), format!("q{id}"));
                     // Under Cluster, listed in the store's session registry too, for a
                     // revoke from another client; should that fail, the owner still
                     // releases the hold itself, and it expires with the session.
@@ -273,7 +273,7 @@ impl RedisQueue {
                     let settle = RedisSettle {
                         shared: Arc::clone(&self.shared),
                         prefix: self.prefix.clone(),
-                        id: call.id.clone(),
+                        id: id.clone(),
                         registry: lease.registry().clone(),
                         record,
                     };
@@ -380,101 +380,94 @@ impl Settle for RedisSettle {
     }
 }
 
-/// The clean-up of a dequeue call: dropped armed, it puts back what the call may
-/// have popped and withdraws the call as a waiter; on success it acknowledges. Both
-/// run in the background for as long as they take, keyed by the call id (a retry after
-/// one that landed changes nothing); an item they leave claimed goes back once its
-/// record is stale (a dequeue's) or its hold expires (a receive's).
+/// The claim of a dequeue or receive call: put back when its guard is dropped armed
+/// (what the call may have popped goes back, and the call is withdrawn as a waiter);
+/// handed over, its in-flight record is forgotten. Both run in the background for as
+/// long as they take, keyed by the call id (a retry after one that landed changes
+/// nothing); an item they leave claimed goes back once its record is stale (a
+/// dequeue's) or its hold expires (a receive's).
 struct Call {
     shared: Arc<Shared>,
     prefix: String,
     id: String,
     /// The session registry of a receive call (none for a dequeue).
     registry: Registry,
-    armed: bool,
 }
 
 impl Call {
-    fn new(queue: &RedisQueue) -> Self {
+    /// A dequeue's call: its id, and its claim, armed.
+    fn new(queue: &RedisQueue) -> (String, ClaimGuard<Self>) {
         // A dequeue holds nothing through a session: no registry to update (the
         // cancel script is passed "").
         Self::with_registry(queue, Registry::none())
     }
 
-    fn receiving(queue: &RedisQueue, lease: &RedisLease) -> Self {
+    /// A receive's call through `lease`: its id, and its claim, armed.
+    fn receiving(queue: &RedisQueue, lease: &RedisLease) -> (String, ClaimGuard<Self>) {
         Self::with_registry(queue, lease.registry().clone())
     }
 
-    fn with_registry(queue: &RedisQueue, registry: Registry) -> Self {
-        Self {
+    fn with_registry(queue: &RedisQueue, registry: Registry) -> (String, ClaimGuard<Self>) {
+        let id = queue.shared.call_id();
+        let call = Self {
             shared: Arc::clone(&queue.shared),
             prefix: queue.prefix.clone(),
-            id: queue.shared.call_id(),
+            id: id.clone(),
             registry,
-            armed: true,
-        }
-    }
-
-    /// The item was handed over: forget the in-flight record (in the background).
-    fn acknowledge(mut self) {
-        self.armed = false;
-        let shared = Arc::clone(&self.shared);
-        let inflight = format!("{}:inflight", self.prefix);
-        let timed = format!("{}:ift", self.prefix);
-        let id = self.id.clone();
-        CleanUp::new(
-            "forgetting a dequeued item's in-flight record",
-            "it is put back as stale and delivered again",
-        )
-        .of(format_args!("{inflight} {id}"))
-        .spawn(move |clean_up| async move {
-            let forget = || async {
-                shared
-                    .query(redis::cmd("HDEL").arg(&inflight).arg(&id))
-                    .await?;
-                shared
-                    .query(redis::cmd("ZREM").arg(&timed).arg(&id))
-                    .await
-                    .map(drop)
-            };
-            clean_up.retry(forget).await
-        });
-    }
-
-    /// Nothing was popped and the call is not registered as a waiter.
-    fn disarm(mut self) {
-        self.armed = false;
+        };
+        (id, ClaimGuard::new(call))
     }
 }
 
-impl Drop for Call {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let shared = Arc::clone(&self.shared);
-        let prefix = self.prefix.clone();
-        let id = self.id.clone();
-        let registry = self.registry.clone();
+#[async_trait]
+impl Claim for Call {
+    fn put_back_clean_up(&self) -> CleanUp {
         CleanUp::new(
             "putting back a cancelled dequeue's item",
             "its item goes back once stale or its hold expires",
         )
-        .of(format_args!("{prefix} {id}"))
-        .spawn(move |clean_up| async move {
-            let hold = format!("{prefix}:e:{id}");
-            let put_back = || async {
-                registry.unlisted(&hold);
-                registry.unregister(&shared, &hold).await?;
-                let mut call = shared.script_on(&SCRIPTS.queue_cancel, &prefix);
-                call.arg(&id).arg(registry.arg());
-                int("queue_cancel", &shared.eval(&call).await?)
-            };
-            if clean_up.retry(put_back).await? == 1 {
-                tracing::debug!(%prefix, "cancelled dequeue put its item back");
-            }
-            Ok(())
-        });
+        .of(format_args!("{} {}", self.prefix, self.id))
+    }
+
+    /// Withdraws the call as a waiter, and puts back what it may have popped.
+    async fn put_back(&self) -> Result<()> {
+        let hold = format!("{}:e:{}", self.prefix, self.id);
+        self.registry.unlisted(&hold);
+        self.registry.unregister(&self.shared, &hold).await?;
+        let mut call = self.shared.script_on(&SCRIPTS.queue_cancel, &self.prefix);
+        call.arg(&self.id).arg(self.registry.arg());
+        if int("queue_cancel", &self.shared.eval(&call).await?)? == 1 {
+            tracing::debug!(prefix = %self.prefix, "cancelled dequeue put its item back");
+        }
+        Ok(())
+    }
+
+    fn forget_clean_up(&self) -> Option<CleanUp> {
+        Some(
+            CleanUp::new(
+                "forgetting a dequeued item's in-flight record",
+                "it is put back as stale and delivered again",
+            )
+            .of(format_args!("{}:inflight {}", self.prefix, self.id)),
+        )
+    }
+
+    async fn forget(&self) -> Result<()> {
+        self.shared
+            .query(
+                redis::cmd("HDEL")
+                    .arg(format!("{}:inflight", self.prefix))
+                    .arg(&self.id),
+            )
+            .await?;
+        self.shared
+            .query(
+                redis::cmd("ZREM")
+                    .arg(format!("{}:ift", self.prefix))
+                    .arg(&self.id),
+            )
+            .await
+            .map(drop)
     }
 }
 
@@ -525,14 +518,14 @@ impl Queue for RedisQueue {
     /// Cancel-safety: cancel-safe. A dropped call puts back, in the background, an
     /// item it may have popped, at its place in the queue.
     async fn dequeue(&self) -> Result<Bytes> {
-        let call = Call::new(self);
-        let channel = format!("{}:w:{}", self.prefix, call.id);
+        let (id, call) = Call::new(self);
+        let channel = format!("{}:w:{}", self.prefix, id);
         let mut waiting = Waiting::subscribe(&self.shared, &channel, "queue dequeue").await?;
         loop {
             // A pop is idempotent per call id, so connection trouble is ridden out.
-            let delay = match self.pop(&call.id, true).await {
+            let delay = match self.pop(&id, true).await {
                 Ok(Popped::Item(item, _)) => {
-                    call.acknowledge();
+                    call.hand_over();
                     return Ok(item);
                 }
                 Ok(Popped::Empty(soonest)) => {
@@ -554,10 +547,10 @@ impl Queue for RedisQueue {
     ///
     /// Cancel-safety: cancel-safe, as [`RedisQueue::dequeue`].
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
-        let call = Call::new(self);
-        match self.pop(&call.id, false).await? {
+        let (id, call) = Call::new(self);
+        match self.pop(&id, false).await? {
             Popped::Item(item, _) => {
-                call.acknowledge();
+                call.hand_over();
                 Ok(Some(item))
             }
             Popped::Empty(_) | Popped::SessionGone => {

@@ -74,7 +74,7 @@ use async_trait::async_trait;
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
-use distsync_core::raw::{call_id, CleanUp, Failure, Idempotence, RetryPolicy};
+use distsync_core::raw::{call_id, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy};
 use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
 use tokio::time::Instant;
 use zookeeper_client as zk;
@@ -315,14 +315,15 @@ impl Inner {
                 Ok(())
             };
             ops().map_err(map)?;
-            let put_back = PutBack {
-                shared: None,
+            let put_back = ClaimGuard::new(Taken {
+                shared: Arc::clone(&self.shared),
                 client: client.clone(),
                 receipt: receipt.clone(),
                 path: path.clone(),
                 data: framing::encode(&item),
-            };
-            let mut put_back = put_back.armed(self);
+                paths: self.paths.clone(),
+                child: child.to_owned(),
+            });
             let committed = bounded(&self.shared, multi.commit()).await;
             match committed {
                 Ok(Ok(_)) => {}
@@ -367,17 +368,7 @@ impl Inner {
             // Taken. No await may come between here and the return, or a dequeue
             // dropped there would lose the item: the receipt and the delivery count
             // are deleted in the background (the receipt also goes with the session).
-            put_back.disarm();
-            let client = client.clone();
-            let paths = self.paths.clone();
-            let shared = Arc::clone(&self.shared);
-            let child = child.to_owned();
-            tokio::spawn(async move {
-                if let Ok(Err(error)) = bounded(&shared, client.delete(&receipt, None)).await {
-                    tracing::debug!(node = %receipt, %error, "could not delete a dequeue's receipt");
-                }
-                forget_deliveries(&shared, &paths, &client, &child).await;
-            });
+            put_back.hand_over();
             return Ok(Some(item));
         }
     }
@@ -641,48 +632,62 @@ enum Read {
     Split,
 }
 
-/// A dequeue's `multi` that may have been applied: dropped armed (the dequeue was
-/// cancelled, or failed not knowing), it puts the item back in the background if its
-/// receipt exists, recreating the node under its name, so at its place.
-struct PutBack {
-    shared: Option<Arc<Shared>>,
+/// A dequeue's `multi` that may have been applied (its receipt `receipt` says so): put
+/// back (the dequeue was cancelled, or failed not knowing) by recreating the node under
+/// its name, so at its place; handed over, its receipt and delivery count are deleted.
+struct Taken {
+    shared: Arc<Shared>,
     client: zk::Client,
     receipt: String,
     path: String,
     data: Vec<u8>,
+    paths: Paths,
+    child: String,
 }
 
-impl PutBack {
-    fn armed(mut self, queue: &Inner) -> Self {
-        self.shared = Some(Arc::clone(&queue.shared));
-        self
-    }
-
-    fn disarm(&mut self) {
-        self.shared = None;
-    }
-}
-
-impl Drop for PutBack {
-    fn drop(&mut self) {
-        let Some(shared) = self.shared.take() else {
-            return;
-        };
-        let client = self.client.clone();
-        let receipt = std::mem::take(&mut self.receipt);
-        let path = std::mem::take(&mut self.path);
-        let data = std::mem::take(&mut self.data);
+#[async_trait]
+impl Claim for Taken {
+    fn put_back_clean_up(&self) -> CleanUp {
         CleanUp::new(
             "putting back the item of a dropped dequeue",
             "the item the dequeue may have taken is lost",
         )
-        .of(&path)
+        .of(&self.path)
         .within(PUT_BACK_DEADLINE)
-        .spawn(move |clean_up| async move {
-            clean_up
-                .retry(|| put_back(&shared, &client, &receipt, &path, &data))
-                .await
-        });
+    }
+
+    async fn put_back(&self) -> Result<()> {
+        put_back(
+            &self.shared,
+            &self.client,
+            &self.receipt,
+            &self.path,
+            &self.data,
+        )
+        .await
+    }
+
+    fn forget_clean_up(&self) -> Option<CleanUp> {
+        Some(
+            CleanUp::new(
+                "deleting a dequeue's receipt",
+                "the receipt goes with the session",
+            )
+            .of(&self.receipt)
+            .within(PUT_BACK_DEADLINE),
+        )
+    }
+
+    async fn forget(&self) -> Result<()> {
+        match request(&self.shared, self.client.delete(&self.receipt, None)).await {
+            Ok(()) => {}
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => {
+                tracing::debug!(node = %self.receipt, %error, "could not delete a dequeue's receipt");
+            }
+        }
+        forget_deliveries(&self.shared, &self.paths, &self.client, &self.child).await;
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{
-    call_id, CleanUp, Failure, Idempotence, RetryPolicy, SessionStoreSide as _, Settle,
+    call_id, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy, SessionStoreSide as _,
+    Settle,
 };
 use distsync_core::{Delivery, Error, Result, Session};
 use tokio_util::sync::CancellationToken;
@@ -151,13 +152,13 @@ async fn hold(
             Ok(())
         };
         ops().map_err(map)?;
-        let mut undo = Undo {
-            lease: Some(Arc::clone(lease)),
+        let undo = ClaimGuard::new(HoldClaim {
+            lease: Arc::clone(lease),
             lock: lock.clone(),
             claim: claim.clone(),
             count_path: count_path.clone(),
             count,
-        };
+        });
         let committed = bounded(&inner.shared, multi.commit()).await;
         let applied = match committed {
             Ok(Ok(_)) => true,
@@ -221,42 +222,36 @@ fn parse_count(data: &[u8]) -> u32 {
         .unwrap_or(0)
 }
 
-/// A hold that may have been applied, dropped armed (a cancelled receive): deletes the
-/// lock node if it holds the claim, and sets the count back, in the background.
-struct Undo {
-    lease: Option<Arc<LeaseInner>>,
+/// A hold that may have been applied: put back (a cancelled receive) by deleting the
+/// lock node if it holds the claim, and setting the count back.
+struct HoldClaim {
+    lease: Arc<LeaseInner>,
     lock: String,
     claim: String,
     count_path: String,
     count: u32,
 }
 
-impl Undo {
-    fn disarm(&mut self) {
-        self.lease = None;
-    }
-}
-
-impl Drop for Undo {
-    fn drop(&mut self) {
-        let Some(lease) = self.lease.take() else {
-            return;
-        };
-        let lock = std::mem::take(&mut self.lock);
-        let claim = std::mem::take(&mut self.claim);
-        let count_path = std::mem::take(&mut self.count_path);
-        let count = self.count;
+#[async_trait]
+impl Claim for HoldClaim {
+    fn put_back_clean_up(&self) -> CleanUp {
         CleanUp::new(
             "undoing a dropped receive's hold",
             "the item goes back when the session ends",
         )
-        .of(&lock)
+        .of(&self.lock)
         .within(RELEASE_DEADLINE)
-        .spawn(move |clean_up| async move {
-            clean_up
-                .retry(|| undo(&lease, &lock, &claim, &count_path, count))
-                .await
-        });
+    }
+
+    async fn put_back(&self) -> Result<()> {
+        undo(
+            &self.lease,
+            &self.lock,
+            &self.claim,
+            &self.count_path,
+            self.count,
+        )
+        .await
     }
 }
 

@@ -33,7 +33,8 @@
 //! - [`require_open_transaction`]: the check of a transaction lock (one held for the
 //!   rest of the caller's database transaction) before it locks;
 //! - [`CleanUp`]: the work a `Drop` cannot await (a release, a withdrawal, a put-back),
-//!   spawned and retried within its bound;
+//!   spawned and retried within its bound, and [`ClaimGuard`]: a queue item's
+//!   [`Claim`] between the store's answer and the caller, put back when dropped;
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
 //! - [`retry`]: the one retry policy of every backend ([`RetryPolicy`], [`WaitRetry`]):
 //!   what is retried after a transient store failure, for how long, per kind of call;
@@ -135,6 +136,7 @@
 //! checklist for adding a backend.
 
 mod call_id;
+mod claim_guard;
 mod clean_up;
 mod connect_failure;
 mod detached;
@@ -157,6 +159,7 @@ mod url_options;
 mod waited;
 
 pub use call_id::call_id;
+pub use claim_guard::{Claim, ClaimGuard};
 pub use clean_up::CleanUp;
 pub use connect_failure::{name_connect_timeout, refusing_hosts};
 pub use detached::detached;

@@ -129,7 +129,7 @@ use distsync_core::raw::waited;
 
 use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, patiently};
-use distsync_core::raw::{detached, CleanUp, Contention, RetryPolicy};
+use distsync_core::raw::{detached, Claim, ClaimGuard, CleanUp, Contention, RetryPolicy};
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -450,7 +450,12 @@ impl KvQueue {
             };
             if let Some(item) = first {
                 match claim(&self.kv, &self.layout, &call, item).await? {
-                    Some(claimed) => return Ok(Some(claimed.deliver())),
+                    Some((item, claim)) => {
+                        // At once: no await, so no cancellation, between the claim's
+                        // answer and the caller.
+                        claim.hand_over();
+                        return Ok(Some(item));
+                    }
                     // Another consumer took it first: read the new first item,
                     // after a pause (see the module docs, "Dequeue").
                     None => {
@@ -1003,13 +1008,16 @@ async fn claim_in_store(
             return (Err(error), None);
         }
     };
-    let claimed = |record: KeyValue, position: Position, revision: Revision| Claimed {
-        kv: Some(Arc::clone(kv)),
-        layout: layout.clone(),
-        record: record.key,
-        record_revision: revision,
-        position,
-        value: record.value,
+    let claimed = |record: KeyValue, position: Position, revision: Revision| -> Claimed {
+        let claim = KvClaim {
+            kv: Arc::clone(kv),
+            layout: layout.clone(),
+            record: record.key,
+            record_revision: revision,
+            position,
+            value: record.value.clone(),
+        };
+        (record.value, ClaimGuard::new(claim))
     };
     if response.succeeded {
         let more_items = range_at(&**kv, &response, 3).is_ok_and(|range| !range.kvs.is_empty());
@@ -1046,10 +1054,14 @@ async fn claim_in_store(
     }
 }
 
-/// An item moved into this call's in-flight record. Dropped before
-/// [`Claimed::acknowledge`] finished (the consumer went away), it is put back.
-struct Claimed {
-    kv: Option<Arc<dyn Kv>>,
+/// An item moved into this call's in-flight record, and the claim that ends the record
+/// once the item reaches the caller, or else puts the item back.
+type Claimed = (Bytes, ClaimGuard<KvClaim>);
+
+/// The in-flight record `record` (created at `record_revision`) of an item claimed from
+/// `position`, holding `value`.
+struct KvClaim {
+    kv: Arc<dyn Kv>,
     layout: Layout,
     record: String,
     record_revision: Revision,
@@ -1057,57 +1069,50 @@ struct Claimed {
     value: Bytes,
 }
 
-impl Claimed {
-    /// Hands the item over (at once: no await, so no cancellation, between the claim's
-    /// answer and the caller) and deletes the in-flight record in the background,
-    /// through transient failures.
-    fn deliver(mut self) -> Bytes {
-        let value = std::mem::take(&mut self.value);
-        let Some(kv) = self.kv.take() else {
-            return value;
-        };
-        let record = std::mem::take(&mut self.record);
-        let txn = Txn::when(vec![Compare::create_revision(
-            &record,
-            CompareOp::Equal,
-            self.record_revision,
-        )])
-        .and_then(vec![TxnOp::delete(&record)]);
-        // Not succeeding means the record is gone already: deleted by an attempt whose
-        // reply was lost (nothing else deletes it while this call holds it).
-        CleanUp::new(
-            "deleting a delivered queue item's in-flight record",
-            "the record stays, and must not be put back",
-        )
-        .of(&record)
-        .within(ACK_BUDGET)
-        .spawn(move |clean_up| async move {
-            clean_up.retry(|| kv.txn(txn.clone())).await.map(drop)
-        });
-        value
-    }
-}
-
-impl Drop for Claimed {
-    fn drop(&mut self) {
-        let Some(kv) = self.kv.take() else {
-            return;
-        };
-        let layout = self.layout.clone();
-        let record = std::mem::take(&mut self.record);
-        let revision = self.record_revision;
-        let position = self.position;
-        let value = std::mem::take(&mut self.value);
+#[async_trait]
+impl Claim for KvClaim {
+    fn put_back_clean_up(&self) -> CleanUp {
         CleanUp::new(
             "putting back an undelivered queue item",
             "it stays in its in-flight record until swept as stale",
         )
-        .of(&record)
+        .of(&self.record)
         .within(PUT_BACK_BUDGET)
-        .spawn(move |clean_up| async move {
-            let attempt = || put_back(&*kv, &layout, &record, revision, position, value.clone());
-            clean_up.retry(attempt).await
-        });
+    }
+
+    async fn put_back(&self) -> Result<()> {
+        put_back(
+            &*self.kv,
+            &self.layout,
+            &self.record,
+            self.record_revision,
+            self.position,
+            self.value.clone(),
+        )
+        .await
+    }
+
+    fn forget_clean_up(&self) -> Option<CleanUp> {
+        Some(
+            CleanUp::new(
+                "deleting a delivered queue item's in-flight record",
+                "the record stays, and must not be put back",
+            )
+            .of(&self.record)
+            .within(ACK_BUDGET),
+        )
+    }
+
+    /// Not succeeding means the record is gone already: deleted by an attempt whose
+    /// reply was lost (nothing else deletes it while this call holds it).
+    async fn forget(&self) -> Result<()> {
+        let txn = Txn::when(vec![Compare::create_revision(
+            &self.record,
+            CompareOp::Equal,
+            self.record_revision,
+        )])
+        .and_then(vec![TxnOp::delete(&self.record)]);
+        self.kv.txn(txn).await.map(drop)
     }
 }
 
