@@ -199,7 +199,11 @@ impl LeaseInner {
                     alone: false,
                 });
             }
-            tracing::debug!(session = %SessionId(self.id), key, "a fresh key ended before its create's answer came; entering with another");
+            tracing::debug!(
+                session = %SessionId(self.id),
+                key,
+                "a fresh key ended before its create's answer came; entering with another"
+            );
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(Error::connection(BACKEND, FRESH_KEY_ENDED));
             }
