@@ -129,8 +129,10 @@ async fn a_store_gone_while_cases_run_exits_3_with_unreachable_cells() {
             through.as_str(),
             "--profile",
             "safe",
-            "--case",
-            "lock_mutual_exclusion",
+            // One case: against a store gone, a case takes up to three tries of its
+            // set-up, each bound stretched by the time the machine's tasks waited for
+            // a CPU (up to 20 s more), then a probe: the run's length grows with its
+            // cases, and one keeps it well inside this test's bound, loaded or not.
             "--case",
             "queue_fifo",
         ])
@@ -184,9 +186,6 @@ async fn a_store_gone_while_cases_run_exits_3_with_unreachable_cells() {
     assert_eq!(status.code(), Some(3), "{stderr}\n{matrix}");
     assert!(matrix.contains("| **UNREACHABLE** |"), "{matrix}");
     assert!(!matrix.contains("| **VIOLATED**"), "{matrix}");
-    assert!(
-        stderr.contains("redis lock_mutual_exclusion: UNREACHABLE"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("redis queue_fifo: UNREACHABLE"), "{stderr}");
     assert!(stderr.contains("could not reach the store"), "{stderr}");
 }
