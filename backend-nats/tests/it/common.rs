@@ -10,6 +10,19 @@ pub(crate) fn url(bucket: &str) -> Option<String> {
     Some(format!("{base}?bucket={bucket}"))
 }
 
+/// The server's address (`host:port`) in `url`, a URL of [`url`]'s.
+///
+/// # Panics
+/// When `url` names no server.
+pub(crate) fn server_address(url: &str) -> String {
+    url.trim_start_matches("nats://")
+        .split(['/', '?'])
+        .next()
+        .filter(|address| !address.is_empty())
+        .expect("the server's address")
+        .to_owned()
+}
+
 /// A name no other test or run uses: `<what>-<process id>-<call id>`.
 pub(crate) fn unique_name(what: &str) -> distsync_core::Name {
     distsync_core::Name::new(format!(

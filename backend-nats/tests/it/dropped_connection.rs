@@ -19,12 +19,7 @@ async fn a_reply_lost_with_its_connection_fails_the_call_at_once() {
     let Some(url) = crate::common::url("it-dropped") else {
         return;
     };
-    let server = url
-        .trim_start_matches("nats://")
-        .split(['/', '?'])
-        .next()
-        .expect("the server's address")
-        .to_owned();
+    let server = crate::common::server_address(&url);
     let proxy = Proxy::start(server).await.expect("the proxy");
     let proxied = format!(
         "nats://{}/?bucket=it-dropped&timeout={}ms",

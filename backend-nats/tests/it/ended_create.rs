@@ -27,12 +27,7 @@ async fn a_session_whose_key_ended_unanswered_opens_all_the_same() {
     let Some(url) = crate::common::url(&bucket) else {
         return;
     };
-    let server = url
-        .trim_start_matches("nats://")
-        .split(['/', '?'])
-        .next()
-        .expect("the server's address")
-        .to_owned();
+    let server = crate::common::server_address(&url);
     let proxy = Proxy::start(server.clone()).await.expect("the proxy");
     let proxied = format!("nats://{}/?bucket={bucket}", proxy.address());
     let backend = std::sync::Arc::new(distsync_nats::backend(&proxied).await.expect("connecting"));
