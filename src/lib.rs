@@ -205,12 +205,12 @@ pub mod store {
             call_id, check_session_ttl, detached, join_host_port, leadership, lock_guard,
             name_connect_timeout, name_under, parse_duration, parse_host_port, parse_url_flag,
             permit, random_fraction, random_u64, read_guard, refusing_hosts, retry, start_session,
-            waited, with_guarded_write, with_release_request_watch, Backend, Backoff, CleanUp,
-            Contention, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite, KeepAlive, Lease,
-            LossWatchFn, Make, MaxSessionTtl, MultiHostUrl, OnSession, Primitives, ReleaseFn,
-            ReleaseRequestWatchFn, SessionStoreSide, Settle, SharedSettings, StmAttempt, StmEngine,
-            StmRetry, UrlGrammar, UrlOptions, Write, DEFAULT_CONNECT_TIMEOUT,
-            DEFAULT_REQUEST_TIMEOUT,
+            waited, with_guarded_write, with_release_request_watch, Backend, Backoff, Claim,
+            ClaimGuard, CleanUp, Contention, EpochBook, EpochMarker, GuardStoreSide, GuardedWrite,
+            KeepAlive, Lease, LossWatchFn, Make, MaxSessionTtl, MultiHostUrl, OnSession,
+            Primitives, ReleaseFn, ReleaseRequestWatchFn, SessionStoreSide, Settle, SharedSettings,
+            StmAttempt, StmEngine, StmRetry, UrlGrammar, UrlOptions, Write,
+            DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
         };
         pub use distsync_core::Proclaim;
         pub use distsync_core::{config_accessors, impl_primitives};
