@@ -81,8 +81,8 @@ async fn state_and_live_clients_survive_a_restart() {
         .unwrap();
     let waiter_locker = backend.locker(&waiter_session, lock).unwrap();
     let waiter = tokio::spawn(async move { waiter_locker.lock().await });
-    // Stop only once the waiter is queued: a transaction cut off mid-flight fails
-    // with a connection error (it may or may not have been applied), as in Go.
+    // Stop once the waiter is queued, so that the restart meets it waiting; an
+    // answer to its entering transaction that the restart cuts off is asked again.
     eventually(WAIT, "the waiter to queue", || async {
         let queued = backend
             .kv()

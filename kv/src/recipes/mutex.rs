@@ -11,7 +11,7 @@
 //!
 //! The unfair mutex ([`super::unfair_mutex`]) is this mutex with another way to wait.
 
-use distsync_core::raw::waited;
+use distsync_core::raw::{waited, RetryPolicy, SessionStoreSide as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -87,7 +87,7 @@ impl KvMutex {
         let Some(mut cleanup) = self.keys.contend(&self.key, wait).await? else {
             return Ok(None);
         };
-        let (my_revision, owns) = self.enter().await?;
+        let (my_revision, owns) = self.enter(wait).await?;
         cleanup.created_at(my_revision);
         if !owns {
             if !wait {
@@ -109,13 +109,31 @@ impl KvMutex {
     /// an unsorted read of one key counts them, where Go's read of the first-created
     /// key makes etcd read and sort the whole line inside the write. A key that is
     /// already there is reused (see [`SessionKv::put_own`]).
-    pub(super) async fn enter(&self) -> Result<(Revision, bool)> {
+    ///
+    /// That reuse makes the transaction idempotent, so a waiting call (`wait`) repeats
+    /// it through transient failures until its session ends, as the rest of its wait
+    /// does: a store restarting while its answer is on the way is ridden out, not
+    /// returned.
+    pub(super) async fn enter(&self, wait: bool) -> Result<(Revision, bool)> {
         let others = TxnOp::Range(count_under(&self.prefix));
         let first = TxnOp::Range(Range::prefix(&self.prefix).first_create());
-        let own = self
-            .keys
-            .put_own(&self.key, Bytes::new(), "lock", vec![others], vec![first])
-            .await?;
+        let put = || {
+            self.keys.put_own(
+                &self.key,
+                Bytes::new(),
+                "lock",
+                vec![others.clone()],
+                vec![first.clone()],
+            )
+        };
+        let own = if wait {
+            let lost = Some(self.keys.session.lost_token());
+            RetryPolicy::default()
+                .wait("entering a lock's line", lost, put)
+                .await?
+        } else {
+            put().await?
+        };
         let line = range_at(&*self.keys.kv, &own.response, 1)?;
         let owns = match own.existing {
             None => line.count <= 1,

@@ -100,7 +100,7 @@ impl KvMutex {
     /// this session whose release runs in the background. It holds if it is the first
     /// created under the prefix (the fair mutex's rule); otherwise it is deleted.
     async fn left_behind(&self, mut cleanup: WaiterKey) -> Result<Attempt> {
-        let (mine, owns) = self.enter().await?;
+        let (mine, owns) = self.enter(false).await?;
         cleanup.created_at(mine);
         if owns {
             cleanup.disarm();
