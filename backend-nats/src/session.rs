@@ -627,8 +627,11 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
     let value = Bytes::from(format!("{}", options.ttl.as_millis()));
     // A refused create of the fresh own key is an attempt of its own that landed while
     // its answer was lost and that its TTL ended since (the store was out of reach for
-    // longer than the TTL): that session never started, and another id is drawn.
+    // longer than the TTL): that session never started, and another id is drawn, up to
+    // `OPEN_ATTEMPTS` times before the open gives up as a transient failure.
+    let mut attempts = 0;
     let (inner, grant_sent) = loop {
+        attempts += 1;
         let grant_sent = tokio::time::Instant::now();
         let inner = Arc::new(LeaseInner {
             shared: Arc::clone(shared),
@@ -652,6 +655,9 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
             key = own_key,
             "a fresh session key ended before its create's answer came; opening another"
         );
+        if attempts == OPEN_ATTEMPTS {
+            return Err(Error::connection(BACKEND, FRESH_KEY_ENDED));
+        }
     };
     let id = inner.id;
     let session = distsync_core::raw::start_session(
@@ -746,6 +752,11 @@ impl Compare {
 /// Why a one-shot create of a fresh key gave up: its attempts landed and ended unanswered.
 const FRESH_KEY_ENDED: &str =
     "a fresh key's create landed while its answer was lost, and its TTL ended it before nats answered again";
+
+/// How many session ids an open draws while each fresh key ends unanswered: every
+/// attempt found nats out of reach for longer than the TTL, so the caller learns of the
+/// outage rather than waiting through it without a bound.
+const OPEN_ATTEMPTS: u32 = 3;
 
 /// A fresh session id: 64 random bits (see [`distsync_core::raw::call_id`]), never 0.
 fn session_id() -> u64 {

@@ -4,12 +4,13 @@ use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::retry::Look::{NotYet, Ready};
 use distsync_core::{Barrier, Name, Result};
 
 use crate::error::map;
 use crate::notify::Wake;
 use crate::store::Shared;
-use crate::waiting::Waiting;
+use crate::waiting;
 
 pub(crate) struct PgBarrier {
     pub(crate) shared: Arc<Shared>,
@@ -66,20 +67,21 @@ impl Barrier for PgBarrier {
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let payload = format!("b:{}", self.name);
-        let mut waiting = Waiting::subscribe(&self.shared, payload, "a barrier release").await?;
-        loop {
-            match self.is_held().await {
-                Ok(false) => return Ok(()),
-                Ok(true) => {
-                    waiting.answered();
-                    // Only a deletion notifies; after a resync, look again.
-                    if waiting.changed().await? == Wake::Notified {
-                        return Ok(());
-                    }
+        waiting::wait_until(
+            &self.shared,
+            payload,
+            "a barrier release",
+            None,
+            |woke| async move {
+                // Only a deletion notifies; after a resync, look again.
+                if woke == Some(Wake::Notified) || !self.is_held().await? {
+                    Ok(Ready(()))
+                } else {
+                    Ok(NotYet(None))
                 }
-                Err(error) => waiting.failed(error).await?,
-            }
-        }
+            },
+        )
+        .await
     }
 }
 impl Make<Arc<Shared>, Name> for PgBarrier {

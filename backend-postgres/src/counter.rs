@@ -24,12 +24,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::counter::{Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
+use distsync_core::raw::retry::Look::{NotYet, Ready};
 use distsync_core::{Error, Name, Result};
 
 use crate::error::{map, BACKEND};
-use crate::notify::Wake;
 use crate::store::Shared;
-use crate::waiting::Waiting;
+use crate::waiting;
 
 /// Whether `error` is PostgreSQL's `numeric_value_out_of_range`.
 fn out_of_range(error: &sqlx::Error) -> bool {
@@ -156,27 +156,15 @@ impl Counter for PgCounter {
     /// Cancel-safety: cancel-safe; the subscription ends with the future.
     async fn changed(&self, seen: i64) -> Result<i64> {
         let payload = format!("c:{}", self.name);
-        let mut waiting = Waiting::subscribe(&self.shared, payload, "a counter change").await?;
-        loop {
-            match self.get().await {
-                Ok(value) if value != seen => return Ok(value),
-                Ok(_) => {
-                    waiting.answered();
-                    tokio::select! {
-                        wake = waiting.changed() => match wake? {
-                            Wake::Notified | Wake::Resync => {}
-                        },
-                        () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
-                            tracing::trace!(
-                                counter = %self.name,
-                                "no notification within the safety net"
-                            );
-                        }
-                    }
-                }
-                Err(error) => waiting.failed(error).await?,
-            }
-        }
+        waiting::wait_until(&self.shared, payload, "a counter change", None, |_| async {
+            let value = self.get().await?;
+            Ok(if value == seen {
+                NotYet(Some(CHANGED_SAFETY_NET))
+            } else {
+                Ready(value)
+            })
+        })
+        .await
     }
 }
 
@@ -261,19 +249,14 @@ impl CountDownLatch for PgLatch {
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let payload = format!("l:{}", self.name);
-        let mut waiting = Waiting::subscribe(&self.shared, payload, "a latch to open").await?;
-        loop {
-            match self.count().await {
-                Ok(0) => return Ok(()),
-                Ok(_) => {
-                    waiting.answered();
-                    match waiting.changed().await? {
-                        Wake::Notified | Wake::Resync => {}
-                    }
-                }
-                Err(error) => waiting.failed(error).await?,
-            }
-        }
+        waiting::wait_until(&self.shared, payload, "a latch to open", None, |_| async {
+            Ok(if self.count().await? == 0 {
+                Ready(())
+            } else {
+                NotYet(None)
+            })
+        })
+        .await
     }
 }
 impl Make<Arc<Shared>, Name> for PgCounter {

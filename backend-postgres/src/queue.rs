@@ -77,21 +77,24 @@
 
 use distsync_core::raw::Make;
 use distsync_core::raw::SessionStoreSide as _;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use distsync_core::raw::retry::Look::{NotYet, Ready};
 use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::bounded::{through_pool, timed_out, within};
-use crate::error::map;
+use crate::error::{map, BACKEND};
 use crate::store::Shared;
-use crate::waiting::Waiting;
+use crate::waiting;
 use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
-use distsync_core::raw::{detached, Claim, ClaimGuard, CleanUp, Failure, Idempotence, WaitRetry};
+use distsync_core::raw::{detached, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy};
 
 /// How long a waiting consumer's place in the line lasts without renewal.
 const WAITER_TTL: Duration = Duration::from_secs(30);
@@ -121,32 +124,35 @@ async fn claim(shared: &Arc<Shared>, queue: &str) -> Result<Option<(String, Clai
 }
 
 /// Runs `attempt`, one attempt of a claim or a hold keyed by its call id, until it
-/// answers: the call id makes a repeat find what an earlier attempt took, so a lost
-/// reply is repeated, for up to [`CLAIM_RETRIES_FOR`]. Transient errors are retried
-/// after a pause (`what` names the wait in log lines); a unique violation on the call
-/// id at once (an earlier attempt, whose reply was lost, committed concurrently; the
-/// next attempt finds it). Any other error, or one past the deadline, is returned.
+/// answers, as core's policy repeats idempotent requests: the call id makes a repeat
+/// find what an earlier attempt took, so a lost reply is repeated, for up to
+/// [`CLAIM_RETRIES_FOR`] (`what` names it in log lines). A unique violation on the call
+/// id is repeated too: an earlier attempt, whose reply was lost, committed concurrently,
+/// and the next attempt finds it. Any other error, or one past the deadline, is
+/// returned.
 async fn through_lost_replies<T, F, Fut>(what: &'static str, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
 {
-    let give_up = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
-    let mut backoff = WaitRetry::new(what);
-    loop {
-        let error = match attempt().await {
-            Ok(answer) => return Ok(answer),
-            Err(error) => error,
-        };
-        let racing =
-            matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
-        let error = map(error);
-        if (racing || WaitRetry::retryable(&error)) && tokio::time::Instant::now() < give_up {
-            backoff.pause(&error).await;
-        } else {
-            return Err(error);
+    let deadline = tokio::time::Instant::now() + CLAIM_RETRIES_FOR;
+    let repeated = || {
+        let attempting = attempt();
+        async move {
+            attempting.await.map_err(|error| match &error {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                    Error::connection(
+                        BACKEND,
+                        "an earlier attempt of the call committed meanwhile",
+                    )
+                }
+                _ => map(error),
+            })
         }
-    }
+    };
+    RetryPolicy::default()
+        .idempotent_until(what, Some(deadline), None, repeated)
+        .await
 }
 
 /// The common table expressions that put back the queue's stale claims (those older
@@ -291,7 +297,7 @@ impl PgQueue {
     async fn claim_protected(&self) -> Result<Option<Taken>> {
         let shared = Arc::clone(&self.shared);
         let queue = self.name.as_str().to_owned();
-        let claiming = detached(crate::error::BACKEND, async move {
+        let claiming = detached(BACKEND, async move {
             let claimed = claim(&shared, &queue).await?;
             Ok(claimed.map(|(call, (_, _, item))| {
                 (Bytes::from(item), ClaimGuard::new(PgClaim { shared, call }))
@@ -318,14 +324,15 @@ struct Waiter {
     shared: Arc<Shared>,
     queue: String,
     id: String,
-    registered: bool,
+    /// Whether a registration may have reached the line, so that leaving it is due.
+    registered: AtomicBool,
 }
 
 impl Waiter {
     /// Joins (or renews its place in) the line; returns how long until the first hold
     /// of the queue expires, if any (its item may then come back unannounced).
-    async fn register(&mut self) -> Result<Option<Duration>> {
-        self.registered = true;
+    async fn register(&self) -> Result<Option<Duration>> {
+        self.registered.store(true, Ordering::SeqCst);
         let soonest: Option<i64> = sqlx::query_scalar(&self.shared.sql(
             "WITH reg AS (INSERT INTO {s}.queue_waiters (queue, waiter, expires_at) \
                  VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond') \
@@ -366,20 +373,20 @@ impl Waiter {
     /// passes on is judged against the queue as it is now, not as it will be once the
     /// caller has enqueued more. On failure the withdrawal is left to the drop (in the
     /// background, retried).
-    async fn withdraw(&mut self) {
-        if self.registered
+    async fn withdraw(&self) {
+        if self.registered.load(Ordering::SeqCst)
             && Self::pass(&self.shared, &self.queue, &self.id)
                 .await
                 .is_ok()
         {
-            self.registered = false;
+            self.registered.store(false, Ordering::SeqCst);
         }
     }
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        if !self.registered {
+        if !*self.registered.get_mut() {
             return;
         }
         let shared = Arc::clone(&self.shared);
@@ -410,62 +417,43 @@ impl PgQueue {
     async fn wait_for<'a, T>(
         &'a self,
         mut attempt: Attempt<'a, T>,
-        lost: Option<tokio_util::sync::CancellationToken>,
+        lost: Option<&CancellationToken>,
     ) -> Result<T> {
-        let mut waiter = Waiter {
+        let waiter = Waiter {
             shared: Arc::clone(&self.shared),
             queue: self.name.as_str().to_owned(),
             id: distsync_core::raw::call_id(),
-            registered: false,
+            registered: AtomicBool::new(false),
         };
         let payload = format!("W:{}", waiter.id);
-        let mut waiting = Waiting::subscribe(&self.shared, payload, "a queue item").await?;
-        let mut in_line = false;
-        let mut soonest = None;
-        loop {
-            let step = match attempt().await {
-                Ok(Some(found)) => {
+        // `Some(soonest)` from a registration until the next wait ends: a consumer woken
+        // (out of the line) or due for renewal registers again if it finds nothing.
+        let in_line = Mutex::new(None);
+        waiting::wait_until(&self.shared, payload, "a queue item", lost, |_| {
+            let attempting = attempt();
+            let (waiter, in_line) = (&waiter, &in_line);
+            async move {
+                if let Some(found) = attempting.await? {
                     // `found` puts its item back if dropped here (a `Taken`, or a
                     // `Delivery`, which nacks): the caller may go away meanwhile.
                     waiter.withdraw().await;
-                    return Ok(found);
+                    return Ok(Ready(found));
                 }
-                Ok(None) if in_line => None,
-                Ok(None) => Some(waiter.register().await),
-                Err(error) => Some(Err(error)),
-            };
-            match step {
-                None => {}
-                Some(Ok(due)) => {
-                    // Registered: try once more before waiting (an item may have come
-                    // in between the attempt and the registration).
-                    waiting.answered();
-                    soonest = due;
-                    in_line = true;
-                    continue;
+                let lined_up = in_line.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(soonest) = lined_up {
+                    // In line, and the queue was found empty after lining up: from here
+                    // only a wake-up (or the renewal due) makes this consumer look again.
+                    tracing::trace!(queue = %self.name, waiter = %waiter.id, "waiting for a queue item");
+                    return Ok(NotYet(Some(recheck_after(soonest))));
                 }
-                Some(Err(error)) => {
-                    waiting.failed(error).await?;
-                    continue;
-                }
+                // Registered: look once more before waiting (an item may have come in
+                // between the attempt and the registration).
+                let soonest = waiter.register().await?;
+                *in_line.lock().unwrap_or_else(PoisonError::into_inner) = Some(soonest);
+                Ok(NotYet(Some(Duration::ZERO)))
             }
-            let cancelled = async {
-                match &lost {
-                    Some(lost) => lost.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
-            // In line, and the queue was found empty after lining up: from here only a
-            // wake-up (or the renewal due) makes this consumer look again.
-            tracing::trace!(queue = %self.name, waiter = %waiter.id, "waiting for a queue item");
-            tokio::select! {
-                woken = waiting.changed() => { woken?; }
-                () = tokio::time::sleep(recheck_after(soonest)) => {}
-                () = cancelled => return Err(Error::SessionLost),
-            }
-            // Woken (out of the line) or due for renewal: register again if empty.
-            in_line = false;
-        }
+        })
+        .await
     }
 
     /// The session's id, if `session` was granted by this backend.
@@ -479,7 +467,7 @@ impl PgQueue {
         let shared = Arc::clone(&self.shared);
         let queue = self.name.as_str().to_owned();
         let session = session.clone();
-        let holding = detached(crate::error::BACKEND, async move {
+        let holding = detached(BACKEND, async move {
             hold(&shared, &queue, &session, held_by).await
         });
         // Bounded as one request: a delivery the task makes later goes unreceived and is
@@ -812,10 +800,9 @@ impl Queue for PgQueue {
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
-        let lost = session.lost_token().clone();
         self.wait_for(
             Box::new(move || Box::pin(self.hold_protected(session, held_by))),
-            Some(lost),
+            Some(session.lost_token()),
         )
         .await
     }
