@@ -4,13 +4,12 @@ use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::raw::retry::Look::{NotYet, Ready};
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::{Barrier, Name, Result};
 
 use crate::error::map;
 use crate::notify::Wake;
 use crate::store::Shared;
-use crate::waiting;
 
 pub(crate) struct PgBarrier {
     pub(crate) shared: Arc<Shared>,
@@ -67,21 +66,17 @@ impl Barrier for PgBarrier {
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let payload = format!("b:{}", self.name);
-        waiting::wait_until(
-            &self.shared,
-            payload,
-            "a barrier release",
-            None,
-            |woke| async move {
+        self.shared
+            .hub
+            .wait_until(payload, "a barrier release", None, |woke| async move {
                 // Only a deletion notifies; after a resync, look again.
                 if woke == Some(Wake::Notified) || !self.is_held().await? {
                     Ok(Ready(()))
                 } else {
                     Ok(NotYet(None))
                 }
-            },
-        )
-        .await
+            })
+            .await
     }
 }
 impl Make<Arc<Shared>, Name> for PgBarrier {

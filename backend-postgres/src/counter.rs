@@ -24,12 +24,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::counter::{Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
-use distsync_core::raw::retry::Look::{NotYet, Ready};
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::{Error, Name, Result};
 
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
-use crate::waiting;
 
 /// Whether `error` is PostgreSQL's `numeric_value_out_of_range`.
 fn out_of_range(error: &sqlx::Error) -> bool {
@@ -156,15 +155,17 @@ impl Counter for PgCounter {
     /// Cancel-safety: cancel-safe; the subscription ends with the future.
     async fn changed(&self, seen: i64) -> Result<i64> {
         let payload = format!("c:{}", self.name);
-        waiting::wait_until(&self.shared, payload, "a counter change", None, |_| async {
-            let value = self.get().await?;
-            Ok(if value == seen {
-                NotYet(Some(CHANGED_SAFETY_NET))
-            } else {
-                Ready(value)
+        self.shared
+            .hub
+            .wait_until(payload, "a counter change", None, |_| async {
+                let value = self.get().await?;
+                Ok(if value == seen {
+                    NotYet(Some(CHANGED_SAFETY_NET))
+                } else {
+                    Ready(value)
+                })
             })
-        })
-        .await
+            .await
     }
 }
 
@@ -249,14 +250,16 @@ impl CountDownLatch for PgLatch {
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let payload = format!("l:{}", self.name);
-        waiting::wait_until(&self.shared, payload, "a latch to open", None, |_| async {
-            Ok(if self.count().await? == 0 {
-                Ready(())
-            } else {
-                NotYet(None)
+        self.shared
+            .hub
+            .wait_until(payload, "a latch to open", None, |_| async {
+                Ok(if self.count().await? == 0 {
+                    Ready(())
+                } else {
+                    NotYet(None)
+                })
             })
-        })
-        .await
+            .await
     }
 }
 impl Make<Arc<Shared>, Name> for PgCounter {

@@ -212,7 +212,6 @@ mod transaction_lock;
 mod unfair_lock;
 mod unflushed_grants;
 mod waiter_line;
-mod waiting;
 
 pub use acknowledge_in::{ack_in, PendingAck};
 pub use backend::{backend, backend_from_pool, backend_with_config, PostgresBackend};

@@ -27,15 +27,18 @@
 //! only while its entry waits.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use distsync_core::raw::{Look, RetryPolicy, Wakes};
 use distsync_core::{Error, Result};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{watch, OnceCell};
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{map, BACKEND};
 
@@ -142,7 +145,45 @@ impl Subscription {
     }
 }
 
+impl Wakes for Subscription {
+    type Wake = Wake;
+
+    /// [`Subscription::changed`]: cancel-safe.
+    async fn next_wake(&mut self) -> Result<Wake> {
+        self.changed().await
+    }
+}
+
 impl Hub {
+    /// The waiting of a blocking call (a barrier's or a latch's wait, a counter's
+    /// `changed`, a queue consumer's place in line): subscribes to `payload` *before*
+    /// the first look, then runs core's waiting loop
+    /// ([`RetryPolicy::wait_woken`]) on that subscription, so each caller writes only
+    /// its look. The subscription is made through transient failures; `what` names the
+    /// wait in log lines; `lost` ends it with [`Error::SessionLost`].
+    ///
+    /// # Errors
+    /// As [`RetryPolicy::wait_woken`].
+    ///
+    /// Cancel-safety: cancel-safe; the subscription ends with the future.
+    pub(crate) async fn wait_until<T, F, Fut>(
+        &self,
+        payload: String,
+        what: &'static str,
+        lost: Option<&CancellationToken>,
+        look: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Option<Wake>) -> Fut,
+        Fut: Future<Output = Result<Look<T, Option<Duration>>>>,
+    {
+        let subscribing = || self.subscribe(payload.clone());
+        let subscription = RetryPolicy::default().wait(what, lost, subscribing).await?;
+        RetryPolicy::default()
+            .wait_woken(what, lost, subscription, look)
+            .await
+    }
+
     /// A hub listening on `channel` through a connection of `pool`, started on the first
     /// subscription.
     pub(crate) fn new(pool: PgPool, channel: String) -> Self {

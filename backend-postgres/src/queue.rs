@@ -83,7 +83,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::retry::Look::{NotYet, Ready};
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Settle;
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use sqlx::PgConnection;
@@ -92,7 +92,6 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
-use crate::waiting;
 use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
 use distsync_core::raw::{detached, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy};
 
@@ -429,7 +428,7 @@ impl PgQueue {
         // `Some(soonest)` from a registration until the next wait ends: a consumer woken
         // (out of the line) or due for renewal registers again if it finds nothing.
         let in_line = Mutex::new(None);
-        waiting::wait_until(&self.shared, payload, "a queue item", lost, |_| {
+        self.shared.hub.wait_until(payload, "a queue item", lost, |_| {
             let attempting = attempt();
             let (waiter, in_line) = (&waiter, &in_line);
             async move {

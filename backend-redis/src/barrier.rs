@@ -4,14 +4,14 @@ use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::{Barrier, Name, Result};
 
 use crate::error::int;
 use crate::keys::Kind;
-use crate::notify::Event;
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
-use crate::waiting::Waiting;
+use crate::waiting;
 
 /// A Redis barrier: the key `{<ns><name>}:barrier` (durable, no TTL) is the hold;
 /// `release` deletes it and publishes on `{<ns><name>}:barrier:ch` in one script.
@@ -64,22 +64,22 @@ impl Barrier for RedisBarrier {
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let channel = format!("{}:ch", self.key);
-        let mut waiting = Waiting::subscribe(&self.shared, &channel, "barrier wait").await?;
-        loop {
-            let event = match self.held().await {
-                Ok(false) => return Ok(()),
-                Ok(true) => {
-                    waiting.answered();
-                    Some(waiting.recv().await?)
+        waiting::wait_until(
+            &self.shared,
+            &channel,
+            "barrier wait",
+            None,
+            |message| async move {
+                // A release happened after we subscribed: we may pass even if the barrier
+                // was raised again since.
+                if message == Some(true) || !self.held().await? {
+                    Ok(Ready(()))
+                } else {
+                    Ok(NotYet(None))
                 }
-                Err(error) => waiting.pause_after(error).await?,
-            };
-            // A release happened after we subscribed: we may pass even if the barrier
-            // was raised again since.
-            if let Some(Event::Message(_)) = event {
-                return Ok(());
-            }
-        }
+            },
+        )
+        .await
     }
 }
 

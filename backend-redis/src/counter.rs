@@ -22,6 +22,7 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use distsync_core::counter::Counter;
 use distsync_core::latch::{check_initial_count, CountDownLatch};
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::{Error, Name, Result};
 use redis::Value;
 
@@ -31,7 +32,7 @@ use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
 use crate::scripts::Lua;
 use crate::store::Shared;
-use crate::waiting::Waiting;
+use crate::waiting;
 
 /// `KEYS[1]` the counter; `ARGV[2]` the expected value, `ARGV[3]` the new one, both
 /// canonical decimals (as `INCRBY` and `SET` of an `i64` write them). A counter never
@@ -188,22 +189,21 @@ impl Counter for RedisCounter {
     /// Cancel-safety: cancel-safe; the subscription ends with the future.
     async fn changed(&self, seen: i64) -> Result<i64> {
         let channel = format!("{}:ch", self.key);
-        let mut waiting = Waiting::subscribe(&self.shared, &channel, "a counter change").await?;
-        loop {
-            waiting.drain();
-            match self.get().await {
-                Ok(value) if value != seen => return Ok(value),
-                Ok(_) => {
-                    waiting.answered();
-                    if waiting.next_within(CHANGED_SAFETY_NET).await?.is_none() {
-                        tracing::trace!(key = %self.key, "no message within the safety net");
-                    }
-                }
-                Err(error) => {
-                    waiting.pause_after(error).await?;
-                }
-            }
-        }
+        waiting::wait_until(
+            &self.shared,
+            &channel,
+            "a counter change",
+            None,
+            |_| async {
+                let value = self.get().await?;
+                Ok(if value == seen {
+                    NotYet(Some(CHANGED_SAFETY_NET))
+                } else {
+                    Ready(value)
+                })
+            },
+        )
+        .await
     }
 }
 
@@ -299,20 +299,14 @@ impl CountDownLatch for RedisLatch {
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let channel = format!("{}:ch", self.key);
-        let mut waiting = Waiting::subscribe(&self.shared, &channel, "latch wait").await?;
-        loop {
-            waiting.drain();
-            match self.count().await {
-                Ok(0) => return Ok(()),
-                Ok(_) => {
-                    waiting.answered();
-                    waiting.recv().await?;
-                }
-                Err(error) => {
-                    waiting.pause_after(error).await?;
-                }
-            }
-        }
+        waiting::wait_until(&self.shared, &channel, "latch wait", None, |_| async {
+            Ok(if self.count().await? == 0 {
+                Ready(())
+            } else {
+                NotYet(None)
+            })
+        })
+        .await
     }
 }
 

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use distsync_core::{
     Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result, Session,
 };
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use redis::Value;
 use tokio::time::Instant;
 
@@ -30,7 +30,7 @@ use crate::notify::{Event, Subscription};
 use crate::scripts::SCRIPTS;
 use crate::store::Shared;
 use crate::waiter_line::{Mode, WaiterLine};
-use distsync_core::raw::WaitRetry;
+use distsync_core::raw::{observe_leaders, LeaderObserver, WaitRetry};
 
 /// Added to the leader's remaining TTL before an observer re-reads.
 const EXPIRY_MARGIN: Duration = Duration::from_millis(5);
@@ -90,13 +90,9 @@ impl Election for RedisElection {
             last: 0,
             reread: true,
             expires: None,
-            failed: false,
             backoff: WaitRetry::new("leader changes"),
         };
-        stream::unfold(observer, |mut observer| async move {
-            observer.next().await.map(|item| (item, observer))
-        })
-        .boxed()
+        observe_leaders(observer)
     }
 }
 
@@ -205,7 +201,6 @@ struct Observer {
     reread: bool,
     /// When the current leader's key expires unless renewed.
     expires: Option<Instant>,
-    failed: bool,
     backoff: WaitRetry,
 }
 
@@ -224,12 +219,13 @@ impl Observer {
         self.last = state.version;
         state.leader.map(|(info, _)| info)
     }
+}
 
-    async fn next(&mut self) -> Option<Result<LeaderInfo>> {
+impl LeaderObserver for Observer {
+    /// Re-reads after a resubscription, a gap in the change numbers or the leader's
+    /// expiry; connection trouble is ridden out with the observer's pauses.
+    async fn next_leader(&mut self) -> Result<LeaderInfo> {
         loop {
-            if self.failed {
-                return None;
-            }
             let subscription = match &mut self.subscription {
                 Some(subscription) => subscription,
                 None => {
@@ -238,13 +234,7 @@ impl Observer {
                         .shared
                         .notifier
                         .subscribe_waiting(channel, &mut self.backoff);
-                    match subscribing.await {
-                        Ok(subscription) => self.subscription.insert(subscription),
-                        Err(error) => {
-                            self.failed = true;
-                            return Some(Err(error));
-                        }
-                    }
+                    self.subscription.insert(subscribing.await?)
                 }
             };
             if self.reread {
@@ -254,39 +244,29 @@ impl Observer {
                         self.reread = false;
                         self.backoff.succeeded();
                         match self.apply(state) {
-                            Some(info) => return Some(Ok(info)),
+                            Some(info) => return Ok(info),
                             None => continue,
                         }
                     }
                     // Connection trouble is ridden out for a while: re-read later.
                     Err(error) => match self.backoff.failed(&error) {
-                        Some(pause) => {
-                            self.expires = Some(Instant::now() + pause);
-                        }
-                        None => {
-                            self.failed = true;
-                            return Some(Err(error));
-                        }
+                        Some(pause) => self.expires = Some(Instant::now() + pause),
+                        None => return Err(error),
                     },
                 }
             }
             let expires = self.expires;
             let event = tokio::select! {
-                event = subscription.recv() => Some(event),
+                event = subscription.recv() => Some(event?),
                 () = sleep_until(expires) => None,
             };
             match event {
-                None => self.reread = true,
-                Some(Err(error)) => {
-                    self.failed = true;
-                    return Some(Err(error));
-                }
-                Some(Ok(Event::Resync)) => self.reread = true,
-                Some(Ok(Event::Message(message))) => match parse_change(&message) {
+                None | Some(Event::Resync) => self.reread = true,
+                Some(Event::Message(message)) => match parse_change(&message) {
                     Some(state) if state.version <= self.last => {}
                     Some(state) if state.version == self.last + 1 => {
                         if let Some(info) = self.apply(state) {
-                            return Some(Ok(info));
+                            return Ok(info);
                         }
                     }
                     _ => self.reread = true,

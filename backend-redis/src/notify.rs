@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use distsync_core::raw::retry::WaitRetry;
+use distsync_core::raw::Wakes;
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
@@ -194,9 +195,26 @@ impl Subscription {
         self.events.recv().await.ok_or_else(stopped)
     }
 
-    /// Discards events already delivered (they are superseded by a fresh read).
-    pub(crate) fn drain(&mut self) {
-        while self.events.try_recv().is_ok() {}
+    /// Discards events already delivered (they are superseded by a fresh read);
+    /// returns whether a message was among them.
+    pub(crate) fn drain(&mut self) -> bool {
+        let mut message = false;
+        while let Ok(event) = self.events.try_recv() {
+            message |= matches!(event, Event::Message(_));
+        }
+        message
+    }
+}
+
+impl Wakes for Subscription {
+    /// Whether a message came (a resubscription alone is `false`); the wake-ups
+    /// delivered by then are superseded by the look that follows.
+    type Wake = bool;
+
+    /// Cancel-safe: an event is never lost by dropping the future.
+    async fn next_wake(&mut self) -> Result<bool> {
+        let message = matches!(self.recv().await?, Event::Message(_));
+        Ok(self.drain() || message)
     }
 }
 

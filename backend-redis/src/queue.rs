@@ -82,9 +82,10 @@ use crate::keys::Kind;
 use crate::scripts::{Lua, SCRIPTS};
 use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
-use crate::waiting::{self, Waiting};
+use crate::waiting;
 use distsync_core::queue::{AppendKey, Enqueued};
-use distsync_core::raw::{waited, Failure, Idempotence, WaitRetry};
+use distsync_core::raw::Look::{NotYet, Ready};
+use distsync_core::raw::{waited, Failure, Idempotence};
 use tokio::time::Instant;
 
 /// How long a waiting consumer's registration lasts without renewal.
@@ -239,82 +240,73 @@ impl RedisQueue {
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
-        let lost = session.lost_token().clone();
+        let lost = session.lost_token();
         let (id, call) = Call::receiving(self, lease);
-        let mut backoff = WaitRetry::new("queue receive");
-        let mut wake = if wait {
+        // A receive is idempotent per call id, so connection trouble is ridden out: by
+        // a `receive` for as long as it waits, by a `try_receive` (a one-shot call)
+        // within the budget.
+        let popped = if wait {
             let channel = format!("{}:w:{}", self.prefix, id);
-            let subscribing = waiting::subscribe(&self.shared, &channel, &mut backoff);
-            tokio::select! {
-                () = lost.cancelled() => return Err(Error::SessionLost),
-                subscribed = subscribing => Some(subscribed?),
-            }
-        } else {
-            None
-        };
-        // A `try_receive` is a one-shot call: idempotent, retried within the budget.
-        let give_up = Instant::now() + self.shared.retry.budget();
-        loop {
-            // A receive is idempotent per call id, so connection trouble is ridden out.
-            let delay = match self.receive_once(&id, session, lease, wait).await {
-                Ok(Popped::Item(item, Some((earlier, record)))) => {
-                    // Listed for the session's renewals by `receive_once`.
-                    let (hold, value) = (self.hold_key(&id), format!("q{id}"));
-                    // Under Cluster, listed in the store's session registry too, for a
-                    // revoke from another client; should that fail, the owner still
-                    // releases the hold itself, and it expires with the session.
-                    let registered = lease
-                        .registry()
-                        .register(&self.shared, &hold, &value, lease.ttl_ms())
-                        .await;
-                    if let Err(error) = registered {
-                        tracing::debug!(%error, hold, "listing a received item's hold in the session registry failed");
-                    }
-                    let settle = RedisSettle {
-                        shared: Arc::clone(&self.shared),
-                        prefix: self.prefix.clone(),
-                        id: id.clone(),
-                        registry: lease.registry().clone(),
-                        record,
-                    };
-                    call.disarm();
-                    return Ok(Some(Delivery::new(
-                        item,
-                        earlier,
-                        session,
-                        Box::new(settle),
-                    )));
-                }
-                Ok(Popped::Item(_, None)) => {
-                    return Err(Error::backend(
-                        BACKEND,
-                        "queue_receive answered without a hold",
-                    ))
-                }
-                // Left armed: the clean-up withdraws the call as a waiter (an earlier
-                // attempt may have registered it) and passes on a wake-up.
-                Ok(Popped::SessionGone) => return Err(Error::SessionLost),
-                Ok(Popped::Empty(soonest)) => {
-                    if !wait {
-                        call.disarm();
-                        return Ok(None);
-                    }
-                    backoff.succeeded();
-                    recheck_after(soonest)
-                }
-                Err(error) => match backoff.failed(&error) {
-                    Some(pause) if wait || Instant::now() + pause <= give_up => pause,
-                    _ => return Err(error),
+            waiting::wait_until(
+                &self.shared,
+                &channel,
+                "queue receive",
+                Some(lost),
+                |_| async {
+                    Ok(match self.receive_once(&id, session, lease, true).await? {
+                        Popped::Empty(soonest) => NotYet(Some(recheck_after(soonest))),
+                        popped => Ready(popped),
+                    })
                 },
-            };
-            let Some(wake) = wake.as_mut() else {
-                tokio::time::sleep(delay).await;
-                continue;
-            };
-            tokio::select! {
-                event = wake.recv() => { event?; wake.drain(); }
-                () = tokio::time::sleep(delay) => {}
-                () = lost.cancelled() => return Err(Error::SessionLost),
+            )
+            .await?
+        } else {
+            let deadline = Instant::now() + self.shared.retry.budget();
+            let attempt = || self.receive_once(&id, session, lease, false);
+            self.shared
+                .retry
+                .idempotent_until("queue receive", Some(deadline), Some(lost), attempt)
+                .await?
+        };
+        match popped {
+            Popped::Item(item, Some((earlier, record))) => {
+                // Listed for the session's renewals by `receive_once`.
+                let (hold, value) = (self.hold_key(&id), format!("q{id}"));
+                // Under Cluster, listed in the store's session registry too, for a
+                // revoke from another client; should that fail, the owner still
+                // releases the hold itself, and it expires with the session.
+                let registered = lease
+                    .registry()
+                    .register(&self.shared, &hold, &value, lease.ttl_ms())
+                    .await;
+                if let Err(error) = registered {
+                    tracing::debug!(%error, hold, "listing a received item's hold in the session registry failed");
+                }
+                let settle = RedisSettle {
+                    shared: Arc::clone(&self.shared),
+                    prefix: self.prefix.clone(),
+                    id: id.clone(),
+                    registry: lease.registry().clone(),
+                    record,
+                };
+                call.disarm();
+                Ok(Some(Delivery::new(
+                    item,
+                    earlier,
+                    session,
+                    Box::new(settle),
+                )))
+            }
+            Popped::Item(_, None) => Err(Error::backend(
+                BACKEND,
+                "queue_receive answered without a hold",
+            )),
+            // Left armed: the clean-up withdraws the call as a waiter (an earlier
+            // attempt may have registered it) and passes on a wake-up.
+            Popped::SessionGone => Err(Error::SessionLost),
+            Popped::Empty(_) => {
+                call.disarm();
+                Ok(None)
             }
         }
     }
@@ -520,27 +512,17 @@ impl Queue for RedisQueue {
     async fn dequeue(&self) -> Result<Bytes> {
         let (id, call) = Call::new(self);
         let channel = format!("{}:w:{}", self.prefix, id);
-        let mut waiting = Waiting::subscribe(&self.shared, &channel, "queue dequeue").await?;
-        loop {
-            // A pop is idempotent per call id, so connection trouble is ridden out.
-            let delay = match self.pop(&id, true).await {
-                Ok(Popped::Item(item, _)) => {
-                    call.hand_over();
-                    return Ok(item);
-                }
-                Ok(Popped::Empty(soonest)) => {
-                    waiting.answered();
-                    recheck_after(soonest)
-                }
-                Ok(Popped::SessionGone) => {
-                    return Err(unexpected("queue_pop", &redis::Value::Nil));
-                }
-                Err(error) => waiting.failed(error)?,
-            };
-            if waiting.next_within(delay).await?.is_some() {
-                waiting.drain();
-            }
-        }
+        // A pop is idempotent per call id, so connection trouble is ridden out.
+        let item = waiting::wait_until(&self.shared, &channel, "queue dequeue", None, |_| async {
+            Ok(match self.pop(&id, true).await? {
+                Popped::Item(item, _) => Ready(item),
+                Popped::Empty(soonest) => NotYet(Some(recheck_after(soonest))),
+                Popped::SessionGone => return Err(unexpected("queue_pop", &redis::Value::Nil)),
+            })
+        })
+        .await?;
+        call.hand_over();
+        Ok(item)
     }
 
     /// Removes the first item if there is one.

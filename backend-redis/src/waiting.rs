@@ -6,17 +6,52 @@
 //! its channel (see [`crate::notify`] for why before it looks), looks at the store,
 //! and, when what it waits for has not come, waits for a wake-up or a re-check delay.
 //! A look that fails with a transient error is waited out with the wait's pauses
-//! (`distsync_core::raw::retry`), a wake-up cutting the pause short; any other error
-//! ends the wait. This type holds both halves so that each caller writes only its
+//! (`distsync_core::raw::retry`); any other error ends the wait.
+//!
+//! A call whose look says all there is to say about the wait runs [`wait_until`]:
+//! core's waiting loop, woken by the subscription. The lock
+//! waits, which act on what a wake-up carries and keep their subscription from one
+//! wait to the next, hold a [`Waiting`]: both halves, so that each writes only its
 //! look and what a wake-up means to it.
 
+use std::future::Future;
 use std::time::Duration;
 
-use distsync_core::raw::WaitRetry;
+use distsync_core::raw::{Look, RetryPolicy, WaitRetry};
 use distsync_core::{Error, Result};
+use tokio_util::sync::CancellationToken;
 
 use crate::notify::{Event, Subscription};
 use crate::store::Shared;
+
+/// Subscribes to `channel` (a channel name under the namespace) through transient
+/// failures, then runs core's waiting loop ([`RetryPolicy::wait_woken`]) on that
+/// subscription: a look is handed whether a message came since the one before
+/// (`Some(false)`: only a resubscription). `what` names the wait in log lines; `lost`
+/// ends it with [`Error::SessionLost`].
+///
+/// # Errors
+/// As [`RetryPolicy::wait_woken`].
+///
+/// Cancel-safety: cancel-safe; the subscription ends with the future.
+pub(crate) async fn wait_until<T, F, Fut>(
+    shared: &Shared,
+    channel: &str,
+    what: &'static str,
+    lost: Option<&CancellationToken>,
+    look: F,
+) -> Result<T>
+where
+    F: FnMut(Option<bool>) -> Fut,
+    Fut: Future<Output = Result<Look<T, Option<Duration>>>>,
+{
+    let channel = shared.keys.channel(channel);
+    let subscribing = || shared.notifier.subscribe(channel.clone());
+    let subscription = RetryPolicy::default().wait(what, lost, subscribing).await?;
+    RetryPolicy::default()
+        .wait_woken(what, lost, subscription, look)
+        .await
+}
 
 /// A blocking call's subscription and the retry state of its looks.
 pub(crate) struct Waiting {
@@ -39,7 +74,11 @@ impl Waiting {
         what: &'static str,
     ) -> Result<Self> {
         let mut retry = WaitRetry::new(what);
-        let wake = subscribe(shared, channel, &mut retry).await?;
+        let channel = shared.keys.channel(channel);
+        let wake = shared
+            .notifier
+            .subscribe_waiting(channel, &mut retry)
+            .await?;
         Ok(Self { wake, retry })
     }
 
@@ -67,25 +106,6 @@ impl Waiting {
         self.retry.failed(&error).ok_or(error)
     }
 
-    /// A look failed with `error`: as [`Waiting::failed`], then sleeps the pause, which
-    /// a wake-up cuts short; returns that wake-up, if one came.
-    ///
-    /// Cancel-safety: cancel-safe; an event is never lost by dropping the future.
-    pub(crate) async fn pause_after(&mut self, error: Error) -> Result<Option<Event>> {
-        let pause = self.failed(error)?;
-        self.next_within(pause).await
-    }
-
-    /// The next wake-up, or `None` when none comes within `delay`.
-    ///
-    /// Cancel-safety: cancel-safe; an event is never lost by dropping the future.
-    pub(crate) async fn next_within(&mut self, delay: Duration) -> Result<Option<Event>> {
-        tokio::select! {
-            event = self.wake.recv() => event.map(Some),
-            () = tokio::time::sleep(delay) => Ok(None),
-        }
-    }
-
     /// The next wake-up.
     ///
     /// Cancel-safety: cancel-safe; an event is never lost by dropping the future.
@@ -97,23 +117,4 @@ impl Waiting {
     pub(crate) fn drain(&mut self) {
         self.wake.drain();
     }
-}
-
-/// Subscribes to `channel` (a channel name under the namespace) for a wait whose retry
-/// state is `retry`, waiting out a store that cannot be reached with its pauses; for a
-/// call that waits only at times, and so keeps its retry state apart.
-///
-/// # Errors
-/// The subscription's error when it is not transient.
-///
-/// Cancel-safety: cancel-safe; a dropped call leaves no subscription behind.
-pub(crate) async fn subscribe(
-    shared: &Shared,
-    channel: &str,
-    retry: &mut WaitRetry,
-) -> Result<Subscription> {
-    shared
-        .notifier
-        .subscribe_waiting(shared.keys.channel(channel), retry)
-        .await
 }

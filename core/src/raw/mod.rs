@@ -171,7 +171,7 @@ pub use prefix::name_under;
 pub use random::{random_fraction, random_u64};
 pub use rate_step::{RateStep, RateStepLimiter};
 pub use renewal_batch::{BatchRenewed, RenewalBatch};
-pub use retry::{Failure, Idempotence, Look, RetryPolicy, WaitRetry};
+pub use retry::{Failure, Idempotence, Look, RetryPolicy, WaitRetry, Wakes};
 pub use session_bound::{MaxSessionTtl, check_session_ttl};
 pub use shared_settings::SharedSettings;
 pub use stamped_tat::{NotStampedTat, StampedRead, StampedStep, StampedStore, StampedTat};

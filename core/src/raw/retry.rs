@@ -376,6 +376,92 @@ impl RetryPolicy {
             }
         }
     }
+    /// The waiting loop of a blocking call woken by a store's notifications:
+    /// [`wait_until`](RetryPolicy::wait_until) with `subscription` (made before the
+    /// first look, so that a change after it is never missed) as the change it waits
+    /// for. A look that answers [`Look::NotYet`] names how long to wait at most without
+    /// a wake-up (`None`: no bound, `Some(Duration::ZERO)`: look again at once); the next
+    /// look is handed the wake-up that ended the wait (`None` for the first look and
+    /// after a re-check). `lost` ends the wait with [`Error::SessionLost`].
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] when `lost` fires; the error of a look, or of the
+    /// subscription, when it is not transient.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future drops the look or the wait in flight, and the
+    /// subscription with them.
+    pub async fn wait_woken<T, S, F, Fut>(
+        self,
+        what: &'static str,
+        lost: Option<&CancellationToken>,
+        subscription: S,
+        mut look: F,
+    ) -> Result<T>
+    where
+        S: Wakes,
+        F: FnMut(Option<S::Wake>) -> Fut,
+        Fut: Future<Output = Result<Look<T, Option<Duration>>>>,
+    {
+        // Shared by the waits the loop makes in turn, one at a time.
+        let subscription = tokio::sync::Mutex::new(subscription);
+        let woke = std::sync::Mutex::new(None);
+        let taken = || {
+            woke.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        };
+        self.wait_until(what, lost, || {
+            let looking = look(taken());
+            let (subscription, woke) = (&subscription, &woke);
+            async move {
+                Ok(match looking.await? {
+                    Look::Ready(value) => Look::Ready(value),
+                    Look::NotYet(recheck) => Look::NotYet(async move {
+                        let mut subscription = subscription.lock().await;
+                        let sleep = async {
+                            match recheck {
+                                Some(recheck) => tokio::time::sleep(recheck).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let cancelled = async {
+                            match lost {
+                                Some(lost) => lost.cancelled().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let wake = tokio::select! {
+                            wake = subscription.next_wake() => Some(wake?),
+                            () = sleep => None,
+                            () = cancelled => return Err(Error::SessionLost),
+                        };
+                        *woke
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = wake;
+                        Ok(())
+                    }),
+                })
+            }
+        })
+        .await
+    }
+}
+
+/// A store's subscription to its notifications, as
+/// [`RetryPolicy::wait_woken`] waits on it.
+pub trait Wakes: Send {
+    /// What a wake-up tells the next look.
+    type Wake: Send;
+
+    /// The next wake-up.
+    ///
+    /// # Errors
+    /// The subscription's error (the store's listener has stopped).
+    ///
+    /// # Cancel safety
+    /// Must be cancel-safe: a wake-up is never lost by dropping the future.
+    fn next_wake(&mut self) -> impl Future<Output = Result<Self::Wake>> + Send;
 }
 
 /// Sleeps `pause`, or ends it with [`Error::SessionLost`] when `lost` fires first.
@@ -830,5 +916,61 @@ mod tests {
         assert!(!retry.is_failing());
         assert_eq!(retry.failed(&down()), Some(FIRST_PAUSE));
         assert_eq!(retry.failed(&Error::NotHeld), None);
+    }
+
+    /// A subscription fed by the test: each wake-up is a number.
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<u32>);
+
+    impl Wakes for Fed {
+        type Wake = u32;
+
+        async fn next_wake(&mut self) -> Result<u32> {
+            self.0.recv().await.ok_or_else(down)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_woken_wait_hands_each_look_the_wake_up_that_ended_the_wait_before_it() {
+        let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+        let looks = std::sync::Mutex::new(Vec::new());
+        let value = RetryPolicy::default()
+            .wait_woken("test", None, Fed(woken), |woke| {
+                let mut looks = looks.lock().unwrap();
+                looks.push(woke);
+                let n = looks.len();
+                // The test's wake-up comes while the loop waits after the second look.
+                if n == 2 {
+                    wake.send(7).unwrap();
+                }
+                let answer = match n {
+                    1 => Look::NotYet(Some(Duration::from_secs(5))),
+                    2 => Look::NotYet(None),
+                    _ => Look::Ready(n),
+                };
+                futures::future::ready(Ok(answer))
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 3);
+        // The first look has nothing, the second follows a re-check, the third the
+        // wake-up.
+        assert_eq!(*looks.lock().unwrap(), vec![None, None, Some(7)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_woken_wait_ends_when_its_session_is_lost() {
+        let (_wake, woken) = tokio::sync::mpsc::unbounded_channel();
+        let lost = CancellationToken::new();
+        let firing = lost.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            firing.cancel();
+        });
+        let result: Result<()> = RetryPolicy::default()
+            .wait_woken("test", Some(&lost), Fed(woken), |_| {
+                futures::future::ready(Ok(Look::NotYet(None)))
+            })
+            .await;
+        assert!(matches!(result, Err(Error::SessionLost)));
     }
 }

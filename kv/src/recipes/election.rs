@@ -18,6 +18,7 @@ use crate::kv::{EventKind, KeyValue, Kv, Range, Revision, TxnOp, WatchResponse};
 use distsync_core::election::{Election, LeaderInfo, Leadership, Proclaim};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
+use distsync_core::raw::{observe_leaders, LeaderObserver};
 
 use super::hold::{fencing_token, SessionKv};
 use super::key::{if_created_at, lease_key, KeySpace};
@@ -136,13 +137,8 @@ impl Election for KvElection {
             state: ObserveState::Find { at: None },
             pending: VecDeque::new(),
             last: None,
-            failed: false,
         };
-        futures::stream::unfold(observer, |mut observer| async move {
-            let item = observer.next_item().await?;
-            Some((item, observer))
-        })
-        .boxed()
+        observe_leaders(observer)
     }
 }
 
@@ -169,14 +165,10 @@ struct Observer {
     pending: VecDeque<KeyValue>,
     /// `(term, mod revision)` of the last item yielded.
     last: Option<(Revision, Revision)>,
-    failed: bool,
 }
 
-impl Observer {
-    async fn next_item(&mut self) -> Option<Result<LeaderInfo>> {
-        if self.failed {
-            return None;
-        }
+impl LeaderObserver for Observer {
+    async fn next_leader(&mut self) -> Result<LeaderInfo> {
         loop {
             while let Some(kv) = self.pending.pop_front() {
                 let position = (kv.create_revision, kv.mod_revision);
@@ -184,15 +176,14 @@ impl Observer {
                     continue;
                 }
                 self.last = Some(position);
-                return Some(Ok(leader_info(kv)));
+                return Ok(leader_info(kv));
             }
-            if let Err(error) = self.advance().await {
-                self.failed = true;
-                return Some(Err(error));
-            }
+            self.advance().await?;
         }
     }
+}
 
+impl Observer {
     /// Moves the state machine on until it has queued something to yield.
     async fn advance(&mut self) -> Result<()> {
         match &mut self.state {
