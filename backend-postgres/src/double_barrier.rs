@@ -12,8 +12,9 @@
 //! leave).
 
 use crate::store::Shared;
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
-use distsync_core::raw::OnSession;
+use distsync_core::raw::{OnSession, RetryPolicy};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -90,7 +91,7 @@ impl DoubleBarrier for PgDoubleBarrier {
             return Err(Error::SessionLost);
         }
         let shared = &self.lease.shared;
-        let mut subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
+        let subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
         let entered: i32 =
             sqlx::query_scalar(&shared.sql("SELECT {s}.dbarrier_enter($1, $2, $3, $4)"))
                 .bind(self.name.as_str())
@@ -107,15 +108,20 @@ impl DoubleBarrier for PgDoubleBarrier {
             }),
             1 => Ok(()),
             _ => {
-                self.with_lost(async {
-                    loop {
-                        subscription.changed().await?;
-                        if self.state().await?.0 {
-                            return Ok(());
-                        }
-                    }
-                })
-                .await
+                let filled = |_| async {
+                    Ok(if self.state().await?.0 {
+                        Ready(())
+                    } else {
+                        NotYet(None)
+                    })
+                };
+                let waiting = RetryPolicy::default().wait_woken(
+                    "a double barrier to fill",
+                    None,
+                    subscription,
+                    filled,
+                );
+                self.with_lost(waiting).await
             }
         }
     }
@@ -124,7 +130,7 @@ impl DoubleBarrier for PgDoubleBarrier {
     /// either way it ends with the session.
     async fn leave(&self) -> Result<()> {
         let shared = &self.lease.shared;
-        let mut subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
+        let subscription = shared.hub.subscribe(format!("d:{}", self.name)).await?;
         sqlx::query(&shared.sql("SELECT {s}.dbarrier_leave($1, $2, $3)"))
             .bind(self.name.as_str())
             .bind(self.lease.id)
@@ -132,27 +138,23 @@ impl DoubleBarrier for PgDoubleBarrier {
             .execute(shared.bounded())
             .await
             .map_err(map)?;
-        self.with_lost(async {
-            loop {
-                let (_, others, next_expiry) = self.state().await?;
-                if others == 0 {
-                    return Ok(());
-                }
-                match next_expiry {
-                    Some(until) => {
-                        let until = until + Duration::from_millis(20);
-                        tokio::select! {
-                            changed = subscription.changed() => { changed?; }
-                            () = tokio::time::sleep(until) => {}
-                        }
-                    }
-                    None => {
-                        subscription.changed().await?;
-                    }
-                }
-            }
-        })
-        .await
+        // Besides a notification, a participant's expiry (its session ended without a
+        // word) changes the count: look again just after the next one.
+        let emptied = |_| async {
+            let (_, others, next_expiry) = self.state().await?;
+            Ok(if others == 0 {
+                Ready(())
+            } else {
+                NotYet(next_expiry.map(|until| until + Duration::from_millis(20)))
+            })
+        };
+        let waiting = RetryPolicy::default().wait_woken(
+            "a double barrier to empty",
+            None,
+            subscription,
+            emptied,
+        );
+        self.with_lost(waiting).await
     }
 }
 /// The count is an `int` in the tables: a count above `i32::MAX` is refused.
