@@ -376,6 +376,7 @@ impl RetryPolicy {
             }
         }
     }
+
     /// The waiting loop of a blocking call woken by a store's notifications:
     /// [`wait_until`](RetryPolicy::wait_until) with `subscription` (made before the
     /// first look, so that a change after it is never missed) as the change it waits
@@ -418,6 +419,10 @@ impl RetryPolicy {
                 Ok(match looking.await? {
                     Look::Ready(value) => Look::Ready(value),
                     Look::NotYet(recheck) => Look::NotYet(async move {
+                        // Look again at once: no timer tick, no wake-up taken.
+                        if recheck == Some(Duration::ZERO) {
+                            return Ok(());
+                        }
                         let mut subscription = subscription.lock().await;
                         let sleep = async {
                             match recheck {
@@ -938,23 +943,25 @@ mod tests {
                 let mut looks = looks.lock().unwrap();
                 looks.push(woke);
                 let n = looks.len();
-                // The test's wake-up comes while the loop waits after the second look.
+                // The test's wake-up is sent at the second look: the third (at once, the
+                // wake-up left for the wait after it) does not take it, the fourth does.
                 if n == 2 {
                     wake.send(7).unwrap();
                 }
                 let answer = match n {
                     1 => Look::NotYet(Some(Duration::from_secs(5))),
-                    2 => Look::NotYet(None),
+                    2 => Look::NotYet(Some(Duration::ZERO)),
+                    3 => Look::NotYet(None),
                     _ => Look::Ready(n),
                 };
                 futures::future::ready(Ok(answer))
             })
             .await
             .unwrap();
-        assert_eq!(value, 3);
-        // The first look has nothing, the second follows a re-check, the third the
-        // wake-up.
-        assert_eq!(*looks.lock().unwrap(), vec![None, None, Some(7)]);
+        assert_eq!(value, 4);
+        // The first look has nothing, the second follows a re-check, the third comes at
+        // once, the fourth follows the wake-up.
+        assert_eq!(*looks.lock().unwrap(), vec![None, None, None, Some(7)]);
     }
 
     #[tokio::test(start_paused = true)]
