@@ -42,13 +42,14 @@
 //! `exclusive_across_restart`, and every client of a bucket must give it.
 //!
 //! **Fencing tokens** are create sequences, which start again at 1 on a stream made
-//! again. The client reports every token as the stream's sequence plus an offset. The
-//! offset is 0 until a client detects that the store forgot; it then becomes the
-//! highest token that client reported, and is written into the marker. Every client
-//! adopts the marker's offset when it reads the marker, and reads it again at the end
-//! of every lock-delay: an old holder alive across the forgetting finds out at its
-//! first renewal once the server answers again (a third of its TTL at most), within a
-//! newcomer's delay, so tokens handed out after the delay are above every token it saw.
+//! again. The client reports every token as the stream's sequence plus an offset: the
+//! marker's, which a client writing a fresh marker seeds from its clock in
+//! microseconds (above every token of the store before it, see
+//! [`distsync_core::raw::EpochBook`]), and which a client that detects the forgetting
+//! raises to the highest token it reported. Every client adopts the marker's offset
+//! when it reads the marker, and reads it again at the end of every lock-delay: an old
+//! holder alive across the forgetting finds out at its first renewal once the server
+//! answers again, and the clock's seed keeps tokens growing when none is.
 //! Sequences stay the stream's everywhere else (a line's order, compares).
 
 use std::sync::atomic::{AtomicBool, Ordering};

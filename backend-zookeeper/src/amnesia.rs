@@ -53,16 +53,21 @@
 //! or a larger one).
 //!
 //! **Fencing tokens** are `czxid`s, which start again from the bottom on a store that
-//! forgot. The client reports every `czxid` as the store's plus an offset. The offset
-//! is 0 until a client detects that the store forgot; it then becomes the highest
-//! token that client reported, and is written into the marker. Every client adopts the
-//! marker's offset when it reads the marker, and a client reads it again at the end of
+//! forgot. The client reports every `czxid` as the store's plus an offset: the
+//! marker's. A client that writes a fresh marker seeds it from its clock in
+//! microseconds ([`distsync_core::raw::EpochBook`]), which stays above the old
+//! ensemble's `czxid`s while they grew by less than one a microsecond over its life
+//! (a zxid jumps by 2^32 at each leader election: an ensemble that elected a leader
+//! more often than every 72 minutes on average outgrows it). A client that detects
+//! that the store forgot raises the offset to the highest token it reported, and
+//! writes it into the marker. Every client adopts the marker's offset when it reads
+//! the marker, and a client reads it again at the end of
 //! every lock-delay: an old holder alive across the forgetting detects it as soon as
 //! the store answers again (its session's connection is lost, and its own connection
 //! reads the marker), within a newcomer's delay, which counts from then, so
 //! tokens handed out after the delay are above every token it saw. A token handed out
-//! by the old store to a client that is gone by then is not known to anyone: the
-//! offset covers the tokens of clients alive across the forgetting.
+//! by the old store to a client that is gone by then is known only through the
+//! clock's seed.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

@@ -39,14 +39,16 @@
 //! **Fencing tokens** are create revisions, which start again at 1 on a store that
 //! forgot. The client reports every revision it reads as the store's plus an offset,
 //! and sends every revision it writes less it, so the recipes above see one revision
-//! sequence. The offset is 0 until a client detects that the store forgot; it then
-//! becomes the highest revision that client reported, and is written into the marker.
-//! Every client adopts the marker's offset when it reads the marker, and a client
-//! reads it again at the end of every lock-delay: an old holder alive across the
-//! forgetting detects it within a third of its TTL (its renewal), within the delay,
-//! so tokens handed out after the delay are above every token it saw. A token handed
-//! out by the old store to a client that is gone by then is not known to anyone: the
-//! offset covers the tokens of clients alive across the forgetting.
+//! sequence. The offset is the marker's: a client that writes a fresh marker seeds it
+//! from its clock, in microseconds ([`distsync_core::raw::EpochBook`] says why that
+//! is above every token of the store before), and a client that detects that the
+//! store forgot raises it to the highest revision it reported. Every client adopts the
+//! marker's offset when it reads the marker, and a client reads it again at the end of
+//! every lock-delay. An old holder alive across the forgetting publishes its offset
+//! as soon as the store answers it again: a publication that fails is retried in the
+//! background while the client lives (the probe). The clock's seed is
+//! what keeps tokens growing when no old client is alive, or when an old client is
+//! still reconnecting as a newcomer's lock-delay ends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -171,15 +173,17 @@ impl<K: Kv> ForgetfulKv<K> {
     }
 
     /// After a sign: the marker read again and the token offset written into it, so
-    /// that other clients adopt it. A failure is logged: the next loss or lock-delay
-    /// reads it again.
+    /// that other clients adopt it. A failure starts the probe, which reads and writes
+    /// it until the store answers: a holder whose session is gone renews nothing more,
+    /// and nothing else of it would publish its tokens.
     async fn publish(&self) {
         if let Err(error) = self.sync_marker(None).await {
             tracing::debug!(
                 backend = self.store.backend(),
                 %error,
-                "writing the epoch marker failed"
+                "writing the epoch marker failed; probing the store until it answers"
             );
+            self.probe();
         }
     }
 
@@ -622,7 +626,10 @@ mod tests {
     /// Renews `lease` every second in the background until the store no longer knows
     /// it, as a session does: a grant waits out a lock-delay longer than the lease's
     /// TTL, and the memory store expires a lease nobody renews.
-    fn keep_renewing(kv: &Arc<ForgetfulKv<Arc<Wipeable>>>, lease: LeaseId) {
+    fn keep_renewing(
+        kv: &Arc<ForgetfulKv<Arc<Wipeable>>>,
+        lease: LeaseId,
+    ) -> tokio::task::JoinHandle<()> {
         let kv = Arc::clone(kv);
         tokio::spawn(async move {
             loop {
@@ -631,7 +638,7 @@ mod tests {
                     return;
                 }
             }
-        });
+        })
     }
 
     /// A lock-like grant: a key of the lease, created; its create revision.
@@ -654,15 +661,29 @@ mod tests {
         store: &Arc<Wipeable>,
         bound: Duration,
     ) -> (Arc<ForgetfulKv<Arc<Wipeable>>>, LeaseId, Revision) {
+        let (holder, lease, highest, _) = holder_renewing(store, bound).await;
+        (holder, lease, highest)
+    }
+
+    /// [`holder_with_history`], and the task that renews its lease.
+    async fn holder_renewing(
+        store: &Arc<Wipeable>,
+        bound: Duration,
+    ) -> (
+        Arc<ForgetfulKv<Arc<Wipeable>>>,
+        LeaseId,
+        Revision,
+        tokio::task::JoinHandle<()>,
+    ) {
         let holder = Arc::new(ForgetfulKv::new(Arc::clone(store), "ns/", Some(bound)));
         let lease = holder.lease_grant(Duration::from_secs(4)).await.unwrap();
-        keep_renewing(&holder, lease);
+        let renewing = keep_renewing(&holder, lease);
         grant(&holder, "ns/lock", lease).await;
         for other in 0..20 {
             grant(&holder, &format!("ns/other/{other}"), 0).await;
         }
         let highest = holder.range(Range::key("ns/lock")).await.unwrap().revision;
-        (holder, lease, highest)
+        (holder, lease, highest, renewing)
     }
 
     #[tokio::test(start_paused = true)]
@@ -690,6 +711,28 @@ mod tests {
             "granted {:?} after the wipe",
             back.elapsed()
         );
+        assert!(token > highest, "token {token} after {highest}");
+    }
+
+    /// No client that knew the old store is alive to publish its tokens: the
+    /// newcomer's fresh marker seeds the offset from its clock, above every token of
+    /// the old store, which handed out fewer than one a microsecond over its life.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_wipe_with_no_old_client_alive_the_tokens_still_grow() {
+        let bound = Duration::from_secs(5);
+        let store = Arc::new(Wipeable::default());
+        let (holder, _, highest, renewing) = holder_renewing(&store, bound).await;
+        renewing.abort();
+        assert!(renewing.await.is_err_and(|ended| ended.is_cancelled()));
+        drop(holder);
+        // Not a wait for anything: the old store's life on the host's clock (which
+        // paused tokio time does not stop), a millisecond for its 22 revisions.
+        std::thread::sleep(Duration::from_millis(1));
+        store.wipe();
+        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
+        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&newcomer, lease);
+        let token = grant(&newcomer, "ns/lock", lease).await;
         assert!(token > highest, "token {token} after {highest}");
     }
 

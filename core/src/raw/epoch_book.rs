@@ -17,10 +17,25 @@
 //!   marker is read again;
 //! - tokens: the store's counter plus the offset ([`EpochBook::up`], [`EpochBook::down`]).
 //!
+//! **The offset of a fresh marker.** A client that writes a marker where there is none
+//! (the store is new, or it forgot) cannot know what tokens a forgotten store handed
+//! out, so it seeds the offset from its clock: microseconds since the Unix epoch
+//! (`clock_floor`). Tokens then start above every token of the store before,
+//! whose offset was the clock when its own marker was written plus one per counter
+//! step, as long as that store's counter grew by less than one a microsecond on
+//! average over its life and the writers' clocks agree to within that life. A store
+//! wiped minutes after it was first used, by clients on one host, meets this by
+//! millions; so does a store run for years at thousands of writes a second. An old
+//! holder alive across the forgetting also publishes the highest token it saw
+//! ([`EpochBook::forgot`]), and a client adopts the higher of the two: the clock is
+//! what makes the tokens grow when no old client is alive, or is still connecting,
+//! when a newcomer's lock-delay ends. Waiting for old clients alone would make the
+//! guarantee a race between their reconnection and the lock-delay.
+//!
 //! The book is plain data: a backend keeps it under its own lock, beside what its own
 //! signs need.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -210,9 +225,9 @@ impl EpochBook {
         self.marker_checked = true;
     }
 
-    /// The marker to write where there is none (`current`), or one raising the
-    /// current one's TTL or offset, or `None` when the current one already covers
-    /// them.
+    /// The marker to write where there is none (`current`; its offset is at least
+    /// `clock_floor`, see the module docs), or one raising the current one's TTL or
+    /// offset, or `None` when the current one already covers them.
     pub fn marker_to_write(
         &self,
         current: Option<&EpochMarker>,
@@ -220,7 +235,7 @@ impl EpochBook {
     ) -> Option<EpochMarker> {
         let longest = self.longest_ttl.max(ttl);
         match current {
-            None => Some(EpochMarker::fresh(longest, self.offset)),
+            None => Some(EpochMarker::fresh(longest, self.offset.max(clock_floor()))),
             Some(marker) if marker.ttl < longest || marker.offset < self.offset => {
                 Some(EpochMarker {
                     id: marker.id.clone(),
@@ -232,10 +247,11 @@ impl EpochBook {
         }
     }
 
-    /// Records the marker this client wrote.
+    /// Records the marker this client wrote, and adopts its offset.
     pub fn wrote_marker(&mut self, marker: &EpochMarker) {
         self.marker_id = Some(marker.id.clone());
         self.longest_ttl = self.longest_ttl.max(marker.ttl);
+        self.offset = self.offset.max(marker.offset);
     }
 
     /// A store counter reported up as a token (0 and below: none, kept).
@@ -257,6 +273,17 @@ impl EpochBook {
             (value - self.offset).max(1)
         }
     }
+}
+
+/// The least offset of a fresh marker: this host's clock in microseconds since the
+/// Unix epoch (see the module docs); 0 for a clock before it or past `i64`'s range,
+/// which leaves the offset to what old clients publish.
+fn clock_floor() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|since| i64::try_from(since.as_micros()).ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -330,9 +357,15 @@ mod tests {
     #[test]
     fn the_marker_written_records_the_longest_ttl_and_the_offset() {
         let mut book = EpochBook::new(Some(Duration::from_secs(5)));
+        let floor = clock_floor();
         let fresh = book.marker_to_write(None, Duration::from_secs(2)).unwrap();
-        assert_eq!((fresh.ttl, fresh.offset), (Duration::from_secs(5), 0));
+        assert_eq!(fresh.ttl, Duration::from_secs(5));
+        // A fresh marker's offset is the writer's clock: above every token a store
+        // forgotten before it handed out.
+        assert!(fresh.offset >= floor && floor > 1_700_000_000_000_000);
+        assert!(fresh.offset <= clock_floor());
         book.wrote_marker(&fresh);
+        assert_eq!(book.up(3), fresh.offset + 3, "the writer adopts its offset");
         assert_eq!(
             book.marker_to_write(Some(&fresh), Duration::from_secs(2)),
             None
@@ -340,8 +373,15 @@ mod tests {
         book.up(50);
         assert!(book.observe_marker(None, "wiped").is_some());
         book.forgot("test", "a test");
-        let raised = book.marker_to_write(Some(&fresh), Duration::ZERO).unwrap();
-        assert_eq!((raised.id.as_str(), raised.offset), (fresh.id.as_str(), 50));
+        let stale = EpochMarker {
+            offset: 0,
+            ..fresh.clone()
+        };
+        let raised = book.marker_to_write(Some(&stale), Duration::ZERO).unwrap();
+        assert_eq!(
+            (raised.id.as_str(), raised.offset),
+            (fresh.id.as_str(), fresh.offset + 50)
+        );
         assert!(book.new_hold(9) && !book.new_hold(9) && book.new_hold(10));
     }
 
