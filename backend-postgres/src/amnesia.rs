@@ -53,13 +53,16 @@
 //! one, or a larger one).
 //!
 //! **Fencing tokens** are the names' counters, which a store that forgot starts again.
-//! The detecting client raises the store's token floor, and every counter below it,
-//! to the highest token it handed out (the marker's `token_offset`), within its
-//! lock-delay and so before anyone is granted after it: an old holder alive across the
-//! forgetting detects it at its next renewal, within a third of its TTL, so tokens
-//! handed out after the lock-delay are above every token it saw. A token handed out by
-//! the old store to a client that is gone by then is known to nobody: the floor covers
-//! the tokens of clients alive across the forgetting.
+//! The client with the bound that writes a fresh marker seeds the store's token floor,
+//! and every counter below it, from the server's clock in microseconds since the Unix
+//! epoch (the marker's `token_offset`): above every token of the store before, as long
+//! as its counters grew by less than one a microsecond over its life. The detecting
+//! client raises the floor and the counters to the highest token it handed out, within
+//! its lock-delay: an old holder alive across the forgetting detects it once the store
+//! answers its renewal again. Whichever comes first, tokens handed out after the
+//! lock-delay are above every token the old store handed out; the clock's seed is what
+//! covers the tokens of clients gone by then, or still reconnecting when a newcomer's
+//! lock-delay ends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard, PoisonError};

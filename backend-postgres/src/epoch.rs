@@ -64,17 +64,7 @@ pub(crate) async fn connected(shared: &Shared) -> Result<()> {
         let marker = read_marker(shared).await.map_err(map)?;
         let marker = match (marker, amnesia.bound) {
             (None, Some(bound)) => {
-                let ttl_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
-                sqlx::query(&shared.sql(
-                    "INSERT INTO {s}.epoch_marker (id, ttl_ms, token_offset, hold_until) \
-                     VALUES ($1, $2, 0, clock_timestamp() + $2 * interval '1 millisecond') \
-                     ON CONFLICT (one) DO NOTHING",
-                ))
-                .bind(fresh_id())
-                .bind(ttl_ms)
-                .execute(shared.bounded())
-                .await
-                .map_err(map)?;
+                write_fresh_marker(shared, bound).await.map_err(map)?;
                 read_marker(shared).await.map_err(map)?
             }
             (marker, _) => marker,
@@ -106,6 +96,43 @@ pub(crate) async fn connected(shared: &Shared) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A store with no marker, seen at connect by a client with `bound`: new, or one that
+/// forgot, and nothing tells which. Writes the marker with a lock-delay of the bound,
+/// and seeds the token floor and every name's counter from the server's clock in
+/// microseconds, in one transaction: tokens then start above every token of a store
+/// before it, whether or not an old holder's client publishes its own in time (see
+/// the module docs). The floor row first, as `record` takes it. A marker another
+/// client wrote meanwhile stays; the counters raised stay too (they only grow).
+async fn write_fresh_marker(
+    shared: &Shared,
+    bound: Duration,
+) -> std::result::Result<(), sqlx::Error> {
+    let ttl_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+    let mut tx = PgTransaction::begin(&shared.pool, None).await?;
+    let seed: i64 = sqlx::query_scalar(&shared.sql(
+        "UPDATE {s}.token_floor \
+            SET floor = greatest(floor, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) \
+         RETURNING floor",
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(&shared.sql("UPDATE {s}.lock_names SET token = $1 WHERE token < $1"))
+        .bind(seed)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&shared.sql(
+        "INSERT INTO {s}.epoch_marker (id, ttl_ms, token_offset, hold_until) \
+         VALUES ($1, $2, $3, clock_timestamp() + $2 * interval '1 millisecond') \
+         ON CONFLICT (one) DO NOTHING",
+    ))
+    .bind(fresh_id())
+    .bind(ttl_ms)
+    .bind(seed)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Raises the marker's TTL to `ttl` (a session longer than any before).

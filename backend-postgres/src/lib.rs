@@ -115,7 +115,9 @@
 //! lock-delay), and it raises the store's token floor to the highest token it handed
 //! out, so that tokens keep growing across the forgetting. `max_session_ttl=` in the
 //! URL ([`PostgresConfig::max_session_ttl`]) makes a client that finds no marker write
-//! one and wait the bound before its first grant, and every client that connects
+//! one (seeding the token floor from the server's clock in microseconds, so that
+//! tokens grow even when no old holder's client publishes its own in time) and wait the
+//! bound before its first grant, and every client that connects
 //! while that lock-delay runs waits too; the backend then declares
 //! `exclusive_across_restart` ([`capabilities_with_bound`]). The limits:
 //! - every client of a schema must give the bound (the same one, or a larger one);
