@@ -256,7 +256,7 @@
 //! and the revision starts again at 1. The backend is the recipes over
 //! [`distsync_kv::forgetful::ForgetfulKv`], the same detection the etcd backend makes:
 //! a revision going back, and an epoch marker row (key `/amnesia`) read when a client
-//! opens its first session and when a renewal finds its lease gone. On detection the
+//! opens a session and when a renewal finds its lease gone. On detection the
 //! client's sessions are lost, nothing is granted through it for the longest session
 //! TTL known, and fencing tokens keep growing (an offset written into the marker).
 //! A renewal that finds the tables missing creates them again and reports its lease

@@ -49,7 +49,11 @@
 //! raises to the highest token it reported. Every client adopts the marker's offset
 //! when it reads the marker, and reads it again at the end of every lock-delay: an old
 //! holder alive across the forgetting finds out at its first renewal once the server
-//! answers again, and the clock's seed keeps tokens growing when none is.
+//! answers again, and the clock's seed keeps tokens growing when none is. The limit: a
+//! client reads the marker at its first session only (and for a longer one), so a
+//! client with no session while the store forgot keeps its old offset for the sessions
+//! it opens after, until a renewal of one fails; its tokens can then fall below those
+//! of clients that read the new marker.
 //! Sequences stay the stream's everywhere else (a line's order, compares).
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,8 +18,7 @@
 //! **epoch marker**, the persistent node `<root>/amnesia` holding a random id, the
 //! longest session TTL in use and the token offset (below), as
 //! [`distsync_core::raw::EpochMarker`] encodes them. It reads the marker when it opens
-//! its first session (and a session whose TTL is longer than the marker's), and again,
-//! on a connection of its own, when one of its sessions loses its connection (retrying
+//! a session, and again, on a connection of its own, when one of its sessions loses its connection (retrying
 //! until the store answers again) or is lost without being closed:
 //! a marker that is missing or carries another id means the store is not the one the
 //! client knew.
@@ -106,9 +105,6 @@ struct State {
     book: EpochBook,
     /// The highest store zxid seen in this epoch.
     zxid: i64,
-    /// Whether the marker must be read again at the next session (a session was lost
-    /// and the read after it has not been done yet).
-    stale: bool,
     /// Whether a marker read after a lost session is under way.
     checking: bool,
 }
@@ -130,7 +126,6 @@ impl Amnesia {
             state: Mutex::new(State {
                 book: EpochBook::new(bound),
                 zxid: 0,
-                stale: false,
                 checking: false,
             }),
         }
@@ -151,13 +146,6 @@ impl Amnesia {
     /// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound.
     pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
         self.state().book.check_ttl(ttl)
-    }
-
-    /// Whether a session of `ttl` needs the marker read (the first session, one longer
-    /// than any recorded, or the first since a session was lost).
-    pub(crate) fn needs_marker(&self, ttl: Duration) -> bool {
-        let state = self.state();
-        state.stale || state.book.needs_marker(ttl)
     }
 
     /// Taken before a create is sent.
@@ -239,23 +227,12 @@ impl Amnesia {
             return false;
         }
         state.checking = true;
-        state.stale = true;
         true
     }
 
-    /// The marker read after a lost connection or session is over (`read`: it was read).
-    pub(crate) fn end_recheck(&self, read: bool) {
-        let mut state = self.state();
-        state.checking = false;
-        if read {
-            state.stale = false;
-        }
-    }
-
-    /// The marker was just read for a session: a re-read asked for by a lost
-    /// connection is answered.
-    pub(crate) fn marker_read(&self) {
-        self.state().stale = false;
+    /// The marker read after a lost connection or session is over.
+    pub(crate) fn end_recheck(&self) {
+        self.state().checking = false;
     }
 
     /// Records a session TTL this client uses.
@@ -318,12 +295,8 @@ mod tests {
     #[test]
     fn a_marker_gone_or_changed_is_a_store_that_forgot() {
         let amnesia = Amnesia::new("/ns", None);
-        // One read per client, then only for a longer session.
-        assert!(amnesia.needs_marker(Duration::from_secs(5)));
         assert!(!amnesia.observe_marker(None));
         amnesia.record_ttl(Duration::from_secs(5));
-        assert!(!amnesia.needs_marker(Duration::from_secs(5)));
-        assert!(amnesia.needs_marker(Duration::from_secs(6)));
         let marker = EpochMarker::fresh(Duration::from_secs(5), 7);
         assert!(!amnesia.observe_marker(Some(&marker)));
         assert!(!amnesia.observe_marker(Some(&marker)));

@@ -99,7 +99,6 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
         }
     }
     amnesia.record_ttl(ttl);
-    amnesia.marker_read();
     Ok(forgot)
 }
 
@@ -184,17 +183,14 @@ async fn write_hold(shared: &Shared) -> Result<()> {
     }
 }
 
-/// Reads the marker on a new session's `client` when it needs reading (see the
-/// module docs): the first session, or one longer than any recorded.
+/// Reads the marker on a new session's `client`, as every session does (see the
+/// module docs).
 ///
 /// # Errors
 /// The store's, or [`Error::InvalidArgument`] for a server that grants too short a
 /// session for the hold node.
 pub(crate) async fn on_session(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<()> {
-    if shared.amnesia.needs_marker(ttl) {
-        check(shared, client, ttl).await?;
-    }
-    Ok(())
+    check(shared, client, ttl).await.map(drop)
 }
 
 /// After one of this backend's sessions lost its connection, or was lost without being
@@ -210,13 +206,13 @@ pub(crate) async fn recheck(shared: &Shared) {
     let deadline = Instant::now() + RECHECK_FOR;
     let mut backoff =
         distsync_core::raw::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-    let read = loop {
+    loop {
         let checking = async {
             let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
             check(shared, &client, Duration::ZERO).await
         };
         match checking.await {
-            Ok(_) => break true,
+            Ok(_) => break,
             Err(error) if Instant::now() < deadline => {
                 tracing::debug!(backend = BACKEND, %error, "reading the epoch marker again");
                 tokio::time::sleep(backoff.next_pause()).await;
@@ -227,11 +223,11 @@ pub(crate) async fn recheck(shared: &Shared) {
                     %error,
                     "the epoch marker could not be read again; the next session reads it"
                 );
-                break false;
+                break;
             }
         }
-    };
-    amnesia.end_recheck(read);
+    }
+    amnesia.end_recheck();
 }
 
 /// Waits out the lock-delay, if one runs, before a contender node of `session` is

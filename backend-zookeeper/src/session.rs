@@ -34,7 +34,7 @@
 //!
 //! # A store that forgot
 //!
-//! The first session of a backend reads the store's epoch marker, and a session that
+//! Every session of a backend reads the store's epoch marker as it opens, and a session that
 //! loses its connection, or is lost without a close, makes the backend read it again
 //! (see `src/amnesia.rs`).
 
@@ -238,7 +238,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
             options.ttl
         )));
     }
-    // The epoch marker, on the first session (see `src/amnesia.rs`); the session's
+    // The epoch marker, on every session (see `src/amnesia.rs`); the session's
     // validity counts from before it, so the read only shortens it.
     crate::epoch::on_session(shared, &client, options.ttl).await?;
     let id = client.session_id().0 as u64;

@@ -17,9 +17,8 @@
 //! store's revision has caught up; so the client also keeps the id of the store's
 //! **epoch marker** ([`distsync_core::raw::EpochMarker`]), a key
 //! `<namespace>/amnesia` holding a random id, the longest session TTL in use and the
-//! token offset. It reads the marker when it opens its first session (and when a
-//! session's TTL is longer than the marker's), and again when a renewal finds its
-//! lease gone: a marker that is missing or carries another id means the store is not
+//! token offset. It reads the marker when it opens a session, and again when a
+//! renewal finds its lease gone: a marker that is missing or carries another id means the store is not
 //! the one the client knew.
 //!
 //! What follows a sign (the lost sessions, the lock-delay, the token offset) is
@@ -115,12 +114,6 @@ impl Amnesia {
     /// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound.
     pub fn check_ttl(&self, ttl: Duration) -> Result<()> {
         self.state().book.check_ttl(ttl)
-    }
-
-    /// Whether a session of `ttl` needs the marker read (the first session, or one
-    /// longer than any recorded), when the client knows where it lives.
-    pub fn needs_marker(&self, ttl: Duration) -> bool {
-        self.namespace.is_some() && self.state().book.needs_marker(ttl)
     }
 
     /// Taken before a request is sent.
@@ -308,12 +301,8 @@ mod tests {
         assert!(!amnesia.observe(amnesia.ticket(), 7, 10));
         assert!(amnesia.observe(amnesia.ticket(), 8, 10));
         let amnesia = Amnesia::new("test", Some("ns/".into()), None);
-        // One read per client, then only for a longer session.
-        assert!(amnesia.needs_marker(Duration::from_secs(5)));
         assert!(!amnesia.observe_marker(None));
         amnesia.record_ttl(Duration::from_secs(5));
-        assert!(!amnesia.needs_marker(Duration::from_secs(5)));
-        assert!(amnesia.needs_marker(Duration::from_secs(6)));
         let marker = EpochMarker::fresh(Duration::from_secs(5), 0);
         assert!(!amnesia.observe_marker(Some(&marker)));
         assert!(!amnesia.observe_marker(Some(&marker)));

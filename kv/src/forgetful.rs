@@ -7,11 +7,11 @@
 //! another identity than before where the store gives one ([`Kv::identity`], etcd's
 //! cluster id: a new cluster at the same address). The epoch
 //! marker (`<namespace>/amnesia`, a random id, the longest session TTL in use and the
-//! token offset) is read when the client opens its first session (and a session longer
-//! than any recorded), and again when a renewal finds its lease gone: missing, or
-//! carrying another id, it means the store is not the one the client knew. A session
-//! whose check of the marker failed after the read (its write timed out) leaves the
-//! check to the next session, which then waits out the lock-delay its write starts.
+//! token offset) is read when the client opens a session, and again when a renewal
+//! finds its lease gone: missing, or carrying another id, it means the store is not
+//! the one the client knew. A session whose check of the marker failed after the read
+//! (its write timed out) fails to open; the next session checks again, and waits out
+//! the lock-delay its write starts.
 //!
 //! **On detection** the client's sessions are lost (their next renewal answers at once
 //! that they are gone, so `lost()` fires) and a warning names the reason. Then nothing
@@ -458,11 +458,11 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
         self.amnesia.check_ttl(ttl)?;
-        // The marker records the TTL before any session of it exists: a lock-delay
-        // after the store forgets waits for the longest one recorded.
-        if self.amnesia.needs_marker(ttl) {
-            self.sync_marker(Some(ttl)).await?;
-        }
+        // Every session reads the marker before its lease exists (see
+        // `EpochBook`: a client idle while the store forgot learns it here), and the
+        // marker records the TTL before any session of it exists: a lock-delay after
+        // the store forgets waits for the longest one recorded.
+        self.sync_marker(Some(ttl)).await?;
         self.amnesia.record_ttl(ttl);
         let lease = self.store.lease_grant(ttl).await?;
         self.amnesia.lease_granted(lease);
@@ -734,6 +734,53 @@ mod tests {
         keep_renewing(&newcomer, lease);
         let token = grant(&newcomer, "ns/lock", lease).await;
         assert!(token > highest, "token {token} after {highest}");
+    }
+
+    /// A client idle while the store forgot (no session, so no renewal to fail), whose
+    /// next answers show no sign because the new store's revision is already past the
+    /// highest it saw, still learns it from the marker when it opens its next session:
+    /// its tokens are above those handed out on the new marker's offset.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_idle_across_a_wipe_reads_the_new_marker_at_its_next_session() {
+        let bound = Duration::from_secs(5);
+        let store = Arc::new(Wipeable::default());
+        let idle = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
+        let lease = idle.lease_grant(Duration::from_secs(4)).await.unwrap();
+        let renewing = keep_renewing(&idle, lease);
+        let before = grant(&idle, "ns/before", lease).await;
+        renewing.abort();
+        idle.lease_revoke(lease).await.unwrap();
+        // The highest revision the idle client can have seen.
+        let old_top = store.now().range(Range::key("ns/")).await.unwrap().revision;
+        // The old store's life on the host's clock (see the test above).
+        std::thread::sleep(Duration::from_millis(1));
+        store.wipe();
+
+        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
+        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&newcomer, lease);
+        let newcomers = grant(&newcomer, "ns/lock", lease).await;
+        for other in 0..20 {
+            grant(&newcomer, &format!("ns/other/{other}"), 0).await;
+        }
+        let new_top = store.now().range(Range::key("ns/")).await.unwrap().revision;
+        assert!(
+            new_top > old_top,
+            "the new store's revision {new_top} is past the old store's {old_top}"
+        );
+        assert!(newcomers > before, "token {newcomers} after {before}");
+
+        let lease = idle.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&idle, lease);
+        assert!(
+            idle.amnesia.detected(),
+            "the new marker tells the store forgot"
+        );
+        let token = grant(&idle, "ns/after", lease).await;
+        assert!(
+            token > newcomers,
+            "token {token} after the newcomer's {newcomers}"
+        );
     }
 
     /// A newcomer whose first check of the marker read it missing and then failed to

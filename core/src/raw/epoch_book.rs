@@ -7,10 +7,14 @@
 //! zxid seen, another cluster id) and from the [`EpochMarker`]. What follows a sign is
 //! the same on every such store, and lives here:
 //!
-//! - the marker: read once per client (by each session until one's check completes,
-//!   and again for a session longer than any recorded),
-//!   adopted (its offset and TTL), and a marker the client knew found missing or
-//!   carrying another id is a sign ([`EpochBook::observe_marker`]);
+//! - the marker: read by every session as it opens, before its lease exists, and
+//!   adopted (its offset and TTL); a marker the client knew found missing or carrying
+//!   another id is a sign ([`EpochBook::observe_marker`]). Every session reads it, not
+//!   only a client's first: a client idle while the store forgot, whose next answers
+//!   show no sign (the new store's counter already past the old one's), would
+//!   otherwise hand out tokens on its old offset, below those of the clients that
+//!   read the new marker. (NATS reads it at a client's first session, and for a session
+//!   longer than any recorded: [`EpochBook::needs_marker`].)
 //! - on a sign ([`EpochBook::forgot`]): a new epoch, an offset above every token this
 //!   client reported, and a lock-delay of the longest session TTL that could have
 //!   existed (the client's, the marker's, the configured bound), after which the
@@ -135,9 +139,11 @@ impl EpochBook {
         self.marker_checked
     }
 
-    /// Whether a session of `ttl` needs the marker read: every session until one's
-    /// check has completed ([`EpochBook::record_ttl`]), then one longer than any
-    /// recorded.
+    /// Whether a session of `ttl` must read the marker, for a backend that does not
+    /// read it at every session: until one session's check has completed
+    /// ([`EpochBook::record_ttl`]), then for a session longer than any recorded (the
+    /// marker must record it before the session exists). Such a backend leaves a client
+    /// idle while the store forgot on its old offset until a renewal fails.
     pub fn needs_marker(&self, ttl: Duration) -> bool {
         !self.marker_checked || ttl > self.longest_ttl
     }
@@ -218,8 +224,7 @@ impl EpochBook {
     }
 
     /// Records a session TTL this client uses, once the session's check of the marker
-    /// has completed (or was not needed): later sessions no longer than it skip the
-    /// check ([`EpochBook::needs_marker`]).
+    /// has completed ([`EpochBook::marker_checked`]).
     pub fn record_ttl(&mut self, ttl: Duration) {
         self.longest_ttl = self.longest_ttl.max(ttl);
         self.marker_checked = true;
@@ -294,15 +299,12 @@ mod tests {
     #[test]
     fn a_marker_gone_or_changed_shows_the_store_forgot() {
         let mut book = EpochBook::new(None);
-        assert!(book.needs_marker(Duration::from_secs(5)));
         assert_eq!(
             book.observe_marker(None, "wiped"),
             None,
             "never known: no sign"
         );
         book.record_ttl(Duration::from_secs(5));
-        assert!(!book.needs_marker(Duration::from_secs(5)));
-        assert!(book.needs_marker(Duration::from_secs(6)));
         let marker = EpochMarker::fresh(Duration::from_secs(5), 7);
         assert_eq!(book.observe_marker(Some(&marker), "wiped"), None);
         assert_eq!(book.up(1), 8, "the marker's offset is adopted");
@@ -319,18 +321,6 @@ mod tests {
         );
         let other = EpochMarker::fresh(Duration::ZERO, 0);
         assert!(book.observe_marker(Some(&other), "wiped").is_some());
-    }
-
-    #[test]
-    fn a_check_that_failed_after_the_read_is_made_again() {
-        let mut book = EpochBook::new(Some(Duration::from_secs(5)));
-        assert_eq!(book.observe_marker(None, "wiped"), None);
-        // The marker's write failed: no TTL recorded, the next session checks again.
-        assert!(book.needs_marker(Duration::from_secs(4)));
-        assert!(!book.marker_checked());
-        book.record_ttl(Duration::from_secs(4));
-        assert!(!book.needs_marker(Duration::from_secs(4)));
-        assert!(book.marker_checked());
     }
 
     #[tokio::test(start_paused = true)]
