@@ -761,6 +761,7 @@ impl NatsQueue {
             item: item.key.clone(),
             record: item.record.clone(),
             record_seq: seq - 1,
+            forgotten: tokio::sync::OnceCell::new(),
         };
         Ok(Some(Delivery::new(
             item.value.clone(),
@@ -1708,25 +1709,12 @@ struct NatsSettle {
     /// The item's delivery record and the sequence the receive wrote it at.
     record: String,
     record_seq: u64,
+    /// The hold's sequence as the session renewed it, once the first attempt of the
+    /// ack took it out of the renewals (`None`: the session had let go of it).
+    forgotten: tokio::sync::OnceCell<Option<u64>>,
 }
 
 impl NatsSettle {
-    /// What an ack answers after `acked` (whether this hold acknowledged the item):
-    /// when the session ended while the store was failing, the delivery record's
-    /// tombstone tells whether an attempt whose reply was lost acknowledged it.
-    async fn answer(&self, acked: Result<bool>) -> Result<()> {
-        let acked = match acked {
-            Err(Error::SessionLost) => self.acked_by_us().await?,
-            Ok(false) => self.acked_by_us().await?,
-            other => other?,
-        };
-        if acked {
-            Ok(())
-        } else {
-            Err(Error::SessionLost)
-        }
-    }
-
     /// Whether the delivery record's tombstone says this hold acknowledged the item.
     async fn acked_by_us(&self) -> Result<bool> {
         let entry = self.lease.shared.store.last(&self.record).await?;
@@ -1738,51 +1726,57 @@ impl NatsSettle {
 
 #[async_trait]
 impl Settle for NatsSettle {
-    async fn ack(&self) -> Result<()> {
-        let store = &self.lease.shared.store;
+    async fn ack_step(&self) -> Result<bool> {
         // The hold leaves the session's renewals first: a renewal of a key this ack
         // purged would take the whole session for lost.
-        let Some(hold_seq) = self.lease.forget(&self.hold).await else {
-            return self.answer(Ok(false)).await;
-        };
-        let lost = self.lease.lost_token().cloned();
-        let acked = RetryPolicy::default()
-            .release("acknowledging an item", lost.as_ref(), || async {
-                // The record's tombstone is the evidence of the ack (for a lost
-                // reply, and for a repeated enqueue); the item's goes soon, so that
-                // reads of the head do not walk it.
-                let writes = vec![
-                    Write::purge(self.item.as_str()).ttl(TOMBSTONE_TTL),
-                    Write::purge(self.record.as_str())
-                        .header(HOLDER_HEADER, &self.hold)
-                        .if_at(self.record_seq)
-                        .ttl(CALL_KEY_WINDOW),
-                    Write::purge(self.hold.as_str())
-                        .if_at(hold_seq)
-                        .ttl(TOMBSTONE_TTL),
-                ];
-                match store.batch(writes).await?.compared()? {
-                    Some(_) => Ok(true),
-                    // Refused: acknowledged by an earlier attempt whose reply was
-                    // lost, or the hold ended first.
-                    None => self.acked_by_us().await,
-                }
-            })
+        let forgotten = self
+            .forgotten
+            .get_or_init(|| self.lease.forget(&self.hold))
             .await;
-        self.answer(acked).await
+        let Some(hold_seq) = *forgotten else {
+            return self.acked_by_us().await;
+        };
+        // The record's tombstone is the evidence of the ack (for a lost reply, and for
+        // a repeated enqueue); the item's goes soon, so that reads of the head do not
+        // walk it.
+        let writes = vec![
+            Write::purge(self.item.as_str()).ttl(TOMBSTONE_TTL),
+            Write::purge(self.record.as_str())
+                .header(HOLDER_HEADER, &self.hold)
+                .if_at(self.record_seq)
+                .ttl(CALL_KEY_WINDOW),
+            Write::purge(self.hold.as_str())
+                .if_at(hold_seq)
+                .ttl(TOMBSTONE_TTL),
+        ];
+        match self.lease.shared.store.batch(writes).await?.compared()? {
+            Some(_) => Ok(true),
+            // Refused: acknowledged by an earlier attempt whose reply was lost, or the
+            // hold ended first.
+            None => self.acked_by_us().await,
+        }
     }
 
-    async fn nack(&self) -> Result<()> {
-        let lost = self.lease.lost_token().cloned();
+    async fn nack_step(&self) -> Result<()> {
+        self.lease.release(&self.hold).await
+    }
+
+    /// When the session ended while the store was failing, the delivery record's
+    /// tombstone tells whether an attempt whose reply was lost acknowledged the item.
+    async fn ack_after_loss(&self) -> Result<()> {
+        if self.acked_by_us().await? {
+            Ok(())
+        } else {
+            Err(Error::SessionLost)
+        }
+    }
+
+    fn policy(&self) -> RetryPolicy {
         RetryPolicy::default()
-            .release("returning an item", lost.as_ref(), || {
-                self.lease.release(&self.hold)
-            })
-            .await
-            .or_else(|error| match error {
-                Error::SessionLost => Ok(()),
-                error => Err(error),
-            })
+    }
+
+    fn lost(&self) -> Option<&CancellationToken> {
+        self.lease.lost_token()
     }
 }
 

@@ -587,24 +587,9 @@ pub(crate) struct PgSettle {
     pub(crate) session: i64,
 }
 
-impl PgSettle {
-    /// Runs a settlement (idempotent: keyed by the row and the call id) as core's
-    /// policy says of releases: through connection trouble, within the budget.
-    async fn retrying<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
-    {
-        self.shared
-            .retry()
-            .release(what, None, || async { op().await.map_err(map) })
-            .await
-    }
-}
-
 #[async_trait]
 impl Settle for PgSettle {
-    async fn ack(&self) -> Result<()> {
+    async fn ack_step(&self) -> Result<bool> {
         let sql = self.shared.sql(
             "WITH gone AS (DELETE FROM {s}.queue_items \
                  WHERE id = $1 AND held_call = $2 AND held_by = $3 AND {s}.queue_held($3) \
@@ -612,38 +597,35 @@ impl Settle for PgSettle {
              SELECT (SELECT count(*) FROM gone), \
                     (SELECT count(*) FROM {s}.queue_items WHERE id = $1)",
         );
-        let (acked, present): (i64, i64) = self
-            .retrying("a queue acknowledgement", || {
-                sqlx::query_as(&sql)
-                    .bind(self.id)
-                    .bind(&self.call)
-                    .bind(self.session)
-                    .fetch_one(self.shared.bounded())
-            })
-            .await?;
-        if acked > 0 || present == 0 {
-            // Deleted now, or by an earlier attempt whose reply was lost.
-            Ok(())
-        } else {
-            // The session ended first: the item is back (or with another consumer).
-            Err(Error::SessionLost)
-        }
+        let (acked, present): (i64, i64) = sqlx::query_as(&sql)
+            .bind(self.id)
+            .bind(&self.call)
+            .bind(self.session)
+            .fetch_one(self.shared.bounded())
+            .await
+            .map_err(map)?;
+        // Deleted now, or by an earlier attempt whose reply was lost; otherwise the
+        // session ended first: the item is back (or with another consumer).
+        Ok(acked > 0 || present == 0)
     }
 
-    async fn nack(&self) -> Result<()> {
+    async fn nack_step(&self) -> Result<()> {
         let sql = self.shared.sql(
             "WITH back AS (UPDATE {s}.queue_items SET held_by = NULL, held_call = NULL \
                  WHERE id = $1 AND held_call = $2 RETURNING queue) \
              SELECT {s}.queue_wake(queue) FROM back",
         );
-        self.retrying("a queue nack", || {
-            sqlx::query(&sql)
-                .bind(self.id)
-                .bind(&self.call)
-                .execute(self.shared.bounded())
-        })
-        .await?;
+        sqlx::query(&sql)
+            .bind(self.id)
+            .bind(&self.call)
+            .execute(self.shared.bounded())
+            .await
+            .map_err(map)?;
         Ok(())
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.shared.retry()
     }
 }
 

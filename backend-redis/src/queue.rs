@@ -73,7 +73,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{Claim, ClaimGuard, CleanUp, Settle};
+use distsync_core::raw::{Claim, ClaimGuard, CleanUp, RetryPolicy, Settle};
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 
 use crate::capabilities::BACKEND;
@@ -288,6 +288,7 @@ impl RedisQueue {
                     id: id.clone(),
                     registry: lease.registry().clone(),
                     record,
+                    unlisted: std::sync::atomic::AtomicBool::new(false),
                 };
                 call.disarm();
                 Ok(Some(Delivery::new(
@@ -329,46 +330,48 @@ struct RedisSettle {
     registry: Registry,
     /// The in-flight record as stored (the item's bytes included), given back as is.
     record: Vec<u8>,
+    /// Whether a settlement took the hold out of the session's registry.
+    unlisted: std::sync::atomic::AtomicBool,
 }
 
 impl RedisSettle {
-    /// Settles the hold (an `ack` or a `nack`): a release, idempotent by the call id,
-    /// so retried through connection trouble as core's policy says of releases.
+    /// One attempt at settling the hold (`op`: `ack` or `nack`), idempotent by the call
+    /// id. The first attempt takes the hold out of the session's registry first.
     async fn settle(&self, op: &str) -> Result<i64> {
         let hold = format!("{}:e:{}", self.prefix, self.id);
-        self.registry.unlisted(&hold);
-        if let Err(error) = self.registry.unregister(&self.shared, &hold).await {
-            // A listing left behind only makes a later revoke release a key already gone.
-            tracing::debug!(%error, hold, "unlisting a settled hold from the session registry failed");
+        if !self
+            .unlisted
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.registry.unlisted(&hold);
+            if let Err(error) = self.registry.unregister(&self.shared, &hold).await {
+                // A listing left behind only makes a later revoke release a key already gone.
+                tracing::debug!(%error, hold, "unlisting a settled hold from the session registry failed");
+            }
         }
-        let attempt = || {
-            let mut call = self.shared.script(&DELIVERY.settle);
-            call.key(&hold);
-            self.registry.key_into(&mut call);
-            call.arg(&self.prefix)
-                .arg(&self.id)
-                .arg(op)
-                .arg(&self.record);
-            async move { int("queue_settle", &self.shared.eval(&call).await?) }
-        };
-        self.shared
-            .retry
-            .release("queue settle", None, attempt)
-            .await
+        let mut call = self.shared.script(&DELIVERY.settle);
+        call.key(&hold);
+        self.registry.key_into(&mut call);
+        call.arg(&self.prefix)
+            .arg(&self.id)
+            .arg(op)
+            .arg(&self.record);
+        int("queue_settle", &self.shared.eval(&call).await?)
     }
 }
 
 #[async_trait]
 impl Settle for RedisSettle {
-    async fn ack(&self) -> Result<()> {
-        match self.settle("ack").await? {
-            0 => Err(Error::SessionLost),
-            _ => Ok(()),
-        }
+    async fn ack_step(&self) -> Result<bool> {
+        Ok(self.settle("ack").await? != 0)
     }
 
-    async fn nack(&self) -> Result<()> {
+    async fn nack_step(&self) -> Result<()> {
         self.settle("nack").await.map(|_| ())
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.shared.retry
     }
 }
 

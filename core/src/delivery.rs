@@ -58,8 +58,9 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::name::Name;
-use crate::raw::CleanUp;
+use crate::raw::{CleanUp, RetryPolicy};
 use crate::session::{Lost, Session};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// The id of the next delivery made in this process.
@@ -84,27 +85,88 @@ pub(crate) fn received(span: &tracing::Span, queue: &Name, delivery: Delivery) -
     delivery.with_queue(queue)
 }
 
-/// The backend's side of a [`Delivery`]: acknowledging or returning one held item.
-/// For backend implementors (see [`crate::raw`]).
+/// The backend's side of a [`Delivery`]: the store's atomic steps on one held item.
+/// [`Delivery::ack`] and [`Delivery::nack`] make the protocol out of them, the same on
+/// every store: each step runs through [`policy`](Settle::policy)'s
+/// [`release`](RetryPolicy::release) (retried through transient failures, within the
+/// budget or until [`lost`](Settle::lost) fires), so a step must be idempotent for
+/// its hold (a repeat after a lost reply changes nothing). For backend implementors
+/// (see [`crate::raw`]).
 ///
 /// `Any`, so that a backend's own calls on a delivery (an acknowledgement inside a
 /// caller's transaction) find their store's side of it through
 /// [`Delivery::settle_side`].
 #[async_trait]
 pub trait Settle: std::any::Any + Send + Sync + 'static {
-    /// Removes the held item from the queue.
+    /// One attempt at the acknowledgement: removes the item while the hold is this
+    /// delivery's. `true` when the item left the queue through this delivery (by this
+    /// attempt, or by an earlier one whose reply was lost); `false` when the hold ended
+    /// first (the session's end put the item back).
     ///
     /// # Errors
-    /// [`crate::Error::SessionLost`] when the hold is gone (the session ended and the
-    /// item went back to the queue), or the store's error.
-    async fn ack(&self) -> Result<()>;
+    /// The store's error; [`crate::Error::SessionLost`] when the hold's session is
+    /// known to be gone (the delivery then asks [`ack_after_loss`](Settle::ack_after_loss)).
+    async fn ack_step(&self) -> Result<bool>;
 
-    /// Puts the held item back at its place (same priority and order position).
-    /// A hold that is gone already (the session ended: the item is back) is `Ok`.
+    /// One attempt at the return: lets go of the hold, which puts the item back at its
+    /// place (same priority and order position). A hold that is gone already is `Ok`.
     ///
     /// # Errors
-    /// The store's error.
-    async fn nack(&self) -> Result<()>;
+    /// The store's error ([`crate::Error::SessionLost`] counts as returned: the
+    /// session's end put the item back).
+    async fn nack_step(&self) -> Result<()>;
+
+    /// What an acknowledgement answers when the session's loss ended it before a step
+    /// answered. [`crate::Error::SessionLost`] unless the store can tell that an
+    /// attempt whose reply was lost removed the item.
+    ///
+    /// # Errors
+    /// [`crate::Error::SessionLost`], or the store's error when it cannot tell.
+    async fn ack_after_loss(&self) -> Result<()> {
+        Err(Error::SessionLost)
+    }
+
+    /// The policy the steps run under: the backend's.
+    fn policy(&self) -> RetryPolicy;
+
+    /// The hold's session-lost token, for a store that knows when the hold is gone:
+    /// the steps then retry until it fires rather than within the policy's budget.
+    /// `None`: within the budget.
+    fn lost(&self) -> Option<&CancellationToken> {
+        None
+    }
+}
+
+/// Acknowledges the item `settle` holds: its acknowledgement step, through the
+/// store's failures, answered as [`Delivery::ack`] says.
+async fn acknowledge(settle: &dyn Settle) -> Result<()> {
+    let lost = settle.lost();
+    if lost.is_some_and(CancellationToken::is_cancelled) {
+        return settle.ack_after_loss().await;
+    }
+    let removed = settle
+        .policy()
+        .release("queue ack", lost, || settle.ack_step())
+        .await;
+    match removed {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::SessionLost),
+        Err(Error::SessionLost) => settle.ack_after_loss().await,
+        Err(error) => Err(error),
+    }
+}
+
+/// Returns the item `settle` holds: its return step, through the store's failures.
+async fn give_back(settle: &dyn Settle) -> Result<()> {
+    let returned = settle
+        .policy()
+        .release("queue nack", settle.lost(), || settle.nack_step())
+        .await;
+    match returned {
+        // The session's end put the item back.
+        Err(Error::SessionLost) => Ok(()),
+        other => other,
+    }
 }
 
 /// An item received from a queue with at-least-once delivery, held through the
@@ -248,7 +310,7 @@ impl Delivery {
     pub async fn ack(mut self) -> Result<()> {
         let span = self.settle_span(true);
         match self.settle.take() {
-            Some(settle) => settle.ack().instrument(span).await,
+            Some(settle) => acknowledge(&*settle).instrument(span).await,
             None => Ok(()),
         }
     }
@@ -267,7 +329,7 @@ impl Delivery {
     pub async fn nack(mut self) -> Result<()> {
         let span = self.settle_span(false);
         match self.settle.take() {
-            Some(settle) => settle.nack().instrument(span).await,
+            Some(settle) => give_back(&*settle).instrument(span).await,
             None => Ok(()),
         }
     }
@@ -368,7 +430,7 @@ impl Delivery {
                 () = session.lost() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             }
-            settle.nack().await
+            give_back(&*settle).await
         };
         CleanUp::new("a delayed nack", "the item goes back when the session ends")
             .spawn(|_| nack.instrument(span));
@@ -385,6 +447,6 @@ impl Drop for Delivery {
             "nacking a dropped delivery",
             "the item goes back when the session ends",
         )
-        .spawn(|_| async move { settle.nack().await }.instrument(span));
+        .spawn(|_| async move { give_back(&*settle).await }.instrument(span));
     }
 }

@@ -91,6 +91,7 @@ async fn look(
                         lease: Arc::clone(lease),
                         lost: session.lost_token().clone(),
                         child,
+                        maybe_applied: AtomicBool::new(false),
                     };
                     return Ok(Look::Found(Delivery::new(
                         item,
@@ -311,14 +312,17 @@ struct Hold {
     lease: Arc<LeaseInner>,
     lost: CancellationToken,
     child: String,
+    /// Whether an attempt of the ack lost its reply: a request sent before the
+    /// session's end may have applied, whatever error the client then reports.
+    maybe_applied: AtomicBool,
 }
 
-impl Hold {
-    /// One attempt of the ack: deletes the item and its lock node together.
-    /// `maybe_applied` says whether an attempt's reply was lost (this one sets it when
-    /// its own is: a request sent before the session's end may have applied, whatever
-    /// error the client then reports).
-    async fn ack_once(&self, maybe_applied: &AtomicBool) -> Result<()> {
+#[async_trait]
+impl Settle for Hold {
+    /// Deletes the item and its lock node together; sets `maybe_applied` when its
+    /// reply is lost.
+    async fn ack_step(&self) -> Result<bool> {
+        let maybe_applied = &self.maybe_applied;
         let paths = &self.inner.paths;
         let client = self.lease.client()?;
         let lock = paths.lock(&self.child);
@@ -342,7 +346,7 @@ impl Hold {
                 match gone {
                     Ok(None) if !self.lease.is_over() => {}
                     Ok(None) if maybe_applied.load(Ordering::Relaxed) => return Err(unknown_ack()),
-                    Ok(_) => return Err(Error::SessionLost),
+                    Ok(_) => return Ok(false),
                     Err(error) => return Err(self.lease.error(error)),
                 }
             }
@@ -361,15 +365,28 @@ impl Hold {
             }
         }
         self.inner.forget_deliveries(&client, &self.child).await;
-        Ok(())
+        Ok(true)
     }
 
-    /// The outcome of an ack whose reply was lost before the session ended, read
-    /// through the backend's own connection: the item still there means the ack did
-    /// not apply (the multi is atomic, so the item went back with the session), and
-    /// the item gone means it applied or another consumer acknowledged it after the
-    /// session ended; the two cannot be told apart.
-    async fn settle_after_loss(&self) -> Result<()> {
+    /// Deletes the lock node.
+    async fn nack_step(&self) -> Result<()> {
+        let client = self.lease.client()?;
+        let lock = self.inner.paths.lock(&self.child);
+        match bounded(&self.inner.shared, client.delete(&lock, None)).await? {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(error) => Err(self.lease.error(error)),
+        }
+    }
+
+    /// After an attempt whose reply was lost, read through the backend's own
+    /// connection: the item still there means the ack did not apply (the multi is
+    /// atomic, so the item went back with the session), and the item gone means it
+    /// applied or another consumer acknowledged it after the session ended; the two
+    /// cannot be told apart.
+    async fn ack_after_loss(&self) -> Result<()> {
+        if !self.maybe_applied.load(Ordering::Relaxed) {
+            return Err(Error::SessionLost);
+        }
         let item = self.inner.paths.item(&self.child);
         let client = self.inner.own.client().await?;
         match bounded(&self.inner.shared, client.check_stat(&item)).await? {
@@ -379,52 +396,12 @@ impl Hold {
         }
     }
 
-    /// One attempt of the nack: deletes the lock node.
-    async fn nack_once(&self) -> Result<()> {
-        let client = self.lease.client()?;
-        let lock = self.inner.paths.lock(&self.child);
-        match bounded(&self.inner.shared, client.delete(&lock, None)).await? {
-            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-            Err(error) => Err(self.lease.error(error)),
-        }
-    }
-}
-
-#[async_trait]
-impl Settle for Hold {
-    async fn ack(&self) -> Result<()> {
-        if self.lost.is_cancelled() {
-            return Err(Error::SessionLost);
-        }
-        let maybe_applied = AtomicBool::new(false);
-        let outcome = self
-            .inner
-            .policy()
-            .release("queue ack", Some(&self.lost), || {
-                self.ack_once(&maybe_applied)
-            })
-            .await;
-        match outcome {
-            // A lost reply may have applied the ack before the session ended: the
-            // store says which, where it can.
-            Err(Error::SessionLost) if maybe_applied.load(Ordering::Relaxed) => {
-                self.settle_after_loss().await
-            }
-            other => other,
-        }
+    fn policy(&self) -> RetryPolicy {
+        self.inner.policy()
     }
 
-    async fn nack(&self) -> Result<()> {
-        match self
-            .inner
-            .policy()
-            .release("queue nack", Some(&self.lost), || self.nack_once())
-            .await
-        {
-            // The session's end put the item back.
-            Err(Error::SessionLost) => Ok(()),
-            other => other,
-        }
+    fn lost(&self) -> Option<&CancellationToken> {
+        Some(&self.lost)
     }
 }
 

@@ -28,10 +28,10 @@ use bytes::Bytes;
 use distsync_conformance::{find, run_case, Harness, Outcome};
 use distsync_core::queue::{AppendKey, Enqueued};
 use distsync_core::raw::Primitives;
-use distsync_core::raw::Settle;
+use distsync_core::raw::{RetryPolicy, Settle};
 use distsync_core::{
-    Backend, Barrier, Capabilities, Delivery, DoubleBarrier, Election, Locker, Name, Queue, Result,
-    RwLock, Session, SessionId, SessionOptions, Stm,
+    Backend, Barrier, Capabilities, Delivery, DoubleBarrier, Election, Error, Locker, Name, Queue,
+    Result, RwLock, Session, SessionId, SessionOptions, Stm,
 };
 use distsync_kv::memory::MemoryBackend;
 use tokio::sync::Notify;
@@ -131,20 +131,30 @@ impl Forward {
     }
 }
 
+/// Each step settles the inner delivery, whose own protocol retries it; a step after
+/// one that failed finds it gone, so its item goes back with the session.
 #[async_trait]
 impl Settle for Forward {
-    async fn ack(&self) -> Result<()> {
+    async fn ack_step(&self) -> Result<bool> {
         match self.take() {
-            Some(delivery) => delivery.ack().await,
-            None => Ok(()),
+            Some(delivery) => match delivery.ack().await {
+                Ok(()) => Ok(true),
+                Err(Error::SessionLost) => Ok(false),
+                Err(error) => Err(error),
+            },
+            None => Ok(false),
         }
     }
 
-    async fn nack(&self) -> Result<()> {
+    async fn nack_step(&self) -> Result<()> {
         match self.take() {
             Some(delivery) => delivery.nack().await,
             None => Ok(()),
         }
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
     }
 }
 

@@ -276,34 +276,20 @@ pub async fn ack_once(delivery: &Delivery) -> Result<()> {
 
 #[async_trait]
 impl Settle for KvSettle {
-    async fn ack(&self) -> Result<()> {
-        let txn = self.ack_txn();
-        let attempt = || self.kv.txn(txn.clone());
-        let response = self
-            .kv
-            .retry_policy()
-            .release("queue ack", None, attempt)
-            .await?;
-        if response.succeeded {
-            return Ok(());
-        }
-        // The hold is gone. If the item is gone too, an earlier attempt whose reply
-        // was lost deleted it; otherwise the session ended first and the item is back.
-        if range_at(&*self.kv, &response, 0)?.kvs.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::SessionLost)
-        }
+    async fn ack_step(&self) -> Result<bool> {
+        let response = self.kv.txn(self.ack_txn()).await?;
+        // The hold gone and the item too: an earlier attempt whose reply was lost
+        // deleted it; the item still there: the session ended first and it is back.
+        Ok(response.succeeded || range_at(&*self.kv, &response, 0)?.kvs.is_empty())
     }
 
-    async fn nack(&self) -> Result<()> {
+    async fn nack_step(&self) -> Result<()> {
         let txn = Txn::when(vec![self.mine()]).and_then(vec![TxnOp::delete(&self.hold)]);
-        let attempt = || self.kv.txn(txn.clone());
         // Not succeeding means the hold is gone already: the item is back either way.
-        self.kv
-            .retry_policy()
-            .release("queue nack", None, attempt)
-            .await?;
-        Ok(())
+        self.kv.txn(txn).await.map(|_| ())
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.kv.retry_policy()
     }
 }
