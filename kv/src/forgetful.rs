@@ -686,6 +686,20 @@ mod tests {
         (holder, lease, highest, renewing)
     }
 
+    /// A newcomer on `store` with the bound `bound`: a session of 4 s kept renewed,
+    /// holding `ns/lock`. Returns the client and the lock's token (its create
+    /// revision).
+    async fn newcomer_holding(
+        store: &Arc<Wipeable>,
+        bound: Duration,
+    ) -> (Arc<ForgetfulKv<Arc<Wipeable>>>, Revision) {
+        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(store), "ns/", Some(bound)));
+        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
+        keep_renewing(&newcomer, lease);
+        let token = grant(&newcomer, "ns/lock", lease).await;
+        (newcomer, token)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn after_a_wipe_the_holder_loses_and_a_newcomer_waits_with_a_higher_token() {
         let bound = Duration::from_secs(5);
@@ -701,11 +715,8 @@ mod tests {
             holder.lease_keep_alive(lease).await.unwrap(),
             KeepAlive::Gone
         );
-        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
         let back = tokio::time::Instant::now();
-        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
-        keep_renewing(&newcomer, lease);
-        let token = grant(&newcomer, "ns/lock", lease).await;
+        let (_newcomer, token) = newcomer_holding(&store, bound).await;
         assert!(
             back.elapsed() >= Duration::from_secs(4),
             "granted {:?} after the wipe",
@@ -729,10 +740,7 @@ mod tests {
         // paused tokio time does not stop), a millisecond for its 22 revisions.
         std::thread::sleep(Duration::from_millis(1));
         store.wipe();
-        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
-        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
-        keep_renewing(&newcomer, lease);
-        let token = grant(&newcomer, "ns/lock", lease).await;
+        let (_newcomer, token) = newcomer_holding(&store, bound).await;
         assert!(token > highest, "token {token} after {highest}");
     }
 
@@ -756,10 +764,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1));
         store.wipe();
 
-        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
-        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
-        keep_renewing(&newcomer, lease);
-        let newcomers = grant(&newcomer, "ns/lock", lease).await;
+        let (newcomer, newcomers) = newcomer_holding(&store, bound).await;
         for other in 0..20 {
             grant(&newcomer, &format!("ns/other/{other}"), 0).await;
         }
@@ -841,10 +846,7 @@ mod tests {
         store.wipe();
         tokio::time::sleep(down_for).await;
         store.set_down(false);
-        let newcomer = Arc::new(ForgetfulKv::new(Arc::clone(&store), "ns/", Some(bound)));
-        let lease = newcomer.lease_grant(Duration::from_secs(4)).await.unwrap();
-        keep_renewing(&newcomer, lease);
-        let token = grant(&newcomer, "ns/lock", lease).await;
+        let (_newcomer, token) = newcomer_holding(&store, bound).await;
         assert!(token > highest, "token {token} after {highest}");
     }
 
