@@ -14,10 +14,13 @@
 //! **epoch marker**, the key `amnesia` holding a random id, the longest session TTL in
 //! use and the token offset, as [`EpochMarker`] encodes them (the key is no
 //! primitive's: every primitive's key starts with its kind and a name). It reads the
-//! marker when it opens its first session (and a session whose TTL is longer than the
-//! marker's). A renewal that fails or is refused makes the client look again, in the
-//! background: at the stream (gone: it makes the bucket again; made again) and at the
-//! marker (missing, or carrying another id).
+//! marker as every session opens, before the session's key exists: one read per open,
+//! so that a client with no session while the store forgot learns it at its next open,
+//! whatever the new stream's sequences look like by then (below what it saw, its read
+//! finds nothing at its read floor, and it looks at the stream as below). A renewal
+//! that fails or is refused makes the client look again, in the background: at the
+//! stream (gone: it makes the bucket again; made again) and at the marker (missing,
+//! or carrying another id).
 //!
 //! **On detection** every session the client opened before is lost at its next
 //! renewal (their keys are gone with the store), its read floor starts again from the
@@ -49,11 +52,8 @@
 //! raises to the highest token it reported. Every client adopts the marker's offset
 //! when it reads the marker, and reads it again at the end of every lock-delay: an old
 //! holder alive across the forgetting finds out at its first renewal once the server
-//! answers again, and the clock's seed keeps tokens growing when none is. The limit: a
-//! client reads the marker at its first session only (and for a longer one), so a
-//! client with no session while the store forgot keeps its old offset for the sessions
-//! it opens after, until a renewal of one fails; its tokens can then fall below those
-//! of clients that read the new marker.
+//! answers again, the clock's seed keeps tokens growing when none is, and a client idle
+//! across it adopts the new offset as its next session opens.
 //! Sequences stay the stream's everywhere else (a line's order, compares).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +66,7 @@ use tokio::time::Instant;
 
 use crate::bucket;
 use crate::config::NatsConfig;
-use crate::store::{Store, Write};
+use crate::store::{below_floor, Store, Write};
 use crate::BACKEND;
 
 /// The marker's key.
@@ -125,19 +125,27 @@ impl Amnesia {
     }
 
     /// Before a session of `ttl` opens: refuses a TTL above the bound, and reads the
-    /// marker when the session needs it (the first, or one longer than any recorded),
-    /// recording the TTL there before any key of the session exists.
+    /// marker (see the module docs), recording the TTL there before any key of the
+    /// session exists. A read that nothing answers at this client's read floor may be
+    /// of a stream made again while the client was idle, still below the sequences it
+    /// saw: only the stream's creation time tells, so the client looks at it (as after
+    /// a failed renewal, which resets the floor for a new stream) and reads again.
     ///
     /// # Errors
     /// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound; the
     /// store's error.
-    pub(crate) async fn before_session(&self, store: &Store, ttl: Duration) -> Result<()> {
-        let needs_marker = {
-            let state = self.state();
-            state.book.check_ttl(ttl)?;
-            state.book.needs_marker(ttl)
-        };
-        if needs_marker {
+    pub(crate) async fn before_session(
+        &self,
+        store: &Store,
+        config: &NatsConfig,
+        ttl: Duration,
+    ) -> Result<()> {
+        self.state().book.check_ttl(ttl)?;
+        if let Err(error) = self.sync_marker(store, Some(ttl)).await {
+            if !below_floor(&error) {
+                return Err(error);
+            }
+            self.look(store, config).await;
             self.sync_marker(store, Some(ttl)).await?;
         }
         self.state().book.record_ttl(ttl);

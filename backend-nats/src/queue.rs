@@ -181,7 +181,7 @@ use crate::keys::{self, Kind};
 use crate::scan::PAGE;
 use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
-use crate::store::{Entry, Published, Store, Write, BELOW_FLOOR, FLOOR_PAUSE};
+use crate::store::{BelowFloor, Entry, Published, Store, Write, FLOOR_PAUSE};
 
 /// How many times `receive` delivered the item (on its delivery record, and on a
 /// dequeue call's in-flight record).
@@ -966,7 +966,7 @@ async fn read_head(
                         "a page of a queue's head came from a replica behind the stream; asked again"
                     );
                     if tokio::time::Instant::now() + pause >= deadline {
-                        return Err(Error::connection(crate::BACKEND, BELOW_FLOOR));
+                        return Err(Error::connection(crate::BACKEND, BelowFloor));
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(FLOOR_PAUSE);

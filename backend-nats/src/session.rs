@@ -622,7 +622,7 @@ impl LeaseInner {
 pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Result<Session> {
     shared
         .amnesia
-        .before_session(&shared.store, options.ttl)
+        .before_session(&shared.store, &shared.config, options.ttl)
         .await?;
     let value = Bytes::from(format!("{}", options.ttl.as_millis()));
     // A refused create of the fresh own key is an attempt of its own that landed while

@@ -616,7 +616,7 @@ impl Store {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(FLOOR_PAUSE);
                 }
-                _ => return Err(Error::connection(BACKEND, BELOW_FLOOR)),
+                _ => return Err(Error::connection(BACKEND, BelowFloor)),
             }
         }
     }
@@ -908,10 +908,25 @@ fn op_of(headers: Option<&HeaderMap>) -> Op {
     }
 }
 
-/// The error of a listing no replica answered at the read floor in time: transient,
-/// the replicas catch up.
-pub(crate) const BELOW_FLOOR: &str =
-    "no replica has caught up with what this client wrote or saw yet";
+/// Why a read no replica answered at the read floor in time failed: a transient
+/// [`Error::Connection`], as the replicas catch up; or a stream made again since this
+/// client read it, whose sequences are below the floor until they pass it (see
+/// [`crate::amnesia`]). Typed, so that the second can be told ([`below_floor`]).
+#[derive(Debug)]
+pub(crate) struct BelowFloor;
+
+impl std::fmt::Display for BelowFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no replica has caught up with what this client wrote or saw yet")
+    }
+}
+
+impl std::error::Error for BelowFloor {}
+
+/// Whether `error` is a read that no replica answered at the read floor.
+pub(crate) fn below_floor(error: &Error) -> bool {
+    matches!(error, Error::Connection { source, .. } if source.is::<BelowFloor>())
+}
 
 /// A batched direct get's status for more matching keys than the server answers.
 const TOO_MANY_RESULTS: u16 = 413;

@@ -31,8 +31,8 @@ async fn a_session_whose_key_ended_unanswered_opens_all_the_same() {
     let proxy = Proxy::start(server.clone()).await.expect("the proxy");
     let proxied = format!("nats://{}/?bucket={bucket}", proxy.address());
     let backend = std::sync::Arc::new(distsync_nats::backend(&proxied).await.expect("connecting"));
-    // A first session of this TTL reads the store's epoch marker, so that the next
-    // open sends nothing but its key's create.
+    // A first session: the client is connected and the bucket made, so that the next
+    // open sends only its read of the epoch marker, then its key's create.
     backend
         .session(SessionOptions::with_ttl(TTL))
         .await
@@ -52,8 +52,12 @@ async fn a_session_whose_key_ended_unanswered_opens_all_the_same() {
         .expect("the bucket's stream");
     let before = last_sequence(&stream).await;
 
-    // The create reaches the store; its answer and everything after is cut.
-    proxy.set(PartitionMode::LoseReplyThenReset { after: 0 });
+    // The create (a publish on a session key's subject) reaches the store; its answer
+    // and everything after is cut.
+    proxy.set_on_request(
+        format!("$KV.{bucket}.session.").as_bytes(),
+        PartitionMode::LoseReplyThenReset { after: 0 },
+    );
     let opening = tokio::spawn({
         let backend = std::sync::Arc::clone(&backend);
         async move { backend.session(SessionOptions::with_ttl(TTL)).await }

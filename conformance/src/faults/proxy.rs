@@ -15,6 +15,8 @@
 //!   it (a lost reply); the proxy forwards again from then on.
 //!
 //! [`Proxy::heal`] lets bytes pass again (for connections still open).
+//! [`Proxy::set_on_request`] switches the mode when a chosen request passes, for a
+//! fault that must start at one request of a call that sends several.
 //!
 //! [`Proxy::redirect`] points the proxy at another upstream, closing the connections
 //! to the old one (as a virtual IP moved to a promoted standby, or a pooler
@@ -22,7 +24,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use distsync_core::{Error, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,6 +88,8 @@ pub struct Proxy {
     epoch: Arc<watch::Sender<u64>>,
     /// Answers passed since the mode was last set (for [`PartitionMode::LoseReply`]).
     answers: Arc<AtomicU32>,
+    /// The mode [`Proxy::set_on_request`] armed, with the bytes that set it.
+    armed: Armed,
     accept: JoinHandle<()>,
 }
 
@@ -115,12 +119,14 @@ impl Proxy {
         let upstream = Arc::new(std::sync::Mutex::new(upstream));
         let epoch = Arc::new(watch::channel(0u64).0);
         let answers = Arc::new(AtomicU32::new(0));
+        let armed = Armed::default();
         let accept = tokio::spawn(accept_loop(
             listener,
             Arc::clone(&upstream),
             Arc::clone(&mode),
             Arc::clone(&epoch),
             Arc::clone(&answers),
+            Arc::clone(&armed),
         ));
         Ok(Self {
             address,
@@ -128,6 +134,7 @@ impl Proxy {
             upstream,
             epoch,
             answers,
+            armed,
             accept,
         })
     }
@@ -160,6 +167,13 @@ impl Proxy {
         self.mode.send_replace(mode);
     }
 
+    /// Switches the proxy to `mode` as a request from a client carrying `needle` passes,
+    /// before it is forwarded; until then the mode is unchanged. The needle must come
+    /// in one read of the client's bytes (a short protocol line does).
+    pub fn set_on_request(&self, needle: &[u8], mode: PartitionMode) {
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = Some((needle.to_vec(), mode));
+    }
+
     /// Lets bytes pass again.
     pub fn heal(&self) {
         self.set(PartitionMode::Forward);
@@ -182,6 +196,7 @@ async fn accept_loop(
     mode: Arc<watch::Sender<PartitionMode>>,
     epoch: Arc<watch::Sender<u64>>,
     answers: Arc<AtomicU32>,
+    armed: Armed,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -199,6 +214,7 @@ async fn accept_loop(
         let mode = mode.subscribe();
         let mut epoch = epoch.subscribe();
         let answers = Arc::clone(&answers);
+        let armed = Arc::clone(&armed);
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(&upstream).await else {
                 reset(client);
@@ -210,8 +226,15 @@ async fn accept_loop(
             }
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let up = pump(client_read, server_write, mode.clone(), None);
-            let down = pump(server_read, client_write, mode, Some((switch, answers)));
+            let trigger = (armed, (Arc::clone(&switch), Arc::clone(&answers)));
+            let up = pump(client_read, server_write, mode.clone(), None, Some(trigger));
+            let down = pump(
+                server_read,
+                client_write,
+                mode,
+                Some((switch, answers)),
+                None,
+            );
             // Either direction ending (EOF, error, reset) ends the connection, and so
             // does a redirect (closed with a reset: SO_LINGER is zero).
             tokio::select! {
@@ -239,17 +262,36 @@ fn abortive_close(stream: &TcpStream) {
 /// connection uses to lose one answer.
 type AnswerLoss = (Arc<watch::Sender<PartitionMode>>, Arc<AtomicU32>);
 
+/// The mode [`Proxy::set_on_request`] armed, and the needle that sets it.
+type Armed = Arc<std::sync::Mutex<Option<(Vec<u8>, PartitionMode)>>>;
+
+/// Sets the armed mode if `request` carries its needle (see [`Proxy::set_on_request`]).
+fn fire(request: &[u8], (armed, (switch, answers)): &(Armed, AnswerLoss)) {
+    let mut armed = armed.lock().unwrap_or_else(PoisonError::into_inner);
+    let carried = armed.as_ref().is_some_and(|(needle, _)| {
+        request
+            .windows(needle.len().max(1))
+            .any(|window| window == needle.as_slice())
+    });
+    if let Some((_, mode)) = armed.take_if(|_| carried) {
+        answers.store(0, Ordering::SeqCst);
+        switch.send_replace(mode);
+    }
+}
+
 /// Copies bytes from `from` to `to` while the mode lets them pass: holds them while
 /// silent, and returns (closing both halves) on reset, EOF or error. With `answers`
 /// (the store-to-client direction), a [`PartitionMode::LoseReply`] due drops what was
 /// read and returns, after switching the proxy back to forwarding (so one connection
 /// loses one answer), or to a reset partition for
-/// [`PartitionMode::LoseReplyThenReset`].
+/// [`PartitionMode::LoseReplyThenReset`]. With `armed` (the client-to-store direction),
+/// a request carrying the armed needle sets the armed mode before it is forwarded.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut mode: watch::Receiver<PartitionMode>,
     answers: Option<AnswerLoss>,
+    armed: Option<(Armed, AnswerLoss)>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -264,6 +306,9 @@ async fn pump(
             }
             Ok(n) => n,
         };
+        if let Some(armed) = &armed {
+            fire(&buffer[..n], armed);
+        }
         // Silent: hold the bytes (the kernel buffers fill behind them) until healed.
         loop {
             let current = *mode.borrow_and_update();
@@ -472,13 +517,12 @@ mod tests {
         assert!(matches!(refused, Ok(0) | Err(_)));
     }
 
-    /// A lost reply: the request reaches the server, its answer is dropped and the
-    /// connection reset; the proxy forwards again afterwards.
-    #[tokio::test]
-    async fn lose_reply_forwards_the_request_and_cuts_its_answer() {
+    /// An echo server that also sends what it reads to the returned receiver; its
+    /// address.
+    async fn recording_echo() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = echo.local_addr().unwrap().to_string();
-        let (seen, mut heard) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let (seen, heard) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = echo.accept().await {
                 let seen = seen.clone();
@@ -496,6 +540,14 @@ mod tests {
                 });
             }
         });
+        (upstream, heard)
+    }
+
+    /// A lost reply: the request reaches the server, its answer is dropped and the
+    /// connection reset; the proxy forwards again afterwards.
+    #[tokio::test]
+    async fn lose_reply_forwards_the_request_and_cuts_its_answer() {
+        let (upstream, mut heard) = recording_echo().await;
         let proxy = Proxy::start(upstream).await.unwrap();
         let mut client = TcpStream::connect(proxy.address()).await.unwrap();
         let mut answer = [0u8; 4];
@@ -523,6 +575,43 @@ mod tests {
             .expect("forwarding again")
             .unwrap();
         assert_eq!(&answer, b"ok?!");
+    }
+
+    /// A mode set on a request: the requests before it pass with their answers; the
+    /// one carrying the needle reaches the server, and its answer is lost.
+    #[tokio::test]
+    async fn a_mode_set_on_a_request_starts_at_that_request() {
+        let (upstream, mut heard) = recording_echo().await;
+        let proxy = Proxy::start(upstream).await.unwrap();
+        let mut client = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut answer = [0u8; 4];
+        proxy.set_on_request(b"tw", PartitionMode::LoseReplyThenReset { after: 0 });
+        for request in [b"one!", b"uno!"] {
+            client.write_all(request).await.unwrap();
+            client.read_exact(&mut answer).await.unwrap();
+            assert_eq!(&answer, request, "an answer before the needle passes");
+        }
+        client.write_all(b"two!").await.unwrap();
+        for request in [b"one!", b"uno!", b"two!"] {
+            let got = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await;
+            assert_eq!(
+                got.unwrap().unwrap(),
+                request,
+                "every request reached the server"
+            );
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+            .await
+            .expect("the connection is cut");
+        assert!(
+            matches!(closed, Ok(0) | Err(_)),
+            "the needle's answer is lost"
+        );
+        let mut again = TcpStream::connect(proxy.address()).await.unwrap();
+        let refused = tokio::time::timeout(Duration::from_secs(5), again.read(&mut answer))
+            .await
+            .expect("then a reset partition: a new connection is closed at once");
+        assert!(matches!(refused, Ok(0) | Err(_)));
     }
 
     /// A server that answers every connection with its name.

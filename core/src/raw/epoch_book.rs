@@ -13,8 +13,7 @@
 //!   only a client's first: a client idle while the store forgot, whose next answers
 //!   show no sign (the new store's counter already past the old one's), would
 //!   otherwise hand out tokens on its old offset, below those of the clients that
-//!   read the new marker. (NATS reads it at a client's first session, and for a session
-//!   longer than any recorded: [`EpochBook::needs_marker`].)
+//!   read the new marker.
 //! - on a sign ([`EpochBook::forgot`]): a new epoch, an offset above every token this
 //!   client reported, and a lock-delay of the longest session TTL that could have
 //!   existed (the client's, the marker's, the configured bound), after which the
@@ -137,15 +136,6 @@ impl EpochBook {
     /// ([`EpochBook::record_ttl`]).
     pub fn marker_checked(&self) -> bool {
         self.marker_checked
-    }
-
-    /// Whether a session of `ttl` must read the marker, for a backend that does not
-    /// read it at every session: until one session's check has completed
-    /// ([`EpochBook::record_ttl`]), then for a session longer than any recorded (the
-    /// marker must record it before the session exists). Such a backend leaves a client
-    /// idle while the store forgot on its old offset until a renewal fails.
-    pub fn needs_marker(&self, ttl: Duration) -> bool {
-        !self.marker_checked || ttl > self.longest_ttl
     }
 
     /// Records the marker as read (`None`: missing) and adopts its offset and TTL.

@@ -35,6 +35,8 @@
 //! - [`CleanUp`]: the work a `Drop` cannot await (a release, a withdrawal, a put-back),
 //!   spawned and retried within its bound, and [`ClaimGuard`]: a queue item's
 //!   [`Claim`] between the store's answer and the caller, put back when dropped;
+//! - [`Settle`]: a held queue item's ack and return as a store's atomic steps, which
+//!   [`Delivery`](crate::Delivery) runs as one protocol on every store;
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
 //! - [`retry`]: the one retry policy of every backend ([`RetryPolicy`], [`WaitRetry`]):
 //!   what is retried after a transient store failure, for how long, per kind of call;
