@@ -93,10 +93,10 @@ use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
 use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
-use distsync_core::raw::{detached, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy};
-
-/// How long a waiting consumer's place in the line lasts without renewal.
-const WAITER_TTL: Duration = Duration::from_secs(30);
+use distsync_core::raw::{
+    detached, queue_recheck_after, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy,
+    QUEUE_WAITER_TTL,
+};
 
 pub(crate) struct PgQueue {
     pub(crate) shared: Arc<Shared>,
@@ -345,7 +345,7 @@ impl Waiter {
         ))
         .bind(&self.queue)
         .bind(&self.id)
-        .bind(i64::try_from(WAITER_TTL.as_millis()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(QUEUE_WAITER_TTL.as_millis()).unwrap_or(i64::MAX))
         .fetch_one(self.shared.bounded())
         .await
         .map_err(map)?;
@@ -396,18 +396,11 @@ impl Drop for Waiter {
             "a queue waiter's withdrawal",
             "its place expires after its TTL",
         )
-        .within(WAITER_TTL)
+        .within(QUEUE_WAITER_TTL)
         .spawn(move |clean_up| async move {
             clean_up.retry(|| Waiter::pass(&shared, &queue, &id)).await
         });
     }
-}
-
-/// When a waiting consumer re-checks without a wake-up: when its place in the line is
-/// due for renewal, or just after the first hold it saw expires.
-fn recheck_after(soonest: Option<Duration>) -> Duration {
-    let renew = WAITER_TTL * 2 / 3;
-    soonest.map_or(renew, |ttl| renew.min(ttl + Duration::from_millis(5)))
 }
 
 impl PgQueue {
@@ -443,7 +436,7 @@ impl PgQueue {
                     // In line, and the queue was found empty after lining up: from here
                     // only a wake-up (or the renewal due) makes this consumer look again.
                     tracing::trace!(queue = %self.name, waiter = %waiter.id, "waiting for a queue item");
-                    return Ok(NotYet(Some(recheck_after(soonest))));
+                    return Ok(NotYet(Some(queue_recheck_after(soonest))));
                 }
                 // Registered: look once more before waiting (an item may have come in
                 // between the attempt and the registration).

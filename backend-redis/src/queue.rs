@@ -27,10 +27,10 @@
 //! them, as it forgets items.
 //!
 //! Blocking consumers wait on their own pub/sub channel and register in `p:waiters`
-//! (with a marker key `p:wm:<id>` of [`WAITER_TTL`]); each enqueue wakes exactly one
+//! (with a marker key `p:wm:<id>` of [`QUEUE_WAITER_TTL`]); each enqueue wakes exactly one
 //! live waiter, the longest waiting, and a consumer that pops while items remain
 //! wakes the next one, so a wake-up lost with a crashed consumer is passed on. As a
-//! safety net, a waiting consumer re-registers every two thirds of [`WAITER_TTL`].
+//! safety net, a waiting consumer re-registers every two thirds of [`QUEUE_WAITER_TTL`].
 //!
 //! A consumer *process* that crashes between the pop and the acknowledgement leaves
 //! its item in `p:inflight`, neither lost nor delivered twice. Each record is timed
@@ -73,7 +73,9 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{Claim, ClaimGuard, CleanUp, RetryPolicy, Settle};
+use distsync_core::raw::{
+    queue_recheck_after, Claim, ClaimGuard, CleanUp, RetryPolicy, Settle, QUEUE_WAITER_TTL,
+};
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 
 use crate::capabilities::BACKEND;
@@ -87,9 +89,6 @@ use distsync_core::queue::{AppendKey, Enqueued};
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{waited, Failure, Idempotence};
 use tokio::time::Instant;
-
-/// How long a waiting consumer's registration lasts without renewal.
-pub(crate) const WAITER_TTL: Duration = Duration::from_secs(30);
 
 /// The scripts of at-least-once delivery (with `lua/lib.lua` prepended, as in
 /// [`crate::scripts`]).
@@ -119,14 +118,6 @@ enum Popped {
     SessionGone,
 }
 
-/// When a waiting consumer re-checks without a wake-up: its re-registration period,
-/// or just after the shortest-lived hold it saw is due (its item may come back with
-/// no one to announce it: the holder's process died and its session expired).
-fn recheck_after(soonest: Option<Duration>) -> Duration {
-    let renew = WAITER_TTL * 2 / 3;
-    soonest.map_or(renew, |ttl| renew.min(ttl + Duration::from_millis(5)))
-}
-
 /// A Redis queue.
 pub(crate) struct RedisQueue {
     shared: Arc<Shared>,
@@ -153,7 +144,7 @@ impl RedisQueue {
         let mut call = self.shared.script_on(&SCRIPTS.queue_pop, &self.prefix);
         call.arg(id)
             .arg(if wait { "wait" } else { "try" })
-            .arg(u64::try_from(WAITER_TTL.as_millis()).unwrap_or(u64::MAX));
+            .arg(u64::try_from(QUEUE_WAITER_TTL.as_millis()).unwrap_or(u64::MAX));
         let reply = self.shared.eval(&call).await?;
         let mut fields = array("queue_pop", reply.clone())?.into_iter();
         match fields
@@ -190,7 +181,7 @@ impl RedisQueue {
         call.arg(&self.prefix)
             .arg(id)
             .arg(if wait { "wait" } else { "try" })
-            .arg(u64::try_from(WAITER_TTL.as_millis()).unwrap_or(u64::MAX))
+            .arg(u64::try_from(QUEUE_WAITER_TTL.as_millis()).unwrap_or(u64::MAX))
             .arg(lease.session_check(session))
             .arg(lease.margin_ms())
             .arg(lease.ttl_ms());
@@ -254,7 +245,7 @@ impl RedisQueue {
                 Some(lost),
                 |_| async {
                     Ok(match self.receive_once(&id, session, lease, true).await? {
-                        Popped::Empty(soonest) => NotYet(Some(recheck_after(soonest))),
+                        Popped::Empty(soonest) => NotYet(Some(queue_recheck_after(soonest))),
                         popped => Ready(popped),
                     })
                 },
@@ -519,7 +510,7 @@ impl Queue for RedisQueue {
         let item = waiting::wait_until(&self.shared, &channel, "queue dequeue", None, |_| async {
             Ok(match self.pop(&id, true).await? {
                 Popped::Item(item, _) => Ready(item),
-                Popped::Empty(soonest) => NotYet(Some(recheck_after(soonest))),
+                Popped::Empty(soonest) => NotYet(Some(queue_recheck_after(soonest))),
                 Popped::SessionGone => return Err(unexpected("queue_pop", &redis::Value::Nil)),
             })
         })

@@ -37,6 +37,8 @@
 //!   [`Claim`] between the store's answer and the caller, put back when dropped;
 //! - [`Settle`]: a held queue item's ack and return as a store's atomic steps, which
 //!   [`Delivery`](crate::Delivery) runs as one protocol on every store;
+//! - [`QUEUE_WAITER_TTL`] and [`queue_recheck_after`]: a waiting queue consumer's
+//!   place in a store's line of waiters, and when it looks again without a wake-up;
 //! - [`Snapshot`]: what [`Backend::export`] returns for migrations;
 //! - [`retry`]: the one retry policy of every backend ([`RetryPolicy`], [`WaitRetry`]):
 //!   what is retried after a transient store failure, for how long, per kind of call;
@@ -147,6 +149,7 @@ mod epoch_marker;
 mod login;
 mod multi_host_url;
 mod prefix;
+mod queue_waiter;
 mod random;
 mod rate_step;
 mod renewal_batch;
@@ -170,6 +173,7 @@ pub use epoch_marker::EpochMarker;
 pub use login::Login;
 pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;
+pub use queue_waiter::{QUEUE_WAITER_TTL, queue_recheck_after};
 pub use random::{random_fraction, random_u64};
 pub use rate_step::{RateStep, RateStepLimiter};
 pub use renewal_batch::{BatchRenewed, RenewalBatch};
