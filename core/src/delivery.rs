@@ -450,3 +450,129 @@ impl Drop for Delivery {
         .spawn(|_| async move { give_back(&*settle).await }.instrument(span));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A store's steps that answer from a script, and count what was asked.
+    #[derive(Default)]
+    struct Scripted {
+        acks: Mutex<VecDeque<Result<bool>>>,
+        nacks: Mutex<VecDeque<Result<()>>>,
+        steps: AtomicUsize,
+        asked_after_loss: AtomicUsize,
+        lost: Option<CancellationToken>,
+    }
+
+    impl Scripted {
+        fn acks(answers: impl IntoIterator<Item = Result<bool>>) -> Self {
+            Self {
+                acks: Mutex::new(answers.into_iter().collect()),
+                ..Self::default()
+            }
+        }
+
+        fn nacks(answers: impl IntoIterator<Item = Result<()>>) -> Self {
+            Self {
+                nacks: Mutex::new(answers.into_iter().collect()),
+                ..Self::default()
+            }
+        }
+
+        fn steps(&self) -> usize {
+            self.steps.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Settle for Scripted {
+        async fn ack_step(&self) -> Result<bool> {
+            self.steps.fetch_add(1, Ordering::SeqCst);
+            self.acks
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("an answer left")
+        }
+
+        async fn nack_step(&self) -> Result<()> {
+            self.steps.fetch_add(1, Ordering::SeqCst);
+            self.nacks
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("an answer left")
+        }
+
+        /// `Ok`: the store tells an earlier attempt removed the item.
+        async fn ack_after_loss(&self) -> Result<()> {
+            self.asked_after_loss.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn policy(&self) -> RetryPolicy {
+            RetryPolicy::default()
+        }
+
+        fn lost(&self) -> Option<&CancellationToken> {
+            self.lost.as_ref()
+        }
+    }
+
+    fn transient() -> Error {
+        Error::connection("test", "connection refused")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_step_is_retried_through_transient_failures() {
+        let settle = Scripted::acks([Err(transient()), Ok(true)]);
+        assert!(acknowledge(&settle).await.is_ok());
+        assert_eq!(settle.steps(), 2);
+        assert_eq!(settle.asked_after_loss.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_ack_is_session_lost_without_asking_further() {
+        let settle = Scripted::acks([Ok(false)]);
+        assert!(matches!(
+            acknowledge(&settle).await,
+            Err(Error::SessionLost)
+        ));
+        assert_eq!(settle.asked_after_loss.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_ended_by_the_sessions_loss_asks_the_store_what_became_of_it() {
+        let settle = Scripted::acks([Err(Error::SessionLost)]);
+        assert!(acknowledge(&settle).await.is_ok());
+        assert_eq!(settle.asked_after_loss.load(Ordering::SeqCst), 1);
+
+        let lost = CancellationToken::new();
+        lost.cancel();
+        let settle = Scripted {
+            lost: Some(lost),
+            ..Scripted::default()
+        };
+        assert!(acknowledge(&settle).await.is_ok());
+        assert_eq!(settle.steps(), 0, "no step once the session is known lost");
+        assert_eq!(settle.asked_after_loss.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nack_of_a_hold_the_session_ended_counts_as_returned() {
+        let settle = Scripted::nacks([Err(transient()), Err(Error::SessionLost)]);
+        assert!(give_back(&settle).await.is_ok());
+        assert_eq!(settle.steps(), 2);
+
+        let settle = Scripted::nacks([Err(Error::InvalidArgument("refused".into()))]);
+        assert!(matches!(
+            give_back(&settle).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
