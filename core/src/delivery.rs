@@ -90,8 +90,10 @@ pub(crate) fn received(span: &tracing::Span, queue: &Name, delivery: Delivery) -
 /// every store: each step runs through [`policy`](Settle::policy)'s
 /// [`release`](RetryPolicy::release) (retried through transient failures, within the
 /// budget or until [`lost`](Settle::lost) fires), so a step must be idempotent for
-/// its hold (a repeat after a lost reply changes nothing). For backend implementors
-/// (see [`crate::raw`]).
+/// its hold (a repeat after a lost reply changes nothing). A step must also be
+/// cancel-safe: a caller that drops its `ack` or `nack` drops the step in flight, and
+/// the hold is then either settled or still held through the session. For backend
+/// implementors (see [`crate::raw`]).
 ///
 /// `Any`, so that a backend's own calls on a delivery (an acknowledgement inside a
 /// caller's transaction) find their store's side of it through

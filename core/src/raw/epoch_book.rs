@@ -82,9 +82,8 @@ pub struct EpochBook {
     /// The marker's id as this client read or wrote it.
     marker_id: Option<String>,
     /// Whether a session's check of the marker completed: read, and written where
-    /// this client had to write it. A check that failed half-way (the read done, the
-    /// write lost) leaves it unset, so that the next session checks again and waits
-    /// out the lock-delay a marker it writes starts.
+    /// this client had to write it. Until then a client has no marker of its own to
+    /// check again after a lost connection (every session's open checks it anyway).
     marker_checked: bool,
     /// The store's mark (create revision, `czxid`) of the last hold key or node that
     /// this client waited out or wrote.
