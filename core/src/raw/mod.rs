@@ -141,6 +141,7 @@
 
 mod call_id;
 mod claim_guard;
+mod claim_sweep;
 mod clean_up;
 mod connect_failure;
 mod detached;
@@ -165,6 +166,7 @@ mod waited;
 
 pub use call_id::call_id;
 pub use claim_guard::{Claim, ClaimGuard};
+pub use claim_sweep::{ClaimSweeps, SWEEP_EVERY};
 pub use clean_up::CleanUp;
 pub use connect_failure::{name_connect_timeout, refusing_hosts};
 pub use detached::detached;

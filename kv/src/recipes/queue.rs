@@ -129,7 +129,9 @@ use distsync_core::raw::waited;
 
 use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
 use super::wait::{next_event, patiently};
-use distsync_core::raw::{detached, Claim, ClaimGuard, CleanUp, Contention, RetryPolicy};
+use distsync_core::raw::{
+    detached, Claim, ClaimGuard, ClaimSweeps, CleanUp, Contention, RetryPolicy,
+};
 
 /// How long a claim rides out transient failures before its call gives up.
 const CLAIM_BUDGET: Duration = Duration::from_secs(60);
@@ -349,7 +351,7 @@ pub(crate) struct KvQueue {
     name: Name,
     layout: Layout,
     lease_of: LeaseOf,
-    sweep: queue_sweep::Sweep,
+    sweeps: ClaimSweeps,
     dedup_leases: dedup::DedupLeases,
 }
 
@@ -367,7 +369,7 @@ impl KvQueue {
             layout: Layout::new(space, &name),
             name,
             lease_of,
-            sweep: queue_sweep::Sweep::default(),
+            sweeps: ClaimSweeps::default(),
             dedup_leases: dedup::DedupLeases::default(),
         }
     }
@@ -638,7 +640,7 @@ impl KvQueue {
                 std::future::pending().await
             }
         };
-        let sweep_due = self.next_sweep_in();
+        let sweep_due = self.sweeps.next_in();
         tokio::select! {
             event = woken => {
                 if event?.is_some() {
@@ -655,7 +657,7 @@ impl KvQueue {
                 event?;
             }
             () = sleep_or_forever(sweep_due) => {
-                self.sweep_now().await;
+                self.sweep_if_due().await;
             }
         }
         Ok(Waited::LookAgain {

@@ -7,19 +7,15 @@
 //! place (as a cancelled dequeue's put-back does, guarded on the record, so it races
 //! harmlessly with its owner's own acknowledgement or put-back).
 //!
-//! When: on the first dequeue or receive of a queue handle and then at most every
-//! [`SWEEP_EVERY`]; a waiting consumer also wakes when the oldest record it saw comes
-//! due. So an item is invisible for at most [`STALE_CLAIM`] plus the next sweep
-//! (immediate if a consumer is waiting), give or take the clock skew between the
-//! claiming and the sweeping hosts. The price: an item whose delivery succeeded but
-//! whose acknowledgement never reached the store (the store unreachable for
-//! [`STALE_CLAIM`]) is delivered again. A record whose call id carries no time is
-//! swept at once.
+//! When: as [`ClaimSweeps`](distsync_core::raw::ClaimSweeps) schedules it (at a
+//! handle's first dequeue or receive, then at most every `SWEEP_EVERY`, and when the
+//! oldest record seen comes due, at once for a waiting consumer); give or take the
+//! clock skew between the claiming and the sweeping hosts. The price: an item whose
+//! delivery succeeded but whose acknowledgement never reached the store (the store
+//! unreachable for [`STALE_CLAIM`]) is delivered again. A record whose call id carries
+//! no time is swept at once.
 
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::time::Instant;
 
 use crate::kv::{Kv, Range};
 use distsync_core::error::Result;
@@ -27,9 +23,6 @@ use distsync_core::error::Result;
 use super::{put_back, KvQueue, Layout};
 use distsync_core::queue::STALE_CLAIM;
 use distsync_core::raw::call_id;
-
-/// How often a queue handle looks for stale records.
-pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// A call id carrying the claim's wall-clock time: `<unix ms %013d>-<call id>`.
 pub(super) fn claim_call_id() -> String {
@@ -52,50 +45,18 @@ fn claimed_at(call: &str) -> Option<u64> {
     millis.parse().ok()
 }
 
-/// When a handle last swept, and when the oldest record it saw comes due.
-#[derive(Debug, Default)]
-pub(super) struct SweepState {
-    last: Option<Instant>,
-    next: Option<Instant>,
-}
-
 impl KvQueue {
-    fn sweep_state(&self) -> std::sync::MutexGuard<'_, SweepState> {
-        self.sweep
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Sweeps unless this handle did less than [`SWEEP_EVERY`] ago.
+    /// Sweeps when [`ClaimSweeps`] says it is due; a failure is logged (the next sweep
+    /// tries again).
     pub(super) async fn sweep_if_due(&self) {
-        let due = self
-            .sweep_state()
-            .last
-            .is_none_or(|last| last.elapsed() >= SWEEP_EVERY);
-        if due {
-            self.sweep_now().await;
+        if !self.sweeps.start_if_due() {
+            return;
         }
-    }
-
-    /// How long until the oldest in-flight record seen by the last sweep comes due.
-    pub(super) fn next_sweep_in(&self) -> Option<Duration> {
-        self.sweep_state()
-            .next
-            .map(|at| at.saturating_duration_since(Instant::now()))
-    }
-
-    /// Puts back every stale record now; failures are logged (the next sweep tries
-    /// again).
-    pub(super) async fn sweep_now(&self) {
-        self.sweep_state().last = Some(Instant::now());
-        let next = match sweep(&*self.kv, &self.layout).await {
-            Ok(next) => next.map(|due| Instant::now() + due),
-            Err(error) => {
-                tracing::warn!(queue = %self.layout.root, %error, "sweeping stale in-flight queue records failed");
-                Some(Instant::now() + SWEEP_EVERY)
-            }
-        };
-        self.sweep_state().next = next;
+        let found = sweep(&*self.kv, &self.layout).await;
+        if let Err(error) = &found {
+            tracing::warn!(queue = %self.layout.root, %error, "sweeping stale in-flight queue records failed");
+        }
+        self.sweeps.swept(&found);
     }
 }
 
@@ -141,6 +102,3 @@ async fn sweep(kv: &dyn Kv, layout: &Layout) -> Result<Option<Duration>> {
     }
     Ok(next.map(Duration::from_millis))
 }
-
-/// Guards the state with a `std` mutex (never held across an await).
-pub(super) type Sweep = Mutex<SweepState>;
