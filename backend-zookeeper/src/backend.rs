@@ -34,7 +34,7 @@ pub struct ZkBackend {
     /// backend uses, opened on first use: they keep nothing ephemeral, and a handle made
     /// per request (or per campaign, for the hand-over and release-request records) must
     /// not cost a session and a connection each.
-    sessionless: Arc<Direct>,
+    pub(crate) sessionless: Arc<Direct>,
 }
 
 impl std::fmt::Debug for ZkBackend {
@@ -190,7 +190,7 @@ impl Backend for ZkBackend {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use distsync_core::rate_limiter::Rate;
     use distsync_core::Primitives;
 
@@ -198,7 +198,7 @@ mod tests {
 
     /// The test ZooKeeper's URL, or `None` after a loud skip notice (a failure under
     /// `CI=true`).
-    fn test_url() -> Option<String> {
+    pub(crate) fn test_url() -> Option<String> {
         let ci = std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true"));
         match std::env::var("DISTSYNC_ZOOKEEPER_URL") {
             Ok(url) if !url.trim().is_empty() => Some(url),

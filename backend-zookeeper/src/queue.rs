@@ -22,7 +22,7 @@
 //! | `<root>/queue_lock/<name>/<item>` | Curator's `lockPath`: an ephemeral node per held item, of the holder's session |
 //! | `<root>/queue_meta/<name>/%deliveries/<item>` | how many times `receive` delivered the item, in decimal |
 //! | `<root>/queue_meta/<name>/%keys/<key>` | idempotency keys: `k-<key>` of `enqueue_once`, `c-<call id>` of `enqueue` |
-//! | `<root>/queue_meta/<name>/%taken/<call id>` | the receipt of a `dequeue` in flight, ephemeral |
+//! | `<root>/queue_meta/<name>/%taken/<call id>` | the receipt of a `dequeue` in flight: its item's node name and data |
 //! | `<root>/queue_meta/<name>/%clock` | written to read the server's clock |
 //!
 //! # Protocol
@@ -35,10 +35,18 @@
 //!   never were are deleted by a later enqueue after [`CALL_KEY_WINDOW`].
 //! * **Dequeue** (at most once): for the first item with no lock node, one `multi`
 //!   creates and deletes the lock node (so it fails while someone holds the item),
-//!   deletes the item at the version read, and creates the receipt. A reply lost to a
-//!   connection loss is resolved by the receipt; a dequeue dropped while its `multi`
-//!   may have been applied puts the item back in the background, recreating its node
-//!   under the same name, hence at the same place.
+//!   deletes the item at the version read, and creates the receipt, a persistent node
+//!   holding the item. A reply lost to a connection loss or a session's end is
+//!   resolved by the receipt; a dequeue dropped while its `multi` may have been applied
+//!   puts the item back in the background, recreating its node under the same name,
+//!   hence at the same place, and deleting the receipt in the same `multi`. A dequeue
+//!   that returned its item deletes the receipt in the background. A receipt older
+//!   than [`STALE_CLAIM`] on the server's clock belongs to a dequeue that never
+//!   finished (its process died, or the store stayed unreachable past the put-back's
+//!   budget): a consumer of the queue puts its item back, as the other stores put back
+//!   their stale in-flight records ([`ClaimSweeps`] says when). The price is theirs
+//!   too: an item whose dequeue returned it but whose receipt could not be deleted
+//!   for that long is delivered again.
 //! * **Receive** (at least once): one `multi`, through the receiver's session, creates
 //!   the ephemeral lock node, checks the item's version and counts the delivery. The
 //!   item stays at its place: `ack` deletes it with the lock node, `nack` (or a dropped
@@ -60,6 +68,8 @@
 //!
 //! [`DEDUP_WINDOW`]: distsync_core::queue::DEDUP_WINDOW
 //! [`CALL_KEY_WINDOW`]: distsync_core::queue::CALL_KEY_WINDOW
+//! [`STALE_CLAIM`]: distsync_core::queue::STALE_CLAIM
+//! [`ClaimSweeps`]: distsync_core::raw::ClaimSweeps
 
 pub(crate) mod framing;
 pub(crate) mod nodes;
@@ -71,10 +81,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW, STALE_CLAIM};
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
-use distsync_core::raw::{call_id, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy};
+use distsync_core::raw::{
+    call_id, Claim, ClaimGuard, ClaimSweeps, CleanUp, Failure, Idempotence, RetryPolicy,
+};
 use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
 use tokio::time::Instant;
 use zookeeper_client as zk;
@@ -101,21 +113,31 @@ pub(crate) struct Inner {
     shared: Arc<Shared>,
     name: Name,
     paths: Paths,
-    own: Direct,
+    /// The backend's client of no session: the queue's nodes other than the holds of
+    /// `receive` (the receiver's session's) are persistent.
+    direct: Arc<Direct>,
     /// When this handle last pruned keys (`None`: never).
     pruned: Mutex<Option<Instant>>,
+    /// When this handle looks for the receipts of dequeues that never finished.
+    sweeps: ClaimSweeps,
+    /// How old a receipt is when its dequeue counts as never finished:
+    /// [`STALE_CLAIM`], shorter in tests.
+    stale_after: Duration,
 }
 
 impl ZkQueue {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+    fn new(direct: &Arc<Direct>, name: Name, stale_after: Duration) -> Self {
+        let shared = &direct.shared;
         let paths = Paths::new(shared.config.root(), &name);
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::clone(shared),
                 name,
                 paths,
-                own: Direct::with_session_timeout(shared, nodes::OWN_SESSION),
+                direct: Arc::clone(direct),
                 pruned: Mutex::new(None),
+                sweeps: ClaimSweeps::default(),
+                stale_after,
             }),
         }
     }
@@ -129,12 +151,23 @@ enum Look<T> {
     Empty(Option<(zk::OneshotWatcher, zk::OneshotWatcher)>),
 }
 
-/// Resolves once either of a look's watches fires (at once for a look that set none).
-async fn changed(watches: Option<(zk::OneshotWatcher, zk::OneshotWatcher)>) -> Result<()> {
+/// Resolves once either of a look's watches fires (at once for a look that set none),
+/// or after `sweep_in`, when the oldest receipt the last sweep left comes due.
+async fn changed(
+    watches: Option<(zk::OneshotWatcher, zk::OneshotWatcher)>,
+    sweep_in: Option<Duration>,
+) -> Result<()> {
+    let sweep_due = async {
+        match sweep_in {
+            Some(due) => tokio::time::sleep(due).await,
+            None => std::future::pending().await,
+        }
+    };
     if let Some((items, locks)) = watches {
         tokio::select! {
             _ = items.changed() => {}
             _ = locks.changed() => {}
+            () = sweep_due => {}
         }
     }
     Ok(())
@@ -273,9 +306,11 @@ impl Inner {
         }
     }
 
-    /// One look for an item to dequeue: takes the first available one.
+    /// One look for an item to dequeue: takes the first available one, after a sweep
+    /// of stale receipts when one is due.
     async fn take(&self, watch: bool) -> Result<Look<Bytes>> {
-        let client = self.own.client().await?;
+        self.sweep_if_due().await;
+        let client = self.direct.client().await?;
         'listing: loop {
             let (available, watches) = self.available(&client, watch).await?;
             for child in available {
@@ -301,32 +336,20 @@ impl Inner {
         item: Bytes,
         version: i32,
     ) -> Result<Option<Bytes>> {
-        let lock = self.paths.lock(child);
-        let path = self.paths.item(child);
+        let data = framing::encode(&item);
         let receipt = format!("{}/{}", self.paths.taken, call_id());
         loop {
-            let mut multi = client.new_multi_writer();
-            let mut ops = || -> std::result::Result<(), zk::Error> {
-                // Made and deleted at once: fails while a receiver's lock node exists.
-                multi.add_create(&lock, &[], &persistent())?;
-                multi.add_delete(&lock, None)?;
-                multi.add_delete(&path, Some(version))?;
-                multi.add_create(&receipt, child.as_bytes(), &nodes::ephemeral())?;
-                Ok(())
-            };
-            ops().map_err(map)?;
+            let mut multi = self.take_multi(client, child, version, &receipt, &data)?;
             let put_back = ClaimGuard::new(Taken {
-                shared: Arc::clone(&self.shared),
-                client: client.clone(),
+                direct: Arc::clone(&self.direct),
                 receipt: receipt.clone(),
-                path: path.clone(),
-                data: framing::encode(&item),
+                path: self.paths.item(child),
+                data: data.clone(),
                 paths: self.paths.clone(),
                 child: child.to_owned(),
             });
-            let committed = bounded(&self.shared, multi.commit()).await;
-            match committed {
-                Ok(Ok(_)) => {}
+            let failed = match bounded(&self.shared, multi.commit()).await {
+                Ok(Ok(_)) => None,
                 Ok(Err(zk::MultiWriteError::OperationFailed { index, source })) => {
                     put_back.disarm();
                     match (index, source) {
@@ -344,41 +367,106 @@ impl Inner {
                         (_, source) => return Err(map(source)),
                     }
                 }
-                Ok(Err(zk::MultiWriteError::RequestFailed { source })) => {
-                    if crate::error::is_session_end(&source) {
-                        // The receipt went with the session: the put-back finds none.
-                        return Err(map(source));
-                    }
-                    if !self.receipt_exists(client, &receipt).await? {
-                        put_back.disarm();
-                        return Ok(None);
-                    }
-                }
-                Err(error) => {
-                    if !self
-                        .receipt_exists(client, &receipt)
-                        .await
-                        .map_err(|_| error)?
-                    {
-                        put_back.disarm();
-                        return Ok(None);
-                    }
+                Ok(Err(zk::MultiWriteError::RequestFailed { source })) => Some(map(source)),
+                Err(error) => Some(error),
+            };
+            if let Some(error) = failed {
+                // The reply is lost, the `multi` maybe applied: the receipt, which
+                // outlives this client's session, says. Not known, the put-back runs.
+                if !self.receipt_exists(&receipt).await.map_err(|_| error)? {
+                    put_back.disarm();
+                    return Ok(None);
                 }
             }
             // Taken. No await may come between here and the return, or a dequeue
             // dropped there would lose the item: the receipt and the delivery count
-            // are deleted in the background (the receipt also goes with the session).
+            // are deleted in the background.
             put_back.hand_over();
             return Ok(Some(item));
         }
     }
 
+    /// The `multi` of a dequeue that takes the item `child` (read at `version`,
+    /// holding `data`) under the receipt `receipt`.
+    fn take_multi<'c>(
+        &self,
+        client: &'c zk::Client,
+        child: &str,
+        version: i32,
+        receipt: &str,
+        data: &[u8],
+    ) -> Result<zk::MultiWriter<'c>> {
+        let lock = self.paths.lock(child);
+        let mut multi = client.new_multi_writer();
+        let mut ops = || -> std::result::Result<(), zk::Error> {
+            // Made and deleted at once: fails while a receiver's lock node exists.
+            multi.add_create(&lock, &[], &persistent())?;
+            multi.add_delete(&lock, None)?;
+            multi.add_delete(&self.paths.item(child), Some(version))?;
+            multi.add_create(receipt, &nodes::receipt(child, data), &persistent())?;
+            Ok(())
+        };
+        ops().map_err(map)?;
+        Ok(multi)
+    }
+
     /// Whether the receipt `receipt` exists: whether a dequeue whose reply was lost
     /// was applied.
-    async fn receipt_exists(&self, client: &zk::Client, receipt: &str) -> Result<bool> {
+    async fn receipt_exists(&self, receipt: &str) -> Result<bool> {
+        let client = self.direct.client().await?;
         request(&self.shared, client.check_stat(receipt))
             .await
             .map(|stat| stat.is_some())
+    }
+
+    /// Sweeps the receipts when [`ClaimSweeps`] says it is due; a failure is logged
+    /// (the next sweep tries again).
+    async fn sweep_if_due(&self) {
+        if !self.sweeps.start_if_due() {
+            return;
+        }
+        let found = self.sweep().await;
+        if let Err(error) = &found {
+            tracing::warn!(queue = %self.name, %error, "sweeping the receipts of unfinished dequeues failed");
+        }
+        self.sweeps.swept(&found);
+    }
+
+    /// Puts back the items of receipts older than `stale_after` on the server's clock;
+    /// returns how long until the oldest receipt left comes due, if any is left.
+    async fn sweep(&self) -> Result<Option<Duration>> {
+        let client = self.direct.client().await?;
+        let (receipts, _) = self.children(&client, &self.paths.taken, false).await?;
+        if receipts.is_empty() {
+            return Ok(None);
+        }
+        let now = nodes::server_now(&self.shared, &client, &self.paths.clock).await?;
+        let stale = i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
+        let mut next: Option<i64> = None;
+        for receipt in receipts {
+            let path = format!("{}/{receipt}", self.paths.taken);
+            let (data, stat) = match bounded(&self.shared, client.get_data(&path)).await? {
+                Ok(read) => read,
+                Err(zk::Error::NoNode) => continue,
+                Err(error) => return Err(map(error)),
+            };
+            let left = stale - now.saturating_sub(stat.ctime);
+            if left > 0 {
+                next = Some(next.map_or(left, |next| next.min(left)));
+                continue;
+            }
+            let Some((child, item)) = nodes::parse_receipt(&data) else {
+                tracing::warn!(node = %path, "a dequeue's receipt of another shape is left as it is");
+                continue;
+            };
+            tracing::warn!(
+                queue = %self.name,
+                node = %path,
+                "putting back the item of a dequeue that never finished",
+            );
+            put_back(&self.shared, &client, &path, &self.paths.item(child), item).await?;
+        }
+        Ok(next.map(|left| Duration::from_millis(left.unsigned_abs())))
     }
 
     /// Deletes the delivery count of the item `child` (see [`forget_deliveries`]).
@@ -398,7 +486,7 @@ impl Inner {
         priority: u16,
         sent: &AtomicBool,
     ) -> Result<Enqueued> {
-        let client = self.own.client().await?;
+        let client = self.direct.client().await?;
         let key_path = format!("{}/{key}", self.paths.keys);
         if sent.swap(true, Ordering::SeqCst) {
             if let Some(answer) = self.existing(&client, &key_path, call, window).await? {
@@ -491,7 +579,7 @@ impl Inner {
             .await?;
         if let AppendKey::Call(_) = key {
             // The call is answered: no attempt of it is left to repeat.
-            if let Ok(client) = self.own.client().await {
+            if let Ok(client) = self.direct.client().await {
                 let path = format!("{}/{key_node}", self.paths.keys);
                 if let Ok(Err(error)) = bounded(&self.shared, client.delete(&path, None)).await {
                     tracing::debug!(node = %path, %error, "could not delete an enqueue's call key");
@@ -523,7 +611,7 @@ impl Inner {
     /// Deletes the key nodes older than their window and the delivery counts of items
     /// that are gone.
     async fn prune(&self) -> Result<()> {
-        let client = self.own.client().await?;
+        let client = self.direct.client().await?;
         let (keys, _) = self.children(&client, &self.paths.keys, false).await?;
         if !keys.is_empty() {
             let now = nodes::server_now(&self.shared, &client, &self.paths.clock).await?;
@@ -557,13 +645,13 @@ impl Inner {
 
     /// How many items no one holds.
     async fn len(&self) -> Result<usize> {
-        let client = self.own.client().await?;
+        let client = self.direct.client().await?;
         Ok(self.available(&client, false).await?.0.len())
     }
 
     /// The age of the oldest item no one holds, on the server's clock.
     async fn oldest_age(&self) -> Result<Option<Duration>> {
-        let client = self.own.client().await?;
+        let client = self.direct.client().await?;
         let (mut available, _) = self.available(&client, false).await?;
         // Sequences grow with creation time across priorities.
         available.sort_by_key(|child| nodes::sequence(child).unwrap_or(u64::MAX));
@@ -579,26 +667,22 @@ impl Inner {
     }
 }
 
-/// The items ready and held of the queue whose items are the children of `items`
-/// and whose lock path is `locks`, for `status`. The holds are listed first, for the
+/// The items ready and in flight (held, or taken by a dequeue that has not deleted its
+/// receipt) of the queue at `paths`, for `status`. The holds are listed first, for the
 /// reason `available` gives: an item acked between the reads never counts as ready.
-pub(crate) async fn counts(
-    client: &zk::Client,
-    items: &str,
-    locks: &str,
-) -> Result<(usize, usize)> {
-    let held: HashSet<String> = match client.list_children(locks).await {
-        Ok(held) => held.into_iter().collect(),
-        Err(zk::Error::NoNode) => HashSet::new(),
-        Err(error) => return Err(map(error)),
+pub(crate) async fn counts(client: &zk::Client, paths: &Paths) -> Result<(usize, usize)> {
+    let list = |path| async move {
+        match client.list_children(path).await {
+            Ok(children) => Ok(children),
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(error) => Err(map(error)),
+        }
     };
-    let items = match client.list_children(items).await {
-        Ok(children) => nodes::items(children),
-        Err(zk::Error::NoNode) => Vec::new(),
-        Err(error) => return Err(map(error)),
-    };
-    let in_flight = items.iter().filter(|child| held.contains(*child)).count();
-    Ok((items.len() - in_flight, in_flight))
+    let held: HashSet<String> = list(&paths.locks).await?.into_iter().collect();
+    let items = nodes::items(list(&paths.items).await?);
+    let taken = list(&paths.taken).await?.len();
+    let held = items.iter().filter(|child| held.contains(*child)).count();
+    Ok((items.len() - held, held + taken))
 }
 
 /// Deletes the delivery count of the item `child`, gone for good (a count left
@@ -636,8 +720,7 @@ enum Read {
 /// back (the dequeue was cancelled, or failed not knowing) by recreating the node under
 /// its name, so at its place; handed over, its receipt and delivery count are deleted.
 struct Taken {
-    shared: Arc<Shared>,
-    client: zk::Client,
+    direct: Arc<Direct>,
     receipt: String,
     path: String,
     data: Vec<u8>,
@@ -650,16 +733,17 @@ impl Claim for Taken {
     fn put_back_clean_up(&self) -> CleanUp {
         CleanUp::new(
             "putting back the item of a dropped dequeue",
-            "the item the dequeue may have taken is lost",
+            "a later dequeue puts it back once its receipt is stale",
         )
         .of(&self.path)
         .within(PUT_BACK_DEADLINE)
     }
 
     async fn put_back(&self) -> Result<()> {
+        let client = self.direct.client().await?;
         put_back(
-            &self.shared,
-            &self.client,
+            &self.direct.shared,
+            &client,
             &self.receipt,
             &self.path,
             &self.data,
@@ -671,7 +755,7 @@ impl Claim for Taken {
         Some(
             CleanUp::new(
                 "deleting a dequeue's receipt",
-                "the receipt goes with the session",
+                "a later dequeue takes the receipt for an unfinished one and delivers its item again",
             )
             .of(&self.receipt)
             .within(PUT_BACK_DEADLINE),
@@ -679,14 +763,16 @@ impl Claim for Taken {
     }
 
     async fn forget(&self) -> Result<()> {
-        match request(&self.shared, self.client.delete(&self.receipt, None)).await {
+        let shared = &self.direct.shared;
+        let client = self.direct.client().await?;
+        match request(shared, client.delete(&self.receipt, None)).await {
             Ok(()) => {}
             Err(error) if error.is_transient() => return Err(error),
             Err(error) => {
                 tracing::debug!(node = %self.receipt, %error, "could not delete a dequeue's receipt");
             }
         }
-        forget_deliveries(&self.shared, &self.paths, &self.client, &self.child).await;
+        forget_deliveries(shared, &self.paths, &client, &self.child).await;
         Ok(())
     }
 }
@@ -708,11 +794,15 @@ async fn put_back(
     multi.add_delete(receipt, None).map_err(map)?;
     match bounded(shared, multi.commit()).await? {
         Ok(_) => {
-            tracing::debug!(node = %path, "put back the item of a dropped dequeue");
+            tracing::debug!(node = %path, "put back the item of a dequeue");
             Ok(())
         }
-        // Gone meanwhile: another put-back of this receipt won.
+        // Another put-back of this receipt won meanwhile (the owner's, or a sweep's).
         Err(zk::MultiWriteError::OperationFailed {
+            index: 0,
+            source: zk::Error::NodeExists,
+        })
+        | Err(zk::MultiWriteError::OperationFailed {
             index: 1,
             source: zk::Error::NoNode,
         }) => Ok(()),
@@ -736,7 +826,7 @@ impl Queue for ZkQueue {
             .wait_until("dequeue", None, || async {
                 Ok(match self.inner.take(true).await? {
                     Look::Found(item) => Ready(item),
-                    Look::Empty(watches) => NotYet(changed(watches)),
+                    Look::Empty(watches) => NotYet(changed(watches, self.inner.sweeps.next_in())),
                 })
             })
             .await
@@ -785,14 +875,20 @@ impl Queue for ZkQueue {
 
 impl Make<Arc<Direct>, Name> for ZkQueue {
     fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
-        Ok(Self::new(&direct.shared, name))
+        Ok(Self::new(direct, name, STALE_CLAIM))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::expired;
     use std::time::Duration;
+
+    use distsync_core::queue::AppendKey;
+    use distsync_core::raw::call_id;
+    use distsync_core::{Bytes, Name, Queue};
+
+    use super::{expired, Read, ZkQueue};
+    use crate::backend::tests::test_url;
 
     #[test]
     fn keys_expire_after_their_window_on_the_servers_clock() {
@@ -802,5 +898,112 @@ mod tests {
         assert!(expired(1_060_000, 1_000_000, window));
         // A clock that went back (another leader) keeps the key.
         assert!(!expired(999_000, 1_000_000, window));
+    }
+
+    /// How long a receipt lives before these tests' queues take it as stale.
+    const STALE_AFTER: Duration = Duration::from_secs(2);
+
+    /// A fresh queue whose receipts are stale after [`STALE_AFTER`], holding `items`
+    /// in order, and the first item taken by a dequeue that never finished: its
+    /// `multi` applied, and then its process died (its session ended, and nothing put
+    /// the item back or deleted the receipt). `None` when there is no test server.
+    async fn queue_after_an_unfinished_dequeue(items: &[&str]) -> Option<ZkQueue> {
+        let url = test_url()?;
+        let backend = crate::backend(&url).await.unwrap();
+        let name = Name::new(format!("unfinished-dequeue-{}", call_id())).unwrap();
+        let queue = ZkQueue::new(&backend.sessionless, name, STALE_AFTER);
+        for item in items {
+            let item = Bytes::copy_from_slice(item.as_bytes());
+            queue
+                .append_bytes(&AppendKey::call(), item, 0)
+                .await
+                .unwrap();
+        }
+        let inner = &queue.inner;
+        // The dequeue's process, with a ZooKeeper session of its own.
+        let dying = crate::direct::Direct::new(&inner.shared);
+        let client = dying.client().await.unwrap();
+        let (available, _) = inner.available(&client, false).await.unwrap();
+        let first = &available[0];
+        let Read::Item(item, version) = inner.read(&client, first).await.unwrap() else {
+            panic!("the first item cannot be read");
+        };
+        assert_eq!(item, items[0].as_bytes());
+        let receipt = format!("{}/{}", inner.paths.taken, call_id());
+        let data = super::framing::encode(&item);
+        let dirs = [inner.paths.taken.as_str(), inner.paths.locks.as_str()];
+        super::nodes::make_dirs(&inner.shared, &client, &dirs)
+            .await
+            .unwrap();
+        let mut multi = inner
+            .take_multi(&client, first, version, &receipt, &data)
+            .unwrap();
+        multi.commit().await.unwrap();
+        // The process dies: its client closes its session.
+        drop(multi);
+        drop(client);
+        drop(dying);
+        assert_eq!(
+            queue.len().await.unwrap(),
+            items.len() - 1,
+            "the item is taken"
+        );
+        let client = inner.direct.client().await.unwrap();
+        assert_eq!(
+            super::counts(&client, &inner.paths).await.unwrap(),
+            (items.len() - 1, 1),
+            "status counts the taken item in flight"
+        );
+        Some(queue)
+    }
+
+    #[tokio::test]
+    async fn the_item_of_a_dequeue_that_never_finished_comes_back_at_its_place_once_stale() {
+        let Some(queue) = queue_after_an_unfinished_dequeue(&["first", "second"]).await else {
+            return;
+        };
+        let inner = &queue.inner;
+        // A sweep before the receipt is stale leaves it, and says when it is due.
+        let due = inner.sweep().await.unwrap().expect("a receipt is left");
+        assert!(due <= STALE_AFTER, "due in {due:?}");
+        assert_eq!(queue.len().await.unwrap(), 1, "a fresh receipt stays");
+        tokio::time::sleep(due).await;
+        // The server's clock may tick a little behind this one's.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while inner.sweep().await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the receipt never came due"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(queue.len().await.unwrap(), 2, "the item is back");
+        let client = inner.direct.client().await.unwrap();
+        let (receipts, _) = inner
+            .children(&client, &inner.paths.taken, false)
+            .await
+            .unwrap();
+        assert!(
+            receipts.is_empty(),
+            "the receipt went with the put-back: {receipts:?}"
+        );
+        assert_eq!(queue.try_dequeue().await.unwrap().unwrap(), "first");
+        assert_eq!(queue.try_dequeue().await.unwrap().unwrap(), "second");
+        assert_eq!(queue.try_dequeue().await.unwrap(), None, "delivered once");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_dequeue_wakes_when_a_receipt_comes_due_and_takes_its_item() {
+        let Some(queue) = queue_after_an_unfinished_dequeue(&["only"]).await else {
+            return;
+        };
+        // Its first look sweeps (the receipt is not stale yet) and then waits: the
+        // sweep's due time is the only thing that can wake it.
+        let item = tokio::time::timeout(STALE_AFTER + Duration::from_secs(20), queue.dequeue())
+            .await
+            .expect("the waiting dequeue never took the item back")
+            .unwrap();
+        assert_eq!(item, "only");
+        assert_eq!(queue.try_dequeue().await.unwrap(), None, "delivered once");
     }
 }

@@ -40,7 +40,7 @@ use zookeeper_client as zk;
 
 use crate::error::map;
 use crate::keys::{self, Kind};
-use crate::queue::nodes::server_now;
+use crate::queue::nodes::{server_now, Paths};
 use crate::rate_limiter::{clock_path, ms_to_us};
 use crate::store::Shared;
 
@@ -426,13 +426,8 @@ impl Reader<'_> {
 
     /// A queue's ready and in-flight counts; `None` for an empty queue.
     async fn queue(&self, node: Node) -> Result<Option<QueueStatus>> {
-        let root = self.shared.config.root();
-        let held = node.path.replacen(
-            &keys::kind_root(root, Kind::Queue),
-            &keys::kind_root(root, Kind::QueueLock),
-            1,
-        );
-        let (ready, in_flight) = crate::queue::counts(&self.client, &node.path, &held).await?;
+        let paths = Paths::of_items(self.shared.config.root(), &node.path);
+        let (ready, in_flight) = crate::queue::counts(&self.client, &paths).await?;
         Ok((ready + in_flight > 0).then(|| QueueStatus::new(node.name, ready, in_flight)))
     }
 }

@@ -1,7 +1,5 @@
-//! A queue's nodes (see the layout in the queue's module docs) and the short-lived
-//! ZooKeeper session its calls that hold nothing run on.
-
-use std::time::Duration;
+//! A queue's nodes (see the layout in the queue's module docs): their paths, their
+//! order, and what a dequeue's receipt holds.
 
 use distsync_core::{Name, Result};
 use zookeeper_client as zk;
@@ -14,10 +12,6 @@ use crate::store::Shared;
 /// What every item node's name starts with (Curator's `QUEUE_ITEM_NAME`).
 pub(crate) const ITEM_NAME: &str = "queue-";
 
-/// The timeout of a queue's own session: it holds only the receipts of dequeues in
-/// flight, and a queue whose session ended opens another.
-pub(crate) const OWN_SESSION: Duration = Duration::from_secs(10);
-
 /// The paths of one queue.
 #[derive(Clone, Debug)]
 pub(crate) struct Paths {
@@ -29,7 +23,8 @@ pub(crate) struct Paths {
     pub(crate) deliveries: String,
     /// The idempotency keys of recent enqueues.
     pub(crate) keys: String,
-    /// The receipts of dequeues in flight, named by call id, holding the item's name.
+    /// The receipts of dequeues in flight, named by call id, each holding its item's
+    /// node name and data ([`receipt`]).
     pub(crate) taken: String,
     /// A node written to read the server's clock.
     pub(crate) clock: String,
@@ -37,15 +32,22 @@ pub(crate) struct Paths {
 
 impl Paths {
     pub(crate) fn new(root: &str, name: &Name) -> Self {
-        let items = keys::path(root, Kind::Queue, name);
-        let locks = keys::path(root, Kind::QueueLock, name);
+        Self::of_items(root, &keys::path(root, Kind::Queue, name))
+    }
+
+    /// The paths of the queue whose items are the children of `items` (a path
+    /// under `root`'s queues).
+    pub(crate) fn of_items(root: &str, items: &str) -> Self {
+        let escaped = items
+            .strip_prefix(&keys::kind_root(root, Kind::Queue))
+            .unwrap_or(items);
         // `%` followed by lowercase letters never appears in an escaped name (escapes
         // are `%` and two uppercase hex digits), so these never meet a longer name's
         // node.
-        let meta = keys::path(root, Kind::QueueMeta, name);
+        let meta = format!("{}{escaped}", keys::kind_root(root, Kind::QueueMeta));
         Self {
-            items,
-            locks,
+            items: items.to_owned(),
+            locks: format!("{}{escaped}", keys::kind_root(root, Kind::QueueLock)),
             deliveries: format!("{meta}/%deliveries"),
             keys: format!("{meta}/%keys"),
             taken: format!("{meta}/%taken"),
@@ -103,6 +105,26 @@ pub(crate) fn item_prefix(priority: u16) -> String {
     format!("{ITEM_NAME}1{:08X}", u32::from(priority))
 }
 
+/// A dequeue's receipt: the node name `child` of the item it takes, a NUL (which no
+/// node name holds), and the item node's data `data`; what puts the item back at its
+/// place should the dequeue never finish.
+pub(crate) fn receipt(child: &str, data: &[u8]) -> Vec<u8> {
+    let mut receipt = Vec::with_capacity(child.len() + 1 + data.len());
+    receipt.extend_from_slice(child.as_bytes());
+    receipt.push(0);
+    receipt.extend_from_slice(data);
+    receipt
+}
+
+/// The item node name and data a [`receipt`] holds; `None` for data of another shape.
+pub(crate) fn parse_receipt(receipt: &[u8]) -> Option<(&str, &[u8])> {
+    let at = receipt.iter().position(|&byte| byte == 0)?;
+    let child = std::str::from_utf8(&receipt[..at]).ok()?;
+    child
+        .starts_with(ITEM_NAME)
+        .then(|| (child, &receipt[at + 1..]))
+}
+
 /// Creates the nodes at `paths` and their missing ancestors (none is an error if it
 /// exists).
 pub(crate) async fn make_dirs(shared: &Shared, client: &zk::Client, paths: &[&str]) -> Result<()> {
@@ -158,6 +180,23 @@ mod tests {
     }
 
     #[test]
+    fn a_receipt_gives_back_its_items_name_and_data() {
+        let data = [0, 1, 0, 2];
+        let child = format!("{}0000000003", item_prefix(4));
+        assert_eq!(
+            parse_receipt(&receipt(&child, &data)),
+            Some((child.as_str(), &data[..]))
+        );
+        assert_eq!(
+            parse_receipt(&receipt(&child, &[])),
+            Some((child.as_str(), &[][..]))
+        );
+        assert_eq!(parse_receipt(b"queue-1"), None, "no separator");
+        assert_eq!(parse_receipt(b"other\0data"), None, "not an item's name");
+        assert_eq!(parse_receipt(b"queue-\xff\0data"), None, "not UTF-8");
+    }
+
+    #[test]
     fn metadata_paths_never_meet_a_longer_names_nodes() {
         let paths = Paths::new("/distsync", &Name::new("jobs").unwrap());
         assert_eq!(paths.items, "/distsync/queue/jobs");
@@ -166,5 +205,8 @@ mod tests {
         let nested = Paths::new("/distsync", &Name::new("jobs/%keys").unwrap());
         assert_eq!(nested.keys, "/distsync/queue_meta/jobs/%25keys/%keys");
         assert!(!nested.keys.starts_with(&format!("{}/", paths.keys)));
+        let found = Paths::of_items("/distsync", &nested.items);
+        assert_eq!(found.locks, "/distsync/queue_lock/jobs/%25keys");
+        assert_eq!(found.taken, nested.taken);
     }
 }

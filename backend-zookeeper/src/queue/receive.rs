@@ -45,7 +45,7 @@ pub(super) async fn receive(inner: &Arc<Inner>, session: &Session) -> Result<Del
                 Look::Empty(watches) => NotYet(async {
                     tokio::select! {
                         () = session.lost() => Err(Error::SessionLost),
-                        changed = super::changed(watches) => changed,
+                        changed = super::changed(watches, inner.sweeps.next_in()) => changed,
                     }
                 }),
             })
@@ -68,14 +68,15 @@ pub(super) async fn try_receive(inner: &Arc<Inner>, session: &Session) -> Result
     })
 }
 
-/// One look for an item to hold.
+/// One look for an item to hold, after a sweep of stale receipts when one is due.
 async fn look(
     inner: &Arc<Inner>,
     session: &Session,
     lease: &Arc<LeaseInner>,
     watch: bool,
 ) -> Result<Look<Delivery>> {
-    let client = inner.own.client().await?;
+    inner.sweep_if_due().await;
+    let client = inner.direct.client().await?;
     'listing: loop {
         let (available, watches) = inner.available(&client, watch).await?;
         for child in available {
@@ -388,7 +389,7 @@ impl Settle for Hold {
             return Err(Error::SessionLost);
         }
         let item = self.inner.paths.item(&self.child);
-        let client = self.inner.own.client().await?;
+        let client = self.inner.direct.client().await?;
         match bounded(&self.inner.shared, client.check_stat(&item)).await? {
             Ok(Some(_)) => Err(Error::SessionLost),
             Ok(None) => Err(unknown_ack()),
