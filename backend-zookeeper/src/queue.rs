@@ -419,17 +419,11 @@ impl Inner {
             .map(|stat| stat.is_some())
     }
 
-    /// Sweeps the receipts when [`ClaimSweeps`] says it is due; a failure is logged
-    /// (the next sweep tries again).
+    /// Sweeps the receipts when [`ClaimSweeps`] says it is due.
     async fn sweep_if_due(&self) {
-        if !self.sweeps.start_if_due() {
-            return;
-        }
-        let found = self.sweep().await;
-        if let Err(error) = &found {
-            tracing::warn!(queue = %self.name, %error, "sweeping the receipts of unfinished dequeues failed");
-        }
-        self.sweeps.swept(&found);
+        self.sweeps
+            .sweep_if_due(&self.paths.items, || self.sweep())
+            .await;
     }
 
     /// Puts back the items of receipts older than `stale_after` on the server's clock;

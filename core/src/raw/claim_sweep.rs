@@ -1,15 +1,17 @@
 //! When a queue handle looks for stale in-flight claims, on a store that cannot put
-//! them back inside the claim itself (kv's transactions, ZooKeeper's `multi`): an
-//! at-most-once claim whose consumer never came back (its process died between the
-//! claim and the hand-over, or the store stayed unreachable for longer than the
-//! clean-up's budget) leaves a record that only a sweep puts back, once older than
-//! [`STALE_CLAIM`](crate::queue::STALE_CLAIM).
+//! them back inside the claim itself (kv's transactions, ZooKeeper's `multi`, NATS's
+//! batches): an at-most-once claim whose consumer never came back (its process died
+//! between the claim and the hand-over, or the store stayed unreachable for longer
+//! than the clean-up's budget) leaves a record that only a sweep puts back, once older
+//! than [`STALE_CLAIM`](crate::queue::STALE_CLAIM).
 //!
 //! A handle sweeps at its first claim and then at most every [`SWEEP_EVERY`]; a
-//! waiting consumer also wakes when the oldest record the last sweep saw comes due.
-//! So an item is invisible for at most `STALE_CLAIM` plus the next sweep (at once if a
-//! consumer is waiting).
+//! waiting consumer also wakes when the oldest record the last sweep saw comes due
+//! ([`ClaimSweeps::next_in`], or the store's own periodic look). So an item is
+//! invisible for at most `STALE_CLAIM` plus the next sweep (at once if a consumer is
+//! waiting).
 
+use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -39,10 +41,37 @@ impl ClaimSweeps {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a sweep is due: none yet, or none for [`SWEEP_EVERY`], or the oldest
-    /// record the last one saw is due now. Marks a sweep as started when it is, so
-    /// that callers at the same moment do not sweep twice.
-    pub fn start_if_due(&self) -> bool {
+    /// Runs `sweep` if one is due: none yet, none for [`SWEEP_EVERY`], or the oldest
+    /// record the last sweep saw is due now. `sweep` puts back the stale records and
+    /// answers how long until the oldest record it left comes due (`None`: none left).
+    /// A failed sweep is logged, naming `queue`, and tried again after
+    /// [`SWEEP_EVERY`]; the claim that called goes ahead either way.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a sweep dropped part-way has put back some records, each in one
+    /// step of the store's, and the next one is due after [`SWEEP_EVERY`].
+    pub async fn sweep_if_due<F, Fut>(&self, queue: &str, sweep: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Duration>>>,
+    {
+        if !self.start_if_due() {
+            return;
+        }
+        let found = sweep().await;
+        let now = Instant::now();
+        self.state().next = match found {
+            Ok(next) => next.map(|due| now + due),
+            Err(error) => {
+                tracing::warn!(queue, %error, "sweeping stale claims failed; the next sweep tries again");
+                Some(now + SWEEP_EVERY)
+            }
+        };
+    }
+
+    /// Whether a sweep is due; marks one as started when it is, so that callers at the
+    /// same moment do not sweep twice.
+    fn start_if_due(&self) -> bool {
         let now = Instant::now();
         let mut state = self.state();
         let due = state.last.is_none_or(|last| now >= last + SWEEP_EVERY)
@@ -52,17 +81,6 @@ impl ClaimSweeps {
             state.next = None;
         }
         due
-    }
-
-    /// Records what a sweep found: how long until the oldest record it left comes due
-    /// (`None`: none left). A failed sweep is logged by the caller and tried again
-    /// after [`SWEEP_EVERY`].
-    pub fn swept(&self, found: &Result<Option<Duration>>) {
-        let now = Instant::now();
-        self.state().next = match found {
-            Ok(next) => next.map(|due| now + due),
-            Err(_) => Some(now + SWEEP_EVERY),
-        };
     }
 
     /// How long until the oldest record the last sweep saw comes due, for a waiting
@@ -76,30 +94,49 @@ impl ClaimSweeps {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
     use crate::error::Error;
 
     #[tokio::test(start_paused = true)]
     async fn a_sweep_is_due_first_then_every_period_or_when_a_record_comes_due() {
         let sweeps = ClaimSweeps::default();
-        assert!(sweeps.start_if_due(), "the first claim sweeps");
-        assert!(!sweeps.start_if_due(), "a sweep just started");
-        sweeps.swept(&Ok(Some(Duration::from_secs(5))));
+        let runs = AtomicUsize::new(0);
+        let sweep = |found: Result<Option<Duration>>| {
+            let sweeps = &sweeps;
+            let runs = &runs;
+            async move {
+                sweeps
+                    .sweep_if_due("q", || async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        found
+                    })
+                    .await;
+                runs.load(Ordering::SeqCst)
+            }
+        };
+        assert_eq!(
+            sweep(Ok(Some(Duration::from_secs(5)))).await,
+            1,
+            "the first claim sweeps"
+        );
+        assert_eq!(sweep(Ok(None)).await, 1, "a sweep just ran");
         assert_eq!(sweeps.next_in(), Some(Duration::from_secs(5)));
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(!sweeps.start_if_due(), "the record is not due yet");
+        assert_eq!(sweep(Ok(None)).await, 1, "the record is not due yet");
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(
-            sweeps.start_if_due(),
+        assert_eq!(
+            sweep(Ok(None)).await,
+            2,
             "the record the last sweep saw is due"
         );
-        sweeps.swept(&Ok(None));
         assert_eq!(sweeps.next_in(), None);
         tokio::time::advance(SWEEP_EVERY - Duration::from_millis(1)).await;
-        assert!(!sweeps.start_if_due());
+        assert_eq!(sweep(Ok(None)).await, 2);
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(sweeps.start_if_due(), "a period passed");
-        sweeps.swept(&Err(Error::connection("test", "down")));
+        let failed = Err(Error::connection("test", "down"));
+        assert_eq!(sweep(failed).await, 3, "a period passed");
         assert_eq!(
             sweeps.next_in(),
             Some(SWEEP_EVERY),

@@ -46,17 +46,10 @@ fn claimed_at(call: &str) -> Option<u64> {
 }
 
 impl KvQueue {
-    /// Sweeps when [`ClaimSweeps`] says it is due; a failure is logged (the next sweep
-    /// tries again).
+    /// Sweeps when [`ClaimSweeps`](distsync_core::raw::ClaimSweeps) says it is due.
     pub(super) async fn sweep_if_due(&self) {
-        if !self.sweeps.start_if_due() {
-            return;
-        }
-        let found = sweep(&*self.kv, &self.layout).await;
-        if let Err(error) = &found {
-            tracing::warn!(queue = %self.layout.root, %error, "sweeping stale in-flight queue records failed");
-        }
-        self.sweeps.swept(&found);
+        let sweep = || sweep(&*self.kv, &self.layout);
+        self.sweeps.sweep_if_due(&self.layout.root, sweep).await;
     }
 }
 
