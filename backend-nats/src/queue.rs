@@ -130,9 +130,14 @@
 //! the item in a record no one puts back. A put-back item is written anew, its count
 //! on the item and on its record, so it goes behind the items of its priority that
 //! wait: the place of an item a consumer took and gave up on is not kept (only a
-//! receive's `nack` keeps it). A record outlives its call only if the process dies
-//! between the claim and the purge, or while the handle keeps the claim: the item is
-//! then neither lost nor delivered twice, and stays in the record for an operator.
+//! receive's `nack` keeps it).
+//!
+//! A record outlives its call only if the process dies between the claim and the
+//! purge, or the store stays unreachable past the clean-up's budget. A consumer of the
+//! queue puts such a record back once it is older than [`STALE_CLAIM`] on the
+//! server's clock, as every store puts back its stale in-flight records
+//! ([`ClaimSweeps`](distsync_core::raw::ClaimSweeps) says when): its item is never
+//! lost, and comes again only if its dequeue had returned it.
 //!
 //! # Waiting
 //!
@@ -167,9 +172,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::delivery::{Delivery, Settle};
-use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW, STALE_CLAIM};
 use distsync_core::raw::{
-    call_id, Claim, ClaimGuard, CleanUp, Contention, Failure, Idempotence, Queue, RetryPolicy,
+    call_id, Claim, ClaimGuard, ClaimSweeps, CleanUp, Contention, Failure, Idempotence, Queue,
+    RetryPolicy,
 };
 use distsync_core::{Error, Name, Result, Session};
 use futures::future::{BoxFuture, Shared as SharedFuture};
@@ -232,6 +238,12 @@ pub(crate) struct NatsQueue {
     claims: AtomicUsize,
     /// The landed claims of this handle's dropped dequeue calls.
     kept: Arc<Kept>,
+    /// When this handle looks for the in-flight records of dequeues that never
+    /// finished.
+    sweeps: ClaimSweeps,
+    /// How old an in-flight record is when its dequeue counts as never finished:
+    /// [`STALE_CLAIM`], shorter in tests.
+    stale_after: Duration,
 }
 
 impl Drop for NatsQueue {
@@ -423,7 +435,7 @@ pub(crate) fn id_of(key: &str) -> &str {
 }
 
 impl NatsQueue {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
+    fn new(shared: &Arc<Shared>, name: Name, stale_after: Duration) -> Self {
         Self {
             root: keys::key(Kind::Queue, &name),
             shared: Arc::clone(shared),
@@ -433,7 +445,44 @@ impl NatsQueue {
             floors: Floors::default(),
             claims: AtomicUsize::new(0),
             kept: Arc::new(Kept::new(shared)),
+            sweeps: ClaimSweeps::default(),
+            stale_after,
         }
+    }
+
+    /// Sweeps the in-flight records when [`ClaimSweeps`] says it is due.
+    async fn sweep_if_due(&self) {
+        self.sweeps.sweep_if_due(&self.root, || self.sweep()).await;
+    }
+
+    /// Puts back the items of in-flight records older than `stale_after` on the
+    /// server's clock; returns how long until the oldest record left comes due, if any
+    /// is left. The clock is read only when there is a record.
+    async fn sweep(&self) -> Result<Option<Duration>> {
+        let store = &self.shared.store;
+        let records = [format!("{}.c.*", self.root)];
+        let (listed, _) = store.list(&records).await?;
+        if !listed.iter().any(Entry::live) {
+            return Ok(None);
+        }
+        let (now, listed) = crate::clock::now_with(store, &records).await?;
+        let stale = u64::try_from(self.stale_after.as_micros()).unwrap_or(u64::MAX);
+        let mut next: Option<u64> = None;
+        for record in listed.iter().filter(|entry| entry.live()) {
+            let age = now.saturating_sub(record.stamp_us()?);
+            if age < stale {
+                let left = stale - age;
+                next = Some(next.map_or(left, |next| next.min(left)));
+                continue;
+            }
+            tracing::warn!(
+                queue = %self.name,
+                record = %record.key,
+                "putting back the item of a dequeue that never finished",
+            );
+            put_back(&self.shared, &record.key).await?;
+        }
+        Ok(next.map(Duration::from_micros))
     }
 
     /// The head of the queue: its first [`HEAD`] items no live hold names.
@@ -533,6 +582,7 @@ impl NatsQueue {
         if let Some(claimed) = self.kept.take() {
             return Ok(Ok(claimed));
         }
+        self.sweep_if_due().await;
         let store = &self.shared.store;
         for record in call.unknown() {
             if let Some(entry) = store.last(&record).await?.filter(Entry::live) {
@@ -673,6 +723,7 @@ impl NatsQueue {
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
+        self.sweep_if_due().await;
         let _claim = ClaimUnderWay::new(&self.claims);
         let mut contention = Contention::default();
         loop {
@@ -1499,7 +1550,7 @@ impl Claim for RecordClaim {
     fn put_back_clean_up(&self) -> CleanUp {
         CleanUp::new(
             "putting back a dropped dequeue's item",
-            "it stays in its in-flight record",
+            "a consumer puts it back once its in-flight record is stale",
         )
         .of(&self.record)
         .within(CLEANUP_BUDGET)
@@ -1560,7 +1611,7 @@ fn forget_record(shared: &Arc<Shared>, record: String, seq: u64) {
     let shared = Arc::clone(shared);
     CleanUp::new(
         "forgetting a dequeued item's record",
-        "the delivered item stays in its in-flight record",
+        "a consumer delivers the item again once its in-flight record is stale",
     )
     .of(&record)
     .within(CLEANUP_BUDGET)
@@ -1782,7 +1833,7 @@ impl Settle for NatsSettle {
 
 impl Make<Arc<Shared>, Name> for NatsQueue {
     fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self::new(context, name))
+        Ok(Self::new(context, name, STALE_CLAIM))
     }
 }
 
@@ -1989,7 +2040,7 @@ mod tests {
         let (backend, followers) = on_the_leader(&url, "put_back_in_flight").await;
         let shared = &backend.shared;
         let name = Name::new(format!("put_back_{}", call_id())).expect("a name");
-        let queue = NatsQueue::new(shared, name);
+        let queue = NatsQueue::new(shared, name, STALE_CLAIM);
         queue
             .append_bytes(&AppendKey::call(), Bytes::from_static(b"item"), 0)
             .await
@@ -2068,6 +2119,92 @@ mod tests {
             left.as_ref()
                 .is_some_and(|entry| entry.seq > 0 && !entry.live()),
             "the hold {hold} is not purged: {left:?}"
+        );
+    }
+
+    /// How long an in-flight record lives before the stale-record tests' queues put
+    /// it back.
+    const STALE_AFTER: Duration = Duration::from_secs(2);
+
+    /// A fresh queue on the single server whose records are stale after
+    /// [`STALE_AFTER`], holding `items` in order, and the first item claimed by a
+    /// dequeue whose process died before it purged its in-flight record. `None`
+    /// when there is no test server.
+    async fn queue_after_an_unfinished_dequeue(items: &[&'static str]) -> Option<NatsQueue> {
+        let url = distsync_conformance::server_url("DISTSYNC_NATS_URL")?;
+        let config: crate::NatsConfig = url.parse().expect("the server's URL");
+        let backend = crate::backend_with_config(&config).await.expect("connect");
+        let shared = &backend.shared;
+        let name = Name::new(format!("unfinished_{}", call_id())).expect("a name");
+        let queue = NatsQueue::new(shared, name.clone(), STALE_AFTER);
+        for item in items {
+            let item = Bytes::from_static(item.as_bytes());
+            queue
+                .append_bytes(&AppendKey::call(), item, 0)
+                .await
+                .expect("enqueue");
+        }
+        // The dequeue's process: its claim lands, and nothing of it runs after.
+        let dying = NatsQueue::new(shared, name, STALE_CLAIM);
+        let claimed = dying.claim(&Call::new(shared)).await.expect("a claim");
+        let claimed = claimed.unwrap_or_else(|_| panic!("nothing to claim"));
+        assert_eq!(claimed.value, items[0].as_bytes());
+        assert_eq!(
+            queue.len().await.expect("len"),
+            items.len() - 1,
+            "the item is taken"
+        );
+        Some(queue)
+    }
+
+    #[tokio::test]
+    async fn the_record_of_a_dequeue_that_never_finished_is_put_back_once_stale() {
+        let Some(queue) = queue_after_an_unfinished_dequeue(&["first", "second"]).await else {
+            return;
+        };
+        // A sweep before the record is stale leaves it, and says when it is due.
+        let due = queue
+            .sweep()
+            .await
+            .expect("a sweep")
+            .expect("a record is left");
+        assert!(due <= STALE_AFTER, "due in {due:?}");
+        assert_eq!(queue.len().await.expect("len"), 1, "a fresh record stays");
+        tokio::time::sleep(due).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while queue.sweep().await.expect("a sweep").is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the record never came due"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(queue.len().await.expect("len"), 2, "the item is back");
+        let records = [format!("{}.c.*", queue.root)];
+        let (left, _) = queue.shared.store.list(&records).await.expect("a read");
+        assert!(!left.iter().any(Entry::live), "a record is left: {left:?}");
+        // Written anew, the item put back waits behind the others of its priority.
+        let mut dequeued = Vec::new();
+        while let Some(item) = queue.try_dequeue().await.expect("try_dequeue") {
+            dequeued.push(item);
+        }
+        assert_eq!(dequeued, ["second", "first"], "each item once");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_dequeue_takes_the_item_of_a_record_that_comes_due() {
+        let Some(queue) = queue_after_an_unfinished_dequeue(&["only"]).await else {
+            return;
+        };
+        let item = tokio::time::timeout(STALE_AFTER + Duration::from_secs(20), queue.dequeue())
+            .await
+            .expect("the waiting dequeue never took the item back")
+            .expect("dequeue");
+        assert_eq!(item, "only");
+        assert_eq!(
+            queue.try_dequeue().await.expect("try_dequeue"),
+            None,
+            "delivered once"
         );
     }
 }
