@@ -28,7 +28,8 @@ pub const CALL_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(
 /// owner may still be acting within (the claim, the hand-over's acknowledgement, a
 /// put-back: at most ten minutes). A claim this old belongs to a process that died
 /// between taking the item and handing it over, or to a store unreachable for that
-/// long; its item is delivered again, at its place, the price of not losing it.
+/// long; its item is delivered again, the price of not losing it: at its place, but on
+/// NATS, whose put-back writes the item anew behind the waiting items of its priority.
 pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// A name for one enqueue that makes repeating it harmless: a store that has seen the
