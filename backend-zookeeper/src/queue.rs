@@ -275,12 +275,8 @@ impl Inner {
         items: &[Bytes],
         version: i32,
     ) -> Result<()> {
-        let lock = self.paths.lock(child);
-        let mut multi = client.new_multi_writer();
+        let mut multi = self.unless_held(client, child, version)?;
         let mut ops = || -> std::result::Result<(), zk::Error> {
-            multi.add_create(&lock, &[], &persistent())?;
-            multi.add_delete(&lock, None)?;
-            multi.add_delete(&self.paths.item(child), Some(version))?;
             for (at, item) in items.iter().enumerate() {
                 let node = match at {
                     0 => child.to_owned(),
@@ -396,15 +392,29 @@ impl Inner {
         receipt: &str,
         data: &[u8],
     ) -> Result<zk::MultiWriter<'c>> {
+        let mut multi = self.unless_held(client, child, version)?;
+        multi
+            .add_create(receipt, &nodes::receipt(child, data), &persistent())
+            .map_err(map)?;
+        Ok(multi)
+    }
+
+    /// A `multi` whose first three operations delete the item node `child` at
+    /// `version` unless a receiver holds it: the lock node is made and deleted at once,
+    /// which fails while a receiver's lock node exists. Callers add their operations
+    /// after these, and read a failure's index against them.
+    fn unless_held<'c>(
+        &self,
+        client: &'c zk::Client,
+        child: &str,
+        version: i32,
+    ) -> Result<zk::MultiWriter<'c>> {
         let lock = self.paths.lock(child);
         let mut multi = client.new_multi_writer();
         let mut ops = || -> std::result::Result<(), zk::Error> {
-            // Made and deleted at once: fails while a receiver's lock node exists.
             multi.add_create(&lock, &[], &persistent())?;
             multi.add_delete(&lock, None)?;
-            multi.add_delete(&self.paths.item(child), Some(version))?;
-            multi.add_create(receipt, &nodes::receipt(child, data), &persistent())?;
-            Ok(())
+            multi.add_delete(&self.paths.item(child), Some(version))
         };
         ops().map_err(map)?;
         Ok(multi)
@@ -444,7 +454,7 @@ impl Inner {
                 Err(zk::Error::NoNode) => continue,
                 Err(error) => return Err(map(error)),
             };
-            let left = stale - now.saturating_sub(stat.ctime);
+            let left = stale.saturating_sub(now.saturating_sub(stat.ctime));
             if left > 0 {
                 next = Some(next.map_or(left, |next| next.min(left)));
                 continue;
