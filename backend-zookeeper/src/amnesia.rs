@@ -18,10 +18,10 @@
 //! **epoch marker**, the persistent node `<root>/amnesia` holding a random id, the
 //! longest session TTL in use and the token offset (below), as
 //! [`distsync_core::raw::EpochMarker`] encodes them. It reads the marker when it opens
-//! a session, and again, on a connection of its own, when one of its sessions loses its connection (retrying
-//! until the store answers again) or is lost without being closed:
-//! a marker that is missing or carries another id means the store is not the one the
-//! client knew.
+//! a session, and again, on a connection of its own, when one of its sessions loses
+//! its connection (retrying until the store answers again) or is lost without being
+//! closed: a marker that is missing or carries another id means the store is not the
+//! one the client knew.
 //!
 //! **On detection** every session of the client is closed (their ephemeral nodes are
 //! gone with the store; `lost()` fires) and a warning names the reason. Then nothing
@@ -60,13 +60,12 @@
 //! more often than every 72 minutes on average outgrows it). A client that detects
 //! that the store forgot raises the offset to the highest token it reported, and
 //! writes it into the marker. Every client adopts the marker's offset when it reads
-//! the marker, and a client reads it again at the end of
-//! every lock-delay: an old holder alive across the forgetting detects it as soon as
-//! the store answers again (its session's connection is lost, and its own connection
-//! reads the marker), within a newcomer's delay, which counts from then, so
-//! tokens handed out after the delay are above every token it saw. A token handed out
-//! by the old store to a client that is gone by then is known only through the
-//! clock's seed.
+//! the marker, and a client reads it again at the end of every lock-delay: an old
+//! holder alive across the forgetting detects it as soon as the store answers again
+//! (its session's connection is lost, and its own connection reads the marker), within
+//! a newcomer's delay, which counts from then, so tokens handed out after the delay
+//! are above every token it saw. A token handed out by the old store to a client that
+//! is gone by then is known only through the clock's seed.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

@@ -225,19 +225,25 @@ pub(crate) mod tests {
         let rate = Rate::new(10, std::time::Duration::from_secs(1)).unwrap();
         let limiter = backend.rate_limiter(name("limiter", 0), rate).unwrap();
         let stm = backend.stm().unwrap();
+        let queues: Vec<_> = (0..3)
+            .map(|i| backend.queue(name("queue", i)).unwrap())
+            .collect();
         for counter in &counters {
             counter.get().await.unwrap();
         }
         for latch in &latches {
             assert_eq!(latch.count().await.unwrap(), 2);
         }
+        for queue in &queues {
+            assert_eq!(queue.try_dequeue().await.unwrap(), None);
+        }
         // Each handle holds the backend's one client of no session, so they all used
         // its one ZooKeeper session, however many handles are made.
         assert_eq!(
             Arc::strong_count(&backend.sessionless),
-            alone + counters.len() + latches.len() + 2
+            alone + counters.len() + latches.len() + queues.len() + 2
         );
-        drop((counters, latches, limiter, stm));
+        drop((counters, latches, limiter, stm, queues));
         assert_eq!(Arc::strong_count(&backend.sessionless), alone);
     }
 }

@@ -18,8 +18,8 @@
 //! **epoch marker** ([`distsync_core::raw::EpochMarker`]), a key
 //! `<namespace>/amnesia` holding a random id, the longest session TTL in use and the
 //! token offset. It reads the marker when it opens a session, and again when a
-//! renewal finds its lease gone: a marker that is missing or carries another id means the store is not
-//! the one the client knew.
+//! renewal finds its lease gone: a marker that is missing or carries another id means
+//! the store is not the one the client knew.
 //!
 //! What follows a sign (the lost sessions, the lock-delay, the token offset) is
 //! [`distsync_core::raw::EpochBook`]'s; [`Amnesia`] keeps the book beside what the

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use distsync::store::raw::{LatchState, QueueItem, Snapshot};
 use distsync::store::{migrate, MigrateOptions};
 use distsync::{Bytes, Coordinator, Error, Name};
+use distsync_conformance::log_capture::LogCapture;
 
 /// The queue items pushed, with their priorities, in push order.
 const PUSHED: [(&str, u16); 6] = [
@@ -65,8 +66,8 @@ async fn zookeeper(what: &str) -> Option<(Coordinator, String)> {
     Some((Coordinator::new(store), format!("/{ns}")))
 }
 
-/// Deletes the ZooKeeper node `root` and everything under it, children first.
-async fn remove_root(root: &str) {
+/// A client of the test server with no root of distsync's.
+async fn raw_client() -> zookeeper_client::Client {
     let url = distsync_conformance::server_url("DISTSYNC_ZOOKEEPER_URL").expect("zookeeper is set");
     let hosts = url
         .trim_start_matches("zk://")
@@ -74,9 +75,32 @@ async fn remove_root(root: &str) {
         .next()
         .unwrap_or_default()
         .to_owned();
-    let client = zookeeper_client::Client::connect(&hosts)
+    zookeeper_client::Client::connect(&hosts)
         .await
-        .expect("connecting to zookeeper");
+        .expect("connecting to zookeeper")
+}
+
+/// Leaves under `root` the receipt of a dequeue of `jobs` whose consumer died after
+/// its `multi`: its item is not exported.
+async fn leave_a_dead_dequeues_receipt(root: &str) {
+    let client = raw_client().await;
+    let options =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    let taken = format!("{root}/queue_meta/jobs/%taken");
+    client
+        .mkdir(&taken, &options)
+        .await
+        .expect("the receipts' node");
+    let receipt = b"queue-1000000000000000099\0lost";
+    client
+        .create(&format!("{taken}/dead"), receipt, &options)
+        .await
+        .expect("a receipt");
+}
+
+/// Deletes the ZooKeeper node `root` and everything under it, children first.
+async fn remove_root(root: &str) {
+    let client = raw_client().await;
     let mut stack = vec![(root.to_owned(), false)];
     while let Some((node, listed)) = stack.pop() {
         if listed {
@@ -245,7 +269,18 @@ async fn round_trip(label: &'static str, var: Option<&str>) {
         .unwrap_or_else(|error| panic!("connecting to {label}: {error}"));
     let (back, back_root) = zookeeper("back").await.expect("zookeeper is set");
     fill(&source).await;
+    leave_a_dead_dequeues_receipt(&source_root).await;
+    // The export runs on this thread, whose events the capture holds.
+    let logs = LogCapture::start();
     assert_eq!(durable(&source).await, expected(), "the source's export");
+    let named = ["receipts are not exported", "%taken/dead"];
+    assert_eq!(
+        logs.count(&named),
+        1,
+        "the receipt is not named: {}",
+        logs.text()
+    );
+    drop(logs);
 
     copy_and_check(&source, &other, &format!("zookeeper -> {label}")).await;
     copy_and_check(&other, &back, &format!("{label} -> zookeeper")).await;
