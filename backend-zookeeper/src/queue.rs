@@ -110,11 +110,11 @@ pub(crate) struct ZkQueue {
 
 /// What a queue and its deliveries share.
 pub(crate) struct Inner {
-    shared: Arc<Shared>,
     name: Name,
     paths: Paths,
-    /// The backend's client of no session: the queue's nodes other than the holds of
-    /// `receive` (the receiver's session's) are persistent.
+    /// The backend's client of no session, and through it the backend's shared state:
+    /// the queue's nodes other than the holds of `receive` (the receiver's session's)
+    /// are persistent.
     direct: Arc<Direct>,
     /// When this handle last pruned keys (`None`: never).
     pruned: Mutex<Option<Instant>>,
@@ -131,7 +131,6 @@ impl ZkQueue {
         let paths = Paths::new(shared.config.root(), &name);
         Self {
             inner: Arc::new(Inner {
-                shared: Arc::clone(shared),
                 name,
                 paths,
                 direct: Arc::clone(direct),
@@ -176,7 +175,7 @@ async fn changed(
 impl Inner {
     /// Core's policy with the one-shot budget cut to the request timeout.
     fn policy(&self) -> RetryPolicy {
-        RetryPolicy::within(self.shared.config.request_timeout())
+        RetryPolicy::within(self.direct.shared.config.request_timeout())
     }
 
     /// The children of `path` (with a watch on them when `watch`), creating the node
@@ -189,17 +188,19 @@ impl Inner {
     ) -> Result<(Vec<String>, Option<zk::OneshotWatcher>)> {
         loop {
             let listed = if watch {
-                bounded(&self.shared, client.list_and_watch_children(path))
+                bounded(&self.direct.shared, client.list_and_watch_children(path))
                     .await?
                     .map(|(children, watcher)| (children, Some(watcher)))
             } else {
-                bounded(&self.shared, client.list_children(path))
+                bounded(&self.direct.shared, client.list_children(path))
                     .await?
                     .map(|children| (children, None))
             };
             match listed {
                 Ok(listed) => return Ok(listed),
-                Err(zk::Error::NoNode) if watch => make_dirs(&self.shared, client, &[path]).await?,
+                Err(zk::Error::NoNode) if watch => {
+                    make_dirs(&self.direct.shared, client, &[path]).await?
+                }
                 Err(zk::Error::NoNode) => return Ok((Vec::new(), None)),
                 Err(error) => return Err(map(error)),
             }
@@ -234,7 +235,7 @@ impl Inner {
     /// several items (Curator's `putMulti`) is split first, and `Split` returned.
     async fn read(&self, client: &zk::Client, child: &str) -> Result<Read> {
         let path = self.paths.item(child);
-        let (data, stat) = match bounded(&self.shared, client.get_data(&path)).await? {
+        let (data, stat) = match bounded(&self.direct.shared, client.get_data(&path)).await? {
             Ok(read) => read,
             Err(zk::Error::NoNode) => return Ok(Read::Gone),
             Err(error) => return Err(map(error)),
@@ -291,7 +292,7 @@ impl Inner {
             Ok(())
         };
         ops().map_err(map)?;
-        match bounded(&self.shared, multi.commit()).await? {
+        match bounded(&self.direct.shared, multi.commit()).await? {
             Ok(_) => {
                 tracing::debug!(queue = %self.name, node = child, items = items.len(), "split a multi-item queue node");
                 Ok(())
@@ -344,17 +345,17 @@ impl Inner {
                 paths: self.paths.clone(),
                 child: child.to_owned(),
             });
-            let failed = match bounded(&self.shared, multi.commit()).await {
+            let failed = match bounded(&self.direct.shared, multi.commit()).await {
                 Ok(Ok(_)) => None,
                 Ok(Err(zk::MultiWriteError::OperationFailed { index, source })) => {
                     put_back.disarm();
                     match (index, source) {
                         (0, zk::Error::NoNode) => {
-                            make_dirs(&self.shared, client, &[&self.paths.locks]).await?;
+                            make_dirs(&self.direct.shared, client, &[&self.paths.locks]).await?;
                             continue;
                         }
                         (3, zk::Error::NoNode) => {
-                            make_dirs(&self.shared, client, &[&self.paths.taken]).await?;
+                            make_dirs(&self.direct.shared, client, &[&self.paths.taken]).await?;
                             continue;
                         }
                         // Held (the lock node exists), gone or changed.
@@ -424,7 +425,7 @@ impl Inner {
     /// was applied.
     async fn receipt_exists(&self, receipt: &str) -> Result<bool> {
         let client = self.direct.client().await?;
-        request(&self.shared, client.check_stat(receipt))
+        request(&self.direct.shared, client.check_stat(receipt))
             .await
             .map(|stat| stat.is_some())
     }
@@ -444,12 +445,12 @@ impl Inner {
         if receipts.is_empty() {
             return Ok(None);
         }
-        let now = nodes::server_now(&self.shared, &client, &self.paths.clock).await?;
+        let now = nodes::server_now(&self.direct.shared, &client, &self.paths.clock).await?;
         let stale = i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
         let mut next: Option<i64> = None;
         for receipt in receipts {
             let path = format!("{}/{receipt}", self.paths.taken);
-            let (data, stat) = match bounded(&self.shared, client.get_data(&path)).await? {
+            let (data, stat) = match bounded(&self.direct.shared, client.get_data(&path)).await? {
                 Ok(read) => read,
                 Err(zk::Error::NoNode) => continue,
                 Err(error) => return Err(map(error)),
@@ -468,14 +469,21 @@ impl Inner {
                 node = %path,
                 "putting back the item of a dequeue that never finished",
             );
-            put_back(&self.shared, &client, &path, &self.paths.item(child), item).await?;
+            put_back(
+                &self.direct.shared,
+                &client,
+                &path,
+                &self.paths.item(child),
+                item,
+            )
+            .await?;
         }
         Ok(next.map(|left| Duration::from_millis(left.unsigned_abs())))
     }
 
     /// Deletes the delivery count of the item `child` (see [`forget_deliveries`]).
     async fn forget_deliveries(&self, client: &zk::Client, child: &str) {
-        forget_deliveries(&self.shared, &self.paths, client, child).await;
+        forget_deliveries(&self.direct.shared, &self.paths, client, child).await;
     }
 
     /// One attempt of an enqueue of `item` at `priority` under the key node `key`
@@ -507,7 +515,7 @@ impl Inner {
             multi
                 .add_create(&item_path, &data, &nodes::sequential())
                 .map_err(map)?;
-            match bounded(&self.shared, multi.commit()).await? {
+            match bounded(&self.direct.shared, multi.commit()).await? {
                 Ok(_) => return Ok(Enqueued::New),
                 Err(zk::MultiWriteError::OperationFailed {
                     source: zk::Error::NodeExists,
@@ -522,7 +530,7 @@ impl Inner {
                     ..
                 }) => {
                     make_dirs(
-                        &self.shared,
+                        &self.direct.shared,
                         &client,
                         &[&self.paths.items, &self.paths.keys],
                     )
@@ -544,7 +552,7 @@ impl Inner {
         call: &str,
         window: Duration,
     ) -> Result<Option<Enqueued>> {
-        let (data, stat) = match bounded(&self.shared, client.get_data(key_path)).await? {
+        let (data, stat) = match bounded(&self.direct.shared, client.get_data(key_path)).await? {
             Ok(found) => found,
             Err(zk::Error::NoNode) => return Ok(None),
             Err(error) => return Err(map(error)),
@@ -552,11 +560,16 @@ impl Inner {
         if data == call.as_bytes() {
             return Ok(Some(Enqueued::New));
         }
-        let now = nodes::server_now(&self.shared, client, &self.paths.clock).await?;
+        let now = nodes::server_now(&self.direct.shared, client, &self.paths.clock).await?;
         if !expired(now, stat.ctime, window) {
             return Ok(Some(Enqueued::Duplicate));
         }
-        match bounded(&self.shared, client.delete(key_path, Some(stat.version))).await? {
+        match bounded(
+            &self.direct.shared,
+            client.delete(key_path, Some(stat.version)),
+        )
+        .await?
+        {
             Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => Ok(None),
             Err(error) => Err(map(error)),
         }
@@ -585,7 +598,9 @@ impl Inner {
             // The call is answered: no attempt of it is left to repeat.
             if let Ok(client) = self.direct.client().await {
                 let path = format!("{}/{key_node}", self.paths.keys);
-                if let Ok(Err(error)) = bounded(&self.shared, client.delete(&path, None)).await {
+                if let Ok(Err(error)) =
+                    bounded(&self.direct.shared, client.delete(&path, None)).await
+                {
                     tracing::debug!(node = %path, %error, "could not delete an enqueue's call key");
                 }
             }
@@ -618,7 +633,7 @@ impl Inner {
         let client = self.direct.client().await?;
         let (keys, _) = self.children(&client, &self.paths.keys, false).await?;
         if !keys.is_empty() {
-            let now = nodes::server_now(&self.shared, &client, &self.paths.clock).await?;
+            let now = nodes::server_now(&self.direct.shared, &client, &self.paths.clock).await?;
             for key in keys {
                 let window = if key.starts_with("c-") {
                     CALL_KEY_WINDOW
@@ -626,10 +641,13 @@ impl Inner {
                     DEDUP_WINDOW
                 };
                 let path = format!("{}/{key}", self.paths.keys);
-                if let Some(stat) = request(&self.shared, client.check_stat(&path)).await? {
+                if let Some(stat) = request(&self.direct.shared, client.check_stat(&path)).await? {
                     if expired(now, stat.ctime, window) {
-                        let _ =
-                            bounded(&self.shared, client.delete(&path, Some(stat.version))).await?;
+                        let _ = bounded(
+                            &self.direct.shared,
+                            client.delete(&path, Some(stat.version)),
+                        )
+                        .await?;
                     }
                 }
             }
@@ -661,8 +679,9 @@ impl Inner {
         available.sort_by_key(|child| nodes::sequence(child).unwrap_or(u64::MAX));
         for child in available {
             let path = self.paths.item(&child);
-            if let Some(stat) = request(&self.shared, client.check_stat(&path)).await? {
-                let now = nodes::server_now(&self.shared, &client, &self.paths.clock).await?;
+            if let Some(stat) = request(&self.direct.shared, client.check_stat(&path)).await? {
+                let now =
+                    nodes::server_now(&self.direct.shared, &client, &self.paths.clock).await?;
                 let age = u64::try_from(now.saturating_sub(stat.ctime)).unwrap_or(0);
                 return Ok(Some(Duration::from_millis(age)));
             }
@@ -925,7 +944,7 @@ mod tests {
         }
         let inner = &queue.inner;
         // The dequeue's process, with a ZooKeeper session of its own.
-        let dying = crate::direct::Direct::new(&inner.shared);
+        let dying = crate::direct::Direct::new(&inner.direct.shared);
         let client = dying.client().await.unwrap();
         let (available, _) = inner.available(&client, false).await.unwrap();
         let first = &available[0];
@@ -936,7 +955,7 @@ mod tests {
         let receipt = format!("{}/{}", inner.paths.taken, call_id());
         let data = super::framing::encode(&item);
         let dirs = [inner.paths.taken.as_str(), inner.paths.locks.as_str()];
-        super::nodes::make_dirs(&inner.shared, &client, &dirs)
+        super::nodes::make_dirs(&inner.direct.shared, &client, &dirs)
             .await
             .unwrap();
         let mut multi = inner

@@ -29,7 +29,7 @@ const RELEASE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The lease of `session`, checked to be of this backend's store.
 fn lease(inner: &Inner, session: &Session) -> Result<Arc<LeaseInner>> {
-    crate::session::lease_of(session, &inner.shared).map(Arc::clone)
+    crate::session::lease_of(session, &inner.direct.shared).map(Arc::clone)
 }
 
 /// Waits for an item and holds it through `session`.
@@ -132,11 +132,12 @@ async fn hold(
     let paths = &inner.paths;
     let lock = paths.lock(child);
     let count_path = paths.delivery(child);
-    let (count, count_version) = match bounded(&inner.shared, reader.get_data(&count_path)).await? {
-        Ok((data, stat)) => (parse_count(&data), Some(stat.version)),
-        Err(zk::Error::NoNode) => (0, None),
-        Err(error) => return Err(map(error)),
-    };
+    let (count, count_version) =
+        match bounded(&inner.direct.shared, reader.get_data(&count_path)).await? {
+            Ok((data, stat)) => (parse_count(&data), Some(stat.version)),
+            Err(zk::Error::NoNode) => (0, None),
+            Err(error) => return Err(map(error)),
+        };
     let claim = call_id();
     let client = lease.client()?;
     loop {
@@ -161,7 +162,7 @@ async fn hold(
             count_path: count_path.clone(),
             count,
         });
-        let committed = bounded(&inner.shared, multi.commit()).await;
+        let committed = bounded(&inner.direct.shared, multi.commit()).await;
         let applied = match committed {
             Ok(Ok(_)) => true,
             Ok(Err(zk::MultiWriteError::OperationFailed { index, source })) => {
@@ -171,11 +172,11 @@ async fn hold(
                         return Ok(Held::No)
                     }
                     (0, zk::Error::NoNode) => {
-                        make_dirs(&inner.shared, reader, &[&paths.locks]).await?;
+                        make_dirs(&inner.direct.shared, reader, &[&paths.locks]).await?;
                         continue;
                     }
                     (2, zk::Error::NoNode) if count_version.is_none() => {
-                        make_dirs(&inner.shared, reader, &[&paths.deliveries]).await?;
+                        make_dirs(&inner.direct.shared, reader, &[&paths.deliveries]).await?;
                         continue;
                     }
                     (2, zk::Error::NoNode | zk::Error::NodeExists | zk::Error::BadVersion) => {
@@ -209,7 +210,7 @@ async fn hold(
 /// Whether the lock node `lock` holds `claim`: whether a hold whose reply was lost was
 /// applied.
 async fn holds(inner: &Inner, client: &zk::Client, lock: &str, claim: &str) -> Result<bool> {
-    match bounded(&inner.shared, client.get_data(lock)).await? {
+    match bounded(&inner.direct.shared, client.get_data(lock)).await? {
         Ok((data, _)) => Ok(data == claim.as_bytes()),
         Err(zk::Error::NoNode) => Ok(false),
         Err(error) => Err(map(error)),
@@ -331,7 +332,7 @@ impl Settle for Hold {
         let mut multi = client.new_multi_writer();
         multi.add_delete(&lock, None).map_err(map)?;
         multi.add_delete(&item, None).map_err(map)?;
-        let committed = bounded(&self.inner.shared, multi.commit()).await;
+        let committed = bounded(&self.inner.direct.shared, multi.commit()).await;
         if matches!(
             committed,
             Err(_) | Ok(Err(zk::MultiWriteError::RequestFailed { .. }))
@@ -343,7 +344,7 @@ impl Settle for Hold {
             Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => {
                 // The lock node is gone: with the session (the item is back), or with
                 // an earlier attempt of this ack whose reply was lost (the item too).
-                let gone = bounded(&self.inner.shared, client.check_stat(&item)).await?;
+                let gone = bounded(&self.inner.direct.shared, client.check_stat(&item)).await?;
                 match gone {
                     Ok(None) if !self.lease.is_over() => {}
                     Ok(None) if maybe_applied.load(Ordering::Relaxed) => return Err(unknown_ack()),
@@ -354,7 +355,9 @@ impl Settle for Hold {
             Err(zk::MultiWriteError::OperationFailed { index: 1, .. }) => {
                 // Someone deleted the item (a consumer that ignores lock nodes): it is
                 // gone for good, as the ack wants; let go of the lock node.
-                if let Err(error) = bounded(&self.inner.shared, client.delete(&lock, None)).await? {
+                if let Err(error) =
+                    bounded(&self.inner.direct.shared, client.delete(&lock, None)).await?
+                {
                     if error != zk::Error::NoNode {
                         return Err(self.lease.error(error));
                     }
@@ -373,7 +376,7 @@ impl Settle for Hold {
     async fn nack_step(&self) -> Result<()> {
         let client = self.lease.client()?;
         let lock = self.inner.paths.lock(&self.child);
-        match bounded(&self.inner.shared, client.delete(&lock, None)).await? {
+        match bounded(&self.inner.direct.shared, client.delete(&lock, None)).await? {
             Ok(()) | Err(zk::Error::NoNode) => Ok(()),
             Err(error) => Err(self.lease.error(error)),
         }
@@ -390,7 +393,7 @@ impl Settle for Hold {
         }
         let item = self.inner.paths.item(&self.child);
         let client = self.inner.direct.client().await?;
-        match bounded(&self.inner.shared, client.check_stat(&item)).await? {
+        match bounded(&self.inner.direct.shared, client.check_stat(&item)).await? {
             Ok(Some(_)) => Err(Error::SessionLost),
             Ok(None) => Err(unknown_ack()),
             Err(error) => Err(map(error)),
