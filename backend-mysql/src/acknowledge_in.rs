@@ -31,11 +31,9 @@ impl PendingAck {
     /// # Errors
     /// The commit's error as [`database_error`](crate::database_error) reads it:
     /// [`Error::Connection`] (transient) when the connection broke before the commit's
-    /// answer came. The server ends a connection that sat idle inside its transaction
-    /// for longer than `idle_transaction_timeout` (a consumer paused or stalled on a
-    /// connection of the backend's pool, see [`Outbox`](crate::Outbox)) and rolls the
-    /// transaction back; a lost answer may follow a commit. Either way an item the
-    /// commit did not remove is delivered again: receive again and run the work again.
+    /// answer came: the server rolled the transaction back (`idle_transaction_timeout`,
+    /// see [`ack_in`]), or a lost answer followed a commit. Either way an item the commit
+    /// did not remove is delivered again: receive again and run the work again.
     ///
     /// # Cancel safety
     /// Dropping the future part-way leaves the commit sent or not, as a lost answer

@@ -25,12 +25,11 @@ const CHUNK: Revision = 1000;
 const DELETES_PER_STATEMENT: usize = 500;
 
 /// The name of the lock a process holds while it compacts a store's log (the bound
-/// bytes: the log table's name), so that one process at a time compacts it. Every
-/// process's reaper compacts on its own clock; two compactions at once delete the same
-/// rows, one by primary key and the other by revision range, in orders that deadlock,
-/// and the second does nothing the first does not. MySQL names are at most 64
-/// characters, server-wide: a hash that the database's name keeps apart from other
-/// databases' compactors.
+/// bytes: the log table's name), so that one process at a time compacts it (see the
+/// crate docs, "Compaction"): two compactions at once delete the same rows, one by
+/// primary key and the other by revision range, in orders that deadlock. MySQL names
+/// are at most 64 characters, server-wide: a hash that the database's name keeps apart
+/// from other databases' compactors.
 const COMPACTOR: &str = "CONCAT('distsync-compactor:', LEFT(SHA2(CONCAT(DATABASE(), ?), 256), 32))";
 
 /// The compactor's lock, held on a connection of the pool that every statement of the
@@ -63,11 +62,6 @@ impl Compactor {
         }
         compactor.clean = true;
         Ok(None)
-    }
-
-    /// The connection that holds the lock.
-    fn conn(&mut self) -> &mut MySqlConnection {
-        &mut self.conn
     }
 
     /// Releases the lock; the connection goes back to the pool.
@@ -109,7 +103,7 @@ pub(crate) async fn compact(
     let Some(mut compactor) = Compactor::take(pool, tables, wait).await? else {
         return Ok(None);
     };
-    let compacted = compact_holding(compactor.conn(), tables, revision).await?;
+    let compacted = compact_holding(&mut compactor.conn, tables, revision).await?;
     compactor.release(tables).await?;
     Ok(Some(compacted))
 }

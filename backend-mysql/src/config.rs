@@ -205,30 +205,18 @@ impl MysqlConfig {
         let mut ssl_mode = None;
         let shared = UrlOptions::parse(parsed.query().unwrap_or(""), &GRAMMAR, |key, value| {
             match key {
+                "table_prefix" if valid_prefix(value) => value.clone_into(&mut table_prefix),
                 "table_prefix" => {
-                    validate_prefix(value).map_err(|reason| format!("table_prefix: {reason}"))?;
-                    value.clone_into(&mut table_prefix);
+                    return Err(format!(
+                        "table_prefix: {value:?} is not 1 to 32 ASCII letters, digits and `_`"
+                    ))
                 }
                 "poll_interval" => {
                     poll_interval =
                         parse_duration(value).map_err(|e| format!("poll_interval: {e}"))?;
                 }
-                "pool_size" => {
-                    pool_size = value
-                        .parse()
-                        .ok()
-                        .filter(|size| (1..=1000).contains(size))
-                        .ok_or_else(|| format!("pool_size: {value:?} is not from 1 to 1000"))?;
-                }
-                "key_bells" => {
-                    key_bells = value
-                        .parse()
-                        .ok()
-                        .filter(|count| *count <= MAX_KEY_BELLS)
-                        .ok_or_else(|| {
-                            format!("key_bells: {value:?} is not from 0 to {MAX_KEY_BELLS}")
-                        })?;
-                }
+                "pool_size" => pool_size = count_in(key, value, 1..=1000)?,
+                "key_bells" => key_bells = count_in(key, value, 0..=MAX_KEY_BELLS)?,
                 "ssl-mode" | "sslmode" | "ssl_mode" => ssl_mode = Some(tls::parse_mode(value)?),
                 _ => return Ok(false),
             }
@@ -308,32 +296,38 @@ impl MysqlConfig {
     /// The certificate and key files, each with what it holds, for the check at connect
     /// ([`distsync_core::raw::check_tls_files`]).
     pub(crate) fn tls_files(&self) -> Vec<(&'static str, String)> {
-        let mut files = Vec::new();
-        if let Some(ca) = &self.ca_file {
-            files.push(("CA certificate", ca.clone()));
-        }
-        if let Some((cert, key)) = &self.client_cert_files {
-            files.push(("client certificate", cert.clone()));
-            files.push(("client key", key.clone()));
-        }
-        files
+        let ca = self.ca_file.iter().map(|ca| ("CA certificate", ca.clone()));
+        let client = self.client_cert_files.iter().flat_map(|(cert, key)| {
+            [
+                ("client certificate", cert.clone()),
+                ("client key", key.clone()),
+            ]
+        });
+        ca.chain(client).collect()
     }
 }
 
-/// Checks a table prefix: 1 to 32 ASCII letters, digits and `_`, so that it can be
-/// spliced into statements unquoted.
-fn validate_prefix(prefix: &str) -> std::result::Result<(), String> {
-    let valid = (1..=32).contains(&prefix.len())
-        && prefix
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{prefix:?} is not 1 to 32 ASCII letters, digits and `_`"
-        ))
-    }
+/// The URL parameter `key`'s `value`, a count within `range`.
+fn count_in(
+    key: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> std::result::Result<u32, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|count| range.contains(count))
+        .ok_or_else(|| {
+            let (low, high) = range.into_inner();
+            format!("{key}: {value:?} is not from {low} to {high}")
+        })
+}
+
+/// Whether `prefix` is a valid table prefix: 1 to 32 ASCII letters, digits and `_`, so
+/// that it can be spliced into statements unquoted.
+fn valid_prefix(prefix: &str) -> bool {
+    (1..=32).contains(&prefix.len())
+        && (prefix.bytes()).all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ mod code {
     pub(super) const INTERRUPTED: u16 = 1317;
     /// `ER_CONNECTION_KILLED`.
     pub(super) const KILLED: u16 = 1927;
+    /// `ER_UNKNOWN_SYSTEM_VARIABLE`: a server without the variable (MySQL has no
+    /// `idle_transaction_timeout`, nor MariaDB's semi-synchronous replication ones).
+    pub(super) const UNKNOWN_VARIABLE: u16 = 1193;
     /// `ER_NO_SUCH_TABLE`.
     pub(super) const NO_SUCH_TABLE: u16 = 1146;
     /// `ER_LOCK_NOWAIT` (MySQL 8's answer to `NOWAIT` on a held row; MariaDB answers
@@ -45,8 +48,13 @@ pub(crate) fn is_missing_table(error: &sqlx::Error) -> bool {
     number(error) == Some(code::NO_SUCH_TABLE)
 }
 
+/// Whether `error` is the server's answer for a system variable it does not have.
+pub(crate) fn is_unknown_variable(error: &sqlx::Error) -> bool {
+    number(error) == Some(code::UNKNOWN_VARIABLE)
+}
+
 /// The server's error number, if `error` is a database error.
-pub(crate) fn number(error: &sqlx::Error) -> Option<u16> {
+fn number(error: &sqlx::Error) -> Option<u16> {
     match error {
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()

@@ -1,15 +1,12 @@
 //! Key bells: how a process that waits for one key's deletion learns of it the moment
 //! the process that deleted it commits, rather than at its watch hub's next poll.
 //!
-//! MySQL has no notification a writer can send to another client, but it has named
-//! locks: a client blocked in `GET_LOCK(name)` wakes the moment the lock's holder
-//! releases it. So a process that creates a key on a lease holds the key's bell (a
-//! named lock named by a hash of the database, the table prefix and the key) on a
-//! connection of its own until it deletes the key, and releases it right after the
-//! commit that deletes it. A watch of one key waits on that bell beside the hub's
-//! poll, on a connection of a small pool of its own; when `GET_LOCK` returns, it rings
-//! the hub, which reads the log at once. A lock's hand-off between two processes is
-//! then a release, a bell and a read of the log, not a poll interval.
+//! MySQL has no notification a writer can send to another client, but a client blocked
+//! in `GET_LOCK(name)` wakes the moment the lock's holder releases it. So a key's bell
+//! is a named lock ([`NAME`]) that the process creating the key on a lease holds, on a
+//! connection of its own, until right after the commit that deletes it; a watch of the
+//! key waits on it, on a connection of a small pool of its own, and rings its hub (see
+//! the crate docs, "Watches").
 //!
 //! A bell is a hint, never a grant: what a waiter acts on is what the hub reads from
 //! the log. Every way a bell can be wrong costs speed only:
@@ -175,11 +172,7 @@ impl KeyBells {
 
     /// The bytes a bell's name is made of.
     fn bound(&self, key: &str) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.prefix.len() + 1 + key.len());
-        bytes.extend_from_slice(self.prefix.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(key.as_bytes());
-        bytes
+        [self.prefix.as_bytes(), &[0], key.as_bytes()].concat()
     }
 }
 
@@ -201,10 +194,7 @@ async fn wait(pool: &MySqlPool, key: &[u8], open: impl Fn() -> bool) -> sqlx::Re
         match got {
             None => return Ok(true),
             Some(1) => {
-                sqlx::query(&format!("DO RELEASE_LOCK({NAME})"))
-                    .bind(key)
-                    .execute(&mut *conn)
-                    .await?;
+                release(&mut conn, key).await?;
                 return Ok(true);
             }
             Some(_) => {}
@@ -233,11 +223,7 @@ async fn hold(
                 })
             }
             Change::Deleted(key) if held.remove(&key) => match conn.as_mut() {
-                Some(open) => sqlx::query(&format!("DO RELEASE_LOCK({NAME})"))
-                    .bind(key)
-                    .execute(open)
-                    .await
-                    .map(drop),
+                Some(open) => release(open, &key).await,
                 None => Ok(()),
             },
             Change::Created(_) | Change::Deleted(_) => Ok(()),
@@ -253,6 +239,15 @@ async fn hold(
             held.clear();
         }
     }
+}
+
+/// Releases the bell of `key`, held on `conn`.
+async fn release(conn: &mut MySqlConnection, key: &[u8]) -> sqlx::Result<()> {
+    sqlx::query(&format!("DO RELEASE_LOCK({NAME})"))
+        .bind(key)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Takes the bell of `key` without waiting (a waiter may hold it for a moment), on

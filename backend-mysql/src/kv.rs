@@ -18,7 +18,7 @@ use sqlx::Connection as _;
 use sqlx::MySqlPool;
 use tokio::task::JoinHandle;
 
-use crate::compaction::{self, DEFAULT_RETAINED_REVISIONS};
+use crate::compaction;
 use crate::error::{map, within, Bound};
 use crate::guesses::Guesses;
 use crate::key_bell::{self, KeyBells};
@@ -30,9 +30,6 @@ use crate::{callers, lease, reaper, txn, MysqlConfig, BACKEND};
 /// How long, in seconds, the server lets a connection sit idle inside a transaction
 /// before it ends the connection (and rolls the transaction back).
 const IDLE_TRANSACTION_TIMEOUT: u64 = 1;
-
-/// `ER_UNKNOWN_SYSTEM_VARIABLE`: MySQL has no `idle_transaction_timeout`.
-const UNKNOWN_VARIABLE: u16 = 1193;
 
 /// How many connections a backend keeps apart for its sessions' leases.
 const LEASE_CONNECTIONS: u32 = 2;
@@ -59,12 +56,9 @@ fn open_pool_with(
         .acquire_timeout(config.request_timeout())
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                // A client that stops inside a transaction (paused, cut off)
-                // would keep the revision row locked, and every writer of the
-                // store waiting, until its connection died: the server ends a
-                // connection idle inside a transaction for a second (a
-                // transaction's statements follow each other within
-                // milliseconds). MariaDB only; MySQL 8 has no such setting.
+                // The idle timeout frees the revision row of a client stopped inside
+                // a transaction (see the crate docs, "A client that stops half-way"):
+                // a transaction's statements follow each other within milliseconds.
                 sqlx::query(&format!(
                     "SET SESSION innodb_lock_wait_timeout = {lock_wait}"
                 ))
@@ -76,7 +70,7 @@ fn open_pool_with(
                 .execute(&mut *conn)
                 .await;
                 match idle {
-                    Err(error) if crate::error::number(&error) == Some(UNKNOWN_VARIABLE) => {
+                    Err(error) if crate::error::is_unknown_variable(&error) => {
                         tracing::debug!(
                             backend = BACKEND,
                             "no idle_transaction_timeout (MySQL): a client stopped inside \
@@ -105,8 +99,6 @@ pub(crate) struct Core {
     pub(crate) hub: Hub,
     /// The bells of the keys this process creates on a lease (`key_bell.rs`).
     pub(crate) bells: Arc<KeyBells>,
-    /// How many revisions the reaper keeps readable.
-    pub(crate) retained: i64,
     /// The keys this process last wrote on a lease, guessed by the next transaction
     /// on them (`guesses.rs`).
     pub(crate) guesses: Guesses,
@@ -239,7 +231,6 @@ impl MysqlKv {
             pool,
             lease_pool,
             tables,
-            retained: DEFAULT_RETAINED_REVISIONS,
             guesses: Guesses::default(),
         });
         let reaper = tokio::spawn(reaper::run(Arc::downgrade(&core)));
@@ -478,16 +469,14 @@ impl Kv for MysqlKv {
             )
             .await?;
         Ok([
-            ("version".to_owned(), version),
-            (
-                "innodb_flush_log_at_trx_commit".to_owned(),
-                flush.to_string(),
-            ),
-            ("log_bin".to_owned(), log_bin.to_string()),
-            ("sync_binlog".to_owned(), sync_binlog.to_string()),
-            ("max_connections".to_owned(), max_connections.to_string()),
+            ("version", version),
+            ("innodb_flush_log_at_trx_commit", flush.to_string()),
+            ("log_bin", log_bin.to_string()),
+            ("sync_binlog", sync_binlog.to_string()),
+            ("max_connections", max_connections.to_string()),
         ]
         .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
         .chain(self.semi_sync.iter().flat_map(SemiSync::describe))
         .collect())
     }

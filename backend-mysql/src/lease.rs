@@ -49,7 +49,7 @@ pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> R
                 .execute(pool)
         };
         let inserted = match insert().await {
-            // The store forgot (see `keep_alive`): its tables again, then the grant.
+            // The store forgot (see `renew`): its tables again, then the grant.
             Err(error) if crate::error::is_missing_table(&error) => {
                 tables.create(pool).await?;
                 insert().await.map_err(map)?
@@ -114,20 +114,15 @@ pub(crate) async fn renew(
         // A text query: the server runs both statements in order, and the list's
         // length varies, which would leave a prepared statement per length.
         let sql = statements.join(";\n");
-        let rows = match tokio::time::timeout(timeout, conn.fetch_all(sql.as_str())).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(error)) => {
-                conn.close_on_drop();
-                return Err(error);
-            }
-            Err(_) => {
-                conn.close_on_drop();
-                return Err(sqlx::Error::Io(std::io::Error::new(
+        let rows = tokio::time::timeout(timeout, conn.fetch_all(sql.as_str()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("no answer within {timeout:?} (`timeout=` in the URL)"),
-                )));
-            }
-        };
+                )))
+            })
+            .inspect_err(|_| conn.close_on_drop())?;
         rows.iter()
             .map(|row| row.try_get::<LeaseId, _>(0))
             .collect::<sqlx::Result<HashSet<LeaseId>>>()
@@ -158,7 +153,7 @@ pub(crate) async fn renew(
 
 /// How long `lease` has left on the server's clock: its deadline less `NOW(6)`, in one
 /// statement; `None` when it has expired, was revoked or was never granted, or when the
-/// store forgot every lease (no leases table: see [`keep_alive`]).
+/// store forgot every lease (no leases table: see [`renew`]).
 ///
 /// Cancel safety: cancel-safe; it only reads.
 pub(crate) async fn time_to_live(
@@ -178,7 +173,12 @@ pub(crate) async fn time_to_live(
         Err(error) if crate::error::is_missing_table(&error) => None,
         left => left.map_err(map)?,
     };
-    Ok(left.map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0))))
+    Ok(left.map(micros))
+}
+
+/// A span of the server's in microseconds, `0` if it is negative.
+fn micros(value: i64) -> Duration {
+    Duration::from_micros(u64::try_from(value).unwrap_or(0))
 }
 
 /// Ends `lease` and deletes its keys in one revision (none if it had no keys);
@@ -350,7 +350,6 @@ pub(crate) async fn next_expiry(
     .fetch_one(pool)
     .await
     .map_err(map)?;
-    let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
     Ok(until
         .zip(shortest)
         .map(|(until, shortest)| (micros(until), micros(shortest))))

@@ -62,8 +62,8 @@
 //! and commits. The server runs that batch without waiting for the client, so the
 //! row is held for the server's work and one commit's fsync. When something had
 //! changed, the batch wrote nothing and the writer reads again (another writer
-//! committed in between); after 64 such rounds it fails with the transient
-//! [`Error::Connection`](distsync_core::Error). A transaction that names only the keys
+//! committed in between); after 8 such rounds it takes the lock before it reads
+//! (`txn.rs`), so that it commits at the next round instead of starving. A transaction that names only the keys
 //! its process holds on a lease (a lock's, an election's key) skips the read: only that
 //! process writes them, so it guesses each as it last wrote it, and the batch checks
 //! the guess as it checks a read (`guesses.rs`): a lock's take and release are one
@@ -168,11 +168,8 @@
 //!   it back. MySQL 8 has no such setting: there a stopped client holds its
 //!   transaction's rows until its connection dies (`wait_timeout`, TCP keepalive).
 //!   The caller's own transactions on [`Transactional::pool`] (an [`Outbox`]'s,
-//!   [`ack_in`]'s) hold the revision row too and get the same second: a caller that
-//!   stalls inside one finds it rolled back, reported as
-//!   [`Error::Connection`](distsync_core::Error), transient, by [`ack_in`],
-//!   [`PendingAck::commit`] and [`database_error`] (for the caller's own statements);
-//!   an acknowledged item then comes back to the queue and is delivered again.
+//!   [`ack_in`]'s) hold the revision row too and get the same second (see [`Outbox`]
+//!   and [`ack_in`] for what the caller then sees).
 //!
 //! # Failover to a replica
 //!
@@ -242,11 +239,7 @@
 //! The files alone mean TLS with the server's certificate and host name checked
 //! (`verify_identity`), so moving to a server that requires TLS and a client
 //! certificate (`require_secure_transport=ON`, a user created `REQUIRE X509`) is a
-//! change of URL. A file that cannot be read is
-//! [`Error::InvalidArgument`](distsync_core::Error) at connect; a login the server
-//! refuses (a wrong password, no client certificate) is
-//! [`Error::Authentication`](distsync_core::Error); a certificate either side refuses,
-//! [`Error::Connection`](distsync_core::Error).
+//! change of URL. The errors are [`MysqlKv::connect`]'s.
 //!
 //! # When the store forgets
 //!

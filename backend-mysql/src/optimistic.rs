@@ -1,20 +1,12 @@
-//! Writes that hold the revision row for no client round trip: what a writer read
-//! without a lock ([`Seen`]), checked again under the lock, and the one batch that
-//! locks, checks, writes only if nothing it read has changed, and commits
-//! ([`locked`]).
-//!
-//! A writer first reads what it needs in a snapshot of its own, without a lock, and
-//! decides there what to write. Then one multi-statement batch ([`crate::batch`])
-//! takes the revision lock (`SELECT revision + 1 INTO @r … FOR UPDATE`), sets `@ok`
-//! to whether everything the writer read is as it was ([`Seen::condition`], a
-//! consistent read without locks: its snapshot starts after the lock, so it sees
-//! every earlier commit), runs the writes, each conditional on `@ok` and with `@r` as their
-//! revision, moves the revision only if `@ok`, commits and answers `@ok` and `@r`.
-//! The server runs the batch without waiting for the client between statements, so
-//! a client descheduled mid-call never holds the row: the row is held for the
-//! server's own work and the commit. When `@ok` is false the batch wrote nothing and
-//! the writer starts again from its read: another writer committed in between, so
-//! the store moved on.
+//! Writes that hold the revision row for no client round trip (why: the crate docs,
+//! "Revisions in commit order"): what a writer read without a lock ([`Seen`]), and the
+//! one multi-statement batch ([`locked`], [`crate::batch`]) that takes the revision lock
+//! (`SELECT revision + 1 INTO @r … FOR UPDATE`), sets `@ok` to whether everything the
+//! writer read is as it was ([`Seen::condition`], a consistent read without locks: its
+//! snapshot starts after the lock, so it sees every earlier commit), runs the writes,
+//! each conditional on `@ok` and with `@r` as their revision, moves the revision only
+//! if `@ok`, commits and answers `@ok` and `@r`. When `@ok` is false the batch wrote
+//! nothing and the writer starts again from its read.
 //!
 //! Why the check is enough: every change of a key gives it a new `mod_revision` (a
 //! delete and a re-creation too), so the rows of the keys read are unchanged exactly
@@ -82,16 +74,13 @@ impl Seen {
                         .map(|revision| format!("({}, {revision})", batch::bytes(key.as_bytes())))
                 })
                 .collect();
-            parts.push(format!(
-                "(SELECT COUNT(*) FROM {kv} WHERE k IN {all}) = {}",
-                present.len()
-            ));
+            parts.push(count_is(kv, &format!("k IN {all}"), present.len()));
             if !present.is_empty() {
-                parts.push(format!(
-                    "(SELECT COUNT(*) FROM {kv} WHERE k IN {all} AND (k, mod_revision) IN ({})) = {}",
-                    present.join(", "),
-                    present.len()
-                ));
+                let unchanged = format!(
+                    "k IN {all} AND (k, mod_revision) IN ({})",
+                    present.join(", ")
+                );
+                parts.push(count_is(kv, &unchanged, present.len()));
             }
         }
         let mut live = self.live.clone();
@@ -99,24 +88,15 @@ impl Seen {
         live.dedup();
         if !live.is_empty() {
             let ids: Vec<String> = live.iter().map(ToString::to_string).collect();
-            parts.push(format!(
-                "(SELECT COUNT(*) FROM {} WHERE id IN ({}) AND expires_at > NOW(6)) = {}",
-                tables.leases,
-                ids.join(", "),
-                live.len()
-            ));
+            let live_ids = format!("id IN ({}) AND expires_at > NOW(6)", ids.join(", "));
+            parts.push(count_is(&tables.leases, &live_ids, live.len()));
         }
         for (condition, members) in &self.sets {
-            parts.push(format!(
-                "(SELECT COUNT(*) FROM {kv} WHERE {condition}) = {}",
-                members.len()
-            ));
+            parts.push(count_is(kv, condition, members.len()));
             if !members.is_empty() {
-                parts.push(format!(
-                    "(SELECT COUNT(*) FROM {kv} WHERE {condition} AND k IN {}) = {}",
-                    batch::bytes_list(members.iter().map(|key| key.as_bytes())),
-                    members.len()
-                ));
+                let keys = batch::bytes_list(members.iter().map(|key| key.as_bytes()));
+                let still = format!("{condition} AND k IN {keys}");
+                parts.push(count_is(kv, &still, members.len()));
             }
         }
         if !self.exact.is_empty() {
@@ -134,12 +114,11 @@ impl Seen {
                     )
                 })
                 .collect();
-            parts.push(format!(
-                "(SELECT COUNT(*) FROM {kv} WHERE (k, create_revision, mod_revision, version, lease) \
-                 IN ({})) = {}",
-                rows.join(", "),
-                rows.len()
-            ));
+            let exact = format!(
+                "(k, create_revision, mod_revision, version, lease) IN ({})",
+                rows.join(", ")
+            );
+            parts.push(count_is(kv, &exact, rows.len()));
         }
         if let Some(compacted) = self.compacted {
             parts.push(format!(
@@ -153,6 +132,11 @@ impl Seen {
             parts.join(" AND ")
         }
     }
+}
+
+/// `(SELECT COUNT(*) FROM {table} WHERE {condition}) = {count}`.
+fn count_is(table: &str, condition: &str, count: usize) -> String {
+    format!("(SELECT COUNT(*) FROM {table} WHERE {condition}) = {count}")
 }
 
 /// The locked batch: the revision lock, `@ok` from `unchanged` (a condition, e.g.

@@ -103,8 +103,7 @@ impl Outbox {
     /// As [`Outbox::enqueue`].
     ///
     /// # Cancel safety
-    /// Dropping the future part-way leaves the transaction in an unknown state: roll it
-    /// back.
+    /// As [`Outbox::enqueue`].
     pub async fn enqueue_with_priority(
         &self,
         conn: &mut MySqlConnection,
@@ -124,8 +123,7 @@ impl Outbox {
     /// As [`Outbox::enqueue`].
     ///
     /// # Cancel safety
-    /// Dropping the future part-way leaves the transaction in an unknown state: roll it
-    /// back.
+    /// As [`Outbox::enqueue`].
     pub async fn enqueue_once(
         &self,
         conn: &mut MySqlConnection,

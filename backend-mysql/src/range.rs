@@ -27,23 +27,23 @@ impl KeyFilter {
     /// `key` alone, every key starting with it (`prefix`), or `[key, end)`.
     pub(crate) fn new(key: &str, prefix: bool, end: Option<&str>) -> Self {
         let start = key.as_bytes().to_vec();
-        match (end, prefix) {
-            (Some(end), _) => Self {
-                sql: "k >= ? AND k < ?".to_owned(),
-                binds: vec![start, end.as_bytes().to_vec()],
-            },
-            (None, true) => match prefix_end(key.as_bytes()) {
-                Some(end) => Self {
-                    sql: "k >= ? AND k < ?".to_owned(),
-                    binds: vec![start, end],
-                },
-                None => Self {
-                    sql: "k >= ?".to_owned(),
+        let end = match (end, prefix) {
+            (Some(end), _) => Some(end.as_bytes().to_vec()),
+            (None, true) => prefix_end(key.as_bytes()),
+            (None, false) => {
+                return Self {
+                    sql: "k = ?".to_owned(),
                     binds: vec![start],
-                },
+                }
+            }
+        };
+        match end {
+            Some(end) => Self {
+                sql: "k >= ? AND k < ?".to_owned(),
+                binds: vec![start, end],
             },
-            (None, false) => Self {
-                sql: "k = ?".to_owned(),
+            None => Self {
+                sql: "k >= ?".to_owned(),
                 binds: vec![start],
             },
         }

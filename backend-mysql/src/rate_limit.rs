@@ -71,7 +71,7 @@ use crate::batch;
 use crate::clock::SERVER_TIME_US;
 use crate::error::{deadlocked, map};
 use crate::optimistic;
-use crate::schema::{Tables, MAX_KEY_BYTES};
+use crate::schema::{self, Tables};
 use crate::BACKEND;
 
 /// The kinds of decision, in the two low bits of the statement's answer.
@@ -101,12 +101,7 @@ pub(crate) async fn decide(
     rate: &Rate,
     permits: u32,
 ) -> Result<RateDecision> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(Error::InvalidArgument(format!(
-            "rate limiter: key of {} bytes is longer than the store's {MAX_KEY_BYTES}",
-            key.len()
-        )));
-    }
+    schema::check_key_size("rate limiter", key)?;
     let statement = statement(tables, key, rate, permits);
     let ours = rate.fingerprint();
     for _ in 0..optimistic::TRIES {

@@ -1,13 +1,9 @@
 //! The reaper: one task per backend (so one per client process) that ends the leases
 //! expired on the server's clock, deleting their keys in one revision each, and
-//! keeps the log's history to its window.
-//!
-//! Every client process runs one, as etcd's lessor runs on the leader: whichever
-//! reaper comes first ends a lease; the others find it gone inside their own
-//! transaction and change nothing, so a lost race costs one statement. It sleeps
-//! until the next expiry on the server's clock, at most a quarter of the shortest
-//! live lease's TTL (a lease granted since by another process is seen within that)
-//! and at most [`LONGEST_SLEEP`].
+//! keeps the log's history to its window. How the reapers of several processes race
+//! is in the crate docs ("Leases"). It sleeps until the next expiry on the server's
+//! clock, at most a quarter of the shortest live lease's TTL (a lease granted since by
+//! another process is seen within that) and at most [`LONGEST_SLEEP`].
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -85,7 +81,8 @@ async fn round(core: &Core, compacted_at: &mut Instant) -> distsync_core::Result
     }
     if compacted_at.elapsed() >= COMPACT_EVERY {
         *compacted_at = Instant::now();
-        compaction::keep_window(&core.pool, &core.tables, core.retained).await?;
+        let retain = compaction::DEFAULT_RETAINED_REVISIONS;
+        compaction::keep_window(&core.pool, &core.tables, retain).await?;
     }
     Ok(match lease::next_expiry(&core.pool, &core.tables).await? {
         Some((until, shortest)) => until

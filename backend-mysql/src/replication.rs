@@ -4,23 +4,10 @@
 
 use sqlx::MySqlConnection;
 
-use crate::error::{map, number};
+use crate::error::{is_unknown_variable, map};
 
-/// `ER_UNKNOWN_SYSTEM_VARIABLE`: a server without semi-synchronous replication (MySQL
-/// without its plugin, or MySQL 8.0.26 and later, which names it `rpl_semi_sync_source_*`).
-const UNKNOWN_VARIABLE: u16 = 1193;
-
-/// The primary's semi-synchronous replication settings.
-///
-/// With `rpl_semi_sync_master_enabled = ON` and the `AFTER_SYNC` wait point, a commit
-/// is written to the binary log, sent to a replica, and made visible and acknowledged
-/// only once the replica has it in its relay log: a replica promoted after the
-/// primary dies has every commit any client saw. With `AFTER_COMMIT`, other clients
-/// see a commit before the replica has it, and a lock grant seen and acted on can be
-/// lost by a failover. When no replica acknowledges within
-/// `rpl_semi_sync_master_timeout`, the primary falls back to asynchronous replication
-/// (`Rpl_semi_sync_master_status = OFF`) without telling its clients, and commits
-/// acknowledged until a replica catches up again can be lost.
+/// The primary's semi-synchronous replication settings; what they promise a promoted
+/// replica, and when they stop holding, is in the crate docs ("Failover to a replica").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SemiSync {
     enabled: bool,
@@ -46,13 +33,16 @@ impl SemiSync {
                 wait_point,
                 timeout_ms,
             })),
-            Err(error) if number(&error) == Some(UNKNOWN_VARIABLE) => Ok(None),
+            // MySQL without its plugin, or MySQL 8.0.26 and later, which names it
+            // `rpl_semi_sync_source_*`.
+            Err(error) if is_unknown_variable(&error) => Ok(None),
             Err(error) => Err(map(error)),
         }
     }
 
     /// Whether every acknowledged commit is on a replica (while the primary has not
-    /// fallen back, see the type's docs): enabled, with the `AFTER_SYNC` wait point.
+    /// fallen back to asynchronous replication): enabled, with the `AFTER_SYNC` wait
+    /// point.
     pub(crate) fn lossless(&self) -> bool {
         self.enabled && self.wait_point.eq_ignore_ascii_case("AFTER_SYNC")
     }

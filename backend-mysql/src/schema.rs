@@ -2,13 +2,24 @@
 
 use sqlx::{MySqlConnection, MySqlPool};
 
-use distsync_core::Result;
+use distsync_core::{Error, Result};
 
 use crate::error::map;
 
 /// The longest key the key columns hold, in bytes: InnoDB's index prefix limit (3072
 /// bytes) less the log index's revision column, rounded down.
 pub(crate) const MAX_KEY_BYTES: usize = 2048;
+
+/// Refuses, for `doing`, a key longer than the key columns hold.
+pub(crate) fn check_key_size(doing: &str, key: &str) -> Result<()> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{doing}: key of {} bytes is longer than the store's {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
 
 /// The names of the backend's tables, each `<prefix><table>`.
 #[derive(Clone, Debug)]

@@ -1,24 +1,16 @@
 //! TLS to the server: sqlx's rustls support (cargo feature `tls`, on by default), with
 //! ring as its crypto provider and the system's root certificates plus the URL's `ca=`.
 //!
-//! Which `ssl-mode` a URL gets: the one it names, or, when it names none, the strictest
-//! (`verify_identity`) as soon as it names a TLS file, since a URL that gives a CA or a
-//! client certificate means the connection to be TLS and the server to be checked; with
-//! no file, MySQL's own default, `preferred`. A mode that may connect without TLS
-//! (`disabled`, `preferred`) beside a TLS file is refused: the file would go unused
-//! without a word. `required` with `ca=` checks the chain (`verify_ca`), as libpq's
-//! `sslmode=require` does with a root certificate, so a given CA is never ignored.
+//! Which `ssl-mode` a URL gets is in [`MysqlConfig`](crate::MysqlConfig)'s table, and
+//! its errors in the crate docs ("TLS"). A URL that names a TLS file means the
+//! connection to be TLS and the server checked: so its default is `verify_identity`, a
+//! mode that may connect without TLS beside it is refused (the file would go unused
+//! without a word), and `required` with `ca=` checks the chain, as libpq's
+//! `sslmode=require` does with a root certificate.
 //!
 //! Every connection the backend opens (its pools and the first connection made at
 //! connect) is made from the one [`MySqlConnectOptions`](sqlx::mysql::MySqlConnectOptions)
 //! of its [`MysqlConfig`](crate::MysqlConfig), so all of them use the same mode and files.
-//!
-//! Errors: a certificate or key file that cannot be read is [`Error::InvalidArgument`]
-//! naming the path (checked at connect, before any connection); an untrusted server
-//! certificate, or a client certificate the server's TLS refuses, is
-//! [`Error::Connection`] with sqlx's TLS error as its source; a login the server refuses
-//! (a wrong password, no client certificate for a user that `REQUIRE`s one) is
-//! [`Error::Authentication`].
 
 use distsync_core::{Error, Result};
 use sqlx::mysql::MySqlSslMode;
@@ -34,14 +26,6 @@ pub(crate) fn parse_mode(value: &str) -> std::result::Result<MySqlSslMode, Strin
     value
         .parse()
         .map_err(|_| format!("ssl-mode {value:?} is not one of {MODES}"))
-}
-
-/// Whether `mode` connects over TLS or not at all.
-pub(crate) fn requires_tls(mode: MySqlSslMode) -> bool {
-    matches!(
-        mode,
-        MySqlSslMode::Required | MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity
-    )
 }
 
 /// The mode of a URL that asks for `asked` (`None`: no `ssl-mode=`) and names a TLS
@@ -75,7 +59,11 @@ pub(crate) fn without_tls(mode: MySqlSslMode) -> Option<&'static str> {
 /// # Errors
 /// [`Error::Unsupported`] when `mode` requires TLS and the cargo feature `tls` is off.
 pub(crate) fn check_mode(mode: MySqlSslMode) -> Result<()> {
-    if requires_tls(mode) && !cfg!(feature = "tls") {
+    let requires_tls = matches!(
+        mode,
+        MySqlSslMode::Required | MySqlSslMode::VerifyCa | MySqlSslMode::VerifyIdentity
+    );
+    if requires_tls && !cfg!(feature = "tls") {
         return Err(Error::unsupported(
             crate::BACKEND,
             format!(

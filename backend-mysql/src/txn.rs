@@ -26,11 +26,9 @@
 //! transaction without a put or a delete in either branch takes no lock either;
 //! without compares it is one snapshot in one batch.
 //!
-//! A transaction that names only keys this process wrote on a lease (and keys it puts
-//! on a lease, not there before its first put) and prefixes it compares as empty skips
-//! phase 1: its snapshot is guessed ([`Snapshot::guessed`], [`crate::guesses`]), and
-//! the check of phase 2 covers the guess as it covers a read. A wrong guess wrote
-//! nothing, and the transaction goes through both phases.
+//! A transaction that names only what is guessed ([`crate::guesses`]) skips phase 1
+//! ([`Snapshot::guessed`]); phase 2 checks the guess as it checks a read, and after a
+//! wrong guess, which wrote nothing, the transaction goes through both phases.
 //!
 //! A transaction whose reads another writer changed [`UNLOCKED_TRIES`] times in a row
 //! (a prefix delete racing puts under its prefix, say) then takes the revision lock
@@ -57,7 +55,7 @@ use crate::error::map;
 use crate::guesses::Guesses;
 use crate::optimistic::{self, Seen, OUTCOME};
 use crate::range::{self, key_string, KeyFilter};
-use crate::schema::{Tables, MAX_KEY_BYTES};
+use crate::schema::{self, Tables, MAX_KEY_BYTES};
 use crate::BACKEND;
 
 /// The statement that opens a read-only transaction on one snapshot.
@@ -90,9 +88,13 @@ impl Scope {
         }
     }
 
-    /// The select of the revision row `select`, locking it in the caller's
-    /// transaction.
-    fn read_meta(self, select: String) -> String {
+    /// The select of the revision row's `revision, compacted`, tagged `tag`, locking it
+    /// in the caller's transaction.
+    fn read_meta(self, tables: &Tables, tag: i64) -> String {
+        let select = format!(
+            "SELECT {tag}, revision, compacted FROM {} WHERE id = 1",
+            tables.meta
+        );
         match self {
             Self::Own => select,
             Self::Callers => select + " FOR UPDATE",
@@ -119,16 +121,16 @@ pub(crate) struct Applied {
     pub(crate) events: Vec<WatchEvent>,
 }
 
-/// One log row to write.
+/// One log row, to write or read back.
 pub(crate) struct LogRow {
-    key: String,
+    pub(crate) key: String,
     /// `0`: the revision of the change itself (a key it creates), known only once
     /// the revision lock is taken.
-    create_revision: Revision,
-    version: i64,
-    lease: LeaseId,
-    value: Bytes,
-    deleted: bool,
+    pub(crate) create_revision: Revision,
+    pub(crate) version: i64,
+    pub(crate) lease: LeaseId,
+    pub(crate) value: Bytes,
+    pub(crate) deleted: bool,
 }
 
 impl LogRow {
@@ -176,23 +178,17 @@ pub(crate) async fn run(
     txn: Txn,
 ) -> Result<Applied> {
     txn.check_branches()?;
-    let writes = (txn.success.iter().chain(&txn.failure)).any(|op| !matches!(op, TxnOp::Range(_)));
     let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
-    let applied = if !writes && txn.compares.is_empty() {
+    let applied = if ranges_without_compares(&txn) {
         ranges_only(open.conn(), tables, &txn.success, Scope::Own).await
     } else {
         optimistic_on(open.conn(), tables, guesses, &txn).await
     };
     match applied {
-        Ok(applied) => {
-            open.done();
-            Ok(applied)
-        }
-        Err(error) => {
-            open.rollback().await;
-            Err(error)
-        }
+        Ok(_) => open.done(),
+        Err(_) => open.rollback().await,
     }
+    applied
 }
 
 /// Runs `txn` on `conn`, inside the transaction the caller opened on it and ends
@@ -207,8 +203,7 @@ pub(crate) async fn run_in_callers(
     txn: Txn,
 ) -> Result<Applied> {
     txn.check_branches()?;
-    let writes = (txn.success.iter().chain(&txn.failure)).any(|op| !matches!(op, TxnOp::Range(_)));
-    if !writes && txn.compares.is_empty() {
+    if ranges_without_compares(&txn) {
         return ranges_only(conn, tables, &txn.success, Scope::Callers).await;
     }
     under_the_lock(conn, tables, &txn).await
@@ -227,6 +222,12 @@ async fn under_the_lock(conn: &mut MySqlConnection, tables: &Tables, txn: &Txn) 
     })
 }
 
+/// Whether `txn` has no compares and no op but ranges (see [`ranges_only`]).
+fn ranges_without_compares(txn: &Txn) -> bool {
+    txn.compares.is_empty()
+        && (txn.success.iter().chain(&txn.failure)).all(|op| matches!(op, TxnOp::Range(_)))
+}
+
 /// A transaction of ranges and no compares: one snapshot, one batch, no lock (of its
 /// own; in the caller's transaction, locking reads).
 async fn ranges_only(
@@ -235,10 +236,7 @@ async fn ranges_only(
     ops: &[TxnOp],
     scope: Scope,
 ) -> Result<Applied> {
-    let mut statements = vec![scope.read_meta(format!(
-        "SELECT {OUTCOME}, revision, compacted FROM {} WHERE id = 1",
-        tables.meta
-    ))];
+    let mut statements = vec![scope.read_meta(tables, OUTCOME)];
     let mut answers = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
         if let TxnOp::Range(range) = op {
@@ -394,10 +392,7 @@ impl Snapshot {
         scope: Scope,
     ) -> Result<Self> {
         let (keys, leases, prefixes) = known_in_advance(txn);
-        let mut statements = vec![scope.read_meta(format!(
-            "SELECT {META}, revision, compacted FROM {} WHERE id = 1",
-            tables.meta
-        ))];
+        let mut statements = vec![scope.read_meta(tables, META)];
         if !keys.is_empty() {
             statements.push(scope.read(format!(
                 "SELECT {ROW}, k, create_revision, mod_revision, version, lease FROM {} \
@@ -425,18 +420,7 @@ impl Snapshot {
         }
         let statements = scope.read_only(statements);
         let mut meta = None;
-        let mut snapshot = Self {
-            current: 0,
-            compacted: 0,
-            asked: keys.iter().map(|key| (*key).to_owned()).collect(),
-            rows: HashMap::new(),
-            live: HashSet::new(),
-            prefixes: prefixes
-                .iter()
-                .map(|prefix| ((*prefix).to_owned(), Vec::new()))
-                .collect(),
-            guessed: Vec::new(),
-        };
+        let mut snapshot = Self::new(&keys, &prefixes);
         for row in batch::run(conn, &statements).await? {
             match batch::tag(&row)? {
                 META => meta = Some((row.try_get(1).map_err(map)?, row.try_get(2).map_err(map)?)),
@@ -497,39 +481,43 @@ impl Snapshot {
         if !prefixes.iter().all(|prefix| guesses.may_be_empty(prefix)) {
             return None;
         }
-        let mut rows = HashMap::new();
-        let mut guessed = Vec::new();
+        let mut snapshot = Self::new(&keys, &prefixes);
+        snapshot.live = leases.into_iter().collect();
         for key in &keys {
             match guesses.get(key) {
                 Some(_) if prefixes.iter().any(|prefix| key.starts_with(prefix)) => return None,
                 Some(row) => {
-                    rows.insert(
-                        (*key).to_owned(),
-                        Current {
-                            create_revision: row.create_revision,
-                            mod_revision: row.mod_revision,
-                            version: row.version,
-                            lease: row.lease,
-                        },
-                    );
-                    guessed.push(row);
+                    let current = Current {
+                        create_revision: row.create_revision,
+                        mod_revision: row.mod_revision,
+                        version: row.version,
+                        lease: row.lease,
+                    };
+                    snapshot.rows.insert((*key).to_owned(), current);
+                    snapshot.guessed.push(row);
                 }
                 None if put_on_a_lease(key) => {}
                 None => return None,
             }
         }
-        Some(Self {
+        Some(snapshot)
+    }
+
+    /// A snapshot that asked for `keys` and `prefixes` and has read nothing yet, at
+    /// revision 0.
+    fn new(keys: &[&str], prefixes: &[&str]) -> Self {
+        Self {
             current: 0,
             compacted: 0,
             asked: keys.iter().map(|key| (*key).to_owned()).collect(),
-            rows,
-            live: leases.into_iter().collect(),
+            rows: HashMap::new(),
+            live: HashSet::new(),
             prefixes: prefixes
                 .iter()
                 .map(|prefix| ((*prefix).to_owned(), Vec::new()))
                 .collect(),
-            guessed,
-        })
+            guessed: Vec::new(),
+        }
     }
 
     /// The keys under `prefix`, one of the prefixes read, in key order.
@@ -754,12 +742,7 @@ impl<'a> Branch<'a> {
                 "put: key is not provided".to_owned(),
             ));
         }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "put: key of {} bytes is longer than the store's {MAX_KEY_BYTES}",
-                key.len()
-            )));
-        }
+        schema::check_key_size("put", key)?;
         self.see(key);
         let previous = self.state.get(key).copied().flatten();
         let lease = match (lease, previous) {
@@ -915,56 +898,33 @@ impl<'a> Branch<'a> {
     }
 }
 
-/// The watch event of a log row written at `revision`.
-pub(crate) fn event_of(
-    key: String,
-    revision: Revision,
-    create_revision: Revision,
-    version: i64,
-    lease: LeaseId,
-    value: Bytes,
-    deleted: bool,
-) -> WatchEvent {
-    if deleted {
-        WatchEvent {
+/// The watch event of `row`, written at `revision`.
+pub(crate) fn event(row: LogRow, revision: Revision) -> WatchEvent {
+    if row.deleted {
+        return WatchEvent {
             kind: EventKind::Delete,
             kv: KeyValue {
-                key,
+                key: row.key,
                 mod_revision: revision,
                 ..KeyValue::default()
             },
-        }
-    } else {
-        WatchEvent {
-            kind: EventKind::Put,
-            kv: KeyValue {
-                key,
-                value,
-                create_revision,
-                mod_revision: revision,
-                version,
-                lease,
-            },
-        }
+        };
     }
-}
-
-/// The watch event of `row`, written at `revision`.
-pub(crate) fn event(row: LogRow, revision: Revision) -> WatchEvent {
-    let create_revision = if row.create_revision == 0 {
-        revision
-    } else {
-        row.create_revision
-    };
-    event_of(
-        row.key,
-        revision,
-        create_revision,
-        row.version,
-        row.lease,
-        row.value,
-        row.deleted,
-    )
+    WatchEvent {
+        kind: EventKind::Put,
+        kv: KeyValue {
+            key: row.key,
+            value: row.value,
+            create_revision: if row.create_revision == 0 {
+                revision
+            } else {
+                row.create_revision
+            },
+            mod_revision: revision,
+            version: row.version,
+            lease: row.lease,
+        },
+    }
 }
 
 /// `create_revision, mod_revision, version, lease` from column `from` on.

@@ -1,20 +1,11 @@
 //! The watch hub: one per backend, reading the log after the last revision it has
-//! seen and handing each revision's changes to the watches they concern.
+//! seen and handing each revision's changes to the watches they concern. How it learns
+//! of writes (this process's at once, a key's bell, `key_bell.rs`, or the poll), and
+//! why it reads the log on a connection of its own, is in the crate docs ("Watches").
 //!
 //! Writers commit in revision order (see `txn.rs`), so once the hub reads the
 //! revision row at `r`, every row up to `r` is in the log: reading `(seen, r]` never
 //! skips a change that commits later.
-//!
-//! How the hub learns of a write: a write of this process wakes it at once; a watch of
-//! one key also waits on the key's bell (`key_bell.rs`), which the process that
-//! deletes the key releases after its commit; every other write of other processes is
-//! found by a bounded poll, one statement (the revision row) per `poll_interval` per
-//! process, and only while the process has open watches: a waiter in another process
-//! learns of a release within one poll interval at worst.
-//!
-//! The hub reads the log through a connection of its own, not the backend's pool: a
-//! pool filled by other requests (the caller's own transactions among them) would
-//! otherwise hold back every wake-up of the process.
 //!
 //! A new watch reads its own history (from its start revision to the hub's position)
 //! in one snapshot, then takes what the hub delivers after that position. When the hub
@@ -44,7 +35,7 @@ use crate::error::{map, within, Bound};
 use crate::key_bell::KeyBells;
 use crate::range::{key_string, KeyFilter};
 use crate::schema::Tables;
-use crate::txn::{event_of, READ_ONLY};
+use crate::txn::{event, LogRow, READ_ONLY};
 
 /// How many revisions the hub reads in one statement.
 const BATCH: Revision = 256;
@@ -236,9 +227,8 @@ impl Hub {
     }
 }
 
-/// The store's revision, read for a new watch on the backend's pool: the read is
-/// that watch's caller's request, and a caller may drop it half-way, which the hub's
-/// own connection never sees (only the hub's task, never cut off, uses it).
+/// The store's revision, read for a new watch on the backend's pool (why not on the
+/// hub's own connection: [`Shared::reader`]).
 async fn current_revision(shared: &Shared) -> Result<Revision> {
     sqlx::query_scalar(&format!(
         "SELECT revision FROM {} WHERE id = 1",
@@ -304,21 +294,16 @@ async fn history(
 /// revision and event.
 fn row_event(row: &sqlx::mysql::MySqlRow) -> Result<(Revision, WatchEvent)> {
     let revision: Revision = row.try_get(0).map_err(map)?;
-    let key: Vec<u8> = row.try_get(2).map_err(map)?;
     let value: Vec<u8> = row.try_get(6).map_err(map)?;
-    let deleted: bool = row.try_get(7).map_err(map)?;
-    Ok((
-        revision,
-        event_of(
-            key_string(key)?,
-            revision,
-            row.try_get(3).map_err(map)?,
-            row.try_get(4).map_err(map)?,
-            row.try_get(5).map_err(map)?,
-            Bytes::from(value),
-            deleted,
-        ),
-    ))
+    let logged = LogRow {
+        key: key_string(row.try_get(2).map_err(map)?)?,
+        create_revision: row.try_get(3).map_err(map)?,
+        version: row.try_get(4).map_err(map)?,
+        lease: row.try_get(5).map_err(map)?,
+        value: Bytes::from(value),
+        deleted: row.try_get(7).map_err(map)?,
+    };
+    Ok((revision, event(logged, revision)))
 }
 
 /// Events grouped by revision, in order.
