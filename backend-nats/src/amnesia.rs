@@ -57,7 +57,7 @@
 //! Sequences stay the stream's everywhere else (a line's order, compares).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use distsync_core::raw::{EpochBook, EpochMarker};
@@ -109,7 +109,7 @@ impl Amnesia {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 
     /// How many times this client saw the store forget: a session opened in an

@@ -96,11 +96,17 @@ pub async fn backend_with_config(config: &NatsConfig) -> Result<NatsBackend> {
         tls = config.tls(),
         "connected"
     );
-    let capabilities =
-        crate::capabilities().with_exclusive_across_restart(config.max_session_ttl().is_some());
+    // A write to a bucket of more than one replica is acknowledged once a majority of
+    // them has it, so the loss of one server (its leader included) keeps it. Queues and
+    // hand-overs are offered as on one replica: what a follower behind the leader
+    // answers is settled by a compared write (see the crate docs, "Replicated buckets").
+    let capabilities = crate::capabilities()
+        .with_exclusive_across_restart(config.max_session_ttl().is_some())
+        .with_survives_failover(made.replicas > 1)
+        .with_max_value_size(max_value_size);
     Ok(NatsBackend {
         shared: Arc::new(Shared::new(config, store, renewals, made.created)),
-        capabilities: replicated(capabilities, made.replicas).with_max_value_size(max_value_size),
+        capabilities,
     })
 }
 
@@ -120,11 +126,7 @@ impl NatsBackend {
     }
 }
 
-// The unfair lock is a holder key that fair contenders take for the head of their
-// line, and a wait line of its own (see `src/unfair_lock.rs`); the semaphore is the
-// lock's line, the first `permits` live keys holding; the rate limiter is GCRA on one
-// key, on the server's message time stamps; a STM commit is one atomic batch of
-// compares and writes at a stream sequence (see `src/stm.rs`).
+// How each primitive is built: see the crate docs, "How it works".
 distsync_core::impl_primitives!(NatsBackend {
     locker: NatsLocker,
     unfair_locker: NatsUnfairLocker,
@@ -139,17 +141,6 @@ distsync_core::impl_primitives!(NatsBackend {
     rate_limiter: NatsRateLimiter,
     stm: NatsStm,
 });
-
-/// What a bucket of `replicas` replicas changes in `capabilities`: a write is
-/// acknowledged once a majority of the stream's replicas has it, so the loss of one
-/// server (its leader included) keeps it (`survives_failover`). Queues and hand-overs
-/// are offered as on one replica: what a follower behind the leader answers is settled
-/// by a compared write, a refused compare is read again until its write shows, and a
-/// queue's head read that reaches a priority's end asks the leader where it ends (see
-/// `src/queue.rs`); a hand-over reads its election's line alone (`src/status.rs`).
-fn replicated(capabilities: Capabilities, replicas: usize) -> Capabilities {
-    capabilities.with_survives_failover(replicas > 1)
-}
 
 /// The client connection of `config`: its login or credentials file and TLS files;
 /// each (re)connection notifies `connected`, each lost connection `dropped`.

@@ -25,8 +25,9 @@ use distsync_core::raw::{Barrier, DoubleBarrier};
 use distsync_core::{Error, Name, Result, Session};
 use futures::StreamExt;
 
+use crate::counter::watch_until;
 use crate::keys::{self, Kind};
-use crate::lock::{contenders, gone_after, Contender, NatsLocker};
+use crate::lock::{contenders, gone_after, vanished, Contender, NatsLocker};
 use crate::session::LeaseInner;
 use crate::shared::Shared;
 use crate::store::Write;
@@ -36,16 +37,6 @@ pub(crate) struct NatsBarrier {
     shared: Arc<Shared>,
     name: Name,
     key: String,
-}
-
-impl NatsBarrier {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
-        Self {
-            key: keys::key(Kind::Barrier, &name),
-            shared: Arc::clone(shared),
-            name,
-        }
-    }
 }
 
 #[async_trait]
@@ -67,18 +58,13 @@ impl Barrier for NatsBarrier {
     }
 
     async fn wait(&self) -> Result<()> {
-        RetryPolicy::default()
-            .wait_until("a barrier", None, || async {
-                let seq = match self.shared.store.last(&self.key).await? {
-                    Some(entry) if entry.live() => entry.seq,
-                    _ => return Ok(Ready(())),
-                };
-                Ok(NotYet(async move {
-                    let mut events = self.shared.store.watch(&self.key, seq + 1).await?;
-                    events.next().await.transpose().map(drop)
-                }))
+        watch_until(&self.shared, &self.key, "a barrier", || async {
+            Ok(match self.shared.store.last(&self.key).await? {
+                Some(entry) if entry.live() => (None, entry.seq),
+                _ => (Some(()), 0),
             })
-            .await
+        })
+        .await
     }
 }
 
@@ -175,11 +161,7 @@ impl DoubleBarrier for NatsDoubleBarrier {
                             event = events.next() => event.transpose().map(drop),
                         }
                     })),
-                    None if self.lease.is_over() => Err(Error::SessionLost),
-                    None => Err(Error::backend(
-                        crate::BACKEND,
-                        format!("the participant key {key} vanished while its session lives"),
-                    )),
+                    None => Err(vanished(self.lease.is_over(), "participant key", &key)),
                 }
             })
             .await
@@ -217,6 +199,10 @@ impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for NatsDoubl
 
 impl Make<Arc<Shared>, Name> for NatsBarrier {
     fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self::new(context, name))
+        Ok(Self {
+            key: keys::key(Kind::Barrier, &name),
+            shared: Arc::clone(context),
+            name,
+        })
     }
 }

@@ -101,38 +101,34 @@ fn wanted(store: &Store, replicas: usize) -> Config {
 
 /// What `config` lacks of what this backend relies on (empty: nothing).
 pub(crate) fn missing(store: &Store, config: &Config) -> Vec<&'static str> {
-    let mut missing = Vec::new();
-    if !config.subjects.contains(&store.subjects()) {
-        missing.push("the subjects `$KV.<bucket>.>`");
-    }
-    if !config.allow_message_ttl {
-        missing.push("allow_msg_ttl");
-    }
-    if config
-        .subject_delete_marker_ttl
-        .is_none_or(|ttl| ttl.is_zero())
-    {
-        missing.push("subject_delete_marker_ttl");
-    }
-    if !config.allow_atomic_publish {
-        missing.push("allow_atomic");
-    }
-    if !config.allow_direct {
-        missing.push("allow_direct");
-    }
-    if !config.allow_rollup {
-        missing.push("allow_rollup_hdrs");
-    }
-    if config.deny_purge {
-        missing.push("purges (deny_purge is set)");
-    }
-    if config.max_messages_per_subject != HISTORY {
-        missing.push("max_msgs_per_subject 1 (with more, keys' TTLs do not expire)");
-    }
-    if !config.max_age.is_zero() {
-        missing.push("no max_age (it would end held keys)");
-    }
-    missing
+    let marker_ttl = config.subject_delete_marker_ttl;
+    let has = [
+        (
+            config.subjects.contains(&store.subjects()),
+            "the subjects `$KV.<bucket>.>`",
+        ),
+        (config.allow_message_ttl, "allow_msg_ttl"),
+        (
+            marker_ttl.is_some_and(|ttl| !ttl.is_zero()),
+            "subject_delete_marker_ttl",
+        ),
+        (config.allow_atomic_publish, "allow_atomic"),
+        (config.allow_direct, "allow_direct"),
+        (config.allow_rollup, "allow_rollup_hdrs"),
+        (!config.deny_purge, "purges (deny_purge is set)"),
+        (
+            config.max_messages_per_subject == HISTORY,
+            "max_msgs_per_subject 1 (with more, keys' TTLs do not expire)",
+        ),
+        (
+            config.max_age.is_zero(),
+            "no max_age (it would end held keys)",
+        ),
+    ];
+    has.into_iter()
+        .filter(|(has, _)| !has)
+        .map(|(_, what)| what)
+        .collect()
 }
 
 /// Makes the bucket if it is missing, or checks it, and writes its anchor (a key every
@@ -167,15 +163,19 @@ pub(crate) struct Made {
     pub(crate) created: i128,
 }
 
-/// The bucket's stream, `None` when the server has none.
-async fn existing(store: &Store) -> Result<Option<async_nats::jetstream::stream::Stream>> {
+/// The bucket's stream's info, `None` when the server has no such stream.
+async fn existing(store: &Store) -> Result<Option<async_nats::jetstream::stream::Info>> {
     use async_nats::jetstream::context::GetStreamErrorKind;
     use async_nats::jetstream::ErrorCode;
     match store
         .answer(store.jetstream.get_stream(&store.stream))
         .await?
     {
-        Ok(stream) => Ok(Some(stream)),
+        Ok(mut stream) => {
+            let info = store.answer(stream.info()).await?;
+            let info = info.map_err(|error| Error::backend(BACKEND, error))?;
+            Ok(Some(info.clone()))
+        }
         Err(error) => match error.kind() {
             GetStreamErrorKind::JetStream(api)
                 if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
@@ -193,25 +193,13 @@ async fn existing(store: &Store) -> Result<Option<async_nats::jetstream::stream:
 /// # Errors
 /// The store's error.
 pub(crate) async fn created(store: &Store) -> Result<Option<i128>> {
-    let Some(mut stream) = existing(store).await? else {
-        return Ok(None);
-    };
-    let info = store
-        .answer(stream.info())
-        .await?
-        .map_err(|error| Error::backend(BACKEND, error))?;
-    Ok(Some(info.created.unix_timestamp_nanos()))
+    let info = existing(store).await?;
+    Ok(info.map(|info| info.created.unix_timestamp_nanos()))
 }
 
 async fn ensure_once(store: &Store, replicas: usize) -> Result<Made> {
     let (config, created) = match existing(store).await? {
-        Some(mut stream) => {
-            let info = store
-                .answer(stream.info())
-                .await?
-                .map_err(|error| Error::backend(BACKEND, error))?;
-            (info.config.clone(), info.created)
-        }
+        Some(info) => (info.config, info.created),
         None => {
             tracing::debug!(stream = %store.stream, "making the bucket");
             let made = store

@@ -132,11 +132,8 @@ impl Counter for NatsCounter {
     }
 
     async fn set(&self, value: i64) -> Result<()> {
-        self.shared
-            .store
-            .publish(Write::put(self.key.as_str(), value.to_string()))
-            .await?
-            .compared()?;
+        let write = Write::put(self.key.as_str(), value.to_string());
+        self.shared.store.publish(write).await?.compared()?;
         Ok(())
     }
 
@@ -159,7 +156,7 @@ impl Counter for NatsCounter {
 ///
 /// # Cancel safety
 /// Cancel-safe: it only reads and watches, and a dropped watch deletes its consumer.
-async fn watch_until<T, F, Fut>(
+pub(crate) async fn watch_until<T, F, Fut>(
     shared: &Shared,
     key: &str,
     what: &'static str,
@@ -207,12 +204,9 @@ impl NatsLatch {
         let Some(text) = text else {
             return Ok((self.initial, seq));
         };
-        let Some((initial, remaining)) = parse_latch(text.as_bytes()) else {
-            return Err(Error::backend(
-                BACKEND,
-                format!("{} does not hold a latch", self.key),
-            ));
-        };
+        let (initial, remaining) = parse_latch(text.as_bytes()).ok_or_else(|| {
+            Error::backend(BACKEND, format!("{} does not hold a latch", self.key))
+        })?;
         check_initial_count(&self.name, self.initial, initial)?;
         Ok((remaining, seq))
     }

@@ -41,8 +41,8 @@ use futures::StreamExt;
 
 use crate::amnesia::Amnesia;
 use crate::keys::{self, Kind};
-use crate::lock::NatsLocker;
-use crate::session::{LeaseInner, CREATE_HEADER};
+use crate::lock::{token_of, NatsLocker};
+use crate::session::LeaseInner;
 use crate::shared::Shared;
 use crate::store::{Entry, Write};
 use crate::BACKEND;
@@ -92,14 +92,6 @@ impl NatsElection {
             name,
         }
     }
-}
-
-/// The token (create sequence) of a line's entry.
-fn token_of(entry: &Entry) -> u64 {
-    entry
-        .header(CREATE_HEADER)
-        .and_then(|create| create.parse().ok())
-        .unwrap_or(entry.seq)
 }
 
 /// The leader of a set of live candidates by key: the lowest token.
@@ -221,10 +213,9 @@ impl LeaderObserver for Observer {
             match events.next().await {
                 Some(Ok(entry)) => {
                     if let Some(candidate) = candidate_of_proclaim(&entry.key) {
-                        if let Some(known) = self.candidates.get_mut(&candidate) {
-                            if entry.live() {
-                                known.1 = entry.value;
-                            }
+                        let known = self.candidates.get_mut(&candidate);
+                        if let Some(known) = known.filter(|_| entry.live()) {
+                            known.1 = entry.value;
                         }
                     } else if entry.live() {
                         let token = token_of(&entry);

@@ -214,10 +214,7 @@ pub(crate) fn parts(key: &str) -> Option<Parts<'_>> {
         at += 1;
     }
     let end = end?;
-    let rest = match after.get(end + 1..) {
-        Some(rest) => rest.split('.').collect(),
-        None => Vec::new(),
-    };
+    let rest = (after.get(end + 1..)).map_or_else(Vec::new, |rest| rest.split('.').collect());
     Some(Parts {
         kind,
         name: &after[..end],

@@ -72,14 +72,9 @@
 //! * **The lock** (see `src/lock.rs`) is a line of contender keys, the token a key's
 //!   create sequence, the lowest live key holds, each waiter watches only its
 //!   predecessor (one wake-up per release), a release purges the key with a compare.
-//!   A session enters the line again with the key it released there, created over
-//!   its tombstone, so that the line, which each acquisition lists, holds one key per
-//!   session however many acquisitions it has seen (see `src/released.rs`). On a
-//!   server outside a JetStream cluster, a line its holder left with no other key
-//!   written since is entered again with a compare on the whole line and held without
-//!   a listing: an uncontended cycle is a create and a purge, the raw pair (a cluster
-//!   checks such a compare before the writes in flight are stored, so there every
-//!   entry lists the line). A guarded
+//!   A session enters the line again with the key it released there, so that the
+//!   line holds one key per session (see `src/released.rs`); outside a JetStream
+//!   cluster an uncontended cycle is a create and a purge, the raw pair. A guarded
 //!   write (`put_if_held`) is one message whose compare points at the holder's key.
 //! * **The unfair lock** (see `src/unfair_lock.rs`) is a holder key in the fair
 //!   lock's line, which fair contenders take for its head, so the two exclude each
@@ -110,29 +105,23 @@
 //!   on a message it stores, read back from a write to a clock key (see
 //!   `src/clock.rs`), and the limiter's own write's stamp, against which its TAT is
 //!   kept (as ZooKeeper's `mtime`).
-//! * **Status** lists every kind's keys under the prefix in one batched direct get (see
-//!   `src/status.rs`; a queue's ready and in-flight items by its layout, see
-//!   `src/queue_status.rs`); the status of one name lists that name's lines alone, one
-//!   subject filter per kind of line. **Breaking a lock**, release requests and
-//!   hand-overs read a holder there; a break reads its holder's session and
-//!   revokes it: the keys carry their session's id, so another process's session is
-//!   ended by purging them (found among every kind's keys), and its owner's next
-//!   renewal is refused.
+//! * **Status** lists every kind's keys under the prefix in one batched direct get, or
+//!   one name's lines alone (see `src/status.rs` and `src/queue_status.rs`). **Breaking
+//!   a lock**, release requests and hand-overs read a holder there; a break revokes its
+//!   holder's session by purging the keys that carry its id, which its owner's next
+//!   renewal finds refused (see `src/session.rs`).
 //! * **Purging a prefix** purges the live keys of the names under it (see
 //!   `src/purge.rs`).
 //! * **Export** (for migration) reads every kind's keys, each key by its
 //!   kind's layout (see `src/export.rs`); group membership and shards read their
 //!   member list from the status of their prefix, which reads their names alone.
-//! * **The queue** (see `src/queue.rs`) is one key per item, its place its first
-//!   message's sequence within its priority; a receiver holds an item by a key of its
-//!   session naming it (so a delivery ends with the consumer's session, not with an
-//!   ack-wait timer, which is why it is not a work-queue stream) and counts the
-//!   delivery in the item; an ack purges item and hold in one atomic batch; a
-//!   dequeue moves the item into an in-flight record of its call in one atomic batch.
-//!   An item's age is its message's time stamp against the server's clock (see
-//!   `src/clock.rs`), and every waiting consumer is woken by each change of the queue.
-//! * **Waits** run one loop (see `src/wait.rs`): look, wait for a change, look again,
-//!   riding out transient failures as core's retry policy says of waits.
+//! * **The queue** (see `src/queue.rs`) is one key per item, its place its message's
+//!   sequence within its priority; a receiver holds an item by a key of its session
+//!   naming it (so a delivery ends with the consumer's session, not with an ack-wait
+//!   timer, which is why it is not a work-queue stream); an ack purges item and hold in
+//!   one atomic batch; a dequeue moves the item into an in-flight record of its call in
+//!   one atomic batch. An item's age is its message's time stamp against the server's
+//!   clock (see `src/clock.rs`).
 //!
 //! ## Durability
 //!
@@ -167,13 +156,8 @@
 //! read again while its answer is below it (see `src/store.rs`). So a client reads
 //! its own writes and never goes back in time; it may not see another client's write
 //! of a moment ago, so `linearizable` is not claimed. Queues work there as on one
-//! server. A compare the stream's leader refuses while another write to the key is in
-//! flight carries no sequence, so the read that follows may come from a replica that
-//! has not applied that write yet: a dropped `dequeue`'s put-back (and an abandoned
-//! receive's hold) sends its compare again until the refusal names the write's
-//! sequence or the read shows it, rather than take it for a write that never landed,
-//! which would leave the item in an in-flight record no one puts back (see
-//! `src/queue.rs`).
+//! server (see `src/queue.rs` for a compare the stream's leader refuses without a
+//! sequence).
 //!
 //! ## Why `async-nats`
 //!
@@ -248,14 +232,10 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// server's clock (message time stamps). Export for migration (one listing of the
 /// bucket), and so group membership and shards.
 ///
-/// Not claimed: `survives_restart` and `exclusive_across_restart` (the default sync
-/// interval acknowledges writes before they are on disk, see the crate docs; a
-/// [`NatsBackend`] whose URL bounds session TTLs declares `exclusive_across_restart`,
-/// see "When the store forgets" there),
-/// `linearizable` (reads are direct gets, which a cluster's followers may answer a
-/// moment behind another client's write), `survives_failover` (claimed by a
-/// [`NatsBackend`] whose bucket has more than one replica, see the crate docs), and
-/// every primitive not built (listed in the crate docs).
+/// Not claimed (see the crate docs, whose sections say why): `survives_restart`,
+/// `exclusive_across_restart` (declared by a [`NatsBackend`] whose URL bounds session
+/// TTLs), `linearizable`, `survives_failover` (declared by a [`NatsBackend`] whose
+/// bucket has more than one replica), and every primitive not built.
 pub fn capabilities() -> Capabilities {
     Capabilities::none(BACKEND)
         .with_max_value_size(max_value_size(DEFAULT_MAX_PAYLOAD))
@@ -307,4 +287,12 @@ const HEADER_ROOM: usize = 4 * 1024;
 /// 1 MiB, which gives 1 044 480 bytes.
 pub fn max_value_size(max_payload: usize) -> usize {
     max_payload.saturating_sub(HEADER_ROOM)
+}
+
+/// The guard of `mutex`, taken as is when a panic poisoned it, as every std mutex of
+/// this crate is taken.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

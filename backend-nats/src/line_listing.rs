@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use distsync_core::Result;
 
@@ -76,7 +76,7 @@ impl LineListings {
     }
 
     fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Line>>> {
-        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.lines)
     }
 }
 

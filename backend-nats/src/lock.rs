@@ -29,19 +29,16 @@
 //! # An uncontended lock: two writes and no listing
 //!
 //! A holder that nobody joined, whose key was not renewed, also sends its purge
-//! compared with the whole line (`Nats-Expected-Last-Subject-Sequence-Subject` on
-//! `lock.<name>.q.>`, at its key's create sequence), beside the ordinary purge in the
-//! same round trip: it lands only while nothing else was written to the line since
-//! the create, so the line it leaves holds no live key. The session's next entry
-//! into the line is compared with the whole line at that purge's sequence: it lands
-//! only while the line is still as the purge left it, so the key is the only live
-//! one, heads the line, and holds without step 2's listing (see `src/released.rs`).
-//! A lock taken and released again and again by one session is then the raw pair of
-//! a create and a purge. Any other write to the line (a contender's key, a renewal,
-//! an unfair holder, a TTL's marker) refuses that compare, and the entry is made and
-//! listed as above. Only a server outside a JetStream cluster checks a compare with
-//! the whole line in one step with the write
-//! ([`crate::store::Store::compares_lines`]): in a cluster every entry lists the line.
+//! compared with the whole line (on `lock.<name>.q.>`, at its key's create sequence),
+//! beside the ordinary purge in the same round trip. The session's next entry into the
+//! line, compared with the whole line at that purge's sequence, then holds without
+//! step 2's listing (see `src/released.rs`, "A line left empty"). A lock taken and
+//! released again and again by one session is then the raw pair of a create and a
+//! purge. Any other write to the line (a contender's key, a renewal, an unfair holder,
+//! a TTL's marker) refuses that compare, and the entry is made and listed as above.
+//! Only a server outside a JetStream cluster checks a compare with the whole line in
+//! one step with the write ([`crate::store::Store::compares_lines`]): in a cluster
+//! every entry lists the line.
 //!
 //! Waiters are granted in token order, which is arrival order ([`fifo_waiters`]);
 //! the stream sequence only grows, so successive holders' tokens grow too
@@ -68,7 +65,7 @@ use crate::shared::Shared;
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{Make, OnSession};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -123,20 +120,12 @@ struct Emptying {
 impl Emptying {
     /// Whether a release should try to leave the line empty.
     fn worth_trying(&self) -> bool {
-        let refused_at = self
-            .refused_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        refused_at.is_none_or(|at| at.elapsed() >= CONTENDED_FOR)
+        crate::lock(&self.refused_at).is_none_or(|at| at.elapsed() >= CONTENDED_FOR)
     }
 
     /// Records how a try went.
     fn tried(&self, emptied: bool) {
-        let mut refused_at = self
-            .refused_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *refused_at = (!emptied).then(Instant::now);
+        *crate::lock(&self.refused_at) = (!emptied).then(Instant::now);
     }
 }
 
@@ -301,14 +290,10 @@ impl NatsLocker {
         match line.iter().position(|(_, key)| *key == contender.key) {
             Some(0) => Ok(None),
             Some(at) => Ok(Some(&line[at - 1])),
-            None if self.session.is_lost() || self.lease.is_over() => Err(Error::SessionLost),
-            None => Err(Error::backend(
-                BACKEND,
-                format!(
-                    "the contender key {} of lock {:?} vanished while its session lives",
-                    contender.key,
-                    self.name.as_str()
-                ),
+            None => Err(vanished(
+                self.session.is_lost() || self.lease.is_over(),
+                "contender key",
+                &format!("{} of lock {:?}", contender.key, self.name.as_str()),
             )),
         }
     }
@@ -371,6 +356,19 @@ impl NatsLocker {
     }
 }
 
+/// The error of a `what` (`key` and what it is of) missing from its line's listing:
+/// [`Error::SessionLost`] when the session is `over`, else a key gone while its
+/// session lives.
+pub(crate) fn vanished(over: bool, what: &str, key: &str) -> Error {
+    if over {
+        return Error::SessionLost;
+    }
+    Error::backend(
+        BACKEND,
+        format!("the {what} {key} vanished while its session lives"),
+    )
+}
+
 /// The guard of the hold of `key`, granted with `token`: released by purging the
 /// key, with its guarded write.
 pub(crate) fn hold_guard(
@@ -393,19 +391,10 @@ pub(crate) fn hold_guard_with(
     token: u64,
     release: ReleaseFn,
 ) -> LockGuard {
-    let guard = lock_guard(
-        key.clone(),
-        lease.shared.amnesia.token(token),
-        session,
-        release,
-    );
-    with_guarded_write(
-        guard,
-        Arc::new(HeldWrite {
-            lease: Arc::clone(lease),
-            key,
-        }),
-    )
+    let token = lease.shared.amnesia.token(token);
+    let guard = lock_guard(key.clone(), token, session, release);
+    let lease = Arc::clone(lease);
+    with_guarded_write(guard, Arc::new(HeldWrite { lease, key }))
 }
 
 /// Waits until a key matching `filter` ends (a purge, a delete, or the marker of an

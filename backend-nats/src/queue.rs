@@ -58,9 +58,7 @@
 //! purged while items remain would hide them from every read and from [`Queue::len`].
 //! Only when the leader has no message of the priority at all does its key go.
 //!
-//! The calls of one handle share the read in flight (see [`NatsQueue::queued`]); a
-//! read that started before the call is as good as a fresh one, as every claim
-//! compares what it takes.
+//! The calls of one handle share the read in flight (see [`NatsQueue::queued`]).
 //!
 //! # Enqueue
 //!
@@ -151,8 +149,6 @@
 //! per handle, not one per waiter; across handles (processes) every waiting handle
 //! reads again on each change.
 //!
-//! # What it does not give
-//!
 //! # Ages
 //!
 //! An item's enqueue time is its message's time stamp, on the server's clock (see
@@ -187,7 +183,7 @@ use crate::keys::{self, Kind};
 use crate::scan::PAGE;
 use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
-use crate::store::{BelowFloor, Entry, Published, Store, Write, FLOOR_PAUSE};
+use crate::store::{ApiError, BelowFloor, Entry, Published, Store, Write, FLOOR_PAUSE};
 
 /// How many times `receive` delivered the item (on its delivery record, and on a
 /// dequeue call's in-flight record).
@@ -305,19 +301,15 @@ impl Head {
     /// handed out, in queue order.
     fn untried(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().enumerate().filter_map(|(at, item)| {
-            let mut tried = self
-                .tried
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut tried = crate::lock(&self.tried);
             let fresh = !std::mem::replace(&mut tried[at], true);
             fresh.then_some(item)
         })
     }
 }
 
-/// A task that follows every message of a queue's keys (one watch per queue handle,
-/// whatever the number of its waiters, as each watch is a JetStream consumer the
-/// server makes and deletes), and the last sequence it saw.
+/// The task that follows a queue's keys for one handle ([`follow`], see the module
+/// docs, "Waiting"), and the last sequence it saw.
 struct Changes {
     receiver: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
@@ -495,9 +487,7 @@ impl NatsQueue {
     /// read's own sequence.
     async fn queued(&self, records: Records) -> Result<Arc<Head>> {
         let listing = {
-            let mut slot = self.listing[records as usize]
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut slot = crate::lock(&self.listing[records as usize]);
             match slot.as_ref() {
                 Some(listing) if listing.peek().is_none() => listing.clone(),
                 _ => {
@@ -563,14 +553,10 @@ impl NatsQueue {
         }
     }
 
-    /// The key of a new item at `priority`.
-    fn item_key(&self, priority: u16) -> String {
-        format!("{}.i.{priority:05}.{}", self.root, call_id())
-    }
-
-    /// The in-flight record of the dequeue call `call`.
-    fn record_key(&self, call: &str) -> String {
-        format!("{}.c.{call}", self.root)
+    /// Every waiting item (no live hold names it), in queue order.
+    async fn waiting(&self) -> Result<Head> {
+        let (shared, floors) = (&self.shared, &self.floors);
+        read_head(shared, &self.root, usize::MAX, floors, Records::Read).await
     }
 
     /// One dequeue attempt of `call`: a claim kept by the handle (see [`Kept`]) if
@@ -643,7 +629,7 @@ impl NatsQueue {
     /// sent by a task of its own (see [`PendingClaim`]); `None` when another consumer
     /// took the item first.
     async fn claim_item(&self, call: &Call, item: &Item) -> Result<Option<Claimed>> {
-        let record = self.record_key(&call_id());
+        let record = format!("{}.c.{}", self.root, call_id());
         let writes = vec![
             Write::purge(item.key.as_str())
                 .if_at(item.seq)
@@ -832,10 +818,9 @@ impl NatsQueue {
         record: Option<(&str, u64)>,
     ) -> Result<bool> {
         let store = &self.shared.store;
-        let key = self.item_key(priority);
+        let key = format!("{}.i.{priority:05}.{}", self.root, call_id());
         let delivery = delivery_key(&self.root, id_of(&key));
-        let budget = RetryPolicy::within(self.shared.store.request_timeout);
-        budget
+        RetryPolicy::within(store.request_timeout)
             .one_shot("enqueue", Idempotence::Idempotent, Failure::of, || async {
                 let mut writes = Vec::with_capacity(4);
                 if let Some((record, expected)) = record {
@@ -919,8 +904,6 @@ fn priority_key(root: &str, priority: u16) -> String {
 /// The priorities of the queue under `root` that may have items, highest first
 /// (lowest number), each with its key's sequence, and the stream's sequence they were
 /// read at (in pages when they are many, see [`Store::list`]).
-///
-/// [`Store::list`]: crate::store::Store::list
 async fn priorities(shared: &Shared, root: &str) -> Result<(Vec<(u16, u64)>, u64)> {
     let (entries, last) = shared.store.list(&[format!("{root}.p.*")]).await?;
     let mut priorities: Vec<(u16, u64)> = entries
@@ -956,10 +939,8 @@ async fn read_head(
         let mut batch = want.min(PAGE);
         // Whether the stream's leader has no message of the priority from the floor on.
         let mut none_left = false;
-        let (mut pause, deadline) = (
-            Duration::from_millis(1),
-            tokio::time::Instant::now() + store.request_timeout,
-        );
+        let mut pause = Duration::from_millis(1);
+        let deadline = tokio::time::Instant::now() + store.request_timeout;
         loop {
             let page = store.page(&filter, from, batch).await?;
             batch = batch.saturating_mul(4).min(PAGE);
@@ -1000,13 +981,9 @@ async fn read_head(
             if more {
                 continue;
             }
-            // A page may come from a replica behind the stream (it carries no sequence
-            // to check), so the walk's end is asked again of the stream's leader. A
-            // message there up to `last` is one the replica has not applied yet: a
-            // consumer that found nothing waits for messages after `last` only, and
-            // would not see that item until the safety net; and a priority's key purged
-            // while items remain hides them from every read. A message after `last`
-            // is a write since the read, which the wait sees.
+            // A page may come from a replica behind the stream: the walk's end is asked
+            // again of the stream's leader (see the module docs). A message after
+            // `last` is a write since the read, which the wait sees.
             match first_message(store, &filter, from).await? {
                 Some(seq) if seq <= last => {
                     tracing::debug!(
@@ -1049,18 +1026,11 @@ async fn first_message(store: &Store, filter: &str, from: u64) -> Result<Option<
     #[derive(serde::Deserialize)]
     struct Got {
         message: Option<Message>,
-        error: Option<GetError>,
+        error: Option<ApiError>,
     }
     #[derive(serde::Deserialize)]
     struct Message {
         seq: u64,
-    }
-    #[derive(serde::Deserialize)]
-    struct GetError {
-        #[serde(default)]
-        code: u16,
-        #[serde(default)]
-        description: String,
     }
     let subject = format!("$JS.API.STREAM.MSG.GET.{}", store.stream);
     let request = serde_json::json!({ "seq": from.max(1), "next_by_subj": store.subject(filter) });
@@ -1095,18 +1065,13 @@ async fn first_message(store: &Store, filter: &str, from: u64) -> Result<Option<
 
 /// The floor of `priority` (see [`Floors`]): 1 when none was found yet.
 fn floor_of(floors: &Floors, priority: u16) -> u64 {
-    let floors = floors
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    floors.get(&priority).copied().unwrap_or(1)
+    crate::lock(floors).get(&priority).copied().unwrap_or(1)
 }
 
 /// Raises the floor of `priority` to `seq` (never lowers it: reads of one handle
 /// may end out of order).
 fn raise_floor(floors: &Floors, priority: u16, seq: u64) {
-    let mut floors = floors
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut floors = crate::lock(floors);
     let floor = floors.entry(priority).or_insert(1);
     *floor = (*floor).max(seq);
 }
@@ -1198,38 +1163,41 @@ impl Claim for PendingHold {
 }
 
 /// Ends the hold key `key` of a receive that did not hand it to its session (one
-/// attempt, repeated as it is idempotent): a tombstone compared with no message
-/// refuses a batch still on its way; refused itself, it means the batch landed, and
-/// the hold is purged (the item is queued again, its delivery counted, as after a
-/// nack).
+/// attempt, repeated as it is idempotent): the key is taken first ([`take_first`]),
+/// and if the receive's batch landed, the hold is purged (the item is queued again,
+/// its delivery counted, as after a nack).
 async fn abandon_hold(shared: &Shared, key: &str) -> Result<()> {
     let store = &shared.store;
-    let abandon = Write::purge(key).if_at(0).ttl(CALL_KEY_WINDOW);
-    if store.publish(abandon).await?.compared()?.is_some() {
-        return Ok(());
-    }
-    if let Some(entry) = Some(after_refusal(store, key).await?).filter(Entry::live) {
+    if let Some(entry) = take_first(store, key).await? {
         let purge = Write::purge(key).if_at(entry.seq).ttl(TOMBSTONE_TTL);
         store.publish(purge).await?.compared()?;
     }
     Ok(())
 }
 
-/// The last message of `key` after a write to it compared with no message was
-/// refused. The refusal means that a message of `key` is stored or on its way: the
+/// Takes `key` by a tombstone compared with no message, which refuses a write to it
+/// still on its way; refused itself, returns the key's last message if it is live
+/// (`None` also when the tombstone landed).
+///
+/// The refusal means that a message of `key` is stored or on its way: the
 /// leader of a replicated stream refuses a compare on a key another write to it is in
 /// flight on (code 10164, without the sequence, so the read floor does not cover it),
 /// and a replica may answer before it has that write. A read that shows no message is
 /// behind it, and is a transient error: the caller asks again, and its compare, once
 /// the write is stored, is refused at that write's sequence, which the read floor then
 /// covers.
-async fn after_refusal(store: &Store, key: &str) -> Result<Entry> {
-    store.last(key).await?.ok_or_else(|| {
+async fn take_first(store: &Store, key: &str) -> Result<Option<Entry>> {
+    let tombstone = Write::purge(key).if_at(0).ttl(CALL_KEY_WINDOW);
+    if store.publish(tombstone).await?.compared()?.is_some() {
+        return Ok(None);
+    }
+    let entry = store.last(key).await?.ok_or_else(|| {
         Error::connection(
             crate::BACKEND,
             format!("{key}: the write that refused a compare is not readable yet"),
         )
-    })
+    })?;
+    Ok(Some(entry).filter(Entry::live))
 }
 
 /// An item claimed by a dequeue call: its in-flight record, its value and the
@@ -1276,32 +1244,29 @@ impl Kept {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, KeptState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 
     /// Keeps `claimed` for the handle's next dequeue, for at most [`KEEP_WINDOW`]; puts
     /// it back when the handle is gone.
     fn keep(self: &Arc<Self>, claimed: Claimed) {
         let record = claimed.record.clone();
-        {
-            let mut state = self.state();
-            if !state.closed {
-                state.claims.push_back(claimed);
-                drop(state);
-                self.added.notify_one();
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let kept = Arc::clone(self);
-                    runtime.spawn(async move {
-                        tokio::time::sleep(KEEP_WINDOW).await;
-                        kept.expire(&record);
-                    });
-                }
-                return;
-            }
+        let mut state = self.state();
+        if state.closed {
+            drop(state);
+            spawn_put_back(&self.shared, record);
+            return;
         }
-        spawn_put_back(&self.shared, record);
+        state.claims.push_back(claimed);
+        drop(state);
+        self.added.notify_one();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let kept = Arc::clone(self);
+            runtime.spawn(async move {
+                tokio::time::sleep(KEEP_WINDOW).await;
+                kept.expire(&record);
+            });
+        }
     }
 
     /// Counts a claim on its way whose call was dropped first (`1`), or its answer
@@ -1379,9 +1344,8 @@ impl Unseen {
                 value: self.value,
                 seq,
             }),
-            Ok(None) => {}
             Err(error) if error.is_transient() => spawn_put_back(&self.kept.shared, self.record),
-            Err(_) => {}
+            Ok(None) | Err(_) => {}
         }
     }
 }
@@ -1400,11 +1364,6 @@ enum Slot {
 /// The [`Slot`] of one claim.
 type SlotCell = Arc<std::sync::Mutex<Slot>>;
 
-fn lock_slot(slot: &SlotCell) -> std::sync::MutexGuard<'_, Slot> {
-    slot.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// A claim's batch on its way, seen from its call. The batch is sent by a task of
 /// its own, so that its answer is never lost with the call: a call dropped first
 /// leaves the answer to the task ([`Answerer`]), or takes one already sent.
@@ -1420,7 +1379,7 @@ impl Drop for PendingClaim {
         let Some(unseen) = self.unseen.take() else {
             return;
         };
-        let mut slot = lock_slot(&self.slot);
+        let mut slot = crate::lock(&self.slot);
         match *slot {
             Slot::Waiting => {
                 *slot = Slot::Orphan;
@@ -1452,7 +1411,7 @@ impl Answerer {
         let (Some(send), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
             return;
         };
-        let mut slot = lock_slot(&self.slot);
+        let mut slot = crate::lock(&self.slot);
         if *slot == Slot::Orphan {
             *slot = Slot::Done;
             drop(slot);
@@ -1473,7 +1432,7 @@ impl Drop for Answerer {
         let (Some(_), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
             return;
         };
-        let mut slot = lock_slot(&self.slot);
+        let mut slot = crate::lock(&self.slot);
         let orphan = *slot == Slot::Orphan;
         *slot = Slot::Done;
         drop(slot);
@@ -1502,9 +1461,7 @@ impl Call {
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.unknown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.unknown)
     }
 
     /// The records whose claims' answers are unknown.
@@ -1561,18 +1518,13 @@ impl Claim for RecordClaim {
     }
 }
 
-/// Puts the record `record` back as the item it was claimed from, at its place (one
-/// attempt, repeated as it is idempotent). A claim may still be on its way (a
-/// reconnecting client sends what it held back), so the record's key is first taken
-/// by a tombstone, compared with no message: a claim arriving after it is refused; a
-/// tombstone refused means the claim landed, and its record is put back.
+/// Puts the record `record` back as the item it was claimed from, behind the waiting
+/// items of its priority (one attempt, repeated as it is idempotent). A claim may still be on its way (a
+/// reconnecting client sends what it held back), so the record's key is taken first
+/// ([`take_first`]): if the claim landed, its record is put back.
 async fn put_back(shared: &Shared, record: &str) -> Result<()> {
     let store = &shared.store;
-    let abandon = Write::purge(record).if_at(0).ttl(CALL_KEY_WINDOW);
-    if store.publish(abandon).await?.compared()?.is_some() {
-        return Ok(());
-    }
-    let Some(entry) = Some(after_refusal(store, record).await?).filter(Entry::live) else {
+    let Some(entry) = take_first(store, record).await? else {
         return Ok(());
     };
     let Some(key) = entry.header(ITEM_HEADER).map(str::to_owned) else {
@@ -1606,9 +1558,9 @@ fn enqueued(write: Write, enqueued_us: Option<u64>) -> Write {
     }
 }
 
-/// Purges a handed-over item's record in the background.
-fn forget_record(shared: &Arc<Shared>, record: String, seq: u64) {
-    let shared = Arc::clone(shared);
+/// Hands over the item of `claimed`: returns it, its record purged in the background.
+fn hand_over(shared: &Arc<Shared>, claimed: Claimed) -> Bytes {
+    let (shared, record, seq) = (Arc::clone(shared), claimed.record, claimed.seq);
     CleanUp::new(
         "forgetting a dequeued item's record",
         "a consumer delivers the item again once its in-flight record is stale",
@@ -1624,6 +1576,7 @@ fn forget_record(shared: &Arc<Shared>, record: String, seq: u64) {
         };
         clean_up.retry(purge).await.map(drop)
     });
+    claimed.value
 }
 
 #[async_trait]
@@ -1659,16 +1612,14 @@ impl Queue for NatsQueue {
             Some(entry) => entry.seq,
             None => 0,
         };
-        Ok(
-            if self
-                .append(item, priority, Some((&record, expected)))
-                .await?
-            {
-                Enqueued::New
-            } else {
-                Enqueued::Duplicate
-            },
-        )
+        let new = self
+            .append(item, priority, Some((&record, expected)))
+            .await?;
+        Ok(if new {
+            Enqueued::New
+        } else {
+            Enqueued::Duplicate
+        })
     }
 
     async fn dequeue(&self) -> Result<Bytes> {
@@ -1686,19 +1637,13 @@ impl Queue for NatsQueue {
                 })
             })
             .await?;
-        forget_record(&self.shared, claimed.record, claimed.seq);
-        Ok(claimed.value)
+        Ok(hand_over(&self.shared, claimed))
     }
 
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
         let call = Call::new(&self.shared);
-        match self.claim(&call).await? {
-            Ok(claimed) => {
-                forget_record(&self.shared, claimed.record, claimed.seq);
-                Ok(Some(claimed.value))
-            }
-            Err(_) => Ok(None),
-        }
+        let claimed = self.claim(&call).await?.ok();
+        Ok(claimed.map(|claimed| hand_over(&self.shared, claimed)))
     }
 
     async fn receive(&self, session: &Session) -> Result<Delivery> {
@@ -1720,29 +1665,13 @@ impl Queue for NatsQueue {
     }
 
     async fn len(&self) -> Result<usize> {
-        Ok(read_head(
-            &self.shared,
-            &self.root,
-            usize::MAX,
-            &self.floors,
-            Records::Read,
-        )
-        .await?
-        .items
-        .len())
+        Ok(self.waiting().await?.items.len())
     }
 
     /// The waiting items' earliest enqueue time against the server's clock, read after
     /// them (see the module docs, "Ages").
     async fn oldest_age(&self) -> Result<Option<Duration>> {
-        let head = read_head(
-            &self.shared,
-            &self.root,
-            usize::MAX,
-            &self.floors,
-            Records::Read,
-        )
-        .await?;
+        let head = self.waiting().await?;
         let Some(oldest) = head.items.iter().filter_map(|item| item.enqueued_us).min() else {
             return Ok(None);
         };
@@ -1815,11 +1744,8 @@ impl Settle for NatsSettle {
     /// When the session ended while the store was failing, the delivery record's
     /// tombstone tells whether an attempt whose reply was lost acknowledged the item.
     async fn ack_after_loss(&self) -> Result<()> {
-        if self.acked_by_us().await? {
-            Ok(())
-        } else {
-            Err(Error::SessionLost)
-        }
+        let acked = self.acked_by_us().await?;
+        acked.then_some(()).ok_or(Error::SessionLost)
     }
 
     fn policy(&self) -> RetryPolicy {

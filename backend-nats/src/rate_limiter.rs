@@ -115,13 +115,8 @@ impl StampedStore for NatsRateStep {
 
     async fn write_if(&self, seq: u64, record: &StampedTat) -> Result<bool> {
         let write = Write::put(self.key.as_str(), record.render()).if_at(seq);
-        Ok(self
-            .shared
-            .store
-            .publish(write)
-            .await?
-            .compared()?
-            .is_some())
+        let store = &self.shared.store;
+        Ok(store.publish(write).await?.compared()?.is_some())
     }
 }
 

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{read_guard, RwLock};
-use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, Session};
+use distsync_core::{LockGuard, Name, ReadGuard, Result, Session};
 
 use crate::keys::{self, Kind};
-use crate::lock::{gone_after, hold_guard, Contender, NatsLocker};
-use crate::session::{LeaseInner, CREATE_HEADER};
+use crate::lock::{gone_after, hold_guard, token_of, vanished, Contender, NatsLocker};
+use crate::session::LeaseInner;
 
 /// A writer's key holds this; a reader's [`READER`].
 const WRITER: &[u8] = b"w";
@@ -57,23 +57,12 @@ impl NatsRwLock {
         let mut line: Vec<(u64, String, bool)> = entries
             .into_iter()
             .filter(|entry| entry.live())
-            .map(|entry| {
-                let token = entry
-                    .header(CREATE_HEADER)
-                    .and_then(|create| create.parse().ok())
-                    .unwrap_or(entry.seq);
-                (token, entry.key, entry.value == WRITER)
-            })
+            .map(|entry| (token_of(&entry), entry.key, entry.value == WRITER))
             .collect();
         line.sort();
         let Some(place) = line.iter().position(|(_, key, _)| *key == contender.key) else {
-            if self.lease.is_over() || self.session.is_lost() {
-                return Err(Error::SessionLost);
-            }
-            return Err(Error::backend(
-                crate::BACKEND,
-                format!("the key {} vanished while its session lives", contender.key),
-            ));
+            let over = self.lease.is_over() || self.session.is_lost();
+            return Err(vanished(over, "key", &contender.key));
         };
         let before = &line[..place];
         let blocker = if writer {

@@ -49,20 +49,15 @@ impl Store {
             "batch": batch.clamp(1, PAGE),
         });
         let (entries, end) = self.batched_get(&request).await?;
-        match end {
-            BatchEnd::NotFound => Ok(Page {
-                entries,
-                more: false,
-            }),
-            BatchEnd::Done { pending, .. } => Ok(Page {
-                entries,
-                more: pending > 0,
-            }),
-            BatchEnd::TooMany => Err(Error::backend(
-                BACKEND,
-                format!("a page of {filter} answered too many results"),
-            )),
-        }
+        let more = match end {
+            BatchEnd::NotFound => false,
+            BatchEnd::Done { pending, .. } => pending > 0,
+            BatchEnd::TooMany => {
+                let error = format!("a page of {filter} answered too many results");
+                return Err(Error::backend(BACKEND, error));
+            }
+        };
+        Ok(Page { entries, more })
     }
 
     /// [`Store::list`] in pages: the latest message read of every key matching
@@ -81,11 +76,11 @@ impl Store {
                 from = page.next(from);
                 let more = page.more;
                 for entry in page.entries {
-                    match latest.get(&entry.key) {
-                        Some(known) if known.seq >= entry.seq => {}
-                        _ => {
-                            latest.insert(entry.key.clone(), entry);
-                        }
+                    if latest
+                        .get(&entry.key)
+                        .is_none_or(|known| known.seq < entry.seq)
+                    {
+                        latest.insert(entry.key.clone(), entry);
                     }
                 }
                 if !more {

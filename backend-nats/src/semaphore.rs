@@ -22,7 +22,7 @@ use distsync_core::raw::{permit, Permit, Semaphore};
 use distsync_core::{Error, Name, Result, Session};
 
 use crate::keys::{self, Kind};
-use crate::lock::{contenders, gone_after, hold_guard, Contender, NatsLocker};
+use crate::lock::{contenders, gone_after, hold_guard, vanished, Contender, NatsLocker};
 use crate::session::LeaseInner;
 
 /// A counting semaphore named `name` of `permits` permits.
@@ -80,14 +80,10 @@ impl NatsSemaphore {
         let line = contenders(&entries);
         match line.iter().position(|(_, key)| *key == contender.key) {
             Some(place) => Ok((place < self.permits.get(), last)),
-            None if self.lease.is_over() || self.session.is_lost() => Err(Error::SessionLost),
-            None => Err(Error::backend(
-                crate::BACKEND,
-                format!(
-                    "the permit key {} vanished while its session lives",
-                    contender.key
-                ),
-            )),
+            None => {
+                let over = self.lease.is_over() || self.session.is_lost();
+                Err(vanished(over, "permit key", &contender.key))
+            }
         }
     }
 

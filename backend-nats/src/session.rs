@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::{self, Kind};
 use crate::released::{ReleasedKeys, Tombstone};
 use crate::shared::Shared;
-use crate::store::Write;
+use crate::store::{Published, Write};
 use crate::BACKEND;
 
 /// The header carrying a contender key's create sequence (its token) across renewals,
@@ -305,10 +305,7 @@ impl LeaseInner {
                     let write = compare
                         .apply(Write::put(key, value_ref.clone()))
                         .ttl(self.ttl);
-                    let answer = store
-                        .publish(write)
-                        .await
-                        .and_then(|answer| answer.compared());
+                    let answer = store.publish(write).await.and_then(Published::compared);
                     if answer.as_ref().is_err_and(Error::is_transient) {
                         sent.store(true, Ordering::Relaxed);
                     }
@@ -346,7 +343,7 @@ impl LeaseInner {
         let mut keys = self.keys.lock().await;
         if self.is_over() {
             drop(keys);
-            self.purge(key, Some(seq)).await;
+            self.purge(key, seq).await;
             return Err(Error::SessionLost);
         }
         keys.insert(
@@ -417,8 +414,8 @@ impl LeaseInner {
             store.publish(emptying),
             store.publish(purge().if_at(held.seq)),
         );
-        let emptied = emptied.and_then(crate::store::Published::compared);
-        let purged = purged.and_then(crate::store::Published::compared);
+        let emptied = emptied.and_then(Published::compared);
+        let purged = purged.and_then(Published::compared);
         let (seq, quiet) = match (emptied, purged) {
             (Ok(Some(seq)), _) => (seq, true),
             (Ok(None), Ok(Some(seq))) => (seq, false),
@@ -453,7 +450,7 @@ impl LeaseInner {
             let purge = Write::purge(key).ttl(TOMBSTONE_TTL);
             let emptying = Compare::line(store, line, held.create).apply(purge);
             let answer = store.publish(emptying).await;
-            if let Ok(Some(seq)) = answer.and_then(crate::store::Published::compared) {
+            if let Ok(Some(seq)) = answer.and_then(Published::compared) {
                 return Ok(Some(seq));
             }
             // Refused, or unanswered: had it landed, the purge below is a refused
@@ -471,7 +468,7 @@ impl LeaseInner {
         // lost makes the next a refused compare, which is no error.
         let tombstone = RetryPolicy::default()
             .release("releasing a hold", self.lost_token(), || {
-                self.purge_checked(key, Some(held.seq))
+                self.purge_checked(key, held.seq)
             })
             .await?;
         if let (Some(line), Some(seq)) = (held.line, tombstone) {
@@ -488,20 +485,17 @@ impl LeaseInner {
         Ok(())
     }
 
-    /// Purges `key`, at `seq` if given; failures only logged (the TTL ends it).
-    async fn purge(&self, key: &str, seq: Option<u64>) {
+    /// Purges `key` at `seq`; failures only logged (the TTL ends it).
+    async fn purge(&self, key: &str, seq: u64) {
         if let Err(error) = self.purge_checked(key, seq).await {
             tracing::debug!(key, %error, "purge failed; the key ends with its ttl");
         }
     }
 
-    /// Purges `key`, at `seq` if given; a failed compare is no error. Returns the
-    /// tombstone's sequence, or `None` when the compare failed.
-    async fn purge_checked(&self, key: &str, seq: Option<u64>) -> Result<Option<u64>> {
-        let mut write = Write::purge(key).ttl(TOMBSTONE_TTL);
-        if let Some(seq) = seq {
-            write = write.if_at(seq);
-        }
+    /// Purges `key` at `seq`; a failed compare is no error. Returns the tombstone's
+    /// sequence, or `None` when the compare failed.
+    async fn purge_checked(&self, key: &str, seq: u64) -> Result<Option<u64>> {
+        let write = Write::purge(key).ttl(TOMBSTONE_TTL).if_at(seq);
         self.shared.store.publish(write).await?.compared()
     }
 
@@ -569,13 +563,8 @@ impl LeaseInner {
         if purges.is_empty() {
             return Ok(());
         }
-        match self
-            .shared
-            .store
-            .batch(purges)
-            .await
-            .and_then(|answer| answer.compared())
-        {
+        let store = &self.shared.store;
+        match store.batch(purges).await.and_then(Published::compared) {
             Ok(Some(_)) => return Ok(()),
             Ok(None) => {}
             Err(error) => {
@@ -587,7 +576,7 @@ impl LeaseInner {
             }
         }
         for (key, held) in keys {
-            self.purge(&key, Some(held.seq)).await;
+            self.purge(&key, held.seq).await;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! bucket, and the sessions this process holds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::amnesia::Amnesia;
 use crate::config::NatsConfig;
@@ -54,14 +54,14 @@ impl Shared {
 
     /// Records a session of this process.
     pub(crate) fn register(&self, id: u64, lease: Weak<LeaseInner>) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sessions = crate::lock(&self.sessions);
         sessions.retain(|_, lease| lease.strong_count() > 0);
         sessions.insert(id, lease);
     }
 
     /// The session `id` of this process, if it is alive.
     pub(crate) fn session(&self, id: u64) -> Option<std::sync::Arc<LeaseInner>> {
-        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let sessions = crate::lock(&self.sessions);
         sessions.get(&id).and_then(Weak::upgrade)
     }
 }

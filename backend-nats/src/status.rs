@@ -38,9 +38,9 @@ use crate::amnesia::Amnesia;
 use crate::clock;
 use crate::counter::{parse_counter, parse_latch};
 use crate::keys::{self, Kind};
+use crate::lock::token_of;
 use crate::queue_status;
 use crate::rate_limiter::recorded;
-use crate::session::CREATE_HEADER;
 use crate::shared::Shared;
 use crate::store::Entry;
 
@@ -72,10 +72,7 @@ impl Contender {
         } else {
             keys::session_of(&entry.key)
         };
-        let token = entry
-            .header(CREATE_HEADER)
-            .and_then(|create| create.parse().ok())
-            .unwrap_or(entry.seq);
+        let token = token_of(&entry);
         let expires_in = now_us
             .zip(entry.ends_at_us())
             .map(|(now, ends)| Duration::from_micros(ends.saturating_sub(now)));
@@ -118,25 +115,15 @@ pub(crate) async fn status(
     with_time_left: bool,
 ) -> Result<StatusReport> {
     let (entries, _) = shared.store.list(&keys::every_key_under(prefix)).await?;
-    report(
-        shared,
-        StatusReport::new(crate::BACKEND, prefix),
-        entries,
-        with_time_left,
-    )
-    .await
+    let empty = StatusReport::new(crate::BACKEND, prefix);
+    report(shared, empty, entries, with_time_left).await
 }
 
 /// The report of the lines named `name`.
 pub(crate) async fn status_of(shared: &Shared, name: &Name) -> Result<StatusReport> {
     let entries = lines_of(shared, name).await?;
-    report(
-        shared,
-        StatusReport::new(crate::BACKEND, name.as_str()),
-        entries,
-        false,
-    )
-    .await
+    let empty = StatusReport::new(crate::BACKEND, name.as_str());
+    report(shared, empty, entries, false).await
 }
 
 /// The keys of the lines named `name`, tombstones included: one listing of a filter
@@ -246,25 +233,28 @@ impl Covered {
     }
 }
 
-/// `status` with `line`, in token order, in it: the first holds, the others wait.
-fn exclusive_line(mut status: LineStatus, line: &[Contender]) -> LineStatus {
-    for (at, contender) in line.iter().enumerate() {
-        if at == 0 {
-            status
-                .holders
-                .push(contender.hold(HoldMode::Exclusive, true));
-        } else {
-            status
-                .waiters
-                .push(contender.hold(HoldMode::Exclusive, false));
-        }
-    }
+/// `status` with `line`, in token order, in it: the first `holding` hold in `mode`,
+/// the others wait.
+fn with_holders(
+    mut status: LineStatus,
+    line: &[Contender],
+    holding: usize,
+    mode: HoldMode,
+) -> LineStatus {
+    let (holders, waiters) = line.split_at(holding.min(line.len()));
+    status
+        .holders
+        .extend(holders.iter().map(|c| c.hold(mode, true)));
+    status
+        .waiters
+        .extend(waiters.iter().map(|c| c.hold(mode, false)));
     status
 }
 
 /// A lock's line: its first contender (its unfair lock's holder, if any) holds.
 fn lock(name: String, line: &[Contender]) -> LineStatus {
-    exclusive_line(LineStatus::new(LineKind::Lock, name), line)
+    let status = LineStatus::new(LineKind::Lock, name);
+    with_holders(status, line, 1, HoldMode::Exclusive)
 }
 
 /// An election's line: its first candidate leads, with the value it proclaims.
@@ -272,10 +262,8 @@ fn election(name: String, line: &[Contender]) -> LineStatus {
     let leader = line
         .first()
         .map(|first| LeaderStatus::new(first.value.clone(), first.shown));
-    exclusive_line(
-        LineStatus::new(LineKind::Election, name).with_leader(leader),
-        line,
-    )
+    let status = LineStatus::new(LineKind::Election, name).with_leader(leader);
+    with_holders(status, line, 1, HoldMode::Exclusive)
 }
 
 /// A read-write lock's line: a writer first in line holds alone, otherwise the readers
@@ -311,15 +299,8 @@ fn semaphore(name: String, line: &[Contender]) -> LineStatus {
     let permits = line
         .first()
         .and_then(|first| std::str::from_utf8(&first.value).ok()?.parse().ok());
-    let mut status = LineStatus::new(LineKind::Semaphore, name).with_permits(permits);
-    for (at, contender) in line.iter().enumerate() {
-        if at < permits.unwrap_or(0) {
-            status.holders.push(contender.hold(HoldMode::Permit, true));
-        } else {
-            status.waiters.push(contender.hold(HoldMode::Permit, false));
-        }
-    }
-    status
+    let status = LineStatus::new(LineKind::Semaphore, name).with_permits(permits);
+    with_holders(status, line, permits.unwrap_or(0), HoldMode::Permit)
 }
 
 /// A double barrier's participants (`ready` aside) and whether `ready` is set.
@@ -345,21 +326,13 @@ fn latch(name: String, line: &[Contender]) -> Option<LatchStatus> {
 /// `lines` (made where a lock has no contender) as waiters.
 fn add_unfair_waiters(lines: &mut Vec<LineStatus>, waiting: BTreeMap<String, Vec<Contender>>) {
     for (name, waiting) in waiting {
-        let index = match lines
-            .iter()
-            .position(|line| line.kind == LineKind::Lock && line.name == name)
-        {
-            Some(index) => index,
-            None => {
-                lines.push(LineStatus::new(LineKind::Lock, name));
-                lines.len() - 1
-            }
-        };
-        let line = &mut lines[index];
-        for contender in waiting {
-            line.waiters
-                .push(contender.hold(HoldMode::Exclusive, false));
-        }
+        let lock = |line: &LineStatus| line.kind == LineKind::Lock && line.name == name;
+        let index = lines.iter().position(lock).unwrap_or_else(|| {
+            lines.push(LineStatus::new(LineKind::Lock, name));
+            lines.len() - 1
+        });
+        let hold = |contender: Contender| contender.hold(HoldMode::Exclusive, false);
+        lines[index].waiters.extend(waiting.into_iter().map(hold));
     }
 }
 

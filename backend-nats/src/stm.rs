@@ -52,14 +52,6 @@ pub(crate) struct NatsStm {
     shared: Arc<Shared>,
 }
 
-impl NatsStm {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
-        Self {
-            shared: Arc::clone(shared),
-        }
-    }
-}
-
 #[async_trait]
 impl StmEngine for NatsStm {
     /// Reads the keys the previous attempt read in one listing, which is the
@@ -85,7 +77,7 @@ impl StmEngine for NatsStm {
 }
 
 /// What a read saw of a key: its sequence (0: no message) and its value.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Read {
     seq: u64,
     value: Option<Bytes>,
@@ -126,15 +118,7 @@ impl Attempt {
         let (entries, last) = self.shared.store.list_at(&filters, up_to).await?;
         let mut reads: BTreeMap<String, Read> = filters
             .into_iter()
-            .map(|key| {
-                (
-                    key,
-                    Read {
-                        seq: 0,
-                        value: None,
-                    },
-                )
-            })
+            .map(|key| (key, Read::default()))
             .collect();
         for entry in entries {
             let read = Read {
@@ -162,10 +146,7 @@ impl StmAttempt for Attempt {
         }
         // The latest message is the key's only one (see the module docs).
         let (mut reads, last) = self.read_at(&[key], None).await?;
-        let read = reads.remove(&keys::key(Kind::Stm, key)).unwrap_or(Read {
-            seq: 0,
-            value: None,
-        });
+        let read = reads.remove(&keys::key(Kind::Stm, key)).unwrap_or_default();
         let rewritten = match self.snapshot {
             Some(snapshot) if self.snapshots() => read.seq > snapshot,
             _ => {
@@ -256,6 +237,7 @@ impl StmAttempt for Attempt {
 
 impl Make<Arc<Shared>, ()> for NatsStm {
     fn make(context: &Arc<Shared>, (): ()) -> Result<Self> {
-        Ok(Self::new(context))
+        let shared = Arc::clone(context);
+        Ok(Self { shared })
     }
 }

@@ -31,6 +31,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -152,11 +153,13 @@ impl Entry {
 
     /// A header of the message, if it has it.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .as_ref()
-            .and_then(|headers| headers.get(name))
-            .map(|value| value.as_str())
+        header_of(self.headers.as_ref(), name)
     }
+}
+
+/// The header `name` among a message's `headers`, if it has it.
+fn header_of<'h>(headers: Option<&'h HeaderMap>, name: &str) -> Option<&'h str> {
+    headers?.get(name).map(|value| value.as_str())
 }
 
 /// The answer to a write.
@@ -203,6 +206,9 @@ struct Ack {
 /// An error of the JetStream API.
 #[derive(Deserialize, Debug)]
 pub(crate) struct ApiError {
+    /// Its HTTP-like status (404: not found, 503: no leader or quorum).
+    #[serde(default)]
+    pub(crate) code: u16,
     #[serde(default)]
     pub(crate) err_code: u64,
     #[serde(default)]
@@ -476,8 +482,8 @@ impl Store {
     /// Sends one write and returns JetStream's answer.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when no answer came in time (the write may have been
-    /// applied), a connection error when JetStream does not answer at all.
+    /// [`Error::Connection`] (transient) when no answer came in time or JetStream does
+    /// not answer at all: the write may have been applied.
     pub(crate) async fn publish(&self, write: Write) -> Result<Published> {
         let subject = self.subject(&write.key);
         let answer = self
@@ -495,16 +501,13 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::publish`]; [`Error::InvalidArgument`] for an empty batch.
-    pub(crate) async fn batch(&self, writes: Vec<Write>) -> Result<Published> {
+    pub(crate) async fn batch(&self, mut writes: Vec<Write>) -> Result<Published> {
         let count = writes.len();
-        if count == 0 {
-            return Err(Error::InvalidArgument("an empty batch".into()));
-        }
-        if count == 1 {
-            if let Some(write) = writes.into_iter().next() {
-                return self.publish(write).await;
-            }
-            return Err(Error::InvalidArgument("an empty batch".into()));
+        if count <= 1 {
+            let write = writes
+                .pop()
+                .ok_or_else(|| Error::InvalidArgument("an empty batch".into()))?;
+            return self.publish(write).await;
         }
         let id = distsync_core::raw::call_id();
         // Taken before the first message: a batch whose connection dropped midway is
@@ -569,13 +572,11 @@ impl Store {
 
     /// [`Store::list`] as of the stream sequence `up_to` (the latest with `None`): a
     /// key's last message at or below it. The bucket keeps one message per key
-    /// ([`HISTORY`]), so this is the latest listing without the keys written after
+    /// ([`HISTORY`](crate::HISTORY)), so this is the latest listing without the keys written after
     /// `up_to`: a key rewritten since has no message left at `up_to` and is missing
     /// from the answer, which a caller must check against the key's current
     /// sequence. (JetStream's `up_to_seq` would give the same answer, but a replica
     /// behind `up_to` would answer it as if it were not, which nothing could tell.)
-    ///
-    /// [`HISTORY`]: crate::HISTORY
     ///
     /// # Errors
     /// As [`Store::list`]; [`Error::Backend`] for more keys than one batched direct
@@ -629,7 +630,8 @@ impl Store {
             .map(|filter| self.subject(filter))
             .collect();
         let request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED + 1 });
-        let (entries, end) = self.batched_get(&request).await?;
+        let (mut entries, end) = self.batched_get(&request).await?;
+        entries.retain(|entry| entry.key != ANCHOR);
         match end {
             // Not even the anchor: a replica far behind.
             BatchEnd::NotFound => Ok(Listed::Stale),
@@ -640,13 +642,7 @@ impl Store {
             )),
             BatchEnd::Done {
                 up_to: Some(last), ..
-            } => Ok(Listed::Entries(
-                entries
-                    .into_iter()
-                    .filter(|entry| entry.key != ANCHOR)
-                    .collect(),
-                last,
-            )),
+            } => Ok(Listed::Entries(entries, last)),
         }
     }
 
@@ -690,11 +686,7 @@ impl Store {
                     return Err(Error::connection(BACKEND, "jetstream did not answer"));
                 }
                 Some(status) if status.is_success() && answer.payload.is_empty() => {
-                    let header = |name| {
-                        (answer.headers.as_ref())
-                            .and_then(|headers| headers.get(name))
-                            .and_then(|value| value.as_str().parse::<u64>().ok())
-                    };
+                    let header = |name| header_of(answer.headers.as_ref(), name)?.parse().ok();
                     BatchEnd::Done {
                         pending: header(NUM_PENDING).unwrap_or(0),
                         up_to: header(UP_TO_SEQUENCE),
@@ -813,12 +805,8 @@ impl Store {
     /// The entry a direct get answered.
     pub(crate) fn entry(&self, answer: async_nats::Message) -> Result<Entry> {
         let headers = answer.headers.as_ref();
-        let header = |name| {
-            headers
-                .and_then(|headers| headers.get(name))
-                .map(|value| value.as_str().to_owned())
-        };
-        let (Some(subject), Some(seq)) = (header(SUBJECT), header(SEQUENCE)) else {
+        let (subject, seq) = (header_of(headers, SUBJECT), header_of(headers, SEQUENCE));
+        let (Some(subject), Some(seq)) = (subject, seq) else {
             return Err(Error::backend(
                 BACKEND,
                 format!(
@@ -830,7 +818,7 @@ impl Store {
         let seq = seq
             .parse()
             .map_err(|_| Error::backend(BACKEND, format!("a direct get's sequence `{seq}`")))?;
-        let key = self.key_of(&subject).unwrap_or_default().to_owned();
+        let key = self.key_of(subject).unwrap_or_default().to_owned();
         Ok(Entry {
             key,
             seq,
@@ -854,10 +842,7 @@ pub(crate) struct Watch {
 impl futures::Stream for Watch {
     type Item = Result<Entry>;
 
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.entries.poll_next_unpin(cx)
     }
 }

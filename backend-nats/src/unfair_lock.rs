@@ -51,7 +51,7 @@ use distsync_core::raw::RetryPolicy;
 use distsync_core::raw::{Make, OnSession};
 use futures::FutureExt as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,7 +59,7 @@ use distsync_core::raw::Locker;
 use distsync_core::{Error, LockGuard, Name, Result, Session};
 
 use crate::keys::{self, Kind};
-use crate::lock::{contenders, gone_after, hold_guard, hold_guard_with, Contender};
+use crate::lock::{contenders, gone_after, hold_guard, hold_guard_with, vanished, Contender};
 use crate::session::{Compare, LeaseInner};
 
 /// How many times a take reads again when its create found the line (or, in a
@@ -155,11 +155,7 @@ impl NatsUnfairLocker {
     /// Step 1 outside a cluster: a create compared with the line as a listing (or
     /// this handle's last release) left it.
     async fn take_on_empty_line(&self) -> Result<Take> {
-        let mut emptied = self
-            .emptied
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let mut emptied = crate::lock(&self.emptied).take();
         for _ in 0..TAKE_TRIES {
             let last = match emptied.take() {
                 Some(last) => last,
@@ -229,7 +225,7 @@ impl NatsUnfairLocker {
             Box::new(move || {
                 Box::pin(async move {
                     let left = lease.release_emptying(&holder, &line).await?;
-                    *emptied.lock().unwrap_or_else(PoisonError::into_inner) = left;
+                    *crate::lock(&emptied) = left;
                     Ok(())
                 })
             }),
@@ -245,14 +241,7 @@ impl NatsUnfairLocker {
                 let line = contenders(&entries);
                 let place = line.iter().position(|(_, key)| *key == entry.key);
                 match place {
-                    None if self.lease.is_over() => Err(Error::SessionLost),
-                    None => Err(Error::backend(
-                        crate::BACKEND,
-                        format!(
-                            "the waiter key {} vanished while its session lives",
-                            entry.key
-                        ),
-                    )),
+                    None => Err(vanished(self.lease.is_over(), "waiter key", &entry.key)),
                     Some(0) => {
                         let listed = match self.attempt().await? {
                             Take::Held(guard) => return Ok(Ready(guard)),
