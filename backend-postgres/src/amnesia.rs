@@ -2,13 +2,11 @@
 //! client's sessions were granted on, the lock-delay before any grant after it, and
 //! fencing tokens that keep growing.
 //!
-//! PostgreSQL keeps its tables across a restart, so a restart forgets nothing. What
-//! does forget is an operator's act: a data directory wiped and made again with
-//! `initdb` at the same address, the database or the schema dropped and created
-//! again, a backup restored. The client's session rows are then gone with every entry
-//! they held, and a new client can be granted a lock at once while its former holder
-//! still acts on it until its next renewal (a third of its TTL later) finds its row
-//! gone.
+//! What forgets (an operator's act, not a restart) and what the backend then gives up
+//! are in the crate docs ([`crate`], "When the store forgets"). The client's session
+//! rows are then gone with every entry they held, and a new client can be granted a
+//! lock at once while its former holder still acts on it until its next renewal (a
+//! third of its TTL later) finds its row gone.
 //!
 //! **What tells it, with no extra round trip on the hot path.** At connect the client
 //! reads the cluster's `system_identifier` (`pg_control_system()`, which `initdb`

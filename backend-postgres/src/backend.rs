@@ -1,7 +1,7 @@
 //! The factories (from a URL, a parsed [`PostgresConfig`], or a pool of the
 //! application's) and [`PostgresBackend`], the [`Backend`] they return.
 
-use distsync_core::raw::name_connect_timeout;
+use distsync_core::raw::{name_connect_timeout, Make, OnSession};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -67,10 +67,7 @@ pub async fn backend(url: &str) -> Result<PostgresBackend> {
 ///   of an older layout; either is left untouched (see docs/MIGRATING.md);
 /// - the schema-creation error.
 pub async fn backend_with_config(url: &PostgresConfig) -> Result<PostgresBackend> {
-    url.unflushed_grants_bound()?;
-    distsync_core::raw::check_tls_files(crate::error::BACKEND, url.files())?;
-    let pool = within_connect_timeout(url, async {
-        checks::refuse_transaction_pooling(&url.options).await?;
+    let pool = connecting(url, async {
         pool_options(POOL_SIZE, url)
             .connect_with(url.options.clone().application_name("distsync"))
             .await
@@ -112,10 +109,7 @@ pub async fn backend_from_pool(
     pool: sqlx::PgPool,
     url: &PostgresConfig,
 ) -> Result<PostgresBackend> {
-    url.unflushed_grants_bound()?;
-    distsync_core::raw::check_tls_files(crate::error::BACKEND, url.files())?;
-    within_connect_timeout(url, async {
-        checks::refuse_transaction_pooling(&url.options).await?;
+    connecting(url, async {
         let commit: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
             .fetch_one(&pool)
             .await
@@ -133,16 +127,23 @@ pub async fn backend_from_pool(
     finish(pool, url).await
 }
 
-/// Runs `connect` for at most the connect timeout of `url`, then an
-/// [`Error::Connection`] naming the server (password masked); a connection error of
-/// `connect` itself (a refused port) names the option too.
-async fn within_connect_timeout<T>(
+/// What both factories check first (`url`'s bound for unflushed grants and its TLS
+/// files), then no transaction pooler and `connect`, for at most the connect timeout of
+/// `url`, then an [`Error::Connection`] naming the server (password masked); a
+/// connection error of either (a refused port) names the option too.
+async fn connecting<T>(
     url: &PostgresConfig,
     connect: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
+    url.unflushed_grants_bound()?;
+    distsync_core::raw::check_tls_files(BACKEND, url.files())?;
     let timeout = url.connect_timeout();
     let connect = async {
-        connect
+        let connected = async {
+            checks::refuse_transaction_pooling(&url.options).await?;
+            connect.await
+        };
+        connected
             .await
             .map_err(|error| name_connect_timeout(error, timeout))
     };
@@ -372,6 +373,29 @@ distsync_core::impl_primitives!(PostgresBackend {
     rate_limiter: crate::rate_limiter::PgRateLimiter,
     stm: stm::PgStm,
 });
+
+/// Implements [`Make`] for the handles made of the backend's [`Shared`] and a name
+/// (fields `shared`, `name`), and for those made on a session (`lease`, `session`,
+/// `name`).
+macro_rules! make_handles {
+    (named: $($named:ty),*; on_session: $($on_session:ty),*) => {
+        $(impl Make<Arc<Shared>, Name> for $named {
+            fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+                Ok(Self { shared: Arc::clone(shared), name })
+            }
+        })*
+        $(impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for $on_session {
+            fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
+                Ok(Self { lease: on.lease, session: on.session, name: on.name })
+            }
+        })*
+    };
+}
+
+make_handles!(
+    named: barrier::PgBarrier, crate::counter::PgCounter, queue::PgQueue;
+    on_session: lock::PgLocker, rwlock::PgRwLock, election::PgElection
+);
 
 #[async_trait]
 impl Backend for PostgresBackend {

@@ -1,6 +1,5 @@
 //! The barrier: a row in `barriers` while held; its deletion fires a `NOTIFY`.
 
-use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -77,13 +76,5 @@ impl Barrier for PgBarrier {
                 }
             })
             .await
-    }
-}
-impl Make<Arc<Shared>, Name> for PgBarrier {
-    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self {
-            shared: Arc::clone(shared),
-            name,
-        })
     }
 }

@@ -27,11 +27,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   apart, of which a release wakes the first (see `unfair_lock`);
 /// - `lost_notification`: a gone or expired heartbeat row, or a `NOTIFY` from the
 ///   process that ended the session;
-/// - `partition_safe`: the lease gate: a hold left without a clean release (its
-///   process died or was partitioned away) is granted to the next waiter only once the
-///   previous holder's session has expired in the store, which is never
-///   earlier than the holder's client-side deadline; a clean release hands over at once
-///   (see the crate docs). Measured by the partition cases;
+/// - `partition_safe`: the lease gate (see the crate docs, "How it works"). Measured by
+///   the partition cases;
 /// - `semaphore`: entry rows per name, the first N live ones hold (see `semaphore`);
 /// - `guarded_writes`: `LockGuard::put_if_held` (locks, write locks, permits) writes the
 ///   STM key in one statement that first checks, under the name's row lock that every
@@ -49,12 +46,10 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 ///   their holds are tables (a session survives a restart shorter than its deadline);
 /// - `exclusive_across_restart`: only with a bound on session TTLs
 ///   (`max_session_ttl=`, [`capabilities_with_bound`]). A restart keeps every hold; a
-///   server that forgot its data (a fresh `initdb`, a recreated database or schema, a
-///   restored backup at the same address) is told from the one a client knew by its
-///   `system_identifier`, its epoch marker and its fencing counters, and then grants
-///   wait a lock-delay and tokens keep growing (see the crate docs, "When the store
-///   forgets"), but a client that never knew the old store waits the lock-delay out
-///   only with the bound;
+///   server that forgot its data is told, and then grants wait a lock-delay and tokens
+///   keep growing, but a client that never knew the old store waits the lock-delay out
+///   only with the bound (see the crate docs, "When the store forgets"; the matrix rows
+///   `server_wipe_one_holder` and `server_wipe_one_holder_bounded`);
 /// - `linearizable`: one primary serves every read and grant (with replicas, point the
 ///   URL at the primary);
 /// - `gapless_hand_over`: the release that removes a leader's candidacy (a resign, a
@@ -67,7 +62,9 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// - `caller_transactions`: a queue's items are rows of the database, so
 ///   [`Outbox`](crate::Outbox) enqueues and [`ack_in`](crate::ack_in) acknowledges in
 ///   the caller's own transaction;
-/// - `survives_failover`: false here; a [`PostgresBackend`](crate::PostgresBackend) connected to a primary whose
+/// - `survives_failover`: false here, as a failover to an asynchronous standby can
+///   lose what the primary acknowledged last (docs/HIGH_AVAILABILITY.md); a
+///   [`PostgresBackend`](crate::PostgresBackend) connected to a primary whose
 ///   `synchronous_standby_names` is set declares it true (checked at connect): every
 ///   commit then waits for the standby, so a promoted standby has every grant, token
 ///   and acknowledged item (measured by the matrix row `server_primary_failover_promoted`
@@ -77,13 +74,8 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 /// what [`capabilities_with_bound`] declares) a connected backend declares the same,
 /// and never `survives_failover`: a grant commits without waiting for the flush or a
 /// standby, so an acknowledged grant can be lost in a crash or a promotion. `fencing`
-/// and `exclusive_across_restart` hold as after the store forgets: the crash is told by
-/// an unlogged sentinel row, nothing is granted for the bound after it, and a holder
-/// whose grant was lost gets `lost()` before anyone else is granted, its client raising
-/// the token floor above every token it handed out (the tokens of a holder that died
-/// across the crash unseen may be handed out again). Choose it for a hot lock on a
-/// durable server where a crash is rare and a lock-delay of the bound after one is
-/// acceptable (see the crate docs, "Unflushed grants").
+/// and `exclusive_across_restart` hold as after the store forgets (see the crate docs,
+/// "Unflushed grants", for how, and for what the mode gives up).
 pub fn capabilities() -> Capabilities {
     capabilities_with_bound(None)
 }
@@ -100,25 +92,10 @@ pub const MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
 pub fn capabilities_with_bound(max_session_ttl: Option<Duration>) -> Capabilities {
     Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(MAX_VALUE_SIZE)
-        // `guarded_put`: the write commits only while the guard's entry is a current
-        // grant (see the guarded-write module).
         .with_guarded_writes(true)
-        // `Queue::receive`: a hold on the item's row, counting while the session's row
-        // is live (see the queue module).
         .with_reliable_delivery(true)
-        // No synchronous standby assumed: a failover to an asynchronous streaming
-        // standby can lose what the primary acknowledged last
-        // (docs/HIGH_AVAILABILITY.md). A backend connected to a primary that names a
-        // synchronous standby declares it (see `PostgresBackend`'s capabilities).
         .with_survives_failover(false)
-        // A restart keeps the tables; a server that forgot is detected, but a client
-        // that never knew it waits out the lock-delay only under a bound (the matrix
-        // rows `server_wipe_one_holder` and `server_wipe_one_holder_bounded`).
         .with_exclusive_across_restart(max_session_ttl.is_some())
-        // A resignation elects the next candidate in its own transaction (a connected
-        // backend declares it only where its schema's `sem_grant` does so).
         .with_gapless_hand_over(true)
-        // Outbox, ack_in: a queue's items are rows of the caller's database, written
-        // and deleted in the caller's own transaction.
         .with_caller_transactions(true)
 }

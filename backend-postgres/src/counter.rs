@@ -30,24 +30,10 @@ use distsync_core::{Error, Name, Result};
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
 
-/// Whether `error` is PostgreSQL's `numeric_value_out_of_range`.
-fn out_of_range(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22003"))
-}
-
 /// A PostgreSQL counter.
 pub(crate) struct PgCounter {
     pub(crate) shared: Arc<Shared>,
     pub(crate) name: Name,
-}
-
-impl PgCounter {
-    fn overflow(&self, delta: i64) -> Error {
-        Error::InvalidArgument(format!(
-            "counter {:?}: adding {delta} overflows a 64-bit signed integer",
-            self.name.as_str()
-        ))
-    }
 }
 
 #[async_trait]
@@ -84,12 +70,15 @@ impl Counter for PgCounter {
             .bind(delta)
             .fetch_one(self.shared.bounded())
             .await
-            .map_err(|error| {
-                if out_of_range(&error) {
-                    self.overflow(delta)
-                } else {
-                    map(error)
+            .map_err(|error| match &error {
+                // PostgreSQL's `numeric_value_out_of_range`.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
+                    Error::InvalidArgument(format!(
+                        "counter {:?}: adding {delta} overflows a 64-bit signed integer",
+                        self.name.as_str()
+                    ))
                 }
+                _ => map(error),
             })
     }
 
@@ -176,19 +165,6 @@ pub(crate) struct PgLatch {
     pub(crate) initial: u64,
 }
 
-impl PgLatch {
-    /// The initial count as a `bigint`.
-    fn initial(&self) -> Result<i64> {
-        i64::try_from(self.initial).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "latch {:?}: an initial count above {} does not fit PostgreSQL's bigint",
-                self.name.as_str(),
-                i64::MAX
-            ))
-        })
-    }
-}
-
 #[async_trait]
 impl CountDownLatch for PgLatch {
     fn name(&self) -> &Name {
@@ -218,7 +194,13 @@ impl CountDownLatch for PgLatch {
     }
 
     async fn count_down(&self) -> Result<u64> {
-        let initial = self.initial()?;
+        let initial = i64::try_from(self.initial).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "latch {:?}: an initial count above {} does not fit PostgreSQL's bigint",
+                self.name.as_str(),
+                i64::MAX
+            ))
+        })?;
         let sql = self.shared.sql("SELECT {s}.latch_count_down($1, $2)");
         let reply: String = sqlx::query_scalar(&sql)
             .bind(self.name.as_str())
@@ -260,14 +242,6 @@ impl CountDownLatch for PgLatch {
                 })
             })
             .await
-    }
-}
-impl Make<Arc<Shared>, Name> for PgCounter {
-    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self {
-            shared: Arc::clone(shared),
-            name,
-        })
     }
 }
 

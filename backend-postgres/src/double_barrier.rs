@@ -12,7 +12,7 @@
 //! leave).
 
 use crate::store::Shared;
-use distsync_core::raw::Look::{NotYet, Ready};
+use distsync_core::raw::Look::{self, NotYet, Ready};
 use distsync_core::raw::Make;
 use distsync_core::raw::{OnSession, RetryPolicy};
 use std::num::NonZeroUsize;
@@ -24,16 +24,12 @@ use async_trait::async_trait;
 use distsync_core::{DoubleBarrier, Error, Name, Result};
 
 use crate::error::map;
+use crate::notify::{Subscription, Wake};
 use crate::session::LeaseInner;
 use crate::waiter_line::seconds;
 
 /// Participant numbers of this process.
 static PARTICIPANTS: AtomicI64 = AtomicI64::new(1);
-
-/// A fresh participant number.
-pub(crate) fn participant() -> i64 {
-    PARTICIPANTS.fetch_add(1, Ordering::Relaxed)
-}
 
 pub(crate) struct PgDoubleBarrier {
     pub(crate) lease: Arc<LeaseInner>,
@@ -64,12 +60,23 @@ impl PgDoubleBarrier {
         Ok((ready.unwrap_or(false), others.unwrap_or(0), seconds(next)))
     }
 
-    async fn with_lost<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    /// Runs core's waiting loop ([`RetryPolicy::wait_woken`]) on `subscription` until
+    /// `look` is ready, or the session is lost ([`Error::SessionLost`]).
+    async fn wait<F, Fut>(
+        &self,
+        what: &'static str,
+        subscription: Subscription,
+        look: F,
+    ) -> Result<()>
+    where
+        F: FnMut(Option<Wake>) -> Fut,
+        Fut: std::future::Future<Output = Result<Look<(), Option<Duration>>>>,
+    {
         let lost = self.lease.lost_token();
         tokio::select! {
             biased;
             () = lost.cancelled() => Err(Error::SessionLost),
-            result = work => result,
+            result = RetryPolicy::default().wait_woken(what, None, subscription, look) => result,
         }
     }
 }
@@ -115,13 +122,8 @@ impl DoubleBarrier for PgDoubleBarrier {
                         NotYet(None)
                     })
                 };
-                let waiting = RetryPolicy::default().wait_woken(
-                    "a double barrier to fill",
-                    None,
-                    subscription,
-                    filled,
-                );
-                self.with_lost(waiting).await
+                self.wait("a double barrier to fill", subscription, filled)
+                    .await
             }
         }
     }
@@ -148,13 +150,8 @@ impl DoubleBarrier for PgDoubleBarrier {
                 NotYet(next_expiry.map(|until| until + Duration::from_millis(20)))
             })
         };
-        let waiting = RetryPolicy::default().wait_woken(
-            "a double barrier to empty",
-            None,
-            subscription,
-            emptied,
-        );
-        self.with_lost(waiting).await
+        self.wait("a double barrier to empty", subscription, emptied)
+            .await
     }
 }
 /// The count is an `int` in the tables: a count above `i32::MAX` is refused.
@@ -169,7 +166,7 @@ impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for PgDoubleB
         })?;
         Ok(Self {
             lease: on.lease,
-            participant: participant(),
+            participant: PARTICIPANTS.fetch_add(1, Ordering::Relaxed),
             name: on.name,
             count,
             count_sql,

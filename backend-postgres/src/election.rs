@@ -19,8 +19,6 @@
 //! behind skips entries but stays in order.
 
 use distsync_core::raw::waited;
-use distsync_core::raw::Make;
-use distsync_core::raw::OnSession;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -280,14 +278,5 @@ impl Observer {
                 Ok(None)
             }
         }
-    }
-}
-impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for PgElection {
-    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self {
-            lease: on.lease,
-            session: on.session,
-            name: on.name,
-        })
     }
 }

@@ -179,10 +179,7 @@ async fn look(shared: &Shared) -> Result<Seen> {
                 hold_left: Duration::ZERO,
             });
         }
-        Err(error)
-            if schema::is_missing_object(&error)
-                || sqlstate(&error).as_deref() == Some("3F000") =>
-        {
+        Err(error) if schema::is_missing_object(&error) => {
             let schema_there: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
                 .bind(shared.sql("{s}"))
                 .fetch_one(shared.bounded())
@@ -215,33 +212,38 @@ pub(crate) fn check_soon(shared: &Arc<Shared>) {
     if amnesia.pending.swap(true, Ordering::SeqCst) {
         return;
     }
+    let failed = "could not check yet whether the store forgot";
+    until_done(shared, failed, |shared| async move {
+        let amnesia = &shared.amnesia;
+        let asked = amnesia.requested.load(Ordering::SeqCst);
+        check(&shared).await?;
+        if amnesia.requested.load(Ordering::SeqCst) != asked {
+            return Ok(false);
+        }
+        amnesia.pending.store(false, Ordering::SeqCst);
+        // A request that came between the load and the store found the check pending
+        // and left it to this one.
+        Ok(amnesia.requested.load(Ordering::SeqCst) == asked
+            || amnesia.pending.swap(true, Ordering::SeqCst))
+    });
+}
+
+/// Runs `step` in the background until it answers `true`, again at once after `false`
+/// and every [`RETRY`] while it fails (`failed` says so in a debug line), as long as
+/// the backend lives: the backend is not kept alive between steps.
+fn until_done<Step, Stepped>(shared: &Arc<Shared>, failed: &'static str, mut step: Step)
+where
+    Step: FnMut(Arc<Shared>) -> Stepped + Send + 'static,
+    Stepped: std::future::Future<Output = Result<bool>> + Send,
+{
     let weak: Weak<Shared> = Arc::downgrade(shared);
     tokio::spawn(async move {
-        loop {
-            let Some(shared) = weak.upgrade() else {
-                return;
-            };
-            let amnesia = &shared.amnesia;
-            let asked = amnesia.requested.load(Ordering::SeqCst);
-            match check(&shared).await {
-                Ok(()) if amnesia.requested.load(Ordering::SeqCst) == asked => {
-                    amnesia.pending.store(false, Ordering::SeqCst);
-                    // A request that came between the load and the store found the
-                    // check pending and left it to this one.
-                    if amnesia.requested.load(Ordering::SeqCst) == asked
-                        || amnesia.pending.swap(true, Ordering::SeqCst)
-                    {
-                        return;
-                    }
-                }
-                Ok(()) => {}
+        while let Some(shared) = weak.upgrade() {
+            match step(shared).await {
+                Ok(true) => return,
+                Ok(false) => {}
                 Err(error) => {
-                    tracing::debug!(
-                        backend = BACKEND,
-                        %error,
-                        "could not check yet whether the store forgot"
-                    );
-                    drop(shared);
+                    tracing::debug!(backend = BACKEND, %error, "{failed}");
                     tokio::time::sleep(RETRY).await;
                 }
             }
@@ -348,39 +350,23 @@ pub(crate) fn grants_may_be_lost(shared: &Arc<Shared>, reason: String, granted: 
             "the crash sentinel moved; this client held no grant made before it"
         );
     }
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    tokio::spawn(async move {
-        loop {
-            let Some(shared) = weak.upgrade() else {
-                return;
+    let failed = "could not read the store again yet after it may have lost grants";
+    until_done(shared, failed, move |shared| {
+        let reason = reason.clone();
+        async move {
+            let id = if shared.sentinel.enabled() {
+                Some(sentinel_id(&shared).await.map_err(map)?)
+            } else {
+                None
             };
-            let done = async {
-                let id = if shared.sentinel.enabled() {
-                    Some(sentinel_id(&shared).await.map_err(map)?)
-                } else {
-                    None
-                };
-                if granted {
-                    let seen = look(&shared).await?;
-                    forgot(&shared, &seen, reason.clone(), ended).await;
-                }
-                if let Some(id) = id {
-                    shared.sentinel.adopt(id);
-                }
-                Ok::<_, Error>(())
-            };
-            match done.await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::debug!(
-                        backend = BACKEND,
-                        %error,
-                        "could not read the store again yet after it may have lost grants"
-                    );
-                    drop(shared);
-                    tokio::time::sleep(RETRY).await;
-                }
+            if granted {
+                let seen = look(&shared).await?;
+                forgot(&shared, &seen, reason, ended).await;
             }
+            if let Some(id) = id {
+                shared.sentinel.adopt(id);
+            }
+            Ok(true)
         }
     });
 }

@@ -75,12 +75,10 @@
 //!   `resign()`, a dropped guard, `close()` of a healthy session) hands over at once*.
 //!   This applies to locks, write locks, read locks, leadership, permits and
 //!   double-barrier entries. The crash-release time is bound by the TTL, as on etcd
-//!   and Redis. A connection's death frees nothing.
-//! - **TTL enforcement** (`waiter_line`): a stalled holder stops renewing, so its row
-//!   expires after its TTL and the next waiter is granted then; no backend is ever
-//!   terminated.
-//!   Keepalives sweep expired rows, unused names and old election log entries (bounded
-//!   growth, see `limits`) on the reaper's connections.
+//!   and Redis. A connection's death frees nothing, and no backend is ever terminated:
+//!   a stalled holder stops renewing, so its row expires after its TTL. Keepalives
+//!   sweep expired rows, unused names and old election log entries (bounded growth,
+//!   see `limits`) on the reaper's connections.
 //! - `semaphore`: the same line with permit entries, the first `N` live ones holding a
 //!   permit.
 //! - `election`: a candidacy in the election's line plus a leader row and a bounded

@@ -1,9 +1,6 @@
 //! The mutex: an exclusive entry in the name's line (see [`crate::waiter_line`]).
 
-use crate::store::Shared;
 use distsync_core::raw::waited;
-use distsync_core::raw::Make;
-use distsync_core::raw::OnSession;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -55,14 +52,5 @@ impl Locker for PgLocker {
     /// Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
         crate::unfair_lock::contenders(&self.lease.shared, &self.name).await
-    }
-}
-impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for PgLocker {
-    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self {
-            lease: on.lease,
-            session: on.session,
-            name: on.name,
-        })
     }
 }

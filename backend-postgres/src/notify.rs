@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use distsync_core::raw::{Look, RetryPolicy, Wakes};
@@ -67,14 +67,11 @@ struct Signal {
 /// is `m:<session>.<entry>` with `token`; any other payload is itself, with none. A
 /// value that is not a number is not one: the payload is taken as it is.
 fn split_payload(payload: &str) -> (&str, Option<i64>) {
-    if let Some(rest) = payload.strip_prefix("m:") {
-        if let Some((entry, token)) = rest.split_once(':') {
-            if let Ok(token) = token.parse() {
-                return (&payload[..2 + entry.len()], Some(token));
-            }
-        }
-    }
-    (payload, None)
+    let carried = payload.strip_prefix("m:").and_then(|rest| {
+        let (entry, token) = rest.split_once(':')?;
+        Some((&payload[..2 + entry.len()], token.parse().ok()?))
+    });
+    carried.map_or((payload, None), |(key, token)| (key, Some(token)))
 }
 
 struct AbortOnDrop(AbortHandle);
@@ -233,7 +230,7 @@ impl HubInner {
     fn subscribers(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Signal>>> {
         self.subscribers
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn wake(&self, payload: &str) {

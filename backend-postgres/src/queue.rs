@@ -75,7 +75,6 @@
 //! waiting consumer re-checks when its registration is due for renewal, or
 //! when the first hold it saw would expire.
 
-use distsync_core::raw::Make;
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -296,20 +295,28 @@ impl PgQueue {
     async fn claim_protected(&self) -> Result<Option<Taken>> {
         let shared = Arc::clone(&self.shared);
         let queue = self.name.as_str().to_owned();
-        let claiming = detached(BACKEND, async move {
+        // Past the bound, the claim task puts back whatever it takes (it goes on
+        // retrying a claim whose reply was lost, so no item stays in flight).
+        self.bounded_detached(async move {
             let claimed = claim(&shared, &queue).await?;
             Ok(claimed.map(|(call, (_, _, item))| {
                 (Bytes::from(item), ClaimGuard::new(PgClaim { shared, call }))
             }))
-        });
-        // Bounded as one request (`crate::connection::bounded`): past that, the answer
-        // goes unreceived, and the claim task puts back whatever it takes (it goes on
-        // retrying a claim whose reply was lost, so no item stays in flight).
+        })
+        .await
+    }
+
+    /// Runs `step` (a claim or a hold) [`detached`], bounded as one request
+    /// (`crate::connection::bounded`): past that, its answer goes unreceived and is
+    /// dropped, which puts an item back (a [`Taken`]) or nacks it (a [`Delivery`]).
+    async fn bounded_detached<T: Send + 'static>(
+        &self,
+        step: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
         let limit = through_pool(&self.shared.pool);
-        match tokio::time::timeout(limit, claiming).await {
-            Ok(claimed) => claimed,
-            Err(_) => Err(map(timed_out(limit))),
-        }
+        tokio::time::timeout(limit, detached(BACKEND, step))
+            .await
+            .unwrap_or_else(|_| Err(map(timed_out(limit))))
     }
 }
 
@@ -353,9 +360,7 @@ impl Waiter {
             .and_then(|ms| u64::try_from(ms).ok())
             .map(Duration::from_millis))
     }
-}
 
-impl Waiter {
     /// Leaves the line, passing on a wake-up this waiter may have consumed (see
     /// `queue_pass`).
     async fn pass(shared: &Shared, queue: &str, id: &str) -> Result<()> {
@@ -448,9 +453,13 @@ impl PgQueue {
         .await
     }
 
-    /// The session's id, if `session` was granted by this backend.
-    fn session_id(&self, session: &Session) -> Result<i64> {
-        crate::session::lease_of(session, &self.shared).map(|lease| lease.id)
+    /// The session's id, if `session` was granted by this backend and is not lost.
+    fn held_by(&self, session: &Session) -> Result<i64> {
+        let id = crate::session::lease_of(session, &self.shared)?.id;
+        if session.is_lost() {
+            return Err(Error::SessionLost);
+        }
+        Ok(id)
     }
 
     /// Holds the first item through `session`, if any. Cancel-safe: the hold runs
@@ -459,16 +468,8 @@ impl PgQueue {
         let shared = Arc::clone(&self.shared);
         let queue = self.name.as_str().to_owned();
         let session = session.clone();
-        let holding = detached(BACKEND, async move {
-            hold(&shared, &queue, &session, held_by).await
-        });
-        // Bounded as one request: a delivery the task makes later goes unreceived and is
-        // dropped, which nacks it.
-        let limit = through_pool(&self.shared.pool);
-        match tokio::time::timeout(limit, holding).await {
-            Ok(held) => held,
-            Err(_) => Err(map(timed_out(limit))),
-        }
+        self.bounded_detached(async move { hold(&shared, &queue, &session, held_by).await })
+            .await
     }
 }
 
@@ -684,7 +685,7 @@ impl Append<'_> {
             return Ok(Enqueued::New);
         }
         let holder = match holder {
-            Some(holder) => Some(holder),
+            Some(_) => holder,
             // Recorded by a call that committed while this statement waited on it:
             // invisible to the statement's snapshot, read now (a new snapshot under READ
             // COMMITTED; a stricter isolation level fails the statement instead).
@@ -770,10 +771,7 @@ impl Queue for PgQueue {
     ///
     /// Cancel-safety: cancel-safe; a delivery made for a dropped call is nacked.
     async fn receive(&self, session: &Session) -> Result<Delivery> {
-        let held_by = self.session_id(session)?;
-        if session.is_lost() {
-            return Err(Error::SessionLost);
-        }
+        let held_by = self.held_by(session)?;
         self.wait_for(
             Box::new(move || Box::pin(self.hold_protected(session, held_by))),
             Some(session.lost_token()),
@@ -785,10 +783,7 @@ impl Queue for PgQueue {
     ///
     /// Cancel-safety: cancel-safe, as [`PgQueue::receive`].
     async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
-        let held_by = self.session_id(session)?;
-        if session.is_lost() {
-            return Err(Error::SessionLost);
-        }
+        let held_by = self.held_by(session)?;
         self.hold_protected(session, held_by).await
     }
 
@@ -819,13 +814,5 @@ impl Queue for PgQueue {
         .await
         .map_err(map)?;
         Ok(micros.map(|m| Duration::from_micros(u64::try_from(m).unwrap_or(0))))
-    }
-}
-impl Make<Arc<Shared>, Name> for PgQueue {
-    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self {
-            shared: Arc::clone(shared),
-            name,
-        })
     }
 }

@@ -22,29 +22,20 @@ pub(crate) struct PgRateStep {
     shared: Arc<Shared>,
 }
 
-impl PgRateStep {
-    async fn call(
-        &self,
-        name: &Name,
-        rate: &Rate,
-        permits: u32,
-    ) -> std::result::Result<String, sqlx::Error> {
-        let interval = i64::try_from(rate.emission_interval_micros()).unwrap_or(i64::MAX);
-        sqlx::query_scalar(&self.shared.sql("SELECT {s}.rate_limit($1, $2, $3, $4, $5)"))
-            .bind(name.as_str())
-            .bind(interval)
-            .bind(i64::from(rate.burst()))
-            .bind(i64::from(permits))
-            .bind(rate.fingerprint())
-            .fetch_one(self.shared.bounded())
-            .await
-    }
-}
-
 #[async_trait]
 impl RateStep for PgRateStep {
     async fn step(&self, name: &Name, rate: &Rate, permits: u32) -> Result<Admission> {
-        let reply = self.call(name, rate, permits).await.map_err(map)?;
+        let interval = i64::try_from(rate.emission_interval_micros()).unwrap_or(i64::MAX);
+        let reply: String =
+            sqlx::query_scalar(&self.shared.sql("SELECT {s}.rate_limit($1, $2, $3, $4, $5)"))
+                .bind(name.as_str())
+                .bind(interval)
+                .bind(i64::from(rate.burst()))
+                .bind(i64::from(permits))
+                .bind(rate.fingerprint())
+                .fetch_one(self.shared.bounded())
+                .await
+                .map_err(map)?;
         let (tag, rest) = reply.split_at(reply.len().min(1));
         match (tag, rest.parse::<u64>()) {
             ("g", _) => Ok(Admission::Granted),

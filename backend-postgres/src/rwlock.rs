@@ -4,10 +4,7 @@
 //! entry is. So a waiting writer blocks the readers that arrive after it, as etcd's
 //! recipe does, and `try_read` fails while a writer holds or waits.
 
-use crate::store::Shared;
 use distsync_core::raw::waited;
-use distsync_core::raw::Make;
-use distsync_core::raw::OnSession;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -73,14 +70,5 @@ impl RwLock for PgRwLock {
             .take(true, false)
             .await?
             .map(|(entry, token)| self.write_guard(entry, token)))
-    }
-}
-impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for PgRwLock {
-    fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self {
-            lease: on.lease,
-            session: on.session,
-            name: on.name,
-        })
     }
 }

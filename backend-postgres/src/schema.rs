@@ -161,12 +161,12 @@ fn accept(schema: &str, found: i32) -> Result<()> {
 const SETUP_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('distsync schema setup', 0))";
 
-/// Whether `error` is PostgreSQL's undefined table (`42P01`) or undefined function
-/// (`42883`): what a statement meets in a schema whose objects were dropped (a store
-/// wiped under its clients, see [`crate::amnesia`]).
+/// Whether `error` is PostgreSQL's undefined schema (`3F000`), table (`42P01`) or
+/// function (`42883`): what a statement meets in a schema whose objects were dropped (a
+/// store wiped under its clients, see [`crate::amnesia`]).
 pub(crate) fn is_missing_object(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db)
-        if matches!(db.code().as_deref(), Some("42P01" | "42883")))
+        if matches!(db.code().as_deref(), Some("3F000" | "42P01" | "42883")))
 }
 
 /// Creates the schema's objects and marks them with [`LAYOUT_VERSION`], unless another

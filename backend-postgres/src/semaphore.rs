@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use distsync_core::raw::permit;
 use distsync_core::{Error, Name, Permit, Result, Semaphore, Session};
 
+use crate::error::BACKEND;
 use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
 use crate::store::LockKind;
@@ -75,11 +76,7 @@ impl Semaphore for PgSemaphore {
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the background
     /// (releasing the permit if it was granted meanwhile), or leaves it to the session.
     async fn acquire(&self) -> Result<Permit> {
-        waited(
-            crate::error::BACKEND,
-            "acquire",
-            self.acquire_or_try(true).await?,
-        )
+        waited(BACKEND, "acquire", self.acquire_or_try(true).await?)
     }
 
     /// Takes a permit if fewer than `permits` live entries are in line (a free permit,

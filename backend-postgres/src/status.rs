@@ -125,15 +125,41 @@ pub(crate) async fn status(shared: &Shared, prefix: &str) -> Result<StatusReport
     let mut snapshot = Snapshot { tx, shared, prefix };
     let mut report = StatusReport::new(BACKEND, prefix);
     report.lines = lines(&mut snapshot).await?;
-    report.queues = queues(&mut snapshot).await?;
-    report.barriers = barriers(&mut snapshot).await?;
-    report.double_barriers = double_barriers(&mut snapshot).await?;
-    report.counters = counters(&mut snapshot).await?;
-    report.latches = latches(&mut snapshot).await?;
-    report.rate_limiters = rate_limiters(&mut snapshot).await?;
+    report.queues = snapshot
+        .map(QUEUES, |(name, ready, in_flight): (String, i64, i64)| {
+            QueueStatus::new(name, count(ready), count(in_flight))
+        })
+        .await?;
+    report.barriers = snapshot.map(BARRIERS, |(name,): (String,)| name).await?;
+    report.double_barriers = snapshot
+        .map(
+            DOUBLE_BARRIERS,
+            |(name, ready, live): (String, bool, i64)| {
+                DoubleBarrierStatus::new(name, count(live), ready)
+            },
+        )
+        .await?;
+    report.counters = snapshot
+        .map(COUNTERS, |(name, value): (String, i64)| {
+            CounterStatus::new(name, value)
+        })
+        .await?;
+    report.latches = snapshot
+        .map(LATCHES, |(name, initial, remaining): (String, i64, i64)| {
+            let [initial, remaining] =
+                [initial, remaining].map(|n| u64::try_from(n).unwrap_or_default());
+            LatchStatus::new(name, initial, remaining)
+        })
+        .await?;
+    report.rate_limiters = snapshot.map(RATE_LIMITS, rate_limiter).await?;
     snapshot.tx.commit().await.map_err(map)?;
     report.sort();
     Ok(report)
+}
+
+/// A count read as `bigint`.
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or_default()
 }
 
 /// The report's read-only transaction, with what every statement of it binds.
@@ -156,6 +182,15 @@ impl Snapshot<'_> {
             .await
             .map_err(map)
     }
+
+    /// [`Snapshot::rows`], each made into a `U` by `each`, collected.
+    async fn map<T, U, C>(&mut self, sql: &str, each: impl FnMut(T) -> U) -> Result<C>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+        C: FromIterator<U>,
+    {
+        Ok(self.rows(sql).await?.into_iter().map(each).collect())
+    }
 }
 
 /// The lines of locks, read-write locks, elections and semaphores: their live entries
@@ -163,7 +198,15 @@ impl Snapshot<'_> {
 async fn lines(snapshot: &mut Snapshot<'_>) -> Result<Vec<LineStatus>> {
     let entries: Vec<EntryRow> = snapshot.rows(ENTRIES).await?;
     let unfair_waiters: Vec<(String, i64, i64)> = snapshot.rows(UNFAIR_WAITERS).await?;
-    let leaders = leaders(snapshot).await?;
+    let leaders: BTreeMap<String, LeaderStatus> = snapshot
+        .map(
+            LEADERS,
+            |(election, term, value): (String, i64, Vec<u8>)| {
+                let term = FencingToken(u64::try_from(term).unwrap_or_default());
+                (election, LeaderStatus::new(Bytes::from(value), term))
+            },
+        )
+        .await?;
     let schema = &snapshot.shared.schema;
     let mut lines: BTreeMap<(LineKind, String), LineStatus> = BTreeMap::new();
     for (word, name, session, token, is_shared, permits, left) in entries {
@@ -185,14 +228,9 @@ async fn lines(snapshot: &mut Snapshot<'_>) -> Result<Vec<LineStatus>> {
         let line = lines
             .entry((LineKind::Lock, name.clone()))
             .or_insert_with(|| LineStatus::new(LineKind::Lock, name.clone()));
-        let session = SessionId(u64::try_from(session).unwrap_or_default()).to_string();
         line.waiters.push(
-            HoldStatus::new(
-                format!("{schema}/lock/{name}/{session}"),
-                HoldMode::Exclusive,
-            )
-            .with_session(Some(session))
-            .with_expires_in(time_left(left)),
+            entry_hold(schema, "lock", &name, LineKind::Lock, session, None, false)
+                .with_expires_in(time_left(left)),
         );
     }
     Ok(lines.into_values().collect())
@@ -202,18 +240,6 @@ async fn lines(snapshot: &mut Snapshot<'_>) -> Result<Vec<LineStatus>> {
 /// it lists as live).
 fn time_left(micros: i64) -> Option<Duration> {
     u64::try_from(micros).ok().map(Duration::from_micros)
-}
-
-/// The leaders of elections, by election.
-async fn leaders(snapshot: &mut Snapshot<'_>) -> Result<BTreeMap<String, LeaderStatus>> {
-    let leaders: Vec<(String, i64, Vec<u8>)> = snapshot.rows(LEADERS).await?;
-    Ok(leaders
-        .into_iter()
-        .map(|(election, term, value)| {
-            let term = FencingToken(u64::try_from(term).unwrap_or_default());
-            (election, LeaderStatus::new(Bytes::from(value), term))
-        })
-        .collect())
 }
 
 /// A line of `kind` `name` without entries yet: an election's with its leader, a
@@ -264,82 +290,16 @@ fn entry_hold(
         )
 }
 
-/// The queues with items ready or in flight.
-async fn queues(snapshot: &mut Snapshot<'_>) -> Result<Vec<QueueStatus>> {
-    let queues: Vec<(String, i64, i64)> = snapshot.rows(QUEUES).await?;
-    Ok(queues
-        .into_iter()
-        .map(|(name, ready, in_flight)| {
-            QueueStatus::new(
-                name,
-                usize::try_from(ready).unwrap_or_default(),
-                usize::try_from(in_flight).unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
-/// The held barriers.
-async fn barriers(snapshot: &mut Snapshot<'_>) -> Result<Vec<String>> {
-    let barriers: Vec<(String,)> = snapshot.rows(BARRIERS).await?;
-    Ok(barriers.into_iter().map(|(name,)| name).collect())
-}
-
-/// The double barriers, with their live participants.
-async fn double_barriers(snapshot: &mut Snapshot<'_>) -> Result<Vec<DoubleBarrierStatus>> {
-    let double_barriers: Vec<(String, bool, i64)> = snapshot.rows(DOUBLE_BARRIERS).await?;
-    Ok(double_barriers
-        .into_iter()
-        .map(|(name, ready, participants)| {
-            DoubleBarrierStatus::new(
-                name,
-                usize::try_from(participants).unwrap_or_default(),
-                ready,
-            )
-        })
-        .collect())
-}
-
-/// The counters written to.
-async fn counters(snapshot: &mut Snapshot<'_>) -> Result<Vec<CounterStatus>> {
-    let counters: Vec<(String, i64)> = snapshot.rows(COUNTERS).await?;
-    Ok(counters
-        .into_iter()
-        .map(|(name, value)| CounterStatus::new(name, value))
-        .collect())
-}
-
-/// The count-down latches created.
-async fn latches(snapshot: &mut Snapshot<'_>) -> Result<Vec<LatchStatus>> {
-    let latches: Vec<(String, i64, i64)> = snapshot.rows(LATCHES).await?;
-    Ok(latches
-        .into_iter()
-        .map(|(name, initial, remaining)| {
-            LatchStatus::new(
-                name,
-                u64::try_from(initial).unwrap_or_default(),
-                u64::try_from(remaining).unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
-/// The rate limiters with state, their next due time on the server's clock.
-async fn rate_limiters(snapshot: &mut Snapshot<'_>) -> Result<Vec<RateLimiterStatus>> {
-    let rate_limits: Vec<(String, i64, String, i64)> = snapshot.rows(RATE_LIMITS).await?;
-    Ok(rate_limits
-        .into_iter()
-        .map(|(name, tat, fingerprint, now)| {
-            let rate = Rate::from_fingerprint(&fingerprint);
-            let next_due = rate.as_ref().map(|rate| {
-                rate.next_due(
-                    u64::try_from(tat).ok(),
-                    u64::try_from(now).unwrap_or_default(),
-                )
-            });
-            RateLimiterStatus::new(name)
-                .with_rate(rate)
-                .with_next_due(next_due)
-        })
-        .collect())
+/// A rate limiter's state, its next due time on the server's clock.
+fn rate_limiter((name, tat, fingerprint, now): (String, i64, String, i64)) -> RateLimiterStatus {
+    let rate = Rate::from_fingerprint(&fingerprint);
+    let next_due = rate.as_ref().map(|rate| {
+        rate.next_due(
+            u64::try_from(tat).ok(),
+            u64::try_from(now).unwrap_or_default(),
+        )
+    });
+    RateLimiterStatus::new(name)
+        .with_rate(rate)
+        .with_next_due(next_due)
 }

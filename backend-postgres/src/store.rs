@@ -3,7 +3,7 @@
 //! the sweep that keeps the tables bounded (see [`crate::limits`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use distsync_core::raw::RetryPolicy;
@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use crate::amnesia::Amnesia;
 use crate::connection::bounded::Bounded;
-use crate::connection::heartbeat::{Heartbeat, Statements};
+use crate::connection::heartbeat::Heartbeat;
 use crate::connection::promotion::Promotion;
 use crate::connection::reused::Reused;
 use crate::connection::unflushed::Unflushed;
@@ -100,9 +100,7 @@ struct Registry {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
@@ -125,29 +123,9 @@ impl Shared {
         let unflushed = Arc::new(Unflushed::default());
         let sentinel = Arc::new(sentinel);
         let promotion = Arc::new(Promotion::default());
-        let renew = if sentinel.enabled() {
-            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), \
-                    (SELECT id FROM {s}.grant_sentinel), \
-                    current_setting('synchronous_standby_names') <> ''"
-        } else {
-            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), NULL::text, \
-                    current_setting('synchronous_standby_names') <> ''"
-        };
         let heartbeat = Heartbeat::start(
             reaper.clone(),
-            Statements {
-                renew: schema::render(renew, &quoted),
-                release_again: schema::render(
-                    "SELECT count(*) FILTER (WHERE l.gone) FROM \
-                     unnest($1::integer[], $2::bigint[], $3::bigint[], $4::boolean[]) \
-                     AS u(k, s, e, t), \
-                     LATERAL (SELECT {s}.semaphore_leave(u.k, u.s, u.e, u.t, true) AS gone \
-                              WHERE EXISTS (SELECT 1 FROM {s}.line_entries x \
-                                             WHERE x.name_id = u.k AND x.session_id = u.s \
-                                               AND x.entry = u.e AND NOT x.cancelled)) AS l",
-                    &quoted,
-                ),
-            },
+            &quoted,
             Arc::clone(&unflushed),
             Arc::clone(&sentinel),
             Arc::clone(&promotion),
@@ -202,16 +180,13 @@ impl Shared {
     pub(crate) fn limits(&self) -> Limits {
         self.limits
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
     /// Replaces the limits.
     pub(crate) fn set_limits(&self, limits: Limits) {
-        *self
-            .limits
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = limits;
+        *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits;
     }
 
     /// Forgets the cached id of `name` (its row is gone).
@@ -349,34 +324,10 @@ impl Shared {
         }
         let limits = self.limits();
         let limit = limits.names_per_sweep_sql();
-        let idle = limits.name_idle.as_secs_f64();
-        let mut names = 0_i64;
-        for _ in 0..10 {
-            let pruned: i32 = sqlx::query_scalar(&self.sql("SELECT {s}.prune_names($1, $2)"))
-                .bind(idle)
-                .bind(limit)
-                .fetch_one(self.bounded_reaper())
-                .await
-                .map_err(map)?;
-            names += i64::from(pruned);
-            if pruned < limit {
-                break;
-            }
-        }
-        let mut log = 0_i64;
-        for _ in 0..10 {
-            let pruned: i32 =
-                sqlx::query_scalar(&self.sql("SELECT {s}.prune_election_log($1, $2)"))
-                    .bind(limits.election_log_age.as_secs_f64())
-                    .bind(limit)
-                    .fetch_one(self.bounded_reaper())
-                    .await
-                    .map_err(map)?;
-            log += i64::from(pruned);
-            if pruned < limit {
-                break;
-            }
-        }
+        let names = self.prune("prune_names", limits.name_idle, limit).await?;
+        let log = self
+            .prune("prune_election_log", limits.election_log_age, limit)
+            .await?;
         if names > 0 || log > 0 {
             tracing::debug!(
                 names,
@@ -385,5 +336,25 @@ impl Shared {
             );
         }
         Ok((swept, names, log))
+    }
+
+    /// Runs the pruning function `function` (older than `age`, `limit` rows a call) in
+    /// up to 10 calls, until one prunes fewer than `limit`; returns how many it pruned.
+    async fn prune(&self, function: &str, age: Duration, limit: i32) -> Result<i64> {
+        let sql = self.sql(&format!("SELECT {{s}}.{function}($1, $2)"));
+        let mut total = 0_i64;
+        for _ in 0..10 {
+            let pruned: i32 = sqlx::query_scalar(&sql)
+                .bind(age.as_secs_f64())
+                .bind(limit)
+                .fetch_one(self.bounded_reaper())
+                .await
+                .map_err(map)?;
+            total += i64::from(pruned);
+            if pruned < limit {
+                break;
+            }
+        }
+        Ok(total)
     }
 }

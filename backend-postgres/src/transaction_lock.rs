@@ -13,8 +13,6 @@ use crate::store::Shared;
 /// that does its work in one PostgreSQL transaction; from
 /// [`PostgresBackend::transaction_lock`](crate::PostgresBackend::transaction_lock).
 ///
-/// its work in one PostgreSQL transaction.
-///
 /// [`TransactionLock::lock`] takes a transaction-level advisory lock on the connection
 /// the caller passes (`pg_advisory_xact_lock`), so commit or rollback releases it, and
 /// a connection that dies releases it with its transaction: there is no session, no

@@ -90,8 +90,8 @@ use crate::notify::{Subscription, Wake};
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use crate::waiter_line::{
-    attempts, hold_key, is_missing_name, ride_out, seconds, solo_take_sql, AttemptError, Cleanup,
-    Entry, HELD_FALLBACK,
+    attempts, hold_key, is_missing_name, ride_out, seconds, solo_take_sql, subscribe, AttemptError,
+    Cleanup, Entry, HELD_FALLBACK,
 };
 
 /// Entry numbers of the unfair lock in this process: negative, apart from the line's.
@@ -261,11 +261,7 @@ impl PgUnfairLocker {
         }
         // Subscribed before registering: a wake-up committed after the registration is
         // never missed.
-        let mut own = shared
-            .hub
-            .subscribe(format!("m:{}.{}", entry.session, entry.entry))
-            .await?;
-        let mut everyone = shared.hub.subscribe(format!("M:{}", entry.name_id)).await?;
+        let (mut own, mut everyone) = subscribe(&entry).await?;
         // The end of the solo holder's session, when one holds: a solo holder is in no
         // line, so no trigger wakes the head when its session ends (`s:<id>`).
         let mut holder_end: Option<(i64, Subscription)> = None;

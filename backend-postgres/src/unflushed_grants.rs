@@ -136,15 +136,13 @@ impl Sentinel {
                 return;
             }
         }
-        if let Some(on_moved) = self.on_moved.get() {
-            on_moved(
-                "a grant asked for before the server's crash sentinel moved was answered \
-                 after it (the server recovered from a crash, or a standby was promoted): \
-                 it may be lost"
-                    .to_owned(),
-                true,
-            );
-        }
+        self.moved(
+            "a grant asked for before the server's crash sentinel moved was answered \
+             after it (the server recovered from a crash, or a standby was promoted): \
+             it may be lost"
+                .to_owned(),
+            true,
+        );
     }
 
     /// A standby was promoted that may lack commits acknowledged before (see
@@ -156,8 +154,13 @@ impl Sentinel {
         if self.enabled {
             return;
         }
+        self.moved(reason, true);
+    }
+
+    /// Calls [`Sentinel::on_moved`]'s function, if one is set.
+    fn moved(&self, reason: String, granted: bool) {
         if let Some(on_moved) = self.on_moved.get() {
-            on_moved(reason, true);
+            on_moved(reason, granted);
         }
     }
 
@@ -204,9 +207,7 @@ impl Sentinel {
             state.moves += 1;
             (reason, granted)
         };
-        if let Some(on_moved) = self.on_moved.get() {
-            on_moved(reason.clone(), granted);
-        }
+        self.moved(reason.clone(), granted);
         Some(reason)
     }
 }

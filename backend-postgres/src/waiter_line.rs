@@ -162,7 +162,11 @@
 //!   away, it stalled, its session was declared lost) keeps its entry until its row
 //!   expires: waiters re-check at the earliest expiry among the live entries ahead of
 //!   them (a renewal that landed meanwhile moves that instant on), and are granted then.
-//!   A connection's death frees nothing, since no hold lives in a connection.
+//!   A connection's death frees nothing, since no hold lives in a connection. A stalled
+//!   holder stops renewing (its keepalive is stalled with it), so its row expires after
+//!   its TTL whatever its connections do: no backend needs ending
+//!   (`pg_terminate_backend` is not used). Keepalives also sweep expired session rows
+//!   (see [`crate::limits`]).
 //!
 //! Which sessions have expired is decided under their rows' locks, never from a
 //! statement's snapshot alone (`fence_expired`, and `reap_sessions` for the sweep): a
@@ -172,13 +176,6 @@
 //! live), and rewrites them unchanged, so that a renewal waiting for one re-checks it
 //! afterwards, finds it expired and reports the loss; every other entry counts as live
 //! for the rest of the grant.
-//!
-//! # TTL enforcement
-//! A stalled holder stops renewing (its keepalive is stalled with it), so its row
-//! expires after its TTL and the next waiter is granted then, whatever the stalled
-//! process's connections do: no backend needs ending (`pg_terminate_backend` is not
-//! used). Keepalives also sweep expired session rows every 10 s (see
-//! [`crate::limits`]).
 //!
 //! # Cancel safety
 //! If the waiting future is dropped before it returns, its entry is withdrawn in the
@@ -409,13 +406,9 @@ impl Entry {
 
     /// Removes the entry; `Ok(true)` if it was there. See `semaphore_leave`. Commits
     /// asynchronously when the backend can tell a release the server lost in a crash
-    /// and make it again ([`crate::connection::unflushed`]), synchronously otherwise.
-    /// That is safe because a release lost in a crash only brings the entry back: its
-    /// holder has already stopped, the entry counts until made again or until its
-    /// session's lease ends (the lease gate), and tokens, bumped only by synchronous
-    /// grants, still increase (see the module docs, "Asynchronous commits"). A leave
-    /// that grants the next waiter or elects the next candidate commits synchronously
-    /// whatever is asked (`sem_grant`), so the grant is durable.
+    /// and make it again ([`crate::connection::unflushed`]), synchronously otherwise;
+    /// a leave that grants commits synchronously whatever is asked (see the module
+    /// docs, "Asynchronous commits", for why that is safe).
     pub(crate) async fn leave(&self, tombstone: bool) -> std::result::Result<bool, sqlx::Error> {
         let unflushed = &self.shared.unflushed;
         let sync = !unflushed.enabled();
@@ -693,7 +686,7 @@ async fn new_entry(lease: &Arc<LeaseInner>, name: &Name, ask: &Ask<'_>) -> Resul
 /// token when a release granted it) and its name's (`M:<name id>`: re-check, see the
 /// module docs, "Waking, one by one"). Subscribed before joining, so a wake-up
 /// committed after the join is never missed.
-async fn subscribe(entry: &Entry) -> Result<(Subscription, Subscription)> {
+pub(crate) async fn subscribe(entry: &Entry) -> Result<(Subscription, Subscription)> {
     let own = format!("m:{}.{}", entry.session, entry.entry);
     let everyone = format!("M:{}", entry.name_id);
     Ok((

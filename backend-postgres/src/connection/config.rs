@@ -372,22 +372,18 @@ fn check_hold_connections(connections: u32) -> std::result::Result<u32, String> 
 }
 
 fn validate_schema(schema: &str) -> std::result::Result<(), &'static str> {
-    let mut chars = schema.chars();
-    match chars.next() {
-        None => return Err("is empty"),
-        Some(first) if first.is_ascii_digit() => return Err("starts with a digit"),
-        Some(_) => {}
+    match schema.chars().next() {
+        None => Err("is empty"),
+        Some(first) if first.is_ascii_digit() => Err("starts with a digit"),
+        _ if schema.len() > 63 => Err("is longer than 63 bytes"),
+        _ if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Err("has characters other than ASCII letters, digits and '_'")
+        }
+        _ => Ok(()),
     }
-    if schema.len() > 63 {
-        return Err("is longer than 63 bytes");
-    }
-    if !schema
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err("has characters other than ASCII letters, digits and '_'");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ use crate::connection::bounded::Bounded;
 use crate::connection::promotion::Promotion;
 use crate::connection::unflushed::{Release, Unflushed};
 use crate::error::{map, BACKEND};
+use crate::schema::render;
 use crate::unflushed_grants::Sentinel;
 
 /// The most sessions renewed by one statement.
@@ -53,17 +54,33 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts the heartbeat task on `pool`. Must be called within a tokio runtime.
+    /// Starts the heartbeat task on `pool`, for the schema `quoted`. Must be called
+    /// within a tokio runtime.
     pub(crate) fn start(
         pool: PgPool,
-        sql: Statements,
+        quoted: &str,
         unflushed: Arc<Unflushed>,
         sentinel: Arc<Sentinel>,
         promotion: Arc<Promotion>,
     ) -> Self {
+        let renew = if sentinel.enabled() {
+            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), \
+                    (SELECT id FROM {s}.grant_sentinel), \
+                    current_setting('synchronous_standby_names') <> ''"
+        } else {
+            "SELECT ARRAY(SELECT {s}.renew_sessions($1)), {s}.server_epoch(), NULL::text, \
+                    current_setting('synchronous_standby_names') <> ''"
+        };
+        let release_again = "SELECT count(*) FILTER (WHERE l.gone) FROM \
+             unnest($1::integer[], $2::bigint[], $3::bigint[], $4::boolean[]) AS u(k, s, e, t), \
+             LATERAL (SELECT {s}.semaphore_leave(u.k, u.s, u.e, u.t, true) AS gone \
+                      WHERE EXISTS (SELECT 1 FROM {s}.line_entries x \
+                                     WHERE x.name_id = u.k AND x.session_id = u.s \
+                                       AND x.entry = u.e AND NOT x.cancelled)) AS l";
         let state = Arc::new(State {
             pool,
-            sql,
+            renew: render(renew, quoted),
+            release_again: render(release_again, quoted),
             unflushed,
             sentinel,
             promotion,
@@ -89,26 +106,21 @@ impl Heartbeat {
     }
 }
 
-/// The heartbeat's statements.
-pub(crate) struct Statements {
+/// What every batch of the heartbeat uses: its connections, its statements and what
+/// its readings of the server feed.
+struct State {
+    pool: PgPool,
     /// Renews the sessions `$1` and reads the server's epoch, under unflushed grants
     /// the crash sentinel (NULL otherwise), and whether the server waits for a
     /// synchronous standby: `SELECT ARRAY(SELECT renew_sessions($1)), server_epoch(),
     /// <sentinel>, current_setting('synchronous_standby_names') <> ''`.
-    pub(crate) renew: String,
+    renew: String,
     /// Makes releases again, synchronously, from arrays of their arguments:
     /// `semaphore_leave` over `unnest($1, $2, $3, $4)`, for the entries that are there
     /// (came back): the others take no lock. A tombstone is not needed again either:
     /// a join in flight at a crash died with its connection, and one in flight at a
     /// mere checkpoint still finds the tombstone, which was not lost.
-    pub(crate) release_again: String,
-}
-
-/// What every batch of the heartbeat uses: its connections, its statements and what
-/// its readings of the server feed.
-struct State {
-    pool: PgPool,
-    sql: Statements,
+    release_again: String,
     unflushed: Arc<Unflushed>,
     sentinel: Arc<Sentinel>,
     promotion: Arc<Promotion>,
@@ -121,7 +133,7 @@ struct State {
 async fn renew_batch(state: Arc<State>, ids: Vec<i64>) -> BatchRenewed<i64> {
     let mark = state.unflushed.mark();
     let renewed =
-        sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>, bool)>(&state.sql.renew)
+        sqlx::query_as::<_, (Vec<i64>, Option<String>, Option<String>, bool)>(&state.renew)
             .bind(&ids)
             // Bounded: one silent connection does not stall every later renewal.
             .fetch_one(Bounded::pool(&state.pool))
@@ -140,11 +152,11 @@ async fn renew_batch(state: Arc<State>, ids: Vec<i64>) -> BatchRenewed<i64> {
             let then = async move {
                 let State {
                     pool,
-                    sql,
+                    release_again: sql,
                     unflushed,
                     ..
                 } = &*state;
-                release_again(Bounded::pool(pool), &sql.release_again, unflushed, again).await;
+                release_again(Bounded::pool(pool), sql, unflushed, again).await;
             };
             BatchRenewed {
                 renewed: Ok(renewed),
@@ -153,7 +165,7 @@ async fn renew_batch(state: Arc<State>, ids: Vec<i64>) -> BatchRenewed<i64> {
         }
         // The schema's objects are gone (a recreated database or schema, a fresh
         // initdb): so are the sessions' rows, which `crate::amnesia` then checks.
-        Err(error) if objects_gone(&error) => {
+        Err(error) if crate::schema::is_missing_object(&error) => {
             tracing::warn!(sessions = ids.len(), %error, "the schema of the sessions is gone");
             BatchRenewed {
                 renewed: Ok(HashSet::new()),
@@ -169,13 +181,6 @@ async fn renew_batch(state: Arc<State>, ids: Vec<i64>) -> BatchRenewed<i64> {
             }
         }
     }
-}
-
-/// Whether `error` says the renewal's objects are missing: the schema (`3F000`), a
-/// table (`42P01`) or a function (`42883`).
-fn objects_gone(error: &sqlx::Error) -> bool {
-    crate::schema::is_missing_object(error)
-        || crate::error::sqlstate(error).as_deref() == Some("3F000")
 }
 
 /// Makes `releases` again, synchronously, in one statement (the server may have lost

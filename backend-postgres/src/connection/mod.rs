@@ -3,10 +3,10 @@
 //! promotions that may have lost acknowledged commits.
 //!
 //! The backend opens no dedicated connection per session or per hold: holds and
-//! waiters are rows ([`crate::waiter_line`]) and renewals are batched ([`crate::connection::heartbeat`]),
-//! so every statement runs on one of three small pools — the main pool (queues,
-//! barriers, STM, grants and releases), the reaper's (renewals, session ends, the
-//! sweep) and the notification hub's one listening connection ([`crate::notify`]).
+//! waiters are rows ([`crate::waiter_line`]) and renewals are batched
+//! ([`crate::connection::heartbeat`]), so every statement runs on one of its small
+//! pools ([`crate::store::Pools`]) or the notification hub's one listening connection
+//! ([`crate::notify`]).
 //!
 //! Settings are applied after connecting with `set_config` (one round trip), never as
 //! startup parameters, which PgBouncer rejects: `synchronous_commit = on` (a fencing

@@ -33,7 +33,7 @@
 //!   [`IDLE_CLOSE`] is closed, so a burst of callers does not keep its connections
 //!   open for ever.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -89,9 +89,7 @@ impl Reused {
     }
 
     fn idle(&self) -> MutexGuard<'_, Vec<Kept>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Kept connections right now (tests).

@@ -2,10 +2,11 @@
 //! ring as its crypto provider and the system's root certificates plus the URL's
 //! `sslrootcert`.
 //!
-//! Every connection the backend opens (the pool, the reaper's pool, the sessions'
-//! dedicated connections, the `LISTEN` connection, the checks made at connect) is made
-//! from the one [`PgConnectOptions`](sqlx::postgres::PgConnectOptions) of its
-//! [`PostgresConfig`](crate::PostgresConfig), so all of them use the same `sslmode` and files.
+//! Every connection the backend opens (its pools, the `LISTEN` connection, the checks
+//! made at connect) is made from the one
+//! [`PgConnectOptions`](sqlx::postgres::PgConnectOptions) of its
+//! [`PostgresConfig`](crate::PostgresConfig), so all of them use the same `sslmode`
+//! and files.
 //!
 //! Errors: a certificate or key file that cannot be read is [`Error::InvalidArgument`]
 //! naming the path (checked at connect, before any connection); an untrusted server
@@ -15,20 +16,17 @@
 use distsync_core::{Error, Result};
 use sqlx::postgres::PgSslMode;
 
-/// Whether `mode` needs TLS (every mode but `disable`, `allow` and `prefer`).
-fn requires_tls(mode: PgSslMode) -> bool {
-    matches!(
-        mode,
-        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
-    )
-}
-
-/// Refuses an SSL mode that needs TLS in a build without it.
+/// Refuses an SSL mode that needs TLS (every mode but `disable`, `allow` and `prefer`)
+/// in a build without it.
 ///
 /// # Errors
 /// [`Error::Unsupported`] when `mode` requires TLS and the cargo feature `tls` is off.
 pub(crate) fn check_mode(mode: PgSslMode) -> Result<()> {
-    if requires_tls(mode) && !cfg!(feature = "tls") {
+    let requires_tls = matches!(
+        mode,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    if requires_tls && !cfg!(feature = "tls") {
         return Err(Error::unsupported(
             crate::error::BACKEND,
             format!(

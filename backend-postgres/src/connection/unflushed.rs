@@ -32,7 +32,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The most releases kept: past it the oldest is dropped (with a warning); at the
 /// heartbeat's pace (every session renews every TTL/3) this holds several seconds of
@@ -76,9 +76,7 @@ pub(crate) struct Unflushed {
 
 impl Unflushed {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether releases may commit asynchronously.
@@ -132,15 +130,13 @@ impl Unflushed {
         };
         let current = number.as_ref().map(|(_, number)| *number);
         state.epoch = number;
-        let mut again = Vec::new();
-        while state.pending.front().is_some_and(|p| p.seq < mark) {
-            let Some(pending) = state.pending.pop_front() else {
-                break;
-            };
-            if current.is_none() || pending.epoch != current {
-                again.push(pending.release);
-            }
-        }
+        let before_mark = state.pending.iter().take_while(|p| p.seq < mark).count();
+        let again = state
+            .pending
+            .drain(..before_mark)
+            .filter(|pending| current.is_none() || pending.epoch != current)
+            .map(|pending| pending.release)
+            .collect();
         (again, current)
     }
 }
