@@ -123,7 +123,7 @@ pub(crate) struct State {
 pub(crate) struct Amnesia {
     pub(crate) bound: Option<Duration>,
     state: Mutex<State>,
-    /// Whether a [`check_soon`] runs (one at a time).
+    /// Whether a [`check_soon`](crate::epoch::check_soon) runs (one at a time).
     pub(crate) pending: AtomicBool,
     /// How many checks were asked for.
     pub(crate) requested: AtomicU64,
@@ -156,7 +156,8 @@ impl Amnesia {
     }
 
     /// Records a session TTL this client uses; `true` when the marker this client
-    /// knows records a shorter one (raise it, [`raise_marker_ttl`]).
+    /// knows records a shorter one (raise it,
+    /// [`raise_marker_ttl`](crate::epoch::raise_marker_ttl)).
     pub(crate) fn record_ttl(&self, ttl: Duration) -> bool {
         let mut state = self.state();
         state.longest_ttl = state.longest_ttl.max(ttl);

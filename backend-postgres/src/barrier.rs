@@ -60,7 +60,7 @@ impl Barrier for PgBarrier {
     /// Returns at the first release after the call (even if the barrier is held again
     /// right away, as etcd's recipe, which waits for the key's deletion).
     ///
-    /// Waits out connection trouble (see [`crate::retry`]).
+    /// Waits out connection trouble (see [`distsync_core::raw::retry`]).
     ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {

@@ -184,7 +184,8 @@ struct Observer {
 type LogRow = (i64, i64, i64, Vec<u8>);
 
 impl LeaderObserver for Observer {
-    /// The next leader to yield, waiting out connection trouble (see [`crate::retry`]).
+    /// The next leader to yield, waiting out connection trouble (see
+    /// [`distsync_core::raw::retry`]).
     async fn next_leader(&mut self) -> Result<LeaderInfo> {
         let mut backoff = WaitRetry::new("a leader change");
         loop {

@@ -37,7 +37,7 @@
 //! # Cancel safety
 //! Once a claim is sent, the server commits it whether or not the client still reads
 //! the answer: a consumer dropped at that moment would lose the item. So the claim runs
-//! [`detached`](distsync_core::raw::detached) and answers with a [`Taken`]. If the
+//! [`detached`] and answers with a [`Taken`]. If the
 //! consumer is gone by then, the unreceived claim is dropped and puts the item back with
 //! its original id and priority (moved back from `queue_inflight` in one statement), so
 //! it keeps its place.
@@ -748,7 +748,7 @@ impl Queue for PgQueue {
             .await
     }
 
-    /// Waits out connection trouble (see [`crate::retry`]).
+    /// Waits out connection trouble (see [`distsync_core::raw::retry`]).
     ///
     /// Cancel-safety: cancel-safe; an item claimed for a dropped call is put back in its
     /// place (see the module docs).
