@@ -119,9 +119,7 @@ use crate::target::REPLID_OF_CONNECTION;
 
 /// The bound on session TTLs the grant script gets (ms; `0`: none, no lock-delay).
 pub(crate) fn max_ttl_ms(shared: &Shared) -> u64 {
-    shared.max_session_ttl.map_or(0, |ttl| {
-        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-    })
+    shared.max_session_ttl.map_or(0, crate::session::millis)
 }
 
 /// Whether the grant scripts watch for a replica promoted without acknowledgement

@@ -227,12 +227,7 @@ pub(crate) async fn eval(
         }
         other => other.map_err(redis_error),
     }
-    .and_then(|(value, acknowledged)| match (ack, acknowledged) {
-        (Some(ack), Some(acknowledged)) if acknowledged < i64::from(ack.replicas) => {
-            Err(not_acknowledged(ack, acknowledged))
-        }
-        _ => Ok(value),
-    })
+    .and_then(|reply| acknowledged(ack, reply))
 }
 
 /// Runs one command on `conn`, acknowledged by replicas with `ack`.
@@ -250,13 +245,10 @@ pub(crate) async fn query(
         Some(redis::Arg::Simple(key)) => Some(key),
         _ => None,
     };
-    let (value, acknowledged) = run(conn, command, key, ack).await.map_err(redis_error)?;
-    match (ack, acknowledged) {
-        (Some(ack), Some(acknowledged)) if acknowledged < i64::from(ack.replicas) => {
-            Err(not_acknowledged(ack, acknowledged))
-        }
-        _ => Ok(value),
-    }
+    acknowledged(
+        ack,
+        run(conn, command, key, ack).await.map_err(redis_error)?,
+    )
 }
 
 /// `command`'s reply and, with `ack`, how many replicas acknowledged it. Under Redis
@@ -271,9 +263,6 @@ async fn run(
     let Some(ack) = ack else {
         return Ok((command.query_async::<Value>(conn).await?, None));
     };
-    let timeout_ms = u64::try_from(ack.timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
     let mut pipeline = redis::pipe();
     pipeline.ignore_errors().add_command(command.clone());
     match (&*conn, key) {
@@ -289,7 +278,10 @@ async fn run(
             .arg(1000),
         _ => pipeline.cmd("PUBLISH").arg(&ack.channel).arg(""),
     };
-    pipeline.cmd("WAIT").arg(ack.replicas).arg(timeout_ms);
+    pipeline
+        .cmd("WAIT")
+        .arg(ack.replicas)
+        .arg(crate::session::millis(ack.timeout));
     let replies = match (conn, key) {
         (Connection::Cluster(link), Some(key)) => {
             let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
@@ -336,6 +328,16 @@ async fn run(
 /// `key`'s slot (the whole key is the tag of a key without one).
 fn ack_key(key: &[u8]) -> Vec<u8> {
     [b"{".as_slice(), crate::keys::hash_tag(key), b"}:ack"].concat()
+}
+
+/// A run's reply ([`run`]'s), unless fewer replicas than `ack` asks for acknowledged it.
+fn acknowledged(ack: Option<&Ack>, (value, acknowledged): (Value, Option<i64>)) -> Result<Value> {
+    match (ack, acknowledged) {
+        (Some(ack), Some(acknowledged)) if acknowledged < i64::from(ack.replicas) => {
+            Err(not_acknowledged(ack, acknowledged))
+        }
+        _ => Ok(value),
+    }
 }
 
 fn not_acknowledged(ack: &Ack, acknowledged: i64) -> Error {

@@ -217,10 +217,7 @@ impl RedisConfig {
     /// A `redis://` or `rediss://` URL; `tls_hint` says how to connect over TLS, for
     /// the refusal of TLS files on `redis://`.
     fn parse_server(url: &str, tls_hint: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: distsync_core::redact_url(url),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| Error::invalid_url(url)(reason.to_owned());
         let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
         let tls = match parsed.scheme() {
             "redis" => false,
@@ -308,10 +305,7 @@ impl RedisConfig {
     /// `redis+cluster://[credentials@]node[,node...][/][?query]`. The credentials and
     /// query are checked by parsing them as a `redis://` URL's.
     fn parse_cluster(url: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: distsync_core::redact_url(url),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| Error::invalid_url(url)(reason.to_owned());
         let parts = MultiHostUrl::parse(url, Some(REDIS_PORT)).map_err(|e| invalid(&e))?;
         if !matches!(parts.path, "" | "/" | "/0") {
             return Err(invalid(
@@ -348,10 +342,7 @@ impl RedisConfig {
                     other => other,
                 }
             })?;
-        let hosts: Vec<String> = (parts.hosts.iter())
-            .map(|(host, port)| distsync_core::raw::join_host_port(host, *port))
-            .collect();
-        parsed.display = format!("{CLUSTER_SCHEME}://{}", hosts.join(","));
+        parsed.display = format!("{CLUSTER_SCHEME}://{}", joined(&parts.hosts));
         parsed.cluster = Some(parts.hosts);
         parsed.nat_map = nat_map;
         Ok(parsed)
@@ -361,10 +352,7 @@ impl RedisConfig {
     /// credentials, database and query are checked by parsing them as a `redis://`
     /// URL's.
     fn parse_sentinel(url: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: distsync_core::redact_url(url),
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| Error::invalid_url(url)(reason.to_owned());
         let parts = MultiHostUrl::parse(url, Some(SENTINEL_PORT)).map_err(|e| invalid(&e))?;
         let path = parts.path.strip_prefix('/').unwrap_or_default();
         let (service, db) = path.split_once('/').unwrap_or((path, ""));
@@ -380,12 +368,9 @@ impl RedisConfig {
                 other => other,
             },
         )?;
-        let hosts: Vec<String> = (parts.hosts.iter())
-            .map(|(host, port)| distsync_core::raw::join_host_port(host, *port))
-            .collect();
         parsed.display = format!(
             "{SENTINEL_SCHEME}://{}/{service}/{}",
-            hosts.join(","),
+            joined(&parts.hosts),
             parsed.db
         );
         parsed.sentinel = Some(SentinelAddress {
@@ -552,6 +537,14 @@ fn nat_entry(text: &str) -> std::result::Result<NatEntry, String> {
     let node =
         |text: &str| parse_host_port(text, Some(REDIS_PORT)).map_err(|e| format!("nat_map: {e}"));
     Ok((node(announced)?, node(reached)?))
+}
+
+/// `hosts` as a URL names them, `host:port,...`.
+fn joined(hosts: &[(String, u16)]) -> String {
+    let hosts: Vec<String> = (hosts.iter())
+        .map(|(host, port)| distsync_core::raw::join_host_port(host, *port))
+        .collect();
+    hosts.join(",")
 }
 
 /// The `redis://` URL that carries the credentials, database `db` and `query` of a

@@ -18,14 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::{DoubleBarrier, Error, Name, Result, Session};
 
-use crate::error::{array, int, unexpected};
+use crate::error::{int_at, unexpected};
 use crate::keys::Kind;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
+use crate::waiting::{sleep_until, RECHECK_MARGIN};
 use distsync_core::raw::WaitRetry;
-
-const RECHECK_MARGIN: Duration = Duration::from_millis(5);
+use tokio::time::Instant;
 
 /// A Redis double barrier.
 pub(crate) struct RedisDoubleBarrier {
@@ -88,11 +88,7 @@ impl RedisDoubleBarrier {
             registered?;
             reply?
         };
-        let fields = array("dbar_enter", reply.clone())?;
-        let outcome = match fields.first() {
-            Some(flag) => int("dbar_enter", flag)?,
-            None => return Err(unexpected("dbar_enter", &reply)),
-        };
+        let outcome = int_at("dbar_enter", &reply, 0)?;
         // The participant's entry is in the store while the reply is 0 or 1.
         if outcome >= 0 {
             lease.registry().listed(&key, &value);
@@ -131,11 +127,7 @@ impl RedisDoubleBarrier {
         } else {
             self.shared.eval(&call).await?
         };
-        let fields = array("dbar_leave", reply.clone())?;
-        let number = |i: usize| match fields.get(i) {
-            Some(field) => int("dbar_leave", field),
-            None => Err(unexpected("dbar_leave", &reply)),
-        };
+        let number = |i: usize| int_at("dbar_leave", &reply, i);
         match number(0)? {
             1 => Ok(None),
             0 => {
@@ -193,7 +185,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
                 biased;
                 () = self.session.lost() => return Err(Error::SessionLost),
                 event = wake.recv() => { event?; wake.drain(); }
-                () = sleep_for(retry) => {}
+                () = sleep_until(retry.map(|delay| Instant::now() + delay)) => {}
             }
             // Checking is idempotent: connection trouble is ridden out.
             match self.enter_call(lease, &id, true).await {
@@ -227,7 +219,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
             // This entry is gone already: the session no longer matters here.
             tokio::select! {
                 event = wake.recv() => { event?; wake.drain(); }
-                () = sleep_for(recheck) => {}
+                () = sleep_until(recheck.map(|delay| Instant::now() + delay)) => {}
             }
             // Checking is idempotent: connection trouble is ridden out.
             state = match self.leave_call(lease, &id, Some(generation)).await {
@@ -239,13 +231,6 @@ impl DoubleBarrier for RedisDoubleBarrier {
             };
         }
         Ok(())
-    }
-}
-
-async fn sleep_for(delay: Option<Duration>) {
-    match delay {
-        Some(delay) => tokio::time::sleep(delay).await,
-        None => std::future::pending().await,
     }
 }
 

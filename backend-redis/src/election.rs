@@ -28,12 +28,11 @@ use crate::hold::Hold;
 use crate::keys::Kind;
 use crate::notify::{Event, Subscription};
 use crate::scripts::SCRIPTS;
+use crate::status::time_left;
 use crate::store::Shared;
 use crate::waiter_line::{Mode, WaiterLine};
+use crate::waiting::{sleep_until, RECHECK_MARGIN};
 use distsync_core::raw::{observe_leaders, LeaderObserver, WaitRetry};
-
-/// Added to the leader's remaining TTL before an observer re-reads.
-const EXPIRY_MARGIN: Duration = Duration::from_millis(5);
 
 /// A Redis election.
 pub(crate) struct RedisElection {
@@ -148,13 +147,9 @@ async fn read(shared: &Shared, prefix: &str) -> Result<State> {
         version,
         leader: Some((
             LeaderInfo::new(Bytes::from(value), FencingToken(term), key),
-            ttl_left(pttl),
+            time_left(pttl),
         )),
     })
-}
-
-fn ttl_left(pttl: i64) -> Option<Duration> {
-    u64::try_from(pttl).ok().map(Duration::from_millis)
 }
 
 /// Parses a change message: `<ver> <term> <pttl> <key length> <key><value>`, with a
@@ -187,7 +182,7 @@ fn parse_change(message: &[u8]) -> Option<State> {
                 FencingToken(u64::try_from(term).ok()?),
                 String::from_utf8(key.to_vec()).ok()?,
             ),
-            ttl_left(pttl),
+            time_left(pttl),
         )),
     })
 }
@@ -212,7 +207,7 @@ impl Observer {
             .leader
             .as_ref()
             .and_then(|(_, left)| *left)
-            .map(|left| Instant::now() + left + EXPIRY_MARGIN);
+            .map(|left| Instant::now() + left + RECHECK_MARGIN);
         if state.version <= self.last {
             return None;
         }
@@ -273,13 +268,6 @@ impl LeaderObserver for Observer {
                 },
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

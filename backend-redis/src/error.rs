@@ -83,6 +83,14 @@ pub(crate) fn array(what: &str, value: Value) -> Result<Vec<Value>, Error> {
     }
 }
 
+/// The integer at position `i` of an array reply.
+pub(crate) fn int_at(what: &str, reply: &Value, i: usize) -> Result<i64, Error> {
+    match reply {
+        Value::Array(fields) => int(what, fields.get(i).ok_or_else(|| unexpected(what, reply))?),
+        other => Err(unexpected(what, other)),
+    }
+}
+
 /// A binary string reply, `None` for nil.
 pub(crate) fn bytes(what: &str, value: Value) -> Result<Option<Vec<u8>>, Error> {
     match value {

@@ -65,38 +65,14 @@ pub(crate) async fn policy(conn: &mut MultiplexedConnection) -> Result<Option<St
     }
 }
 
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(text) | Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
-/// The policy in a `CONFIG GET maxmemory-policy` reply: `[name, value]` (RESP2) or a
-/// map (RESP3).
+/// The policy in a `CONFIG GET maxmemory-policy` reply.
 fn from_config(reply: Value) -> Option<String> {
-    let pairs: Vec<(Value, Value)> = match reply {
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            let mut pairs = Vec::new();
-            while let (Some(key), Some(value)) = (items.next(), items.next()) {
-                pairs.push((key, value));
-            }
-            pairs
-        }
-        Value::Map(pairs) => pairs,
-        _ => return None,
-    };
-    pairs
-        .iter()
-        .find(|(key, _)| text(key).as_deref() == Some("maxmemory-policy"))
-        .and_then(|(_, value)| text(value))
+    crate::info::config_value(&reply, "maxmemory-policy")
 }
 
 /// The policy in an `INFO memory` reply (a line `maxmemory_policy:<policy>`).
 fn from_info(reply: &Value) -> Option<String> {
-    text(reply)?.lines().find_map(|line| {
+    crate::info::info_text(reply)?.lines().find_map(|line| {
         line.trim()
             .strip_prefix("maxmemory_policy:")
             .map(|policy| policy.trim().to_owned())

@@ -207,9 +207,13 @@ fn unfair(relative: &str) -> Option<Unfair> {
     entry_id(id).then_some(Unfair::Waiter)
 }
 
+/// Whether `s` is a decimal number.
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Whether `id` is an acquisition's id, `<session>.<n>`.
 fn entry_id(id: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     id.split_once('.')
         .is_some_and(|(session, n)| digits(session) && digits(n))
 }
@@ -222,9 +226,9 @@ fn unfair_hold(value: &[u8]) -> bool {
     else {
         return false;
     };
-    value.rsplit_once(':').is_some_and(|(id, token)| {
-        entry_id(id) && !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit())
-    })
+    value
+        .rsplit_once(':')
+        .is_some_and(|(id, token)| entry_id(id) && digits(token))
 }
 
 /// `(name, mode letters, id)` if `relative` is `<name>}:<kind>:e:<id>`, `<id>` being
@@ -244,7 +248,6 @@ fn entry(relative: &str) -> Option<(&str, &'static [u8], &str)> {
 fn queue_hold(relative: &str) -> Option<(&str, &str)> {
     let (name, id) = relative.rsplit_once(QUEUE_HOLD)?;
     let (instance, n) = id.strip_prefix('c')?.split_once('.')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     (digits(instance) && digits(n)).then_some((name, id))
 }
 
@@ -326,10 +329,8 @@ impl Gathered {
         let snapshot = &mut self.snapshot;
         match found {
             Found::SortedSet(members) => {
-                let Some(name) = relative.strip_suffix(QUEUE_ITEMS) else {
-                    return Ok(());
-                };
-                let Some(name) = primitive_name_of(key, name) else {
+                let queue = relative.strip_suffix(QUEUE_ITEMS);
+                let Some(name) = queue.and_then(|name| primitive_name_of(key, name)) else {
                     return Ok(());
                 };
                 let placed = members

@@ -1,6 +1,7 @@
 //! Reading `INFO` replies: their text (a bulk, verbatim or simple string, or under
-//! Redis Cluster a map of the nodes' answers) and a field of it. Used by the store's
-//! facts and by the Sentinel client's check of a primary's replication id.
+//! Redis Cluster a map of the nodes' answers) and a field of it; and `CONFIG GET`
+//! replies. Used by the store's facts, the checks at connect (eviction, persistence)
+//! and the Sentinel client's check of a primary's replication id.
 
 use redis::Value;
 
@@ -11,6 +12,22 @@ pub(crate) fn info_text(value: &Value) -> Option<String> {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
         Value::SimpleString(text) | Value::VerbatimString { text, .. } => Some(text.clone()),
         Value::Map(pairs) => pairs.first().and_then(|(_, value)| info_text(value)),
+        _ => None,
+    }
+}
+
+/// The value of `name` in a `CONFIG GET name` reply: `[name, value]` (RESP2) or a
+/// map (RESP3). `None` for an error reply or an empty one (an unknown setting).
+pub(crate) fn config_value(reply: &Value, name: &str) -> Option<String> {
+    match reply {
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .find(|pair| info_text(&pair[0]).as_deref() == Some(name))
+            .and_then(|pair| info_text(&pair[1])),
+        Value::Map(pairs) => pairs
+            .iter()
+            .find(|(key, _)| info_text(key).as_deref() == Some(name))
+            .and_then(|(_, value)| info_text(value)),
         _ => None,
     }
 }

@@ -20,9 +20,9 @@ use distsync_core::status::{LineKind, StatusReport};
 use distsync_core::{Name, Result};
 
 use crate::capabilities::BACKEND;
-use crate::error::{array, unexpected};
+use crate::error::array;
 use crate::keys::Kind;
-use crate::status::{line, status_call};
+use crate::status::{line, read};
 use crate::store::Shared;
 
 /// The kinds of primitive a waiter line serves, as the status report names them.
@@ -37,17 +37,8 @@ const LINES: [(Kind, LineKind); 4] = [
 /// name nobody uses has none, as in a listing of the store).
 pub(crate) async fn status_of(shared: &Shared, name: &Name) -> Result<StatusReport> {
     let prefixes = LINES.map(|(kind, _)| shared.keys.primitive(name, kind));
-    let mut call = status_call(shared);
-    // Declared, unread: it routes the call to the slot every prefix shares.
-    call.key(&prefixes[0]);
-    for p in &prefixes {
-        call.arg("line").arg(p.as_str());
-    }
-    let reply = shared.eval(&call).await?;
-    let answers = array("status", reply.clone())?;
-    if answers.len() != LINES.len() {
-        return Err(unexpected("status", &reply));
-    }
+    // The first prefix, declared, routes the call to the slot every prefix shares.
+    let answers = read(shared, &prefixes.each_ref().map(|p| ("line", p.as_str()))).await?;
     let mut report = StatusReport::new(BACKEND, name.as_str());
     for (((_, kind), p), answer) in LINES.iter().zip(&prefixes).zip(answers) {
         let status = line(*kind, name.as_str().to_owned(), p, array("status", answer)?)?;

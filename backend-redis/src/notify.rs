@@ -145,9 +145,7 @@ impl Notifier {
         confirmed.await.map_err(|_| stopped())??;
         Ok(subscription)
     }
-}
 
-impl Notifier {
     /// [`Notifier::subscribe`] for a wait: a store that cannot be reached is waited
     /// out with `retry`'s pauses, as the wait's own store calls are, so a wait that
     /// starts during an outage does not fail where one already waiting rides it out
@@ -220,22 +218,14 @@ impl Wakes for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let last = {
-            let mut subscribers = self.registry.lock();
-            match subscribers.get_mut(&self.channel) {
-                Some(senders) => {
-                    senders.remove(&self.id);
-                    if senders.is_empty() {
-                        subscribers.remove(&self.channel);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                None => false,
-            }
+        let mut subscribers = self.registry.lock();
+        let Some(senders) = subscribers.get_mut(&self.channel) else {
+            return;
         };
-        if last {
+        senders.remove(&self.id);
+        if senders.is_empty() {
+            subscribers.remove(&self.channel);
+            drop(subscribers);
             let _ = self.commands.send(Command::Unsubscribe {
                 channel: std::mem::take(&mut self.channel),
             });

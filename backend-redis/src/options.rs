@@ -120,7 +120,6 @@ impl RedisOptions {
     /// session TTL ([`crate::MIN_SESSION_TTL`], as the URL's `max_session_ttl` requires)
     /// is raised to it, one above [`MAX_SESSION_TTL_LIMIT`] lowered to that limit.
     ///
-    ///
     /// Without this call the backend applies [`DEFAULT_MAX_SESSION_TTL`] to a server
     /// that does not keep every write and none to one that does
     /// ([`Self::without_max_session_ttl`] turns it off).

@@ -22,6 +22,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
 use crate::error::redis_error;
+use crate::info::{config_value, info_text};
 
 /// The persistence settings of a Redis server, read when the backend connects
 /// ([`crate::RedisBackend::persistence`]). `None` is a setting the server did not
@@ -152,7 +153,7 @@ pub(crate) async fn read(conn: &mut MultiplexedConnection) -> Result<Persistence
 /// The settings in the pipeline's replies: three `CONFIG GET` replies (or errors),
 /// then `INFO persistence`'s.
 fn from_replies(replies: &[Value]) -> Persistence {
-    let config = |index: usize, name: &str| replies.get(index).and_then(|r| from_config(r, name));
+    let config = |index: usize, name: &str| replies.get(index).and_then(|r| config_value(r, name));
     let info = replies.get(3).and_then(aof_enabled);
     let appendonly = match config(0, "appendonly").as_deref() {
         Some("yes") => Some(true),
@@ -166,40 +167,16 @@ fn from_replies(replies: &[Value]) -> Persistence {
     }
 }
 
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(text) | Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
-/// The value of `name` in a `CONFIG GET name` reply: `[name, value]` (RESP2) or a
-/// map (RESP3). `None` for an error reply or an empty one (an unknown setting).
-fn from_config(reply: &Value, name: &str) -> Option<String> {
-    match reply {
-        Value::Array(items) => items
-            .chunks_exact(2)
-            .find(|pair| text(&pair[0]).as_deref() == Some(name))
-            .and_then(|pair| text(&pair[1])),
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(key, _)| text(key).as_deref() == Some(name))
-            .and_then(|(_, value)| text(value)),
-        _ => None,
-    }
-}
-
 /// Whether `INFO persistence` says the append-only file is on (a line
 /// `aof_enabled:<0|1>`).
 fn aof_enabled(reply: &Value) -> Option<bool> {
-    text(reply)?.lines().find_map(
-        |line| match line.trim().strip_prefix("aof_enabled:")?.trim() {
+    info_text(reply)?.lines().find_map(|line| {
+        match line.trim().strip_prefix("aof_enabled:")?.trim() {
             "1" => Some(true),
             "0" => Some(false),
             _ => None,
-        },
-    )
+        }
+    })
 }
 
 #[cfg(test)]

@@ -33,13 +33,10 @@
 //! safety net, a waiting consumer re-registers every two thirds of [`QUEUE_WAITER_TTL`].
 //!
 //! A consumer *process* that crashes between the pop and the acknowledgement leaves
-//! its item in `p:inflight`, neither lost nor delivered twice. Each record is timed
-//! (`p:ift`, the server's clock at the claim) and a record older than
-//! [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM) (`QUEUE_STALE_MS` in `lua/lib.lua`)
-//! is put back at its place by
-//! the next dequeue or receive of the queue: the price is a second delivery of an item
-//! whose consumer got it but whose acknowledgement did not reach the store for that
-//! long.
+//! its item in `p:inflight`, not lost. Each record is timed (`p:ift`, the server's
+//! clock at the claim), and one older than [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM)
+//! (`QUEUE_STALE_MS` in `lua/lib.lua`) is put back at its place by the next dequeue or
+//! receive of the queue, at the price `STALE_CLAIM` names: a second delivery.
 //!
 //! # Enqueue times ([`Queue::oldest_age`])
 //!
@@ -125,12 +122,12 @@ pub(crate) struct RedisQueue {
     prefix: String,
 }
 
-impl RedisQueue {
-    /// The key of receive call `id`'s hold, `p:e:<id>`.
-    fn hold_key(&self, id: &str) -> String {
-        format!("{}:e:{id}", self.prefix)
-    }
+/// The key of receive call `id`'s hold in the queue under `prefix`, `p:e:<id>`.
+fn hold_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}:e:{id}")
+}
 
+impl RedisQueue {
     pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
         Self {
             prefix: shared.keys.primitive(&name, Kind::Queue),
@@ -144,23 +141,11 @@ impl RedisQueue {
         let mut call = self.shared.script_on(&SCRIPTS.queue_pop, &self.prefix);
         call.arg(id)
             .arg(if wait { "wait" } else { "try" })
-            .arg(u64::try_from(QUEUE_WAITER_TTL.as_millis()).unwrap_or(u64::MAX));
+            .arg(crate::session::millis(QUEUE_WAITER_TTL));
         let reply = self.shared.eval(&call).await?;
-        let mut fields = array("queue_pop", reply.clone())?.into_iter();
-        match fields
-            .next()
-            .map(|flag| int("queue_pop", &flag))
-            .transpose()?
-        {
-            Some(1) => {
-                let item = fields
-                    .next()
-                    .map(|item| bytes("queue_pop", item))
-                    .transpose()?
-                    .flatten()
-                    .unwrap_or_default();
-                Ok(Popped::Item(Bytes::from(item), None))
-            }
+        let (flag, mut fields) = flagged("queue_pop", &reply)?;
+        match flag {
+            Some(1) => Ok(Popped::Item(item("queue_pop", fields.next())?, None)),
             Some(0) => Ok(Popped::Empty(soonest("queue_pop", fields.next())?)),
             _ => Err(unexpected("queue_pop", &reply)),
         }
@@ -174,14 +159,14 @@ impl RedisQueue {
         lease: &RedisLease,
         wait: bool,
     ) -> Result<Popped> {
-        let hold = self.hold_key(id);
+        let hold = hold_key(&self.prefix, id);
         let mut call = self.shared.script(&DELIVERY.receive);
         call.key(&hold);
         lease.session_keys(&mut call);
         call.arg(&self.prefix)
             .arg(id)
             .arg(if wait { "wait" } else { "try" })
-            .arg(u64::try_from(QUEUE_WAITER_TTL.as_millis()).unwrap_or(u64::MAX))
+            .arg(crate::session::millis(QUEUE_WAITER_TTL))
             .arg(lease.session_check(session))
             .arg(lease.margin_ms())
             .arg(lease.ttl_ms());
@@ -190,19 +175,10 @@ impl RedisQueue {
         // an item (see `HeldKeys`).
         let _pending = lease.registry().taking(&hold);
         let reply = self.shared.eval(&call).await?;
-        let mut fields = array("queue_receive", reply.clone())?.into_iter();
-        match fields
-            .next()
-            .map(|flag| int("queue_receive", &flag))
-            .transpose()?
-        {
+        let (flag, mut fields) = flagged("queue_receive", &reply)?;
+        match flag {
             Some(1) => {
-                let item = fields
-                    .next()
-                    .map(|item| bytes("queue_receive", item))
-                    .transpose()?
-                    .flatten()
-                    .unwrap_or_default();
+                let item = item("queue_receive", fields.next())?;
                 let earlier = fields
                     .next()
                     .map(|n| int("queue_receive", &n))
@@ -217,7 +193,7 @@ impl RedisQueue {
                     .ok_or_else(|| unexpected("queue_receive", &reply))?;
                 lease.registry().listed(&hold, &format!("q{id}"));
                 // The record holds the item's bytes as they are: never decoded.
-                Ok(Popped::Item(Bytes::from(item), Some((earlier, record))))
+                Ok(Popped::Item(item, Some((earlier, record))))
             }
             Some(0) => Ok(Popped::Empty(soonest("queue_receive", fields.next())?)),
             Some(-1) => Ok(Popped::SessionGone),
@@ -232,7 +208,7 @@ impl RedisQueue {
             return Err(Error::SessionLost);
         }
         let lost = session.lost_token();
-        let (id, call) = Call::receiving(self, lease);
+        let (id, call) = Call::new(self, lease.registry().clone());
         // A receive is idempotent per call id, so connection trouble is ridden out: by
         // a `receive` for as long as it waits, by a `try_receive` (a one-shot call)
         // within the budget.
@@ -262,7 +238,7 @@ impl RedisQueue {
         match popped {
             Popped::Item(item, Some((earlier, record))) => {
                 // Listed for the session's renewals by `receive_once`.
-                let (hold, value) = (self.hold_key(&id), format!("q{id}"));
+                let (hold, value) = (hold_key(&self.prefix, &id), format!("q{id}"));
                 // Under Cluster, listed in the store's session registry too, for a
                 // revoke from another client; should that fail, the owner still
                 // releases the hold itself, and it expires with the session.
@@ -304,6 +280,23 @@ impl RedisQueue {
     }
 }
 
+/// A pop's or receive's reply: its flag (1: an item, 0: none, -1: the session is gone)
+/// and the fields that follow it.
+fn flagged(
+    what: &str,
+    reply: &redis::Value,
+) -> Result<(Option<i64>, std::vec::IntoIter<redis::Value>)> {
+    let mut fields = array(what, reply.clone())?.into_iter();
+    let flag = fields.next().map(|flag| int(what, &flag)).transpose()?;
+    Ok((flag, fields))
+}
+
+/// The item a pop or receive reported (empty for a nil).
+fn item(what: &str, field: Option<redis::Value>) -> Result<Bytes> {
+    let item = field.map(|item| bytes(what, item)).transpose()?.flatten();
+    Ok(Bytes::from(item.unwrap_or_default()))
+}
+
 /// The shortest hold TTL a pop or receive reported (`-1`: no hold).
 fn soonest(what: &str, field: Option<redis::Value>) -> Result<Option<Duration>> {
     let Some(field) = field else {
@@ -329,7 +322,7 @@ impl RedisSettle {
     /// One attempt at settling the hold (`op`: `ack` or `nack`), idempotent by the call
     /// id. The first attempt takes the hold out of the session's registry first.
     async fn settle(&self, op: &str) -> Result<i64> {
-        let hold = format!("{}:e:{}", self.prefix, self.id);
+        let hold = hold_key(&self.prefix, &self.id);
         if !self
             .unlisted
             .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -381,19 +374,10 @@ struct Call {
 }
 
 impl Call {
-    /// A dequeue's call: its id, and its claim, armed.
-    fn new(queue: &RedisQueue) -> (String, ClaimGuard<Self>) {
-        // A dequeue holds nothing through a session: no registry to update (the
-        // cancel script is passed "").
-        Self::with_registry(queue, Registry::none())
-    }
-
-    /// A receive's call through `lease`: its id, and its claim, armed.
-    fn receiving(queue: &RedisQueue, lease: &RedisLease) -> (String, ClaimGuard<Self>) {
-        Self::with_registry(queue, lease.registry().clone())
-    }
-
-    fn with_registry(queue: &RedisQueue, registry: Registry) -> (String, ClaimGuard<Self>) {
+    /// A call's id, and its claim, armed: a receive's with its session's `registry`, a
+    /// dequeue's with [`Registry::none`] (it holds nothing through a session; the cancel
+    /// script is passed "").
+    fn new(queue: &RedisQueue, registry: Registry) -> (String, ClaimGuard<Self>) {
         let id = queue.shared.call_id();
         let call = Self {
             shared: Arc::clone(&queue.shared),
@@ -417,7 +401,7 @@ impl Claim for Call {
 
     /// Withdraws the call as a waiter, and puts back what it may have popped.
     async fn put_back(&self) -> Result<()> {
-        let hold = format!("{}:e:{}", self.prefix, self.id);
+        let hold = hold_key(&self.prefix, &self.id);
         self.registry.unlisted(&hold);
         self.registry.unregister(&self.shared, &hold).await?;
         let mut call = self.shared.script_on(&SCRIPTS.queue_cancel, &self.prefix);
@@ -504,7 +488,7 @@ impl Queue for RedisQueue {
     /// Cancel-safety: cancel-safe. A dropped call puts back, in the background, an
     /// item it may have popped, at its place in the queue.
     async fn dequeue(&self) -> Result<Bytes> {
-        let (id, call) = Call::new(self);
+        let (id, call) = Call::new(self, Registry::none());
         let channel = format!("{}:w:{}", self.prefix, id);
         // A pop is idempotent per call id, so connection trouble is ridden out.
         let item = waiting::wait_until(&self.shared, &channel, "queue dequeue", None, |_| async {
@@ -523,7 +507,7 @@ impl Queue for RedisQueue {
     ///
     /// Cancel-safety: cancel-safe, as [`RedisQueue::dequeue`].
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
-        let (id, call) = Call::new(self);
+        let (id, call) = Call::new(self, Registry::none());
         match self.pop(&id, false).await? {
             Popped::Item(item, _) => {
                 call.hand_over();

@@ -92,11 +92,8 @@ const CLUSTER_SCAN_ATTEMPTS: usize = 3;
 /// failover or resharding during the scan, or a master the client does not know,
 /// gives a new scan, and after [`CLUSTER_SCAN_ATTEMPTS`] a transient
 /// [`distsync_core::Error::Connection`], never a list short of a master's keys. A
-/// master that fails while the scan reads it is an error as well.
-///
-/// What a listing guarantees is what `SCAN` guarantees on one server: a key present
-/// from the start of the scan to its end is listed; one created or removed during it
-/// may or may not be.
+/// master that fails while the scan reads it is an error as well. A listing then
+/// guarantees what [`scan_matching`] says, as `SCAN` does on one server.
 async fn scan_cluster(cluster: ClusterConnection, pattern: &str) -> Result<Vec<String>> {
     let mut last = None;
     for _ in 0..CLUSTER_SCAN_ATTEMPTS {

@@ -197,84 +197,64 @@ pub(crate) fn compose(body: &str) -> String {
     script
 }
 
-/// The Lua text distsync sends for the script of `lua/<name>.lua` (with the library
-/// definitions it uses, as the backend composes it), or `None` for an unknown name.
-/// For review, and for tools that run the scripts as the backend does (the bench's
-/// diagnostic row).
-///
-/// ```
-/// let release = distsync::store::redis::script_source("release").unwrap();
-/// assert!(release.contains("local function release_hold"));
-/// assert!(!release.contains("local function queue_sweep"));
-/// ```
-pub fn script_source(name: &str) -> Option<&'static str> {
-    let scripts = &*SCRIPTS;
-    let lua = match name {
-        "session_open" => &scripts.session_open,
-        "keepalive" => &scripts.keepalive,
-        "keepalive_held" => &scripts.keepalive_held,
-        "registry" => &scripts.registry,
-        "revoke" => &scripts.revoke,
-        "fair_acquire" => &scripts.fair_acquire,
-        "fair_count" => &scripts.fair_count,
-        "release" => &scripts.release,
-        "leader" => &scripts.leader,
-        "proclaim" => &scripts.proclaim,
-        "queue_pop" => &scripts.queue_pop,
-        "queue_cancel" => &scripts.queue_cancel,
-        "barrier_release" => &scripts.barrier_release,
-        "dbar_enter" => &scripts.dbar_enter,
-        "dbar_leave" => &scripts.dbar_leave,
-        "stm_read" => &scripts.stm_read,
-        "stm_commit" => &scripts.stm_commit,
-        "export" => &scripts.export,
-        _ => return None,
+/// Declares the scripts of `lua/<name>.lua` that the modules share: [`Scripts`], one
+/// field per name, [`SCRIPTS`], and [`script_source`], from one list of names, each
+/// with the [`Lua`] constructor it needs (`with_lib` for a script that uses
+/// `lua/lib.lua`).
+macro_rules! scripts {
+    ($(#[$source_doc:meta])* ; $($name:ident: $make:ident),* $(,)?) => {
+        /// Every script, compiled (hashed) once per process.
+        pub(crate) struct Scripts {
+            $(pub(crate) $name: Lua,)*
+        }
+
+        pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+            $($name: Lua::$make(include_str!(concat!("../lua/", stringify!($name), ".lua"))),)*
+        });
+
+        $(#[$source_doc])*
+        pub fn script_source(name: &str) -> Option<&'static str> {
+            let scripts = &*SCRIPTS;
+            let lua = match name {
+                $(stringify!($name) => &scripts.$name,)*
+                _ => return None,
+            };
+            Some(&lua.code)
+        }
     };
-    Some(&lua.code)
 }
 
-/// Every script, compiled (hashed) once per process.
-pub(crate) struct Scripts {
-    pub(crate) session_open: Lua,
-    pub(crate) keepalive: Lua,
-    pub(crate) keepalive_held: Lua,
-    pub(crate) registry: Lua,
-    pub(crate) revoke: Lua,
-    pub(crate) fair_acquire: Lua,
-    pub(crate) fair_count: Lua,
-    pub(crate) release: Lua,
-    pub(crate) leader: Lua,
-    pub(crate) proclaim: Lua,
-    pub(crate) queue_pop: Lua,
-    pub(crate) queue_cancel: Lua,
-    pub(crate) barrier_release: Lua,
-    pub(crate) dbar_enter: Lua,
-    pub(crate) dbar_leave: Lua,
-    pub(crate) stm_read: Lua,
-    pub(crate) stm_commit: Lua,
-    pub(crate) export: Lua,
+scripts! {
+    /// The Lua text distsync sends for the script of `lua/<name>.lua` (with the library
+    /// definitions it uses, as the backend composes it), or `None` for an unknown name.
+    /// For review, and for tools that run the scripts as the backend does (the bench's
+    /// diagnostic row).
+    ///
+    /// ```
+    /// let release = distsync::store::redis::script_source("release").unwrap();
+    /// assert!(release.contains("local function release_hold"));
+    /// assert!(!release.contains("local function queue_sweep"));
+    /// ```
+    ;
+    session_open: new,
+    keepalive: with_lib,
+    keepalive_held: new,
+    registry: new,
+    revoke: with_lib,
+    fair_acquire: with_lib,
+    fair_count: with_lib,
+    release: with_lib,
+    leader: with_lib,
+    proclaim: with_lib,
+    queue_pop: with_lib,
+    queue_cancel: with_lib,
+    barrier_release: with_lib,
+    dbar_enter: with_lib,
+    dbar_leave: with_lib,
+    stm_read: new,
+    stm_commit: new,
+    export: new,
 }
-
-pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    session_open: Lua::new(include_str!("../lua/session_open.lua")),
-    keepalive: Lua::with_lib(include_str!("../lua/keepalive.lua")),
-    keepalive_held: Lua::new(include_str!("../lua/keepalive_held.lua")),
-    registry: Lua::new(include_str!("../lua/registry.lua")),
-    revoke: Lua::with_lib(include_str!("../lua/revoke.lua")),
-    fair_acquire: Lua::with_lib(include_str!("../lua/fair_acquire.lua")),
-    fair_count: Lua::with_lib(include_str!("../lua/fair_count.lua")),
-    release: Lua::with_lib(include_str!("../lua/release.lua")),
-    leader: Lua::with_lib(include_str!("../lua/leader.lua")),
-    proclaim: Lua::with_lib(include_str!("../lua/proclaim.lua")),
-    queue_pop: Lua::with_lib(include_str!("../lua/queue_pop.lua")),
-    queue_cancel: Lua::with_lib(include_str!("../lua/queue_cancel.lua")),
-    barrier_release: Lua::with_lib(include_str!("../lua/barrier_release.lua")),
-    dbar_enter: Lua::with_lib(include_str!("../lua/dbar_enter.lua")),
-    dbar_leave: Lua::with_lib(include_str!("../lua/dbar_leave.lua")),
-    stm_read: Lua::new(include_str!("../lua/stm_read.lua")),
-    stm_commit: Lua::new(include_str!("../lua/stm_commit.lua")),
-    export: Lua::new(include_str!("../lua/export.lua")),
-});
 
 #[cfg(test)]
 mod tests {

@@ -8,12 +8,8 @@
 //! nothing behind; `p:n` is deleted when the line empties, so once nobody holds or
 //! waits, any count may be used.
 //!
-//! What the waiter line gives, it gives here: each permit entry is held through its
-//! session (registered with it, renewed with it, released when it ends, expires with
-//! it); waiters are granted in arrival order; a release wakes only the waiter it lets
-//! in (one message on that waiter's channel); each grant takes the next value of the
-//! name's fencing counter (seeded from the server clock when missing, so tokens never
-//! go backwards); a dropped acquisition withdraws its entry.
+//! Everything else is the waiter line's: permits held through the session, arrival
+//! order, one wake-up per grant, fencing tokens, withdrawal of a dropped acquisition.
 //!
 //! [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
 

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use distsync_core::raw::join_host_port;
 use distsync_core::Result;
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
@@ -71,13 +72,7 @@ impl Sentinels {
         let sentinels: Vec<String> = address
             .sentinels
             .iter()
-            .map(|(host, port)| {
-                if host.contains(':') {
-                    format!("redis://[{host}]:{port}")
-                } else {
-                    format!("redis://{host}:{port}")
-                }
-            })
+            .map(|(host, port)| format!("redis://{}", join_host_port(host, *port)))
             .collect();
         let client = SentinelClient::build(
             sentinels,
@@ -260,11 +255,10 @@ async fn check_eviction(
     options: &RedisOptions,
     server: &str,
 ) -> RedisResult<()> {
-    let checked = match crate::eviction::policy(connection).await {
-        Ok(policy) => crate::eviction::check(options, server, policy.as_deref()).map(drop),
-        Err(error) => Err(error),
-    };
-    checked.map_err(|error| {
+    let policy = crate::eviction::policy(connection).await;
+    let checked =
+        policy.and_then(|policy| crate::eviction::check(options, server, policy.as_deref()));
+    checked.map(drop).map_err(|error| {
         RedisError::from((
             ErrorKind::InvalidClientConfig,
             "the new primary was refused",

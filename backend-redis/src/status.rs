@@ -50,7 +50,6 @@ use distsync_core::{FencingToken, Result, SessionId};
 use futures::{StreamExt as _, TryStreamExt as _};
 use redis::Value;
 
-use crate::call::Call;
 use crate::capabilities::BACKEND;
 use crate::cluster::slot_groups;
 use crate::error::{array, bytes, int, unexpected};
@@ -65,23 +64,37 @@ static STATUS: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/st
 /// connection to the other callers.
 const SESSION_READS_AT_ONCE: usize = 16;
 
-/// A call of the status script, before its `(what, p)` pairs: the channel prefix, then
-/// the session keys' prefix, on one server only (see the module docs), so that the
-/// script reads each entry's session `PTTL` there.
-pub(crate) fn status_call(shared: &Shared) -> Call<'static> {
+/// The status script's answer for each `(what, p)` pair (`what` as the script names
+/// it, `p` a primitive's prefix), in one call: it gets the channel prefix, then the
+/// session keys' prefix on one server only (see the module docs), so that the script
+/// reads each entry's session `PTTL` there; and it declares the first `p` as its key, so
+/// that under Redis Cluster it runs on the master of that slot (every `p` of one call
+/// must share it, see `slot_groups`).
+pub(crate) async fn read(shared: &Shared, pairs: &[(&str, &str)]) -> Result<Vec<Value>> {
     let mut call = shared.script(&STATUS);
     if shared.is_cluster() {
         call.arg("");
     } else {
         call.arg(shared.keys.session_prefix());
     }
-    call
+    if let Some((_, p)) = pairs.first() {
+        call.key(*p);
+    }
+    for (what, p) in pairs {
+        call.arg(*what).arg(*p);
+    }
+    let reply = shared.eval(&call).await?;
+    let answers = array("status", reply.clone())?;
+    if answers.len() != pairs.len() {
+        return Err(unexpected("status", &reply));
+    }
+    Ok(answers)
 }
 
 /// What a key after the hash tag says the primitive is, and what the script reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum What {
-    Line(LineKindKey),
+    Line(LineKind),
     Queue,
     Barrier,
     DoubleBarrier,
@@ -90,36 +103,16 @@ enum What {
     RateLimiter,
 }
 
-/// [`LineKind`] with an order, for the map below.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum LineKindKey {
-    Lock,
-    RwLock,
-    Election,
-    Semaphore,
-}
-
-impl LineKindKey {
-    fn kind(self) -> LineKind {
-        match self {
-            LineKindKey::Lock => LineKind::Lock,
-            LineKindKey::RwLock => LineKind::RwLock,
-            LineKindKey::Election => LineKind::Election,
-            LineKindKey::Semaphore => LineKind::Semaphore,
-        }
-    }
-}
-
 /// The primitive a key's tail (what follows `}`) belongs to, and the suffix that
 /// makes its prefix `p` when removed.
 fn classify(tail: &str) -> Option<(What, &'static str)> {
     Some(match tail {
-        ":lock:q" => (What::Line(LineKindKey::Lock), ":q"),
-        ":lock:u" => (What::Line(LineKindKey::Lock), ":u"),
-        ":lock:uq" => (What::Line(LineKindKey::Lock), ":uq"),
-        ":rw:q" => (What::Line(LineKindKey::RwLock), ":q"),
-        ":elect:q" => (What::Line(LineKindKey::Election), ":q"),
-        ":sem:q" => (What::Line(LineKindKey::Semaphore), ":q"),
+        ":lock:q" => (What::Line(LineKind::Lock), ":q"),
+        ":lock:u" => (What::Line(LineKind::Lock), ":u"),
+        ":lock:uq" => (What::Line(LineKind::Lock), ":uq"),
+        ":rw:q" => (What::Line(LineKind::RwLock), ":q"),
+        ":elect:q" => (What::Line(LineKind::Election), ":q"),
+        ":sem:q" => (What::Line(LineKind::Semaphore), ":q"),
         ":queue:items" => (What::Queue, ":items"),
         ":queue:inflight" => (What::Queue, ":inflight"),
         ":queue:held" => (What::Queue, ":held"),
@@ -156,28 +149,19 @@ pub(crate) async fn status(
     // (what, name) -> p, each primitive once.
     let mut found: BTreeMap<(What, String), String> = BTreeMap::new();
     for key in &keys {
-        let Some(relative) = key
+        let relative = key
             .strip_prefix('{')
-            .and_then(|key| key.strip_prefix(namespace))
-        else {
-            continue;
-        };
-        let Some((escaped, tail)) = split(relative) else {
+            .and_then(|key| key.strip_prefix(namespace));
+        let Some((escaped, tail)) = relative.and_then(split) else {
             continue;
         };
         let Some((what, suffix)) = classify(tail) else {
             continue;
         };
-        let Some(name) = crate::keys::unescape_name(escaped) else {
-            continue;
-        };
-        if !name.starts_with(prefix) {
-            continue;
+        let name = crate::keys::unescape_name(escaped).filter(|name| name.starts_with(prefix));
+        if let Some((name, p)) = name.zip(key.strip_suffix(suffix)) {
+            found.insert((what, name), p.to_owned());
         }
-        let Some(p) = key.strip_suffix(suffix) else {
-            continue;
-        };
-        found.insert((what, name), p.to_owned());
     }
     let mut report = StatusReport::new(BACKEND, prefix);
     if found.is_empty() {
@@ -185,12 +169,18 @@ pub(crate) async fn status(
     }
     let mut answered = Vec::with_capacity(found.len());
     for group in slot_groups(found, shared.is_cluster(), |(_, p)| p.as_str()) {
-        answered.extend(read_group(shared, group).await?);
+        let pairs: Vec<(&str, &str)> = (group.iter())
+            .map(|((what, _), p)| (what.word(), p.as_str()))
+            .collect();
+        let answers = read(shared, &pairs).await?;
+        answered.extend(
+            (group.into_iter().zip(answers)).map(|((found, p), answer)| (found, p, answer)),
+        );
     }
     for ((what, name), p, answer) in answered {
         let fields = array("status", answer)?;
         match what {
-            What::Line(kind) => report.lines.push(line(kind.kind(), name, &p, fields)?),
+            What::Line(kind) => report.lines.push(line(kind, name, &p, fields)?),
             What::Queue => {
                 let [ready, in_flight] = counts::<2>(&fields)?;
                 report.queues.push(QueueStatus::new(name, ready, in_flight));
@@ -291,26 +281,16 @@ async fn read_session_expiry(shared: &Shared, lines: &mut [LineStatus]) -> Resul
     Ok(())
 }
 
-/// A session's time left from its key's `PTTL`: `None` for a key that is gone (`-2`)
-/// or has no expiry (`-1`, which no session key has).
-fn time_left(pttl: i64) -> Option<Duration> {
+/// A key's time left from its `PTTL`: `None` for a key that is gone (`-2`) or has no
+/// expiry (`-1`, which no session key has).
+pub(crate) fn time_left(pttl: i64) -> Option<Duration> {
     u64::try_from(pttl).ok().map(Duration::from_millis)
 }
 
-/// Primitives found by the scan (`(what, name)` and prefix `p`) with the script's
-/// answer for each: one script call for all of them, which declares the first `p` as
-/// its key so that under Redis Cluster it runs on the master of that slot (every `p`
-/// of a group shares it, see `slot_groups`).
-async fn read_group(
-    shared: &Shared,
-    group: Vec<((What, String), String)>,
-) -> Result<Vec<((What, String), String, Value)>> {
-    let mut call = status_call(shared);
-    if let Some((_, p)) = group.first() {
-        call.key(p.as_str());
-    }
-    for ((what, _), p) in &group {
-        let word = match what {
+impl What {
+    /// What the status script calls it.
+    fn word(self) -> &'static str {
+        match self {
             What::Line(_) => "line",
             What::Queue => "queue",
             What::Barrier => "barrier",
@@ -318,19 +298,8 @@ async fn read_group(
             What::Counter => "counter",
             What::Latch => "latch",
             What::RateLimiter => "limit",
-        };
-        call.arg(word).arg(p.as_str());
+        }
     }
-    let reply = shared.eval(&call).await?;
-    let answers = array("status", reply.clone())?;
-    if answers.len() != group.len() {
-        return Err(unexpected("status", &reply));
-    }
-    Ok(group
-        .into_iter()
-        .zip(answers)
-        .map(|((found, p), answer)| (found, p, answer))
-        .collect())
 }
 
 /// `N` texts from the script (`''` for a nil).
@@ -342,12 +311,17 @@ fn texts<const N: usize>(fields: Vec<Value>) -> Result<[String; N]> {
     for (slot, field) in out.iter_mut().zip(fields) {
         *slot = match field {
             Value::Int(number) => number.to_string(),
-            field => bytes("status", field)?
-                .map(|raw| String::from_utf8_lossy(&raw).into_owned())
-                .unwrap_or_default(),
+            field => text(field)?,
         };
     }
     Ok(out)
+}
+
+/// A text from the script, lossily decoded (`''` for a nil).
+fn text(field: Value) -> Result<String> {
+    Ok(bytes("status", field)?
+        .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+        .unwrap_or_default())
 }
 
 /// `N` counts from the script.
@@ -373,19 +347,15 @@ pub(crate) fn line(
     fields: Vec<Value>,
 ) -> Result<LineStatus> {
     let mut fields = fields.into_iter();
-    let text = |field: Option<Value>| -> Result<String> {
-        let field = field.ok_or_else(|| unexpected("status", &Value::Nil))?;
-        Ok(bytes("status", field)?
-            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
-            .unwrap_or_default())
-    };
-    let permits = text(fields.next())?.parse::<usize>().ok();
+    let next_text =
+        |field: Option<Value>| text(field.ok_or_else(|| unexpected("status", &Value::Nil))?);
+    let permits = next_text(fields.next())?.parse::<usize>().ok();
     let mut status =
         LineStatus::new(kind, name).with_permits(permits.filter(|_| kind == LineKind::Semaphore));
     while let Some(id) = fields.next() {
-        let id = text(Some(id))?;
-        let entry = text(fields.next())?;
-        let token = text(fields.next())?;
+        let id = text(id)?;
+        let entry = next_text(fields.next())?;
+        let token = next_text(fields.next())?;
         let value = fields
             .next()
             .map(|field| bytes("status", field))

@@ -85,7 +85,7 @@ use distsync_core::{Error, FencingToken, LockGuard, Locker, Name, ReleaseFn, Res
 use futures::FutureExt as _;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::error::{int, unexpected};
+use crate::error::{int, int_at, unexpected};
 use crate::hold::{end_session, end_session_if_refused, Hold};
 use crate::keys::Kind;
 use crate::notify::{Event, Subscription};
@@ -93,16 +93,13 @@ use crate::scripts::Lua;
 use crate::session::RedisLease;
 use crate::store::Shared;
 use crate::waiter_line::Granted;
-use crate::waiting::Waiting;
+use crate::waiting::{Waiting, RECHECK_MARGIN};
 
 /// The scripts, compiled (hashed) once per process.
 static ACQUIRE: LazyLock<Lua> =
     LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_acquire.lua")));
 static RELEASE: LazyLock<Lua> =
     LazyLock::new(|| Lua::with_lib(include_str!("../lua/unfair_release.lua")));
-
-/// Added to every wait for a holder's TTL, so that its key has really expired by then.
-const RECHECK_MARGIN: Duration = Duration::from_millis(5);
 
 /// A Redis unfair lock: see the module docs.
 pub(crate) struct RedisUnfairLock {
@@ -131,27 +128,6 @@ struct Inner {
     wake: Mutex<Option<Subscription>>,
 }
 
-/// What the acquisition script is asked to do.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum How {
-    /// The first call of `lock`: take, or join the wait line.
-    Take,
-    /// `try_lock`: take, or nothing.
-    Try,
-    /// A waiter asking again.
-    Check,
-}
-
-impl How {
-    fn as_str(self) -> &'static str {
-        match self {
-            How::Take => "take",
-            How::Try => "try",
-            How::Check => "check",
-        }
-    }
-}
-
 enum Reply {
     Granted(FencingToken),
     /// Not free: ask again after this at the latest (a try waits for nothing).
@@ -170,9 +146,7 @@ struct Acquisition {
 impl Acquisition {
     fn new(lease: &RedisLease) -> Self {
         let id = lease.next_entry_id();
-        let mut value = String::with_capacity(id.len() + 1);
-        value.push('u');
-        value.push_str(&id);
+        let value = format!("u{id}");
         Self { id, value }
     }
 }
@@ -221,14 +195,21 @@ impl Inner {
         *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(wake);
     }
 
-    /// One call of the acquisition script.
-    async fn call(&self, lease: &RedisLease, acquisition: &Acquisition, how: How) -> Result<Reply> {
+    /// One call of the acquisition script, asked `how`: `take` (the first call of
+    /// `lock`: take, or join the wait line), `try` (`try_lock`: take, or nothing) or
+    /// `check` (a waiter asking again).
+    async fn call(
+        &self,
+        lease: &RedisLease,
+        acquisition: &Acquisition,
+        how: &str,
+    ) -> Result<Reply> {
         let mut call = self.shared.script(&ACQUIRE);
         call.key(&self.holder).key(&self.promotion_record);
         lease.session_keys(&mut call);
         call.arg(&acquisition.id)
             .arg(lease.ttl_ms())
-            .arg(how.as_str())
+            .arg(how)
             .arg(lease.margin_ms())
             .arg(lease.session_check(&self.session))
             .arg(crate::amnesia::max_ttl_ms(&self.shared))
@@ -240,7 +221,7 @@ impl Inner {
         // (see `HeldKeys`), and the store's registry names the acquisition from its
         // first call on, so that a revoke from any client lets it go.
         let _pending = registry.taking(&self.holder);
-        let reply = if how != How::Check && self.shared.is_cluster() {
+        let reply = if how != "check" && self.shared.is_cluster() {
             let (reply, registered) = tokio::join!(
                 self.shared.eval(&call),
                 registry.register(
@@ -255,13 +236,7 @@ impl Inner {
         } else {
             self.shared.eval(&call).await?
         };
-        let redis::Value::Array(fields) = &reply else {
-            return Err(unexpected("unfair_acquire", &reply));
-        };
-        let number = |i: usize| match fields.get(i) {
-            Some(field) => int("unfair_acquire", field),
-            None => Err(unexpected("unfair_acquire", &reply)),
-        };
+        let number = |i: usize| int_at("unfair_acquire", &reply, i);
         match number(0)? {
             1 => {
                 let token =
@@ -461,7 +436,7 @@ impl Locker for RedisUnfairLock {
         // take joins the line reaches it.
         let kept = inner.take_wake();
         // The first call reports connection trouble: nothing waits to ride it out for.
-        let first_delay = match inner.call(lease, &acquisition, How::Take).await? {
+        let first_delay = match inner.call(lease, &acquisition, "take").await? {
             Reply::Granted(token) => {
                 if let Some(wake) = kept {
                     inner.keep_wake(wake);
@@ -491,7 +466,7 @@ impl Locker for RedisUnfairLock {
         let mut delay = first_delay;
         loop {
             if ask_first {
-                delay = match inner.call(lease, &acquisition, How::Check).await {
+                delay = match inner.call(lease, &acquisition, "check").await {
                     Ok(Reply::Granted(token)) => {
                         inner.keep_wake(waiting.into_subscription());
                         let gate = armed.disarm();
@@ -540,19 +515,12 @@ impl Locker for RedisUnfairLock {
         };
         let acquisition = Acquisition::new(lease);
         let mut armed = LetGoOnDrop::arm(inner, &acquisition, gate);
-        match inner.call(lease, &acquisition, How::Try).await? {
-            Reply::Granted(token) => {
-                let gate = armed.disarm();
-                Ok(Some(inner.guard(lease, acquisition, token, gate)))
-            }
-            Reply::Waiting(_) => {
-                armed.disarm();
-                Ok(None)
-            }
-            Reply::Lost => {
-                armed.disarm();
-                Err(Error::SessionLost)
-            }
+        let reply = inner.call(lease, &acquisition, "try").await?;
+        let gate = armed.disarm();
+        match reply {
+            Reply::Granted(token) => Ok(Some(inner.guard(lease, acquisition, token, gate))),
+            Reply::Waiting(_) => Ok(None),
+            Reply::Lost => Err(Error::SessionLost),
         }
     }
 

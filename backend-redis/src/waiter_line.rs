@@ -56,17 +56,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use distsync_core::{Error, FencingToken, Name, ReleaseFn, Result, Session};
 
-use crate::error::{array, int, unexpected};
+use crate::error::{int, int_at, unexpected};
 use crate::hold::{Cleanup, Hold};
 use crate::keys::Kind;
 use crate::notify::Event;
 use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
-use crate::waiting::Waiting;
-
-/// Added to every re-check delay, so that the key has really expired by then.
-const RECHECK_MARGIN: Duration = Duration::from_millis(5);
+use crate::waiting::{Waiting, RECHECK_MARGIN};
 
 /// Shared, exclusive, or one of a semaphore's permits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,25 +85,8 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum How {
-    Wait,
-    Try,
-    Check,
-}
-
-impl How {
-    fn as_str(self) -> &'static str {
-        match self {
-            How::Wait => "wait",
-            How::Try => "try",
-            How::Check => "check",
-        }
-    }
-}
-
 enum Reply {
-    Granted(u64),
+    Granted(FencingToken),
     Waiting(Duration),
     Refused,
     Lost,
@@ -177,13 +157,15 @@ impl WaiterLine {
         (id, Arc::new(Hold::new(lease, key, value)))
     }
 
+    /// One call of the grant script, asked `how`: `wait` (join, then wait), `try`
+    /// (take, or be refused) or `check` (a waiter asking again).
     async fn call(
         &self,
         lease: &RedisLease,
         id: &str,
         hold: &Hold,
         mode: Mode,
-        how: How,
+        how: &str,
         value: Option<&Bytes>,
     ) -> Result<Reply> {
         let mut call = self.shared.script(&SCRIPTS.fair_acquire);
@@ -193,7 +175,7 @@ impl WaiterLine {
             .arg(id)
             .arg(mode.letter())
             .arg(lease.ttl_ms())
-            .arg(how.as_str())
+            .arg(how)
             .arg(lease.margin_ms())
             .arg(lease.session_check(&self.session))
             .arg(crate::amnesia::max_ttl_ms(&self.shared))
@@ -204,22 +186,18 @@ impl WaiterLine {
         }
         // A take stays pending for the session's renewals until listed or unlisted
         // below (see `HeldKeys`).
-        let (reply, _pending) = if how == How::Check {
+        let (reply, _pending) = if how == "check" {
             (self.shared.eval(&call).await?, None)
         } else {
             let (reply, pending) = hold.taking(&call, lease.ttl_ms()).await?;
             (reply, Some(pending))
         };
-        let fields = array("fair_acquire", reply.clone())?;
-        let number = |i: usize| match fields.get(i) {
-            Some(field) => int("fair_acquire", field),
-            None => Err(unexpected("fair_acquire", &reply)),
-        };
+        let number = |i: usize| int_at("fair_acquire", &reply, i);
         let reply = match (number(0)?, how) {
-            (1, _) => Reply::Granted(
+            (1, _) => Reply::Granted(FencingToken(
                 u64::try_from(number(1)?).map_err(|_| unexpected("fair_acquire", &reply))?,
-            ),
-            (0, How::Try) => Reply::Refused,
+            )),
+            (0, "try") => Reply::Refused,
             (0, _) => Reply::Waiting(Duration::from_millis(
                 u64::try_from(number(1)?.max(0)).unwrap_or(0),
             )),
@@ -259,13 +237,10 @@ impl WaiterLine {
         let (id, hold) = self.new_hold(lease, mode);
         let mut cleanup = Cleanup::arm(&hold, &self.session);
         // Joining reports connection trouble: nothing is in line to ride it out for.
-        match self.call(lease, &id, &hold, mode, How::Wait, value).await? {
+        match self.call(lease, &id, &hold, mode, "wait", value).await? {
             Reply::Granted(token) => {
                 cleanup.disarm();
-                return Ok(Granted {
-                    hold,
-                    token: FencingToken(token),
-                });
+                return Ok(Granted { hold, token });
             }
             Reply::Lost => {
                 cleanup.disarm();
@@ -282,13 +257,10 @@ impl WaiterLine {
         loop {
             // The first check runs as soon as the subscription is confirmed: a grant
             // published before that was missed, but the check sees it.
-            let delay = match self.call(lease, &id, &hold, mode, How::Check, None).await {
+            let delay = match self.call(lease, &id, &hold, mode, "check", None).await {
                 Ok(Reply::Granted(token)) => {
                     cleanup.disarm();
-                    return Ok(Granted {
-                        hold,
-                        token: FencingToken(token),
-                    });
+                    return Ok(Granted { hold, token });
                 }
                 Ok(Reply::Lost) => {
                     cleanup.disarm();
@@ -373,13 +345,10 @@ impl WaiterLine {
         let lease = RedisLease::live(&self.session)?;
         let (id, hold) = self.new_hold(lease, mode);
         let mut cleanup = Cleanup::arm(&hold, &self.session);
-        let reply = self.call(lease, &id, &hold, mode, How::Try, value).await?;
+        let reply = self.call(lease, &id, &hold, mode, "try", value).await?;
         cleanup.disarm();
         match reply {
-            Reply::Granted(token) => Ok(Some(Granted {
-                hold,
-                token: FencingToken(token),
-            })),
+            Reply::Granted(token) => Ok(Some(Granted { hold, token })),
             Reply::Refused | Reply::Waiting(_) => Ok(None),
             Reply::Lost => Err(Error::SessionLost),
             Reply::OtherCount(in_use) => Err(self.other_count(in_use, value)),

@@ -24,6 +24,18 @@ use tokio_util::sync::CancellationToken;
 use crate::notify::{Event, Subscription};
 use crate::store::Shared;
 
+/// Added to every wait for a key's TTL to run out (a holder's, a waiter's, a
+/// leader's), so that the key has really expired by then.
+pub(crate) const RECHECK_MARGIN: Duration = Duration::from_millis(5);
+
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Subscribes to `channel` (a channel name under the namespace) through transient
 /// failures, then runs core's waiting loop ([`RetryPolicy::wait_woken`]) on that
 /// subscription: a look is handed whether a message came since the one before
