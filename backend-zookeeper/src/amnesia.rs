@@ -71,8 +71,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use distsync_core::raw::{EpochBook, EpochMarker};
-use distsync_core::Result;
-use tokio::time::Instant;
 
 use crate::BACKEND;
 
@@ -134,17 +132,10 @@ impl Amnesia {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The configured bound on session TTLs.
-    pub(crate) fn bound(&self) -> Option<Duration> {
-        self.state().book.bound()
-    }
-
-    /// Refuses a session TTL above the bound, which the lock-delay relies on.
-    ///
-    /// # Errors
-    /// [`distsync_core::Error::InvalidArgument`] for a TTL above the bound.
-    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
-        self.state().book.check_ttl(ttl)
+    /// Runs `use_book` on the epoch book (the markers, session TTLs and lock-delay
+    /// this client knows, see [`EpochBook`]) under the state's lock.
+    pub(crate) fn book<T>(&self, use_book: impl FnOnce(&mut EpochBook) -> T) -> T {
+        use_book(&mut self.state().book)
     }
 
     /// Taken before a create is sent.
@@ -195,27 +186,10 @@ impl Amnesia {
         }
     }
 
-    /// The lock-delay as it stands now: the longest session TTL known, or the bound
-    /// if longer.
-    pub(crate) fn current_delay(&self) -> Duration {
-        self.state().book.delay()
-    }
-
     /// Starts a lock-delay of the longest TTL known, from now.
     pub(crate) fn hold_for_longest(&self) {
         let book = &mut self.state().book;
         book.hold_for(book.delay());
-    }
-
-    /// Whether a hold node of `czxid` is one this client has not waited out yet (and
-    /// records it).
-    pub(crate) fn new_hold(&self, czxid: i64) -> bool {
-        self.state().book.new_hold(czxid)
-    }
-
-    /// Whether this client saw the store forget.
-    pub(crate) fn detected(&self) -> bool {
-        self.state().book.detected()
     }
 
     /// Starts the marker read after a lost connection or session, unless one is under
@@ -232,35 +206,6 @@ impl Amnesia {
     /// The marker read after a lost connection or session is over.
     pub(crate) fn end_recheck(&self) {
         self.state().checking = false;
-    }
-
-    /// Records a session TTL this client uses.
-    pub(crate) fn record_ttl(&self, ttl: Duration) {
-        self.state().book.record_ttl(ttl);
-    }
-
-    /// The marker to write where there is none, or `None` with the one to keep.
-    pub(crate) fn marker_to_write(
-        &self,
-        current: Option<&EpochMarker>,
-        ttl: Duration,
-    ) -> Option<EpochMarker> {
-        self.state().book.marker_to_write(current, ttl)
-    }
-
-    /// Records the marker this client wrote.
-    pub(crate) fn wrote_marker(&self, marker: &EpochMarker) {
-        self.state().book.wrote_marker(marker);
-    }
-
-    /// When the lock-delay ends, if one runs.
-    pub(crate) fn hold(&self) -> Option<Instant> {
-        self.state().book.hold()
-    }
-
-    /// Whether the marker must be read again after a lock-delay (cleared).
-    pub(crate) fn take_reread(&self) -> bool {
-        self.state().book.take_reread()
     }
 
     /// A `czxid` as reported up as a token (0 and below kept).
@@ -284,9 +229,9 @@ mod tests {
         assert_eq!(amnesia.up(100), 100);
         // Replies to concurrent creates may arrive out of order: not a rollback.
         assert!(!amnesia.observe_created(ticket, 90));
-        assert!(amnesia.hold().is_none());
+        assert!(amnesia.book(|book| book.hold()).is_none());
         assert!(amnesia.observe_created(amnesia.ticket(), 3));
-        assert!(amnesia.hold().is_some());
+        assert!(amnesia.book(|book| book.hold()).is_some());
         // Tokens keep growing: the store's zxid 4 reports above 100.
         assert!(amnesia.up(4) > 100);
     }
@@ -295,13 +240,13 @@ mod tests {
     fn a_marker_gone_or_changed_is_a_store_that_forgot() {
         let amnesia = Amnesia::new("/ns", None);
         assert!(!amnesia.observe_marker(None));
-        amnesia.record_ttl(Duration::from_secs(5));
+        amnesia.book(|book| book.record_ttl(Duration::from_secs(5)));
         let marker = EpochMarker::fresh(Duration::from_secs(5), 7);
         assert!(!amnesia.observe_marker(Some(&marker)));
         assert!(!amnesia.observe_marker(Some(&marker)));
         assert_eq!(amnesia.up(1), 8, "the marker's offset is adopted");
         assert!(amnesia.observe_marker(None));
-        assert!(amnesia.detected());
+        assert!(amnesia.book(|book| book.detected()));
         assert!(!amnesia.observe_marker(Some(&EpochMarker::fresh(Duration::ZERO, 0))));
         let other = EpochMarker::fresh(Duration::ZERO, 0);
         assert!(amnesia.observe_marker(Some(&other)));
@@ -310,9 +255,11 @@ mod tests {
     #[test]
     fn a_session_above_the_bound_is_refused() {
         let amnesia = Amnesia::new("", Some(Duration::from_secs(5)));
-        assert!(amnesia.check_ttl(Duration::from_secs(5)).is_ok());
+        assert!(amnesia
+            .book(|book| book.check_ttl(Duration::from_secs(5)))
+            .is_ok());
         assert!(matches!(
-            amnesia.check_ttl(Duration::from_secs(6)),
+            amnesia.book(|book| book.check_ttl(Duration::from_secs(6))),
             Err(Error::InvalidArgument(_))
         ));
         assert_eq!(amnesia.marker_path, "/amnesia");

@@ -96,9 +96,7 @@ impl ZkBackend {
     pub fn config(&self) -> &ZkConfig {
         &self.shared.config
     }
-}
 
-impl ZkBackend {
     /// What every handle is made from: the backend's one client of no session, which
     /// carries the shared state too (the STM, rate limiters, counters and latches send
     /// their requests through it, the others take the shared state from it).
@@ -133,13 +131,14 @@ distsync_core::impl_primitives!(ZkBackend {
 impl Backend for ZkBackend {
     async fn session(&self, options: SessionOptions) -> Result<Session> {
         self.capabilities.check_session(&options)?;
-        self.shared.amnesia.check_ttl(options.ttl)?;
+        self.shared
+            .amnesia
+            .book(|book| book.check_ttl(options.ttl))?;
         crate::session::open(&self.shared, &options).await
     }
 
     async fn revoke_session(&self, id: SessionId) -> Result<()> {
-        let known = self.shared.session(id.0);
-        match known {
+        match self.shared.session(id.0) {
             Some(lease) => match lease.upgrade() {
                 // In this process: ZooKeeper ends a session only for whoever has its
                 // password, which is the owner's client.

@@ -29,7 +29,7 @@ use distsync_core::raw::Make;
 use distsync_core::{Barrier, Error, Name, Result};
 use zookeeper_client as zk;
 
-use crate::direct::Direct;
+use crate::direct::{timed, Direct, RETRY_PAUSE};
 use crate::error::{is_connection_loss, is_session_end, map};
 use crate::keys::{self, Kind};
 use crate::store::Shared;
@@ -38,36 +38,11 @@ use crate::store::Shared;
 /// session ends opens another.
 const SESSION: Duration = Duration::from_secs(4);
 
-/// The pause before a request is sent again after a connection loss.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
-
 /// A barrier named `name`: Curator's `DistributedBarrier` on its node.
 pub(crate) struct ZkBarrier {
     shared: Arc<Shared>,
     name: Name,
     path: String,
-}
-
-impl ZkBarrier {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
-        let path = keys::path(shared.config.root(), Kind::Barrier, &name);
-        Self {
-            shared: Arc::clone(shared),
-            name,
-            path,
-        }
-    }
-
-    /// One request with the configured timeout.
-    async fn request<T>(
-        &self,
-        request: impl std::future::Future<Output = std::result::Result<T, zk::Error>>,
-    ) -> Result<std::result::Result<T, zk::Error>> {
-        let timeout = self.shared.config.request_timeout();
-        tokio::time::timeout(timeout, request)
-            .await
-            .map_err(|_| Error::Timeout(timeout))
-    }
 }
 
 #[async_trait]
@@ -80,14 +55,14 @@ impl Barrier for ZkBarrier {
         let client = self.shared.connect(SESSION).await?;
         let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         // mkdir: the node with its missing ancestors, and no error when it exists.
-        self.request(client.mkdir(&self.path, &options))
+        timed(&self.shared, client.mkdir(&self.path, &options))
             .await?
             .map_err(map)
     }
 
     async fn release(&self) -> Result<()> {
         let client = self.shared.connect(SESSION).await?;
-        match self.request(client.delete(&self.path, None)).await? {
+        match timed(&self.shared, client.delete(&self.path, None)).await? {
             Ok(()) | Err(zk::Error::NoNode) => Ok(()),
             Err(zk::Error::NotEmpty) => Err(Error::backend(
                 crate::BACKEND,
@@ -104,7 +79,7 @@ impl Barrier for ZkBarrier {
     async fn wait(&self) -> Result<()> {
         let mut client = self.shared.connect(SESSION).await?;
         loop {
-            match self.request(client.check_and_watch_stat(&self.path)).await {
+            match timed(&self.shared, client.check_and_watch_stat(&self.path)).await {
                 Ok(Ok((None, _))) => return Ok(()),
                 Ok(Ok((Some(_), watcher))) => {
                     // Fires on the delete, or when the session ends (looked at again).
@@ -129,6 +104,11 @@ impl Barrier for ZkBarrier {
 
 impl Make<Arc<Direct>, Name> for ZkBarrier {
     fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
-        Ok(Self::new(&direct.shared, name))
+        let shared = &direct.shared;
+        Ok(Self {
+            path: keys::path(shared.config.root(), Kind::Barrier, &name),
+            shared: Arc::clone(shared),
+            name,
+        })
     }
 }

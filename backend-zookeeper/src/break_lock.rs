@@ -27,10 +27,9 @@
 use std::time::Duration;
 
 use distsync_core::{BrokenHold, Name, Result};
-use zookeeper_client as zk;
 
 use crate::direct::bounded;
-use crate::error::map;
+use crate::error::{found, map};
 use crate::queue::nodes::server_now;
 use crate::store::Shared;
 
@@ -43,17 +42,15 @@ pub(crate) async fn break_lock(shared: &Shared, name: &Name) -> Result<Option<Br
         return Ok(None);
     };
     let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
-    let stat = match bounded(shared, client.check_stat(&hold.key)).await? {
-        Ok(Some(stat)) => stat,
-        Ok(None) | Err(zk::Error::NoNode) => return Ok(None),
-        Err(error) => return Err(map(error)),
+    let read = found(bounded(shared, client.check_stat(&hold.key)).await?);
+    let Some(stat) = read.map_err(map)?.flatten() else {
+        return Ok(None);
     };
     let clock = format!("{}/clock", shared.config.root());
     let now = server_now(shared, &client, &clock).await?;
-    match bounded(shared, client.delete(&hold.key, Some(stat.version))).await? {
-        Ok(()) => {}
-        Err(zk::Error::NoNode) => return Ok(None),
-        Err(error) => return Err(map(error)),
+    let deleted = bounded(shared, client.delete(&hold.key, Some(stat.version))).await?;
+    if found(deleted).map_err(map)?.is_none() {
+        return Ok(None);
     }
     if let Some((_, child)) = hold.key.rsplit_once('/') {
         // The hold is broken already: a place left behind delays the line, no more (the

@@ -183,10 +183,7 @@ impl FromStr for ZkConfig {
         .map_err(&invalid)?;
         config.tls = shared.tls_files(tls, TLS_SCHEME).map_err(&invalid)?;
         if let Some(sasl) = sasl {
-            config.sasl = parse_sasl(&sasl).map_err(|error| match error {
-                SaslError::Invalid(reason) => invalid(reason),
-                SaslError::Unsupported(what) => Error::unsupported(crate::BACKEND, what),
-            })?;
+            config.sasl = parse_sasl(&sasl, &invalid)?;
         }
         config.settings = SharedSettings::from_url(&shared);
         if config.sasl && config.user.is_none() {
@@ -198,34 +195,27 @@ impl FromStr for ZkConfig {
     }
 }
 
-/// Why a `sasl=` value is refused.
-enum SaslError {
-    /// Not a mechanism name.
-    Invalid(String),
-    /// A mechanism this build cannot log in with.
-    Unsupported(&'static str),
-}
-
 /// `sasl=`: `digest-md5` (any case) is the one mechanism; GSSAPI (Kerberos) needs a
-/// ticket cache and a KDC this crate does not set up.
-fn parse_sasl(value: &str) -> std::result::Result<bool, SaslError> {
+/// ticket cache and a KDC this crate does not set up. A value refused is `invalid`'s
+/// error; a mechanism this build cannot log in with is [`Error::Unsupported`].
+fn parse_sasl(value: &str, invalid: impl Fn(String) -> Error) -> Result<bool> {
     if value.eq_ignore_ascii_case("digest-md5") {
         if cfg!(feature = "sasl") {
             Ok(true)
         } else {
-            Err(SaslError::Unsupported(
+            Err(Error::unsupported(
+                crate::BACKEND,
                 "SASL (`sasl=digest-md5`): this build lacks the `sasl` feature of \
                  distsync-zookeeper",
             ))
         }
     } else if value.eq_ignore_ascii_case("gssapi") {
-        Err(SaslError::Unsupported(
+        Err(Error::unsupported(
+            crate::BACKEND,
             "SASL GSSAPI (Kerberos): log in with `sasl=digest-md5` or a digest login",
         ))
     } else {
-        Err(SaslError::Invalid(format!(
-            "sasl must be `digest-md5`, not `{value}`"
-        )))
+        Err(invalid(format!("sasl must be `digest-md5`, not `{value}`")))
     }
 }
 

@@ -24,7 +24,6 @@
 //! by it is returned, since it may have been applied.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
@@ -33,14 +32,11 @@ use distsync_core::raw::Make;
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
-use crate::direct::{bounded, parents, persistent, reads_again, request, Direct};
-use crate::error::map;
+use crate::direct::{bounded, parents, persistent, reads_again, request, Direct, RETRY_PAUSE};
+use crate::error::{found, map};
 use crate::keys::{self, Kind};
 use crate::store::Shared;
 use crate::BACKEND;
-
-/// The pause before a wait reads again after a transient error or a session's end.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// A latch node's text, `<initial> <remaining>`, as numbers; `None` when it is not
 /// one.
@@ -51,15 +47,31 @@ pub(crate) fn parse_latch(text: &str) -> Option<(u64, u64)> {
 
 /// A node's data as text and its version; `None` when the node is missing.
 async fn read(shared: &Shared, client: &zk::Client, path: &str) -> Result<Option<(String, i32)>> {
-    match bounded(shared, client.get_data(path)).await? {
-        Ok((data, stat)) => {
-            let text = String::from_utf8(data).map_err(|_| {
-                Error::backend(BACKEND, format!("{path} does not hold decimal text"))
-            })?;
-            Ok(Some((text, stat.version)))
+    let Some((data, stat)) = found(bounded(shared, client.get_data(path)).await?).map_err(map)?
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(data)
+        .map_err(|_| Error::backend(BACKEND, format!("{path} does not hold decimal text")))?;
+    Ok(Some((text, stat.version)))
+}
+
+/// Runs `once` until it answers, waiting out the errors [`reads_again`] accepts; `what`
+/// names the wait in its debug lines.
+async fn wait_out<T, Fut>(what: &str, name: &Name, mut once: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    loop {
+        match once().await {
+            Ok(Some(answer)) => return Ok(answer),
+            Ok(None) => {}
+            Err(error) if reads_again(&error) => {
+                tracing::debug!(%name, %error, "{what} wait: reading again");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => return Err(error),
         }
-        Err(zk::Error::NoNode) => Ok(None),
-        Err(error) => Err(map(error)),
     }
 }
 
@@ -104,27 +116,24 @@ pub(crate) struct ZkCounter {
 }
 
 impl ZkCounter {
-    pub(crate) fn new(direct: &Arc<Direct>, name: Name) -> Self {
-        let path = keys::path(direct.shared.config.root(), Kind::Counter, &name);
-        Self {
-            direct: Arc::clone(direct),
-            name,
-            path,
-        }
-    }
-
     /// The value and the node's version (`None`: missing).
     async fn current(&self, client: &zk::Client) -> Result<(i64, Option<i32>)> {
         match read(&self.direct.shared, client, &self.path).await? {
             None => Ok((0, None)),
-            Some((text, version)) if text.is_empty() => Ok((0, Some(version))),
-            Some((text, version)) => {
-                let value = text.parse().map_err(|_| {
-                    Error::backend(BACKEND, format!("{} does not hold an i64", self.path))
-                })?;
-                Ok((value, Some(version)))
-            }
+            Some((text, version)) => Ok((self.value(text.as_bytes())?, Some(version))),
         }
+    }
+
+    /// The value a node's `data` holds: 0 when it holds nothing (the ancestor of a
+    /// longer name).
+    fn value(&self, data: &[u8]) -> Result<i64> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        std::str::from_utf8(data)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| Error::backend(BACKEND, format!("{} does not hold an i64", self.path)))
     }
 
     /// Replaces the value by `change(current)` atomically; `None` from `change`
@@ -195,17 +204,7 @@ impl Counter for ZkCounter {
     /// Cancel-safety: cancel-safe; it only reads and watches, and a watch left set
     /// fires once in the server and is forgotten.
     async fn changed(&self, seen: i64) -> Result<i64> {
-        loop {
-            match self.changed_once(seen).await {
-                Ok(Some(value)) => return Ok(value),
-                Ok(None) => {}
-                Err(error) if reads_again(&error) => {
-                    tracing::debug!(counter = %self.name, %error, "counter wait: reading again");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        wait_out("counter", &self.name, || self.changed_once(seen)).await
     }
 }
 
@@ -218,16 +217,7 @@ impl ZkCounter {
         let shared = &self.direct.shared;
         let watcher = match bounded(shared, client.get_and_watch_data(&self.path)).await? {
             Ok((data, _, watcher)) => {
-                let value = if data.is_empty() {
-                    0
-                } else {
-                    std::str::from_utf8(&data)
-                        .ok()
-                        .and_then(|text| text.parse().ok())
-                        .ok_or_else(|| {
-                            Error::backend(BACKEND, format!("{} does not hold an i64", self.path))
-                        })?
-                };
+                let value = self.value(&data)?;
                 if value != seen {
                     return Ok(Some(value));
                 }
@@ -276,16 +266,6 @@ pub(crate) struct ZkLatch {
 }
 
 impl ZkLatch {
-    pub(crate) fn new(direct: &Arc<Direct>, name: Name, initial: u64) -> Self {
-        let path = keys::path(direct.shared.config.root(), Kind::Latch, &name);
-        Self {
-            direct: Arc::clone(direct),
-            name,
-            path,
-            initial,
-        }
-    }
-
     /// The remaining count and the node's version (`None`: not created yet).
     async fn current(&self, client: &zk::Client) -> Result<(u64, Option<i32>)> {
         let Some((text, version)) = read(&self.direct.shared, client, &self.path).await? else {
@@ -344,24 +324,14 @@ impl CountDownLatch for ZkLatch {
     /// Cancel-safety: cancel-safe; it only reads and watches, and a watch left set
     /// fires once in the server and is forgotten.
     async fn wait(&self) -> Result<()> {
-        loop {
-            match self.wait_once().await {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(error) if reads_again(&error) => {
-                    tracing::debug!(latch = %self.name, %error, "latch wait: reading again");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        wait_out("latch", &self.name, || self.wait_once()).await
     }
 }
 
 impl ZkLatch {
-    /// Reads the latch with a watch set; `true` when open, otherwise waits for the
-    /// watch to fire and answers `false`.
-    async fn wait_once(&self) -> Result<bool> {
+    /// Reads the latch with a watch set; `Some` when open, otherwise waits for the
+    /// watch to fire and answers `None`.
+    async fn wait_once(&self) -> Result<Option<()>> {
         let client = self.direct.client().await?;
         let shared = &self.direct.shared;
         let watcher = match bounded(shared, client.get_and_watch_data(&self.path)).await? {
@@ -380,19 +350,19 @@ impl ZkLatch {
                     None => self.initial,
                 };
                 if remaining == 0 {
-                    return Ok(true);
+                    return Ok(Some(()));
                 }
                 watcher
             }
             Err(zk::Error::NoNode) => {
                 if self.initial == 0 {
-                    return Ok(true);
+                    return Ok(Some(()));
                 }
                 let (stat, watcher) =
                     request(shared, client.check_and_watch_stat(&self.path)).await?;
                 if stat.is_some() {
                     // Created between the two reads: read it again.
-                    return Ok(false);
+                    return Ok(None);
                 }
                 watcher
             }
@@ -403,18 +373,27 @@ impl ZkLatch {
         if event.event_type == zk::EventType::Session {
             tracing::debug!(latch = %self.name, state = ?event.session_state, "latch watch ended by the session");
         }
-        Ok(false)
+        Ok(None)
     }
 }
 
 impl Make<Arc<Direct>, Name> for ZkCounter {
     fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
-        Ok(Self::new(direct, name))
+        Ok(Self {
+            path: keys::path(direct.shared.config.root(), Kind::Counter, &name),
+            direct: Arc::clone(direct),
+            name,
+        })
     }
 }
 
 impl Make<Arc<Direct>, (Name, u64)> for ZkLatch {
     fn make(direct: &Arc<Direct>, (name, count): (Name, u64)) -> Result<Self> {
-        Ok(Self::new(direct, name, count))
+        Ok(Self {
+            path: keys::path(direct.shared.config.root(), Kind::Latch, &name),
+            direct: Arc::clone(direct),
+            name,
+            initial: count,
+        })
     }
 }

@@ -21,6 +21,11 @@ use crate::error::map;
 use crate::store::Shared;
 use crate::BACKEND;
 
+/// The pause before a request, or a wait's read, is sent again after a connection
+/// loss, a transient error or a session's end: the client is reconnecting meanwhile,
+/// and the session's deadline (or the wait's own end) bounds the whole wait.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// A lazily connected client of one backend.
 pub(crate) struct Direct {
     pub(crate) shared: Arc<Shared>,
@@ -155,6 +160,34 @@ pub(crate) async fn bounded<T, E>(
             format!("zookeeper request not answered within {timeout:?}"),
         )
     })
+}
+
+/// `request` within the configured request timeout, no answer in time being
+/// [`Error::Timeout`]; the request's own error unmapped.
+///
+/// # Errors
+/// [`Error::Timeout`] when it gets no answer in time.
+pub(crate) async fn timed<T>(
+    shared: &Shared,
+    request: impl Future<Output = std::result::Result<T, zk::Error>>,
+) -> Result<std::result::Result<T, zk::Error>> {
+    let timeout = shared.config.request_timeout();
+    tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| Error::Timeout(timeout))
+}
+
+/// `request` within the configured request timeout, no answer in time counting as a
+/// lost connection ([`zk::Error::ConnectionLoss`]), for callers that read the store's
+/// own errors.
+pub(crate) async fn answered<T>(
+    shared: &Shared,
+    request: impl Future<Output = std::result::Result<T, zk::Error>>,
+) -> std::result::Result<T, zk::Error> {
+    let timeout = shared.config.request_timeout();
+    tokio::time::timeout(timeout, request)
+        .await
+        .unwrap_or(Err(zk::Error::ConnectionLoss))
 }
 
 /// [`bounded`], with every store error mapped.

@@ -37,10 +37,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::raw::{Make, OnSession};
-use distsync_core::{DoubleBarrier, Error, Name, Result, Session};
+use distsync_core::{DoubleBarrier, Error, Name, Result};
 use zookeeper_client as zk;
 
-use crate::direct::Direct;
+use crate::direct::{persistent, Direct};
 use crate::keys::{self, Kind};
 use crate::lock::Line;
 use crate::session::LeaseInner;
@@ -59,26 +59,6 @@ pub(crate) struct ZkDoubleBarrier {
 }
 
 impl ZkDoubleBarrier {
-    pub(crate) fn new(
-        session: Session,
-        lease: Arc<LeaseInner>,
-        name: Name,
-        count: NonZeroUsize,
-    ) -> Self {
-        let dir = keys::path(lease.shared.config.root(), Kind::DoubleBarrier, &name);
-        let prefix = keys::protected_prefix();
-        // `_c_<uuid>-` without Curator's protection marks: the UUID alone, as Curator's ids.
-        let id = prefix
-            .trim_start_matches("_c_")
-            .trim_end_matches('-')
-            .to_owned();
-        Self {
-            line: Line::at(session, lease, name, dir, keys::LOCK_NAME),
-            count,
-            id,
-        }
-    }
-
     fn ours(&self) -> String {
         format!("{}/{}", self.line.dir, self.id)
     }
@@ -89,57 +69,32 @@ impl ZkDoubleBarrier {
 
     /// The participants (`ready` aside), in name order.
     async fn participants(&self) -> Result<Vec<String>> {
-        let client = self.line.lease.client()?;
-        let mut children = match self
-            .line
-            .retrying(|| client.list_children(&self.line.dir))
-            .await?
-        {
-            Ok(children) => children,
-            Err(zk::Error::NoNode) => Vec::new(),
-            Err(error) => return Err(self.line.lease.error(error)),
-        };
+        let mut children = self.line.children().await?;
         children.retain(|child| child != READY);
         children.sort();
         Ok(children)
     }
 
-    /// Deletes the node at `path`; a missing one is fine.
-    async fn delete(&self, path: &str) -> Result<()> {
-        let client = self.line.lease.client()?;
-        match self.line.retrying(|| client.delete(path, None)).await? {
-            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-            Err(error) => Err(self.line.lease.error(error)),
-        }
-    }
-
     /// Watches the node at `path`: `None` when it is missing, else its watcher.
     async fn watch(&self, path: &str) -> Result<Option<zk::OneshotWatcher>> {
-        let client = self.line.lease.client()?;
-        match self
-            .line
-            .retrying(|| client.check_and_watch_stat(path))
-            .await?
-        {
-            Ok((Some(_), watcher)) => Ok(Some(watcher)),
-            Ok((None, _)) => Ok(None),
-            Err(error) => Err(self.line.lease.error(error)),
-        }
+        let (exists, watcher) = self.watch_stat(path).await?;
+        Ok(exists.then_some(watcher))
     }
 
     /// Watches `ready` for its creation: `None` when it exists already.
     async fn watch_ready(&self) -> Result<Option<zk::OneshotWatcher>> {
+        let (exists, watcher) = self.watch_stat(&self.ready()).await?;
+        Ok((!exists).then_some(watcher))
+    }
+
+    /// Whether the node at `path` exists, and a watch on it.
+    async fn watch_stat(&self, path: &str) -> Result<(bool, zk::OneshotWatcher)> {
         let client = self.line.lease.client()?;
-        let ready = self.ready();
-        match self
-            .line
-            .retrying(|| client.check_and_watch_stat(&ready))
+        let watched = self.line.retrying(|| client.check_and_watch_stat(path));
+        let (stat, watcher) = watched
             .await?
-        {
-            Ok((Some(_), _)) => Ok(None),
-            Ok((None, watcher)) => Ok(Some(watcher)),
-            Err(error) => Err(self.line.lease.error(error)),
-        }
+            .map_err(|error| self.line.lease.error(error))?;
+        Ok((stat.is_some(), watcher))
     }
 
     /// Waits for `watcher` or the end of the session.
@@ -154,7 +109,7 @@ impl ZkDoubleBarrier {
     async fn create_ours(&self) -> Result<()> {
         let client = self.line.lease.client()?;
         let ours = self.ours();
-        let data = format!("{:x}", self.line.lease.id).into_bytes();
+        let data = self.line.session_data();
         let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         loop {
             match self
@@ -164,16 +119,7 @@ impl ZkDoubleBarrier {
             {
                 // Exists: entered already (or a retried create that was applied).
                 Ok(_) | Err(zk::Error::NodeExists) => return Ok(()),
-                Err(zk::Error::NoNode) => {
-                    let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    if let Err(error) = self
-                        .line
-                        .retrying(|| client.mkdir(&self.line.dir, &dir))
-                        .await?
-                    {
-                        return Err(self.line.lease.error(error));
-                    }
-                }
+                Err(zk::Error::NoNode) => self.line.make_dir(&client).await?,
                 Err(error) => return Err(self.line.lease.error(error)),
             }
         }
@@ -195,7 +141,7 @@ impl DoubleBarrier for ZkDoubleBarrier {
         let mut ready = self.watch_ready().await?;
         self.create_ours().await?;
         if self.participants().await?.len() > self.count.get() {
-            self.delete(&self.ours()).await?;
+            self.line.delete(&self.ours()).await?;
             return Err(Error::TooManyParticipants {
                 name: self.line.name.to_string(),
                 count: self.count.get(),
@@ -208,8 +154,7 @@ impl DoubleBarrier for ZkDoubleBarrier {
             };
             if self.participants().await?.len() >= self.count.get() {
                 let client = self.line.lease.client()?;
-                let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                let ready_path = self.ready();
+                let (ready_path, options) = (self.ready(), persistent());
                 return match self
                     .line
                     .retrying(|| client.create(&ready_path, &[], &options))
@@ -252,7 +197,7 @@ impl DoubleBarrier for ZkDoubleBarrier {
             }
             if participants.len() == 1 {
                 if ours_exists {
-                    self.delete(&self.ours()).await?;
+                    self.line.delete(&self.ours()).await?;
                 }
                 break;
             }
@@ -265,7 +210,7 @@ impl DoubleBarrier for ZkDoubleBarrier {
                     .watch(&format!("{}/{}", self.line.dir, participants[0]))
                     .await?;
                 if ours_exists {
-                    self.delete(&self.ours()).await?;
+                    self.line.delete(&self.ours()).await?;
                     ours_exists = false;
                 }
                 watched
@@ -274,7 +219,7 @@ impl DoubleBarrier for ZkDoubleBarrier {
                 self.until(watcher).await?;
             }
         }
-        self.delete(&self.ready()).await
+        self.line.delete(&self.ready()).await
     }
 }
 
@@ -283,6 +228,17 @@ impl Make<Arc<Direct>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for ZkDoubleB
         _: &Arc<Direct>,
         (on, count): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
     ) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name, count))
+        let dir = keys::path(on.lease.shared.config.root(), Kind::DoubleBarrier, &on.name);
+        let prefix = keys::protected_prefix();
+        // `_c_<uuid>-` without Curator's protection marks: the UUID alone, as Curator's ids.
+        let id = prefix
+            .trim_start_matches("_c_")
+            .trim_end_matches('-')
+            .to_owned();
+        Ok(Self {
+            line: Line::at(on.session, on.lease, on.name, dir, keys::LOCK_NAME),
+            count,
+            id,
+        })
     }
 }

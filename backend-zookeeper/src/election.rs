@@ -43,19 +43,18 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::raw::{leadership, observe_leaders, GuardStoreSide as _, LeaderObserver};
 use distsync_core::raw::{Make, OnSession};
 use distsync_core::{
-    Bytes, Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result, Session,
+    Bytes, Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result,
 };
 use futures::stream::BoxStream;
 use zookeeper_client as zk;
 
-use crate::direct::Direct;
-use crate::error::{is_connection_loss, is_session_end, map};
+use crate::direct::{answered, persistent, Direct, RETRY_PAUSE};
+use crate::error::{found, is_connection_loss, is_session_end, map};
 use crate::keys::{self, Kind, LATCH_NAME};
 use crate::lock::Line;
 use crate::session::LeaseInner;
@@ -63,9 +62,6 @@ use crate::store::Shared;
 
 /// How many of a leadership's latest proclaims keep their entry.
 const KEPT_ENTRIES: usize = 64;
-
-/// The pause before a request is sent again after a connection loss.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// An election named `name`: Curator's `LeaderLatch` on its node.
 pub(crate) struct ZkElection {
@@ -78,15 +74,6 @@ pub(crate) struct ZkElection {
 }
 
 impl ZkElection {
-    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        let log_dir = keys::path(lease.shared.config.root(), Kind::ElectionLog, &name);
-        Self {
-            line: Line::new(session, lease, name, Kind::Election, LATCH_NAME),
-            log_dir,
-            written: Arc::default(),
-        }
-    }
-
     /// Deletes the entries of this object's earlier leaderships (best effort: a
     /// leftover goes with the session).
     async fn forget_earlier_terms(&self) {
@@ -132,25 +119,15 @@ pub(crate) async fn current_value(
     log_dir: &str,
     child: &str,
 ) -> std::result::Result<Option<(Vec<u8>, i64)>, zk::Error> {
-    let (data, stat) = match client.get_data(&format!("{dir}/{child}")).await {
-        Ok(found) => found,
-        Err(zk::Error::NoNode) => return Ok(None),
-        Err(error) => return Err(error),
+    let Some((data, stat)) = found(client.get_data(&format!("{dir}/{child}")).await)? else {
+        return Ok(None);
     };
-    let children = match client.list_children(log_dir).await {
-        Ok(children) => children,
-        Err(zk::Error::NoNode) => Vec::new(),
-        Err(error) => return Err(error),
-    };
+    let children = found(client.list_children(log_dir).await)?.unwrap_or_default();
     // The latest entry; one deleted meanwhile (kept no longer) is older.
     for number in entries_of(&children, child).into_iter().rev() {
-        match client
-            .get_data(&format!("{log_dir}/{child}.{number}"))
-            .await
-        {
-            Ok((value, _)) => return Ok(Some((value, stat.czxid))),
-            Err(zk::Error::NoNode) => {}
-            Err(error) => return Err(error),
+        let entry = format!("{log_dir}/{child}.{number}");
+        if let Some((value, _)) = found(client.get_data(&entry).await)? {
+            return Ok(Some((value, stat.czxid)));
         }
     }
     Ok(Some((data, stat.czxid)))
@@ -282,7 +259,8 @@ impl ZkProclaim {
 impl Proclaim for ZkProclaim {
     async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
         let mut state = self.state.lock().await;
-        let timeout = self.lease.shared.config.request_timeout();
+        let shared = &self.lease.shared;
+        let timeout = shared.config.request_timeout();
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         loop {
             let entry = format!("{}/{}.{}", self.log_dir, self.child, state.number + 1);
@@ -309,21 +287,17 @@ impl Proclaim for ZkProclaim {
                 Ok(Err(zk::MultiWriteError::OperationFailed {
                     index: 1,
                     source: zk::Error::NoNode,
-                })) => {
-                    let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    match tokio::time::timeout(timeout, client.mkdir(&self.log_dir, &dir)).await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(error)) => error,
-                        Err(_) => zk::Error::ConnectionLoss,
-                    }
-                }
+                })) => match answered(shared, client.mkdir(&self.log_dir, &persistent())).await {
+                    Ok(()) => continue,
+                    Err(error) => error,
+                },
                 // An earlier attempt whose reply was lost (or whose caller went away)
                 // made it: done if it holds this value, otherwise next number.
                 Ok(Err(zk::MultiWriteError::OperationFailed {
                     index: 1,
                     source: zk::Error::NodeExists,
-                })) => match tokio::time::timeout(timeout, client.get_data(&entry)).await {
-                    Ok(Ok((data, _))) => {
+                })) => match answered(shared, client.get_data(&entry)).await {
+                    Ok((data, _)) => {
                         let done = data == value;
                         self.note_written(&mut state, &client, entry).await;
                         if done {
@@ -331,8 +305,7 @@ impl Proclaim for ZkProclaim {
                         }
                         continue;
                     }
-                    Ok(Err(error)) => error,
-                    Err(_) => zk::Error::ConnectionLoss,
+                    Err(error) => error,
                 },
                 Ok(Err(zk::MultiWriteError::OperationFailed { source, .. }))
                 | Ok(Err(zk::MultiWriteError::RequestFailed { source })) => source,
@@ -443,11 +416,9 @@ impl Observer {
         };
         let path = format!("{}/{child}", self.dir);
         if self.current.is_none() {
-            let (data, stat) = match client.get_data(&path).await {
-                Ok(found) => found,
-                // Resigned since the listing.
-                Err(zk::Error::NoNode) => return Ok(()),
-                Err(error) => return Err(error),
+            // `None`: resigned since the listing.
+            let Some((data, stat)) = found(client.get_data(&path).await)? else {
+                return Ok(());
             };
             let term = self.shared.amnesia.up(stat.czxid);
             let mut current = Current {
@@ -496,11 +467,9 @@ impl Observer {
         numbers.retain(|number| *number > seen);
         for number in numbers {
             let entry = format!("{}/{child}.{number}", self.log_dir);
-            match client.get_data(&entry).await {
-                Ok((value, _)) => self.pending.push_back(info(value, current.term, &path)),
-                // Deleted (kept no longer): skipped.
-                Err(zk::Error::NoNode) => {}
-                Err(error) => return Err(error),
+            // `None`: deleted (kept no longer), skipped.
+            if let Some((value, _)) = found(client.get_data(&entry).await)? {
+                self.pending.push_back(info(value, current.term, &path));
             }
             current.number = Some(number);
         }
@@ -521,11 +490,7 @@ impl Observer {
         client: &zk::Client,
         current: &Current,
     ) -> std::result::Result<(), zk::Error> {
-        let children = match client.list_children(&self.log_dir).await {
-            Ok(children) => children,
-            Err(zk::Error::NoNode) => return Ok(()),
-            Err(error) => return Err(error),
-        };
+        let children = found(client.list_children(&self.log_dir).await)?.unwrap_or_default();
         let seen = current.number.unwrap_or(0);
         let key = format!("{}/{}", self.dir, current.child);
         for number in entries_of(&children, &current.child) {
@@ -533,10 +498,8 @@ impl Observer {
                 continue;
             }
             let entry = format!("{}/{}.{number}", self.log_dir, current.child);
-            match client.get_data(&entry).await {
-                Ok((value, _)) => self.pending.push_back(info(value, current.term, &key)),
-                Err(zk::Error::NoNode) => {}
-                Err(error) => return Err(error),
+            if let Some((value, _)) = found(client.get_data(&entry).await)? {
+                self.pending.push_back(info(value, current.term, &key));
             }
         }
         Ok(())
@@ -549,7 +512,12 @@ fn info(value: Vec<u8>, term: i64, key: &str) -> LeaderInfo {
 
 impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkElection {
     fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name))
+        let log_dir = keys::path(on.lease.shared.config.root(), Kind::ElectionLog, &on.name);
+        Ok(Self {
+            line: Line::new(on.session, on.lease, on.name, Kind::Election, LATCH_NAME),
+            log_dir,
+            written: Arc::default(),
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use zookeeper_client as zk;
 
 use crate::amnesia::{RECHECK_FOR, WRITE_ATTEMPTS};
+use crate::direct::timed;
 use crate::error::map;
 use crate::store::Shared;
 use crate::BACKEND;
@@ -23,7 +24,7 @@ async fn read_marker(
     client: &zk::Client,
 ) -> Result<(Option<EpochMarker>, Option<i32>)> {
     let amnesia = &shared.amnesia;
-    match bounded(shared, client.get_data(&amnesia.marker_path)).await? {
+    match timed(shared, client.get_data(&amnesia.marker_path)).await? {
         Ok((data, stat)) => {
             amnesia.seen(stat.mzxid);
             Ok((EpochMarker::parse(&data), Some(stat.version)))
@@ -31,17 +32,6 @@ async fn read_marker(
         Err(zk::Error::NoNode) => Ok((None, None)),
         Err(error) => Err(map(error)),
     }
-}
-
-/// `request` within the request timeout.
-async fn bounded<T>(
-    shared: &Shared,
-    request: impl std::future::Future<Output = std::result::Result<T, zk::Error>>,
-) -> Result<std::result::Result<T, zk::Error>> {
-    let timeout = shared.config.request_timeout();
-    tokio::time::timeout(timeout, request)
-        .await
-        .map_err(|_| Error::Timeout(timeout))
 }
 
 /// Reads the marker through `client` and acts on it: a store that forgot ends this
@@ -58,16 +48,16 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
             forgot = true;
             shared.end_sessions().await;
         }
-        if marker.is_none() && amnesia.bound().is_none() && !amnesia.detected() {
+        if marker.is_none() && amnesia.book(|book| book.bound().is_none() && !book.detected()) {
             // A new store or one that forgot: without the bound, no way to tell.
             return Ok(forgot);
         }
-        let Some(next) = amnesia.marker_to_write(marker.as_ref(), ttl) else {
+        let Some(next) = amnesia.book(|book| book.marker_to_write(marker.as_ref(), ttl)) else {
             break;
         };
         let written = match version {
             None => write_new_marker(shared, client, &next).await?,
-            Some(version) => bounded(
+            Some(version) => timed(
                 shared,
                 client.set_data(
                     &amnesia.marker_path,
@@ -80,7 +70,7 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
         };
         match written {
             Ok(()) => {
-                amnesia.wrote_marker(&next);
+                amnesia.book(|book| book.wrote_marker(&next));
                 if version.is_none() {
                     amnesia.hold_for_longest();
                 }
@@ -91,14 +81,16 @@ async fn check(shared: &Shared, client: &zk::Client, ttl: Duration) -> Result<bo
             Err(error) => return Err(map(error)),
         }
     }
-    if amnesia.bound().is_some() {
-        match bounded(shared, client.check_stat(&amnesia.hold_path)).await? {
-            Ok(Some(stat)) if amnesia.new_hold(stat.czxid) => amnesia.hold_for_longest(),
+    if amnesia.book(|book| book.bound().is_some()) {
+        match timed(shared, client.check_stat(&amnesia.hold_path)).await? {
+            Ok(Some(stat)) if amnesia.book(|book| book.new_hold(stat.czxid)) => {
+                amnesia.hold_for_longest()
+            }
             Ok(_) | Err(zk::Error::NoNode) => {}
             Err(error) => return Err(map(error)),
         }
     }
-    amnesia.record_ttl(ttl);
+    amnesia.book(|book| book.record_ttl(ttl));
     Ok(forgot)
 }
 
@@ -119,13 +111,13 @@ async fn write_new_marker(
     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let path = &shared.amnesia.marker_path;
     let data = marker.encode();
-    match bounded(shared, client.create(path, data.as_bytes(), &options)).await? {
+    match timed(shared, client.create(path, data.as_bytes(), &options)).await? {
         // The root, made by the hold's client, is not yet seen by this one's server:
         // `mkdir` goes through the leader and brings it up to date.
         Err(zk::Error::NoNode) => {
             make_root(shared, client).await?;
             Ok(
-                bounded(shared, client.create(path, data.as_bytes(), &options))
+                timed(shared, client.create(path, data.as_bytes(), &options))
                     .await?
                     .map(drop),
             )
@@ -141,7 +133,7 @@ async fn make_root(shared: &Shared, client: &zk::Client) -> Result<()> {
         return Ok(());
     }
     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    bounded(shared, client.mkdir(root, &options))
+    timed(shared, client.mkdir(root, &options))
         .await?
         .map_err(map)
 }
@@ -151,7 +143,7 @@ async fn make_root(shared: &Shared, client: &zk::Client) -> Result<()> {
 /// starts this client's lock-delay. One already there is another client's hold, which
 /// does as well.
 async fn write_hold(shared: &Shared) -> Result<()> {
-    let delay = shared.amnesia.current_delay();
+    let delay = shared.amnesia.book(|book| book.delay());
     let client = shared.connect_detached(delay).await?;
     let granted = client.session_timeout();
     if granted < delay {
@@ -163,17 +155,17 @@ async fn write_hold(shared: &Shared) -> Result<()> {
     }
     let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
     let path = &shared.amnesia.hold_path;
-    let mut answer = bounded(shared, client.create(path, &[], &options)).await?;
+    let mut answer = timed(shared, client.create(path, &[], &options)).await?;
     if let Err(zk::Error::NoNode) = answer {
         make_root(shared, &client).await?;
-        answer = bounded(shared, client.create(path, &[], &options)).await?;
+        answer = timed(shared, client.create(path, &[], &options)).await?;
     }
     match answer {
         // This client's own hold: it waits the lock-delay out too, whoever then wins
         // the marker's create (a client that created the hold and lost that race
         // would otherwise take the hold for one it had waited out, and grant at once).
         Ok((stat, _)) => {
-            if shared.amnesia.new_hold(stat.czxid) {
+            if shared.amnesia.book(|book| book.new_hold(stat.czxid)) {
                 shared.amnesia.hold_for_longest();
             }
             Ok(())
@@ -246,7 +238,7 @@ pub(crate) async fn before_grant(
 ) -> Result<()> {
     let amnesia = &shared.amnesia;
     loop {
-        while let Some(until) = amnesia.hold() {
+        while let Some(until) = amnesia.book(|book| book.hold()) {
             let wait = until.saturating_duration_since(Instant::now());
             tracing::debug!(
                 backend = BACKEND,
@@ -258,7 +250,7 @@ pub(crate) async fn before_grant(
                 () = tokio::time::sleep_until(until) => {}
             }
         }
-        if !amnesia.take_reread() {
+        if !amnesia.book(|book| book.take_reread()) {
             return Ok(());
         }
         if check(shared, client, Duration::ZERO).await? {

@@ -26,6 +26,17 @@ pub(crate) fn map(error: zk::Error) -> Error {
     }
 }
 
+/// `result` with a missing node ([`zk::Error::NoNode`]) as `None`.
+pub(crate) fn found<T>(
+    result: std::result::Result<T, zk::Error>,
+) -> std::result::Result<Option<T>, zk::Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// How the ZooKeeper client words the connection ends it decides on itself.
 const CONNECTION_ENDS: [&str; 2] = [
     "no response from connection in",

@@ -26,9 +26,8 @@
 
 use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::{Error, Name, Result};
-use zookeeper_client as zk;
 
-use crate::error::map;
+use crate::error::{found, map};
 use crate::keys::{self, Kind};
 use crate::queue::{framing, nodes};
 use crate::status::walk;
@@ -95,11 +94,10 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         let mut queued = Vec::new();
         for child in items {
             let priority = priority(&path, &child)?;
-            let data = match client.get_data(&format!("{path}/{child}")).await {
-                Ok((data, _)) => data,
-                // Taken since the listing.
-                Err(zk::Error::NoNode) => continue,
-                Err(error) => return Err(map(error)),
+            let read = found(client.get_data(&format!("{path}/{child}")).await);
+            // `None`: taken since the listing.
+            let Some((data, _)) = read.map_err(map)? else {
+                continue;
             };
             let decoded = framing::decode(&data).map_err(|malformed| {
                 Error::backend(BACKEND, format!("{path}/{child}: {}", malformed.0))
@@ -139,10 +137,8 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         let Some(name) = name_of(&top, &path)? else {
             continue;
         };
-        let data = match client.get_data(&path).await {
-            Ok((data, _)) => data,
-            Err(zk::Error::NoNode) => continue,
-            Err(error) => return Err(map(error)),
+        let Some((data, _)) = found(client.get_data(&path).await).map_err(map)? else {
+            continue;
         };
         if let Some(value) = crate::stm::decode(&path, data)? {
             snapshot.stm.insert(name, value);
@@ -164,11 +160,9 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
             let Some(name) = name_of(&top, &path)? else {
                 continue;
             };
-            let data = match client.get_data(&path).await {
-                Ok((data, _)) if data.is_empty() => continue,
-                Ok((data, _)) => data,
-                Err(zk::Error::NoNode) => continue,
-                Err(error) => return Err(map(error)),
+            let read = found(client.get_data(&path).await).map_err(map)?;
+            let Some((data, _)) = read.filter(|(data, _)| !data.is_empty()) else {
+                continue;
             };
             let text = std::str::from_utf8(&data).ok();
             let malformed =

@@ -4,38 +4,9 @@
 //!
 //! This is the check Curator users write by hand
 //! (`transactionOp().check().forPath(lockNode)` ahead of their own operations), and
-//! the one [`distsync_core::LockGuard::put_if_held`] makes for STM keys: a `check`
-//! of the hold node at version -1, which passes whatever the node's data version is,
-//! as long as the node exists.
-//!
-//! # Why existence, and not a version
-//!
-//! The hold is the guard's holder node, ephemeral: a fair lock's or a read-write lock's
-//! writer's sequential contender node (`_c_<uuid>-lock-<sequence>`), or an unfair
-//! lock's holder node, which is not sequential (`_c_<uuid>-unfair-lock-0000000000`, see
-//! `src/unfair_lock.rs`). Either is named with a protected prefix made fresh for each
-//! acquisition, which holds at most once: the session's end, an unlock or a break deletes
-//! the node, and no later holder ever gets a node of the same name. So the node existing
-//! is exactly the hold still being this guard's.
-//!
-//! A check of the node's exact data version would be stricter than the hold: a
-//! release request (`distsync revoke`, Curator's `Revoker.attemptRevoke`) writes
-//! `__REVOKE__` into the holder's node, which asks for the lock back without taking it,
-//! and must not fail the holder's writes. ZooKeeper's `check` compares the data version
-//! alone (not the `czxid`, the fencing token), and the path already names one hold.
-//!
-//! The store decides, not the guard's local view: a commit while the node exists is
-//! a commit while the lock is held, even when the guard's session is past its
-//! client-side deadline; once the node is gone it fails, even when the guard has not
-//! heard yet.
-//!
-//! # Paths and chroots
-//!
-//! The hold node's path is from the server's root (the backend's `root`, `/distsync`
-//! by default, is part of it: distsync's clients have no chroot). A client opened with
-//! a chroot names every path under it, so [`add_hold_check`] needs a writer of a
-//! client without one; [`hold_check_writer`] takes the client and names the node
-//! relative to its chroot.
+//! the one [`distsync_core::LockGuard::put_if_held`] makes for STM keys. Why the hold
+//! node's existence is the hold, and what a chroot needs, is in [`add_hold_check`]'s
+//! docs.
 
 use std::any::Any;
 
@@ -64,16 +35,18 @@ fn hold_node(guard: &LockGuard) -> Result<&str> {
 /// -1 of the guard's hold node, which fails the whole `multi` with `NoNode` once the
 /// node is gone.
 ///
-/// The node's existence is the hold: the node is ephemeral, named with a protected
-/// prefix made fresh for each acquisition (sequential for a fair contender, not for an
-/// unfair holder), deleted by an unlock, a break or the end of the guard's session, and
-/// never made again under its name (the next holder gets a node of its own). Version
-/// -1 passes whatever the node's data version, since a release request
-/// (`distsync revoke`, Curator's `Revoker`) writes into the holder's node without
-/// taking the lock away. The server decides at the commit: a commit while the node
-/// exists is a commit while the lock is held, even when the guard's session is past
-/// its client-side deadline; once the node is gone it fails, even when the guard has
-/// not heard yet.
+/// The node's existence is the hold: the node is ephemeral (a fair lock's or a
+/// read-write lock's writer's sequential contender node, or an unfair lock's holder
+/// node), named with a protected prefix made fresh for each acquisition, deleted by an
+/// unlock, a break or the end of the guard's session, and never made again under its
+/// name (the next holder gets a node of its own). Version -1 passes whatever the
+/// node's data version, since a release request (`distsync revoke`, Curator's
+/// `Revoker`) writes `__REVOKE__` into the holder's node without taking the lock away;
+/// ZooKeeper's `check` compares the data version alone (not the `czxid`, the fencing
+/// token), and the path already names one hold. The server decides at the commit: a
+/// commit while the node exists is a commit while the lock is held, even when the
+/// guard's session is past its client-side deadline; once the node is gone it fails,
+/// even when the guard has not heard yet.
 ///
 /// Add it first: ZooKeeper stops a `multi` at its first failing operation, so a first
 /// check is the failure reported whenever the hold is gone, and [`hold_was_lost`] with
@@ -81,7 +54,7 @@ fn hold_node(guard: &LockGuard) -> Result<&str> {
 /// earlier operation's failure hides it (nothing is written either way).
 ///
 /// `writer` must be of a client without a chroot (the node's path is from the
-/// server's root); with one, the check names a node that does not exist and the commit
+/// server's root, the backend's `root` included: distsync's clients have none); with one, the check names a node that does not exist and the commit
 /// fails as if the hold were lost. [`hold_check_writer`] handles chroots.
 ///
 /// ```no_run

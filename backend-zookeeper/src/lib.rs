@@ -48,13 +48,10 @@
 //!
 //! A ZooKeeper server whose data directory is wiped, or a new ensemble at the same
 //! address, forgets every session and node, and hands out zxids (the fencing tokens)
-//! again from the bottom. The client tells it by an epoch marker node
-//! (`<root>/amnesia`) and by a created node's zxid below one it has seen; it then ends
-//! its sessions (`lost()`), grants nothing until the longest session TTL has passed,
-//! and adds an offset to every token so that tokens keep growing. A client that never
-//! knew the old store finds only a missing marker, which it can tell from a new store
-//! only with `max_session_ttl=`: it then waits that bound once before its first grant
-//! (see `src/amnesia.rs` and docs/ZOOKEEPER.md).
+//! again from the bottom. The client tells it, ends its sessions (`lost()`), grants
+//! nothing until the longest session TTL has passed and keeps tokens growing; a client
+//! that never knew the old store can tell it only with `max_session_ttl=` (see
+//! `src/amnesia.rs` and docs/ZOOKEEPER.md).
 //!
 //! ## Entry points
 //!
@@ -66,65 +63,33 @@
 //!
 //! ## How it works
 //!
-//! * **Sessions** are ZooKeeper sessions, one client (connection) each, whose timeout
-//!   is the session's TTL; `lost()` fires at the client-side deadline or as soon as
-//!   the client sees the session expire (see `src/session.rs`).
-//! * **The lock** is Curator's `InterProcessMutex` (see `src/lock.rs`): protected
-//!   ephemeral sequential nodes, the lowest holds, each waiter watches the node before
-//!   it, the fencing token is the holder node's creation zxid.
-//! * **The unfair lock** (`LockOptions::new().unfair()`, see `src/unfair_lock.rs`) has
-//!   no Curator recipe: its holder is a non-sequential ephemeral node that every fair
-//!   contender takes for sequence 0, the lowest, so the two kinds exclude each other;
-//!   a take is the create and a listing sent together, and holds when nobody else is
-//!   in the lock's node, or only unfair takes made after it (of colliding takes, the
-//!   first made holds). Takes that lose wait in a line of their own
-//!   (`<root>/lock_wait/<name>`): only its head watches the lock, the others their
-//!   predecessor, so a release wakes one waiter, which may lose to a newcomer and wait
-//!   again. The token is the holder node's creation zxid, as the fair lock's.
-//! * **The semaphore** is Curator's `InterProcessSemaphoreV2` (see `src/semaphore.rs`):
-//!   a mutex on `locks/` lines acquirers up, a permit is an ephemeral sequential lease
-//!   under `leases/`, the head of the line waits while `leases/` has more children
-//!   than permits; the token is the lease's creation zxid.
-//! * **The read-write lock** is Curator's `InterProcessReadWriteLock` (see
-//!   `src/rwlock.rs`): `__READ__` and `__WRIT__` contenders in one sequence; a reader
-//!   waits only for writers before it, a writer for everyone before it.
-//! * **The barrier** is Curator's `DistributedBarrier` (see `src/barrier.rs`): held
-//!   while its persistent node exists; waiters watch it go.
-//! * **The double barrier** is Curator's `DistributedDoubleBarrier` (see
-//!   `src/double_barrier.rs`): an ephemeral child per participant and a `ready` node
-//!   made by the participant that completes the count.
-//! * **The queue** is Curator's `DistributedPriorityQueue` (see `src/queue.rs`):
-//!   persistent sequential `queue-` items in Curator's item format, taken in one
-//!   `multi`; `receive` holds an item by an ephemeral node under Curator's `lockPath`,
-//!   with delivery counts, idempotency keys and receipts in nodes Curator ignores.
-//! * **STM** (see `src/stm.rs`) keeps each key in a persistent node; every read
-//!   records the node's version (or its absence) and a commit is one `multi` of
-//!   version checks and writes; the serializable levels read through `multiRead`, so
-//!   a transaction's reads are of one state. A guarded write (`put_if_held`) is a
-//!   `multi` that checks the guard's node still exists.
-//! * **A caller's own `multi` guarded by a lock** (see `src/hold_check.rs`):
-//!   [`add_hold_check`] (or [`hold_check_writer`]) adds that check of the guard's node
-//!   to the caller's transaction, so that the caller's writes to their own nodes commit
-//!   only while the lock is held; [`hold_was_lost`] tells a lost hold from other
-//!   failures. The client crate is re-exported as [`zookeeper_client`].
-//! * **Counters and latches** (see `src/counter.rs`) are one node each, changed by
-//!   compare-and-swap on the node's version; a latch's waiters watch its node.
-//! * **Export** for `distsync migrate` reads queues, STM keys, held barriers and the
-//!   live holds (see `src/export.rs`).
-//! * **Purging a prefix** deletes the subtrees of its names, children first (see
-//!   `src/purge.rs`).
-//! * **Names** map to paths in `src/keys.rs`.
+//! Each recipe is described where it is written, and its Curator layout in
+//! docs/ZOOKEEPER.md:
 //!
-//! * **The election** is Curator's `LeaderLatch` (see `src/election.rs`): `latch-`
-//!   candidates in the lock's protocol, the campaign value as the node's data, the
-//!   term the leader node's creation zxid; proclaims are ephemeral entries beside the
-//!   latch (Curator's latch must never see its predecessor's data change), which
-//!   `leader()` and `observe()` read in order.
-//!
-//! * **The rate limiter** (see `src/rate_limiter.rs`) is GCRA on one node, changed by
-//!   compare-and-swap on its version; ZooKeeper has no read of the time, so "now" is
-//!   the `mtime` of a write to `<root>/clock`, and the node keeps its TAT relative to
-//!   its own `mtime`, so that each grant counts at the instant the leader applies it.
+//! * **Sessions**: ZooKeeper sessions, one client each, whose timeout is the TTL
+//!   (`src/session.rs`).
+//! * **The lock**: Curator's `InterProcessMutex`; the token is the holder node's
+//!   creation zxid (`src/lock.rs`).
+//! * **The unfair lock** (`LockOptions::new().unfair()`): no Curator recipe; a
+//!   non-sequential holder node that fair contenders take for sequence 0, and a wait
+//!   line of its own under `<root>/lock_wait/<name>` (`src/unfair_lock.rs`).
+//! * **The semaphore**: Curator's `InterProcessSemaphoreV2` (`src/semaphore.rs`).
+//! * **The read-write lock**: Curator's `InterProcessReadWriteLock` (`src/rwlock.rs`).
+//! * **The barriers**: Curator's `DistributedBarrier` and `DistributedDoubleBarrier`
+//!   (`src/barrier.rs`, `src/double_barrier.rs`).
+//! * **The queue**: Curator's `DistributedPriorityQueue`, with `receive`'s holds under
+//!   Curator's `lockPath` (`src/queue.rs`).
+//! * **The election**: Curator's `LeaderLatch`, proclaims beside it (`src/election.rs`).
+//! * **STM** (`src/stm.rs`): a persistent node per key, a commit is one `multi` of
+//!   version checks and writes.
+//! * **A caller's own `multi` guarded by a lock**: [`add_hold_check`] (or
+//!   [`hold_check_writer`]) and [`hold_was_lost`] (`src/hold_check.rs`); the client
+//!   crate is re-exported as [`zookeeper_client`].
+//! * **Counters and latches** (`src/counter.rs`) and **the rate limiter**
+//!   (`src/rate_limiter.rs`, on the leader's clock): one node each, changed by
+//!   compare-and-swap on its version.
+//! * **Export** (`src/export.rs`), **purging a prefix** (`src/purge.rs`) and **names**
+//!   as paths (`src/keys.rs`).
 //!
 //! ## Why `zookeeper-client`
 //!

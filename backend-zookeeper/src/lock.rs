@@ -55,7 +55,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::raw::{lock_guard, CleanUp, GuardStoreSide as _, Locker};
@@ -64,13 +63,10 @@ use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-use crate::direct::Direct;
+use crate::direct::{answered, persistent, Direct, RETRY_PAUSE};
+use crate::error::found;
 use crate::keys::{self, Kind, LOCK_NAME};
 use crate::session::LeaseInner;
-
-/// The pause before a request is sent again after a connection loss: the client is
-/// reconnecting meanwhile; the session's deadline bounds the whole wait.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Set by a hold's release once it starts deleting the hold's node, so that the
 /// node's loss watch does not take the deletion for a loss.
@@ -79,14 +75,6 @@ pub(crate) type Releasing = Arc<AtomicBool>;
 /// A mutex named `name`: Curator's `InterProcessMutex` on its node.
 pub(crate) struct ZkLocker {
     line: Line,
-}
-
-impl ZkLocker {
-    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        Self {
-            line: Line::new(session, lease, name, Kind::Lock, LOCK_NAME),
-        }
-    }
 }
 
 /// A line of contenders under one node, the lowest sequence first: the protocol
@@ -163,12 +151,30 @@ impl Line {
     /// The contenders in line, ordered by sequence (empty if the lock's node is
     /// missing).
     pub(crate) async fn line(&self) -> Result<Vec<(u64, String)>> {
+        Ok(keys::contenders(self.children().await?, self.lock_name))
+    }
+
+    /// The children of the primitive's node (empty if it is missing).
+    pub(crate) async fn children(&self) -> Result<Vec<String>> {
         let client = self.lease.client()?;
-        match self.retrying(|| client.list_children(&self.dir)).await? {
-            Ok(children) => Ok(keys::contenders(children, self.lock_name)),
-            Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(error) => Err(self.lease.error(error)),
-        }
+        let listed = self.retrying(|| client.list_children(&self.dir)).await?;
+        let listed = found(listed).map_err(|error| self.lease.error(error))?;
+        Ok(listed.unwrap_or_default())
+    }
+
+    /// Creates the primitive's node, with its ancestors, where missing.
+    pub(crate) async fn make_dir(&self, client: &zk::Client) -> Result<()> {
+        let dir = persistent();
+        let made = self.retrying(|| client.mkdir(&self.dir, &dir)).await?;
+        made.map_err(|error| self.lease.error(error))
+    }
+
+    /// Deletes the node at `path`; a missing one is fine.
+    pub(crate) async fn delete(&self, path: &str) -> Result<()> {
+        let client = self.lease.client()?;
+        let deleted = self.retrying(|| client.delete(path, None)).await?;
+        found(deleted).map_err(|error| self.lease.error(error))?;
+        Ok(())
     }
 
     /// Step 1: creates this contender's node holding `data` (and the primitive's node
@@ -209,10 +215,10 @@ impl Line {
         loop {
             self.check_session()?;
             // Both requests leave when called, the create first.
-            let created = tokio::time::timeout(timeout, client.create(&path, data, &options));
+            let created = answered(shared, client.create(&path, data, &options));
             let listed =
                 list.then(|| tokio::time::timeout(timeout, client.list_children(&self.dir)));
-            match created.await.unwrap_or(Err(zk::Error::ConnectionLoss)) {
+            match created.await {
                 Ok((stat, sequence)) => {
                     entry.child = format!("{}{}{sequence}", entry.prefix, self.lock_name);
                     if shared.amnesia.observe_created(ticket, stat.czxid) {
@@ -238,13 +244,7 @@ impl Line {
                     };
                     return Ok((entry, line));
                 }
-                Err(zk::Error::NoNode) => {
-                    let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    match self.retrying(|| client.mkdir(&self.dir, &dir)).await? {
-                        Ok(()) => {}
-                        Err(error) => return Err(self.lease.error(error)),
-                    }
-                }
+                Err(zk::Error::NoNode) => self.make_dir(&client).await?,
                 Err(error) if crate::error::is_connection_loss(&error) => {
                     // The create may have been applied: look for the protected prefix.
                     if let Some((child, token)) = self.find(&entry.prefix).await? {
@@ -261,20 +261,14 @@ impl Line {
     /// The node with `prefix` among the lock's children and its `czxid`, if any.
     async fn find(&self, prefix: &str) -> Result<Option<(String, i64)>> {
         let client = self.lease.client()?;
-        let children = match self.retrying(|| client.list_children(&self.dir)).await? {
-            Ok(children) => children,
-            Err(zk::Error::NoNode) => return Ok(None),
-            Err(error) => return Err(self.lease.error(error)),
-        };
+        let children = self.children().await?;
         let Some(child) = children.into_iter().find(|child| child.starts_with(prefix)) else {
             return Ok(None);
         };
         let path = format!("{}/{child}", self.dir);
-        match self.retrying(|| client.check_stat(&path)).await? {
-            Ok(Some(stat)) => Ok(Some((child, self.lease.shared.amnesia.up(stat.czxid)))),
-            Ok(None) => Ok(None),
-            Err(error) => Err(self.lease.error(error)),
-        }
+        let stat = self.retrying(|| client.check_stat(&path)).await?;
+        let stat = stat.map_err(|error| self.lease.error(error))?;
+        Ok(stat.map(|stat| (child, self.lease.shared.amnesia.up(stat.czxid))))
     }
 
     /// Step 2: waits until `entry` is the lowest contender.
@@ -290,12 +284,7 @@ impl Line {
         mut first: Option<Vec<(u64, String)>>,
     ) -> Result<()> {
         loop {
-            let line = match first.take() {
-                // A listing without the node cannot follow its create on this session;
-                // rather than judge the node gone on it, list again.
-                Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
-                _ => self.line().await?,
-            };
+            let line = self.line_after(first.take(), &entry.child).await?;
             let Some(place) = line.iter().position(|(_, child)| *child == entry.child) else {
                 return Err(self.gone(entry));
             };
@@ -323,34 +312,66 @@ impl Line {
         }
     }
 
+    /// `first`, a listing made after `child`'s node was created, if it holds the node;
+    /// otherwise the line listed again: a listing without the node cannot follow its
+    /// create on this session, so rather than judge the node gone on it, list again.
+    pub(crate) async fn line_after(
+        &self,
+        first: Option<Vec<(u64, String)>>,
+        child: &str,
+    ) -> Result<Vec<(u64, String)>> {
+        match first {
+            Some(line) if line.iter().any(|(_, listed)| listed == child) => Ok(line),
+            _ => self.line().await,
+        }
+    }
+
+    /// `entry` back if it heads the line now (`first`: see [`Line::line_after`]). One
+    /// behind another is withdrawn before the answer (see [`Line::leave`]), so that no
+    /// later try finds it ahead (cancelled there, its drop deletes it in the
+    /// background); a missing one is [`Line::gone`].
+    pub(crate) async fn head_or_leave(
+        &self,
+        entry: Entry,
+        first: Option<Vec<(u64, String)>>,
+    ) -> Result<Option<Entry>> {
+        let line = self.line_after(first, &entry.child).await?;
+        match line.first() {
+            Some((_, head)) if *head == entry.child => Ok(Some(entry)),
+            Some(_) if line.iter().any(|(_, child)| *child == entry.child) => {
+                self.leave(entry).await?;
+                Ok(None)
+            }
+            _ => Err(self.gone(&entry)),
+        }
+    }
+
     /// The error for a contender whose node vanished while its session lives (deleted
     /// by an operator or another client): the session lost, or a backend error.
     pub(crate) fn gone(&self, entry: &Entry) -> Error {
+        self.node_gone("contender node", &format!("{}/{}", entry.dir, entry.child))
+    }
+
+    /// The error for this line's `what` at `path`, vanished while its session lives
+    /// (see [`Line::gone`]).
+    pub(crate) fn node_gone(&self, what: &str, path: &str) -> Error {
         if self.session.is_lost() || self.lease.is_over() {
-            Error::SessionLost
-        } else {
-            Error::backend(
-                crate::BACKEND,
-                format!(
-                    "the contender node {}/{} of {:?} was deleted by someone else",
-                    entry.dir, entry.child, self.name
-                ),
-            )
+            return Error::SessionLost;
         }
+        let gone = format!(
+            "the {what} {path} of {:?} was deleted by someone else",
+            self.name
+        );
+        Error::backend(crate::BACKEND, gone)
     }
 
     /// Withdraws `entry` (granted or not): deletes its node now rather than in the
     /// background, so that whoever watches it moves on before this returns.
     pub(crate) async fn leave(&self, mut entry: Entry) -> Result<()> {
-        let path = format!("{}/{}", entry.dir, entry.child);
-        let client = self.lease.client()?;
-        match self.retrying(|| client.delete(&path, None)).await? {
-            Ok(()) | Err(zk::Error::NoNode) => {
-                entry.armed = false;
-                Ok(())
-            }
-            Err(error) => Err(self.lease.error(error)),
-        }
+        self.delete(&format!("{}/{}", entry.dir, entry.child))
+            .await?;
+        entry.armed = false;
+        Ok(())
     }
 
     /// Step 3, made into the guard's release.
@@ -397,7 +418,7 @@ impl Line {
             // The node's loss watch sees this deletion: a release, not a loss. The flag
             // is never cleared: once its release starts, the hold ends either way.
             flag.store(true, Ordering::SeqCst);
-            Box::pin(delete_guaranteed(lease, release_path))
+            Box::pin(delete_guaranteed(lease, release_path, false))
         });
         (path, release, releasing)
     }
@@ -405,19 +426,14 @@ impl Line {
 
 /// Deletes a granted contender's node as Curator's guaranteed delete does: again after
 /// every lost connection (a leader change, a server killed), until the node is gone or
-/// the session ends, which bounds the wait by the session's deadline.
-pub(crate) async fn delete_guaranteed(lease: Arc<LeaseInner>, path: String) -> Result<()> {
-    delete_guaranteed_after(lease, path, false).await
-}
-
-/// [`delete_guaranteed`], `resent` saying whether a request that deletes the node was
-/// sent already and its answer lost (a `NoNode` then means that request applied).
-pub(crate) async fn delete_guaranteed_after(
+/// the session ends, which bounds the wait by the session's deadline. `resent` says
+/// whether a request that deletes the node was sent already and its answer lost (a
+/// `NoNode` then means that request applied).
+pub(crate) async fn delete_guaranteed(
     lease: Arc<LeaseInner>,
     path: String,
     mut resent: bool,
 ) -> Result<()> {
-    let timeout = lease.shared.config.request_timeout();
     loop {
         // A session that ended took the node with it: the hold was lost, which the
         // release reports rather than a clean unlock.
@@ -425,10 +441,7 @@ pub(crate) async fn delete_guaranteed_after(
             return Err(Error::SessionLost);
         }
         let client = lease.client()?;
-        match tokio::time::timeout(timeout, client.delete(&path, None))
-            .await
-            .unwrap_or(Err(zk::Error::ConnectionLoss))
-        {
+        match answered(&lease.shared, client.delete(&path, None)).await {
             Ok(()) => return Ok(()),
             Err(_) if lease.is_over() => return Err(Error::SessionLost),
             // An earlier delete whose answer the lost connection took applied.
@@ -525,11 +538,10 @@ impl Drop for Entry {
             // Sent after the create on the same session, so the listing includes it.
             let list = || async {
                 let client = lease.client()?;
-                match lease.once(|| client.list_children(&dir)).await? {
-                    Ok(children) => Ok(children),
-                    Err(zk::Error::NoNode) => Ok(Vec::new()),
-                    Err(error) => Err(lease.error(error)),
-                }
+                let listed = lease.once(|| client.list_children(&dir)).await?;
+                Ok(found(listed)
+                    .map_err(|error| lease.error(error))?
+                    .unwrap_or_default())
             };
             let mut deleted = Ok(());
             for child in clean_up
@@ -573,23 +585,9 @@ impl Locker for ZkLocker {
         let this = &self.line;
         let attempt = async {
             let (entry, first) = this.enter_listed(&this.session_data(), true).await?;
-            let line = match first {
-                Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
-                _ => this.line().await?,
-            };
-            match line.first() {
-                Some((_, first)) if *first == entry.child => {
-                    Ok(Some(revocable(this, this.guard(entry))))
-                }
-                Some(_) if line.iter().any(|(_, child)| *child == entry.child) => {
-                    // Someone is ahead: withdraw before answering, so that no later
-                    // `try_lock` finds this node ahead of it (cancelled here, the entry's
-                    // drop deletes it in the background).
-                    this.leave(entry).await?;
-                    Ok(None)
-                }
-                _ => Err(this.gone(&entry)),
-            }
+            // Someone ahead: withdrawn, so that no later `try_lock` finds it ahead.
+            let entry = this.head_or_leave(entry, first).await?;
+            Ok(entry.map(|entry| revocable(this, this.guard(entry))))
         };
         this.lease.shared.one_shot("try_lock", attempt).await
     }
@@ -605,6 +603,7 @@ impl Locker for ZkLocker {
 
 impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkLocker {
     fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name))
+        let line = Line::new(on.session, on.lease, on.name, Kind::Lock, LOCK_NAME);
+        Ok(Self { line })
     }
 }

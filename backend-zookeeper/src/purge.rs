@@ -24,30 +24,11 @@ use crate::store::Shared;
 const PURGE_ROUNDS: usize = 5;
 
 /// The nodes of the subtree at `path` (`path` included), children before their
-/// parent; empty if `path` does not exist.
+/// parent: the status walk's order (parents first) reversed. Empty if `path` does not
+/// exist.
 async fn subtree(client: &zk::Client, path: &str) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    // Depth-first, each node pushed after its children: a stack of nodes whose
-    // children are still to be listed, and of nodes whose children are done.
-    let mut stack = vec![(path.to_owned(), false)];
-    while let Some((node, listed)) = stack.pop() {
-        if listed {
-            found.push(node);
-            continue;
-        }
-        match client.list_children(&node).await {
-            Ok(children) => {
-                stack.push((node.clone(), true));
-                for child in children {
-                    stack.push((format!("{node}/{child}"), false));
-                }
-            }
-            // Gone since its parent was listed (a contender released).
-            Err(zk::Error::NoNode) => {}
-            Err(error) => return Err(map(error)),
-        }
-    }
-    Ok(found)
+    let walked = crate::status::walk(client, path).await?;
+    Ok(walked.into_iter().rev().map(|(node, _)| node).collect())
 }
 
 /// The subtree roots of `prefix`, one per kind.

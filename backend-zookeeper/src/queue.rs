@@ -92,7 +92,7 @@ use tokio::time::Instant;
 use zookeeper_client as zk;
 
 use crate::direct::{bounded, persistent, request, Direct};
-use crate::error::map;
+use crate::error::{found, map};
 use crate::store::Shared;
 use nodes::{make_dirs, Paths};
 
@@ -235,10 +235,9 @@ impl Inner {
     /// several items (Curator's `putMulti`) is split first, and `Split` returned.
     async fn read(&self, client: &zk::Client, child: &str) -> Result<Read> {
         let path = self.paths.item(child);
-        let (data, stat) = match bounded(&self.direct.shared, client.get_data(&path)).await? {
-            Ok(read) => read,
-            Err(zk::Error::NoNode) => return Ok(Read::Gone),
-            Err(error) => return Err(map(error)),
+        let read = found(bounded(&self.direct.shared, client.get_data(&path)).await?);
+        let Some((data, stat)) = read.map_err(map)? else {
+            return Ok(Read::Gone);
         };
         match framing::decode(&data) {
             Ok(mut items) if items.len() == 1 => Ok(Read::Item(items.remove(0), stat.version)),
@@ -340,7 +339,6 @@ impl Inner {
             let put_back = ClaimGuard::new(Taken {
                 direct: Arc::clone(&self.direct),
                 receipt: receipt.clone(),
-                path: self.paths.item(child),
                 data: data.clone(),
                 paths: self.paths.clone(),
                 child: child.to_owned(),
@@ -481,11 +479,6 @@ impl Inner {
         Ok(next.map(|left| Duration::from_millis(left.unsigned_abs())))
     }
 
-    /// Deletes the delivery count of the item `child` (see [`forget_deliveries`]).
-    async fn forget_deliveries(&self, client: &zk::Client, child: &str) {
-        forget_deliveries(&self.direct.shared, &self.paths, client, child).await;
-    }
-
     /// One attempt of an enqueue of `item` at `priority` under the key node `key`
     /// (`call`'s, whose id it holds); `sent` says whether an earlier attempt may have
     /// been applied.
@@ -552,10 +545,9 @@ impl Inner {
         call: &str,
         window: Duration,
     ) -> Result<Option<Enqueued>> {
-        let (data, stat) = match bounded(&self.direct.shared, client.get_data(key_path)).await? {
-            Ok(found) => found,
-            Err(zk::Error::NoNode) => return Ok(None),
-            Err(error) => return Err(map(error)),
+        let read = found(bounded(&self.direct.shared, client.get_data(key_path)).await?);
+        let Some((data, stat)) = read.map_err(map)? else {
+            return Ok(None);
         };
         if data == call.as_bytes() {
             return Ok(Some(Enqueued::New));
@@ -659,7 +651,7 @@ impl Inner {
             let (items, _) = self.children(&client, &self.paths.items, false).await?;
             let items: HashSet<String> = items.into_iter().collect();
             for count in counts.into_iter().filter(|count| !items.contains(count)) {
-                self.forget_deliveries(&client, &count).await;
+                forget_deliveries(&self.direct.shared, &self.paths, &client, &count).await;
             }
         }
         Ok(())
@@ -695,11 +687,8 @@ impl Inner {
 /// reason `available` gives: an item acked between the reads never counts as ready.
 pub(crate) async fn counts(client: &zk::Client, paths: &Paths) -> Result<(usize, usize)> {
     let list = |path| async move {
-        match client.list_children(path).await {
-            Ok(children) => Ok(children),
-            Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(error) => Err(map(error)),
-        }
+        let children = found(client.list_children(path).await).map_err(map)?;
+        Ok::<_, distsync_core::Error>(children.unwrap_or_default())
     };
     let held: HashSet<String> = list(&paths.locks).await?.into_iter().collect();
     let items = nodes::items(list(&paths.items).await?);
@@ -712,12 +701,9 @@ pub(crate) async fn counts(client: &zk::Client, paths: &Paths) -> Result<(usize,
 /// behind by a failure is deleted by a later prune).
 async fn forget_deliveries(shared: &Shared, paths: &Paths, client: &zk::Client, child: &str) {
     let path = paths.delivery(child);
-    match bounded(shared, client.delete(&path, None)).await {
-        Ok(Ok(()) | Err(zk::Error::NoNode)) => {}
-        Ok(Err(error)) => {
-            tracing::debug!(node = %path, %error, "could not delete a delivery count")
-        }
-        Err(error) => tracing::debug!(node = %path, %error, "could not delete a delivery count"),
+    let deleted = bounded(shared, client.delete(&path, None)).await;
+    if let Err(error) = deleted.and_then(|deleted| found(deleted).map_err(map)) {
+        tracing::debug!(node = %path, %error, "could not delete a delivery count");
     }
 }
 
@@ -745,7 +731,6 @@ enum Read {
 struct Taken {
     direct: Arc<Direct>,
     receipt: String,
-    path: String,
     data: Vec<u8>,
     paths: Paths,
     child: String,
@@ -758,7 +743,7 @@ impl Claim for Taken {
             "putting back the item of a dropped dequeue",
             "a later dequeue puts it back once its receipt is stale",
         )
-        .of(&self.path)
+        .of(self.paths.item(&self.child))
         .within(PUT_BACK_DEADLINE)
     }
 
@@ -768,7 +753,7 @@ impl Claim for Taken {
             &self.direct.shared,
             &client,
             &self.receipt,
-            &self.path,
+            &self.paths.item(&self.child),
             &self.data,
         )
         .await

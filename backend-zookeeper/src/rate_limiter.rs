@@ -144,28 +144,19 @@ struct LimiterNode<'a> {
     client: zk::Client,
 }
 
-impl LimiterNode<'_> {
-    /// The leader's "now" in µs: the `mtime` of a write to the clock node.
-    async fn now(&self) -> Result<u64> {
-        let shared = &self.step.direct.shared;
-        Ok(ms_to_us(
-            server_now(shared, &self.client, &self.step.clock).await?,
-        ))
-    }
-}
-
 #[async_trait]
 impl StampedStore for LimiterNode<'_> {
     /// The node's data version (`None`: missing).
     type Version = Option<i32>;
 
     async fn read(&self, kept_now_us: Option<u64>) -> Result<StampedRead<Option<i32>>> {
-        let now_us = match kept_now_us {
-            Some(now) => now,
-            None => self.now().await?,
-        };
         let path = &self.step.path;
         let shared = &self.step.direct.shared;
+        let now_us = match kept_now_us {
+            Some(now) => now,
+            // The leader's "now": the `mtime` of a write to the clock node.
+            None => ms_to_us(server_now(shared, &self.client, &self.step.clock).await?),
+        };
         let (record, version) = match bounded(shared, self.client.get_data(path)).await? {
             Ok((data, stat)) => {
                 let stored = StampedTat::parse(&data).map_err(|_| {

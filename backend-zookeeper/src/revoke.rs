@@ -13,7 +13,6 @@
 //!   seen as soon as the watch fires.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use distsync_core::raw::ReleaseRequestWatchFn;
 use distsync_core::revocation::ReleaseRequest;
@@ -21,15 +20,13 @@ use distsync_core::{FencingToken, Name, Result};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+use crate::direct::RETRY_PAUSE;
 use crate::keys::{self, Kind, LOCK_NAME};
 use crate::session::LeaseInner;
 use crate::store::Shared;
 
 /// Curator's `LockInternals.REVOKE_MESSAGE`: the data that asks a holder to release.
 pub(crate) const REVOKE_MESSAGE: &[u8] = b"__REVOKE__";
-
-/// The pause before a failed read of the holder's node is sent again.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// How many holders in a row a request may find gone before it gives up (each one
 /// released between the listing and the write).
@@ -48,10 +45,9 @@ pub(crate) async fn request_release(
     let dir = keys::path(shared.config.root(), Kind::Lock, name);
     let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
     for _ in 0..ATTEMPTS {
-        let children = match crate::direct::bounded(shared, client.list_children(&dir)).await? {
-            Ok(children) => children,
-            Err(zk::Error::NoNode) => return Ok(None),
-            Err(error) => return Err(crate::error::map(error)),
+        let listed = crate::direct::bounded(shared, client.list_children(&dir)).await?;
+        let Some(children) = crate::error::found(listed).map_err(crate::error::map)? else {
+            return Ok(None);
         };
         let Some((_, holder)) = keys::contenders(children, LOCK_NAME).into_iter().next() else {
             return Ok(None);

@@ -43,8 +43,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::raw::{read_guard, GuardStoreSide as _};
 use distsync_core::raw::{Make, OnSession};
-use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock, Session};
-use zookeeper_client as zk;
+use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock};
 
 use crate::direct::Direct;
 use crate::keys::{self, Kind, READ_NAME, WRITE_NAME};
@@ -64,29 +63,9 @@ enum Place {
 }
 
 impl ZkRwLock {
-    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        let dir = keys::path(lease.shared.config.root(), Kind::RwLock, &name);
-        Self {
-            readers: Line::at(
-                session.clone(),
-                Arc::clone(&lease),
-                name.clone(),
-                dir.clone(),
-                READ_NAME,
-            ),
-            writers: Line::at(session, lease, name, dir, WRITE_NAME),
-        }
-    }
-
     /// Step 2's rule for `entry` (a writer when `writer`) against the line now.
     async fn place(&self, line: &Line, entry: &Entry, writer: bool) -> Result<Place> {
-        let client = line.lease.client()?;
-        let children = match line.retrying(|| client.list_children(&line.dir)).await? {
-            Ok(children) => children,
-            Err(zk::Error::NoNode) => Vec::new(),
-            Err(error) => return Err(line.lease.error(error)),
-        };
-        let contenders = keys::rw_contenders(children);
+        let contenders = keys::rw_contenders(line.children().await?);
         let Some(ours) = contenders
             .iter()
             .position(|(_, child, _)| *child == entry.child)
@@ -190,6 +169,17 @@ impl RwLock for ZkRwLock {
 
 impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkRwLock {
     fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name))
+        let (session, lease, name) = (on.session, on.lease, on.name);
+        let dir = keys::path(lease.shared.config.root(), Kind::RwLock, &name);
+        Ok(Self {
+            readers: Line::at(
+                session.clone(),
+                Arc::clone(&lease),
+                name.clone(),
+                dir.clone(),
+                READ_NAME,
+            ),
+            writers: Line::at(session, lease, name, dir, WRITE_NAME),
+        })
     }
 }

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::raw::permit;
 use distsync_core::raw::{Make, OnSession};
-use distsync_core::{Error, Name, Permit, Result, Semaphore, Session};
+use distsync_core::{Error, Name, Permit, Result, Semaphore};
 use zookeeper_client as zk;
 
 use crate::direct::Direct;
@@ -83,26 +83,6 @@ pub(crate) struct ZkSemaphore {
 }
 
 impl ZkSemaphore {
-    pub(crate) fn new(
-        session: Session,
-        lease: Arc<LeaseInner>,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Self {
-        let dir = keys::path(lease.shared.config.root(), Kind::Semaphore, &name);
-        Self {
-            permits,
-            mutex: Line::at(
-                session.clone(),
-                Arc::clone(&lease),
-                name.clone(),
-                format!("{dir}/locks"),
-                LOCK_NAME,
-            ),
-            leases: Line::at(session, lease, name, format!("{dir}/leases"), LEASE_NAME),
-        }
-    }
-
     /// A lease's data: the count and the session.
     fn lease_data(&self) -> Vec<u8> {
         format!(
@@ -112,25 +92,11 @@ impl ZkSemaphore {
         .into_bytes()
     }
 
-    /// The children of `leases/` (empty when it does not exist yet).
-    async fn lease_nodes(&self) -> Result<Vec<String>> {
-        let client = self.leases.lease.client()?;
-        match self
-            .leases
-            .retrying(|| client.list_children(&self.leases.dir))
-            .await?
-        {
-            Ok(children) => Ok(children),
-            Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(error) => Err(self.leases.lease.error(error)),
-        }
-    }
-
     /// Step 2: fails with [`Error::InvalidArgument`] when a distsync lease held now
     /// names another count.
     async fn check_count(&self) -> Result<()> {
         let client = self.leases.lease.client()?;
-        for (_, child) in keys::contenders(self.lease_nodes().await?, LEASE_NAME) {
+        for (_, child) in keys::contenders(self.leases.children().await?, LEASE_NAME) {
             let path = format!("{}/{child}", self.leases.dir);
             let data = match self.leases.retrying(|| client.get_data(&path)).await? {
                 Ok((data, _)) => data,
@@ -212,16 +178,10 @@ impl Semaphore for ZkSemaphore {
             // someone else holds the mutex.
             self.check_count().await?;
             let mutex = self.mutex.enter(&self.mutex.session_data()).await?;
-            let line = self.mutex.line().await?;
-            match line.first() {
-                Some((_, first)) if *first == mutex.child => {}
-                Some(_) if line.iter().any(|(_, child)| *child == mutex.child) => {
-                    // An acquirer is ahead: it takes the next free permit, not this one.
-                    self.mutex.leave(mutex).await?;
-                    return Ok(None);
-                }
-                _ => return Err(self.mutex.gone(&mutex)),
-            }
+            // An acquirer ahead takes the next free permit, not this one.
+            let Some(mutex) = self.mutex.head_or_leave(mutex, None).await? else {
+                return Ok(None);
+            };
             let lease = self.take_lease(false).await?;
             self.mutex.leave(mutex).await?;
             Ok(lease.map(|lease| permit(self.leases.guard(lease))))
@@ -239,6 +199,18 @@ impl Make<Arc<Direct>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for ZkSemapho
         _: &Arc<Direct>,
         (on, permits): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
     ) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name, permits))
+        let (session, lease, name) = (on.session, on.lease, on.name);
+        let dir = keys::path(lease.shared.config.root(), Kind::Semaphore, &name);
+        Ok(Self {
+            permits,
+            mutex: Line::at(
+                session.clone(),
+                Arc::clone(&lease),
+                name.clone(),
+                format!("{dir}/locks"),
+                LOCK_NAME,
+            ),
+            leases: Line::at(session, lease, name, format!("{dir}/leases"), LEASE_NAME),
+        })
     }
 }

@@ -47,7 +47,7 @@ use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, Session
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-use crate::error::{is_session_end, map};
+use crate::error::{found, is_session_end, map};
 use crate::store::{OpenSession, Shared};
 use crate::BACKEND;
 
@@ -160,11 +160,8 @@ impl LeaseInner {
             return Err(Error::SessionLost);
         }
         let client = self.client()?;
-        let timeout = self.shared.config.request_timeout();
         let answer = match crate::direct::connected(&self.shared, &client).await {
-            Ok(()) => tokio::time::timeout(timeout, request())
-                .await
-                .unwrap_or(Err(zk::Error::ConnectionLoss)),
+            Ok(()) => crate::direct::answered(&self.shared, request()).await,
             Err(_) => Err(zk::Error::ConnectionLoss),
         };
         Ok(answer)
@@ -179,10 +176,9 @@ impl LeaseInner {
     /// store's error, transient after a lost connection.
     pub(crate) async fn delete_once(&self, path: &str) -> Result<()> {
         let client = self.client()?;
-        match self.once(|| client.delete(path, None)).await? {
-            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-            Err(error) => Err(self.error(error)),
-        }
+        let deleted = self.once(|| client.delete(path, None)).await?;
+        found(deleted).map_err(|error| self.error(error))?;
+        Ok(())
     }
 
     /// The session's lost token, which the store's end of the session also fires (a
@@ -332,12 +328,10 @@ impl Lease for ZkLease {
         if client.state().is_terminated() {
             return Ok(KeepAlive::Gone);
         }
-        let timeout = inner.shared.config.request_timeout();
-        match tokio::time::timeout(timeout, client.check_stat("/")).await {
-            Ok(Ok(_)) => Ok(KeepAlive::Renewed),
-            Ok(Err(error)) if is_session_end(&error) => Ok(KeepAlive::Gone),
-            Ok(Err(error)) => Err(map(error)),
-            Err(_) => Err(Error::Timeout(timeout)),
+        match crate::direct::timed(&inner.shared, client.check_stat("/")).await? {
+            Ok(_) => Ok(KeepAlive::Renewed),
+            Err(error) if is_session_end(&error) => Ok(KeepAlive::Gone),
+            Err(error) => Err(map(error)),
         }
     }
 

@@ -38,7 +38,7 @@ use distsync_core::status::{
 use distsync_core::{Error, FencingToken, Result, SessionId};
 use zookeeper_client as zk;
 
-use crate::error::map;
+use crate::error::{found, map};
 use crate::keys::{self, Kind};
 use crate::queue::nodes::{server_now, Paths};
 use crate::rate_limiter::{clock_path, ms_to_us};
@@ -185,27 +185,33 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// The hold of the contender node `path` of `mode`, with its token when `holding`.
-    /// `None` when it is gone since its parent was listed.
-    async fn hold(
+    /// The hold of the contender node `path` of `mode` added to `status`: to its
+    /// holders, with its token, when `holding`, else to its waiters. Left out when it
+    /// is gone since its parent was listed.
+    async fn add_hold(
         &self,
+        status: &mut LineStatus,
         path: String,
         mode: HoldMode,
         holding: bool,
-    ) -> Result<Option<HoldStatus>> {
-        let stat = match self.client.check_stat(&path).await {
-            Ok(Some(stat)) => stat,
-            Ok(None) | Err(zk::Error::NoNode) => return Ok(None),
-            Err(error) => return Err(map(error)),
+    ) -> Result<()> {
+        let Some(stat) = found(self.client.check_stat(&path).await)
+            .map_err(map)?
+            .flatten()
+        else {
+            return Ok(());
         };
         let session =
             (stat.ephemeral_owner != 0).then(|| SessionId(stat.ephemeral_owner as u64).to_string());
         let token = holding.then_some(FencingToken(self.shared.amnesia.up(stat.czxid) as u64));
-        Ok(Some(
-            HoldStatus::new(path, mode)
-                .with_session(session)
-                .with_token(token),
-        ))
+        let hold = HoldStatus::new(path, mode)
+            .with_session(session)
+            .with_token(token);
+        match holding {
+            true => status.holders.push(hold),
+            false => status.waiters.push(hold),
+        }
+        Ok(())
     }
 
     /// A lock's line: its `lock-` contenders.
@@ -249,14 +255,8 @@ impl Reader<'_> {
         let mut status = LineStatus::new(kind, name);
         for (index, (_, child)) in line.into_iter().enumerate() {
             let path = format!("{path}/{child}");
-            let Some(entry) = self.hold(path, HoldMode::Exclusive, index == 0).await? else {
-                continue;
-            };
-            if index == 0 {
-                status.holders.push(entry);
-            } else {
-                status.waiters.push(entry);
-            }
+            self.add_hold(&mut status, path, HoldMode::Exclusive, index == 0)
+                .await?;
         }
         Ok(status)
     }
@@ -279,14 +279,7 @@ impl Reader<'_> {
                 HoldMode::Shared
             };
             let path = format!("{}/{child}", node.path);
-            let Some(entry) = self.hold(path, mode, holding).await? else {
-                continue;
-            };
-            if holding {
-                status.holders.push(entry);
-            } else {
-                status.waiters.push(entry);
-            }
+            self.add_hold(&mut status, path, mode, holding).await?;
         }
         Ok(status)
     }
@@ -304,17 +297,16 @@ impl Reader<'_> {
         let names: Vec<String> = leases.iter().map(|(_, c)| c.clone()).collect();
         let mut status = LineStatus::new(LineKind::Semaphore, node.name)
             .with_permits(permits(&self.client, &leases_path, &names).await);
-        for (_, child) in leases {
-            let path = format!("{leases_path}/{child}");
-            if let Some(entry) = self.hold(path, HoldMode::Shared, true).await? {
-                status.holders.push(entry);
-            }
-        }
-        for (_, child) in lined {
-            let path = format!("{locks_path}/{child}");
-            if let Some(entry) = self.hold(path, HoldMode::Shared, false).await? {
-                status.waiters.push(entry);
-            }
+        let leases = leases
+            .into_iter()
+            .map(|(_, child)| (leases_path.as_str(), child, true));
+        let lined = lined
+            .into_iter()
+            .map(|(_, child)| (locks_path.as_str(), child, false));
+        for (dir, child, holding) in leases.chain(lined) {
+            let path = format!("{dir}/{child}");
+            self.add_hold(&mut status, path, HoldMode::Shared, holding)
+                .await?;
         }
         Ok(Some(status))
     }
@@ -322,11 +314,8 @@ impl Reader<'_> {
     /// The `lock_name` contenders among the children of `path`, in sequence order;
     /// none if `path` does not exist.
     async fn contenders(&self, path: &str, lock_name: &str) -> Result<Vec<(u64, String)>> {
-        match self.client.list_children(path).await {
-            Ok(children) => Ok(keys::contenders(children, lock_name)),
-            Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(error) => Err(map(error)),
-        }
+        let children = found(self.client.list_children(path).await).map_err(map)?;
+        Ok(keys::contenders(children.unwrap_or_default(), lock_name))
     }
 
     /// An unfair lock's wait line, `node`, added to its lock's line in `lines` (made if
@@ -337,17 +326,16 @@ impl Reader<'_> {
         if line.is_empty() {
             return Ok(());
         }
-        let index = match lines
+        let at = lines
             .iter()
-            .position(|line| line.kind == LineKind::Lock && line.name == node.name)
-        {
-            Some(index) => index,
+            .position(|line| line.kind == LineKind::Lock && line.name == node.name);
+        let status = match at {
+            Some(at) => &mut lines[at],
             None => {
                 lines.push(LineStatus::new(LineKind::Lock, node.name));
-                lines.len() - 1
+                lines.last_mut().expect("just pushed")
             }
         };
-        let status = &mut lines[index];
         // A line holder's place shares its holder node's protected prefix.
         let holding: Vec<String> = status
             .holders
@@ -362,9 +350,8 @@ impl Reader<'_> {
                 continue;
             }
             let path = format!("{}/{child}", node.path);
-            if let Some(entry) = self.hold(path, HoldMode::Exclusive, false).await? {
-                status.waiters.push(entry);
-            }
+            self.add_hold(status, path, HoldMode::Exclusive, false)
+                .await?;
         }
         Ok(())
     }
@@ -384,23 +371,17 @@ impl Reader<'_> {
 
     /// A latch's initial and current counts; `None` for a node that holds no latch.
     async fn latch(&self, node: Node) -> Result<Option<LatchStatus>> {
-        match self.client.get_data(&node.path).await {
-            Ok((data, _)) => Ok(std::str::from_utf8(&data)
-                .ok()
-                .and_then(crate::counter::parse_latch)
-                .map(|(initial, count)| LatchStatus::new(node.name, initial, count))),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(error) => Err(map(error)),
-        }
+        let read = found(self.client.get_data(&node.path).await).map_err(map)?;
+        Ok(read
+            .and_then(|(data, _)| crate::counter::parse_latch(std::str::from_utf8(&data).ok()?))
+            .map(|(initial, count)| LatchStatus::new(node.name, initial, count)))
     }
 
     /// A rate limiter's rate and next due time, on the leader's clock (read on the
     /// first limiter); `None` for a node that holds no limiter.
     async fn rate_limiter(&mut self, node: Node) -> Result<Option<RateLimiterStatus>> {
-        let (data, stat) = match self.client.get_data(&node.path).await {
-            Ok(read) => read,
-            Err(zk::Error::NoNode) => return Ok(None),
-            Err(error) => return Err(map(error)),
+        let Some((data, stat)) = found(self.client.get_data(&node.path).await).map_err(map)? else {
+            return Ok(None);
         };
         // No data: the ancestor of a longer name. Other data: no limiter.
         let Ok(Some(stored)) = StampedTat::parse(&data) else {

@@ -219,14 +219,6 @@ pub(crate) struct ZkStm {
     direct: Arc<Direct>,
 }
 
-impl ZkStm {
-    pub(crate) fn new(direct: &Arc<Direct>) -> Self {
-        Self {
-            direct: Arc::clone(direct),
-        }
-    }
-}
-
 #[async_trait]
 impl StmEngine for ZkStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
@@ -461,7 +453,9 @@ impl GuardedWrite for ZkGuardedWrite {
 
 impl Make<Arc<Direct>, ()> for ZkStm {
     fn make(direct: &Arc<Direct>, (): ()) -> Result<Self> {
-        Ok(Self::new(direct))
+        Ok(Self {
+            direct: Arc::clone(direct),
+        })
     }
 }
 

@@ -88,25 +88,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::raw::{lock_guard, CleanUp, GuardStoreSide as _, Locker, ReleaseFn};
 use distsync_core::raw::{Make, OnSession};
-use distsync_core::{Error, FencingToken, LockGuard, Name, Result, Session};
+use distsync_core::{Error, FencingToken, LockGuard, Name, Result};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-use crate::direct::bounded;
-use crate::direct::Direct;
+use crate::direct::{answered, bounded, Direct, RETRY_PAUSE};
+use crate::error::found;
 use crate::keys::{self, Kind, LOCK_NAME, UNFAIR_HOLDER_NAME, WAIT_NAME};
 use crate::lock::{Entry, Line, Releasing};
 use crate::session::LeaseInner;
 use crate::store::Shared;
-
-/// The pause before a request is sent again after a connection loss (the client is
-/// reconnecting meanwhile; the session's deadline bounds the whole wait).
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The unfair mutex named `name` (see the [module docs](self)).
 pub(crate) struct ZkUnfairLocker {
@@ -171,44 +166,8 @@ fn take_place(place: &Place) -> Option<ReleaseFn> {
 }
 
 impl ZkUnfairLocker {
-    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        let lock = Line::new(session, lease, name, Kind::Lock, LOCK_NAME);
-        Self {
-            waiters: waiters_of(&lock),
-            lock,
-            wakeups: AtomicU64::new(0),
-        }
-    }
-
     fn lease(&self) -> &Arc<LeaseInner> {
         &self.lock.lease
-    }
-
-    /// `request` within the request timeout; no answer in time counts as a lost
-    /// connection.
-    async fn bounded<T>(
-        &self,
-        request: impl std::future::Future<Output = std::result::Result<T, zk::Error>>,
-    ) -> std::result::Result<T, zk::Error> {
-        let timeout = self.lease().shared.config.request_timeout();
-        tokio::time::timeout(timeout, request)
-            .await
-            .unwrap_or(Err(zk::Error::ConnectionLoss))
-    }
-
-    /// The error for a node of this handle that vanished while its session lives.
-    fn gone(&self, path: &str) -> Error {
-        if self.lock.session.is_lost() || self.lease().is_over() {
-            Error::SessionLost
-        } else {
-            Error::backend(
-                crate::BACKEND,
-                format!(
-                    "the unfair lock node {path} of {:?} was deleted by someone else",
-                    self.lock.name
-                ),
-            )
-        }
     }
 
     /// Step 1: creates the holder node under `prefix` and lists the lock's node right
@@ -268,12 +227,7 @@ impl ZkUnfairLocker {
                         Err(error) => return Err(lease.error(error)),
                     }
                 }
-                Err(zk::Error::NoNode) => {
-                    let dir = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    if let Err(error) = line.retrying(|| client.mkdir(&line.dir, &dir)).await? {
-                        return Err(lease.error(error));
-                    }
-                }
+                Err(zk::Error::NoNode) => line.make_dir(&client).await?,
                 Err(error) => return Err(lease.error(error)),
             }
         };
@@ -281,15 +235,10 @@ impl ZkUnfairLocker {
         let children = match listed {
             Some(children) if children.contains(&claim.child) => children,
             // Not listed behind the create: list again.
-            _ => line
-                .line()
-                .await?
-                .into_iter()
-                .map(|(_, child)| child)
-                .collect(),
+            _ => line.children().await?,
         };
         if !children.contains(&claim.child) {
-            return Err(self.gone(&claim.path));
+            return Err(self.lock.node_gone("unfair lock node", &claim.path));
         }
         let others: Vec<String> = keys::contenders(children, LOCK_NAME)
             .into_iter()
@@ -395,7 +344,7 @@ impl ZkUnfairLocker {
         claim: &mut Claim,
         sent: impl std::future::Future<Output = std::result::Result<(), zk::Error>>,
     ) -> Result<()> {
-        let mut answer = self.bounded(sent).await;
+        let mut answer = answered(&self.lease().shared, sent).await;
         if answer.as_ref().is_err_and(crate::error::is_connection_loss) {
             let client = self.lease().client()?;
             answer = self
@@ -424,7 +373,7 @@ impl ZkUnfairLocker {
         >,
     ) -> Result<Option<zk::OneshotWatcher>> {
         let mut answer = match sent {
-            Some(sent) => self.bounded(sent).await,
+            Some(sent) => answered(&self.lease().shared, sent).await,
             None => Err(zk::Error::ConnectionLoss),
         };
         if answer.as_ref().is_err_and(crate::error::is_connection_loss) {
@@ -485,12 +434,9 @@ impl ZkUnfairLocker {
         let mut listed = first;
         // Behind another waiter: watch it alone until this one heads the line.
         loop {
-            let line = match listed.take() {
-                Some(line) if line.iter().any(|(_, child)| *child == entry.child) => line,
-                _ => self.waiters.line().await?,
-            };
+            let line = self.waiters.line_after(listed.take(), &entry.child).await?;
             let Some(place) = line.iter().position(|(_, child)| *child == entry.child) else {
-                return Err(self.gone(&entry_path));
+                return Err(self.lock.node_gone("unfair lock node", &entry_path));
             };
             if place == 0 {
                 break;
@@ -572,8 +518,7 @@ impl ZkUnfairLocker {
                     },
                     None => false,
                 };
-                let held =
-                    crate::lock::delete_guaranteed_after(release_lease, release_path, resent);
+                let held = crate::lock::delete_guaranteed(release_lease, release_path, resent);
                 let place = async {
                     if let Some(release) = place {
                         // Gone already (its session's end, or the watch below): fine.
@@ -613,13 +558,11 @@ async fn both_deleted(
     let mut multi = client.new_multi_writer();
     multi.add_delete(holder, None)?;
     multi.add_delete(place, None)?;
-    let timeout = lease.shared.config.request_timeout();
-    match tokio::time::timeout(timeout, multi.commit()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(zk::MultiWriteError::RequestFailed { source }))
-        | Ok(Err(zk::MultiWriteError::OperationFailed { source, .. })) => Err(source),
-        Err(_) => Err(zk::Error::ConnectionLoss),
-    }
+    answered(&lease.shared, async {
+        multi.commit().await.map_err(zk::Error::from)
+    })
+    .await
+    .map(drop)
 }
 
 /// The type of a watch not sent yet (see [`ZkUnfairLocker::watch`]).
@@ -772,10 +715,9 @@ pub(crate) async fn break_place(
         return Ok(());
     };
     let line = keys::path(shared.config.root(), Kind::LockWait, name);
-    let children = match bounded(shared, client.list_children(&line)).await? {
-        Ok(children) => children,
-        Err(zk::Error::NoNode) => return Ok(()),
-        Err(error) => return Err(crate::error::map(error)),
+    let listed = bounded(shared, client.list_children(&line)).await?;
+    let Some(children) = found(listed).map_err(crate::error::map)? else {
+        return Ok(());
     };
     let places = children.iter().filter(|child| {
         child
@@ -784,10 +726,9 @@ pub(crate) async fn break_place(
     });
     for place in places {
         let path = format!("{line}/{place}");
-        match bounded(shared, client.delete(&path, None)).await? {
-            Ok(()) => tracing::debug!(node = %path, "deleted a broken unfair holder's place"),
-            Err(zk::Error::NoNode) => {}
-            Err(error) => return Err(crate::error::map(error)),
+        let deleted = bounded(shared, client.delete(&path, None)).await?;
+        if found(deleted).map_err(crate::error::map)?.is_some() {
+            tracing::debug!(node = %path, "deleted a broken unfair holder's place");
         }
     }
     Ok(())
@@ -795,7 +736,12 @@ pub(crate) async fn break_place(
 
 impl Make<Arc<Direct>, OnSession<Arc<LeaseInner>>> for ZkUnfairLocker {
     fn make(_: &Arc<Direct>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name))
+        let lock = Line::new(on.session, on.lease, on.name, Kind::Lock, LOCK_NAME);
+        Ok(Self {
+            waiters: waiters_of(&lock),
+            lock,
+            wakeups: AtomicU64::new(0),
+        })
     }
 }
 

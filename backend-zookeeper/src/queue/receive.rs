@@ -19,7 +19,7 @@ use zookeeper_client as zk;
 use super::nodes::{self, make_dirs};
 use super::{Inner, Look, Read};
 use crate::direct::{bounded, persistent};
-use crate::error::{is_session_end, map};
+use crate::error::{found, is_session_end, map};
 use crate::session::LeaseInner;
 use crate::BACKEND;
 
@@ -195,11 +195,10 @@ async fn hold(
                 holds(inner, &client, &lock, &claim).await?
             }
         };
+        undo.disarm();
         if !applied {
-            undo.disarm();
             return Ok(Held::No);
         }
-        undo.disarm();
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
@@ -210,11 +209,10 @@ async fn hold(
 /// Whether the lock node `lock` holds `claim`: whether a hold whose reply was lost was
 /// applied.
 async fn holds(inner: &Inner, client: &zk::Client, lock: &str, claim: &str) -> Result<bool> {
-    match bounded(&inner.direct.shared, client.get_data(lock)).await? {
-        Ok((data, _)) => Ok(data == claim.as_bytes()),
-        Err(zk::Error::NoNode) => Ok(false),
-        Err(error) => Err(map(error)),
-    }
+    let read = found(bounded(&inner.direct.shared, client.get_data(lock)).await?);
+    Ok(read
+        .map_err(map)?
+        .is_some_and(|(data, _)| data == claim.as_bytes()))
 }
 
 /// A delivery count's data as a number (a count that is not one is taken as 0).
@@ -246,56 +244,36 @@ impl Claim for HoldClaim {
         .within(RELEASE_DEADLINE)
     }
 
+    /// Deletes the lock node if it holds the claim, setting the delivery count back.
     async fn put_back(&self) -> Result<()> {
-        undo(
-            &self.lease,
-            &self.lock,
-            &self.claim,
-            &self.count_path,
-            self.count,
-        )
-        .await
-    }
-}
-
-/// Deletes `lock` if it holds `claim`, setting the delivery count back to `count`.
-async fn undo(
-    lease: &LeaseInner,
-    lock: &str,
-    claim: &str,
-    count_path: &str,
-    count: u32,
-) -> Result<()> {
-    let Ok(client) = lease.client() else {
-        return Ok(());
-    };
-    let timeout = lease.shared.config.request_timeout();
-    let request = async {
-        let (data, stat) = match client.get_data(lock).await {
-            Ok(found) => found,
-            Err(zk::Error::NoNode) => return Ok(()),
-            Err(error) => return Err(error),
-        };
-        if data != claim.as_bytes() {
+        let (lock, count_path, count) = (&self.lock, &self.count_path, self.count);
+        let Ok(client) = self.lease.client() else {
             return Ok(());
+        };
+        let timeout = self.lease.shared.config.request_timeout();
+        let request = async {
+            let read = found(client.get_data(lock).await)?;
+            let Some((_, stat)) = read.filter(|(data, _)| *data == self.claim.as_bytes()) else {
+                return Ok(());
+            };
+            let mut multi = client.new_multi_writer();
+            multi.add_delete(lock, Some(stat.version))?;
+            if count == 0 {
+                multi.add_delete(count_path, None)?;
+            } else {
+                multi.add_set_data(count_path, count.to_string().as_bytes(), None)?;
+            }
+            match multi.commit().await {
+                Ok(_) | Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(()),
+                Err(zk::MultiWriteError::RequestFailed { source }) => Err(source),
+            }
+        };
+        match tokio::time::timeout(timeout, request).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) if is_session_end(&error) => Ok(()),
+            Ok(Err(error)) => Err(map(error)),
+            Err(_) => Err(Error::connection(BACKEND, "zookeeper request not answered")),
         }
-        let mut multi = client.new_multi_writer();
-        multi.add_delete(lock, Some(stat.version))?;
-        if count == 0 {
-            multi.add_delete(count_path, None)?;
-        } else {
-            multi.add_set_data(count_path, count.to_string().as_bytes(), None)?;
-        }
-        match multi.commit().await {
-            Ok(_) | Err(zk::MultiWriteError::OperationFailed { .. }) => Ok(()),
-            Err(zk::MultiWriteError::RequestFailed { source }) => Err(source),
-        }
-    };
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) if is_session_end(&error) => Ok(()),
-        Ok(Err(error)) => Err(map(error)),
-        Err(_) => Err(Error::connection(BACKEND, "zookeeper request not answered")),
     }
 }
 
@@ -368,7 +346,8 @@ impl Settle for Hold {
                 return Err(self.lease.error(source))
             }
         }
-        self.inner.forget_deliveries(&client, &self.child).await;
+        let inner = &self.inner;
+        super::forget_deliveries(&inner.direct.shared, &inner.paths, &client, &self.child).await;
         Ok(true)
     }
 
