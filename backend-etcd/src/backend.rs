@@ -6,10 +6,10 @@
 use distsync_core::{Backend, Error, Result};
 use distsync_kv::forgetful::ForgetfulKv;
 use distsync_kv::recipes::KvBackend;
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions};
 
 use crate::error::{classify, to_error};
-use crate::kv::{EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::kv::{read_count, EtcdKv, CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::{capabilities, capabilities_with_bound, EtcdConfig, BACKEND};
 use distsync_core::raw::{name_connect_timeout, refusing_hosts, Failure, Idempotence, RetryPolicy};
 
@@ -21,9 +21,7 @@ pub type EtcdBackend = KvBackend<ForgetfulKv<EtcdKv>>;
 /// Connects to the etcd cluster a URL names and returns the backend.
 ///
 /// URL: `etcd://[user:password@]host:port[,host:port...][/namespace][?tls=true&ca=...]`
-/// (see [`EtcdConfig`]). The namespace prefixes every key; leave it out to share locks
-/// and elections with `etcdctl lock NAME` / `etcdctl elect NAME` and Go programs that
-/// use no namespace.
+/// (see [`EtcdConfig`], also for the namespace to share locks with Go programs).
 ///
 /// Cancel-safe: dropping the future drops the connection attempt.
 ///
@@ -62,26 +60,19 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
         probe(&client, config.namespace(), config.endpoints()).await?;
         Ok::<_, Error>(client)
     };
-    let connect = async {
-        connect
-            .await
-            .map_err(|error| name_connect_timeout(error, timeout))
+    let Ok(connected) = tokio::time::timeout(timeout, connect).await else {
+        return Err(Error::connection(
+            BACKEND,
+            format!(
+                "no etcd member of {config} answered within the connect timeout \
+                 ({timeout:?}; `connect_timeout=` in the URL)"
+            ),
+        ));
     };
-    let client = tokio::time::timeout(timeout, connect)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::connection(
-                BACKEND,
-                format!(
-                    "no etcd member of {config} answered within the connect timeout \
-                     ({timeout:?}; `connect_timeout=` in the URL)"
-                ),
-            ))
-        })?;
+    let client = connected.map_err(|error| name_connect_timeout(error, timeout))?;
     tracing::debug!(backend = BACKEND, %config, "connected");
-    // No retry starts later than the request timeout after the first attempt: a request
-    // into a silent partition fails within about one `timeout=` (plus its last
-    // attempt's), not a retry budget of timeouts.
+    // A request into a silent partition fails within about one `timeout=` (see
+    // `RetryPolicy::within`).
     Ok(KvBackend::with_kv(
         ForgetfulKv::new(
             EtcdKv::from_client(client)
@@ -104,8 +95,7 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
 /// No request is made: the first call reports an unreachable cluster.
 ///
 /// # Errors
-/// [`Error::InvalidName`] for a namespace breaking
-/// the name rules.
+/// [`Error::InvalidName`] for a namespace breaking the name rules.
 pub fn backend_from_client(client: Client, namespace: &str) -> Result<EtcdBackend> {
     let namespace = EtcdConfig::new(&["localhost"], namespace)?
         .namespace()
@@ -194,19 +184,10 @@ mod tls {
 /// nothing else), to learn whether a member answers and the login works; when every one
 /// of `endpoints` refuses the connection, at once.
 async fn probe(client: &Client, namespace: &str, endpoints: &[String]) -> Result<()> {
-    let key = if namespace.is_empty() {
-        "\0"
-    } else {
-        namespace
-    };
-    let ask = || {
-        let mut kv = client.kv_client();
-        async move {
-            kv.get(key, Some(GetOptions::new().with_count_only()))
-                .await
-                .map(drop)
-        }
-    };
+    let key = Some(namespace)
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or("\0");
+    let ask = || read_count(client, key);
     let Err(error) = ask().await else {
         return Ok(());
     };

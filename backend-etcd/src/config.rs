@@ -115,8 +115,7 @@ impl EtcdConfig {
         })
     }
 
-    /// Parses an `etcd://[user:password@]host:port[,host:port...][/namespace][?...]`
-    /// URL.
+    /// Parses an `etcd://` URL (see the type's docs).
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] saying what is wrong, with the password masked.

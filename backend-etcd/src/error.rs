@@ -1,29 +1,26 @@
 //! Mapping etcd-client errors to distsync's, and deciding which ones may be retried.
 
-use std::error::Error as StdError;
+use std::error::Error as _;
 
 use distsync_core::Error;
 use tonic::Code;
 
 pub(crate) use crate::BACKEND;
 
-/// What an etcd-client error says about the request that failed, in the terms of
-/// core's retry policy ([`distsync_core::raw::retry`]): a request that never left the
-/// client (no connection to the chosen member could be made) is
-/// [`Failure::NotSent`], so every request is repeated after it, mutations included;
-/// a connection or availability problem after it may have reached a member is
-/// [`Failure::Transient`], repeated for idempotent requests only; an answer is
-/// [`Failure::Permanent`].
 pub(crate) use distsync_core::raw::Failure;
 
-/// Classifies an etcd-client error.
+/// What an etcd-client error says about the request that failed ([`Failure`]): no
+/// connection to the chosen member could be made ([`Failure::NotSent`]), a connection
+/// or availability problem after it may have reached a member
+/// ([`Failure::Transient`]), or an answer ([`Failure::Permanent`]).
 pub(crate) fn classify(error: &etcd_client::Error) -> Failure {
     match error {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             Failure::Transient
         }
         etcd_client::Error::GRpcStatus(status) => {
-            if source_chain_has_connect_error(status) {
+            let mut sources = std::iter::successors(status.source(), |&error| error.source());
+            if sources.any(|error| error.is::<tonic::ConnectError>()) {
                 return Failure::NotSent;
             }
             match status.code() {
@@ -41,17 +38,6 @@ pub(crate) fn classify(error: &etcd_client::Error) -> Failure {
         }
         _ => Failure::Permanent,
     }
-}
-
-fn source_chain_has_connect_error(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = status.source();
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 /// Whether etcd says the lease does not exist (expired or revoked): a keepalive

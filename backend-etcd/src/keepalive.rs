@@ -52,14 +52,6 @@ pub(crate) struct KeepAlives {
     opening: tokio::sync::Mutex<()>,
 }
 
-impl std::fmt::Debug for KeepAlives {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeepAlives")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
 /// One open stream, as its callers see it. Dropping the last handle ends its task.
 struct Shared {
     /// Lease ids to send, to the task (unbounded: handing one over neither waits nor

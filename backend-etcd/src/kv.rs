@@ -1,5 +1,6 @@
 //! [`EtcdKv`]: distsync's revisioned key-value model ([`Kv`]) on etcd's v3 API.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,9 +114,8 @@ impl EtcdKv {
         Ok(kv)
     }
 
-    /// Wraps an already connected client (no check is made that it answers). Build it
-    /// with `ConnectOptions::with_require_leader(true)` so that watches on a member
-    /// cut off from the leader end instead of hanging (see the type's docs).
+    /// Wraps an already connected client (no check is made that it answers), built as
+    /// the type's docs say.
     pub fn from_client(client: Client) -> Self {
         Self {
             watches: Arc::new(Watches::new(client.clone())),
@@ -135,10 +135,9 @@ impl EtcdKv {
 
     /// Records the cluster id of an answer's header ([`Kv::identity`]).
     fn seen(&self, header: Option<&etcd_client::ResponseHeader>) {
-        if let Some(id) = header.map(etcd_client::ResponseHeader::cluster_id) {
-            if id != 0 {
-                self.cluster_id.store(id, Ordering::Relaxed);
-            }
+        let id = header.map(etcd_client::ResponseHeader::cluster_id);
+        if let Some(id) = id.filter(|&id| id != 0) {
+            self.cluster_id.store(id, Ordering::Relaxed);
         }
     }
 
@@ -148,10 +147,8 @@ impl EtcdKv {
     }
 
     /// Sets how failing requests are retried across members before their error is
-    /// returned (default [`RetryPolicy::default`]: a 3 s one-shot budget; a budget of
-    /// zero is one attempt, except that a request a member refused to connect for is
-    /// still retried once the backoff allows). [`RetryPolicy::within`] cuts the budget
-    /// to a request timeout.
+    /// returned (default [`RetryPolicy::default`]: a 3 s one-shot budget, which
+    /// [`RetryPolicy::with_budget`] and [`RetryPolicy::within`] change).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -159,18 +156,38 @@ impl EtcdKv {
 
     /// One cheap linearizable read, to learn whether a member answers.
     async fn probe(&self) -> Result<()> {
+        self.request("connect", Idempotence::Idempotent, || {
+            read_count(&self.client, "\0")
+        })
+        .await
+    }
+
+    /// Sends a request through [`EtcdKv::with_retry`]'s policy; `what` names it in
+    /// debug logs.
+    async fn request<T, F>(
+        &self,
+        what: &'static str,
+        idempotence: Idempotence,
+        call: impl FnMut() -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         self.retry
-            .one_shot("connect", Idempotence::Idempotent, classify, || {
-                let mut kv = self.client.kv_client();
-                async move {
-                    kv.get("\0", Some(GetOptions::new().with_count_only()))
-                        .await
-                        .map(drop)
-                }
-            })
+            .one_shot(what, idempotence, classify, call)
             .await
             .map_err(to_error)
     }
+}
+
+/// One cheap linearizable read of `key` (its count alone), to learn whether a member
+/// answers.
+pub(crate) async fn read_count(
+    client: &Client,
+    key: &str,
+) -> std::result::Result<(), etcd_client::Error> {
+    let options = GetOptions::new().with_count_only();
+    client.kv_client().get(key, Some(options)).await.map(drop)
 }
 
 fn get_options(range: &Range) -> Result<GetOptions> {
@@ -323,25 +340,22 @@ impl Kv for EtcdKv {
     async fn range(&self, range: Range) -> Result<RangeResponse> {
         let options = get_options(&range)?;
         let response = self
-            .retry
-            .one_shot("range", Idempotence::Idempotent, classify, || {
+            .request("range", Idempotence::Idempotent, || {
                 let mut kv = self.client.kv_client();
                 let options = options.clone();
                 let key = range.key.clone();
                 async move { kv.get(key, Some(options)).await }
             })
-            .await
-            .map_err(to_error)?;
+            .await?;
         self.seen(response.header());
         Ok(range_response(&response, 0))
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        let compares: Vec<etcd_client::Compare> = txn.compares.iter().map(compare).collect();
         let success = txn.success.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
         let failure = txn.failure.iter().map(txn_op).collect::<Result<Vec<_>>>()?;
         let request = etcd_client::Txn::new()
-            .when(compares)
+            .when(txn.compares.iter().map(compare).collect::<Vec<_>>())
             .and_then(success)
             .or_else(failure);
         let read_only = txn
@@ -355,14 +369,12 @@ impl Kv for EtcdKv {
             Idempotence::Mutation
         };
         let response = self
-            .retry
-            .one_shot("txn", idempotence, classify, || {
+            .request("txn", idempotence, || {
                 let mut kv = self.client.kv_client();
                 let request = request.clone();
                 async move { kv.txn(request).await }
             })
-            .await
-            .map_err(to_error)?;
+            .await?;
         self.seen(response.header());
         let revision = response.header().map_or(0, |header| header.revision());
         let responses = response
@@ -404,13 +416,11 @@ impl Kv for EtcdKv {
         // Repeating a grant whose answer was lost leaks a lease nobody renews; it
         // expires after its TTL, holding nothing.
         let response = self
-            .retry
-            .one_shot("lease grant", Idempotence::Idempotent, classify, || {
+            .request("lease grant", Idempotence::Idempotent, || {
                 let mut lease = self.client.lease_client();
                 async move { lease.grant(seconds, None).await }
             })
-            .await
-            .map_err(to_error)?;
+            .await?;
         if !response.error().is_empty() {
             return Err(protocol(format!("lease grant: {}", response.error())));
         }
@@ -422,12 +432,10 @@ impl Kv for EtcdKv {
         // On the client's shared keepalive stream (see `keepalive`); a renewal whose
         // stream broke is retried on a new one.
         let outcome = self
-            .retry
-            .one_shot("lease keepalive", Idempotence::Idempotent, classify, || {
+            .request("lease keepalive", Idempotence::Idempotent, || {
                 self.keepalives.renew(lease)
             })
-            .await
-            .map_err(to_error)?;
+            .await?;
         if outcome == KeepAlive::Gone {
             tracing::debug!(
                 backend = BACKEND,
@@ -439,43 +447,34 @@ impl Kv for EtcdKv {
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.retry
-            .one_shot("lease revoke", Idempotence::Idempotent, classify, || {
-                let mut client = self.client.lease_client();
-                async move {
-                    match client.revoke(lease).await {
-                        Ok(_) => Ok(()),
-                        Err(error) if is_lease_not_found(&error) => Ok(()),
-                        Err(error) => Err(error),
-                    }
+        self.request("lease revoke", Idempotence::Idempotent, || {
+            let mut client = self.client.lease_client();
+            async move {
+                match client.revoke(lease).await {
+                    Ok(_) => Ok(()),
+                    Err(error) if is_lease_not_found(&error) => Ok(()),
+                    Err(error) => Err(error),
                 }
-            })
-            .await
-            .map_err(to_error)
+            }
+        })
+        .await
     }
 
     /// etcd's `LeaseTimeToLive`: whole seconds, rounded down by the leader (the lease
     /// ends within a second after), and a `TTL` of -1 for a lease it does not know.
     async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>> {
         let response = self
-            .retry
-            .one_shot(
-                "lease time to live",
-                Idempotence::Idempotent,
-                classify,
-                || {
-                    let mut client = self.client.lease_client();
-                    async move {
-                        match client.time_to_live(lease, None).await {
-                            Ok(response) => Ok(Some(response)),
-                            Err(error) if is_lease_not_found(&error) => Ok(None),
-                            Err(error) => Err(error),
-                        }
+            .request("lease time to live", Idempotence::Idempotent, || {
+                let mut client = self.client.lease_client();
+                async move {
+                    match client.time_to_live(lease, None).await {
+                        Ok(response) => Ok(Some(response)),
+                        Err(error) if is_lease_not_found(&error) => Ok(None),
+                        Err(error) => Err(error),
                     }
-                },
-            )
-            .await
-            .map_err(to_error)?;
+                }
+            })
+            .await?;
         let Some(response) = response else {
             return Ok(None);
         };

@@ -30,13 +30,10 @@
 //!   election).
 //! - Several endpoints may be given; requests are balanced over them and the backend
 //!   keeps working while a minority of the members is down.
-//! - TLS (rustls, cargo feature `tls`, on by default) with a CA and a client
-//!   certificate, etcd auth (user and password, the token refreshed when it expires),
-//!   connect and request timeouts: all in the URL (see [`EtcdConfig`]), e.g.
+//! - TLS (rustls, cargo feature `tls`, on by default), etcd auth and timeouts: all in
+//!   the URL (see [`EtcdConfig`], also for the role a user needs), e.g.
 //!   `etcd://app:PASSWORD@10.0.0.1:2379/apps/billing?ca=/etc/etcd/ca.pem&cert=/etc/etcd/app.pem&key=/etc/etcd/app-key.pem`.
-//!   Every key distsync writes or reads lies under the namespace, so a user whose
-//!   role is limited to the namespace prefix can run every primitive. The password is
-//!   never shown in errors, logs or `Debug` output.
+//!   The password is never shown in errors, logs or `Debug` output.
 //! - **When the store forgets** (a wiped member, a new cluster at the same address, a
 //!   restored snapshot), the client tells it from the cluster id and revision of every
 //!   answer's header and from an epoch marker key `<namespace>/amnesia`: its sessions

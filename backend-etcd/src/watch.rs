@@ -33,12 +33,6 @@ pub(crate) struct Watches {
     shared: Mutex<Option<mpsc::UnboundedSender<Command>>>,
 }
 
-impl std::fmt::Debug for Watches {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watches").finish_non_exhaustive()
-    }
-}
-
 /// What the task owning the shared stream is asked to do.
 enum Command {
     /// Create a watch: send the request, and once etcd answers, route its events to
@@ -105,7 +99,10 @@ impl Watches {
                         events: events_tx,
                         reply,
                     };
-                    let registration = self.submit(local, command).await?;
+                    let registration = Registration {
+                        local,
+                        commands: self.submit(command).await?,
+                    };
                     match answer.await {
                         Ok(created) => Ok((created.map(|()| registration), events_rx)),
                         Err(_) => Err(etcd_client::Error::WatchError(
@@ -128,22 +125,16 @@ impl Watches {
         .boxed())
     }
 
-    /// Hands `command` (a create for `local`) to the shared stream's task, opening a
-    /// new shared stream when there is none or it has ended.
+    /// Hands `command` (a create) to the shared stream's task, opening a new shared
+    /// stream when there is none or it has ended; returns the task's command channel.
     async fn submit(
         &self,
-        local: u64,
         command: Command,
-    ) -> std::result::Result<Registration, etcd_client::Error> {
+    ) -> std::result::Result<mpsc::UnboundedSender<Command>, etcd_client::Error> {
         let mut shared = self.shared.lock().await;
         let command = match shared.as_ref() {
             Some(commands) => match commands.send(command) {
-                Ok(()) => {
-                    return Ok(Registration {
-                        local,
-                        commands: commands.clone(),
-                    })
-                }
+                Ok(()) => return Ok(commands.clone()),
                 // The task has ended: its stream broke.
                 Err(mpsc::error::SendError(command)) => command,
             },
@@ -152,7 +143,7 @@ impl Watches {
         *shared = None;
         let commands = open_shared(&self.client, command).await?;
         *shared = Some(commands.clone());
-        Ok(Registration { local, commands })
+        Ok(commands)
     }
 }
 
@@ -181,18 +172,17 @@ async fn open_shared(
         .split();
     tracing::debug!(backend = BACKEND, "opened a shared watch stream");
     let (commands, receiver) = mpsc::unbounded_channel();
-    let mut router = Router {
+    let router = Router {
         requests,
-        pending: VecDeque::new(),
+        pending: VecDeque::from([Pending {
+            local,
+            events,
+            reply,
+            abandoned: false,
+        }]),
         active: HashMap::new(),
         by_local: HashMap::new(),
     };
-    router.pending.push_back(Pending {
-        local,
-        events,
-        reply,
-        abandoned: false,
-    });
     tokio::spawn(router.run(receiver, responses));
     Ok(commands)
 }
@@ -290,21 +280,18 @@ impl Router {
                     reply,
                     abandoned: false,
                 });
-                let sent = self.requests.watch(key, Some(options)).await;
-                sent_or_broken(sent)
+                sent_or_broken(self.requests.watch(key, Some(options)).await)
             }
             Command::Cancel { local } => {
                 if let Some(pending) = self.pending.iter_mut().find(|p| p.local == local) {
                     pending.abandoned = true;
                     return Ok(());
                 }
-                match self.by_local.remove(&local) {
-                    Some(id) => {
-                        self.active.remove(&id);
-                        self.cancel(id).await
-                    }
-                    None => Ok(()),
-                }
+                let Some(id) = self.by_local.remove(&local) else {
+                    return Ok(());
+                };
+                self.active.remove(&id);
+                self.cancel(id).await
             }
         }
     }
@@ -349,12 +336,7 @@ impl Router {
             // An answer to a cancel, or for a watch already cancelled.
             return Ok(());
         };
-        let (item, ends) = match translate(response) {
-            Next::Yield(item @ WatchResponse::Compacted(_)) => (Some(item), true),
-            Next::Yield(item) => (Some(item), false),
-            Next::Skip => (None, false),
-            Next::End => (None, true),
-        };
+        let (item, ends) = translate(response);
         let delivered = item.is_none_or(|item| active.events.send(item).is_ok());
         if ends {
             // etcd has cancelled the watch already; dropping the sender ends the stream.
@@ -386,8 +368,7 @@ impl Router {
     }
 
     async fn cancel(&mut self, id: i64) -> std::result::Result<(), Broken> {
-        let sent = self.requests.cancel(id).await;
-        sent_or_broken(sent)
+        sent_or_broken(self.requests.cancel(id).await)
     }
 }
 
@@ -401,29 +382,24 @@ fn sent_or_broken(
     })
 }
 
-/// What a message means for its watch.
-enum Next {
-    Yield(WatchResponse),
-    Skip,
-    End,
-}
-
-fn translate(response: &etcd_client::WatchResponse) -> Next {
+/// What a message means for its watch: the item to deliver, if any, and whether the
+/// watch ends with it (etcd has cancelled it, or it reports a compaction).
+fn translate(response: &etcd_client::WatchResponse) -> (Option<WatchResponse>, bool) {
+    if response.compact_revision() > 0 {
+        // etcd sets `canceled` with a compact revision; should it not, the watch is
+        // dead all the same.
+        return (
+            Some(WatchResponse::Compacted(response.compact_revision())),
+            true,
+        );
+    }
     if response.canceled() {
-        if response.compact_revision() > 0 {
-            return Next::Yield(WatchResponse::Compacted(response.compact_revision()));
-        }
         tracing::debug!(
             backend = BACKEND,
             reason = response.cancel_reason(),
             "etcd cancelled the watch"
         );
-        return Next::End;
-    }
-    if response.compact_revision() > 0 {
-        // etcd sets `canceled` with a compact revision; should it not, the watch is
-        // dead all the same.
-        return Next::Yield(WatchResponse::Compacted(response.compact_revision()));
+        return (None, true);
     }
     let events: Vec<WatchEvent> = response
         .events()
@@ -440,10 +416,9 @@ fn translate(response: &etcd_client::WatchResponse) -> Next {
             })
         })
         .collect();
-    if events.is_empty() {
-        // Progress notifications, created answers and the like.
-        Next::Skip
-    } else {
-        Next::Yield(WatchResponse::Events(events))
-    }
+    // Progress notifications, created answers and the like carry no events.
+    (
+        (!events.is_empty()).then_some(WatchResponse::Events(events)),
+        false,
+    )
 }
