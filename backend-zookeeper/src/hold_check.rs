@@ -54,8 +54,9 @@ fn hold_node(guard: &LockGuard) -> Result<&str> {
 /// earlier operation's failure hides it (nothing is written either way).
 ///
 /// `writer` must be of a client without a chroot (the node's path is from the
-/// server's root, the backend's `root` included: distsync's clients have none); with one, the check names a node that does not exist and the commit
-/// fails as if the hold were lost. [`hold_check_writer`] handles chroots.
+/// server's root, the backend's `root` included: distsync's clients have none); with
+/// one, the check names a node that does not exist and the commit fails as if the hold
+/// were lost. [`hold_check_writer`] handles chroots.
 ///
 /// ```no_run
 /// # async fn f(
