@@ -2,16 +2,11 @@
 //! and started again at the same address, its tables dropped and created again), with
 //! the lock-delay after it forgets and fencing tokens that keep growing across it.
 //!
-//! **What tells it.** Every answer's revision, judged by [`Amnesia`]: a revision below
-//! the highest one seen before the request was sent means the store forgot, as does
-//! another identity than before where the store gives one ([`Kv::identity`], etcd's
-//! cluster id: a new cluster at the same address). The epoch
-//! marker (`<namespace>/amnesia`, a random id, the longest session TTL in use and the
-//! token offset) is read when the client opens a session, and again when a renewal
-//! finds its lease gone: missing, or carrying another id, it means the store is not
-//! the one the client knew. A session whose check of the marker failed after the read
-//! (its write timed out) fails to open; the next session checks again, and waits out
-//! the lock-delay its write starts.
+//! **What tells it**: the signs [`Amnesia`] judges (see [`crate::amnesia`]): every
+//! answer's revision, the store's identity ([`Kv::identity`]), and the epoch marker,
+//! read as a session opens and when a renewal finds its lease gone. A session whose
+//! check of the marker failed after the read (its write timed out) fails to open; the
+//! next session checks again, and waits out the lock-delay its write starts.
 //!
 //! **On detection** the client's sessions are lost (their next renewal answers at once
 //! that they are gone, so `lost()` fires) and a warning names the reason. Then nothing
@@ -46,9 +41,7 @@
 //! marker's offset when it reads the marker, and a client reads it again at the end of
 //! every lock-delay. An old holder alive across the forgetting publishes its offset
 //! as soon as the store answers it again: a publication that fails is retried in the
-//! background while the client lives (the probe). The clock's seed is
-//! what keeps tokens growing when no old client is alive, or when an old client is
-//! still reconnecting as a newcomer's lock-delay ends.
+//! background while the client lives (the probe).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

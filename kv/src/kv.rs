@@ -346,26 +346,25 @@ impl Compare {
         })
     }
 
-    /// `create_revision(key) op value`.
-    pub fn create_revision(key: impl Into<String>, op: CompareOp, value: Revision) -> Self {
+    /// `target(key) op value`, on one key.
+    fn on_key(key: impl Into<String>, target: CompareTarget, op: CompareOp, value: i64) -> Self {
         Self {
             key: key.into(),
-            target: CompareTarget::CreateRevision,
+            target,
             op,
             value,
             prefix: false,
         }
     }
 
+    /// `create_revision(key) op value`.
+    pub fn create_revision(key: impl Into<String>, op: CompareOp, value: Revision) -> Self {
+        Self::on_key(key, CompareTarget::CreateRevision, op, value)
+    }
+
     /// `mod_revision(key) op value`.
     pub fn mod_revision(key: impl Into<String>, op: CompareOp, value: Revision) -> Self {
-        Self {
-            key: key.into(),
-            target: CompareTarget::ModRevision,
-            op,
-            value,
-            prefix: false,
-        }
+        Self::on_key(key, CompareTarget::ModRevision, op, value)
     }
 
     /// This compare over every key under its key, as a prefix (see [`Compare::prefix`]).
@@ -377,13 +376,7 @@ impl Compare {
 
     /// `version(key) op value`.
     pub fn version(key: impl Into<String>, op: CompareOp, value: i64) -> Self {
-        Self {
-            key: key.into(),
-            target: CompareTarget::Version,
-            op,
-            value,
-            prefix: false,
-        }
+        Self::on_key(key, CompareTarget::Version, op, value)
     }
 }
 

@@ -39,14 +39,11 @@ impl KvBackend<MemoryKv> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         stores.retain(|_, store| store.strong_count() > 0);
-        let store = match stores.get(name).and_then(Weak::upgrade) {
-            Some(store) => store,
-            None => {
-                let store = Arc::new(MemoryKv::new());
-                stores.insert(name.to_owned(), Arc::downgrade(&store));
-                store
-            }
-        };
+        let store = stores.get(name).and_then(Weak::upgrade).unwrap_or_else(|| {
+            let store = Arc::new(MemoryKv::new());
+            stores.insert(name.to_owned(), Arc::downgrade(&store));
+            store
+        });
         KvBackend::with_shared_kv(store, "", capabilities())
     }
 
@@ -68,10 +65,7 @@ impl KvBackend<MemoryKv> {
                 "scheme `{scheme}` is not `{SCHEME}` (expected memory:// or memory://NAME)"
             )));
         }
-        let (name, options) = match rest.find(['?', '#']) {
-            Some(at) => rest.split_at(at),
-            None => (rest, ""),
-        };
+        let (name, options) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
         if options.len() > 1 {
             return Err(invalid(format!(
                 "the memory backend takes no options, found `{options}`"

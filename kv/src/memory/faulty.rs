@@ -291,13 +291,11 @@ impl Kv for FaultyKv {
         match self.next_txn_fault() {
             None => self.store.txn(txn).await,
             Some(TxnFault::NotApplied) => Err(leader_changed()),
-            Some(TxnFault::ReplyLost) => {
+            Some(how) => {
                 self.store.txn(txn).await?;
-                Err(leader_changed())
-            }
-            Some(TxnFault::ReplyLostThenReset) => {
-                self.store.txn(txn).await?;
-                self.partition(Partition::Reset);
+                if how == TxnFault::ReplyLostThenReset {
+                    self.partition(Partition::Reset);
+                }
                 Err(leader_changed())
             }
         }

@@ -29,13 +29,8 @@ impl MemoryKv {
     pub fn freeze_lease(&self, lease: LeaseId) -> bool {
         let mut state = self.inner.lock();
         state.expire_due(Instant::now());
-        match state.leases.get_mut(&lease) {
-            Some(entry) => {
-                entry.frozen = true;
-                true
-            }
-            None => false,
-        }
+        let entry = state.leases.get_mut(&lease);
+        entry.map(|entry| entry.frozen = true).is_some()
     }
 
     /// Test hook: the ids of the live leases, in increasing order.

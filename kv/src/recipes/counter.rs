@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::wait;
-use crate::kv::{Compare, CompareOp, Kv, Range, RangeResponse, Revision, Txn, TxnOp};
+use crate::kv::{Compare, CompareOp, Kv, Range, RangeResponse, Txn, TxnOp};
 use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
@@ -72,7 +72,7 @@ impl KvCounter {
             },
             Some(found) => Read {
                 value: parse(self.kv.backend(), &self.name, &found.value)?,
-                guard: mod_revision_is(&self.key, found.mod_revision),
+                guard: Compare::mod_revision(&self.key, CompareOp::Equal, found.mod_revision),
             },
         })
     }
@@ -102,10 +102,6 @@ impl KvCounter {
             tracing::trace!(key = %self.key, "counter changed under us; re-reading");
         }
     }
-}
-
-fn mod_revision_is(key: &str, revision: Revision) -> Compare {
-    Compare::mod_revision(key, CompareOp::Equal, revision)
 }
 
 /// A stored counter value; anything but a decimal `i64` is a typed error.

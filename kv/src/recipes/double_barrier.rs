@@ -11,21 +11,18 @@
 //! and wait for the oldest one's.
 
 use distsync_core::raw::SessionStoreSide as _;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::kv::{
-    EventKind, KeyValue, Kv, LeaseId, Range, Revision, SortOrder, SortTarget, Txn, TxnOp,
-};
+use crate::kv::{EventKind, KeyValue, Range, Revision, SortOrder, SortTarget, Txn, TxnOp};
 use distsync_core::barrier::DoubleBarrier;
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
-use distsync_core::session::Session;
 
-use super::hold::{explain_lease_error, WaiterKey};
-use super::key::{put_new_key, KeySpace, Kind, UniqueKeys};
+use super::hold::SessionKv;
+use super::key::{KeySpace, Kind};
 use super::wait::{next_event, read, wait_delete};
 
 /// This participant's key.
@@ -35,11 +32,9 @@ struct Entry {
     revision: Revision,
 }
 
-/// A [`DoubleBarrier`] over a [`Kv`] store.
+/// A [`DoubleBarrier`] over a [`Kv`](crate::kv::Kv) store.
 pub(crate) struct KvDoubleBarrier {
-    kv: Arc<dyn Kv>,
-    session: Session,
-    lease: LeaseId,
+    keys: SessionKv,
     name: Name,
     count: usize,
     waiters: String,
@@ -49,20 +44,11 @@ pub(crate) struct KvDoubleBarrier {
 
 impl KvDoubleBarrier {
     /// The double barrier `name` under `namespace` for `count` (at least 1)
-    /// participants, entered through `session` (lease `lease`).
-    pub(crate) fn new(
-        kv: Arc<dyn Kv>,
-        space: &KeySpace,
-        name: Name,
-        count: usize,
-        session: Session,
-        lease: LeaseId,
-    ) -> Self {
+    /// participants, entered through `keys`' session.
+    pub(crate) fn new(keys: SessionKv, space: &KeySpace, name: Name, count: usize) -> Self {
         let key = space.root(Kind::DoubleBarrier, &name);
         Self {
-            kv,
-            session,
-            lease,
+            keys,
             count,
             waiters: format!("{key}/waiters"),
             ready: format!("{key}/ready"),
@@ -88,40 +74,23 @@ impl KvDoubleBarrier {
     async fn entered(&self) -> Result<Vec<KeyValue>> {
         let mut range = Range::prefix(&self.waiters);
         range.sort = Some((SortTarget::CreateRevision, SortOrder::Ascend));
-        let response = read(&*self.kv, range, Some(self.session.lost_token())).await?;
+        let response = read(&*self.keys.kv, range, Some(self.keys.session.lost_token())).await?;
         Ok(response.kvs)
     }
 
     /// Creates this participant's waiter key (removed again if the future is dropped
     /// before the key is known to exist).
     async fn create_entry(&self) -> Result<Entry> {
-        let mut names = UniqueKeys::new(self.waiters.clone());
-        loop {
-            let key = names.next_key();
-            let cleanup = WaiterKey::new(
-                Arc::clone(&self.kv),
-                &self.session,
-                key.clone(),
-                self.lease,
-                None,
-            );
-            let created = put_new_key(&*self.kv, &key, Bytes::new(), self.lease).await;
-            cleanup.disarm();
-            match created {
-                Ok(Some(revision)) => return Ok(Entry { key, revision }),
-                Ok(None) => continue,
-                Err(error) => {
-                    return Err(
-                        explain_lease_error(&*self.kv, &self.session, self.lease, error).await,
-                    )
-                }
-            }
-        }
+        let (cleanup, revision) = self.keys.put_unique(self.waiters.clone()).await?;
+        let key = cleanup.key().to_owned();
+        cleanup.disarm();
+        Ok(Entry { key, revision })
     }
 
     /// Deletes `key`.
     async fn delete(&self, key: &str) -> Result<()> {
-        self.kv
+        self.keys
+            .kv
             .txn(Txn::default().and_then(vec![TxnOp::delete(key)]))
             .await?;
         Ok(())
@@ -129,9 +98,9 @@ impl KvDoubleBarrier {
 
     /// Waits for a put of the ready key at or after `from`.
     async fn wait_ready(&self, mut from: Revision) -> Result<()> {
-        let lost = Some(self.session.lost_token());
+        let lost = Some(self.keys.session.lost_token());
         loop {
-            let kv = &*self.kv;
+            let kv = &*self.keys.kv;
             if next_event(kv, &self.ready, false, from, EventKind::Put, lost)
                 .await?
                 .is_some()
@@ -167,7 +136,7 @@ impl DoubleBarrier for KvDoubleBarrier {
     /// Cancel-safety: dropping the future leaves this participant's key until the
     /// session ends or `leave` is called.
     async fn enter(&self) -> Result<()> {
-        if self.session.is_lost() {
+        if self.keys.session.is_lost() {
             return Err(Error::SessionLost);
         }
         let existing = self.entry().clone();
@@ -194,7 +163,8 @@ impl DoubleBarrier for KvDoubleBarrier {
             }
             if entry.revision == last.create_revision {
                 // The count-th participant lets everyone through.
-                self.kv
+                self.keys
+                    .kv
                     .txn(Txn::default().and_then(vec![TxnOp::put(&self.ready, Bytes::new(), 0)]))
                     .await?;
                 return Ok(());
@@ -214,8 +184,8 @@ impl DoubleBarrier for KvDoubleBarrier {
                 self.name.as_str()
             )));
         };
-        let lost = Some(self.session.lost_token());
-        let kv = &*self.kv;
+        let lost = Some(self.keys.session.lost_token());
+        let kv = &*self.keys.kv;
         let mut deleted = false;
         loop {
             let response = read(kv, Range::prefix(&self.waiters), lost).await?;

@@ -53,21 +53,12 @@ struct KvProclaim {
     term: Revision,
 }
 
-impl KvProclaim {
-    async fn put(&self, value: Bytes) -> Result<()> {
-        let put = TxnOp::put(&self.key, value, self.keys.lease);
-        if if_created_at(&*self.keys.kv, &self.key, self.term, put).await? {
-            Ok(())
-        } else {
-            Err(Error::NotLeader)
-        }
-    }
-}
-
 #[async_trait]
 impl Proclaim for KvProclaim {
     async fn proclaim_bytes(&self, value: Bytes) -> Result<()> {
-        self.put(value).await
+        let put = TxnOp::put(&self.key, value, self.keys.lease);
+        let proclaimed = if_created_at(&*self.keys.kv, &self.key, self.term, put).await?;
+        proclaimed.then_some(()).ok_or(Error::NotLeader)
     }
 }
 
@@ -101,7 +92,7 @@ impl Election for KvElection {
             term: own.create_revision,
         };
         if own.existing.is_some_and(|existing| existing.value != value) {
-            if let Err(error) = proclaim.put(value).await {
+            if let Err(error) = proclaim.proclaim_bytes(value).await {
                 cleanup.remove_now().await?;
                 return Err(error);
             }

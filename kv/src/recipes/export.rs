@@ -35,7 +35,7 @@ use distsync_core::error::Result;
 use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::name::Name;
 
-use super::key::{unescape, KeyLayout, KeySpace, Kind};
+use super::key::{digits, unescape, KeyLayout, KeySpace, Kind};
 
 /// Where a queue item sorts in its queue: priority, in-flight before stored, position.
 type Order = (u16, u8, u64);
@@ -112,10 +112,6 @@ enum Found {
     Latch(Name),
     /// Sequence guards, waiter keys, a double barrier's `ready`.
     Internal,
-}
-
-fn digits(segment: &str, count: usize) -> bool {
-    segment.len() == count && segment.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `(priority, sequence)` of `<%05d>/<%016d>`.

@@ -24,7 +24,7 @@ use distsync_core::token::FencingToken;
 
 use super::guarded::{KvGuardedWrite, LockHold};
 use super::heads::{HeadMark, Heads};
-use super::key::{if_created_at, range_at, KeySpace};
+use super::key::{if_created_at, put_new_key, range_at, KeySpace, UniqueKeys};
 use super::wait::{until_lost, wait_delete, wait_turn};
 use distsync_core::raw::{CleanUp, RetryPolicy};
 
@@ -99,7 +99,11 @@ impl SessionKv {
         Ok(Some(self.waiter(key, Some(gate))))
     }
 
-    /// Arms the removal of `key`, keeping `gate` until it is done (see [`WaiterKey`]).
+    /// Arms the removal of `key`, keeping `gate` until it is done (see [`WaiterKey`]),
+    /// before the write that creates it is sent. Until [`WaiterKey::created_at`] is
+    /// known, the removal only deletes the key if it is attached to the lease. The
+    /// removal rides out transient store failures as a release does (see
+    /// [`SessionKv::remove_or_revoke`]).
     pub(crate) fn waiter(&self, key: &str, gate: Option<OwnedMutexGuard<()>>) -> WaiterKey {
         WaiterKey {
             keys: self.clone(),
@@ -172,6 +176,32 @@ impl SessionKv {
             existing: Some(existing),
             response,
         })
+    }
+
+    /// Puts a new key, empty and on the lease, under `prefix` (without its trailing
+    /// `/`, see [`UniqueKeys`]) and arms its removal (see [`SessionKv::waiter`]): the
+    /// removal and the key's create revision. A failed write is explained (see
+    /// [`explain_lease_error`]) and leaves nothing armed.
+    pub(crate) async fn put_unique(&self, prefix: String) -> Result<(WaiterKey, Revision)> {
+        let mut names = UniqueKeys::new(prefix);
+        loop {
+            let key = names.next_key();
+            let mut cleanup = self.waiter(&key, None);
+            match put_new_key(&*self.kv, &key, Bytes::new(), self.lease).await {
+                Ok(Some(revision)) => {
+                    cleanup.created_at(revision);
+                    return Ok((cleanup, revision));
+                }
+                Ok(None) => {
+                    // Someone else's key of the same nanosecond: try the next name.
+                    cleanup.disarm();
+                }
+                Err(error) => {
+                    cleanup.disarm();
+                    return Err(self.explain(error).await);
+                }
+            }
+        }
     }
 
     /// Deletes `key` if it is ours: created at `create_revision` when known, else
@@ -258,26 +288,6 @@ pub(crate) struct WaiterKey {
 }
 
 impl WaiterKey {
-    /// Arms the removal of `key`, attached to `lease` (the lease of `session`), before
-    /// the write that creates it is sent. Until [`WaiterKey::created_at`] is known, the
-    /// removal only deletes the key if it is attached to `lease`. The removal rides
-    /// out transient store failures as a release does (see
-    /// [`SessionKv::remove_or_revoke`]).
-    pub(crate) fn new(
-        kv: Arc<dyn Kv>,
-        session: &Session,
-        key: String,
-        lease: LeaseId,
-        gate: Option<OwnedMutexGuard<()>>,
-    ) -> Self {
-        let keys = SessionKv {
-            kv,
-            session: session.clone(),
-            lease,
-        };
-        keys.waiter(&key, gate)
-    }
-
     /// The key now known to have been created at `revision`.
     pub(crate) fn created_at(&mut self, revision: Revision) {
         self.create_revision = Some(revision);

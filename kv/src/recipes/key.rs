@@ -186,15 +186,8 @@ impl KeySpace {
 /// A name as one key segment: `%` becomes `%25` and `/` becomes `%2F`; every other
 /// byte is kept. Injective, and the result holds no `/`.
 pub(crate) fn escape(name: &str) -> String {
-    let mut escaped = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '%' => escaped.push_str("%25"),
-            '/' => escaped.push_str("%2F"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
+    // `%` first, so that the `%` of an escaped `/` stays as it is.
+    name.replace('%', "%25").replace('/', "%2F")
 }
 
 /// The inverse of [`escape`]; `None` for a segment `escape` cannot produce.
@@ -239,9 +232,14 @@ pub(crate) fn count_under(prefix: &str) -> Range {
     }
 }
 
+/// Whether `segment` is exactly `count` ASCII digits (a fixed-width number of a key).
+pub(super) fn digits(segment: &str, count: usize) -> bool {
+    segment.len() == count && segment.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Nanoseconds since the Unix epoch, as Go's `time.Now().UnixNano()` (0 if the clock
 /// is before the epoch; uniqueness is enforced by the store anyway).
-fn unix_nanos() -> i128 {
+pub(super) fn unix_nanos() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i128::try_from(elapsed.as_nanos()).unwrap_or(i128::MAX))

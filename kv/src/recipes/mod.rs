@@ -242,16 +242,10 @@ impl<K: Kv> KvBackend<K> {
         format!("{}{}", self.space.namespace(), name)
     }
 
-    fn lease_of(&self, session: &Session) -> Result<LeaseId> {
-        lease_in(session, &self.kv)
-    }
-
     fn offers(&self, offered: bool, what: &str) -> Result<()> {
-        if offered {
-            Ok(())
-        } else {
-            Err(Error::unsupported(self.kv.backend(), what))
-        }
+        offered
+            .then_some(())
+            .ok_or_else(|| Error::unsupported(self.kv.backend(), what))
     }
 
     fn shared_kv(&self) -> Arc<dyn Kv> {
@@ -260,7 +254,7 @@ impl<K: Kv> KvBackend<K> {
 
     /// The store and `session`, whose lease must be this store's (see [`lease_in`]).
     fn session_kv(&self, session: &Session) -> Result<SessionKv> {
-        let lease = self.lease_of(session)?;
+        let lease = lease_in(session, &self.kv)?;
         Ok(SessionKv {
             kv: self.shared_kv(),
             session: session.clone(),
@@ -450,15 +444,13 @@ impl<K: Kv> Primitives for KvBackend<K> {
         count: NonZeroUsize,
     ) -> Result<Box<dyn DoubleBarrier>> {
         self.space.check(Kind::DoubleBarrier, &name)?;
-        let lease = self.lease_of(session)?;
+        let keys = self.session_kv(session)?;
         self.offers(self.capabilities.double_barrier, "double barrier")?;
         Ok(Box::new(KvDoubleBarrier::new(
-            self.shared_kv(),
+            keys,
             &self.space,
             name,
             count.get(),
-            session.clone(),
-            lease,
         )))
     }
 

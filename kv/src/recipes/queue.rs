@@ -111,12 +111,14 @@
 //! (its key is removed in the background) woke nobody, and is taken then.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::kv::{
     Compare, CompareOp, EventKind, KeyValue, Kv, LeaseId, Range, RangeResponse, Revision,
@@ -124,10 +126,12 @@ use crate::kv::{
 };
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
-use distsync_core::queue::Queue;
+use distsync_core::queue::{AppendKey, Queue};
 use distsync_core::raw::waited;
 
-use super::key::{put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys};
+use super::key::{
+    count_under, digits, put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys,
+};
 use super::wait::{next_event, patiently};
 use distsync_core::raw::{
     detached, Claim, ClaimGuard, ClaimSweeps, CleanUp, Contention, RetryPolicy,
@@ -204,11 +208,6 @@ impl Layout {
         }
     }
 
-    /// The prefix of every item key.
-    fn items(&self) -> String {
-        self.items.clone()
-    }
-
     /// The prefix of the item keys of `priority`.
     fn priority(&self, priority: u16) -> String {
         format!("{}{priority:05}/", self.items)
@@ -257,9 +256,14 @@ impl Layout {
         format!("{}/t/", self.root)
     }
 
-    /// The position of a well-formed hold key.
-    fn hold_position(&self, key: &str) -> Option<Position> {
-        parse_position(key.strip_prefix(&self.holds())?)
+    /// The positions of the well-formed hold keys read in `holds`: the held items.
+    fn held(&self, holds: &RangeResponse) -> HashSet<Position> {
+        let prefix = self.holds();
+        holds
+            .kvs
+            .iter()
+            .filter_map(|hold| parse_position(hold.key.strip_prefix(&prefix)?))
+            .collect()
     }
 
     /// The idempotency record of a user's key (see the `dedup` submodule).
@@ -287,6 +291,18 @@ impl Layout {
         Range::prefix(format!("{}/", self.waiters())).first_create()
     }
 
+    /// Deletes the waiter key `key` if it is still the one created at
+    /// `create_revision`, else reads the oldest waiter.
+    fn delete_waiter(&self, key: &str, create_revision: Revision) -> Txn {
+        Txn::when(vec![Compare::create_revision(
+            key,
+            CompareOp::Equal,
+            create_revision,
+        )])
+        .and_then(vec![TxnOp::delete(key)])
+        .or_else(vec![TxnOp::Range(self.first_waiter())])
+    }
+
     /// The position of a well-formed item key (`None` for any other key).
     fn item_position(&self, key: &str) -> Option<Position> {
         parse_position(key.strip_prefix(&self.items)?)
@@ -301,7 +317,6 @@ impl Layout {
 /// `<priority %05d>/<sequence %016d>`, or the 19 digits of a plain item's unix
 /// nanoseconds (Go's `Queue` writes them with `%v`).
 fn parse_position(relative: &str) -> Option<Position> {
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
     let Some((priority, sequence)) = relative.split_once('/') else {
         if !digits(relative, 19) {
             return None;
@@ -389,8 +404,8 @@ impl KvQueue {
         extra: Vec<Range>,
     ) -> Result<(Option<Item>, Vec<RangeResponse>, Revision)> {
         let kv = &*self.kv;
-        let end = after_prefix(&self.layout.items());
-        let mut start = self.layout.items();
+        let end = after_prefix(&self.layout.items);
+        let mut start = self.layout.items.clone();
         let mut batch = 1usize;
         loop {
             // Plain reads (not a transaction), all at the revision of the first.
@@ -404,11 +419,7 @@ impl KvQueue {
             for read in &extra {
                 extras.push(kv.range(read.clone().at_revision(revision)).await?);
             }
-            let held: HashSet<Position> = holds
-                .kvs
-                .iter()
-                .filter_map(|hold| self.layout.hold_position(&hold.key))
-                .collect();
+            let held = self.layout.held(&holds);
             let seen = items.kvs.len();
             let mut last = None;
             for found in items.kvs {
@@ -440,36 +451,54 @@ impl KvQueue {
     /// Go's `PriorityQueue.Dequeue` (`wait`), or its non-waiting form.
     async fn take(&self, wait: bool) -> Result<Option<Bytes>> {
         let call = claim_call_id();
+        let call = call.as_str();
+        self.first_taken(call, wait, None, |item| async move {
+            let claimed = claim(&self.kv, &self.layout, call, item).await?;
+            // At once: no await, so no cancellation, between the claim's answer and
+            // the caller.
+            Ok(claimed.map(|(item, claim)| {
+                claim.hand_over();
+                item
+            }))
+        })
+        .await
+    }
+
+    /// The first item, taken by `take` (`None`: another consumer took or changed it
+    /// first, so the new first item is read after a pause, see the module docs,
+    /// "Dequeue"); with none and `wait`, waits in line as call `call` (giving up when
+    /// `lost` fires) and reads again. A waiting call rides out transient errors (see
+    /// `wait`).
+    async fn first_taken<T, F>(
+        &self,
+        call: &str,
+        wait: bool,
+        lost: Option<&CancellationToken>,
+        take: impl Fn(Item) -> F,
+    ) -> Result<Option<T>>
+    where
+        F: Future<Output = Result<Option<T>>>,
+    {
         self.sweep_if_due().await;
         let mut contention = Contention::default();
         loop {
             let attempt = Instant::now();
-            // A waiting dequeue rides out transient errors (see `wait`).
             let (first, _) = if wait {
-                patiently(None, "queue read", &self.layout.root, || self.first_item()).await?
+                patiently(lost, "queue read", &self.layout.root, || self.first_item()).await?
             } else {
                 self.first_item().await?
             };
             if let Some(item) = first {
-                match claim(&self.kv, &self.layout, &call, item).await? {
-                    Some((item, claim)) => {
-                        // At once: no await, so no cancellation, between the claim's
-                        // answer and the caller.
-                        claim.hand_over();
-                        return Ok(Some(item));
-                    }
-                    // Another consumer took it first: read the new first item,
-                    // after a pause (see the module docs, "Dequeue").
-                    None => {
-                        contention.lost(attempt.elapsed()).await;
-                        continue;
-                    }
+                if let Some(taken) = take(item).await? {
+                    return Ok(Some(taken));
                 }
+                contention.lost(attempt.elapsed()).await;
+                continue;
             }
             if !wait {
                 return Ok(None);
             }
-            self.wait_for_item(&call, None).await?;
+            self.wait_for_item(call, lost).await?;
         }
     }
 
@@ -480,11 +509,7 @@ impl KvQueue {
     ///
     /// Its phases: [`Self::register_waiter`], then, until woken or an item is there,
     /// [`Self::look_again`] and [`Self::wait_in_line`].
-    async fn wait_for_item(
-        &self,
-        call: &str,
-        lost: Option<&tokio_util::sync::CancellationToken>,
-    ) -> Result<()> {
+    async fn wait_for_item(&self, call: &str, lost: Option<&CancellationToken>) -> Result<()> {
         let (mut waiting, mine) = self.register_waiter(call, lost).await?;
         let key = waiting.key.clone();
         let waiters = format!("{}/", self.layout.waiters());
@@ -493,12 +518,9 @@ impl KvQueue {
             .max_create_revision(mine - 1);
         let mut predecessor_left = false;
         // Where a watch of the holds starts: after the last read that found no item to
-        // take (or the first read). A read right after the
-        // predecessor left leaves the items it finds to the predecessor, which may have
-        // been woken for them; but the predecessor may as well have left without taking
-        // any (a departed waiter's key, removed in the background, or a cancelled
-        // receive), and an item returned (a nack, a session's end) while it was first in
-        // line then woke nobody. Watching from the earlier read replays that return.
+        // take, or the first read, so that it replays a return that woke nobody (see
+        // the module docs, "Waiting"; the predecessor may have left without taking
+        // the items a read after its departure leaves to it, e.g. a cancelled receive).
         let mut holds_from = None;
         loop {
             let looked = self
@@ -537,7 +559,7 @@ impl KvQueue {
     async fn register_waiter(
         &self,
         call: &str,
-        lost: Option<&tokio_util::sync::CancellationToken>,
+        lost: Option<&CancellationToken>,
     ) -> Result<(Waiting, Revision)> {
         let kv = &*self.kv;
         let mut names = UniqueKeys::new(self.layout.waiters());
@@ -570,7 +592,7 @@ impl KvQueue {
         mine: Revision,
         predecessor: &Range,
         predecessor_left: bool,
-        lost: Option<&tokio_util::sync::CancellationToken>,
+        lost: Option<&CancellationToken>,
     ) -> Result<Looked> {
         // An item put before the registration woke nobody: look again, and at the
         // own key in the same read (a wake-up, then another consumer taking the
@@ -606,13 +628,10 @@ impl KvQueue {
         revision: Revision,
         before: Option<&KeyValue>,
         holds_from: Option<Revision>,
-        lost: Option<&tokio_util::sync::CancellationToken>,
+        lost: Option<&CancellationToken>,
     ) -> Result<Waited> {
         let kv = &*self.kv;
         let woken = next_event(kv, key, false, revision + 1, EventKind::Delete, lost);
-        // The first waiter in line also watches the holds, so that an item put back
-        // (a nack, a receiver's session ending) reaches one waiter; every other
-        // waiter watches its predecessor, and re-reads when it leaves the line.
         let (watched, prefix, from) = match before {
             Some(waiter) => (waiter.key.clone(), false, revision + 1),
             None => (
@@ -622,8 +641,7 @@ impl KvQueue {
             ),
         };
         let changed = next_event(kv, &watched, prefix, from, EventKind::Delete, lost);
-        // Go's producers wake nobody: in Go's layout the first waiter also watches
-        // the items for a put (one waiter, so still no herd).
+        // Go's producers wake nobody (see `Layout::shared_with_go`): one waiter, no herd.
         let watch_items = self.layout.shared_with_go && before.is_none();
         let arrived = async {
             if watch_items {
@@ -761,14 +779,7 @@ async fn withdraw(
             }
         }
     };
-    let txn = Txn::when(vec![Compare::create_revision(
-        key,
-        CompareOp::Equal,
-        create_revision,
-    )])
-    .and_then(vec![TxnOp::delete(key)])
-    .or_else(vec![TxnOp::Range(layout.first_waiter())]);
-    let response = kv.txn(txn).await?;
+    let response = kv.txn(layout.delete_waiter(key, create_revision)).await?;
     if response.succeeded {
         return Ok(Withdrawn::Removed);
     }
@@ -784,13 +795,7 @@ async fn wake(kv: &dyn Kv, layout: &Layout, first: Option<KeyValue>) {
     let mut next = first;
     let deadline = Instant::now() + WAKE_BUDGET;
     while let Some(waiter) = next {
-        let txn = Txn::when(vec![Compare::create_revision(
-            &waiter.key,
-            CompareOp::Equal,
-            waiter.create_revision,
-        )])
-        .and_then(vec![TxnOp::delete(&waiter.key)])
-        .or_else(vec![TxnOp::Range(layout.first_waiter())]);
+        let txn = layout.delete_waiter(&waiter.key, waiter.create_revision);
         let attempt = || kv.txn(txn.clone());
         let response = match RetryPolicy::default()
             .idempotent_until("queue wake-up", Some(deadline), None, attempt)
@@ -856,10 +861,8 @@ async fn put_sequential(
     let mut contention = Contention::default();
     loop {
         let attempt = Instant::now();
-        // The store's clock beside the read, not after it: a new item's time only
-        // dates it (an age is a figure, not a decision), so it costs no round trip
-        // of its own where reading the clock is one.
-        // Not in Go's layout: Go's consumers remove items and would leave the time keys.
+        // The store's clock beside the read, not after it (an age is a figure, not a
+        // decision), and not in Go's layout (see the module docs, "Enqueue times").
         let (last, now) = futures::future::try_join(
             kv.range(Range::prefix(layout.priority(priority)).last_key()),
             async {
@@ -988,7 +991,7 @@ async fn claim_in_store(
         TxnOp::delete(&item.kv.key),
         TxnOp::delete(layout.deliveries(item.position)),
         TxnOp::put(&record, item.kv.value.clone(), 0),
-        TxnOp::Range(Range::between(layout.items(), after_prefix(&layout.items())).first_key()),
+        TxnOp::Range(Range::between(layout.items.clone(), after_prefix(&layout.items)).first_key()),
         TxnOp::Range(layout.first_waiter()),
         TxnOp::delete(layout.enqueued(item.position)),
     ])
@@ -1133,24 +1136,18 @@ async fn put_back(
     value: Bytes,
 ) -> Result<()> {
     let key = layout.item(position);
+    let mut ops = vec![TxnOp::delete(record)];
+    // A plain item's key is unique by its nanoseconds: no guard to touch.
+    if !position.plain {
+        ops.push(TxnOp::put(layout.guard(position.priority), Bytes::new(), 0));
+    }
+    ops.push(TxnOp::put(&key, value.clone(), 0));
+    ops.push(TxnOp::Range(layout.first_waiter()));
     let txn = Txn::when(vec![
         Compare::create_revision(record, CompareOp::Equal, revision),
         Compare::create_revision(&key, CompareOp::Equal, 0),
     ])
-    .and_then(
-        [TxnOp::delete(record)]
-            .into_iter()
-            // A plain item's key is unique by its nanoseconds: no guard to touch.
-            .chain(
-                (!position.plain)
-                    .then(|| TxnOp::put(layout.guard(position.priority), Bytes::new(), 0)),
-            )
-            .chain([
-                TxnOp::put(&key, value.clone(), 0),
-                TxnOp::Range(layout.first_waiter()),
-            ])
-            .collect(),
-    )
+    .and_then(ops)
     .or_else(vec![TxnOp::Range(Range::key(record))]);
     let response = kv.txn(txn).await?;
     if response.succeeded {
@@ -1187,14 +1184,19 @@ impl Queue for KvQueue {
     /// at all (a waiting consumer may then not be woken until the next enqueue).
     ///
     /// Repeated through lost replies, with the record of `key` (see the `dedup`
-    /// submodule).
+    /// submodule), kept for the call's window for a call's key, for the dedup window
+    /// for a caller's.
     async fn append_bytes(
         &self,
-        key: &distsync_core::queue::AppendKey,
+        key: &AppendKey,
         item: Bytes,
         priority: u16,
     ) -> Result<distsync_core::queue::Enqueued> {
-        self.append(key, item, priority).await
+        let (record, window) = match key {
+            AppendKey::Call(call) => (self.layout.dedup_call(call), dedup::Window::Call),
+            AppendKey::Caller(key) => (self.layout.dedup_user(key.as_str()), dedup::Window::User),
+        };
+        self.enqueue_keyed(record, window, item, priority).await
     }
 
     /// Takes the first item; while there is none, waits in line to be woken by a
@@ -1241,12 +1243,10 @@ impl Queue for KvQueue {
     /// The number of item keys less the held ones (items claimed but not yet handed
     /// over, and items held by a receiver, are not counted).
     async fn len(&self) -> Result<usize> {
-        let items = self.layout.items();
-        let mut range = Range::between(items.clone(), after_prefix(&items));
+        let items = &self.layout.items;
+        let mut range = Range::between(items.clone(), after_prefix(items));
         range.limit = Some(1);
-        let mut holds = Range::prefix(self.layout.holds());
-        holds.limit = Some(1);
-        let holds = self.kv.range(holds).await?;
+        let holds = self.kv.range(count_under(&self.layout.holds())).await?;
         let items = self.kv.range(range.at_revision(holds.revision)).await?;
         Ok(items.count.saturating_sub(holds.count))
     }
@@ -1269,11 +1269,7 @@ impl Queue for KvQueue {
             ));
         }
         let holds = self.kv.range(Range::prefix(self.layout.holds())).await?;
-        let held: HashSet<Position> = holds
-            .kvs
-            .iter()
-            .filter_map(|hold| self.layout.hold_position(&hold.key))
-            .collect();
+        let held = self.layout.held(&holds);
         let times = self
             .kv
             .range(Range::prefix(self.layout.times()).at_revision(holds.revision))

@@ -6,10 +6,13 @@
 //! An enqueue with a key puts, in the transaction that puts the item, the record
 //! `Q/k/u/<user key>` (a caller's key, [`AppendKey::Caller`]) or `Q/k/g/<call id>`
 //! (the key a plain enqueue draws, [`AppendKey::Call`]), valued with the call's id,
-//! and runs only while that record is absent. A repeat after a lost reply fails on the record; its failure branch reads
-//! the record, and finds its own call id if its earlier attempt appended the item. Two
-//! producers with one user key race on the record's absence: one appends, the other
-//! answers [`Enqueued::Duplicate`].
+//! and runs only while that record is absent. A repeat after a lost reply fails on the
+//! record; its failure branch reads the record, and finds its own call id if its
+//! earlier attempt appended the item. Two producers with one user key race on the
+//! record's absence: one appends, the other answers [`Enqueued::Duplicate`].
+//!
+//! [`AppendKey::Caller`]: super::AppendKey::Caller
+//! [`AppendKey::Call`]: super::AppendKey::Call
 //!
 //! # Expiry
 //!
@@ -29,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::kv::LeaseId;
 use distsync_core::error::Result;
-use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::queue::{Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::{call_id, Failure, Idempotence};
 
 use super::{put_sequential, KvQueue, Put};
@@ -57,13 +60,6 @@ impl Window {
     pub(super) fn reuse(self) -> Duration {
         (self.window() / 10).min(Duration::from_secs(3600))
     }
-
-    fn slot(self) -> usize {
-        match self {
-            Self::User => 0,
-            Self::Call => 1,
-        }
-    }
 }
 
 /// The leases a handle reuses, one per [`Window`], with when each was granted.
@@ -78,7 +74,7 @@ impl DedupLeases {
             .leases
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        leases[window.slot()]
+        leases[window as usize]
             .filter(|(_, granted)| granted.elapsed() < window.reuse())
             .map(|(lease, _)| lease)
     }
@@ -88,7 +84,7 @@ impl DedupLeases {
             .leases
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        leases[window.slot()] = lease.map(|lease| (lease, Instant::now()));
+        leases[window as usize] = lease.map(|lease| (lease, Instant::now()));
     }
 }
 
@@ -141,8 +137,7 @@ impl KvQueue {
                 )
                 .await?;
             match put {
-                Ok(Put::Done) => return Ok(Enqueued::New),
-                Ok(Put::Duplicate { mine: true }) => return Ok(Enqueued::New),
+                Ok(Put::Done | Put::Duplicate { mine: true }) => return Ok(Enqueued::New),
                 Ok(Put::Duplicate { mine: false }) => return Ok(Enqueued::Duplicate),
                 Ok(Put::Gone) => {
                     return Err(distsync_core::Error::backend(
@@ -162,20 +157,5 @@ impl KvQueue {
                 }
             }
         }
-    }
-
-    /// [`distsync_core::Queue::append_bytes`](distsync_core::Queue): the record of a
-    /// call's key kept for the call's window, of a caller's for the dedup window.
-    pub(super) async fn append(
-        &self,
-        key: &AppendKey,
-        item: Bytes,
-        priority: u16,
-    ) -> Result<Enqueued> {
-        let (record, window) = match key {
-            AppendKey::Call(call) => (self.layout.dedup_call(call), Window::Call),
-            AppendKey::Caller(key) => (self.layout.dedup_user(key.as_str()), Window::User),
-        };
-        self.enqueue_keyed(record, window, item, priority).await
     }
 }

@@ -19,9 +19,8 @@
 //!   place, with no client's help, and the counter, which outlives the lease, makes
 //!   its next delivery report one more redelivery.
 //!
-//! A returned item wakes one waiting consumer: the first waiter in line watches the
-//! hold keys (every other waiter watches its predecessor in line, and re-reads when it
-//! leaves), so a deleted hold key whose item is still there makes it claim.
+//! A returned item wakes one waiting consumer: the first in line watches the hold keys
+//! (see the queue's module docs, "Waiting").
 //!
 //! A hold whose reply is lost is repeated: the repeat finds the hold key with this
 //! call's id and this lease, and takes it as its own. The hold runs
@@ -42,10 +41,9 @@ use distsync_core::session::Session;
 
 use super::super::hold::explain_lease_error;
 use super::super::key::range_at;
-use super::super::wait::patiently;
 use super::queue_sweep::claim_call_id;
 use super::{Item, KvQueue, Layout, Position, CLAIM_BUDGET};
-use distsync_core::raw::{detached, Contention, RetryPolicy};
+use distsync_core::raw::{detached, RetryPolicy};
 
 impl KvQueue {
     /// `receive` (`wait`) or `try_receive`.
@@ -60,34 +58,11 @@ impl KvQueue {
         }
         let lost = session.lost_token().clone();
         let call = claim_call_id();
-        self.sweep_if_due().await;
-        let mut contention = Contention::default();
-        loop {
-            let attempt = Instant::now();
-            let (first, _) = if wait {
-                patiently(Some(&lost), "queue read", &self.layout.root, || {
-                    self.first_item()
-                })
-                .await?
-            } else {
-                self.first_item().await?
-            };
-            if let Some(item) = first {
-                match hold(&self.kv, &self.layout, session, lease, &call, item).await? {
-                    Some(delivery) => return Ok(Some(delivery)),
-                    // Taken or changed meanwhile: read the new first item, after a
-                    // pause (see the queue's module docs, "Dequeue").
-                    None => {
-                        contention.lost(attempt.elapsed()).await;
-                        continue;
-                    }
-                }
-            }
-            if !wait {
-                return Ok(None);
-            }
-            self.wait_for_item(&call, Some(&lost)).await?;
-        }
+        let call = call.as_str();
+        self.first_taken(call, wait, Some(&lost), |item| {
+            hold(&self.kv, &self.layout, session, lease, call, item)
+        })
+        .await
     }
 }
 

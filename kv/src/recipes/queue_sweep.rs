@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::kv::{Kv, Range};
 use distsync_core::error::Result;
 
+use super::super::key::digits;
 use super::{put_back, KvQueue, Layout};
 use distsync_core::queue::STALE_CLAIM;
 use distsync_core::raw::call_id;
@@ -39,10 +40,7 @@ fn unix_millis() -> u64 {
 /// The claim time a call id carries.
 fn claimed_at(call: &str) -> Option<u64> {
     let (millis, _) = call.split_once('-')?;
-    if millis.len() != 13 || !millis.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    millis.parse().ok()
+    digits(millis, 13).then(|| millis.parse().ok())?
 }
 
 impl KvQueue {

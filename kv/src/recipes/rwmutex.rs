@@ -14,7 +14,6 @@ use distsync_core::raw::waited;
 use distsync_core::raw::SessionStoreSide as _;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use crate::kv::Range;
 use distsync_core::error::{Error, Result};
@@ -23,7 +22,7 @@ use distsync_core::name::Name;
 use distsync_core::rwlock::RwLock;
 
 use super::hold::{HeldKey, SessionKv};
-use super::key::{put_new_key, KeySpace, Kind, UniqueKeys};
+use super::key::{KeySpace, Kind};
 use super::wait::{read, wait_delete};
 
 /// A [`RwLock`] over a [`Kv`](crate::kv::Kv) store.
@@ -54,25 +53,8 @@ impl KvRwMutex {
         let lost = self.keys.session.lost_token();
         let kv = &*self.keys.kv;
         let kind = if write { "write" } else { "read" };
-        let mut names = UniqueKeys::new(format!("{}{kind}", self.prefix));
-        let (cleanup, revision) = loop {
-            let key = names.next_key();
-            let mut cleanup = self.keys.waiter(&key, None);
-            match put_new_key(kv, &key, Bytes::new(), self.keys.lease).await {
-                Ok(Some(revision)) => {
-                    cleanup.created_at(revision);
-                    break (cleanup, revision);
-                }
-                Ok(None) => {
-                    // Someone else's key of the same nanosecond: try the next name.
-                    cleanup.disarm();
-                }
-                Err(error) => {
-                    cleanup.disarm();
-                    return Err(self.keys.explain(error).await);
-                }
-            }
-        };
+        let unique = self.keys.put_unique(format!("{}{kind}", self.prefix));
+        let (cleanup, revision) = unique.await?;
         // Readers are blocked by older writers; writers by every older key.
         let blockers = if write {
             self.prefix.clone()

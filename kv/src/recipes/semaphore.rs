@@ -23,9 +23,7 @@ use distsync_core::raw::{permit, SessionStoreSide as _};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::kv::{
-    Compare, CompareOp, EventKind, Range, Revision, SortOrder, SortTarget, Txn, TxnOp,
-};
+use crate::kv::{EventKind, Range, Revision, SortOrder, SortTarget, TxnOp};
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
 use distsync_core::semaphore::{Permit, Semaphore};
@@ -87,22 +85,17 @@ impl KvSemaphore {
             return Ok(None);
         };
         let (kv, lost) = (&*self.keys.kv, self.keys.session.lost_token());
-        let txn = Txn::when(vec![Compare::create_revision(
+        let in_line = TxnOp::Range(self.entries());
+        let own = self.keys.put_own(
             &self.key,
-            CompareOp::Equal,
-            0,
-        )])
-        .and_then(vec![
-            TxnOp::put(&self.key, self.count_bytes(), self.keys.lease),
-            TxnOp::Range(self.entries()),
-        ])
-        .or_else(vec![TxnOp::Range(self.entries())]);
-        let response = self.keys.txn(txn).await?;
-        let mut entries = range_at(kv, &response, if response.succeeded { 1 } else { 0 })?;
-        let Some(mine) = entries.kvs.iter().find(|e| e.key == self.key) else {
-            return Err(Error::backend(kv.backend(), "own semaphore entry vanished"));
-        };
-        let my_revision = mine.create_revision;
+            self.count_bytes(),
+            "semaphore",
+            vec![in_line.clone()],
+            vec![in_line],
+        );
+        let own = own.await?;
+        let mut entries = range_at(kv, &own.response, 1)?;
+        let my_revision = own.create_revision;
         cleanup.created_at(my_revision);
         if let Some(error) = self.disagreement(&entries.kvs) {
             cleanup.remove_now().await?;

@@ -34,7 +34,7 @@
 //! read.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
@@ -45,9 +45,9 @@ use distsync_core::status::{
     CounterStatus, DoubleBarrierStatus, HoldMode, HoldStatus, LatchStatus, LeaderStatus, LineKind,
     LineStatus, QueueStatus, RateLimiterStatus, StatusReport,
 };
-use distsync_core::token::FencingToken;
 
-use super::key::{lease_hex, unescape, Kind};
+use super::hold::fencing_token;
+use super::key::{lease_hex, unescape, unix_nanos, Kind};
 
 /// How many leases' time left a report reads at once: enough that a report of many
 /// sessions costs a few round trips, few enough not to flood the store.
@@ -148,18 +148,31 @@ impl Found {
         let Some((name, hex)) = relative.rsplit_once('/') else {
             return;
         };
-        if kv.lease == 0 || hex != lease_hex(kv.lease) || !name.starts_with(prefix) {
+        if !on_own_lease(hex, &kv) || !name.starts_with(prefix) {
             return;
         }
-        self.lines
-            .entry((LineKind::Lock, name.to_owned()))
-            .or_default()
-            .push(Entry {
-                kv,
-                mode: HoldMode::Exclusive,
-                age: None,
-                apart: false,
-            });
+        let (kind, mode) = (LineKind::Lock, HoldMode::Exclusive);
+        self.enter(kind, name.to_owned(), kv, mode, None, false);
+    }
+
+    /// Adds the entry `kv` (`apart` from the line's order or not) to the line `kind`
+    /// `name`.
+    fn enter(
+        &mut self,
+        kind: LineKind,
+        name: String,
+        kv: KeyValue,
+        mode: HoldMode,
+        age: Option<Duration>,
+        apart: bool,
+    ) {
+        let entry = Entry {
+            kv,
+            mode,
+            age,
+            apart,
+        };
+        self.lines.entry((kind, name)).or_default().push(entry);
     }
 
     /// `<kind>/<escaped name>[/<rest>]`, a key after `<ns>/`.
@@ -197,43 +210,13 @@ impl Found {
                     return;
                 }
                 let age = age(nanos, now);
-                self.lines
-                    .entry((LineKind::RwLock, name))
-                    .or_default()
-                    .push(Entry {
-                        kv,
-                        mode,
-                        age,
-                        apart: false,
-                    });
+                self.enter(LineKind::RwLock, name, kv, mode, age, false);
             }
-            (Kind::Semaphore, Some(hex)) => {
-                if kv.lease == 0 || hex != lease_hex(kv.lease) {
-                    return;
-                }
-                self.lines
-                    .entry((LineKind::Semaphore, name))
-                    .or_default()
-                    .push(Entry {
-                        kv,
-                        mode: HoldMode::Permit,
-                        age: None,
-                        apart: false,
-                    });
+            (Kind::Semaphore, Some(hex)) if on_own_lease(hex, &kv) => {
+                self.enter(LineKind::Semaphore, name, kv, HoldMode::Permit, None, false);
             }
-            (Kind::UnfairLock, Some(hex)) => {
-                if kv.lease == 0 || hex != lease_hex(kv.lease) {
-                    return;
-                }
-                self.lines
-                    .entry((LineKind::Lock, name))
-                    .or_default()
-                    .push(Entry {
-                        kv,
-                        mode: HoldMode::Exclusive,
-                        age: None,
-                        apart: true,
-                    });
+            (Kind::UnfairLock, Some(hex)) if on_own_lease(hex, &kv) => {
+                self.enter(LineKind::Lock, name, kv, HoldMode::Exclusive, None, true);
             }
             (Kind::Queue, Some(tail)) => {
                 let queue = self
@@ -306,19 +289,25 @@ impl Found {
     }
 }
 
+/// Whether `kv` is attached to a lease, the one `hex` names (a key ending in its
+/// lease id).
+fn on_own_lease(hex: &str, kv: &KeyValue) -> bool {
+    kv.lease != 0 && hex == lease_hex(kv.lease)
+}
+
 /// A line from its entries in create-revision order (those apart from the line's order
 /// last), split into holders and waiters by the rule of its kind; entries apart wait.
 /// Each entry's time left is its lease's in `left`.
 fn line(kind: LineKind, name: String, entries: Vec<Entry>, left: &TimeLeft) -> LineStatus {
-    let permits = (kind == LineKind::Semaphore)
-        .then(|| {
-            entries.first().and_then(|entry| {
-                std::str::from_utf8(&entry.kv.value)
-                    .ok()
-                    .and_then(|count| count.parse::<usize>().ok())
-            })
-        })
-        .flatten();
+    let permits = entries
+        .first()
+        .filter(|_| kind == LineKind::Semaphore)
+        .and_then(|entry| {
+            std::str::from_utf8(&entry.kv.value)
+                .ok()?
+                .parse::<usize>()
+                .ok()
+        });
     // A lock's line whose entries carry values is an election's (see the module docs).
     let kind = if kind == LineKind::Lock && entries.iter().any(|entry| !entry.kv.value.is_empty()) {
         LineKind::Election
@@ -340,7 +329,7 @@ fn line(kind: LineKind, name: String, entries: Vec<Entry>, left: &TimeLeft) -> L
             writer_ahead = true;
         }
         let token = (holds && entry.mode != HoldMode::Shared)
-            .then(|| FencingToken(u64::try_from(entry.kv.create_revision).unwrap_or_default()));
+            .then(|| fencing_token(entry.kv.create_revision));
         let status = HoldStatus::new(entry.kv.key.clone(), entry.mode)
             .with_session(Some(lease_hex(entry.kv.lease)))
             .with_token(token)
@@ -352,27 +341,16 @@ fn line(kind: LineKind, name: String, entries: Vec<Entry>, left: &TimeLeft) -> L
             waiters.push(status);
         }
     }
-    let leader = (kind == LineKind::Election)
-        .then(|| {
-            holders.first().map(|(status, kv)| {
-                LeaderStatus::new(kv.value.clone(), status.token.unwrap_or_default())
-            })
-        })
-        .flatten();
+    let leader = holders
+        .first()
+        .filter(|_| kind == LineKind::Election)
+        .map(|(status, kv)| LeaderStatus::new(kv.value.clone(), status.token.unwrap_or_default()));
     let mut line = LineStatus::new(kind, name)
         .with_leader(leader)
         .with_permits(permits);
     line.holders = holders.into_iter().map(|(status, _)| status).collect();
     line.waiters = waiters;
     line
-}
-
-/// Nanoseconds since the Unix epoch (0 before it).
-fn unix_nanos() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i128::try_from(elapsed.as_nanos()).unwrap_or(i128::MAX))
-        .unwrap_or(0)
 }
 
 /// The age of a key named after its creation time in unix nanos.
