@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::name::Name;
 use crate::primitives::Primitives;
+use crate::revocation::ReleaseRequest;
 use crate::session::{Session, SessionId, SessionOptions};
 use crate::snapshot::Snapshot;
 use crate::status::StatusReport;
@@ -13,7 +14,7 @@ use crate::status::StatusReport;
 /// answers the operators' reads and writes. Object-safe, so a backend can be chosen at
 /// run time (`Arc<dyn Backend>`).
 ///
-/// Sessions passed in must come from this backend ([`crate::Error::InvalidArgument`]
+/// Sessions passed in must come from this backend ([`Error::InvalidArgument`]
 /// otherwise).
 #[async_trait]
 pub trait Backend: Primitives + Send + Sync + 'static {
@@ -25,7 +26,7 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// keeps every backend's answer the same.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidArgument`] for a TTL below
+    /// [`Error::InvalidArgument`] for a TTL below
     /// [`Capabilities::min_session_ttl`](crate::Capabilities::min_session_ttl) or a margin
     /// that leaves no room for a renewal, or the store's error.
     async fn session(&self, options: SessionOptions) -> Result<Session>;
@@ -44,7 +45,7 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// docs.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] where the backend cannot list holders or cannot end
+    /// [`Error::Unsupported`] where the backend cannot list holders or cannot end
     /// another process's session; the store's error.
     ///
     /// # Cancel safety
@@ -53,13 +54,12 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     async fn break_lock(&self, name: &Name) -> Result<Option<crate::broken::BrokenHold>> {
         let backend = self.capabilities().backend;
         if !self.capabilities().break_lock {
-            return Err(crate::Error::unsupported(backend, "breaking a lock"));
+            return Err(Error::unsupported(backend, "breaking a lock"));
         }
         let report = self.status_of(name).await.map_err(|error| match error {
-            crate::Error::Unsupported { .. } => crate::Error::unsupported(
-                backend,
-                "breaking a lock (it cannot list who holds what)",
-            ),
+            Error::Unsupported { .. } => {
+                Error::unsupported(backend, "breaking a lock (it cannot list who holds what)")
+            }
             other => other,
         })?;
         let Some(hold) = crate::broken::BrokenHold::holder_in(&report, name)? else {
@@ -80,19 +80,16 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// lock guards their own watch.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] without
+    /// [`Error::Unsupported`] without
     /// [`Capabilities::release_request`](crate::Capabilities::release_request);
-    /// [`crate::Error::InvalidName`] for a name too long for its request counter; the
+    /// [`Error::InvalidName`] for a name too long for its request counter; the
     /// store's error.
     ///
     /// # Cancel safety
     /// Dropped part-way, the request was made or it was not; repeating it is harmless.
-    async fn request_release(
-        &self,
-        name: &Name,
-    ) -> Result<Option<crate::revocation::ReleaseRequest>> {
+    async fn request_release(&self, name: &Name) -> Result<Option<ReleaseRequest>> {
         if !self.capabilities().release_request {
-            return Err(crate::Error::unsupported(
+            return Err(Error::unsupported(
                 self.capabilities().backend,
                 "release requests",
             ));
@@ -106,9 +103,9 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// barriers) and lists its live holds, for [`crate::migrate::migrate`]. Reads only.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] where the backend cannot enumerate its state.
+    /// [`Error::Unsupported`] where the backend cannot enumerate its state.
     async fn export(&self) -> Result<Snapshot> {
-        Err(crate::Error::unsupported(
+        Err(Error::unsupported(
             self.capabilities().backend,
             "export (migration)",
         ))
@@ -120,17 +117,14 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// only; see [`crate::status`] for what each store records.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend cannot list its
+    /// [`Error::Unsupported`] (the default) where the backend cannot list its
     /// state; the store's error.
     ///
     /// # Cancel safety
     /// Cancel-safe: it only reads.
     async fn status(&self, prefix: &str) -> Result<StatusReport> {
         let _ = prefix;
-        Err(crate::Error::unsupported(
-            self.capabilities().backend,
-            "status",
-        ))
+        Err(Error::unsupported(self.capabilities().backend, "status"))
     }
 
     /// As [`Backend::status`], with each hold's session time left
@@ -178,14 +172,14 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// no name and expire on their own). Reads only.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend cannot list its
+    /// [`Error::Unsupported`] (the default) where the backend cannot list its
     /// state; the store's error.
     ///
     /// # Cancel safety
     /// Cancel-safe: it only reads.
     async fn count_prefix(&self, prefix: &Name) -> Result<u64> {
         let _ = prefix;
-        Err(crate::Error::unsupported(
+        Err(Error::unsupported(
             self.capabilities().backend,
             "counting a name prefix",
         ))
@@ -200,7 +194,7 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// expired sessions themselves (PostgreSQL's sweep) may end those too.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend cannot enumerate
+    /// [`Error::Unsupported`] (the default) where the backend cannot enumerate
     /// its state; the store's error (some entries may be removed already).
     ///
     /// # Cancel safety
@@ -208,7 +202,7 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// it again finishes the job.
     async fn purge_prefix(&self, prefix: &Name) -> Result<u64> {
         let _ = prefix;
-        Err(crate::Error::unsupported(
+        Err(Error::unsupported(
             self.capabilities().backend,
             "purging a name prefix",
         ))
@@ -220,13 +214,13 @@ pub trait Backend: Primitives + Send + Sync + 'static {
     /// server refuses to say is left out.
     ///
     /// # Errors
-    /// [`crate::Error::Unsupported`] (the default) where the backend reads none; the
+    /// [`Error::Unsupported`] (the default) where the backend reads none; the
     /// store's error.
     ///
     /// # Cancel safety
     /// Cancel-safe: it only reads.
     async fn describe_store(&self) -> Result<Vec<(String, String)>> {
-        Err(crate::Error::unsupported(
+        Err(Error::unsupported(
             self.capabilities().backend,
             "describing the store",
         ))

@@ -164,91 +164,13 @@ impl Capabilities {
 
     /// A struct with every flag off, for a backend to switch on what it offers.
     pub fn none(backend: &'static str) -> Self {
-        Self {
-            backend,
-            lock: false,
-            election: false,
-            rwlock: false,
-            queue: false,
-            priority_queue: false,
-            barrier: false,
-            double_barrier: false,
-            stm_serializable_snapshot: false,
-            stm_serializable: false,
-            stm_repeatable_reads: false,
-            stm_read_committed: false,
-            fencing: false,
-            fifo_waiters: false,
-            unfair_lock: false,
-            lost_notification: false,
-            stalled_holder_expires: false,
-            partition_safe: false,
-            semaphore: false,
-            guarded_writes: false,
-            reliable_delivery: false,
-            survives_restart: false,
-            exclusive_across_restart: false,
-            session_bound: false,
-            linearizable: false,
-            survives_failover: false,
-            counter: false,
-            latch: false,
-            break_lock: false,
-            queue_age: false,
-            rate_limiter: false,
-            release_request: false,
-            hand_over: false,
-            gapless_hand_over: false,
-            export: false,
-            caller_transactions: false,
-            min_session_ttl: Duration::from_secs(1),
-            max_value_size: Self::DEFAULT_MAX_VALUE_SIZE,
-        }
+        Self::every_flag(backend, false, Duration::from_secs(1))
     }
 
     /// A struct with every primitive, every STM level and every guarantee claimed, for
     /// a backend to switch off what it does not give (with the `with_*` setters).
     pub fn all(backend: &'static str, min_session_ttl: Duration) -> Self {
-        Self {
-            backend,
-            lock: true,
-            election: true,
-            rwlock: true,
-            queue: true,
-            priority_queue: true,
-            barrier: true,
-            double_barrier: true,
-            stm_serializable_snapshot: true,
-            stm_serializable: true,
-            stm_repeatable_reads: true,
-            stm_read_committed: true,
-            fencing: true,
-            fifo_waiters: true,
-            unfair_lock: true,
-            lost_notification: true,
-            stalled_holder_expires: true,
-            partition_safe: true,
-            semaphore: true,
-            guarded_writes: true,
-            reliable_delivery: true,
-            survives_restart: true,
-            exclusive_across_restart: true,
-            session_bound: true,
-            linearizable: true,
-            survives_failover: true,
-            counter: true,
-            latch: true,
-            break_lock: true,
-            queue_age: true,
-            rate_limiter: true,
-            release_request: true,
-            hand_over: true,
-            gapless_hand_over: true,
-            export: true,
-            caller_transactions: true,
-            min_session_ttl,
-            max_value_size: Self::DEFAULT_MAX_VALUE_SIZE,
-        }
+        Self::every_flag(backend, true, min_session_ttl)
     }
 
     /// Sets [`Capabilities::min_session_ttl`].
@@ -336,10 +258,21 @@ impl Capabilities {
 
 /// One `with_<flag>(bool)` setter per flag, so that backends outside this crate (which
 /// `#[non_exhaustive]` keeps from struct literals) adjust a constructor's flags in one
-/// expression.
+/// expression; and the constructors' struct literal, which lists every flag, so that a
+/// flag missing here does not compile.
 macro_rules! flag_setters {
     ($($flag:ident => $setter:ident,)*) => {
         impl Capabilities {
+            /// Every flag set to `on`, with [`Capabilities::DEFAULT_MAX_VALUE_SIZE`].
+            fn every_flag(backend: &'static str, on: bool, min_session_ttl: Duration) -> Self {
+                Self {
+                    backend,
+                    $($flag: on,)*
+                    min_session_ttl,
+                    max_value_size: Self::DEFAULT_MAX_VALUE_SIZE,
+                }
+            }
+
             $(
                 #[doc = concat!("Sets [`Capabilities::", stringify!($flag), "`].")]
                 #[must_use]

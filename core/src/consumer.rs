@@ -54,6 +54,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,14 +254,6 @@ impl fmt::Debug for Consumer {
     }
 }
 
-/// What became of one delivery.
-enum Handled {
-    /// Settled (acknowledged, returned, or dead-lettered): receive the next item.
-    Next,
-    /// Stop the run with this error.
-    Stop(Error),
-}
-
 impl Consumer {
     /// A consumer of the queue `name` (see
     /// [`Coordinator::consumer`](crate::Coordinator::consumer)).
@@ -431,13 +424,9 @@ impl Consumer {
                 queue = %self.queue.name(),
                 redeliveries = delivery.redeliveries(),
             );
-            match self
-                .handle(backend, delivery, &mut handler)
-                .instrument(span)
-                .await
-            {
-                Handled::Next => {}
-                Handled::Stop(error) => return error,
+            let handled = self.handle(backend, delivery, &mut handler);
+            if let ControlFlow::Break(error) = handled.instrument(span).await {
+                return error;
             }
         }
     }
@@ -473,13 +462,15 @@ impl Consumer {
         }
     }
 
-    /// Dead-letters, or runs the handler on, one delivery and settles it.
+    /// Dead-letters, or runs the handler on, one delivery and settles it: `Continue`
+    /// once it is settled (acknowledged, returned, or dead-lettered), `Break` to stop
+    /// the run with the error.
     async fn handle<H, Fut, E>(
         &self,
         backend: &'static str,
         delivery: Delivery,
         handler: &mut H,
-    ) -> Handled
+    ) -> ControlFlow<Error>
     where
         H: FnMut(Bytes) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -499,14 +490,14 @@ impl Consumer {
             None => delivery.while_held(work).await.map(Ok),
         };
         match outcome {
-            Err(error) => Handled::Stop(error),
+            Err(error) => ControlFlow::Break(error),
             Ok(Ok(Ok(()))) => match delivery.ack().await {
                 Ok(()) => {
                     metrics::counter!("distsync_consumer_processed_total", "backend" => backend)
                         .increment(1);
-                    Handled::Next
+                    ControlFlow::Continue(())
                 }
-                Err(error) if error.needs_new_session() => Handled::Stop(error),
+                Err(error) if error.needs_new_session() => ControlFlow::Break(error),
                 Err(error) => {
                     // The item stays held until the session ends, then is delivered
                     // again: at least once.
@@ -515,7 +506,7 @@ impl Consumer {
                         "consumer: acknowledging a handled item failed; it is delivered again \
                          after the session ends"
                     );
-                    Handled::Next
+                    ControlFlow::Continue(())
                 }
             },
             Ok(Ok(Err(error))) => {
@@ -529,7 +520,7 @@ impl Consumer {
                     "consumer: the handler failed; the item is returned after the retry delay"
                 );
                 delivery.nack_after(retry);
-                Handled::Next
+                ControlFlow::Continue(())
             }
             Ok(Err(deadline)) => {
                 metrics::counter!("distsync_consumer_deadline_exceeded_total", "backend" => backend)
@@ -542,22 +533,23 @@ impl Consumer {
                      the item is returned after the retry delay"
                 );
                 delivery.nack_after(retry);
-                Handled::Next
+                ControlFlow::Continue(())
             }
         }
     }
 
-    /// Moves a delivery to the dead-letter queue: enqueue there, then acknowledge.
-    async fn dead_letter(&self, backend: &'static str, delivery: Delivery) -> Handled {
+    /// Moves a delivery to the dead-letter queue: enqueue there, then acknowledge; as
+    /// [`Self::handle`] answers.
+    async fn dead_letter(&self, backend: &'static str, delivery: Delivery) -> ControlFlow<Error> {
         let redeliveries = delivery.redeliveries();
         if let Err(error) = self.dead.enqueue(delivery.item().clone()).await {
             if error.is_transient() {
                 let retry = self.options.retry_delay(redeliveries);
                 tracing::warn!(%error, "consumer: dead-lettering failed; the item is returned after the retry delay");
                 delivery.nack_after(retry);
-                return Handled::Next;
+                return ControlFlow::Continue(());
             }
-            return Handled::Stop(error);
+            return ControlFlow::Break(error);
         }
         metrics::counter!("distsync_consumer_dead_lettered_total", "backend" => backend)
             .increment(1);
@@ -568,15 +560,15 @@ impl Consumer {
             "consumer: item delivered too many times; moved to the dead-letter queue"
         );
         match delivery.ack().await {
-            Ok(()) => Handled::Next,
-            Err(error) if error.needs_new_session() => Handled::Stop(error),
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) if error.needs_new_session() => ControlFlow::Break(error),
             Err(error) => {
                 tracing::warn!(
                     %error,
                     "consumer: acknowledging a dead-lettered item failed; it is in both queues \
                      until delivered again"
                 );
-                Handled::Next
+                ControlFlow::Continue(())
             }
         }
     }

@@ -335,9 +335,7 @@ impl Delivery {
             None => Ok(()),
         }
     }
-}
 
-impl Delivery {
     /// Runs `work` only while the item is held: returns its output, or
     /// [`Error::SessionLost`] (dropping `work` part-way) as soon as the session
     /// holding the item is lost, when the store may hand the item to another consumer.
@@ -421,10 +419,7 @@ impl Delivery {
         };
         let session = self.session.clone();
         let span = self.settle_span(false);
-        span.record(
-            "delay_ms",
-            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-        );
+        span.record("delay_ms", crate::schedule::millis(delay));
         let nack = async move {
             tokio::select! {
                 biased;

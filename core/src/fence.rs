@@ -120,29 +120,20 @@ impl<T> Fenced<T> {
         token: FencingToken,
         write: impl FnOnce(&mut T) -> R,
     ) -> Result<R, StaleToken> {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = crate::lock(&self.inner);
         inner.0.admit(token)?;
         Ok(write(&mut inner.1))
     }
 
     /// Reads the value.
     pub fn read<R>(&self, read: impl FnOnce(&T) -> R) -> R {
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let inner = crate::lock(&self.inner);
         read(&inner.1)
     }
 
     /// The fence's state.
     pub fn fence(&self) -> Fence {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .0
+        crate::lock(&self.inner).0
     }
 }
 

@@ -60,11 +60,7 @@ struct RequestWatch {
 impl RequestWatch {
     /// The requested token, starting the watch the first time.
     fn requested(&self, ended: &CancellationToken) -> CancellationToken {
-        let start = self
-            .start
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let start = crate::lock(&self.start).take();
         if let Some(start) = start
             && !ended.is_cancelled()
         {
@@ -130,20 +126,13 @@ impl Held {
     }
 
     pub(crate) fn set_loss_watch(&mut self, watch: LossWatchFn) {
-        *self
-            .loss_watch
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(watch);
+        *crate::lock(&self.loss_watch) = Some(watch);
     }
 
     /// Starts the backend's loss detection, the first time only, unless the hold has
     /// already ended.
     fn start_loss_watch(&self) {
-        let watch = self
-            .loss_watch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let watch = crate::lock(&self.loss_watch).take();
         if let Some(watch) = watch
             && !self.lost.is_cancelled()
         {

@@ -483,9 +483,7 @@ impl HandOverElection {
             }
         }
     }
-}
 
-impl HandOverElection {
     /// Waits until this session's withdrawn candidacy has left the line (read every
     /// [`LINE_POLL`]), for at most the session's TTL.
     async fn wait_withdrawn(&self) {

@@ -48,10 +48,9 @@ const MAX_SETS: usize = 32;
 
 /// Whether `name` is one of the hand-over records' counters.
 pub(crate) fn is_reserved(name: &str) -> bool {
-    SEGMENTS.iter().any(|segment| {
-        name.strip_suffix(segment)
-            .is_some_and(|election| election.ends_with('/'))
-    })
+    SEGMENTS
+        .iter()
+        .any(|segment| crate::name::ends_in_segment(name, segment))
 }
 
 /// A candidate of an election, as the store lists it: the session it campaigns
@@ -169,15 +168,11 @@ impl HandOverRecord {
         counter: impl Fn(Name) -> Result<Box<dyn Counter>>,
     ) -> Result<Self> {
         let open = |segment: &str| -> Result<Arc<dyn Counter>> {
-            let full = format!("{name}/{segment}");
-            if full.len() > crate::name::MAX_NAME_LEN {
-                return Err(Error::InvalidName {
-                    name: name.to_string(),
-                    reason: "is too long to take hand-over records (their counters' names \
-                             add up to 25 bytes)",
-                });
-            }
-            Ok(Arc::from(counter(Name::new(full)?)?))
+            let full = name.child(
+                segment,
+                "is too long to take hand-over records (their counters' names add up to 25 bytes)",
+            )?;
+            Ok(Arc::from(counter(full)?))
         };
         Ok(Self {
             backend,
@@ -209,10 +204,7 @@ impl HandOverRecord {
         let line = report
             .line(LineKind::Election, self.name.as_str())
             .or_else(|| report.line(LineKind::Lock, self.name.as_str()));
-        match line {
-            Some(line) => Ok(self.read_line(line)),
-            None => Ok(Candidates::default()),
-        }
+        Ok(line.map(|line| self.read_line(line)).unwrap_or_default())
     }
 
     fn read_line(&self, line: &LineStatus) -> Candidates {

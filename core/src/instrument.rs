@@ -74,12 +74,13 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
 use crate::barrier::{Barrier, DoubleBarrier};
+use crate::delivery::{Delivery, receive_span, received};
 use crate::election::{Election, LeaderInfo, Leadership};
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, ReadGuard};
 use crate::lock::Locker;
 use crate::name::Name;
-use crate::queue::Queue;
+use crate::queue::{AppendKey, Enqueued, Queue};
 use crate::rwlock::RwLock;
 use crate::semaphore::{Permit, Semaphore};
 use crate::session::Session;
@@ -206,9 +207,7 @@ impl HoldCount {
 
 impl Counted {
     fn signal(&self) -> std::sync::MutexGuard<'_, Option<Signal>> {
-        self.signal
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.signal)
     }
 
     fn count_down(&self) {
@@ -310,6 +309,19 @@ where
         }
     }
     outcome
+}
+
+/// [`acquire`] for a blocking call, which grants or fails (so its `NotHeld` is never
+/// reached).
+async fn acquire_blocking<T: Grant>(
+    backend: &'static str,
+    primitive: &'static str,
+    name: &Name,
+    acquisition: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let acquisition = async { acquisition.await.map(Some) };
+    let granted = acquire(backend, primitive, name, true, acquisition).await?;
+    granted.ok_or(Error::NotHeld)
 }
 
 /// What [`acquire`] reads from a grant: its fencing token for the span, and whether it
@@ -435,23 +447,14 @@ impl Locker for InstrumentedLocker {
     }
 
     async fn lock(&self) -> Result<LockGuard> {
-        let guard = acquire(self.backend, "lock", self.inner.name(), true, async {
-            self.inner.lock().await.map(Some)
-        })
-        .await?
-        .ok_or(Error::NotHeld)?;
+        let guard =
+            acquire_blocking(self.backend, "lock", self.inner.name(), self.inner.lock()).await?;
         Ok(lock_guard(self.backend, "lock", self.limit, guard))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let guard = acquire(
-            self.backend,
-            "lock",
-            self.inner.name(),
-            false,
-            self.inner.try_lock(),
-        )
-        .await?;
+        let attempt = self.inner.try_lock();
+        let guard = acquire(self.backend, "lock", self.inner.name(), false, attempt).await?;
         Ok(guard.map(|g| lock_guard(self.backend, "lock", self.limit, g)))
     }
 
@@ -474,10 +477,8 @@ pub(crate) struct InstrumentedRwLock {
 
 impl InstrumentedRwLock {
     fn read_guard(&self, guard: ReadGuard) -> ReadGuard {
-        let key = guard.key().to_owned();
-        let count = HoldCount::start(self.backend, "read", None);
-        count.end_when(guard.store_lost_token());
-        guard.observe_release(on_release(self.backend, "read", key, count))
+        let observer = counted(self.backend, "read", guard.key(), guard.store_lost_token());
+        guard.observe_release(observer)
     }
 }
 
@@ -488,44 +489,26 @@ impl RwLock for InstrumentedRwLock {
     }
 
     async fn read(&self) -> Result<ReadGuard> {
-        let guard = acquire(self.backend, "read", self.inner.name(), true, async {
-            self.inner.read().await.map(Some)
-        })
-        .await?
-        .ok_or(Error::NotHeld)?;
+        let guard =
+            acquire_blocking(self.backend, "read", self.inner.name(), self.inner.read()).await?;
         Ok(self.read_guard(guard))
     }
 
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
-        let guard = acquire(
-            self.backend,
-            "read",
-            self.inner.name(),
-            false,
-            self.inner.try_read(),
-        )
-        .await?;
+        let attempt = self.inner.try_read();
+        let guard = acquire(self.backend, "read", self.inner.name(), false, attempt).await?;
         Ok(guard.map(|g| self.read_guard(g)))
     }
 
     async fn write(&self) -> Result<LockGuard> {
-        let guard = acquire(self.backend, "write", self.inner.name(), true, async {
-            self.inner.write().await.map(Some)
-        })
-        .await?
-        .ok_or(Error::NotHeld)?;
+        let guard =
+            acquire_blocking(self.backend, "write", self.inner.name(), self.inner.write()).await?;
         Ok(lock_guard(self.backend, "write", self.limit, guard))
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
-        let guard = acquire(
-            self.backend,
-            "write",
-            self.inner.name(),
-            false,
-            self.inner.try_write(),
-        )
-        .await?;
+        let attempt = self.inner.try_write();
+        let guard = acquire(self.backend, "write", self.inner.name(), false, attempt).await?;
         Ok(guard.map(|g| lock_guard(self.backend, "write", self.limit, g)))
     }
 }
@@ -546,11 +529,9 @@ impl Election for InstrumentedElection {
 
     async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
         self.limit.check("candidate value", value.len())?;
-        let leadership = acquire(self.backend, "leadership", self.inner.name(), true, async {
-            self.inner.campaign_bytes(value).await.map(Some)
-        })
-        .await?
-        .ok_or(Error::NotLeader)?;
+        let campaign = self.inner.campaign_bytes(value);
+        let leadership =
+            acquire_blocking(self.backend, "leadership", self.inner.name(), campaign).await?;
         let key = leadership.key().to_owned();
         let count = HoldCount::start(self.backend, "leadership", Some(self.inner.name()));
         count.end_when(leadership.store_lost_token());
@@ -587,23 +568,14 @@ impl Semaphore for InstrumentedSemaphore {
     }
 
     async fn acquire(&self) -> Result<Permit> {
-        let granted = acquire(self.backend, "permit", self.inner.name(), true, async {
-            self.inner.acquire().await.map(Some)
-        })
-        .await?
-        .ok_or(Error::NotHeld)?;
+        let wait = self.inner.acquire();
+        let granted = acquire_blocking(self.backend, "permit", self.inner.name(), wait).await?;
         Ok(permit(self.backend, self.limit, granted))
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {
-        let granted = acquire(
-            self.backend,
-            "permit",
-            self.inner.name(),
-            false,
-            self.inner.try_acquire(),
-        )
-        .await?;
+        let attempt = self.inner.try_acquire();
+        let granted = acquire(self.backend, "permit", self.inner.name(), false, attempt).await?;
         Ok(granted.map(|granted| permit(self.backend, self.limit, granted)))
     }
 }
@@ -639,11 +611,8 @@ impl Barrier for InstrumentedBarrier {
     }
 
     async fn wait(&self) -> Result<()> {
-        acquire(self.backend, "barrier", self.inner.name(), true, async {
-            self.inner.wait().await.map(Some)
-        })
-        .await?;
-        Ok(())
+        let wait = self.inner.wait();
+        acquire_blocking(self.backend, "barrier", self.inner.name(), wait).await
     }
 }
 
@@ -660,9 +629,7 @@ pub(crate) struct InstrumentedDoubleBarrier {
 
 impl InstrumentedDoubleBarrier {
     fn entered(&self) -> std::sync::MutexGuard<'_, Option<HoldCount>> {
-        self.entered
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.entered)
     }
 }
 
@@ -677,14 +644,8 @@ impl DoubleBarrier for InstrumentedDoubleBarrier {
     }
 
     async fn enter(&self) -> Result<()> {
-        acquire(
-            self.backend,
-            "double_barrier",
-            self.inner.name(),
-            true,
-            async { self.inner.enter().await.map(Some) },
-        )
-        .await?;
+        let enter = self.inner.enter();
+        acquire_blocking(self.backend, "double_barrier", self.inner.name(), enter).await?;
         let count = HoldCount::start(self.backend, "double_barrier", None);
         count.end_when(self.session.lost_token());
         if let Some(previous) = self.entered().replace(count) {
@@ -732,12 +693,7 @@ impl Queue for InstrumentedQueue {
         self.inner.name()
     }
 
-    async fn append_bytes(
-        &self,
-        key: &crate::queue::AppendKey,
-        item: Bytes,
-        priority: u16,
-    ) -> Result<crate::queue::Enqueued> {
+    async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
         self.limit.check("queue item", item.len())?;
         let enqueued = self.inner.append_bytes(key, item, priority).await?;
         if enqueued.is_new() {
@@ -759,33 +715,19 @@ impl Queue for InstrumentedQueue {
         }
     }
 
-    async fn receive(
-        &self,
-        session: &crate::session::Session,
-    ) -> Result<crate::delivery::Delivery> {
-        let span = crate::delivery::receive_span(self.backend, self.inner.name());
+    async fn receive(&self, session: &Session) -> Result<Delivery> {
+        let span = receive_span(self.backend, self.inner.name());
         let delivery = self.inner.receive(session).instrument(span.clone()).await;
-        let delivery =
-            delivery.map(|delivery| crate::delivery::received(&span, self.inner.name(), delivery));
-        self.dequeued(delivery)
+        self.dequeued(delivery.map(|delivery| received(&span, self.inner.name(), delivery)))
     }
 
-    async fn try_receive(
-        &self,
-        session: &crate::session::Session,
-    ) -> Result<Option<crate::delivery::Delivery>> {
-        let span = crate::delivery::receive_span(self.backend, self.inner.name());
-        match self
-            .inner
-            .try_receive(session)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(Some(delivery)) => self.dequeued(Ok(Some(crate::delivery::received(
-                &span,
-                self.inner.name(),
-                delivery,
-            )))),
+    async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
+        let span = receive_span(self.backend, self.inner.name());
+        let attempt = self.inner.try_receive(session).instrument(span.clone());
+        match attempt.await {
+            Ok(Some(delivery)) => {
+                self.dequeued(Ok(Some(received(&span, self.inner.name(), delivery))))
+            }
             other => other,
         }
     }

@@ -95,7 +95,7 @@ use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::lock::Locker;
 use crate::lock_options::LockOptions;
-use crate::name::{MAX_NAME_LEN, Name};
+use crate::name::Name;
 use crate::session::Session;
 
 /// The last segment of the counters that record, per lock name, whether the lock was
@@ -111,8 +111,7 @@ const ATTEMPTS: usize = 8;
 
 /// Whether `name` is a record's (see [`RECORD_SEGMENT`]).
 pub(crate) fn is_reserved(name: &str) -> bool {
-    name.strip_suffix(RECORD_SEGMENT)
-        .is_some_and(|lock| lock.ends_with('/'))
+    crate::name::ends_in_segment(name, RECORD_SEGMENT)
 }
 
 /// The record's name for the lock `lock`.
@@ -121,14 +120,10 @@ pub(crate) fn is_reserved(name: &str) -> bool {
 /// [`Error::InvalidName`] when the lock's name is too long to leave room for the
 /// prefix.
 pub(crate) fn record_name(lock: &Name) -> Result<Name> {
-    let name = format!("{lock}/{RECORD_SEGMENT}");
-    if name.len() > MAX_NAME_LEN {
-        return Err(Error::InvalidName {
-            name: lock.to_string(),
-            reason: "is too long for a lock-delay (at most 234 bytes: its record needs 21 more)",
-        });
-    }
-    Name::new(name)
+    lock.child(
+        RECORD_SEGMENT,
+        "is too long for a lock-delay (at most 234 bytes: its record needs 21 more)",
+    )
 }
 
 /// The lock `name` of `backend`, held through `session`, with `options`: what
@@ -266,7 +261,7 @@ impl LockDelayLocker {
         let until = granted + self.delay;
         tracing::info!(
             lock = %self.inner.name(),
-            delay_ms = u64::try_from(self.delay.as_millis()).unwrap_or(u64::MAX),
+            delay_ms = crate::schedule::millis(self.delay),
             "lock-delay: the previous holder lost the lock without releasing it; \
              withholding the grant"
         );

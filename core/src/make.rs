@@ -91,7 +91,7 @@ macro_rules! impl_primitives {
                 name: $crate::Name,
             ) -> $crate::Result<Box<dyn $crate::raw::Locker>> {
                 let on = $crate::impl_primitives!(@on self, session, name);
-                Ok(Box::new(<$locker as $crate::raw::Make<_, _>>::make(self.context(), on)?))
+                $crate::impl_primitives!(@make $locker, self, on)
             }
 
             fn unfair_locker(
@@ -100,10 +100,7 @@ macro_rules! impl_primitives {
                 name: $crate::Name,
             ) -> $crate::Result<Box<dyn $crate::raw::Locker>> {
                 let on = $crate::impl_primitives!(@on self, session, name);
-                Ok(Box::new(<$unfair_locker as $crate::raw::Make<_, _>>::make(
-                    self.context(),
-                    on,
-                )?))
+                $crate::impl_primitives!(@make $unfair_locker, self, on)
             }
 
             fn election(
@@ -112,7 +109,7 @@ macro_rules! impl_primitives {
                 name: $crate::Name,
             ) -> $crate::Result<Box<dyn $crate::raw::Election>> {
                 let on = $crate::impl_primitives!(@on self, session, name);
-                Ok(Box::new(<$election as $crate::raw::Make<_, _>>::make(self.context(), on)?))
+                $crate::impl_primitives!(@make $election, self, on)
             }
 
             fn rwlock(
@@ -121,7 +118,7 @@ macro_rules! impl_primitives {
                 name: $crate::Name,
             ) -> $crate::Result<Box<dyn $crate::raw::RwLock>> {
                 let on = $crate::impl_primitives!(@on self, session, name);
-                Ok(Box::new(<$rwlock as $crate::raw::Make<_, _>>::make(self.context(), on)?))
+                $crate::impl_primitives!(@make $rwlock, self, on)
             }
 
             fn semaphore(
@@ -131,10 +128,7 @@ macro_rules! impl_primitives {
                 permits: ::std::num::NonZeroUsize,
             ) -> $crate::Result<Box<dyn $crate::raw::Semaphore>> {
                 let on = $crate::impl_primitives!(@on self, session, name);
-                Ok(Box::new(<$semaphore as $crate::raw::Make<_, _>>::make(
-                    self.context(),
-                    (on, permits),
-                )?))
+                $crate::impl_primitives!(@make $semaphore, self, (on, permits))
             }
 
             fn double_barrier(
@@ -144,25 +138,22 @@ macro_rules! impl_primitives {
                 count: ::std::num::NonZeroUsize,
             ) -> $crate::Result<Box<dyn $crate::raw::DoubleBarrier>> {
                 let on = $crate::impl_primitives!(@on self, session, name);
-                Ok(Box::new(<$double_barrier as $crate::raw::Make<_, _>>::make(
-                    self.context(),
-                    (on, count),
-                )?))
+                $crate::impl_primitives!(@make $double_barrier, self, (on, count))
             }
 
             fn queue(&self, name: $crate::Name) -> $crate::Result<Box<dyn $crate::raw::Queue>> {
-                Ok(Box::new(<$queue as $crate::raw::Make<_, _>>::make(self.context(), name)?))
+                $crate::impl_primitives!(@make $queue, self, name)
             }
 
             fn barrier(
                 &self,
                 name: $crate::Name,
             ) -> $crate::Result<Box<dyn $crate::raw::Barrier>> {
-                Ok(Box::new(<$barrier as $crate::raw::Make<_, _>>::make(self.context(), name)?))
+                $crate::impl_primitives!(@make $barrier, self, name)
             }
 
             fn counter(&self, name: $crate::Name) -> $crate::Result<Box<dyn $crate::Counter>> {
-                Ok(Box::new(<$counter as $crate::raw::Make<_, _>>::make(self.context(), name)?))
+                $crate::impl_primitives!(@make $counter, self, name)
             }
 
             fn latch(
@@ -170,10 +161,7 @@ macro_rules! impl_primitives {
                 name: $crate::Name,
                 count: u64,
             ) -> $crate::Result<Box<dyn $crate::CountDownLatch>> {
-                Ok(Box::new(<$latch as $crate::raw::Make<_, _>>::make(
-                    self.context(),
-                    (name, count),
-                )?))
+                $crate::impl_primitives!(@make $latch, self, (name, count))
             }
 
             fn rate_limiter(
@@ -181,10 +169,7 @@ macro_rules! impl_primitives {
                 name: $crate::Name,
                 rate: $crate::Rate,
             ) -> $crate::Result<Box<dyn $crate::RateLimiter>> {
-                Ok(Box::new(<$rate_limiter as $crate::raw::Make<_, _>>::make(
-                    self.context(),
-                    (name, rate),
-                )?))
+                $crate::impl_primitives!(@make $rate_limiter, self, (name, rate))
             }
 
             fn stm(&self) -> $crate::Result<$crate::Stm> {
@@ -192,6 +177,9 @@ macro_rules! impl_primitives {
                 Ok($crate::Stm::new(::std::sync::Arc::new(engine)))
             }
         }
+    };
+    (@make $handle:ty, $backend:ident, $with:expr) => {
+        Ok(Box::new(<$handle as $crate::raw::Make<_, _>>::make($backend.context(), $with)?))
     };
     (@on $backend:ident, $session:ident, $name:ident) => {
         $crate::raw::OnSession {

@@ -7,6 +7,12 @@ use crate::error::{Error, Result};
 /// The longest name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Whether `name` is `<some name>/<segment>`: a record kept under another name.
+pub(crate) fn ends_in_segment(name: &str, segment: &str) -> bool {
+    name.strip_suffix(segment)
+        .is_some_and(|parent| parent.ends_with('/'))
+}
+
 /// The validated name of a primitive (a lock, an election, a queue, an STM key, ...).
 ///
 /// A name is UTF-8, 1 to [`MAX_NAME_LEN`] bytes long, holds no NUL byte, has no empty
@@ -73,6 +79,19 @@ impl Name {
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `<self>/<segment>`: the name of a record kept under this one. `too_long` is the
+    /// [`Error::InvalidName`] reason when the two do not fit in [`MAX_NAME_LEN`].
+    pub(crate) fn child(&self, segment: &str, too_long: &'static str) -> Result<Self> {
+        let child = format!("{self}/{segment}");
+        if child.len() > MAX_NAME_LEN {
+            return Err(Error::InvalidName {
+                name: self.0.clone(),
+                reason: too_long,
+            });
+        }
+        Self::new(child)
     }
 }
 

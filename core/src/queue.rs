@@ -64,9 +64,7 @@ impl IdempotencyKey {
     pub fn new(key: impl Into<String>) -> Result<Self> {
         let key = key.into();
         if key.is_empty() {
-            return Err(Error::InvalidArgument(
-                "idempotency key is empty".to_owned(),
-            ));
+            return Err(Error::InvalidArgument("idempotency key is empty".into()));
         }
         if key.len() > Self::MAX_LEN {
             return Err(Error::InvalidArgument(format!(

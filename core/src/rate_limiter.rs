@@ -241,10 +241,8 @@ impl Rate {
     /// assert_eq!(rate.next_due(Some(500_000), 0), Duration::ZERO);
     /// ```
     pub fn next_due(&self, tat_us: Option<u64>, now_us: u64) -> Duration {
-        match gcra(self, tat_us, now_us, 1) {
-            (Admission::Granted, _) => Duration::ZERO,
-            (Admission::Denied { retry_after }, _) => retry_after,
-        }
+        let (admission, _) = gcra(self, tat_us, now_us, 1);
+        admission.retry_after().unwrap_or_default()
     }
 }
 

@@ -116,8 +116,7 @@ impl fmt::Display for ReleaseRequest {
 
 /// Whether `name` is a request counter's (see [`REQUEST_SEGMENT`]).
 pub(crate) fn is_reserved(name: &str) -> bool {
-    name.strip_suffix(REQUEST_SEGMENT)
-        .is_some_and(|lock| lock.ends_with('/'))
+    crate::name::ends_in_segment(name, REQUEST_SEGMENT)
 }
 
 /// The name of the counter that carries release requests for the lock `name` in the
@@ -126,15 +125,10 @@ pub(crate) fn is_reserved(name: &str) -> bool {
 /// # Errors
 /// [`Error::InvalidName`] when `name` is too long to take the segment.
 pub fn request_counter_name(name: &Name) -> Result<Name> {
-    let counter = format!("{name}/{REQUEST_SEGMENT}");
-    if counter.len() > crate::name::MAX_NAME_LEN {
-        return Err(Error::InvalidName {
-            name: name.to_string(),
-            reason: "is too long to take release requests (its request counter's name \
-                     adds 26 bytes)",
-        });
-    }
-    Name::new(counter)
+    name.child(
+        REQUEST_SEGMENT,
+        "is too long to take release requests (its request counter's name adds 26 bytes)",
+    )
 }
 
 /// The token `token` as a counter value.
@@ -182,11 +176,8 @@ pub async fn request_by_counter(
     for _ in 0..MAX_RAISES {
         let current = counter.get().await?;
         if current >= target || counter.compare_and_set(current, target).await? {
-            return Ok(Some(ReleaseRequest::new(
-                name,
-                hold.key.clone(),
-                Some(token),
-            )));
+            let request = ReleaseRequest::new(name, hold.key.clone(), Some(token));
+            return Ok(Some(request));
         }
     }
     Err(Error::backend(

@@ -96,7 +96,7 @@ impl Schedule {
     /// [`Error::InvalidArgument`] for an interval under 1 ms or not a whole number of
     /// milliseconds.
     pub fn every(interval: Duration) -> Result<Self> {
-        let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        let millis = millis(interval);
         if millis == 0 || Duration::from_millis(millis) != interval {
             return Err(Error::InvalidArgument(format!(
                 "schedule interval {interval:?}: must be a whole number of milliseconds, at least 1 ms"
@@ -161,9 +161,7 @@ impl Schedule {
             }
         }
     }
-}
 
-impl Schedule {
     /// The schedule as the store keeps it: `every <ms>` or `cron <expression>`
     /// ([`Schedule::from_stored`] reads it back).
     pub(crate) fn stored(&self) -> String {
@@ -192,11 +190,14 @@ impl FromStr for Schedule {
     }
 }
 
+/// `duration` in whole milliseconds, `u64::MAX` past that.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `at` in milliseconds since the UNIX epoch (0 before it).
 pub(crate) fn millis_since_epoch(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-    })
+    at.duration_since(UNIX_EPOCH).map_or(0, millis)
 }
 
 /// The time `millis` milliseconds after the UNIX epoch.

@@ -117,7 +117,7 @@ use crate::guard::LockGuard;
 use crate::job_index;
 use crate::layers;
 use crate::name::{MAX_NAME_LEN, Name};
-use crate::schedule::{Schedule, from_millis, millis_since_epoch};
+use crate::schedule::{Schedule, from_millis, millis, millis_since_epoch};
 use crate::session::{DEFAULT_TTL, Lost, Session, SessionOptions};
 use crate::stm::Isolation;
 use crate::token::FencingToken;
@@ -352,42 +352,31 @@ fn plan(
     } else {
         Missed::Skip
     };
-    match missed {
+    // The try ends at the grace's end under `Skip`, at the next occurrence under `CatchUp`.
+    let until = match missed {
         Missed::Skip => {
             let grace = options
                 .grace
                 .unwrap_or_else(|| LONGEST_GRACE.min(Duration::from_millis(next - target) / 2));
             let deadline = target.saturating_add(millis(grace));
             if eligible > deadline || now > deadline {
-                Ok(Plan::Wait {
+                return Ok(Plan::Wait {
                     until: next,
                     skipped: Some(target),
-                })
-            } else if eligible > now {
-                Ok(Plan::Wait {
-                    until: eligible,
-                    skipped: None,
-                })
-            } else {
-                Ok(Plan::Try {
-                    target,
-                    until: deadline,
-                })
+                });
             }
+            deadline
         }
-        Missed::CatchUp if eligible > now => Ok(Plan::Wait {
+        Missed::CatchUp => next,
+    };
+    Ok(if eligible > now {
+        Plan::Wait {
             until: eligible,
             skipped: None,
-        }),
-        Missed::CatchUp => Ok(Plan::Try {
-            target,
-            until: next,
-        }),
-    }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+        }
+    } else {
+        Plan::Try { target, until }
+    })
 }
 
 fn now_millis() -> u64 {
@@ -523,15 +512,10 @@ impl ScheduledJob {
                 "stm at SerializableSnapshot (scheduled jobs)",
             ));
         }
-        let session_options = match &options.session {
-            Some(session) => session.clone(),
-            None => SessionOptions::with_ttl(
-                options
-                    .at_most
-                    .min(DEFAULT_TTL)
-                    .max(capabilities.min_session_ttl),
-            ),
-        };
+        let session_options = options.session.clone().unwrap_or_else(|| {
+            let ttl = options.at_most.min(DEFAULT_TTL);
+            SessionOptions::with_ttl(ttl.max(capabilities.min_session_ttl))
+        });
         capabilities.check_session(&session_options)?;
         Ok(Self {
             backend: Arc::clone(backend),
@@ -706,13 +690,9 @@ impl ScheduledJob {
     /// One look at the clock and the record: waits, tries, and returns the occurrence
     /// if it won one.
     async fn attempt(&mut self) -> Result<Option<Occurrence>> {
-        if self.indexing.is_none() {
-            self.indexing = Some(job_index::Indexing::start(
-                &self.backend,
-                &self.name,
-                &self.schedule,
-            ));
-        }
+        self.indexing.get_or_insert_with(|| {
+            job_index::Indexing::start(&self.backend, &self.name, &self.schedule)
+        });
         let record = self.last_run().await?;
         let now = now_millis();
         let (target, until) = match plan(&self.schedule, &self.options, now, record.as_ref())? {
@@ -824,7 +804,7 @@ impl ScheduledJob {
         let key = self.record_key.clone();
         let at_least = millis(self.options.at_least);
         let backend = self.backend();
-        let committed = layers::stm(self.backend.as_ref())?
+        layers::stm(self.backend.as_ref())?
             .atomically(Isolation::SerializableSnapshot, move |tx| {
                 let key = key.clone();
                 async move {
@@ -849,8 +829,7 @@ impl ScheduledJob {
                     Ok(Claim::Won(current))
                 }
             })
-            .await?;
-        Ok(committed)
+            .await
     }
 }
 
@@ -872,13 +851,11 @@ fn retry_pause(
         *failing_in = due;
     }
     let pause = backoff.next_pause();
-    match schedule
-        .next_after(from_millis(now))
-        .map(millis_since_epoch)
-    {
-        Some(next) => pause.min(Duration::from_millis(next.saturating_sub(now).max(1))),
-        None => pause,
-    }
+    schedule.next_after(from_millis(now)).map_or(pause, |next| {
+        pause.min(Duration::from_millis(
+            millis_since_epoch(next).saturating_sub(now).max(1),
+        ))
+    })
 }
 
 /// Sleeps until the wall-clock time `until` (milliseconds since the epoch), at least
@@ -964,10 +941,7 @@ impl Occurrence {
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, Option<LockGuard>> {
-        self.inner
-            .guard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.inner.guard)
     }
 
     /// Resolves when the run must stop: the lock was lost (at the latest at its

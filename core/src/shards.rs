@@ -53,7 +53,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -617,11 +617,7 @@ impl Shards {
     /// # Cancel safety
     /// Cancel-safe: dropped before it returns, it pins nothing.
     pub async fn pin(&self, shard: u32) -> Result<ShardPin> {
-        let hold = self
-            .shared
-            .holds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let hold = crate::lock(&self.shared.holds)
             .get(&shard)
             .cloned()
             .ok_or(Error::NotHeld)?;
@@ -648,11 +644,7 @@ impl Shards {
     /// and the next join: its [`Session::health_watch`] warns before the shards could
     /// be lost, its [`Session::lost`] fires when they all are.
     pub fn session(&self) -> Option<Session> {
-        self.shared
-            .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        crate::lock(&self.shared.session).clone()
     }
 
     /// Stops the loop and waits until the work on this member's shards has stopped,
@@ -718,10 +710,7 @@ async fn member_loop(
             }
         };
         backoff.reset();
-        *shared
-            .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(session.clone());
+        *crate::lock(&shared.session) = Some(session.clone());
         let mut serving = Serving {
             backend: &backend,
             shared: &shared,
@@ -732,10 +721,7 @@ async fn member_loop(
         };
         serving.serve(&membership, &stop).await;
         serving.release_all().await;
-        *shared
-            .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        *crate::lock(&shared.session) = None;
         if stop.is_cancelled() {
             if let Err(error) = membership.leave().await {
                 tracing::debug!(%error, "leaving the group failed; the lease ends the entry");
@@ -855,10 +841,7 @@ impl Serving<'_> {
                 .and_then(|name| layers::locker(self.backend, self.session, name));
             let events = events.clone();
             let task = tokio::spawn(async move {
-                let result = match locker {
-                    Ok(locker) => locker.lock().await,
-                    Err(error) => Err(error),
-                };
+                let result = async { locker?.lock().await }.await;
                 let _ = events.send(Event::Acquired(shard, result));
             });
             self.acquiring.insert(shard, task);
@@ -958,10 +941,7 @@ impl Serving<'_> {
     }
 
     fn lock_holds(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<ShardHold>>> {
-        self.shared
-            .holds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.shared.holds)
     }
 
     fn publish(&self) {

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::name::Name;
 use crate::value_size::{self, ValueLimit};
 
@@ -229,18 +230,12 @@ impl StmTx {
             return Ok(written.clone());
         }
         let mut attempt = self.inner.attempt.lock().await;
-        match attempt.as_mut() {
-            Some(attempt) => {
-                let read = attempt.get(&key).await;
-                if matches!(&read, Err(error) if is_retry(error)) {
-                    self.inner.conflicted.store(true, Ordering::SeqCst);
-                }
-                read
-            }
-            None => Err(Error::InvalidArgument(
-                "the transaction has already finished".into(),
-            )),
+        let attempt = attempt.as_mut().ok_or_else(finished)?;
+        let read = attempt.get(&key).await;
+        if matches!(&read, Err(error) if is_retry(error)) {
+            self.inner.conflicted.store(true, Ordering::SeqCst);
         }
+        read
     }
 
     /// Buffers a write of `value` to `key`.
@@ -276,12 +271,7 @@ impl StmTx {
             .into_iter()
             .collect();
         let attempt = self.inner.attempt.lock().await.take();
-        match attempt {
-            Some(attempt) => attempt.commit(writes).await,
-            None => Err(Error::InvalidArgument(
-                "the transaction has already finished".into(),
-            )),
-        }
+        attempt.ok_or_else(finished)?.commit(writes).await
     }
 
     fn conflicted(&self) -> bool {
@@ -299,10 +289,9 @@ impl StmTx {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The error of a call on a transaction whose attempt has ended.
+fn finished() -> Error {
+    Error::InvalidArgument("the transaction has already finished".into())
 }
 
 /// Software transactional memory over a backend's key-value space: run a

@@ -12,7 +12,7 @@
 //! waiting).
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -38,7 +38,7 @@ struct SweepState {
 
 impl ClaimSweeps {
     fn state(&self) -> MutexGuard<'_, SweepState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 
     /// Runs `sweep` if one is due: none yet, none for [`SWEEP_EVERY`], or the oldest

@@ -236,10 +236,7 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let deadline = match session_lost {
-            Some(_) => None,
-            None => Some(Instant::now() + self.budget),
-        };
+        let deadline = session_lost.is_none().then(|| Instant::now() + self.budget);
         self.idempotent_until(what, deadline, session_lost, call)
             .await
     }
@@ -407,11 +404,7 @@ impl RetryPolicy {
         // Shared by the waits the loop makes in turn, one at a time.
         let subscription = tokio::sync::Mutex::new(subscription);
         let woke = std::sync::Mutex::new(None);
-        let taken = || {
-            woke.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-        };
+        let taken = || crate::lock(&woke).take();
         self.wait_until(what, lost, || {
             let looking = look(taken());
             let (subscription, woke) = (&subscription, &woke);
@@ -430,20 +423,12 @@ impl RetryPolicy {
                                 None => std::future::pending().await,
                             }
                         };
-                        let cancelled = async {
-                            match lost {
-                                Some(lost) => lost.cancelled().await,
-                                None => std::future::pending().await,
-                            }
-                        };
                         let wake = tokio::select! {
                             wake = subscription.next_wake() => Some(wake?),
                             () = sleep => None,
-                            () = cancelled => return Err(Error::SessionLost),
+                            () = cancelled(lost) => return Err(Error::SessionLost),
                         };
-                        *woke
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = wake;
+                        *crate::lock(woke) = wake;
                         Ok(())
                     }),
                 })
@@ -473,15 +458,17 @@ pub trait Wakes: Send {
 ///
 /// Cancel safety: cancel-safe, a sleep.
 async fn pause_unless_lost(pause: Duration, lost: Option<&CancellationToken>) -> Result<()> {
+    tokio::select! {
+        () = cancelled(lost) => Err(Error::SessionLost),
+        () = tokio::time::sleep(pause) => Ok(()),
+    }
+}
+
+/// Resolves when `lost` fires; never without one.
+async fn cancelled(lost: Option<&CancellationToken>) {
     match lost {
-        Some(lost) => tokio::select! {
-            () = lost.cancelled() => Err(Error::SessionLost),
-            () = tokio::time::sleep(pause) => Ok(()),
-        },
-        None => {
-            tokio::time::sleep(pause).await;
-            Ok(())
-        }
+        Some(lost) => lost.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

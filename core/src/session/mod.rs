@@ -159,10 +159,7 @@ impl Session {
             grant_sent,
             valid_until,
         ));
-        *inner
-            .keepalive
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task.abort_handle());
+        *crate::lock(&inner.keepalive) = Some(task.abort_handle());
         Self { inner }
     }
 
@@ -310,11 +307,7 @@ impl Session {
     /// take turns here before they reach the store. Cancel-safe.
     pub(crate) async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
         let gate = {
-            let mut gates = self
-                .inner
-                .gates
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut gates = crate::lock(&self.inner.gates);
             match gates.get(resource).and_then(Weak::upgrade) {
                 Some(gate) => gate,
                 None => {
@@ -331,13 +324,7 @@ impl Session {
     }
 
     fn stop_keepalive(&self) {
-        if let Some(task) = self
-            .inner
-            .keepalive
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-        {
+        if let Some(task) = crate::lock(&self.inner.keepalive).take() {
             task.abort();
         }
     }
@@ -345,12 +332,7 @@ impl Session {
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .keepalive
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-        {
+        if let Some(task) = crate::lock(&self.keepalive).take() {
             task.abort();
         }
         let was_closed = self.closed.swap(true, Ordering::SeqCst);
