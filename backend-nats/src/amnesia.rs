@@ -109,7 +109,7 @@ impl Amnesia {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        crate::lock(&self.state)
+        crate::locked(&self.state)
     }
 
     /// How many times this client saw the store forget: a session opened in an

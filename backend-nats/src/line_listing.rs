@@ -76,7 +76,7 @@ impl LineListings {
     }
 
     fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Line>>> {
-        crate::lock(&self.lines)
+        crate::locked(&self.lines)
     }
 }
 

@@ -120,12 +120,12 @@ struct Emptying {
 impl Emptying {
     /// Whether a release should try to leave the line empty.
     fn worth_trying(&self) -> bool {
-        crate::lock(&self.refused_at).is_none_or(|at| at.elapsed() >= CONTENDED_FOR)
+        crate::locked(&self.refused_at).is_none_or(|at| at.elapsed() >= CONTENDED_FOR)
     }
 
     /// Records how a try went.
     fn tried(&self, emptied: bool) {
-        *crate::lock(&self.refused_at) = (!emptied).then(Instant::now);
+        *crate::locked(&self.refused_at) = (!emptied).then(Instant::now);
     }
 }
 

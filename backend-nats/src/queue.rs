@@ -301,7 +301,7 @@ impl Head {
     /// handed out, in queue order.
     fn untried(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().enumerate().filter_map(|(at, item)| {
-            let mut tried = crate::lock(&self.tried);
+            let mut tried = crate::locked(&self.tried);
             let fresh = !std::mem::replace(&mut tried[at], true);
             fresh.then_some(item)
         })
@@ -487,7 +487,7 @@ impl NatsQueue {
     /// read's own sequence.
     async fn queued(&self, records: Records) -> Result<Arc<Head>> {
         let listing = {
-            let mut slot = crate::lock(&self.listing[records as usize]);
+            let mut slot = crate::locked(&self.listing[records as usize]);
             match slot.as_ref() {
                 Some(listing) if listing.peek().is_none() => listing.clone(),
                 _ => {
@@ -1065,13 +1065,13 @@ async fn first_message(store: &Store, filter: &str, from: u64) -> Result<Option<
 
 /// The floor of `priority` (see [`Floors`]): 1 when none was found yet.
 fn floor_of(floors: &Floors, priority: u16) -> u64 {
-    crate::lock(floors).get(&priority).copied().unwrap_or(1)
+    crate::locked(floors).get(&priority).copied().unwrap_or(1)
 }
 
 /// Raises the floor of `priority` to `seq` (never lowers it: reads of one handle
 /// may end out of order).
 fn raise_floor(floors: &Floors, priority: u16, seq: u64) {
-    let mut floors = crate::lock(floors);
+    let mut floors = crate::locked(floors);
     let floor = floors.entry(priority).or_insert(1);
     *floor = (*floor).max(seq);
 }
@@ -1244,7 +1244,7 @@ impl Kept {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, KeptState> {
-        crate::lock(&self.state)
+        crate::locked(&self.state)
     }
 
     /// Keeps `claimed` for the handle's next dequeue, for at most [`KEEP_WINDOW`]; puts
@@ -1379,7 +1379,7 @@ impl Drop for PendingClaim {
         let Some(unseen) = self.unseen.take() else {
             return;
         };
-        let mut slot = crate::lock(&self.slot);
+        let mut slot = crate::locked(&self.slot);
         match *slot {
             Slot::Waiting => {
                 *slot = Slot::Orphan;
@@ -1411,7 +1411,7 @@ impl Answerer {
         let (Some(send), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
             return;
         };
-        let mut slot = crate::lock(&self.slot);
+        let mut slot = crate::locked(&self.slot);
         if *slot == Slot::Orphan {
             *slot = Slot::Done;
             drop(slot);
@@ -1432,7 +1432,7 @@ impl Drop for Answerer {
         let (Some(_), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
             return;
         };
-        let mut slot = crate::lock(&self.slot);
+        let mut slot = crate::locked(&self.slot);
         let orphan = *slot == Slot::Orphan;
         *slot = Slot::Done;
         drop(slot);
@@ -1461,7 +1461,7 @@ impl Call {
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        crate::lock(&self.unknown)
+        crate::locked(&self.unknown)
     }
 
     /// The records whose claims' answers are unknown.

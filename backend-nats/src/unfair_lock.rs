@@ -155,7 +155,7 @@ impl NatsUnfairLocker {
     /// Step 1 outside a cluster: a create compared with the line as a listing (or
     /// this handle's last release) left it.
     async fn take_on_empty_line(&self) -> Result<Take> {
-        let mut emptied = crate::lock(&self.emptied).take();
+        let mut emptied = crate::locked(&self.emptied).take();
         for _ in 0..TAKE_TRIES {
             let last = match emptied.take() {
                 Some(last) => last,
@@ -225,7 +225,7 @@ impl NatsUnfairLocker {
             Box::new(move || {
                 Box::pin(async move {
                     let left = lease.release_emptying(&holder, &line).await?;
-                    *crate::lock(&emptied) = left;
+                    *crate::locked(&emptied) = left;
                     Ok(())
                 })
             }),

@@ -119,7 +119,7 @@ use crate::target::REPLID_OF_CONNECTION;
 
 /// The bound on session TTLs the grant script gets (ms; `0`: none, no lock-delay).
 pub(crate) fn max_ttl_ms(shared: &Shared) -> u64 {
-    shared.max_session_ttl.map_or(0, crate::session::millis)
+    shared.max_session_ttl.map_or(0, crate::call::millis)
 }
 
 /// Whether the grant scripts watch for a replica promoted without acknowledgement

@@ -281,7 +281,7 @@ async fn run(
     pipeline
         .cmd("WAIT")
         .arg(ack.replicas)
-        .arg(crate::session::millis(ack.timeout));
+        .arg(millis(ack.timeout));
     let replies = match (conn, key) {
         (Connection::Cluster(link), Some(key)) => {
             let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
@@ -350,6 +350,13 @@ fn not_acknowledged(ack: &Ack, acknowledged: i64) -> Error {
             ack.replicas, ack.timeout
         ),
     )
+}
+
+/// `duration` in milliseconds, at least 1 (`PX 0` is refused, and `WAIT`'s 0 waits forever).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ impl RedisQueue {
         let mut call = self.shared.script_on(&SCRIPTS.queue_pop, &self.prefix);
         call.arg(id)
             .arg(if wait { "wait" } else { "try" })
-            .arg(crate::session::millis(QUEUE_WAITER_TTL));
+            .arg(crate::call::millis(QUEUE_WAITER_TTL));
         let reply = self.shared.eval(&call).await?;
         let (flag, mut fields) = flagged("queue_pop", &reply)?;
         match flag {
@@ -166,7 +166,7 @@ impl RedisQueue {
         call.arg(&self.prefix)
             .arg(id)
             .arg(if wait { "wait" } else { "try" })
-            .arg(crate::session::millis(QUEUE_WAITER_TTL))
+            .arg(crate::call::millis(QUEUE_WAITER_TTL))
             .arg(lease.session_check(session))
             .arg(lease.margin_ms())
             .arg(lease.ttl_ms());

@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::call::Call;
+use crate::call::{millis, Call};
 use crate::capabilities::BACKEND;
 use crate::error::{int, unexpected};
 use crate::notify::Event;
@@ -382,13 +382,6 @@ impl RedisLease {
         let n = self.entries.fetch_add(1, Ordering::Relaxed);
         format!("{}.{n}", self.id)
     }
-}
-
-/// `duration` in milliseconds, at least 1 (`PX 0` is refused, and `WAIT`'s 0 waits forever).
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 #[async_trait]

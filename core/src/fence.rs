@@ -120,20 +120,20 @@ impl<T> Fenced<T> {
         token: FencingToken,
         write: impl FnOnce(&mut T) -> R,
     ) -> Result<R, StaleToken> {
-        let mut inner = crate::lock(&self.inner);
+        let mut inner = crate::locked(&self.inner);
         inner.0.admit(token)?;
         Ok(write(&mut inner.1))
     }
 
     /// Reads the value.
     pub fn read<R>(&self, read: impl FnOnce(&T) -> R) -> R {
-        let inner = crate::lock(&self.inner);
+        let inner = crate::locked(&self.inner);
         read(&inner.1)
     }
 
     /// The fence's state.
     pub fn fence(&self) -> Fence {
-        crate::lock(&self.inner).0
+        crate::locked(&self.inner).0
     }
 }
 

@@ -207,7 +207,7 @@ impl HoldCount {
 
 impl Counted {
     fn signal(&self) -> std::sync::MutexGuard<'_, Option<Signal>> {
-        crate::lock(&self.signal)
+        crate::locked(&self.signal)
     }
 
     fn count_down(&self) {
@@ -629,7 +629,7 @@ pub(crate) struct InstrumentedDoubleBarrier {
 
 impl InstrumentedDoubleBarrier {
     fn entered(&self) -> std::sync::MutexGuard<'_, Option<HoldCount>> {
-        crate::lock(&self.entered)
+        crate::locked(&self.entered)
     }
 }
 

@@ -169,6 +169,6 @@ pub use stm::{StmAttempt, StmEngine, StmRetry, Write};
 
 /// Locks a std `mutex`, taking it over when a holder's panic poisoned it: the policy
 /// of every std mutex in this crate.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

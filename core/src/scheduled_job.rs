@@ -941,7 +941,7 @@ impl Occurrence {
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, Option<LockGuard>> {
-        crate::lock(&self.inner.guard)
+        crate::locked(&self.inner.guard)
     }
 
     /// Resolves when the run must stop: the lock was lost (at the latest at its

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::lock;
+use crate::locked;
 use crate::name::Name;
 use crate::value_size::{self, ValueLimit};
 
@@ -226,7 +226,7 @@ impl StmTx {
     /// A read; dropping it leaves the transaction as it was.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let key = Name::new(key)?;
-        if let Some(written) = lock(&self.inner.writes).get(&key) {
+        if let Some(written) = locked(&self.inner.writes).get(&key) {
             return Ok(written.clone());
         }
         let mut attempt = self.inner.attempt.lock().await;
@@ -255,19 +255,19 @@ impl StmTx {
         });
         match checked {
             Ok(key) => {
-                lock(&self.inner.writes).insert(key, value);
+                locked(&self.inner.writes).insert(key, value);
             }
             Err(error) => {
-                lock(&self.inner.deferred_error).get_or_insert(error);
+                locked(&self.inner.deferred_error).get_or_insert(error);
             }
         }
     }
 
     async fn finish(self) -> Result<bool> {
-        if let Some(error) = lock(&self.inner.deferred_error).take() {
+        if let Some(error) = locked(&self.inner.deferred_error).take() {
             return Err(error);
         }
-        let writes: Vec<Write> = std::mem::take(&mut *lock(&self.inner.writes))
+        let writes: Vec<Write> = std::mem::take(&mut *locked(&self.inner.writes))
             .into_iter()
             .collect();
         let attempt = self.inner.attempt.lock().await.take();

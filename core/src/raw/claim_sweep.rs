@@ -38,7 +38,7 @@ struct SweepState {
 
 impl ClaimSweeps {
     fn state(&self) -> MutexGuard<'_, SweepState> {
-        crate::lock(&self.state)
+        crate::locked(&self.state)
     }
 
     /// Runs `sweep` if one is due: none yet, none for [`SWEEP_EVERY`], or the oldest

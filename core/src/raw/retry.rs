@@ -404,7 +404,7 @@ impl RetryPolicy {
         // Shared by the waits the loop makes in turn, one at a time.
         let subscription = tokio::sync::Mutex::new(subscription);
         let woke = std::sync::Mutex::new(None);
-        let taken = || crate::lock(&woke).take();
+        let taken = || crate::locked(&woke).take();
         self.wait_until(what, lost, || {
             let looking = look(taken());
             let (subscription, woke) = (&subscription, &woke);
@@ -428,7 +428,7 @@ impl RetryPolicy {
                             () = sleep => None,
                             () = cancelled(lost) => return Err(Error::SessionLost),
                         };
-                        *crate::lock(woke) = wake;
+                        *crate::locked(woke) = wake;
                         Ok(())
                     }),
                 })

@@ -159,7 +159,7 @@ impl Session {
             grant_sent,
             valid_until,
         ));
-        *crate::lock(&inner.keepalive) = Some(task.abort_handle());
+        *crate::locked(&inner.keepalive) = Some(task.abort_handle());
         Self { inner }
     }
 
@@ -307,7 +307,7 @@ impl Session {
     /// take turns here before they reach the store. Cancel-safe.
     pub(crate) async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
         let gate = {
-            let mut gates = crate::lock(&self.inner.gates);
+            let mut gates = crate::locked(&self.inner.gates);
             match gates.get(resource).and_then(Weak::upgrade) {
                 Some(gate) => gate,
                 None => {
@@ -324,7 +324,7 @@ impl Session {
     }
 
     fn stop_keepalive(&self) {
-        if let Some(task) = crate::lock(&self.inner.keepalive).take() {
+        if let Some(task) = crate::locked(&self.inner.keepalive).take() {
             task.abort();
         }
     }
@@ -332,7 +332,7 @@ impl Session {
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
-        if let Some(task) = crate::lock(&self.keepalive).take() {
+        if let Some(task) = crate::locked(&self.keepalive).take() {
             task.abort();
         }
         let was_closed = self.closed.swap(true, Ordering::SeqCst);
