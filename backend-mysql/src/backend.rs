@@ -2,7 +2,7 @@
 //! [`MysqlBackend`] (every primitive of
 //! [`distsync_kv::recipes`] over [`MysqlKv`]) from a URL or a parsed [`MysqlConfig`].
 
-use distsync_core::{Backend, Result};
+use distsync_core::Result;
 use distsync_kv::forgetful::ForgetfulKv;
 use distsync_kv::recipes::KvBackend;
 
@@ -48,9 +48,3 @@ pub async fn backend_with_config(config: &MysqlConfig) -> Result<MysqlBackend> {
         capabilities,
     ))
 }
-
-/// Checks at compile time that the backend is a [`Backend`].
-const _: fn() = || {
-    fn is_backend<B: Backend>() {}
-    is_backend::<MysqlBackend>();
-};

@@ -73,16 +73,17 @@ pub(crate) fn run<'c>(
 }
 
 /// A connection inside a transaction that this crate opened with a statement of its
-/// own (not sqlx's): if it is dropped before [`Open::done`] (an error, or the call
-/// cut off), the connection is closed instead of going back to the pool, so that
-/// the server rolls the transaction back and no other call ever runs inside it.
+/// own (not sqlx's), or holding a named lock: if it is dropped before [`Open::done`]
+/// (an error, or the call cut off), the connection is closed instead of going back to
+/// the pool, so that the server rolls the transaction back (and releases the lock) and
+/// no other call ever runs inside it.
 pub(crate) struct Open {
     conn: PoolConnection<MySql>,
     done: bool,
 }
 
 impl Open {
-    /// `conn`, about to start a transaction.
+    /// `conn`, about to start a transaction (or take a named lock).
     pub(crate) fn new(conn: PoolConnection<MySql>) -> Self {
         Self { conn, done: false }
     }
@@ -92,8 +93,8 @@ impl Open {
         &mut self.conn
     }
 
-    /// The transaction has ended (committed or rolled back): the connection may go
-    /// back to the pool.
+    /// The transaction has ended (committed or rolled back), and no lock is held: the
+    /// connection may go back to the pool.
     pub(crate) fn done(mut self) {
         self.done = true;
     }

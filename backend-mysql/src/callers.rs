@@ -10,12 +10,9 @@
 //! Leases, the clock and watches stay on the backend's own connections.
 //!
 //! No statement is repeated on the caller's connection: a failure reaches the recipe
-//! as one that is not transient, so no recipe retries it. The caller gets it back as
-//! it was: a connection that broke (the server ended it, as MariaDB's
-//! `idle_transaction_timeout` does to a client that stopped inside its transaction)
-//! stays [`Error::Connection`], transient: the server rolled the caller's transaction
-//! back with the connection (or, after a lock wait that timed out, the caller rolls it
-//! back), and the whole transaction can run again.
+//! as one that is not transient, so no recipe retries it, and the caller gets it back
+//! as it was, a broken connection still [`Error::Connection`] (what the caller then
+//! does: [`crate::Outbox`], [`crate::ack_in`]).
 
 use std::future::Future;
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use distsync_core::Result;
 use distsync_kv::kv::Revision;
-use sqlx::pool::PoolConnection;
-use sqlx::{MySql, MySqlConnection, MySqlPool};
+use sqlx::{MySqlConnection, MySqlPool};
 
 use distsync_kv::StoreError;
 
@@ -32,62 +31,14 @@ const DELETES_PER_STATEMENT: usize = 500;
 /// from other databases' compactors.
 const COMPACTOR: &str = "CONCAT('distsync-compactor:', LEFT(SHA2(CONCAT(DATABASE(), ?), 256), 32))";
 
-/// The compactor's lock, held on a connection of the pool that every statement of the
-/// compaction runs on. Dropped before [`Compactor::release`] (an error, or the call cut
-/// off), the connection closes instead of going back to the pool: the server then rolls
-/// back an open chunk and releases the lock, so no pooled connection ever keeps it.
-struct Compactor {
-    conn: PoolConnection<MySql>,
-    /// Whether the connection holds neither the lock nor an open transaction.
-    clean: bool,
-}
-
-impl Compactor {
-    /// Takes the lock for the log of `tables`, waiting at most `wait` (in whole
-    /// seconds; zero: not at all) while another process holds it; `None` when that
-    /// process held it throughout.
-    async fn take(pool: &MySqlPool, tables: &Tables, wait: Duration) -> Result<Option<Self>> {
-        let mut compactor = Self {
-            conn: pool.acquire().await.map_err(map)?,
-            clean: false,
-        };
-        let got: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT GET_LOCK({COMPACTOR}, {})", wait.as_secs()))
-                .bind(tables.log.as_bytes())
-                .fetch_one(&mut *compactor.conn)
-                .await
-                .map_err(map)?;
-        if got == Some(1) {
-            return Ok(Some(compactor));
-        }
-        compactor.clean = true;
-        Ok(None)
-    }
-
-    /// Releases the lock; the connection goes back to the pool.
-    async fn release(mut self, tables: &Tables) -> Result<()> {
-        sqlx::query(&format!("DO RELEASE_LOCK({COMPACTOR})"))
-            .bind(tables.log.as_bytes())
-            .execute(&mut *self.conn)
-            .await
-            .map_err(map)?;
-        self.clean = true;
-        Ok(())
-    }
-}
-
-impl Drop for Compactor {
-    fn drop(&mut self) {
-        if !self.clean {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
-/// Makes `revision` the oldest readable one (nothing when it is not above the current
-/// compaction point), as [`compact_holding`] does, once this process holds the store's
-/// compactor lock ([`COMPACTOR`]), waiting at most `wait` for it. Returns the compaction
-/// point after the call, or `None` when another process compacted throughout `wait`.
+/// [`compact_holding`], once this process holds the store's compactor lock
+/// ([`COMPACTOR`]), waiting at most `wait` (in whole seconds; zero: not at all) for it;
+/// `None` when another process held the lock throughout `wait`.
+///
+/// The lock is held on a connection of the pool that every statement of the compaction
+/// runs on ([`batch::Open`]): dropped before the lock's release (an error, or the call
+/// cut off), the connection closes instead of going back to the pool, so the server
+/// rolls back an open chunk and releases the lock, and no pooled connection keeps it.
 ///
 /// Cancel safety: each statement is atomic; a cancelled call leaves rows that the
 /// next compaction removes, and releases the lock (its connection closes).
@@ -100,11 +51,24 @@ pub(crate) async fn compact(
     revision: Revision,
     wait: Duration,
 ) -> Result<Option<Revision>> {
-    let Some(mut compactor) = Compactor::take(pool, tables, wait).await? else {
+    let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
+    let got: Option<i64> =
+        sqlx::query_scalar(&format!("SELECT GET_LOCK({COMPACTOR}, {})", wait.as_secs()))
+            .bind(tables.log.as_bytes())
+            .fetch_one(open.conn())
+            .await
+            .map_err(map)?;
+    if got != Some(1) {
+        open.done();
         return Ok(None);
-    };
-    let compacted = compact_holding(&mut compactor.conn, tables, revision).await?;
-    compactor.release(tables).await?;
+    }
+    let compacted = compact_holding(open.conn(), tables, revision).await?;
+    sqlx::query(&format!("DO RELEASE_LOCK({COMPACTOR})"))
+        .bind(tables.log.as_bytes())
+        .execute(open.conn())
+        .await
+        .map_err(map)?;
+    open.done();
     Ok(Some(compacted))
 }
 
@@ -121,12 +85,11 @@ async fn compact_holding(
     revision: Revision,
 ) -> Result<Revision> {
     let (meta, log) = (&tables.meta, &tables.log);
-    let (current, compacted): (Revision, Revision) = sqlx::query_as(&format!(
-        "SELECT revision, compacted FROM {meta} WHERE id = 1"
-    ))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map)?;
+    let (current, compacted): (Revision, Revision) =
+        sqlx::query_as(&tables.meta_row("revision, compacted"))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map)?;
     if revision > current {
         return Err(StoreError::FutureRevision {
             requested: revision,
@@ -147,7 +110,7 @@ async fn compact_holding(
     // In chunks of revisions, each its own READ COMMITTED transaction: no gap locks
     // (a REPEATABLE READ delete scanning the log would lock the gap where writers
     // append), and no chunk holds its row locks long. A chunk cut off before its commit
-    // closes the connection (see [`Compactor`]), rather than leave it inside the
+    // closes the connection (see [`compact`]), rather than leave it inside the
     // transaction for the pool to hand out.
     // Below the old point are only the rows earlier compactions kept (each key's
     // latest): one chunk, since a newer row may now supersede them.
@@ -216,13 +179,10 @@ async fn compact_holding(
 ///
 /// Cancel safety: as [`compact`].
 pub(crate) async fn keep_window(pool: &MySqlPool, tables: &Tables, retain: i64) -> Result<()> {
-    let current: Revision = sqlx::query_scalar(&format!(
-        "SELECT revision FROM {} WHERE id = 1",
-        tables.meta
-    ))
-    .fetch_one(pool)
-    .await
-    .map_err(map)?;
+    let current: Revision = sqlx::query_scalar(&tables.meta_row("revision"))
+        .fetch_one(pool)
+        .await
+        .map_err(map)?;
     let oldest = current.saturating_sub(retain).saturating_add(1);
     if oldest > 1
         && compact(pool, tables, oldest, Duration::ZERO)

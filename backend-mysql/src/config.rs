@@ -19,16 +19,13 @@ pub const DEFAULT_PORT: u16 = 3306;
 /// The prefix of every table of this backend when the URL names none.
 pub const DEFAULT_TABLE_PREFIX: &str = "distsync_";
 
-/// How often a process's watch hub reads the log for other processes' writes when the
-/// URL does not say (`poll_interval=`).
+/// The default of `poll_interval=` (see [`MysqlConfig`]).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// How many connections the backend's pool keeps at most when the URL does not say
-/// (`pool_size=`).
+/// The default of `pool_size=` (see [`MysqlConfig`]).
 pub const DEFAULT_POOL_SIZE: u32 = 8;
 
-/// How many other processes' key bells a process waits on at once when the URL does not
-/// say (`key_bells=`), each on a connection of its own (see the crate docs, "Watches").
+/// The default of `key_bells=` (see [`MysqlConfig`]).
 pub const DEFAULT_KEY_BELLS: u32 = 4;
 
 /// The most `key_bells=` takes.

@@ -55,12 +55,9 @@ pub(crate) fn is_unknown_variable(error: &sqlx::Error) -> bool {
 
 /// The server's error number, if `error` is a database error.
 fn number(error: &sqlx::Error) -> Option<u16> {
-    match error {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-            .map(|db| db.number()),
-        _ => None,
-    }
+    let db = error.as_database_error()?;
+    db.try_downcast_ref()
+        .map(sqlx::mysql::MySqlDatabaseError::number)
 }
 
 /// Whether the server chose `error`'s statement as a deadlock's victim: it rolled the
@@ -76,10 +73,8 @@ pub(crate) fn deadlocked(error: &sqlx::Error) -> bool {
 pub(crate) fn map(error: sqlx::Error) -> Error {
     match number(&error) {
         Some(code::ACCESS_DENIED | code::DB_ACCESS_DENIED) => {
-            let message = match &error {
-                sqlx::Error::Database(db) => db.message().to_owned(),
-                other => other.to_string(),
-            };
+            let message = (error.as_database_error())
+                .map_or_else(|| error.to_string(), |db| db.message().to_owned());
             return Error::authentication(BACKEND, message);
         }
         Some(
@@ -111,28 +106,16 @@ pub fn database_error(error: sqlx::Error) -> Error {
     map(error)
 }
 
-/// The URL option that bounds a wait, named in the error when it runs out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Bound {
-    /// `connect_timeout=`: connecting in all.
-    Connect,
-    /// `timeout=`: one request.
-    Request,
-}
-
-/// Runs `work` within `timeout`, which the URL option `bound` sets: a statement the
-/// server does not answer in time is a [`Error::Connection`] (it may have been applied,
-/// as after any lost reply) naming that option.
+/// Runs `work` within `timeout`, which the URL option `option` sets (`timeout`: one
+/// request; `connect_timeout`: connecting in all): a statement the server does not
+/// answer in time is a [`Error::Connection`] (it may have been applied, as after any
+/// lost reply) naming that option.
 pub(crate) async fn within<T>(
     timeout: Duration,
-    bound: Bound,
+    option: &str,
     doing: &str,
     work: impl std::future::Future<Output = distsync_core::Result<T>>,
 ) -> distsync_core::Result<T> {
-    let option = match bound {
-        Bound::Connect => "connect_timeout",
-        Bound::Request => "timeout",
-    };
     tokio::time::timeout(timeout, work)
         .await
         .unwrap_or_else(|_| {

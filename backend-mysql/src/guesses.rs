@@ -1,9 +1,8 @@
 //! What a transaction guesses instead of reading: the keys this process last wrote on a
 //! lease, as it wrote them, and which prefixes were lately found not empty.
 //!
-//! A transaction reads what it depends on in one round trip, then sends the batch that
-//! takes the revision lock, checks that read unchanged and writes ([`crate::txn`]). Two
-//! kinds of read tell little enough to be guessed instead:
+//! Two kinds of a transaction's read before its locked batch ([`crate::txn`]) tell
+//! little enough to be guessed instead:
 //!
 //! - **A session's own keys.** A key a session holds (a lock's, an election's, a
 //!   semaphore's key, each named by its session's lease) is written by its process
@@ -55,9 +54,8 @@ pub(crate) struct Guesses {
 
 impl Guesses {
     /// Records the changes of a transaction this process committed. A key it deleted
-    /// also lifts the mark of every prefix over it: the prefix may be empty again (a
-    /// holder that releases and takes again, as the unfair lock's releaser does, guesses
-    /// its take).
+    /// also lifts the mark of every prefix over it: the prefix may be empty again (see
+    /// the module docs).
     pub(crate) fn committed(&self, events: &[WatchEvent]) {
         let deleted: Vec<&str> = events
             .iter()

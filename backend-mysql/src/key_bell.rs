@@ -23,9 +23,6 @@
 //! - more waited keys at once than the process's wait connections (`key_bells` in
 //!   the URL, 4 by default): the others wait by the poll.
 //!
-//! With `key_bells=0` a process takes no part: it holds no bell (other processes'
-//! waiters for its keys find them free) and waits on none.
-//!
 //! Writes inside the caller's own transaction (`callers`) take no bell: they commit
 //! when the caller does, unseen here.
 //!
@@ -109,8 +106,9 @@ impl KeyBells {
         }
     }
 
-    /// Bells turned off (`key_bells=0`): no bell is held or waited on, and no
-    /// connection opened for them.
+    /// Bells turned off (`key_bells=0`): no bell is held (other processes' waiters
+    /// for this process's keys find them free) or waited on, and no connection opened
+    /// for them.
     pub(crate) fn off(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),

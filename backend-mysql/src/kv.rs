@@ -19,7 +19,7 @@ use sqlx::MySqlPool;
 use tokio::task::JoinHandle;
 
 use crate::compaction;
-use crate::error::{map, within, Bound};
+use crate::error::{map, within};
 use crate::guesses::Guesses;
 use crate::key_bell::{self, KeyBells};
 use crate::replication::SemiSync;
@@ -37,19 +37,10 @@ const LEASE_CONNECTIONS: u32 = 2;
 /// How many connections a backend keeps apart for its watch hub's reads of the log.
 const HUB_CONNECTIONS: u32 = 1;
 
-/// A pool of at most `connections` to the server `config` names, each connection set
-/// up as the backend needs it (lock waits within the request timeout, and an idle
-/// transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
-fn open_pool(config: &MysqlConfig, connections: u32) -> MySqlPool {
-    open_pool_with(config, config.connect_options().clone(), connections)
-}
-
-/// As [`open_pool`], each connection opened with `options`.
-fn open_pool_with(
-    config: &MysqlConfig,
-    options: MySqlConnectOptions,
-    connections: u32,
-) -> MySqlPool {
+/// A pool of at most `connections`, each opened with `options` (the server `config`
+/// names) and set up as the backend needs it (lock waits within the request timeout,
+/// and an idle transaction ended after [`IDLE_TRANSACTION_TIMEOUT`]).
+fn open_pool(config: &MysqlConfig, options: &MySqlConnectOptions, connections: u32) -> MySqlPool {
     let lock_wait = config.request_timeout().as_secs().max(1);
     MySqlPoolOptions::new()
         .max_connections(connections)
@@ -82,7 +73,7 @@ fn open_pool_with(
                 }
             })
         })
-        .connect_lazy_with(options)
+        .connect_lazy_with(options.clone())
 }
 
 /// What the backend's tasks share with it.
@@ -175,7 +166,7 @@ impl MysqlKv {
         let tables = Tables::new(config.table_prefix());
         let timeout = config.connect_timeout();
         let (semi_sync, max_allowed_packet) =
-            within(timeout, Bound::Connect, "connecting", async {
+            within(timeout, "connect_timeout", "connecting", async {
                 // One connection, outside the pools, does what connecting checks: the
                 // pools open theirs as requests need them (each within the request
                 // timeout), so that connecting costs one connection and a few round
@@ -197,23 +188,21 @@ impl MysqlKv {
                 ))
             })
             .await?;
-        let pool = open_pool(config, config.pool_size());
-        let lease_pool = open_pool(config, LEASE_CONNECTIONS);
+        let options = config.connect_options();
+        let pool = open_pool(config, options, config.pool_size());
+        let lease_pool = open_pool(config, options, LEASE_CONNECTIONS);
         tracing::debug!(backend = BACKEND, %config, ?semi_sync, "connected");
         let bells = Arc::new(match config.key_bells() {
             0 => KeyBells::off(config.table_prefix()),
             waits => {
-                let options = key_bell::connect_options(config.connect_options());
-                KeyBells::new(
-                    config.table_prefix(),
-                    options.clone(),
-                    open_pool_with(config, options, waits),
-                )
+                let options = key_bell::connect_options(options);
+                let waits = open_pool(config, &options, waits);
+                KeyBells::new(config.table_prefix(), options, waits)
             }
         });
         let core = Arc::new(Core {
             hub: Hub::new(
-                open_pool(config, HUB_CONNECTIONS),
+                open_pool(config, options, HUB_CONNECTIONS),
                 pool.clone(),
                 tables.clone(),
                 config.poll_interval(),
@@ -252,22 +241,17 @@ impl MysqlKv {
     /// Whether the primary acknowledges a commit only once a replica has it: MariaDB's
     /// semi-synchronous replication enabled with the `AFTER_SYNC` wait point, as read
     /// at connect. Then a replica promoted after the primary dies has every commit a
-    /// client saw, so the backend declares `survives_failover`. It stops holding while
-    /// the primary has fallen back to asynchronous replication (no acknowledgement
-    /// within `rpl_semi_sync_master_timeout`) and on a promoted replica that has no
-    /// semi-synchronous replica of its own; neither is seen from here.
+    /// client saw, so the backend declares `survives_failover`. When it stops holding,
+    /// unseen from here: the crate docs, "Failover to a replica".
     pub fn replica_has_every_commit(&self) -> bool {
         self.semi_sync.as_ref().is_some_and(SemiSync::lossless)
     }
 
     /// Compacts history before `revision`, as etcd's `Compact`: reads at older
     /// revisions then fail with [`StoreError::Compacted`](distsync_kv::StoreError), and
-    /// watches from them get [`WatchResponse::Compacted`]. The reaper compacts on
-    /// its own to keep the last
-    /// [`DEFAULT_RETAINED_REVISIONS`](crate::DEFAULT_RETAINED_REVISIONS) revisions;
-    /// this is for tests and operators. One process at a time compacts a store's log:
-    /// while another process's compaction runs (its reaper's, say), this one waits for
-    /// it, within the request timeout.
+    /// watches from them get [`WatchResponse::Compacted`]. The reaper compacts on its
+    /// own (see the crate docs, "Compaction"); this is for tests and operators, and
+    /// waits, within the request timeout, for another process's compaction to end.
     ///
     /// Cancel safety: as a statement each; a cancelled compaction leaves rows the
     /// next one removes.
@@ -279,7 +263,7 @@ impl MysqlKv {
     pub async fn compact(&self, revision: Revision) -> Result<Revision> {
         let compacted = within(
             self.request_timeout,
-            Bound::Request,
+            "timeout",
             "compacting",
             compaction::compact(
                 &self.core.pool,
@@ -297,11 +281,9 @@ impl MysqlKv {
         })
     }
 
-    /// Runs `work` in a task of its own and waits for it within the request timeout.
-    /// A caller that gives up (a dropped future, the timeout) leaves the task to
-    /// finish: a statement is never cut off half-way on its connection, so every
-    /// transaction commits or rolls back and its connection goes back to the pool
-    /// clean, and a commit is as applied as after any lost reply.
+    /// Runs `work` in a task of its own and waits for it within the request timeout. A
+    /// caller that gives up leaves the task to finish (why: the crate docs, "A client
+    /// that stops half-way"), and a commit is then as applied as after any lost reply.
     async fn detached<T, F, Fut>(&self, doing: &'static str, work: F) -> Result<T>
     where
         F: FnOnce(Arc<Core>) -> Fut,
@@ -309,7 +291,7 @@ impl MysqlKv {
         T: Send + 'static,
     {
         let task = tokio::spawn(work(Arc::clone(&self.core)));
-        within(self.request_timeout, Bound::Request, doing, async {
+        within(self.request_timeout, "timeout", doing, async {
             task.await
                 .map_err(|error| Error::backend(BACKEND, format!("{doing}: {error}")))?
         })
@@ -453,7 +435,7 @@ impl Kv for MysqlKv {
         let (version, flush, log_bin, sync_binlog, max_connections): (String, i64, i64, i64, i64) =
             within(
                 self.request_timeout,
-                Bound::Request,
+                "timeout",
                 "describing the store",
                 async {
                     sqlx::query_as(
@@ -476,8 +458,8 @@ impl Kv for MysqlKv {
             ("max_connections", max_connections.to_string()),
         ]
         .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
         .chain(self.semi_sync.iter().flat_map(SemiSync::describe))
+        .map(|(name, value)| (name.to_owned(), value))
         .collect())
     }
 }

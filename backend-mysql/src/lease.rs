@@ -63,6 +63,13 @@ pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> R
     Err(Error::backend(BACKEND, "could not draw an unused lease id"))
 }
 
+/// The condition on the leases table that picks those of `ids` not expired yet on the
+/// server's clock.
+pub(crate) fn live(ids: &[LeaseId]) -> String {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    format!("id IN ({}) AND expires_at > NOW(6)", ids.join(", "))
+}
+
 /// The most leases one renewal statement names (a list of decimals, well inside any
 /// server's `max_allowed_packet`).
 pub(crate) const MAX_RENEWALS: usize = 5_000;
@@ -93,21 +100,12 @@ pub(crate) async fn renew(
     timeout: Duration,
     ids: Vec<LeaseId>,
 ) -> BatchRenewed<LeaseId> {
-    let list = ids
-        .iter()
-        .map(LeaseId::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (leases, live) = (&tables.leases, live(&ids));
     let statements = [
         format!(
-            "UPDATE {} SET expires_at = NOW(6) + INTERVAL ttl_us MICROSECOND \
-             WHERE id IN ({list}) AND expires_at > NOW(6)",
-            tables.leases
+            "UPDATE {leases} SET expires_at = NOW(6) + INTERVAL ttl_us MICROSECOND WHERE {live}"
         ),
-        format!(
-            "SELECT id FROM {} WHERE id IN ({list}) AND expires_at > NOW(6)",
-            tables.leases
-        ),
+        format!("SELECT id FROM {leases} WHERE {live}"),
     ];
     let renewed = async {
         let mut conn = pool.acquire().await?;
@@ -197,8 +195,7 @@ fn micros(value: i64) -> Duration {
 /// The lease's row is locked before the revision row, in every call that locks both
 /// (a renewal locks the lease's row alone, a put only reads it), so no two calls
 /// wait on each other. A reaper skips a lease whose row another call holds (`SKIP
-/// LOCKED`): reapers of every process race for each expired lease, and the losers
-/// go on without ever queueing on the revision row. A claim holds the lease's row
+/// LOCKED`; how reapers race: the crate docs, "Leases"). A claim holds the lease's row
 /// across a round trip, which only a renewal of that same lease, ending anyway,
 /// would wait for.
 ///
@@ -211,7 +208,6 @@ pub(crate) async fn end(
     expired_only: bool,
 ) -> Result<Option<(Revision, Vec<WatchEvent>)>> {
     let mut open = batch::Open::new(pool.acquire().await.map_err(map)?);
-    let mut ended = Err(optimistic::exhausted("ending a lease"));
     for _ in 0..optimistic::TRIES {
         match end_on(open.conn(), tables, lease, expired_only).await {
             Ok(Attempt::Changed) => tracing::debug!(
@@ -220,8 +216,8 @@ pub(crate) async fn end(
                 "a lease's keys changed before its end: reading again"
             ),
             Ok(Attempt::Ended(outcome)) => {
-                ended = Ok(outcome);
-                break;
+                open.done();
+                return Ok(outcome);
             }
             Err(error) => {
                 open.rollback().await;
@@ -230,7 +226,7 @@ pub(crate) async fn end(
         }
     }
     open.done();
-    ended
+    Err(optimistic::exhausted("ending a lease"))
 }
 
 /// How one attempt of [`end`] went.
@@ -263,16 +259,11 @@ async fn end_on(
     // The keys are read before the transaction starts: a read inside it would fix its
     // snapshot before the revision lock, and the check under the lock must see every
     // commit before the lock. The claim is a locking read, which fixes no snapshot.
+    let (kv, leases) = (&tables.kv, &tables.leases);
     let first = [
-        format!(
-            "SELECT {KEY}, k FROM {} WHERE lease = {lease} ORDER BY k",
-            tables.kv
-        ),
+        format!("SELECT {KEY}, k FROM {kv} WHERE lease = {lease} ORDER BY k"),
         "START TRANSACTION".to_owned(),
-        format!(
-            "SELECT {CLAIM}, id FROM {} WHERE id = {lease}{lock}",
-            tables.leases
-        ),
+        format!("SELECT {CLAIM}, id FROM {leases} WHERE id = {lease}{lock}"),
     ];
     let mut claimed = false;
     let mut keys = Vec::new();
@@ -292,15 +283,9 @@ async fn end_on(
         ..Seen::default()
     };
     let rows: Vec<LogRow> = keys.into_iter().map(LogRow::tombstone).collect();
-    let mut body = vec![format!(
-        "DELETE FROM {} WHERE id = {lease} AND @ok",
-        tables.leases
-    )];
+    let mut body = vec![format!("DELETE FROM {leases} WHERE id = {lease} AND @ok")];
     if !rows.is_empty() {
-        body.push(format!(
-            "DELETE FROM {} WHERE lease = {lease} AND @ok",
-            tables.kv
-        ));
+        body.push(format!("DELETE FROM {kv} WHERE lease = {lease} AND @ok"));
         body.extend(log_rows(tables, &rows));
     }
     let answer = batch::run(
@@ -308,10 +293,7 @@ async fn end_on(
         &optimistic::locked(tables, &seen.condition(tables), body, !rows.is_empty()),
     )
     .await?;
-    let outcome = answer
-        .iter()
-        .find(|row| batch::tag(row).ok() == Some(optimistic::OUTCOME))
-        .ok_or_else(|| Error::backend(BACKEND, "ending a lease answered no outcome"))?;
+    let (outcome, _) = optimistic::sort(&answer)?;
     let Some(revision) = optimistic::outcome(outcome)? else {
         return Ok(Attempt::Changed);
     };

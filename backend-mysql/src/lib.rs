@@ -78,17 +78,16 @@
 //! # Transactions
 //!
 //! A [`Txn`](distsync_kv::kv::Txn) is applied as one MySQL transaction: the compares
-//! (create revision, mod revision, version; `=`, `!=`, `<`, `>`; a missing key has
-//! `0`) are evaluated on the rows read before the lock and hold at the transaction's
-//! revision (checked under the lock); then the chosen branch's puts, deletes (of a
-//! key or a prefix, counted) and ranges run in order in one batch, each range seeing
-//! the branch's earlier writes, and every change shares one revision. A put naming a
-//! lease that is gone or expired on the server's clock fails with
-//! [`StoreError::LeaseNotFound`](distsync_kv::StoreError) and a put keeping the lease of a
-//! missing key with [`StoreError::KeyNotFound`](distsync_kv::StoreError); nothing is
-//! applied then.
-//! Ranges sort, limit and bound (`max_create_revision`, `max_mod_revision`) in SQL,
-//! and count as etcd does (before the bounds and the limit).
+//! ([`Compare`](distsync_kv::kv::Compare)) are evaluated on the rows read before the
+//! lock and hold at the transaction's revision (checked under the lock); then the
+//! chosen branch's puts, deletes (of a key or a prefix, counted) and ranges run in
+//! order in one batch, each range seeing the branch's earlier writes, and every change
+//! shares one revision. A put naming a lease that is gone or expired on the server's
+//! clock fails with [`StoreError::LeaseNotFound`](distsync_kv::StoreError) and a put
+//! keeping the lease of a missing key with
+//! [`StoreError::KeyNotFound`](distsync_kv::StoreError); nothing is applied then. Ranges
+//! sort, limit and bound (`max_create_revision`, `max_mod_revision`) in SQL, and count
+//! as etcd does (before the bounds and the limit).
 //!
 //! # Compaction
 //!

@@ -15,6 +15,8 @@
 //! the keys read in it are; a live lease can only end, so the live count of the
 //! leases read says whether all still live.
 
+use std::collections::HashMap;
+
 use distsync_core::{Error, Result};
 use distsync_kv::kv::{KeyValue, LeaseId, Revision};
 use sqlx::mysql::MySqlRow;
@@ -22,6 +24,7 @@ use sqlx::Row;
 
 use crate::batch;
 use crate::error::map;
+use crate::lease;
 use crate::schema::Tables;
 use crate::BACKEND;
 
@@ -87,9 +90,7 @@ impl Seen {
         live.sort_unstable();
         live.dedup();
         if !live.is_empty() {
-            let ids: Vec<String> = live.iter().map(ToString::to_string).collect();
-            let live_ids = format!("id IN ({}) AND expires_at > NOW(6)", ids.join(", "));
-            parts.push(count_is(&tables.leases, &live_ids, live.len()));
+            parts.push(count_is(&tables.leases, &lease::live(&live), live.len()));
         }
         for (condition, members) in &self.sets {
             parts.push(count_is(kv, condition, members.len()));
@@ -121,10 +122,7 @@ impl Seen {
             parts.push(count_is(kv, &exact, rows.len()));
         }
         if let Some(compacted) = self.compacted {
-            parts.push(format!(
-                "(SELECT compacted FROM {} WHERE id = 1) = {compacted}",
-                tables.meta
-            ));
+            parts.push(format!("({}) = {compacted}", tables.meta_row("compacted")));
         }
         if parts.is_empty() {
             "TRUE".to_owned()
@@ -149,12 +147,10 @@ pub(crate) fn locked(
     body: Vec<String>,
     writes: bool,
 ) -> Vec<String> {
+    let meta = &tables.meta;
     let mut statements = vec![
         START.to_owned(),
-        format!(
-            "SELECT revision + 1 INTO @r FROM {} WHERE id = 1 FOR UPDATE",
-            tables.meta
-        ),
+        format!("SELECT revision + 1 INTO @r FROM {meta} WHERE id = 1 FOR UPDATE"),
         // A plain `SELECT … INTO`, not `SET @ok = (SELECT …)`: InnoDB reads a `SET`'s
         // subqueries with shared locks, which would make this writer, holding the
         // revision row, wait on a lease row that a lease's end has claimed.
@@ -163,8 +159,7 @@ pub(crate) fn locked(
     statements.extend(body);
     if writes {
         statements.push(format!(
-            "UPDATE {} SET revision = @r WHERE id = 1 AND @ok",
-            tables.meta
+            "UPDATE {meta} SET revision = @r WHERE id = 1 AND @ok"
         ));
     }
     statements.push(COMMIT.to_owned());
@@ -185,6 +180,20 @@ pub(crate) fn inside_callers(locked: Vec<String>) -> Vec<String> {
         .into_iter()
         .filter(|statement| statement != START && statement != COMMIT)
         .collect()
+}
+
+/// A batch's rows by tag, and its [`OUTCOME`] row.
+pub(crate) fn sort(rows: &[MySqlRow]) -> Result<(&MySqlRow, HashMap<i64, Vec<&MySqlRow>>)> {
+    let mut outcome = None;
+    let mut tagged: HashMap<i64, Vec<&MySqlRow>> = HashMap::new();
+    for row in rows {
+        match batch::tag(row)? {
+            OUTCOME => outcome = Some(row),
+            tag => tagged.entry(tag).or_default().push(row),
+        }
+    }
+    let outcome = outcome.ok_or_else(|| Error::backend(BACKEND, "a batch answered no outcome"))?;
+    Ok((outcome, tagged))
 }
 
 /// The revision a locked batch wrote at, from its [`OUTCOME`] row; `None` if what

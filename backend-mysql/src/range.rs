@@ -30,22 +30,17 @@ impl KeyFilter {
         let end = match (end, prefix) {
             (Some(end), _) => Some(end.as_bytes().to_vec()),
             (None, true) => prefix_end(key.as_bytes()),
-            (None, false) => {
-                return Self {
-                    sql: "k = ?".to_owned(),
-                    binds: vec![start],
-                }
-            }
+            (None, false) => None,
         };
-        match end {
-            Some(end) => Self {
-                sql: "k >= ? AND k < ?".to_owned(),
-                binds: vec![start, end],
-            },
-            None => Self {
-                sql: "k >= ?".to_owned(),
-                binds: vec![start],
-            },
+        let (sql, binds) = match end {
+            Some(end) => ("k >= ? AND k < ?", vec![start, end]),
+            // A prefix with no end: every key from it on.
+            None if prefix => ("k >= ?", vec![start]),
+            None => ("k = ?", vec![start]),
+        };
+        Self {
+            sql: sql.to_owned(),
+            binds,
         }
     }
 
@@ -101,15 +96,14 @@ pub(crate) fn statements(
         )];
     }
     let mut condition = filter.clone();
-    let (max_create, max_mod) = (
-        bound(range.max_create_revision),
-        bound(range.max_mod_revision),
-    );
-    if let Some(max) = max_create {
-        condition.push_str(&format!(" AND create_revision <= {max}"));
-    }
-    if let Some(max) = max_mod {
-        condition.push_str(&format!(" AND mod_revision <= {max}"));
+    for (column, max) in [
+        ("create_revision", range.max_create_revision),
+        ("mod_revision", range.max_mod_revision),
+    ] {
+        // A bound of `0` or below is none, as in etcd.
+        if let Some(max) = max.filter(|max| *max > 0) {
+            condition.push_str(&format!(" AND {column} <= {max}"));
+        }
     }
     let order = match range.sort {
         None | Some((SortTarget::Key, SortOrder::Ascend)) => "k",
@@ -120,20 +114,19 @@ pub(crate) fn statements(
         Some((SortTarget::ModRevision, SortOrder::Descend)) => "mod_revision DESC, k",
     };
     let limit = range.limit.filter(|limit| *limit > 0);
-    let mut rows = format!(
-        "SELECT {tag}, k, create_revision, mod_revision, version, lease, v FROM {} \
-         WHERE {condition} ORDER BY {order}",
-        tables.kv
-    );
-    if let Some(limit) = limit {
-        rows.push_str(&format!(" LIMIT {limit}"));
-    }
-    let mut statements = vec![rows];
-    if max_create.is_some() || max_mod.is_some() || limit.is_some() {
+    let limit_sql = limit
+        .map(|limit| format!(" LIMIT {limit}"))
+        .unwrap_or_default();
+    let kv = &tables.kv;
+    let mut statements = vec![format!(
+        "SELECT {tag}, k, create_revision, mod_revision, version, lease, v FROM {kv} \
+         WHERE {condition} ORDER BY {order}{limit_sql}"
+    )];
+    // The count when a bound or the limit may cut the rows.
+    if condition != filter || limit.is_some() {
         statements.push(format!(
-            "SELECT {}, COUNT(*) FROM {} WHERE {filter}",
-            tag + 1,
-            tables.kv
+            "SELECT {}, COUNT(*) FROM {kv} WHERE {filter}",
+            tag + 1
         ));
     }
     statements
@@ -168,11 +161,6 @@ pub(crate) fn answer(
         count,
         revision,
     })
-}
-
-/// A bound of `0` or below is none, as in etcd.
-fn bound(value: Option<Revision>) -> Option<Revision> {
-    value.filter(|revision| *revision > 0)
 }
 
 /// A key's value from a tagged row `tag, k, create_revision, <mod revision>,

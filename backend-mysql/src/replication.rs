@@ -48,18 +48,13 @@ impl SemiSync {
     }
 
     /// The settings as [`Kv::describe`](distsync_kv::kv::Kv::describe) lists them.
-    pub(crate) fn describe(&self) -> Vec<(String, String)> {
-        vec![
+    pub(crate) fn describe(&self) -> [(&'static str, String); 3] {
+        let enabled = if self.enabled { "ON" } else { "OFF" };
+        [
+            ("rpl_semi_sync_master_enabled", enabled.to_owned()),
+            ("rpl_semi_sync_master_wait_point", self.wait_point.clone()),
             (
-                "rpl_semi_sync_master_enabled".to_owned(),
-                if self.enabled { "ON" } else { "OFF" }.to_owned(),
-            ),
-            (
-                "rpl_semi_sync_master_wait_point".to_owned(),
-                self.wait_point.clone(),
-            ),
-            (
-                "rpl_semi_sync_master_timeout".to_owned(),
+                "rpl_semi_sync_master_timeout",
                 format!("{} ms", self.timeout_ms),
             ),
         ]

@@ -78,9 +78,14 @@ impl Tables {
         self.create_on(&mut conn).await
     }
 
+    /// The `SELECT` of `columns` from the revision row ([`Tables::meta`]).
+    pub(crate) fn meta_row(&self, columns: &str) -> String {
+        format!("SELECT {columns} FROM {} WHERE id = 1", self.meta)
+    }
+
     /// The store's revision, read without a lock; `None` before the row is written.
     async fn revision_row(&self, conn: &mut MySqlConnection) -> sqlx::Result<Option<i64>> {
-        sqlx::query_scalar(&format!("SELECT revision FROM {} WHERE id = 1", self.meta))
+        sqlx::query_scalar(&self.meta_row("revision"))
             .fetch_optional(conn)
             .await
     }

@@ -103,29 +103,24 @@ impl TransactionLock {
     ) -> Result<Option<FencingToken>> {
         require_open_transaction(&self.name, conn.is_in_transaction())?;
         let name = self.name.as_str().as_bytes();
+        let (locks, tokens) = (&self.tables.txn_locks, &self.tables.txn_lock_tokens);
         // The row, outside the caller's transaction: a plain read first, since an
         // insert over a row another transaction holds would wait for it.
-        let exists: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT 1 FROM {} WHERE name = ?",
-            self.tables.txn_locks
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map)?;
+        let exists: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT 1 FROM {locks} WHERE name = ?"))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map)?;
         if exists.is_none() {
-            sqlx::query(&format!(
-                "INSERT IGNORE INTO {} (name) VALUES (?)",
-                self.tables.txn_locks
-            ))
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(map)?;
+            sqlx::query(&format!("INSERT IGNORE INTO {locks} (name) VALUES (?)"))
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(map)?;
         }
         let locked = sqlx::query(&format!(
-            "SELECT name FROM {} WHERE name = ? FOR UPDATE{wait}",
-            self.tables.txn_locks
+            "SELECT name FROM {locks} WHERE name = ? FOR UPDATE{wait}"
         ))
         .bind(name)
         .fetch_optional(&mut *conn)
@@ -141,22 +136,16 @@ impl TransactionLock {
             Err(error) if !wait.is_empty() && is_lock_refused(&error) => return Ok(None),
             Err(error) => return Err(map(error)),
         }
-        let drawn = sqlx::query(&format!(
-            "INSERT INTO {} () VALUES ()",
-            self.tables.txn_lock_tokens
-        ))
-        .execute(&mut *conn)
-        .await
-        .map_err(map)?;
+        let drawn = sqlx::query(&format!("INSERT INTO {tokens} () VALUES ()"))
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?;
         let token = drawn.last_insert_id();
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE id = ?",
-            self.tables.txn_lock_tokens
-        ))
-        .bind(token)
-        .execute(&mut *conn)
-        .await
-        .map_err(map)?;
+        sqlx::query(&format!("DELETE FROM {tokens} WHERE id = ?"))
+            .bind(token)
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?;
         Ok(Some(FencingToken(token)))
     }
 }

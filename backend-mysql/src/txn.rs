@@ -53,6 +53,7 @@ use sqlx::{MySqlConnection, MySqlPool, Row};
 use crate::batch;
 use crate::error::map;
 use crate::guesses::Guesses;
+use crate::lease;
 use crate::optimistic::{self, Seen, OUTCOME};
 use crate::range::{self, key_string, KeyFilter};
 use crate::schema::{self, Tables, MAX_KEY_BYTES};
@@ -91,10 +92,7 @@ impl Scope {
     /// The select of the revision row's `revision, compacted`, tagged `tag`, locking it
     /// in the caller's transaction.
     fn read_meta(self, tables: &Tables, tag: i64) -> String {
-        let select = format!(
-            "SELECT {tag}, revision, compacted FROM {} WHERE id = 1",
-            tables.meta
-        );
+        let select = tables.meta_row(&format!("{tag}, revision, compacted"));
         match self {
             Self::Own => select,
             Self::Callers => select + " FOR UPDATE",
@@ -122,6 +120,7 @@ pub(crate) struct Applied {
 }
 
 /// One log row, to write or read back.
+#[derive(Default)]
 pub(crate) struct LogRow {
     pub(crate) key: String,
     /// `0`: the revision of the change itself (a key it creates), known only once
@@ -138,11 +137,8 @@ impl LogRow {
     pub(crate) fn tombstone(key: String) -> Self {
         Self {
             key,
-            create_revision: 0,
-            version: 0,
-            lease: 0,
-            value: Bytes::new(),
             deleted: true,
+            ..Self::default()
         }
     }
 }
@@ -245,7 +241,7 @@ async fn ranges_only(
     }
     let statements = scope.read_only(statements);
     let rows = batch::run(conn, &statements).await?;
-    let (outcome, tagged) = sort(&rows)?;
+    let (outcome, tagged) = optimistic::sort(&rows)?;
     let current: Revision = outcome.try_get(1).map_err(map)?;
     let compacted: Revision = outcome.try_get(2).map_err(map)?;
     for answer in &answers {
@@ -254,11 +250,7 @@ async fn ranges_only(
         }
     }
     Ok(Applied {
-        response: TxnResponse {
-            succeeded: true,
-            responses: respond(answers, &tagged, current)?,
-            revision: current,
-        },
+        response: respond(true, answers, &tagged, current)?,
         events: Vec::new(),
     })
 }
@@ -268,9 +260,8 @@ async fn ranges_only(
 /// enough that a starved transaction waits for a handful of round trips only.
 const UNLOCKED_TRIES: usize = 8;
 
-/// A transaction with compares or writes: in one batch on a guess of what it would read
-/// when it names only what is guessed ([`crate::guesses`]), else (or when the guess was
-/// wrong) in two phases, falling back to the lock first (see the module docs).
+/// A transaction with compares or writes: on a guess, in two phases, or with the lock
+/// first (see the module docs).
 async fn optimistic_on(
     conn: &mut MySqlConnection,
     tables: &Tables,
@@ -365,6 +356,7 @@ const LIVE_LEASE: i64 = 2;
 const PREFIX: i64 = 3;
 
 /// What phase 1 read, in one snapshot.
+#[derive(Default)]
 struct Snapshot {
     /// The last committed revision.
     current: Revision,
@@ -392,31 +384,26 @@ impl Snapshot {
         scope: Scope,
     ) -> Result<Self> {
         let (keys, leases, prefixes) = known_in_advance(txn);
+        let (kv, leases_table) = (&tables.kv, &tables.leases);
+        let rows = |tag: i64, condition: String| {
+            scope.read(format!(
+                "SELECT {tag}, k, create_revision, mod_revision, version, lease FROM {kv} \
+                 WHERE {condition}"
+            ))
+        };
         let mut statements = vec![scope.read_meta(tables, META)];
         if !keys.is_empty() {
-            statements.push(scope.read(format!(
-                "SELECT {ROW}, k, create_revision, mod_revision, version, lease FROM {} \
-                 WHERE k IN {}",
-                tables.kv,
-                batch::bytes_list(keys.iter().map(|key| key.as_bytes()))
-            )));
+            let listed = batch::bytes_list(keys.iter().map(|key| key.as_bytes()));
+            statements.push(rows(ROW, format!("k IN {listed}")));
         }
         if !leases.is_empty() {
-            let ids: Vec<String> = leases.iter().map(ToString::to_string).collect();
-            statements.push(scope.read(format!(
-                "SELECT {LIVE_LEASE}, id FROM {} WHERE id IN ({}) AND expires_at > NOW(6)",
-                tables.leases,
-                ids.join(", ")
-            )));
+            let live = lease::live(&leases);
+            let select = format!("SELECT {LIVE_LEASE}, id FROM {leases_table} WHERE {live}");
+            statements.push(scope.read(select));
         }
         for (index, prefix) in (0..).zip(&prefixes) {
-            statements.push(scope.read(format!(
-                "SELECT {}, k, create_revision, mod_revision, version, lease FROM {} \
-                 WHERE {} ORDER BY k",
-                PREFIX + index,
-                tables.kv,
-                KeyFilter::new(prefix, true, None).literal()
-            )));
+            let filter = KeyFilter::new(prefix, true, None).literal();
+            statements.push(rows(PREFIX + index, format!("{filter} ORDER BY k")));
         }
         let statements = scope.read_only(statements);
         let mut meta = None;
@@ -424,20 +411,19 @@ impl Snapshot {
         for row in batch::run(conn, &statements).await? {
             match batch::tag(&row)? {
                 META => meta = Some((row.try_get(1).map_err(map)?, row.try_get(2).map_err(map)?)),
-                ROW => {
-                    let key = key_string(row.try_get(1).map_err(map)?)?;
-                    snapshot.rows.insert(key, current_of(&row, 2)?);
-                }
                 LIVE_LEASE => {
                     snapshot.live.insert(row.try_get(1).map_err(map)?);
                 }
                 tag => {
+                    let key = key_string(row.try_get(1).map_err(map)?)?;
+                    snapshot.rows.insert(key.clone(), current_of(&row, 2)?);
+                    if tag == ROW {
+                        continue;
+                    }
                     let prefix = usize::try_from(tag - PREFIX)
                         .ok()
                         .and_then(|index| prefixes.get(index))
                         .ok_or_else(|| Error::backend(BACKEND, format!("an unknown tag {tag}")))?;
-                    let key = key_string(row.try_get(1).map_err(map)?)?;
-                    snapshot.rows.insert(key.clone(), current_of(&row, 2)?);
                     snapshot
                         .prefixes
                         .entry((*prefix).to_owned())
@@ -507,16 +493,12 @@ impl Snapshot {
     /// revision 0.
     fn new(keys: &[&str], prefixes: &[&str]) -> Self {
         Self {
-            current: 0,
-            compacted: 0,
             asked: keys.iter().map(|key| (*key).to_owned()).collect(),
-            rows: HashMap::new(),
-            live: HashSet::new(),
             prefixes: prefixes
                 .iter()
                 .map(|prefix| ((*prefix).to_owned(), Vec::new()))
                 .collect(),
-            guessed: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -580,27 +562,15 @@ impl Answer {
     }
 }
 
-/// A batch's rows by tag, and its [`OUTCOME`] row.
-fn sort(rows: &[MySqlRow]) -> Result<(&MySqlRow, HashMap<i64, Vec<&MySqlRow>>)> {
-    let mut outcome = None;
-    let mut tagged: HashMap<i64, Vec<&MySqlRow>> = HashMap::new();
-    for row in rows {
-        match batch::tag(row)? {
-            OUTCOME => outcome = Some(row),
-            tag => tagged.entry(tag).or_default().push(row),
-        }
-    }
-    let outcome = outcome.ok_or_else(|| Error::backend(BACKEND, "a batch answered no outcome"))?;
-    Ok((outcome, tagged))
-}
-
-/// The answers, the ranges' from their tagged rows, at `revision`.
+/// The answer of a branch (`succeeded`: the success branch) at `revision`, its ranges'
+/// from their tagged rows.
 fn respond(
+    succeeded: bool,
     answers: Vec<Answer>,
     tagged: &HashMap<i64, Vec<&MySqlRow>>,
     revision: Revision,
-) -> Result<Vec<TxnOpResponse>> {
-    answers
+) -> Result<TxnResponse> {
+    let responses = answers
         .into_iter()
         .map(|answer| match answer {
             Answer::Done(response) => Ok(response),
@@ -614,7 +584,12 @@ fn respond(
                 )?))
             }
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(TxnResponse {
+        succeeded,
+        responses,
+        revision,
+    })
 }
 
 /// The chosen branch, played out on what phase 1 read.
@@ -800,11 +775,9 @@ impl<'a> Branch<'a> {
         if self.state.get_mut(key).and_then(Option::take).is_none() {
             return 0;
         }
-        self.statements.push(format!(
-            "DELETE FROM {} WHERE k = {} AND @ok",
-            self.tables.kv,
-            batch::bytes(key.as_bytes())
-        ));
+        let (kv, key_literal) = (&self.tables.kv, batch::bytes(key.as_bytes()));
+        self.statements
+            .push(format!("DELETE FROM {kv} WHERE k = {key_literal} AND @ok"));
         self.rows.push(LogRow::tombstone(key.to_owned()));
         1
     }
@@ -830,10 +803,9 @@ impl<'a> Branch<'a> {
         if doomed.is_empty() {
             return 0;
         }
-        self.statements.push(format!(
-            "DELETE FROM {} WHERE {filter} AND @ok",
-            self.tables.kv
-        ));
+        let kv = &self.tables.kv;
+        self.statements
+            .push(format!("DELETE FROM {kv} WHERE {filter} AND @ok"));
         for key in &doomed {
             self.state.insert(key.clone(), None);
             self.rows.push(LogRow::tombstone(key.clone()));
@@ -861,15 +833,14 @@ impl<'a> Branch<'a> {
                 Scope::Callers => optimistic::inside_callers(locked),
             }
         } else {
-            let mut statements = vec![format!(
-                "SELECT {OUTCOME}, CAST(({unchanged}) AS SIGNED), revision FROM {} WHERE id = 1",
-                tables.meta
-            )];
+            let mut statements = vec![tables.meta_row(&format!(
+                "{OUTCOME}, CAST(({unchanged}) AS SIGNED), revision"
+            ))];
             statements.extend(self.statements);
             self.scope.read_only(statements)
         };
         let rows = batch::run(conn, &statements).await?;
-        let (outcome, tagged) = sort(&rows)?;
+        let (outcome, tagged) = optimistic::sort(&rows)?;
         let revision = if writes {
             optimistic::outcome(outcome)?
         } else {
@@ -881,20 +852,13 @@ impl<'a> Branch<'a> {
         let Some(revision) = revision else {
             return Ok(None);
         };
-        let responses = respond(self.answers, &tagged, revision)?;
+        let response = respond(self.succeeded, self.answers, &tagged, revision)?;
         let events = self
             .rows
             .into_iter()
             .map(|row| event(row, revision))
             .collect();
-        Ok(Some(Applied {
-            response: TxnResponse {
-                succeeded: self.succeeded,
-                responses,
-                revision,
-            },
-            events,
-        }))
+        Ok(Some(Applied { response, events }))
     }
 }
 

@@ -14,10 +14,9 @@
 //! No statement runs while the hub's state is locked: a read of the log on a connection
 //! that stops answering (a silent partition, a server under load) would otherwise hold
 //! back every new watch of the process, past the heal. The hub's own reads are bounded
-//! by the request timeout, and a connection whose read failed or ran out of time is
-//! closed, not handed back to its pool (it may still be inside an unanswered statement).
+//! by the request timeout ([`LogReader::bounded`]).
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,7 +30,7 @@ use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::batch;
-use crate::error::{map, within, Bound};
+use crate::error::{map, within};
 use crate::key_bell::KeyBells;
 use crate::range::{key_string, KeyFilter};
 use crate::schema::Tables;
@@ -52,16 +51,19 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// Whether `event` is for this watch: at or after its start, to its key.
     fn wants(&self, event: &WatchEvent) -> bool {
-        if self.prefix {
-            event.kv.key.starts_with(&self.key)
-        } else {
-            event.kv.key == self.key
-        }
+        event.kv.mod_revision >= self.start
+            && if self.prefix {
+                event.kv.key.starts_with(&self.key)
+            } else {
+                event.kv.key == self.key
+            }
     }
 }
 
 /// The hub's position and its watches.
+#[derive(Default)]
 struct State {
     /// The last revision read (every change up to it is delivered).
     seen: Revision,
@@ -94,7 +96,7 @@ pub(crate) struct Hub {
     shared: Arc<Shared>,
     /// The bells a watch of one key waits on beside the poll.
     bells: Arc<KeyBells>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: OnceLock<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -107,7 +109,7 @@ impl std::fmt::Debug for Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        if let Some(task) = self.task.lock().ok().and_then(|mut task| task.take()) {
+        if let Some(task) = self.task.get() {
             task.abort();
         }
     }
@@ -133,13 +135,10 @@ impl Hub {
                 tables,
                 poll_interval,
                 request_timeout,
-                state: Mutex::new(State {
-                    seen: 0,
-                    watchers: Vec::new(),
-                }),
+                state: Mutex::new(State::default()),
                 bell: Notify::new(),
             }),
-            task: std::sync::Mutex::new(None),
+            task: OnceLock::new(),
         }
     }
 
@@ -159,13 +158,19 @@ impl Hub {
         prefix: bool,
         mut start: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        self.start_task();
+        self.task
+            .get_or_init(|| tokio::spawn(run(Arc::downgrade(&self.shared))));
         let (sender, receiver) = mpsc::unbounded_channel();
         // An idle hub read nothing since its last watch ended: it starts from the
-        // present, read before the state is locked.
+        // present, read before the state is locked, on the backend's pool (why not on
+        // the hub's own connection: [`Shared::reader`]).
         let idle = self.shared.state.lock().await.watchers.is_empty();
-        let present = if idle {
-            Some(current_revision(&self.shared).await?)
+        let present: Option<Revision> = if idle {
+            let revision = sqlx::query_scalar(&self.shared.tables.meta_row("revision"))
+                .fetch_one(&self.shared.pool)
+                .await
+                .map_err(map)?;
+            Some(revision)
         } else {
             None
         };
@@ -215,28 +220,6 @@ impl Hub {
             stream::iter(history).chain(live).boxed()
         })
     }
-
-    fn start_task(&self) {
-        let Ok(mut task) = self.task.lock() else {
-            return;
-        };
-        if task.is_none() {
-            let shared = Arc::downgrade(&self.shared);
-            *task = Some(tokio::spawn(run(shared)));
-        }
-    }
-}
-
-/// The store's revision, read for a new watch on the backend's pool (why not on the
-/// hub's own connection: [`Shared::reader`]).
-async fn current_revision(shared: &Shared) -> Result<Revision> {
-    sqlx::query_scalar(&format!(
-        "SELECT revision FROM {} WHERE id = 1",
-        shared.tables.meta
-    ))
-    .fetch_one(&shared.pool)
-    .await
-    .map_err(map)
 }
 
 /// The changes to `key` (or under it) in `[start, upto]`, one response per revision,
@@ -254,13 +237,10 @@ async fn history(
     // flight).
     let mut open = batch::Open::new(shared.pool.acquire().await.map_err(map)?);
     batch::run(open.conn(), &[READ_ONLY.to_owned()]).await?;
-    let compacted: Revision = sqlx::query_scalar(&format!(
-        "SELECT compacted FROM {} WHERE id = 1",
-        shared.tables.meta
-    ))
-    .fetch_one(open.conn())
-    .await
-    .map_err(map)?;
+    let compacted: Revision = sqlx::query_scalar(&shared.tables.meta_row("compacted"))
+        .fetch_one(open.conn())
+        .await
+        .map_err(map)?;
     if start < compacted {
         open.rollback().await;
         return Ok(vec![Ok(WatchResponse::Compacted(compacted))]);
@@ -284,15 +264,14 @@ async fn history(
     // Read only: its end commits nothing.
     open.rollback().await;
     let events = rows.iter().map(row_event).collect::<Result<Vec<_>>>()?;
-    Ok(by_revision(events)
-        .into_iter()
-        .map(|(_, events)| Ok(WatchResponse::Events(events)))
+    Ok(by_revision(&events)
+        .map(|events| Ok(WatchResponse::Events(events.to_vec())))
         .collect())
 }
 
 /// A log row `revision, sub, k, create_revision, version, lease, v, deleted` as its
-/// revision and event.
-fn row_event(row: &sqlx::mysql::MySqlRow) -> Result<(Revision, WatchEvent)> {
+/// event (whose `mod_revision` is the row's revision).
+fn row_event(row: &sqlx::mysql::MySqlRow) -> Result<WatchEvent> {
     let revision: Revision = row.try_get(0).map_err(map)?;
     let value: Vec<u8> = row.try_get(6).map_err(map)?;
     let logged = LogRow {
@@ -303,19 +282,12 @@ fn row_event(row: &sqlx::mysql::MySqlRow) -> Result<(Revision, WatchEvent)> {
         value: Bytes::from(value),
         deleted: row.try_get(7).map_err(map)?,
     };
-    Ok((revision, event(logged, revision)))
+    Ok(event(logged, revision))
 }
 
-/// Events grouped by revision, in order.
-fn by_revision(events: Vec<(Revision, WatchEvent)>) -> Vec<(Revision, Vec<WatchEvent>)> {
-    let mut grouped: Vec<(Revision, Vec<WatchEvent>)> = Vec::new();
-    for (revision, event) in events {
-        match grouped.last_mut() {
-            Some((last, events)) if *last == revision => events.push(event),
-            _ => grouped.push((revision, vec![event])),
-        }
-    }
-    grouped
+/// Events in revision order, grouped by revision.
+fn by_revision(events: &[WatchEvent]) -> impl Iterator<Item = &[WatchEvent]> {
+    events.chunk_by(|one, next| one.kv.mod_revision == next.kv.mod_revision)
 }
 
 /// The hub's task: waits for its bell or the poll interval (only while watches are
@@ -382,11 +354,8 @@ async fn deliver(shared: &Shared) -> Result<()> {
         if state.seen != seen {
             return Ok(());
         }
-        for (revision, events) in by_revision(events) {
+        for events in by_revision(&events) {
             state.watchers.retain(|watcher| {
-                if revision < watcher.start {
-                    return true;
-                }
                 let wanted: Vec<WatchEvent> = (events.iter())
                     .filter(|event| watcher.wants(event))
                     .cloned()
@@ -404,10 +373,7 @@ async fn deliver(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
-/// The hub's own connection for one delivery: each read ends within the request
-/// timeout, and a read that fails or runs out of time closes the connection when it is
-/// dropped, rather than hand back to the pool a connection that may still be inside a
-/// statement the server never answered.
+/// The hub's own connection for one delivery, its reads [`LogReader::bounded`].
 struct LogReader<'a> {
     shared: &'a Shared,
     conn: PoolConnection<MySql>,
@@ -422,10 +388,7 @@ impl<'a> LogReader<'a> {
 
     /// The store's revision and its compaction point.
     async fn position(&mut self) -> Result<(Revision, Revision)> {
-        let sql = format!(
-            "SELECT revision, compacted FROM {} WHERE id = 1",
-            self.shared.tables.meta
-        );
+        let sql = self.shared.tables.meta_row("revision, compacted");
         self.bounded("reading the log's position", move |conn| {
             Box::pin(async move { sqlx::query_as(&sql).fetch_one(conn).await.map_err(map) })
         })
@@ -433,11 +396,7 @@ impl<'a> LogReader<'a> {
     }
 
     /// The changes of revisions `(after, upto]`, in order.
-    async fn changes(
-        &mut self,
-        after: Revision,
-        upto: Revision,
-    ) -> Result<Vec<(Revision, WatchEvent)>> {
+    async fn changes(&mut self, after: Revision, upto: Revision) -> Result<Vec<WatchEvent>> {
         let sql = format!(
             "SELECT revision, sub, k, create_revision, version, lease, v, deleted FROM {} \
              WHERE revision > ? AND revision <= ? ORDER BY revision, sub",
@@ -458,14 +417,16 @@ impl<'a> LogReader<'a> {
     }
 
     /// Runs `read` on the connection within the request timeout; a read that fails or
-    /// runs out of time closes the connection once it is dropped.
+    /// runs out of time closes the connection once it is dropped, rather than hand back
+    /// to the pool a connection that may still be inside a statement the server never
+    /// answered.
     async fn bounded<T>(
         &mut self,
         doing: &str,
         read: impl for<'c> FnOnce(&'c mut MySqlConnection) -> BoxFuture<'c, Result<T>>,
     ) -> Result<T> {
         let timeout = self.shared.request_timeout;
-        let result = within(timeout, Bound::Request, doing, read(&mut self.conn)).await;
+        let result = within(timeout, "timeout", doing, read(&mut self.conn)).await;
         if result.is_err() {
             self.conn.close_on_drop();
         }
