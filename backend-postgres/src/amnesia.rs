@@ -42,13 +42,9 @@
 //! client that finds the marker missing writes it with `hold_until` the bound away,
 //! and every client that connects while `hold_until` lies ahead waits until then
 //! before its first grant. A session longer than the bound is refused
-//! ([`Error::InvalidArgument`]), so the bound covers every session. The price: a
-//! schema's first grants on a store wait the bound once. A client without the bound
-//! leaves a missing marker alone (unless it saw the store forget): it cannot tell a new
-//! store from one that forgot, and grants without a wait, free to be granted before an
-//! old holder's `lost()`. Only the bound makes the backend declare
-//! `exclusive_across_restart`, and every client of a schema must give it (the same
-//! one, or a larger one).
+//! ([`Error::InvalidArgument`]), so the bound covers every session. A client without
+//! the bound leaves a missing marker alone (unless it saw the store forget). What the
+//! bound costs and what going without it gives up are in the crate docs (see above).
 //!
 //! **Fencing tokens** are the names' counters, which a store that forgot starts again.
 //! The client with the bound that writes a fresh marker seeds the store's token floor,

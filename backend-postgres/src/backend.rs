@@ -321,9 +321,7 @@ impl PostgresBackend {
     fn lease(&self, session: &Session) -> Result<Arc<LeaseInner>> {
         crate::session::lease_of(session, &self.shared).map(Arc::clone)
     }
-}
 
-impl PostgresBackend {
     /// Replaces the bounds on this backend's tables and caches (see [`Limits`]); in
     /// force from the next sweep and the next name looked up.
     pub fn set_limits(&self, limits: Limits) {

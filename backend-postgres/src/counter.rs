@@ -18,13 +18,13 @@
 //!
 //! The tables and `latch_count_down` are in `sql/counter.sql`.
 
-use distsync_core::raw::Make;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use distsync_core::counter::{Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
 use distsync_core::raw::Look::{NotYet, Ready};
+use distsync_core::raw::Make;
 use distsync_core::{Error, Name, Result};
 
 use crate::error::{map, BACKEND};

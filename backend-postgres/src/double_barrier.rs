@@ -11,21 +11,20 @@
 //! finds one (and wakes at the next participant's expiry while it waits for them to
 //! leave).
 
-use crate::store::Shared;
-use distsync_core::raw::Look::{self, NotYet, Ready};
-use distsync_core::raw::Make;
-use distsync_core::raw::{OnSession, RetryPolicy};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::raw::Look::{self, NotYet, Ready};
+use distsync_core::raw::{Make, OnSession, RetryPolicy};
 use distsync_core::{DoubleBarrier, Error, Name, Result};
 
 use crate::error::map;
 use crate::notify::{Subscription, Wake};
 use crate::session::LeaseInner;
+use crate::store::Shared;
 use crate::waiter_line::seconds;
 
 /// Participant numbers of this process.

@@ -18,12 +18,12 @@
 //! of an election and ten minutes of history by default; an observer that falls further
 //! behind skips entries but stays in order.
 
-use distsync_core::raw::waited;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use distsync_core::raw::{observe_leaders, waited, LeaderObserver, WaitRetry};
 use distsync_core::{
     Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, ReleaseFn, Result,
     Session,
@@ -35,7 +35,6 @@ use crate::notify::Subscription;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
 use crate::waiter_line::{self, hold_key, Ask, Entry};
-use distsync_core::raw::{observe_leaders, LeaderObserver, WaitRetry};
 
 pub(crate) struct PgElection {
     pub(crate) lease: Arc<LeaseInner>,

@@ -202,9 +202,10 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// A session was found gone (a renewal found its row gone, or it was lost with its
 /// renewals failing until its deadline, as while a server is wiped and made again):
-/// checks in the background whether the store forgot ([`check`]), once it answers,
-/// trying every [`RETRY`] while it does not, as long as the backend lives. One check
-/// runs at a time: the sessions found gone while it runs are covered by one more
+/// checks in the background whether the store forgot (see the module docs; if so,
+/// [`forgot`]), once it answers, trying every [`RETRY`] while it does not (nothing is
+/// judged from a store that could not be read), as long as the backend lives. One
+/// check runs at a time: the sessions found gone while it runs are covered by one more
 /// check after it (not one each).
 pub(crate) fn check_soon(shared: &Arc<Shared>) {
     let amnesia = &shared.amnesia;
@@ -216,7 +217,10 @@ pub(crate) fn check_soon(shared: &Arc<Shared>) {
     until_done(shared, failed, |shared| async move {
         let amnesia = &shared.amnesia;
         let asked = amnesia.requested.load(Ordering::SeqCst);
-        check(&shared).await?;
+        let seen = look(&shared).await?;
+        if let Some(reason) = amnesia.judge(&seen) {
+            forgot(&shared, &seen, reason, None).await;
+        }
         if amnesia.requested.load(Ordering::SeqCst) != asked {
             return Ok(false);
         }
@@ -249,21 +253,6 @@ where
             }
         }
     });
-}
-
-/// Checks whether the store forgot (see the module docs) and, if so, ends every
-/// session of the client, starts the lock-delay and writes the floor and the marker
-/// into the store.
-///
-/// # Errors
-/// The store could not be read (nothing was judged).
-async fn check(shared: &Shared) -> Result<()> {
-    let seen = look(shared).await?;
-    let Some(reason) = shared.amnesia.judge(&seen) else {
-        return Ok(());
-    };
-    forgot(shared, &seen, reason, None).await;
-    Ok(())
 }
 
 /// The store forgot this client's holds (for `reason`; `seen` is what it looks like

@@ -50,7 +50,9 @@
 use distsync_core::{Error, FencingToken, Result};
 use sqlx::PgConnection;
 
+use crate::connection::config::check_identifier;
 use crate::error::map;
+use crate::schema::quote;
 
 /// Admits `token` for `resource` in the fence table `table` (`name` or
 /// `schema.name`, ASCII letters, digits and `_`; created if absent), within the
@@ -97,12 +99,7 @@ pub async fn admit(
 /// starting with a digit, and quoted.
 fn identifier(table: &str) -> Result<String> {
     let parts: Vec<&str> = table.split('.').collect();
-    let valid = |part: &&str| {
-        !part.is_empty()
-            && part.len() <= 63
-            && !part.starts_with(|c: char| c.is_ascii_digit())
-            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
+    let valid = |part: &&str| check_identifier(part).is_ok();
     if parts.is_empty() || parts.len() > 2 || !parts.iter().all(valid) {
         return Err(Error::InvalidArgument(format!(
             "fence table {table:?}: expected name or schema.name of ASCII letters, digits and _"
@@ -110,7 +107,7 @@ fn identifier(table: &str) -> Result<String> {
     }
     Ok(parts
         .iter()
-        .map(|part| format!("\"{part}\""))
+        .map(|part| quote(part))
         .collect::<Vec<_>>()
         .join("."))
 }

@@ -1,15 +1,18 @@
 //! The mutex: an exclusive entry in the name's line (see [`crate::waiter_line`]).
 
-use distsync_core::raw::waited;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::waited;
 use distsync_core::{LockGuard, Locker, Name, Result, Session};
 
 use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
 use crate::store::LockKind;
-use crate::waiter_line::{acquire, hold_key, Entry};
+use crate::waiter_line::{hold_key, take, Ask, Entry};
+
+/// What a lock asks of its line: an exclusive hold.
+const ASK: Ask<'static> = Ask::hold(LockKind::Lock, false);
 
 pub(crate) struct PgLocker {
     pub(crate) lease: Arc<LeaseInner>,
@@ -35,21 +38,18 @@ impl Locker for PgLocker {
     /// Cancel-safety: cancel-safe; a dropped wait withdraws its entry in the background
     /// (releasing the lock if it was granted in the meantime).
     async fn lock(&self) -> Result<LockGuard> {
-        let taken = acquire(&self.lease, LockKind::Lock, &self.name, false, true).await?;
+        let taken = take(&self.lease, &self.name, &ASK, true).await?;
         let (entry, token) = waited(crate::error::BACKEND, "lock", taken)?;
         Ok(self.guard(entry, token))
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let granted = acquire(&self.lease, LockKind::Lock, &self.name, false, false).await?;
+        let granted = take(&self.lease, &self.name, &ASK, false).await?;
         Ok(granted.map(|(entry, token)| self.guard(entry, token)))
     }
 
-    /// The live entries in the lock's line (the holder and its waiters) and the live
-    /// waiters of the unfair lock of the same name, which contend for the same lock:
-    /// one read, which registers nothing (a name never locked counts 0).
-    ///
-    /// Cancel-safety: cancel-safe (a read).
+    /// [`contenders`](crate::unfair_lock::contenders): the fair and the unfair lock of
+    /// a name are one lock. Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
         crate::unfair_lock::contenders(&self.lease.shared, &self.name).await
     }

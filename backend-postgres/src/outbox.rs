@@ -87,8 +87,7 @@ impl Outbox {
         self.enqueue_with_priority(conn, item, 0).await
     }
 
-    /// Writes `item` at `priority` (lower first, as
-    /// a queue's `enqueue_with_priority`)
+    /// Writes `item` at `priority` (lower first, as a queue's `enqueue_with_priority`)
     /// inside the transaction open on `conn`.
     ///
     /// # Errors

@@ -37,10 +37,9 @@
 //! # Cancel safety
 //! Once a claim is sent, the server commits it whether or not the client still reads
 //! the answer: a consumer dropped at that moment would lose the item. So the claim runs
-//! [`detached`] and answers with a [`Taken`]. If the
-//! consumer is gone by then, the unreceived claim is dropped and puts the item back with
-//! its original id and priority (moved back from `queue_inflight` in one statement), so
-//! it keeps its place.
+//! [`detached`] and answers with a [`Taken`]. If the consumer is gone by then, the
+//! unreceived claim is dropped and puts the item back with its original id and priority
+//! (moved back from `queue_inflight` in one statement), so it keeps its place.
 //!
 //! # At-least-once delivery ([`Queue::receive`])
 //! A received item stays in its row (so at its place): the receive sets `held_by` (the
@@ -75,15 +74,18 @@
 //! waiting consumer re-checks when its registration is due for renewal, or
 //! when the first hold it saw would expire.
 
-use distsync_core::raw::SessionStoreSide as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
 use distsync_core::raw::Look::{NotYet, Ready};
-use distsync_core::raw::Settle;
+use distsync_core::raw::{
+    detached, queue_recheck_after, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy,
+    SessionStoreSide as _, Settle, QUEUE_WAITER_TTL,
+};
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
@@ -91,11 +93,6 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::{map, BACKEND};
 use crate::store::Shared;
-use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
-use distsync_core::raw::{
-    detached, queue_recheck_after, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy,
-    QUEUE_WAITER_TTL,
-};
 
 pub(crate) struct PgQueue {
     pub(crate) shared: Arc<Shared>,

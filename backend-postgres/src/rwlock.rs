@@ -4,16 +4,17 @@
 //! entry is. So a waiting writer blocks the readers that arrive after it, as etcd's
 //! recipe does, and `try_read` fails while a writer holds or waits.
 
-use distsync_core::raw::waited;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::waited;
 use distsync_core::{LockGuard, Name, ReadGuard, Result, RwLock, Session};
 
+use crate::error::BACKEND;
 use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
 use crate::store::LockKind;
-use crate::waiter_line::{acquire, hold_key, read_guard, Entry};
+use crate::waiter_line::{hold_key, read_guard, take, Ask, Entry};
 
 pub(crate) struct PgRwLock {
     pub(crate) lease: Arc<LeaseInner>,
@@ -23,15 +24,8 @@ pub(crate) struct PgRwLock {
 
 impl PgRwLock {
     async fn take(&self, exclusive: bool, wait: bool) -> Result<Option<(Entry, i64)>> {
-        acquire(&self.lease, LockKind::RwLock, &self.name, !exclusive, wait).await
-    }
-
-    async fn wait_for(&self, exclusive: bool) -> Result<(Entry, i64)> {
-        waited(
-            crate::error::BACKEND,
-            "read-write lock",
-            self.take(exclusive, true).await?,
-        )
+        let ask = Ask::hold(LockKind::RwLock, !exclusive);
+        take(&self.lease, &self.name, &ask, wait).await
     }
 
     fn write_guard(&self, entry: Entry, token: i64) -> LockGuard {
@@ -48,7 +42,7 @@ impl RwLock for PgRwLock {
 
     /// Cancel-safety: cancel-safe; see [`crate::waiter_line`].
     async fn read(&self) -> Result<ReadGuard> {
-        let (entry, _) = self.wait_for(false).await?;
+        let (entry, _) = waited(BACKEND, "read-write lock", self.take(false, true).await?)?;
         Ok(read_guard(&self.lease, &self.session, &self.name, entry))
     }
 
@@ -61,7 +55,7 @@ impl RwLock for PgRwLock {
 
     /// Cancel-safety: cancel-safe; see [`crate::waiter_line`].
     async fn write(&self) -> Result<LockGuard> {
-        let (entry, token) = self.wait_for(true).await?;
+        let (entry, token) = waited(BACKEND, "read-write lock", self.take(true, true).await?)?;
         Ok(self.write_guard(entry, token))
     }
 

@@ -11,21 +11,17 @@
 //! connection held; a release wakes only the waiter it lets in; each grant takes the
 //! next value of the name's fencing counter; a dropped acquisition withdraws its entry.
 
-use crate::store::Shared;
-use distsync_core::raw::waited;
-use distsync_core::raw::Make;
-use distsync_core::raw::OnSession;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::raw::permit;
+use distsync_core::raw::{permit, waited, Make, OnSession};
 use distsync_core::{Error, Name, Permit, Result, Semaphore, Session};
 
 use crate::error::BACKEND;
 use crate::guarded::lock_guard;
 use crate::session::LeaseInner;
-use crate::store::LockKind;
+use crate::store::{LockKind, Shared};
 use crate::waiter_line::{hold_key, take, Ask, Entry};
 
 /// A PostgreSQL counting semaphore (see the module docs).

@@ -250,17 +250,15 @@ fn line(
     leaders: &BTreeMap<String, LeaderStatus>,
     permits: Option<i32>,
 ) -> LineStatus {
+    let permits = permits.and_then(|n| usize::try_from(n).ok());
     LineStatus::new(kind, name.to_owned())
         .with_leader(
-            (kind == LineKind::Election)
-                .then(|| leaders.get(name).cloned())
-                .flatten(),
+            leaders
+                .get(name)
+                .filter(|_| kind == LineKind::Election)
+                .cloned(),
         )
-        .with_permits(
-            (kind == LineKind::Semaphore)
-                .then(|| permits.and_then(|n| usize::try_from(n).ok()))
-                .flatten(),
-        )
+        .with_permits(permits.filter(|_| kind == LineKind::Semaphore))
 }
 
 /// An entry of the line of `kind` (`word` in `lock_names.kind`) `name`, keyed as its

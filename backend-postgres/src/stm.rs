@@ -25,13 +25,12 @@
 //! Cancel safety: dropping an attempt rolls its transaction back; a dropped commit is
 //! applied wholly or not at all.
 
-use distsync_core::raw::Make;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
+use distsync_core::raw::{Make, StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Error, Isolation, Name, Result};
 
 use crate::connection::bounded::{within, Bounded};

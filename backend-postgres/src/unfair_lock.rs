@@ -73,15 +73,12 @@
 //! Entry numbers are drawn from a counter of this module going down from -1, so that
 //! they never meet those of the line's other holders in one session (going up from 1).
 
-use distsync_core::raw::waited;
-use distsync_core::raw::Make;
-use distsync_core::raw::OnSession;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::WaitRetry;
+use distsync_core::raw::{waited, Make, OnSession, WaitRetry};
 use distsync_core::{Error, LockGuard, Locker, Name, Result, Session};
 
 use crate::error::{map, BACKEND};
@@ -149,25 +146,6 @@ fn answer(row: Row) -> std::result::Result<Answer, sqlx::Error> {
 }
 
 impl PgUnfairLocker {
-    pub(crate) fn new(lease: Arc<LeaseInner>, session: Session, name: Name) -> Self {
-        let acquire = solo_take_sql(
-            &lease.shared,
-            "{s}.unfair_acquire($1, $2, $3, $4)",
-            "f.o_state, f.o_token, f.o_wait, f.o_holder",
-        );
-        let acquire_waiting = lease.shared.sql(
-            "SELECT o_state, o_token, o_wait, o_holder FROM {s}.unfair_acquire($1, $2, $3, $4)",
-        );
-        Self {
-            lease,
-            session,
-            name,
-            acquire,
-            acquire_waiting,
-            wakeups: AtomicU64::new(0),
-        }
-    }
-
     /// One take of `entry`: the solo take, else `unfair_acquire`, for the first try;
     /// `unfair_acquire` alone, registering the entry as a waiter, if `wait`.
     async fn ask(&self, entry: &Entry, wait: bool) -> std::result::Result<Answer, sqlx::Error> {
@@ -365,10 +343,7 @@ impl Locker for PgUnfairLocker {
         self.take(false).await
     }
 
-    /// The live entries in the lock's line (the holder, and fair waiters) and its live
-    /// unfair waiters: one read, which registers nothing (a name never locked counts 0).
-    ///
-    /// Cancel-safety: cancel-safe (a read).
+    /// See [`contenders`]. Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
         contenders(&self.lease.shared, &self.name).await
     }
@@ -379,6 +354,20 @@ impl Locker for PgUnfairLocker {
 }
 impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for PgUnfairLocker {
     fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self::new(on.lease, on.session, on.name))
+        let shared = &on.lease.shared;
+        Ok(Self {
+            acquire: solo_take_sql(
+                shared,
+                "{s}.unfair_acquire($1, $2, $3, $4)",
+                "f.o_state, f.o_token, f.o_wait, f.o_holder",
+            ),
+            acquire_waiting: shared.sql(
+                "SELECT o_state, o_token, o_wait, o_holder FROM {s}.unfair_acquire($1, $2, $3, $4)",
+            ),
+            lease: on.lease,
+            session: on.session,
+            name: on.name,
+            wakeups: AtomicU64::new(0),
+        })
     }
 }

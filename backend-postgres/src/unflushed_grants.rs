@@ -38,14 +38,9 @@
 //!   it handed out, as after any forgetting ([`crate::amnesia`]), so tokens after the
 //!   lock-delay are above every token a live holder saw.
 //!
-//! **What it gives up**, besides the grant: after a crash or a promotion every grant of
-//! the schema waits the bound once; a holder whose client lost its grant gets `lost()`
-//! instead of keeping it (and sessions of its client that held nothing are lost with
-//! it); the tokens of a holder that died across the crash unseen may be handed out
-//! again (nobody alive knows them, as after the store forgets); `survives_failover` is
-//! not declared (the commit does not wait for a synchronous standby either). Every
-//! client of a schema must use the mode (a durable client does not pass the gate, and
-//! could be granted during the lock-delay) with the same bound.
+//! What the mode gives up is in the crate docs ([`crate`], "Unflushed grants"): every
+//! client of a schema must use it, with the same bound, as a durable client does not
+//! pass the gate and could be granted during the lock-delay.
 //!
 //! **The sentinel as this client knows it** is [`Sentinel`]: the id it last read, and
 //! whether it was granted anything since; a grant asked for before a move and answered

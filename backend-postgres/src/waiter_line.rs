@@ -216,6 +216,19 @@ pub(crate) struct Ask<'a> {
     pub(crate) campaign: Option<&'a [u8]>,
 }
 
+impl Ask<'_> {
+    /// An exclusive (`shared` false) or shared hold of a `kind` name (a lock, a read or
+    /// write lock): one permit, no candidacy. Its token is 0 for a shared hold.
+    pub(crate) const fn hold(kind: LockKind, shared: bool) -> Self {
+        Ask {
+            kind,
+            permits: 1,
+            shared,
+            campaign: None,
+        }
+    }
+}
+
 /// One entry of the line, as the schema's functions address it.
 #[derive(Clone)]
 pub(crate) struct Entry {
@@ -246,6 +259,9 @@ enum Outcome {
 }
 
 type Row = (Option<i32>, Option<i64>, Option<f64>, Option<i32>);
+
+/// A join's or a check's statement, as [`Entry::ask`] builds it.
+type AskQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Row, sqlx::postgres::PgArguments>;
 
 /// A wait the server answered in seconds (`o_wait`), within an hour; `None` for none
 /// or nonsense.
@@ -364,24 +380,15 @@ impl Entry {
             self.shared
                 .sql(&format!("SELECT {columns} FROM {fallback} AS f"))
         };
-        let row: Row = again_after_conflicts(|| async {
-            let mut taken = self.shared.holds.take().await?;
-            let joined = sqlx::query_as(&sql)
-                .bind(self.name_id)
-                .bind(self.session)
-                .bind(self.entry)
+        self.ask(&sql, |query| {
+            query
                 .bind(ask.permits)
                 .bind(wait)
                 .bind(ask.shared)
                 .bind(ask.campaign.map(|_| election))
                 .bind(ask.campaign)
-                .bind(self.shared.limits().log_keep_sql())
-                .fetch_one(taken.conn())
-                .await;
-            taken.settle(joined)
         })
-        .await?;
-        outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
+        .await
     }
 
     async fn check(&self) -> std::result::Result<Outcome, sqlx::Error> {
@@ -389,16 +396,28 @@ impl Entry {
             "SELECT o_state, o_token, o_wait, NULL::integer \
              FROM {s}.semaphore_check($1, $2, $3, $4, true)",
         );
+        self.ask(&sql, |query| query).await
+    }
+
+    /// Runs a join's or a check's statement `sql` on a hold connection (again after
+    /// conflicts) and reads its answer: its arguments are the entry's name id, session
+    /// and number, those `bind` adds, then the election log's bound.
+    async fn ask<'q>(
+        &'q self,
+        sql: &'q str,
+        bind: impl Fn(AskQuery<'q>) -> AskQuery<'q>,
+    ) -> std::result::Result<Outcome, sqlx::Error> {
         let row: Row = again_after_conflicts(|| async {
             let mut taken = self.shared.holds.take().await?;
-            let checked = sqlx::query_as(&sql)
+            let query = sqlx::query_as(sql)
                 .bind(self.name_id)
                 .bind(self.session)
-                .bind(self.entry)
+                .bind(self.entry);
+            let answered = bind(query)
                 .bind(self.shared.limits().log_keep_sql())
                 .fetch_one(taken.conn())
                 .await;
-            taken.settle(checked)
+            taken.settle(answered)
         })
         .await?;
         outcome(row).map_err(|error| sqlx::Error::Protocol(error.to_string()))
@@ -890,27 +909,6 @@ pub(crate) fn release_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
             }
         })
     })
-}
-
-/// Takes an exclusive (`shared` false) or shared hold of `kind` `name` for `lease`'s
-/// session, waiting if `wait`. Returns the entry and its token (0 for shared holds),
-/// or `None` for a failed try.
-///
-/// Cancel-safe: see the module docs.
-pub(crate) async fn acquire(
-    lease: &Arc<LeaseInner>,
-    kind: LockKind,
-    name: &Name,
-    shared: bool,
-    wait: bool,
-) -> Result<Option<(Entry, i64)>> {
-    let ask = Ask {
-        kind,
-        permits: 1,
-        shared,
-        campaign: None,
-    };
-    take(lease, name, &ask, wait).await
 }
 
 /// The guard over a granted shared hold of read-write lock `name`.

@@ -209,7 +209,7 @@ impl PostgresConfig {
             rest.push(("sslkey".to_owned(), key.to_owned()));
         }
         let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
-        validate_schema(&schema)
+        check_identifier(&schema)
             .map_err(|reason| invalid(format!("schema {schema:?} {reason}")))?;
         if rest.is_empty() {
             parsed.set_query(None);
@@ -274,7 +274,7 @@ impl PostgresConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] for an invalid schema name.
     pub fn with_schema(mut self, schema: &str) -> Result<Self> {
-        validate_schema(schema)
+        check_identifier(schema)
             .map_err(|reason| Error::InvalidArgument(format!("schema {schema:?} {reason}")))?;
         self.schema = schema.to_owned();
         Ok(self)
@@ -371,15 +371,14 @@ fn check_hold_connections(connections: u32) -> std::result::Result<u32, String> 
     }
 }
 
-fn validate_schema(schema: &str) -> std::result::Result<(), &'static str> {
-    match schema.chars().next() {
+/// Why `name` (a schema, or a part of a fence table's name) is not an identifier this
+/// crate accepts: 1 to 63 ASCII letters, digits and `_`, not starting with a digit.
+pub(crate) fn check_identifier(name: &str) -> std::result::Result<(), &'static str> {
+    match name.chars().next() {
         None => Err("is empty"),
         Some(first) if first.is_ascii_digit() => Err("starts with a digit"),
-        _ if schema.len() > 63 => Err("is longer than 63 bytes"),
-        _ if !schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-        {
+        _ if name.len() > 63 => Err("is longer than 63 bytes"),
+        _ if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
             Err("has characters other than ASCII letters, digits and '_'")
         }
         _ => Ok(()),
