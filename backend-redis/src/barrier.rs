@@ -22,14 +22,6 @@ pub(crate) struct RedisBarrier {
 }
 
 impl RedisBarrier {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
-        Self {
-            key: shared.keys.primitive(&name, Kind::Barrier),
-            shared: Arc::clone(shared),
-            name,
-        }
-    }
-
     async fn held(&self) -> Result<bool> {
         let reply = self
             .shared
@@ -48,19 +40,16 @@ impl Barrier for RedisBarrier {
     async fn hold(&self) -> Result<()> {
         self.shared
             .query(redis::cmd("SET").arg(&self.key).arg("held"))
-            .await?;
-        Ok(())
+            .await
+            .map(drop)
     }
 
     async fn release(&self) -> Result<()> {
         let mut call = self.shared.script(&SCRIPTS.barrier_release);
         call.key(&self.key);
-        self.shared.eval(&call).await?;
-        Ok(())
+        self.shared.eval(&call).await.map(drop)
     }
 
-    /// Returns at once if the barrier is not held, else when it is released.
-    ///
     /// Cancel-safety: cancel-safe; waiting leaves nothing in the store.
     async fn wait(&self) -> Result<()> {
         let channel = format!("{}:ch", self.key);
@@ -84,7 +73,11 @@ impl Barrier for RedisBarrier {
 }
 
 impl Make<Arc<Shared>, Name> for RedisBarrier {
-    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self::new(context, name))
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            key: shared.keys.primitive(&name, Kind::Barrier),
+            shared: Arc::clone(shared),
+            name,
+        })
     }
 }

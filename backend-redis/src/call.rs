@@ -312,11 +312,10 @@ async fn run(
             "a pipeline answered with too few replies",
         )));
     };
-    if let Value::ServerError(error) = value {
-        return Err(error.into());
-    }
-    if let Value::ServerError(error) = waited {
-        return Err(error.into());
+    for reply in [&value, &waited] {
+        if let Value::ServerError(error) = reply {
+            return Err(error.clone().into());
+        }
     }
     let acknowledged = int("WAIT", &waited).map_err(|error| {
         RedisError::from((ErrorKind::UnexpectedReturnType, "WAIT", error.to_string()))

@@ -211,13 +211,14 @@ impl RedisConfig {
                 _ => {}
             }
         }
-        Self::parse_server(url, "use rediss://")
+        Self::parse_server(url, url, "use rediss://")
     }
 
-    /// A `redis://` or `rediss://` URL; `tls_hint` says how to connect over TLS, for
-    /// the refusal of TLS files on `redis://`.
-    fn parse_server(url: &str, tls_hint: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::invalid_url(url)(reason.to_owned());
+    /// A `redis://` or `rediss://` URL, refused as `shown` (the URL as its user wrote
+    /// it); `tls_hint` says how to connect over TLS, for the refusal of TLS files on
+    /// `redis://`.
+    fn parse_server(url: &str, shown: &str, tls_hint: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::invalid_url(shown)(reason.to_owned());
         let parsed = url::Url::parse(url).map_err(|error| invalid(&error.to_string()))?;
         let tls = match parsed.scheme() {
             "redis" => false,
@@ -228,10 +229,9 @@ impl RedisConfig {
                 )))
             }
         };
-        let host = match parsed.host_str() {
-            Some(host) if !host.is_empty() => host.to_owned(),
-            _ => return Err(invalid("no host")),
-        };
+        let host = (parsed.host_str().filter(|host| !host.is_empty()))
+            .ok_or_else(|| invalid("no host"))?
+            .to_owned();
         if parsed.fragment().is_some() {
             return Err(invalid("a fragment is not allowed"));
         }
@@ -328,20 +328,17 @@ impl RedisConfig {
             }
         }
         let as_redis = redis_url_of(&parts, "0", &rest.join("&"));
-        let mut parsed =
-            Self::parse_server(&as_redis, "not offered with Redis Cluster").map_err(|error| {
-                match error {
-                    // The redis:// grammar lists its own keys; a cluster URL also takes
-                    // `nat_map`, read above.
-                    Error::InvalidUrl { reason, .. } => match reason.strip_suffix(')') {
-                        Some(listing) if listing.contains("(accepted: ") => {
-                            invalid(&format!("{listing}, `nat_map`)"))
-                        }
-                        _ => invalid(&reason),
-                    },
-                    other => other,
-                }
-            })?;
+        let hint = "not offered with Redis Cluster";
+        let mut parsed = Self::parse_server(&as_redis, url, hint).map_err(|error| match error {
+            // The redis:// grammar lists its own keys; a cluster URL also takes
+            // `nat_map`, read above.
+            Error::InvalidUrl { reason, .. }
+                if reason.ends_with(')') && reason.contains("(accepted: ") =>
+            {
+                invalid(&format!("{}, `nat_map`)", &reason[..reason.len() - 1]))
+            }
+            other => other,
+        })?;
         parsed.display = format!("{CLUSTER_SCHEME}://{}", joined(&parts.hosts));
         parsed.cluster = Some(parts.hosts);
         parsed.nat_map = nat_map;
@@ -362,12 +359,7 @@ impl RedisConfig {
             ));
         }
         let as_redis = redis_url_of(&parts, db, parts.query);
-        let mut parsed = Self::parse_server(&as_redis, "not offered with Sentinel").map_err(
-            |error| match error {
-                Error::InvalidUrl { reason, .. } => invalid(&reason),
-                other => other,
-            },
-        )?;
+        let mut parsed = Self::parse_server(&as_redis, url, "not offered with Sentinel")?;
         parsed.display = format!(
             "{SENTINEL_SCHEME}://{}/{service}/{}",
             joined(&parts.hosts),

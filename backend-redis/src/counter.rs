@@ -20,13 +20,11 @@ use distsync_core::raw::Make;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use distsync_core::counter::Counter;
+use distsync_core::counter::{Counter, CHANGED_SAFETY_NET};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::{Error, Name, Result};
 use redis::Value;
-
-use distsync_core::counter::CHANGED_SAFETY_NET;
 
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
@@ -94,16 +92,6 @@ pub(crate) struct RedisCounter {
     shared: Arc<Shared>,
     name: Name,
     key: String,
-}
-
-impl RedisCounter {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
-        Self {
-            key: primitive(shared, &name, "counter"),
-            shared: Arc::clone(shared),
-            name,
-        }
-    }
 }
 
 /// `{<ns><escaped name>}:<kind>`, as [`crate::keys::Keys::primitive`] builds every
@@ -176,8 +164,7 @@ impl Counter for RedisCounter {
     async fn set(&self, value: i64) -> Result<()> {
         let mut call = self.shared.script(&SET);
         call.key(&self.key).arg(value.to_string());
-        self.shared.eval(&call).await?;
-        Ok(())
+        self.shared.eval(&call).await.map(drop)
     }
 
     /// Subscribes to the counter's channel, then reads: a write after the subscription
@@ -216,15 +203,6 @@ pub(crate) struct RedisLatch {
 }
 
 impl RedisLatch {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name, initial: u64) -> Self {
-        Self {
-            key: primitive(shared, &name, "latch"),
-            shared: Arc::clone(shared),
-            name,
-            initial,
-        }
-    }
-
     fn number(&self, what: &str, value: Value) -> Result<u64> {
         let text = bytes(what, value.clone())?;
         text.and_then(|text| std::str::from_utf8(&text).ok()?.parse().ok())
@@ -311,13 +289,22 @@ impl CountDownLatch for RedisLatch {
 }
 
 impl Make<Arc<Shared>, Name> for RedisCounter {
-    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self::new(context, name))
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            key: primitive(shared, &name, "counter"),
+            shared: Arc::clone(shared),
+            name,
+        })
     }
 }
 
 impl Make<Arc<Shared>, (Name, u64)> for RedisLatch {
-    fn make(context: &Arc<Shared>, (name, count): (Name, u64)) -> Result<Self> {
-        Ok(Self::new(context, name, count))
+    fn make(shared: &Arc<Shared>, (name, initial): (Name, u64)) -> Result<Self> {
+        Ok(Self {
+            key: primitive(shared, &name, "latch"),
+            shared: Arc::clone(shared),
+            name,
+            initial,
+        })
     }
 }

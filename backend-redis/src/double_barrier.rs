@@ -10,7 +10,7 @@
 //! participant whose session ends drops out the same way. Leavers waiting on a crashed
 //! participant re-check when its entry's TTL runs out.
 
-use distsync_core::raw::{Make, OnSession};
+use distsync_core::raw::{Make, OnSession, WaitRetry};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +24,6 @@ use crate::scripts::SCRIPTS;
 use crate::session::RedisLease;
 use crate::store::Shared;
 use crate::waiting::{sleep_until, RECHECK_MARGIN};
-use distsync_core::raw::WaitRetry;
 use tokio::time::Instant;
 
 /// A Redis double barrier.
@@ -39,17 +38,6 @@ pub(crate) struct RedisDoubleBarrier {
 }
 
 impl RedisDoubleBarrier {
-    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name, count: usize) -> Self {
-        Self {
-            prefix: shared.keys.primitive(&name, Kind::DoubleBarrier),
-            shared: Arc::clone(shared),
-            session: session.clone(),
-            name,
-            count,
-            entry: Mutex::new(None),
-        }
-    }
-
     fn entry(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.entry
             .lock()
@@ -156,8 +144,6 @@ impl DoubleBarrier for RedisDoubleBarrier {
         self.count
     }
 
-    /// Enters and waits until `count` participants have entered.
-    ///
     /// Cancel-safety: a dropped call leaves this participant's entry until its
     /// session ends or `leave` is called.
     async fn enter(&self) -> Result<()> {
@@ -199,8 +185,6 @@ impl DoubleBarrier for RedisDoubleBarrier {
         }
     }
 
-    /// Leaves and waits until every participant has left.
-    ///
     /// # Errors
     /// [`Error::NotHeld`] without a prior `enter`.
     ///
@@ -235,7 +219,14 @@ impl DoubleBarrier for RedisDoubleBarrier {
 }
 
 impl Make<Arc<Shared>, (OnSession<()>, NonZeroUsize)> for RedisDoubleBarrier {
-    fn make(context: &Arc<Shared>, (on, count): (OnSession<()>, NonZeroUsize)) -> Result<Self> {
-        Ok(Self::new(context, &on.session, on.name, count.get()))
+    fn make(shared: &Arc<Shared>, (on, count): (OnSession<()>, NonZeroUsize)) -> Result<Self> {
+        Ok(Self {
+            prefix: shared.keys.primitive(&on.name, Kind::DoubleBarrier),
+            shared: Arc::clone(shared),
+            session: on.session,
+            name: on.name,
+            count: count.get(),
+            entry: Mutex::new(None),
+        })
     }
 }

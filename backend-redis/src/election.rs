@@ -10,14 +10,13 @@
 //! and when the leader's key would expire (a crashed leader is then forgotten and
 //! the next candidate promoted, by the read itself).
 
-use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::{
-    Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result, Session,
+    Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result,
 };
 use futures::stream::BoxStream;
 use redis::Value;
@@ -32,19 +31,11 @@ use crate::status::time_left;
 use crate::store::Shared;
 use crate::waiter_line::{Mode, WaiterLine};
 use crate::waiting::{sleep_until, RECHECK_MARGIN};
-use distsync_core::raw::{observe_leaders, LeaderObserver, WaitRetry};
+use distsync_core::raw::{observe_leaders, LeaderObserver, Make, OnSession, WaitRetry};
 
 /// A Redis election.
 pub(crate) struct RedisElection {
     queue: WaiterLine,
-}
-
-impl RedisElection {
-    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
-        Self {
-            queue: WaiterLine::new(shared, session, name, Kind::Election),
-        }
-    }
 }
 
 #[async_trait]
@@ -53,8 +44,6 @@ impl Election for RedisElection {
         self.queue.name()
     }
 
-    /// Stands with `value` and waits until elected.
-    ///
     /// Cancel-safety: cancel-safe; a dropped campaign withdraws in the background
     /// (resigning if it had been elected meanwhile).
     async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
@@ -272,8 +261,10 @@ impl LeaderObserver for Observer {
 }
 
 impl Make<Arc<Shared>, OnSession<()>> for RedisElection {
-    fn make(context: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
-        Ok(Self::new(context, &on.session, on.name))
+    fn make(shared: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
+        Ok(Self {
+            queue: WaiterLine::new(shared, &on.session, on.name, Kind::Election),
+        })
     }
 }
 

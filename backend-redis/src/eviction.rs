@@ -34,32 +34,30 @@ pub(crate) async fn policy(conn: &mut MultiplexedConnection) -> Result<Option<St
         .arg("maxmemory-policy")
         .query_async::<Value>(conn)
         .await;
-    match config {
-        Ok(reply) => {
-            if let Some(policy) = from_config(reply) {
-                return Ok(Some(policy));
-            }
-        }
-        Err(error) => {
-            let error = redis_error(error);
-            if error.is_transient() {
-                return Err(error);
-            }
-            tracing::debug!(%error, "CONFIG GET maxmemory-policy refused; reading INFO memory");
-        }
+    let refused = "CONFIG GET maxmemory-policy refused; reading INFO memory";
+    if let Some(policy) = unless_refused(config, refused)?.and_then(from_config) {
+        return Ok(Some(policy));
     }
-    match redis::cmd("INFO")
+    let info = redis::cmd("INFO")
         .arg("memory")
         .query_async::<Value>(conn)
-        .await
-    {
-        Ok(reply) => Ok(from_info(&reply)),
+        .await;
+    Ok(unless_refused(info, "INFO memory refused")?.and_then(|reply| from_info(&reply)))
+}
+
+/// A reply, or `None` (logged as `refused`) when the server refused the command.
+///
+/// # Errors
+/// A transient (connection) error.
+fn unless_refused(reply: redis::RedisResult<Value>, refused: &str) -> Result<Option<Value>> {
+    match reply {
+        Ok(reply) => Ok(Some(reply)),
         Err(error) => {
             let error = redis_error(error);
             if error.is_transient() {
                 return Err(error);
             }
-            tracing::debug!(%error, "INFO memory refused");
+            tracing::debug!(%error, "{refused}");
             Ok(None)
         }
     }
@@ -72,11 +70,7 @@ fn from_config(reply: Value) -> Option<String> {
 
 /// The policy in an `INFO memory` reply (a line `maxmemory_policy:<policy>`).
 fn from_info(reply: &Value) -> Option<String> {
-    crate::info::info_text(reply)?.lines().find_map(|line| {
-        line.trim()
-            .strip_prefix("maxmemory_policy:")
-            .map(|policy| policy.trim().to_owned())
-    })
+    crate::info::info_field(&crate::info::info_text(reply)?, "maxmemory_policy")
 }
 
 /// Whether the backend may run on a server with `policy`: `Ok(false)` for

@@ -186,25 +186,16 @@ fn is_candidate(relative: &str) -> bool {
         || relative.ends_with(LATCH)
         || relative.starts_with(STM_KEY)
         || entry(relative).is_some()
-        || unfair(relative).is_some()
+        || relative.ends_with(UNFAIR_HOLDER)
+        || unfair_waiter(relative)
 }
 
-/// What an unfair lock's key says of its hold, if `relative` is one: the holder key
-/// `<name>}:lock:u` is live while it holds `u<id>:<token>`; a waiter's marker
-/// `<name>}:lock:um:<id>` while it exists (the script reads it as a string).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Unfair {
-    Holder,
-    Waiter,
-}
-
-/// [`Unfair`] for `relative`, `<id>` being `<session>.<n>`.
-fn unfair(relative: &str) -> Option<Unfair> {
-    if relative.ends_with(UNFAIR_HOLDER) {
-        return Some(Unfair::Holder);
-    }
-    let (_, id) = relative.rsplit_once(UNFAIR_WAITER)?;
-    entry_id(id).then_some(Unfair::Waiter)
+/// Whether `relative` is an unfair lock waiter's marker `<name>}:lock:um:<id>`, `<id>`
+/// being `<session>.<n>`: live while it exists (the script reads it as a string).
+fn unfair_waiter(relative: &str) -> bool {
+    relative
+        .rsplit_once(UNFAIR_WAITER)
+        .is_some_and(|(_, id)| entry_id(id))
 }
 
 /// Whether `s` is a decimal number.
@@ -218,7 +209,8 @@ fn entry_id(id: &str) -> bool {
         .is_some_and(|(session, n)| digits(session) && digits(n))
 }
 
-/// Whether `value`, held by an unfair lock's holder key, is a hold: `u<id>:<token>`.
+/// Whether `value`, held by an unfair lock's holder key `<name>}:lock:u`, is a live
+/// hold: `u<id>:<token>`.
 fn unfair_hold(value: &[u8]) -> bool {
     let Some(value) = value
         .strip_prefix(b"u")
@@ -268,22 +260,15 @@ enum Found {
 impl Found {
     fn parse(reply: Value) -> Result<Self> {
         let mut fields = array("export", reply.clone())?.into_iter();
-        let kind = match fields.next() {
-            Some(kind) => string("export", kind)?,
-            None => return Err(unexpected("export", &reply)),
-        };
         let mut next = || fields.next().ok_or_else(|| unexpected("export", &reply));
-        Ok(match kind.as_str() {
+        Ok(match string("export", next()?)?.as_str() {
             "zset" => {
                 let mut flat = array("export", next()?)?.into_iter();
                 let mut members = Vec::new();
                 while let Some(member) = flat.next() {
                     let member = bytes("export", member)?.unwrap_or_default();
-                    let score = match flat.next() {
-                        Some(score) => string("export", score)?,
-                        None => return Err(unexpected("export", &reply)),
-                    };
-                    members.push((member, score));
+                    let score = flat.next().ok_or_else(|| unexpected("export", &reply))?;
+                    members.push((member, string("export", score)?));
                 }
                 Found::SortedSet(members)
             }
@@ -401,10 +386,10 @@ impl Gathered {
                     if value.strip_prefix(b"q") == Some(id.as_bytes()) {
                         snapshot.active_holds.push(key.to_owned());
                     }
-                } else if let Some(which) = unfair(relative) {
-                    if which == Unfair::Waiter || unfair_hold(&value) {
-                        snapshot.active_holds.push(key.to_owned());
-                    }
+                } else if unfair_waiter(relative)
+                    || (relative.ends_with(UNFAIR_HOLDER) && unfair_hold(&value))
+                {
+                    snapshot.active_holds.push(key.to_owned());
                 }
             }
             Found::Other => {}

@@ -1,10 +1,9 @@
 //! A key held through a session (a lock, rwlock or election entry), and releasing it.
 
-use distsync_core::raw::SessionStoreSide as _;
 use std::future::Future;
 use std::sync::Arc;
 
-use distsync_core::raw::CleanUp;
+use distsync_core::raw::{CleanUp, SessionStoreSide as _};
 use distsync_core::{Error, ReleaseFn, Result, Session};
 use tokio_util::sync::CancellationToken;
 

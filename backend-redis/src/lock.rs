@@ -4,7 +4,7 @@ use distsync_core::raw::{Make, OnSession};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use distsync_core::{LockGuard, Locker, Name, Result, Session};
+use distsync_core::{LockGuard, Locker, Name, Result};
 
 use crate::guarded::lock_guard;
 use crate::keys::Kind;
@@ -17,22 +17,12 @@ pub(crate) struct RedisLock {
     queue: WaiterLine,
 }
 
-impl RedisLock {
-    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
-        Self {
-            queue: WaiterLine::new(shared, session, name, Kind::Lock),
-        }
-    }
-}
-
 #[async_trait]
 impl Locker for RedisLock {
     fn name(&self) -> &Name {
         self.queue.name()
     }
 
-    /// Waits until the lock is held.
-    ///
     /// Cancel-safety: cancel-safe; a dropped call withdraws from the line in the
     /// background (or leaves it to the lease) and never leaves the lock held.
     async fn lock(&self) -> Result<LockGuard> {
@@ -41,7 +31,7 @@ impl Locker for RedisLock {
     }
 
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        let granted = self.queue.try_acquire(Mode::Write).await?;
+        let granted = self.queue.try_acquire(Mode::Write, None).await?;
         Ok(granted.map(|granted| lock_guard(&self.queue, &granted)))
     }
 
@@ -49,12 +39,14 @@ impl Locker for RedisLock {
     ///
     /// Cancel-safety: cancel-safe (a read).
     async fn contenders(&self) -> Result<usize> {
-        self.queue.contenders().await
+        crate::waiter_line::contenders(self.queue.shared(), self.queue.prefix()).await
     }
 }
 
 impl Make<Arc<Shared>, OnSession<()>> for RedisLock {
-    fn make(context: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
-        Ok(Self::new(context, &on.session, on.name))
+    fn make(shared: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
+        Ok(Self {
+            queue: WaiterLine::new(shared, &on.session, on.name, Kind::Lock),
+        })
     }
 }

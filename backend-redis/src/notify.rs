@@ -76,10 +76,8 @@ impl Registry {
     }
 
     fn resync_all(&self) {
-        for senders in self.lock().values() {
-            for sender in senders.values() {
-                let _ = sender.send(Event::Resync);
-            }
+        for sender in self.lock().values().flat_map(HashMap::values) {
+            let _ = sender.send(Event::Resync);
         }
     }
 }

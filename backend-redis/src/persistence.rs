@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 
 use crate::error::redis_error;
-use crate::info::{config_value, info_text};
+use crate::info::{config_value, info_field, info_text};
 
 /// The persistence settings of a Redis server, read when the backend connects
 /// ([`crate::RedisBackend::persistence`]). `None` is a setting the server did not
@@ -170,13 +170,11 @@ fn from_replies(replies: &[Value]) -> Persistence {
 /// Whether `INFO persistence` says the append-only file is on (a line
 /// `aof_enabled:<0|1>`).
 fn aof_enabled(reply: &Value) -> Option<bool> {
-    info_text(reply)?.lines().find_map(|line| {
-        match line.trim().strip_prefix("aof_enabled:")?.trim() {
-            "1" => Some(true),
-            "0" => Some(false),
-            _ => None,
-        }
-    })
+    match info_field(&info_text(reply)?, "aof_enabled")?.as_str() {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

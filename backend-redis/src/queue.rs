@@ -61,19 +61,19 @@
 //! to count), dropped with the item. A receive dropped before it returns puts back
 //! what it may have held (the clean-up script of a dequeue), uncounted.
 
-use distsync_core::raw::Make;
-use distsync_core::raw::SessionStoreSide as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
-
-use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use distsync_core::queue::{AppendKey, Enqueued};
+use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{
-    queue_recheck_after, Claim, ClaimGuard, CleanUp, RetryPolicy, Settle, QUEUE_WAITER_TTL,
+    queue_recheck_after, waited, Claim, ClaimGuard, CleanUp, Failure, Idempotence, Make,
+    RetryPolicy, SessionStoreSide as _, Settle, QUEUE_WAITER_TTL,
 };
 use distsync_core::{Delivery, Error, Name, Queue, Result, Session};
+use tokio::time::Instant;
 
 use crate::capabilities::BACKEND;
 use crate::error::{array, bytes, int, unexpected};
@@ -82,10 +82,6 @@ use crate::scripts::{Lua, SCRIPTS};
 use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
 use crate::waiting;
-use distsync_core::queue::{AppendKey, Enqueued};
-use distsync_core::raw::Look::{NotYet, Ready};
-use distsync_core::raw::{waited, Failure, Idempotence};
-use tokio::time::Instant;
 
 /// The scripts of at-least-once delivery (with `lua/lib.lua` prepended, as in
 /// [`crate::scripts`]).
@@ -128,14 +124,6 @@ fn hold_key(prefix: &str, id: &str) -> String {
 }
 
 impl RedisQueue {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
-        Self {
-            prefix: shared.keys.primitive(&name, Kind::Queue),
-            shared: Arc::clone(shared),
-            name,
-        }
-    }
-
     /// One pop attempt of call `id`; `wait` registers the call as a waiter when empty.
     async fn pop(&self, id: &str, wait: bool) -> Result<Popped> {
         let mut call = self.shared.script_on(&SCRIPTS.queue_pop, &self.prefix);
@@ -483,8 +471,6 @@ impl Queue for RedisQueue {
         }
     }
 
-    /// Waits for an item and removes it.
-    ///
     /// Cancel-safety: cancel-safe. A dropped call puts back, in the background, an
     /// item it may have popped, at its place in the queue.
     async fn dequeue(&self) -> Result<Bytes> {
@@ -503,8 +489,6 @@ impl Queue for RedisQueue {
         Ok(item)
     }
 
-    /// Removes the first item if there is one.
-    ///
     /// Cancel-safety: cancel-safe, as [`RedisQueue::dequeue`].
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
         let (id, call) = Call::new(self, Registry::none());
@@ -520,8 +504,6 @@ impl Queue for RedisQueue {
         }
     }
 
-    /// Waits for an item and holds it through `session` (see the module docs).
-    ///
     /// Cancel-safety: cancel-safe. A dropped call puts back, in the background, an
     /// item it may have held, at its place, uncounted.
     async fn receive(&self, session: &Session) -> Result<Delivery> {
@@ -532,8 +514,6 @@ impl Queue for RedisQueue {
         )
     }
 
-    /// Holds the first item through `session` if there is one.
-    ///
     /// Cancel-safety: cancel-safe, as [`RedisQueue::receive`].
     async fn try_receive(&self, session: &Session) -> Result<Option<Delivery>> {
         self.receive_through(session, false).await
@@ -560,7 +540,11 @@ impl Queue for RedisQueue {
 }
 
 impl Make<Arc<Shared>, Name> for RedisQueue {
-    fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self::new(context, name))
+    fn make(shared: &Arc<Shared>, name: Name) -> Result<Self> {
+        Ok(Self {
+            prefix: shared.keys.primitive(&name, Kind::Queue),
+            shared: Arc::clone(shared),
+            name,
+        })
     }
 }

@@ -13,14 +13,13 @@
 //!
 //! [`Error::InvalidArgument`]: distsync_core::Error::InvalidArgument
 
-use distsync_core::raw::{Make, OnSession};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::permit;
-use distsync_core::{Name, Permit, Result, Semaphore, Session};
+use distsync_core::raw::{permit, Make, OnSession};
+use distsync_core::{Name, Permit, Result, Semaphore};
 
 use crate::guarded::lock_guard;
 use crate::keys::Kind;
@@ -35,23 +34,6 @@ pub(crate) struct RedisSemaphore {
     count: Bytes,
 }
 
-impl RedisSemaphore {
-    /// The semaphore `name` of `permits` permits, acquired through `session`.
-    pub(crate) fn new(
-        shared: &Arc<Shared>,
-        session: &Session,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Self {
-        let permits = permits.get();
-        Self {
-            queue: WaiterLine::new(shared, session, name, Kind::Semaphore),
-            permits,
-            count: Bytes::from(permits.to_string()),
-        }
-    }
-}
-
 #[async_trait]
 impl Semaphore for RedisSemaphore {
     fn name(&self) -> &Name {
@@ -62,8 +44,6 @@ impl Semaphore for RedisSemaphore {
         self.permits
     }
 
-    /// Waits until this session holds a permit.
-    ///
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the
     /// background (or leaves it to the lease) and never leaves a permit held.
     async fn acquire(&self) -> Result<Permit> {
@@ -71,21 +51,23 @@ impl Semaphore for RedisSemaphore {
         Ok(permit(lock_guard(&self.queue, &granted)))
     }
 
-    /// Takes a permit if the fair rule admits it now (a free permit, nobody waiting
-    /// ahead).
-    ///
     /// Cancel-safety: cancel-safe; a dropped call releases what it may have taken.
     async fn try_acquire(&self) -> Result<Option<Permit>> {
         Ok(self
             .queue
-            .try_acquire_with(Mode::Permit, Some(&self.count))
+            .try_acquire(Mode::Permit, Some(&self.count))
             .await?
             .map(|granted| permit(lock_guard(&self.queue, &granted))))
     }
 }
 
 impl Make<Arc<Shared>, (OnSession<()>, NonZeroUsize)> for RedisSemaphore {
-    fn make(context: &Arc<Shared>, (on, permits): (OnSession<()>, NonZeroUsize)) -> Result<Self> {
-        Ok(Self::new(context, &on.session, on.name, permits))
+    fn make(shared: &Arc<Shared>, (on, permits): (OnSession<()>, NonZeroUsize)) -> Result<Self> {
+        let permits = permits.get();
+        Ok(Self {
+            queue: WaiterLine::new(shared, &on.session, on.name, Kind::Semaphore),
+            permits,
+            count: Bytes::from(permits.to_string()),
+        })
     }
 }

@@ -19,13 +19,12 @@
 //! is the same serializable outcome, with more retries under contention. The keys the
 //! previous attempt read are fetched in one round trip when an attempt begins.
 
-use distsync_core::raw::Make;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::raw::{StmAttempt, StmEngine, StmRetry, Write};
+use distsync_core::raw::{Make, StmAttempt, StmEngine, StmRetry, Write};
 use distsync_core::{Isolation, Name, Result};
 
 use crate::error::{array, bytes, int, unexpected};
@@ -35,14 +34,6 @@ use crate::store::Shared;
 /// The Redis STM engine.
 pub(crate) struct RedisStm {
     shared: Arc<Shared>,
-}
-
-impl RedisStm {
-    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
-        Self {
-            shared: Arc::clone(shared),
-        }
-    }
 }
 
 #[async_trait]
@@ -198,7 +189,9 @@ impl StmAttempt for Attempt {
 }
 
 impl Make<Arc<Shared>, ()> for RedisStm {
-    fn make(context: &Arc<Shared>, (): ()) -> Result<Self> {
-        Ok(Self::new(context))
+    fn make(shared: &Arc<Shared>, (): ()) -> Result<Self> {
+        Ok(Self {
+            shared: Arc::clone(shared),
+        })
     }
 }

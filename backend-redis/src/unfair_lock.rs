@@ -74,13 +74,12 @@
 //! **The lock-delay after the store forgets** (`crate::amnesia`) applies as to the fair
 //! lock: the grant reads the epoch marker in the same `GETEX` the fair grant uses.
 
-use distsync_core::raw::{Make, OnSession};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::raw::{CleanUp, GuardStoreSide as _, SessionStoreSide as _};
+use distsync_core::raw::{CleanUp, GuardStoreSide as _, Make, OnSession, SessionStoreSide as _};
 use distsync_core::{Error, FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
 use futures::FutureExt as _;
 use tokio::sync::OwnedMutexGuard;
@@ -148,25 +147,6 @@ impl Acquisition {
         let id = lease.next_entry_id();
         let value = format!("u{id}");
         Self { id, value }
-    }
-}
-
-impl RedisUnfairLock {
-    pub(crate) fn new(shared: &Arc<Shared>, session: &Session, name: Name) -> Self {
-        let prefix = shared.keys.primitive(&name, Kind::Lock);
-        Self {
-            inner: Arc::new(Inner {
-                holder: format!("{prefix}:u"),
-                promotion_record: crate::promotion_record::key(shared, &prefix),
-                prefix,
-                shared: Arc::clone(shared),
-                session: session.clone(),
-                name,
-                wakeups: AtomicU64::new(0),
-                wake_id: OnceLock::new(),
-                wake: Mutex::new(None),
-            }),
-        }
     }
 }
 
@@ -538,7 +518,20 @@ impl Locker for RedisUnfairLock {
 }
 
 impl Make<Arc<Shared>, OnSession<()>> for RedisUnfairLock {
-    fn make(context: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
-        Ok(Self::new(context, &on.session, on.name))
+    fn make(shared: &Arc<Shared>, on: OnSession<()>) -> Result<Self> {
+        let prefix = shared.keys.primitive(&on.name, Kind::Lock);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                holder: format!("{prefix}:u"),
+                promotion_record: crate::promotion_record::key(shared, &prefix),
+                prefix,
+                shared: Arc::clone(shared),
+                session: on.session,
+                name: on.name,
+                wakeups: AtomicU64::new(0),
+                wake_id: OnceLock::new(),
+                wake: Mutex::new(None),
+            }),
+        })
     }
 }

@@ -225,10 +225,7 @@ impl WaiterLine {
     /// Waits until granted in `mode`. An election candidate passes its `value`, a
     /// semaphore its permit count (decimal).
     ///
-    /// Joins the line in one script call; only if that does not grant at once does it
-    /// subscribe to the entry's wake-up channel, re-check once the subscription is
-    /// confirmed (closing the race with a release in between), and then wait for the
-    /// wake-up (or the TTL safety net) before each further re-check.
+    /// The steps are the module docs' ("Acquiring").
     ///
     /// Cancel-safety: cancel-safe; a dropped call withdraws its entry in the
     /// background (or leaves it to the lease), releasing it if it had been granted.
@@ -299,11 +296,9 @@ impl WaiterLine {
     /// there for nothing else; so a message is the grant itself, and the waiter holds
     /// from the moment it reads it, one round trip sooner than a re-check would tell
     /// it. Whether the entry outlives the grant is what every hold's renewals watch
-    /// (`lost()`), as after any grant. Not under replica acknowledgement
-    /// (`wait_replicas`): there a grant counts once a run on this client's connection
-    /// has been acknowledged, which the re-check provides, so a wake-up only prompts
-    /// it. A resync (the pub/sub connection came back) or an unreadable message also
-    /// only prompts a re-check.
+    /// (`lost()`), as after any grant. Under replica acknowledgement (a grant counts
+    /// once acknowledged, see [`Shared::acknowledges`]), and for a resync (the pub/sub
+    /// connection came back) or an unreadable message, a wake-up only prompts a re-check.
     fn granted_by(&self, event: &Event) -> Option<FencingToken> {
         if self.shared.acknowledges() {
             return None;
@@ -318,26 +313,11 @@ impl WaiterLine {
         }
     }
 
-    /// How many live entries the line holds, holders and waiters alike, and for a
-    /// lock its unfair holder and waiters too ([`contenders`]).
-    ///
-    /// Cancel-safety: cancel-safe (a read).
-    pub(crate) async fn contenders(&self) -> Result<usize> {
-        contenders(&self.shared, &self.prefix).await
-    }
-
-    /// Takes a grant in `mode` if the fair rule admits it now.
+    /// Takes a grant in `mode` if the fair rule admits it now, passing a `value` as
+    /// [`Self::acquire`] does (a semaphore's permit count).
     ///
     /// Cancel-safety: cancel-safe; a dropped call releases what it may have taken.
-    pub(crate) async fn try_acquire(&self, mode: Mode) -> Result<Option<Granted>> {
-        self.try_acquire_with(mode, None).await
-    }
-
-    /// [`Self::try_acquire`], passing a `value` as [`Self::acquire`] does (a
-    /// semaphore's permit count).
-    ///
-    /// Cancel-safety: as [`Self::try_acquire`].
-    pub(crate) async fn try_acquire_with(
+    pub(crate) async fn try_acquire(
         &self,
         mode: Mode,
         value: Option<&Bytes>,
