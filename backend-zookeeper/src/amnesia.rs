@@ -40,16 +40,15 @@
 //! that the client leaves open (detached) as it goes, so the node lives for the bound
 //! whatever becomes of the client; every client that opens its first session while the
 //! hold node lives (or writes it) waits out the bound before its first grant. The hold
-//! node comes first so that no client finds the new marker without it. A
-//! session longer than the bound is refused
-//! ([`distsync_core::Error::InvalidArgument`]), so the bound covers every session. The
-//! price: a root's first session on a store waits the bound once before its first
-//! grant. A client without the bound leaves a missing marker alone (unless it saw the
-//! store forget, then it writes the marker and the hold node for its own lock-delay):
-//! it cannot tell a new store from one that forgot, and grants without a wait, free to
-//! be granted before an old holder's `lost()`. Only the bound makes the backend declare
-//! `exclusive_across_restart`, and every client of a root must give it (the same one,
-//! or a larger one).
+//! node comes first so that no client finds the new marker without it. A session longer
+//! than the bound is refused ([`distsync_core::Error::InvalidArgument`]), so the bound
+//! covers every session. The price: a root's first session on a store waits the bound
+//! once before its first grant. A client without the bound leaves a missing marker
+//! alone (unless it saw the store forget, then it writes the marker and the hold node
+//! for its own lock-delay): it cannot tell a new store from one that forgot, and grants
+//! without a wait, free to be granted before an old holder's `lost()`. Only the bound
+//! makes the backend declare `exclusive_across_restart`, and every client of a root
+//! must give it (the same one, or a larger one).
 //!
 //! **Fencing tokens** are `czxid`s, which start again from the bottom on a store that
 //! forgot. The client reports every `czxid` as the store's plus an offset: the

@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use distsync_core::{BrokenHold, Name, Result};
 
-use crate::direct::bounded;
-use crate::error::{found, map};
+use crate::direct::request_found;
 use crate::queue::nodes::server_now;
+use crate::rate_limiter::clock_path;
 use crate::store::Shared;
 
 /// Breaks the lock `name`: deletes its holder's node and returns the hold it ended;
@@ -42,14 +42,15 @@ pub(crate) async fn break_lock(shared: &Shared, name: &Name) -> Result<Option<Br
         return Ok(None);
     };
     let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
-    let read = found(bounded(shared, client.check_stat(&hold.key)).await?);
-    let Some(stat) = read.map_err(map)?.flatten() else {
+    let Some(stat) = request_found(shared, client.check_stat(&hold.key))
+        .await?
+        .flatten()
+    else {
         return Ok(None);
     };
-    let clock = format!("{}/clock", shared.config.root());
-    let now = server_now(shared, &client, &clock).await?;
-    let deleted = bounded(shared, client.delete(&hold.key, Some(stat.version))).await?;
-    if found(deleted).map_err(map)?.is_none() {
+    let now = server_now(shared, &client, &clock_path(shared)).await?;
+    let deleted = request_found(shared, client.delete(&hold.key, Some(stat.version))).await?;
+    if deleted.is_none() {
         return Ok(None);
     }
     if let Some((_, child)) = hold.key.rsplit_once('/') {

@@ -164,14 +164,6 @@ impl FromStr for ZkConfig {
             .collect();
         let (path, query) = (parts.path, parts.query);
         let root = parse_root(path).map_err(&invalid)?;
-        let mut config = Self {
-            hosts,
-            root,
-            user,
-            sasl: false,
-            tls: None,
-            settings: SharedSettings::default(),
-        };
         let mut sasl = None;
         let shared = UrlOptions::parse(query, &GRAMMAR, |key, value| {
             match key {
@@ -181,17 +173,24 @@ impl FromStr for ZkConfig {
             Ok(true)
         })
         .map_err(&invalid)?;
-        config.tls = shared.tls_files(tls, TLS_SCHEME).map_err(&invalid)?;
-        if let Some(sasl) = sasl {
-            config.sasl = parse_sasl(&sasl, &invalid)?;
-        }
-        config.settings = SharedSettings::from_url(&shared);
-        if config.sasl && config.user.is_none() {
+        let tls = shared.tls_files(tls, TLS_SCHEME).map_err(&invalid)?;
+        let sasl = match sasl {
+            Some(sasl) => parse_sasl(&sasl, &invalid)?,
+            None => false,
+        };
+        if sasl && user.is_none() {
             return Err(invalid(
                 "`sasl=digest-md5` needs the login as `user:password@`".into(),
             ));
         }
-        Ok(config)
+        Ok(Self {
+            hosts,
+            root,
+            user,
+            sasl,
+            tls,
+            settings: SharedSettings::from_url(&shared),
+        })
     }
 }
 
@@ -199,23 +198,18 @@ impl FromStr for ZkConfig {
 /// ticket cache and a KDC this crate does not set up. A value refused is `invalid`'s
 /// error; a mechanism this build cannot log in with is [`Error::Unsupported`].
 fn parse_sasl(value: &str, invalid: impl Fn(String) -> Error) -> Result<bool> {
-    if value.eq_ignore_ascii_case("digest-md5") {
-        if cfg!(feature = "sasl") {
-            Ok(true)
-        } else {
-            Err(Error::unsupported(
-                crate::BACKEND,
-                "SASL (`sasl=digest-md5`): this build lacks the `sasl` feature of \
-                 distsync-zookeeper",
-            ))
-        }
-    } else if value.eq_ignore_ascii_case("gssapi") {
-        Err(Error::unsupported(
+    match value.to_ascii_lowercase().as_str() {
+        "digest-md5" if cfg!(feature = "sasl") => Ok(true),
+        "digest-md5" => Err(Error::unsupported(
+            crate::BACKEND,
+            "SASL (`sasl=digest-md5`): this build lacks the `sasl` feature of \
+             distsync-zookeeper",
+        )),
+        "gssapi" => Err(Error::unsupported(
             crate::BACKEND,
             "SASL GSSAPI (Kerberos): log in with `sasl=digest-md5` or a digest login",
-        ))
-    } else {
-        Err(invalid(format!("sasl must be `digest-md5`, not `{value}`")))
+        )),
+        _ => Err(invalid(format!("sasl must be `digest-md5`, not `{value}`"))),
     }
 }
 

@@ -24,6 +24,7 @@
 //! by it is returned, since it may have been applied.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::counter::{checked_add, Counter, CHANGED_SAFETY_NET};
@@ -32,8 +33,10 @@ use distsync_core::raw::Make;
 use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
-use crate::direct::{bounded, parents, persistent, reads_again, request, Direct, RETRY_PAUSE};
-use crate::error::{found, map};
+use crate::direct::{
+    bounded, parents, persistent, reads_again, request, request_found, Direct, RETRY_PAUSE,
+};
+use crate::error::map;
 use crate::keys::{self, Kind};
 use crate::store::Shared;
 use crate::BACKEND;
@@ -47,8 +50,7 @@ pub(crate) fn parse_latch(text: &str) -> Option<(u64, u64)> {
 
 /// A node's data as text and its version; `None` when the node is missing.
 async fn read(shared: &Shared, client: &zk::Client, path: &str) -> Result<Option<(String, i32)>> {
-    let Some((data, stat)) = found(bounded(shared, client.get_data(path)).await?).map_err(map)?
-    else {
+    let Some((data, stat)) = request_found(shared, client.get_data(path)).await? else {
         return Ok(None);
     };
     let text = String::from_utf8(data)
@@ -73,6 +75,57 @@ where
             Err(error) => return Err(error),
         }
     }
+}
+
+/// One look of a wait on the node at `path`: reads it with a watch set (an existence
+/// watch while it is missing), and answers what `done` makes of its data (`None`:
+/// missing) when that is `Some`; otherwise waits for the watch to fire (or
+/// `safety_net` to pass) and answers `None`. `what` names the wait in its debug lines.
+async fn watch_once<T>(
+    direct: &Direct,
+    what: &str,
+    name: &Name,
+    path: &str,
+    safety_net: Option<Duration>,
+    done: impl FnOnce(Option<&[u8]>) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    let client = direct.client().await?;
+    let shared = &direct.shared;
+    let watcher = match request_found(shared, client.get_and_watch_data(path)).await? {
+        Some((data, _, watcher)) => match done(Some(&data))? {
+            Some(answer) => return Ok(Some(answer)),
+            None => watcher,
+        },
+        None => {
+            if let Some(answer) = done(None)? {
+                return Ok(Some(answer));
+            }
+            let (stat, watcher) = request(shared, client.check_and_watch_stat(path)).await?;
+            if stat.is_some() {
+                // Created between the two reads: read it again.
+                return Ok(None);
+            }
+            watcher
+        }
+    };
+    drop(client);
+    let safety_net = async {
+        match safety_net {
+            Some(safety_net) => tokio::time::sleep(safety_net).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        event = watcher.changed() => {
+            if event.event_type == zk::EventType::Session {
+                tracing::debug!(%name, state = ?event.session_state, "{what} watch ended by the session");
+            }
+        }
+        () = safety_net => {
+            tracing::trace!(%name, "no {what} watch event within the safety net");
+        }
+    }
+    Ok(None)
 }
 
 /// Writes `text` to `path` if it is still at `version` (`None`: still missing, created
@@ -204,55 +257,15 @@ impl Counter for ZkCounter {
     /// Cancel-safety: cancel-safe; it only reads and watches, and a watch left set
     /// fires once in the server and is forgotten.
     async fn changed(&self, seen: i64) -> Result<i64> {
-        wait_out("counter", &self.name, || self.changed_once(seen)).await
-    }
-}
-
-impl ZkCounter {
-    /// Reads the counter with a watch set; its value when it differs from `seen`,
-    /// otherwise waits for the watch to fire (or [`CHANGED_SAFETY_NET`]) and answers
-    /// `None`.
-    async fn changed_once(&self, seen: i64) -> Result<Option<i64>> {
-        let client = self.direct.client().await?;
-        let shared = &self.direct.shared;
-        let watcher = match bounded(shared, client.get_and_watch_data(&self.path)).await? {
-            Ok((data, _, watcher)) => {
-                let value = self.value(&data)?;
-                if value != seen {
-                    return Ok(Some(value));
-                }
-                watcher
-            }
-            Err(zk::Error::NoNode) => {
-                if seen != 0 {
-                    return Ok(Some(0));
-                }
-                let (stat, watcher) =
-                    request(shared, client.check_and_watch_stat(&self.path)).await?;
-                if stat.is_some() {
-                    // Created between the two reads: read it again.
-                    return Ok(None);
-                }
-                watcher
-            }
-            Err(error) => return Err(map(error)),
-        };
-        drop(client);
-        tokio::select! {
-            event = watcher.changed() => {
-                if event.event_type == zk::EventType::Session {
-                    tracing::debug!(
-                        counter = %self.name,
-                        state = ?event.session_state,
-                        "watch ended by the session"
-                    );
-                }
-            }
-            () = tokio::time::sleep(CHANGED_SAFETY_NET) => {
-                tracing::trace!(counter = %self.name, "no watch event within the safety net");
-            }
-        }
-        Ok(None)
+        let (what, name) = ("counter", &self.name);
+        wait_out(what, name, || {
+            let safety_net = Some(CHANGED_SAFETY_NET);
+            watch_once(&self.direct, what, name, &self.path, safety_net, |data| {
+                let value = data.map_or(Ok(0), |data| self.value(data))?;
+                Ok((value != seen).then_some(value))
+            })
+        })
+        .await
     }
 }
 
@@ -282,6 +295,19 @@ impl ZkLatch {
         };
         check_initial_count(&self.name, self.initial, stored)?;
         Ok((remaining, Some(version)))
+    }
+
+    /// Whether the latch whose node holds `data` (`None`: missing) is open; data that
+    /// is no `<initial> <remaining>` pair reads as the initial count.
+    fn is_open(&self, data: Option<&[u8]>) -> Result<bool> {
+        let text = data.map_or("", |data| std::str::from_utf8(data).unwrap_or_default());
+        let Some((initial, remaining)) = text.split_once(' ') else {
+            return Ok(self.initial == 0);
+        };
+        let malformed = || Error::backend(BACKEND, format!("{} does not hold a latch", self.path));
+        let stored = initial.parse().map_err(|_| malformed())?;
+        check_initial_count(&self.name, self.initial, stored)?;
+        Ok(remaining.parse::<u64>().map_err(|_| malformed())? == 0)
     }
 }
 
@@ -324,56 +350,13 @@ impl CountDownLatch for ZkLatch {
     /// Cancel-safety: cancel-safe; it only reads and watches, and a watch left set
     /// fires once in the server and is forgotten.
     async fn wait(&self) -> Result<()> {
-        wait_out("latch", &self.name, || self.wait_once()).await
-    }
-}
-
-impl ZkLatch {
-    /// Reads the latch with a watch set; `Some` when open, otherwise waits for the
-    /// watch to fire and answers `None`.
-    async fn wait_once(&self) -> Result<Option<()>> {
-        let client = self.direct.client().await?;
-        let shared = &self.direct.shared;
-        let watcher = match bounded(shared, client.get_and_watch_data(&self.path)).await? {
-            Ok((data, _, watcher)) => {
-                let text = String::from_utf8(data).unwrap_or_default();
-                let remaining = match text.split_once(' ') {
-                    Some((initial, remaining)) => {
-                        let stored = initial.parse().map_err(|_| {
-                            Error::backend(BACKEND, format!("{} does not hold a latch", self.path))
-                        })?;
-                        check_initial_count(&self.name, self.initial, stored)?;
-                        remaining.parse().map_err(|_| {
-                            Error::backend(BACKEND, format!("{} does not hold a latch", self.path))
-                        })?
-                    }
-                    None => self.initial,
-                };
-                if remaining == 0 {
-                    return Ok(Some(()));
-                }
-                watcher
-            }
-            Err(zk::Error::NoNode) => {
-                if self.initial == 0 {
-                    return Ok(Some(()));
-                }
-                let (stat, watcher) =
-                    request(shared, client.check_and_watch_stat(&self.path)).await?;
-                if stat.is_some() {
-                    // Created between the two reads: read it again.
-                    return Ok(None);
-                }
-                watcher
-            }
-            Err(error) => return Err(map(error)),
-        };
-        drop(client);
-        let event = watcher.changed().await;
-        if event.event_type == zk::EventType::Session {
-            tracing::debug!(latch = %self.name, state = ?event.session_state, "latch watch ended by the session");
-        }
-        Ok(None)
+        let (what, name) = ("latch", &self.name);
+        wait_out(what, name, || {
+            watch_once(&self.direct, what, name, &self.path, None, |data| {
+                Ok(self.is_open(data)?.then_some(()))
+            })
+        })
+        .await
     }
 }
 

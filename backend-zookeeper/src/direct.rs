@@ -17,7 +17,7 @@ use std::time::Duration;
 use distsync_core::{Error, Result};
 use zookeeper_client as zk;
 
-use crate::error::map;
+use crate::error::{found, map};
 use crate::store::Shared;
 use crate::BACKEND;
 
@@ -199,6 +199,17 @@ pub(crate) async fn request<T>(
     request: impl Future<Output = std::result::Result<T, zk::Error>>,
 ) -> Result<T> {
     bounded(shared, request).await?.map_err(map)
+}
+
+/// [`request`], a missing node ([`zk::Error::NoNode`]) being `None`.
+///
+/// # Errors
+/// As [`request`].
+pub(crate) async fn request_found<T>(
+    shared: &Shared,
+    request: impl Future<Output = std::result::Result<T, zk::Error>>,
+) -> Result<Option<T>> {
+    found(bounded(shared, request).await?).map_err(map)
 }
 
 /// The options of every persistent node these requests create: open to anyone, as

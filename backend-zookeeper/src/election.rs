@@ -183,13 +183,8 @@ impl Election for ZkElection {
                 .await?;
             match found {
                 Ok(Some((value, term))) => {
-                    let path = format!("{dir}/{child}");
                     let term = self.line.lease.shared.amnesia.up(term);
-                    return Ok(Some(LeaderInfo::new(
-                        value,
-                        FencingToken(term as u64),
-                        path,
-                    )));
+                    return Ok(Some(info(value, term, &format!("{dir}/{child}"))));
                 }
                 // Resigned since the listing: list again.
                 Ok(None) => continue,
@@ -402,8 +397,12 @@ impl Observer {
             (Some(current), Some((_, child))) if current.child == *child
         );
         if !same {
-            if let Some(current) = self.current.take() {
-                self.drain(client, &current).await?;
+            if let Some(mut current) = self.current.take() {
+                // What the old leader proclaimed after the last value yielded.
+                let log = found(client.list_children(&self.log_dir).await)?.unwrap_or_default();
+                let key = format!("{}/{}", self.dir, current.child);
+                let (log_dir, pending) = (&self.log_dir, &mut self.pending);
+                queue_entries(client, log_dir, &log, &mut current, &key, pending).await?;
                 if !self.pending.is_empty() {
                     // The old leader's values first; the next step reads the new one.
                     return Ok(());
@@ -446,11 +445,10 @@ impl Observer {
         let Some(current) = self.current.as_mut() else {
             return Ok(());
         };
-        let mut numbers = entries_of(&entries, &child);
         if current.number.is_none() {
             // The leader found first: only its latest entry, if it has one, replaces
             // its campaign value queued above.
-            match numbers.last() {
+            match entries_of(&entries, &child).last() {
                 Some(&latest) => {
                     let entry = format!("{}/{child}.{latest}", self.log_dir);
                     if let Ok((value, _)) = client.get_data(&entry).await {
@@ -463,16 +461,8 @@ impl Observer {
             }
             return Ok(());
         }
-        let seen = current.number.unwrap_or(0);
-        numbers.retain(|number| *number > seen);
-        for number in numbers {
-            let entry = format!("{}/{child}.{number}", self.log_dir);
-            // `None`: deleted (kept no longer), skipped.
-            if let Some((value, _)) = found(client.get_data(&entry).await)? {
-                self.pending.push_back(info(value, current.term, &path));
-            }
-            current.number = Some(number);
-        }
+        let (log_dir, pending) = (&self.log_dir, &mut self.pending);
+        queue_entries(client, log_dir, &entries, current, &path, pending).await?;
         if !self.pending.is_empty() {
             return Ok(());
         }
@@ -482,28 +472,31 @@ impl Observer {
         }
         Ok(())
     }
+}
 
-    /// Queues what a leader that is no longer first proclaimed after the last value
-    /// yielded.
-    async fn drain(
-        &mut self,
-        client: &zk::Client,
-        current: &Current,
-    ) -> std::result::Result<(), zk::Error> {
-        let children = found(client.list_children(&self.log_dir).await)?.unwrap_or_default();
-        let seen = current.number.unwrap_or(0);
-        let key = format!("{}/{}", self.dir, current.child);
-        for number in entries_of(&children, &current.child) {
-            if number <= seen {
-                continue;
-            }
-            let entry = format!("{}/{}.{number}", self.log_dir, current.child);
-            if let Some((value, _)) = found(client.get_data(&entry).await)? {
-                self.pending.push_back(info(value, current.term, &key));
-            }
+/// Queues in `pending` the values of the entries among `log`, the children of
+/// `log_dir`, that `current` (whose node is `key`) proclaimed after the last value
+/// yielded, noting each as yielded; one deleted meanwhile (kept no longer) is skipped.
+async fn queue_entries(
+    client: &zk::Client,
+    log_dir: &str,
+    log: &[String],
+    current: &mut Current,
+    key: &str,
+    pending: &mut VecDeque<LeaderInfo>,
+) -> std::result::Result<(), zk::Error> {
+    let seen = current.number.unwrap_or(0);
+    for number in entries_of(log, &current.child) {
+        if number <= seen {
+            continue;
         }
-        Ok(())
+        let entry = format!("{log_dir}/{}.{number}", current.child);
+        if let Some((value, _)) = found(client.get_data(&entry).await)? {
+            pending.push_back(info(value, current.term, key));
+        }
+        current.number = Some(number);
     }
+    Ok(())
 }
 
 fn info(value: Vec<u8>, term: i64, key: &str) -> LeaderInfo {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use zookeeper_client as zk;
 
 use crate::amnesia::{RECHECK_FOR, WRITE_ATTEMPTS};
-use crate::direct::timed;
+use crate::direct::{persistent, timed};
 use crate::error::map;
 use crate::store::Shared;
 use crate::BACKEND;
@@ -108,34 +108,34 @@ async fn write_new_marker(
     marker: &EpochMarker,
 ) -> Result<std::result::Result<(), zk::Error>> {
     write_hold(shared).await?;
-    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let path = &shared.amnesia.marker_path;
     let data = marker.encode();
-    match timed(shared, client.create(path, data.as_bytes(), &options)).await? {
-        // The root, made by the hold's client, is not yet seen by this one's server:
-        // `mkdir` goes through the leader and brings it up to date.
-        Err(zk::Error::NoNode) => {
-            make_root(shared, client).await?;
-            Ok(
-                timed(shared, client.create(path, data.as_bytes(), &options))
-                    .await?
-                    .map(drop),
-            )
-        }
-        answer => Ok(answer.map(drop)),
-    }
+    let created = create_in_root(shared, client, path, data.as_bytes(), &persistent()).await?;
+    Ok(created.map(drop))
 }
 
-/// Creates the root's nodes where missing (`mkdir -p`; nothing for the empty root).
-async fn make_root(shared: &Shared, client: &zk::Client) -> Result<()> {
-    let root = shared.config.root();
-    if root.is_empty() {
-        return Ok(());
+/// Creates the node at `path`; should its parent be missing, creates the root's nodes
+/// (`mkdir -p`; nothing for the empty root) and the node again. The root, made by
+/// another client (the hold's), may not be seen yet by this one's server: `mkdir`
+/// goes through the leader and brings it up to date.
+async fn create_in_root(
+    shared: &Shared,
+    client: &zk::Client,
+    path: &str,
+    data: &[u8],
+    options: &zk::CreateOptions<'_>,
+) -> Result<std::result::Result<(zk::Stat, zk::CreateSequence), zk::Error>> {
+    let answer = timed(shared, client.create(path, data, options)).await?;
+    if !matches!(answer, Err(zk::Error::NoNode)) {
+        return Ok(answer);
     }
-    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    timed(shared, client.mkdir(root, &options))
-        .await?
-        .map_err(map)
+    let root = shared.config.root();
+    if !root.is_empty() {
+        timed(shared, client.mkdir(root, &persistent()))
+            .await?
+            .map_err(map)?;
+    }
+    timed(shared, client.create(path, data, options)).await
 }
 
 /// Creates the hold node (the root first if missing), ephemeral on a session of the
@@ -155,12 +155,7 @@ async fn write_hold(shared: &Shared) -> Result<()> {
     }
     let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
     let path = &shared.amnesia.hold_path;
-    let mut answer = timed(shared, client.create(path, &[], &options)).await?;
-    if let Err(zk::Error::NoNode) = answer {
-        make_root(shared, &client).await?;
-        answer = timed(shared, client.create(path, &[], &options)).await?;
-    }
-    match answer {
+    match create_in_root(shared, &client, path, &[], &options).await? {
         // This client's own hold: it waits the lock-delay out too, whoever then wins
         // the marker's create (a client that created the hold and lost that race
         // would otherwise take the hold for one it had waited out, and grant at once).

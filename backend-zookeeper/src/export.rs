@@ -132,19 +132,6 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         );
     }
 
-    let top = keys::kind_root(root, Kind::Stm);
-    for (path, _) in walk(&client, &top).await? {
-        let Some(name) = name_of(&top, &path)? else {
-            continue;
-        };
-        let Some((data, _)) = found(client.get_data(&path).await).map_err(map)? else {
-            continue;
-        };
-        if let Some(value) = crate::stm::decode(&path, data)? {
-            snapshot.stm.insert(name, value);
-        }
-    }
-
     let top = keys::kind_root(root, Kind::Barrier);
     for (path, children) in walk(&client, &top).await? {
         if children.is_empty() {
@@ -154,13 +141,14 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         }
     }
 
-    for kind in [Kind::Counter, Kind::Latch] {
+    for kind in [Kind::Stm, Kind::Counter, Kind::Latch] {
         let top = keys::kind_root(root, kind);
         for (path, _) in walk(&client, &top).await? {
             let Some(name) = name_of(&top, &path)? else {
                 continue;
             };
             let read = found(client.get_data(&path).await).map_err(map)?;
+            // Gone since the listing, or no data: the ancestor of a longer name.
             let Some((data, _)) = read.filter(|(data, _)| !data.is_empty()) else {
                 continue;
             };
@@ -172,7 +160,7 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
                     .and_then(|text| text.parse().ok())
                     .ok_or_else(|| malformed("an i64"))?;
                 snapshot.counters.insert(name, value);
-            } else {
+            } else if kind == Kind::Latch {
                 let (initial, remaining) = text
                     .and_then(crate::counter::parse_latch)
                     .filter(|(initial, remaining)| remaining <= initial)
@@ -180,6 +168,8 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
                 snapshot
                     .latches
                     .insert(name, LatchState { initial, remaining });
+            } else if let Some(value) = crate::stm::decode(&path, data)? {
+                snapshot.stm.insert(name, value);
             }
         }
     }

@@ -165,10 +165,28 @@ pub(crate) fn kind_root(root: &str, kind: Kind) -> String {
 }
 
 /// The node of the `/`-separated name (or name prefix made of whole segments) `name`
-/// under `top`, escaped as [`path`] escapes it.
+/// under `top`, each segment escaped as the module docs say.
 pub(crate) fn under(top: &str, name: &str) -> String {
     let mut path = top.to_owned();
-    push_segments(&mut path, name);
+    for segment in name.split('/') {
+        path.push('/');
+        match segment {
+            "." => path.push_str("%2E"),
+            ".." => path.push_str("%2E%2E"),
+            _ => {
+                for c in segment.chars() {
+                    if c == '%' || forbidden(c) {
+                        let mut bytes = [0; 4];
+                        for byte in c.encode_utf8(&mut bytes).bytes() {
+                            path.push_str(&format!("%{byte:02X}"));
+                        }
+                    } else {
+                        path.push(c);
+                    }
+                }
+            }
+        }
+    }
     path
 }
 
@@ -205,32 +223,7 @@ pub(crate) fn is_participant(child: &str) -> bool {
 
 /// The node of the primitive `kind` named `name` under `root`.
 pub(crate) fn path(root: &str, kind: Kind, name: &Name) -> String {
-    let mut path = kind_root(root, kind);
-    push_segments(&mut path, name.as_str());
-    path
-}
-
-/// Appends the escaped segments of `name` to `path`.
-fn push_segments(path: &mut String, name: &str) {
-    for segment in name.split('/') {
-        path.push('/');
-        match segment {
-            "." => path.push_str("%2E"),
-            ".." => path.push_str("%2E%2E"),
-            _ => {
-                for c in segment.chars() {
-                    if c == '%' || forbidden(c) {
-                        let mut bytes = [0; 4];
-                        for byte in c.encode_utf8(&mut bytes).bytes() {
-                            path.push_str(&format!("%{byte:02X}"));
-                        }
-                    } else {
-                        path.push(c);
-                    }
-                }
-            }
-        }
-    }
+    under(&kind_root(root, kind), name.as_str())
 }
 
 /// The sequence number of a contender node named `child` whose recipe puts `lock_name`

@@ -195,11 +195,10 @@ impl Line {
         list: bool,
     ) -> Result<(Entry, Option<Vec<(u64, String)>>)> {
         let client = self.lease.client()?;
-        let prefix = keys::protected_prefix();
-        let entry = Entry {
+        let mut entry = Entry {
             lease: Arc::clone(&self.lease),
             dir: self.dir.clone(),
-            prefix,
+            prefix: keys::protected_prefix(),
             child: String::new(),
             token: 0,
             armed: true,
@@ -211,7 +210,6 @@ impl Line {
         // The lock-delay after the store forgot (see `src/amnesia.rs`).
         crate::epoch::before_grant(shared, &self.session, &client).await?;
         let ticket = shared.amnesia.ticket();
-        let mut entry = entry;
         loop {
             self.check_session()?;
             // Both requests leave when called, the create first.
@@ -291,24 +289,28 @@ impl Line {
             if place == 0 {
                 return Ok(());
             }
-            let before = format!("{}/{}", self.dir, line[place - 1].1);
-            // The client is not kept across the wait below: a close must end the
-            // session at once.
-            let client = self.lease.client()?;
-            let watched = self
-                .retrying(|| client.check_and_watch_stat(&before))
+            self.wait_for(&format!("{}/{}", self.dir, line[place - 1].1))
                 .await?;
-            drop(client);
-            let watcher = match watched {
-                Ok((Some(_), watcher)) => watcher,
-                // Gone between the listing and the watch: list again.
-                Ok((None, _)) => continue,
-                Err(error) => return Err(self.lease.error(error)),
-            };
-            tokio::select! {
-                () = self.session.lost() => return Err(Error::SessionLost),
-                _ = watcher.changed() => {}
-            }
+        }
+    }
+
+    /// Waits until the node at `path` changes or goes; `false` at once when it is gone
+    /// already (between a listing and the watch: the caller lists again), `true` once
+    /// woken. The session's loss ends the wait.
+    pub(crate) async fn wait_for(&self, path: &str) -> Result<bool> {
+        // The client is not kept across the wait below: a close must end the session at
+        // once.
+        let client = self.lease.client()?;
+        let watched = self.retrying(|| client.check_and_watch_stat(path)).await?;
+        drop(client);
+        let watcher = match watched {
+            Ok((Some(_), watcher)) => watcher,
+            Ok((None, _)) => return Ok(false),
+            Err(error) => return Err(self.lease.error(error)),
+        };
+        tokio::select! {
+            () = self.session.lost() => Err(Error::SessionLost),
+            _ = watcher.changed() => Ok(true),
         }
     }
 

@@ -55,8 +55,7 @@ pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
     let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
     let mut deleted = 0;
     for root in roots(shared, prefix) {
-        let mut rounds = 0;
-        loop {
+        for round in 1.. {
             let mut again = false;
             for node in subtree(&client, &root).await? {
                 match client.delete(&node, None).await {
@@ -71,8 +70,7 @@ pub(crate) async fn purge_prefix(shared: &Shared, prefix: &Name) -> Result<u64> 
             if !again {
                 break;
             }
-            rounds += 1;
-            if rounds == PURGE_ROUNDS {
+            if round == PURGE_ROUNDS {
                 return Err(Error::backend(
                     crate::BACKEND,
                     format!("{root} kept gaining children while it was purged"),

@@ -91,7 +91,7 @@ use distsync_core::{Bytes, Delivery, Name, Queue, Result, Session};
 use tokio::time::Instant;
 use zookeeper_client as zk;
 
-use crate::direct::{bounded, persistent, request, Direct};
+use crate::direct::{bounded, persistent, request, request_found, Direct};
 use crate::error::{found, map};
 use crate::store::Shared;
 use nodes::{make_dirs, Paths};
@@ -147,15 +147,25 @@ enum Look<T> {
     /// An item (or a delivery of one).
     Found(T),
     /// Nothing available; with watches on the items and the locks when asked for.
-    Empty(Option<(zk::OneshotWatcher, zk::OneshotWatcher)>),
+    Empty(Watches),
+}
+
+/// A look's watches on the items and the locks, when it set them.
+type Watches = Option<(zk::OneshotWatcher, zk::OneshotWatcher)>;
+
+/// What an attempt on one available item did.
+enum Took<T> {
+    /// Took it (or a delivery of it).
+    Item(T),
+    /// Someone else holds it, or it is gone or changed: try the next one.
+    No,
+    /// Something changed meanwhile: list again.
+    LookAgain,
 }
 
 /// Resolves once either of a look's watches fires (at once for a look that set none),
 /// or after `sweep_in`, when the oldest receipt the last sweep left comes due.
-async fn changed(
-    watches: Option<(zk::OneshotWatcher, zk::OneshotWatcher)>,
-    sweep_in: Option<Duration>,
-) -> Result<()> {
+async fn changed(watches: Watches, sweep_in: Option<Duration>) -> Result<()> {
     let sweep_due = async {
         match sweep_in {
             Some(due) => tokio::time::sleep(due).await,
@@ -176,6 +186,16 @@ impl Inner {
     /// Core's policy with the one-shot budget cut to the request timeout.
     fn policy(&self) -> RetryPolicy {
         RetryPolicy::within(self.direct.shared.config.request_timeout())
+    }
+
+    /// `attempt`, idempotent, tried as [`Inner::policy`] says.
+    async fn one_shot<T, Fut>(&self, what: &'static str, attempt: impl FnMut() -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.policy()
+            .one_shot(what, Idempotence::Idempotent, Failure::of, attempt)
+            .await
     }
 
     /// The children of `path` (with a watch on them when `watch`), creating the node
@@ -208,14 +228,7 @@ impl Inner {
     }
 
     /// The items in Curator's order that no one holds, with watches when `watch`.
-    async fn available(
-        &self,
-        client: &zk::Client,
-        watch: bool,
-    ) -> Result<(
-        Vec<String>,
-        Option<(zk::OneshotWatcher, zk::OneshotWatcher)>,
-    )> {
+    async fn available(&self, client: &zk::Client, watch: bool) -> Result<(Vec<String>, Watches)> {
         // The holds are listed before the items. An ack deletes an item and its lock
         // node in one `multi`, so an item acked between the two reads is either held in
         // the first or gone from the second; read the other way round, it would show as
@@ -235,8 +248,8 @@ impl Inner {
     /// several items (Curator's `putMulti`) is split first, and `Split` returned.
     async fn read(&self, client: &zk::Client, child: &str) -> Result<Read> {
         let path = self.paths.item(child);
-        let read = found(bounded(&self.direct.shared, client.get_data(&path)).await?);
-        let Some((data, stat)) = read.map_err(map)? else {
+        let Some((data, stat)) = request_found(&self.direct.shared, client.get_data(&path)).await?
+        else {
             return Ok(Read::Gone);
         };
         match framing::decode(&data) {
@@ -302,9 +315,14 @@ impl Inner {
         }
     }
 
-    /// One look for an item to dequeue: takes the first available one, after a sweep
-    /// of stale receipts when one is due.
-    async fn take(&self, watch: bool) -> Result<Look<Bytes>> {
+    /// One look for an item, after a sweep of stale receipts when one is due: `take`
+    /// tries the available items in Curator's order, each as read at its node's
+    /// version, until it takes one (a dequeue's take, or a receive's hold).
+    async fn look<T, F, Fut>(&self, watch: bool, mut take: F) -> Result<Look<T>>
+    where
+        F: FnMut(zk::Client, String, Bytes, i32) -> Fut,
+        Fut: std::future::Future<Output = Result<Took<T>>>,
+    {
         self.sweep_if_due().await;
         let client = self.direct.client().await?;
         'listing: loop {
@@ -315,15 +333,25 @@ impl Inner {
                     Read::Gone => continue,
                     Read::Split => continue 'listing,
                 };
-                if let Some(item) = self.take_item(&client, &child, item, version).await? {
-                    return Ok(Look::Found(item));
+                match take(client.clone(), child, item, version).await? {
+                    Took::Item(taken) => return Ok(Look::Found(taken)),
+                    Took::No => {}
+                    Took::LookAgain => continue 'listing,
                 }
             }
             return Ok(Look::Empty(watches));
         }
     }
 
-    /// Deletes the item `child` (read at `version`) unless someone holds it; `None`
+    /// One look for an item to dequeue: takes the first available one.
+    async fn take(&self, watch: bool) -> Result<Look<Bytes>> {
+        self.look(watch, |client, child, item, version| async move {
+            self.take_item(&client, &child, item, version).await
+        })
+        .await
+    }
+
+    /// Deletes the item `child` (read at `version`) unless someone holds it; `No`
     /// when it is held or gone.
     async fn take_item(
         &self,
@@ -331,7 +359,7 @@ impl Inner {
         child: &str,
         item: Bytes,
         version: i32,
-    ) -> Result<Option<Bytes>> {
+    ) -> Result<Took<Bytes>> {
         let data = framing::encode(&item);
         let receipt = format!("{}/{}", self.paths.taken, call_id());
         loop {
@@ -358,7 +386,7 @@ impl Inner {
                         }
                         // Held (the lock node exists), gone or changed.
                         (0, zk::Error::NodeExists)
-                        | (2, zk::Error::NoNode | zk::Error::BadVersion) => return Ok(None),
+                        | (2, zk::Error::NoNode | zk::Error::BadVersion) => return Ok(Took::No),
                         (_, source) => return Err(map(source)),
                     }
                 }
@@ -370,14 +398,14 @@ impl Inner {
                 // outlives this client's session, says. Not known, the put-back runs.
                 if !self.receipt_exists(&receipt).await.map_err(|_| error)? {
                     put_back.disarm();
-                    return Ok(None);
+                    return Ok(Took::No);
                 }
             }
             // Taken. No await may come between here and the return, or a dequeue
             // dropped there would lose the item: the receipt and the delivery count
             // are deleted in the background.
             put_back.hand_over();
-            return Ok(Some(item));
+            return Ok(Took::Item(item));
         }
     }
 
@@ -448,10 +476,10 @@ impl Inner {
         let mut next: Option<i64> = None;
         for receipt in receipts {
             let path = format!("{}/{receipt}", self.paths.taken);
-            let (data, stat) = match bounded(&self.direct.shared, client.get_data(&path)).await? {
-                Ok(read) => read,
-                Err(zk::Error::NoNode) => continue,
-                Err(error) => return Err(map(error)),
+            let Some((data, stat)) =
+                request_found(&self.direct.shared, client.get_data(&path)).await?
+            else {
+                continue;
             };
             let left = stale.saturating_sub(now.saturating_sub(stat.ctime));
             if left > 0 {
@@ -545,8 +573,9 @@ impl Inner {
         call: &str,
         window: Duration,
     ) -> Result<Option<Enqueued>> {
-        let read = found(bounded(&self.direct.shared, client.get_data(key_path)).await?);
-        let Some((data, stat)) = read.map_err(map)? else {
+        let Some((data, stat)) =
+            request_found(&self.direct.shared, client.get_data(key_path)).await?
+        else {
             return Ok(None);
         };
         if data == call.as_bytes() {
@@ -581,8 +610,7 @@ impl Inner {
         let window = key.window();
         let sent = AtomicBool::new(false);
         let enqueued = self
-            .policy()
-            .one_shot("enqueue", Idempotence::Idempotent, Failure::of, || {
+            .one_shot("enqueue", || {
                 self.append(&key_node, &call, window, &item, priority, &sent)
             })
             .await?;
@@ -842,12 +870,7 @@ impl Queue for ZkQueue {
 
     async fn try_dequeue(&self) -> Result<Option<Bytes>> {
         let inner = &self.inner;
-        let look = inner
-            .policy()
-            .one_shot("try_dequeue", Idempotence::Idempotent, Failure::of, || {
-                inner.take(false)
-            })
-            .await?;
+        let look = inner.one_shot("try_dequeue", || inner.take(false)).await?;
         Ok(match look {
             Look::Found(item) => Some(item),
             Look::Empty(_) => None,
@@ -864,20 +887,12 @@ impl Queue for ZkQueue {
 
     async fn len(&self) -> Result<usize> {
         let inner = &self.inner;
-        inner
-            .policy()
-            .one_shot("len", Idempotence::Idempotent, Failure::of, || inner.len())
-            .await
+        inner.one_shot("len", || inner.len()).await
     }
 
     async fn oldest_age(&self) -> Result<Option<Duration>> {
         let inner = &self.inner;
-        inner
-            .policy()
-            .one_shot("oldest_age", Idempotence::Idempotent, Failure::of, || {
-                inner.oldest_age()
-            })
-            .await
+        inner.one_shot("oldest_age", || inner.oldest_age()).await
     }
 }
 

@@ -14,25 +14,23 @@
 //!
 //! # The node
 //!
-//! The node holds a [`StampedTat`] record, `<base µs> <added µs> <rate fingerprint>`
-//! in decimal text, and its theoretical arrival time (TAT) is `max(base, mtime) +
-//! added`. A grant of `n`
-//! permits at interval `T` writes `base` = the TAT it read and `added` = `n·T`,
-//! without knowing when its write lands: ZooKeeper fills in the `mtime`. So every
-//! grant is GCRA's step at the instant the leader applies it, not at the earlier
-//! instant its "now" was read: a limiter idle when read starts its TAT from the
-//! grant's own time, never from a stale reading.
+//! The node holds a [`StampedTat`] record, `<base µs> <added µs> <rate fingerprint>` in
+//! decimal text, and its theoretical arrival time (TAT) is `max(base, mtime) + added`.
+//! A grant of `n` permits at interval `T` writes `base` = the TAT it read and `added` =
+//! `n·T`, without knowing when its write lands: ZooKeeper fills in the `mtime`. So
+//! every grant is GCRA's step at the instant the leader applies it, not at the earlier
+//! instant its "now" was read: a limiter idle when read starts its TAT from the grant's
+//! own time, never from a stale reading.
 //!
-//! A request writes the clock, then reads the node, runs GCRA
-//! ([`StampedTat::decide`]) at that "now", and, when granted, writes the new node
-//! with `setData` at the version read (`create` where it is missing). The read comes
-//! after the clock write on the same session, so even a follower answers it with
-//! every write the leader ordered before that clock write: the read is not older
-//! than "now". A write that lost a race
+//! A request writes the clock, then reads the node, runs GCRA ([`StampedTat::decide`])
+//! at that "now", and, when granted, writes the new node with `setData` at the version
+//! read (`create` where it is missing). The read comes after the clock write on the
+//! same session, so even a follower answers it with every write the leader ordered
+//! before that clock write: the read is not older than "now". A write that lost a race
 //! (`BadVersion`, `NodeExists`, `NoNode`) wrote nothing; the request reads the node
 //! again and decides at the same "now" (still earlier than its next write), and reads
-//! the clock again only if that decision is a refusal. A denial writes nothing but
-//! the clock.
+//! the clock again only if that decision is a refusal. A denial writes nothing but the
+//! clock.
 //!
 //! # Why a "now" read early is only stricter
 //!
@@ -88,8 +86,7 @@ use distsync_core::{Error, Name, Result};
 use zookeeper_client as zk;
 
 use crate::counter::swap;
-use crate::direct::{bounded, Direct};
-use crate::error::map;
+use crate::direct::{request_found, Direct};
 use crate::keys::{self, Kind};
 use crate::queue::nodes::server_now;
 use crate::store::Shared;
@@ -157,8 +154,8 @@ impl StampedStore for LimiterNode<'_> {
             // The leader's "now": the `mtime` of a write to the clock node.
             None => ms_to_us(server_now(shared, &self.client, &self.step.clock).await?),
         };
-        let (record, version) = match bounded(shared, self.client.get_data(path)).await? {
-            Ok((data, stat)) => {
+        let (record, version) = match request_found(shared, self.client.get_data(path)).await? {
+            Some((data, stat)) => {
                 let stored = StampedTat::parse(&data).map_err(|_| {
                     Error::backend(BACKEND, format!("{path} does not hold a rate limiter"))
                 })?;
@@ -169,8 +166,7 @@ impl StampedStore for LimiterNode<'_> {
                 });
                 (record, Some(stat.version))
             }
-            Err(zk::Error::NoNode) => (None, None),
-            Err(error) => return Err(map(error)),
+            None => (None, None),
         };
         Ok(StampedRead {
             now_us,

@@ -20,7 +20,7 @@ use distsync_core::{FencingToken, Name, Result};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-use crate::direct::RETRY_PAUSE;
+use crate::direct::{request_found, RETRY_PAUSE};
 use crate::keys::{self, Kind, LOCK_NAME};
 use crate::session::LeaseInner;
 use crate::store::Shared;
@@ -45,22 +45,18 @@ pub(crate) async fn request_release(
     let dir = keys::path(shared.config.root(), Kind::Lock, name);
     let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
     for _ in 0..ATTEMPTS {
-        let listed = crate::direct::bounded(shared, client.list_children(&dir)).await?;
-        let Some(children) = crate::error::found(listed).map_err(crate::error::map)? else {
+        let Some(children) = request_found(shared, client.list_children(&dir)).await? else {
             return Ok(None);
         };
         let Some((_, holder)) = keys::contenders(children, LOCK_NAME).into_iter().next() else {
             return Ok(None);
         };
         let path = format!("{dir}/{holder}");
-        match crate::direct::bounded(shared, client.set_data(&path, REVOKE_MESSAGE, None)).await? {
-            Ok(stat) => {
-                let token = u64::try_from(stat.czxid).ok().map(FencingToken);
-                return Ok(Some(ReleaseRequest::new(name, path, token)));
-            }
-            // Released between the listing and the write: ask the next holder, if any.
-            Err(zk::Error::NoNode) => continue,
-            Err(error) => return Err(crate::error::map(error)),
+        let written = request_found(shared, client.set_data(&path, REVOKE_MESSAGE, None)).await?;
+        // `None`: released between the listing and the write: ask the next holder, if any.
+        if let Some(stat) = written {
+            let token = u64::try_from(stat.czxid).ok().map(FencingToken);
+            return Ok(Some(ReleaseRequest::new(name, path, token)));
         }
     }
     Err(distsync_core::Error::backend(

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use distsync_core::raw::{read_guard, GuardStoreSide as _};
 use distsync_core::raw::{Make, OnSession};
-use distsync_core::{Error, LockGuard, Name, ReadGuard, Result, RwLock};
+use distsync_core::{LockGuard, Name, ReadGuard, Result, RwLock};
 
 use crate::direct::Direct;
 use crate::keys::{self, Kind, READ_NAME, WRITE_NAME};
@@ -85,26 +85,10 @@ impl ZkRwLock {
 
     /// Step 2: waits until `entry` holds.
     async fn wait(&self, line: &Line, entry: &Entry, writer: bool) -> Result<()> {
-        loop {
-            let before = match self.place(line, entry, writer).await? {
-                Place::Holds => return Ok(()),
-                Place::Behind(before) => before,
-            };
-            let client = line.lease.client()?;
-            let watched = line
-                .retrying(|| client.check_and_watch_stat(&before))
-                .await?;
-            drop(client);
-            let watcher = match watched {
-                Ok((Some(_), watcher)) => watcher,
-                Ok((None, _)) => continue,
-                Err(error) => return Err(line.lease.error(error)),
-            };
-            tokio::select! {
-                () = line.session.lost() => return Err(Error::SessionLost),
-                _ = watcher.changed() => {}
-            }
+        while let Place::Behind(before) = self.place(line, entry, writer).await? {
+            line.wait_for(&before).await?;
         }
+        Ok(())
     }
 
     /// A read guard for the granted reader `entry`.

@@ -39,7 +39,7 @@
 //! (see `src/amnesia.rs`).
 
 use std::any::Any;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
 use distsync_core::raw::SessionStoreSide as _;
@@ -105,11 +105,12 @@ impl LeaseInner {
     /// # Errors
     /// [`Error::SessionLost`] once the session is closed.
     pub(crate) fn client(&self) -> Result<zk::Client> {
-        self.client
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(Error::SessionLost)
+        self.slot().clone().ok_or(Error::SessionLost)
+    }
+
+    /// The session's client, `None` once closed, read under its lock.
+    fn slot(&self) -> RwLockReadGuard<'_, Option<zk::Client>> {
+        self.client.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `request` until it gets an answer other than a connection loss, pausing
@@ -198,12 +199,7 @@ impl LeaseInner {
     /// Whether the session is known to be over (closed, expired, or lost).
     pub(crate) fn is_over(&self) -> bool {
         self.lost.get().is_some_and(CancellationToken::is_cancelled)
-            || self
-                .client
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .is_none_or(|client| client.state().is_terminated())
+            || (self.slot().as_ref()).is_none_or(|client| client.state().is_terminated())
     }
 
     /// Ends the session in the store: drops the session's client, which sends
@@ -295,11 +291,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         if let Some(inner) = watched.upgrade() {
             inner.shared.unregister_session(inner.id);
             // Lost without a close: perhaps a store that forgot (see `src/amnesia.rs`).
-            let unclosed = inner
-                .client
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some();
+            let unclosed = inner.slot().is_some();
             let shared = Arc::clone(&inner.shared);
             drop(inner);
             if unclosed {

@@ -261,8 +261,7 @@ impl Reader<'_> {
         Ok(status)
     }
 
-    /// A read-write lock's line: a writer first in line holds alone, otherwise the
-    /// readers before the first writer hold.
+    /// A read-write lock's line, held as the module docs say.
     async fn rw_lock(&self, node: Node) -> Result<LineStatus> {
         let line = keys::rw_contenders(node.children);
         let first_writer = line.iter().position(|(_, _, write)| *write);

@@ -183,14 +183,12 @@ impl Shared {
             )),
             None => connector,
         };
-        #[cfg(feature = "tls")]
-        let connector = crate::tls::apply(connector, &self.config)?;
         let servers = self.config.connect_string();
         #[cfg(feature = "tls")]
-        let connecting = crate::tls::connect(connector, &self.config, &servers);
+        let connected = crate::tls::connect(connector, &self.config, &servers).await?;
         #[cfg(not(feature = "tls"))]
-        let connecting = connector.connect(&servers);
-        connecting.await.map_err(|error| match map(error) {
+        let connected = connector.connect(&servers).await;
+        connected.map_err(|error| match map(error) {
             Error::Backend { source, .. } => Error::connection(BACKEND, source),
             other => other,
         })

@@ -59,29 +59,20 @@ fn options(files: &TlsFiles) -> Result<zk::TlsOptions> {
     Ok(options)
 }
 
-/// `connector` set up for the URL's TLS, if it asks for TLS.
+/// Connects `connector` to `servers`, over TLS with the URL's files when it asks for
+/// TLS; the connect's own error unmapped.
 ///
 /// # Errors
 /// As [`options`].
-pub(crate) fn apply(connector: zk::Connector, config: &ZkConfig) -> Result<zk::Connector> {
-    match config.tls_files() {
-        Some(files) => {
-            install_crypto_provider();
-            Ok(connector.with_tls(options(files)?))
-        }
-        None => Ok(connector),
-    }
-}
-
-/// Connects `connector` to `servers`, over TLS when the URL asks for it.
 pub(crate) async fn connect(
     connector: zk::Connector,
     config: &ZkConfig,
     servers: &str,
-) -> std::result::Result<zk::Client, zk::Error> {
-    if config.tls_files().is_some() {
-        connector.secure_connect(servers).await
-    } else {
-        connector.connect(servers).await
-    }
+) -> Result<std::result::Result<zk::Client, zk::Error>> {
+    let Some(files) = config.tls_files() else {
+        return Ok(connector.connect(servers).await);
+    };
+    install_crypto_provider();
+    let connector = connector.with_tls(options(files)?);
+    Ok(connector.secure_connect(servers).await)
 }

@@ -62,14 +62,13 @@
 //!
 //! A grant's token is its holder node's creation zxid, as the fair lock's: the two
 //! share one token source. Grants go in creation order across both kinds: an unfair
-//! take holds only when every other contender it lists is an unfair take made after
-//! it, so every node made before it is gone; a fair contender holds only when no node
-//! of a lower sequence exists, and an unfair node (sequence 0) made after it is such a
-//! node; a node made after a holder's
-//! waits for it (an unfair take sees the holder and backs off, a fair contender gets a
-//! higher sequence, since the holder's create moved the parent's counter). So
-//! successive holders carry strictly increasing zxids, the offset after an amnesia
-//! added (see `src/amnesia.rs`).
+//! take holds only when every other contender it lists is an unfair take made after it,
+//! so every node made before it is gone; a fair contender holds only when no node of a
+//! lower sequence exists, and an unfair node (sequence 0) made after it is such a node;
+//! a node made after a holder's waits for it (an unfair take sees the holder and backs
+//! off, a fair contender gets a higher sequence, since the holder's create moved the
+//! parent's counter). So successive holders carry strictly increasing zxids, the offset
+//! after an amnesia added (see `src/amnesia.rs`).
 //!
 //! # Mixing with the fair lock
 //!
@@ -96,8 +95,7 @@ use distsync_core::{Error, FencingToken, LockGuard, Name, Result};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-use crate::direct::{answered, bounded, Direct, RETRY_PAUSE};
-use crate::error::found;
+use crate::direct::{answered, request_found, Direct, RETRY_PAUSE};
 use crate::keys::{self, Kind, LOCK_NAME, UNFAIR_HOLDER_NAME, WAIT_NAME};
 use crate::lock::{Entry, Line, Releasing};
 use crate::session::LeaseInner;
@@ -191,7 +189,7 @@ impl ZkUnfairLocker {
         let data = line.session_data();
         let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let ticket = shared.amnesia.ticket();
-        let listed = loop {
+        let (czxid, listed) = loop {
             let answer = line
                 .retrying(|| {
                     // Both requests leave when called, the create first.
@@ -210,19 +208,13 @@ impl ZkUnfairLocker {
                         shared.end_sessions().await;
                         return Err(Error::SessionLost);
                     }
-                    claim.token = shared.amnesia.up(stat.czxid);
-                    claim.czxid = stat.czxid;
-                    break listed.ok();
+                    break (stat.czxid, listed.ok());
                 }
                 // An earlier send of this create applied and its answer was lost: the
                 // name is this take's own.
                 Err(zk::Error::NodeExists) => {
                     match line.retrying(|| client.check_stat(&claim.path)).await? {
-                        Ok(Some(stat)) => {
-                            claim.token = shared.amnesia.up(stat.czxid);
-                            claim.czxid = stat.czxid;
-                            break None;
-                        }
+                        Ok(Some(stat)) => break (stat.czxid, None),
                         Ok(None) => {}
                         Err(error) => return Err(lease.error(error)),
                     }
@@ -232,6 +224,8 @@ impl ZkUnfairLocker {
             }
         };
         drop(client);
+        claim.token = shared.amnesia.up(czxid);
+        claim.czxid = czxid;
         let children = match listed {
             Some(children) if children.contains(&claim.child) => children,
             // Not listed behind the create: list again.
@@ -361,21 +355,16 @@ impl ZkUnfairLocker {
         }
     }
 
-    /// Watches the node at `path`: `None` when it is already gone. `sent` is the watch
-    /// when already sent.
+    /// The watch `sent` on the node at `path`, sent again after a lost connection:
+    /// `None` when the node is already gone.
     async fn watch(
         &self,
         path: &str,
-        sent: Option<
-            impl std::future::Future<
-                Output = std::result::Result<(Option<zk::Stat>, zk::OneshotWatcher), zk::Error>,
-            >,
+        sent: impl std::future::Future<
+            Output = std::result::Result<(Option<zk::Stat>, zk::OneshotWatcher), zk::Error>,
         >,
     ) -> Result<Option<zk::OneshotWatcher>> {
-        let mut answer = match sent {
-            Some(sent) => answered(&self.lease().shared, sent).await,
-            None => Err(zk::Error::ConnectionLoss),
-        };
+        let mut answer = answered(&self.lease().shared, sent).await;
         if answer.as_ref().is_err_and(crate::error::is_connection_loss) {
             let client = self.lease().client()?;
             answer = self
@@ -402,7 +391,7 @@ impl ZkUnfairLocker {
         let deleted = client.delete(&claim.path, None);
         let watched = client.check_and_watch_stat(&path);
         self.withdraw(claim, deleted).await?;
-        let watcher = self.watch(&path, Some(watched)).await;
+        let watcher = self.watch(&path, watched).await;
         drop(client);
         watcher
     }
@@ -442,8 +431,8 @@ impl ZkUnfairLocker {
                 break;
             }
             let before = format!("{}/{}", self.waiters.dir, line[place - 1].1);
-            if let Some(watcher) = self.watch(&before, None::<NoWatch>).await? {
-                self.woken(watcher).await?;
+            if self.waiters.wait_for(&before).await? {
+                self.wakeups.fetch_add(1, Ordering::Relaxed);
             }
             // What the take saw is stale by now: look at the lock's node afresh. The
             // place ahead went with its holder's release as a rule, and that holder
@@ -458,8 +447,8 @@ impl ZkUnfairLocker {
         loop {
             if let Some(watched) = blocker.take() {
                 let path = format!("{}/{watched}", self.lock.dir);
-                if let Some(watcher) = self.watch(&path, None::<NoWatch>).await? {
-                    self.woken(watcher).await?;
+                if self.lock.wait_for(&path).await? {
+                    self.wakeups.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some((_, last)) = self.lock.line().await?.pop() {
                     blocker = Some(last);
@@ -564,10 +553,6 @@ async fn both_deleted(
     .await
     .map(drop)
 }
-
-/// The type of a watch not sent yet (see [`ZkUnfairLocker::watch`]).
-type NoWatch =
-    std::future::Ready<std::result::Result<(Option<zk::Stat>, zk::OneshotWatcher), zk::Error>>;
 
 /// Deletes a line holder's `place` once its hold has `ended` (released, whose release
 /// deletes the place itself, or lost) or its holder node at `holder` is gone without a
@@ -715,8 +700,7 @@ pub(crate) async fn break_place(
         return Ok(());
     };
     let line = keys::path(shared.config.root(), Kind::LockWait, name);
-    let listed = bounded(shared, client.list_children(&line)).await?;
-    let Some(children) = found(listed).map_err(crate::error::map)? else {
+    let Some(children) = request_found(shared, client.list_children(&line)).await? else {
         return Ok(());
     };
     let places = children.iter().filter(|child| {
@@ -726,8 +710,10 @@ pub(crate) async fn break_place(
     });
     for place in places {
         let path = format!("{line}/{place}");
-        let deleted = bounded(shared, client.delete(&path, None)).await?;
-        if found(deleted).map_err(crate::error::map)?.is_some() {
+        if request_found(shared, client.delete(&path, None))
+            .await?
+            .is_some()
+        {
             tracing::debug!(node = %path, "deleted a broken unfair holder's place");
         }
     }

@@ -9,16 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{
-    call_id, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy, SessionStoreSide as _,
-    Settle,
+    call_id, Claim, ClaimGuard, CleanUp, RetryPolicy, SessionStoreSide as _, Settle,
 };
-use distsync_core::{Delivery, Error, Result, Session};
+use distsync_core::{Bytes, Delivery, Error, Result, Session};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
 use super::nodes::{self, make_dirs};
-use super::{Inner, Look, Read};
-use crate::direct::{bounded, persistent};
+use super::{Inner, Look, Took};
+use crate::direct::{bounded, persistent, request_found};
 use crate::error::{found, is_session_end, map};
 use crate::session::LeaseInner;
 use crate::BACKEND;
@@ -56,87 +55,46 @@ pub(super) async fn receive(inner: &Arc<Inner>, session: &Session) -> Result<Del
 /// Holds the first available item through `session`, if there is one.
 pub(super) async fn try_receive(inner: &Arc<Inner>, session: &Session) -> Result<Option<Delivery>> {
     let lease = lease(inner, session)?;
-    let look = inner
-        .policy()
-        .one_shot("try_receive", Idempotence::Idempotent, Failure::of, || {
-            look(inner, session, &lease, false)
-        })
-        .await?;
-    Ok(match look {
+    let attempt = || look(inner, session, &lease, false);
+    Ok(match inner.one_shot("try_receive", attempt).await? {
         Look::Found(delivery) => Some(delivery),
         Look::Empty(_) => None,
     })
 }
 
-/// One look for an item to hold, after a sweep of stale receipts when one is due.
+/// One look for an item to hold: holds the first available one.
 async fn look(
     inner: &Arc<Inner>,
     session: &Session,
     lease: &Arc<LeaseInner>,
     watch: bool,
 ) -> Result<Look<Delivery>> {
-    inner.sweep_if_due().await;
-    let client = inner.direct.client().await?;
-    'listing: loop {
-        let (available, watches) = inner.available(&client, watch).await?;
-        for child in available {
-            let (item, version) = match inner.read(&client, &child).await? {
-                Read::Item(item, version) => (item, version),
-                Read::Gone => continue,
-                Read::Split => continue 'listing,
-            };
-            match hold(inner, session, lease, &client, &child, version).await? {
-                Held::Now(redeliveries) => {
-                    let settle = Hold {
-                        inner: Arc::clone(inner),
-                        lease: Arc::clone(lease),
-                        lost: session.lost_token().clone(),
-                        child,
-                        maybe_applied: AtomicBool::new(false),
-                    };
-                    return Ok(Look::Found(Delivery::new(
-                        item,
-                        redeliveries,
-                        session,
-                        Box::new(settle),
-                    )));
-                }
-                Held::No => {}
-                Held::LookAgain => continue 'listing,
-            }
-        }
-        return Ok(Look::Empty(watches));
-    }
+    inner
+        .look(watch, |client, child, item, version| async move {
+            hold(inner, session, lease, &client, child, item, version).await
+        })
+        .await
 }
 
-/// What an attempt to hold an item did.
-enum Held {
-    /// Held; delivered this many times before.
-    Now(u32),
-    /// Held by someone else, or gone.
-    No,
-    /// Its delivery count changed meanwhile: list again.
-    LookAgain,
-}
-
-/// Holds the item `child` (read at `version`) through the session: creates the lock
-/// node and counts the delivery, in one `multi` sent through the session's client.
+/// Holds `item`, the item `child` read at `version`, through the session: creates
+/// the lock node and counts the delivery, in one `multi` sent through the session's
+/// client. `LookAgain` when its delivery count changed meanwhile.
 async fn hold(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     session: &Session,
     lease: &Arc<LeaseInner>,
     reader: &zk::Client,
-    child: &str,
+    child: String,
+    item: Bytes,
     version: i32,
-) -> Result<Held> {
+) -> Result<Took<Delivery>> {
     let paths = &inner.paths;
-    let lock = paths.lock(child);
-    let count_path = paths.delivery(child);
+    let lock = paths.lock(&child);
+    let count_path = paths.delivery(&child);
     let (count, count_version) =
-        match bounded(&inner.direct.shared, reader.get_data(&count_path)).await? {
-            Ok((data, stat)) => (parse_count(&data), Some(stat.version)),
-            Err(zk::Error::NoNode) => (0, None),
-            Err(error) => return Err(map(error)),
+        match request_found(&inner.direct.shared, reader.get_data(&count_path)).await? {
+            Some((data, stat)) => (parse_count(&data), Some(stat.version)),
+            None => (0, None),
         };
     let claim = call_id();
     let client = lease.client()?;
@@ -145,7 +103,7 @@ async fn hold(
         let mut multi = client.new_multi_writer();
         let mut ops = || -> std::result::Result<(), zk::Error> {
             multi.add_create(&lock, claim.as_bytes(), &nodes::ephemeral())?;
-            multi.add_check_version(&paths.item(child), version)?;
+            multi.add_check_version(&paths.item(&child), version)?;
             match count_version {
                 Some(count_version) => {
                     multi.add_set_data(&count_path, next.as_bytes(), Some(count_version))?
@@ -169,7 +127,7 @@ async fn hold(
                 undo.disarm();
                 match (index, source) {
                     (0, zk::Error::NodeExists) | (1, zk::Error::NoNode | zk::Error::BadVersion) => {
-                        return Ok(Held::No)
+                        return Ok(Took::No)
                     }
                     (0, zk::Error::NoNode) => {
                         make_dirs(&inner.direct.shared, reader, &[&paths.locks]).await?;
@@ -180,7 +138,7 @@ async fn hold(
                         continue;
                     }
                     (2, zk::Error::NoNode | zk::Error::NodeExists | zk::Error::BadVersion) => {
-                        return Ok(Held::LookAgain)
+                        return Ok(Took::LookAgain)
                     }
                     (_, source) => return Err(lease.error(source)),
                 }
@@ -197,22 +155,32 @@ async fn hold(
         };
         undo.disarm();
         if !applied {
-            return Ok(Held::No);
+            return Ok(Took::No);
         }
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
-        return Ok(Held::Now(count));
+        let settle = Hold {
+            inner: Arc::clone(inner),
+            lease: Arc::clone(lease),
+            lost: session.lost_token().clone(),
+            child,
+            maybe_applied: AtomicBool::new(false),
+        };
+        return Ok(Took::Item(Delivery::new(
+            item,
+            count,
+            session,
+            Box::new(settle),
+        )));
     }
 }
 
 /// Whether the lock node `lock` holds `claim`: whether a hold whose reply was lost was
 /// applied.
 async fn holds(inner: &Inner, client: &zk::Client, lock: &str, claim: &str) -> Result<bool> {
-    let read = found(bounded(&inner.direct.shared, client.get_data(lock)).await?);
-    Ok(read
-        .map_err(map)?
-        .is_some_and(|(data, _)| data == claim.as_bytes()))
+    let read = request_found(&inner.direct.shared, client.get_data(lock)).await?;
+    Ok(read.is_some_and(|(data, _)| data == claim.as_bytes()))
 }
 
 /// A delivery count's data as a number (a count that is not one is taken as 0).
