@@ -14,10 +14,9 @@
 //! **epoch marker**, the key `amnesia` holding a random id, the longest session TTL in
 //! use and the token offset, as [`EpochMarker`] encodes them (the key is no
 //! primitive's: every primitive's key starts with its kind and a name). It reads the
-//! marker as every session opens, before the session's key exists: one read per open,
-//! so that a client with no session while the store forgot learns it at its next open,
-//! whatever the new stream's sequences look like by then (below what it saw, its read
-//! finds nothing at its read floor, and it looks at the stream as below). A renewal
+//! marker as every session opens, before the session's key exists (see [`EpochBook`]
+//! for why every open); a read that finds nothing at its read floor (a new stream's
+//! sequences below what it saw) makes it look at the stream as below. A renewal
 //! that fails or is refused makes the client look again, in the background: at the
 //! stream (gone: it makes the bucket again; made again) and at the marker (missing,
 //! or carrying another id).
@@ -45,16 +44,11 @@
 //! `exclusive_across_restart`, and every client of a bucket must give it.
 //!
 //! **Fencing tokens** are create sequences, which start again at 1 on a stream made
-//! again. The client reports every token as the stream's sequence plus an offset: the
-//! marker's, which a client writing a fresh marker seeds from its clock in
-//! microseconds (above every token of the store before it, see
-//! [`distsync_core::raw::EpochBook`]), and which a client that detects the forgetting
-//! raises to the highest token it reported. Every client adopts the marker's offset
-//! when it reads the marker, and reads it again at the end of every lock-delay: an old
-//! holder alive across the forgetting finds out at its first renewal once the server
-//! answers again, the clock's seed keeps tokens growing when none is, and a client idle
-//! across it adopts the new offset as its next session opens.
-//! Sequences stay the stream's everywhere else (a line's order, compares).
+//! again. The client reports every token as the stream's sequence plus the marker's
+//! offset, which [`EpochBook`] seeds and raises (see its docs); it reads the marker
+//! again at the end of every lock-delay, and an old holder alive across the forgetting
+//! finds out at its first renewal once the server answers again. Sequences stay the
+//! stream's everywhere else (a line's order, compares).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -78,7 +72,7 @@ const WRITE_ATTEMPTS: usize = 8;
 /// What a missing marker means on this store.
 const GONE: &str = "a wiped server or a deleted bucket";
 
-#[derive(Debug)]
+/// What [`Amnesia`] keeps under its lock.
 struct State {
     /// The marker, the lock-delay and the token offset, as every store that can
     /// forget keeps them.
@@ -88,7 +82,6 @@ struct State {
 }
 
 /// The detection state of one backend (shared by its sessions).
-#[derive(Debug)]
 pub(crate) struct Amnesia {
     state: Mutex<State>,
     /// Whether a look after a failed renewal is under way.
@@ -120,8 +113,7 @@ impl Amnesia {
 
     /// The fencing token of a key created at the stream sequence `seq`.
     pub(crate) fn token(&self, seq: u64) -> FencingToken {
-        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-        FencingToken(u64::try_from(self.state().book.up(seq)).unwrap_or(0))
+        FencingToken(u64::try_from(self.state().book.up(mark(seq))).unwrap_or(0))
     }
 
     /// Before a session of `ttl` opens: refuses a TTL above the bound, and reads the

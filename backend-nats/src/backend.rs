@@ -24,7 +24,7 @@ use crate::semaphore::NatsSemaphore;
 use crate::session::LeaseInner;
 use crate::shared::Shared;
 use crate::stm::NatsStm;
-use crate::store::Store;
+use crate::store::{Connection, Store};
 use crate::unfair_lock::NatsUnfairLocker;
 use crate::BACKEND;
 
@@ -71,24 +71,15 @@ pub async fn backend(url: &str) -> Result<NatsBackend> {
 /// Dropping the future drops the half-made connection; nothing is held yet.
 pub async fn backend_with_config(config: &NatsConfig) -> Result<NatsBackend> {
     let config = config.clone();
-    let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let client = connect_client(&config, Arc::clone(&connected), Arc::clone(&dropped)).await?;
-    let server = client.server_info();
+    let connection = connect_client(&config).await?;
+    let server = connection.client.server_info();
     crate::bucket::check_server(&server)?;
     // The server says how large a message it takes: values are held to that.
     let max_value_size = crate::max_value_size(server.max_payload);
-    let store = Store::new(
-        client,
-        config.bucket(),
-        config.request_timeout(),
-        connected,
-        dropped,
-    );
+    let store = Store::new(connection, config.bucket(), config.request_timeout());
     let deadline = tokio::time::Instant::now() + config.connect_timeout();
     let made = crate::bucket::ensure(&store, config.replicas(), deadline).await?;
-    let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let renewing = connect_client(&config, Arc::clone(&connected), Arc::clone(&dropped)).await?;
-    let renewals = store.through(renewing, connected, dropped);
+    let renewals = store.through(connect_client(&config).await?);
     tracing::debug!(
         backend = BACKEND,
         servers = ?config.servers(),
@@ -142,17 +133,14 @@ distsync_core::impl_primitives!(NatsBackend {
     stm: NatsStm,
 });
 
-/// The client connection of `config`: its login or credentials file and TLS files;
-/// each (re)connection notifies `connected`, each lost connection `dropped`.
-async fn connect_client(
-    config: &NatsConfig,
-    connected: Arc<Notify>,
-    dropped: Arc<Notify>,
-) -> Result<async_nats::Client> {
+/// The client connection of `config`: its login or credentials file and TLS files.
+async fn connect_client(config: &NatsConfig) -> Result<Connection> {
+    let (connected, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let events = (Arc::clone(&connected), Arc::clone(&dropped));
     let mut options = ConnectOptions::new()
         .name("distsync")
         .event_callback(move |event| {
-            let (connected, dropped) = (Arc::clone(&connected), Arc::clone(&dropped));
+            let (connected, dropped) = (Arc::clone(&events.0), Arc::clone(&events.1));
             async move {
                 match event {
                     async_nats::Event::Connected => connected.notify_waiters(),
@@ -192,12 +180,17 @@ async fn connect_client(
                 ),
             )
         })?;
-    client.map_err(|error| match error.kind() {
+    let client = client.map_err(|error| match error.kind() {
         ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
             Error::authentication(BACKEND, error.to_string())
         }
         ConnectErrorKind::ServerParse => Error::InvalidArgument(error.to_string()),
         _ => name_connect_timeout(Error::connection(BACKEND, error), connect_timeout),
+    })?;
+    Ok(Connection {
+        client,
+        connected,
+        dropped,
     })
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{Barrier, DoubleBarrier};
-use distsync_core::{Error, Name, Result, Session};
+use distsync_core::{Error, Name, Result};
 use futures::StreamExt;
 
 use crate::counter::watch_until;
@@ -47,14 +47,12 @@ impl Barrier for NatsBarrier {
 
     async fn hold(&self) -> Result<()> {
         let write = Write::put(self.key.as_str(), Bytes::from_static(b"held"));
-        self.shared.store.publish(write).await?.compared()?;
-        Ok(())
+        self.shared.store.publish(write).await?.compared().map(drop)
     }
 
     async fn release(&self) -> Result<()> {
         let write = Write::purge(self.key.as_str());
-        self.shared.store.publish(write).await?.compared()?;
-        Ok(())
+        self.shared.store.publish(write).await?.compared().map(drop)
     }
 
     async fn wait(&self) -> Result<()> {
@@ -80,27 +78,6 @@ pub(crate) struct NatsDoubleBarrier {
 }
 
 impl NatsDoubleBarrier {
-    pub(crate) fn new(
-        session: Session,
-        lease: Arc<LeaseInner>,
-        name: Name,
-        count: NonZeroUsize,
-    ) -> Self {
-        Self {
-            ready: format!("{}.ready", keys::key(Kind::DoubleBarrier, &name)),
-            line: NatsLocker::in_line(
-                session,
-                Arc::clone(&lease),
-                name.clone(),
-                Kind::DoubleBarrier,
-            ),
-            lease,
-            name,
-            count,
-            entry: tokio::sync::Mutex::new(None),
-        }
-    }
-
     /// The live participants in line, whether the ready key is there, and the
     /// sequence they were read at.
     async fn state(&self) -> Result<(Vec<(u64, String)>, bool, u64)> {
@@ -193,7 +170,15 @@ impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for NatsDoubl
         _: &Arc<Shared>,
         (on, count): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
     ) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name, count))
+        let line = NatsLocker::in_line(&on.session, &on.lease, &on.name, Kind::DoubleBarrier);
+        Ok(Self {
+            ready: format!("{}.ready", keys::key(Kind::DoubleBarrier, &on.name)),
+            line,
+            lease: on.lease,
+            name: on.name,
+            count,
+            entry: tokio::sync::Mutex::new(None),
+        })
     }
 }
 

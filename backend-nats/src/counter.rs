@@ -28,15 +28,22 @@ use crate::shared::Shared;
 use crate::store::Write;
 use crate::BACKEND;
 
-/// A key's value as text and the sequence to compare against (0: no message).
-async fn read(shared: &Shared, key: &str) -> Result<(Option<String>, u64)> {
+/// A key's value as `parse` reads it (`None`: no message, or a tombstone) and the
+/// sequence to compare against (0: no message); `what` names the value in the error
+/// of a key that holds another.
+async fn read<T>(
+    shared: &Shared,
+    key: &str,
+    parse: fn(&[u8]) -> Option<T>,
+    what: &str,
+) -> Result<(Option<T>, u64)> {
     match shared.store.last(key).await? {
         None => Ok((None, 0)),
         Some(entry) if !entry.live() => Ok((None, entry.seq)),
         Some(entry) => {
-            let text = String::from_utf8(entry.value.to_vec())
-                .map_err(|_| Error::backend(BACKEND, format!("{key} does not hold text")))?;
-            Ok((Some(text), entry.seq))
+            let value = parse(&entry.value)
+                .ok_or_else(|| Error::backend(BACKEND, format!("{key} does not hold {what}")))?;
+            Ok((Some(value), entry.seq))
         }
     }
 }
@@ -67,25 +74,10 @@ pub(crate) struct NatsCounter {
 }
 
 impl NatsCounter {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name) -> Self {
-        Self {
-            key: keys::key(Kind::Counter, &name),
-            shared: Arc::clone(shared),
-            name,
-        }
-    }
-
     /// The value and the sequence to compare against.
     async fn current(&self) -> Result<(i64, u64)> {
-        match read(&self.shared, &self.key).await? {
-            (None, seq) => Ok((0, seq)),
-            (Some(text), seq) => {
-                let value = parse_counter(text.as_bytes()).ok_or_else(|| {
-                    Error::backend(BACKEND, format!("{} does not hold an i64", self.key))
-                })?;
-                Ok((value, seq))
-            }
-        }
+        let (value, seq) = read(&self.shared, &self.key, parse_counter, "an i64").await?;
+        Ok((value.unwrap_or(0), seq))
     }
 
     /// Replaces the value by `change(current)` atomically; `None` from `change` leaves
@@ -133,8 +125,7 @@ impl Counter for NatsCounter {
 
     async fn set(&self, value: i64) -> Result<()> {
         let write = Write::put(self.key.as_str(), value.to_string());
-        self.shared.store.publish(write).await?.compared()?;
-        Ok(())
+        self.shared.store.publish(write).await?.compared().map(drop)
     }
 
     /// Watches the key from the sequence after the value read, as a latch's waiters do,
@@ -188,25 +179,13 @@ pub(crate) struct NatsLatch {
 }
 
 impl NatsLatch {
-    pub(crate) fn new(shared: &Arc<Shared>, name: Name, initial: u64) -> Self {
-        Self {
-            key: keys::key(Kind::Latch, &name),
-            shared: Arc::clone(shared),
-            name,
-            initial,
-        }
-    }
-
     /// The remaining count and the sequence to compare against; a missing latch is
     /// at this handle's initial count.
     async fn current(&self) -> Result<(u64, u64)> {
-        let (text, seq) = read(&self.shared, &self.key).await?;
-        let Some(text) = text else {
+        let (latch, seq) = read(&self.shared, &self.key, parse_latch, "a latch").await?;
+        let Some((initial, remaining)) = latch else {
             return Ok((self.initial, seq));
         };
-        let (initial, remaining) = parse_latch(text.as_bytes()).ok_or_else(|| {
-            Error::backend(BACKEND, format!("{} does not hold a latch", self.key))
-        })?;
         check_initial_count(&self.name, self.initial, initial)?;
         Ok((remaining, seq))
     }
@@ -251,12 +230,21 @@ impl CountDownLatch for NatsLatch {
 
 impl Make<Arc<Shared>, Name> for NatsCounter {
     fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self::new(context, name))
+        Ok(Self {
+            key: keys::key(Kind::Counter, &name),
+            shared: Arc::clone(context),
+            name,
+        })
     }
 }
 
 impl Make<Arc<Shared>, (Name, u64)> for NatsLatch {
-    fn make(context: &Arc<Shared>, (name, count): (Name, u64)) -> Result<Self> {
-        Ok(Self::new(context, name, count))
+    fn make(context: &Arc<Shared>, (name, initial): (Name, u64)) -> Result<Self> {
+        Ok(Self {
+            key: keys::key(Kind::Latch, &name),
+            shared: Arc::clone(context),
+            name,
+            initial,
+        })
     }
 }

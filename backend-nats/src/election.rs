@@ -41,7 +41,7 @@ use futures::StreamExt;
 
 use crate::amnesia::Amnesia;
 use crate::keys::{self, Kind};
-use crate::lock::{token_of, NatsLocker};
+use crate::lock::{releasing, token_of, NatsLocker};
 use crate::session::LeaseInner;
 use crate::shared::Shared;
 use crate::store::{Entry, Write};
@@ -78,22 +78,6 @@ pub(crate) struct NatsElection {
     name: Name,
 }
 
-impl NatsElection {
-    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        Self {
-            line: NatsLocker::in_line(
-                session.clone(),
-                Arc::clone(&lease),
-                name.clone(),
-                Kind::Election,
-            ),
-            session,
-            lease,
-            name,
-        }
-    }
-}
-
 /// The leader of a set of live candidates by key: the lowest token.
 fn leader_of(candidates: &BTreeMap<String, (u64, Bytes)>, amnesia: &Amnesia) -> Option<LeaderInfo> {
     candidates
@@ -121,22 +105,20 @@ impl Election for NatsElection {
     }
 
     async fn campaign_bytes(&self, value: Bytes) -> Result<Leadership> {
-        let mut candidate = self.line.enter_with(value).await?;
-        self.line.wait(&candidate).await?;
-        candidate.armed = false;
-        let key = std::mem::take(&mut candidate.key);
-        let resigning = Arc::clone(&self.lease);
-        let resigned = key.clone();
+        let candidate = self.line.enter_with(value).await?;
+        self.line.wait_to_head(&candidate).await?;
+        let (key, token) = candidate.granted();
+        let resign = releasing(&self.lease, &key);
         Ok(leadership(
             key.clone(),
-            self.lease.shared.amnesia.token(candidate.token),
+            self.lease.shared.amnesia.token(token),
             &self.session,
             Arc::new(NatsProclaim {
                 lease: Arc::clone(&self.lease),
                 key,
                 proclaims: AtomicU64::new(0),
             }),
-            Box::new(move || Box::pin(async move { resigning.release(&resigned).await })),
+            resign,
         ))
     }
 
@@ -255,14 +237,30 @@ impl Proclaim for NatsProclaim {
             Error::backend(BACKEND, format!("{} is no candidate's key", self.key))
         })?;
         let write = Write::put(key, value).ttl(PROCLAIM_TTL);
-        self.lease.shared.store.publish(write).await?.compared()?;
-        Ok(())
+        self.lease
+            .shared
+            .store
+            .publish(write)
+            .await?
+            .compared()
+            .map(drop)
     }
 }
 
 impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsElection {
     fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name))
+        let OnSession {
+            session,
+            lease,
+            name,
+        } = on;
+        let line = NatsLocker::in_line(&session, &lease, &name, Kind::Election);
+        Ok(Self {
+            line,
+            session,
+            lease,
+            name,
+        })
     }
 }
 

@@ -203,17 +203,11 @@ pub(crate) struct Parts<'k> {
 /// one another writer put in the bucket.
 pub(crate) fn parts(key: &str) -> Option<Parts<'_>> {
     let (kind, after) = key.split_once('.')?;
-    let mut end = None;
     let mut at = 0;
-    for token in after.split('.') {
-        at += token.len();
-        if token == NAME_END {
-            end = Some(at);
-            break;
-        }
-        at += 1;
-    }
-    let end = end?;
+    let end = after.split('.').find_map(|token| {
+        at += token.len() + 1;
+        (token == NAME_END).then_some(at - 1)
+    })?;
     let rest = (after.get(end + 1..)).map_or_else(Vec::new, |rest| rest.split('.').collect());
     Some(Parts {
         kind,

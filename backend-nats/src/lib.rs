@@ -29,25 +29,19 @@
 //!
 //! ## URL
 //!
-//! `nats://[user:password@]host:port[,host:port...][/][?bucket=distsync&replicas=1]`
-//! (see [`NatsConfig`]), `creds=` for a credentials file, `tls://...?ca=ca.pem` (with
-//! `cert=` and `key=` for a client certificate) over TLS, and the options every
-//! backend's URL shares (`connect_timeout`, `timeout`, `max_session_ttl`).
+//! `nats://[user:password@]host:port[,host:port...][/][?bucket=distsync&replicas=1]`,
+//! or `tls://...?ca=ca.pem` over TLS: [`NatsConfig`] lists every parameter.
 //!
 //! ## The server and the bucket
 //!
-//! nats-server 2.12 or later with JetStream: per-key TTLs and their delete markers
-//! came with 2.11, atomic batches with 2.12; an older server is refused with
-//! [`distsync_core::Error::Unsupported`]. The bucket is made on first connect with
-//! the settings every primitive relies on (`allow_msg_ttl`,
-//! `subject_delete_marker_ttl`, `allow_atomic`, `allow_direct`, `allow_rollup_hdrs`);
-//! and it keeps one message per key ([`HISTORY`]): nats-server 2.15.1 does not
-//! expire the TTLs of a key rewritten in a stream that keeps more, which would leave
-//! a crashed holder's hold in place for ever. An existing bucket that lacks one of
-//! these (a bucket made by the `nats` CLI has neither TTLs nor atomic batches) is
-//! refused with
-//! [`distsync_core::Error::InvalidArgument`] naming what it lacks (see
-//! `src/bucket.rs`).
+//! nats-server 2.12 or later with JetStream ([`MIN_SERVER_VERSION`] says why); an
+//! older server is refused with [`distsync_core::Error::Unsupported`]. The bucket is
+//! made on first connect with the settings every primitive relies on (`allow_msg_ttl`,
+//! `subject_delete_marker_ttl`, `allow_atomic`, `allow_direct`, `allow_rollup_hdrs`),
+//! keeping one message per key ([`HISTORY`] says why: with more, nats-server 2.15.1
+//! never ends a crashed holder's keys). An existing bucket that lacks one of them (a
+//! bucket made by the `nats` CLI has neither TTLs nor atomic batches) is refused with
+//! [`distsync_core::Error::InvalidArgument`] naming what it lacks (`src/bucket.rs`).
 //!
 //! ## Why a backend of its own, not the `Kv` recipes
 //!
@@ -60,68 +54,53 @@
 //!
 //! ## How it works
 //!
+//! Each module under `src/` gives its keys' layout and its protocol; in short:
+//!
 //! * **Names** are subject tokens, a segment each, escaped injectively and closed by
-//!   the token `=`, so that a prefix's names are one filter per kind (see
-//!   `src/keys.rs`).
-//! * **Sessions** (see `src/session.rs`) are a session key and per-key TTLs: every
-//!   key a session holds is written with `Nats-TTL` = its TTL and rewritten by each
-//!   renewal as a compare-and-set on the sequence it last wrote; a refused renewal
-//!   means the server ended the key (expired or revoked) and fires `lost()`, as does
-//!   the client-side deadline. A crashed holder's keys end a TTL after their last
-//!   renewal, and the delete marker JetStream writes wakes the next waiter.
-//! * **The lock** (see `src/lock.rs`) is a line of contender keys, the token a key's
-//!   create sequence, the lowest live key holds, each waiter watches only its
-//!   predecessor (one wake-up per release), a release purges the key with a compare.
-//!   A session enters the line again with the key it released there, so that the
-//!   line holds one key per session (see `src/released.rs`); outside a JetStream
-//!   cluster an uncontended cycle is a create and a purge, the raw pair. A guarded
-//!   write (`put_if_held`) is one message whose compare points at the holder's key.
-//! * **The unfair lock** (see `src/unfair_lock.rs`) is a holder key in the fair
-//!   lock's line, which fair contenders take for its head, so the two exclude each
-//!   other; a take is a create with a compare and a listing, and holds only when the
-//!   fair line is otherwise empty. Takes that lose wait in a line of their own where
-//!   only the head asks again, woken by any key of the fair line ending.
-//! * **The election** (see `src/election.rs`) is the lock's protocol in a line of
-//!   its own, the candidate's value in its key, the term the leader key's create
-//!   sequence; a proclaim rewrites the leader's key with a compare, and writes the
-//!   value to a key of its own, which no later proclaim supersedes; `observe()`
-//!   follows the election's messages from one listing on.
-//! * **The semaphore** (see `src/semaphore.rs`) is the lock's line in which the
-//!   first `permits` live keys hold; a waiter watches the whole line.
-//! * **The read-write lock** (see `src/rwlock.rs`) is one line of readers and
-//!   writers: a writer waits for its predecessor, a reader for the last writer
-//!   before it.
-//! * **The barrier** is one key, held while it holds a value; **the double
-//!   barrier** a line of participant keys and a ready key (see `src/barrier.rs`).
-//! * **STM** (see `src/stm.rs`): the serializable levels read as of the stream
-//!   sequence of their first read (a listing less the keys written since); a commit
-//!   is one atomic batch, each key written compared with the sequence it was read
-//!   at, each key only read checked by a scratch message whose compare points at it.
-//! * **Counters and latches** (see `src/counter.rs`) are one key each, changed by
-//!   compare-and-set on its sequence; a latch's waiters and a counter's `changed` watch
-//!   its key (which a hand-over's standby candidates wait on).
-//! * **The rate limiter** (see `src/rate_limiter.rs`) is one key per limiter, changed
-//!   by compare-and-set on its sequence, on the server's clock: JetStream's time stamp
-//!   on a message it stores, read back from a write to a clock key (see
-//!   `src/clock.rs`), and the limiter's own write's stamp, against which its TAT is
-//!   kept (as ZooKeeper's `mtime`).
+//!   the token `=`, so that a prefix's names are one filter per kind (`src/keys.rs`).
+//! * **Sessions** (`src/session.rs`) are a session key and per-key TTLs: every key a
+//!   session holds carries `Nats-TTL` and is rewritten by each renewal as a
+//!   compare-and-set on the sequence it last wrote; a refused renewal (the server
+//!   ended the key: expired or revoked) fires `lost()`, as does the client-side
+//!   deadline. A crashed holder's keys end a TTL after their last renewal, and the
+//!   delete marker JetStream writes wakes the next waiter.
+//! * **The lock** (`src/lock.rs`) is a line of contender keys, the token a key's create
+//!   sequence: the lowest live key holds, each waiter watches only its predecessor (one
+//!   wake-up per release), a release purges the key with a compare. A session enters
+//!   the line again with the key it released there (`src/released.rs`); outside a
+//!   JetStream cluster an uncontended cycle is a create and a purge. A guarded write
+//!   (`put_if_held`) is one message whose compare points at the holder's key.
+//! * **The unfair lock** (`src/unfair_lock.rs`) is a holder key in the fair lock's
+//!   line, so the two exclude each other, taken only where that line is otherwise
+//!   empty; takes that lose wait in a line of their own where only the head asks again.
+//! * **The election** (`src/election.rs`) is the lock's protocol in a line of its own,
+//!   the term the leader key's create sequence; a proclaim rewrites the leader's key
+//!   with a compare and writes the value to a key of its own; `observe()` follows the
+//!   election's messages from one listing on.
+//! * **The semaphore** (`src/semaphore.rs`): the first `permits` live keys of a line
+//!   hold. **The read-write lock** (`src/rwlock.rs`): one line of readers and writers.
+//!   **The barrier** is one key; **the double barrier** a line of participant keys and
+//!   a ready key (`src/barrier.rs`).
+//! * **STM** (`src/stm.rs`): the serializable levels read as of the stream sequence of
+//!   their first read; a commit is one atomic batch of compared writes and checks.
+//! * **Counters and latches** (`src/counter.rs`) are one key each, changed by
+//!   compare-and-set; a latch's waiters and a counter's `changed` (a hand-over's
+//!   standby candidates) watch the key.
+//! * **The rate limiter** (`src/rate_limiter.rs`) is one key per limiter, changed by
+//!   compare-and-set, on the server's clock: the time stamps JetStream gives the
+//!   messages it stores (`src/clock.rs`).
 //! * **Status** lists every kind's keys under the prefix in one batched direct get, or
-//!   one name's lines alone (see `src/status.rs` and `src/queue_status.rs`). **Breaking
-//!   a lock**, release requests and hand-overs read a holder there; a break revokes its
-//!   holder's session by purging the keys that carry its id, which its owner's next
-//!   renewal finds refused (see `src/session.rs`).
-//! * **Purging a prefix** purges the live keys of the names under it (see
-//!   `src/purge.rs`).
-//! * **Export** (for migration) reads every kind's keys, each key by its
-//!   kind's layout (see `src/export.rs`); group membership and shards read their
-//!   member list from the status of their prefix, which reads their names alone.
-//! * **The queue** (see `src/queue.rs`) is one key per item, its place its message's
+//!   one name's lines alone (`src/status.rs`). **Breaking a lock**, release requests
+//!   and hand-overs read a holder there; a break revokes the holder's session by
+//!   purging the keys that carry its id. **Purging a prefix** (`src/purge.rs`) purges
+//!   the live keys of the names under it; **export** (`src/export.rs`, for migration)
+//!   reads every kind's keys by their layouts; group membership and shards read their
+//!   members from the status of their prefix.
+//! * **The queue** (`src/queue.rs`) is one key per item, its place its message's
 //!   sequence within its priority; a receiver holds an item by a key of its session
-//!   naming it (so a delivery ends with the consumer's session, not with an ack-wait
-//!   timer, which is why it is not a work-queue stream); an ack purges item and hold in
-//!   one atomic batch; a dequeue moves the item into an in-flight record of its call in
-//!   one atomic batch. An item's age is its message's time stamp against the server's
-//!   clock (see `src/clock.rs`).
+//!   (so a delivery ends with the consumer's session, not with an ack-wait timer); an
+//!   ack purges item and hold in one atomic batch; a dequeue moves the item into an
+//!   in-flight record of its call. An item's age is its message's time stamp.
 //!
 //! ## Durability
 //!
@@ -215,61 +194,30 @@ pub const BACKEND: &str = "nats";
 /// The shortest session TTL: `Nats-TTL` counts whole seconds.
 pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 
-/// What this backend offers and claims, each measured by the conformance suite.
-///
-/// The fair lock, the unfair lock, the election, the semaphore and the read-write
-/// lock, with fencing tokens (the holder key's stream sequence, which only
-/// grows) and FIFO waiters; `lost()` when a renewal is refused (the store ended the
-/// session); `stalled_holder_expires` and `partition_safe`: a holder that stops
-/// renewing loses its keys a TTL after its last renewal reached the server, never
-/// before its client-side deadline. Breaking a lock and release requests, through
-/// status (which records each hold's session). STM at all four levels and guarded writes
-/// (`put_if_held`: a write whose compare points at the holder's key). Counters and
-/// latches. Leadership hand-over, gapless: a resignation purges the leader's key, and
-/// the next candidate's key is the line's lowest in the same step; a standby candidate
-/// watches the hand-over record's counters; the record reads the election's line alone
-/// (see `src/status.rs`), not the bucket. The rate limiter and queue ages, on the
-/// server's clock (message time stamps). Export for migration (one listing of the
-/// bucket), and so group membership and shards.
+/// What this backend offers and claims, each measured by the conformance suite: every
+/// primitive and guarantee but those not claimed below. Fencing tokens are the holder
+/// key's stream sequence, which only grows; `lost()` fires when a renewal is refused
+/// (the store ended the session); `stalled_holder_expires` and `partition_safe`: a
+/// holder that stops renewing loses its keys a TTL after its last renewal reached the
+/// server, never before its client-side deadline. Breaking a lock and release requests
+/// go through status, which records each hold's session. A hand-over is gapless: a
+/// resignation purges the leader's key, and the next candidate's key is the line's
+/// lowest in the same step; the hand-over record reads the election's line alone (see
+/// `src/status.rs`), not the bucket. The rate limiter and queue ages run on the
+/// server's clock (message time stamps).
 ///
 /// Not claimed (see the crate docs, whose sections say why): `survives_restart`,
 /// `exclusive_across_restart` (declared by a [`NatsBackend`] whose URL bounds session
 /// TTLs), `linearizable`, `survives_failover` (declared by a [`NatsBackend`] whose
-/// bucket has more than one replica), and every primitive not built.
+/// bucket has more than one replica) and `caller_transactions` (no outbox).
 pub fn capabilities() -> Capabilities {
-    Capabilities::none(BACKEND)
+    Capabilities::all(BACKEND, MIN_SESSION_TTL)
         .with_max_value_size(max_value_size(DEFAULT_MAX_PAYLOAD))
-        .with_min_session_ttl(MIN_SESSION_TTL)
-        .with_session_bound(true)
-        .with_lock(true)
-        .with_fencing(true)
-        .with_fifo_waiters(true)
-        .with_unfair_lock(true)
-        .with_election(true)
-        .with_hand_over(true)
-        .with_gapless_hand_over(true)
-        .with_semaphore(true)
-        .with_rwlock(true)
-        .with_barrier(true)
-        .with_double_barrier(true)
-        .with_lost_notification(true)
-        .with_stalled_holder_expires(true)
-        .with_partition_safe(true)
-        .with_guarded_writes(true)
-        .with_stm_serializable_snapshot(true)
-        .with_stm_serializable(true)
-        .with_stm_repeatable_reads(true)
-        .with_stm_read_committed(true)
-        .with_counter(true)
-        .with_break_lock(true)
-        .with_release_request(true)
-        .with_latch(true)
-        .with_rate_limiter(true)
-        .with_queue(true)
-        .with_queue_age(true)
-        .with_priority_queue(true)
-        .with_reliable_delivery(true)
-        .with_export(true)
+        .with_survives_restart(false)
+        .with_exclusive_across_restart(false)
+        .with_linearizable(false)
+        .with_survives_failover(false)
+        .with_caller_transactions(false)
 }
 
 /// NATS's default `max_payload`, the largest message a server takes: 1 MiB.

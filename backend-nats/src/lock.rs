@@ -28,17 +28,14 @@
 //!
 //! # An uncontended lock: two writes and no listing
 //!
-//! A holder that nobody joined, whose key was not renewed, also sends its purge
-//! compared with the whole line (on `lock.<name>.q.>`, at its key's create sequence),
-//! beside the ordinary purge in the same round trip. The session's next entry into the
-//! line, compared with the whole line at that purge's sequence, then holds without
-//! step 2's listing (see `src/released.rs`, "A line left empty"). A lock taken and
-//! released again and again by one session is then the raw pair of a create and a
-//! purge. Any other write to the line (a contender's key, a renewal, an unfair holder,
-//! a TTL's marker) refuses that compare, and the entry is made and listed as above.
-//! Only a server outside a JetStream cluster checks a compare with the whole line in
-//! one step with the write ([`crate::store::Store::compares_lines`]): in a cluster
-//! every entry lists the line.
+//! A holder that nobody joined, whose key was not renewed, releases it with a purge
+//! compared with the whole line, which leaves the line empty, and the session's next
+//! entry heads it without step 2's listing (see `src/released.rs`, "A line left
+//! empty"): a lock taken and released again and again by one session is then the raw
+//! pair of a create and a purge. Any other write to the line (a contender's key, a
+//! renewal, an unfair holder, a TTL's marker) refuses those compares, and the entry is
+//! made and listed as above; in a JetStream cluster every entry lists the line
+//! ([`crate::store::Store::compares_lines`]).
 //!
 //! Waiters are granted in token order, which is arrival order ([`fifo_waiters`]);
 //! the stream sequence only grows, so successive holders' tokens grow too
@@ -78,7 +75,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use crate::keys::{self, Kind};
-use crate::session::{LeaseInner, CREATE_HEADER};
+use crate::session::{Entered, LeaseInner, CREATE_HEADER};
 use crate::store::{Entry, Write};
 use crate::BACKEND;
 
@@ -144,6 +141,23 @@ pub(crate) struct Contender {
 }
 
 impl Contender {
+    /// A contender in line with the key `entered`, purged if dropped before its grant.
+    pub(crate) fn new(lease: &Arc<LeaseInner>, entered: Entered) -> Self {
+        Self {
+            lease: Arc::clone(lease),
+            key: entered.key,
+            token: entered.token,
+            armed: true,
+            alone: entered.alone,
+        }
+    }
+
+    /// The key and token of a granted contender, which its guard releases from now on.
+    pub(crate) fn granted(mut self) -> (String, u64) {
+        self.armed = false;
+        (std::mem::take(&mut self.key), self.token)
+    }
+
     /// Leaves the line at once: the key is purged before this returns, so that the
     /// next listing of this client or any other finds the line without it. A refused
     /// `try_lock` leaves this way; a key left to the background purge of a drop would
@@ -197,24 +211,23 @@ impl NatsLocker {
     pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
         Self {
             reuses_keys: true,
-            ..Self::in_line(session, lease, name, Kind::Lock)
+            ..Self::in_line(&session, &lease, &name, Kind::Lock)
         }
     }
 
     /// A line of contenders of `kind` (an election's candidates run the lock's
     /// protocol in a line of their own).
     pub(crate) fn in_line(
-        session: Session,
-        lease: Arc<LeaseInner>,
-        name: Name,
+        session: &Session,
+        lease: &Arc<LeaseInner>,
+        name: &Name,
         kind: Kind,
     ) -> Self {
-        let line = keys::line(kind, &name);
         Self {
-            session,
-            lease,
-            name,
-            line,
+            session: session.clone(),
+            lease: Arc::clone(lease),
+            name: name.clone(),
+            line: keys::line(kind, name),
             reuses_keys: false,
             emptying: Arc::default(),
             wakeups: AtomicU64::new(0),
@@ -271,13 +284,7 @@ impl NatsLocker {
                 .enter_fresh(&self.line, value, deadline, false)
                 .await?
         };
-        Ok(Contender {
-            lease: Arc::clone(&self.lease),
-            key: entered.key,
-            token: entered.token,
-            armed: true,
-            alone: entered.alone,
-        })
+        Ok(Contender::new(&self.lease, entered))
     }
 
     /// The place of `contender` in a listing: `Ok(None)` when it heads the line, else
@@ -298,14 +305,9 @@ impl NatsLocker {
         }
     }
 
-    /// Step 2: waits until `contender` heads the line.
-    pub(crate) async fn wait(&self, contender: &Contender) -> Result<()> {
-        self.wait_to_head(contender).await.map(drop)
-    }
-
     /// Step 2: waits until `contender` heads the line, and tells whether it is then
     /// the line's only live key.
-    async fn wait_to_head(&self, contender: &Contender) -> Result<bool> {
+    pub(crate) async fn wait_to_head(&self, contender: &Contender) -> Result<bool> {
         if contender.alone {
             return Ok(true);
         }
@@ -329,16 +331,12 @@ impl NatsLocker {
     /// The guard of a granted `contender`. When it heads a lock's line alone, its
     /// release tries to leave the line empty for the session's next entry (see
     /// `src/released.rs`), unless this handle's last try was refused lately.
-    fn grant(&self, mut contender: Contender) -> LockGuard {
-        contender.armed = false;
-        let key = std::mem::take(&mut contender.key);
+    fn grant(&self, contender: Contender) -> LockGuard {
+        let alone = contender.alone;
+        let (key, token) = contender.granted();
         let store = &self.lease.shared.store;
-        if !(self.reuses_keys
-            && contender.alone
-            && store.compares_lines()
-            && self.emptying.worth_trying())
-        {
-            return hold_guard(&self.session, &self.lease, key, contender.token);
+        if !(self.reuses_keys && alone && store.compares_lines() && self.emptying.worth_trying()) {
+            return hold_guard(&self.session, &self.lease, key, token);
         }
         let (lease, emptying, released) = (
             Arc::clone(&self.lease),
@@ -352,7 +350,7 @@ impl NatsLocker {
                 Ok(())
             })
         });
-        hold_guard_with(&self.session, &self.lease, key, contender.token, release)
+        hold_guard_with(&self.session, &self.lease, key, token, release)
     }
 }
 
@@ -377,10 +375,14 @@ pub(crate) fn hold_guard(
     key: String,
     token: u64,
 ) -> LockGuard {
-    let (releasing, released) = (Arc::clone(lease), key.clone());
-    let release: ReleaseFn =
-        Box::new(move || Box::pin(async move { releasing.release(&released).await }));
+    let release = releasing(lease, &key);
     hold_guard_with(session, lease, key, token, release)
+}
+
+/// The release of the held `key`: its purge ([`LeaseInner::release`]).
+pub(crate) fn releasing(lease: &Arc<LeaseInner>, key: &str) -> ReleaseFn {
+    let (lease, key) = (Arc::clone(lease), key.to_owned());
+    Box::new(move || Box::pin(async move { lease.release(&key).await }))
 }
 
 /// [`hold_guard`] whose release is `release` (which purges the key).

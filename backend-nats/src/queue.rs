@@ -181,7 +181,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys::{self, Kind};
 use crate::scan::PAGE;
-use crate::session::{lease_of, LeaseInner, TOMBSTONE_TTL};
+use crate::session::{lease_of, tombstone, LeaseInner, TOMBSTONE_TTL};
 use crate::shared::Shared;
 use crate::store::{ApiError, BelowFloor, Entry, Published, Store, Write, FLOOR_PAUSE};
 
@@ -436,15 +436,15 @@ impl NatsQueue {
             listing: [std::sync::Mutex::new(None), std::sync::Mutex::new(None)],
             floors: Floors::default(),
             claims: AtomicUsize::new(0),
-            kept: Arc::new(Kept::new(shared)),
+            kept: Arc::new(Kept {
+                shared: Arc::clone(shared),
+                state: std::sync::Mutex::default(),
+                added: Notify::new(),
+                orphans_done: Notify::new(),
+            }),
             sweeps: ClaimSweeps::default(),
             stale_after,
         }
-    }
-
-    /// Sweeps the in-flight records when [`ClaimSweeps`] says it is due.
-    async fn sweep_if_due(&self) {
-        self.sweeps.sweep_if_due(&self.root, || self.sweep()).await;
     }
 
     /// Puts back the items of in-flight records older than `stale_after` on the
@@ -568,9 +568,10 @@ impl NatsQueue {
         if let Some(claimed) = self.kept.take() {
             return Ok(Ok(claimed));
         }
-        self.sweep_if_due().await;
+        self.sweeps.sweep_if_due(&self.root, || self.sweep()).await;
         let store = &self.shared.store;
-        for record in call.unknown() {
+        let unknown = call.records().clone();
+        for record in unknown {
             if let Some(entry) = store.last(&record).await?.filter(Entry::live) {
                 call.settled(&record);
                 return Ok(Ok(Claimed {
@@ -631,9 +632,7 @@ impl NatsQueue {
     async fn claim_item(&self, call: &Call, item: &Item) -> Result<Option<Claimed>> {
         let record = format!("{}.c.{}", self.root, call_id());
         let writes = vec![
-            Write::purge(item.key.as_str())
-                .if_at(item.seq)
-                .ttl(TOMBSTONE_TTL),
+            tombstone(item.key.as_str(), item.seq),
             Write::purge(item.record.as_str())
                 .if_at(item.record_seq)
                 .ttl(CALL_KEY_WINDOW),
@@ -651,7 +650,7 @@ impl NatsQueue {
             value: item.value.clone(),
         };
         let (send, answer) = oneshot::channel();
-        let slot = SlotCell::new(std::sync::Mutex::new(Slot::Waiting));
+        let slot = Arc::new(std::sync::Mutex::new(Slot::Waiting));
         let mut pending = PendingClaim {
             answer,
             slot: Arc::clone(&slot),
@@ -684,7 +683,7 @@ impl NatsQueue {
             Ok(Err(error)) => {
                 // Only a transient failure leaves this claim's answer unknown.
                 if error.is_transient() {
-                    call.unknown_push(record);
+                    call.records().push(record);
                 }
                 Err(error)
             }
@@ -709,7 +708,7 @@ impl NatsQueue {
         if session.is_lost() {
             return Err(Error::SessionLost);
         }
-        self.sweep_if_due().await;
+        self.sweeps.sweep_if_due(&self.root, || self.sweep()).await;
         let _claim = ClaimUnderWay::new(&self.claims);
         let mut contention = Contention::default();
         loop {
@@ -728,10 +727,8 @@ impl NatsQueue {
         }
     }
 
-    /// Holds `item` through `lease`: one atomic batch rewrites its delivery record
-    /// (compared with its sequence, counting the delivery) and creates the hold key naming it
-    /// (with the session's TTL), so that of several receivers only one holds it and a
-    /// loser writes nothing. `None` when another consumer took the item first.
+    /// Holds `item` through `lease`, in one atomic batch (see the module docs,
+    /// "At-least-once delivery"); `None` when another consumer took the item first.
     async fn hold(
         &self,
         session: &Session,
@@ -745,9 +742,10 @@ impl NatsQueue {
         let value = Bytes::from(item.key.clone());
         // Until the session renews the hold, a call dropped or failing after the batch
         // may have landed ends the hold in the background (as a nack would).
-        let pending = ClaimGuard::new(PendingHold {
+        let pending = ClaimGuard::new(LeftBehind {
             shared: Arc::clone(&self.shared),
             key: hold.clone(),
+            hold: true,
         });
         let writes = vec![
             Write::put(item.record.as_str(), Bytes::from(hold.clone()))
@@ -788,7 +786,7 @@ impl NatsQueue {
         };
         // The batch's last message is the hold's, and an atomic batch is stored at
         // consecutive sequences: the record's rewrite is the one before.
-        let adopted = lease.adopt(&hold, value, seq).await;
+        let adopted = lease.adopt(&hold, value, seq, None).await;
         // Renewed by the session now, or purged by `adopt` when the session is over.
         pending.disarm();
         adopted?;
@@ -1009,9 +1007,7 @@ async fn read_head(
         if none_left {
             // No item is left at this priority: its key goes, unless an enqueue
             // rewrote it since it was read.
-            let forget = Write::purge(priority_key(root, priority))
-                .if_at(seq)
-                .ttl(TOMBSTONE_TTL);
+            let forget = tombstone(priority_key(root, priority), seq);
             store.publish(forget).await?.compared()?;
         }
     }
@@ -1139,26 +1135,40 @@ async fn free_items(
     Ok(())
 }
 
-/// A hold key a receive's batch may have created, not yet renewed by its session:
-/// ended in the background if the receive ends without handing it to the session.
-struct PendingHold {
+/// A key a call left behind, ended in the background: a hold key a receive's batch
+/// may have created, not yet renewed by its session, if the receive ends without
+/// handing it to the session ([`abandon_hold`]); or an in-flight record that nobody
+/// takes any more ([`put_back`]).
+struct LeftBehind {
     shared: Arc<Shared>,
     key: String,
+    /// Whether `key` is a hold key, else an in-flight record.
+    hold: bool,
 }
 
 #[async_trait]
-impl Claim for PendingHold {
+impl Claim for LeftBehind {
     fn put_back_clean_up(&self) -> CleanUp {
-        CleanUp::new(
-            "abandoning a dropped receive's hold",
-            "it ends with its ttl",
-        )
-        .of(&self.key)
-        .within(CLEANUP_BUDGET)
+        let clean_up = if self.hold {
+            CleanUp::new(
+                "abandoning a dropped receive's hold",
+                "it ends with its ttl",
+            )
+        } else {
+            CleanUp::new(
+                "putting back a dropped dequeue's item",
+                "a consumer puts it back once its in-flight record is stale",
+            )
+        };
+        clean_up.of(&self.key).within(CLEANUP_BUDGET)
     }
 
     async fn put_back(&self) -> Result<()> {
-        abandon_hold(&self.shared, &self.key).await
+        if self.hold {
+            abandon_hold(&self.shared, &self.key).await
+        } else {
+            put_back(&self.shared, &self.key).await
+        }
     }
 }
 
@@ -1169,7 +1179,7 @@ impl Claim for PendingHold {
 async fn abandon_hold(shared: &Shared, key: &str) -> Result<()> {
     let store = &shared.store;
     if let Some(entry) = take_first(store, key).await? {
-        let purge = Write::purge(key).if_at(entry.seq).ttl(TOMBSTONE_TTL);
+        let purge = tombstone(key, entry.seq);
         store.publish(purge).await?.compared()?;
     }
     Ok(())
@@ -1209,11 +1219,10 @@ struct Claimed {
 }
 
 /// The claims of a handle's dequeue calls that ended (dropped: a caller's timeout)
-/// while their batch was on its way, and that landed: the handle's next dequeue
-/// returns the first of them at once, rather than the item be put back (three
-/// requests, and a place at the end of its priority) and the next call claim another
-/// (four). A claim not taken within [`KEEP_WINDOW`], or still kept when the handle is
-/// dropped, is put back.
+/// while their batch was on its way, and that landed (see the module docs, "Dequeue"):
+/// the handle's next dequeue returns the first of them at once, which costs less than
+/// putting it back (three requests, and a place at the end of its priority) and
+/// claiming another (four).
 struct Kept {
     shared: Arc<Shared>,
     state: std::sync::Mutex<KeptState>,
@@ -1234,15 +1243,6 @@ struct KeptState {
 }
 
 impl Kept {
-    fn new(shared: &Arc<Shared>) -> Self {
-        Self {
-            shared: Arc::clone(shared),
-            state: std::sync::Mutex::default(),
-            added: Notify::new(),
-            orphans_done: Notify::new(),
-        }
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, KeptState> {
         crate::locked(&self.state)
     }
@@ -1304,10 +1304,8 @@ impl Kept {
     /// Puts the claim of `record` back if no dequeue took it.
     fn expire(&self, record: &str) {
         let mut state = self.state();
-        let Some(at) = state.claims.iter().position(|kept| kept.record == record) else {
-            return;
-        };
-        if let Some(claimed) = state.claims.remove(at) {
+        let at = state.claims.iter().position(|kept| kept.record == record);
+        if let Some(claimed) = at.and_then(|at| state.claims.remove(at)) {
             drop(state);
             spawn_put_back(&self.shared, claimed.record);
         }
@@ -1361,15 +1359,12 @@ enum Slot {
     Done,
 }
 
-/// The [`Slot`] of one claim.
-type SlotCell = Arc<std::sync::Mutex<Slot>>;
-
-/// A claim's batch on its way, seen from its call. The batch is sent by a task of
-/// its own, so that its answer is never lost with the call: a call dropped first
-/// leaves the answer to the task ([`Answerer`]), or takes one already sent.
+/// A claim's batch on its way, seen from its call (the batch is sent by a task of its
+/// own): a call dropped first leaves the answer to the task ([`Answerer`]), or takes
+/// one already sent.
 struct PendingClaim {
     answer: oneshot::Receiver<Result<Option<u64>>>,
-    slot: SlotCell,
+    slot: Arc<std::sync::Mutex<Slot>>,
     /// Set until the call reads the answer.
     unseen: Option<Unseen>,
 }
@@ -1402,7 +1397,7 @@ impl Drop for PendingClaim {
 /// when the call is gone; a task ended before its answer puts the record back.
 struct Answerer {
     send: Option<oneshot::Sender<Result<Option<u64>>>>,
-    slot: SlotCell,
+    slot: Arc<std::sync::Mutex<Slot>>,
     unseen: Option<Unseen>,
 }
 
@@ -1460,17 +1455,9 @@ impl Call {
         }
     }
 
+    /// The records whose claims' answers are unknown.
     fn records(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
         crate::locked(&self.unknown)
-    }
-
-    /// The records whose claims' answers are unknown.
-    fn unknown(&self) -> Vec<String> {
-        self.records().clone()
-    }
-
-    fn unknown_push(&self, record: String) {
-        self.records().push(record);
     }
 
     /// `record`'s claim landed and the call returns its item.
@@ -1489,33 +1476,11 @@ impl Drop for Call {
 
 /// Puts the record `record` back in the background: a claim nobody takes any more.
 fn spawn_put_back(shared: &Arc<Shared>, record: String) {
-    drop(ClaimGuard::new(RecordClaim {
+    drop(ClaimGuard::new(LeftBehind {
         shared: Arc::clone(shared),
-        record,
+        key: record,
+        hold: false,
     }));
-}
-
-/// The claim the in-flight record `record` holds, which nobody takes: put back (see
-/// [`put_back`]).
-struct RecordClaim {
-    shared: Arc<Shared>,
-    record: String,
-}
-
-#[async_trait]
-impl Claim for RecordClaim {
-    fn put_back_clean_up(&self) -> CleanUp {
-        CleanUp::new(
-            "putting back a dropped dequeue's item",
-            "a consumer puts it back once its in-flight record is stale",
-        )
-        .of(&self.record)
-        .within(CLEANUP_BUDGET)
-    }
-
-    async fn put_back(&self) -> Result<()> {
-        put_back(&self.shared, &self.record).await
-    }
 }
 
 /// Puts the record `record` back as the item it was claimed from, behind the waiting
@@ -1589,12 +1554,9 @@ impl Queue for NatsQueue {
     /// only where absent, so a repeat of the call finds its own item. A caller's key
     /// gets a record, written in the batch that appends the item.
     async fn append_bytes(&self, key: &AppendKey, item: Bytes, priority: u16) -> Result<Enqueued> {
-        let key = match key {
-            AppendKey::Call(_) => {
-                self.append(item, priority, None).await?;
-                return Ok(Enqueued::New);
-            }
-            AppendKey::Caller(key) => key,
+        let AppendKey::Caller(key) = key else {
+            self.append(item, priority, None).await?;
+            return Ok(Enqueued::New);
         };
         let record = format!("{}.k.{}", self.root, keys::escape(key.as_str()));
         let store = &self.shared.store;
@@ -1725,9 +1687,7 @@ impl Settle for NatsSettle {
                 .header(HOLDER_HEADER, &self.hold)
                 .if_at(self.record_seq)
                 .ttl(CALL_KEY_WINDOW),
-            Write::purge(self.hold.as_str())
-                .if_at(hold_seq)
-                .ttl(TOMBSTONE_TTL),
+            tombstone(self.hold.as_str(), hold_seq),
         ];
         match self.lease.shared.store.batch(writes).await?.compared()? {
             Some(_) => Ok(true),

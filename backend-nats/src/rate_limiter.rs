@@ -4,13 +4,10 @@
 //!
 //! # The key
 //!
-//! The key holds a [`StampedTat`] record, `<base µs> <added µs> <rate fingerprint>`,
-//! and its theoretical arrival time (TAT) is `max(base, stamp) + added`, `stamp` being
-//! the time JetStream stored the key's message. A grant of `n` permits at interval `T`
-//! writes `base` = the TAT it read and `added` = `n·T` without knowing when its write
-//! lands; JetStream stamps it. So every grant is GCRA's step at the instant the stream
-//! stored it, not at the earlier instant its "now" was read, and a limiter idle when
-//! read starts its TAT from the grant's own time.
+//! The key holds a [`StampedTat`] record, whose theoretical arrival time (TAT) counts
+//! from `stamp`, the time JetStream stored the key's message: a grant writes without
+//! knowing when its write lands, JetStream stamps it, and so every grant is GCRA's step
+//! at the instant the stream stored it (see [`StampedTat`]).
 //!
 //! # A request
 //!

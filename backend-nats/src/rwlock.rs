@@ -19,7 +19,7 @@ use distsync_core::raw::{read_guard, RwLock};
 use distsync_core::{LockGuard, Name, ReadGuard, Result, Session};
 
 use crate::keys::{self, Kind};
-use crate::lock::{gone_after, hold_guard, token_of, vanished, Contender, NatsLocker};
+use crate::lock::{gone_after, hold_guard, releasing, token_of, vanished, Contender, NatsLocker};
 use crate::session::LeaseInner;
 
 /// A writer's key holds this; a reader's [`READER`].
@@ -35,20 +35,6 @@ pub(crate) struct NatsRwLock {
 }
 
 impl NatsRwLock {
-    pub(crate) fn new(session: Session, lease: Arc<LeaseInner>, name: Name) -> Self {
-        Self {
-            line: NatsLocker::in_line(
-                session.clone(),
-                Arc::clone(&lease),
-                name.clone(),
-                Kind::RwLock,
-            ),
-            session,
-            lease,
-            name,
-        }
-    }
-
     /// The key `contender` must wait for (`None`: it holds), and the sequence the
     /// line was read at.
     async fn blocker(&self, contender: &Contender, writer: bool) -> Result<(Option<String>, u64)> {
@@ -73,11 +59,13 @@ impl NatsRwLock {
         Ok((blocker.map(|(_, key, _)| key.clone()), last))
     }
 
-    /// Waits until `contender` holds.
-    async fn wait(&self, contender: &Contender, writer: bool) -> Result<()> {
+    /// A contender of a `writer` or a reader, entered and waited for until it holds.
+    async fn hold(&self, writer: bool) -> Result<Contender> {
+        let value = Bytes::from_static(if writer { WRITER } else { READER });
+        let contender = self.line.enter_with(value).await?;
         RetryPolicy::default()
             .wait_until("the read-write lock", self.lease.lost_token(), || async {
-                let (blocker, last) = self.blocker(contender, writer).await?;
+                let (blocker, last) = self.blocker(&contender, writer).await?;
                 Ok(match blocker {
                     None => Ready(()),
                     Some(key) => {
@@ -85,26 +73,33 @@ impl NatsRwLock {
                     }
                 })
             })
-            .await
+            .await?;
+        Ok(contender)
     }
 
     /// A write hold of a granted `contender`.
-    fn write_guard(&self, mut contender: Contender) -> LockGuard {
-        contender.armed = false;
-        let key = std::mem::take(&mut contender.key);
-        hold_guard(&self.session, &self.lease, key, contender.token)
+    fn write_guard(&self, contender: Contender) -> LockGuard {
+        let (key, token) = contender.granted();
+        hold_guard(&self.session, &self.lease, key, token)
     }
 
     /// A read hold of a granted `contender`.
-    fn read_guard(&self, mut contender: Contender) -> ReadGuard {
-        contender.armed = false;
-        let key = std::mem::take(&mut contender.key);
-        let (lease, released) = (Arc::clone(&self.lease), key.clone());
-        read_guard(
-            key,
-            &self.session,
-            Box::new(move || Box::pin(async move { lease.release(&released).await })),
-        )
+    fn read_guard(&self, contender: Contender) -> ReadGuard {
+        let (key, _) = contender.granted();
+        let release = releasing(&self.lease, &key);
+        read_guard(key, &self.session, release)
+    }
+
+    /// A one-shot entry of a `writer` or a reader: the contender, granted, or `None`
+    /// (its key withdrawn) when a key blocks it.
+    async fn try_hold(&self, writer: bool) -> Result<Option<Contender>> {
+        let value = Bytes::from_static(if writer { WRITER } else { READER });
+        let contender = self.line.try_enter_with(value).await?;
+        if self.blocker(&contender, writer).await?.0.is_none() {
+            return Ok(Some(contender));
+        }
+        contender.withdraw().await?;
+        Ok(None)
     }
 }
 
@@ -115,42 +110,37 @@ impl RwLock for NatsRwLock {
     }
 
     async fn read(&self) -> Result<ReadGuard> {
-        let contender = self.line.enter_with(Bytes::from_static(READER)).await?;
-        self.wait(&contender, false).await?;
-        Ok(self.read_guard(contender))
+        Ok(self.read_guard(self.hold(false).await?))
     }
 
     async fn try_read(&self) -> Result<Option<ReadGuard>> {
-        let contender = self.line.try_enter_with(Bytes::from_static(READER)).await?;
-        match self.blocker(&contender, false).await?.0 {
-            None => Ok(Some(self.read_guard(contender))),
-            Some(_) => {
-                contender.withdraw().await?;
-                Ok(None)
-            }
-        }
+        let held = self.try_hold(false).await?;
+        Ok(held.map(|contender| self.read_guard(contender)))
     }
 
     async fn write(&self) -> Result<LockGuard> {
-        let contender = self.line.enter_with(Bytes::from_static(WRITER)).await?;
-        self.wait(&contender, true).await?;
-        Ok(self.write_guard(contender))
+        Ok(self.write_guard(self.hold(true).await?))
     }
 
     async fn try_write(&self) -> Result<Option<LockGuard>> {
-        let contender = self.line.try_enter_with(Bytes::from_static(WRITER)).await?;
-        match self.blocker(&contender, true).await?.0 {
-            None => Ok(Some(self.write_guard(contender))),
-            Some(_) => {
-                contender.withdraw().await?;
-                Ok(None)
-            }
-        }
+        let held = self.try_hold(true).await?;
+        Ok(held.map(|contender| self.write_guard(contender)))
     }
 }
 
 impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsRwLock {
     fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name))
+        let OnSession {
+            session,
+            lease,
+            name,
+        } = on;
+        let line = NatsLocker::in_line(&session, &lease, &name, Kind::RwLock);
+        Ok(Self {
+            line,
+            session,
+            lease,
+            name,
+        })
     }
 }

@@ -35,26 +35,6 @@ pub(crate) struct NatsSemaphore {
 }
 
 impl NatsSemaphore {
-    pub(crate) fn new(
-        session: Session,
-        lease: Arc<LeaseInner>,
-        name: Name,
-        permits: NonZeroUsize,
-    ) -> Self {
-        Self {
-            line: NatsLocker::in_line(
-                session.clone(),
-                Arc::clone(&lease),
-                name.clone(),
-                Kind::Semaphore,
-            ),
-            session,
-            lease,
-            name,
-            permits,
-        }
-    }
-
     /// Whether `contender` holds a permit in a listing, and the sequence it was read at.
     ///
     /// # Errors
@@ -87,23 +67,15 @@ impl NatsSemaphore {
         }
     }
 
-    /// A fresh key in the line, holding the number of permits.
-    async fn enter(&self) -> Result<Contender> {
-        let permits = Bytes::from(self.permits.get().to_string());
-        self.line.enter_with(permits).await
-    }
-
-    /// As [`enter`](Self::enter), for a one-shot call.
-    async fn try_enter(&self) -> Result<Contender> {
-        let permits = Bytes::from(self.permits.get().to_string());
-        self.line.try_enter_with(permits).await
+    /// What a key in the line holds: the number of permits.
+    fn value(&self) -> Bytes {
+        Bytes::from(self.permits.get().to_string())
     }
 
     /// The permit of a granted `contender`.
-    fn grant(&self, mut contender: Contender) -> Permit {
-        contender.armed = false;
-        let key = std::mem::take(&mut contender.key);
-        permit(hold_guard(&self.session, &self.lease, key, contender.token))
+    fn grant(&self, contender: Contender) -> Permit {
+        let (key, token) = contender.granted();
+        permit(hold_guard(&self.session, &self.lease, key, token))
     }
 }
 
@@ -118,7 +90,7 @@ impl Semaphore for NatsSemaphore {
     }
 
     async fn acquire(&self) -> Result<Permit> {
-        let contender = self.enter().await?;
+        let contender = self.line.enter_with(self.value()).await?;
         let filter = keys::every_in(self.line.line());
         RetryPolicy::default()
             .wait_until("a permit", self.lease.lost_token(), || async {
@@ -134,7 +106,7 @@ impl Semaphore for NatsSemaphore {
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {
-        let contender = self.try_enter().await?;
+        let contender = self.line.try_enter_with(self.value()).await?;
         if self.holds(&contender).await?.0 {
             Ok(Some(self.grant(contender)))
         } else {
@@ -149,6 +121,18 @@ impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for NatsSemap
         _: &Arc<Shared>,
         (on, permits): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
     ) -> Result<Self> {
-        Ok(Self::new(on.session, on.lease, on.name, permits))
+        let OnSession {
+            session,
+            lease,
+            name,
+        } = on;
+        let line = NatsLocker::in_line(&session, &lease, &name, Kind::Semaphore);
+        Ok(Self {
+            line,
+            session,
+            lease,
+            name,
+            permits,
+        })
     }
 }

@@ -29,10 +29,9 @@
 //!
 //! # Ending a session
 //!
-//! [`Lease::revoke`] (a close) purges every key of the session. A session of another
-//! process is revoked by finding its keys, which carry its id
-//! ([`crate::keys::is_contender_of`]), among every kind's, and purging them: its
-//! owner's next renewal is refused and its `lost()` fires.
+//! [`Lease::revoke`] (a close) purges every key of the session; a session of another
+//! process is revoked by purging the keys that carry its id ([`revoke_elsewhere`]):
+//! its owner's next renewal is refused and its `lost()` fires.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -59,6 +58,12 @@ pub(crate) const CREATE_HEADER: &str = "Ds-Create";
 
 /// How long a released key's purge tombstone stays.
 pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(5);
+
+/// A purge of `key` compared with its sequence `seq`, its tombstone kept
+/// [`TOMBSTONE_TTL`].
+pub(crate) fn tombstone(key: impl Into<String>, seq: u64) -> Write {
+    Write::purge(key).if_at(seq).ttl(TOMBSTONE_TTL)
+}
 
 /// The lease of `session`, checked to be one of `shared`'s sessions.
 ///
@@ -111,21 +116,7 @@ pub(crate) struct LeaseInner {
     epoch: u64,
 }
 
-impl std::fmt::Debug for LeaseInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseInner")
-            .field("id", &SessionId(self.id))
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
-
 impl LeaseInner {
-    /// The session's own key.
-    fn own_key(&self) -> String {
-        format!("session.{:016x}", self.id)
-    }
-
     /// A fresh number for a contender key of this session.
     pub(crate) fn next_number(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
@@ -184,7 +175,7 @@ impl LeaseInner {
         loop {
             let key = keys::contender(line, self.id, self.next_number());
             let created = self
-                .create_at_until(
+                .create_at(
                     &key,
                     value.clone(),
                     Compare::Key(0),
@@ -193,11 +184,8 @@ impl LeaseInner {
                 )
                 .await?;
             if let Some(token) = created {
-                return Ok(Entered {
-                    key,
-                    token,
-                    alone: false,
-                });
+                let alone = false;
+                return Ok(Entered { key, token, alone });
             }
             tracing::debug!(
                 session = %SessionId(self.id),
@@ -208,23 +196,6 @@ impl LeaseInner {
                 return Err(Error::connection(BACKEND, FRESH_KEY_ENDED));
             }
         }
-    }
-
-    /// Creates `key` holding `value` with the session's TTL if its last sequence is
-    /// still `expected` (0: no message; else the tombstone left by its last holder),
-    /// and records it for renewal. Returns its create sequence, or `None` when
-    /// someone else wrote the key first. A create whose answer was lost is looked for
-    /// and taken if it landed (the key then holds `value`, which names the call).
-    ///
-    /// # Errors
-    /// [`Error::SessionLost`] once the session is over; the store's error.
-    pub(crate) async fn create_at(
-        &self,
-        key: &str,
-        value: Bytes,
-        compare: Compare,
-    ) -> Result<Option<u64>> {
-        self.create_at_until(key, value, compare, None, None).await
     }
 
     /// Enters the line `line` (`<kind>.<name>.q`) with a contender key holding
@@ -250,7 +221,7 @@ impl LeaseInner {
             let empty = quiet.then(|| (Compare::line(&self.shared.store, line, seq), true));
             for (compare, alone) in empty.into_iter().chain([(Compare::Key(seq), false)]) {
                 let created = self
-                    .create_at_until(&key, value.clone(), compare, deadline, Some(line))
+                    .create_at(&key, value.clone(), compare, deadline, Some(line))
                     .await?;
                 if let Some(token) = created {
                     return Ok(Entered { key, token, alone });
@@ -262,12 +233,18 @@ impl LeaseInner {
         self.enter_fresh(line, value, deadline, true).await
     }
 
-    /// As [`create_at`](Self::create_at), riding out transient failures until
-    /// `deadline` if given (a one-shot call), else until the session ends (a wait);
-    /// a key of the line `line`, if given, is left for the session's next entry there
-    /// when released.
-    /// A contender key waits out a lock-delay first (see `src/amnesia.rs`).
-    async fn create_at_until(
+    /// Creates `key` holding `value` with the session's TTL if `compare` holds (see
+    /// [`Compare`]), and records it for renewal; a key of the line `line`, if given, is
+    /// left for the session's next entry there when released. Returns its create
+    /// sequence, or `None` when someone else wrote the key first. A create whose answer
+    /// was lost is looked for and taken if it landed (the key then holds `value`,
+    /// which names the call). Transient failures are ridden out until `deadline` if
+    /// given (a one-shot call), else until the session ends (a wait). A contender key
+    /// waits out a lock-delay first (see `src/amnesia.rs`).
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] once the session is over; the store's error.
+    pub(crate) async fn create_at(
         &self,
         key: &str,
         value: Bytes,
@@ -279,7 +256,7 @@ impl LeaseInner {
         self.write_key(key, value, compare, deadline, line).await
     }
 
-    /// Writes `key` as [`create_at_until`](Self::create_at_until) does, with no
+    /// Writes `key` as [`create_at`](Self::create_at) does, with no
     /// lock-delay: the session's own key, which grants nothing.
     async fn write_key(
         &self,
@@ -324,22 +301,24 @@ impl LeaseInner {
                 _ => return Ok(None),
             },
         };
-        self.adopt_in(key, value, seq, line).await?;
+        self.adopt(key, value, seq, line).await?;
         Ok(Some(seq))
     }
 
     /// Takes over the renewal of `key`, created with the session's TTL holding `value`
-    /// at the sequence `seq` by a write of the caller's own (an atomic batch).
+    /// at the sequence `seq` by a write of the caller's own (an atomic batch); a
+    /// contender key of the line `line`, if given, is left for the session's next entry
+    /// there when released.
     ///
     /// # Errors
     /// [`Error::SessionLost`] when the session is over: the key is then purged.
-    pub(crate) async fn adopt(&self, key: &str, value: Bytes, seq: u64) -> Result<()> {
-        self.adopt_in(key, value, seq, None).await
-    }
-
-    /// As [`adopt`](Self::adopt), for a contender key of the line `line`, if given,
-    /// which its release leaves for the session's next entry there.
-    async fn adopt_in(&self, key: &str, value: Bytes, seq: u64, line: Option<&str>) -> Result<()> {
+    pub(crate) async fn adopt(
+        &self,
+        key: &str,
+        value: Bytes,
+        seq: u64,
+        line: Option<&str>,
+    ) -> Result<()> {
         let mut keys = self.keys.lock().await;
         if self.is_over() {
             drop(keys);
@@ -378,28 +357,20 @@ impl LeaseInner {
     /// # Cancel safety
     /// Not cancel-safe: a dropped release leaves the key unrenewed, to end with its TTL.
     pub(crate) async fn release(&self, key: &str) -> Result<()> {
-        let held = self.keys.lock().await.remove(key);
-        match held {
-            Some(held) => self.purge_held(key, held).await,
-            None => Ok(()),
-        }
+        let Some(held) = self.keys.lock().await.remove(key) else {
+            return Ok(());
+        };
+        self.purge_held(key, held).await
     }
 
-    /// As [`release`](Self::release), for the key of a lock's holder, which heads its
-    /// line alone: when the session has not renewed it, its purge is also tried
-    /// compared with the whole line, sent together with the ordinary one (one round
-    /// trip). The compared purge lands only while the key's create is still the line's
-    /// last message: no key entered, was renewed or ended in the line since, so the
-    /// holder leaves it without a live key, and the session's next entry can head it
-    /// without a listing (see `src/released.rs`). At most one of the two purges lands,
-    /// as each is compared with a sequence the other moves. Returns whether the line
-    /// was left empty.
-    ///
-    /// # Errors
-    /// As [`release`](Self::release).
-    ///
-    /// # Cancel safety
-    /// As [`release`](Self::release).
+    /// As [`release`](Self::release) (its errors and cancel safety too), for the key of
+    /// a lock's holder, which heads its line alone: when the session has not renewed
+    /// it, its purge is also tried compared with the whole line, in the round trip of
+    /// the ordinary one. That purge lands only while the key's create is still the
+    /// line's last message, so the holder leaves the line without a live key and the
+    /// session's next entry can head it without a listing (see `src/released.rs`). At
+    /// most one of the two purges lands, as each is compared with a sequence the other
+    /// moves. Returns whether the line was left empty.
     pub(crate) async fn release_holder(&self, key: &str) -> Result<bool> {
         let Some(held) = self.keys.lock().await.remove(key) else {
             return Ok(false);
@@ -428,19 +399,14 @@ impl LeaseInner {
         Ok(quiet)
     }
 
-    /// As [`release`](Self::release), for a holder's key in the line `line` that its
-    /// own waiters do not write to (an unfair lock's holder key, in the fair lock's
-    /// line): when the session has not renewed it, the purge is compared with the
-    /// whole line at the key's create, and only when that is refused (a fair contender
-    /// wrote to the line meanwhile) sent again compared with the key alone. Returns the
-    /// tombstone's sequence when the line was left empty: a create compared with the
-    /// line at it lands only while nothing was written there since.
-    ///
-    /// # Errors
-    /// As [`release`](Self::release).
-    ///
-    /// # Cancel safety
-    /// As [`release`](Self::release).
+    /// As [`release`](Self::release) (its errors and cancel safety too), for a holder's
+    /// key in the line `line` that its own waiters do not write to (an unfair lock's
+    /// holder key, in the fair lock's line): when the session has not renewed it, the
+    /// purge is compared with the whole line at the key's create, and only when that is
+    /// refused (a fair contender wrote to the line meanwhile) sent again compared with
+    /// the key alone. Returns the tombstone's sequence when the line was left empty: a
+    /// create compared with the line at it lands only while nothing was written there
+    /// since.
     pub(crate) async fn release_emptying(&self, key: &str, line: &str) -> Result<Option<u64>> {
         let Some(held) = self.keys.lock().await.remove(key) else {
             return Ok(None);
@@ -472,15 +438,8 @@ impl LeaseInner {
             })
             .await?;
         if let (Some(line), Some(seq)) = (held.line, tombstone) {
-            let key = key.to_owned();
-            self.released.record(
-                &line,
-                Tombstone {
-                    key,
-                    seq,
-                    quiet: false,
-                },
-            );
+            let (key, quiet) = (key.to_owned(), false);
+            self.released.record(&line, Tombstone { key, seq, quiet });
         }
         Ok(())
     }
@@ -531,10 +490,7 @@ impl LeaseInner {
         let Some(held) = keys.get_mut(key) else {
             return Ok(false);
         };
-        let write = Write::put(key, value.clone())
-            .if_at(held.seq)
-            .ttl(self.ttl)
-            .header(CREATE_HEADER, &held.create.to_string());
+        let write = self.renewal(key, value.clone(), held);
         match self.shared.renewals.publish(write).await?.compared()? {
             Some(seq) => {
                 held.seq = seq;
@@ -554,11 +510,7 @@ impl LeaseInner {
         let keys = std::mem::take(&mut *self.keys.lock().await);
         self.fail();
         let purges = (keys.iter())
-            .map(|(key, held)| {
-                Write::purge(key.as_str())
-                    .if_at(held.seq)
-                    .ttl(TOMBSTONE_TTL)
-            })
+            .map(|(key, held)| tombstone(key.as_str(), held.seq))
             .collect::<Vec<_>>();
         if purges.is_empty() {
             return Ok(());
@@ -581,6 +533,15 @@ impl LeaseInner {
         Ok(())
     }
 
+    /// The rewrite of the held `key` with `value`: a compare on the sequence the
+    /// session last wrote, with a fresh TTL, its create sequence kept.
+    fn renewal(&self, key: &str, value: Bytes, held: &Held) -> Write {
+        Write::put(key, value)
+            .if_at(held.seq)
+            .ttl(self.ttl)
+            .header(CREATE_HEADER, &held.create.to_string())
+    }
+
     /// One renewal of every key (see the module docs).
     async fn renew(&self) -> Result<KeepAlive> {
         if self.is_over() || self.shared.amnesia.epoch() > self.epoch {
@@ -588,10 +549,7 @@ impl LeaseInner {
         }
         let mut keys = self.keys.lock().await;
         for (key, held) in keys.iter_mut() {
-            let write = Write::put(key.as_str(), held.value.clone())
-                .if_at(held.seq)
-                .ttl(self.ttl)
-                .header(CREATE_HEADER, &held.create.to_string());
+            let write = self.renewal(key, held.value.clone(), held);
             match self.shared.renewals.publish(write).await?.compared()? {
                 Some(seq) => held.seq = seq,
                 None => {
@@ -624,7 +582,8 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
         let grant_sent = tokio::time::Instant::now();
         let inner = Arc::new(LeaseInner {
             shared: Arc::clone(shared),
-            id: session_id(),
+            // A fresh id: 64 random bits, never 0.
+            id: distsync_core::raw::random_u64().max(1),
             ttl: options.ttl,
             keys: tokio::sync::Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
@@ -633,7 +592,7 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
             lost: OnceLock::new(),
             epoch: shared.amnesia.epoch(),
         });
-        let own_key = inner.own_key();
+        let own_key = session_key(inner.id);
         let created = inner
             .write_key(&own_key, value.clone(), Compare::Key(0), None, None)
             .await?;
@@ -674,23 +633,21 @@ pub(crate) async fn open(shared: &Arc<Shared>, options: &SessionOptions) -> Resu
 /// The store's error (some keys may be purged already).
 pub(crate) async fn revoke_elsewhere(shared: &Shared, id: u64) -> Result<()> {
     let store = &shared.store;
-    let session_key = format!("session.{id:016x}");
+    let own_key = session_key(id);
     let owner = format!("{id:016x}.");
     let mut filters = Kind::every_key();
-    filters.push(session_key.clone());
+    filters.push(own_key.clone());
     let (entries, _) = store.list(&filters).await?;
     let ours = |entry: &crate::store::Entry| {
         entry.live()
-            && (entry.key == session_key
+            && (entry.key == own_key
                 || keys::is_contender_of(&entry.key, id)
                 || (keys::is_unfair_holder(&entry.key)
                     && entry.value.starts_with(owner.as_bytes())))
     };
     for mut entry in entries {
         while ours(&entry) {
-            let write = Write::purge(entry.key.as_str())
-                .if_at(entry.seq)
-                .ttl(TOMBSTONE_TTL);
+            let write = tombstone(entry.key.as_str(), entry.seq);
             if store.publish(write).await?.compared()?.is_some() {
                 break;
             }
@@ -747,10 +704,9 @@ const FRESH_KEY_ENDED: &str =
 /// outage rather than waiting through it without a bound.
 const OPEN_ATTEMPTS: u32 = 3;
 
-/// A fresh session id: 64 random bits (see [`distsync_core::raw::call_id`]), never 0.
-fn session_id() -> u64 {
-    let id = distsync_core::raw::call_id();
-    u64::from_str_radix(&id[..16], 16).unwrap_or(1).max(1)
+/// The own key of the session `id`.
+fn session_key(id: u64) -> String {
+    format!("session.{id:016x}")
 }
 
 #[async_trait]

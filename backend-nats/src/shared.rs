@@ -30,14 +30,6 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<u64, Weak<LeaseInner>>>,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Shared {
     /// The state of a backend whose bucket's stream was made at `created`, renewing
     /// its sessions through `renewals`.

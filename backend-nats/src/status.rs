@@ -115,15 +115,13 @@ pub(crate) async fn status(
     with_time_left: bool,
 ) -> Result<StatusReport> {
     let (entries, _) = shared.store.list(&keys::every_key_under(prefix)).await?;
-    let empty = StatusReport::new(crate::BACKEND, prefix);
-    report(shared, empty, entries, with_time_left).await
+    report(shared, prefix, entries, with_time_left).await
 }
 
 /// The report of the lines named `name`.
 pub(crate) async fn status_of(shared: &Shared, name: &Name) -> Result<StatusReport> {
     let entries = lines_of(shared, name).await?;
-    let empty = StatusReport::new(crate::BACKEND, name.as_str());
-    report(shared, empty, entries, false).await
+    report(shared, name.as_str(), entries, false).await
 }
 
 /// The keys of the lines named `name`, tombstones included: one listing of a filter
@@ -137,14 +135,15 @@ async fn lines_of(shared: &Shared, name: &Name) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// `report` filled in from `entries`, the latest message of each key read: the live
-/// keys of the names it covers.
+/// The report of the names starting with `covers`, filled in from `entries`, the
+/// latest message of each key read: the live keys of those names.
 async fn report(
     shared: &Shared,
-    mut report: StatusReport,
+    covers: &str,
     entries: Vec<Entry>,
     with_time_left: bool,
 ) -> Result<StatusReport> {
+    let mut report = StatusReport::new(crate::BACKEND, covers);
     report.queues = queue_status::queues(&report, &entries);
     let covered = Covered::of(&report, entries);
     let now = if covered.needs_clock(with_time_left) {
@@ -270,26 +269,26 @@ fn election(name: String, line: &[Contender]) -> LineStatus {
 /// before the first writer hold.
 fn rw_lock(name: String, line: &[Contender]) -> LineStatus {
     let mut status = LineStatus::new(LineKind::RwLock, name);
-    let mut holding = true;
-    for (at, contender) in line.iter().enumerate() {
-        let writer = contender.value.as_ref() == b"w";
-        if writer && at > 0 {
-            holding = false;
-        }
-        let mode = if writer {
+    let writer = |contender: &Contender| contender.value.as_ref() == b"w";
+    // A writer shows its token only as a holder, a reader never.
+    let hold = |contender: &Contender, holds: bool| {
+        let writes = writer(contender);
+        let mode = if writes {
             HoldMode::Exclusive
         } else {
             HoldMode::Shared
         };
-        if holding {
-            status.holders.push(contender.hold(mode, writer));
-            if writer {
-                holding = false;
-            }
-        } else {
-            status.waiters.push(contender.hold(mode, false));
-        }
-    }
+        contender.hold(mode, holds && writes)
+    };
+    let holding = line
+        .iter()
+        .position(writer)
+        .map_or(line.len(), |at| at.max(1));
+    let (holders, waiters) = line.split_at(holding);
+    status.holders.extend(holders.iter().map(|c| hold(c, true)));
+    status
+        .waiters
+        .extend(waiters.iter().map(|c| hold(c, false)));
     status
 }
 

@@ -117,6 +117,21 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// The entry of `message`, the message of `key` at the stream sequence `seq`.
+    fn of(key: String, seq: u64, message: async_nats::Message) -> Self {
+        let gone = message.headers.as_ref().is_some_and(|headers| {
+            let operation = headers.get(OPERATION).map(|value| value.as_str());
+            headers.get(MARKER_REASON).is_some() || matches!(operation, Some("DEL" | "PURGE"))
+        });
+        Self {
+            key,
+            seq,
+            op: if gone { Op::Gone } else { Op::Put },
+            value: message.payload,
+            headers: message.headers,
+        }
+    }
+
     /// Whether the key holds a value (not a tombstone).
     pub(crate) fn live(&self) -> bool {
         self.op == Op::Put
@@ -251,10 +266,8 @@ impl Write {
     /// Only if the key `other`'s last sequence is `seq` (checked instead of the
     /// written key's).
     #[must_use]
-    pub(crate) fn if_other_at(mut self, subject: &str, seq: u64) -> Self {
-        self.headers.insert(EXPECTED_SEQ, seq.to_string().as_str());
-        self.headers.insert(EXPECTED_SUBJECT, subject);
-        self
+    pub(crate) fn if_other_at(self, subject: &str, seq: u64) -> Self {
+        self.if_at(seq).header(EXPECTED_SUBJECT, subject)
     }
 
     /// The message expires `ttl` after it is stored (whole seconds, at least one).
@@ -297,19 +310,18 @@ pub(crate) enum BatchEnd {
     TooMany,
 }
 
-/// What one batched direct get of a listing answered.
-enum Listed {
-    /// The keys' last messages, and the sequence the replica answered as of.
-    Entries(Vec<Entry>, u64),
-    /// Not even the bucket's anchor: a replica far behind, to ask again.
-    Stale,
-    /// More keys than one batched direct get returns.
-    TooMany,
-}
-
 /// A drop of the client's connection, waited for beside a request's answers
 /// ([`Store::drops`]).
 type Drops<'a> = Pin<Box<Notified<'a>>>;
+
+/// A client connection, and the notifications of its events: each connection made
+/// (every watch ends then, see [`Store::watch`]) and each connection lost (every wait
+/// for an answer ends then, see [`Store::within`]).
+pub(crate) struct Connection {
+    pub(crate) client: async_nats::Client,
+    pub(crate) connected: Arc<Notify>,
+    pub(crate) dropped: Arc<Notify>,
+}
 
 /// The bucket's stream, through one client connection.
 #[derive(Clone, Debug)]
@@ -351,15 +363,13 @@ impl Store {
         self.compares_lines
     }
 
-    /// The bucket `bucket` through `client`, whose connection events notify
-    /// `connected` (each connection made) and `dropped` (each connection lost).
-    pub(crate) fn new(
-        client: async_nats::Client,
-        bucket: &str,
-        request_timeout: Duration,
-        connected: Arc<Notify>,
-        dropped: Arc<Notify>,
-    ) -> Self {
+    /// The bucket `bucket` through `connection`.
+    pub(crate) fn new(connection: Connection, bucket: &str, request_timeout: Duration) -> Self {
+        let Connection {
+            client,
+            connected,
+            dropped,
+        } = connection;
         let jetstream = async_nats::jetstream::new(client.clone());
         let compares_lines = client.server_info().cluster.is_none();
         Self {
@@ -375,20 +385,14 @@ impl Store {
         }
     }
 
-    /// The same bucket through another client connection (`client`, whose events
-    /// notify `connected` and `dropped`), sharing this store's read floor: what one
-    /// writes, a read through the other never reads older than.
-    pub(crate) fn through(
-        &self,
-        client: async_nats::Client,
-        connected: Arc<Notify>,
-        dropped: Arc<Notify>,
-    ) -> Self {
+    /// The same bucket through another client connection, sharing this store's read
+    /// floor: what one writes, a read through the other never reads older than.
+    pub(crate) fn through(&self, connection: Connection) -> Self {
         Self {
-            jetstream: async_nats::jetstream::new(client.clone()),
-            client,
-            connected,
-            dropped,
+            jetstream: async_nats::jetstream::new(connection.client.clone()),
+            client: connection.client,
+            connected: connection.connected,
+            dropped: connection.dropped,
             ..self.clone()
         }
     }
@@ -485,15 +489,16 @@ impl Store {
     /// [`Error::Connection`] (transient) when no answer came in time or JetStream does
     /// not answer at all: the write may have been applied.
     pub(crate) async fn publish(&self, write: Write) -> Result<Published> {
+        self.request(write, &mut self.drops()).await
+    }
+
+    /// Sends `write` as a request and returns JetStream's answer, waited for as
+    /// [`Store::within`] says (`drops` taken before it is sent).
+    async fn request(&self, write: Write, drops: &mut Drops<'_>) -> Result<Published> {
         let subject = self.subject(&write.key);
-        let answer = self
-            .answer(
-                self.client
-                    .request_with_headers(subject, write.headers, write.value),
-            )
-            .await?
-            .map_err(request_error)?;
-        self.acknowledged(&answer.payload)
+        let request = (self.client).request_with_headers(subject, write.headers, write.value);
+        let answer = Self::within(self.request_timeout, drops, request).await?;
+        self.acknowledged(&answer.map_err(request_error)?.payload)
     }
 
     /// Sends `writes` as one atomic batch: all of them are stored, or none is (a
@@ -518,24 +523,15 @@ impl Store {
             write
                 .headers
                 .insert("Nats-Batch-Sequence", (n + 1).to_string().as_str());
-            let subject = self.subject(&write.key);
-            if n + 1 < count {
-                self.client
-                    .publish_with_headers(subject, write.headers, write.value)
-                    .await
-                    .map_err(|error| Error::connection(BACKEND, error))?;
-            } else {
+            if n + 1 == count {
                 write.headers.insert("Nats-Batch-Commit", "1");
-                let answer = Self::within(
-                    self.request_timeout,
-                    &mut drops,
-                    self.client
-                        .request_with_headers(subject, write.headers, write.value),
-                )
-                .await?
-                .map_err(request_error)?;
-                return self.acknowledged(&answer.payload);
+                return self.request(write, &mut drops).await;
             }
+            let subject = self.subject(&write.key);
+            self.client
+                .publish_with_headers(subject, write.headers, write.value)
+                .await
+                .map_err(|error| Error::connection(BACKEND, error))?;
         }
         Err(Error::InvalidArgument("an empty batch".into()))
     }
@@ -599,50 +595,43 @@ impl Store {
 
     /// One batched direct get of `filters` answered at or above the read floor, asked
     /// again while a replica behind it answers; `None` when more keys match than it
-    /// returns.
+    /// returns. It asks for the bucket's [`ANCHOR`] too, so that it always matches a
+    /// key and ends with the sequence it was answered as of.
     async fn floored(&self, filters: &[String]) -> Result<Option<(Vec<Entry>, u64)>> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            let floor = self.floor.load(Ordering::Relaxed);
-            match self.list_once(filters).await? {
-                Listed::Entries(entries, last) if last >= floor => {
-                    self.saw(last);
-                    return Ok(Some((entries, last)));
-                }
-                Listed::TooMany => return Ok(None),
-                // A replica behind the floor answered; direct gets go to any replica,
-                // so asking again soon most likely reaches another, or this one later.
-                _ if tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(FLOOR_PAUSE);
-                }
-                _ => return Err(Error::connection(BACKEND, BelowFloor)),
-            }
-        }
-    }
-
-    /// One batched direct get of `filters` and the bucket's [`ANCHOR`] (so that it
-    /// always matches a key and ends with the sequence it was answered as of).
-    async fn list_once(&self, filters: &[String]) -> Result<Listed> {
         let subjects: Vec<String> = (filters.iter().map(String::as_str))
             .chain([ANCHOR])
             .map(|filter| self.subject(filter))
             .collect();
         let request = serde_json::json!({ "multi_last": subjects, "batch": MOST_LISTED + 1 });
-        let (mut entries, end) = self.batched_get(&request).await?;
-        entries.retain(|entry| entry.key != ANCHOR);
-        match end {
-            // Not even the anchor: a replica far behind.
-            BatchEnd::NotFound => Ok(Listed::Stale),
-            BatchEnd::TooMany | BatchEnd::Done { pending: 1.., .. } => Ok(Listed::TooMany),
-            BatchEnd::Done { up_to: None, .. } => Err(Error::backend(
-                BACKEND,
-                "a listing's end without its sequence",
-            )),
-            BatchEnd::Done {
-                up_to: Some(last), ..
-            } => Ok(Listed::Entries(entries, last)),
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let floor = self.floor.load(Ordering::Relaxed);
+            let (mut entries, end) = self.batched_get(&request).await?;
+            let answered = match end {
+                // Not even the anchor: a replica far behind.
+                BatchEnd::NotFound => None,
+                BatchEnd::TooMany | BatchEnd::Done { pending: 1.., .. } => return Ok(None),
+                BatchEnd::Done { up_to: None, .. } => {
+                    let error = "a listing's end without its sequence";
+                    return Err(Error::backend(BACKEND, error));
+                }
+                BatchEnd::Done {
+                    up_to: Some(last), ..
+                } => Some(last),
+            };
+            if let Some(last) = answered.filter(|last| *last >= floor) {
+                self.saw(last);
+                entries.retain(|entry| entry.key != ANCHOR);
+                return Ok(Some((entries, last)));
+            }
+            // A replica behind the floor answered; direct gets go to any replica,
+            // so asking again soon most likely reaches another, or this one later.
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(Error::connection(BACKEND, BelowFloor));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(FLOOR_PAUSE);
         }
     }
 
@@ -660,13 +649,14 @@ impl Store {
     ) -> Result<(Vec<Entry>, BatchEnd)> {
         let mut drops = self.drops();
         let inbox = self.client.new_inbox();
+        let direct_get = format!("$JS.API.DIRECT.GET.{}", self.stream);
         let mut answers = self
             .client
             .subscribe(inbox.clone())
             .await
             .map_err(|error| Error::connection(BACKEND, error))?;
         self.client
-            .publish_with_reply(self.direct_get(), inbox, request.to_string().into())
+            .publish_with_reply(direct_get, inbox, request.to_string().into())
             .await
             .map_err(|error| Error::connection(BACKEND, error))?;
         let mut entries = Vec::new();
@@ -780,26 +770,14 @@ impl Store {
                 .map_err(|error| Error::backend(BACKEND, error.to_string()))?
                 .stream_sequence;
             store.saw(seq);
-            let message = message.message;
             let key = store.key_of(message.subject.as_str()).unwrap_or_default();
-            Ok(Entry {
-                key: key.to_owned(),
-                seq,
-                op: op_of(message.headers.as_ref()),
-                value: message.payload,
-                headers: message.headers,
-            })
+            Ok(Entry::of(key.to_owned(), seq, message.message))
         });
         Ok(Watch {
             entries: entries.take_until(reconnected).boxed(),
             stream,
             name,
         })
-    }
-
-    /// The direct get subject of the stream.
-    pub(crate) fn direct_get(&self) -> String {
-        format!("$JS.API.DIRECT.GET.{}", self.stream)
     }
 
     /// The entry a direct get answered.
@@ -819,13 +797,7 @@ impl Store {
             .parse()
             .map_err(|_| Error::backend(BACKEND, format!("a direct get's sequence `{seq}`")))?;
         let key = self.key_of(subject).unwrap_or_default().to_owned();
-        Ok(Entry {
-            key,
-            seq,
-            op: op_of(headers),
-            value: answer.payload,
-            headers: answer.headers,
-        })
+        Ok(Entry::of(key, seq, answer))
     }
 }
 
@@ -877,20 +849,6 @@ fn gone(error: &async_nats::jetstream::stream::ConsumerError) -> bool {
         error.kind(),
         ConsumerErrorKind::JetStream(api) if api.error_code() == ErrorCode::CONSUMER_NOT_FOUND
     )
-}
-
-/// A message's operation from its headers.
-fn op_of(headers: Option<&HeaderMap>) -> Op {
-    let Some(headers) = headers else {
-        return Op::Put;
-    };
-    if headers.get(MARKER_REASON).is_some() {
-        return Op::Gone;
-    }
-    match headers.get(OPERATION).map(|value| value.as_str()) {
-        Some("DEL" | "PURGE") => Op::Gone,
-        _ => Op::Put,
-    }
 }
 
 /// Why a read no replica answered at the read floor in time failed: a transient

@@ -111,22 +111,13 @@ impl NatsUnfairLocker {
         }
     }
 
-    /// The live keys of the fair line and the stream sequence they were read at.
-    async fn fair_line(&self) -> Result<Listing> {
+    /// The fair line's live keys and the stream sequence they were read at, and the
+    /// line's own last sequence (0: no key of it has a message).
+    async fn fair_line(&self) -> Result<(Listing, u64)> {
         let store = &self.lease.shared.store;
         let (entries, last) = store.list(&[keys::every_in(&self.line)]).await?;
-        Ok((contenders(&entries), last))
-    }
-
-    /// The fair line's last sequence when no key there is live; else the line as
-    /// [`fair_line`](Self::fair_line) gives it.
-    async fn empty_line_at(&self) -> Result<std::result::Result<u64, Listing>> {
-        let store = &self.lease.shared.store;
-        let (entries, last) = store.list(&[keys::every_in(&self.line)]).await?;
-        if entries.iter().any(crate::store::Entry::live) {
-            return Ok(Err((contenders(&entries), last)));
-        }
-        Ok(Ok(entries.iter().map(|entry| entry.seq).max().unwrap_or(0)))
+        let line_last = entries.iter().map(|entry| entry.seq).max().unwrap_or(0);
+        Ok(((contenders(&entries), last), line_last))
     }
 
     /// Step 1: one take; `None` when the lock is held or the take lost.
@@ -145,10 +136,7 @@ impl NatsUnfairLocker {
         if self.lease.shared.store.compares_lines() {
             self.take_on_empty_line().await
         } else {
-            Ok(match self.take_then_list().await? {
-                Some(guard) => Take::Held(guard),
-                None => Take::Lost(None),
-            })
+            self.take_then_list().await
         }
     }
 
@@ -159,16 +147,16 @@ impl NatsUnfairLocker {
         for _ in 0..TAKE_TRIES {
             let last = match emptied.take() {
                 Some(last) => last,
-                None => match self.empty_line_at().await? {
-                    Ok(last) => last,
-                    Err(held) => return Ok(Take::Lost(Some(held))),
+                None => match self.fair_line().await? {
+                    ((line, _), last) if line.is_empty() => last,
+                    (held, _) => return Ok(Take::Lost(Some(held))),
                 },
             };
             let value = keys::owner_value(self.lease.id, self.lease.next_number());
             let empty = Compare::line(&self.lease.shared.store, &self.line, last);
             let created = self
                 .lease
-                .create_at(&self.holder, Bytes::from(value), empty)
+                .create_at(&self.holder, Bytes::from(value), empty, None, None)
                 .await?;
             if let Some(token) = created {
                 return Ok(Take::Held(self.hold(token)));
@@ -179,36 +167,43 @@ impl NatsUnfairLocker {
 
     /// Step 1 in a cluster: a create compared with the holder key's last sequence,
     /// then a listing of the line that tells whether it holds.
-    async fn take_then_list(&self) -> Result<Option<LockGuard>> {
+    async fn take_then_list(&self) -> Result<Take> {
         let store = &self.lease.shared.store;
         for _ in 0..TAKE_TRIES {
             let expected = match store.last(&self.holder).await? {
-                Some(entry) if entry.live() => return Ok(None),
+                Some(entry) if entry.live() => return Ok(Take::Lost(None)),
                 Some(entry) => entry.seq,
                 None => 0,
             };
             let value = keys::owner_value(self.lease.id, self.lease.next_number());
             let Some(token) = self
                 .lease
-                .create_at(&self.holder, Bytes::from(value), Compare::Key(expected))
+                .create_at(
+                    &self.holder,
+                    value.into(),
+                    Compare::Key(expected),
+                    None,
+                    None,
+                )
                 .await?
             else {
                 continue;
             };
-            let (line, _) = self.fair_line().await?;
+            let ((line, _), _) = self.fair_line().await?;
             if line.iter().all(|(_, key)| *key == self.holder) {
-                return Ok(Some(hold_guard(
+                let holder = self.holder.clone();
+                return Ok(Take::Held(hold_guard(
                     &self.session,
                     &self.lease,
-                    self.holder.clone(),
+                    holder,
                     token,
                 )));
             }
             // A fair contender was in line: leave the lock to it.
             self.lease.release(&self.holder).await?;
-            return Ok(None);
+            return Ok(Take::Lost(None));
         }
-        Ok(None)
+        Ok(Take::Lost(None))
     }
 
     /// The guard of a take that holds with `token`: its release tries to leave the
@@ -251,7 +246,7 @@ impl NatsUnfairLocker {
                         // to watch, with no second read.
                         let (line, last) = match listed {
                             Some(listed) => listed,
-                            None => self.fair_line().await?,
+                            None => self.fair_line().await?.0,
                         };
                         Ok(NotYet(
                             async move {
@@ -303,13 +298,7 @@ impl Locker for NatsUnfairLocker {
             .await?;
         // Dropped (granted or cancelled), the waiter's key is purged. Alone in the
         // wait line or not, it waits for the lock.
-        let entry = Contender {
-            lease: Arc::clone(&self.lease),
-            key: entered.key,
-            token: entered.token,
-            armed: true,
-            alone: false,
-        };
+        let entry = Contender::new(&self.lease, entered);
         self.wait(&entry).await
     }
 
