@@ -3,7 +3,7 @@
 //! [`distsync_kv::recipes`] over [`EtcdKv`]) from a URL, a parsed [`EtcdConfig`] or a
 //! client of the caller's, with the [`capabilities`] of the crate root.
 
-use distsync_core::{Backend, Error, Result};
+use distsync_core::{Error, Result};
 use distsync_kv::forgetful::ForgetfulKv;
 use distsync_kv::recipes::KvBackend;
 use etcd_client::{Client, ConnectOptions};
@@ -229,12 +229,6 @@ fn connect_error(error: etcd_client::Error) -> Error {
     }
     to_error(error)
 }
-
-/// Checks at compile time that the backend is a [`Backend`].
-const _: fn() = || {
-    fn is_backend<B: Backend>() {}
-    is_backend::<EtcdBackend>();
-};
 
 #[cfg(test)]
 mod tests {
