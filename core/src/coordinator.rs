@@ -639,12 +639,9 @@ impl Coordinator {
     /// Breaks the lock `name`: ends its holder's session in the store, as an operator
     /// would, and returns who held it and since when; `None` when nobody holds it.
     ///
-    /// The break is safe for the resource the lock protects: the holder's guard sees
-    /// `lost()` (its next renewal fails, so within its session's deadline), its
-    /// `put_if_held` is refused, and the next grant's fencing token is higher. It ends
-    /// **every** hold of the holder's session, not this lock's alone (on ZooKeeper,
-    /// where only a session's owner can end it, the hold alone: see
-    /// [`crate::broken`]). Waiters keep their places: the first of them is granted.
+    /// The break is safe for the resource the lock protects, and ends **every** hold
+    /// of the holder's session, not this lock's alone (on ZooKeeper, the hold alone):
+    /// see [`crate::broken`]. Waiters keep their places: the first of them is granted.
     ///
     /// ```
     /// # async fn demo(coordinator: distsync::Coordinator) -> distsync::Result<()> {

@@ -32,7 +32,7 @@
 //!
 //! Member ids are one name segment: no `/`, and the other rules of [`Name`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,13 +273,13 @@ impl Group {
     /// the stream goes on with the next read.
     pub fn changes(&self) -> BoxStream<'static, Result<GroupChange>> {
         use futures::StreamExt;
-        let group = self.clone();
-        let state = (group, BTreeMap::<String, Member>::new(), Vec::new(), true);
+        let known = BTreeMap::<String, Member>::new();
+        let state = (self.clone(), known, VecDeque::new(), true);
         futures::stream::unfold(
             state,
             |(group, mut known, mut pending, mut first)| async move {
                 loop {
-                    if let Some(change) = pending.pop() {
+                    if let Some(change) = pending.pop_front() {
                         return Some((Ok(change), (group, known, pending, first)));
                     }
                     if !first {
@@ -290,21 +290,9 @@ impl Group {
                         Ok(members) => {
                             let now: BTreeMap<String, Member> =
                                 members.into_iter().map(|m| (m.id.clone(), m)).collect();
-                            let mut changes = Vec::new();
-                            for (id, member) in &known {
-                                if now.get(id).map(same_entry) != Some(same_entry(member)) {
-                                    changes.push(GroupChange::Left(member.clone()));
-                                }
-                            }
-                            for (id, member) in &now {
-                                if known.get(id).map(same_entry) != Some(same_entry(member)) {
-                                    changes.push(GroupChange::Joined(member.clone()));
-                                }
-                            }
+                            pending.extend(not_in(&known, &now).map(GroupChange::Left));
+                            pending.extend(not_in(&now, &known).map(GroupChange::Joined));
                             known = now;
-                            // Popped from the end: reversed, they come out in order.
-                            changes.reverse();
-                            pending = changes;
                         }
                         Err(error) => return Some((Err(error), (group, known, pending, first))),
                     }
@@ -315,9 +303,16 @@ impl Group {
     }
 }
 
-/// What tells one entry of a member id from the next: its session and token.
-fn same_entry(member: &Member) -> (&Option<String>, &Option<FencingToken>) {
-    (&member.session, &member.token)
+/// The members of `from` that `to` lists with another entry (session and token, which
+/// tell one entry of a member id from the next), or not at all.
+fn not_in<'a>(
+    from: &'a BTreeMap<String, Member>,
+    to: &'a BTreeMap<String, Member>,
+) -> impl Iterator<Item = Member> + 'a {
+    let entry = |member: &'a Member| (&member.session, &member.token);
+    from.values()
+        .filter(move |member| to.get(&member.id).map(entry) != Some(entry(member)))
+        .cloned()
 }
 
 impl Membership {

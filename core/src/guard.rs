@@ -177,10 +177,31 @@ impl Held {
     pub(crate) async fn release(mut self) -> Result<()> {
         let was_lost = self.known_lost();
         let before = self.before_clean_release.take().filter(|_| !was_lost);
+        let lost = self.lost.clone();
+        let mut pending = self.detachable(before, move || lost.cancel());
+        let result = match pending.release.as_mut() {
+            Some(release) => release.await,
+            None => Ok(()),
+        };
+        pending.release = None;
+        match result {
+            Ok(()) if was_lost => Err(Error::SessionLost),
+            other => other,
+        }
+    }
+
+    /// The rest of the release, handed to a [`DetachOnDrop`]: `before` (the
+    /// clean-release step), the release step, `then`, and last the in-process gate,
+    /// so that the next holder sharing this session reaches the store only after the
+    /// release.
+    fn detachable(
+        &mut self,
+        before: Option<CleanReleaseFn>,
+        then: impl FnOnce() + Send + 'static,
+    ) -> DetachOnDrop {
         let release = self.release.take();
         let gate = self.gate.take();
-        let lost = self.lost.clone();
-        let mut pending = DetachOnDrop {
+        DetachOnDrop {
             key: std::mem::take(&mut self.key),
             release: Some(Box::pin(async move {
                 if let Some(before) = before {
@@ -190,19 +211,10 @@ impl Held {
                     Some(release) => release().await,
                     None => Ok(()),
                 };
-                lost.cancel();
+                then();
                 drop(gate);
                 result
             })),
-        };
-        let result = match pending.release.as_mut() {
-            Some(release) => release.await,
-            None => Ok(()),
-        };
-        pending.release = None;
-        match result {
-            Ok(()) if was_lost => Err(Error::SessionLost),
-            other => other,
         }
     }
 }
@@ -234,23 +246,9 @@ impl Drop for Held {
             .take()
             .filter(|_| !self.known_lost());
         self.lost.cancel();
-        let Some(release) = self.release.take() else {
-            return;
-        };
-        // The in-process gate is handed to the background release so that the next
-        // holder sharing this session reaches the store only after the release.
-        let gate = self.gate.take();
-        drop(DetachOnDrop {
-            key: std::mem::take(&mut self.key),
-            release: Some(Box::pin(async move {
-                if let Some(before) = before {
-                    before().await;
-                }
-                let result = release().await;
-                drop(gate);
-                result
-            })),
-        });
+        if self.release.is_some() {
+            drop(self.detachable(before, || {}));
+        }
     }
 }
 

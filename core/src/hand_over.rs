@@ -180,6 +180,14 @@ pub struct PreferenceRequest {
     pub term: FencingToken,
 }
 
+/// The error for a session with no candidacy waiting in the election `name`.
+fn not_waiting(session: SessionId, name: &Name) -> Error {
+    Error::InvalidArgument(format!(
+        "session {session} has no candidacy waiting in election {:?}",
+        name.as_str()
+    ))
+}
+
 fn keep(leadership: Leadership, error: Error) -> NotHandedOver {
     NotHandedOver {
         error,
@@ -249,13 +257,7 @@ impl Leadership {
                 Successor::Candidate(session) => match line.position(session) {
                     Some(0) => Some(line.waiting[0].clone()),
                     Some(_) => None,
-                    None => {
-                        let error = Error::InvalidArgument(format!(
-                            "session {session} has no candidacy waiting in election {:?}",
-                            record.name().as_str()
-                        ));
-                        return Err(keep(self, error));
-                    }
+                    None => return Err(keep(self, not_waiting(session, record.name()))),
                 },
             };
             if let Some(next) = next {
@@ -278,7 +280,7 @@ impl Leadership {
                 };
             }
             if let (false, Successor::Candidate(candidate)) = (recorded, to) {
-                if let Err(error) = record.write_hand_over(Record { term, candidate }).await {
+                if let Err(error) = record.hand_over.write(Record { term, candidate }).await {
                     return Err(keep(self, error));
                 }
                 recorded = true;
@@ -323,7 +325,7 @@ impl Leadership {
             loop {
                 let read = tokio::select! {
                     () = &mut lost => return Err(Error::NotLeader),
-                    read = record.read_preference() => read,
+                    read = record.preference.read() => read,
                 };
                 let waited = match read {
                     Ok((Some(request), _)) if request.term == term => {
@@ -334,7 +336,7 @@ impl Leadership {
                     }
                     Ok((_, seen)) => tokio::select! {
                         () = &mut lost => return Err(Error::NotLeader),
-                        waited = record.preference_changed(seen) => waited,
+                        waited = record.preference.changed(seen) => waited,
                     },
                     Err(error) => Err(error),
                 };
@@ -428,7 +430,7 @@ impl HandOverElection {
             // What to wait for before looking again: the record to change, or (while
             // the line is being read or still moving) one more HAND_OVER_POLL.
             let mut wait_for = None;
-            match self.record.read_hand_over().await {
+            match self.record.hand_over.read().await {
                 Ok((Some(record), seen))
                     if Some(record) != handled && record.candidate != self.session =>
                 {
@@ -470,7 +472,7 @@ impl HandOverElection {
             }
             match wait_for {
                 Some(seen) => {
-                    if let Err(error) = self.record.hand_over_changed(seen).await {
+                    if let Err(error) = self.record.hand_over.changed(seen).await {
                         tracing::debug!(
                             election = %self.record.name(),
                             %error,
@@ -581,13 +583,10 @@ pub(crate) async fn prefer(
         return Ok(None);
     };
     if line.position(candidate).is_none() {
-        return Err(Error::InvalidArgument(format!(
-            "session {candidate} has no candidacy waiting in election {:?}",
-            name.as_str()
-        )));
+        return Err(not_waiting(candidate, name));
     }
     let request = Record { term, candidate };
-    record.write_preference(request).await?;
+    record.preference.write(request).await?;
     tracing::info!(
         backend = record.backend(),
         election = name.as_str(),

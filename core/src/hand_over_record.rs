@@ -149,10 +149,10 @@ pub(crate) struct HandOverRecord {
     backend: &'static str,
     name: Name,
     status: StatusFn,
-    to: Arc<dyn Counter>,
-    term: Arc<dyn Counter>,
-    prefer_to: Arc<dyn Counter>,
-    prefer_term: Arc<dyn Counter>,
+    /// The hand-over by the leader of the record's term to its candidate.
+    pub(crate) hand_over: RecordCounters,
+    /// The preference request to the leader of the record's term by its candidate.
+    pub(crate) preference: RecordCounters,
 }
 
 impl HandOverRecord {
@@ -174,13 +174,18 @@ impl HandOverRecord {
             )?;
             Ok(Arc::from(counter(full)?))
         };
+        let pair = |to, term| -> Result<RecordCounters> {
+            Ok(RecordCounters {
+                backend,
+                to: open(to)?,
+                term: open(term)?,
+            })
+        };
         Ok(Self {
             backend,
             name: name.clone(),
-            to: open(HAND_OVER_TO_SEGMENT)?,
-            term: open(HAND_OVER_TERM_SEGMENT)?,
-            prefer_to: open(PREFER_TO_SEGMENT)?,
-            prefer_term: open(PREFER_TERM_SEGMENT)?,
+            hand_over: pair(HAND_OVER_TO_SEGMENT, HAND_OVER_TERM_SEGMENT)?,
+            preference: pair(PREFER_TO_SEGMENT, PREFER_TERM_SEGMENT)?,
             status,
         })
     }
@@ -238,61 +243,44 @@ impl HandOverRecord {
             waiting: line.waiters.iter().filter_map(candidate).collect(),
         }
     }
-
-    /// Records a hand-over by the leader of `term` to `candidate`.
-    pub(crate) async fn write_hand_over(&self, record: Record) -> Result<()> {
-        self.write(&*self.to, &*self.term, record).await
-    }
-
-    /// The last hand-over recorded, if any, and the values read.
-    pub(crate) async fn read_hand_over(&self) -> Result<(Option<Record>, Seen)> {
-        read(&*self.to, &*self.term).await
-    }
-
-    /// Waits until a counter of the hand-over record differs from `seen`.
-    ///
-    /// Cancel safety: cancel safe, as [`Counter::changed`].
-    pub(crate) async fn hand_over_changed(&self, seen: Seen) -> Result<()> {
-        changed(&*self.to, &*self.term, seen).await
-    }
-
-    /// Records a preference request to the leader of `term` by `candidate`.
-    pub(crate) async fn write_preference(&self, record: Record) -> Result<()> {
-        self.write(&*self.prefer_to, &*self.prefer_term, record)
-            .await
-    }
-
-    /// The last preference request recorded, if any, and the values read.
-    pub(crate) async fn read_preference(&self) -> Result<(Option<Record>, Seen)> {
-        read(&*self.prefer_to, &*self.prefer_term).await
-    }
-
-    /// Waits until a counter of the preference record differs from `seen`.
-    ///
-    /// Cancel safety: cancel safe, as [`Counter::changed`].
-    pub(crate) async fn preference_changed(&self, seen: Seen) -> Result<()> {
-        changed(&*self.prefer_to, &*self.prefer_term, seen).await
-    }
-
-    async fn write(&self, to: &dyn Counter, term: &dyn Counter, record: Record) -> Result<()> {
-        set(to, session_value(record.candidate), self.backend).await?;
-        set(term, term_value(self.backend, record.term)?, self.backend).await
-    }
 }
 
-/// Reads a record: the term first, then the candidate (see the module docs).
-async fn read(to: &dyn Counter, term: &dyn Counter) -> Result<(Option<Record>, Seen)> {
-    let term = term.get().await?;
-    let to = to.get().await?;
-    let seen = Seen { term, to };
-    Ok((seen.record(), seen))
+/// One record's pair of counters: its candidate's and its term's.
+pub(crate) struct RecordCounters {
+    backend: &'static str,
+    to: Arc<dyn Counter>,
+    term: Arc<dyn Counter>,
 }
 
-/// Waits until `to` or `term` differs from what `seen` read.
-async fn changed(to: &dyn Counter, term: &dyn Counter, seen: Seen) -> Result<()> {
-    tokio::select! {
-        changed = to.changed(seen.to) => changed.map(drop),
-        changed = term.changed(seen.term) => changed.map(drop),
+impl RecordCounters {
+    /// Writes `record`: the candidate first, then the term (see the module docs).
+    pub(crate) async fn write(&self, record: Record) -> Result<()> {
+        set(&*self.to, session_value(record.candidate), self.backend).await?;
+        set(
+            &*self.term,
+            term_value(self.backend, record.term)?,
+            self.backend,
+        )
+        .await
+    }
+
+    /// The last record written, if any, and the values read: the term first, then the
+    /// candidate (see the module docs).
+    pub(crate) async fn read(&self) -> Result<(Option<Record>, Seen)> {
+        let term = self.term.get().await?;
+        let to = self.to.get().await?;
+        let seen = Seen { term, to };
+        Ok((seen.record(), seen))
+    }
+
+    /// Waits until a counter of the record differs from `seen`.
+    ///
+    /// Cancel safety: cancel safe, as [`Counter::changed`].
+    pub(crate) async fn changed(&self, seen: Seen) -> Result<()> {
+        tokio::select! {
+            changed = self.to.changed(seen.to) => changed.map(drop),
+            changed = self.term.changed(seen.term) => changed.map(drop),
+        }
     }
 }
 

@@ -73,6 +73,7 @@ use futures::stream::BoxStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
+use crate::backend::Backend;
 use crate::barrier::{Barrier, DoubleBarrier};
 use crate::delivery::{Delivery, receive_span, received};
 use crate::election::{Election, LeaderInfo, Leadership};
@@ -189,12 +190,7 @@ impl HoldCount {
     fn end_when(&self, lost: &CancellationToken) {
         let mut signal = self.0.signal();
         let mut pending = Box::pin(lost.clone().cancelled_owned());
-        let waker = Waker::from(Arc::clone(&self.0));
-        if pending
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready()
-        {
+        if self.0.poll_fired(&mut pending) {
             drop(signal);
             self.end();
             return;
@@ -206,6 +202,15 @@ impl HoldCount {
 }
 
 impl Counted {
+    /// Polls `pending` with this count as its waker: whether the signal has fired.
+    fn poll_fired(self: &Arc<Self>, pending: &mut Signal) -> bool {
+        let waker = Waker::from(Arc::clone(self));
+        pending
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
+    }
+
     fn signal(&self) -> std::sync::MutexGuard<'_, Option<Signal>> {
         crate::locked(&self.signal)
     }
@@ -234,12 +239,7 @@ impl Wake for Counted {
         let Some(pending) = signal.as_mut() else {
             return;
         };
-        let waker = Waker::from(Arc::clone(self));
-        if pending
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready()
-        {
+        if self.poll_fired(pending) {
             let done = signal.take();
             drop(signal);
             drop(done);
@@ -283,9 +283,9 @@ where
         outcome = Err(Error::SessionLost);
     }
     span.record("wait_ms", waited.as_secs_f64() * 1e3);
+    span.record("acquired", matches!(outcome, Ok(Some(_))));
     match &outcome {
         Ok(Some(held)) => {
-            span.record("acquired", true);
             if let Some(token) = held.token() {
                 span.record("token", token);
             }
@@ -294,11 +294,8 @@ where
             metrics::histogram!("distsync_acquire_wait_seconds", "backend" => backend, "primitive" => primitive)
                 .record(waited.as_secs_f64());
         }
-        Ok(None) => {
-            span.record("acquired", false);
-        }
+        Ok(None) => {}
         Err(error) => {
-            span.record("acquired", false);
             metrics::counter!(
                 "distsync_acquire_failures_total",
                 "backend" => backend,
@@ -432,16 +429,30 @@ fn permit(backend: &'static str, limit: ValueLimit, permit: Permit) -> Permit {
     permit.observe_release(observer).with_value_limit(limit)
 }
 
-/// A [`Locker`] with spans and metrics.
-pub(crate) struct InstrumentedLocker {
-    pub(crate) backend: &'static str,
+/// A backend's primitive `P` (`dyn Locker`, `dyn RwLock`, ...) with spans and metrics:
+/// what each one traces and counts is said on its impl below.
+pub(crate) struct Instrumented<P: ?Sized> {
+    backend: &'static str,
     /// The store's limit on a caller's value (see [`crate::value_size`]).
-    pub(crate) limit: ValueLimit,
-    pub(crate) inner: Box<dyn Locker>,
+    limit: ValueLimit,
+    inner: Box<P>,
 }
 
+impl<P: ?Sized> Instrumented<P> {
+    /// `inner`, a primitive of `backend`, with spans and metrics.
+    pub(crate) fn new(backend: &dyn Backend, inner: Box<P>) -> Self {
+        let capabilities = backend.capabilities();
+        Self {
+            backend: capabilities.backend,
+            limit: capabilities.value_limit(),
+            inner,
+        }
+    }
+}
+
+/// A [`Locker`] with spans and metrics.
 #[async_trait]
-impl Locker for InstrumentedLocker {
+impl Locker for Instrumented<dyn Locker> {
     fn name(&self) -> &Name {
         self.inner.name()
     }
@@ -467,23 +478,16 @@ impl Locker for InstrumentedLocker {
     }
 }
 
-/// A [`RwLock`] with spans and metrics.
-pub(crate) struct InstrumentedRwLock {
-    pub(crate) backend: &'static str,
-    /// The store's limit on a caller's value (see [`crate::value_size`]).
-    pub(crate) limit: ValueLimit,
-    pub(crate) inner: Box<dyn RwLock>,
-}
-
-impl InstrumentedRwLock {
+impl Instrumented<dyn RwLock> {
     fn read_guard(&self, guard: ReadGuard) -> ReadGuard {
         let observer = counted(self.backend, "read", guard.key(), guard.store_lost_token());
         guard.observe_release(observer)
     }
 }
 
+/// A [`RwLock`] with spans and metrics.
 #[async_trait]
-impl RwLock for InstrumentedRwLock {
+impl RwLock for Instrumented<dyn RwLock> {
     fn name(&self) -> &Name {
         self.inner.name()
     }
@@ -514,15 +518,8 @@ impl RwLock for InstrumentedRwLock {
 }
 
 /// An [`Election`] with spans and metrics on `campaign`.
-pub(crate) struct InstrumentedElection {
-    pub(crate) backend: &'static str,
-    /// The store's limit on a caller's value (see [`crate::value_size`]).
-    pub(crate) limit: ValueLimit,
-    pub(crate) inner: Box<dyn Election>,
-}
-
 #[async_trait]
-impl Election for InstrumentedElection {
+impl Election for Instrumented<dyn Election> {
     fn name(&self) -> &Name {
         self.inner.name()
     }
@@ -550,15 +547,8 @@ impl Election for InstrumentedElection {
 }
 
 /// A [`Semaphore`] with spans and metrics (primitive `permit`).
-pub(crate) struct InstrumentedSemaphore {
-    pub(crate) backend: &'static str,
-    /// The store's limit on a caller's value (see [`crate::value_size`]).
-    pub(crate) limit: ValueLimit,
-    pub(crate) inner: Box<dyn Semaphore>,
-}
-
 #[async_trait]
-impl Semaphore for InstrumentedSemaphore {
+impl Semaphore for Instrumented<dyn Semaphore> {
     fn name(&self) -> &Name {
         self.inner.name()
     }
@@ -587,13 +577,8 @@ fn barrier_event(backend: &'static str, name: &Name, action: &'static str, resul
 
 /// A [`Barrier`] with spans and metrics: `wait` is an acquisition (primitive
 /// `barrier`: counted as a waiter while it waits, its wait timed when it passes).
-pub(crate) struct InstrumentedBarrier {
-    pub(crate) backend: &'static str,
-    pub(crate) inner: Box<dyn Barrier>,
-}
-
 #[async_trait]
-impl Barrier for InstrumentedBarrier {
+impl Barrier for Instrumented<dyn Barrier> {
     fn name(&self) -> &Name {
         self.inner.name()
     }
@@ -669,15 +654,7 @@ impl DoubleBarrier for InstrumentedDoubleBarrier {
     }
 }
 
-/// A [`Queue`] with traffic counters.
-pub(crate) struct InstrumentedQueue {
-    pub(crate) backend: &'static str,
-    /// The store's limit on a caller's value (see [`crate::value_size`]).
-    pub(crate) limit: ValueLimit,
-    pub(crate) inner: Box<dyn Queue>,
-}
-
-impl InstrumentedQueue {
+impl Instrumented<dyn Queue> {
     fn dequeued<T>(&self, item: Result<T>) -> Result<T> {
         if item.is_ok() {
             metrics::counter!("distsync_queue_dequeued_total", "backend" => self.backend)
@@ -687,8 +664,9 @@ impl InstrumentedQueue {
     }
 }
 
+/// A [`Queue`] with traffic counters.
 #[async_trait]
-impl Queue for InstrumentedQueue {
+impl Queue for Instrumented<dyn Queue> {
     fn name(&self) -> &Name {
         self.inner.name()
     }

@@ -17,10 +17,7 @@ use crate::barrier::{Barrier, DoubleBarrier};
 use crate::election::Election;
 use crate::error::Result;
 use crate::hand_over::HandOverElection;
-use crate::instrument::{
-    InstrumentedBarrier, InstrumentedDoubleBarrier, InstrumentedElection, InstrumentedLocker,
-    InstrumentedQueue, InstrumentedRwLock, InstrumentedSemaphore,
-};
+use crate::instrument::{Instrumented, InstrumentedDoubleBarrier};
 use crate::lock::Locker;
 use crate::lock_options::LockOptions;
 use crate::name::Name;
@@ -56,22 +53,13 @@ pub(crate) fn locker_with(
     options: LockOptions,
 ) -> Result<Arc<dyn Locker>> {
     let inner = options.store_locker(backend.as_ref(), session, name)?;
-    crate::lock_delay::wrap(
-        layered_locker(backend, inner),
-        |record| Ok(Arc::from(backend.counter(record)?)),
-        options,
-        backend.capabilities().backend,
-    )
+    crate::lock_delay::wrap(layered_locker(backend, inner), backend.as_ref(), options)
 }
 
 /// The store's locker `inner` with release requests and the metrics layer.
 fn layered_locker(backend: &Arc<dyn Backend>, inner: Box<dyn Locker>) -> Arc<dyn Locker> {
-    let capabilities = backend.capabilities();
-    Arc::new(InstrumentedLocker {
-        backend: capabilities.backend,
-        limit: capabilities.value_limit(),
-        inner: Box::new(RevocableLocker::new(backend.as_ref(), inner)),
-    })
+    let revocable: Box<dyn Locker> = Box::new(RevocableLocker::new(backend.as_ref(), inner));
+    Arc::new(Instrumented::new(backend.as_ref(), revocable))
 }
 
 /// The store's election `name`, with hand-overs where the backend offers them and the
@@ -81,12 +69,8 @@ pub(crate) fn election(
     session: &Session,
     name: Name,
 ) -> Result<Arc<dyn Election>> {
-    let capabilities = backend.capabilities();
-    Ok(Arc::new(InstrumentedElection {
-        backend: capabilities.backend,
-        limit: capabilities.value_limit(),
-        inner: HandOverElection::wrap(backend, session, backend.election(session, name)?),
-    }))
+    let inner = HandOverElection::wrap(backend, session, backend.election(session, name)?);
+    Ok(Arc::new(Instrumented::new(backend.as_ref(), inner)))
 }
 
 /// The store's read-write lock `name`, with the metrics layer.
@@ -95,30 +79,18 @@ pub(crate) fn rwlock(
     session: &Session,
     name: Name,
 ) -> Result<Arc<dyn RwLock>> {
-    let capabilities = backend.capabilities();
-    Ok(Arc::new(InstrumentedRwLock {
-        backend: capabilities.backend,
-        limit: capabilities.value_limit(),
-        inner: backend.rwlock(session, name)?,
-    }))
+    let inner = backend.rwlock(session, name)?;
+    Ok(Arc::new(Instrumented::new(backend, inner)))
 }
 
 /// The store's queue `name`, with the metrics layer.
 pub(crate) fn queue(backend: &dyn Backend, name: Name) -> Result<Arc<dyn Queue>> {
-    let capabilities = backend.capabilities();
-    Ok(Arc::new(InstrumentedQueue {
-        backend: capabilities.backend,
-        limit: capabilities.value_limit(),
-        inner: backend.queue(name)?,
-    }))
+    Ok(Arc::new(Instrumented::new(backend, backend.queue(name)?)))
 }
 
 /// The store's barrier `name`, with the metrics layer.
 pub(crate) fn barrier(backend: &dyn Backend, name: Name) -> Result<Arc<dyn Barrier>> {
-    Ok(Arc::new(InstrumentedBarrier {
-        backend: backend.capabilities().backend,
-        inner: backend.barrier(name)?,
-    }))
+    Ok(Arc::new(Instrumented::new(backend, backend.barrier(name)?)))
 }
 
 /// The store's double barrier `name` of `count` participants, with the metrics layer.
@@ -143,12 +115,8 @@ pub(crate) fn semaphore(
     name: Name,
     permits: NonZeroUsize,
 ) -> Result<Arc<dyn Semaphore>> {
-    let capabilities = backend.capabilities();
-    Ok(Arc::new(InstrumentedSemaphore {
-        backend: capabilities.backend,
-        limit: capabilities.value_limit(),
-        inner: backend.semaphore(session, name, permits)?,
-    }))
+    let inner = backend.semaphore(session, name, permits)?;
+    Ok(Arc::new(Instrumented::new(backend, inner)))
 }
 
 /// The store's STM, checking every write against the store's value limit.

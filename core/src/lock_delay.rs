@@ -153,31 +153,26 @@ pub fn locker(
     name: Name,
     options: LockOptions,
 ) -> Result<Arc<dyn Locker>> {
-    wrap(
-        Arc::from(options.store_locker(backend, session, name)?),
-        |record| Ok(Arc::from(backend.counter(record)?)),
-        options,
-        backend.capabilities().backend,
-    )
+    let inner = options.store_locker(backend, session, name)?;
+    wrap(Arc::from(inner), backend, options)
 }
 
-/// `inner` with the lock-delay `delay` (a zero delay gives `inner` back), its record
-/// kept in `record` (see [`record_name`]).
+/// `inner` with `options`' lock-delay (a zero delay gives `inner` back), its record
+/// kept in `backend`'s counter [`record_name`].
 pub(crate) fn wrap(
     inner: Arc<dyn Locker>,
-    record: impl FnOnce(Name) -> Result<Arc<dyn Counter>>,
+    backend: &dyn Backend,
     options: LockOptions,
-    backend: &'static str,
 ) -> Result<Arc<dyn Locker>> {
     if options.delay().is_zero() {
         return Ok(inner);
     }
-    let record = record(record_name(inner.name())?)?;
+    let record = Arc::from(backend.counter(record_name(inner.name())?)?);
     Ok(Arc::new(LockDelayLocker {
         inner,
         record,
         delay: options.delay(),
-        backend,
+        backend: backend.capabilities().backend,
     }))
 }
 

@@ -85,41 +85,10 @@ macro_rules! impl_primitives {
                 &self.capabilities
             }
 
-            fn locker(
-                &self,
-                session: &$crate::Session,
-                name: $crate::Name,
-            ) -> $crate::Result<Box<dyn $crate::raw::Locker>> {
-                let on = $crate::impl_primitives!(@on self, session, name);
-                $crate::impl_primitives!(@make $locker, self, on)
-            }
-
-            fn unfair_locker(
-                &self,
-                session: &$crate::Session,
-                name: $crate::Name,
-            ) -> $crate::Result<Box<dyn $crate::raw::Locker>> {
-                let on = $crate::impl_primitives!(@on self, session, name);
-                $crate::impl_primitives!(@make $unfair_locker, self, on)
-            }
-
-            fn election(
-                &self,
-                session: &$crate::Session,
-                name: $crate::Name,
-            ) -> $crate::Result<Box<dyn $crate::raw::Election>> {
-                let on = $crate::impl_primitives!(@on self, session, name);
-                $crate::impl_primitives!(@make $election, self, on)
-            }
-
-            fn rwlock(
-                &self,
-                session: &$crate::Session,
-                name: $crate::Name,
-            ) -> $crate::Result<Box<dyn $crate::raw::RwLock>> {
-                let on = $crate::impl_primitives!(@on self, session, name);
-                $crate::impl_primitives!(@make $rwlock, self, on)
-            }
+            $crate::impl_primitives!(@on_session locker, $locker, $crate::raw::Locker);
+            $crate::impl_primitives!(@on_session unfair_locker, $unfair_locker, $crate::raw::Locker);
+            $crate::impl_primitives!(@on_session election, $election, $crate::raw::Election);
+            $crate::impl_primitives!(@on_session rwlock, $rwlock, $crate::raw::RwLock);
 
             fn semaphore(
                 &self,
@@ -176,6 +145,17 @@ macro_rules! impl_primitives {
                 let engine = <$stm as $crate::raw::Make<_, _>>::make(self.context(), ())?;
                 Ok($crate::Stm::new(::std::sync::Arc::new(engine)))
             }
+        }
+    };
+    // A factory of a handle bound to a session that takes nothing else.
+    (@on_session $factory:ident, $handle:ty, $kind:path) => {
+        fn $factory(
+            &self,
+            session: &$crate::Session,
+            name: $crate::Name,
+        ) -> $crate::Result<Box<dyn $kind>> {
+            let on = $crate::impl_primitives!(@on self, session, name);
+            $crate::impl_primitives!(@make $handle, self, on)
         }
     };
     (@make $handle:ty, $backend:ident, $with:expr) => {

@@ -156,11 +156,7 @@ pub async fn migrate(
         .iter()
         .map(|(name, items)| Ok((to.queue(name.clone())?, items)))
         .collect::<Result<Vec<_>>>()?;
-    let stm = if source.stm.is_empty() {
-        None
-    } else {
-        Some(to.stm()?)
-    };
+    let stm = (!source.stm.is_empty()).then(|| to.stm()).transpose()?;
     let barriers = source
         .barriers
         .iter()

@@ -808,10 +808,10 @@ impl ScheduledJob {
             .atomically(Isolation::SerializableSnapshot, move |tx| {
                 let key = key.clone();
                 async move {
-                    let current = match tx.get(&key).await? {
-                        Some(bytes) => Some(decode(backend, &key, &bytes)?),
-                        None => None,
-                    };
+                    let record = tx.get(&key).await?;
+                    let current = record
+                        .map(|bytes| decode(backend, &key, &bytes))
+                        .transpose()?;
                     if let Some(run) = current {
                         let claimed = millis_since_epoch(run.occurrence);
                         let last_start = millis_since_epoch(run.started);

@@ -404,37 +404,33 @@ impl Stm {
         }
         let mut prefetch: Vec<Name> = Vec::new();
         for attempt in 1..=options.max_attempts {
-            let tx = match self.engine.begin(isolation, &prefetch).await {
-                Ok(attempt) => StmTx::new(attempt, self.value_limit),
+            let begun = match self.engine.begin(isolation, &prefetch).await {
+                Ok(begun) => Some(StmTx::new(begun, self.value_limit)),
                 // A conflict while beginning (e.g. during the prefetch) is retried too.
-                Err(error) if is_retry(&error) => {
-                    tracing::debug!(attempt, %isolation, "stm conflict while beginning; retrying");
-                    metrics::counter!("distsync_stm_retries_total", "isolation" => isolation.as_str())
-                        .increment(1);
-                    tokio::task::yield_now().await;
-                    continue;
-                }
+                Err(error) if is_retry(&error) => None,
                 Err(error) => return Err(error),
             };
-            let outcome = body(tx.clone()).await;
-            prefetch = tx.read_keys().await;
-            match outcome {
-                _ if tx.conflicted() => {}
-                Ok(value) => match tx.finish().await {
-                    Ok(true) => {
-                        metrics::counter!("distsync_stm_commits_total", "isolation" => isolation.as_str())
-                            .increment(1);
-                        return Ok(Committed {
-                            value,
-                            attempts: attempt,
-                        });
-                    }
-                    Ok(false) => {}
+            if let Some(tx) = begun {
+                let outcome = body(tx.clone()).await;
+                prefetch = tx.read_keys().await;
+                match outcome {
+                    _ if tx.conflicted() => {}
+                    Ok(value) => match tx.finish().await {
+                        Ok(true) => {
+                            metrics::counter!("distsync_stm_commits_total", "isolation" => isolation.as_str())
+                                .increment(1);
+                            return Ok(Committed {
+                                value,
+                                attempts: attempt,
+                            });
+                        }
+                        Ok(false) => {}
+                        Err(error) if is_retry(&error) => {}
+                        Err(error) => return Err(error),
+                    },
                     Err(error) if is_retry(&error) => {}
                     Err(error) => return Err(error),
-                },
-                Err(error) if is_retry(&error) => {}
-                Err(error) => return Err(error),
+                }
             }
             tracing::debug!(attempt, %isolation, "stm conflict; retrying");
             metrics::counter!("distsync_stm_retries_total", "isolation" => isolation.as_str())

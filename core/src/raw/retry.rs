@@ -542,7 +542,7 @@ impl WaitRetry {
             tracing::debug!(waiting_for = self.what, %error, "store still unreachable");
         }
         if self.report {
-            report_outage(error);
+            report(Some(copy_transient(error)));
         }
         Some(self.pauses.next_pause())
     }
@@ -565,7 +565,7 @@ impl WaitRetry {
             tracing::info!(waiting_for = self.what, "store reachable again");
             self.failing = false;
             if self.report {
-                report_recovery();
+                report(None);
             }
         }
         self.pauses.reset();
@@ -590,12 +590,9 @@ fn copy_transient(error: &Error) -> Error {
     }
 }
 
-fn report_outage(error: &Error) {
-    let _ = OUTAGE.try_with(|outage| *outage.borrow_mut() = Some(copy_transient(error)));
-}
-
-fn report_recovery() {
-    let _ = OUTAGE.try_with(|outage| *outage.borrow_mut() = None);
+/// Records the outage a wait under [`crate::timeout`] is riding out (`None`: it ended).
+fn report(outage: Option<Error>) {
+    let _ = OUTAGE.try_with(|current| *current.borrow_mut() = outage);
 }
 
 /// Runs `call` for at most `timeout`. At the deadline `call` is dropped, and the result

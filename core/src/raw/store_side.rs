@@ -93,36 +93,6 @@ pub trait SessionStoreSide {
     fn exclusive(&self, resource: &str) -> impl Future<Output = OwnedMutexGuard<()>> + Send;
 }
 
-impl SessionStoreSide for Session {
-    fn lost_token(&self) -> &CancellationToken {
-        Session::lost_token(self)
-    }
-
-    fn mark_lost(&self) {
-        Session::mark_lost(self);
-    }
-
-    fn lease<T: 'static>(&self) -> Option<&T> {
-        Session::lease(self)
-    }
-
-    fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
-        Session::lease_for(self, backend)
-    }
-
-    fn lease_granted_here<T: 'static>(
-        &self,
-        backend: &'static str,
-        granted_here: impl FnOnce(&T) -> bool,
-    ) -> Result<&T> {
-        Session::lease_granted_here(self, backend, granted_here)
-    }
-
-    fn exclusive(&self, resource: &str) -> impl Future<Output = OwnedMutexGuard<()>> + Send {
-        Session::exclusive(self, resource)
-    }
-}
-
 /// Starts a session over a lease the backend has just granted, and spawns its
 /// keepalive task.
 ///

@@ -65,7 +65,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::raw::CleanUp;
+use crate::raw::{CleanUp, SessionStoreSide};
 
 mod health;
 mod lease;
@@ -237,18 +237,6 @@ impl Session {
         &self.inner.lost
     }
 
-    /// Declares the session lost (for backends that learn it other than by a
-    /// renewal, e.g. a dropped dedicated connection). Stops the keepalive. For backend
-    /// implementors, through `raw::SessionStoreSide`.
-    pub(crate) fn mark_lost(&self) {
-        self.stop_keepalive();
-        if !self.inner.closed.load(Ordering::SeqCst) {
-            count_lost(self.inner.backend, self.inner.id, &self.inner.lost);
-        }
-        self.inner.health.send_replace(SessionHealth::Lost);
-        self.inner.lost.cancel();
-    }
-
     /// Revokes the lease now, releasing everything held through the session, and fires
     /// `lost()`. Closing twice is harmless.
     ///
@@ -262,20 +250,29 @@ impl Session {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.stop_keepalive();
-        self.inner.health.send_replace(SessionHealth::Lost);
-        self.inner.lost.cancel();
+        self.inner.end();
         self.inner.lease.revoke().await
     }
+}
 
-    /// The backend's lease behind this session, if it is of type `T`.
-    pub(crate) fn lease<T: 'static>(&self) -> Option<&T> {
+// Beside the session rather than the trait: it reads the session's private state.
+impl SessionStoreSide for Session {
+    fn lost_token(&self) -> &CancellationToken {
+        Session::lost_token(self)
+    }
+
+    fn mark_lost(&self) {
+        if !self.inner.closed.load(Ordering::SeqCst) {
+            count_lost(self.inner.backend, self.inner.id, &self.inner.lost);
+        }
+        self.inner.end();
+    }
+
+    fn lease<T: 'static>(&self) -> Option<&T> {
         self.inner.lease.as_any().downcast_ref::<T>()
     }
 
-    /// Like [`Session::lease`], with a typed error naming `backend` when the session
-    /// was granted by another backend.
-    pub(crate) fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
+    fn lease_for<T: 'static>(&self, backend: &'static str) -> Result<&T> {
         self.lease::<T>().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "session {} was granted by the {} backend, not by {backend}",
@@ -284,9 +281,7 @@ impl Session {
         })
     }
 
-    /// Like [`Session::lease_for`], and only when `granted_here` recognises the lease as
-    /// the asking backend's own (its store or its instance).
-    pub(crate) fn lease_granted_here<T: 'static>(
+    fn lease_granted_here<T: 'static>(
         &self,
         backend: &'static str,
         granted_here: impl FnOnce(&T) -> bool,
@@ -301,11 +296,7 @@ impl Session {
         Ok(lease)
     }
 
-    /// Serialises, within this process, the holders of one resource that share this
-    /// session. For backends whose store key is per session (etcd's mutex and election
-    /// keys are `<name>/<lease id>`): two tasks locking one name through one session
-    /// take turns here before they reach the store. Cancel-safe.
-    pub(crate) async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
+    async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
         let gate = {
             let mut gates = crate::locked(&self.inner.gates);
             match gates.get(resource).and_then(Weak::upgrade) {
@@ -322,22 +313,23 @@ impl Session {
         };
         gate.lock_owned().await
     }
+}
 
-    fn stop_keepalive(&self) {
-        if let Some(task) = crate::locked(&self.inner.keepalive).take() {
+impl SessionInner {
+    /// Stops the keepalive and tells the holders the session has ended.
+    fn end(&self) {
+        if let Some(task) = crate::locked(&self.keepalive).take() {
             task.abort();
         }
+        self.health.send_replace(SessionHealth::Lost);
+        self.lost.cancel();
     }
 }
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
-        if let Some(task) = crate::locked(&self.keepalive).take() {
-            task.abort();
-        }
         let was_closed = self.closed.swap(true, Ordering::SeqCst);
-        self.health.send_replace(SessionHealth::Lost);
-        self.lost.cancel();
+        self.end();
         if was_closed {
             return;
         }
