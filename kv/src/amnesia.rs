@@ -9,17 +9,16 @@
 //! can be granted a lock at once while its former holder still acts on it until its
 //! next renewal finds its lease gone.
 //!
-//! **The signs.** The client remembers the store's identity, where the store gives
-//! one, and the highest revision it has seen; another identity, or a revision below
-//! the highest one seen before the request was sent (a linearizable answer never goes
-//! back), means the store forgot. A store started again from nothing restarts its
-//! revision at 1, which only tells once the client sends a request before the new
-//! store's revision has caught up; so the client also keeps the id of the store's
-//! **epoch marker** ([`distsync_core::raw::EpochMarker`]), a key
-//! `<namespace>/amnesia` holding a random id, the longest session TTL in use and the
-//! token offset. It reads the marker when it opens a session, and again when a
-//! renewal finds its lease gone: a marker that is missing or carries another id means
-//! the store is not the one the client knew.
+//! **The signs.** The client remembers the store's identity, where the store gives one,
+//! and the highest revision it has seen; another identity, or a revision below the
+//! highest one seen before the request was sent (a linearizable answer never goes back),
+//! means the store forgot. A store started again from nothing restarts its revision at 1,
+//! which only tells once the client sends a request before the new store's revision has
+//! caught up; so the client also keeps the id of the store's **epoch marker**
+//! ([`distsync_core::raw::EpochMarker`]), a key `<namespace>/amnesia` holding a random
+//! id, the longest session TTL in use and the token offset. It reads the marker when it
+//! opens a session, and again when a renewal finds its lease gone: a marker that is
+//! missing or carries another id means the store is not the one the client knew.
 //!
 //! What follows a sign (the lost sessions, the lock-delay, the token offset) is
 //! [`distsync_core::raw::EpochBook`]'s; [`Amnesia`] keeps the book beside what the
@@ -93,9 +92,7 @@ impl Amnesia {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::locked(&self.state)
     }
 
     /// The namespace the marker lives under, when the client knows it.
@@ -164,13 +161,11 @@ impl Amnesia {
     pub fn observe_marker(&self, marker: Option<&EpochMarker>) -> bool {
         let mut state = self.state();
         let gone = "a wiped store or a recreated namespace";
-        match state.book.observe_marker(marker, gone) {
-            Some(reason) => {
-                forgot(self.backend, &mut state, &reason);
-                true
-            }
-            None => false,
+        let reason = state.book.observe_marker(marker, gone);
+        if let Some(reason) = &reason {
+            forgot(self.backend, &mut state, reason);
         }
+        reason.is_some()
     }
 
     /// Whether a hold key of `create_revision` (the store's) is one this client has

@@ -96,12 +96,9 @@ impl<K: Kv> ForgetfulKv<K> {
     /// is `<namespace>/amnesia`), with `bound` on session TTLs (`None`: no lock-delay
     /// for a client that never knew the old store).
     pub fn new(store: K, namespace: &str, bound: Option<Duration>) -> Self {
+        let amnesia = Amnesia::new(store.backend(), Some(namespace.to_owned()), bound);
         Self {
-            amnesia: Arc::new(Amnesia::new(
-                store.backend(),
-                Some(namespace.to_owned()),
-                bound,
-            )),
+            amnesia: Arc::new(amnesia),
             store: Arc::new(store),
             probing: Arc::new(AtomicBool::new(false)),
         }
@@ -207,14 +204,6 @@ impl<K: Kv> ForgetfulKv<K> {
         }
     }
 
-    /// A transaction on the store, its answer's revision judged.
-    async fn judged_txn(&self, txn: Txn) -> Result<TxnResponse> {
-        let ticket = self.amnesia.ticket();
-        let response = self.store.txn(txn).await?;
-        self.judge(ticket, response.revision).await;
-        Ok(response)
-    }
-
     /// Reads the epoch marker and the hold key in one transaction, judges them, and
     /// writes the marker where it is missing or records less than this client knows
     /// (a longer session TTL `ttl`, a higher token offset). A missing marker, with a
@@ -230,12 +219,10 @@ impl<K: Kv> ForgetfulKv<K> {
         let hold_key = amnesia::hold_key(namespace);
         for _ in 0..MARKER_TRIES {
             let ticket = self.amnesia.ticket();
+            let reads = [&marker_key, &hold_key].map(|key| TxnOp::Range(Range::key(key)));
             let read = self
                 .store
-                .txn(Txn::default().and_then(vec![
-                    TxnOp::Range(Range::key(marker_key.as_str())),
-                    TxnOp::Range(Range::key(hold_key.as_str())),
-                ]))
+                .txn(Txn::default().and_then(reads.into()))
                 .await?;
             self.amnesia
                 .observe(ticket, self.store.identity(), read.revision);
@@ -270,27 +257,20 @@ impl<K: Kv> ForgetfulKv<K> {
                 return Ok(());
             };
             let compare = match stored {
-                None => Compare::create_revision(marker_key.as_str(), CompareOp::Equal, 0),
-                Some(stored) => Compare::mod_revision(
-                    marker_key.as_str(),
-                    CompareOp::Equal,
-                    stored.mod_revision,
-                ),
+                None => Compare::create_revision(&marker_key, CompareOp::Equal, 0),
+                Some(stored) => {
+                    Compare::mod_revision(&marker_key, CompareOp::Equal, stored.mod_revision)
+                }
             };
-            let mut ops = vec![TxnOp::put(marker_key.as_str(), write.encode(), 0)];
+            let mut ops = vec![TxnOp::put(&marker_key, write.encode(), 0)];
             if let Some(bound) = hold {
                 let lease = self.store.lease_grant(bound).await?;
-                ops.push(TxnOp::put(
-                    hold_key.as_str(),
-                    bound.as_millis().to_string(),
-                    lease,
-                ));
+                let delay = bound.as_millis().to_string();
+                ops.push(TxnOp::put(&hold_key, delay, lease));
             }
             let ticket = self.amnesia.ticket();
-            let written = self
-                .store
-                .txn(Txn::when(vec![compare]).and_then(ops))
-                .await?;
+            let txn = Txn::when(vec![compare]).and_then(ops);
+            let written = self.store.txn(txn).await?;
             self.amnesia
                 .observe(ticket, self.store.identity(), written.revision);
             if written.succeeded {
@@ -402,21 +382,18 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
                 *range = self.lower_range(std::mem::take(range));
             }
         }
-        txn.compares = txn
-            .compares
-            .iter()
-            .map(|compare| self.lower_compare(compare))
-            .collect();
-        let mut response = self.judged_txn(txn).await?;
+        for compare in &mut txn.compares {
+            *compare = self.lower_compare(compare);
+        }
+        let ticket = self.amnesia.ticket();
+        let mut response = self.store.txn(txn).await?;
+        self.judge(ticket, response.revision).await;
         response.revision = self.amnesia.up(response.revision);
-        response.responses = response
-            .responses
-            .into_iter()
-            .map(|op| match op {
-                TxnOpResponse::Range(range) => TxnOpResponse::Range(self.raise_range(range)),
-                other => other,
-            })
-            .collect();
+        for op in &mut response.responses {
+            if let TxnOpResponse::Range(range) = op {
+                *range = self.raise_range(std::mem::take(range));
+            }
+        }
         Ok(response)
     }
 
@@ -426,10 +403,8 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
         prefix: bool,
         start_revision: Revision,
     ) -> Result<BoxStream<'static, Result<WatchResponse>>> {
-        let stream = self
-            .store
-            .watch(key, prefix, self.amnesia.down(start_revision))
-            .await?;
+        let from = self.amnesia.down(start_revision);
+        let stream = self.store.watch(key, prefix, from).await?;
         let amnesia = Arc::clone(&self.amnesia);
         Ok(stream
             .map(move |item| {

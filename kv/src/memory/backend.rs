@@ -34,10 +34,7 @@ impl KvBackend<MemoryKv> {
     /// last one is dropped starts an empty store.
     pub fn shared(name: &str) -> Self {
         static STORES: OnceLock<Mutex<HashMap<String, Weak<MemoryKv>>>> = OnceLock::new();
-        let mut stores = STORES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stores = crate::locked(STORES.get_or_init(Default::default));
         stores.retain(|_, store| store.strong_count() > 0);
         let store = stores.get(name).and_then(Weak::upgrade).unwrap_or_else(|| {
             let store = Arc::new(MemoryKv::new());

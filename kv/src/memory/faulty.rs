@@ -1,7 +1,7 @@
 //! [`FaultyKv`]: the memory store behind a fault injector.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -181,10 +181,7 @@ impl FaultyKv {
 
     fn plan(&self) -> std::sync::MutexGuard<'_, TxnPlan> {
         // The plan is plain data, valid whatever a panicking holder left.
-        self.faults
-            .txn_plan
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::locked(&self.faults.txn_plan)
     }
 
     /// The fault planned for this transaction, if any.

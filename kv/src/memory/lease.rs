@@ -2,7 +2,7 @@
 //! on `tokio` time), and the fault hook that freezes a lease.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -27,16 +27,14 @@ impl MemoryKv {
     /// after its last effective renewal, and later renewals answer
     /// [`KeepAlive::Gone`]. Returns whether the lease exists.
     pub fn freeze_lease(&self, lease: LeaseId) -> bool {
-        let mut state = self.inner.lock();
-        state.expire_due(Instant::now());
+        let mut state = self.inner.current(Instant::now());
         let entry = state.leases.get_mut(&lease);
         entry.map(|entry| entry.frozen = true).is_some()
     }
 
     /// Test hook: the ids of the live leases, in increasing order.
     pub fn lease_ids(&self) -> Vec<LeaseId> {
-        let mut state = self.inner.lock();
-        state.expire_due(Instant::now());
+        let state = self.inner.current(Instant::now());
         let mut ids: Vec<LeaseId> = state.leases.keys().copied().collect();
         ids.sort_unstable();
         ids
@@ -46,9 +44,8 @@ impl MemoryKv {
     /// does not know it (never granted, revoked or expired).
     pub fn lease_ttl_remaining(&self, lease: LeaseId) -> Option<Duration> {
         let now = Instant::now();
-        let mut state = self.inner.lock();
-        state.expire_due(now);
-        state
+        self.inner
+            .current(now)
             .leases
             .get(&lease)
             .map(|entry| entry.deadline.saturating_duration_since(now))
@@ -57,9 +54,8 @@ impl MemoryKv {
     /// Test hook: the keys attached to `lease`, in key order, or `None` if the store
     /// does not know the lease (etcd's `TimeToLive` with keys).
     pub fn lease_keys(&self, lease: LeaseId) -> Option<Vec<String>> {
-        let mut state = self.inner.lock();
-        state.expire_due(Instant::now());
-        state
+        self.inner
+            .current(Instant::now())
             .leases
             .get(&lease)
             .map(|entry| entry.keys.iter().cloned().collect())
@@ -68,11 +64,7 @@ impl MemoryKv {
     /// Starts the lease reaper if it is not running and a tokio runtime is present
     /// (it also restarts it if the runtime it ran on has shut down).
     pub(super) fn ensure_reaper(&self) {
-        let mut slot = self
-            .inner
-            .reaper
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut slot = crate::locked(&self.inner.reaper);
         if slot.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
@@ -114,15 +106,12 @@ impl MemoryKv {
     /// Renews a lease, unless frozen ([`Kv::lease_keep_alive`]).
     pub(super) fn renew_lease(&self, lease: LeaseId) -> KeepAlive {
         let now = Instant::now();
-        let mut state = self.inner.lock();
-        state.expire_due(now);
-        state.renew(lease, now)
+        self.inner.current(now).renew(lease, now)
     }
 
     /// Revokes a lease if the store knows it ([`Kv::lease_revoke`]).
     pub(super) fn revoke_lease(&self, lease: LeaseId) {
-        let mut state = self.inner.lock();
-        state.expire_due(Instant::now());
+        let mut state = self.inner.current(Instant::now());
         if state.revoke(lease) {
             tracing::trace!(lease = format_args!("{lease:x}"), "memory lease revoked");
         }
@@ -212,8 +201,7 @@ pub(super) async fn reap(inner: Weak<Inner>, wake: Arc<Notify>) {
             let Some(inner) = inner.upgrade() else {
                 return;
             };
-            let mut state = inner.lock();
-            state.expire_due(Instant::now());
+            let state = inner.current(Instant::now());
             state.next_deadline()
         };
         match next {

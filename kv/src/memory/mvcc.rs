@@ -38,12 +38,11 @@ impl MemoryKv {
     }
 
     /// Test / fault hook: compacts history before `revision`, as etcd's `Compact`.
-    /// Afterwards reads at revisions below `revision` fail with
-    /// `StoreError::Compacted`, and watches starting below it get
-    /// [`WatchResponse::Compacted`](crate::kv::WatchResponse::Compacted). Compacting at or
-    /// below the current compaction point
-    /// does nothing; a revision above the current one is a
-    /// `StoreError::FutureRevision`.
+    /// Afterwards reads at revisions below `revision` fail with `StoreError::Compacted`,
+    /// and watches starting below it get
+    /// [`WatchResponse::Compacted`](crate::kv::WatchResponse::Compacted). Compacting at
+    /// or below the current compaction point does nothing; a revision above the current
+    /// one is a `StoreError::FutureRevision`.
     pub fn compact(&self, revision: Revision) -> Result<()> {
         let mut state = self.inner.lock();
         if revision > state.revision {

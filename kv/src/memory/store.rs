@@ -136,16 +136,14 @@ impl Kv for MemoryKv {
 
     async fn range(&self, range: Range) -> Result<RangeResponse> {
         self.ensure_reaper();
-        let mut state = self.inner.lock();
-        state.expire_due(Instant::now());
+        let mut state = self.inner.current(Instant::now());
         state.check_range(&range)?;
         Ok(state.read_range(&range))
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         self.ensure_reaper();
-        let mut state = self.inner.lock();
-        state.expire_due(Instant::now());
+        let mut state = self.inner.current(Instant::now());
         state.txn(txn)
     }
 
@@ -199,7 +197,15 @@ impl Inner {
     /// The state. A panic while it was held cannot leave it half-updated in a way
     /// later operations trip over (no operation panics), so poisoning is ignored.
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::locked(&self.state)
+    }
+
+    /// The state with the leases due at `now` expired first, so that no answer depends
+    /// on when the reaper last ran.
+    pub(super) fn current(&self, now: Instant) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        state.expire_due(now);
+        state
     }
 }
 

@@ -26,8 +26,7 @@ impl MemoryKv {
                 "watch: key is not provided".to_owned(),
             ));
         }
-        let mut state = self.inner.lock();
-        state.expire_due(Instant::now());
+        let mut state = self.inner.current(Instant::now());
         match state.watch(key, prefix, start_revision) {
             WatchStart::Compacted(revision) => {
                 Ok(stream::once(async move { Ok(WatchResponse::Compacted(revision)) }).boxed())
@@ -85,20 +84,14 @@ impl State {
             }
         }
         history.sort_by_key(|(revision, sub, _)| (*revision, *sub));
-        let mut pending: Option<(Revision, Vec<WatchEvent>)> = None;
-        for (revision, _, event) in history {
-            match &mut pending {
-                Some((current, events)) if *current == revision => events.push(event),
-                _ => {
-                    if let Some((_, events)) = pending.take() {
-                        // The receiver is alive: it is still in our hands.
-                        let _ = sender.send(Ok(WatchResponse::Events(events)));
-                    }
-                    pending = Some((revision, vec![event]));
-                }
+        // One response per revision, as live delivery sends them.
+        let mut history = history.into_iter().peekable();
+        while let Some((revision, _, event)) = history.next() {
+            let mut events = vec![event];
+            while let Some((_, _, event)) = history.next_if(|(next, _, _)| *next == revision) {
+                events.push(event);
             }
-        }
-        if let Some((_, events)) = pending {
+            // The receiver is alive: it is still in our hands.
             let _ = sender.send(Ok(WatchResponse::Events(events)));
         }
         let id = self.watchers.register(key, prefix, start, sender);

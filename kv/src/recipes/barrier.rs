@@ -1,9 +1,9 @@
 //! The barrier, as etcd's Go `recipes.Barrier`.
 //!
-//! Layout: the barrier is held while the key `<ns>/barrier/<escaped name>` exists
-//! (empty value, no lease; see [`Kind::prefix`]; Go's recipe uses `<name>` itself). `hold`
-//! creates it if absent, `release` deletes it, and `wait` reads it and,
-//! if present, watches it for its deletion.
+//! Layout: the barrier is held while the key `<ns>/barrier/<escaped name>` exists (empty
+//! value, no lease; see [`Kind::prefix`]; Go's recipe uses `<name>` itself). `hold`
+//! creates it if absent, `release` deletes it, and `wait` reads it and, if present,
+//! watches it for its deletion.
 
 use std::sync::Arc;
 
@@ -50,9 +50,8 @@ impl Barrier for KvBarrier {
 
     /// Go's `Release`: deletes the key.
     async fn release(&self) -> Result<()> {
-        self.kv
-            .txn(Txn::default().and_then(vec![TxnOp::delete(&self.key)]))
-            .await?;
+        let txn = Txn::default().and_then(vec![TxnOp::delete(&self.key)]);
+        self.kv.txn(txn).await?;
         Ok(())
     }
 

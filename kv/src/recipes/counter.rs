@@ -77,13 +77,6 @@ impl KvCounter {
         })
     }
 
-    /// Writes `new` if the key is as `read` found it; whether it was.
-    async fn write_if(&self, read: Read, new: i64) -> Result<bool> {
-        let txn =
-            Txn::when(vec![read.guard]).and_then(vec![TxnOp::put(&self.key, new.to_string(), 0)]);
-        Ok(self.kv.txn(txn).await?.succeeded)
-    }
-
     /// Applies `change` to the current value until one compare-guarded write
     /// succeeds, and returns what `change` returned for it (`None`: write nothing).
     async fn update<T>(
@@ -96,7 +89,9 @@ impl KvCounter {
             let Some(new) = new else {
                 return Ok(answer);
             };
-            if self.write_if(read, new).await? {
+            let write = TxnOp::put(&self.key, new.to_string(), 0);
+            let txn = Txn::when(vec![read.guard]).and_then(vec![write]);
+            if self.kv.txn(txn).await?.succeeded {
                 return Ok(answer);
             }
             tracing::trace!(key = %self.key, "counter changed under us; re-reading");
@@ -172,10 +167,7 @@ impl Counter for KvCounter {
                 }
                 let from = response.revision + 1;
                 Ok(Look::NotYet(async move {
-                    let mut watch = wait::patiently(None, "watch", &self.key, || {
-                        self.kv.watch(&self.key, false, from)
-                    })
-                    .await?;
+                    let mut watch = wait::watch(&*self.kv, &self.key, false, from, None).await?;
                     tokio::select! {
                         event = watch.next() => match event {
                             Some(event) => event.map(drop),

@@ -1,14 +1,13 @@
 //! The double barrier, as etcd's Go `recipes.DoubleBarrier`.
 //!
-//! Layout: with `D = <ns>/double-barrier/<escaped name>` (see [`Kind::prefix`]; Go's
-//! recipe uses `<name>` itself), each participant puts the unique key
-//! `D/waiters/<unix nanos>` (empty value, attached to its session's lease). The
-//! participant whose key is the `count`-th by create revision puts `D/ready` (no
-//! lease), which lets every
-//! waiter through `enter`; a participant created after the `count`-th deletes its key
-//! and fails. In `leave`, the participant with the oldest key waits for the others'
-//! keys to go and then deletes `ready` and its own key; the others delete their keys
-//! and wait for the oldest one's.
+//! Layout: with `D = <ns>/double-barrier/<escaped name>` (see [`Kind::prefix`]; Go's recipe
+//! uses `<name>` itself), each participant puts the unique key `D/waiters/<unix nanos>`
+//! (empty value, attached to its session's lease). The participant whose key is the
+//! `count`-th by create revision puts `D/ready` (no lease), which lets every waiter through
+//! `enter`; a participant created after the `count`-th deletes its key and fails. In
+//! `leave`, the participant with the oldest key waits for the others' keys to go and then
+//! deletes `ready` and its own key; the others delete their keys and wait for the oldest
+//! one's.
 
 use distsync_core::raw::SessionStoreSide as _;
 use std::sync::{Mutex, MutexGuard};
@@ -58,9 +57,7 @@ impl KvDoubleBarrier {
     }
 
     fn entry(&self) -> MutexGuard<'_, Option<Entry>> {
-        self.entry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locked(&self.entry)
     }
 
     fn too_many(&self) -> Error {
@@ -89,10 +86,8 @@ impl KvDoubleBarrier {
 
     /// Deletes `key`.
     async fn delete(&self, key: &str) -> Result<()> {
-        self.keys
-            .kv
-            .txn(Txn::default().and_then(vec![TxnOp::delete(key)]))
-            .await?;
+        let txn = Txn::default().and_then(vec![TxnOp::delete(key)]);
+        self.keys.kv.txn(txn).await?;
         Ok(())
     }
 
@@ -163,10 +158,8 @@ impl DoubleBarrier for KvDoubleBarrier {
             }
             if entry.revision == last.create_revision {
                 // The count-th participant lets everyone through.
-                self.keys
-                    .kv
-                    .txn(Txn::default().and_then(vec![TxnOp::put(&self.ready, Bytes::new(), 0)]))
-                    .await?;
+                let ready = Txn::default().and_then(vec![TxnOp::put(&self.ready, Bytes::new(), 0)]);
+                self.keys.kv.txn(ready).await?;
                 return Ok(());
             }
         }

@@ -108,11 +108,8 @@ impl Election for KvElection {
 
     /// Go's `Leader`: the first-created candidate key.
     async fn leader(&self) -> Result<Option<LeaderInfo>> {
-        let response = self
-            .keys
-            .kv
-            .range(Range::prefix(&self.prefix).first_create())
-            .await?;
+        let first = Range::prefix(&self.prefix).first_create();
+        let response = self.keys.kv.range(first).await?;
         Ok(response.kvs.into_iter().next().map(leader_info))
     }
 

@@ -35,7 +35,8 @@ use distsync_core::error::Result;
 use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::name::Name;
 
-use super::key::{digits, unescape, KeyLayout, KeySpace, Kind};
+use super::key::{digits, split_reserved, unescape, KeyLayout, KeySpace, Kind};
+use super::queue::parse_position;
 
 /// Where a queue item sorts in its queue: priority, in-flight before stored, position.
 type Order = (u16, u8, u64);
@@ -116,11 +117,8 @@ enum Found {
 
 /// `(priority, sequence)` of `<%05d>/<%016d>`.
 fn position(relative: &str) -> Option<(u16, u64)> {
-    let (priority, sequence) = relative.split_once('/')?;
-    if !digits(priority, 5) || !digits(sequence, 16) {
-        return None;
-    }
-    Some((priority.parse().ok()?, sequence.parse().ok()?))
+    let position = parse_position(relative).filter(|position| !position.plain)?;
+    Some((position.priority, position.sequence))
 }
 
 /// Classifies a key of Go's layout (after `<ns>`, not in the reserved area); `empty`
@@ -173,12 +171,8 @@ fn classify(reserved: &str) -> Option<Found> {
             _ => Found::Latch(name),
         });
     }
-    let kind = Kind::ALL.into_iter().find(|kind| kind.word() == word)?;
-    let (segment, tail) = match rest.split_once('/') {
-        Some((segment, tail)) => (segment, Some(tail)),
-        None => (rest, None),
-    };
-    let name = Name::new(unescape(segment)?).ok()?;
+    let (kind, name, tail) = split_reserved(reserved)?;
+    let name = Name::new(name).ok()?;
     match (kind, tail) {
         (Kind::Barrier, None) => Some(Found::Barrier(name)),
         (Kind::Stm, None) => Some(Found::Stm(name)),
@@ -188,13 +182,9 @@ fn classify(reserved: &str) -> Option<Found> {
                 return Some(Found::QueueItem(name, (priority, 1, sequence)));
             }
             if let Some(claim) = tail.strip_prefix("c/") {
-                let (_call, item) = claim.split_once('/')?;
-                if digits(item, 19) {
-                    // A claimed item of Go's plain `Queue`.
-                    return Some(Found::QueueItem(name, (0, 0, item.parse().ok()?)));
-                }
-                let (priority, sequence) = position(item)?;
-                return Some(Found::QueueItem(name, (priority, 0, sequence)));
+                // A claimed item, of Go's plain `Queue` too (priority 0).
+                let item = parse_position(claim.split_once('/')?.1)?;
+                return Some(Found::QueueItem(name, (item.priority, 0, item.sequence)));
             }
             // Sequence guards, waiters, delivery counters (hold keys are leased),
             // idempotency records.

@@ -1,13 +1,7 @@
-//! Guarded writes over a [`Kv`] store: writes that apply only while a lock's hold is
-//! still the store's, as Go's `Mutex.IsOwner()` guards a transaction.
-//!
-//! A hold is its key existing with the create revision of the grant ([`LockHold`]); a
-//! transaction guarded by it carries the compare [`LockHold::compare`], so the store
-//! checks the hold in the same atomic step as the writes. [`LockGuard::put_if_held`]
-//! writes an STM key that way; [`hold_of`] hands the hold to a caller for writes of its
-//! own (the etcd backend turns it into a compare of etcd's client,
-//! `distsync::store::etcd::held_compare`). Both are the one condition, so both live
-//! here.
+//! Guarded writes over a [`Kv`] store (see the [recipes' module docs](super), "Writes
+//! guarded by a hold"): [`LockGuard::put_if_held`] and [`hold_of`] (which the etcd
+//! backend turns into a compare of etcd's client, `distsync::store::etcd::held_compare`)
+//! are the one condition, so both live here.
 
 use async_trait::async_trait;
 use bytes::Bytes;

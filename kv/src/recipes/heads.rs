@@ -56,9 +56,7 @@ impl std::fmt::Debug for Heads {
 impl Heads {
     fn lock(&self) -> MutexGuard<'_, HashMap<Id, Known>> {
         // The map stays consistent through a panic elsewhere: every update is one step.
-        self.known
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::locked(&self.known)
     }
 
     /// `key`, created at `create_revision`, heads the line of the keys under `prefix`
@@ -77,7 +75,7 @@ impl Heads {
         entry.held = true;
         HeadMark {
             heads: Arc::clone(self),
-            id: Some(id),
+            id,
         }
     }
 
@@ -119,17 +117,16 @@ impl Heads {
 /// dropped) lets the key be forgotten once no waiter watches it.
 pub(crate) struct HeadMark {
     heads: Arc<Heads>,
-    id: Option<Id>,
+    id: Id,
 }
 
 impl Drop for HeadMark {
     fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
         let mut known = self.heads.lock();
-        if let Some(entry) = known.get_mut(&id) {
+        if let Some(entry) = known.get_mut(&self.id) {
             entry.held = false;
         }
-        Heads::settle(&mut known, &id);
+        Heads::settle(&mut known, &self.id);
     }
 }
 

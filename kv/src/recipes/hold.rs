@@ -166,10 +166,8 @@ impl SessionKv {
             });
         }
         let Some(existing) = range_at(&*self.kv, &response, 0)?.kvs.into_iter().next() else {
-            return Err(Error::backend(
-                self.kv.backend(),
-                format!("own {what} key vanished"),
-            ));
+            let vanished = format!("own {what} key vanished");
+            return Err(Error::backend(self.kv.backend(), vanished));
         };
         Ok(OwnKey {
             create_revision: existing.create_revision,

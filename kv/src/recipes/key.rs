@@ -54,14 +54,9 @@ impl Kind {
     }
 
     /// `<ns>/<kind>/<escaped name>`: the key (barrier, STM) or the prefix (before a
-    /// `/`) of every key of primitive `name` of this kind.
-    ///
-    /// The area after `<ns>/` is out of reach of every lock and election key
-    /// (`<ns><name>/<lease hex>`, whose name cannot start with `/`), and of the range
-    /// `<ns><name>/` a lock or an election reads. Within it, the kind is one fixed
-    /// segment and the name is one segment (see [`escape`]), so distinct (kind, name)
-    /// pairs get disjoint keys and prefixes: no key of one is, or lies under, a key of
-    /// another.
+    /// `/`) of every key of primitive `name` of this kind, disjoint from every other
+    /// (kind, name)'s and out of reach of every lock and election key (see the
+    /// [recipes' module docs](super), "Key layouts").
     pub(crate) fn prefix(self, namespace: &str, name: &Name) -> String {
         format!("{namespace}/{}/{}", self.word(), escape(name.as_str()))
     }
@@ -155,10 +150,9 @@ impl KeySpace {
     }
 
     /// Refuses, in Go's layout, a name of `kind` whose last segment Go's recipes write
-    /// under another primitive's name (a number of 5, 16 or 19 digits, as priorities,
-    /// sequences and unique keys are written; `read`, `write`, `waiters`, `ready`), so
-    /// that no primitive's key is another's key or item. The injective layout takes
-    /// every name.
+    /// under another primitive's name ([`GO_NUMBER_LENGTHS`], [`GO_SEGMENTS`]), so that
+    /// no primitive's key is another's key or item. The injective layout takes every
+    /// name.
     ///
     /// # Errors
     /// [`Error::InvalidName`] naming the segment.
@@ -206,6 +200,18 @@ pub(crate) fn unescape(segment: &str) -> Option<String> {
     }
     name.push_str(rest);
     Some(name)
+}
+
+/// `<kind>/<escaped name>[/<tail>]`, a key after `<ns>/` (see [`Kind::prefix`]): its
+/// kind, its name and its tail; `None` for a key of no kind.
+pub(crate) fn split_reserved(reserved: &str) -> Option<(Kind, String, Option<&str>)> {
+    let (word, rest) = reserved.split_once('/')?;
+    let kind = Kind::ALL.into_iter().find(|kind| kind.word() == word)?;
+    let (segment, tail) = match rest.split_once('/') {
+        Some((segment, tail)) => (segment, Some(tail)),
+        None => (rest, None),
+    };
+    Some((kind, unescape(segment)?, tail))
 }
 
 /// A lease id as Go's `fmt.Sprintf("%x", leaseID)` writes it: lowercase hexadecimal,
@@ -293,12 +299,8 @@ pub(crate) async fn if_created_at(
     create_revision: Revision,
     op: TxnOp,
 ) -> Result<bool> {
-    let txn = Txn::when(vec![Compare::create_revision(
-        key,
-        CompareOp::Equal,
-        create_revision,
-    )])
-    .and_then(vec![op]);
+    let unchanged = Compare::create_revision(key, CompareOp::Equal, create_revision);
+    let txn = Txn::when(vec![unchanged]).and_then(vec![op]);
     Ok(kv.txn(txn).await?.succeeded)
 }
 

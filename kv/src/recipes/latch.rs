@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::kv::{Compare, CompareOp, EventKind, Kv, Range, Txn, TxnOp};
+use crate::kv::{Compare, CompareOp, EventKind, KeyValue, Kv, Range, Txn, TxnOp};
 use distsync_core::error::{Error, Result};
 use distsync_core::latch::{check_initial_count, CountDownLatch};
 use distsync_core::name::Name;
@@ -66,9 +66,13 @@ impl KvLatch {
         }
     }
 
-    /// The remaining count in a stored value, after checking its initial count.
-    fn remaining(&self, value: &[u8]) -> Result<u64> {
-        let (initial, remaining) = parse(self.kv.backend(), &self.name, value)?;
+    /// The remaining count of the stored latch `found` (the initial count while it is
+    /// absent), after checking its initial count.
+    fn remaining(&self, found: Option<&KeyValue>) -> Result<u64> {
+        let Some(found) = found else {
+            return Ok(self.initial);
+        };
+        let (initial, remaining) = parse(self.kv.backend(), &self.name, &found.value)?;
         check_initial_count(&self.name, self.initial, initial)?;
         Ok(remaining)
     }
@@ -86,26 +90,21 @@ impl CountDownLatch for KvLatch {
 
     async fn count(&self) -> Result<u64> {
         let response = self.kv.range(Range::key(&self.key)).await?;
-        match response.kvs.first() {
-            None => Ok(self.initial),
-            Some(found) => self.remaining(&found.value),
-        }
+        self.remaining(response.kvs.first())
     }
 
     async fn count_down(&self) -> Result<u64> {
         loop {
             let response = self.kv.range(Range::key(&self.key)).await?;
-            let (guard, remaining) = match response.kvs.first() {
-                None => (
-                    Compare::version(&self.key, CompareOp::Equal, 0),
-                    self.initial,
-                ),
-                Some(found) => (
-                    Compare::mod_revision(&self.key, CompareOp::Equal, found.mod_revision),
-                    self.remaining(&found.value)?,
-                ),
+            let found = response.kvs.first();
+            let remaining = self.remaining(found)?;
+            let guard = match found {
+                None => Compare::version(&self.key, CompareOp::Equal, 0),
+                Some(found) => {
+                    Compare::mod_revision(&self.key, CompareOp::Equal, found.mod_revision)
+                }
             };
-            if remaining == 0 && !response.kvs.is_empty() {
+            if remaining == 0 && found.is_some() {
                 return Ok(0);
             }
             let left = remaining.saturating_sub(1);
@@ -124,23 +123,13 @@ impl CountDownLatch for KvLatch {
     async fn wait(&self) -> Result<()> {
         loop {
             let current = read(&*self.kv, Range::key(&self.key), None).await?;
-            let remaining = match current.kvs.first() {
-                None => self.initial,
-                Some(found) => self.remaining(&found.value)?,
-            };
+            let remaining = self.remaining(current.kvs.first())?;
             if remaining == 0 {
                 return Ok(());
             }
             // Any put (a decrement, the creation) or the watch ending: read again.
-            next_event(
-                &*self.kv,
-                &self.key,
-                false,
-                current.revision + 1,
-                EventKind::Put,
-                None,
-            )
-            .await?;
+            let from = current.revision + 1;
+            next_event(&*self.kv, &self.key, false, from, EventKind::Put, None).await?;
         }
     }
 }

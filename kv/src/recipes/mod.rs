@@ -349,9 +349,8 @@ impl<K: Kv> Backend for KvBackend<K> {
         self.kv.lease_revoke(id.0 as LeaseId).await
     }
 
-    /// Classifies every key under the namespace by the recipes' layouts: leased keys
-    /// are live holds, `<name>/<%05d>/<%016d>` keys queue items, other empty keys held
-    /// barriers and the rest STM keys (so an empty-valued STM key reads as a barrier).
+    /// Every key under the namespace, classified by the recipes' layouts (see
+    /// `recipes/export.rs`).
     async fn export(&self) -> Result<Snapshot> {
         export::export(&*self.kv, &self.space).await
     }
@@ -419,22 +418,15 @@ impl<K: Kv> Primitives for KvBackend<K> {
         self.offers(self.capabilities.queue, "queue")?;
         let kv = Arc::clone(&self.kv);
         let lease_of: queue::LeaseOf = Arc::new(move |session: &Session| lease_in(session, &kv));
-        Ok(Box::new(KvQueue::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-            lease_of,
-        )))
+        let queue = KvQueue::new(self.shared_kv(), &self.space, name, lease_of);
+        Ok(Box::new(queue))
     }
 
     fn barrier(&self, name: Name) -> Result<Box<dyn Barrier>> {
         self.space.check(Kind::Barrier, &name)?;
         self.offers(self.capabilities.barrier, "barrier")?;
-        Ok(Box::new(KvBarrier::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-        )))
+        let barrier = KvBarrier::new(self.shared_kv(), &self.space, name);
+        Ok(Box::new(barrier))
     }
 
     fn double_barrier(
@@ -446,12 +438,8 @@ impl<K: Kv> Primitives for KvBackend<K> {
         self.space.check(Kind::DoubleBarrier, &name)?;
         let keys = self.session_kv(session)?;
         self.offers(self.capabilities.double_barrier, "double barrier")?;
-        Ok(Box::new(KvDoubleBarrier::new(
-            keys,
-            &self.space,
-            name,
-            count.get(),
-        )))
+        let barrier = KvDoubleBarrier::new(keys, &self.space, name, count.get());
+        Ok(Box::new(barrier))
     }
 
     fn semaphore(
@@ -468,11 +456,8 @@ impl<K: Kv> Primitives for KvBackend<K> {
 
     fn counter(&self, name: Name) -> Result<Box<dyn distsync_core::counter::Counter>> {
         self.offers(self.capabilities.counter, "counter")?;
-        Ok(Box::new(counter::KvCounter::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-        )))
+        let counter = counter::KvCounter::new(self.shared_kv(), &self.space, name);
+        Ok(Box::new(counter))
     }
 
     fn latch(
@@ -481,12 +466,8 @@ impl<K: Kv> Primitives for KvBackend<K> {
         count: u64,
     ) -> Result<Box<dyn distsync_core::latch::CountDownLatch>> {
         self.offers(self.capabilities.latch, "latch")?;
-        Ok(Box::new(latch::KvLatch::new(
-            self.shared_kv(),
-            &self.space,
-            name,
-            count,
-        )))
+        let latch = latch::KvLatch::new(self.shared_kv(), &self.space, name, count);
+        Ok(Box::new(latch))
     }
 
     /// GCRA on one key, decided on the store's clock: by the store in one request
@@ -510,10 +491,7 @@ impl<K: Kv> Primitives for KvBackend<K> {
 
     fn stm(&self) -> Result<Stm> {
         self.offers(self.capabilities.stm(), "stm")?;
-        Ok(Stm::new(Arc::new(KvStm::new(
-            self.shared_kv(),
-            &self.space,
-            self.capabilities.clone(),
-        ))))
+        let stm = KvStm::new(self.shared_kv(), &self.space, self.capabilities.clone());
+        Ok(Stm::new(Arc::new(stm)))
     }
 }

@@ -1,13 +1,12 @@
 //! The mutex, as etcd's Go `concurrency.Mutex`.
 //!
 //! Layout: each contender puts `<ns><name>/<lease id in lowercase hex>` (empty value,
-//! attached to its session's lease) in one transaction that also counts the keys
-//! under `<ns><name>/`; the contender whose key has the lowest create revision holds
-//! the lock (a new key is the newest, so it holds when it is alone). A waiter watches
-//! only the key created just before its own (no thundering herd), so waiters are
-//! granted in arrival order. This is the layout of
-//! `etcdctl lock <name>`, so Go programs and distsync exclude each other on one etcd.
-//! The fencing token is the own key's create revision.
+//! attached to its session's lease) in one transaction that also counts the keys under
+//! `<ns><name>/`; the contender whose key has the lowest create revision holds the lock (a
+//! new key is the newest, so it holds when it is alone). A waiter watches only the key
+//! created just before its own (no thundering herd), so waiters are granted in arrival
+//! order. This is the layout of `etcdctl lock <name>`, so Go programs and distsync exclude
+//! each other on one etcd. The fencing token is the own key's create revision.
 //!
 //! The unfair mutex ([`super::unfair_mutex`]) is this mutex with another way to wait.
 

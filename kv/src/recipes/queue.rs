@@ -33,32 +33,30 @@
 //!
 //! As Go's `newSequentialKV`: the sequence is one more than the last item key of that
 //! priority, and the transaction that puts the item also touches the sequence guard,
-//! succeeding only if the guard was not touched since the read, so two producers
-//! never take one number. Producers that race for the tail all read it, and all but
-//! one lose the compare: a loser pauses a random part of its lost attempt's duration,
-//! a window that doubles with each loss in a row, before it reads again
-//! ([`Contention`]), so that concurrent producers spread out rather than race again in
-//! step. The same transaction reads the oldest waiting consumer,
-//! which the producer then wakes (see below). The transaction also puts the enqueue's
-//! idempotency record and runs only while it is absent, so a repeat after a lost
-//! reply, or an `enqueue_once` with a key seen within the window, appends nothing (see
-//! the `dedup` submodule, `queue_dedup.rs`).
+//! succeeding only if the guard was not touched since the read, so two producers never
+//! take one number. Producers that race for the tail all read it, and all but one lose
+//! the compare: a loser pauses a random part of its lost attempt's duration, a window
+//! that doubles with each loss in a row, before it reads again ([`Contention`]), so that
+//! concurrent producers spread out rather than race again in step. The same transaction
+//! reads the oldest waiting consumer, which the producer then wakes (see below). The
+//! transaction also puts the enqueue's idempotency record and runs only while it is
+//! absent, so a repeat after a lost reply, or an `enqueue_once` with a key seen within
+//! the window, appends nothing (see the `dedup` submodule, `queue_dedup.rs`).
 //!
 //! # Enqueue times
 //!
 //! Where the store has a clock clients can read ([`Kv::clock`]: the memory store's
 //! process clock, a SQL server's own), the enqueue transaction also writes the item's
-//! time key `Q/t/…` (the clock read beside the enqueue's first read, so that a clock
-//! one round trip away adds none to the enqueue), and every transaction
-//! that removes the item (a claim, an acknowledgement) deletes it, so `oldest_age`
-//! reads the time keys of the items not held. The time lives beside the item, not in
-//! its value, so that Go's recipes read and write items as they always do. etcd has no
-//! clock a client can read (a revision carries no time, and a client's clock is not the
-//! store's), so on etcd `oldest_age` is unsupported. An item without a time key (put
-//! back after a cancelled dequeue, or enqueued by a client that wrote none) has an
-//! unknown age and is left out. In Go's layout (`layout=go`) no time is written and
-//! `oldest_age` is unsupported: Go's consumers remove items and would leave the time
-//! keys behind.
+//! time key `Q/t/…` (the clock read beside the enqueue's first read, so that a clock one
+//! round trip away adds none to the enqueue), and every transaction that removes the item
+//! (a claim, an acknowledgement) deletes it, so `oldest_age` reads the time keys of the
+//! items not held. The time lives beside the item, not in its value, so that Go's recipes
+//! read and write items as they always do. etcd has no clock a client can read (a
+//! revision carries no time, and a client's clock is not the store's), so on etcd
+//! `oldest_age` is unsupported. An item without a time key (put back after a cancelled
+//! dequeue, or enqueued by a client that wrote none) has an unknown age and is left out.
+//! In Go's layout (`layout=go`) no time is written and `oldest_age` is unsupported: Go's
+//! consumers remove items and would leave the time keys behind.
 //!
 //! # Dequeue: delivered once, never lost
 //!
@@ -95,20 +93,20 @@
 //! registration nor a wake-up before that read is missed), and watches only its own
 //! waiter key. Transient store errors while waiting are ridden out (see `wait`), so a
 //! `dequeue` waits through a store outage; bound it with a timeout. A producer wakes the
-//! oldest waiter by deleting its key (guarded on the
-//! key's create revision, so two producers wake two waiters). A woken consumer claims
-//! the first item, or registers again at the back if another consumer was faster. A
-//! consumer whose dequeue is dropped removes its waiter key; if it had been woken
-//! meanwhile, it passes the wake-up on to the next waiter. A consumer that claims an
-//! item while more items and waiters remain wakes the next waiter too, so a wake-up
-//! lost with a crashed consumer process delays an item only until the next claim or
-//! enqueue. The first waiter in line also watches the hold keys, so that an item put
-//! back by a receiver (`nack`, its session's end) wakes it, and every other waiter
-//! watches its predecessor's key (re-reading when it leaves the line, to learn it is
-//! first now): one waiter is woken per returned item too. A waiter that becomes first
-//! watches the holds from its last read that found nothing to take, not from now: an
-//! item returned while the first key in line was one whose waiter had already left
-//! (its key is removed in the background) woke nobody, and is taken then.
+//! oldest waiter by deleting its key (guarded on the key's create revision, so two
+//! producers wake two waiters). A woken consumer claims the first item, or registers
+//! again at the back if another consumer was faster. A consumer whose dequeue is dropped
+//! removes its waiter key; if it had been woken meanwhile, it passes the wake-up on to
+//! the next waiter. A consumer that claims an item while more items and waiters remain
+//! wakes the next waiter too, so a wake-up lost with a crashed consumer process delays an
+//! item only until the next claim or enqueue. The first waiter in line also watches the
+//! hold keys, so that an item put back by a receiver (`nack`, its session's end) wakes
+//! it, and every other waiter watches its predecessor's key (re-reading when it leaves
+//! the line, to learn it is first now): one waiter is woken per returned item too. A
+//! waiter that becomes first watches the holds from its last read that found nothing to
+//! take, not from now: an item returned while the first key in line was one whose waiter
+//! had already left (its key is removed in the background) woke nobody, and is taken
+//! then.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -130,7 +128,8 @@ use distsync_core::queue::{AppendKey, Queue};
 use distsync_core::raw::waited;
 
 use super::key::{
-    count_under, digits, put_new_key, range_at, KeyLayout, KeySpace, Kind, UniqueKeys,
+    count_under, digits, if_created_at, put_new_key, range_at, KeyLayout, KeySpace, Kind,
+    UniqueKeys,
 };
 use super::wait::{next_event, patiently};
 use distsync_core::raw::{
@@ -169,11 +168,11 @@ struct Layout {
 /// Where an item sits: its priority and sequence, or for an item of Go's plain
 /// `recipe.Queue` (`<ns><name>/<unix nanos>`, Go's layout only) its nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Position {
-    priority: u16,
-    sequence: u64,
+pub(super) struct Position {
+    pub(super) priority: u16,
+    pub(super) sequence: u64,
     /// An item of Go's plain `Queue` (`sequence` holds its unix nanoseconds).
-    plain: bool,
+    pub(super) plain: bool,
 }
 
 impl Position {
@@ -294,13 +293,10 @@ impl Layout {
     /// Deletes the waiter key `key` if it is still the one created at
     /// `create_revision`, else reads the oldest waiter.
     fn delete_waiter(&self, key: &str, create_revision: Revision) -> Txn {
-        Txn::when(vec![Compare::create_revision(
-            key,
-            CompareOp::Equal,
-            create_revision,
-        )])
-        .and_then(vec![TxnOp::delete(key)])
-        .or_else(vec![TxnOp::Range(self.first_waiter())])
+        let unchanged = Compare::create_revision(key, CompareOp::Equal, create_revision);
+        Txn::when(vec![unchanged])
+            .and_then(vec![TxnOp::delete(key)])
+            .or_else(vec![TxnOp::Range(self.first_waiter())])
     }
 
     /// The position of a well-formed item key (`None` for any other key).
@@ -316,7 +312,7 @@ impl Layout {
 
 /// `<priority %05d>/<sequence %016d>`, or the 19 digits of a plain item's unix
 /// nanoseconds (Go's `Queue` writes them with `%v`).
-fn parse_position(relative: &str) -> Option<Position> {
+pub(super) fn parse_position(relative: &str) -> Option<Position> {
     let Some((priority, sequence)) = relative.split_once('/') else {
         if !digits(relative, 19) {
             return None;
@@ -390,15 +386,9 @@ impl KvQueue {
     }
 
     /// The first well-formed item that no live session holds (lowest priority
-    /// number, then oldest) and the revision of the read. Keys under the item prefix
-    /// that are not item keys (written by something else) are skipped.
-    async fn first_item(&self) -> Result<(Option<Item>, Revision)> {
-        let (first, _, revision) = self.scan(Vec::new()).await?;
-        Ok((first, revision))
-    }
-
-    /// As [`KvQueue::first_item`], also running the reads `extra` at the same
-    /// revision; their answers come back in order.
+    /// number, then oldest), the answers of the reads `extra` in order, and the
+    /// revision they all ran at. Keys under the item prefix that are not item keys
+    /// (written by something else) are skipped.
     async fn scan(
         &self,
         extra: Vec<Range>,
@@ -483,10 +473,11 @@ impl KvQueue {
         let mut contention = Contention::default();
         loop {
             let attempt = Instant::now();
-            let (first, _) = if wait {
-                patiently(lost, "queue read", &self.layout.root, || self.first_item()).await?
+            let read = || self.scan(Vec::new());
+            let (first, _, _) = if wait {
+                patiently(lost, "queue read", &self.layout.root, read).await?
             } else {
-                self.first_item().await?
+                read().await?
             };
             if let Some(item) = first {
                 if let Some(taken) = take(item).await? {
@@ -645,15 +636,8 @@ impl KvQueue {
         let watch_items = self.layout.shared_with_go && before.is_none();
         let arrived = async {
             if watch_items {
-                next_event(
-                    kv,
-                    &self.layout.items,
-                    true,
-                    revision + 1,
-                    EventKind::Put,
-                    lost,
-                )
-                .await
+                let items = &self.layout.items;
+                next_event(kv, items, true, revision + 1, EventKind::Put, lost).await
             } else {
                 std::future::pending().await
             }
@@ -962,25 +946,28 @@ async fn claim(
     let layout = layout.clone();
     let call = call.to_owned();
     detached(kv.backend(), async move {
-        let (result, next_waiter) = claim_in_store(&store, &layout, &call, item).await;
+        let Some((claimed, next_waiter)) = claim_in_store(&store, &layout, &call, item).await?
+        else {
+            return Ok(None);
+        };
         if next_waiter.is_some() {
             // More items and more waiters: pass the turn on (see the module docs), in a
             // task of its own so that the claim's answer does not wait for it.
             tokio::spawn(async move { wake(&*store, &layout, next_waiter).await });
         }
-        result
+        Ok(Some(claimed))
     })
     .await
 }
 
-/// The claim transaction, repeated through transient failures (see the module docs);
-/// also the oldest waiter when items remain after the claim.
+/// The claim transaction, repeated through transient failures (see the module docs):
+/// the claimed item, with the oldest waiter when items remain after the claim.
 async fn claim_in_store(
     kv: &Arc<dyn Kv>,
     layout: &Layout,
     call: &str,
     item: Item,
-) -> (Result<Option<Claimed>>, Option<KeyValue>) {
+) -> Result<Option<(Claimed, Option<KeyValue>)>> {
     let record = layout.claim(call, item.position);
     // The item unchanged and not held by a receiver (see `delivery`).
     let txn = Txn::when(vec![
@@ -998,65 +985,47 @@ async fn claim_in_store(
     .or_else(vec![TxnOp::Range(Range::prefix(layout.claims(call)))]);
     let deadline = Instant::now() + CLAIM_BUDGET;
     let attempt = || kv.txn(txn.clone());
-    let response = match RetryPolicy::default()
+    let response = RetryPolicy::default()
         .idempotent_until("queue claim", Some(deadline), None, attempt)
         .await
-    {
-        Ok(response) => response,
-        Err(error) => {
+        .inspect_err(|error| {
             tracing::error!(
                 key = %item.kv.key,
                 call,
                 %error,
                 "queue claim failed with its outcome unknown; if the in-flight record appears, the item waits there",
             );
-            return (Err(error), None);
-        }
-    };
-    let claimed = |record: KeyValue, position: Position, revision: Revision| -> Claimed {
+        })?;
+    let claimed = |record: String, value: Bytes, position: Position, revision: Revision| {
         let claim = KvClaim {
             kv: Arc::clone(kv),
             layout: layout.clone(),
-            record: record.key,
+            record,
             record_revision: revision,
             position,
-            value: record.value.clone(),
+            value: value.clone(),
         };
-        (record.value, ClaimGuard::new(claim))
+        (value, ClaimGuard::new(claim))
     };
     if response.succeeded {
         let more_items = range_at(&**kv, &response, 3).is_ok_and(|range| !range.kvs.is_empty());
         let next_waiter = more_items.then(|| waiter_in(&**kv, &response, 4)).flatten();
-        let record = KeyValue {
-            key: record,
-            value: item.kv.value,
-            ..KeyValue::default()
-        };
-        let result = claimed(record, item.position, response.revision);
-        return (Ok(Some(result)), next_waiter);
+        let claimed = claimed(record, item.kv.value, item.position, response.revision);
+        return Ok(Some((claimed, next_waiter)));
     }
-    let mine = match range_at(&**kv, &response, 0) {
-        Ok(range) => range.kvs.into_iter().next(),
-        Err(error) => return (Err(error), None),
+    // An earlier attempt, whose reply was lost, claimed it, or another consumer did.
+    let Some(found) = range_at(&**kv, &response, 0)?.kvs.into_iter().next() else {
+        return Ok(None);
     };
-    match mine {
-        // An earlier attempt, whose reply was lost, claimed it.
-        Some(found) => match layout.claim_position(call, &found.key) {
-            Some(position) => {
-                tracing::debug!(key = %found.key, "queue claim found after a lost reply");
-                let revision = found.create_revision;
-                (Ok(Some(claimed(found, position, revision))), None)
-            }
-            None => (
-                Err(Error::backend(
-                    kv.backend(),
-                    format!("queue in-flight key {:?} is malformed", found.key),
-                )),
-                None,
-            ),
-        },
-        None => (Ok(None), None),
-    }
+    let Some(position) = layout.claim_position(call, &found.key) else {
+        return Err(Error::backend(
+            kv.backend(),
+            format!("queue in-flight key {:?} is malformed", found.key),
+        ));
+    };
+    tracing::debug!(key = %found.key, "queue claim found after a lost reply");
+    let claimed = claimed(found.key, found.value, position, found.create_revision);
+    Ok(Some((claimed, None)))
 }
 
 /// An item moved into this call's in-flight record, and the claim that ends the record
@@ -1111,13 +1080,10 @@ impl Claim for KvClaim {
     /// Not succeeding means the record is gone already: deleted by an attempt whose
     /// reply was lost (nothing else deletes it while this call holds it).
     async fn forget(&self) -> Result<()> {
-        let txn = Txn::when(vec![Compare::create_revision(
-            &self.record,
-            CompareOp::Equal,
-            self.record_revision,
-        )])
-        .and_then(vec![TxnOp::delete(&self.record)]);
-        self.kv.txn(txn).await.map(drop)
+        let delete = TxnOp::delete(&self.record);
+        if_created_at(&*self.kv, &self.record, self.record_revision, delete)
+            .await
+            .map(drop)
     }
 }
 
@@ -1160,15 +1126,8 @@ async fn put_back(
         // Put back already, by an attempt whose reply was lost.
         return Ok(());
     }
-    put_sequential(
-        kv,
-        layout,
-        position.priority,
-        value,
-        Some((record, revision)),
-        None,
-    )
-    .await?;
+    let record = Some((record, revision));
+    put_sequential(kv, layout, position.priority, value, record, None).await?;
     Ok(())
 }
 
@@ -1225,11 +1184,8 @@ impl Queue for KvQueue {
         &self,
         session: &distsync_core::session::Session,
     ) -> Result<distsync_core::delivery::Delivery> {
-        waited(
-            self.kv.backend(),
-            "receive",
-            self.receive_through(session, true).await?,
-        )
+        let delivery = self.receive_through(session, true).await?;
+        waited(self.kv.backend(), "receive", delivery)
     }
 
     /// As [`KvQueue::receive`], without waiting.
@@ -1270,11 +1226,9 @@ impl Queue for KvQueue {
         }
         let holds = self.kv.range(Range::prefix(self.layout.holds())).await?;
         let held = self.layout.held(&holds);
-        let times = self
-            .kv
-            .range(Range::prefix(self.layout.times()).at_revision(holds.revision))
-            .await?;
         let prefix = self.layout.times();
+        let times = Range::prefix(&prefix).at_revision(holds.revision);
+        let times = self.kv.range(times).await?;
         let oldest = times
             .kvs
             .iter()

@@ -70,21 +70,13 @@ pub(super) struct DedupLeases {
 
 impl DedupLeases {
     fn cached(&self, window: Window) -> Option<LeaseId> {
-        let leases = self
-            .leases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        leases[window as usize]
+        crate::locked(&self.leases)[window as usize]
             .filter(|(_, granted)| granted.elapsed() < window.reuse())
             .map(|(lease, _)| lease)
     }
 
     fn store(&self, window: Window, lease: Option<LeaseId>) {
-        let mut leases = self
-            .leases
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        leases[window as usize] = lease.map(|lease| (lease, Instant::now()));
+        crate::locked(&self.leases)[window as usize] = lease.map(|lease| (lease, Instant::now()));
     }
 }
 
@@ -94,10 +86,8 @@ impl KvQueue {
         if let Some(lease) = self.dedup_leases.cached(window) {
             return Ok((lease, false));
         }
-        let lease = self
-            .kv
-            .lease_grant_for_records(window.window() + window.reuse())
-            .await?;
+        let ttl = window.window() + window.reuse();
+        let lease = self.kv.lease_grant_for_records(ttl).await?;
         self.dedup_leases.store(window, Some(lease));
         Ok((lease, true))
     }

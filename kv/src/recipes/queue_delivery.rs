@@ -76,108 +76,82 @@ async fn hold(
     call: &str,
     item: Item,
 ) -> Result<Option<Delivery>> {
-    let store = Arc::clone(kv);
-    let layout = layout.clone();
+    let (kv, layout, session) = (Arc::clone(kv), layout.clone(), session.clone());
     let call = call.to_owned();
-    let session = session.clone();
     detached(kv.backend(), async move {
-        hold_in_store(&store, &layout, &session, lease, &call, item).await
+        let deadline = Instant::now() + CLAIM_BUDGET;
+        let lost = session.lost_token();
+        let position = item.position;
+        let hold_key = layout.hold(position);
+        let counter_key = layout.deliveries(position);
+        let read_counter = || kv.range(Range::key(&counter_key));
+        let counter = RetryPolicy::default()
+            .idempotent_until(
+                "queue delivery count",
+                Some(deadline),
+                Some(lost),
+                read_counter,
+            )
+            .await?;
+        let (delivered, counter_revision) = counter.kvs.first().map_or((0, 0), |found| {
+            let count = std::str::from_utf8(&found.value).ok();
+            let count = count.and_then(|text| text.parse::<u32>().ok());
+            (count.unwrap_or(0), found.mod_revision)
+        });
+        let txn = Txn::when(vec![
+            Compare::mod_revision(&item.kv.key, CompareOp::Equal, item.kv.mod_revision),
+            Compare::version(&hold_key, CompareOp::Equal, 0),
+            Compare::mod_revision(&counter_key, CompareOp::Equal, counter_revision),
+        ])
+        .and_then(vec![
+            TxnOp::put(&hold_key, Bytes::from(call.clone()), lease),
+            TxnOp::put(&counter_key, delivered.saturating_add(1).to_string(), 0),
+        ])
+        .or_else(vec![TxnOp::Range(Range::key(&hold_key))]);
+        let attempt = || kv.txn(txn.clone());
+        let response = match RetryPolicy::default()
+            .idempotent_until("queue hold", Some(deadline), Some(lost), attempt)
+            .await
+        {
+            Ok(response) => response,
+            // A session whose lease the store ended (expired while its process was
+            // starved or paused) is lost: the store refused the hold's put on that lease,
+            // and the caller opens a new session, as for a loss seen any other way.
+            Err(error) => match explain_lease_error(&*kv, &session, lease, error).await {
+                Error::SessionLost => return Err(Error::SessionLost),
+                error => {
+                    tracing::warn!(
+                        key = %hold_key,
+                        %error,
+                        "queue hold failed with its outcome unknown; a hold taken goes with the session",
+                    );
+                    return Err(error);
+                }
+            },
+        };
+        let created = if response.succeeded {
+            response.revision
+        } else {
+            let found = range_at(&*kv, &response, 0)?.kvs.into_iter().next();
+            match found {
+                // An earlier attempt, whose reply was lost, took it.
+                Some(found) if found.value == call.as_bytes() && found.lease == lease => {
+                    found.create_revision
+                }
+                _ => return Ok(None),
+            }
+        };
+        let settle = KvSettle {
+            kv,
+            layout,
+            position,
+            hold: hold_key,
+            created,
+        };
+        let delivery = Delivery::new(item.kv.value, delivered, &session, Box::new(settle));
+        Ok(Some(delivery))
     })
     .await
-}
-
-async fn hold_in_store(
-    kv: &Arc<dyn Kv>,
-    layout: &Layout,
-    session: &Session,
-    lease: LeaseId,
-    call: &str,
-    item: Item,
-) -> Result<Option<Delivery>> {
-    let deadline = Instant::now() + CLAIM_BUDGET;
-    let lost = session.lost_token();
-    let position = item.position;
-    let hold_key = layout.hold(position);
-    let counter_key = layout.deliveries(position);
-    let read_counter = || kv.range(Range::key(&counter_key));
-    let counter = RetryPolicy::default()
-        .idempotent_until(
-            "queue delivery count",
-            Some(deadline),
-            Some(lost),
-            read_counter,
-        )
-        .await?;
-    let (delivered, counter_revision) = match counter.kvs.first() {
-        Some(found) => {
-            let count = std::str::from_utf8(&found.value)
-                .ok()
-                .and_then(|text| text.parse::<u32>().ok())
-                .unwrap_or(0);
-            (count, found.mod_revision)
-        }
-        None => (0, 0),
-    };
-    let txn = Txn::when(vec![
-        Compare::mod_revision(&item.kv.key, CompareOp::Equal, item.kv.mod_revision),
-        Compare::version(&hold_key, CompareOp::Equal, 0),
-        Compare::mod_revision(&counter_key, CompareOp::Equal, counter_revision),
-    ])
-    .and_then(vec![
-        TxnOp::put(&hold_key, Bytes::from(call.to_owned()), lease),
-        TxnOp::put(
-            &counter_key,
-            Bytes::from(delivered.saturating_add(1).to_string()),
-            0,
-        ),
-    ])
-    .or_else(vec![TxnOp::Range(Range::key(&hold_key))]);
-    let attempt = || kv.txn(txn.clone());
-    let response = match RetryPolicy::default()
-        .idempotent_until("queue hold", Some(deadline), Some(lost), attempt)
-        .await
-    {
-        Ok(response) => response,
-        // A session whose lease the store ended (expired while its process was
-        // starved or paused) is lost: the store refused the hold's put on that lease,
-        // and the caller opens a new session, as for a loss seen any other way.
-        Err(error) => match explain_lease_error(&**kv, session, lease, error).await {
-            Error::SessionLost => return Err(Error::SessionLost),
-            error => {
-                tracing::warn!(
-                    key = %hold_key,
-                    %error,
-                    "queue hold failed with its outcome unknown; a hold taken goes with the session",
-                );
-                return Err(error);
-            }
-        },
-    };
-    let created = if response.succeeded {
-        response.revision
-    } else {
-        let found = range_at(&**kv, &response, 0)?.kvs.into_iter().next();
-        match found {
-            // An earlier attempt, whose reply was lost, took it.
-            Some(found) if found.value == call.as_bytes() && found.lease == lease => {
-                found.create_revision
-            }
-            _ => return Ok(None),
-        }
-    };
-    let settle = KvSettle {
-        kv: Arc::clone(kv),
-        layout: layout.clone(),
-        position,
-        hold: hold_key,
-        created,
-    };
-    Ok(Some(Delivery::new(
-        item.kv.value,
-        delivered,
-        session,
-        Box::new(settle),
-    )))
 }
 
 /// One held item's acknowledgement and return.

@@ -15,12 +15,12 @@
 //! unreachable for [`STALE_CLAIM`]) is delivered again. A record whose call id carries
 //! no time is swept at once.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::kv::{Kv, Range};
 use distsync_core::error::Result;
 
-use super::super::key::digits;
+use super::super::key::{digits, unix_nanos};
 use super::{put_back, KvQueue, Layout};
 use distsync_core::queue::STALE_CLAIM;
 use distsync_core::raw::call_id;
@@ -31,10 +31,7 @@ pub(super) fn claim_call_id() -> String {
 }
 
 fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    u64::try_from(unix_nanos() / 1_000_000).unwrap_or(u64::MAX)
 }
 
 /// The claim time a call id carries.
@@ -81,15 +78,8 @@ async fn sweep(kv: &dyn Kv, layout: &Layout) -> Result<Option<Duration>> {
             record = %record.key,
             "putting back an in-flight queue item whose consumer never acknowledged it",
         );
-        put_back(
-            kv,
-            layout,
-            &record.key,
-            record.create_revision,
-            position,
-            record.value.clone(),
-        )
-        .await?;
+        let (key, revision) = (&record.key, record.create_revision);
+        put_back(kv, layout, key, revision, position, record.value.clone()).await?;
     }
     Ok(next.map(Duration::from_millis))
 }

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use super::key::escape;
 use crate::kv::{Compare, CompareOp, Kv, Range, RateDecision, Txn, TxnOp};
@@ -88,16 +87,9 @@ impl KvRateStep {
             let (Admission::Granted, Some(new_tat)) = (admission, new_tat) else {
                 return Ok(admission);
             };
-            let txn = Txn::when(vec![Compare::mod_revision(
-                self.key.clone(),
-                CompareOp::Equal,
-                revision,
-            )])
-            .and_then(vec![TxnOp::put(
-                self.key.clone(),
-                format!("{new_tat} {fingerprint}"),
-                0,
-            )]);
+            let unchanged = Compare::mod_revision(self.key.clone(), CompareOp::Equal, revision);
+            let granted = TxnOp::put(self.key.clone(), format!("{new_tat} {fingerprint}"), 0);
+            let txn = Txn::when(vec![unchanged]).and_then(vec![granted]);
             if self.kv.txn(txn).await?.succeeded {
                 return Ok(Admission::Granted);
             }
@@ -108,7 +100,7 @@ impl KvRateStep {
 
 /// Parses a stored `<tat> <fingerprint>`; `None` for a value this recipe did not write
 /// (treated as an idle limiter and overwritten by the next grant).
-fn parse(value: &Bytes) -> Option<(u64, &str)> {
+pub(super) fn parse(value: &[u8]) -> Option<(u64, &str)> {
     let text = std::str::from_utf8(value).ok()?;
     let (tat, fingerprint) = text.split_once(' ')?;
     Some((tat.parse().ok()?, fingerprint))

@@ -1,14 +1,13 @@
 //! The read-write lock, as etcd's Go `recipes.RWMutex`.
 //!
-//! Layout: with `R = <ns>/rwlock/<escaped name>` (see [`Kind::prefix`]; Go's recipe
-//! uses `<name>` itself, which would share keys with a lock or a queue of that name),
-//! a reader puts the unique key `R/read/<unix nanos>`, a writer `R/write/<unix nanos>`
-//! (empty values, attached to the session's lease).
-//! A reader waits until no write key older than its own is left; a writer waits until
-//! no key of either kind older than its own is left. So a waiting writer blocks the
-//! readers that arrive after it, and holds are granted in arrival order. Each wait
-//! watches only the newest older blocking key. The write fencing token is the write
-//! key's create revision.
+//! Layout: with `R = <ns>/rwlock/<escaped name>` (see [`Kind::prefix`]; Go's recipe uses
+//! `<name>` itself, which would share keys with a lock or a queue of that name), a reader
+//! puts the unique key `R/read/<unix nanos>`, a writer `R/write/<unix nanos>` (empty
+//! values, attached to the session's lease). A reader waits until no write key older than
+//! its own is left; a writer waits until no key of either kind older than its own is left.
+//! So a waiting writer blocks the readers that arrive after it, and holds are granted in
+//! arrival order. Each wait watches only the newest older blocking key. The write fencing
+//! token is the write key's create revision.
 
 use distsync_core::raw::waited;
 use distsync_core::raw::SessionStoreSide as _;
@@ -108,12 +107,8 @@ impl RwLock for KvRwMutex {
     /// Cancel-safety: cancel-safe; a dropped future deletes its read key in the
     /// background.
     async fn read(&self) -> Result<ReadGuard> {
-        let held = waited(
-            self.keys.kv.backend(),
-            "read",
-            self.acquire(false, true).await?,
-        );
-        held.map(HeldKey::read_guard)
+        let held = self.acquire(false, true).await?;
+        waited(self.keys.kv.backend(), "read", held).map(HeldKey::read_guard)
     }
 
     /// Puts a read key; if an older write key exists, deletes it again: `None`.
@@ -126,12 +121,8 @@ impl RwLock for KvRwMutex {
     /// Cancel-safety: cancel-safe; a dropped future deletes its write key in the
     /// background.
     async fn write(&self) -> Result<LockGuard> {
-        let held = waited(
-            self.keys.kv.backend(),
-            "write",
-            self.acquire(true, true).await?,
-        );
-        held.map(|held| self.write_guard(held))
+        let held = self.acquire(true, true).await?;
+        waited(self.keys.kv.backend(), "write", held).map(|held| self.write_guard(held))
     }
 
     /// Puts a write key; if any older key exists, deletes it again: `None`.

@@ -138,9 +138,8 @@ impl KvSemaphore {
             self.wake_successor(my_revision).await?;
         }
         let held = self.keys.held(&self.key, my_revision);
-        Ok(Some(permit(
-            held.lazy_lock_guard(cleanup.disarm(), &self.space),
-        )))
+        let guard = held.lazy_lock_guard(cleanup.disarm(), &self.space);
+        Ok(Some(permit(guard)))
     }
 
     /// Rewrites the own entry (same value and lease, only if it is still ours), so the
@@ -163,11 +162,8 @@ impl Semaphore for KvSemaphore {
     }
 
     async fn acquire(&self) -> Result<Permit> {
-        waited(
-            self.keys.kv.backend(),
-            "acquire",
-            self.acquire_or_try(true).await?,
-        )
+        let permit = self.acquire_or_try(true).await?;
+        waited(self.keys.kv.backend(), "acquire", permit)
     }
 
     async fn try_acquire(&self) -> Result<Option<Permit>> {

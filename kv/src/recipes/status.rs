@@ -47,7 +47,7 @@ use distsync_core::status::{
 };
 
 use super::hold::fencing_token;
-use super::key::{lease_hex, unescape, unix_nanos, Kind};
+use super::key::{lease_hex, split_reserved, unescape, unix_nanos, Kind};
 
 /// How many leases' time left a report reads at once: enough that a report of many
 /// sessions costs a few round trips, few enough not to flood the store.
@@ -186,14 +186,7 @@ impl Found {
             }
             return;
         }
-        let Some(kind) = Kind::ALL.into_iter().find(|kind| kind.word() == word) else {
-            return;
-        };
-        let (segment, tail) = match rest.split_once('/') {
-            Some((segment, tail)) => (segment, Some(tail)),
-            None => (rest, None),
-        };
-        let Some(name) = unescape(segment) else {
+        let Some((kind, name, tail)) = split_reserved(&reserved) else {
             return;
         };
         if !name.starts_with(prefix) {
@@ -244,9 +237,7 @@ impl Found {
             _ => {}
         }
     }
-}
 
-impl Found {
     /// The counter, latch or rate limiter `name` (by `word`), stored in one key holding
     /// `value`; a value its recipe did not write is not reported.
     fn single_key(&mut self, word: &str, name: String, value: &[u8]) {
@@ -269,10 +260,7 @@ impl Found {
                 }
             }
             _ => {
-                let Some((tat, fingerprint)) = text.split_once(' ') else {
-                    return;
-                };
-                let Ok(tat) = tat.parse::<u64>() else {
+                let Some((tat, fingerprint)) = super::rate_limiter::parse(value) else {
                     return;
                 };
                 let rate = Rate::from_fingerprint(fingerprint);
@@ -299,15 +287,9 @@ fn on_own_lease(hex: &str, kv: &KeyValue) -> bool {
 /// last), split into holders and waiters by the rule of its kind; entries apart wait.
 /// Each entry's time left is its lease's in `left`.
 fn line(kind: LineKind, name: String, entries: Vec<Entry>, left: &TimeLeft) -> LineStatus {
-    let permits = entries
-        .first()
-        .filter(|_| kind == LineKind::Semaphore)
-        .and_then(|entry| {
-            std::str::from_utf8(&entry.kv.value)
-                .ok()?
-                .parse::<usize>()
-                .ok()
-        });
+    // A semaphore's entries hold its permit count.
+    let count = entries.first().filter(|_| kind == LineKind::Semaphore);
+    let permits = count.and_then(|entry| std::str::from_utf8(&entry.kv.value).ok()?.parse().ok());
     // A lock's line whose entries carry values is an election's (see the module docs).
     let kind = if kind == LineKind::Lock && entries.iter().any(|entry| !entry.kv.value.is_empty()) {
         LineKind::Election

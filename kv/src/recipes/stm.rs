@@ -64,10 +64,8 @@ struct Read {
 impl StmEngine for KvStm {
     async fn begin(&self, isolation: Isolation, prefetch: &[Name]) -> Result<Box<dyn StmAttempt>> {
         if !self.capabilities.supports_isolation(isolation) {
-            return Err(Error::unsupported(
-                self.kv.backend(),
-                format!("stm isolation {isolation}"),
-            ));
+            let what = format!("stm isolation {isolation}");
+            return Err(Error::unsupported(self.kv.backend(), what));
         }
         let mut attempt = KvStmAttempt {
             kv: Arc::clone(&self.kv),
@@ -175,10 +173,10 @@ impl StmAttempt for KvStmAttempt {
         let read = match self.prefetched.remove(key) {
             Some(read) => read,
             None => {
-                let mut range = Range::key(self.store_key(key));
-                if let Some(snapshot) = self.snapshot {
-                    range = range.at_revision(snapshot);
-                }
+                let range = Range {
+                    revision: self.snapshot,
+                    ..Range::key(self.store_key(key))
+                };
                 let response = self.kv.range(range).await?;
                 Read {
                     kv: response.kvs.into_iter().next(),

@@ -96,9 +96,8 @@ impl KvMutex {
         self.left_behind(cleanup).await
     }
 
-    /// The own key was there when an attempt was refused: left by an earlier hold of
-    /// this session whose release runs in the background. It holds if it is the first
-    /// created under the prefix (the fair mutex's rule); otherwise it is deleted.
+    /// The own key was there when an attempt was refused (see the module docs, "An
+    /// attempt"): it holds, or is deleted.
     async fn left_behind(&self, mut cleanup: WaiterKey) -> Result<Attempt> {
         let (mine, owns) = self.enter(false).await?;
         cleanup.created_at(mine);
@@ -114,12 +113,10 @@ impl KvMutex {
     }
 
     /// Waits as the head of the wait line, whose own key is `waiter_key`, until an
-    /// attempt holds. It watches the prefix from now, then reads its count: only when
-    /// the range is empty does it attempt, so a releaser that takes the lock again at
-    /// once meets the head's read, not a take of its own. While the range is not empty,
-    /// it waits for a deletion after the read of a key other than its own (the own
-    /// key's deletions are this session's, a key an earlier hold left behind), then
-    /// reads again.
+    /// attempt holds (see the module docs, "A waiter"). It watches the prefix from now,
+    /// then counts, so a releaser that takes the lock again at once meets the head's
+    /// read, not a take of its own. A deletion of its own key does not count: it is this
+    /// session's, of a key an earlier hold left behind.
     async fn lead_the_wait(&self, waiter_key: &str) -> Result<(Revision, bool)> {
         let (kv, lost) = (&*self.keys.kv, self.keys.session.lost_token());
         let mut events = None;
