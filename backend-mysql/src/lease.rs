@@ -15,7 +15,7 @@ use crate::batch;
 use crate::error::map;
 use crate::optimistic::{self, Seen};
 use crate::range::key_string;
-use crate::schema::Tables;
+use crate::schema::{live_leases, Tables};
 use crate::txn::{event, log_rows, LogRow};
 use crate::BACKEND;
 
@@ -63,13 +63,6 @@ pub(crate) async fn grant(pool: &MySqlPool, tables: &Tables, ttl: Duration) -> R
     Err(Error::backend(BACKEND, "could not draw an unused lease id"))
 }
 
-/// The condition on the leases table that picks those of `ids` not expired yet on the
-/// server's clock.
-pub(crate) fn live(ids: &[LeaseId]) -> String {
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    format!("id IN ({}) AND expires_at > NOW(6)", ids.join(", "))
-}
-
 /// The most leases one renewal statement names (a list of decimals, well inside any
 /// server's `max_allowed_packet`).
 pub(crate) const MAX_RENEWALS: usize = 5_000;
@@ -100,7 +93,7 @@ pub(crate) async fn renew(
     timeout: Duration,
     ids: Vec<LeaseId>,
 ) -> BatchRenewed<LeaseId> {
-    let (leases, live) = (&tables.leases, live(&ids));
+    let (leases, live) = (&tables.leases, live_leases(&ids));
     let statements = [
         format!(
             "UPDATE {leases} SET expires_at = NOW(6) + INTERVAL ttl_us MICROSECOND WHERE {live}"

@@ -24,8 +24,7 @@ use sqlx::Row;
 
 use crate::batch;
 use crate::error::map;
-use crate::lease;
-use crate::schema::Tables;
+use crate::schema::{live_leases, Tables};
 use crate::BACKEND;
 
 /// How many times a writer starts again from its read when the store changed it
@@ -90,7 +89,7 @@ impl Seen {
         live.sort_unstable();
         live.dedup();
         if !live.is_empty() {
-            parts.push(count_is(&tables.leases, &lease::live(&live), live.len()));
+            parts.push(count_is(&tables.leases, &live_leases(&live), live.len()));
         }
         for (condition, members) in &self.sets {
             parts.push(count_is(kv, condition, members.len()));

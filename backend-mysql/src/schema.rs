@@ -3,6 +3,7 @@
 use sqlx::{MySqlConnection, MySqlPool};
 
 use distsync_core::{Error, Result};
+use distsync_kv::kv::LeaseId;
 
 use crate::error::map;
 
@@ -19,6 +20,13 @@ pub(crate) fn check_key_size(doing: &str, key: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The condition on the leases table that picks those of `ids` not expired yet on the
+/// server's clock.
+pub(crate) fn live_leases(ids: &[LeaseId]) -> String {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    format!("id IN ({}) AND expires_at > NOW(6)", ids.join(", "))
 }
 
 /// The names of the backend's tables, each `<prefix><table>`.

@@ -53,10 +53,9 @@ use sqlx::{MySqlConnection, MySqlPool, Row};
 use crate::batch;
 use crate::error::map;
 use crate::guesses::Guesses;
-use crate::lease;
 use crate::optimistic::{self, Seen, OUTCOME};
 use crate::range::{self, key_string, KeyFilter};
-use crate::schema::{self, Tables, MAX_KEY_BYTES};
+use crate::schema::{self, live_leases, Tables, MAX_KEY_BYTES};
 use crate::BACKEND;
 
 /// The statement that opens a read-only transaction on one snapshot.
@@ -397,7 +396,7 @@ impl Snapshot {
             statements.push(rows(ROW, format!("k IN {listed}")));
         }
         if !leases.is_empty() {
-            let live = lease::live(&leases);
+            let live = live_leases(&leases);
             let select = format!("SELECT {LIVE_LEASE}, id FROM {leases_table} WHERE {live}");
             statements.push(scope.read(select));
         }
