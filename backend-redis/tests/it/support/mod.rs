@@ -15,6 +15,7 @@ pub(crate) use crashed_holder::crashed_holder;
 pub(crate) use server::{server_url, unique_namespace, with_namespace};
 pub(crate) use session_ttls::{CRASH_TTL, RENEWED_TTL};
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -99,15 +100,31 @@ impl PrivateRedis {
             .spawn()
             .expect("starting redis-server");
         self.child = Some(child);
+        // Ready when it answers `PONG`: a server with an append-only file listens
+        // while it loads the file, and answers `LOADING` until it is done.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.answers_pong() {
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not listen on {}",
+                "redis-server did not answer PING on {}",
                 self.port
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the server answers `PING` with `PONG` now.
+    fn answers_pong(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut reply = [0; 5];
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .is_ok()
+            && stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG"
     }
 
     /// Stops the server with SIGTERM (which writes its append-only file, if any) and
