@@ -273,19 +273,31 @@ impl Inner {
         int("unfair_release", &self.shared.eval(&call).await?)
     }
 
+    /// Lets go of the acquisition that names itself `value` while the caller has the
+    /// session's gate: the release script and, under Cluster, the holder key's listings
+    /// (the client's first, so that renewals stop renewing it; the store's registry
+    /// beside the script). With the gate, no other acquisition of the session holds the
+    /// key, so its listings are this one's. What the script and the unregistering
+    /// answered.
+    async fn let_go_listed(
+        &self,
+        registry: &crate::session::Registry,
+        value: &str,
+    ) -> (Result<i64>, Result<()>) {
+        registry.unlisted(&self.holder);
+        tokio::join!(
+            self.let_go(registry, value),
+            registry.unregister(&self.shared, &self.holder)
+        )
+    }
+
     /// A guard's release: [`Error::SessionLost`] when the hold was already gone; on a
     /// transient failure, the release goes on in the background and the error is
     /// returned.
     async fn release(self: Arc<Self>, value: String) -> Result<()> {
         let registry = RedisLease::of(&self.session, &self.shared)?.registry();
-        // The guard keeps the session's gate until this returns: no other acquisition
-        // of the session holds the key meanwhile, so the client's listing of it is this
-        // one's (Cluster; first, so that renewals stop renewing it).
-        registry.unlisted(&self.holder);
-        let (released, unregistered) = tokio::join!(
-            self.let_go(registry, &value),
-            registry.unregister(&self.shared, &self.holder)
-        );
+        // The guard keeps the session's gate until this returns.
+        let (released, unregistered) = self.let_go_listed(registry, &value).await;
         let released = match released {
             Ok(released) => released,
             Err(error) => {
@@ -310,8 +322,11 @@ impl Inner {
     /// transient failures until it succeeds or the session ends, keeping `gate` (the
     /// session's in-process gate, if the caller has it) until then; should it fail for
     /// good, the session is ended, so that the store frees what it holds rather than
-    /// its renewals keeping it. The release script unlists only this acquisition's hold,
-    /// so a retry that comes after the session took the lock again leaves that alone.
+    /// its renewals keeping it. With the gate (a cancelled acquisition), each attempt
+    /// unlists the holder key as a guard's release does ([`Inner::let_go_listed`]).
+    /// Without it (a guard's release, which unlisted it already), the session may take
+    /// the lock again meanwhile: the release script unlists only this acquisition's
+    /// hold, so a retry leaves the new one alone, and its listings are not touched.
     fn let_go_in_background(self: Arc<Self>, value: String, gate: Option<OwnedMutexGuard<()>>) {
         let lost = self.session.lost_token().clone();
         CleanUp::new(
@@ -323,7 +338,12 @@ impl Inner {
         .spawn(move |clean_up| async move {
             let let_go = || async {
                 let registry = RedisLease::of(&self.session, &self.shared)?.registry();
-                self.let_go(registry, &value).await.map(drop)
+                if gate.is_none() {
+                    return self.let_go(registry, &value).await.map(drop);
+                }
+                let (released, unregistered) = self.let_go_listed(registry, &value).await;
+                released?;
+                unregistered
             };
             let released = clean_up.retry(let_go).await;
             let released = end_session_if_refused(released, || self.end_session()).await;
@@ -353,7 +373,7 @@ impl Inner {
 
 /// Lets go of an acquisition when dropped while armed (a cancelled `lock`, or a call
 /// whose answer was lost), in the background, keeping the session's gate until done: a
-/// dropped wait leaves neither a hold nor a place in the wait line behind.
+/// dropped wait leaves neither a hold, a place in the wait line nor a listing behind.
 struct LetGoOnDrop {
     armed: Option<(Arc<Inner>, String)>,
     gate: Option<OwnedMutexGuard<()>>,

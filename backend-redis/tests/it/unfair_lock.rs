@@ -766,6 +766,73 @@ async fn works_on_a_redis_cluster() {
     assert!(last > 0);
 }
 
+/// Under Redis Cluster, a waiter dropped while it waits leaves no listing in its
+/// session's registry: its take listed the holder key there (beside the take, so that a
+/// revoke from any client finds it), and the cancelled acquisition lets go of it as a
+/// guard's release does, unlisting it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiter_leaves_no_registry_entry_on_a_redis_cluster() {
+    let Some(url) = distsync_conformance::server_url("DISTSYNC_REDIS_CLUSTER_URL") else {
+        return;
+    };
+    let namespace = unique_namespace("unfair-cluster-cancel");
+    let url = with_namespace(&url, &namespace);
+    let coordinator = distsync::connect(&url).await.unwrap();
+    let ttl = SessionOptions::with_ttl(Duration::from_secs(15));
+    let holding = coordinator.session_with(ttl.clone()).await.unwrap();
+    let waiting = coordinator.session_with(ttl).await.unwrap();
+    let holder = coordinator
+        .locker_with(&holding, "c", unfair())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let waiter = coordinator.locker_with(&waiting, "c", unfair()).unwrap();
+    let lock = tokio::spawn({
+        let waiter = Arc::clone(&waiter);
+        async move { waiter.lock().await.map(drop) }
+    });
+    wait_for_contenders(waiter.as_ref(), 2).await;
+    let registry = format!("{{{namespace}session:{}}}:held", waiting.id().0);
+    let holder_key = format!("{{{namespace}c}}:lock:u");
+    let mut raw = crate::cluster::raw(&url).await;
+    assert!(
+        hash_has(&mut raw, &registry, &holder_key).await,
+        "the waiter's take did not list the holder key: nothing tested"
+    );
+    lock.abort();
+    assert!(lock.await.unwrap_err().is_cancelled());
+    // The dropped waiter lets go in the background.
+    let deadline = Instant::now() + SHORT;
+    while hash_has(&mut raw, &registry, &holder_key).await {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled waiter stayed listed in its session's registry"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The session's gate is the let-go's until it ends: a lock waits for it.
+    holder.unlock().await.unwrap();
+    let guard = within(SHORT, waiter.lock()).await.unwrap();
+    guard.unlock().await.unwrap();
+    holding.close().await.unwrap();
+    waiting.close().await.unwrap();
+}
+
+/// Whether the hash `key` has the field `field`.
+async fn hash_has(
+    raw: &mut redis::cluster_async::ClusterConnection,
+    key: &str,
+    field: &str,
+) -> bool {
+    redis::cmd("HEXISTS")
+        .arg(key)
+        .arg(field)
+        .query_async(raw)
+        .await
+        .unwrap()
+}
+
 /// Under Sentinel with replica acknowledgement (`wait_replicas=1`): grants and releases
 /// go through the primary and are acknowledged, and a waiter asks again rather than
 /// trusting a wake-up. The group's failover tests may take the primary away meanwhile:
