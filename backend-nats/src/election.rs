@@ -249,17 +249,12 @@ impl Proclaim for NatsProclaim {
 
 impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsElection {
     fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        let OnSession {
-            session,
-            lease,
-            name,
-        } = on;
-        let line = NatsLocker::in_line(&session, &lease, &name, Kind::Election);
+        let line = NatsLocker::in_line(&on.session, &on.lease, &on.name, Kind::Election);
         Ok(Self {
             line,
-            session,
-            lease,
-            name,
+            session: on.session,
+            lease: on.lease,
+            name: on.name,
         })
     }
 }

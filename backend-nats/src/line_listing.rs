@@ -109,15 +109,7 @@ mod tests {
 
     use super::*;
     use crate::store::Write;
-
-    /// The messages the backend's main connection has sent.
-    fn sent(store: &Store) -> u64 {
-        store
-            .client
-            .statistics()
-            .out_messages
-            .load(Ordering::Relaxed)
-    }
+    use crate::test_server::sent;
 
     /// A line of the test server's bucket `line_listings` with one key in it.
     async fn line_with_a_key() -> Option<(crate::NatsBackend, String)> {

@@ -134,7 +134,7 @@
 //! purge, or the store stays unreachable past the clean-up's budget. A consumer of the
 //! queue puts such a record back once it is older than [`STALE_CLAIM`] on the
 //! server's clock, as every store puts back its stale in-flight records
-//! ([`ClaimSweeps`](distsync_core::raw::ClaimSweeps) says when): its item is never
+//! ([`ClaimSweeps`] says when): its item is never
 //! lost, and comes again only if its dequeue had returned it.
 //!
 //! # Waiting
@@ -178,6 +178,7 @@ use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::keys::{self, Kind};
 use crate::scan::PAGE;
@@ -309,16 +310,11 @@ impl Head {
 }
 
 /// The task that follows a queue's keys for one handle ([`follow`], see the module
-/// docs, "Waiting"), and the last sequence it saw.
+/// docs, "Waiting"), aborted when the handle is dropped, and the last sequence it saw.
 struct Changes {
     receiver: watch::Receiver<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Changes {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Held for its drop, which aborts the task.
+    _task: AbortOnDropHandle<()>,
 }
 
 /// Follows the messages of the queue's keys (under `root`) from the sequence `from`
@@ -526,8 +522,11 @@ impl NatsQueue {
             .get_or_init(|| {
                 let (seen, receiver) = watch::channel(from.saturating_sub(1));
                 let root = self.root.clone();
-                let task = tokio::spawn(follow(Arc::clone(&self.shared), root, from, seen));
-                Changes { receiver, task }
+                let follower = tokio::spawn(follow(Arc::clone(&self.shared), root, from, seen));
+                Changes {
+                    receiver,
+                    _task: AbortOnDropHandle::new(follower),
+                }
             })
             .receiver
             .clone()

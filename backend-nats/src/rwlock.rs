@@ -130,17 +130,12 @@ impl RwLock for NatsRwLock {
 
 impl Make<Arc<Shared>, OnSession<Arc<LeaseInner>>> for NatsRwLock {
     fn make(_: &Arc<Shared>, on: OnSession<Arc<LeaseInner>>) -> Result<Self> {
-        let OnSession {
-            session,
-            lease,
-            name,
-        } = on;
-        let line = NatsLocker::in_line(&session, &lease, &name, Kind::RwLock);
+        let line = NatsLocker::in_line(&on.session, &on.lease, &on.name, Kind::RwLock);
         Ok(Self {
             line,
-            session,
-            lease,
-            name,
+            session: on.session,
+            lease: on.lease,
+            name: on.name,
         })
     }
 }

@@ -121,17 +121,12 @@ impl Make<Arc<Shared>, (OnSession<Arc<LeaseInner>>, NonZeroUsize)> for NatsSemap
         _: &Arc<Shared>,
         (on, permits): (OnSession<Arc<LeaseInner>>, NonZeroUsize),
     ) -> Result<Self> {
-        let OnSession {
-            session,
-            lease,
-            name,
-        } = on;
-        let line = NatsLocker::in_line(&session, &lease, &name, Kind::Semaphore);
+        let line = NatsLocker::in_line(&on.session, &on.lease, &on.name, Kind::Semaphore);
         Ok(Self {
             line,
-            session,
-            lease,
-            name,
+            session: on.session,
+            lease: on.lease,
+            name: on.name,
             permits,
         })
     }

@@ -184,8 +184,12 @@ impl LeaseInner {
                 )
                 .await?;
             if let Some(token) = created {
-                let alone = false;
-                return Ok(Entered { key, token, alone });
+                // A create compared with the key alone says nothing of the line's other keys.
+                return Ok(Entered {
+                    key,
+                    token,
+                    alone: false,
+                });
             }
             tracing::debug!(
                 session = %SessionId(self.id),
@@ -438,8 +442,15 @@ impl LeaseInner {
             })
             .await?;
         if let (Some(line), Some(seq)) = (held.line, tombstone) {
-            let (key, quiet) = (key.to_owned(), false);
-            self.released.record(&line, Tombstone { key, seq, quiet });
+            // A purge compared with the key alone says nothing of the line's other keys.
+            self.released.record(
+                &line,
+                Tombstone {
+                    key: key.to_owned(),
+                    seq,
+                    quiet: false,
+                },
+            );
         }
         Ok(())
     }
@@ -742,15 +753,7 @@ mod tests {
     use distsync_core::{Backend, Name, SessionOptions};
 
     use super::*;
-
-    /// The messages a store's client connection has sent.
-    fn sent(store: &crate::store::Store) -> u64 {
-        store
-            .client
-            .statistics()
-            .out_messages
-            .load(Ordering::Relaxed)
-    }
+    use crate::test_server::sent;
 
     /// A renewal rewrites each key of the session through the renewals' connection
     /// and sends nothing through the one every other request takes: a burst there

@@ -1,4 +1,9 @@
-//! The test servers of the crate's own tests (`scripts/servers.sh`).
+//! The test servers of the crate's own tests (`scripts/servers.sh`), and what the tests
+//! read of their connections.
+
+use std::sync::atomic::Ordering;
+
+use crate::store::Store;
 
 /// The backend of the test server whose URL the environment variable `var` holds, on
 /// the bucket `bucket`; `None` after a loud skip notice when `var` is not set (a
@@ -11,4 +16,13 @@ pub(crate) async fn backend(var: &str, bucket: &str) -> Option<crate::NatsBacken
     let config: crate::NatsConfig = url.parse().unwrap();
     let config = config.with_bucket(bucket).unwrap();
     Some(crate::backend_with_config(&config).await.unwrap())
+}
+
+/// The messages `store`'s client connection has sent.
+pub(crate) fn sent(store: &Store) -> u64 {
+    store
+        .client
+        .statistics()
+        .out_messages
+        .load(Ordering::Relaxed)
 }
