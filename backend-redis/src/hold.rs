@@ -75,6 +75,30 @@ impl Hold {
         Ok((reply, pending))
     }
 
+    /// Under Cluster, unlists the entry from the store's session registry in the
+    /// background, for a take the store refused: [`Hold::taking`] listed it there beside
+    /// the take, and nothing else would unlist it before the session ends. The entry key
+    /// is this acquisition's alone, so the unlisting may land whenever, and a refused
+    /// try answers without waiting for it. Retried through transient failures until the
+    /// session ends, which deletes the registry. Nothing on one server, where the
+    /// refusing script listed nothing.
+    pub(crate) fn unregister_in_background(self: Arc<Self>, session: &Session) {
+        if !self.shared.is_cluster() {
+            return;
+        }
+        CleanUp::new(
+            "unlisting a refused take from its session's registry",
+            "its session's end deletes the registry",
+        )
+        .of(&self.key)
+        .until_lost(session.lost_token().clone())
+        .spawn(move |clean_up| async move {
+            clean_up
+                .retry(|| self.registry.unregister(&self.shared, &self.key))
+                .await
+        });
+    }
+
     /// Releases the entry (one script call: delete it, unlist it from the session,
     /// grant and wake whoever that lets in). `Ok(false)` when it was no longer held.
     pub(crate) async fn release(&self) -> Result<bool> {

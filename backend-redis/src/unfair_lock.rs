@@ -504,9 +504,12 @@ impl Locker for RedisUnfairLock {
 
     /// Takes the lock if it is free now: one script call, which never joins the wait
     /// line. `Ok(None)` too while another acquisition of this name through the same
-    /// session is under way (they share the session's gate).
+    /// session is under way (they share the session's gate). Under Redis Cluster a
+    /// refused try then unlists the holder key from the store's session registry, where
+    /// its take listed it: one more call.
     ///
-    /// Cancel-safety: cancel-safe; a dropped call lets go of what it may have taken.
+    /// Cancel-safety: cancel-safe; a dropped call lets go of what it may have taken,
+    /// and of its listing.
     async fn try_lock(&self) -> Result<Option<LockGuard>> {
         let inner = &self.inner;
         let lease = RedisLease::live(&inner.session)?;
@@ -516,6 +519,17 @@ impl Locker for RedisUnfairLock {
         let acquisition = Acquisition::new(lease);
         let mut armed = LetGoOnDrop::arm(inner, &acquisition, gate);
         let reply = inner.call(lease, &acquisition, "try").await?;
+        if let Reply::Waiting(_) = reply {
+            // Refused: under Cluster the take listed the holder key in the store's
+            // session registry. With the gate, no other acquisition of the session
+            // holds the key, so the listing is this one's; it goes before the gate
+            // does, which a background unlisting would keep from the session's next
+            // try. Should it fail, the armed let-go retries it in the background.
+            lease
+                .registry()
+                .unregister(&inner.shared, &inner.holder)
+                .await?;
+        }
         let gate = armed.disarm();
         match reply {
             Reply::Granted(token) => Ok(Some(inner.guard(lease, acquisition, token, gate))),

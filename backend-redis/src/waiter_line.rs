@@ -329,7 +329,12 @@ impl WaiterLine {
         cleanup.disarm();
         match reply {
             Reply::Granted(token) => Ok(Some(Granted { hold, token })),
-            Reply::Refused | Reply::Waiting(_) => Ok(None),
+            Reply::Refused | Reply::Waiting(_) => {
+                // The entry is in no line, but under Cluster its take listed it in the
+                // store's session registry: a session that keeps trying would grow it.
+                hold.unregister_in_background(&self.session);
+                Ok(None)
+            }
             Reply::Lost => Err(Error::SessionLost),
             Reply::OtherCount(in_use) => Err(self.other_count(in_use, value)),
         }

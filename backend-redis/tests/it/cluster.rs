@@ -4,7 +4,8 @@
 //! slots (see `src/cluster.rs`). A session renews holds on every master, a hold gone
 //! in one slot ends the session and frees what it held in the others, closing a
 //! session frees every slot at once, a waiter is woken whichever node serves its
-//! lock, a name's holder is read from its own slot (which a break acts on), and what a
+//! lock, a name's holder is read from its own slot (which a break acts on), a refused
+//! try leaves no listing in its session's registry, and what a
 //! cluster cannot do atomically is refused with `Unsupported` (listings across masters
 //! are in `cluster_listing.rs`). The
 //! conformance runner's `redis-cluster` column runs the suite and the master
@@ -613,4 +614,114 @@ async fn a_consumer_waiting_for_an_item_keeps_its_session() {
     assert_eq!(delivery.item().as_ref(), b"item");
     delivery.ack().await.unwrap();
     session.close().await.unwrap();
+}
+
+/// Tries refused because another session holds the name leave no listing in the trying
+/// session's registry: each take lists its key there, beside the take (so that a
+/// revoke from any client finds it), and a refused one unlists it again, a fair or
+/// read-write lock's entry in the background, the unfair lock's holder key before the
+/// try answers. A session that kept polling `try_lock` would otherwise grow its
+/// registry by one entry per refused try until it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tries_leave_no_registry_entry() {
+    const TRIES: usize = 20;
+    let Some(url) = cluster_url() else { return };
+    let url = own_namespace(&url, "refused");
+    let namespace = url
+        .split_once("namespace=")
+        .and_then(|(_, rest)| rest.split('&').next())
+        .unwrap()
+        .to_owned();
+    let backend = distsync_redis::backend(&url).await.unwrap();
+    let mut conn = raw(&url).await;
+    let options = SessionOptions::with_ttl(SESSION_TTL);
+    let holding = backend.session(options.clone()).await.unwrap();
+    let trying = backend.session(options).await.unwrap();
+    let lock = Name::new("refused/lock").unwrap();
+    let rw = Name::new("refused/rw").unwrap();
+    let unfair = Name::new("refused/unfair").unwrap();
+    let held_lock = backend
+        .locker(&holding, lock.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let held_rw = backend
+        .rwlock(&holding, rw.clone())
+        .unwrap()
+        .write()
+        .await
+        .unwrap();
+    let held_unfair = backend
+        .unfair_locker(&holding, unfair.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let registry_of = |session: &distsync_core::Session| {
+        format!("{{{namespace}session:{}}}:held", session.id().0)
+    };
+    assert_eq!(
+        hash_len(&mut conn, &registry_of(&holding)).await,
+        3,
+        "the holds are not listed in their session's registry: nothing tested"
+    );
+    let unfair_holder = format!("{{{namespace}refused/unfair}}:lock:u");
+    assert!(
+        hash_has(&mut conn, &registry_of(&holding), &unfair_holder).await,
+        "the unfair hold is listed under another key: nothing tested"
+    );
+    let locker = backend.locker(&trying, lock).unwrap();
+    let rwlock = backend.rwlock(&trying, rw).unwrap();
+    let unfair_locker = backend.unfair_locker(&trying, unfair).unwrap();
+    let registry = registry_of(&trying);
+    for _ in 0..TRIES {
+        assert!(locker.try_lock().await.unwrap().is_none());
+        assert!(rwlock.try_read().await.unwrap().is_none());
+        assert!(rwlock.try_write().await.unwrap().is_none());
+        assert!(unfair_locker.try_lock().await.unwrap().is_none());
+        assert!(
+            !hash_has(&mut conn, &registry, &unfair_holder).await,
+            "a refused unfair try left the holder key listed"
+        );
+    }
+    // The fair side's unlistings run in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = hash_len(&mut conn, &registry).await;
+        if listed == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{listed} refused tries stayed listed in their session's registry"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    held_lock.unlock().await.unwrap();
+    held_rw.unlock().await.unwrap();
+    held_unfair.unlock().await.unwrap();
+    let guard = locker.try_lock().await.unwrap().expect("the lock is free");
+    guard.unlock().await.unwrap();
+    holding.close().await.unwrap();
+    trying.close().await.unwrap();
+}
+
+/// How many fields the hash `key` has.
+async fn hash_len(conn: &mut redis::cluster_async::ClusterConnection, key: &str) -> usize {
+    redis::cmd("HLEN").arg(key).query_async(conn).await.unwrap()
+}
+
+/// Whether the hash `key` has the field `field`.
+async fn hash_has(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    key: &str,
+    field: &str,
+) -> bool {
+    redis::cmd("HEXISTS")
+        .arg(key)
+        .arg(field)
+        .query_async(conn)
+        .await
+        .unwrap()
 }
