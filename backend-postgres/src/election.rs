@@ -25,8 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::raw::{observe_leaders, waited, LeaderObserver, WaitRetry};
 use distsync_core::{
-    Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, ReleaseFn, Result,
-    Session,
+    Election, Error, FencingToken, LeaderInfo, Leadership, Name, Proclaim, Result, Session,
 };
 use futures::stream::BoxStream;
 
@@ -34,7 +33,7 @@ use crate::error::{is_session_gone, map};
 use crate::notify::Subscription;
 use crate::session::LeaseInner;
 use crate::store::{LockKind, Shared};
-use crate::waiter_line::{self, hold_key, Ask, Entry};
+use crate::waiter_line::{self, hold_key, Ask};
 
 pub(crate) struct PgElection {
     pub(crate) lease: Arc<LeaseInner>,
@@ -75,29 +74,6 @@ impl Proclaim for PgProclaim {
     }
 }
 
-/// The resign step: deletes the candidacy's entry and, in the same statement, elects the
-/// next live candidate (or deletes the leader row of its term when nobody waits), then
-/// wakes that candidate.
-fn resign_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
-    let lease = Arc::clone(lease);
-    Box::new(move || {
-        Box::pin(async move {
-            match entry.leave(false).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Error::NotLeader),
-                Err(error) if is_session_gone(&error) => Err(Error::NotLeader),
-                Err(error) => {
-                    let error = map(error);
-                    if error.is_transient() {
-                        entry.leave_in_background(&lease, false);
-                    }
-                    Err(error)
-                }
-            }
-        })
-    })
-}
-
 #[async_trait]
 impl Election for PgElection {
     fn name(&self) -> &Name {
@@ -126,7 +102,7 @@ impl Election for PgElection {
             FencingToken(term.max(0) as u64),
             &self.session,
             proclaim,
-            resign_fn(&self.lease, entry),
+            waiter_line::release_fn(&self.lease, entry),
         ))
     }
 

@@ -32,20 +32,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use distsync_core::raw::{Look, RetryPolicy, Wakes};
+use distsync_core::raw::{Backoff, Look, RetryPolicy, Wakes};
 use distsync_core::{Error, Result};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{watch, OnceCell};
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::{map, BACKEND};
 
 /// The notification hub of one backend.
 pub(crate) struct Hub {
     inner: Arc<HubInner>,
-    task: OnceCell<AbortOnDrop>,
+    task: OnceCell<AbortOnDropHandle<()>>,
 }
 
 struct HubInner {
@@ -72,14 +72,6 @@ fn split_payload(payload: &str) -> (&str, Option<i64>) {
         Some((&payload[..2 + entry.len()], token.parse().ok()?))
     });
     carried.map_or((payload, None), |(key, token)| (key, Some(token)))
-}
-
-struct AbortOnDrop(AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A waiter's interest in one payload; dropping the last subscription of a payload
@@ -202,7 +194,7 @@ impl Hub {
             .get_or_try_init(|| async {
                 let listener = listen(&self.inner).await?;
                 let task = tokio::spawn(run(Arc::clone(&self.inner), listener));
-                Ok::<_, Error>(AbortOnDrop(task.abort_handle()))
+                Ok::<_, Error>(AbortOnDropHandle::new(task))
             })
             .await?;
         Ok(self.inner.register(payload))
@@ -275,14 +267,13 @@ async fn run(inner: Arc<HubInner>, mut listener: PgListener) {
                 tracing::warn!(channel = %inner.channel, %error, "notification connection failed; reconnecting");
                 crate::connection::liveness::connection_failed();
                 inner.wake_all();
-                let mut backoff = Duration::from_millis(50);
+                let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
                 listener = loop {
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.next_pause()).await;
                     match listen(&inner).await {
                         Ok(listener) => break listener,
                         Err(error) => {
                             tracing::debug!(%error, "reconnecting the notification listener failed");
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
                         }
                     }
                 };

@@ -888,17 +888,22 @@ impl From<Error> for AttemptError {
     }
 }
 
-/// The release step of an entry (a permit, a lock, a read or write lock): delete it
-/// (waking the waiter it lets in). [`Error::SessionLost`] if the entry was gone already
-/// (its session ended); on a transient failure, the release goes on in the background
-/// and the error is returned.
+/// The release step of an entry (a permit, a lock, a read or write lock, a candidacy):
+/// delete it, waking the waiter it lets in (a candidacy's release is a resignation: it
+/// elects that waiter, or deletes the leader row when nobody waits). An entry already
+/// gone, or a session ended, is [`Error::SessionLost`] (see
+/// [`LeaseInner::statement_error`]); for a candidacy it is [`Error::NotLeader`], and the
+/// session's loss is left to its renewals to find. On a transient failure, the release
+/// goes on in the background and the error is returned.
 pub(crate) fn release_fn(lease: &Arc<LeaseInner>, entry: Entry) -> ReleaseFn {
     let lease = Arc::clone(lease);
     Box::new(move || {
         Box::pin(async move {
             match entry.leave(false).await {
                 Ok(true) => Ok(()),
+                Ok(false) if entry.candidacy => Err(Error::NotLeader),
                 Ok(false) => Err(Error::SessionLost),
+                Err(error) if entry.candidacy && is_session_gone(&error) => Err(Error::NotLeader),
                 Err(error) => {
                     let error = lease.statement_error(error);
                     if error.is_transient() {
