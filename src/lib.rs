@@ -202,7 +202,7 @@ pub mod store {
         //! the primitives built on it (`distsync-kv`).
         pub use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
         pub use distsync_core::raw::{
-            call_id, check_session_ttl, detached, join_host_port, leadership, lock_guard,
+            call_id, check_session_ttl, detached, join_host_port, leadership, lock_guard, locked,
             name_connect_timeout, name_under, parse_duration, parse_host_port, parse_url_flag,
             permit, random_fraction, random_u64, read_guard, refusing_hosts, retry, start_session,
             waited, with_guarded_write, with_release_request_watch, Backend, Backoff, Claim,

@@ -21,9 +21,10 @@
 //! renewals after it. The task ends with the last handle of the client.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use distsync_core::raw::locked;
 use distsync_core::KeepAlive;
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::{mpsc, oneshot};
@@ -142,7 +143,7 @@ impl KeepAlives {
             Arc::clone(&waiting),
             stop.clone(),
         ));
-        *lock(&self.current) = Some(Arc::new(Shared {
+        *locked(&self.current) = Some(Arc::new(Shared {
             ids,
             waiting,
             _stop_on_drop: stop.clone().drop_guard(),
@@ -153,7 +154,7 @@ impl KeepAlives {
 
     /// Queues a renewal of `lease` on the current stream, if one is open.
     fn enqueue_current(&self, lease: i64) -> Option<(Arc<Shared>, oneshot::Receiver<Answer>)> {
-        let mut current = lock(&self.current);
+        let mut current = locked(&self.current);
         let shared = current.as_ref()?;
         match shared.enqueue(lease) {
             Some(answer) => Some((Arc::clone(shared), answer)),
@@ -174,7 +175,7 @@ impl Shared {
         if self.stop.is_cancelled() {
             return None;
         }
-        let mut waiting = lock(&self.waiting);
+        let mut waiting = locked(&self.waiting);
         if waiting.closed || self.ids.send(lease).is_err() {
             return None;
         }
@@ -238,7 +239,7 @@ async fn run(
     };
     tracing::debug!(backend = BACKEND, %status, "shared keepalive stream ended");
     let left = {
-        let mut waiting = lock(&waiting);
+        let mut waiting = locked(&waiting);
         waiting.closed = true;
         std::mem::take(&mut waiting.by_lease)
     };
@@ -252,7 +253,7 @@ async fn run(
 /// zero, gone otherwise.
 fn route(waiting: &Mutex<Waiting>, lease: i64, ttl: i64) {
     let reply = {
-        let mut waiting = lock(waiting);
+        let mut waiting = locked(waiting);
         let Some(queue) = waiting.by_lease.get_mut(&lease) else {
             tracing::debug!(
                 backend = BACKEND,
@@ -276,10 +277,4 @@ fn route(waiting: &Mutex<Waiting>, lease: i64, ttl: i64) {
         // The renewal may have been dropped meanwhile.
         let _ = reply.send(Ok(outcome));
     }
-}
-
-/// The lock's data even if a holder panicked: every update under these locks leaves it
-/// consistent.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

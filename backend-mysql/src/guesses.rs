@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use distsync_core::raw::locked;
 use distsync_kv::kv::{EventKind, KeyValue, WatchEvent};
 
 /// How many keys are kept at most: past it, everything is forgotten (a key that is
@@ -130,8 +131,7 @@ impl Guesses {
 /// The guard of a map of hints. They are hints only: a panic elsewhere cannot leave one
 /// wrong in a way that matters, since every guess is checked.
 fn hints<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    map.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    locked(map)
 }
 
 #[cfg(test)]

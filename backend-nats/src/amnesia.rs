@@ -54,6 +54,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use distsync_core::raw::locked;
 use distsync_core::raw::{EpochBook, EpochMarker};
 use distsync_core::{FencingToken, Result};
 use tokio::time::Instant;
@@ -102,7 +103,7 @@ impl Amnesia {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        crate::locked(&self.state)
+        locked(&self.state)
     }
 
     /// How many times this client saw the store forget: a session opened in an

@@ -236,11 +236,3 @@ const HEADER_ROOM: usize = 4 * 1024;
 pub fn max_value_size(max_payload: usize) -> usize {
     max_payload.saturating_sub(HEADER_ROOM)
 }
-
-/// The guard of `mutex`, taken as is when a panic poisoned it, as every std mutex of
-/// this crate is taken.
-pub(crate) fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use distsync_core::raw::locked;
 use distsync_core::Result;
 
 use crate::store::{Entry, Store};
@@ -76,7 +77,7 @@ impl LineListings {
     }
 
     fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Line>>> {
-        crate::locked(&self.lines)
+        locked(&self.lines)
     }
 }
 

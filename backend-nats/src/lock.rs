@@ -67,6 +67,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use distsync_core::raw::locked;
 use distsync_core::raw::{
     lock_guard, with_guarded_write, CleanUp, GuardedWrite, Locker, ReleaseFn, RetryPolicy,
 };
@@ -117,12 +118,12 @@ struct Emptying {
 impl Emptying {
     /// Whether a release should try to leave the line empty.
     fn worth_trying(&self) -> bool {
-        crate::locked(&self.refused_at).is_none_or(|at| at.elapsed() >= CONTENDED_FOR)
+        locked(&self.refused_at).is_none_or(|at| at.elapsed() >= CONTENDED_FOR)
     }
 
     /// Records how a try went.
     fn tried(&self, emptied: bool) {
-        *crate::locked(&self.refused_at) = (!emptied).then(Instant::now);
+        *locked(&self.refused_at) = (!emptied).then(Instant::now);
     }
 }
 

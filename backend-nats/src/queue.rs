@@ -169,6 +169,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::delivery::{Delivery, Settle};
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW, STALE_CLAIM};
+use distsync_core::raw::locked;
 use distsync_core::raw::{
     call_id, Claim, ClaimGuard, ClaimSweeps, CleanUp, Contention, Failure, Idempotence, Queue,
     RetryPolicy,
@@ -302,7 +303,7 @@ impl Head {
     /// handed out, in queue order.
     fn untried(&self) -> impl Iterator<Item = &Item> {
         self.items.iter().enumerate().filter_map(|(at, item)| {
-            let mut tried = crate::locked(&self.tried);
+            let mut tried = locked(&self.tried);
             let fresh = !std::mem::replace(&mut tried[at], true);
             fresh.then_some(item)
         })
@@ -483,7 +484,7 @@ impl NatsQueue {
     /// read's own sequence.
     async fn queued(&self, records: Records) -> Result<Arc<Head>> {
         let listing = {
-            let mut slot = crate::locked(&self.listing[records as usize]);
+            let mut slot = locked(&self.listing[records as usize]);
             match slot.as_ref() {
                 Some(listing) if listing.peek().is_none() => listing.clone(),
                 _ => {
@@ -1060,13 +1061,13 @@ async fn first_message(store: &Store, filter: &str, from: u64) -> Result<Option<
 
 /// The floor of `priority` (see [`Floors`]): 1 when none was found yet.
 fn floor_of(floors: &Floors, priority: u16) -> u64 {
-    crate::locked(floors).get(&priority).copied().unwrap_or(1)
+    locked(floors).get(&priority).copied().unwrap_or(1)
 }
 
 /// Raises the floor of `priority` to `seq` (never lowers it: reads of one handle
 /// may end out of order).
 fn raise_floor(floors: &Floors, priority: u16, seq: u64) {
-    let mut floors = crate::locked(floors);
+    let mut floors = locked(floors);
     let floor = floors.entry(priority).or_insert(1);
     *floor = (*floor).max(seq);
 }
@@ -1243,7 +1244,7 @@ struct KeptState {
 
 impl Kept {
     fn state(&self) -> std::sync::MutexGuard<'_, KeptState> {
-        crate::locked(&self.state)
+        locked(&self.state)
     }
 
     /// Keeps `claimed` for the handle's next dequeue, for at most [`KEEP_WINDOW`]; puts
@@ -1373,7 +1374,7 @@ impl Drop for PendingClaim {
         let Some(unseen) = self.unseen.take() else {
             return;
         };
-        let mut slot = crate::locked(&self.slot);
+        let mut slot = locked(&self.slot);
         match *slot {
             Slot::Waiting => {
                 *slot = Slot::Orphan;
@@ -1405,7 +1406,7 @@ impl Answerer {
         let (Some(send), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
             return;
         };
-        let mut slot = crate::locked(&self.slot);
+        let mut slot = locked(&self.slot);
         if *slot == Slot::Orphan {
             *slot = Slot::Done;
             drop(slot);
@@ -1426,7 +1427,7 @@ impl Drop for Answerer {
         let (Some(_), Some(unseen)) = (self.send.take(), self.unseen.take()) else {
             return;
         };
-        let mut slot = crate::locked(&self.slot);
+        let mut slot = locked(&self.slot);
         let orphan = *slot == Slot::Orphan;
         *slot = Slot::Done;
         drop(slot);
@@ -1456,7 +1457,7 @@ impl Call {
 
     /// The records whose claims' answers are unknown.
     fn records(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        crate::locked(&self.unknown)
+        locked(&self.unknown)
     }
 
     /// `record`'s claim landed and the call returns its item.

@@ -37,6 +37,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use distsync_core::raw::locked;
 use tokio::time::Instant;
 
 use crate::session::TOMBSTONE_TTL;
@@ -80,7 +81,7 @@ impl ReleasedKeys {
     /// A key of `line` released less than [`REUSE_WITHIN`] ago, taken out of the set;
     /// `None` when there is none.
     pub(crate) fn take(&self, line: &str) -> Option<Tombstone> {
-        let mut lines = crate::locked(&self.lines);
+        let mut lines = locked(&self.lines);
         let by_line = &mut lines.by_line;
         let released = by_line.get_mut(line)?;
         let now = Instant::now();
@@ -96,7 +97,7 @@ impl ReleasedKeys {
     /// keys are all too old to reuse are forgotten, so that the set holds only the
     /// lines of the last [`REUSE_WITHIN`].
     pub(crate) fn record(&self, line: &str, tombstone: Tombstone) {
-        let mut lines = crate::locked(&self.lines);
+        let mut lines = locked(&self.lines);
         let now = Instant::now();
         if lines.by_line.len() >= lines.prune_at.max(PRUNE_ABOVE) {
             lines.by_line.retain(|_, released| {

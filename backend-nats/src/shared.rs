@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use distsync_core::raw::locked;
+
 use crate::amnesia::Amnesia;
 use crate::config::NatsConfig;
 use crate::line_listing::LineListings;
@@ -46,14 +48,14 @@ impl Shared {
 
     /// Records a session of this process.
     pub(crate) fn register(&self, id: u64, lease: Weak<LeaseInner>) {
-        let mut sessions = crate::locked(&self.sessions);
+        let mut sessions = locked(&self.sessions);
         sessions.retain(|_, lease| lease.strong_count() > 0);
         sessions.insert(id, lease);
     }
 
     /// The session `id` of this process, if it is alive.
     pub(crate) fn session(&self, id: u64) -> Option<std::sync::Arc<LeaseInner>> {
-        let sessions = crate::locked(&self.sessions);
+        let sessions = locked(&self.sessions);
         sessions.get(&id).and_then(Weak::upgrade)
     }
 }

@@ -55,6 +55,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use distsync_core::raw::locked;
 use distsync_core::raw::Locker;
 use distsync_core::{Error, LockGuard, Name, Result, Session};
 
@@ -143,7 +144,7 @@ impl NatsUnfairLocker {
     /// Step 1 outside a cluster: a create compared with the line as a listing (or
     /// this handle's last release) left it.
     async fn take_on_empty_line(&self) -> Result<Take> {
-        let mut emptied = crate::locked(&self.emptied).take();
+        let mut emptied = locked(&self.emptied).take();
         for _ in 0..TAKE_TRIES {
             let last = match emptied.take() {
                 Some(last) => last,
@@ -220,7 +221,7 @@ impl NatsUnfairLocker {
             Box::new(move || {
                 Box::pin(async move {
                     let left = lease.release_emptying(&holder, &line).await?;
-                    *crate::locked(&emptied) = left;
+                    *locked(&emptied) = left;
                     Ok(())
                 })
             }),

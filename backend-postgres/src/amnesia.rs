@@ -59,9 +59,10 @@
 //! lock-delay ends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use distsync_core::raw::locked;
 use distsync_core::{Error, Result};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -140,7 +141,7 @@ impl Amnesia {
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.state)
     }
 
     /// Refuses a session TTL above the bound, which the lock-delay relies on.

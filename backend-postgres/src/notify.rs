@@ -29,9 +29,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use distsync_core::raw::locked;
 use distsync_core::raw::{Backoff, Look, RetryPolicy, Wakes};
 use distsync_core::{Error, Result};
 use sqlx::postgres::PgListener;
@@ -220,9 +221,7 @@ impl HubInner {
     }
 
     fn subscribers(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Signal>>> {
-        self.subscribers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        locked(&self.subscribers)
     }
 
     fn wake(&self, payload: &str) {

@@ -75,12 +75,13 @@
 //! when the first hold it saw would expire.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
+use distsync_core::raw::locked;
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{
     detached, queue_recheck_after, Claim, ClaimGuard, CleanUp, Failure, Idempotence, RetryPolicy,
@@ -433,7 +434,7 @@ impl PgQueue {
                     waiter.withdraw().await;
                     return Ok(Ready(found));
                 }
-                let lined_up = in_line.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let lined_up = locked(in_line).take();
                 if let Some(soonest) = lined_up {
                     // In line, and the queue was found empty after lining up: from here
                     // only a wake-up (or the renewal due) makes this consumer look again.
@@ -443,7 +444,7 @@ impl PgQueue {
                 // Registered: look once more before waiting (an item may have come in
                 // between the attempt and the registration).
                 let soonest = waiter.register().await?;
-                *in_line.lock().unwrap_or_else(PoisonError::into_inner) = Some(soonest);
+                *locked(in_line) = Some(soonest);
                 Ok(NotYet(Some(Duration::ZERO)))
             }
         })

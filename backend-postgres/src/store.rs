@@ -3,9 +3,10 @@
 //! the sweep that keeps the tables bounded (see [`crate::limits`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use distsync_core::raw::locked;
 use distsync_core::raw::RetryPolicy;
 use distsync_core::{Error, Result};
 use sqlx::PgPool;
@@ -99,10 +100,6 @@ struct Registry {
     prune_at: usize,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     /// Must be called within a tokio runtime (it starts the heartbeat).
     pub(crate) fn new(
@@ -191,13 +188,13 @@ impl Shared {
 
     /// Forgets the cached id of `name` (its row is gone).
     pub(crate) fn forget_name(&self, kind: LockKind, name: &str) {
-        lock(&self.names).remove(&(kind, name.to_owned()));
+        locked(&self.names).remove(&(kind, name.to_owned()));
     }
 
     /// The id of `name` in the name table (registered on first use, see
     /// `register_name`): the row of its fencing counter and its line of entries.
     pub(crate) async fn name_id(&self, kind: LockKind, name: &str) -> Result<i32> {
-        if let Some(&id) = lock(&self.names).get(&(kind, name.to_owned())) {
+        if let Some(&id) = locked(&self.names).get(&(kind, name.to_owned())) {
             return Ok(id);
         }
         let mut taken = self.holds.take().await.map_err(map)?;
@@ -214,7 +211,7 @@ impl Shared {
                 format!("could not register the {} name {name:?}", kind.as_str()),
             )
         })?;
-        let mut names = lock(&self.names);
+        let mut names = locked(&self.names);
         if names.len() >= self.limits().name_cache.max(1) {
             // Full: drop half (any half); those names are looked up again on next use.
             let mut keep = false;
@@ -229,14 +226,14 @@ impl Shared {
 
     /// How many names the in-process cache holds.
     pub(crate) fn cached_names(&self) -> usize {
-        lock(&self.names).len()
+        locked(&self.names).len()
     }
 
     /// Ends sessions now: deletes their rows (with their entries, leader rows and
     /// double-barrier entries), which releases what they held and wakes the waiters.
     pub(crate) async fn end_sessions(&self, ids: &[i64]) -> Result<()> {
         for id in ids {
-            let lease = lock(&self.sessions)
+            let lease = locked(&self.sessions)
                 .sessions
                 .get(id)
                 .and_then(Weak::upgrade);
@@ -253,7 +250,7 @@ impl Shared {
     }
 
     pub(crate) fn register_session(&self, id: i64, lease: Weak<dyn Registered>) {
-        let mut registry = lock(&self.sessions);
+        let mut registry = locked(&self.sessions);
         if registry.sessions.len() >= registry.prune_at {
             registry
                 .sessions
@@ -266,7 +263,7 @@ impl Shared {
     /// Declares every session of this process lost (the store forgot them, see
     /// [`crate::amnesia`]); returns how many there were.
     pub(crate) fn fail_all_sessions(&self) -> usize {
-        let live: Vec<Arc<dyn Registered>> = lock(&self.sessions)
+        let live: Vec<Arc<dyn Registered>> = locked(&self.sessions)
             .sessions
             .values()
             .filter_map(Weak::upgrade)
@@ -278,7 +275,7 @@ impl Shared {
     }
 
     pub(crate) fn unregister_session(&self, id: i64) {
-        lock(&self.sessions).sessions.remove(&id);
+        locked(&self.sessions).sessions.remove(&id);
     }
 
     /// At most every `limits.sweep_every`, in the background: ends sessions whose
@@ -287,7 +284,7 @@ impl Shared {
     /// [`crate::limits`]). Called by keepalives.
     pub(crate) fn sweep_if_due(self: &Arc<Self>) {
         {
-            let mut last = lock(&self.last_sweep);
+            let mut last = locked(&self.last_sweep);
             if last.is_some_and(|at| at.elapsed() < self.limits().sweep_every) {
                 return;
             }
@@ -317,7 +314,7 @@ impl Shared {
     /// One sweep (see [`Shared::sweep_if_due`]), which starts the next period of
     /// `sweep_if_due`; returns the sessions ended, names pruned and log entries pruned.
     pub(crate) async fn sweep(&self) -> Result<(i32, i64, i64)> {
-        *lock(&self.last_sweep) = Some(Instant::now());
+        *locked(&self.last_sweep) = Some(Instant::now());
         let swept = self.end_expired_sessions().await?;
         if swept > 0 {
             tracing::info!(sessions = swept, "ended expired sessions");

@@ -49,7 +49,9 @@
 //! id written after a crash may count a grant made after the crash as made before it:
 //! its sessions are then lost once more, the safe side.
 
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use distsync_core::raw::locked;
 
 /// What to do when grants may be lost (the sentinel moved, or a standby that did not
 /// wait for every commit was promoted): called with the reason, and whether this client
@@ -86,7 +88,7 @@ impl Sentinel {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.state)
     }
 
     /// Whether the backend grants without a flush.

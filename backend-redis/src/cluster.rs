@@ -64,6 +64,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use distsync_core::raw::locked;
 use distsync_core::{Error, Result};
 use redis::cluster::{ClusterClient, NodeAddress};
 use redis::cluster_async::ClusterConnection;
@@ -177,10 +178,7 @@ impl ClusterLink {
 
     /// The connection in use and its generation (for [`ClusterLink::after`]).
     pub(crate) fn connection(&self) -> (u64, ClusterConnection) {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        locked(&self.current).clone()
     }
 
     /// Called with the error of a command sent over the connection of `generation`:
@@ -202,10 +200,7 @@ impl ClusterLink {
         }
         match self.nodes.connect().await {
             Ok(fresh) => {
-                *self
-                    .current
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (generation + 1, fresh);
+                *locked(&self.current) = (generation + 1, fresh);
                 tracing::info!(
                     generation = generation + 1,
                     "the cluster client had lost every node: a new cluster connection is in use"

@@ -30,10 +30,11 @@ use distsync_core::raw::SessionStoreSide as _;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::raw::locked;
 use distsync_core::{Error, KeepAlive, Lease, Result, Session, SessionId, SessionOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -90,11 +91,11 @@ pub(crate) struct HeldKeys {
 
 impl HeldKeys {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.listed.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.listed)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, std::time::Instant>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.pending)
     }
 
     /// What is listed now, and the instant before the oldest take still pending.

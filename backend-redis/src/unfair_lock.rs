@@ -75,10 +75,11 @@
 //! lock: the grant reads the epoch marker in the same `GETEX` the fair grant uses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use distsync_core::raw::locked;
 use distsync_core::raw::{CleanUp, GuardStoreSide as _, Make, OnSession, SessionStoreSide as _};
 use distsync_core::{Error, FencingToken, LockGuard, Locker, Name, ReleaseFn, Result, Session};
 use futures::FutureExt as _;
@@ -159,11 +160,7 @@ impl Inner {
     /// The handle's subscription to its wake-up channel, if it has one: taken out for a
     /// wait, and drained of the wake-ups earlier waits left.
     fn take_wake(&self) -> Option<Subscription> {
-        let mut wake = self
-            .wake
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let mut wake = locked(&self.wake).take();
         if let Some(wake) = &mut wake {
             wake.drain();
         }
@@ -172,7 +169,7 @@ impl Inner {
 
     /// Keeps `wake` for the handle's next wait.
     fn keep_wake(&self, wake: Subscription) {
-        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(wake);
+        *locked(&self.wake) = Some(wake);
     }
 
     /// One call of the acquisition script, asked `how`: `take` (the first call of

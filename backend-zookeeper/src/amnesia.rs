@@ -66,9 +66,10 @@
 //! are above every token it saw. A token handed out by the old store to a client that
 //! is gone by then is known only through the clock's seed.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use distsync_core::raw::locked;
 use distsync_core::raw::{EpochBook, EpochMarker};
 
 use crate::BACKEND;
@@ -128,7 +129,7 @@ impl Amnesia {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.state)
     }
 
     /// Runs `use_book` on the epoch book (the markers, session TTLs and lock-delay

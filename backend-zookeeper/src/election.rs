@@ -45,6 +45,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use distsync_core::raw::locked;
 use distsync_core::raw::{leadership, observe_leaders, GuardStoreSide as _, LeaderObserver};
 use distsync_core::raw::{Make, OnSession};
 use distsync_core::{
@@ -77,7 +78,7 @@ impl ZkElection {
     /// Deletes the entries of this object's earlier leaderships (best effort: a
     /// leftover goes with the session).
     async fn forget_earlier_terms(&self) {
-        let earlier = std::mem::take(&mut *lock(&self.written));
+        let earlier = std::mem::take(&mut *locked(&self.written));
         if earlier.is_empty() {
             return;
         }
@@ -90,12 +91,6 @@ impl ZkElection {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The proclaim numbers among the election log's `children` that belong to the
@@ -231,7 +226,7 @@ struct ProclaimState {
 impl Drop for ZkProclaim {
     fn drop(&mut self) {
         let entries = std::mem::take(&mut self.state.get_mut().entries);
-        lock(&self.written).extend(entries);
+        locked(&self.written).extend(entries);
     }
 }
 

@@ -77,11 +77,12 @@ mod receive;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW, STALE_CLAIM};
+use distsync_core::raw::locked;
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
 use distsync_core::raw::{
@@ -633,7 +634,7 @@ impl Inner {
     /// [`PRUNE_EVERY`].
     fn prune_when_due(self: &Arc<Self>) {
         {
-            let mut pruned = self.pruned.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut pruned = locked(&self.pruned);
             if pruned.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
                 return;
             }

@@ -2,9 +2,10 @@
 //! way to open a ZooKeeper session, and the sessions this process opened.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
+use distsync_core::raw::locked;
 use distsync_core::raw::{name_connect_timeout, refusing_hosts, RetryPolicy};
 use distsync_core::{Error, Result};
 use zookeeper_client as zk;
@@ -209,7 +210,7 @@ impl Shared {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<dyn OpenSession>>> {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.sessions)
     }
 
     pub(crate) fn register_session(&self, id: u64, lease: Weak<dyn OpenSession>) {

@@ -86,9 +86,10 @@
 //! node goes with the session.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use distsync_core::raw::locked;
 use distsync_core::raw::{lock_guard, CleanUp, GuardStoreSide as _, Locker, ReleaseFn};
 use distsync_core::raw::{Make, OnSession};
 use distsync_core::{Error, FencingToken, LockGuard, Name, Result};
@@ -160,7 +161,7 @@ type Place = Arc<Mutex<Option<ReleaseFn>>>;
 
 /// Takes the place's delete, if nobody ran it yet.
 fn take_place(place: &Place) -> Option<ReleaseFn> {
-    place.lock().unwrap_or_else(PoisonError::into_inner).take()
+    locked(place).take()
 }
 
 impl ZkUnfairLocker {

@@ -27,6 +27,7 @@
 use std::fmt;
 use std::sync::Mutex;
 
+use crate::raw::locked;
 use crate::token::FencingToken;
 
 /// A write refused because its token is below the highest admitted.
@@ -120,20 +121,20 @@ impl<T> Fenced<T> {
         token: FencingToken,
         write: impl FnOnce(&mut T) -> R,
     ) -> Result<R, StaleToken> {
-        let mut inner = crate::locked(&self.inner);
+        let mut inner = locked(&self.inner);
         inner.0.admit(token)?;
         Ok(write(&mut inner.1))
     }
 
     /// Reads the value.
     pub fn read<R>(&self, read: impl FnOnce(&T) -> R) -> R {
-        let inner = crate::locked(&self.inner);
+        let inner = locked(&self.inner);
         read(&inner.1)
     }
 
     /// The fence's state.
     pub fn fence(&self) -> Fence {
-        crate::locked(&self.inner).0
+        locked(&self.inner).0
     }
 }
 

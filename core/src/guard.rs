@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::raw::CleanUp;
+use crate::raw::locked;
 use crate::session::{Lost, Session};
 use crate::token::FencingToken;
 
@@ -60,7 +61,7 @@ struct RequestWatch {
 impl RequestWatch {
     /// The requested token, starting the watch the first time.
     fn requested(&self, ended: &CancellationToken) -> CancellationToken {
-        let start = crate::locked(&self.start).take();
+        let start = locked(&self.start).take();
         if let Some(start) = start
             && !ended.is_cancelled()
         {
@@ -126,13 +127,13 @@ impl Held {
     }
 
     pub(crate) fn set_loss_watch(&mut self, watch: LossWatchFn) {
-        *crate::locked(&self.loss_watch) = Some(watch);
+        *locked(&self.loss_watch) = Some(watch);
     }
 
     /// Starts the backend's loss detection, the first time only, unless the hold has
     /// already ended.
     fn start_loss_watch(&self) {
-        let watch = crate::locked(&self.loss_watch).take();
+        let watch = locked(&self.loss_watch).take();
         if let Some(watch) = watch
             && !self.lost.is_cancelled()
         {

@@ -82,6 +82,7 @@ use crate::guard::{LockGuard, ReadGuard};
 use crate::lock::Locker;
 use crate::name::Name;
 use crate::queue::{AppendKey, Enqueued, Queue};
+use crate::raw::locked;
 use crate::rwlock::RwLock;
 use crate::semaphore::{Permit, Semaphore};
 use crate::session::Session;
@@ -212,7 +213,7 @@ impl Counted {
     }
 
     fn signal(&self) -> std::sync::MutexGuard<'_, Option<Signal>> {
-        crate::locked(&self.signal)
+        locked(&self.signal)
     }
 
     fn count_down(&self) {
@@ -614,7 +615,7 @@ pub(crate) struct InstrumentedDoubleBarrier {
 
 impl InstrumentedDoubleBarrier {
     fn entered(&self) -> std::sync::MutexGuard<'_, Option<HoldCount>> {
-        crate::locked(&self.entered)
+        locked(&self.entered)
     }
 }
 

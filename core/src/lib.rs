@@ -65,8 +65,6 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
 pub mod backend;
 mod backoff;
 pub mod barrier;
@@ -166,9 +164,3 @@ pub use primitives::Primitives;
 pub use session::{KeepAlive, Lease};
 #[doc(hidden)]
 pub use stm::{StmAttempt, StmEngine, StmRetry, Write};
-
-/// Locks a std `mutex`, taking it over when a holder's panic poisoned it: the policy
-/// of every std mutex in this crate.
-pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}

@@ -117,6 +117,7 @@ use crate::guard::LockGuard;
 use crate::job_index;
 use crate::layers;
 use crate::name::{MAX_NAME_LEN, Name};
+use crate::raw::locked;
 use crate::schedule::{Schedule, from_millis, millis, millis_since_epoch};
 use crate::session::{DEFAULT_TTL, Lost, Session, SessionOptions};
 use crate::stm::Isolation;
@@ -941,7 +942,7 @@ impl Occurrence {
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, Option<LockGuard>> {
-        crate::locked(&self.inner.guard)
+        locked(&self.inner.guard)
     }
 
     /// Resolves when the run must stop: the lock was lost (at the latest at its

@@ -67,6 +67,7 @@ use crate::group::{Group, Membership};
 use crate::guard::LockGuard;
 use crate::layers;
 use crate::name::Name;
+use crate::raw::locked;
 use crate::session::{Lost, Session, SessionOptions};
 use crate::token::FencingToken;
 
@@ -617,7 +618,7 @@ impl Shards {
     /// # Cancel safety
     /// Cancel-safe: dropped before it returns, it pins nothing.
     pub async fn pin(&self, shard: u32) -> Result<ShardPin> {
-        let hold = crate::locked(&self.shared.holds)
+        let hold = locked(&self.shared.holds)
             .get(&shard)
             .cloned()
             .ok_or(Error::NotHeld)?;
@@ -644,7 +645,7 @@ impl Shards {
     /// and the next join: its [`Session::health_watch`] warns before the shards could
     /// be lost, its [`Session::lost`] fires when they all are.
     pub fn session(&self) -> Option<Session> {
-        crate::locked(&self.shared.session).clone()
+        locked(&self.shared.session).clone()
     }
 
     /// Stops the loop and waits until the work on this member's shards has stopped,
@@ -710,7 +711,7 @@ async fn member_loop(
             }
         };
         backoff.reset();
-        *crate::locked(&shared.session) = Some(session.clone());
+        *locked(&shared.session) = Some(session.clone());
         let mut serving = Serving {
             backend: &backend,
             shared: &shared,
@@ -721,7 +722,7 @@ async fn member_loop(
         };
         serving.serve(&membership, &stop).await;
         serving.release_all().await;
-        *crate::locked(&shared.session) = None;
+        *locked(&shared.session) = None;
         if stop.is_cancelled() {
             if let Err(error) = membership.leave().await {
                 tracing::debug!(%error, "leaving the group failed; the lease ends the entry");
@@ -941,7 +942,7 @@ impl Serving<'_> {
     }
 
     fn lock_holds(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<ShardHold>>> {
-        crate::locked(&self.shared.holds)
+        locked(&self.shared.holds)
     }
 
     fn publish(&self) {

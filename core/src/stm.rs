@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::locked;
 use crate::name::Name;
+use crate::raw::locked;
 use crate::value_size::{self, ValueLimit};
 
 /// How much an STM transaction is protected from concurrent ones, with etcd's levels.

@@ -44,6 +44,7 @@ pub fn hold_key(namespace: &str) -> String {
     format!("{namespace}/amnesia-hold")
 }
 
+use distsync_core::raw::locked;
 use distsync_core::raw::{EpochBook, EpochMarker};
 
 /// What the client knew when it sent a request, to judge its answer by.
@@ -92,7 +93,7 @@ impl Amnesia {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        crate::locked(&self.state)
+        locked(&self.state)
     }
 
     /// The namespace the marker lives under, when the client knows it.

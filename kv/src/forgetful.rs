@@ -497,6 +497,7 @@ impl<K: Kv> Kv for ForgetfulKv<K> {
 
 #[cfg(test)]
 mod tests {
+    use distsync_core::raw::locked;
     use std::sync::Mutex;
 
     use super::*;
@@ -511,17 +512,11 @@ mod tests {
 
     impl Wipeable {
         fn now(&self) -> MemoryKv {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
+            locked(&self.0).clone()
         }
 
         fn wipe(&self) {
-            *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = MemoryKv::new();
+            *locked(&self.0) = MemoryKv::new();
         }
 
         fn set_down(&self, down: bool) {

@@ -40,11 +40,3 @@ pub mod recipes;
 mod store_error;
 
 pub use store_error::StoreError;
-
-/// Locks a std `mutex`, taking it over when a holder's panic poisoned it: the policy
-/// of every std mutex in this crate (each says why its data stays valid).
-pub(crate) fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}

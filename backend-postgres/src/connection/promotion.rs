@@ -25,7 +25,9 @@
 //! Under unflushed grants the crash sentinel, an unlogged table that a promoted standby
 //! finds empty, already tells every promotion ([`crate::unflushed_grants`]).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
+
+use distsync_core::raw::locked;
 
 /// The last reading of one server: its timeline and whether it waited for a synchronous
 /// standby.
@@ -52,7 +54,7 @@ impl Promotion {
             timeline,
             synchronous,
         };
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = locked(&self.last);
         let before = last.replace(reading.clone())?;
         (before.timeline != reading.timeline && !before.synchronous).then(|| {
             format!(

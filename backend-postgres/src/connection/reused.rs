@@ -33,9 +33,10 @@
 //!   [`IDLE_CLOSE`] is closed, so a burst of callers does not keep its connections
 //!   open for ever.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use distsync_core::raw::locked;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -89,7 +90,7 @@ impl Reused {
     }
 
     fn idle(&self) -> MutexGuard<'_, Vec<Kept>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.idle)
     }
 
     /// Kept connections right now (tests).

@@ -32,7 +32,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
+
+use distsync_core::raw::locked;
 
 /// The most releases kept: past it the oldest is dropped (with a warning); at the
 /// heartbeat's pace (every session renews every TTL/3) this holds several seconds of
@@ -76,7 +78,7 @@ pub(crate) struct Unflushed {
 
 impl Unflushed {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        locked(&self.state)
     }
 
     /// Whether releases may commit asynchronously.

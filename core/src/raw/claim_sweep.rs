@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::Result;
+use crate::raw::locked;
 
 /// How often a queue handle looks for stale in-flight records.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -38,7 +39,7 @@ struct SweepState {
 
 impl ClaimSweeps {
     fn state(&self) -> MutexGuard<'_, SweepState> {
-        crate::locked(&self.state)
+        locked(&self.state)
     }
 
     /// Runs `sweep` if one is due: none yet, none for [`SWEEP_EVERY`], or the oldest

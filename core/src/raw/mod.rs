@@ -45,6 +45,7 @@
 //! - [`Backoff`]: the exponential pause schedule every retry loop uses, and
 //!   [`Contention`]: the randomized pause of a client that lost a race for a compare;
 //! - [`random_u64`] and [`random_fraction`]: the one source of random ids and jitter;
+//! - [`locked`]: the one poisoning policy of every std mutex in a store's client;
 //! - [`RateStep`]: a store's rate limiter as its one atomic step, which
 //!   [`RateStepLimiter`] makes a handle of, and [`StampedTat`]: the limiter's record on
 //!   a store that stamps writes with its time but cannot read it ([`StampedStore`]);
@@ -147,6 +148,7 @@ mod connect_failure;
 mod detached;
 mod epoch_book;
 mod epoch_marker;
+mod locked;
 mod login;
 mod multi_host_url;
 mod prefix;
@@ -172,6 +174,7 @@ pub use connect_failure::{name_connect_timeout, refusing_hosts};
 pub use detached::detached;
 pub use epoch_book::EpochBook;
 pub use epoch_marker::EpochMarker;
+pub use locked::locked;
 pub use login::Login;
 pub use multi_host_url::{MultiHostUrl, join_host_port, parse_host_port};
 pub use prefix::name_under;

@@ -62,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::raw::locked;
 
 /// The pause after the first transient failure.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -404,7 +405,7 @@ impl RetryPolicy {
         // Shared by the waits the loop makes in turn, one at a time.
         let subscription = tokio::sync::Mutex::new(subscription);
         let woke = std::sync::Mutex::new(None);
-        let taken = || crate::locked(&woke).take();
+        let taken = || locked(&woke).take();
         self.wait_until(what, lost, || {
             let looking = look(taken());
             let (subscription, woke) = (&subscription, &woke);
@@ -428,7 +429,7 @@ impl RetryPolicy {
                             () = sleep => None,
                             () = cancelled(lost) => return Err(Error::SessionLost),
                         };
-                        *crate::locked(woke) = wake;
+                        *locked(woke) = wake;
                         Ok(())
                     }),
                 })

@@ -65,6 +65,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::raw::locked;
 use crate::raw::{CleanUp, SessionStoreSide};
 
 mod health;
@@ -159,7 +160,7 @@ impl Session {
             grant_sent,
             valid_until,
         ));
-        *crate::locked(&inner.keepalive) = Some(task.abort_handle());
+        *locked(&inner.keepalive) = Some(task.abort_handle());
         Self { inner }
     }
 
@@ -298,7 +299,7 @@ impl SessionStoreSide for Session {
 
     async fn exclusive(&self, resource: &str) -> OwnedMutexGuard<()> {
         let gate = {
-            let mut gates = crate::locked(&self.inner.gates);
+            let mut gates = locked(&self.inner.gates);
             match gates.get(resource).and_then(Weak::upgrade) {
                 Some(gate) => gate,
                 None => {
@@ -318,7 +319,7 @@ impl SessionStoreSide for Session {
 impl SessionInner {
     /// Stops the keepalive and tells the holders the session has ended.
     fn end(&self) {
-        if let Some(task) = crate::locked(&self.keepalive).take() {
+        if let Some(task) = locked(&self.keepalive).take() {
             task.abort();
         }
         self.health.send_replace(SessionHealth::Lost);

@@ -10,6 +10,7 @@ use crate::recipes::KvBackend;
 use distsync_core::capabilities::Capabilities;
 use distsync_core::coordinator::Coordinator;
 use distsync_core::error::{Error, Result};
+use distsync_core::raw::locked;
 
 pub use super::store::BACKEND;
 
@@ -34,7 +35,7 @@ impl KvBackend<MemoryKv> {
     /// last one is dropped starts an empty store.
     pub fn shared(name: &str) -> Self {
         static STORES: OnceLock<Mutex<HashMap<String, Weak<MemoryKv>>>> = OnceLock::new();
-        let mut stores = crate::locked(STORES.get_or_init(Default::default));
+        let mut stores = locked(STORES.get_or_init(Default::default));
         stores.retain(|_, store| store.strong_count() > 0);
         let store = stores.get(name).and_then(Weak::upgrade).unwrap_or_else(|| {
             let store = Arc::new(MemoryKv::new());

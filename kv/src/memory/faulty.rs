@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use distsync_core::error::{Error, Result};
+use distsync_core::raw::locked;
 use distsync_core::raw::RetryPolicy;
 use distsync_core::session::KeepAlive;
 use futures::stream::{BoxStream, StreamExt};
@@ -181,7 +182,7 @@ impl FaultyKv {
 
     fn plan(&self) -> std::sync::MutexGuard<'_, TxnPlan> {
         // The plan is plain data, valid whatever a panicking holder left.
-        crate::locked(&self.faults.txn_plan)
+        locked(&self.faults.txn_plan)
     }
 
     /// The fault planned for this transaction, if any.

@@ -12,6 +12,7 @@ use super::records::LeaseEntry;
 use super::store::{Inner, MemoryKv, State};
 use crate::kv::LeaseId;
 use distsync_core::error::{Error, Result};
+use distsync_core::raw::locked;
 use distsync_core::session::KeepAlive;
 
 /// The largest lease TTL etcd accepts (`MaxLeaseTTL`, 9 000 000 000 s).
@@ -64,7 +65,7 @@ impl MemoryKv {
     /// Starts the lease reaper if it is not running and a tokio runtime is present
     /// (it also restarts it if the runtime it ran on has shut down).
     pub(super) fn ensure_reaper(&self) {
-        let mut slot = crate::locked(&self.inner.reaper);
+        let mut slot = locked(&self.inner.reaper);
         if slot.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }

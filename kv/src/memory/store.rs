@@ -23,6 +23,7 @@ use super::records::{Entry, LeaseEntry};
 use super::watchers::Watchers;
 use crate::kv::{Kv, LeaseId, Range, RangeResponse, Revision, Txn, TxnResponse, WatchResponse};
 use distsync_core::error::Result;
+use distsync_core::raw::locked;
 use distsync_core::session::KeepAlive;
 
 /// The backend name, as in `Capabilities::backend` and in errors.
@@ -197,7 +198,7 @@ impl Inner {
     /// The state. A panic while it was held cannot leave it half-updated in a way
     /// later operations trip over (no operation panics), so poisoning is ignored.
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        crate::locked(&self.state)
+        locked(&self.state)
     }
 
     /// The state with the leases due at `now` expired first, so that no answer depends

@@ -19,6 +19,7 @@ use crate::kv::{EventKind, KeyValue, Range, Revision, SortOrder, SortTarget, Txn
 use distsync_core::barrier::DoubleBarrier;
 use distsync_core::error::{Error, Result};
 use distsync_core::name::Name;
+use distsync_core::raw::locked;
 
 use super::hold::SessionKv;
 use super::key::{KeySpace, Kind};
@@ -57,7 +58,7 @@ impl KvDoubleBarrier {
     }
 
     fn entry(&self) -> MutexGuard<'_, Option<Entry>> {
-        crate::locked(&self.entry)
+        locked(&self.entry)
     }
 
     fn too_many(&self) -> Error {

@@ -22,6 +22,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use distsync_core::raw::locked;
+
 use crate::kv::Revision;
 
 /// One key at one create revision, in the line of one prefix.
@@ -56,7 +58,7 @@ impl std::fmt::Debug for Heads {
 impl Heads {
     fn lock(&self) -> MutexGuard<'_, HashMap<Id, Known>> {
         // The map stays consistent through a panic elsewhere: every update is one step.
-        crate::locked(&self.known)
+        locked(&self.known)
     }
 
     /// `key`, created at `create_revision`, heads the line of the keys under `prefix`

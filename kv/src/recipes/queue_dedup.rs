@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use crate::kv::LeaseId;
 use distsync_core::error::Result;
 use distsync_core::queue::{Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
+use distsync_core::raw::locked;
 use distsync_core::raw::{call_id, Failure, Idempotence};
 
 use super::{put_sequential, KvQueue, Put};
@@ -70,13 +71,13 @@ pub(super) struct DedupLeases {
 
 impl DedupLeases {
     fn cached(&self, window: Window) -> Option<LeaseId> {
-        crate::locked(&self.leases)[window as usize]
+        locked(&self.leases)[window as usize]
             .filter(|(_, granted)| granted.elapsed() < window.reuse())
             .map(|(lease, _)| lease)
     }
 
     fn store(&self, window: Window, lease: Option<LeaseId>) {
-        crate::locked(&self.leases)[window as usize] = lease.map(|lease| (lease, Instant::now()));
+        locked(&self.leases)[window as usize] = lease.map(|lease| (lease, Instant::now()));
     }
 }
 
