@@ -110,15 +110,6 @@ fn session_of(value: i64) -> SessionId {
     SessionId(u64::from_le_bytes(value.to_le_bytes()))
 }
 
-fn term_value(backend: &'static str, term: FencingToken) -> Result<i64> {
-    i64::try_from(term.0).map_err(|_| {
-        Error::unsupported(
-            backend,
-            format!("a hand-over in a term above 2^63 ({})", term.0),
-        )
-    })
-}
-
 /// A record: the term it is for and the candidate it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -258,7 +249,9 @@ impl RecordCounters {
         set(&*self.to, session_value(record.candidate), self.backend).await?;
         set(
             &*self.term,
-            term_value(self.backend, record.term)?,
+            record
+                .term
+                .counter_value(self.backend, "a hand-over in a term")?,
             self.backend,
         )
         .await
@@ -332,7 +325,7 @@ mod tests {
             assert_eq!(session_of(session_value(SessionId(id))), SessionId(id));
         }
         assert!(matches!(
-            term_value("memory", FencingToken(u64::MAX)),
+            FencingToken(u64::MAX).counter_value("memory", "a hand-over in a term"),
             Err(Error::Unsupported { .. })
         ));
     }

@@ -131,19 +131,6 @@ pub fn request_counter_name(name: &Name) -> Result<Name> {
     )
 }
 
-/// The token `token` as a counter value.
-fn counter_value(backend: &'static str, token: FencingToken) -> Result<i64> {
-    i64::try_from(token.0).map_err(|_| {
-        Error::unsupported(
-            backend,
-            format!(
-                "release requests for a fencing token above 2^63 ({})",
-                token.0
-            ),
-        )
-    })
-}
-
 /// The portable request: finds the holder of the lock `name` in `report` and raises
 /// `counter` (the lock's [`request_counter_name`]) to its fencing token. For backends:
 /// [`Backend::request_release`](crate::Backend::request_release)'s default.
@@ -172,7 +159,7 @@ pub async fn request_by_counter(
             "release requests (the store does not record the holder's fencing token)",
         ));
     };
-    let target = counter_value(report.backend, token)?;
+    let target = token.counter_value(report.backend, "release requests for a fencing token")?;
     for _ in 0..MAX_RAISES {
         let current = counter.get().await?;
         if current >= target || counter.compare_and_set(current, target).await? {
@@ -276,9 +263,14 @@ mod tests {
 
     #[test]
     fn huge_tokens_are_a_typed_error() {
-        assert_eq!(counter_value("memory", FencingToken(7)).unwrap(), 7);
+        assert_eq!(
+            FencingToken(7)
+                .counter_value("memory", "release requests for a fencing token")
+                .unwrap(),
+            7
+        );
         assert!(matches!(
-            counter_value("memory", FencingToken(u64::MAX)),
+            FencingToken(u64::MAX).counter_value("memory", "release requests for a fencing token"),
             Err(Error::Unsupported { .. })
         ));
     }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::error::{Error, Result};
+
 /// A number that strictly increases across successive grants of the same lock,
 /// write lock or leadership, on every backend.
 ///
@@ -21,6 +23,14 @@ impl FencingToken {
     /// The number.
     pub fn get(self) -> u64 {
         self.0
+    }
+
+    /// The number as the value of a store's signed 64-bit counter: `what` (the use,
+    /// e.g. "release requests for a fencing token") above 2^63 is
+    /// [`Error::Unsupported`] on `backend`, never a wrapped negative number.
+    pub(crate) fn counter_value(self, backend: &'static str, what: &str) -> Result<i64> {
+        i64::try_from(self.0)
+            .map_err(|_| Error::unsupported(backend, format!("{what} above 2^63 ({})", self.0)))
     }
 }
 
