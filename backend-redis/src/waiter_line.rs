@@ -245,6 +245,8 @@ impl WaiterLine {
             }
             Reply::OtherCount(in_use) => {
                 cleanup.disarm();
+                // In no line, as a refused try's entry (see `try_acquire`).
+                hold.unregister_in_background(&self.session);
                 return Err(self.other_count(in_use, value));
             }
             Reply::Waiting(_) | Reply::Refused => {}
@@ -336,7 +338,10 @@ impl WaiterLine {
                 Ok(None)
             }
             Reply::Lost => Err(Error::SessionLost),
-            Reply::OtherCount(in_use) => Err(self.other_count(in_use, value)),
+            Reply::OtherCount(in_use) => {
+                hold.unregister_in_background(&self.session);
+                Err(self.other_count(in_use, value))
+            }
         }
     }
 }

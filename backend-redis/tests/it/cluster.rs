@@ -640,6 +640,7 @@ async fn refused_tries_leave_no_registry_entry() {
     let lock = Name::new("refused/lock").unwrap();
     let rw = Name::new("refused/rw").unwrap();
     let unfair = Name::new("refused/unfair").unwrap();
+    let permits = Name::new("refused/permits").unwrap();
     let held_lock = backend
         .locker(&holding, lock.clone())
         .unwrap()
@@ -658,12 +659,19 @@ async fn refused_tries_leave_no_registry_entry() {
         .lock()
         .await
         .unwrap();
+    let two = std::num::NonZeroUsize::new(2).unwrap();
+    let held_permit = backend
+        .semaphore(&holding, permits.clone(), two)
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
     let registry_of = |session: &distsync_core::Session| {
         format!("{{{namespace}session:{}}}:held", session.id().0)
     };
     assert_eq!(
         hash_len(&mut conn, &registry_of(&holding)).await,
-        3,
+        4,
         "the holds are not listed in their session's registry: nothing tested"
     );
     let unfair_holder = format!("{{{namespace}refused/unfair}}:lock:u");
@@ -674,12 +682,24 @@ async fn refused_tries_leave_no_registry_entry() {
     let locker = backend.locker(&trying, lock).unwrap();
     let rwlock = backend.rwlock(&trying, rw).unwrap();
     let unfair_locker = backend.unfair_locker(&trying, unfair).unwrap();
+    // A joiner that names another permit count is refused too, waiting or not.
+    let other_count = backend
+        .semaphore(&trying, permits, std::num::NonZeroUsize::new(3).unwrap())
+        .unwrap();
     let registry = registry_of(&trying);
     for _ in 0..TRIES {
         assert!(locker.try_lock().await.unwrap().is_none());
         assert!(rwlock.try_read().await.unwrap().is_none());
         assert!(rwlock.try_write().await.unwrap().is_none());
         assert!(unfair_locker.try_lock().await.unwrap().is_none());
+        assert!(matches!(
+            other_count.try_acquire().await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            other_count.acquire().await,
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(
             !hash_has(&mut conn, &registry, &unfair_holder).await,
             "a refused unfair try left the holder key listed"
@@ -701,6 +721,7 @@ async fn refused_tries_leave_no_registry_entry() {
     held_lock.unlock().await.unwrap();
     held_rw.unlock().await.unwrap();
     held_unfair.unlock().await.unwrap();
+    held_permit.release().await.unwrap();
     let guard = locker.try_lock().await.unwrap().expect("the lock is free");
     guard.unlock().await.unwrap();
     holding.close().await.unwrap();
