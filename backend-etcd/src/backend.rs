@@ -84,7 +84,8 @@ pub async fn backend_with_config(config: &EtcdConfig) -> Result<EtcdBackend> {
         config.namespace(),
         capabilities_with_bound(config.max_session_ttl()),
     )
-    .with_layout(config.layout()))
+    .with_layout(config.layout())
+    .with_stale_claim(config.stale_claim()))
 }
 
 /// A backend over an [`etcd_client::Client`] of your own (built with its TLS options,

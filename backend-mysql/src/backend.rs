@@ -46,5 +46,6 @@ pub async fn backend_with_config(config: &MysqlConfig) -> Result<MysqlBackend> {
         ForgetfulKv::new(kv, "", config.max_session_ttl()),
         "",
         capabilities,
-    ))
+    )
+    .with_stale_claim(config.stale_claim()))
 }

@@ -71,6 +71,7 @@ const GRAMMAR: UrlGrammar<'static> = UrlGrammar {
 /// | `key_bells` | how many other processes' key bells the process waits on at once (0 to 64), each on a connection of its own, beside one that holds the bells of the keys it created (see the crate docs, "Watches"); `0` turns key bells off in this process, which then neither holds nor waits on any: its waiters, and other processes' waiters for its keys, learn of a release by the poll | [`DEFAULT_KEY_BELLS`] |
 /// | `connect_timeout` | connecting in all, the tables' creation included | 5 s |
 /// | `timeout` | one statement's answer, and waiting for a pool connection | 10 s |
+/// | `stale_claim` | how old an at-most-once dequeue's claim must be before a consumer puts its item back (its dequeuer died before the hand-over); shorter than a live dequeuer's hand-over delivers twice (see [`distsync_core::queue::STALE_CLAIM`]); at least 1 s | 15 min |
 /// | `max_session_ttl` | the longest session TTL a client may use (a longer one is refused with [`Error::InvalidArgument`]), at least [`MIN_SESSION_TTL`](crate::MIN_SESSION_TTL); turns on the lock-delay after the store forgets (a wiped data directory, the tables dropped: see the crate docs, "When the store forgets"), and the backend then declares `exclusive_across_restart`; give it in every client's URL; `off`: none; empty: the default | none: no lock-delay for a store found without its marker (InnoDB keeps every committed write) |
 ///
 /// TLS is sqlx's rustls (cargo feature `tls`, on by default); a mode that requires it

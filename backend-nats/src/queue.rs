@@ -132,10 +132,10 @@
 //!
 //! A record outlives its call only if the process dies between the claim and the
 //! purge, or the store stays unreachable past the clean-up's budget. A consumer of the
-//! queue puts such a record back once it is older than [`STALE_CLAIM`] on the
-//! server's clock, as every store puts back its stale in-flight records
-//! ([`ClaimSweeps`] says when): its item is never
-//! lost, and comes again only if its dequeue had returned it.
+//! queue puts such a record back once it is older than the URL's `stale_claim=` (by
+//! default [`STALE_CLAIM`]) on the server's clock, as every store puts back its stale
+//! in-flight records ([`ClaimSweeps`] says when): its item is never lost, and comes
+//! again only if its dequeue had returned it.
 //!
 //! # Waiting
 //!
@@ -158,6 +158,8 @@
 //! ([`ENQUEUED_HEADER`]), so an item taken and given up on keeps its age though not its
 //! place. [`Queue::oldest_age`] reads every waiting item, as [`Queue::len`] does, then
 //! the server's clock.
+//!
+//! [`STALE_CLAIM`]: distsync_core::queue::STALE_CLAIM
 
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
@@ -168,7 +170,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use distsync_core::delivery::{Delivery, Settle};
-use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW, STALE_CLAIM};
+use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::locked;
 use distsync_core::raw::{
     call_id, Claim, ClaimGuard, ClaimSweeps, CleanUp, Contention, Failure, Idempotence, Queue,
@@ -239,8 +241,8 @@ pub(crate) struct NatsQueue {
     /// When this handle looks for the in-flight records of dequeues that never
     /// finished.
     sweeps: ClaimSweeps,
-    /// How old an in-flight record is when its dequeue counts as never finished:
-    /// [`STALE_CLAIM`], shorter in tests.
+    /// How old an in-flight record is when its dequeue counts as never finished: the
+    /// URL's `stale_claim=`, by default [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM).
     stale_after: Duration,
 }
 
@@ -1719,7 +1721,7 @@ impl Settle for NatsSettle {
 
 impl Make<Arc<Shared>, Name> for NatsQueue {
     fn make(context: &Arc<Shared>, name: Name) -> Result<Self> {
-        Ok(Self::new(context, name, STALE_CLAIM))
+        Ok(Self::new(context, name, context.config.stale_claim()))
     }
 }
 
@@ -1739,6 +1741,7 @@ mod tests {
     use super::*;
     use distsync_conformance::faults::cluster::servers_script;
     use distsync_conformance::faults::NATS_CLUSTER_VAR;
+    use distsync_core::queue::STALE_CLAIM;
 
     /// The tests of this module kill members of the cluster: one at a time under
     /// `cargo test` (nextest runs each alone, `.config/nextest.toml`).

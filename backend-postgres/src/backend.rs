@@ -191,7 +191,8 @@ async fn finish(pool: sqlx::PgPool, url: &PostgresConfig) -> Result<PostgresBack
         Limits::default(),
         Amnesia::new(url.max_session_ttl()),
         Sentinel::new(url.unflushed_grants()),
-    );
+    )
+    .with_stale_claim(url.stale_claim());
     // The server's epoch, so that releases commit asynchronously from the start (see
     // `crate::connection::unflushed`); NULL (releases stay synchronous) where it cannot be read.
     let epoch: Option<String> = sqlx::query_scalar(&shared.sql("SELECT {s}.server_epoch()"))

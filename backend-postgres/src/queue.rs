@@ -29,7 +29,8 @@
 //! # Stale claims
 //! A consumer process that dies between a committed claim and its hand-over (or whose
 //! store stays unreachable past every retry) leaves the item in `queue_inflight`. Every
-//! claim of the queue also moves records older than [`STALE_CLAIM`] (15 minutes, as on
+//! claim of the queue also moves records older than the URL's `stale_claim=` (by default
+//! [`STALE_CLAIM`], 15 minutes, as on
 //! the other backends; `claimed_at` is the server's clock) back to `queue_items` at
 //! their place. The price: an item delivered but whose record could not be deleted for
 //! that long is delivered again.
@@ -73,6 +74,8 @@
 //! it returns, so that what it passes on is judged before its caller acts again; and a
 //! waiting consumer re-checks when its registration is due for renewal, or
 //! when the first hold it saw would expire.
+//!
+//! [`STALE_CLAIM`]: distsync_core::queue::STALE_CLAIM
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,7 +83,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use distsync_core::queue::{AppendKey, Enqueued, STALE_CLAIM};
+use distsync_core::queue::{AppendKey, Enqueued};
 use distsync_core::raw::locked;
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::{
@@ -167,9 +170,10 @@ fn stale_ctes(stale: u8) -> String {
     )
 }
 
-/// [`STALE_CLAIM`] in ms, as bound to [`stale_ctes`].
-fn stale_ms() -> i64 {
-    i64::try_from(STALE_CLAIM.as_millis()).unwrap_or(i64::MAX)
+/// The stale bound of `shared` (the URL's `stale_claim=`) in ms, as bound to
+/// [`stale_ctes`].
+fn stale_ms(shared: &Shared) -> i64 {
+    i64::try_from(shared.stale_claim.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A row of a claim's answer: kind (1 an item, 2 stale claims were put back), row id,
@@ -177,7 +181,7 @@ fn stale_ms() -> i64 {
 type ClaimRow = (i32, Option<i64>, Option<i32>, Option<Vec<u8>>);
 
 /// One attempt of the claim named `call`: the item an earlier attempt of it took, or
-/// the first item, moved into `queue_inflight`. Claims older than [`STALE_CLAIM`]
+/// the first item, moved into `queue_inflight`. Claims older than the stale bound
 /// are put back first; when that finds some and the claim took nothing, it is made
 /// again (the items put back were not visible to the statement).
 async fn claim_once(
@@ -210,7 +214,7 @@ async fn claim_once(
         let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
             .bind(queue)
             .bind(call)
-            .bind(stale_ms())
+            .bind(stale_ms(shared))
             .fetch_all(shared.bounded())
             .await?;
         for (kind, id, priority, item) in &rows {
@@ -552,7 +556,7 @@ async fn hold_once(
             .bind(queue)
             .bind(call)
             .bind(held_by)
-            .bind(stale_ms())
+            .bind(stale_ms(shared))
             .fetch_all(shared.bounded())
             .await?;
         for (kind, id, item, deliveries) in &rows {

@@ -81,6 +81,9 @@ pub(crate) struct Shared {
     /// ([`crate::connection::promotion`]).
     pub(crate) promotion: Arc<Promotion>,
     limits: std::sync::RwLock<Limits>,
+    /// How old an at-most-once claim must be before a consumer puts its item back (the
+    /// URL's `stale_claim=`).
+    pub(crate) stale_claim: Duration,
     names: Mutex<HashMap<(LockKind, String), i32>>,
     sessions: Mutex<Registry>,
     last_sweep: Mutex<Option<Instant>>,
@@ -140,10 +143,18 @@ impl Shared {
             sentinel,
             promotion,
             limits: std::sync::RwLock::new(limits),
+            stale_claim: distsync_core::queue::STALE_CLAIM,
             names: Mutex::new(HashMap::new()),
             sessions: Mutex::new(Registry::default()),
             last_sweep: Mutex::new(None),
         }
+    }
+
+    /// The same, putting back at-most-once claims older than `bound` (see
+    /// [`Shared::stale_claim`]).
+    pub(crate) fn with_stale_claim(mut self, bound: Duration) -> Self {
+        self.stale_claim = bound;
+        self
     }
 
     /// The main pool as an executor whose statements fail within twice the request

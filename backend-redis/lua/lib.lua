@@ -512,7 +512,7 @@ end
 --               popped (at most once) but not yet acknowledged (restored if the call
 --               is cancelled)
 --   p:ift       sorted set of those call ids by the server's time of the claim (ms):
---               a record older than QUEUE_STALE_MS is put back (its consumer died)
+--               a record older than the stale bound is put back (its consumer died)
 --   p:held      hash receiver call id -> "<priority, 5 digits><member>" of an item
 --               received (at least once) and held through a session
 --   p:e:<cid>   the hold's key, value "q<cid>", PX = the session's TTL, listed in the
@@ -522,10 +522,6 @@ end
 --   p:waiters   sorted set of waiting consumer call ids by arrival
 --   p:wm:<cid>  a waiting consumer's marker (PX), p:w:<cid> its wake-up channel
 --   p:cx:<cid>  a cancelled call's tombstone (PX QUEUE_CANCELLED_MS): see queue_cancelled
-
--- How old an at-most-once claim must be before it is put back (15 minutes: longer
--- than any acknowledgement or put-back its owner may still be attempting).
-local QUEUE_STALE_MS = 900000
 
 -- Whether consumer call cid was cancelled (queue_cancel.lua left p:cx:<cid>): a pop or
 -- receive of that call that runs after its cancel (a request the client gave up on,
@@ -577,9 +573,13 @@ local function queue_now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Puts back items whose hold key is gone (the receiver's session ended) and stale
--- at-most-once claims. Returns the shortest TTL (ms) of the live holds, or -1.
-local function queue_sweep(p)
+-- Puts back items whose hold key is gone (the receiver's session ended) and
+-- at-most-once claims older than stale_ms (the client's `stale_claim=`, by default
+-- 15 minutes: longer than any acknowledgement or put-back their owner may still be
+-- attempting). Returns how long (ms) until something may come back without a wake-up:
+-- the shortest TTL of the live holds or the time until the oldest claim left is stale,
+-- or -1 when there is neither.
+local function queue_sweep(p, stale_ms)
   local soonest = -1
   local held = redis.call('HKEYS', p .. ':held')
   for _, cid in ipairs(held) do
@@ -600,7 +600,7 @@ local function queue_sweep(p)
         redis.call('ZADD', p .. ':ift', 'NX', now, cid)
       end
     end
-    local stale = redis.call('ZRANGEBYSCORE', p .. ':ift', '-inf', now - QUEUE_STALE_MS)
+    local stale = redis.call('ZRANGEBYSCORE', p .. ':ift', '-inf', now - stale_ms)
     for _, cid in ipairs(stale) do
       local rec = redis.call('HGET', inflight, cid)
       if rec then
@@ -609,6 +609,13 @@ local function queue_sweep(p)
         queue_wake(p)
       end
       redis.call('ZREM', p .. ':ift', cid)
+    end
+    local oldest = redis.call('ZRANGE', p .. ':ift', 0, 0, 'WITHSCORES')
+    if #oldest > 0 then
+      local due = math.max(tonumber(oldest[2]) + stale_ms - now, 0)
+      if soonest < 0 or due < soonest then
+        soonest = due
+      end
     end
   end
   return soonest

@@ -1,9 +1,9 @@
 -- Pops the first item into p:inflight under the call id (at most once), or registers
 -- the call as a waiting consumer. ARGV: channel prefix, p, call id, how (try|wait),
--- marker ttl ms. Returns {1, item} or {0, ms}, ms being the shortest TTL of the items
--- held by receivers (-1 if none): when one may come back without a wake-up. Retrying
--- a call id returns the item it popped, if any. Items of ended holds and stale claims
--- are put back first (queue_sweep).
+-- marker ttl ms, stale claim ms. Returns {1, item} or {0, ms}, ms being how long until
+-- an item may come back without a wake-up (a hold's TTL, a claim going stale; -1:
+-- none). Retrying a call id returns the item it popped, if any. Items of ended holds
+-- and stale claims are put back first (queue_sweep).
 local p, cid = ARGV[2], ARGV[3]
 local items = p .. ':items'
 local held = redis.call('HGET', p .. ':inflight', cid)
@@ -14,7 +14,7 @@ end
 if queue_cancelled(p, cid) then
   return {0, -1}
 end
-local soonest = queue_sweep(p)
+local soonest = queue_sweep(p, tonumber(ARGV[6]))
 local top = redis.call('ZPOPMIN', items)
 if #top > 0 then
   redis.call('HSET', p .. ':inflight', cid, string.format('%05d', tonumber(top[2])) .. top[1])

@@ -4,7 +4,7 @@
 -- under Redis Cluster only KEYS[1] (see session_left in lib.lua).
 -- ARGV: channel prefix, p, call id, how (try|wait), marker ttl ms, session nonce (under
 -- Redis Cluster: the client's bound on the session's time left, ms), margin ms, the
--- session's TTL ms.
+-- session's TTL ms, stale claim ms.
 -- Returns {1, item, earlier deliveries, record} when held; {0, ms} when there is none
 -- (ms as in queue_pop.lua); {-1} when the session is gone or past its margin (see
 -- fair_acquire.lua). Retrying a call id whose hold is alive returns the same item.
@@ -31,7 +31,7 @@ local left = session_left(skey, ARGV[6], ARGV[7])
 if not left then
   return {-1}
 end
-local soonest = queue_sweep(p)
+local soonest = queue_sweep(p, tonumber(ARGV[9]))
 local top = redis.call('ZPOPMIN', items)
 if #top > 0 then
   rec = string.format('%05d', tonumber(top[2])) .. top[1]

@@ -1,7 +1,7 @@
 -- Acknowledges (removes) or nacks (puts back at its place) an item held by receiver
 -- call cid. KEYS[1]: the hold's key p:e:<cid>, KEYS[2]: the session registry (none
 -- under Redis Cluster).
--- ARGV: channel prefix, p, call id, ack|nack, the hold's record.
+-- ARGV: channel prefix, p, call id, ack|nack, the hold's record, stale claim ms.
 -- Returns 1 when the hold was this call's; 0 when it is gone and the item is in the
 -- queue or held by another call (the session ended first); 2 when it is gone and so
 -- is the item (an earlier ack whose reply was lost, or another consumer's).
@@ -10,7 +10,7 @@ local p, cid, op, rec = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local member = string.sub(rec, 6)
 if redis.call('GET', ekey) ~= 'q' .. cid then
   -- The session ended: the hold is gone (and its item goes back, if not yet).
-  queue_sweep(p)
+  queue_sweep(p, tonumber(ARGV[6]))
   if redis.call('ZSCORE', p .. ':items', member) then
     return 0
   end

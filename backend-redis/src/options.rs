@@ -47,6 +47,7 @@ pub struct RedisOptions {
     pub(crate) wait_replicas: u32,
     pub(crate) wait_timeout: Duration,
     pub(crate) max_session_ttl: MaxSessionTtl,
+    pub(crate) stale_claim: Duration,
 }
 
 impl Default for RedisOptions {
@@ -59,6 +60,7 @@ impl Default for RedisOptions {
             wait_replicas: 0,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             max_session_ttl: MaxSessionTtl::Default,
+            stale_claim: distsync_core::queue::STALE_CLAIM,
         }
     }
 }
@@ -95,6 +97,16 @@ impl RedisOptions {
     /// notifications, not on one command, so this does not bound them.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets how old an at-most-once dequeue's claim must be before any consumer of its
+    /// queue puts the item back (the URL's `stale_claim=`; see
+    /// [`distsync_core::queue::STALE_CLAIM`], the default, for why and for the second
+    /// delivery a bound shorter than a live dequeuer's hand-over risks); a bound below
+    /// [`distsync_core::queue::MIN_STALE_CLAIM`] is raised to it.
+    pub fn stale_claim(mut self, bound: Duration) -> Self {
+        self.stale_claim = bound.max(distsync_core::queue::MIN_STALE_CLAIM);
         self
     }
 

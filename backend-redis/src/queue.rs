@@ -34,9 +34,11 @@
 //!
 //! A consumer *process* that crashes between the pop and the acknowledgement leaves
 //! its item in `p:inflight`, not lost. Each record is timed (`p:ift`, the server's
-//! clock at the claim), and one older than [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM)
-//! (`QUEUE_STALE_MS` in `lua/lib.lua`) is put back at its place by the next dequeue or
-//! receive of the queue, at the price `STALE_CLAIM` names: a second delivery.
+//! clock at the claim), and one older than the URL's `stale_claim=` (by default
+//! [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM); `queue_sweep` in `lua/lib.lua`)
+//! is put back at its place by the next dequeue or receive of the queue, at the price
+//! `STALE_CLAIM` names: a second delivery. A waiting consumer looks again when the
+//! oldest claim comes due, as when a hold's TTL runs out.
 //!
 //! # Enqueue times ([`Queue::oldest_age`])
 //!
@@ -105,7 +107,8 @@ static DELIVERY: LazyLock<DeliveryScripts> = LazyLock::new(|| DeliveryScripts {
 enum Popped {
     /// An item: at most once, or held (with its earlier deliveries and its record).
     Item(Bytes, Option<(u32, Vec<u8>)>),
-    /// Nothing; a held item may come back within this long (the shortest hold TTL).
+    /// Nothing; an item may come back within this long (a hold's TTL running out, a
+    /// claim going stale).
     Empty(Option<Duration>),
     /// The receiving session is gone.
     SessionGone,
@@ -129,7 +132,8 @@ impl RedisQueue {
         let mut call = self.shared.script_on(&SCRIPTS.queue_pop, &self.prefix);
         call.arg(id)
             .arg(if wait { "wait" } else { "try" })
-            .arg(crate::call::millis(QUEUE_WAITER_TTL));
+            .arg(crate::call::millis(QUEUE_WAITER_TTL))
+            .arg(self.shared.stale_claim_ms);
         let reply = self.shared.eval(&call).await?;
         let (flag, mut fields) = flagged("queue_pop", &reply)?;
         match flag {
@@ -157,7 +161,8 @@ impl RedisQueue {
             .arg(crate::call::millis(QUEUE_WAITER_TTL))
             .arg(lease.session_check(session))
             .arg(lease.margin_ms())
-            .arg(lease.ttl_ms());
+            .arg(lease.ttl_ms())
+            .arg(self.shared.stale_claim_ms);
         // The hold is pending for the session's renewals while this attempt is in
         // flight, and only then: until listed below, or until the attempt ends without
         // an item (see `HeldKeys`).
@@ -285,7 +290,8 @@ fn item(what: &str, field: Option<redis::Value>) -> Result<Bytes> {
     Ok(Bytes::from(item.unwrap_or_default()))
 }
 
-/// The shortest hold TTL a pop or receive reported (`-1`: no hold).
+/// How long until an item may come back, as a pop or receive reported (the shortest
+/// hold TTL or the time until the oldest claim is stale; `-1`: neither).
 fn soonest(what: &str, field: Option<redis::Value>) -> Result<Option<Duration>> {
     let Some(field) = field else {
         return Ok(None);
@@ -327,7 +333,8 @@ impl RedisSettle {
         call.arg(&self.prefix)
             .arg(&self.id)
             .arg(op)
-            .arg(&self.record);
+            .arg(&self.record)
+            .arg(self.shared.stale_claim_ms);
         int("queue_settle", &self.shared.eval(&call).await?)
     }
 }

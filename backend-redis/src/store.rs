@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     /// The bound on session TTLs that turns on the lock-delay after the store forgets
     /// ([`crate::amnesia`]).
     pub(crate) max_session_ttl: Option<std::time::Duration>,
+    /// How old an at-most-once claim must be before a consumer puts its item back
+    /// (`stale_claim=`), in ms, as the queue scripts take it.
+    pub(crate) stale_claim_ms: u64,
     /// Core's retry policy, its one-shot budget cut to the request timeout.
     pub(crate) retry: RetryPolicy,
 }
@@ -268,6 +271,7 @@ impl Shared {
             keys,
             store: format!("{server}?namespace={}", options.namespace),
             max_session_ttl,
+            stale_claim_ms: crate::call::millis(options.stale_claim),
             retry: RetryPolicy::within(options.request_timeout),
             namespace: options.namespace,
             instance,

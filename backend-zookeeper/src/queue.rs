@@ -41,10 +41,11 @@
 //!   puts the item back in the background, recreating its node under the same name,
 //!   hence at the same place, and deleting the receipt in the same `multi`. A dequeue
 //!   that returned its item deletes the receipt in the background. A receipt older
-//!   than [`STALE_CLAIM`] on the server's clock belongs to a dequeue that never
-//!   finished (its process died, or the store stayed unreachable past the put-back's
-//!   budget): a consumer of the queue puts its item back, as the other stores put back
-//!   their stale in-flight records ([`ClaimSweeps`] says when). The price is theirs
+//!   than the URL's `stale_claim=` (by default [`STALE_CLAIM`]) on the server's clock
+//!   belongs to a dequeue that never finished (its process died, or the store stayed
+//!   unreachable past the put-back's budget): a consumer of the queue puts its item
+//!   back, as the other stores put back their stale in-flight records ([`ClaimSweeps`]
+//!   says when). The price is theirs
 //!   too: an item whose dequeue returned it but whose receipt could not be deleted
 //!   for that long is delivered again.
 //! * **Receive** (at least once): one `multi`, through the receiver's session, creates
@@ -81,7 +82,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW, STALE_CLAIM};
+use distsync_core::queue::{AppendKey, Enqueued, CALL_KEY_WINDOW, DEDUP_WINDOW};
 use distsync_core::raw::locked;
 use distsync_core::raw::Look::{NotYet, Ready};
 use distsync_core::raw::Make;
@@ -121,8 +122,8 @@ pub(crate) struct Inner {
     pruned: Mutex<Option<Instant>>,
     /// When this handle looks for the receipts of dequeues that never finished.
     sweeps: ClaimSweeps,
-    /// How old a receipt is when its dequeue counts as never finished:
-    /// [`STALE_CLAIM`], shorter in tests.
+    /// How old a receipt is when its dequeue counts as never finished: the URL's
+    /// `stale_claim=`, by default [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM).
     stale_after: Duration,
 }
 
@@ -899,7 +900,7 @@ impl Queue for ZkQueue {
 
 impl Make<Arc<Direct>, Name> for ZkQueue {
     fn make(direct: &Arc<Direct>, name: Name) -> Result<Self> {
-        Ok(Self::new(direct, name, STALE_CLAIM))
+        Ok(Self::new(direct, name, direct.shared.config.stale_claim()))
     }
 }
 

@@ -24,13 +24,30 @@ pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 
 pub const CALL_KEY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// How old a [`Queue::dequeue`]'s claim must be before any
-/// consumer of its queue puts the item back: 15 minutes, longer than every budget its
-/// owner may still be acting within (the claim, the hand-over's acknowledgement, a
-/// put-back: at most ten minutes). A claim this old belongs to a process that died
-/// between taking the item and handing it over, or to a store unreachable for that
-/// long; its item is delivered again, the price of not losing it: at its place, but on
-/// NATS, whose put-back writes the item anew behind the waiting items of its priority.
+/// consumer of its queue puts the item back, by default: 15 minutes, longer than every
+/// budget its owner may still be acting within (the claim, the hand-over's
+/// acknowledgement, a put-back: at most ten minutes). A claim this old belongs to a
+/// process that died between taking the item and handing it over, or to a store
+/// unreachable for that long; its item is delivered again, the price of not losing it:
+/// at its place, but on NATS, whose put-back writes the item anew behind the waiting
+/// items of its priority.
+///
+/// The bound exists because an at-most-once claim is taken in the store before the
+/// item reaches its caller: without it, a dequeuer that dies in between would hide its
+/// item for good. Every store's URL takes another bound as `stale_claim=` (and every
+/// configuration as `with_stale_claim`), for a deployment that wants a dead dequeuer's
+/// item back sooner. The risk of a shorter bound: a live dequeuer may still be handing
+/// its item over (its request timeout, times its retries and the store's clock skew),
+/// and a claim put back meanwhile is delivered to another consumer while the first one
+/// also returns it, a second delivery. Hence the floor, [`MIN_STALE_CLAIM`]; every
+/// consumer of one queue should give the same bound, as any of them sweeps.
 pub const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The shortest [`STALE_CLAIM`] a URL's `stale_claim=` may give (a shorter one is
+/// refused, naming the key) and a configuration's `with_stale_claim` sets (a shorter
+/// one becomes it): 1 second. Below it, an ordinary request's round trip, let alone a
+/// retry, outlives the bound, and every dequeue would risk a second delivery.
+pub const MIN_STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A name for one enqueue that makes repeating it harmless: a store that has seen the
 /// key on a queue (within [`DEDUP_WINDOW`]) does not enqueue again.

@@ -4,6 +4,7 @@
 mod ack_reply;
 mod consumer;
 mod idempotent;
+mod lost_mid_claim;
 mod metrics;
 mod outage;
 
@@ -104,6 +105,17 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Contract,
         hooks: &[Hook::Partition],
         run: |h| boxed(outage::dequeue_waits_through_an_outage(h)),
+    },
+    Case {
+        id: "queue_dequeuer_lost_mid_claim",
+        group: Group::Queue,
+        guarantee: "at-most-once dequeue: a dequeuer lost between its claim and the hand-over \
+                    (reply dropped, then gone for good) loses nothing: another consumer gets \
+                    the item once the claim is older than stale_claim, once",
+        needs: &[Need::Queue],
+        claim: Claim::Offered,
+        hooks: &[Hook::Partition],
+        run: |h| boxed(lost_mid_claim::dequeuer_lost_mid_claim(h)),
     },
     Case {
         id: "queue_empty",

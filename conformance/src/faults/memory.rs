@@ -181,24 +181,32 @@ impl Faults for MemoryFaults {
     }
 
     /// The gated client, its requests bounded by `timeout=` in `settings` as a server
-    /// client's are (the rest, e.g. `connect_timeout=`, has nothing to bound in
-    /// process).
+    /// client's are, its queues putting back claims older than `stale_claim=` (the
+    /// rest, e.g. `connect_timeout=`, has nothing to bound in process).
     async fn partitioned_client_with(
         &self,
         _backend: &dyn Backend,
         settings: &str,
     ) -> Result<Box<dyn Partitioned>> {
-        let mut timeout = None;
+        let (mut timeout, mut stale_claim) = (None, None);
         for (key, value) in settings.split('&').filter_map(|pair| pair.split_once('=')) {
-            if key == "timeout" {
-                timeout = Some(parse_duration(value).map_err(|reason| {
-                    Error::InvalidArgument(format!("partitioned client timeout: {reason}"))
-                })?);
-            }
+            let slot = match key {
+                "timeout" => &mut timeout,
+                "stale_claim" => &mut stale_claim,
+                _ => continue,
+            };
+            *slot = Some(parse_duration(value).map_err(|reason| {
+                Error::InvalidArgument(format!("partitioned client {key}: {reason}"))
+            })?);
         }
         let kv = FaultyKv::new(self.kv.clone()).with_request_timeout(timeout);
+        let backend = KvBackend::with_kv(kv.clone(), "", memory::capabilities());
+        let backend = match stale_claim {
+            Some(bound) => backend.with_stale_claim(bound),
+            None => backend,
+        };
         Ok(Box::new(GatedClient {
-            backend: Arc::new(KvBackend::with_kv(kv.clone(), "", memory::capabilities())),
+            backend: Arc::new(backend),
             kv,
         }))
     }

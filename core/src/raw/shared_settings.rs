@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::url_options::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, UrlOptions};
+use crate::queue::STALE_CLAIM;
 
 /// The settings a store's configuration holds from the URL's shared keys
 /// ([`UrlOptions`]), the defaults filled in: a configuration keeps them in one field,
@@ -15,15 +16,20 @@ pub struct SharedSettings {
     pub request_timeout: Duration,
     /// The bound on session TTLs (`max_session_ttl=`), if any.
     pub max_session_ttl: Option<Duration>,
+    /// How old an at-most-once dequeue's claim must be before a consumer puts the item
+    /// back (`stale_claim=`; [`STALE_CLAIM`] by default).
+    pub stale_claim: Duration,
 }
 
 impl Default for SharedSettings {
-    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], no bound.
+    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`], no bound,
+    /// [`STALE_CLAIM`].
     fn default() -> Self {
         Self {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_session_ttl: None,
+            stale_claim: STALE_CLAIM,
         }
     }
 }
@@ -36,6 +42,7 @@ impl SharedSettings {
             connect_timeout: options.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             request_timeout: options.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             max_session_ttl: options.max_session_ttl.or(None),
+            stale_claim: options.stale_claim.unwrap_or(STALE_CLAIM),
         }
     }
 }
@@ -46,9 +53,10 @@ impl SharedSettings {
 /// store keeps its code.
 ///
 /// The type keeps the settings in the field named after the dot: a [`SharedSettings`],
-/// or any type with its `connect_timeout` and `request_timeout` fields (Redis's
-/// options). `timeouts` writes `connect_timeout`, `request_timeout`,
-/// `with_connect_timeout` and `with_request_timeout`; `max_session_ttl >= MIN` adds
+/// or any type with its `connect_timeout`, `request_timeout` and `stale_claim` fields
+/// (Redis's options). `timeouts` writes `connect_timeout`, `request_timeout`,
+/// `stale_claim`, `with_connect_timeout`, `with_request_timeout` and
+/// `with_stale_claim`; `max_session_ttl >= MIN` adds
 /// `max_session_ttl` and `with_max_session_ttl`, a bound below `MIN` (the store's
 /// shortest session TTL) becoming `MIN`, as in the URL.
 /// A store whose bound on session TTLs is not a plain option (Redis's depends on the
@@ -95,6 +103,27 @@ macro_rules! config_accessors {
                 self
             }
 
+            /// How old an at-most-once `dequeue`'s claim must be before any consumer
+            /// of its queue puts the item back (the URL's `stale_claim=`; by default
+            /// [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM), whose docs say why
+            /// the bound exists). A dequeuer that died between its claim and the
+            /// hand-over loses its item for this long. A bound shorter than the time a
+            /// live dequeuer may still take to hand its item over (its request timeout,
+            /// times its retries) delivers the item twice.
+            pub fn stale_claim(&self) -> ::std::time::Duration {
+                self.$field.stale_claim
+            }
+
+            /// The same configuration with `bound` for stale claims (see
+            /// [`Self::stale_claim`]); a bound below
+            /// [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM) becomes it
+            /// (the URL refuses one).
+            #[must_use]
+            pub fn with_stale_claim(mut self, bound: ::std::time::Duration) -> Self {
+                self.$field.stale_claim = bound.max($crate::queue::MIN_STALE_CLAIM);
+                self
+            }
+
             $(
                 /// The bound on session TTLs (the URL's `max_session_ttl=`), which
                 /// turns on the lock-delay after the store forgets (see the crate
@@ -122,6 +151,7 @@ mod tests {
     use std::time::Duration;
 
     use super::SharedSettings;
+    use crate::queue::STALE_CLAIM;
     use crate::raw::{MaxSessionTtl, UrlOptions};
 
     #[test]
@@ -130,14 +160,19 @@ mod tests {
         assert_eq!(none, SharedSettings::default());
         assert_eq!(none.connect_timeout, Duration::from_secs(5));
         assert_eq!(none.max_session_ttl, None);
+        assert_eq!(none.stale_claim, STALE_CLAIM);
         let mut options = UrlOptions::default();
         options.connect_timeout = Some(Duration::from_secs(1));
         options.request_timeout = Some(Duration::from_millis(250));
         options.max_session_ttl = MaxSessionTtl::At(Duration::from_secs(30));
+        options.stale_claim = Some(Duration::from_secs(2));
         let given = SharedSettings::from_url(&options);
         assert_eq!(given.connect_timeout, Duration::from_secs(1));
         assert_eq!(given.request_timeout, Duration::from_millis(250));
         assert_eq!(given.max_session_ttl, Some(Duration::from_secs(30)));
+        assert_eq!(given.stale_claim, Duration::from_secs(2));
+        let shown = format!("{given:?}");
+        assert!(shown.contains("stale_claim: 2s"), "{shown}");
         options.max_session_ttl = MaxSessionTtl::Off;
         let off = SharedSettings::from_url(&options);
         assert_eq!(off.max_session_ttl, None);

@@ -1,6 +1,7 @@
 //! The query options every backend's URL shares (`connect_timeout=`, `timeout=`,
-//! `max_session_ttl=`, the TLS files) in one grammar, so that one spelling means the
-//! same on every store and a backend's parser reads only its own keys.
+//! `max_session_ttl=`, `stale_claim=`, the TLS files) in one grammar, so that one
+//! spelling means the same on every store and a backend's parser reads only its own
+//! keys.
 
 use std::time::Duration;
 
@@ -36,7 +37,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shared keys that are not TLS files, in the order a refusal lists them.
-const SHARED_KEYS: [&str; 3] = ["connect_timeout", "timeout", "max_session_ttl"];
+const SHARED_KEYS: [&str; 4] = [
+    "connect_timeout",
+    "timeout",
+    "max_session_ttl",
+    "stale_claim",
+];
 
 /// What one backend's URL query takes besides the shared options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +79,11 @@ pub struct UrlOptions {
     /// `max_session_ttl=`: a bound, `off`, or the backend's default (see
     /// [`MaxSessionTtl`] and [`check_session_ttl`](crate::raw::check_session_ttl)).
     pub max_session_ttl: MaxSessionTtl,
+    /// `stale_claim=`: how old an at-most-once dequeue's claim must be before any
+    /// consumer of its queue puts the item back (see
+    /// [`STALE_CLAIM`](crate::queue::STALE_CLAIM), the default, for why and the risk of a
+    /// short one); at least [`MIN_STALE_CLAIM`](crate::queue::MIN_STALE_CLAIM).
+    pub stale_claim: Option<Duration>,
     /// The path of the PEM file of CA certificates to trust.
     pub ca_file: Option<String>,
     /// The paths of the PEM client certificate and its key.
@@ -86,7 +97,8 @@ impl UrlOptions {
     /// winning: the shared keys here, every other pair through `own`, which answers
     /// `Ok(false)` for a key it does not know (refused, listing every accepted key).
     /// `max_session_ttl=off` drops the bound, an empty `max_session_ttl=` goes back to
-    /// the backend's default (for a URL that inherits one); a file needs a path, and a
+    /// the backend's default (for a URL that inherits one); `stale_claim=` is at least
+    /// [`MIN_STALE_CLAIM`](crate::queue::MIN_STALE_CLAIM); a file needs a path, and a
     /// client certificate its key.
     ///
     /// ```
@@ -142,6 +154,17 @@ impl UrlOptions {
                             ));
                         }
                         options.max_session_ttl = MaxSessionTtl::At(ttl);
+                    }
+                    "stale_claim" => {
+                        let (bound, floor) = (timeout()?, crate::queue::MIN_STALE_CLAIM);
+                        if bound < floor {
+                            return Err(format!(
+                                "stale_claim: {bound:?} is shorter than {floor:?}: a live \
+                                 dequeuer's claim would be put back while it hands the item \
+                                 over, a second delivery"
+                            ));
+                        }
+                        options.stale_claim = Some(bound);
                     }
                     _ if own(name, value)? => {}
                     _ => {
@@ -340,7 +363,7 @@ mod tests {
     fn each_shared_key_is_read_and_the_rest_left_unset() {
         let options = parse(
             "connect_timeout=1500ms&timeout=2s&max_session_ttl=1m&ca=/c/ca.pem\
-             &cert=/c/a.pem&key=/c/a%20k.pem",
+             &cert=/c/a.pem&key=/c/a%20k.pem&stale_claim=3s",
         )
         .unwrap();
         assert_eq!(options.connect_timeout, Some(Duration::from_millis(1500)));
@@ -349,6 +372,7 @@ mod tests {
             options.max_session_ttl,
             MaxSessionTtl::At(Duration::from_secs(60))
         );
+        assert_eq!(options.stale_claim, Some(Duration::from_secs(3)));
         assert_eq!(options.ca_file.as_deref(), Some("/c/ca.pem"));
         let files = options.client_cert_files.clone().unwrap();
         assert_eq!(files, ("/c/a.pem".to_owned(), "/c/a k.pem".to_owned()));
@@ -376,7 +400,7 @@ mod tests {
         assert_eq!(
             reason,
             "unknown query parameter `colour` (accepted: `connect_timeout`, `timeout`, \
-             `max_session_ttl`, `ca`, `cert`, `key`, `layout`)"
+             `max_session_ttl`, `stale_claim`, `ca`, `cert`, `key`, `layout`)"
         );
         assert!(!reason.contains("blue"), "{reason}");
     }
@@ -390,6 +414,8 @@ mod tests {
             ("connect_timeout=0s", "connect_timeout"),
             ("max_session_ttl=0", "max_session_ttl"),
             ("max_session_ttl=x", "max_session_ttl"),
+            ("stale_claim=0s", "stale_claim"),
+            ("stale_claim=15", "stale_claim"),
         ] {
             let reason = parse(query).unwrap_err();
             assert!(reason.starts_with(&format!("{key}: ")), "{query}: {reason}");
@@ -411,6 +437,23 @@ mod tests {
         assert_eq!(off.max_session_ttl, MaxSessionTtl::Off);
         let reset = parse("max_session_ttl=5s&max_session_ttl=").unwrap();
         assert_eq!(reset.max_session_ttl, MaxSessionTtl::Default);
+    }
+
+    #[test]
+    fn stale_claim_has_a_floor_and_is_unset_by_default() {
+        assert_eq!(parse("").unwrap().stale_claim, None);
+        let floor = parse("stale_claim=1s").unwrap();
+        assert_eq!(floor.stale_claim, Some(crate::queue::MIN_STALE_CLAIM));
+        let last = parse("stale_claim=2m&stale_claim=1500ms").unwrap();
+        assert_eq!(last.stale_claim, Some(Duration::from_millis(1500)));
+        let reason = parse("stale_claim=999ms").unwrap_err();
+        assert!(
+            reason.starts_with("stale_claim: 999ms is shorter than 1s"),
+            "{reason}"
+        );
+        assert!(reason.contains("second delivery"), "{reason}");
+        let shown = format!("{:?}", parse("stale_claim=3s").unwrap());
+        assert!(shown.contains("stale_claim: Some(3s)"), "{shown}");
     }
 
     #[test]

@@ -48,11 +48,15 @@ impl KvBackend<MemoryKv> {
     /// The backend a `memory://` URL names: `memory://` is a fresh store (as
     /// [`MemoryBackend::new`]); `memory://NAME` (a trailing `/` ignored) the
     /// process-wide store `NAME` (as [`MemoryBackend::shared`]). The scheme is
-    /// case-insensitive.
+    /// case-insensitive. The one option is the shared `stale_claim=` (see
+    /// [`KvBackend::with_stale_claim`]); no other shared key applies to a store in the
+    /// process.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL of another scheme, without `://`, or with a
-    /// query or fragment (the memory backend takes no options).
+    /// [`Error::InvalidUrl`] for a URL of another scheme, without `://`, with a
+    /// fragment, or with a query key other than `stale_claim` (or a `stale_claim`
+    /// that is not a duration of at least
+    /// [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM)).
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = Error::invalid_url(url);
         let Some((scheme, rest)) = url.split_once("://") else {
@@ -64,18 +68,44 @@ impl KvBackend<MemoryKv> {
             )));
         }
         let (name, options) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
-        if options.len() > 1 {
-            return Err(invalid(format!(
-                "the memory backend takes no options, found `{options}`"
-            )));
-        }
+        let stale_claim = match options.strip_prefix('?') {
+            _ if options.contains('#') => {
+                return Err(invalid(format!(
+                    "the memory backend takes no fragment, found `{options}`"
+                )));
+            }
+            Some(query) => stale_claim_of(query).map_err(invalid)?,
+            None => None,
+        };
         let name = name.trim_end_matches('/');
-        Ok(if name.is_empty() {
+        let backend = if name.is_empty() {
             Self::new()
         } else {
             Self::shared(name)
+        };
+        Ok(match stale_claim {
+            Some(bound) => backend.with_stale_claim(bound),
+            None => backend,
         })
     }
+}
+
+/// The `stale_claim=` of a memory URL's `query`, the last one winning, read by the
+/// grammar every store's URL shares; any other key is refused.
+fn stale_claim_of(query: &str) -> std::result::Result<Option<Duration>, String> {
+    use distsync_core::raw::{UrlGrammar, UrlOptions};
+
+    let keys = query.split('&').filter(|pair| !pair.is_empty());
+    if let Some(other) = keys
+        .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+        .find(|key| *key != "stale_claim")
+    {
+        return Err(format!(
+            "the memory backend takes one option, `stale_claim`, found `{other}`"
+        ));
+    }
+    let grammar = UrlGrammar::new(&[], MIN_SESSION_TTL);
+    Ok(UrlOptions::parse(query, &grammar, |_, _| Ok(false))?.stale_claim)
 }
 
 /// A [`Coordinator`] over the memory store a `memory://` URL names (see
@@ -270,7 +300,10 @@ mod tests {
     #[case::other_scheme("etcd://127.0.0.1:2379")]
     #[case::unknown_scheme("memorys://")]
     #[case::query("memory://?namespace=x")]
+    #[case::shared_key_of_servers("memory://?timeout=1s")]
+    #[case::stale_claim_below_the_floor("memory://?stale_claim=500ms")]
     #[case::fragment("memory://name#fragment")]
+    #[case::fragment_after_a_query("memory://?stale_claim=2s#x")]
     fn bad_urls_are_invalid_urls(#[case] url: &str) {
         match MemoryBackend::from_url(url) {
             Err(Error::InvalidUrl { url: given, reason }) => {
@@ -279,6 +312,21 @@ mod tests {
             }
             Err(other) => panic!("{url}: {other:?}"),
             Ok(_) => panic!("{url}: accepted"),
+        }
+    }
+
+    #[test]
+    fn stale_claim_is_the_one_option() {
+        use std::time::Duration;
+
+        let plain = MemoryBackend::from_url("memory://").unwrap();
+        assert_eq!(plain.stale_claim(), distsync_core::queue::STALE_CLAIM);
+        for url in [
+            "memory://?stale_claim=3s",
+            "memory://stale-test?stale_claim=3s",
+        ] {
+            let backend = MemoryBackend::from_url(url).unwrap();
+            assert_eq!(backend.stale_claim(), Duration::from_secs(3), "{url}");
         }
     }
 }

@@ -128,6 +128,7 @@ mod wait;
 use std::any::Any;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -162,6 +163,8 @@ pub struct KvBackend<K: Kv> {
     capabilities: Capabilities,
     /// The lock keys of this backend known to have headed their line.
     heads: Arc<heads::Heads>,
+    /// How old an at-most-once claim must be before a consumer puts its item back.
+    stale_claim: Duration,
 }
 
 impl<K: Kv> std::fmt::Debug for KvBackend<K> {
@@ -192,7 +195,25 @@ impl<K: Kv> KvBackend<K> {
             space: KeySpace::new(namespace, KeyLayout::default()),
             capabilities,
             heads: Arc::default(),
+            stale_claim: distsync_core::queue::STALE_CLAIM,
         }
+    }
+
+    /// The same backend with `bound` for stale claims: how old an at-most-once
+    /// dequeue's claim must be before any consumer of its queue puts the item back
+    /// (a URL's `stale_claim=`; by default [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM),
+    /// whose docs say why and what a short bound risks: a second delivery). A bound
+    /// below [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM) becomes it.
+    #[must_use]
+    pub fn with_stale_claim(mut self, bound: Duration) -> Self {
+        self.stale_claim = bound.max(distsync_core::queue::MIN_STALE_CLAIM);
+        self
+    }
+
+    /// How old an at-most-once claim must be before a consumer puts its item back (see
+    /// [`KvBackend::with_stale_claim`]).
+    pub fn stale_claim(&self) -> Duration {
+        self.stale_claim
     }
 
     /// The same backend with the keys of read-write locks, queues, barriers, double
@@ -418,7 +439,8 @@ impl<K: Kv> Primitives for KvBackend<K> {
         self.offers(self.capabilities.queue, "queue")?;
         let kv = Arc::clone(&self.kv);
         let lease_of: queue::LeaseOf = Arc::new(move |session: &Session| lease_in(session, &kv));
-        let queue = KvQueue::new(self.shared_kv(), &self.space, name, lease_of);
+        let queue = KvQueue::new(self.shared_kv(), &self.space, name, lease_of)
+            .with_stale_claim(self.stale_claim);
         Ok(Box::new(queue))
     }
 

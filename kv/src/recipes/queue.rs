@@ -363,6 +363,8 @@ pub(crate) struct KvQueue {
     layout: Layout,
     lease_of: LeaseOf,
     sweeps: ClaimSweeps,
+    /// How old a claim must be before the sweep puts its item back.
+    stale_claim: Duration,
     dedup_leases: dedup::DedupLeases,
 }
 
@@ -381,8 +383,15 @@ impl KvQueue {
             name,
             lease_of,
             sweeps: ClaimSweeps::default(),
+            stale_claim: distsync_core::queue::STALE_CLAIM,
             dedup_leases: dedup::DedupLeases::default(),
         }
+    }
+
+    /// The same queue, its sweep putting back claims older than `bound`.
+    pub(crate) fn with_stale_claim(mut self, bound: Duration) -> Self {
+        self.stale_claim = bound;
+        self
     }
 
     /// The first well-formed item that no live session holds (lowest priority

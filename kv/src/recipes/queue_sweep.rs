@@ -3,7 +3,9 @@
 //! store stayed unreachable for longer than the acknowledgement's budget) leaves its
 //! item in `Q/c/<call id>/…`, invisible to every consumer. Each call id starts with
 //! the wall-clock time of the claim in milliseconds (`<unix ms %013d>-<random>`), and
-//! any consumer of the queue puts a record older than [`STALE_CLAIM`] back at its
+//! any consumer of the queue puts a record older than the backend's stale bound
+//! ([`KvBackend::with_stale_claim`](crate::recipes::KvBackend::with_stale_claim), by
+//! default [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM)) back at its
 //! place (as a cancelled dequeue's put-back does, guarded on the record, so it races
 //! harmlessly with its owner's own acknowledgement or put-back).
 //!
@@ -12,8 +14,8 @@
 //! oldest record seen comes due, at once for a waiting consumer); give or take the
 //! clock skew between the claiming and the sweeping hosts. The price: an item whose
 //! delivery succeeded but whose acknowledgement never reached the store (the store
-//! unreachable for [`STALE_CLAIM`]) is delivered again. A record whose call id carries
-//! no time is swept at once.
+//! unreachable for that long) is delivered again. A record whose call id carries no
+//! time is swept at once.
 
 use std::time::Duration;
 
@@ -22,7 +24,6 @@ use distsync_core::error::Result;
 
 use super::super::key::{digits, unix_nanos};
 use super::{put_back, KvQueue, Layout};
-use distsync_core::queue::STALE_CLAIM;
 use distsync_core::raw::call_id;
 
 /// A call id carrying the claim's wall-clock time: `<unix ms %013d>-<call id>`.
@@ -43,18 +44,18 @@ fn claimed_at(call: &str) -> Option<u64> {
 impl KvQueue {
     /// Sweeps when [`ClaimSweeps`](distsync_core::raw::ClaimSweeps) says it is due.
     pub(super) async fn sweep_if_due(&self) {
-        let sweep = || sweep(&*self.kv, &self.layout);
+        let sweep = || sweep(&*self.kv, &self.layout, self.stale_claim);
         self.sweeps.sweep_if_due(&self.layout.root, sweep).await;
     }
 }
 
-/// Puts back the items of stale records; returns how long until the next record comes
-/// due, if any is left.
-async fn sweep(kv: &dyn Kv, layout: &Layout) -> Result<Option<Duration>> {
+/// Puts back the items of records older than `stale_claim`; returns how long until the
+/// next record comes due, if any is left.
+async fn sweep(kv: &dyn Kv, layout: &Layout, stale_claim: Duration) -> Result<Option<Duration>> {
     let prefix = layout.all_claims();
     let records = kv.range(Range::prefix(&prefix)).await?;
     let now = unix_millis();
-    let stale = u64::try_from(STALE_CLAIM.as_millis()).unwrap_or(u64::MAX);
+    let stale = u64::try_from(stale_claim.as_millis()).unwrap_or(u64::MAX);
     let mut next: Option<u64> = None;
     for record in records.kvs {
         let Some((call, _)) = record
