@@ -734,7 +734,7 @@ async fn hash_len(conn: &mut redis::cluster_async::ClusterConnection, key: &str)
 }
 
 /// Whether the hash `key` has the field `field`.
-async fn hash_has(
+pub(crate) async fn hash_has(
     conn: &mut redis::cluster_async::ClusterConnection,
     key: &str,
     field: &str,

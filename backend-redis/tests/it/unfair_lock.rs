@@ -797,14 +797,14 @@ async fn a_cancelled_waiter_leaves_no_registry_entry_on_a_redis_cluster() {
     let holder_key = format!("{{{namespace}c}}:lock:u");
     let mut raw = crate::cluster::raw(&url).await;
     assert!(
-        hash_has(&mut raw, &registry, &holder_key).await,
+        crate::cluster::hash_has(&mut raw, &registry, &holder_key).await,
         "the waiter's take did not list the holder key: nothing tested"
     );
     lock.abort();
     assert!(lock.await.unwrap_err().is_cancelled());
     // The dropped waiter lets go in the background.
     let deadline = Instant::now() + SHORT;
-    while hash_has(&mut raw, &registry, &holder_key).await {
+    while crate::cluster::hash_has(&mut raw, &registry, &holder_key).await {
         assert!(
             Instant::now() < deadline,
             "the cancelled waiter stayed listed in its session's registry"
@@ -817,20 +817,6 @@ async fn a_cancelled_waiter_leaves_no_registry_entry_on_a_redis_cluster() {
     guard.unlock().await.unwrap();
     holding.close().await.unwrap();
     waiting.close().await.unwrap();
-}
-
-/// Whether the hash `key` has the field `field`.
-async fn hash_has(
-    raw: &mut redis::cluster_async::ClusterConnection,
-    key: &str,
-    field: &str,
-) -> bool {
-    redis::cmd("HEXISTS")
-        .arg(key)
-        .arg(field)
-        .query_async(raw)
-        .await
-        .unwrap()
 }
 
 /// Under Sentinel with replica acknowledgement (`wait_replicas=1`): grants and releases
