@@ -43,9 +43,13 @@ const STALE_CLAIM: Duration = Duration::from_secs(3);
 /// (asking a store it cannot reach) is dropped as a process that died would be.
 const GIVE_UP: Duration = Duration::from_secs(1);
 
-/// The lost dequeuer's `timeout=` and `connect_timeout=`: it gives up soon after the
-/// cut.
+/// The lost dequeuer's `timeout=`: it gives up soon after the cut.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The lost dequeuer's `connect_timeout=`: its set-up opens connections on a machine
+/// that may be loaded (a MySQL pool waits for its connection that long), while after
+/// the cut a new connection is refused at once, so a long bound costs the case nothing.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most cut points tried: more than the answers one `try_dequeue` of a warmed-up
 /// client takes on any store.
@@ -85,8 +89,9 @@ pub(super) async fn dequeuer_lost_mid_claim(h: Harness) -> Check {
     )
     .await?;
     let timeouts = format!(
-        "timeout={0}ms&connect_timeout={0}ms",
-        REQUEST_TIMEOUT.as_millis()
+        "timeout={}ms&connect_timeout={}ms",
+        REQUEST_TIMEOUT.as_millis(),
+        CONNECT_TIMEOUT.as_millis()
     );
     // Claimed and stale, the item comes to a waiting consumer once its claim is older
     // than STALE_CLAIM, by the consumer's next look: the stale claim's own due time,
