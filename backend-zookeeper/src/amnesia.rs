@@ -2,13 +2,9 @@
 //! client's sessions were opened on, the lock-delay before any grant after it, and
 //! fencing tokens that keep growing.
 //!
-//! ZooKeeper logs every write to disk before it acknowledges it, so a restart forgets
-//! nothing. What does forget is an operator's act: a server whose data directory was
-//! wiped and that was started again at the same address, or a new ensemble put behind
-//! the same addresses. Every session is then gone with its ephemeral nodes, and a new
-//! client can be granted a lock at once while its former holder still acts on it: the
-//! holder's client cannot even reconnect (a server refuses a client that has seen a
-//! zxid above its own), so it learns nothing until its client-side deadline.
+//! What forgets (a wiped data directory, not a restart), what a holder and a newcomer
+//! see then, and what `max_session_ttl=` buys are in docs/ZOOKEEPER.md, "When
+//! ZooKeeper forgets: a wiped data directory".
 //!
 //! **What tells it.** The client keeps the highest zxid it has seen. A node it creates
 //! gets the zxid of its create as `czxid`, which on the same store is above every zxid
@@ -34,7 +30,7 @@
 //!
 //! **Clients that never knew the old store** cannot tell a wiped store from a new one:
 //! for them a missing marker is the only sign. With a bound on session TTLs
-//! (`max_session_ttl=` in the URL, [`crate::ZkConfig::max_session_ttl`]) the client
+//! ([`crate::ZkConfig::max_session_ttl`]) the client
 //! that finds the marker missing writes the hold node `<root>/amnesia-hold` and then
 //! the marker: the hold node is an ephemeral node of a session of the bound's length
 //! that the client leaves open (detached) as it goes, so the node lives for the bound
@@ -42,21 +38,16 @@
 //! hold node lives (or writes it) waits out the bound before its first grant. The hold
 //! node comes first so that no client finds the new marker without it. A session longer
 //! than the bound is refused ([`distsync_core::Error::InvalidArgument`]), so the bound
-//! covers every session. The price: a root's first session on a store waits the bound
-//! once before its first grant. A client without the bound leaves a missing marker
+//! covers every session. A client without the bound leaves a missing marker
 //! alone (unless it saw the store forget, then it writes the marker and the hold node
 //! for its own lock-delay): it cannot tell a new store from one that forgot, and grants
-//! without a wait, free to be granted before an old holder's `lost()`. Only the bound
-//! makes the backend declare `exclusive_across_restart`, and every client of a root
-//! must give it (the same one, or a larger one).
+//! without a wait, free to be granted before an old holder's `lost()`.
 //!
 //! **Fencing tokens** are `czxid`s, which start again from the bottom on a store that
 //! forgot. The client reports every `czxid` as the store's plus an offset: the
 //! marker's. A client that writes a fresh marker seeds it from its clock in
-//! microseconds ([`distsync_core::raw::EpochBook`]), which stays above the old
-//! ensemble's `czxid`s while they grew by less than one a microsecond over its life
-//! (a zxid jumps by 2^32 at each leader election: an ensemble that elected a leader
-//! more often than every 72 minutes on average outgrows it). A client that detects
+//! microseconds ([`distsync_core::raw::EpochBook`]; how long that seed stays above the
+//! old ensemble's `czxid`s is in docs/ZOOKEEPER.md). A client that detects
 //! that the store forgot raises the offset to the highest token it reported, and
 //! writes it into the marker. Every client adopts the marker's offset when it reads
 //! the marker, and a client reads it again at the end of every lock-delay: an old

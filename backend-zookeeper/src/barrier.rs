@@ -4,17 +4,11 @@
 //! # Layout and protocol
 //!
 //! The barrier `<name>` is held while the persistent node `<root>/barrier/<name>`
-//! exists (Curator's `setBarrier` creates it, `removeBarrier` deletes it). A waiter
-//! checks the node with a watch and returns once it is missing, waiting for the watch
-//! otherwise. The node is persistent, so a held barrier outlives its holder's process,
-//! as distsync's barriers do on every store.
-//!
-//! A barrier belongs to no session: each call opens a short ZooKeeper session of its
-//! own (a waiter keeps it for the wait and opens another should it end).
-//!
-//! A barrier whose name has a longer name under it (barrier `a` and barrier `a/b`,
-//! whose node is a child of `a`'s) cannot be released while the longer one is held:
-//! ZooKeeper refuses to delete a node with children, and the release says so.
+//! exists; which Curator calls match `hold`, `release` and `wait`, the short session
+//! each call opens, and why a barrier with a held one under its name cannot be
+//! released are in docs/ZOOKEEPER.md, "Barriers". A waiter checks the node with a
+//! watch and returns once it is missing, waiting for the watch otherwise; it keeps its
+//! short session for the wait and opens another should it end.
 //!
 //! # Cancel safety
 //!

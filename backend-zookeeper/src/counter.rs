@@ -1,14 +1,14 @@
 //! The counter and the count-down latch: one persistent node each, changed by
 //! compare-and-swap on its data version.
 //!
-//! A counter `<name>` is `<root>/counter/<name>`, its value in decimal; a node with no
-//! data (the ancestor of a longer name) or no node reads 0. A latch is
-//! `<root>/latch/<name>`, `<initial> <remaining>` in decimal. Every change reads the
-//! node and writes it back with `setData` at the version read (or `create` where it
-//! was missing): ZooKeeper applies it only if nobody wrote in between, so concurrent
-//! changes are never lost; a lost race (`BadVersion`, `NodeExists`, `NoNode`) wrote
-//! nothing and is tried again. A write whose answer is lost is never sent again: its
-//! error says it may have been applied.
+//! A counter `<name>` is `<root>/counter/<name>`, a latch `<root>/latch/<name>` (their
+//! data: docs/ZOOKEEPER.md, "STM, guarded writes, counters and latches"); a counter
+//! node with no data (the ancestor of a longer name) or no node reads 0. Every change
+//! reads the node and writes it back with `setData` at the version read (or `create`
+//! where it was missing): ZooKeeper applies it only if nobody wrote in between, so
+//! concurrent changes are never lost; a lost race (`BadVersion`, `NodeExists`,
+//! `NoNode`) wrote nothing and is tried again. A write whose answer is lost is never
+//! sent again.
 //!
 //! Waiting on a latch, or for a counter to change ([`Counter::changed`]), sets a data
 //! watch on its node (an existence watch while it is missing) in the same request that

@@ -5,9 +5,8 @@
 //! # Layout
 //!
 //! The double barrier `<name>` is the persistent node `<root>/double_barrier/<name>`;
-//! each participant that entered is its ephemeral child `<id>` (a random UUID, as
-//! Curator's), of the participant's session; the persistent child `ready` says that
-//! every participant has entered.
+//! its participants' and `ready`'s nodes, which Curator shares, are in
+//! docs/ZOOKEEPER.md, "Barriers".
 //!
 //! # Protocol
 //!
@@ -22,9 +21,8 @@
 //!
 //! Curator does not bound the participants. distsync does, as on the other stores: a
 //! participant that finds, after creating its node, more participants than `count`
-//! deletes its node again and fails with [`Error::TooManyParticipants`]. Two extra
-//! participants arriving at once may both see the excess and both be refused while the
-//! barrier still has room for one of them.
+//! deletes its node again and fails with [`Error::TooManyParticipants`] (what that
+//! means for a race of extra participants is in docs/ZOOKEEPER.md, "Barriers").
 //!
 //! # Cancel safety
 //!

@@ -3,11 +3,8 @@
 //!
 //! # Layout
 //!
-//! The election `<name>` is the persistent node `<root>/election/<name>`; each
-//! candidate is an ephemeral sequential child `_c_<uuid>-latch-<10-digit sequence>`
-//! of its session whose data is the value the candidate campaigned with (Curator
-//! writes the participant id there, and its `getLeader()` reads it back, so a Java
-//! client sees a Rust leader's campaign value as the leader's id).
+//! The election's node, its candidates' names and data, and the proclaims' entries,
+//! which Curator sees or skips, are in docs/ZOOKEEPER.md, "The election: `LeaderLatch`".
 //!
 //! # Protocol
 //!
@@ -21,25 +18,21 @@
 //! A candidate node's data never changes after its creation: Curator's `LeaderLatch`
 //! watches the node before its own with a data watch, reacts to its deletion only,
 //! and does not watch again after any other event, so a `setData` on a leader node
-//! would leave a Java candidate behind it waiting forever once the leader resigns.
-//! A proclaim instead creates the ephemeral node
-//! `<root>/election_log/<name>/<candidate>.<n>` (`n` = 1, 2, ... within the
-//! leadership) holding the value, in one `multi` with a check that the leader's node
-//! exists: a leader whose node is gone (resigned, or its session ended) gets `NoNode`
-//! and the proclaim [`Error::NotLeader`], changing nothing. The leader's value is its
-//! highest entry, or its node's data before any proclaim; Curator never looks at the
-//! entries, so its `getLeader()` keeps reporting the campaign value.
+//! would leave a Java candidate behind it waiting forever once the leader resigns (the
+//! interop test checks that it does not). A proclaim instead creates its entry
+//! `<candidate>.<n>` under `<root>/election_log/<name>`, in one `multi` with a check
+//! that the leader's node exists: a leader whose node is gone (resigned, or its session
+//! ended) gets `NoNode` and the proclaim [`Error::NotLeader`], changing nothing. The
+//! leader's value is its highest entry, or its node's data before any proclaim.
 //!
 //! # Observe
 //!
 //! An observer watches the candidates and the entries (ZooKeeper's watches fire once
-//! and carry no data, so the entries are what keeps every proclaim): it yields the
-//! current leader's value, then its entries in order; once the leader changes, the
-//! entries the old leader wrote after the last one yielded, then the new leader's
-//! campaign value and entries. Each leadership keeps its last [`KEPT_ENTRIES`]
-//! entries (older ones are deleted as it proclaims, the rest when the same election
-//! object is next elected, or with the session): an observer that falls further
-//! behind skips what it missed, and never yields an older value after a newer one.
+//! and carry no data, so the entries are what keeps every proclaim); what it yields,
+//! and in which order, is in docs/ZOOKEEPER.md, "The election: `LeaderLatch`". Each
+//! leadership keeps its last [`KEPT_ENTRIES`] entries: older ones are deleted as it
+//! proclaims, the rest when the same election object is next elected, or with the
+//! session.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -2,30 +2,11 @@
 //! recipes.
 //!
 //! Every primitive of kind `<kind>` named `<name>` is the persistent node
-//! `<root>/<kind>/<name>`, where `<root>` is the URL's path (`/distsync` when it names
-//! none) and `<name>` keeps its `/`-separated segments as levels of the tree, so that a
-//! Curator recipe given the same path meets the same node: a distsync lock
-//! `jobs/nightly` is Curator's `InterProcessMutex` on `/distsync/lock/jobs/nightly`.
-//!
-//! | kind | path | Curator's recipe |
-//! |---|---|---|
-//! | lock | `<root>/lock/<name>` | `InterProcessMutex` |
-//! | unfair lock's wait line | `<root>/lock_wait/<name>` (`wait-` waiters; the holder is in the lock's node) | none |
-//! | semaphore | `<root>/semaphore/<name>` (`locks/`, `leases/`) | `InterProcessSemaphoreV2` |
-//! | rwlock | `<root>/rwlock/<name>` (`__READ__`, `__WRIT__` contenders) | `InterProcessReadWriteLock` |
-//! | barrier | `<root>/barrier/<name>` (held while it exists) | `DistributedBarrier` |
-//! | double barrier | `<root>/double_barrier/<name>` (`<id>` children, `ready`) | `DistributedDoubleBarrier` |
-//! | election | `<root>/election/<name>` (`latch-` candidates) | `LeaderLatch` |
-//! | election's proclaims | `<root>/election_log/<name>` (`<candidate>.<n>`) | none |
-//! | stm key | `<root>/stm/<name>` (`0x01` and the value; no data: no key) | none |
-//! | counter, latch | `<root>/counter/<name>`, `<root>/latch/<name>` (decimal text) | none |
-//! | rate limiter | `<root>/ratelimit/<name>` (`<base µs> <added µs> <rate>`, see rate_limiter.rs) | none |
-//! | queue | `<root>/queue/<name>` (`queue-` items), `<root>/queue_lock/<name>` (held items), `<root>/queue_meta/<name>` | `DistributedPriorityQueue` with a `lockPath` |
-//!
-//! A segment is escaped only where ZooKeeper refuses it: `%` becomes `%25`, a segment
-//! `.` or `..` becomes `%2E` or `%2E%2E`, and every character ZooKeeper refuses in a
-//! node name (controls, surrogates, the private-use area, `U+FFF0`..`U+FFFF`) becomes
-//! `%XX` per UTF-8 byte; so the mapping is injective and every name is a valid path.
+//! `<root>/<kind>/<name>`, where `<root>` is the URL's path and `<name>` keeps its
+//! `/`-separated segments as levels of the tree, so that a Curator recipe given the
+//! same path meets the same node. Each kind's path, the Curator recipe that shares it,
+//! and the escaping of segments ZooKeeper refuses are in docs/ZOOKEEPER.md, "What
+//! interoperates". The escaping is injective, and every name escaped is a valid path.
 //!
 //! The recipes' own nodes are children of that node, told from the nodes of nested
 //! names (a lock `a/b` is the child `b` of lock `a`'s node) by their form: a lock

@@ -46,12 +46,9 @@
 //!
 //! ## When the store forgets
 //!
-//! A ZooKeeper server whose data directory is wiped, or a new ensemble at the same
-//! address, forgets every session and node, and hands out zxids (the fencing tokens)
-//! again from the bottom. The client tells it, ends its sessions (`lost()`), grants
-//! nothing until the longest session TTL has passed and keeps tokens growing; a client
-//! that never knew the old store can tell it only with `max_session_ttl=` (see
-//! `src/amnesia.rs` and docs/ZOOKEEPER.md).
+//! What a wiped data directory does to holds and tokens, and what `max_session_ttl=`
+//! changes, is in docs/ZOOKEEPER.md, "When ZooKeeper forgets"; how the client tells it,
+//! in `src/amnesia.rs`.
 //!
 //! ## Entry points
 //!
@@ -68,11 +65,9 @@
 //!
 //! * **Sessions**: ZooKeeper sessions, one client each, whose timeout is the TTL
 //!   (`src/session.rs`).
-//! * **The lock**: Curator's `InterProcessMutex`; the token is the holder node's
-//!   creation zxid (`src/lock.rs`).
-//! * **The unfair lock** (`LockOptions::new().unfair()`): no Curator recipe; a
-//!   non-sequential holder node that fair contenders take for sequence 0, and a wait
-//!   line of its own under `<root>/lock_wait/<name>` (`src/unfair_lock.rs`).
+//! * **The lock**: Curator's `InterProcessMutex` (`src/lock.rs`).
+//! * **The unfair lock** (`LockOptions::new().unfair()`): no Curator recipe, laid out
+//!   so that fair contenders wait for it (`src/unfair_lock.rs`).
 //! * **The semaphore**: Curator's `InterProcessSemaphoreV2` (`src/semaphore.rs`).
 //! * **The read-write lock**: Curator's `InterProcessReadWriteLock` (`src/rwlock.rs`).
 //! * **The barriers**: Curator's `DistributedBarrier` and `DistributedDoubleBarrier`

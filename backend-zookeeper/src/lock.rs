@@ -3,17 +3,16 @@
 //!
 //! # Layout
 //!
-//! The lock `<name>` is the persistent node `<root>/lock/<name>` (made on first use,
-//! with its ancestors); each contender is an ephemeral sequential child
-//! `_c_<uuid>-lock-<10-digit sequence>` of the contender's session, holding the
-//! distsync session id in hex as its data (Curator stores the client's address there;
-//! neither side reads it).
+//! The lock's node, its contenders' names and their data, which Curator shares, are in
+//! docs/ZOOKEEPER.md, "The lock: `InterProcessMutex`".
 //!
 //! # Protocol
 //!
-//! 1. **Enter**: create the contender node. The `_c_<uuid>-` prefix is Curator's
-//!    "protected" mode: a client whose create reply was lost (connection loss) lists
-//!    the children and finds its node by the prefix instead of creating a second one.
+//! 1. **Enter**: create the contender node (the lock's node and its ancestors are made
+//!    on first use). The `_c_<uuid>-` prefix is Curator's "protected" mode: a client
+//!    whose create reply was lost (connection loss) lists the children and finds its
+//!    node by the prefix instead of creating a second one, which would wait behind the
+//!    first forever.
 //! 2. **Wait**: list the children, keep those whose name ends in `lock-` and a
 //!    sequence, order them by sequence (Curator's `StandardLockInternalsDriver`). The
 //!    lowest holds the lock. Any other contender watches only the node just before it
@@ -22,7 +21,7 @@
 //!    create, without waiting for its answer: ZooKeeper answers a session's requests
 //!    in the order they were sent, so the listing already holds the new node, and an
 //!    uncontended grant waits for two answers that travel together rather than for
-//!    two round trips. The requests are Curator's three (create, list, delete).
+//!    two round trips.
 //! 3. **Release**: delete the contender node, again after every lost connection
 //!    until it is gone (Curator's guaranteed delete). `unlock()` runs the delete
 //!    inline, as Curator's `release()` does; a caller that stops waiting does not stop
@@ -40,9 +39,8 @@
 //! ZooKeeper's zxids order every write of the ensemble and never go back (the epoch in
 //! the high 32 bits grows with each leader election, across restarts too), and grants
 //! go in sequence order, which is creation order: successive holders of a name carry
-//! strictly increasing tokens, as etcd's create revision does. Curator hands out no
-//! token; a Java holder's token is the same `czxid`, readable with `exists` on its node
-//! (plus the offset a store that forgot adds, 0 until then: see `src/amnesia.rs`).
+//! strictly increasing tokens, as etcd's create revision does. How a Java holder reads
+//! its token is in docs/ZOOKEEPER.md, "The lock: `InterProcessMutex`".
 //!
 //! # Cancel safety
 //!

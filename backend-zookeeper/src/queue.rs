@@ -5,17 +5,10 @@
 //!
 //! # Layout
 //!
-//! The queue `<name>` is Curator's `queuePath` `<root>/queue/<name>`: each item is a
-//! persistent sequential child `queue-<priority><sequence>`, its data the item in
-//! Curator's `ItemSerializer` format (see `src/queue/framing.rs`). distsync writes the
-//! name `DistributedPriorityQueue` writes, `1` and the priority in eight hex digits
-//! before the 10-digit sequence. Curator's consumers list the children, keep those
-//! starting with `queue-` and sort them as strings; so does distsync, which puts lower
-//! priority numbers first and orders each priority by arrival. A plain
-//! `DistributedQueue`'s items (`queue-<sequence>`) sort before every priority's, as they
-//! do for Curator.
-//!
-//! Beside it, in nodes Curator never looks at:
+//! The queue's node, its items' names, data and order, which Curator shares, are in
+//! docs/ZOOKEEPER.md, "The queue: `DistributedQueue` and `DistributedPriorityQueue`"
+//! (the item's bytes: `src/queue/framing.rs`). Beside it, in nodes Curator never looks
+//! at:
 //!
 //! | node | what |
 //! |---|---|
@@ -42,19 +35,13 @@
 //!   hence at the same place, and deleting the receipt in the same `multi`. A dequeue
 //!   that returned its item deletes the receipt in the background. A receipt older
 //!   than the URL's `stale_claim=` (by default [`STALE_CLAIM`]) on the server's clock
-//!   belongs to a dequeue that never finished (its process died, or the store stayed
-//!   unreachable past the put-back's budget): a consumer of the queue puts its item
-//!   back, as the other stores put back their stale in-flight records ([`ClaimSweeps`]
-//!   says when). The price is theirs
-//!   too: an item whose dequeue returned it but whose receipt could not be deleted
-//!   for that long is delivered again.
+//!   is put back by a consumer of the queue ([`ClaimSweeps`] says when); what that
+//!   costs a user is in docs/ZOOKEEPER.md.
 //! * **Receive** (at least once): one `multi`, through the receiver's session, creates
 //!   the ephemeral lock node, checks the item's version and counts the delivery. The
 //!   item stays at its place: `ack` deletes it with the lock node, `nack` (or a dropped
 //!   delivery) deletes the lock node only, and the end of the session deletes it too.
-//!   A Curator consumer built with `lockPath(<root>/queue_lock/<name>)` skips items
-//!   distsync holds and the reverse; one without a lock path takes items whatever
-//!   holds them, as Curator documents.
+//!   What a Curator consumer needs to skip held items is in docs/ZOOKEEPER.md.
 //! * **Curator's `putMulti`** writes several items into one node. distsync delivers
 //!   one item at a time, so it first splits such a node, in one `multi`, into nodes
 //!   named `<node>`, `<node>.0000000001`, ..., which sort where the node sorted and
@@ -62,10 +49,8 @@
 //!
 //! # The server's clock
 //!
-//! A node's `ctime` is the leader's wall clock when it applied the create; `oldest_age`
-//! compares the oldest unheld item's `ctime` with the `mtime` of a write to `%clock`,
-//! the same clock: producers' clocks play no part. After a leader change the two times
-//! may come from two machines, whose clocks differ by their skew.
+//! `oldest_age` reads the leader's clock, not the producers' (docs/ZOOKEEPER.md,
+//! "The queue", says how, and what a leader change does to it).
 //!
 //! [`DEDUP_WINDOW`]: distsync_core::queue::DEDUP_WINDOW
 //! [`CALL_KEY_WINDOW`]: distsync_core::queue::CALL_KEY_WINDOW

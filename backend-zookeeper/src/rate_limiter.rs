@@ -45,37 +45,10 @@
 //!
 //! `mtime` counts whole milliseconds: that is the store's clock here, with which
 //! intervals finer than a millisecond still add up exactly (the TAT is kept in µs).
-//! A new leader after a failover brings its own clock: a TAT never moves back (`base`
-//! keeps it), but the time it is compared with follows the new leader's clock, as a
-//! Redis or PostgreSQL failover's does.
-//!
-//! Every handle of one backend sends its requests on one ZooKeeper session, opened
-//! on first use and replaced when it ends: a limiter keeps nothing ephemeral, so the
-//! session is only a connection, and a handle made per request costs none.
-//!
-//! # Cost
-//!
-//! Every request is at least one durable write (the clock), a denial included: a
-//! client that asks again at once after "not yet" fills the ensemble's write pipeline
-//! with answers of "not yet", enough from a few clients to delay other sessions' pings
-//! past their timeouts. Callers wait for the answer's `retry_after`, as
-//! [`RateLimiter::acquire`](distsync_core::RateLimiter::acquire) does.
-//!
-//! # Lost replies
-//!
-//! A grant whose reply is lost (a timeout, a dropped connection) may have been
-//! applied: the request answers [`Error::Connection`] and is not sent again, so such a
-//! permit counts against the limit unseen (stricter, never looser).
-//!
-//! # Rates, names, status and migration
-//!
-//! While the TAT is in the future a client naming another rate gets
-//! [`Error::InvalidArgument`]; once it has passed, the next grant's rate takes over, as
-//! on every backend. A node without data is the ancestor of a longer name (an idle
-//! limiter); a node holding anything else is refused with [`Error::Backend`] rather
-//! than overwritten. `status` lists every limiter with its rate and next due time on
-//! the leader's clock; `export` skips them, as migration copies no limiter's state on
-//! any backend. Curator has no rate limiter, so there is nothing to interoperate with.
+//! After a failover, `base` keeps a TAT from moving back; what the new leader's clock
+//! does to the limit is in docs/ZOOKEEPER.md, "STM, guarded writes, counters and
+//! latches", and so are the limiter's session, the cost of asking again at once, lost
+//! replies, a change of rate, foreign data, `status` and `export`.
 
 use std::sync::Arc;
 

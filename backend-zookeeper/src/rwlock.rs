@@ -4,24 +4,20 @@
 //!
 //! # Layout
 //!
-//! The read-write lock `<name>` is the persistent node `<root>/rwlock/<name>` (made on
-//! first use); each reader is an ephemeral sequential child
-//! `_c_<uuid>-__READ__<10-digit sequence>` and each writer
-//! `_c_<uuid>-__WRIT__<10-digit sequence>` of its session, holding the distsync
-//! session id in hex (Curator: the client's address). Both kinds draw their sequence
-//! from the one parent, so together they form one line in arrival order.
+//! The read-write lock's node and its readers' and writers' names and data are in
+//! docs/ZOOKEEPER.md, "The read-write lock: `InterProcessReadWriteLock`", and so is
+//! how its reentrancy differs from Curator's.
 //!
 //! # Protocol
 //!
-//! 1. **Enter**: create the contender node, protected as the lock's are (see
-//!    `src/lock.rs`).
+//! 1. **Enter**: create the contender node (the read-write lock's node is made on
+//!    first use), protected as the lock's are (see `src/lock.rs`).
 //! 2. **Wait**: list the children, keep readers and writers, order them by sequence.
 //!    * A **writer** holds when it is first in line, and otherwise watches the
 //!      contender just before it (Curator's write lock is an `InterProcessMutex` whose
 //!      sort ignores the kind).
 //!    * A **reader** holds when no writer is before it, and otherwise watches the first
-//!      writer before it (Curator's `readLockPredicate`): readers share, a waiting
-//!      writer holds back the readers that come after it, and no writer starves.
+//!      writer before it (Curator's `readLockPredicate`), so no writer starves.
 //! 3. **Release**: delete the node; it also goes with its session.
 //!
 //! # Fencing
@@ -33,10 +29,6 @@
 //!
 //! As the lock's: a contender dropped before its grant deletes its node in the
 //! background by its protected prefix; should that fail, it goes with the session.
-//!
-//! Curator's read-write lock is reentrant per thread and lets a writer's thread take
-//! the read lock too; distsync's is not reentrant: a second `read()` or `write()`
-//! through the same session queues a second node.
 
 use std::sync::Arc;
 

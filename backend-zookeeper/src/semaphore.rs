@@ -4,29 +4,19 @@
 //!
 //! # Layout
 //!
-//! The semaphore `<name>` is the persistent node `<root>/semaphore/<name>` with two
-//! children, made on first use:
-//!
-//! * `locks/`: an `InterProcessMutex` (see `src/lock.rs`) that every acquirer holds
-//!   while it takes a lease, so acquirers line up in arrival order;
-//! * `leases/`: one ephemeral sequential node `_c_<uuid>-lease-<10-digit sequence>`
-//!   per permit held, of its holder's session.
-//!
-//! A distsync lease holds `distsync permits=<n> session=<hex id>` as its data;
-//! Curator writes the client's address there.
+//! The semaphore's node, its `locks/` mutex and its `leases/`, their names and data,
+//! and what a Java client must configure alike are in docs/ZOOKEEPER.md, "The
+//! semaphore: `InterProcessSemaphoreV2`".
 //!
 //! # Protocol
 //!
-//! 1. **Line up**: take the mutex on `locks/`.
-//! 2. **Check the count**: the permit count is part of the state, as on the other
-//!    backends: the first distsync lease found under `leases/` names it, and an
-//!    acquirer naming another count is refused ([`Error::InvalidArgument`]). Curator's
-//!    leases carry no count (each Java client passes its own `maxLeases`), so a Java
-//!    client with another count is not detected: both must be configured alike.
+//! 1. **Line up**: take the mutex on `locks/` (see `src/lock.rs`; the semaphore's node
+//!    and its two children are made on first use).
+//! 2. **Check the count**: the first distsync lease found under `leases/` names it,
+//!    and an acquirer naming another count is refused ([`Error::InvalidArgument`]).
 //! 3. **Take a lease**: create the lease node, then list `leases/` with a watch; while
 //!    it has more than `permits` children, wait for the watch (a lease released, or
-//!    its session ended) and list again. Curator counts every child of `leases/`, and
-//!    so does distsync, so the limit is shared.
+//!    its session ended) and list again.
 //! 4. **Let the next in**: release the mutex. The lease is the permit.
 //! 5. **Release**: delete the lease node; it also goes with its session.
 //!

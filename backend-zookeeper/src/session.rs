@@ -3,11 +3,8 @@
 //! A ZooKeeper session is the lease. Each distsync session opens a client of its own
 //! whose session timeout is the session's TTL; every node held through the session
 //! (a lock contender) is ephemeral, so the server deletes it when the session expires
-//! or closes. The server must grant the TTL as asked: a server whose
-//! `maxSessionTimeout` (20 ticks by default) lies below it would expire the session
-//! before the client-side deadline, so such a session is refused
-//! ([`Error::InvalidArgument`]); one granted longer is kept, its holds then outliving
-//! a crashed holder by that much.
+//! or closes. What the server must grant, and why a session it would cut short is
+//! refused ([`Error::InvalidArgument`]), is in docs/ZOOKEEPER.md, "Sessions".
 //!
 //! # Renewals and the client-side deadline
 //!

@@ -4,31 +4,23 @@
 //! For each kind, the subtree of `<root>/<kind>` under the prefix's last complete
 //! segment is walked, each node's name decoded back from its path (keys.rs's escaping
 //! undone), and the nodes whose names start with the prefix are read by their
-//! children:
+//! children; what each kind's children say (holders, waiters, permit counts, tokens and
+//! sessions) is in docs/ZOOKEEPER.md, "Status". Two kinds are read beyond their own
+//! node:
 //!
-//! - a lock is a node with `lock-` contenders: the lowest sequence holds, the others
-//!   wait in sequence order (an unfair lock's holder node is a contender of sequence
-//!   0); then come the unfair lock's waiters, from its wait line under
-//!   `<root>/lock_wait` (a line holder keeps its place there, and is shown once, as
-//!   the holder);
-//! - a read-write lock's `__READ__` / `__WRIT__` contenders: a writer first in line
-//!   holds alone, otherwise the readers before the first writer hold;
-//! - a semaphore's holders are its `leases/` children (in sequence order), its waiters
-//!   the acquirers lined up on `locks/`; its permit count is the one a distsync lease
-//!   records (none for Curator's leases, which record no count);
-//! - a barrier is held while its node exists: a node of the barrier tree without
-//!   children (a node with children is an ancestor of longer names);
-//! - a double barrier lists its participants (`ready` aside) and whether `ready` is set;
+//! - an unfair lock's waiters come after the lock's contenders, from its wait line
+//!   under `<root>/lock_wait` (a line holder keeps its place there, and is shown once,
+//!   as the holder);
 //! - a rate limiter's node gives its rate and TAT (see rate_limiter.rs), and its next
 //!   due time is measured on the leader's clock, read by one write to `<root>/clock`
 //!   (left out, `None`, where the login may not write there).
 //!
-//! A holder's token is its node's creation zxid (`czxid`), as its guard's is; its
-//! session is the node's ephemeral owner, the distsync session id of its client's
-//! ZooKeeper session. A holder's session time left (`expires_in`) is not reported: a
-//! session's timeout and last heartbeat are known to the server only, and no request
-//! reads another client's. The walk runs on a short session of its own and only reads, but
-//! for that one clock write when it finds a rate limiter.
+//! A barrier's nodes with children are ancestors of longer names, not held barriers.
+//! A holder's session is the distsync session id of its client's ZooKeeper session. A
+//! holder's session time left (`expires_in`) is not reported: a session's timeout and
+//! last heartbeat are known to the server only, and no request reads another client's.
+//! The walk runs on a short session of its own and only reads, but for that one clock
+//! write when it finds a rate limiter.
 
 use distsync_core::raw::StampedTat;
 use distsync_core::status::{

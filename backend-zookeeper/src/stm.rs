@@ -1,9 +1,9 @@
 //! STM and guarded writes on ZooKeeper: version checks and one `multi` per commit.
 //!
 //! An STM key `<name>` is the persistent node `<root>/stm/<name>` (keys.rs's layout,
-//! so a purge of a prefix removes its keys). Its data is the byte `0x01` followed by
-//! the value; a node with no data is no key: it is the ancestor of longer keys (a key
-//! `a/b` needs the node of `a`), or a key deleted while it had such descendants.
+//! so a purge of a prefix removes its keys); its data, and what a node with no data
+//! is, are in docs/ZOOKEEPER.md, "STM, guarded writes, counters and latches". A key
+//! `a/b` needs the node of `a`, which holds no key then.
 //!
 //! Every read records the node's data version, or that the node is missing. A commit
 //! is one `multi`, applied wholly or not at all: a version check of each key read and

@@ -5,14 +5,8 @@
 //!
 //! # Layout
 //!
-//! - **The holder** is an ephemeral, non-sequential child of the lock's node
-//!   `<root>/lock/<name>`, named `_c_<uuid>-unfair-lock-0000000000`: it parses as a
-//!   contender of sequence 0, so every fair contender, distsync's and Curator's alike
-//!   (Curator sorts children by what follows their last `lock-`), takes it for the
-//!   lowest and waits for it. `status` reports it as the lock's holder, `break` deletes
-//!   it, and a release request writes `__REVOKE__` into it, as for a fair holder.
-//! - **The wait line** is `<root>/lock_wait/<name>`, of ephemeral sequential children
-//!   `_c_<uuid>-wait-<sequence>`, outside the lock's node, where no Curator client looks.
+//! The holder node in the lock's node (a contender of sequence 0 to every fair
+//! contender) and the wait line beside it are in docs/ZOOKEEPER.md, "The unfair lock".
 //!
 //! # Protocol
 //!
@@ -23,9 +17,7 @@
 //!    collision: the first made of colliding takes holds, so a release that the
 //!    releaser and a waiter race for always ends with a holder). Otherwise it deletes
 //!    its node again and waits: a fair line goes first, and an unfair node made before
-//!    it is a holder (or a take that backs off in turn). An uncontended cycle is one
-//!    round trip to take (the create and the listing travel together) and one to
-//!    release (a delete), the requests of the fair lock.
+//!    it is a holder (or a take that backs off in turn).
 //! 2. **Wait**: a take that lost joins the wait line (its back-off delete, the line's
 //!    create and the line's listing sent together). A waiter behind another watches
 //!    its predecessor only. The head of the line watches the last contender of the
@@ -72,11 +64,8 @@
 //!
 //! # Mixing with the fair lock
 //!
-//! Fair and unfair contenders of a name exclude each other (above). An unfair take
-//! backs off while any fair contender exists, so an unfair contender waits behind the
-//! whole fair line, and a fair contender that lists while an unfair take is backing off
-//! waits for that node to go (one round trip). Curator's `InterProcessMutex` behaves as
-//! distsync's fair lock does here.
+//! Fair and unfair contenders of a name exclude each other (above); what a mixed line
+//! looks like to its contenders is in docs/ZOOKEEPER.md, "The unfair lock".
 //!
 //! # Cancel safety
 //!
