@@ -86,12 +86,13 @@ distsync_core::config_accessors!(EtcdConfig.settings {
 });
 
 impl EtcdConfig {
-    /// A configuration for `endpoints` (`host:port` each) and `namespace` (may be
-    /// empty; given a trailing `/` if missing).
+    /// A configuration for `endpoints` (`host:port` each; a host alone gets
+    /// [`DEFAULT_PORT`]) and `namespace` (may be empty; given a trailing `/` if
+    /// missing).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for no endpoints or an endpoint that is not
-    /// `host:port`, [`Error::InvalidName`] for a namespace breaking the name rules.
+    /// `host[:port]`, [`Error::InvalidName`] for a namespace breaking the name rules.
     pub fn new<S: AsRef<str>>(endpoints: &[S], namespace: &str) -> Result<Self> {
         if endpoints.is_empty() {
             return Err(Error::InvalidArgument(
@@ -236,7 +237,7 @@ impl FromStr for EtcdConfig {
     }
 }
 
-/// The URL, with `***` for the password and without the timeouts.
+/// The URL, with `***` for the password and without the timeouts and `stale_claim`.
 impl fmt::Display for EtcdConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{SCHEME}://")?;

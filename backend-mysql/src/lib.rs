@@ -37,6 +37,8 @@
 //! | `kv` | one per live key: `k` (VARBINARY, bytewise order), `create_revision`, `mod_revision`, `version`, `lease`, `v` | the current state: compares and current ranges read one row per key, by primary key or key range |
 //! | `log` | one per change of one key: `(revision, sub)` key, `k`, `create_revision`, `version`, `lease`, `v`, `deleted` | history: a range at a past revision reads, per key, its latest row at or before it; watches read rows after a revision |
 //! | `leases` | one per lease: `id`, `ttl_us`, `expires_at` (DATETIME(6), server time, UTC) | expiry judged on the server's clock, never a client's |
+//! | `txn_locks` | one per [`TransactionLock`] name: `name` | the row a transaction lock's holder locks (`SELECT … FOR UPDATE`) in its own transaction |
+//! | `txn_lock_tokens` | none between calls: `id` (`AUTO_INCREMENT`) | the counter transaction locks draw their fencing tokens from; each row is removed in the transaction that drew it |
 //!
 //! Keys are `VARBINARY(2048)`, so no collation folds case or trims spaces, and key
 //! order is byte order, as etcd's (and Rust's `str` order).
@@ -63,13 +65,11 @@
 //! row is held for the server's work and one commit's fsync. When something had
 //! changed, the batch wrote nothing and the writer reads again (another writer
 //! committed in between); after 8 such rounds it takes the lock before it reads
-//! (`txn.rs`), so that it commits at the next round instead of starving. A transaction that names only the keys
-//! its process holds on a lease (a lock's, an election's key) skips the read: only that
-//! process writes them, so it guesses each as it last wrote it, and the batch checks
-//! the guess as it checks a read (`guesses.rs`): a lock's take and release are one
-//! round trip each. A prefix compared as empty (the unfair lock's take) is guessed so
-//! too, unless a guess found it taken within the last second and the process has
-//! released nothing under it since. Reads and transactions whose chosen
+//! (`txn.rs`), so that it commits at the next round instead of starving. A transaction
+//! that names only the keys its process holds on a lease, or a prefix compared as
+//! empty, guesses them instead of reading, and the batch checks the guess as it checks
+//! a read: a lock's take and release are one round trip each (what is guessed and
+//! when: `guesses.rs`). Reads and transactions whose chosen
 //! branch writes nothing take no lock (one consistent snapshot, `START TRANSACTION
 //! WITH CONSISTENT SNAPSHOT, READ ONLY`, with the same check when compares chose the
 //! branch). A transaction that changes nothing leaves the revision as it was, as
@@ -220,16 +220,9 @@
 //! `oldest_age` is the clock less the oldest date of the items not held.
 //!
 //! The rate limiter reads the same clock inside the one statement that decides
-//! ([`Kv::rate_limit`]): an `INSERT … ON DUPLICATE KEY UPDATE` on the limiter's `kv`
-//! row runs GCRA on the theoretical arrival time stored there (in the recipes' text,
-//! so `status` reads it) and answers in its OK packet (`LAST_INSERT_ID(…)`), one round
-//! trip under the row's lock alone. The recipes' GCRA by compare-and-swap takes four
-//! round trips and a pass through the revision row a decision, which on a loaded
-//! two-core machine misses the contention case's one-second bound on a request and
-//! lets the limiter go idle mid-burst (6 of 26 runs beside two CPU hogs). The
-//! statement leaves the revision row and the log alone: the row stands outside the
-//! revision order (revisions `1`, no lease, no history), which nothing that reads a
-//! limiter needs (`rate_limit.rs` goes through each reader).
+//! ([`Kv::rate_limit`]): one round trip a decision, under the limiter's row lock alone,
+//! outside the revision order (the statement, why it is not the recipes'
+//! compare-and-swap, and what reads a limiter: `rate_limit.rs`).
 //!
 //! # TLS
 //!

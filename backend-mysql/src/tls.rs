@@ -2,7 +2,7 @@
 //! ring as its crypto provider and the system's root certificates plus the URL's `ca=`.
 //!
 //! Which `ssl-mode` a URL gets is in [`MysqlConfig`](crate::MysqlConfig)'s table, and
-//! its errors in the crate docs ("TLS"). A URL that names a TLS file means the
+//! its errors in [`MysqlKv::connect`](crate::MysqlKv::connect)'s. A URL that names a TLS file means the
 //! connection to be TLS and the server checked: so its default is `verify_identity`, a
 //! mode that may connect without TLS beside it is refused (the file would go unused
 //! without a word), and `required` with `ca=` checks the chain, as libpq's

@@ -389,8 +389,9 @@ pub const STORE_WIDE: &[StoreWide] = &[
         store: StoreKind::Mysql,
         entry: "<prefix>",
         created: "by the first client of the prefix",
-        purpose: "the tables `<prefix>meta`, `<prefix>kv`, `<prefix>log` and \
-                  `<prefix>leases` every client of the prefix runs on",
+        purpose: "the tables `<prefix>meta`, `<prefix>kv`, `<prefix>log`, \
+                  `<prefix>leases`, `<prefix>txn_locks` and `<prefix>txn_lock_tokens` \
+                  every client of the prefix runs on",
         kept: "other clients of the prefix use them; dropped, they are a store that \
                forgot (its revision, and with it every fencing token, starts again at 1)",
         size: "the log's rows aside, about 80 KB on disk once purged (measured)",

@@ -80,10 +80,13 @@ pub struct Capabilities {
     pub survives_restart: bool,
     /// Holds stay exclusive across a server restart: no lock, write lock, permit or
     /// leadership is granted to a second client before the holder it had before the
-    /// restart learns it lost it (`lost()`), and fencing tokens keep increasing. A
-    /// store that keeps its state (etcd, PostgreSQL, Redis with `appendfsync always`)
-    /// gives it as it gives `survives_restart`; a store that forgets (Redis without
-    /// persistence) gives it only with a lock-delay after it forgot (Redis with
+    /// restart learns it lost it (`lost()`), and fencing tokens keep increasing. Redis
+    /// with `appendfsync always` gives it as it gives `survives_restart`. etcd,
+    /// PostgreSQL, ZooKeeper, MySQL and NATS declare it only with a bound on session
+    /// TTLs ([`Capabilities::session_bound`]): a server whose data was wiped or restored
+    /// is a new store to a client that never knew the old one, and only the lock-delay
+    /// the bound turns on covers it. A store that forgets at a restart (Redis without
+    /// persistence) gives it only with that lock-delay too (Redis with
     /// `max_session_ttl`), which holds holds, not data: queue items and STM keys are
     /// `survives_restart`'s.
     pub exclusive_across_restart: bool,

@@ -12,45 +12,18 @@
 //!
 //! The variant itself is the classification, so there is no second enum to keep in
 //! step with it: match on it where a decision needs one variant, and use the
-//! predicates where it needs a group:
-//!
-//! | predicate | true for | the caller |
-//! |---|---|---|
-//! | [`Error::is_transient`] | [`Error::Connection`] | retries the same call after a pause (a mutation only when repeating it is harmless, see [`Error::may_have_applied`]) |
-//! | [`Error::needs_new_session`] | [`Error::SessionLost`] | opens a new session, then acquires again |
-//! | [`Error::is_timeout`] | [`Error::Timeout`] | decides whether to wait longer: the store is answering, nobody released in time |
-//! | [`Error::may_have_applied`] | [`Error::Connection`], [`Error::Backend`], [`Error::SessionLost`], [`Error::MigrationMismatch`] | checks the store before repeating a mutation |
+//! predicates ([`Error::is_transient`], [`Error::needs_new_session`],
+//! [`Error::is_timeout`], [`Error::may_have_applied`]) where it needs a group. Every
+//! variant's answers in one table, the predicates' groups and a service loop's
+//! branching are in docs/ERRORS.md ("Branching in code"); the calls that already retry
+//! internally, and for how long, are in [`crate::raw::retry`].
 //!
 //! A caller's own deadline passing ([`crate::timeout`]) is [`Error::Timeout`]; a store
 //! that does not answer, within a backend's connect or request timeout or past a
 //! caller's deadline during an outage, is [`Error::Connection`] on every backend (see
 //! [`crate::raw::retry`] and [`crate::timeout`]). That is why [`Error::is_transient`]
 //! excludes [`Error::Timeout`]: retrying a timed-out wait means choosing to wait
-//! longer, not riding out a store failure. The calls that already retry internally,
-//! and for how long, are in [`crate::raw::retry`]; docs/ERRORS.md has the same
-//! classification as a table.
-//!
-//! ```
-//! use distsync::Error;
-//!
-//! /// What a service loop does after a failed call.
-//! fn next_step(error: &Error) -> &'static str {
-//!     if error.is_transient() {
-//!         "pause, then call again"
-//!     } else if error.needs_new_session() {
-//!         "open a new session, then acquire again"
-//!     } else if error.is_timeout() {
-//!         "wait again or give up: the store is fine"
-//!     } else {
-//!         "match the variant: fix the input, acquire again, or report it"
-//!     }
-//! }
-//!
-//! let refused = Error::connection("example", "connection refused");
-//! assert_eq!(next_step(&refused), "pause, then call again");
-//! assert!(refused.may_have_applied()); // unknown whether the request got there
-//! assert_eq!(next_step(&Error::SessionLost), "open a new session, then acquire again");
-//! ```
+//! longer, not riding out a store failure.
 
 use std::time::Duration;
 

@@ -38,12 +38,12 @@
 //!   token) is higher than the old one.
 //! - **No gap** where the backend declares
 //!   [`Capabilities::gapless_hand_over`](crate::Capabilities::gapless_hand_over): the
-//!   store elects the next candidate in the same step that removes the leader (etcd and
-//!   memory: the next key becomes the first by create revision at the instant the old
-//!   one is deleted; Redis: the releasing script grants the next entry; ZooKeeper: the
-//!   next sequential node becomes the first; PostgreSQL: the transaction that deletes the
-//!   leader's entry writes the next candidate's term and leader row), so
-//!   [`Election::leader`] never answers "no leader" between the two.
+//!   store elects the next candidate in the same step that removes the leader (etcd,
+//!   MySQL and memory: the next key becomes the first by create revision at the instant
+//!   the old one is deleted; Redis: the releasing script grants the next entry;
+//!   ZooKeeper: the next sequential node becomes the first; PostgreSQL: the transaction
+//!   that deletes the leader's entry writes the next candidate's term and leader row),
+//!   so [`Election::leader`] never answers "no leader" between the two.
 //! - **A named successor that is not next in line.** The leader records the hand-over (its
 //!   term and the successor's session id, in counters under the election's name, see
 //!   [`crate::hand_over_record`]) and waits, for at most the caller's bound, until the

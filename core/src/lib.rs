@@ -11,7 +11,8 @@
 //! Core knows no store. Each store is a crate that implements [`raw::Backend`] and
 //! exports a driver: `distsync-kv` (the memory store, and the recipes over etcd's
 //! model), `distsync-etcd`, `distsync-redis` (single, Sentinel, Cluster),
-//! `distsync-postgres` and `distsync-zookeeper`.
+//! `distsync-postgres`, `distsync-zookeeper`, `distsync-mysql` (MySQL and MariaDB) and
+//! `distsync-nats` (NATS JetStream).
 //!
 //! # Handles and inputs: one rule
 //!

@@ -27,14 +27,16 @@
 //! `now` is always read by the store inside the atomic step (Redis: `TIME` in the
 //! script; PostgreSQL: `clock_timestamp()` in the statement; MySQL: `UTC_TIMESTAMP(6)`
 //! in the one statement that reads the TAT and writes the next one; the memory store:
-//! the process clock, which is the store's; ZooKeeper, which has no read of the time: the
-//! `mtime` the leader stamps on the grant's own write, against which the stored TAT
-//! is kept, see the `distsync-zookeeper` crate). No client clock enters a decision, so a
-//! client whose clock is skewed, or that is paused, cannot obtain more than the rate:
-//! the only thing it learns from the store is how long to wait. etcd has no clock a
-//! client can read in a transaction (revisions are ordered but carry no time, and a
-//! lease's remaining TTL is whole seconds and is reset on a leader change), so etcd
-//! does not offer a rate limiter ([`crate::Capabilities::rate_limiter`] is `false`).
+//! the process clock, which is the store's; ZooKeeper, which has no read of the time:
+//! the `mtime` the leader stamps on the grant's own write, against which the stored TAT
+//! is kept, see the `distsync-zookeeper` crate; NATS, likewise: the time stamp the
+//! stream gives the grant's own message, see [`crate::raw::StampedTat`]). No client
+//! clock enters a decision, so a client whose clock is skewed, or that is paused,
+//! cannot obtain more than the rate: the only thing it learns from the store is how
+//! long to wait. etcd has no clock a client can read in a transaction (revisions are
+//! ordered but carry no time, and a lease's remaining TTL is whole seconds and is reset
+//! on a leader change), so etcd does not offer a rate limiter
+//! ([`crate::Capabilities::rate_limiter`] is `false`).
 //!
 //! # Two processes with different rates
 //!

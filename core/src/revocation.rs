@@ -26,15 +26,15 @@
 //! # How it is carried
 //!
 //! On every backend with [`Capabilities::counter`](crate::Capabilities::counter) and
-//! fencing tokens in its [`status`](crate::status) report (memory, etcd, Redis,
-//! PostgreSQL), the portable protocol here is used: a request reads the holder's
-//! fencing token from the status report and raises the counter
-//! `<lock name>/.distsync-release-request` (see [`request_counter_name`]) to that token,
-//! never lowering it; a holder whose token is at most the counter's value has been asked. Tokens grow
-//! with every grant, so a request for an earlier hold never reaches a later one. The
-//! holder reads the counter when it starts watching and then waits for it to change
-//! ([`Counter::changed`]) until its hold ends. That counter name is reserved for this
-//! use.
+//! fencing tokens in its [`status`](crate::status) report (every backend but ZooKeeper:
+//! memory, etcd, Redis, PostgreSQL, MySQL, NATS), the portable protocol here is used: a
+//! request reads the holder's fencing token from the status report and raises the
+//! counter `<lock name>/.distsync-release-request` (see [`request_counter_name`]) to
+//! that token, never lowering it; a holder whose token is at most the counter's value
+//! has been asked. Tokens grow with every grant, so a request for an earlier hold never
+//! reaches a later one. The holder reads the counter when it starts watching and then
+//! waits for it to change ([`Counter::changed`]) until its hold ends. That counter name
+//! is reserved for this use.
 //!
 //! **Cost and delay.** A watching holder costs the store, while idle: etcd and memory,
 //! one key watch; Redis, one channel subscription on the backend's pub/sub connection;

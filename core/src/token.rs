@@ -5,7 +5,7 @@ use std::fmt;
 use crate::error::{Error, Result};
 
 /// A number that strictly increases across successive grants of the same lock,
-/// write lock or leadership, on every backend.
+/// write lock, leadership or semaphore permit, on every backend.
 ///
 /// A holder can be paused (GC, SIGSTOP, a slow disk) past its lease, lose the lock to
 /// another client, then wake up still believing it holds it. No lock service can
@@ -13,9 +13,11 @@ use crate::error::{Error, Result};
 /// token with every write to the protected resource and have the resource reject a
 /// token lower than the highest it has seen.
 ///
-/// Where the number comes from: etcd, the lock key's create revision; Redis, a counter
-/// incremented in the granting script; PostgreSQL, a counter row updated in the
-/// acquiring transaction; memory, the store's revision.
+/// Where the number comes from: etcd and MySQL, the lock key's create revision (plus
+/// the epoch marker's offset, which keeps it growing across a store that forgot);
+/// Redis, a counter incremented in the granting script; PostgreSQL, a counter row
+/// updated in the acquiring transaction; ZooKeeper, the holder node's creation zxid
+/// (`czxid`); NATS, the holder key's stream sequence; memory, the store's revision.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
 pub struct FencingToken(pub u64);
 

@@ -13,8 +13,9 @@
 //!
 //! The etcd backend (`distsync-etcd`) is a [`Kv`](kv::Kv) over etcd's client and a
 //! [`KvBackend`](recipes::KvBackend) over it, as the memory backend is over
-//! [`MemoryKv`](memory::MemoryKv). Redis, PostgreSQL and ZooKeeper offer no such model
-//! cheaply, so their crates implement the primitives in the store's own terms.
+//! [`MemoryKv`](memory::MemoryKv) and the MySQL backend (`distsync-mysql`) over InnoDB
+//! tables. Redis, PostgreSQL, ZooKeeper and NATS offer no such model cheaply, so their
+//! crates implement the primitives in the store's own terms.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {

@@ -6,8 +6,9 @@
 //! lock-delay after the store forgets waits that long), and the offset added to the
 //! store's own counters so that fencing tokens keep growing on a store that starts
 //! them again from the start. A client that knew the marker and finds it missing, or
-//! carrying another id, knows the store forgot. The etcd and ZooKeeper backends keep
-//! it in a key or node of its own, in the text form [`EpochMarker::encode`] writes.
+//! carrying another id, knows the store forgot. The etcd, MySQL, ZooKeeper and NATS
+//! backends keep it in a key or node of its own, in the text form
+//! [`EpochMarker::encode`] writes.
 
 use std::fmt::Write as _;
 use std::time::Duration;

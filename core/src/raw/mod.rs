@@ -69,14 +69,14 @@
 //!   [`config_accessors!`](crate::config_accessors): their accessors on a store's
 //!   configuration type, the same methods on every store;
 //! - [`MultiHostUrl`]: the parts of a URL that names several hosts (etcd, ZooKeeper,
-//!   Redis Sentinel and Cluster), its login, and one `host:port` rule
+//!   NATS, Redis Sentinel and Cluster), its login, and one `host:port` rule
 //!   ([`parse_host_port`], [`join_host_port`]).
 //!
 //! A store that offers etcd's operations (ranges by revision, compare-and-swap
 //! transactions, watches from a revision, leases) need not build the primitives
 //! itself: it implements the `Kv` trait of the `distsync-kv` crate and gets every
-//! primitive from `distsync_kv::recipes::KvBackend`, as the etcd and memory backends
-//! do.
+//! primitive from `distsync_kv::recipes::KvBackend`, as the etcd, MySQL and memory
+//! backends do.
 //!
 //! # Contract
 //!
@@ -94,7 +94,7 @@
 //!   [`Error::InvalidArgument`](crate::Error::InvalidArgument).
 //! - **Sessions.** A session is a lease with the TTL asked for (at least
 //!   [`Capabilities::min_session_ttl`]: [`Capabilities::check_session`] checks the
-//!   options, before any I/O). Start it with `Session::start`, passing the
+//!   options, before any I/O). Start it with [`start_session`], passing the
 //!   instant *before* the grant request was sent: the session counts its validity from
 //!   there and fires `lost()` a margin before the TTL, whatever the network does.
 //!   [`Lease::keep_alive`] answers [`KeepAlive::Gone`] once the store no longer knows
@@ -102,9 +102,9 @@
 //! - **Holds die with their session.** Locks, candidacies, read/write locks and
 //!   double-barrier entries are released by the store when the session ends (closed,
 //!   revoked, expired), without the client's help. Where the store frees a hold on a
-//!   signal the holder may not see (PostgreSQL frees advisory locks when a connection
-//!   closes), the next waiter is not granted before the previous holder's client-side
-//!   deadline, unless it released cleanly.
+//!   signal the holder may not see (a hold tied to a connection, freed when the
+//!   connection closes), the next waiter is not granted before the previous holder's
+//!   client-side deadline, unless it released cleanly.
 //! - **Fencing.** While [`Capabilities::fencing`] is declared, every lock grant,
 //!   write-lock grant and leadership term carries a [`FencingToken`] that strictly
 //!   increases across successive grants of one name, also across a server restart or

@@ -1,5 +1,6 @@
 //! URLs that name several hosts, `scheme://[userinfo@]host[:port][,...][/path][?query]`
-//! (etcd, ZooKeeper, Redis Sentinel and Cluster), which the `url` crate does not parse.
+//! (etcd, ZooKeeper, NATS, Redis Sentinel and Cluster), which the `url` crate does not
+//! parse.
 
 /// A URL naming several hosts, split into its parts.
 #[derive(Clone, PartialEq, Eq)]

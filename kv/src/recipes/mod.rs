@@ -1,7 +1,7 @@
 //! Every primitive built on a revisioned key-value store ([`Kv`]) as etcd's Go
 //! `clientv3/concurrency` and `recipes` packages build them: same transactions, same
 //! waits; Go's key layouts for locks and elections, and for every other kind Go has
-//! with [`KeyLayout::Go`]. The memory and etcd backends are both [`KvBackend`]s.
+//! with [`KeyLayout::Go`]. The memory, etcd and MySQL backends are all [`KvBackend`]s.
 //!
 //! # Key layouts
 //!
@@ -15,6 +15,7 @@
 //! | election | `<ns><name>/<lease id, lowercase hex>`, value = proclaimed value (as `etcdctl elect`) |
 //! | rwlock | `<ns>/rwlock/<n>/read/<unix nanos>`, `<ns>/rwlock/<n>/write/<unix nanos>` |
 //! | queue | `<ns>/queue/<n>/i/<priority %05d>/<sequence %016d>` (items), `…/s/<priority>` (sequence guards), `…/c/<call id>/<priority>/<sequence>` (in-flight claims), `…/w/<unix nanos>` (waiting consumers) |
+//! | semaphore | `<ns>/semaphore/<n>/<lease id, lowercase hex>`, value = permit count |
 //! | barrier | `<ns>/barrier/<n>` |
 //! | double barrier | `<ns>/double-barrier/<n>/waiters/<unix nanos>`, `<ns>/double-barrier/<n>/ready` |
 //! | stm | `<ns>/stm/<n>` |
@@ -22,8 +23,8 @@
 //! | latch | `<ns>/latch/<n>`, value = `<initial count> <remaining count>` |
 //!
 //! Every key is under `<ns>`, so etcd RBAC on the namespace prefix suffices.
-//! Session-bound keys (lock, election, rwlock, double-barrier waiters) are attached to
-//! the session's lease, so the store deletes them when the session ends.
+//! Session-bound keys (lock, election, rwlock, semaphore, double-barrier waiters) are
+//! attached to the session's lease, so the store deletes them when the session ends.
 //!
 //! **Distinct (kind, name) pairs never share a key.** Every kind but lock and election
 //! lives after `<ns>/`, where no lock or election key (nor the range `<ns><name>/` they
