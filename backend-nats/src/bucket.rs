@@ -163,42 +163,18 @@ pub(crate) struct Made {
     pub(crate) created: i128,
 }
 
-/// The bucket's stream's info, `None` when the server has no such stream.
-async fn existing(store: &Store) -> Result<Option<async_nats::jetstream::stream::Info>> {
-    use async_nats::jetstream::context::GetStreamErrorKind;
-    use async_nats::jetstream::ErrorCode;
-    match store
-        .answer(store.jetstream.get_stream(&store.stream))
-        .await?
-    {
-        Ok(mut stream) => {
-            let info = store.answer(stream.info()).await?;
-            let info = info.map_err(|error| Error::backend(BACKEND, error))?;
-            Ok(Some(info.clone()))
-        }
-        Err(error) => match error.kind() {
-            GetStreamErrorKind::JetStream(api)
-                if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-            {
-                Ok(None)
-            }
-            _ => Err(Error::connection(BACKEND, error)),
-        },
-    }
-}
-
 /// When the bucket's stream was made (see [`Made::created`]), `None` when the
 /// server has no such stream.
 ///
 /// # Errors
 /// The store's error.
 pub(crate) async fn created(store: &Store) -> Result<Option<i128>> {
-    let info = existing(store).await?;
+    let info = store.find_stream_info().await?;
     Ok(info.map(|info| info.created.unix_timestamp_nanos()))
 }
 
 async fn ensure_once(store: &Store, replicas: usize) -> Result<Made> {
-    let (config, created) = match existing(store).await? {
+    let (config, created) = match store.find_stream_info().await? {
         Some(info) => (info.config, info.created),
         None => {
             tracing::debug!(stream = %store.stream, "making the bucket");

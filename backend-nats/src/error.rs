@@ -25,23 +25,6 @@ pub(crate) fn unavailable(error: &async_nats::jetstream::Error) -> bool {
     error.code() == 503
 }
 
-/// Maps an error of a JetStream API request (a stream's info): no responders, a
-/// timeout and JetStream [`unavailable`] are [`Error::Connection`] (transient); any
-/// other refusal is [`Error::Backend`].
-pub(crate) fn api_request_error(error: async_nats::jetstream::context::RequestError) -> Error {
-    use async_nats::jetstream::context::RequestErrorKind;
-    let refused_now = std::error::Error::source(&error)
-        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
-        .is_some_and(unavailable);
-    match error.kind() {
-        RequestErrorKind::NoResponders | RequestErrorKind::TimedOut => {
-            Error::connection(BACKEND, error)
-        }
-        _ if refused_now => Error::connection(BACKEND, error),
-        _ => Error::backend(BACKEND, error),
-    }
-}
-
 /// Maps an error of a request on a stream's consumer (its creation, its deletion): a
 /// request that failed or timed out and JetStream [`unavailable`] are
 /// [`Error::Connection`] (transient); any other refusal is [`Error::Backend`].

@@ -2,10 +2,9 @@
 //! ([`Backend::describe_store`](distsync_core::Backend::describe_store)): its `INFO`
 //! and the bucket's stream configuration.
 
-use distsync_core::{Error, Result};
+use distsync_core::Result;
 
 use crate::shared::Shared;
-use crate::BACKEND;
 
 /// `nats_server_version`, `servers` (how many the URL names), the bucket's stream,
 /// its replicas and storage, and the cluster the connected server belongs to, if any.
@@ -23,16 +22,7 @@ pub(crate) async fn describe(shared: &Shared) -> Result<Vec<(String, String)>> {
     if let Some(cluster) = info.cluster.clone() {
         facts.push(("cluster".to_owned(), cluster));
     }
-    let mut stream = store
-        .answer(store.jetstream.get_stream(&store.stream))
-        .await?
-        .map_err(|error| Error::backend(BACKEND, error))?;
-    let config = store
-        .answer(stream.info())
-        .await?
-        .map_err(|error| Error::backend(BACKEND, error))?
-        .config
-        .clone();
+    let config = store.stream_info().await?.config;
     facts.push(("replicas".to_owned(), config.num_replicas.to_string()));
     facts.push((
         "storage".to_owned(),

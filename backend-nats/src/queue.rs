@@ -144,10 +144,11 @@
 //! not one per wait), started from the sequence a read of the head was made at, the
 //! stream's last sequence read before its items. A consumer that finds nothing to take waits
 //! until the follower has seen an item written or a hold ended after that sequence
-//! (so nothing written after the read is missed), or a safety net of 5 s passes, and
-//! looks again. The waiters of one handle share one read, so a change costs one read
-//! per handle, not one per waiter; across handles (processes) every waiting handle
-//! reads again on each change.
+//! (so nothing written after the read is missed), the oldest in-flight record the
+//! handle's last sweep left comes due, or a safety net of 5 s passes, and looks again.
+//! The waiters of one handle share one read, so a change costs one read per handle,
+//! not one per waiter; across handles (processes) every waiting handle reads again on
+//! each change.
 //!
 //! # Ages
 //!
@@ -535,10 +536,15 @@ impl NatsQueue {
             .clone()
     }
 
-    /// Waits until a key of the queue changes after the sequence `last`, or the safety
-    /// net passes.
+    /// Waits until a key of the queue changes after the sequence `last`, the oldest
+    /// in-flight record the handle's last sweep left comes due (its put-back writes
+    /// nothing until a sweep runs), or the safety net passes.
     async fn changed_after(&self, last: u64, lost: Option<&CancellationToken>) -> Result<()> {
         let mut seen = self.changes(last + 1);
+        let look_again = self
+            .sweeps
+            .next_in()
+            .map_or(SAFETY_NET, |due| due.min(SAFETY_NET));
         let lost = async {
             match lost {
                 Some(lost) => lost.cancelled().await,
@@ -547,7 +553,7 @@ impl NatsQueue {
         };
         tokio::select! {
             () = lost => Err(Error::SessionLost),
-            () = tokio::time::sleep(SAFETY_NET) => Ok(()),
+            () = tokio::time::sleep(look_again) => Ok(()),
             changed = seen.wait_for(|seen| *seen > last) => match changed {
                 Ok(_) => Ok(()),
                 Err(_) => Err(Error::backend(crate::BACKEND, "the queue's follower ended")),
@@ -1819,12 +1825,7 @@ mod tests {
         let servers = config.servers().to_vec();
         let any = when_ready(config).await;
         let store = &any.shared.store;
-        let mut stream = store
-            .jetstream
-            .get_stream(&store.stream)
-            .await
-            .expect("the stream");
-        let info = stream.info().await.expect("the stream's info");
+        let info = store.stream_info().await.expect("the stream's info");
         let leader = (info.cluster.as_ref())
             .and_then(|cluster| cluster.leader.as_deref())
             .and_then(|name| name.strip_prefix("nats-"))
@@ -2085,9 +2086,13 @@ mod tests {
         let Some(queue) = queue_after_an_unfinished_dequeue(&["only"]).await else {
             return;
         };
-        let item = tokio::time::timeout(STALE_AFTER + Duration::from_secs(20), queue.dequeue())
+        // The waiter looks again when the record comes due (after STALE_AFTER): waiting
+        // for the safety net alone, its second look would come only after SAFETY_NET.
+        // The bound sits just below that, leaving a loaded machine the rest as slack.
+        let bound = SAFETY_NET - Duration::from_millis(500);
+        let item = tokio::time::timeout(bound, queue.dequeue())
             .await
-            .expect("the waiting dequeue never took the item back")
+            .expect("the waiting dequeue did not take the item back when its record came due")
             .expect("dequeue");
         assert_eq!(item, "only");
         assert_eq!(

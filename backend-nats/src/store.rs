@@ -36,7 +36,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::{DeliverPolicy, StreamErrorKind};
-use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+use async_nats::jetstream::stream::{ConsumerErrorKind, Info as StreamInfo};
 use async_nats::jetstream::ErrorCode;
 use async_nats::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -47,7 +48,7 @@ use serde::Deserialize;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-use crate::error::{api_request_error, consumer_error, get_stream_error, request_error};
+use crate::error::{consumer_error, get_stream_error, request_error};
 use crate::BACKEND;
 
 /// The header that makes a write conditional on the key's last sequence (0: absent).
@@ -708,19 +709,39 @@ impl Store {
             .map(|_| ())
     }
 
+    /// The bucket's stream's info, from its leader; `None` when the server has no such
+    /// stream (a wiped server, a deleted bucket).
+    ///
+    /// # Errors
+    /// The store's error.
+    pub(crate) async fn find_stream_info(&self) -> Result<Option<StreamInfo>> {
+        match self.answer(self.jetstream.get_stream(&self.stream)).await? {
+            Ok(stream) => Ok(Some(stream.cached_info().clone())),
+            Err(error) if stream_not_found(&error) => Ok(None),
+            Err(error) => Err(get_stream_error(error)),
+        }
+    }
+
+    /// The bucket's stream's info, from its leader.
+    ///
+    /// # Errors
+    /// The store's error; [`Error::Backend`] when the server has no such stream.
+    pub(crate) async fn stream_info(&self) -> Result<StreamInfo> {
+        let missing = || {
+            Error::backend(
+                BACKEND,
+                format!("the server has no stream `{}`", self.stream),
+            )
+        };
+        self.find_stream_info().await?.ok_or_else(missing)
+    }
+
     /// The stream's last sequence, from its leader (which raises the read floor).
     ///
     /// # Errors
     /// The store's error.
     pub(crate) async fn last_sequence(&self) -> Result<u64> {
-        let mut stream = self
-            .answer(self.jetstream.get_stream(&self.stream))
-            .await?
-            .map_err(get_stream_error)?;
-        let info = self
-            .answer(stream.info())
-            .await?
-            .map_err(api_request_error)?;
+        let info = self.stream_info().await?;
         self.saw(info.state.last_sequence);
         Ok(info.state.last_sequence)
     }
@@ -841,6 +862,14 @@ impl Drop for Watch {
 /// How long after its last use the server deletes a watch's consumer by itself: the
 /// inactivity threshold the client gives an ordered consumer.
 const CONSUMER_INACTIVE: Duration = Duration::from_secs(30);
+
+/// Whether the server answered that the stream is not there.
+fn stream_not_found(error: &GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND
+    )
+}
 
 /// Whether the server answered that the consumer is not there (deleted already, or
 /// expired).
