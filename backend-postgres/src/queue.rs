@@ -33,7 +33,8 @@
 //! [`STALE_CLAIM`], 15 minutes, as on
 //! the other backends; `claimed_at` is the server's clock) back to `queue_items` at
 //! their place. The price: an item delivered but whose record could not be deleted for
-//! that long is delivered again.
+//! that long is delivered again. A waiting consumer looks again when the oldest claim
+//! goes stale, as when a hold expires.
 //!
 //! # Cancel safety
 //! Once a claim is sent, the server commits it whether or not the client still reads
@@ -72,8 +73,8 @@
 //! dropped while registered, passes the wake-up on (`queue_pass`), so one lost with a
 //! crashed consumer is not lost for good; a consumer that took an item withdraws before
 //! it returns, so that what it passes on is judged before its caller acts again; and a
-//! waiting consumer re-checks when its registration is due for renewal, or
-//! when the first hold it saw would expire.
+//! waiting consumer re-checks when its registration is due for renewal, when the
+//! first hold it saw would expire, or when the oldest claim it saw would go stale.
 //!
 //! [`STALE_CLAIM`]: distsync_core::queue::STALE_CLAIM
 
@@ -338,23 +339,35 @@ struct Waiter {
 
 impl Waiter {
     /// Joins (or renews its place in) the line; returns how long until the first hold
-    /// of the queue expires, if any (its item may then come back unannounced).
+    /// of the queue expires or its oldest claim goes stale (as [`stale_ctes`] judges
+    /// it), whichever comes first, if any (its item may then come back unannounced).
     async fn register(&self) -> Result<Option<Duration>> {
         self.registered.store(true, Ordering::SeqCst);
+        // `least` skips a NULL (no hold, or no claim), leaving the other one's time.
+        // The oldest claim is read as a row, not with `min`: `greatest` would turn a
+        // NULL minimum into 0. A claim already stale counts as due now (the next claim
+        // puts it back).
         let soonest: Option<i64> = sqlx::query_scalar(&self.shared.sql(
             "WITH reg AS (INSERT INTO {s}.queue_waiters (queue, waiter, expires_at) \
                  VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond') \
                  ON CONFLICT (waiter) DO UPDATE SET expires_at = EXCLUDED.expires_at \
                  RETURNING 1) \
-             SELECT (SELECT (extract(epoch FROM min(x.expires_at) - clock_timestamp()) \
-                             * 1000)::bigint \
-                       FROM {s}.queue_items i JOIN {s}.sessions x ON x.id = i.held_by \
-                      WHERE i.queue = $1 AND x.expires_at > clock_timestamp()) \
+             SELECT least( \
+                 (SELECT (extract(epoch FROM min(x.expires_at) - clock_timestamp()) \
+                          * 1000)::bigint \
+                    FROM {s}.queue_items i JOIN {s}.sessions x ON x.id = i.held_by \
+                   WHERE i.queue = $1 AND x.expires_at > clock_timestamp()), \
+                 (SELECT greatest(0, (extract(epoch FROM claimed_at \
+                              + $4 * interval '1 millisecond' - clock_timestamp()) \
+                          * 1000)::bigint) \
+                    FROM {s}.queue_inflight WHERE queue = $1 \
+                   ORDER BY claimed_at LIMIT 1)) \
                FROM reg",
         ))
         .bind(&self.queue)
         .bind(&self.id)
         .bind(i64::try_from(QUEUE_WAITER_TTL.as_millis()).unwrap_or(i64::MAX))
+        .bind(stale_ms(&self.shared))
         .fetch_one(self.shared.bounded())
         .await
         .map_err(map)?;

@@ -2,7 +2,9 @@
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`): an
 //! enqueue wakes one waiting consumer, the longest waiting, not all of them; a
 //! cancelled waiter leaves the line; an at-most-once claim left in flight by a dead
-//! consumer is put back after `STALE_CLAIM`, and not before.
+//! consumer is put back after `STALE_CLAIM`, and not before; a consumer already
+//! waiting takes it once it is stale; a waiting consumer with nothing due looks again
+//! only at its renewal.
 
 use distsync_core::Primitives;
 use std::sync::Arc;
@@ -49,6 +51,34 @@ async fn line_of(pool: &sqlx::PgPool, schema: &str, queue: &Name, n: usize) -> V
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Moves `item` of `queue` in flight as a claim `age_ms` old, named `call` and the
+/// queue's name: the claim of a consumer whose process died between the claim and the
+/// hand-over.
+async fn leave_claim(
+    pool: &sqlx::PgPool,
+    schema: &str,
+    queue: &Name,
+    item: &str,
+    call: &str,
+    age_ms: i64,
+) {
+    let call = format!("{call}-{}", queue.as_str());
+    sqlx::query(&format!(
+        "WITH taken AS (DELETE FROM \"{schema}\".queue_items \
+             WHERE queue = $1 AND item = $2 RETURNING id, queue, priority, item) \
+         INSERT INTO \"{schema}\".queue_inflight (call, id, queue, priority, item, claimed_at) \
+         SELECT $3, id, queue, priority, item, \
+                clock_timestamp() - $4 * interval '1 millisecond' FROM taken"
+    ))
+    .bind(queue.as_str())
+    .bind(item.as_bytes())
+    .bind(&call)
+    .bind(age_ms)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 async fn within<T>(task: tokio::task::JoinHandle<T>) -> T {
@@ -154,21 +184,7 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
     // between the claim and the hand-over): one 16 minutes ago, one just now.
     let stale_ms = i64::try_from(STALE_CLAIM.as_millis()).unwrap() + 60_000;
     for (call, item, age_ms) in [("dead-call", "dead", stale_ms), ("busy-call", "busy", 0)] {
-        let call = format!("{call}-{}", name.as_str());
-        sqlx::query(&format!(
-            "WITH taken AS (DELETE FROM \"{schema}\".queue_items \
-                 WHERE queue = $1 AND item = $2 RETURNING id, queue, priority, item) \
-             INSERT INTO \"{schema}\".queue_inflight (call, id, queue, priority, item, claimed_at) \
-             SELECT $3, id, queue, priority, item, \
-                    clock_timestamp() - $4 * interval '1 millisecond' FROM taken"
-        ))
-        .bind(name.as_str())
-        .bind(item.as_bytes())
-        .bind(&call)
-        .bind(age_ms)
-        .execute(&pool)
-        .await
-        .unwrap();
+        leave_claim(&pool, &schema, &name, item, call, age_ms).await;
     }
     assert_eq!(queue.len().await.unwrap(), 0);
     assert_eq!(
@@ -198,4 +214,59 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
         "{left:?}"
     );
     pool.close().await;
+}
+
+/// A consumer already waiting when a claim left in flight goes stale takes its item
+/// then, not at its next renewal (two thirds of `QUEUE_WAITER_TTL`, 20 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_consumer_takes_a_claim_put_back_once_it_is_stale() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    // Long enough for the consumer to line up before the claim is stale.
+    let backend = distsync_postgres::backend(&format!("{url}{separator}stale_claim=3s"))
+        .await
+        .unwrap();
+    let schema = backend.schema().to_owned();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let name = unique("stale-waiting");
+    let queue = backend.queue(name.clone()).unwrap();
+    queue.enqueue("lost").await.unwrap();
+    leave_claim(&pool, &schema, &name, "lost", "lost-call", 0).await;
+    let consumer = tokio::spawn(async move { queue.dequeue().await });
+    line_of(&pool, &schema, &name, 1).await;
+    let item = tokio::time::timeout(Duration::from_secs(10), consumer)
+        .await
+        .expect("the waiting consumer did not take the stale claim's item within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(item, "lost");
+    pool.close().await;
+}
+
+/// A consumer waiting on a queue with nothing due (no hold, no claim in flight) looks
+/// again at its renewal, not over and over.
+// One thread: the log capture is the thread's default, and the consumer's task runs on
+// it.
+#[tokio::test]
+async fn a_waiting_consumer_with_nothing_due_waits_for_its_renewal() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let logs = LogCapture::start();
+    let backend = distsync_postgres::backend(&url).await.unwrap();
+    let name = unique("nothing-due");
+    let queue = backend.queue(name.clone()).unwrap();
+    let consumer = tokio::spawn(async move { queue.dequeue().await });
+    let waiting = ["waiting for a queue item", name.as_str()];
+    logs.wait_for(&waiting, 1, Duration::from_secs(10)).await;
+    // Looking again can only be seen over time: a second, well before the renewal.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        logs.count(&waiting),
+        1,
+        "the consumer looked again with nothing due"
+    );
+    consumer.abort();
 }
