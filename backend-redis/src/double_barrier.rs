@@ -10,7 +10,7 @@
 //! participant whose session ends drops out the same way. Leavers waiting on a crashed
 //! participant re-check when its entry's TTL runs out.
 
-use distsync_core::raw::{Make, OnSession, WaitRetry};
+use distsync_core::raw::{locked, Make, OnSession, WaitRetry};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,12 +38,6 @@ pub(crate) struct RedisDoubleBarrier {
 }
 
 impl RedisDoubleBarrier {
-    fn entry(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.entry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn entry_key(&self, id: &str) -> String {
         format!("{}:e:{id}", self.prefix)
     }
@@ -61,27 +55,24 @@ impl RedisDoubleBarrier {
             .arg(lease.session_check(&self.session))
             .arg(lease.ttl_ms());
         let value = format!("d{id}");
-        // Pending for the session's renewals until listed or unlisted below.
-        let _pending = lease.registry().taking(&key);
-        let reply = if check {
-            self.shared.eval(&call).await?
+        let registry = lease.registry();
+        // Pending for the session's renewals until listed or unlisted below; under
+        // Cluster, an entry is listed in the store's session registry beside it.
+        let (reply, _pending) = if check {
+            let pending = registry.taking(&key);
+            (self.shared.eval(&call).await?, pending)
         } else {
-            // Under Cluster, listed in the store's session registry beside the entry.
-            let (reply, registered) = tokio::join!(
-                self.shared.eval(&call),
-                lease
-                    .registry()
-                    .register(&self.shared, &key, &value, lease.ttl_ms())
-            );
-            registered?;
-            reply?
+            registry
+                .take(&self.shared, &call, &key, &value, lease.ttl_ms())
+                .await?
         };
         let outcome = int_at("dbar_enter", &reply, 0)?;
-        // The participant's entry is in the store while the reply is 0 or 1.
-        if outcome >= 0 {
-            lease.registry().listed(&key, &value);
-        } else {
-            lease.registry().unlisted(&key);
+        // The participant's entry is in the store while the reply is 0 or 1; over the
+        // count (-2, only ever an entering call's) the script removed it again.
+        match outcome {
+            0.. => registry.listed(&key, &value),
+            -2 => registry.refused_in_background(&self.shared, &self.session, &key),
+            _ => registry.unlisted(&key),
         }
         Ok(outcome)
     }
@@ -150,7 +141,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
         let lease = RedisLease::live(&self.session)?;
         let id = lease.next_entry_id();
         let mut wake = self.wake_channel().await?;
-        *self.entry() = Some(id.clone());
+        *locked(&self.entry) = Some(id.clone());
         let mut outcome = self.enter_call(lease, &id, false).await?;
         let mut backoff = WaitRetry::new("double barrier enter");
         let mut retry = None;
@@ -158,7 +149,7 @@ impl DoubleBarrier for RedisDoubleBarrier {
             match outcome {
                 1 => return Ok(()),
                 -2 => {
-                    *self.entry() = None;
+                    *locked(&self.entry) = None;
                     return Err(Error::TooManyParticipants {
                         name: self.name.to_string(),
                         count: self.count,
@@ -192,12 +183,12 @@ impl DoubleBarrier for RedisDoubleBarrier {
     /// entry; either way it is bounded by the session.
     async fn leave(&self) -> Result<()> {
         let lease = RedisLease::live(&self.session)?;
-        let Some(id) = self.entry().clone() else {
+        let Some(id) = locked(&self.entry).clone() else {
             return Err(Error::NotHeld);
         };
         let mut wake = self.wake_channel().await?;
         let mut state = self.leave_call(lease, &id, None).await?;
-        *self.entry() = None;
+        *locked(&self.entry) = None;
         let mut backoff = WaitRetry::new("double barrier leave");
         while let Some((generation, recheck)) = state {
             // This entry is gone already: the session no longer matters here.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::int;
 use crate::scripts::SCRIPTS;
-use crate::session::{revoke, PendingTake, RedisLease, Registry};
+use crate::session::{revoke, RedisLease, Registry};
 use crate::store::Shared;
 
 /// One session-held entry key and the value it must hold.
@@ -53,50 +53,6 @@ impl Hold {
     /// A script's reply said the entry is gone (or was never made).
     pub(crate) fn unlisted(&self) {
         self.registry.unlisted(&self.key);
-    }
-
-    /// Runs `call`, the script that takes the entry, and under Cluster lists the
-    /// entry in the store's session registry beside it ([`Registry::register`]). The
-    /// take stays pending for the session's renewals until the returned guard is
-    /// dropped: keep it until [`Hold::listed`] or [`Hold::unlisted`].
-    pub(crate) async fn taking(
-        &self,
-        call: &crate::call::Call<'_>,
-        ttl_ms: u64,
-    ) -> Result<(redis::Value, PendingTake)> {
-        let pending = self.registry.taking(&self.key);
-        let (reply, registered) = tokio::join!(
-            self.shared.eval(call),
-            self.registry
-                .register(&self.shared, &self.key, &self.value, ttl_ms)
-        );
-        let reply = reply?;
-        registered?;
-        Ok((reply, pending))
-    }
-
-    /// Under Cluster, unlists the entry from the store's session registry in the
-    /// background, for a take the store refused: [`Hold::taking`] listed it there beside
-    /// the take, and nothing else would unlist it before the session ends. The entry key
-    /// is this acquisition's alone, so the unlisting may land whenever, and a refused
-    /// try answers without waiting for it. Retried through transient failures until the
-    /// session ends, which deletes the registry. Nothing on one server, where the
-    /// refusing script listed nothing.
-    pub(crate) fn unregister_in_background(self: Arc<Self>, session: &Session) {
-        if !self.shared.is_cluster() {
-            return;
-        }
-        CleanUp::new(
-            "unlisting a refused take from its session's registry",
-            "its session's end deletes the registry",
-        )
-        .of(&self.key)
-        .until_lost(session.lost_token().clone())
-        .spawn(move |clean_up| async move {
-            clean_up
-                .retry(|| self.registry.unregister(&self.shared, &self.key))
-                .await
-        });
     }
 
     /// Releases the entry (one script call: delete it, unlist it from the session,

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use distsync_core::raw::retry::WaitRetry;
-use distsync_core::raw::Wakes;
+use distsync_core::raw::{locked, Wakes};
 use distsync_core::{Error, Result};
 use futures::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
@@ -54,9 +54,7 @@ struct Registry {
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, Senders> {
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locked(&self.subscribers)
     }
 
     fn channels(&self) -> Vec<String> {

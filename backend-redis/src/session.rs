@@ -26,7 +26,7 @@
 //! ([`Registry::Client`]), and a renewal is one call for the session key and one per
 //! slot of held keys, sent at once (see [`crate::cluster`]).
 
-use distsync_core::raw::SessionStoreSide as _;
+use distsync_core::raw::{CleanUp, SessionStoreSide as _};
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,7 +131,7 @@ impl Drop for PendingTake {
 /// hold updates in the same call on one server (or a Sentinel primary). Under Redis
 /// Cluster the held keys live in other slots than the registry: the client lists them
 /// ([`HeldKeys`], for the renewals) and lists them in the store's registry with a call
-/// of its own sent beside the one that takes the key ([`Registry::register`]), so that
+/// of its own sent beside the one that takes the key ([`Registry::take`]), so that
 /// a revoke from any client finds them.
 #[derive(Clone)]
 pub(crate) struct Registry {
@@ -240,6 +240,83 @@ impl Registry {
         let mut call = shared.script(&SCRIPTS.registry);
         call.key(&self.key).arg("del").arg(key);
         shared.eval(&call).await.map(drop)
+    }
+
+    /// Takes `key` through the session: sends `take`, the script call that takes it to
+    /// hold `value`, and under Cluster lists the key in the store's registry beside it
+    /// ([`Registry::register`], the registry living `ttl_ms`), the take pending for the
+    /// session's renewals until the returned guard is dropped ([`Registry::taking`]).
+    /// Every take listed beside its call goes through here, and one the store refuses
+    /// while the session lives is unlisted again: through
+    /// [`Registry::refused_in_background`] for a key that is the acquisition's alone,
+    /// through [`Registry::refused`] for one the session's acquisitions share. A reply
+    /// that the session is gone needs neither: the session ends, and its revoke
+    /// deletes the registry.
+    ///
+    /// # Errors
+    /// The take's error when it failed, whatever became of the listing: the take is
+    /// what the caller asked about, and the caller's clean-up unlists what it may have
+    /// listed. Otherwise the listing's: the key may then be held without being listed,
+    /// and the caller's clean-up lets go of it as of a failed take.
+    pub(crate) async fn take(
+        &self,
+        shared: &Shared,
+        take: &Call<'_>,
+        key: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<(redis::Value, PendingTake)> {
+        let pending = self.taking(key);
+        let (reply, registered) =
+            tokio::join!(shared.eval(take), self.register(shared, key, value, ttl_ms));
+        let reply = reply?;
+        registered?;
+        Ok((reply, pending))
+    }
+
+    /// Unlists `key`, whose take ([`Registry::take`]) the store refused, in the
+    /// background: under Cluster the take listed it in the store's registry, and
+    /// nothing else would unlist it before the session ends. For a key that is the
+    /// acquisition's alone, so that the unlisting may land whenever, and a refused
+    /// try answers without waiting for it. Retried through transient failures until
+    /// the session ends, which deletes the registry; a failure is logged by the
+    /// clean-up. Nothing in the store on one server, where the refusing script listed
+    /// nothing.
+    pub(crate) fn refused_in_background(&self, shared: &Arc<Shared>, session: &Session, key: &str) {
+        self.unlisted(key);
+        if self.held.is_none() {
+            return;
+        }
+        let (registry, shared, key) = (self.clone(), Arc::clone(shared), key.to_owned());
+        CleanUp::new(
+            "unlisting a refused take from its session's registry",
+            "its session's end deletes the registry",
+        )
+        .of(&key)
+        .until_lost(session.lost_token().clone())
+        .spawn(move |clean_up| async move {
+            clean_up.retry(|| registry.unregister(&shared, &key)).await
+        });
+    }
+
+    /// Unlists `key`, whose take ([`Registry::take`]) the store refused, and waits for
+    /// it: for a key the session's acquisitions share, which the caller unlists while it
+    /// has the session's gate (only the gate makes the listing this acquisition's).
+    ///
+    /// # Errors
+    /// The unlisting's, logged here: the refusal is still the take's answer, and the
+    /// caller hands the unlisting to its background clean-up.
+    pub(crate) async fn refused(&self, shared: &Shared, key: &str) -> Result<()> {
+        self.unlisted(key);
+        let unregistered = self.unregister(shared, key).await;
+        if let Err(error) = &unregistered {
+            tracing::warn!(
+                key,
+                %error,
+                "unlisting a refused take from its session's registry failed; retried in the background"
+            );
+        }
+        unregistered
     }
 
     /// `key` is being released, or is gone: no longer renewed.

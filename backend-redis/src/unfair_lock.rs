@@ -197,21 +197,19 @@ impl Inner {
         // Under Cluster, a take is pending for the session's renewals until listed
         // (see `HeldKeys`), and the store's registry names the acquisition from its
         // first call on, so that a revoke from any client lets it go.
-        let _pending = registry.taking(&self.holder);
-        let reply = if how != "check" && self.shared.is_cluster() {
-            let (reply, registered) = tokio::join!(
-                self.shared.eval(&call),
-                registry.register(
+        let (reply, _pending) = if how == "check" {
+            let pending = registry.taking(&self.holder);
+            (self.shared.eval(&call).await?, pending)
+        } else {
+            registry
+                .take(
                     &self.shared,
+                    &call,
                     &self.holder,
                     &acquisition.value,
-                    lease.ttl_ms()
+                    lease.ttl_ms(),
                 )
-            );
-            registered?;
-            reply?
-        } else {
-            self.shared.eval(&call).await?
+                .await?
         };
         let number = |i: usize| int_at("unfair_acquire", &reply, i);
         match number(0)? {
@@ -521,11 +519,12 @@ impl Locker for RedisUnfairLock {
             // session registry. With the gate, no other acquisition of the session
             // holds the key, so the listing is this one's; it goes before the gate
             // does, which a background unlisting would keep from the session's next
-            // try. Should it fail, the armed let-go retries it in the background.
-            lease
-                .registry()
-                .unregister(&inner.shared, &inner.holder)
-                .await?;
+            // try. Should it fail, the armed let-go retries it in the background,
+            // keeping the gate, and the try still answers that the lock is taken.
+            let unlisted = lease.registry().refused(&inner.shared, &inner.holder).await;
+            if unlisted.is_err() {
+                return Ok(None);
+            }
         }
         let gate = armed.disarm();
         match reply {

@@ -186,10 +186,19 @@ impl WaiterLine {
         }
         // A take stays pending for the session's renewals until listed or unlisted
         // below (see `HeldKeys`).
+        let registry = lease.registry();
         let (reply, _pending) = if how == "check" {
             (self.shared.eval(&call).await?, None)
         } else {
-            let (reply, pending) = hold.taking(&call, lease.ttl_ms()).await?;
+            let (reply, pending) = registry
+                .take(
+                    &self.shared,
+                    &call,
+                    hold.key(),
+                    hold.value(),
+                    lease.ttl_ms(),
+                )
+                .await?;
             (reply, Some(pending))
         };
         let number = |i: usize| int_at("fair_acquire", &reply, i);
@@ -207,7 +216,13 @@ impl WaiterLine {
         };
         match reply {
             Reply::Granted(_) | Reply::Waiting(_) => hold.listed(),
-            Reply::Refused | Reply::Lost | Reply::OtherCount(_) => hold.unlisted(),
+            Reply::Lost => hold.unlisted(),
+            // Only a take is refused (a try, or a join that names another count): the
+            // entry is in no line, but under Cluster its take listed it in the store's
+            // session registry, and a session that keeps trying would grow it.
+            Reply::Refused | Reply::OtherCount(_) => {
+                registry.refused_in_background(&self.shared, &self.session, hold.key());
+            }
         }
         Ok(reply)
     }
@@ -245,8 +260,6 @@ impl WaiterLine {
             }
             Reply::OtherCount(in_use) => {
                 cleanup.disarm();
-                // In no line, as a refused try's entry (see `try_acquire`).
-                hold.unregister_in_background(&self.session);
                 return Err(self.other_count(in_use, value));
             }
             Reply::Waiting(_) | Reply::Refused => {}
@@ -331,17 +344,10 @@ impl WaiterLine {
         cleanup.disarm();
         match reply {
             Reply::Granted(token) => Ok(Some(Granted { hold, token })),
-            Reply::Refused | Reply::Waiting(_) => {
-                // The entry is in no line, but under Cluster its take listed it in the
-                // store's session registry: a session that keeps trying would grow it.
-                hold.unregister_in_background(&self.session);
-                Ok(None)
-            }
+            // In no line, and unlisted by `call`.
+            Reply::Refused | Reply::Waiting(_) => Ok(None),
             Reply::Lost => Err(Error::SessionLost),
-            Reply::OtherCount(in_use) => {
-                hold.unregister_in_background(&self.session);
-                Err(self.other_count(in_use, value))
-            }
+            Reply::OtherCount(in_use) => Err(self.other_count(in_use, value)),
         }
     }
 }

@@ -620,8 +620,9 @@ async fn a_consumer_waiting_for_an_item_keeps_its_session() {
 /// session's registry: each take lists its key there, beside the take (so that a
 /// revoke from any client finds it), and a refused one unlists it again, a fair or
 /// read-write lock's entry in the background, the unfair lock's holder key before the
-/// try answers. A session that kept polling `try_lock` would otherwise grow its
-/// registry by one entry per refused try until it ended.
+/// try answers. So do a semaphore joiner that names another permit count and an entry
+/// over a double barrier's count. A session that kept polling `try_lock` would
+/// otherwise grow its registry by one entry per refused try until it ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_tries_leave_no_registry_entry() {
     const TRIES: usize = 20;
@@ -641,6 +642,7 @@ async fn refused_tries_leave_no_registry_entry() {
     let rw = Name::new("refused/rw").unwrap();
     let unfair = Name::new("refused/unfair").unwrap();
     let permits = Name::new("refused/permits").unwrap();
+    let barrier = Name::new("refused/barrier").unwrap();
     let held_lock = backend
         .locker(&holding, lock.clone())
         .unwrap()
@@ -666,12 +668,18 @@ async fn refused_tries_leave_no_registry_entry() {
         .acquire()
         .await
         .unwrap();
+    // A double barrier of one: the holder's entry fills it, and passes at once.
+    let one = std::num::NonZeroUsize::new(1).unwrap();
+    let full_barrier = backend
+        .double_barrier(&holding, barrier.clone(), one)
+        .unwrap();
+    full_barrier.enter().await.unwrap();
     let registry_of = |session: &distsync_core::Session| {
         format!("{{{namespace}session:{}}}:held", session.id().0)
     };
     assert_eq!(
         hash_len(&mut conn, &registry_of(&holding)).await,
-        4,
+        5,
         "the holds are not listed in their session's registry: nothing tested"
     );
     let unfair_holder = format!("{{{namespace}refused/unfair}}:lock:u");
@@ -686,6 +694,8 @@ async fn refused_tries_leave_no_registry_entry() {
     let other_count = backend
         .semaphore(&trying, permits, std::num::NonZeroUsize::new(3).unwrap())
         .unwrap();
+    // An entry over a double barrier's count is refused too.
+    let over_count = backend.double_barrier(&trying, barrier, one).unwrap();
     let registry = registry_of(&trying);
     for _ in 0..TRIES {
         assert!(locker.try_lock().await.unwrap().is_none());
@@ -699,6 +709,10 @@ async fn refused_tries_leave_no_registry_entry() {
         assert!(matches!(
             other_count.acquire().await,
             Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            over_count.enter().await,
+            Err(Error::TooManyParticipants { .. })
         ));
         assert!(
             !hash_has(&mut conn, &registry, &unfair_holder).await,
@@ -722,6 +736,7 @@ async fn refused_tries_leave_no_registry_entry() {
     held_rw.unlock().await.unwrap();
     held_unfair.unlock().await.unwrap();
     held_permit.release().await.unwrap();
+    full_barrier.leave().await.unwrap();
     let guard = locker.try_lock().await.unwrap().expect("the lock is free");
     guard.unlock().await.unwrap();
     holding.close().await.unwrap();
