@@ -85,9 +85,6 @@ impl RedisDoubleBarrier {
         generation: Option<i64>,
     ) -> Result<Option<(i64, Option<Duration>)>> {
         let key = self.entry_key(id);
-        if generation.is_none() {
-            lease.registry().unlisted(&key);
-        }
         let mut call = self.shared.script(&SCRIPTS.dbar_leave);
         call.key(&key);
         lease.registry().key_into(&mut call);
@@ -97,12 +94,7 @@ impl RedisDoubleBarrier {
             Some(generation) => call.arg("check").arg(generation),
         };
         let reply = if generation.is_none() {
-            let (reply, unregistered) = tokio::join!(
-                self.shared.eval(&call),
-                lease.registry().unregister(&self.shared, &key)
-            );
-            unregistered?;
-            reply?
+            lease.registry().release(&self.shared, &call, &key).await?
         } else {
             self.shared.eval(&call).await?
         };

@@ -58,18 +58,15 @@ impl Hold {
     /// Releases the entry (one script call: delete it, unlist it from the session,
     /// grant and wake whoever that lets in). `Ok(false)` when it was no longer held.
     pub(crate) async fn release(&self) -> Result<bool> {
-        self.registry.unlisted(&self.key);
         let mut call = self.shared.script(&SCRIPTS.release);
         call.key(&self.key);
         self.registry.key_into(&mut call);
         call.arg(&self.value);
-        let (reply, unregistered) = tokio::join!(
-            self.shared.eval(&call),
-            self.registry.unregister(&self.shared, &self.key)
-        );
-        let released = int("release", &reply?)? == 1;
-        unregistered?;
-        Ok(released)
+        let reply = self
+            .registry
+            .release(&self.shared, &call, &self.key)
+            .await?;
+        Ok(int("release", &reply)? == 1)
     }
 
     /// Releases in the background (a release compares the entry's value, so a retry

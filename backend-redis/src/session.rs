@@ -274,6 +274,28 @@ impl Registry {
         Ok((reply, pending))
     }
 
+    /// Lets go of `key` through the session: sends `release`, the script call that
+    /// deletes it, and under Cluster unlists the key from the store's registry beside
+    /// it; from here on the session's renewals no longer renew it. The mirror of
+    /// [`Registry::take`], for every release unlisted beside its call.
+    ///
+    /// # Errors
+    /// The release's error when it failed, whatever became of the unlisting: the
+    /// release is what the caller asked about. Otherwise the unlisting's.
+    pub(crate) async fn release(
+        &self,
+        shared: &Shared,
+        release: &Call<'_>,
+        key: &str,
+    ) -> Result<redis::Value> {
+        self.unlisted(key);
+        let (reply, unregistered) =
+            tokio::join!(shared.eval(release), self.unregister(shared, key));
+        let reply = reply?;
+        unregistered?;
+        Ok(reply)
+    }
+
     /// Unlists `key`, whose take ([`Registry::take`]) the store refused, in the
     /// background: under Cluster the take listed it in the store's registry, and
     /// nothing else would unlist it before the session ends. For a key that is the
