@@ -6,6 +6,7 @@
 //! | state | keys | exported as |
 //! |---|---|---|
 //! | queue items | `queue.<name>.i.<priority>.<id>` (see `src/queue.rs`) | the queue `<name>`, by priority and then stream sequence (the dequeue order); an item whose delivery record `queue.<name>.d.<id>` is a tombstone was consumed and is skipped |
+//! | claimed items | a dequeue's in-flight record `queue.<name>.c.<call id>` | an item of the queue `<name>` at its priority, after that priority's waiting items (see below) |
 //! | STM keys | `stm.<name>` | the STM key `<name>` (guarded writes write these too) |
 //! | barriers | `barrier.<name>` | a held barrier `<name>` |
 //! | counters | `counter.<name>` (decimal) | the counter `<name>` |
@@ -23,13 +24,22 @@
 //! its place), so it is exported at its place, as the other backends do; its hold is
 //! a live hold, which refuses the migration unless forced.
 //!
-//! **In-flight items are not exported.** A dequeue moves its item into an in-flight
-//! record `queue.<name>.c.<call id>` and purges the record once its call has the item
-//! (see `src/queue.rs`). On a quiesced source a record left there belongs to a process
-//! that died between the two, which has most likely handed the item to its
-//! application already: copying it could deliver it twice, which the queue contract
-//! forbids. So the export leaves such records as they are and logs a warning naming
-//! them, for an operator to inspect and enqueue by hand what was really lost.
+//! **Claimed items are exported as items.** A dequeue moves its item into an
+//! in-flight record `queue.<name>.c.<call id>` and purges the record once its call
+//! has the item (see `src/queue.rs`). On a quiesced source a record left there
+//! belongs to a dequeuer that died between the two, and the source itself delivers
+//! its item again: any consumer of the queue puts the record back as an item once it
+//! is older than the URL's `stale_claim=`. Leaving it out would lose on migration an
+//! item the source would have delivered, so the export lists it where that put-back
+//! puts it: at its priority (that of the item key the record names), written anew
+//! behind the items of that priority that wait, several such items in the order of
+//! their claims. It is listed once: the claim's batch purges the item key and writes
+//! the record, and the put-back's batch writes the item and purges the record, so
+//! an item is never live both as an item and in a record. An info log says how many
+//! claimed items were exported. A record no claim wrote (it names no item key) is
+//! one no put-back restores either, so it is not exported and a warning names it.
+//! Exporting a claim of a live dequeue would copy an item its caller is about to get:
+//! a live source must not be migrated, as for every other item.
 //!
 //! **Consistency.** A bucket of no more keys than one batched direct get returns is
 //! read as of one stream sequence; a larger one is read in pages (see `src/scan.rs`),
@@ -43,13 +53,15 @@ use distsync_core::{Error, Name, Result};
 
 use crate::counter::{parse_counter, parse_latch};
 use crate::keys::{self, Kind};
-use crate::queue::{delivery_key, id_of, is_in_flight_record, item_place};
+use crate::queue::{claimed_from, delivery_key, id_of, is_in_flight_record, item_place};
 use crate::shared::Shared;
 use crate::store::Entry;
 use crate::BACKEND;
 
-/// A queue item at its place: priority, then stream sequence.
-type Placed = (u16, u64, bytes::Bytes);
+/// A queue item at its place: priority, then whether it is a claimed item (which a
+/// put-back writes anew, behind the items waiting at its priority), then stream
+/// sequence.
+type Placed = (u16, bool, u64, bytes::Bytes);
 
 /// Reads the snapshot of the bucket.
 pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
@@ -62,7 +74,8 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         .collect();
     let mut snapshot = Snapshot::default();
     let mut queues: BTreeMap<Name, Vec<Placed>> = BTreeMap::new();
-    let mut in_flight = Vec::new();
+    let mut claimed = 0_usize;
+    let mut unplaced = Vec::new();
     for entry in entries.iter().filter(|entry| entry.live()) {
         let Some(kind) = Kind::of(&entry.key) else {
             continue;
@@ -74,7 +87,23 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         match kind {
             Kind::Queue => {
                 if is_in_flight_record(&entry.key) {
-                    in_flight.push(entry.key.as_str());
+                    // Where the put-back writes the item: the item key it was claimed from.
+                    let place =
+                        claimed_from(entry).and_then(|item| Some((item, item_place(item)?)));
+                    let Some((item, (_, priority))) = place else {
+                        unplaced.push(entry.key.as_str());
+                        continue;
+                    };
+                    let name = keys::name_of(item)
+                        .and_then(|name| Name::new(name).ok())
+                        .ok_or_else(|| malformed(entry, "a claim of a distsync queue's item"))?;
+                    queues.entry(name).or_default().push((
+                        priority,
+                        true,
+                        entry.seq,
+                        entry.value.clone(),
+                    ));
+                    claimed += 1;
                     continue;
                 }
                 let Some((root, priority)) = item_place(&entry.key) else {
@@ -86,6 +115,7 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
                 }
                 queues.entry(name_of(entry)?).or_default().push((
                     priority,
+                    false,
                     entry.seq,
                     entry.value.clone(),
                 ));
@@ -112,19 +142,27 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
             _ => {}
         }
     }
-    if !in_flight.is_empty() {
+    if claimed > 0 {
+        tracing::info!(
+            count = claimed,
+            "exported the items of dequeue calls' in-flight records as queue items, \
+             where a put-back puts them: their dequeuers died before handing them over, \
+             and the source delivers them again once their records are stale"
+        );
+    }
+    if !unplaced.is_empty() {
         tracing::warn!(
-            count = in_flight.len(),
-            records = ?in_flight,
-            "queue items in dequeue calls' in-flight records are not exported: their \
-             consumers died after taking them (see the nats backend's export docs)"
+            count = unplaced.len(),
+            records = ?unplaced,
+            "in-flight records that name no item key are not exported: no claim wrote \
+             them and no put-back restores them"
         );
     }
     for (name, mut placed) in queues {
-        placed.sort_unstable_by_key(|(priority, seq, _)| (*priority, *seq));
+        placed.sort_unstable_by_key(|(priority, claimed, seq, _)| (*priority, *claimed, *seq));
         let items = placed
             .into_iter()
-            .map(|(priority, _, item)| QueueItem { priority, item })
+            .map(|(priority, _, _, item)| QueueItem { priority, item })
             .collect();
         snapshot.queues.insert(name, items);
     }

@@ -879,6 +879,13 @@ pub(crate) fn is_in_flight_record(key: &str) -> bool {
         .is_some_and(|parts| parts.kind == Kind::Queue.token() && parts.rest.first() == Some(&"c"))
 }
 
+/// The item key the in-flight record `record` was claimed from, where a put-back
+/// writes its item again; `None` for a record no claim wrote, which no put-back
+/// restores.
+pub(crate) fn claimed_from(record: &Entry) -> Option<&str> {
+    record.header(ITEM_HEADER)
+}
+
 /// Where a live item stands, as its delivery record tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Standing {
@@ -2079,6 +2086,48 @@ mod tests {
             dequeued.push(item);
         }
         assert_eq!(dequeued, ["second", "first"], "each item once");
+    }
+
+    /// A migration runs on a quiesced source, where a claim left in flight is a dead
+    /// dequeuer's: the export lists its item once, where the put-back puts it.
+    #[tokio::test]
+    async fn export_lists_the_item_of_a_dequeue_that_never_finished_where_a_put_back_puts_it() {
+        let Some(queue) = queue_after_an_unfinished_dequeue(&["first", "second"]).await else {
+            return;
+        };
+        let later = Bytes::from_static(b"later");
+        queue
+            .append_bytes(&AppendKey::call(), later, 1)
+            .await
+            .expect("enqueue");
+        let listed = |snapshot: distsync_core::migrate::Snapshot| {
+            snapshot
+                .queues
+                .get(&queue.name)
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|item| (item.priority, item.item.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let expected = [(0, "second"), (0, "first"), (1, "later")]
+            .map(|(priority, item)| (priority, Bytes::from_static(item.as_bytes())));
+        let exported = crate::export::export(&queue.shared).await.expect("export");
+        assert_eq!(listed(exported), expected, "each item once, at its place");
+        // The put-back once the record is stale gives the same queue.
+        tokio::time::sleep(STALE_AFTER).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while queue.sweep().await.expect("a sweep").is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the record never came due"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let exported = crate::export::export(&queue.shared).await.expect("export");
+        assert_eq!(listed(exported), expected, "the put-back's place");
     }
 
     #[tokio::test]

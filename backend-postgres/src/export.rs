@@ -6,6 +6,23 @@
 //! waiters included, see [`crate::waiter_line`]) and the double-barrier entries of live
 //! sessions; they are listed by their keys (`<schema>/<kind>/<name>/<session hex>`, a semaphore's
 //! with `/<entry>` after it, as its permits' keys) and not copied.
+//!
+//! # Claims left in flight
+//! An at-most-once dequeue moves its item from `queue_items` to `queue_inflight` and
+//! deletes the record once the item is handed over; a record still there is the claim
+//! of a dequeuer that died in between. A migration runs on a quiesced source, so every
+//! such record is a dead dequeuer's, and the source itself would deliver its item again
+//! once the claim is older than `stale_claim=`: the sweep moves it back to
+//! `queue_items` with its id and priority. Dropping it would lose an item on migration,
+//! so its item is exported as a queue item where the sweep puts it back: ordered with
+//! the queue's items by priority, then id (the claim keeps the id the item had, so it
+//! goes back before the items that arrived after it, normally at the front of its
+//! priority). The claim moves the item out of `queue_items` in the statement that
+//! records it, so an item is in one table or the other; a record whose id is in
+//! `queue_items` all the same is skipped, and of records sharing an id one is kept, as
+//! the sweep's `ON CONFLICT (id) DO NOTHING` puts back one item. A live source must not
+//! be migrated, as for every other item: a claim in flight there may be handed over
+//! after the export and be delivered twice.
 
 use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::{Bytes, Error, Name, Result};
@@ -26,14 +43,31 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
         .map_err(map)?;
     let mut snapshot = Snapshot::default();
 
-    let items: Vec<(String, i32, Vec<u8>)> = sqlx::query_as(
-        &shared
-            .sql("SELECT queue, priority, item FROM {s}.queue_items ORDER BY queue, priority, id"),
-    )
+    // The queue's items and the items of claims left in flight (see "Claims left in
+    // flight"), each id once, in the order the sweep's put-back leaves them.
+    let items: Vec<(String, i32, Vec<u8>, bool)> = sqlx::query_as(&shared.sql(
+        "SELECT queue, priority, item, claimed FROM ( \
+             SELECT id, queue, priority, item, false AS claimed FROM {s}.queue_items \
+             UNION ALL \
+             (SELECT DISTINCT ON (f.id) f.id, f.queue, f.priority, f.item, true \
+              FROM {s}.queue_inflight f \
+              WHERE NOT EXISTS (SELECT 1 FROM {s}.queue_items i WHERE i.id = f.id) \
+              ORDER BY f.id, f.claimed_at)) listed \
+         ORDER BY queue, priority, id",
+    ))
     .fetch_all(&mut *tx)
     .await
     .map_err(map)?;
-    for (queue, priority, item) in items {
+    let claimed = items.iter().filter(|(.., claimed)| *claimed).count();
+    if claimed > 0 {
+        tracing::info!(
+            claimed,
+            "exported the items of at-most-once dequeue claims left in flight as queue items \
+             at their place: the source delivers them again once the claims are stale, so \
+             leaving them out would lose them on migration"
+        );
+    }
+    for (queue, priority, item, _) in items {
         let priority = u16::try_from(priority).map_err(|_| {
             Error::backend(
                 BACKEND,

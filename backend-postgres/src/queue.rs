@@ -34,7 +34,9 @@
 //! the other backends; `claimed_at` is the server's clock) back to `queue_items` at
 //! their place. The price: an item delivered but whose record could not be deleted for
 //! that long is delivered again. A waiting consumer looks again when the oldest claim
-//! goes stale, as when a hold expires.
+//! goes stale, as when a hold expires. A migration's export lists the item of a claim
+//! left in flight as a queue item at the place the put-back gives it (see
+//! `export.rs`): the source would deliver it again, so leaving it out would lose it.
 //!
 //! # Cancel safety
 //! Once a claim is sent, the server commits it whether or not the client still reads

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | queue items | the sorted set `{<ns><name>}:queue:items` | the queue `<name>`, in `ZRANGE` order (priority, then arrival: the dequeue order); the priority is the score, the item what follows the 16 hex digits of the arrival number |
 //! | received items | the hash `{<ns><name>}:queue:held` (receiver call id to `<priority, 5 digits><member>`): items delivered by `receive` and not yet acknowledged | items of the queue `<name>` at their places (priority, then arrival, among the queued ones): at-least-once delivery keeps an unacknowledged item, as the other backends do |
+//! | claimed items | the hash `{<ns><name>}:queue:inflight` (dequeuer call id to `<priority, 5 digits><member>`): items popped by an at-most-once `dequeue` whose claim was never released | items of the queue `<name>` at their places, each once (see below) |
 //! | STM keys | the hash `{<ns>stm}:k:<name>` with its value in `v` | the STM key `<name>`; a deleted key (its tombstone has only the revision `r`) is skipped |
 //! | barriers | the string `{<ns><name>}:barrier` | a held barrier `<name>` |
 //! | counters | the string `{<ns><name>}:counter` (the decimal value) | the counter `<name>` |
@@ -18,15 +19,23 @@
 //! tokens keep growing if its clock is not behind the source's), election change
 //! counters, queue arrival counters and waiter registrations, the STM revision.
 //!
-//! **In-flight items are not exported.** A dequeue parks the item it pops in
-//! `{<ns><name>}:queue:inflight` until its call has returned it (see [`crate::queue`]).
-//! On a quiesced source the records left there are items whose consumer process died
-//! between the pop and the acknowledgement; since the pop's reply is returned at once
-//! and only the acknowledgement comes later, such an item has most likely been handed
-//! to the application already. Copying it could deliver it twice, which the queue
-//! contract forbids; so the export leaves it where it is (it reads, never moves, it)
-//! and logs a warning naming the hash and the count, so that an operator can inspect
-//! the records and push back by hand what was really lost before migrating.
+//! **Claimed items are exported as queue items.** An at-most-once dequeue claims the
+//! item it pops in `{<ns><name>}:queue:inflight` until its call has handed it over
+//! (see [`crate::queue`]). A migration runs on a quiesced source, so a claim it finds
+//! is a dead dequeuer's, and the source itself would deliver that item again: once the
+//! claim is older than the URL's `stale_claim=`, any consumer's sweep (`queue_sweep` in
+//! `lua/lib.lua`) puts the record back in the queue as it is, with its priority and its
+//! member (arrival number and item). Leaving it out would lose on migration an item the
+//! source still holds for its consumers; so the export lists it where that put-back
+//! would, at its place (priority, then arrival, among the queued items: normally the
+//! front of its priority, since it was the head when it was claimed), and logs at info
+//! how many claimed items each queue exported. It does so exactly once: the claim
+//! moves the item out of the item set in the same script (`ZPOPMIN`), so the item is
+//! never both queued and claimed, and a member found in both, or in two records, is
+//! listed once, as the put-back (a `ZADD` of the member) would leave it once. The
+//! export only reads: the records stay on the source. As for every other item, a live
+//! source must not be migrated: a claim there may be a dequeuer about to hand its item
+//! over, and the copy would be a second delivery.
 //!
 //! **Consistency.** Two steps. `SCAN` with `MATCH {<ns>*` (cursor by cursor, never
 //! `KEYS`) finds the candidate keys without blocking the server; then one script
@@ -124,17 +133,43 @@ pub(crate) async fn export(shared: &Shared, namespace: &str) -> Result<Snapshot>
 /// the item), which sorts them in dequeue order.
 type Placed = (u16, Vec<u8>);
 
-/// What the export has read so far: the snapshot without its queues, and every
-/// queue's items at their places (queued and received ones come from two keys).
+/// What the export has read so far: the snapshot without its queues, every queue's
+/// items at their places (queued and received ones come from two keys), and the items
+/// of its claims left in flight, kept apart until every key is read so that each is
+/// listed once.
 #[derive(Default)]
 struct Gathered {
     snapshot: Snapshot,
     queues: std::collections::BTreeMap<Name, Vec<Placed>>,
+    claimed: std::collections::BTreeMap<Name, Vec<Placed>>,
 }
 
 impl Gathered {
-    /// The snapshot, each queue's items in dequeue order.
+    /// The snapshot, each queue's items in dequeue order, a claimed item among them
+    /// where the put-back of its stale claim would place it, unless its member is
+    /// already there.
     fn finish(mut self) -> Snapshot {
+        for (name, claimed) in std::mem::take(&mut self.claimed) {
+            let placed = self.queues.entry(name.clone()).or_default();
+            let mut members: std::collections::HashSet<Vec<u8>> =
+                placed.iter().map(|(_, member)| member.clone()).collect();
+            let mut exported = 0usize;
+            for (priority, member) in claimed {
+                if members.insert(member.clone()) {
+                    placed.push((priority, member));
+                    exported += 1;
+                }
+            }
+            if exported > 0 {
+                tracing::info!(
+                    queue = %name,
+                    items = exported,
+                    "export lists as queue items the items of at-most-once dequeue claims left \
+                     in flight (their dequeuer died before handing them over): the source puts \
+                     them back once their claims are stale, so they are not lost on migration"
+                );
+            }
+        }
         for (name, mut placed) in self.queues {
             if placed.is_empty() {
                 continue;
@@ -346,13 +381,16 @@ impl Gathered {
                     if let Some(name) = primitive_name_of(key, name) {
                         snapshot.latches.insert(name, latch(key, len, &values)?);
                     }
-                } else if relative.ends_with(QUEUE_INFLIGHT) && len > 0 {
-                    tracing::warn!(
-                        %key,
-                        items = len,
-                        "export leaves out queue items popped but never acknowledged (a consumer \
-                         died holding them): check them and push back what was lost before migrating"
-                    );
+                } else if let Some(name) = relative.strip_suffix(QUEUE_INFLIGHT) {
+                    // Claims left in flight: their items go back once stale.
+                    let Some(name) = primitive_name_of(key, name) else {
+                        return Ok(());
+                    };
+                    let placed = values
+                        .into_iter()
+                        .map(|record| held_item(key, record))
+                        .collect::<Result<Vec<_>>>()?;
+                    self.claimed.entry(name).or_default().extend(placed);
                 } else if let Some(name) = relative.strip_suffix(QUEUE_HELD) {
                     let Some(name) = primitive_name_of(key, name) else {
                         return Ok(());
@@ -438,7 +476,8 @@ fn queue_item(key: &str, member: Vec<u8>, score: &str) -> Result<Placed> {
     Ok((priority, member))
 }
 
-/// One record of a queue's received items: `<priority, 5 digits><member>`.
+/// One record of a queue's received items or of its claims: `<priority, 5
+/// digits><member>`.
 fn held_item(key: &str, mut record: Vec<u8>) -> Result<Placed> {
     if record.len() < 5 {
         return Err(Error::backend(
@@ -665,5 +704,81 @@ mod tests {
         );
         assert_eq!(snapshot.active_holds, ["{ns:jobs}:queue:e:c7.1"]);
         assert!(held_item("k", b"0000".to_vec()).is_err());
+    }
+
+    #[test]
+    fn claimed_items_are_exported_at_their_places_once() {
+        let mut gathered = Gathered::default();
+        // Claims left in flight, read before the item set (keys sort `inflight` first):
+        // arrival 1 at priority 0 (the head when claimed), arrival 4 at priority 5,
+        // arrival 3 at priority 0 again (a member also queued) and twice arrival 1.
+        gathered
+            .add(
+                "{ns:jobs}:queue:inflight",
+                "jobs}:queue:inflight",
+                Found::Hash {
+                    len: 4,
+                    revision: false,
+                    value: None,
+                    values: vec![
+                        b"000000000000000000001a".to_vec(),
+                        b"000050000000000000004d".to_vec(),
+                        b"000000000000000000003c".to_vec(),
+                        b"000000000000000000001a".to_vec(),
+                    ],
+                },
+            )
+            .unwrap();
+        gathered
+            .add(
+                "{ns:jobs}:queue:items",
+                "jobs}:queue:items",
+                Found::SortedSet(vec![
+                    (b"0000000000000002b".to_vec(), "0".into()),
+                    (b"0000000000000003c".to_vec(), "0".into()),
+                ]),
+            )
+            .unwrap();
+        // A queue whose only item is claimed.
+        gathered
+            .add(
+                "{ns:solo}:queue:inflight",
+                "solo}:queue:inflight",
+                Found::Hash {
+                    len: 1,
+                    revision: false,
+                    value: None,
+                    values: vec![b"000070000000000000009s".to_vec()],
+                },
+            )
+            .unwrap();
+        let snapshot = gathered.finish();
+        let items = |queue: &str| -> Vec<(u16, Vec<u8>)> {
+            snapshot.queues[&Name::new(queue).unwrap()]
+                .iter()
+                .map(|item| (item.priority, item.item.to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            items("jobs"),
+            [
+                (0, b"a".to_vec()),
+                (0, b"b".to_vec()),
+                (0, b"c".to_vec()),
+                (5, b"d".to_vec())
+            ]
+        );
+        assert_eq!(items("solo"), [(7, b"s".to_vec())]);
+        assert!(snapshot.active_holds.is_empty());
+        let mut gathered = Gathered::default();
+        let bad = Found::Hash {
+            len: 1,
+            revision: false,
+            value: None,
+            values: vec![b"00000zz".to_vec()],
+        };
+        assert!(gathered
+            .add("{ns:q}:queue:inflight", "q}:queue:inflight", bad)
+            .is_err());
     }
 }

@@ -5,11 +5,21 @@
 //!   the order its data lists them (one per node, several for Curator's `putMulti`).
 //!   An item's priority is the one its node's name carries (`queue-1<8 hex digits>`);
 //!   a plain `DistributedQueue` item (`queue-<sequence>`) is priority 0, and sorts
-//!   before the priority items, as for Curator. The item of a dequeue's receipt
-//!   (`<root>/queue_meta/<name>/%taken`, see queue.rs) is not copied but named in a
-//!   warning: on a quiesced source such a receipt is of a consumer that died after
-//!   taking its item, most likely after handing it out, and copying it could deliver
-//!   it twice (the Redis and NATS exports do the same with their in-flight records).
+//!   before the priority items, as for Curator.
+//! - **Items of dequeues that never finished**: the item a dequeue's receipt
+//!   (`<root>/queue_meta/<name>/%taken/<call id>`, see queue.rs) holds is exported as
+//!   an item of its queue, at the place of the node name the receipt records (its
+//!   priority, and among that priority's items where its name sorts: normally the
+//!   front, since it was the head when taken), and logged at info. A migration runs on
+//!   a quiesced source, so such a receipt is of a dequeuer that died after its `multi`:
+//!   the source itself puts the item back under that name once the receipt is older
+//!   than `stale_claim=` and delivers it again, so dropping it would lose an item on
+//!   migration. Each item is listed once: the dequeue's `multi` deletes the item node
+//!   as it creates the receipt, and the put-back recreates the node as it deletes the
+//!   receipt, so a node name is in one of the two (should both be read, the node is
+//!   the one listed). A receipt of another shape, which the sweep leaves as it is, is
+//!   named in a warning and not copied. As for every other item, a live source must
+//!   not be migrated: there a receipt may be of a dequeue about to hand its item out.
 //! - **STM keys**: every node of `<root>/stm` that holds a value (see stm.rs).
 //! - **Barriers**: every node of `<root>/barrier` without children, as the status
 //!   report reads them.
@@ -24,8 +34,12 @@
 //! zxid: the walk reads each node at its own moment, so a migration runs with the
 //! source's writers stopped (as `distsync migrate` documents).
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
 use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::{Error, Name, Result};
+use zookeeper_client as zk;
 
 use crate::error::{found, map};
 use crate::keys::{self, Kind};
@@ -33,6 +47,10 @@ use crate::queue::{framing, nodes};
 use crate::status::walk;
 use crate::store::Shared;
 use crate::BACKEND;
+
+/// The items of dequeues' receipts: by queue (the path of its item nodes), by item
+/// node name, the receipt's path and the item node's data.
+type Receipts = BTreeMap<String, BTreeMap<String, (String, Vec<u8>)>>;
 
 /// The kinds whose ephemeral nodes are live holds.
 const HELD: &[Kind] = &[
@@ -76,6 +94,52 @@ fn priority(path: &str, child: &str) -> Result<u16> {
     }
 }
 
+/// The items of the dequeues' receipts under `root`, by the path of their queue's item
+/// nodes (under `top`), each by the item node name the receipt records, with the
+/// receipt's path and the node's data: what the sweep of stale receipts puts back (see
+/// queue.rs).
+async fn receipts(client: &zk::Client, root: &str, top: &str) -> Result<Receipts> {
+    let meta = keys::kind_root(root, Kind::QueueMeta);
+    let mut found_receipts = Receipts::new();
+    let mut named = Vec::new();
+    for (path, children) in walk(client, &meta).await? {
+        // `%` and lowercase letters never appear in an escaped name (see
+        // `Paths::of_items`): this is a queue's receipts' node.
+        let Some(escaped) = path
+            .strip_prefix(&meta)
+            .and_then(|rest| rest.strip_suffix("/%taken"))
+        else {
+            continue;
+        };
+        let items = format!("{top}{escaped}");
+        for child in children {
+            let receipt = format!("{path}/{child}");
+            // `None`: put back or deleted since the listing.
+            let Some((data, _)) = found(client.get_data(&receipt).await).map_err(map)? else {
+                continue;
+            };
+            match nodes::parse_receipt(&data) {
+                Some((item, data)) => {
+                    found_receipts
+                        .entry(items.clone())
+                        .or_default()
+                        .insert(item.to_owned(), (receipt, data.to_vec()));
+                }
+                None => named.push(receipt),
+            }
+        }
+    }
+    if !named.is_empty() {
+        tracing::warn!(
+            count = named.len(),
+            receipts = ?named,
+            "dequeue receipts of another shape are not exported: no consumer puts them \
+             back (see the zookeeper backend's export docs)"
+        );
+    }
+    Ok(found_receipts)
+}
+
 /// Reads the snapshot.
 pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
     let client = shared.connect(crate::MIN_SESSION_TTL * 4).await?;
@@ -83,21 +147,44 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
     let mut snapshot = Snapshot::default();
 
     let top = keys::kind_root(root, Kind::Queue);
+    let receipts = receipts(&client, root, &top).await?;
+    // Every queue node with items, and every queue with a receipt: the item nodes and
+    // the receipts' items, by node name (Curator's order), each name once.
+    let mut queues: BTreeMap<String, BTreeMap<String, Option<Vec<u8>>>> = BTreeMap::new();
     for (path, children) in walk(&client, &top).await? {
         let items = nodes::items(children);
-        if items.is_empty() {
-            continue;
+        if !items.is_empty() {
+            let queue = queues.entry(path).or_default();
+            queue.extend(items.into_iter().map(|child| (child, None)));
         }
+    }
+    let mut exported = Vec::new();
+    for (path, taken) in receipts {
+        let queue = queues.entry(path).or_default();
+        for (child, (receipt, data)) in taken {
+            if let Entry::Vacant(entry) = queue.entry(child) {
+                entry.insert(Some(data));
+                exported.push(receipt);
+            }
+        }
+    }
+    for (path, children) in queues {
         let Some(name) = name_of(&top, &path)? else {
             continue;
         };
         let mut queued = Vec::new();
-        for child in items {
+        for (child, receipt) in children {
             let priority = priority(&path, &child)?;
-            let read = found(client.get_data(&format!("{path}/{child}")).await);
-            // `None`: taken since the listing.
-            let Some((data, _)) = read.map_err(map)? else {
-                continue;
+            let data = match receipt {
+                Some(data) => data,
+                None => {
+                    let read = found(client.get_data(&format!("{path}/{child}")).await);
+                    // `None`: taken since the listing.
+                    let Some((data, _)) = read.map_err(map)? else {
+                        continue;
+                    };
+                    data
+                }
             };
             let decoded = framing::decode(&data).map_err(|malformed| {
                 Error::backend(BACKEND, format!("{path}/{child}: {}", malformed.0))
@@ -108,27 +195,13 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
             snapshot.queues.insert(name, queued);
         }
     }
-
-    // A dequeue's receipt on a quiesced source is of a consumer that died after its
-    // `multi`, and most likely after handing the item out: copying it could deliver it
-    // twice, so it is named, as the other stores' exports name their in-flight records.
-    let top = keys::kind_root(root, Kind::QueueMeta);
-    let receipts: Vec<String> = walk(&client, &top)
-        .await?
-        .into_iter()
-        .filter(|(path, _)| path.ends_with("/%taken"))
-        .flat_map(|(path, children)| {
-            children
-                .into_iter()
-                .map(move |child| format!("{path}/{child}"))
-        })
-        .collect();
-    if !receipts.is_empty() {
-        tracing::warn!(
-            count = receipts.len(),
-            ?receipts,
-            "queue items in dequeue calls' receipts are not exported: their consumers \
-             died after taking them (see the zookeeper backend's export docs)"
+    if !exported.is_empty() {
+        tracing::info!(
+            count = exported.len(),
+            receipts = ?exported,
+            "queue items of dequeues that never finished are exported as items at their \
+             places: the source puts them back once their receipts are stale (see the \
+             zookeeper backend's export docs)"
         );
     }
 

@@ -918,8 +918,12 @@ mod tests {
     /// `multi` applied, and then its process died (its session ended, and nothing put
     /// the item back or deleted the receipt). `None` when there is no test server.
     async fn queue_after_an_unfinished_dequeue(items: &[&str]) -> Option<ZkQueue> {
-        let url = test_url()?;
-        let backend = crate::backend(&url).await.unwrap();
+        Some(queue_after_an_unfinished_dequeue_at(&test_url()?, items).await)
+    }
+
+    /// [`queue_after_an_unfinished_dequeue`] on the store at `url`.
+    async fn queue_after_an_unfinished_dequeue_at(url: &str, items: &[&str]) -> ZkQueue {
+        let backend = crate::backend(url).await.unwrap();
         let name = Name::new(format!("unfinished-dequeue-{}", call_id())).unwrap();
         let queue = ZkQueue::new(&backend.sessionless, name, STALE_AFTER);
         for item in items {
@@ -964,7 +968,7 @@ mod tests {
             (items.len() - 1, 1),
             "status counts the taken item in flight"
         );
-        Some(queue)
+        queue
     }
 
     #[tokio::test]
@@ -1000,6 +1004,59 @@ mod tests {
         assert_eq!(queue.try_dequeue().await.unwrap().unwrap(), "first");
         assert_eq!(queue.try_dequeue().await.unwrap().unwrap(), "second");
         assert_eq!(queue.try_dequeue().await.unwrap(), None, "delivered once");
+    }
+
+    #[tokio::test]
+    async fn export_lists_the_item_of_a_dequeue_that_never_finished_at_its_place_once() {
+        let Some(url) = test_url() else { return };
+        // A root of its own: the export reads everything under it.
+        let root = format!("/export-unfinished-dequeue-{}", call_id());
+        let (hosts, query) = url
+            .split_once('?')
+            .map_or((url.as_str(), None), |(h, q)| (h, Some(q)));
+        let hosts = hosts
+            .trim_start_matches("zk://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let url = match query {
+            Some(query) => format!("zk://{hosts}{root}?{query}"),
+            None => format!("zk://{hosts}{root}"),
+        };
+        let queue = queue_after_an_unfinished_dequeue_at(&url, &["first", "second", "third"]).await;
+        let inner = &queue.inner;
+        let logs = distsync_conformance::log_capture::LogCapture::start();
+        let snapshot = crate::export::export(&inner.direct.shared).await.unwrap();
+        let items: Vec<_> = snapshot.queues[&inner.name]
+            .iter()
+            .map(|queued| (queued.priority, queued.item.clone()))
+            .collect();
+        assert_eq!(
+            items,
+            [(0, "first"), (0, "second"), (0, "third")].map(|(p, i)| (p, Bytes::from(i))),
+            "the taken item at its place, every item once"
+        );
+        assert_eq!(
+            logs.count(&["exported as items", "count=1"]),
+            1,
+            "{}",
+            logs.text()
+        );
+        drop(logs);
+        // The export read the store: the receipt and the two items are left.
+        assert_eq!(queue.len().await.unwrap(), 2);
+        let client = inner.direct.client().await.unwrap();
+        for (node, _) in crate::status::walk(&client, &root)
+            .await
+            .unwrap()
+            .iter()
+            .rev()
+        {
+            match client.delete(node, None).await {
+                Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
+                Err(error) => panic!("deleting {node}: {error}"),
+            }
+        }
     }
 
     #[tokio::test]

@@ -12,6 +12,12 @@
 //! terms and times of the source store's sessions; they mean nothing on another store
 //! and are not copied.
 //!
+//! A queue's items include those an at-most-once `dequeue` claimed and never handed
+//! over (its consumer died in between): the source puts such an item back once its
+//! claim is stale ([`STALE_CLAIM`](crate::queue::STALE_CLAIM)), so every backend's
+//! export lists it as an item, where that put-back puts it. Dropping it would lose an
+//! item the source still owed (docs/MIGRATING.md, "Claims left by a dequeue").
+//!
 //! [`migrate`] copies (the source is left as it was), appending each queue's items to
 //! the destination queue of the same name in the source's dequeue order, writing STM
 //! keys in transactions, setting counters, counting latches down and holding the same

@@ -108,7 +108,8 @@ async fn export_reads_every_kind_and_lists_live_holds() {
         .ack()
         .await
         .expect("an ack");
-    // A dead consumer's in-flight record is left where it is, not exported.
+    // An in-flight record no claim wrote (it names no item key), which no put-back
+    // restores, is not exported.
     bucket.put_raw("queue.acked.=.c.dead", b"lost").await;
 
     store

@@ -2,11 +2,12 @@
 //! `DISTSYNC_POSTGRES_URL` (skipped loudly when unset; a failure under `CI=true`): an
 //! enqueue wakes one waiting consumer, the longest waiting, not all of them; a
 //! cancelled waiter leaves the line; an at-most-once claim left in flight by a dead
-//! consumer is put back after `STALE_CLAIM`, and not before; a consumer already
-//! waiting takes it once it is stale; a waiting consumer with nothing due looks again
-//! only at its renewal.
+//! consumer is put back after `STALE_CLAIM`, and not before; the export lists such a
+//! claim's item as a queue item at its place, once; a consumer already waiting takes it
+//! once it is stale; a waiting consumer with nothing due looks again only at its
+//! renewal.
 
-use distsync_core::Primitives;
+use distsync_core::{Backend, Primitives};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -213,6 +214,73 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
         !left.iter().any(|call| call.starts_with("dead-call")),
         "{left:?}"
     );
+    pool.close().await;
+}
+
+/// The export lists the items of claims left in flight (fresh or stale: a migration's
+/// source is quiesced, so each is a dead dequeuer's, whose item the source delivers
+/// again) as queue items where the sweep puts them back, each once, and says so at info.
+// One thread: the log capture is the thread's default.
+#[tokio::test]
+async fn the_export_lists_the_items_of_claims_left_in_flight_at_their_place() {
+    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+        return;
+    };
+    let logs = LogCapture::start();
+    let backend = distsync_postgres::backend(&url).await.unwrap();
+    let schema = backend.schema().to_owned();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let name = unique("export-claimed");
+    let queue = backend.queue(name.clone()).unwrap();
+    queue.enqueue_with_priority("low-head", 5).await.unwrap();
+    queue.enqueue_with_priority("low-next", 5).await.unwrap();
+    for item in ["head", "next", "last"] {
+        queue.enqueue(item).await.unwrap();
+    }
+    // Two consumers claimed the head of each priority and died before the hand-over:
+    // one just now, one past STALE_CLAIM.
+    let stale_ms = i64::try_from(STALE_CLAIM.as_millis()).unwrap() + 60_000;
+    leave_claim(&pool, &schema, &name, "head", "fresh-call", 0).await;
+    leave_claim(&pool, &schema, &name, "low-head", "stale-call", stale_ms).await;
+    assert_eq!(queue.len().await.unwrap(), 3);
+
+    let snapshot = backend.export().await.unwrap();
+    let items: Vec<(u16, &[u8])> = snapshot.queues[&name]
+        .iter()
+        .map(|item| (item.priority, item.item.as_ref()))
+        .collect();
+    assert_eq!(
+        items,
+        [
+            (0, &b"head"[..]),
+            (0, b"next"),
+            (0, b"last"),
+            (5, b"low-head"),
+            (5, b"low-next"),
+        ],
+        "every item once, the claimed ones at the front of their priority"
+    );
+    assert!(
+        logs.count(&["INFO", "claims left in flight"]) >= 1,
+        "no info line on the claimed items exported:\n{}",
+        logs.text()
+    );
+    // The export changes nothing: the claims stay in flight.
+    let left: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{schema}\".queue_inflight WHERE queue = $1"
+    ))
+    .bind(name.as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 2);
+    sqlx::query(&format!(
+        "DELETE FROM \"{schema}\".queue_inflight WHERE queue = $1"
+    ))
+    .bind(name.as_str())
+    .execute(&pool)
+    .await
+    .unwrap();
     pool.close().await;
 }
 

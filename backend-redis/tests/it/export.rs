@@ -198,8 +198,10 @@ async fn export_reads_queues_keys_barriers_and_live_holds() {
             item(0, b"a2\xff\x00"),
             item(1, b"b1"),
             item(1, b"b2"),
+            item(3, b"parked"),
             item(u16::MAX, b""),
-        ]
+        ],
+        "the parked item is exported at its place"
     );
     assert_eq!(snapshot.queues[&name("stm}:k:odd")], [item(0, b"o")]);
     assert_eq!(snapshot.queues.len(), 2);
@@ -216,7 +218,7 @@ async fn export_reads_queues_keys_barriers_and_live_holds() {
     for hold in &snapshot.active_holds {
         assert!(hold.starts_with(&format!("{{{namespace}")), "{hold}");
     }
-    // The parked item is neither exported nor disturbed.
+    // The export reads the parked record and leaves it where it is.
     let still: Option<String> = redis::cmd("HGET")
         .arg(format!("{{{namespace}jobs}}:queue:inflight"))
         .arg("c9.9")
@@ -239,7 +241,91 @@ async fn export_reads_queues_keys_barriers_and_live_holds() {
     other.close().await.unwrap();
     let after = export(&store).await;
     assert!(after.active_holds.is_empty(), "{:?}", after.active_holds);
-    assert_eq!(after.queue_items(), 6);
+    assert_eq!(after.queue_items(), 7);
+    clean(&namespace).await;
+}
+
+/// Dequeuers that died between their claim and its hand-over left claims in flight,
+/// one fresh and one already stale: the source puts both items back once stale, so the
+/// export lists them as items of the queue, at their places (priority, then arrival,
+/// among the queued ones), each once, and leaves the records on the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_left_in_flight_are_exported_as_items_at_their_places_once() {
+    let Some((store, namespace)) = fresh_store().await else {
+        return;
+    };
+    let jobs = store.queue("jobs").unwrap();
+    for (value, priority) in [(&b"first"[..], 0), (b"second", 0), (b"low", 2)] {
+        jobs.enqueue_with_priority(Bytes::from_static(value), priority)
+            .await
+            .unwrap();
+    }
+    let p = format!("{{{namespace}jobs}}:queue");
+    let mut raw = redis::Client::open(server_url().unwrap())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Claim the two heads as the pop script does (the item moves from the item set to
+    // a record timed in `:ift`): one just now, one older than the stale bound.
+    let now: (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
+    let now_ms = now.0 * 1000 + now.1 / 1000;
+    let stale_ms = u64::try_from(distsync_core::queue::STALE_CLAIM.as_millis()).unwrap();
+    let mut records = Vec::new();
+    for (cid, at) in [("c9.1", now_ms), ("c9.2", now_ms - stale_ms - 60_000)] {
+        let popped: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
+            .arg(format!("{p}:items"))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let (member, score) = &popped[0];
+        let record = format!("{:05}{member}", *score as u64);
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{p}:inflight"))
+            .arg(cid)
+            .arg(&record)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("{p}:ift"))
+            .arg(at)
+            .arg(cid)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        records.push((cid, record));
+    }
+    // Enqueued after the claims, it still comes after them.
+    jobs.enqueue("later").await.unwrap();
+    assert_eq!(jobs.len().await.unwrap(), 2);
+
+    let snapshot = export(&store).await;
+    assert_eq!(
+        snapshot.queues[&name("jobs")],
+        [
+            item(0, b"first"),
+            item(0, b"second"),
+            item(0, b"later"),
+            item(2, b"low"),
+        ],
+        "every item of the queue, the claimed ones at their places, each once"
+    );
+    assert_eq!(snapshot.queue_items(), 4);
+    assert!(snapshot.active_holds.is_empty(), "{snapshot:?}");
+    // The export only reads: the records and the queue are as they were.
+    for (cid, record) in &records {
+        let still: Option<String> = redis::cmd("HGET")
+            .arg(format!("{p}:inflight"))
+            .arg(*cid)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(still.as_deref(), Some(record.as_str()), "{cid}");
+    }
+    assert_eq!(jobs.len().await.unwrap(), 2);
+    // Exported again, nothing changes.
+    assert_eq!(export(&store).await, snapshot);
     clean(&namespace).await;
 }
 

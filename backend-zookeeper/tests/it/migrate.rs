@@ -1,6 +1,7 @@
 //! `distsync migrate` (the library call) from ZooKeeper to the memory store, etcd,
-//! Redis and PostgreSQL, and back to a fresh ZooKeeper root: every queue item, STM key,
-//! held barrier, counter and latch arrives exactly once, in order, and live holds stop a
+//! Redis and PostgreSQL, and back to a fresh ZooKeeper root: every queue item (the item
+//! of a dequeue that never finished among them), STM key, held barrier, counter and
+//! latch arrives exactly once, in order, and live holds stop a
 //! migration unless it is forced. Each store runs in a namespace of its own (a ZooKeeper root,
 //! an etcd prefix, a Redis prefix, a PostgreSQL schema); the names used are purged at
 //! the end, and the ZooKeeper roots removed. A store whose URL is unset is skipped loudly (a failure under `CI=true`).
@@ -22,6 +23,10 @@ const PUSHED: [(&str, u16); 6] = [
     ("a2", 0),
     ("with space", 0),
 ];
+
+/// The item of the dequeue that never finished: a priority-0 item whose node name
+/// sorts after the pushed ones, so it is the last of priority 0.
+const LOST: &str = "lost";
 
 /// The STM keys written: nested names, and an empty value.
 const KEYS: [(&str, &str); 4] = [
@@ -81,7 +86,8 @@ async fn raw_client() -> zookeeper_client::Client {
 }
 
 /// Leaves under `root` the receipt of a dequeue of `jobs` whose consumer died after
-/// its `multi`: its item is not exported.
+/// its `multi`: its item ([`LOST`]) is exported as an item, as the source would put it
+/// back under its node name once the receipt is stale.
 async fn leave_a_dead_dequeues_receipt(root: &str) {
     let client = raw_client().await;
     let options =
@@ -91,9 +97,14 @@ async fn leave_a_dead_dequeues_receipt(root: &str) {
         .mkdir(&taken, &options)
         .await
         .expect("the receipts' node");
-    let receipt = b"queue-1000000000000000099\0lost";
+    // The item node's name, a NUL, and its data in Curator's format: the version, the
+    // item (opcode, length, bytes), the end.
+    let mut receipt = b"queue-1000000000000000099\0\x00\x01\x00\x01\x01".to_vec();
+    receipt.extend_from_slice(&u32::try_from(LOST.len()).unwrap().to_be_bytes());
+    receipt.extend_from_slice(LOST.as_bytes());
+    receipt.push(0x02);
     client
-        .create(&format!("{taken}/dead"), receipt, &options)
+        .create(&format!("{taken}/dead"), &receipt, &options)
         .await
         .expect("a receipt");
 }
@@ -130,6 +141,7 @@ fn expected() -> Snapshot {
     let mut snapshot = Snapshot::default();
     let mut items: Vec<QueueItem> = PUSHED
         .iter()
+        .chain([(LOST, 0)].iter())
         .map(|(item, priority)| QueueItem {
             priority: *priority,
             item: Bytes::from(*item),
@@ -240,7 +252,7 @@ async fn copy_and_check(from: &Coordinator, to: &Coordinator, label: &str) {
     .await
     .unwrap_or_else(|error| panic!("{label}: {error}"));
     assert_eq!(report.queues, 1, "{label}");
-    assert_eq!(report.queue_items, PUSHED.len(), "{label}");
+    assert_eq!(report.queue_items, PUSHED.len() + 1, "{label}");
     assert_eq!(report.stm_keys, KEYS.len(), "{label}");
     assert_eq!(report.barriers, 1, "{label}");
     assert_eq!((report.counters, report.latches), (1, 1), "{label}");
@@ -273,11 +285,11 @@ async fn round_trip(label: &'static str, var: Option<&str>) {
     // The export runs on this thread, whose events the capture holds.
     let logs = LogCapture::start();
     assert_eq!(durable(&source).await, expected(), "the source's export");
-    let named = ["receipts are not exported", "%taken/dead"];
+    let named = ["exported as items", "count=1", "%taken/dead"];
     assert_eq!(
         logs.count(&named),
         1,
-        "the receipt is not named: {}",
+        "the receipt's item is not logged: {}",
         logs.text()
     );
     drop(logs);
