@@ -2068,14 +2068,7 @@ mod tests {
         assert!(due <= STALE_AFTER, "due in {due:?}");
         assert_eq!(queue.len().await.expect("len"), 1, "a fresh record stays");
         tokio::time::sleep(due).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while queue.sweep().await.expect("a sweep").is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the record never came due"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        sweep_until_no_record_is_left(&queue).await;
         assert_eq!(queue.len().await.expect("len"), 2, "the item is back");
         let records = [format!("{}.c.*", queue.root)];
         let (left, _) = queue.shared.store.list(&records).await.expect("a read");
@@ -2086,6 +2079,19 @@ mod tests {
             dequeued.push(item);
         }
         assert_eq!(dequeued, ["second", "first"], "each item once");
+    }
+
+    /// Sweeps `queue` until its sweep leaves no in-flight record, within 10 s: the
+    /// records were due, or come due within that time.
+    async fn sweep_until_no_record_is_left(queue: &NatsQueue) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while queue.sweep().await.expect("a sweep").is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the record never came due"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A migration runs on a quiesced source, where a claim left in flight is a dead
@@ -2118,14 +2124,7 @@ mod tests {
         assert_eq!(listed(exported), expected, "each item once, at its place");
         // The put-back once the record is stale gives the same queue.
         tokio::time::sleep(STALE_AFTER).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while queue.sweep().await.expect("a sweep").is_some() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the record never came due"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        sweep_until_no_record_is_left(&queue).await;
         let exported = crate::export::export(&queue.shared).await.expect("export");
         assert_eq!(listed(exported), expected, "the put-back's place");
     }

@@ -273,27 +273,7 @@ async fn claims_left_in_flight_are_exported_as_items_at_their_places_once() {
     let stale_ms = u64::try_from(distsync_core::queue::STALE_CLAIM.as_millis()).unwrap();
     let mut records = Vec::new();
     for (cid, at) in [("c9.1", now_ms), ("c9.2", now_ms - stale_ms - 60_000)] {
-        let popped: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
-            .arg(format!("{p}:items"))
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let (member, score) = &popped[0];
-        let record = format!("{:05}{member}", *score as u64);
-        let _: () = redis::cmd("HSET")
-            .arg(format!("{p}:inflight"))
-            .arg(cid)
-            .arg(&record)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("ZADD")
-            .arg(format!("{p}:ift"))
-            .arg(at)
-            .arg(cid)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
+        let record = crate::queue::claim_head(&mut raw, &p, cid, at).await;
         records.push((cid, record));
     }
     // Enqueued after the claims, it still comes after them.

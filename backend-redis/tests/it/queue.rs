@@ -141,27 +141,7 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
         ("dead-consumer", now_ms - stale_ms - 60_000),
         ("busy-consumer", now_ms),
     ] {
-        let popped: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
-            .arg(format!("{p}:items"))
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let (member, score) = &popped[0];
-        let record = format!("{:05}{member}", *score as u64);
-        let _: () = redis::cmd("HSET")
-            .arg(format!("{p}:inflight"))
-            .arg(cid)
-            .arg(record)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("ZADD")
-            .arg(format!("{p}:ift"))
-            .arg(at)
-            .arg(cid)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
+        claim_head(&mut raw, &p, cid, at).await;
     }
     assert_eq!(queue.len().await.unwrap(), 0);
     assert_eq!(
@@ -182,4 +162,38 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
     // (The records of this test's own dequeues are acknowledged in the background.)
     assert!(left.iter().any(|cid| cid == "busy-consumer"), "{left:?}");
     assert!(!left.iter().any(|cid| cid == "dead-consumer"), "{left:?}");
+}
+
+/// Claims the head of the queue whose key prefix is `p` as the pop script does, for
+/// call `cid` at `at_ms` on the server's clock: the item moves from the item set to an
+/// in-flight record, timed in `:ift`. The claim of a dequeuer that never came back.
+/// Returns the record.
+pub(crate) async fn claim_head(
+    raw: &mut redis::aio::MultiplexedConnection,
+    p: &str,
+    cid: &str,
+    at_ms: u64,
+) -> String {
+    let popped: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
+        .arg(format!("{p}:items"))
+        .query_async(raw)
+        .await
+        .unwrap();
+    let (member, score) = &popped[0];
+    let record = format!("{:05}{member}", *score as u64);
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{p}:inflight"))
+        .arg(cid)
+        .arg(&record)
+        .query_async(raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(format!("{p}:ift"))
+        .arg(at_ms)
+        .arg(cid)
+        .query_async(raw)
+        .await
+        .unwrap();
+    record
 }
