@@ -24,8 +24,12 @@
 //! be migrated, as for every other item: a claim in flight there may be handed over
 //! after the export and be delivered twice.
 
+use std::collections::BTreeMap;
+
 use distsync_core::migrate::{LatchState, QueueItem, Snapshot};
 use distsync_core::{Bytes, Error, Name, Result};
+
+use sqlx::postgres::PgConnection;
 
 use crate::connection::transaction::{PgTransaction, READ_ONLY};
 use crate::error::{map, BACKEND};
@@ -36,15 +40,14 @@ fn name(raw: String) -> Result<Name> {
         .map_err(|error| Error::backend(BACKEND, format!("a stored name is invalid: {error}")))
 }
 
-/// Reads the snapshot.
-pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
-    let mut tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
-        .await
-        .map_err(map)?;
-    let mut snapshot = Snapshot::default();
-
-    // The queue's items and the items of claims left in flight (see "Claims left in
-    // flight"), each id once, in the order the sweep's put-back leaves them.
+/// Reads every queue's items into `queues`, with the items of claims left in flight
+/// (see "Claims left in flight"), each id once, in the order the sweep's put-back
+/// leaves them.
+async fn read_queues(
+    shared: &Shared,
+    conn: &mut PgConnection,
+    queues: &mut BTreeMap<Name, Vec<QueueItem>>,
+) -> Result<()> {
     let items: Vec<(String, i32, Vec<u8>, bool)> = sqlx::query_as(&shared.sql(
         "SELECT queue, priority, item, claimed FROM ( \
              SELECT id, queue, priority, item, false AS claimed FROM {s}.queue_items \
@@ -55,7 +58,7 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
               ORDER BY f.id, f.claimed_at)) listed \
          ORDER BY queue, priority, id",
     ))
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await
     .map_err(map)?;
     let claimed = items.iter().filter(|(.., claimed)| *claimed).count();
@@ -74,15 +77,22 @@ pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
                 format!("queue {queue:?} holds an item of priority {priority}"),
             )
         })?;
-        snapshot
-            .queues
-            .entry(name(queue)?)
-            .or_default()
-            .push(QueueItem {
-                priority,
-                item: Bytes::from(item),
-            });
+        queues.entry(name(queue)?).or_default().push(QueueItem {
+            priority,
+            item: Bytes::from(item),
+        });
     }
+    Ok(())
+}
+
+/// Reads the snapshot.
+pub(crate) async fn export(shared: &Shared) -> Result<Snapshot> {
+    let mut tx = PgTransaction::begin(&shared.pool, Some(READ_ONLY))
+        .await
+        .map_err(map)?;
+    let mut snapshot = Snapshot::default();
+
+    read_queues(shared, &mut tx, &mut snapshot.queues).await?;
 
     let keys: Vec<(String, Vec<u8>)> =
         sqlx::query_as(&shared.sql("SELECT key, value FROM {s}.kv ORDER BY key"))
