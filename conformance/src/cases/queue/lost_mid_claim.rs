@@ -28,7 +28,7 @@ use distsync_core::Bytes;
 use tokio::time::Instant;
 
 use crate::check::{
-    ensure, ms, proxied_client, violated, within, Bounded, Check, Context, Fail, Holds,
+    ensure, ms, proxied_client, set_up, violated, within, Bounded, Check, Context, Fail, Holds,
 };
 use crate::faults::{PartitionMode, Partitioned};
 use crate::harness::Harness;
@@ -152,20 +152,25 @@ async fn scan(
         let item = Bytes::from(format!("item-{cut}"));
         let producer = h.backend().queue(name.clone()).ctx("making the producer")?;
         producer.enqueue(item.clone()).bounded("enqueueing").await?;
-        let lost =
-            proxied_client(h.faults(), h.backend().as_ref(), timeouts, "the dequeuer").await?;
         // A first try_dequeue, of another queue, opens the client's connections and
         // readies its statements and scripts, so that the answers counted to the cut
-        // are the dequeue's own.
-        let warm = h
-            .name(&format!("lost-mid-claim-warm-{round}"))
-            .ctx("naming the warm-up queue")?;
-        lost.backend()
-            .queue(warm)
-            .ctx("making the warm-up queue")?
-            .try_dequeue()
-            .set_up("warming up the dequeuer's client")
-            .await?;
+        // are the dequeue's own. Under the client's short `timeout=` a loaded machine
+        // can lapse it: that is before the fault, so it starts again with a new client.
+        let lost = set_up("warming up the dequeuer's client", |attempt| async move {
+            let lost =
+                proxied_client(h.faults(), h.backend().as_ref(), timeouts, "the dequeuer").await?;
+            let warm = h
+                .name(&format!("lost-mid-claim-warm-{round}-{attempt}"))
+                .ctx("naming the warm-up queue")?;
+            lost.backend()
+                .queue(warm)
+                .ctx("making the warm-up queue")?
+                .try_dequeue()
+                .set_up("warming up the dequeuer's client")
+                .await?;
+            Ok(lost)
+        })
+        .await?;
         let dequeuer = lost
             .backend()
             .queue(name.clone())
