@@ -109,7 +109,7 @@ async fn write_fresh_marker(
     shared: &Shared,
     bound: Duration,
 ) -> std::result::Result<(), sqlx::Error> {
-    let ttl_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+    let ttl_ms = schema::millis(bound);
     let mut tx = PgTransaction::begin(&shared.pool, None).await?;
     let seed: i64 = sqlx::query_scalar(&shared.sql(
         "UPDATE {s}.token_floor \
@@ -137,7 +137,7 @@ async fn write_fresh_marker(
 
 /// Raises the marker's TTL to `ttl` (a session longer than any before).
 pub(crate) async fn raise_marker_ttl(shared: &Shared, ttl: Duration) {
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let ttl_ms = schema::millis(ttl);
     let raised =
         sqlx::query(&shared.sql("UPDATE {s}.epoch_marker SET ttl_ms = greatest(ttl_ms, $1)"))
             .bind(ttl_ms)
@@ -296,7 +296,7 @@ async fn forgot(shared: &Shared, seen: &Seen, reason: String, ended: Option<usiz
 async fn sentinel_id(shared: &Shared) -> std::result::Result<String, sqlx::Error> {
     let bound = shared.amnesia.bound.unwrap_or(crate::MIN_SESSION_TTL);
     sqlx::query_scalar(&shared.sql("SELECT {s}.grant_sentinel($1)"))
-        .bind(i64::try_from(bound.as_millis()).unwrap_or(i64::MAX))
+        .bind(schema::millis(bound))
         .fetch_one(shared.bounded())
         .await
 }
@@ -367,7 +367,7 @@ async fn record(shared: &Shared, seen: &Seen, offset: i64, delay: Duration) -> R
     if seen.schema_gone {
         schema::ensure(&shared.pool, &shared.schema).await?;
     }
-    let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    let ttl_ms = schema::millis(delay);
     let mut tx = PgTransaction::begin(&shared.pool, None)
         .await
         .map_err(map)?;

@@ -99,6 +99,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::bounded::{through_pool, timed_out, within};
 use crate::error::{map, BACKEND};
+use crate::schema::millis;
 use crate::store::Shared;
 
 pub(crate) struct PgQueue {
@@ -173,12 +174,6 @@ fn stale_ctes(stale: u8) -> String {
     )
 }
 
-/// The stale bound of `shared` (the URL's `stale_claim=`) in ms, as bound to
-/// [`stale_ctes`].
-fn stale_ms(shared: &Shared) -> i64 {
-    i64::try_from(shared.stale_claim.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// A row of a claim's answer: kind (1 an item, 2 stale claims were put back), row id,
 /// priority, payload.
 type ClaimRow = (i32, Option<i64>, Option<i32>, Option<Vec<u8>>);
@@ -217,7 +212,7 @@ async fn claim_once(
         let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
             .bind(queue)
             .bind(call)
-            .bind(stale_ms(shared))
+            .bind(millis(shared.stale_claim))
             .fetch_all(shared.bounded())
             .await?;
         for (kind, id, priority, item) in &rows {
@@ -368,8 +363,8 @@ impl Waiter {
         ))
         .bind(&self.queue)
         .bind(&self.id)
-        .bind(i64::try_from(QUEUE_WAITER_TTL.as_millis()).unwrap_or(i64::MAX))
-        .bind(stale_ms(&self.shared))
+        .bind(millis(QUEUE_WAITER_TTL))
+        .bind(millis(self.shared.stale_claim))
         .fetch_one(self.shared.bounded())
         .await
         .map_err(map)?;
@@ -571,7 +566,7 @@ async fn hold_once(
             .bind(queue)
             .bind(call)
             .bind(held_by)
-            .bind(stale_ms(shared))
+            .bind(millis(shared.stale_claim))
             .fetch_all(shared.bounded())
             .await?;
         for (kind, id, item, deliveries) in &rows {
@@ -665,7 +660,7 @@ impl Append<'_> {
         conn: &mut PgConnection,
         call: &str,
     ) -> std::result::Result<Enqueued, sqlx::Error> {
-        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        let window_ms = millis(self.window);
         // The last select reads the record as it was before the statement (a live record
         // of another call, or of an earlier attempt of this one).
         let (appended, holder): (i32, Option<String>) = sqlx::query_as(&shared.sql(

@@ -62,6 +62,8 @@
 //! `M:<name id>` when all of a name's waiters must re-check), by triggers and functions,
 //! so they are delivered at commit.
 
+use std::time::Duration;
+
 use distsync_core::{Error, Result};
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::PgConnection;
@@ -104,6 +106,13 @@ pub(crate) fn quote(schema: &str) -> String {
 /// `template` with `{s}` replaced by the quoted schema.
 pub(crate) fn render(template: &str, quoted_schema: &str) -> String {
     template.replace("{s}", quoted_schema)
+}
+
+/// `duration` in whole milliseconds, the unit of the schema's durations (`ttl_ms`
+/// columns, `$n * interval '1 millisecond'`). One beyond `bigint` (292 million years)
+/// saturates: no bound is meant to last that long.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Checks the schema's layout marker, creating the schema's objects if it has none;

@@ -7,34 +7,42 @@
 //! once it is stale; a waiting consumer with nothing due looks again only at its
 //! renewal.
 
-use distsync_core::{Backend, Primitives};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use distsync_conformance::log_capture::LogCapture;
-use distsync_conformance::server_url;
 use distsync_core::queue::STALE_CLAIM;
-use distsync_core::Name;
+use distsync_core::{Backend, Name, Primitives};
 use tokio::time::Instant;
 
-fn unique(what: &str) -> Name {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    Name::new(format!("pgtest/{what}/{nanos:x}-{}", std::process::id())).unwrap()
-}
+use crate::support::{drop_schema, scoped, scoped_with, unique, within};
 
-/// The waiter ids of `queue`'s line, oldest first (ids of rows: a woken waiter that
-/// lined up again would get a new one).
-async fn line(pool: &sqlx::PgPool, schema: &str, queue: &Name) -> Vec<i64> {
+/// How long a woken consumer may take to return its item.
+const WOKEN_WITHIN: Duration = Duration::from_secs(10);
+
+/// `column` of `queue`'s rows in `table`, by row id.
+async fn column<T>(
+    pool: &sqlx::PgPool,
+    schema: &str,
+    table: &str,
+    column: &str,
+    queue: &Name,
+) -> Vec<T>
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
     sqlx::query_scalar(&format!(
-        "SELECT id FROM \"{schema}\".queue_waiters WHERE queue = $1 ORDER BY id"
+        "SELECT {column} FROM \"{schema}\".{table} WHERE queue = $1 ORDER BY id"
     ))
     .bind(queue.as_str())
     .fetch_all(pool)
     .await
     .unwrap()
+}
+
+/// The waiter ids of `queue`'s line, oldest first (ids of rows: a woken waiter that
+/// lined up again would get a new one).
+async fn line(pool: &sqlx::PgPool, schema: &str, queue: &Name) -> Vec<i64> {
+    column(pool, schema, "queue_waiters", "id", queue).await
 }
 
 /// Polls `line` until it has `n` waiters, failing after 10 s.
@@ -82,24 +90,19 @@ async fn leave_claim(
     .unwrap();
 }
 
-async fn within<T>(task: tokio::task::JoinHandle<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("a woken consumer took longer than 10 s")
-        .unwrap()
+/// The calls of `queue`'s claims in flight.
+async fn in_flight(pool: &sqlx::PgPool, schema: &str, queue: &Name) -> Vec<String> {
+    column(pool, schema, "queue_inflight", "call", queue).await
 }
 
 // One thread: the log capture is the thread's default, and the consumers' tasks run on
 // it.
 #[tokio::test]
 async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
-    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+    let logs = LogCapture::start();
+    let Some((backend, pool, schema)) = scoped("queue_wake").await else {
         return;
     };
-    let logs = LogCapture::start();
-    let backend = Arc::new(distsync_postgres::backend(&url).await.unwrap());
-    let schema = backend.schema().to_owned();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let name = unique("wake-one");
     let mut consumers = Vec::new();
     for n in 0..3 {
@@ -129,24 +132,22 @@ async fn one_waiting_consumer_is_woken_per_item_in_arrival_order() {
             "after enqueueing {item}, only the oldest waiter is taken out of the line"
         );
         let consumer = consumers.remove(0);
-        assert_eq!(within(consumer).await.unwrap(), item);
+        let taken = within(WOKEN_WITHIN, "the woken consumer", consumer).await;
+        assert_eq!(taken.unwrap().unwrap(), item);
         assert!(
             consumers.iter().all(|c| !c.is_finished()),
             "a consumer not woken returned"
         );
     }
     assert!(line(&pool, &schema, &name).await.is_empty());
-    pool.close().await;
+    drop_schema(&pool, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_waiter_leaves_the_line_and_passes_its_wake_up_on() {
-    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+    let Some((backend, pool, schema)) = scoped("queue_wake").await else {
         return;
     };
-    let backend = Arc::new(distsync_postgres::backend(&url).await.unwrap());
-    let schema = backend.schema().to_owned();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let name = unique("wake-cancel");
     let first_queue = backend.queue(name.clone()).unwrap();
     let first = tokio::spawn(async move { first_queue.dequeue().await });
@@ -164,19 +165,17 @@ async fn a_cancelled_waiter_leaves_the_line_and_passes_its_wake_up_on() {
         .enqueue("x")
         .await
         .unwrap();
-    assert_eq!(within(second).await.unwrap(), "x");
+    let taken = within(WOKEN_WITHIN, "the second consumer", second).await;
+    assert_eq!(taken.unwrap().unwrap(), "x");
     assert!(line(&pool, &schema, &name).await.is_empty());
-    pool.close().await;
+    drop_schema(&pool, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
-    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+    let Some((backend, pool, schema)) = scoped("queue_wake").await else {
         return;
     };
-    let backend = Arc::new(distsync_postgres::backend(&url).await.unwrap());
-    let schema = backend.schema().to_owned();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let name = unique("stale");
     let queue = backend.queue(name.clone()).unwrap();
     queue.enqueue("dead").await.unwrap();
@@ -198,13 +197,7 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
         None,
         "a recent claim stays in flight"
     );
-    let left: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT call FROM \"{schema}\".queue_inflight WHERE queue = $1"
-    ))
-    .bind(name.as_str())
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let left = in_flight(&pool, &schema, &name).await;
     // (The record of this test's own dequeue is deleted in the background.)
     assert!(
         left.iter().any(|call| call.starts_with("busy-call")),
@@ -214,7 +207,7 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
         !left.iter().any(|call| call.starts_with("dead-call")),
         "{left:?}"
     );
-    pool.close().await;
+    drop_schema(&pool, &schema).await;
 }
 
 /// The export lists the items of claims left in flight (fresh or stale: a migration's
@@ -223,13 +216,10 @@ async fn a_stale_claim_is_put_back_and_a_recent_one_is_not() {
 // One thread: the log capture is the thread's default.
 #[tokio::test]
 async fn the_export_lists_the_items_of_claims_left_in_flight_at_their_place() {
-    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+    let logs = LogCapture::start();
+    let Some((backend, pool, schema)) = scoped("queue_wake").await else {
         return;
     };
-    let logs = LogCapture::start();
-    let backend = distsync_postgres::backend(&url).await.unwrap();
-    let schema = backend.schema().to_owned();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let name = unique("export-claimed");
     let queue = backend.queue(name.clone()).unwrap();
     queue.enqueue_with_priority("low-head", 5).await.unwrap();
@@ -266,51 +256,29 @@ async fn the_export_lists_the_items_of_claims_left_in_flight_at_their_place() {
         logs.text()
     );
     // The export changes nothing: the claims stay in flight.
-    let left: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM \"{schema}\".queue_inflight WHERE queue = $1"
-    ))
-    .bind(name.as_str())
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(left, 2);
-    sqlx::query(&format!(
-        "DELETE FROM \"{schema}\".queue_inflight WHERE queue = $1"
-    ))
-    .bind(name.as_str())
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    let left = in_flight(&pool, &schema, &name).await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    drop_schema(&pool, &schema).await;
 }
 
 /// A consumer already waiting when a claim left in flight goes stale takes its item
 /// then, not at its next renewal (two thirds of `QUEUE_WAITER_TTL`, 20 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiting_consumer_takes_a_claim_put_back_once_it_is_stale() {
-    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+    // Long enough for the consumer to line up before the claim is stale.
+    let Some((backend, pool, schema)) = scoped_with("queue_wake", "stale_claim=3s").await else {
         return;
     };
-    let separator = if url.contains('?') { '&' } else { '?' };
-    // Long enough for the consumer to line up before the claim is stale.
-    let backend = distsync_postgres::backend(&format!("{url}{separator}stale_claim=3s"))
-        .await
-        .unwrap();
-    let schema = backend.schema().to_owned();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let name = unique("stale-waiting");
     let queue = backend.queue(name.clone()).unwrap();
     queue.enqueue("lost").await.unwrap();
     leave_claim(&pool, &schema, &name, "lost", "lost-call", 0).await;
     let consumer = tokio::spawn(async move { queue.dequeue().await });
     line_of(&pool, &schema, &name, 1).await;
-    let item = tokio::time::timeout(Duration::from_secs(10), consumer)
-        .await
-        .expect("the waiting consumer did not take the stale claim's item within 10 s")
-        .unwrap()
-        .unwrap();
-    assert_eq!(item, "lost");
-    pool.close().await;
+    let what = "the waiting consumer taking the stale claim's item";
+    let item = within(WOKEN_WITHIN, what, consumer).await;
+    assert_eq!(item.unwrap().unwrap(), "lost");
+    drop_schema(&pool, &schema).await;
 }
 
 /// A consumer waiting on a queue with nothing due (no hold, no claim in flight) looks
@@ -319,11 +287,10 @@ async fn a_waiting_consumer_takes_a_claim_put_back_once_it_is_stale() {
 // it.
 #[tokio::test]
 async fn a_waiting_consumer_with_nothing_due_waits_for_its_renewal() {
-    let Some(url) = server_url("DISTSYNC_POSTGRES_URL") else {
+    let logs = LogCapture::start();
+    let Some((backend, pool, schema)) = scoped("queue_wake").await else {
         return;
     };
-    let logs = LogCapture::start();
-    let backend = distsync_postgres::backend(&url).await.unwrap();
     let name = unique("nothing-due");
     let queue = backend.queue(name.clone()).unwrap();
     let consumer = tokio::spawn(async move { queue.dequeue().await });
@@ -337,4 +304,5 @@ async fn a_waiting_consumer_with_nothing_due_waits_for_its_renewal() {
         "the consumer looked again with nothing due"
     );
     consumer.abort();
+    drop_schema(&pool, &schema).await;
 }

@@ -38,6 +38,15 @@ pub(crate) async fn within<T>(limit: Duration, what: &str, future: impl Future<O
 /// pool on the server's default schema, and the schema's name; `None` when
 /// `DISTSYNC_POSTGRES_URL` is unset (a failure under `CI=true`).
 pub(crate) async fn scoped(what: &str) -> Option<(PostgresBackend, PgPool, String)> {
+    scoped_with(what, "").await
+}
+
+/// [`scoped`], the backend's URL also carrying the query parameters `options`
+/// (`key=value&...`; empty for none).
+pub(crate) async fn scoped_with(
+    what: &str,
+    options: &str,
+) -> Option<(PostgresBackend, PgPool, String)> {
     let url = server_url("DISTSYNC_POSTGRES_URL")?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -45,9 +54,11 @@ pub(crate) async fn scoped(what: &str) -> Option<(PostgresBackend, PgPool, Strin
         .as_nanos();
     let schema = format!("{what}_{}_{nanos:x}", std::process::id());
     let separator = if url.contains('?') { '&' } else { '?' };
-    let backend = distsync_postgres::backend(&format!("{url}{separator}schema={schema}"))
-        .await
-        .unwrap();
+    let mut scoped_url = format!("{url}{separator}schema={schema}");
+    if !options.is_empty() {
+        scoped_url = format!("{scoped_url}&{options}");
+    }
+    let backend = distsync_postgres::backend(&scoped_url).await.unwrap();
     let pool = PgPool::connect(&url).await.unwrap();
     Some((backend, pool, schema))
 }
