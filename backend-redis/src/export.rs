@@ -383,23 +383,15 @@ impl Gathered {
                     }
                 } else if let Some(name) = relative.strip_suffix(QUEUE_INFLIGHT) {
                     // Claims left in flight: their items go back once stale.
-                    let Some(name) = primitive_name_of(key, name) else {
-                        return Ok(());
-                    };
-                    let placed = values
-                        .into_iter()
-                        .map(|record| held_item(key, record))
-                        .collect::<Result<Vec<_>>>()?;
-                    self.claimed.entry(name).or_default().extend(placed);
+                    if let Some(name) = primitive_name_of(key, name) {
+                        let placed = held_items(key, values)?;
+                        self.claimed.entry(name).or_default().extend(placed);
+                    }
                 } else if let Some(name) = relative.strip_suffix(QUEUE_HELD) {
-                    let Some(name) = primitive_name_of(key, name) else {
-                        return Ok(());
-                    };
-                    let placed = values
-                        .into_iter()
-                        .map(|record| held_item(key, record))
-                        .collect::<Result<Vec<_>>>()?;
-                    self.queues.entry(name).or_default().extend(placed);
+                    if let Some(name) = primitive_name_of(key, name) {
+                        let placed = held_items(key, values)?;
+                        self.queues.entry(name).or_default().extend(placed);
+                    }
                 }
             }
             Found::String(value) => {
@@ -476,6 +468,15 @@ fn queue_item(key: &str, member: Vec<u8>, score: &str) -> Result<Placed> {
     Ok((priority, member))
 }
 
+/// Every record of the hash `key`, a queue's received items or its claims
+/// ([`held_item`]).
+fn held_items(key: &str, records: Vec<Vec<u8>>) -> Result<Vec<Placed>> {
+    records
+        .into_iter()
+        .map(|record| held_item(key, record))
+        .collect()
+}
+
 /// One record of a queue's received items or of its claims: `<priority, 5
 /// digits><member>`.
 fn held_item(key: &str, mut record: Vec<u8>) -> Result<Placed> {
@@ -492,6 +493,42 @@ fn held_item(key: &str, mut record: Vec<u8>) -> Result<Placed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Adds what the key `{ns:<relative>` holds, as the export reads it from the
+    /// namespace `ns`.
+    fn add(gathered: &mut Gathered, relative: &str, found: Found) -> Result<()> {
+        gathered.add(&format!("{{ns:{relative}"), relative, found)
+    }
+
+    /// What the export script reports for a hash without a revision that holds
+    /// `values` (a latch's two counts, a queue's records).
+    fn hash_of(values: &[&[u8]]) -> Found {
+        Found::Hash {
+            len: i64::try_from(values.len()).unwrap(),
+            revision: false,
+            value: None,
+            values: values.iter().map(|value| value.to_vec()).collect(),
+        }
+    }
+
+    /// What the export script reports for a queue's item set: each member with its
+    /// score, the priority.
+    fn sorted_set_of(members: &[(&[u8], &str)]) -> Found {
+        Found::SortedSet(
+            members
+                .iter()
+                .map(|(member, score)| (member.to_vec(), (*score).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The items `snapshot` lists for the queue `queue`, in order: priority and item.
+    fn items_of<'s>(snapshot: &'s Snapshot, queue: &str) -> Vec<(u16, &'s [u8])> {
+        snapshot.queues[&Name::new(queue).unwrap()]
+            .iter()
+            .map(|item| (item.priority, item.item.as_ref()))
+            .collect()
+    }
 
     #[test]
     fn entry_keys_are_recognised_by_their_layout() {
@@ -545,22 +582,14 @@ mod tests {
     #[test]
     fn counters_and_latches_are_read_from_their_keys() {
         let mut gathered = Gathered::default();
-        gathered
-            .add(
-                "{ns:site%7Dx}:counter",
-                "site%7Dx}:counter",
-                Found::String(b"-41".to_vec()),
-            )
-            .unwrap();
-        let latch = Found::Hash {
-            len: 2,
-            revision: false,
-            value: None,
-            values: vec![b"1".to_vec(), b"3".to_vec()],
-        };
-        gathered
-            .add("{ns:ready}:latch", "ready}:latch", latch)
-            .unwrap();
+        add(
+            &mut gathered,
+            "site%7Dx}:counter",
+            Found::String(b"-41".to_vec()),
+        )
+        .unwrap();
+        let latch = hash_of(&[b"1", b"3"]);
+        add(&mut gathered, "ready}:latch", latch).unwrap();
         let snapshot = gathered.finish();
         assert_eq!(snapshot.counters[&Name::new("site}x").unwrap()], -41);
         assert_eq!(
@@ -572,14 +601,9 @@ mod tests {
         );
         let mut gathered = Gathered::default();
         let bad = Found::String(b"x".to_vec());
-        assert!(gathered.add("{ns:c}:counter", "c}:counter", bad).is_err());
-        let bad = Found::Hash {
-            len: 1,
-            revision: false,
-            value: None,
-            values: vec![b"3".to_vec()],
-        };
-        assert!(gathered.add("{ns:l}:latch", "l}:latch", bad).is_err());
+        assert!(add(&mut gathered, "c}:counter", bad).is_err());
+        let bad = hash_of(&[b"3"]);
+        assert!(add(&mut gathered, "l}:latch", bad).is_err());
     }
 
     #[test]
@@ -601,21 +625,14 @@ mod tests {
     #[test]
     fn escaped_names_are_exported_unescaped() {
         let mut gathered = Gathered::default();
-        gathered
-            .add(
-                "{ns:a%7Db%25}:barrier",
-                "a%7Db%25}:barrier",
-                Found::String(b"1".to_vec()),
-            )
-            .unwrap();
+        add(
+            &mut gathered,
+            "a%7Db%25}:barrier",
+            Found::String(b"1".to_vec()),
+        )
+        .unwrap();
         // Not an escape distsync writes: skipped.
-        gathered
-            .add(
-                "{ns:a%41}:barrier",
-                "a%41}:barrier",
-                Found::String(b"1".to_vec()),
-            )
-            .unwrap();
+        add(&mut gathered, "a%41}:barrier", Found::String(b"1".to_vec())).unwrap();
         assert_eq!(gathered.snapshot.barriers, [Name::new("a}b%").unwrap()]);
     }
 
@@ -623,16 +640,18 @@ mod tests {
     fn a_live_entry_holds_its_mode_letter_and_id() {
         let mut gathered = Gathered::default();
         let live = "{ns:m}:rw:e:3.1";
-        gathered
-            .add(live, "m}:rw:e:3.1", Found::String(b"r3.1".to_vec()))
-            .unwrap();
-        gathered
-            .add(
-                "{ns:m}:lock:e:3.2",
-                "m}:lock:e:3.2",
-                Found::String(b"r3.2".to_vec()),
-            )
-            .unwrap();
+        add(
+            &mut gathered,
+            "m}:rw:e:3.1",
+            Found::String(b"r3.1".to_vec()),
+        )
+        .unwrap();
+        add(
+            &mut gathered,
+            "m}:lock:e:3.2",
+            Found::String(b"r3.2".to_vec()),
+        )
+        .unwrap();
         assert_eq!(gathered.snapshot.active_holds, [live]);
     }
 
@@ -645,9 +664,7 @@ mod tests {
             ("m}:lock:um:3.2", "1"),
             ("m}:lock:um:x", "1"),
         ] {
-            gathered
-                .add(&format!("{{ns:{key}"), key, Found::String(value.into()))
-                .unwrap();
+            add(&mut gathered, key, Found::String(value.into())).unwrap();
         }
         assert_eq!(
             gathered.snapshot.active_holds,
@@ -661,45 +678,29 @@ mod tests {
     fn received_items_are_exported_at_their_places_and_their_holds_as_live() {
         let mut gathered = Gathered::default();
         // Queued: arrivals 1 and 3 at priority 0, arrival 2 at priority 5.
-        gathered
-            .add(
-                "{ns:jobs}:queue:items",
-                "jobs}:queue:items",
-                Found::SortedSet(vec![
-                    (b"0000000000000001a".to_vec(), "0".into()),
-                    (b"0000000000000003c".to_vec(), "0".into()),
-                    (b"0000000000000002b".to_vec(), "5".into()),
-                ]),
-            )
-            .unwrap();
+        add(
+            &mut gathered,
+            "jobs}:queue:items",
+            sorted_set_of(&[
+                (b"0000000000000001a", "0"),
+                (b"0000000000000003c", "0"),
+                (b"0000000000000002b", "5"),
+            ]),
+        )
+        .unwrap();
         // Received and not acknowledged: arrival 2 at priority 0, 4 at priority 5.
-        gathered
-            .add(
-                "{ns:jobs}:queue:held",
-                "jobs}:queue:held",
-                Found::Hash {
-                    len: 2,
-                    revision: false,
-                    value: None,
-                    values: vec![
-                        b"000050000000000000004d".to_vec(),
-                        b"000000000000000000002r".to_vec(),
-                    ],
-                },
-            )
-            .unwrap();
+        add(
+            &mut gathered,
+            "jobs}:queue:held",
+            hash_of(&[b"000050000000000000004d", b"000000000000000000002r"]),
+        )
+        .unwrap();
         for (key, value) in [("jobs}:queue:e:c7.1", "qc7.1"), ("jobs}:queue:e:c7.2", "x")] {
-            gathered
-                .add(&format!("{{ns:{key}"), key, Found::String(value.into()))
-                .unwrap();
+            add(&mut gathered, key, Found::String(value.into())).unwrap();
         }
         let snapshot = gathered.finish();
-        let items: Vec<(u16, &[u8])> = snapshot.queues[&Name::new("jobs").unwrap()]
-            .iter()
-            .map(|item| (item.priority, item.item.as_ref()))
-            .collect();
         assert_eq!(
-            items,
+            items_of(&snapshot, "jobs"),
             [(0, &b"a"[..]), (0, b"r"), (0, b"c"), (5, b"b"), (5, b"d")]
         );
         assert_eq!(snapshot.active_holds, ["{ns:jobs}:queue:e:c7.1"]);
@@ -712,73 +713,39 @@ mod tests {
         // Claims left in flight, read before the item set (keys sort `inflight` first):
         // arrival 1 at priority 0 (the head when claimed), arrival 4 at priority 5,
         // arrival 3 at priority 0 again (a member also queued) and twice arrival 1.
-        gathered
-            .add(
-                "{ns:jobs}:queue:inflight",
-                "jobs}:queue:inflight",
-                Found::Hash {
-                    len: 4,
-                    revision: false,
-                    value: None,
-                    values: vec![
-                        b"000000000000000000001a".to_vec(),
-                        b"000050000000000000004d".to_vec(),
-                        b"000000000000000000003c".to_vec(),
-                        b"000000000000000000001a".to_vec(),
-                    ],
-                },
-            )
-            .unwrap();
-        gathered
-            .add(
-                "{ns:jobs}:queue:items",
-                "jobs}:queue:items",
-                Found::SortedSet(vec![
-                    (b"0000000000000002b".to_vec(), "0".into()),
-                    (b"0000000000000003c".to_vec(), "0".into()),
-                ]),
-            )
-            .unwrap();
+        add(
+            &mut gathered,
+            "jobs}:queue:inflight",
+            hash_of(&[
+                b"000000000000000000001a",
+                b"000050000000000000004d",
+                b"000000000000000000003c",
+                b"000000000000000000001a",
+            ]),
+        )
+        .unwrap();
+        add(
+            &mut gathered,
+            "jobs}:queue:items",
+            sorted_set_of(&[(b"0000000000000002b", "0"), (b"0000000000000003c", "0")]),
+        )
+        .unwrap();
         // A queue whose only item is claimed.
-        gathered
-            .add(
-                "{ns:solo}:queue:inflight",
-                "solo}:queue:inflight",
-                Found::Hash {
-                    len: 1,
-                    revision: false,
-                    value: None,
-                    values: vec![b"000070000000000000009s".to_vec()],
-                },
-            )
-            .unwrap();
+        add(
+            &mut gathered,
+            "solo}:queue:inflight",
+            hash_of(&[b"000070000000000000009s"]),
+        )
+        .unwrap();
         let snapshot = gathered.finish();
-        let items = |queue: &str| -> Vec<(u16, Vec<u8>)> {
-            snapshot.queues[&Name::new(queue).unwrap()]
-                .iter()
-                .map(|item| (item.priority, item.item.to_vec()))
-                .collect()
-        };
         assert_eq!(
-            items("jobs"),
-            [
-                (0, b"a".to_vec()),
-                (0, b"b".to_vec()),
-                (0, b"c".to_vec()),
-                (5, b"d".to_vec())
-            ]
+            items_of(&snapshot, "jobs"),
+            [(0, &b"a"[..]), (0, b"b"), (0, b"c"), (5, b"d")]
         );
-        assert_eq!(items("solo"), [(7, b"s".to_vec())]);
+        assert_eq!(items_of(&snapshot, "solo"), [(7, &b"s"[..])]);
         assert!(snapshot.active_holds.is_empty());
         let mut gathered = Gathered::default();
-        let bad = Found::Hash {
-            len: 1,
-            revision: false,
-            value: None,
-            values: vec![b"00000zz".to_vec()],
-        };
-        assert!(gathered
-            .add("{ns:q}:queue:inflight", "q}:queue:inflight", bad)
-            .is_err());
+        let bad = hash_of(&[b"00000zz"]);
+        assert!(add(&mut gathered, "q}:queue:inflight", bad).is_err());
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! Under Redis Cluster the session key and what it holds live in different hash
 //! slots, which no script may span: the registry is then kept by the client
-//! ([`Registry::Client`]), and a renewal is one call for the session key and one per
+//! ([`HeldKeys`]), and a renewal is one call for the session key and one per
 //! slot of held keys, sent at once (see [`crate::cluster`]).
 
 use distsync_core::raw::{CleanUp, SessionStoreSide as _};
@@ -288,12 +288,25 @@ impl Registry {
         release: &Call<'_>,
         key: &str,
     ) -> Result<redis::Value> {
-        self.unlisted(key);
-        let (reply, unregistered) =
-            tokio::join!(shared.eval(release), self.unregister(shared, key));
+        let (reply, unregistered) = self.release_apart(shared, release, key).await;
         let reply = reply?;
         unregistered?;
         Ok(reply)
+    }
+
+    /// [`Registry::release`], answering the release's result and the unlisting's
+    /// apart: for a caller whose clean-up depends on which of them failed (the unfair
+    /// lock's guard retries a failed release in the background, but not a failed
+    /// unlisting of the holder key its session's next acquisition may list again).
+    pub(crate) async fn release_apart(
+        &self,
+        shared: &Shared,
+        release: &Call<'_>,
+        key: &str,
+    ) -> (Result<redis::Value>, Result<()>) {
+        // The client's listing goes first, so that renewals stop renewing the key.
+        self.unlisted(key);
+        tokio::join!(shared.eval(release), self.unregister(shared, key))
     }
 
     /// Unlists `key`, whose take ([`Registry::take`]) the store refused, in the

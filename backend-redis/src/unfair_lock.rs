@@ -85,12 +85,13 @@ use distsync_core::{Error, FencingToken, LockGuard, Locker, Name, ReleaseFn, Res
 use futures::FutureExt as _;
 use tokio::sync::OwnedMutexGuard;
 
+use crate::call::Call;
 use crate::error::{int, int_at, unexpected};
 use crate::hold::{end_session, end_session_if_refused, Hold};
 use crate::keys::Kind;
 use crate::notify::{Event, Subscription};
 use crate::scripts::Lua;
-use crate::session::RedisLease;
+use crate::session::{RedisLease, Registry};
 use crate::store::Shared;
 use crate::waiter_line::Granted;
 use crate::waiting::{Waiting, RECHECK_MARGIN};
@@ -260,30 +261,12 @@ impl Inner {
     }
 
     /// The release script's call for the acquisition that names itself `value`.
-    async fn let_go(&self, registry: &crate::session::Registry, value: &str) -> Result<i64> {
+    fn let_go_call(&self, registry: &Registry, value: &str) -> Call<'static> {
         let mut call = self.shared.script(&RELEASE);
         call.key(&self.holder);
         registry.key_into(&mut call);
         call.arg(value);
-        int("unfair_release", &self.shared.eval(&call).await?)
-    }
-
-    /// Lets go of the acquisition that names itself `value` while the caller has the
-    /// session's gate: the release script and, under Cluster, the holder key's listings
-    /// (the client's first, so that renewals stop renewing it; the store's registry
-    /// beside the script). With the gate, no other acquisition of the session holds the
-    /// key, so its listings are this one's. What the script and the unregistering
-    /// answered.
-    async fn let_go_listed(
-        &self,
-        registry: &crate::session::Registry,
-        value: &str,
-    ) -> (Result<i64>, Result<()>) {
-        registry.unlisted(&self.holder);
-        tokio::join!(
-            self.let_go(registry, value),
-            registry.unregister(&self.shared, &self.holder)
-        )
+        call
     }
 
     /// A guard's release: [`Error::SessionLost`] when the hold was already gone; on a
@@ -291,9 +274,13 @@ impl Inner {
     /// returned.
     async fn release(self: Arc<Self>, value: String) -> Result<()> {
         let registry = RedisLease::of(&self.session, &self.shared)?.registry();
-        // The guard keeps the session's gate until this returns.
-        let (released, unregistered) = self.let_go_listed(registry, &value).await;
-        let released = match released {
+        // The guard keeps the session's gate until this returns: no other acquisition
+        // of the session holds the key, so its listings are this one's.
+        let call = self.let_go_call(registry, &value);
+        let (released, unregistered) = registry
+            .release_apart(&self.shared, &call, &self.holder)
+            .await;
+        let released = match released.and_then(|reply| int("unfair_release", &reply)) {
             Ok(released) => released,
             Err(error) => {
                 if error.is_transient() {
@@ -317,8 +304,9 @@ impl Inner {
     /// transient failures until it succeeds or the session ends, keeping `gate` (the
     /// session's in-process gate, if the caller has it) until then; should it fail for
     /// good, the session is ended, so that the store frees what it holds rather than
-    /// its renewals keeping it. With the gate (a cancelled acquisition), each attempt
-    /// unlists the holder key as a guard's release does ([`Inner::let_go_listed`]).
+    /// its renewals keeping it. With the gate (a cancelled acquisition), no other
+    /// acquisition of the session holds the key, so its listings are this one's: each
+    /// attempt unlists it as a guard's release does ([`Registry::release_apart`]).
     /// Without it (a guard's release, which unlisted it already), the session may take
     /// the lock again meanwhile: the release script unlists only this acquisition's
     /// hold, so a retry leaves the new one alone, and its listings are not touched.
@@ -333,11 +321,14 @@ impl Inner {
         .spawn(move |clean_up| async move {
             let let_go = || async {
                 let registry = RedisLease::of(&self.session, &self.shared)?.registry();
+                let call = self.let_go_call(registry, &value);
                 if gate.is_none() {
-                    return self.let_go(registry, &value).await.map(drop);
+                    return int("unfair_release", &self.shared.eval(&call).await?).map(drop);
                 }
-                let (released, unregistered) = self.let_go_listed(registry, &value).await;
-                released?;
+                let (released, unregistered) = registry
+                    .release_apart(&self.shared, &call, &self.holder)
+                    .await;
+                int("unfair_release", &released?)?;
                 unregistered
             };
             let released = clean_up.retry(let_go).await;

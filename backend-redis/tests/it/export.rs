@@ -9,6 +9,7 @@ use bytes::Bytes;
 use distsync_core::migrate::{migrate, MigrateOptions, QueueItem, Snapshot};
 use distsync_core::{Coordinator, Error, Isolation, Name};
 use distsync_kv::memory::MemoryBackend;
+use redis::aio::MultiplexedConnection;
 use support::{server_url, unique_namespace, with_namespace};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -22,14 +23,28 @@ async fn fresh_store() -> Option<(Coordinator, String)> {
     Some((Coordinator::new(backend), namespace))
 }
 
-/// Deletes every key of the test's namespace.
-async fn clean(namespace: &str) {
-    let server = server_url().unwrap();
-    let mut raw = redis::Client::open(server)
+/// A plain connection to the test server, to read and write the store's keys by hand.
+async fn raw_connection() -> MultiplexedConnection {
+    redis::Client::open(server_url().unwrap())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The in-flight record of the call `cid` in the queue whose key prefix is `p`.
+async fn inflight_record(raw: &mut MultiplexedConnection, p: &str, cid: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(format!("{p}:inflight"))
+        .arg(cid)
+        .query_async(raw)
+        .await
+        .unwrap()
+}
+
+/// Deletes every key of the test's namespace.
+async fn clean(namespace: &str) {
+    let mut raw = raw_connection().await;
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -155,15 +170,11 @@ async fn export_reads_queues_keys_barriers_and_live_holds() {
     lowered.release().await.unwrap();
 
     // A consumer that died between its pop and its acknowledgement left a record.
-    let mut raw =
-        redis::Client::open(distsync_conformance::server_url("DISTSYNC_REDIS_URL").unwrap())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+    let mut raw = raw_connection().await;
+    let p = format!("{{{namespace}jobs}}:queue");
     let parked = format!("00003{:016x}parked", 99);
     let _: () = redis::cmd("HSET")
-        .arg(format!("{{{namespace}jobs}}:queue:inflight"))
+        .arg(format!("{p}:inflight"))
         .arg("c9.9")
         .arg(&parked)
         .query_async(&mut raw)
@@ -219,12 +230,7 @@ async fn export_reads_queues_keys_barriers_and_live_holds() {
         assert!(hold.starts_with(&format!("{{{namespace}")), "{hold}");
     }
     // The export reads the parked record and leaves it where it is.
-    let still: Option<String> = redis::cmd("HGET")
-        .arg(format!("{{{namespace}jobs}}:queue:inflight"))
-        .arg("c9.9")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let still = inflight_record(&mut raw, &p, "c9.9").await;
     assert_eq!(still.as_deref(), Some(parked.as_str()));
     assert_eq!(jobs.len().await.unwrap(), 5);
 
@@ -261,11 +267,7 @@ async fn claims_left_in_flight_are_exported_as_items_at_their_places_once() {
             .unwrap();
     }
     let p = format!("{{{namespace}jobs}}:queue");
-    let mut raw = redis::Client::open(server_url().unwrap())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut raw = raw_connection().await;
     // Claim the two heads as the pop script does (the item moves from the item set to
     // a record timed in `:ift`): one just now, one older than the stale bound.
     let now: (u64, u64) = redis::cmd("TIME").query_async(&mut raw).await.unwrap();
@@ -295,12 +297,7 @@ async fn claims_left_in_flight_are_exported_as_items_at_their_places_once() {
     assert!(snapshot.active_holds.is_empty(), "{snapshot:?}");
     // The export only reads: the records and the queue are as they were.
     for (cid, record) in &records {
-        let still: Option<String> = redis::cmd("HGET")
-            .arg(format!("{p}:inflight"))
-            .arg(*cid)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
+        let still = inflight_record(&mut raw, &p, cid).await;
         assert_eq!(still.as_deref(), Some(record.as_str()), "{cid}");
     }
     assert_eq!(jobs.len().await.unwrap(), 2);
