@@ -50,7 +50,8 @@ pub struct Capabilities {
     pub stm_repeatable_reads: bool,
     /// STM at [`Isolation::ReadCommitted`].
     pub stm_read_committed: bool,
-    /// Lock, write-lock and leadership grants carry strictly increasing fencing tokens.
+    /// Lock, write-lock, semaphore-permit ([`crate::Permit::token`]) and leadership
+    /// grants carry strictly increasing fencing tokens.
     pub fencing: bool,
     /// Waiters are granted in arrival order.
     pub fifo_waiters: bool,

@@ -4,10 +4,13 @@
 //! # Semantics
 //!
 //! - A counter that was never written reads 0; there is nothing to create.
-//! - [`Counter::add`] is one atomic read-modify-write in the store (etcd: a
-//!   transaction comparing the key's mod revision; Redis: one script; PostgreSQL: one
-//!   `INSERT ... ON CONFLICT DO UPDATE ... RETURNING`), so concurrent adds from any
-//!   number of processes are never lost. Where the backend claims
+//! - [`Counter::add`] is one atomic read-modify-write in the store (etcd, MySQL and
+//!   memory: a transaction comparing the key's mod revision; Redis: one script;
+//!   PostgreSQL: one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING`; ZooKeeper:
+//!   `setData` at the node's version read, or `create` where it is missing; NATS: a
+//!   write conditional on the key's last sequence,
+//!   `Nats-Expected-Last-Subject-Sequence`), so concurrent adds from any number of
+//!   processes are never lost. Where the backend claims
 //!   [`crate::Capabilities::linearizable`], reads and changes are linearizable.
 //! - Overflow is refused, never wrapped: an add that would leave the `i64` range is
 //!   [`Error::InvalidArgument`] and changes nothing.
@@ -25,11 +28,16 @@
 //! - [`Counter::changed`] waits for the value to differ from one the caller saw. It
 //!   reports values, not writes: a write of the same value is no change, and a change
 //!   undone before the waiter reads (`1 → 2 → 1`) may go unseen. Backends wait on the
-//!   store's own notifications (etcd and memory: a watch on the key; Redis: pub/sub,
-//!   published by every write; PostgreSQL: `NOTIFY` in the write's transaction;
-//!   ZooKeeper: a data watch), and read again every [`CHANGED_SAFETY_NET`] in case a
-//!   notification was lost; the trait's default, for backends without notifications,
-//!   reads every [`CHANGED_POLL`].
+//!   store's own notifications (etcd and memory: a watch on the key; MySQL: a watch on
+//!   the key, served by the process's one watch hub, which finds other processes'
+//!   writes by reading the store's revision every `poll_interval`, 20 ms by default;
+//!   Redis: pub/sub, published by every write; PostgreSQL: `NOTIFY` in the write's
+//!   transaction; ZooKeeper: a data watch; NATS: an ordered consumer of the key's
+//!   subject). All but NATS read again every [`CHANGED_SAFETY_NET`] in case a
+//!   notification was lost; NATS reads again when its watch ends (at a reconnection,
+//!   or an error of the consumer), and the ordered consumer recreates itself when the
+//!   server's idle heartbeats stop. The trait's default, for backends without
+//!   notifications, reads every [`CHANGED_POLL`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> distsync::Result<()> {

@@ -66,12 +66,17 @@
 //!   ([`Counter::changed`](crate::Counter::changed)), and reads the election's line from the
 //!   status report when a record of the current term names another candidate. Idle, a
 //!   standby candidate costs: etcd and memory, two key watches (on etcd multiplexed on the
-//!   client's watch stream); Redis, two channel subscriptions on the backend's one pub/sub
-//!   connection; PostgreSQL, two payloads on the backend's one `LISTEN` connection;
-//!   ZooKeeper, two data watches; and on each, two reads per
+//!   client's watch stream); MySQL, two watches on the process's one watch hub, which
+//!   reads the store's revision once per `poll_interval` (20 ms by default) for all of
+//!   the process's watches together; Redis, two channel subscriptions on the backend's one
+//!   pub/sub connection; PostgreSQL, two payloads on the backend's one `LISTEN`
+//!   connection; ZooKeeper, two data watches; and on each, two reads per
 //!   [`CHANGED_SAFETY_NET`](crate::counter::CHANGED_SAFETY_NET) (5 s), the guard against a
-//!   lost notification. A record written is seen within the notification's delivery plus
-//!   two reads. A backend without notifications reads both counters every
+//!   lost notification. On NATS, two ordered consumers on the server and their idle
+//!   heartbeats to the client, with no periodic read (a consumer whose heartbeats stop is
+//!   made again). A record written is seen within the notification's delivery (on MySQL,
+//!   a write from another process at the hub's next poll) plus two reads. A backend
+//!   without notifications reads both counters every
 //!   [`CHANGED_POLL`](crate::counter::CHANGED_POLL) (eight small reads a second per
 //!   candidate).
 //! - **Preference requests** are recorded for the leader of the moment (its term),

@@ -37,11 +37,17 @@
 //! is reserved for this use.
 //!
 //! **Cost and delay.** A watching holder costs the store, while idle: etcd and memory,
-//! one key watch; Redis, one channel subscription on the backend's pub/sub connection;
-//! PostgreSQL, one payload on the backend's `LISTEN` connection; and one read per
-//! [`CHANGED_SAFETY_NET`](crate::counter::CHANGED_SAFETY_NET) (5 s), the guard against a
-//! lost notification. A request is seen as soon as its notification arrives, plus one
-//! read. A backend without notifications reads the counter every
+//! one key watch; MySQL, one watch on the process's watch hub, which reads the store's
+//! revision once per `poll_interval` (20 ms by default) for all of the process's
+//! watches together; Redis, one channel subscription on the backend's pub/sub
+//! connection; PostgreSQL, one payload on the backend's `LISTEN` connection; and on
+//! each, one read per [`CHANGED_SAFETY_NET`](crate::counter::CHANGED_SAFETY_NET) (5 s),
+//! the guard against a lost notification. NATS costs one ordered consumer of the
+//! counter's subject on the server, and the idle heartbeats it sends the client (which
+//! stand in for the safety net's reads: a consumer whose heartbeats stop is made
+//! again). A request is seen as soon as its notification arrives (on MySQL, a request
+//! from another process at the holder's hub's next poll, within `poll_interval`), plus
+//! one read. A backend without notifications reads the counter every
 //! [`CHANGED_POLL`](crate::counter::CHANGED_POLL): a request is seen within that
 //! interval, plus one read.
 //!

@@ -156,9 +156,13 @@ pub fn capabilities() -> Capabilities {
 }
 
 /// The largest value the memory store takes from a caller: 1 MiB. The store itself
-/// has no limit but the process's memory; it takes etcd's figure, the order of the
-/// smallest limit among the networked stores, so that a program tested on
-/// `memory://` is refused there what it would be refused on etcd or ZooKeeper.
+/// has no limit but the process's memory; it takes the etcd backend's figure, so that
+/// a program tested on `memory://` is refused there what it would be refused on etcd.
+/// It is not the smallest: the ZooKeeper backend takes at most 983,040 bytes (960 KiB,
+/// 1 MiB less 64 KiB: ZooKeeper's default `jute.maxbuffer` is 0xfffff bytes, 1 MiB less
+/// one, and a request carries paths and operations beside the value), and the NATS
+/// backend, at the server's default `max_payload`, 1,044,480 bytes; a value near 1 MiB
+/// that passes here can be refused there.
 pub const MAX_VALUE_SIZE: usize = 1024 * 1024;
 
 /// The memory backend in the facade's list of drivers: `memory://` URLs.

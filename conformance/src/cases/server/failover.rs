@@ -10,10 +10,18 @@
 //! session. The figure is the time from the kill to the next grant.
 //!
 //! Every wait is bounded: lock waits and campaigns are timed ([`WAIT`] each, then
-//! retried), and the grants after the failover are awaited for [`STALL`], so a
-//! failover that breaks something is reported as what breaks (two holders, a token
-//! that went backwards, acknowledged items lost, a lock stuck, a holder that did not
-//! learn it lost its hold), all of them at once, within about 30 s.
+//! retried); a new leader or primary is awaited for [`RECOVERY`] after the kill; then,
+//! once the killed member is started again, the grants for [`STALL`], another client's
+//! grant of the second lock, once its holder learned it lost it, for the session TTL
+//! ([`TTL`], 4 s) and [`PROMPT`], the load's end for [`WAIT`] and twice [`PROMPT`], and
+//! the holder's unlock and session close for [`PROMPT`] each. So a failover that breaks
+//! something is reported as what breaks (two holders, a token that went backwards,
+//! acknowledged items lost, a lock stuck, a holder that did not learn it lost its
+//! hold), all of them at once, at most 46 s after the killed member is back (the sum of
+//! those bounds; 106 s with a lock-delay, which adds [`LOCK_DELAY`] to the grants' and
+//! to the second lock's), plus the queue's drain. A machine starved of CPU stretches
+//! most of those waits by the time it starved, and a transient error is retried for up
+//! to [`LONG`] a request.
 //!
 //! Two faults:
 //! * [`Fault::Leader`]: the raft leader of the etcd cluster, or the leader of the
