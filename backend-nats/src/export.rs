@@ -6,7 +6,7 @@
 //! | state | keys | exported as |
 //! |---|---|---|
 //! | queue items | `queue.<name>.i.<priority>.<id>` (see `src/queue.rs`) | the queue `<name>`, by priority and then stream sequence (the dequeue order); an item whose delivery record `queue.<name>.d.<id>` is a tombstone was consumed and is skipped |
-//! | claimed items | a dequeue's in-flight record `queue.<name>.c.<call id>` | an item of the queue `<name>` at its priority, after that priority's waiting items (see below) |
+//! | claimed items | a dequeue's in-flight record `queue.<name>.c.<call id>` | an item of the queue `<name>` at its priority, after that priority's waiting items, in the order of their claims (see below) |
 //! | STM keys | `stm.<name>` | the STM key `<name>` (guarded writes write these too) |
 //! | barriers | `barrier.<name>` | a held barrier `<name>` |
 //! | counters | `counter.<name>` (decimal) | the counter `<name>` |
@@ -32,8 +32,9 @@
 //! is older than the URL's `stale_claim=`. Leaving it out would lose on migration an
 //! item the source would have delivered, so the export lists it where that put-back
 //! puts it: at its priority (that of the item key the record names), written anew
-//! behind the items of that priority that wait, several such items in the order of
-//! their claims. It is listed once: the claim's batch purges the item key and writes
+//! behind the items of that priority that wait, several such items in the order a
+//! sweep puts them back (see `src/queue.rs`, "Dequeue"), by their records' stream
+//! sequences. It is listed once: the claim's batch purges the item key and writes
 //! the record, and the put-back's batch writes the item and purges the record, so
 //! an item is never live both as an item and in a record. An info log says how many
 //! claimed items were exported. A record no claim wrote (it names no item key) is
@@ -60,7 +61,8 @@ use crate::BACKEND;
 
 /// A queue item at its place: priority, then whether it is a claimed item (which a
 /// put-back writes anew, behind the items waiting at its priority), then stream
-/// sequence.
+/// sequence: the item's own, or a claimed item's record's, in which order a sweep puts
+/// claimed items back.
 type Placed = (u16, bool, u64, bytes::Bytes);
 
 /// Reads the snapshot of the bucket.

@@ -137,6 +137,14 @@
 //! in-flight records ([`ClaimSweeps`] says when): its item is never lost, and comes
 //! again only if its dequeue had returned it.
 //!
+//! A sweep puts its stale records back in the order of their claims, which is their
+//! records' stream sequences (a record is written once, by its claim's batch), whatever
+//! order the listing answered in. Each put-back writes its item at the stream's end, so
+//! the items of several records of one priority that are stale together (as on a
+//! quiesced source) wait behind that priority's other items in the order they left the
+//! queue, and are delivered again in it: the order the export lists them in (see
+//! `src/export.rs`).
+//!
 //! # Waiting
 //!
 //! Each queue handle follows every message of the queue's keys with one watch (a
@@ -448,8 +456,9 @@ impl NatsQueue {
     }
 
     /// Puts back the items of in-flight records older than `stale_after` on the
-    /// server's clock; returns how long until the oldest record left comes due, if any
-    /// is left. The clock is read only when there is a record.
+    /// server's clock, in the order of their claims (see the module docs, "Dequeue");
+    /// returns how long until the oldest record left comes due, if any is left. The
+    /// clock is read only when there is a record.
     async fn sweep(&self) -> Result<Option<Duration>> {
         let store = &self.shared.store;
         let records = [format!("{}.c.*", self.root)];
@@ -457,7 +466,8 @@ impl NatsQueue {
         if !listed.iter().any(Entry::live) {
             return Ok(None);
         }
-        let (now, listed) = crate::clock::now_with(store, &records).await?;
+        let (now, mut listed) = crate::clock::now_with(store, &records).await?;
+        listed.sort_unstable_by_key(|record| record.seq);
         let stale = u64::try_from(self.stale_after.as_micros()).unwrap_or(u64::MAX);
         let mut next: Option<u64> = None;
         for record in listed.iter().filter(|entry| entry.live()) {
@@ -2106,27 +2116,104 @@ mod tests {
             .append_bytes(&AppendKey::call(), later, 1)
             .await
             .expect("enqueue");
-        let listed = |snapshot: distsync_core::migrate::Snapshot| {
-            snapshot
-                .queues
-                .get(&queue.name)
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|item| (item.priority, item.item.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        };
         let expected = [(0, "second"), (0, "first"), (1, "later")]
             .map(|(priority, item)| (priority, Bytes::from_static(item.as_bytes())));
-        let exported = crate::export::export(&queue.shared).await.expect("export");
-        assert_eq!(listed(exported), expected, "each item once, at its place");
+        assert_eq!(
+            exported(&queue).await,
+            expected,
+            "each item once, at its place"
+        );
         // The put-back once the record is stale gives the same queue.
         tokio::time::sleep(STALE_AFTER).await;
         sweep_until_no_record_is_left(&queue).await;
-        let exported = crate::export::export(&queue.shared).await.expect("export");
-        assert_eq!(listed(exported), expected, "the put-back's place");
+        assert_eq!(exported(&queue).await, expected, "the put-back's place");
+    }
+
+    /// The items the export lists for `queue`, each with its priority, in its order.
+    async fn exported(queue: &NatsQueue) -> Vec<(u16, Bytes)> {
+        let snapshot = crate::export::export(&queue.shared).await.expect("export");
+        snapshot
+            .queues
+            .get(&queue.name)
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| (item.priority, item.item.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Three dequeues of one priority whose processes died after their claims landed,
+    /// on the server of the URL in `url_var`: the export lists their items in the order
+    /// a sweep puts them back and the queue then delivers them, the order of the claims.
+    /// The items are claimed out of the queue's order (third, first, second), so that an
+    /// export by the items' enqueue times or former places would differ.
+    async fn exports_unfinished_dequeues_in_the_order_a_sweep_delivers_them(url_var: &str) {
+        let Some(url) = distsync_conformance::server_url(url_var) else {
+            return;
+        };
+        let backend = when_ready(url.parse().expect("the server's URL")).await;
+        let shared = &backend.shared;
+        let name = Name::new(format!("unfinished_order_{}", call_id())).expect("a name");
+        let queue = NatsQueue::new(shared, name.clone(), STALE_AFTER);
+        let enqueue = |item: &'static str, priority: u16| {
+            let item = Bytes::from_static(item.as_bytes());
+            let queue = &queue;
+            async move {
+                queue
+                    .append_bytes(&AppendKey::call(), item, priority)
+                    .await
+                    .expect("enqueue");
+            }
+        };
+        for item in ["first", "second", "third", "waiting"] {
+            enqueue(item, 0).await;
+        }
+        enqueue("other", 1).await;
+        // The dequeues' process: their claims land, and nothing of them runs after.
+        let dying = NatsQueue::new(shared, name, STALE_CLAIM);
+        let head = dying.waiting().await.expect("a read of the queue");
+        for (at, item) in [(2, "third"), (0, "first"), (1, "second")] {
+            assert_eq!(head.items[at].value, item, "the queue's order");
+            let claimed = dying
+                .claim_item(&Call::new(shared), &head.items[at])
+                .await
+                .expect("a claim")
+                .expect("a free item");
+            assert_eq!(claimed.value, item);
+        }
+        // Enqueued after the claims, yet ahead of their items: a put-back writes anew.
+        enqueue("later", 0).await;
+        let exported = exported(&queue).await;
+        let expected = [
+            (0, "waiting"),
+            (0, "later"),
+            (0, "third"),
+            (0, "first"),
+            (0, "second"),
+            (1, "other"),
+        ]
+        .map(|(priority, item)| (priority, Bytes::from_static(item.as_bytes())));
+        assert_eq!(exported, expected, "each item once, claimed ones by claim");
+        tokio::time::sleep(STALE_AFTER).await;
+        sweep_until_no_record_is_left(&queue).await;
+        let mut delivered = Vec::new();
+        while let Some(item) = queue.try_dequeue().await.expect("try_dequeue") {
+            delivered.push(item);
+        }
+        let exported: Vec<Bytes> = exported.into_iter().map(|(_, item)| item).collect();
+        assert_eq!(delivered, exported, "the export's order is the delivery's");
+    }
+
+    #[tokio::test]
+    async fn unfinished_dequeues_are_exported_in_their_delivery_order() {
+        exports_unfinished_dequeues_in_the_order_a_sweep_delivers_them("DISTSYNC_NATS_URL").await;
+    }
+
+    #[tokio::test]
+    async fn unfinished_dequeues_are_exported_in_their_delivery_order_on_the_cluster() {
+        exports_unfinished_dequeues_in_the_order_a_sweep_delivers_them(NATS_CLUSTER_VAR).await;
     }
 
     #[tokio::test]

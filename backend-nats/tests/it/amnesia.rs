@@ -99,17 +99,12 @@ async fn idle_across_a_wipe(prefix: &str, past: bool) {
             .await
             .expect("a direct client"),
     );
-    let stream = format!("KV_{bucket}");
-    let last = |jetstream: async_nats::jetstream::Context| {
-        let stream = stream.clone();
-        async move {
-            let mut stream = jetstream.get_stream(stream).await.expect("the stream");
-            stream.info().await.expect("its info").state.last_sequence
-        }
-    };
-    let old_last = last(jetstream.clone()).await;
+    // A handle by name: it reads the stream made anew after the delete, too.
+    let stream = crate::common::bucket_stream(&jetstream, &bucket).await;
+    let last = || async { crate::common::stream_state(&stream).await.last_sequence };
+    let old_last = last().await;
     jetstream
-        .delete_stream(&stream)
+        .delete_stream(crate::common::stream_name(&bucket))
         .await
         .expect("deleting the bucket's stream");
     let newcomer = Arc::new(distsync_nats::backend(&bounded).await.expect("connecting"));
@@ -126,9 +121,9 @@ async fn idle_across_a_wipe(prefix: &str, past: bool) {
                 .await
                 .expect("a filler key");
         }
-        assert!(last(jetstream.clone()).await > old_last);
+        assert!(last().await > old_last);
     } else {
-        let new_last = last(jetstream.clone()).await;
+        let new_last = last().await;
         assert!(
             new_last < old_last,
             "the new stream at {new_last}, the old at {old_last}"
@@ -140,5 +135,7 @@ async fn idle_across_a_wipe(prefix: &str, past: bool) {
         after > fresh,
         "the idle client's token {after:?} after the newcomer's {fresh:?}: it kept its old offset"
     );
-    let _ = jetstream.delete_stream(&stream).await;
+    let _ = jetstream
+        .delete_stream(crate::common::stream_name(&bucket))
+        .await;
 }

@@ -43,12 +43,9 @@ async fn a_bucket_without_ttls_or_atomic_batches_is_refused() {
         }
         other => panic!("a bucket without ttls was accepted: {other:?}"),
     }
-    let mut stream = jetstream
-        .get_stream("KV_it-cli-made")
-        .await
-        .expect("the stream");
-    let info = stream.info().await.expect("its info");
-    assert_eq!(info.state.messages, 0, "the refused bucket was written to");
+    let stream = crate::common::bucket_stream(&jetstream, "it-cli-made").await;
+    let state = crate::common::stream_state(&stream).await;
+    assert_eq!(state.messages, 0, "the refused bucket was written to");
     jetstream
         .delete_stream("KV_it-cli-made")
         .await

@@ -23,6 +23,39 @@ pub(crate) fn server_address(url: &str) -> String {
         .to_owned()
 }
 
+/// The name of the stream that holds `bucket`.
+pub(crate) fn stream_name(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The stream of `bucket` ([`stream_name`]) through `jetstream`, a client of the test's
+/// own: a handle that sends nothing until used, so that each read of its state is one
+/// stream-info request ([`stream_state`]), where `get_stream` would send one for the
+/// handle and `info` another.
+///
+/// # Panics
+/// When `bucket` makes no valid stream name.
+pub(crate) async fn bucket_stream(
+    jetstream: &async_nats::jetstream::Context,
+    bucket: &str,
+) -> async_nats::jetstream::stream::Stream<()> {
+    jetstream
+        .get_stream_no_info(stream_name(bucket))
+        .await
+        .expect("the bucket's stream name")
+}
+
+/// The state of `stream` (its message count, its last sequence), in one stream-info
+/// request to its leader: the crate's own read of it is not public.
+///
+/// # Panics
+/// When the server has no such stream or does not answer.
+pub(crate) async fn stream_state<I>(
+    stream: &async_nats::jetstream::stream::Stream<I>,
+) -> async_nats::jetstream::stream::State {
+    stream.get_info().await.expect("the stream's info").state
+}
+
 /// A name no other test or run uses: `<what>-<process id>-<call id>`.
 pub(crate) fn unique_name(what: &str) -> distsync_core::Name {
     distsync_core::Name::new(format!(

@@ -46,11 +46,8 @@ async fn a_session_whose_key_ended_unanswered_opens_all_the_same() {
             .await
             .expect("a direct client"),
     );
-    let stream = jetstream
-        .get_stream(format!("KV_{bucket}"))
-        .await
-        .expect("the bucket's stream");
-    let before = last_sequence(&stream).await;
+    let stream = crate::common::bucket_stream(&jetstream, &bucket).await;
+    let before = crate::common::stream_state(&stream).await.last_sequence;
 
     // The create (a publish on a session key's subject) reaches the store; its answer
     // and everything after is cut.
@@ -86,22 +83,14 @@ async fn a_session_whose_key_ended_unanswered_opens_all_the_same() {
         .expect("a free lock");
     guard.unlock().await.expect("unlocking");
     session.close().await.expect("closing");
-    let _ = jetstream.delete_stream(format!("KV_{bucket}")).await;
-}
-
-/// The stream's last sequence.
-async fn last_sequence(stream: &async_nats::jetstream::stream::Stream) -> u64 {
-    stream
-        .get_info()
-        .await
-        .expect("the stream's info")
-        .state
-        .last_sequence
+    let _ = jetstream
+        .delete_stream(crate::common::stream_name(&bucket))
+        .await;
 }
 
 /// Whether a message after `before` is a delete marker a TTL wrote.
-async fn marker_after(stream: &async_nats::jetstream::stream::Stream, before: u64) -> bool {
-    let last = last_sequence(stream).await;
+async fn marker_after(stream: &async_nats::jetstream::stream::Stream<()>, before: u64) -> bool {
+    let last = crate::common::stream_state(stream).await.last_sequence;
     for seq in before + 1..=last {
         if let Ok(message) = stream.get_raw_message(seq).await {
             if message
