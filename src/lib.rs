@@ -128,7 +128,7 @@ pub mod queue {
     //! with retries, a processing deadline and a dead-letter queue; [`Queue::dequeue`](crate::Queue::dequeue) removes
     //! the item as it returns it (at-most-once: a crash after it loses the item).
     pub use distsync_core::consumer::DEAD_LETTER_SUFFIX;
-    pub use distsync_core::queue::{DEDUP_WINDOW, MIN_STALE_CLAIM, STALE_CLAIM};
+    pub use distsync_core::queue::{DEDUP_WINDOW, MAX_STALE_CLAIM, MIN_STALE_CLAIM, STALE_CLAIM};
     pub use distsync_core::{
         BoxError, Consumer, ConsumerOptions, Enqueued, IdempotencyKey, DEFAULT_PRIORITY,
     };

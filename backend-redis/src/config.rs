@@ -37,7 +37,7 @@ pub use crate::options::DEFAULT_NAMESPACE;
 /// | `cert`, `key` | paths of the PEM client certificate (chain) and its private key, for servers that require client certificates (`rediss://` only, both or neither) | none |
 /// | `connect_timeout` | how long connecting (TCP, TLS, login, first command) may take | 5 s |
 /// | `timeout` | how long one command may wait for its reply | 10 s |
-/// | `stale_claim` | how old an at-most-once dequeue's claim must be before a consumer puts its item back (its dequeuer died before the hand-over); shorter than a live dequeuer's hand-over delivers twice (see [`distsync_core::queue::STALE_CLAIM`]); at least 1 s | 15 min |
+/// | `stale_claim` | how old an at-most-once dequeue's claim must be before a consumer puts its item back (its dequeuer died before the hand-over); shorter than a live dequeuer's hand-over delivers twice (see [`distsync_core::queue::STALE_CLAIM`]); from 1 s to 24 h | 15 min |
 /// | `wait_replicas` | replicas that must acknowledge every script run (`WAIT`; see [`RedisOptions::replica_acknowledgement`]); 0 asks none | 0 |
 /// | `wait_timeout` | how long a script run waits for that acknowledgement | 500 ms |
 /// | `max_session_ttl` | the longest session TTL a client may use, which turns on the lock-delay after the store forgets ([`RedisOptions::max_session_ttl`]; at least [`crate::MIN_SESSION_TTL`], at most 1 h; `off`: none; empty: the default) | [`crate::DEFAULT_MAX_SESSION_TTL`] on a server that does not keep every write (no `appendfsync always`) or fails over without `wait_replicas`; none on one that does |
@@ -810,7 +810,7 @@ mod tests {
     }
 
     #[test]
-    fn stale_claim_is_read_with_its_floor_on_every_form() {
+    fn stale_claim_is_read_within_its_bounds_on_every_form() {
         let plain = RedisConfig::parse("redis://h/0").unwrap();
         assert_eq!(plain.stale_claim(), distsync_core::queue::STALE_CLAIM);
         for url in [
@@ -826,6 +826,10 @@ mod tests {
             matches!(&error, Err(Error::InvalidUrl { reason, .. }) if reason.contains("stale_claim")),
             "{error:?}"
         );
+        let lowered = plain.clone().with_stale_claim(Duration::MAX);
+        assert_eq!(lowered.stale_claim(), distsync_core::queue::MAX_STALE_CLAIM);
+        let options = crate::RedisOptions::default().stale_claim(Duration::MAX);
+        assert_eq!(options.stale_claim, distsync_core::queue::MAX_STALE_CLAIM);
         let raised = plain.with_stale_claim(Duration::from_millis(10));
         assert_eq!(raised.stale_claim(), distsync_core::queue::MIN_STALE_CLAIM);
     }

@@ -104,9 +104,11 @@ impl RedisOptions {
     /// queue puts the item back (the URL's `stale_claim=`; see
     /// [`distsync_core::queue::STALE_CLAIM`], the default, for why and for the second
     /// delivery a bound shorter than a live dequeuer's hand-over risks); a bound below
-    /// [`distsync_core::queue::MIN_STALE_CLAIM`] is raised to it.
+    /// [`distsync_core::queue::MIN_STALE_CLAIM`] or above
+    /// [`distsync_core::queue::MAX_STALE_CLAIM`] becomes it.
     pub fn stale_claim(mut self, bound: Duration) -> Self {
-        self.stale_claim = bound.max(distsync_core::queue::MIN_STALE_CLAIM);
+        use distsync_core::queue::{MAX_STALE_CLAIM, MIN_STALE_CLAIM};
+        self.stale_claim = bound.clamp(MIN_STALE_CLAIM, MAX_STALE_CLAIM);
         self
     }
 

@@ -30,7 +30,7 @@ pub const DEFAULT_ROOT: &str = "/distsync";
 /// | `/root` | the node under which every key lives (see the crate docs' layout) | `/distsync` |
 /// | `connect_timeout` | how long opening a ZooKeeper session may take | 5 s |
 /// | `timeout` | how long one request (a renewal, a create, a read) may take | 10 s |
-/// | `stale_claim` | how old an at-most-once dequeue's claim must be before a consumer puts its item back (its dequeuer died before the hand-over); shorter than a live dequeuer's hand-over delivers twice (see [`distsync_core::queue::STALE_CLAIM`]); at least 1 s | 15 min |
+/// | `stale_claim` | how old an at-most-once dequeue's claim must be before a consumer puts its item back (its dequeuer died before the hand-over); shorter than a live dequeuer's hand-over delivers twice (see [`distsync_core::queue::STALE_CLAIM`]); from 1 s to 24 h | 15 min |
 /// | `max_session_ttl` | the bound on session TTLs that turns on the lock-delay after the store forgets (see `src/amnesia.rs`), at least [`crate::MIN_SESSION_TTL`]; longer sessions are refused; `off`: none; empty: the default, for a URL that inherits a bound | none (ZooKeeper keeps every write) |
 /// | `sasl=digest-md5` | log `user:password@` in through SASL DIGEST-MD5 (a JAAS `DigestLoginModule` user) instead (the cargo feature `sasl`, on by default) | the `digest` scheme |
 /// | `ca` | `zks://` only, required: path of a PEM file of the CA certificates to trust | none |

@@ -26,7 +26,8 @@ use crate::stm::Isolation;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// The backend's short name (`memory`, `etcd`, `redis`, `postgres`).
+    /// The backend's short name (`memory`, `etcd`, `redis`, `postgres`, `zookeeper`,
+    /// `mysql`, `nats`, or an outside backend's own).
     pub backend: &'static str,
     /// [`crate::Locker`].
     pub lock: bool,
@@ -161,9 +162,9 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// The [`Capabilities::max_value_size`] both constructors start with: 1 MiB, the
-    /// order of the smallest limit among the stores distsync runs on (etcd's request
-    /// and ZooKeeper's packet size), for a backend to replace with its store's own.
+    /// The [`Capabilities::max_value_size`] both constructors start with: 1 MiB, of the
+    /// order of the stores' own limits (ZooKeeper's packet, just under 1 MiB by default;
+    /// etcd's request, 1.5 MiB), for a backend to replace with its store's own.
     pub const DEFAULT_MAX_VALUE_SIZE: usize = 1024 * 1024;
 
     /// A struct with every flag off, for a backend to switch on what it offers.

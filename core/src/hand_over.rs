@@ -41,8 +41,10 @@
 //!   store elects the next candidate in the same step that removes the leader (etcd,
 //!   MySQL and memory: the next key becomes the first by create revision at the instant
 //!   the old one is deleted; Redis: the releasing script grants the next entry;
-//!   ZooKeeper: the next sequential node becomes the first; PostgreSQL: the transaction
-//!   that deletes the leader's entry writes the next candidate's term and leader row),
+//!   ZooKeeper: the next sequential node becomes the first; NATS: the next key becomes
+//!   the line's lowest by create sequence once the leader's is purged; PostgreSQL: the
+//!   transaction that deletes the leader's entry writes the next candidate's term and
+//!   leader row),
 //!   so [`Election::leader`] never answers "no leader" between the two.
 //! - **A named successor that is not next in line.** The leader records the hand-over (its
 //!   term and the successor's session id, in counters under the election's name, see

@@ -28,7 +28,7 @@ pub(crate) fn encode(item: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(item.len() + 10);
     out.extend_from_slice(&VERSION.to_be_bytes());
     out.push(ITEM);
-    // ZooKeeper refuses nodes past its `jute.maxbuffer` (1 MiB by default) long before
+    // ZooKeeper refuses nodes past its `jute.maxbuffer` (just under 1 MiB by default) long before
     // an item's length reaches `i32::MAX`: the store answers the create with an error.
     out.extend_from_slice(&i32::try_from(item.len()).unwrap_or(i32::MAX).to_be_bytes());
     out.extend_from_slice(item);

@@ -116,11 +116,13 @@ macro_rules! config_accessors {
 
             /// The same configuration with `bound` for stale claims (see
             /// [`Self::stale_claim`]); a bound below
-            /// [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM) becomes it
+            /// [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM) or above
+            /// [`MAX_STALE_CLAIM`](distsync_core::queue::MAX_STALE_CLAIM) becomes it
             /// (the URL refuses one).
             #[must_use]
             pub fn with_stale_claim(mut self, bound: ::std::time::Duration) -> Self {
-                self.$field.stale_claim = bound.max($crate::queue::MIN_STALE_CLAIM);
+                self.$field.stale_claim =
+                    bound.clamp($crate::queue::MIN_STALE_CLAIM, $crate::queue::MAX_STALE_CLAIM);
                 self
             }
 

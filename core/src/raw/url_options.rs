@@ -82,7 +82,8 @@ pub struct UrlOptions {
     /// `stale_claim=`: how old an at-most-once dequeue's claim must be before any
     /// consumer of its queue puts the item back (see
     /// [`STALE_CLAIM`](crate::queue::STALE_CLAIM), the default, for why and the risk of a
-    /// short one); at least [`MIN_STALE_CLAIM`](crate::queue::MIN_STALE_CLAIM).
+    /// short one); from [`MIN_STALE_CLAIM`](crate::queue::MIN_STALE_CLAIM) to
+    /// [`MAX_STALE_CLAIM`](crate::queue::MAX_STALE_CLAIM).
     pub stale_claim: Option<Duration>,
     /// The path of the PEM file of CA certificates to trust.
     pub ca_file: Option<String>,
@@ -97,8 +98,9 @@ impl UrlOptions {
     /// winning: the shared keys here, every other pair through `own`, which answers
     /// `Ok(false)` for a key it does not know (refused, listing every accepted key).
     /// `max_session_ttl=off` drops the bound, an empty `max_session_ttl=` goes back to
-    /// the backend's default (for a URL that inherits one); `stale_claim=` is at least
-    /// [`MIN_STALE_CLAIM`](crate::queue::MIN_STALE_CLAIM); a file needs a path, and a
+    /// the backend's default (for a URL that inherits one); `stale_claim=` is from
+    /// [`MIN_STALE_CLAIM`](crate::queue::MIN_STALE_CLAIM) to
+    /// [`MAX_STALE_CLAIM`](crate::queue::MAX_STALE_CLAIM); a file needs a path, and a
     /// client certificate its key.
     ///
     /// ```
@@ -156,12 +158,20 @@ impl UrlOptions {
                         options.max_session_ttl = MaxSessionTtl::At(ttl);
                     }
                     "stale_claim" => {
-                        let (bound, floor) = (timeout()?, crate::queue::MIN_STALE_CLAIM);
+                        let bound = timeout()?;
+                        let (floor, ceiling) =
+                            (crate::queue::MIN_STALE_CLAIM, crate::queue::MAX_STALE_CLAIM);
                         if bound < floor {
                             return Err(format!(
                                 "stale_claim: {bound:?} is shorter than {floor:?}: a live \
                                  dequeuer's claim would be put back while it hands the item \
                                  over, a second delivery"
+                            ));
+                        }
+                        if bound > ceiling {
+                            return Err(format!(
+                                "stale_claim: {bound:?} is longer than {ceiling:?}: a dead \
+                                 dequeuer's item would stay hidden that long"
                             ));
                         }
                         options.stale_claim = Some(bound);
@@ -440,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn stale_claim_has_a_floor_and_is_unset_by_default() {
+    fn stale_claim_has_a_floor_and_a_ceiling_and_is_unset_by_default() {
         assert_eq!(parse("").unwrap().stale_claim, None);
         let floor = parse("stale_claim=1s").unwrap();
         assert_eq!(floor.stale_claim, Some(crate::queue::MIN_STALE_CLAIM));
@@ -452,6 +462,17 @@ mod tests {
             "{reason}"
         );
         assert!(reason.contains("second delivery"), "{reason}");
+        let ceiling = parse("stale_claim=24h").unwrap();
+        assert_eq!(ceiling.stale_claim, Some(crate::queue::MAX_STALE_CLAIM));
+        // A bound of centuries overflows the stores' clock arithmetic; one past a day
+        // is refused as well, naming the key.
+        for long in ["1441m", "18446744073709551615s"] {
+            let reason = parse(&format!("stale_claim={long}")).unwrap_err();
+            assert!(
+                reason.starts_with("stale_claim: ") && reason.contains("is longer than 86400s"),
+                "{reason}"
+            );
+        }
         let shown = format!("{:?}", parse("stale_claim=3s").unwrap());
         assert!(shown.contains("stale_claim: Some(3s)"), "{shown}");
     }

@@ -55,8 +55,9 @@ impl KvBackend<MemoryKv> {
     /// # Errors
     /// [`Error::InvalidUrl`] for a URL of another scheme, without `://`, with a
     /// fragment, or with a query key other than `stale_claim` (or a `stale_claim`
-    /// that is not a duration of at least
-    /// [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM)).
+    /// that is not a duration from
+    /// [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM) to
+    /// [`MAX_STALE_CLAIM`](distsync_core::queue::MAX_STALE_CLAIM)).
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = Error::invalid_url(url);
         let Some((scheme, rest)) = url.split_once("://") else {
@@ -306,6 +307,7 @@ mod tests {
     #[case::query("memory://?namespace=x")]
     #[case::shared_key_of_servers("memory://?timeout=1s")]
     #[case::stale_claim_below_the_floor("memory://?stale_claim=500ms")]
+    #[case::stale_claim_above_the_ceiling("memory://?stale_claim=25h")]
     #[case::fragment("memory://name#fragment")]
     #[case::fragment_after_a_query("memory://?stale_claim=2s#x")]
     fn bad_urls_are_invalid_urls(#[case] url: &str) {

@@ -204,10 +204,12 @@ impl<K: Kv> KvBackend<K> {
     /// dequeue's claim must be before any consumer of its queue puts the item back
     /// (a URL's `stale_claim=`; by default [`STALE_CLAIM`](distsync_core::queue::STALE_CLAIM),
     /// whose docs say why and what a short bound risks: a second delivery). A bound
-    /// below [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM) becomes it.
+    /// below [`MIN_STALE_CLAIM`](distsync_core::queue::MIN_STALE_CLAIM) or above
+    /// [`MAX_STALE_CLAIM`](distsync_core::queue::MAX_STALE_CLAIM) becomes it.
     #[must_use]
     pub fn with_stale_claim(mut self, bound: Duration) -> Self {
-        self.stale_claim = bound.max(distsync_core::queue::MIN_STALE_CLAIM);
+        use distsync_core::queue::{MAX_STALE_CLAIM, MIN_STALE_CLAIM};
+        self.stale_claim = bound.clamp(MIN_STALE_CLAIM, MAX_STALE_CLAIM);
         self
     }
 
