@@ -23,6 +23,11 @@ use crate::raw::locked;
 /// How often a queue handle looks for stale in-flight records.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+/// How soon a failed sweep is tried again: a transient failure (a request timed out on
+/// a loaded machine) would otherwise hold a stale claim's item back for [`SWEEP_EVERY`]
+/// from a consumer that waits for it, whose next look is the next sweep's due time.
+const SWEEP_RETRY: Duration = Duration::from_secs(1);
+
 /// One queue handle's sweeps: when it last swept and when the oldest record it saw
 /// then comes due.
 #[derive(Debug, Default)]
@@ -45,8 +50,8 @@ impl ClaimSweeps {
     /// Runs `sweep` if one is due: none yet, none for [`SWEEP_EVERY`], or the oldest
     /// record the last sweep saw is due now. `sweep` puts back the stale records and
     /// answers how long until the oldest record it left comes due (`None`: none left).
-    /// A failed sweep is logged, naming `queue`, and tried again after
-    /// [`SWEEP_EVERY`]; the claim that called goes ahead either way.
+    /// A failed sweep is logged, naming `queue`, and tried again after a second; the
+    /// claim that called goes ahead either way.
     ///
     /// # Cancel safety
     /// Cancel-safe: a sweep dropped part-way has put back some records, each in one
@@ -65,7 +70,7 @@ impl ClaimSweeps {
             Ok(next) => next.map(|due| now + due),
             Err(error) => {
                 tracing::warn!(queue, %error, "sweeping stale claims failed; the next sweep tries again");
-                Some(now + SWEEP_EVERY)
+                Some(now + SWEEP_RETRY)
             }
         };
     }
@@ -140,8 +145,10 @@ mod tests {
         assert_eq!(sweep(failed).await, 3, "a period passed");
         assert_eq!(
             sweeps.next_in(),
-            Some(SWEEP_EVERY),
-            "a failed sweep is tried again"
+            Some(SWEEP_RETRY),
+            "a failed sweep is tried again soon"
         );
+        tokio::time::advance(SWEEP_RETRY).await;
+        assert_eq!(sweep(Ok(None)).await, 4, "the failed sweep's retry is due");
     }
 }
