@@ -52,9 +52,8 @@ pub const MIN_STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(
 /// The longest [`STALE_CLAIM`] a URL's `stale_claim=` may give (a longer one is
 /// refused, naming the key) and a configuration's `with_stale_claim` sets (a longer one
 /// becomes it): 24 hours. A live dequeuer's claim is minutes old at most, so a longer
-/// bound only hides a dead dequeuer's item longer; and the stores reckon the bound in
-/// their own arithmetic (PostgreSQL's intervals, deadlines on the process's monotonic
-/// clock), which a bound of centuries, a typo away, overflows.
+/// bound only hides a dead dequeuer's item longer; and PostgreSQL reckons the bound as
+/// an interval, which a bound of centuries, a typo away, overflows.
 pub const MAX_STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// A name for one enqueue that makes repeating it harmless: a store that has seen the

@@ -464,8 +464,8 @@ mod tests {
         assert!(reason.contains("second delivery"), "{reason}");
         let ceiling = parse("stale_claim=24h").unwrap();
         assert_eq!(ceiling.stale_claim, Some(crate::queue::MAX_STALE_CLAIM));
-        // A bound of centuries overflows the stores' clock arithmetic; one past a day
-        // is refused as well, naming the key.
+        // A bound of centuries overflows PostgreSQL's intervals; one past a day is
+        // refused as well, naming the key.
         for long in ["1441m", "18446744073709551615s"] {
             let reason = parse(&format!("stale_claim={long}")).unwrap_err();
             assert!(
