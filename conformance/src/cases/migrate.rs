@@ -373,8 +373,8 @@ fn check_report(report: &MigrationReport, seed: &Seed, direction: &str) -> Check
     Ok(())
 }
 
-/// A new, empty store of the harness's kind, and a harness over it.
-async fn fresh_store(h: &Harness) -> Check<(FreshStore, Harness)> {
+/// A new, empty store of the harness's kind, and a harness over it for the case `case`.
+pub(super) async fn fresh_store(h: &Harness, case: &str) -> Check<(FreshStore, Harness)> {
     let fresh = within(
         LONG,
         "starting a store of the case's own",
@@ -383,7 +383,7 @@ async fn fresh_store(h: &Harness) -> Check<(FreshStore, Harness)> {
     .await?;
     let harness = Harness::new(Arc::clone(fresh.backend()))
         .with_faults(Arc::clone(fresh.faults()))
-        .for_case("migrate");
+        .for_case(case);
     Ok((fresh, harness))
 }
 
@@ -406,7 +406,7 @@ async fn copy(from: &dyn Backend, to: &dyn Backend, direction: &str) -> Check<Mi
 /// exports read the state, the sources unchanged, and the store's state read back
 /// through the API.
 async fn copies_and_verifies(h: Harness) -> Check {
-    let (_fresh, store) = fresh_store(&h).await?;
+    let (_fresh, store) = fresh_store(&h, "migrate").await?;
     let seed = Seed::new(&h, ITEMS)?;
     let expected = seed.snapshot();
     let source = memory();
@@ -516,7 +516,7 @@ async fn cut_destination_fails_loudly(h: Harness) -> Check {
 /// long after the cut `migrate` failed.
 async fn cut_once(h: &Harness, mode: PartitionMode, point: CutPoint) -> Check<Duration> {
     let what = format!("{} {}", mode.describe(), point.describe());
-    let (fresh, store) = fresh_store(h).await?;
+    let (fresh, store) = fresh_store(h, "migrate").await?;
     let seed = Seed::new(h, ITEMS)?;
     let expected = seed.snapshot();
     let source = memory();
@@ -745,7 +745,7 @@ async fn drain_and_migrate_again(run: &CutRun, direct: &dyn Backend, reached: us
 /// source with a memory destination, then memory as the source with the store as the
 /// destination; once the lock is released, the store's state copies.
 async fn refuses_live_holds(h: Harness) -> Check {
-    let (_fresh, store) = fresh_store(&h).await?;
+    let (_fresh, store) = fresh_store(&h, "migrate").await?;
     let seed = Seed::new(&h, 3)?;
     seed.write(&**store.backend(), "store").await?;
     let lock = h.name("held").ctx("naming the lock")?;

@@ -4,6 +4,8 @@
 mod ack_reply;
 mod consumer;
 mod idempotent;
+mod lost_claim_migrates;
+mod lost_dequeuer;
 mod lost_mid_claim;
 mod metrics;
 mod outage;
@@ -116,6 +118,17 @@ pub(super) const CASES: &[Case] = &[
         claim: Claim::Offered,
         hooks: &[Hook::Partition],
         run: |h| boxed(lost_mid_claim::dequeuer_lost_mid_claim(h)),
+    },
+    Case {
+        id: "queue_lost_claim_migrates",
+        group: Group::Queue,
+        guarantee: "at-most-once dequeue: the claim of a dequeuer lost between its claim and \
+                    the hand-over, migrated before it is stale, arrives as its item, once, where \
+                    the store's put-back puts it; the other items once each, in order",
+        needs: &[Need::Queue, Need::Export],
+        claim: Claim::Offered,
+        hooks: &[Hook::FreshStore, Hook::Partition],
+        run: |h| boxed(lost_claim_migrates::lost_claim_migrates(h)),
     },
     Case {
         id: "queue_empty",
