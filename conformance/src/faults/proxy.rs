@@ -30,7 +30,6 @@ use distsync_core::{Error, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::hook_error;
 
@@ -77,8 +76,16 @@ impl PartitionMode {
     }
 }
 
-/// A running proxy to one upstream address. Dropping it stops it and closes every
-/// connection it carries.
+/// A running proxy to one upstream address. Dropping it closes every connection it
+/// carries and refuses every new one from then on, as [`PartitionMode::Reset`] does.
+///
+/// A dropped proxy keeps its port while the runtime that started it runs: a client
+/// dropped by a case can still have background work that dials it (a cancelled claim's
+/// put-back retrying, a renewal), and a port handed out again could put such a client
+/// through another case's proxy, to another store. A client that takes another store
+/// for its own one judges that its store forgot and writes that into the other store
+/// (a new epoch marker), which would wrongly fail the cases running there. The price
+/// is one socket and one idle task per proxy the run starts.
 #[derive(Debug)]
 pub struct Proxy {
     address: SocketAddr,
@@ -90,13 +97,12 @@ pub struct Proxy {
     answers: Arc<AtomicU32>,
     /// The mode [`Proxy::set_on_request`] armed, with the bytes that set it.
     armed: Armed,
-    accept: JoinHandle<()>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.accept.abort();
-        // Closes every forwarded connection: their pumps watch the mode.
+        // Closes every forwarded connection (their pumps watch the mode), and the
+        // accept loop, left running, refuses every new one.
         self.mode.send_replace(PartitionMode::Reset);
     }
 }
@@ -120,7 +126,7 @@ impl Proxy {
         let epoch = Arc::new(watch::channel(0u64).0);
         let answers = Arc::new(AtomicU32::new(0));
         let armed = Armed::default();
-        let accept = tokio::spawn(accept_loop(
+        tokio::spawn(accept_loop(
             listener,
             Arc::clone(&upstream),
             Arc::clone(&mode),
@@ -135,7 +141,6 @@ impl Proxy {
             epoch,
             answers,
             armed,
-            accept,
         })
     }
 
@@ -190,6 +195,9 @@ impl Proxy {
     }
 }
 
+/// How long the accept loop waits after a failed accept before the next.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
 async fn accept_loop(
     listener: TcpListener,
     upstream: Arc<std::sync::Mutex<String>>,
@@ -200,6 +208,9 @@ async fn accept_loop(
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of file descriptors, say: the next accept waits a little rather than
+            // spin.
+            tokio::time::sleep(ACCEPT_RETRY).await;
             continue;
         };
         if *mode.borrow() == PartitionMode::Reset {
@@ -515,6 +526,41 @@ mod tests {
             .await
             .expect("a new connection is closed at once");
         assert!(matches!(refused, Ok(0) | Err(_)));
+    }
+
+    /// A dropped proxy closes its connections and keeps its port, refusing: nothing can
+    /// listen there while the runtime runs, so a client that dials it late reaches no
+    /// other store.
+    #[tokio::test]
+    async fn a_dropped_proxy_keeps_its_port_and_refuses() {
+        let (upstream, mut heard) = recording_echo().await;
+        let proxy = Proxy::start(upstream).await.unwrap();
+        let address = proxy.address();
+        let mut client = TcpStream::connect(address).await.unwrap();
+        let mut answer = [0u8; 4];
+        client.write_all(b"ping").await.unwrap();
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(heard.recv().await.unwrap(), b"ping");
+
+        drop(proxy);
+        let closed = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+            .await
+            .expect("a dropped proxy's connection ends at once");
+        assert!(matches!(closed, Ok(0) | Err(_)));
+        assert!(
+            std::net::TcpListener::bind(address).is_err(),
+            "the port of a dropped proxy is still taken"
+        );
+        let mut late = TcpStream::connect(address).await.unwrap();
+        let _ = late.write_all(b"late").await;
+        let refused = tokio::time::timeout(Duration::from_secs(5), late.read(&mut answer))
+            .await
+            .expect("a late connection is closed at once");
+        assert!(matches!(refused, Ok(0) | Err(_)));
+        assert!(
+            heard.try_recv().is_err(),
+            "nothing reached the store after the drop"
+        );
     }
 
     /// An echo server that also sends what it reads to the returned receiver; its

@@ -118,6 +118,11 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) -> Result<()> {
 /// (23790-26425).
 const PRIVATE_PORTS: std::ops::Range<u16> = 27000..32000;
 
+/// How many of the last ports [`free_port`] handed out it does not hand out again: most
+/// of [`PRIVATE_PORTS`], which a run's private servers do not exhaust, while a random
+/// draw still finds a port outside them at once.
+const RECENT_PORTS: usize = 4000;
+
 /// A loopback TCP port nobody listens on right now, for a private server to listen on.
 ///
 /// An ephemeral port (what binding port 0 hands out) can be taken in the meantime as
@@ -128,8 +133,12 @@ pub(crate) fn free_port() -> Result<u16> {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    // Ports handed out lately, not yet listened on maybe: never twice in a row (a
-    // server's port and its peer port).
+    // Ports handed out lately: not again until thousands of others were. A port not
+    // yet listened on would be handed out twice (a server's port and its peer port);
+    // and a client of a stopped private server, dropped by its case but with
+    // background work left (a put-back retrying), dials its port still: another
+    // private server there would take it for its own store that forgot, and write
+    // that into the other case's store (a new epoch marker).
     static RECENT: Mutex<VecDeque<u16>> = Mutex::new(VecDeque::new());
     let mut recent = RECENT
         .lock()
@@ -139,7 +148,7 @@ pub(crate) fn free_port() -> Result<u16> {
         let offset = u16::try_from(distsync_core::raw::random_u64() % span).unwrap_or(0);
         let port = PRIVATE_PORTS.start + offset;
         if !recent.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            if recent.len() == 64 {
+            if recent.len() == RECENT_PORTS {
                 recent.pop_front();
             }
             recent.push_back(port);
