@@ -5,11 +5,11 @@
 //! than the clean-up's budget) leaves a record that only a sweep puts back, once older
 //! than [`STALE_CLAIM`](crate::queue::STALE_CLAIM).
 //!
-//! A handle sweeps at its first claim and then at most every [`SWEEP_EVERY`]; a
-//! waiting consumer also wakes when the oldest record the last sweep saw comes due
-//! ([`ClaimSweeps::next_in`], or the store's own periodic look). So an item is
-//! invisible for at most `STALE_CLAIM` plus the next sweep (at once if a consumer is
-//! waiting).
+//! A handle sweeps at its first claim and then at most every [`SWEEP_EVERY`], sooner
+//! when the oldest record the last sweep saw comes due; a waiting consumer wakes when
+//! its handle's next sweep is due ([`ClaimSweeps::next_in`]) and sweeps. So an item
+//! whose claim a sweep saw is invisible for at most `STALE_CLAIM` plus a sweep, and any
+//! other for at most `STALE_CLAIM` plus `SWEEP_EVERY`, while a consumer waits for it.
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
@@ -40,6 +40,17 @@ pub struct ClaimSweeps {
 struct SweepState {
     last: Option<Instant>,
     next: Option<Instant>,
+    /// A call of the handle is sweeping now.
+    running: bool,
+}
+
+/// Marks the end of a sweep when dropped, finished or cancelled.
+struct Running<'a>(&'a ClaimSweeps);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.state().running = false;
+    }
 }
 
 impl ClaimSweeps {
@@ -64,6 +75,7 @@ impl ClaimSweeps {
         if !self.start_if_due() {
             return;
         }
+        let _running = Running(self);
         let found = sweep().await;
         let now = Instant::now();
         self.state().next = match found {
@@ -85,16 +97,30 @@ impl ClaimSweeps {
         if due {
             state.last = Some(now);
             state.next = None;
+            state.running = true;
         }
         due
     }
 
-    /// How long until the oldest record the last sweep saw comes due, for a waiting
-    /// consumer to wake then (`None`: no record was left).
+    /// How long until the handle's next sweep is due, for a waiting consumer to wake
+    /// then and sweep (`None`: the handle never swept, and its first look sweeps).
+    ///
+    /// Due is when the oldest record the last sweep saw comes due, or [`SWEEP_EVERY`]
+    /// after the last sweep, whichever is first: a claim made after that sweep, by a
+    /// consumer that died, is put back by a waiting consumer too, not only by the
+    /// handle's next claim. While another call of the handle sweeps, the answer is
+    /// [`SWEEP_RETRY`]: what the sweep will leave is not known yet, and the waiter looks
+    /// again soon (a sweep dropped part-way leaves the next one due after the period).
     pub fn next_in(&self) -> Option<Duration> {
-        self.state()
-            .next
-            .map(|at| at.saturating_duration_since(Instant::now()))
+        let state = self.state();
+        let last = state.last?;
+        let now = Instant::now();
+        if state.running {
+            return Some(SWEEP_RETRY);
+        }
+        let period = last + SWEEP_EVERY;
+        let due = state.next.map_or(period, |next| next.min(period));
+        Some(due.saturating_duration_since(now))
     }
 }
 
@@ -108,6 +134,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_sweep_is_due_first_then_every_period_or_when_a_record_comes_due() {
         let sweeps = ClaimSweeps::default();
+        assert_eq!(
+            sweeps.next_in(),
+            None,
+            "no sweep yet: the first look sweeps"
+        );
         let runs = AtomicUsize::new(0);
         let sweep = |found: Result<Option<Duration>>| {
             let sweeps = &sweeps;
@@ -137,7 +168,11 @@ mod tests {
             2,
             "the record the last sweep saw is due"
         );
-        assert_eq!(sweeps.next_in(), None);
+        assert_eq!(
+            sweeps.next_in(),
+            Some(SWEEP_EVERY),
+            "no record left: a waiter sweeps after the period"
+        );
         tokio::time::advance(SWEEP_EVERY - Duration::from_millis(1)).await;
         assert_eq!(sweep(Ok(None)).await, 2);
         tokio::time::advance(Duration::from_millis(1)).await;
@@ -150,5 +185,39 @@ mod tests {
         );
         tokio::time::advance(SWEEP_RETRY).await;
         assert_eq!(sweep(Ok(None)).await, 4, "the failed sweep's retry is due");
+    }
+
+    /// A waiter beside a sweep in progress looks again soon; a sweep dropped part-way
+    /// leaves the next one due after the period; a record due after the period waits
+    /// for the period's sweep.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_soon_beside_a_running_sweep_and_at_the_period_after_one() {
+        let sweeps = ClaimSweeps::default();
+        let (started, on_start) = tokio::sync::oneshot::channel::<()>();
+        let sweeping = sweeps.sweep_if_due("q", || async move {
+            let _ = started.send(());
+            std::future::pending::<Result<Option<Duration>>>().await
+        });
+        let mut sweeping = Box::pin(sweeping);
+        tokio::select! {
+            () = &mut sweeping => unreachable!("the sweep never ends"),
+            started = on_start => started.unwrap(),
+        }
+        assert_eq!(sweeps.next_in(), Some(SWEEP_RETRY), "a sweep is running");
+        drop(sweeping);
+        assert_eq!(
+            sweeps.next_in(),
+            Some(SWEEP_EVERY),
+            "the dropped sweep leaves the period's"
+        );
+        tokio::time::advance(SWEEP_EVERY).await;
+        sweeps
+            .sweep_if_due("q", || async { Ok(Some(SWEEP_EVERY * 2)) })
+            .await;
+        assert_eq!(
+            sweeps.next_in(),
+            Some(SWEEP_EVERY),
+            "a record due after the period waits for the period's sweep"
+        );
     }
 }
