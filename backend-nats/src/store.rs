@@ -557,6 +557,11 @@ impl Store {
     /// ([`Store::scan`]): each key as it was at some moment of the walk, not all at
     /// one sequence.
     ///
+    /// The entries come in no promised order (the server's, which
+    /// [`clock::now_with`](crate::clock::now_with) disturbs as it takes the clock's
+    /// entry out): a caller that needs one sorts them, as the queue's sweep does by
+    /// sequence.
+    ///
     /// # Errors
     /// The store's error; a transient [`Error::Connection`] when no replica reached
     /// the read floor within the request timeout.

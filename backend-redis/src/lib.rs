@@ -38,7 +38,7 @@
 //!
 //! ## Entry points
 //!
-//! As in every backend crate: [`backend`] (the [`RedisBackend`]) from a URL, which
+//! As in every backend crate: [`backend()`] (the [`RedisBackend`]) from a URL, which
 //! `distsync::connect` wraps in a [`distsync_core::Coordinator`]; [`backend_with_config`] from a
 //! [`RedisConfig`] parsed from one (`url.parse::<RedisConfig>()`) and adjusted in
 //! code; [`capabilities()`], [`BACKEND`] and [`MIN_SESSION_TTL`]. An application that
@@ -124,7 +124,7 @@
 //!
 //! **Eviction.** A server that may evict keys (any `maxmemory-policy` but
 //! `noeviction`) can delete held entries, waiter lines, counters and queue items, so
-//! [`backend`] refuses it unless the URL says `allow_eviction=true` (see
+//! [`backend()`] refuses it unless the URL says `allow_eviction=true` (see
 //! [`RedisConfig`]); the backend then declares [`capabilities_under_eviction()`].
 //!
 //! ## Sentinel and replica acknowledgement

@@ -52,7 +52,7 @@
 //!
 //! ## Entry points
 //!
-//! As in every backend crate: [`backend`] (the [`ZkBackend`]) from a URL, which
+//! As in every backend crate: [`backend()`] (the [`ZkBackend`]) from a URL, which
 //! `distsync::connect` wraps in a [`distsync_core::Coordinator`]; [`backend_with_config`] from a
 //! [`ZkConfig`] adjusted in code; [`capabilities()`] (and
 //! [`capabilities_with_bound`]), [`BACKEND`],

@@ -24,7 +24,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use distsync_core::{Error, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,12 +97,15 @@ pub struct Proxy {
     answers: Arc<AtomicU32>,
     /// The mode [`Proxy::set_on_request`] armed, with the bytes that set it.
     armed: Armed,
+    /// When the proxy was dropped, for the accept loop's log of late connections.
+    dropped: Arc<OnceLock<std::time::Instant>>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         // Closes every forwarded connection (their pumps watch the mode), and the
         // accept loop, left running, refuses every new one.
+        let _ = self.dropped.set(std::time::Instant::now());
         self.mode.send_replace(PartitionMode::Reset);
     }
 }
@@ -126,6 +129,7 @@ impl Proxy {
         let epoch = Arc::new(watch::channel(0u64).0);
         let answers = Arc::new(AtomicU32::new(0));
         let armed = Armed::default();
+        let dropped = Arc::new(OnceLock::new());
         tokio::spawn(accept_loop(
             listener,
             Arc::clone(&upstream),
@@ -133,6 +137,7 @@ impl Proxy {
             Arc::clone(&epoch),
             Arc::clone(&answers),
             Arc::clone(&armed),
+            Arc::clone(&dropped),
         ));
         Ok(Self {
             address,
@@ -141,6 +146,7 @@ impl Proxy {
             epoch,
             answers,
             armed,
+            dropped,
         })
     }
 
@@ -205,6 +211,7 @@ async fn accept_loop(
     epoch: Arc<watch::Sender<u64>>,
     answers: Arc<AtomicU32>,
     armed: Armed,
+    dropped: Arc<OnceLock<std::time::Instant>>,
 ) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -214,6 +221,15 @@ async fn accept_loop(
             continue;
         };
         if *mode.borrow() == PartitionMode::Reset {
+            if let Some(at) = dropped.get() {
+                // A client its case dropped still dials (see `Proxy`): worth knowing
+                // when a case's clients outlive it, and by how much.
+                tracing::debug!(
+                    proxy = ?listener.local_addr().ok(),
+                    since_drop = ?at.elapsed(),
+                    "a connection to a dropped partition proxy refused"
+                );
+            }
             reset(client);
             continue;
         }
