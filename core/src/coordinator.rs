@@ -71,6 +71,19 @@ use crate::{hand_over, layers, lead};
 /// assert_eq!(queue.dequeue().await?, "build");
 /// # Ok(()) }
 /// ```
+///
+/// # After the last handle is dropped
+///
+/// Work that must reach the store although nobody awaits it (a dropped guard's
+/// release, a cancelled waiter's withdrawal, the put-back of an item whose consumer
+/// went away, the deletion of a delivered item's claim) runs in tasks of its own
+/// ([`CleanUp`](crate::raw::CleanUp)), which try it again through an unreachable store
+/// until it lands or its bound passes. The longest bounds, up to ten minutes, are a
+/// queue item's put-back and a delivered claim's deletion: without the first, the item
+/// waits for the sweep of stale claims; without the second, a delivered item could be
+/// put back and delivered again. Those tasks keep the store's client, and its attempts
+/// to connect, alive after the last handle is gone: dropping a coordinator does not
+/// stop the work that protects what was committed.
 #[derive(Clone)]
 pub struct Coordinator {
     backend: Arc<dyn Backend>,
