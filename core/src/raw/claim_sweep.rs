@@ -109,7 +109,7 @@ impl ClaimSweeps {
     /// after the last sweep, whichever is first: a claim made after that sweep, by a
     /// consumer that died, is put back by a waiting consumer too, not only by the
     /// handle's next claim. While another call of the handle sweeps, the answer is
-    /// [`SWEEP_RETRY`]: what the sweep will leave is not known yet, and the waiter looks
+    /// a second: what the sweep will leave is not known yet, and the waiter looks
     /// again soon (a sweep dropped part-way leaves the next one due after the period).
     pub fn next_in(&self) -> Option<Duration> {
         let state = self.state();
